@@ -1,0 +1,110 @@
+"""One rooted, typed error tree for the whole project.
+
+::
+
+    ItbError
+     +-- ConfigError (also ValueError)        bad input: names field, value, allowed range
+     +-- StateError                           operation not valid in the current state
+     +-- HalError
+          +-- HalUnavailableError             a driver could not be loaded
+          +-- ConnectError                    the port could not be opened
+          +-- CommunicationError              garbled, missing or unexpected bytes
+          |    +-- LinkTimeoutError (also TimeoutError)
+          +-- DeviceError                     the device answered with an error or alarm
+          +-- CapabilityError (also ValueError)  value outside what the device can represent
+          +-- UncertainDeliveryError          a delivery command may or may not have taken effect
+
+Device-reported alarms and errors are *data*: codecs decode them into reply
+objects, and only a driver or the controller decides to raise
+:class:`DeviceError`. :class:`UncertainDeliveryError` is never a failure to
+retry blindly: the only allowed next step is to read status and reconcile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ItbError(Exception):
+    """Root of every error raised by itb-fil.
+
+    :param message: human-readable description.
+    :param error_code: optional machine-readable code (for journals and reports).
+    """
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class ConfigError(ItbError, ValueError):
+    """Rejected input. The message names the field, the value and the allowed range.
+
+    :param field: dotted name of the offending field, with its unit in the name.
+    :param value: the value that was given.
+    :param allowed: the allowed range or set, as text (``"[0.048, 24] mL/day"``).
+    """
+
+    def __init__(
+        self,
+        field: str,
+        value: Any,
+        allowed: str,
+        *,
+        detail: str = "",
+        error_code: str | None = None,
+    ) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        message = f"{field} (={value!r}) must be {allowed}"
+        if detail:
+            message = f"{message}: {detail}"
+        super().__init__(message, error_code=error_code or "CONFIG")
+
+
+class StateError(ItbError):
+    """The operation is not valid in the current state (closed link, latched fault...)."""
+
+
+class HalError(ItbError):
+    """Any failure in the hardware abstraction layer."""
+
+
+class HalUnavailableError(HalError):
+    """A driver named in the registry could not be imported or found."""
+
+
+class ConnectError(HalError):
+    """The port could not be opened (missing device, busy, refused)."""
+
+
+class CommunicationError(HalError):
+    """Bytes were garbled, missing or did not answer the request."""
+
+
+class LinkTimeoutError(CommunicationError, TimeoutError):
+    """No complete reply arrived within the timeout."""
+
+
+class DeviceError(HalError):
+    """The device answered, and the answer was an error or an alarm.
+
+    :param reply: the decoded reply object from the codec, kept as data.
+    """
+
+    def __init__(self, message: str, *, reply: Any = None, error_code: str | None = None) -> None:
+        super().__init__(message, error_code=error_code)
+        self.reply = reply
+
+
+class CapabilityError(HalError, ValueError):
+    """A value lies outside what the device can represent or deliver; nothing was sent."""
+
+
+class UncertainDeliveryError(HalError):
+    """A delivery-changing command may or may not have taken effect.
+
+    Never retry the command. Read status and the dispensed counter, reconcile,
+    and only then decide.
+    """

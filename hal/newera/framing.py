@@ -1,0 +1,271 @@
+"""New Era framing and CRC: the only code the driver and the simulator share.
+
+Basic mode (the factory default)::
+
+    host -> pump   <command data> CR
+    pump -> host   STX <response data> ETX
+
+Safe mode, both directions::
+
+    +-----+-----+------------------+--------+--------+-----+
+    | STX | LEN | data (n bytes)   | CRC hi | CRC lo | ETX |
+    +-----+-----+------------------+--------+--------+-----+
+    LEN = n + 4, the bytes that remain in the packet counting LEN itself
+    CRC = CRC-16/XMODEM (poly 0x1021, init 0) over the data bytes only
+
+LEN and the CRC bytes may themselves be STX, ETX or CR, so Safe packets are
+framed by the length byte and never by scanning for ETX.
+
+The deframers are I/O-free: feed them bytes (with the time they arrived, for
+the 0.5 s inter-byte rule) and they return complete frames and framing errors.
+A framing error is data; what to do about it (``?COM``, resync, count) is the
+caller's decision.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+from dataclasses import dataclass
+
+STX = 0x02
+ETX = 0x03
+CR = 0x0D
+
+#: A Safe packet whose bytes are more than this far apart is discarded, seconds.
+SAFE_INTER_BYTE_TIMEOUT_S = 0.5
+#: Longest Basic packet kept before it is discarded as overflow, bytes.
+MAX_BASIC_PACKET = 128
+SAFE_OVERHEAD = 4  # LEN, CRC hi, CRC lo, ETX
+MAX_SAFE_DATA = 255 - SAFE_OVERHEAD
+
+
+def crc16_xmodem(data: bytes) -> int:
+    """CRC-16/XMODEM of ``data`` (poly 0x1021, init 0x0000, not reflected)."""
+    return binascii.crc_hqx(data, 0)
+
+
+class FrameKind(enum.Enum):
+    """How a packet was framed on the wire."""
+
+    BASIC = "basic"
+    SAFE = "safe"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A complete, well-formed packet. ``data`` excludes all framing bytes."""
+
+    kind: FrameKind
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """Bytes that could not form a valid packet and were discarded.
+
+    :ivar reason: ``"crc"``, ``"length"``, ``"no_etx"``, ``"inter_byte_timeout"``,
+        ``"overflow"`` or ``"stray"``.
+    :ivar raw: the discarded bytes.
+    """
+
+    reason: str
+    raw: bytes
+
+
+def encode_safe(data: bytes) -> bytes:
+    """Frame ``data`` as a Safe-mode packet.
+
+    :raises ValueError: if ``data`` is longer than a length byte can describe.
+    """
+    if len(data) > MAX_SAFE_DATA:
+        raise ValueError(f"safe packet data length (={len(data)}) must be in [0, {MAX_SAFE_DATA}] bytes")
+    crc = crc16_xmodem(data)
+    return bytes((STX, len(data) + SAFE_OVERHEAD)) + data + bytes((crc >> 8, crc & 0xFF, ETX))
+
+
+def encode_basic_request(data: bytes) -> bytes:
+    """Frame host-to-pump ``data`` in Basic mode (terminated by CR)."""
+    return data + bytes((CR,))
+
+
+def encode_basic_reply(data: bytes) -> bytes:
+    """Frame pump-to-host ``data`` in Basic mode (STX ... ETX)."""
+    return bytes((STX,)) + data + bytes((ETX,))
+
+
+def encode_request(data: bytes, *, safe: bool) -> bytes:
+    """Frame a host-to-pump packet in the given mode."""
+    return encode_safe(data) if safe else encode_basic_request(data)
+
+
+def encode_reply(data: bytes, *, safe: bool) -> bytes:
+    """Frame a pump-to-host packet in the given mode."""
+    return encode_safe(data) if safe else encode_basic_reply(data)
+
+
+class _SafeAssembler:
+    """Collects one Safe packet after its STX, framed by its length byte."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray((STX,))
+        self.length: int | None = None
+
+    def push(self, byte: int) -> Frame | FrameError | None:
+        self.buf.append(byte)
+        if self.length is None:
+            self.length = byte
+            if byte < SAFE_OVERHEAD:
+                return FrameError("length", bytes(self.buf))
+            return None
+        if len(self.buf) < self.length + 1:
+            return None
+        raw = bytes(self.buf)
+        if raw[-1] != ETX:
+            return FrameError("no_etx", raw)
+        data = raw[2:-3]
+        if crc16_xmodem(data) != (raw[-3] << 8 | raw[-2]):
+            return FrameError("crc", raw)
+        return Frame(FrameKind.SAFE, data)
+
+
+class RequestDeframer:
+    """Pump side: splits the host's byte stream into Basic and Safe packets.
+
+    A packet that starts with STX is a Safe packet whatever mode the pump is
+    in; the firmware decides whether to accept it. Anything else is a Basic
+    packet ending at CR. The 0.5 s inter-byte rule discards a partial Safe
+    packet whose next byte comes too late.
+    """
+
+    def __init__(self) -> None:
+        self._basic = bytearray()
+        self._safe: _SafeAssembler | None = None
+        self._last_byte_s: float | None = None
+
+    def feed(self, data: bytes, now_s: float) -> list[Frame | FrameError]:
+        """Consume ``data`` that arrived at ``now_s`` (seconds, monotonic)."""
+        out: list[Frame | FrameError] = []
+        if (
+            self._safe is not None
+            and self._last_byte_s is not None
+            and data
+            and now_s - self._last_byte_s > SAFE_INTER_BYTE_TIMEOUT_S
+        ):
+            out.append(FrameError("inter_byte_timeout", bytes(self._safe.buf)))
+            self._safe = None
+        for byte in data:
+            if self._safe is not None:
+                result = self._safe.push(byte)
+                if result is not None:
+                    out.append(result)
+                    self._safe = None
+                continue
+            if byte == STX and not self._basic:
+                self._safe = _SafeAssembler()
+            elif byte == CR:
+                out.append(Frame(FrameKind.BASIC, bytes(self._basic)))
+                self._basic.clear()
+            else:
+                self._basic.append(byte)
+                if len(self._basic) > MAX_BASIC_PACKET:
+                    out.append(FrameError("overflow", bytes(self._basic)))
+                    self._basic.clear()
+        if data:
+            self._last_byte_s = now_s
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """True while a partial packet is held."""
+        return bool(self._basic) or self._safe is not None
+
+    def reset(self) -> None:
+        """Drop any partial packet."""
+        self._basic.clear()
+        self._safe = None
+
+
+class ReplyDeframer:
+    """Host side: splits the pump's byte stream into reply packets.
+
+    In Basic mode a reply runs from STX to ETX; a second STX before the ETX
+    restarts the packet (the earlier bytes were stray). In Safe mode a reply
+    is framed by its length byte; a bad packet is reported and the search for
+    the next STX resumes one byte after the failed one. Bytes outside any
+    packet are reported as ``"stray"`` errors.
+
+    :param safe: True when the link is in Safe mode.
+    """
+
+    def __init__(self, *, safe: bool = False) -> None:
+        self.safe = safe
+        self._buf = bytearray()
+
+    def reset(self) -> None:
+        """Drop any partial packet and stray bytes."""
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list[Frame | FrameError]:
+        """Consume ``data`` and return every complete packet and discard it finds."""
+        self._buf.extend(data)
+        return self._drain_safe() if self.safe else self._drain_basic()
+
+    def _drain_basic(self) -> list[Frame | FrameError]:
+        out: list[Frame | FrameError] = []
+        buf = self._buf
+        while buf:
+            start = buf.find(STX)
+            if start < 0:
+                out.append(FrameError("stray", bytes(buf)))
+                buf.clear()
+                break
+            if start > 0:
+                out.append(FrameError("stray", bytes(buf[:start])))
+                del buf[:start]
+            end = buf.find(ETX, 1)
+            restart = buf.find(STX, 1)
+            if restart >= 0 and (end < 0 or restart < end):
+                out.append(FrameError("stray", bytes(buf[:restart])))
+                del buf[:restart]
+                continue
+            if end < 0:
+                break
+            out.append(Frame(FrameKind.BASIC, bytes(buf[1:end])))
+            del buf[: end + 1]
+        return out
+
+    def _drain_safe(self) -> list[Frame | FrameError]:
+        out: list[Frame | FrameError] = []
+        buf = self._buf
+        while buf:
+            start = buf.find(STX)
+            if start < 0:
+                out.append(FrameError("stray", bytes(buf)))
+                buf.clear()
+                break
+            if start > 0:
+                out.append(FrameError("stray", bytes(buf[:start])))
+                del buf[:start]
+            if len(buf) < 2:
+                break
+            length = buf[1]
+            if length < SAFE_OVERHEAD:
+                out.append(FrameError("length", bytes(buf[:2])))
+                del buf[:1]
+                continue
+            if len(buf) < length + 1:
+                break
+            raw = bytes(buf[: length + 1])
+            data = raw[2:-3]
+            if raw[-1] != ETX:
+                out.append(FrameError("no_etx", raw))
+                del buf[:1]
+                continue
+            if crc16_xmodem(data) != (raw[-3] << 8 | raw[-2]):
+                out.append(FrameError("crc", raw))
+                del buf[:1]
+                continue
+            out.append(Frame(FrameKind.SAFE, data))
+            del buf[: length + 1]
+        return out

@@ -1,0 +1,220 @@
+"""The pump role interface, independent of any pump family.
+
+Units: volumes are integer nanolitres (``*_nl``), rates integer nanolitres per
+hour (``*_nl_per_h``), diameters millimetres. Drivers convert to their wire
+units in their codec and never truncate silently: a value that cannot be
+represented within the stated tolerance raises :class:`~hal.errors.CapabilityError`
+before anything is sent.
+
+Commands that change delivery return a :class:`CommandResult` whose
+:class:`Outcome` is ``APPLIED``, ``NOT_APPLIED`` or ``UNCERTAIN``. A driver never
+blind-retries such a command: after a timeout it reads status and the
+dispensed counter and reports what it could establish.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import ClassVar
+
+
+class PumpState(enum.Enum):
+    """What the mechanism is doing."""
+
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    INFUSING = "infusing"
+    WITHDRAWING = "withdrawing"
+    PURGING = "purging"
+    TIMED_PAUSE = "timed_pause"
+    USER_WAIT = "user_wait"
+
+    @property
+    def delivering(self) -> bool:
+        """True when drug is moving towards the patient."""
+        return self in (PumpState.INFUSING, PumpState.PURGING)
+
+
+class PumpAlarm(enum.Enum):
+    """Alarms a pump can latch. An alarm must be acknowledged before the pump runs again."""
+
+    RESET = "reset"  # power interrupted or reset
+    STALL = "stall"  # motor stalled: end of travel or occlusion
+    COMMS_TIMEOUT = "comms_timeout"  # safe-mode watchdog expired; the pump stopped
+    PROGRAM_ERROR = "program_error"
+    OUT_OF_RANGE = "out_of_range"  # a program phase is out of range
+
+
+class Direction(enum.Enum):
+    """Direction of plunger travel."""
+
+    INFUSE = "infuse"
+    WITHDRAW = "withdraw"
+
+
+class Sensor(enum.Enum):
+    """Sensors a pump may or may not have. The controller never infers safety from an absent one."""
+
+    MOTOR_STALL = "motor_stall"
+    OCCLUSION = "occlusion"
+    AIR_IN_LINE = "air_in_line"
+    RESERVOIR_LEVEL = "reservoir_level"
+    DISPENSED_COUNTER = "dispensed_counter"
+
+
+class Outcome(enum.Enum):
+    """What a delivery-changing command is known to have done."""
+
+    APPLIED = "applied"
+    NOT_APPLIED = "not_applied"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True)
+class PumpIdentity:
+    """Who answered: model and firmware as the pump reports them, and its bus address."""
+
+    model: str
+    firmware: str
+    address: int
+
+
+@dataclass(frozen=True)
+class PumpCapabilities:
+    """What the configured pump can deliver and sense.
+
+    :ivar min_rate_nl_per_h: lowest settable rate, nL/h.
+    :ivar max_rate_nl_per_h: highest settable rate, nL/h.
+    :ivar rate_tolerance_ppm: largest relative difference, in parts per million,
+        between a requested rate and the nearest representable one that the
+        driver accepts; beyond it the value is refused.
+    :ivar volume_resolution_nl: smallest step of the dispensed counter, nL.
+    :ivar sensors: the sensors this pump really has.
+    """
+
+    min_rate_nl_per_h: int
+    max_rate_nl_per_h: int
+    rate_tolerance_ppm: int
+    volume_resolution_nl: int
+    sensors: frozenset[Sensor] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class PumpStatus:
+    """One status reading. ``alarm`` is set while an alarm is latched."""
+
+    state: PumpState
+    alarm: PumpAlarm | None = None
+
+
+@dataclass(frozen=True)
+class DispensedVolume:
+    """The pump's own dispensed counters since they were last cleared, nL."""
+
+    infused_nl: int
+    withdrawn_nl: int
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did.
+
+    :ivar command: short name of the command (``"set_rate"``, ``"start"``...).
+    :ivar outcome: applied, not applied, or uncertain.
+    :ivar status: a status reading taken with or after the command, if any.
+    :ivar dispensed: a dispensed reading taken after the command, if any.
+    :ivar value: the value read back from the pump (for example the rate in nL/h).
+    :ivar detail: human-readable explanation, for the journal.
+    """
+
+    command: str
+    outcome: Outcome
+    status: PumpStatus | None = None
+    dispensed: DispensedVolume | None = None
+    value: int | None = None
+    detail: str = ""
+
+    @property
+    def applied(self) -> bool:
+        """True only when the command is known to have taken effect."""
+        return self.outcome is Outcome.APPLIED
+
+
+class PumpDriver(ABC):
+    """Role interface every pump driver implements.
+
+    Drivers are context managers; :meth:`close` is safe to call twice.
+    """
+
+    #: Registry name of the driver (``"ne1000"``).
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def identify(self) -> PumpIdentity:
+        """Ask the pump who it is."""
+
+    @abstractmethod
+    def configure(self, *, syringe_diameter_mm: float) -> PumpCapabilities:
+        """Set the syringe (or reservoir) geometry and return the resulting capabilities."""
+
+    @abstractmethod
+    def capabilities(self) -> PumpCapabilities:
+        """The rate envelope, resolution and sensors for the current configuration."""
+
+    @abstractmethod
+    def set_rate(self, rate_nl_per_h: int) -> CommandResult:
+        """Set the delivery rate, whether stopped or running; the result carries the read-back rate."""
+
+    @abstractmethod
+    def set_target_volume(self, volume_nl: int) -> CommandResult:
+        """Set the volume to dispense before stopping; 0 means deliver continuously."""
+
+    @abstractmethod
+    def set_direction(self, direction: Direction) -> CommandResult:
+        """Set the direction of travel (only while stopped)."""
+
+    @abstractmethod
+    def start(self) -> CommandResult:
+        """Start delivery with the current rate and target volume."""
+
+    @abstractmethod
+    def stop(self) -> CommandResult:
+        """Stop delivery completely (not merely pause)."""
+
+    @abstractmethod
+    def read_status(self) -> PumpStatus:
+        """Read the pump's state and any latched alarm. Safe to retry."""
+
+    @abstractmethod
+    def read_dispensed(self) -> DispensedVolume:
+        """Read the dispensed counters. Safe to retry."""
+
+    @abstractmethod
+    def clear_dispensed(self) -> None:
+        """Zero the dispensed counters."""
+
+    @abstractmethod
+    def acknowledge_alarm(self) -> PumpStatus:
+        """Acknowledge a latched alarm as the pump's manual defines it; returns the new status."""
+
+    @abstractmethod
+    def heartbeat(self) -> PumpStatus:
+        """Keep a comms watchdog fed; returns the status it read."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the port. Safe to call more than once."""
+
+    def __enter__(self) -> PumpDriver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The top layer: the ``itb`` command, scenarios, the bench harness and reports."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``itb bench``. Each module exposes ``run(args) -> dict``."""

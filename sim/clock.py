@@ -1,0 +1,83 @@
+"""Simulated clocks: virtual time for tests and CI, scaled real time for ``itb sim serve``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from hal.clock import NS_PER_S, Clock
+
+#: Default wall-clock origin of virtual runs: fixed, so reports are reproducible.
+DEFAULT_EPOCH_UTC = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
+
+
+class VirtualClock(Clock):
+    """Time that moves only when told to. Thread-safe.
+
+    :param start_utc: the wall time at virtual monotonic zero.
+    :param start_ns: the monotonic reading at creation, ns.
+    """
+
+    def __init__(self, start_utc: datetime = DEFAULT_EPOCH_UTC, start_ns: int = 0) -> None:
+        if start_utc.tzinfo is None:
+            raise ValueError("start_utc must be timezone-aware")
+        self._origin_utc = start_utc
+        self._origin_ns = start_ns
+        self._now_ns = start_ns
+        self._lock = threading.Lock()
+
+    def monotonic_ns(self) -> int:
+        with self._lock:
+            return self._now_ns
+
+    def utc_now(self) -> datetime:
+        with self._lock:
+            elapsed_ns = self._now_ns - self._origin_ns
+        return self._origin_utc + timedelta(microseconds=elapsed_ns // 1000)
+
+    def advance_ns(self, delta_ns: int) -> None:
+        """Move time forward by ``delta_ns`` nanoseconds (never backwards)."""
+        if delta_ns < 0:
+            raise ValueError(f"delta_ns (={delta_ns}) must be >= 0")
+        with self._lock:
+            self._now_ns += delta_ns
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        self.advance_ns(round(seconds * NS_PER_S))
+
+    def advance_to_ns(self, target_ns: int) -> None:
+        """Move time forward to ``target_ns``; a target in the past is a no-op."""
+        with self._lock:
+            if target_ns > self._now_ns:
+                self._now_ns = target_ns
+
+    def sleep(self, seconds: float) -> None:
+        """Advance virtual time instead of waiting."""
+        if seconds > 0:
+            self.advance(seconds)
+
+
+class ScaledClock(Clock):
+    """Real time multiplied by ``speed`` (``speed=60`` runs one virtual minute per second).
+
+    :param speed: virtual seconds per real second, > 0.
+    """
+
+    def __init__(self, speed: float = 1.0, start_utc: datetime | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed (={speed!r}) must be > 0")
+        self.speed = speed
+        self._real0 = time.monotonic_ns()
+        self._utc0 = start_utc or datetime.now(timezone.utc)
+
+    def monotonic_ns(self) -> int:
+        return round((time.monotonic_ns() - self._real0) * self.speed)
+
+    def utc_now(self) -> datetime:
+        return self._utc0 + timedelta(microseconds=self.monotonic_ns() // 1000)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds / self.speed)
