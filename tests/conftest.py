@@ -50,5 +50,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="hardware test: pass --hil-env FILE or set ITB_HIL_* to run")
     for item in items:
-        if "hil" in item.keywords:
+        if item.get_closest_marker("hil") is not None:
             item.add_marker(skip)
