@@ -22,6 +22,8 @@ PUMP_DRIVERS: dict[str, tuple[str, str]] = {
 
 #: Balance drivers: name -> (module, class). Each class implements ``hal.balance.BalanceDriver``.
 BALANCE_DRIVERS: dict[str, tuple[str, str]] = {
+    "mtsics": ("hal.mtsics.driver", "MtSicsDriver"),
+    "sbi": ("hal.sartorius.driver", "SbiDriver"),
 }
 
 #: Role name -> its table.

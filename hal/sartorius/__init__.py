@@ -1,0 +1,1 @@
+"""Sartorius SBI balances: I/O-free codec (:mod:`hal.sartorius.codec`) and driver (:mod:`hal.sartorius.driver`)."""
