@@ -1,0 +1,499 @@
+"""Alarm conditions, their IEC 60601-1-8 priorities, and the manager that annunciates them.
+
+Every :class:`AlarmCode` has exactly one row in :data:`ALARM_TABLE` giving its
+:class:`Priority`, whether it latches, the operator text and the rationale for
+the priority (ALM-01). The :class:`AlarmManager` keeps every active alarm:
+with several active, :meth:`AlarmManager.highest` is the one annunciated and
+the others stay queued, never dropped (ALM-04).
+
+Latching (ALM-03): a latching alarm stays active until its condition has
+cleared *and* an operator has acknowledged it, in either order. A
+non-latching alarm goes when its condition clears. Every high-priority alarm
+latches. Audio can be paused for at most :data:`AUDIO_PAUSE_MAX_S`; a new
+alarm condition ends the pause. There is no permanent mute.
+
+Every raise, clear, acknowledgement and audio pause is written to the journal
+with its actor and time (ALM-06). Annunciation comes first: if the journal
+write fails, the alarm is still active, a :attr:`AlarmCode.JOURNAL_WRITE_FAILURE`
+alarm is added, and the write error propagates to the caller.
+
+::
+
+    condition raised ---> ACTIVE(unacked) --ack--> ACTIVE(acked) --clear--> gone
+                             |                                      ^
+                             +--clear--> LATCHED(unacked) --ack-----+   (latching only;
+                                                                          non-latching: clear -> gone)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Protocol
+
+from controller.audit import SYSTEM_ACTOR, Actor
+from hal.clock import NS_PER_S, Clock
+from hal.errors import ConfigError
+
+#: Longest audio pause an operator may request, seconds (IEC 60601-1-8 practice: 2 min).
+AUDIO_PAUSE_MAX_S = 120
+
+_WITHDRAWAL_RISK = (
+    "Risk of baclofen WITHDRAWAL: high fever, altered mental state, rebound spasticity and rigidity, "
+    "which can progress to rhabdomyolysis, organ failure and death within 24-72 h. "
+    "Restore intrathecal delivery or start the withdrawal protocol now."
+)
+
+
+class Priority(enum.IntEnum):
+    """IEC 60601-1-8 alarm priority; a larger value is more urgent."""
+
+    LOW = 1
+    """Operator awareness (cyan/yellow steady, one pulse)."""
+    MEDIUM = 2
+    """Prompt operator response (yellow flashing, three pulses)."""
+    HIGH = 3
+    """Immediate operator response (red flashing, two bursts of five pulses)."""
+
+
+class AlarmCode(enum.Enum):
+    """Every alarm condition the controller can annunciate (values are stable journal codes)."""
+
+    # high priority
+    MOTOR_STALL = "motor_stall"
+    OCCLUSION = "occlusion"
+    THERAPY_INTERRUPTED = "therapy_interrupted"
+    THERAPY_STATUS_UNKNOWN = "therapy_status_unknown"
+    RESERVOIR_EMPTY = "reservoir_empty"
+    DOSE_CAP_BREACH_ATTEMPT = "dose_cap_breach_attempt"
+    OVER_DELIVERY_SUSPECTED = "over_delivery_suspected"
+    INTEGRITY_ERROR = "integrity_error"
+    JOURNAL_WRITE_FAILURE = "journal_write_failure"
+    CORRUPT_STATE_AT_STARTUP = "corrupt_state_at_startup"
+    PUMP_IDENTITY_MISMATCH = "pump_identity_mismatch"
+    UNFINISHED_SESSION = "unfinished_session"
+    PUMP_RESET = "pump_reset"
+    ALARM_SYSTEM_FAILURE = "alarm_system_failure"
+    # medium priority
+    RESERVOIR_LOW = "reservoir_low"
+    BATTERY_ERI = "battery_eri"
+    COMMS_DEGRADED = "comms_degraded"
+    REFILL_DISCREPANCY = "refill_discrepancy"
+    UNDER_DELIVERY_SUSPECTED = "under_delivery_suspected"
+    MINIMUM_RATE_MODE = "minimum_rate_mode"
+    STORAGE_LOW = "storage_low"
+    CLOCK_ANOMALY = "clock_anomaly"
+    PUMP_PROGRAM_REJECTED = "pump_program_rejected"
+    # low priority
+    REFILL_DUE = "refill_due"
+    BOLUS_DENIED = "bolus_denied"
+    SOFT_LIMIT_OVERRIDDEN = "soft_limit_overridden"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One row of the alarm table.
+
+    :param code: the alarm condition.
+    :param priority: its IEC 60601-1-8 priority.
+    :param latching: True if it stays until cleared *and* acknowledged.
+    :param message: operator text shown when it is annunciated.
+    :param rationale: why it has this priority (ALM-01).
+    """
+
+    code: AlarmCode
+    priority: Priority
+    latching: bool
+    message: str
+    rationale: str
+
+
+def _spec(code: AlarmCode, priority: Priority, message: str, rationale: str, *, latching: bool = False) -> AlarmSpec:
+    return AlarmSpec(code, priority, latching or priority is Priority.HIGH, message, rationale)
+
+
+_H, _M, _L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
+
+#: The alarm table (ALM-01): every :class:`AlarmCode` maps to exactly one :class:`AlarmSpec`.
+ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
+    {
+        s.code: s
+        for s in (
+            _spec(
+                AlarmCode.MOTOR_STALL,
+                _H,
+                "Pump motor stalled: baclofen is no longer being delivered. " + _WITHDRAWAL_RISK,
+                "Delivery has stopped; withdrawal can kill within days (boxed warning, SynchroMed stall recalls).",
+            ),
+            _spec(
+                AlarmCode.OCCLUSION,
+                _H,
+                "Occlusion: baclofen is not reaching the patient. " + _WITHDRAWAL_RISK,
+                "Delivery stopped and pressure builds a bolus behind the blockage (IEC 60601-2-24 practice).",
+            ),
+            _spec(
+                AlarmCode.THERAPY_INTERRUPTED,
+                _H,
+                "Therapy interrupted: the pump is not delivering baclofen. " + _WITHDRAWAL_RISK,
+                "Unexplained stop; withdrawal risk (ALM-07, boxed warning).",
+            ),
+            _spec(
+                AlarmCode.THERAPY_STATUS_UNKNOWN,
+                _H,
+                "Therapy status unknown: delivery has not been confirmed for too long. " + _WITHDRAWAL_RISK,
+                "Unconfirmed delivery may be an interruption (ALM-07); the user may believe therapy runs when it does not.",
+            ),
+            _spec(
+                AlarmCode.RESERVOIR_EMPTY,
+                _H,
+                "Reservoir empty: refill immediately; delivery is at minimum rate or stopped. " + _WITHDRAWAL_RISK,
+                "Empty reservoir is the commonest cause of withdrawal (RES-05).",
+            ),
+            _spec(
+                AlarmCode.DOSE_CAP_BREACH_ATTEMPT,
+                _H,
+                "A command that would exceed the daily dose cap was refused.",
+                "Overdose risk: sedation, respiratory depression, coma (PRX-03/04).",
+            ),
+            _spec(
+                AlarmCode.OVER_DELIVERY_SUSPECTED,
+                _H,
+                "Measured delivery exceeds the programme beyond tolerance; minimum-rate mode entered.",
+                "Possible overdose in progress (G1).",
+            ),
+            _spec(
+                AlarmCode.INTEGRITY_ERROR,
+                _H,
+                "Memory or data integrity error: stored settings or journal failed verification.",
+                "Corrupt critical values can cause any delivery error (G34, PER-06).",
+            ),
+            _spec(
+                AlarmCode.JOURNAL_WRITE_FAILURE,
+                _H,
+                "Journal write failed: safety records cannot be saved; therapy continues on the last programme.",
+                "Without durable records, caps and lockouts cannot survive a restart (PER-01, PER-02).",
+            ),
+            _spec(
+                AlarmCode.CORRUPT_STATE_AT_STARTUP,
+                _H,
+                "Stored state is missing or corrupt at start-up: no therapy change will be made until a clinician acts.",
+                "Unknown state must not drive therapy (SAFE-04, PER-06).",
+            ),
+            _spec(
+                AlarmCode.PUMP_IDENTITY_MISMATCH,
+                _H,
+                "Connected pump is not the one on record: no therapy change will be made until a clinician acts.",
+                "History and programme of another pump would be wrong for this patient (lesson 5).",
+            ),
+            _spec(
+                AlarmCode.UNFINISHED_SESSION,
+                _H,
+                "A programming or refill session was not finished; the last committed programme is kept.",
+                "Unfinished sessions left pumps stopped and patients in withdrawal (RES-04, HSA 2021).",
+            ),
+            _spec(
+                AlarmCode.PUMP_RESET,
+                _H,
+                "Pump reset or lost power: delivery was interrupted and is restarting at minimum rate. "
+                + _WITHDRAWAL_RISK,
+                "Interruption of unknown length; restarting at full dose is an overdose risk.",
+            ),
+            _spec(
+                AlarmCode.ALARM_SYSTEM_FAILURE,
+                _H,
+                "Alarm system self-test failed: alarms may not be heard.",
+                "An alarm that cannot sound is a failure to alarm (ALM-05).",
+            ),
+            _spec(
+                AlarmCode.RESERVOIR_LOW,
+                _M,
+                "Reservoir low: schedule a refill.",
+                "Prompt action prevents an empty reservoir (RES-02).",
+            ),
+            _spec(
+                AlarmCode.BATTERY_ERI,
+                _M,
+                "Battery at elective replacement indicator: the pump stops about 90 days from now.",
+                "Replacement must be planned within weeks (SynchroMed ERI).",
+            ),
+            _spec(
+                AlarmCode.COMMS_DEGRADED,
+                _M,
+                "Communication with the pump is degraded; the pump continues its last programme.",
+                "Loss of comms must not cause a delivery error but needs prompt attention (HAL-05).",
+            ),
+            _spec(
+                AlarmCode.REFILL_DISCREPANCY,
+                _M,
+                "Refill volumes differ from the prediction beyond tolerance: possible pocket fill, leak or "
+                "delivery fault. A clinician must acknowledge.",
+                "Pocket fills caused deaths (RES-03); needs a clinician, not an emergency response.",
+                latching=True,
+            ),
+            _spec(
+                AlarmCode.UNDER_DELIVERY_SUSPECTED,
+                _M,
+                "Measured delivery is below the programme beyond tolerance.",
+                "Under-delivery drifts towards withdrawal over hours to days (G4).",
+            ),
+            _spec(
+                AlarmCode.MINIMUM_RATE_MODE,
+                _M,
+                "Minimum-rate mode: the pump delivers the clinician-set minimum rate.",
+                "Entering or leaving minimum-rate mode must be alarmed (SAFE-02).",
+            ),
+            _spec(
+                AlarmCode.STORAGE_LOW,
+                _M,
+                "Storage for the journal is running low.",
+                "Must be fixed before records are lost (PER-05).",
+            ),
+            _spec(
+                AlarmCode.CLOCK_ANOMALY,
+                _M,
+                "Clock anomaly: wall time jumped or the pump clock disagrees.",
+                "Clock errors shift schedules; lockouts use monotonic time so this is not immediate (BOL-02).",
+            ),
+            _spec(
+                AlarmCode.PUMP_PROGRAM_REJECTED,
+                _M,
+                "The pump rejected a programme; the last committed programme keeps running.",
+                "Therapy continues, but the intended change did not happen.",
+            ),
+            _spec(
+                AlarmCode.REFILL_DUE,
+                _L,
+                "Refill due soon.",
+                "Awareness; the medium low-reservoir alarm follows if ignored.",
+            ),
+            _spec(
+                AlarmCode.BOLUS_DENIED,
+                _L,
+                "Bolus request refused (lockout, count or dose cap).",
+                "Awareness; nothing was delivered.",
+            ),
+            _spec(
+                AlarmCode.SOFT_LIMIT_OVERRIDDEN,
+                _L,
+                "A soft limit was overridden by a prescriber; the reason is recorded.",
+                "Awareness; overrides are audited (PRX-02).",
+            ),
+            _spec(AlarmCode.INFO, _L, "Information.", "Awareness only."),
+        )
+    }
+)
+
+
+class AlarmJournal(Protocol):
+    """What the alarm manager needs from the journal (see :class:`controller.journal.Journal`)."""
+
+    def record_alarm(self, *, event: str, code: str, priority: str, actor: Actor, detail: str) -> None:
+        """Durably record one alarm event (``raise``, ``clear``, ``acknowledge``, ``audio_pause``)."""
+
+
+@dataclass(frozen=True)
+class ActiveAlarm:
+    """An alarm the manager holds.
+
+    :param spec: the alarm's table row.
+    :param raised_monotonic_ns: when the condition was (last) raised, monotonic ns.
+    :param condition_active: True while the condition persists.
+    :param acknowledged: True once an operator acknowledged it.
+    :param detail: free text from whoever raised it.
+    :param occurrences: how many times the condition has been raised while held.
+    """
+
+    spec: AlarmSpec
+    raised_monotonic_ns: int
+    condition_active: bool
+    acknowledged: bool
+    detail: str
+    occurrences: int = 1
+
+    @property
+    def code(self) -> AlarmCode:
+        """The alarm condition."""
+        return self.spec.code
+
+    @property
+    def priority(self) -> Priority:
+        """The alarm's priority."""
+        return self.spec.priority
+
+    @property
+    def latched(self) -> bool:
+        """True when the condition has cleared but the alarm waits for acknowledgement."""
+        return not self.condition_active
+
+
+def _order_key(alarm: ActiveAlarm) -> tuple[int, int, str]:
+    return (-int(alarm.priority), alarm.raised_monotonic_ns, alarm.code.value)
+
+
+class AlarmManager:
+    """Holds active alarms, orders them by priority, latches, and journals every event.
+
+    Not thread-safe: the control loop owns it.
+
+    :param clock: the injected clock (monotonic time for ordering and audio pause).
+    :param journal: where every event is recorded (:class:`AlarmJournal`).
+    """
+
+    def __init__(self, clock: Clock, journal: AlarmJournal) -> None:
+        self._clock = clock
+        self._journal = journal
+        self._alarms: dict[AlarmCode, ActiveAlarm] = {}
+        self._audio_paused_until_ns: int | None = None
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def raise_alarm(self, code: AlarmCode, *, actor: Actor = SYSTEM_ACTOR, detail: str = "") -> ActiveAlarm:
+        """Raise (or re-raise) the condition ``code``.
+
+        Re-raising a held alarm keeps its place in the queue, refreshes the detail
+        and counts the occurrence; a latched alarm whose condition returns becomes
+        active again. A new condition ends any audio pause.
+
+        :param code: the alarm condition.
+        :param actor: who detected it (usually the controller).
+        :param detail: context for the operator and the journal.
+        :return: the alarm as now held.
+        :raises ConfigError: if ``code`` is not an :class:`AlarmCode`.
+        """
+        spec = self._spec(code)
+        now_ns = self._clock.monotonic_ns()
+        held = self._alarms.get(code)
+        if held is None:
+            alarm = ActiveAlarm(spec, now_ns, True, False, detail)
+            self._audio_paused_until_ns = None
+        else:
+            alarm = replace(
+                held,
+                condition_active=True,
+                acknowledged=held.acknowledged and held.condition_active,
+                detail=detail or held.detail,
+                occurrences=held.occurrences + 1,
+            )
+            if not held.condition_active:
+                self._audio_paused_until_ns = None
+        self._alarms[code] = alarm
+        self._record("raise", spec, actor, detail)
+        return alarm
+
+    def clear(self, code: AlarmCode, *, actor: Actor = SYSTEM_ACTOR, detail: str = "") -> ActiveAlarm | None:
+        """The condition ``code`` no longer holds.
+
+        A non-latching alarm, or a latching one already acknowledged, is removed; a
+        latching, unacknowledged alarm stays (latched) until acknowledged.
+        Clearing an alarm that is not held does nothing and records nothing.
+
+        :param code: the alarm condition.
+        :param actor: who observed the condition clear.
+        :param detail: context for the journal.
+        :return: the alarm if still held (latched), else None.
+        """
+        spec = self._spec(code)
+        held = self._alarms.get(code)
+        if held is None or not held.condition_active:
+            return held
+        if spec.latching and not held.acknowledged:
+            remaining: ActiveAlarm | None = replace(held, condition_active=False)
+            self._alarms[code] = remaining  # type: ignore[assignment]
+        else:
+            remaining = None
+            del self._alarms[code]
+        self._record("clear", spec, actor, detail)
+        return remaining
+
+    def acknowledge(self, code: AlarmCode, *, actor: Actor, detail: str = "") -> ActiveAlarm | None:
+        """An operator acknowledges ``code``.
+
+        A latched alarm (condition already cleared) is removed; an alarm whose
+        condition persists stays, marked acknowledged (it goes when it clears).
+
+        :param code: the alarm condition.
+        :param actor: the operator (never the controller itself).
+        :param detail: context for the journal.
+        :return: the alarm if still held, else None.
+        :raises ConfigError: if ``code`` is not held, or ``actor`` is the system.
+        """
+        spec = self._spec(code)
+        if actor == SYSTEM_ACTOR:
+            raise ConfigError("actor", str(actor), "an operator, not the controller")
+        held = self._alarms.get(code)
+        if held is None:
+            raise ConfigError("code", code.value, f"one of the held alarms {[c.value for c in self._alarms]}")
+        if held.condition_active:
+            remaining: ActiveAlarm | None = replace(held, acknowledged=True)
+            self._alarms[code] = remaining  # type: ignore[assignment]
+        else:
+            remaining = None
+            del self._alarms[code]
+        self._record("acknowledge", spec, actor, detail)
+        return remaining
+
+    def pause_audio(self, *, actor: Actor, duration_s: int) -> None:
+        """Pause the audible signal for ``duration_s`` seconds (visual signals continue).
+
+        :param actor: the operator.
+        :param duration_s: 1 .. :data:`AUDIO_PAUSE_MAX_S` seconds, integer.
+        :raises ConfigError: for a non-integer or out-of-range duration.
+        """
+        if isinstance(duration_s, bool) or not isinstance(duration_s, int) or not 1 <= duration_s <= AUDIO_PAUSE_MAX_S:
+            raise ConfigError("duration_s", duration_s, f"an integer in [1, {AUDIO_PAUSE_MAX_S}] s")
+        self._audio_paused_until_ns = self._clock.monotonic_ns() + duration_s * NS_PER_S
+        spec = ALARM_TABLE[AlarmCode.INFO]
+        self._record("audio_pause", spec, actor, f"audio paused for {duration_s} s")
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    def active(self) -> tuple[ActiveAlarm, ...]:
+        """Every held alarm, most urgent first (priority, then oldest first)."""
+        return tuple(sorted(self._alarms.values(), key=_order_key))
+
+    def highest(self) -> ActiveAlarm | None:
+        """The alarm to annunciate now, or None when none is held."""
+        ordered = self.active()
+        return ordered[0] if ordered else None
+
+    def is_active(self, code: AlarmCode) -> bool:
+        """True while ``code`` is held (active or latched)."""
+        return code in self._alarms
+
+    def has_priority(self, priority: Priority) -> bool:
+        """True if any held alarm has at least ``priority`` (BOL-03 checks HIGH)."""
+        return any(a.priority >= priority for a in self._alarms.values())
+
+    def audio_paused(self) -> bool:
+        """True while an audio pause is running."""
+        until = self._audio_paused_until_ns
+        return until is not None and self._clock.monotonic_ns() < until
+
+    def audible(self) -> ActiveAlarm | None:
+        """The alarm that should sound now: the most urgent unacknowledged one, unless audio is paused."""
+        if self.audio_paused():
+            return None
+        return next((a for a in self.active() if not a.acknowledged), None)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _spec(code: AlarmCode) -> AlarmSpec:
+        if not isinstance(code, AlarmCode):
+            raise ConfigError("code", code, "an AlarmCode")
+        return ALARM_TABLE[code]
+
+    def _record(self, event: str, spec: AlarmSpec, actor: Actor, detail: str) -> None:
+        try:
+            self._journal.record_alarm(
+                event=event, code=spec.code.value, priority=spec.priority.name, actor=actor, detail=detail
+            )
+        except Exception:
+            if AlarmCode.JOURNAL_WRITE_FAILURE not in self._alarms:
+                failure = ALARM_TABLE[AlarmCode.JOURNAL_WRITE_FAILURE]
+                self._alarms[failure.code] = ActiveAlarm(failure, self._clock.monotonic_ns(), True, False, event)
+                self._audio_paused_until_ns = None
+            raise

@@ -1,0 +1,132 @@
+"""Who did what: actors, roles and the hash chain behind the journal's audit trail.
+
+Every journal entry carries an :class:`Actor` (a name and a :class:`Role`,
+SEC-01, PER-04). Entries are chained: each entry's hash covers its own fields
+and the hash of the entry before it, so an edit, a deletion or a reordering
+breaks the chain at a known sequence number (PER-03). The chain code here is
+pure (no I/O) so the journal, the verifier and the tests share one definition.
+
+::
+
+    genesis = sha256("itb-journal-genesis:" + journal_id)
+    hash[n] = sha256(canonical_json(entry[n] fields, prev_hash = hash[n-1]))
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from hal.errors import ConfigError
+
+#: Length of a hex SHA-256 digest, characters.
+HASH_HEX_CHARS = 64
+
+
+class Role(enum.Enum):
+    """Roles that may act on the controller (SEC-01)."""
+
+    PATIENT = "patient"
+    CLINICIAN = "clinician"
+    PRESCRIBER = "prescriber"
+    PHARMACIST = "pharmacist"
+    SERVICE = "service"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person or the controller itself, as recorded in the audit trail.
+
+    :param name: identifier of the person or component (non-empty, no surrounding spaces).
+    :param role: the role under which the action is taken.
+    :raises ConfigError: for an empty name or a role that is not a :class:`Role`.
+    """
+
+    name: str
+    role: Role
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
+            raise ConfigError("actor.name", self.name, "a non-empty string without surrounding spaces")
+        if not isinstance(self.role, Role):
+            raise ConfigError("actor.role", self.role, f"one of {[r.value for r in Role]}")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role.value})"
+
+
+#: The controller acting on its own behalf (alarms it raises, commands it sends).
+SYSTEM_ACTOR = Actor("controller", Role.SYSTEM)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn ``value`` into plain JSON types, exactly (Decimals become strings, enums their values)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        raise ConfigError("journal.payload", value, "free of floats (use int fixed point or Decimal)")
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, (bytes, bytearray)):
+        return {"$bytes_hex": bytes(value).hex()}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    raise ConfigError("journal.payload", type(value).__name__, "JSON-representable data")
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON text of ``value``: sorted keys, no spaces, no floats.
+
+    :param value: plain data (dict, list, str, int, bool, None, Decimal, Enum, bytes).
+    :return: the canonical text, identical for equal inputs.
+    :raises ConfigError: if ``value`` holds a float or a type with no JSON form.
+    """
+    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def genesis_hash(journal_id: str) -> str:
+    """The ``prev_hash`` of the first entry of the journal named ``journal_id``."""
+    return hashlib.sha256(f"itb-journal-genesis:{journal_id}".encode()).hexdigest()
+
+
+#: The entry fields covered by the hash, in a fixed order.
+CHAINED_FIELDS: tuple[str, ...] = (
+    "seq",
+    "kind",
+    "action",
+    "utc",
+    "utc_offset_min",
+    "monotonic_ns",
+    "actor",
+    "role",
+    "command_id",
+    "outcome",
+    "reason",
+    "old_json",
+    "new_json",
+    "prev_hash",
+)
+
+
+def entry_hash(fields: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of one journal entry.
+
+    :param fields: a mapping holding every name in :data:`CHAINED_FIELDS`
+        (``prev_hash`` is the hash of the previous entry, or the genesis hash).
+    :return: 64 hex characters.
+    :raises KeyError: if a chained field is missing.
+    """
+    material = canonical_json({name: fields[name] for name in CHAINED_FIELDS})
+    return hashlib.sha256(material.encode("ascii")).hexdigest()
