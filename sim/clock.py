@@ -81,3 +81,35 @@ class ScaledClock(Clock):
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds / self.speed)
+
+
+class DriftClock(Clock):
+    """A clock that runs fast or slow against ``base`` by ``ppm`` parts per million.
+
+    Used to give a simulated device a crystal that drifts from the host's
+    clock: ``ppm=+100`` gains 0.36 s per hour.
+
+    :param base: the reference clock.
+    :param ppm: drift, parts per million (-100000 to 100000).
+    """
+
+    def __init__(self, base: Clock, ppm: float) -> None:
+        if not -100_000.0 <= ppm <= 100_000.0:
+            raise ValueError(f"ppm (={ppm!r}) must be in [-100000, 100000]")
+        self.base = base
+        self.ppm = ppm
+        self._factor = 1.0 + ppm / 1e6
+        self._origin_ns = base.monotonic_ns()
+
+    def monotonic_ns(self) -> int:
+        elapsed = self.base.monotonic_ns() - self._origin_ns
+        return self._origin_ns + round(elapsed * self._factor)
+
+    def utc_now(self) -> datetime:
+        elapsed = self.base.monotonic_ns() - self._origin_ns
+        extra_ns = round(elapsed * (self._factor - 1.0))
+        return self.base.utc_now() + timedelta(microseconds=extra_ns // 1000)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.base.sleep(seconds / self._factor)

@@ -1,0 +1,784 @@
+"""NE-1000 firmware emulation on a byte stream (Basic and Safe mode).
+
+Written from the manual (reference/pump-protocols.md §1), sharing only the
+framing and CRC code (:mod:`hal.newera.framing`) with the driver.
+
+Packet handling, in order:
+
+1. bytes are split into packets by :class:`hal.newera.framing.RequestDeframer`:
+   CR-terminated Basic packets, and length-framed Safe packets (any packet that
+   starts with STX, in either mode; a partial Safe packet is discarded after a
+   0.5 s gap between bytes);
+2. command data is normalised: spaces and control characters removed,
+   upper-cased;
+3. the address is split off: ``*`` marks a system command (answered whatever
+   the pump's address), one or two digits address one pump (others stay
+   silent), no digits at all is accepted by any pump;
+4. a latched alarm answers the first valid command with ``A?<x>`` instead of
+   executing it, which acknowledges the alarm;
+5. the command is looked up in :data:`COMMANDS` (each entry: a parameter
+   pattern per form and a handler); anything not modelled gets ``?``.
+
+Replies: ``<addr:2 digits><prompt>[<data>]`` framed like the request (Basic
+``STX..ETX`` or a Safe packet). Errors are data after the prompt: ``?``,
+``?NA``, ``?OOR``, ``?COM``.
+
+Modelling choices where the manual is silent (pump-protocols §6) are listed
+in :class:`Ne1000`'s docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from hal.clock import NS_PER_S, Clock
+from hal.errors import ConfigError
+from hal.newera.framing import Frame, FrameError, FrameKind, RequestDeframer, encode_reply
+from sim.device import ByteDevice
+from sim.newera.mechanics import INFUSE, NL_PER_ML, NS_PER_H, STILL, WITHDRAW, Mechanics
+from sim.newera.wire_numbers import format_milli, parse_milli
+
+#: Number of program phases in the base firmware.
+PHASE_COUNT = 41
+#: Baud rates ``*ADR n B <baud>`` accepts.
+BAUD_RATES = (19200, 9600, 2400, 1200, 300)
+#: Diameter range, thousandths of a mm.
+DIAMETER_MIN_MILLI = 100
+DIAMETER_MAX_MILLI = 50_000
+#: Diameters at or below this use µL, above it mL (thousandths of a mm).
+UL_DIAMETER_LIMIT_MILLI = 14_000
+#: Plunger speed limits (pump-protocols §1.3): cm/min and cm/h.
+MAX_SPEED_CM_PER_MIN = 5.1005
+MIN_SPEED_CM_PER_H = 0.004205
+
+#: nL/h per thousandth of each rate unit.
+RATE_UNIT_NL_PER_H_PER_MILLI = {"UH": 1, "MH": 1000, "UM": 60, "MM": 60_000}
+#: nL per thousandth of each volume unit.
+VOLUME_UNIT_NL_PER_MILLI = {"UL": 1, "ML": 1000}
+
+ALARM_RESET = "R"
+ALARM_STALL = "S"
+ALARM_TIMEOUT = "T"
+ALARM_PROGRAM = "E"
+ALARM_OUT_OF_RANGE = "O"
+
+ERR_UNKNOWN = "?"
+ERR_NOT_APPLICABLE = "?NA"
+ERR_OUT_OF_RANGE = "?OOR"
+ERR_COM = "?COM"
+
+_CONTROL_CHARS = bytes(range(0x20)) + b"\x7f "
+_ADDRESS_RE = re.compile(r"^(\*|\d{1,2})?(.*)$")
+
+
+def normalise(data: bytes) -> str:
+    """Strip spaces and control characters and upper-case, as the pump does on receipt."""
+    return data.translate(None, _CONTROL_CHARS).decode("latin-1").upper()
+
+
+def rate_envelope_nl_per_h(diameter_mm: float) -> tuple[float, float]:
+    """Lowest and highest rate the mechanism can drive a syringe of ``diameter_mm`` at, nL/h.
+
+    ``Qmin[mL/h] = pi (d/20)^2 * 0.004205`` and ``Qmax[mL/min] = pi (d/20)^2 * 5.1005``.
+    """
+    area_cm2 = math.pi * (diameter_mm / 20.0) ** 2
+    return area_cm2 * MIN_SPEED_CM_PER_H * NL_PER_ML, area_cm2 * MAX_SPEED_CM_PER_MIN * 60 * NL_PER_ML
+
+
+def _as_milli(field_name: str, value: object, low: int, high: int) -> int:
+    """Convert a config number (str, int or float given as a decimal) to thousandths."""
+    try:
+        dec = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(field_name, value, f"a decimal number in [{low / 1000}, {high / 1000}]") from None
+    milli = dec * 1000
+    if milli != milli.to_integral_value() or not low <= milli <= high:
+        raise ConfigError(field_name, value, f"a number with <= 3 decimals in [{low / 1000}, {high / 1000}]")
+    return int(milli)
+
+
+@dataclass
+class Phase:
+    """One program phase. Only ``RAT`` and ``STP`` functions are modelled."""
+
+    function: str = "RAT"
+    rate_milli: int = 10_000
+    rate_units: str = "UH"
+    volume_milli: int = 0
+    direction: str = "INF"
+
+    @property
+    def rate_nl_per_h(self) -> int:
+        """Phase rate, nL/h."""
+        return self.rate_milli * RATE_UNIT_NL_PER_H_PER_MILLI[self.rate_units]
+
+
+def _default_phases() -> list[Phase]:
+    return [Phase()] + [Phase(function="STP") for _ in range(PHASE_COUNT - 1)]
+
+
+@dataclass(frozen=True)
+class _Form:
+    """One accepted form of a command: a pattern for its parameter text and a handler."""
+
+    pattern: re.Pattern[str]
+    handler: str
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A declarative command table entry.
+
+    :ivar name: command mnemonic after normalisation (``RAT``, ``*ADR`` is ``ADR`` with ``system``).
+    :ivar forms: parameter patterns tried in order; the first full match picks the handler.
+    :ivar system: True for ``*`` commands.
+    :ivar bad_parameter: reply data when no form matches.
+    """
+
+    name: str
+    forms: tuple[_Form, ...]
+    system: bool = False
+    bad_parameter: str = ERR_UNKNOWN
+
+
+def _spec(name: str, *forms: tuple[str, str], system: bool = False, bad: str = ERR_UNKNOWN) -> CommandSpec:
+    return CommandSpec(name, tuple(_Form(re.compile(f"^{p}$"), h) for p, h in forms), system, bad)
+
+
+_NUM = r"([0-9.]+)"
+
+#: The command table. Handlers are ``Ne1000._cmd_<handler>(match) -> str`` returning reply data.
+COMMANDS: tuple[CommandSpec, ...] = (
+    _spec("VER", ("", "ver")),
+    _spec("DIA", ("", "dia_query"), (_NUM, "dia_set")),
+    _spec("RAT", ("", "rat_query"), (_NUM + r"(UM|MM|UH|MH)?", "rat_set")),
+    _spec("VOL", ("", "vol_query"), (_NUM, "vol_set"), (r"(UL|ML)", "vol_units")),
+    _spec("DIR", ("", "dir_query"), (r"(INF|WDR|REV|STK)", "dir_set")),
+    _spec("RUN", ("", "run"), (r"(\d{1,2})", "run")),
+    _spec("PUR", ("", "purge")),
+    _spec("STP", ("", "stop")),
+    _spec("DIS", ("", "dispensed")),
+    _spec("CLD", (r"(INF|WDR)", "clear")),
+    _spec("SAF", ("", "saf_query"), (r"(\d{1,3})", "saf_set")),
+    _spec("PHN", ("", "phn_query"), (r"(\d{1,2})", "phn_set")),
+    _spec("FUN", ("", "fun_query"), (r"(RAT|STP)", "fun_set")),
+    _spec("AL", ("", "flag_query"), (r"(\d)", "flag_set")),
+    _spec("PF", ("", "flag_query"), (r"(\d)", "flag_set")),
+    _spec("BP", ("", "flag_query"), (r"(\d)", "flag_set")),
+    _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set")),
+    _spec("BUZ", ("", "buz_query"), (r"(\d)(\d{1,2})?", "buz_set")),
+    _spec("TRG", ("", "trg_query"), (r"(FT|FH|FL|LE|ST|T2)", "trg_set")),
+    _spec("ADR", ("", "adr_query"), (r"(\d{1,3})(?:B(\d{3,5}))?(DUAL|RECP)?", "adr_set"), system=True),
+    _spec("RESET", ("", "reset"), system=True),
+)
+_COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
+_NAMES_LONGEST_FIRST = sorted({c.name for c in COMMANDS}, key=len, reverse=True)
+
+
+@dataclass
+class _Unsolicited:
+    """Bytes waiting to leave without a request."""
+
+    data: bytearray = field(default_factory=bytearray)
+
+
+class Ne1000(ByteDevice):
+    """A simulated New Era NE-1000 syringe pump, byte for byte.
+
+    :param clock: the device clock (virtual in tests, scaled real time in ``itb sim serve``).
+    :param address: network address, 0-99.
+    :param seed: seed of the delivery-noise generator.
+    :param bias_pct: systematic delivery error of the mechanism, percent.
+    :param noise_pct: random delivery error (std dev per noise chunk), percent.
+    :param syringe_diameter_mm: inside diameter loaded at start, mm (decimal, <= 3 decimals).
+    :param syringe_volume_ml: syringe capacity, mL (decimal).
+    :param fill_ml: syringe contents at start, mL (default: full).
+    :param safe_timeout_s: start in Safe mode with this watchdog, s (0: Basic mode).
+    :param power_on_alarm: latch ``A?R`` at start, as after a real power-up.
+    :param bad_packet_reply: ``"com"`` answers a corrupt Safe packet with ``?COM``; ``"silent"`` drops it.
+    :param occlusion_delay_s: time infusing against an occlusion before the motor stalls, s.
+    :param firmware_version: the ``VER`` reply.
+
+    Modelling choices where the manual is silent:
+
+    * phases 2-41 default to ``STP``, phase 1 to ``RAT`` 10 µL/h, so a one-phase
+      program with a volume stops by itself when the volume is reached;
+    * ``STP`` while stopped is accepted (status only); ``RUN`` while running too;
+    * Basic packets are ignored in Safe mode; a Safe packet is accepted in
+      Basic mode and answered in Safe framing (that is how ``SAF0`` returns a
+      pump to Basic mode);
+    * counters are reported truncated to the display's 4 digits;
+    * purging counts as infused volume; ``STP`` ends a purge (status ``S``).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        address: int = 0,
+        seed: int = 0,
+        bias_pct: float = 0.0,
+        noise_pct: float = 0.0,
+        syringe_diameter_mm: str | float = "8.585",
+        syringe_volume_ml: str | float = "3",
+        fill_ml: str | float | None = None,
+        safe_timeout_s: int = 0,
+        power_on_alarm: bool = True,
+        bad_packet_reply: str = "com",
+        occlusion_delay_s: float = 0.5,
+        firmware_version: str = "NE1000V3.928",
+    ) -> None:
+        if not isinstance(address, int) or not 0 <= address <= 99:
+            raise ConfigError("address", address, "an int in [0, 99]")
+        if not isinstance(safe_timeout_s, int) or not 0 <= safe_timeout_s <= 255:
+            raise ConfigError("safe_timeout_s", safe_timeout_s, "an int in [0, 255] s")
+        if bad_packet_reply not in ("com", "silent"):
+            raise ConfigError("bad_packet_reply", bad_packet_reply, "'com' or 'silent'")
+        if not occlusion_delay_s >= 0:
+            raise ConfigError("occlusion_delay_s", occlusion_delay_s, ">= 0 s")
+        diameter_milli = _as_milli("syringe_diameter_mm", syringe_diameter_mm, DIAMETER_MIN_MILLI, DIAMETER_MAX_MILLI)
+        volume_ul = _as_milli("syringe_volume_ml", syringe_volume_ml, 1, 1_000_000)
+        fill_ul = None if fill_ml is None else _as_milli("fill_ml", fill_ml, 0, volume_ul)
+        self._lock = threading.RLock()
+        self.clock = clock
+        self.mechanics = Mechanics(
+            clock,
+            syringe_volume_nl=volume_ul * 1000,
+            fill_nl=None if fill_ul is None else fill_ul * 1000,
+            bias_pct=bias_pct,
+            noise_pct=noise_pct,
+            seed=seed,
+        )
+        self.mechanics.sync = self._sync
+        self.firmware_version = firmware_version
+        self.bad_packet_reply = bad_packet_reply
+        self.occlusion_delay_ns = round(occlusion_delay_s * NS_PER_S)
+        self._deframer = RequestDeframer()
+        self._out = _Unsolicited()
+        self._advancing = False
+        # Persistent settings (non-volatile memory).
+        self.address = address
+        self.baud = 19200
+        self.safe_timeout_s = safe_timeout_s
+        self.diameter_milli = diameter_milli
+        self.volume_units = self._units_for_diameter(diameter_milli)
+        self.phases = _default_phases()
+        self.selected_phase = 0
+        self.flags: dict[str, int] = {"AL": 0, "PF": 0, "BP": 1, "LOC": 0}
+        self.buzzer = (0, 0)
+        self.trigger_mode = "FT"
+        self.sticky_direction = False
+        self.adr_mode = ""
+        # Run state.
+        self.state = "S"  # S stopped, P paused, I/W pumping, X purging
+        self.running_phase = 0
+        self._phase_moved_scaled = 0
+        self.alarm: str | None = None
+        self.powered = True
+        self._was_running_at_power_loss = False
+        self._last_valid_ns: int | None = None
+        self.occluded = False
+        self._occluded_since_ns: int | None = None
+        self._motion_since_ns: int | None = None
+        self._counter_offsets_scaled = [0, 0]  # infused, withdrawn at last CLD
+        #: Every executed command: (device time ns, normalised command text).
+        self.executed: deque[tuple[int, str]] = deque(maxlen=1000)
+        if power_on_alarm:
+            self._raise_alarm(ALARM_RESET)
+
+    # -- ByteDevice -----------------------------------------------------------------------
+    def receive(self, data: bytes) -> bytes:
+        """Consume host bytes at the clock's now; return the pump's answer (Basic or Safe framed)."""
+        with self._lock:
+            now = self.clock.monotonic_ns()
+            self._advance(now)
+            if not self.powered:
+                return b""
+            out = bytearray(self._take_unsolicited())
+            for item in self._deframer.feed(data, now / NS_PER_S):
+                out += self._handle_packet(item, now)
+            return bytes(out)
+
+    def poll(self) -> bytes:
+        """Advance to now and return unsolicited Safe-mode alarm packets that are due."""
+        with self._lock:
+            self._advance(self.clock.monotonic_ns())
+            return self._take_unsolicited() if self.powered else b""
+
+    def next_poll_ns(self) -> int | None:
+        """Device time of the next event (watchdog, target volume, end of travel, occlusion stall)."""
+        with self._lock:
+            times = [t for t in (self._watchdog_deadline(), self._next_motion_event()[0]) if t is not None]
+            return min(times) if times else None
+
+    # -- status ---------------------------------------------------------------------------
+    @property
+    def prompt(self) -> str:
+        """The status character a reply would carry now (ignoring a latched alarm)."""
+        return self.state
+
+    @property
+    def safe_mode(self) -> bool:
+        """True when the pump is in Safe mode."""
+        return self.safe_timeout_s > 0
+
+    def dispensed_nl(self) -> tuple[int, int]:
+        """The pump's own counters since the last ``CLD``: (infused, withdrawn), whole nL."""
+        with self._lock:
+            self._sync()
+            inf = (self.mechanics.infused_scaled - self._counter_offsets_scaled[0]) // NS_PER_H
+            wdr = (self.mechanics.withdrawn_scaled - self._counter_offsets_scaled[1]) // NS_PER_H
+            return inf, wdr
+
+    # -- fault hooks ----------------------------------------------------------------------
+    def inject_stall(self) -> None:
+        """Stall the motor now: stop, latch ``A?S`` (and send it unprompted in Safe mode)."""
+        with self._lock:
+            self._sync()
+            self._stall()
+
+    def set_occluded(self, occluded: bool) -> None:
+        """Block (True) or clear (False) the outlet. Infusing against a block stalls after ``occlusion_delay_s``."""
+        with self._lock:
+            self._sync()
+            self.occluded = bool(occluded)
+            self._occluded_since_ns = self.mechanics.time_ns if occluded else None
+
+    def power_loss(self) -> None:
+        """Cut power: the motor stops, bytes are ignored, nothing is sent."""
+        with self._lock:
+            if not self.powered:
+                return
+            self._sync()
+            self._was_running_at_power_loss = self.state in ("I", "W")
+            self.mechanics.stop()
+            self._motion_since_ns = None
+            self.powered = False
+            self._deframer.reset()
+            self._out.data.clear()
+
+    def power_restore(self) -> None:
+        """Restore power: latch ``A?R``; with ``PF 1`` a program that was running resumes.
+
+        In Safe mode the reset alarm is sent unprompted and the watchdog stays
+        disarmed until the first valid packet.
+        """
+        with self._lock:
+            if self.powered:
+                return
+            self.mechanics.integrate_to(max(self.mechanics.time_ns, self.clock.monotonic_ns()))
+            self.powered = True
+            self._last_valid_ns = None
+            if self.flags["PF"] == 1 and self._was_running_at_power_loss:
+                self._start_phase_motion()
+            elif self.state in ("I", "W", "X"):
+                self._stop_program()
+            self._raise_alarm(ALARM_RESET)
+
+    def power_cycle(self) -> None:
+        """Power loss immediately followed by power restore."""
+        with self._lock:
+            self.power_loss()
+            self.power_restore()
+
+    def refill(self, fill_ml: str | float) -> None:
+        """Change the syringe contents (only while the plunger is still), mL."""
+        with self._lock:
+            self._sync()
+            if self.mechanics.moving:
+                raise ConfigError("state", self.state, "stopped or paused to refill")
+            fill_ul = _as_milli("fill_ml", fill_ml, 0, self.mechanics.syringe_volume_nl // 1000)
+            self.mechanics.refill(fill_ul * 1000)
+
+    # -- time and events ------------------------------------------------------------------
+    def _sync(self) -> None:
+        with self._lock:
+            if not self._advancing:
+                self._advance(max(self.mechanics.time_ns, self.clock.monotonic_ns()))
+
+    def _watchdog_deadline(self) -> int | None:
+        if not self.safe_mode or self._last_valid_ns is None or not self.powered:
+            return None
+        return self._last_valid_ns + self.safe_timeout_s * NS_PER_S
+
+    def _next_motion_event(self) -> tuple[int | None, Callable[[], None] | None]:
+        mech = self.mechanics
+        if not mech.moving or not self.powered:
+            return None, None
+        t0 = mech.time_ns
+        events: list[tuple[int, Callable[[], None]]] = []
+        travel = mech.travel_left_scaled()
+        if travel is not None:
+            dt = mech.time_to_move_ns(travel)
+            if dt is not None:
+                events.append((t0 + dt, self._stall))
+        if self.state in ("I", "W"):
+            target = self._phase_target_scaled()
+            if target:
+                dt = mech.time_to_move_ns(target - self._phase_moved_scaled)
+                if dt is not None:
+                    events.append((t0 + dt, self._phase_complete))
+        if self.occluded and mech.direction == INFUSE and self._occluded_since_ns is not None:
+            start = max(self._occluded_since_ns, self._motion_since_ns or t0)
+            events.append((max(t0, start + self.occlusion_delay_ns), self._stall))
+        if not events:
+            return None, None
+        return min(events, key=lambda e: e[0])
+
+    def _advance(self, now_ns: int) -> None:
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            for _ in range(10_000):
+                t_motion, action = self._next_motion_event()
+                t_watch = self._watchdog_deadline()
+                due = [(t, a) for t, a in ((t_motion, action), (t_watch, self._watchdog_expired)) if t is not None]
+                due = [(t, a) for t, a in due if t <= now_ns]
+                if not due:
+                    break
+                t_event, event = min(due, key=lambda e: e[0])
+                self._integrate(max(t_event, self.mechanics.time_ns))
+                event()
+            self._integrate(max(now_ns, self.mechanics.time_ns))
+        finally:
+            self._advancing = False
+
+    def _integrate(self, t_ns: int) -> None:
+        mech = self.mechanics
+        before = mech.infused_scaled + mech.withdrawn_scaled
+        mech.integrate_to(t_ns)
+        if self.state in ("I", "W"):
+            self._phase_moved_scaled += mech.infused_scaled + mech.withdrawn_scaled - before
+
+    def _phase_target_scaled(self) -> int:
+        phase = self.phases[self.running_phase]
+        return phase.volume_milli * VOLUME_UNIT_NL_PER_MILLI[self.volume_units] * NS_PER_H
+
+    def _phase_complete(self) -> None:
+        nxt = self.running_phase + 1
+        if nxt >= PHASE_COUNT or self.phases[nxt].function == "STP":
+            self._stop_program()
+            return
+        self.running_phase = nxt
+        self._phase_moved_scaled = 0
+        self._start_phase_motion()
+
+    def _watchdog_expired(self) -> None:
+        self._last_valid_ns = None
+        self._stop_program()
+        self._raise_alarm(ALARM_TIMEOUT)
+
+    def _stall(self) -> None:
+        self._stop_program()
+        self._raise_alarm(ALARM_STALL)
+
+    def _stop_program(self) -> None:
+        self.mechanics.stop()
+        self._motion_since_ns = None
+        self.state = "S"
+        self.running_phase = 0
+        self._phase_moved_scaled = 0
+
+    def _raise_alarm(self, code: str, *, unsolicited: bool = True) -> None:
+        self.alarm = code
+        if unsolicited and self.safe_mode and self.powered:
+            self._out.data += encode_reply(f"{self.address:02d}A?{code}".encode("ascii"), safe=True)
+
+    def _take_unsolicited(self) -> bytes:
+        data = bytes(self._out.data)
+        self._out.data.clear()
+        return data
+
+    # -- motion ---------------------------------------------------------------------------
+    def _rate_in_envelope(self, rate_nl_per_h: int) -> bool:
+        low, high = rate_envelope_nl_per_h(self.diameter_milli / 1000)
+        return low <= rate_nl_per_h <= high
+
+    def _start_phase_motion(self) -> bool:
+        """Start (or resume) the running phase; latch ``A?O`` if it is out of range."""
+        phase = self.phases[self.running_phase]
+        if phase.function != "RAT" or not self._rate_in_envelope(phase.rate_nl_per_h):
+            self._stop_program()
+            self._raise_alarm(ALARM_OUT_OF_RANGE, unsolicited=False)
+            return False
+        direction = INFUSE if phase.direction == "INF" else WITHDRAW
+        self.state = "I" if direction == INFUSE else "W"
+        self.mechanics.set_motion(phase.rate_nl_per_h, direction)
+        self._motion_since_ns = self.mechanics.time_ns
+        return True
+
+    # -- packets --------------------------------------------------------------------------
+    def _handle_packet(self, item: Frame | FrameError, now: int) -> bytes:
+        if isinstance(item, FrameError):
+            if item.reason in ("crc", "length", "no_etx") and self.bad_packet_reply == "com":
+                return encode_reply(f"{self.address:02d}{self._status()}{ERR_COM}".encode("ascii"), safe=True)
+            return b""
+        safe = item.kind is FrameKind.SAFE
+        if self.safe_mode and not safe:
+            return b""
+        text = normalise(item.data)
+        match = _ADDRESS_RE.match(text)
+        assert match is not None  # the pattern matches any string
+        addr_text, command = match.group(1), match.group(2)
+        system = addr_text == "*"
+        if not system and addr_text is not None and int(addr_text) != self.address:
+            return b""
+        if self.safe_mode and safe:
+            self._last_valid_ns = now
+        if self.alarm is not None:
+            code, self.alarm = self.alarm, None
+            return self._frame(f"A?{code}", safe)
+        data = self._execute(command, system, now)
+        if self.alarm is not None:
+            code, self.alarm = self.alarm, None
+            return self._frame(f"A?{code}", safe)
+        return self._frame(self._status() + data, safe)
+
+    def _status(self) -> str:
+        return f"A?{self.alarm}" if self.alarm is not None else self.state
+
+    def _frame(self, body: str, safe: bool) -> bytes:
+        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=safe)
+
+    def _execute(self, command: str, system: bool, now: int) -> str:
+        if not command:
+            return ""
+        name = next((n for n in _NAMES_LONGEST_FIRST if command.startswith(n)), None)
+        spec = None if name is None else _COMMANDS_BY_NAME.get((name, system))
+        if spec is None or name is None:
+            return ERR_UNKNOWN
+        params = command[len(name):]
+        for form in spec.forms:
+            m = form.pattern.match(params)
+            if m is not None:
+                reply: str = getattr(self, f"_cmd_{form.handler}")(m, name)
+                if not reply.startswith("?"):
+                    self.executed.append((now, command))
+                return reply
+        return spec.bad_parameter
+
+    # -- helpers for handlers -------------------------------------------------------------
+    @staticmethod
+    def _units_for_diameter(diameter_milli: int) -> str:
+        return "UL" if diameter_milli <= UL_DIAMETER_LIMIT_MILLI else "ML"
+
+    @property
+    def _pumping(self) -> bool:
+        return self.state in ("I", "W", "X")
+
+    def _edit_phase(self) -> Phase:
+        return self.phases[self.running_phase if self.state in ("I", "W") else self.selected_phase]
+
+    # -- command handlers (return reply data after the prompt) ----------------------------
+    def _cmd_ver(self, m: re.Match[str], name: str) -> str:
+        return self.firmware_version
+
+    def _cmd_dia_query(self, m: re.Match[str], name: str) -> str:
+        return format_milli(self.diameter_milli)
+
+    def _cmd_dia_set(self, m: re.Match[str], name: str) -> str:
+        value = parse_milli(m.group(1))
+        if value is None:
+            return ERR_UNKNOWN
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        if not DIAMETER_MIN_MILLI <= value <= DIAMETER_MAX_MILLI:
+            return ERR_OUT_OF_RANGE
+        self.diameter_milli = value
+        self.volume_units = self._units_for_diameter(value)
+        return ""
+
+    def _cmd_rat_query(self, m: re.Match[str], name: str) -> str:
+        phase = self._edit_phase()
+        return format_milli(phase.rate_milli) + phase.rate_units
+
+    def _cmd_rat_set(self, m: re.Match[str], name: str) -> str:
+        value = parse_milli(m.group(1))
+        if value is None:
+            return ERR_UNKNOWN
+        phase = self._edit_phase()
+        units = m.group(2) or phase.rate_units
+        if self.state == "X":
+            return ERR_NOT_APPLICABLE
+        if self.state in ("I", "W") and units != phase.rate_units:
+            return ERR_NOT_APPLICABLE
+        rate_nl_per_h = value * RATE_UNIT_NL_PER_H_PER_MILLI[units]
+        if not self._rate_in_envelope(rate_nl_per_h):
+            return ERR_OUT_OF_RANGE
+        phase.rate_milli, phase.rate_units = value, units
+        if self.state in ("I", "W"):
+            self.mechanics.set_motion(rate_nl_per_h, self.mechanics.direction)
+        return ""
+
+    def _cmd_vol_query(self, m: re.Match[str], name: str) -> str:
+        return format_milli(self._edit_phase().volume_milli) + self.volume_units
+
+    def _cmd_vol_set(self, m: re.Match[str], name: str) -> str:
+        value = parse_milli(m.group(1))
+        if value is None:
+            return ERR_UNKNOWN
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        self.phases[self.selected_phase].volume_milli = value
+        return ""
+
+    def _cmd_vol_units(self, m: re.Match[str], name: str) -> str:
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        self.volume_units = m.group(1)
+        return ""
+
+    def _cmd_dir_query(self, m: re.Match[str], name: str) -> str:
+        return self._edit_phase().direction
+
+    def _cmd_dir_set(self, m: re.Match[str], name: str) -> str:
+        word = m.group(1)
+        phase = self._edit_phase()
+        if word == "STK":
+            if self._pumping:
+                return ERR_NOT_APPLICABLE
+            self.sticky_direction = True
+            return ""
+        if self.state == "X":
+            return ERR_NOT_APPLICABLE
+        if self.state in ("I", "W") and phase.volume_milli != 0:
+            return ERR_NOT_APPLICABLE
+        if word == "REV":
+            word = "WDR" if phase.direction == "INF" else "INF"
+        phase.direction = word
+        if self.state in ("I", "W"):
+            self._start_phase_motion()
+        return ""
+
+    def _cmd_run(self, m: re.Match[str], name: str) -> str:
+        if self.state in ("I", "W", "X"):
+            return ""
+        if m.lastindex:
+            index = int(m.group(1)) - 1
+            if not 0 <= index < PHASE_COUNT:
+                return ERR_OUT_OF_RANGE
+            self.running_phase, self._phase_moved_scaled = index, 0
+        elif self.state == "S":
+            self.running_phase, self._phase_moved_scaled = 0, 0
+        self._start_phase_motion()
+        return ""
+
+    def _cmd_purge(self, m: re.Match[str], name: str) -> str:
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        _, high = rate_envelope_nl_per_h(self.diameter_milli / 1000)
+        self.state = "X"
+        self.mechanics.set_motion(int(high), INFUSE)
+        self._motion_since_ns = self.mechanics.time_ns
+        return ""
+
+    def _cmd_stop(self, m: re.Match[str], name: str) -> str:
+        if self.state in ("I", "W"):
+            self.mechanics.stop()
+            self._motion_since_ns = None
+            self.state = "P"
+        elif self.state in ("P", "X"):
+            self._stop_program()
+        return ""
+
+    def _cmd_dispensed(self, m: re.Match[str], name: str) -> str:
+        inf_nl, wdr_nl = self.dispensed_nl()
+        per = VOLUME_UNIT_NL_PER_MILLI[self.volume_units]
+        return f"I{format_milli(inf_nl // per)}W{format_milli(wdr_nl // per)}{self.volume_units}"
+
+    def _cmd_clear(self, m: re.Match[str], name: str) -> str:
+        if m.group(1) == "INF":
+            self._counter_offsets_scaled[0] = self.mechanics.infused_scaled
+        else:
+            self._counter_offsets_scaled[1] = self.mechanics.withdrawn_scaled
+        return ""
+
+    def _cmd_saf_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.safe_timeout_s)
+
+    def _cmd_saf_set(self, m: re.Match[str], name: str) -> str:
+        value = int(m.group(1))
+        if value > 255:
+            return ERR_OUT_OF_RANGE
+        self.safe_timeout_s = value
+        self._last_valid_ns = self.mechanics.time_ns if value else None
+        return ""
+
+    def _cmd_phn_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.selected_phase + 1)
+
+    def _cmd_phn_set(self, m: re.Match[str], name: str) -> str:
+        value = int(m.group(1))
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        if not 1 <= value <= PHASE_COUNT:
+            return ERR_OUT_OF_RANGE
+        self.selected_phase = value - 1
+        return ""
+
+    def _cmd_fun_query(self, m: re.Match[str], name: str) -> str:
+        return self.phases[self.selected_phase].function
+
+    def _cmd_fun_set(self, m: re.Match[str], name: str) -> str:
+        if self._pumping:
+            return ERR_NOT_APPLICABLE
+        self.phases[self.selected_phase].function = m.group(1)
+        return ""
+
+    def _cmd_flag_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.flags[name])
+
+    def _cmd_flag_set(self, m: re.Match[str], name: str) -> str:
+        value = int(m.group(1))
+        if value > 1:
+            return ERR_OUT_OF_RANGE
+        self.flags[name] = value
+        return ""
+
+    def _cmd_buz_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.buzzer[0])
+
+    def _cmd_buz_set(self, m: re.Match[str], name: str) -> str:
+        on = int(m.group(1))
+        if on > 1:
+            return ERR_OUT_OF_RANGE
+        self.buzzer = (on, int(m.group(2) or 0))
+        return ""
+
+    def _cmd_trg_query(self, m: re.Match[str], name: str) -> str:
+        return self.trigger_mode
+
+    def _cmd_trg_set(self, m: re.Match[str], name: str) -> str:
+        self.trigger_mode = m.group(1)
+        return ""
+
+    def _cmd_adr_query(self, m: re.Match[str], name: str) -> str:
+        return f"{self.address}"
+
+    def _cmd_adr_set(self, m: re.Match[str], name: str) -> str:
+        address = int(m.group(1))
+        baud = None if m.group(2) is None else int(m.group(2))
+        if address > 99 or (baud is not None and baud not in BAUD_RATES):
+            return ERR_OUT_OF_RANGE
+        self.address = address
+        if baud is not None and baud != self.baud:
+            self.baud = baud
+            self._last_valid_ns = None
+        self.adr_mode = m.group(3) or ""
+        return ""
+
+    def _cmd_reset(self, m: re.Match[str], name: str) -> str:
+        self._stop_program()
+        self.phases = _default_phases()
+        self.selected_phase = 0
+        self.safe_timeout_s = 0
+        self._last_valid_ns = None
+        self.address = 0
+        return ""
