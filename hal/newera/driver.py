@@ -1,0 +1,1055 @@
+"""NE-1000 pump driver: :class:`hal.pump.PumpDriver` over a serial link.
+
+One request, one reply. Every exchange goes through :meth:`Ne1000Driver._exchange`:
+
+1. discard what is already buffered (stray bytes, a late reply, an
+   unsolicited Safe-mode alarm packet, which is recorded but does not
+   acknowledge the alarm);
+2. send the framed request (Basic or Safe, whichever mode the link is in);
+3. read until a reply arrives whose address is ours and whose shape matches
+   what the request expects (a late reply to an earlier query is discarded,
+   never taken as this request's answer);
+4. on a timeout, drain the line until it has been quiet, so a reply still in
+   flight cannot answer the next request.
+
+Reads (status, ``DIS``, parameter queries) are idempotent and are retried, a
+bounded number of times. Commands that change delivery (``RAT VOL DIR RUN STP
+PUR DIA CLD``) are sent **once**. Their outcome is established from the reply
+and by reading the value back:
+
+====================================  =============================================
+what happened                          outcome
+====================================  =============================================
+reply OK and read-back matches         ``APPLIED``
+reply OK, read-back differs            ``UNCERTAIN`` (the pump holds something else)
+error reply (``?OOR``, ``?NA``...)     ``NOT_APPLIED``
+alarm reply (``A?x``)                  the command was swallowed: read back; if the
+                                       alarm was the power-up reset and the value is
+                                       not set, send it once more (after reading,
+                                       so never twice in effect); else ``NOT_APPLIED``
+reply lost, ``RUN``/``PUR``            ``UNCERTAIN``, with status and dispensed
+                                       readings attached for reconciliation
+reply lost, other commands             by read-back: ``APPLIED`` or ``NOT_APPLIED``;
+                                       ``UNCERTAIN`` if the read-back fails too
+====================================  =============================================
+
+Alarms are acknowledged, as the manual defines, by the alarm status sent in
+reply to any valid command. Every alarm the driver sees is kept in
+:meth:`Ne1000Driver.pending_alarms` so that none is lost to an implicit
+acknowledgement.
+
+Safe mode (``SAF n``): length-framed, CRC-checked packets and an n-second
+communications watchdog. Keep it fed with :meth:`Ne1000Driver.heartbeat` (the
+control loop calls it when :meth:`Ne1000Driver.heartbeat_due` says so), or
+start the optional real-time heartbeat thread on the bench.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from hal.clock import NS_PER_S, Clock, SystemClock
+from hal.errors import (
+    CapabilityError,
+    CommunicationError,
+    ConfigError,
+    DeviceError,
+    LinkTimeoutError,
+    StateError,
+    UncertainDeliveryError,
+)
+from hal.newera import codec
+from hal.newera.codec import (
+    AlarmType,
+    ErrorCode,
+    Prompt,
+    RateUnits,
+    Reply,
+    ReplyFormatError,
+    Request,
+    VolumeUnits,
+    WireDirection,
+)
+from hal.newera.framing import Frame, FrameError, ReplyDeframer
+from hal.pump import (
+    CommandResult,
+    Direction,
+    DispensedVolume,
+    Outcome,
+    PumpAlarm,
+    PumpCapabilities,
+    PumpDriver,
+    PumpIdentity,
+    PumpState,
+    PumpStatus,
+    Sensor,
+)
+from hal.transport import DEFAULT_TIMEOUT_S, open_serial
+
+T = TypeVar("T")
+
+#: NE-1000 syringe inside diameters, mm.
+DIAMETER_MIN_MM = Decimal("0.1")
+DIAMETER_MAX_MM = Decimal("50.0")
+#: Sensors the NE-1000 really has.
+NE1000_SENSORS = frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
+#: Bytes read while waiting for one reply before giving up on a babbling line.
+MAX_REPLY_BYTES = 1024
+#: Quiet time that ends a drain after a timeout, seconds.
+DEFAULT_QUIET_S = 0.05
+
+_PROMPT_STATE = {
+    Prompt.INFUSING: PumpState.INFUSING,
+    Prompt.WITHDRAWING: PumpState.WITHDRAWING,
+    Prompt.STOPPED: PumpState.STOPPED,
+    Prompt.PAUSED: PumpState.PAUSED,
+    Prompt.TIMED_PAUSE: PumpState.TIMED_PAUSE,
+    Prompt.USER_WAIT: PumpState.USER_WAIT,
+    Prompt.PURGING: PumpState.PURGING,
+}
+_ALARM = {
+    AlarmType.RESET: PumpAlarm.RESET,
+    AlarmType.STALL: PumpAlarm.STALL,
+    AlarmType.COMMS_TIMEOUT: PumpAlarm.COMMS_TIMEOUT,
+    AlarmType.PROGRAM_ERROR: PumpAlarm.PROGRAM_ERROR,
+    AlarmType.OUT_OF_RANGE: PumpAlarm.OUT_OF_RANGE,
+}
+_WIRE_DIRECTION = {Direction.INFUSE: WireDirection.INFUSE, Direction.WITHDRAW: WireDirection.WITHDRAW}
+_RUNNING = frozenset({PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING,
+                      PumpState.TIMED_PAUSE, PumpState.USER_WAIT})
+
+
+class ByteLink(Protocol):
+    """What the driver needs from a link (:class:`hal.transport.SerialLink` or a test fake)."""
+
+    url: str
+    timeout_s: float
+
+    def write(self, data: bytes) -> None: ...
+    def read(self, size: int = 1) -> bytes: ...
+    def reset_input(self) -> None: ...
+    @property
+    def in_waiting(self) -> int: ...
+    def note(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    """An alarm the driver saw.
+
+    :ivar alarm: which alarm.
+    :ivar monotonic_ns: when it was seen, on the driver's clock.
+    :ivar acknowledged: True when it came as a reply to our command (which
+        acknowledges it); False for an unsolicited Safe-mode packet.
+    :ivar command: the request data it answered (empty for unsolicited).
+    """
+
+    alarm: PumpAlarm
+    monotonic_ns: int
+    acknowledged: bool
+    command: str = ""
+
+
+@dataclass
+class LinkStatistics:
+    """Counters of what the driver discarded or retried, for bench reports."""
+
+    stray_bytes: int = 0
+    frame_errors: int = 0
+    foreign_replies: int = 0
+    unmatched_replies: int = 0
+    timeouts: int = 0
+    query_retries: int = 0
+    resends_after_reset: int = 0
+
+
+class _DeliveryLost(Exception):
+    """Internal: the reply to a delivery command did not arrive (or was garbled)."""
+
+
+class Ne1000Driver(PumpDriver):
+    """New Era NE-1000 (and family) driver.
+
+    Build it with :meth:`open` (or :func:`hal.open_pump`); the constructor takes
+    an already open link and does no I/O until :meth:`connect`.
+
+    :param link: an open byte link.
+    :param address: the pump's bus address, 0-99.
+    :param clock: time source for alarm stamps and heartbeat scheduling.
+    :param read_retries: extra attempts for idempotent reads, 0-5.
+    :param rate_tolerance_ppm: largest relative error accepted when a rate or
+        volume is represented in the pump's number format, ppm (1-10000).
+    :param quiet_s: quiet time that ends a drain after a timeout, seconds.
+    :param owns_link: close the link when the driver is closed.
+    """
+
+    name = "ne1000"
+
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        address: int = 0,
+        clock: Clock | None = None,
+        read_retries: int = 2,
+        rate_tolerance_ppm: int = codec.DEFAULT_TOLERANCE_PPM,
+        quiet_s: float = DEFAULT_QUIET_S,
+        owns_link: bool = True,
+    ) -> None:
+        codec.check_address(address)
+        if isinstance(read_retries, bool) or not isinstance(read_retries, int) or not 0 <= read_retries <= 5:
+            raise ConfigError("read_retries", read_retries, "an integer in [0, 5]")
+        if (isinstance(rate_tolerance_ppm, bool) or not isinstance(rate_tolerance_ppm, int)
+                or not 1 <= rate_tolerance_ppm <= 10_000):
+            raise ConfigError("rate_tolerance_ppm", rate_tolerance_ppm, "an integer in [1, 10000] ppm")
+        if not isinstance(quiet_s, (int, float)) or not 0 < quiet_s <= 1:
+            raise ConfigError("quiet_s", quiet_s, "a number of seconds in (0, 1]")
+        self._link: ByteLink | None = link
+        self.address = address
+        self.clock = clock or SystemClock()
+        self.read_retries = read_retries
+        self.rate_tolerance_ppm = rate_tolerance_ppm
+        self.quiet_s = float(quiet_s)
+        self._owns_link = owns_link
+        self._lock = threading.RLock()
+        self._safe = False
+        self._safe_timeout_s: int | None = None
+        self._diameter_mm: Decimal | None = None
+        self._rate_units: RateUnits | None = None
+        self._last_state: PumpState | None = None
+        self._last_valid_ns: int | None = None
+        self._alarms: list[AlarmEvent] = []
+        self.stats = LinkStatistics()
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        #: Errors the heartbeat thread met (it keeps going), newest last.
+        self.heartbeat_errors: list[BaseException] = []
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        address: int = 0,
+        baudrate: int = 19200,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        safe_mode_timeout_s: int | None = None,
+        trace_path: str | Path | None = None,
+        clock: Clock | None = None,
+        **options: Any,
+    ) -> Ne1000Driver:
+        """Open ``url``, connect to the pump and return the driver.
+
+        All settings are checked before the port is opened. If connecting
+        fails, the port is closed again.
+
+        :param url: serial device or pyserial URL.
+        :param address: bus address, 0-99.
+        :param baudrate: as set on the pump.
+        :param timeout_s: reply timeout, seconds.
+        :param safe_mode_timeout_s: None for Basic mode, or 1-255 s for Safe mode.
+        :param trace_path: write every byte to this file.
+        :param clock: injected clock.
+        :param options: further constructor options (``read_retries``...).
+        :raises ConfigError: a setting is out of range; nothing was opened.
+        :raises ConnectError: the port could not be opened.
+        :raises CommunicationError: the pump did not answer.
+        """
+        codec.check_address(address)
+        _check_safe_timeout(safe_mode_timeout_s)
+        link = open_serial(url, baudrate=baudrate, timeout_s=timeout_s, trace_path=trace_path, clock=clock)
+        try:
+            driver = cls(link, address=address, clock=clock, **options)
+            driver.connect(safe_mode_timeout_s=safe_mode_timeout_s)
+        except BaseException:
+            link.close()
+            raise
+        return driver
+
+    def connect(self, *, safe_mode_timeout_s: int | None = None) -> PumpStatus:
+        """Find the pump, acknowledge a power-up reset, learn its setup and set the mode.
+
+        The pump may be in Basic or Safe mode (Safe mode survives power
+        cycles), so the first status query is tried in both framings.
+        Connecting changes nothing that affects delivery.
+
+        :param safe_mode_timeout_s: None to leave the pump in (or return it to)
+            Basic mode, or 1-255 s to enter Safe mode with that watchdog.
+        :return: the pump's status after connecting.
+        :raises CommunicationError: no answer in either framing.
+        """
+        _check_safe_timeout(safe_mode_timeout_s)
+        with self._lock:
+            self._probe_mode()
+            status = self.read_status()
+            self._diameter_mm = self._read_diameter()
+            self._rate_units = self._read_rate().units
+            if safe_mode_timeout_s is not None:
+                self.enter_safe_mode(safe_mode_timeout_s)
+            elif self._safe:
+                self.exit_safe_mode()
+            return status
+
+    def _probe_mode(self) -> None:
+        request = codec.status_request(self.address)
+        last: Exception | None = None
+        for safe in (self._safe, not self._safe) * (1 + self.read_retries):
+            self._safe = safe
+            try:
+                reply = self._exchange(request, expect_data=False)
+            except CommunicationError as exc:
+                last = exc
+                continue
+            self._note_reply(reply, request)
+            return
+        raise CommunicationError(
+            f"no answer from pump {self.address} on {self._require_link().url} in Basic or Safe framing",
+            error_code="NE_NO_ANSWER",
+        ) from last
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _require_link(self) -> ByteLink:
+        if self._link is None:
+            raise StateError("the NE-1000 driver is closed")
+        return self._link
+
+    @property
+    def safe_mode(self) -> bool:
+        """True while the driver talks to the pump in Safe mode."""
+        return self._safe
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and release the link. Safe to call twice.
+
+        The pump's mode is left as it is: closing in Safe mode leaves the
+        watchdog armed, so the pump alarms and stops unless someone else keeps
+        it fed. Call :meth:`exit_safe_mode` first for the other choice.
+        """
+        self.stop_heartbeat_thread()
+        with self._lock:
+            link, self._link = self._link, None
+            if link is not None and self._owns_link:
+                link.close()
+
+    # -- the exchange ---------------------------------------------------------------------
+
+    def _discard_pending(self, link: ByteLink) -> None:
+        waiting = link.in_waiting
+        if not waiting:
+            return
+        self._absorb_stray(link.read(waiting))
+
+    def _absorb_stray(self, data: bytes) -> None:
+        """Account for bytes that arrived outside an exchange; record unsolicited alarms."""
+        if not data:
+            return
+        self.stats.stray_bytes += len(data)
+        for item in ReplyDeframer(safe=self._safe).feed(data):
+            if isinstance(item, Frame):
+                try:
+                    reply = codec.parse_reply(item.data)
+                except ReplyFormatError:
+                    continue
+                if reply.address == self.address and reply.alarm is not None:
+                    self._record_alarm(reply.alarm, acknowledged=False, command="")
+
+    def _drain_quiet(self, link: ByteLink) -> None:
+        """After a timeout: read until the line has been quiet for ``quiet_s``."""
+        saved = link.timeout_s
+        link.timeout_s = self.quiet_s
+        try:
+            for _ in range(MAX_REPLY_BYTES):
+                data = link.read(256)
+                if not data:
+                    break
+                self._absorb_stray(data)
+        finally:
+            link.timeout_s = saved
+
+    def _exchange(self, request: Request, *, expect_data: bool | Callable[[str], object]) -> Reply:
+        """Send ``request`` once and return the reply that answers it.
+
+        :param expect_data: False for a status-only reply, True for any data,
+            or a parser that must accept the data.
+        :raises LinkTimeoutError: nothing matching arrived in time (line drained).
+        :raises CommunicationError: the link failed, or the line babbled.
+        """
+        link = self._require_link()
+        self._discard_pending(link)
+        packet = request.encode(safe=self._safe)
+        link.write(packet)
+        try:
+            return self._await_reply(link, request, expect_data)
+        except LinkTimeoutError:
+            self.stats.timeouts += 1
+            link.note(f"no reply to {request.data()!r}; draining")
+            self._drain_quiet(link)
+            raise
+
+    def _await_reply(self, link: ByteLink, request: Request, expect_data: bool | Callable[[str], object]) -> Reply:
+        deframer = ReplyDeframer(safe=self._safe)
+        received = 0
+        while received <= MAX_REPLY_BYTES:
+            chunk = link.read(max(1, link.in_waiting))
+            if not chunk:
+                raise LinkTimeoutError(
+                    f"no reply from pump {self.address} to {request.data()!r}", error_code="NE_TIMEOUT"
+                )
+            received += len(chunk)
+            items = deframer.feed(chunk)
+            for index, item in enumerate(items):
+                if isinstance(item, FrameError):
+                    self.stats.frame_errors += 1
+                    continue
+                reply = self._match(item, expect_data)
+                if reply is not None:
+                    self._last_valid_ns = self.clock.monotonic_ns()
+                    rest = items[index + 1:]
+                    if rest:
+                        self.stats.unmatched_replies += len(rest)
+                    return reply
+        raise CommunicationError(
+            f"pump {self.address}: {received} bytes without a reply to {request.data()!r}",
+            error_code="NE_BABBLE",
+        )
+
+    def _match(self, frame: Frame, expect_data: bool | Callable[[str], object]) -> Reply | None:
+        try:
+            reply = codec.parse_reply(frame.data)
+        except ReplyFormatError:
+            self.stats.frame_errors += 1
+            return None
+        if reply.address != self.address:
+            self.stats.foreign_replies += 1
+            return None
+        if not reply.ok:
+            return reply  # alarms and errors answer any request
+        if expect_data is False:
+            ok = reply.data == ""
+        elif expect_data is True:
+            ok = reply.data != ""
+        else:
+            try:
+                expect_data(reply.data)
+                ok = True
+            except ReplyFormatError:
+                ok = False
+        if not ok:
+            self.stats.unmatched_replies += 1  # a late reply to something else
+            return None
+        return reply
+
+    def _note_reply(self, reply: Reply, request: Request) -> None:
+        if reply.prompt is not None:
+            self._last_state = _PROMPT_STATE[reply.prompt]
+        if reply.alarm is not None:
+            self._record_alarm(reply.alarm, acknowledged=True, command=request.data().decode("ascii"))
+
+    def _record_alarm(self, alarm: AlarmType, *, acknowledged: bool, command: str) -> None:
+        self._alarms.append(AlarmEvent(_ALARM[alarm], self.clock.monotonic_ns(), acknowledged, command))
+
+    def pending_alarms(self) -> tuple[AlarmEvent, ...]:
+        """Every alarm seen since the last call, oldest first; the list is then cleared."""
+        with self._lock:
+            alarms, self._alarms = tuple(self._alarms), []
+            return alarms
+
+    # -- idempotent reads -------------------------------------------------------------------
+
+    def _query(self, request: Request, parse: Callable[[str], T]) -> T:
+        """Read a parameter, retrying (bounded) on timeouts, garbling, ``?COM`` and alarm replies.
+
+        :raises DeviceError: the pump answered with a command error.
+        :raises CommunicationError: no usable answer after all attempts.
+        """
+        if request.changes_delivery:
+            raise StateError(f"{request.data()!r} changes delivery; it is not a query")
+        attempts = 2 + self.read_retries  # one extra: the first may be swallowed by an alarm
+        last: Exception | None = None
+        with self._lock:
+            for attempt in range(attempts):
+                if attempt:
+                    self.stats.query_retries += 1
+                try:
+                    reply = self._exchange(request, expect_data=parse)
+                except CommunicationError as exc:
+                    last = exc
+                    continue
+                self._note_reply(reply, request)
+                if reply.error is ErrorCode.BAD_PACKET:
+                    last = DeviceError(f"pump {self.address} reported ?COM", reply=reply)
+                    continue
+                if reply.error is not None:
+                    raise DeviceError(
+                        f"pump {self.address} answered {request.data()!r} with {reply.error.value}",
+                        reply=reply,
+                        error_code=f"NE_{reply.error.name}",
+                    )
+                if reply.alarm is not None and not reply.data:
+                    continue  # the alarm reply acknowledged it and swallowed the query: ask again
+                return parse(reply.data)
+        if last is None:
+            raise DeviceError(f"pump {self.address} kept answering {request.data()!r} with alarms")
+        raise last
+
+    def read_status(self) -> PumpStatus:
+        """Read state and any latched alarm. Safe to retry.
+
+        Reading an alarm acknowledges it (the manual's rule); the returned
+        status still carries it, and :meth:`pending_alarms` keeps it.
+        """
+        with self._lock:
+            before = len(self._alarms)
+            request = codec.status_request(self.address)
+            self._query(request, _expect_empty)
+            new = self._alarms[before:]
+            alarm = next((event.alarm for event in new if event.acknowledged), None)
+            assert self._last_state is not None
+            return PumpStatus(self._last_state, alarm)
+
+    def read_dispensed(self) -> DispensedVolume:
+        """Read the infused and withdrawn counters, nL. Safe to retry."""
+        infused_nl, withdrawn_nl = self._query(codec.query(self.address, codec.Command.DIS), codec.parse_dispensed)
+        return DispensedVolume(infused_nl, withdrawn_nl)
+
+    def identify(self) -> PumpIdentity:
+        """Read model and firmware (``VER``)."""
+        model, firmware = self._query(codec.query(self.address, codec.Command.VER), codec.parse_version)
+        return PumpIdentity(model, firmware, self.address)
+
+    def read_rate_nl_per_h(self) -> int:
+        """Read the programmed rate back, nL/h."""
+        return self._read_rate().rate_nl_per_h
+
+    def _read_rate(self) -> codec.WireRate:
+        rate = self._query(codec.query(self.address, codec.Command.RAT), codec.parse_rate)
+        self._rate_units = rate.units
+        return rate
+
+    def _read_diameter(self) -> Decimal:
+        return self._query(codec.query(self.address, codec.Command.DIA), codec.parse_diameter)
+
+    def read_target_volume_nl(self) -> int:
+        """Read the target volume back, nL (0: deliver continuously)."""
+        units = self._volume_units()
+        return self._query(
+            codec.query(self.address, codec.Command.VOL), lambda data: codec.parse_volume(data, units)
+        )
+
+    def read_direction(self) -> Direction:
+        """Read the direction of travel back."""
+        wire = self._query(codec.query(self.address, codec.Command.DIR), codec.parse_direction)
+        return Direction.INFUSE if wire is WireDirection.INFUSE else Direction.WITHDRAW
+
+    def read_diameter_mm(self) -> Decimal:
+        """Read the syringe diameter back, mm."""
+        diameter = self._read_diameter()
+        self._diameter_mm = diameter
+        return diameter
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def _volume_units(self) -> VolumeUnits:
+        if self._diameter_mm is None:
+            raise StateError("syringe diameter unknown: call configure() first")
+        return codec.volume_units_for_diameter(self._diameter_mm)
+
+    def capabilities(self) -> PumpCapabilities:
+        """Rate envelope, representation tolerance, counter resolution and sensors.
+
+        The counter resolution is its finest step (3 decimals of the volume
+        units); large readings are coarser because the pump shows 4 digits.
+
+        :raises StateError: the diameter is not known yet.
+        """
+        units = self._volume_units()
+        assert self._diameter_mm is not None
+        low, high = codec.syringe_rate_envelope_nl_per_h(self._diameter_mm)
+        return PumpCapabilities(
+            min_rate_nl_per_h=low,
+            max_rate_nl_per_h=high,
+            rate_tolerance_ppm=self.rate_tolerance_ppm,
+            volume_resolution_nl=units.nl // 1000,
+            sensors=NE1000_SENSORS,
+        )
+
+    def configure(self, *, syringe_diameter_mm: float | Decimal | str) -> PumpCapabilities:
+        """Set the syringe inside diameter (``DIA``), read it back and return the capabilities.
+
+        The pump then counts volumes in µL (<= 14 mm) or mL (> 14 mm).
+
+        :param syringe_diameter_mm: inside diameter, mm, in [0.1, 50.0], at most 3 decimals.
+        :raises ConfigError: not a number.
+        :raises CapabilityError: outside the pump's range or format; nothing was sent.
+        :raises DeviceError: the pump refused it (for example while pumping).
+        :raises UncertainDeliveryError: the reply was lost and the read-back failed.
+        """
+        diameter = codec.to_decimal(syringe_diameter_mm, "syringe_diameter_mm")
+        if not DIAMETER_MIN_MM <= diameter <= DIAMETER_MAX_MM:
+            raise CapabilityError(
+                f"syringe_diameter_mm (={diameter}) must be in [{DIAMETER_MIN_MM}, {DIAMETER_MAX_MM}] mm; "
+                "nothing was sent",
+                error_code="NE_DIAMETER_RANGE",
+            )
+        request = codec.set_diameter_request(self.address, diameter)
+        with self._lock:
+            result = self._apply("configure", request, target=diameter, read_back=self.read_diameter_mm,
+                                 value_of=lambda d: int(d * 1000))
+            if result.outcome is Outcome.UNCERTAIN:
+                raise UncertainDeliveryError(f"DIA {diameter} mm: {result.detail}", error_code="NE_UNCERTAIN")
+            if result.outcome is Outcome.NOT_APPLIED:
+                raise DeviceError(f"DIA {diameter} mm not applied: {result.detail}", reply=result)
+            return self.capabilities()
+
+    # -- delivery-changing commands ----------------------------------------------------------
+
+    def _send_once(self, request: Request) -> Reply:
+        """Send a delivery command exactly once.
+
+        :raises _DeliveryLost: no matching reply (the line has been drained).
+        """
+        try:
+            reply = self._exchange(request, expect_data=False)
+        except CommunicationError as exc:
+            raise _DeliveryLost(str(exc)) from exc
+        self._note_reply(reply, request)
+        return reply
+
+    def _readings(self) -> tuple[PumpStatus | None, DispensedVolume | None, str]:
+        """Status and dispensed counter for a reconciliation; read failures become text."""
+        notes: list[str] = []
+        status: PumpStatus | None = None
+        dispensed: DispensedVolume | None = None
+        try:
+            status = self.read_status()
+        except (CommunicationError, DeviceError) as exc:
+            notes.append(f"status unreadable ({exc})")
+        try:
+            dispensed = self.read_dispensed()
+        except (CommunicationError, DeviceError) as exc:
+            notes.append(f"dispensed unreadable ({exc})")
+        return status, dispensed, "; ".join(notes)
+
+    def _apply(
+        self,
+        command: str,
+        request: Request,
+        *,
+        target: T,
+        read_back: Callable[[], T],
+        value_of: Callable[[T], int | None] = lambda value: None,
+        resend_allowed: bool = True,
+    ) -> CommandResult:
+        """Send a value-setting command once and establish its outcome by read-back."""
+        try:
+            reply = self._send_once(request)
+        except _DeliveryLost as lost:
+            return self._reconcile_by_read_back(command, target, read_back, value_of, f"reply lost ({lost})")
+        status = _status_of(reply)
+        if reply.error is not None:
+            return CommandResult(command, Outcome.NOT_APPLIED, status=status,
+                                 detail=f"pump answered {reply.error.value} to {request.data().decode()}")
+        if reply.alarm is not None:
+            try:
+                observed = read_back()
+            except (CommunicationError, DeviceError) as exc:
+                return CommandResult(command, Outcome.UNCERTAIN, status=status,
+                                     detail=f"alarm {reply.alarm.name} and read-back failed ({exc})")
+            if observed == target:
+                return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed),
+                                     detail=f"alarm {reply.alarm.name} acknowledged; value already set")
+            if reply.alarm is AlarmType.RESET and resend_allowed:
+                self.stats.resends_after_reset += 1
+                retry = self._apply(command, request, target=target, read_back=read_back, value_of=value_of,
+                                    resend_allowed=False)
+                return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
+                                           "after the read-back showed it was not applied")
+            return CommandResult(command, Outcome.NOT_APPLIED, status=status, value=value_of(observed),
+                                 detail=f"alarm {reply.alarm.name} acknowledged; command not executed")
+        try:
+            observed = read_back()
+        except (CommunicationError, DeviceError) as exc:
+            return CommandResult(command, Outcome.UNCERTAIN, status=status,
+                                 detail=f"accepted but read-back failed ({exc})")
+        if observed != target:
+            return CommandResult(command, Outcome.UNCERTAIN, status=status, value=value_of(observed),
+                                 detail=f"accepted but read back {observed!r}, expected {target!r}")
+        return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed))
+
+    def _reconcile_by_read_back(
+        self, command: str, target: T, read_back: Callable[[], T], value_of: Callable[[T], int | None], why: str
+    ) -> CommandResult:
+        try:
+            observed = read_back()
+        except (CommunicationError, DeviceError) as exc:
+            return CommandResult(command, Outcome.UNCERTAIN, detail=f"{why}; read-back failed ({exc})")
+        status, _, _ = self._readings_status_only()
+        if observed == target:
+            return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed),
+                                 detail=f"{why}; read-back confirms the value")
+        return CommandResult(command, Outcome.NOT_APPLIED, status=status, value=value_of(observed),
+                             detail=f"{why}; read-back shows the old value")
+
+    def _readings_status_only(self) -> tuple[PumpStatus | None, None, str]:
+        try:
+            return self.read_status(), None, ""
+        except (CommunicationError, DeviceError) as exc:
+            return None, None, str(exc)
+
+    def set_rate(self, rate_nl_per_h: int) -> CommandResult:
+        """Set the rate (``RAT``), read it back; ``value`` is the read-back rate, nL/h.
+
+        While the pump runs its rate units cannot change, so the value must be
+        representable in the current units.
+
+        :raises ConfigError: not a positive int.
+        :raises StateError: the syringe diameter is unknown.
+        :raises CapabilityError: outside the rate envelope or not representable
+            within the tolerance; nothing was sent.
+        """
+        if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int) or rate_nl_per_h <= 0:
+            raise ConfigError("rate_nl_per_h", rate_nl_per_h, "an integer > 0 nL/h")
+        with self._lock:
+            caps = self.capabilities()
+            self._check_envelope(rate_nl_per_h, caps)
+            running = self._last_state is not None and self._last_state is not PumpState.STOPPED
+            units = self._rate_units if running else None
+            setting = codec.encode_rate(rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm, units=units)
+            self._check_envelope(setting.rate_nl_per_h, caps, represented=True)
+            request = codec.set_rate_request(self.address, setting)
+            result = self._apply("set_rate", request, target=setting.rate_nl_per_h,
+                                 read_back=self.read_rate_nl_per_h, value_of=lambda v: v)
+            return result
+
+    def _check_envelope(self, rate_nl_per_h: int, caps: PumpCapabilities, *, represented: bool = False) -> None:
+        if not caps.min_rate_nl_per_h <= rate_nl_per_h <= caps.max_rate_nl_per_h:
+            what = "represented rate" if represented else "rate_nl_per_h"
+            raise CapabilityError(
+                f"{what} (={rate_nl_per_h}) must be in [{caps.min_rate_nl_per_h}, {caps.max_rate_nl_per_h}] "
+                f"nL/h for a {self._diameter_mm} mm syringe; nothing was sent",
+                error_code="NE_RATE_RANGE",
+            )
+
+    def set_target_volume(self, volume_nl: int) -> CommandResult:
+        """Set the volume to deliver before stopping (``VOL``); 0 means continuous.
+
+        ``value`` is the read-back volume, nL.
+
+        :raises ConfigError: not a non-negative int.
+        :raises CapabilityError: not representable in the pump's volume units; nothing was sent.
+        """
+        if isinstance(volume_nl, bool) or not isinstance(volume_nl, int) or volume_nl < 0:
+            raise ConfigError("volume_nl", volume_nl, "an integer >= 0 nL")
+        with self._lock:
+            setting = codec.encode_volume(volume_nl, self._volume_units(), tolerance_ppm=self.rate_tolerance_ppm)
+            request = codec.set_volume_request(self.address, setting)
+            return self._apply("set_target_volume", request, target=setting.volume_nl,
+                               read_back=self.read_target_volume_nl, value_of=lambda v: v)
+
+    def set_direction(self, direction: Direction) -> CommandResult:
+        """Set infuse or withdraw (``DIR``) and read it back.
+
+        :raises ConfigError: not a :class:`~hal.pump.Direction`.
+        """
+        if not isinstance(direction, Direction):
+            raise ConfigError("direction", direction, "Direction.INFUSE or Direction.WITHDRAW")
+        request = codec.set_direction_request(self.address, _WIRE_DIRECTION[direction])
+        with self._lock:
+            return self._apply("set_direction", request, target=direction, read_back=self.read_direction)
+
+    def start(self) -> CommandResult:
+        """Start delivery (``RUN``) with the programmed rate, volume and direction.
+
+        A latched alarm is acknowledged and reported, and the pump is not
+        started (the caller decides). If the reply to ``RUN`` is lost the
+        outcome is ``UNCERTAIN`` whatever the pump now reports: delivery may
+        have begun at an unknown moment, so the status and dispensed readings
+        are attached for the caller to reconcile. ``RUN`` is never re-sent
+        unless the pump's own reset alarm proves it was swallowed and a status
+        read shows it stopped.
+        """
+        with self._lock:
+            before = self.read_status()
+            if before.alarm is not None:
+                return CommandResult("start", Outcome.NOT_APPLIED, status=before,
+                                     detail=f"alarm {before.alarm.name} was latched; acknowledged, not started")
+            if before.state in _RUNNING:
+                return CommandResult("start", Outcome.NOT_APPLIED, status=before,
+                                     detail=f"pump already {before.state.value}; RUN not sent")
+            return self._start_like("start", codec.run_request(self.address), {Prompt.INFUSING, Prompt.WITHDRAWING})
+
+    def purge(self) -> CommandResult:
+        """Purge at the maximum rate until :meth:`stop` (``PUR``). Same outcome rules as :meth:`start`."""
+        with self._lock:
+            before = self.read_status()
+            if before.alarm is not None or before.state is not PumpState.STOPPED:
+                return CommandResult("purge", Outcome.NOT_APPLIED, status=before,
+                                     detail="purge needs a stopped pump with no alarm; PUR not sent")
+            return self._start_like("purge", codec.purge_request(self.address), {Prompt.PURGING})
+
+    def _start_like(self, command: str, request: Request, started: set[Prompt], *, resend: bool = True
+                    ) -> CommandResult:
+        try:
+            reply = self._send_once(request)
+        except _DeliveryLost as lost:
+            status, dispensed, notes = self._readings()
+            shown = "unknown" if status is None else status.state.value
+            return CommandResult(command, Outcome.UNCERTAIN, status=status, dispensed=dispensed,
+                                 detail=f"reply to {request.command.value} lost ({lost}); pump now reports "
+                                        f"{shown}; reconcile before any other delivery command"
+                                        + (f"; {notes}" if notes else ""))
+        status = _status_of(reply)
+        if reply.error is not None:
+            return CommandResult(command, Outcome.NOT_APPLIED, status=status,
+                                 detail=f"pump answered {reply.error.value}")
+        if reply.alarm is not None:
+            after = self._readings_status_only()[0]
+            if after is None:
+                return CommandResult(command, Outcome.UNCERTAIN, status=status,
+                                     detail=f"alarm {reply.alarm.name}; status unreadable afterwards")
+            if after.state in _RUNNING:
+                return CommandResult(command, Outcome.UNCERTAIN, status=after,
+                                     detail=f"alarm {reply.alarm.name}, yet the pump reports {after.state.value}")
+            if reply.alarm is AlarmType.RESET and resend:
+                self.stats.resends_after_reset += 1
+                retry = self._start_like(command, request, started, resend=False)
+                return _with_detail(retry, "pump had reset and swallowed the first command; status showed it "
+                                           "stopped, so it was sent once more")
+            return CommandResult(command, Outcome.NOT_APPLIED, status=PumpStatus(after.state, _ALARM[reply.alarm]),
+                                 detail=f"alarm {reply.alarm.name} acknowledged; not started")
+        if reply.prompt in started:
+            return CommandResult(command, Outcome.APPLIED, status=status)
+        return CommandResult(command, Outcome.NOT_APPLIED, status=status,
+                             detail=f"accepted, but the pump reports {status.state.value if status else '?'}")
+
+    def stop(self) -> CommandResult:
+        """Stop completely: ``STP`` pauses a running pump; a second ``STP`` ends the pause.
+
+        Each ``STP`` is sent only when the last reply or a status read shows
+        it is needed, so no command is repeated blindly. A lost reply is
+        resolved by reading status: stopped is ``APPLIED``, paused earns the
+        second ``STP``, still running is ``NOT_APPLIED``.
+        """
+        with self._lock:
+            detail: list[str] = []
+            status: PumpStatus | None = None
+            for _ in range(3):
+                lost = False
+                try:
+                    reply = self._send_once(codec.stop_request(self.address))
+                except _DeliveryLost as exc:
+                    lost = True
+                    detail.append(f"reply to STP lost ({exc})")
+                    status = self._readings_status_only()[0]
+                    if status is None:
+                        return CommandResult("stop", Outcome.UNCERTAIN, detail=_join(detail, "status unreadable"))
+                else:
+                    status = _status_of(reply)
+                    if reply.error is not None:
+                        return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
+                                             detail=_join(detail, f"pump answered {reply.error.value} to STP"))
+                    if reply.alarm is not None:
+                        detail.append(f"alarm {reply.alarm.name} acknowledged")
+                        after = self._readings_status_only()[0]
+                        if after is None:
+                            return CommandResult("stop", Outcome.UNCERTAIN, detail=_join(detail, "status unreadable"))
+                        status = PumpStatus(after.state, _ALARM[reply.alarm])
+                assert status is not None
+                if status.state is PumpState.STOPPED:
+                    return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
+                if lost and status.state is not PumpState.PAUSED:
+                    return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
+                                         detail=_join(detail, f"pump still {status.state.value}"))
+            return CommandResult("stop", Outcome.UNCERTAIN, status=status,
+                                 detail=_join(detail, "pump did not reach stopped after 3 STP"))
+
+    def clear_dispensed(self) -> CommandResult:  # type: ignore[override]
+        """Zero both dispensed counters (``CLD INF``, ``CLD WDR``) and read them back.
+
+        Returns a result (the role interface allows ``None``); ``APPLIED`` only
+        when both counters read zero afterwards.
+        """
+        with self._lock:
+            outcomes = []
+            for wire in (WireDirection.INFUSE, WireDirection.WITHDRAW):
+                request = codec.clear_dispensed_request(self.address, wire)
+                try:
+                    reply = self._send_once(request)
+                except _DeliveryLost:
+                    outcomes.append(None)
+                    continue
+                outcomes.append(reply.ok)
+            try:
+                dispensed = self.read_dispensed()
+            except (CommunicationError, DeviceError) as exc:
+                return CommandResult("clear_dispensed", Outcome.UNCERTAIN, detail=f"read-back failed ({exc})")
+            zero = dispensed.infused_nl == 0 and dispensed.withdrawn_nl == 0
+            if zero:
+                return CommandResult("clear_dispensed", Outcome.APPLIED, dispensed=dispensed)
+            if all(outcome is False for outcome in outcomes):
+                return CommandResult("clear_dispensed", Outcome.NOT_APPLIED, dispensed=dispensed,
+                                     detail="pump refused CLD")
+            return CommandResult("clear_dispensed", Outcome.UNCERTAIN, dispensed=dispensed,
+                                 detail="counters not zero after CLD (pump running, or a command was lost)")
+
+    def acknowledge_alarm(self) -> PumpStatus:
+        """Acknowledge a latched alarm: any valid command does, so a status query is sent.
+
+        :return: the status, with ``alarm`` set to the alarm just acknowledged (or None).
+        """
+        return self.read_status()
+
+    # -- Safe mode and heartbeat -----------------------------------------------------------------
+
+    def enter_safe_mode(self, timeout_s: int) -> PumpStatus:
+        """Switch to Safe mode with a ``timeout_s``-second watchdog (``SAF n``), and check it answers.
+
+        :raises ConfigError: ``timeout_s`` not in [1, 255].
+        :raises CommunicationError: the pump did not answer in Safe framing afterwards.
+        """
+        _check_safe_timeout(timeout_s)
+        request = codec.safe_mode_request(self.address, timeout_s)
+        with self._lock:
+            self._mode_switch(request, safe_after=True)
+            self._safe_timeout_s = timeout_s
+            return self.read_status()
+
+    def exit_safe_mode(self) -> PumpStatus:
+        """Return the pump to Basic mode (``SAF 0`` sent as a Safe packet, as the manual does)."""
+        request = codec.safe_mode_request(self.address, 0)
+        with self._lock:
+            self._mode_switch(request, safe_after=False)
+            self._safe_timeout_s = None
+            return self.read_status()
+
+    def _mode_switch(self, request: Request, *, safe_after: bool, alarm_retries: int = 2) -> None:
+        # The reply may come in either framing; accept the first that parses.
+        link = self._require_link()
+        self._discard_pending(link)
+        link.write(request.encode(safe=self._safe))
+        deframers = (ReplyDeframer(safe=False), ReplyDeframer(safe=True))
+        received = 0
+        while received <= MAX_REPLY_BYTES:
+            chunk = link.read(max(1, link.in_waiting))
+            if not chunk:
+                self.stats.timeouts += 1
+                self._drain_quiet(link)
+                # The switch may have happened; find out which framing the pump now answers.
+                self._probe_mode()
+                if self._safe == safe_after:
+                    return None  # the switch happened; only its reply was lost
+                raise LinkTimeoutError(f"no reply to {request.data()!r}", error_code="NE_TIMEOUT")
+            received += len(chunk)
+            for deframer in deframers:
+                for item in deframer.feed(chunk):
+                    if isinstance(item, Frame):
+                        reply = self._match(item, False)
+                        if reply is not None:
+                            self._note_reply(reply, request)
+                            if reply.error is not None:
+                                raise DeviceError(f"pump answered {reply.error.value} to {request.data()!r}",
+                                                  reply=reply)
+                            if reply.alarm is not None:
+                                # Swallowed by the alarm reply: not executed; send it again (SAF is idempotent).
+                                if alarm_retries <= 0:
+                                    raise DeviceError(f"pump kept answering {request.data()!r} with alarms",
+                                                      reply=reply)
+                                return self._mode_switch(request, safe_after=safe_after,
+                                                         alarm_retries=alarm_retries - 1)
+                            self._safe = safe_after
+                            self._last_valid_ns = self.clock.monotonic_ns()
+                            return None
+        raise CommunicationError(f"no reply to {request.data()!r}", error_code="NE_BABBLE")
+
+    def heartbeat(self) -> PumpStatus:
+        """Feed the Safe-mode watchdog with a status query (harmless in Basic mode)."""
+        return self.read_status()
+
+    def heartbeat_due(self, *, margin: float = 3.0) -> bool:
+        """True when a heartbeat should be sent now: in Safe mode, after ``timeout / margin`` without a valid reply.
+
+        :param margin: how many heartbeats fit in one watchdog period (>= 2).
+        """
+        if margin < 2:
+            raise ConfigError("margin", margin, ">= 2")
+        if not self._safe or self._safe_timeout_s is None:
+            return False
+        if self._last_valid_ns is None:
+            return True
+        period_ns = int(self._safe_timeout_s * NS_PER_S / margin)
+        return self.clock.monotonic_ns() - self._last_valid_ns >= period_ns
+
+    def start_heartbeat_thread(self, interval_s: float | None = None) -> None:
+        """Start a real-time thread that calls :meth:`heartbeat` every ``interval_s`` (bench use).
+
+        Off by default; the thread stops on :meth:`close`. Errors are kept in
+        :attr:`heartbeat_errors` and the thread keeps trying.
+
+        :param interval_s: seconds between heartbeats; default a third of the Safe-mode timeout.
+        :raises StateError: already running, or no Safe-mode timeout to derive the interval from.
+        """
+        if self._heartbeat_thread is not None:
+            raise StateError("the heartbeat thread is already running")
+        if interval_s is None:
+            if self._safe_timeout_s is None:
+                raise StateError("not in Safe mode: give interval_s explicitly")
+            interval_s = self._safe_timeout_s / 3
+        if not isinstance(interval_s, (int, float)) or not 0 < interval_s <= 255:
+            raise ConfigError("interval_s", interval_s, "a number of seconds in (0, 255]")
+        self._heartbeat_stop.clear()
+        thread = threading.Thread(target=self._heartbeat_loop, args=(float(interval_s),),
+                                  name=f"ne1000-heartbeat-{self.address}", daemon=True)
+        self._heartbeat_thread = thread
+        thread.start()
+
+    def stop_heartbeat_thread(self) -> None:
+        """Stop the heartbeat thread, if running, and wait for it. Safe to call twice."""
+        thread, self._heartbeat_thread = self._heartbeat_thread, None
+        if thread is not None:
+            self._heartbeat_stop.set()
+            thread.join()
+
+    def _heartbeat_loop(self, interval_s: float) -> None:
+        while not self._heartbeat_stop.wait(interval_s):
+            try:
+                self.heartbeat()
+            except StateError:
+                return
+            except Exception as exc:  # keep beating; the errors are reported, not swallowed
+                self.heartbeat_errors.append(exc)
+
+
+def _check_safe_timeout(timeout_s: int | None) -> None:
+    if timeout_s is None:
+        return
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int) or not 1 <= timeout_s <= codec.MAX_SAFE_TIMEOUT_S:
+        raise ConfigError("safe_mode_timeout_s", timeout_s, f"None or an integer in [1, {codec.MAX_SAFE_TIMEOUT_S}] s")
+
+
+def _expect_empty(data: str) -> None:
+    if data:
+        raise ReplyFormatError("status-only reply expected", data.encode("ascii", "replace"))
+
+
+def _status_of(reply: Reply) -> PumpStatus | None:
+    if reply.prompt is not None:
+        return PumpStatus(_PROMPT_STATE[reply.prompt], None)
+    return None
+
+
+def _join(parts: list[str], *more: str) -> str:
+    return "; ".join([*parts, *more])
+
+
+def _with_detail(result: CommandResult, extra: str) -> CommandResult:
+    detail = f"{extra}; {result.detail}" if result.detail else extra
+    return CommandResult(result.command, result.outcome, result.status, result.dispensed, result.value, detail)
