@@ -1,0 +1,843 @@
+"""Value objects shared by both kernel implementations (compiled and twin).
+
+Everything here is configuration or a plain record: drug-library entries,
+prescription caps, the pump envelope, requests, decisions, reason codes, the
+tightening chain and the titration planner. None of it is on the hot path;
+:class:`Ledger`, :class:`Programme` and :class:`SafetyKernel` are implemented
+twice (``_kernel.pyx`` and ``_kernel_py.py``) and proven equal by tests.
+
+All numbers are integers in the fixed-point units of :mod:`cython_ext.units`.
+Configuration is validated when built: bad values raise
+:class:`~cython_ext.errors.KernelConfigError` naming field, value and range;
+non-integers raise :class:`TypeError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.units import MS_PER_DAY, MS_PER_H, NG_PER_UG, div_round
+
+# Representation limits. They keep every intermediate of the compiled kernel far
+# inside a signed 64-bit integer; they are not clinical limits.
+#: Largest rate any object accepts, nL/h (10 mL/h = 240 mL/day).
+MAX_RATE_NL_PER_H = 10_000_000
+#: Largest concentration any object accepts, µg/mL.
+MAX_CONCENTRATION_UG_PER_ML = 100_000
+#: Largest daily dose any object accepts, ng/day (100 mg/day).
+MAX_DOSE_NG_PER_DAY = 100_000_000
+#: Largest single bolus volume, nL (10 mL).
+MAX_BOLUS_VOLUME_NL = 10_000_000
+#: Largest amount one ledger record may carry, pg.
+MAX_RECORD_PG = 10**13
+#: Largest amount one ledger bucket (or one kind's commitment) may hold, pg.
+MAX_BUCKET_PG = 10**14
+#: Largest count of boluses per 24 h any configuration accepts.
+MAX_BOLUSES_PER_DAY = 96
+#: Most flex steps per day (SynchroMed II: up to 13 rate changes a day).
+MAX_FLEX_STEPS = 13
+#: Most periodic boluses per day in one programme.
+MAX_PERIODIC_BOLUSES = 24
+#: Ledger resolution, ms (one minute).
+LEDGER_RESOLUTION_MS = 60_000
+#: Buckets in the rolling window: an amount recorded in minute ``m`` counts in
+#: the windows ending in minutes ``m`` to ``m + 1439``.
+WINDOW_BUCKETS = 1440
+#: Bolus starts the ledger remembers (more than any configuration can allow in 24 h).
+BOLUS_HISTORY = 256
+#: Ledger snapshot format version.
+SNAPSHOT_VERSION = 1
+
+
+class DeliveryKind(enum.IntEnum):
+    """What a ledger entry was delivered as. All kinds count towards the 24 h totals."""
+
+    BASAL = 0
+    FLEX = 1
+    BOLUS_CLINICIAN = 2
+    BOLUS_PATIENT = 3
+    BOLUS_PERIODIC = 4
+    PRIMING = 5
+    BRIDGE = 6
+    MINIMUM_RATE = 7
+
+
+#: Number of delivery kinds (length of every per-kind array).
+N_KINDS = len(DeliveryKind)
+#: Bolus kinds a :func:`request_bolus` may name.
+BOLUS_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING, DeliveryKind.BRIDGE)
+#: Bolus kinds limited by size, lockout and count (priming and bridge are limited by volume).
+COUNTED_BOLUS_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT)
+
+
+class RequestKind(enum.IntEnum):
+    """What a :class:`Request` asks for."""
+
+    RATE_CHANGE = 1
+    PROGRAMME_CHANGE = 2
+    BOLUS = 3
+    CONCENTRATION_CHANGE = 4
+    DISCONTINUE = 5
+    MINIMUM_RATE = 6
+
+
+class Origin(enum.Enum):
+    """Origin of spasticity; selects the default titration cap."""
+
+    SPINAL = "spinal"
+    CEREBRAL = "cerebral"
+    PAEDIATRIC = "paediatric"
+
+
+#: Default titration cap per origin, % per 24 h (itb-clinical.md §1.4; placeholders for sign-off).
+TITRATION_CAP_PCT_BY_ORIGIN = {Origin.SPINAL: 30, Origin.CEREBRAL: 15, Origin.PAEDIATRIC: 15}
+
+
+class Reason:
+    """Machine-readable reason codes carried by :class:`Decision`.
+
+    Codes ending in ``_SOFT`` and the members of :data:`SOFT_REASONS` may be
+    overridden by an :class:`Override` naming them; every other code is a hard stop.
+    """
+
+    NO_PROGRAMME = "NO_PROGRAMME"
+    SCREENING_ONLY = "SCREENING_ONLY"
+    CLOCK_BEHIND_LEDGER = "CLOCK_BEHIND_LEDGER"
+    CONCENTRATION_NOT_IN_LIBRARY = "CONCENTRATION_NOT_IN_LIBRARY"
+    CONCENTRATION_CHANGED = "CONCENTRATION_CHANGED"
+    CONCENTRATION_UNCHANGED = "CONCENTRATION_UNCHANGED"
+    BRIDGE_PLAN_MISSING = "BRIDGE_PLAN_MISSING"
+    DOSE_BELOW_HARD = "DOSE_BELOW_HARD"
+    DOSE_BELOW_SOFT = "DOSE_BELOW_SOFT"
+    DOSE_ABOVE_SOFT = "DOSE_ABOVE_SOFT"
+    DOSE_ABOVE_HARD = "DOSE_ABOVE_HARD"
+    DOSE_ABOVE_PRESCRIPTION_CAP = "DOSE_ABOVE_PRESCRIPTION_CAP"
+    RATE_ZERO = "RATE_ZERO"
+    RATE_BELOW_HARD = "RATE_BELOW_HARD"
+    RATE_BELOW_SOFT = "RATE_BELOW_SOFT"
+    RATE_ABOVE_SOFT = "RATE_ABOVE_SOFT"
+    RATE_ABOVE_HARD = "RATE_ABOVE_HARD"
+    RATE_BELOW_PUMP_MIN = "RATE_BELOW_PUMP_MIN"
+    RATE_ABOVE_PUMP_MAX = "RATE_ABOVE_PUMP_MAX"
+    RATE_NOT_PUMP_STEP = "RATE_NOT_PUMP_STEP"
+    RATE_BELOW_MINIMUM_RATE = "RATE_BELOW_MINIMUM_RATE"
+    TITRATION_CAP_EXCEEDED = "TITRATION_CAP_EXCEEDED"
+    TITRATION_INTERVAL = "TITRATION_INTERVAL"
+    DECREASE_NEEDS_CONFIRMATION = "DECREASE_NEEDS_CONFIRMATION"
+    BOLUS_DISABLED = "BOLUS_DISABLED"
+    BOLUS_BELOW_HARD = "BOLUS_BELOW_HARD"
+    BOLUS_BELOW_SOFT = "BOLUS_BELOW_SOFT"
+    BOLUS_ABOVE_SOFT = "BOLUS_ABOVE_SOFT"
+    BOLUS_ABOVE_HARD = "BOLUS_ABOVE_HARD"
+    BOLUS_ABOVE_PRESCRIPTION_MAX = "BOLUS_ABOVE_PRESCRIPTION_MAX"
+    BOLUS_LOCKOUT = "BOLUS_LOCKOUT"
+    BOLUS_COUNT = "BOLUS_COUNT"
+    BOLUS_RATE_ABOVE_PUMP_MAX = "BOLUS_RATE_ABOVE_PUMP_MAX"
+    PRIMING_VOLUME_ABOVE_MAX = "PRIMING_VOLUME_ABOVE_MAX"
+    DOSE_CAP_24H = "DOSE_CAP_24H"
+    DISCONTINUE_NOT_AUTHORISED = "DISCONTINUE_NOT_AUTHORISED"
+    TAPER_INCOMPLETE = "TAPER_INCOMPLETE"
+    MINIMUM_RATE_ABOVE_CURRENT = "MINIMUM_RATE_ABOVE_CURRENT"
+
+
+#: Every reason code, in the fixed order in which decisions list them.
+ALL_REASONS: tuple[str, ...] = tuple(v for k, v in vars(Reason).items() if k.isupper())
+#: Reason codes an :class:`Override` may lift (soft limits, the titration interval, large decreases).
+SOFT_REASONS: frozenset[str] = frozenset(
+    {
+        Reason.DOSE_BELOW_SOFT,
+        Reason.DOSE_ABOVE_SOFT,
+        Reason.RATE_BELOW_SOFT,
+        Reason.RATE_ABOVE_SOFT,
+        Reason.BOLUS_BELOW_SOFT,
+        Reason.BOLUS_ABOVE_SOFT,
+        Reason.TITRATION_INTERVAL,
+        Reason.DECREASE_NEEDS_CONFIRMATION,
+    }
+)
+#: The code an :class:`Override` must name to authorise a discontinue.
+DISCONTINUE_AUTHORISATION = "DISCONTINUE"
+#: Position of each reason code in :data:`ALL_REASONS` (bit index in the compiled kernel).
+REASON_INDEX: dict[str, int] = {code: i for i, code in enumerate(ALL_REASONS)}
+
+
+class Bounds(NamedTuple):
+    """Hard and soft bounds of one quantity: ``lower_hard <= lower_soft <= upper_soft <= upper_hard``.
+
+    A value outside ``[lower_hard, upper_hard]`` is rejected outright. A value
+    outside ``[lower_soft, upper_soft]`` but inside the hard range needs an
+    :class:`Override`. The unit is that of the quantity the bounds belong to.
+    Use :func:`make_bounds` (or :meth:`validate`) to check the ordering.
+    """
+
+    lower_hard: int
+    lower_soft: int
+    upper_soft: int
+    upper_hard: int
+
+    def validate(self, field: str, unit: str = "") -> Bounds:
+        """Check types and ordering; return ``self``.
+
+        :param field: name of the quantity, used in errors (``"dose_ng_per_day"``).
+        :param unit: unit text for the error message.
+        :raises TypeError: if a bound is not an int.
+        :raises KernelConfigError: naming the field and all four values if the ordering fails.
+        """
+        for name, value in zip(self._fields, self):
+            require_int(f"{field}.{name}", value)
+        if self.lower_hard < 0:
+            raise KernelConfigError(f"{field}.lower_hard", self.lower_hard, f">= 0 {unit}".rstrip())
+        if not (self.lower_hard <= self.lower_soft <= self.upper_soft <= self.upper_hard):
+            raise KernelConfigError(
+                field,
+                tuple(self),
+                "ordered lower_hard <= lower_soft <= upper_soft <= upper_hard",
+                detail=(
+                    f"lower_hard={self.lower_hard}, lower_soft={self.lower_soft}, "
+                    f"upper_soft={self.upper_soft}, upper_hard={self.upper_hard} {unit}"
+                ).rstrip(),
+            )
+        return self
+
+    def classify(self, value: int) -> int:
+        """Where ``value`` lies: -2 below hard, -1 below soft, 0 inside soft, 1 above soft, 2 above hard."""
+        if value < self.lower_hard:
+            return -2
+        if value > self.upper_hard:
+            return 2
+        if value < self.lower_soft:
+            return -1
+        if value > self.upper_soft:
+            return 1
+        return 0
+
+
+def make_bounds(field: str, lower_hard: int, lower_soft: int, upper_soft: int, upper_hard: int, unit: str = "") -> Bounds:
+    """Build validated :class:`Bounds` (see :meth:`Bounds.validate`)."""
+    return Bounds(lower_hard, lower_soft, upper_soft, upper_hard).validate(field, unit)
+
+
+class DrugLimits(NamedTuple):
+    """One drug-library entry: a drug at one concentration, with its hard and soft bounds.
+
+    :param code: library code (``"baclofen-it-500"``).
+    :param name: human-readable name.
+    :param concentration_ug_per_ml: nominal concentration, µg/mL.
+    :param concentration: bounds on an entered or measured concentration, µg/mL.
+    :param dose_ng_per_day: bounds on a programme's daily dose, ng/day.
+    :param rate_nl_per_h: bounds on any programmed rate, nL/h.
+    :param bolus_ng: bounds on one bolus (clinician or patient), ng.
+    :param bolus_lockout_ms: bounds on the prescription's bolus lockout, ms.
+    :param boluses_per_day: bounds on the prescription's boluses per 24 h.
+    :param screening_only: only clinician (screening) boluses; no continuous programme.
+    """
+
+    code: str
+    name: str
+    concentration_ug_per_ml: int
+    concentration: Bounds
+    dose_ng_per_day: Bounds
+    rate_nl_per_h: Bounds
+    bolus_ng: Bounds
+    bolus_lockout_ms: Bounds
+    boluses_per_day: Bounds
+    screening_only: bool = False
+
+    def validate(self) -> DrugLimits:
+        """Check every field and bound ordering; return ``self``.
+
+        :raises KernelConfigError: naming the offending field and its values.
+        :raises TypeError: for non-integer numbers.
+        """
+        if not isinstance(self.code, str) or not self.code:
+            raise KernelConfigError("code", self.code, "a non-empty string")
+        if not isinstance(self.screening_only, bool):
+            raise KernelConfigError("screening_only", self.screening_only, "True or False")
+        require_range("concentration_ug_per_ml", self.concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+        self.concentration.validate("concentration", "µg/mL")
+        if not self.concentration.lower_hard <= self.concentration_ug_per_ml <= self.concentration.upper_hard:
+            raise KernelConfigError(
+                "concentration_ug_per_ml",
+                self.concentration_ug_per_ml,
+                f"within the concentration hard bounds [{self.concentration.lower_hard}, "
+                f"{self.concentration.upper_hard}] µg/mL",
+            )
+        self.dose_ng_per_day.validate("dose_ng_per_day", "ng/day")
+        self.rate_nl_per_h.validate("rate_nl_per_h", "nL/h")
+        self.bolus_ng.validate("bolus_ng", "ng")
+        self.bolus_lockout_ms.validate("bolus_lockout_ms", "ms")
+        self.boluses_per_day.validate("boluses_per_day")
+        if self.dose_ng_per_day.upper_hard > MAX_DOSE_NG_PER_DAY:
+            raise KernelConfigError("dose_ng_per_day.upper_hard", self.dose_ng_per_day.upper_hard, f"<= {MAX_DOSE_NG_PER_DAY} ng/day")
+        if self.rate_nl_per_h.upper_hard > MAX_RATE_NL_PER_H:
+            raise KernelConfigError("rate_nl_per_h.upper_hard", self.rate_nl_per_h.upper_hard, f"<= {MAX_RATE_NL_PER_H} nL/h")
+        if self.boluses_per_day.upper_hard > MAX_BOLUSES_PER_DAY:
+            raise KernelConfigError("boluses_per_day.upper_hard", self.boluses_per_day.upper_hard, f"<= {MAX_BOLUSES_PER_DAY}")
+        return self
+
+
+def _baclofen(concentration_ug_per_ml: int, *, screening_only: bool = False) -> DrugLimits:
+    c = concentration_ug_per_ml
+    # Rate bounds. Hard: SynchroMed II minimum flow 0.048 mL/day (2000 nL/h) and the
+    # assumed maximum 24 mL/day (1 000 000 nL/h, UNVERIFIED). Soft upper: the rate that
+    # delivers the hard dose ceiling at this concentration.
+    soft_rate_max = min(1_000_000, div_round(2_003_000 * 1000, c * 24, "down"))
+    return DrugLimits(
+        code=f"baclofen-it-{c}",
+        name=f"baclofen intrathecal {c} µg/mL" + (" (screening only)" if screening_only else ""),
+        concentration_ug_per_ml=c,
+        # Label: content within ±5 % of nominal (hard). Soft ±2 % is a PLACEHOLDER.
+        concentration=make_bounds("concentration", c * 95 // 100, c * 98 // 100, -(-c * 102 // 100), -(-c * 105 // 100)),
+        # Hard 12-2003 µg/day: lowest and highest daily doses reported (itb-clinical §1.5, §6).
+        # Soft 24-1000 µg/day: warn above 1000 (limited experience), below 24 (paediatric
+        # minimum). PLACEHOLDERS needing clinical sign-off.
+        dose_ng_per_day=make_bounds("dose_ng_per_day", 12_000, 24_000, 1_000_000, 2_003_000),
+        rate_nl_per_h=make_bounds("rate_nl_per_h", 2_000, 2_000, max(2_000, soft_rate_max), 1_000_000),
+        # One bolus: screening doses are 25/50/75/100 µg and overdose has been reported after
+        # 25 µg in a sensitive adult. Hard 1-100 µg, soft 10-75 µg: PLACEHOLDERS.
+        bolus_ng=make_bounds("bolus_ng", 1_000, 10_000, 75_000, 100_000),
+        # Prescription lockout between boluses: hard >= 1 h, soft >= 3 h; upper bounds wide.
+        # PLACEHOLDERS.
+        bolus_lockout_ms=make_bounds("bolus_lockout_ms", 1 * MS_PER_H, 3 * MS_PER_H, 2 * MS_PER_DAY, 7 * MS_PER_DAY),
+        # Prescription boluses per 24 h: hard <= 8, soft <= 4. PLACEHOLDERS.
+        boluses_per_day=make_bounds("boluses_per_day", 0, 0, 4, 8),
+        screening_only=screening_only,
+    ).validate()
+
+
+#: Default drug library: intrathecal baclofen at 50 (screening only), 500, 1000 and
+#: 2000 µg/mL, keyed by concentration in µg/mL. Numbers derive from itb-clinical.md §6;
+#: every soft bound and the bolus bounds are placeholders needing clinical sign-off.
+DEFAULT_LIBRARY: dict[int, DrugLimits] = {
+    50: _baclofen(50, screening_only=True),
+    500: _baclofen(500),
+    1000: _baclofen(1000),
+    2000: _baclofen(2000),
+}
+
+
+def library_entry(concentration_ug_per_ml: int, library: dict[int, DrugLimits] | None = None) -> DrugLimits:
+    """Look up the library entry for a concentration.
+
+    :param concentration_ug_per_ml: nominal concentration, µg/mL.
+    :param library: defaults to :data:`DEFAULT_LIBRARY`.
+    :raises KernelConfigError: if the concentration is not in the library (PRX-08).
+    """
+    library = DEFAULT_LIBRARY if library is None else library
+    require_int("concentration_ug_per_ml", concentration_ug_per_ml)
+    try:
+        return library[concentration_ug_per_ml]
+    except KeyError:
+        raise KernelConfigError(
+            "concentration_ug_per_ml", concentration_ug_per_ml, f"one of {sorted(library)} µg/mL"
+        ) from None
+
+
+class PatientCaps(NamedTuple):
+    """Prescription caps for one patient, on top of the drug library. Build with :func:`make_caps`.
+
+    :param origin: origin of spasticity (selects the default titration cap).
+    :param max_dose_ng_per_day: rolling 24 h cap on everything delivered, ng.
+    :param titration_cap_pct: net increase allowed over the dose in effect 24 h earlier, %.
+    :param min_titration_interval_ms: minimum time between dose increases, ms (TIT-04).
+    :param decrease_confirm_pct: decreases larger than this % need confirmation (TIT-03).
+    :param bolus_enabled: clinician boluses allowed.
+    :param patient_bolus_enabled: patient-activated boluses allowed.
+    :param max_bolus_ng: largest clinician or patient bolus, ng.
+    :param bolus_lockout_ms: minimum time between bolus starts, ms.
+    :param max_boluses_per_day: most clinician + patient boluses in any 24 h.
+    :param minimum_rate_nl_per_h: minimum-rate mode rate (> 0) and floor of every programme rate, nL/h.
+    :param max_priming_volume_nl: largest priming or bridge bolus, nL.
+    :param taper_pct: largest decrease per taper step in :func:`plan_titration`, %.
+    :param taper_interval_ms: time between taper steps, ms.
+    """
+
+    origin: Origin
+    max_dose_ng_per_day: int
+    titration_cap_pct: int
+    min_titration_interval_ms: int
+    decrease_confirm_pct: int
+    bolus_enabled: bool
+    patient_bolus_enabled: bool
+    max_bolus_ng: int
+    bolus_lockout_ms: int
+    max_boluses_per_day: int
+    minimum_rate_nl_per_h: int
+    max_priming_volume_nl: int
+    taper_pct: int
+    taper_interval_ms: int
+
+
+def make_caps(
+    *,
+    max_dose_ng_per_day: int,
+    origin: Origin | str = Origin.SPINAL,
+    titration_cap_pct: int | None = None,
+    min_titration_interval_ms: int = MS_PER_DAY,
+    decrease_confirm_pct: int = 20,
+    bolus_enabled: bool = True,
+    patient_bolus_enabled: bool = False,
+    max_bolus_ng: int = 50_000,
+    bolus_lockout_ms: int = 4 * MS_PER_H,
+    max_boluses_per_day: int = 2,
+    minimum_rate_nl_per_h: int = 2_000,
+    max_priming_volume_nl: int = 300_000,
+    taper_pct: int = 20,
+    taper_interval_ms: int = 2 * MS_PER_DAY,
+) -> PatientCaps:
+    """Build validated :class:`PatientCaps`. Defaults are PLACEHOLDERS needing clinical sign-off.
+
+    ``titration_cap_pct`` defaults from ``origin`` (spinal 30 %, cerebral 15 %, paediatric 15 %);
+    an explicit value may only be lower. ``decrease_confirm_pct`` 20 % follows the usual
+    10-20 % side-effect cut; ``taper_pct`` 20 % per 2 days follows the Japanese label.
+
+    :raises KernelConfigError: naming the field, value and allowed range.
+    :raises TypeError: for non-integer numbers.
+    """
+    try:
+        origin = Origin(origin)
+    except ValueError:
+        raise KernelConfigError("origin", origin, f"one of {[o.value for o in Origin]}") from None
+    origin_cap = TITRATION_CAP_PCT_BY_ORIGIN[origin]
+    if titration_cap_pct is None:
+        titration_cap_pct = origin_cap
+    require_range("titration_cap_pct", titration_cap_pct, 0, origin_cap, "%")
+    require_range("max_dose_ng_per_day", max_dose_ng_per_day, 1, MAX_DOSE_NG_PER_DAY, "ng/day")
+    require_range("min_titration_interval_ms", min_titration_interval_ms, 0, 30 * MS_PER_DAY, "ms")
+    require_range("decrease_confirm_pct", decrease_confirm_pct, 0, 100, "%")
+    for name, flag in (("bolus_enabled", bolus_enabled), ("patient_bolus_enabled", patient_bolus_enabled)):
+        if not isinstance(flag, bool):
+            raise KernelConfigError(name, flag, "True or False")
+    require_range("max_bolus_ng", max_bolus_ng, 0, MAX_DOSE_NG_PER_DAY, "ng")
+    require_range("bolus_lockout_ms", bolus_lockout_ms, 0, 30 * MS_PER_DAY, "ms")
+    require_range("max_boluses_per_day", max_boluses_per_day, 0, MAX_BOLUSES_PER_DAY, "")
+    require_range("minimum_rate_nl_per_h", minimum_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+    require_range("max_priming_volume_nl", max_priming_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
+    require_range("taper_pct", taper_pct, 1, 50, "%")
+    require_range("taper_interval_ms", taper_interval_ms, MS_PER_H, 30 * MS_PER_DAY, "ms")
+    return PatientCaps(
+        origin,
+        max_dose_ng_per_day,
+        titration_cap_pct,
+        min_titration_interval_ms,
+        decrease_confirm_pct,
+        bolus_enabled,
+        patient_bolus_enabled,
+        max_bolus_ng,
+        bolus_lockout_ms,
+        max_boluses_per_day,
+        minimum_rate_nl_per_h,
+        max_priming_volume_nl,
+        taper_pct,
+        taper_interval_ms,
+    )
+
+
+def check_caps_against_limits(caps: PatientCaps, limits: DrugLimits) -> None:
+    """Reject a prescription whose caps fall outside the library entry's hard bounds.
+
+    :raises KernelConfigError: naming the cap, its value and the hard range.
+    """
+    pairs = (
+        ("max_dose_ng_per_day", caps.max_dose_ng_per_day, limits.dose_ng_per_day, "ng/day"),
+        ("max_bolus_ng", caps.max_bolus_ng, limits.bolus_ng, "ng"),
+        ("bolus_lockout_ms", caps.bolus_lockout_ms, limits.bolus_lockout_ms, "ms"),
+        ("max_boluses_per_day", caps.max_boluses_per_day, limits.boluses_per_day, ""),
+        ("minimum_rate_nl_per_h", caps.minimum_rate_nl_per_h, limits.rate_nl_per_h, "nL/h"),
+    )
+    for name, value, bounds, unit in pairs:
+        if name == "max_bolus_ng" and not (caps.bolus_enabled or caps.patient_bolus_enabled):
+            continue
+        if name in ("bolus_lockout_ms", "max_boluses_per_day") and not (caps.bolus_enabled or caps.patient_bolus_enabled):
+            continue
+        low = 0 if name == "max_dose_ng_per_day" else bounds.lower_hard
+        if not low <= value <= bounds.upper_hard:
+            raise KernelConfigError(name, value, f"in [{low}, {bounds.upper_hard}] {unit}".rstrip(), detail=f"library {limits.code}")
+
+
+class PumpEnvelope(NamedTuple):
+    """What the pump mechanism can deliver. Build with :func:`make_envelope`.
+
+    :param min_rate_nl_per_h: lowest non-zero rate, nL/h.
+    :param max_rate_nl_per_h: highest rate, nL/h.
+    :param rate_step_nl_per_h: every rate must be a multiple of this, nL/h.
+    """
+
+    min_rate_nl_per_h: int
+    max_rate_nl_per_h: int
+    rate_step_nl_per_h: int = 1
+
+
+def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_per_h: int = 1) -> PumpEnvelope:
+    """Build a validated :class:`PumpEnvelope`.
+
+    :raises KernelConfigError: unless ``1 <= min <= max <= MAX_RATE_NL_PER_H`` and ``step >= 1``.
+    """
+    require_range("min_rate_nl_per_h", min_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+    require_range("max_rate_nl_per_h", max_rate_nl_per_h, min_rate_nl_per_h, MAX_RATE_NL_PER_H, "nL/h")
+    require_range("rate_step_nl_per_h", rate_step_nl_per_h, 1, max_rate_nl_per_h, "nL/h")
+    return PumpEnvelope(min_rate_nl_per_h, max_rate_nl_per_h, rate_step_nl_per_h)
+
+
+class Override(NamedTuple):
+    """An explicit, recorded permission to pass named soft limits (or to discontinue).
+
+    :param codes: reason codes lifted: members of :data:`SOFT_REASONS`, or
+        :data:`DISCONTINUE_AUTHORISATION`.
+    :param reason: why (recorded in the journal); must not be empty.
+    :param actor: who authorised it (user and role).
+    """
+
+    codes: frozenset[str]
+    reason: str
+    actor: str
+
+
+def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override:
+    """Build a validated :class:`Override`.
+
+    :raises KernelConfigError: for an unknown or hard code, or an empty reason or actor.
+    """
+    codes = frozenset(codes)
+    allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION}
+    bad = sorted(codes - allowed)
+    if bad or not codes:
+        raise KernelConfigError("override.codes", sorted(codes), f"a non-empty subset of {sorted(allowed)}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise KernelConfigError("override.reason", reason, "a non-empty text")
+    if not isinstance(actor, str) or not actor.strip():
+        raise KernelConfigError("override.actor", actor, "a non-empty text")
+    return Override(codes, reason, actor)
+
+
+class BridgePlan(NamedTuple):
+    """Bridge bolus for a concentration change: pushes the old solution out of the dead volume.
+
+    :param volume_nl: dead volume to bridge, nL (> 0); its mass is counted at the old concentration.
+    :param duration_ms: duration of the bridge bolus, ms (> 0).
+    """
+
+    volume_nl: int
+    duration_ms: int
+
+
+class Request(NamedTuple):
+    """A request to change delivery. Build with the ``request_*`` functions, not directly.
+
+    Fields unused by a kind hold ``0`` / ``None``.
+    """
+
+    kind: int
+    rate_nl_per_h: int
+    programme: object
+    bolus_kind: int
+    volume_nl: int
+    duration_ms: int
+    bridge: BridgePlan | None
+    override: Override | None
+    emergency: bool
+
+
+def _check_override(override: object) -> Override | None:
+    if override is not None and not isinstance(override, Override):
+        raise KernelConfigError("override", override, "None or an Override from make_override()")
+    return override
+
+
+def request_rate_change(rate_nl_per_h: int, *, override: Override | None = None) -> Request:
+    """Request a simple continuous programme at ``rate_nl_per_h`` (same concentration).
+
+    :param rate_nl_per_h: new rate, nL/h (0 is accepted here and denied by the kernel: use discontinue).
+    :param override: lifts named soft limits.
+    """
+    require_range("rate_nl_per_h", rate_nl_per_h, 0, MAX_RATE_NL_PER_H, "nL/h")
+    return Request(RequestKind.RATE_CHANGE, rate_nl_per_h, None, -1, 0, 0, None, _check_override(override), False)
+
+
+def request_programme_change(programme: object, *, override: Override | None = None) -> Request:
+    """Request a new programme (simple continuous or flex, plus periodic boluses), same concentration.
+
+    :param programme: a ``Programme`` of either implementation.
+    :param override: lifts named soft limits.
+    """
+    if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
+        raise KernelConfigError("programme", programme, "a Programme")
+    return Request(RequestKind.PROGRAMME_CHANGE, 0, programme, -1, 0, 0, None, _check_override(override), False)
+
+
+def request_bolus(kind: DeliveryKind | int, volume_nl: int, duration_ms: int, *, override: Override | None = None) -> Request:
+    """Request a bolus of ``volume_nl`` over ``duration_ms`` at the current concentration.
+
+    :param kind: one of :data:`BOLUS_KINDS` (clinician, patient, priming, bridge).
+    :param volume_nl: volume, nL (> 0).
+    :param duration_ms: duration, ms (> 0).
+    :param override: lifts named soft limits.
+    """
+    require_int("kind", kind)
+    if kind not in [int(k) for k in BOLUS_KINDS]:
+        raise KernelConfigError("kind", kind, f"one of {[k.name for k in BOLUS_KINDS]}")
+    require_range("volume_nl", volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
+    require_range("duration_ms", duration_ms, 1, MS_PER_DAY, "ms")
+    return Request(RequestKind.BOLUS, 0, None, int(kind), volume_nl, duration_ms, None, _check_override(override), False)
+
+
+def request_concentration_change(programme: object, bridge: BridgePlan | None, *, override: Override | None = None) -> Request:
+    """Request a programme at a new concentration (refill), with its bridge plan.
+
+    A missing bridge plan (``None``) is accepted here and denied by the kernel with
+    ``BRIDGE_PLAN_MISSING``, so the decision is journalled.
+
+    :param programme: the new programme, at the new concentration.
+    :param bridge: the :class:`BridgePlan`, or ``None``.
+    :param override: lifts named soft limits.
+    """
+    if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
+        raise KernelConfigError("programme", programme, "a Programme")
+    if bridge is not None:
+        if not isinstance(bridge, BridgePlan):
+            raise KernelConfigError("bridge", bridge, "None or a BridgePlan")
+        require_range("bridge.volume_nl", bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
+        require_range("bridge.duration_ms", bridge.duration_ms, 1, MS_PER_DAY, "ms")
+    return Request(RequestKind.CONCENTRATION_CHANGE, 0, programme, -1, 0, 0, bridge, _check_override(override), False)
+
+
+def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request:
+    """Request zero flow. Needs an :class:`Override` naming :data:`DISCONTINUE_AUTHORISATION`.
+
+    Without ``emergency`` the stop is the end of a taper and is allowed only once the
+    programme is already at or below the minimum-rate dose; with it, the stop is
+    immediate (clinician judgement, recorded).
+
+    :param authorisation: the authorising override.
+    :param emergency: stop now, whatever the current dose.
+    """
+    if not isinstance(emergency, bool):
+        raise KernelConfigError("emergency", emergency, "True or False")
+    return Request(RequestKind.DISCONTINUE, 0, None, -1, 0, 0, None, _check_override(authorisation), emergency)
+
+
+def request_minimum_rate() -> Request:
+    """Request minimum-rate mode (fault fallback): continuous at the prescription's minimum rate."""
+    return Request(RequestKind.MINIMUM_RATE, 0, None, -1, 0, 0, None, None, False)
+
+
+class Decision(NamedTuple):
+    """The kernel's answer to one request. Immutable; denials change nothing.
+
+    :param allowed: True if every check passed (soft ones possibly overridden).
+    :param kind: the :class:`RequestKind`.
+    :param reasons: every failing reason code, in :data:`ALL_REASONS` order; empty when allowed.
+    :param overridden: soft codes lifted by the request's override.
+    :param rate_nl_per_h: authorised continuous rate (rate change, minimum rate, 0 for discontinue), else 0.
+    :param programme: authorised programme (programme or concentration change), else ``None``.
+    :param bolus_kind: ledger kind of the bolus, else -1.
+    :param volume_nl: authorised bolus volume (or bridge volume), nL.
+    :param duration_ms: authorised bolus (or bridge) duration, ms.
+    :param mass_pg: drug mass of that bolus, pg.
+    :param daily_dose_ng: daily dose of the programme in effect after the decision, ng/day.
+    :param at_ms: monotonic time of the decision, ms.
+    :param request: the request decided on.
+    """
+
+    allowed: bool
+    kind: int
+    reasons: tuple[str, ...]
+    overridden: tuple[str, ...]
+    rate_nl_per_h: int
+    programme: object
+    bolus_kind: int
+    volume_nl: int
+    duration_ms: int
+    mass_pg: int
+    daily_dose_ng: int
+    at_ms: int
+    request: Request
+
+
+class TitrationStep(NamedTuple):
+    """One step of a titration or taper plan.
+
+    :param at_ms: earliest monotonic time the step may be applied, ms.
+    :param dose_ng_per_day: daily dose after the step, ng/day.
+    """
+
+    at_ms: int
+    dose_ng_per_day: int
+
+
+def plan_titration(
+    current_dose_ng_per_day: int,
+    target_dose_ng_per_day: int,
+    *,
+    start_ms: int,
+    titration_cap_pct: int,
+    interval_ms: int = MS_PER_DAY,
+    taper_pct: int = 20,
+    taper_interval_ms: int = 2 * MS_PER_DAY,
+) -> tuple[TitrationStep, ...]:
+    """Earliest allowed sequence of daily-dose steps from the current dose to the target.
+
+    Up: each step raises by at most ``titration_cap_pct`` (rounded down), at most once per
+    ``max(interval_ms, 24 h)``, so the net increase over any 24 h stays within the cap.
+    Down: each step cuts by at most ``taper_pct`` (rounded so the cut never exceeds it),
+    once per ``taper_interval_ms``. The last step lands exactly on the target.
+
+    :param current_dose_ng_per_day: dose in effect now, ng/day (> 0).
+    :param target_dose_ng_per_day: wanted dose, ng/day (> 0).
+    :param start_ms: earliest time of the first step, ms.
+    :param titration_cap_pct: upward cap per step, % (> 0 to move up).
+    :return: the steps, empty if already at the target.
+    :raises KernelConfigError: if the target cannot be reached (zero cap, or a dose so
+        small that a whole-ng step is impossible).
+    """
+    current = require_range("current_dose_ng_per_day", current_dose_ng_per_day, 1, MAX_DOSE_NG_PER_DAY, "ng/day")
+    target = require_range("target_dose_ng_per_day", target_dose_ng_per_day, 1, MAX_DOSE_NG_PER_DAY, "ng/day")
+    at = require_int("start_ms", start_ms)
+    require_range("titration_cap_pct", titration_cap_pct, 0, 100, "%")
+    require_range("interval_ms", interval_ms, 0, 30 * MS_PER_DAY, "ms")
+    require_range("taper_pct", taper_pct, 1, 100, "%")
+    require_range("taper_interval_ms", taper_interval_ms, 0, 30 * MS_PER_DAY, "ms")
+    steps: list[TitrationStep] = []
+    dose = current
+    up_interval = max(interval_ms, MS_PER_DAY)
+    while dose != target:
+        if target > dose:
+            nxt = min(target, dose * (100 + titration_cap_pct) // 100)
+            gap = up_interval
+        else:
+            nxt = max(target, -(-dose * (100 - taper_pct) // 100))
+            gap = taper_interval_ms
+        if nxt == dose:
+            raise KernelConfigError(
+                "target_dose_ng_per_day", target, "reachable in whole-ng steps under the caps",
+                detail=f"stuck at {dose} ng/day",
+            )
+        steps.append(TitrationStep(at, nxt))
+        dose = nxt
+        at += gap
+    return tuple(steps)
+
+
+class TightenStep(NamedTuple):
+    """One step of a tightening chain that lowered a value.
+
+    :param name: the limit's name (``"cap_headroom"``, ``"pump_step"``).
+    :param before: value before the step.
+    :param after: value after the step (``<= before``).
+    :param reason: why it lowered the value.
+    """
+
+    name: str
+    before: int
+    after: int
+    reason: str
+
+
+class Tightened(NamedTuple):
+    """Result of :func:`tighten`.
+
+    :param value: the final value, ``<= original`` and ``<=`` every ceiling.
+    :param original: the value asked for.
+    :param steps: the steps that lowered it, in order; empty if nothing changed.
+    """
+
+    value: int
+    original: int
+    steps: tuple[TightenStep, ...]
+
+
+def tighten(value: int, ceilings: Sequence[tuple[str, int, str]] = (), *, step: int = 1, step_name: str = "pump_step") -> Tightened:
+    """The one place a value is lowered: clamp at 0, apply each ceiling, round down to ``step``.
+
+    Each limiter may only lower the value, and each one that does records why.
+    Properties (tested): the result is ``<=`` the input and every ceiling, a
+    multiple of ``step``, independent of ceiling order, and applying the chain
+    to its own result changes nothing.
+
+    :param value: requested amount (any unit; the ceilings share it).
+    :param ceilings: ``(name, ceiling, reason)`` triples; ceilings below 0 act as 0.
+    :param step: round down to a multiple of this (the pump's step), >= 1.
+    :param step_name: name recorded for the rounding step.
+    :return: a :class:`Tightened`.
+    """
+    value = require_int("value", value)
+    step = require_range("step", step, 1, 10**15, "")
+    original = value
+    steps: list[TightenStep] = []
+    if value < 0:
+        steps.append(TightenStep("non_negative", value, 0, "a delivery amount cannot be negative"))
+        value = 0
+    for name, ceiling, reason in ceilings:
+        ceiling = max(0, require_int(f"ceiling {name}", ceiling))
+        if ceiling < value:
+            steps.append(TightenStep(name, value, ceiling, reason))
+            value = ceiling
+    rounded = value - value % step
+    if rounded != value:
+        steps.append(TightenStep(step_name, value, rounded, f"rounded down to a multiple of {step}"))
+        value = rounded
+    return Tightened(value, original, tuple(steps))
+
+
+def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentration_ug_per_ml: int, anchor_ms: int):
+    """Validate and normalise a programme's parts (shared by both ``Programme`` classes).
+
+    :param steps: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` triples, contiguous from 0,
+        covering exactly 24 h, 1 to 13 of them.
+    :param periodic_boluses: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` extra-rate triples,
+        inside one day, not overlapping each other, at most 24.
+    :param concentration_ug_per_ml: concentration of the programme, µg/mL.
+    :param anchor_ms: monotonic time at which offset 0 of the day falls, ms.
+    :return: ``(steps, periodic_boluses, segments)`` as tuples of int tuples; ``segments`` is the
+        merged ``(start_offset_ms, rate_nl_per_h)`` rate function over the day.
+    :raises KernelConfigError: on gaps, overlaps, too many steps or out-of-range numbers.
+    """
+    require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+    require_int("anchor_ms", anchor_ms)
+    steps = tuple(tuple(s) for s in steps)
+    periodic = tuple(tuple(b) for b in periodic_boluses)
+    if not 1 <= len(steps) <= MAX_FLEX_STEPS:
+        raise KernelConfigError("steps", len(steps), f"between 1 and {MAX_FLEX_STEPS} steps")
+    expected = 0
+    for i, step in enumerate(steps):
+        if len(step) != 3:
+            raise KernelConfigError(f"steps[{i}]", step, "(start_offset_ms, duration_ms, rate_nl_per_h)")
+        start, duration, rate = step
+        require_int(f"steps[{i}].start_offset_ms", start)
+        if start != expected:
+            raise KernelConfigError(
+                f"steps[{i}].start_offset_ms", start, f"{expected} (steps must be contiguous, no gap or overlap)"
+            )
+        require_range(f"steps[{i}].duration_ms", duration, 1, MS_PER_DAY, "ms")
+        require_range(f"steps[{i}].rate_nl_per_h", rate, 0, MAX_RATE_NL_PER_H, "nL/h")
+        expected = start + duration
+    if expected != MS_PER_DAY:
+        raise KernelConfigError("steps", expected, f"ending at {MS_PER_DAY} ms (steps must cover 24 h exactly)")
+    if len(periodic) > MAX_PERIODIC_BOLUSES:
+        raise KernelConfigError("periodic_boluses", len(periodic), f"at most {MAX_PERIODIC_BOLUSES}")
+    last_end = 0
+    for i, b in enumerate(sorted(periodic)):
+        if len(b) != 3:
+            raise KernelConfigError(f"periodic_boluses[{i}]", b, "(start_offset_ms, duration_ms, rate_nl_per_h)")
+        start, duration, rate = b
+        require_range(f"periodic_boluses[{i}].start_offset_ms", start, 0, MS_PER_DAY - 1, "ms")
+        require_range(f"periodic_boluses[{i}].duration_ms", duration, 1, MS_PER_DAY - start, "ms")
+        require_range(f"periodic_boluses[{i}].rate_nl_per_h", rate, 1, MAX_RATE_NL_PER_H, "nL/h")
+        if start < last_end:
+            raise KernelConfigError(f"periodic_boluses[{i}].start_offset_ms", start, f">= {last_end} (boluses must not overlap)")
+        last_end = start + duration
+    periodic = tuple(sorted(periodic))
+    # Merge the step function and the bolus overlays into one rate function.
+    cuts = sorted({0} | {s[0] for s in steps} | {b[0] for b in periodic} | {b[0] + b[1] for b in periodic if b[0] + b[1] < MS_PER_DAY})
+    segments: list[tuple[int, int]] = []
+    for cut in cuts:
+        rate = next(s[2] for s in reversed(steps) if s[0] <= cut)
+        rate += sum(b[2] for b in periodic if b[0] <= cut < b[0] + b[1])
+        if rate > MAX_RATE_NL_PER_H:
+            raise KernelConfigError("programme rate", rate, f"<= {MAX_RATE_NL_PER_H} nL/h at offset {cut} ms")
+        if not segments or segments[-1][1] != rate:
+            segments.append((cut, rate))
+    return steps, periodic, tuple(segments)

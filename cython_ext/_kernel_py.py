@@ -1,0 +1,748 @@
+"""Pure-Python twin of the safety kernel: simple, obviously correct, and slow.
+
+It exists to be compared with the compiled ``_kernel`` on random inputs; the
+package only uses it when asked (``ITB_PURE_PYTHON=1`` or
+``cython_ext.kernel.load(implementation="python")``). It does every projection
+by brute force: no fast paths, no running totals.
+
+The public API is documented in ``cython_ext/kernel.pyi``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cython_ext._common import *  # noqa: F401,F403  (re-export the shared API)
+from cython_ext._common import (
+    BOLUS_HISTORY,
+    COUNTED_BOLUS_KINDS,
+    DEFAULT_LIBRARY,
+    DISCONTINUE_AUTHORISATION,
+    LEDGER_RESOLUTION_MS,
+    MAX_BUCKET_PG,
+    MAX_RECORD_PG,
+    N_KINDS,
+    REASON_INDEX,
+    SNAPSHOT_VERSION,
+    SOFT_REASONS,
+    WINDOW_BUCKETS,
+    Decision,
+    DeliveryKind,
+    DrugLimits,
+    PatientCaps,
+    PumpEnvelope,
+    Reason,
+    Request,
+    RequestKind,
+    TitrationStep,
+    check_caps_against_limits,
+    check_programme_shape,
+    plan_titration,
+)
+from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.units import MS_PER_DAY, MS_PER_H, PG_PER_NG, div_round
+
+IMPLEMENTATION = "python"
+
+
+def _kind(value: object) -> int:
+    value = require_int("kind", value)
+    if not 0 <= value < N_KINDS:
+        raise KernelConfigError("kind", value, f"a DeliveryKind in [0, {N_KINDS - 1}]")
+    return value
+
+
+class Programme:
+    """A delivery programme: a rate function over a repeating 24 h day, at one concentration.
+
+    :param steps: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` flex steps, contiguous from
+        0 and covering exactly 24 h (one step = simple continuous), at most 13.
+    :param concentration_ug_per_ml: concentration, µg/mL.
+    :param periodic_boluses: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` extra rates on top of
+        the steps, inside one day, not overlapping.
+    :param anchor_ms: monotonic time at which day offset 0 falls, ms.
+    :raises KernelConfigError: on gaps, overlaps or out-of-range numbers.
+    """
+
+    __slots__ = ("steps", "periodic_boluses", "concentration_ug_per_ml", "anchor_ms", "segments", "_cum", "_day")
+
+    def __init__(self, steps, concentration_ug_per_ml: int, *, periodic_boluses=(), anchor_ms: int = 0) -> None:
+        self.steps, self.periodic_boluses, self.segments = check_programme_shape(
+            steps, periodic_boluses, concentration_ug_per_ml, anchor_ms
+        )
+        self.concentration_ug_per_ml = concentration_ug_per_ml
+        self.anchor_ms = anchor_ms
+        cum = [0]
+        for i, (start, rate) in enumerate(self.segments):
+            end = self.segments[i + 1][0] if i + 1 < len(self.segments) else MS_PER_DAY
+            cum.append(cum[-1] + rate * (end - start))
+        self._cum = cum
+        self._day = cum[-1]
+
+    @classmethod
+    def continuous(cls, rate_nl_per_h: int, concentration_ug_per_ml: int, *, anchor_ms: int = 0) -> Programme:
+        """Simple continuous programme at one rate, nL/h."""
+        return cls([(0, MS_PER_DAY, rate_nl_per_h)], concentration_ug_per_ml, anchor_ms=anchor_ms)
+
+    def _segment(self, offset: int) -> int:
+        index = 0
+        for i, (start, _rate) in enumerate(self.segments):
+            if start <= offset:
+                index = i
+        return index
+
+    def rate_at(self, t_ms: int) -> int:
+        """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
+        offset = (require_int("t_ms", t_ms) - self.anchor_ms) % MS_PER_DAY
+        return self.segments[self._segment(offset)][1]
+
+    def next_boundary(self, t_ms: int) -> int | None:
+        """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
+        t_ms = require_int("t_ms", t_ms)
+        if len(self.segments) == 1:
+            return None
+        day_start = t_ms - (t_ms - self.anchor_ms) % MS_PER_DAY
+        for day in (0, 1):
+            for start, _rate in self.segments:
+                at = day_start + day * MS_PER_DAY + start
+                if start == 0 and self.segments[-1][1] == self.segments[0][1]:
+                    continue
+                if at > t_ms:
+                    return at
+        return None  # unreachable: a multi-segment day always changes within 24 h
+
+    def _prefix(self, offset: int) -> int:
+        i = self._segment(offset)
+        start, rate = self.segments[i]
+        return self._cum[i] + rate * (offset - start)
+
+    def volume_numerator(self, t0_ms: int, t1_ms: int) -> int:
+        """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
+        if t1_ms < t0_ms:
+            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        o0 = (t0_ms - self.anchor_ms) % MS_PER_DAY
+        o1 = o0 + (t1_ms - t0_ms)
+        return (o1 // MS_PER_DAY) * self._day + self._prefix(o1 % MS_PER_DAY) - self._prefix(o0)
+
+    def delivered_pg(self, t0_ms: int, t1_ms: int) -> int:
+        """Drug mass the programme delivers in ``[t0_ms, t1_ms)``, pg, rounded up."""
+        return div_round(self.volume_numerator(t0_ms, t1_ms) * self.concentration_ug_per_ml, MS_PER_H, "up")
+
+    def daily_total_nl(self) -> int:
+        """Volume over one 24 h day, nL, rounded up."""
+        return div_round(self._day, MS_PER_H, "up")
+
+    def daily_total_pg(self) -> int:
+        """Drug mass over one 24 h day (steps and periodic boluses), pg, rounded up."""
+        return div_round(self._day * self.concentration_ug_per_ml, MS_PER_H, "up")
+
+    def daily_total_ng(self) -> int:
+        """Drug mass over one 24 h day, ng/day, rounded up."""
+        return div_round(self.daily_total_pg(), PG_PER_NG, "up")
+
+    @property
+    def max_rate_nl_per_h(self) -> int:
+        """Highest rate anywhere in the day, nL/h."""
+        return max(rate for _start, rate in self.segments)
+
+    @property
+    def min_rate_nl_per_h(self) -> int:
+        """Lowest rate anywhere in the day, nL/h."""
+        return min(rate for _start, rate in self.segments)
+
+    def key(self) -> tuple:
+        """Canonical value: equal keys mean equal programmes, across implementations."""
+        return (self.steps, self.periodic_boluses, self.concentration_ug_per_ml, self.anchor_ms)
+
+    def __eq__(self, other: object) -> bool:
+        return hasattr(other, "key") and hasattr(other, "segments") and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Programme(steps={self.steps!r}, concentration_ug_per_ml={self.concentration_ug_per_ml}, "
+            f"periodic_boluses={self.periodic_boluses!r}, anchor_ms={self.anchor_ms})"
+        )
+
+
+def _as_programme(p: object) -> Programme:
+    if isinstance(p, Programme):
+        return p
+    return Programme(p.steps, p.concentration_ug_per_ml, periodic_boluses=p.periodic_boluses, anchor_ms=p.anchor_ms)
+
+
+class Ledger:
+    """Rolling 24 h record of drug delivered and committed, in picograms, at one-minute resolution.
+
+    An amount recorded at time ``t`` lands in minute ``t // 60000`` and counts in the
+    24 h totals of every minute from that one to 1439 minutes later. Committed
+    amounts (authorised, not yet reported delivered) count in every total until
+    released. Bolus starts are kept for lockout and count checks.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[int]] = {}
+        self._latest: int | None = None
+        self._committed = [0] * N_KINDS
+        self._starts: list[tuple[int, int]] = []
+        self._last_start = [-1] * N_KINDS
+
+    @property
+    def latest_minute(self) -> int | None:
+        """Newest minute recorded (``t_ms // 60000``), or ``None`` for an empty ledger."""
+        return self._latest
+
+    def record(self, kind: int, mass_pg: int, at_ms: int) -> None:
+        """Record drug delivered.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered, pg (``volume_nl * concentration_ug_per_ml``).
+        :param at_ms: monotonic time of delivery, ms; may not be older than the window.
+        :raises KernelConfigError: for negative amounts, a time before the window, or overflow.
+        """
+        kind = _kind(kind)
+        mass_pg = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        at_ms = require_range("at_ms", at_ms, 0, 2**62, "ms")
+        minute = at_ms // LEDGER_RESOLUTION_MS
+        if self._latest is not None and minute <= self._latest - WINDOW_BUCKETS:
+            raise KernelConfigError(
+                "at_ms", at_ms, f">= {(self._latest - WINDOW_BUCKETS + 1) * LEDGER_RESOLUTION_MS} ms (inside the 24 h window)"
+            )
+        bucket = self._buckets.get(minute)
+        if bucket is None:
+            bucket = [0] * N_KINDS
+        if bucket[kind] + mass_pg > MAX_BUCKET_PG:
+            raise KernelConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - bucket[kind]} pg (bucket full)")
+        bucket[kind] += mass_pg
+        self._buckets[minute] = bucket
+        if self._latest is None or minute > self._latest:
+            self._latest = minute
+            horizon = minute - WINDOW_BUCKETS
+            for m in [m for m in self._buckets if m <= horizon]:
+                del self._buckets[m]
+
+    def record_volume(self, kind: int, volume_nl: int, concentration_ug_per_ml: int, at_ms: int) -> int:
+        """Record a delivered volume at a concentration; return the mass recorded, pg."""
+        volume_nl = require_range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
+        conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10**6, "µg/mL")
+        mass = volume_nl * conc
+        self.record(kind, mass, at_ms)
+        return mass
+
+    def commit(self, kind: int, mass_pg: int) -> None:
+        """Add an authorised, not yet delivered amount; it counts in every total until released."""
+        kind = _kind(kind)
+        mass_pg = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        if self._committed[kind] + mass_pg > MAX_BUCKET_PG:
+            raise KernelConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - self._committed[kind]} pg")
+        self._committed[kind] += mass_pg
+
+    def release(self, kind: int, mass_pg: int) -> None:
+        """Remove a committed amount (delivered and recorded, or cancelled).
+
+        :raises KernelConfigError: if more than is committed for ``kind`` would be released.
+        """
+        kind = _kind(kind)
+        mass_pg = require_range("mass_pg", mass_pg, 0, self._committed[kind], "pg")
+        self._committed[kind] -= mass_pg
+
+    def committed_pg(self, kind: int | None = None) -> int:
+        """Outstanding committed amount, pg (all kinds, or one)."""
+        if kind is None:
+            return sum(self._committed)
+        return self._committed[_kind(kind)]
+
+    def record_bolus_start(self, kind: int, at_ms: int) -> None:
+        """Remember that a bolus started (for lockout and count); starts must not go back in time.
+
+        :raises KernelConfigError: for a time before the newest start, or more than 256 starts in 24 h.
+        """
+        kind = _kind(kind)
+        at_ms = require_range("at_ms", at_ms, 0, 2**62, "ms")
+        if self._starts and at_ms < self._starts[-1][0]:
+            raise KernelConfigError("at_ms", at_ms, f">= {self._starts[-1][0]} ms (newest bolus start)")
+        self._starts = [s for s in self._starts if s[0] > at_ms - MS_PER_DAY]
+        if len(self._starts) >= BOLUS_HISTORY:
+            raise KernelConfigError("bolus starts in 24 h", len(self._starts) + 1, f"<= {BOLUS_HISTORY}")
+        self._starts.append((at_ms, kind))
+        self._last_start[kind] = at_ms
+
+    def bolus_count_24h(self, now_ms: int, kinds: Iterable[int] = COUNTED_BOLUS_KINDS) -> int:
+        """Bolus starts of ``kinds`` in ``(now_ms - 24 h, now_ms]``."""
+        wanted = {_kind(k) for k in kinds}
+        return sum(1 for at, k in self._starts if k in wanted and now_ms - MS_PER_DAY < at <= now_ms)
+
+    def last_bolus_ms(self, kinds: Iterable[int] = COUNTED_BOLUS_KINDS) -> int | None:
+        """Time of the newest bolus start of ``kinds``, ms, or ``None``."""
+        times = [self._last_start[_kind(k)] for k in kinds]
+        newest = max(times, default=-1)
+        return None if newest < 0 else newest
+
+    def _check_now(self, now_ms: int) -> int:
+        now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
+        minute = now_ms // LEDGER_RESOLUTION_MS
+        if self._latest is not None and minute < self._latest:
+            raise KernelConfigError("now_ms", now_ms, f">= {self._latest * LEDGER_RESOLUTION_MS} ms (newest record)")
+        return minute
+
+    def bucket_totals(self, first_minute: int, last_minute: int) -> list[int]:
+        """Per-minute totals (all kinds), pg, for minutes ``first_minute..last_minute``."""
+        return [sum(self._buckets.get(m, (0,))) for m in range(first_minute, last_minute + 1)]
+
+    def delivered_24h_pg(self, now_ms: int, kind: int | None = None) -> int:
+        """Delivered in the 24 h window ending in ``now_ms``'s minute, pg (all kinds, or one)."""
+        minute = self._check_now(now_ms)
+        total = 0
+        for m, bucket in self._buckets.items():
+            if minute - WINDOW_BUCKETS < m <= minute:
+                total += sum(bucket) if kind is None else bucket[_kind(kind)]
+        return total
+
+    def total_24h_pg(self, now_ms: int, kind: int | None = None) -> int:
+        """Delivered in the 24 h window plus everything committed, pg (all kinds, or one)."""
+        return self.delivered_24h_pg(now_ms, kind) + self.committed_pg(kind)
+
+    def total_24h_ng(self, now_ms: int, kind: int | None = None) -> int:
+        """:meth:`total_24h_pg` in ng, rounded up."""
+        return div_round(self.total_24h_pg(now_ms, kind), PG_PER_NG, "up")
+
+    def snapshot(self) -> dict:
+        """Exact, JSON-serialisable state; identical across implementations for identical histories."""
+        buckets = []
+        if self._latest is not None:
+            for m in sorted(self._buckets):
+                if m > self._latest - WINDOW_BUCKETS and any(self._buckets[m]):
+                    buckets.append([m, list(self._buckets[m])])
+        return {
+            "version": SNAPSHOT_VERSION,
+            "resolution_ms": LEDGER_RESOLUTION_MS,
+            "latest_minute": self._latest,
+            "buckets": buckets,
+            "committed_pg": list(self._committed),
+            "bolus_starts": [[at, k] for at, k in self._starts],
+            "last_bolus_start_ms": list(self._last_start),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict) -> Ledger:
+        """Rebuild a ledger from :meth:`snapshot` output, checking every field.
+
+        :raises KernelConfigError: for a wrong version, resolution or any malformed value.
+        """
+        data = _check_snapshot(snapshot)
+        ledger = cls()
+        ledger._latest = data["latest_minute"]
+        ledger._buckets = {m: list(b) for m, b in data["buckets"]}
+        ledger._committed = list(data["committed_pg"])
+        ledger._starts = [(at, k) for at, k in data["bolus_starts"]]
+        ledger._last_start = list(data["last_bolus_start_ms"])
+        return ledger
+
+
+def _check_snapshot(snapshot: object) -> dict:
+    """Validate a ledger snapshot (shared shape for both implementations)."""
+    if not isinstance(snapshot, dict):
+        raise KernelConfigError("snapshot", type(snapshot).__name__, "a dict from Ledger.snapshot()")
+    expected = {"version", "resolution_ms", "latest_minute", "buckets", "committed_pg", "bolus_starts", "last_bolus_start_ms"}
+    if set(snapshot) != expected:
+        raise KernelConfigError("snapshot keys", sorted(snapshot), f"exactly {sorted(expected)}")
+    if snapshot["version"] != SNAPSHOT_VERSION:
+        raise KernelConfigError("snapshot.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
+    if snapshot["resolution_ms"] != LEDGER_RESOLUTION_MS:
+        raise KernelConfigError("snapshot.resolution_ms", snapshot["resolution_ms"], f"{LEDGER_RESOLUTION_MS}")
+    latest = snapshot["latest_minute"]
+    if latest is not None:
+        require_range("snapshot.latest_minute", latest, 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
+    buckets = []
+    previous = None
+    for i, item in enumerate(snapshot["buckets"]):
+        if len(item) != 2 or len(item[1]) != N_KINDS:
+            raise KernelConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
+        minute = require_int(f"snapshot.buckets[{i}].minute", item[0])
+        if latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (previous is not None and minute <= previous):
+            raise KernelConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
+        values = [require_range(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
+        buckets.append((minute, values))
+        previous = minute
+    if len(snapshot["committed_pg"]) != N_KINDS:
+        raise KernelConfigError("snapshot.committed_pg", snapshot["committed_pg"], f"{N_KINDS} ints")
+    committed = [require_range(f"snapshot.committed_pg[{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(snapshot["committed_pg"])]
+    starts = []
+    for i, item in enumerate(snapshot["bolus_starts"]):
+        if len(item) != 2:
+            raise KernelConfigError(f"snapshot.bolus_starts[{i}]", item, "[at_ms, kind]")
+        at = require_range(f"snapshot.bolus_starts[{i}].at_ms", item[0], 0, 2**62, "ms")
+        if starts and at < starts[-1][0]:
+            raise KernelConfigError(f"snapshot.bolus_starts[{i}].at_ms", at, f">= {starts[-1][0]} (in time order)")
+        starts.append((at, _kind(item[1])))
+    if starts and (len(starts) > BOLUS_HISTORY or starts[0][0] <= starts[-1][0] - MS_PER_DAY):
+        raise KernelConfigError("snapshot.bolus_starts", len(starts), f"at most {BOLUS_HISTORY}, all within 24 h of the newest")
+    if len(snapshot["last_bolus_start_ms"]) != N_KINDS:
+        raise KernelConfigError("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], f"{N_KINDS} ints")
+    last = [require_range(f"snapshot.last_bolus_start_ms[{k}]", v, -1, 2**62, "ms") for k, v in enumerate(snapshot["last_bolus_start_ms"])]
+    return {
+        "latest_minute": latest,
+        "buckets": buckets,
+        "committed_pg": committed,
+        "bolus_starts": starts,
+        "last_bolus_start_ms": last,
+    }
+
+
+def _prune_history(history: list[tuple[int, int]], now_ms: int) -> list[tuple[int, int]]:
+    """Drop dose-history entries no future titration check can need.
+
+    Keeps the newest entry in effect at ``now_ms - 24 h`` and everything after it.
+    """
+    keep_from = 0
+    for i, (at, _dose) in enumerate(history):
+        if at <= now_ms - MS_PER_DAY:
+            keep_from = i
+    return history[keep_from:]
+
+
+#: Decisions older than this cannot be applied, ms.
+MAX_DECISION_AGE_MS = 60_000
+
+
+class SafetyKernel:
+    """The one gate: every change to delivery is authorised here, then applied.
+
+    :param limits: drug-library entry of the drug in the pump now.
+    :param caps: the patient's prescription caps (checked against ``limits`` hard bounds).
+    :param envelope: what the pump can deliver.
+    :param ledger: the rolling 24 h ledger (a new empty one if ``None``).
+    :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
+    :param programme: programme in effect now, or ``None`` (not yet started).
+    :param programme_since_ms: when ``programme`` took effect, ms.
+    :raises KernelConfigError: if caps or programme break the library's hard bounds.
+    """
+
+    def __init__(
+        self,
+        limits: DrugLimits,
+        caps: PatientCaps,
+        envelope: PumpEnvelope,
+        ledger: Ledger | None = None,
+        *,
+        library: dict[int, DrugLimits] | None = None,
+        programme: Programme | None = None,
+        programme_since_ms: int = 0,
+    ) -> None:
+        if not isinstance(limits, DrugLimits):
+            raise KernelConfigError("limits", limits, "a DrugLimits")
+        if not isinstance(caps, PatientCaps):
+            raise KernelConfigError("caps", caps, "a PatientCaps from make_caps()")
+        if not isinstance(envelope, PumpEnvelope):
+            raise KernelConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
+        limits.validate()
+        check_caps_against_limits(caps, limits)
+        self.limits = limits
+        self.caps = caps
+        self.envelope = envelope
+        self.ledger = Ledger() if ledger is None else ledger
+        self.library = dict(DEFAULT_LIBRARY if library is None else library)
+        self.programme: Programme | None = None
+        self.dose_history: list[tuple[int, int]] = []
+        self.last_increase_ms: int | None = None
+        self.state_version = 0
+        if programme is not None:
+            programme = _as_programme(programme)
+            if programme.concentration_ug_per_ml != limits.concentration_ug_per_ml:
+                raise KernelConfigError(
+                    "programme.concentration_ug_per_ml", programme.concentration_ug_per_ml, f"{limits.concentration_ug_per_ml} µg/mL (the library entry)"
+                )
+            since = require_int("programme_since_ms", programme_since_ms)
+            self.programme = programme
+            self.dose_history.append((since, programme.daily_total_ng()))
+            self.last_increase_ms = since
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def daily_dose_ng(self) -> int:
+        """Daily dose of the programme in effect, ng/day (0 if none)."""
+        return 0 if self.programme is None else self.programme.daily_total_ng()
+
+    def dose_in_effect_ng(self, t_ms: int) -> int:
+        """Daily dose that was in effect at ``t_ms``, ng/day (the first recorded dose if earlier)."""
+        if not self.dose_history:
+            return 0
+        dose = self.dose_history[0][1]
+        for at, d in self.dose_history:
+            if at <= t_ms:
+                dose = d
+        return dose
+
+    def cap_pg(self, limits: DrugLimits | None = None) -> int:
+        """Rolling 24 h cap, pg: the prescription cap or the library's hard dose ceiling, whichever is lower."""
+        limits = self.limits if limits is None else limits
+        return min(self.caps.max_dose_ng_per_day, limits.dose_ng_per_day.upper_hard) * PG_PER_NG
+
+    def _window_excess(self, programme: Programme | None, extra_pg: int, now_ms: int, cap_pg: int) -> int:
+        """Largest ``window total - cap`` over every window ending in ``[now, now + 24 h)``, pg."""
+        m0 = now_ms // LEDGER_RESOLUTION_MS
+        past = self.ledger.bucket_totals(m0 - WINDOW_BUCKETS + 1, m0)
+        committed = self.ledger.committed_pg()
+        suffix = [0] * (WINDOW_BUCKETS + 1)
+        for k in range(WINDOW_BUCKETS - 1, -1, -1):
+            suffix[k] = suffix[k + 1] + past[k]
+        worst = None
+        for k in range(WINDOW_BUCKETS):
+            still_inside = suffix[k]  # minutes m0+k-1439 .. m0: still inside the window ending in minute m0+k
+            basal = 0 if programme is None else programme.delivered_pg(now_ms, (m0 + k + 1) * LEDGER_RESOLUTION_MS)
+            excess = still_inside + committed + extra_pg + basal - cap_pg
+            worst = excess if worst is None else max(worst, excess)
+        return worst
+
+    def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
+        """Largest extra amount that keeps every projected 24 h window within the cap, pg (>= 0).
+
+        Use it with :func:`tighten` to cut a running bolus at the cap (BOL-04).
+
+        :param programme: programme to project (default: the one in effect).
+        """
+        self.ledger._check_now(now_ms)
+        programme = self.programme if programme is None else _as_programme(programme)
+        return max(0, -self._window_excess(programme, 0, now_ms, self.cap_pg()))
+
+    def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]:
+        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
+        if self.programme is None:
+            raise KernelConfigError("programme", None, "a programme in effect")
+        start = now_ms
+        if target_dose_ng_per_day > self.daily_dose_ng and self.last_increase_ms is not None:
+            start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
+        return plan_titration(
+            self.daily_dose_ng,
+            target_dose_ng_per_day,
+            start_ms=start,
+            titration_cap_pct=self.caps.titration_cap_pct,
+            interval_ms=self.caps.min_titration_interval_ms,
+            taper_pct=self.caps.taper_pct,
+            taper_interval_ms=self.caps.taper_interval_ms,
+        )
+
+    # -- authorize ---------------------------------------------------------------------------
+
+    def _check_rate(self, rate: int, limits: DrugLimits, reasons: set[str]) -> None:
+        if rate == 0:
+            reasons.add(Reason.RATE_ZERO)
+        where = limits.rate_nl_per_h.classify(rate)
+        if where == -2:
+            reasons.add(Reason.RATE_BELOW_HARD)
+        elif where == -1:
+            reasons.add(Reason.RATE_BELOW_SOFT)
+        elif where == 1:
+            reasons.add(Reason.RATE_ABOVE_SOFT)
+        elif where == 2:
+            reasons.add(Reason.RATE_ABOVE_HARD)
+        if rate < self.envelope.min_rate_nl_per_h:
+            reasons.add(Reason.RATE_BELOW_PUMP_MIN)
+        if rate > self.envelope.max_rate_nl_per_h:
+            reasons.add(Reason.RATE_ABOVE_PUMP_MAX)
+        if rate % self.envelope.rate_step_nl_per_h:
+            reasons.add(Reason.RATE_NOT_PUMP_STEP)
+        if rate < self.caps.minimum_rate_nl_per_h:
+            reasons.add(Reason.RATE_BELOW_MINIMUM_RATE)
+
+    def _check_programme(self, programme: Programme, limits: DrugLimits, extra_pg: int, now_ms: int, reasons: set[str]) -> int:
+        if limits.screening_only:
+            reasons.add(Reason.SCREENING_ONLY)
+        for _start, rate in programme.segments:
+            self._check_rate(rate, limits, reasons)
+        dose = programme.daily_total_ng()
+        where = limits.dose_ng_per_day.classify(dose)
+        if where == -2:
+            reasons.add(Reason.DOSE_BELOW_HARD)
+        elif where == -1:
+            reasons.add(Reason.DOSE_BELOW_SOFT)
+        elif where == 1:
+            reasons.add(Reason.DOSE_ABOVE_SOFT)
+        elif where == 2:
+            reasons.add(Reason.DOSE_ABOVE_HARD)
+        if dose > self.caps.max_dose_ng_per_day:
+            reasons.add(Reason.DOSE_ABOVE_PRESCRIPTION_CAP)
+        if self.programme is not None:
+            current = self.daily_dose_ng
+            if dose > current:
+                baseline = self.dose_in_effect_ng(now_ms - MS_PER_DAY)
+                if dose * 100 > baseline * (100 + self.caps.titration_cap_pct):
+                    reasons.add(Reason.TITRATION_CAP_EXCEEDED)
+                if self.last_increase_ms is not None and now_ms - self.last_increase_ms < self.caps.min_titration_interval_ms:
+                    reasons.add(Reason.TITRATION_INTERVAL)
+            elif dose < current and (current - dose) * 100 > current * self.caps.decrease_confirm_pct:
+                reasons.add(Reason.DECREASE_NEEDS_CONFIRMATION)
+        if self._window_excess(programme, extra_pg, now_ms, self.cap_pg(limits)) > 0:
+            reasons.add(Reason.DOSE_CAP_24H)
+        return dose
+
+    def authorize(self, request: Request, now_ms: int) -> Decision:
+        """Decide on a request. Pure: reads state, changes nothing.
+
+        :param request: from one of the ``request_*`` constructors.
+        :param now_ms: monotonic time, ms.
+        :return: a :class:`Decision` listing every failing reason.
+        :raises TypeError: if ``now_ms`` is not an int.
+        """
+        now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
+        if not isinstance(request, Request):
+            raise KernelConfigError("request", request, "a Request from a request_* constructor")
+        reasons: set[str] = set()
+        kind = request.kind
+        rate = 0
+        programme = None
+        bolus_kind = -1
+        volume = 0
+        duration = 0
+        mass = 0
+        dose = self.daily_dose_ng
+        latest = self.ledger.latest_minute
+        if latest is not None and now_ms // LEDGER_RESOLUTION_MS < latest:
+            reasons.add(Reason.CLOCK_BEHIND_LEDGER)
+        elif kind == RequestKind.RATE_CHANGE or kind == RequestKind.PROGRAMME_CHANGE:
+            if kind == RequestKind.RATE_CHANGE:
+                rate = request.rate_nl_per_h
+                anchor = 0 if self.programme is None else self.programme.anchor_ms
+                programme = Programme.continuous(rate, self.limits.concentration_ug_per_ml, anchor_ms=anchor)
+            else:
+                programme = _as_programme(request.programme)
+                if programme.concentration_ug_per_ml != self.limits.concentration_ug_per_ml:
+                    reasons.add(Reason.CONCENTRATION_CHANGED)
+            dose = self._check_programme(programme, self.limits, 0, now_ms, reasons)
+        elif kind == RequestKind.CONCENTRATION_CHANGE:
+            programme = _as_programme(request.programme)
+            dose = programme.daily_total_ng()
+            new_limits = self.library.get(programme.concentration_ug_per_ml)
+            if self.programme is None:
+                reasons.add(Reason.NO_PROGRAMME)
+            if new_limits is None:
+                reasons.add(Reason.CONCENTRATION_NOT_IN_LIBRARY)
+            if programme.concentration_ug_per_ml == self.limits.concentration_ug_per_ml:
+                reasons.add(Reason.CONCENTRATION_UNCHANGED)
+            if request.bridge is None:
+                reasons.add(Reason.BRIDGE_PLAN_MISSING)
+            else:
+                volume = request.bridge.volume_nl
+                duration = request.bridge.duration_ms
+                bolus_kind = int(DeliveryKind.BRIDGE)
+                mass = volume * self.limits.concentration_ug_per_ml
+                if volume > self.caps.max_priming_volume_nl:
+                    reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
+            if new_limits is not None and self.programme is not None:
+                dose = self._check_programme(programme, new_limits, mass, now_ms, reasons)
+        elif kind == RequestKind.BOLUS:
+            bolus_kind = request.bolus_kind
+            volume = request.volume_nl
+            duration = request.duration_ms
+            mass = volume * self.limits.concentration_ug_per_ml
+            if bolus_kind in COUNTED_BOLUS_KINDS:
+                enabled = self.caps.bolus_enabled if bolus_kind == DeliveryKind.BOLUS_CLINICIAN else (
+                    self.caps.patient_bolus_enabled and not self.limits.screening_only
+                )
+                if not enabled:
+                    reasons.add(Reason.BOLUS_DISABLED)
+                mass_ng = div_round(mass, PG_PER_NG, "up")
+                where = self.limits.bolus_ng.classify(mass_ng)
+                if where == -2:
+                    reasons.add(Reason.BOLUS_BELOW_HARD)
+                elif where == -1:
+                    reasons.add(Reason.BOLUS_BELOW_SOFT)
+                elif where == 1:
+                    reasons.add(Reason.BOLUS_ABOVE_SOFT)
+                elif where == 2:
+                    reasons.add(Reason.BOLUS_ABOVE_HARD)
+                if mass_ng > self.caps.max_bolus_ng:
+                    reasons.add(Reason.BOLUS_ABOVE_PRESCRIPTION_MAX)
+                last = self.ledger.last_bolus_ms(COUNTED_BOLUS_KINDS)
+                if last is not None and now_ms - last < self.caps.bolus_lockout_ms:
+                    reasons.add(Reason.BOLUS_LOCKOUT)
+                if self.ledger.bolus_count_24h(now_ms, COUNTED_BOLUS_KINDS) >= self.caps.max_boluses_per_day:
+                    reasons.add(Reason.BOLUS_COUNT)
+            elif volume > self.caps.max_priming_volume_nl:
+                reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
+            basal_now = 0 if self.programme is None else self.programme.rate_at(now_ms)
+            if volume * MS_PER_H > (self.envelope.max_rate_nl_per_h - basal_now) * duration:
+                reasons.add(Reason.BOLUS_RATE_ABOVE_PUMP_MAX)
+            if self._window_excess(self.programme, mass, now_ms, self.cap_pg()) > 0:
+                reasons.add(Reason.DOSE_CAP_24H)
+        elif kind == RequestKind.DISCONTINUE:
+            dose = 0
+            if request.override is None or DISCONTINUE_AUTHORISATION not in request.override.codes:
+                reasons.add(Reason.DISCONTINUE_NOT_AUTHORISED)
+            if not request.emergency and self.programme is not None:
+                floor = self.caps.minimum_rate_nl_per_h * 24 * self.limits.concentration_ug_per_ml
+                if self.programme.daily_total_pg() > floor:
+                    reasons.add(Reason.TAPER_INCOMPLETE)
+        elif kind == RequestKind.MINIMUM_RATE:
+            rate = self.caps.minimum_rate_nl_per_h
+            self._check_rate(rate, self.limits, reasons)
+            reasons.discard(Reason.RATE_BELOW_SOFT)
+            reasons.discard(Reason.RATE_ABOVE_SOFT)
+            dose = div_round(rate * 24 * self.limits.concentration_ug_per_ml, PG_PER_NG, "up")
+            if self.programme is not None and dose > self.daily_dose_ng:
+                reasons.add(Reason.MINIMUM_RATE_ABOVE_CURRENT)
+        else:
+            raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+        overridden: list[str] = []
+        if request.override is not None:
+            for code in sorted(reasons, key=REASON_INDEX.__getitem__):
+                if code in SOFT_REASONS and code in request.override.codes:
+                    overridden.append(code)
+            reasons.difference_update(overridden)
+            if kind == RequestKind.DISCONTINUE and DISCONTINUE_AUTHORISATION in request.override.codes:
+                overridden.append(DISCONTINUE_AUTHORISATION)
+        ordered = tuple(sorted(reasons, key=REASON_INDEX.__getitem__))
+        return Decision(
+            not ordered, int(kind), ordered, tuple(overridden), rate, programme, bolus_kind,
+            volume, duration, mass, dose, now_ms, request,
+        )
+
+    # -- apply -------------------------------------------------------------------------------
+
+    def apply(self, decision: Decision, now_ms: int) -> None:
+        """Record an allowed decision that was executed.
+
+        Sets the programme in effect, extends the dose history (titration baseline and
+        interval), and for boluses records the start and commits the mass in the ledger.
+        The caller releases the commitment as the pump reports delivery.
+
+        :param decision: an allowed decision from :meth:`authorize` on this kernel's current state.
+        :param now_ms: monotonic time the decision was executed, ms.
+        :raises KernelConfigError: for a denied, stale or out-of-date decision (nothing changes).
+        """
+        now_ms = require_int("now_ms", now_ms)
+        if not isinstance(decision, Decision) or not decision.allowed:
+            raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
+        if not decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS:
+            raise KernelConfigError("now_ms", now_ms, f"in [{decision.at_ms}, {decision.at_ms + MAX_DECISION_AGE_MS}] ms (decision is stale)")
+        kind = decision.kind
+        if kind == RequestKind.BOLUS:
+            self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
+            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
+        else:
+            if kind == RequestKind.CONCENTRATION_CHANGE:
+                new_limits = self.library[decision.programme.concentration_ug_per_ml]
+                self.ledger.record_bolus_start(DeliveryKind.BRIDGE, now_ms)
+                self.ledger.commit(DeliveryKind.BRIDGE, decision.mass_pg)
+                self.limits = new_limits
+            if kind in (RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE):
+                programme = _as_programme(decision.programme)
+            else:
+                anchor = 0 if self.programme is None else self.programme.anchor_ms
+                programme = Programme.continuous(decision.rate_nl_per_h, self.limits.concentration_ug_per_ml, anchor_ms=anchor)
+            previous = self.daily_dose_ng if self.programme is not None else None
+            if kind == RequestKind.DISCONTINUE:
+                self.programme = None
+                self.dose_history = []
+                self.last_increase_ms = None
+            else:
+                dose = programme.daily_total_ng()
+                self.programme = programme
+                self.dose_history.append((now_ms, dose))
+                self.dose_history = _prune_history(self.dose_history, now_ms)
+                if kind != RequestKind.MINIMUM_RATE and (previous is None or dose > previous):
+                    self.last_increase_ms = now_ms
+        self.state_version += 1
