@@ -51,8 +51,9 @@ from typing import Any
 
 from hal.clock import NS_PER_S, Clock
 from hal.errors import ConfigError
-from hal.newera.framing import Frame, RequestDeframer
+from hal.newera.framing import Frame
 from sim.device import ByteDevice
+from sim.newera.deframer import PumpDeframer
 from sim.newera.firmware import normalise
 
 DEVICE_KINDS = ("stall", "occlusion", "power-cycle", "disconnect")
@@ -204,7 +205,7 @@ class FaultyDevice(ByteDevice):
         self.specs = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self._rng = random.Random(seed)
         self._t0 = clock.monotonic_ns()
-        self._deframer = RequestDeframer()
+        self._deframer = PumpDeframer()
         self._match_counts = [0] * len(self.specs)
         self._scheduled: list[_Scheduled] = []
         self._delayed: list[tuple[int, bytes]] = []
@@ -225,7 +226,8 @@ class FaultyDevice(ByteDevice):
         data = self._byte_faults(data, "rx")
         for byte in data:
             one = bytes((byte,))
-            frames = [f for f in self._deframer.feed(one, now / NS_PER_S) if isinstance(f, Frame)]
+            safe_mode = bool(getattr(self.device, "safe_mode", False))
+            frames = [f for f in self._deframer.feed(one, now / NS_PER_S, safe_mode=safe_mode) if isinstance(f, Frame)]
             reply = self.device.receive(one)
             for frame in frames:
                 reply = self._on_command(frame, reply, now)

@@ -39,8 +39,9 @@ from decimal import Decimal, InvalidOperation
 
 from hal.clock import NS_PER_S, Clock
 from hal.errors import ConfigError
-from hal.newera.framing import Frame, FrameError, FrameKind, RequestDeframer, encode_reply
+from hal.newera.framing import Frame, FrameError, FrameKind, encode_reply
 from sim.device import ByteDevice
+from sim.newera.deframer import PumpDeframer
 from sim.newera.mechanics import INFUSE, NL_PER_ML, NS_PER_H, STILL, WITHDRAW, Mechanics
 from sim.newera.wire_numbers import format_milli, parse_milli
 
@@ -259,7 +260,7 @@ class Ne1000(ByteDevice):
         self.firmware_version = firmware_version
         self.bad_packet_reply = bad_packet_reply
         self.occlusion_delay_ns = round(occlusion_delay_s * NS_PER_S)
-        self._deframer = RequestDeframer()
+        self._deframer = PumpDeframer()
         self._out = _Unsolicited()
         self._advancing = False
         # Persistent settings (non-volatile memory).
@@ -301,8 +302,10 @@ class Ne1000(ByteDevice):
             if not self.powered:
                 return b""
             out = bytearray(self._take_unsolicited())
-            for item in self._deframer.feed(data, now / NS_PER_S):
-                out += self._handle_packet(item, now)
+            for index in range(len(data)):
+                # Byte by byte: a packet that switches mode changes how the next byte is framed.
+                for item in self._deframer.feed(data[index : index + 1], now / NS_PER_S, safe_mode=self.safe_mode):
+                    out += self._handle_packet(item, now)
             return bytes(out)
 
     def poll(self) -> bytes:
@@ -425,7 +428,8 @@ class Ne1000(ByteDevice):
                 if dt is not None:
                     events.append((t0 + dt, self._phase_complete))
         if self.occluded and mech.direction == INFUSE and self._occluded_since_ns is not None:
-            start = max(self._occluded_since_ns, self._motion_since_ns or t0)
+            since = t0 if self._motion_since_ns is None else self._motion_since_ns
+            start = max(self._occluded_since_ns, since)
             events.append((max(t0, start + self.occlusion_delay_ns), self._stall))
         if not events:
             return None, None
