@@ -388,6 +388,50 @@ class Prescription:
         total_ng = self.programme.daily_total_ng() + extra_ng
         return units.div_round(total_ng * units.PG_PER_NG, self.drug.concentration_ug_per_ml, "up")
 
+    def kernel_steps(self) -> tuple[tuple[int, int, int], ...]:
+        """Basal steps as the kernel's ``Programme`` takes them: ``(start_offset_ms, duration_ms, rate_nl_per_h)``."""
+        return tuple(
+            (s.start_min * units.MS_PER_MIN, s.duration_min * units.MS_PER_MIN, self.rate_nl_per_h(s.dose_ng_per_day))
+            for s in self.programme.steps
+        )
+
+    def kernel_periodic_boluses(self) -> tuple[tuple[int, int, int], ...]:
+        """Periodic boluses as extra-rate triples ``(start_offset_ms, duration_ms, rate_nl_per_h)``
+        (rate rounded down: never more than prescribed)."""
+        triples = []
+        for b in self.programme.periodic_boluses:
+            duration_ms = b.duration_min * units.MS_PER_MIN
+            volume_nl = units.volume_nl_for_mass(b.dose_ng, self.drug.concentration_ug_per_ml)
+            rate = units.div_round(volume_nl * units.MS_PER_H, duration_ms, "down")
+            triples.append((b.time_min * units.MS_PER_MIN, duration_ms, rate))
+        return tuple(triples)
+
+    def kernel_caps_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the kernel's ``make_caps`` (PatientCaps) from this prescription.
+
+        The kernel applies one bolus size, lockout and count to both bolus kinds: the size is
+        the larger of the two settings (the therapy workflow enforces each kind's own size),
+        the lockout the longer and the count the smaller.
+        """
+        cb, pb, t = self.clinician_bolus, self.patient_bolus, self.titration
+        enabled = [b for b in ((cb.max_dose_ng, cb.lockout_ms, cb.max_per_day) if cb.enabled else None,
+                               (pb.dose_ng, pb.lockout_ms, pb.max_per_day) if pb.enabled else None) if b]
+        kwargs: dict[str, Any] = {
+            "max_dose_ng_per_day": t.max_dose_ng_per_day,
+            "origin": self.patient.origin.value,
+            "titration_cap_pct": t.max_increase_pct,
+            "min_titration_interval_ms": t.min_interval_ms,
+            "decrease_confirm_pct": t.decrease_confirm_pct,
+            "bolus_enabled": cb.enabled,
+            "patient_bolus_enabled": pb.enabled,
+            "minimum_rate_nl_per_h": self.rate_nl_per_h(t.minimum_rate_ng_per_day),
+        }
+        if enabled:
+            kwargs["max_bolus_ng"] = max(b[0] for b in enabled)
+            kwargs["bolus_lockout_ms"] = max(b[1] for b in enabled)
+            kwargs["max_boluses_per_day"] = min(b[2] for b in enabled)
+        return kwargs
+
     def to_dict(self) -> dict[str, Any]:
         """The prescription in file form (external units, exact decimals), for journals and reports."""
         return _to_document(self)
@@ -457,16 +501,25 @@ def _entry_from_kernel(limits: Any) -> LibraryEntry:
     )
 
 
+def library_from(drug_limits: Mapping[Any, Any] | Sequence[Any]) -> Mapping[str, LibraryEntry]:
+    """A prescription library from kernel ``DrugLimits`` entries (a mapping's values, or a sequence).
+
+    :param drug_limits: e.g. ``kernel.DEFAULT_LIBRARY``.
+    :return: entries keyed by their code.
+    """
+    entries = drug_limits.values() if isinstance(drug_limits, Mapping) else drug_limits
+    return MappingProxyType({e.code: _entry_from_kernel(e) for e in entries})
+
+
 def default_library() -> Mapping[str, LibraryEntry]:
     """The kernel's drug library (``DEFAULT_LIBRARY``), keyed by entry code.
 
-    :raises ImportError: if the safety kernel is not built (see ``cython_ext``).
+    :raises ImportError: if the safety kernel is not built (see ``cython_ext``); the
+        library is never silently taken from elsewhere.
     """
     from cython_ext import kernel
 
-    raw = kernel.DEFAULT_LIBRARY
-    entries = raw.values() if isinstance(raw, Mapping) else raw
-    return MappingProxyType({e.code: _entry_from_kernel(e) for e in entries})
+    return library_from(kernel.DEFAULT_LIBRARY)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1052,8 +1105,12 @@ def _soft_checked_values(p: Prescription) -> Iterator[tuple[str, int, str]]:
         yield f"programme.periodic_boluses[{i}].dose_ug", b.dose_ng, "bolus_ng"
     if p.clinician_bolus.enabled:
         yield "clinician_bolus.max_dose_ug", p.clinician_bolus.max_dose_ng, "bolus_ng"
+        yield "clinician_bolus.lockout_min", p.clinician_bolus.lockout_ms, "bolus_lockout_ms"
+        yield "clinician_bolus.max_per_day", p.clinician_bolus.max_per_day, "boluses_per_day"
     if p.patient_bolus.enabled:
         yield "patient_bolus.dose_ug", p.patient_bolus.dose_ng, "bolus_ng"
+        yield "patient_bolus.lockout_min", p.patient_bolus.lockout_ms, "bolus_lockout_ms"
+        yield "patient_bolus.max_per_day", p.patient_bolus.max_per_day, "boluses_per_day"
     yield "titration.max_dose_ug_per_day", p.titration.max_dose_ng_per_day, "dose_ng_per_day"
 
 
@@ -1070,7 +1127,9 @@ def soft_limit_breaches(
     overrides = {o.field: o for o in p.soft_limit_overrides}
     found = []
     for dotted, value, quantity in _soft_checked_values(p):
-        bounds: LibraryBounds = getattr(entry, quantity)
+        bounds: LibraryBounds | None = getattr(entry, quantity)
+        if bounds is None:
+            continue
         if value < bounds.lower_soft:
             found.append(SoftLimitBreach(dotted, value, "lower_soft", bounds.lower_soft, overrides.get(dotted)))
         elif value > bounds.upper_soft:

@@ -1,0 +1,880 @@
+"""The journal: durable, append-only, hash-chained record of everything that affects therapy.
+
+One SQLite file in WAL mode with ``synchronous=FULL`` (PER-01): every method
+that records something returns only after its transaction is committed, so a
+record is durable before the caller acknowledges anything.
+
+Everything is one chain of entries (:data:`controller.audit.CHAINED_FIELDS`):
+prescriptions, soft-limit overrides, committed programmes, kernel ledger
+snapshots, commands (a ``pending`` entry written *before* the command is sent,
+then a completion with its outcome), pump readings, alarm events and free
+audit entries. Each entry holds actor and role, action, old and new values,
+reason, command ID, UTC time with the local offset, monotonic time and outcome
+(PER-04), plus the hash of the previous entry. A one-row ``head`` table holds
+the entry count and the last hash, updated in the same transaction, so a
+truncated tail is detected as well as an edited, deleted or reordered entry
+(PER-03). Triggers refuse UPDATE and DELETE on entries.
+
+::
+
+    entries:  seq | kind | action | utc | offset | mono_ns | actor | role | cmd_id | outcome
+              | reason | old_json | new_json | prev_hash | hash
+    head:     count | last_hash          (same transaction as each append)
+    meta:     journal_id, schema_version, created_utc
+
+What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
+:meth:`Journal.last_committed_programme`, :meth:`Journal.last_ledger_snapshot`,
+:meth:`Journal.unresolved_commands` (pending or uncertain: never re-sent, only
+reconciled) and :meth:`Journal.pending_boluses`.
+
+Crash testing: ``fault_hook(point)`` is called at every write point
+(``begin``, ``insert``, ``head``, ``commit``, ``committed``); raising from it,
+or killing the process, must leave the complete old or complete new state.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import io
+import json
+import shutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from controller.audit import (
+    CHAINED_FIELDS,
+    SYSTEM_ACTOR,
+    Actor,
+    Role,
+    canonical_json,
+    entry_hash,
+    genesis_hash,
+)
+from hal.clock import Clock
+from hal.errors import ConfigError, ItbError, StateError
+
+#: Version of the journal's table layout.
+JOURNAL_SCHEMA_VERSION = 1
+
+#: Command outcomes. ``uncertain`` commands stay unresolved until reconciled.
+COMMAND_OUTCOMES = ("applied", "not_applied", "uncertain")
+
+#: Alarm events the journal accepts.
+ALARM_EVENTS = ("raise", "clear", "acknowledge", "audio_pause")
+
+#: Export formats.
+EXPORT_FORMATS = ("csv", "json")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    utc TEXT NOT NULL,
+    utc_offset_min INTEGER NOT NULL,
+    monotonic_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    command_id TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    old_json TEXT,
+    new_json TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, seq);
+CREATE INDEX IF NOT EXISTS entries_command ON entries (command_id, seq);
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    count INTEGER NOT NULL,
+    last_hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
+"""
+
+_COLUMNS = (*CHAINED_FIELDS, "hash")
+
+
+class JournalError(ItbError):
+    """The journal could not be written or read (I/O, corruption, wrong file)."""
+
+
+class EntryKind(enum.Enum):
+    """What an entry records."""
+
+    AUDIT = "audit"
+    PRESCRIPTION = "prescription"
+    OVERRIDE = "override"
+    PROGRAMME = "programme"
+    LEDGER = "ledger"
+    COMMAND = "command"
+    READING = "reading"
+    ALARM = "alarm"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One entry as stored (``old``/``new`` decoded from JSON).
+
+    :param seq: position in the chain, from 1.
+    :param kind: what it records (an :class:`EntryKind` value).
+    :param action: what happened (``raise``, ``pending``, ``committed``...).
+    :param utc: ISO-8601 UTC time.
+    :param utc_offset_min: the local offset from UTC at that time, minutes.
+    :param monotonic_ns: the controller's monotonic time, ns.
+    :param actor: who acted.
+    :param role: under which role.
+    :param command_id: the command ID, if any.
+    :param outcome: the outcome, if any ("" otherwise).
+    :param reason: why ("" if none given).
+    :param old: previous value, if any.
+    :param new: new value, if any.
+    :param hash: this entry's hash.
+    """
+
+    seq: int
+    kind: str
+    action: str
+    utc: str
+    utc_offset_min: int
+    monotonic_ns: int
+    actor: str
+    role: str
+    command_id: str | None
+    outcome: str
+    reason: str
+    old: Any
+    new: Any
+    hash: str
+
+    @property
+    def monotonic_ms(self) -> int:
+        """The monotonic time in whole ms."""
+        return self.monotonic_ns // 1_000_000
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A command as the journal knows it.
+
+    :param command_id: unique ID, chosen before sending.
+    :param kind: what kind of command (``set_rate``, ``bolus_patient``...).
+    :param params: its parameters as recorded when pending.
+    :param status: ``pending`` or one of :data:`COMMAND_OUTCOMES`.
+    :param detail: the latest completion detail.
+    :param pending_seq: sequence number of the pending entry.
+    :param pending_monotonic_ns: monotonic time of the pending entry, ns.
+    """
+
+    command_id: str
+    kind: str
+    params: Mapping[str, Any]
+    status: str
+    detail: Any
+    pending_seq: int
+    pending_monotonic_ns: int
+
+    @property
+    def unresolved(self) -> bool:
+        """True while nobody knows whether it took effect (pending or uncertain)."""
+        return self.status in ("pending", "uncertain")
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :func:`verify_journal`.
+
+    :param ok: True if nothing was found wrong.
+    :param entries_checked: how many entries were read.
+    :param problems: one line per problem, each saying what and where.
+    :param first_bad_seq: the first sequence number that failed, if any.
+    """
+
+    ok: bool
+    entries_checked: int
+    problems: tuple[str, ...]
+    first_bad_seq: int | None = None
+
+
+def new_command_id() -> str:
+    """A fresh unique command ID (UUID4, hex)."""
+    return uuid.uuid4().hex
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        if not path.is_file():
+            raise JournalError(f"journal {path} does not exist")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    return db
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _row_to_entry(row: Sequence[Any]) -> JournalEntry:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    return JournalEntry(
+        seq=values["seq"],
+        kind=values["kind"],
+        action=values["action"],
+        utc=values["utc"],
+        utc_offset_min=values["utc_offset_min"],
+        monotonic_ns=values["monotonic_ns"],
+        actor=values["actor"],
+        role=values["role"],
+        command_id=values["command_id"],
+        outcome=values["outcome"],
+        reason=values["reason"],
+        old=_decode(values["old_json"]),
+        new=_decode(values["new_json"]),
+        hash=values["hash"],
+    )
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An entry to append, before it gets its sequence number and hash."""
+
+    kind: EntryKind
+    action: str
+    actor: Actor
+    command_id: str | None
+    outcome: str
+    reason: str
+    old_json: str | None
+    new_json: str | None
+
+
+class Journal:
+    """The controller's journal over one SQLite file (created if missing).
+
+    Thread-safe: one lock serialises every write.
+
+    :param path: the journal file.
+    :param clock: the injected clock (UTC and monotonic time of every entry).
+    :param local_tz: the time zone whose UTC offset is stored with each entry
+        (default: the system's local zone).
+    :param fault_hook: test hook called with the name of each write point.
+    :raises JournalError: if the file is not a journal or cannot be opened in WAL mode.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock,
+        *,
+        local_tz: tzinfo | None = None,
+        fault_hook: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._local_tz = local_tz
+        self.fault_hook = fault_hook
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self._db = _connect(self.path, read_only=False)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous=FULL")
+            if mode != "wal" or self._db.execute("PRAGMA synchronous").fetchone()[0] != 2:
+                raise JournalError(f"journal {self.path}: could not enable WAL with synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._init_meta()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+        self.journal_id: str = self._meta("journal_id")
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def _init_meta(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone() is None:
+                jid = uuid.uuid4().hex
+                self._db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("journal_id", jid),
+                        ("schema_version", str(JOURNAL_SCHEMA_VERSION)),
+                        ("created_utc", self._clock.utc_now().isoformat()),
+                    ],
+                )
+                self._db.execute("INSERT INTO head (id, count, last_hash) VALUES (1, 0, ?)", (genesis_hash(jid),))
+            else:
+                version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if version is None or version[0] != str(JOURNAL_SCHEMA_VERSION):
+                    raise JournalError(f"journal {self.path}: unsupported schema version {version}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise JournalError(f"journal {self.path}: meta key {key!r} missing")
+        return str(row[0])
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the one write path ----------------------------------------------------------------------------
+
+    def _hook(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    def _append(self, items: Sequence[_Pending]) -> tuple[JournalEntry, ...]:
+        """Append ``items`` atomically, in order; return them as stored. Durable on return."""
+        if self._closed:
+            raise StateError(f"journal {self.path} is closed")
+        utc = self._clock.utc_now()
+        mono_ns = self._clock.monotonic_ns()
+        local = utc.astimezone(self._local_tz) if self._local_tz is not None else utc.astimezone()
+        offset = local.utcoffset()
+        offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
+        stored = []
+        try:
+            self._hook("begin")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                count, prev = self._db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
+                for item in items:
+                    count += 1
+                    fields = {
+                        "seq": count,
+                        "kind": item.kind.value,
+                        "action": item.action,
+                        "utc": utc.isoformat(),
+                        "utc_offset_min": offset_min,
+                        "monotonic_ns": mono_ns,
+                        "actor": item.actor.name,
+                        "role": item.actor.role.value,
+                        "command_id": item.command_id,
+                        "outcome": item.outcome,
+                        "reason": item.reason,
+                        "old_json": item.old_json,
+                        "new_json": item.new_json,
+                        "prev_hash": prev,
+                    }
+                    digest = entry_hash(fields)
+                    self._hook("insert")
+                    self._db.execute(
+                        f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                        [*(fields[name] for name in CHAINED_FIELDS), digest],
+                    )
+                    stored.append(_row_to_entry([*(fields[name] for name in CHAINED_FIELDS), digest]))
+                    prev = digest
+                self._hook("head")
+                self._db.execute("UPDATE head SET count=?, last_hash=? WHERE id=1", (count, prev))
+                self._hook("commit")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
+        self._hook("committed")
+        return tuple(stored)
+
+    def _write(self, items: Sequence[_Pending]) -> tuple[JournalEntry, ...]:
+        with self._lock:
+            return self._append(items)
+
+    @staticmethod
+    def _item(
+        kind: EntryKind,
+        action: str,
+        actor: Actor,
+        *,
+        command_id: str | None = None,
+        outcome: str = "",
+        reason: str = "",
+        old: Any = None,
+        new: Any = None,
+    ) -> _Pending:
+        if not isinstance(actor, Actor):
+            raise ConfigError("actor", actor, "an Actor (name and role)")
+        if not isinstance(action, str) or not action:
+            raise ConfigError("action", action, "a non-empty string")
+        if not isinstance(reason, str):
+            raise ConfigError("reason", reason, "a string")
+        return _Pending(
+            kind,
+            action,
+            actor,
+            command_id,
+            outcome,
+            reason,
+            None if old is None else canonical_json(old),
+            None if new is None else canonical_json(new),
+        )
+
+    # -- recording -------------------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        old: Any = None,
+        new: Any = None,
+        reason: str = "",
+        command_id: str | None = None,
+        outcome: str = "",
+    ) -> JournalEntry:
+        """Record one audited action (PER-04).
+
+        :param actor: who acted.
+        :param action: what they did (``"titration_step"``, ``"refill"``...).
+        :param old: the value before (JSON-representable, no floats).
+        :param new: the value after.
+        :param reason: why.
+        :param command_id: the command it relates to, if any.
+        :param outcome: the outcome, if known.
+        :return: the stored entry.
+        :raises ConfigError: for an invalid actor, action or payload.
+        :raises JournalError: if the write failed (nothing was recorded).
+        """
+        item = self._item(EntryKind.AUDIT, action, actor, old=old, new=new, reason=reason, command_id=command_id,
+                          outcome=outcome)
+        return self._write([item])[0]
+
+    def record_alarm(self, *, event: str, code: str, priority: str, actor: Actor, detail: str = "") -> JournalEntry:
+        """Record an alarm event (ALM-06); used by :class:`controller.alarms.AlarmManager`.
+
+        :param event: one of :data:`ALARM_EVENTS`.
+        :param code: the alarm code value.
+        :param priority: the priority name.
+        :param actor: who raised, cleared, acknowledged or paused.
+        :param detail: context.
+        """
+        if event not in ALARM_EVENTS:
+            raise ConfigError("event", event, f"one of {ALARM_EVENTS}")
+        item = self._item(EntryKind.ALARM, event, actor, reason=detail, new={"code": code, "priority": priority})
+        return self._write([item])[0]
+
+    def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
+        """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats)."""
+        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))])[0]
+
+    def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
+        """Record an exact kernel ledger snapshot taken at monotonic ``now_ms``.
+
+        :param snapshot: the kernel's ``Ledger.snapshot()`` (JSON-representable or bytes).
+        :param now_ms: the monotonic time the snapshot refers to, ms.
+        """
+        if isinstance(now_ms, bool) or not isinstance(now_ms, int):
+            raise ConfigError("now_ms", now_ms, "an integer monotonic time in ms")
+        item = self._item(EntryKind.LEDGER, "snapshot", actor, new={"now_ms": now_ms, "snapshot": snapshot})
+        return self._write([item])[0]
+
+    def record_programme_committed(
+        self, programme: Mapping[str, Any], *, actor: Actor, command_id: str | None = None, reason: str = ""
+    ) -> JournalEntry:
+        """Record that ``programme`` is now the committed programme on the pump (after read-back)."""
+        previous = self.last_committed_programme()
+        item = self._item(EntryKind.PROGRAMME, "committed", actor, old=previous, new=dict(programme),
+                          command_id=command_id, reason=reason, outcome="applied")
+        return self._write([item])[0]
+
+    def record_prescription(
+        self, prescription: Any, actor: Actor, *, assessment: Any = None, reason: str = ""
+    ) -> JournalEntry:
+        """Record a new prescription in effect, with every soft-limit override first (PRX-02).
+
+        The override entries and the prescription entry are one transaction, the
+        overrides first: the prescription is never on record without them.
+
+        :param prescription: a :class:`controller.prescription.Prescription`.
+        :param actor: who puts it in effect; must be a prescriber if any soft limit is overridden.
+        :param assessment: the :class:`controller.prescription.ChangeAssessment`; it must be acceptable.
+        :param reason: why the prescription changes.
+        :return: the prescription entry.
+        :raises ConfigError: if the assessment is not acceptable or the actor lacks the prescriber role.
+        """
+        items = []
+        if assessment is not None:
+            if assessment.new is not prescription and assessment.new != prescription:
+                raise ConfigError("assessment", "another prescription", "the assessment of this prescription")
+            assessment.require_acceptable()
+            breaches = [b for b in assessment.soft_limit_breaches if b.overridden_by is not None]
+            if breaches and actor.role is not Role.PRESCRIBER:
+                raise ConfigError("actor.role", actor.role.value, "prescriber (soft-limit overrides, PRX-02)")
+            for breach in breaches:
+                items.append(
+                    self._item(
+                        EntryKind.OVERRIDE,
+                        "soft_limit_override",
+                        actor,
+                        reason=breach.overridden_by.reason,
+                        new={
+                            "field": breach.field,
+                            "value": breach.value,
+                            "bound": breach.bound,
+                            "limit": breach.limit,
+                            "prescriber": breach.overridden_by.prescriber,
+                        },
+                    )
+                )
+            for change in assessment.magnitude_changes:
+                items.append(
+                    self._item(
+                        EntryKind.AUDIT,
+                        "magnitude_confirmed",
+                        actor,
+                        old={"field": change.field, "value": change.old},
+                        new={"field": change.field, "value": change.new},
+                        reason="tenfold change confirmed (VAL-02)",
+                    )
+                )
+        previous = self.last_prescription_record()
+        toml_text = prescription.to_toml()
+        items.append(
+            self._item(
+                EntryKind.PRESCRIPTION,
+                "in_effect",
+                actor,
+                reason=reason,
+                old=None if previous is None else {"prescription_id": previous["prescription_id"]},
+                new={
+                    "prescription_id": prescription.prescription_id,
+                    "toml": toml_text,
+                    "toml_sha256": hashlib.sha256(toml_text.encode("utf-8")).hexdigest(),
+                },
+            )
+        )
+        return self._write(items)[-1]
+
+    # -- commands (BOL-05, HAL-02/03) -------------------------------------------------------------------
+
+    def begin_command(
+        self, command_id: str, kind: str, params: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR
+    ) -> JournalEntry:
+        """Record a command as pending. Call this BEFORE anything is sent.
+
+        :param command_id: unique ID (see :func:`new_command_id`).
+        :param kind: the command kind (``set_rate``, ``bolus_patient``, ``stop``...).
+        :param params: its parameters (integers in internal units).
+        :param actor: who asked for it.
+        :raises ConfigError: if the ID is empty or already used.
+        """
+        if not isinstance(command_id, str) or not command_id:
+            raise ConfigError("command_id", command_id, "a non-empty string")
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError("kind", kind, "a non-empty string")
+        with self._lock:
+            if self._command_rows(command_id):
+                raise ConfigError("command_id", command_id, "unique (this ID is already in the journal)")
+            item = self._item(EntryKind.COMMAND, "pending", actor, command_id=command_id,
+                              new={"kind": kind, "params": dict(params)})
+            return self._append([item])[0]
+
+    def complete_command(
+        self, command_id: str, outcome: str, *, detail: Any = None, actor: Actor = SYSTEM_ACTOR
+    ) -> JournalEntry:
+        """Record what a command is known to have done.
+
+        ``uncertain`` leaves it unresolved; a later call with ``applied`` or
+        ``not_applied`` (after reconciling with the pump) resolves it.
+
+        :param command_id: the ID given to :meth:`begin_command`.
+        :param outcome: one of :data:`COMMAND_OUTCOMES`.
+        :param detail: what was established (readings, counters...).
+        :raises ConfigError: for an unknown ID or outcome.
+        :raises StateError: if the command is already resolved.
+        """
+        if outcome not in COMMAND_OUTCOMES:
+            raise ConfigError("outcome", outcome, f"one of {COMMAND_OUTCOMES}")
+        with self._lock:
+            record = self._command_record(command_id)
+            if record is None:
+                raise ConfigError("command_id", command_id, "the ID of a pending command")
+            if not record.unresolved:
+                raise StateError(f"command {command_id} is already resolved as {record.status}")
+            item = self._item(EntryKind.COMMAND, "completed", actor, command_id=command_id, outcome=outcome,
+                              new=detail)
+            return self._append([item])[0]
+
+    def command(self, command_id: str) -> CommandRecord | None:
+        """The command with this ID, or None."""
+        with self._lock:
+            return self._command_record(command_id)
+
+    def unresolved_commands(self) -> tuple[CommandRecord, ...]:
+        """Commands pending or uncertain, oldest first: reconcile these, never re-send them."""
+        with self._lock:
+            ids = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT command_id FROM entries WHERE kind='command' AND action='pending' ORDER BY seq"
+                )
+            ]
+            records = [self._command_record(cid) for cid in ids]
+        return tuple(r for r in records if r is not None and r.unresolved)
+
+    def pending_boluses(self) -> tuple[CommandRecord, ...]:
+        """Unresolved commands whose kind starts with ``bolus``: a restart must not deliver them again."""
+        return tuple(r for r in self.unresolved_commands() if r.kind.startswith("bolus"))
+
+    def _command_rows(self, command_id: str) -> list[JournalEntry]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE command_id=? AND kind='command' ORDER BY seq",
+            (command_id,),
+        ).fetchall()
+        return [_row_to_entry(r) for r in rows]
+
+    def _command_record(self, command_id: str) -> CommandRecord | None:
+        rows = self._command_rows(command_id)
+        if not rows:
+            return None
+        pending = rows[0]
+        last = rows[-1]
+        status = "pending" if last is pending else last.outcome
+        return CommandRecord(
+            command_id=command_id,
+            kind=pending.new["kind"],
+            params=pending.new["params"],
+            status=status,
+            detail=None if last is pending else last.new,
+            pending_seq=pending.seq,
+            pending_monotonic_ns=pending.monotonic_ns,
+        )
+
+    # -- queries for restart --------------------------------------------------------------------------
+
+    def _last(self, kind: EntryKind) -> JournalEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE kind=? ORDER BY seq DESC LIMIT 1", (kind.value,)
+            ).fetchone()
+        return None if row is None else _row_to_entry(row)
+
+    def last_prescription_record(self) -> dict[str, Any] | None:
+        """The last prescription entry's payload (``prescription_id``, ``toml``, ``toml_sha256``), or None."""
+        entry = self._last(EntryKind.PRESCRIPTION)
+        return None if entry is None else dict(entry.new)
+
+    def last_prescription(self, *, library: Any = None) -> Any:
+        """The prescription last put in effect, re-parsed and checked, or None.
+
+        :raises JournalError: if the stored text no longer matches its hash or fails to parse
+            (PER-06: never fall back to defaults).
+        """
+        from controller.prescription import parse_prescription
+
+        record = self.last_prescription_record()
+        if record is None:
+            return None
+        text = record["toml"]
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != record["toml_sha256"]:
+            raise JournalError(f"journal {self.path}: stored prescription fails its checksum")
+        try:
+            return parse_prescription(text, library=library)
+        except ConfigError as exc:
+            raise JournalError(f"journal {self.path}: stored prescription is invalid: {exc}") from exc
+
+    def last_committed_programme(self) -> dict[str, Any] | None:
+        """The programme last recorded as committed on the pump, or None."""
+        entry = self._last(EntryKind.PROGRAMME)
+        return None if entry is None else dict(entry.new)
+
+    def last_ledger_snapshot(self) -> tuple[Any, int] | None:
+        """The last kernel ledger snapshot and the monotonic ms it refers to, or None.
+
+        Bytes snapshots come back as bytes.
+        """
+        entry = self._last(EntryKind.LEDGER)
+        if entry is None:
+            return None
+        snapshot = entry.new["snapshot"]
+        if isinstance(snapshot, dict) and set(snapshot) == {"$bytes_hex"}:
+            snapshot = bytes.fromhex(snapshot["$bytes_hex"])
+        return snapshot, int(entry.new["now_ms"])
+
+    def entries(self, kind: EntryKind | None = None) -> Iterator[JournalEntry]:
+        """Every entry in order, optionally of one kind."""
+        with self._lock:
+            if kind is None:
+                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq").fetchall()
+            else:
+                rows = self._db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE kind=? ORDER BY seq", (kind.value,)
+                ).fetchall()
+        return iter([_row_to_entry(r) for r in rows])
+
+    def count(self) -> int:
+        """Number of entries (from the head record)."""
+        with self._lock:
+            return int(self._db.execute("SELECT count FROM head WHERE id=1").fetchone()[0])
+
+    def storage_free_bytes(self) -> int:
+        """Free space on the journal's file system, bytes (for the STORAGE_LOW alarm, PER-05)."""
+        return shutil.disk_usage(self.path.resolve().parent).free
+
+    def verify(self) -> VerifyReport:
+        """Verify this journal's chain and head (see :func:`verify_journal`)."""
+        with self._lock:
+            return _verify(self._db)
+
+
+# ---------------------------------------------------------------------------------------------------
+# verification and export (work on a closed file, read-only)
+
+
+def _verify(db: sqlite3.Connection) -> VerifyReport:
+    problems: list[str] = []
+    first_bad: int | None = None
+
+    def bad(seq: int | None, text: str) -> None:
+        nonlocal first_bad
+        problems.append(text)
+        if seq is not None and (first_bad is None or seq < first_bad):
+            first_bad = seq
+
+    try:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            bad(None, f"SQLite integrity check failed: {check}")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "journal_id" not in meta:
+            return VerifyReport(False, 0, ("meta: journal_id missing",))
+        triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        for name in ("entries_no_update", "entries_no_delete"):
+            if name not in triggers:
+                bad(None, f"schema: append-only trigger {name} was removed")
+        head = db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
+        prev = genesis_hash(meta["journal_id"])
+        expected_seq = 1
+        checked = 0
+        for row in db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq"):
+            fields = dict(zip(_COLUMNS, row, strict=True))
+            seq = fields["seq"]
+            checked += 1
+            if seq != expected_seq:
+                bad(expected_seq, f"entry {expected_seq}: missing (next stored entry is {seq}): deletion")
+            if fields["prev_hash"] != prev:
+                bad(seq, f"entry {seq}: does not link to the entry before it: deletion, insertion or reordering")
+            if entry_hash(fields) != fields["hash"]:
+                bad(seq, f"entry {seq}: content does not match its hash: edited")
+            prev = fields["hash"]
+            expected_seq = seq + 1
+        if head is None:
+            bad(None, "head: record missing")
+        else:
+            count, last_hash = head
+            if count != checked:
+                where = checked + 1 if count > checked else count + 1
+                bad(where, f"head: records {count} entries but {checked} are stored: truncated or appended")
+            elif last_hash != prev:
+                bad(checked, f"head: last hash does not match entry {checked}: tail replaced")
+    except sqlite3.Error as exc:
+        return VerifyReport(False, 0, (f"cannot read journal: {exc}",))
+    return VerifyReport(not problems, checked, tuple(problems), first_bad)
+
+
+def verify_journal(path: str | Path) -> VerifyReport:
+    """Verify a journal file: every entry's hash, the chain, contiguity, and the head record.
+
+    Detects an edited, deleted, inserted or reordered entry, a truncated tail,
+    and a removed append-only trigger. Opens the file read-only.
+
+    :param path: the journal file (closed, or a copy taken with its ``-wal`` file).
+    :return: the report; never raises for a damaged file.
+    """
+    try:
+        db = _connect(Path(path), read_only=True)
+    except (JournalError, sqlite3.Error) as exc:
+        return VerifyReport(False, 0, (f"cannot open journal: {exc}",))
+    try:
+        return _verify(db)
+    finally:
+        db.close()
+
+
+def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
+    """Write every entry of a journal to ``out`` as CSV or JSON.
+
+    CSV has one row per entry with the stored columns (``old_json``/``new_json``
+    as JSON text); JSON is one object with ``journal_id`` and ``entries`` (with
+    ``old``/``new`` decoded).
+
+    :param path: the journal file.
+    :param fmt: ``"csv"`` or ``"json"``.
+    :param out: a text stream.
+    :return: the number of entries written.
+    :raises ConfigError: for an unknown format.
+    :raises JournalError: if the file cannot be read.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError("format", fmt, f"one of {EXPORT_FORMATS}")
+    try:
+        db = _connect(Path(path), read_only=True)
+        try:
+            journal_id = db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()
+            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"journal {path}: {exc}") from exc
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_COLUMNS)
+        writer.writerows(rows)
+    else:
+        entries = []
+        for row in rows:
+            values = dict(zip(_COLUMNS, row, strict=True))
+            values["old"] = _decode(values.pop("old_json"))
+            values["new"] = _decode(values.pop("new_json"))
+            entries.append(values)
+        json.dump({"journal_id": journal_id[0] if journal_id else None, "entries": entries}, out, indent=1,
+                  sort_keys=True)
+        out.write("\n")
+    return len(rows)
+
+
+def export_text(path: str | Path, fmt: str) -> str:
+    """:func:`export_journal` into a string."""
+    buffer = io.StringIO()
+    export_journal(path, fmt, buffer)
+    return buffer.getvalue()
+

@@ -1,0 +1,61 @@
+"""``itb journal``: verify a journal's hash chain, or export it as CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``itb journal verify`` and ``itb journal export``."""
+    parser = subparsers.add_parser(
+        "journal",
+        help="verify or export a controller journal (SQLite, hash-chained)",
+        description="Verify a journal's audit chain, or export its entries.",
+    )
+    actions = parser.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    verify = actions.add_parser(
+        "verify",
+        help="detect any edit, deletion, reordering or truncation",
+        description="Check every entry's hash, the chain links, contiguity and the head record. "
+        "Exit 0 if intact, 1 with what and where if not. Verify a closed journal (or a copy with its -wal file).",
+    )
+    verify.add_argument("file", type=Path, help="the journal file")
+    verify.set_defaults(func=_verify)
+    export = actions.add_parser(
+        "export",
+        help="write every entry as CSV or JSON",
+        description="Export every journal entry in chain order.",
+    )
+    export.add_argument("file", type=Path, help="the journal file")
+    export.add_argument("--format", choices=("csv", "json"), required=True, help="output format")
+    export.add_argument("--out", type=Path, default=None, help="output file (default: standard output)")
+    export.set_defaults(func=_export)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from controller.journal import verify_journal
+
+    report = verify_journal(args.file)
+    if report.ok:
+        print(f"{args.file}: OK, {report.entries_checked} entries, chain and head verified")
+        return 0
+    print(f"{args.file}: FAILED verification ({len(report.problems)} problem(s)):", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    if report.first_bad_seq is not None:
+        print(f"  first bad entry: {report.first_bad_seq}", file=sys.stderr)
+    return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from controller.journal import export_journal
+
+    if args.out is None:
+        export_journal(args.file, args.format, sys.stdout)
+        return 0
+    with args.out.open("w", encoding="utf-8", newline="") as out:
+        count = export_journal(args.file, args.format, out)
+    print(f"{count} entries written to {args.out}", file=sys.stderr)
+    return 0
