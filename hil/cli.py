@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_bench",
     "hil.cmd_prescription",
     "hil.cmd_journal",
+    "hil.cmd_hil",
 )
 
 

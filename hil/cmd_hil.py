@@ -1,0 +1,179 @@
+"""``itb hil``: bench commands. ``itb hil accuracy`` runs the gravimetric accuracy test.
+
+::
+
+    itb hil accuracy --pump /dev/ttyUSB0 --balance /dev/ttyUSB1 --rate 0.5mL/h --syringe bd-10ml
+    itb hil accuracy --pump sim --balance sim:mtsics --rate 1.2mL/h --syringe 14.5mm --bias-pct 3
+
+``--pump sim`` with ``--balance sim:mtsics`` (or ``sim:sbi``) stands up a
+simulated pump and balance in virtual time: a 2 h run takes seconds. With
+real devices the run takes its real duration. Settings come from the command
+line, then the ``--profile`` file, then the standard method (S = 30 s,
+T = 120 min). Exit status: 0 reported, 3 refused (the data cannot support a
+result), 2 any other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+SIM_PUMP = "sim"
+SIM_BALANCE_PREFIX = "sim:"
+EXIT_REFUSED = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "hil",
+        help="bench commands (gravimetric accuracy test)",
+        description="Bench commands for a real or simulated pump-and-balance rig.",
+    )
+    hil_sub = parser.add_subparsers(dest="hil_command", metavar="HIL_COMMAND", required=True)
+    accuracy = hil_sub.add_parser(
+        "accuracy",
+        help="gravimetric delivery accuracy: start-up graph, trumpet curve, mean error",
+        description=(
+            "Run the IEC 60601-2-24 style gravimetric accuracy test. Use '--pump sim --balance sim:mtsics' "
+            "for a simulated rig in virtual time."
+        ),
+    )
+    accuracy.add_argument("--pump", metavar="URL", help="pump serial URL, or 'sim'")
+    accuracy.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
+    accuracy.add_argument("--rate", metavar="R", help="set rate with unit, e.g. 0.5mL/h, 20uL/h, 0.25mL/day")
+    accuracy.add_argument("--syringe", metavar="SPEC", help="syringe preset (bd-10ml...) or inner diameter (14.57mm)")
+    accuracy.add_argument("--duration", metavar="T", help="sampling duration, e.g. 120min (default 120min)")
+    accuracy.add_argument("--interval", metavar="S", help="sampling interval, e.g. 30s (default 30s)")
+    accuracy.add_argument("--stabilise", metavar="T", help="delivery before sampling, e.g. 60min (default 0)")
+    accuracy.add_argument("--water-temp", metavar="C", type=float, help="water temperature, °C (default 20)")
+    accuracy.add_argument("--report", metavar="DIR", help="write report.html, summary.json, samples.csv, traces here")
+    accuracy.add_argument("--profile", metavar="FILE", help="bench profile (TOML): ports, syringe, water, defaults")
+    accuracy.add_argument("--pump-driver", metavar="NAME", help="pump driver name (default ne1000)")
+    accuracy.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+    accuracy.add_argument("--max-unstable", metavar="FRACTION", type=float, default=0.2,
+                          help="refuse above this share of unstable readings (default 0.2)")
+    accuracy.add_argument("--max-missing", metavar="FRACTION", type=float, default=0.0,
+                          help="refuse above this share of missing samples (default 0)")
+    sim = accuracy.add_argument_group("simulated rig (only with --pump sim)")
+    sim.add_argument("--bias-pct", type=float, default=0.0, help="systematic pump delivery error, %%")
+    sim.add_argument("--noise-pct", type=float, default=0.0, help="random pump delivery noise, %%")
+    sim.add_argument("--balance-noise-ug", type=float, default=5.0, help="balance reading noise SD, µg (default 5)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of all simulated noise")
+    sim.add_argument("--link", choices=("inprocess", "pty"), default="inprocess", help="how the simulated devices connect")
+    accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
+    accuracy.set_defaults(func=_accuracy)
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    import json
+
+    from hal.errors import ConfigError
+    from hil.gravimetric.analysis import InsufficientDataError
+    from hil.gravimetric.procedure import run_accuracy
+    from hil.gravimetric.profile import (
+        BenchProfile,
+        load_profile,
+        parse_duration_s,
+        parse_rate_nl_per_h,
+        parse_syringe_mm,
+    )
+
+    profile = load_profile(args.profile) if args.profile else BenchProfile()
+    pump_url = args.pump or profile.pump.url
+    balance_url = args.balance or profile.balance.url
+    if not pump_url:
+        raise ConfigError("--pump", pump_url, "a serial URL or 'sim' (or [pump] url in the profile)")
+    if not balance_url:
+        raise ConfigError("--balance", balance_url, "a serial URL or 'sim:mtsics'/'sim:sbi' (or [balance] url)")
+    rate = parse_rate_nl_per_h(args.rate, field_name="--rate") if args.rate else profile.rate_nl_per_h
+    if rate is None:
+        raise ConfigError("--rate", None, "a rate with unit such as 0.5mL/h (or [test] rate in the profile)")
+    syringe_mm = parse_syringe_mm(args.syringe, field_name="--syringe") if args.syringe else profile.syringe_diameter_mm
+    if syringe_mm is None:
+        raise ConfigError("--syringe", None, "a preset or diameter such as 14.57mm (or [syringe] spec)")
+    fields: dict[str, Any] = {
+        "max_unstable_fraction": args.max_unstable,
+        "max_missing_fraction": args.max_missing,
+    }
+    for name, arg, from_profile in (
+        ("duration_s", args.duration, profile.duration_s),
+        ("interval_s", args.interval, profile.interval_s),
+        ("stabilisation_s", args.stabilise, profile.stabilisation_s),
+    ):
+        value = parse_duration_s(arg, field_name=f"--{name[:-2]}") if arg else from_profile
+        if value is not None:
+            fields[name] = value
+    temperature = args.water_temp if args.water_temp is not None else profile.water_temperature_c
+    if temperature is not None:
+        fields["water_temperature_c"] = temperature
+    if profile.evaporation_ug_per_h is not None:
+        fields["evaporation_ug_per_h"] = profile.evaporation_ug_per_h
+
+    simulated_pump = pump_url == SIM_PUMP
+    simulated_balance = balance_url.startswith(SIM_BALANCE_PREFIX)
+    if simulated_pump != simulated_balance:
+        raise ConfigError(
+            "--balance", balance_url, "'sim:mtsics' or 'sim:sbi' exactly when --pump is 'sim' (both or neither)"
+        )
+
+    def progress(sample: Any, total: int) -> None:
+        if not simulated_pump and (sample.index % 10 == 0 or sample.index == total - 1):
+            mass = "missing" if sample.mass_ug is None else f"{sample.mass_ug} µg"
+            print(f"sample {sample.index + 1}/{total}: {mass}", file=sys.stderr, flush=True)
+
+    try:
+        if simulated_pump:
+            from hil.gravimetric.simrig import simulated_accuracy_rig
+
+            kind = balance_url[len(SIM_BALANCE_PREFIX):]
+            with simulated_accuracy_rig(
+                kind,
+                link=args.link,
+                seed=args.seed,
+                bias_pct=args.bias_pct,
+                noise_pct=args.noise_pct,
+                balance_options={"noise_ug": args.balance_noise_ug},
+            ) as rig:
+                result = run_accuracy(
+                    rig.pump_url,
+                    rig.balance_url,
+                    rate,
+                    syringe_diameter_mm=syringe_mm,
+                    clock=rig.clock,
+                    balance_driver=kind,
+                    report_dir=args.report,
+                    **fields,
+                )
+        else:
+            result = run_accuracy(
+                pump_url,
+                balance_url,
+                rate,
+                syringe_diameter_mm=syringe_mm,
+                pump_driver=args.pump_driver or profile.pump.driver or "ne1000",
+                balance_driver=args.balance_driver or profile.balance.driver or "mtsics",
+                pump_options=profile.pump.open_options(),
+                balance_options=profile.balance.open_options(),
+                report_dir=args.report,
+                on_sample=progress,
+                **fields,
+            )
+    except InsufficientDataError as exc:
+        print(f"itb: refused: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"result": "refused", "reason": exc.reason.value, "detail": exc.detail}, indent=2))
+        return EXIT_REFUSED
+    analysis = result.analysis
+    if args.json:
+        from hil.gravimetric.report import summary
+
+        print(json.dumps(summary(result.measurement, analysis), indent=2, sort_keys=True))
+    else:
+        print(f"mean error A: {analysis.mean_error_pct:+.3f} %  (mean flow {analysis.mean_flow_ml_per_h:.6f} mL/h, "
+              f"set {analysis.settings.rate_ml_per_h:.6f} mL/h)")
+        for point in analysis.trumpet:
+            print(f"  {point.window_min:>3} min window: max {point.max_error_pct:+.3f} %  min {point.min_error_pct:+.3f} %")
+        if result.report_dir is not None:
+            print(f"report: {result.report_dir / 'report.html'}")
+    return 0
