@@ -581,7 +581,9 @@ def parse_rate(data: str) -> WireRate:
     match = _RATE_RE.fullmatch(data)
     if match is None:
         raise ReplyFormatError("not a rate", data.encode("ascii", "replace"))
-    return WireRate(parse_number(match["num"]), RateUnits(match["units"]))
+    rate = WireRate(parse_number(match["num"]), RateUnits(match["units"]))
+    rate.rate_nl_per_h  # noqa: B018 - validates that the value is a whole number of nL/h
+    return rate
 
 
 def parse_dispensed(data: str) -> tuple[int, int]:
