@@ -1,0 +1,222 @@
+"""Property-based and stateful tests of the simulated NE-1000 and its mechanics."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from hal.newera.framing import CR, STX, Frame, ReplyDeframer, encode_safe
+from sim.clock import VirtualClock
+from sim.newera import Ne1000
+from sim.newera.deframer import PumpDeframer
+from sim.newera.mechanics import INFUSE, NS_PER_H, Mechanics
+
+
+def _snapshot(pump: Ne1000) -> tuple[object, ...]:
+    return (
+        pump.state,
+        pump.address,
+        pump.safe_timeout_s,
+        pump.diameter_milli,
+        pump.volume_units,
+        [(p.function, p.rate_milli, p.rate_units, p.volume_milli, p.direction) for p in pump.phases],
+        dict(pump.flags),
+        len(pump.executed),
+    )
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\x02", b"")), max_size=8))
+def test_noise_without_cr_or_stx_never_answers_or_changes_state(chunks: list[bytes]) -> None:
+    pump = Ne1000(VirtualClock(), power_on_alarm=False)
+    before = _snapshot(pump)
+    for chunk in chunks:
+        assert pump.receive(chunk) == b""
+    assert _snapshot(pump) == before
+
+
+@given(st.lists(st.binary(max_size=60), max_size=6), st.booleans())
+def test_random_bytes_never_crash_and_execute_only_complete_packets(chunks: list[bytes], safe_mode: bool) -> None:
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False, safe_timeout_s=5 if safe_mode else 0)
+    reference = PumpDeframer()
+    packets = 0
+    for chunk in chunks:
+        for index in range(len(chunk)):
+            was_safe = pump.safe_mode
+            packets += sum(
+                isinstance(item, Frame)
+                for item in reference.feed(chunk[index : index + 1], clock.monotonic_s(), safe_mode=was_safe)
+            )
+            pump.receive(chunk[index : index + 1])
+        clock.advance(0.1)
+    assert len(pump.executed) <= packets
+
+
+@given(st.lists(st.sampled_from([b"0", b"0VER", b"0RAT", b"0DIS", b"0XYZ", b"0RUN", b"0STP"]), max_size=10))
+def test_every_basic_reply_is_one_complete_frame(commands: list[bytes]) -> None:
+    pump = Ne1000(VirtualClock())
+    for command in commands:
+        frames = ReplyDeframer().feed(pump.receive(command + bytes((CR,))))
+        assert len(frames) == 1 and isinstance(frames[0], Frame)
+        assert frames[0].data[:2] == b"00"
+
+
+@given(st.lists(st.sampled_from([b"0", b"0VER", b"0RAT", b"0DIS", b"0XYZ", b"0RUN", b"0STP"]), max_size=10))
+def test_every_safe_reply_is_one_valid_safe_frame(commands: list[bytes]) -> None:
+    pump = Ne1000(VirtualClock(), safe_timeout_s=30, power_on_alarm=False)
+    for command in commands:
+        frames = ReplyDeframer(safe=True).feed(pump.receive(encode_safe(command)))
+        assert len(frames) == 1 and isinstance(frames[0], Frame)
+
+
+_SEGMENTS = st.lists(
+    st.tuples(st.integers(0, 5_000_000), st.integers(1, 10**12)),  # (rate nL/h, duration ns)
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(_SEGMENTS, st.lists(st.integers(0, 10**12), max_size=6))
+def test_commanded_volume_is_exact_whatever_the_read_pattern(
+    segments: list[tuple[int, int]], reads: list[int]
+) -> None:
+    clock = VirtualClock()
+    mech = Mechanics(clock, syringe_volume_nl=10**15)
+    exact = Fraction(0)
+    t = 0
+    read_times = sorted(reads)
+    for rate, duration in segments:
+        mech.integrate_to(t)
+        mech.set_motion(rate, INFUSE)
+        for r in [r for r in read_times if t < r < t + duration]:
+            mech.integrate_to(r)
+        t += duration
+        exact += Fraction(rate * duration, NS_PER_H)
+    mech.integrate_to(t)
+    assert mech.infused_scaled == exact * NS_PER_H
+
+
+@given(st.integers(0, 2**32), st.lists(st.integers(1, 3600), min_size=2, max_size=8))
+def test_actual_volume_does_not_depend_on_when_it_is_read(seed: int, read_gaps_s: list[int]) -> None:
+    def run(read: bool) -> int:
+        clock = VirtualClock()
+        mech = Mechanics(clock, syringe_volume_nl=10**12, bias_pct=3.0, noise_pct=5.0, seed=seed)
+        mech.set_motion(250_000, INFUSE)
+        last = 0
+        for gap in read_gaps_s:
+            clock.advance(gap)
+            mech.integrate_to(clock.monotonic_ns())
+            if read:
+                value = mech.actual_delivered_nl()
+                assert value >= last, "delivery never runs backwards while infusing"
+                last = value
+        return mech.actual_delivered_nl()
+
+    assert run(read=True) == run(read=False)
+
+
+def test_bias_scales_actual_but_not_commanded_volume() -> None:
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False, bias_pct=-2.0)
+    pump.receive(b"0RAT1000UH\r")
+    pump.receive(b"0RUN\r")
+    clock.advance(3600)
+    assert pump.dispensed_nl() == (1_000_000, 0)
+    assert pump.mechanics.actual_delivered_nl() == 980_000
+
+
+def test_noise_is_seeded() -> None:
+    def actual(seed: int) -> int:
+        clock = VirtualClock()
+        pump = Ne1000(clock, power_on_alarm=False, noise_pct=4.0, seed=seed)
+        pump.receive(b"0RAT1000UH\r")
+        pump.receive(b"0RUN\r")
+        clock.advance(1800)
+        return pump.mechanics.actual_delivered_nl()
+
+    assert actual(1) == actual(1)
+    assert actual(1) != actual(2)
+    assert abs(actual(3) - 500_000) < 500_000 * 0.02, "noise averages out over many chunks"
+
+
+class PumpModel(RuleBasedStateMachine):
+    """The simulated pump against a small model of RAT/VOL/RUN/STP and time."""
+
+    @initialize()
+    def setup(self) -> None:
+        self.clock = VirtualClock()
+        self.pump = Ne1000(self.clock, power_on_alarm=False, syringe_volume_ml="1000", syringe_diameter_mm="14")
+        self.rate_nl_per_h = 10_000  # the firmware default, 10 uL/h
+        self.target_nl = 0
+        self.state = "S"
+        self.moved_in_phase = Fraction(0)
+        self.infused = Fraction(0)
+
+    def _send(self, text: str) -> str:
+        reply = self.pump.receive(text.encode() + b"\r")
+        return reply[1:-1].decode()
+
+    @rule(rate_uh=st.integers(7, 9999))
+    def set_rate(self, rate_uh: int) -> None:
+        reply = self._send(f"0RAT{rate_uh}UH")
+        assert reply == f"00{self.state}"
+        self.rate_nl_per_h = rate_uh * 1000
+
+    @precondition(lambda self: self.state in ("S", "P"))
+    @rule(volume_ul=st.integers(0, 50))
+    def set_volume(self, volume_ul: int) -> None:
+        assert self._send(f"0VOL{volume_ul}") == f"00{self.state}"
+        self.target_nl = volume_ul * 1000
+
+    @rule()
+    def run(self) -> None:
+        if self.state == "S":
+            self.moved_in_phase = Fraction(0)
+        if self.state in ("S", "P"):
+            self.state = "I"
+        assert self._send("0RUN") == f"00{self.state}"
+
+    @rule()
+    def stop(self) -> None:
+        self.state = {"I": "P", "P": "S", "S": "S"}[self.state]
+        if self.state == "S":
+            self.moved_in_phase = Fraction(0)
+        assert self._send("0STP") == f"00{self.state}"
+
+    @rule(seconds=st.integers(0, 20_000))
+    def wait(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+        if self.state != "I":
+            return
+        moved = Fraction(self.rate_nl_per_h * seconds, 3600)
+        if self.target_nl and self.moved_in_phase + moved >= self.target_nl:
+            moved = self.target_nl - self.moved_in_phase
+            self.state = "S"
+            self.moved_in_phase = Fraction(0)
+        else:
+            self.moved_in_phase += moved
+        self.infused += moved
+
+    @invariant()
+    def status_and_counter_match(self) -> None:
+        if not hasattr(self, "pump"):
+            return
+        assert self._send("0") == f"00{self.state}"
+        assert self.pump.dispensed_nl()[0] == int(self.infused)
+
+
+PumpModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25)
+test_pump_model = PumpModel.TestCase
+
+
+def test_pump_deframer_hunts_for_stx_in_safe_mode() -> None:
+    deframer = PumpDeframer()
+    frame = encode_safe(b"0VER")
+    items = deframer.feed(b"junk\r" + frame, 0.0, safe_mode=True)
+    assert items == [Frame(kind=items[0].kind, data=b"0VER")]
+    items = deframer.feed(b"0VER\r", 0.0, safe_mode=False)
+    assert [i.data for i in items if isinstance(i, Frame)] == [b"0VER"]
+    assert deframer.feed(bytes((STX, 2)), 0.0, safe_mode=True)[0].reason == "length"  # type: ignore[union-attr]
