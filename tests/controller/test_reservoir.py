@@ -1,0 +1,277 @@
+"""Reservoir and refill arithmetic: worked examples of itb-clinical section 5 and properties (RES-01..06, BOL-06)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.alarms import AlarmCode
+from controller.reservoir import (
+    MAX_REFILL_INTERVAL_DAYS,
+    RefillRecord,
+    ReservoirSettings,
+    ReservoirState,
+    check_refill,
+    days_until,
+    forecast,
+    plan_bridge_bolus,
+    plan_priming_bolus,
+    transit_delay_ms,
+)
+from cython_ext import units
+from hal.errors import ConfigError
+
+ML = units.NL_PER_ML
+T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+
+def ml(text: str) -> int:
+    return units.decimal_to_units(text, ML)
+
+
+def test_worked_example_190_days() -> None:
+    """40 mL pump, 0.2 mL/day, 2 mL alarm: (40 - 2) / 0.2 = 190 days."""
+    settings = ReservoirSettings(ml("40"), ml("2"), 1, ml("0.5"))
+    fc = forecast(ReservoirState(ml("40"), 0, T0), ml("0.2"), settings, T0)
+    assert fc.days_to_low_alarm == 190
+    assert fc.low_alarm_utc == T0 + timedelta(days=190)
+    assert fc.days_to_empty == 200
+    # refill: min(alarm - 5 days, fill + 180 days) = fill + 180 days
+    assert fc.refill_due_utc == T0 + timedelta(days=MAX_REFILL_INTERVAL_DAYS)
+
+
+def test_worked_example_22_5_days() -> None:
+    """20 mL pump, 0.8 mL/day, 2 mL alarm: (20 - 2) / 0.8 = 22.5 days."""
+    settings = ReservoirSettings(ml("20"), ml("2"), 1, ml("0.5"))
+    fc = forecast(ReservoirState(ml("20"), 0, T0), ml("0.8"), settings, T0, refill_margin_days=3)
+    assert fc.days_to_low_alarm == Fraction(45, 2)
+    assert fc.low_alarm_utc == T0 + timedelta(days=22, hours=12)
+    assert fc.refill_due_utc == T0 + timedelta(days=19, hours=12)
+
+
+def test_days_trigger_can_come_first() -> None:
+    """With a 7-day trigger, 20 mL at 0.8 mL/day alarms at 25 - 7 = 18 days, before the 2 mL volume trigger."""
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    fc = forecast(ReservoirState(ml("20"), 0, T0), ml("0.8"), settings, T0)
+    assert fc.days_to_low_alarm == 18
+    assert fc.refill_due_utc == T0 + timedelta(days=13)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "triggers"),
+    [
+        (ml("17.9"), ()),
+        (ml("18"), ("volume",)),  # exactly 2 mL left: at the threshold
+        (ml("19.3"), ("volume", "days")),  # 0.7 mL left is 0.875 days
+    ],
+)
+def test_low_alarm_volume_trigger_boundary(delivered: int, triggers: tuple[str, ...]) -> None:
+    settings = ReservoirSettings(ml("20"), ml("2"), 1, ml("0.5"))
+    fc = forecast(ReservoirState(ml("20"), delivered, T0), ml("0.8"), settings, T0)
+    assert fc.low_triggers == triggers
+
+
+def test_low_alarm_days_trigger_alone() -> None:
+    """4 mL left at 0.8 mL/day is 5 days: the 7-day trigger fires, the 2 mL volume trigger does not."""
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    fc = forecast(ReservoirState(ml("20"), ml("16"), T0), ml("0.8"), settings, T0)
+    assert fc.low_triggers == ("days",)
+    assert fc.low and not fc.empty
+    assert fc.days_to_low_alarm == 0
+
+
+def test_empty_threshold() -> None:
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    assert forecast(ReservoirState(ml("20"), ml("19.5"), T0), ml("0.8"), settings, T0).empty
+    assert not forecast(ReservoirState(ml("20"), ml("19.4"), T0), ml("0.8"), settings, T0).empty
+
+
+@pytest.mark.parametrize("margin", [2, 6, True, "4"])
+def test_refill_margin_must_be_3_to_5_days(margin: object) -> None:
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    with pytest.raises(ConfigError) as excinfo:
+        forecast(ReservoirState(ml("20"), 0, T0), ml("0.8"), settings, T0, refill_margin_days=margin)  # type: ignore[arg-type]
+    assert excinfo.value.field == "refill_margin_days"
+
+
+@pytest.mark.parametrize(
+    ("capacity", "low", "empty"), [(ml("20"), ml("20"), 0), (ml("20"), ml("2"), ml("2")), (ml("20"), -1, 0)]
+)
+def test_settings_must_be_ordered(capacity: int, low: int, empty: int) -> None:
+    with pytest.raises(ConfigError):
+        ReservoirSettings(capacity, low, 7, empty)
+
+
+def test_zero_daily_volume_is_rejected() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        days_until(ml("10"), 0)
+    assert excinfo.value.field == "daily_volume_nl"
+
+
+@given(
+    filled=st.integers(0, ml("40")),
+    deliveries=st.lists(st.integers(0, ml("5")), max_size=30),
+)
+def test_estimate_is_filled_minus_delivered_never_negative(filled: int, deliveries: list[int]) -> None:
+    state = ReservoirState(filled, 0, T0)
+    for volume in deliveries:
+        previous = state.remaining_nl
+        state = state.after_delivery(volume)
+        assert state.remaining_nl <= previous
+    assert state.delivered_nl == sum(deliveries)
+    assert state.remaining_nl >= 0
+    assert state.remaining_nl - state.overdrawn_nl == filled - sum(deliveries)
+
+
+@given(
+    filled=st.integers(ml("1"), ml("40")),
+    delivered=st.integers(0, ml("40")),
+    daily=st.integers(2_000 * 24, ml("24")),
+    low_days=st.integers(0, 30),
+    margin=st.integers(3, 5),
+)
+def test_forecast_properties(filled: int, delivered: int, daily: int, low_days: int, margin: int) -> None:
+    settings = ReservoirSettings(ml("40"), ml("2"), low_days, ml("0.5"))
+    state = ReservoirState(filled, delivered, T0)
+    fc = forecast(state, daily, settings, T0, refill_margin_days=margin)
+    assert fc.days_to_low_alarm >= 0
+    assert fc.days_to_low_alarm <= fc.days_to_empty_threshold or fc.days_to_low_alarm == 0
+    assert fc.days_to_empty_threshold <= fc.days_to_empty
+    assert fc.refill_due_utc <= T0 + timedelta(days=MAX_REFILL_INTERVAL_DAYS)
+    assert fc.refill_due_utc <= fc.low_alarm_utc - timedelta(days=margin)
+    assert fc.low == (state.remaining_nl <= settings.low_alarm_nl or fc.days_to_empty <= low_days)
+    later = forecast(state.after_delivery(ml("0.1")), daily, settings, T0)
+    assert later.days_to_low_alarm <= fc.days_to_low_alarm
+
+
+def test_transit_delay_worked_examples() -> None:
+    """0.25 mL dead volume: 1.25 days at 0.2 mL/day, about 7.5 h at 0.8 mL/day."""
+    assert transit_delay_ms(ml("0.25"), units.rate_nl_per_h_for_ml_per_day("0.2")) == pytest.approx(
+        1.25 * units.MS_PER_DAY, rel=1e-4
+    )
+    assert transit_delay_ms(ml("0.25"), units.rate_nl_per_h_for_ml_per_day("0.8")) == pytest.approx(
+        7.5 * units.MS_PER_H, rel=1e-4
+    )
+
+
+def test_bridge_bolus_500_to_2000() -> None:
+    """Without a bridge the patient gets 25 % of the dose for the transit; the bridge holds the old rate."""
+    plan = plan_bridge_bolus(ml("0.25"), 500, 2000, 400_000)
+    assert plan.unbridged_dose_ratio == Fraction(1, 4)
+    assert plan.volume_nl == ml("0.25")
+    assert plan.rate_nl_per_h == units.rate_nl_per_h_for_ml_per_day("0.8")
+    assert plan.mass_ng == 125_000  # 0.25 mL of 500 µg/mL
+    assert plan.duration_ms == pytest.approx(7.5 * units.MS_PER_H, rel=1e-4)
+    assert plan.new_rate_nl_per_h == units.rate_nl_per_h_for_ml_per_day("0.2")
+
+
+def test_bridge_bolus_2000_to_500_avoids_fourfold_overdose() -> None:
+    plan = plan_bridge_bolus(ml("0.25"), 2000, 500, 400_000)
+    assert plan.unbridged_dose_ratio == 4
+    assert plan.mass_ng == 500_000
+    assert plan.duration_ms == pytest.approx(1.25 * units.MS_PER_DAY, rel=1e-4)
+
+
+def test_bridge_needs_a_concentration_change() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        plan_bridge_bolus(ml("0.25"), 500, 500, 400_000)
+    assert excinfo.value.field == "new_concentration_ug_per_ml"
+
+
+@given(
+    dead=st.integers(1, ml("1")),
+    old=st.sampled_from([500, 1000, 2000]),
+    new=st.sampled_from([500, 1000, 2000]),
+    dose=st.integers(12_000, 2_003_000),
+)
+def test_bridge_delivers_the_dead_volume_at_the_old_dose_rate(dead: int, old: int, new: int, dose: int) -> None:
+    if old == new:
+        return
+    plan = plan_bridge_bolus(dead, old, new, dose)
+    assert plan.mass_ng == units.mass_ng_for_volume(dead, old)
+    delivered = units.volume_nl_for_rate(plan.rate_nl_per_h, plan.duration_ms, rounding="up")
+    assert delivered >= dead
+    assert units.volume_nl_for_rate(plan.rate_nl_per_h, plan.duration_ms - 1) < dead + plan.rate_nl_per_h
+    assert units.dose_ng_per_day_for_rate(plan.rate_nl_per_h, old) <= dose
+
+
+def test_priming_bolus_counts_its_drug_and_respects_the_pump() -> None:
+    plan = plan_priming_bolus(ml("0.25"), 500, 500_000, max_rate_nl_per_h=1_000_000)
+    assert plan.worst_case_mass_ng == 125_000
+    assert plan.duration_ms == 30 * units.MS_PER_MIN
+    with pytest.raises(ConfigError) as excinfo:
+        plan_priming_bolus(ml("0.25"), 500, 1_000_001, max_rate_nl_per_h=1_000_000)
+    assert excinfo.value.field == "rate_nl_per_h"
+
+
+def _refill(removed: str, added: str = "20", concentration: int = 500) -> RefillRecord:
+    return RefillRecord(ml(removed), ml(added), concentration, "LOT-42", T0 + timedelta(days=20))
+
+
+def test_refill_within_tolerance() -> None:
+    predicted = ReservoirState(ml("20"), ml("16"), T0)  # 4 mL expected
+    check = check_refill(predicted, _refill("3.5"), capacity_nl=ml("20"), prescribed_concentration_ug_per_ml=500)
+    assert check.within_tolerance and not check.requires_acknowledgement and check.alarm is None
+    assert check.new_state == ReservoirState(ml("20"), 0, T0 + timedelta(days=20))
+    assert not check.concentration_changed
+
+
+def test_refill_much_less_than_expected_suggests_pocket_fill() -> None:
+    predicted = ReservoirState(ml("20"), ml("8"), T0)  # 12 mL expected, almost nothing came out
+    check = check_refill(predicted, _refill("0.5"), capacity_nl=ml("20"), prescribed_concentration_ug_per_ml=500)
+    assert check.requires_acknowledgement
+    assert check.alarm is AlarmCode.REFILL_DISCREPANCY
+    assert check.difference_nl == ml("-11.5")
+    assert "pocket fill" in check.finding
+
+
+def test_refill_more_than_expected_suggests_under_delivery() -> None:
+    predicted = ReservoirState(ml("20"), ml("16"), T0)  # 4 mL expected
+    check = check_refill(predicted, _refill("10"), capacity_nl=ml("20"), prescribed_concentration_ug_per_ml=500)
+    assert check.requires_acknowledgement
+    assert "withdrawal" in check.finding
+
+
+@pytest.mark.parametrize(("removed", "within"), [("4.8", True), ("4.81", False), ("3.2", True), ("3.19", False)])
+def test_refill_tolerance_boundary_is_20_percent(removed: str, within: bool) -> None:
+    predicted = ReservoirState(ml("20"), ml("16"), T0)  # 4 mL expected, tolerance 0.8 mL
+    check = check_refill(predicted, _refill(removed), capacity_nl=ml("20"), prescribed_concentration_ug_per_ml=500)
+    assert check.within_tolerance is within
+
+
+def test_refill_cannot_exceed_capacity_and_flags_concentration_change() -> None:
+    predicted = ReservoirState(ml("20"), ml("16"), T0)
+    with pytest.raises(ConfigError) as excinfo:
+        check_refill(predicted, _refill("4", added="20.001"), capacity_nl=ml("20"),
+                     prescribed_concentration_ug_per_ml=500)
+    assert excinfo.value.field == "volume_added_nl"
+    check = check_refill(predicted, _refill("4", concentration=2000), capacity_nl=ml("20"),
+                         prescribed_concentration_ug_per_ml=500)
+    assert check.concentration_changed
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"volume_removed_nl": -1},
+        {"volume_added_nl": 0},
+        {"lot": " "},
+        {"refill_utc": datetime(2026, 1, 1)},
+        {"concentration_ug_per_ml": 0},
+    ],
+)
+def test_refill_record_rejects_bad_values(kwargs: dict[str, object]) -> None:
+    base: dict[str, object] = {
+        "volume_removed_nl": 1,
+        "volume_added_nl": 1,
+        "concentration_ug_per_ml": 500,
+        "lot": "L1",
+        "refill_utc": T0,
+    }
+    with pytest.raises(ConfigError) as excinfo:
+        RefillRecord(**{**base, **kwargs})  # type: ignore[arg-type]
+    assert excinfo.value.field == next(iter(kwargs))
