@@ -1,0 +1,201 @@
+"""Atomic rate programming over a :class:`~hal.pump.PumpDriver` (PRX-07, HAL-03, HAL-04).
+
+The only way the controller changes what a pump delivers. One change goes:
+
+1. **stage**: send the new rate;
+2. **verify**: compare the rate the pump reads back with the one asked for;
+3. **commit**: only a verified rate becomes the committed rate; the pump is
+   (re)started if it is not infusing.
+
+If the stage is refused or the read-back differs, the previous committed rate
+is put back and verified, so the pump runs the complete old programme or the
+complete new one. On the New Era family a rate change while infusing takes
+effect at once, so "the old programme keeps running" is achieved by restoring
+it before the next poll, within one command round trip.
+
+**Uncertain is not failed.** When a reply is lost, the programmer never
+blind-retries: it first reads status and the dispensed counter (idempotent
+reads, retried), reports both to the caller through :class:`ProgramOutcome`,
+and only then re-sends the *absolute* rate once (an absolute rate is
+idempotent: sending it twice has the effect of sending it once). Boluses are
+built from absolute rates and a controller-side end time, so a repeated rate
+command can never repeat a bolus.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from hal.errors import CapabilityError, CommunicationError, HalError, UncertainDeliveryError
+from hal.pump import CommandResult, DispensedVolume, Outcome, PumpDriver, PumpState, PumpStatus
+
+#: How many times an idempotent read is attempted before the state counts as unknown.
+READ_ATTEMPTS = 3
+
+
+class ProgramResult(enum.Enum):
+    """What a programming attempt achieved."""
+
+    COMMITTED = "committed"  # the new rate is verified and running
+    KEPT_OLD = "kept_old"  # refused or mismatched; the old rate is verified and running
+    REJECTED_BY_PUMP = "rejected_by_pump"  # the pump latched an alarm; nothing changed
+    UNKNOWN = "unknown"  # the state could not be established; caller must alarm and keep polling
+
+
+@dataclass(frozen=True)
+class ProgramOutcome:
+    """The result of :meth:`RateProgrammer.program`.
+
+    :ivar result: what was achieved.
+    :ivar rate_nl_per_h: the rate verified as held by the pump, nL/h, or None if unknown.
+    :ivar status: the last status read, if any.
+    :ivar dispensed: the dispensed counter read while reconciling, if any.
+    :ivar uncertain: True if a reply was lost on the way (the journal must say so).
+    :ivar detail: what happened, for the journal.
+    """
+
+    result: ProgramResult
+    rate_nl_per_h: int | None
+    status: PumpStatus | None = None
+    dispensed: DispensedVolume | None = None
+    uncertain: bool = False
+    detail: str = ""
+
+    @property
+    def committed(self) -> bool:
+        """True when the requested rate is verified and running."""
+        return self.result is ProgramResult.COMMITTED
+
+
+def read_status(pump: PumpDriver) -> PumpStatus | None:
+    """Read status, retrying an idempotent read; None if the pump cannot be reached."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return pump.read_status()
+        except CommunicationError:
+            continue
+    return None
+
+
+def read_dispensed(pump: PumpDriver) -> DispensedVolume | None:
+    """Read the dispensed counters, retrying an idempotent read; None if unreachable."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return pump.read_dispensed()
+        except CommunicationError:
+            continue
+    return None
+
+
+class RateProgrammer:
+    """Stages, verifies and commits pump rates.
+
+    :param pump: the pump driver (this object must be the only one sending delivery commands).
+    """
+
+    def __init__(self, pump: PumpDriver) -> None:
+        self.pump = pump
+
+    def _send_rate(self, rate_nl_per_h: int) -> tuple[CommandResult | None, bool]:
+        """Send one absolute rate; returns the result (None if it raised) and whether it was uncertain."""
+        try:
+            result = self.pump.set_rate(rate_nl_per_h)
+        except (UncertainDeliveryError, CommunicationError):
+            return None, True
+        return result, result.outcome is Outcome.UNCERTAIN
+
+    def _verified(self, result: CommandResult | None, rate_nl_per_h: int) -> bool:
+        """The read-back rate equals the request within the pump's declared representation tolerance."""
+        if result is None or not result.applied or result.value is None:
+            return False
+        tolerance_ppm = self.pump.capabilities().rate_tolerance_ppm
+        return abs(result.value - rate_nl_per_h) * 1_000_000 <= rate_nl_per_h * tolerance_ppm
+
+    def _ensure_running(self) -> tuple[bool, PumpStatus | None, bool]:
+        """Start the pump if it is not infusing. Returns (running, status, uncertain)."""
+        status = read_status(self.pump)
+        if status is None:
+            return False, None, True
+        if status.alarm is not None:
+            return False, status, False
+        if status.state is PumpState.INFUSING:
+            return True, status, False
+        try:
+            result = self.pump.start()
+        except (UncertainDeliveryError, CommunicationError):
+            result = None
+        uncertain = result is None or result.outcome is Outcome.UNCERTAIN
+        status = read_status(self.pump)
+        running = status is not None and status.state is PumpState.INFUSING
+        return running, status, uncertain
+
+    def program(self, rate_nl_per_h: int, *, previous_nl_per_h: int | None, start: bool = True) -> ProgramOutcome:
+        """Stage, verify and commit ``rate_nl_per_h``; on failure restore ``previous_nl_per_h``.
+
+        :param rate_nl_per_h: the new rate, nL/h (already authorised by the kernel).
+        :param previous_nl_per_h: the committed rate to restore on failure, or None at first start.
+        :param start: start the pump if it is not infusing once the rate is verified.
+        :raises CapabilityError: if the HAL refuses the value before sending (nothing was sent).
+        """
+        result, uncertain = self._send_rate(rate_nl_per_h)
+        dispensed = None
+        if uncertain:
+            # Reconcile first: what state is the pump in, and what has it delivered?
+            status = read_status(self.pump)
+            dispensed = read_dispensed(self.pump)
+            if status is None or dispensed is None:
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, status, dispensed, True,
+                                      "reply lost and the pump cannot be read")
+            if status.alarm is not None:
+                return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, None, status, dispensed, True,
+                                      f"reply lost; pump alarm {status.alarm.value}")
+            # An absolute rate is idempotent: sending it once more after reconciling cannot double anything.
+            result, again = self._send_rate(rate_nl_per_h)
+            if again:
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, read_status(self.pump), dispensed, True,
+                                      "reply lost twice; rate unknown")
+        assert result is not None
+        if result.outcome is Outcome.NOT_APPLIED and result.status is not None and result.status.alarm is not None:
+            return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, previous_nl_per_h, result.status, dispensed,
+                                  uncertain, result.detail or f"pump alarm {result.status.alarm.value}")
+        if not self._verified(result, rate_nl_per_h):
+            detail = (f"read-back {result.value} nL/h differs from {rate_nl_per_h} nL/h"
+                      if result.applied else f"refused: {result.detail or result.outcome.value}")
+            return self._restore(previous_nl_per_h, detail, uncertain, dispensed)
+        if start:
+            running, status, start_uncertain = self._ensure_running()
+            if not running:
+                return ProgramOutcome(ProgramResult.UNKNOWN if status is None else ProgramResult.REJECTED_BY_PUMP,
+                                      result.value, status, dispensed, uncertain or start_uncertain,
+                                      "rate verified but the pump is not infusing")
+            return ProgramOutcome(ProgramResult.COMMITTED, result.value, status, dispensed,
+                                  uncertain or start_uncertain, "verified")
+        return ProgramOutcome(ProgramResult.COMMITTED, result.value, result.status, dispensed, uncertain, "verified")
+
+    def _restore(self, previous_nl_per_h: int | None, detail: str, uncertain: bool,
+                 dispensed: DispensedVolume | None) -> ProgramOutcome:
+        if previous_nl_per_h is None:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, None, read_status(self.pump), dispensed, uncertain, detail)
+        try:
+            result, lost = self._send_rate(previous_nl_per_h)
+        except CapabilityError:
+            result, lost = None, False
+        if lost or not self._verified(result, previous_nl_per_h):
+            return ProgramOutcome(ProgramResult.UNKNOWN, None, read_status(self.pump), dispensed, True,
+                                  f"{detail}; restoring {previous_nl_per_h} nL/h could not be verified")
+        return ProgramOutcome(ProgramResult.KEPT_OLD, result.value, result.status, dispensed, uncertain,
+                              f"{detail}; previous rate restored and verified")
+
+    def stop(self) -> tuple[bool, PumpStatus | None]:
+        """Stop delivery (only for an authorised discontinue or a STOP fault reaction).
+
+        :return: (stopped, status). A lost reply is followed by a status read.
+        """
+        try:
+            self.pump.stop()
+        except HalError:
+            pass
+        status = read_status(self.pump)
+        stopped = status is not None and not status.state.delivering
+        return stopped, status

@@ -1,0 +1,310 @@
+"""The controller's one door to the safety kernel (DESIGN principle 1: one gate).
+
+:class:`Gate` is what the control loop and the workflows call; :class:`KernelGate`
+implements it over :mod:`cython_ext.kernel`. The gate builds kernel requests,
+returns the kernel's decision unchanged (reasons are the kernel's
+machine-readable codes), applies a decision only after the pump change was
+verified, keeps the ledger fed with delivered drug by kind, and releases bolus
+commitments as the pump reports their delivery.
+
+It also saves and restores the kernel state for the checkpoint: the ledger
+snapshot (exact: 24 h totals, bolus starts and lockouts) plus the programme in
+effect and when it took effect. Restoring rebuilds the kernel with that
+programme taking effect at its recorded time, which keeps the titration
+interval and baseline at least as strict as before the restart.
+
+Kernel errors (:class:`~cython_ext.errors.KernelConfigError`) are re-raised as
+:class:`~hal.errors.ConfigError` with the same field, value and range.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from cython_ext import units
+from cython_ext.errors import KernelConfigError
+from hal.errors import ConfigError
+
+#: The loop's delivery-kind names, in kernel ledger terms.
+KIND_NAMES = ("basal", "flex", "clinician", "patient", "periodic", "priming", "bridge", "minimum_rate")
+
+
+def _kernel() -> Any:
+    from cython_ext import kernel
+
+    return kernel
+
+
+def _config_error(exc: KernelConfigError) -> ConfigError:
+    return ConfigError(getattr(exc, "field", "kernel"), getattr(exc, "value", None), getattr(exc, "allowed", str(exc)))
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """A kernel decision as the controller uses it.
+
+    :ivar allowed: the kernel's verdict.
+    :ivar reasons: the kernel's reason codes (empty when allowed), plus workflow codes added by the caller.
+    :ivar rate_nl_per_h: authorised basal (or minimum) rate, nL/h.
+    :ivar volume_nl: authorised bolus (or bridge) volume, nL.
+    :ivar duration_ms: authorised bolus duration, ms.
+    :ivar dose_ng: authorised bolus mass, ng (rounded up).
+    :ivar dose_ng_per_day: daily dose of the programme after the decision, ng/day.
+    :ivar overridden: soft limits the request's override lifted.
+    :ivar raw: the kernel's own decision (applied as is).
+    """
+
+    allowed: bool
+    reasons: tuple[str, ...]
+    rate_nl_per_h: int = 0
+    volume_nl: int = 0
+    duration_ms: int = 0
+    dose_ng: int = 0
+    dose_ng_per_day: int = 0
+    overridden: tuple[str, ...] = ()
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def denied(cls, *reasons: str) -> GateDecision:
+        """A denial decided outside the kernel (a workflow rule such as ``HIGH_PRIORITY_ALARM``)."""
+        return cls(False, tuple(reasons))
+
+
+class Gate(ABC):
+    """What the controller needs from the safety kernel."""
+
+    @abstractmethod
+    def authorize_basal(self, rate_nl_per_h: int, now_ms: int, *, override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
+        """Authorise a simple continuous programme at ``rate_nl_per_h`` (same concentration)."""
+
+    @abstractmethod
+    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int) -> GateDecision:
+        """Authorise a bolus of ``kind`` (``clinician``, ``patient``, ``priming``, ``bridge``)."""
+
+    @abstractmethod
+    def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
+                                       bridge_volume_nl: int, bridge_duration_ms: int, now_ms: int) -> GateDecision:
+        """Authorise a programme at a new concentration with its bridge bolus."""
+
+    @abstractmethod
+    def authorize_minimum_rate(self, rate_nl_per_h: int, now_ms: int) -> GateDecision:
+        """Authorise minimum-rate mode."""
+
+    @abstractmethod
+    def authorize_discontinue(self, now_ms: int, *, authorised_by: str | None, reason: str,
+                              emergency: bool) -> GateDecision:
+        """Authorise zero flow (end of a taper, or an emergency)."""
+
+    @abstractmethod
+    def apply(self, decision: GateDecision, now_ms: int) -> None:
+        """Record an allowed decision that the pump now carries out."""
+
+    @abstractmethod
+    def record_delivery(self, kind: str, mass_pg: int, start_ms: int, end_ms: int) -> None:
+        """Record drug delivered between two polls into the 24 h ledger."""
+
+    @abstractmethod
+    def release_bolus(self, kind: str, mass_pg: int) -> int:
+        """Release up to ``mass_pg`` of a bolus commitment; returns what was released."""
+
+    @abstractmethod
+    def total_24h_ng(self, now_ms: int) -> int:
+        """Rolling 24 h delivered plus committed, ng."""
+
+    @abstractmethod
+    def cap_ng_per_day(self) -> int:
+        """The rolling 24 h cap in force, ng."""
+
+    @abstractmethod
+    def plan_taper(self, target_dose_ng_per_day: int, now_ms: int) -> list[tuple[int, int]]:
+        """Earliest allowed (time ms, dose ng/day) steps to a target."""
+
+    @abstractmethod
+    def daily_dose_ng(self) -> int:
+        """Daily dose of the programme in effect, ng/day."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready kernel state for the checkpoint."""
+
+    @abstractmethod
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Rebuild the kernel state from :meth:`snapshot`."""
+
+
+class KernelGate(Gate):
+    """:class:`Gate` over :mod:`cython_ext.kernel`.
+
+    :param concentration_ug_per_ml: drug in the pump at start (a library entry).
+    :param caps_kwargs: keyword arguments of ``kernel.make_caps`` (the prescription caps).
+    :param min_rate_nl_per_h: the pump's lowest rate, nL/h.
+    :param max_rate_nl_per_h: the pump's highest rate, nL/h.
+    :param kernel_module: a kernel implementation module (default: the selected one).
+    """
+
+    def __init__(self, concentration_ug_per_ml: int, caps_kwargs: dict[str, Any], *,
+                 min_rate_nl_per_h: int, max_rate_nl_per_h: int, kernel_module: Any = None) -> None:
+        self.k = kernel_module if kernel_module is not None else _kernel()
+        self._caps_kwargs = dict(caps_kwargs)
+        try:
+            self.caps = self.k.make_caps(**caps_kwargs)
+            self.envelope = self.k.make_envelope(min_rate_nl_per_h, max_rate_nl_per_h, 1)
+            limits = self.k.library_entry(concentration_ug_per_ml)
+            self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        self.programme_since_ms = 0
+        self._kinds = {name: i for i, name in enumerate(KIND_NAMES)}
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @property
+    def concentration_ug_per_ml(self) -> int:
+        """Concentration the kernel believes is in the pump, µg/mL."""
+        return self.kernel.limits.concentration_ug_per_ml
+
+    def _kind(self, name: str) -> int:
+        if name not in self._kinds:
+            raise ConfigError("kind", name, f"one of {KIND_NAMES}")
+        return self._kinds[name]
+
+    def _wrap(self, decision: Any) -> GateDecision:
+        return GateDecision(
+            allowed=bool(decision.allowed),
+            reasons=tuple(decision.reasons),
+            rate_nl_per_h=decision.rate_nl_per_h,
+            volume_nl=decision.volume_nl,
+            duration_ms=decision.duration_ms,
+            dose_ng=units.div_round(decision.mass_pg, units.PG_PER_NG, "up"),
+            dose_ng_per_day=decision.daily_dose_ng,
+            overridden=tuple(decision.overridden),
+            raw=decision,
+        )
+
+    def _authorize(self, request: Any, now_ms: int) -> GateDecision:
+        try:
+            return self._wrap(self.kernel.authorize(request, now_ms))
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    def _override(self, override: tuple[tuple[str, ...], str, str] | None) -> Any:
+        if override is None:
+            return None
+        codes, reason, actor = override
+        try:
+            return self.k.make_override(codes, reason=reason, actor=actor)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    # -- authorisation ----------------------------------------------------------------------------
+
+    def authorize_basal(self, rate_nl_per_h: int, now_ms: int, *, override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
+        try:
+            request = self.k.request_rate_change(rate_nl_per_h, override=self._override(override))
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        return self._authorize(request, now_ms)
+
+    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int) -> GateDecision:
+        try:
+            request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        return self._authorize(request, now_ms)
+
+    def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
+                                       bridge_volume_nl: int, bridge_duration_ms: int, now_ms: int) -> GateDecision:
+        try:
+            anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
+            programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
+            bridge = self.k.BridgePlan(bridge_volume_nl, bridge_duration_ms) if bridge_volume_nl else None
+            request = self.k.request_concentration_change(programme, bridge)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        decision = self._authorize(request, now_ms)
+        if decision.allowed:
+            return GateDecision(decision.allowed, decision.reasons, rate_nl_per_h, decision.volume_nl,
+                                decision.duration_ms, decision.dose_ng, decision.dose_ng_per_day,
+                                decision.overridden, decision.raw)
+        return decision
+
+    def authorize_minimum_rate(self, rate_nl_per_h: int, now_ms: int) -> GateDecision:
+        if rate_nl_per_h != self.caps.minimum_rate_nl_per_h:
+            raise ConfigError("rate_nl_per_h", rate_nl_per_h, f"the prescription's minimum rate {self.caps.minimum_rate_nl_per_h} nL/h")
+        return self._authorize(self.k.request_minimum_rate(), now_ms)
+
+    def authorize_discontinue(self, now_ms: int, *, authorised_by: str | None, reason: str,
+                              emergency: bool) -> GateDecision:
+        authorisation = None
+        if authorised_by:
+            authorisation = self._override(((self.k.DISCONTINUE_AUTHORISATION,), reason, authorised_by))
+        return self._authorize(self.k.request_discontinue(authorisation, emergency=emergency), now_ms)
+
+    # -- effects ----------------------------------------------------------------------------------------
+
+    def apply(self, decision: GateDecision, now_ms: int) -> None:
+        if decision.raw is None:
+            raise ConfigError("decision", decision, "a kernel decision (workflow denials are never applied)")
+        try:
+            self.kernel.apply(decision.raw, now_ms)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        if decision.raw.kind != int(self.k.RequestKind.BOLUS):
+            self.programme_since_ms = now_ms
+
+    def record_delivery(self, kind: str, mass_pg: int, start_ms: int, end_ms: int) -> None:
+        del start_ms
+        if mass_pg <= 0:
+            return
+        try:
+            self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    def release_bolus(self, kind: str, mass_pg: int) -> int:
+        k = self._kind(kind)
+        amount = min(mass_pg, self.kernel.ledger.committed_pg(k))
+        if amount > 0:
+            self.kernel.ledger.release(k, amount)
+        return max(amount, 0)
+
+    def total_24h_ng(self, now_ms: int) -> int:
+        return self.kernel.ledger.total_24h_ng(now_ms)
+
+    def cap_ng_per_day(self) -> int:
+        return self.kernel.cap_pg() // units.PG_PER_NG
+
+    def plan_taper(self, target_dose_ng_per_day: int, now_ms: int) -> list[tuple[int, int]]:
+        try:
+            return [(s.at_ms, s.dose_ng_per_day) for s in self.kernel.plan_titration(target_dose_ng_per_day, now_ms)]
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    def daily_dose_ng(self) -> int:
+        return self.kernel.daily_dose_ng
+
+    def snapshot(self) -> dict[str, Any]:
+        programme = self.kernel.programme
+        return {
+            "ledger": self.kernel.ledger.snapshot(),
+            "concentration_ug_per_ml": self.concentration_ug_per_ml,
+            "rate_nl_per_h": None if programme is None else programme.rate_at(programme.anchor_ms),
+            "anchor_ms": 0 if programme is None else programme.anchor_ms,
+            "programme_since_ms": self.programme_since_ms,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        try:
+            ledger = self.k.Ledger.restore(snapshot["ledger"])
+            limits = self.k.library_entry(snapshot["concentration_ug_per_ml"])
+            programme = None
+            if snapshot["rate_nl_per_h"] is not None:
+                programme = self.k.Programme.continuous(snapshot["rate_nl_per_h"], limits.concentration_ug_per_ml,
+                                                        anchor_ms=snapshot["anchor_ms"])
+            self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
+                                              programme_since_ms=snapshot["programme_since_ms"])
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        self.programme_since_ms = snapshot["programme_since_ms"]

@@ -1,0 +1,523 @@
+"""Clinical workflows on top of the control loop: screening, implant, titration, boluses, refill, taper.
+
+Each workflow checks its own clinical rules, asks the kernel (through
+:class:`~controller.gate.Gate`), programs the pump through the loop (atomic:
+the old programme keeps running on any failure), and only then has the kernel
+apply the decision. Every outcome is a :class:`WorkflowResult` carrying
+machine-readable reason codes: the kernel's own (``TITRATION_CAP_EXCEEDED``,
+``BOLUS_LOCKOUT``...) and the workflow's (:class:`Why`).
+
+Rules (itb-clinical §1-§3, safety-requirements §5):
+
+* **Screening**: test doses 50, then 75, then 100 µg, at least 24 h apart, each
+  after an inadequate one; no response to 100 µg means not a candidate. The
+  starting daily dose is twice the effective dose, or equal to it when the
+  effect lasted more than 8 h.
+* **Titration**: within the origin cap, at most once per 24 h (the kernel).
+  Restarting after an interruption longer than the configured time begins at
+  the titration (starting) dose, not the old maintenance dose.
+* **Boluses**: refused while a high-priority alarm is active or a refill or
+  programming session is open (BOL-03); lockout, count, size and the 24 h cap
+  are the kernel's. A bolus is recorded before it is sent and never re-sent.
+* **Refill**: volumes removed and added are recorded; a mismatch beyond
+  tolerance raises a latching alarm a clinician must acknowledge; a
+  concentration change is authorised *before* the new drug is committed and
+  uses a bridge bolus from the dead volume; an unfinished session raises an
+  alarm and leaves the last committed programme running.
+* **Taper and discontinue**: only with authorisation; down at most 20 % every
+  2 days (the kernel's plan) to the minimum-rate dose, then stop, unless an
+  emergency discontinue is authorised.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from controller import reservoir as reservoir_math
+from controller.alarms import AlarmCode, Priority
+from controller.audit import Actor, Role
+from controller.gate import Gate
+from controller.loop import ControlLoop, Mode
+from cython_ext import units
+from hal.errors import ConfigError
+
+MS_PER_H = units.MS_PER_H
+MS_PER_DAY = units.MS_PER_DAY
+NG_PER_UG = units.NG_PER_UG
+
+#: Screening test doses in order, µg.
+SCREENING_SEQUENCE_UG = (50, 75, 100)
+#: Minimum time between screening doses, ms.
+SCREENING_INTERVAL_MS = MS_PER_DAY
+#: Effect lasting longer than this makes the starting dose 1x the test dose, ms.
+LONG_EFFECT_MS = 8 * MS_PER_H
+
+
+class Why(str, enum.Enum):
+    """Workflow reason codes (the kernel's codes are passed through unchanged)."""
+
+    HIGH_PRIORITY_ALARM = "HIGH_PRIORITY_ALARM"
+    SESSION_OPEN = "SESSION_OPEN"
+    NOT_RUNNING = "NOT_RUNNING"
+    BOLUS_RUNNING = "BOLUS_RUNNING"
+    PATIENT_BOLUS_NOT_CONFIGURED = "PATIENT_BOLUS_NOT_CONFIGURED"
+    SCREENING_ORDER = "SCREENING_ORDER"
+    SCREENING_INTERVAL = "SCREENING_INTERVAL"
+    SCREENING_COMPLETE = "SCREENING_COMPLETE"
+    NOT_A_CANDIDATE = "NOT_A_CANDIDATE"
+    NO_EFFECTIVE_SCREENING = "NO_EFFECTIVE_SCREENING"
+    ALREADY_IMPLANTED = "ALREADY_IMPLANTED"
+    PUMP_NOT_VERIFIED = "PUMP_NOT_VERIFIED"
+    REFILL_MISMATCH = "REFILL_MISMATCH"
+    SESSION_UNFINISHED = "SESSION_UNFINISHED"
+    ZERO_ONLY_BY_DISCONTINUE = "ZERO_ONLY_BY_DISCONTINUE"
+    NOT_AUTHORISED = "NOT_AUTHORISED"
+    NOTHING_TO_RESUME = "NOTHING_TO_RESUME"
+    RATE_NOT_REPRESENTABLE = "RATE_NOT_REPRESENTABLE"
+
+
+@dataclass(frozen=True)
+class WorkflowResult:
+    """The outcome of one workflow call.
+
+    :ivar action: workflow name.
+    :ivar allowed: True if it was carried out (the pump holds the change, verified).
+    :ivar reasons: reason codes (kernel and :class:`Why`).
+    :ivar detail: human-readable summary with units.
+    :ivar values: numbers for the report (units in the keys).
+    """
+
+    action: str
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    detail: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatientBolusSettings:
+    """A patient-activated bolus as prescribed.
+
+    :ivar dose_ng: size, ng.
+    :ivar duration_ms: delivery time, ms.
+    """
+
+    dose_ng: int
+    duration_ms: int
+
+
+@dataclass
+class ScreeningDose:
+    """One screening test dose as given."""
+
+    at_ms: int
+    dose_ug: int
+    adequate: bool
+    effect_ms: int
+
+
+CLINICIAN = Actor("clinician", Role.CLINICIAN)
+PATIENT = Actor("patient", Role.PATIENT)
+
+
+class Therapy:
+    """The workflows for one patient and one pump.
+
+    :param loop: the control loop (owns the pump).
+    :param gate: the kernel gate (the same one the loop uses).
+    :param dead_volume_nl: catheter and pump dead volume, nL.
+    :param reservoir_capacity_nl: reservoir capacity, nL.
+    :param refill_tolerance_pct: refill mismatch tolerance, % of the prediction.
+    :param restart_titration_after_ms: interruptions longer than this restart at the titration dose, ms.
+    :param priming_duration_ms: how long a priming bolus runs, ms.
+    """
+
+    def __init__(
+        self,
+        loop: ControlLoop,
+        gate: Gate,
+        *,
+        dead_volume_nl: int,
+        reservoir_capacity_nl: int,
+        refill_tolerance_pct: int = 20,
+        restart_titration_after_ms: int = 24 * MS_PER_H,
+        priming_duration_ms: int = 30 * 60_000,
+    ) -> None:
+        self.loop = loop
+        self.gate = gate
+        self.dead_volume_nl = dead_volume_nl
+        self.reservoir_capacity_nl = reservoir_capacity_nl
+        self.refill_tolerance_pct = refill_tolerance_pct
+        self.restart_titration_after_ms = restart_titration_after_ms
+        self.priming_duration_ms = priming_duration_ms
+        self.screening: list[ScreeningDose] = []
+        self.patient_bolus: PatientBolusSettings | None = None
+        self.titration_start_dose_ng_per_day = 0
+        self.prescribed_dose_ng_per_day = 0
+        #: Called with every WorkflowResult (runner, report, journal).
+        self.sinks: list[Callable[[WorkflowResult], None]] = []
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _done(self, result: WorkflowResult) -> WorkflowResult:
+        for sink in self.sinks:
+            sink(result)
+        return result
+
+    def _deny(self, action: str, *reasons: str, detail: str = "", **values: Any) -> WorkflowResult:
+        return self._done(WorkflowResult(action, False, tuple(str(r.value if isinstance(r, Why) else r) for r in reasons),
+                                         detail, dict(values)))
+
+    def _rate_for_dose(self, dose_ng_per_day: int, concentration_ug_per_ml: int | None = None) -> int:
+        conc = concentration_ug_per_ml or self.loop.concentration_ug_per_ml
+        return units.rate_nl_per_h_for_dose(dose_ng_per_day, conc)
+
+    def _bolus_blockers(self) -> list[Why]:
+        blockers = []
+        if self.loop.alarms.has_priority(Priority.HIGH):
+            blockers.append(Why.HIGH_PRIORITY_ALARM)
+        if self.loop.session_open is not None:
+            blockers.append(Why.SESSION_OPEN)
+        if self.loop.mode is not Mode.RUNNING:
+            blockers.append(Why.NOT_RUNNING)
+        if self.loop.bolus is not None:
+            blockers.append(Why.BOLUS_RUNNING)
+        return blockers
+
+    # -- screening and implant ----------------------------------------------------------------------
+
+    def screening_dose(self, dose_ug: int, *, adequate: bool, effect_ms: int = 0) -> WorkflowResult:
+        """Record a screening test dose given by lumbar puncture (the pump is not involved).
+
+        :param dose_ug: test dose, µg (must be the next in 50, 75, 100).
+        :param adequate: whether the response was adequate.
+        :param effect_ms: how long the effect lasted, ms (decides the starting dose).
+        """
+        now = self.loop.now_ms()
+        if self.loop.mode is not Mode.IDLE:
+            return self._deny("screening_dose", Why.ALREADY_IMPLANTED)
+        if any(s.adequate for s in self.screening):
+            return self._deny("screening_dose", Why.SCREENING_COMPLETE)
+        index = len(self.screening)
+        if index >= len(SCREENING_SEQUENCE_UG):
+            return self._deny("screening_dose", Why.NOT_A_CANDIDATE)
+        expected = SCREENING_SEQUENCE_UG[index]
+        if dose_ug != expected:
+            return self._deny("screening_dose", Why.SCREENING_ORDER, detail=f"next test dose is {expected} µg",
+                              dose_ug=dose_ug)
+        if self.screening and now - self.screening[-1].at_ms < SCREENING_INTERVAL_MS:
+            return self._deny("screening_dose", Why.SCREENING_INTERVAL,
+                              detail="test doses must be at least 24 h apart", dose_ug=dose_ug)
+        self.screening.append(ScreeningDose(now, dose_ug, adequate, effect_ms))
+        verdict = "adequate" if adequate else "inadequate"
+        return self._done(WorkflowResult("screening_dose", True, (), f"{dose_ug} µg test dose, {verdict} response",
+                                         {"dose_ug": dose_ug, "adequate": adequate}))
+
+    def starting_dose_ng_per_day(self) -> int | None:
+        """Starting daily dose from screening: 2x the effective dose, 1x if its effect lasted > 8 h."""
+        effective = next((s for s in self.screening if s.adequate), None)
+        if effective is None:
+            return None
+        factor = 1 if effective.effect_ms > LONG_EFFECT_MS else 2
+        return effective.dose_ug * NG_PER_UG * factor
+
+    def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
+                prime: bool = True) -> WorkflowResult:
+        """Fill the new pump, start the starting dose, and prime the catheter.
+
+        :param concentration_ug_per_ml: drug filled (a library entry; 500 µg/mL is usual).
+        :param fill_nl: volume filled, nL.
+        :param dose_ng_per_day: explicit starting dose, ng/day (default: from screening).
+        :param prime: run a priming bolus of the dead volume.
+        """
+        action = "implant"
+        if self.loop.mode is not Mode.IDLE:
+            return self._deny(action, Why.ALREADY_IMPLANTED)
+        if fill_nl <= 0 or fill_nl > self.reservoir_capacity_nl:
+            raise ConfigError("fill_nl", fill_nl, f"in [1, {self.reservoir_capacity_nl}] nL (reservoir capacity)")
+        if dose_ng_per_day is None:
+            dose_ng_per_day = self.starting_dose_ng_per_day()
+            if dose_ng_per_day is None:
+                reason = Why.NOT_A_CANDIDATE if len(self.screening) >= 3 else Why.NO_EFFECTIVE_SCREENING
+                return self._deny(action, reason)
+        if concentration_ug_per_ml != getattr(self.gate, "concentration_ug_per_ml", concentration_ug_per_ml):
+            raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml,
+                              f"the concentration the gate was built for ({self.gate.concentration_ug_per_ml})")
+        rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
+        now = self.loop.now_ms()
+        decision = self.gate.authorize_basal(rate, now)
+        if not decision.allowed:
+            return self._deny(action, *decision.reasons, detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
+        outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision, catheter_primed=False)
+        if not outcome.committed:
+            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+        self.titration_start_dose_ng_per_day = dose_ng_per_day
+        self.prescribed_dose_ng_per_day = dose_ng_per_day
+        detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
+        values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
+        if prime and self.dead_volume_nl:
+            primed = self._bolus("priming", self.dead_volume_nl, self.priming_duration_ms)
+            detail += "; priming " + ("started" if primed.allowed else "refused: " + ",".join(primed.reasons))
+        return self._done(WorkflowResult(action, True, (), detail, values))
+
+    # -- titration ---------------------------------------------------------------------------------
+
+    def titrate(self, dose_ng_per_day: int, *, reason: str = "clinical response",
+                override_reason: str | None = None, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """Change the daily dose (up within the origin cap and interval, down with confirmation).
+
+        :param dose_ng_per_day: new daily dose, ng/day (> 0; zero only through :meth:`discontinue`).
+        :param override_reason: a prescriber's reason to lift soft limits (interval, large decrease).
+        """
+        action = "titrate"
+        if dose_ng_per_day <= 0:
+            return self._deny(action, Why.ZERO_ONLY_BY_DISCONTINUE)
+        if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE):
+            return self._deny(action, Why.NOT_RUNNING)
+        if self.loop.session_open is not None:
+            return self._deny(action, Why.SESSION_OPEN)
+        rate = self._rate_for_dose(dose_ng_per_day)
+        now = self.loop.now_ms()
+        override = None
+        if override_reason:
+            override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION", "DOSE_ABOVE_SOFT", "RATE_ABOVE_SOFT"),
+                        override_reason, str(actor))
+        decision = self.gate.authorize_basal(rate, now, override=override)
+        before = self.gate.daily_dose_ng()
+        if not decision.allowed:
+            return self._deny(action, *decision.reasons,
+                              detail=f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day refused",
+                              dose_ug_per_day=dose_ng_per_day / 1000)
+        outcome = self.loop.change_basal(decision)
+        if not outcome.committed:
+            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+        self.prescribed_dose_ng_per_day = dose_ng_per_day
+        return self._done(WorkflowResult(action, True, decision.overridden,
+                                         f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
+                                         {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
+
+    # -- boluses -------------------------------------------------------------------------------------
+
+    def _bolus(self, kind: str, volume_nl: int, duration_ms: int) -> WorkflowResult:
+        action = f"{kind}_bolus"
+        blockers = self._bolus_blockers()
+        if kind == "priming":
+            blockers = [b for b in blockers if b is not Why.SESSION_OPEN]
+        if blockers:
+            return self._deny(action, *blockers)
+        decision = self.gate.authorize_bolus(kind, volume_nl, duration_ms, self.loop.now_ms())
+        if not decision.allowed:
+            if "DOSE_CAP_24H" in decision.reasons:
+                self.loop.alarms.raise_alarm(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail=f"{kind} bolus refused")
+            if kind in ("clinician", "patient"):
+                self.loop.alarms.raise_alarm(AlarmCode.BOLUS_DENIED, detail=",".join(decision.reasons))
+                self.loop.alarms.clear(AlarmCode.BOLUS_DENIED)
+            return self._deny(action, *decision.reasons, volume_nl=volume_nl)
+        record = self.loop.start_bolus(kind, decision, duration_ms)
+        if record is None:
+            return self._deny(action, Why.PUMP_NOT_VERIFIED)
+        dose_ug = decision.dose_ng / 1000
+        return self._done(WorkflowResult(action, True, decision.overridden,
+                                         f"{dose_ug:g} µg ({volume_nl} nL) over {duration_ms // 60000} min",
+                                         {"dose_ug": dose_ug, "bolus_id": record.bolus_id}))
+
+    def clinician_bolus(self, dose_ng: int, duration_ms: int) -> WorkflowResult:
+        """A clinician bolus of ``dose_ng`` over ``duration_ms``."""
+        volume = units.volume_nl_for_mass(dose_ng, self.loop.concentration_ug_per_ml) if self.loop.concentration_ug_per_ml else 0
+        if volume <= 0:
+            return self._deny("clinician_bolus", Why.NOT_RUNNING)
+        return self._bolus("clinician", volume, duration_ms)
+
+    def configure_patient_bolus(self, dose_ng: int, duration_ms: int) -> WorkflowResult:
+        """Set the patient-activated bolus size (lockout and count are the prescription caps in the kernel)."""
+        if dose_ng <= 0 or duration_ms <= 0:
+            raise ConfigError("dose_ng", dose_ng, "> 0 with duration_ms > 0")
+        self.patient_bolus = PatientBolusSettings(dose_ng, duration_ms)
+        return self._done(WorkflowResult("configure_patient_bolus", True, (),
+                                         f"{dose_ng / 1000:g} µg over {duration_ms // 60000} min"))
+
+    def patient_bolus_request(self) -> WorkflowResult:
+        """The patient presses the bolus button."""
+        if self.patient_bolus is None:
+            return self._deny("patient_bolus", Why.PATIENT_BOLUS_NOT_CONFIGURED)
+        if not self.loop.concentration_ug_per_ml:
+            return self._deny("patient_bolus", Why.NOT_RUNNING)
+        volume = units.volume_nl_for_mass(self.patient_bolus.dose_ng, self.loop.concentration_ug_per_ml)
+        return self._bolus("patient", volume, self.patient_bolus.duration_ms)
+
+    # -- refill -------------------------------------------------------------------------------------
+
+    def refill(self, *, removed_nl: int, added_nl: int, concentration_ug_per_ml: int, lot: str,
+               acknowledge_mismatch: bool = False, complete: bool = True,
+               refill_utc: datetime | None = None, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """A refill session: check the volumes, authorise any concentration change, fill, bridge.
+
+        :param removed_nl: volume drawn out, nL.
+        :param added_nl: volume injected, nL.
+        :param concentration_ug_per_ml: the new drug's concentration.
+        :param lot: drug lot.
+        :param acknowledge_mismatch: the clinician acknowledges a volume mismatch in this session.
+        :param complete: False models a session abandoned before it was committed (RES-04).
+        """
+        action = "refill"
+        loop = self.loop
+        if loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
+            return self._deny(action, Why.NOT_RUNNING)
+        loop.session_open = "refill"
+        try:
+            if loop.bolus is not None and loop.bolus.kind in ("clinician", "patient"):
+                loop.stop_bolus("refill session opened")
+            loop.poll()
+            predicted = reservoir_math.ReservoirState(loop.fill_nl, loop.dispensed_since_fill_nl,
+                                                      refill_utc or loop.clock.utc_now())
+            record = reservoir_math.RefillRecord(removed_nl, added_nl, concentration_ug_per_ml, lot,
+                                                 refill_utc or loop.clock.utc_now())
+            check = reservoir_math.check_refill(
+                predicted, record, capacity_nl=self.reservoir_capacity_nl,
+                prescribed_concentration_ug_per_ml=loop.concentration_ug_per_ml,
+                tolerance_pct=self.refill_tolerance_pct)
+            values: dict[str, Any] = {"expected_removed_nl": check.expected_removed_nl, "removed_nl": removed_nl,
+                                      "added_nl": added_nl, "difference_nl": check.difference_nl}
+            mismatch_reasons: tuple[str, ...] = ()
+            if not check.within_tolerance:
+                loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, actor=actor, detail=check.finding)
+                loop.alarms.clear(AlarmCode.REFILL_DISCREPANCY, detail="refill recorded")
+                if acknowledge_mismatch:
+                    loop.alarms.acknowledge(AlarmCode.REFILL_DISCREPANCY, actor=actor, detail="clinician reviewed")
+                mismatch_reasons = (Why.REFILL_MISMATCH.value,)
+            if not complete:
+                loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail="refill session abandoned")
+                return self._deny(action, Why.SESSION_UNFINISHED, *mismatch_reasons,
+                                  detail="last committed programme keeps running", **values)
+            old_conc = loop.concentration_ug_per_ml
+            dose = self.prescribed_dose_ng_per_day or self.gate.daily_dose_ng()
+            if concentration_ug_per_ml != old_conc:
+                return self._concentration_change(record, check, old_conc, dose, values, mismatch_reasons)
+            loop.set_reservoir(added_nl, concentration_ug_per_ml)
+            return self._done(WorkflowResult(action, True, mismatch_reasons,
+                                             f"refilled {added_nl / 1e6:g} mL at {concentration_ug_per_ml} µg/mL",
+                                             values))
+        finally:
+            loop.session_open = None
+
+    def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,
+                              values: dict[str, Any], extra: tuple[str, ...]) -> WorkflowResult:
+        loop = self.loop
+        new_conc = record.concentration_ug_per_ml
+        plan = reservoir_math.plan_bridge_bolus(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
+        new_rate = plan.new_rate_nl_per_h
+        bridge_extra = max(0, plan.rate_nl_per_h - new_rate)
+        bridge_volume, bridge_ms = plan.volume_nl, plan.duration_ms
+        if bridge_ms > MS_PER_DAY:
+            # A bridge longer than a day is not allowed: bridge the first day's worth of old drug at the
+            # old rate; the rest of the dead volume then reaches the tip at the new rate.
+            bridge_ms = MS_PER_DAY
+            bridge_volume = units.volume_nl_for_rate(plan.rate_nl_per_h, MS_PER_DAY)
+            values["bridge_truncated"] = True
+        now = loop.now_ms()
+        decision = self.gate.authorize_concentration_change(new_conc, new_rate, bridge_volume, bridge_ms, now)
+        if not decision.allowed:
+            loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
+                                    detail="concentration change refused; new drug not committed")
+            return self._deny("refill", *decision.reasons, *extra,
+                              detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
+        loop.set_reservoir(record.volume_added_nl, new_conc)
+        outcome = loop.change_concentration(decision, new_conc, new_rate, bridge_extra, bridge_ms)
+        if not outcome.committed:
+            loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=f"bridge programming failed: {outcome.detail}")
+            return self._deny("refill", Why.PUMP_NOT_VERIFIED, *extra, detail=outcome.detail, **values)
+        values.update({"new_rate_nl_per_h": new_rate, "bridge_rate_nl_per_h": plan.rate_nl_per_h,
+                       "bridge_duration_h": bridge_ms / MS_PER_H, "bridge_dose_ug": decision.dose_ng / 1000})
+        return self._done(WorkflowResult(
+            "refill", True, extra,
+            f"{old_conc} -> {new_conc} µg/mL; bridge {decision.dose_ng / 1000:g} µg over {bridge_ms / MS_PER_H:.1f} h, "
+            f"then {new_rate} nL/h", values))
+
+    # -- alarms, interruptions, restart ----------------------------------------------------------------
+
+    def acknowledge_alarms(self, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """A clinician acknowledges every held alarm, and resumes therapy after a STOP reaction."""
+        codes = [a.code.value for a in self.loop.alarms.active()]
+        for alarm in self.loop.alarms.active():
+            self.loop.alarms.acknowledge(alarm.code, actor=actor, detail="acknowledged")
+        detail = f"acknowledged {', '.join(codes) or 'nothing'}"
+        if self.loop.mode in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
+            resumed = self.resume(actor=actor)
+            detail += f"; resume: {resumed.detail or ','.join(resumed.reasons)}"
+        return self._done(WorkflowResult("acknowledge_alarms", True, (), detail, {"codes": codes}))
+
+    def resume(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """Resume after a stop or minimum-rate mode: the last dose, or the titration dose after a long interruption."""
+        loop = self.loop
+        if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
+            return self._deny("resume", Why.NOTHING_TO_RESUME)
+        interrupted = loop.interruption_ms()
+        dose = self.prescribed_dose_ng_per_day
+        note = "last prescribed dose"
+        if interrupted > self.restart_titration_after_ms and self.titration_start_dose_ng_per_day:
+            dose = min(dose, self.titration_start_dose_ng_per_day)
+            note = f"titration dose after a {interrupted / MS_PER_H:.1f} h interruption"
+        rate = self._rate_for_dose(dose)
+        decision = self.gate.authorize_basal(rate, loop.now_ms(),
+                                             override=(("TITRATION_INTERVAL",), "resume after interruption", str(actor)))
+        if not decision.allowed:
+            return self._deny("resume", *decision.reasons)
+        outcome = loop.resume_after_fault(decision)
+        if outcome is None or not outcome.committed:
+            return self._deny("resume", Why.PUMP_NOT_VERIFIED, detail="" if outcome is None else outcome.detail)
+        self.prescribed_dose_ng_per_day = dose
+        return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
+                                         {"dose_ug_per_day": dose / 1000}))
+
+    # -- taper and discontinue --------------------------------------------------------------------------
+
+    def taper(self, target_dose_ng_per_day: int, *, authorised_by: str) -> WorkflowResult:
+        """Plan and schedule an authorised taper (<= 20 % per 2 days) to ``target`` (0: to discontinue)."""
+        action = "taper"
+        if not authorised_by:
+            return self._deny(action, Why.NOT_AUTHORISED)
+        if self.loop.mode is not Mode.RUNNING:
+            return self._deny(action, Why.NOT_RUNNING)
+        floor = units.dose_ng_per_day_for_rate(self.loop.config.minimum_rate_nl_per_h,
+                                               self.loop.concentration_ug_per_ml)
+        goal = max(target_dose_ng_per_day, floor)
+        steps = self.gate.plan_taper(goal, self.loop.now_ms()) if goal != self.gate.daily_dose_ng() else []
+        self.loop.cancel_scheduled("taper")
+        for at_ms, dose in steps:
+            self.loop.schedule(at_ms, lambda d=dose: self._taper_step(d, authorised_by), "taper")
+        if target_dose_ng_per_day == 0:
+            last = steps[-1][0] if steps else self.loop.now_ms()
+            self.loop.schedule(last + self.gate_taper_interval_ms(),
+                               lambda: self.discontinue(authorised_by=authorised_by, emergency=False), "taper")
+        return self._done(WorkflowResult(action, True, (), f"{len(steps)} steps to {goal / 1000:g} µg/day"
+                                         + (", then discontinue" if target_dose_ng_per_day == 0 else ""),
+                                         {"steps": [(t, d / 1000) for t, d in steps]}))
+
+    def gate_taper_interval_ms(self) -> int:
+        """Time between taper steps from the prescription caps, ms."""
+        caps = getattr(self.gate, "caps", None)
+        return getattr(caps, "taper_interval_ms", 2 * MS_PER_DAY)
+
+    def _taper_step(self, dose_ng_per_day: int, authorised_by: str) -> None:
+        self.titrate(dose_ng_per_day, reason="taper step",
+                     override_reason=f"authorised taper ({authorised_by})",
+                     actor=Actor(authorised_by, Role.PRESCRIBER))
+
+    def discontinue(self, *, authorised_by: str | None, emergency: bool = False) -> WorkflowResult:
+        """Stop delivery: authorised only, and only at the end of a taper unless an emergency."""
+        action = "discontinue"
+        if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
+            return self._deny(action, Why.NOT_RUNNING)
+        decision = self.gate.authorize_discontinue(self.loop.now_ms(), authorised_by=authorised_by,
+                                                   reason="emergency discontinue" if emergency else "end of taper",
+                                                   emergency=emergency)
+        if not decision.allowed:
+            return self._deny(action, *decision.reasons)
+        self.loop.cancel_scheduled("taper")
+        stopped = self.loop.discontinue_now(decision)
+        self.prescribed_dose_ng_per_day = 0
+        return self._done(WorkflowResult(action, True, decision.overridden,
+                                         "delivery stopped" + ("" if stopped else " (stop not confirmed)")))
