@@ -166,7 +166,13 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
     error = _ERROR.match(stripped)
     if error:
         return ErrorLine(int(error.group(1)))
-    tokens = stripped.split()
+    tokens = []
+    for token in stripped.split():
+        # A 6-character ID code runs straight into the sign: "ID1234+".
+        if len(token) > 1 and token[-1] in "+-" and not _NUMBER.match(token):
+            tokens.extend((token[:-1], token[-1]))
+        else:
+            tokens.append(token)
     if not tokens:
         return MalformedLine(bytes(line), "empty line")
     number_at = next((i for i, token in enumerate(tokens) if _NUMBER.match(token)), None)
@@ -181,7 +187,7 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
     if sign and value[0] in "+-":
         return MalformedLine(bytes(line), "two signs")
     id_code = before[0] if before else ""
-    if id_code in MASS_UNIT_UG or len(id_code) > ID_CODE_WIDTH:
+    if id_code in MASS_UNIT_UG or id_code in ("+", "-") or len(id_code) > ID_CODE_WIDTH:
         return MalformedLine(bytes(line), f"field {id_code!r} before the value is not an ID code")
     printed_unit = after[0] if after else ""
     unit = printed_unit or unstable_unit
@@ -194,6 +200,8 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
 
 def _range_or_malformed(raw: bytes, tokens: list[str]) -> Line:
     core = [token for token in tokens if token not in ("+", "-")]
+    if len(core) == 2 and len(core[0]) <= ID_CODE_WIDTH:
+        core = core[1:]  # an ID code in front
     if len(core) == 1:
         word = core[0].upper()
         if word in _OVERLOAD_TOKENS:
