@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_prescription",
     "hil.cmd_journal",
     "hil.cmd_hil",
+    "hil.cmd_sim",
 )
 
 

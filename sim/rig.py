@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +52,7 @@ def simulated_pump(
     trace_path: str | os.PathLike[str] | None = None,
     pace_baud: int | None = None,
     port: int = 0,
+    on_traffic: Callable[[str, bytes], None] | None = None,
     **pump_kwargs: Any,
 ) -> Iterator[SimulatedRig]:
     """Serve a simulated NE-1000 on ``link`` for the duration of the ``with`` block.
@@ -64,6 +65,7 @@ def simulated_pump(
     :param trace_path: write a timestamped byte trace here.
     :param pace_baud: emulate wire timing at this baud (pty and TCP only).
     :param port: TCP port for ``link="tcp"`` (0 picks a free one).
+    :param on_traffic: called with (``"RX"``/``"TX"``, bytes) for every chunk (traffic log).
     :param pump_kwargs: passed to :class:`~sim.newera.Ne1000` (``bias_pct``, ``noise_pct``,
         ``syringe_diameter_mm``, ``syringe_volume_ml``, ``safe_timeout_s``, ...).
     :raises ConfigError: for an unknown link or a bad fault spec.
@@ -82,13 +84,13 @@ def simulated_pump(
     served = wrapped if wrapped is not None else pump
     endpoint: _Endpoint
     if link == "pty":
-        endpoint = PtyEndpoint(served, pace_baud=pace_baud, trace_path=trace_path)
+        endpoint = PtyEndpoint(served, pace_baud=pace_baud, trace_path=trace_path, on_traffic=on_traffic)
     elif link == "tcp":
-        endpoint = TcpEndpoint(served, port=port, pace_baud=pace_baud, trace_path=trace_path)
+        endpoint = TcpEndpoint(served, port=port, pace_baud=pace_baud, trace_path=trace_path, on_traffic=on_traffic)
     else:
         if pace_baud is not None:
             raise ConfigError("pace_baud", pace_baud, "None for the in-process link (it has no wire)")
-        endpoint = InProcessEndpoint(served, trace_path=trace_path)
+        endpoint = InProcessEndpoint(served, trace_path=trace_path, on_traffic=on_traffic)
     try:
         yield SimulatedRig(url=endpoint.url, device=pump, endpoint=endpoint, faults=wrapped)
     finally:

@@ -257,6 +257,7 @@ class Ne1000(ByteDevice):
             seed=seed,
         )
         self.mechanics.sync = self._sync
+        self.mechanics.lock = self._lock
         self.firmware_version = firmware_version
         self.bad_packet_reply = bad_packet_reply
         self.occlusion_delay_ns = round(occlusion_delay_s * NS_PER_S)

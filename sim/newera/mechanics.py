@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable
 
 from hal.clock import Clock
@@ -90,6 +91,8 @@ class Mechanics:
         self._contents_scaled = fill * NS_PER_H
         #: Called before reading volumes so the firmware can process due events first.
         self.sync: Callable[[], None] = lambda: None
+        #: Guards reads from other threads (a balance); the firmware shares its own lock here.
+        self.lock: threading.RLock = threading.RLock()
 
     # -- time -----------------------------------------------------------------------------
     @property
@@ -176,7 +179,12 @@ class Mechanics:
         """Physical net volume pushed out of the syringe so far, nL (bias and noise applied).
 
         This is what a balance under the outlet weighs (withdrawal takes liquid back).
+        Safe to call from another thread.
         """
+        with self.lock:
+            return self._actual_delivered_nl()
+
+    def _actual_delivered_nl(self) -> int:
         self.sync()
         gain = 1.0 + self.bias_pct / 100.0
         infused = self._actual_infused(self._infused_scaled / NS_PER_H)

@@ -1,0 +1,188 @@
+"""``itb sim serve``: put a simulated pump (and optionally a balance) online for any client.
+
+The first line on stdout names the pump's endpoint and ends with the device
+path or ``socket://`` URL; with ``--balance`` the second line does the same for
+the balance. Both lines are flushed at once, so a parent process can read them
+and connect. The simulator then runs in real time multiplied by ``--speed``
+until SIGINT or SIGTERM, and exits 0 after closing every port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from types import FrameType
+from typing import Any
+
+from hal.errors import HalUnavailableError
+
+PUMPS = ("ne1000",)
+BALANCES = ("mtsics", "sbi")
+BAUD_RATES = (19200, 9600, 2400, 1200, 300)
+
+
+def _link(text: str) -> tuple[str, int]:
+    """Parse ``pty`` or ``tcp:PORT`` (``tcp`` alone picks a free port)."""
+    if text == "pty":
+        return "pty", 0
+    kind, _, port = text.partition(":")
+    if kind == "tcp":
+        if not port:
+            return "tcp", 0
+        if port.isdigit() and 0 <= int(port) <= 65535:
+            return "tcp", int(port)
+    raise argparse.ArgumentTypeError(f"link (={text!r}) must be 'pty' or 'tcp:PORT' with PORT in [0, 65535]")
+
+
+def _bounded(kind: type, low: float, high: float | None, name: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be a {kind.__name__}") from None
+        if not value >= low or (high is not None and not value <= high):
+            bound = f"[{low}, {high}]" if high is not None else f"> {low}" if low == 0 else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be in {bound}")
+        return value
+
+    return parse
+
+
+def _positive_speed(text: str) -> float:
+    value = _bounded(float, 0.0, None, "speed")(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("speed (=0) must be > 0")
+    return float(value)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``itb sim`` and its ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "sim",
+        help="run simulated devices (a New Era pump, a balance) on a pty or TCP port",
+        description="Simulated devices that speak the exact wire protocols.",
+    )
+    actions = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+    serve = actions.add_parser(
+        "serve",
+        help="serve a simulated pump until SIGINT/SIGTERM",
+        description=(
+            "Serve one simulated pump in real time x --speed. The first stdout line ends with the pump's "
+            "device path or socket:// URL; with --balance the second line ends with the balance's."
+        ),
+    )
+    serve.add_argument("--pump", choices=PUMPS, default="ne1000", help="pump model (default ne1000)")
+    serve.add_argument("--link", type=_link, default=("pty", 0), metavar="pty|tcp:PORT", help="where to serve it")
+    serve.add_argument("--address", type=_bounded(int, 0, 99, "address"), default=0, help="pump address 0-99")
+    serve.add_argument(
+        "--baud", type=int, choices=BAUD_RATES, default=None, help="pace bytes at this baud (8N1); default unpaced"
+    )
+    serve.add_argument(
+        "--safe-timeout",
+        type=_bounded(int, 0, 255, "safe-timeout"),
+        default=0,
+        metavar="S",
+        help="start in Safe mode with an S-second watchdog (0: Basic mode)",
+    )
+    serve.add_argument("--speed", type=_positive_speed, default=1.0, help="virtual seconds per real second")
+    serve.add_argument("--fault", action="append", default=[], metavar="SPEC", help="fault spec (see sim.faults)")
+    serve.add_argument("--trace", default=None, metavar="FILE", help="write a timestamped byte trace")
+    serve.add_argument("--balance", choices=BALANCES, default=None, help="also serve a balance weighing the output")
+    serve.add_argument("--log-traffic", action="store_true", help="print every chunk of traffic to stderr")
+    serve.add_argument("--seed", type=int, default=0, help="seed for delivery noise and random faults")
+    serve.add_argument("--bias-pct", type=float, default=0.0, help="systematic delivery error, percent")
+    serve.add_argument("--noise-pct", type=float, default=0.0, help="random delivery error, percent")
+    serve.add_argument("--diameter-mm", default="8.585", help="syringe inside diameter at start, mm")
+    serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL (starts full)")
+    serve.add_argument(
+        "--no-reset-alarm", action="store_true", help="start without the power-up A?R alarm latched"
+    )
+    serve.set_defaults(func=_serve)
+
+
+_PRINT_LOCK = threading.Lock()
+
+
+def _traffic_printer(label: str, start: float) -> Any:
+    lock = _PRINT_LOCK
+
+    def show(direction: str, data: bytes) -> None:
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
+        with lock:
+            print(f"{time.monotonic() - start:10.4f} {label} {direction} {data.hex(' ')}  |{text}|", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _load_balance_factory() -> Any:
+    try:
+        module = importlib.import_module("sim.balance")
+        return module.create_balance
+    except (ImportError, AttributeError) as exc:
+        raise HalUnavailableError(
+            f"simulated balances are not available (sim.balance.create_balance: {exc}); serve the pump alone"
+        ) from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sim.clock import ScaledClock
+    from sim.endpoints import PtyEndpoint, TcpEndpoint
+    from sim.rig import simulated_pump
+
+    link, port = args.link
+    clock = ScaledClock(args.speed)
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ExitStack() as stack:
+            rig = stack.enter_context(
+                simulated_pump(
+                    link,
+                    clock=clock,
+                    address=args.address,
+                    seed=args.seed,
+                    faults=args.fault,
+                    trace_path=args.trace,
+                    pace_baud=args.baud,
+                    port=port,
+                    on_traffic=_traffic_printer("pump", started) if args.log_traffic else None,
+                    safe_timeout_s=args.safe_timeout,
+                    bias_pct=args.bias_pct,
+                    noise_pct=args.noise_pct,
+                    syringe_diameter_mm=args.diameter_mm,
+                    syringe_volume_ml=args.syringe_ml,
+                    power_on_alarm=not args.no_reset_alarm,
+                )
+            )
+            if args.baud is not None:
+                rig.device.baud = args.baud
+            speed = f" at {args.speed:g}x" if args.speed != 1 else ""
+            print(f"{args.pump} address {args.address}{speed} on {rig.url}", flush=True)
+            if args.balance is not None:
+                create_balance = _load_balance_factory()
+                balance = create_balance(args.balance, clock, rig.device.mechanics.actual_delivered_nl, seed=args.seed)
+                traffic = _traffic_printer("balance", started) if args.log_traffic else None
+                endpoint = (
+                    PtyEndpoint(balance, on_traffic=traffic)
+                    if link == "pty"
+                    else TcpEndpoint(balance, port=0, on_traffic=traffic)
+                )
+                stack.callback(endpoint.close)
+                print(f"{args.balance} balance on {endpoint.url}", flush=True)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("itb sim serve: stopped", file=sys.stderr, flush=True)
+    return 0

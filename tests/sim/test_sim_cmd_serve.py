@@ -1,0 +1,120 @@
+"""``itb sim serve`` end to end: a real subprocess, a real pty or socket, SIGTERM, clean exit."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import serial
+
+from hal.newera.framing import encode_safe
+from hil import cli
+
+
+@contextmanager
+def serve(*extra: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``itb sim serve``; yield the process and the URL lines it printed first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "sim", "serve", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip()]
+        if "--balance" in extra:
+            lines.append(proc.stdout.readline().strip())
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_serve_on_a_pty_answers_and_stops_cleanly_on_sigterm() -> None:
+    with serve("--address", "3", "--log-traffic") as (proc, lines):
+        url = lines[0].split()[-1]
+        assert url.startswith("/dev/pts/"), lines
+        port = serial.serial_for_url(url, timeout=10)
+        try:
+            port.write(b"3\r")
+            assert port.read_until(b"\x03") == b"\x0203A?R\x03"
+            port.write(b"3VER\r")
+            assert port.read_until(b"\x03") == b"\x0203SNE1000V3.928\x03"
+        finally:
+            port.close()
+        err = stop(proc)
+    assert "pump RX 33 56 45 52 0d" in err
+    assert "stopped" in err
+
+
+def test_serve_on_tcp_in_safe_mode_with_a_fault_stops_on_sigint() -> None:
+    with serve("--link", "tcp:0", "--safe-timeout", "30", "--no-reset-alarm", "--fault", "lost-reply:match=VER") as (
+        proc,
+        lines,
+    ):
+        url = lines[0].split()[-1]
+        assert url.startswith("socket://127.0.0.1:"), lines
+        port = serial.serial_for_url(url, timeout=10)
+        try:
+            port.write(encode_safe(b"0VER"))
+            port.write(encode_safe(b"0"))
+            assert port.read(8) == encode_safe(b"00S"), "the VER reply was lost, the status reply was not"
+        finally:
+            port.close()
+        stop(proc, signal.SIGINT)
+
+
+def test_serve_with_a_balance_prints_its_url_second() -> None:
+    with serve("--balance", "mtsics", "--no-reset-alarm") as (proc, lines):
+        assert lines[0].split()[-1].startswith("/dev/pts/")
+        balance_url = lines[1].split()[-1]
+        assert balance_url.startswith("/dev/pts/"), lines
+        port = serial.serial_for_url(balance_url, timeout=10)
+        try:
+            port.write(b"SI\r\n")
+            reply = port.read_until(b"\r\n")
+            assert reply.startswith(b"S ") and reply.endswith(b" g\r\n"), reply
+        finally:
+            port.close()
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--link", "serial"],
+        ["--link", "tcp:70000"],
+        ["--address", "100"],
+        ["--speed", "0"],
+        ["--safe-timeout", "256"],
+        ["--baud", "14400"],
+        ["--pump", "ne500"],
+    ],
+)
+def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["sim", "serve", *argv])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be" in err or "invalid choice" in err
+
+
+def test_bad_fault_spec_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sim", "serve", "--fault", "explode"]) == 2
+    assert "fault kind" in capsys.readouterr().err
