@@ -33,9 +33,18 @@ from typing import IO
 
 import serial
 
+try:
+    import termios
+except ImportError:  # not POSIX
+    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = ()
+else:
+    _TERMIOS_ERRORS = (termios.error,)
+
 from hal.clock import NS_PER_S, Clock, SystemClock
 from hal.errors import CommunicationError, ConfigError, ConnectError, LinkTimeoutError, StateError
 
+#: Exceptions a failing port raises (termios.error is not an OSError).
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
 #: Baud rates a serial URL may be opened at.
 STANDARD_BAUDRATES: tuple[int, ...] = (300, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 #: Parity letters pyserial understands.
@@ -158,7 +167,7 @@ class SerialLink:
             try:
                 if port is not None:
                     port.close()
-            except (serial.SerialException, OSError):
+            except PORT_ERRORS:
                 pass  # closing a port whose device vanished: nothing left to release
             finally:
                 if self.trace is not None:
@@ -210,7 +219,7 @@ class SerialLink:
                 port.flush()
             except serial.SerialTimeoutException as exc:
                 raise LinkTimeoutError(f"write to {self.url} timed out") from exc
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise CommunicationError(f"write to {self.url} failed: {exc}") from exc
             if written is not None and written != len(data):
                 raise CommunicationError(f"write to {self.url} sent {written} of {len(data)} bytes")
@@ -228,7 +237,7 @@ class SerialLink:
             port = self._require_port()
             try:
                 data = bytes(port.read(size))
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise CommunicationError(f"read from {self.url} failed: {exc}") from exc
             self._trace_rx(data, f"timeout reading {size} byte(s)" if len(data) < size else None)
             return data
@@ -247,7 +256,7 @@ class SerialLink:
             port = self._require_port()
             try:
                 data = bytes(port.read_until(terminator, size))
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise CommunicationError(f"read from {self.url} failed: {exc}") from exc
             complete = data.endswith(terminator) or (size is not None and len(data) >= size)
             self._trace_rx(data, None if complete else f"timeout waiting for {terminator.hex(' ')}")
@@ -268,7 +277,7 @@ class SerialLink:
             port = self._require_port()
             try:
                 port.reset_input_buffer()
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise CommunicationError(f"flush of {self.url} failed: {exc}") from exc
 
     @property
@@ -280,7 +289,7 @@ class SerialLink:
         port = self._require_port()
         try:
             return int(port.in_waiting)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise CommunicationError(f"status of {self.url} failed: {exc}") from exc
 
     def note(self, text: str) -> None:
@@ -348,7 +357,7 @@ def open_serial(
             timeout=timeout_s,
             write_timeout=write_timeout_s,
         )
-    except (serial.SerialException, OSError, ValueError) as exc:
+    except (*PORT_ERRORS, ValueError) as exc:
         raise ConnectError(f"cannot open {url}: {exc}") from exc
     trace = None
     if trace_path is not None:
