@@ -253,6 +253,18 @@ def analyse(samples: Sequence[WeightSample], settings: AnalysisSettings) -> Accu
     total = len(samples)
     if total < 2:
         raise InsufficientDataError(RefusalReason.TOO_SHORT, f"{total} sample(s); at least 2 are needed")
+    if settings.analysis_start_s is None:
+        start_index = (total - 1) // 2
+    else:
+        start_index = settings.analysis_start_s // settings.interval_s
+    period_flows = max(0, total - 1 - start_index)
+    smallest_p = min(settings.windows_min) * 60 // settings.interval_s
+    if period_flows < smallest_p:
+        raise InsufficientDataError(
+            RefusalReason.TOO_SHORT,
+            f"the analysis period holds {period_flows} flows (run {(total - 1) * settings.interval_s} s, period "
+            f"from {start_index * settings.interval_s} s); the {min(settings.windows_min)} min window needs {smallest_p}",
+        )
     present = [s for s in samples if s.mass_ug is not None]
     missing = total - len(present)
     unstable = sum(1 for s in present if not s.stable)
@@ -289,19 +301,7 @@ def analyse(samples: Sequence[WeightSample], settings: AnalysisSettings) -> Accu
         volume_ml = (after - before) / settings.density_g_per_ml / UG_PER_G
         flows.append(FlowPoint(elapsed_s, volume_ml / interval_h))
 
-    run_s = (total - 1) * settings.interval_s
-    if settings.analysis_start_s is None:
-        start_index = (total - 1) // 2
-    else:
-        start_index = settings.analysis_start_s // settings.interval_s
     analysis_flows = tuple(flows[start_index:])
-    smallest_p = min(settings.windows_min) * 60 // settings.interval_s
-    if len(analysis_flows) < smallest_p:
-        raise InsufficientDataError(
-            RefusalReason.TOO_SHORT,
-            f"the analysis period holds {len(analysis_flows)} flows (run {run_s} s, period from "
-            f"{start_index * settings.interval_s} s); the {min(settings.windows_min)} min window needs {smallest_p}",
-        )
     rate = settings.rate_ml_per_h
     errors = [None if f.flow_ml_per_h is None else (f.flow_ml_per_h - rate) / rate for f in analysis_flows]
     known = [e for e in errors if e is not None]

@@ -279,9 +279,11 @@ def measure(
     checks.append(SetupCheck("rate read back", True, f"{rate_result.value} nL/h"))
     initial = balance.read_stable(timeout_s=config.stable_timeout_s)
     checks.append(SetupCheck("balance stable", True, f"{initial.mass_ug} µg, last digit {initial.resolution_ug} µg"))
-    tare_ug = balance.tare() if config.tare else 0
+    tare_ug = 0
     if config.tare:
-        checks.append(SetupCheck("balance tared", True, f"tare {tare_ug} µg"))
+        tare_ug = balance.tare()
+        settled = balance.read_stable(timeout_s=config.stable_timeout_s)
+        checks.append(SetupCheck("balance tared", True, f"tare {tare_ug} µg, then {settled.mass_ug} µg stable"))
     pump.clear_dispensed()
     samples: list[RawSample] = []
     stopped_early = ""

@@ -1,0 +1,167 @@
+"""``itb hil accuracy`` end to end on simulated rigs in virtual time, and the procedure's refusals.
+
+Noise bound of the mean error. A = 100 (Qbar - r)/r uses the weights at the
+start and end of the analysis hour, so its random error comes from two
+readings: each has the balance noise (SD ``sigma``) and the display rounding
+(uniform over one digit, SD ``res/sqrt(12)``). Relative to the mass M
+delivered in the hour, its standard deviation is::
+
+    sd(A) = 100 * sqrt(2) * sqrt(sigma**2 + res**2/12) / M      [percentage points]
+
+and pump delivery noise (SD ``n`` % per 1000 nL chunk, V nL in the hour)
+adds ``n / sqrt(V / 1000)``. The tests allow 6 standard deviations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hal.errors import CapabilityError, ConfigError
+from hil.cli import main
+from hil.gravimetric.analysis import InsufficientDataError, RefusalReason
+from hil.gravimetric.procedure import run_accuracy
+from hil.gravimetric.simrig import simulated_accuracy_rig
+
+DENSITY_20C = 0.998207
+
+
+def mean_error_bound_pct(rate_nl_per_h: int, bias_pct: float, *, sigma_ug: float, res_ug: int, pump_noise_pct: float = 0.0) -> float:
+    mass_ug = rate_nl_per_h * (1 + bias_pct / 100) * DENSITY_20C
+    balance_sd = 100 * math.sqrt(2) * math.sqrt(sigma_ug**2 + res_ug**2 / 12) / mass_ug
+    pump_sd = pump_noise_pct / math.sqrt(rate_nl_per_h / 1000)
+    return 6 * math.hypot(balance_sd, pump_sd)
+
+
+def test_cli_reports_the_injected_bias_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report"
+    status = main(
+        [
+            "hil", "accuracy", "--pump", "sim", "--balance", "sim:mtsics", "--rate", "1.2mL/h",
+            "--syringe", "14.5mm", "--bias-pct", "3", "--balance-noise-ug", "5", "--report", str(report), "--json",
+        ]
+    )
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    analysis = summary["analysis"]
+    bound = mean_error_bound_pct(1_200_000, 3.0, sigma_ug=5.0, res_ug=10)
+    assert abs(analysis["mean_error_pct"] - 3.0) <= bound
+    assert analysis["samples"] == 241
+    assert [point["window_min"] for point in analysis["trumpet"]] == [2, 5, 11, 19, 31]
+    assert [point["m"] for point in analysis["trumpet"]] == [117, 111, 99, 83, 59]
+    for point in analysis["trumpet"]:
+        assert point["min_error_pct"] <= analysis["mean_error_pct"] + 1e-9
+        assert point["max_error_pct"] >= analysis["mean_error_pct"] - 1e-9
+    for name in ("report.html", "summary.json", "samples.csv", "startup.png", "trumpet.png", "pump_trace.txt", "balance_trace.txt"):
+        assert (report / name).stat().st_size > 0, name
+    assert (report / "startup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((report / "summary.json").read_text())["result"] == "reported"
+    assert len((report / "samples.csv").read_text().splitlines()) == 242
+    assert "mean error A" in (report / "report.html").read_text()
+
+
+def test_sbi_rig_with_pump_noise_over_a_pty(tmp_path: Path) -> None:
+    with simulated_accuracy_rig(
+        "sbi", link="pty", seed=4, bias_pct=-2.0, noise_pct=1.0, balance_options={"noise_ug": 5.0}
+    ) as rig:
+        result = run_accuracy(
+            rig.pump_url,
+            rig.balance_url,
+            600_000,
+            syringe_diameter_mm=14.5,
+            clock=rig.clock,
+            balance_driver="sbi",
+            duration_s=1800,
+        )
+    # A 30 min run: the analysis period is the second 15 minutes (450 000 nL).
+    bound = mean_error_bound_pct(600_000 // 4, -2.0, sigma_ug=5.0, res_ug=10, pump_noise_pct=1.0)
+    assert result.analysis.analysis_start_s == 900
+    assert abs(result.mean_error_pct + 2.0) <= bound
+    assert [t.window_min for t in result.analysis.trumpet] == [2, 5, 11]
+
+
+def test_unstable_balance_is_refused_not_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with simulated_accuracy_rig("mtsics", balance_options={"disturbances_s": ((600.0, 3000.0),)}) as rig:
+        with pytest.raises(InsufficientDataError) as caught:
+            run_accuracy(
+                rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock,
+                report_dir=tmp_path,
+            )
+    assert caught.value.reason is RefusalReason.UNSTABLE_READINGS
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["result"] == "refused"
+    assert summary["refusal"]["reason"] == "unstable_readings"
+    assert "analysis" not in summary
+    assert not (tmp_path / "trumpet.png").exists()
+    assert (tmp_path / "samples.csv").exists()
+
+
+def test_balance_that_went_backwards_is_refused() -> None:
+    with simulated_accuracy_rig("mtsics") as rig:
+
+        def remove_water(sample: object, total: int) -> None:
+            if getattr(sample, "index") == 100:
+                rig.balance.pan.add_load(-300_000)  # someone lifted 0.3 g off the pan
+
+        with pytest.raises(InsufficientDataError) as caught:
+            run_accuracy(
+                rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock,
+                on_sample=remove_water, max_unstable_fraction=1.0,
+            )
+    assert caught.value.reason is RefusalReason.MASS_DECREASED
+
+
+def test_pump_stall_stops_sampling_and_refuses() -> None:
+    with simulated_accuracy_rig("mtsics") as rig:
+
+        def stall(sample: object, total: int) -> None:
+            if getattr(sample, "index") == 50:
+                rig.pump.inject_stall()
+
+        with pytest.raises(InsufficientDataError) as caught:
+            run_accuracy(
+                rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock, on_sample=stall
+            )
+    assert caught.value.reason is RefusalReason.PUMP_NOT_DELIVERING
+    assert len(caught.value.measurement.samples) == 52  # type: ignore[attr-defined]
+
+
+def test_rate_outside_the_pump_envelope_is_refused_before_the_pump_moves() -> None:
+    with simulated_accuracy_rig("mtsics") as rig:
+        with pytest.raises(CapabilityError):
+            run_accuracy(rig.pump_url, rig.balance_url, 1_000, syringe_diameter_mm=14.5, clock=rig.clock)
+        assert rig.pump.mechanics.actual_delivered_nl() == 0
+
+
+def test_bad_configuration_is_rejected_before_anything_opens() -> None:
+    with pytest.raises(ConfigError) as caught:
+        run_accuracy("/dev/does-not-exist", "/dev/nor-this", 1_200_000, syringe_diameter_mm=14.5, duration_s=100)
+    assert caught.value.field == "duration_s"
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--pump", "sim", "--balance", "/dev/ttyUSB1", "--rate", "1mL/h", "--syringe", "14.5mm"], "--balance"),
+        (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1", "--syringe", "14.5mm"], "--rate"),
+        (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "60mm"], "--syringe"),
+        (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "bd-10ml", "--duration", "2 fortnights"], "--duration"),
+    ],
+)
+def test_cli_rejects_bad_arguments(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hil", "accuracy", *argv]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_cli_refusal_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(
+        [
+            "hil", "accuracy", "--pump", "sim", "--balance", "sim:sbi", "--rate", "1.2mL/h",
+            "--syringe", "14.5mm", "--duration", "1min",
+        ]
+    )
+    assert status == 3
+    assert "too_short" in capsys.readouterr().err
