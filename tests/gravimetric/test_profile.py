@@ -1,0 +1,93 @@
+"""The bench profile is strict, and the unit-bearing CLI strings convert exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import hil
+from hal.errors import ConfigError
+from hil.gravimetric.profile import (
+    SYRINGE_PRESETS_MM,
+    BenchProfile,
+    load_profile,
+    parse_duration_s,
+    parse_profile,
+    parse_rate_nl_per_h,
+    parse_syringe_mm,
+)
+
+EXAMPLE = Path(hil.__file__).parent / "profiles" / "bench.example.toml"
+
+
+def test_the_shipped_example_profile_loads() -> None:
+    profile = load_profile(EXAMPLE)
+    assert profile.pump.url == "/dev/ttyUSB0"
+    assert profile.pump.open_options() == {"baudrate": 19200, "address": 0}
+    assert profile.balance.open_options() == {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    assert profile.syringe_diameter_mm == SYRINGE_PRESETS_MM["bd-10ml"]
+    assert profile.rate_nl_per_h == 500_000
+    assert (profile.duration_s, profile.interval_s, profile.stabilisation_s) == (7200, 30, 0)
+    assert profile.water_temperature_c == 21.5
+
+
+def test_an_empty_profile_gives_nothing() -> None:
+    assert parse_profile("") == BenchProfile()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[pumps]\nurl = 'x'\n", "pumps"),
+        ("[pump]\nport = 'x'\n", "pump.port"),
+        ("[balance]\nbaudrate = '9600'\n", "balance.baudrate"),
+        ("[balance]\nparity = 'X'\n", "balance.parity"),
+        ("[water]\ntemperature = 20\n", "water.temperature"),
+        ("[water]\nevaporation_ug_per_h = -1\n", "water.evaporation_ug_per_h"),
+        ("[test]\nrate = 0.5\n", "test.rate"),
+        ("[test]\nduration = '2 days'\n", "test.duration"),
+        ("[syringe]\nspec = 'huge'\n", "syringe.spec"),
+        ("pump = 3\n", "pump"),
+        ("[pump\n", "profile"),
+    ],
+)
+def test_unknown_keys_and_bad_values_are_rejected_by_name(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_profile(text)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("0.5mL/h", 500_000),
+        ("1.2 mL/h", 1_200_000),
+        ("20uL/h", 20_000),
+        ("20µL/h", 20_000),
+        ("750nL/h", 750),
+        ("0.24mL/day", 10_000),
+    ],
+)
+def test_rates_convert_exactly(text: str, rate: int) -> None:
+    assert parse_rate_nl_per_h(text) == rate
+
+
+@pytest.mark.parametrize("text", ["1", "0mL/h", "0.0000001mL/h", "1L/h", "-1mL/h", "0.25mL/day", 1.0, None])
+def test_bad_rates_are_rejected_not_rounded(text: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate_nl_per_h(text)
+
+
+def test_durations_and_syringes() -> None:
+    assert parse_duration_s("120min") == 7200
+    assert parse_duration_s("30s") == 30
+    assert parse_duration_s("1.5h") == 5400
+    for bad in ("30", "0.5s", "3 days"):
+        with pytest.raises(ConfigError):
+            parse_duration_s(bad)
+    assert parse_syringe_mm("BD-10mL") == 14.5
+    assert parse_syringe_mm("14.57mm") == 14.57
+    for bad in ("0.05mm", "51mm", "14.57", "bd-2ml"):
+        with pytest.raises(ConfigError):
+            parse_syringe_mm(bad)
