@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from cython_ext.errors import KernelConfigError, require_int, require_range
-from cython_ext.units import MS_PER_DAY, MS_PER_H, NG_PER_UG, div_round
+from cython_ext.units import MS_PER_DAY, MS_PER_H, div_round
 
 # Representation limits. They keep every intermediate of the compiled kernel far
 # inside a signed 64-bit integer; they are not clinical limits.
@@ -841,3 +841,69 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
         if not segments or segments[-1][1] != rate:
             segments.append((cut, rate))
     return steps, periodic, tuple(segments)
+
+
+def _check_snapshot(snapshot: object) -> dict:
+    """Validate a ledger snapshot (shared shape for both implementations)."""
+    if not isinstance(snapshot, dict):
+        raise KernelConfigError("snapshot", type(snapshot).__name__, "a dict from Ledger.snapshot()")
+    expected = {"version", "resolution_ms", "latest_minute", "buckets", "committed_pg", "bolus_starts", "last_bolus_start_ms"}
+    if set(snapshot) != expected:
+        raise KernelConfigError("snapshot keys", sorted(snapshot), f"exactly {sorted(expected)}")
+    if snapshot["version"] != SNAPSHOT_VERSION:
+        raise KernelConfigError("snapshot.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
+    if snapshot["resolution_ms"] != LEDGER_RESOLUTION_MS:
+        raise KernelConfigError("snapshot.resolution_ms", snapshot["resolution_ms"], f"{LEDGER_RESOLUTION_MS}")
+    latest = snapshot["latest_minute"]
+    if latest is not None:
+        require_range("snapshot.latest_minute", latest, 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
+    buckets = []
+    previous = None
+    for i, item in enumerate(snapshot["buckets"]):
+        if len(item) != 2 or len(item[1]) != N_KINDS:
+            raise KernelConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
+        minute = require_int(f"snapshot.buckets[{i}].minute", item[0])
+        if latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (previous is not None and minute <= previous):
+            raise KernelConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
+        values = [require_range(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
+        buckets.append((minute, values))
+        previous = minute
+    if len(snapshot["committed_pg"]) != N_KINDS:
+        raise KernelConfigError("snapshot.committed_pg", snapshot["committed_pg"], f"{N_KINDS} ints")
+    committed = [require_range(f"snapshot.committed_pg[{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(snapshot["committed_pg"])]
+    starts = []
+    for i, item in enumerate(snapshot["bolus_starts"]):
+        if len(item) != 2:
+            raise KernelConfigError(f"snapshot.bolus_starts[{i}]", item, "[at_ms, kind]")
+        at = require_range(f"snapshot.bolus_starts[{i}].at_ms", item[0], 0, 2**62, "ms")
+        if starts and at < starts[-1][0]:
+            raise KernelConfigError(f"snapshot.bolus_starts[{i}].at_ms", at, f">= {starts[-1][0]} (in time order)")
+        starts.append((at, _kind(item[1])))
+    if starts and (len(starts) > BOLUS_HISTORY or starts[0][0] <= starts[-1][0] - MS_PER_DAY):
+        raise KernelConfigError("snapshot.bolus_starts", len(starts), f"at most {BOLUS_HISTORY}, all within 24 h of the newest")
+    if len(snapshot["last_bolus_start_ms"]) != N_KINDS:
+        raise KernelConfigError("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], f"{N_KINDS} ints")
+    last = [require_range(f"snapshot.last_bolus_start_ms[{k}]", v, -1, 2**62, "ms") for k, v in enumerate(snapshot["last_bolus_start_ms"])]
+    return {
+        "latest_minute": latest,
+        "buckets": buckets,
+        "committed_pg": committed,
+        "bolus_starts": starts,
+        "last_bolus_start_ms": last,
+    }
+
+
+def _prune_history(history: list[tuple[int, int]], now_ms: int) -> list[tuple[int, int]]:
+    """Drop dose-history entries no future titration check can need.
+
+    Keeps the newest entry in effect at ``now_ms - 24 h`` and everything after it.
+    """
+    keep_from = 0
+    for i, (at, _dose) in enumerate(history):
+        if at <= now_ms - MS_PER_DAY:
+            keep_from = i
+    return history[keep_from:]
+
+
+#: Decisions older than this cannot be applied, ms.
+MAX_DECISION_AGE_MS = 60_000

@@ -1,0 +1,1155 @@
+# cython: language_level=3
+"""Compiled safety kernel: the implementation the package uses.
+
+Same behaviour and API as the pure-Python twin ``_kernel_py`` (documented in
+``kernel.pyi``), proven equal by differential tests. What differs is speed:
+
+- :class:`Programme` keeps its rate function in C arrays with prefix integrals,
+  so the volume between two times costs two binary searches.
+- :class:`Ledger` is a ring of 1440 one-minute buckets per delivery kind in C
+  arrays, with a running window total; totals are O(1) when time moves forward
+  minute by minute.
+- :class:`SafetyKernel` caches every limit as a C integer, collects reasons in a
+  bit mask, and projects the 24 h windows with an O(1) conservative test first
+  (everything still inside the window now + everything committed + this request
+  + a full day of basal); the exact minute-by-minute scan runs only when that
+  test fails, i.e. near the cap. Both give the same answer by construction.
+
+Compiler directives (``setup.py``): bounds checking and wraparound stay on, and
+``cdivision`` stays off, so C integer division keeps Python's floor semantics and
+division by zero raises. Every input is range-checked before it reaches a C
+integer, so no intermediate can overflow 64 bits (see the ``MAX_*`` constants).
+"""
+
+from cython_ext._common import *  # re-export the shared API
+from cython_ext._common import (
+    ALL_REASONS,
+    BOLUS_HISTORY,
+    COUNTED_BOLUS_KINDS,
+    DEFAULT_LIBRARY,
+    DISCONTINUE_AUTHORISATION,
+    LEDGER_RESOLUTION_MS,
+    MAX_BUCKET_PG,
+    MAX_RECORD_PG,
+    N_KINDS,
+    REASON_INDEX,
+    SNAPSHOT_VERSION,
+    SOFT_REASONS,
+    WINDOW_BUCKETS,
+    Decision,
+    DeliveryKind,
+    DrugLimits,
+    PatientCaps,
+    PumpEnvelope,
+    Reason,
+    Request,
+    RequestKind,
+    TitrationStep,
+    check_caps_against_limits,
+    check_programme_shape,
+    plan_titration,
+    MAX_DECISION_AGE_MS,
+    _check_snapshot,
+    _prune_history,
+)
+from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.units import div_round
+
+IMPLEMENTATION = "compiled"
+
+ctypedef long long i64
+
+cdef enum:
+    MAX_SEGMENTS = 64
+    NK = 8
+    RING = 1440
+    HIST = 256
+    BLOCK = 90
+    NBLK = 17
+
+cdef i64 RES = 60000
+cdef i64 DAY = 86400000
+cdef i64 HOUR = 3600000
+cdef i64 C_MAX_BUCKET = 10 ** 14
+cdef i64 C_MAX_RECORD = 10 ** 13
+
+# Request and delivery kinds as C constants (values fixed in _common).
+cdef int K_RATE = 1, K_PROG = 2, K_BOLUS = 3, K_CONC = 4, K_DISC = 5, K_MIN = 6
+cdef int D_CLIN = 2, D_PAT = 3, D_BRIDGE = 6
+
+# Reason bit positions (index into ALL_REASONS).
+cdef int R_NO_PROGRAMME = REASON_INDEX[Reason.NO_PROGRAMME]
+cdef int R_SCREENING_ONLY = REASON_INDEX[Reason.SCREENING_ONLY]
+cdef int R_CLOCK = REASON_INDEX[Reason.CLOCK_BEHIND_LEDGER]
+cdef int R_CONC_NOT_IN_LIB = REASON_INDEX[Reason.CONCENTRATION_NOT_IN_LIBRARY]
+cdef int R_CONC_CHANGED = REASON_INDEX[Reason.CONCENTRATION_CHANGED]
+cdef int R_CONC_UNCHANGED = REASON_INDEX[Reason.CONCENTRATION_UNCHANGED]
+cdef int R_BRIDGE_MISSING = REASON_INDEX[Reason.BRIDGE_PLAN_MISSING]
+cdef int R_DOSE_BELOW_HARD = REASON_INDEX[Reason.DOSE_BELOW_HARD]
+cdef int R_DOSE_BELOW_SOFT = REASON_INDEX[Reason.DOSE_BELOW_SOFT]
+cdef int R_DOSE_ABOVE_SOFT = REASON_INDEX[Reason.DOSE_ABOVE_SOFT]
+cdef int R_DOSE_ABOVE_HARD = REASON_INDEX[Reason.DOSE_ABOVE_HARD]
+cdef int R_DOSE_ABOVE_RX = REASON_INDEX[Reason.DOSE_ABOVE_PRESCRIPTION_CAP]
+cdef int R_RATE_ZERO = REASON_INDEX[Reason.RATE_ZERO]
+cdef int R_RATE_BELOW_HARD = REASON_INDEX[Reason.RATE_BELOW_HARD]
+cdef int R_RATE_BELOW_SOFT = REASON_INDEX[Reason.RATE_BELOW_SOFT]
+cdef int R_RATE_ABOVE_SOFT = REASON_INDEX[Reason.RATE_ABOVE_SOFT]
+cdef int R_RATE_ABOVE_HARD = REASON_INDEX[Reason.RATE_ABOVE_HARD]
+cdef int R_RATE_BELOW_PUMP = REASON_INDEX[Reason.RATE_BELOW_PUMP_MIN]
+cdef int R_RATE_ABOVE_PUMP = REASON_INDEX[Reason.RATE_ABOVE_PUMP_MAX]
+cdef int R_RATE_STEP = REASON_INDEX[Reason.RATE_NOT_PUMP_STEP]
+cdef int R_RATE_BELOW_MIN = REASON_INDEX[Reason.RATE_BELOW_MINIMUM_RATE]
+cdef int R_TIT_CAP = REASON_INDEX[Reason.TITRATION_CAP_EXCEEDED]
+cdef int R_TIT_INTERVAL = REASON_INDEX[Reason.TITRATION_INTERVAL]
+cdef int R_DECREASE = REASON_INDEX[Reason.DECREASE_NEEDS_CONFIRMATION]
+cdef int R_BOLUS_DISABLED = REASON_INDEX[Reason.BOLUS_DISABLED]
+cdef int R_BOLUS_BELOW_HARD = REASON_INDEX[Reason.BOLUS_BELOW_HARD]
+cdef int R_BOLUS_BELOW_SOFT = REASON_INDEX[Reason.BOLUS_BELOW_SOFT]
+cdef int R_BOLUS_ABOVE_SOFT = REASON_INDEX[Reason.BOLUS_ABOVE_SOFT]
+cdef int R_BOLUS_ABOVE_HARD = REASON_INDEX[Reason.BOLUS_ABOVE_HARD]
+cdef int R_BOLUS_ABOVE_RX = REASON_INDEX[Reason.BOLUS_ABOVE_PRESCRIPTION_MAX]
+cdef int R_LOCKOUT = REASON_INDEX[Reason.BOLUS_LOCKOUT]
+cdef int R_COUNT = REASON_INDEX[Reason.BOLUS_COUNT]
+cdef int R_BOLUS_RATE = REASON_INDEX[Reason.BOLUS_RATE_ABOVE_PUMP_MAX]
+cdef int R_PRIMING = REASON_INDEX[Reason.PRIMING_VOLUME_ABOVE_MAX]
+cdef int R_CAP_24H = REASON_INDEX[Reason.DOSE_CAP_24H]
+cdef int R_DISC_AUTH = REASON_INDEX[Reason.DISCONTINUE_NOT_AUTHORISED]
+cdef int R_TAPER = REASON_INDEX[Reason.TAPER_INCOMPLETE]
+cdef int R_MIN_ABOVE = REASON_INDEX[Reason.MINIMUM_RATE_ABOVE_CURRENT]
+
+cdef tuple _ALL_REASONS = ALL_REASONS
+cdef unsigned long long _SOFT_MASK = 0
+for _code in SOFT_REASONS:
+    _SOFT_MASK |= (<unsigned long long>1) << REASON_INDEX[_code]
+assert len(ALL_REASONS) <= 64
+
+_tuple_new = tuple.__new__
+_EMPTY = ()
+
+
+cdef inline unsigned long long bit(int index):
+    return (<unsigned long long>1) << index
+
+
+cdef inline i64 ceil_div(i64 a, i64 b):
+    """Ceiling of a / b for a >= 0, b > 0."""
+    return -((-a) // b)
+
+
+cdef inline i64 mass_pg_of(i64 vnum, i64 conc):
+    """ceil(vnum * conc / HOUR) without forming the full product."""
+    cdef i64 q = vnum // HOUR
+    cdef i64 r = vnum - q * HOUR
+    return q * conc + ceil_div(r * conc, HOUR)
+
+
+cdef inline int classify(object bounds, i64 value):
+    if value < bounds[0]:
+        return -2
+    if value > bounds[3]:
+        return 2
+    if value < bounds[1]:
+        return -1
+    if value > bounds[2]:
+        return 1
+    return 0
+
+
+cdef tuple codes_of(unsigned long long mask):
+    if mask == 0:
+        return _EMPTY
+    cdef list out = []
+    cdef int i
+    for i in range(64):
+        if mask & bit(i):
+            out.append(_ALL_REASONS[i])
+    return tuple(out)
+
+
+cdef int check_kind(object kind) except -1:
+    cdef object k = require_int("kind", kind)
+    if not 0 <= k < NK:
+        raise KernelConfigError("kind", k, f"a DeliveryKind in [0, {N_KINDS - 1}]")
+    return <int>k
+
+
+# ---------------------------------------------------------------------------------------------
+# Programme
+
+
+cdef class Programme:
+    """A delivery programme: a rate function over a repeating 24 h day, at one concentration.
+
+    :param steps: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` flex steps, contiguous from
+        0 and covering exactly 24 h (one step = simple continuous), at most 13.
+    :param concentration_ug_per_ml: concentration, µg/mL.
+    :param periodic_boluses: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` extra rates on top of
+        the steps, inside one day, not overlapping.
+    :param anchor_ms: monotonic time at which day offset 0 falls, ms.
+    :raises KernelConfigError: on gaps, overlaps or out-of-range numbers.
+    """
+
+    cdef readonly tuple steps
+    cdef readonly tuple periodic_boluses
+    cdef readonly tuple segments
+    cdef readonly object concentration_ug_per_ml
+    cdef readonly object anchor_ms
+    cdef i64 conc
+    cdef i64 anchor
+    cdef int nseg
+    cdef i64 starts[MAX_SEGMENTS]
+    cdef i64 rates[MAX_SEGMENTS]
+    cdef i64 cum[MAX_SEGMENTS + 1]
+    cdef i64 day
+    cdef i64 max_rate
+    cdef i64 min_rate
+
+    def __init__(self, steps, concentration_ug_per_ml, *, periodic_boluses=(), anchor_ms=0):
+        self.steps, self.periodic_boluses, self.segments = check_programme_shape(
+            steps, periodic_boluses, concentration_ug_per_ml, anchor_ms
+        )
+        if len(self.segments) > MAX_SEGMENTS:
+            raise KernelConfigError("segments", len(self.segments), f"<= {MAX_SEGMENTS}")
+        self.concentration_ug_per_ml = concentration_ug_per_ml
+        self.anchor_ms = anchor_ms
+        self.conc = concentration_ug_per_ml
+        self.anchor = anchor_ms
+        self.nseg = len(self.segments)
+        cdef int i
+        cdef i64 end
+        self.cum[0] = 0
+        self.max_rate = 0
+        self.min_rate = 2 ** 62
+        for i in range(self.nseg):
+            self.starts[i] = self.segments[i][0]
+            self.rates[i] = self.segments[i][1]
+        for i in range(self.nseg):
+            end = self.starts[i + 1] if i + 1 < self.nseg else DAY
+            self.cum[i + 1] = self.cum[i] + self.rates[i] * (end - self.starts[i])
+            if self.rates[i] > self.max_rate:
+                self.max_rate = self.rates[i]
+            if self.rates[i] < self.min_rate:
+                self.min_rate = self.rates[i]
+        self.day = self.cum[self.nseg]
+
+    @classmethod
+    def continuous(cls, rate_nl_per_h, concentration_ug_per_ml, *, anchor_ms=0):
+        """Simple continuous programme at one rate, nL/h."""
+        return cls([(0, DAY, rate_nl_per_h)], concentration_ug_per_ml, anchor_ms=anchor_ms)
+
+    cdef inline int _segment(self, i64 offset):
+        cdef int lo = 0, hi = self.nseg - 1, mid
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    cdef inline i64 _prefix(self, i64 offset):
+        cdef int i = self._segment(offset)
+        return self.cum[i] + self.rates[i] * (offset - self.starts[i])
+
+    cdef i64 _vnum(self, i64 t0, i64 t1):
+        cdef i64 o0 = (t0 - self.anchor) % DAY
+        cdef i64 o1 = o0 + (t1 - t0)
+        return (o1 // DAY) * self.day + self._prefix(o1 % DAY) - self._prefix(o0)
+
+    def rate_at(self, t_ms):
+        """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
+        cdef i64 t = require_int("t_ms", t_ms)
+        return self.rates[self._segment((t - self.anchor) % DAY)]
+
+    def next_boundary(self, t_ms):
+        """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
+        cdef i64 t = require_int("t_ms", t_ms)
+        if self.nseg == 1:
+            return None
+        cdef i64 day_start = t - (t - self.anchor) % DAY
+        cdef i64 at
+        cdef int d, i
+        for d in range(2):
+            for i in range(self.nseg):
+                if i == 0 and self.rates[self.nseg - 1] == self.rates[0]:
+                    continue
+                at = day_start + d * DAY + self.starts[i]
+                if at > t:
+                    return at
+        return None
+
+    def volume_numerator(self, t0_ms, t1_ms):
+        """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
+        if t1_ms < t0_ms:
+            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        return self._vnum(t0_ms, t1_ms)
+
+    def delivered_pg(self, t0_ms, t1_ms):
+        """Drug mass the programme delivers in ``[t0_ms, t1_ms)``, pg, rounded up."""
+        if t1_ms < t0_ms:
+            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        return mass_pg_of(self._vnum(t0_ms, t1_ms), self.conc)
+
+    def daily_total_nl(self):
+        """Volume over one 24 h day, nL, rounded up."""
+        return ceil_div(self.day, HOUR)
+
+    cdef inline i64 _daily_pg(self):
+        return mass_pg_of(self.day, self.conc)
+
+    def daily_total_pg(self):
+        """Drug mass over one 24 h day (steps and periodic boluses), pg, rounded up."""
+        return self._daily_pg()
+
+    def daily_total_ng(self):
+        """Drug mass over one 24 h day, ng/day, rounded up."""
+        return ceil_div(self._daily_pg(), 1000)
+
+    @property
+    def max_rate_nl_per_h(self):
+        """Highest rate anywhere in the day, nL/h."""
+        return self.max_rate
+
+    @property
+    def min_rate_nl_per_h(self):
+        """Lowest rate anywhere in the day, nL/h."""
+        return self.min_rate
+
+    def key(self):
+        """Canonical value: equal keys mean equal programmes, across implementations."""
+        return (self.steps, self.periodic_boluses, self.concentration_ug_per_ml, self.anchor_ms)
+
+    def __eq__(self, other):
+        return hasattr(other, "key") and hasattr(other, "segments") and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __repr__(self):
+        return (
+            f"Programme(steps={self.steps!r}, concentration_ug_per_ml={self.concentration_ug_per_ml}, "
+            f"periodic_boluses={self.periodic_boluses!r}, anchor_ms={self.anchor_ms})"
+        )
+
+    def __reduce__(self):
+        return (_rebuild_programme, (self.steps, self.concentration_ug_per_ml, self.periodic_boluses, self.anchor_ms))
+
+
+def _rebuild_programme(steps, concentration_ug_per_ml, periodic_boluses, anchor_ms):
+    return Programme(steps, concentration_ug_per_ml, periodic_boluses=periodic_boluses, anchor_ms=anchor_ms)
+
+
+cdef Programme as_programme(object p):
+    if isinstance(p, Programme):
+        return <Programme>p
+    return Programme(p.steps, p.concentration_ug_per_ml, periodic_boluses=p.periodic_boluses, anchor_ms=p.anchor_ms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ledger
+
+
+cdef class Ledger:
+    """Rolling 24 h record of drug delivered and committed, in picograms, at one-minute resolution.
+
+    An amount recorded at time ``t`` lands in minute ``t // 60000`` and counts in the
+    24 h totals of every minute from that one to 1439 minutes later. Committed
+    amounts (authorised, not yet reported delivered) count in every total until
+    released. Bolus starts are kept for lockout and count checks.
+    """
+
+    cdef i64 buckets[RING][NK]
+    cdef i64 btotal[RING]
+    cdef i64 tags[RING]
+    cdef bint has_latest
+    cdef i64 latest
+    cdef i64 window_total
+    cdef i64 committed[NK]
+    cdef i64 start_at[HIST]
+    cdef int start_kind[HIST]
+    cdef int start_first
+    cdef int start_count
+    cdef i64 last_start[NK]
+    # Sums over 90-minute blocks of absolute minutes (block b = minute // 90), for the
+    # kernel's fast projection bound; a window of 1440 minutes touches at most 17 blocks.
+    cdef i64 bsum[NBLK]
+    cdef i64 btag[NBLK]
+
+    def __cinit__(self):
+        cdef int i, k
+        for i in range(RING):
+            self.tags[i] = -1
+            self.btotal[i] = 0
+            for k in range(NK):
+                self.buckets[i][k] = 0
+        for k in range(NK):
+            self.committed[k] = 0
+            self.last_start[k] = -1
+        for i in range(NBLK):
+            self.bsum[i] = 0
+            self.btag[i] = -(2 ** 62)
+        self.has_latest = False
+        self.latest = 0
+        self.window_total = 0
+        self.start_first = 0
+        self.start_count = 0
+
+    @property
+    def latest_minute(self):
+        """Newest minute recorded (``t_ms // 60000``), or ``None`` for an empty ledger."""
+        return self.latest if self.has_latest else None
+
+    cdef void _advance(self, i64 minute):
+        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets."""
+        cdef i64 x, first
+        cdef int slot, k
+        first = minute - RING + 1
+        if self.has_latest and self.latest + 1 > first:
+            first = self.latest + 1
+        cdef i64 old, b
+        for x in range(first, minute + 1):
+            slot = x % RING
+            old = self.tags[slot]
+            if old >= 0:
+                self.window_total -= self.btotal[slot]
+                b = old // BLOCK
+                if self.btag[b % NBLK] == b:
+                    self.bsum[b % NBLK] -= self.btotal[slot]
+            b = x // BLOCK
+            if self.btag[b % NBLK] != b:
+                self.btag[b % NBLK] = b
+                self.bsum[b % NBLK] = 0
+            self.tags[slot] = x
+            self.btotal[slot] = 0
+            for k in range(NK):
+                self.buckets[slot][k] = 0
+        self.latest = minute
+        self.has_latest = True
+
+    def record(self, kind, mass_pg, at_ms):
+        """Record drug delivered.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered, pg (``volume_nl * concentration_ug_per_ml``).
+        :param at_ms: monotonic time of delivery, ms; may not be older than the window.
+        :raises KernelConfigError: for negative amounts, a time before the window, or overflow.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef i64 minute = at // RES
+        if self.has_latest and minute <= self.latest - RING:
+            raise KernelConfigError(
+                "at_ms", at_ms, f">= {(self.latest - RING + 1) * RES} ms (inside the 24 h window)"
+            )
+        cdef int slot = minute % RING
+        cdef i64 before = 0
+        if self.has_latest and minute <= self.latest:
+            before = self.buckets[slot][k]
+        if before + mass > C_MAX_BUCKET:
+            raise KernelConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
+        if not self.has_latest or minute > self.latest:
+            self._advance(minute)
+        self.buckets[slot][k] += mass
+        self.btotal[slot] += mass
+        self.window_total += mass
+        self.bsum[(minute // BLOCK) % NBLK] += mass
+
+    def record_volume(self, kind, volume_nl, concentration_ug_per_ml, at_ms):
+        """Record a delivered volume at a concentration; return the mass recorded, pg."""
+        volume_nl = require_range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
+        conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10 ** 6, "µg/mL")
+        mass = volume_nl * conc
+        self.record(kind, mass, at_ms)
+        return mass
+
+    def commit(self, kind, mass_pg):
+        """Add an authorised, not yet delivered amount; it counts in every total until released."""
+        cdef int k = check_kind(kind)
+        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        if self.committed[k] + mass > C_MAX_BUCKET:
+            raise KernelConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - self.committed[k]} pg")
+        self.committed[k] += mass
+
+    def release(self, kind, mass_pg):
+        """Remove a committed amount (delivered and recorded, or cancelled).
+
+        :raises KernelConfigError: if more than is committed for ``kind`` would be released.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 mass = require_range("mass_pg", mass_pg, 0, self.committed[k], "pg")
+        self.committed[k] -= mass
+
+    cdef inline i64 _committed_total(self):
+        cdef i64 total = 0
+        cdef int k
+        for k in range(NK):
+            total += self.committed[k]
+        return total
+
+    def committed_pg(self, kind=None):
+        """Outstanding committed amount, pg (all kinds, or one)."""
+        if kind is None:
+            return self._committed_total()
+        return self.committed[check_kind(kind)]
+
+    def record_bolus_start(self, kind, at_ms):
+        """Remember that a bolus started (for lockout and count); starts must not go back in time.
+
+        :raises KernelConfigError: for a time before the newest start, or more than 256 starts in 24 h.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef int newest
+        if self.start_count:
+            newest = (self.start_first + self.start_count - 1) % HIST
+            if at < self.start_at[newest]:
+                raise KernelConfigError("at_ms", at_ms, f">= {self.start_at[newest]} ms (newest bolus start)")
+        while self.start_count and self.start_at[self.start_first] <= at - DAY:
+            self.start_first = (self.start_first + 1) % HIST
+            self.start_count -= 1
+        if self.start_count >= HIST:
+            raise KernelConfigError("bolus starts in 24 h", self.start_count + 1, f"<= {BOLUS_HISTORY}")
+        cdef int slot = (self.start_first + self.start_count) % HIST
+        self.start_at[slot] = at
+        self.start_kind[slot] = k
+        self.start_count += 1
+        self.last_start[k] = at
+
+    cdef int _count(self, i64 now, unsigned int kinds_mask):
+        cdef int i, slot, n = 0
+        for i in range(self.start_count):
+            slot = (self.start_first + i) % HIST
+            if (kinds_mask >> self.start_kind[slot]) & 1 and now - DAY < self.start_at[slot] <= now:
+                n += 1
+        return n
+
+    cdef i64 _last(self, unsigned int kinds_mask):
+        cdef i64 newest = -1
+        cdef int k
+        for k in range(NK):
+            if (kinds_mask >> k) & 1 and self.last_start[k] > newest:
+                newest = self.last_start[k]
+        return newest
+
+    def bolus_count_24h(self, now_ms, kinds=COUNTED_BOLUS_KINDS):
+        """Bolus starts of ``kinds`` in ``(now_ms - 24 h, now_ms]``."""
+        cdef unsigned int mask = 0
+        for k in kinds:
+            mask |= 1u << check_kind(k)
+        return self._count(now_ms, mask)
+
+    def last_bolus_ms(self, kinds=COUNTED_BOLUS_KINDS):
+        """Time of the newest bolus start of ``kinds``, ms, or ``None``."""
+        cdef unsigned int mask = 0
+        for k in kinds:
+            mask |= 1u << check_kind(k)
+        cdef i64 newest = self._last(mask)
+        return None if newest < 0 else newest
+
+    cdef i64 _check_now(self, object now_ms) except -1:
+        cdef i64 now = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
+        cdef i64 minute = now // RES
+        if self.has_latest and minute < self.latest:
+            raise KernelConfigError("now_ms", now_ms, f">= {self.latest * RES} ms (newest record)")
+        return minute
+
+    cdef inline i64 _block(self, i64 b):
+        """Sum of one 90-minute block, 0 if it is not held."""
+        return self.bsum[b % NBLK] if self.btag[b % NBLK] == b else 0
+
+    cdef inline i64 _bucket(self, i64 minute):
+        """Total of one minute's bucket, 0 if it is not held (older than the window or never written)."""
+        if minute < 0:
+            return 0
+        cdef int slot = minute % RING
+        return self.btotal[slot] if self.tags[slot] == minute else 0
+
+    cdef i64 _delivered(self, i64 minute):
+        """Delivered total in the window ending in ``minute`` (>= latest), all kinds."""
+        if not self.has_latest:
+            return 0
+        if minute - self.latest >= RING:
+            return 0
+        cdef i64 total = self.window_total
+        cdef i64 x
+        for x in range(self.latest - RING + 1, minute - RING + 1):
+            total -= self._bucket(x)
+        return total
+
+    def bucket_totals(self, first_minute, last_minute):
+        """Per-minute totals (all kinds), pg, for minutes ``first_minute..last_minute``."""
+        return [self._bucket(m) for m in range(first_minute, last_minute + 1)]
+
+    def delivered_24h_pg(self, now_ms, kind=None):
+        """Delivered in the 24 h window ending in ``now_ms``'s minute, pg (all kinds, or one)."""
+        cdef i64 minute = self._check_now(now_ms)
+        if kind is None:
+            return self._delivered(minute)
+        cdef int k = check_kind(kind)
+        cdef i64 total = 0
+        cdef i64 x
+        cdef int slot
+        if not self.has_latest:
+            return 0
+        for x in range(minute - RING + 1, self.latest + 1):
+            if x < 0:
+                continue
+            slot = x % RING
+            if self.tags[slot] == x:
+                total += self.buckets[slot][k]
+        return total
+
+    def total_24h_pg(self, now_ms, kind=None):
+        """Delivered in the 24 h window plus everything committed, pg (all kinds, or one)."""
+        return self.delivered_24h_pg(now_ms, kind) + self.committed_pg(kind)
+
+    def total_24h_ng(self, now_ms, kind=None):
+        """:meth:`total_24h_pg` in ng, rounded up."""
+        return ceil_div(self.total_24h_pg(now_ms, kind), 1000)
+
+    def snapshot(self):
+        """Exact, JSON-serialisable state; identical across implementations for identical histories."""
+        cdef list buckets = []
+        cdef i64 m
+        cdef int slot, k, i
+        cdef bint nonzero
+        if self.has_latest:
+            for m in range(self.latest - RING + 1, self.latest + 1):
+                if m < 0:
+                    continue
+                slot = m % RING
+                if self.tags[slot] != m:
+                    continue
+                nonzero = False
+                for k in range(NK):
+                    if self.buckets[slot][k]:
+                        nonzero = True
+                if nonzero:
+                    buckets.append([m, [self.buckets[slot][k] for k in range(NK)]])
+        starts = []
+        for i in range(self.start_count):
+            slot = (self.start_first + i) % HIST
+            starts.append([self.start_at[slot], self.start_kind[slot]])
+        return {
+            "version": SNAPSHOT_VERSION,
+            "resolution_ms": LEDGER_RESOLUTION_MS,
+            "latest_minute": self.latest if self.has_latest else None,
+            "buckets": buckets,
+            "committed_pg": [self.committed[k] for k in range(NK)],
+            "bolus_starts": starts,
+            "last_bolus_start_ms": [self.last_start[k] for k in range(NK)],
+        }
+
+    @classmethod
+    def restore(cls, snapshot):
+        """Rebuild a ledger from :meth:`snapshot` output, checking every field.
+
+        :raises KernelConfigError: for a wrong version, resolution or any malformed value.
+        """
+        data = _check_snapshot(snapshot)
+        cdef Ledger ledger = cls()
+        cdef int slot, k, i
+        if data["latest_minute"] is not None:
+            ledger._advance(data["latest_minute"])
+        for minute, values in data["buckets"]:
+            slot = minute % RING
+            for k in range(NK):
+                ledger.buckets[slot][k] = values[k]
+                ledger.btotal[slot] += values[k]
+                ledger.window_total += values[k]
+                ledger.bsum[(minute // BLOCK) % NBLK] += values[k]
+        for k in range(NK):
+            ledger.committed[k] = data["committed_pg"][k]
+            ledger.last_start[k] = data["last_bolus_start_ms"][k]
+        i = 0
+        for at, kind in data["bolus_starts"]:
+            ledger.start_at[i] = at
+            ledger.start_kind[i] = kind
+            i += 1
+        ledger.start_first = 0
+        ledger.start_count = i
+        return ledger
+
+    def __reduce__(self):
+        return (_restore_ledger, (self.snapshot(),))
+
+
+def _restore_ledger(snapshot):
+    return Ledger.restore(snapshot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety kernel
+
+
+cdef class SafetyKernel:
+    """The one gate: every change to delivery is authorised here, then applied.
+
+    :param limits: drug-library entry of the drug in the pump now.
+    :param caps: the patient's prescription caps (checked against ``limits`` hard bounds).
+    :param envelope: what the pump can deliver.
+    :param ledger: the rolling 24 h ledger (a new empty one if ``None``); must be this
+        implementation's :class:`Ledger`.
+    :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
+    :param programme: programme in effect now, or ``None`` (not yet started).
+    :param programme_since_ms: when ``programme`` took effect, ms.
+    :raises KernelConfigError: if caps or programme break the library's hard bounds.
+    """
+
+    cdef readonly object limits
+    cdef readonly object caps
+    cdef readonly object envelope
+    cdef readonly Ledger ledger
+    cdef readonly dict library
+    cdef readonly object programme
+    cdef readonly list dose_history
+    cdef readonly object last_increase_ms
+    cdef readonly i64 state_version
+    # C copies of everything the hot path reads.
+    cdef Programme prog
+    cdef i64 conc, cur_dose_ng, cap_pg_c
+    cdef bint has_prog, has_last_increase
+    cdef i64 last_increase
+    cdef i64 env_min, env_max, env_step
+    cdef i64 min_rate, max_dose, tit_cap_pct, tit_interval, decrease_pct
+    cdef bint bolus_on, patient_bolus_on, screening_only
+    cdef i64 max_bolus_ng, lockout_ms, max_boluses, max_priming_nl
+    cdef object rate_bounds, dose_bounds, bolus_bounds
+
+    def __init__(self, limits, caps, envelope, ledger=None, *, library=None, programme=None, programme_since_ms=0):
+        if not isinstance(limits, DrugLimits):
+            raise KernelConfigError("limits", limits, "a DrugLimits")
+        if not isinstance(caps, PatientCaps):
+            raise KernelConfigError("caps", caps, "a PatientCaps from make_caps()")
+        if not isinstance(envelope, PumpEnvelope):
+            raise KernelConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
+        if ledger is not None and not isinstance(ledger, Ledger):
+            raise KernelConfigError("ledger", type(ledger).__name__, "a compiled Ledger (the same implementation)")
+        limits.validate()
+        check_caps_against_limits(caps, limits)
+        self.caps = caps
+        self.envelope = envelope
+        self.ledger = Ledger() if ledger is None else ledger
+        self.library = dict(DEFAULT_LIBRARY if library is None else library)
+        self.dose_history = []
+        self.last_increase_ms = None
+        self.state_version = 0
+        self.env_min, self.env_max, self.env_step = envelope
+        self.min_rate = caps.minimum_rate_nl_per_h
+        self.max_dose = caps.max_dose_ng_per_day
+        self.tit_cap_pct = caps.titration_cap_pct
+        self.tit_interval = caps.min_titration_interval_ms
+        self.decrease_pct = caps.decrease_confirm_pct
+        self.bolus_on = caps.bolus_enabled
+        self.patient_bolus_on = caps.patient_bolus_enabled
+        self.max_bolus_ng = caps.max_bolus_ng
+        self.lockout_ms = caps.bolus_lockout_ms
+        self.max_boluses = caps.max_boluses_per_day
+        self.max_priming_nl = caps.max_priming_volume_nl
+        self._set_limits(limits)
+        self._set_programme(None)
+        if programme is not None:
+            prog = as_programme(programme)
+            if prog.concentration_ug_per_ml != limits.concentration_ug_per_ml:
+                raise KernelConfigError(
+                    "programme.concentration_ug_per_ml", prog.concentration_ug_per_ml,
+                    f"{limits.concentration_ug_per_ml} µg/mL (the library entry)",
+                )
+            since = require_int("programme_since_ms", programme_since_ms)
+            self._set_programme(prog)
+            self.dose_history.append((since, prog.daily_total_ng()))
+            self._set_last_increase(since)
+
+    cdef void _set_limits(self, object limits):
+        self.limits = limits
+        self.conc = limits.concentration_ug_per_ml
+        self.screening_only = limits.screening_only
+        self.rate_bounds = limits.rate_nl_per_h
+        self.dose_bounds = limits.dose_ng_per_day
+        self.bolus_bounds = limits.bolus_ng
+        self.cap_pg_c = min(self.max_dose, limits.dose_ng_per_day.upper_hard) * 1000
+
+    cdef void _set_programme(self, Programme prog):
+        self.programme = prog
+        self.prog = prog
+        self.has_prog = prog is not None
+        self.cur_dose_ng = ceil_div(prog._daily_pg(), 1000) if prog is not None else 0
+
+    cdef void _set_last_increase(self, object at):
+        self.last_increase_ms = at
+        self.has_last_increase = at is not None
+        self.last_increase = at if at is not None else 0
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def daily_dose_ng(self):
+        """Daily dose of the programme in effect, ng/day (0 if none)."""
+        return self.cur_dose_ng
+
+    cdef i64 _dose_in_effect(self, i64 t):
+        if not self.dose_history:
+            return 0
+        cdef i64 dose = self.dose_history[0][1]
+        for at, d in self.dose_history:
+            if at <= t:
+                dose = d
+        return dose
+
+    def dose_in_effect_ng(self, t_ms):
+        """Daily dose that was in effect at ``t_ms``, ng/day (the first recorded dose if earlier)."""
+        return self._dose_in_effect(t_ms)
+
+    def cap_pg(self, limits=None):
+        """Rolling 24 h cap, pg: the prescription cap or the library's hard dose ceiling, whichever is lower."""
+        if limits is None:
+            return self.cap_pg_c
+        return min(self.max_dose, limits.dose_ng_per_day.upper_hard) * 1000
+
+    cdef inline i64 _basal_pg(self, Programme p, i64 rate, i64 conc, i64 t0, i64 t1):
+        if p is not None:
+            return mass_pg_of(p._vnum(t0, t1), p.conc)
+        return mass_pg_of(rate * (t1 - t0), conc)
+
+    cdef i64 _excess(self, Programme p, i64 rate, i64 conc, i64 extra, i64 now, i64 cap, bint exact):
+        """Largest ``window - cap`` over windows ending in minutes m0..m0+1439, pg.
+
+        With ``exact`` false, returns a value <= 0 as soon as the conservative O(1)
+        bound shows every window is within the cap; otherwise scans every minute.
+        """
+        cdef i64 m0 = now // RES
+        cdef i64 inside = self.ledger._delivered(m0)
+        cdef i64 fixed = self.ledger._committed_total() + extra
+        cdef i64 bound
+        if not exact:
+            bound = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + RING) * RES) - cap
+            if bound <= 0:
+                return bound
+            bound = self._block_bound(p, rate, conc, now, m0, inside) + fixed - cap
+            if bound <= 0:
+                return bound
+        cdef i64 worst = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + 1) * RES) - cap
+        cdef i64 k, e
+        for k in range(1, RING):
+            inside -= self.ledger._bucket(m0 + k - RING)
+            e = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + k + 1) * RES) - cap
+            if e > worst:
+                worst = e
+        return worst
+
+    cdef i64 _block_bound(self, Programme p, i64 rate, i64 conc, i64 now, i64 m0, i64 inside):
+        """Upper bound of ``still inside + basal`` over all windows, from 90-minute block sums.
+
+        Between two checkpoints where a whole block leaves the window, the part still
+        inside can only shrink and the basal only grow, so each stretch is bounded by its
+        first ``inside`` plus its last basal: about 17 evaluations instead of 1440.
+        """
+        cdef Ledger led = self.ledger
+        cdef i64 lo = m0 - RING + 1
+        cdef i64 j1 = -((-lo) // BLOCK)
+        cdef i64 jlast = m0 // BLOCK
+        cdef int n = jlast - j1 + 1
+        cdef i64 suffix[NBLK + 1]
+        cdef i64 acc = 0, ka, kb, value, worst
+        cdef int i
+        if n > NBLK:
+            n = NBLK
+        for i in range(n - 1, -1, -1):
+            acc += led._block(j1 + i)
+            suffix[i] = acc
+        ka = j1 * BLOCK + RING - 1 - m0
+        if ka > 0:
+            worst = inside + self._basal_pg(p, rate, conc, now, (m0 + ka) * RES)
+        else:
+            worst = -(2 ** 62)
+        for i in range(n):
+            ka = (j1 + i) * BLOCK + RING - 1 - m0
+            if ka > RING - 1:
+                break
+            kb = ka + BLOCK - 1
+            if kb > RING - 1:
+                kb = RING - 1
+            value = suffix[i] + self._basal_pg(p, rate, conc, now, (m0 + kb + 1) * RES)
+            if value > worst:
+                worst = value
+        return worst
+
+    def headroom_pg(self, now_ms, programme=None):
+        """Largest extra amount that keeps every projected 24 h window within the cap, pg (>= 0).
+
+        Use it with :func:`tighten` to cut a running bolus at the cap (BOL-04).
+
+        :param programme: programme to project (default: the one in effect).
+        """
+        self.ledger._check_now(now_ms)
+        cdef Programme p = self.prog if programme is None else as_programme(programme)
+        cdef i64 worst = self._excess(p, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
+        return -worst if worst < 0 else 0
+
+    def plan_titration(self, target_dose_ng_per_day, now_ms):
+        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
+        if self.programme is None:
+            raise KernelConfigError("programme", None, "a programme in effect")
+        start = now_ms
+        if target_dose_ng_per_day > self.cur_dose_ng and self.last_increase_ms is not None:
+            start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
+        return plan_titration(
+            self.cur_dose_ng,
+            target_dose_ng_per_day,
+            start_ms=start,
+            titration_cap_pct=self.caps.titration_cap_pct,
+            interval_ms=self.caps.min_titration_interval_ms,
+            taper_pct=self.caps.taper_pct,
+            taper_interval_ms=self.caps.taper_interval_ms,
+        )
+
+    # -- authorize ---------------------------------------------------------------------------
+
+    cdef unsigned long long _rate_mask(self, i64 rate, object rate_bounds):
+        cdef unsigned long long m = 0
+        if rate == 0:
+            m |= bit(R_RATE_ZERO)
+        cdef int where = classify(rate_bounds, rate)
+        if where == -2:
+            m |= bit(R_RATE_BELOW_HARD)
+        elif where == -1:
+            m |= bit(R_RATE_BELOW_SOFT)
+        elif where == 1:
+            m |= bit(R_RATE_ABOVE_SOFT)
+        elif where == 2:
+            m |= bit(R_RATE_ABOVE_HARD)
+        if rate < self.env_min:
+            m |= bit(R_RATE_BELOW_PUMP)
+        if rate > self.env_max:
+            m |= bit(R_RATE_ABOVE_PUMP)
+        if rate % self.env_step:
+            m |= bit(R_RATE_STEP)
+        if rate < self.min_rate:
+            m |= bit(R_RATE_BELOW_MIN)
+        return m
+
+    cdef unsigned long long _dose_mask(self, i64 dose, object dose_bounds, i64 now):
+        cdef unsigned long long m = 0
+        cdef int where = classify(dose_bounds, dose)
+        if where == -2:
+            m |= bit(R_DOSE_BELOW_HARD)
+        elif where == -1:
+            m |= bit(R_DOSE_BELOW_SOFT)
+        elif where == 1:
+            m |= bit(R_DOSE_ABOVE_SOFT)
+        elif where == 2:
+            m |= bit(R_DOSE_ABOVE_HARD)
+        if dose > self.max_dose:
+            m |= bit(R_DOSE_ABOVE_RX)
+        cdef i64 current, baseline
+        if self.has_prog:
+            current = self.cur_dose_ng
+            if dose > current:
+                baseline = self._dose_in_effect(now - DAY)
+                if dose * 100 > baseline * (100 + self.tit_cap_pct):
+                    m |= bit(R_TIT_CAP)
+                if self.has_last_increase and now - self.last_increase < self.tit_interval:
+                    m |= bit(R_TIT_INTERVAL)
+            elif dose < current and (current - dose) * 100 > current * self.decrease_pct:
+                m |= bit(R_DECREASE)
+        return m
+
+    cdef unsigned long long _programme_mask(self, Programme p, object limits, i64 extra, i64 now, i64 cap):
+        cdef unsigned long long m = 0
+        cdef int i
+        if limits.screening_only:
+            m |= bit(R_SCREENING_ONLY)
+        rate_bounds = limits.rate_nl_per_h
+        for i in range(p.nseg):
+            m |= self._rate_mask(p.rates[i], rate_bounds)
+        m |= self._dose_mask(ceil_div(p._daily_pg(), 1000), limits.dose_ng_per_day, now)
+        if self._excess(p, 0, p.conc, extra, now, cap, False) > 0:
+            m |= bit(R_CAP_24H)
+        return m
+
+    def authorize(self, request, now_ms):
+        """Decide on a request. Pure: reads state, changes nothing.
+
+        :param request: from one of the ``request_*`` constructors.
+        :param now_ms: monotonic time, ms.
+        :return: a :class:`Decision` listing every failing reason.
+        :raises TypeError: if ``now_ms`` is not an int.
+        """
+        if type(now_ms) is not int:
+            require_int("now_ms", now_ms)
+        if not 0 <= now_ms <= 2 ** 62:
+            raise KernelConfigError("now_ms", now_ms, f"in [0, {2 ** 62}] ms")
+        if not isinstance(request, Request):
+            raise KernelConfigError("request", request, "a Request from a request_* constructor")
+        cdef i64 now = now_ms
+        cdef tuple req = <tuple>request
+        cdef int kind = req[0]
+        cdef unsigned long long m = 0
+        cdef i64 rate = 0, volume = 0, duration = 0, mass = 0, mass_ng, dose = self.cur_dose_ng
+        cdef i64 last, basal_now, cap
+        cdef int bolus_kind = -1, where
+        cdef Programme cand
+        cdef object programme = None
+        cdef object override = req[7]
+        cdef object new_limits, bridge
+        if self.ledger.has_latest and now // RES < self.ledger.latest:
+            m |= bit(R_CLOCK)
+        elif kind == K_RATE:
+            rate = req[1]
+            if self.screening_only:
+                m |= bit(R_SCREENING_ONLY)
+            m |= self._rate_mask(rate, self.rate_bounds)
+            dose = ceil_div(rate * 24 * self.conc, 1000)
+            m |= self._dose_mask(dose, self.dose_bounds, now)
+            if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
+                m |= bit(R_CAP_24H)
+        elif kind == K_PROG:
+            cand = as_programme(req[2])
+            programme = cand
+            if cand.conc != self.conc:
+                m |= bit(R_CONC_CHANGED)
+            dose = ceil_div(cand._daily_pg(), 1000)
+            m |= self._programme_mask(cand, self.limits, 0, now, self.cap_pg_c)
+        elif kind == K_CONC:
+            cand = as_programme(req[2])
+            programme = cand
+            dose = ceil_div(cand._daily_pg(), 1000)
+            new_limits = self.library.get(cand.concentration_ug_per_ml)
+            if not self.has_prog:
+                m |= bit(R_NO_PROGRAMME)
+            if new_limits is None:
+                m |= bit(R_CONC_NOT_IN_LIB)
+            if cand.conc == self.conc:
+                m |= bit(R_CONC_UNCHANGED)
+            bridge = req[6]
+            if bridge is None:
+                m |= bit(R_BRIDGE_MISSING)
+            else:
+                volume = bridge[0]
+                duration = bridge[1]
+                bolus_kind = D_BRIDGE
+                mass = volume * self.conc
+                if volume > self.max_priming_nl:
+                    m |= bit(R_PRIMING)
+            if new_limits is not None and self.has_prog:
+                cap = min(self.max_dose, new_limits.dose_ng_per_day.upper_hard) * 1000
+                m |= self._programme_mask(cand, new_limits, mass, now, cap)
+        elif kind == K_BOLUS:
+            bolus_kind = req[3]
+            volume = req[4]
+            duration = req[5]
+            mass = volume * self.conc
+            if bolus_kind == D_CLIN or bolus_kind == D_PAT:
+                if bolus_kind == D_CLIN:
+                    if not self.bolus_on:
+                        m |= bit(R_BOLUS_DISABLED)
+                elif not self.patient_bolus_on or self.screening_only:
+                    m |= bit(R_BOLUS_DISABLED)
+                mass_ng = ceil_div(mass, 1000)
+                where = classify(self.bolus_bounds, mass_ng)
+                if where == -2:
+                    m |= bit(R_BOLUS_BELOW_HARD)
+                elif where == -1:
+                    m |= bit(R_BOLUS_BELOW_SOFT)
+                elif where == 1:
+                    m |= bit(R_BOLUS_ABOVE_SOFT)
+                elif where == 2:
+                    m |= bit(R_BOLUS_ABOVE_HARD)
+                if mass_ng > self.max_bolus_ng:
+                    m |= bit(R_BOLUS_ABOVE_RX)
+                last = self.ledger._last((1u << D_CLIN) | (1u << D_PAT))
+                if last >= 0 and now - last < self.lockout_ms:
+                    m |= bit(R_LOCKOUT)
+                if self.ledger._count(now, (1u << D_CLIN) | (1u << D_PAT)) >= self.max_boluses:
+                    m |= bit(R_COUNT)
+            elif volume > self.max_priming_nl:
+                m |= bit(R_PRIMING)
+            basal_now = 0
+            if self.has_prog:
+                basal_now = self.prog.rates[self.prog._segment((now - self.prog.anchor) % DAY)]
+            if volume * HOUR > (self.env_max - basal_now) * duration:
+                m |= bit(R_BOLUS_RATE)
+            if self._excess(self.prog, 0, self.conc, mass, now, self.cap_pg_c, False) > 0:
+                m |= bit(R_CAP_24H)
+        elif kind == K_DISC:
+            dose = 0
+            if override is None or DISCONTINUE_AUTHORISATION not in override.codes:
+                m |= bit(R_DISC_AUTH)
+            if not req[8] and self.has_prog:
+                if self.prog._daily_pg() > self.min_rate * 24 * self.conc:
+                    m |= bit(R_TAPER)
+        elif kind == K_MIN:
+            rate = self.min_rate
+            m |= self._rate_mask(rate, self.rate_bounds)
+            m &= ~(bit(R_RATE_BELOW_SOFT) | bit(R_RATE_ABOVE_SOFT))
+            dose = ceil_div(rate * 24 * self.conc, 1000)
+            if self.has_prog and dose > self.cur_dose_ng:
+                m |= bit(R_MIN_ABOVE)
+        else:
+            raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+        cdef tuple overridden = _EMPTY
+        cdef unsigned long long lifted = 0
+        cdef int i
+        if override is not None:
+            codes = override.codes
+            if m & _SOFT_MASK:
+                for i in range(64):
+                    if m & _SOFT_MASK & bit(i) and _ALL_REASONS[i] in codes:
+                        lifted |= bit(i)
+                m &= ~lifted
+            overridden = codes_of(lifted)
+            if kind == K_DISC and DISCONTINUE_AUTHORISATION in codes:
+                overridden = overridden + (DISCONTINUE_AUTHORISATION,)
+        return _tuple_new(Decision, (
+            m == 0, kind, codes_of(m), overridden, rate, programme, bolus_kind,
+            volume, duration, mass, dose, now_ms, request,
+        ))
+
+    # -- apply -------------------------------------------------------------------------------
+
+    def apply(self, decision, now_ms):
+        """Record an allowed decision that was executed.
+
+        Sets the programme in effect, extends the dose history (titration baseline and
+        interval), and for boluses records the start and commits the mass in the ledger.
+        The caller releases the commitment as the pump reports delivery.
+
+        :param decision: an allowed decision from :meth:`authorize` on this kernel's current state.
+        :param now_ms: monotonic time the decision was executed, ms.
+        :raises KernelConfigError: for a denied, stale or out-of-date decision (nothing changes).
+        """
+        now_ms = require_int("now_ms", now_ms)
+        if not isinstance(decision, Decision) or not decision.allowed:
+            raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
+        if not decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS:
+            raise KernelConfigError("now_ms", now_ms, f"in [{decision.at_ms}, {decision.at_ms + MAX_DECISION_AGE_MS}] ms (decision is stale)")
+        kind = decision.kind
+        cdef Programme prog
+        if kind == K_BOLUS:
+            self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
+            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
+        else:
+            if kind == K_CONC:
+                new_limits = self.library[decision.programme.concentration_ug_per_ml]
+                self.ledger.record_bolus_start(DeliveryKind.BRIDGE, now_ms)
+                self.ledger.commit(DeliveryKind.BRIDGE, decision.mass_pg)
+                self._set_limits(new_limits)
+            if kind == K_PROG or kind == K_CONC:
+                prog = as_programme(decision.programme)
+            else:
+                anchor = 0 if self.programme is None else self.programme.anchor_ms
+                prog = Programme.continuous(decision.rate_nl_per_h, self.conc, anchor_ms=anchor)
+            previous = self.cur_dose_ng if self.has_prog else None
+            if kind == K_DISC:
+                self._set_programme(None)
+                self.dose_history = []
+                self._set_last_increase(None)
+            else:
+                dose = prog.daily_total_ng()
+                self._set_programme(prog)
+                self.dose_history.append((now_ms, dose))
+                self.dose_history = _prune_history(self.dose_history, now_ms)
+                if kind != K_MIN and (previous is None or dose > previous):
+                    self._set_last_increase(now_ms)
+        self.state_version += 1
