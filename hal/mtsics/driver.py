@@ -49,6 +49,8 @@ class MtSicsDriver(BalanceDriver):
     name: ClassVar[str] = "mtsics"
     #: Unrelated lines skipped while waiting for a reply before giving up.
     MAX_SKIPPED_LINES: ClassVar[int] = 16
+    #: Streamed lines that may still be queued when a stream is stopped.
+    MAX_STREAM_BACKLOG_LINES: ClassVar[int] = 1024
 
     def __init__(self, link: Any, *, clock: Clock | None = None) -> None:
         super().__init__(clock=clock)
@@ -71,8 +73,9 @@ class MtSicsDriver(BalanceDriver):
         self._link.write(codec.encode_command(command))
         return self._await(reply_ids)
 
-    def _await(self, reply_ids: tuple[str, ...]) -> tuple[Reply, int]:
-        for _ in range(self.MAX_SKIPPED_LINES + 1):
+    def _await(self, reply_ids: tuple[str, ...], max_skipped: int | None = None) -> tuple[Reply, int]:
+        limit = self.MAX_SKIPPED_LINES if max_skipped is None else max_skipped
+        for _ in range(limit + 1):
             reply, stamp_ns = self._read_line()
             if isinstance(reply, ErrorReply):
                 return reply, stamp_ns
@@ -157,7 +160,7 @@ class MtSicsDriver(BalanceDriver):
     def _stream_stop(self) -> None:
         # "@" cancels SIR; the balance answers with its serial number (I4 A "...").
         self._link.write(codec.encode_command(codec.RESET))
-        self._await((codec.INFO_SERIAL,))
+        self._await((codec.INFO_SERIAL,), max_skipped=self.MAX_STREAM_BACKLOG_LINES)
 
     def _close(self) -> None:
         self._link.close()

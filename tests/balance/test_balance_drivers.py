@@ -169,3 +169,16 @@ def test_sbi_autoprint_stream_only_listens() -> None:
             clock.advance(2.0)
             readings = list(stream)
             assert [r.mass_ug for r in readings] == [0, 0]
+
+
+def test_mtsics_stream_stops_cleanly_with_a_backlog_queued() -> None:
+    clock = VirtualClock()
+    device = create_balance("mtsics", clock, lambda: 0, stream_interval_s=0.1)
+    with InProcessEndpoint(device) as endpoint, open_balance("mtsics", endpoint.url, clock=clock) as driver:
+        stream = driver.stream()
+        next(stream)
+        clock.advance(10.0)  # 100 readings due; the emulator sends its bounded catch-up
+        next(stream)
+        stream.close()
+        assert not device.streaming
+        assert driver.read_immediate().mass_ug == 0

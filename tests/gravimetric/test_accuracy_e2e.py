@@ -165,3 +165,38 @@ def test_cli_refusal_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert status == 3
     assert "too_short" in capsys.readouterr().err
+
+
+def test_failed_readings_are_missing_samples_never_guesses() -> None:
+    import hal
+    from hal.balance import open_balance
+    from hal.errors import LinkTimeoutError
+    from hil.gravimetric.analysis import analyse
+    from hil.gravimetric.procedure import AccuracyConfig, measure
+
+    config = AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=1200, max_missing_fraction=0.05)
+    with simulated_accuracy_rig("mtsics") as rig:
+        with hal.open_pump("ne1000", rig.pump_url, clock=rig.clock) as pump, open_balance(
+            "mtsics", rig.balance_url, clock=rig.clock
+        ) as balance:
+            real_read = balance._read_immediate
+            calls = {"n": 0}
+
+            def flaky() -> object:
+                calls["n"] += 1
+                if calls["n"] in (10, 30):
+                    raise LinkTimeoutError("balance sent no complete line")
+                return real_read()
+
+            balance._read_immediate = flaky  # type: ignore[method-assign]
+            measurement = measure(pump, balance, config, clock=rig.clock)
+    missing = [s for s in measurement.samples if s.mass_ug is None]
+    assert [s.index for s in missing] == [9, 29]
+    assert all("balance" in s.note for s in missing)
+    result = analyse(measurement.weight_samples(), config.analysis_settings())
+    assert result.missing_samples == 2
+    # Sample 29 lies in the analysis period (from 600 s): the two flows touching it are absent.
+    assert sum(1 for f in result.analysis_flows if f.flow_ml_per_h is None) == 2
+    with pytest.raises(InsufficientDataError) as caught:
+        analyse(measurement.weight_samples(), AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=1200).analysis_settings())
+    assert caught.value.reason is RefusalReason.MISSING_SAMPLES
