@@ -741,6 +741,14 @@ class Journal:
                 ).fetchall()
         return iter([_row_to_entry(r) for r in rows])
 
+    def durability_settings(self) -> dict[str, Any]:
+        """The connection's SQLite durability pragmas: ``journal_mode`` (``"wal"``) and ``synchronous`` (2 = FULL)."""
+        with self._lock:
+            return {
+                "journal_mode": self._db.execute("PRAGMA journal_mode").fetchone()[0],
+                "synchronous": self._db.execute("PRAGMA synchronous").fetchone()[0],
+            }
+
     def count(self) -> int:
         """Number of entries (from the head record)."""
         with self._lock:

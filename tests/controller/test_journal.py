@@ -1,0 +1,464 @@
+"""The journal: durable settings, audit fields (PER-04), commands and restart state (PER-02, BOL-05),
+tamper detection on a copy (PER-03), and crash consistency at every write point (PER-01)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from controller.audit import SYSTEM_ACTOR, Actor, Role
+from controller.journal import (
+    EntryKind,
+    Journal,
+    JournalError,
+    export_journal,
+    export_text,
+    verify_journal,
+)
+from controller.prescription import Prescription, assess_change, library_from, parse_prescription
+from hal.errors import ConfigError, StateError
+from hil import cli
+from sim.clock import VirtualClock
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
+PRESCRIBER = Actor("dr.a", Role.PRESCRIBER)
+NURSE = Actor("nurse.b", Role.CLINICIAN)
+_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
+"""
+
+
+def simple_text() -> str:
+    return (ROOT / "hil" / "prescriptions" / "spinal_simple_500.toml").read_text(encoding="utf-8")
+
+
+def high_dose_text() -> str:
+    """The simple example at 1200 µg/day: two soft-limit breaches, both overridden."""
+    text = simple_text().replace("dose_ug_per_day = 400", "dose_ug_per_day = 1200")
+    text = text.replace("max_dose_ug_per_day = 600", "max_dose_ug_per_day = 1500")
+    return text + textwrap.dedent(
+        """
+        [[soft_limit_overrides]]
+        field = "programme.dose_ug_per_day"
+        reason = "stable on 1200 ug/day for two years"
+        prescriber = "dr.a"
+
+        [[soft_limit_overrides]]
+        field = "titration.max_dose_ug_per_day"
+        reason = "cap above the established dose"
+        prescriber = "dr.a"
+        """
+    )
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.db"
+
+
+def populate(journal: Journal, clock: VirtualClock) -> None:
+    """A small, realistic history: prescription, programme, commands, readings, alarm, ledger."""
+    p = parse_prescription(simple_text(), library=LIBRARY)
+    journal.record_prescription(p, PRESCRIBER, assessment=assess_change(None, p, library=LIBRARY), reason="implant")
+    clock.advance(1)
+    journal.begin_command("cmd-1", "set_rate", {"rate_nl_per_h": 33_333})
+    journal.complete_command("cmd-1", "applied", detail={"dispensed_nl": 0})
+    journal.record_programme_committed({"steps": [[0, 86_400_000, 33_333]]}, actor=SYSTEM_ACTOR, command_id="cmd-1")
+    clock.advance(60)
+    journal.record_reading({"rate_nl_per_h": 33_333, "dispensed_nl": 555, "state": "infusing"})
+    journal.record_alarm(event="raise", code="reservoir_low", priority="MEDIUM", actor=SYSTEM_ACTOR, detail="2 mL")
+    journal.record_ledger_snapshot({"version": 1, "buckets": [1, 2, 3]}, now_ms=61_000)
+    journal.append_audit(NURSE, "refill", old={"volume_nl": 2_000_000}, new={"volume_nl": 20_000_000},
+                         reason="scheduled refill", outcome="done")
+
+
+# -- durability settings and the audit record -------------------------------------------------------
+
+
+def test_wal_and_synchronous_full(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        assert journal.durability_settings() == {"journal_mode": "wal", "synchronous": 2}
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_every_entry_carries_the_per04_fields(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        clock.advance(42)
+        entry = journal.append_audit(NURSE, "titration_step", old={"dose_ng_per_day": 400_000},
+                                     new={"dose_ng_per_day": 480_000}, reason="spasticity", command_id="c-9",
+                                     outcome="applied")
+    assert (entry.actor, entry.role, entry.action, entry.reason, entry.command_id, entry.outcome) == (
+        "nurse.b", "clinician", "titration_step", "spasticity", "c-9", "applied")
+    assert entry.old == {"dose_ng_per_day": 400_000} and entry.new == {"dose_ng_per_day": 480_000}
+    assert entry.utc == "2026-01-05T08:00:42+00:00"
+    assert entry.monotonic_ns == 42_000_000_000
+    assert isinstance(entry.utc_offset_min, int)
+    assert len(entry.hash) == 64
+
+
+def test_floats_are_refused_and_nothing_is_written(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        with pytest.raises(ConfigError):
+            journal.append_audit(NURSE, "x", new={"rate_ml_per_h": 0.5})
+        assert journal.count() == 0
+
+
+def test_entries_are_append_only_in_the_database(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        populate(journal, clock)
+    db = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE entries SET reason='x' WHERE seq=1")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM entries WHERE seq=1")
+    finally:
+        db.close()
+
+
+# -- commands and restart state ---------------------------------------------------------------------
+
+
+def test_command_lifecycle(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        journal.begin_command("b-1", "bolus_patient", {"dose_ng": 10_000, "volume_nl": 20_000})
+        with pytest.raises(ConfigError):
+            journal.begin_command("b-1", "bolus_patient", {"dose_ng": 10_000})
+        assert [c.command_id for c in journal.pending_boluses()] == ["b-1"]
+        journal.complete_command("b-1", "uncertain", detail={"reply": "lost"})
+        assert journal.command("b-1").status == "uncertain"  # type: ignore[union-attr]
+        assert [c.command_id for c in journal.pending_boluses()] == ["b-1"]
+        journal.complete_command("b-1", "applied", detail={"dispensed_delta_nl": 20_000})
+        assert journal.pending_boluses() == ()
+        with pytest.raises(StateError):
+            journal.complete_command("b-1", "not_applied")
+        with pytest.raises(ConfigError):
+            journal.complete_command("nope", "applied")
+        with pytest.raises(ConfigError):
+            journal.complete_command("b-1", "maybe")
+
+
+def test_restart_resumes_from_the_journal(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        populate(journal, clock)
+        journal.begin_command("b-7", "bolus_clinician", {"dose_ng": 50_000})
+        journal.begin_command("r-8", "set_rate", {"rate_nl_per_h": 40_000})
+        journal.complete_command("r-8", "uncertain")
+    with Journal(path, VirtualClock()) as reopened:
+        assert [c.command_id for c in reopened.unresolved_commands()] == ["b-7", "r-8"]
+        assert [c.command_id for c in reopened.pending_boluses()] == ["b-7"]
+        assert reopened.last_ledger_snapshot() == ({"version": 1, "buckets": [1, 2, 3]}, 61_000)
+        assert reopened.last_committed_programme() == {"steps": [[0, 86_400_000, 33_333]]}
+        assert reopened.last_prescription(library=LIBRARY) == parse_prescription(simple_text(), library=LIBRARY)
+        assert reopened.verify().ok
+
+
+def test_empty_journal_has_no_restart_state(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        assert journal.last_prescription(library=LIBRARY) is None
+        assert journal.last_ledger_snapshot() is None
+        assert journal.last_committed_programme() is None
+        assert journal.unresolved_commands() == ()
+
+
+def test_overrides_are_journalled_before_the_prescription(path: Path, clock: VirtualClock) -> None:
+    p = parse_prescription(high_dose_text(), library=LIBRARY)
+    assessment = assess_change(None, p, library=LIBRARY)
+    with Journal(path, clock) as journal:
+        with pytest.raises(ConfigError) as excinfo:
+            journal.record_prescription(p, NURSE, assessment=assessment)
+        assert excinfo.value.field == "actor.role"
+        assert journal.count() == 0
+        journal.record_prescription(p, PRESCRIBER, assessment=assessment)
+        kinds = [(e.kind, e.new.get("field")) for e in journal.entries()]
+    assert kinds == [
+        ("override", "programme.dose_ug_per_day"),
+        ("override", "titration.max_dose_ug_per_day"),
+        ("prescription", None),
+    ]
+
+
+def test_unacceptable_change_writes_nothing(path: Path, clock: VirtualClock) -> None:
+    current = parse_prescription(simple_text(), library=LIBRARY)
+    tenfold = parse_prescription(simple_text().replace("dose_ug_per_day = 400", "dose_ug_per_day = 40"),
+                                 library=LIBRARY)
+    no_override = parse_prescription(high_dose_text().split("[[soft_limit_overrides]]")[0], library=LIBRARY)
+    with Journal(path, clock) as journal:
+        for new in (no_override, tenfold):
+            assessment = assess_change(current, new, library=LIBRARY)
+            assert not assessment.acceptable
+            with pytest.raises(ConfigError):
+                journal.record_prescription(new, PRESCRIBER, assessment=assessment)
+        assert journal.count() == 0
+        confirmed = assess_change(current, tenfold, library=LIBRARY,
+                                  confirmed_magnitude_fields={c.field for c in assessment.magnitude_changes})
+        journal.record_prescription(tenfold, PRESCRIBER, assessment=confirmed)
+        actions = [e.action for e in journal.entries()]
+    assert actions == ["magnitude_confirmed"] * len(confirmed.magnitude_changes) + ["in_effect"]
+    assert {c.field for c in confirmed.magnitude_changes} == {"programme.dose_ug_per_day", "programme.daily_total_ug"}
+
+
+def test_stored_prescription_failing_its_checksum_is_an_error(tmp_path: Path, path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        populate(journal, clock)
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER entries_no_update")
+    new = json.loads(db.execute("SELECT new_json FROM entries WHERE kind='prescription'").fetchone()[0])
+    new["toml"] = new["toml"].replace("dose_ug_per_day = 400", "dose_ug_per_day = 800")
+    db.execute("UPDATE entries SET new_json=? WHERE kind='prescription'", (json.dumps(new),))
+    db.commit()
+    db.close()
+    with Journal(path, clock) as journal, pytest.raises(JournalError, match="checksum"):
+        journal.last_prescription(library=LIBRARY)
+
+
+# -- tamper detection on a copy (PER-03) ------------------------------------------------------------
+
+
+def _tampered(original: Path, tmp_path: Path, sql: str, *, restore_triggers: bool = True) -> Path:
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(original, copy)
+    db = sqlite3.connect(copy)
+    db.executescript("DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;")
+    db.executescript(sql)
+    if restore_triggers:
+        db.executescript(_TRIGGERS)
+    db.commit()
+    db.close()
+    return copy
+
+
+@pytest.fixture
+def closed_journal(path: Path, clock: VirtualClock) -> Path:
+    with Journal(path, clock) as journal:
+        populate(journal, clock)
+        assert journal.count() == 8
+    return path
+
+
+SWAP_2_3 = """
+UPDATE entries SET seq = -2 WHERE seq = 2;
+UPDATE entries SET seq = 2 WHERE seq = 3;
+UPDATE entries SET seq = 3 WHERE seq = -2;
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "sql", "expected"),
+    [
+        ("edit", "UPDATE entries SET reason = 'nothing to see' WHERE seq = 4;", "entry 4: content does not match"),
+        ("edit payload", "UPDATE entries SET new_json = '{\"rate_nl_per_h\":99999}' WHERE seq = 6;", "entry 6"),
+        ("delete", "DELETE FROM entries WHERE seq = 3;", "entry 3: missing"),
+        ("delete and fix count", "DELETE FROM entries WHERE seq = 3; UPDATE head SET count = count - 1;",
+         "entry 3: missing"),
+        ("reorder", SWAP_2_3, "entry 2"),
+        ("truncate", "DELETE FROM entries WHERE seq > 6;", "truncated"),
+        ("truncate and fix count", "DELETE FROM entries WHERE seq > 6; UPDATE head SET count = 6;",
+         "tail replaced"),
+        ("append forged", "INSERT INTO entries SELECT seq + 1, kind, action, utc, utc_offset_min, monotonic_ns, "
+         "actor, role, command_id, outcome, reason, old_json, new_json, prev_hash, hash FROM entries WHERE seq = 8;",
+         "entry 9"),
+    ],
+)
+def test_tampering_is_detected(closed_journal: Path, tmp_path: Path, name: str, sql: str, expected: str) -> None:
+    assert verify_journal(closed_journal).ok
+    report = verify_journal(_tampered(closed_journal, tmp_path, sql))
+    assert not report.ok, name
+    assert any(expected in problem for problem in report.problems), report.problems
+    assert report.first_bad_seq is not None or "truncated" in expected or "tail" in expected
+
+
+def test_removed_trigger_is_reported(closed_journal: Path, tmp_path: Path) -> None:
+    report = verify_journal(_tampered(closed_journal, tmp_path, "", restore_triggers=False))
+    assert not report.ok
+    assert any("trigger" in p for p in report.problems)
+
+
+def test_truncated_file_is_reported_not_raised(closed_journal: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "cut.db"
+    data = closed_journal.read_bytes()
+    copy.write_bytes(data[: len(data) // 2])
+    report = verify_journal(copy)
+    assert not report.ok and report.problems
+    assert not verify_journal(tmp_path / "missing.db").ok
+
+
+def test_cli_verify_reports_what_and_where(closed_journal: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["journal", "verify", str(closed_journal)]) == 0
+    assert "OK, 8 entries" in capsys.readouterr().out
+    bad = _tampered(closed_journal, tmp_path, "UPDATE entries SET actor = 'mallory' WHERE seq = 5;")
+    assert cli.main(["journal", "verify", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "entry 5" in err and "first bad entry: 5" in err
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+
+def test_export_csv_and_json(closed_journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv_text = export_text(closed_journal, "csv")
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("seq,kind,action,utc") and len(lines) == 9
+    doc = json.loads(export_text(closed_journal, "json"))
+    assert [e["seq"] for e in doc["entries"]] == list(range(1, 9))
+    assert doc["entries"][1]["new"] == {"kind": "set_rate", "params": {"rate_nl_per_h": 33_333}}
+    assert doc["entries"][1]["command_id"] == "cmd-1"
+    out = tmp_path / "export.json"
+    assert cli.main(["journal", "export", str(closed_journal), "--format", "json", "--out", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == doc
+    assert cli.main(["journal", "export", str(closed_journal), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == csv_text
+    with pytest.raises(ConfigError):
+        export_journal(closed_journal, "xml", sys.stdout)
+
+
+# -- crash consistency at every write point (PER-01) -------------------------------------------------
+
+
+class Crash(Exception):
+    """Raised by the fault hook to simulate a crash at a write point."""
+
+
+Operation = Callable[[Journal], object]
+
+
+def _prescription() -> Prescription:
+    return parse_prescription(high_dose_text(), library=LIBRARY)
+
+
+def _op_prescription(journal: Journal) -> object:
+    p = _prescription()
+    return journal.record_prescription(p, PRESCRIBER, assessment=assess_change(None, p, library=LIBRARY))
+
+
+OPERATIONS: dict[str, Operation] = {
+    "prescription with overrides": _op_prescription,
+    "begin command": lambda j: j.begin_command("b-2", "bolus_patient", {"dose_ng": 10_000}),
+    "complete command": lambda j: j.complete_command("cmd-pending", "applied"),
+    "alarm": lambda j: j.record_alarm(event="raise", code="motor_stall", priority="HIGH", actor=SYSTEM_ACTOR),
+    "ledger snapshot": lambda j: j.record_ledger_snapshot(b"\x00\x01", now_ms=5),
+}
+
+
+def _state(journal: Journal) -> tuple[object, ...]:
+    return (
+        journal.count(),
+        [c.command_id for c in journal.unresolved_commands()],
+        journal.last_prescription_record(),
+        journal.last_ledger_snapshot(),
+        [e.hash for e in journal.entries()],
+    )
+
+
+def _fresh(path: Path, clock: VirtualClock) -> Journal:
+    journal = Journal(path, clock)
+    populate(journal, clock)
+    journal.begin_command("cmd-pending", "set_rate", {"rate_nl_per_h": 1_000})
+    return journal
+
+
+def _write_points(tmp_path: Path, op: Operation) -> list[str]:
+    points: list[str] = []
+    journal = _fresh(tmp_path / "count.db", VirtualClock())
+    journal.fault_hook = points.append
+    op(journal)
+    journal.close()
+    return points
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_crash_at_every_write_point_leaves_old_or_new_state(tmp_path: Path, name: str) -> None:
+    op = OPERATIONS[name]
+    points = _write_points(tmp_path, op)
+    assert points[0] == "begin" and points[-1] == "committed" and "insert" in points and "head" in points
+    for k, point in enumerate(points):
+        clock = VirtualClock()
+        path = tmp_path / f"crash-{k}.db"
+        journal = _fresh(path, clock)
+        old = _state(journal)
+        calls = iter(range(len(points)))
+
+        def hook(where: str, k: int = k) -> None:
+            if next(calls) == k:
+                raise Crash(where)
+
+        journal.fault_hook = hook
+        with pytest.raises(Crash):
+            op(journal)
+        journal.fault_hook = None
+        after = _state(journal)
+        journal.close()
+        with Journal(path, clock) as reopened:
+            assert _state(reopened) == after
+            assert reopened.verify().ok
+        if point == "committed":
+            assert after != old and after[0] > old[0]
+        else:
+            assert after == old, f"{name}: crash at {point} (#{k}) changed the journal"
+
+
+_CHILD = """
+import importlib, os, sys
+from controller.audit import Actor, Role
+from controller.journal import Journal
+from controller.prescription import assess_change, library_from, parse_prescription
+from sim.clock import VirtualClock
+
+path, text_path, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+library = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
+p = parse_prescription(open(text_path, encoding="utf-8").read(), library=library)
+calls = iter(range(1000))
+
+def hook(point):
+    if next(calls) == crash_at:
+        os._exit(17)
+
+journal = Journal(path, VirtualClock(), fault_hook=hook)
+journal.record_prescription(p, Actor("dr.a", Role.PRESCRIBER), assessment=assess_change(None, p, library=library))
+os._exit(0)
+"""
+
+
+def test_killed_process_at_every_write_point_leaves_old_or_new_state(tmp_path: Path) -> None:
+    """A real process death (no Python clean-up, no rollback) at each write point of a multi-entry write."""
+    text_path = tmp_path / "rx.toml"
+    text_path.write_text(high_dose_text(), encoding="utf-8")
+    points = _write_points(tmp_path, _op_prescription)
+    for k, point in enumerate(points):
+        path = tmp_path / f"killed-{k}.db"
+        with _fresh(path, VirtualClock()) as journal:
+            old_count = journal.count()
+        result = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), str(text_path), str(k)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert result.returncode == 17, result.stderr
+        with Journal(path, VirtualClock()) as reopened:
+            assert reopened.verify().ok
+            expected = old_count + 3 if point == "committed" else old_count
+            assert reopened.count() == expected, f"killed at {point} (#{k})"
+            kinds = [e.kind for e in reopened.entries()][old_count:]
+            assert kinds in ([], [EntryKind.OVERRIDE.value, EntryKind.OVERRIDE.value, EntryKind.PRESCRIPTION.value])
