@@ -271,6 +271,7 @@ class Ne1000(ByteDevice):
         self.diameter_milli = diameter_milli
         self.volume_units = self._units_for_diameter(diameter_milli)
         self.phases = _default_phases()
+        self._stored_rates: dict[int, int] = {}  # phase index -> non-volatile rate (thousandths)
         self.selected_phase = 0
         self.flags: dict[str, int] = {"AL": 0, "PF": 0, "BP": 1, "LOC": 0}
         self.buzzer = (0, 0)
@@ -361,6 +362,9 @@ class Ne1000(ByteDevice):
                 return
             self._sync()
             self._was_running_at_power_loss = self.state in ("I", "W")
+            for index, rate_milli in self._stored_rates.items():
+                self.phases[index].rate_milli = rate_milli
+            self._stored_rates.clear()
             self.mechanics.stop()
             self._motion_since_ns = None
             self.powered = False
@@ -529,10 +533,19 @@ class Ne1000(ByteDevice):
         if self.safe_mode and not safe:
             return b""
         text = normalise(item.data)
+        if "*" in text[1:] and not text.startswith("*"):
+            # Network burst "<n> <command> * <m> <command> *": each pump runs its own parts.
+            parts = [part for part in text.split("*") if part]
+            return b"".join(self._handle_command(part, safe, now, burst=True) for part in parts)
+        return self._handle_command(text, safe, now)
+
+    def _handle_command(self, text: str, safe: bool, now: int, *, burst: bool = False) -> bytes:
         match = _ADDRESS_RE.match(text)
         assert match is not None  # the pattern matches any string
         addr_text, command = match.group(1), match.group(2)
         system = addr_text == "*"
+        if burst and (addr_text is None or len(addr_text) != 1):
+            return b""  # burst addresses are single digits
         if not system and addr_text is not None and int(addr_text) != self.address:
             return b""
         if self.safe_mode and safe:
@@ -578,8 +591,11 @@ class Ne1000(ByteDevice):
     def _pumping(self) -> bool:
         return self.state in ("I", "W", "X")
 
+    def _edit_phase_index(self) -> int:
+        return self.running_phase if self.state in ("I", "W") else self.selected_phase
+
     def _edit_phase(self) -> Phase:
-        return self.phases[self.running_phase if self.state in ("I", "W") else self.selected_phase]
+        return self.phases[self._edit_phase_index()]
 
     # -- command handlers (return reply data after the prompt) ----------------------------
     def _cmd_ver(self, m: re.Match[str], name: str) -> str:
@@ -617,9 +633,14 @@ class Ne1000(ByteDevice):
         rate_nl_per_h = value * RATE_UNIT_NL_PER_H_PER_MILLI[units]
         if not self._rate_in_envelope(rate_nl_per_h):
             return ERR_OUT_OF_RANGE
-        phase.rate_milli, phase.rate_units = value, units
+        index = self._edit_phase_index()
         if self.state in ("I", "W"):
+            # A change while pumping is volatile: power loss restores the stored rate.
+            self._stored_rates.setdefault(index, phase.rate_milli)
             self.mechanics.set_motion(rate_nl_per_h, self.mechanics.direction)
+        else:
+            self._stored_rates.pop(index, None)
+        phase.rate_milli, phase.rate_units = value, units
         return ""
 
     def _cmd_vol_query(self, m: re.Match[str], name: str) -> str:
@@ -782,6 +803,7 @@ class Ne1000(ByteDevice):
     def _cmd_reset(self, m: re.Match[str], name: str) -> str:
         self._stop_program()
         self.phases = _default_phases()
+        self._stored_rates.clear()
         self.selected_phase = 0
         self.safe_timeout_s = 0
         self._last_valid_ns = None

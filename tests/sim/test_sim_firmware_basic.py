@@ -480,3 +480,26 @@ def test_bad_configuration_is_rejected(clock: VirtualClock, kwargs: dict[str, ob
     with pytest.raises(ConfigError) as excinfo:
         Ne1000(clock, **kwargs)  # type: ignore[arg-type]
     assert excinfo.value.field == field
+
+
+def test_rate_change_while_pumping_is_volatile(pump: Ne1000, clock: VirtualClock) -> None:
+    body(pump, "0PF1")
+    body(pump, "0RAT100UH")
+    body(pump, "0RUN")
+    body(pump, "0RAT200UH")
+    pump.power_cycle()
+    assert ask(pump, "0") == b"\x0200A?R\x03"
+    assert body(pump, "0RAT") == "00I100UH", "power loss restores the rate stored before pumping"
+    body(pump, "0STP")
+    body(pump, "0RAT300UH")
+    pump.power_cycle()
+    ask(pump, "0")
+    assert body(pump, "0RAT") == "00P300UH", "a rate set while paused is stored"
+
+
+def test_network_burst_runs_only_this_pumps_part(make_pump: Callable[..., Ne1000]) -> None:
+    pump = make_pump(address=1)
+    assert ask(pump, "0 rat 100 uh * 1 rat 250 uh * 2 rat 300 uh *") == b"\x0201S\x03"
+    assert body(pump, "1RAT") == "01S250UH"
+    assert ask(pump, "0RAT100UH*2RAT300UH*") == b""
+    assert ask(pump, "12RAT100UH*") == b"", "burst addresses are single digits"
