@@ -5,12 +5,19 @@ path or ``socket://`` URL; with ``--balance`` the second line does the same for
 the balance. Both lines are flushed at once, so a parent process can read them
 and connect. The simulator then runs in real time multiplied by ``--speed``
 until SIGINT or SIGTERM, and exits 0 after closing every port.
+
+With ``--control`` the simulator also reads a test-only control plane from
+stdin, separate from the pump protocol: one command per line, one JSON line
+answered on stdout (see :data:`CONTROL_COMMANDS`)::
+
+    state | stall | occlude | clear-occlusion | power-loss | power-restore | power-cycle | refill ML
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import signal
 import sys
 import threading
@@ -22,6 +29,17 @@ from typing import Any
 from hal.errors import HalUnavailableError
 
 PUMPS = ("ne1000",)
+#: Control-plane commands (``--control``) and what they do to the simulated pump.
+CONTROL_COMMANDS = {
+    "state": "report state, alarm, counters, actual delivered volume and syringe contents",
+    "stall": "stall the motor (A?S)",
+    "occlude": "block the outlet (stalls after the occlusion delay while infusing)",
+    "clear-occlusion": "clear the block",
+    "power-loss": "cut power",
+    "power-restore": "restore power (A?R)",
+    "power-cycle": "cut and restore power",
+    "refill": "refill ML: set the syringe contents while still, mL",
+}
 BALANCES = ("mtsics", "sbi")
 BAUD_RATES = (19200, 9600, 2400, 1200, 300)
 
@@ -100,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--diameter-mm", default="8.585", help="syringe inside diameter at start, mm")
     serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL (starts full)")
     serve.add_argument(
+        "--control", action="store_true", help="read control-plane commands (stall, occlude, state...) from stdin"
+    )
+    serve.add_argument(
         "--no-reset-alarm", action="store_true", help="start without the power-up A?R alarm latched"
     )
     serve.set_defaults(func=_serve)
@@ -117,6 +138,59 @@ def _traffic_printer(label: str, start: float) -> Any:
             print(f"{time.monotonic() - start:10.4f} {label} {direction} {data.hex(' ')}  |{text}|", file=sys.stderr, flush=True)
 
     return show
+
+
+def handle_control(line: str, pump: Any) -> dict[str, Any]:
+    """Run one control-plane command against a simulated pump and return the JSON-able answer.
+
+    :param line: e.g. ``"stall"`` or ``"refill 2.5"``.
+    :param pump: the :class:`~sim.newera.Ne1000`.
+    """
+    words = line.split()
+    if not words:
+        return {"error": "empty command", "commands": sorted(CONTROL_COMMANDS)}
+    name, params = words[0].lower(), words[1:]
+    if name not in CONTROL_COMMANDS:
+        return {"error": f"unknown command {name!r}", "commands": sorted(CONTROL_COMMANDS)}
+    if (name == "refill") != (len(params) == 1):
+        return {"error": f"{name}: wrong number of parameters", "usage": CONTROL_COMMANDS[name]}
+    try:
+        if name == "stall":
+            pump.inject_stall()
+        elif name == "occlude":
+            pump.set_occluded(True)
+        elif name == "clear-occlusion":
+            pump.set_occluded(False)
+        elif name == "power-loss":
+            pump.power_loss()
+        elif name == "power-restore":
+            pump.power_restore()
+        elif name == "power-cycle":
+            pump.power_cycle()
+        elif name == "refill":
+            pump.refill(params[0])
+    except ValueError as exc:
+        return {"error": str(exc)}
+    infused_nl, withdrawn_nl = pump.dispensed_nl()
+    return {
+        "ok": name,
+        "state": pump.state,
+        "alarm": pump.alarm,
+        "powered": pump.powered,
+        "occluded": pump.occluded,
+        "safe_timeout_s": pump.safe_timeout_s,
+        "infused_nl": infused_nl,
+        "withdrawn_nl": withdrawn_nl,
+        "actual_delivered_nl": pump.mechanics.actual_delivered_nl(),
+        "contents_nl": pump.mechanics.contents_nl(),
+    }
+
+
+def _control_loop(pump: Any) -> None:
+    for line in sys.stdin:
+        answer = handle_control(line, pump)
+        with _PRINT_LOCK:
+            print(json.dumps(answer, sort_keys=True), flush=True)
 
 
 def _load_balance_factory() -> Any:
@@ -179,6 +253,9 @@ def _serve(args: argparse.Namespace) -> int:
                 )
                 stack.callback(endpoint.close)
                 print(f"{args.balance} balance on {endpoint.url}", flush=True)
+            if args.control:
+                # Daemon: it may sit in a blocking stdin read when the process exits.
+                threading.Thread(target=_control_loop, args=(rig.device,), name="itbsim-control", daemon=True).start()
             while not stop.wait(0.5):
                 pass
     finally:

@@ -13,6 +13,9 @@ import serial
 
 from hal.newera.framing import encode_safe
 from hil import cli
+from hil.cmd_sim import handle_control
+from sim.clock import VirtualClock
+from sim.newera import Ne1000
 
 
 @contextmanager
@@ -118,3 +121,52 @@ def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixtu
 def test_bad_fault_spec_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["sim", "serve", "--fault", "explode"]) == 2
     assert "fault kind" in capsys.readouterr().err
+
+
+def test_control_plane_commands() -> None:
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False)
+    pump.receive(b"0RAT3600UH\r0RUN\r")
+    clock.advance(1)
+    answer = handle_control("state", pump)
+    assert (answer["state"], answer["infused_nl"], answer["actual_delivered_nl"]) == ("I", 1000, 1000)
+    assert handle_control("stall", pump)["alarm"] == "S"
+    assert handle_control("occlude", pump)["occluded"] is True
+    assert handle_control("power-loss", pump)["powered"] is False
+    assert handle_control("power-restore", pump)["alarm"] == "R"
+    assert handle_control("refill 1.5", pump)["contents_nl"] == 1_500_000
+    assert "error" in handle_control("refill 9", pump)
+    assert "error" in handle_control("refill", pump)
+    assert "error" in handle_control("explode", pump)
+    assert "error" in handle_control("", pump)
+
+
+def test_control_plane_over_stdin() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "sim", "serve", "--control", "--no-reset-alarm"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        proc.stdin.write("stall\n")
+        proc.stdin.flush()
+        answer = proc.stdout.readline()
+        assert '"alarm": "S"' in answer
+        port = serial.serial_for_url(url, timeout=10)
+        try:
+            port.write(b"0\r")
+            assert port.read_until(b"\x03") == b"\x0200A?S\x03"
+        finally:
+            port.close()
+        stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
