@@ -92,7 +92,7 @@ class LoopConfig:
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
-    checkpoint_interval_ms: int = 6 * MS_PER_H
+    checkpoint_interval_ms: int = 24 * MS_PER_H
     minimum_rate_nl_per_h: int = 2000
     drift_tolerance_ppm: int = 50_000
     drift_floor_nl: int = 2000
@@ -145,6 +145,8 @@ class PollRecord:
     :ivar cap_ng_per_day: daily cap in force, ng/day.
     :ivar reservoir_nl: predicted reservoir volume, nL.
     :ivar status_known: whether the pump answered.
+    :ivar expected_nl: volume the committed programme commanded over the interval, nL.
+    :ivar mode: the loop's mode after the poll.
     """
 
     now_ms: int
@@ -156,6 +158,8 @@ class PollRecord:
     cap_ng_per_day: int
     reservoir_nl: int
     status_known: bool
+    expected_nl: int = 0
+    mode: str = ""
 
 
 @dataclass
@@ -231,6 +235,9 @@ class ControlLoop:
         self.session_open: str | None = None  # "refill" or "programming" while one is open
         self._time_offset_ms = 0
         self._last_counter_nl: int | None = None
+        self._interval_expected_nl = 0
+        self._interval_delta_nl = 0
+        self._interval_tip_pg = 0
         self._accrual_ms = 0
         self._expected_num: dict[str, int] = {}  # kind -> nL*ms/h commanded since the last poll
         self._drift_expected_nl = 0
@@ -252,6 +259,12 @@ class ControlLoop:
         #: Invariant breaches observed by the loop itself (zero flow without authorisation...).
         self.breaches: list[str] = []
         self.discontinue_authorised = False
+        #: Workflow state saved with every checkpoint (owned by :class:`controller.therapy.Therapy`).
+        self.therapy_state: dict[str, Any] = {}
+        #: Total counter volume reconciled since start, nL (compared with the pump's own counter).
+        self.total_counted_nl = 0
+        #: Clear the pump counter when it passes this, nL, to keep its display resolution fine.
+        self.counter_clear_above_nl = 1_000_000
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -355,6 +368,7 @@ class ControlLoop:
     def _reconcile(self, counter_nl: int) -> tuple[int, int]:
         """Record the counter delta since the last reading into the ledger. Returns (delta nL, tip pg)."""
         self._accrue()
+        self._interval_expected_nl += sum(self._expected_num.values()) // MS_PER_H
         if self._last_counter_nl is None or counter_nl < self._last_counter_nl:
             if self._last_counter_nl is not None:
                 self._emit("counter_reset", previous_nl=self._last_counter_nl, now_nl=counter_nl)
@@ -384,9 +398,12 @@ class ControlLoop:
             if self.bolus is not None and kind == self.bolus.kind:
                 self.bolus.attributed_nl += volume_nl
         self.dispensed_since_fill_nl += delta
+        self.total_counted_nl += delta
         self._drift_expected_nl += expected_nl
         self._drift_counted_nl += delta
         self._expected_num = {}
+        self._interval_delta_nl += delta
+        self._interval_tip_pg += tip_pg_total
         return delta, tip_pg_total
 
     # -- the poll ---------------------------------------------------------------------------------------
@@ -408,6 +425,8 @@ class ControlLoop:
         else:
             self._comms_ok(now)
             delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
+            if dispensed.infused_nl > self.counter_clear_above_nl:
+                self._clear_counter()
             self._check_status(status)
             if status.alarm is None and status.state is PumpState.INFUSING:
                 self._check_drift()
@@ -420,18 +439,36 @@ class ControlLoop:
             now_ms=now,
             interval_ms=interval,
             rate_nl_per_h=(self.committed_rate_nl_per_h or 0) if self._delivering() else 0,
-            delivered_nl=delta_nl,
-            delivered_pg=tip_pg,
+            delivered_nl=self._interval_delta_nl,
+            delivered_pg=self._interval_tip_pg,
             dose_24h_ng=self.gate.total_24h_ng(now),
             cap_ng_per_day=self.gate.cap_ng_per_day(),
             reservoir_nl=self.reservoir_nl(),
             status_known=status is not None,
+            expected_nl=self._interval_expected_nl,
+            mode=self.mode.value,
         )
+        self._interval_expected_nl = 0
+        self._interval_delta_nl = 0
+        self._interval_tip_pg = 0
         if now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint()
         for observer in self.observers:
             observer(record)
         return record
+
+    def _clear_counter(self) -> None:
+        """Zero the pump's counter (its display resolution coarsens as it grows) and re-read the baseline."""
+        try:
+            self.pump.clear_dispensed()
+        except HalError:
+            return
+        dispensed = read_dispensed(self.pump)
+        if dispensed is not None:
+            self._last_counter_nl = dispensed.infused_nl
+            self._emit("counter_cleared", baseline_nl=dispensed.infused_nl)
+        else:
+            self._last_counter_nl = None
 
     def _comms_lost(self, now: int) -> None:
         if not self.alarms.is_active(AlarmCode.COMMS_DEGRADED):
@@ -856,6 +893,8 @@ class ControlLoop:
             "delivered_pg_by_kind": dict(self.delivered_pg_by_kind),
             "discontinue_authorised": self.discontinue_authorised,
             "interrupted_since_ms": self._interrupted_since_ms,
+            "total_counted_nl": self.total_counted_nl,
+            "therapy": dict(self.therapy_state),
             "gate": self.gate.snapshot(),
         }
 
@@ -896,6 +935,8 @@ class ControlLoop:
         self.delivered_pg_by_kind = dict(body["delivered_pg_by_kind"])
         self.discontinue_authorised = body["discontinue_authorised"]
         self._interrupted_since_ms = body["interrupted_since_ms"]
+        self.total_counted_nl = body["total_counted_nl"]
+        self.therapy_state = dict(body["therapy"])
         self._last_poll_ms = body["last_poll_ms"]
         now = self.now_ms()
         self._accrual_ms = now

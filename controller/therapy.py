@@ -155,10 +155,37 @@ class Therapy:
         self.priming_duration_ms = priming_duration_ms
         self.screening: list[ScreeningDose] = []
         self.patient_bolus: PatientBolusSettings | None = None
-        self.titration_start_dose_ng_per_day = 0
-        self.prescribed_dose_ng_per_day = 0
         #: Called with every WorkflowResult (runner, report, journal).
         self.sinks: list[Callable[[WorkflowResult], None]] = []
+
+    # -- state kept in the loop's checkpoint -----------------------------------------------------------
+
+    @property
+    def prescribed_dose_ng_per_day(self) -> int:
+        """The daily dose the clinician prescribed last, ng/day (survives restarts)."""
+        return int(self.loop.therapy_state.get("prescribed_dose_ng_per_day", 0))
+
+    @prescribed_dose_ng_per_day.setter
+    def prescribed_dose_ng_per_day(self, value: int) -> None:
+        self.loop.therapy_state["prescribed_dose_ng_per_day"] = int(value)
+
+    @property
+    def titration_start_dose_ng_per_day(self) -> int:
+        """The post-implant starting dose, ng/day: where therapy restarts after a long interruption."""
+        return int(self.loop.therapy_state.get("titration_start_dose_ng_per_day", 0))
+
+    @titration_start_dose_ng_per_day.setter
+    def titration_start_dose_ng_per_day(self, value: int) -> None:
+        self.loop.therapy_state["titration_start_dose_ng_per_day"] = int(value)
+
+    def _save_patient_bolus(self) -> None:
+        pb = self.patient_bolus
+        self.loop.therapy_state["patient_bolus"] = None if pb is None else [pb.dose_ng, pb.duration_ms]
+
+    def restore_state(self) -> None:
+        """Reload workflow state after :meth:`ControlLoop.recover`."""
+        pb = self.loop.therapy_state.get("patient_bolus")
+        self.patient_bolus = None if not pb else PatientBolusSettings(int(pb[0]), int(pb[1]))
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -256,6 +283,7 @@ class Therapy:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
         self.titration_start_dose_ng_per_day = dose_ng_per_day
         self.prescribed_dose_ng_per_day = dose_ng_per_day
+        self.loop.checkpoint()
         detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
         values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
         if prime and self.dead_volume_nl:
@@ -295,6 +323,7 @@ class Therapy:
         if not outcome.committed:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose_ng_per_day
+        self.loop.checkpoint()
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
@@ -336,6 +365,8 @@ class Therapy:
         if dose_ng <= 0 or duration_ms <= 0:
             raise ConfigError("dose_ng", dose_ng, "> 0 with duration_ms > 0")
         self.patient_bolus = PatientBolusSettings(dose_ng, duration_ms)
+        self._save_patient_bolus()
+        self.loop.checkpoint()
         return self._done(WorkflowResult("configure_patient_bolus", True, (),
                                          f"{dose_ng / 1000:g} µg over {duration_ms // 60000} min"))
 
@@ -469,6 +500,7 @@ class Therapy:
         if outcome is None or not outcome.committed:
             return self._deny("resume", Why.PUMP_NOT_VERIFIED, detail="" if outcome is None else outcome.detail)
         self.prescribed_dose_ng_per_day = dose
+        self.loop.checkpoint()
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
 
