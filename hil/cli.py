@@ -17,6 +17,7 @@ from hal.errors import ItbError
 
 #: Subcommand modules, in the order ``itb --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "hil.cmd_run",
     "hil.cmd_bench",
     "hil.cmd_prescription",
     "hil.cmd_journal",

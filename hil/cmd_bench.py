@@ -9,6 +9,7 @@ import json
 #: Benchmark name -> module exposing ``run(args) -> dict`` and ``add_arguments(parser)`` (optional).
 BENCHMARKS: dict[str, str] = {
     "serial": "hil.bench.serial",
+    "run": "hil.bench.run",
 }
 
 
