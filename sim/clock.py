@@ -28,10 +28,12 @@ class VirtualClock(Clock):
         self._lock = threading.Lock()
 
     def monotonic_ns(self) -> int:
+        """The virtual monotonic time, ns."""
         with self._lock:
             return self._now_ns
 
     def utc_now(self) -> datetime:
+        """The start wall time plus the virtual time elapsed."""
         with self._lock:
             elapsed_ns = self._now_ns - self._origin_ns
         return self._origin_utc + timedelta(microseconds=elapsed_ns // 1000)
@@ -73,12 +75,15 @@ class ScaledClock(Clock):
         self._utc0 = start_utc or datetime.now(timezone.utc)
 
     def monotonic_ns(self) -> int:
+        """Real time elapsed since creation times ``speed``, ns."""
         return round((time.monotonic_ns() - self._real0) * self.speed)
 
     def utc_now(self) -> datetime:
+        """The start wall time plus the scaled time elapsed."""
         return self._utc0 + timedelta(microseconds=self.monotonic_ns() // 1000)
 
     def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of scaled time (``seconds / speed`` of real time)."""
         if seconds > 0:
             time.sleep(seconds / self.speed)
 
@@ -102,14 +107,17 @@ class DriftClock(Clock):
         self._origin_ns = base.monotonic_ns()
 
     def monotonic_ns(self) -> int:
+        """The base clock's time since creation, stretched by the drift, ns."""
         elapsed = self.base.monotonic_ns() - self._origin_ns
         return self._origin_ns + round(elapsed * self._factor)
 
     def utc_now(self) -> datetime:
+        """The base wall time plus the drift accumulated since creation."""
         elapsed = self.base.monotonic_ns() - self._origin_ns
         extra_ns = round(elapsed * (self._factor - 1.0))
         return self.base.utc_now() + timedelta(microseconds=extra_ns // 1000)
 
     def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
         if seconds > 0:
             self.base.sleep(seconds / self._factor)
