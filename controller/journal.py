@@ -27,6 +27,11 @@ What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
 :meth:`Journal.unresolved_commands` (pending or uncertain: never re-sent, only
 reconciled) and :meth:`Journal.pending_boluses`.
 
+Long runs: inside ``with journal.batch():`` readings and free audit entries are
+chained in memory and committed together at the end of the block (one fsync
+instead of one per entry); every other record stays durable before its method
+returns. One process writes a journal at a time.
+
 Crash testing: ``fault_hook(point)`` is called at every write point
 (``begin``, ``insert``, ``head``, ``commit``, ``committed``); raising from it,
 or killing the process, must leave the complete old or complete new state.
@@ -44,6 +49,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
@@ -264,6 +270,9 @@ class _Pending:
     reason: str
     old_json: str | None
     new_json: str | None
+    utc: str
+    utc_offset_min: int
+    monotonic_ns: int
 
 
 class Journal:
@@ -293,6 +302,8 @@ class Journal:
         self.fault_hook = fault_hook
         self._lock = threading.Lock()
         self._closed = False
+        self._batch: list[list[Any]] | None = None
+        self._batch_base: tuple[int, str] = (0, "")
         try:
             self._db = _connect(self.path, read_only=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -341,7 +352,11 @@ class Journal:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            try:
+                self._flush_locked()
+            finally:
+                self._closed = True
+                self._batch = None
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
@@ -361,49 +376,52 @@ class Journal:
         if self.fault_hook is not None:
             self.fault_hook(point)
 
-    def _append(self, items: Sequence[_Pending]) -> tuple[JournalEntry, ...]:
-        """Append ``items`` atomically, in order; return them as stored. Durable on return."""
-        if self._closed:
-            raise StateError(f"journal {self.path} is closed")
-        utc = self._clock.utc_now()
-        mono_ns = self._clock.monotonic_ns()
-        local = utc.astimezone(self._local_tz) if self._local_tz is not None else utc.astimezone()
-        offset = local.utcoffset()
-        offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
-        stored = []
+    def _chain(self, items: Sequence[_Pending], count: int, prev: str) -> list[list[Any]]:
+        """Give ``items`` their sequence numbers and hashes after (``count``, ``prev``); return full rows."""
+        rows = []
+        for item in items:
+            count += 1
+            fields = {
+                "seq": count,
+                "kind": item.kind.value,
+                "action": item.action,
+                "utc": item.utc,
+                "utc_offset_min": item.utc_offset_min,
+                "monotonic_ns": item.monotonic_ns,
+                "actor": item.actor.name,
+                "role": item.actor.role.value,
+                "command_id": item.command_id,
+                "outcome": item.outcome,
+                "reason": item.reason,
+                "old_json": item.old_json,
+                "new_json": item.new_json,
+                "prev_hash": prev,
+            }
+            prev = entry_hash(fields)
+            rows.append([*(fields[name] for name in CHAINED_FIELDS), prev])
+        return rows
+
+    def _head(self) -> tuple[int, str]:
+        count, last_hash = self._db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
+        return int(count), str(last_hash)
+
+    def _commit(self, rows: Sequence[Sequence[Any]], base: tuple[int, str]) -> None:
+        """Insert ``rows`` (chained after ``base``) and move the head, in one transaction. Durable on return."""
         try:
             self._hook("begin")
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                count, prev = self._db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
-                for item in items:
-                    count += 1
-                    fields = {
-                        "seq": count,
-                        "kind": item.kind.value,
-                        "action": item.action,
-                        "utc": utc.isoformat(),
-                        "utc_offset_min": offset_min,
-                        "monotonic_ns": mono_ns,
-                        "actor": item.actor.name,
-                        "role": item.actor.role.value,
-                        "command_id": item.command_id,
-                        "outcome": item.outcome,
-                        "reason": item.reason,
-                        "old_json": item.old_json,
-                        "new_json": item.new_json,
-                        "prev_hash": prev,
-                    }
-                    digest = entry_hash(fields)
+                if self._head() != base:
+                    raise JournalError(f"journal {self.path}: another writer appended; one writer per journal")
+                for row in rows:
                     self._hook("insert")
                     self._db.execute(
                         f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                        [*(fields[name] for name in CHAINED_FIELDS), digest],
+                        list(row),
                     )
-                    stored.append(_row_to_entry([*(fields[name] for name in CHAINED_FIELDS), digest]))
-                    prev = digest
                 self._hook("head")
-                self._db.execute("UPDATE head SET count=?, last_hash=? WHERE id=1", (count, prev))
+                last = rows[-1]
+                self._db.execute("UPDATE head SET count=?, last_hash=? WHERE id=1", (last[0], last[-1]))
                 self._hook("commit")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -413,14 +431,75 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
         self._hook("committed")
-        return tuple(stored)
 
-    def _write(self, items: Sequence[_Pending]) -> tuple[JournalEntry, ...]:
+    def _append(self, items: Sequence[_Pending], *, durable: bool = True) -> tuple[JournalEntry, ...]:
+        """Append ``items`` atomically, in order (caller holds the lock).
+
+        Outside a batch, or with ``durable=True``, everything buffered and ``items``
+        are committed before returning. Inside a batch with ``durable=False`` the
+        items join the batch and are committed when it ends.
+        """
+        if self._closed:
+            raise StateError(f"journal {self.path} is closed")
+        if not items:
+            return ()
+        if self._batch is None:
+            base = self._head()
+            rows = self._chain(items, *base)
+            self._commit(rows, base)
+            return tuple(_row_to_entry(r) for r in rows)
+        tail = (self._batch[-1][0], self._batch[-1][-1]) if self._batch else self._batch_base
+        rows = self._chain(items, *tail)
+        self._batch.extend(rows)
+        if durable:
+            self._flush_locked()
+        return tuple(_row_to_entry(r) for r in rows)
+
+    def _flush_locked(self) -> None:
+        if not self._batch:
+            return
+        rows, base = self._batch, self._batch_base
+        self._batch = []
+        try:
+            self._commit(rows, base)
+        finally:
+            self._batch_base = self._head()
+
+    def _write(self, items: Sequence[_Pending], *, durable: bool = True) -> tuple[JournalEntry, ...]:
         with self._lock:
-            return self._append(items)
+            return self._append(items, durable=durable)
 
-    @staticmethod
+    @contextmanager
+    def batch(self) -> Iterator[Journal]:
+        """Group readings and audit entries into one transaction (fewer fsyncs in long runs).
+
+        Inside the block, :meth:`record_reading` and :meth:`append_audit` entries are
+        chained in memory and committed together when the block ends (also when it
+        raises). Everything else (commands, prescriptions, programmes, ledger
+        snapshots, alarms) is still durable before its method returns, and commits
+        the entries buffered before it. A crash inside the block loses the buffered
+        entries as a whole, never part of one. Queries see committed entries only.
+
+        :raises StateError: if a batch is already open.
+        """
+        with self._lock:
+            if self._batch is not None:
+                raise StateError("a journal batch is already open")
+            if self._closed:
+                raise StateError(f"journal {self.path} is closed")
+            self._batch = []
+            self._batch_base = self._head()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                try:
+                    self._flush_locked()
+                finally:
+                    self._batch = None
+
     def _item(
+        self,
         kind: EntryKind,
         action: str,
         actor: Actor,
@@ -437,6 +516,9 @@ class Journal:
             raise ConfigError("action", action, "a non-empty string")
         if not isinstance(reason, str):
             raise ConfigError("reason", reason, "a string")
+        utc = self._clock.utc_now()
+        local = utc.astimezone(self._local_tz) if self._local_tz is not None else utc.astimezone()
+        offset = local.utcoffset()
         return _Pending(
             kind,
             action,
@@ -446,6 +528,9 @@ class Journal:
             reason,
             None if old is None else canonical_json(old),
             None if new is None else canonical_json(new),
+            utc.isoformat(),
+            int(offset.total_seconds() // 60) if offset is not None else 0,
+            self._clock.monotonic_ns(),
         )
 
     # -- recording -------------------------------------------------------------------------------------
@@ -476,7 +561,7 @@ class Journal:
         """
         item = self._item(EntryKind.AUDIT, action, actor, old=old, new=new, reason=reason, command_id=command_id,
                           outcome=outcome)
-        return self._write([item])[0]
+        return self._write([item], durable=False)[0]
 
     def record_alarm(self, *, event: str, code: str, priority: str, actor: Actor, detail: str = "") -> JournalEntry:
         """Record an alarm event (ALM-06); used by :class:`controller.alarms.AlarmManager`.
@@ -494,7 +579,7 @@ class Journal:
 
     def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
         """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats)."""
-        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))])[0]
+        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], durable=False)[0]
 
     def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
         """Record an exact kernel ledger snapshot taken at monotonic ``now_ms``.

@@ -462,3 +462,62 @@ def test_killed_process_at_every_write_point_leaves_old_or_new_state(tmp_path: P
             assert reopened.count() == expected, f"killed at {point} (#{k})"
             kinds = [e.kind for e in reopened.entries()][old_count:]
             assert kinds in ([], [EntryKind.OVERRIDE.value, EntryKind.OVERRIDE.value, EntryKind.PRESCRIPTION.value])
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+
+def test_batch_commits_readings_together_with_their_own_times(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        with journal.batch():
+            for i in range(5):
+                journal.record_reading({"dispensed_nl": i})
+                clock.advance(60)
+            assert journal.count() == 0
+        assert journal.count() == 5
+        times = [e.monotonic_ns for e in journal.entries(EntryKind.READING)]
+        assert times == [i * 60_000_000_000 for i in range(5)]
+        assert journal.verify().ok
+
+
+def test_durable_records_inside_a_batch_flush_it(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal, journal.batch():
+        journal.record_reading({"dispensed_nl": 1})
+        journal.append_audit(SYSTEM_ACTOR, "tick")
+        journal.begin_command("c-1", "set_rate", {"rate_nl_per_h": 2_000})
+        assert journal.count() == 3
+        assert [c.command_id for c in journal.unresolved_commands()] == ["c-1"]
+        journal.record_reading({"dispensed_nl": 2})
+        assert journal.count() == 3
+    assert verify_journal(path).ok
+
+
+def test_batch_is_flushed_when_its_body_raises_and_cannot_nest(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        with pytest.raises(RuntimeError), journal.batch():
+            journal.record_reading({"dispensed_nl": 1})
+            raise RuntimeError("loop failed")
+        assert journal.count() == 1
+        with journal.batch(), pytest.raises(StateError), journal.batch():
+            pass
+
+
+def test_crash_while_flushing_a_batch_loses_the_whole_batch_only(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        journal.record_reading({"dispensed_nl": 0})
+        calls = iter(range(100))
+
+        def hook(point: str) -> None:
+            if point == "insert" and next(calls) == 2:
+                raise Crash(point)
+
+        journal.fault_hook = hook
+        with pytest.raises(Crash), journal.batch():
+            for i in range(1, 5):
+                journal.record_reading({"dispensed_nl": i})
+        journal.fault_hook = None
+        assert journal.count() == 1
+        assert journal.verify().ok
+        journal.record_reading({"dispensed_nl": 9})
+        assert [e.new["dispensed_nl"] for e in journal.entries()] == [0, 9]
+        assert journal.verify().ok
