@@ -21,6 +21,63 @@ from typing import NamedTuple
 from cython_ext.errors import KernelConfigError, require_int, require_range
 from cython_ext.units import MS_PER_DAY, MS_PER_H, div_round
 
+__all__ = [
+    "MAX_RATE_NL_PER_H",
+    "MAX_CONCENTRATION_UG_PER_ML",
+    "MAX_DOSE_NG_PER_DAY",
+    "MAX_BOLUS_VOLUME_NL",
+    "MAX_RECORD_PG",
+    "MAX_BUCKET_PG",
+    "MAX_BOLUSES_PER_DAY",
+    "MAX_FLEX_STEPS",
+    "MAX_PERIODIC_BOLUSES",
+    "LEDGER_RESOLUTION_MS",
+    "WINDOW_BUCKETS",
+    "BOLUS_HISTORY",
+    "SNAPSHOT_VERSION",
+    "DeliveryKind",
+    "N_KINDS",
+    "BOLUS_KINDS",
+    "COUNTED_BOLUS_KINDS",
+    "RequestKind",
+    "Origin",
+    "TITRATION_CAP_PCT_BY_ORIGIN",
+    "Reason",
+    "ALL_REASONS",
+    "SOFT_REASONS",
+    "DISCONTINUE_AUTHORISATION",
+    "REASON_INDEX",
+    "Bounds",
+    "make_bounds",
+    "DrugLimits",
+    "DEFAULT_LIBRARY",
+    "library_entry",
+    "PatientCaps",
+    "make_caps",
+    "check_caps_against_limits",
+    "PumpEnvelope",
+    "make_envelope",
+    "Override",
+    "make_override",
+    "BridgePlan",
+    "Request",
+    "request_rate_change",
+    "request_programme_change",
+    "request_bolus",
+    "request_concentration_change",
+    "request_discontinue",
+    "request_minimum_rate",
+    "Decision",
+    "TitrationStep",
+    "plan_titration",
+    "TightenStep",
+    "Tightened",
+    "tighten",
+    "check_programme_shape",
+    "MAX_DECISION_AGE_MS",
+    "KernelConfigError",
+]
+
 # Representation limits. They keep every intermediate of the compiled kernel far
 # inside a signed 64-bit integer; they are not clinical limits.
 #: Largest rate any object accepts, nL/h (10 mL/h = 240 mL/day).
@@ -290,7 +347,8 @@ def _baclofen(concentration_ug_per_ml: int, *, screening_only: bool = False) -> 
         name=f"baclofen intrathecal {c} µg/mL" + (" (screening only)" if screening_only else ""),
         concentration_ug_per_ml=c,
         # Label: content within ±5 % of nominal (hard). Soft ±2 % is a PLACEHOLDER.
-        concentration=make_bounds("concentration", c * 95 // 100, c * 98 // 100, -(-c * 102 // 100), -(-c * 105 // 100)),
+        # Rounded inwards: the integer bounds never admit more than ±5 % / ±2 %.
+        concentration=make_bounds("concentration", -(-c * 95 // 100), -(-c * 98 // 100), c * 102 // 100, c * 105 // 100),
         # Hard 12-2003 µg/day: lowest and highest daily doses reported (itb-clinical §1.5, §6).
         # Soft 24-1000 µg/day: warn above 1000 (limited experience), below 24 (paediatric
         # minimum). PLACEHOLDERS needing clinical sign-off.
@@ -750,26 +808,24 @@ class Tightened(NamedTuple):
 
 
 def tighten(value: int, ceilings: Sequence[tuple[str, int, str]] = (), *, step: int = 1, step_name: str = "pump_step") -> Tightened:
-    """The one place a value is lowered: clamp at 0, apply each ceiling, round down to ``step``.
+    """The one place a value is lowered: apply each ceiling, then round down to ``step``.
 
     Each limiter may only lower the value, and each one that does records why.
     Properties (tested): the result is ``<=`` the input and every ceiling, a
     multiple of ``step``, independent of ceiling order, and applying the chain
     to its own result changes nothing.
 
-    :param value: requested amount (any unit; the ceilings share it).
+    :param value: requested amount, >= 0 (any unit; the ceilings share it).
     :param ceilings: ``(name, ceiling, reason)`` triples; ceilings below 0 act as 0.
+    :raises KernelConfigError: for a negative ``value`` (rejected, not clamped).
     :param step: round down to a multiple of this (the pump's step), >= 1.
     :param step_name: name recorded for the rounding step.
     :return: a :class:`Tightened`.
     """
-    value = require_int("value", value)
+    value = require_range("value", value, 0, 10**18, "")
     step = require_range("step", step, 1, 10**15, "")
     original = value
     steps: list[TightenStep] = []
-    if value < 0:
-        steps.append(TightenStep("non_negative", value, 0, "a delivery amount cannot be negative"))
-        value = 0
     for name, ceiling, reason in ceilings:
         ceiling = max(0, require_int(f"ceiling {name}", ceiling))
         if ceiling < value:

@@ -1,0 +1,72 @@
+"""The compiled kernel is what the package loads; the twin only on request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cython_ext import kernel
+
+
+def test_compiled_module_is_loaded_by_default():
+    if os.environ.get("ITB_PURE_PYTHON") == "1":
+        pytest.skip("this run asked for the pure-Python twin on purpose")
+    assert kernel.IMPLEMENTATION == "compiled"
+    assert kernel.SafetyKernel.__module__ == "cython_ext._kernel"
+    assert kernel._impl.__file__.endswith((".so", ".pyd"))
+
+
+def test_load_gives_each_implementation():
+    assert kernel.load("compiled").IMPLEMENTATION == "compiled"
+    assert kernel.load("python").IMPLEMENTATION == "python"
+    with pytest.raises(ValueError):
+        kernel.load("fast")
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    full_env.pop("ITB_PURE_PYTHON", None) if "ITB_PURE_PYTHON" not in env else None
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=60)
+
+
+def test_env_selects_twin():
+    result = _run("from cython_ext import kernel; print(kernel.IMPLEMENTATION)", ITB_PURE_PYTHON="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "python"
+
+
+def test_missing_compiled_module_fails_loudly_with_build_hint():
+    code = (
+        "import sys; sys.modules['cython_ext._kernel'] = None\n"
+        "try:\n"
+        "    from cython_ext import kernel\n"
+        "except ImportError as exc:\n"
+        "    print('IMPORT-ERROR', exc)\n"
+        "else:\n"
+        "    print('LOADED', kernel.IMPLEMENTATION)\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("IMPORT-ERROR")
+    assert "make test" in result.stdout and "pip install -e ." in result.stdout
+
+
+def test_bad_env_value_rejected():
+    result = _run("from cython_ext import kernel", ITB_PURE_PYTHON="yes")
+    assert result.returncode != 0
+    assert "ITB_PURE_PYTHON" in result.stderr
+
+
+def test_both_implementations_export_the_same_names():
+    from cython_ext import _common
+
+    public = set(_common.__all__) | {"SafetyKernel", "Ledger", "Programme", "IMPLEMENTATION"}
+    for implementation in ("compiled", "python"):
+        module = kernel.load(implementation)
+        missing = {name for name in public if not hasattr(module, name)}
+        assert not missing, (implementation, missing)
+        for name in _common.__all__:
+            assert getattr(module, name) is getattr(_common, name)
