@@ -374,6 +374,7 @@ def open_balance(
     timeout_s: float = 2.0,
     trace_path: str | None = None,
     clock: Clock | None = None,
+    driver_options: dict[str, Any] | None = None,
 ) -> BalanceDriver:
     """Open a balance by driver name on a serial URL.
 
@@ -385,6 +386,7 @@ def open_balance(
     :param timeout_s: read timeout of one reply, s.
     :param trace_path: file receiving a timestamped hex + ASCII trace of every byte.
     :param clock: clock for timestamps and retries (the system clock by default).
+    :param driver_options: extra keywords for the driver class (e.g. ``{"autoprint": True}`` for SBI).
     :raises HalUnavailableError: no such driver.
     :raises ConnectError: the port could not be opened.
     """
@@ -397,7 +399,7 @@ def open_balance(
             settings[key] = value
     link = transport.open_serial(url, timeout_s=timeout_s, trace_path=trace_path, clock=clock, **settings)
     try:
-        return driver_cls(link, clock=clock)
+        return driver_cls(link, clock=clock, **(driver_options or {}))
     except BaseException:
         link.close()
         raise

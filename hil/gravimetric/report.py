@@ -81,13 +81,13 @@ def write_samples_csv(path: Path, measurement: Measurement) -> None:
 
 
 def _plots(out_dir: Path, analysis: AccuracyAnalysis) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # The Agg canvas is attached explicitly: no global backend switch, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rate = analysis.settings.rate_ml_per_h
     figure = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     times_min = [f.elapsed_s / 60 for f in analysis.flows if f.flow_ml_per_h is not None]
     flows = [f.flow_ml_per_h for f in analysis.flows if f.flow_ml_per_h is not None]
@@ -102,6 +102,7 @@ def _plots(out_dir: Path, analysis: AccuracyAnalysis) -> None:
     figure.savefig(out_dir / STARTUP_PNG)
 
     figure = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     windows = [t.window_min for t in analysis.trumpet]
     axes.plot(windows, [t.max_error_pct for t in analysis.trumpet], marker="o", label="Ep(max)")
