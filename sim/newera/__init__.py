@@ -7,5 +7,16 @@
 
 from sim.newera.firmware import COMMANDS, Ne1000, normalise, rate_envelope_nl_per_h
 from sim.newera.mechanics import Mechanics
+from sim.newera.profile import NE1000_V3_928, NE1000_X2_V3_928, PROFILES, DeviceProfile
 
-__all__ = ["COMMANDS", "Mechanics", "Ne1000", "normalise", "rate_envelope_nl_per_h"]
+__all__ = [
+    "COMMANDS",
+    "NE1000_V3_928",
+    "NE1000_X2_V3_928",
+    "PROFILES",
+    "DeviceProfile",
+    "Mechanics",
+    "Ne1000",
+    "normalise",
+    "rate_envelope_nl_per_h",
+]

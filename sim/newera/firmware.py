@@ -42,21 +42,18 @@ from hal.errors import ConfigError
 from hal.newera.framing import Frame, FrameError, FrameKind, encode_reply
 from sim.device import ByteDevice
 from sim.newera.deframer import PumpDeframer
-from sim.newera.mechanics import INFUSE, NL_PER_ML, NS_PER_H, STILL, WITHDRAW, Mechanics
+from sim.newera.mechanics import INFUSE, NL_PER_ML, NS_PER_H, WITHDRAW, Mechanics
+from sim.newera.profile import NE1000_V3_928, DeviceProfile
 from sim.newera.wire_numbers import format_milli, parse_milli
 
-#: Number of program phases in the base firmware.
-PHASE_COUNT = 41
-#: Baud rates ``*ADR n B <baud>`` accepts.
-BAUD_RATES = (19200, 9600, 2400, 1200, 300)
-#: Diameter range, thousandths of a mm.
-DIAMETER_MIN_MILLI = 100
-DIAMETER_MAX_MILLI = 50_000
-#: Diameters at or below this use µL, above it mL (thousandths of a mm).
-UL_DIAMETER_LIMIT_MILLI = 14_000
-#: Plunger speed limits (pump-protocols §1.3): cm/min and cm/h.
-MAX_SPEED_CM_PER_MIN = 5.1005
-MIN_SPEED_CM_PER_H = 0.004205
+#: Limits of the default profile, kept as module constants for callers that want them.
+PHASE_COUNT = NE1000_V3_928.phase_count
+BAUD_RATES = NE1000_V3_928.baud_rates
+DIAMETER_MIN_MILLI = NE1000_V3_928.diameter_min_milli
+DIAMETER_MAX_MILLI = NE1000_V3_928.diameter_max_milli
+UL_DIAMETER_LIMIT_MILLI = NE1000_V3_928.ul_diameter_limit_milli
+MAX_SPEED_CM_PER_MIN = NE1000_V3_928.max_speed_cm_per_min
+MIN_SPEED_CM_PER_H = NE1000_V3_928.min_speed_cm_per_h
 
 #: nL/h per thousandth of each rate unit.
 RATE_UNIT_NL_PER_H_PER_MILLI = {"UH": 1, "MH": 1000, "UM": 60, "MM": 60_000}
@@ -83,13 +80,17 @@ def normalise(data: bytes) -> str:
     return data.translate(None, _CONTROL_CHARS).decode("latin-1").upper()
 
 
-def rate_envelope_nl_per_h(diameter_mm: float) -> tuple[float, float]:
+def rate_envelope_nl_per_h(diameter_mm: float, profile: DeviceProfile = NE1000_V3_928) -> tuple[float, float]:
     """Lowest and highest rate the mechanism can drive a syringe of ``diameter_mm`` at, nL/h.
 
-    ``Qmin[mL/h] = pi (d/20)^2 * 0.004205`` and ``Qmax[mL/min] = pi (d/20)^2 * 5.1005``.
+    ``Qmin[mL/h] = pi (d/20)^2 * 0.004205`` and ``Qmax[mL/min] = pi (d/20)^2 * 5.1005``
+    (the speeds come from ``profile``).
     """
     area_cm2 = math.pi * (diameter_mm / 20.0) ** 2
-    return area_cm2 * MIN_SPEED_CM_PER_H * NL_PER_ML, area_cm2 * MAX_SPEED_CM_PER_MIN * 60 * NL_PER_ML
+    return (
+        area_cm2 * profile.min_speed_cm_per_h * NL_PER_ML,
+        area_cm2 * profile.max_speed_cm_per_min * 60 * NL_PER_ML,
+    )
 
 
 def _as_milli(field_name: str, value: object, low: int, high: int) -> int:
@@ -120,8 +121,8 @@ class Phase:
         return self.rate_milli * RATE_UNIT_NL_PER_H_PER_MILLI[self.rate_units]
 
 
-def _default_phases() -> list[Phase]:
-    return [Phase()] + [Phase(function="STP") for _ in range(PHASE_COUNT - 1)]
+def _default_phases(count: int) -> list[Phase]:
+    return [Phase()] + [Phase(function="STP") for _ in range(count - 1)]
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _spec("RAT", ("", "rat_query"), (_NUM + r"(UM|MM|UH|MH)?", "rat_set")),
     _spec("VOL", ("", "vol_query"), (_NUM, "vol_set"), (r"(UL|ML)", "vol_units")),
     _spec("DIR", ("", "dir_query"), (r"(INF|WDR|REV|STK)", "dir_set")),
-    _spec("RUN", ("", "run"), (r"(\d{1,2})", "run")),
+    _spec("RUN", ("", "run"), (r"(\d{1,3})", "run")),
     _spec("PUR", ("", "purge")),
     _spec("STP", ("", "stop")),
     _spec("DIS", ("", "dispensed")),
     _spec("CLD", (r"(INF|WDR)", "clear")),
     _spec("SAF", ("", "saf_query"), (r"(\d{1,3})", "saf_set")),
-    _spec("PHN", ("", "phn_query"), (r"(\d{1,2})", "phn_set")),
+    _spec("PHN", ("", "phn_query"), (r"(\d{1,3})", "phn_set")),
     _spec("FUN", ("", "fun_query"), (r"(RAT|STP)", "fun_set")),
     _spec("AL", ("", "flag_query"), (r"(\d)", "flag_set")),
     _spec("PF", ("", "flag_query"), (r"(\d)", "flag_set")),
@@ -204,7 +205,8 @@ class Ne1000(ByteDevice):
     :param power_on_alarm: latch ``A?R`` at start, as after a real power-up.
     :param bad_packet_reply: ``"com"`` answers a corrupt Safe packet with ``?COM``; ``"silent"`` drops it.
     :param occlusion_delay_s: time infusing against an occlusion before the motor stalls, s.
-    :param firmware_version: the ``VER`` reply.
+    :param firmware_version: the ``VER`` reply (default: the profile's).
+    :param profile: model and firmware limits (:mod:`sim.newera.profile`).
 
     Modelling choices where the manual is silent:
 
@@ -233,7 +235,8 @@ class Ne1000(ByteDevice):
         power_on_alarm: bool = True,
         bad_packet_reply: str = "com",
         occlusion_delay_s: float = 0.5,
-        firmware_version: str = "NE1000V3.928",
+        firmware_version: str | None = None,
+        profile: DeviceProfile = NE1000_V3_928,
     ) -> None:
         if not isinstance(address, int) or not 0 <= address <= 99:
             raise ConfigError("address", address, "an int in [0, 99]")
@@ -243,7 +246,12 @@ class Ne1000(ByteDevice):
             raise ConfigError("bad_packet_reply", bad_packet_reply, "'com' or 'silent'")
         if not occlusion_delay_s >= 0:
             raise ConfigError("occlusion_delay_s", occlusion_delay_s, ">= 0 s")
-        diameter_milli = _as_milli("syringe_diameter_mm", syringe_diameter_mm, DIAMETER_MIN_MILLI, DIAMETER_MAX_MILLI)
+        if not isinstance(profile, DeviceProfile):
+            raise ConfigError("profile", profile, "a sim.newera.profile.DeviceProfile")
+        self.profile = profile
+        diameter_milli = _as_milli(
+            "syringe_diameter_mm", syringe_diameter_mm, profile.diameter_min_milli, profile.diameter_max_milli
+        )
         volume_ul = _as_milli("syringe_volume_ml", syringe_volume_ml, 1, 1_000_000)
         fill_ul = None if fill_ml is None else _as_milli("fill_ml", fill_ml, 0, volume_ul)
         self._lock = threading.RLock()
@@ -258,7 +266,7 @@ class Ne1000(ByteDevice):
         )
         self.mechanics.sync = self._sync
         self.mechanics.lock = self._lock
-        self.firmware_version = firmware_version
+        self.firmware_version = profile.version_reply if firmware_version is None else firmware_version
         self.bad_packet_reply = bad_packet_reply
         self.occlusion_delay_ns = round(occlusion_delay_s * NS_PER_S)
         self._deframer = PumpDeframer()
@@ -270,7 +278,7 @@ class Ne1000(ByteDevice):
         self.safe_timeout_s = safe_timeout_s
         self.diameter_milli = diameter_milli
         self.volume_units = self._units_for_diameter(diameter_milli)
-        self.phases = _default_phases()
+        self.phases = _default_phases(self.profile.phase_count)
         self._stored_rates: dict[int, int] = {}  # phase index -> non-volatile rate (thousandths)
         self.selected_phase = 0
         self.flags: dict[str, int] = {"AL": 0, "PF": 0, "BP": 1, "LOC": 0}
@@ -472,7 +480,7 @@ class Ne1000(ByteDevice):
 
     def _phase_complete(self) -> None:
         nxt = self.running_phase + 1
-        if nxt >= PHASE_COUNT or self.phases[nxt].function == "STP":
+        if nxt >= self.profile.phase_count or self.phases[nxt].function == "STP":
             self._stop_program()
             return
         self.running_phase = nxt
@@ -507,7 +515,7 @@ class Ne1000(ByteDevice):
 
     # -- motion ---------------------------------------------------------------------------
     def _rate_in_envelope(self, rate_nl_per_h: int) -> bool:
-        low, high = rate_envelope_nl_per_h(self.diameter_milli / 1000)
+        low, high = rate_envelope_nl_per_h(self.diameter_milli / 1000, self.profile)
         return low <= rate_nl_per_h <= high
 
     def _start_phase_motion(self) -> bool:
@@ -583,9 +591,8 @@ class Ne1000(ByteDevice):
         return spec.bad_parameter
 
     # -- helpers for handlers -------------------------------------------------------------
-    @staticmethod
-    def _units_for_diameter(diameter_milli: int) -> str:
-        return "UL" if diameter_milli <= UL_DIAMETER_LIMIT_MILLI else "ML"
+    def _units_for_diameter(self, diameter_milli: int) -> str:
+        return "UL" if diameter_milli <= self.profile.ul_diameter_limit_milli else "ML"
 
     @property
     def _pumping(self) -> bool:
@@ -610,7 +617,7 @@ class Ne1000(ByteDevice):
             return ERR_UNKNOWN
         if self._pumping:
             return ERR_NOT_APPLICABLE
-        if not DIAMETER_MIN_MILLI <= value <= DIAMETER_MAX_MILLI:
+        if not self.profile.diameter_min_milli <= value <= self.profile.diameter_max_milli:
             return ERR_OUT_OF_RANGE
         self.diameter_milli = value
         self.volume_units = self._units_for_diameter(value)
@@ -688,7 +695,7 @@ class Ne1000(ByteDevice):
             return ""
         if m.lastindex:
             index = int(m.group(1)) - 1
-            if not 0 <= index < PHASE_COUNT:
+            if not 0 <= index < self.profile.phase_count:
                 return ERR_OUT_OF_RANGE
             self.running_phase, self._phase_moved_scaled = index, 0
         elif self.state == "S":
@@ -699,7 +706,7 @@ class Ne1000(ByteDevice):
     def _cmd_purge(self, m: re.Match[str], name: str) -> str:
         if self._pumping:
             return ERR_NOT_APPLICABLE
-        _, high = rate_envelope_nl_per_h(self.diameter_milli / 1000)
+        _, high = rate_envelope_nl_per_h(self.diameter_milli / 1000, self.profile)
         self.state = "X"
         self.mechanics.set_motion(int(high), INFUSE)
         self._motion_since_ns = self.mechanics.time_ns
@@ -744,7 +751,7 @@ class Ne1000(ByteDevice):
         value = int(m.group(1))
         if self._pumping:
             return ERR_NOT_APPLICABLE
-        if not 1 <= value <= PHASE_COUNT:
+        if not 1 <= value <= self.profile.phase_count:
             return ERR_OUT_OF_RANGE
         self.selected_phase = value - 1
         return ""
@@ -791,7 +798,7 @@ class Ne1000(ByteDevice):
     def _cmd_adr_set(self, m: re.Match[str], name: str) -> str:
         address = int(m.group(1))
         baud = None if m.group(2) is None else int(m.group(2))
-        if address > 99 or (baud is not None and baud not in BAUD_RATES):
+        if address > 99 or (baud is not None and baud not in self.profile.baud_rates):
             return ERR_OUT_OF_RANGE
         self.address = address
         if baud is not None and baud != self.baud:
@@ -802,7 +809,7 @@ class Ne1000(ByteDevice):
 
     def _cmd_reset(self, m: re.Match[str], name: str) -> str:
         self._stop_program()
-        self.phases = _default_phases()
+        self.phases = _default_phases(self.profile.phase_count)
         self._stored_rates.clear()
         self.selected_phase = 0
         self.safe_timeout_s = 0

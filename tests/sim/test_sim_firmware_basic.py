@@ -9,7 +9,7 @@ from sim_helpers import ask, body
 
 from hal.errors import ConfigError
 from sim.clock import VirtualClock
-from sim.newera import COMMANDS, Ne1000
+from sim.newera import COMMANDS, NE1000_X2_V3_928, DeviceProfile, Ne1000
 from sim.newera.wire_numbers import format_milli, parse_milli
 
 # -- power-up, status, normalisation, addressing -------------------------------------------
@@ -503,3 +503,33 @@ def test_network_burst_runs_only_this_pumps_part(make_pump: Callable[..., Ne1000
     assert body(pump, "1RAT") == "01S250UH"
     assert ask(pump, "0RAT100UH*2RAT300UH*") == b""
     assert ask(pump, "12RAT100UH*") == b"", "burst addresses are single digits"
+
+
+def test_x2_profile_has_340_phases_and_its_version(clock: VirtualClock) -> None:
+    pump = Ne1000(clock, power_on_alarm=False, profile=NE1000_X2_V3_928)
+    assert body(pump, "0VER") == "00SNE1000X2V3.928"
+    assert body(pump, "0PHN340") == "00S"
+    assert body(pump, "0PHN341") == "00S?OOR"
+    base = Ne1000(clock, power_on_alarm=False)
+    assert body(base, "0PHN41") == "00S"
+    assert body(base, "0PHN100") == "00S?OOR"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"phase_count": 0}, "phase_count"),
+        ({"diameter_min_milli": 60_000}, "diameter_min_milli"),
+        ({"min_speed_cm_per_h": 0.0}, "min_speed_cm_per_h"),
+        ({"baud_rates": (9600,)}, "baud_rates"),
+    ],
+)
+def test_bad_profiles_are_rejected(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        DeviceProfile(name="bad", version_reply="X", **kwargs)  # type: ignore[arg-type]
+    assert excinfo.value.field == field
+
+
+def test_profile_must_be_a_profile(clock: VirtualClock) -> None:
+    with pytest.raises(ConfigError):
+        Ne1000(clock, profile="ne1000")  # type: ignore[arg-type]

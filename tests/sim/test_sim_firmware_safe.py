@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sim_helpers import ask, body
+from sim_helpers import ask
 
 from hal.newera.framing import encode_safe
 from sim.clock import VirtualClock
