@@ -386,8 +386,9 @@ class ControlLoop:
                 continue
             tip_pg = self._catheter.push(volume_nl, self.concentration_ug_per_ml)
             reservoir_pg = units.mass_pg_for_volume(volume_nl, self.concentration_ug_per_ml)
-            # Count the larger of what left the reservoir and what reached the tip: a cap never understates.
-            counted_pg = max(tip_pg, reservoir_pg)
+            # What reaches the tip is what the patient gets (old drug first after a refill). A priming
+            # bolus mixes and may reach the CSF before it ends, so it counts its full reservoir-side mass.
+            counted_pg = max(tip_pg, reservoir_pg) if kind == "priming" else tip_pg
             self.gate.record_delivery(kind, counted_pg, self._last_poll_ms, now)
             if kind in BOLUS_KINDS:
                 released = self.gate.release_bolus(kind, counted_pg)

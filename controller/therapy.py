@@ -493,7 +493,8 @@ class Therapy:
             note = f"titration dose after a {interrupted / MS_PER_H:.1f} h interruption"
         rate = self._rate_for_dose(dose)
         decision = self.gate.authorize_basal(rate, loop.now_ms(),
-                                             override=(("TITRATION_INTERVAL",), "resume after interruption", str(actor)))
+                                             override=(("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"),
+                                                       "resume after interruption", str(actor)))
         if not decision.allowed:
             return self._deny("resume", *decision.reasons)
         outcome = loop.resume_after_fault(decision)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hal.clock import Clock
-from hal.errors import CapabilityError, StateError, UncertainDeliveryError
+from hal.errors import CapabilityError, LinkTimeoutError, StateError, UncertainDeliveryError
 from hal.pump import (
     CommandResult,
     Direction,
@@ -42,6 +42,10 @@ class FakeFaults:
     :ivar readback_offset_nl_per_h: add this to the rate read back after ``set_rate``
         (a pump that stores a different rate than asked).
     :ivar bias_ppm: the mechanism delivers this much more than the counter says, ppm.
+    :ivar counter_scale_ppm: the counter counts this much more than the rate delivers, ppm
+        (a pump whose counter and motor disagree: what the drift check is for).
+    :ivar comms_down: every call raises :class:`~hal.errors.LinkTimeoutError` (link lost).
+    :ivar mismatch_next_nl_per_h: the next ``set_rate`` only stores this much more than asked (one shot).
     """
 
     uncertain_next: bool = False
@@ -49,6 +53,9 @@ class FakeFaults:
     raise_uncertain: bool = False
     readback_offset_nl_per_h: int = 0
     bias_ppm: int = 0
+    counter_scale_ppm: int = 0
+    comms_down: bool = False
+    mismatch_next_nl_per_h: int = 0
 
 
 class FakePump(PumpDriver):
@@ -114,7 +121,7 @@ class FakePump(PumpDriver):
             add = max(room_res, 0)
             self._state = PumpState.STOPPED
             self._alarm = PumpAlarm.STALL
-        self._counter_num += add
+        self._counter_num += add * (1_000_000 + self.faults.counter_scale_ppm) // 1_000_000
         self._actual_num += add * (1_000_000 + self.faults.bias_ppm)
 
     @property
@@ -159,6 +166,8 @@ class FakePump(PumpDriver):
     def _check_open(self) -> None:
         if self._closed:
             raise StateError("the fake pump is closed")
+        if self.faults.comms_down:
+            raise LinkTimeoutError("fake pump: no reply (link down)")
 
     def _status(self) -> PumpStatus:
         return PumpStatus(state=self._state, alarm=self._alarm)
@@ -192,6 +201,11 @@ class FakePump(PumpDriver):
     def capabilities(self) -> PumpCapabilities:
         return self._caps
 
+    def set_rate_tolerance_ppm(self, tolerance_ppm: int) -> None:
+        """Declare a representation tolerance (read-back may differ from the request by this much)."""
+        self._caps = PumpCapabilities(self._caps.min_rate_nl_per_h, self._caps.max_rate_nl_per_h, tolerance_ppm,
+                                      self._caps.volume_resolution_nl, self._caps.sensors)
+
     def set_rate(self, rate_nl_per_h: int) -> CommandResult:
         if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int):
             raise TypeError("rate_nl_per_h must be an int")
@@ -202,7 +216,9 @@ class FakePump(PumpDriver):
             )
 
         def action() -> int:
-            self._rate_nl_per_h = rate_nl_per_h + self.faults.readback_offset_nl_per_h
+            offset = self.faults.readback_offset_nl_per_h + self.faults.mismatch_next_nl_per_h
+            self.faults.mismatch_next_nl_per_h = 0
+            self._rate_nl_per_h = rate_nl_per_h + offset
             return self._rate_nl_per_h
 
         return self._change("set_rate", rate_nl_per_h, action)

@@ -1,0 +1,231 @@
+"""Control-loop behaviour over the fake pump: reconciliation, atomic programming, fault reactions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.delivery import ProgramResult, RateProgrammer
+from controller.loop import LoopConfig, Mode, _DeadVolumeQueue
+from hal.errors import ConfigError
+from hal.pump import PumpState
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+
+from controller.checkpoint import CheckpointStore
+
+from .conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, Rig, build_rig
+
+
+def test_implant_programs_verified_rate_and_starts(rig: Rig) -> None:
+    result = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    assert result.allowed
+    assert rig.pump.state is PumpState.INFUSING
+    assert rig.pump.rate_nl_per_h == 8333  # 100 µg/day / 500 µg/mL / 24 h, rounded down
+    assert rig.loop.mode is Mode.RUNNING
+
+
+def test_polls_reconcile_the_counter_into_the_ledger(rig: Rig) -> None:
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.advance(3 * MS_PER_DAY)  # unprimed: the first 250 µL reaching the tip are saline (30 h)
+    now = rig.loop.now_ms()
+    # 24 h at 8333 nL/h of 500 µg/mL = 99 996 ng, recorded at poll times (at most one poll late).
+    assert 99_000 <= rig.gate.total_24h_ng(now) <= 100_000
+    assert rig.loop.total_counted_nl == rig.pump.infused_nl
+    assert rig.loop.reservoir_nl() == 20_000_000 - rig.pump.infused_nl
+
+
+def test_loop_sleeps_between_events_not_every_second(rig: Rig) -> None:
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    polls: list[int] = []
+    rig.loop.observers.append(lambda p: polls.append(p.now_ms))
+    rig.advance(MS_PER_DAY)
+    assert len(polls) == 48  # one poll every 30 min
+    assert all(b - a == 30 * MS_PER_MIN for a, b in zip(polls, polls[1:]))
+
+
+def test_readback_mismatch_keeps_old_rate_and_alarms(running: Rig) -> None:
+    running.pump.faults.mismatch_next_nl_per_h = 7
+    result = running.therapy.titrate(110_000)
+    assert not result.allowed
+    assert "PUMP_NOT_VERIFIED" in result.reasons
+    assert running.pump.rate_nl_per_h == 8333  # the old programme, restored and verified
+    assert "pump_program_rejected" in running.log.raised()
+    assert running.gate.daily_dose_ng() < 110_000  # the kernel never applied the change
+
+
+def test_lost_reply_is_reconciled_then_resent_once(running: Rig) -> None:
+    running.pump.faults.uncertain_next = True
+    running.pump.faults.raise_uncertain = True
+    result = running.therapy.titrate(110_000)
+    assert result.allowed
+    sent = [v for c, v in running.pump.command_log if c == "set_rate"]
+    assert sent[-2:] == [9166, 9166]  # applied once with the reply lost, then once more after reading state
+    assert "therapy_status_unknown" in running.log.raised()
+
+
+def test_uncertain_bolus_is_never_resent(running: Rig) -> None:
+    running.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    running.pump.faults.uncertain_next = True
+    running.pump.faults.apply_uncertain = True
+    before = len(running.pump.command_log)
+    result = running.therapy.patient_bolus_request()
+    assert result.allowed
+    running.advance(2 * MS_PER_H)
+    bolus_rates = [v for c, v in running.pump.command_log[before:] if c == "set_rate" and v and v > 8333]
+    assert len(bolus_rates) <= 2  # the lost command and its one idempotent resend: same absolute rate
+    assert len(set(bolus_rates)) == 1
+    records = running.store.boluses()
+    patient = [b for b in records if b.kind == "patient"]
+    assert len(patient) == 1 and patient[0].status == "finished"
+    assert patient[0].delivered_nl <= patient[0].volume_nl + 100
+
+
+def test_stall_stops_alarms_and_resumes_after_acknowledgement(running: Rig) -> None:
+    running.pump.inject_stall()
+    running.advance(MS_PER_H)
+    assert running.loop.mode is Mode.STOPPED_FAULT
+    assert {"motor_stall", "therapy_interrupted"} <= running.log.raised()
+    result = running.therapy.acknowledge_alarms()
+    assert result.allowed and "resumed" in result.detail
+    running.advance(MS_PER_H)
+    assert running.loop.mode is Mode.RUNNING
+    assert running.pump.state is PumpState.INFUSING
+    assert not running.alarms.active()
+
+
+def test_long_interruption_restarts_at_titration_dose(running: Rig) -> None:
+    running.therapy.prescribed_dose_ng_per_day = 100_000
+    running.therapy.titration_start_dose_ng_per_day = 60_000
+    running.pump.inject_stall()
+    running.advance(30 * MS_PER_H)
+    result = running.therapy.acknowledge_alarms()
+    assert "titration dose" in result.detail
+    assert running.pump.rate_nl_per_h == 5000  # 60 µg/day at 500 µg/mL
+
+
+def test_pump_reset_goes_to_minimum_rate(running: Rig) -> None:
+    running.pump.power_cycle()
+    running.advance(MS_PER_H)
+    assert running.loop.mode is Mode.MINIMUM_RATE
+    assert running.pump.rate_nl_per_h == 2000
+    assert running.pump.state is PumpState.INFUSING
+    assert {"pump_reset", "minimum_rate_mode"} <= running.log.raised()
+
+
+def test_unexplained_stop_is_restarted_with_alarm(running: Rig) -> None:
+    running.pump.stop()
+    running.advance(MS_PER_H)
+    assert running.pump.state is PumpState.INFUSING
+    assert running.loop.mode is Mode.RUNNING
+    assert "therapy_interrupted" in running.log.raised()
+
+
+def test_comms_loss_alarms_after_unconfirmed_time_and_recovers(running: Rig) -> None:
+    running.pump.faults.comms_down = True
+    running.advance(MS_PER_H)
+    assert "comms_degraded" in running.log.raised()
+    assert "therapy_status_unknown" not in running.log.raised()
+    running.advance(2 * MS_PER_H)
+    assert "therapy_status_unknown" in running.log.raised()
+    running.pump.faults.comms_down = False
+    running.advance(MS_PER_H)
+    active = {a.code.value for a in running.alarms.active()}
+    assert "comms_degraded" not in active
+    assert running.loop.total_counted_nl == running.pump.infused_nl  # nothing lost while down
+
+
+def test_over_delivery_drift_enters_minimum_rate(running: Rig) -> None:
+    running.pump.faults.counter_scale_ppm = 200_000  # counter runs 20 % ahead of the programme
+    running.advance(6 * MS_PER_H)
+    assert "over_delivery_suspected" in running.log.raised()
+    assert running.loop.mode is Mode.MINIMUM_RATE
+
+
+def test_under_delivery_drift_alarms_and_continues(running: Rig) -> None:
+    running.pump.faults.counter_scale_ppm = -200_000
+    running.advance(6 * MS_PER_H)
+    assert "under_delivery_suspected" in running.log.raised()
+    assert running.loop.mode is Mode.RUNNING
+
+
+def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig: Rig) -> None:
+    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, prime=False)  # 0.8 mL/day from 3 mL
+    rig.advance(MS_PER_DAY)
+    assert "reservoir_low" in rig.log.raised()  # days to low alarm <= 7
+    rig.advance(2 * MS_PER_DAY + 6 * MS_PER_H)
+    assert rig.loop.mode is Mode.MINIMUM_RATE
+    assert "reservoir_empty" in rig.log.raised()
+    rig.advance(12 * MS_PER_DAY)
+    assert rig.loop.mode is Mode.STOPPED_FAULT  # confirmed empty: nothing left to deliver
+    assert rig.pump.state is not PumpState.INFUSING
+
+
+def test_bolus_stops_at_the_cap_and_logs_partial() -> None:
+    clock = VirtualClock()
+    config = LoopConfig(poll_interval_ms=30 * MS_PER_MIN, drift_tolerance_ppm=900_000)  # isolate the cap check
+    rig = build_rig(clock, FakePump(clock), CheckpointStore(":memory:"), config=config, max_dose_ng_per_day=160_000)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.advance(3 * MS_PER_DAY)
+    rig.therapy.configure_patient_bolus(40_000, 6 * MS_PER_H)
+    result = rig.therapy.patient_bolus_request()
+    assert result.allowed, result
+    # The counter starts running 60 % fast: the projected total crosses the cap mid-bolus.
+    rig.pump.faults.counter_scale_ppm = 600_000
+    rig.advance(5 * MS_PER_H)
+    record = [b for b in rig.store.boluses() if b.kind == "patient"][0]
+    assert record.status == "finished"
+    assert "cap" in record.detail and "partial" in record.detail
+
+
+def test_rate_programmer_restores_previous_on_refusal() -> None:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    programmer = RateProgrammer(pump)
+    assert programmer.program(8333, previous_nl_per_h=None).committed
+    pump.faults.readback_offset_nl_per_h = 1
+    outcome = programmer.program(9000, previous_nl_per_h=8333)
+    assert outcome.result is ProgramResult.UNKNOWN or outcome.result is ProgramResult.KEPT_OLD
+    assert pump.rate_nl_per_h in (8334, 8333)
+
+
+def test_rate_programmer_accepts_readback_within_declared_tolerance() -> None:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    pump.set_rate_tolerance_ppm(1000)
+    pump.faults.readback_offset_nl_per_h = -3
+    outcome = RateProgrammer(pump).program(8333, previous_nl_per_h=None)
+    assert outcome.committed
+    assert outcome.rate_nl_per_h == 8330  # the rate the pump really holds is what is committed
+
+
+def test_loop_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="poll_interval_ms"):
+        LoopConfig(poll_interval_ms=0)
+    with pytest.raises(ConfigError, match="empty_reservoir_nl"):
+        LoopConfig(low_reservoir_nl=1000, empty_reservoir_nl=2000)
+
+
+@given(
+    capacity=st.integers(0, 500_000),
+    pushes=st.lists(st.tuples(st.integers(0, 300_000), st.sampled_from([500, 1000, 2000])), max_size=20),
+)
+def test_dead_volume_queue_conserves_drug(capacity: int, pushes: list[tuple[int, int]]) -> None:
+    queue = _DeadVolumeQueue()
+    queue.fill(capacity, 500)
+    drug_in = capacity * 500
+    drug_out = 0
+    for volume, conc in pushes:
+        drug_in += volume * conc
+        drug_out += queue.push(volume, conc)
+    inside = sum(v * c for v, c in queue.segments)
+    assert drug_out + inside == drug_in
+    assert sum(v for v, _ in queue.segments) == capacity
+
+
+def test_dead_volume_queue_delivers_old_drug_first() -> None:
+    queue = _DeadVolumeQueue()
+    queue.fill(250_000, 500)
+    assert queue.push(100_000, 2000) == 100_000 * 500
+    assert queue.push(200_000, 2000) == 150_000 * 500 + 50_000 * 2000
