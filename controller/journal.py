@@ -13,13 +13,17 @@ reason, command ID, UTC time with the local offset, monotonic time and outcome
 (PER-04), plus the hash of the previous entry. A one-row ``head`` table holds
 the entry count and the last hash, updated in the same transaction, so a
 truncated tail is detected as well as an edited, deleted or reordered entry
-(PER-03). Triggers refuse UPDATE and DELETE on entries.
+(PER-03). Triggers refuse UPDATE and DELETE on entries. Anyone with write
+access could still rebuild a consistent chain and head; with a
+``checkpoint_key`` the head is signed (HMAC), so that rebuild is detected by a
+verifier holding the key.
 
 ::
 
     entries:  seq | kind | action | utc | offset | mono_ns | actor | role | cmd_id | outcome
               | reason | old_json | new_json | prev_hash | hash
-    head:     count | last_hash          (same transaction as each append)
+    head:     count | last_hash | mac    (same transaction as each append; mac = HMAC-SHA256
+                                          of journal id, count and last hash when a key is set)
     meta:     journal_id, schema_version, created_utc
 
 What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
@@ -42,6 +46,7 @@ from __future__ import annotations
 import csv
 import enum
 import hashlib
+import hmac
 import io
 import json
 import shutil
@@ -107,7 +112,8 @@ CREATE INDEX IF NOT EXISTS entries_command ON entries (command_id, seq);
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     count INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
+    last_hash TEXT NOT NULL,
+    mac TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
@@ -211,12 +217,19 @@ class VerifyReport:
     :param entries_checked: how many entries were read.
     :param problems: one line per problem, each saying what and where.
     :param first_bad_seq: the first sequence number that failed, if any.
+    :param signature_checked: True if the head's checkpoint signature was checked with a key.
     """
 
     ok: bool
     entries_checked: int
     problems: tuple[str, ...]
     first_bad_seq: int | None = None
+    signature_checked: bool = False
+
+
+def checkpoint_mac(key: bytes, journal_id: str, count: int, last_hash: str) -> str:
+    """HMAC-SHA256 (hex) signing the head record: journal id, entry count and last hash."""
+    return hmac.new(key, f"{journal_id}:{count}:{last_hash}".encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def new_command_id() -> str:
@@ -285,7 +298,10 @@ class Journal:
     :param local_tz: the time zone whose UTC offset is stored with each entry
         (default: the system's local zone).
     :param fault_hook: test hook called with the name of each write point.
-    :raises JournalError: if the file is not a journal or cannot be opened in WAL mode.
+    :param checkpoint_key: secret that signs the head record (fixed when the journal is
+        created; a signed journal can only be written with its key).
+    :raises JournalError: if the file is not a journal, cannot be opened in WAL mode, or the
+        key does not fit the journal.
     """
 
     def __init__(
@@ -295,7 +311,11 @@ class Journal:
         *,
         local_tz: tzinfo | None = None,
         fault_hook: Callable[[str], None] | None = None,
+        checkpoint_key: bytes | None = None,
     ) -> None:
+        if checkpoint_key is not None and (not isinstance(checkpoint_key, bytes) or len(checkpoint_key) < 16):
+            raise ConfigError("checkpoint_key", "<key>", "bytes, at least 16 long")
+        self._key = checkpoint_key
         self.path = Path(path)
         self._clock = clock
         self._local_tz = local_tz
@@ -329,13 +349,27 @@ class Journal:
                         ("journal_id", jid),
                         ("schema_version", str(JOURNAL_SCHEMA_VERSION)),
                         ("created_utc", self._clock.utc_now().isoformat()),
+                        ("checkpoint_signed", "1" if self._key is not None else "0"),
                     ],
                 )
-                self._db.execute("INSERT INTO head (id, count, last_hash) VALUES (1, 0, ?)", (genesis_hash(jid),))
+                genesis = genesis_hash(jid)
+                mac = checkpoint_mac(self._key, jid, 0, genesis) if self._key is not None else ""
+                self._db.execute("INSERT INTO head (id, count, last_hash, mac) VALUES (1, 0, ?, ?)", (genesis, mac))
             else:
                 version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if version is None or version[0] != str(JOURNAL_SCHEMA_VERSION):
                     raise JournalError(f"journal {self.path}: unsupported schema version {version}")
+                signed = self._db.execute("SELECT value FROM meta WHERE key='checkpoint_signed'").fetchone()
+                if (signed is not None and signed[0] == "1") != (self._key is not None):
+                    raise JournalError(f"journal {self.path}: checkpoint key given for an unsigned journal, or "
+                                       "missing for a signed one")
+                if self._key is not None:
+                    jid, (count, last_hash, mac) = (
+                        self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()[0],
+                        self._db.execute("SELECT count, last_hash, mac FROM head WHERE id=1").fetchone(),
+                    )
+                    if not hmac.compare_digest(mac, checkpoint_mac(self._key, jid, count, last_hash)):
+                        raise JournalError(f"journal {self.path}: head signature does not match this key")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -421,7 +455,8 @@ class Journal:
                     )
                 self._hook("head")
                 last = rows[-1]
-                self._db.execute("UPDATE head SET count=?, last_hash=? WHERE id=1", (last[0], last[-1]))
+                mac = checkpoint_mac(self._key, self.journal_id, last[0], last[-1]) if self._key is not None else ""
+                self._db.execute("UPDATE head SET count=?, last_hash=?, mac=? WHERE id=1", (last[0], last[-1], mac))
                 self._hook("commit")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -846,14 +881,14 @@ class Journal:
     def verify(self) -> VerifyReport:
         """Verify this journal's chain and head (see :func:`verify_journal`)."""
         with self._lock:
-            return _verify(self._db)
+            return _verify(self._db, self._key)
 
 
 # ---------------------------------------------------------------------------------------------------
 # verification and export (work on a closed file, read-only)
 
 
-def _verify(db: sqlite3.Connection) -> VerifyReport:
+def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
     problems: list[str] = []
     first_bad: int | None = None
 
@@ -874,7 +909,8 @@ def _verify(db: sqlite3.Connection) -> VerifyReport:
         for name in ("entries_no_update", "entries_no_delete"):
             if name not in triggers:
                 bad(None, f"schema: append-only trigger {name} was removed")
-        head = db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
+        head = db.execute("SELECT count, last_hash, mac FROM head WHERE id=1").fetchone()
+        signed = meta.get("checkpoint_signed") == "1"
         prev = genesis_hash(meta["journal_id"])
         expected_seq = 1
         checked = 0
@@ -893,7 +929,13 @@ def _verify(db: sqlite3.Connection) -> VerifyReport:
         if head is None:
             bad(None, "head: record missing")
         else:
-            count, last_hash = head
+            count, last_hash, mac = head
+            if key is not None and not signed:
+                bad(None, "head: a key was given but this journal's head is not signed")
+            elif key is not None and not hmac.compare_digest(
+                mac, checkpoint_mac(key, meta["journal_id"], count, last_hash)
+            ):
+                bad(None, "head: checkpoint signature does not match: head rewritten, or wrong key")
             if count != checked:
                 where = checked + 1 if count > checked else count + 1
                 bad(where, f"head: records {count} entries but {checked} are stored: truncated or appended")
@@ -901,16 +943,18 @@ def _verify(db: sqlite3.Connection) -> VerifyReport:
                 bad(checked, f"head: last hash does not match entry {checked}: tail replaced")
     except sqlite3.Error as exc:
         return VerifyReport(False, 0, (f"cannot read journal: {exc}",))
-    return VerifyReport(not problems, checked, tuple(problems), first_bad)
+    return VerifyReport(not problems, checked, tuple(problems), first_bad, signed and key is not None)
 
 
-def verify_journal(path: str | Path) -> VerifyReport:
+def verify_journal(path: str | Path, *, checkpoint_key: bytes | None = None) -> VerifyReport:
     """Verify a journal file: every entry's hash, the chain, contiguity, and the head record.
 
     Detects an edited, deleted, inserted or reordered entry, a truncated tail,
     and a removed append-only trigger. Opens the file read-only.
 
     :param path: the journal file (closed, or a copy taken with its ``-wal`` file).
+    :param checkpoint_key: the key of a signed journal; without it a rebuilt, consistent
+        chain with a rewritten head cannot be told from the original.
     :return: the report; never raises for a damaged file.
     """
     try:
@@ -918,7 +962,7 @@ def verify_journal(path: str | Path) -> VerifyReport:
     except (JournalError, sqlite3.Error) as exc:
         return VerifyReport(False, 0, (f"cannot open journal: {exc}",))
     try:
-        return _verify(db)
+        return _verify(db, checkpoint_key)
     finally:
         db.close()
 

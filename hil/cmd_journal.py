@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exit 0 if intact, 1 with what and where if not. Verify a closed journal (or a copy with its -wal file).",
     )
     verify.add_argument("file", type=Path, help="the journal file")
+    verify.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="file holding the checkpoint key of a signed journal (checks the head signature)",
+    )
     verify.set_defaults(func=_verify)
     export = actions.add_parser(
         "export",
@@ -37,9 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from controller.journal import verify_journal
 
-    report = verify_journal(args.file)
+    key = args.key_file.read_bytes() if args.key_file is not None else None
+    report = verify_journal(args.file, checkpoint_key=key)
     if report.ok:
-        print(f"{args.file}: OK, {report.entries_checked} entries, chain and head verified")
+        signature = "head signature verified" if report.signature_checked else "head signature not checked"
+        print(f"{args.file}: OK, {report.entries_checked} entries, chain and head verified ({signature})")
         return 0
     print(f"{args.file}: FAILED verification ({len(report.problems)} problem(s)):", file=sys.stderr)
     for problem in report.problems:

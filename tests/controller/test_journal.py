@@ -521,3 +521,48 @@ def test_crash_while_flushing_a_batch_loses_the_whole_batch_only(path: Path, clo
         journal.record_reading({"dispensed_nl": 9})
         assert [e.new["dispensed_nl"] for e in journal.entries()] == [0, 9]
         assert journal.verify().ok
+
+
+# -- signed checkpoints --------------------------------------------------------------------------
+
+KEY = b"0123456789abcdef-bench-key"
+
+
+def _rebuild_truncated(original: Path, tmp_path: Path, keep: int) -> Path:
+    """What an attacker with write access can do: drop the tail and make the head consistent again."""
+    return _tampered(
+        original,
+        tmp_path,
+        f"DELETE FROM entries WHERE seq > {keep};"
+        f"UPDATE head SET count = {keep}, last_hash = (SELECT hash FROM entries WHERE seq = {keep});",
+    )
+
+
+def test_signed_head_detects_a_consistent_rebuild(path: Path, clock: VirtualClock, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with Journal(path, clock, checkpoint_key=KEY) as journal:
+        populate(journal, clock)
+        assert journal.verify().ok and journal.verify().signature_checked
+    report = verify_journal(path, checkpoint_key=KEY)
+    assert report.ok and report.signature_checked
+    rebuilt = _rebuild_truncated(path, tmp_path, 5)
+    assert verify_journal(rebuilt).ok  # without the key the rebuild is indistinguishable
+    report = verify_journal(rebuilt, checkpoint_key=KEY)
+    assert not report.ok and any("signature" in p for p in report.problems)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    assert cli.main(["journal", "verify", str(rebuilt), "--key-file", str(key_file)]) == 1
+    assert "signature" in capsys.readouterr().err
+
+
+def test_signed_journal_needs_its_key(path: Path, clock: VirtualClock) -> None:
+    Journal(path, clock, checkpoint_key=KEY).close()
+    with pytest.raises(JournalError):
+        Journal(path, clock)
+    with pytest.raises(JournalError):
+        Journal(path, clock, checkpoint_key=b"another key of 16+ bytes")
+    with pytest.raises(ConfigError):
+        Journal(path, clock, checkpoint_key=b"short")
+    with Journal(path, clock, checkpoint_key=KEY) as journal:
+        journal.record_reading({"dispensed_nl": 1})
+    assert not verify_journal(path, checkpoint_key=b"another key of 16+ bytes").ok
