@@ -138,6 +138,8 @@ class _Endpoint:
         self.disconnected = threading.Event()
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: Bytes the device sent that the port could not take (nobody reading).
+        self.bytes_dropped = 0
 
     @property
     def url(self) -> str:
@@ -370,16 +372,14 @@ class PtyEndpoint(_ThreadedEndpoint):
     def _write(self, data: bytes) -> bool:
         if not self._master_open:
             return False
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._master, view)
-            except BlockingIOError:
-                select.select([], [self._master], [], 0.05)
-                continue
-            except OSError:
-                return False
-            view = view[written:]
+        try:
+            written = os.write(self._master, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return False
+        # Nobody is draining the port: like a UART with no listener, the rest is lost.
+        self.bytes_dropped += len(data) - written
         return True
 
     def _drop_link(self) -> None:
@@ -482,12 +482,14 @@ class TcpEndpoint(_ThreadedEndpoint):
         if self._conn is None:
             return False
         try:
-            self._conn.setblocking(True)
-            self._conn.sendall(data)
-            self._conn.setblocking(False)
+            written = self._conn.send(data)
+        except BlockingIOError:
+            written = 0
         except OSError:
             self._close_conn()
             return False
+        # A client that stopped reading: like a UART with no listener, the rest is lost.
+        self.bytes_dropped += len(data) - written
         return True
 
     def _close_conn(self) -> None:

@@ -190,3 +190,22 @@ def test_rig_exposes_fault_layer(clock: VirtualClock) -> None:
     with simulated_pump("inprocess", clock=clock, faults=["stall:at=5"]) as rig:
         assert isinstance(rig.faults, FaultyDevice)
         assert rig.endpoint.device is rig.faults
+
+
+def test_pty_with_no_reader_drops_output_instead_of_blocking(clock: VirtualClock) -> None:
+    class Chatty:
+        """A device that streams 1 kB on every poll (a balance in continuous mode)."""
+
+        def receive(self, data: bytes) -> bytes:
+            return b""
+
+        def poll(self) -> bytes:
+            return b"x" * 1024
+
+    endpoint = PtyEndpoint(Chatty(), poll_interval_s=0.001)
+    try:
+        while endpoint.bytes_dropped == 0:
+            endpoint.disconnected.wait(0.01)
+    finally:
+        endpoint.close()
+    assert endpoint.closed
