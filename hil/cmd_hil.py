@@ -109,6 +109,8 @@ def _accuracy(args: argparse.Namespace) -> int:
         fields["water_temperature_c"] = temperature
     if profile.evaporation_ug_per_h is not None:
         fields["evaporation_ug_per_h"] = profile.evaporation_ug_per_h
+    if profile.air_buoyancy_correction is not None:
+        fields["air_buoyancy_correction"] = profile.air_buoyancy_correction
 
     simulated_pump = pump_url == SIM_PUMP
     simulated_balance = balance_url.startswith(SIM_BALANCE_PREFIX)

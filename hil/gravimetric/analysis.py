@@ -7,7 +7,11 @@ interval *i* is::
     Q_i [mL/h] = (W_i - W_{i-1}) / d / 1e6 [mL]  /  (S / 3600) [h]
 
 which is the reference formula ``Q_i = 60 (W_i - W_{i-1}) / (S d)`` with W in g
-and S in minutes. The trumpet curve uses the analysis period only (the second
+and S in minutes. A balance adjusted with steel weights reads water about
+0.1 % light (air buoyancy); ``air_buoyancy_correction`` multiplies every flow by
+``(1 - rho_air/rho_weights) / (1 - rho_air/d)`` with rho_air = 0.0012 g/mL and
+rho_weights = 8.0 g/mL (the ISO 8655-6 convention). It is off by default,
+matching the reference formula and the simulator, which has no air. The trumpet curve uses the analysis period only (the second
 hour of a 2 h run: by default the second half of the run). For an observation
 window of P minutes, ``p = P*60/S`` flows and ``m = N - p + 1`` sliding
 windows over the N flows of the period::
@@ -45,6 +49,9 @@ MS_PER_S = 1000
 S_PER_H = 3600
 UG_PER_G = 1_000_000
 NL_PER_ML = 1_000_000
+#: Conventional densities for the air-buoyancy correction, g/mL.
+AIR_DENSITY_G_PER_ML = 0.0012
+WEIGHTS_DENSITY_G_PER_ML = 8.0
 
 
 class RefusalReason(enum.Enum):
@@ -101,6 +108,7 @@ class AnalysisSettings:
     :ivar max_missing_fraction: largest share of samples missing.
     :ivar backwards_tolerance_ug: a drop larger than this between samples refuses the run, µg.
     :ivar evaporation_ug_per_h: measured evaporation (blank run), added back to every reading, µg/h.
+    :ivar air_buoyancy_correction: correct the balance readings for air buoyancy (see the module docstring).
     """
 
     rate_nl_per_h: int
@@ -112,6 +120,7 @@ class AnalysisSettings:
     max_missing_fraction: float = 0.0
     backwards_tolerance_ug: int = 100
     evaporation_ug_per_h: float = 0.0
+    air_buoyancy_correction: bool = False
 
     def __post_init__(self) -> None:
         if not _is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
@@ -141,6 +150,15 @@ class AnalysisSettings:
             raise ConfigError("backwards_tolerance_ug", self.backwards_tolerance_ug, "an integer >= 0 µg")
         if not _finite(self.evaporation_ug_per_h) or self.evaporation_ug_per_h < 0:
             raise ConfigError("evaporation_ug_per_h", self.evaporation_ug_per_h, "a finite number >= 0 µg/h")
+        if not isinstance(self.air_buoyancy_correction, bool):
+            raise ConfigError("air_buoyancy_correction", self.air_buoyancy_correction, "true or false")
+
+    @property
+    def buoyancy_factor(self) -> float:
+        """Multiplier applied to every flow: 1.0 without the air-buoyancy correction."""
+        if not self.air_buoyancy_correction:
+            return 1.0
+        return (1 - AIR_DENSITY_G_PER_ML / WEIGHTS_DENSITY_G_PER_ML) / (1 - AIR_DENSITY_G_PER_ML / self.density_g_per_ml)
 
     @property
     def rate_ml_per_h(self) -> float:
@@ -222,6 +240,7 @@ class AccuracyAnalysis:
             "interval_s": self.settings.interval_s,
             "density_g_per_ml": self.settings.density_g_per_ml,
             "evaporation_ug_per_h": self.settings.evaporation_ug_per_h,
+            "air_buoyancy_correction": self.settings.air_buoyancy_correction,
             "analysis_start_s": self.analysis_start_s,
             "analysis_flows": len(self.analysis_flows),
             "mean_flow_ml_per_h": self.mean_flow_ml_per_h,
@@ -298,7 +317,7 @@ def analyse(samples: Sequence[WeightSample], settings: AnalysisSettings) -> Accu
                 f"the weight fell by {raw_drop_ug} µg between {samples[i - 1].elapsed_ms / MS_PER_S:g} s and "
                 f"{elapsed_s:g} s without a refill mark; tolerance {settings.backwards_tolerance_ug} µg",
             )
-        volume_ml = (after - before) / settings.density_g_per_ml / UG_PER_G
+        volume_ml = (after - before) * settings.buoyancy_factor / settings.density_g_per_ml / UG_PER_G
         flows.append(FlowPoint(elapsed_s, volume_ml / interval_h))
 
     analysis_flows = tuple(flows[start_index:])

@@ -64,6 +64,7 @@ class AccuracyConfig:
     :ivar stabilisation_s: delivery before sampling starts, s.
     :ivar water_temperature_c: water temperature, °C (sets the density).
     :ivar evaporation_ug_per_h: evaporation measured in a blank run, µg/h (added back).
+    :ivar air_buoyancy_correction: correct readings for air buoyancy (bench balances; off for the simulator).
     :ivar windows_min: trumpet observation windows, min.
     :ivar analysis_start_s: start of the analysis period, s (None: second half of the run).
     :ivar max_unstable_fraction: refusal limit on unstable readings.
@@ -81,6 +82,7 @@ class AccuracyConfig:
     stabilisation_s: int = 0
     water_temperature_c: float = 20.0
     evaporation_ug_per_h: float = 0.0
+    air_buoyancy_correction: bool = False
     windows_min: tuple[int, ...] = STANDARD_WINDOWS_MIN
     analysis_start_s: int | None = None
     max_unstable_fraction: float = 0.2
@@ -126,6 +128,7 @@ class AccuracyConfig:
             max_missing_fraction=self.max_missing_fraction,
             backwards_tolerance_ug=self.backwards_tolerance_ug,
             evaporation_ug_per_h=self.evaporation_ug_per_h,
+            air_buoyancy_correction=self.air_buoyancy_correction,
         )
 
     @property

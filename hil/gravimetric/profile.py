@@ -25,6 +25,7 @@ from a file that fails. Example (``hil/profiles/bench.example.toml``)::
     [water]
     temperature_c = 21.5
     evaporation_ug_per_h = 0.0
+    air_buoyancy_correction = true
 
     [test]
     rate = "0.5mL/h"
@@ -169,6 +170,7 @@ class BenchProfile:
     syringe_diameter_mm: float | None = None
     water_temperature_c: float | None = None
     evaporation_ug_per_h: float | None = None
+    air_buoyancy_correction: bool | None = None
     rate_nl_per_h: int | None = None
     duration_s: int | None = None
     interval_s: int | None = None
@@ -182,7 +184,7 @@ _PORT_KEYS = {
 _TABLES = {"pump", "balance", "syringe", "water", "test"}
 _SCALAR_KEYS = {
     "syringe": {"spec"},
-    "water": {"temperature_c", "evaporation_ug_per_h"},
+    "water": {"temperature_c", "evaporation_ug_per_h", "air_buoyancy_correction"},
     "test": {"rate", "duration", "interval", "stabilisation"},
 }
 
@@ -237,12 +239,16 @@ def parse_profile(text: str, *, source: str = "profile") -> BenchProfile:
         or evaporation < 0
     ):
         raise ConfigError("water.evaporation_ug_per_h", evaporation, "a number >= 0 µg/h")
+    buoyancy = water.get("air_buoyancy_correction")
+    if buoyancy is not None and not isinstance(buoyancy, bool):
+        raise ConfigError("water.air_buoyancy_correction", buoyancy, "true or false")
     return BenchProfile(
         pump=ports["pump"],
         balance=ports["balance"],
         syringe_diameter_mm=None if syringe is None else parse_syringe_mm(syringe, field_name="syringe.spec"),
         water_temperature_c=None if temperature is None else float(temperature),
         evaporation_ug_per_h=None if evaporation is None else float(evaporation),
+        air_buoyancy_correction=buoyancy,
         rate_nl_per_h=None if "rate" not in test else parse_rate_nl_per_h(test["rate"], field_name="test.rate"),
         duration_s=None
         if "duration" not in test

@@ -201,3 +201,11 @@ def test_trumpet_brackets_the_mean_and_lies_within_single_flows(bias_permille: i
         if 120 % point.p == 0:
             assert point.min_error_pct - 1e-9 <= result.mean_error_pct <= point.max_error_pct + 1e-9
     assert result.mean_error_pct == pytest.approx(100 * (sum(step + j for j in jitter[120:]) / 120 / STEP_UG - 1))
+
+
+def test_air_buoyancy_correction_by_hand() -> None:
+    # With d = 1.0: factor = (1 - 0.0012/8) / (1 - 0.0012/1) = 0.99985 / 0.9988.
+    plain = analyse(series([STEP_UG] * 8), settings(windows_min=(2,)))
+    corrected = analyse(series([STEP_UG] * 8), settings(windows_min=(2,), air_buoyancy_correction=True))
+    assert plain.mean_error_pct == pytest.approx(0.0, abs=1e-12)
+    assert corrected.mean_error_pct == pytest.approx(100 * (0.99985 / 0.9988 - 1))

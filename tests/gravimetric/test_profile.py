@@ -30,6 +30,7 @@ def test_the_shipped_example_profile_loads() -> None:
     assert profile.rate_nl_per_h == 500_000
     assert (profile.duration_s, profile.interval_s, profile.stabilisation_s) == (7200, 30, 0)
     assert profile.water_temperature_c == 21.5
+    assert profile.air_buoyancy_correction is True
 
 
 def test_an_empty_profile_gives_nothing() -> None:
@@ -44,6 +45,7 @@ def test_an_empty_profile_gives_nothing() -> None:
         ("[balance]\nbaudrate = '9600'\n", "balance.baudrate"),
         ("[balance]\nparity = 'X'\n", "balance.parity"),
         ("[water]\ntemperature = 20\n", "water.temperature"),
+        ("[water]\nair_buoyancy_correction = 1\n", "water.air_buoyancy_correction"),
         ("[water]\nevaporation_ug_per_h = -1\n", "water.evaporation_ug_per_h"),
         ("[test]\nrate = 0.5\n", "test.rate"),
         ("[test]\nduration = '2 days'\n", "test.duration"),
