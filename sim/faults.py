@@ -38,6 +38,8 @@ Without a trigger, command faults fire on the first command (``after=1``).
 Wire faults that need a command (``lost-reply``, ``delay``, ``split``,
 ``junk``) take ``after``/``match`` only.
 
+Faults can also be added while running with :meth:`FaultyDevice.add`.
+
 Examples: ``lost-reply:match=RUN``, ``corrupt:p=0.001``, ``stall:at=120``,
 ``power-cycle:at=60,off=5``, ``disconnect:after=10``, ``delay:s=2,match=DIS,count=3``.
 """
@@ -215,6 +217,19 @@ class FaultyDevice(ByteDevice):
         for spec in self.specs:
             if spec.at_s is not None:
                 self._scheduled.append(_Scheduled(self._t0 + round(spec.at_s * NS_PER_S), "fire", spec))
+
+    def add(self, fault: FaultSpec | str) -> FaultSpec:
+        """Add a fault while running; ``at=`` counts from now, ``after=`` from the next command.
+
+        :raises ConfigError: for a bad spec string.
+        """
+        spec = parse_fault(fault) if isinstance(fault, str) else fault
+        self.specs.append(spec)
+        self._match_counts.append(0)
+        if spec.at_s is not None:
+            now = self.clock.monotonic_ns()
+            self._scheduled.append(_Scheduled(now + round(spec.at_s * NS_PER_S), "fire", spec))
+        return spec
 
     # -- protocol -------------------------------------------------------------------------
     def receive(self, data: bytes) -> bytes:

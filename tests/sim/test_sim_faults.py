@@ -179,3 +179,18 @@ def test_drift_clock_arithmetic() -> None:
     assert slow.monotonic_ns() == 2000 * 10**9 - 10**9
     with pytest.raises(ValueError):
         DriftClock(base, 10**6)
+
+
+def test_faults_can_be_added_while_running(clock: VirtualClock) -> None:
+    device, pump = faulty(clock)
+    device.receive(b"0RUN\r")
+    clock.advance(100)
+    device.add("stall:at=5")
+    device.add("lost-reply:match=DIS")
+    clock.advance(4.9)
+    assert device.receive(b"0\r") == b"\x0200I\x03"
+    clock.advance(0.1)
+    assert device.receive(b"0DIS\r") == b"", "the stall happened, and this reply was lost"
+    assert device.receive(b"0\r") == b"\x0200S\x03", "the lost reply carried the alarm acknowledgement"
+    with pytest.raises(ConfigError):
+        device.add("explode")
