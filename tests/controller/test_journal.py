@@ -9,11 +9,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.journal import (
@@ -566,3 +570,69 @@ def test_signed_journal_needs_its_key(path: Path, clock: VirtualClock) -> None:
     with Journal(path, clock, checkpoint_key=KEY) as journal:
         journal.record_reading({"dispensed_nl": 1})
     assert not verify_journal(path, checkpoint_key=b"another key of 16+ bytes").ok
+
+
+# -- stateful: the command journal against a model ----------------------------------------------
+
+
+class CommandJournalMachine(RuleBasedStateMachine):
+    """Random command lifecycles, readings and restarts: the journal's view always matches the model,
+    unresolved commands survive restarts, and the chain always verifies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "j.db"
+        self.clock = VirtualClock()
+        self.journal = Journal(self.path, self.clock)
+        self.status: dict[str, str] = {}
+        self.entries = 0
+
+    def teardown(self) -> None:
+        self.journal.close()
+        self.dir.cleanup()
+
+    @rule(kind=st.sampled_from(["set_rate", "bolus_patient", "bolus_clinician", "stop"]))
+    def begin(self, kind: str) -> None:
+        command_id = f"c{len(self.status)}"
+        self.journal.begin_command(command_id, kind, {"n": len(self.status)})
+        self.status[command_id] = "pending"
+        self.entries += 1
+
+    @rule(data=st.data(), outcome=st.sampled_from(["applied", "not_applied", "uncertain"]))
+    def complete(self, data: st.DataObject, outcome: str) -> None:
+        if not self.status:
+            return
+        command_id = data.draw(st.sampled_from(sorted(self.status)))
+        if self.status[command_id] in ("pending", "uncertain"):
+            self.journal.complete_command(command_id, outcome)
+            self.status[command_id] = outcome
+            self.entries += 1
+        else:
+            with pytest.raises(StateError):
+                self.journal.complete_command(command_id, outcome)
+
+    @rule(n=st.integers(1, 3))
+    def readings(self, n: int) -> None:
+        with self.journal.batch():
+            for i in range(n):
+                self.clock.advance(1)
+                self.journal.record_reading({"i": i})
+        self.entries += n
+
+    @rule()
+    def restart(self) -> None:
+        self.journal.close()
+        self.journal = Journal(self.path, self.clock)
+
+    @invariant()
+    def matches_model(self) -> None:
+        unresolved = [c for c, s in sorted(self.status.items(), key=lambda kv: int(kv[0][1:]))
+                      if s in ("pending", "uncertain")]
+        assert [c.command_id for c in self.journal.unresolved_commands()] == unresolved
+        assert self.journal.count() == self.entries
+        assert self.journal.verify().ok
+
+
+TestCommandJournal = CommandJournalMachine.TestCase
+TestCommandJournal.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
