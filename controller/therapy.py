@@ -340,7 +340,9 @@ class Therapy:
         decision = self.gate.authorize_bolus(kind, volume_nl, duration_ms, self.loop.now_ms())
         if not decision.allowed:
             if "DOSE_CAP_24H" in decision.reasons:
+                # An event, not a lasting condition: it latches until a clinician acknowledges it.
                 self.loop.alarms.raise_alarm(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail=f"{kind} bolus refused")
+                self.loop.alarms.clear(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail="nothing was delivered")
             if kind in ("clinician", "patient"):
                 self.loop.alarms.raise_alarm(AlarmCode.BOLUS_DENIED, detail=",".join(decision.reasons))
                 self.loop.alarms.clear(AlarmCode.BOLUS_DENIED)

@@ -105,6 +105,22 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: CheckpointStore, *, re
 
 
 @pytest.fixture
+def make_rig() -> Any:
+    """Factory: ``make_rig(config=None, **caps)`` builds a fresh controller over a fake pump."""
+    stores: list[CheckpointStore] = []
+
+    def make(config: LoopConfig | None = None, **caps: Any) -> Rig:
+        clock = VirtualClock()
+        store = CheckpointStore(":memory:")
+        stores.append(store)
+        return build_rig(clock, FakePump(clock), store, config=config, **caps)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
 def rig() -> Rig:
     """A fresh controller over a fake pump at virtual time zero (not implanted yet)."""
     clock = VirtualClock()

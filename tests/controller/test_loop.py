@@ -13,12 +13,12 @@ from hal.pump import PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 
-from controller.checkpoint import CheckpointStore
+MS_PER_MIN = 60_000
+MS_PER_H = 3_600_000
+MS_PER_DAY = 86_400_000
 
-from .conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, Rig, build_rig
 
-
-def test_implant_programs_verified_rate_and_starts(rig: Rig) -> None:
+def test_implant_programs_verified_rate_and_starts(rig) -> None:
     result = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     assert result.allowed
     assert rig.pump.state is PumpState.INFUSING
@@ -26,7 +26,7 @@ def test_implant_programs_verified_rate_and_starts(rig: Rig) -> None:
     assert rig.loop.mode is Mode.RUNNING
 
 
-def test_polls_reconcile_the_counter_into_the_ledger(rig: Rig) -> None:
+def test_polls_reconcile_the_counter_into_the_ledger(rig) -> None:
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     rig.advance(3 * MS_PER_DAY)  # unprimed: the first 250 µL reaching the tip are saline (30 h)
     now = rig.loop.now_ms()
@@ -36,7 +36,7 @@ def test_polls_reconcile_the_counter_into_the_ledger(rig: Rig) -> None:
     assert rig.loop.reservoir_nl() == 20_000_000 - rig.pump.infused_nl
 
 
-def test_loop_sleeps_between_events_not_every_second(rig: Rig) -> None:
+def test_loop_sleeps_between_events_not_every_second(rig) -> None:
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     polls: list[int] = []
     rig.loop.observers.append(lambda p: polls.append(p.now_ms))
@@ -45,7 +45,7 @@ def test_loop_sleeps_between_events_not_every_second(rig: Rig) -> None:
     assert all(b - a == 30 * MS_PER_MIN for a, b in zip(polls, polls[1:]))
 
 
-def test_readback_mismatch_keeps_old_rate_and_alarms(running: Rig) -> None:
+def test_readback_mismatch_keeps_old_rate_and_alarms(running) -> None:
     running.pump.faults.mismatch_next_nl_per_h = 7
     result = running.therapy.titrate(110_000)
     assert not result.allowed
@@ -55,7 +55,7 @@ def test_readback_mismatch_keeps_old_rate_and_alarms(running: Rig) -> None:
     assert running.gate.daily_dose_ng() < 110_000  # the kernel never applied the change
 
 
-def test_lost_reply_is_reconciled_then_resent_once(running: Rig) -> None:
+def test_lost_reply_is_reconciled_then_resent_once(running) -> None:
     running.pump.faults.uncertain_next = True
     running.pump.faults.raise_uncertain = True
     result = running.therapy.titrate(110_000)
@@ -65,7 +65,7 @@ def test_lost_reply_is_reconciled_then_resent_once(running: Rig) -> None:
     assert "therapy_status_unknown" in running.log.raised()
 
 
-def test_uncertain_bolus_is_never_resent(running: Rig) -> None:
+def test_uncertain_bolus_is_never_resent(running) -> None:
     running.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     running.pump.faults.uncertain_next = True
     running.pump.faults.apply_uncertain = True
@@ -82,7 +82,7 @@ def test_uncertain_bolus_is_never_resent(running: Rig) -> None:
     assert patient[0].delivered_nl <= patient[0].volume_nl + 100
 
 
-def test_stall_stops_alarms_and_resumes_after_acknowledgement(running: Rig) -> None:
+def test_stall_stops_alarms_and_resumes_after_acknowledgement(running) -> None:
     running.pump.inject_stall()
     running.advance(MS_PER_H)
     assert running.loop.mode is Mode.STOPPED_FAULT
@@ -95,7 +95,7 @@ def test_stall_stops_alarms_and_resumes_after_acknowledgement(running: Rig) -> N
     assert not running.alarms.active()
 
 
-def test_long_interruption_restarts_at_titration_dose(running: Rig) -> None:
+def test_long_interruption_restarts_at_titration_dose(running) -> None:
     running.therapy.prescribed_dose_ng_per_day = 100_000
     running.therapy.titration_start_dose_ng_per_day = 60_000
     running.pump.inject_stall()
@@ -105,7 +105,7 @@ def test_long_interruption_restarts_at_titration_dose(running: Rig) -> None:
     assert running.pump.rate_nl_per_h == 5000  # 60 µg/day at 500 µg/mL
 
 
-def test_pump_reset_goes_to_minimum_rate(running: Rig) -> None:
+def test_pump_reset_goes_to_minimum_rate(running) -> None:
     running.pump.power_cycle()
     running.advance(MS_PER_H)
     assert running.loop.mode is Mode.MINIMUM_RATE
@@ -114,7 +114,7 @@ def test_pump_reset_goes_to_minimum_rate(running: Rig) -> None:
     assert {"pump_reset", "minimum_rate_mode"} <= running.log.raised()
 
 
-def test_unexplained_stop_is_restarted_with_alarm(running: Rig) -> None:
+def test_unexplained_stop_is_restarted_with_alarm(running) -> None:
     running.pump.stop()
     running.advance(MS_PER_H)
     assert running.pump.state is PumpState.INFUSING
@@ -122,7 +122,7 @@ def test_unexplained_stop_is_restarted_with_alarm(running: Rig) -> None:
     assert "therapy_interrupted" in running.log.raised()
 
 
-def test_comms_loss_alarms_after_unconfirmed_time_and_recovers(running: Rig) -> None:
+def test_comms_loss_alarms_after_unconfirmed_time_and_recovers(running) -> None:
     running.pump.faults.comms_down = True
     running.advance(MS_PER_H)
     assert "comms_degraded" in running.log.raised()
@@ -136,21 +136,21 @@ def test_comms_loss_alarms_after_unconfirmed_time_and_recovers(running: Rig) -> 
     assert running.loop.total_counted_nl == running.pump.infused_nl  # nothing lost while down
 
 
-def test_over_delivery_drift_enters_minimum_rate(running: Rig) -> None:
+def test_over_delivery_drift_enters_minimum_rate(running) -> None:
     running.pump.faults.counter_scale_ppm = 200_000  # counter runs 20 % ahead of the programme
     running.advance(6 * MS_PER_H)
     assert "over_delivery_suspected" in running.log.raised()
     assert running.loop.mode is Mode.MINIMUM_RATE
 
 
-def test_under_delivery_drift_alarms_and_continues(running: Rig) -> None:
+def test_under_delivery_drift_alarms_and_continues(running) -> None:
     running.pump.faults.counter_scale_ppm = -200_000
     running.advance(6 * MS_PER_H)
     assert "under_delivery_suspected" in running.log.raised()
     assert running.loop.mode is Mode.RUNNING
 
 
-def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig: Rig) -> None:
+def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig) -> None:
     rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, prime=False)  # 0.8 mL/day from 3 mL
     rig.advance(MS_PER_DAY)
     assert "reservoir_low" in rig.log.raised()  # days to low alarm <= 7
@@ -162,10 +162,9 @@ def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig: Rig) -> None:
     assert rig.pump.state is not PumpState.INFUSING
 
 
-def test_bolus_stops_at_the_cap_and_logs_partial() -> None:
-    clock = VirtualClock()
+def test_bolus_stops_at_the_cap_and_logs_partial(make_rig) -> None:
     config = LoopConfig(poll_interval_ms=30 * MS_PER_MIN, drift_tolerance_ppm=900_000)  # isolate the cap check
-    rig = build_rig(clock, FakePump(clock), CheckpointStore(":memory:"), config=config, max_dose_ng_per_day=160_000)
+    rig = make_rig(config=config, max_dose_ng_per_day=160_000)
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     rig.advance(3 * MS_PER_DAY)
     rig.therapy.configure_patient_bolus(40_000, 6 * MS_PER_H)
