@@ -899,6 +899,14 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
     return steps, periodic, tuple(segments)
 
 
+def _kind(value: object) -> int:
+    """Check a delivery kind (an int in ``[0, N_KINDS)``)."""
+    value = require_int("kind", value)
+    if not 0 <= value < N_KINDS:
+        raise KernelConfigError("kind", value, f"a DeliveryKind in [0, {N_KINDS - 1}]")
+    return value
+
+
 def _check_snapshot(snapshot: object) -> dict:
     """Validate a ledger snapshot (shared shape for both implementations)."""
     if not isinstance(snapshot, dict):

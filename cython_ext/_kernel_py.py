@@ -40,19 +40,13 @@ from cython_ext._common import (
     plan_titration,
     MAX_DECISION_AGE_MS,
     _check_snapshot,
+    _kind,
     _prune_history,
 )
 from cython_ext.errors import KernelConfigError, require_int, require_range
 from cython_ext.units import MS_PER_DAY, MS_PER_H, PG_PER_NG, div_round
 
 IMPLEMENTATION = "python"
-
-
-def _kind(value: object) -> int:
-    value = require_int("kind", value)
-    if not 0 <= value < N_KINDS:
-        raise KernelConfigError("kind", value, f"a DeliveryKind in [0, {N_KINDS - 1}]")
-    return value
 
 
 class Programme:
