@@ -10,7 +10,8 @@ With ``--control`` the simulator also reads a test-only control plane from
 stdin, separate from the pump protocol: one command per line, one JSON line
 answered on stdout (see :data:`CONTROL_COMMANDS`)::
 
-    state | stall | occlude | clear-occlusion | power-loss | power-restore | power-cycle | refill ML
+    state | stall | occlude | clear-occlusion | power-loss | power-restore | power-cycle
+    refill ML | fault SPEC
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ CONTROL_COMMANDS = {
     "power-restore": "restore power (A?R)",
     "power-cycle": "cut and restore power",
     "refill": "refill ML: set the syringe contents while still, mL",
+    "fault": "fault SPEC: add a fault now (see sim.faults; at= counts from now)",
 }
 BALANCES = ("mtsics", "sbi")
 BAUD_RATES = (19200, 9600, 2400, 1200, 300)
@@ -140,11 +142,12 @@ def _traffic_printer(label: str, start: float) -> Any:
     return show
 
 
-def handle_control(line: str, pump: Any) -> dict[str, Any]:
+def handle_control(line: str, pump: Any, faults: Any = None) -> dict[str, Any]:
     """Run one control-plane command against a simulated pump and return the JSON-able answer.
 
-    :param line: e.g. ``"stall"`` or ``"refill 2.5"``.
+    :param line: e.g. ``"stall"``, ``"refill 2.5"`` or ``"fault lost-reply:match=RUN"``.
     :param pump: the :class:`~sim.newera.Ne1000`.
+    :param faults: the rig's :class:`~sim.faults.FaultyDevice` (needed by ``fault``).
     """
     words = line.split()
     if not words:
@@ -152,7 +155,7 @@ def handle_control(line: str, pump: Any) -> dict[str, Any]:
     name, params = words[0].lower(), words[1:]
     if name not in CONTROL_COMMANDS:
         return {"error": f"unknown command {name!r}", "commands": sorted(CONTROL_COMMANDS)}
-    if (name == "refill") != (len(params) == 1):
+    if (name in ("refill", "fault")) != (len(params) == 1):
         return {"error": f"{name}: wrong number of parameters", "usage": CONTROL_COMMANDS[name]}
     try:
         if name == "stall":
@@ -169,6 +172,10 @@ def handle_control(line: str, pump: Any) -> dict[str, Any]:
             pump.power_cycle()
         elif name == "refill":
             pump.refill(params[0])
+        elif name == "fault":
+            if faults is None:
+                return {"error": "fault: this simulator has no fault layer"}
+            faults.add(params[0])
     except ValueError as exc:
         return {"error": str(exc)}
     infused_nl, withdrawn_nl = pump.dispensed_nl()
@@ -186,9 +193,9 @@ def handle_control(line: str, pump: Any) -> dict[str, Any]:
     }
 
 
-def _control_loop(pump: Any) -> None:
+def _control_loop(pump: Any, faults: Any) -> None:
     for line in sys.stdin:
-        answer = handle_control(line, pump)
+        answer = handle_control(line, pump, faults)
         with _PRINT_LOCK:
             print(json.dumps(answer, sort_keys=True), flush=True)
 
@@ -236,6 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
                     syringe_diameter_mm=args.diameter_mm,
                     syringe_volume_ml=args.syringe_ml,
                     power_on_alarm=not args.no_reset_alarm,
+                    fault_layer=True if args.control else None,
                 )
             )
             if args.baud is not None:
@@ -255,7 +263,9 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"{args.balance} balance on {endpoint.url}", flush=True)
             if args.control:
                 # Daemon: it may sit in a blocking stdin read when the process exits.
-                threading.Thread(target=_control_loop, args=(rig.device,), name="itbsim-control", daemon=True).start()
+                threading.Thread(
+                    target=_control_loop, args=(rig.device, rig.faults), name="itbsim-control", daemon=True
+                ).start()
             while not stop.wait(0.5):
                 pass
     finally:

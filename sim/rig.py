@@ -53,6 +53,7 @@ def simulated_pump(
     pace_baud: int | None = None,
     port: int = 0,
     on_traffic: Callable[[str, bytes], None] | None = None,
+    fault_layer: bool | None = None,
     **pump_kwargs: Any,
 ) -> Iterator[SimulatedRig]:
     """Serve a simulated NE-1000 on ``link`` for the duration of the ``with`` block.
@@ -66,6 +67,8 @@ def simulated_pump(
     :param pace_baud: emulate wire timing at this baud (pty and TCP only).
     :param port: TCP port for ``link="tcp"`` (0 picks a free one).
     :param on_traffic: called with (``"RX"``/``"TX"``, bytes) for every chunk (traffic log).
+    :param fault_layer: put a :class:`~sim.faults.FaultyDevice` in front of the pump even
+        without faults (to add some later with ``rig.faults.add``); None: only when faults are given.
     :param pump_kwargs: passed to :class:`~sim.newera.Ne1000` (``bias_pct``, ``noise_pct``,
         ``syringe_diameter_mm``, ``syringe_volume_ml``, ``safe_timeout_s``, ...).
     :raises ConfigError: for an unknown link or a bad fault spec.
@@ -80,7 +83,10 @@ def simulated_pump(
 
             device_clock = DriftClock(device_clock, float(spec.params["ppm"]))
     pump = Ne1000(device_clock, address=address, seed=seed, **pump_kwargs)
-    wrapped = FaultyDevice(pump, specs, clock=clock, seed=seed) if specs else None
+    wrap = bool(specs) if fault_layer is None else fault_layer
+    if specs and not wrap:
+        raise ConfigError("fault_layer", fault_layer, "True or None when faults are given")
+    wrapped = FaultyDevice(pump, specs, clock=clock, seed=seed) if wrap else None
     served = wrapped if wrapped is not None else pump
     endpoint: _Endpoint
     if link == "pty":

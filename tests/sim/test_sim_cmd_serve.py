@@ -15,6 +15,7 @@ from hal.newera.framing import encode_safe
 from hil import cli
 from hil.cmd_sim import handle_control
 from sim.clock import VirtualClock
+from sim.faults import FaultyDevice
 from sim.newera import Ne1000
 
 
@@ -139,6 +140,16 @@ def test_control_plane_commands() -> None:
     assert "error" in handle_control("refill", pump)
     assert "error" in handle_control("explode", pump)
     assert "error" in handle_control("", pump)
+    assert "error" in handle_control("fault stall", pump), "no fault layer"
+
+
+def test_control_plane_adds_faults() -> None:
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False)
+    layer = FaultyDevice(pump, [], clock=clock)
+    assert handle_control("fault lost-reply:match=VER", pump, layer)["ok"] == "fault"
+    assert layer.receive(b"0VER\r") == b""
+    assert "error" in handle_control("fault explode", pump, layer)
 
 
 def test_control_plane_over_stdin() -> None:
@@ -152,14 +163,15 @@ def test_control_plane_over_stdin() -> None:
     try:
         assert proc.stdin is not None and proc.stdout is not None
         url = proc.stdout.readline().split()[-1]
-        proc.stdin.write("stall\n")
+        proc.stdin.write("stall\nfault lost-reply:match=VER\n")
         proc.stdin.flush()
-        answer = proc.stdout.readline()
-        assert '"alarm": "S"' in answer
+        assert '"alarm": "S"' in proc.stdout.readline()
+        assert '"ok": "fault"' in proc.stdout.readline()
         port = serial.serial_for_url(url, timeout=10)
         try:
+            port.write(b"0VER\r")
             port.write(b"0\r")
-            assert port.read_until(b"\x03") == b"\x0200A?S\x03"
+            assert port.read_until(b"\x03") == b"\x0200S\x03", "VER's reply (carrying A?S) was lost"
         finally:
             port.close()
         stop(proc)

@@ -209,3 +209,13 @@ def test_pty_with_no_reader_drops_output_instead_of_blocking(clock: VirtualClock
     finally:
         endpoint.close()
     assert endpoint.closed
+
+
+def test_rig_fault_layer_switch(clock: VirtualClock) -> None:
+    with simulated_pump("inprocess", clock=clock, fault_layer=True) as rig:
+        assert rig.faults is not None and rig.faults.specs == []
+    with simulated_pump("inprocess", clock=clock) as rig:
+        assert rig.faults is None
+    with pytest.raises(ConfigError):
+        with simulated_pump("inprocess", clock=clock, faults=["stall"], fault_layer=False):
+            pass
