@@ -193,6 +193,8 @@ class CommandRecord:
     :param detail: the latest completion detail.
     :param pending_seq: sequence number of the pending entry.
     :param pending_monotonic_ns: monotonic time of the pending entry, ns.
+    :param pending_utc: UTC time of the pending entry (ISO-8601); monotonic time does not
+        survive a reboot, wall time does.
     """
 
     command_id: str
@@ -202,6 +204,7 @@ class CommandRecord:
     detail: Any
     pending_seq: int
     pending_monotonic_ns: int
+    pending_utc: str = ""
 
     @property
     def unresolved(self) -> bool:
@@ -771,6 +774,23 @@ class Journal:
             records = [self._command_record(cid) for cid in ids]
         return tuple(r for r in records if r is not None and r.unresolved)
 
+    def last_boluses(self) -> dict[str, CommandRecord]:
+        """For each bolus command kind, the latest bolus that was or may have been delivered
+        (applied, pending or uncertain): what a restart needs to keep lockouts (PER-02)."""
+        with self._lock:
+            ids = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT command_id FROM entries WHERE kind='command' AND action='pending' ORDER BY seq"
+                )
+            ]
+            records = [self._command_record(cid) for cid in ids]
+        latest: dict[str, CommandRecord] = {}
+        for record in records:
+            if record is not None and record.kind.startswith("bolus") and record.status != "not_applied":
+                latest[record.kind] = record
+        return latest
+
     def pending_boluses(self) -> tuple[CommandRecord, ...]:
         """Unresolved commands whose kind starts with ``bolus``: a restart must not deliver them again."""
         return tuple(r for r in self.unresolved_commands() if r.kind.startswith("bolus"))
@@ -797,6 +817,7 @@ class Journal:
             detail=None if last is pending else last.new,
             pending_seq=pending.seq,
             pending_monotonic_ns=pending.monotonic_ns,
+            pending_utc=pending.utc,
         )
 
     # -- queries for restart --------------------------------------------------------------------------

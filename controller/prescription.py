@@ -849,8 +849,11 @@ def _check_bolus_rate(
     bolus_rate = units.div_round(bolus_pg_per_h, duration_ms * drug.concentration_ug_per_ml, "up")
     basal_rate = units.rate_nl_per_h_for_dose(basal_ng_per_day, drug.concentration_ug_per_ml, rounding="up")
     if bolus_rate + basal_rate > model.max_rate_nl_per_h:
-        shortest_ms = units.div_round(bolus_pg_per_h, (model.max_rate_nl_per_h - basal_rate) *
-                                      drug.concentration_ug_per_ml, "up")
+        headroom = model.max_rate_nl_per_h - basal_rate
+        if headroom <= 0:
+            raise ConfigError(dotted, shown, "a bolus on a basal rate below the pump maximum",
+                              detail=f"the basal rate leaves no room under the {model.name} maximum rate")
+        shortest_ms = units.div_round(bolus_pg_per_h, headroom * drug.concentration_ug_per_ml, "up")
         raise ConfigError(
             dotted,
             shown,

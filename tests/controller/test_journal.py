@@ -636,3 +636,20 @@ class CommandJournalMachine(RuleBasedStateMachine):
 
 TestCommandJournal = CommandJournalMachine.TestCase
 TestCommandJournal.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
+
+
+def test_last_boluses_keep_lockouts_across_restart(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        journal.begin_command("p-1", "bolus_patient", {"dose_ng": 10_000})
+        journal.complete_command("p-1", "applied")
+        clock.advance(3600)
+        journal.begin_command("p-2", "bolus_patient", {"dose_ng": 10_000})
+        journal.complete_command("p-2", "not_applied")
+        journal.begin_command("c-1", "bolus_clinician", {"dose_ng": 50_000})
+        journal.complete_command("c-1", "uncertain")
+        journal.begin_command("r-1", "set_rate", {"rate_nl_per_h": 2_000})
+    with Journal(path, VirtualClock()) as reopened:
+        last = reopened.last_boluses()
+    assert {kind: r.command_id for kind, r in last.items()} == {"bolus_patient": "p-1", "bolus_clinician": "c-1"}
+    assert last["bolus_patient"].pending_utc == "2026-01-05T08:00:00+00:00"
+    assert last["bolus_clinician"].pending_monotonic_ns == 3_600_000_000_000

@@ -32,6 +32,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "hil" / "prescriptions").glob("*.toml"))
 # The library's numbers live in the kernel's shared module; the twin exposes the same DEFAULT_LIBRARY.
 LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
+KERNEL = importlib.import_module("cython_ext._kernel_py")
+
+
+def kernel_accepts(p: rx.Prescription) -> None:
+    """The kernel's own configuration checks accept what the parser accepted."""
+    caps = KERNEL.make_caps(**p.kernel_caps_kwargs())
+    KERNEL.check_caps_against_limits(caps, KERNEL.DEFAULT_LIBRARY[p.concentration_ug_per_ml])
+    programme = KERNEL.Programme(p.kernel_steps(), p.concentration_ug_per_ml,
+                                 periodic_boluses=p.kernel_periodic_boluses())
+    assert programme.daily_total_ng() <= p.programme.daily_total_ng()
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,7 @@ def rejects(doc: Mapping[str, Any], field: str) -> ConfigError:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_prescriptions_are_valid_and_round_trip(path: Path) -> None:
     p = load_prescription(path, library=LIBRARY)
+    kernel_accepts(p)
     assert parse_prescription(p.to_toml(), library=LIBRARY) == p
     assert assess_change(None, p, library=LIBRARY).acceptable
     assert len(p.source_sha256) == 64
@@ -544,6 +555,7 @@ def test_valid_prescriptions_round_trip_exactly(doc: dict[str, Any], cap_extra_n
     assert again == p
     assert again.to_toml() == text
     assert p.programme.daily_total_ng() <= p.titration.max_dose_ng_per_day
+    kernel_accepts(p)
 
 
 # -- itb prescription check -------------------------------------------------------------------------
