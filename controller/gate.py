@@ -106,6 +106,10 @@ class Gate(ABC):
         """Record drug delivered between two polls into the 24 h ledger."""
 
     @abstractmethod
+    def note_bolus_start(self, kind: str, at_ms: int) -> None:
+        """Count a bolus start (for lockouts) that the restored state does not hold."""
+
+    @abstractmethod
     def release_bolus(self, kind: str, mass_pg: int) -> int:
         """Release up to ``mass_pg`` of a bolus commitment; returns what was released."""
 
@@ -260,6 +264,19 @@ class KernelGate(Gate):
             return
         try:
             self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    def note_bolus_start(self, kind: str, at_ms: int) -> None:
+        """Count a bolus start the checkpoint missed (a crash after it was sent): lockouts survive restarts."""
+        k = self._kind(kind)
+        ledger = self.kernel.ledger
+        starts = [s for s in ledger.snapshot()["bolus_starts"] if s[1] == k]
+        if any(at == at_ms for at, _ in starts):
+            return
+        newest = ledger.last_bolus_ms(tuple(range(len(KIND_NAMES))))
+        try:
+            ledger.record_bolus_start(k, max(at_ms, newest or 0))
         except KernelConfigError as exc:
             raise _config_error(exc) from None
 

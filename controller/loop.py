@@ -426,15 +426,17 @@ class ControlLoop:
         else:
             self._comms_ok(now)
             delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
-            if dispensed.infused_nl > self.counter_clear_above_nl:
-                self._clear_counter()
-            self._check_status(status)
-            if status.alarm is None and status.state is PumpState.INFUSING:
-                self._check_drift()
-            else:
-                self._reset_drift()  # a stop or an alarm explains the shortfall; its own alarm is raised
-            self._check_bolus_cap()
-            self._check_reservoir()
+            if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
+                # Idle (no verified therapy state) and discontinued: read only, command nothing (SAFE-04).
+                if dispensed.infused_nl > self.counter_clear_above_nl:
+                    self._clear_counter()
+                self._check_status(status)
+                if status.alarm is None and status.state is PumpState.INFUSING:
+                    self._check_drift()
+                else:
+                    self._reset_drift()  # a stop or an alarm explains the shortfall; its own alarm is raised
+                self._check_bolus_cap()
+                self._check_reservoir()
         self._last_poll_ms = now
         record = PollRecord(
             now_ms=now,
@@ -470,6 +472,7 @@ class ControlLoop:
             self._emit("counter_cleared", baseline_nl=dispensed.infused_nl)
         else:
             self._last_counter_nl = None
+        self.checkpoint()  # the new baseline must survive a restart, or delivery since would be lost
 
     def _comms_lost(self, now: int) -> None:
         if not self.alarms.is_active(AlarmCode.COMMS_DEGRADED):
@@ -568,8 +571,10 @@ class ControlLoop:
     def _fault(self, fault: FaultCode, detail: str) -> None:
         """Apply the single documented reaction to ``fault`` and raise its alarm."""
         row = reaction_for(fault)
-        already = self.alarms.is_active(row.alarm)
-        self.alarms.raise_alarm(row.alarm, detail=detail)
+        held = next((a for a in self.alarms.active() if a.code is row.alarm), None)
+        already = held is not None
+        if held is None or not held.condition_active:
+            self.alarms.raise_alarm(row.alarm, detail=detail)
         if not already:
             self._emit("fault", fault=fault.value, reaction=row.reaction.value, alarm=row.alarm.value, detail=detail)
         if fault in (FaultCode.MOTOR_STALL, FaultCode.OCCLUSION, FaultCode.UNEXPLAINED_STOP, FaultCode.PUMP_RESET,
@@ -578,7 +583,8 @@ class ControlLoop:
             if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
                 self.alarms.raise_alarm(AlarmCode.THERAPY_INTERRUPTED, detail=detail)
         if row.reaction is Reaction.STOP:
-            self._stop_for_fault(fault, detail)
+            if self.mode is not Mode.STOPPED_FAULT:
+                self._stop_for_fault(fault, detail)
         elif row.reaction is Reaction.MIN_RATE:
             if fault is FaultCode.PUMP_RESET:
                 self._acknowledge_pump()
@@ -949,14 +955,15 @@ class ControlLoop:
         status = read_status(self.pump)
         dispensed = read_dispensed(self.pump) if status is not None else None
         open_boluses = [b for b in self.store.boluses() if b.status != "finished"]
+        for record in open_boluses:
+            # It may have started: count it for lockouts and the daily count, conservatively.
+            self.gate.note_bolus_start(record.kind, record.requested_ms)
         if dispensed is not None:
             # Everything since the checkpoint: attribute to the open bolus first (up to its volume), then basal.
             base = self._last_counter_nl if self._last_counter_nl is not None else dispensed.infused_nl
             delta = max(0, dispensed.infused_nl - base) if dispensed.infused_nl >= base else dispensed.infused_nl
             for record in open_boluses:
-                if record.status == "pending" and record.started_ms is None:
-                    pass
-                share = min(delta, record.volume_nl) if record.status != "pending" or delta else 0
+                share = min(delta, record.volume_nl)
                 self._expected_num[record.kind] = self._expected_num.get(record.kind, 0) + share * MS_PER_H
                 delta -= share
             if delta > 0:

@@ -105,6 +105,12 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: CheckpointStore, *, re
 
 
 @pytest.fixture
+def rig_builder() -> Any:
+    """The :func:`build_rig` function itself (for tests that manage clock, pump and store)."""
+    return build_rig
+
+
+@pytest.fixture
 def make_rig() -> Any:
     """Factory: ``make_rig(config=None, **caps)`` builds a fresh controller over a fake pump."""
     stores: list[CheckpointStore] = []

@@ -1,0 +1,141 @@
+"""Crash and restart at every durable write point (PER-01, PER-02, BOL-05, HAL-06).
+
+A scripted day of therapy (implant with priming, a day of basal, a patient
+bolus, its end) is run once to count the store's write points. Then, for each
+write point, the same script runs with a crash injected just before that write
+commits; a new controller is built on the same store file and the same pump,
+recovers, and must: resume the 24 h accounting and the bolus lockout, never
+send an interrupted bolus again, and leave the pump delivering basal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from controller.checkpoint import CheckpointStore
+from controller.loop import Mode
+from hal.pump import PumpState
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+
+MS_PER_MIN = 60_000
+MS_PER_H = 3_600_000
+MS_PER_DAY = 86_400_000
+BASAL_NL_PER_H = 8333
+BOLUS_NL = 50_000  # 25 µg at 500 µg/mL
+PRIMING_NL = 250_000
+
+
+class Crash(Exception):
+    """Raised by the store hook to stop the controller mid-write, like a power cut."""
+
+
+def script(rig: Any) -> None:
+    """A day of therapy with one patient bolus; stops wherever the crash hits."""
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(MS_PER_DAY)
+    rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    rig.advance(MS_PER_H)
+    rig.therapy.patient_bolus_request()
+    rig.advance(5 * MS_PER_MIN)
+    rig.advance(2 * MS_PER_H)
+
+
+def run_with_crash(tmp_path: Path, build: Any, crash_at: int | None) -> tuple[Any, Any, Any, bool]:
+    """Run the script, crashing at write ``crash_at``; restart; return (rig after restart, pump, clock, crashed)."""
+    path = tmp_path / f"store-{crash_at}.sqlite"
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    store = CheckpointStore(path)
+
+    def hook(n: int) -> None:
+        if n == crash_at:
+            raise Crash(f"power cut before write {n}")
+
+    store.before_write = hook
+    rig = build(clock, pump, store)
+    crashed = False
+    try:
+        script(rig)
+    except Crash:
+        crashed = True
+    store.close()
+    # The process is gone; a new one opens the same file and the same pump.
+    reopened = CheckpointStore(path)
+    again = build(clock, pump, reopened, recover=True)
+    return again, pump, clock, crashed
+
+
+def test_every_write_point(tmp_path: Path, rig_builder: Any) -> None:
+    clock = VirtualClock()
+    store = CheckpointStore(tmp_path / "count.sqlite")
+    script(rig_builder(clock, FakePump(clock), store))
+    total = store.writes
+    store.close()
+    assert total >= 8
+
+    for crash_at in range(1, total + 1):
+        rig, pump, _clock, crashed = run_with_crash(tmp_path, rig_builder, crash_at)
+        assert crashed, f"write {crash_at} was never reached"
+        where = f"crash before write {crash_at}"
+        if rig.loop.mode is Mode.IDLE:
+            # Crashed before the first therapy checkpoint: the new controller sends nothing.
+            sent = len(pump.command_log)
+            rig.advance(MS_PER_H)
+            assert len(pump.command_log) == sent, where
+            continue
+        rig.advance(3 * MS_PER_H)
+        # Never stopped, back on basal.
+        assert pump.state is PumpState.INFUSING, where
+        assert pump.rate_nl_per_h == BASAL_NL_PER_H, where
+        # No bolus delivered twice: total volume is at most basal + priming + one patient bolus.
+        elapsed_h = rig.loop.now_ms() / MS_PER_H
+        ceiling = BASAL_NL_PER_H * elapsed_h + PRIMING_NL + BOLUS_NL + 2000
+        assert pump.infused_nl <= ceiling, f"{where}: {pump.infused_nl} nL > {ceiling:.0f} nL"
+        records = rig.store.boluses()
+        assert all(b.status == "finished" for b in records), where
+        patient = [b for b in records if b.kind == "patient"]
+        assert len(patient) <= 1, where
+        # 24 h accounting resumed from the store, not from zero.
+        now = rig.loop.now_ms()
+        if now >= MS_PER_DAY + 2 * MS_PER_H:
+            assert rig.gate.total_24h_ng(now) >= 90_000, f"{where}: 24 h total {rig.gate.total_24h_ng(now)} ng"
+        # The lockout survived: a bolus that may have started blocks another for 4 h.
+        if patient and rig.loop.now_ms() - patient[0].requested_ms < 4 * MS_PER_H:
+            rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+            assert "BOLUS_LOCKOUT" in rig.therapy.patient_bolus_request().reasons, where
+        rig.store.close()
+
+
+def test_restart_without_crash_resumes_lockout_and_ledger(tmp_path: Path, rig_builder: Any) -> None:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    store = CheckpointStore(tmp_path / "clean.sqlite")
+    rig = rig_builder(clock, pump, store)
+    script(rig)
+    before = rig.gate.total_24h_ng(rig.loop.now_ms())
+    store.close()
+    again = rig_builder(clock, pump, CheckpointStore(tmp_path / "clean.sqlite"), recover=True)
+    assert again.loop.mode is Mode.RUNNING
+    assert again.gate.total_24h_ng(again.loop.now_ms()) >= before - 1000
+    assert again.therapy.patient_bolus is not None  # workflow state came back too
+    assert again.therapy.patient_bolus_request().reasons == ("BOLUS_LOCKOUT",)
+    sent = len(pump.command_log)
+    again.advance(MS_PER_H)
+    assert len(pump.command_log) == sent  # a restart emits no therapy change
+    again.store.close()
+
+
+def test_restart_with_no_state_sends_nothing(tmp_path: Path, rig_builder: Any) -> None:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    pump.set_rate(8333)
+    pump.start()
+    log = len(pump.command_log)
+    rig = rig_builder(clock, pump, CheckpointStore(tmp_path / "empty.sqlite"), recover=True)
+    assert rig.loop.mode is Mode.IDLE
+    rig.advance(MS_PER_H)
+    assert len(pump.command_log) == log
+    assert pump.state is PumpState.INFUSING  # whatever it ran, it keeps running
+    rig.store.close()
