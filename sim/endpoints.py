@@ -38,6 +38,7 @@ from typing import IO
 
 import serial
 
+from hal.clock import Clock
 from hal.errors import ConfigError, StateError
 from sim.device import ByteDeviceProtocol, device_wants_disconnect
 
@@ -52,15 +53,18 @@ if "sim" not in serial.protocol_handler_packages:
 class ByteTrace:
     """Timestamped byte trace for bug reports: one line per chunk, hex and ASCII.
 
-    Line format: ``<seconds since open> <RX|TX> <hex bytes>  |<ascii>|`` where
-    RX is host-to-device and TX device-to-host.
+    Line format: ``<real s since open> <device clock s> <RX|TX> <hex bytes>  |<ascii>|``
+    where RX is host-to-device and TX device-to-host. The device-clock column
+    is the virtual time in CI runs (``-`` when the device has no clock).
 
     :param path: file to write (truncated).
+    :param clock: the device clock, for the second column.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Clock | None = None) -> None:
         self._file: IO[str] = open(path, "w", encoding="ascii")  # noqa: SIM115 - closed in close()
         self._t0 = time.monotonic()
+        self._clock = clock
         self._lock = threading.Lock()
 
     def record(self, direction: str, data: bytes) -> None:
@@ -68,7 +72,8 @@ class ByteTrace:
         if not data:
             return
         text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
-        line = f"{time.monotonic() - self._t0:12.6f} {direction} {data.hex(' ')}  |{text}|\n"
+        device_s = f"{self._clock.monotonic_ns() / 1e9:14.6f}" if self._clock is not None else f"{'-':>14}"
+        line = f"{time.monotonic() - self._t0:12.6f} {device_s} {direction} {data.hex(' ')}  |{text}|\n"
         with self._lock:
             if not self._file.closed:
                 self._file.write(line)
@@ -130,7 +135,9 @@ class _Endpoint:
         self.pace_baud = pace_baud
         self.poll_interval_s = poll_interval_s
         self.id = next(self._ids)
-        self._trace = ByteTrace(trace_path) if trace_path is not None else None
+        device_clock = getattr(device, "clock", None)
+        trace_clock = device_clock if isinstance(device_clock, Clock) else None
+        self._trace = ByteTrace(trace_path, trace_clock) if trace_path is not None else None
         self._on_traffic = on_traffic
         self._device_lock = threading.Lock()
         self._closed = False

@@ -111,6 +111,7 @@ def test_trace_records_both_directions(tmp_path: Path, link: str, clock: Virtual
         finally:
             port.close()
     lines = trace.read_text(encoding="ascii").splitlines()
+    assert all(line.split()[1] == "0.000000" for line in lines), "the second column is the device (virtual) clock"
     assert any(" RX 30 56 45 52 0d  |0VER.|" in line for line in lines), lines
     assert any(" TX 02 30 30 53" in line and "|.00SNE1000V3.928.|" in line for line in lines), lines
 
