@@ -28,6 +28,7 @@ alarm is added, and the write error propagates to the caller.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -336,7 +337,7 @@ def _order_key(alarm: ActiveAlarm) -> tuple[int, int, str]:
 class AlarmManager:
     """Holds active alarms, orders them by priority, latches, and journals every event.
 
-    Not thread-safe: the control loop owns it.
+    Thread-safe: one lock serialises events and queries.
 
     :param clock: the injected clock (monotonic time for ordering and audio pause).
     :param journal: where every event is recorded (:class:`AlarmJournal`).
@@ -347,6 +348,7 @@ class AlarmManager:
         self._journal = journal
         self._alarms: dict[AlarmCode, ActiveAlarm] = {}
         self._audio_paused_until_ns: int | None = None
+        self._lock = threading.RLock()
 
     # -- events -------------------------------------------------------------------------------------
 
@@ -364,24 +366,25 @@ class AlarmManager:
         :raises ConfigError: if ``code`` is not an :class:`AlarmCode`.
         """
         spec = self._spec(code)
-        now_ns = self._clock.monotonic_ns()
-        held = self._alarms.get(code)
-        if held is None:
-            alarm = ActiveAlarm(spec, now_ns, True, False, detail)
-            self._audio_paused_until_ns = None
-        else:
-            alarm = replace(
-                held,
-                condition_active=True,
-                acknowledged=held.acknowledged and held.condition_active,
-                detail=detail or held.detail,
-                occurrences=held.occurrences + 1,
-            )
-            if not held.condition_active:
+        with self._lock:
+            now_ns = self._clock.monotonic_ns()
+            held = self._alarms.get(code)
+            if held is None:
+                alarm = ActiveAlarm(spec, now_ns, True, False, detail)
                 self._audio_paused_until_ns = None
-        self._alarms[code] = alarm
-        self._record("raise", spec, actor, detail)
-        return alarm
+            else:
+                alarm = replace(
+                    held,
+                    condition_active=True,
+                    acknowledged=held.acknowledged and held.condition_active,
+                    detail=detail or held.detail,
+                    occurrences=held.occurrences + 1,
+                )
+                if not held.condition_active:
+                    self._audio_paused_until_ns = None
+            self._alarms[code] = alarm
+            self._record("raise", spec, actor, detail)
+            return alarm
 
     def clear(self, code: AlarmCode, *, actor: Actor = SYSTEM_ACTOR, detail: str = "") -> ActiveAlarm | None:
         """The condition ``code`` no longer holds.
@@ -396,17 +399,18 @@ class AlarmManager:
         :return: the alarm if still held (latched), else None.
         """
         spec = self._spec(code)
-        held = self._alarms.get(code)
-        if held is None or not held.condition_active:
-            return held
-        if spec.latching and not held.acknowledged:
-            remaining: ActiveAlarm | None = replace(held, condition_active=False)
-            self._alarms[code] = remaining  # type: ignore[assignment]
-        else:
-            remaining = None
-            del self._alarms[code]
-        self._record("clear", spec, actor, detail)
-        return remaining
+        with self._lock:
+            held = self._alarms.get(code)
+            if held is None or not held.condition_active:
+                return held
+            if spec.latching and not held.acknowledged:
+                remaining: ActiveAlarm | None = replace(held, condition_active=False)
+                self._alarms[code] = remaining  # type: ignore[assignment]
+            else:
+                remaining = None
+                del self._alarms[code]
+            self._record("clear", spec, actor, detail)
+            return remaining
 
     def acknowledge(self, code: AlarmCode, *, actor: Actor, detail: str = "") -> ActiveAlarm | None:
         """An operator acknowledges ``code``.
@@ -423,17 +427,18 @@ class AlarmManager:
         spec = self._spec(code)
         if actor == SYSTEM_ACTOR:
             raise ConfigError("actor", str(actor), "an operator, not the controller")
-        held = self._alarms.get(code)
-        if held is None:
-            raise ConfigError("code", code.value, f"one of the held alarms {[c.value for c in self._alarms]}")
-        if held.condition_active:
-            remaining: ActiveAlarm | None = replace(held, acknowledged=True)
-            self._alarms[code] = remaining  # type: ignore[assignment]
-        else:
-            remaining = None
-            del self._alarms[code]
-        self._record("acknowledge", spec, actor, detail)
-        return remaining
+        with self._lock:
+            held = self._alarms.get(code)
+            if held is None:
+                raise ConfigError("code", code.value, f"one of the held alarms {[c.value for c in self._alarms]}")
+            if held.condition_active:
+                remaining: ActiveAlarm | None = replace(held, acknowledged=True)
+                self._alarms[code] = remaining  # type: ignore[assignment]
+            else:
+                remaining = None
+                del self._alarms[code]
+            self._record("acknowledge", spec, actor, detail)
+            return remaining
 
     def pause_audio(self, *, actor: Actor, duration_s: int) -> None:
         """Pause the audible signal for ``duration_s`` seconds (visual signals continue).
@@ -444,15 +449,16 @@ class AlarmManager:
         """
         if isinstance(duration_s, bool) or not isinstance(duration_s, int) or not 1 <= duration_s <= AUDIO_PAUSE_MAX_S:
             raise ConfigError("duration_s", duration_s, f"an integer in [1, {AUDIO_PAUSE_MAX_S}] s")
-        self._audio_paused_until_ns = self._clock.monotonic_ns() + duration_s * NS_PER_S
-        spec = ALARM_TABLE[AlarmCode.INFO]
-        self._record("audio_pause", spec, actor, f"audio paused for {duration_s} s")
+        with self._lock:
+            self._audio_paused_until_ns = self._clock.monotonic_ns() + duration_s * NS_PER_S
+            self._record("audio_pause", ALARM_TABLE[AlarmCode.INFO], actor, f"audio paused for {duration_s} s")
 
     # -- queries ------------------------------------------------------------------------------------
 
     def active(self) -> tuple[ActiveAlarm, ...]:
         """Every held alarm, most urgent first (priority, then oldest first)."""
-        return tuple(sorted(self._alarms.values(), key=_order_key))
+        with self._lock:
+            return tuple(sorted(self._alarms.values(), key=_order_key))
 
     def highest(self) -> ActiveAlarm | None:
         """The alarm to annunciate now, or None when none is held."""
@@ -461,22 +467,26 @@ class AlarmManager:
 
     def is_active(self, code: AlarmCode) -> bool:
         """True while ``code`` is held (active or latched)."""
-        return code in self._alarms
+        with self._lock:
+            return code in self._alarms
 
     def has_priority(self, priority: Priority) -> bool:
         """True if any held alarm has at least ``priority`` (BOL-03 checks HIGH)."""
-        return any(a.priority >= priority for a in self._alarms.values())
+        with self._lock:
+            return any(a.priority >= priority for a in self._alarms.values())
 
     def audio_paused(self) -> bool:
         """True while an audio pause is running."""
-        until = self._audio_paused_until_ns
-        return until is not None and self._clock.monotonic_ns() < until
+        with self._lock:
+            until = self._audio_paused_until_ns
+            return until is not None and self._clock.monotonic_ns() < until
 
     def audible(self) -> ActiveAlarm | None:
         """The alarm that should sound now: the most urgent unacknowledged one, unless audio is paused."""
-        if self.audio_paused():
-            return None
-        return next((a for a in self.active() if not a.acknowledged), None)
+        with self._lock:
+            if self.audio_paused():
+                return None
+            return next((a for a in self.active() if not a.acknowledged), None)
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -639,9 +639,7 @@ class Journal:
                           command_id=command_id, reason=reason, outcome="applied")
         return self._write([item])[0]
 
-    def record_prescription(
-        self, prescription: Any, actor: Actor, *, assessment: Any = None, reason: str = ""
-    ) -> JournalEntry:
+    def record_prescription(self, prescription: Any, actor: Actor, *, assessment: Any, reason: str = "") -> JournalEntry:
         """Record a new prescription in effect, with every soft-limit override first (PRX-02).
 
         The override entries and the prescription entry are one transaction, the
@@ -649,46 +647,46 @@ class Journal:
 
         :param prescription: a :class:`controller.prescription.Prescription`.
         :param actor: who puts it in effect; must be a prescriber if any soft limit is overridden.
-        :param assessment: the :class:`controller.prescription.ChangeAssessment`; it must be acceptable.
+        :param assessment: the :class:`controller.prescription.ChangeAssessment` of this prescription
+            against the one in effect (:func:`controller.prescription.assess_change`); it must be acceptable.
         :param reason: why the prescription changes.
         :return: the prescription entry.
         :raises ConfigError: if the assessment is not acceptable or the actor lacks the prescriber role.
         """
         items = []
-        if assessment is not None:
-            if assessment.new is not prescription and assessment.new != prescription:
-                raise ConfigError("assessment", "another prescription", "the assessment of this prescription")
-            assessment.require_acceptable()
-            breaches = [b for b in assessment.soft_limit_breaches if b.overridden_by is not None]
-            if breaches and actor.role is not Role.PRESCRIBER:
-                raise ConfigError("actor.role", actor.role.value, "prescriber (soft-limit overrides, PRX-02)")
-            for breach in breaches:
-                items.append(
-                    self._item(
-                        EntryKind.OVERRIDE,
-                        "soft_limit_override",
-                        actor,
-                        reason=breach.overridden_by.reason,
-                        new={
-                            "field": breach.field,
-                            "value": breach.value,
-                            "bound": breach.bound,
-                            "limit": breach.limit,
-                            "prescriber": breach.overridden_by.prescriber,
-                        },
-                    )
+        if assessment is None or getattr(assessment, "new", None) != prescription:
+            raise ConfigError("assessment", type(assessment).__name__, "the ChangeAssessment of this prescription")
+        assessment.require_acceptable()
+        breaches = [b for b in assessment.soft_limit_breaches if b.overridden_by is not None]
+        if breaches and actor.role is not Role.PRESCRIBER:
+            raise ConfigError("actor.role", actor.role.value, "prescriber (soft-limit overrides, PRX-02)")
+        for breach in breaches:
+            items.append(
+                self._item(
+                    EntryKind.OVERRIDE,
+                    "soft_limit_override",
+                    actor,
+                    reason=breach.overridden_by.reason,
+                    new={
+                        "field": breach.field,
+                        "value": breach.value,
+                        "bound": breach.bound,
+                        "limit": breach.limit,
+                        "prescriber": breach.overridden_by.prescriber,
+                    },
                 )
-            for change in assessment.magnitude_changes:
-                items.append(
-                    self._item(
-                        EntryKind.AUDIT,
-                        "magnitude_confirmed",
-                        actor,
-                        old={"field": change.field, "value": change.old},
-                        new={"field": change.field, "value": change.new},
-                        reason="tenfold change confirmed (VAL-02)",
-                    )
+            )
+        for change in assessment.magnitude_changes:
+            items.append(
+                self._item(
+                    EntryKind.AUDIT,
+                    "magnitude_confirmed",
+                    actor,
+                    old={"field": change.field, "value": change.old},
+                    new={"field": change.field, "value": change.new},
+                    reason="tenfold change confirmed (VAL-02)",
                 )
+            )
         previous = self.last_prescription_record()
         toml_text = prescription.to_toml()
         items.append(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -275,3 +276,4 @@ class AlarmOrdering(RuleBasedStateMachine):
 
 
 TestAlarmOrdering = AlarmOrdering.TestCase
+TestAlarmOrdering.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
