@@ -451,12 +451,23 @@ class Prescription:
 
 @dataclass(frozen=True)
 class LibraryBounds:
-    """Hard and soft limits of one quantity in one drug-library entry (internal units)."""
+    """Hard and soft limits of one quantity in one drug-library entry (internal units).
+
+    :raises ConfigError: unless ``0 <= lower_hard <= lower_soft <= upper_soft <= upper_hard`` (VAL-03).
+    """
 
     lower_hard: int
     lower_soft: int
     upper_soft: int
     upper_hard: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lower_hard <= self.lower_soft <= self.upper_soft <= self.upper_hard:
+            raise ConfigError(
+                "library.bounds",
+                (self.lower_hard, self.lower_soft, self.upper_soft, self.upper_hard),
+                "ordered 0 <= lower_hard <= lower_soft <= upper_soft <= upper_hard",
+            )
 
 
 @dataclass(frozen=True)

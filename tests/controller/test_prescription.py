@@ -597,3 +597,12 @@ def test_check_fails_on_bad_file_and_on_unoverridden_soft_limit(
                                        "titration.max_dose_ug_per_day", 1200)), encoding="utf-8")
     assert cli.main(["prescription", "check", str(soft)]) == 1
     assert "NOT overridden" in capsys.readouterr().out
+
+
+def test_a_library_with_misordered_limits_is_refused() -> None:
+    """VAL-03: the library's limit ordering is checked when it is loaded."""
+    entry = KERNEL.DEFAULT_LIBRARY[500]
+    bad_bounds = entry.dose_ng_per_day._replace(lower_soft=entry.dose_ng_per_day.upper_soft + 1)
+    with pytest.raises(ConfigError) as excinfo:
+        library_from([entry._replace(dose_ng_per_day=bad_bounds)])
+    assert excinfo.value.field == "library.bounds"
