@@ -653,3 +653,32 @@ def test_last_boluses_keep_lockouts_across_restart(path: Path, clock: VirtualClo
     assert {kind: r.command_id for kind, r in last.items()} == {"bolus_patient": "p-1", "bolus_clinician": "c-1"}
     assert last["bolus_patient"].pending_utc == "2026-01-05T08:00:00+00:00"
     assert last["bolus_clinician"].pending_monotonic_ns == 3_600_000_000_000
+
+
+def _kernel(implementation: str) -> object:
+    if implementation == "python":
+        return importlib.import_module("cython_ext._kernel_py")
+    try:
+        return importlib.import_module("cython_ext._kernel")
+    except ImportError:
+        pytest.skip("compiled kernel not built")
+
+
+@pytest.mark.parametrize("implementation", ["python", "compiled"])
+def test_kernel_ledger_snapshot_survives_the_journal_exactly(path: Path, clock: VirtualClock,
+                                                             implementation: str) -> None:
+    kernel = _kernel(implementation)
+    ledger = kernel.Ledger()  # type: ignore[attr-defined]
+    for minute in range(0, 600, 7):
+        ledger.record(int(kernel.DeliveryKind.BASAL), 33_333 * 500 // 60, minute * 60_000)  # type: ignore[attr-defined]
+    ledger.record(int(kernel.DeliveryKind.BOLUS_PATIENT), 10_000_000, 300 * 60_000)  # type: ignore[attr-defined]
+    snapshot = ledger.snapshot()
+    with Journal(path, clock) as journal:
+        journal.record_ledger_snapshot(snapshot, now_ms=600 * 60_000)
+    with Journal(path, clock) as reopened:
+        stored, now_ms = reopened.last_ledger_snapshot()  # type: ignore[misc]
+    assert now_ms == 600 * 60_000
+    assert stored == snapshot
+    restored = kernel.Ledger.restore(stored)  # type: ignore[attr-defined]
+    assert restored.snapshot() == snapshot
+    assert restored.total_24h_ng(600 * 60_000) == ledger.total_24h_ng(600 * 60_000)
