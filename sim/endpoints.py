@@ -215,7 +215,8 @@ class _ThreadedEndpoint(_Endpoint):
         self._wake_r, self._wake_w = os.pipe()
         self._rx = _Pacer(self.pace_baud)
         self._tx = _Pacer(self.pace_baud)
-        self._pending: list[tuple[float, int]] = []  # (due time, byte)
+        self._pending: list[tuple[float, int]] = []  # device -> host: (due time, byte)
+        self._rx_pending: list[tuple[float, bytes]] = []  # host -> device: (due time, chunk)
         self._thread = threading.Thread(target=self._serve, name=f"itbsim-{type(self).__name__}-{self.id}", daemon=True)
         #: Set when the service thread has finished its set-up and is serving.
         self.ready = threading.Event()
@@ -248,22 +249,25 @@ class _ThreadedEndpoint(_Endpoint):
         raise NotImplementedError
 
     # Service loop ----------------------------------------------------------------------
+    def _next_deadline(self) -> float | None:
+        """Earliest due time of a paced byte in either direction (``time.monotonic``), or None."""
+        times = [items[0][0] for items in (self._pending, self._rx_pending) if items]
+        return min(times) if times else None
+
     def _serve(self) -> None:
         self.ready.set()
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
                 timeout = self.poll_interval_s
-                if self._pending:
-                    timeout = max(0.0, min(timeout, self._pending[0][0] - now))
+                deadline = self._next_deadline()
+                if deadline is not None:
+                    # Wake a little early; the last stretch is spun in _service_due.
+                    timeout = max(0.0, min(timeout, deadline - time.monotonic() - 0.0002))
                 fds = [self._wake_r, *self._extra_fds()]
                 fd = self._fd()
                 if fd is not None:
                     fds.append(fd)
-                if timeout > 0.0003:
-                    readable, _, _ = select.select(fds, [], [], timeout - 0.0002 if self._pending else timeout)
-                else:
-                    readable, _, _ = select.select(fds, [], [], 0)
+                readable, _, _ = select.select(fds, [], [], timeout)
                 if self._wake_r in readable:
                     os.read(self._wake_r, 512)
                 for extra in self._extra_fds():
@@ -272,9 +276,10 @@ class _ThreadedEndpoint(_Endpoint):
                 if fd is not None and fd in readable:
                     self._handle_input()
                 self._queue(self.poll_device())
-                self._flush_due()
+                self._service_due()
                 if device_wants_disconnect(self.device) and not self.disconnected.is_set():
                     self._pending.clear()
+                    self._rx_pending.clear()
                     self._drop_link()
                     self.disconnected.set()
         finally:
@@ -284,36 +289,44 @@ class _ThreadedEndpoint(_Endpoint):
         data = self._read()
         if not data:
             return
-        if self.pace_baud is not None:
-            due = self._rx.schedule(len(data), time.monotonic())
-            wait_until(due[-1], self._stop)
-        self._queue(self.exchange(data))
+        if self.pace_baud is None:
+            self._queue(self.exchange(data))
+            return
+        # The device sees the bytes when the last of them would have crossed the wire.
+        due = self._rx.schedule(len(data), time.monotonic())
+        self._rx_pending.append((due[-1], data))
+        self._service_due()
 
     def _queue(self, data: bytes) -> None:
         if not data:
             return
         due = self._tx.schedule(len(data), time.monotonic())
         self._pending.extend(zip(due, data))
-        self._flush_due()
+        self._service_due()
 
-    def _flush_due(self) -> None:
-        while self._pending:
+    def _service_due(self) -> None:
+        """Deliver every paced byte that is due, in both directions; spin through gaps under 0.5 ms."""
+        while not self._stop.is_set():
             now = time.monotonic()
+            while self._rx_pending and self._rx_pending[0][0] <= now:
+                _, data = self._rx_pending.pop(0)
+                reply = self.exchange(data)
+                if reply:
+                    due = self._tx.schedule(len(reply), time.monotonic())
+                    self._pending.extend(zip(due, reply))
             count = 0
             while count < len(self._pending) and self._pending[count][0] <= now:
                 count += 1
-            if count == 0:
-                next_due = self._pending[0][0]
-                if next_due - now < 0.0005:
-                    wait_until(next_due, self._stop)
-                    continue
+            if count:
+                chunk = bytes(b for _, b in self._pending[:count])
+                del self._pending[:count]
+                if self._write(chunk):
+                    self._note("TX", chunk)
+                continue
+            deadline = self._next_deadline()
+            if deadline is None or deadline - now >= 0.0005:
                 return
-            chunk = bytes(b for _, b in self._pending[:count])
-            del self._pending[:count]
-            if self._write(chunk):
-                self._note("TX", chunk)
-            if self._stop.is_set():
-                return
+            wait_until(deadline, self._stop)
 
     def close(self) -> None:
         """Stop the service thread, join it, and close every descriptor (idempotent)."""

@@ -159,11 +159,14 @@ def test_pacing_schedule_is_deadline_based() -> None:
     assert _Pacer(None).schedule(3, now=1.0) == [1.0, 1.0, 1.0]
 
 
-def test_paced_pty_delivers_the_same_bytes(clock: VirtualClock) -> None:
-    with simulated_pump("pty", clock=clock, pace_baud=19200, power_on_alarm=False) as rig:
+@pytest.mark.parametrize(("link_name", "baud"), [("pty", 19200), ("tcp", 9600)])
+def test_paced_links_deliver_the_same_bytes(clock: VirtualClock, link_name: str, baud: int) -> None:
+    with simulated_pump(link_name, clock=clock, pace_baud=baud, power_on_alarm=False) as rig:
         port = serial.serial_for_url(rig.url, timeout=5)
         try:
             assert exchange(port, b"0VER\r") == b"\x0200SNE1000V3.928\x03"
+            port.write(b"0RAT50UH\r0RAT\r")
+            assert port.read_until(b"UH\x03") == b"\x0200S\x03\x0200S50UH\x03"
         finally:
             port.close()
 
