@@ -1086,6 +1086,9 @@ cdef class SafetyKernel:
             dose = ceil_div(rate * 24 * self.conc, 1000)
             if self.has_prog and dose > self.cur_dose_ng:
                 m |= bit(R_MIN_ABOVE)
+            if not self.has_prog or rate > self.prog.min_rate:
+                if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
+                    m |= bit(R_CAP_24H)
         else:
             raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         cdef tuple overridden = _EMPTY

@@ -615,6 +615,12 @@ class SafetyKernel:
             dose = div_round(rate * 24 * self.limits.concentration_ug_per_ml, PG_PER_NG, "up")
             if self.programme is not None and dose > self.daily_dose_ng:
                 reasons.add(Reason.MINIMUM_RATE_ABOVE_CURRENT)
+            # Below every rate of the programme in effect, the earlier projection still covers
+            # it; otherwise (no programme, or a lower step somewhere) project it afresh.
+            if self.programme is None or rate > self.programme.min_rate_nl_per_h:
+                flat = Programme.continuous(rate, self.limits.concentration_ug_per_ml)
+                if self._window_excess(flat, 0, now_ms, self.cap_pg()) > 0:
+                    reasons.add(Reason.DOSE_CAP_24H)
         else:
             raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         overridden: list[str] = []
