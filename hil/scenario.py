@@ -161,20 +161,20 @@ class _Fields:
         if key in self._raw:
             return self._raw.pop(key)
         if default is ...:
-            raise ConfigError(f"{self.path}.{key}", None, "present (required field)")
+            raise ConfigError(self.name(key), None, "present (required field)")
         return default
 
     def has(self, key: str) -> bool:
         return key in self._raw
 
     def name(self, key: str) -> str:
-        return f"{self.path}.{key}"
+        return f"{self.path}.{key}" if self.path else key
 
     def done(self, allowed: tuple[str, ...] = ()) -> None:
         if self._raw:
             key = sorted(self._raw)[0]
             known = ", ".join(allowed) if allowed else "no other keys"
-            raise ConfigError(f"{self.path}.{key}", self._raw[key], f"a known key ({known})",
+            raise ConfigError(self.name(key), self._raw[key], f"a known key ({known})",
                               detail="unknown key")
 
 

@@ -1,0 +1,112 @@
+"""Scenario files: strict schema, exact decimals, unknown keys rejected, every shipped scenario valid."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hal.errors import ConfigError
+from hil.scenario import (
+    ACTION_FIELDS,
+    MS_PER_DAY,
+    MS_PER_H,
+    load_scenario,
+    parse_at,
+    parse_scenario,
+    shipped_scenarios,
+)
+
+MINIMAL = """
+[scenario]
+name = "m"
+duration_days = 2
+"""
+
+
+def with_lines(*lines: str) -> str:
+    return MINIMAL + "\n".join(lines) + "\n"
+
+
+def test_minimal_scenario_has_documented_defaults() -> None:
+    sc = parse_scenario(MINIMAL)
+    assert sc.settings.duration_ms == 2 * MS_PER_DAY
+    assert sc.therapy.minimum_rate_nl_per_h == 2000  # 0.048 mL/day
+    assert sc.therapy.dead_volume_nl == 250_000
+    assert sc.actions == () and sc.expectations == ()
+
+
+@pytest.mark.parametrize("name", shipped_scenarios())
+def test_every_shipped_scenario_validates(name: str) -> None:
+    sc = load_scenario(name)
+    assert sc.settings.name
+    assert sc.expectations, "a shipped scenario must check something"
+
+
+def test_decimals_are_exact_and_floats_read_as_written() -> None:
+    sc = parse_scenario(MINIMAL + '[therapy]\ndead_volume_ml = 0.3\nempty_reservoir_ml = "0.25"\n')
+    assert sc.therapy.dead_volume_nl == 300_000
+    assert sc.therapy.empty_reservoir_nl == 250_000
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (MINIMAL + "[scenario2]\nx = 1\n", "scenario2"),
+        (MINIMAL.replace('duration_days = 2', 'duration_days = 2\ncolour = "red"'), "scenario.colour"),
+        (MINIMAL + '[patient]\norigin = "lumbar"\n', "patient.origin"),
+        (MINIMAL + "[therapy]\ndead_volume_ml = -1\n", "therapy.dead_volume_ml"),
+        (MINIMAL + "[therapy]\nmax_dose_ug_per_day = nan\n", "therapy.max_dose_ug_per_day"),
+        (MINIMAL + '[therapy]\nminimum_rate_ml_per_day = "0.05"\n', "therapy.minimum_rate_ml_per_day"),
+        (MINIMAL + "[therapy]\nlow_reservoir_ml = 0.0000001\n", "therapy.low_reservoir_ml"),
+        (MINIMAL + "[pump]\nfaults = [\"explode\"]\n", "pump.faults[0]"),
+        (with_lines("[[action]]", 'at = "0d 09:00"', 'do = "dance"'), "action[0].do"),
+        (with_lines("[[action]]", 'at = "0d 25:00"', 'do = "patient_bolus"'), "action[0].at"),
+        (with_lines("[[action]]", 'at = "9d 09:00"', 'do = "patient_bolus"'), "action[0].at"),
+        (with_lines("[[action]]", 'at = "0d 09:00"', 'do = "patient_bolus"', "dose_ug = 5"), "action[0].dose_ug"),
+        (with_lines("[[action]]", 'at = "0d 09:00"', 'do = "clinician_bolus"'), "action[0].dose_ug"),
+        (with_lines("[[action]]", 'at = "0d 09:00"', 'do = "titrate"'), "action[0].dose_ug_per_day"),
+        (with_lines("[[action]]", 'at = "0d 09:00"', 'do = "discontinue"'), "action[0].authorised_by"),
+        (with_lines("[[expect]]", 'check = "denied"', 'action = "nope"'), "expect[0].action"),
+        (with_lines("[[expect]]", 'check = "vibes"'), "expect[0].check"),
+        ("not toml [", "scenario"),
+    ],
+)
+def test_bad_files_are_rejected_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(text)
+    assert info.value.field == field
+
+
+def test_actions_are_sorted_by_time_then_file_order() -> None:
+    sc = parse_scenario(with_lines(
+        "[[action]]", 'at = "1d 10:00"', 'do = "patient_bolus"', 'label = "b"',
+        "[[action]]", 'at = "0d 10:00"', 'do = "patient_bolus"', 'label = "a"',
+        "[[action]]", 'at = "1d 10:00"', 'do = "acknowledge_alarms"', 'label = "c"',
+    ))
+    assert [a.label for a in sc.actions] == ["a", "b", "c"]
+
+
+def test_duplicate_labels_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        parse_scenario(with_lines("[[action]]", 'at = "0d 10:00"', 'do = "patient_bolus"', 'label = "x"',
+                                  "[[action]]", 'at = "0d 11:00"', 'do = "patient_bolus"', 'label = "x"'))
+
+
+def test_with_duration_drops_later_actions() -> None:
+    sc = parse_scenario(with_lines("[[action]]", 'at = "1d 10:00"', 'do = "patient_bolus"'))
+    assert sc.with_duration(MS_PER_DAY).actions == ()
+    assert sc.with_duration(3 * MS_PER_DAY).settings.duration_ms == 3 * MS_PER_DAY
+
+
+@given(days=st.integers(0, 999), hours=st.integers(0, 23), minutes=st.integers(0, 59))
+def test_parse_at_round_trips(days: int, hours: int, minutes: int) -> None:
+    assert parse_at("at", f"{days}d {hours:02d}:{minutes:02d}") == days * MS_PER_DAY + hours * MS_PER_H + minutes * 60_000
+
+
+def test_every_action_kind_has_a_schema() -> None:
+    assert {"screening_dose", "implant", "titrate", "clinician_bolus", "patient_bolus", "refill", "fault",
+            "acknowledge_alarms", "taper", "discontinue", "restart_controller"} <= set(ACTION_FIELDS)
+    assert Decimal("0.25") * 1_000_000 == 250_000
