@@ -85,6 +85,9 @@ ALARM_EVENTS = ("raise", "clear", "acknowledge", "audio_pause")
 #: Export formats.
 EXPORT_FORMATS = ("csv", "json")
 
+#: Default free-space threshold of the STORAGE_LOW alarm, bytes (weeks of entries at one a minute).
+STORAGE_LOW_BYTES = 64 * 1024 * 1024
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -896,6 +899,16 @@ class Journal:
     def storage_free_bytes(self) -> int:
         """Free space on the journal's file system, bytes (for the STORAGE_LOW alarm, PER-05)."""
         return shutil.disk_usage(self.path.resolve().parent).free
+
+    def storage_low(self, *, threshold_bytes: int = STORAGE_LOW_BYTES) -> bool:
+        """True when free space is at or below ``threshold_bytes``: raise STORAGE_LOW before the disk is full.
+
+        :param threshold_bytes: the alarm threshold, bytes, > 0.
+        :raises ConfigError: for a non-positive or non-integer threshold.
+        """
+        if isinstance(threshold_bytes, bool) or not isinstance(threshold_bytes, int) or threshold_bytes <= 0:
+            raise ConfigError("threshold_bytes", threshold_bytes, "an integer > 0 bytes")
+        return self.storage_free_bytes() <= threshold_bytes
 
     def verify(self) -> VerifyReport:
         """Verify this journal's chain and head (see :func:`verify_journal`)."""

@@ -143,6 +143,7 @@ class ReservoirForecast:
     :param refill_due_utc: recommended refill date.
     :param low_triggers: which low triggers hold now: ``"volume"``, ``"days"`` (RES-02).
     :param empty: True at or below the empty threshold (RES-05).
+    :param refill_due: True once the refill date has come.
     """
 
     remaining_nl: int
@@ -154,11 +155,25 @@ class ReservoirForecast:
     refill_due_utc: datetime
     low_triggers: tuple[str, ...]
     empty: bool
+    refill_due: bool = False
 
     @property
     def low(self) -> bool:
         """True when either low-reservoir trigger holds."""
         return bool(self.low_triggers)
+
+    @property
+    def alarm(self) -> AlarmCode | None:
+        """The reservoir alarm that applies now, escalating toward empty (RES-02, RES-05):
+        :attr:`AlarmCode.RESERVOIR_EMPTY` (high), :attr:`AlarmCode.RESERVOIR_LOW` (medium),
+        :attr:`AlarmCode.REFILL_DUE` (low), or None."""
+        if self.empty:
+            return AlarmCode.RESERVOIR_EMPTY
+        if self.low:
+            return AlarmCode.RESERVOIR_LOW
+        if self.refill_due:
+            return AlarmCode.REFILL_DUE
+        return None
 
 
 def days_until(volume_nl: int, daily_volume_nl: int) -> Fraction:
@@ -228,6 +243,7 @@ def forecast(
         refill_due_utc=refill_due,
         low_triggers=low_triggers(remaining, daily_volume_nl, settings),
         empty=remaining <= settings.empty_threshold_nl,
+        refill_due=refill_due <= now_utc,
     )
 
 

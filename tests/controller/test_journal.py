@@ -682,3 +682,13 @@ def test_kernel_ledger_snapshot_survives_the_journal_exactly(path: Path, clock: 
     restored = kernel.Ledger.restore(stored)  # type: ignore[attr-defined]
     assert restored.snapshot() == snapshot
     assert restored.total_24h_ng(600 * 60_000) == ledger.total_24h_ng(600 * 60_000)
+
+
+def test_storage_low_threshold(path: Path, clock: VirtualClock) -> None:
+    with Journal(path, clock) as journal:
+        free = journal.storage_free_bytes()
+        assert free > 0
+        assert journal.storage_low(threshold_bytes=free + 10**12)
+        assert not journal.storage_low(threshold_bytes=1)
+        with pytest.raises(ConfigError):
+            journal.storage_low(threshold_bytes=0)

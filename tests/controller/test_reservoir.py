@@ -275,3 +275,17 @@ def test_refill_record_rejects_bad_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as excinfo:
         RefillRecord(**{**base, **kwargs})  # type: ignore[arg-type]
     assert excinfo.value.field == next(iter(kwargs))
+
+
+def test_reservoir_alarm_escalates_toward_empty() -> None:
+    """RES-02/RES-05: refill due (low) -> reservoir low (medium) -> empty (high)."""
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    fill = ReservoirState(ml("20"), 0, T0)
+    daily = ml("0.8")
+    assert forecast(fill, daily, settings, T0).alarm is None
+    day = timedelta(days=1)
+    levels = []
+    for days in (12, 14, 19, 25):
+        state = fill.after_delivery(daily * days)
+        levels.append(forecast(state, daily, settings, T0 + days * day).alarm)
+    assert levels == [None, AlarmCode.REFILL_DUE, AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY]
