@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from hal.errors import HalUnavailableError
+from sim.newera.profile import NE1000_V3_928, PROFILES
 
 PUMPS = ("ne1000",)
 #: Control-plane commands (``--control``) and what they do to the simulated pump.
@@ -59,25 +60,24 @@ def _link(text: str) -> tuple[str, int]:
     raise argparse.ArgumentTypeError(f"link (={text!r}) must be 'pty' or 'tcp:PORT' with PORT in [0, 65535]")
 
 
-def _bounded(kind: type, low: float, high: float | None, name: str) -> Any:
+def _bounded(kind: type, low: float, high: float | None, name: str, *, exclusive_low: bool = False) -> Any:
+    """An argparse type that converts with ``kind`` and rejects values outside the bounds."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be a {kind.__name__}") from None
-        if not value >= low or (high is not None and not value <= high):
-            bound = f"[{low}, {high}]" if high is not None else f"> {low}" if low == 0 else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be in {bound}")
+        below = value <= low if exclusive_low else not value >= low
+        if below or (high is not None and not value <= high):
+            if high is not None:
+                bound = f"in [{low}, {high}]"
+            else:
+                bound = f"> {low}" if exclusive_low else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be {bound}")
         return value
 
     return parse
-
-
-def _positive_speed(text: str) -> float:
-    value = _bounded(float, 0.0, None, "speed")(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("speed (=0) must be > 0")
-    return float(value)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,7 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="start in Safe mode with an S-second watchdog (0: Basic mode)",
     )
-    serve.add_argument("--speed", type=_positive_speed, default=1.0, help="virtual seconds per real second")
+    serve.add_argument(
+        "--speed",
+        type=_bounded(float, 0.0, None, "speed", exclusive_low=True),
+        default=1.0,
+        help="virtual seconds per real second (> 0)",
+    )
     serve.add_argument("--fault", action="append", default=[], metavar="SPEC", help="fault spec (see sim.faults)")
     serve.add_argument("--trace", default=None, metavar="FILE", help="write a timestamped byte trace")
     serve.add_argument("--balance", choices=BALANCES, default=None, help="also serve a balance weighing the output")
@@ -118,7 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--bias-pct", type=float, default=0.0, help="systematic delivery error, percent")
     serve.add_argument("--noise-pct", type=float, default=0.0, help="random delivery error, percent")
     serve.add_argument("--diameter-mm", default="8.585", help="syringe inside diameter at start, mm")
-    serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL (starts full)")
+    serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL")
+    serve.add_argument("--fill-ml", default=None, help="syringe contents at start, mL (default: full)")
+    serve.add_argument(
+        "--profile", choices=sorted(PROFILES), default=NE1000_V3_928.name, help="model and firmware profile"
+    )
     serve.add_argument(
         "--control", action="store_true", help="read control-plane commands (stall, occlude, state...) from stdin"
     )
@@ -242,6 +251,8 @@ def _serve(args: argparse.Namespace) -> int:
                     noise_pct=args.noise_pct,
                     syringe_diameter_mm=args.diameter_mm,
                     syringe_volume_ml=args.syringe_ml,
+                    fill_ml=args.fill_ml,
+                    profile=PROFILES[args.profile],
                     power_on_alarm=not args.no_reset_alarm,
                     fault_layer=True if args.control else None,
                 )

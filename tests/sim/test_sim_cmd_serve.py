@@ -51,7 +51,7 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
 
 
 def test_serve_on_a_pty_answers_and_stops_cleanly_on_sigterm() -> None:
-    with serve("--address", "3", "--log-traffic") as (proc, lines):
+    with serve("--address", "3", "--log-traffic", "--profile", "ne1000x2-v3.928", "--fill-ml", "1") as (proc, lines):
         url = lines[0].split()[-1]
         assert url.startswith("/dev/pts/"), lines
         port = serial.serial_for_url(url, timeout=10)
@@ -59,7 +59,7 @@ def test_serve_on_a_pty_answers_and_stops_cleanly_on_sigterm() -> None:
             port.write(b"3\r")
             assert port.read_until(b"\x03") == b"\x0203A?R\x03"
             port.write(b"3VER\r")
-            assert port.read_until(b"\x03") == b"\x0203SNE1000V3.928\x03"
+            assert port.read_until(b"\x03") == b"\x0203SNE1000X2V3.928\x03"
         finally:
             port.close()
         err = stop(proc)
@@ -109,6 +109,9 @@ def test_serve_with_a_balance_prints_its_url_second() -> None:
         ["--safe-timeout", "256"],
         ["--baud", "14400"],
         ["--pump", "ne500"],
+        ["--speed", "-2"],
+        ["--speed", "fast"],
+        ["--profile", "ne9000"],
     ],
 )
 def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
