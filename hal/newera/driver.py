@@ -486,7 +486,9 @@ class Ne1000Driver(PumpDriver):
                     continue
                 self._note_reply(reply, request)
                 if reply.error is ErrorCode.BAD_PACKET:
-                    last = DeviceError(f"pump {self.address} reported ?COM", reply=reply)
+                    # The pump received a garbled packet: a line fault, not a refusal.
+                    last = CommunicationError(f"pump {self.address} reported ?COM (garbled request)",
+                                              error_code="NE_BAD_PACKET")
                     continue
                 if reply.error is not None:
                     raise DeviceError(
@@ -647,57 +649,76 @@ class Ne1000Driver(PumpDriver):
         target: T,
         read_back: Callable[[], T],
         value_of: Callable[[T], int | None] = lambda value: None,
-        resend_allowed: bool = True,
     ) -> CommandResult:
-        """Send a value-setting command once and establish its outcome by read-back."""
+        """Send a value-setting command once and establish its outcome by reading back.
+
+        The value is read *before* the command too: if the line is bad that
+        fails before anything is sent, and afterwards the three-way comparison
+        (requested, previous, observed) tells applied from not applied from
+        uncertain.
+
+        :raises CommunicationError: the value could not be read before sending; nothing was sent.
+        """
+        alarms_before = len(self._alarms)
+        previous = read_back()
+        acknowledged = [e.alarm.name for e in self._alarms[alarms_before:] if e.acknowledged]
+        result = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=True)
+        if acknowledged:
+            result = _with_detail(result, f"acknowledged {', '.join(acknowledged)} before sending")
+        return result
+
+    def _send_and_resolve(
+        self,
+        command: str,
+        request: Request,
+        target: T,
+        previous: T,
+        read_back: Callable[[], T],
+        value_of: Callable[[T], int | None],
+        *,
+        resend: bool,
+    ) -> CommandResult:
+        def judged(observed: T, status: PumpStatus | None, why: str) -> CommandResult:
+            if observed == target:
+                return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed),
+                                     detail=f"{why}; read-back confirms the value" if why else "")
+            if observed == previous:
+                return CommandResult(command, Outcome.NOT_APPLIED, status=status, value=value_of(observed),
+                                     detail=f"{why}; read-back shows the previous value")
+            return CommandResult(command, Outcome.UNCERTAIN, status=status, value=value_of(observed),
+                                 detail=f"{why}; read back {observed!r}: neither the requested {target!r} "
+                                        f"nor the previous {previous!r}")
+
         try:
             reply = self._send_once(request)
         except _DeliveryLost as lost:
-            return self._reconcile_by_read_back(command, target, read_back, value_of, f"reply lost ({lost})")
+            why = f"reply lost ({lost})"
+            try:
+                observed = read_back()
+            except (CommunicationError, DeviceError) as exc:
+                return CommandResult(command, Outcome.UNCERTAIN, detail=f"{why}; read-back failed ({exc})")
+            return judged(observed, self._readings_status_only()[0], why)
         status = _status_of(reply)
         if reply.error is not None:
             return CommandResult(command, Outcome.NOT_APPLIED, status=status,
                                  detail=f"pump answered {reply.error.value} to {request.data().decode()}")
-        if reply.alarm is not None:
-            try:
-                observed = read_back()
-            except (CommunicationError, DeviceError) as exc:
-                return CommandResult(command, Outcome.UNCERTAIN, status=status,
-                                     detail=f"alarm {reply.alarm.name} and read-back failed ({exc})")
-            if observed == target:
-                return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed),
-                                     detail=f"alarm {reply.alarm.name} acknowledged; value already set")
-            if reply.alarm is AlarmType.RESET and resend_allowed:
-                self.stats.resends_after_reset += 1
-                retry = self._apply(command, request, target=target, read_back=read_back, value_of=value_of,
-                                    resend_allowed=False)
-                return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
-                                           "after the read-back showed it was not applied")
-            return CommandResult(command, Outcome.NOT_APPLIED, status=status, value=value_of(observed),
-                                 detail=f"alarm {reply.alarm.name} acknowledged; command not executed")
         try:
             observed = read_back()
         except (CommunicationError, DeviceError) as exc:
-            return CommandResult(command, Outcome.UNCERTAIN, status=status,
-                                 detail=f"accepted but read-back failed ({exc})")
-        if observed != target:
+            why = f"alarm {reply.alarm.name}" if reply.alarm is not None else "accepted"
+            return CommandResult(command, Outcome.UNCERTAIN, status=status, detail=f"{why}; read-back failed ({exc})")
+        if reply.alarm is None:
+            if observed == target:
+                return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed))
             return CommandResult(command, Outcome.UNCERTAIN, status=status, value=value_of(observed),
                                  detail=f"accepted but read back {observed!r}, expected {target!r}")
-        return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed))
-
-    def _reconcile_by_read_back(
-        self, command: str, target: T, read_back: Callable[[], T], value_of: Callable[[T], int | None], why: str
-    ) -> CommandResult:
-        try:
-            observed = read_back()
-        except (CommunicationError, DeviceError) as exc:
-            return CommandResult(command, Outcome.UNCERTAIN, detail=f"{why}; read-back failed ({exc})")
-        status, _, _ = self._readings_status_only()
-        if observed == target:
-            return CommandResult(command, Outcome.APPLIED, status=status, value=value_of(observed),
-                                 detail=f"{why}; read-back confirms the value")
-        return CommandResult(command, Outcome.NOT_APPLIED, status=status, value=value_of(observed),
-                             detail=f"{why}; read-back shows the old value")
+        why = f"alarm {reply.alarm.name} acknowledged; the command was swallowed"
+        if reply.alarm is AlarmType.RESET and resend and observed == previous and observed != target:
+            self.stats.resends_after_reset += 1
+            retry = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=False)
+            return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
+                                       "after the read-back showed it was not applied")
+        return judged(observed, PumpStatus(self._last_state or PumpState.STOPPED, _ALARM[reply.alarm]), why)
 
     def _readings_status_only(self) -> tuple[PumpStatus | None, None, str]:
         try:

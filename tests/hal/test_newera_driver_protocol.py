@@ -105,7 +105,9 @@ def test_open_pump_rejects_bad_settings_before_opening(kwargs: dict[str, object]
 # -- setting values -------------------------------------------------------------------
 
 
-def test_set_rate_sends_the_best_units_and_reads_back(pump: Ne1000Driver, link: ScriptedLink) -> None:
+def test_set_rate_reads_before_sends_the_best_units_and_reads_back(pump: Ne1000Driver, link: ScriptedLink
+                                                                   ) -> None:
+    link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), r("00S"))
     link.add(q("0RAT"), r("00S41.67UH"))
     result = pump.set_rate(41_667)
@@ -116,21 +118,25 @@ def test_set_rate_while_running_keeps_the_running_units(pump: Ne1000Driver, link
     link.add(q("0"), r("00S"))
     link.add(q("0RUN"), r("00I"))
     assert pump.start().applied
+    link.add(q("0RAT"), r("00I10UH"))
     link.add(q("0RAT2500UH"), r("00I"))  # 2.5 mL/h, but the pump runs in µL/h
     link.add(q("0RAT"), r("00I2500UH"))
     assert pump.set_rate(2_500_000).value == 2_500_000
 
 
 def test_set_target_volume_and_direction_read_back(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0VOL"), r("00S0ML"))
     link.add(q("0VOL1.500"), r("00S"))
     link.add(q("0VOL"), r("00S1.5ML"))
     assert pump.set_target_volume(1_500_000).value == 1_500_000
+    link.add(q("0DIR"), r("00SINF"))
     link.add(q("0DIRWDR"), r("00S"))
     link.add(q("0DIR"), r("00SWDR"))
     assert pump.set_direction(Direction.WITHDRAW).applied
 
 
 def test_configure_sets_diameter_and_derives_the_envelope(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0DIA"), r("00S14.43"))
     link.add(q("0DIA26.59"), r("00S"))
     link.add(q("0DIA"), r("00S26.59"))
     caps = pump.configure(syringe_diameter_mm=26.59)
@@ -139,6 +145,7 @@ def test_configure_sets_diameter_and_derives_the_envelope(pump: Ne1000Driver, li
 
 
 def test_read_back_that_differs_is_uncertain_not_applied(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), r("00S"))
     link.add(q("0RAT"), r("00S41.6UH"))
     result = pump.set_rate(41_667)
@@ -148,6 +155,7 @@ def test_read_back_that_differs_is_uncertain_not_applied(pump: Ne1000Driver, lin
 @pytest.mark.parametrize("error", ["?OOR", "?NA", "?"])
 def test_error_reply_is_not_applied_and_nothing_is_retried(pump: Ne1000Driver, link: ScriptedLink, error: str
                                                             ) -> None:
+    link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), r(f"00S{error}"))
     result = pump.set_rate(41_667)
     assert result.outcome is Outcome.NOT_APPLIED and error in result.detail
@@ -213,7 +221,8 @@ def test_rate_without_a_known_diameter_is_a_state_error() -> None:
 
 
 def test_reset_swallowed_set_rate_is_resent_once_after_read_back(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0RAT41.67UH"), r("00A?R"))
+    link.add(q("0RAT"), r("00S10UH"))
+    link.add(q("0RAT41.67UH"), r("00A?R"))  # the pump reset between the two packets
     link.add(q("0RAT"), r("00S10UH"))  # not applied
     link.add(q("0RAT41.67UH"), r("00S"))
     link.add(q("0RAT"), r("00S41.67UH"))
@@ -264,6 +273,7 @@ def test_start_with_a_latched_stall_reports_it_and_does_not_run(pump: Ne1000Driv
 
 
 def test_stall_swallowing_a_set_is_not_applied_and_not_resent(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0VOL"), r("00S0ML"))
     link.add(q("0VOL1.500"), r("00A?S"))
     link.add(q("0VOL"), r("00S0ML"))
     result = pump.set_target_volume(1_500_000)
@@ -298,9 +308,11 @@ def test_lost_reply_after_run_with_unreadable_pump_is_uncertain(pump: Ne1000Driv
     assert link.sent.count(q("0RUN")) == 1
 
 
-@pytest.mark.parametrize(("read_back", "outcome"), [("41.67UH", Outcome.APPLIED), ("10UH", Outcome.NOT_APPLIED)])
+@pytest.mark.parametrize(("read_back", "outcome"), [
+    ("41.67UH", Outcome.APPLIED), ("10UH", Outcome.NOT_APPLIED), ("41.77UH", Outcome.UNCERTAIN)])
 def test_lost_reply_after_set_rate_is_resolved_by_read_back(pump: Ne1000Driver, link: ScriptedLink,
                                                             read_back: str, outcome: Outcome) -> None:
+    link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), None)
     link.add(q("0RAT"), r(f"00S{read_back}"))
     link.add(q("0"), r("00S"))
@@ -310,10 +322,29 @@ def test_lost_reply_after_set_rate_is_resolved_by_read_back(pump: Ne1000Driver, 
 
 
 def test_lost_reply_and_failed_read_back_is_uncertain(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), None)
     for _ in range(4):
         link.add(q("0RAT"), None)
     assert pump.set_rate(41_667).outcome is Outcome.UNCERTAIN
+
+
+def test_unreadable_value_before_a_setting_means_nothing_is_sent(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    for _ in range(4):
+        link.add(q("0RAT"), None)
+    with pytest.raises(CommunicationError):
+        pump.set_rate(41_667)
+    assert q("0RAT41.67UH") not in link.sent
+
+
+def test_alarm_found_by_the_read_before_a_setting_is_reported(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0RAT"), r("00A?R"))
+    link.add(q("0RAT"), r("00S10UH"))
+    link.add(q("0RAT41.67UH"), r("00S"))
+    link.add(q("0RAT"), r("00S41.67UH"))
+    result = pump.set_rate(41_667)
+    assert result.applied and "acknowledged RESET before sending" in result.detail
+    assert link.sent.count(q("0RAT41.67UH")) == 1
 
 
 def test_queries_retry_a_bounded_number_of_times(pump: Ne1000Driver, link: ScriptedLink) -> None:

@@ -139,13 +139,15 @@ def test_occlusion_ends_in_a_stall(backend: Backend) -> None:
     assert driver.read_status().alarm is PumpAlarm.STALL
 
 
-def test_power_cycle_swallows_one_command_which_is_sent_again_once(backend: Backend) -> None:
+def test_power_cycle_reset_is_acknowledged_by_a_read_and_the_setting_sent_once(backend: Backend) -> None:
     _sim_only(backend)
     driver, device = backend.driver, backend.device
     assert device is not None
+    driver.pending_alarms()
     device.power_cycle()
     result = driver.set_rate(2_000_000)
-    assert result.applied and "reset" in result.detail
+    assert result.applied and "acknowledged RESET" in result.detail
+    assert [e.alarm for e in driver.pending_alarms()] == [PumpAlarm.RESET]
     assert sum(command.startswith("RAT2") for _, command in device.executed) == 1
 
 

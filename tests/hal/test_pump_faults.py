@@ -129,6 +129,15 @@ def test_stall_fault_on_run_surfaces_as_a_stall_alarm() -> None:
         assert status.alarm is PumpAlarm.STALL and status.state is PumpState.STOPPED
 
 
+def test_reset_between_read_and_set_swallows_the_set_which_is_sent_again_once() -> None:
+    # The second RAT query (the first is at connect) is followed by a power cycle: the next packet, the set, gets A?R.
+    with open_backend("inprocess", faults=("power-cycle:match=^0RAT$,after=2",)) as backend:
+        result = backend.driver.set_rate(2_000_000)
+        assert result.applied and "swallowed" in result.detail
+        assert backend.driver.stats.resends_after_reset == 1
+        assert _executed(backend, "RAT2") == 1
+
+
 def test_power_cycle_at_a_time_is_seen_as_a_reset_alarm() -> None:
     with open_backend("inprocess", faults=("power-cycle:at=10",)) as backend:
         backend.driver.set_rate(1_000_000)
