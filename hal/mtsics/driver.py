@@ -49,6 +49,8 @@ class MtSicsDriver(BalanceDriver):
     name: ClassVar[str] = "mtsics"
     #: Unrelated lines skipped while waiting for a reply before giving up.
     MAX_SKIPPED_LINES: ClassVar[int] = 16
+    #: Longest wait for the answer to ``S`` (the balance waits for stability first), s.
+    STABLE_REPLY_TIMEOUT_S: ClassVar[float] = 15.0
     #: Streamed lines that may still be queued when a stream is stopped.
     MAX_STREAM_BACKLOG_LINES: ClassVar[int] = 1024
 
@@ -106,7 +108,16 @@ class MtSicsDriver(BalanceDriver):
         return BalanceReading(reply.mass_ug, reply.stable, reply.resolution_ug, reply.unit, stamp_ns)
 
     def _read_stable_once(self) -> BalanceReading | BalanceFault:
-        return self._weight(codec.STABLE_WEIGHT)
+        # A real balance holds its answer to S until the weight settles (or its own
+        # stability timeout passes), so the link may wait longer than for other replies.
+        previous_s = getattr(self._link, "timeout_s", None)
+        if previous_s is None or previous_s >= self.STABLE_REPLY_TIMEOUT_S:
+            return self._weight(codec.STABLE_WEIGHT)
+        self._link.timeout_s = self.STABLE_REPLY_TIMEOUT_S
+        try:
+            return self._weight(codec.STABLE_WEIGHT)
+        finally:
+            self._link.timeout_s = previous_s
 
     def _read_immediate(self) -> BalanceReading | BalanceFault:
         return self._weight(codec.IMMEDIATE_WEIGHT)

@@ -182,3 +182,21 @@ def test_mtsics_stream_stops_cleanly_with_a_backlog_queued() -> None:
         stream.close()
         assert not device.streaming
         assert driver.read_immediate().mass_ug == 0
+
+
+def test_mtsics_waits_longer_for_a_stable_reply_and_restores_the_timeout() -> None:
+    clock = VirtualClock()
+    device = create_balance("mtsics", clock, lambda: 0)
+    with InProcessEndpoint(device) as endpoint, open_balance("mtsics", endpoint.url, clock=clock, timeout_s=0.5) as driver:
+        seen: list[float] = []
+        real_weight = driver._weight
+
+        def spy(command: str) -> object:
+            seen.append(driver.link.timeout_s)
+            return real_weight(command)
+
+        driver._weight = spy  # type: ignore[method-assign]
+        driver.read_stable()
+        driver.read_immediate()
+        assert seen == [driver.STABLE_REPLY_TIMEOUT_S, 0.5]
+        assert driver.link.timeout_s == 0.5
