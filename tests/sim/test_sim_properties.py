@@ -220,3 +220,26 @@ def test_pump_deframer_hunts_for_stx_in_safe_mode() -> None:
     items = deframer.feed(b"0VER\r", 0.0, safe_mode=False)
     assert [i.data for i in items if isinstance(i, Frame)] == [b"0VER"]
     assert deframer.feed(bytes((STX, 2)), 0.0, safe_mode=True)[0].reason == "length"  # type: ignore[union-attr]
+
+
+_COMMAND_WORDS = st.sampled_from(
+    ["", "VER", "RAT", "RAT50UH", "RAT1MM", "VOL", "VOL2", "DIR", "DIRREV", "RUN", "STP", "PUR", "DIS", "CLDINF",
+     "DIA", "DIA20", "PHN2", "FUNRAT", "AL1", "XYZ", "RATZ"]
+)
+
+
+@given(st.lists(st.tuples(_COMMAND_WORDS, st.integers(0, 120)), max_size=15))
+def test_safe_mode_answers_the_same_data_as_basic_mode(script: list[tuple[str, int]]) -> None:
+    """Framing and unprompted alarm packets are the only differences (the watchdog is far away here)."""
+    basic_clock, safe_clock = VirtualClock(), VirtualClock()
+    basic = Ne1000(basic_clock, power_on_alarm=False)
+    safe = Ne1000(safe_clock, power_on_alarm=False, safe_timeout_s=255)
+    for word, wait_s in script:
+        assert basic.poll() == b""
+        for unprompted in ReplyDeframer(safe=True).feed(safe.poll()):
+            assert isinstance(unprompted, Frame) and unprompted.data.startswith(b"00A?")
+        basic_reply = ReplyDeframer().feed(basic.receive(b"0" + word.encode() + b"\r"))
+        safe_reply = ReplyDeframer(safe=True).feed(safe.receive(encode_safe(b"0" + word.encode())))
+        assert [f.data for f in basic_reply] == [f.data for f in safe_reply]  # type: ignore[union-attr]
+        basic_clock.advance(wait_s)
+        safe_clock.advance(wait_s)
