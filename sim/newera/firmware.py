@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from hal.clock import NS_PER_S, Clock
 from hal.errors import ConfigError
@@ -127,10 +128,17 @@ def _default_phases(count: int) -> list[Phase]:
 
 @dataclass(frozen=True)
 class _Form:
-    """One accepted form of a command: a pattern for its parameter text and a handler."""
+    """One accepted form of a command.
+
+    :ivar pattern: full-match pattern for the parameter text after the mnemonic.
+    :ivar handler: ``Ne1000._cmd_<handler>`` runs when the pattern and the limits pass.
+    :ivar limits: per capture group, the allowed integer values (None: not checked here);
+        a value outside them is answered ``?OOR`` and the handler does not run.
+    """
 
     pattern: re.Pattern[str]
     handler: str
+    limits: tuple[range | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,13 @@ class CommandSpec:
     bad_parameter: str = ERR_UNKNOWN
 
 
-def _spec(name: str, *forms: tuple[str, str], system: bool = False, bad: str = ERR_UNKNOWN) -> CommandSpec:
-    return CommandSpec(name, tuple(_Form(re.compile(f"^{p}$"), h) for p, h in forms), system, bad)
+def _spec(name: str, *forms: tuple[Any, ...], system: bool = False, bad: str = ERR_UNKNOWN) -> CommandSpec:
+    """Build a table entry from ``(pattern, handler[, limits])`` tuples."""
+    built = tuple(_Form(re.compile(f"^{f[0]}$"), f[1], f[2] if len(f) > 2 else ()) for f in forms)
+    return CommandSpec(name, built, system, bad)
+
+
+_BIT = (range(0, 2),)
 
 
 _NUM = r"([0-9.]+)"
@@ -167,16 +180,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _spec("STP", ("", "stop")),
     _spec("DIS", ("", "dispensed")),
     _spec("CLD", (r"(INF|WDR)", "clear")),
-    _spec("SAF", ("", "saf_query"), (r"(\d{1,3})", "saf_set")),
+    _spec("SAF", ("", "saf_query"), (r"(\d{1,3})", "saf_set", (range(0, 256),))),
     _spec("PHN", ("", "phn_query"), (r"(\d{1,3})", "phn_set")),
     _spec("FUN", ("", "fun_query"), (r"(RAT|STP)", "fun_set")),
-    _spec("AL", ("", "flag_query"), (r"(\d)", "flag_set")),
-    _spec("PF", ("", "flag_query"), (r"(\d)", "flag_set")),
-    _spec("BP", ("", "flag_query"), (r"(\d)", "flag_set")),
-    _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set")),
-    _spec("BUZ", ("", "buz_query"), (r"(\d)(\d{1,2})?", "buz_set")),
+    _spec("AL", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("PF", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("BP", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("BUZ", ("", "buz_query"), (r"(\d)(\d{1,2})?", "buz_set", _BIT)),
     _spec("TRG", ("", "trg_query"), (r"(FT|FH|FL|LE|ST|T2)", "trg_set")),
-    _spec("ADR", ("", "adr_query"), (r"(\d{1,3})(?:B(\d{3,5}))?(DUAL|RECP)?", "adr_set"), system=True),
+    _spec("ADR", ("", "adr_query"), (r"(\d{1,3})(?:B(\d{3,5}))?(DUAL|RECP)?", "adr_set", (range(0, 100),)), system=True),
     _spec("RESET", ("", "reset"), system=True),
 )
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
@@ -584,6 +597,9 @@ class Ne1000(ByteDevice):
         for form in spec.forms:
             m = form.pattern.match(params)
             if m is not None:
+                for group, allowed in enumerate(form.limits, start=1):
+                    if allowed is not None and m.group(group) is not None and int(m.group(group)) not in allowed:
+                        return ERR_OUT_OF_RANGE
                 reply: str = getattr(self, f"_cmd_{form.handler}")(m, name)
                 if not reply.startswith("?"):
                     self.executed.append((now, command))
@@ -738,8 +754,6 @@ class Ne1000(ByteDevice):
 
     def _cmd_saf_set(self, m: re.Match[str], name: str) -> str:
         value = int(m.group(1))
-        if value > 255:
-            return ERR_OUT_OF_RANGE
         self.safe_timeout_s = value
         self._last_valid_ns = self.mechanics.time_ns if value else None
         return ""
@@ -769,20 +783,14 @@ class Ne1000(ByteDevice):
         return str(self.flags[name])
 
     def _cmd_flag_set(self, m: re.Match[str], name: str) -> str:
-        value = int(m.group(1))
-        if value > 1:
-            return ERR_OUT_OF_RANGE
-        self.flags[name] = value
+        self.flags[name] = int(m.group(1))
         return ""
 
     def _cmd_buz_query(self, m: re.Match[str], name: str) -> str:
         return str(self.buzzer[0])
 
     def _cmd_buz_set(self, m: re.Match[str], name: str) -> str:
-        on = int(m.group(1))
-        if on > 1:
-            return ERR_OUT_OF_RANGE
-        self.buzzer = (on, int(m.group(2) or 0))
+        self.buzzer = (int(m.group(1)), int(m.group(2) or 0))
         return ""
 
     def _cmd_trg_query(self, m: re.Match[str], name: str) -> str:
@@ -798,7 +806,7 @@ class Ne1000(ByteDevice):
     def _cmd_adr_set(self, m: re.Match[str], name: str) -> str:
         address = int(m.group(1))
         baud = None if m.group(2) is None else int(m.group(2))
-        if address > 99 or (baud is not None and baud not in self.profile.baud_rates):
+        if baud is not None and baud not in self.profile.baud_rates:
             return ERR_OUT_OF_RANGE
         self.address = address
         if baud is not None and baud != self.baud:
