@@ -19,6 +19,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Protocol, runtime_checkable
 
+from hal.errors import ConfigError
+
 
 @runtime_checkable
 class ByteDeviceProtocol(Protocol):
@@ -70,3 +72,37 @@ def device_wants_disconnect(device: object) -> bool:
     """``device.wants_disconnect()`` for devices that offer it, else False."""
     hook = getattr(device, "wants_disconnect", None)
     return bool(hook()) if callable(hook) else False
+
+
+class DeviceBus(ByteDevice):
+    """Several devices sharing one line, like New Era pumps daisy-chained on one port.
+
+    Every device hears every byte; their answers are concatenated in bus order
+    (addressed protocols keep all but one silent). Hooks that address one
+    device (fault injection) are reached through :attr:`devices`.
+
+    :param devices: the devices on the line, at least one.
+    """
+
+    def __init__(self, devices: list[ByteDeviceProtocol] | tuple[ByteDeviceProtocol, ...]) -> None:
+        if not devices:
+            raise ConfigError("devices", devices, "at least one device")
+        self.devices = tuple(devices)
+
+    def receive(self, data: bytes) -> bytes:
+        """Give ``data`` to every device; return their answers in bus order."""
+        return b"".join(device.receive(data) for device in self.devices)
+
+    def poll(self) -> bytes:
+        """Unsolicited bytes of every device, in bus order."""
+        return b"".join(device.poll() for device in self.devices)
+
+    def next_poll_ns(self) -> int | None:
+        """The earliest event hint of any device."""
+        hints = [hook() for hook in (getattr(d, "next_poll_ns", None) for d in self.devices) if callable(hook)]
+        times = [t for t in hints if t is not None]
+        return min(times) if times else None
+
+    def wants_disconnect(self) -> bool:
+        """True when any device scripts an unplug (the line is shared)."""
+        return any(device_wants_disconnect(d) for d in self.devices)
