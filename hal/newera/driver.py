@@ -14,23 +14,29 @@ One request, one reply. Every exchange goes through :meth:`Ne1000Driver._exchang
 
 Reads (status, ``DIS``, parameter queries) are idempotent and are retried, a
 bounded number of times. Commands that change delivery (``RAT VOL DIR RUN STP
-PUR DIA CLD``) are sent **once**. Their outcome is established from the reply
-and by reading the value back:
+PUR DIA CLD``) are sent **once**. A setting (``RAT VOL DIR DIA``) is read
+*before* it is sent, so a bad line fails before anything reaches the pump, and
+read back afterwards; its outcome follows from the reply and the three values
+(requested, previous, observed):
 
 ====================================  =============================================
 what happened                          outcome
 ====================================  =============================================
-reply OK and read-back matches         ``APPLIED``
+reply OK, read-back = requested        ``APPLIED``
 reply OK, read-back differs            ``UNCERTAIN`` (the pump holds something else)
 error reply (``?OOR``, ``?NA``...)     ``NOT_APPLIED``
-alarm reply (``A?x``)                  the command was swallowed: read back; if the
-                                       alarm was the power-up reset and the value is
-                                       not set, send it once more (after reading,
-                                       so never twice in effect); else ``NOT_APPLIED``
-reply lost, ``RUN``/``PUR``            ``UNCERTAIN``, with status and dispensed
-                                       readings attached for reconciliation
-reply lost, other commands             by read-back: ``APPLIED`` or ``NOT_APPLIED``;
-                                       ``UNCERTAIN`` if the read-back fails too
+alarm reply (``A?x``)                  the command was swallowed. Power-up reset and
+                                       read-back = previous: sent once more (the
+                                       read proves the first never ran). Otherwise
+                                       judged like a lost reply
+reply lost                             read-back = requested: ``APPLIED``;
+                                       = previous: ``NOT_APPLIED``; anything else,
+                                       or unreadable: ``UNCERTAIN``
+reply to ``RUN``/``PUR`` lost          ``UNCERTAIN`` whatever the pump reports, with
+                                       status and dispensed readings attached
+reply to ``STP`` lost                  status decides: stopped ``APPLIED``, paused
+                                       earns the second ``STP``, running
+                                       ``NOT_APPLIED``
 ====================================  =============================================
 
 Alarms are acknowledged, as the manual defines, by the alarm status sent in
@@ -649,6 +655,7 @@ class Ne1000Driver(PumpDriver):
         target: T,
         read_back: Callable[[], T],
         value_of: Callable[[T], int | None] = lambda value: None,
+        previous: tuple[T, int] | None = None,
     ) -> CommandResult:
         """Send a value-setting command once and establish its outcome by reading back.
 
@@ -657,12 +664,17 @@ class Ne1000Driver(PumpDriver):
         (requested, previous, observed) tells applied from not applied from
         uncertain.
 
+        :param previous: the value already read before this call and the
+            alarm-log length before that read, if the caller did the pre-read.
         :raises CommunicationError: the value could not be read before sending; nothing was sent.
         """
-        alarms_before = len(self._alarms)
-        previous = read_back()
+        if previous is None:
+            alarms_before = len(self._alarms)
+            before = read_back()
+        else:
+            before, alarms_before = previous
         acknowledged = [e.alarm.name for e in self._alarms[alarms_before:] if e.acknowledged]
-        result = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=True)
+        result = self._send_and_resolve(command, request, target, before, read_back, value_of, resend=True)
         if acknowledged:
             result = _with_detail(result, f"acknowledged {', '.join(acknowledged)} before sending")
         return result
@@ -735,21 +747,25 @@ class Ne1000Driver(PumpDriver):
         :raises ConfigError: not a positive int.
         :raises StateError: the syringe diameter is unknown.
         :raises CapabilityError: outside the rate envelope or not representable
-            within the tolerance; nothing was sent.
+            within the tolerance; nothing was sent (at most the rate was read).
+        :raises CommunicationError: the rate could not be read first; nothing was sent.
         """
         if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int) or rate_nl_per_h <= 0:
             raise ConfigError("rate_nl_per_h", rate_nl_per_h, "an integer > 0 nL/h")
         with self._lock:
             caps = self.capabilities()
             self._check_envelope(rate_nl_per_h, caps)
+            # The read before sending also refreshes the pump's state and rate units.
+            alarms_before = len(self._alarms)
+            previous = self.read_rate_nl_per_h()
             running = self._last_state is not None and self._last_state is not PumpState.STOPPED
             units = self._rate_units if running else None
             setting = codec.encode_rate(rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm, units=units)
             self._check_envelope(setting.rate_nl_per_h, caps, represented=True)
             request = codec.set_rate_request(self.address, setting)
-            result = self._apply("set_rate", request, target=setting.rate_nl_per_h,
-                                 read_back=self.read_rate_nl_per_h, value_of=lambda v: v)
-            return result
+            return self._apply("set_rate", request, target=setting.rate_nl_per_h,
+                               read_back=self.read_rate_nl_per_h, value_of=lambda v: v,
+                               previous=(previous, alarms_before))
 
     def _check_envelope(self, rate_nl_per_h: int, caps: PumpCapabilities, *, represented: bool = False) -> None:
         if not caps.min_rate_nl_per_h <= rate_nl_per_h <= caps.max_rate_nl_per_h:
