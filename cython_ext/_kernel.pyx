@@ -143,16 +143,33 @@ cdef inline i64 mass_pg_of(i64 vnum, i64 conc):
     return q * conc + ceil_div(r * conc, HOUR)
 
 
-cdef inline int classify(object bounds, i64 value):
-    if value < bounds[0]:
+cdef inline int classify_c(const i64* b, i64 value) noexcept:
+    if value < b[0]:
         return -2
-    if value > bounds[3]:
+    if value > b[3]:
         return 2
-    if value < bounds[1]:
+    if value < b[1]:
         return -1
-    if value > bounds[2]:
+    if value > b[2]:
         return 1
     return 0
+
+
+cdef inline void load_bounds(i64* out, object bounds) except *:
+    out[0] = bounds[0]
+    out[1] = bounds[1]
+    out[2] = bounds[2]
+    out[3] = bounds[3]
+
+
+cdef struct Walker:
+    # Integrates a programme forward in time: the volume numerator delivered since the
+    # start, kept as q * HOUR + r so that the mass can be formed without overflow.
+    i64 t      # absolute time reached, ms
+    i64 o      # offset within the programme day, ms
+    int i      # segment holding offset o
+    i64 q
+    i64 r
 
 
 cdef tuple codes_of(unsigned long long mask):
@@ -255,6 +272,36 @@ cdef class Programme:
         cdef i64 o0 = (t0 - self.anchor) % DAY
         cdef i64 o1 = o0 + (t1 - t0)
         return (o1 // DAY) * self.day + self._prefix(o1 % DAY) - self._prefix(o0)
+
+    cdef void _walker_start(self, Walker* w, i64 t):
+        w.t = t
+        w.o = (t - self.anchor) % DAY
+        w.i = self._segment(w.o)
+        w.q = 0
+        w.r = 0
+
+    cdef i64 _walk_to_pg(self, Walker* w, i64 t):
+        """Advance ``w`` to time ``t`` (>= w.t); return the mass delivered since the start, pg (rounded up)."""
+        cdef i64 length = t - w.t
+        cdef i64 take, nb
+        while length > 0:
+            nb = self.starts[w.i + 1] if w.i + 1 < self.nseg else DAY
+            take = nb - w.o
+            if take > length:
+                take = length
+            w.r += self.rates[w.i] * take
+            w.o += take
+            length -= take
+            if w.o == nb:
+                w.i += 1
+                if w.i == self.nseg:
+                    w.i = 0
+                    w.o = 0
+        w.t = t
+        if w.r >= HOUR:
+            w.q += w.r // HOUR
+            w.r = w.r % HOUR
+        return w.q * self.conc + ceil_div(w.r * self.conc, HOUR)
 
     def rate_at(self, t_ms):
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
@@ -715,7 +762,9 @@ cdef class SafetyKernel:
     cdef i64 min_rate, max_dose, tit_cap_pct, tit_interval, decrease_pct
     cdef bint bolus_on, patient_bolus_on, screening_only
     cdef i64 max_bolus_ng, lockout_ms, max_boluses, max_priming_nl
-    cdef object rate_bounds, dose_bounds, bolus_bounds
+    cdef i64 rate_b[4]
+    cdef i64 dose_b[4]
+    cdef i64 bolus_b[4]
 
     def __init__(self, limits, caps, envelope, ledger=None, *, library=None, programme=None, programme_since_ms=0):
         if not isinstance(limits, DrugLimits):
@@ -765,9 +814,9 @@ cdef class SafetyKernel:
         self.limits = limits
         self.conc = limits.concentration_ug_per_ml
         self.screening_only = limits.screening_only
-        self.rate_bounds = limits.rate_nl_per_h
-        self.dose_bounds = limits.dose_ng_per_day
-        self.bolus_bounds = limits.bolus_ng
+        load_bounds(self.rate_b, limits.rate_nl_per_h)
+        load_bounds(self.dose_b, limits.dose_ng_per_day)
+        load_bounds(self.bolus_b, limits.bolus_ng)
         self.cap_pg_c = min(self.max_dose, limits.dose_ng_per_day.upper_hard) * 1000
 
     cdef void _set_programme(self, Programme prog):
@@ -812,16 +861,25 @@ cdef class SafetyKernel:
             return mass_pg_of(p._vnum(t0, t1), p.conc)
         return mass_pg_of(rate * (t1 - t0), conc)
 
+    cdef inline i64 _basal_walk(self, Programme p, Walker* w, i64 rate, i64 conc, i64 now, i64 t):
+        """Basal mass from ``now`` to ``t`` (t never decreasing between calls), pg, rounded up."""
+        if p is not None:
+            return p._walk_to_pg(w, t)
+        return mass_pg_of(rate * (t - now), conc)
+
     cdef i64 _excess(self, Programme p, i64 rate, i64 conc, i64 extra, i64 now, i64 cap, bint exact):
         """Largest ``window - cap`` over windows ending in minutes m0..m0+1439, pg.
 
-        With ``exact`` false, returns a value <= 0 as soon as the conservative O(1)
-        bound shows every window is within the cap; otherwise scans every minute.
+        With ``exact`` false, returns a value <= 0 as soon as a conservative bound shows
+        every window is within the cap; otherwise scans every minute.
         """
         cdef i64 m0 = now // RES
         cdef i64 inside = self.ledger._delivered(m0)
         cdef i64 fixed = self.ledger._committed_total() + extra
         cdef i64 bound
+        cdef Walker w
+        if p is not None:
+            p._walker_start(&w, now)
         if not exact:
             bound = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + RING) * RES) - cap
             if bound <= 0:
@@ -829,11 +887,11 @@ cdef class SafetyKernel:
             bound = self._block_bound(p, rate, conc, now, m0, inside) + fixed - cap
             if bound <= 0:
                 return bound
-        cdef i64 worst = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + 1) * RES) - cap
+        cdef i64 worst = inside + fixed + self._basal_walk(p, &w, rate, conc, now, (m0 + 1) * RES) - cap
         cdef i64 k, e
         for k in range(1, RING):
             inside -= self.ledger._bucket(m0 + k - RING)
-            e = inside + fixed + self._basal_pg(p, rate, conc, now, (m0 + k + 1) * RES) - cap
+            e = inside + fixed + self._basal_walk(p, &w, rate, conc, now, (m0 + k + 1) * RES) - cap
             if e > worst:
                 worst = e
         return worst
@@ -853,6 +911,9 @@ cdef class SafetyKernel:
         cdef i64 suffix[NBLK + 1]
         cdef i64 acc = 0, ka, kb, value, worst
         cdef int i
+        cdef Walker w
+        if p is not None:
+            p._walker_start(&w, now)
         if n > NBLK:
             n = NBLK
         for i in range(n - 1, -1, -1):
@@ -860,7 +921,7 @@ cdef class SafetyKernel:
             suffix[i] = acc
         ka = j1 * BLOCK + RING - 1 - m0
         if ka > 0:
-            worst = inside + self._basal_pg(p, rate, conc, now, (m0 + ka) * RES)
+            worst = inside + self._basal_walk(p, &w, rate, conc, now, (m0 + ka) * RES)
         else:
             worst = -(2 ** 62)
         for i in range(n):
@@ -870,7 +931,7 @@ cdef class SafetyKernel:
             kb = ka + BLOCK - 1
             if kb > RING - 1:
                 kb = RING - 1
-            value = suffix[i] + self._basal_pg(p, rate, conc, now, (m0 + kb + 1) * RES)
+            value = suffix[i] + self._basal_walk(p, &w, rate, conc, now, (m0 + kb + 1) * RES)
             if value > worst:
                 worst = value
         return worst
@@ -906,11 +967,11 @@ cdef class SafetyKernel:
 
     # -- authorize ---------------------------------------------------------------------------
 
-    cdef unsigned long long _rate_mask(self, i64 rate, object rate_bounds):
+    cdef unsigned long long _rate_mask(self, i64 rate, const i64* rate_b):
         cdef unsigned long long m = 0
         if rate == 0:
             m |= bit(R_RATE_ZERO)
-        cdef int where = classify(rate_bounds, rate)
+        cdef int where = classify_c(rate_b, rate)
         if where == -2:
             m |= bit(R_RATE_BELOW_HARD)
         elif where == -1:
@@ -929,9 +990,9 @@ cdef class SafetyKernel:
             m |= bit(R_RATE_BELOW_MIN)
         return m
 
-    cdef unsigned long long _dose_mask(self, i64 dose, object dose_bounds, i64 now):
+    cdef unsigned long long _dose_mask(self, i64 dose, const i64* dose_b, i64 now):
         cdef unsigned long long m = 0
-        cdef int where = classify(dose_bounds, dose)
+        cdef int where = classify_c(dose_b, dose)
         if where == -2:
             m |= bit(R_DOSE_BELOW_HARD)
         elif where == -1:
@@ -958,12 +1019,15 @@ cdef class SafetyKernel:
     cdef unsigned long long _programme_mask(self, Programme p, object limits, i64 extra, i64 now, i64 cap):
         cdef unsigned long long m = 0
         cdef int i
+        cdef i64 rate_b[4]
+        cdef i64 dose_b[4]
+        load_bounds(rate_b, limits.rate_nl_per_h)
+        load_bounds(dose_b, limits.dose_ng_per_day)
         if limits.screening_only:
             m |= bit(R_SCREENING_ONLY)
-        rate_bounds = limits.rate_nl_per_h
         for i in range(p.nseg):
-            m |= self._rate_mask(p.rates[i], rate_bounds)
-        m |= self._dose_mask(ceil_div(p._daily_pg(), 1000), limits.dose_ng_per_day, now)
+            m |= self._rate_mask(p.rates[i], rate_b)
+        m |= self._dose_mask(ceil_div(p._daily_pg(), 1000), dose_b, now)
         if self._excess(p, 0, p.conc, extra, now, cap, False) > 0:
             m |= bit(R_CAP_24H)
         return m
@@ -999,9 +1063,9 @@ cdef class SafetyKernel:
             rate = req[1]
             if self.screening_only:
                 m |= bit(R_SCREENING_ONLY)
-            m |= self._rate_mask(rate, self.rate_bounds)
+            m |= self._rate_mask(rate, self.rate_b)
             dose = ceil_div(rate * 24 * self.conc, 1000)
-            m |= self._dose_mask(dose, self.dose_bounds, now)
+            m |= self._dose_mask(dose, self.dose_b, now)
             if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
                 m |= bit(R_CAP_24H)
         elif kind == K_PROG:
@@ -1047,7 +1111,7 @@ cdef class SafetyKernel:
                 elif not self.patient_bolus_on or self.screening_only:
                     m |= bit(R_BOLUS_DISABLED)
                 mass_ng = ceil_div(mass, 1000)
-                where = classify(self.bolus_bounds, mass_ng)
+                where = classify_c(self.bolus_b, mass_ng)
                 if where == -2:
                     m |= bit(R_BOLUS_BELOW_HARD)
                 elif where == -1:
@@ -1081,7 +1145,7 @@ cdef class SafetyKernel:
                     m |= bit(R_TAPER)
         elif kind == K_MIN:
             rate = self.min_rate
-            m |= self._rate_mask(rate, self.rate_bounds)
+            m |= self._rate_mask(rate, self.rate_b)
             m &= ~(bit(R_RATE_BELOW_SOFT) | bit(R_RATE_ABOVE_SOFT))
             dose = ceil_div(rate * 24 * self.conc, 1000)
             if self.has_prog and dose > self.cur_dose_ng:

@@ -10,6 +10,7 @@ The public API is documented in ``cython_ext/kernel.pyi``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 from cython_ext._common import *  # noqa: F401,F403  (re-export the shared API)
@@ -61,7 +62,7 @@ class Programme:
     :raises KernelConfigError: on gaps, overlaps or out-of-range numbers.
     """
 
-    __slots__ = ("steps", "periodic_boluses", "concentration_ug_per_ml", "anchor_ms", "segments", "_cum", "_day")
+    __slots__ = ("steps", "periodic_boluses", "concentration_ug_per_ml", "anchor_ms", "segments", "_starts", "_cum", "_day")
 
     def __init__(self, steps, concentration_ug_per_ml: int, *, periodic_boluses=(), anchor_ms: int = 0) -> None:
         self.steps, self.periodic_boluses, self.segments = check_programme_shape(
@@ -69,6 +70,7 @@ class Programme:
         )
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.anchor_ms = anchor_ms
+        self._starts = [start for start, _rate in self.segments]
         cum = [0]
         for i, (start, rate) in enumerate(self.segments):
             end = self.segments[i + 1][0] if i + 1 < len(self.segments) else MS_PER_DAY
@@ -82,11 +84,8 @@ class Programme:
         return cls([(0, MS_PER_DAY, rate_nl_per_h)], concentration_ug_per_ml, anchor_ms=anchor_ms)
 
     def _segment(self, offset: int) -> int:
-        index = 0
-        for i, (start, _rate) in enumerate(self.segments):
-            if start <= offset:
-                index = i
-        return index
+        """Index of the segment holding day offset ``offset`` (the last one starting at or before it)."""
+        return bisect.bisect_right(self._starts, offset) - 1
 
     def rate_at(self, t_ms: int) -> int:
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""

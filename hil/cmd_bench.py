@@ -10,6 +10,7 @@ import json
 BENCHMARKS: dict[str, str] = {
     "serial": "hil.bench.serial",
     "run": "hil.bench.run",
+    "kernel": "hil.bench.kernel",
 }
 
 
