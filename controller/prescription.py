@@ -539,6 +539,18 @@ def default_library() -> Mapping[str, LibraryEntry]:
 _Doc = Mapping[str, Any]
 
 
+class _Plain(str):
+    """Exact decimal text that shows without quotes in error messages (``=400.5``, not ``=Decimal('400.5')``)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _shown(value: Any) -> Any:
+    """How a file value appears in a :class:`ConfigError`: decimals as plain text, the rest as given."""
+    return _Plain(f"{value:f}") if isinstance(value, Decimal) and value.is_finite() else value
+
+
 def _keys(doc: _Doc, path: str, required: Sequence[str], optional: Sequence[str] = ()) -> None:
     allowed = set(required) | set(optional)
     for key in doc:
@@ -593,18 +605,19 @@ def _decimal(value: Any, dotted: str, scale: int, unit: str, *, allow_zero: bool
     if isinstance(value, Decimal) and not value.is_finite():
         raise ConfigError(dotted, value, f"a finite number {sign} {unit}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(dotted, value, f"{sign} {unit}")
+        raise ConfigError(dotted, _shown(value), f"{sign} {unit}")
     try:
         return units.decimal_to_units(value, scale, field=dotted)
     except KernelConfigError as exc:
-        raise ConfigError(dotted, value, f"a multiple of {Decimal(1) / scale} {unit}", detail=exc.detail) from exc
+        raise ConfigError(dotted, _shown(value), f"a multiple of {Decimal(1) / scale:f} {unit}",
+                          detail=exc.detail) from exc
 
 
 def _within(internal: int, shown: Any, dotted: str, low: int, high: int, scale: int, unit: str) -> None:
     if not low <= internal <= high:
         lo = units.units_to_decimal(low, scale).normalize()
         hi = units.units_to_decimal(high, scale).normalize()
-        raise ConfigError(dotted, shown, f"in [{lo:f}, {hi:f}] {unit}")
+        raise ConfigError(dotted, _shown(shown), f"in [{lo:f}, {hi:f}] {unit}")
 
 
 def parse_prescription(text: str, *, library: Mapping[str, LibraryEntry] | None = None) -> Prescription:
@@ -755,7 +768,7 @@ def _check_dose_rate(
         hi = units.dose_ng_per_day_for_rate(model.max_rate_nl_per_h, drug.concentration_ug_per_ml, rounding="down")
         raise ConfigError(
             dotted,
-            shown,
+            _shown(shown),
             f"in [{units.units_to_decimal(lo, units.NG_PER_UG).normalize():f}, "
             f"{units.units_to_decimal(hi, units.NG_PER_UG).normalize():f}] ug/day",
             detail=f"the {model.name} rate range at {drug.concentration_ug_per_ml} ug/mL",
@@ -1088,6 +1101,30 @@ def render_prescription(p: Prescription) -> str:
 # value checks: soft limits (PRX-02) and tenfold changes (VAL-02)
 
 
+def file_value(field: str, internal: int) -> Decimal:
+    """A value in internal units shown in the unit its dotted file ``field`` names.
+
+    ``file_value("programme.dose_ug_per_day", 400_000) == Decimal("400")``;
+    ``file_value("patient_bolus.lockout_min", 14_400_000) == Decimal("240")``.
+
+    :param field: dotted file path (its last part carries the unit).
+    :param internal: the value in ng, ng/day, nL, ms or plain count.
+    :return: the exact value in the file's unit.
+    """
+    name = field.rsplit(".", 1)[-1]
+    if name.endswith(("_ug", "_ug_per_day")):
+        scale = units.NG_PER_UG
+    elif name.endswith("_ml"):
+        scale = units.NL_PER_ML
+    elif name.endswith("_min"):
+        scale = units.MS_PER_MIN
+    elif name.endswith("_h"):
+        scale = units.MS_PER_H
+    else:
+        scale = 1
+    return units.units_to_decimal(internal, scale).normalize() + 0
+
+
 @dataclass(frozen=True)
 class SoftLimitBreach:
     """A value outside the drug library's soft limits (inside its hard limits).
@@ -1260,9 +1297,9 @@ class ChangeAssessment:
         for change in self.unconfirmed_magnitude_changes:
             raise ConfigError(
                 change.field,
-                change.new,
-                f"less than {MAGNITUDE_FACTOR}x and more than 1/{MAGNITUDE_FACTOR} of the current {change.old}, "
-                "or confirmed",
+                _Plain(f"{file_value(change.field, change.new):f}"),
+                f"less than {MAGNITUDE_FACTOR}x and more than 1/{MAGNITUDE_FACTOR} of the current "
+                f"{file_value(change.field, change.old):f}, or confirmed",
                 detail="tenfold change needs magnitude confirmation (VAL-02)",
                 error_code="MAGNITUDE_UNCONFIRMED",
             )
@@ -1270,8 +1307,9 @@ class ChangeAssessment:
             op = ">=" if breach.bound == "lower_soft" else "<="
             raise ConfigError(
                 breach.field,
-                breach.value,
-                f"{op} {breach.limit} (soft limit, internal units) or overridden with a reason by a prescriber",
+                _Plain(f"{file_value(breach.field, breach.value):f}"),
+                f"{op} {file_value(breach.field, breach.limit):f} (soft limit) or overridden with a reason by a "
+                "prescriber",
                 detail="soft-limit breach needs an override (PRX-02)",
                 error_code="SOFT_LIMIT_NOT_OVERRIDDEN",
             )

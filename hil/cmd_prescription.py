@@ -82,7 +82,7 @@ def summarise(path: Path, fill_utc: datetime) -> dict[str, Any]:
     :raises ConfigError: if the file is invalid.
     """
     from controller import reservoir
-    from controller.prescription import assess_change, load_prescription
+    from controller.prescription import assess_change, file_value, load_prescription
 
     p = load_prescription(path)
     conc = p.drug.concentration_ug_per_ml
@@ -136,7 +136,9 @@ def summarise(path: Path, fill_utc: datetime) -> dict[str, Any]:
         "soft_limit_breaches": [
             {
                 "field": b.field,
+                "value": _plain(file_value(b.field, b.value)),
                 "bound": b.bound,
+                "limit": _plain(file_value(b.field, b.limit)),
                 "overridden": b.overridden_by is not None,
                 "reason": b.overridden_by.reason if b.overridden_by else "",
             }
@@ -170,7 +172,8 @@ def _print_text(s: dict[str, Any]) -> None:
     print(f"  empty in {r['days_to_empty']} days; refill due by {r['refill_due_utc']}")
     for b in s["soft_limit_breaches"]:
         state = f"overridden: {b['reason']}" if b["overridden"] else "NOT overridden"
-        print(f"  soft limit {b['bound']} breached by {b['field']}: {state}")
+        op = "below" if b["bound"] == "lower_soft" else "above"
+        print(f"  {b['field']} = {b['value']} is {op} the soft limit {b['limit']}: {state}")
 
 
 def _check(args: argparse.Namespace) -> int:

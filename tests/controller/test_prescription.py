@@ -606,3 +606,20 @@ def test_a_library_with_misordered_limits_is_refused() -> None:
     with pytest.raises(ConfigError) as excinfo:
         library_from([entry._replace(dose_ng_per_day=bad_bounds)])
     assert excinfo.value.field == "library.bounds"
+
+
+@pytest.mark.parametrize(
+    ("field", "internal", "shown"),
+    [("programme.dose_ug_per_day", 400_500, "400.5"), ("patient_bolus.lockout_min", 14_400_000, "240"),
+     ("pump.dead_volume_ml", 250_000, "0.25"), ("titration.min_interval_h", 86_400_000, "24"),
+     ("clinician_bolus.max_per_day", 3, "3")],
+)
+def test_file_values_are_shown_in_the_file_unit(field: str, internal: int, shown: str) -> None:
+    assert f"{rx.file_value(field, internal):f}" == shown
+
+
+def test_unacceptable_change_error_speaks_file_units() -> None:
+    doc = with_value(with_value(base_doc(), "programme.dose_ug_per_day", 1200), "titration.max_dose_ug_per_day", 1500)
+    with pytest.raises(ConfigError) as excinfo:
+        assess_change(None, parse(doc), library=LIBRARY).require_acceptable()
+    assert "=1200" in str(excinfo.value) and "<= 1000" in str(excinfo.value)
