@@ -143,15 +143,22 @@ def test_noise_is_seeded() -> None:
 
 
 class PumpModel(RuleBasedStateMachine):
-    """The simulated pump against a small model of RAT/VOL/RUN/STP and time."""
+    """The simulated pump against a small model of RAT/VOL/RUN/STP, power cycles and time.
+
+    Modelled rules: a latched alarm answers the next command instead of running
+    it; a rate set while pumping is volatile (a power loss restores the stored one);
+    without PF a power loss stops the program.
+    """
 
     @initialize()
     def setup(self) -> None:
         self.clock = VirtualClock()
         self.pump = Ne1000(self.clock, power_on_alarm=False, syringe_volume_ml="1000", syringe_diameter_mm="14")
         self.rate_nl_per_h = 10_000  # the firmware default, 10 uL/h
+        self.stored_rate_nl_per_h = 10_000
         self.target_nl = 0
         self.state = "S"
+        self.alarm: str | None = None
         self.moved_in_phase = Fraction(0)
         self.infused = Fraction(0)
 
@@ -159,20 +166,35 @@ class PumpModel(RuleBasedStateMachine):
         reply = self.pump.receive(text.encode() + b"\r")
         return reply[1:-1].decode()
 
+    def _latched(self, text: str) -> bool:
+        """Send ``text``; if an alarm is latched, check it answers and swallows the command."""
+        if self.alarm is None:
+            return False
+        assert self._send(text) == f"00A?{self.alarm}"
+        self.alarm = None
+        return True
+
     @rule(rate_uh=st.integers(7, 9999))
     def set_rate(self, rate_uh: int) -> None:
-        reply = self._send(f"0RAT{rate_uh}UH")
-        assert reply == f"00{self.state}"
+        if self._latched(f"0RAT{rate_uh}UH"):
+            return
+        assert self._send(f"0RAT{rate_uh}UH") == f"00{self.state}"
         self.rate_nl_per_h = rate_uh * 1000
+        if self.state != "I":
+            self.stored_rate_nl_per_h = self.rate_nl_per_h
 
     @precondition(lambda self: self.state in ("S", "P"))
     @rule(volume_ul=st.integers(0, 50))
     def set_volume(self, volume_ul: int) -> None:
+        if self._latched(f"0VOL{volume_ul}"):
+            return
         assert self._send(f"0VOL{volume_ul}") == f"00{self.state}"
         self.target_nl = volume_ul * 1000
 
     @rule()
     def run(self) -> None:
+        if self._latched("0RUN"):
+            return
         if self.state == "S":
             self.moved_in_phase = Fraction(0)
         if self.state in ("S", "P"):
@@ -181,10 +203,21 @@ class PumpModel(RuleBasedStateMachine):
 
     @rule()
     def stop(self) -> None:
+        if self._latched("0STP"):
+            return
         self.state = {"I": "P", "P": "S", "S": "S"}[self.state]
         if self.state == "S":
             self.moved_in_phase = Fraction(0)
         assert self._send("0STP") == f"00{self.state}"
+
+    @rule()
+    def power_cycle(self) -> None:
+        self.pump.power_cycle()
+        self.alarm = "R"
+        self.rate_nl_per_h = self.stored_rate_nl_per_h
+        if self.state == "I":
+            self.state = "S"
+            self.moved_in_phase = Fraction(0)
 
     @rule(seconds=st.integers(0, 20_000))
     def wait(self, seconds: int) -> None:
@@ -204,8 +237,10 @@ class PumpModel(RuleBasedStateMachine):
     def status_and_counter_match(self) -> None:
         if not hasattr(self, "pump"):
             return
-        assert self._send("0") == f"00{self.state}"
         assert self.pump.dispensed_nl()[0] == int(self.infused)
+        if self.alarm is None:
+            assert self._send("0") == f"00{self.state}"
+            assert self._send("0RAT") == f"00{self.state}{self.rate_nl_per_h // 1000}UH"
 
 
 PumpModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25)
