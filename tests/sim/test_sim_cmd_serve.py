@@ -12,7 +12,8 @@ import pytest
 import serial
 
 from hal.newera.framing import encode_safe
-from hil import cli
+from hal.errors import HalUnavailableError
+from hil import cli, cmd_sim
 from hil.cmd_sim import handle_control
 from sim.clock import VirtualClock
 from sim.faults import FaultyDevice
@@ -185,3 +186,12 @@ def test_control_plane_over_stdin() -> None:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_missing_balance_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(cmd_sim.importlib, "import_module", missing)
+    with pytest.raises(HalUnavailableError, match="simulated balances are not available"):
+        cmd_sim._load_balance_factory()
