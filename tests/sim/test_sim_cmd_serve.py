@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import pytest
 import serial
 
-from hal.newera.framing import encode_safe
 from hal.errors import HalUnavailableError
+from hal.newera.framing import encode_safe
 from hil import cli, cmd_sim
 from hil.cmd_sim import handle_control
 from sim.clock import VirtualClock
