@@ -1090,3 +1090,53 @@ def _join(parts: list[str], *more: str) -> str:
 def _with_detail(result: CommandResult, extra: str) -> CommandResult:
     detail = f"{extra}; {result.detail}" if result.detail else extra
     return CommandResult(result.command, result.outcome, result.status, result.dispensed, result.value, detail)
+
+
+#: Baud rates an NE pump can be set to, factory default first.
+NE_BAUDRATES: tuple[int, ...] = (19200, 9600, 2400, 1200, 300)
+
+
+def probe_baudrate(
+    url: str,
+    *,
+    address: int = 0,
+    baudrates: tuple[int, ...] = NE_BAUDRATES,
+    timeout_s: float = 0.2,
+    clock: Clock | None = None,
+) -> tuple[int, PumpIdentity]:
+    """Find the baud rate a pump answers at (community drivers disagree on the default).
+
+    Each rate is tried with a status query in Basic and Safe framing, then
+    ``VER``. Nothing that affects delivery is sent, but a latched alarm is
+    acknowledged by the first answer (see the driver's connect rules).
+
+    :param url: serial device or pyserial URL.
+    :param address: bus address, 0-99.
+    :param baudrates: rates to try, in order.
+    :param timeout_s: reply timeout per attempt, seconds.
+    :return: ``(baudrate, identity)`` of the first rate that answers.
+    :raises ConfigError: a bad setting; nothing was opened.
+    :raises CommunicationError: no rate answered.
+    """
+    codec.check_address(address)
+    if not baudrates:
+        raise ConfigError("baudrates", baudrates, "at least one of " + ", ".join(map(str, NE_BAUDRATES)))
+    for baudrate in baudrates:
+        if baudrate not in NE_BAUDRATES:
+            raise ConfigError("baudrates", baudrate, "each one of " + ", ".join(map(str, NE_BAUDRATES)))
+    failures = []
+    for baudrate in baudrates:
+        link = open_serial(url, baudrate=baudrate, timeout_s=timeout_s, clock=clock)
+        try:
+            driver = Ne1000Driver(link, address=address, clock=clock, read_retries=0)
+            try:
+                driver._probe_mode()
+                return baudrate, driver.identify()
+            except CommunicationError as exc:
+                failures.append(f"{baudrate}: {exc}")
+        finally:
+            link.close()
+    raise CommunicationError(
+        f"no NE pump answered on {url} at {', '.join(map(str, baudrates))} bit/s ({'; '.join(failures)})",
+        error_code="NE_NO_ANSWER",
+    )

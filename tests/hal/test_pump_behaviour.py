@@ -177,3 +177,24 @@ def test_open_pump_in_safe_mode_over_every_link(name: str) -> None:
         assert backend.driver.safe_mode and backend.device.safe_mode  # type: ignore[union-attr]
         assert backend.driver.read_status().state is PumpState.STOPPED
         backend.driver.exit_safe_mode()
+
+
+def test_probe_baudrate_finds_the_simulated_pump() -> None:
+    from hal.newera.driver import probe_baudrate
+    from sim.clock import VirtualClock
+    from sim.rig import simulated_pump
+
+    clock = VirtualClock()
+    with simulated_pump("inprocess", clock=clock) as rig:
+        baudrate, identity = probe_baudrate(rig.url, clock=clock)
+    assert baudrate == 19200 and identity.model == "NE1000"
+
+
+def test_probe_baudrate_on_a_silent_line_tries_every_rate_then_fails() -> None:
+    from hal.errors import CommunicationError, ConfigError
+    from hal.newera.driver import probe_baudrate
+
+    with pytest.raises(CommunicationError, match="19200, 9600"):
+        probe_baudrate("loop://", baudrates=(19200, 9600), timeout_s=0.01)
+    with pytest.raises(ConfigError):
+        probe_baudrate("loop://", baudrates=(115200,))
