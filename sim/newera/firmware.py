@@ -5,10 +5,11 @@ framing and CRC code (:mod:`hal.newera.framing`) with the driver.
 
 Packet handling, in order:
 
-1. bytes are split into packets by :class:`hal.newera.framing.RequestDeframer`:
-   CR-terminated Basic packets, and length-framed Safe packets (any packet that
-   starts with STX, in either mode; a partial Safe packet is discarded after a
-   0.5 s gap between bytes);
+1. bytes are split into packets by :class:`sim.newera.deframer.PumpDeframer`:
+   CR-terminated Basic packets (ignored in Safe mode), and length-framed Safe
+   packets (any packet that starts with STX, in either mode; a partial Safe
+   packet is discarded after a 0.5 s gap between bytes, and in Safe mode
+   bytes between packets are dropped while hunting for STX);
 2. command data is normalised: spaces and control characters removed,
    upper-cased;
 3. the address is split off: ``*`` marks a system command (answered whatever
@@ -17,7 +18,12 @@ Packet handling, in order:
 4. a latched alarm answers the first valid command with ``A?<x>`` instead of
    executing it, which acknowledges the alarm;
 5. the command is looked up in :data:`COMMANDS` (each entry: a parameter
-   pattern per form and a handler); anything not modelled gets ``?``.
+   pattern per form, integer limits answered ``?OOR``, and a handler);
+   anything not modelled gets ``?``. A Basic packet holding ``*`` separators
+   is a network burst: the pump runs only the parts addressed to it.
+
+Limits that differ by model and firmware come from a
+:class:`~sim.newera.profile.DeviceProfile`.
 
 Replies: ``<addr:2 digits><prompt>[<data>]`` framed like the request (Basic
 ``STX..ETX`` or a Safe packet). Errors are data after the prompt: ``?``,
