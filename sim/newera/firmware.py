@@ -235,8 +235,15 @@ class Ne1000(ByteDevice):
     * Basic packets are ignored in Safe mode; a Safe packet is accepted in
       Basic mode and answered in Safe framing (that is how ``SAF0`` returns a
       pump to Basic mode);
-    * counters are reported truncated to the display's 4 digits;
-    * purging counts as infused volume; ``STP`` ends a purge (status ``S``).
+    * counters are reported truncated to the display's 4 digits (values of
+      10000 display units and more print as whole numbers);
+    * purging counts as infused volume; ``STP`` ends a purge (status ``S``);
+    * an alarm raised by the command itself (``RUN`` of an out-of-range phase:
+      ``A?O``) is the reply to that command, which acknowledges it;
+    * after a power loss without ``PF 1`` a pumping program is stopped, a paused
+      one stays paused; rates changed while pumping revert to the stored ones;
+    * occlusion stalls the motor ``occlusion_delay_s`` after infusion starts
+      against it (pressure build-up); end of travel stalls at once.
     """
 
     def __init__(
