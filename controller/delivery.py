@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass
 
 from hal.errors import CapabilityError, CommunicationError, HalError, UncertainDeliveryError
-from hal.pump import CommandResult, DispensedVolume, Outcome, PumpDriver, PumpState, PumpStatus
+from hal.pump import CommandResult, DispensedVolume, Outcome, PumpAlarm, PumpDriver, PumpState, PumpStatus
 
 #: How many times an idempotent read is attempted before the state counts as unknown.
 READ_ATTEMPTS = 3
@@ -96,6 +96,20 @@ class RateProgrammer:
 
     def __init__(self, pump: PumpDriver) -> None:
         self.pump = pump
+        #: Alarms the driver saw (and, by the pump's rules, acknowledged) while programming; the loop drains it.
+        self.seen_alarms: list[PumpAlarm] = []
+
+    def drain_driver_alarms(self) -> list[PumpAlarm]:
+        """Collect alarms the driver saw since last asked (drivers that report them: ``pending_alarms()``).
+
+        On the New Era family any reply can carry, and so acknowledge, a latched
+        alarm; the controller must still react to it.
+        """
+        pending = getattr(self.pump, "pending_alarms", None)
+        if callable(pending):
+            self.seen_alarms.extend(event.alarm for event in pending())
+        seen, self.seen_alarms = self.seen_alarms, []
+        return seen
 
     def _send_rate(self, rate_nl_per_h: int) -> tuple[CommandResult | None, bool]:
         """Send one absolute rate; returns the result (None if it raised) and whether it was uncertain."""
@@ -159,6 +173,14 @@ class RateProgrammer:
         if result.outcome is Outcome.NOT_APPLIED and result.status is not None and result.status.alarm is not None:
             return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, previous_nl_per_h, result.status, dispensed,
                                   uncertain, result.detail or f"pump alarm {result.status.alarm.value}")
+        pending = getattr(self.pump, "pending_alarms", None)
+        if callable(pending):
+            self.seen_alarms.extend(event.alarm for event in pending())
+        if self.seen_alarms:
+            # An alarm was latched (and acknowledged by our exchange): never start the pump over it.
+            return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, result.value if result.applied else previous_nl_per_h,
+                                  PumpStatus(PumpState.STOPPED, self.seen_alarms[-1]), dispensed, uncertain,
+                                  f"pump alarm {self.seen_alarms[-1].value} during programming")
         if not self._verified(result, rate_nl_per_h):
             detail = (f"read-back {result.value} nL/h differs from {rate_nl_per_h} nL/h"
                       if result.applied else f"refused: {result.detail or result.outcome.value}")

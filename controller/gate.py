@@ -154,7 +154,9 @@ class KernelGate(Gate):
         self._caps_kwargs = dict(caps_kwargs)
         try:
             self.caps = self.k.make_caps(**caps_kwargs)
-            self.envelope = self.k.make_envelope(min_rate_nl_per_h, max_rate_nl_per_h, 1)
+            # The kernel plans within its own ceiling; a faster pump is simply never asked for more.
+            ceiling = getattr(self.k, "MAX_RATE_NL_PER_H", max_rate_nl_per_h)
+            self.envelope = self.k.make_envelope(min_rate_nl_per_h, min(max_rate_nl_per_h, ceiling), 1)
             limits = self.k.library_entry(concentration_ug_per_ml)
             self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
         except KernelConfigError as exc:

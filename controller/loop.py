@@ -491,8 +491,12 @@ class ControlLoop:
             self._reprogram_current("rate unknown after a lost reply")
 
     def _check_status(self, status: Any) -> None:
-        if status.alarm is not None:
-            self._pump_alarm(status.alarm)
+        alarms = self.programmer.drain_driver_alarms()
+        if status.alarm is not None and status.alarm not in alarms:
+            alarms.append(status.alarm)
+        if alarms:
+            for alarm in dict.fromkeys(alarms):
+                self._pump_alarm(alarm)
             return
         if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE) and status.state is not PumpState.INFUSING:
             self._fault(FaultCode.UNEXPLAINED_STOP, f"pump reports {status.state.value} while therapy runs")
@@ -672,7 +676,8 @@ class ControlLoop:
             self.alarms.raise_alarm(AlarmCode.PUMP_PROGRAM_REJECTED, detail=outcome.detail)
         if outcome.result is ProgramResult.REJECTED_BY_PUMP and outcome.status is not None \
                 and outcome.status.alarm is not None:
-            self._pump_alarm(outcome.status.alarm)
+            for alarm in dict.fromkeys([*self.programmer.drain_driver_alarms(), outcome.status.alarm]):
+                self._pump_alarm(alarm)
 
     def start_therapy(self, concentration_ug_per_ml: int, fill_nl: int, decision: GateDecision,
                       *, catheter_primed: bool) -> ProgramOutcome:
@@ -685,6 +690,10 @@ class ControlLoop:
         """
         if self.mode is not Mode.IDLE and self.mode is not Mode.DISCONTINUED:
             raise StateError(f"therapy already started (mode {self.mode.value})")
+        stale = self.programmer.drain_driver_alarms()
+        if stale:
+            # Alarms from before therapy (the power-up reset at connect): already acknowledged; noted only.
+            self._emit("alarms_before_therapy", alarms=[a.value for a in stale])
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.fill_nl = fill_nl
         self.dispensed_since_fill_nl = 0

@@ -713,7 +713,7 @@ class ScenarioRunner:
             max_priming_volume_nl=max(300_000, t.dead_volume_nl),
         )
         return KernelGate(concentration, caps, min_rate_nl_per_h=envelope.min_rate_nl_per_h,
-                          max_rate_nl_per_h=min(envelope.max_rate_nl_per_h, 10_000_000))
+                          max_rate_nl_per_h=envelope.max_rate_nl_per_h)
 
     def _loop_config(self) -> Any:
         from controller.loop import LoopConfig
