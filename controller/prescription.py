@@ -626,8 +626,10 @@ def parse_prescription(text: str, *, library: Mapping[str, LibraryEntry] | None 
     :param text: the file contents.
     :param library: drug library keyed by entry code; defaults to the kernel's ``DEFAULT_LIBRARY``.
     :return: the validated :class:`Prescription`.
-    :raises ConfigError: on the first problem found, naming the dotted field, the value and the
-        allowed range; nothing is returned half-built.
+    :raises PrescriptionError: (a :class:`ConfigError`) naming the dotted field, the value and the
+        allowed range of the first problem, with every problem found in ``errors``; nothing is
+        returned half-built.
+    :raises ConfigError: for text that is not TOML, or a stale soft-limit override.
     """
     if not isinstance(text, str):
         raise ConfigError("prescription", type(text).__name__, "TOML text (str)")
@@ -668,19 +670,82 @@ _TOP_KEYS = (
 )
 
 
+class PrescriptionError(ConfigError):
+    """Every problem found in a prescription file.
+
+    ``field``, ``value`` and ``allowed`` are those of the first problem; :attr:`errors`
+    holds all of them in file order. Sections that depend on a broken one (the
+    programme on the drug and pump, say) are not checked, so fixing one problem can
+    reveal another.
+
+    :param errors: the problems found, at least one.
+    """
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        details = [_detail_of(first)] if _detail_of(first) else []
+        if len(errors) > 1:
+            details.append(f"{len(errors) - 1} more problem(s): " + "; ".join(str(e) for e in errors[1:]))
+        super().__init__(first.field, first.value, first.allowed, detail="; ".join(details),
+                         error_code=first.error_code)
+        self.errors: tuple[ConfigError, ...] = tuple(errors)
+
+
+def _detail_of(error: ConfigError) -> str:
+    base = f"{error.field} (={error.value!r}) must be {error.allowed}"
+    text = str(error)
+    return text[len(base) + 2:] if text.startswith(base + ": ") else ""
+
+
+class _Collector:
+    """Runs section parsers, keeping the first error of each section."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def run(self, parse: Any, *args: Any) -> Any:
+        if any(arg is None for arg in args):
+            return None
+        try:
+            return parse(*args)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+
 def _parse_document(doc: _Doc, library: Mapping[str, LibraryEntry]) -> Prescription:
-    _keys(doc, "", _TOP_KEYS, ("soft_limit_overrides",))
-    _int(doc["schema_version"], "schema_version", SCHEMA_VERSION, SCHEMA_VERSION)
-    prescription_id = _text(doc["prescription_id"], "prescription_id")
-    prescriber = _text(doc["prescriber"], "prescriber")
-    patient = _parse_patient(_table(doc, "patient"))
-    drug, entry = _parse_drug(_table(doc, "drug"), library)
-    pump = _parse_pump(_table(doc, "pump"))
-    programme = _parse_programme(_table(doc, "programme"), drug, entry, pump.pump_model)
-    clinician_bolus = _parse_clinician_bolus(_table(doc, "clinician_bolus"), entry)
-    patient_bolus = _parse_patient_bolus(_table(doc, "patient_bolus"), drug, entry, pump.pump_model)
-    titration = _parse_titration(_table(doc, "titration"), patient, drug, entry, programme, pump.pump_model)
-    overrides = _parse_overrides(doc.get("soft_limit_overrides", []))
+    found = _Collector()
+    allowed = {*_TOP_KEYS, "soft_limit_overrides"}
+    for key in doc:
+        if key not in allowed:
+            found.errors.append(ConfigError(key, doc[key], f"absent (unknown key; allowed here: {sorted(allowed)})"))
+    for key in _TOP_KEYS:
+        if key not in doc:
+            found.errors.append(ConfigError(key, None, "present (required key is missing)"))
+
+    def section(key: str, parse: Any, *deps: Any) -> Any:
+        if key not in doc:
+            return None
+        return found.run(lambda *a: parse(_table(doc, key), *a), *deps)
+
+    def scalar(key: str, parse: Any, *args: Any) -> Any:
+        return found.run(parse, doc[key], key, *args) if key in doc else None
+
+    scalar("schema_version", _int, SCHEMA_VERSION, SCHEMA_VERSION)
+    prescription_id = scalar("prescription_id", _text)
+    prescriber = scalar("prescriber", _text)
+    patient = section("patient", _parse_patient)
+    drug_and_entry = section("drug", _parse_drug, library)
+    drug, entry = drug_and_entry if drug_and_entry is not None else (None, None)
+    pump = section("pump", _parse_pump)
+    model = pump.pump_model if pump is not None else None
+    programme = section("programme", _parse_programme, drug, entry, model)
+    clinician_bolus = section("clinician_bolus", _parse_clinician_bolus, entry)
+    patient_bolus = section("patient_bolus", _parse_patient_bolus, drug, entry, model)
+    titration = section("titration", _parse_titration, patient, drug, entry, programme, model)
+    overrides = found.run(_parse_overrides, doc.get("soft_limit_overrides", []))
+    if found.errors:
+        raise PrescriptionError(found.errors)
     prescription = Prescription(
         prescription_id=prescription_id,
         prescriber=prescriber,

@@ -181,7 +181,15 @@ def _check(args: argparse.Namespace) -> int:
         fill_utc = datetime.now(timezone.utc)
     else:
         fill_utc = datetime(args.fill_date.year, args.fill_date.month, args.fill_date.day, tzinfo=timezone.utc)
-    summary = summarise(args.file, fill_utc)
+    from controller.prescription import PrescriptionError
+
+    try:
+        summary = summarise(args.file, fill_utc)
+    except PrescriptionError as exc:
+        print(f"{args.file}: INVALID ({len(exc.errors)} problem(s))", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -623,3 +623,34 @@ def test_unacceptable_change_error_speaks_file_units() -> None:
     with pytest.raises(ConfigError) as excinfo:
         assess_change(None, parse(doc), library=LIBRARY).require_acceptable()
     assert "=1200" in str(excinfo.value) and "<= 1000" in str(excinfo.value)
+
+
+def test_independent_problems_are_all_reported() -> None:
+    doc = with_value(base_doc(), "patient.origin", "spine")
+    doc = with_value(doc, "pump.dead_volume_ml", Decimal("-1"))
+    doc = with_value(doc, "clinician_bolus.max_per_day", 99)
+    doc["colour"] = "blue"
+    with pytest.raises(rx.PrescriptionError) as excinfo:
+        parse(doc)
+    fields = [e.field for e in excinfo.value.errors]
+    assert fields == ["colour", "patient.origin", "pump.dead_volume_ml", "clinician_bolus.max_per_day"]
+    assert excinfo.value.field == "colour"
+    assert "3 more problem(s)" in str(excinfo.value)
+
+
+def test_sections_that_depend_on_a_broken_one_are_not_checked() -> None:
+    doc = with_value(base_doc(), "drug.library_code", "morphine")
+    doc = with_value(doc, "programme.dose_ug_per_day", Decimal("99999"))
+    with pytest.raises(rx.PrescriptionError) as excinfo:
+        parse(doc)
+    assert [e.field for e in excinfo.value.errors] == ["drug.library_code"]
+
+
+@pytest.mark.usefixtures("library_in_cli")
+def test_check_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = with_value(with_value(base_doc(), "patient.origin", "spine"), "clinician_bolus.max_per_day", 99)
+    bad = tmp_path / "two.toml"
+    bad.write_text(to_toml(doc), encoding="utf-8")
+    assert cli.main(["prescription", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "INVALID (2 problem(s))" in err and "patient.origin" in err and "clinician_bolus.max_per_day" in err
