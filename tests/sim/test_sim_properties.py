@@ -150,10 +150,18 @@ class PumpModel(RuleBasedStateMachine):
     without PF a power loss stops the program.
     """
 
+    safe_timeout_s = 0
+
     @initialize()
     def setup(self) -> None:
         self.clock = VirtualClock()
-        self.pump = Ne1000(self.clock, power_on_alarm=False, syringe_volume_ml="1000", syringe_diameter_mm="14")
+        self.pump = Ne1000(
+            self.clock,
+            power_on_alarm=False,
+            syringe_volume_ml="1000",
+            syringe_diameter_mm="14",
+            safe_timeout_s=self.safe_timeout_s,
+        )
         self.rate_nl_per_h = 10_000  # the firmware default, 10 uL/h
         self.stored_rate_nl_per_h = 10_000
         self.target_nl = 0
@@ -165,6 +173,9 @@ class PumpModel(RuleBasedStateMachine):
     def _send(self, text: str) -> str:
         reply = self.pump.receive(text.encode() + b"\r")
         return reply[1:-1].decode()
+
+    def _pass_time(self, seconds: int) -> None:
+        self.clock.advance(seconds)
 
     def _latched(self, text: str) -> bool:
         """Send ``text``; if an alarm is latched, check it answers and swallows the command."""
@@ -221,7 +232,7 @@ class PumpModel(RuleBasedStateMachine):
 
     @rule(seconds=st.integers(0, 20_000))
     def wait(self, seconds: int) -> None:
-        self.clock.advance(seconds)
+        self._pass_time(seconds)
         if self.state != "I":
             return
         moved = Fraction(self.rate_nl_per_h * seconds, 3600)
@@ -245,6 +256,32 @@ class PumpModel(RuleBasedStateMachine):
 
 PumpModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25)
 test_pump_model = PumpModel.TestCase
+
+
+class SafePumpModel(PumpModel):
+    """The same model in Safe mode: framed packets, unprompted alarms, heartbeats within the watchdog."""
+
+    safe_timeout_s = 200
+
+    def _send(self, text: str) -> str:
+        frames = ReplyDeframer(safe=True).feed(self.pump.receive(encode_safe(text.encode())))
+        assert frames and all(isinstance(f, Frame) for f in frames), frames
+        # An unprompted alarm packet may precede the reply; the reply is the last packet.
+        return frames[-1].data.decode()  # type: ignore[union-attr]
+
+    def _pass_time(self, seconds: int) -> None:
+        while seconds > 0:
+            step = min(seconds, 150)
+            self.clock.advance(step)
+            seconds -= step
+            if self.alarm is None:
+                self.pump.receive(encode_safe(b"0"))  # heartbeat: any valid packet restarts the watchdog
+            else:
+                self.pump.poll()
+
+
+SafePumpModel.TestCase.settings = settings(max_examples=40, stateful_step_count=25)
+test_safe_pump_model = SafePumpModel.TestCase
 
 
 def test_pump_deframer_hunts_for_stx_in_safe_mode() -> None:
