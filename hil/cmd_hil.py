@@ -1,4 +1,8 @@
-"""``itb hil``: bench commands. ``itb hil accuracy`` runs the gravimetric accuracy test.
+"""``itb hil``: bench commands.
+
+- ``itb hil accuracy``: the gravimetric accuracy test (start-up graph, trumpet curve, mean error);
+- ``itb hil blank``: a no-flow blank run that measures evaporation for the profile;
+- ``itb hil balance``: identify a balance and print a few readings (wiring check).
 
 ::
 
@@ -63,6 +67,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--link", choices=("inprocess", "pty"), default="inprocess", help="how the simulated devices connect")
     accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
     accuracy.set_defaults(func=_accuracy)
+
+    blank = hil_sub.add_parser(
+        "blank",
+        help="no-flow blank run: measure evaporation and drift for the profile",
+        description=(
+            "Sample the balance with nothing delivered and fit a line; the loss rate goes into the "
+            "profile as [water] evaporation_ug_per_h. Use '--balance sim:mtsics' to try it on a simulated balance."
+        ),
+    )
+    blank.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
+    blank.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+    blank.add_argument("--duration", metavar="T", default="60min", help="length of the blank run (default 60min)")
+    blank.add_argument("--interval", metavar="S", default="30s", help="sampling interval (default 30s)")
+    blank.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
+    blank.add_argument("--sim-evaporation-ug-per-h", type=float, default=0.0,
+                       help="simulated balance only: evaporation to simulate, µg/h")
+    blank.add_argument("--json", action="store_true", help="print the result as JSON")
+    blank.set_defaults(func=_blank)
+
+    check = hil_sub.add_parser(
+        "balance",
+        help="check a balance: identify it and print a few readings",
+        description="Identify the balance and print immediate readings, to check wiring and serial settings.",
+    )
+    check.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
+    check.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+    check.add_argument("--readings", type=int, default=3, help="how many immediate readings to print (default 3)")
+    check.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
+    check.set_defaults(func=_balance_check)
 
 
 def _accuracy(args: argparse.Namespace) -> int:
@@ -179,3 +212,84 @@ def _accuracy(args: argparse.Namespace) -> int:
         if result.report_dir is not None:
             print(f"report: {result.report_dir / 'report.html'}")
     return 0
+
+
+def _balance_target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """(url, driver, open options) for the balance from the arguments and the profile."""
+    from hal.errors import ConfigError
+    from hil.gravimetric.profile import BenchProfile, load_profile
+
+    profile = load_profile(args.profile) if args.profile else BenchProfile()
+    url = args.balance or profile.balance.url
+    if not url:
+        raise ConfigError("--balance", url, "a serial URL or 'sim:mtsics'/'sim:sbi' (or [balance] url)")
+    if url.startswith(SIM_BALANCE_PREFIX):
+        return url, url[len(SIM_BALANCE_PREFIX):], {}
+    return url, args.balance_driver or profile.balance.driver or "mtsics", profile.balance.open_options()
+
+
+def _blank(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.gravimetric.analysis import InsufficientDataError
+    from hil.gravimetric.blank import run_blank
+    from hil.gravimetric.profile import parse_duration_s
+
+    url, driver, options = _balance_target(args)
+    duration_s = parse_duration_s(args.duration, field_name="--duration")
+    interval_s = parse_duration_s(args.interval, field_name="--interval")
+    try:
+        if url.startswith(SIM_BALANCE_PREFIX):
+            from hil.gravimetric.simrig import simulated_balance
+
+            sim_options = {"evaporation_ug_per_h": args.sim_evaporation_ug_per_h, "noise_ug": 5.0, "resolution_ug": 1}
+            with simulated_balance(driver, balance_options=sim_options) as (sim_url, _device, clock):
+                result = run_blank(
+                    sim_url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, clock=clock
+                )
+        else:
+            result = run_blank(
+                url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, balance_options=options
+            )
+    except InsufficientDataError as exc:
+        print(f"itb: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(f"slope {result.slope_ug_per_h:+.1f} µg/h over {result.duration_s:g} s ({result.samples} readings, "
+              f"residual SD {result.residual_sd_ug:.1f} µg)")
+        if result.loss_ug_per_h >= 0:
+            print(f"profile: [water] evaporation_ug_per_h = {result.loss_ug_per_h:.1f}")
+        else:
+            print("the reading rose: this is drift, not evaporation; no evaporation correction applies")
+    return 0
+
+
+def _balance_check(args: argparse.Namespace) -> int:
+    from hal.balance import open_balance
+    from hal.errors import ConfigError
+
+    if isinstance(args.readings, bool) or args.readings < 1:
+        raise ConfigError("--readings", args.readings, "an integer >= 1")
+    url, driver, options = _balance_target(args)
+    if url.startswith(SIM_BALANCE_PREFIX):
+        from hil.gravimetric.simrig import simulated_balance
+
+        with simulated_balance(driver) as (sim_url, _device, clock):
+            with open_balance(driver, sim_url, clock=clock) as balance:
+                _print_balance(balance, args.readings)
+    else:
+        with open_balance(driver, url, **options) as balance:
+            _print_balance(balance, args.readings)
+    return 0
+
+
+def _print_balance(balance: Any, count: int) -> None:
+    identity = balance.identify()
+    print(f"{balance.name}: model {identity.model or '?'}, s/n {identity.serial_number or '?'}, "
+          f"firmware {identity.firmware or '?'} {identity.capacity}".rstrip())
+    for _ in range(count):
+        reading = balance.read_immediate()
+        flag = "stable" if reading.stable else "dynamic"
+        print(f"  {reading.mass_ug} µg ({flag}, last digit {reading.resolution_ug} µg, shown in {reading.unit})")

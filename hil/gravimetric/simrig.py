@@ -86,3 +86,33 @@ def simulated_accuracy_rig(
         endpoint = InProcessEndpoint(balance) if link == "inprocess" else PtyEndpoint(balance)
         stack.enter_context(endpoint)
         yield SimulatedAccuracyRig(rig.url, endpoint.url, balance_kind, clock, rig.device, balance)
+
+
+@contextmanager
+def simulated_balance(
+    balance_kind: str = "mtsics",
+    *,
+    clock: VirtualClock | None = None,
+    link: str = "inprocess",
+    seed: int = 0,
+    delivered_nl: Any = None,
+    balance_options: dict[str, Any] | None = None,
+) -> Iterator[tuple[str, MtSicsBalance | SbiBalance, VirtualClock]]:
+    """Serve a simulated balance alone (blank runs, wiring checks).
+
+    :param balance_kind: ``"mtsics"`` or ``"sbi"``.
+    :param clock: the virtual clock (a new one by default).
+    :param link: ``"inprocess"`` or ``"pty"``.
+    :param seed: seed of the reading noise.
+    :param delivered_nl: callable returning the volume in the beaker, nL (nothing by default).
+    :param balance_options: :func:`sim.balance.create_balance` options.
+    :return: (URL, device, clock) for the duration of the ``with`` block.
+    :raises ConfigError: unknown kind or link, or a bad option.
+    """
+    if link not in RIG_LINKS:
+        raise ConfigError("link", link, f"one of {RIG_LINKS}")
+    clock = clock or VirtualClock()
+    device = create_balance(balance_kind, clock, delivered_nl or (lambda: 0), seed=seed, **(balance_options or {}))
+    endpoint = InProcessEndpoint(device) if link == "inprocess" else PtyEndpoint(device)
+    with endpoint:
+        yield endpoint.url, device, clock
