@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -176,3 +176,25 @@ class PanMachine(RuleBasedStateMachine):
 
 
 TestPanMachine = PanMachine.TestCase
+
+
+@given(st.lists(st.binary(max_size=64), max_size=12))
+def test_emulators_survive_any_bytes_and_answer_only_valid_lines(chunks: list[bytes]) -> None:
+    from hal.sartorius import codec as sbi
+
+    clock = VirtualClock()
+    mtsics = create_balance("mtsics", clock, lambda: 0)
+    sartorius = create_balance("sbi", clock, lambda: 0)
+    sics_lines = sics.LineDeframer()
+    for chunk in chunks:
+        clock.advance(0.05)
+        for line in sics_lines.feed(mtsics.receive(chunk) + mtsics.poll()):
+            assert not isinstance(sics.decode_reply(line), sics.MalformedReply)
+        out = sartorius.receive(chunk) + sartorius.poll()
+        for line in out.split(b"\r\n")[:-1]:
+            decoded = sbi.decode_weight_line(line)
+            assert not isinstance(decoded, sbi.MalformedLine) or sbi.decode_text_line(line) in (
+                sartorius.model,
+                sartorius.serial_number,
+                sartorius.firmware,
+            )
