@@ -63,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--bias-pct", type=float, default=0.0, help="systematic pump delivery error, %%")
     sim.add_argument("--noise-pct", type=float, default=0.0, help="random pump delivery noise, %%")
     sim.add_argument("--balance-noise-ug", type=float, default=5.0, help="balance reading noise SD, µg (default 5)")
+    sim.add_argument("--balance-resolution-ug", type=int, default=10,
+                     help="balance readability, µg, a power of ten (default 10)")
     sim.add_argument("--seed", type=int, default=0, help="seed of all simulated noise")
     sim.add_argument("--link", choices=("inprocess", "pty"), default="inprocess", help="how the simulated devices connect")
     accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -168,7 +170,7 @@ def _accuracy(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 bias_pct=args.bias_pct,
                 noise_pct=args.noise_pct,
-                balance_options={"noise_ug": args.balance_noise_ug},
+                balance_options={"noise_ug": args.balance_noise_ug, "resolution_ug": args.balance_resolution_ug},
             ) as rig:
                 result = run_accuracy(
                     rig.pump_url,

@@ -149,6 +149,7 @@ def test_bad_configuration_is_rejected_before_anything_opens() -> None:
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1", "--syringe", "14.5mm"], "--rate"),
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "60mm"], "--syringe"),
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "bd-10ml", "--duration", "2 fortnights"], "--duration"),
+        (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "bd-10ml", "--balance-resolution-ug", "3"], "resolution_ug"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
