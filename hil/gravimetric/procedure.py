@@ -292,8 +292,9 @@ def measure(
     stopped_early = ""
     started_utc = ""
     dispensed: DispensedVolume | None = None
-    start_result = pump.start()
     try:
+        # Inside the try: a start whose reply was lost may have started the pump, and must be stopped.
+        start_result = pump.start()
         if not start_result.applied:
             raise DeviceError(f"pump did not start: {start_result.outcome.value} {start_result.detail}")
         checks.append(SetupCheck("pump started", True, "infusing"))

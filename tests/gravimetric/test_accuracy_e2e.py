@@ -201,3 +201,27 @@ def test_failed_readings_are_missing_samples_never_guesses() -> None:
     with pytest.raises(InsufficientDataError) as caught:
         analyse(measurement.weight_samples(), AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=1200).analysis_settings())
     assert caught.value.reason is RefusalReason.MISSING_SAMPLES
+
+
+def test_an_uncertain_start_still_ends_with_the_pump_stopped() -> None:
+    import hal
+    from hal.balance import open_balance
+    from hal.errors import UncertainDeliveryError
+    from hal.pump import PumpState
+    from hil.gravimetric.procedure import AccuracyConfig, measure
+
+    config = AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=600)
+    with simulated_accuracy_rig("mtsics") as rig:
+        with hal.open_pump("ne1000", rig.pump_url, clock=rig.clock) as pump, open_balance(
+            "mtsics", rig.balance_url, clock=rig.clock
+        ) as balance:
+            real_start = pump.start
+
+            def start_then_lose_the_reply() -> object:
+                real_start()
+                raise UncertainDeliveryError("start: reply lost")
+
+            pump.start = start_then_lose_the_reply  # type: ignore[method-assign]
+            with pytest.raises(UncertainDeliveryError):
+                measure(pump, balance, config, clock=rig.clock)
+            assert pump.read_status().state is PumpState.STOPPED
