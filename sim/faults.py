@@ -16,6 +16,9 @@ Kinds (``dir`` is ``rx``, host to device, or ``tx``, device to host; default ``t
 ``delay``          hold a triggered reply back ``s=SECONDS`` (device clock; default 1)
 ``split``          send a triggered reply in two, the rest ``s=SECONDS`` later (default 0.05),
                    cut after ``at_byte=N`` (default: half)
+``gap``            with probability ``p`` per byte after the first of a chunk, pause the line
+                   ``s=SECONDS`` (default 0.6) before it: the rest follows late, and may
+                   pause again (``dir=rx`` exercises the pump's 0.5 s inter-byte rule)
 ``lost-reply``     the command executes, its reply is lost
 ``disconnect``     the port vanishes (pty master or socket closed)
 ``stall``          the motor stalls (``A?S``)
@@ -31,7 +34,7 @@ Triggers (any kind except ``drift``):
 * ``after=N`` (with optional ``match=REGEX``, searched in the normalised command
   text such as ``0RUN``): on the Nth matching command, and on the next
   ``count-1`` ones (``count`` defaults to 1);
-* ``p=PROB`` (``drop``, ``dup``, ``corrupt`` only): every byte in direction
+* ``p=PROB`` (``drop``, ``dup``, ``corrupt``, ``gap`` only): every byte in direction
   ``dir``, with probability PROB, from a generator seeded by ``seed``.
 
 Without a trigger, command faults fire on the first command (``after=1``).
@@ -60,8 +63,8 @@ from sim.newera.firmware import normalise
 
 DEVICE_KINDS = ("stall", "occlusion", "power-cycle", "disconnect")
 REPLY_KINDS = ("drop", "dup", "corrupt", "junk", "delay", "split", "lost-reply")
-KINDS = (*REPLY_KINDS, *DEVICE_KINDS, "drift")
-_PROBABILISTIC = ("drop", "dup", "corrupt")
+KINDS = (*REPLY_KINDS, *DEVICE_KINDS, "gap", "drift")
+_PROBABILISTIC = ("drop", "dup", "corrupt", "gap")
 
 _ALLOWED_KEYS: dict[str, set[str]] = {
     "drop": {"p", "dir"},
@@ -76,6 +79,7 @@ _ALLOWED_KEYS: dict[str, set[str]] = {
     "occlusion": {"clear"},
     "power-cycle": {"off"},
     "drift": {"ppm"},
+    "gap": {"p", "dir", "s"},
 }
 _TRIGGER_KEYS = {"at", "after", "match", "count"}
 
@@ -174,6 +178,8 @@ def parse_fault(text: str) -> FaultSpec:
         raise ConfigError(f"fault {text!r} p", probability, f"only for {', '.join(_PROBABILISTIC)}")
     if kind in REPLY_KINDS and at_s is not None:
         raise ConfigError(f"fault {text!r} at", at_s, "after=N for reply faults (they act on a command's reply)")
+    if kind == "gap" and probability is None:
+        raise ConfigError(f"fault {text!r} p", None, "given (gap:p=PROB)")
     if kind != "drift" and probability is None and at_s is None and after is None:
         after = 1
     if "dir" in params and probability is None:
@@ -210,7 +216,8 @@ class FaultyDevice(ByteDevice):
         self._deframer = PumpDeframer()
         self._match_counts = [0] * len(self.specs)
         self._scheduled: list[_Scheduled] = []
-        self._delayed: list[tuple[int, bytes]] = []
+        self._delayed: list[tuple[int, bytes]] = []  # device -> host bytes held back
+        self._rx_delayed: list[tuple[int, bytes]] = []  # host -> device bytes held back
         self._disconnected = False
         #: Every fault that fired: (clock time ns, spec text, what happened).
         self.log: list[tuple[int, str, str]] = []
@@ -238,15 +245,11 @@ class FaultyDevice(ByteDevice):
         out = bytearray(self._run_scheduled(now))
         if self._disconnected:
             return b""
-        data = self._byte_faults(data, "rx")
-        for byte in data:
-            one = bytes((byte,))
-            safe_mode = bool(getattr(self.device, "safe_mode", False))
-            frames = [f for f in self._deframer.feed(one, now / NS_PER_S, safe_mode=safe_mode) if isinstance(f, Frame)]
-            reply = self.device.receive(one)
-            for frame in frames:
-                reply = self._on_command(frame, reply, now)
-            out += self._byte_faults(reply, "tx")
+        out += self._release_rx(now)
+        data, late = self._gap_split(self._byte_faults(data, "rx"), "rx", now)
+        if late is not None:
+            self._rx_delayed.append(late)
+        out += self._feed(data, now)
         out += self._release_delayed(now)
         return bytes(out)
 
@@ -256,13 +259,59 @@ class FaultyDevice(ByteDevice):
         out = bytearray(self._run_scheduled(now))
         if self._disconnected:
             return b""
-        out += self._byte_faults(self.device.poll(), "tx")
+        out += self._release_rx(now)
+        out += self._transmit(self.device.poll(), now)
         out += self._release_delayed(now)
+        return bytes(out)
+
+    def _feed(self, data: bytes, now: int) -> bytes:
+        """Hand host bytes to the device one at a time, attributing each reply to its command."""
+        out = bytearray()
+        for byte in data:
+            one = bytes((byte,))
+            safe_mode = bool(getattr(self.device, "safe_mode", False))
+            frames = [f for f in self._deframer.feed(one, now / NS_PER_S, safe_mode=safe_mode) if isinstance(f, Frame)]
+            reply = self.device.receive(one)
+            for frame in frames:
+                reply = self._on_command(frame, reply, now)
+            out += self._transmit(reply, now)
+        return bytes(out)
+
+    def _transmit(self, data: bytes, now: int) -> bytes:
+        data, late = self._gap_split(self._byte_faults(data, "tx"), "tx", now)
+        if late is not None:
+            self._delayed.append(late)
+        return data
+
+    def _gap_split(self, data: bytes, direction: str, now: int) -> tuple[bytes, tuple[int, bytes] | None]:
+        """Cut ``data`` where a ``gap`` fault pauses the line: (bytes now, (release time, rest) or None)."""
+        gaps = [s for s in self.specs if s.kind == "gap" and s.direction == direction]
+        if not gaps or not data:
+            return data, None
+        for index in range(1, len(data)):  # a pause between bytes; before the first it is mere latency
+            for spec in gaps:
+                if self._rng.random() < (spec.probability or 0.0):
+                    pause_ns = round(float(spec.params.get("s", "0.6")) * NS_PER_S)
+                    self._note(now, spec, f"gap of {pause_ns / NS_PER_S:g} s before byte {index} ({direction})")
+                    return data[:index], (now + pause_ns, data[index:])
+        return data, None
+
+    def _release_rx(self, now: int) -> bytes:
+        due = [item for item in self._rx_delayed if item[0] <= now]
+        if not due:
+            return b""
+        self._rx_delayed = [item for item in self._rx_delayed if item[0] > now]
+        out = bytearray()
+        for _, data in sorted(due, key=lambda item: item[0]):
+            data, late = self._gap_split(data, "rx", now)
+            if late is not None:
+                self._rx_delayed.append(late)
+            out += self._feed(data, now)
         return bytes(out)
 
     def next_poll_ns(self) -> int | None:
         """Earliest of the device's next event, the next scheduled fault and the next delayed release."""
-        times = [s.time_ns for s in self._scheduled] + [t for t, _ in self._delayed]
+        times = [s.time_ns for s in self._scheduled] + [t for t, _ in self._delayed + self._rx_delayed]
         hook = getattr(self.device, "next_poll_ns", None)
         inner = hook() if callable(hook) else None
         if inner is not None:
@@ -286,7 +335,7 @@ class FaultyDevice(ByteDevice):
             item = min(due, key=lambda s: s.time_ns)
             self._scheduled.remove(item)
             self._device_fault(item.spec, item.action, item.time_ns)
-            out += self._byte_faults(self.device.poll(), "tx") if not self._disconnected else b""
+            out += self._transmit(self.device.poll(), now) if not self._disconnected else b""
 
     def _device_fault(self, spec: FaultSpec, action: str, now: int) -> None:
         kind = spec.kind
@@ -355,7 +404,9 @@ class FaultyDevice(ByteDevice):
     def _byte_faults(self, data: bytes, direction: str) -> bytes:
         if not data:
             return data
-        active = [s for s in self.specs if s.probability is not None and s.direction == direction]
+        active = [
+            s for s in self.specs if s.probability is not None and s.kind != "gap" and s.direction == direction
+        ]
         if not active:
             return data
         out = bytearray()
@@ -378,4 +429,10 @@ class FaultyDevice(ByteDevice):
         if not due:
             return b""
         self._delayed = [item for item in self._delayed if item[0] > now]
-        return b"".join(data for _, data in due)
+        out = bytearray()
+        for _, data in due:
+            data, late = self._gap_split(data, "tx", now)
+            if late is not None:
+                self._delayed.append(late)
+            out += data
+        return bytes(out)

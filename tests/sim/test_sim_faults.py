@@ -194,3 +194,31 @@ def test_faults_can_be_added_while_running(clock: VirtualClock) -> None:
     assert device.receive(b"0\r") == b"\x0200S\x03", "the lost reply carried the alarm acknowledgement"
     with pytest.raises(ConfigError):
         device.add("explode")
+
+
+def test_rx_gap_makes_the_pump_discard_a_safe_packet(clock: VirtualClock) -> None:
+    device, pump = faulty(clock, "gap:p=1,dir=rx,s=0.6", safe_timeout_s=30)
+    frame = encode_safe(b"0RUN")
+    assert device.receive(frame) == b"", "one byte goes, then the line pauses"
+    replies = b""
+    for _ in range(len(frame)):
+        clock.advance(0.6)
+        replies += device.poll()  # one more byte after every pause: each gap exceeds 0.5 s
+    assert pump.state == "S", "a packet with 0.6 s gaps must not run"
+    assert b"00I" not in replies
+
+
+def test_tx_gap_delivers_the_rest_later(clock: VirtualClock) -> None:
+    device, _ = faulty(clock, "gap:p=0.3,s=0.2", seed=3)
+    first = device.receive(b"0VER\r")
+    rest = b""
+    for _ in range(40):
+        clock.advance(0.2)
+        rest += device.poll()
+    assert first + rest == b"\x0200SNE1000V3.928\x03"
+    assert any("gap of 0.2 s" in what for _, _, what in device.log)
+
+
+def test_gap_needs_a_probability() -> None:
+    with pytest.raises(ConfigError):
+        parse_fault("gap:s=1")
