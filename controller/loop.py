@@ -130,6 +130,7 @@ class BolusRun:
     end_ms: int
     attributed_nl: int = 0
     committed_pg: int = 0
+    basal_after_nl_per_h: int | None = None
 
 
 @dataclass(frozen=True)
@@ -773,11 +774,14 @@ class ControlLoop:
         return None
 
     def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, new_rate_nl_per_h: int,
-                             bridge_extra_nl_per_h: int, bridge_duration_ms: int) -> ProgramOutcome:
-        """Switch to a new concentration with a bridge: run ``new + extra`` for the bridge, then ``new``.
+                             bridge_rate_nl_per_h: int, bridge_duration_ms: int) -> ProgramOutcome:
+        """Switch to a new concentration through a bridge: run ``bridge_rate`` for the bridge, then ``new_rate``.
 
         The reservoir must already hold the new drug (:meth:`set_reservoir`); the catheter still holds
-        the old one, and the bridge delivers it at the old dose rate.
+        the old one, and the bridge pushes it at the old-concentration rate for the dose, so the tip
+        sees the old dose rate (no 25 % dip going up in concentration, no 400 % spike going down).
+        Going up, the bridge is an extra rate above the new basal (a ``bridge`` bolus); going down,
+        the basal itself stays at the lower old rate until the bridge ends.
         """
         if self.mode is not Mode.RUNNING:
             raise StateError(f"no concentration change in mode {self.mode.value}")
@@ -786,17 +790,20 @@ class ControlLoop:
         now = self.now_ms()
         self._accrue()
         run = None
-        if bridge_extra_nl_per_h > 0 and bridge_duration_ms > 0:
-            volume = units.volume_nl_for_rate(bridge_extra_nl_per_h, bridge_duration_ms)
+        extra = max(0, bridge_rate_nl_per_h - new_rate_nl_per_h)
+        basal_during = min(bridge_rate_nl_per_h, new_rate_nl_per_h)
+        if bridge_duration_ms > 0:
+            volume = units.volume_nl_for_rate(extra, bridge_duration_ms)
             record = BolusRecord(bolus_id=uuid.uuid4().hex, kind="bridge", dose_ng=decision.dose_ng,
                                  volume_nl=volume, status="pending", requested_ms=now)
             self.store.add_bolus(record)
-            run = BolusRun(record.bolus_id, "bridge", decision.dose_ng, volume, bridge_extra_nl_per_h, now,
-                           now + bridge_duration_ms, committed_pg=decision.raw.mass_pg if decision.raw else 0)
+            run = BolusRun(record.bolus_id, "bridge", decision.dose_ng, volume, extra, now,
+                           now + bridge_duration_ms, committed_pg=decision.raw.mass_pg if decision.raw else 0,
+                           basal_after_nl_per_h=new_rate_nl_per_h)
             self.bolus = run
-        outcome = self._program(new_rate_nl_per_h + bridge_extra_nl_per_h, decision)
+        outcome = self._program(basal_during + extra, decision)
         if outcome.committed:
-            self.basal_rate_nl_per_h = new_rate_nl_per_h
+            self.basal_rate_nl_per_h = basal_during
             if run is not None:
                 self.store.mark_running(run.bolus_id, now)
                 self._emit("bolus_start", kind="bridge", bolus_id=run.bolus_id, dose_ng=decision.dose_ng,
@@ -818,6 +825,8 @@ class ControlLoop:
         self.bolus = None
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
+        if run.basal_after_nl_per_h is not None and self.mode is Mode.RUNNING:
+            self.basal_rate_nl_per_h = run.basal_after_nl_per_h  # the bridge is over: the new programme's rate
         if self.mode is Mode.RUNNING:
             outcome = self.programmer.program(self.basal_rate_nl_per_h, previous_nl_per_h=None)
             self._after_program(outcome, f"bolus end ({why})")
@@ -981,6 +990,8 @@ class ControlLoop:
             shares_before = dict(self._expected_num)
             self._accrual_ms = now  # no further accrual: the shares above are the whole story
             self._reconcile(dispensed.infused_nl)
+            # That history was already reported by the previous instance's polls (if anyone was listening).
+            self._interval_expected_nl = self._interval_delta_nl = self._interval_tip_pg = 0
             for record in open_boluses:
                 got = shares_before.get(record.kind, 0) // MS_PER_H
                 self.store.finish_bolus(record.bolus_id, now, min(got, record.volume_nl), "closed after restart")

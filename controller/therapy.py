@@ -442,7 +442,6 @@ class Therapy:
         new_conc = record.concentration_ug_per_ml
         plan = reservoir_math.plan_bridge_bolus(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         new_rate = plan.new_rate_nl_per_h
-        bridge_extra = max(0, plan.rate_nl_per_h - new_rate)
         bridge_volume, bridge_ms = plan.volume_nl, plan.duration_ms
         if bridge_ms > MS_PER_DAY:
             # A bridge longer than a day is not allowed: bridge the first day's worth of old drug at the
@@ -458,7 +457,7 @@ class Therapy:
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
         loop.set_reservoir(record.volume_added_nl, new_conc)
-        outcome = loop.change_concentration(decision, new_conc, new_rate, bridge_extra, bridge_ms)
+        outcome = loop.change_concentration(decision, new_conc, new_rate, plan.rate_nl_per_h, bridge_ms)
         if not outcome.committed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=f"bridge programming failed: {outcome.detail}")
             return self._deny("refill", Why.PUMP_NOT_VERIFIED, *extra, detail=outcome.detail, **values)

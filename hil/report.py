@@ -185,7 +185,7 @@ def _plots(record: RunRecord, out: Path) -> None:
         "Rolling 24 h dose against the cap",
         "dose, µg per 24 h",
         [
-            ("delivered, rolling 24 h", [s.dose_24h_ug for s in record.samples], "-"),
+            ("delivered + committed, rolling 24 h", [s.dose_24h_ug for s in record.samples], "-"),
             ("cap", [s.cap_ug_per_day for s in record.samples], "r--"),
         ],
     )

@@ -1049,7 +1049,8 @@ class ScenarioRunner:
             final = self.patient.state().ashworth
             return CheckResult(f"final Ashworth at most {p['score']}", final <= float(p["score"]), f"{final:.2f}")
         if c == "boluses_delivered":
-            n = sum(1 for b in boluses if b.kind == p["kind"] and (b.delivered_nl or 0) > 0)
+            n = sum(1 for b in boluses if b.kind == p["kind"] and b.status == "finished"
+                    and not b.detail.startswith("not started"))
             return CheckResult(f"{p['count']} {p['kind']} boluses delivered", n == p["count"], f"{n} delivered")
         if c == "invariants_hold":
             ok = all(i.passed for i in record.invariants)
