@@ -29,6 +29,7 @@ EXIT_REFUSED = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``itb hil`` and its subcommands to the ``itb`` parser."""
     parser = subparsers.add_parser(
         "hil",
         help="bench commands (gravimetric accuracy test)",
@@ -155,6 +156,7 @@ def _accuracy(args: argparse.Namespace) -> int:
         )
 
     def progress(sample: Any, total: int) -> None:
+        """Print every tenth sample of a real-time run to stderr."""
         if not simulated_pump and (sample.index % 10 == 0 or sample.index == total - 1):
             mass = "missing" if sample.mass_ug is None else f"{sample.mass_ug} µg"
             print(f"sample {sample.index + 1}/{total}: {mass}", file=sys.stderr, flush=True)

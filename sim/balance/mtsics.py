@@ -88,6 +88,7 @@ class MtSicsBalance(ByteDevice):
         return self._stream_next_ns is not None
 
     def receive(self, data: bytes) -> bytes:
+        """Answer every complete command in ``data`` (partial commands wait for more bytes)."""
         with self._lock:
             out = bytearray()
             for line in self._deframer.feed(data):
@@ -95,6 +96,7 @@ class MtSicsBalance(ByteDevice):
             return bytes(out)
 
     def poll(self) -> bytes:
+        """Lines of a ``SIR`` stream that are due now (bounded catch-up after a jump of virtual time)."""
         with self._lock:
             if self._stream_next_ns is None:
                 return b""
@@ -109,6 +111,7 @@ class MtSicsBalance(ByteDevice):
             return bytes(out)
 
     def next_poll_ns(self) -> int | None:
+        """When the next line of a ``SIR`` stream falls due, ns, or None."""
         return self._stream_next_ns
 
     def _weight_reply(self, reading: PanReading, *, immediate: bool) -> bytes:

@@ -80,6 +80,7 @@ class SbiBalance(ByteDevice):
         self._next_print_ns = None if self._autoprint_ns is None else pan.clock.monotonic_ns() + self._autoprint_ns
 
     def receive(self, data: bytes) -> bytes:
+        """Answer every complete command in ``data`` (partial commands wait for more bytes)."""
         with self._lock:
             out = bytearray()
             for code in self._deframer.feed(data):
@@ -87,6 +88,7 @@ class SbiBalance(ByteDevice):
             return bytes(out)
 
     def poll(self) -> bytes:
+        """Lines of auto-print that are due now (bounded catch-up after a jump of virtual time)."""
         with self._lock:
             if self._next_print_ns is None or self._autoprint_ns is None:
                 return b""
@@ -98,6 +100,7 @@ class SbiBalance(ByteDevice):
             return b"".join(self._print() for _ in range(min(due, MAX_CATCH_UP_LINES)))
 
     def next_poll_ns(self) -> int | None:
+        """When the next line of auto-print falls due, ns, or None."""
         return self._next_print_ns
 
     def _print(self) -> bytes:
