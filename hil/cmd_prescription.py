@@ -190,6 +190,9 @@ def _check(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        print(f"itb: error: cannot load the drug library: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
