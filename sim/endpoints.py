@@ -113,8 +113,8 @@ def wait_until(deadline: float, stop: threading.Event | None = None) -> None:
             time.sleep(left - 0.0003)
 
 
-class _Endpoint:
-    """Common lifecycle, tracing, statistics and the device-serialising lock."""
+class Endpoint:
+    """Base of every endpoint: lifecycle, tracing, statistics and the device-serialising lock."""
 
     _ids = itertools.count(1)
 
@@ -194,7 +194,7 @@ class _Endpoint:
     def _close_impl(self) -> None:
         pass
 
-    def __enter__(self) -> _Endpoint:
+    def __enter__(self) -> Endpoint:
         return self
 
     def __exit__(
@@ -206,7 +206,7 @@ class _Endpoint:
         return f"{type(self).__name__}({self.url!r})"
 
 
-class _ThreadedEndpoint(_Endpoint):
+class _ThreadedEndpoint(Endpoint):
     """A service thread moving bytes between one file descriptor and the device, with pacing."""
 
     def __init__(self, device: ByteDeviceProtocol, **kwargs: object) -> None:
@@ -529,7 +529,7 @@ class TcpEndpoint(_ThreadedEndpoint):
 _IN_PROCESS: weakref.WeakValueDictionary[str, InProcessEndpoint] = weakref.WeakValueDictionary()
 
 
-class InProcessEndpoint(_Endpoint):
+class InProcessEndpoint(Endpoint):
     """Serve ``device`` to ``serial.serial_for_url("itbsim://<id>")`` in the same process.
 
     No thread: the device answers inside the client's ``write()``; ``read()``
@@ -614,3 +614,7 @@ class InProcessEndpoint(_Endpoint):
     def _close_impl(self) -> None:
         _IN_PROCESS.pop(self._name, None)
 
+
+
+#: Old private name of :class:`Endpoint`, kept for callers that used it.
+_Endpoint = Endpoint

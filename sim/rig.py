@@ -18,7 +18,7 @@ from typing import Any
 
 from hal.clock import Clock
 from hal.errors import ConfigError
-from sim.endpoints import InProcessEndpoint, PtyEndpoint, TcpEndpoint, _Endpoint
+from sim.endpoints import InProcessEndpoint, PtyEndpoint, TcpEndpoint, Endpoint
 from sim.faults import FaultSpec, FaultyDevice, parse_fault
 from sim.newera import Ne1000
 
@@ -37,7 +37,7 @@ class SimulatedRig:
 
     url: str
     device: Ne1000
-    endpoint: _Endpoint
+    endpoint: Endpoint
     faults: FaultyDevice | None = None
 
 
@@ -88,7 +88,7 @@ def simulated_pump(
         raise ConfigError("fault_layer", fault_layer, "True or None when faults are given")
     wrapped = FaultyDevice(pump, specs, clock=clock, seed=seed) if wrap else None
     served = wrapped if wrapped is not None else pump
-    endpoint: _Endpoint
+    endpoint: Endpoint
     if link == "pty":
         endpoint = PtyEndpoint(served, pace_baud=pace_baud, trace_path=trace_path, on_traffic=on_traffic)
     elif link == "tcp":
