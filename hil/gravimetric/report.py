@@ -52,6 +52,13 @@ def summary(
         "pump_dispensed_nl": None if measurement.dispensed is None else measurement.dispensed.infused_nl,
         "stopped_early": measurement.stopped_early,
     }
+    present = [sample.mass_ug for sample in measurement.samples if sample.mass_ug is not None]
+    if measurement.config.tare and present and measurement.dispensed is not None:
+        # Tared before the start: the last reading is everything delivered since (to within one interval).
+        balance_nl = round(present[-1] / measurement.config.density_g_per_ml)
+        data["balance_volume_nl"] = balance_nl
+        if balance_nl > 0:
+            data["pump_counter_vs_balance_pct"] = 100.0 * (measurement.dispensed.infused_nl - balance_nl) / balance_nl
     if refusal is not None:
         data["refusal"] = {"reason": refusal.reason.value, "code": refusal.error_code, "detail": refusal.detail}
     if analysis is not None:
@@ -127,6 +134,8 @@ def _html(data: dict[str, Any], with_plots: bool) -> str:
         f"(d = {config['density_g_per_ml']:.6f} g/mL). Started {esc(data['started_utc'])}.</p>",
         f"<p>Pump {esc(data['pump']['model'])} {esc(data['pump']['firmware'])}; balance "
         f"{esc(data['balance']['model'])} s/n {esc(data['balance']['serial_number'])}.</p>",
+        f"<p>Pump's own dispensed counter: {data['pump_dispensed_nl']} nL; weighed: "
+        f"{data.get('balance_volume_nl', 'n/a')} nL.</p>",
         "<h2>Set-up checks</h2><ul>",
         *(f"<li>{esc(c['name'])}: {esc(c['detail'])}</li>" for c in data["checks"]),
         "</ul>",

@@ -59,6 +59,8 @@ def test_cli_reports_the_injected_bias_and_writes_the_report(tmp_path: Path, cap
         assert (report / name).stat().st_size > 0, name
     assert (report / "startup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((report / "summary.json").read_text())["result"] == "reported"
+    # The pump counts what it was told to deliver; the balance weighs 3 % more.
+    assert summary["pump_counter_vs_balance_pct"] == pytest.approx(100 * (1 / 1.03 - 1), abs=0.05)
     assert len((report / "samples.csv").read_text().splitlines()) == 242
     assert "mean error A" in (report / "report.html").read_text()
 
