@@ -18,7 +18,7 @@ from typing import Any
 
 from hal.clock import Clock
 from hal.errors import ConfigError
-from sim.endpoints import InProcessEndpoint, PtyEndpoint, TcpEndpoint, Endpoint
+from sim.endpoints import Endpoint, InProcessEndpoint, PtyEndpoint, TcpEndpoint
 from sim.faults import FaultSpec, FaultyDevice, parse_fault
 from sim.newera import Ne1000
 
