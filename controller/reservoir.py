@@ -176,6 +176,29 @@ class ReservoirForecast:
         return None
 
 
+def daily_volume_nl(dose_ng_per_day: int, concentration_ug_per_ml: int) -> int:
+    """Volume per day that carries a daily dose: ``Q = D / C``, nL/day (rounded up, so forecasts
+    never over-state how long the reservoir lasts). 400 µg/day at 2000 µg/mL is 0.2 mL/day.
+
+    :raises ConfigError: for a negative dose or a non-positive concentration.
+    """
+    _int("dose_ng_per_day", dose_ng_per_day, 0)
+    _int("concentration_ug_per_ml", concentration_ug_per_ml, 1)
+    return units.div_round(dose_ng_per_day * units.PG_PER_NG, concentration_ug_per_ml, "up")
+
+
+def minimum_dose_ng_per_day(min_rate_nl_per_h: int, concentration_ug_per_ml: int) -> int:
+    """The daily dose the pump's minimum rate delivers: ``D_min = Q_min * C``, ng/day.
+
+    With the SynchroMed II minimum of 0.048 mL/day: 96 µg/day at 2000 µg/mL, 24 µg/day at 500.
+
+    :raises ConfigError: for a non-positive rate or concentration.
+    """
+    _int("min_rate_nl_per_h", min_rate_nl_per_h, 1)
+    _int("concentration_ug_per_ml", concentration_ug_per_ml, 1)
+    return units.dose_ng_per_day_for_rate(min_rate_nl_per_h, concentration_ug_per_ml)
+
+
 def days_until(volume_nl: int, daily_volume_nl: int) -> Fraction:
     """Exact days for ``daily_volume_nl`` per day to use up ``volume_nl`` (0 if nothing to use).
 

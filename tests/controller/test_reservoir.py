@@ -289,3 +289,19 @@ def test_reservoir_alarm_escalates_toward_empty() -> None:
         state = fill.after_delivery(daily * days)
         levels.append(forecast(state, daily, settings, T0 + days * day).alarm)
     assert levels == [None, AlarmCode.REFILL_DUE, AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY]
+
+
+@pytest.mark.parametrize(("dose_ng", "conc", "volume"), [(400_000, 2000, "0.2"), (400_000, 500, "0.8")])
+def test_daily_volume_worked_examples(dose_ng: int, conc: int, volume: str) -> None:
+    """Q = D / C: 400 µg/day is 0.2 mL/day at 2000 µg/mL and 0.8 mL/day at 500 µg/mL."""
+    from controller.reservoir import daily_volume_nl
+
+    assert daily_volume_nl(dose_ng, conc) == ml(volume)
+
+
+@pytest.mark.parametrize(("conc", "dose_ng"), [(2000, 96_000), (1000, 48_000), (500, 24_000), (50, 2_400)])
+def test_minimum_rate_floor_depends_on_concentration(conc: int, dose_ng: int) -> None:
+    """D_min = 0.048 mL/day x C: 96, 48, 24 and 2.4 µg/day."""
+    from controller.reservoir import minimum_dose_ng_per_day
+
+    assert minimum_dose_ng_per_day(units.rate_nl_per_h_for_ml_per_day("0.048"), conc) == dose_ng
