@@ -678,7 +678,13 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
 
 
 def request_minimum_rate() -> Request:
-    """Request minimum-rate mode (fault fallback): continuous at the prescription's minimum rate."""
+    """Request minimum-rate mode (fault fallback): continuous at the prescription's minimum rate.
+
+    Not a titration step: no interval or confirmation rule applies. The rate must fit the
+    pump and the library's hard rate bounds and lie at or below the current dose. It is
+    projected against the 24 h cap only when it is not below every rate of the programme
+    in effect (that programme's own projection already covers a lower rate).
+    """
     return Request(RequestKind.MINIMUM_RATE, 0, None, -1, 0, 0, None, None, False)
 
 
@@ -971,3 +977,38 @@ def _prune_history(history: list[tuple[int, int]], now_ms: int) -> list[tuple[in
 
 #: Decisions older than this cannot be applied, ms.
 MAX_DECISION_AGE_MS = 60_000
+
+
+def _check_state_snapshot(snapshot: object, library: dict) -> dict:
+    """Validate a kernel state snapshot (shared by both implementations); return its parts.
+
+    :raises KernelConfigError: naming the first malformed field.
+    """
+    expected = {"version", "concentration_ug_per_ml", "programme", "dose_history", "last_increase_ms", "ledger"}
+    if not isinstance(snapshot, dict) or set(snapshot) != expected:
+        got = sorted(snapshot) if isinstance(snapshot, dict) else type(snapshot).__name__
+        raise KernelConfigError("state snapshot keys", got, f"exactly {sorted(expected)}")
+    if snapshot["version"] != SNAPSHOT_VERSION:
+        raise KernelConfigError("state.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
+    conc = require_int("state.concentration_ug_per_ml", snapshot["concentration_ug_per_ml"])
+    if conc not in library:
+        raise KernelConfigError("state.concentration_ug_per_ml", conc, f"one of {sorted(library)} µg/mL")
+    programme = snapshot["programme"]
+    if programme is not None:
+        if not isinstance(programme, dict) or set(programme) != {"steps", "periodic_boluses", "anchor_ms"}:
+            raise KernelConfigError("state.programme", programme, "None or {steps, periodic_boluses, anchor_ms}")
+    history = []
+    for i, item in enumerate(snapshot["dose_history"]):
+        if len(item) != 2:
+            raise KernelConfigError(f"state.dose_history[{i}]", item, "[at_ms, dose_ng_per_day]")
+        at = require_int(f"state.dose_history[{i}].at_ms", item[0])
+        dose = require_range(f"state.dose_history[{i}].dose_ng_per_day", item[1], 0, MAX_DOSE_NG_PER_DAY, "ng/day")
+        if history and at < history[-1][0]:
+            raise KernelConfigError(f"state.dose_history[{i}].at_ms", at, f">= {history[-1][0]} (in time order)")
+        history.append((at, dose))
+    if (programme is None) != (not history):
+        raise KernelConfigError("state.dose_history", len(history), "non-empty exactly when a programme is in effect")
+    last = snapshot["last_increase_ms"]
+    if last is not None:
+        require_int("state.last_increase_ms", last)
+    return {"limits": library[conc], "programme": programme, "dose_history": history, "last_increase_ms": last}

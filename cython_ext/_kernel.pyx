@@ -50,6 +50,7 @@ from cython_ext._common import (
     plan_titration,
     MAX_DECISION_AGE_MS,
     _check_snapshot,
+    _check_state_snapshot,
     _prune_history,
 )
 from cython_ext.errors import KernelConfigError, require_int, require_range
@@ -1220,3 +1221,39 @@ cdef class SafetyKernel:
                 if kind != K_MIN and (previous is None or dose > previous):
                     self._set_last_increase(now_ms)
         self.state_version += 1
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def state_snapshot(self):
+        """Everything a restart needs, exact and JSON-serialisable: concentration, programme,
+        titration history, and the ledger snapshot. Identical across implementations."""
+        p = self.programme
+        return {
+            "version": SNAPSHOT_VERSION,
+            "concentration_ug_per_ml": self.limits.concentration_ug_per_ml,
+            "programme": None if p is None else {
+                "steps": [list(x) for x in p.steps],
+                "periodic_boluses": [list(x) for x in p.periodic_boluses],
+                "anchor_ms": p.anchor_ms,
+            },
+            "dose_history": [[at, dose] for at, dose in self.dose_history],
+            "last_increase_ms": self.last_increase_ms,
+            "ledger": self.ledger.snapshot(),
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot, caps, envelope, *, library=None):
+        """Rebuild a kernel from :meth:`state_snapshot` output (titration baseline, interval and
+        lockouts resume exactly where they were).
+
+        :raises KernelConfigError: for a malformed snapshot or caps outside the library's hard bounds.
+        """
+        library = dict(DEFAULT_LIBRARY if library is None else library)
+        parts = _check_state_snapshot(snapshot, library)
+        cdef SafetyKernel gate = cls(parts["limits"], caps, envelope, Ledger.restore(snapshot["ledger"]), library=library)
+        p = parts["programme"]
+        if p is not None:
+            gate._set_programme(Programme(p["steps"], parts["limits"].concentration_ug_per_ml, periodic_boluses=p["periodic_boluses"], anchor_ms=p["anchor_ms"]))
+        gate.dose_history = list(parts["dose_history"])
+        gate._set_last_increase(parts["last_increase_ms"])
+        return gate

@@ -361,3 +361,10 @@ class SafetyKernel:
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]: ...
     def authorize(self, request: Request, now_ms: int) -> Decision: ...
     def apply(self, decision: Decision, now_ms: int) -> None: ...
+    def state_snapshot(self) -> dict:
+        """Concentration, programme, dose history, last increase and ledger: exact, JSON-serialisable."""
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: dict, caps: PatientCaps, envelope: PumpEnvelope, *, library: dict[int, DrugLimits] | None = None
+    ) -> SafetyKernel:
+        """Restart exactly where state_snapshot() left off (PER-02)."""

@@ -288,3 +288,21 @@ def test_float_time_rejected(impl):
     gate = bolus_gate(impl)
     with pytest.raises(TypeError):
         gate.authorize(bolus(impl, 20_000), float(T0))
+
+
+def test_state_snapshot_restart_keeps_titration_and_lockout(impl):
+    import json
+
+    gate = bolus_gate(impl, min_titration_interval_ms=MS_PER_DAY)
+    d = gate.authorize(impl.request_rate_change(4_400), T0)
+    gate.apply(d, T0)
+    b = gate.authorize(bolus(impl, 20_000), T0)
+    gate.apply(b, T0)
+    state = json.loads(json.dumps(gate.state_snapshot()))
+    again = impl.SafetyKernel.from_snapshot(state, gate.caps, gate.envelope)
+    assert reasons_of(again, impl.request_rate_change(4_500), T0 + MS_PER_H) == {"TITRATION_INTERVAL"}
+    assert reasons_of(again, bolus(impl, 20_000), T0 + MS_PER_H) == {"BOLUS_LOCKOUT"}
+    assert again.dose_history == gate.dose_history and again.last_increase_ms == T0
+    bad = dict(state, dose_history=[])
+    with pytest.raises(ValueError):
+        impl.SafetyKernel.from_snapshot(bad, gate.caps, gate.envelope)

@@ -16,6 +16,8 @@ commitment released.
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -157,12 +159,24 @@ class DualKernelMachine(RuleBasedStateMachine):
 
         self._decide(make)
 
+    @rule()
+    def restart(self):
+        """The controller restarts: each kernel is rebuilt from its JSON state snapshot (PER-02)."""
+        rebuilt = []
+        for k, gate in zip(IMPLS, self.gates):
+            state = json.loads(json.dumps(gate.state_snapshot()))
+            again = k.SafetyKernel.from_snapshot(state, gate.caps, gate.envelope)
+            assert again.state_snapshot() == gate.state_snapshot()
+            rebuilt.append(again)
+        self.gates = rebuilt
+
     # -- invariants ------------------------------------------------------------------------
 
     @invariant()
     def same_state(self):
         c, t = self.gates
         assert c.ledger.snapshot() == t.ledger.snapshot()
+        assert c.state_snapshot() == t.state_snapshot()
         assert (c.programme is None) == (t.programme is None)
         assert c.programme is None or c.programme.key() == t.programme.key()
         assert list(c.dose_history) == list(t.dose_history)
