@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="balance readability, µg, a power of ten (default 10)")
     sim.add_argument("--seed", type=int, default=0, help="seed of all simulated noise")
     sim.add_argument("--link", choices=("inprocess", "pty"), default="inprocess", help="how the simulated devices connect")
+    sim.add_argument("--fault", metavar="SPEC", action="append", default=[],
+                     help="pump fault (sim.faults spec, e.g. stall:at=3000); repeatable")
     accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
     accuracy.set_defaults(func=_accuracy)
 
@@ -172,6 +174,7 @@ def _accuracy(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 bias_pct=args.bias_pct,
                 noise_pct=args.noise_pct,
+                faults=tuple(args.fault),
                 balance_options={"noise_ug": args.balance_noise_ug, "resolution_ug": args.balance_resolution_ug},
             ) as rig:
                 result = run_accuracy(

@@ -56,6 +56,7 @@ def simulated_accuracy_rig(
     seed: int = 0,
     bias_pct: float = 0.0,
     noise_pct: float = 0.0,
+    faults: tuple[str, ...] = (),
     pump_options: dict[str, Any] | None = None,
     balance_options: dict[str, Any] | None = None,
 ) -> Iterator[SimulatedAccuracyRig]:
@@ -67,6 +68,7 @@ def simulated_accuracy_rig(
     :param seed: seed of pump and balance noise.
     :param bias_pct: systematic delivery error injected into the pump mechanics, %.
     :param noise_pct: random delivery noise of the pump mechanics, %.
+    :param faults: pump fault specs (:mod:`sim.faults`), e.g. ``("stall:at=3000",)``.
     :param pump_options: other :class:`~sim.newera.Ne1000` keywords.
     :param balance_options: :func:`sim.balance.create_balance` options (``noise_ug``, ``resolution_ug``...).
     :raises ConfigError: unknown kind or link, or a bad option; nothing is left running.
@@ -78,7 +80,15 @@ def simulated_accuracy_rig(
     clock = clock or VirtualClock()
     with ExitStack() as stack:
         rig = stack.enter_context(
-            simulated_pump(link, clock=clock, seed=seed, bias_pct=bias_pct, noise_pct=noise_pct, **(pump_options or {}))
+            simulated_pump(
+                link,
+                clock=clock,
+                seed=seed,
+                faults=faults,
+                bias_pct=bias_pct,
+                noise_pct=noise_pct,
+                **(pump_options or {}),
+            )
         )
         balance = create_balance(
             balance_kind, clock, rig.device.mechanics.actual_delivered_nl, seed=seed, **(balance_options or {})

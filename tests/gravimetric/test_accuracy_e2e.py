@@ -227,3 +227,16 @@ def test_an_uncertain_start_still_ends_with_the_pump_stopped() -> None:
             with pytest.raises(UncertainDeliveryError):
                 measure(pump, balance, config, clock=rig.clock)
             assert pump.read_status().state is PumpState.STOPPED
+
+
+def test_cli_pump_fault_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(
+        [
+            "hil", "accuracy", "--pump", "sim", "--balance", "sim:mtsics", "--rate", "1.2mL/h",
+            "--syringe", "14.5mm", "--fault", "stall:at=3000", "--json",
+        ]
+    )
+    assert status == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["reason"] == "pump_not_delivering"
+    assert "stall at 3000 s" in captured.err
