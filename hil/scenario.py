@@ -438,6 +438,8 @@ EXPECT_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
     "ashworth_at_most": {"score": (lambda p, v: _decimal(p, v, minimum=Decimal(0), maximum=Decimal(4)), ...)},
     "boluses_delivered": {"kind": (_r_text, ...), "count": (_r_count, ...)},
     "invariants_hold": {},
+    "mode_at_end": {"mode": (lambda p, v: _str(p, v, choices=("idle", "running", "minimum_rate", "stopped_fault",
+                                                             "discontinued")), ...)},
 }
 
 
@@ -1052,6 +1054,9 @@ class ScenarioRunner:
             n = sum(1 for b in boluses if b.kind == p["kind"] and b.status == "finished"
                     and not b.detail.startswith("not started"))
             return CheckResult(f"{p['count']} {p['kind']} boluses delivered", n == p["count"], f"{n} delivered")
+        if c == "mode_at_end":
+            mode = self.loop.mode.value
+            return CheckResult(f"controller ends in mode {p['mode']}", mode == p["mode"], mode)
         if c == "invariants_hold":
             ok = all(i.passed for i in record.invariants)
             return CheckResult("all safety invariants hold", ok, "see the invariants table")
