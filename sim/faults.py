@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +213,7 @@ class FaultyDevice(ByteDevice):
         self.clock = clock
         self.specs = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self._rng = random.Random(seed)
+        self._lock = threading.RLock()  # the control plane may add faults from another thread
         self._t0 = clock.monotonic_ns()
         self._deframer = PumpDeframer()
         self._match_counts = [0] * len(self.specs)
@@ -231,16 +233,21 @@ class FaultyDevice(ByteDevice):
         :raises ConfigError: for a bad spec string.
         """
         spec = parse_fault(fault) if isinstance(fault, str) else fault
-        self.specs.append(spec)
-        self._match_counts.append(0)
-        if spec.at_s is not None:
-            now = self.clock.monotonic_ns()
-            self._scheduled.append(_Scheduled(now + round(spec.at_s * NS_PER_S), "fire", spec))
+        with self._lock:
+            self._match_counts.append(0)
+            self.specs.append(spec)
+            if spec.at_s is not None:
+                now = self.clock.monotonic_ns()
+                self._scheduled.append(_Scheduled(now + round(spec.at_s * NS_PER_S), "fire", spec))
         return spec
 
     # -- protocol -------------------------------------------------------------------------
     def receive(self, data: bytes) -> bytes:
         """Pass host bytes through the rx faults to the device, and its replies through the tx faults."""
+        with self._lock:
+            return self._receive(data)
+
+    def _receive(self, data: bytes) -> bytes:
         now = self.clock.monotonic_ns()
         out = bytearray(self._run_scheduled(now))
         if self._disconnected:
@@ -255,6 +262,10 @@ class FaultyDevice(ByteDevice):
 
     def poll(self) -> bytes:
         """Run due scheduled faults, release delayed bytes, and pass unsolicited bytes through tx faults."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> bytes:
         now = self.clock.monotonic_ns()
         out = bytearray(self._run_scheduled(now))
         if self._disconnected:
@@ -311,7 +322,8 @@ class FaultyDevice(ByteDevice):
 
     def next_poll_ns(self) -> int | None:
         """Earliest of the device's next event, the next scheduled fault and the next delayed release."""
-        times = [s.time_ns for s in self._scheduled] + [t for t, _ in self._delayed + self._rx_delayed]
+        with self._lock:
+            times = [s.time_ns for s in self._scheduled] + [t for t, _ in self._delayed + self._rx_delayed]
         hook = getattr(self.device, "next_poll_ns", None)
         inner = hook() if callable(hook) else None
         if inner is not None:
