@@ -9,6 +9,8 @@ timeout is a :class:`~hal.errors.LinkTimeoutError`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceReading
@@ -49,7 +51,7 @@ class MtSicsDriver(BalanceDriver):
     name: ClassVar[str] = "mtsics"
     #: Unrelated lines skipped while waiting for a reply before giving up.
     MAX_SKIPPED_LINES: ClassVar[int] = 16
-    #: Longest wait for the answer to ``S`` (the balance waits for stability first), s.
+    #: Longest wait for the answer to ``S``, ``Z`` or ``T`` (the balance waits for stability first), s.
     STABLE_REPLY_TIMEOUT_S: ClassVar[float] = 15.0
     #: Streamed lines that may still be queued when a stream is stopped.
     MAX_STREAM_BACKLOG_LINES: ClassVar[int] = 1024
@@ -107,30 +109,38 @@ class MtSicsDriver(BalanceDriver):
             raise CommunicationError(f"expected a weight from the balance, got {reply!r}")
         return BalanceReading(reply.mass_ug, reply.stable, reply.resolution_ug, reply.unit, stamp_ns)
 
-    def _read_stable_once(self) -> BalanceReading | BalanceFault:
-        # A real balance holds its answer to S until the weight settles (or its own
-        # stability timeout passes), so the link may wait longer than for other replies.
+    @contextmanager
+    def _patient_link(self) -> Iterator[None]:
+        # A real balance holds its answer to S, Z and T until the weight settles (or its
+        # own stability timeout passes), so the link may wait longer than for other replies.
         previous_s = getattr(self._link, "timeout_s", None)
         if previous_s is None or previous_s >= self.STABLE_REPLY_TIMEOUT_S:
-            return self._weight(codec.STABLE_WEIGHT)
+            yield
+            return
         self._link.timeout_s = self.STABLE_REPLY_TIMEOUT_S
         try:
-            return self._weight(codec.STABLE_WEIGHT)
+            yield
         finally:
             self._link.timeout_s = previous_s
+
+    def _read_stable_once(self) -> BalanceReading | BalanceFault:
+        with self._patient_link():
+            return self._weight(codec.STABLE_WEIGHT)
 
     def _read_immediate(self) -> BalanceReading | BalanceFault:
         return self._weight(codec.IMMEDIATE_WEIGHT)
 
     def _zero(self) -> BalanceFault | None:
-        reply, _ = self._transact(codec.ZERO, (codec.ZERO,))
+        with self._patient_link():
+            reply, _ = self._transact(codec.ZERO, (codec.ZERO,))
         fault = self._fault_of(reply)
         if fault is None and not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
             raise CommunicationError(f"unexpected reply to Z: {reply!r}")
         return fault
 
     def _tare(self) -> int | BalanceFault:
-        reply, _ = self._transact(codec.TARE, (codec.TARE,))
+        with self._patient_link():
+            reply, _ = self._transact(codec.TARE, (codec.TARE,))
         fault = self._fault_of(reply)
         if fault is not None:
             return fault
