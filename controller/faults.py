@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from controller.alarms import AlarmCode
-from hal.errors import ConfigError
+from controller.journal import JournalError
+from hal.errors import (
+    CommunicationError,
+    ConfigError,
+    ConnectError,
+    LinkTimeoutError,
+    UncertainDeliveryError,
+)
 from hal.pump import PumpAlarm
 
 
@@ -261,3 +268,21 @@ def fault_for_pump_alarm(alarm: PumpAlarm) -> FaultCode:
         raise ConfigError("alarm", alarm, f"one of {[a.value for a in PUMP_ALARM_FAULTS]}")
     return PUMP_ALARM_FAULTS[alarm]
 
+
+def fault_for_exception(error: BaseException) -> FaultCode | None:
+    """The :class:`FaultCode` a caught error stands for, or None if it is not a fault of this table.
+
+    :class:`~hal.errors.UncertainDeliveryError` is an uncertain delivery (reconcile, never
+    retry); timeouts, garbled replies and a port that will not open are a comms timeout
+    (the pump keeps its programme); a :class:`~controller.journal.JournalError` is a
+    journal write failure. Rejected input (:class:`~hal.errors.ConfigError`) is not a fault.
+
+    :param error: the exception.
+    """
+    if isinstance(error, UncertainDeliveryError):
+        return FaultCode.UNCERTAIN_DELIVERY
+    if isinstance(error, (LinkTimeoutError, CommunicationError, ConnectError)):
+        return FaultCode.COMMS_TIMEOUT
+    if isinstance(error, JournalError):
+        return FaultCode.JOURNAL_WRITE_FAILURE
+    return None

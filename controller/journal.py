@@ -332,6 +332,10 @@ class Journal:
         self._batch_base: tuple[int, str] = (0, "")
         try:
             self._db = _connect(self.path, read_only=False)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:
+                self._db.close()
+                raise JournalError(f"{self.path} is an SQLite file but not an itb journal (tables {sorted(tables)})")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
             if mode != "wal" or self._db.execute("PRAGMA synchronous").fetchone()[0] != 2:

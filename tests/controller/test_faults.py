@@ -95,3 +95,17 @@ def test_pump_reset_restarts_at_minimum_rate_not_full_dose() -> None:
     assert reaction_for(FaultCode.PUMP_RESET).reaction is Reaction.MIN_RATE
     assert reaction_for(FaultCode.RESERVOIR_EMPTY_THRESHOLD).reaction is Reaction.MIN_RATE
     assert reaction_for(FaultCode.CORRUPT_STATE_AT_STARTUP).reaction is Reaction.CONTINUE
+
+
+def test_caught_errors_map_to_faults() -> None:
+    from controller.faults import fault_for_exception
+    from controller.journal import JournalError
+    from hal.errors import CommunicationError, ConnectError, LinkTimeoutError, UncertainDeliveryError
+
+    assert fault_for_exception(UncertainDeliveryError("lost reply")) is FaultCode.UNCERTAIN_DELIVERY
+    assert fault_for_exception(LinkTimeoutError("no reply")) is FaultCode.COMMS_TIMEOUT
+    assert fault_for_exception(CommunicationError("garbled")) is FaultCode.COMMS_TIMEOUT
+    assert fault_for_exception(ConnectError("no port")) is FaultCode.COMMS_TIMEOUT
+    assert fault_for_exception(JournalError("disk")) is FaultCode.JOURNAL_WRITE_FAILURE
+    assert fault_for_exception(ConfigError("rate_nl_per_h", -1, ">= 0")) is None
+    assert fault_for_exception(ValueError("x")) is None

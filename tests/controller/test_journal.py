@@ -692,3 +692,18 @@ def test_storage_low_threshold(path: Path, clock: VirtualClock) -> None:
         assert not journal.storage_low(threshold_bytes=1)
         with pytest.raises(ConfigError):
             journal.storage_low(threshold_bytes=0)
+
+
+def test_foreign_files_are_not_taken_for_journals(tmp_path: Path, clock: VirtualClock) -> None:
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE patients (id TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="not an itb journal"):
+        Journal(other, clock)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a database at all, not even close" * 20, encoding="utf-8")
+    with pytest.raises(JournalError):
+        Journal(text, clock)
+    assert not verify_journal(text).ok
