@@ -104,13 +104,16 @@ class _Pacer:
 
 
 def wait_until(deadline: float, stop: threading.Event | None = None) -> None:
-    """Wait until ``time.monotonic()`` reaches ``deadline``: sleep most of it, spin the last 0.3 ms."""
+    """Wait until ``time.monotonic()`` reaches ``deadline``.
+
+    Sleeps most of the wait, then spins the last 0.3 ms with zero-length
+    sleeps, which hand the GIL to other threads (a client in the same process).
+    """
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or (stop is not None and stop.is_set()):
             return
-        if left > 0.0003:
-            time.sleep(left - 0.0003)
+        time.sleep(left - 0.0003 if left > 0.0003 else 0)
 
 
 class Endpoint:
