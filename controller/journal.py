@@ -332,9 +332,11 @@ class Journal:
         self._batch_base: tuple[int, str] = (0, "")
         try:
             self._db = _connect(self.path, read_only=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+        try:
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:
-                self._db.close()
                 raise JournalError(f"{self.path} is an SQLite file but not an itb journal (tables {sorted(tables)})")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
@@ -342,9 +344,12 @@ class Journal:
                 raise JournalError(f"journal {self.path}: could not enable WAL with synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._init_meta()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from exc
-        self.journal_id: str = self._meta("journal_id")
+            self.journal_id: str = self._meta("journal_id")
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal {self.path}: {exc}") from exc
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
