@@ -61,13 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     accuracy.add_argument("--max-missing", metavar="FRACTION", type=float, default=0.0,
                           help="refuse above this share of missing samples (default 0)")
     sim = accuracy.add_argument_group("simulated rig (only with --pump sim)")
-    sim.add_argument("--bias-pct", type=float, default=0.0, help="systematic pump delivery error, %%")
-    sim.add_argument("--noise-pct", type=float, default=0.0, help="random pump delivery noise, %%")
-    sim.add_argument("--balance-noise-ug", type=float, default=5.0, help="balance reading noise SD, µg (default 5)")
-    sim.add_argument("--balance-resolution-ug", type=int, default=10,
+    sim.add_argument("--bias-pct", type=float, default=None, help="systematic pump delivery error, %% (default 0)")
+    sim.add_argument("--noise-pct", type=float, default=None, help="random pump delivery noise, %% (default 0)")
+    sim.add_argument("--balance-noise-ug", type=float, default=None, help="balance reading noise SD, µg (default 5)")
+    sim.add_argument("--balance-resolution-ug", type=int, default=None,
                      help="balance readability, µg, a power of ten (default 10)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of all simulated noise")
-    sim.add_argument("--link", choices=("inprocess", "pty"), default="inprocess", help="how the simulated devices connect")
+    sim.add_argument("--seed", type=int, default=None, help="seed of all simulated noise (default 0)")
+    sim.add_argument("--link", choices=("inprocess", "pty"), default=None, help="how the simulated devices connect (default inprocess)")
     sim.add_argument("--fault", metavar="SPEC", action="append", default=[],
                      help="pump fault (sim.faults spec, e.g. stall:at=3000); repeatable")
     accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -86,8 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     blank.add_argument("--duration", metavar="T", default="60min", help="length of the blank run (default 60min)")
     blank.add_argument("--interval", metavar="S", default="30s", help="sampling interval (default 30s)")
     blank.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
-    blank.add_argument("--sim-evaporation-ug-per-h", type=float, default=0.0,
-                       help="simulated balance only: evaporation to simulate, µg/h")
+    blank.add_argument("--sim-evaporation-ug-per-h", type=float, default=None,
+                       help="simulated balance only: evaporation to simulate, µg/h (default 0)")
     blank.add_argument("--json", action="store_true", help="print the result as JSON")
     blank.set_defaults(func=_blank)
 
@@ -157,6 +157,20 @@ def _accuracy(args: argparse.Namespace) -> int:
             "--balance", balance_url, "'sim:mtsics' or 'sim:sbi' exactly when --pump is 'sim' (both or neither)"
         )
 
+    sim_only = {
+        "--bias-pct": args.bias_pct,
+        "--noise-pct": args.noise_pct,
+        "--balance-noise-ug": args.balance_noise_ug,
+        "--balance-resolution-ug": args.balance_resolution_ug,
+        "--seed": args.seed,
+        "--link": args.link,
+        "--fault": args.fault or None,
+    }
+    if not simulated_pump:
+        for option, value in sim_only.items():
+            if value is not None:
+                raise ConfigError(option, value, "given only with --pump sim (it sets up the simulated rig)")
+
     def progress(sample: Any, total: int) -> None:
         """Print every tenth sample of a real-time run to stderr."""
         if not simulated_pump and (sample.index % 10 == 0 or sample.index == total - 1):
@@ -170,12 +184,15 @@ def _accuracy(args: argparse.Namespace) -> int:
             kind = balance_url[len(SIM_BALANCE_PREFIX):]
             with simulated_accuracy_rig(
                 kind,
-                link=args.link,
-                seed=args.seed,
-                bias_pct=args.bias_pct,
-                noise_pct=args.noise_pct,
+                link=args.link or "inprocess",
+                seed=args.seed or 0,
+                bias_pct=args.bias_pct or 0.0,
+                noise_pct=args.noise_pct or 0.0,
                 faults=tuple(args.fault),
-                balance_options={"noise_ug": args.balance_noise_ug, "resolution_ug": args.balance_resolution_ug},
+                balance_options={
+                    "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
+                    "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
+                },
             ) as rig:
                 result = run_accuracy(
                     rig.pump_url,
@@ -238,18 +255,25 @@ def _balance_target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]
 def _blank(args: argparse.Namespace) -> int:
     import json
 
+    from hal.errors import ConfigError
     from hil.gravimetric.analysis import InsufficientDataError
     from hil.gravimetric.blank import run_blank
     from hil.gravimetric.profile import parse_duration_s
 
     url, driver, options = _balance_target(args)
+    if args.sim_evaporation_ug_per_h is not None and not url.startswith(SIM_BALANCE_PREFIX):
+        raise ConfigError("--sim-evaporation-ug-per-h", args.sim_evaporation_ug_per_h, "given only with a sim: balance")
     duration_s = parse_duration_s(args.duration, field_name="--duration")
     interval_s = parse_duration_s(args.interval, field_name="--interval")
     try:
         if url.startswith(SIM_BALANCE_PREFIX):
             from hil.gravimetric.simrig import simulated_balance
 
-            sim_options = {"evaporation_ug_per_h": args.sim_evaporation_ug_per_h, "noise_ug": 5.0, "resolution_ug": 1}
+            sim_options = {
+                "evaporation_ug_per_h": args.sim_evaporation_ug_per_h or 0.0,
+                "noise_ug": 5.0,
+                "resolution_ug": 1,
+            }
             with simulated_balance(driver, balance_options=sim_options) as (sim_url, _device, clock):
                 result = run_blank(
                     sim_url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, clock=clock

@@ -152,6 +152,7 @@ def test_bad_configuration_is_rejected_before_anything_opens() -> None:
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "60mm"], "--syringe"),
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "bd-10ml", "--duration", "2 fortnights"], "--duration"),
         (["--pump", "sim", "--balance", "sim:mtsics", "--rate", "1mL/h", "--syringe", "bd-10ml", "--balance-resolution-ug", "3"], "resolution_ug"),
+        (["--pump", "/dev/nonesuch0", "--balance", "/dev/nonesuch1", "--rate", "1mL/h", "--syringe", "bd-10ml", "--bias-pct", "3"], "--bias-pct"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
