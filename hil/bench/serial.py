@@ -1,10 +1,11 @@
 """``itb bench serial``: round-trip time of a status query to the simulated pump over a pty.
 
 A client opens the pty like a real port and times ``0\\r`` -> ``STX 00S ETX``
-(2 + 5 bytes), first unpaced (as fast as the pty and the service thread go),
-then paced at 19200 baud 8N1, where the ideal is the wire time of both
-packets: ``7 bytes x 10 bits / 19200 baud = 3.646 ms``. The paced figure is
-reported as a ratio to that ideal (target: at most 1.15).
+(2 + 5 bytes), first unpaced (as fast as the pty and the service thread go;
+the same over TCP for comparison), then paced at 19200 baud 8N1, where the
+ideal is the wire time of both packets: ``7 bytes x 10 bits / 19200 baud =
+3.646 ms``. The paced figure is reported as a ratio to that ideal (target: at
+most 1.15).
 
 The device runs on the real clock; every reply is checked byte for byte.
 """
@@ -19,7 +20,7 @@ import serial
 
 from hal.clock import SystemClock
 from hal.errors import CommunicationError
-from sim.endpoints import BITS_PER_BYTE, PtyEndpoint
+from sim.endpoints import BITS_PER_BYTE, PtyEndpoint, TcpEndpoint
 from sim.newera import Ne1000
 
 REQUEST = b"0\r"
@@ -34,15 +35,17 @@ def wire_time_s(request: bytes, reply: bytes, baud: int) -> float:
     return (len(request) + len(reply)) * BITS_PER_BYTE / baud
 
 
-def measure_round_trips(pace_baud: int | None, repetitions: int, warmup: int = 20) -> list[float]:
-    """Round-trip times of ``repetitions`` status queries over a fresh pty, s.
+def measure_round_trips(pace_baud: int | None, repetitions: int, warmup: int = 20, *, link: str = "pty") -> list[float]:
+    """Round-trip times of ``repetitions`` status queries over a fresh endpoint, s.
 
     :param pace_baud: pace the simulator at this baud (None: unpaced).
+    :param link: ``"pty"`` or ``"tcp"``.
     :raises CommunicationError: when a reply is not the expected bytes.
     """
     device = Ne1000(SystemClock(), power_on_alarm=False)
     times: list[float] = []
-    with PtyEndpoint(device, pace_baud=pace_baud) as endpoint:
+    endpoint_cls = PtyEndpoint if link == "pty" else TcpEndpoint
+    with endpoint_cls(device, pace_baud=pace_baud) as endpoint:
         port = serial.serial_for_url(endpoint.url, baudrate=pace_baud or 19200, timeout=2)
         try:
             for index in range(warmup + repetitions):
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Measure unpaced and paced round trips; return the figures (times in ms)."""
     repetitions = 50 if getattr(args, "quick", False) else 500
     unpaced = measure_round_trips(None, repetitions)
+    unpaced_tcp = measure_round_trips(None, repetitions, link="tcp")
     paced = measure_round_trips(PACED_BAUD, repetitions)
     ideal_s = wire_time_s(REQUEST, REPLY, PACED_BAUD)
     ratio = statistics.median(paced) / ideal_s
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "request_bytes": len(REQUEST),
         "reply_bytes": len(REPLY),
         **_summary("unpaced_rtt", unpaced),
+        **_summary("unpaced_tcp_rtt", unpaced_tcp),
         **_summary("paced_19200_rtt", paced),
         "paced_19200_wire_time_ms": round(ideal_s * 1000, 4),
         "paced_19200_ratio_to_wire_time": round(ratio, 4),
