@@ -224,6 +224,7 @@ class VerifyReport:
     :param problems: one line per problem, each saying what and where.
     :param first_bad_seq: the first sequence number that failed, if any.
     :param signature_checked: True if the head's checkpoint signature was checked with a key.
+    :param signed: True if the journal's head is signed (it was created with a checkpoint key).
     """
 
     ok: bool
@@ -231,6 +232,7 @@ class VerifyReport:
     problems: tuple[str, ...]
     first_bad_seq: int | None = None
     signature_checked: bool = False
+    signed: bool = False
 
 
 def checkpoint_mac(key: bytes, journal_id: str, count: int, last_hash: str) -> str:
@@ -984,7 +986,7 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
                 bad(checked, f"head: last hash does not match entry {checked}: tail replaced")
     except sqlite3.Error as exc:
         return VerifyReport(False, 0, (f"cannot read journal: {exc}",))
-    return VerifyReport(not problems, checked, tuple(problems), first_bad, signed and key is not None)
+    return VerifyReport(not problems, checked, tuple(problems), first_bad, signed and key is not None, signed)
 
 
 def verify_journal(path: str | Path, *, checkpoint_key: bytes | None = None) -> VerifyReport:

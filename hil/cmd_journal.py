@@ -46,7 +46,12 @@ def _verify(args: argparse.Namespace) -> int:
     key = args.key_file.read_bytes() if args.key_file is not None else None
     report = verify_journal(args.file, checkpoint_key=key)
     if report.ok:
-        signature = "head signature verified" if report.signature_checked else "head signature not checked"
+        if report.signature_checked:
+            signature = "head signature verified"
+        elif report.signed:
+            signature = "head signature NOT checked: pass --key-file"
+        else:
+            signature = "unsigned head"
         print(f"{args.file}: OK, {report.entries_checked} entries, chain and head verified ({signature})")
         return 0
     print(f"{args.file}: FAILED verification ({len(report.problems)} problem(s)):", file=sys.stderr)
