@@ -707,3 +707,12 @@ def test_foreign_files_are_not_taken_for_journals(tmp_path: Path, clock: Virtual
     with pytest.raises(JournalError):
         Journal(text, clock)
     assert not verify_journal(text).ok
+
+
+def test_entries_store_utc_with_the_local_offset(path: Path, clock: VirtualClock) -> None:
+    from datetime import timedelta, timezone
+
+    with Journal(path, clock, local_tz=timezone(timedelta(hours=-5, minutes=-30))) as journal:
+        entry = journal.append_audit(NURSE, "note")
+    assert entry.utc == "2026-01-05T08:00:00+00:00"
+    assert entry.utc_offset_min == -330
