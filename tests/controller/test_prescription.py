@@ -531,6 +531,15 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
             ]
     if draw(st.booleans()):
         doc["clinician_bolus"] = {"enabled": False}
+    if draw(st.booleans()):
+        duration = draw(st.integers(30, 120))
+        doc["patient_bolus"] = {
+            "enabled": True,
+            "dose_ug": Decimal(draw(st.integers(1_000, 100_000))) / 1000,
+            "duration_min": duration,
+            "lockout_min": draw(st.integers(max(60, duration), 1440)),
+            "max_per_day": draw(st.integers(1, 8)),
+        }
     doc["titration"]["max_increase_pct"] = draw(st.integers(1, 15 if origin != "spinal" else 30))
     doc["titration"]["min_interval_h"] = draw(st.integers(24, 336))
     doc["titration"]["decrease_confirm_pct"] = draw(st.integers(5, 90))
