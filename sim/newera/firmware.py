@@ -15,7 +15,8 @@ Packet handling, in order:
 3. the address is split off: ``*`` marks a system command (answered whatever
    the pump's address), one or two digits address one pump (others stay
    silent), no digits at all is accepted by any pump;
-4. a latched alarm answers the first valid command with ``A?<x>`` instead of
+4. a packet holding bytes outside printable ASCII is answered ``?COM``;
+   a latched alarm answers the first valid command with ``A?<x>`` instead of
    executing it, which acknowledges the alarm;
 5. the command is looked up in :data:`COMMANDS` (each entry: a parameter
    pattern per form, integer limits answered ``?OOR``, and a handler);
@@ -582,6 +583,9 @@ class Ne1000(ByteDevice):
             return b""  # burst addresses are single digits
         if not system and addr_text is not None and int(addr_text) != self.address:
             return b""
+        if not command.isascii() or not (command.isprintable()):
+            # Bytes no command can hold: an invalid packet. It acknowledges nothing.
+            return self._frame(self._status() + ERR_COM, safe)
         if self.safe_mode and safe:
             self._last_valid_ns = now
         if self.alarm is not None:

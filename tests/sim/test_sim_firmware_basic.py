@@ -533,3 +533,18 @@ def test_bad_profiles_are_rejected(kwargs: dict[str, object], field: str) -> Non
 def test_profile_must_be_a_profile(clock: VirtualClock) -> None:
     with pytest.raises(ConfigError):
         Ne1000(clock, profile="ne1000")  # type: ignore[arg-type]
+
+
+def test_manual_reply_vectors_while_paused(pump: Ne1000) -> None:
+    body(pump, "0RUN")
+    body(pump, "0STP")
+    assert ask(pump, "0XYZ") == b"\x0200P?\x03"
+    assert pump.receive(b"0RAT\xff\r") == b"\x0200P?COM\x03"
+    assert ask(pump, "0") == b"\x0200P\x03"
+
+
+def test_invalid_packet_does_not_acknowledge_an_alarm(pump: Ne1000) -> None:
+    pump.inject_stall()
+    assert pump.receive(b"0\x80\r") == b"\x0200A?S?COM\x03"
+    assert ask(pump, "0") == b"\x0200A?S\x03"
+    assert ask(pump, "0") == b"\x0200S\x03"
