@@ -96,7 +96,12 @@ class PanSettings:
                 raise ConfigError(name, options[name], f"a known balance option ({', '.join(sorted(known))})")
         values = dict(options)
         if "disturbances_s" in values:
-            values["disturbances_s"] = tuple(tuple(pair) for pair in values["disturbances_s"])  # type: ignore[union-attr]
+            pairs = values["disturbances_s"]
+            if not isinstance(pairs, (list, tuple)):
+                raise ConfigError("disturbances_s", pairs, "a list of (start_s, duration_s) pairs")
+            values["disturbances_s"] = tuple(
+                tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in pairs
+            )
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -69,6 +69,8 @@ def test_scripted_disturbances_make_readings_unstable() -> None:
         ("settling_s", float("inf")),
         ("initial_load_ug", -5),
         ("disturbances_s", [(1.0,)]),
+        ("disturbances_s", [5]),
+        ("disturbances_s", 5),
         ("no_such_option", 1),
     ],
 )
