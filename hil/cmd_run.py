@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how the simulated pump is served (default: pty)")
     parser.add_argument("--report", metavar="DIR", default=DEFAULT_REPORT_DIR,
                         help=f"report directory (default: ./{DEFAULT_REPORT_DIR}/)")
+    parser.add_argument("--safe-mode", metavar="SECONDS", type=int, default=None,
+                        help="run the pump in Safe mode (CRC-framed, comms watchdog of SECONDS, 1-255)")
     parser.add_argument("--days", type=float, default=None,
                         help="override the scenario's duration, days")
     parser.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
@@ -77,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
             progress.update(task, completed=min(elapsed_ms, duration_ms) / 86_400_000)
 
         options = RunOptions(link=args.link, pump_url=args.pump, speed=args.speed, report_dir=report_dir,
-                             progress=on_progress)
+                             progress=on_progress, safe_mode_timeout_s=args.safe_mode)
         record = ScenarioRunner(scenario, options).run()
         progress.update(task, completed=days_total)
 

@@ -640,6 +640,9 @@ class RunOptions:
         must be 1 with a real pump.
     :ivar report_dir: where the report, journal, checkpoint and serial trace go (None: no files kept).
     :ivar progress: called as ``progress(elapsed_ms, duration_ms)`` after each poll.
+    :ivar safe_mode_timeout_s: run the pump in New Era Safe mode with this watchdog, s (1-255).
+        The loop's poll heartbeats it; in real (or scaled) time a driver heartbeat thread also
+        runs between polls. In virtual time the poll interval must be under half the watchdog.
     """
 
     link: str = "pty"
@@ -647,6 +650,7 @@ class RunOptions:
     speed: float | None = None
     report_dir: Path | None = None
     progress: Any = None
+    safe_mode_timeout_s: int | None = None
 
 
 class _AlarmTee:
@@ -686,6 +690,15 @@ class ScenarioRunner:
             raise ConfigError("speed", self.options.speed, "> 0")
         if self.options.pump_url is None and self.options.link not in ("pty", "inprocess", "tcp"):
             raise ConfigError("link", self.options.link, "one of pty, inprocess, tcp")
+        safe = self.options.safe_mode_timeout_s
+        if safe is not None:
+            if isinstance(safe, bool) or not isinstance(safe, int) or not 1 <= safe <= 255:
+                raise ConfigError("safe_mode_timeout_s", safe, "an integer in [1, 255] s")
+            virtual = self.options.pump_url is None and self.options.speed is None
+            if virtual and scenario.settings.poll_interval_ms * 2 >= safe * 1000:
+                raise ConfigError("safe_mode_timeout_s", safe,
+                                  f"more than twice the poll interval ({scenario.settings.poll_interval_ms / 1000:g} s) "
+                                  "in virtual time, where only polls feed the watchdog")
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -942,8 +955,13 @@ class ScenarioRunner:
                 url = self.options.pump_url
                 record.link = "real pump"
             record.pump_url = url
-            self.driver = hal.open_pump("ne1000", url, clock=self.clock, trace_path=trace)
+            self.driver = hal.open_pump("ne1000", url, clock=self.clock, trace_path=trace,
+                                        safe_mode_timeout_s=self.options.safe_mode_timeout_s)
             stack.callback(self.driver.close)
+            if self.options.safe_mode_timeout_s is not None and (self.options.pump_url or self.options.speed):
+                beat = getattr(self.driver, "start_heartbeat_thread", None)
+                if callable(beat):
+                    beat()
             record.trace_file = trace.name
             self._caps = self.driver.configure(syringe_diameter_mm=sc.pump.syringe_diameter_mm)
             self.driver.set_target_volume(0)

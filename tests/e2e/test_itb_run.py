@@ -91,3 +91,38 @@ def test_unknown_scenario_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
 def test_list_shows_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--list"]) == 0
     assert "default" in capsys.readouterr().out.split()
+
+
+SAFE = """
+[scenario]
+name = "safe"
+duration_days = "0.125"
+poll_interval_min = 1
+
+[[action]]
+at = "0d 00:30"
+do = "implant"
+concentration_ug_per_ml = 500
+fill_ml = 10
+dose_ug_per_day = 100
+
+[[expect]]
+check = "alarm_not_raised"
+code = "therapy_interrupted"
+"""
+
+
+def test_safe_mode_run_keeps_the_watchdog_fed(tmp_path: Path) -> None:
+    scenario = tmp_path / "safe.toml"
+    scenario.write_text(SAFE)
+    code = main(["run", str(scenario), "--link", "inprocess", "--safe-mode", "180", "--report", str(tmp_path / "r"),
+                 "--no-progress"])
+    assert code == 0
+    trace = (tmp_path / "r" / "serial-trace.txt").read_text()
+    assert "53 41 46 31 38 30" in trace  # SAF180 went over the wire
+
+
+def test_safe_mode_needs_polls_inside_the_watchdog_in_virtual_time(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--safe-mode", "60", "--report", str(tmp_path), "--no-progress"]) == 2
+    assert "safe_mode_timeout_s" in capsys.readouterr().err
