@@ -69,6 +69,11 @@ class MtSicsBalance(ByteDevice):
             raise ConfigError("resolution_ug", pan.settings.resolution_ug, f"at most 1 {unit}")
         if not (isinstance(stream_interval_s, (int, float)) and math.isfinite(stream_interval_s) and stream_interval_s > 0):
             raise ConfigError("stream_interval_s", stream_interval_s, "a finite number > 0 s")
+        for name, text in (("model", model), ("capacity_text", capacity_text), ("serial_number", serial_number), ("firmware", firmware)):
+            if not isinstance(text, str) or not text.isprintable() or '"' in text or len(text) > 40:
+                raise ConfigError(name, text, "printable text without double quotes, at most 40 characters")
+        if isinstance(field_width, bool) or not isinstance(field_width, int) or not 0 <= field_width <= 20:
+            raise ConfigError("field_width", field_width, "an integer in [0, 20] characters")
         self.pan = pan
         self.model = model
         self.capacity_text = capacity_text

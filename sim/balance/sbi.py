@@ -67,6 +67,9 @@ class SbiBalance(ByteDevice):
             raise ConfigError("autoprint_interval_s", autoprint_interval_s, "a finite number > 0 s, or None")
         if id_code is not None:
             codec.encode_range_line(overload=True, id_code=id_code)  # validates the ID code
+        for name, text in (("model", model), ("serial_number", serial_number), ("firmware", firmware)):
+            if not isinstance(text, str) or not text.isprintable() or not 0 < len(text) <= 14:
+                raise ConfigError(name, text, "printable text of 1-14 characters")
         self.pan = pan
         self.model = model
         self.serial_number = serial_number

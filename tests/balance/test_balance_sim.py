@@ -80,6 +80,24 @@ def test_bad_options_are_rejected_naming_the_option(option: str, value: object) 
     assert caught.value.field.startswith(option)
 
 
+@pytest.mark.parametrize(
+    ("kind", "option", "value"),
+    [
+        ("mtsics", "model", 'say "hi"'),
+        ("mtsics", "field_width", 99),
+        ("mtsics", "unit", "lb"),
+        ("mtsics", "stream_interval_s", 0),
+        ("sbi", "serial_number", ""),
+        ("sbi", "id_code", "TOOLONGID"),
+        ("sbi", "autoprint_interval_s", -1.0),
+    ],
+)
+def test_bad_device_options_are_rejected_when_built(kind: str, option: str, value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_balance(kind, VirtualClock(), lambda: 0, **{option: value})
+    assert caught.value.field == option
+
+
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ConfigError):
         create_balance("kern", VirtualClock(), lambda: 0)
