@@ -6,6 +6,9 @@ Backends:
 * ``inprocess``, ``pty``, ``tcp``: ``hal.open_pump`` on a URL served by
   :func:`sim.rig.simulated_pump` (the same bytes a real port would carry);
 * ``hardware``: ``hal.open_pump`` on ``ITB_HIL_PUMP`` (a real pump; opt-in, marked ``hil``).
+  The suite sets the pump's syringe diameter to ``ITB_HIL_PUMP_DIAMETER_MM``
+  (default 14.43 mm) and runs it at up to 1 mL/h for a few seconds: load a
+  syringe of water and a waste line before running it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ SIM_BACKENDS = ("nullmodem", "inprocess", "pty", "tcp")
 ALL_BACKENDS = (*SIM_BACKENDS, "hardware")
 #: Syringe used by the suite: 14.43 mm (a 10 mL syringe), volumes in mL.
 DIAMETER_MM = "14.43"
+
+
+def bench_diameter_mm() -> str:
+    """Syringe diameter for the suite: ``ITB_HIL_PUMP_DIAMETER_MM`` on the bench, else 14.43 mm."""
+    return os.environ.get("ITB_HIL_PUMP_DIAMETER_MM", DIAMETER_MM)
 
 
 @dataclass
@@ -71,6 +79,7 @@ def open_backend(name: str, *, faults: tuple[str, ...] = (), trace_path: Path | 
             driver = hal.open_pump("ne1000", url, clock=clock, timeout_s=timeout_s, trace_path=trace_path,
                                    safe_mode_timeout_s=safe_mode_timeout_s)
             stack.callback(driver.close)
+            driver.configure(syringe_diameter_mm=bench_diameter_mm())
             yield Backend(name, driver, None, clock)  # type: ignore[arg-type]
             return
         clock = VirtualClock()

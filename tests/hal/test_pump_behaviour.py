@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hal.pump import Direction, Outcome, PumpAlarm, PumpState, Sensor
-from pump_backends import ALL_BACKENDS, SIM_BACKENDS, Backend, open_backend
+from hal.newera.codec import syringe_rate_envelope_nl_per_h
+from pump_backends import ALL_BACKENDS, SIM_BACKENDS, Backend, bench_diameter_mm, open_backend
 
 _PARAMS = [pytest.param(name, marks=pytest.mark.hil) if name == "hardware" else name for name in ALL_BACKENDS]
 
@@ -40,11 +41,14 @@ def test_connect_identifies_an_ne1000_and_acknowledges_the_power_up_reset(backen
 
 
 def test_configure_reports_the_envelope_and_honest_sensors(backend: Backend) -> None:
-    caps = backend.driver.configure(syringe_diameter_mm="14.43")
+    diameter = bench_diameter_mm()
+    caps = backend.driver.configure(syringe_diameter_mm=diameter)
     assert caps.sensors == frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
     assert Sensor.OCCLUSION not in caps.sensors
-    assert 6_000 < caps.min_rate_nl_per_h < 7_000 < 500_000_000 < caps.max_rate_nl_per_h
-    assert backend.driver.read_diameter_mm() == Decimal("14.43")
+    assert (caps.min_rate_nl_per_h, caps.max_rate_nl_per_h) == syringe_rate_envelope_nl_per_h(Decimal(diameter))
+    assert backend.driver.read_diameter_mm() == Decimal(diameter)
+    if diameter == "14.43":
+        assert 6_000 < caps.min_rate_nl_per_h < 7_000 < 500_000_000 < caps.max_rate_nl_per_h
 
 
 def test_settings_are_read_back(backend: Backend) -> None:
