@@ -1304,7 +1304,8 @@ def _numeric_fields(p: Prescription) -> Iterator[tuple[str, int]]:
     for i, b in enumerate(p.programme.periodic_boluses):
         yield f"programme.periodic_boluses[{i}].dose_ug", b.dose_ng
         yield f"programme.periodic_boluses[{i}].duration_min", b.duration_min
-    yield "programme.daily_total_ug", p.programme.daily_total_ng()
+    if p.programme.mode is not ProgrammeMode.SIMPLE:
+        yield "programme.daily_total_ug", p.programme.daily_total_ng()
     if p.clinician_bolus.enabled:
         yield "clinician_bolus.max_dose_ug", p.clinician_bolus.max_dose_ng
         yield "clinician_bolus.lockout_min", p.clinician_bolus.lockout_ms

@@ -33,6 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="date of the reservoir fill, YYYY-MM-DD (default: today, UTC)",
     )
+    check.add_argument(
+        "--current",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the prescription in effect: report every value changed tenfold or more (VAL-02)",
+    )
+    check.add_argument(
+        "--confirm-magnitude",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="confirm a tenfold change of this dotted field (repeatable)",
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(func=_check)
 
@@ -73,13 +87,18 @@ def _days(value: Any) -> Decimal:
     return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("0.01"))
 
 
-def summarise(path: Path, fill_utc: datetime) -> dict[str, Any]:
+def summarise(
+    path: Path, fill_utc: datetime, *, current: Path | None = None, confirmed: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Validate ``path`` and describe its delivery and reservoir forecast.
 
     :param path: the prescription file.
     :param fill_utc: when the reservoir is filled (timezone-aware).
-    :return: a JSON-ready summary; ``acceptable`` is False if a soft-limit breach lacks an override.
-    :raises ConfigError: if the file is invalid.
+    :param current: the prescription in effect, for the tenfold-change check.
+    :param confirmed: dotted fields whose tenfold change is confirmed.
+    :return: a JSON-ready summary; ``acceptable`` is False if a soft-limit breach lacks an
+        override or a tenfold change is unconfirmed.
+    :raises ConfigError: if a file is invalid.
     """
     from controller import reservoir
     from controller.prescription import assess_change, file_value, load_prescription
@@ -107,7 +126,9 @@ def summarise(path: Path, fill_utc: datetime) -> dict[str, Any]:
     state = reservoir.ReservoirState(p.pump.reservoir_volume_nl, 0, fill_utc)
     worst = p.worst_case_daily_volume_nl()
     fc = reservoir.forecast(state, worst, settings, fill_utc)
-    assessment = assess_change(None, p)
+    assessment = assess_change(
+        load_prescription(current) if current is not None else None, p, confirmed_magnitude_fields=confirmed
+    )
     return {
         "file": str(path),
         "prescription_id": p.prescription_id,
@@ -144,12 +165,23 @@ def summarise(path: Path, fill_utc: datetime) -> dict[str, Any]:
             }
             for b in assessment.soft_limit_breaches
         ],
+        "magnitude_changes": [
+            {
+                "field": c.field,
+                "old": _plain(file_value(c.field, c.old)),
+                "new": _plain(file_value(c.field, c.new)),
+                "confirmed": c.field in confirmed,
+            }
+            for c in assessment.magnitude_changes
+        ],
         "acceptable": assessment.acceptable,
     }
 
 
 def _print_text(s: dict[str, Any]) -> None:
-    verdict = "VALID" if s["acceptable"] else "VALID FILE, NOT ACCEPTABLE (soft-limit breach without override)"
+    verdict = "VALID" if s["acceptable"] else (
+        "VALID FILE, NOT ACCEPTABLE (soft-limit breach without override, or unconfirmed tenfold change)"
+    )
     print(f"{s['file']}: {verdict}")
     print(f"  prescription {s['prescription_id']} for patient {s['patient_id']} ({s['origin']} origin)")
     print(f"  drug {s['drug']} at {s['concentration_ug_per_ml']} ug/mL; programme: {s['mode']}")
@@ -174,6 +206,9 @@ def _print_text(s: dict[str, Any]) -> None:
         state = f"overridden: {b['reason']}" if b["overridden"] else "NOT overridden"
         op = "below" if b["bound"] == "lower_soft" else "above"
         print(f"  {b['field']} = {b['value']} is {op} the soft limit {b['limit']}: {state}")
+    for c in s["magnitude_changes"]:
+        state = "confirmed" if c["confirmed"] else "NOT confirmed (--confirm-magnitude FIELD)"
+        print(f"  {c['field']} changes tenfold or more: {c['old']} -> {c['new']}: {state}")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -184,7 +219,8 @@ def _check(args: argparse.Namespace) -> int:
     from controller.prescription import PrescriptionError
 
     try:
-        summary = summarise(args.file, fill_utc)
+        summary = summarise(args.file, fill_utc, current=args.current,
+                            confirmed=frozenset(args.confirm_magnitude))
     except PrescriptionError as exc:
         print(f"{args.file}: INVALID ({len(exc.errors)} problem(s))", file=sys.stderr)
         for error in exc.errors:

@@ -221,7 +221,7 @@ def test_unacceptable_change_writes_nothing(path: Path, clock: VirtualClock) -> 
         journal.record_prescription(tenfold, PRESCRIBER, assessment=confirmed)
         actions = [e.action for e in journal.entries()]
     assert actions == ["magnitude_confirmed"] * len(confirmed.magnitude_changes) + ["in_effect"]
-    assert {c.field for c in confirmed.magnitude_changes} == {"programme.dose_ug_per_day", "programme.daily_total_ug"}
+    assert {c.field for c in confirmed.magnitude_changes} == {"programme.dose_ug_per_day"}
 
 
 def test_stored_prescription_failing_its_checksum_is_an_error(tmp_path: Path, path: Path, clock: VirtualClock) -> None:

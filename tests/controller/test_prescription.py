@@ -663,3 +663,16 @@ def test_check_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["prescription", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "INVALID (2 problem(s))" in err and "patient.origin" in err and "clinician_bolus.max_per_day" in err
+
+
+@pytest.mark.usefixtures("library_in_cli")
+def test_check_against_the_current_prescription(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    current = tmp_path / "current.toml"
+    current.write_text(to_toml(with_value(base_doc(), "programme.dose_ug_per_day", 40)), encoding="utf-8")
+    new = tmp_path / "new.toml"
+    new.write_text(to_toml(base_doc()), encoding="utf-8")
+    args = ["prescription", "check", str(new), "--current", str(current)]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "programme.dose_ug_per_day changes tenfold or more: 40 -> 400: NOT confirmed" in out
+    assert cli.main([*args, "--confirm-magnitude", "programme.dose_ug_per_day"]) == 0
