@@ -34,6 +34,8 @@ MAX_REFILL_INTERVAL_DAYS = 180
 REFILL_MARGIN_DAYS_RANGE = (3, 5)
 #: Default margin, days: the earliest (most cautious) end of the range.
 DEFAULT_REFILL_MARGIN_DAYS = 5
+#: Longest forecast, days; a smaller daily volume than this allows is not a real programme.
+MAX_FORECAST_DAYS = 36_500
 #: Default refill tolerance: drawn-out volume within this percentage of the prediction ([78STEPS]).
 DEFAULT_REFILL_TOLERANCE_PCT = 20
 #: Default absolute floor of the refill tolerance, nL (syringe reading error; an assumption to be approved).
@@ -248,6 +250,12 @@ def forecast(
         raise ConfigError("now_utc", now_utc, "a timezone-aware datetime")
     remaining = state.remaining_nl
     to_empty = days_until(remaining, daily_volume_nl)
+    if to_empty > MAX_FORECAST_DAYS:
+        raise ConfigError(
+            "daily_volume_nl",
+            daily_volume_nl,
+            f">= {-(-remaining // MAX_FORECAST_DAYS)} nL/day (the forecast must end within {MAX_FORECAST_DAYS} days)",
+        )
     by_volume = days_until(remaining - settings.low_alarm_nl, daily_volume_nl)
     by_days = max(Fraction(0), to_empty - settings.low_alarm_days)
     to_low = min(by_volume, by_days)

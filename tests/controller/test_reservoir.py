@@ -305,3 +305,10 @@ def test_minimum_rate_floor_depends_on_concentration(conc: int, dose_ng: int) ->
     from controller.reservoir import minimum_dose_ng_per_day
 
     assert minimum_dose_ng_per_day(units.rate_nl_per_h_for_ml_per_day("0.048"), conc) == dose_ng
+
+
+def test_forecast_refuses_a_daily_volume_too_small_to_be_a_programme() -> None:
+    settings = ReservoirSettings(ml("40"), ml("2"), 7, ml("0.5"))
+    with pytest.raises(ConfigError) as excinfo:
+        forecast(ReservoirState(ml("40"), 0, T0), 1, settings, T0)
+    assert excinfo.value.field == "daily_volume_nl"
