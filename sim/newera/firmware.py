@@ -41,7 +41,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -203,13 +203,6 @@ _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
 _NAMES_LONGEST_FIRST = sorted({c.name for c in COMMANDS}, key=len, reverse=True)
 
 
-@dataclass
-class _Unsolicited:
-    """Bytes waiting to leave without a request."""
-
-    data: bytearray = field(default_factory=bytearray)
-
-
 class Ne1000(ByteDevice):
     """A simulated New Era NE-1000 syringe pump, byte for byte.
 
@@ -297,7 +290,7 @@ class Ne1000(ByteDevice):
         self.bad_packet_reply = bad_packet_reply
         self.occlusion_delay_ns = round(occlusion_delay_s * NS_PER_S)
         self._deframer = PumpDeframer()
-        self._out = _Unsolicited()
+        self._unsolicited = bytearray()  # bytes waiting to leave without a request
         self._advancing = False
         # Persistent settings (non-volatile memory).
         self.address = address
@@ -404,7 +397,7 @@ class Ne1000(ByteDevice):
             self._motion_since_ns = None
             self.powered = False
             self._deframer.reset()
-            self._out.data.clear()
+            self._unsolicited.clear()
 
     def power_restore(self) -> None:
         """Restore power: latch ``A?R``; with ``PF 1`` a program that was running resumes.
@@ -533,11 +526,11 @@ class Ne1000(ByteDevice):
     def _raise_alarm(self, code: str, *, unsolicited: bool = True) -> None:
         self.alarm = code
         if unsolicited and self.safe_mode and self.powered:
-            self._out.data += encode_reply(f"{self.address:02d}A?{code}".encode("ascii"), safe=True)
+            self._unsolicited += encode_reply(f"{self.address:02d}A?{code}".encode("ascii"), safe=True)
 
     def _take_unsolicited(self) -> bytes:
-        data = bytes(self._out.data)
-        self._out.data.clear()
+        data = bytes(self._unsolicited)
+        self._unsolicited.clear()
         return data
 
     # -- motion ---------------------------------------------------------------------------
