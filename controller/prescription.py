@@ -411,7 +411,8 @@ class Prescription:
 
         The kernel applies one bolus size, lockout and count to both bolus kinds: the size is
         the larger of the two settings (the therapy workflow enforces each kind's own size),
-        the lockout the longer and the count the smaller.
+        the lockout the longer and the count the smaller. Priming and bridge boluses are
+        limited to the prescribed dead volume.
         """
         cb, pb, t = self.clinician_bolus, self.patient_bolus, self.titration
         enabled = [b for b in ((cb.max_dose_ng, cb.lockout_ms, cb.max_per_day) if cb.enabled else None,
@@ -425,6 +426,7 @@ class Prescription:
             "bolus_enabled": cb.enabled,
             "patient_bolus_enabled": pb.enabled,
             "minimum_rate_nl_per_h": self.rate_nl_per_h(t.minimum_rate_ng_per_day),
+            "max_priming_volume_nl": self.pump.dead_volume_nl,
         }
         if enabled:
             kwargs["max_bolus_ng"] = max(b[0] for b in enabled)

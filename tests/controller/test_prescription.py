@@ -202,6 +202,7 @@ def test_kernel_caps_kwargs_take_the_stricter_bolus_settings() -> None:
     assert kwargs["bolus_lockout_ms"] == 240 * 60_000
     assert kwargs["max_boluses_per_day"] == 2
     assert kwargs["minimum_rate_nl_per_h"] == 2_000
+    assert kwargs["max_priming_volume_nl"] == 250_000
 
 
 # -- schema errors name the dotted field ------------------------------------------------------------
