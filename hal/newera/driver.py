@@ -389,17 +389,17 @@ class Ne1000Driver(PumpDriver):
         :raises LinkTimeoutError: nothing matching arrived in time (line drained).
         :raises CommunicationError: the link failed, or the line babbled.
         """
-        link = self._require_link()
-        self._discard_pending(link)
-        packet = request.encode(safe=self._safe)
-        link.write(packet)
-        try:
-            return self._await_reply(link, request, expect_data)
-        except LinkTimeoutError:
-            self.stats.timeouts += 1
-            link.note(f"no reply to {request.data()!r}; draining")
-            self._drain_quiet(link)
-            raise
+        with self._lock:
+            link = self._require_link()
+            self._discard_pending(link)
+            link.write(request.encode(safe=self._safe))
+            try:
+                return self._await_reply(link, request, expect_data)
+            except LinkTimeoutError:
+                self.stats.timeouts += 1
+                link.note(f"no reply to {request.data()!r}; draining")
+                self._drain_quiet(link)
+                raise
 
     def _await_reply(self, link: ByteLink, request: Request, expect_data: bool | Callable[[str], object]) -> Reply:
         deframer = ReplyDeframer(safe=self._safe)

@@ -549,3 +549,13 @@ def test_heartbeat_thread_feeds_the_watchdog_and_stops_on_close() -> None:
     assert driver._heartbeat_thread is None
     assert all(sent == encode_safe(b"0") for sent in link.sent)
     assert driver.heartbeat_errors == []
+
+
+def test_lost_reply_after_purge_is_uncertain(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0"), r("00S"))
+    link.add(q("0PUR"), None)
+    link.add(q("0"), r("00X"))
+    link.add(q("0DIS"), r("00XI0.1W0ML"))
+    result = pump.purge()
+    assert result.outcome is Outcome.UNCERTAIN and result.status.state is PumpState.PURGING  # type: ignore[union-attr]
+    assert link.sent.count(q("0PUR")) == 1

@@ -202,3 +202,14 @@ def test_probe_baudrate_on_a_silent_line_tries_every_rate_then_fails() -> None:
         probe_baudrate("loop://", baudrates=(19200, 9600), timeout_s=0.01)
     with pytest.raises(ConfigError):
         probe_baudrate("loop://", baudrates=(115200,))
+
+
+def test_purge_runs_at_maximum_rate_until_stopped(backend: Backend) -> None:
+    _sim_only(backend)
+    driver = backend.driver
+    result = driver.purge()
+    assert result.applied and result.status.state is PumpState.PURGING  # type: ignore[union-attr]
+    assert driver.purge().outcome is Outcome.NOT_APPLIED  # only from stopped
+    backend.wait(1)
+    assert driver.stop().applied
+    assert driver.read_dispensed().infused_nl > 0
