@@ -39,7 +39,7 @@ from typing import IO
 import serial
 
 from hal.clock import Clock
-from hal.errors import ConfigError, StateError
+from hal.errors import ConfigError, ConnectError, StateError
 from sim.device import ByteDeviceProtocol, device_wants_disconnect
 
 #: Bits on the wire per byte in 8N1 (start + 8 data + stop).
@@ -429,6 +429,7 @@ class TcpEndpoint(_ThreadedEndpoint):
     :param trace_path: write a timestamped byte trace here.
     :param poll_interval_s: longest gap between device polls, s.
     :param on_traffic: called with (``"RX"``/``"TX"``, bytes) for every chunk.
+    :raises ConnectError: when the port cannot be listened on (in use, no permission).
     """
 
     def __init__(
@@ -451,11 +452,11 @@ class TcpEndpoint(_ThreadedEndpoint):
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._listener.bind((host, port))
-        except OSError:
+        except OSError as exc:
             self._listener.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
-            raise
+            raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._listener.listen(1)
         self._listener.setblocking(False)
         self.host, self.port = self._listener.getsockname()[:2]

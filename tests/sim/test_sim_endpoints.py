@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from hal.errors import ConfigError
+from hal.errors import ConfigError, ConnectError
 from hal.newera.framing import encode_safe
 from sim.clock import VirtualClock
 from sim.endpoints import InProcessEndpoint, PtyEndpoint, TcpEndpoint, _Pacer
@@ -223,3 +223,9 @@ def test_rig_fault_layer_switch(clock: VirtualClock) -> None:
     with pytest.raises(ConfigError):
         with simulated_pump("inprocess", clock=clock, faults=["stall"], fault_layer=False):
             pass
+
+
+def test_tcp_port_in_use_is_a_connect_error(clock: VirtualClock) -> None:
+    with TcpEndpoint(Ne1000(clock)) as first:
+        with pytest.raises(ConnectError):
+            TcpEndpoint(Ne1000(clock), port=first.port)
