@@ -213,3 +213,18 @@ def test_purge_runs_at_maximum_rate_until_stopped(backend: Backend) -> None:
     backend.wait(1)
     assert driver.stop().applied
     assert driver.read_dispensed().infused_nl > 0
+
+
+def test_pump_on_another_address_answers_only_its_own() -> None:
+    import hal
+    from hal.errors import CommunicationError
+    from sim.clock import VirtualClock
+    from sim.rig import simulated_pump
+
+    clock = VirtualClock()
+    with simulated_pump("inprocess", clock=clock, address=7) as rig:
+        with hal.open_pump("ne1000", rig.url, address=7, clock=clock) as driver:
+            assert driver.identify().address == 7
+            assert driver.set_rate(50_000).applied
+        with pytest.raises(CommunicationError):
+            hal.open_pump("ne1000", rig.url, address=3, clock=clock, timeout_s=0.01)
