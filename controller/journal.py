@@ -1014,8 +1014,9 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
     """Write every entry of a journal to ``out`` as CSV or JSON.
 
     CSV has one row per entry with the stored columns (``old_json``/``new_json``
-    as JSON text); JSON is one object with ``journal_id`` and ``entries`` (with
-    ``old``/``new`` decoded).
+    as JSON text); JSON is one object with ``journal_id``, ``created_utc``, the
+    ``head`` record and ``entries`` (with ``old``/``new`` decoded). Export does not
+    verify: run :func:`verify_journal` for that.
 
     :param path: the journal file.
     :param fmt: ``"csv"`` or ``"json"``.
@@ -1029,7 +1030,8 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
     try:
         db = _connect(Path(path), read_only=True)
         try:
-            journal_id = db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            head = db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
             rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq").fetchall()
         finally:
             db.close()
@@ -1046,8 +1048,17 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
             values["old"] = _decode(values.pop("old_json"))
             values["new"] = _decode(values.pop("new_json"))
             entries.append(values)
-        json.dump({"journal_id": journal_id[0] if journal_id else None, "entries": entries}, out, indent=1,
-                  sort_keys=True)
+        document = {
+            "journal_id": meta.get("journal_id"),
+            "created_utc": meta.get("created_utc"),
+            "head": {
+                "count": head[0] if head else None,
+                "last_hash": head[1] if head else None,
+                "signed": meta.get("checkpoint_signed") == "1",
+            },
+            "entries": entries,
+        }
+        json.dump(document, out, indent=1, sort_keys=True)
         out.write("\n")
     return len(rows)
 

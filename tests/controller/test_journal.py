@@ -328,6 +328,7 @@ def test_export_csv_and_json(closed_journal: Path, tmp_path: Path, capsys: pytes
     assert lines[0].startswith("seq,kind,action,utc") and len(lines) == 9
     doc = json.loads(export_text(closed_journal, "json"))
     assert [e["seq"] for e in doc["entries"]] == list(range(1, 9))
+    assert doc["head"] == {"count": 8, "last_hash": doc["entries"][-1]["hash"], "signed": False}
     assert doc["entries"][1]["new"] == {"kind": "set_rate", "params": {"rate_nl_per_h": 33_333}}
     assert doc["entries"][1]["command_id"] == "cmd-1"
     out = tmp_path / "export.json"
