@@ -1056,7 +1056,8 @@ def _parse_overrides(value: Any) -> tuple[SoftLimitOverride, ...]:
 
 
 def _dec(value: int, scale: int) -> Decimal:
-    return units.units_to_decimal(value, scale).normalize()
+    """Exact decimal without trailing zeros or exponent (``400``, ``0.25``)."""
+    return Decimal(f"{units.units_to_decimal(value, scale).normalize():f}")
 
 
 def _to_document(p: Prescription) -> dict[str, Any]:

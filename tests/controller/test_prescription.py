@@ -677,3 +677,12 @@ def test_check_against_the_current_prescription(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "programme.dose_ug_per_day changes tenfold or more: 40 -> 400: NOT confirmed" in out
     assert cli.main([*args, "--confirm-magnitude", "programme.dose_ug_per_day"]) == 0
+
+
+def test_to_dict_is_plain_json_data() -> None:
+    from controller.audit import canonical_json
+
+    p = parse(base_doc("flex"))
+    text = canonical_json(p.to_dict())
+    assert '"dose_ug_per_day":"300"' in text and '"dose_ug_per_day":"200.5"' in text
+    assert "E+" not in text
