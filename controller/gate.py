@@ -54,6 +54,7 @@ class GateDecision:
     :ivar dose_ng_per_day: daily dose of the programme after the decision, ng/day.
     :ivar overridden: soft limits the request's override lifted.
     :ivar raw: the kernel's own decision (applied as is).
+    :ivar programme: the authorised kernel programme (programme and concentration changes).
     """
 
     allowed: bool
@@ -65,6 +66,7 @@ class GateDecision:
     dose_ng_per_day: int = 0
     overridden: tuple[str, ...] = ()
     raw: Any = field(default=None, compare=False, repr=False)
+    programme: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def denied(cls, *reasons: str) -> GateDecision:
@@ -104,6 +106,15 @@ class Gate(ABC):
     @abstractmethod
     def record_delivery(self, kind: str, mass_pg: int, start_ms: int, end_ms: int) -> None:
         """Record drug delivered between two polls into the 24 h ledger."""
+
+    @abstractmethod
+    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int) -> Any:
+        """Build a kernel programme from flex steps at the current concentration."""
+
+    @abstractmethod
+    def authorize_programme(self, steps: list[tuple[int, int, int]], now_ms: int, *, anchor_ms: int,
+                            override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
+        """Authorise a flex programme."""
 
     @abstractmethod
     def note_bolus_start(self, kind: str, at_ms: int) -> None:
@@ -187,6 +198,7 @@ class KernelGate(Gate):
             dose_ng_per_day=decision.daily_dose_ng,
             overridden=tuple(decision.overridden),
             raw=decision,
+            programme=decision.programme,
         )
 
     def _authorize(self, request: Any, now_ms: int) -> GateDecision:
@@ -212,6 +224,27 @@ class KernelGate(Gate):
         except KernelConfigError as exc:
             raise _config_error(exc) from None
         return self._authorize(request, now_ms)
+
+    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int) -> Any:
+        """A kernel programme at the current concentration from ``(start_offset_ms, duration_ms, rate_nl_per_h)`` steps."""
+        try:
+            return self.k.Programme([tuple(s) for s in steps], self.concentration_ug_per_ml, anchor_ms=anchor_ms)
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+
+    def authorize_programme(self, steps: list[tuple[int, int, int]], now_ms: int, *, anchor_ms: int,
+                            override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
+        """Authorise a flex programme (up to 13 steps covering 24 h from ``anchor_ms``)."""
+        programme = self.make_programme(steps, anchor_ms)
+        try:
+            request = self.k.request_programme_change(programme, override=self._override(override))
+        except KernelConfigError as exc:
+            raise _config_error(exc) from None
+        decision = self._authorize(request, now_ms)
+        if decision.allowed:
+            return GateDecision(True, decision.reasons, programme.rate_at(now_ms), 0, 0, 0, decision.dose_ng_per_day,
+                                decision.overridden, decision.raw, programme)
+        return decision
 
     def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int) -> GateDecision:
         try:
@@ -309,7 +342,7 @@ class KernelGate(Gate):
         return {
             "ledger": self.kernel.ledger.snapshot(),
             "concentration_ug_per_ml": self.concentration_ug_per_ml,
-            "rate_nl_per_h": None if programme is None else programme.rate_at(programme.anchor_ms),
+            "steps": None if programme is None else [list(step) for step in programme.steps],
             "anchor_ms": 0 if programme is None else programme.anchor_ms,
             "programme_since_ms": self.programme_since_ms,
         }
@@ -319,9 +352,9 @@ class KernelGate(Gate):
             ledger = self.k.Ledger.restore(snapshot["ledger"])
             limits = self.k.library_entry(snapshot["concentration_ug_per_ml"])
             programme = None
-            if snapshot["rate_nl_per_h"] is not None:
-                programme = self.k.Programme.continuous(snapshot["rate_nl_per_h"], limits.concentration_ug_per_ml,
-                                                        anchor_ms=snapshot["anchor_ms"])
+            if snapshot["steps"] is not None:
+                programme = self.k.Programme([tuple(s) for s in snapshot["steps"]], limits.concentration_ug_per_ml,
+                                             anchor_ms=snapshot["anchor_ms"])
             self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
                                               programme_since_ms=snapshot["programme_since_ms"])
         except KernelConfigError as exc:

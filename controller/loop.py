@@ -57,6 +57,7 @@ MS_PER_DAY = units.MS_PER_DAY
 
 #: Delivery kinds as the loop names them (the gate maps them to kernel ledger kinds).
 BASAL = "basal"
+FLEX = "flex"
 BOLUS_KINDS = ("clinician", "patient", "priming", "bridge")
 MINIMUM_RATE = "minimum_rate"
 
@@ -228,7 +229,8 @@ class ControlLoop:
         self.programmer = RateProgrammer(pump)
         self.mode = Mode.IDLE
         self.concentration_ug_per_ml = 0
-        self.basal_rate_nl_per_h = 0  # the committed programme's basal rate
+        self.basal_rate_nl_per_h = 0  # the committed programme's basal rate now
+        self.programme: Any = None  # a flex programme in effect (rate changes at its boundaries), or None
         self.committed_rate_nl_per_h: int | None = 0  # what the pump holds, verified (None: unknown)
         self.bolus: BolusRun | None = None
         self.fill_nl = 0  # reservoir volume at the last fill
@@ -250,6 +252,7 @@ class ControlLoop:
         self._interrupted_since_ms: int | None = None
         self._catheter = _DeadVolumeQueue()
         self._scheduled: list[tuple[int, int, Callable[[], None], str]] = []
+        self._boundary_from_ms = 0
         self._seq = itertools.count()
         #: Called with each :class:`PollRecord` (runner, report).
         self.observers: list[Callable[[PollRecord], None]] = []
@@ -310,7 +313,15 @@ class ControlLoop:
             wake = min(wake, self.bolus.end_ms)
         if self._scheduled:
             wake = min(wake, self._scheduled[0][0])
+        boundary = self._next_boundary()
+        if boundary is not None:
+            wake = min(wake, boundary)
         return wake
+
+    def _next_boundary(self) -> int | None:
+        if self.programme is None or self.mode is not Mode.RUNNING:
+            return None
+        return self.programme.next_boundary(self._boundary_from_ms)
 
     def run_until(self, t_ms: int) -> None:
         """Handle every event due up to controller time ``t_ms``, sleeping in between; end at ``t_ms``."""
@@ -326,6 +337,9 @@ class ControlLoop:
         now = self.now_ms()
         if self.bolus is not None and self.bolus.end_ms <= now:
             self._end_bolus("complete")
+        boundary = self._next_boundary()
+        if boundary is not None and boundary <= now:
+            self._flex_step(now)
         while self._scheduled and self._scheduled[0][0] <= now:
             _, _, action, _ = self._scheduled.pop(0)
             action()
@@ -333,6 +347,33 @@ class ControlLoop:
             self.poll()
 
     # -- accrual and reconciliation -------------------------------------------------------------------
+
+    def _flex_step(self, now: int) -> None:
+        """A flex programme boundary: move to the next step's rate (the whole programme was authorised)."""
+        self._boundary_from_ms = now
+        rate = self.programme.rate_at(now)
+        if rate == self.basal_rate_nl_per_h:
+            return
+        self._accrue()
+        self.basal_rate_nl_per_h = rate
+        extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
+        outcome = self.programmer.program(rate + extra, previous_nl_per_h=None)
+        self._after_program(outcome, "flex step")
+
+    def set_programme(self, decision: GateDecision) -> ProgramOutcome:
+        """Put an authorised flex programme in effect: its current step now, the others at their boundaries."""
+        if self.mode is not Mode.RUNNING:
+            raise StateError(f"no programme change in mode {self.mode.value}")
+        now = self.now_ms()
+        rate = decision.programme.rate_at(now)
+        extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
+        outcome = self._program(rate + extra, decision)
+        if outcome.committed:
+            self.basal_rate_nl_per_h = rate
+            self.programme = decision.programme if len(decision.programme.steps) > 1 else None
+            self._boundary_from_ms = now
+        self.checkpoint()
+        return outcome
 
     def _delivering(self) -> bool:
         return self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE) and bool(self.committed_rate_nl_per_h)
@@ -349,7 +390,7 @@ class ControlLoop:
             extra = min(self.bolus.extra_rate_nl_per_h, rate)
             self._expected_num[self.bolus.kind] = self._expected_num.get(self.bolus.kind, 0) + extra * dt
             rate -= extra
-        kind = MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else BASAL
+        kind = MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else (FLEX if self.programme is not None else BASAL)
         self._expected_num[kind] = self._expected_num.get(kind, 0) + rate * dt
 
     def _attribute(self, delta_nl: int) -> dict[str, int]:
@@ -629,6 +670,7 @@ class ControlLoop:
         outcome = self._program(decision.rate_nl_per_h, decision)
         if outcome.committed:
             self.mode = Mode.MINIMUM_RATE
+            self.programme = None
             self.alarms.raise_alarm(AlarmCode.MINIMUM_RATE_MODE, detail=reason)
             self._emit("minimum_rate", reason=reason, rate_nl_per_h=decision.rate_nl_per_h)
             self.checkpoint()
@@ -722,6 +764,7 @@ class ControlLoop:
         outcome = self._program(decision.rate_nl_per_h + extra, decision)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
+            self.programme = None
             if self.mode is Mode.MINIMUM_RATE:
                 self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail="clinician programme resumed")
             self.mode = Mode.RUNNING
@@ -804,6 +847,7 @@ class ControlLoop:
         outcome = self._program(basal_during + extra, decision)
         if outcome.committed:
             self.basal_rate_nl_per_h = basal_during
+            self.programme = None
             if run is not None:
                 self.store.mark_running(run.bolus_id, now)
                 self._emit("bolus_start", kind="bridge", bolus_id=run.bolus_id, dose_ng=decision.dose_ng,
@@ -886,6 +930,7 @@ class ControlLoop:
         outcome = self._program(decision.rate_nl_per_h, decision)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
+            self.programme = None
             for code in (AlarmCode.MINIMUM_RATE_MODE,):
                 if self.alarms.is_active(code):
                     self.alarms.clear(code, detail="therapy resumed")
@@ -910,6 +955,8 @@ class ControlLoop:
             "mode": self.mode.value,
             "concentration_ug_per_ml": self.concentration_ug_per_ml,
             "basal_rate_nl_per_h": self.basal_rate_nl_per_h,
+            "flex": None if self.programme is None else [[list(x) for x in self.programme.steps],
+                                                         self.programme.anchor_ms],
             "fill_nl": self.fill_nl,
             "dispensed_since_fill_nl": self.dispensed_since_fill_nl,
             "last_counter_nl": self._last_counter_nl,
@@ -953,6 +1000,8 @@ class ControlLoop:
         self.mode = Mode(body["mode"])
         self.concentration_ug_per_ml = body["concentration_ug_per_ml"]
         self.basal_rate_nl_per_h = body["basal_rate_nl_per_h"]
+        flex = body.get("flex")
+        self.programme = None if not flex else self.gate.make_programme([tuple(x) for x in flex[0]], flex[1])
         self.fill_nl = body["fill_nl"]
         self.dispensed_since_fill_nl = body["dispensed_since_fill_nl"]
         self._last_counter_nl = body["last_counter_nl"]
@@ -967,6 +1016,9 @@ class ControlLoop:
         self._accrual_ms = now
         self._next_poll_ms = now
         self._last_confirmed_ms = now
+        self._boundary_from_ms = now
+        if self.programme is not None:
+            self.basal_rate_nl_per_h = self.programme.rate_at(now)
         self.committed_rate_nl_per_h = self.basal_rate_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
         found: dict[str, Any] = {"resumed": True, "mode": self.mode.value, "closed_boluses": []}

@@ -328,6 +328,43 @@ class Therapy:
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
 
+    def set_flex(self, steps: list[tuple[int, int]], *, anchor_ms: int = 0, actor: Actor = CLINICIAN,
+                 override_reason: str | None = None) -> WorkflowResult:
+        """Put a flex programme in effect: ``(start_ms_of_day, dose_ng_per_day)`` steps covering 24 h.
+
+        Each step delivers at the rate of its daily dose from its start to the next step's start
+        (the last to midnight). The kernel checks the whole day at once (daily total against the
+        titration cap and the 24 h cap); the loop then changes the rate at each boundary.
+
+        :param steps: 1 to 13 steps, the first starting at 0, starts strictly increasing and < 24 h.
+        :param anchor_ms: controller time at which the programme's day starts (its midnight).
+        """
+        action = "flex"
+        if not steps or steps[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])) \
+                or steps[-1][0] >= MS_PER_DAY or len(steps) > 13:
+            raise ConfigError("steps", steps, "1-13 (start_ms, dose) steps from 0, increasing, inside 24 h")
+        if self.loop.mode is not Mode.RUNNING:
+            return self._deny(action, Why.NOT_RUNNING)
+        if self.loop.session_open is not None:
+            return self._deny(action, Why.SESSION_OPEN)
+        bounds = [start for start, _ in steps] + [MS_PER_DAY]
+        kernel_steps = [(start, bounds[i + 1] - start, self._rate_for_dose(dose)) for i, (start, dose) in enumerate(steps)]
+        override = None
+        if override_reason:
+            override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), override_reason, str(actor))
+        decision = self.gate.authorize_programme(kernel_steps, self.loop.now_ms(), anchor_ms=anchor_ms,
+                                                 override=override)
+        if not decision.allowed:
+            return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
+        outcome = self.loop.set_programme(decision)
+        if not outcome.committed:
+            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+        self.prescribed_dose_ng_per_day = decision.dose_ng_per_day
+        self.loop.checkpoint()
+        return self._done(WorkflowResult(action, True, decision.overridden,
+                                         f"{len(steps)} steps, {decision.dose_ng_per_day / 1000:g} µg/day in total",
+                                         {"dose_ug_per_day": decision.dose_ng_per_day / 1000}))
+
     # -- boluses -------------------------------------------------------------------------------------
 
     def _bolus(self, kind: str, volume_nl: int, duration_ms: int) -> WorkflowResult:

@@ -372,6 +372,22 @@ def _r_fault(path: str, v: Any) -> str:
     return _str(path, v, choices=FAULT_KINDS)
 
 
+def _flex_steps(path: str, value: Any) -> tuple[tuple[int, int], ...]:
+    """``[["00:00", 300], ["08:00", 450], ...]``: step start (time of day) and daily dose in µg/day."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 13:
+        raise ConfigError(path, value, "1 to 13 [\"HH:MM\", dose_ug_per_day] pairs")
+    steps = []
+    for index, item in enumerate(value):
+        if not isinstance(item, list) or len(item) != 2:
+            raise ConfigError(f"{path}[{index}]", item, "a [\"HH:MM\", dose_ug_per_day] pair")
+        start = parse_at(f"{path}[{index}][0]", f"0d {item[0]}" if isinstance(item[0], str) else item[0])
+        dose = _int(f"{path}[{index}][1]", item[1], minimum=1, maximum=100_000)
+        steps.append((start, dose * 1000))
+    if steps[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])):
+        raise ConfigError(path, value, "steps starting at \"00:00\" in increasing time order")
+    return tuple(steps)
+
+
 #: Every action and its parameters: name -> {key: (reader, default)}; ``...`` = required.
 ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
     "screening_dose": {
@@ -389,6 +405,10 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "dose_ug_per_day": (lambda p, v: _int(p, v, minimum=0, maximum=100_000), None),
         "change_pct": (lambda p, v: _decimal(p, v, minimum=Decimal(-100), maximum=Decimal(1000)), None),
         "reason": (_r_text, "clinical response"),
+        "override_reason": (_r_text, None),
+    },
+    "flex": {
+        "steps": (lambda p, v: _flex_steps(p, v), ...),
         "override_reason": (_r_text, None),
     },
     "clinician_bolus": {
@@ -846,6 +866,8 @@ class ScenarioRunner:
                 current = th.prescribed_dose_ng_per_day
                 target = int(current * (100 + p["change_pct"]) / 100)
             th.titrate(target, reason=p["reason"], override_reason=p["override_reason"])
+        elif do == "flex":
+            th.set_flex(list(p["steps"]), anchor_ms=self.t0_ms, override_reason=p["override_reason"])
         elif do == "clinician_bolus":
             th.clinician_bolus(p["dose_ug"] * 1000, p["duration_min"])
         elif do == "configure_patient_bolus":

@@ -228,3 +228,33 @@ def test_dead_volume_queue_delivers_old_drug_first() -> None:
     queue.fill(250_000, 500)
     assert queue.push(100_000, 2000) == 100_000 * 500
     assert queue.push(200_000, 2000) == 150_000 * 500 + 50_000 * 2000
+
+
+def test_flex_programme_changes_rate_at_its_boundaries(running) -> None:
+    steps = [(0, 100_000), (7 * MS_PER_H, 120_000), (22 * MS_PER_H, 100_000)]
+    result = running.therapy.set_flex(steps, anchor_ms=0)
+    assert result.allowed, result
+    rates = []
+    running.loop.observers.append(lambda p: rates.append((p.now_ms % MS_PER_DAY, p.rate_nl_per_h)))
+    running.advance(MS_PER_DAY)
+    by_hour = dict(rates)
+    assert by_hour[3 * MS_PER_H] == 8333 and by_hour[12 * MS_PER_H] == 10_000 and by_hour[23 * MS_PER_H] == 8333
+    daily = (9 * 8333 + 15 * 10_000) * 500 // 1000
+    assert abs(running.gate.total_24h_ng(running.loop.now_ms()) - daily) < 1500
+
+
+def test_flex_programme_survives_a_restart(running, rig_builder) -> None:
+    running.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 110_000)], anchor_ms=0)
+    again = rig_builder(running.clock, running.pump, running.store, recover=True)
+    assert again.loop.programme is not None
+    now = again.loop.now_ms()
+    next_noon = now - now % MS_PER_DAY + 12 * MS_PER_H + (MS_PER_DAY if now % MS_PER_DAY >= 12 * MS_PER_H else 0)
+    again.loop.run_until(next_noon + MS_PER_H)
+    assert running.pump.rate_nl_per_h == 9166
+
+
+def test_flex_steps_are_validated(running) -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        running.therapy.set_flex([(MS_PER_H, 100_000)])
+    result = running.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 200_000)])
+    assert "TITRATION_CAP_EXCEEDED" in result.reasons  # the day's total rises 50 %
