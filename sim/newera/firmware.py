@@ -218,6 +218,7 @@ class Ne1000(ByteDevice):
     :param power_on_alarm: latch ``A?R`` at start, as after a real power-up.
     :param bad_packet_reply: ``"com"`` answers a corrupt Safe packet with ``?COM``; ``"silent"`` drops it.
     :param occlusion_delay_s: time infusing against an occlusion before the motor stalls, s.
+    :param dose_step_nl: volume of one motor step, nL (0: continuous flow; see :class:`Mechanics`).
     :param firmware_version: the ``VER`` reply (default: the profile's).
     :param profile: model and firmware limits (:mod:`sim.newera.profile`).
 
@@ -255,6 +256,7 @@ class Ne1000(ByteDevice):
         power_on_alarm: bool = True,
         bad_packet_reply: str = "com",
         occlusion_delay_s: float = 0.5,
+        dose_step_nl: int = 0,
         firmware_version: str | None = None,
         profile: DeviceProfile = NE1000_V3_928,
     ) -> None:
@@ -282,6 +284,7 @@ class Ne1000(ByteDevice):
             fill_nl=None if fill_ul is None else fill_ul * 1000,
             bias_pct=bias_pct,
             noise_pct=noise_pct,
+            dose_step_nl=dose_step_nl,
             seed=seed,
         )
         self.mechanics.sync = self._sync

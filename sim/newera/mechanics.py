@@ -49,6 +49,8 @@ class Mechanics:
     :param bias_pct: systematic delivery error, percent (-50 to 50): +2 delivers 2 % more.
     :param noise_pct: standard deviation of the per-chunk delivery error, percent (0 to 20).
     :param noise_chunk_nl: commanded volume over which one noise draw holds, nL (> 0).
+    :param dose_step_nl: volume of one motor step, nL (0: continuous flow). With steps the
+        liquid leaves in whole steps, so a balance sees pulsatile flow at low rates.
     :param seed: seed of the noise generator.
     """
 
@@ -61,6 +63,7 @@ class Mechanics:
         bias_pct: float = 0.0,
         noise_pct: float = 0.0,
         noise_chunk_nl: int = 1000,
+        dose_step_nl: int = 0,
         seed: int = 0,
     ) -> None:
         if not isinstance(syringe_volume_nl, int) or syringe_volume_nl <= 0:
@@ -72,6 +75,8 @@ class Mechanics:
             raise ConfigError("bias_pct", bias_pct, "in [-50, 50] %")
         if not 0.0 <= noise_pct <= 20.0:
             raise ConfigError("noise_pct", noise_pct, "in [0, 20] %")
+        if not isinstance(dose_step_nl, int) or dose_step_nl < 0:
+            raise ConfigError("dose_step_nl", dose_step_nl, "an int >= 0 nL (0: continuous)")
         if not isinstance(noise_chunk_nl, int) or noise_chunk_nl <= 0:
             raise ConfigError("noise_chunk_nl", noise_chunk_nl, "an int > 0 nL")
         self._clock = clock
@@ -79,6 +84,7 @@ class Mechanics:
         self.bias_pct = bias_pct
         self.noise_pct = noise_pct
         self.noise_chunk_nl = noise_chunk_nl
+        self.dose_step_nl = dose_step_nl
         self._rng = random.Random(seed)
         self._chunk_factors: list[float] = []
         self._chunk_cumulative: list[float] = [0.0]
@@ -187,9 +193,16 @@ class Mechanics:
     def _actual_delivered_nl(self) -> int:
         self.sync()
         gain = 1.0 + self.bias_pct / 100.0
-        infused = self._actual_infused(self._infused_scaled / NS_PER_H)
-        withdrawn = self._withdrawn_scaled / NS_PER_H * gain
-        return round(infused * gain - withdrawn)
+        infused_nl = self._stepped(self._infused_scaled)
+        withdrawn_nl = self._stepped(self._withdrawn_scaled)
+        return round(self._actual_infused(infused_nl) * gain - withdrawn_nl * gain)
+
+    def _stepped(self, moved_scaled: int) -> float:
+        """Commanded travel, nL, rounded down to whole motor steps when steps are modelled."""
+        if self.dose_step_nl == 0:
+            return moved_scaled / NS_PER_H
+        step_scaled = self.dose_step_nl * NS_PER_H
+        return float(moved_scaled // step_scaled * self.dose_step_nl)
 
     def _actual_infused(self, commanded_nl: float) -> float:
         if self.noise_pct == 0.0:

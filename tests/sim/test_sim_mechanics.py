@@ -85,3 +85,17 @@ def test_balance_reads_from_another_thread_see_consistent_volume(clock: VirtualC
         done.set()
         reader.join()
     assert readings == sorted(readings), "volume never goes backwards while infusing"
+
+
+def test_motor_steps_make_delivery_pulsatile(clock: VirtualClock) -> None:
+    pump = Ne1000(clock, power_on_alarm=False, dose_step_nl=50)
+    body(pump, "0RAT36UH")  # 10 nL/s: one 50 nL step every 5 s
+    body(pump, "0RUN")
+    seen = []
+    for _ in range(12):
+        clock.advance(1)
+        seen.append(pump.mechanics.actual_delivered_nl())
+    assert seen == [0, 0, 0, 0, 50, 50, 50, 50, 50, 100, 100, 100]
+    assert pump.dispensed_nl() == (120, 0), "the pump's own counter is not stepped"
+    with pytest.raises(ConfigError):
+        Ne1000(clock, dose_step_nl=-1)
