@@ -119,6 +119,27 @@ class DispensedVolume:
 
 
 @dataclass(frozen=True)
+class AlarmEvent:
+    """An alarm a driver saw on the wire.
+
+    Some pumps acknowledge an alarm implicitly (New Era: the alarm status sent
+    in reply to any command acknowledges it), so a driver keeps every alarm it
+    sees until the caller collects it with :meth:`PumpDriver.pending_alarms`.
+
+    :ivar alarm: which alarm.
+    :ivar monotonic_ns: when it was seen, on the driver's clock, ns.
+    :ivar acknowledged: True when the pump reported it in reply to a command
+        (which acknowledged it); False for an unsolicited report.
+    :ivar command: the request it answered, as sent (empty when unsolicited).
+    """
+
+    alarm: PumpAlarm
+    monotonic_ns: int
+    acknowledged: bool
+    command: str = ""
+
+
+@dataclass(frozen=True)
 class CommandResult:
     """What a command did.
 
@@ -199,6 +220,14 @@ class PumpDriver(ABC):
     @abstractmethod
     def acknowledge_alarm(self) -> PumpStatus:
         """Acknowledge a latched alarm as the pump's manual defines it; returns the new status."""
+
+    def pending_alarms(self) -> tuple[AlarmEvent, ...]:
+        """Every alarm seen since the last call, oldest first; the list is then cleared.
+
+        Drivers whose pumps acknowledge alarms implicitly must override this so
+        no alarm is lost; the default (no such alarms) returns an empty tuple.
+        """
+        return ()
 
     @abstractmethod
     def heartbeat(self) -> PumpStatus:

@@ -83,6 +83,7 @@ from hal.newera.codec import (
 )
 from hal.newera.framing import Frame, FrameError, ReplyDeframer
 from hal.pump import (
+    AlarmEvent,
     CommandResult,
     Direction,
     DispensedVolume,
@@ -143,23 +144,6 @@ class ByteLink(Protocol):
     def in_waiting(self) -> int: ...
     def note(self, text: str) -> None: ...
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class AlarmEvent:
-    """An alarm the driver saw.
-
-    :ivar alarm: which alarm.
-    :ivar monotonic_ns: when it was seen, on the driver's clock.
-    :ivar acknowledged: True when it came as a reply to our command (which
-        acknowledges it); False for an unsolicited Safe-mode packet.
-    :ivar command: the request data it answered (empty for unsolicited).
-    """
-
-    alarm: PumpAlarm
-    monotonic_ns: int
-    acknowledged: bool
-    command: str = ""
 
 
 @dataclass
@@ -677,6 +661,12 @@ class Ne1000Driver(PumpDriver):
         result = self._send_and_resolve(command, request, target, before, read_back, value_of, resend=True)
         if acknowledged:
             result = _with_detail(result, f"acknowledged {', '.join(acknowledged)} before sending")
+            if result.status is None or result.status.alarm is None:
+                # Surface the alarm the read acknowledged; it is also kept in pending_alarms().
+                state = result.status.state if result.status is not None else self._last_state or PumpState.STOPPED
+                first = next(e.alarm for e in self._alarms[alarms_before:] if e.acknowledged)
+                result = CommandResult(result.command, result.outcome, PumpStatus(state, first), result.dispensed,
+                                       result.value, result.detail)
         return result
 
     def _send_and_resolve(

@@ -345,6 +345,7 @@ def test_alarm_found_by_the_read_before_a_setting_is_reported(pump: Ne1000Driver
     link.add(q("0RAT"), r("00S41.67UH"))
     result = pump.set_rate(41_667)
     assert result.applied and "acknowledged RESET before sending" in result.detail
+    assert result.status is not None and result.status.alarm is PumpAlarm.RESET
     assert link.sent.count(q("0RAT41.67UH")) == 1
 
 
