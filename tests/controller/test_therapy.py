@@ -237,3 +237,20 @@ def test_emergency_discontinue_stops_now(running) -> None:
     assert result.allowed
     assert running.loop.mode is Mode.DISCONTINUED
     assert running.pump.state is not PumpState.INFUSING
+
+
+def test_lower_concentration_holds_the_old_rate_through_the_bridge(make_rig) -> None:
+    rig = make_rig(max_dose_ng_per_day=2_000_000, concentration=2000)
+    rig.therapy.implant(2000, 20_000_000, dose_ng_per_day=400_000)  # 0.2 mL/day
+    rig.advance(3 * MS_PER_DAY)
+    result = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
+                                concentration_ug_per_ml=1000, lot="C3")
+    assert result.allowed, result
+    assert rig.pump.rate_nl_per_h == 8333  # still the 2000 µg/mL rate: the catheter holds 2000 µg/mL drug
+    rig.advance(MS_PER_DAY + MS_PER_H)
+    assert rig.pump.rate_nl_per_h == 16_666  # then 400 µg/day at 1000 µg/mL
+    peak = 0
+    for _ in range(96):
+        rig.advance(MS_PER_H)
+        peak = max(peak, rig.gate.total_24h_ng(rig.loop.now_ms()))
+    assert peak <= 460_000  # no overdose spike at the tip (about 400 µg/day throughout)
