@@ -591,12 +591,17 @@ class InProcessEndpoint(Endpoint):
         self._note("TX", reply)
 
     def host_read(self, size: int) -> bytes:
-        """Up to ``size`` buffered bytes (after a device poll); never waits."""
+        """Up to ``size`` buffered bytes (polling the device if fewer are buffered); never waits."""
         self._check_link()
-        unsolicited = self.poll_device()
-        self._note("TX", unsolicited)
         with self._buffer_lock:
-            self._buffer += unsolicited
+            short = len(self._buffer) < size
+        if short:
+            # Only when the buffer cannot satisfy the read: pyserial's read_until reads byte by byte.
+            unsolicited = self.poll_device()
+            self._note("TX", unsolicited)
+            with self._buffer_lock:
+                self._buffer += unsolicited
+        with self._buffer_lock:
             data = bytes(self._buffer[:size])
             del self._buffer[:size]
         return data
