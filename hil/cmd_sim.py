@@ -126,6 +126,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL")
     serve.add_argument("--fill-ml", default=None, help="syringe contents at start, mL (default: full)")
     serve.add_argument(
+        "--dose-step-nl",
+        type=_bounded(int, 0, None, "dose-step-nl"),
+        default=0,
+        help="volume of one motor step, nL (0: continuous flow)",
+    )
+    serve.add_argument(
         "--profile", choices=sorted(PROFILES), default=NE1000_V3_928.name, help="model and firmware profile"
     )
     serve.add_argument(
@@ -252,6 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
                     syringe_diameter_mm=args.diameter_mm,
                     syringe_volume_ml=args.syringe_ml,
                     fill_ml=args.fill_ml,
+                    dose_step_nl=args.dose_step_nl,
                     profile=PROFILES[args.profile],
                     power_on_alarm=not args.no_reset_alarm,
                     fault_layer=True if args.control else None,

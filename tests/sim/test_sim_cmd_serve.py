@@ -86,7 +86,7 @@ def test_serve_on_tcp_in_safe_mode_with_a_fault_stops_on_sigint() -> None:
 
 
 def test_serve_with_a_balance_prints_its_url_second() -> None:
-    with serve("--balance", "mtsics", "--no-reset-alarm") as (proc, lines):
+    with serve("--balance", "mtsics", "--no-reset-alarm", "--dose-step-nl", "20") as (proc, lines):
         assert lines[0].split()[-1].startswith("/dev/pts/")
         balance_url = lines[1].split()[-1]
         assert balance_url.startswith("/dev/pts/"), lines
@@ -113,6 +113,7 @@ def test_serve_with_a_balance_prints_its_url_second() -> None:
         ["--speed", "-2"],
         ["--speed", "fast"],
         ["--profile", "ne9000"],
+        ["--dose-step-nl", "-5"],
     ],
 )
 def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
