@@ -7,7 +7,8 @@ rate is exactly 10 000 µg and every error is a whole number of percent.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from hal.errors import ConfigError
@@ -185,7 +186,7 @@ def test_off_schedule_samples_are_rejected() -> None:
         analyse(samples, settings())
 
 
-@settings(max_examples=40)
+@hypothesis_settings(max_examples=40)
 @given(
     bias_permille=st.integers(min_value=-300, max_value=300),
     jitter=st.lists(st.integers(min_value=-50, max_value=50), min_size=240, max_size=240),
