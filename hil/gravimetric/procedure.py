@@ -110,6 +110,17 @@ class AccuracyConfig:
         if not isinstance(self.tare, bool):
             raise ConfigError("tare", self.tare, "true or false")
         self.analysis_settings()  # checks the analysis fields and the density
+        intervals = self.duration_s // self.interval_s
+        start = intervals // 2 if self.analysis_start_s is None else self.analysis_start_s // self.interval_s
+        smallest_window_s = min(self.windows_min) * 60
+        if (intervals - start) * self.interval_s < smallest_window_s:
+            # Refuse before anything moves: such a run could only end in a TOO_SHORT refusal.
+            raise ConfigError(
+                "duration_s",
+                self.duration_s,
+                f"long enough for an analysis period of at least {smallest_window_s} s "
+                f"(the period starts at {start * self.interval_s} s)",
+            )
 
     @property
     def density_g_per_ml(self) -> float:

@@ -160,15 +160,15 @@ def test_cli_rejects_bad_arguments(argv: list[str], field: str, capsys: pytest.C
     assert field in capsys.readouterr().err
 
 
-def test_cli_refusal_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_too_short_for_any_window_is_rejected_before_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(
         [
             "hil", "accuracy", "--pump", "sim", "--balance", "sim:sbi", "--rate", "1.2mL/h",
-            "--syringe", "14.5mm", "--duration", "1min",
+            "--syringe", "14.5mm", "--duration", "3min",
         ]
     )
-    assert status == 3
-    assert "too_short" in capsys.readouterr().err
+    assert status == 2
+    assert "duration_s" in capsys.readouterr().err
 
 
 def test_failed_readings_are_missing_samples_never_guesses() -> None:
