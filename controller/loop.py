@@ -174,6 +174,7 @@ class _DeadVolumeQueue:
     segments: list[list[int]] = field(default_factory=list)
 
     def fill(self, capacity_nl: int, concentration_ug_per_ml: int) -> None:
+        """Fill the whole catheter with one solution (drug, or saline as concentration 0)."""
         self.segments = [[capacity_nl, concentration_ug_per_ml]] if capacity_nl else []
 
     def push(self, volume_nl: int, concentration_ug_per_ml: int) -> int:

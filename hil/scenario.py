@@ -1003,6 +1003,9 @@ class ScenarioRunner:
                 self.loop.poll()
             except ItbError as exc:
                 record.error = f"{type(exc).__name__}: {exc}"
+            except KeyboardInterrupt:
+                # The operator stopped the run: the pump keeps its last committed programme running.
+                record.error = "interrupted by the operator; the pump keeps its last committed programme"
             record.wall_s = time.perf_counter() - wall0
             self._finish(record)
             if self.options.report_dir is None:
