@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hal
 from hal.errors import CapabilityError, CommunicationError, ConfigError, DeviceError, StateError
@@ -560,3 +562,43 @@ def test_lost_reply_after_purge_is_uncertain(pump: Ne1000Driver, link: ScriptedL
     result = pump.purge()
     assert result.outcome is Outcome.UNCERTAIN and result.status.state is PumpState.PURGING  # type: ignore[union-attr]
     assert link.sent.count(q("0PUR")) == 1
+
+
+class _RandomReplyLink(ScriptedLink):
+    """Answers every request with the next of a list of arbitrary byte strings (then silence)."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+        if self.replies:
+            self.rx += self.replies.pop(0)
+
+
+_NOISE = st.lists(
+    st.one_of(st.binary(max_size=20), st.sampled_from([r("00S"), r("00A?R"), r("00I?COM"), r("00S41.67UH"),
+                                                       r("01S"), r("00SI1W0ML"), b"\x02", b"\x03"])),
+    max_size=10,
+)
+
+
+@given(_NOISE, st.sampled_from(["read_status", "read_dispensed", "identify", "set_rate", "start", "stop"]))
+def test_arbitrary_replies_only_ever_raise_typed_hal_errors(replies: list[bytes], call: str) -> None:
+    link = ScriptedLink(connect_script())
+    driver = Ne1000Driver(link)
+    driver.connect()
+    noisy = _RandomReplyLink(replies)
+    driver._link = noisy  # swap in the noise after a clean connect
+    args = (41_667,) if call == "set_rate" else ()
+    try:
+        result = getattr(driver, call)(*args)
+    except (CommunicationError, DeviceError):
+        return
+    if call in ("set_rate", "start", "stop"):
+        assert result.outcome in tuple(Outcome)
+        run_sent = sum(sent in (q("0RUN"), q("0RAT41.67UH")) for sent in noisy.sent)
+        assert run_sent <= 2
+        if run_sent == 2:  # sent once more only after a reset alarm swallowed the first
+            assert driver.stats.resends_after_reset == 1
