@@ -222,3 +222,23 @@ def test_tx_gap_delivers_the_rest_later(clock: VirtualClock) -> None:
 def test_gap_needs_a_probability() -> None:
     with pytest.raises(ConfigError):
         parse_fault("gap:s=1")
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([b"0\r", b"0RUN\r", b"0STP\r", b"0DIS\r", b"0VER\r", b"0RAT50UH\r", b"0SAF9\r"]),
+                  st.integers(0, 20)),
+        max_size=12,
+    ),
+    st.integers(1, 7),
+)
+def test_an_empty_fault_layer_is_transparent(script: list[tuple[bytes, int]], chunk: int) -> None:
+    bare_clock, wrapped_clock = VirtualClock(), VirtualClock()
+    bare = Ne1000(bare_clock)
+    wrapped, _ = faulty(wrapped_clock, power_on_alarm=True)
+    for command, wait_s in script:
+        expected = bare.receive(command) + bare.poll()
+        got = b"".join(wrapped.receive(command[i : i + chunk]) for i in range(0, len(command), chunk))
+        assert got + wrapped.poll() == expected
+        bare_clock.advance(wait_s)
+        wrapped_clock.advance(wait_s)
