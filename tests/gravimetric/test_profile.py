@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hil
 from hal.errors import ConfigError
@@ -93,3 +95,51 @@ def test_durations_and_syringes() -> None:
     for bad in ("0.05mm", "51mm", "14.57", "bd-2ml"):
         with pytest.raises(ConfigError):
             parse_syringe_mm(bad)
+
+
+_scalars = st.one_of(
+    st.integers(min_value=-10**6, max_value=10**6),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzµ/.0123456789 -", max_size=12),
+)
+_tables = st.dictionaries(
+    st.sampled_from(["pump", "balance", "syringe", "water", "test", "extra"]),
+    st.dictionaries(
+        st.sampled_from(["url", "driver", "baudrate", "parity", "spec", "temperature_c", "rate", "duration", "x"]),
+        _scalars,
+        max_size=4,
+    ),
+    max_size=4,
+)
+
+
+def _toml(tables: dict[str, dict[str, object]]) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'  # the alphabet has no quotes or backslashes
+        return repr(v)
+
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {value(v)}\n" for key, v in content.items()) for name, content in tables.items()
+    )
+
+
+@given(_tables)
+def test_any_profile_either_loads_or_is_rejected_with_config_error(tables: dict[str, dict[str, object]]) -> None:
+    try:
+        profile = parse_profile(_toml(tables))
+    except ConfigError as exc:
+        assert exc.field
+    else:
+        assert isinstance(profile, BenchProfile)
+
+
+@given(st.text(max_size=200))
+def test_any_text_either_loads_or_is_rejected_with_config_error(text: str) -> None:
+    try:
+        parse_profile(text)
+    except ConfigError:
+        pass
