@@ -2,10 +2,14 @@
 
 ::
 
-    with simulated_pump("pty", clock=VirtualClock()) as rig:
+    clock = VirtualClock()
+    with simulated_pump("pty", clock=clock, faults=["lost-reply:match=RUN"]) as rig:
         driver = hal.open_pump("ne1000", rig.url, clock=clock)
         ...
+        clock.advance(60)                            # the pump delivers in virtual time
         rig.device.mechanics.actual_delivered_nl()   # what a balance would weigh
+        rig.device.inject_stall()                    # device fault hooks
+        rig.faults.add("disconnect:at=5")            # more faults while running
 """
 
 from __future__ import annotations
