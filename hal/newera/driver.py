@@ -948,7 +948,9 @@ class Ne1000Driver(PumpDriver):
         with self._lock:
             self._mode_switch(request, safe_after=True)
             self._safe_timeout_s = timeout_s
-            return self.read_status()
+            status = self.read_status()
+            self._verify_safe_timeout(timeout_s)
+            return status
 
     def exit_safe_mode(self) -> PumpStatus:
         """Return the pump to Basic mode (``SAF 0`` sent as a Safe packet, as the manual does)."""
@@ -956,7 +958,24 @@ class Ne1000Driver(PumpDriver):
         with self._lock:
             self._mode_switch(request, safe_after=False)
             self._safe_timeout_s = None
-            return self.read_status()
+            status = self.read_status()
+            self._verify_safe_timeout(0)
+            return status
+
+    def read_safe_mode_timeout_s(self) -> int:
+        """Read the Safe-mode watchdog back (``SAF``), seconds; 0 means Basic mode."""
+        return self._query(codec.query(self.address, codec.Command.SAF), _parse_whole_number)
+
+    def _verify_safe_timeout(self, expected_s: int) -> None:
+        try:
+            observed = self.read_safe_mode_timeout_s()
+        except DeviceError as exc:
+            if exc.reply is not None and exc.reply.error is ErrorCode.UNRECOGNISED:
+                self._require_link().note("SAF query not supported by this firmware; mode checked by framing only")
+                return
+            raise
+        if observed != expected_s:
+            raise DeviceError(f"SAF read back {observed} s, expected {expected_s} s", error_code="NE_SAF_READBACK")
 
     def _mode_switch(self, request: Request, *, safe_after: bool, alarm_retries: int = 2) -> None:
         # The reply may come in either framing; accept the first that parses.
@@ -1060,6 +1079,12 @@ def _check_safe_timeout(timeout_s: int | None) -> None:
         return
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int) or not 1 <= timeout_s <= codec.MAX_SAFE_TIMEOUT_S:
         raise ConfigError("safe_mode_timeout_s", timeout_s, f"None or an integer in [1, {codec.MAX_SAFE_TIMEOUT_S}] s")
+
+
+def _parse_whole_number(data: str) -> int:
+    if not data.isdigit():
+        raise ReplyFormatError("not a whole number", data.encode("ascii", "replace"))
+    return int(data)
 
 
 def _expect_empty(data: str) -> None:

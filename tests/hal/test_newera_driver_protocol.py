@@ -80,6 +80,7 @@ def test_connect_finds_a_pump_left_in_safe_mode() -> None:
         (encode_safe(b"0RAT"), encode_safe(b"00S1UH")),
         (encode_safe(b"0SAF0"), encode_safe(b"00S")),
         (q("0"), r("00S")),
+        (q("0SAF"), r("00S0")),
     ])
     driver = Ne1000Driver(link)
     driver.connect()
@@ -451,19 +452,30 @@ def test_clear_dispensed_refused_is_not_applied(pump: Ne1000Driver, link: Script
 def test_enter_and_leave_safe_mode_bytes(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0SAF10"), r("00S"))
     link.add(encode_safe(b"0"), encode_safe(b"00S"))
+    link.add(encode_safe(b"0SAF"), encode_safe(b"00S10"))
     pump.enter_safe_mode(10)
     assert pump.safe_mode
     link.add(encode_safe(b"0"), encode_safe(b"00S"))
     pump.heartbeat()
     link.add(encode_safe(b"0SAF0"), encode_safe(b"00S"))
     link.add(q("0"), r("00S"))
+    link.add(q("0SAF"), r("00S?"))  # firmware without the SAF query: the framing check stands
     pump.exit_safe_mode()
     assert not pump.safe_mode
+
+
+def test_safe_timeout_read_back_mismatch_is_a_device_error(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0SAF10"), r("00S"))
+    link.add(encode_safe(b"0"), encode_safe(b"00S"))
+    link.add(encode_safe(b"0SAF"), encode_safe(b"00S20"))
+    with pytest.raises(DeviceError, match="SAF read back 20"):
+        pump.enter_safe_mode(10)
 
 
 def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0SAF5"), r("00S"))
     link.add(encode_safe(b"0"), encode_safe(b"00S"))
+    link.add(encode_safe(b"0SAF"), encode_safe(b"00S5"))
     pump.enter_safe_mode(5)
     pump.pending_alarms()
     link.inject(encode_safe(b"00A?S"))
@@ -478,6 +490,7 @@ def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Dri
 def test_safe_mode_reply_with_bad_crc_is_not_accepted(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0SAF5"), r("00S"))
     link.add(encode_safe(b"0"), encode_safe(b"00S"))
+    link.add(encode_safe(b"0SAF"), encode_safe(b"00S5"))
     pump.enter_safe_mode(5)
     corrupt = bytearray(encode_safe(b"00I"))
     corrupt[-2] ^= 0xFF
