@@ -150,6 +150,8 @@ class Endpoint:
         self.bytes_sent = 0
         #: Bytes the device sent that the port could not take (nobody reading).
         self.bytes_dropped = 0
+        #: Set once any output had to be dropped.
+        self.output_dropped = threading.Event()
 
     @property
     def url(self) -> str:
@@ -172,6 +174,11 @@ class Endpoint:
             self._trace.record(direction, data)
         if self._on_traffic is not None:
             self._on_traffic(direction, data)
+
+    def _count_dropped(self, count: int) -> None:
+        if count > 0:
+            self.bytes_dropped += count
+            self.output_dropped.set()
 
     def exchange(self, data: bytes) -> bytes:
         """Hand host bytes to the device (serialised) and return its answer."""
@@ -402,7 +409,7 @@ class PtyEndpoint(_ThreadedEndpoint):
         except OSError:
             return False
         # Nobody is draining the port: like a UART with no listener, the rest is lost.
-        self.bytes_dropped += len(data) - written
+        self._count_dropped(len(data) - written)
         return True
 
     def _drop_link(self) -> None:
@@ -513,7 +520,7 @@ class TcpEndpoint(_ThreadedEndpoint):
             self._close_conn()
             return False
         # A client that stopped reading: like a UART with no listener, the rest is lost.
-        self.bytes_dropped += len(data) - written
+        self._count_dropped(len(data) - written)
         return True
 
     def _close_conn(self) -> None:

@@ -208,11 +208,10 @@ def test_pty_with_no_reader_drops_output_instead_of_blocking(clock: VirtualClock
 
     endpoint = PtyEndpoint(Chatty(), poll_interval_s=0.001)
     try:
-        while endpoint.bytes_dropped == 0:
-            endpoint.disconnected.wait(0.01)
+        assert endpoint.output_dropped.wait(60)
     finally:
-        endpoint.close()
-    assert endpoint.closed
+        endpoint.close()  # must not hang on a full pty
+    assert endpoint.closed and endpoint.bytes_dropped > 0
 
 
 def test_rig_fault_layer_switch(clock: VirtualClock) -> None:
