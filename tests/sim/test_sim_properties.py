@@ -13,6 +13,7 @@ from sim.clock import VirtualClock
 from sim.newera import Ne1000
 from sim.newera.deframer import PumpDeframer
 from sim.newera.mechanics import INFUSE, NS_PER_H, Mechanics
+from sim.newera.wire_numbers import format_milli, parse_milli
 
 
 def _snapshot(pump: Ne1000) -> tuple[object, ...]:
@@ -315,3 +316,13 @@ def test_safe_mode_answers_the_same_data_as_basic_mode(script: list[tuple[str, i
         assert [f.data for f in basic_reply] == [f.data for f in safe_reply]  # type: ignore[union-attr]
         basic_clock.advance(wait_s)
         safe_clock.advance(wait_s)
+
+
+@given(st.integers(0, 9_999_000))
+def test_rendered_numbers_parse_back_to_at_most_the_value(value_milli: int) -> None:
+    text = format_milli(value_milli)
+    parsed = parse_milli(text)
+    assert parsed is not None, text
+    assert parsed <= value_milli, "display truncates, never rounds up"
+    digits = len(str(value_milli // 1000)) if value_milli >= 1000 else 1
+    assert value_milli - parsed < 10 ** max(0, digits - 1), "at most the last shown digit is lost"
