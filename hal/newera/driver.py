@@ -486,8 +486,14 @@ class Ne1000Driver(PumpDriver):
                         reply=reply,
                         error_code=f"NE_{reply.error.name}",
                     )
-                if reply.alarm is not None and not reply.data:
-                    continue  # the alarm reply acknowledged it and swallowed the query: ask again
+                if reply.alarm is not None:
+                    # The alarm reply acknowledged the alarm and may have swallowed the query.
+                    if not reply.data:
+                        continue
+                    try:
+                        return parse(reply.data)
+                    except ReplyFormatError:
+                        continue
                 return parse(reply.data)
         if last is None:
             raise DeviceError(f"pump {self.address} kept answering {request.data()!r} with alarms")
