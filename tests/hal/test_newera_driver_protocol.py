@@ -615,3 +615,15 @@ def test_arbitrary_replies_only_ever_raise_typed_hal_errors(replies: list[bytes]
         assert run_sent <= 2
         if run_sent == 2:  # sent once more only after a reset alarm swallowed the first
             assert driver.stats.resends_after_reset == 1
+
+
+def test_alarm_reply_with_data_to_a_query_is_used_and_recorded(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0VER"), r("00A?SNE1000V3.928"))
+    assert pump.identify().model == "NE1000"
+    assert [e.alarm for e in pump.pending_alarms()][-1] is PumpAlarm.STALL
+
+
+def test_alarm_reply_with_foreign_data_to_a_query_is_asked_again(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    link.add(q("0VER"), r("00A?S0.21MM"))
+    link.add(q("0VER"), r("00SNE1000V3.928"))
+    assert pump.identify().firmware == "V3.928"
