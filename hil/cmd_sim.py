@@ -152,7 +152,8 @@ def _traffic_printer(label: str, start: float) -> Any:
     def show(direction: str, data: bytes) -> None:
         text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
         with lock:
-            print(f"{time.monotonic() - start:10.4f} {label} {direction} {data.hex(' ')}  |{text}|", file=sys.stderr, flush=True)
+            line = f"{time.monotonic() - start:10.4f} {label} {direction} {data.hex(' ')}  |{text}|"
+            print(line, file=sys.stderr, flush=True)
 
     return show
 

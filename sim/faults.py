@@ -208,7 +208,14 @@ class FaultyDevice(ByteDevice):
     :param seed: seed of the generator behind probabilistic faults and junk bytes.
     """
 
-    def __init__(self, device: Any, faults: list[FaultSpec | str] | tuple[FaultSpec | str, ...], *, clock: Clock, seed: int = 0) -> None:
+    def __init__(
+        self,
+        device: Any,
+        faults: list[FaultSpec | str] | tuple[FaultSpec | str, ...],
+        *,
+        clock: Clock,
+        seed: int = 0,
+    ) -> None:
         self.device = device
         self.clock = clock
         self.specs = [parse_fault(f) if isinstance(f, str) else f for f in faults]

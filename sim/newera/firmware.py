@@ -196,7 +196,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
     _spec("BUZ", ("", "buz_query"), (r"(\d)(\d{1,2})?", "buz_set", _BIT)),
     _spec("TRG", ("", "trg_query"), (r"(FT|FH|FL|LE|ST|T2)", "trg_set")),
-    _spec("ADR", ("", "adr_query"), (r"(\d{1,3})(?:B(\d{3,5}))?(DUAL|RECP)?", "adr_set", (range(0, 100),)), system=True),
+    _spec(
+        "ADR",
+        ("", "adr_query"),
+        (r"(\d{1,3})(?:B(\d{3,5}))?(DUAL|RECP)?", "adr_set", (range(0, 100),)),
+        system=True,
+    ),
     _spec("RESET", ("", "reset"), system=True),
 )
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}

@@ -68,7 +68,9 @@ def test_virtual_time_drives_delivery(port_and_pump: tuple[serial.SerialBase, Ne
     assert pump.mechanics.actual_delivered_nl() == 2000
 
 
-def test_unsolicited_safe_alarm_reaches_the_client(port_and_pump: tuple[serial.SerialBase, Ne1000], clock: VirtualClock) -> None:
+def test_unsolicited_safe_alarm_reaches_the_client(
+    port_and_pump: tuple[serial.SerialBase, Ne1000], clock: VirtualClock
+) -> None:
     port, _ = port_and_pump
     assert exchange(port, b"0SAF2\r") == b"\x0200S\x03"
     clock.advance(3)
@@ -173,7 +175,11 @@ def test_paced_links_deliver_the_same_bytes(clock: VirtualClock, link_name: str,
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"pace_baud": 0}, "pace_baud"), ({"pace_baud": 9600.0}, "pace_baud"), ({"poll_interval_s": 0}, "poll_interval_s")],
+    [
+        ({"pace_baud": 0}, "pace_baud"),
+        ({"pace_baud": 9600.0}, "pace_baud"),
+        ({"poll_interval_s": 0}, "poll_interval_s"),
+    ],
 )
 def test_endpoint_settings_are_validated(clock: VirtualClock, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as excinfo:

@@ -84,7 +84,8 @@ def test_version(pump: Ne1000) -> None:
 
 
 @pytest.mark.parametrize(
-    ("diameter", "units"), [("14.00", "UL"), ("14", "UL"), ("13.99", "UL"), ("14.01", "ML"), ("26.59", "ML"), ("0.1", "UL")]
+    ("diameter", "units"),
+    [("14.00", "UL"), ("14", "UL"), ("13.99", "UL"), ("14.01", "ML"), ("26.59", "ML"), ("0.1", "UL")],
 )
 def test_diameter_selects_volume_units_at_14_mm(pump: Ne1000, diameter: str, units: str) -> None:
     assert body(pump, f"0DIA{diameter}") == "00S"

@@ -129,7 +129,9 @@ def test_watchdog_fires_at_exact_time_when_polled_late(safe_pump: Ne1000, clock:
     assert safe_pump.dispensed_nl() == (1000, 0), "10 s at 360 uL/h, not an hour"
 
 
-def test_power_up_in_safe_mode_sends_reset_alarm_and_timer_waits(make_pump: Callable[..., Ne1000], clock: VirtualClock) -> None:
+def test_power_up_in_safe_mode_sends_reset_alarm_and_timer_waits(
+    make_pump: Callable[..., Ne1000], clock: VirtualClock
+) -> None:
     pump = make_pump(safe_timeout_s=2, power_on_alarm=True)
     assert pump.poll() == safe_reply("00A?R")
     clock.advance(600)
