@@ -137,13 +137,24 @@ class ByteLink(Protocol):
     url: str
     timeout_s: float
 
-    def write(self, data: bytes) -> None: ...
-    def read(self, size: int = 1) -> bytes: ...
-    def reset_input(self) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Send all of ``data`` (raise :class:`~hal.errors.CommunicationError` on failure)."""
+
+    def read(self, size: int = 1) -> bytes:
+        """Up to ``size`` bytes within ``timeout_s``; ``b""`` means nothing arrived."""
+
+    def reset_input(self) -> None:
+        """Drop what the OS already holds."""
+
     @property
-    def in_waiting(self) -> int: ...
-    def note(self, text: str) -> None: ...
-    def close(self) -> None: ...
+    def in_waiting(self) -> int:
+        """Bytes ready to read now."""
+
+    def note(self, text: str) -> None:
+        """Add a note to the byte trace, if any."""
+
+    def close(self) -> None:
+        """Release the port (idempotent)."""
 
 
 @dataclass
