@@ -302,7 +302,9 @@ class Ne1000Driver(PumpDriver):
     def _probe_mode(self) -> None:
         request = codec.status_request(self.address)
         last: Exception | None = None
-        for safe in (self._safe, not self._safe) * (1 + self.read_retries):
+        # Basic first: a pump in Safe mode ignores Basic packets, so a Basic answer proves Basic mode,
+        # while a Safe packet is answered in either mode.
+        for safe in (False, True) * (1 + self.read_retries):
             self._safe = safe
             try:
                 reply = self._exchange(request, expect_data=False)

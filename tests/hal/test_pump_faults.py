@@ -157,3 +157,14 @@ def test_safe_mode_watchdog_fires_when_heartbeats_are_lost_on_the_way_in() -> No
         status = driver.read_status()
         assert status.alarm is PumpAlarm.COMMS_TIMEOUT
         assert any(e.alarm is PumpAlarm.COMMS_TIMEOUT for e in alarms + driver.pending_alarms())
+
+
+@pytest.mark.parametrize("fault", ["lost-reply:match=SAF10", "lost-reply:match=SAF0$"])
+def test_lost_reply_to_a_mode_switch_is_resolved_by_probing_both_framings(fault: str) -> None:
+    with open_backend("inprocess", faults=(fault,)) as backend:
+        driver, device = backend.driver, backend.device
+        assert device is not None
+        driver.enter_safe_mode(10)
+        assert driver.safe_mode and device.safe_mode
+        driver.exit_safe_mode()
+        assert not driver.safe_mode and not device.safe_mode
