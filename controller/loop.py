@@ -93,7 +93,7 @@ class LoopConfig:
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
-    checkpoint_interval_ms: int = 24 * MS_PER_H
+    checkpoint_interval_ms: int = 72 * MS_PER_H
     minimum_rate_nl_per_h: int = 2000
     drift_tolerance_ppm: int = 50_000
     drift_floor_nl: int = 2000
@@ -408,8 +408,28 @@ class ControlLoop:
             shares[biggest] += remainder
         return shares
 
-    def _reconcile(self, counter_nl: int) -> tuple[int, int]:
-        """Record the counter delta since the last reading into the ledger. Returns (delta nL, tip pg)."""
+    def _record_spread(self, kind: str, mass_pg: int, from_ms: int, to_ms: int) -> None:
+        """Record continuous delivery over ``[from_ms, to_ms]`` hour by hour (only the part inside 24 h)."""
+        span = max(1, to_ms - from_ms)
+        start = max(from_ms, to_ms - MS_PER_DAY + MS_PER_MIN)
+        t = start
+        recorded = 0
+        while t < to_ms:
+            end = min(to_ms, t + MS_PER_H)
+            part = mass_pg * (end - from_ms) // span - mass_pg * (t - from_ms) // span
+            if part:
+                self.gate.record_delivery(kind, part, t, end)
+                recorded += part
+            t = end
+        del recorded
+
+    def _reconcile(self, counter_nl: int, *, spread_from_ms: int | None = None) -> tuple[int, int]:
+        """Record the counter delta since the last reading into the ledger. Returns (delta nL, tip pg).
+
+        :param spread_from_ms: after a restart, continuous (non-bolus) delivery since the checkpoint is
+            recorded hour by hour from this time instead of all at once now, so the 24 h window neither
+            double counts it nor misses it.
+        """
         self._accrue()
         self._interval_expected_nl += sum(self._expected_num.values()) // MS_PER_H
         if self._last_counter_nl is None or counter_nl < self._last_counter_nl:
@@ -432,7 +452,10 @@ class ControlLoop:
             # What reaches the tip is what the patient gets (old drug first after a refill). A priming
             # bolus mixes and may reach the CSF before it ends, so it counts its full reservoir-side mass.
             counted_pg = max(tip_pg, reservoir_pg) if kind == "priming" else tip_pg
-            self.gate.record_delivery(kind, counted_pg, self._last_poll_ms, now)
+            if spread_from_ms is not None and kind not in BOLUS_KINDS:
+                self._record_spread(kind, counted_pg, spread_from_ms, now)
+            else:
+                self.gate.record_delivery(kind, counted_pg, self._last_poll_ms, now)
             if kind in BOLUS_KINDS:
                 released = self.gate.release_bolus(kind, counted_pg)
                 if self.bolus is not None and kind == self.bolus.kind:
@@ -1042,7 +1065,7 @@ class ControlLoop:
                 self._expected_num[kind] = self._expected_num.get(kind, 0) + delta * MS_PER_H
             shares_before = dict(self._expected_num)
             self._accrual_ms = now  # no further accrual: the shares above are the whole story
-            self._reconcile(dispensed.infused_nl)
+            self._reconcile(dispensed.infused_nl, spread_from_ms=min(self._last_poll_ms, now))
             # That history was already reported by the previous instance's polls (if anyone was listening).
             self._interval_expected_nl = self._interval_delta_nl = self._interval_tip_pg = 0
             for record in open_boluses:

@@ -822,6 +822,10 @@ class ScenarioRunner:
             self.faults.append(payload)
         if event == "counter_cleared":
             return  # routine housekeeping; not a therapy event
+        if event == "program" and payload.get("result") == "committed" and not payload.get("uncertain"):
+            # A verified rate the journal can replay from the authorised programme (flex steps, bolus ends);
+            # the therapy events around it are journalled. Failures and uncertain outcomes always are.
+            return
         if event == "stopped" and self.loop.mode.value == "running":
             self._breach("zero_flow", "stopped while running")
         if self.journal is not None:

@@ -139,3 +139,19 @@ def test_restart_with_no_state_sends_nothing(tmp_path: Path, rig_builder: Any) -
     assert len(pump.command_log) == log
     assert pump.state is PumpState.INFUSING  # whatever it ran, it keeps running
     rig.store.close()
+
+
+def test_restart_long_after_the_checkpoint_neither_double_counts_nor_forgets(tmp_path: Path, rig_builder: Any) -> None:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    store = CheckpointStore(tmp_path / "late.sqlite")
+    rig = rig_builder(clock, pump, store)
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed  # primed catheter
+    rig.advance(2 * MS_PER_DAY + 20 * MS_PER_H)  # the last checkpoint is long before the crash
+    before = rig.gate.total_24h_ng(rig.loop.now_ms())
+    store.close()
+    again = rig_builder(clock, pump, CheckpointStore(tmp_path / "late.sqlite"), recover=True)
+    after = again.gate.total_24h_ng(again.loop.now_ms())
+    assert abs(after - before) <= 5_000, (before, after)  # about one day's 100 µg, not two
+    assert again.loop.total_counted_nl == pump.infused_nl
+    again.store.close()
