@@ -16,7 +16,9 @@ client sets. With pacing the endpoint reproduces the wire timing of 8N1 (10
 bits per byte): a request is handed to the device only when its last byte
 would have arrived, and reply bytes are released on a deadline schedule
 (byte *i* of a burst at ``start + (i+1) * 10 / baud``). Bytes due together are
-written in one chunk, so scheduling jitter never accumulates.
+written in one chunk, so scheduling jitter never accumulates. When the device
+changes its own baud (a pump's ``*ADR n B baud``), pacing follows from the
+reply to that command on, as the manual says the pump answers at the new baud.
 
 Every endpoint is a context manager; :meth:`close` is idempotent and joins
 the service thread and closes every descriptor it opened.
@@ -225,6 +227,7 @@ class _ThreadedEndpoint(Endpoint):
         self._wake_r, self._wake_w = os.pipe()
         self._rx = _Pacer(self.pace_baud)
         self._tx = _Pacer(self.pace_baud)
+        self._seen_device_baud = self._device_baud()
         self._pending: list[tuple[float, int]] = []  # device -> host: (due time, byte)
         self._rx_pending: list[tuple[float, bytes]] = []  # host -> device: (due time, chunk)
         self._thread = threading.Thread(target=self._serve, name=f"itbsim-{type(self).__name__}-{self.id}", daemon=True)
@@ -307,6 +310,27 @@ class _ThreadedEndpoint(Endpoint):
         self._rx_pending.append((due[-1], data))
         self._service_due()
 
+    def _device_baud(self) -> int | None:
+        device: object = self.device
+        for _ in range(4):  # through wrappers such as the fault layer (``.device``)
+            baud = getattr(device, "baud", None)
+            if isinstance(baud, int) and not isinstance(baud, bool) and baud > 0:
+                return baud
+            device = getattr(device, "device", None)
+            if device is None:
+                return None
+        return None
+
+    def _follow_device_baud(self) -> None:
+        """Re-pace when the device *changes* its baud (``*ADR n B baud``): from this reply on."""
+        if self.pace_baud is None:
+            return
+        baud = self._device_baud()
+        if baud is not None and baud != self._seen_device_baud:
+            self._seen_device_baud = baud
+            self.pace_baud = baud
+            self._rx.byte_time_s = self._tx.byte_time_s = BITS_PER_BYTE / baud
+
     def _queue(self, data: bytes) -> None:
         if not data:
             return
@@ -321,6 +345,7 @@ class _ThreadedEndpoint(Endpoint):
             while self._rx_pending and self._rx_pending[0][0] <= now:
                 _, data = self._rx_pending.pop(0)
                 reply = self.exchange(data)
+                self._follow_device_baud()
                 if reply:
                     due = self._tx.schedule(len(reply), time.monotonic())
                     self._pending.extend(zip(due, reply))

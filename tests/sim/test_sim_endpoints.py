@@ -234,3 +234,24 @@ def test_tcp_port_in_use_is_a_connect_error(clock: VirtualClock) -> None:
     with TcpEndpoint(Ne1000(clock)) as first:
         with pytest.raises(ConnectError):
             TcpEndpoint(Ne1000(clock), port=first.port)
+
+
+def test_pacing_follows_the_pump_baud_change(clock: VirtualClock) -> None:
+    with simulated_pump("pty", clock=clock, pace_baud=19200, power_on_alarm=False, faults=["stall:at=9999"]) as rig:
+        port = serial.serial_for_url(rig.url, timeout=5)
+        try:
+            assert exchange(port, b"*ADR0B9600\r") == b"\x0200S\x03"
+            assert rig.endpoint.pace_baud == 9600, "through the fault layer to the pump's baud"
+            assert exchange(port, b"0\r") == b"\x0200S\x03"
+        finally:
+            port.close()
+
+
+def test_pacing_keeps_its_baud_until_the_pump_changes_its_own(clock: VirtualClock) -> None:
+    with simulated_pump("pty", clock=clock, pace_baud=9600, power_on_alarm=False) as rig:
+        port = serial.serial_for_url(rig.url, timeout=5)
+        try:
+            assert exchange(port, b"0\r") == b"\x0200S\x03"
+            assert rig.endpoint.pace_baud == 9600, "the pump still says 19200: nothing changed"
+        finally:
+            port.close()
