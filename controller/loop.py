@@ -61,6 +61,9 @@ FLEX = "flex"
 BOLUS_KINDS = ("clinician", "patient", "priming", "bridge")
 MINIMUM_RATE = "minimum_rate"
 
+#: Poll interval while a bolus runs, ms: the 24 h cap is re-checked this often (BOL-04).
+BOLUS_POLL_MS = 5 * MS_PER_MIN
+
 #: Alarm conditions that end when the pump is confirmed delivering again.
 INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION, AlarmCode.PUMP_RESET)
 
@@ -479,7 +482,7 @@ class ControlLoop:
         """One status poll: heartbeat, status, counter, reconciliation, reservoir and alarms."""
         now = self.now_ms()
         interval = now - self._last_poll_ms
-        self._next_poll_ms = now + self.config.poll_interval_ms
+        self._next_poll_ms = now + self._poll_step_ms()
         status = None
         try:
             status = self.pump.heartbeat()
@@ -525,6 +528,12 @@ class ControlLoop:
         for observer in self.observers:
             observer(record)
         return record
+
+    def _poll_step_ms(self) -> int:
+        """Time to the next poll: the configured interval, shorter while a bolus runs (BOL-04 cap check)."""
+        if self.bolus is not None:
+            return min(self.config.poll_interval_ms, BOLUS_POLL_MS)
+        return self.config.poll_interval_ms
 
     def _clear_counter(self) -> None:
         """Zero the pump's counter (its display resolution coarsens as it grows) and re-read the baseline."""
@@ -597,9 +606,8 @@ class ControlLoop:
         if run is None:
             return
         now = self.now_ms()
-        remaining_nl = max(0, run.volume_nl - run.attributed_nl)
-        remaining_ng = units.mass_ng_for_volume(remaining_nl, self.concentration_ug_per_ml)
-        if self.gate.total_24h_ng(now) + remaining_ng > self.gate.cap_ng_per_day():
+        # The ledger total holds what was delivered plus the bolus's not-yet-delivered commitment.
+        if self.gate.total_24h_ng(now) > self.gate.cap_ng_per_day():
             self._end_bolus("stopped at the 24 h cap")
 
     # -- reservoir ----------------------------------------------------------------------------------------
@@ -826,6 +834,7 @@ class ControlLoop:
         outcome = self._program(self.basal_rate_nl_per_h + extra, decision)
         if outcome.result is ProgramResult.COMMITTED:
             self.store.mark_running(record.bolus_id, now)
+            self._next_poll_ms = min(self._next_poll_ms, now + BOLUS_POLL_MS)
             self._emit("bolus_start", kind=kind, bolus_id=record.bolus_id, dose_ng=decision.dose_ng,
                        volume_nl=volume_nl, end_ms=end_ms)
             return record
@@ -898,8 +907,7 @@ class ControlLoop:
         if self.mode is Mode.RUNNING:
             outcome = self.programmer.program(self.basal_rate_nl_per_h, previous_nl_per_h=None)
             self._after_program(outcome, f"bolus end ({why})")
-        partial = run.attributed_nl < run.volume_nl and why != "complete"
-        detail = why if not partial else f"{why}; partial {run.attributed_nl} of {run.volume_nl} nL"
+        detail = why if why == "complete" else f"{why}; partial: {run.attributed_nl} of {run.volume_nl} nL delivered"
         self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail, checkpoint=self._checkpoint_body())
         self._last_checkpoint_ms = now
         self._emit("bolus_end", kind=run.kind, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
