@@ -26,8 +26,8 @@ Flow is never set to zero except by an authorised discontinue or a STOP row of
 the fault-reaction table (:data:`controller.faults.FAULT_REACTIONS`).
 
 Durability: the resume point (:mod:`controller.checkpoint`) is written at every
-therapy change and every ``checkpoint_interval_ms``; bolus records are written
-before any command is sent. :meth:`ControlLoop.recover` reads the pump first,
+therapy change, every counter clear and every ``checkpoint_interval_ms``; bolus
+records are written before any command is sent. :meth:`ControlLoop.recover` reads the pump first,
 attributes whatever the counter shows since the checkpoint, closes unfinished
 boluses from the counter (never re-sending them), and only then commands.
 """

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     table.add_column("item")
     table.add_column("value")
     table.add_row("virtual time", f"{days_total:.1f} days in {record.wall_s:.1f} s wall")
-    table.add_row("dose delivered / programmed",
+    table.add_row("dose delivered / prescribed",
                   f"{record.delivered_ug:.1f} / {record.prescribed_ug:.1f} µg"
                   + ("" if summary["dose_error_pct"] is None else f" ({summary['dose_error_pct']:+.2f} %)"))
     for kind, ug in sorted(record.delivered_by_kind_ug.items()):

@@ -8,6 +8,8 @@ through the in-process endpoint, in virtual time. After every step:
 * the ledger matches the pump's own dispensed volume within tolerance;
 * no bolus is delivered twice (unique records, none over its volume);
 * every injected fault produced its alarm once the loop has polled.
+
+Some runs also lose the reply to one rate command on the wire (``lost-reply``).
 """
 
 from __future__ import annotations
@@ -56,13 +58,14 @@ class _Alarms:
 class ControllerMachine(RuleBasedStateMachine):
     """The controller and the simulated pump under random use."""
 
-    @initialize(seed=st.integers(0, 1000))
-    def start(self, seed: int) -> None:
+    @initialize(seed=st.integers(0, 1000), lost_after=st.none() | st.integers(2, 40))
+    def start(self, seed: int, lost_after: int | None) -> None:
         self.stack = contextlib.ExitStack()
         self.clock = VirtualClock()
+        faults = [] if lost_after is None else [f"lost-reply:match=RAT,after={lost_after}"]
         self.rig = self.stack.enter_context(simulated_pump(
-            "inprocess", clock=self.clock, seed=seed, syringe_diameter_mm="4.699", syringe_volume_ml="1000",
-            occlusion_delay_s=60.0))
+            "inprocess", clock=self.clock, seed=seed, faults=faults, syringe_diameter_mm="4.699",
+            syringe_volume_ml="1000", occlusion_delay_s=60.0))
         self.driver = hal.open_pump("ne1000", self.rig.url, clock=self.clock)
         self.stack.callback(self.driver.close)
         caps = self.driver.configure(syringe_diameter_mm="4.699")
