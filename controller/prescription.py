@@ -483,6 +483,7 @@ class LibraryEntry:
     :param bolus_ng: bounds of a single bolus, ng.
     :param bolus_lockout_ms: bounds of the bolus lockout, ms (None if the library has none).
     :param boluses_per_day: bounds of boluses per day (None if the library has none).
+    :param rate_nl_per_h: bounds of any programmed rate, nL/h (None if the library has none).
     """
 
     code: str
@@ -492,6 +493,7 @@ class LibraryEntry:
     bolus_ng: LibraryBounds
     bolus_lockout_ms: LibraryBounds | None = None
     boluses_per_day: LibraryBounds | None = None
+    rate_nl_per_h: LibraryBounds | None = None
 
 
 def _bounds(obj: Any) -> LibraryBounds:
@@ -511,6 +513,7 @@ def _entry_from_kernel(limits: Any) -> LibraryEntry:
         bolus_ng=_bounds(limits.bolus_ng),
         bolus_lockout_ms=optional("bolus_lockout_ms"),
         boluses_per_day=optional("boluses_per_day"),
+        rate_nl_per_h=optional("rate_nl_per_h"),
     )
 
 
@@ -1197,11 +1200,13 @@ def file_value(field: str, internal: int) -> Decimal:
 class SoftLimitBreach:
     """A value outside the drug library's soft limits (inside its hard limits).
 
-    :param field: dotted file path of the value.
-    :param value: the value, internal units (ng, ng/day).
+    :param field: dotted file path of the value to change (or override).
+    :param value: the value, internal units of ``quantity``.
     :param bound: ``"lower_soft"`` or ``"upper_soft"``.
     :param limit: the soft limit, same units.
     :param overridden_by: the matching override, if the prescription has one.
+    :param quantity: the library quantity (``dose_ng_per_day``, ``bolus_ng``, ``rate_nl_per_h``,
+        ``bolus_lockout_ms``, ``boluses_per_day``).
     """
 
     field: str
@@ -1209,6 +1214,39 @@ class SoftLimitBreach:
     bound: str
     limit: int
     overridden_by: SoftLimitOverride | None = None
+    quantity: str = "dose_ng_per_day"
+
+    @property
+    def kernel_reason(self) -> str | None:
+        """The safety kernel's reason code for this breach (``DOSE_ABOVE_SOFT``...), or None where the
+        kernel has no soft limit of its own (lockout, boluses per day)."""
+        side = "ABOVE" if self.bound == "upper_soft" else "BELOW"
+        prefix = {"dose_ng_per_day": "DOSE", "bolus_ng": "BOLUS", "rate_nl_per_h": "RATE"}.get(self.quantity)
+        return f"{prefix}_{side}_SOFT" if prefix else None
+
+    def value_text(self) -> str:
+        """The value in display units (``1200 ug/day``, ``169784 nL/h``)."""
+        return _quantity_text(self.quantity, self.value)
+
+    def limit_text(self) -> str:
+        """The soft limit in display units."""
+        return _quantity_text(self.quantity, self.limit)
+
+
+_QUANTITY_UNITS: Mapping[str, tuple[int, str]] = MappingProxyType(
+    {
+        "dose_ng_per_day": (units.NG_PER_UG, "ug/day"),
+        "bolus_ng": (units.NG_PER_UG, "ug"),
+        "rate_nl_per_h": (1, "nL/h"),
+        "bolus_lockout_ms": (units.MS_PER_MIN, "min"),
+        "boluses_per_day": (1, "per day"),
+    }
+)
+
+
+def _quantity_text(quantity: str, internal: int) -> str:
+    scale, unit = _QUANTITY_UNITS.get(quantity, (1, ""))
+    return f"{units.units_to_decimal(internal, scale).normalize() + 0:f} {unit}".rstrip()
 
 
 def _soft_checked_values(p: Prescription) -> Iterator[tuple[str, int, str]]:
@@ -1220,8 +1258,10 @@ def _soft_checked_values(p: Prescription) -> Iterator[tuple[str, int, str]]:
         yield "programme.dose_ug_per_day", p.programme.steps[0].dose_ng_per_day, "dose_ng_per_day"
     if p.programme.mode is not ProgrammeMode.SIMPLE:
         yield "programme.daily_total_ug", p.programme.daily_total_ng(), "dose_ng_per_day"
-    for i, b in enumerate(p.programme.periodic_boluses):
+    basal_rate = p.rate_nl_per_h(p.programme.steps[0].dose_ng_per_day)
+    for i, (b, triple) in enumerate(zip(p.programme.periodic_boluses, p.kernel_periodic_boluses(), strict=True)):
         yield f"programme.periodic_boluses[{i}].dose_ug", b.dose_ng, "bolus_ng"
+        yield f"programme.periodic_boluses[{i}].duration_min", basal_rate + triple[2], "rate_nl_per_h"
     if p.clinician_bolus.enabled:
         yield "clinician_bolus.max_dose_ug", p.clinician_bolus.max_dose_ng, "bolus_ng"
         yield "clinician_bolus.lockout_min", p.clinician_bolus.lockout_ms, "bolus_lockout_ms"
@@ -1250,9 +1290,13 @@ def soft_limit_breaches(
         if bounds is None:
             continue
         if value < bounds.lower_soft:
-            found.append(SoftLimitBreach(dotted, value, "lower_soft", bounds.lower_soft, overrides.get(dotted)))
+            found.append(
+                SoftLimitBreach(dotted, value, "lower_soft", bounds.lower_soft, overrides.get(dotted), quantity)
+            )
         elif value > bounds.upper_soft:
-            found.append(SoftLimitBreach(dotted, value, "upper_soft", bounds.upper_soft, overrides.get(dotted)))
+            found.append(
+                SoftLimitBreach(dotted, value, "upper_soft", bounds.upper_soft, overrides.get(dotted), quantity)
+            )
     return tuple(found)
 
 
@@ -1358,6 +1402,19 @@ class ChangeAssessment:
         """True when every tenfold change is confirmed and every soft-limit breach overridden."""
         return not self.unconfirmed_magnitude_changes and not self.unoverridden_breaches
 
+    def kernel_override_kwargs(self) -> dict[str, Any] | None:
+        """Keyword arguments for the kernel's ``make_override`` lifting exactly the soft limits this
+        prescription overrides (``codes``, ``reason``, ``actor``), or None if it overrides none
+        the kernel knows. Journal the overrides before using it (PRX-02)."""
+        overridden = [b for b in self.soft_limit_breaches if b.overridden_by is not None and b.kernel_reason]
+        if not overridden:
+            return None
+        return {
+            "codes": frozenset(b.kernel_reason for b in overridden),
+            "reason": "; ".join(sorted({f"{b.field}: {b.overridden_by.reason}" for b in overridden})),  # type: ignore[union-attr]
+            "actor": ", ".join(sorted({b.overridden_by.prescriber for b in overridden})),  # type: ignore[union-attr]
+        }
+
     def require_acceptable(self) -> None:
         """Raise for the first unconfirmed tenfold change or unoverridden soft-limit breach.
 
@@ -1376,9 +1433,8 @@ class ChangeAssessment:
             op = ">=" if breach.bound == "lower_soft" else "<="
             raise ConfigError(
                 breach.field,
-                _Plain(f"{file_value(breach.field, breach.value):f}"),
-                f"{op} {file_value(breach.field, breach.limit):f} (soft limit) or overridden with a reason by a "
-                "prescriber",
+                _Plain(breach.value_text()),
+                f"{op} {breach.limit_text()} (soft limit) or overridden with a reason by a prescriber",
                 detail="soft-limit breach needs an override (PRX-02)",
                 error_code="SOFT_LIMIT_NOT_OVERRIDDEN",
             )

@@ -153,13 +153,14 @@ def summarise(
             "low_alarm_utc": _when(fc.low_alarm_utc),
             "days_to_empty": _plain(_days(fc.days_to_empty)),
             "refill_due_utc": _when(fc.refill_due_utc),
+            "refill_due_before_fill": fc.refill_due_utc <= fill_utc,
         },
         "soft_limit_breaches": [
             {
                 "field": b.field,
-                "value": _plain(file_value(b.field, b.value)),
+                "value": b.value_text(),
                 "bound": b.bound,
-                "limit": _plain(file_value(b.field, b.limit)),
+                "limit": b.limit_text(),
                 "overridden": b.overridden_by is not None,
                 "reason": b.overridden_by.reason if b.overridden_by else "",
             }
@@ -202,10 +203,13 @@ def _print_text(s: dict[str, Any]) -> None:
         f"{r['low_alarm_days']} days to empty) in {r['days_to_low_alarm']} days, on {r['low_alarm_utc']}"
     )
     print(f"  empty in {r['days_to_empty']} days; refill due by {r['refill_due_utc']}")
+    if r["refill_due_before_fill"]:
+        print("  WARNING: the low-reservoir alarm falls within the refill margin of the fill itself: "
+              "this fill does not last a refill interval")
     for b in s["soft_limit_breaches"]:
         state = f"overridden: {b['reason']}" if b["overridden"] else "NOT overridden"
         op = "below" if b["bound"] == "lower_soft" else "above"
-        print(f"  {b['field']} = {b['value']} is {op} the soft limit {b['limit']}: {state}")
+        print(f"  {b['field']}: {b['value']} is {op} the soft limit {b['limit']}: {state}")
     for c in s["magnitude_changes"]:
         state = "confirmed" if c["confirmed"] else "NOT confirmed (--confirm-magnitude FIELD)"
         print(f"  {c['field']} changes tenfold or more: {c['old']} -> {c['new']}: {state}")

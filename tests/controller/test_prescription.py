@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import prescription as rx
@@ -686,3 +686,52 @@ def test_to_dict_is_plain_json_data() -> None:
     text = canonical_json(p.to_dict())
     assert '"dose_ug_per_day":"300"' in text and '"dose_ug_per_day":"200.5"' in text
     assert "E+" not in text
+
+
+def _fast_kernel() -> Any:
+    """The compiled kernel when built (the twin's brute-force projections are slow), else the twin."""
+    try:
+        return importlib.import_module("cython_ext._kernel")
+    except ImportError:
+        return KERNEL
+
+
+def _kernel_decision(p: rx.Prescription, override_kwargs: dict[str, Any] | None) -> Any:
+    KERNEL = _fast_kernel()  # noqa: N806
+    gate = KERNEL.SafetyKernel(KERNEL.DEFAULT_LIBRARY[p.concentration_ug_per_ml],
+                               KERNEL.make_caps(**p.kernel_caps_kwargs()), KERNEL.make_envelope(2_000, 1_000_000))
+    programme = KERNEL.Programme(p.kernel_steps(), p.concentration_ug_per_ml,
+                                 periodic_boluses=p.kernel_periodic_boluses())
+    override = KERNEL.make_override(**override_kwargs) if override_kwargs else None
+    return gate.authorize(KERNEL.request_programme_change(programme, override=override), 0)
+
+
+@settings(max_examples=40)
+@given(doc=valid_docs())
+def test_kernel_agrees_with_the_prescription_soft_limits(doc: dict[str, Any]) -> None:
+    """The one gate and the prescription agree: a programme the prescription calls within its soft
+    limits is authorised; one it overrides is authorised with the override it carries."""
+    doc["titration"]["max_dose_ug_per_day"] = Decimal(2_003_000) / 1000
+    try:
+        p = parse(doc)
+    except ConfigError:
+        return
+    breaches = assess_change(None, p, library=LIBRARY).soft_limit_breaches
+    # The kernel applies the dose soft limits to a programme; periodic bolus sizes are soft-checked
+    # by the prescription only (the kernel bounds them by rate and the 24 h cap).
+    codes = {b.kernel_reason for b in breaches
+             if b.field.startswith("programme.") and b.quantity in ("dose_ng_per_day", "rate_nl_per_h")}
+    decision = _kernel_decision(p, None)
+    # The prescription judges the prescribed dose, the kernel the rate-rounded one: the prescription
+    # may be stricter at a boundary, never looser.
+    assert set(decision.reasons) <= codes
+    if not codes:
+        assert decision.allowed
+    if not breaches:
+        return
+    doc["soft_limit_overrides"] = [
+        {"field": b.field, "reason": "clinically justified", "prescriber": "dr.a"} for b in breaches
+    ]
+    overridden = assess_change(None, parse(doc), library=LIBRARY)
+    assert overridden.acceptable
+    assert _kernel_decision(overridden.new, overridden.kernel_override_kwargs()).allowed
