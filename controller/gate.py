@@ -82,7 +82,8 @@ class Gate(ABC):
         """Authorise a simple continuous programme at ``rate_nl_per_h`` (same concentration)."""
 
     @abstractmethod
-    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int) -> GateDecision:
+    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int, *,
+                        override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
         """Authorise a bolus of ``kind`` (``clinician``, ``patient``, ``priming``, ``bridge``)."""
 
     @abstractmethod
@@ -147,6 +148,25 @@ class Gate(ABC):
     @abstractmethod
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Rebuild the kernel state from :meth:`snapshot`."""
+
+
+#: Screening test doses go over this long by lumbar puncture (the label: at least 1 minute), ms.
+SCREENING_DURATION_MS = 15 * units.MS_PER_MIN
+#: The screening-only library concentration, µg/mL.
+SCREENING_CONCENTRATION_UG_PER_ML = 50
+
+
+def screening_gate(*, kernel_module: Any = None) -> KernelGate:
+    """A gate for screening test doses: the 50 µg/mL screening-only library entry, one dose per 24 h.
+
+    Test doses go by lumbar puncture, not through the pump, but through the kernel all the same:
+    each is authorised as a clinician bolus of 50 µg/mL (at most 100 µg, 24 h lockout, one per day).
+    """
+    return KernelGate(
+        SCREENING_CONCENTRATION_UG_PER_ML,
+        dict(max_dose_ng_per_day=100_000, bolus_enabled=True, patient_bolus_enabled=False, max_bolus_ng=100_000,
+             bolus_lockout_ms=units.MS_PER_DAY, max_boluses_per_day=1),
+        min_rate_nl_per_h=1, max_rate_nl_per_h=10_000_000, kernel_module=kernel_module)
 
 
 class KernelGate(Gate):
@@ -246,9 +266,10 @@ class KernelGate(Gate):
                                 decision.overridden, decision.raw, programme)
         return decision
 
-    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int) -> GateDecision:
+    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int, *,
+                        override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
         try:
-            request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms)
+            request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms, override=self._override(override))
         except KernelConfigError as exc:
             raise _config_error(exc) from None
         return self._authorize(request, now_ms)

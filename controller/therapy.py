@@ -39,7 +39,7 @@ from typing import Any, Callable
 from controller import reservoir as reservoir_math
 from controller.alarms import AlarmCode, Priority
 from controller.audit import Actor, Role
-from controller.gate import Gate
+from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
 from cython_ext import units
 from hal.errors import ConfigError
@@ -155,6 +155,8 @@ class Therapy:
         self.priming_duration_ms = priming_duration_ms
         self.screening: list[ScreeningDose] = []
         self.patient_bolus: PatientBolusSettings | None = None
+        #: Kernel gate for screening test doses (``controller.gate.screening_gate()``); None skips that check.
+        self.screening_gate: Gate | None = None
         #: Called with every WorkflowResult (runner, report, journal).
         self.sinks: list[Callable[[WorkflowResult], None]] = []
 
@@ -238,6 +240,20 @@ class Therapy:
         if self.screening and now - self.screening[-1].at_ms < SCREENING_INTERVAL_MS:
             return self._deny("screening_dose", Why.SCREENING_INTERVAL,
                               detail="test doses must be at least 24 h apart", dose_ug=dose_ug)
+        if self.screening_gate is not None:
+            volume = units.volume_nl_for_mass(dose_ug * NG_PER_UG, SCREENING_CONCENTRATION_UG_PER_ML)
+            override = None
+            if dose_ug > 75:  # above the library's soft bolus limit: the protocol's third dose
+                override = (("BOLUS_ABOVE_SOFT",), "screening protocol third test dose", str(CLINICIAN))
+            decision = self.screening_gate.authorize_bolus("clinician", volume, SCREENING_DURATION_MS, now,
+                                                           override=override)
+            if not decision.allowed:
+                return self._deny("screening_dose", *decision.reasons, dose_ug=dose_ug)
+            # Given by lumbar puncture in one go: applied, delivered and released at once.
+            self.screening_gate.apply(decision, now)
+            mass_pg = units.mass_pg_for_volume(volume, SCREENING_CONCENTRATION_UG_PER_ML)
+            self.screening_gate.record_delivery("clinician", mass_pg, now, now)
+            self.screening_gate.release_bolus("clinician", mass_pg)
         self.screening.append(ScreeningDose(now, dose_ug, adequate, effect_ms))
         verdict = "adequate" if adequate else "inadequate"
         return self._done(WorkflowResult("screening_dose", True, (), f"{dose_ug} µg test dose, {verdict} response",

@@ -778,6 +778,10 @@ class ScenarioRunner:
                                reservoir_capacity_nl=self.scenario.pump.reservoir_capacity_nl,
                                refill_tolerance_pct=int(self.scenario.therapy.refill_tolerance_pct),
                                restart_titration_after_ms=self.scenario.therapy.restart_titration_after_ms)
+        from controller.gate import screening_gate
+
+        self.therapy.screening_gate = getattr(self, "_screening_gate", None) or screening_gate()
+        self._screening_gate = self.therapy.screening_gate
         self.gate = gate
         self.loop.observers.append(self._on_poll)
         self.loop.event_sinks.append(self._on_event)

@@ -15,7 +15,7 @@ import pytest
 
 from controller.alarms import AlarmManager
 from controller.checkpoint import CheckpointStore
-from controller.gate import KernelGate
+from controller.gate import KernelGate, screening_gate
 from controller.loop import ControlLoop, LoopConfig
 from controller.therapy import Therapy
 from sim.clock import VirtualClock
@@ -96,6 +96,7 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: CheckpointStore, *, re
     alarms = AlarmManager(clock, log)
     loop = ControlLoop(pump, clock, gate, alarms, store, config or LoopConfig(poll_interval_ms=30 * MS_PER_MIN))
     therapy = Therapy(loop, gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
+    therapy.screening_gate = screening_gate(kernel_module=kernel_module())
     events: list[tuple[str, dict[str, Any]]] = []
     loop.event_sinks.append(lambda e, p: events.append((e, p)))
     if recover:
