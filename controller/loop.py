@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from controller.alarms import AlarmCode, AlarmManager
-from controller.audit import SYSTEM_ACTOR, Actor
 from controller.checkpoint import BolusRecord, CheckpointStore
 from controller.delivery import ProgramOutcome, ProgramResult, RateProgrammer, read_dispensed, read_status
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
@@ -416,15 +415,12 @@ class ControlLoop:
         span = max(1, to_ms - from_ms)
         start = max(from_ms, to_ms - MS_PER_DAY + MS_PER_MIN)
         t = start
-        recorded = 0
         while t < to_ms:
             end = min(to_ms, t + MS_PER_H)
             part = mass_pg * (end - from_ms) // span - mass_pg * (t - from_ms) // span
             if part:
                 self.gate.record_delivery(kind, part, t, end)
-                recorded += part
             t = end
-        del recorded
 
     def _reconcile(self, counter_nl: int, *, spread_from_ms: int | None = None) -> tuple[int, int]:
         """Record the counter delta since the last reading into the ledger. Returns (delta nL, tip pg).
@@ -922,8 +918,8 @@ class ControlLoop:
 
         The catheter still holds the old drug; the dead-volume queue delivers it first.
         """
-        poll = self.poll() if self.mode is not Mode.IDLE else None
-        del poll
+        if self.mode is not Mode.IDLE:
+            self.poll()  # everything delivered so far counts against the old fill
         self.fill_nl = fill_nl
         self.dispensed_since_fill_nl = 0
         self.concentration_ug_per_ml = concentration_ug_per_ml
