@@ -645,6 +645,9 @@ def shipped_scenarios() -> list[str]:
 #: the implanted reservoir is the controller's prediction, as on a real implant.
 SIM_SYRINGE_VOLUME_ML = "1000"
 
+#: Largest ``--speed`` for scaled real time (virtual seconds per wall second).
+MAX_SPEED = 1000
+
 #: Relative tolerance of the ledger-versus-pump-counter invariant, ppm, and its floor, nL.
 COUNTER_MATCH_PPM = 5_000
 COUNTER_MATCH_FLOOR_NL = 20_000
@@ -706,8 +709,10 @@ class ScenarioRunner:
         self.options = options or RunOptions()
         if self.options.pump_url is not None and self.options.speed not in (None, 1, 1.0):
             raise ConfigError("speed", self.options.speed, "1 with a real pump (--pump runs in real time)")
-        if self.options.speed is not None and not self.options.speed > 0:
-            raise ConfigError("speed", self.options.speed, "> 0")
+        if self.options.speed is not None and not 0 < self.options.speed <= MAX_SPEED:
+            # Faster, and the few milliseconds of a programming exchange outlast the kernel's 60 s
+            # decision age in scaled time; virtual time (no --speed) has no such limit.
+            raise ConfigError("speed", self.options.speed, f"in (0, {MAX_SPEED}] (omit it for virtual time)")
         if self.options.pump_url is None and self.options.link not in ("pty", "inprocess", "tcp"):
             raise ConfigError("link", self.options.link, "one of pty, inprocess, tcp")
         safe = self.options.safe_mode_timeout_s
