@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
 
 from controller.audit import SYSTEM_ACTOR, Actor
 from hal.clock import NS_PER_S, Clock
-from hal.errors import ConfigError
+from hal.errors import ConfigError, StateError
 
 #: Longest audio pause an operator may request, seconds (IEC 60601-1-8 practice: 2 min).
 AUDIO_PAUSE_MAX_S = 120
@@ -452,6 +452,50 @@ class AlarmManager:
         with self._lock:
             self._audio_paused_until_ns = self._clock.monotonic_ns() + duration_s * NS_PER_S
             self._record("audio_pause", ALARM_TABLE[AlarmCode.INFO], actor, f"audio paused for {duration_s} s")
+
+    def restore(self, events: Iterable[tuple[str, str]]) -> int:
+        """Rebuild the held alarms after a restart by replaying journalled events, oldest first.
+
+        A latched or unacknowledged alarm from before the restart is held again
+        (ALM-03 survives restarts); nothing is journalled by the replay. Restored
+        alarms keep their order and count as older than any raised from now on.
+
+        :param events: ``(event, code value)`` pairs as the journal holds them
+            (see :meth:`controller.journal.Journal.alarm_events`).
+        :return: the number of alarms held afterwards.
+        :raises StateError: if this manager already holds alarms.
+        """
+        with self._lock:
+            if self._alarms:
+                raise StateError("restore() needs a manager that holds no alarms yet")
+            pending = list(events)
+            now_ns = self._clock.monotonic_ns()
+            for index, (event, value) in enumerate(pending):
+                code = AlarmCode(value)
+                spec = ALARM_TABLE[code]
+                held = self._alarms.get(code)
+                at_ns = now_ns - (len(pending) - index)
+                if event == "raise":
+                    if held is None:
+                        self._alarms[code] = ActiveAlarm(spec, at_ns, True, False, "restored")
+                    else:
+                        self._alarms[code] = replace(
+                            held,
+                            condition_active=True,
+                            acknowledged=held.acknowledged and held.condition_active,
+                            occurrences=held.occurrences + 1,
+                        )
+                elif event == "clear" and held is not None and held.condition_active:
+                    if spec.latching and not held.acknowledged:
+                        self._alarms[code] = replace(held, condition_active=False)
+                    else:
+                        del self._alarms[code]
+                elif event == "acknowledge" and held is not None:
+                    if held.condition_active:
+                        self._alarms[code] = replace(held, acknowledged=True)
+                    else:
+                        del self._alarms[code]
+            return len(self._alarms)
 
     # -- queries ------------------------------------------------------------------------------------
 

@@ -841,6 +841,11 @@ class Journal:
             ).fetchone()
         return None if row is None else _row_to_entry(row)
 
+    def alarm_events(self) -> tuple[tuple[str, str], ...]:
+        """Every alarm event as ``(event, code value)``, oldest first, for
+        :meth:`controller.alarms.AlarmManager.restore` after a restart."""
+        return tuple((e.action, e.new["code"]) for e in self.entries(EntryKind.ALARM) if e.action != "audio_pause")
+
     def last_prescription_record(self) -> dict[str, Any] | None:
         """The last prescription entry's payload (``prescription_id``, ``toml``, ``toml_sha256``), or None."""
         entry = self._last(EntryKind.PRESCRIPTION)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -19,7 +19,7 @@ from controller.alarms import (
 )
 from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.journal import EntryKind, Journal
-from hal.errors import ConfigError
+from hal.errors import ConfigError, StateError
 from sim.clock import VirtualClock
 
 NURSE = Actor("nurse.a", Role.CLINICIAN)
@@ -277,3 +277,51 @@ class AlarmOrdering(RuleBasedStateMachine):
 
 TestAlarmOrdering = AlarmOrdering.TestCase
 TestAlarmOrdering.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_latched_alarms_survive_a_restart(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path, clock) as journal:
+        manager = AlarmManager(clock, journal)
+        manager.raise_alarm(AlarmCode.MOTOR_STALL)
+        manager.clear(AlarmCode.MOTOR_STALL)  # latched, not acknowledged
+        manager.raise_alarm(AlarmCode.RESERVOIR_LOW)
+        manager.raise_alarm(AlarmCode.COMMS_DEGRADED)
+        manager.clear(AlarmCode.COMMS_DEGRADED)
+        manager.pause_audio(actor=NURSE, duration_s=60)
+    rebooted = VirtualClock()
+    with Journal(path, rebooted) as journal:
+        restored = AlarmManager(rebooted, journal)
+        assert restored.restore(journal.alarm_events()) == 2
+        held = restored.active()
+        assert [(a.code, a.condition_active) for a in held] == [
+            (AlarmCode.MOTOR_STALL, False),
+            (AlarmCode.RESERVOIR_LOW, True),
+        ]
+        restored.acknowledge(AlarmCode.MOTOR_STALL, actor=NURSE)
+        assert not restored.is_active(AlarmCode.MOTOR_STALL)
+        with pytest.raises(StateError):
+            restored.restore(journal.alarm_events())
+
+
+@given(events=st.lists(st.tuples(st.sampled_from(["raise", "clear", "acknowledge"]), st.sampled_from(AlarmCode)),
+                       max_size=40))
+def test_replaying_the_journal_rebuilds_the_same_alarms(events: list[tuple[str, AlarmCode]]) -> None:
+    clock = VirtualClock()
+    log = RecordingJournal()
+    live = AlarmManager(clock, log)
+    for event, code in events:
+        clock.advance(1)
+        if event == "raise":
+            live.raise_alarm(code)
+        elif event == "clear":
+            live.clear(code)
+        elif live.is_active(code):
+            live.acknowledge(code, actor=NURSE)
+    restored = AlarmManager(clock, RecordingJournal())
+    restored.restore((e["event"], e["code"]) for e in log.events)
+
+    def state(m: AlarmManager) -> list[tuple[AlarmCode, bool, bool]]:
+        return [(a.code, a.condition_active, a.acknowledged) for a in m.active()]
+
+    assert state(restored) == state(live)
