@@ -75,11 +75,20 @@ __all__ = [
     "tighten",
     "check_programme_shape",
     "MAX_DECISION_AGE_MS",
+    "MIN_TIME_MS",
+    "MAX_TIME_MS",
+    "MAX_INTERVAL_MS",
+    "check_request",
     "KernelConfigError",
 ]
 
 # Representation limits. They keep every intermediate of the compiled kernel far
 # inside a signed 64-bit integer; they are not clinical limits.
+#: Range of every monotonic time the kernel accepts, ms (anchors may be negative).
+MIN_TIME_MS = -(2**61)
+MAX_TIME_MS = 2**62
+#: Longest interval a programme integrates in one call, ms.
+MAX_INTERVAL_MS = 366 * MS_PER_DAY
 #: Largest rate any object accepts, nL/h (10 mL/h = 240 mL/day).
 MAX_RATE_NL_PER_H = 10_000_000
 #: Largest concentration any object accepts, µg/mL.
@@ -677,6 +686,40 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
     return Request(RequestKind.DISCONTINUE, 0, None, -1, 0, 0, None, _check_override(authorisation), emergency)
 
 
+def check_request(request: object) -> Request:
+    """Re-check a request's fields (a :class:`Request` can be built directly, bypassing the
+    ``request_*`` constructors). Both kernels call this before deciding.
+
+    :raises KernelConfigError: naming the first field out of range.
+    :raises TypeError: for a non-integer number.
+    """
+    if not isinstance(request, Request):
+        raise KernelConfigError("request", request, "a Request from a request_* constructor")
+    kind = require_int("request.kind", request.kind)
+    if kind not in [int(k) for k in RequestKind]:
+        raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+    _check_override(request.override)
+    if not isinstance(request.emergency, bool):
+        raise KernelConfigError("request.emergency", request.emergency, "True or False")
+    if kind == RequestKind.RATE_CHANGE:
+        require_range("rate_nl_per_h", request.rate_nl_per_h, 0, MAX_RATE_NL_PER_H, "nL/h")
+    elif kind in (RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE):
+        if not hasattr(request.programme, "steps") or not hasattr(request.programme, "concentration_ug_per_ml"):
+            raise KernelConfigError("programme", request.programme, "a Programme")
+        if kind == RequestKind.CONCENTRATION_CHANGE and request.bridge is not None:
+            if not isinstance(request.bridge, BridgePlan):
+                raise KernelConfigError("bridge", request.bridge, "None or a BridgePlan")
+            require_range("bridge.volume_nl", request.bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
+            require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MS_PER_DAY, "ms")
+    elif kind == RequestKind.BOLUS:
+        bolus_kind = require_int("kind", request.bolus_kind)
+        if bolus_kind not in [int(k) for k in BOLUS_KINDS]:
+            raise KernelConfigError("kind", bolus_kind, f"one of {[k.name for k in BOLUS_KINDS]}")
+        require_range("volume_nl", request.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
+        require_range("duration_ms", request.duration_ms, 1, MS_PER_DAY, "ms")
+    return request
+
+
 def request_minimum_rate() -> Request:
     """Request minimum-rate mode (fault fallback): continuous at the prescription's minimum rate.
 
@@ -704,6 +747,7 @@ class Decision(NamedTuple):
     :param daily_dose_ng: daily dose of the programme in effect after the decision, ng/day.
     :param at_ms: monotonic time of the decision, ms.
     :param request: the request decided on.
+    :param state_version: the kernel's ``state_version`` when it decided (see ``is_fresh``).
     """
 
     allowed: bool
@@ -719,6 +763,7 @@ class Decision(NamedTuple):
     daily_dose_ng: int
     at_ms: int
     request: Request
+    state_version: int
 
 
 class TitrationStep(NamedTuple):
@@ -858,7 +903,7 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
     :raises KernelConfigError: on gaps, overlaps, too many steps or out-of-range numbers.
     """
     require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
-    require_int("anchor_ms", anchor_ms)
+    require_range("anchor_ms", anchor_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
     steps = tuple(tuple(s) for s in steps)
     periodic = tuple(tuple(b) for b in periodic_boluses)
     if not 1 <= len(steps) <= MAX_FLEX_STEPS:
@@ -975,8 +1020,14 @@ def _prune_history(history: list[tuple[int, int]], now_ms: int) -> list[tuple[in
     return history[keep_from:]
 
 
-#: Decisions older than this cannot be applied, ms.
+#: Decisions older than this are no longer fresh (``SafetyKernel.is_fresh``): re-authorise, ms.
 MAX_DECISION_AGE_MS = 60_000
+
+
+def _check_interval(t0_ms: object, t1_ms: object) -> None:
+    """Check the arguments of ``Programme.volume_numerator`` / ``delivered_pg``."""
+    require_range("t0_ms", t0_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+    require_range("t1_ms", t1_ms, t0_ms, t0_ms + MAX_INTERVAL_MS, "ms")
 
 
 def _check_state_snapshot(snapshot: object, library: dict) -> dict:

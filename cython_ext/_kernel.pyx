@@ -38,6 +38,7 @@ from cython_ext._common import (
     WINDOW_BUCKETS,
     Decision,
     DeliveryKind,
+    BridgePlan,
     DrugLimits,
     PatientCaps,
     PumpEnvelope,
@@ -50,6 +51,13 @@ from cython_ext._common import (
     plan_titration,
     MAX_DECISION_AGE_MS,
     _check_snapshot,
+    _check_interval,
+    check_request,
+    MIN_TIME_MS,
+    MAX_TIME_MS,
+    MAX_RATE_NL_PER_H,
+    MAX_BOLUS_VOLUME_NL,
+    Override,
     _check_state_snapshot,
     _prune_history,
 )
@@ -306,12 +314,12 @@ cdef class Programme:
 
     def rate_at(self, t_ms):
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
-        cdef i64 t = require_int("t_ms", t_ms)
+        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         return self.rates[self._segment((t - self.anchor) % DAY)]
 
     def next_boundary(self, t_ms):
         """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
-        cdef i64 t = require_int("t_ms", t_ms)
+        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         if self.nseg == 1:
             return None
         cdef i64 day_start = t - (t - self.anchor) % DAY
@@ -328,14 +336,12 @@ cdef class Programme:
 
     def volume_numerator(self, t0_ms, t1_ms):
         """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
-        if t1_ms < t0_ms:
-            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        _check_interval(t0_ms, t1_ms)
         return self._vnum(t0_ms, t1_ms)
 
     def delivered_pg(self, t0_ms, t1_ms):
         """Drug mass the programme delivers in ``[t0_ms, t1_ms)``, pg, rounded up."""
-        if t1_ms < t0_ms:
-            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        _check_interval(t0_ms, t1_ms)
         return mass_pg_of(self._vnum(t0_ms, t1_ms), self.conc)
 
     def daily_total_nl(self):
@@ -585,7 +591,7 @@ cdef class Ledger:
         cdef unsigned int mask = 0
         for k in kinds:
             mask |= 1u << check_kind(k)
-        return self._count(now_ms, mask)
+        return self._count(require_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms"), mask)
 
     def last_bolus_ms(self, kinds=COUNTED_BOLUS_KINDS):
         """Time of the newest bolus start of ``kinds``, ms, or ``None``."""
@@ -729,6 +735,33 @@ def _restore_ledger(snapshot):
 
 # ---------------------------------------------------------------------------------------------
 # Safety kernel
+
+
+cdef object _MAX_RATE = MAX_RATE_NL_PER_H
+cdef object _MAX_VOLUME = MAX_BOLUS_VOLUME_NL
+cdef object _DAY_OBJ = 86400000
+
+
+cdef bint _request_ok(tuple req):
+    """Cheap re-check of a request's hot fields; False sends it to the full ``check_request``."""
+    kind = req[0]
+    override = req[7]
+    if override is not None and type(override) is not Override:
+        return False
+    if type(req[8]) is not bool:
+        return False
+    if kind == K_RATE:
+        rate = req[1]
+        return type(rate) is int and 0 <= rate <= _MAX_RATE
+    if kind == K_BOLUS:
+        volume = req[4]
+        duration = req[5]
+        return (
+            (req[3] == D_CLIN or req[3] == D_PAT or req[3] == 5 or req[3] == D_BRIDGE)
+            and type(volume) is int and 1 <= volume <= _MAX_VOLUME
+            and type(duration) is int and 1 <= duration <= _DAY_OBJ
+        )
+    return kind == K_DISC or kind == K_MIN  # programme requests always take the full check
 
 
 cdef class SafetyKernel:
@@ -1045,8 +1078,8 @@ cdef class SafetyKernel:
             require_int("now_ms", now_ms)
         if not 0 <= now_ms <= 2 ** 62:
             raise KernelConfigError("now_ms", now_ms, f"in [0, {2 ** 62}] ms")
-        if not isinstance(request, Request):
-            raise KernelConfigError("request", request, "a Request from a request_* constructor")
+        if not isinstance(request, Request) or not _request_ok(<tuple>request):
+            check_request(request)  # raises the same error as the twin
         cdef i64 now = now_ms
         cdef tuple req = <tuple>request
         cdef int kind = req[0]
@@ -1171,38 +1204,52 @@ cdef class SafetyKernel:
                 overridden = overridden + (DISCONTINUE_AUTHORISATION,)
         return _tuple_new(Decision, (
             m == 0, kind, codes_of(m), overridden, rate, programme, bolus_kind,
-            volume, duration, mass, dose, now_ms, request,
+            volume, duration, mass, dose, now_ms, request, self.state_version,
         ))
 
     # -- apply -------------------------------------------------------------------------------
+
+    def is_fresh(self, decision, now_ms):
+        """True if ``decision`` was made on the current state less than a minute ago.
+
+        Check it just before commanding the pump; a stale decision must be re-authorised.
+        """
+        return (
+            isinstance(decision, Decision)
+            and decision.state_version == self.state_version
+            and decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS
+        )
 
     def apply(self, decision, now_ms):
         """Record an allowed decision that was executed.
 
         Sets the programme in effect, extends the dose history (titration baseline and
         interval), and for boluses records the start and commits the mass in the ledger.
-        The caller releases the commitment as the pump reports delivery.
+        The caller releases the commitment as the pump reports delivery. An executed
+        decision is always recorded, however old (use :meth:`is_fresh` *before* commanding).
 
-        :param decision: an allowed decision from :meth:`authorize` on this kernel's current state.
-        :param now_ms: monotonic time the decision was executed, ms.
-        :raises KernelConfigError: for a denied, stale or out-of-date decision (nothing changes).
+        :param decision: an allowed decision from :meth:`authorize`.
+        :param now_ms: monotonic time the decision was executed, ms (not before the decision).
+        :raises KernelConfigError: for a denied decision or a time before it; nothing changes.
         """
-        now_ms = require_int("now_ms", now_ms)
+        now_ms = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
-        if not decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS:
-            raise KernelConfigError("now_ms", now_ms, f"in [{decision.at_ms}, {decision.at_ms + MAX_DECISION_AGE_MS}] ms (decision is stale)")
+        if now_ms < decision.at_ms:
+            raise KernelConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
         kind = decision.kind
         cdef Programme prog
-        if kind == K_BOLUS:
-            self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
-            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
-        else:
+        if kind == K_BOLUS or kind == K_CONC:
+            start_kind = decision.bolus_kind if kind == K_BOLUS else D_BRIDGE
+            self.ledger.commit(start_kind, decision.mass_pg)
+            try:
+                self.ledger.record_bolus_start(start_kind, now_ms)
+            except (KernelConfigError, TypeError):
+                self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
+                raise
+        if kind != K_BOLUS:
             if kind == K_CONC:
-                new_limits = self.library[decision.programme.concentration_ug_per_ml]
-                self.ledger.record_bolus_start(DeliveryKind.BRIDGE, now_ms)
-                self.ledger.commit(DeliveryKind.BRIDGE, decision.mass_pg)
-                self._set_limits(new_limits)
+                self._set_limits(self.library[decision.programme.concentration_ug_per_ml])
             if kind == K_PROG or kind == K_CONC:
                 prog = as_programme(decision.programme)
             else:

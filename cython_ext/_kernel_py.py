@@ -41,6 +41,10 @@ from cython_ext._common import (
     plan_titration,
     MAX_DECISION_AGE_MS,
     _check_snapshot,
+    _check_interval,
+    check_request,
+    MIN_TIME_MS,
+    MAX_TIME_MS,
     _check_state_snapshot,
     _kind,
     _prune_history,
@@ -90,12 +94,12 @@ class Programme:
 
     def rate_at(self, t_ms: int) -> int:
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
-        offset = (require_int("t_ms", t_ms) - self.anchor_ms) % MS_PER_DAY
+        offset = (require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms") - self.anchor_ms) % MS_PER_DAY
         return self.segments[self._segment(offset)][1]
 
     def next_boundary(self, t_ms: int) -> int | None:
         """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
-        t_ms = require_int("t_ms", t_ms)
+        t_ms = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         if len(self.segments) == 1:
             return None
         day_start = t_ms - (t_ms - self.anchor_ms) % MS_PER_DAY
@@ -115,8 +119,7 @@ class Programme:
 
     def volume_numerator(self, t0_ms: int, t1_ms: int) -> int:
         """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
-        if t1_ms < t0_ms:
-            raise KernelConfigError("t1_ms", t1_ms, f">= t0_ms ({t0_ms})")
+        _check_interval(t0_ms, t1_ms)
         o0 = (t0_ms - self.anchor_ms) % MS_PER_DAY
         o1 = o0 + (t1_ms - t0_ms)
         return (o1 // MS_PER_DAY) * self._day + self._prefix(o1 % MS_PER_DAY) - self._prefix(o0)
@@ -269,6 +272,7 @@ class Ledger:
     def bolus_count_24h(self, now_ms: int, kinds: Iterable[int] = COUNTED_BOLUS_KINDS) -> int:
         """Bolus starts of ``kinds`` in ``(now_ms - 24 h, now_ms]``."""
         wanted = {_kind(k) for k in kinds}
+        now_ms = require_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms")
         return sum(1 for at, k in self._starts if k in wanted and now_ms - MS_PER_DAY < at <= now_ms)
 
     def last_bolus_ms(self, kinds: Iterable[int] = COUNTED_BOLUS_KINDS) -> int | None:
@@ -519,8 +523,7 @@ class SafetyKernel:
         :raises TypeError: if ``now_ms`` is not an int.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
-        if not isinstance(request, Request):
-            raise KernelConfigError("request", request, "a Request from a request_* constructor")
+        check_request(request)
         reasons: set[str] = set()
         kind = request.kind
         rate = 0
@@ -634,37 +637,51 @@ class SafetyKernel:
         ordered = tuple(sorted(reasons, key=REASON_INDEX.__getitem__))
         return Decision(
             not ordered, int(kind), ordered, tuple(overridden), rate, programme, bolus_kind,
-            volume, duration, mass, dose, now_ms, request,
+            volume, duration, mass, dose, now_ms, request, self.state_version,
         )
 
     # -- apply -------------------------------------------------------------------------------
+
+    def is_fresh(self, decision: Decision, now_ms: int) -> bool:
+        """True if ``decision`` was made on the current state less than a minute ago.
+
+        Check it just before commanding the pump; a stale decision must be re-authorised.
+        """
+        return (
+            isinstance(decision, Decision)
+            and decision.state_version == self.state_version
+            and decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS
+        )
 
     def apply(self, decision: Decision, now_ms: int) -> None:
         """Record an allowed decision that was executed.
 
         Sets the programme in effect, extends the dose history (titration baseline and
         interval), and for boluses records the start and commits the mass in the ledger.
-        The caller releases the commitment as the pump reports delivery.
+        The caller releases the commitment as the pump reports delivery. An executed
+        decision is always recorded, however old (use :meth:`is_fresh` *before* commanding).
 
-        :param decision: an allowed decision from :meth:`authorize` on this kernel's current state.
-        :param now_ms: monotonic time the decision was executed, ms.
-        :raises KernelConfigError: for a denied, stale or out-of-date decision (nothing changes).
+        :param decision: an allowed decision from :meth:`authorize`.
+        :param now_ms: monotonic time the decision was executed, ms (not before the decision).
+        :raises KernelConfigError: for a denied decision or a time before it; nothing changes.
         """
-        now_ms = require_int("now_ms", now_ms)
+        now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
-        if not decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS:
-            raise KernelConfigError("now_ms", now_ms, f"in [{decision.at_ms}, {decision.at_ms + MAX_DECISION_AGE_MS}] ms (decision is stale)")
+        if now_ms < decision.at_ms:
+            raise KernelConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
         kind = decision.kind
-        if kind == RequestKind.BOLUS:
-            self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
-            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
-        else:
+        if kind in (RequestKind.BOLUS, RequestKind.CONCENTRATION_CHANGE):
+            start_kind = decision.bolus_kind if kind == RequestKind.BOLUS else int(DeliveryKind.BRIDGE)
+            self.ledger.commit(start_kind, decision.mass_pg)
+            try:
+                self.ledger.record_bolus_start(start_kind, now_ms)
+            except (KernelConfigError, TypeError):
+                self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
+                raise
+        if kind != RequestKind.BOLUS:
             if kind == RequestKind.CONCENTRATION_CHANGE:
-                new_limits = self.library[decision.programme.concentration_ug_per_ml]
-                self.ledger.record_bolus_start(DeliveryKind.BRIDGE, now_ms)
-                self.ledger.commit(DeliveryKind.BRIDGE, decision.mass_pg)
-                self.limits = new_limits
+                self.limits = self.library[decision.programme.concentration_ug_per_ml]
             if kind in (RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE):
                 programme = _as_programme(decision.programme)
             else:

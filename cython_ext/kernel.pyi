@@ -47,7 +47,10 @@ LEDGER_RESOLUTION_MS: int  # 60_000: one-minute buckets
 WINDOW_BUCKETS: int  # 1440: a record in minute m counts in windows ending in minutes m..m+1439
 BOLUS_HISTORY: int  # 256 bolus starts remembered per 24 h
 SNAPSHOT_VERSION: int
-MAX_DECISION_AGE_MS: int  # 60_000: apply() refuses older decisions
+MAX_DECISION_AGE_MS: int  # 60_000: older decisions are not is_fresh(); re-authorise
+MIN_TIME_MS: int  # -(2**61): earliest time (anchors) accepted
+MAX_TIME_MS: int  # 2**62: latest time accepted
+MAX_INTERVAL_MS: int  # 366 days: longest interval one integral call accepts
 N_KINDS: int
 
 class DeliveryKind(enum.IntEnum):
@@ -230,6 +233,8 @@ def request_bolus(kind: DeliveryKind | int, volume_nl: int, duration_ms: int, *,
 def request_concentration_change(programme: Programme, bridge: BridgePlan | None, *, override: Override | None = None) -> Request: ...
 def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request: ...
 def request_minimum_rate() -> Request: ...
+def check_request(request: Request) -> Request:
+    """Re-check every field (both kernels call it: a Request can be built directly)."""
 
 class Decision(NamedTuple):
     allowed: bool
@@ -245,6 +250,7 @@ class Decision(NamedTuple):
     daily_dose_ng: int  # daily dose of the programme in effect after the decision
     at_ms: int
     request: Request
+    state_version: int  # kernel state_version it was decided on
 
 class TitrationStep(NamedTuple):
     at_ms: int
@@ -359,8 +365,12 @@ class SafetyKernel:
     def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
         """Largest extra mass keeping every projected window within the cap (for tighten())."""
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]: ...
-    def authorize(self, request: Request, now_ms: int) -> Decision: ...
-    def apply(self, decision: Decision, now_ms: int) -> None: ...
+    def authorize(self, request: Request, now_ms: int) -> Decision:
+        """Pure: every failing reason; never changes state."""
+    def is_fresh(self, decision: Decision, now_ms: int) -> bool:
+        """Decided on the current state_version, at most MAX_DECISION_AGE_MS ago: check before commanding."""
+    def apply(self, decision: Decision, now_ms: int) -> None:
+        """Record an allowed, EXECUTED decision (however late); all or nothing."""
     def state_snapshot(self) -> dict:
         """Concentration, programme, dose history, last increase and ledger: exact, JSON-serialisable."""
     @classmethod

@@ -263,19 +263,42 @@ def test_concentration_change_needs_bridge(impl):
     assert gate.ledger.committed_pg(impl.DeliveryKind.BRIDGE) == 250_000 * 500
 
 
-def test_apply_refuses_denied_and_stale_decisions(impl):
+def test_apply_refuses_denied_decisions_and_freshness_is_checked_before(impl):
     gate = bolus_gate(impl)
     denied = gate.authorize(bolus(impl, 500_000), T0)
     with pytest.raises(ValueError):
         gate.apply(denied, T0)
     ok = gate.authorize(bolus(impl, 20_000), T0)
-    with pytest.raises(ValueError):
-        gate.apply(ok, T0 + 60_001)
+    other = gate.authorize(bolus(impl, 20_000), T0)
     with pytest.raises(ValueError):
         gate.apply(ok, T0 - 1)
     assert gate.state_version == 0 and gate.ledger.committed_pg() == 0
+    assert gate.is_fresh(ok, T0 + 60_000) and not gate.is_fresh(ok, T0 + 60_001)
     gate.apply(ok, T0 + 60_000)
     assert gate.ledger.committed_pg() == 20_000 * 1000
+    # The state moved on: a decision made before must be re-authorised before the pump is commanded.
+    assert not gate.is_fresh(other, T0 + 60_000)
+    assert "BOLUS_LOCKOUT" in gate.authorize(other.request, T0 + 60_000).reasons
+    # An executed decision is recorded however late; the recording is all or nothing.
+    late = bolus_gate(impl)
+    d = late.authorize(bolus(impl, 20_000), T0)
+    late.apply(d, T0 + MS_PER_DAY)
+    assert late.ledger.last_bolus_ms() == T0 + MS_PER_DAY
+    late.ledger.record_bolus_start(impl.DeliveryKind.PRIMING, T0 + 2 * MS_PER_DAY)
+    before = late.ledger.snapshot()
+    with pytest.raises(ValueError):
+        late.apply(d, T0 + MS_PER_DAY + 1)  # bolus start before the newest one
+    assert late.ledger.snapshot() == before
+
+
+def test_directly_built_requests_are_checked(impl):
+    gate = bolus_gate(impl)
+    good = bolus(impl, 20_000, impl.DeliveryKind.PRIMING)
+    for bad in (good._replace(volume_nl=-5), good._replace(volume_nl=10**30), good._replace(bolus_kind=0),
+                good._replace(duration_ms=2.5), impl.request_rate_change(5)._replace(rate_nl_per_h=-1),
+                good._replace(kind=99), good._replace(override="please")):
+        with pytest.raises((ValueError, TypeError)):
+            gate.authorize(bad, T0)
 
 
 def test_clock_behind_ledger_is_denied(impl):
