@@ -13,7 +13,8 @@ latches. Audio can be paused for at most :data:`AUDIO_PAUSE_MAX_S`; a new
 alarm condition ends the pause. There is no permanent mute.
 
 Every raise, clear, acknowledgement and audio pause is written to the journal
-with its actor and time (ALM-06). Annunciation comes first: if the journal
+with its actor and time (ALM-06); after a restart :meth:`AlarmManager.restore`
+replays those events so a latched alarm is still held. Annunciation comes first: if the journal
 write fails, the alarm is still active, a :attr:`AlarmCode.JOURNAL_WRITE_FAILURE`
 alarm is added, and the write error propagates to the caller.
 
