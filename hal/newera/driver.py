@@ -109,6 +109,8 @@ NE1000_SENSORS = frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
 MAX_REPLY_BYTES = 1024
 #: Quiet time that ends a drain after a timeout, seconds.
 DEFAULT_QUIET_S = 0.05
+#: Constructor options :meth:`Ne1000Driver.open` passes through.
+_DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s"})
 
 _PROMPT_STATE = {
     Prompt.INFUSING: PumpState.INFUSING,
@@ -266,6 +268,9 @@ class Ne1000Driver(PumpDriver):
         """
         codec.check_address(address)
         _check_safe_timeout(safe_mode_timeout_s)
+        unknown = sorted(set(options) - _DRIVER_OPTIONS)
+        if unknown:
+            raise ConfigError("options", unknown, f"a subset of {sorted(_DRIVER_OPTIONS)}")
         link = open_serial(url, baudrate=baudrate, timeout_s=timeout_s, trace_path=trace_path, clock=clock)
         try:
             driver = cls(link, address=address, clock=clock, **options)
@@ -319,6 +324,11 @@ class Ne1000Driver(PumpDriver):
         ) from last
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        url = self._link.url if self._link is not None else "closed"
+        mode = f"safe {self._safe_timeout_s} s" if self._safe else "basic"
+        return f"Ne1000Driver({url}, address={self.address}, {mode})"
 
     def _require_link(self) -> ByteLink:
         if self._link is None:

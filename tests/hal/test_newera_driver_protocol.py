@@ -94,6 +94,19 @@ def test_open_pump_on_a_silent_line_fails_and_closes_the_port() -> None:
         hal.open_pump("ne1000", "loop://", timeout_s=0.01)
 
 
+def test_unknown_driver_option_is_a_config_error_before_opening() -> None:
+    with pytest.raises(ConfigError) as info:
+        Ne1000Driver.open("/dev/does-not-exist", retries=3)
+    assert info.value.field == "options"
+
+
+def test_repr_names_port_address_and_mode(link: ScriptedLink) -> None:
+    driver = Ne1000Driver(link, address=0)
+    assert repr(driver) == "Ne1000Driver(scripted://, address=0, basic)"
+    driver.close()
+    assert "closed" in repr(driver)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [({"address": 100}, "address"), ({"safe_mode_timeout_s": 0}, "safe_mode_timeout_s"),
