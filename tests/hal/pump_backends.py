@@ -6,7 +6,8 @@ Backends:
 * ``inprocess``, ``pty``, ``tcp``: ``hal.open_pump`` on a URL served by
   :func:`sim.rig.simulated_pump` (the same bytes a real port would carry);
 * ``hardware``: ``hal.open_pump`` on ``ITB_HIL_PUMP`` (a real pump; opt-in, marked ``hil``).
-  The suite sets the pump's syringe diameter to ``ITB_HIL_PUMP_DIAMETER_MM``
+  (or ``pytest --hil-env bench.toml`` with a ``[pump]`` table). The suite sets the
+  pump's syringe diameter to ``ITB_HIL_PUMP_DIAMETER_MM``
   (default 14.43 mm) and runs it at up to 1 mL/h for a few seconds: load a
   syringe of water and a waste line before running it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -36,9 +38,28 @@ ALL_BACKENDS = (*SIM_BACKENDS, "hardware")
 DIAMETER_MM = "14.43"
 
 
-def bench_diameter_mm() -> str:
-    """Syringe diameter for the suite: ``ITB_HIL_PUMP_DIAMETER_MM`` on the bench, else 14.43 mm."""
-    return os.environ.get("ITB_HIL_PUMP_DIAMETER_MM", DIAMETER_MM)
+def _bench_profile(hil_env: str | None) -> dict[str, Any]:
+    if not hil_env:
+        return {}
+    with open(hil_env, "rb") as file:
+        return tomllib.load(file)
+
+
+def hardware_pump_settings(hil_env: str | None = None) -> dict[str, Any]:
+    """The real pump's ``url``/``baudrate``/``address``: ``ITB_HIL_PUMP`` wins over the bench profile's ``[pump]``."""
+    settings = {k: v for k, v in _bench_profile(hil_env).get("pump", {}).items() if k in ("url", "baudrate", "address")}
+    if os.environ.get("ITB_HIL_PUMP"):
+        settings["url"] = os.environ["ITB_HIL_PUMP"]
+    return settings
+
+
+def bench_diameter_mm(hil_env: str | None = None) -> str:
+    """Syringe diameter for the suite, mm: ``ITB_HIL_PUMP_DIAMETER_MM``, else a bench profile
+    ``[syringe] spec = "NN.NNmm"``, else 14.43."""
+    if os.environ.get("ITB_HIL_PUMP_DIAMETER_MM"):
+        return os.environ["ITB_HIL_PUMP_DIAMETER_MM"]
+    spec = str(_bench_profile(hil_env).get("syringe", {}).get("spec", ""))
+    return spec[:-2] if spec.endswith("mm") else DIAMETER_MM
 
 
 @dataclass
@@ -50,6 +71,7 @@ class Backend:
     device: Ne1000 | None
     clock: Clock
     rig: Any = None
+    diameter_mm: str = DIAMETER_MM
 
     @property
     def simulated(self) -> bool:
@@ -66,21 +88,24 @@ class Backend:
 
 @contextmanager
 def open_backend(name: str, *, faults: tuple[str, ...] = (), trace_path: Path | None = None,
+                 hil_env: str | None = None,
                  timeout_s: float = 0.5, safe_mode_timeout_s: int | None = None,
                  **pump_kwargs: Any) -> Iterator[Backend]:
     """Open a connected driver on backend ``name``; closes everything on exit."""
     pump_kwargs.setdefault("syringe_diameter_mm", DIAMETER_MM)
     with ExitStack() as stack:
         if name == "hardware":
-            url = os.environ.get("ITB_HIL_PUMP")
-            if not url:
-                pytest.skip("set ITB_HIL_PUMP=<url> to run the suite on a real pump")
+            bench = hardware_pump_settings(hil_env)
+            if "url" not in bench:
+                pytest.skip("set ITB_HIL_PUMP=<url> or give --hil-env with a [pump] url to use a real pump")
             clock: Clock = SystemClock()
-            driver = hal.open_pump("ne1000", url, clock=clock, timeout_s=timeout_s, trace_path=trace_path,
-                                   safe_mode_timeout_s=safe_mode_timeout_s)
+            driver = hal.open_pump("ne1000", bench["url"], clock=clock, timeout_s=timeout_s, trace_path=trace_path,
+                                   safe_mode_timeout_s=safe_mode_timeout_s, baudrate=bench.get("baudrate", 19200),
+                                   address=bench.get("address", 0))
             stack.callback(driver.close)
-            driver.configure(syringe_diameter_mm=bench_diameter_mm())
-            yield Backend(name, driver, None, clock)  # type: ignore[arg-type]
+            diameter_mm = bench_diameter_mm(hil_env)
+            driver.configure(syringe_diameter_mm=diameter_mm)
+            yield Backend(name, driver, None, clock, diameter_mm=diameter_mm)  # type: ignore[arg-type]
             return
         clock = VirtualClock()
         if name == "nullmodem":
@@ -89,7 +114,7 @@ def open_backend(name: str, *, faults: tuple[str, ...] = (), trace_path: Path | 
             driver = Ne1000Driver(DeviceLink(device), clock=clock)
             stack.callback(driver.close)
             driver.connect(safe_mode_timeout_s=safe_mode_timeout_s)
-            yield Backend(name, driver, device, clock)
+            yield Backend(name, driver, device, clock, diameter_mm=str(pump_kwargs["syringe_diameter_mm"]))
             return
         from sim.rig import simulated_pump
 
@@ -97,4 +122,5 @@ def open_backend(name: str, *, faults: tuple[str, ...] = (), trace_path: Path | 
         driver = hal.open_pump("ne1000", rig.url, clock=clock, timeout_s=timeout_s, trace_path=trace_path,
                                safe_mode_timeout_s=safe_mode_timeout_s)
         stack.callback(driver.close)
-        yield Backend(name, driver, rig.device, clock, rig)  # type: ignore[arg-type]
+        yield Backend(name, driver, rig.device, clock, rig,  # type: ignore[arg-type]
+                      diameter_mm=str(pump_kwargs["syringe_diameter_mm"]))

@@ -16,14 +16,14 @@ import pytest
 
 from hal.pump import Direction, Outcome, PumpAlarm, PumpState, Sensor
 from hal.newera.codec import syringe_rate_envelope_nl_per_h
-from pump_backends import ALL_BACKENDS, SIM_BACKENDS, Backend, bench_diameter_mm, open_backend
+from pump_backends import ALL_BACKENDS, SIM_BACKENDS, Backend, open_backend
 
 _PARAMS = [pytest.param(name, marks=pytest.mark.hil) if name == "hardware" else name for name in ALL_BACKENDS]
 
 
 @pytest.fixture(params=_PARAMS)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    with open_backend(request.param) as opened:
+    with open_backend(request.param, hil_env=request.config.getoption("--hil-env")) as opened:
         yield opened
 
 
@@ -41,7 +41,7 @@ def test_connect_identifies_an_ne1000_and_acknowledges_the_power_up_reset(backen
 
 
 def test_configure_reports_the_envelope_and_honest_sensors(backend: Backend) -> None:
-    diameter = bench_diameter_mm()
+    diameter = backend.diameter_mm
     caps = backend.driver.configure(syringe_diameter_mm=diameter)
     assert caps.sensors == frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
     assert Sensor.OCCLUSION not in caps.sensors
