@@ -5,11 +5,11 @@ Backends:
 * ``nullmodem``: the driver on an in-memory link straight to the simulated firmware;
 * ``inprocess``, ``pty``, ``tcp``: ``hal.open_pump`` on a URL served by
   :func:`sim.rig.simulated_pump` (the same bytes a real port would carry);
-* ``hardware``: ``hal.open_pump`` on ``ITB_HIL_PUMP`` (a real pump; opt-in, marked ``hil``).
-  (or ``pytest --hil-env bench.toml`` with a ``[pump]`` table). The suite sets the
-  pump's syringe diameter to ``ITB_HIL_PUMP_DIAMETER_MM``
-  (default 14.43 mm) and runs it at up to 1 mL/h for a few seconds: load a
-  syringe of water and a waste line before running it.
+* ``hardware``: ``hal.open_pump`` on a real pump (opt-in, marked ``hil``), named by
+  ``ITB_HIL_PUMP=<url>`` or by the ``[pump]`` table of ``pytest --hil-env bench.toml``.
+  The suite sets the pump's syringe diameter (``ITB_HIL_PUMP_DIAMETER_MM``, the
+  profile's ``[syringe] spec = "NN.NNmm"``, or 14.43 mm) and runs it at up to
+  1 mL/h for a few seconds: load a syringe of water and a waste line first.
 """
 
 from __future__ import annotations
