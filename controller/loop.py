@@ -38,8 +38,10 @@ import enum
 import itertools
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
+from controller import reservoir as reservoir_math
 from controller.alarms import AlarmCode, AlarmManager
 from controller.checkpoint import BolusRecord, CheckpointStore
 from controller.delivery import ProgramOutcome, ProgramResult, RateProgrammer, read_dispensed, read_status
@@ -92,6 +94,7 @@ class LoopConfig:
     :ivar empty_reservoir_nl: the empty threshold: minimum-rate mode below it, nL.
     :ivar dead_volume_nl: catheter and pump dead volume, nL.
     :ivar restart_titration_after_ms: interruptions longer than this restart at the titration dose, ms.
+    :ivar reservoir_capacity_nl: reservoir capacity, nL.
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
@@ -105,6 +108,7 @@ class LoopConfig:
     empty_reservoir_nl: int = 500_000
     dead_volume_nl: int = 250_000
     restart_titration_after_ms: int = 24 * MS_PER_H
+    reservoir_capacity_nl: int = 20_000_000
 
     def __post_init__(self) -> None:
         for name in ("poll_interval_ms", "checkpoint_interval_ms", "minimum_rate_nl_per_h", "unconfirmed_alarm_ms"):
@@ -112,7 +116,7 @@ class LoopConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(name, value, "an integer > 0")
         for name in ("drift_tolerance_ppm", "drift_floor_nl", "low_reservoir_nl", "low_reservoir_days",
-                     "empty_reservoir_nl", "dead_volume_nl", "restart_titration_after_ms"):
+                     "empty_reservoir_nl", "dead_volume_nl", "restart_titration_after_ms", "reservoir_capacity_nl"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(name, value, "an integer >= 0")
@@ -237,6 +241,7 @@ class ControlLoop:
         self.committed_rate_nl_per_h: int | None = 0  # what the pump holds, verified (None: unknown)
         self.bolus: BolusRun | None = None
         self.fill_nl = 0  # reservoir volume at the last fill
+        self.fill_utc: datetime | None = None  # when it was filled
         self.dispensed_since_fill_nl = 0
         self.session_open: str | None = None  # "refill" or "programming" while one is open
         self._time_offset_ms = 0
@@ -616,21 +621,36 @@ class ControlLoop:
         """Volume per day at the committed basal rate, nL/day."""
         return self.basal_rate_nl_per_h * 24
 
-    def days_to_low(self) -> float | None:
-        """Predicted days until the low-reservoir volume, or None when nothing is delivered."""
-        per_day = self.daily_volume_nl()
-        if per_day <= 0:
+    def forecast(self) -> reservoir_math.ReservoirForecast | None:
+        """Low-alarm, empty and refill dates from the predicted reservoir (RES-01, RES-02), or None.
+
+        Uses the committed rate's daily volume (the minimum rate in minimum-rate mode); None
+        before implant, after a discontinue, or while nothing is programmed.
+        """
+        rate = self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else self.basal_rate_nl_per_h
+        if not self.fill_nl or rate <= 0 or self.fill_utc is None:
             return None
-        return max(0, self.reservoir_nl() - self.config.low_reservoir_nl) / per_day
+        c = self.config
+        settings = reservoir_math.ReservoirSettings(max(c.reservoir_capacity_nl, self.fill_nl, c.low_reservoir_nl + 1),
+                                                    c.low_reservoir_nl, c.low_reservoir_days, c.empty_reservoir_nl)
+        state = reservoir_math.ReservoirState(self.fill_nl, self.dispensed_since_fill_nl, self.fill_utc)
+        try:
+            return reservoir_math.forecast(state, rate * 24, settings, self.clock.utc_now())
+        except ConfigError:
+            return None  # a rate so low the forecast runs past its horizon: nothing is due
 
     def _check_reservoir(self) -> None:
         if self.mode in (Mode.IDLE, Mode.DISCONTINUED) or not self.fill_nl:
             return
         volume = self.reservoir_nl()
-        days = self.days_to_low()
-        low = volume <= self.config.low_reservoir_nl or (days is not None and days <= self.config.low_reservoir_days)
+        fc = self.forecast()
+        low = volume <= self.config.low_reservoir_nl or (fc is not None and fc.low)
         if low and not self.alarms.is_active(AlarmCode.RESERVOIR_LOW):
-            self._fault(FaultCode.RESERVOIR_LOW, f"{volume} nL left, {days if days is None else round(days, 1)} days to low")
+            when = "" if fc is None else (f"; {float(fc.days_to_empty):.1f} days to empty, refill due "
+                                          f"{fc.refill_due_utc:%Y-%m-%d}")
+            self._fault(FaultCode.RESERVOIR_LOW, f"{volume} nL left ({', '.join(fc.low_triggers) if fc else 'volume'}){when}")
+        elif fc is not None and fc.refill_due and not low and not self.alarms.is_active(AlarmCode.REFILL_DUE):
+            self.alarms.raise_alarm(AlarmCode.REFILL_DUE, detail=f"refill due {fc.refill_due_utc:%Y-%m-%d}")
         if volume <= 0 and self.mode is not Mode.STOPPED_FAULT:
             self._fault(FaultCode.RESERVOIR_CONFIRMED_EMPTY, "predicted volume exhausted")
         elif volume <= self.config.empty_reservoir_nl and self.mode is Mode.RUNNING:
@@ -767,6 +787,7 @@ class ControlLoop:
             self._emit("alarms_before_therapy", alarms=[a.value for a in stale])
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.fill_nl = fill_nl
+        self.fill_utc = self.clock.utc_now()
         self.dispensed_since_fill_nl = 0
         self._catheter.fill(self.config.dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
         dispensed = read_dispensed(self.pump)
@@ -921,9 +942,10 @@ class ControlLoop:
         if self.mode is not Mode.IDLE:
             self.poll()  # everything delivered so far counts against the old fill
         self.fill_nl = fill_nl
+        self.fill_utc = self.clock.utc_now()
         self.dispensed_since_fill_nl = 0
         self.concentration_ug_per_ml = concentration_ug_per_ml
-        for code in (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY):
+        for code in (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE):
             if self.alarms.is_active(code):
                 self.alarms.clear(code, detail="reservoir refilled")
         self.checkpoint()
@@ -986,6 +1008,7 @@ class ControlLoop:
             "flex": None if self.programme is None else [[list(x) for x in self.programme.steps],
                                                          self.programme.anchor_ms],
             "fill_nl": self.fill_nl,
+            "fill_utc": None if self.fill_utc is None else self.fill_utc.isoformat(),
             "dispensed_since_fill_nl": self.dispensed_since_fill_nl,
             "last_counter_nl": self._last_counter_nl,
             "last_poll_ms": self._last_poll_ms,
@@ -1020,8 +1043,6 @@ class ControlLoop:
         saved_now = body["now_ms"]
         if self.clock.monotonic_ms() + self._time_offset_ms < saved_now:
             # A new monotonic origin (reboot): continue controller time from the saved point.
-            from datetime import datetime
-
             elapsed_ms = max(0, int((self.clock.utc_now() - datetime.fromisoformat(body["utc"])).total_seconds() * 1000))
             self._time_offset_ms = saved_now + elapsed_ms - self.clock.monotonic_ms()
         self.gate.restore(body["gate"])
@@ -1031,6 +1052,7 @@ class ControlLoop:
         flex = body.get("flex")
         self.programme = None if not flex else self.gate.make_programme([tuple(x) for x in flex[0]], flex[1])
         self.fill_nl = body["fill_nl"]
+        self.fill_utc = None if body.get("fill_utc") is None else datetime.fromisoformat(body["fill_utc"])
         self.dispensed_since_fill_nl = body["dispensed_since_fill_nl"]
         self._last_counter_nl = body["last_counter_nl"]
         self._catheter.segments = [list(s) for s in body["catheter"]]

@@ -95,6 +95,10 @@ def main(args: argparse.Namespace) -> int:
     for kind, ug in sorted(record.delivered_by_kind_ug.items()):
         table.add_row(f"  at the catheter tip: {kind}", f"{ug:.1f} µg")
     table.add_row("alarms raised", ", ".join(summary["alarms_raised"]) or "none")
+    res = record.reservoir
+    if res.get("refill_due_utc"):
+        table.add_row("reservoir at end", f"{res['remaining_ml']} mL at {res['concentration_ug_per_ml']} µg/mL; "
+                      f"low alarm in {res['days_to_low_alarm']} days; refill due {res['refill_due_utc'][:10]}")
     for d in record.decisions:
         if not d.allowed:
             table.add_row(f"denied: {d.action} {d.label}".rstrip(), ", ".join(d.reasons))

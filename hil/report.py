@@ -108,6 +108,7 @@ class RunRecord:
     delivered_by_kind_ug: dict[str, float] = field(default_factory=dict)
     pump_dispensed_ml: float = 0.0
     patient: dict[str, Any] = field(default_factory=dict)
+    reservoir: dict[str, Any] = field(default_factory=dict)
     trace_file: str = ""
     error: str = ""
 
@@ -152,6 +153,7 @@ class RunRecord:
             "expectations": [asdict(c) for c in self.expectations],
             "invariants": [asdict(c) for c in self.invariants],
             "patient": self.patient,
+            "reservoir_at_end": self.reservoir,
             "samples": len(self.samples),
             "trace_file": self.trace_file,
         }
@@ -234,6 +236,10 @@ def _html(record: RunRecord) -> str:
         ("Dose error", "n/a" if s["dose_error_pct"] is None else f"{s['dose_error_pct']:+.2f} %"),
         ("Pump dispensed", f"{record.pump_dispensed_ml:.4f} mL"),
     ]
+    for key, value in record.reservoir.items():
+        rows.append((f"Reservoir at end: {esc(key)}", esc(str(value))))
+    for key, value in record.patient.items():
+        rows.append((f"Patient: {esc(key)}", esc(str(value))))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>itb run: {esc(record.scenario)}</title>",

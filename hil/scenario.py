@@ -769,6 +769,7 @@ class ScenarioRunner:
             empty_reservoir_nl=t.empty_reservoir_nl,
             dead_volume_nl=t.dead_volume_nl,
             restart_titration_after_ms=t.restart_titration_after_ms,
+            reservoir_capacity_nl=self.scenario.pump.reservoir_capacity_nl,
         )
 
     def _build_controller(self) -> None:
@@ -1039,6 +1040,14 @@ class ScenarioRunner:
             "effect_ng_per_ml_final": round(state.effect_ng_per_ml, 2),
             "peak_overdose": self.patient.peak_overdose.name,
             "peak_withdrawal": self.patient.peak_withdrawal.name,
+        }
+        fc = self.loop.forecast()
+        record.reservoir = {
+            "remaining_ml": round(self.loop.reservoir_nl() / 1e6, 4),
+            "concentration_ug_per_ml": self.loop.concentration_ug_per_ml,
+            "days_to_low_alarm": None if fc is None else round(float(fc.days_to_low_alarm), 2),
+            "low_alarm_utc": None if fc is None else fc.low_alarm_utc.isoformat(),
+            "refill_due_utc": None if fc is None else fc.refill_due_utc.isoformat(),
         }
         pump_counted_nl = None
         if self.rig is not None:

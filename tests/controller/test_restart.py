@@ -155,3 +155,26 @@ def test_restart_long_after_the_checkpoint_neither_double_counts_nor_forgets(tmp
     assert abs(after - before) <= 5_000, (before, after)  # about one day's 100 µg, not two
     assert again.loop.total_counted_nl == pump.infused_nl
     again.store.close()
+
+
+def test_restart_on_a_new_monotonic_origin_continues_controller_time(tmp_path: Path, rig_builder: Any) -> None:
+    from datetime import timedelta
+
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    store = CheckpointStore(tmp_path / "reboot.sqlite")
+    rig = rig_builder(clock, pump, store)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000)
+    rig.advance(MS_PER_DAY)
+    rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    assert rig.therapy.patient_bolus_request().allowed
+    saved_ms = rig.loop.now_ms()
+    store.close()
+    # The host rebooted: monotonic time starts again from zero, wall time moved on by 1 h.
+    rebooted = VirtualClock(start_utc=clock.utc_now() + timedelta(hours=1))
+    clock.advance(3600)
+    again = rig_builder(rebooted, pump, CheckpointStore(tmp_path / "reboot.sqlite"), recover=True)
+    assert again.loop.now_ms() >= saved_ms + MS_PER_H - 1000
+    again.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    assert again.therapy.patient_bolus_request().reasons == ("BOLUS_LOCKOUT",)  # lockouts survive the reboot
+    again.store.close()
