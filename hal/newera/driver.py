@@ -379,11 +379,13 @@ class Ne1000Driver(PumpDriver):
         """After a timeout: read until the line has been quiet for ``quiet_s``."""
         saved = link.timeout_s
         link.timeout_s = self.quiet_s
+        drained = 0
         try:
-            for _ in range(MAX_REPLY_BYTES):
+            while drained <= MAX_REPLY_BYTES:  # a line that never goes quiet is left to the next exchange
                 data = link.read(256)
                 if not data:
                     break
+                drained += len(data)
                 self._absorb_stray(data)
         finally:
             link.timeout_s = saved

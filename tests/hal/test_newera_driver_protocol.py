@@ -640,3 +640,23 @@ def test_alarm_reply_with_foreign_data_to_a_query_is_asked_again(pump: Ne1000Dri
     link.add(q("0VER"), r("00A?S0.21MM"))
     link.add(q("0VER"), r("00SNE1000V3.928"))
     assert pump.identify().firmware == "V3.928"
+
+
+class _BabblingLink(ScriptedLink):
+    """A device that never stops talking (say, a streaming balance on the pump's port)."""
+
+    def read(self, size: int = 1) -> bytes:
+        return b"ST,GS,+0001.234 g\r\n"[:max(size, 1)]
+
+    @property
+    def in_waiting(self) -> int:
+        return 4
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+
+def test_a_babbling_line_is_a_communication_error_not_a_hang() -> None:
+    driver = Ne1000Driver(_BabblingLink(), read_retries=0)
+    with pytest.raises(CommunicationError):
+        driver.connect()
