@@ -184,6 +184,15 @@ class Therapy:
         pb = self.patient_bolus
         self.loop.therapy_state["patient_bolus"] = None if pb is None else [pb.dose_ng, pb.duration_ms]
 
+    def _update_bolus_reserve(self) -> None:
+        """Reservoir worst case: every allowed patient bolus, every day, at the concentration now in the pump."""
+        per_day = getattr(getattr(self.gate, "caps", None), "max_boluses_per_day", 0)
+        volume = 0
+        if self.patient_bolus is not None and self.loop.concentration_ug_per_ml:
+            volume = units.volume_nl_for_mass(self.patient_bolus.dose_ng, self.loop.concentration_ug_per_ml,
+                                              rounding="up")
+        self.loop.therapy_state["patient_bolus_nl_per_day"] = volume * per_day
+
     def restore_state(self) -> None:
         """Reload workflow state after :meth:`ControlLoop.recover`."""
         pb = self.loop.therapy_state.get("patient_bolus")
@@ -421,6 +430,7 @@ class Therapy:
             raise ConfigError("dose_ng", dose_ng, "> 0 with duration_ms > 0")
         self.patient_bolus = PatientBolusSettings(dose_ng, duration_ms)
         self._save_patient_bolus()
+        self._update_bolus_reserve()
         self.loop.checkpoint()
         return self._done(WorkflowResult("configure_patient_bolus", True, (),
                                          f"{dose_ng / 1000:g} µg over {duration_ms // 60000} min"))
@@ -483,6 +493,7 @@ class Therapy:
             if concentration_ug_per_ml != old_conc:
                 return self._concentration_change(record, check, old_conc, dose, values, mismatch_reasons)
             loop.set_reservoir(added_nl, concentration_ug_per_ml)
+            self._update_bolus_reserve()
             return self._done(WorkflowResult(action, True, mismatch_reasons,
                                              f"refilled {added_nl / 1e6:g} mL at {concentration_ug_per_ml} µg/mL",
                                              values))
@@ -514,6 +525,7 @@ class Therapy:
         if not outcome.committed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=f"bridge programming failed: {outcome.detail}")
             return self._deny("refill", Why.PUMP_NOT_VERIFIED, *extra, detail=outcome.detail, **values)
+        self._update_bolus_reserve()
         values.update({"new_rate_nl_per_h": new_rate, "bridge_rate_nl_per_h": plan.rate_nl_per_h,
                        "bridge_duration_h": bridge_ms / MS_PER_H, "bridge_dose_ug": decision.dose_ng / 1000})
         return self._done(WorkflowResult(
