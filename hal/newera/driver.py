@@ -506,11 +506,16 @@ class Ne1000Driver(PumpDriver):
                                               error_code="NE_BAD_PACKET")
                     continue
                 if reply.error is not None:
-                    raise DeviceError(
+                    refusal = DeviceError(
                         f"pump {self.address} answered {request.data()!r} with {reply.error.value}",
                         reply=reply,
                         error_code=f"NE_{reply.error.name}",
                     )
+                    if reply.error is ErrorCode.UNRECOGNISED:
+                        # Either this firmware lacks the query or the line garbled it: asking again is harmless.
+                        last = refusal
+                        continue
+                    raise refusal
                 if reply.alarm is not None:
                     # The alarm reply acknowledged the alarm and may have swallowed the query.
                     if not reply.data:

@@ -124,3 +124,43 @@ def open_backend(name: str, *, faults: tuple[str, ...] = (), trace_path: Path | 
         stack.callback(driver.close)
         yield Backend(name, driver, rig.device, clock, rig,  # type: ignore[arg-type]
                       diameter_mm=str(pump_kwargs["syringe_diameter_mm"]))
+
+
+class NoiseSwitch:
+    """A byte device that passes traffic to a clean pump until :attr:`noisy` is set, then through faults."""
+
+    def __init__(self, clean: Any, noisy: Any) -> None:
+        self.clean = clean
+        self.faulty = noisy
+        self.noisy = False
+
+    @property
+    def _active(self) -> Any:
+        return self.faulty if self.noisy else self.clean
+
+    def receive(self, data: bytes) -> bytes:
+        """Pass host bytes to the active path."""
+        return self._active.receive(data)
+
+    def poll(self) -> bytes:
+        """Unsolicited bytes from the active path."""
+        return self._active.poll()
+
+
+@contextmanager
+def open_noisy_inprocess(noise: tuple[str, ...], *, seed: int = 0, safe_mode_timeout_s: int | None = None,
+                         **pump_kwargs: Any) -> Iterator[Backend]:
+    """A driver on ``itbsim://`` that connects over a clean line, after which ``noise`` faults apply."""
+    from sim.endpoints import InProcessEndpoint
+    from sim.faults import FaultyDevice
+
+    pump_kwargs.setdefault("syringe_diameter_mm", DIAMETER_MM)
+    clock = VirtualClock()
+    pump = Ne1000(clock, seed=seed, **pump_kwargs)
+    switch = NoiseSwitch(pump, FaultyDevice(pump, list(noise), clock=clock, seed=seed))
+    with ExitStack() as stack:
+        endpoint = stack.enter_context(InProcessEndpoint(switch))
+        driver = hal.open_pump("ne1000", endpoint.url, clock=clock, safe_mode_timeout_s=safe_mode_timeout_s)
+        stack.callback(driver.close)
+        switch.noisy = True
+        yield Backend("inprocess-noisy", driver, pump, clock, diameter_mm=str(pump_kwargs["syringe_diameter_mm"]))

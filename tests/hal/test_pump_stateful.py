@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from hal.errors import CapabilityError, CommunicationError, DeviceError
 from hal.pump import CommandResult, Direction, Outcome, PumpState
-from pump_backends import Backend, open_backend
+from pump_backends import Backend, open_backend, open_noisy_inprocess
 
 _STATE = {"S": PumpState.STOPPED, "P": PumpState.PAUSED, "I": PumpState.INFUSING, "W": PumpState.WITHDRAWING,
           "X": PumpState.PURGING}
@@ -149,15 +149,9 @@ class DeliveryCommandsRunAtMostOnceOnANoisyLine(RuleBasedStateMachine):
 
     @initialize(safe=st.booleans(), seed=st.integers(0, 2**16))
     def open(self, safe: bool, seed: int) -> None:
-        faults = ("drop:p=0.01,dir=rx", "drop:p=0.01", "corrupt:p=0.005,dir=rx", "corrupt:p=0.005", "dup:p=0.005")
-        self.backend = self._stack.enter_context(open_backend(
-            "inprocess", safe_mode_timeout_s=60 if safe else None, seed=seed, syringe_volume_ml="10", fill_ml="5"))
-        # Noise starts only after a clean connect.
-        assert self.backend.rig is not None
-        from sim.faults import FaultyDevice
-
-        endpoint = self.backend.rig.endpoint
-        endpoint.device = FaultyDevice(self.backend.device, list(faults), clock=self.backend.clock, seed=seed)
+        noise = ("drop:p=0.01,dir=rx", "drop:p=0.01", "corrupt:p=0.005,dir=rx", "corrupt:p=0.005", "dup:p=0.005")
+        self.backend = self._stack.enter_context(open_noisy_inprocess(
+            noise, seed=seed, safe_mode_timeout_s=60 if safe else None, syringe_volume_ml="10", fill_ml="5"))
 
     def teardown(self) -> None:
         self._stack.close()
