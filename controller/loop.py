@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -844,7 +845,8 @@ class ControlLoop:
         now = self.now_ms()
         record = BolusRecord(bolus_id=uuid.uuid4().hex, kind=kind, dose_ng=decision.dose_ng,
                              volume_nl=volume_nl, status="pending", requested_ms=now)
-        self.store.add_bolus(record)
+        if not self._durably("bolus record", lambda: self.store.add_bolus(record)):
+            return None  # no durable record, no bolus (it could not be protected from repetition)
         self._accrue()
         end_ms = now + -(-volume_nl * MS_PER_H // extra)
         run = BolusRun(record.bolus_id, kind, decision.dose_ng, volume_nl, extra, now, end_ms,
@@ -852,7 +854,7 @@ class ControlLoop:
         self.bolus = run
         outcome = self._program(self.basal_rate_nl_per_h + extra, decision)
         if outcome.result is ProgramResult.COMMITTED:
-            self.store.mark_running(record.bolus_id, now)
+            self._durably("bolus record", lambda: self.store.mark_running(record.bolus_id, now))
             self._next_poll_ms = min(self._next_poll_ms, now + BOLUS_POLL_MS)
             self._emit("bolus_start", kind=kind, bolus_id=record.bolus_id, dose_ng=decision.dose_ng,
                        volume_nl=volume_nl, end_ms=end_ms)
@@ -864,7 +866,8 @@ class ControlLoop:
             self._emit("bolus_uncertain", kind=kind, bolus_id=record.bolus_id)
             return record
         self.bolus = None
-        self.store.finish_bolus(record.bolus_id, now, 0, f"not started: {outcome.detail}")
+        self._durably("bolus record", lambda: self.store.finish_bolus(record.bolus_id, now, 0,
+                                                                      f"not started: {outcome.detail}"))
         self._emit("bolus_failed", kind=kind, bolus_id=record.bolus_id, detail=outcome.detail)
         return None
 
@@ -891,7 +894,8 @@ class ControlLoop:
             volume = units.volume_nl_for_rate(extra, bridge_duration_ms)
             record = BolusRecord(bolus_id=uuid.uuid4().hex, kind="bridge", dose_ng=decision.dose_ng,
                                  volume_nl=volume, status="pending", requested_ms=now)
-            self.store.add_bolus(record)
+            if not self._durably("bridge record", lambda: self.store.add_bolus(record)):
+                raise StateError("the bridge bolus could not be recorded durably; nothing was changed")
             run = BolusRun(record.bolus_id, "bridge", decision.dose_ng, volume, extra, now,
                            now + bridge_duration_ms, committed_pg=decision.raw.mass_pg if decision.raw else 0,
                            basal_after_nl_per_h=new_rate_nl_per_h)
@@ -901,12 +905,13 @@ class ControlLoop:
             self.basal_rate_nl_per_h = basal_during
             self.programme = None
             if run is not None:
-                self.store.mark_running(run.bolus_id, now)
+                self._durably("bridge record", lambda: self.store.mark_running(run.bolus_id, now))
                 self._emit("bolus_start", kind="bridge", bolus_id=run.bolus_id, dose_ng=decision.dose_ng,
                            volume_nl=run.volume_nl, end_ms=run.end_ms)
         elif run is not None and outcome.result is not ProgramResult.UNKNOWN:
             self.bolus = None
-            self.store.finish_bolus(run.bolus_id, now, 0, f"not started: {outcome.detail}")
+            self._durably("bridge record", lambda: self.store.finish_bolus(run.bolus_id, now, 0,
+                                                                           f"not started: {outcome.detail}"))
         self.checkpoint()
         return outcome
 
@@ -927,8 +932,9 @@ class ControlLoop:
             outcome = self.programmer.program(self.basal_rate_nl_per_h, previous_nl_per_h=None)
             self._after_program(outcome, f"bolus end ({why})")
         detail = why if why == "complete" else f"{why}; partial: {run.attributed_nl} of {run.volume_nl} nL delivered"
-        self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail, checkpoint=self._checkpoint_body())
-        self._last_checkpoint_ms = now
+        if self._durably("bolus record", lambda: self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail,
+                                                                        checkpoint=self._checkpoint_body())):
+            self._last_checkpoint_ms = now
         self._emit("bolus_end", kind=run.kind, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
                    volume_nl=run.volume_nl, detail=detail)
 
@@ -1023,10 +1029,19 @@ class ControlLoop:
             "gate": self.gate.snapshot(),
         }
 
+    def _durably(self, what: str, write: Callable[[], None]) -> bool:
+        """Run one store write; a storage failure is a fault (alarm, therapy continues), not a crash."""
+        try:
+            write()
+        except (sqlite3.Error, OSError) as exc:
+            self._fault(FaultCode.JOURNAL_WRITE_FAILURE, f"{what}: {exc}")
+            return False
+        return True
+
     def checkpoint(self) -> None:
         """Durably save the resume point now (also called at every therapy change)."""
-        self.store.save(self._checkpoint_body())
-        self._last_checkpoint_ms = self.now_ms()
+        if self._durably("checkpoint", lambda: self.store.save(self._checkpoint_body())):
+            self._last_checkpoint_ms = self.now_ms()
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).

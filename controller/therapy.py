@@ -77,6 +77,7 @@ class Why(str, enum.Enum):
     NOT_AUTHORISED = "NOT_AUTHORISED"
     NOTHING_TO_RESUME = "NOTHING_TO_RESUME"
     RATE_NOT_REPRESENTABLE = "RATE_NOT_REPRESENTABLE"
+    NOT_DURABLE = "NOT_DURABLE"
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,8 @@ class Therapy:
             return self._deny(action, *decision.reasons, volume_nl=volume_nl)
         record = self.loop.start_bolus(kind, decision, duration_ms)
         if record is None:
-            return self._deny(action, Why.PUMP_NOT_VERIFIED)
+            durable = not self.loop.alarms.is_active(AlarmCode.JOURNAL_WRITE_FAILURE)
+            return self._deny(action, Why.PUMP_NOT_VERIFIED if durable else Why.NOT_DURABLE)
         dose_ug = decision.dose_ng / 1000
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{dose_ug:g} µg ({volume_nl} nL) over {duration_ms // 60000} min",

@@ -259,3 +259,18 @@ def test_flex_steps_are_validated(running) -> None:
         running.therapy.set_flex([(MS_PER_H, 100_000)])
     result = running.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 200_000)])
     assert "TITRATION_CAP_EXCEEDED" in result.reasons  # the day's total rises 50 %
+
+
+def test_storage_failure_alarms_refuses_bolus_and_keeps_therapy(running) -> None:
+    import sqlite3
+
+    def disk_full(_n: int) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    running.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    running.store.before_write = disk_full
+    result = running.therapy.patient_bolus_request()
+    assert result.reasons == ("NOT_DURABLE",)  # no durable record, no bolus
+    assert "journal_write_failure" in running.log.raised()
+    running.advance(2 * MS_PER_H)
+    assert running.pump.state is PumpState.INFUSING and running.pump.rate_nl_per_h == 8333
