@@ -901,8 +901,13 @@ cdef class SafetyKernel:
             return p._walk_to_pg(w, t)
         return mass_pg_of(rate * (t - now), conc)
 
-    cdef i64 _excess(self, Programme p, i64 rate, i64 conc, i64 extra, i64 now, i64 cap, bint exact):
-        """Largest ``window - cap`` over windows ending in minutes m0..m0+1439, pg.
+    cdef i64 _late(self, Programme p, i64 rate, i64 conc, i64 now, i64 cap):
+        """``total - cap`` of the window ending in minute m0+1440: committed + a full day of basal."""
+        cdef i64 m0 = now // RES
+        return self.ledger._committed_total() + self._basal_pg(p, rate, conc, (m0 + 1) * RES, (m0 + 1 + RING) * RES) - cap
+
+    cdef i64 _early(self, Programme p, i64 rate, i64 conc, i64 extra, i64 now, i64 cap, bint exact):
+        """Largest ``window - cap`` over windows ending in minutes m0..m0+1439, with ``extra`` in all, pg.
 
         With ``exact`` false, returns a value <= 0 as soon as a conservative bound shows
         every window is within the cap; otherwise scans every minute.
@@ -929,6 +934,15 @@ cdef class SafetyKernel:
             if e > worst:
                 worst = e
         return worst
+
+    cdef i64 _excess(self, Programme p, i64 rate, i64 conc, i64 extra, i64 now, i64 cap, bint exact):
+        """Largest ``window - cap`` over every window ending from now's minute on, pg
+        (> 0 exactly when the twin's brute force finds one over the cap)."""
+        cdef i64 late = self._late(p, rate, conc, now, cap)
+        if late > 0 and not exact:
+            return late
+        cdef i64 early = self._early(p, rate, conc, extra, now, cap, exact)
+        return early if early > late else late
 
     cdef i64 _block_bound(self, Programme p, i64 rate, i64 conc, i64 now, i64 m0, i64 inside):
         """Upper bound of ``still inside + basal`` over all windows, from 90-minute block sums.
@@ -979,8 +993,10 @@ cdef class SafetyKernel:
         """
         self.ledger._check_now(now_ms)
         cdef Programme p = self.prog if programme is None else as_programme(programme)
-        cdef i64 worst = self._excess(p, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
-        return -worst if worst < 0 else 0
+        if self._late(p, 0, self.conc, now_ms, self.cap_pg_c) > 0:
+            return 0
+        cdef i64 early = self._early(p, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
+        return -early if early < 0 else 0
 
     def plan_titration(self, target_dose_ng_per_day, now_ms):
         """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""

@@ -416,21 +416,38 @@ class SafetyKernel:
         limits = self.limits if limits is None else limits
         return min(self.caps.max_dose_ng_per_day, limits.dose_ng_per_day.upper_hard) * PG_PER_NG
 
-    def _window_excess(self, programme: Programme | None, extra_pg: int, now_ms: int, cap_pg: int) -> int:
-        """Largest ``window total - cap`` over every window ending in ``[now, now + 24 h)``, pg."""
+    def _window_parts(self, programme: Programme | None, now_ms: int, cap_pg: int) -> tuple[int, int]:
+        """The projection, brute force. Returns ``(early, late)``, both ``total - cap`` in pg:
+
+        - ``early``: the largest over the windows ending in minutes ``m0 .. m0+1439``
+          (``m0`` = now's minute), which hold what is still inside from before now,
+          everything committed, and the programme's basal from now to the window's end;
+          a request's own amount, placed in minute ``m0``, adds to every one of them;
+        - ``late``: the window ending in minute ``m0+1440``, the first that holds nothing
+          from before now: committed plus a full day of basal (as is every later window
+          while the programme runs).
+        """
         m0 = now_ms // LEDGER_RESOLUTION_MS
         past = self.ledger.bucket_totals(m0 - WINDOW_BUCKETS + 1, m0)
         committed = self.ledger.committed_pg()
         suffix = [0] * (WINDOW_BUCKETS + 1)
         for k in range(WINDOW_BUCKETS - 1, -1, -1):
             suffix[k] = suffix[k + 1] + past[k]
-        worst = None
+        early = None
         for k in range(WINDOW_BUCKETS):
             still_inside = suffix[k]  # minutes m0+k-1439 .. m0: still inside the window ending in minute m0+k
             basal = 0 if programme is None else programme.delivered_pg(now_ms, (m0 + k + 1) * LEDGER_RESOLUTION_MS)
-            excess = still_inside + committed + extra_pg + basal - cap_pg
-            worst = excess if worst is None else max(worst, excess)
-        return worst
+            excess = still_inside + committed + basal - cap_pg
+            early = excess if early is None else max(early, excess)
+        day = 0
+        if programme is not None:
+            day = programme.delivered_pg((m0 + 1) * LEDGER_RESOLUTION_MS, (m0 + 1 + WINDOW_BUCKETS) * LEDGER_RESOLUTION_MS)
+        return early, committed + day - cap_pg
+
+    def _window_excess(self, programme: Programme | None, extra_pg: int, now_ms: int, cap_pg: int) -> int:
+        """Largest ``window total - cap`` over every window ending from now's minute on, pg."""
+        early, late = self._window_parts(programme, now_ms, cap_pg)
+        return max(early + extra_pg, late)
 
     def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
         """Largest extra amount that keeps every projected 24 h window within the cap, pg (>= 0).
@@ -441,7 +458,8 @@ class SafetyKernel:
         """
         self.ledger._check_now(now_ms)
         programme = self.programme if programme is None else _as_programme(programme)
-        return max(0, -self._window_excess(programme, 0, now_ms, self.cap_pg()))
+        early, late = self._window_parts(programme, now_ms, self.cap_pg())
+        return 0 if late > 0 else max(0, -early)
 
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]:
         """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""

@@ -118,7 +118,12 @@ class Reason:
     BOLUS_COUNT: str
     BOLUS_RATE_ABOVE_PUMP_MAX: str
     PRIMING_VOLUME_ABOVE_MAX: str
-    DOSE_CAP_24H: str  # some projected 24 h window would exceed the cap
+    # Some projected 24 h window would exceed the cap. Windows are 1440 one-minute buckets;
+    # checked: every window ending in minutes m0..m0+1439 (m0 = now's minute) holding what is
+    # still inside from before now + all committed + the request (in minute m0) + programme
+    # basal from now to the window's end (rounded up), and the window ending in m0+1440
+    # (committed + one full day of basal), which every later window equals.
+    DOSE_CAP_24H: str
     DISCONTINUE_NOT_AUTHORISED: str
     TAPER_INCOMPLETE: str
     MINIMUM_RATE_ABOVE_CURRENT: str

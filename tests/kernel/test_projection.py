@@ -22,7 +22,8 @@ NOW = 7 * MS_PER_DAY + 13 * MIN  # minute-aligned
 
 
 def oracle_worst_window_pg(records, committed, extra_pg, programme, now, cap_pg):
-    """max over k of (past still inside + committed + extra + basal to end of minute m0+k) - cap."""
+    """``(early, late)``: max over k < 1440 of (past still inside + committed + extra + basal to the end
+    of minute m0+k) - cap, and the first window holding nothing from before now."""
     m0 = now // MIN
     per_minute: dict[int, int] = {}
     for mass, minute in records:
@@ -38,7 +39,13 @@ def oracle_worst_window_pg(records, committed, extra_pg, programme, now, cap_pg)
         basal = -(-basal_numerator * CONC // MS_PER_H)
         excess = inside + committed + extra_pg + basal - cap_pg
         worst = excess if worst is None else max(worst, excess)
-    return worst
+    # The window ending in minute m0 + 1440 holds nothing from before now (not even the
+    # request, placed in minute m0): committed plus the basal of minutes m0+1 .. m0+1440.
+    day_numerator = 0
+    if programme is not None:
+        day_numerator = sum(programme.rate_at((m0 + j) * MIN) * MIN for j in range(1, 1441))
+    late = committed + -(-day_numerator * CONC // MS_PER_H) - cap_pg
+    return worst, late
 
 
 history = st.lists(st.tuples(st.integers(0, 3_000_000_000), st.integers(0, 1439)), max_size=30)
@@ -66,14 +73,14 @@ def test_bolus_projection_matches_oracle(records, committed, steps, periodic, an
         for mass, minute in sorted(records, key=lambda r: r[1]):
             gate.ledger.record(k.DeliveryKind.BASAL, mass, minute * MIN + 1)
         gate.ledger.commit(k.DeliveryKind.BOLUS_CLINICIAN, committed)
-        worst = oracle_worst_window_pg(records, committed, volume * CONC, programme, NOW, cap_pg)
+        worst, late = oracle_worst_window_pg(records, committed, volume * CONC, programme, NOW, cap_pg)
         decision = gate.authorize(k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, volume, 2 * MS_PER_H), NOW)
-        assert ("DOSE_CAP_24H" in decision.reasons) == (worst > 0), (k.IMPLEMENTATION, worst)
-        base = oracle_worst_window_pg(records, committed, 0, programme, NOW, cap_pg)
-        assert gate.headroom_pg(NOW) == max(0, -base)
+        assert ("DOSE_CAP_24H" in decision.reasons) == (max(worst, late) > 0), (k.IMPLEMENTATION, worst, late)
+        base, late = oracle_worst_window_pg(records, committed, 0, programme, NOW, cap_pg)
+        assert gate.headroom_pg(NOW) == (0 if late > 0 else max(0, -base))
         rate_decision = gate.authorize(k.request_rate_change(programme.max_rate_nl_per_h), NOW)
         flat = k.Programme.continuous(programme.max_rate_nl_per_h, CONC)
-        flat_worst = oracle_worst_window_pg(records, committed, 0, flat, NOW, cap_pg)
+        flat_worst = max(oracle_worst_window_pg(records, committed, 0, flat, NOW, cap_pg))
         assert ("DOSE_CAP_24H" in rate_decision.reasons) == (flat_worst > 0)
         decisions.append((decision.reasons, rate_decision.reasons))
     assert decisions[0] == decisions[1]
@@ -92,7 +99,8 @@ def test_near_cap_steady_state_uses_exact_scan(rate, jitter_pg):
             gate.ledger.record(k.DeliveryKind.BASAL, per_minute, NOW - MS_PER_DAY + m * MIN)
         headroom = gate.headroom_pg(NOW)
         records = [(per_minute, (NOW - MS_PER_DAY) // MIN + m) for m in range(1440)]
-        worst = oracle_worst_window_pg(records, 0, 0, gate.programme, NOW, caps.max_dose_ng_per_day * 1000)
+        worst, late = oracle_worst_window_pg(records, 0, 0, gate.programme, NOW, caps.max_dose_ng_per_day * 1000)
+        assert late <= 0
         assert headroom == max(0, -worst)
         volume = headroom // CONC
         ok = gate.authorize(k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, max(volume, 1), MS_PER_H), NOW)
