@@ -150,9 +150,14 @@ class RateProgrammer:
         :param rate_nl_per_h: the new rate, nL/h (already authorised by the kernel).
         :param previous_nl_per_h: the committed rate to restore on failure, or None at first start.
         :param start: start the pump if it is not infusing once the rate is verified.
-        :raises CapabilityError: if the HAL refuses the value before sending (nothing was sent).
+        A value the pump cannot represent (:class:`~hal.errors.CapabilityError`, raised by the
+        driver before anything is sent) leaves the old rate running: ``KEPT_OLD``.
         """
-        result, uncertain = self._send_rate(rate_nl_per_h)
+        try:
+            result, uncertain = self._send_rate(rate_nl_per_h)
+        except CapabilityError as exc:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, previous_nl_per_h, None, None, False,
+                                  f"not sent: the pump cannot take {rate_nl_per_h} nL/h ({exc})")
         dispensed = None
         if uncertain:
             # Reconcile first: what state is the pump in, and what has it delivered?

@@ -274,3 +274,14 @@ def test_storage_failure_alarms_refuses_bolus_and_keeps_therapy(running) -> None
     assert "journal_write_failure" in running.log.raised()
     running.advance(2 * MS_PER_H)
     assert running.pump.state is PumpState.INFUSING and running.pump.rate_nl_per_h == 8333
+
+
+def test_unrepresentable_rate_is_never_sent_and_old_rate_runs(make_rig) -> None:
+    rig = make_rig()
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.pump._caps = rig.pump._caps.__class__(500, 9000, 0, 1, rig.pump._caps.sensors)  # a slower pump
+    sent = len(rig.pump.command_log)
+    rig.advance(MS_PER_DAY)
+    result = rig.therapy.titrate(120_000)  # 10 000 nL/h: above this pump's 9000 nL/h
+    assert not result.allowed and "cannot take" in result.detail
+    assert rig.pump.rate_nl_per_h == 8333 and len(rig.pump.command_log) == sent
