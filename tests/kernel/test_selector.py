@@ -70,3 +70,20 @@ def test_both_implementations_export_the_same_names():
         assert not missing, (implementation, missing)
         for name in _common.__all__:
             assert getattr(module, name) is getattr(_common, name)
+
+
+def test_stub_documents_names_both_implementations_have():
+    import ast
+    from pathlib import Path
+
+    stub = Path(kernel.__file__).with_name("kernel.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    names |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    for implementation in ("compiled", "python"):
+        module = kernel.load(implementation)
+        assert not {name for name in names if not hasattr(module, name)}, implementation
+        for cls in ("Programme", "Ledger", "SafetyKernel"):
+            methods = {b.name for b in classes[cls].body if isinstance(b, ast.FunctionDef)}
+            assert not {m for m in methods if not hasattr(getattr(module, cls), m)}, (implementation, cls)
