@@ -285,3 +285,54 @@ def test_unrepresentable_rate_is_never_sent_and_old_rate_runs(make_rig) -> None:
     result = rig.therapy.titrate(120_000)  # 10 000 nL/h: above this pump's 9000 nL/h
     assert not result.allowed and "cannot take" in result.detail
     assert rig.pump.rate_nl_per_h == 8333 and len(rig.pump.command_log) == sent
+
+
+def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
+    """A missed heartbeat stops a Safe-mode pump (A?T); the loop alarms, acknowledges and resumes."""
+    import contextlib
+
+    import hal
+    from controller.alarms import AlarmManager
+    from controller.checkpoint import CheckpointStore
+    from controller.gate import KernelGate
+    from controller.loop import ControlLoop
+    from controller.therapy import Therapy
+    from hal.pump import Direction
+    from sim.rig import simulated_pump
+
+    from cython_ext import kernel
+
+    clock = VirtualClock()
+    events: list[dict] = []
+
+    class Log:
+        def record_alarm(self, **event) -> None:
+            events.append(event)
+
+    with contextlib.ExitStack() as stack:
+        rig = stack.enter_context(simulated_pump("inprocess", clock=clock, syringe_diameter_mm="4.699",
+                                                 syringe_volume_ml="100"))
+        driver = hal.open_pump("ne1000", rig.url, clock=clock, safe_mode_timeout_s=60)
+        stack.callback(driver.close)
+        caps = driver.configure(syringe_diameter_mm="4.699")
+        driver.set_target_volume(0)
+        driver.set_direction(Direction.INFUSE)
+        store = stack.enter_context(CheckpointStore(":memory:"))
+        try:
+            module = kernel.load("compiled")
+        except ImportError:
+            module = kernel.load("python")
+        gate = KernelGate(500, {"max_dose_ng_per_day": 1_000_000}, min_rate_nl_per_h=caps.min_rate_nl_per_h,
+                          max_rate_nl_per_h=caps.max_rate_nl_per_h, kernel_module=module)
+        loop = ControlLoop(driver, clock, gate, AlarmManager(clock, Log()), store,
+                           LoopConfig(poll_interval_ms=20_000))
+        therapy = Therapy(loop, gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
+        assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, prime=False).allowed
+        loop.run_until(loop.now_ms() + 10 * MS_PER_MIN)
+        assert rig.device.state == "I"  # polls every 20 s keep the 60 s watchdog fed
+        clock.advance(120)  # the host stalls for two minutes: the watchdog stops the pump
+        rig.device.poll()  # let the simulated firmware catch up with the clock
+        assert rig.device.state != "I"
+        loop.run_until(loop.now_ms() + MS_PER_MIN)
+        assert "therapy_interrupted" in {e["code"] for e in events if e["event"] == "raise"}
+        assert rig.device.state == "I" and loop.mode is Mode.RUNNING
