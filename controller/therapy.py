@@ -464,6 +464,11 @@ class Therapy:
         loop = self.loop
         if loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             return self._deny(action, Why.NOT_RUNNING)
+        if concentration_ug_per_ml != loop.concentration_ug_per_ml and loop.mode is not Mode.RUNNING:
+            # A bridge needs a running programme to bridge from: refill at the same concentration,
+            # resume, then change concentration at the next refill.
+            return self._deny(action, Why.NOT_RUNNING,
+                              detail=f"concentration change refused in mode {loop.mode.value}")
         loop.session_open = "refill"
         try:
             if loop.bolus is not None and loop.bolus.kind in ("clinician", "patient"):

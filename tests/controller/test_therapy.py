@@ -254,3 +254,18 @@ def test_lower_concentration_holds_the_old_rate_through_the_bridge(make_rig) -> 
         rig.advance(MS_PER_H)
         peak = max(peak, rig.gate.total_24h_ng(rig.loop.now_ms()))
     assert peak <= 460_000  # no overdose spike at the tip (about 400 µg/day throughout)
+
+
+def test_refill_in_minimum_rate_mode(make_rig) -> None:
+    rig = make_rig()
+    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, prime=False)
+    rig.advance(3 * MS_PER_DAY + 6 * MS_PER_H)
+    assert rig.loop.mode is Mode.MINIMUM_RATE  # the empty threshold was reached
+    refused = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
+                                 concentration_ug_per_ml=2000, lot="Z")
+    assert refused.reasons == ("NOT_RUNNING",)
+    assert rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
+                              concentration_ug_per_ml=500, lot="Z").allowed
+    rig.therapy.acknowledge_alarms()
+    assert rig.loop.mode is Mode.RUNNING
+    assert rig.pump.rate_nl_per_h == 33_333  # back on the prescribed 400 µg/day
