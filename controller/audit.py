@@ -8,7 +8,7 @@ pure (no I/O) so the journal, the verifier and the tests share one definition.
 
 ::
 
-    genesis = sha256("itb-journal-genesis:" + journal_id)
+    genesis = sha256("itb-journal-genesis:" + journal_id + ":" + journal metadata)
     hash[n] = sha256(canonical_json(entry[n] fields, prev_hash = hash[n-1]))
 """
 
@@ -96,9 +96,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def genesis_hash(journal_id: str) -> str:
-    """The ``prev_hash`` of the first entry of the journal named ``journal_id``."""
-    return hashlib.sha256(f"itb-journal-genesis:{journal_id}".encode()).hexdigest()
+def genesis_hash(journal_id: str, *context: str) -> str:
+    """The ``prev_hash`` of the first entry of the journal named ``journal_id``.
+
+    :param journal_id: the journal's unique ID.
+    :param context: further journal metadata bound into the chain (creation time, format...),
+        so damage to it breaks the chain like damage to an entry.
+    """
+    material = ":".join(("itb-journal-genesis", journal_id, *context))
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 #: The entry fields covered by the hash, in a fixed order.

@@ -235,6 +235,15 @@ class VerifyReport:
     signed: bool = False
 
 
+#: Metadata bound into the genesis hash, in order (see :func:`controller.audit.genesis_hash`).
+_GENESIS_META = ("schema_version", "created_utc", "checkpoint_signed")
+
+
+def _genesis(meta: Mapping[str, Any]) -> str:
+    """The genesis hash of the journal whose ``meta`` table is given (KeyError if a key is missing)."""
+    return genesis_hash(meta["journal_id"], *(str(meta[name]) for name in _GENESIS_META))
+
+
 def checkpoint_mac(key: bytes, journal_id: str, count: int, last_hash: str) -> str:
     """HMAC-SHA256 (hex) signing the head record: journal id, entry count and last hash."""
     return hmac.new(key, f"{journal_id}:{count}:{last_hash}".encode("ascii"), hashlib.sha256).hexdigest()
@@ -360,16 +369,14 @@ class Journal:
         try:
             if self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone() is None:
                 jid = uuid.uuid4().hex
-                self._db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("journal_id", jid),
-                        ("schema_version", str(JOURNAL_SCHEMA_VERSION)),
-                        ("created_utc", self._clock.utc_now().isoformat()),
-                        ("checkpoint_signed", "1" if self._key is not None else "0"),
-                    ],
-                )
-                genesis = genesis_hash(jid)
+                meta = {
+                    "journal_id": jid,
+                    "schema_version": str(JOURNAL_SCHEMA_VERSION),
+                    "created_utc": self._clock.utc_now().isoformat(),
+                    "checkpoint_signed": "1" if self._key is not None else "0",
+                }
+                self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+                genesis = _genesis(meta)
                 mac = checkpoint_mac(self._key, jid, 0, genesis) if self._key is not None else ""
                 self._db.execute("INSERT INTO head (id, count, last_hash, mac) VALUES (1, 0, ?, ?)", (genesis, mac))
             else:
@@ -936,9 +943,17 @@ class Journal:
 # verification and export (work on a closed file, read-only)
 
 
+def _lenient_text(raw: bytes) -> str:
+    """Decode stored text for verification; invalid UTF-8 (damage) survives as surrogates and fails its hash."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
+    """Verify the journal behind ``db``; every kind of damage becomes a problem line, never an exception."""
     problems: list[str] = []
     first_bad: int | None = None
+    checked = 0
+    signed = False
 
     def bad(seq: int | None, text: str) -> None:
         nonlocal first_bad
@@ -946,31 +961,42 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
         if seq is not None and (first_bad is None or seq < first_bad):
             first_bad = seq
 
+    saved_factory = db.text_factory
+    db.text_factory = _lenient_text
     try:
         check = db.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             bad(None, f"SQLite integrity check failed: {check}")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if "journal_id" not in meta:
-            return VerifyReport(False, 0, ("meta: journal_id missing",))
+        if not isinstance(meta.get("journal_id"), str):
+            return VerifyReport(False, 0, ("meta: journal_id missing or damaged",))
         triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
         for name in ("entries_no_update", "entries_no_delete"):
             if name not in triggers:
                 bad(None, f"schema: append-only trigger {name} was removed")
         head = db.execute("SELECT count, last_hash, mac FROM head WHERE id=1").fetchone()
         signed = meta.get("checkpoint_signed") == "1"
-        prev = genesis_hash(meta["journal_id"])
+        try:
+            prev = _genesis(meta)
+        except KeyError as exc:
+            return VerifyReport(False, 0, (f"meta: {exc.args[0]} missing",))
         expected_seq = 1
-        checked = 0
         for row in db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq"):
             fields = dict(zip(_COLUMNS, row, strict=True))
             seq = fields["seq"]
             checked += 1
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                bad(expected_seq, f"entry {expected_seq}: sequence number damaged ({seq!r})")
+                seq = expected_seq
             if seq != expected_seq:
                 bad(expected_seq, f"entry {expected_seq}: missing (next stored entry is {seq}): deletion")
             if fields["prev_hash"] != prev:
                 bad(seq, f"entry {seq}: does not link to the entry before it: deletion, insertion or reordering")
-            if entry_hash(fields) != fields["hash"]:
+            try:
+                matches = entry_hash(fields) == fields["hash"]
+            except (ConfigError, TypeError, ValueError):
+                matches = False
+            if not matches:
                 bad(seq, f"entry {seq}: content does not match its hash: edited")
             prev = fields["hash"]
             expected_seq = seq + 1
@@ -980,17 +1006,21 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
             count, last_hash, mac = head
             if key is not None and not signed:
                 bad(None, "head: a key was given but this journal's head is not signed")
-            elif key is not None and not hmac.compare_digest(
-                mac, checkpoint_mac(key, meta["journal_id"], count, last_hash)
+            elif key is not None and not (
+                isinstance(mac, str) and mac.isascii() and isinstance(count, int) and isinstance(last_hash, str)
+                and hmac.compare_digest(mac, checkpoint_mac(key, meta["journal_id"], count, last_hash))
             ):
                 bad(None, "head: checkpoint signature does not match: head rewritten, or wrong key")
             if count != checked:
-                where = checked + 1 if count > checked else count + 1
-                bad(where, f"head: records {count} entries but {checked} are stored: truncated or appended")
+                where = checked + 1 if isinstance(count, int) and count > checked else None
+                bad(where, f"head: records {count!r} entries but {checked} are stored: truncated or appended")
             elif last_hash != prev:
                 bad(checked, f"head: last hash does not match entry {checked}: tail replaced")
-    except sqlite3.Error as exc:
-        return VerifyReport(False, 0, (f"cannot read journal: {exc}",))
+    except Exception as exc:  # a damaged file can fail in many ways; the verdict must still be returned
+        return VerifyReport(False, checked, (*problems, f"cannot read journal: {type(exc).__name__}: {exc}"),
+                            first_bad)
+    finally:
+        db.text_factory = saved_factory
     return VerifyReport(not problems, checked, tuple(problems), first_bad, signed and key is not None, signed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -733,7 +734,7 @@ def reference_journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     return path, export_text(path, "json")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=int(os.environ.get("ITB_FLIP_EXAMPLES", "60")), deadline=None)
 @given(offset_fraction=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255))
 def test_any_flipped_byte_is_detected_or_harmless(
     reference_journal: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, offset_fraction: float, xor: int
