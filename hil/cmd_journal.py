@@ -43,7 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from controller.journal import verify_journal
 
-    key = args.key_file.read_bytes() if args.key_file is not None else None
+    from hal.errors import ConfigError
+
+    key = None
+    if args.key_file is not None:
+        try:
+            key = args.key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError("--key-file", str(args.key_file), "a readable file", detail=str(exc)) from exc
     report = verify_journal(args.file, checkpoint_key=key)
     if report.ok:
         if report.signature_checked:
