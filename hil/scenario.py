@@ -11,6 +11,19 @@ strings (``"0.048"``); a TOML float is read through its shortest decimal
 representation, so ``0.048`` means exactly 48/1000. Times of actions are
 ``"<days>d <HH>:<MM>"`` after the scenario start (``"2d 09:30"``).
 
+Tables: ``[scenario]`` (name, description, duration_days, poll_interval_min,
+seed), ``[patient]`` (origin, variability_cv), ``[pump]`` (reservoir_ml,
+syringe_diameter_mm, bias_pct, noise_pct, faults), ``[therapy]`` (caps and
+thresholds, see :class:`TherapySettings`), then any number of ``[[action]]``
+(``do`` = screening_dose, implant, titrate, flex, clinician_bolus,
+configure_patient_bolus, patient_bolus, refill, fault, clear_fault,
+acknowledge_alarms, taper, discontinue, restart_controller) and ``[[expect]]``
+(``check`` = dose_within, alarm_raised, alarm_not_raised, denied, allowed,
+no_overdose, no_severe_withdrawal, ashworth_at_most, boluses_delivered,
+mode_at_end, invariants_hold). The safety invariants are checked on every run
+whether or not a scenario asks. :data:`ACTION_FIELDS` and :data:`EXPECT_FIELDS`
+list every parameter.
+
 Example::
 
     [scenario]
