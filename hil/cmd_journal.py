@@ -75,7 +75,13 @@ def _export(args: argparse.Namespace) -> int:
     if args.out is None:
         export_journal(args.file, args.format, sys.stdout)
         return 0
-    with args.out.open("w", encoding="utf-8", newline="") as out:
+    from hal.errors import ConfigError
+
+    try:
+        out = args.out.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError("--out", str(args.out), "a writable file", detail=str(exc)) from exc
+    with out:
         count = export_journal(args.file, args.format, out)
     print(f"{count} entries written to {args.out}", file=sys.stderr)
     return 0
