@@ -415,10 +415,10 @@ class Journal:
             finally:
                 self._closed = True
                 self._batch = None
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                self._db.close()
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    self._db.close()
 
     def __enter__(self) -> Journal:
         return self

@@ -749,3 +749,19 @@ def test_any_flipped_byte_is_detected_or_harmless(
     report = verify_journal(copy)
     if report.ok:
         assert export_text(copy, "json") == exported
+
+
+def test_close_closes_even_when_the_final_flush_fails(path: Path, clock: VirtualClock) -> None:
+    def crash(point: str) -> None:
+        raise Crash(point)
+
+    journal = Journal(path, clock)
+    with pytest.raises(Crash):
+        with journal.batch():
+            journal.record_reading({"dispensed_nl": 1})
+            journal.fault_hook = crash
+            journal.close()
+    with pytest.raises(StateError):
+        journal.record_reading({"dispensed_nl": 2})
+    with Journal(path, clock) as reopened:
+        assert reopened.count() == 0 and reopened.verify().ok
