@@ -578,7 +578,9 @@ class ControlLoop:
         if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE) and status.state is not PumpState.INFUSING:
             self._fault(FaultCode.UNEXPLAINED_STOP, f"pump reports {status.state.value} while therapy runs")
         elif self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
-            self._interrupted_since_ms = None
+            if self.mode is Mode.RUNNING:
+                # Minimum rate keeps the interruption running: tolerance fades at a sub-therapeutic rate.
+                self._interrupted_since_ms = None
             for code in INTERRUPTION_ALARMS:
                 if self.alarms.is_active(code):
                     self.alarms.clear(code, detail="delivery confirmed")
@@ -722,6 +724,8 @@ class ControlLoop:
         if outcome.committed:
             self.mode = Mode.MINIMUM_RATE
             self.programme = None
+            if self._interrupted_since_ms is None:
+                self._interrupted_since_ms = self.now_ms()
             self.alarms.raise_alarm(AlarmCode.MINIMUM_RATE_MODE, detail=reason)
             self._emit("minimum_rate", reason=reason, rate_nl_per_h=decision.rate_nl_per_h)
             self.checkpoint()

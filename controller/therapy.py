@@ -564,10 +564,18 @@ class Therapy:
         if interrupted > self.restart_titration_after_ms and self.titration_start_dose_ng_per_day:
             dose = min(dose, self.titration_start_dose_ng_per_day)
             note = f"titration dose after a {interrupted / MS_PER_H:.1f} h interruption"
+        override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), "resume after interruption", str(actor))
         rate = self._rate_for_dose(dose)
-        decision = self.gate.authorize_basal(rate, loop.now_ms(),
-                                             override=(("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"),
-                                                       "resume after interruption", str(actor)))
+        decision = self.gate.authorize_basal(rate, loop.now_ms(), override=override)
+        if not decision.allowed and set(decision.reasons) == {"TITRATION_CAP_EXCEEDED"}:
+            # After a long spell at the minimum rate the dose in effect a day ago is the minimum: climb
+            # back by the kernel's earliest allowed step; the clinician titrates on from there.
+            steps = self.gate.plan_taper(dose, loop.now_ms())
+            if steps:
+                dose = steps[0][1]
+                note += f"; first allowed step toward it, {dose / 1000:g} µg/day"
+                rate = self._rate_for_dose(dose)
+                decision = self.gate.authorize_basal(rate, loop.now_ms(), override=override)
         if not decision.allowed:
             return self._deny("resume", *decision.reasons)
         outcome = loop.resume_after_fault(decision)

@@ -336,3 +336,15 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
         loop.run_until(loop.now_ms() + MS_PER_MIN)
         assert "therapy_interrupted" in {e["code"] for e in events if e["event"] == "raise"}
         assert rig.device.state == "I" and loop.mode is Mode.RUNNING
+
+
+def test_long_minimum_rate_spell_restarts_at_titration_dose(running) -> None:
+    running.therapy.prescribed_dose_ng_per_day = 100_000
+    running.therapy.titration_start_dose_ng_per_day = 60_000
+    running.pump.power_cycle()
+    running.advance(36 * MS_PER_H)  # a day and a half at the minimum rate
+    assert running.loop.mode is Mode.MINIMUM_RATE
+    result = running.therapy.acknowledge_alarms()
+    assert "titration dose" in result.detail and "first allowed step" in result.detail
+    # The dose in effect a day ago is the minimum rate's 24 µg/day: back up by at most 30 %.
+    assert running.pump.rate_nl_per_h == 2600  # 31.2 µg/day at 500 µg/mL
