@@ -544,11 +544,9 @@ class ControlLoop:
         except HalError:
             return
         dispensed = read_dispensed(self.pump)
-        if dispensed is not None:
-            self._last_counter_nl = dispensed.infused_nl
-            self._emit("counter_cleared", baseline_nl=dispensed.infused_nl)
-        else:
-            self._last_counter_nl = None
+        # Just cleared: the counter starts from zero even if the confirming read failed.
+        self._last_counter_nl = dispensed.infused_nl if dispensed is not None else 0
+        self._emit("counter_cleared", baseline_nl=self._last_counter_nl)
         self.checkpoint()  # the new baseline must survive a restart, or delivery since would be lost
 
     def _comms_lost(self, now: int) -> None:
