@@ -833,7 +833,7 @@ class ScenarioRunner:
             ashworth=round(state.ashworth, 3), effect_ng_per_ml=round(state.effect_ng_per_ml, 2)))
         if poll.dose_24h_ng > poll.cap_ng_per_day:
             self._breach("cap", f"rolling 24 h {poll.dose_24h_ng} ng > cap {poll.cap_ng_per_day} ng at {rel} ms")
-        if poll.status_known and poll.mode in ("running", "minimum_rate") and poll.rate_nl_per_h == 0:
+        if poll.status_known and poll.mode in ("running", "minimum_rate") and self.loop.committed_rate_nl_per_h == 0:
             self._breach("zero_flow", f"zero flow while {poll.mode} at {rel} ms")
         if self.options.progress is not None:
             self.options.progress(rel, self.scenario.settings.duration_ms)
