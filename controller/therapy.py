@@ -616,6 +616,10 @@ class Therapy:
         return getattr(caps, "taper_interval_ms", 2 * MS_PER_DAY)
 
     def _taper_step(self, dose_ng_per_day: int, authorised_by: str) -> None:
+        if self.loop.mode is not Mode.RUNNING:
+            # A fault reaction (minimum rate, stop) outranks a scheduled step; the clinician re-plans.
+            self._deny("taper_step", Why.NOT_RUNNING, detail=f"skipped {dose_ng_per_day / 1000:g} µg/day step")
+            return
         self.titrate(dose_ng_per_day, reason="taper step",
                      override_reason=f"authorised taper ({authorised_by})",
                      actor=Actor(authorised_by, Role.PRESCRIBER))
