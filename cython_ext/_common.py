@@ -207,6 +207,10 @@ class Reason:
     DISCONTINUE_NOT_AUTHORISED = "DISCONTINUE_NOT_AUTHORISED"
     TAPER_INCOMPLETE = "TAPER_INCOMPLETE"
     MINIMUM_RATE_ABOVE_CURRENT = "MINIMUM_RATE_ABOVE_CURRENT"
+    CONCENTRATION_BELOW_HARD = "CONCENTRATION_BELOW_HARD"
+    CONCENTRATION_BELOW_SOFT = "CONCENTRATION_BELOW_SOFT"
+    CONCENTRATION_ABOVE_SOFT = "CONCENTRATION_ABOVE_SOFT"
+    CONCENTRATION_ABOVE_HARD = "CONCENTRATION_ABOVE_HARD"
 
 
 #: Every reason code, in the fixed order in which decisions list them.
@@ -220,6 +224,8 @@ SOFT_REASONS: frozenset[str] = frozenset(
         Reason.RATE_ABOVE_SOFT,
         Reason.BOLUS_BELOW_SOFT,
         Reason.BOLUS_ABOVE_SOFT,
+        Reason.CONCENTRATION_BELOW_SOFT,
+        Reason.CONCENTRATION_ABOVE_SOFT,
         Reason.TITRATION_INTERVAL,
         Reason.DECREASE_NEEDS_CONFIRMATION,
     }
@@ -606,6 +612,7 @@ class Request(NamedTuple):
     bridge: BridgePlan | None
     override: Override | None
     emergency: bool
+    record_concentration_ug_per_ml: int = 0
 
 
 def _check_override(override: object) -> Override | None:
@@ -651,7 +658,13 @@ def request_bolus(kind: DeliveryKind | int, volume_nl: int, duration_ms: int, *,
     return Request(RequestKind.BOLUS, 0, None, int(kind), volume_nl, duration_ms, None, _check_override(override), False)
 
 
-def request_concentration_change(programme: object, bridge: BridgePlan | None, *, override: Override | None = None) -> Request:
+def request_concentration_change(
+    programme: object,
+    bridge: BridgePlan | None,
+    *,
+    override: Override | None = None,
+    record_concentration_ug_per_ml: int | None = None,
+) -> Request:
     """Request a programme at a new concentration (refill), with its bridge plan.
 
     A missing bridge plan (``None``) is accepted here and denied by the kernel with
@@ -660,7 +673,12 @@ def request_concentration_change(programme: object, bridge: BridgePlan | None, *
     :param programme: the new programme, at the new concentration.
     :param bridge: the :class:`BridgePlan`, or ``None``.
     :param override: lifts named soft limits.
+    :param record_concentration_ug_per_ml: the concentration on the refill record (label or
+        measurement), µg/mL; checked against the new entry's concentration bounds (PRX-06).
     """
+    record = 0
+    if record_concentration_ug_per_ml is not None:
+        record = require_range("record_concentration_ug_per_ml", record_concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
     if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
         raise KernelConfigError("programme", programme, "a Programme")
     if bridge is not None:
@@ -668,7 +686,7 @@ def request_concentration_change(programme: object, bridge: BridgePlan | None, *
             raise KernelConfigError("bridge", bridge, "None or a BridgePlan")
         require_range("bridge.volume_nl", bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
         require_range("bridge.duration_ms", bridge.duration_ms, 1, MS_PER_DAY, "ms")
-    return Request(RequestKind.CONCENTRATION_CHANGE, 0, programme, -1, 0, 0, bridge, _check_override(override), False)
+    return Request(RequestKind.CONCENTRATION_CHANGE, 0, programme, -1, 0, 0, bridge, _check_override(override), False, record)
 
 
 def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request:
@@ -711,6 +729,7 @@ def check_request(request: object) -> Request:
                 raise KernelConfigError("bridge", request.bridge, "None or a BridgePlan")
             require_range("bridge.volume_nl", request.bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
             require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MS_PER_DAY, "ms")
+        require_range("record_concentration_ug_per_ml", request.record_concentration_ug_per_ml, 0, MAX_CONCENTRATION_UG_PER_ML, "µg/mL (0: none)")
     elif kind == RequestKind.BOLUS:
         bolus_kind = require_int("kind", request.bolus_kind)
         if bolus_kind not in [int(k) for k in BOLUS_KINDS]:

@@ -125,6 +125,10 @@ cdef int R_CAP_24H = REASON_INDEX[Reason.DOSE_CAP_24H]
 cdef int R_DISC_AUTH = REASON_INDEX[Reason.DISCONTINUE_NOT_AUTHORISED]
 cdef int R_TAPER = REASON_INDEX[Reason.TAPER_INCOMPLETE]
 cdef int R_MIN_ABOVE = REASON_INDEX[Reason.MINIMUM_RATE_ABOVE_CURRENT]
+cdef int R_CONC_BELOW_HARD = REASON_INDEX[Reason.CONCENTRATION_BELOW_HARD]
+cdef int R_CONC_BELOW_SOFT = REASON_INDEX[Reason.CONCENTRATION_BELOW_SOFT]
+cdef int R_CONC_ABOVE_SOFT = REASON_INDEX[Reason.CONCENTRATION_ABOVE_SOFT]
+cdef int R_CONC_ABOVE_HARD = REASON_INDEX[Reason.CONCENTRATION_ABOVE_HARD]
 
 cdef tuple _ALL_REASONS = ALL_REASONS
 cdef unsigned long long _SOFT_MASK = 0
@@ -1107,6 +1111,7 @@ cdef class SafetyKernel:
         cdef object programme = None
         cdef object override = req[7]
         cdef object new_limits, bridge
+        cdef i64 conc_b[4]
         if self.ledger.has_latest and now // RES < self.ledger.latest:
             m |= bit(R_CLOCK)
         elif kind == K_RATE:
@@ -1146,6 +1151,17 @@ cdef class SafetyKernel:
                 mass = volume * self.conc
                 if volume > self.max_priming_nl:
                     m |= bit(R_PRIMING)
+            if new_limits is not None and req[9]:
+                load_bounds(conc_b, new_limits.concentration)
+                where = classify_c(conc_b, req[9])
+                if where == -2:
+                    m |= bit(R_CONC_BELOW_HARD)
+                elif where == -1:
+                    m |= bit(R_CONC_BELOW_SOFT)
+                elif where == 1:
+                    m |= bit(R_CONC_ABOVE_SOFT)
+                elif where == 2:
+                    m |= bit(R_CONC_ABOVE_HARD)
             if new_limits is not None and self.has_prog:
                 cap = min(self.max_dose, new_limits.dose_ng_per_day.upper_hard) * 1000
                 m |= self._programme_mask(cand, new_limits, mass, now, cap)

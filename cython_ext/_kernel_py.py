@@ -583,6 +583,16 @@ class SafetyKernel:
                 mass = volume * self.limits.concentration_ug_per_ml
                 if volume > self.caps.max_priming_volume_nl:
                     reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
+            if new_limits is not None and request.record_concentration_ug_per_ml:
+                where = new_limits.concentration.classify(request.record_concentration_ug_per_ml)
+                if where == -2:
+                    reasons.add(Reason.CONCENTRATION_BELOW_HARD)
+                elif where == -1:
+                    reasons.add(Reason.CONCENTRATION_BELOW_SOFT)
+                elif where == 1:
+                    reasons.add(Reason.CONCENTRATION_ABOVE_SOFT)
+                elif where == 2:
+                    reasons.add(Reason.CONCENTRATION_ABOVE_HARD)
             if new_limits is not None and self.programme is not None:
                 dose = self._check_programme(programme, new_limits, mass, now_ms, reasons)
         elif kind == RequestKind.BOLUS:

@@ -127,6 +127,10 @@ class Reason:
     DISCONTINUE_NOT_AUTHORISED: str
     TAPER_INCOMPLETE: str
     MINIMUM_RATE_ABOVE_CURRENT: str
+    CONCENTRATION_BELOW_HARD: str  # refill record outside the entry's concentration bounds (PRX-06)
+    CONCENTRATION_BELOW_SOFT: str
+    CONCENTRATION_ABOVE_SOFT: str
+    CONCENTRATION_ABOVE_HARD: str
 
 ALL_REASONS: tuple[str, ...]  # every code, in the order decisions list them
 SOFT_REASONS: frozenset[str]
@@ -231,11 +235,18 @@ class Request(NamedTuple):
     bridge: BridgePlan | None
     override: Override | None
     emergency: bool
+    record_concentration_ug_per_ml: int = ...  # refill record, 0 when not given
 
 def request_rate_change(rate_nl_per_h: int, *, override: Override | None = None) -> Request: ...
 def request_programme_change(programme: Programme, *, override: Override | None = None) -> Request: ...
 def request_bolus(kind: DeliveryKind | int, volume_nl: int, duration_ms: int, *, override: Override | None = None) -> Request: ...
-def request_concentration_change(programme: Programme, bridge: BridgePlan | None, *, override: Override | None = None) -> Request: ...
+def request_concentration_change(
+    programme: Programme,
+    bridge: BridgePlan | None,
+    *,
+    override: Override | None = None,
+    record_concentration_ug_per_ml: int | None = None,
+) -> Request: ...
 def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request: ...
 def request_minimum_rate() -> Request: ...
 def check_request(request: Request) -> Request:

@@ -329,3 +329,17 @@ def test_state_snapshot_restart_keeps_titration_and_lockout(impl):
     bad = dict(state, dose_history=[])
     with pytest.raises(ValueError):
         impl.SafetyKernel.from_snapshot(bad, gate.caps, gate.envelope)
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [(1_899, {"CONCENTRATION_BELOW_HARD"}), (1_900, {"CONCENTRATION_BELOW_SOFT"}), (1_959, {"CONCENTRATION_BELOW_SOFT"}),
+     (1_960, set()), (2_000, set()), (2_040, set()), (2_041, {"CONCENTRATION_ABOVE_SOFT"}), (2_100, {"CONCENTRATION_ABOVE_SOFT"}),
+     (2_101, {"CONCENTRATION_ABOVE_HARD"}), (None, set())],
+)
+def test_refill_record_concentration_bounds(impl, record, expected):
+    # 2000 µg/mL entry: hard ±5 % = [1900, 2100], soft ±2 % = [1960, 2040] (PRX-06).
+    gate = make_gate(impl, concentration=500, programme_rate=16_000)
+    new = impl.Programme.continuous(4_000, 2000)
+    request = impl.request_concentration_change(new, impl.BridgePlan(20_000, MS_PER_H), record_concentration_ug_per_ml=record)
+    assert reasons_of(gate, request) == expected
