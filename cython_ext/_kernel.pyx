@@ -771,6 +771,8 @@ cdef bint _request_ok(tuple req):
 cdef class SafetyKernel:
     """The one gate: every change to delivery is authorised here, then applied.
 
+    Not thread-safe: one owner (the control loop) calls it. Denials never change state.
+
     :param limits: drug-library entry of the drug in the pump now.
     :param caps: the patient's prescription caps (checked against ``limits`` hard bounds).
     :param envelope: what the pump can deliver.

@@ -124,3 +124,23 @@ def test_construction_errors_agree(w):
         except ValueError as exc:
             outcomes.append((type(exc).__name__, getattr(exc, "field", None)))
     assert outcomes[0] == outcomes[1]
+
+
+def test_programmes_of_either_implementation_are_accepted():
+    from .conftest import make_gate
+
+    steps = [(0, 8 * MS_PER_H, 16_000), (8 * MS_PER_H, 16 * MS_PER_H, 17_000)]
+    for k in (COMPILED, TWIN):
+        gate = make_gate(k, programme_rate=16_000)
+        own = gate.authorize(k.request_programme_change(k.Programme(steps, 500)), NOW)
+        other_impl = TWIN if k is COMPILED else COMPILED
+        foreign = gate.authorize(k.request_programme_change(other_impl.Programme(steps, 500)), NOW)
+        assert decision_key(own) == decision_key(foreign)
+        assert own.allowed
+
+
+def test_compiled_kernel_needs_compiled_ledger():
+    import pytest
+
+    with pytest.raises(ValueError):
+        COMPILED.SafetyKernel(COMPILED.DEFAULT_LIBRARY[500], COMPILED.make_caps(max_dose_ng_per_day=100_000), COMPILED.make_envelope(2_000, 10_000), TWIN.Ledger())
