@@ -698,6 +698,12 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
 
     :param authorisation: the authorising override.
     :param emergency: stop now, whatever the current dose.
+
+    After a discontinue the kernel holds no programme and forgets the dose history:
+    the next rate or programme change is a *start*, bounded by the library, the caps
+    and the 24 h projection but not by the titration cap. Restarting at the
+    titration-phase dose rather than the old maintenance dose (itb-clinical.md §3.3)
+    is the therapy workflow's rule.
     """
     if not isinstance(emergency, bool):
         raise KernelConfigError("emergency", emergency, "True or False")
