@@ -29,7 +29,7 @@ Example (``hil/prescriptions/spinal_simple_500.toml`` ships with the tool)::
     origin = "spinal"                 # spinal | cerebral | paediatric
 
     [drug]
-    library_code = "..."              # an entry of the kernel's DEFAULT_LIBRARY
+    library_code = "baclofen-it-500"  # an entry of the kernel's DEFAULT_LIBRARY
     concentration_ug_per_ml = 500
 
     [pump]
@@ -55,10 +55,15 @@ Example (``hil/prescriptions/spinal_simple_500.toml`` ships with the tool)::
 
     [titration]
     max_dose_ug_per_day = 800
-    max_increase_pct = 30
+    max_increase_pct = 30             # at most the origin's cap: spinal 30, cerebral/paediatric 15
     min_interval_h = 24
     decrease_confirm_pct = 50
-    minimum_rate_ug_per_day = 24
+    minimum_rate_ug_per_day = 24      # >= the pump's minimum rate at this concentration
+
+    # a flex programme instead: up to 13 [[programme.steps]] tables with start_min, end_min
+    # (minutes after midnight, covering 0..1440 exactly) and dose_ug_per_day; a periodic one:
+    # dose_ug_per_day plus [[programme.periodic_boluses]] with time_min, dose_ug, duration_min.
+    # soft-limit breaches need [[soft_limit_overrides]] with field, reason, prescriber.
 """
 
 from __future__ import annotations
