@@ -178,3 +178,52 @@ def test_restart_on_a_new_monotonic_origin_continues_controller_time(tmp_path: P
     again.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     assert again.therapy.patient_bolus_request().reasons == ("BOLUS_LOCKOUT",)  # lockouts survive the reboot
     again.store.close()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_checkpoint_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from controller.checkpoint import BolusRecord
+
+    @settings(max_examples=30)
+    @given(bodies=st.lists(st.dictionaries(st.sampled_from("abc"), st.integers(-10, 10)), min_size=1, max_size=6),
+           crash_at=st.integers(1, 12))
+    def check(bodies: list[dict[str, int]], crash_at: int) -> None:
+        path = tmp_path / "atomic.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        store = CheckpointStore(path)
+
+        def hook(n: int) -> None:
+            if n == crash_at:
+                raise _Stop
+
+        store.before_write = hook
+        committed: dict[str, int] | None = None
+        bolus_ids: list[str] = []
+        finishes = 0
+        try:
+            for i, body in enumerate(bodies):
+                store.add_bolus(BolusRecord(f"b{i}", "patient", 1, 1, "pending", i))
+                bolus_ids.append(f"b{i}")
+                store.finish_bolus(f"b{i}", i, 1, "complete", checkpoint=body)
+                committed = body
+                finishes += 1
+        except _Stop:
+            pass
+        store.close()
+        reopened = CheckpointStore(path)
+        assert reopened.load() == committed
+        records = reopened.boluses()
+        assert [r.bolus_id for r in records] == bolus_ids
+        # A finished record always comes with its checkpoint, in one transaction.
+        finished = [r for r in records if r.status == "finished"]
+        assert len(finished) == finishes
+        reopened.close()
+
+    check()
