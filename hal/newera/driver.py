@@ -374,6 +374,7 @@ class Ne1000Driver(PumpDriver):
                     continue
                 if reply.address == self.address and reply.alarm is not None:
                     self._record_alarm(reply.alarm, acknowledged=False, command="")
+                    self._trace_note(f"unsolicited alarm A?{reply.alarm.value} (not acknowledged by it)")
 
     def _drain_quiet(self, link: ByteLink) -> None:
         """After a timeout: read until the line has been quiet for ``quiet_s``."""
@@ -471,6 +472,10 @@ class Ne1000Driver(PumpDriver):
 
     def _record_alarm(self, alarm: AlarmType, *, acknowledged: bool, command: str) -> None:
         self._alarms.append(AlarmEvent(_ALARM[alarm], self.clock.monotonic_ns(), acknowledged, command))
+
+    def _trace_note(self, text: str) -> None:
+        if self._link is not None:
+            self._link.note(text)
 
     def pending_alarms(self) -> tuple[AlarmEvent, ...]:
         """Every alarm seen since the last call, oldest first; the list is then cleared."""
@@ -753,6 +758,7 @@ class Ne1000Driver(PumpDriver):
         why = f"alarm {reply.alarm.name} acknowledged; the command was swallowed"
         if reply.alarm is AlarmType.RESET and resend and observed == previous and observed != target:
             self.stats.resends_after_reset += 1
+            self._trace_note(f"A?R swallowed {request.data()!r}; read-back shows the previous value; sending once more")
             retry = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=False)
             return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
                                        "after the read-back showed it was not applied")
@@ -884,6 +890,7 @@ class Ne1000Driver(PumpDriver):
                                      detail=f"alarm {reply.alarm.name}, yet the pump reports {after.state.value}")
             if reply.alarm is AlarmType.RESET and resend:
                 self.stats.resends_after_reset += 1
+                self._trace_note(f"A?R swallowed {request.data()!r}; status shows stopped; sending once more")
                 retry = self._start_like(command, request, started, resend=False)
                 return _with_detail(retry, "pump had reset and swallowed the first command; status showed it "
                                            "stopped, so it was sent once more")
@@ -1048,6 +1055,7 @@ class Ne1000Driver(PumpDriver):
                                 return self._mode_switch(request, safe_after=safe_after,
                                                          alarm_retries=alarm_retries - 1)
                             self._safe = safe_after
+                            self._trace_note(f"now in {'Safe' if safe_after else 'Basic'} mode")
                             self._last_valid_ns = self.clock.monotonic_ns()
                             return None
         raise CommunicationError(f"no reply to {request.data()!r}", error_code="NE_BABBLE")

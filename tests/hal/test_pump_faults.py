@@ -8,6 +8,7 @@ by the pump at most once per call, whatever happens to its reply.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,10 @@ def test_fault_matrix(command: str, fault: str, safe: bool) -> None:
             assert read_state(device) == ("I" if command == "start" else "S")
         elif command == "configure" and not isinstance(result, HalError):
             assert device.diameter_milli == 26_590  # configure returned, so the diameter is verified
+
+
+def test_trace_explains_a_resend_after_reset(tmp_path: Path) -> None:
+    trace = tmp_path / "pump.trace"
+    with open_backend("inprocess", faults=("power-cycle:match=^0RAT$,after=2",), trace_path=trace) as backend:
+        assert backend.driver.set_rate(2_000_000).applied
+    assert "A?R swallowed b'0RAT2000UH'" in trace.read_text(encoding="utf-8")
