@@ -342,3 +342,21 @@ def test_random_streams_through_deframer_and_parser_never_crash(chunks: list[byt
                     codec.parse_reply(item.data)
                 except ReplyFormatError:
                     pass
+
+
+@given(st.integers(100, 50_000))
+def test_driver_envelope_never_claims_more_than_the_simulated_mechanism(diameter_milli: int) -> None:
+    from sim.newera import rate_envelope_nl_per_h
+
+    diameter_mm = Decimal(diameter_milli) / 1000
+    low, high = codec.syringe_rate_envelope_nl_per_h(diameter_mm)
+    sim_low, sim_high = rate_envelope_nl_per_h(float(diameter_mm))
+    assert sim_low <= low <= high <= sim_high
+    assert low - sim_low < 1 and sim_high - high < 1
+
+
+@given(st.integers(100, 49_999))
+def test_envelope_grows_with_the_diameter(diameter_milli: int) -> None:
+    small = codec.syringe_rate_envelope_nl_per_h(Decimal(diameter_milli) / 1000)
+    large = codec.syringe_rate_envelope_nl_per_h(Decimal(diameter_milli + 1) / 1000)
+    assert small[0] <= large[0] and small[1] <= large[1]
