@@ -360,3 +360,14 @@ def test_envelope_grows_with_the_diameter(diameter_milli: int) -> None:
     small = codec.syringe_rate_envelope_nl_per_h(Decimal(diameter_milli) / 1000)
     large = codec.syringe_rate_envelope_nl_per_h(Decimal(diameter_milli + 1) / 1000)
     assert small[0] <= large[0] and small[1] <= large[1]
+
+
+@given(st.integers(1, 599_940_000_000))
+def test_every_rate_the_codec_writes_is_read_identically_by_the_simulated_firmware(rate_nl_per_h: int) -> None:
+    from sim.newera.firmware import RATE_UNIT_NL_PER_H_PER_MILLI
+    from sim.newera.wire_numbers import parse_milli
+
+    setting = codec.encode_rate(rate_nl_per_h)
+    milli = parse_milli(setting.text)
+    assert milli is not None
+    assert milli * RATE_UNIT_NL_PER_H_PER_MILLI[setting.units.value] == setting.rate_nl_per_h
