@@ -289,6 +289,9 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
 )
 
 
+_CODES_BY_VALUE: Mapping[str, AlarmCode] = MappingProxyType({c.value: c for c in AlarmCode})
+
+
 class AlarmJournal(Protocol):
     """What the alarm manager needs from the journal (see :class:`controller.journal.Journal`)."""
 
@@ -465,6 +468,7 @@ class AlarmManager:
             (see :meth:`controller.journal.Journal.alarm_events`).
         :return: the number of alarms held afterwards.
         :raises StateError: if this manager already holds alarms.
+        :raises ConfigError: for an unknown event or alarm code (nothing is restored).
         """
         with self._lock:
             if self._alarms:
@@ -472,7 +476,10 @@ class AlarmManager:
             pending = list(events)
             now_ns = self._clock.monotonic_ns()
             for index, (event, value) in enumerate(pending):
-                code = AlarmCode(value)
+                if value not in _CODES_BY_VALUE or event not in ("raise", "clear", "acknowledge"):
+                    self._alarms.clear()
+                    raise ConfigError("events", (event, value), "journalled alarm events of known alarm codes")
+                code = _CODES_BY_VALUE[value]
                 spec = ALARM_TABLE[code]
                 held = self._alarms.get(code)
                 at_ns = now_ns - (len(pending) - index)

@@ -325,3 +325,12 @@ def test_replaying_the_journal_rebuilds_the_same_alarms(events: list[tuple[str, 
         return [(a.code, a.condition_active, a.acknowledged) for a in m.active()]
 
     assert state(restored) == state(live)
+
+
+@pytest.mark.parametrize("events", [[("raise", "motor_stall"), ("raise", "warp_core_breach")],
+                                    [("raise", "motor_stall"), ("silence", "motor_stall")]])
+def test_restore_refuses_unknown_events_and_restores_nothing(events: list[tuple[str, str]]) -> None:
+    manager = AlarmManager(VirtualClock(), RecordingJournal())
+    with pytest.raises(ConfigError):
+        manager.restore(events)
+    assert manager.active() == ()
