@@ -48,6 +48,7 @@ from controller.checkpoint import BolusRecord, CheckpointStore
 from controller.delivery import ProgramOutcome, ProgramResult, RateProgrammer, read_dispensed, read_status
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
+from controller.journal import JournalError
 from cython_ext import units
 from hal.clock import Clock
 from hal.errors import ConfigError, HalError, StateError
@@ -278,6 +279,9 @@ class ControlLoop:
         self.total_counted_nl = 0
         #: Clear the pump counter when it passes this, nL, to keep its display resolution fine.
         self.counter_clear_above_nl = 1_000_000
+        #: The audit journal (:class:`controller.journal.Journal`), if any: bolus commands are recorded
+        #: there as pending before they are sent and resolved after; ledger snapshots at checkpoints.
+        self.journal: Any = None
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -849,12 +853,17 @@ class ControlLoop:
                              volume_nl=volume_nl, status="pending", requested_ms=now)
         if not self._durably("bolus record", lambda: self.store.add_bolus(record)):
             return None  # no durable record, no bolus (it could not be protected from repetition)
+        self._journal_command(record.bolus_id, f"bolus_{kind}", {"volume_nl": volume_nl, "dose_ng": decision.dose_ng,
+                                                                 "duration_ms": duration_ms})
         self._accrue()
         end_ms = now + -(-volume_nl * MS_PER_H // extra)
         run = BolusRun(record.bolus_id, kind, decision.dose_ng, volume_nl, extra, now, end_ms,
                        committed_pg=units.mass_pg_for_volume(volume_nl, self.concentration_ug_per_ml))
         self.bolus = run
         outcome = self._program(self.basal_rate_nl_per_h + extra, decision)
+        self._journal_outcome(record.bolus_id, "applied" if outcome.result is ProgramResult.COMMITTED else
+                              "uncertain" if outcome.result is ProgramResult.UNKNOWN else "not_applied",
+                              outcome.detail)
         if outcome.result is ProgramResult.COMMITTED:
             self._durably("bolus record", lambda: self.store.mark_running(record.bolus_id, now))
             self._next_poll_ms = min(self._next_poll_ms, now + BOLUS_POLL_MS)
@@ -937,6 +946,7 @@ class ControlLoop:
         if self._durably("bolus record", lambda: self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail,
                                                                         checkpoint=self._checkpoint_body())):
             self._last_checkpoint_ms = now
+        self._journal_resolve(run.bolus_id, f"delivery reconciled from the pump counter: {detail}")
         self._emit("bolus_end", kind=run.kind, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
                    volume_nl=run.volume_nl, detail=detail)
 
@@ -1031,19 +1041,40 @@ class ControlLoop:
             "gate": self.gate.snapshot(),
         }
 
+    def _journal_command(self, command_id: str, kind: str, params: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self._durably("journal command", lambda: self.journal.begin_command(command_id, kind, params))
+
+    def _journal_resolve(self, command_id: str, detail: str) -> None:
+        """Resolve a bolus command the journal still holds as pending or uncertain (after a restart)."""
+        if self.journal is None:
+            return
+        record = self.journal.command(command_id)
+        if record is not None and record.unresolved:
+            self._journal_outcome(command_id, "applied", detail)
+
+    def _journal_outcome(self, command_id: str, outcome: str, detail: str) -> None:
+        if self.journal is not None:
+            self._durably("journal command",
+                          lambda: self.journal.complete_command(command_id, outcome, detail={"detail": detail}))
+
     def _durably(self, what: str, write: Callable[[], None]) -> bool:
         """Run one store write; a storage failure is a fault (alarm, therapy continues), not a crash."""
         try:
             write()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, JournalError) as exc:
             self._fault(FaultCode.JOURNAL_WRITE_FAILURE, f"{what}: {exc}")
             return False
         return True
 
     def checkpoint(self) -> None:
         """Durably save the resume point now (also called at every therapy change)."""
-        if self._durably("checkpoint", lambda: self.store.save(self._checkpoint_body())):
+        body = self._checkpoint_body()
+        if self._durably("checkpoint", lambda: self.store.save(body)):
             self._last_checkpoint_ms = self.now_ms()
+        if self.journal is not None:
+            self._durably("journal ledger snapshot",
+                          lambda: self.journal.record_ledger_snapshot(body["gate"]["ledger"], now_ms=body["now_ms"]))
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
@@ -1114,6 +1145,7 @@ class ControlLoop:
             # That history was already reported by the previous instance's polls (if anyone was listening).
             self._interval_expected_nl = self._interval_delta_nl = self._interval_tip_pg = 0
             for record in open_boluses:
+                self._journal_resolve(record.bolus_id, "closed after restart from the pump counter")
                 got = shares_before.get(record.kind, 0) // MS_PER_H
                 self.store.finish_bolus(record.bolus_id, now, min(got, record.volume_nl), "closed after restart")
                 found["closed_boluses"].append(record.bolus_id)

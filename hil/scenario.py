@@ -793,6 +793,7 @@ class ScenarioRunner:
         gate = self._gate(self._concentration, self._caps)
         self.alarms = AlarmManager(self.clock, self._tee)
         self.loop = ControlLoop(self.driver, self.clock, gate, self.alarms, self.store, self._loop_config())
+        self.loop.journal = self.journal
         self.therapy = Therapy(self.loop, gate, dead_volume_nl=self.scenario.therapy.dead_volume_nl,
                                reservoir_capacity_nl=self.scenario.pump.reservoir_capacity_nl,
                                refill_tolerance_pct=int(self.scenario.therapy.refill_tolerance_pct),
@@ -1085,8 +1086,12 @@ class ScenarioRunner:
         twice = [b for b in boluses if b.delivered_nl is not None and b.delivered_nl > b.volume_nl + 1000]
         unfinished = [b for b in boluses if b.status != "finished" and (self.loop.bolus is None
                                                                        or self.loop.bolus.bolus_id != b.bolus_id)]
-        inv.append(CheckResult("no bolus delivered twice", len(ids) == len(set(ids)) and not twice and not unfinished,
-                               f"{len(boluses)} boluses; over-delivered {len(twice)}; left open {len(unfinished)}"))
+        running_id = None if self.loop.bolus is None else self.loop.bolus.bolus_id
+        pending = [c for c in self.journal.pending_boluses() if c.command_id != running_id]
+        inv.append(CheckResult("no bolus delivered twice",
+                               len(ids) == len(set(ids)) and not twice and not unfinished and not pending,
+                               f"{len(boluses)} boluses; over-delivered {len(twice)}; left open {len(unfinished)}; "
+                               f"unresolved in the journal {len(pending)}"))
         raised = {a.code for a in record.alarms if a.event == "raise"}
         missing = sorted({f["alarm"] for f in self.faults} - raised)
         inv.append(CheckResult("every fault produced its alarm", not missing,
