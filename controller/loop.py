@@ -282,6 +282,7 @@ class ControlLoop:
         #: The audit journal (:class:`controller.journal.Journal`), if any: bolus commands are recorded
         #: there as pending before they are sent and resolved after; ledger snapshots at checkpoints.
         self.journal: Any = None
+        self._last_journal_snapshot_ms = -MS_PER_DAY
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -1072,9 +1073,11 @@ class ControlLoop:
         body = self._checkpoint_body()
         if self._durably("checkpoint", lambda: self.store.save(body)):
             self._last_checkpoint_ms = self.now_ms()
-        if self.journal is not None:
-            self._durably("journal ledger snapshot",
-                          lambda: self.journal.record_ledger_snapshot(body["gate"]["ledger"], now_ms=body["now_ms"]))
+        if self.journal is not None and body["now_ms"] - self._last_journal_snapshot_ms >= MS_PER_DAY:
+            # The audit copy of the 24 h accounting: daily is enough (resume uses the checkpoint store).
+            if self._durably("journal ledger snapshot", lambda: self.journal.record_ledger_snapshot(
+                    body["gate"]["ledger"], now_ms=body["now_ms"])):
+                self._last_journal_snapshot_ms = body["now_ms"]
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
