@@ -214,8 +214,12 @@ class PumpDriver(ABC):
         """Read the dispensed counters. Safe to retry."""
 
     @abstractmethod
-    def clear_dispensed(self) -> None:
-        """Zero the dispensed counters."""
+    def clear_dispensed(self) -> CommandResult | None:
+        """Zero the dispensed counters.
+
+        Drivers that can verify the clearing return a :class:`CommandResult`
+        (the NE-1000 driver does); others may return None.
+        """
 
     @abstractmethod
     def acknowledge_alarm(self) -> PumpStatus:

@@ -942,11 +942,11 @@ class Ne1000Driver(PumpDriver):
             return CommandResult("stop", Outcome.UNCERTAIN, status=status,
                                  detail=_join(detail, "pump did not reach stopped after 3 STP"))
 
-    def clear_dispensed(self) -> CommandResult:  # type: ignore[override]
+    def clear_dispensed(self) -> CommandResult:
         """Zero both dispensed counters (``CLD INF``, ``CLD WDR``) and read them back.
 
-        Returns a result (the role interface allows ``None``); ``APPLIED`` only
-        when both counters read zero afterwards.
+        ``APPLIED`` only when both counters read zero afterwards (so not while
+        the pump is delivering).
         """
         with self._lock:
             outcomes = []
