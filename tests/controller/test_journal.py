@@ -734,6 +734,7 @@ def reference_journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     return path, export_text(path, "json")
 
 
+# ITB_FLIP_EXAMPLES=2000 runs a longer search (the journal's random ID moves its bytes from run to run).
 @settings(max_examples=int(os.environ.get("ITB_FLIP_EXAMPLES", "60")), deadline=None)
 @given(offset_fraction=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255))
 def test_any_flipped_byte_is_detected_or_harmless(
