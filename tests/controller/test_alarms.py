@@ -274,6 +274,16 @@ class AlarmOrdering(RuleBasedStateMachine):
         else:
             assert top is None
 
+    @invariant()
+    def the_most_urgent_unacknowledged_alarm_sounds(self) -> None:
+        unacked = [c for c, state in self.model.items() if not state["acked"]]
+        sounding = self.manager.audible()
+        if unacked:
+            assert sounding is not None and not sounding.acknowledged
+            assert sounding.priority == max(ALARM_TABLE[c].priority for c in unacked)
+        else:
+            assert sounding is None
+
 
 TestAlarmOrdering = AlarmOrdering.TestCase
 TestAlarmOrdering.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
