@@ -109,6 +109,7 @@ class RunRecord:
     pump_dispensed_ml: float = 0.0
     patient: dict[str, Any] = field(default_factory=dict)
     reservoir: dict[str, Any] = field(default_factory=dict)
+    boluses: list[dict[str, Any]] = field(default_factory=list)
     trace_file: str = ""
     error: str = ""
 
@@ -154,6 +155,7 @@ class RunRecord:
             "invariants": [asdict(c) for c in self.invariants],
             "patient": self.patient,
             "reservoir_at_end": self.reservoir,
+            "boluses": self.boluses,
             "samples": len(self.samples),
             "trace_file": self.trace_file,
         }
@@ -272,6 +274,14 @@ def _html(record: RunRecord) -> str:
         parts.append(
             f"<tr><td>{_fmt_t(d.t_ms)}</td><td>{esc(d.action)}</td><td>{esc(d.label)}</td>"
             f"<td class='{cls}'>{word}</td><td>{esc(', '.join(d.reasons))}</td><td>{esc(d.detail)}</td></tr>"
+        )
+    parts.append("</table><h2>Boluses</h2><table><tr><th>requested</th><th>kind</th><th>dose, µg</th>"
+                 "<th>volume, nL</th><th>delivered, nL</th><th>status</th><th>detail</th></tr>")
+    for b in record.boluses:
+        parts.append(
+            f"<tr><td>{_fmt_t(b['requested_t_ms'])}</td><td>{esc(b['kind'])}</td><td>{b['dose_ng'] / 1000:g}</td>"
+            f"<td>{b['volume_nl']}</td><td>{b['delivered_nl']}</td><td>{esc(b['status'])}</td>"
+            f"<td>{esc(b['detail'])}</td></tr>"
         )
     parts.append("</table><h2>Alarm events</h2><table><tr><th>time</th><th>event</th><th>code</th>"
                  "<th>priority</th><th>detail</th></tr>")

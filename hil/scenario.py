@@ -1082,6 +1082,12 @@ class ScenarioRunner:
                                    f"ledger {self.loop.total_counted_nl} nL, pump {pump_counted_nl} nL, "
                                    f"difference {diff} nL (limit {limit} nL)"))
         boluses = self.store.boluses()
+        record.boluses = [
+            {"bolus_id": b.bolus_id, "kind": b.kind, "dose_ng": b.dose_ng, "volume_nl": b.volume_nl,
+             "delivered_nl": b.delivered_nl, "status": b.status, "requested_t_ms": b.requested_ms - self.t0_ms,
+             "detail": b.detail}
+            for b in boluses
+        ]
         ids = [b.bolus_id for b in boluses]
         twice = [b for b in boluses if b.delivered_nl is not None and b.delivered_nl > b.volume_nl + 1000]
         unfinished = [b for b in boluses if b.status != "finished" and (self.loop.bolus is None
