@@ -96,7 +96,9 @@ def test_decisions_agree(w, rate, steps, volume, duration, kind, soft_codes, new
     now = NOW + later_ms
     per_impl = []
     for k, gate in zip((COMPILED, TWIN), gates):
+        before = gate.state_snapshot(), gate.state_version
         decisions = [gate.authorize(r, now) for r in requests(k, conc, rate, steps, volume, duration, kind, soft_codes, new_conc, bridge)]
+        assert (gate.state_snapshot(), gate.state_version) == before  # authorize is pure
         per_impl.append([decision_key(d) for d in decisions])
         assert gate.headroom_pg(now) >= 0
     assert per_impl[0] == per_impl[1]
