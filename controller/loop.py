@@ -286,6 +286,11 @@ class ControlLoop:
 
     # -- time -------------------------------------------------------------------------------------
 
+    @property
+    def last_poll_ms(self) -> int:
+        """Controller time of the last poll (the ledger is reconciled up to here), ms."""
+        return self._last_poll_ms
+
     def now_ms(self) -> int:
         """Controller time, ms: monotonic time plus the offset that carries it across restarts."""
         return self.clock.monotonic_ms() + self._time_offset_ms

@@ -201,6 +201,11 @@ class FakePump(PumpDriver):
     def capabilities(self) -> PumpCapabilities:
         return self._caps
 
+    def set_rate_envelope(self, min_rate_nl_per_h: int, max_rate_nl_per_h: int) -> None:
+        """Change the settable rate range, nL/h (a different syringe or pump model)."""
+        self._caps = PumpCapabilities(min_rate_nl_per_h, max_rate_nl_per_h, self._caps.rate_tolerance_ppm,
+                                      self._caps.volume_resolution_nl, self._caps.sensors)
+
     def set_rate_tolerance_ppm(self, tolerance_ppm: int) -> None:
         """Declare a representation tolerance (read-back may differ from the request by this much)."""
         self._caps = PumpCapabilities(self._caps.min_rate_nl_per_h, self._caps.max_rate_nl_per_h, tolerance_ppm,

@@ -279,7 +279,7 @@ def test_storage_failure_alarms_refuses_bolus_and_keeps_therapy(running) -> None
 def test_unrepresentable_rate_is_never_sent_and_old_rate_runs(make_rig) -> None:
     rig = make_rig()
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
-    rig.pump._caps = rig.pump._caps.__class__(500, 9000, 0, 1, rig.pump._caps.sensors)  # a slower pump
+    rig.pump.set_rate_envelope(500, 9000)  # a slower pump than the kernel was told about
     sent = len(rig.pump.command_log)
     rig.advance(MS_PER_DAY)
     result = rig.therapy.titrate(120_000)  # 10 000 nL/h: above this pump's 9000 nL/h

@@ -172,7 +172,7 @@ class ControllerMachine(RuleBasedStateMachine):
         counted = self.loop.total_counted_nl
         # The pump may have moved since the last poll; the ledger never counts more than it moved.
         rate = self.loop.committed_rate_nl_per_h or 0
-        since_poll = rate * (self.loop.now_ms() - self.loop._last_poll_ms) // MS_PER_H
+        since_poll = rate * (self.loop.now_ms() - self.loop.last_poll_ms) // MS_PER_H
         assert counted <= pump_nl + 2000
         assert pump_nl - counted <= since_poll + 20_000 + pump_nl // 200
 
