@@ -173,8 +173,12 @@ class PollRecord:
 
 
 @dataclass
-class _DeadVolumeQueue:
-    """The catheter: what the pump pushes now reaches the tip after ``capacity_nl`` more has moved.
+class CatheterQueue:
+    """The dead volume (pump tubing and catheter) as a first-in, first-out queue of solutions.
+
+    What the pump pushes now reaches the catheter tip only after ``capacity_nl`` more has moved,
+    so after a refill the old drug is delivered first, and right after implant an unprimed
+    catheter delivers saline (concentration 0).
 
     Segments are (volume nL, concentration µg/mL), oldest (nearest the tip) first.
     """
@@ -260,7 +264,7 @@ class ControlLoop:
         self._next_poll_ms = 0
         self._last_checkpoint_ms = 0
         self._interrupted_since_ms: int | None = None
-        self._catheter = _DeadVolumeQueue()
+        self._catheter = CatheterQueue()
         self._scheduled: list[tuple[int, int, Callable[[], None], str]] = []
         self._boundary_from_ms = 0
         self._seq = itertools.count()

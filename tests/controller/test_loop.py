@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.delivery import ProgramResult, RateProgrammer
-from controller.loop import LoopConfig, Mode, _DeadVolumeQueue
+from controller.loop import LoopConfig, Mode, CatheterQueue
 from hal.errors import ConfigError
 from hal.pump import PumpState
 from sim.clock import VirtualClock
@@ -212,7 +212,7 @@ def test_loop_config_rejects_bad_values() -> None:
     pushes=st.lists(st.tuples(st.integers(0, 300_000), st.sampled_from([500, 1000, 2000])), max_size=20),
 )
 def test_dead_volume_queue_conserves_drug(capacity: int, pushes: list[tuple[int, int]]) -> None:
-    queue = _DeadVolumeQueue()
+    queue = CatheterQueue()
     queue.fill(capacity, 500)
     drug_in = capacity * 500
     drug_out = 0
@@ -225,7 +225,7 @@ def test_dead_volume_queue_conserves_drug(capacity: int, pushes: list[tuple[int,
 
 
 def test_dead_volume_queue_delivers_old_drug_first() -> None:
-    queue = _DeadVolumeQueue()
+    queue = CatheterQueue()
     queue.fill(250_000, 500)
     assert queue.push(100_000, 2000) == 100_000 * 500
     assert queue.push(200_000, 2000) == 150_000 * 500 + 50_000 * 2000
