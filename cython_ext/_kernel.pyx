@@ -52,6 +52,7 @@ from cython_ext._common import (
     check_caps_against_limits,
     check_programme_shape,
     plan_titration,
+    tighten,
     MAX_DECISION_AGE_MS,
     _check_snapshot,
     _check_interval,
@@ -1006,6 +1007,26 @@ cdef class SafetyKernel:
             return 0
         cdef i64 early = self._early(p, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
         return -early if early < 0 else 0
+
+    def tighten_running_bolus(self, remaining_volume_nl, now_ms, *, step_nl=1):
+        """Cut the rest of a running bolus so that every projected 24 h window fits the cap (BOL-04).
+
+        The bolus's remaining mass must still be committed in the ledger (as :meth:`apply`
+        left it, less what was delivered and released). If the projection is over the cap
+        (something else was delivered meanwhile), the remainder is lowered by the excess,
+        then rounded down to the pump's step; each lowering is recorded with its reason.
+        Release the cut amount from the commitment when the pump stops short.
+
+        :param remaining_volume_nl: volume still to deliver, nL.
+        :param now_ms: monotonic time, ms.
+        :param step_nl: the pump's volume step, nL.
+        :return: a :class:`Tightened` (``value`` <= ``remaining_volume_nl``).
+        """
+        remaining = require_range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
+        self.ledger._check_now(now_ms)
+        cdef i64 excess = self._excess(self.prog, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
+        ceiling = remaining if excess <= 0 else remaining - ceil_div(excess, self.conc)
+        return tighten(remaining, [("cap_headroom", ceiling, f"rolling 24 h cap: {max(excess, 0)} pg over")], step=step_nl)
 
     def plan_titration(self, target_dose_ng_per_day, now_ms):
         """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""

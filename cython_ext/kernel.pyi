@@ -380,6 +380,8 @@ class SafetyKernel:
     def cap_pg(self, limits: DrugLimits | None = None) -> int: ...
     def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
         """Largest extra mass keeping every projected window within the cap (for tighten())."""
+    def tighten_running_bolus(self, remaining_volume_nl: int, now_ms: int, *, step_nl: int = 1) -> Tightened:
+        """BOL-04: cut a running bolus's (still committed) remainder by any excess over the cap."""
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]: ...
     def authorize(self, request: Request, now_ms: int) -> Decision:
         """Pure: every failing reason; never changes state."""

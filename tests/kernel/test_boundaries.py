@@ -343,3 +343,23 @@ def test_refill_record_concentration_bounds(impl, record, expected):
     new = impl.Programme.continuous(4_000, 2000)
     request = impl.request_concentration_change(new, impl.BridgePlan(20_000, MS_PER_H), record_concentration_ug_per_ml=record)
     assert reasons_of(gate, request) == expected
+
+
+def test_running_bolus_cut_at_the_cap(impl):
+    # Basal 14 000 nL/h at 1000 µg/mL = 336 µg/day; cap 400 µg: 64 µg of headroom.
+    gate = make_gate(impl, concentration=1000, programme_rate=14_000, max_dose_ng_per_day=400_000, max_bolus_ng=100_000)
+    clinician = impl.DeliveryKind.BOLUS_CLINICIAN
+    d = gate.authorize(bolus(impl, 60_000, clinician, MS_PER_H), T0)
+    assert d.allowed
+    gate.apply(d, T0)
+    untouched = gate.tighten_running_bolus(60_000, T0)
+    assert untouched.value == 60_000 and untouched.steps == ()
+    # Meanwhile 10 µg of priming was delivered: the projection is 6 µg over the cap.
+    gate.ledger.record(impl.DeliveryKind.PRIMING, 10_000 * 1000, T0)
+    cut = gate.tighten_running_bolus(60_000, T0, step_nl=7)
+    assert cut.value == 53_998  # 54 000 at the headroom, then down to a multiple of the 7 nL step
+    assert [s.name for s in cut.steps] == ["cap_headroom", "pump_step"]
+    gate.ledger.release(clinician, (60_000 - cut.value) * 1000)
+    assert gate.headroom_pg(T0) == 2 * 1000
+    again = gate.tighten_running_bolus(cut.value, T0, step_nl=7)
+    assert again.value == cut.value and again.steps == ()  # idempotent
