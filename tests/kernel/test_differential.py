@@ -103,6 +103,7 @@ def test_decisions_agree(w, rate, steps, volume, duration, kind, soft_codes, new
         assert gate.headroom_pg(now) >= 0
     assert per_impl[0] == per_impl[1]
     assert gates[0].headroom_pg(now) == gates[1].headroom_pg(now)
+    assert gates[0].tighten_running_bolus(volume, now, step_nl=10) == gates[1].tighten_running_bolus(volume, now, step_nl=10)
     assert gates[0].ledger.snapshot() == gates[1].ledger.snapshot()
     if gates[0].daily_dose_ng > 0:
         target = gates[0].daily_dose_ng * 2
