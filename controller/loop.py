@@ -27,7 +27,12 @@ the fault-reaction table (:data:`controller.faults.FAULT_REACTIONS`).
 
 Durability: the resume point (:mod:`controller.checkpoint`) is written at every
 therapy change, every counter clear and every ``checkpoint_interval_ms``; bolus
-records are written before any command is sent. :meth:`ControlLoop.recover` reads the pump first,
+records are written before any command is sent. With a journal attached, every
+therapy-changing pump command (rate programming, start, stop: routine, minimum
+rate, discontinue, fault reactions) gets an ID and a durable pending record
+before its bytes are sent, and its outcome (applied / not_applied / uncertain,
+with the reconcile detail) after; an uncertain one is resolved by the next
+verified rate or status read, also after a restart. :meth:`ControlLoop.recover` reads the pump first,
 attributes whatever the counter shows since the checkpoint, closes unfinished
 boluses from the counter (never re-sending them), and only then commands.
 """
@@ -66,6 +71,17 @@ MINIMUM_RATE = "minimum_rate"
 
 #: Poll interval while a bolus runs, ms: the 24 h cap is re-checked this often (BOL-04).
 BOLUS_POLL_MS = 5 * MS_PER_MIN
+
+#: Prefix of the detail of a requested change withheld for want of a durable journal record.
+NOT_JOURNALLED = "withheld"
+
+#: Journal outcome of each programming result (the reconcile detail goes with it).
+_COMMAND_OUTCOME = {
+    ProgramResult.COMMITTED: "applied",
+    ProgramResult.KEPT_OLD: "not_applied",
+    ProgramResult.REJECTED_BY_PUMP: "not_applied",
+    ProgramResult.UNKNOWN: "uncertain",
+}
 
 #: Alarm conditions that end when the pump is confirmed delivering again.
 INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION, AlarmCode.PUMP_RESET)
@@ -283,10 +299,13 @@ class ControlLoop:
         self.total_counted_nl = 0
         #: Clear the pump counter when it passes this, nL, to keep its display resolution fine.
         self.counter_clear_above_nl = 1_000_000
-        #: The audit journal (:class:`controller.journal.Journal`), if any: bolus commands are recorded
-        #: there as pending before they are sent and resolved after; ledger snapshots at checkpoints.
+        #: The audit journal (:class:`controller.journal.Journal`), if any: every therapy-changing command
+        #: (and each bolus) is recorded there as pending before it is sent and resolved after; ledger
+        #: snapshots at checkpoints.
         self.journal: Any = None
         self._last_journal_snapshot_ms = -MS_PER_DAY
+        self._uncertain_rate_commands: list[tuple[str, int]] = []  # (command ID, rate nL/h) awaiting a verified rate
+        self._uncertain_stop_commands: list[str] = []  # stop command IDs awaiting a status read
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -380,7 +399,7 @@ class ControlLoop:
         self._accrue()
         self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self.programmer.program(rate + extra, previous_nl_per_h=None)
+        outcome = self._send_rate(rate + extra, None, cause="flex_step", essential=True)
         self._after_program(outcome, "flex step")
 
     def set_programme(self, decision: GateDecision) -> ProgramOutcome:
@@ -390,7 +409,7 @@ class ControlLoop:
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(rate + extra, decision)
+        outcome = self._program(rate + extra, decision, cause="programme")
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if len(decision.programme.steps) > 1 else None
@@ -510,6 +529,8 @@ class ControlLoop:
             self._comms_lost(now)
         else:
             self._comms_ok(now)
+            if self._uncertain_stop_commands:
+                self._resolve_uncertain_stops(status)
             delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
             if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
                 # Idle (no verified therapy state) and discontinued: read only, command nothing (SAFE-04).
@@ -716,7 +737,7 @@ class ControlLoop:
         if self.bolus is not None:
             self._end_bolus(f"ended by {fault.value}")
         self._accrue()
-        stopped, _ = self.programmer.stop()
+        stopped = self._send_stop(f"fault_{fault.value}")
         self.mode = Mode.STOPPED_FAULT
         self.committed_rate_nl_per_h = 0
         self._emit("stopped", fault=fault.value, detail=detail, confirmed=stopped)
@@ -732,7 +753,7 @@ class ControlLoop:
             return False
         if self.bolus is not None:
             self._end_bolus("ended by minimum-rate mode")
-        outcome = self._program(decision.rate_nl_per_h, decision)
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="minimum_rate", essential=True)
         if outcome.committed:
             self.mode = Mode.MINIMUM_RATE
             self.programme = None
@@ -753,16 +774,26 @@ class ControlLoop:
         else:
             return
         self._accrue()
-        outcome = self.programmer.program(target, previous_nl_per_h=None)
+        outcome = self._send_rate(target, None, cause=f"restore: {reason}", essential=True)
         self._after_program(outcome, reason)
 
     # -- programming --------------------------------------------------------------------------------------------
 
-    def _program(self, rate_nl_per_h: int, decision: GateDecision | None) -> ProgramOutcome:
-        """Accrue, program atomically, then apply the kernel decision only if committed."""
+    def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
+                 essential: bool = False) -> ProgramOutcome:
+        """Accrue, program atomically, then apply the kernel decision only if committed.
+
+        :param cause: why (journalled with the command).
+        :param essential: a fault reaction that must be sent even without a durable journal record
+            (see :meth:`_send_rate`); requested changes are not.
+        """
         self._accrue()
         previous = self.committed_rate_nl_per_h if self.committed_rate_nl_per_h else None
-        outcome = self.programmer.program(rate_nl_per_h, previous_nl_per_h=previous)
+        outcome = self._send_rate(rate_nl_per_h, previous, cause=cause, essential=essential)
+        if outcome.result is ProgramResult.KEPT_OLD and outcome.detail.startswith(NOT_JOURNALLED):
+            self._emit("program", result=outcome.result.value, rate_nl_per_h=outcome.rate_nl_per_h,
+                       uncertain=False, detail=f"{cause}: {outcome.detail}")
+            return outcome  # nothing was sent; JOURNAL_WRITE_FAILURE is already alarmed
         self._after_program(outcome, "programme change")
         if outcome.committed and decision is not None:
             self.gate.apply(decision, self.now_ms())
@@ -816,7 +847,7 @@ class ControlLoop:
         self._last_poll_ms = now
         self._last_confirmed_ms = now
         self._next_poll_ms = now + self.config.poll_interval_ms
-        outcome = self._program(decision.rate_nl_per_h, decision)
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy")
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -829,7 +860,7 @@ class ControlLoop:
         if self.mode is Mode.DISCONTINUED or self.mode is Mode.IDLE:
             raise StateError(f"no therapy running (mode {self.mode.value})")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(decision.rate_nl_per_h + extra, decision)
+        outcome = self._program(decision.rate_nl_per_h + extra, decision, cause="basal_change")
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -870,7 +901,7 @@ class ControlLoop:
         run = BolusRun(record.bolus_id, kind, decision.dose_ng, volume_nl, extra, now, end_ms,
                        committed_pg=units.mass_pg_for_volume(volume_nl, self.concentration_ug_per_ml))
         self.bolus = run
-        outcome = self._program(self.basal_rate_nl_per_h + extra, decision)
+        outcome = self._program(self.basal_rate_nl_per_h + extra, decision, cause=f"bolus_{kind}")
         self._journal_outcome(record.bolus_id, "applied" if outcome.result is ProgramResult.COMMITTED else
                               "uncertain" if outcome.result is ProgramResult.UNKNOWN else "not_applied",
                               outcome.detail)
@@ -921,7 +952,7 @@ class ControlLoop:
                            now + bridge_duration_ms, committed_pg=decision.raw.mass_pg if decision.raw else 0,
                            basal_after_nl_per_h=new_rate_nl_per_h)
             self.bolus = run
-        outcome = self._program(basal_during + extra, decision)
+        outcome = self._program(basal_during + extra, decision, cause="concentration_bridge")
         if outcome.committed:
             self.basal_rate_nl_per_h = basal_during
             self.programme = None
@@ -950,7 +981,7 @@ class ControlLoop:
         if run.basal_after_nl_per_h is not None and self.mode is Mode.RUNNING:
             self.basal_rate_nl_per_h = run.basal_after_nl_per_h  # the bridge is over: the new programme's rate
         if self.mode is Mode.RUNNING:
-            outcome = self.programmer.program(self.basal_rate_nl_per_h, previous_nl_per_h=None)
+            outcome = self._send_rate(self.basal_rate_nl_per_h, None, cause=f"bolus_end: {why}", essential=True)
             self._after_program(outcome, f"bolus end ({why})")
         detail = why if why == "complete" else f"{why}; partial: {run.attributed_nl} of {run.volume_nl} nL delivered"
         if self._durably("bolus record", lambda: self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail,
@@ -988,7 +1019,7 @@ class ControlLoop:
             self._end_bolus("ended by discontinue")
         self._accrue()
         self.discontinue_authorised = True
-        stopped, _ = self.programmer.stop()
+        stopped = self._send_stop("discontinue")
         self.gate.apply(decision, self.now_ms())
         self.mode = Mode.DISCONTINUED
         self.committed_rate_nl_per_h = 0
@@ -1007,7 +1038,7 @@ class ControlLoop:
             return None
         self._acknowledge_pump()
         self.mode = Mode.RUNNING
-        outcome = self._program(decision.rate_nl_per_h, decision)
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="resume_after_fault")
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1050,6 +1081,116 @@ class ControlLoop:
             "therapy": dict(self.therapy_state),
             "gate": self.gate.snapshot(),
         }
+
+    def _journal_begin(self, kind: str, params: dict[str, Any]) -> tuple[str | None, bool]:
+        """Durably record a pump command as pending before it is sent.
+
+        :return: (command ID or None without a journal, whether the pending record is durable).
+        """
+        if self.journal is None:
+            return None, True
+        command_id = uuid.uuid4().hex
+        durable = self._durably("journal command", lambda: self.journal.begin_command(command_id, kind, params))
+        return (command_id if durable else None), durable
+
+    def _send_rate(self, rate_nl_per_h: int, previous_nl_per_h: int | None, *, cause: str,
+                   essential: bool) -> ProgramOutcome:
+        """Program one rate through the journal: pending record, atomic programming, outcome record.
+
+        Every therapy-changing command the loop sends goes through here or :meth:`_send_stop`, so
+        the journal holds each one with its ID and outcome. A requested change is not sent without
+        a durable pending record (JOURNAL_WRITE_FAILURE: "no new delivery change without a durable
+        record"); an ``essential`` one (a fault reaction, restoring the committed programme, the end
+        of a bolus, a step of an authorised flex programme) is sent anyway, because withholding it
+        would harm the patient, and its alarm is already raised.
+        """
+        params = {"rate_nl_per_h": rate_nl_per_h, "previous_nl_per_h": previous_nl_per_h, "cause": cause}
+        command_id, durable = self._journal_begin("set_rate", params)
+        if not durable and not essential:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                  f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
+        outcome = self.programmer.program(rate_nl_per_h, previous_nl_per_h=previous_nl_per_h)
+        if command_id is not None:
+            self._resolve_superseded(outcome)
+            detail = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
+                      "uncertain": outcome.uncertain, "detail": outcome.detail}
+            if outcome.status is not None:
+                detail["pump_state"] = outcome.status.state.value
+                detail["pump_alarm"] = None if outcome.status.alarm is None else outcome.status.alarm.value
+            if outcome.dispensed is not None:
+                detail["dispensed_nl"] = outcome.dispensed.infused_nl
+            self._journal_outcome_detail(command_id, _COMMAND_OUTCOME[outcome.result], detail)
+            if outcome.result is ProgramResult.UNKNOWN:
+                self._uncertain_rate_commands.append((command_id, rate_nl_per_h))
+        return outcome
+
+    def _resolve_superseded(self, outcome: ProgramOutcome) -> None:
+        """Resolve earlier uncertain rate commands once a later programming verified the pump's rate.
+
+        An absolute rate is idempotent and the pump now holds a verified rate, so an earlier
+        uncertain command is either the rate running now (applied) or no longer in force (not
+        applied); what the pump delivered meanwhile is reconciled from its counter, not from
+        the command.
+        """
+        if not self._uncertain_rate_commands or outcome.result is ProgramResult.UNKNOWN \
+                or outcome.rate_nl_per_h is None:
+            return
+        pending, self._uncertain_rate_commands = self._uncertain_rate_commands, []
+        for command_id, rate in pending:
+            self._journal_outcome_detail(
+                command_id, "applied" if rate == outcome.rate_nl_per_h else "not_applied",
+                {"detail": f"superseded: pump verified at {outcome.rate_nl_per_h} nL/h by a later command; "
+                           "delivery reconciled from the pump counter"})
+
+    def _send_stop(self, cause: str) -> bool:
+        """Stop the pump through the journal (authorised discontinue or a STOP reaction); always sent.
+
+        :return: whether the stop was confirmed by a status read.
+        """
+        command_id, _ = self._journal_begin("stop", {"cause": cause})
+        stopped, status = self.programmer.stop()
+        if command_id is not None:
+            self._journal_outcome_detail(
+                command_id, "applied" if stopped else ("uncertain" if status is None else "not_applied"),
+                {"confirmed": stopped, "pump_state": None if status is None else status.state.value,
+                 "detail": "stop confirmed by a status read" if stopped else
+                 "pump unreadable after the stop" if status is None else "pump still delivering"})
+            if status is None:
+                self._uncertain_stop_commands.append(command_id)
+        return stopped
+
+    def _resolve_uncertain_stops(self, status: Any) -> None:
+        """A status read after an uncertain stop establishes whether the pump stopped."""
+        pending, self._uncertain_stop_commands = self._uncertain_stop_commands, []
+        for command_id in pending:
+            stopped = not status.state.delivering
+            self._journal_outcome_detail(command_id, "applied" if stopped else "not_applied",
+                                         {"detail": f"reconciled: pump {status.state.value}"})
+
+    def _journal_outcome_detail(self, command_id: str, outcome: str, detail: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self._durably("journal command",
+                          lambda: self.journal.complete_command(command_id, outcome, detail=detail))
+
+    def _unresolved_pump_commands(self) -> bool:
+        """After a restart: take over the rate and stop commands the journal holds unresolved.
+
+        They are resolved like this instance's own: a rate command by the next verified rate, a
+        stop by the next status read. Bolus commands are closed from the counter instead.
+        """
+        if self.journal is None:
+            return False
+        try:
+            records = self.journal.unresolved_commands()
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            self._fault(FaultCode.JOURNAL_WRITE_FAILURE, f"journal read at restart: {exc}")
+            return False
+        for record in records:
+            if record.kind == "set_rate":
+                self._uncertain_rate_commands.append((record.command_id, record.params["rate_nl_per_h"]))
+            elif record.kind == "stop":
+                self._uncertain_stop_commands.append(record.command_id)
+        return bool(self._uncertain_rate_commands)
 
     def _journal_command(self, command_id: str, kind: str, params: dict[str, Any]) -> None:
         if self.journal is not None:
@@ -1165,10 +1306,14 @@ class ControlLoop:
         else:
             found["pump_unreachable"] = True
             self.alarms.raise_alarm(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump unreachable at restart")
+        unresolved = self._unresolved_pump_commands()
+        if status is not None and self._uncertain_stop_commands:
+            self._resolve_uncertain_stops(status)
         if status is not None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             if status.alarm is not None:
                 self._pump_alarm(status.alarm)
-            elif open_boluses or status.state is not PumpState.INFUSING:
+            elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
+                # A rate command of the previous instance left unresolved means the rate is unknown too.
                 # The pump may still hold a bolus rate, or stopped: reprogram the committed programme.
                 self._reprogram_current("resume after restart")
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
