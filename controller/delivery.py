@@ -27,7 +27,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from hal.errors import CapabilityError, CommunicationError, HalError, UncertainDeliveryError
+from controller.faults import FaultCode, fault_for_exception
+from hal.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
 from hal.pump import CommandResult, DispensedVolume, Outcome, PumpAlarm, PumpDriver, PumpState, PumpStatus
 
 #: How many times an idempotent read is attempted before the state counts as unknown.
@@ -68,23 +69,68 @@ class ProgramOutcome:
         return self.result is ProgramResult.COMMITTED
 
 
-def read_status(pump: PumpDriver) -> PumpStatus | None:
-    """Read status, retrying an idempotent read; None if the pump cannot be reached."""
+def fault_for_hal_error(error: HalError, *, delivery_command: bool = False) -> FaultCode:
+    """The fault a HAL error stands for: :func:`controller.faults.fault_for_exception` first, then the rest.
+
+    Lost replies, timeouts and a port that will not open are what
+    :func:`~controller.faults.fault_for_exception` maps. The other HAL errors
+    (the pump answered with an error, a value it cannot take, a driver that is
+    unavailable) are mapped here, never left without a reaction:
+
+    * on a delivery command (rate, start, stop), :class:`~hal.errors.DeviceError` or
+      :class:`~hal.errors.CapabilityError` is a rejected programme
+      (``PUMP_PROGRAM_REJECTED``: the old programme keeps running, verified by a read);
+    * anywhere else the pump's state could not be established: ``COMMS_TIMEOUT``
+      (the pump keeps its last committed programme; the status counts as unknown).
+
+    Every one of these reactions is CONTINUE: a HAL error never stops delivery.
+
+    :param error: the error caught from a driver call.
+    :param delivery_command: whether the call was a delivery-changing command.
+    """
+    fault = fault_for_exception(error)
+    if fault is not None:
+        return fault
+    if delivery_command and isinstance(error, (DeviceError, CapabilityError)):
+        return FaultCode.PUMP_PROGRAM_REJECTED
+    return FaultCode.COMMS_TIMEOUT
+
+
+def is_link_error(error: HalError) -> bool:
+    """True for a transient link failure (garbled or missing reply, port not open).
+
+    These are handled by retrying reads and by the loop's comms-degraded / comms-timeout
+    logic rather than by an immediate fault; an uncertain delivery is reported through
+    :attr:`ProgramOutcome.uncertain`.
+    """
+    return isinstance(error, (CommunicationError, ConnectError, UncertainDeliveryError))
+
+
+def read_status(pump: PumpDriver, *, errors: list[HalError] | None = None) -> PumpStatus | None:
+    """Read status, retrying an idempotent read; None if the pump cannot be read.
+
+    :param errors: if given, every HAL error caught is appended (the loop maps them to faults).
+    """
     for _ in range(READ_ATTEMPTS):
         try:
             return pump.read_status()
-        except CommunicationError:
-            continue
+        except HalError as exc:
+            if errors is not None:
+                errors.append(exc)
     return None
 
 
-def read_dispensed(pump: PumpDriver) -> DispensedVolume | None:
-    """Read the dispensed counters, retrying an idempotent read; None if unreachable."""
+def read_dispensed(pump: PumpDriver, *, errors: list[HalError] | None = None) -> DispensedVolume | None:
+    """Read the dispensed counters, retrying an idempotent read; None if they cannot be read.
+
+    :param errors: if given, every HAL error caught is appended (the loop maps them to faults).
+    """
     for _ in range(READ_ATTEMPTS):
         try:
             return pump.read_dispensed()
-        except CommunicationError:
-            continue
+        except HalError as exc:
+            if errors is not None:
+                errors.append(exc)
     return None
 
 
@@ -98,6 +144,23 @@ class RateProgrammer:
         self.pump = pump
         #: Alarms the driver saw (and, by the pump's rules, acknowledged) while programming; the loop drains it.
         self.seen_alarms: list[PumpAlarm] = []
+        #: HAL errors caught while programming or reading, with whether the call was a delivery command;
+        #: the loop drains it and maps each to its fault (:func:`fault_for_hal_error`).
+        self.hal_errors: list[tuple[HalError, bool]] = []
+
+    def read_status(self) -> PumpStatus | None:
+        """:func:`read_status` on this pump, keeping the errors caught in :attr:`hal_errors`."""
+        errors: list[HalError] = []
+        status = read_status(self.pump, errors=errors)
+        self.hal_errors.extend((e, False) for e in errors)
+        return status
+
+    def read_dispensed(self) -> DispensedVolume | None:
+        """:func:`read_dispensed` on this pump, keeping the errors caught in :attr:`hal_errors`."""
+        errors: list[HalError] = []
+        dispensed = read_dispensed(self.pump, errors=errors)
+        self.hal_errors.extend((e, False) for e in errors)
+        return dispensed
 
     def drain_driver_alarms(self) -> list[PumpAlarm]:
         """Collect alarms the driver saw since last asked (drivers that report them: ``pending_alarms()``).
@@ -105,17 +168,27 @@ class RateProgrammer:
         On the New Era family any reply can carry, and so acknowledge, a latched
         alarm; the controller must still react to it.
         """
-        pending = getattr(self.pump, "pending_alarms", None)
-        if callable(pending):
-            self.seen_alarms.extend(event.alarm for event in pending())
+        self._collect_pending()
         seen, self.seen_alarms = self.seen_alarms, []
         return seen
+
+    def _collect_pending(self) -> None:
+        pending = getattr(self.pump, "pending_alarms", None)
+        if callable(pending):
+            try:
+                self.seen_alarms.extend(event.alarm for event in pending())
+            except HalError as exc:
+                self.hal_errors.append((exc, False))
 
     def _send_rate(self, rate_nl_per_h: int) -> tuple[CommandResult | None, bool]:
         """Send one absolute rate; returns the result (None if it raised) and whether it was uncertain."""
         try:
             result = self.pump.set_rate(rate_nl_per_h)
-        except (UncertainDeliveryError, CommunicationError):
+        except CapabilityError:
+            raise  # nothing was sent: the caller keeps the old rate
+        except HalError as exc:
+            # Lost reply or an error answer: never assume it applied; reconcile by reading.
+            self.hal_errors.append((exc, True))
             return None, True
         return result, result.outcome is Outcome.UNCERTAIN
 
@@ -123,12 +196,16 @@ class RateProgrammer:
         """The read-back rate equals the request within the pump's declared representation tolerance."""
         if result is None or not result.applied or result.value is None:
             return False
-        tolerance_ppm = self.pump.capabilities().rate_tolerance_ppm
+        try:
+            tolerance_ppm = self.pump.capabilities().rate_tolerance_ppm
+        except HalError as exc:
+            self.hal_errors.append((exc, False))
+            tolerance_ppm = 0  # the declared tolerance is unknown: only an exact read-back verifies
         return abs(result.value - rate_nl_per_h) * 1_000_000 <= rate_nl_per_h * tolerance_ppm
 
     def _ensure_running(self) -> tuple[bool, PumpStatus | None, bool]:
         """Start the pump if it is not infusing. Returns (running, status, uncertain)."""
-        status = read_status(self.pump)
+        status = self.read_status()
         if status is None:
             return False, None, True
         if status.alarm is not None:
@@ -137,10 +214,11 @@ class RateProgrammer:
             return True, status, False
         try:
             result = self.pump.start()
-        except (UncertainDeliveryError, CommunicationError):
+        except HalError as exc:
+            self.hal_errors.append((exc, True))
             result = None
         uncertain = result is None or result.outcome is Outcome.UNCERTAIN
-        status = read_status(self.pump)
+        status = self.read_status()
         running = status is not None and status.state is PumpState.INFUSING
         return running, status, uncertain
 
@@ -161,8 +239,8 @@ class RateProgrammer:
         dispensed = None
         if uncertain:
             # Reconcile first: what state is the pump in, and what has it delivered?
-            status = read_status(self.pump)
-            dispensed = read_dispensed(self.pump)
+            status = self.read_status()
+            dispensed = self.read_dispensed()
             if status is None or dispensed is None:
                 return ProgramOutcome(ProgramResult.UNKNOWN, None, status, dispensed, True,
                                       "reply lost and the pump cannot be read")
@@ -172,15 +250,13 @@ class RateProgrammer:
             # An absolute rate is idempotent: sending it once more after reconciling cannot double anything.
             result, again = self._send_rate(rate_nl_per_h)
             if again:
-                return ProgramOutcome(ProgramResult.UNKNOWN, None, read_status(self.pump), dispensed, True,
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), dispensed, True,
                                       "reply lost twice; rate unknown")
         assert result is not None
         if result.outcome is Outcome.NOT_APPLIED and result.status is not None and result.status.alarm is not None:
             return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, previous_nl_per_h, result.status, dispensed,
                                   uncertain, result.detail or f"pump alarm {result.status.alarm.value}")
-        pending = getattr(self.pump, "pending_alarms", None)
-        if callable(pending):
-            self.seen_alarms.extend(event.alarm for event in pending())
+        self._collect_pending()
         if self.seen_alarms:
             # An alarm was latched (and acknowledged by our exchange): never start the pump over it.
             return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, result.value if result.applied else previous_nl_per_h,
@@ -203,13 +279,13 @@ class RateProgrammer:
     def _restore(self, previous_nl_per_h: int | None, detail: str, uncertain: bool,
                  dispensed: DispensedVolume | None) -> ProgramOutcome:
         if previous_nl_per_h is None:
-            return ProgramOutcome(ProgramResult.KEPT_OLD, None, read_status(self.pump), dispensed, uncertain, detail)
+            return ProgramOutcome(ProgramResult.KEPT_OLD, None, self.read_status(), dispensed, uncertain, detail)
         try:
             result, lost = self._send_rate(previous_nl_per_h)
         except CapabilityError:
             result, lost = None, False
         if lost or not self._verified(result, previous_nl_per_h):
-            return ProgramOutcome(ProgramResult.UNKNOWN, None, read_status(self.pump), dispensed, True,
+            return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), dispensed, True,
                                   f"{detail}; restoring {previous_nl_per_h} nL/h could not be verified")
         return ProgramOutcome(ProgramResult.KEPT_OLD, result.value, result.status, dispensed, uncertain,
                               f"{detail}; previous rate restored and verified")
@@ -221,8 +297,9 @@ class RateProgrammer:
         """
         try:
             self.pump.stop()
-        except HalError:
-            pass
-        status = read_status(self.pump)
+        except HalError as exc:
+            self.hal_errors.append((exc, True))
+        status = self.read_status()
         stopped = status is not None and not status.state.delivering
         return stopped, status
+

@@ -50,7 +50,7 @@ from typing import Any, Callable
 from controller import reservoir as reservoir_math
 from controller.alarms import AlarmCode, AlarmManager
 from controller.checkpoint import BolusRecord, CheckpointStore
-from controller.delivery import ProgramOutcome, ProgramResult, RateProgrammer, read_dispensed, read_status
+from controller.delivery import ProgramOutcome, ProgramResult, RateProgrammer, fault_for_hal_error, is_link_error
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
 from controller.journal import JournalError
@@ -372,7 +372,12 @@ class ControlLoop:
             if wake > t_ms:
                 break
             self._sleep_until(wake)
-            self._handle_due()
+            try:
+                self._handle_due()
+            except HalError as exc:
+                # The last line of defence: no HAL error stops the loop; it becomes its fault.
+                self.programmer.hal_errors.append((exc, False))
+                self._drain_hal_errors()
         self._sleep_until(t_ms)
 
     def _handle_due(self) -> None:
@@ -521,9 +526,10 @@ class ControlLoop:
         status = None
         try:
             status = self.pump.heartbeat()
-        except HalError:
-            status = read_status(self.pump)
-        dispensed = read_dispensed(self.pump) if status is not None else None
+        except HalError as exc:
+            self.programmer.hal_errors.append((exc, False))
+            status = self.programmer.read_status()
+        dispensed = self.programmer.read_dispensed() if status is not None else None
         delta_nl, tip_pg = 0, 0
         if status is None or dispensed is None:
             self._comms_lost(now)
@@ -560,6 +566,7 @@ class ControlLoop:
         self._interval_expected_nl = 0
         self._interval_delta_nl = 0
         self._interval_tip_pg = 0
+        self._drain_hal_errors()
         if now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint()
         for observer in self.observers:
@@ -576,9 +583,11 @@ class ControlLoop:
         """Zero the pump's counter (its display resolution coarsens as it grows) and re-read the baseline."""
         try:
             self.pump.clear_dispensed()
-        except HalError:
+        except HalError as exc:
+            self.programmer.hal_errors.append((exc, False))
+            self._drain_hal_errors()
             return
-        dispensed = read_dispensed(self.pump)
+        dispensed = self.programmer.read_dispensed()
         # Just cleared: the counter starts from zero even if the confirming read failed.
         self._last_counter_nl = dispensed.infused_nl if dispensed is not None else 0
         self._emit("counter_cleared", baseline_nl=self._last_counter_nl)
@@ -730,8 +739,27 @@ class ControlLoop:
     def _acknowledge_pump(self) -> None:
         try:
             self.pump.acknowledge_alarm()
-        except HalError:
-            pass
+        except HalError as exc:
+            self.programmer.hal_errors.append((exc, False))
+            self._drain_hal_errors()
+
+    def _drain_hal_errors(self) -> None:
+        """Map the HAL errors caught since last asked to their faults (fail operational, never crash).
+
+        Link errors (lost or garbled replies, a port that will not open) are already handled:
+        an unreadable pump by the comms-degraded / comms-timeout logic of the poll, an uncertain
+        command through its :class:`~controller.delivery.ProgramOutcome`. Every other HAL error
+        takes the reaction of :func:`controller.delivery.fault_for_hal_error` with its alarm.
+        """
+        errors, self.programmer.hal_errors = self.programmer.hal_errors, []
+        seen: set[FaultCode] = set()
+        for error, delivery_command in errors:
+            if is_link_error(error):
+                continue
+            fault = fault_for_hal_error(error, delivery_command=delivery_command)
+            if fault not in seen:
+                seen.add(fault)
+                self._fault(fault, f"{type(error).__name__}: {error}")
 
     def _stop_for_fault(self, fault: FaultCode, detail: str) -> None:
         if self.bolus is not None:
@@ -800,6 +828,7 @@ class ControlLoop:
         return outcome
 
     def _after_program(self, outcome: ProgramOutcome, reason: str) -> None:
+        self._drain_hal_errors()
         self._emit("program", result=outcome.result.value, rate_nl_per_h=outcome.rate_nl_per_h,
                    uncertain=outcome.uncertain, detail=f"{reason}: {outcome.detail}")
         if outcome.uncertain:
@@ -840,7 +869,7 @@ class ControlLoop:
         self.fill_utc = self.clock.utc_now()
         self.dispensed_since_fill_nl = 0
         self._catheter.fill(self.config.dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
-        dispensed = read_dispensed(self.pump)
+        dispensed = self.programmer.read_dispensed()
         self._last_counter_nl = dispensed.infused_nl if dispensed is not None else None
         now = self.now_ms()
         self._accrual_ms = now
@@ -972,7 +1001,7 @@ class ControlLoop:
         if run is None:
             return
         now = self.now_ms()
-        dispensed = read_dispensed(self.pump)
+        dispensed = self.programmer.read_dispensed()
         if dispensed is not None:
             self._reconcile(dispensed.infused_nl)
         self.bolus = None
@@ -1149,6 +1178,7 @@ class ControlLoop:
         """
         command_id, _ = self._journal_begin("stop", {"cause": cause})
         stopped, status = self.programmer.stop()
+        self._drain_hal_errors()
         if command_id is not None:
             self._journal_outcome_detail(
                 command_id, "applied" if stopped else ("uncertain" if status is None else "not_applied"),
@@ -1275,8 +1305,8 @@ class ControlLoop:
         self.committed_rate_nl_per_h = self.basal_rate_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
         found: dict[str, Any] = {"resumed": True, "mode": self.mode.value, "closed_boluses": []}
-        status = read_status(self.pump)
-        dispensed = read_dispensed(self.pump) if status is not None else None
+        status = self.programmer.read_status()
+        dispensed = self.programmer.read_dispensed() if status is not None else None
         open_boluses = [b for b in self.store.boluses() if b.status != "finished"]
         for record in open_boluses:
             # It may have started: count it for lockouts and the daily count, conservatively.
@@ -1316,6 +1346,7 @@ class ControlLoop:
                 # A rate command of the previous instance left unresolved means the rate is unknown too.
                 # The pump may still hold a bolus rate, or stopped: reprogram the committed programme.
                 self._reprogram_current("resume after restart")
+        self._drain_hal_errors()
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
                    closed_boluses=len(found["closed_boluses"]))
         self.checkpoint()
