@@ -16,10 +16,11 @@ Safe mode, both directions::
 LEN and the CRC bytes may themselves be STX, ETX or CR, so Safe packets are
 framed by the length byte and never by scanning for ETX.
 
-The deframers are I/O-free: feed them bytes (with the time they arrived, for
-the 0.5 s inter-byte rule) and they return complete frames and framing errors.
-A framing error is data; what to do about it (``?COM``, resync, count) is the
-caller's decision.
+:class:`ReplyDeframer` (the host side) is I/O-free: feed it bytes and it returns
+complete frames and framing errors. A framing error is data; what to do about
+it (resync, count, raise) is the caller's decision. The pump side's packet
+splitter follows the pump's mode and lives with the pump's firmware emulation
+(:mod:`sim.newera.deframer`).
 """
 
 from __future__ import annotations
@@ -102,88 +103,6 @@ def encode_request(data: bytes, *, safe: bool) -> bytes:
 def encode_reply(data: bytes, *, safe: bool) -> bytes:
     """Frame a pump-to-host packet in the given mode."""
     return encode_safe(data) if safe else encode_basic_reply(data)
-
-
-class _SafeAssembler:
-    """Collects one Safe packet after its STX, framed by its length byte."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray((STX,))
-        self.length: int | None = None
-
-    def push(self, byte: int) -> Frame | FrameError | None:
-        self.buf.append(byte)
-        if self.length is None:
-            self.length = byte
-            if byte < SAFE_OVERHEAD:
-                return FrameError("length", bytes(self.buf))
-            return None
-        if len(self.buf) < self.length + 1:
-            return None
-        raw = bytes(self.buf)
-        if raw[-1] != ETX:
-            return FrameError("no_etx", raw)
-        data = raw[2:-3]
-        if crc16_xmodem(data) != (raw[-3] << 8 | raw[-2]):
-            return FrameError("crc", raw)
-        return Frame(FrameKind.SAFE, data)
-
-
-class RequestDeframer:
-    """Pump side: splits the host's byte stream into Basic and Safe packets.
-
-    A packet that starts with STX is a Safe packet whatever mode the pump is
-    in; the firmware decides whether to accept it. Anything else is a Basic
-    packet ending at CR. The 0.5 s inter-byte rule discards a partial Safe
-    packet whose next byte comes too late.
-    """
-
-    def __init__(self) -> None:
-        self._basic = bytearray()
-        self._safe: _SafeAssembler | None = None
-        self._last_byte_s: float | None = None
-
-    def feed(self, data: bytes, now_s: float) -> list[Frame | FrameError]:
-        """Consume ``data`` that arrived at ``now_s`` (seconds, monotonic)."""
-        out: list[Frame | FrameError] = []
-        if (
-            self._safe is not None
-            and self._last_byte_s is not None
-            and data
-            and now_s - self._last_byte_s > SAFE_INTER_BYTE_TIMEOUT_S
-        ):
-            out.append(FrameError("inter_byte_timeout", bytes(self._safe.buf)))
-            self._safe = None
-        for byte in data:
-            if self._safe is not None:
-                result = self._safe.push(byte)
-                if result is not None:
-                    out.append(result)
-                    self._safe = None
-                continue
-            if byte == STX and not self._basic:
-                self._safe = _SafeAssembler()
-            elif byte == CR:
-                out.append(Frame(FrameKind.BASIC, bytes(self._basic)))
-                self._basic.clear()
-            else:
-                self._basic.append(byte)
-                if len(self._basic) > MAX_BASIC_PACKET:
-                    out.append(FrameError("overflow", bytes(self._basic)))
-                    self._basic.clear()
-        if data:
-            self._last_byte_s = now_s
-        return out
-
-    @property
-    def pending(self) -> bool:
-        """True while a partial packet is held."""
-        return bool(self._basic) or self._safe is not None
-
-    def reset(self) -> None:
-        """Drop any partial packet."""
-        self._basic.clear()
-        self._safe = None
 
 
 class ReplyDeframer:

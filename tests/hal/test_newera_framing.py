@@ -1,4 +1,4 @@
-"""New Era framing: golden vectors from the manual, and properties of both deframers."""
+"""New Era framing: golden vectors from the manual, and properties of the host-side deframer."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from hal.newera.framing import (
     FrameError,
     FrameKind,
     ReplyDeframer,
-    RequestDeframer,
     crc16_xmodem,
     encode_basic_reply,
     encode_basic_request,
     encode_safe,
 )
+from sim.newera.deframer import PumpDeframer
 
 GOLDEN_SAFE = [
     (b"SAF0", "02 08 53 41 46 30 55 43 03"),
@@ -52,39 +52,8 @@ def test_safe_packet_whose_crc_holds_etx_or_cr_is_framed_by_length() -> None:
         d for d in (f"0RAT{n}UH".encode() for n in range(1000))
         if {ETX, CR} & set(encode_safe(d)[-3:-1])
     )
-    assert RequestDeframer().feed(encode_safe(data), 0.0) == [Frame(FrameKind.SAFE, data)]
+    assert PumpDeframer().feed(encode_safe(data), 0.0, safe_mode=False) == [Frame(FrameKind.SAFE, data)]
     assert ReplyDeframer(safe=True).feed(encode_safe(data)) == [Frame(FrameKind.SAFE, data)]
-
-
-def test_request_deframer_accepts_safe_frame_in_basic_stream() -> None:
-    stream = b"0RAT5MH\r" + encode_safe(b"SAF0") + b"0VER\r"
-    assert RequestDeframer().feed(stream, 0.0) == [
-        Frame(FrameKind.BASIC, b"0RAT5MH"),
-        Frame(FrameKind.SAFE, b"SAF0"),
-        Frame(FrameKind.BASIC, b"0VER"),
-    ]
-
-
-def test_request_deframer_discards_safe_packet_after_inter_byte_gap() -> None:
-    packet = encode_safe(b"0VER")
-    deframer = RequestDeframer()
-    assert deframer.feed(packet[:3], 10.0) == []
-    out = deframer.feed(packet[3:], 10.6)
-    assert isinstance(out[0], FrameError) and out[0].reason == "inter_byte_timeout"
-
-
-def test_request_deframer_keeps_safe_packet_with_gap_under_limit() -> None:
-    packet = encode_safe(b"0VER")
-    deframer = RequestDeframer()
-    deframer.feed(packet[:3], 10.0)
-    assert deframer.feed(packet[3:], 10.4) == [Frame(FrameKind.SAFE, b"0VER")]
-
-
-def test_request_deframer_reports_bad_crc() -> None:
-    packet = bytearray(encode_safe(b"0VER"))
-    packet[-2] ^= 0xFF
-    (err,) = RequestDeframer().feed(bytes(packet), 0.0)
-    assert isinstance(err, FrameError) and err.reason == "crc"
 
 
 def test_reply_deframer_basic_resyncs_on_last_stx() -> None:
@@ -109,11 +78,6 @@ def test_safe_round_trip_through_reply_deframer(data: bytes) -> None:
     assert ReplyDeframer(safe=True).feed(encode_safe(data)) == [Frame(FrameKind.SAFE, data)]
 
 
-@given(safe_data)
-def test_safe_round_trip_through_request_deframer(data: bytes) -> None:
-    assert RequestDeframer().feed(encode_safe(data), 0.0) == [Frame(FrameKind.SAFE, data)]
-
-
 @given(st.lists(safe_data, max_size=5), st.data())
 def test_safe_stream_split_anywhere_gives_same_frames(payloads: list[bytes], data: st.DataObject) -> None:
     stream = b"".join(encode_safe(p) for p in payloads)
@@ -133,7 +97,3 @@ def test_reply_deframers_never_crash_and_only_emit_valid_frames(noise: bytes) ->
                 assert noise.find(encode_safe(item.data)) >= 0
 
 
-@given(st.binary(max_size=300))
-def test_request_deframer_never_crashes(noise: bytes) -> None:
-    for item in RequestDeframer().feed(noise, 0.0):
-        assert isinstance(item, Frame | FrameError)
