@@ -10,7 +10,7 @@ import pytest
 from hypothesis import strategies as st
 
 from cython_ext import kernel as selected
-from cython_ext.units import MS_PER_DAY, MS_PER_H
+from cython_ext.units import MS_PER_DAY
 
 COMPILED = selected.load("compiled")
 TWIN = selected.load("python")
