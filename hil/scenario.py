@@ -261,6 +261,13 @@ class TherapySettings:
     :ivar bolus_lockout_ms: minimum time between bolus starts, ms.
     :ivar max_boluses_per_day: most clinician and patient boluses in any 24 h.
     :ivar patient_bolus_enabled: whether patient-activated boluses are prescribed.
+    :ivar bolus_enabled: whether boluses are prescribed at all.
+    :ivar titration_cap_pct: largest titration increase per 24 h, % (None: the origin's cap).
+    :ivar min_titration_interval_ms: minimum time between titration steps, ms.
+    :ivar decrease_confirm_pct: a decrease larger than this needs confirmation, %.
+
+    With a prescription file, everything here except the refill and drift tolerances, the
+    unconfirmed-delivery time and the restart-at-titration-dose time comes from the prescription.
     """
 
     max_dose_ug_per_day: int = 1000
@@ -277,6 +284,10 @@ class TherapySettings:
     bolus_lockout_ms: int = 4 * MS_PER_H
     max_boluses_per_day: int = 4
     patient_bolus_enabled: bool = True
+    bolus_enabled: bool = True
+    titration_cap_pct: int | None = None
+    min_titration_interval_ms: int = 24 * MS_PER_H
+    decrease_confirm_pct: int = 20
 
 
 def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
@@ -324,6 +335,10 @@ class Scenario:
     actions: tuple[Action, ...]
     expectations: tuple[Expectation, ...]
     source: str = "<built-in>"
+    #: The prescription (:class:`controller.prescription.Prescription`) the therapy follows, or None.
+    prescription: Any = None
+    #: Where it was loaded from ("" without one).
+    prescription_source: str = ""
 
     def with_duration(self, duration_ms: int) -> Scenario:
         """The same scenario run for ``duration_ms`` (actions after the end are dropped)."""
@@ -337,7 +352,8 @@ class Scenario:
             seed=self.settings.seed,
         )
         actions = tuple(a for a in self.actions if a.at_ms <= duration_ms)
-        return Scenario(settings, self.patient, self.pump, self.therapy, actions, self.expectations, self.source)
+        return Scenario(settings, self.patient, self.pump, self.therapy, actions, self.expectations, self.source,
+                        self.prescription, self.prescription_source)
 
 
 # Readers of each action's parameters: key -> (reader, default). A default of ... means required.
@@ -409,8 +425,8 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "effect_h": (lambda p, v: _decimal(p, v, minimum=Decimal(0), maximum=Decimal(48)), Decimal(0)),
     },
     "implant": {
-        "concentration_ug_per_ml": (_r_conc, ...),
-        "fill_ml": (_r_ml_to_nl, ...),
+        "concentration_ug_per_ml": (_r_conc, None),  # required without a prescription; absent with one
+        "fill_ml": (_r_ml_to_nl, None),
         "dose_ug_per_day": (lambda p, v: _int(p, v, minimum=1, maximum=100_000), None),
         "prime": (_r_bool, True),
     },
@@ -429,8 +445,8 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "duration_min": (_r_min_to_ms, 10 * MS_PER_MIN),
     },
     "configure_patient_bolus": {
-        "dose_ug": (_r_dose_ug, ...),
-        "duration_min": (_r_min_to_ms, 10 * MS_PER_MIN),
+        "dose_ug": (_r_dose_ug, None),  # required without a prescription; absent with one
+        "duration_min": (_r_min_to_ms, None),  # default 10 min without a prescription
     },
     "patient_bolus": {},
     "refill": {
@@ -501,11 +517,97 @@ def _fault_specs(path: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
+#: Folder of the prescriptions shipped with itb-fil (searched after the scenario's own folder).
+PRESCRIPTION_DIR = Path(__file__).with_name("prescriptions")
+
+#: Scenario keys a prescription sets: giving one as well is giving the same thing twice.
+PRESCRIBED_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "patient": ("origin",),
+    "pump": ("reservoir_ml",),
+    "therapy": ("max_dose_ug_per_day", "minimum_rate_ml_per_day", "low_reservoir_ml", "low_reservoir_days",
+                "empty_reservoir_ml", "dead_volume_ml", "max_bolus_ug", "bolus_lockout_h", "max_boluses_per_day",
+                "patient_bolus_enabled"),
+    "implant": ("concentration_ug_per_ml", "fill_ml", "dose_ug_per_day"),
+    "configure_patient_bolus": ("dose_ug", "duration_min"),
+})
+
+
+def resolve_prescription(name: str, base_dir: Path | None) -> Path:
+    """Find a scenario's prescription file: relative to the scenario's folder, then :data:`PRESCRIPTION_DIR`.
+
+    :raises ConfigError: if neither holds it.
+    """
+    candidates = [(base_dir or Path.cwd()) / name, PRESCRIPTION_DIR / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in PRESCRIPTION_DIR.glob("*.toml")))
+    raise ConfigError("scenario.prescription", name,
+                      f"a file beside the scenario or a shipped prescription ({shipped})")
+
+
+def _whole(path: str, value_n: int, per: int, unit: str) -> int:
+    """``value_n / per`` as an exact integer (the scenario's settings are in whole ``unit``)."""
+    if value_n % per:
+        raise ConfigError(path, value_n, f"a whole number of {unit} (no rounding is done)")
+    return value_n // per
+
+
+def _prescribed_therapy(rx: Any, kept: Mapping[str, Any]) -> TherapySettings:
+    """The therapy settings a prescription gives, plus the ``kept`` ones it cannot express.
+
+    The bolus fields mirror :meth:`controller.prescription.Prescription.kernel_caps_kwargs`
+    (one size, lockout and count for both kinds: the larger size, the longer lockout, the
+    smaller count), which is what the runner gives the kernel.
+    """
+    from cython_ext import units
+
+    conc = rx.drug.concentration_ug_per_ml
+    if rx.programme.mode.value != "simple":
+        raise ConfigError("prescription.programme.mode", rx.programme.mode.value,
+                          "simple in a scenario (flex steps are a timed \"flex\" action)")
+    enabled = [b for b in (rx.clinician_bolus, rx.patient_bolus) if b.enabled]
+    sizes = [rx.clinician_bolus.max_dose_ng if rx.clinician_bolus.enabled else 0,
+             rx.patient_bolus.dose_ng if rx.patient_bolus.enabled else 0]
+    minimum_rate = units.rate_nl_per_h_for_dose(rx.titration.minimum_rate_ng_per_day, conc)
+    if units.dose_ng_per_day_for_rate(minimum_rate, conc) != rx.titration.minimum_rate_ng_per_day:
+        raise ConfigError("prescription.titration.minimum_rate_ug_per_day",
+                          rx.titration.minimum_rate_ng_per_day / 1000,
+                          f"a whole number of nL/h at {conc} ug/mL")
+    return TherapySettings(
+        max_dose_ug_per_day=_whole("prescription.titration.max_dose_ug_per_day", rx.titration.max_dose_ng_per_day,
+                                   1000, "ug/day"),
+        minimum_rate_nl_per_h=minimum_rate,
+        low_reservoir_nl=rx.pump.low_reservoir_alarm_nl,
+        low_reservoir_days=rx.pump.low_reservoir_alarm_days,
+        empty_reservoir_nl=rx.pump.empty_threshold_nl,
+        dead_volume_nl=rx.pump.dead_volume_nl,
+        max_bolus_ug=_whole("prescription bolus size", max(sizes), 1000, "ug") if enabled else 1,
+        bolus_lockout_ms=max((b.lockout_ms for b in enabled), default=4 * MS_PER_H),
+        max_boluses_per_day=min((b.max_per_day for b in enabled), default=0),
+        patient_bolus_enabled=rx.patient_bolus.enabled,
+        bolus_enabled=rx.clinician_bolus.enabled,
+        titration_cap_pct=rx.titration.max_increase_pct,
+        min_titration_interval_ms=rx.titration.min_interval_ms,
+        decrease_confirm_pct=rx.titration.decrease_confirm_pct,
+        **kept,
+    )
+
+
+def _reject_twice(table: str, fields: _Fields, rx_source: str) -> None:
+    for key in PRESCRIBED_KEYS[table]:
+        if fields.has(key):
+            raise ConfigError(fields.name(key), fields.take(key),
+                              f"absent: the prescription {rx_source} sets it (give it once)")
+
+
+def parse_scenario(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Scenario:
     """Parse and validate scenario TOML text.
 
     :param text: the TOML document.
     :param source: where it came from (for messages and the report).
+    :param base_dir: the scenario's folder, where ``[scenario] prescription`` is looked for first
+        (default: the current directory), then :data:`PRESCRIPTION_DIR`.
     :raises ConfigError: on any schema violation; nothing is partially accepted.
     """
     try:
@@ -526,20 +628,34 @@ def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
     )
     if not isinstance(settings.description, str):
         raise ConfigError("scenario.description", settings.description, "a string")
-    s.done(("name", "description", "duration_days", "poll_interval_min", "seed"))
+    rx = None
+    rx_source = ""
+    if s.has("prescription"):
+        from controller.prescription import load_prescription
+
+        rx_path = resolve_prescription(_str(s.name("prescription"), s.take("prescription")), base_dir)
+        rx = load_prescription(rx_path)
+        rx_source = str(rx_path)
+    s.done(("name", "description", "duration_days", "poll_interval_min", "seed", "prescription"))
 
     p = _Fields("patient", top.take("patient", {}))
+    if rx is not None:
+        _reject_twice("patient", p, rx_source)
     patient = PatientSettings(
-        origin=_str(p.name("origin"), p.take("origin", "spinal"), choices=ORIGINS),
+        origin=rx.patient.origin.value if rx is not None else
+        _str(p.name("origin"), p.take("origin", "spinal"), choices=ORIGINS),
         variability_cv=_decimal(p.name("variability_cv"), p.take("variability_cv", 0),
                                 minimum=Decimal(0), maximum=Decimal(1)),
     )
     p.done(("origin", "variability_cv"))
 
     u = _Fields("pump", top.take("pump", {}))
+    if rx is not None:
+        _reject_twice("pump", u, rx_source)
     pump = PumpSettings(
-        reservoir_capacity_nl=_scaled(u.name("reservoir_ml"), u.take("reservoir_ml", 20), 1_000_000,
-                                      minimum=Decimal(0), strict_min=True, maximum=Decimal(60)),
+        reservoir_capacity_nl=rx.pump.pump_model.capacity_nl if rx is not None else
+        _scaled(u.name("reservoir_ml"), u.take("reservoir_ml", 20), 1_000_000,
+                minimum=Decimal(0), strict_min=True, maximum=Decimal(60)),
         syringe_diameter_mm=_decimal(u.name("syringe_diameter_mm"), u.take("syringe_diameter_mm", "4.699"),
                                      minimum=Decimal("0.1"), maximum=Decimal(50)),
         bias_pct=_decimal(u.name("bias_pct"), u.take("bias_pct", 0), minimum=Decimal(-50), maximum=Decimal(50)),
@@ -549,6 +665,8 @@ def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
     u.done(("reservoir_ml", "syringe_diameter_mm", "bias_pct", "noise_pct", "faults"))
 
     t = _Fields("therapy", top.take("therapy", {}))
+    if rx is not None:
+        _reject_twice("therapy", t, rx_source)
     therapy = TherapySettings(
         max_dose_ug_per_day=_int(t.name("max_dose_ug_per_day"), t.take("max_dose_ug_per_day", 1000),
                                  minimum=1, maximum=2003),
@@ -572,6 +690,10 @@ def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
             "empty_reservoir_ml", "dead_volume_ml", "refill_tolerance_pct", "drift_tolerance_pct",
             "unconfirmed_alarm_h", "restart_titration_after_h", "max_bolus_ug", "bolus_lockout_h",
             "max_boluses_per_day", "patient_bolus_enabled"))
+    if rx is not None:
+        kept = {k: getattr(therapy, k) for k in ("refill_tolerance_pct", "drift_tolerance_pct",
+                                                 "unconfirmed_alarm_ms", "restart_titration_after_ms")}
+        therapy = _prescribed_therapy(rx, kept)
     if therapy.empty_reservoir_nl >= therapy.low_reservoir_nl:
         raise ConfigError("therapy.empty_reservoir_ml", therapy.empty_reservoir_nl / 1e6,
                           f"below therapy.low_reservoir_ml ({therapy.low_reservoir_nl / 1e6})")
@@ -593,8 +715,22 @@ def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
             if label in labels:
                 raise ConfigError(a.name("label"), label, "unique among actions")
             labels.add(label)
+        if rx is not None and do in PRESCRIBED_KEYS:
+            _reject_twice(do, a, rx_source)
         params = _read_params(path, a, ACTION_FIELDS[do])
         a.done(("at", "do", "label", *ACTION_FIELDS[do]))
+        if rx is None and do == "implant":
+            for key in ("concentration_ug_per_ml", "fill_ml"):
+                if params[key] is None:
+                    raise ConfigError(a.name(key), None, "present (required field without a prescription)")
+        if do == "configure_patient_bolus":
+            if rx is None and params["dose_ug"] is None:
+                raise ConfigError(a.name("dose_ug"), None, "present (required field without a prescription)")
+            if rx is None and params["duration_min"] is None:
+                params["duration_min"] = 10 * MS_PER_MIN
+            if rx is not None and not rx.patient_bolus.enabled:
+                raise ConfigError(a.name("do"), do, f"an action the prescription {rx_source} allows "
+                                  "(its patient bolus is not enabled)")
         if do == "titrate" and (params["dose_ug_per_day"] is None) == (params["change_pct"] is None):
             raise ConfigError(f"{path}.dose_ug_per_day", params["dose_ug_per_day"],
                               "given, or change_pct given, but not both")
@@ -620,7 +756,7 @@ def parse_scenario(text: str, *, source: str = "<string>") -> Scenario:
         expectations.append(Expectation(check=check, params=_frozen(params)))
 
     top.done(("scenario", "patient", "pump", "therapy", "action", "expect"))
-    return Scenario(settings, patient, pump, therapy, tuple(actions), tuple(expectations), source)
+    return Scenario(settings, patient, pump, therapy, tuple(actions), tuple(expectations), source, rx, rx_source)
 
 
 #: Folder of the scenarios shipped with itb-fil.
@@ -643,7 +779,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         else:
             names = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
             raise ConfigError("scenario", str(name_or_path), f"an existing file or a shipped scenario ({names})")
-    return parse_scenario(path.read_text(encoding="utf-8"), source=str(path))
+    return parse_scenario(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)
 
 
 def shipped_scenarios() -> list[str]:
@@ -754,6 +890,10 @@ class ScenarioRunner:
         from controller.gate import KernelGate
 
         t = self.scenario.therapy
+        if self.scenario.prescription is not None:
+            # The prescription is the single source of the caps.
+            return KernelGate(concentration, self.scenario.prescription.kernel_caps_kwargs(),
+                              min_rate_nl_per_h=envelope.min_rate_nl_per_h, max_rate_nl_per_h=envelope.max_rate_nl_per_h)
         caps = dict(
             max_dose_ng_per_day=t.max_dose_ug_per_day * 1000,
             origin=self.scenario.patient.origin,
@@ -885,8 +1025,13 @@ class ScenarioRunner:
                 self.patient.advance_to(max(self.patient.time_s, self._rel_ms() / 1000))
                 self.patient.bolus(p["dose_ug"] * 1000)
         elif do == "implant":
-            dose = None if p["dose_ug_per_day"] is None else p["dose_ug_per_day"] * 1000
-            th.implant(p["concentration_ug_per_ml"], p["fill_ml"], dose_ng_per_day=dose, prime=p["prime"])
+            rx = self.scenario.prescription
+            if rx is not None:
+                th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
+                           dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=p["prime"])
+            else:
+                dose = None if p["dose_ug_per_day"] is None else p["dose_ug_per_day"] * 1000
+                th.implant(p["concentration_ug_per_ml"], p["fill_ml"], dose_ng_per_day=dose, prime=p["prime"])
         elif do == "titrate":
             if p["dose_ug_per_day"] is not None:
                 target = p["dose_ug_per_day"] * 1000
@@ -899,7 +1044,11 @@ class ScenarioRunner:
         elif do == "clinician_bolus":
             th.clinician_bolus(p["dose_ug"] * 1000, p["duration_min"])
         elif do == "configure_patient_bolus":
-            th.configure_patient_bolus(p["dose_ug"] * 1000, p["duration_min"])
+            rx = self.scenario.prescription
+            if rx is not None:
+                th.configure_patient_bolus(rx.patient_bolus.dose_ng, rx.patient_bolus.duration_ms)
+            else:
+                th.configure_patient_bolus(p["dose_ug"] * 1000, p["duration_min"])
         elif do == "patient_bolus":
             th.patient_bolus_request()
         elif do == "refill":
@@ -981,7 +1130,10 @@ class ScenarioRunner:
         params = PatientParameters.sampled(sc.settings.seed, variability_cv=float(sc.patient.variability_cv))
         self.patient = Patient(params)
         implant = next((a for a in sc.actions if a.do == "implant"), None)
-        self._concentration = implant.params["concentration_ug_per_ml"] if implant else 500
+        if sc.prescription is not None:
+            self._concentration = sc.prescription.concentration_ug_per_ml
+        else:
+            self._concentration = implant.params["concentration_ug_per_ml"] if implant else 500
         self.clock = self._clock()
         record.started_utc = self.clock.utc_now().astimezone(timezone.utc).isoformat()
         wall0 = time.perf_counter()

@@ -1,0 +1,144 @@
+"""Scenarios that name a prescription file: the prescription is the single source of the therapy settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.prescription import load_prescription
+from hal.errors import ConfigError
+from hil.scenario import (
+    MS_PER_H,
+    PRESCRIPTION_DIR,
+    RunOptions,
+    ScenarioRunner,
+    load_scenario,
+    parse_scenario,
+)
+
+HEAD = """
+[scenario]
+name = "rx"
+duration_days = 3
+prescription = "{rx}"
+"""
+
+IMPLANT = """
+[[action]]
+at = "0d 09:00"
+do = "implant"
+label = "implant"
+prime = false
+"""
+
+
+def scenario_text(rx: str = "spinal_simple_500.toml", *extra: str) -> str:
+    return HEAD.format(rx=rx) + "\n".join(extra) + "\n"
+
+
+def test_default_scenario_takes_its_therapy_from_its_prescription() -> None:
+    sc = load_scenario("default")
+    rx = load_prescription(PRESCRIPTION_DIR / "spinal_screened_150_500.toml")
+    assert sc.prescription == rx
+    assert sc.patient.origin == "spinal"
+    assert sc.pump.reservoir_capacity_nl == 20_000_000
+    t = sc.therapy
+    assert (t.max_dose_ug_per_day, t.minimum_rate_nl_per_h, t.max_bolus_ug, t.bolus_lockout_ms,
+            t.max_boluses_per_day, t.dead_volume_nl) == (1000, 2000, 50, 4 * MS_PER_H, 4, 250_000)
+    assert t.refill_tolerance_pct == 20  # kept in [therapy]: a prescription cannot express it
+
+
+@pytest.mark.parametrize("extra, field", [
+    ('[patient]\norigin = "spinal"', "patient.origin"),
+    ("[pump]\nreservoir_ml = 20", "pump.reservoir_ml"),
+    ("[therapy]\nmax_dose_ug_per_day = 600", "therapy.max_dose_ug_per_day"),
+    ('[therapy]\nminimum_rate_ml_per_day = "0.048"', "therapy.minimum_rate_ml_per_day"),
+    ("[therapy]\nbolus_lockout_h = 4", "therapy.bolus_lockout_h"),
+    (IMPLANT + "concentration_ug_per_ml = 500", "action[0].concentration_ug_per_ml"),
+    (IMPLANT + "fill_ml = 10", "action[0].fill_ml"),
+    (IMPLANT + "dose_ug_per_day = 400", "action[0].dose_ug_per_day"),
+])
+def test_the_same_setting_given_twice_is_rejected(extra: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(scenario_text("spinal_simple_500.toml", extra))
+    assert info.value.field == field
+    assert "prescription" in str(info.value)
+
+
+def test_what_a_prescription_cannot_express_stays_in_therapy() -> None:
+    sc = parse_scenario(scenario_text("spinal_simple_500.toml", "[therapy]\ndrift_tolerance_pct = 3\n"
+                                                                "unconfirmed_alarm_h = 1"))
+    assert sc.therapy.drift_tolerance_pct == 3 and sc.therapy.unconfirmed_alarm_ms == MS_PER_H
+    assert sc.therapy.max_dose_ug_per_day == 600  # from the prescription
+
+
+def test_prescription_is_found_beside_the_scenario_first(tmp_path: Path) -> None:
+    text = (PRESCRIPTION_DIR / "spinal_simple_500.toml").read_text(encoding="utf-8")
+    (tmp_path / "spinal_simple_500.toml").write_text(text.replace("max_dose_ug_per_day = 600",
+                                                                  "max_dose_ug_per_day = 700"), encoding="utf-8")
+    path = tmp_path / "local.toml"
+    path.write_text(scenario_text("spinal_simple_500.toml"), encoding="utf-8")
+    assert load_scenario(path).therapy.max_dose_ug_per_day == 700
+    (tmp_path / "spinal_simple_500.toml").unlink()
+    assert load_scenario(path).therapy.max_dose_ug_per_day == 600  # then the shipped folder
+
+
+def test_missing_prescription_is_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(scenario_text("no-such-prescription.toml"))
+    assert info.value.field == "scenario.prescription"
+
+
+def test_a_flex_prescription_is_refused_with_a_clear_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(scenario_text("cerebral_flex_1000.toml"))
+    assert info.value.field == "prescription.programme.mode"
+
+
+def test_patient_bolus_configuration_comes_from_the_prescription() -> None:
+    action = '[[action]]\nat = "1d 09:00"\ndo = "configure_patient_bolus"'
+    with pytest.raises(ConfigError) as info:  # spinal_simple_500 prescribes no patient bolus
+        parse_scenario(scenario_text("spinal_simple_500.toml", action))
+    assert info.value.field == "action[0].do"
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(scenario_text("spinal_screened_150_500.toml", action + "\ndose_ug = 25"))
+    assert info.value.field == "action[0].dose_ug"
+    assert parse_scenario(scenario_text("spinal_screened_150_500.toml", action)).actions[0].do == \
+        "configure_patient_bolus"
+
+
+def test_without_a_prescription_the_implant_must_name_drug_and_fill() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario('[scenario]\nname = "m"\n' + IMPLANT)
+    assert info.value.field == "action[0].concentration_ug_per_ml"
+
+
+def test_run_follows_the_prescription_caps() -> None:
+    """spinal_simple_500: 400 ug/day at 500 ug/mL, cap 600 ug/day, clinician boluses at most 2 a day."""
+    text = scenario_text("spinal_simple_500.toml", IMPLANT, """
+[[action]]
+at = "1d 10:00"
+do = "titrate"
+label = "over-cap"
+dose_ug_per_day = 700
+
+[[action]]
+at = "1d 11:00"
+do = "titrate"
+label = "within-cap"
+dose_ug_per_day = 500
+
+[[expect]]
+check = "denied"
+action = "over-cap"
+
+[[expect]]
+check = "allowed"
+action = "within-cap"
+""")
+    record = ScenarioRunner(parse_scenario(text), RunOptions(link="inprocess")).run()
+    assert not record.error, record.error
+    assert record.passed, [(c.name, c.detail) for c in (*record.invariants, *record.expectations) if not c.passed]
+    rates = {s.rate_nl_per_h for s in record.samples}
+    assert {33_330, 41_670} <= rates  # 400 then 500 ug/day at 500 ug/mL (as the pump represents them)
