@@ -12,7 +12,7 @@ representation, so ``0.048`` means exactly 48/1000. Times of actions are
 ``"<days>d <HH>:<MM>"`` after the scenario start (``"2d 09:30"``).
 
 Tables: ``[scenario]`` (name, description, duration_days, poll_interval_min,
-seed), ``[patient]`` (origin, variability_cv), ``[pump]`` (reservoir_ml,
+seed, prescription), ``[patient]`` (origin, variability_cv), ``[pump]`` (reservoir_ml,
 syringe_diameter_mm, bias_pct, noise_pct, faults), ``[therapy]`` (caps and
 thresholds, see :class:`TherapySettings`), then any number of ``[[action]]``
 (``do`` = screening_dose, implant, titrate, flex, clinician_bolus,
@@ -23,6 +23,18 @@ no_overdose, no_severe_withdrawal, ashworth_at_most, boluses_delivered,
 mode_at_end, invariants_hold). The safety invariants are checked on every run
 whether or not a scenario asks. :data:`ACTION_FIELDS` and :data:`EXPECT_FIELDS`
 list every parameter.
+
+**Prescriptions.** ``[scenario] prescription = "spinal_simple_500.toml"`` names a
+prescription file (:mod:`controller.prescription`), looked for beside the scenario,
+then in :data:`PRESCRIPTION_DIR`. It is then the single source of the drug and
+concentration, the patient's origin, the reservoir and pump, the caps, the boluses
+and the titration policy: the kernel gets
+:meth:`~controller.prescription.Prescription.kernel_caps_kwargs`, ``implant`` fills
+the prescribed volume and starts the prescribed dose, and ``configure_patient_bolus``
+activates the prescribed patient bolus. Giving any of these in the scenario too
+(:data:`PRESCRIBED_KEYS`) is rejected; ``[therapy]`` keeps only what a prescription
+cannot express (refill and drift tolerances, unconfirmed-delivery and restart times).
+Only simple programmes are taken; flex steps remain a timed ``flex`` action.
 
 Example::
 
