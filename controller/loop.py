@@ -1016,7 +1016,9 @@ class ControlLoop:
         if self._durably("bolus record", lambda: self.store.finish_bolus(run.bolus_id, now, run.attributed_nl, detail,
                                                                         checkpoint=self._checkpoint_body())):
             self._last_checkpoint_ms = now
-        self._journal_resolve(run.bolus_id, f"delivery reconciled from the pump counter: {detail}")
+        # Nothing counted by a readable counter: the bolus did not run (e.g. ended by a fault at once).
+        self._journal_resolve(run.bolus_id, f"delivery reconciled from the pump counter: {detail}",
+                              "not_applied" if dispensed is not None and run.attributed_nl == 0 else "applied")
         self._emit("bolus_end", kind=run.kind, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
                    volume_nl=run.volume_nl, detail=detail)
 
@@ -1226,18 +1228,25 @@ class ControlLoop:
         if self.journal is not None:
             self._durably("journal command", lambda: self.journal.begin_command(command_id, kind, params))
 
-    def _journal_resolve(self, command_id: str, detail: str) -> None:
+    def _journal_resolve(self, command_id: str, detail: str, outcome: str = "applied") -> None:
         """Resolve a bolus command the journal still holds as pending or uncertain (after a restart)."""
-        if self.journal is None:
-            return
-        record = self.journal.command(command_id)
-        if record is not None and record.unresolved:
-            self._journal_outcome(command_id, "applied", detail)
+        self._journal_outcome(command_id, outcome, detail)
 
     def _journal_outcome(self, command_id: str, outcome: str, detail: str) -> None:
-        if self.journal is not None:
-            self._durably("journal command",
-                          lambda: self.journal.complete_command(command_id, outcome, detail={"detail": detail}))
+        """Record a bolus command's outcome unless it is already resolved.
+
+        A fault reaction inside the bolus's own programming (a stall latched on the way) ends
+        the bolus and resolves its record first; that resolution stands.
+        """
+        if self.journal is None:
+            return
+
+        def write() -> None:
+            record = self.journal.command(command_id)
+            if record is not None and record.unresolved:
+                self.journal.complete_command(command_id, outcome, detail={"detail": detail})
+
+        self._durably("journal command", write)
 
     def _durably(self, what: str, write: Callable[[], None]) -> bool:
         """Run one store write; a storage failure is a fault (alarm, therapy continues), not a crash."""

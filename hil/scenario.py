@@ -643,10 +643,11 @@ def parse_scenario(text: str, *, source: str = "<string>", base_dir: Path | None
     rx = None
     rx_source = ""
     if s.has("prescription"):
-        from controller.prescription import load_prescription
+        from controller.prescription import assess_change, load_prescription
 
         rx_path = resolve_prescription(_str(s.name("prescription"), s.take("prescription")), base_dir)
         rx = load_prescription(rx_path)
+        assess_change(None, rx).require_acceptable()  # soft-limit breaches need their overrides (PRX-02)
         rx_source = str(rx_path)
     s.done(("name", "description", "duration_days", "poll_interval_min", "seed", "prescription"))
 
@@ -1185,6 +1186,14 @@ class ScenarioRunner:
             self.store = CheckpointStore(work / "checkpoint.sqlite")
             stack.callback(self.store.close)
             self._tee = _AlarmTee(self.journal, record, lambda: self._rel_ms())
+            if sc.prescription is not None:
+                from controller.audit import Actor, Role
+                from controller.prescription import assess_change
+
+                # The prescription in effect, with its soft-limit overrides, before any therapy.
+                self.journal.record_prescription(sc.prescription, Actor(sc.prescription.prescriber, Role.PRESCRIBER),
+                                                 assessment=assess_change(None, sc.prescription),
+                                                 reason=f"scenario {sc.settings.name}: {sc.prescription_source}")
             self._build_controller()
             self.t0_ms = self.loop.now_ms()
             try:

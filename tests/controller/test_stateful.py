@@ -7,7 +7,9 @@ through the in-process endpoint, in virtual time. After every step:
 * flow is never zero without an authorised discontinue or a STOP reaction;
 * the ledger matches the pump's own dispensed volume within tolerance;
 * no bolus is delivered twice (unique records, none over its volume);
-* every injected fault produced its alarm once the loop has polled.
+* every injected fault produced its alarm once the loop has polled;
+* every therapy-changing command on the wire (rate, start, stop) had a durable pending
+  journal record when the pump received it, and every record has an outcome after the step.
 
 Some runs also lose the reply to one rate command on the wire (``lost-reply``).
 """
@@ -15,6 +17,8 @@ Some runs also lose the reply to one rate command on the wire (``lost-reply``).
 from __future__ import annotations
 
 import contextlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -25,11 +29,13 @@ import hal
 from controller.alarms import AlarmManager
 from controller.checkpoint import CheckpointStore
 from controller.gate import KernelGate
+from controller.journal import Journal
 from controller.loop import ControlLoop, LoopConfig, Mode
 from controller.therapy import Therapy
 from hal.pump import Direction
 from sim.clock import VirtualClock
 from sim.rig import simulated_pump
+from tests.e2e.test_command_journal import WireJournalTap
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -63,9 +69,11 @@ class ControllerMachine(RuleBasedStateMachine):
         self.stack = contextlib.ExitStack()
         self.clock = VirtualClock()
         faults = [] if lost_after is None else [f"lost-reply:match=RAT,after={lost_after}"]
+        work = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="itb-stateful-")))
+        self.tap = WireJournalTap(work / "journal.sqlite")
         self.rig = self.stack.enter_context(simulated_pump(
             "inprocess", clock=self.clock, seed=seed, faults=faults, syringe_diameter_mm="4.699",
-            syringe_volume_ml="1000", occlusion_delay_s=60.0))
+            syringe_volume_ml="1000", occlusion_delay_s=60.0, on_traffic=self.tap))
         self.driver = hal.open_pump("ne1000", self.rig.url, clock=self.clock)
         self.stack.callback(self.driver.close)
         caps = self.driver.configure(syringe_diameter_mm="4.699")
@@ -73,6 +81,8 @@ class ControllerMachine(RuleBasedStateMachine):
         self.driver.set_direction(Direction.INFUSE)
         self.store = CheckpointStore(":memory:")
         self.stack.callback(self.store.close)
+        self.journal = Journal(work / "journal.sqlite", self.clock)
+        self.stack.callback(self.journal.close)
         self.gate = KernelGate(500, dict(max_dose_ng_per_day=400_000, origin="spinal", patient_bolus_enabled=True,
                                          max_bolus_ng=50_000, bolus_lockout_ms=2 * MS_PER_H, max_boluses_per_day=4),
                                min_rate_nl_per_h=caps.min_rate_nl_per_h, max_rate_nl_per_h=caps.max_rate_nl_per_h,
@@ -81,6 +91,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.alarms = AlarmManager(self.clock, self.log)
         self.loop = ControlLoop(self.driver, self.clock, self.gate, self.alarms, self.store,
                                 LoopConfig(poll_interval_ms=POLL_MS))
+        self.loop.journal = self.journal
         self.therapy = Therapy(self.loop, self.gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
         self.stopped_by_reaction: list[str] = []
         self.loop.event_sinks.append(self._event)
@@ -184,6 +195,15 @@ class ControllerMachine(RuleBasedStateMachine):
         assert len({b.bolus_id for b in records}) == len(records)
         for b in records:
             assert b.delivered_nl is None or b.delivered_nl <= b.volume_nl + 1000
+
+    @invariant()
+    def every_command_journalled(self) -> None:
+        if not hasattr(self, "journal"):
+            return
+        assert not self.tap.uncovered, self.tap.uncovered
+        # Pending only while a command is on its way: after a step each has an outcome
+        # (uncertain ones wait for the next verified rate or status read).
+        assert all(c.status != "pending" for c in self.journal.unresolved_commands())
 
     @invariant()
     def faults_produce_alarms(self) -> None:

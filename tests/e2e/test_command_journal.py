@@ -42,7 +42,7 @@ def _pending_kinds(db_path: Path) -> list[str]:
     return list(kinds.values())
 
 
-class _Tap:
+class WireJournalTap:
     """Checks each therapy-changing command against the journal as the pump receives it."""
 
     def __init__(self, db_path: Path) -> None:
@@ -73,7 +73,7 @@ class _Tap:
 def test_every_therapy_command_is_journalled_with_its_outcome(name: str, days: int, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     db_path = tmp_path / "journal.sqlite"
-    tap = _Tap(db_path)
+    tap = WireJournalTap(db_path)
     original = sim.rig.simulated_pump
 
     def tapped(*args: Any, **kwargs: Any) -> Any:

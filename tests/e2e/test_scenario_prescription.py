@@ -142,3 +142,24 @@ action = "within-cap"
     assert record.passed, [(c.name, c.detail) for c in (*record.invariants, *record.expectations) if not c.passed]
     rates = {s.rate_nl_per_h for s in record.samples}
     assert {33_330, 41_670} <= rates  # 400 then 500 ug/day at 500 ug/mL (as the pump represents them)
+
+
+def test_a_prescription_with_an_unoverridden_soft_limit_breach_is_refused(tmp_path: Path) -> None:
+    text = (PRESCRIPTION_DIR / "cerebral_refill_400_2000.toml").read_text(encoding="utf-8")
+    (tmp_path / "rx.toml").write_text(text[:text.index("[[soft_limit_overrides]]")], encoding="utf-8")
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text("rx.toml"), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.field == "titration.max_dose_ug_per_day"
+
+
+def test_the_prescription_in_effect_is_journalled(tmp_path: Path) -> None:
+    from controller.journal import Journal
+    from sim.clock import VirtualClock
+
+    sc = parse_scenario(scenario_text("spinal_simple_500.toml", IMPLANT))
+    record = ScenarioRunner(sc, RunOptions(link="inprocess", report_dir=tmp_path)).run()
+    assert not record.error, record.error
+    with Journal(tmp_path / "journal.sqlite", VirtualClock()) as journal:
+        assert journal.last_prescription() == sc.prescription
