@@ -1163,9 +1163,9 @@ class ControlLoop:
         applied); what the pump delivered meanwhile is reconciled from its counter, not from
         the command.
         """
-        if not self._uncertain_rate_commands or outcome.result is ProgramResult.UNKNOWN \
+        if not self._uncertain_rate_commands or outcome.result is not ProgramResult.COMMITTED \
                 or outcome.rate_nl_per_h is None:
-            return
+            return  # only a rate read back and verified settles what the pump holds
         pending, self._uncertain_rate_commands = self._uncertain_rate_commands, []
         for command_id, rate in pending:
             self._journal_outcome_detail(
