@@ -110,3 +110,16 @@ def test_hal_error_never_escapes_the_loop(running: Any, method: str, error: type
     assert rig.loop.mode in (Mode.RUNNING, Mode.MINIMUM_RATE), rig.loop.mode
     assert rig.pump.state is PumpState.INFUSING and rig.pump.rate_nl_per_h > 0  # fail operational
     assert rig.loop.committed_rate_nl_per_h == rig.pump.rate_nl_per_h
+
+
+@pytest.mark.parametrize("error", HAL_ERRORS, ids=lambda e: e.__name__)
+def test_hal_error_during_restart_recovery_never_escapes(running: Any, error: type[HalError]) -> None:
+    running.pump.stop()  # recovery will find the pump stopped and must restart it
+    raisers = [_Raiser(running.pump, m, error) for m in ("read_status", "set_rate")]
+    again = running.restart()  # recover() runs here: nothing may escape
+    assert raisers[0].raised  # the pump could not be read at restart
+    for raiser in raisers:
+        raiser.active = False
+    again.advance(2 * MS_PER_H)
+    assert again.loop.mode in (Mode.RUNNING, Mode.MINIMUM_RATE)
+    assert again.pump.state is PumpState.INFUSING and again.pump.rate_nl_per_h > 0
