@@ -40,7 +40,9 @@ def measure(link: str, days: int) -> dict[str, Any]:
         "wall_ms_per_poll": round(1000 * record.wall_s / max(1, len(record.samples)), 3),
         "target_wall_s_for_180_days": TARGET_WALL_S[link],
         "projected_wall_s_for_180_days": round(record.wall_s * FULL_DAYS / days, 2),
-        "checks_passed": record.passed if days <= 21 else None,
+        "invariants_checked": len(record.invariants),
+        "invariants_held": bool(record.invariants) and all(i.passed for i in record.invariants),
+        "invariants_failed": [i.name for i in record.invariants if not i.passed],
         "error": record.error,
     }
 
