@@ -18,11 +18,11 @@ from hal.errors import ItbError
 #: Subcommand modules, in the order ``itb --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_run",
-    "hil.cmd_bench",
+    "hil.cmd_sim",
+    "hil.cmd_hil",
     "hil.cmd_prescription",
     "hil.cmd_journal",
-    "hil.cmd_hil",
-    "hil.cmd_sim",
+    "hil.cmd_bench",
 )
 
 
