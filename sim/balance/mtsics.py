@@ -30,7 +30,7 @@ from hal.errors import ConfigError
 from hal.clock import NS_PER_S
 from hal.mtsics import codec
 from hal.mtsics.codec import GeneralError, ReplyStatus
-from sim.balance.pan import Pan, PanReading
+from sim.balance.pan import Pan, PanReading, PeriodicSchedule
 from sim.device import ByteDevice
 
 #: Most stream readings emitted by one poll after virtual time jumped ahead.
@@ -82,15 +82,14 @@ class MtSicsBalance(ByteDevice):
         self.unit = unit
         self.decimals = len(str(scale_ug // pan.settings.resolution_ug)) - 1
         self.field_width = field_width
-        self._stream_interval_ns = round(stream_interval_s * NS_PER_S)
+        self._stream = PeriodicSchedule(pan.clock, round(stream_interval_s * NS_PER_S), MAX_CATCH_UP_READINGS)
         self._deframer = codec.LineDeframer()
         self._lock = threading.Lock()
-        self._stream_next_ns: int | None = None
 
     @property
     def streaming(self) -> bool:
         """True while ``SIR`` is active."""
-        return self._stream_next_ns is not None
+        return self._stream.active
 
     def receive(self, data: bytes) -> bytes:
         """Answer every complete command in ``data`` (partial commands wait for more bytes)."""
@@ -103,21 +102,11 @@ class MtSicsBalance(ByteDevice):
     def poll(self) -> bytes:
         """Lines of a ``SIR`` stream that are due now (bounded catch-up after a jump of virtual time)."""
         with self._lock:
-            if self._stream_next_ns is None:
-                return b""
-            now_ns = self.pan.clock.monotonic_ns()
-            if now_ns < self._stream_next_ns:
-                return b""
-            due = (now_ns - self._stream_next_ns) // self._stream_interval_ns + 1
-            self._stream_next_ns += due * self._stream_interval_ns
-            out = bytearray()
-            for _ in range(min(due, MAX_CATCH_UP_READINGS)):
-                out += self._weight_reply(self.pan.read(), immediate=True)
-            return bytes(out)
+            return b"".join(self._weight_reply(self.pan.read(), immediate=True) for _ in range(self._stream.take_due()))
 
     def next_poll_ns(self) -> int | None:
         """When the next line of a ``SIR`` stream falls due, ns, or None."""
-        return self._stream_next_ns
+        return self._stream.next_ns
 
     def _weight_reply(self, reading: PanReading, *, immediate: bool) -> bytes:
         if reading.overload:
@@ -141,7 +130,7 @@ class MtSicsBalance(ByteDevice):
             return b""  # an empty line is ignored
         command, params = decoded
         if command != codec.REPEAT_IMMEDIATE:
-            self._stream_next_ns = None  # any other command ends SIR
+            self._stream.stop()  # any other command ends SIR
         handler = self._HANDLERS.get(command)
         if handler is None or params:
             return codec.encode_error_reply(GeneralError.SYNTAX)
@@ -154,7 +143,7 @@ class MtSicsBalance(ByteDevice):
         return self._weight_reply(self.pan.read(), immediate=True)
 
     def _cmd_repeat(self) -> bytes:
-        self._stream_next_ns = self.pan.clock.monotonic_ns() + self._stream_interval_ns
+        self._stream.start()
         return self._weight_reply(self.pan.read(), immediate=True)
 
     def _cmd_zero(self) -> bytes:
@@ -196,7 +185,7 @@ class MtSicsBalance(ByteDevice):
         return codec.encode_status_reply(codec.TARE_CLEAR, ReplyStatus.EXECUTED)
 
     def _cmd_reset(self) -> bytes:
-        self._stream_next_ns = None
+        self._stream.stop()
         return codec.encode_info_reply(codec.INFO_SERIAL, self.serial_number)
 
     def _cmd_levels(self) -> bytes:

@@ -264,3 +264,48 @@ class Pan:
         with self._lock:
             now_ns = self.clock.monotonic_ns()
             self._settle_until_ns = max(self._settle_until_ns, now_ns + round(duration_s * NS_PER_S))
+
+
+class PeriodicSchedule:
+    """Output due every ``interval_ns`` on a clock (a ``SIR`` stream, an auto-print).
+
+    After a jump of virtual time, at most ``max_catch_up`` outputs are due at
+    once; the older ones are dropped, as a real balance's line would drop them.
+
+    :param clock: the device clock.
+    :param interval_ns: time between outputs, ns (> 0).
+    :param max_catch_up: most outputs one :meth:`take_due` returns.
+    """
+
+    def __init__(self, clock: Clock, interval_ns: int, max_catch_up: int) -> None:
+        if interval_ns <= 0:
+            raise ValueError(f"interval_ns (={interval_ns}) must be > 0")
+        self._clock = clock
+        self.interval_ns = interval_ns
+        self.max_catch_up = max_catch_up
+        #: When the next output falls due, ns; None while stopped.
+        self.next_ns: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while outputs are scheduled."""
+        return self.next_ns is not None
+
+    def start(self) -> None:
+        """Schedule the first output one interval from now."""
+        self.next_ns = self._clock.monotonic_ns() + self.interval_ns
+
+    def stop(self) -> None:
+        """Stop scheduling outputs."""
+        self.next_ns = None
+
+    def take_due(self) -> int:
+        """How many outputs are due now (bounded); advances the schedule past them."""
+        if self.next_ns is None:
+            return 0
+        now_ns = self._clock.monotonic_ns()
+        if now_ns < self.next_ns:
+            return 0
+        due = (now_ns - self.next_ns) // self.interval_ns + 1
+        self.next_ns += due * self.interval_ns
+        return min(due, self.max_catch_up)

@@ -26,7 +26,7 @@ import threading
 from hal.clock import NS_PER_S
 from hal.errors import ConfigError
 from hal.sartorius import codec
-from sim.balance.pan import Pan
+from sim.balance.pan import Pan, PeriodicSchedule
 from sim.device import ByteDevice
 
 #: Most auto-print lines emitted by one poll after virtual time jumped ahead.
@@ -79,8 +79,10 @@ class SbiBalance(ByteDevice):
         self.decimals = len(str(scale_ug // pan.settings.resolution_ug)) - 1
         self._deframer = codec.CommandDeframer()
         self._lock = threading.Lock()
-        self._autoprint_ns = None if autoprint_interval_s is None else round(autoprint_interval_s * NS_PER_S)
-        self._next_print_ns = None if self._autoprint_ns is None else pan.clock.monotonic_ns() + self._autoprint_ns
+        self._autoprint: PeriodicSchedule | None = None
+        if autoprint_interval_s is not None:
+            self._autoprint = PeriodicSchedule(pan.clock, round(autoprint_interval_s * NS_PER_S), MAX_CATCH_UP_LINES)
+            self._autoprint.start()
 
     def receive(self, data: bytes) -> bytes:
         """Answer every complete command in ``data`` (partial commands wait for more bytes)."""
@@ -93,18 +95,13 @@ class SbiBalance(ByteDevice):
     def poll(self) -> bytes:
         """Lines of auto-print that are due now (bounded catch-up after a jump of virtual time)."""
         with self._lock:
-            if self._next_print_ns is None or self._autoprint_ns is None:
+            if self._autoprint is None:
                 return b""
-            now_ns = self.pan.clock.monotonic_ns()
-            if now_ns < self._next_print_ns:
-                return b""
-            due = (now_ns - self._next_print_ns) // self._autoprint_ns + 1
-            self._next_print_ns += due * self._autoprint_ns
-            return b"".join(self._print() for _ in range(min(due, MAX_CATCH_UP_LINES)))
+            return b"".join(self._print() for _ in range(self._autoprint.take_due()))
 
     def next_poll_ns(self) -> int | None:
         """When the next line of auto-print falls due, ns, or None."""
-        return self._next_print_ns
+        return None if self._autoprint is None else self._autoprint.next_ns
 
     def _print(self) -> bytes:
         reading = self.pan.read()
