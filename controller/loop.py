@@ -851,7 +851,7 @@ class ControlLoop:
 
     def start_therapy(self, concentration_ug_per_ml: int, fill_nl: int, decision: GateDecision,
                       *, catheter_primed: bool) -> ProgramOutcome:
-        """First start after implant: reservoir filled, basal rate authorised by ``decision``.
+        """First start after implant: reservoir filled, basal rate (or flex programme) authorised by ``decision``.
 
         :param concentration_ug_per_ml: drug in the reservoir.
         :param fill_nl: volume filled, nL.
@@ -881,6 +881,10 @@ class ControlLoop:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.discontinue_authorised = False
+            # A starting flex programme (authorised as a whole) changes rate at its boundaries from now.
+            programme = decision.programme
+            self.programme = programme if programme is not None and len(programme.steps) > 1 else None
+            self._boundary_from_ms = now
         self.checkpoint()
         return outcome
 

@@ -278,20 +278,29 @@ class Therapy:
         return effective.dose_ug * NG_PER_UG * factor
 
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
-                prime: bool = True) -> WorkflowResult:
-        """Fill the new pump, start the starting dose, and prime the catheter.
+                prime: bool = True, flex_steps: list[tuple[int, int]] | None = None,
+                anchor_ms: int = 0) -> WorkflowResult:
+        """Fill the new pump, start the starting dose (or a prescribed flex programme), and prime the catheter.
 
         :param concentration_ug_per_ml: drug filled (a library entry; 500 µg/mL is usual).
         :param fill_nl: volume filled, nL.
-        :param dose_ng_per_day: explicit starting dose, ng/day (default: from screening).
+        :param dose_ng_per_day: explicit starting dose, ng/day (default: from screening); not with ``flex_steps``.
         :param prime: run a priming bolus of the dead volume.
+        :param flex_steps: a prescribed flex programme, ``(start_ms_of_day, dose_ng_per_day)`` steps as for
+            :meth:`set_flex`; the kernel authorises the whole day at once and the loop changes the rate
+            at each boundary from the start.
+        :param anchor_ms: controller time at which the flex programme's day starts (its midnight).
         """
         action = "implant"
+        if flex_steps is not None:
+            if dose_ng_per_day is not None:
+                raise ConfigError("dose_ng_per_day", dose_ng_per_day, "absent when flex_steps are given")
+            self._check_flex_steps(flex_steps)
         if self.loop.mode is not Mode.IDLE:
             return self._deny(action, Why.ALREADY_IMPLANTED)
         if fill_nl <= 0 or fill_nl > self.reservoir_capacity_nl:
             raise ConfigError("fill_nl", fill_nl, f"in [1, {self.reservoir_capacity_nl}] nL (reservoir capacity)")
-        if dose_ng_per_day is None:
+        if dose_ng_per_day is None and flex_steps is None:
             dose_ng_per_day = self.starting_dose_ng_per_day()
             if dose_ng_per_day is None:
                 reason = Why.NOT_A_CANDIDATE if len(self.screening) >= 3 else Why.NO_EFFECTIVE_SCREENING
@@ -299,11 +308,21 @@ class Therapy:
         if concentration_ug_per_ml != getattr(self.gate, "concentration_ug_per_ml", concentration_ug_per_ml):
             raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml,
                               f"the concentration the gate was built for ({self.gate.concentration_ug_per_ml})")
-        rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
         now = self.loop.now_ms()
-        decision = self.gate.authorize_basal(rate, now)
-        if not decision.allowed:
-            return self._deny(action, *decision.reasons, detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
+        if flex_steps is not None:
+            decision = self.gate.authorize_programme(self._flex_kernel_steps(flex_steps, concentration_ug_per_ml), now,
+                                                     anchor_ms=anchor_ms)
+            if not decision.allowed:
+                return self._deny(action, *decision.reasons,
+                                  detail=f"starting flex programme of {len(flex_steps)} steps refused")
+            dose_ng_per_day = decision.dose_ng_per_day
+            rate = decision.rate_nl_per_h
+        else:
+            rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
+            decision = self.gate.authorize_basal(rate, now)
+            if not decision.allowed:
+                return self._deny(action, *decision.reasons,
+                                  detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
         outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision, catheter_primed=False)
         if not outcome.committed:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
@@ -311,6 +330,8 @@ class Therapy:
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint()
         detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
+        if flex_steps is not None:
+            detail += f" as a flex programme of {len(flex_steps)} steps"
         values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
         if prime and self.dead_volume_nl:
             primed = self._bolus("priming", self.dead_volume_nl, self.priming_duration_ms)
@@ -354,6 +375,19 @@ class Therapy:
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
 
+    @staticmethod
+    def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
+        if not steps or steps[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])) \
+                or steps[-1][0] >= MS_PER_DAY or len(steps) > 13:
+            raise ConfigError("steps", steps, "1-13 (start_ms, dose) steps from 0, increasing, inside 24 h")
+
+    def _flex_kernel_steps(self, steps: list[tuple[int, int]],
+                           concentration_ug_per_ml: int | None = None) -> list[tuple[int, int, int]]:
+        """``(start_ms_of_day, dose_ng_per_day)`` steps as the kernel's ``(start, duration_ms, rate_nl_per_h)``."""
+        bounds = [start for start, _ in steps] + [MS_PER_DAY]
+        return [(start, bounds[i + 1] - start, self._rate_for_dose(dose, concentration_ug_per_ml))
+                for i, (start, dose) in enumerate(steps)]
+
     def set_flex(self, steps: list[tuple[int, int]], *, anchor_ms: int = 0, actor: Actor = CLINICIAN,
                  override_reason: str | None = None) -> WorkflowResult:
         """Put a flex programme in effect: ``(start_ms_of_day, dose_ng_per_day)`` steps covering 24 h.
@@ -366,15 +400,12 @@ class Therapy:
         :param anchor_ms: controller time at which the programme's day starts (its midnight).
         """
         action = "flex"
-        if not steps or steps[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])) \
-                or steps[-1][0] >= MS_PER_DAY or len(steps) > 13:
-            raise ConfigError("steps", steps, "1-13 (start_ms, dose) steps from 0, increasing, inside 24 h")
+        self._check_flex_steps(steps)
         if self.loop.mode is not Mode.RUNNING:
             return self._deny(action, Why.NOT_RUNNING)
         if self.loop.session_open is not None:
             return self._deny(action, Why.SESSION_OPEN)
-        bounds = [start for start, _ in steps] + [MS_PER_DAY]
-        kernel_steps = [(start, bounds[i + 1] - start, self._rate_for_dose(dose)) for i, (start, dose) in enumerate(steps)]
+        kernel_steps = self._flex_kernel_steps(steps)
         override = None
         if override_reason:
             override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), override_reason, str(actor))

@@ -34,7 +34,11 @@ the prescribed volume and starts the prescribed dose, and ``configure_patient_bo
 activates the prescribed patient bolus. Giving any of these in the scenario too
 (:data:`PRESCRIBED_KEYS`) is rejected; ``[therapy]`` keeps only what a prescription
 cannot express (refill and drift tolerances, unconfirmed-delivery and restart times).
-Only simple programmes are taken; flex steps remain a timed ``flex`` action.
+Simple and flex programmes are taken: a flex prescription's ``implant`` starts the whole
+prescribed day (authorised by the kernel at once, anchored at the scenario's midnight) and the
+loop changes the rate at each boundary; a timed ``flex`` action can still replace it later.
+A periodic-bolus programme is refused (``prescription.programme.mode``): the loop does not
+deliver periodic boluses yet.
 
 Example::
 
@@ -575,9 +579,9 @@ def _prescribed_therapy(rx: Any, kept: Mapping[str, Any]) -> TherapySettings:
     from cython_ext import units
 
     conc = rx.drug.concentration_ug_per_ml
-    if rx.programme.mode.value != "simple":
+    if rx.programme.mode.value not in ("simple", "flex"):
         raise ConfigError("prescription.programme.mode", rx.programme.mode.value,
-                          "simple in a scenario (flex steps are a timed \"flex\" action)")
+                          "simple or flex in a scenario (periodic boluses are not delivered by the loop yet)")
     enabled = [b for b in (rx.clinician_bolus, rx.patient_bolus) if b.enabled]
     sizes = [rx.clinician_bolus.max_dose_ng if rx.clinician_bolus.enabled else 0,
              rx.patient_bolus.dose_ng if rx.patient_bolus.enabled else 0]
@@ -1039,7 +1043,11 @@ class ScenarioRunner:
                 self.patient.bolus(p["dose_ug"] * 1000)
         elif do == "implant":
             rx = self.scenario.prescription
-            if rx is not None:
+            if rx is not None and rx.programme.mode.value == "flex":
+                steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
+                th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl, flex_steps=steps,
+                           anchor_ms=self.t0_ms, prime=p["prime"])
+            elif rx is not None:
                 th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
                            dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=p["prime"])
             else:

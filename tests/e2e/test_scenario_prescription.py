@@ -90,10 +90,12 @@ def test_missing_prescription_is_rejected() -> None:
     assert info.value.field == "scenario.prescription"
 
 
-def test_a_flex_prescription_is_refused_with_a_clear_reason() -> None:
+def test_a_periodic_bolus_prescription_is_refused_with_a_clear_reason() -> None:
+    """The loop does not deliver periodic boluses yet; such a prescription must not run as something else."""
     with pytest.raises(ConfigError) as info:
-        parse_scenario(scenario_text("cerebral_flex_1000.toml"))
+        parse_scenario(scenario_text("paediatric_periodic_500.toml"))
     assert info.value.field == "prescription.programme.mode"
+    assert info.value.value == "periodic"
 
 
 def test_patient_bolus_configuration_comes_from_the_prescription() -> None:
