@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="scenario file (TOML) or the name of a shipped one (default: 'default')")
     parser.add_argument("--pump", metavar="URL", default=None,
                         help="serial URL of a real pump (runs in real time; --speed must be 1)")
+    parser.add_argument("--balance", metavar="URL", default=None,
+                        help="serial URL of a real balance, for a scenario's [accuracy] step on a real rig (with --pump)")
     parser.add_argument("--speed", type=float, default=None,
                         help="virtual seconds per wall second for the simulated pump (default: as fast as possible)")
     parser.add_argument("--link", choices=("pty", "inprocess", "tcp"), default="pty",
@@ -79,7 +81,8 @@ def main(args: argparse.Namespace) -> int:
             progress.update(task, completed=min(elapsed_ms, duration_ms) / 86_400_000)
 
         options = RunOptions(link=args.link, pump_url=args.pump, speed=args.speed, report_dir=report_dir,
-                             progress=on_progress, safe_mode_timeout_s=args.safe_mode)
+                             progress=on_progress, safe_mode_timeout_s=args.safe_mode,
+                             balance_url=args.balance)
         record = ScenarioRunner(scenario, options).run()
         progress.update(task, completed=days_total)
 

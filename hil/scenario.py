@@ -40,6 +40,12 @@ loop changes the rate at each boundary; a timed ``flex`` action can still replac
 A periodic-bolus programme is refused (``prescription.programme.mode``): the loop does not
 deliver periodic boluses yet.
 
+**Accuracy step.** An optional ``[accuracy]`` table (:mod:`hil.gravimetric.step`) measures
+the pump's delivery accuracy gravimetrically before therapy starts: on its own simulated pump
+and balance in virtual time, or on a real rig (``pump_url`` with ``balance_url``). Its verdict,
+the overall mean error against ``max_abs_mean_error_pct``, is one of the run's checks, and its
+report goes to ``accuracy/`` in the report directory.
+
 Example::
 
     [scenario]
@@ -355,6 +361,8 @@ class Scenario:
     prescription: Any = None
     #: Where it was loaded from ("" without one).
     prescription_source: str = ""
+    #: A gravimetric accuracy step (:class:`hil.gravimetric.step.AccuracyStep`) run before therapy, or None.
+    accuracy: Any = None
 
     def with_duration(self, duration_ms: int) -> Scenario:
         """The same scenario run for ``duration_ms`` (actions after the end are dropped)."""
@@ -369,7 +377,7 @@ class Scenario:
         )
         actions = tuple(a for a in self.actions if a.at_ms <= duration_ms)
         return Scenario(settings, self.patient, self.pump, self.therapy, actions, self.expectations, self.source,
-                        self.prescription, self.prescription_source)
+                        self.prescription, self.prescription_source, self.accuracy)
 
 
 # Readers of each action's parameters: key -> (reader, default). A default of ... means required.
@@ -772,8 +780,14 @@ def parse_scenario(text: str, *, source: str = "<string>", base_dir: Path | None
             raise ConfigError(f"{path}.action", params["action"], "the label of an action in this file")
         expectations.append(Expectation(check=check, params=_frozen(params)))
 
-    top.done(("scenario", "patient", "pump", "therapy", "action", "expect"))
-    return Scenario(settings, patient, pump, therapy, tuple(actions), tuple(expectations), source, rx, rx_source)
+    accuracy = None
+    if top.has("accuracy"):
+        from hil.gravimetric.step import parse_accuracy_step
+
+        accuracy = parse_accuracy_step(top.take("accuracy"))
+    top.done(("scenario", "patient", "pump", "therapy", "action", "expect", "accuracy"))
+    return Scenario(settings, patient, pump, therapy, tuple(actions), tuple(expectations), source, rx, rx_source,
+                    accuracy)
 
 
 #: Folder of the scenarios shipped with itb-fil.
@@ -829,6 +843,7 @@ class RunOptions:
         must be 1 with a real pump.
     :ivar report_dir: where the report, journal, checkpoint and serial trace go (None: no files kept).
     :ivar progress: called as ``progress(elapsed_ms, duration_ms)`` after each poll.
+    :ivar balance_url: a real balance's serial URL, for the scenario's accuracy step on a real rig.
     :ivar safe_mode_timeout_s: run the pump in New Era Safe mode with this watchdog, s (1-255).
         The loop's poll heartbeats it; in real (or scaled) time a driver heartbeat thread also
         runs between polls. In virtual time the poll interval must be under half the watchdog.
@@ -840,6 +855,7 @@ class RunOptions:
     report_dir: Path | None = None
     progress: Any = None
     safe_mode_timeout_s: int | None = None
+    balance_url: str | None = None
 
 
 class _AlarmTee:
@@ -1148,6 +1164,7 @@ class ScenarioRunner:
         self._last_actual_nl = 0
         self.rig = None
         self.journal = None
+        self.accuracy_outcome = None
         params = PatientParameters.sampled(sc.settings.seed, variability_cv=float(sc.patient.variability_cv))
         self.patient = Patient(params)
         implant = next((a for a in sc.actions if a.do == "implant"), None)
@@ -1167,6 +1184,16 @@ class ScenarioRunner:
             for stale in ("journal.sqlite", "checkpoint.sqlite"):
                 for suffix in ("", "-wal", "-shm"):
                     (work / (stale + suffix)).unlink(missing_ok=True)
+            if self.options.balance_url is not None and (sc.accuracy is None or self.options.pump_url is None):
+                raise ConfigError("balance_url", self.options.balance_url,
+                                  "given only with a real pump and a scenario that has an [accuracy] step")
+            if sc.accuracy is not None:
+                # Before therapy, while the pump's port is still free: the step opens pump and balance itself.
+                from hil.gravimetric.step import run_accuracy_step
+
+                self.accuracy_outcome = run_accuracy_step(
+                    sc.accuracy, report_dir=work / "accuracy", pump_url=self.options.pump_url,
+                    balance_url=self.options.balance_url)
             if self.options.pump_url is None:
                 self.rig = stack.enter_context(simulated_pump(
                     self.options.link, clock=self.clock, seed=sc.settings.seed, faults=sc.pump.faults,
@@ -1283,6 +1310,11 @@ class ScenarioRunner:
         missing = sorted({f["alarm"] for f in self.faults} - raised)
         inv.append(CheckResult("every fault produced its alarm", not missing,
                                f"{len(self.faults)} faults" + (f"; missing {missing}" if missing else "")))
+        if self.accuracy_outcome is not None:
+            step = self.scenario.accuracy
+            record.expectations.append(CheckResult(
+                f"accuracy step: mean error within ±{step.max_abs_mean_error_pct:g} %", self.accuracy_outcome.passed,
+                f"{self.accuracy_outcome.detail}; report in {self.accuracy_outcome.report_dir.name}/"))
         for exp in self.scenario.expectations:
             record.expectations.append(self._expect(exp, record, raised, boluses))
 
