@@ -109,13 +109,15 @@ class Gate(ABC):
         """Record drug delivered between two polls into the 24 h ledger."""
 
     @abstractmethod
-    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int) -> Any:
-        """Build a kernel programme from flex steps at the current concentration."""
+    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int, *,
+                       periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> Any:
+        """Build a kernel programme from flex steps (and periodic boluses) at the current concentration."""
 
     @abstractmethod
     def authorize_programme(self, steps: list[tuple[int, int, int]], now_ms: int, *, anchor_ms: int,
-                            override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
-        """Authorise a flex programme."""
+                            override: tuple[tuple[str, ...], str, str] | None = None,
+                            periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> GateDecision:
+        """Authorise a flex or periodic-bolus programme as a whole."""
 
     @abstractmethod
     def note_bolus_start(self, kind: str, at_ms: int) -> None:
@@ -245,17 +247,27 @@ class KernelGate(Gate):
             raise _config_error(exc) from None
         return self._authorize(request, now_ms)
 
-    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int) -> Any:
-        """A kernel programme at the current concentration from ``(start_offset_ms, duration_ms, rate_nl_per_h)`` steps."""
+    def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int, *,
+                       periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> Any:
+        """A kernel programme at the current concentration.
+
+        :param steps: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` basal steps covering 24 h.
+        :param anchor_ms: controller time of the programme's day offset 0, ms.
+        :param periodic_boluses: ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)`` boluses given
+            daily on top of the steps.
+        """
         try:
-            return self.k.Programme([tuple(s) for s in steps], self.concentration_ug_per_ml, anchor_ms=anchor_ms)
+            return self.k.Programme([tuple(s) for s in steps], self.concentration_ug_per_ml, anchor_ms=anchor_ms,
+                                    periodic_boluses=[tuple(b) for b in periodic_boluses])
         except KernelConfigError as exc:
             raise _config_error(exc) from None
 
     def authorize_programme(self, steps: list[tuple[int, int, int]], now_ms: int, *, anchor_ms: int,
-                            override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
-        """Authorise a flex programme (up to 13 steps covering 24 h from ``anchor_ms``)."""
-        programme = self.make_programme(steps, anchor_ms)
+                            override: tuple[tuple[str, ...], str, str] | None = None,
+                            periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> GateDecision:
+        """Authorise a flex programme (up to 13 steps covering 24 h from ``anchor_ms``) with any periodic
+        boluses, as a whole: the kernel checks the daily total (basal + periodic) against the 24 h cap."""
+        programme = self.make_programme(steps, anchor_ms, periodic_boluses=periodic_boluses)
         try:
             request = self.k.request_programme_change(programme, override=self._override(override))
         except KernelConfigError as exc:
@@ -365,6 +377,7 @@ class KernelGate(Gate):
             "concentration_ug_per_ml": self.concentration_ug_per_ml,
             "steps": None if programme is None else [list(step) for step in programme.steps],
             "anchor_ms": 0 if programme is None else programme.anchor_ms,
+            "periodic_boluses": [] if programme is None else [list(b) for b in programme.periodic_boluses],
             "programme_since_ms": self.programme_since_ms,
         }
 
@@ -375,7 +388,8 @@ class KernelGate(Gate):
             programme = None
             if snapshot["steps"] is not None:
                 programme = self.k.Programme([tuple(s) for s in snapshot["steps"]], limits.concentration_ug_per_ml,
-                                             anchor_ms=snapshot["anchor_ms"])
+                                             anchor_ms=snapshot["anchor_ms"],
+                                             periodic_boluses=[tuple(b) for b in snapshot.get("periodic_boluses", ())])
             self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
                                               programme_since_ms=snapshot["programme_since_ms"])
         except KernelConfigError as exc:

@@ -68,6 +68,25 @@ BASAL = "basal"
 FLEX = "flex"
 BOLUS_KINDS = ("clinician", "patient", "priming", "bridge")
 MINIMUM_RATE = "minimum_rate"
+PERIODIC = "periodic"  # the extra rate of a prescribed periodic bolus (ledger kind BOLUS_PERIODIC)
+
+
+def _keeps_programme(programme: Any) -> bool:
+    """Whether the loop must follow ``programme``'s boundaries (flex steps or periodic boluses)."""
+    return programme is not None and (len(programme.steps) > 1 or bool(programme.periodic_boluses))
+
+
+def periodic_extra_nl_per_h(programme: Any, t_ms: int) -> int:
+    """Extra rate of the periodic boluses of ``programme`` running at controller time ``t_ms``, nL/h.
+
+    :param programme: a kernel programme, or None (no periodic boluses: 0).
+    :param t_ms: controller time, ms.
+    """
+    if programme is None:
+        return 0
+    offset_ms = (t_ms - programme.anchor_ms) % MS_PER_DAY
+    return sum(rate for start_ms, duration_ms, rate in programme.periodic_boluses
+               if (offset_ms - start_ms) % MS_PER_DAY < duration_ms)
 
 #: Poll interval while a bolus runs, ms: the 24 h cap is re-checked this often (BOL-04).
 BOLUS_POLL_MS = 5 * MS_PER_MIN
@@ -396,9 +415,12 @@ class ControlLoop:
     # -- accrual and reconciliation -------------------------------------------------------------------
 
     def _flex_step(self, now: int) -> None:
-        """A flex programme boundary: move to the next step's rate (the whole programme was authorised)."""
+        """A programme boundary (flex step, periodic bolus start or end): move to the programme's rate there
+        (the whole programme was authorised)."""
         self._boundary_from_ms = now
         rate = self.programme.rate_at(now)
+        if self.programme.periodic_boluses:
+            self._accrue()  # what ran before the boundary keeps its kind split
         if rate == self.basal_rate_nl_per_h:
             return
         self._accrue()
@@ -417,7 +439,7 @@ class ControlLoop:
         outcome = self._program(rate + extra, decision, cause="programme")
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
-            self.programme = decision.programme if len(decision.programme.steps) > 1 else None
+            self.programme = decision.programme if _keeps_programme(decision.programme) else None
             self._boundary_from_ms = now
         self.checkpoint()
         return outcome
@@ -437,7 +459,14 @@ class ControlLoop:
             extra = min(self.bolus.extra_rate_nl_per_h, rate)
             self._expected_num[self.bolus.kind] = self._expected_num.get(self.bolus.kind, 0) + extra * dt
             rate -= extra
-        kind = MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else (FLEX if self.programme is not None else BASAL)
+        if self.mode is Mode.RUNNING and self.programme is not None:
+            # Boundaries always accrue, so the whole interval lies in the segment that began it.
+            periodic = min(periodic_extra_nl_per_h(self.programme, now - dt), rate)
+            if periodic > 0:
+                self._expected_num[PERIODIC] = self._expected_num.get(PERIODIC, 0) + periodic * dt
+                rate -= periodic
+        flex = self.programme is not None and len(self.programme.steps) > 1
+        kind = MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else (FLEX if flex else BASAL)
         self._expected_num[kind] = self._expected_num.get(kind, 0) + rate * dt
 
     def _attribute(self, delta_nl: int) -> dict[str, int]:
@@ -883,7 +912,7 @@ class ControlLoop:
             self.discontinue_authorised = False
             # A starting flex programme (authorised as a whole) changes rate at its boundaries from now.
             programme = decision.programme
-            self.programme = programme if programme is not None and len(programme.steps) > 1 else None
+            self.programme = programme if _keeps_programme(programme) else None
             self._boundary_from_ms = now
         self.checkpoint()
         return outcome
@@ -1102,7 +1131,8 @@ class ControlLoop:
             "concentration_ug_per_ml": self.concentration_ug_per_ml,
             "basal_rate_nl_per_h": self.basal_rate_nl_per_h,
             "flex": None if self.programme is None else [[list(x) for x in self.programme.steps],
-                                                         self.programme.anchor_ms],
+                                                         self.programme.anchor_ms,
+                                                         [list(b) for b in self.programme.periodic_boluses]],
             "fill_nl": self.fill_nl,
             "fill_utc": None if self.fill_utc is None else self.fill_utc.isoformat(),
             "dispensed_since_fill_nl": self.dispensed_since_fill_nl,
@@ -1296,7 +1326,8 @@ class ControlLoop:
         self.concentration_ug_per_ml = body["concentration_ug_per_ml"]
         self.basal_rate_nl_per_h = body["basal_rate_nl_per_h"]
         flex = body.get("flex")
-        self.programme = None if not flex else self.gate.make_programme([tuple(x) for x in flex[0]], flex[1])
+        self.programme = None if not flex else self.gate.make_programme(
+            [tuple(x) for x in flex[0]], flex[1], periodic_boluses=[tuple(b) for b in (flex[2] if len(flex) > 2 else ())])
         self.fill_nl = body["fill_nl"]
         self.fill_utc = None if body.get("fill_utc") is None else datetime.fromisoformat(body["fill_utc"])
         self.dispensed_since_fill_nl = body["dispensed_since_fill_nl"]

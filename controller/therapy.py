@@ -279,8 +279,9 @@ class Therapy:
 
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
                 prime: bool = True, flex_steps: list[tuple[int, int]] | None = None,
-                anchor_ms: int = 0) -> WorkflowResult:
-        """Fill the new pump, start the starting dose (or a prescribed flex programme), and prime the catheter.
+                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None) -> WorkflowResult:
+        """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
+        prime the catheter.
 
         :param concentration_ug_per_ml: drug filled (a library entry; 500 µg/mL is usual).
         :param fill_nl: volume filled, nL.
@@ -290,8 +291,14 @@ class Therapy:
             :meth:`set_flex`; the kernel authorises the whole day at once and the loop changes the rate
             at each boundary from the start.
         :param anchor_ms: controller time at which the flex programme's day starts (its midnight).
+        :param periodic_boluses: prescribed periodic boluses as the kernel takes them,
+            ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)``, given daily on top of ``flex_steps``
+            (a single step for a periodic programme). The kernel authorises basal and boluses as one
+            programme (its daily total against the 24 h cap); the loop wakes at each bolus start and end.
         """
         action = "implant"
+        if periodic_boluses is not None and flex_steps is None:
+            raise ConfigError("periodic_boluses", periodic_boluses, "only with flex_steps (the basal programme)")
         if flex_steps is not None:
             if dose_ng_per_day is not None:
                 raise ConfigError("dose_ng_per_day", dose_ng_per_day, "absent when flex_steps are given")
@@ -310,11 +317,13 @@ class Therapy:
                               f"the concentration the gate was built for ({self.gate.concentration_ug_per_ml})")
         now = self.loop.now_ms()
         if flex_steps is not None:
+            extra: dict[str, Any] = {"periodic_boluses": list(periodic_boluses)} if periodic_boluses else {}
             decision = self.gate.authorize_programme(self._flex_kernel_steps(flex_steps, concentration_ug_per_ml), now,
-                                                     anchor_ms=anchor_ms)
+                                                     anchor_ms=anchor_ms, **extra)
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
-                                  detail=f"starting flex programme of {len(flex_steps)} steps refused")
+                                  detail=f"starting programme of {len(flex_steps)} steps and "
+                                         f"{len(periodic_boluses or ())} periodic boluses refused")
             dose_ng_per_day = decision.dose_ng_per_day
             rate = decision.rate_nl_per_h
         else:
@@ -330,8 +339,10 @@ class Therapy:
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint()
         detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
-        if flex_steps is not None:
+        if flex_steps is not None and len(flex_steps) > 1:
             detail += f" as a flex programme of {len(flex_steps)} steps"
+        if periodic_boluses:
+            detail += f" with {len(periodic_boluses)} periodic boluses a day"
         values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
         if prime and self.dead_volume_nl:
             primed = self._bolus("priming", self.dead_volume_nl, self.priming_duration_ms)

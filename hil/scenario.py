@@ -37,8 +37,9 @@ cannot express (refill and drift tolerances, unconfirmed-delivery and restart ti
 Simple and flex programmes are taken: a flex prescription's ``implant`` starts the whole
 prescribed day (authorised by the kernel at once, anchored at the scenario's midnight) and the
 loop changes the rate at each boundary; a timed ``flex`` action can still replace it later.
-A periodic-bolus programme is refused (``prescription.programme.mode``): the loop does not
-deliver periodic boluses yet.
+A periodic-bolus programme is taken the same way: the kernel authorises basal and periodic
+boluses as one programme (its daily total against the 24 h cap), and the loop wakes at each
+bolus start and end and records the bolus part in the ledger as a periodic bolus.
 
 **Accuracy step.** An optional ``[accuracy]`` table (:mod:`hil.gravimetric.step`) measures
 the pump's delivery accuracy gravimetrically before therapy starts: on its own simulated pump
@@ -587,9 +588,8 @@ def _prescribed_therapy(rx: Any, kept: Mapping[str, Any]) -> TherapySettings:
     from cython_ext import units
 
     conc = rx.drug.concentration_ug_per_ml
-    if rx.programme.mode.value not in ("simple", "flex"):
-        raise ConfigError("prescription.programme.mode", rx.programme.mode.value,
-                          "simple or flex in a scenario (periodic boluses are not delivered by the loop yet)")
+    if rx.programme.mode.value not in ("simple", "flex", "periodic"):
+        raise ConfigError("prescription.programme.mode", rx.programme.mode.value, "simple, flex or periodic")
     enabled = [b for b in (rx.clinician_bolus, rx.patient_bolus) if b.enabled]
     sizes = [rx.clinician_bolus.max_dose_ng if rx.clinician_bolus.enabled else 0,
              rx.patient_bolus.dose_ng if rx.patient_bolus.enabled else 0]
@@ -1059,10 +1059,11 @@ class ScenarioRunner:
                 self.patient.bolus(p["dose_ug"] * 1000)
         elif do == "implant":
             rx = self.scenario.prescription
-            if rx is not None and rx.programme.mode.value == "flex":
+            if rx is not None and rx.programme.mode.value in ("flex", "periodic"):
                 steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
+                periodic = list(rx.kernel_periodic_boluses()) or None
                 th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl, flex_steps=steps,
-                           anchor_ms=self.t0_ms, prime=p["prime"])
+                           anchor_ms=self.t0_ms, prime=p["prime"], periodic_boluses=periodic)
             elif rx is not None:
                 th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
                            dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=p["prime"])

@@ -91,11 +91,11 @@ def test_missing_prescription_is_rejected() -> None:
 
 
 def test_a_periodic_bolus_prescription_is_refused_with_a_clear_reason() -> None:
-    """The loop does not deliver periodic boluses yet; such a prescription must not run as something else."""
-    with pytest.raises(ConfigError) as info:
-        parse_scenario(scenario_text("paediatric_periodic_500.toml"))
-    assert info.value.field == "prescription.programme.mode"
-    assert info.value.value == "periodic"
+    """The loop now delivers periodic boluses: such a prescription parses and keeps its periodic boluses
+    (delivery is tested in test_scenario_periodic.py)."""
+    scenario = parse_scenario(scenario_text("paediatric_periodic_500.toml"))
+    assert scenario.prescription.programme.mode.value == "periodic"
+    assert len(scenario.prescription.kernel_periodic_boluses()) == 2
 
 
 def test_patient_bolus_configuration_comes_from_the_prescription() -> None:

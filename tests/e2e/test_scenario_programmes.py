@@ -1,9 +1,8 @@
 """Scenarios whose prescription is a flex programme: the implant starts the whole prescribed day.
 
 The kernel authorises the day as a whole at implant, the loop changes the rate at each
-boundary, and the delivered dose matches the programme's daily total. A periodic-bolus
-prescription is still refused with a clear reason (the loop does not deliver periodic
-boluses yet).
+boundary, and the delivered dose matches the programme's daily total. Periodic-bolus
+prescriptions are covered by test_scenario_periodic.py.
 """
 
 from __future__ import annotations
@@ -96,13 +95,10 @@ def test_flex_prescription_is_taken_by_a_scenario() -> None:
     assert sc.therapy.minimum_rate_nl_per_h == 2000  # 48 µg/day at 1000 µg/mL, exactly
 
 
-def test_a_periodic_prescription_is_refused_with_a_clear_reason() -> None:
+def test_a_periodic_prescription_is_taken_by_a_scenario() -> None:
+    """Periodic boluses are delivered (tests/e2e/test_scenario_periodic.py): the prescription parses."""
     text = '[scenario]\nname = "p"\nduration_days = 3\nprescription = "paediatric_periodic_500.toml"\n'
-    with pytest.raises(ConfigError) as info:
-        parse_scenario(text)
-    assert info.value.field == "prescription.programme.mode"
-    assert info.value.value == "periodic"
-    assert "periodic" in str(info.value)
+    assert parse_scenario(text).prescription.programme.mode.value == "periodic"
 
 
 # -- the shipped flex scenario ------------------------------------------------------------------------
