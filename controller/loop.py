@@ -698,18 +698,24 @@ class ControlLoop:
     def forecast(self) -> reservoir_math.ReservoirForecast | None:
         """Low-alarm, empty and refill dates from the predicted reservoir (RES-01, RES-02), or None.
 
-        Uses the committed rate's daily volume (the minimum rate in minimum-rate mode) plus, as the
+        Uses the programmed daily volume (the minimum rate in minimum-rate mode; a flex or
+        periodic-bolus programme's whole-day total, never the rate of the moment) plus, as the
         worst case, every patient bolus the prescription allows each day; None
         before implant, after a discontinue, or while nothing is programmed.
         """
-        rate = self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else self.basal_rate_nl_per_h
-        if not self.fill_nl or rate <= 0 or self.fill_utc is None:
+        if self.mode is Mode.MINIMUM_RATE:
+            programmed_nl_per_day = self.config.minimum_rate_nl_per_h * 24
+        elif self.programme is not None:
+            programmed_nl_per_day = self.programme.daily_total_nl()
+        else:
+            programmed_nl_per_day = self.basal_rate_nl_per_h * 24
+        if not self.fill_nl or programmed_nl_per_day <= 0 or self.fill_utc is None:
             return None
         c = self.config
         settings = reservoir_math.ReservoirSettings(max(c.reservoir_capacity_nl, self.fill_nl, c.low_reservoir_nl + 1),
                                                     c.low_reservoir_nl, c.low_reservoir_days, c.empty_reservoir_nl)
         state = reservoir_math.ReservoirState(self.fill_nl, self.dispensed_since_fill_nl, self.fill_utc)
-        worst_case_nl_per_day = rate * 24 + int(self.therapy_state.get("patient_bolus_nl_per_day", 0))
+        worst_case_nl_per_day = programmed_nl_per_day + int(self.therapy_state.get("patient_bolus_nl_per_day", 0))
         try:
             return reservoir_math.forecast(state, worst_case_nl_per_day, settings, self.clock.utc_now())
         except ConfigError:

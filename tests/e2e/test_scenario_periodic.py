@@ -242,3 +242,9 @@ def test_periodic_scenario_delivers_the_programme_daily_total(periodic_run: Any)
     assert record.delivered_by_kind_ug.get("periodic", 0) > 0
     assert set(record.delivered_by_kind_ug) <= {"basal", "periodic"}
 
+
+def test_reservoir_forecast_uses_the_programme_day_not_the_bolus_rate(periodic_run: Any) -> None:
+    """Regression: extrapolating a periodic bolus's rate to a whole day raised a false low-reservoir alarm."""
+    _, record = periodic_run
+    assert record.reservoir["days_to_low_alarm"] > 30
+    assert "reservoir_low" not in {a.code for a in record.alarms if a.event == "raise"}
