@@ -1,9 +1,9 @@
 """Fixtures for controller-logic tests: a controller over the interface-level fake pump, in virtual time.
 
-The kernel is the compiled one when it is built; without it these logic tests
-use the pure-Python twin *on purpose* (``cython_ext.kernel.load("python")``), so
-a checkout without a C compiler can still check the workflows. The compiled
-kernel's equivalence with the twin is the kernel suite's job.
+The kernel is the one the selector gives: the compiled module, or the
+pure-Python twin when ``ITB_PURE_PYTHON=1`` asks for it (a checkout without a
+C compiler can still check the workflows that way, on purpose). Without either,
+the import fails loudly: the compiled core is never silently replaced.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ MS_PER_DAY = 86_400_000
 
 
 def kernel_module() -> Any:
-    """The compiled kernel if built, else the pure-Python twin (chosen explicitly)."""
+    """The selected kernel: compiled, or the twin only when ``ITB_PURE_PYTHON=1``."""
     from cython_ext import kernel
 
-    try:
-        return kernel.load("compiled")
-    except ImportError:
-        return kernel.load("python")
+    return kernel
 
 
 class AlarmLog:

@@ -300,8 +300,6 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
     from hal.pump import Direction
     from sim.rig import simulated_pump
 
-    from cython_ext import kernel
-
     clock = VirtualClock()
     events: list[dict] = []
 
@@ -318,12 +316,8 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
         driver.set_target_volume(0)
         driver.set_direction(Direction.INFUSE)
         store = stack.enter_context(CheckpointStore(":memory:"))
-        try:
-            module = kernel.load("compiled")
-        except ImportError:
-            module = kernel.load("python")
         gate = KernelGate(500, {"max_dose_ng_per_day": 1_000_000}, min_rate_nl_per_h=caps.min_rate_nl_per_h,
-                          max_rate_nl_per_h=caps.max_rate_nl_per_h, kernel_module=module)
+                          max_rate_nl_per_h=caps.max_rate_nl_per_h)
         loop = ControlLoop(driver, clock, gate, AlarmManager(clock, Log()), store,
                            LoopConfig(poll_interval_ms=20_000))
         therapy = Therapy(loop, gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)

@@ -44,12 +44,10 @@ POLL_MS = 30 * MS_PER_MIN
 
 
 def _kernel() -> Any:
+    """The selected kernel: compiled, or the twin only when ``ITB_PURE_PYTHON=1``."""
     from cython_ext import kernel
 
-    try:
-        return kernel.load("compiled")
-    except ImportError:
-        return kernel.load("python")
+    return kernel
 
 
 class _Alarms:
