@@ -57,6 +57,22 @@ from cython_ext.units import MS_PER_DAY, MS_PER_H, PG_PER_NG, div_round
 
 IMPLEMENTATION = "python"
 
+#: Reason codes for a value below hard, below soft, above soft and above hard, per bounded quantity.
+_RATE_BOUND_REASONS = (Reason.RATE_BELOW_HARD, Reason.RATE_BELOW_SOFT, Reason.RATE_ABOVE_SOFT,
+                       Reason.RATE_ABOVE_HARD)
+_DOSE_BOUND_REASONS = (Reason.DOSE_BELOW_HARD, Reason.DOSE_BELOW_SOFT, Reason.DOSE_ABOVE_SOFT,
+                       Reason.DOSE_ABOVE_HARD)
+_BOLUS_BOUND_REASONS = (Reason.BOLUS_BELOW_HARD, Reason.BOLUS_BELOW_SOFT, Reason.BOLUS_ABOVE_SOFT,
+                        Reason.BOLUS_ABOVE_HARD)
+_CONCENTRATION_BOUND_REASONS = (Reason.CONCENTRATION_BELOW_HARD, Reason.CONCENTRATION_BELOW_SOFT,
+                                Reason.CONCENTRATION_ABOVE_SOFT, Reason.CONCENTRATION_ABOVE_HARD)
+
+
+def _add_bound_reason(where: int, reasons: set[str], codes: tuple[str, str, str, str]) -> None:
+    """Add the code for where a value lies (:meth:`Bounds.classify`: -2, -1, 0, 1, 2); nothing inside soft bounds."""
+    if where:
+        reasons.add(codes[where + 2 if where < 0 else where + 1])
+
 
 class Programme:
     """A delivery programme: a rate function over a repeating 24 h day, at one concentration.
@@ -509,15 +525,7 @@ class SafetyKernel:
     def _check_rate(self, rate: int, limits: DrugLimits, reasons: set[str]) -> None:
         if rate == 0:
             reasons.add(Reason.RATE_ZERO)
-        where = limits.rate_nl_per_h.classify(rate)
-        if where == -2:
-            reasons.add(Reason.RATE_BELOW_HARD)
-        elif where == -1:
-            reasons.add(Reason.RATE_BELOW_SOFT)
-        elif where == 1:
-            reasons.add(Reason.RATE_ABOVE_SOFT)
-        elif where == 2:
-            reasons.add(Reason.RATE_ABOVE_HARD)
+        _add_bound_reason(limits.rate_nl_per_h.classify(rate), reasons, _RATE_BOUND_REASONS)
         if rate < self.envelope.min_rate_nl_per_h:
             reasons.add(Reason.RATE_BELOW_PUMP_MIN)
         if rate > self.envelope.max_rate_nl_per_h:
@@ -533,15 +541,7 @@ class SafetyKernel:
         for _start, rate in programme.segments:
             self._check_rate(rate, limits, reasons)
         dose = programme.daily_total_ng()
-        where = limits.dose_ng_per_day.classify(dose)
-        if where == -2:
-            reasons.add(Reason.DOSE_BELOW_HARD)
-        elif where == -1:
-            reasons.add(Reason.DOSE_BELOW_SOFT)
-        elif where == 1:
-            reasons.add(Reason.DOSE_ABOVE_SOFT)
-        elif where == 2:
-            reasons.add(Reason.DOSE_ABOVE_HARD)
+        _add_bound_reason(limits.dose_ng_per_day.classify(dose), reasons, _DOSE_BOUND_REASONS)
         if dose > self.caps.max_dose_ng_per_day:
             reasons.add(Reason.DOSE_ABOVE_PRESCRIPTION_CAP)
         if self.programme is not None:
@@ -611,14 +611,7 @@ class SafetyKernel:
                     reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
             if new_limits is not None and request.record_concentration_ug_per_ml:
                 where = new_limits.concentration.classify(request.record_concentration_ug_per_ml)
-                if where == -2:
-                    reasons.add(Reason.CONCENTRATION_BELOW_HARD)
-                elif where == -1:
-                    reasons.add(Reason.CONCENTRATION_BELOW_SOFT)
-                elif where == 1:
-                    reasons.add(Reason.CONCENTRATION_ABOVE_SOFT)
-                elif where == 2:
-                    reasons.add(Reason.CONCENTRATION_ABOVE_HARD)
+                _add_bound_reason(where, reasons, _CONCENTRATION_BOUND_REASONS)
             if new_limits is not None and self.programme is not None:
                 dose = self._check_programme(programme, new_limits, mass, now_ms, reasons)
         elif kind == RequestKind.BOLUS:
@@ -633,15 +626,7 @@ class SafetyKernel:
                 if not enabled:
                     reasons.add(Reason.BOLUS_DISABLED)
                 mass_ng = div_round(mass, PG_PER_NG, "up")
-                where = self.limits.bolus_ng.classify(mass_ng)
-                if where == -2:
-                    reasons.add(Reason.BOLUS_BELOW_HARD)
-                elif where == -1:
-                    reasons.add(Reason.BOLUS_BELOW_SOFT)
-                elif where == 1:
-                    reasons.add(Reason.BOLUS_ABOVE_SOFT)
-                elif where == 2:
-                    reasons.add(Reason.BOLUS_ABOVE_HARD)
+                _add_bound_reason(self.limits.bolus_ng.classify(mass_ng), reasons, _BOLUS_BOUND_REASONS)
                 if mass_ng > self.caps.max_bolus_ng:
                     reasons.add(Reason.BOLUS_ABOVE_PRESCRIPTION_MAX)
                 last = self.ledger.last_bolus_ms(COUNTED_BOLUS_KINDS)
