@@ -25,7 +25,9 @@ command can never repeat a bolus.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from controller.faults import FaultCode, fault_for_exception
 from hal.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
@@ -106,18 +108,26 @@ def is_link_error(error: HalError) -> bool:
     return isinstance(error, (CommunicationError, ConnectError, UncertainDeliveryError))
 
 
+_T = TypeVar("_T")
+
+
+def _read_retrying(read: Callable[[], _T], errors: list[HalError] | None) -> _T | None:
+    """Call an idempotent read up to READ_ATTEMPTS times; None if every attempt failed."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return read()
+        except HalError as exc:
+            if errors is not None:
+                errors.append(exc)
+    return None
+
+
 def read_status(pump: PumpDriver, *, errors: list[HalError] | None = None) -> PumpStatus | None:
     """Read status, retrying an idempotent read; None if the pump cannot be read.
 
     :param errors: if given, every HAL error caught is appended (the loop maps them to faults).
     """
-    for _ in range(READ_ATTEMPTS):
-        try:
-            return pump.read_status()
-        except HalError as exc:
-            if errors is not None:
-                errors.append(exc)
-    return None
+    return _read_retrying(pump.read_status, errors)
 
 
 def read_dispensed(pump: PumpDriver, *, errors: list[HalError] | None = None) -> DispensedVolume | None:
@@ -125,13 +135,7 @@ def read_dispensed(pump: PumpDriver, *, errors: list[HalError] | None = None) ->
 
     :param errors: if given, every HAL error caught is appended (the loop maps them to faults).
     """
-    for _ in range(READ_ATTEMPTS):
-        try:
-            return pump.read_dispensed()
-        except HalError as exc:
-            if errors is not None:
-                errors.append(exc)
-    return None
+    return _read_retrying(pump.read_dispensed, errors)
 
 
 class RateProgrammer:
