@@ -37,7 +37,7 @@ from typing import Protocol
 
 from controller.audit import SYSTEM_ACTOR, Actor
 from hal.clock import NS_PER_S, Clock
-from hal.errors import ConfigError, StateError
+from cython_ext.errors import ConfigError, StateError
 
 #: Longest audio pause an operator may request, seconds (IEC 60601-1-8 practice: 2 min).
 AUDIO_PAUSE_MAX_S = 120

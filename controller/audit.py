@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 #: Length of a hex SHA-256 digest, characters.
 HASH_HEX_CHARS = 64

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from hal.errors import ConfigError, StateError
+from cython_ext.errors import ConfigError, StateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoint (

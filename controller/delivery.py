@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from controller.faults import FaultCode, fault_for_exception
-from hal.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
+from cython_ext.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
 from hal.pump import CommandResult, DispensedVolume, Outcome, PumpAlarm, PumpDriver, PumpState, PumpStatus
 
 #: How many times an idempotent read is attempted before the state counts as unknown.
@@ -79,8 +79,8 @@ def fault_for_hal_error(error: HalError, *, delivery_command: bool = False) -> F
     (the pump answered with an error, a value it cannot take, a driver that is
     unavailable) are mapped here, never left without a reaction:
 
-    * on a delivery command (rate, start, stop), :class:`~hal.errors.DeviceError` or
-      :class:`~hal.errors.CapabilityError` is a rejected programme
+    * on a delivery command (rate, start, stop), :class:`~cython_ext.errors.DeviceError` or
+      :class:`~cython_ext.errors.CapabilityError` is a rejected programme
       (``PUMP_PROGRAM_REJECTED``: the old programme keeps running, verified by a read);
     * anywhere else the pump's state could not be established: ``COMMS_TIMEOUT``
       (the pump keeps its last committed programme; the status counts as unknown).
@@ -232,7 +232,7 @@ class RateProgrammer:
         :param rate_nl_per_h: the new rate, nL/h (already authorised by the kernel).
         :param previous_nl_per_h: the committed rate to restore on failure, or None at first start.
         :param start: start the pump if it is not infusing once the rate is verified.
-        A value the pump cannot represent (:class:`~hal.errors.CapabilityError`, raised by the
+        A value the pump cannot represent (:class:`~cython_ext.errors.CapabilityError`, raised by the
         driver before anything is sent) leaves the old rate running: ``KEPT_OLD``.
         """
         try:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from controller.alarms import AlarmCode
 from controller.journal import JournalError
-from hal.errors import (
+from cython_ext.errors import (
     CommunicationError,
     ConfigError,
     ConnectError,
@@ -272,10 +272,10 @@ def fault_for_pump_alarm(alarm: PumpAlarm) -> FaultCode:
 def fault_for_exception(error: BaseException) -> FaultCode | None:
     """The :class:`FaultCode` a caught error stands for, or None if it is not a fault of this table.
 
-    :class:`~hal.errors.UncertainDeliveryError` is an uncertain delivery (reconcile, never
+    :class:`~cython_ext.errors.UncertainDeliveryError` is an uncertain delivery (reconcile, never
     retry); timeouts, garbled replies and a port that will not open are a comms timeout
     (the pump keeps its programme); a :class:`~controller.journal.JournalError` is a
-    journal write failure. Rejected input (:class:`~hal.errors.ConfigError`) is not a fault.
+    journal write failure. Rejected input (:class:`~cython_ext.errors.ConfigError`) is not a fault.
 
     :param error: the exception.
     """

@@ -13,8 +13,8 @@ effect and when it took effect. Restoring rebuilds the kernel with that
 programme taking effect at its recorded time, which keeps the titration
 interval and baseline at least as strict as before the restart.
 
-Kernel errors (:class:`~cython_ext.errors.KernelConfigError`) are re-raised as
-:class:`~hal.errors.ConfigError` with the same field, value and range.
+The kernel raises the project's own :class:`~cython_ext.errors.ConfigError`,
+so its errors pass through unchanged.
 """
 
 from __future__ import annotations
@@ -24,12 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cython_ext import units
-from cython_ext.errors import KernelConfigError
-from hal.errors import ConfigError
-
-#: The loop's delivery-kind names, in kernel ledger terms.
-KIND_NAMES = ("basal", "flex", "clinician", "patient", "periodic", "priming", "bridge", "minimum_rate")
-
+from cython_ext.errors import ConfigError
+from cython_ext.vocabulary import DeliveryKind
 
 def _kernel() -> Any:
     from cython_ext import kernel
@@ -37,8 +33,9 @@ def _kernel() -> Any:
     return kernel
 
 
-def _config_error(exc: KernelConfigError) -> ConfigError:
-    return ConfigError(getattr(exc, "field", "kernel"), getattr(exc, "value", None), getattr(exc, "allowed", str(exc)))
+def kernel_implementation() -> str:
+    """Which kernel implementation this process uses: ``"compiled"``, or ``"python"`` (the twin, on request)."""
+    return _kernel().IMPLEMENTATION
 
 
 @dataclass(frozen=True)
@@ -185,17 +182,13 @@ class KernelGate(Gate):
                  min_rate_nl_per_h: int, max_rate_nl_per_h: int, kernel_module: Any = None) -> None:
         self.k = kernel_module if kernel_module is not None else _kernel()
         self._caps_kwargs = dict(caps_kwargs)
-        try:
-            self.caps = self.k.make_caps(**caps_kwargs)
-            # The kernel plans within its own ceiling; a faster pump is simply never asked for more.
-            ceiling = getattr(self.k, "MAX_RATE_NL_PER_H", max_rate_nl_per_h)
-            self.envelope = self.k.make_envelope(min_rate_nl_per_h, min(max_rate_nl_per_h, ceiling), 1)
-            limits = self.k.library_entry(concentration_ug_per_ml)
-            self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        self.caps = self.k.make_caps(**caps_kwargs)
+        # The kernel plans within its own ceiling; a faster pump is simply never asked for more.
+        ceiling = getattr(self.k, "MAX_RATE_NL_PER_H", max_rate_nl_per_h)
+        self.envelope = self.k.make_envelope(min_rate_nl_per_h, min(max_rate_nl_per_h, ceiling), 1)
+        limits = self.k.library_entry(concentration_ug_per_ml)
+        self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
         self.programme_since_ms = 0
-        self._kinds = {name: i for i, name in enumerate(KIND_NAMES)}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -204,10 +197,9 @@ class KernelGate(Gate):
         """Concentration the kernel believes is in the pump, µg/mL."""
         return self.kernel.limits.concentration_ug_per_ml
 
-    def _kind(self, name: str) -> int:
-        if name not in self._kinds:
-            raise ConfigError("kind", name, f"one of {KIND_NAMES}")
-        return self._kinds[name]
+    @staticmethod
+    def _kind(name: str) -> int:
+        return int(DeliveryKind.from_label(name))
 
     def _wrap(self, decision: Any) -> GateDecision:
         return GateDecision(
@@ -224,27 +216,18 @@ class KernelGate(Gate):
         )
 
     def _authorize(self, request: Any, now_ms: int) -> GateDecision:
-        try:
-            return self._wrap(self.kernel.authorize(request, now_ms))
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        return self._wrap(self.kernel.authorize(request, now_ms))
 
     def _override(self, override: tuple[tuple[str, ...], str, str] | None) -> Any:
         if override is None:
             return None
         codes, reason, actor = override
-        try:
-            return self.k.make_override(codes, reason=reason, actor=actor)
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        return self.k.make_override(codes, reason=reason, actor=actor)
 
     # -- authorisation ----------------------------------------------------------------------------
 
     def authorize_basal(self, rate_nl_per_h: int, now_ms: int, *, override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
-        try:
-            request = self.k.request_rate_change(rate_nl_per_h, override=self._override(override))
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        request = self.k.request_rate_change(rate_nl_per_h, override=self._override(override))
         return self._authorize(request, now_ms)
 
     def make_programme(self, steps: list[tuple[int, int, int]], anchor_ms: int, *,
@@ -256,22 +239,16 @@ class KernelGate(Gate):
         :param periodic_boluses: ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)`` boluses given
             daily on top of the steps.
         """
-        try:
-            return self.k.Programme([tuple(s) for s in steps], self.concentration_ug_per_ml, anchor_ms=anchor_ms,
-                                    periodic_boluses=[tuple(b) for b in periodic_boluses])
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        return self.k.Programme([tuple(s) for s in steps], self.concentration_ug_per_ml, anchor_ms=anchor_ms,
+                                periodic_boluses=[tuple(b) for b in periodic_boluses])
 
     def authorize_programme(self, steps: list[tuple[int, int, int]], now_ms: int, *, anchor_ms: int,
                             override: tuple[tuple[str, ...], str, str] | None = None,
                             periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> GateDecision:
-        """Authorise a flex programme (up to 13 steps covering 24 h from ``anchor_ms``) with any periodic
+        """Authorise a flex programme (up to :data:`~cython_ext.vocabulary.MAX_FLEX_STEPS` steps covering 24 h from ``anchor_ms``) with any periodic
         boluses, as a whole: the kernel checks the daily total (basal + periodic) against the 24 h cap."""
         programme = self.make_programme(steps, anchor_ms, periodic_boluses=periodic_boluses)
-        try:
-            request = self.k.request_programme_change(programme, override=self._override(override))
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        request = self.k.request_programme_change(programme, override=self._override(override))
         decision = self._authorize(request, now_ms)
         if decision.allowed:
             return GateDecision(True, decision.reasons, programme.rate_at(now_ms), 0, 0, 0, decision.dose_ng_per_day,
@@ -280,21 +257,15 @@ class KernelGate(Gate):
 
     def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int, *,
                         override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
-        try:
-            request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms, override=self._override(override))
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms, override=self._override(override))
         return self._authorize(request, now_ms)
 
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
                                        bridge_volume_nl: int, bridge_duration_ms: int, now_ms: int) -> GateDecision:
-        try:
-            anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
-            programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
-            bridge = self.k.BridgePlan(bridge_volume_nl, bridge_duration_ms) if bridge_volume_nl else None
-            request = self.k.request_concentration_change(programme, bridge)
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
+        programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
+        bridge = self.k.BridgePlan(bridge_volume_nl, bridge_duration_ms) if bridge_volume_nl else None
+        request = self.k.request_concentration_change(programme, bridge)
         decision = self._authorize(request, now_ms)
         if decision.allowed:
             return GateDecision(decision.allowed, decision.reasons, rate_nl_per_h, decision.volume_nl,
@@ -319,10 +290,7 @@ class KernelGate(Gate):
     def apply(self, decision: GateDecision, now_ms: int) -> None:
         if decision.raw is None:
             raise ConfigError("decision", decision, "a kernel decision (workflow denials are never applied)")
-        try:
-            self.kernel.apply(decision.raw, now_ms)
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        self.kernel.apply(decision.raw, now_ms)
         if decision.raw.kind != int(self.k.RequestKind.BOLUS):
             self.programme_since_ms = now_ms
 
@@ -330,10 +298,7 @@ class KernelGate(Gate):
         del start_ms
         if mass_pg <= 0:
             return
-        try:
-            self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
 
     def note_bolus_start(self, kind: str, at_ms: int) -> None:
         """Count a bolus start the checkpoint missed (a crash after it was sent): lockouts survive restarts."""
@@ -342,11 +307,8 @@ class KernelGate(Gate):
         starts = [s for s in ledger.snapshot()["bolus_starts"] if s[1] == k]
         if any(at == at_ms for at, _ in starts):
             return
-        newest = ledger.last_bolus_ms(tuple(range(len(KIND_NAMES))))
-        try:
-            ledger.record_bolus_start(k, max(at_ms, newest or 0))
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        newest = ledger.last_bolus_ms(tuple(DeliveryKind))
+        ledger.record_bolus_start(k, max(at_ms, newest or 0))
 
     def release_bolus(self, kind: str, mass_pg: int) -> int:
         k = self._kind(kind)
@@ -362,10 +324,7 @@ class KernelGate(Gate):
         return self.kernel.cap_pg() // units.PG_PER_NG
 
     def plan_taper(self, target_dose_ng_per_day: int, now_ms: int) -> list[tuple[int, int]]:
-        try:
-            return [(s.at_ms, s.dose_ng_per_day) for s in self.kernel.plan_titration(target_dose_ng_per_day, now_ms)]
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        return [(s.at_ms, s.dose_ng_per_day) for s in self.kernel.plan_titration(target_dose_ng_per_day, now_ms)]
 
     def daily_dose_ng(self) -> int:
         return self.kernel.daily_dose_ng
@@ -382,16 +341,13 @@ class KernelGate(Gate):
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        try:
-            ledger = self.k.Ledger.restore(snapshot["ledger"])
-            limits = self.k.library_entry(snapshot["concentration_ug_per_ml"])
-            programme = None
-            if snapshot["steps"] is not None:
-                programme = self.k.Programme([tuple(s) for s in snapshot["steps"]], limits.concentration_ug_per_ml,
-                                             anchor_ms=snapshot["anchor_ms"],
-                                             periodic_boluses=[tuple(b) for b in snapshot.get("periodic_boluses", ())])
-            self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
-                                              programme_since_ms=snapshot["programme_since_ms"])
-        except KernelConfigError as exc:
-            raise _config_error(exc) from None
+        ledger = self.k.Ledger.restore(snapshot["ledger"])
+        limits = self.k.library_entry(snapshot["concentration_ug_per_ml"])
+        programme = None
+        if snapshot["steps"] is not None:
+            programme = self.k.Programme([tuple(s) for s in snapshot["steps"]], limits.concentration_ug_per_ml,
+                                         anchor_ms=snapshot["anchor_ms"],
+                                         periodic_boluses=[tuple(b) for b in snapshot.get("periodic_boluses", ())])
+        self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
+                                          programme_since_ms=snapshot["programme_since_ms"])
         self.programme_since_ms = snapshot["programme_since_ms"]

@@ -71,7 +71,7 @@ from controller.audit import (
     genesis_hash,
 )
 from hal.clock import Clock
-from hal.errors import ConfigError, ItbError, StateError
+from cython_ext.errors import ConfigError, ItbError, StateError
 
 #: Version of the journal's table layout.
 JOURNAL_SCHEMA_VERSION = 1

@@ -56,7 +56,7 @@ from controller.gate import Gate, GateDecision
 from controller.journal import JournalError
 from cython_ext import units
 from hal.clock import Clock
-from hal.errors import ConfigError, HalError, StateError
+from cython_ext.errors import ConfigError, HalError, StateError
 from hal.pump import PumpAlarm, PumpDriver, PumpState
 
 MS_PER_MIN = units.MS_PER_MIN

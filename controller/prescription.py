@@ -10,7 +10,7 @@ policy. Every number carries its unit in its key; decimals are parsed exactly
 
 Unknown keys, missing keys, wrong types, booleans where numbers belong, NaN,
 infinity, negative values and values outside the drug library's hard limits
-are rejected with a :class:`~hal.errors.ConfigError` naming the dotted field,
+are rejected with a :class:`~cython_ext.errors.ConfigError` naming the dotted field,
 the value and the allowed range. Parsing builds the whole object or raises:
 nothing is half-applied. Soft-limit breaches are not errors of the file, but a
 breach is only acceptable with a matching ``[[soft_limit_overrides]]`` entry
@@ -79,21 +79,15 @@ from types import MappingProxyType
 from typing import Any
 
 from cython_ext import units
-from cython_ext.errors import KernelConfigError
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
+from cython_ext.vocabulary import MAX_FLEX_STEPS, MAX_PERIODIC_BOLUSES, Origin
 
 #: The only schema version this parser reads.
 SCHEMA_VERSION = 1
-#: Most flex steps in one day (SynchroMed II: the rate can change up to 13 times a day).
-MAX_FLEX_STEPS = 13
-#: Most periodic boluses in one day.
-MAX_PERIODIC_BOLUSES = 13
 #: Minutes in one programme day.
 MIN_PER_DAY = 1440
 #: A value at least this many times, or at most 1/this of, the current one needs confirmation (VAL-02).
 MAGNITUDE_FACTOR = 10
-#: Largest permitted titration step by origin, percent per step (itb-clinical section 1.4; TIT-01).
-ORIGIN_MAX_INCREASE_PCT: Mapping[str, int] = MappingProxyType({"spinal": 30, "cerebral": 15, "paediatric": 15})
 #: Allowed minimum interval between titration steps, hours.
 MIN_INTERVAL_H_RANGE = (24, 24 * 14)
 #: Allowed decrease-confirmation threshold, percent.
@@ -108,14 +102,6 @@ BOLUS_DURATION_MIN_RANGE = (1, 24 * 60)
 BOLUSES_PER_DAY_RANGE = (1, 24)
 #: Longest text field, characters.
 MAX_TEXT_CHARS = 200
-
-
-class Origin(enum.Enum):
-    """Origin of the spasticity; sets the titration cap (itb-clinical section 1.4)."""
-
-    SPINAL = "spinal"
-    CEREBRAL = "cerebral"
-    PAEDIATRIC = "paediatric"
 
 
 class ProgrammeMode(enum.Enum):
@@ -618,7 +604,7 @@ def _decimal(value: Any, dotted: str, scale: int, unit: str, *, allow_zero: bool
         raise ConfigError(dotted, _shown(value), f"{sign} {unit}")
     try:
         return units.decimal_to_units(value, scale, field=dotted)
-    except KernelConfigError as exc:
+    except ConfigError as exc:
         raise ConfigError(dotted, _shown(value), f"a multiple of {Decimal(1) / scale:f} {unit}",
                           detail=exc.detail) from exc
 
@@ -1027,7 +1013,7 @@ def _parse_titration(
     total = programme.daily_total_ng()
     _within(cap, doc["max_dose_ug_per_day"], "titration.max_dose_ug_per_day", max(total, bounds.lower_hard),
             bounds.upper_hard, ug, "ug/day")
-    origin_cap = ORIGIN_MAX_INCREASE_PCT[patient.origin.value]
+    origin_cap = patient.origin.titration_cap_pct
     increase = _int(doc["max_increase_pct"], "titration.max_increase_pct", 1, origin_cap,
                     f"% (the {patient.origin.value}-origin cap)")
     interval_h = _int(doc["min_interval_h"], "titration.min_interval_h", *MIN_INTERVAL_H_RANGE, "h")

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from controller.alarms import AlarmCode
 from cython_ext import units
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 #: Longest interval between refills, days (commercial recommendation, itb-clinical section 5.1).
 MAX_REFILL_INTERVAL_DAYS = 180

@@ -42,7 +42,8 @@ from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
 from cython_ext import units
-from hal.errors import ConfigError
+from cython_ext.vocabulary import MAX_FLEX_STEPS
+from cython_ext.errors import ConfigError
 
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
@@ -389,8 +390,8 @@ class Therapy:
     @staticmethod
     def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
         if not steps or steps[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])) \
-                or steps[-1][0] >= MS_PER_DAY or len(steps) > 13:
-            raise ConfigError("steps", steps, "1-13 (start_ms, dose) steps from 0, increasing, inside 24 h")
+                or steps[-1][0] >= MS_PER_DAY or len(steps) > MAX_FLEX_STEPS:
+            raise ConfigError("steps", steps, f"1-{MAX_FLEX_STEPS} (start_ms, dose) steps from 0, increasing, inside 24 h")
 
     def _flex_kernel_steps(self, steps: list[tuple[int, int]],
                            concentration_ug_per_ml: int | None = None) -> list[tuple[int, int, int]]:
@@ -407,7 +408,7 @@ class Therapy:
         (the last to midnight). The kernel checks the whole day at once (daily total against the
         titration cap and the 24 h cap); the loop then changes the rate at each boundary.
 
-        :param steps: 1 to 13 steps, the first starting at 0, starts strictly increasing and < 24 h.
+        :param steps: 1 to :data:`~cython_ext.vocabulary.MAX_FLEX_STEPS` steps, the first starting at 0, starts strictly increasing and < 24 h.
         :param anchor_ms: controller time at which the programme's day starts (its midnight).
         """
         action = "flex"

@@ -8,7 +8,7 @@ twice (``_kernel.pyx`` and ``_kernel_py.py``) and proven equal by tests.
 
 All numbers are integers in the fixed-point units of :mod:`cython_ext.units`.
 Configuration is validated when built: bad values raise
-:class:`~cython_ext.errors.KernelConfigError` naming field, value and range;
+:class:`~cython_ext.errors.ConfigError` naming field, value and range;
 non-integers raise :class:`TypeError`.
 """
 
@@ -18,8 +18,22 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.errors import ConfigError, require_int, require_range
 from cython_ext.units import MS_PER_DAY, MS_PER_H, div_round
+from cython_ext.vocabulary import (
+    ALL_REASONS,
+    BOLUS_KINDS,
+    COUNTED_BOLUS_KINDS,
+    DISCONTINUE_AUTHORISATION,
+    MAX_FLEX_STEPS,
+    MAX_PERIODIC_BOLUSES,
+    N_KINDS,
+    SOFT_REASONS,
+    TITRATION_CAP_PCT_BY_ORIGIN,
+    DeliveryKind,
+    Origin,
+    Reason,
+)
 
 __all__ = [
     "MAX_RATE_NL_PER_H",
@@ -79,7 +93,7 @@ __all__ = [
     "MAX_TIME_MS",
     "MAX_INTERVAL_MS",
     "check_request",
-    "KernelConfigError",
+    "ConfigError",
 ]
 
 # Representation limits. They keep every intermediate of the compiled kernel far
@@ -103,10 +117,6 @@ MAX_RECORD_PG = 10**13
 MAX_BUCKET_PG = 10**14
 #: Largest count of boluses per 24 h any configuration accepts.
 MAX_BOLUSES_PER_DAY = 96
-#: Most flex steps per day (SynchroMed II: up to 13 rate changes a day).
-MAX_FLEX_STEPS = 13
-#: Most periodic boluses per day in one programme.
-MAX_PERIODIC_BOLUSES = 24
 #: Ledger resolution, ms (one minute).
 LEDGER_RESOLUTION_MS = 60_000
 #: Buckets in the rolling window: an amount recorded in minute ``m`` counts in
@@ -116,27 +126,6 @@ WINDOW_BUCKETS = 1440
 BOLUS_HISTORY = 256
 #: Ledger snapshot format version.
 SNAPSHOT_VERSION = 1
-
-
-class DeliveryKind(enum.IntEnum):
-    """What a ledger entry was delivered as. All kinds count towards the 24 h totals."""
-
-    BASAL = 0
-    FLEX = 1
-    BOLUS_CLINICIAN = 2
-    BOLUS_PATIENT = 3
-    BOLUS_PERIODIC = 4
-    PRIMING = 5
-    BRIDGE = 6
-    MINIMUM_RATE = 7
-
-
-#: Number of delivery kinds (length of every per-kind array).
-N_KINDS = len(DeliveryKind)
-#: Bolus kinds a :func:`request_bolus` may name.
-BOLUS_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING, DeliveryKind.BRIDGE)
-#: Bolus kinds limited by size, lockout and count (priming and bridge are limited by volume).
-COUNTED_BOLUS_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT)
 
 
 class RequestKind(enum.IntEnum):
@@ -150,88 +139,6 @@ class RequestKind(enum.IntEnum):
     MINIMUM_RATE = 6
 
 
-class Origin(enum.Enum):
-    """Origin of spasticity; selects the default titration cap."""
-
-    SPINAL = "spinal"
-    CEREBRAL = "cerebral"
-    PAEDIATRIC = "paediatric"
-
-
-#: Default titration cap per origin, % per 24 h (itb-clinical.md §1.4; placeholders for sign-off).
-TITRATION_CAP_PCT_BY_ORIGIN = {Origin.SPINAL: 30, Origin.CEREBRAL: 15, Origin.PAEDIATRIC: 15}
-
-
-class Reason:
-    """Machine-readable reason codes carried by :class:`Decision`.
-
-    Codes ending in ``_SOFT`` and the members of :data:`SOFT_REASONS` may be
-    overridden by an :class:`Override` naming them; every other code is a hard stop.
-    """
-
-    NO_PROGRAMME = "NO_PROGRAMME"
-    SCREENING_ONLY = "SCREENING_ONLY"
-    CLOCK_BEHIND_LEDGER = "CLOCK_BEHIND_LEDGER"
-    CONCENTRATION_NOT_IN_LIBRARY = "CONCENTRATION_NOT_IN_LIBRARY"
-    CONCENTRATION_CHANGED = "CONCENTRATION_CHANGED"
-    CONCENTRATION_UNCHANGED = "CONCENTRATION_UNCHANGED"
-    BRIDGE_PLAN_MISSING = "BRIDGE_PLAN_MISSING"
-    DOSE_BELOW_HARD = "DOSE_BELOW_HARD"
-    DOSE_BELOW_SOFT = "DOSE_BELOW_SOFT"
-    DOSE_ABOVE_SOFT = "DOSE_ABOVE_SOFT"
-    DOSE_ABOVE_HARD = "DOSE_ABOVE_HARD"
-    DOSE_ABOVE_PRESCRIPTION_CAP = "DOSE_ABOVE_PRESCRIPTION_CAP"
-    RATE_ZERO = "RATE_ZERO"
-    RATE_BELOW_HARD = "RATE_BELOW_HARD"
-    RATE_BELOW_SOFT = "RATE_BELOW_SOFT"
-    RATE_ABOVE_SOFT = "RATE_ABOVE_SOFT"
-    RATE_ABOVE_HARD = "RATE_ABOVE_HARD"
-    RATE_BELOW_PUMP_MIN = "RATE_BELOW_PUMP_MIN"
-    RATE_ABOVE_PUMP_MAX = "RATE_ABOVE_PUMP_MAX"
-    RATE_NOT_PUMP_STEP = "RATE_NOT_PUMP_STEP"
-    RATE_BELOW_MINIMUM_RATE = "RATE_BELOW_MINIMUM_RATE"
-    TITRATION_CAP_EXCEEDED = "TITRATION_CAP_EXCEEDED"
-    TITRATION_INTERVAL = "TITRATION_INTERVAL"
-    DECREASE_NEEDS_CONFIRMATION = "DECREASE_NEEDS_CONFIRMATION"
-    BOLUS_DISABLED = "BOLUS_DISABLED"
-    BOLUS_BELOW_HARD = "BOLUS_BELOW_HARD"
-    BOLUS_BELOW_SOFT = "BOLUS_BELOW_SOFT"
-    BOLUS_ABOVE_SOFT = "BOLUS_ABOVE_SOFT"
-    BOLUS_ABOVE_HARD = "BOLUS_ABOVE_HARD"
-    BOLUS_ABOVE_PRESCRIPTION_MAX = "BOLUS_ABOVE_PRESCRIPTION_MAX"
-    BOLUS_LOCKOUT = "BOLUS_LOCKOUT"
-    BOLUS_COUNT = "BOLUS_COUNT"
-    BOLUS_RATE_ABOVE_PUMP_MAX = "BOLUS_RATE_ABOVE_PUMP_MAX"
-    PRIMING_VOLUME_ABOVE_MAX = "PRIMING_VOLUME_ABOVE_MAX"
-    DOSE_CAP_24H = "DOSE_CAP_24H"
-    DISCONTINUE_NOT_AUTHORISED = "DISCONTINUE_NOT_AUTHORISED"
-    TAPER_INCOMPLETE = "TAPER_INCOMPLETE"
-    MINIMUM_RATE_ABOVE_CURRENT = "MINIMUM_RATE_ABOVE_CURRENT"
-    CONCENTRATION_BELOW_HARD = "CONCENTRATION_BELOW_HARD"
-    CONCENTRATION_BELOW_SOFT = "CONCENTRATION_BELOW_SOFT"
-    CONCENTRATION_ABOVE_SOFT = "CONCENTRATION_ABOVE_SOFT"
-    CONCENTRATION_ABOVE_HARD = "CONCENTRATION_ABOVE_HARD"
-
-
-#: Every reason code, in the fixed order in which decisions list them.
-ALL_REASONS: tuple[str, ...] = tuple(v for k, v in vars(Reason).items() if k.isupper())
-#: Reason codes an :class:`Override` may lift (soft limits, the titration interval, large decreases).
-SOFT_REASONS: frozenset[str] = frozenset(
-    {
-        Reason.DOSE_BELOW_SOFT,
-        Reason.DOSE_ABOVE_SOFT,
-        Reason.RATE_BELOW_SOFT,
-        Reason.RATE_ABOVE_SOFT,
-        Reason.BOLUS_BELOW_SOFT,
-        Reason.BOLUS_ABOVE_SOFT,
-        Reason.CONCENTRATION_BELOW_SOFT,
-        Reason.CONCENTRATION_ABOVE_SOFT,
-        Reason.TITRATION_INTERVAL,
-        Reason.DECREASE_NEEDS_CONFIRMATION,
-    }
-)
-#: The code an :class:`Override` must name to authorise a discontinue.
-DISCONTINUE_AUTHORISATION = "DISCONTINUE"
 #: Position of each reason code in :data:`ALL_REASONS` (bit index in the compiled kernel).
 REASON_INDEX: dict[str, int] = {code: i for i, code in enumerate(ALL_REASONS)}
 
@@ -256,14 +163,14 @@ class Bounds(NamedTuple):
         :param field: name of the quantity, used in errors (``"dose_ng_per_day"``).
         :param unit: unit text for the error message.
         :raises TypeError: if a bound is not an int.
-        :raises KernelConfigError: naming the field and all four values if the ordering fails.
+        :raises ConfigError: naming the field and all four values if the ordering fails.
         """
         for name, value in zip(self._fields, self):
             require_int(f"{field}.{name}", value)
         if self.lower_hard < 0:
-            raise KernelConfigError(f"{field}.lower_hard", self.lower_hard, f">= 0 {unit}".rstrip())
+            raise ConfigError(f"{field}.lower_hard", self.lower_hard, f">= 0 {unit}".rstrip())
         if not (self.lower_hard <= self.lower_soft <= self.upper_soft <= self.upper_hard):
-            raise KernelConfigError(
+            raise ConfigError(
                 field,
                 tuple(self),
                 "ordered lower_hard <= lower_soft <= upper_soft <= upper_hard",
@@ -321,17 +228,17 @@ class DrugLimits(NamedTuple):
     def validate(self) -> DrugLimits:
         """Check every field and bound ordering; return ``self``.
 
-        :raises KernelConfigError: naming the offending field and its values.
+        :raises ConfigError: naming the offending field and its values.
         :raises TypeError: for non-integer numbers.
         """
         if not isinstance(self.code, str) or not self.code:
-            raise KernelConfigError("code", self.code, "a non-empty string")
+            raise ConfigError("code", self.code, "a non-empty string")
         if not isinstance(self.screening_only, bool):
-            raise KernelConfigError("screening_only", self.screening_only, "True or False")
+            raise ConfigError("screening_only", self.screening_only, "True or False")
         require_range("concentration_ug_per_ml", self.concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
         self.concentration.validate("concentration", "µg/mL")
         if not self.concentration.lower_hard <= self.concentration_ug_per_ml <= self.concentration.upper_hard:
-            raise KernelConfigError(
+            raise ConfigError(
                 "concentration_ug_per_ml",
                 self.concentration_ug_per_ml,
                 f"within the concentration hard bounds [{self.concentration.lower_hard}, "
@@ -343,11 +250,11 @@ class DrugLimits(NamedTuple):
         self.bolus_lockout_ms.validate("bolus_lockout_ms", "ms")
         self.boluses_per_day.validate("boluses_per_day")
         if self.dose_ng_per_day.upper_hard > MAX_DOSE_NG_PER_DAY:
-            raise KernelConfigError("dose_ng_per_day.upper_hard", self.dose_ng_per_day.upper_hard, f"<= {MAX_DOSE_NG_PER_DAY} ng/day")
+            raise ConfigError("dose_ng_per_day.upper_hard", self.dose_ng_per_day.upper_hard, f"<= {MAX_DOSE_NG_PER_DAY} ng/day")
         if self.rate_nl_per_h.upper_hard > MAX_RATE_NL_PER_H:
-            raise KernelConfigError("rate_nl_per_h.upper_hard", self.rate_nl_per_h.upper_hard, f"<= {MAX_RATE_NL_PER_H} nL/h")
+            raise ConfigError("rate_nl_per_h.upper_hard", self.rate_nl_per_h.upper_hard, f"<= {MAX_RATE_NL_PER_H} nL/h")
         if self.boluses_per_day.upper_hard > MAX_BOLUSES_PER_DAY:
-            raise KernelConfigError("boluses_per_day.upper_hard", self.boluses_per_day.upper_hard, f"<= {MAX_BOLUSES_PER_DAY}")
+            raise ConfigError("boluses_per_day.upper_hard", self.boluses_per_day.upper_hard, f"<= {MAX_BOLUSES_PER_DAY}")
         return self
 
 
@@ -397,14 +304,14 @@ def library_entry(concentration_ug_per_ml: int, library: dict[int, DrugLimits] |
 
     :param concentration_ug_per_ml: nominal concentration, µg/mL.
     :param library: defaults to :data:`DEFAULT_LIBRARY`.
-    :raises KernelConfigError: if the concentration is not in the library (PRX-08).
+    :raises ConfigError: if the concentration is not in the library (PRX-08).
     """
     library = DEFAULT_LIBRARY if library is None else library
     require_int("concentration_ug_per_ml", concentration_ug_per_ml)
     try:
         return library[concentration_ug_per_ml]
     except KeyError:
-        raise KernelConfigError(
+        raise ConfigError(
             "concentration_ug_per_ml", concentration_ug_per_ml, f"one of {sorted(library)} µg/mL"
         ) from None
 
@@ -467,13 +374,13 @@ def make_caps(
     an explicit value may only be lower. ``decrease_confirm_pct`` 20 % follows the usual
     10-20 % side-effect cut; ``taper_pct`` 20 % per 2 days follows the Japanese label.
 
-    :raises KernelConfigError: naming the field, value and allowed range.
+    :raises ConfigError: naming the field, value and allowed range.
     :raises TypeError: for non-integer numbers.
     """
     try:
         origin = Origin(origin)
     except ValueError:
-        raise KernelConfigError("origin", origin, f"one of {[o.value for o in Origin]}") from None
+        raise ConfigError("origin", origin, f"one of {[o.value for o in Origin]}") from None
     origin_cap = TITRATION_CAP_PCT_BY_ORIGIN[origin]
     if titration_cap_pct is None:
         titration_cap_pct = origin_cap
@@ -483,7 +390,7 @@ def make_caps(
     require_range("decrease_confirm_pct", decrease_confirm_pct, 0, 100, "%")
     for name, flag in (("bolus_enabled", bolus_enabled), ("patient_bolus_enabled", patient_bolus_enabled)):
         if not isinstance(flag, bool):
-            raise KernelConfigError(name, flag, "True or False")
+            raise ConfigError(name, flag, "True or False")
     require_range("max_bolus_ng", max_bolus_ng, 0, MAX_DOSE_NG_PER_DAY, "ng")
     require_range("bolus_lockout_ms", bolus_lockout_ms, 0, 30 * MS_PER_DAY, "ms")
     require_range("max_boluses_per_day", max_boluses_per_day, 0, MAX_BOLUSES_PER_DAY, "")
@@ -512,7 +419,7 @@ def make_caps(
 def check_caps_against_limits(caps: PatientCaps, limits: DrugLimits) -> None:
     """Reject a prescription whose caps fall outside the library entry's hard bounds.
 
-    :raises KernelConfigError: naming the cap, its value and the hard range.
+    :raises ConfigError: naming the cap, its value and the hard range.
     """
     pairs = (
         ("max_dose_ng_per_day", caps.max_dose_ng_per_day, limits.dose_ng_per_day, "ng/day"),
@@ -528,7 +435,7 @@ def check_caps_against_limits(caps: PatientCaps, limits: DrugLimits) -> None:
             continue
         low = 0 if name == "max_dose_ng_per_day" else bounds.lower_hard
         if not low <= value <= bounds.upper_hard:
-            raise KernelConfigError(name, value, f"in [{low}, {bounds.upper_hard}] {unit}".rstrip(), detail=f"library {limits.code}")
+            raise ConfigError(name, value, f"in [{low}, {bounds.upper_hard}] {unit}".rstrip(), detail=f"library {limits.code}")
 
 
 class PumpEnvelope(NamedTuple):
@@ -547,7 +454,7 @@ class PumpEnvelope(NamedTuple):
 def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_per_h: int = 1) -> PumpEnvelope:
     """Build a validated :class:`PumpEnvelope`.
 
-    :raises KernelConfigError: unless ``1 <= min <= max <= MAX_RATE_NL_PER_H`` and ``step >= 1``.
+    :raises ConfigError: unless ``1 <= min <= max <= MAX_RATE_NL_PER_H`` and ``step >= 1``.
     """
     require_range("min_rate_nl_per_h", min_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
     require_range("max_rate_nl_per_h", max_rate_nl_per_h, min_rate_nl_per_h, MAX_RATE_NL_PER_H, "nL/h")
@@ -572,17 +479,17 @@ class Override(NamedTuple):
 def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override:
     """Build a validated :class:`Override`.
 
-    :raises KernelConfigError: for an unknown or hard code, or an empty reason or actor.
+    :raises ConfigError: for an unknown or hard code, or an empty reason or actor.
     """
     codes = frozenset(codes)
     allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION}
     bad = sorted(codes - allowed)
     if bad or not codes:
-        raise KernelConfigError("override.codes", sorted(codes), f"a non-empty subset of {sorted(allowed)}")
+        raise ConfigError("override.codes", sorted(codes), f"a non-empty subset of {sorted(allowed)}")
     if not isinstance(reason, str) or not reason.strip():
-        raise KernelConfigError("override.reason", reason, "a non-empty text")
+        raise ConfigError("override.reason", reason, "a non-empty text")
     if not isinstance(actor, str) or not actor.strip():
-        raise KernelConfigError("override.actor", actor, "a non-empty text")
+        raise ConfigError("override.actor", actor, "a non-empty text")
     return Override(codes, reason, actor)
 
 
@@ -617,7 +524,7 @@ class Request(NamedTuple):
 
 def _check_override(override: object) -> Override | None:
     if override is not None and not isinstance(override, Override):
-        raise KernelConfigError("override", override, "None or an Override from make_override()")
+        raise ConfigError("override", override, "None or an Override from make_override()")
     return override
 
 
@@ -638,7 +545,7 @@ def request_programme_change(programme: object, *, override: Override | None = N
     :param override: lifts named soft limits.
     """
     if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
-        raise KernelConfigError("programme", programme, "a Programme")
+        raise ConfigError("programme", programme, "a Programme")
     return Request(RequestKind.PROGRAMME_CHANGE, 0, programme, -1, 0, 0, None, _check_override(override), False)
 
 
@@ -652,7 +559,7 @@ def request_bolus(kind: DeliveryKind | int, volume_nl: int, duration_ms: int, *,
     """
     require_int("kind", kind)
     if kind not in [int(k) for k in BOLUS_KINDS]:
-        raise KernelConfigError("kind", kind, f"one of {[k.name for k in BOLUS_KINDS]}")
+        raise ConfigError("kind", kind, f"one of {[k.name for k in BOLUS_KINDS]}")
     require_range("volume_nl", volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
     require_range("duration_ms", duration_ms, 1, MS_PER_DAY, "ms")
     return Request(RequestKind.BOLUS, 0, None, int(kind), volume_nl, duration_ms, None, _check_override(override), False)
@@ -680,10 +587,10 @@ def request_concentration_change(
     if record_concentration_ug_per_ml is not None:
         record = require_range("record_concentration_ug_per_ml", record_concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
     if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
-        raise KernelConfigError("programme", programme, "a Programme")
+        raise ConfigError("programme", programme, "a Programme")
     if bridge is not None:
         if not isinstance(bridge, BridgePlan):
-            raise KernelConfigError("bridge", bridge, "None or a BridgePlan")
+            raise ConfigError("bridge", bridge, "None or a BridgePlan")
         require_range("bridge.volume_nl", bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
         require_range("bridge.duration_ms", bridge.duration_ms, 1, MS_PER_DAY, "ms")
     return Request(RequestKind.CONCENTRATION_CHANGE, 0, programme, -1, 0, 0, bridge, _check_override(override), False, record)
@@ -706,7 +613,7 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
     is the therapy workflow's rule.
     """
     if not isinstance(emergency, bool):
-        raise KernelConfigError("emergency", emergency, "True or False")
+        raise ConfigError("emergency", emergency, "True or False")
     return Request(RequestKind.DISCONTINUE, 0, None, -1, 0, 0, None, _check_override(authorisation), emergency)
 
 
@@ -714,32 +621,32 @@ def check_request(request: object) -> Request:
     """Re-check a request's fields (a :class:`Request` can be built directly, bypassing the
     ``request_*`` constructors). Both kernels call this before deciding.
 
-    :raises KernelConfigError: naming the first field out of range.
+    :raises ConfigError: naming the first field out of range.
     :raises TypeError: for a non-integer number.
     """
     if not isinstance(request, Request):
-        raise KernelConfigError("request", request, "a Request from a request_* constructor")
+        raise ConfigError("request", request, "a Request from a request_* constructor")
     kind = require_int("request.kind", request.kind)
     if kind not in [int(k) for k in RequestKind]:
-        raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+        raise ConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
     _check_override(request.override)
     if not isinstance(request.emergency, bool):
-        raise KernelConfigError("request.emergency", request.emergency, "True or False")
+        raise ConfigError("request.emergency", request.emergency, "True or False")
     if kind == RequestKind.RATE_CHANGE:
         require_range("rate_nl_per_h", request.rate_nl_per_h, 0, MAX_RATE_NL_PER_H, "nL/h")
     elif kind in (RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE):
         if not hasattr(request.programme, "steps") or not hasattr(request.programme, "concentration_ug_per_ml"):
-            raise KernelConfigError("programme", request.programme, "a Programme")
+            raise ConfigError("programme", request.programme, "a Programme")
         if kind == RequestKind.CONCENTRATION_CHANGE and request.bridge is not None:
             if not isinstance(request.bridge, BridgePlan):
-                raise KernelConfigError("bridge", request.bridge, "None or a BridgePlan")
+                raise ConfigError("bridge", request.bridge, "None or a BridgePlan")
             require_range("bridge.volume_nl", request.bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
             require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MS_PER_DAY, "ms")
         require_range("record_concentration_ug_per_ml", request.record_concentration_ug_per_ml, 0, MAX_CONCENTRATION_UG_PER_ML, "µg/mL (0: none)")
     elif kind == RequestKind.BOLUS:
         bolus_kind = require_int("kind", request.bolus_kind)
         if bolus_kind not in [int(k) for k in BOLUS_KINDS]:
-            raise KernelConfigError("kind", bolus_kind, f"one of {[k.name for k in BOLUS_KINDS]}")
+            raise ConfigError("kind", bolus_kind, f"one of {[k.name for k in BOLUS_KINDS]}")
         require_range("volume_nl", request.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
         require_range("duration_ms", request.duration_ms, 1, MS_PER_DAY, "ms")
     return request
@@ -824,7 +731,7 @@ def plan_titration(
     :param start_ms: earliest time of the first step, ms.
     :param titration_cap_pct: upward cap per step, % (> 0 to move up).
     :return: the steps, empty if already at the target.
-    :raises KernelConfigError: if the target cannot be reached (zero cap, or a dose so
+    :raises ConfigError: if the target cannot be reached (zero cap, or a dose so
         small that a whole-ng step is impossible).
     """
     current = require_range("current_dose_ng_per_day", current_dose_ng_per_day, 1, MAX_DOSE_NG_PER_DAY, "ng/day")
@@ -845,7 +752,7 @@ def plan_titration(
             nxt = max(target, -(-dose * (100 - taper_pct) // 100))
             gap = taper_interval_ms
         if nxt == dose:
-            raise KernelConfigError(
+            raise ConfigError(
                 "target_dose_ng_per_day", target, "reachable in whole-ng steps under the caps",
                 detail=f"stuck at {dose} ng/day",
             )
@@ -893,7 +800,7 @@ def tighten(value: int, ceilings: Sequence[tuple[str, int, str]] = (), *, step: 
 
     :param value: requested amount, >= 0 (any unit; the ceilings share it).
     :param ceilings: ``(name, ceiling, reason)`` triples; ceilings below 0 act as 0.
-    :raises KernelConfigError: for a negative ``value`` (rejected, not clamped).
+    :raises ConfigError: for a negative ``value`` (rejected, not clamped).
     :param step: round down to a multiple of this (the pump's step), >= 1.
     :param step_name: name recorded for the rounding step.
     :return: a :class:`Tightened`.
@@ -925,41 +832,41 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
     :param anchor_ms: monotonic time at which offset 0 of the day falls, ms.
     :return: ``(steps, periodic_boluses, segments)`` as tuples of int tuples; ``segments`` is the
         merged ``(start_offset_ms, rate_nl_per_h)`` rate function over the day.
-    :raises KernelConfigError: on gaps, overlaps, too many steps or out-of-range numbers.
+    :raises ConfigError: on gaps, overlaps, too many steps or out-of-range numbers.
     """
     require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
     require_range("anchor_ms", anchor_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
     steps = tuple(tuple(s) for s in steps)
     periodic = tuple(tuple(b) for b in periodic_boluses)
     if not 1 <= len(steps) <= MAX_FLEX_STEPS:
-        raise KernelConfigError("steps", len(steps), f"between 1 and {MAX_FLEX_STEPS} steps")
+        raise ConfigError("steps", len(steps), f"between 1 and {MAX_FLEX_STEPS} steps")
     expected = 0
     for i, step in enumerate(steps):
         if len(step) != 3:
-            raise KernelConfigError(f"steps[{i}]", step, "(start_offset_ms, duration_ms, rate_nl_per_h)")
+            raise ConfigError(f"steps[{i}]", step, "(start_offset_ms, duration_ms, rate_nl_per_h)")
         start, duration, rate = step
         require_int(f"steps[{i}].start_offset_ms", start)
         if start != expected:
-            raise KernelConfigError(
+            raise ConfigError(
                 f"steps[{i}].start_offset_ms", start, f"{expected} (steps must be contiguous, no gap or overlap)"
             )
         require_range(f"steps[{i}].duration_ms", duration, 1, MS_PER_DAY, "ms")
         require_range(f"steps[{i}].rate_nl_per_h", rate, 0, MAX_RATE_NL_PER_H, "nL/h")
         expected = start + duration
     if expected != MS_PER_DAY:
-        raise KernelConfigError("steps", expected, f"ending at {MS_PER_DAY} ms (steps must cover 24 h exactly)")
+        raise ConfigError("steps", expected, f"ending at {MS_PER_DAY} ms (steps must cover 24 h exactly)")
     if len(periodic) > MAX_PERIODIC_BOLUSES:
-        raise KernelConfigError("periodic_boluses", len(periodic), f"at most {MAX_PERIODIC_BOLUSES}")
+        raise ConfigError("periodic_boluses", len(periodic), f"at most {MAX_PERIODIC_BOLUSES}")
     last_end = 0
     for i, b in enumerate(sorted(periodic)):
         if len(b) != 3:
-            raise KernelConfigError(f"periodic_boluses[{i}]", b, "(start_offset_ms, duration_ms, rate_nl_per_h)")
+            raise ConfigError(f"periodic_boluses[{i}]", b, "(start_offset_ms, duration_ms, rate_nl_per_h)")
         start, duration, rate = b
         require_range(f"periodic_boluses[{i}].start_offset_ms", start, 0, MS_PER_DAY - 1, "ms")
         require_range(f"periodic_boluses[{i}].duration_ms", duration, 1, MS_PER_DAY - start, "ms")
         require_range(f"periodic_boluses[{i}].rate_nl_per_h", rate, 1, MAX_RATE_NL_PER_H, "nL/h")
         if start < last_end:
-            raise KernelConfigError(f"periodic_boluses[{i}].start_offset_ms", start, f">= {last_end} (boluses must not overlap)")
+            raise ConfigError(f"periodic_boluses[{i}].start_offset_ms", start, f">= {last_end} (boluses must not overlap)")
         last_end = start + duration
     periodic = tuple(sorted(periodic))
     # Merge the step function and the bolus overlays into one rate function.
@@ -969,7 +876,7 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
         rate = next(s[2] for s in reversed(steps) if s[0] <= cut)
         rate += sum(b[2] for b in periodic if b[0] <= cut < b[0] + b[1])
         if rate > MAX_RATE_NL_PER_H:
-            raise KernelConfigError("programme rate", rate, f"<= {MAX_RATE_NL_PER_H} nL/h at offset {cut} ms")
+            raise ConfigError("programme rate", rate, f"<= {MAX_RATE_NL_PER_H} nL/h at offset {cut} ms")
         if not segments or segments[-1][1] != rate:
             segments.append((cut, rate))
     return steps, periodic, tuple(segments)
@@ -979,21 +886,21 @@ def _kind(value: object) -> int:
     """Check a delivery kind (an int in ``[0, N_KINDS)``)."""
     value = require_int("kind", value)
     if not 0 <= value < N_KINDS:
-        raise KernelConfigError("kind", value, f"a DeliveryKind in [0, {N_KINDS - 1}]")
+        raise ConfigError("kind", value, f"a DeliveryKind in [0, {N_KINDS - 1}]")
     return value
 
 
 def _check_snapshot(snapshot: object) -> dict:
     """Validate a ledger snapshot (shared shape for both implementations)."""
     if not isinstance(snapshot, dict):
-        raise KernelConfigError("snapshot", type(snapshot).__name__, "a dict from Ledger.snapshot()")
+        raise ConfigError("snapshot", type(snapshot).__name__, "a dict from Ledger.snapshot()")
     expected = {"version", "resolution_ms", "latest_minute", "buckets", "committed_pg", "bolus_starts", "last_bolus_start_ms"}
     if set(snapshot) != expected:
-        raise KernelConfigError("snapshot keys", sorted(snapshot), f"exactly {sorted(expected)}")
+        raise ConfigError("snapshot keys", sorted(snapshot), f"exactly {sorted(expected)}")
     if snapshot["version"] != SNAPSHOT_VERSION:
-        raise KernelConfigError("snapshot.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
+        raise ConfigError("snapshot.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
     if snapshot["resolution_ms"] != LEDGER_RESOLUTION_MS:
-        raise KernelConfigError("snapshot.resolution_ms", snapshot["resolution_ms"], f"{LEDGER_RESOLUTION_MS}")
+        raise ConfigError("snapshot.resolution_ms", snapshot["resolution_ms"], f"{LEDGER_RESOLUTION_MS}")
     latest = snapshot["latest_minute"]
     if latest is not None:
         require_range("snapshot.latest_minute", latest, 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
@@ -1001,28 +908,28 @@ def _check_snapshot(snapshot: object) -> dict:
     previous = None
     for i, item in enumerate(snapshot["buckets"]):
         if len(item) != 2 or len(item[1]) != N_KINDS:
-            raise KernelConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
+            raise ConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
         minute = require_int(f"snapshot.buckets[{i}].minute", item[0])
         if latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (previous is not None and minute <= previous):
-            raise KernelConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
+            raise ConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
         values = [require_range(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
         buckets.append((minute, values))
         previous = minute
     if len(snapshot["committed_pg"]) != N_KINDS:
-        raise KernelConfigError("snapshot.committed_pg", snapshot["committed_pg"], f"{N_KINDS} ints")
+        raise ConfigError("snapshot.committed_pg", snapshot["committed_pg"], f"{N_KINDS} ints")
     committed = [require_range(f"snapshot.committed_pg[{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(snapshot["committed_pg"])]
     starts = []
     for i, item in enumerate(snapshot["bolus_starts"]):
         if len(item) != 2:
-            raise KernelConfigError(f"snapshot.bolus_starts[{i}]", item, "[at_ms, kind]")
+            raise ConfigError(f"snapshot.bolus_starts[{i}]", item, "[at_ms, kind]")
         at = require_range(f"snapshot.bolus_starts[{i}].at_ms", item[0], 0, 2**62, "ms")
         if starts and at < starts[-1][0]:
-            raise KernelConfigError(f"snapshot.bolus_starts[{i}].at_ms", at, f">= {starts[-1][0]} (in time order)")
+            raise ConfigError(f"snapshot.bolus_starts[{i}].at_ms", at, f">= {starts[-1][0]} (in time order)")
         starts.append((at, _kind(item[1])))
     if starts and (len(starts) > BOLUS_HISTORY or starts[0][0] <= starts[-1][0] - MS_PER_DAY):
-        raise KernelConfigError("snapshot.bolus_starts", len(starts), f"at most {BOLUS_HISTORY}, all within 24 h of the newest")
+        raise ConfigError("snapshot.bolus_starts", len(starts), f"at most {BOLUS_HISTORY}, all within 24 h of the newest")
     if len(snapshot["last_bolus_start_ms"]) != N_KINDS:
-        raise KernelConfigError("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], f"{N_KINDS} ints")
+        raise ConfigError("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], f"{N_KINDS} ints")
     last = [require_range(f"snapshot.last_bolus_start_ms[{k}]", v, -1, 2**62, "ms") for k, v in enumerate(snapshot["last_bolus_start_ms"])]
     return {
         "latest_minute": latest,
@@ -1058,32 +965,32 @@ def _check_interval(t0_ms: object, t1_ms: object) -> None:
 def _check_state_snapshot(snapshot: object, library: dict) -> dict:
     """Validate a kernel state snapshot (shared by both implementations); return its parts.
 
-    :raises KernelConfigError: naming the first malformed field.
+    :raises ConfigError: naming the first malformed field.
     """
     expected = {"version", "concentration_ug_per_ml", "programme", "dose_history", "last_increase_ms", "ledger"}
     if not isinstance(snapshot, dict) or set(snapshot) != expected:
         got = sorted(snapshot) if isinstance(snapshot, dict) else type(snapshot).__name__
-        raise KernelConfigError("state snapshot keys", got, f"exactly {sorted(expected)}")
+        raise ConfigError("state snapshot keys", got, f"exactly {sorted(expected)}")
     if snapshot["version"] != SNAPSHOT_VERSION:
-        raise KernelConfigError("state.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
+        raise ConfigError("state.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
     conc = require_int("state.concentration_ug_per_ml", snapshot["concentration_ug_per_ml"])
     if conc not in library:
-        raise KernelConfigError("state.concentration_ug_per_ml", conc, f"one of {sorted(library)} µg/mL")
+        raise ConfigError("state.concentration_ug_per_ml", conc, f"one of {sorted(library)} µg/mL")
     programme = snapshot["programme"]
     if programme is not None:
         if not isinstance(programme, dict) or set(programme) != {"steps", "periodic_boluses", "anchor_ms"}:
-            raise KernelConfigError("state.programme", programme, "None or {steps, periodic_boluses, anchor_ms}")
+            raise ConfigError("state.programme", programme, "None or {steps, periodic_boluses, anchor_ms}")
     history = []
     for i, item in enumerate(snapshot["dose_history"]):
         if len(item) != 2:
-            raise KernelConfigError(f"state.dose_history[{i}]", item, "[at_ms, dose_ng_per_day]")
+            raise ConfigError(f"state.dose_history[{i}]", item, "[at_ms, dose_ng_per_day]")
         at = require_int(f"state.dose_history[{i}].at_ms", item[0])
         dose = require_range(f"state.dose_history[{i}].dose_ng_per_day", item[1], 0, MAX_DOSE_NG_PER_DAY, "ng/day")
         if history and at < history[-1][0]:
-            raise KernelConfigError(f"state.dose_history[{i}].at_ms", at, f">= {history[-1][0]} (in time order)")
+            raise ConfigError(f"state.dose_history[{i}].at_ms", at, f">= {history[-1][0]} (in time order)")
         history.append((at, dose))
     if (programme is None) != (not history):
-        raise KernelConfigError("state.dose_history", len(history), "non-empty exactly when a programme is in effect")
+        raise ConfigError("state.dose_history", len(history), "non-empty exactly when a programme is in effect")
     last = snapshot["last_increase_ms"]
     if last is not None:
         require_int("state.last_increase_ms", last)

@@ -65,7 +65,7 @@ from cython_ext._common import (
     _check_state_snapshot,
     _prune_history,
 )
-from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.errors import ConfigError, require_int, require_range
 from cython_ext.units import div_round
 
 IMPLEMENTATION = "compiled"
@@ -86,9 +86,13 @@ cdef i64 HOUR = 3600000
 cdef i64 C_MAX_BUCKET = 10 ** 14
 cdef i64 C_MAX_RECORD = 10 ** 13
 
-# Request and delivery kinds as C constants (values fixed in _common).
-cdef int K_RATE = 1, K_PROG = 2, K_BOLUS = 3, K_CONC = 4, K_DISC = 5, K_MIN = 6
-cdef int D_CLIN = 2, D_PAT = 3, D_BRIDGE = 6
+# Request and delivery kinds as C constants, read from their one definition.
+cdef int K_RATE = RequestKind.RATE_CHANGE, K_PROG = RequestKind.PROGRAMME_CHANGE, K_BOLUS = RequestKind.BOLUS
+cdef int K_CONC = RequestKind.CONCENTRATION_CHANGE, K_DISC = RequestKind.DISCONTINUE, K_MIN = RequestKind.MINIMUM_RATE
+cdef int D_CLIN = DeliveryKind.BOLUS_CLINICIAN, D_PAT = DeliveryKind.BOLUS_PATIENT, D_BRIDGE = DeliveryKind.BRIDGE
+# C array sizes must be literals; they are checked against the vocabulary when the module loads.
+if NK != N_KINDS or RING != WINDOW_BUCKETS or HIST != BOLUS_HISTORY:
+    raise ImportError("compiled kernel constants disagree with cython_ext.vocabulary / _common; rebuild it")
 
 # Reason bit positions (index into ALL_REASONS).
 cdef int R_NO_PROGRAMME = REASON_INDEX[Reason.NO_PROGRAMME]
@@ -203,7 +207,7 @@ cdef tuple codes_of(unsigned long long mask):
 cdef int check_kind(object kind) except -1:
     cdef object k = require_int("kind", kind)
     if not 0 <= k < NK:
-        raise KernelConfigError("kind", k, f"a DeliveryKind in [0, {N_KINDS - 1}]")
+        raise ConfigError("kind", k, f"a DeliveryKind in [0, {N_KINDS - 1}]")
     return <int>k
 
 
@@ -220,7 +224,7 @@ cdef class Programme:
     :param periodic_boluses: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` extra rates on top of
         the steps, inside one day, not overlapping.
     :param anchor_ms: monotonic time at which day offset 0 falls, ms.
-    :raises KernelConfigError: on gaps, overlaps or out-of-range numbers.
+    :raises ConfigError: on gaps, overlaps or out-of-range numbers.
     """
 
     cdef readonly tuple steps
@@ -243,7 +247,7 @@ cdef class Programme:
             steps, periodic_boluses, concentration_ug_per_ml, anchor_ms
         )
         if len(self.segments) > MAX_SEGMENTS:
-            raise KernelConfigError("segments", len(self.segments), f"<= {MAX_SEGMENTS}")
+            raise ConfigError("segments", len(self.segments), f"<= {MAX_SEGMENTS}")
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.anchor_ms = anchor_ms
         self.conc = concentration_ug_per_ml
@@ -494,14 +498,14 @@ cdef class Ledger:
         :param kind: :class:`DeliveryKind` of the delivery.
         :param mass_pg: mass delivered, pg (``volume_nl * concentration_ug_per_ml``).
         :param at_ms: monotonic time of delivery, ms; may not be older than the window.
-        :raises KernelConfigError: for negative amounts, a time before the window, or overflow.
+        :raises ConfigError: for negative amounts, a time before the window, or overflow.
         """
         cdef int k = check_kind(kind)
         cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = at // RES
         if self.has_latest and minute <= self.latest - RING:
-            raise KernelConfigError(
+            raise ConfigError(
                 "at_ms", at_ms, f">= {(self.latest - RING + 1) * RES} ms (inside the 24 h window)"
             )
         cdef int slot = minute % RING
@@ -509,7 +513,7 @@ cdef class Ledger:
         if self.has_latest and minute <= self.latest:
             before = self.buckets[slot][k]
         if before + mass > C_MAX_BUCKET:
-            raise KernelConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
+            raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
         if not self.has_latest or minute > self.latest:
             self._advance(minute)
         self.buckets[slot][k] += mass
@@ -530,13 +534,13 @@ cdef class Ledger:
         cdef int k = check_kind(kind)
         cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         if self.committed[k] + mass > C_MAX_BUCKET:
-            raise KernelConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - self.committed[k]} pg")
+            raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - self.committed[k]} pg")
         self.committed[k] += mass
 
     def release(self, kind, mass_pg):
         """Remove a committed amount (delivered and recorded, or cancelled).
 
-        :raises KernelConfigError: if more than is committed for ``kind`` would be released.
+        :raises ConfigError: if more than is committed for ``kind`` would be released.
         """
         cdef int k = check_kind(kind)
         cdef i64 mass = require_range("mass_pg", mass_pg, 0, self.committed[k], "pg")
@@ -558,7 +562,7 @@ cdef class Ledger:
     def record_bolus_start(self, kind, at_ms):
         """Remember that a bolus started (for lockout and count); starts must not go back in time.
 
-        :raises KernelConfigError: for a time before the newest start, or more than 256 starts in 24 h.
+        :raises ConfigError: for a time before the newest start, or more than 256 starts in 24 h.
         """
         cdef int k = check_kind(kind)
         cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
@@ -566,12 +570,12 @@ cdef class Ledger:
         if self.start_count:
             newest = (self.start_first + self.start_count - 1) % HIST
             if at < self.start_at[newest]:
-                raise KernelConfigError("at_ms", at_ms, f">= {self.start_at[newest]} ms (newest bolus start)")
+                raise ConfigError("at_ms", at_ms, f">= {self.start_at[newest]} ms (newest bolus start)")
         while self.start_count and self.start_at[self.start_first] <= at - DAY:
             self.start_first = (self.start_first + 1) % HIST
             self.start_count -= 1
         if self.start_count >= HIST:
-            raise KernelConfigError("bolus starts in 24 h", self.start_count + 1, f"<= {BOLUS_HISTORY}")
+            raise ConfigError("bolus starts in 24 h", self.start_count + 1, f"<= {BOLUS_HISTORY}")
         cdef int slot = (self.start_first + self.start_count) % HIST
         self.start_at[slot] = at
         self.start_kind[slot] = k
@@ -613,7 +617,7 @@ cdef class Ledger:
         cdef i64 now = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = now // RES
         if self.has_latest and minute < self.latest:
-            raise KernelConfigError("now_ms", now_ms, f">= {self.latest * RES} ms (newest record)")
+            raise ConfigError("now_ms", now_ms, f">= {self.latest * RES} ms (newest record)")
         return minute
 
     cdef inline i64 _block(self, i64 b):
@@ -707,7 +711,7 @@ cdef class Ledger:
     def restore(cls, snapshot):
         """Rebuild a ledger from :meth:`snapshot` output, checking every field.
 
-        :raises KernelConfigError: for a wrong version, resolution or any malformed value.
+        :raises ConfigError: for a wrong version, resolution or any malformed value.
         """
         data = _check_snapshot(snapshot)
         cdef Ledger ledger = cls()
@@ -785,7 +789,7 @@ cdef class SafetyKernel:
     :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
     :param programme: programme in effect now, or ``None`` (not yet started).
     :param programme_since_ms: when ``programme`` took effect, ms.
-    :raises KernelConfigError: if caps or programme break the library's hard bounds.
+    :raises ConfigError: if caps or programme break the library's hard bounds.
     """
 
     cdef readonly object limits
@@ -812,13 +816,13 @@ cdef class SafetyKernel:
 
     def __init__(self, limits, caps, envelope, ledger=None, *, library=None, programme=None, programme_since_ms=0):
         if not isinstance(limits, DrugLimits):
-            raise KernelConfigError("limits", limits, "a DrugLimits")
+            raise ConfigError("limits", limits, "a DrugLimits")
         if not isinstance(caps, PatientCaps):
-            raise KernelConfigError("caps", caps, "a PatientCaps from make_caps()")
+            raise ConfigError("caps", caps, "a PatientCaps from make_caps()")
         if not isinstance(envelope, PumpEnvelope):
-            raise KernelConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
+            raise ConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
         if ledger is not None and not isinstance(ledger, Ledger):
-            raise KernelConfigError("ledger", type(ledger).__name__, "a compiled Ledger (the same implementation)")
+            raise ConfigError("ledger", type(ledger).__name__, "a compiled Ledger (the same implementation)")
         limits.validate()
         check_caps_against_limits(caps, limits)
         self.caps = caps
@@ -845,7 +849,7 @@ cdef class SafetyKernel:
         if programme is not None:
             prog = as_programme(programme)
             if prog.concentration_ug_per_ml != limits.concentration_ug_per_ml:
-                raise KernelConfigError(
+                raise ConfigError(
                     "programme.concentration_ug_per_ml", prog.concentration_ug_per_ml,
                     f"{limits.concentration_ug_per_ml} µg/mL (the library entry)",
                 )
@@ -1031,7 +1035,7 @@ cdef class SafetyKernel:
     def plan_titration(self, target_dose_ng_per_day, now_ms):
         """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
         if self.programme is None:
-            raise KernelConfigError("programme", None, "a programme in effect")
+            raise ConfigError("programme", None, "a programme in effect")
         start = now_ms
         if target_dose_ng_per_day > self.cur_dose_ng and self.last_increase_ms is not None:
             start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
@@ -1123,7 +1127,7 @@ cdef class SafetyKernel:
         if type(now_ms) is not int:
             require_int("now_ms", now_ms)
         if not 0 <= now_ms <= 2 ** 62:
-            raise KernelConfigError("now_ms", now_ms, f"in [0, {2 ** 62}] ms")
+            raise ConfigError("now_ms", now_ms, f"in [0, {2 ** 62}] ms")
         if not isinstance(request, Request) or not _request_ok(<tuple>request):
             check_request(request)  # raises the same error as the twin
         cdef i64 now = now_ms
@@ -1246,7 +1250,7 @@ cdef class SafetyKernel:
                 if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
                     m |= bit(R_CAP_24H)
         else:
-            raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+            raise ConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         cdef tuple overridden = _EMPTY
         cdef unsigned long long lifted = 0
         cdef int i
@@ -1288,13 +1292,13 @@ cdef class SafetyKernel:
 
         :param decision: an allowed decision from :meth:`authorize`.
         :param now_ms: monotonic time the decision was executed, ms (not before the decision).
-        :raises KernelConfigError: for a denied decision or a time before it; nothing changes.
+        :raises ConfigError: for a denied decision or a time before it; nothing changes.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
-            raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
+            raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
-            raise KernelConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
+            raise ConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
         kind = decision.kind
         cdef Programme prog
         if kind == K_BOLUS or kind == K_CONC:
@@ -1302,7 +1306,7 @@ cdef class SafetyKernel:
             self.ledger.commit(start_kind, decision.mass_pg)
             try:
                 self.ledger.record_bolus_start(start_kind, now_ms)
-            except (KernelConfigError, TypeError):
+            except (ConfigError, TypeError):
                 self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != K_BOLUS:
@@ -1351,7 +1355,7 @@ cdef class SafetyKernel:
         """Rebuild a kernel from :meth:`state_snapshot` output (titration baseline, interval and
         lockouts resume exactly where they were).
 
-        :raises KernelConfigError: for a malformed snapshot or caps outside the library's hard bounds.
+        :raises ConfigError: for a malformed snapshot or caps outside the library's hard bounds.
         """
         library = dict(DEFAULT_LIBRARY if library is None else library)
         parts = _check_state_snapshot(snapshot, library)

@@ -52,7 +52,7 @@ from cython_ext._common import (
     _kind,
     _prune_history,
 )
-from cython_ext.errors import KernelConfigError, require_int, require_range
+from cython_ext.errors import ConfigError, require_int, require_range
 from cython_ext.units import MS_PER_DAY, MS_PER_H, PG_PER_NG, div_round
 
 IMPLEMENTATION = "python"
@@ -83,7 +83,7 @@ class Programme:
     :param periodic_boluses: ``(start_offset_ms, duration_ms, rate_nl_per_h)`` extra rates on top of
         the steps, inside one day, not overlapping.
     :param anchor_ms: monotonic time at which day offset 0 falls, ms.
-    :raises KernelConfigError: on gaps, overlaps or out-of-range numbers.
+    :raises ConfigError: on gaps, overlaps or out-of-range numbers.
     """
 
     __slots__ = ("steps", "periodic_boluses", "concentration_ug_per_ml", "anchor_ms", "segments", "_starts", "_cum", "_day")
@@ -219,21 +219,21 @@ class Ledger:
         :param kind: :class:`DeliveryKind` of the delivery.
         :param mass_pg: mass delivered, pg (``volume_nl * concentration_ug_per_ml``).
         :param at_ms: monotonic time of delivery, ms; may not be older than the window.
-        :raises KernelConfigError: for negative amounts, a time before the window, or overflow.
+        :raises ConfigError: for negative amounts, a time before the window, or overflow.
         """
         kind = _kind(kind)
         mass_pg = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         at_ms = require_range("at_ms", at_ms, 0, 2**62, "ms")
         minute = at_ms // LEDGER_RESOLUTION_MS
         if self._latest is not None and minute <= self._latest - WINDOW_BUCKETS:
-            raise KernelConfigError(
+            raise ConfigError(
                 "at_ms", at_ms, f">= {(self._latest - WINDOW_BUCKETS + 1) * LEDGER_RESOLUTION_MS} ms (inside the 24 h window)"
             )
         bucket = self._buckets.get(minute)
         if bucket is None:
             bucket = [0] * N_KINDS
         if bucket[kind] + mass_pg > MAX_BUCKET_PG:
-            raise KernelConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - bucket[kind]} pg (bucket full)")
+            raise ConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - bucket[kind]} pg (bucket full)")
         bucket[kind] += mass_pg
         self._buckets[minute] = bucket
         if self._latest is None or minute > self._latest:
@@ -255,13 +255,13 @@ class Ledger:
         kind = _kind(kind)
         mass_pg = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         if self._committed[kind] + mass_pg > MAX_BUCKET_PG:
-            raise KernelConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - self._committed[kind]} pg")
+            raise ConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - self._committed[kind]} pg")
         self._committed[kind] += mass_pg
 
     def release(self, kind: int, mass_pg: int) -> None:
         """Remove a committed amount (delivered and recorded, or cancelled).
 
-        :raises KernelConfigError: if more than is committed for ``kind`` would be released.
+        :raises ConfigError: if more than is committed for ``kind`` would be released.
         """
         kind = _kind(kind)
         mass_pg = require_range("mass_pg", mass_pg, 0, self._committed[kind], "pg")
@@ -276,15 +276,15 @@ class Ledger:
     def record_bolus_start(self, kind: int, at_ms: int) -> None:
         """Remember that a bolus started (for lockout and count); starts must not go back in time.
 
-        :raises KernelConfigError: for a time before the newest start, or more than 256 starts in 24 h.
+        :raises ConfigError: for a time before the newest start, or more than 256 starts in 24 h.
         """
         kind = _kind(kind)
         at_ms = require_range("at_ms", at_ms, 0, 2**62, "ms")
         if self._starts and at_ms < self._starts[-1][0]:
-            raise KernelConfigError("at_ms", at_ms, f">= {self._starts[-1][0]} ms (newest bolus start)")
+            raise ConfigError("at_ms", at_ms, f">= {self._starts[-1][0]} ms (newest bolus start)")
         self._starts = [s for s in self._starts if s[0] > at_ms - MS_PER_DAY]
         if len(self._starts) >= BOLUS_HISTORY:
-            raise KernelConfigError("bolus starts in 24 h", len(self._starts) + 1, f"<= {BOLUS_HISTORY}")
+            raise ConfigError("bolus starts in 24 h", len(self._starts) + 1, f"<= {BOLUS_HISTORY}")
         self._starts.append((at_ms, kind))
         self._last_start[kind] = at_ms
 
@@ -304,7 +304,7 @@ class Ledger:
         now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
         minute = now_ms // LEDGER_RESOLUTION_MS
         if self._latest is not None and minute < self._latest:
-            raise KernelConfigError("now_ms", now_ms, f">= {self._latest * LEDGER_RESOLUTION_MS} ms (newest record)")
+            raise ConfigError("now_ms", now_ms, f">= {self._latest * LEDGER_RESOLUTION_MS} ms (newest record)")
         return minute
 
     def bucket_totals(self, first_minute: int, last_minute: int) -> list[int]:
@@ -349,7 +349,7 @@ class Ledger:
     def restore(cls, snapshot: dict) -> Ledger:
         """Rebuild a ledger from :meth:`snapshot` output, checking every field.
 
-        :raises KernelConfigError: for a wrong version, resolution or any malformed value.
+        :raises ConfigError: for a wrong version, resolution or any malformed value.
         """
         data = _check_snapshot(snapshot)
         ledger = cls()
@@ -373,7 +373,7 @@ class SafetyKernel:
     :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
     :param programme: programme in effect now, or ``None`` (not yet started).
     :param programme_since_ms: when ``programme`` took effect, ms.
-    :raises KernelConfigError: if caps or programme break the library's hard bounds.
+    :raises ConfigError: if caps or programme break the library's hard bounds.
     """
 
     def __init__(
@@ -388,11 +388,11 @@ class SafetyKernel:
         programme_since_ms: int = 0,
     ) -> None:
         if not isinstance(limits, DrugLimits):
-            raise KernelConfigError("limits", limits, "a DrugLimits")
+            raise ConfigError("limits", limits, "a DrugLimits")
         if not isinstance(caps, PatientCaps):
-            raise KernelConfigError("caps", caps, "a PatientCaps from make_caps()")
+            raise ConfigError("caps", caps, "a PatientCaps from make_caps()")
         if not isinstance(envelope, PumpEnvelope):
-            raise KernelConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
+            raise ConfigError("envelope", envelope, "a PumpEnvelope from make_envelope()")
         limits.validate()
         check_caps_against_limits(caps, limits)
         self.limits = limits
@@ -407,7 +407,7 @@ class SafetyKernel:
         if programme is not None:
             programme = _as_programme(programme)
             if programme.concentration_ug_per_ml != limits.concentration_ug_per_ml:
-                raise KernelConfigError(
+                raise ConfigError(
                     "programme.concentration_ug_per_ml", programme.concentration_ug_per_ml, f"{limits.concentration_ug_per_ml} µg/mL (the library entry)"
                 )
             since = require_int("programme_since_ms", programme_since_ms)
@@ -506,7 +506,7 @@ class SafetyKernel:
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]:
         """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
         if self.programme is None:
-            raise KernelConfigError("programme", None, "a programme in effect")
+            raise ConfigError("programme", None, "a programme in effect")
         start = now_ms
         if target_dose_ng_per_day > self.daily_dose_ng and self.last_increase_ms is not None:
             start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
@@ -664,7 +664,7 @@ class SafetyKernel:
                 if self._window_excess(flat, 0, now_ms, self.cap_pg()) > 0:
                     reasons.add(Reason.DOSE_CAP_24H)
         else:
-            raise KernelConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
+            raise ConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         overridden: list[str] = []
         if request.override is not None:
             for code in sorted(reasons, key=REASON_INDEX.__getitem__):
@@ -702,20 +702,20 @@ class SafetyKernel:
 
         :param decision: an allowed decision from :meth:`authorize`.
         :param now_ms: monotonic time the decision was executed, ms (not before the decision).
-        :raises KernelConfigError: for a denied decision or a time before it; nothing changes.
+        :raises ConfigError: for a denied decision or a time before it; nothing changes.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
-            raise KernelConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
+            raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
-            raise KernelConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
+            raise ConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
         kind = decision.kind
         if kind in (RequestKind.BOLUS, RequestKind.CONCENTRATION_CHANGE):
             start_kind = decision.bolus_kind if kind == RequestKind.BOLUS else int(DeliveryKind.BRIDGE)
             self.ledger.commit(start_kind, decision.mass_pg)
             try:
                 self.ledger.record_bolus_start(start_kind, now_ms)
-            except (KernelConfigError, TypeError):
+            except (ConfigError, TypeError):
                 self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != RequestKind.BOLUS:
@@ -764,7 +764,7 @@ class SafetyKernel:
         """Rebuild a kernel from :meth:`state_snapshot` output (titration baseline, interval and
         lockouts resume exactly where they were).
 
-        :raises KernelConfigError: for a malformed snapshot or caps outside the library's hard bounds.
+        :raises ConfigError: for a malformed snapshot or caps outside the library's hard bounds.
         """
         library = dict(DEFAULT_LIBRARY if library is None else library)
         parts = _check_state_snapshot(snapshot, library)

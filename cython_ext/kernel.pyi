@@ -3,8 +3,8 @@
 Units: time ms, mass ng (pg inside the ledger: 1 nL at 1 µg/mL is exactly 1 pg),
 volume nL, concentration µg/mL, dose rate ng/day, volume rate nL/h. All integers;
 a float anywhere raises :class:`TypeError`. Bad values raise
-:class:`cython_ext.errors.KernelConfigError` (a ``ValueError`` with ``field``,
-``value``, ``allowed``); translate it to ``hal.errors.ConfigError`` at your boundary.
+:class:`cython_ext.errors.ConfigError` (a ``ValueError`` with ``field``,
+``value``, ``allowed``), the project's own error type: no layer translates it.
 
 Typical use::
 

@@ -18,7 +18,7 @@ The key identity: 1 nL of a 1 µg/mL solution holds exactly 1 pg, so
 ledger therefore counts picograms, and only conversions to coarser units round.
 
 Rounding is always explicit. Each helper takes ``rounding``: ``"down"`` (floor),
-``"up"`` (ceiling) or ``"exact"`` (raise :class:`KernelConfigError` if a
+``"up"`` (ceiling) or ``"exact"`` (raise :class:`ConfigError` if a
 remainder would be lost). Defaults are the *conservative* direction for dosing:
 amounts that will be delivered (volumes, rates) round down; amounts that are
 counted against a cap (masses, doses) round up.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from cython_ext.errors import KernelConfigError, require_int
+from cython_ext.errors import ConfigError, require_int
 
 __all__ = [
     "MS_PER_S",
@@ -90,7 +90,7 @@ def div_round(numerator: int, denominator: int, rounding: str, *, field: str = "
     :param rounding: ``"down"``, ``"up"`` or ``"exact"``.
     :param field: name used in the error when ``rounding="exact"`` would lose a remainder.
     :return: the quotient.
-    :raises KernelConfigError: on a bad ``rounding``, or a remainder with ``"exact"``.
+    :raises ConfigError: on a bad ``rounding``, or a remainder with ``"exact"``.
     """
     quotient, remainder = divmod(numerator, denominator)
     if rounding == "down":
@@ -99,24 +99,24 @@ def div_round(numerator: int, denominator: int, rounding: str, *, field: str = "
         return quotient + (1 if remainder else 0)
     if rounding == "exact":
         if remainder:
-            raise KernelConfigError(
+            raise ConfigError(
                 field, numerator, f"a multiple of {denominator}", detail="conversion would lose a remainder"
             )
         return quotient
-    raise KernelConfigError("rounding", rounding, f"one of {ROUNDINGS}")
+    raise ConfigError("rounding", rounding, f"one of {ROUNDINGS}")
 
 
 def _nonneg(field: str, value: object) -> int:
     value = require_int(field, value)
     if value < 0:
-        raise KernelConfigError(field, value, ">= 0")
+        raise ConfigError(field, value, ">= 0")
     return value
 
 
 def _positive(field: str, value: object) -> int:
     value = require_int(field, value)
     if value <= 0:
-        raise KernelConfigError(field, value, "> 0")
+        raise ConfigError(field, value, "> 0")
     return value
 
 
@@ -204,7 +204,7 @@ def rate_nl_per_h_for_ml_per_day(volume_ml_per_day: str | Decimal, *, rounding: 
     """
     nl_per_day = decimal_to_units(volume_ml_per_day, NL_PER_ML, field="volume_ml_per_day")
     if nl_per_day < 0:
-        raise KernelConfigError("volume_ml_per_day", volume_ml_per_day, ">= 0")
+        raise ConfigError("volume_ml_per_day", volume_ml_per_day, ">= 0")
     return div_round(nl_per_day, H_PER_DAY, rounding, field="volume_nl_per_day")
 
 
@@ -219,7 +219,7 @@ def decimal_to_units(text_or_decimal: str | Decimal | int, scale: int, *, field:
     :param field: name used in errors.
     :return: the value times ``scale``, as an int.
     :raises TypeError: for floats (binary fractions are not exact decimals) and other types.
-    :raises KernelConfigError: for malformed text, NaN/infinity, or digits below one unit.
+    :raises ConfigError: for malformed text, NaN/infinity, or digits below one unit.
     """
     scale = _positive("scale", scale)
     if isinstance(text_or_decimal, bool) or isinstance(text_or_decimal, float):
@@ -230,16 +230,16 @@ def decimal_to_units(text_or_decimal: str | Decimal | int, scale: int, *, field:
         try:
             value = Decimal(text_or_decimal.strip())
         except InvalidOperation:
-            raise KernelConfigError(field, text_or_decimal, "a decimal number such as '0.048'") from None
+            raise ConfigError(field, text_or_decimal, "a decimal number such as '0.048'") from None
     elif isinstance(text_or_decimal, Decimal):
         value = text_or_decimal
     else:
         raise TypeError(f"{field} must be an exact decimal string or Decimal, not {type(text_or_decimal).__name__}")
     if not value.is_finite():
-        raise KernelConfigError(field, text_or_decimal, "a finite decimal number")
+        raise ConfigError(field, text_or_decimal, "a finite decimal number")
     scaled = value * scale
     if scaled != scaled.to_integral_value():
-        raise KernelConfigError(
+        raise ConfigError(
             field, text_or_decimal, f"a multiple of 1/{scale}", detail="value has more digits than the unit holds"
         )
     return int(scaled)

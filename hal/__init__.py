@@ -1,8 +1,8 @@
 """Hardware abstraction layer: device role interfaces, wire codecs and drivers.
 
-``hal`` imports nothing else of ours. It holds what every higher layer shares:
-the error tree (:mod:`hal.errors`), the injected :class:`~hal.clock.Clock`, the
-pump role interface (:mod:`hal.pump`), the serial transport
+``hal`` imports only the floor's value modules (``cython_ext.errors``,
+``cython_ext.units``, the clinical vocabulary). It holds what the layers above it
+share: the injected :class:`~hal.clock.Clock`, the pump role interface (:mod:`hal.pump`), the serial transport
 (:mod:`hal.transport`), the driver registry (:mod:`hal.registry`) and one
 I/O-free codec per wire protocol.
 

@@ -8,7 +8,7 @@ ultra-microbalance) is refused by the codec rather than rounded.
 
 Device-reported conditions (overload, underload, "not executable", command
 errors) are decoded by the codecs into reply objects. This base class turns
-them into :class:`~hal.errors.DeviceError` with a machine-readable
+them into :class:`~cython_ext.errors.DeviceError` with a machine-readable
 ``error_code`` from :class:`BalanceFault`; backends only implement the private
 hooks (``_read_stable_once``, ``_read_immediate``, ``_zero``, ``_tare``,
 ``_identify``, ``_stream_start``, ``_stream_next``, ``_stream_stop``,
@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
-from hal.errors import ConfigError, DeviceError, StateError
+from cython_ext.errors import ConfigError, DeviceError, StateError
 
 #: Tanaka et al. (2001) coefficients for air-free SMOW water at 101.325 kPa.
 _TANAKA_A1_C = -3.983035

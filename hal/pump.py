@@ -3,7 +3,7 @@
 Units: volumes are integer nanolitres (``*_nl``), rates integer nanolitres per
 hour (``*_nl_per_h``), diameters millimetres. Drivers convert to their wire
 units in their codec and never truncate silently: a value that cannot be
-represented within the stated tolerance raises :class:`~hal.errors.CapabilityError`
+represented within the stated tolerance raises :class:`~cython_ext.errors.CapabilityError`
 before anything is sent.
 
 Commands that change delivery return a :class:`CommandResult` whose

@@ -3,7 +3,7 @@
 Each table maps a driver name to ``(module, class)``. Nothing is imported
 until :func:`resolve` is asked for that name, so ``import hal`` never fails
 because one driver (or its optional dependency) is broken; the failure
-surfaces as :class:`~hal.errors.HalUnavailableError` when, and only when, that
+surfaces as :class:`~cython_ext.errors.HalUnavailableError` when, and only when, that
 driver is wanted.
 
 To add a driver, add one line to the table of its role.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from hal.errors import ConfigError, HalUnavailableError
+from cython_ext.errors import ConfigError, HalUnavailableError
 
 #: Pump drivers: name -> (module, class). Each class implements :class:`hal.pump.PumpDriver`.
 PUMP_DRIVERS: dict[str, tuple[str, str]] = {

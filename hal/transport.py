@@ -41,7 +41,7 @@ else:
     _TERMIOS_ERRORS = (termios.error,)
 
 from hal.clock import NS_PER_S, Clock, SystemClock
-from hal.errors import CommunicationError, ConfigError, ConnectError, LinkTimeoutError, StateError
+from cython_ext.errors import CommunicationError, ConfigError, ConnectError, LinkTimeoutError, StateError
 
 #: Exceptions a failing port raises (termios.error is not an OSError).
 PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
@@ -134,7 +134,7 @@ class SerialLink:
 
     Build one with :func:`open_serial`. It is a context manager and
     :meth:`close` is idempotent; any other call on a closed link raises
-    :class:`~hal.errors.StateError`.
+    :class:`~cython_ext.errors.StateError`.
 
     :param port: an open pyserial port (anything :func:`serial.serial_for_url` returns).
     :param url: the URL it was opened with.

@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hal.errors import ItbError
+from cython_ext.errors import ItbError
 
 #: Subcommand modules, in the order ``itb --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (

@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _accuracy(args: argparse.Namespace) -> int:
     import json
 
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
     from hil.gravimetric.analysis import InsufficientDataError
     from hil.gravimetric.procedure import run_accuracy
     from hil.gravimetric.profile import (
@@ -240,7 +240,7 @@ def _accuracy(args: argparse.Namespace) -> int:
 
 def _balance_target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     """(url, driver, open options) for the balance from the arguments and the profile."""
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
     from hil.gravimetric.profile import BenchProfile, load_profile
 
     profile = load_profile(args.profile) if args.profile else BenchProfile()
@@ -255,7 +255,7 @@ def _balance_target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]
 def _blank(args: argparse.Namespace) -> int:
     import json
 
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
     from hil.gravimetric.analysis import InsufficientDataError
     from hil.gravimetric.blank import run_blank
     from hil.gravimetric.profile import parse_duration_s
@@ -299,7 +299,7 @@ def _blank(args: argparse.Namespace) -> int:
 
 def _balance_check(args: argparse.Namespace) -> int:
     from hal.balance import open_balance
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
 
     if isinstance(args.readings, bool) or args.readings < 1:
         raise ConfigError("--readings", args.readings, "an integer >= 1")

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from controller.journal import verify_journal
 
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
 
     key = None
     if args.key_file is not None:
@@ -75,7 +75,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.out is None:
         export_journal(args.file, args.format, sys.stdout)
         return 0
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
 
     try:
         out = args.out.open("w", encoding="utf-8", newline="")

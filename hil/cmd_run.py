@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from hal.errors import ConfigError
+    from cython_ext.errors import ConfigError
     from hil.report import write_report
     from hil.scenario import DEFAULT_SCENARIO, RunOptions, ScenarioRunner, load_scenario, shipped_scenarios
 

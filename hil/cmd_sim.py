@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
-from hal.errors import HalUnavailableError
+from cython_ext.errors import HalUnavailableError
 from sim.newera.profile import NE1000_V3_928, PROFILES
 
 PUMPS = ("ne1000",)

@@ -3,7 +3,7 @@
 A scenario describes one virtual patient over days or months: the rig, the
 therapy settings, what clinicians, the patient and the fault injector do and
 when, and what must hold afterwards. Unknown keys, wrong types, NaN and
-negative quantities are rejected with :class:`~hal.errors.ConfigError` naming
+negative quantities are rejected with :class:`~cython_ext.errors.ConfigError` naming
 the field, the value and what is allowed. Units are in every field name.
 
 Decimal quantities may be written as TOML numbers (``fill_ml = 20.0``) or as
@@ -76,7 +76,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hal.errors import ConfigError, ItbError
+from cython_ext.errors import ConfigError, ItbError
+from cython_ext.vocabulary import MAX_FLEX_STEPS, Origin
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -84,7 +85,7 @@ MS_PER_DAY = 86_400_000
 
 _AT_RE = re.compile(r"^\s*(\d{1,4})d\s+(\d{2}):(\d{2})\s*$")
 
-ORIGINS = ("spinal", "cerebral", "paediatric")
+ORIGINS = tuple(origin.value for origin in Origin)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +429,8 @@ def _r_fault(path: str, v: Any) -> str:
 
 def _flex_steps(path: str, value: Any) -> tuple[tuple[int, int], ...]:
     """``[["00:00", 300], ["08:00", 450], ...]``: step start (time of day) and daily dose in µg/day."""
-    if not isinstance(value, list) or not 1 <= len(value) <= 13:
-        raise ConfigError(path, value, "1 to 13 [\"HH:MM\", dose_ug_per_day] pairs")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_FLEX_STEPS:
+        raise ConfigError(path, value, f"1 to {MAX_FLEX_STEPS} [\"HH:MM\", dose_ug_per_day] pairs")
     steps = []
     for index, item in enumerate(value):
         if not isinstance(item, list) or len(item) != 2:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Protocol, runtime_checkable
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 
 @runtime_checkable

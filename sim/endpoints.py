@@ -41,7 +41,7 @@ from typing import IO
 import serial
 
 from hal.clock import Clock
-from hal.errors import ConfigError, ConnectError, StateError
+from cython_ext.errors import ConfigError, ConnectError, StateError
 from sim.device import ByteDeviceProtocol, device_wants_disconnect
 
 #: Bits on the wire per byte in 8N1 (start + 8 data + stop).

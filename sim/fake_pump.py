@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hal.clock import Clock
-from hal.errors import CapabilityError, LinkTimeoutError, StateError, UncertainDeliveryError
+from cython_ext.errors import CapabilityError, LinkTimeoutError, StateError, UncertainDeliveryError
 from hal.pump import (
     CommandResult,
     Direction,
@@ -38,13 +38,13 @@ class FakeFaults:
         ``apply_uncertain``) but its reply is lost: it returns ``UNCERTAIN``.
     :ivar apply_uncertain: whether the command whose reply is lost was applied.
     :ivar raise_uncertain: report the lost reply by raising
-        :class:`~hal.errors.UncertainDeliveryError` instead of returning ``UNCERTAIN``.
+        :class:`~cython_ext.errors.UncertainDeliveryError` instead of returning ``UNCERTAIN``.
     :ivar readback_offset_nl_per_h: add this to the rate read back after ``set_rate``
         (a pump that stores a different rate than asked).
     :ivar bias_ppm: the mechanism delivers this much more than the counter says, ppm.
     :ivar counter_scale_ppm: the counter counts this much more than the rate delivers, ppm
         (a pump whose counter and motor disagree: what the drift check is for).
-    :ivar comms_down: every call raises :class:`~hal.errors.LinkTimeoutError` (link lost).
+    :ivar comms_down: every call raises :class:`~cython_ext.errors.LinkTimeoutError` (link lost).
     :ivar mismatch_next_nl_per_h: the next ``set_rate`` only stores this much more than asked (one shot).
     """
 

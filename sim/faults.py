@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hal.clock import NS_PER_S, Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.newera.framing import Frame
 from sim.device import ByteDevice
 from sim.newera.deframer import PumpDeframer

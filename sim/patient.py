@@ -31,7 +31,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 S_PER_H = 3600.0
 

@@ -17,7 +17,7 @@ import urllib.parse
 import serial
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
-from hal.errors import StateError
+from cython_ext.errors import StateError
 
 
 class Serial(SerialBase):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hal.clock import Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.endpoints import Endpoint, InProcessEndpoint, PtyEndpoint, TcpEndpoint
 from sim.faults import FaultSpec, FaultyDevice, parse_fault
 from sim.newera import Ne1000

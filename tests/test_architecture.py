@@ -1,8 +1,11 @@
 """The house rules of DESIGN.md, checked on the source tree.
 
-Imports only flow downward: hil -> controller -> (cython_ext, hal); sim -> hal;
-hal and cython_ext import nothing of ours. A violation fails with the file,
-line and import that broke the rule.
+Imports only flow downward: hil -> controller -> hal; sim -> hal. Beneath every
+layer lies the floor, ``cython_ext``: its value modules (units, the error tree,
+the clinical vocabulary) may be imported by every layer, and only
+``controller`` imports the safety kernel itself. The floor imports nothing
+else of ours. A violation fails with the file, line and import that broke the
+rule. There is no table of exceptions.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("hil", "controller", "sim", "hal", "cython_ext")
+#: The floor's value modules: open to every layer.
+FLOOR_VALUE_MODULES = ("cython_ext.units", "cython_ext.errors", "cython_ext.vocabulary")
+#: Layers each layer may import besides the floor's value modules.
 ALLOWED: dict[str, set[str]] = {
     "hil": {"hil", "controller", "hal", "sim"},
     "controller": {"controller", "cython_ext", "hal"},
@@ -23,24 +29,12 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
-#: Narrow, documented exceptions to the table: (folder prefix, module prefix, why).
-EXCEPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("hil/", "cython_ext.units", "conversions live in one module; every layer that converts uses it"),
-    ("hil/", "cython_ext.errors", "the units module's error type, translated at the boundary"),
-    ("hil/bench/", "cython_ext", "a benchmark of the kernel must import what it measures"),
-)
-
-
-def _excepted(path: Path, module: str) -> bool:
-    rel = path.relative_to(ROOT).as_posix()
-    return any(
-        rel.startswith(folder) and (module == prefix or module.startswith(prefix + "."))
-        for folder, prefix, _why in EXCEPTIONS
-    )
+def _is_floor_value(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in FLOOR_VALUE_MODULES)
 
 
 def _imported_layers(path: Path) -> list[tuple[int, str]]:
-    """(line, module) for every import of one of our layers in ``path``, minus the documented exceptions."""
+    """(line, module) for every import of one of our layers in ``path``."""
     text = path.read_text(encoding="utf-8")
     if path.suffix in {".pyx", ".pxd"}:
         found = []
@@ -62,12 +56,16 @@ def _imported_layers(path: Path) -> list[tuple[int, str]]:
         }:
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 found.append((node.lineno, node.args[0].value))
-    return [(line, mod) for line, mod in found if mod.split(".")[0] in LAYERS and not _excepted(path, mod)]
+    return [(line, mod) for line, mod in found if mod.split(".")[0] in LAYERS]
 
 
 def _sources(layer: str) -> list[Path]:
     base = ROOT / layer
     return sorted(p for ext in ("*.py", "*.pyx", "*.pxd") for p in base.rglob(ext))
+
+
+def _allowed(layer: str, module: str) -> bool:
+    return module.split(".")[0] in ALLOWED[layer] or _is_floor_value(module)
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -76,9 +74,28 @@ def test_layer_imports_only_downward(layer: str) -> None:
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in _sources(layer)
         for line, module in _imported_layers(path)
-        if module.split(".")[0] not in ALLOWED[layer]
+        if not _allowed(layer, module)
     ]
-    assert not violations, f"{layer}/ may import only {sorted(ALLOWED[layer])}:\n" + "\n".join(violations)
+    assert not violations, (
+        f"{layer}/ may import only {sorted(ALLOWED[layer])} and the floor's value modules "
+        f"{list(FLOOR_VALUE_MODULES)}:\n" + "\n".join(violations)
+    )
+
+
+def test_floor_value_modules_import_only_each_other() -> None:
+    """The value modules are the floor's floor: they import no kernel and no other layer."""
+    for module in FLOOR_VALUE_MODULES:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        for line, imported in _imported_layers(path):
+            assert _is_floor_value(imported), f"{path.relative_to(ROOT)}:{line} imports {imported}"
+
+
+def test_architecture_rule_catches_a_violation(tmp_path: Path) -> None:
+    """The checker is not vacuous: a kernel import from hil is seen, a units import is not."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from cython_ext import kernel\nfrom cython_ext.units import MS_PER_H\nimport sim.rig\n")
+    found = _imported_layers(probe)
+    assert [m for _, m in found if not _allowed("hal", m)] == ["cython_ext.kernel", "sim.rig"]
 
 
 def test_registry_strings_respect_layers() -> None:

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 
 from hal.balance import MASS_UNIT_UG, format_mass, parse_mass_ug
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 CRLF = b"\r\n"
 #: Longest reply line accepted, bytes (without CR LF). Longer lines decode as malformed.

@@ -4,7 +4,7 @@ Each command is one request line and one reply line. A reply whose
 identifier does not belong to the command (a late line from an earlier
 command, a streamed ``SIR`` reading) is skipped, up to
 :attr:`MtSicsDriver.MAX_SKIPPED_LINES`; a line without CR LF within the link
-timeout is a :class:`~hal.errors.LinkTimeoutError`.
+timeout is a :class:`~cython_ext.errors.LinkTimeoutError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceReading
 from hal.clock import Clock
-from hal.errors import CommunicationError, LinkTimeoutError
+from cython_ext.errors import CommunicationError, LinkTimeoutError
 from hal.mtsics import codec
 from hal.mtsics.codec import (
     ErrorReply,

@@ -21,7 +21,7 @@ Reply data::
 Numbers (``<float>``) carry at most 4 digits and at most 3 of them after the
 point: ``0.001``, ``9.999``, ``12.34``, ``9999``. The encoders here pick the
 representation that keeps the most resolution and refuse, with
-:class:`~hal.errors.CapabilityError`, any value that cannot be represented
+:class:`~cython_ext.errors.CapabilityError`, any value that cannot be represented
 within the stated tolerance. Nothing is ever truncated silently; callers get
 the represented value back and can read it back from the pump.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from hal.errors import CapabilityError, CommunicationError, ConfigError
+from cython_ext.errors import CapabilityError, CommunicationError, ConfigError
 from hal.newera.framing import encode_request
 
 #: Highest pump bus address.

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
-from hal.errors import (
+from cython_ext.errors import (
     CapabilityError,
     CommunicationError,
     ConfigError,
@@ -140,7 +140,7 @@ class ByteLink(Protocol):
     timeout_s: float
 
     def write(self, data: bytes) -> None:
-        """Send all of ``data`` (raise :class:`~hal.errors.CommunicationError` on failure)."""
+        """Send all of ``data`` (raise :class:`~cython_ext.errors.CommunicationError` on failure)."""
 
     def read(self, size: int = 1) -> bytes:
         """Up to ``size`` bytes within ``timeout_s``; ``b""`` means nothing arrived."""

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 
 from hal.balance import MASS_UNIT_UG, format_mass, parse_mass_ug
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 ESC = 0x1B
 CRLF = b"\r\n"

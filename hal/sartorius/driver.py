@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceReading
 from hal.clock import Clock
-from hal.errors import CommunicationError, ConfigError, LinkTimeoutError
+from cython_ext.errors import CommunicationError, ConfigError, LinkTimeoutError
 from hal.sartorius import codec
 from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, WeightLine
 

@@ -49,10 +49,10 @@ def measure(link: str, days: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark entry point (``itb bench run [--quick] [--json]``)."""
-    from cython_ext import kernel
+    from controller.gate import kernel_implementation
 
     days = QUICK_DAYS if getattr(args, "quick", False) else FULL_DAYS
-    figures: dict[str, Any] = {"kernel": kernel.IMPLEMENTATION, "poll_interval": "from the scenario"}
+    figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario"}
     for link in ("inprocess", "pty"):
         result = measure(link, days)
         for key, value in result.items():

@@ -19,7 +19,7 @@ import time
 import serial
 
 from hal.clock import SystemClock
-from hal.errors import CommunicationError
+from cython_ext.errors import CommunicationError
 from sim.endpoints import BITS_PER_BYTE, PtyEndpoint, TcpEndpoint
 from sim.newera import Ne1000
 

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hal.errors import ConfigError, ItbError
+from cython_ext.errors import ConfigError, ItbError
 
 #: Observation windows of the trumpet curve, minutes.
 STANDARD_WINDOWS_MIN: tuple[int, ...] = (2, 5, 11, 19, 31)

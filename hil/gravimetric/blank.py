@@ -16,7 +16,7 @@ from typing import Any
 
 from hal.balance import open_balance
 from hal.clock import NS_PER_S, Clock, SystemClock
-from hal.errors import CommunicationError, ConfigError, DeviceError
+from cython_ext.errors import CommunicationError, ConfigError, DeviceError
 from hil.gravimetric.analysis import InsufficientDataError, RefusalReason, WeightSample
 
 S_PER_H = 3600

@@ -30,7 +30,7 @@ from typing import Any
 
 from hal.balance import BalanceDriver, BalanceIdentity, water_density_g_per_ml
 from hal.clock import NS_PER_MS, NS_PER_S, Clock, SystemClock
-from hal.errors import CapabilityError, CommunicationError, ConfigError, DeviceError, StateError
+from cython_ext.errors import CapabilityError, CommunicationError, ConfigError, DeviceError, StateError
 from hal.pump import Direction, DispensedVolume, PumpDriver, PumpIdentity
 from hil.gravimetric.analysis import (
     STANDARD_DURATION_S,

@@ -2,7 +2,7 @@
 
 A profile describes the bench once: ports and serial settings, the syringe,
 the water, and the test defaults. Unknown tables or keys are rejected with a
-:class:`~hal.errors.ConfigError` naming the dotted key; nothing is applied
+:class:`~cython_ext.errors.ConfigError` naming the dotted key; nothing is applied
 from a file that fails. Example (``hil/profiles/bench.example.toml``)::
 
     [pump]
@@ -47,9 +47,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from cython_ext.errors import KernelConfigError
+from cython_ext.errors import ConfigError
 from cython_ext.units import NL_PER_ML, NL_PER_UL, decimal_to_units
-from hal.errors import ConfigError
 
 #: Inner diameters of common plastic syringes, mm (check against the syringe in use).
 SYRINGE_PRESETS_MM: dict[str, float] = {
@@ -100,7 +99,7 @@ def parse_rate_nl_per_h(text: object, *, field_name: str = "rate") -> int:
             rate = nl_per_day // 24
         else:
             rate = decimal_to_units(number, RATE_UNITS_NL_PER_H[unit], field=field_name)
-    except KernelConfigError as exc:
+    except ConfigError as exc:
         raise ConfigError(field_name, text, "a whole number of nL/h", detail=exc.detail) from exc
     if rate <= 0:
         raise ConfigError(field_name, text, allowed)
@@ -119,7 +118,7 @@ def parse_duration_s(text: object, *, field_name: str = "duration") -> int:
         raise ConfigError(field_name, text, allowed)
     try:
         return decimal_to_units(number, scale, field=field_name)
-    except KernelConfigError as exc:
+    except ConfigError as exc:
         raise ConfigError(field_name, text, allowed, detail=exc.detail) from exc
 
 

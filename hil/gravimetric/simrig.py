@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.balance import BALANCE_KINDS, MtSicsBalance, SbiBalance, create_balance
 from sim.clock import VirtualClock
 from sim.endpoints import InProcessEndpoint, PtyEndpoint

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.gravimetric.analysis import InsufficientDataError
 from hil.gravimetric.profile import parse_duration_s, parse_rate_nl_per_h, parse_syringe_mm
 

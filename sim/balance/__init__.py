@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hal.clock import Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.balance.mtsics import MtSicsBalance
 from sim.balance.pan import Pan, PanReading, PanSettings
 from sim.balance.sbi import SbiBalance

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.clock import NS_PER_S
 from hal.mtsics import codec
 from hal.mtsics.codec import GeneralError, ReplyStatus

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 
 from hal.balance import water_density_g_per_ml
 from hal.clock import NS_PER_S, Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 NS_PER_H = 3600 * NS_PER_S
 

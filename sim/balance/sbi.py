@@ -24,7 +24,7 @@ import math
 import threading
 
 from hal.clock import NS_PER_S
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.sartorius import codec
 from sim.balance.pan import Pan, PeriodicSchedule
 from sim.device import ByteDevice

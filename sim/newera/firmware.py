@@ -46,7 +46,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hal.clock import NS_PER_S, Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.newera.framing import Frame, FrameError, FrameKind, encode_reply
 from sim.device import ByteDevice
 from sim.newera.deframer import PumpDeframer

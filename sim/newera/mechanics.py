@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 
 from hal.clock import Clock
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 NS_PER_H = 3_600_000_000_000
 NL_PER_ML = 1_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 
 @dataclass(frozen=True)

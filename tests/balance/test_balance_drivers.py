@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from hal.balance import BalanceDriver, BalanceFault, open_balance
-from hal.errors import ConfigError, DeviceError, HalUnavailableError, StateError
+from cython_ext.errors import ConfigError, DeviceError, HalUnavailableError, StateError
 from sim.balance import MtSicsBalance, SbiBalance, create_balance
 from sim.clock import VirtualClock
 from sim.endpoints import InProcessEndpoint, PtyEndpoint

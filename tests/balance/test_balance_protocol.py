@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from hal.balance import BalanceFault
-from hal.errors import CommunicationError, ConfigError, DeviceError, LinkTimeoutError, StateError
+from cython_ext.errors import CommunicationError, ConfigError, DeviceError, LinkTimeoutError, StateError
 from hal.mtsics.driver import MtSicsDriver
 from hal.sartorius.driver import SbiDriver
 from sim.clock import VirtualClock

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from hal.balance import water_density_g_per_ml
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.mtsics import codec as sics
 from sim.balance import create_balance
 from sim.balance.pan import Pan, PanSettings

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.sartorius import codec
 from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, WeightLine
 

@@ -19,7 +19,7 @@ from controller.alarms import (
 )
 from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.journal import EntryKind, Journal
-from hal.errors import ConfigError, StateError
+from cython_ext.errors import ConfigError, StateError
 from sim.clock import VirtualClock
 
 NURSE = Actor("nurse.a", Role.CLINICIAN)

@@ -13,7 +13,7 @@ from controller.faults import (
     fault_for_pump_alarm,
     reaction_for,
 )
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.pump import PumpAlarm
 
 #: Faults the role brief requires the table to cover.
@@ -100,7 +100,7 @@ def test_pump_reset_restarts_at_minimum_rate_not_full_dose() -> None:
 def test_caught_errors_map_to_faults() -> None:
     from controller.faults import fault_for_exception
     from controller.journal import JournalError
-    from hal.errors import CommunicationError, ConnectError, LinkTimeoutError, UncertainDeliveryError
+    from cython_ext.errors import CommunicationError, ConnectError, LinkTimeoutError, UncertainDeliveryError
 
     assert fault_for_exception(UncertainDeliveryError("lost reply")) is FaultCode.UNCERTAIN_DELIVERY
     assert fault_for_exception(LinkTimeoutError("no reply")) is FaultCode.COMMS_TIMEOUT

@@ -30,7 +30,7 @@ from controller.journal import (
     verify_journal,
 )
 from controller.prescription import Prescription, assess_change, library_from, parse_prescription
-from hal.errors import ConfigError, StateError
+from cython_ext.errors import ConfigError, StateError
 from hil import cli
 from sim.clock import VirtualClock
 

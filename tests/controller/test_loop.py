@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from controller.delivery import ProgramResult, RateProgrammer
 from controller.loop import LoopConfig, Mode, CatheterQueue
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.pump import PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump

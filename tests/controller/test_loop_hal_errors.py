@@ -1,6 +1,6 @@
 """Fail operational: no HAL error escapes the control loop (issue #4).
 
-Each driver method the loop uses is made to raise each :class:`~hal.errors.HalError`
+Each driver method the loop uses is made to raise each :class:`~cython_ext.errors.HalError`
 subclass for a while; meanwhile the loop polls, a clinician titrates and a patient
 asks for a bolus. Nothing may escape, the loop must keep polling, each error must
 take its fault reaction with its alarm, and once the pump behaves again therapy
@@ -16,7 +16,7 @@ import pytest
 from controller.delivery import fault_for_hal_error, is_link_error
 from controller.faults import FaultCode, Reaction, reaction_for
 from controller.loop import Mode
-from hal.errors import (
+from cython_ext.errors import (
     CapabilityError,
     CommunicationError,
     ConnectError,

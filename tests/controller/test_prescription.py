@@ -25,7 +25,7 @@ from controller.prescription import (
     load_prescription,
     parse_prescription,
 )
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil import cli
 
 ROOT = Path(__file__).resolve().parents[2]

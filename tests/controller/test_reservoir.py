@@ -23,7 +23,7 @@ from controller.reservoir import (
     transit_delay_ms,
 )
 from cython_ext import units
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 
 ML = units.NL_PER_ML
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)

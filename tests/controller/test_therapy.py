@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from controller.alarms import AlarmCode
 from controller.loop import Mode
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.pump import PumpState
 
 MS_PER_MIN = 60_000

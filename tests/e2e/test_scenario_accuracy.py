@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.scenario import RunOptions, ScenarioRunner, load_scenario, parse_scenario
 
 SHIPPED = Path(__file__).resolve().parents[2] / "hil" / "scenarios" / "accuracy.toml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.prescription import load_prescription
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.scenario import (
     MS_PER_H,
     PRESCRIPTION_DIR,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from controller.loop import Mode
 from controller.prescription import load_prescription
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.scenario import PRESCRIPTION_DIR, RunOptions, ScenarioRunner, load_scenario, parse_scenario
 from programme_rig import MS_PER_DAY, MS_PER_H, MS_PER_MIN, ProgrammeController
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.scenario import (
     ACTION_FIELDS,
     MS_PER_DAY,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hal.errors import CapabilityError, ConfigError
+from cython_ext.errors import CapabilityError, ConfigError
 from hil.cli import main
 from hil.gravimetric.analysis import InsufficientDataError, RefusalReason
 from hil.gravimetric.procedure import run_accuracy
@@ -174,7 +174,7 @@ def test_a_run_too_short_for_any_window_is_rejected_before_it_starts(capsys: pyt
 def test_failed_readings_are_missing_samples_never_guesses() -> None:
     import hal
     from hal.balance import open_balance
-    from hal.errors import LinkTimeoutError
+    from cython_ext.errors import LinkTimeoutError
     from hil.gravimetric.analysis import analyse
     from hil.gravimetric.procedure import AccuracyConfig, measure
 
@@ -209,7 +209,7 @@ def test_failed_readings_are_missing_samples_never_guesses() -> None:
 def test_an_uncertain_start_still_ends_with_the_pump_stopped() -> None:
     import hal
     from hal.balance import open_balance
-    from hal.errors import UncertainDeliveryError
+    from cython_ext.errors import UncertainDeliveryError
     from hal.pump import PumpState
     from hil.gravimetric.procedure import AccuracyConfig, measure
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.gravimetric.step import AccuracyStep, parse_accuracy_step, run_accuracy_step
 
 GOOD = {"rate": "1.2mL/h", "syringe": "14.5mm", "duration": "20min", "interval": "30s", "max_abs_mean_error_pct": 5.0}

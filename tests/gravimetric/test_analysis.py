@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.gravimetric.analysis import (
     AnalysisSettings,
     InsufficientDataError,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.cli import main
 from hil.gravimetric.analysis import InsufficientDataError, WeightSample
 from hil.gravimetric.blank import fit_blank, run_blank

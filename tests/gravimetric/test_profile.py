@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hil
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hil.gravimetric.profile import (
     SYRINGE_PRESETS_MM,
     BenchProfile,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from hal.errors import CapabilityError, CommunicationError, ConfigError
+from cython_ext.errors import CapabilityError, CommunicationError, ConfigError
 from hal.newera import codec
 from hal.newera.codec import (
     AlarmType,

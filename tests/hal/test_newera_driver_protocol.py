@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hal
-from hal.errors import CapabilityError, CommunicationError, ConfigError, DeviceError, StateError
+from cython_ext.errors import CapabilityError, CommunicationError, ConfigError, DeviceError, StateError
 from hal.newera.codec import ErrorCode
 from hal.newera.driver import Ne1000Driver
 from hal.newera.framing import encode_safe

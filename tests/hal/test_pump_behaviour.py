@@ -195,7 +195,7 @@ def test_probe_baudrate_finds_the_simulated_pump() -> None:
 
 
 def test_probe_baudrate_on_a_silent_line_tries_every_rate_then_fails() -> None:
-    from hal.errors import CommunicationError, ConfigError
+    from cython_ext.errors import CommunicationError, ConfigError
     from hal.newera.driver import probe_baudrate
 
     with pytest.raises(CommunicationError, match="19200, 9600"):
@@ -217,7 +217,7 @@ def test_purge_runs_at_maximum_rate_until_stopped(backend: Backend) -> None:
 
 def test_pump_on_another_address_answers_only_its_own() -> None:
     import hal
-    from hal.errors import CommunicationError
+    from cython_ext.errors import CommunicationError
     from sim.clock import VirtualClock
     from sim.rig import simulated_pump
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hal.errors import CommunicationError, HalError
+from cython_ext.errors import CommunicationError, HalError
 from hal.pump import CommandResult, Direction, Outcome, PumpAlarm, PumpState
 from pump_backends import Backend, open_backend
 

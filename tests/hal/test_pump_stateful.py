@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from hal.errors import CapabilityError, CommunicationError, DeviceError
+from cython_ext.errors import CapabilityError, CommunicationError, DeviceError
 from hal.pump import CommandResult, Direction, Outcome, PumpState
 from pump_backends import Backend, open_backend, open_noisy_inprocess
 

@@ -6,7 +6,7 @@ import pytest
 
 import hal
 from hal import registry
-from hal.errors import ConfigError, HalUnavailableError
+from cython_ext.errors import ConfigError, HalUnavailableError
 
 
 def test_unknown_pump_name_is_unavailable() -> None:
@@ -30,7 +30,7 @@ def test_missing_module_is_unavailable_with_cause(monkeypatch: pytest.MonkeyPatc
 
 
 def test_missing_class_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.PUMP_DRIVERS, "ghost", ("hal.errors", "NoSuchClass"))
+    monkeypatch.setitem(registry.PUMP_DRIVERS, "ghost", ("cython_ext.errors", "NoSuchClass"))
     with pytest.raises(HalUnavailableError, match="has no class NoSuchClass"):
         registry.resolve("pump", "ghost")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hal.errors import CommunicationError, ConfigError, ConnectError, StateError
+from cython_ext.errors import CommunicationError, ConfigError, ConnectError, StateError
 from hal.transport import ByteTrace, format_trace_line, open_serial
 from sim.clock import VirtualClock
 

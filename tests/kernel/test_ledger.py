@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cython_ext.errors import KernelConfigError
+from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY
 
 from .conftest import COMPILED, TWIN
@@ -36,7 +36,7 @@ def test_kinds_commitments_and_release(impl):
     led.commit(K.BOLUS_CLINICIAN, 50_000)
     assert led.total_24h_pg(T0) == led.delivered_24h_pg(T0) + 50_000
     assert led.total_24h_pg(T0 + 10 * MS_PER_DAY) == 50_000  # commitments never expire
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.release(K.BOLUS_CLINICIAN, 50_001)
     led.release(K.BOLUS_CLINICIAN, 50_000)
     assert led.committed_pg() == 0
@@ -46,19 +46,19 @@ def test_kinds_commitments_and_release(impl):
 def test_rejects_bad_records(impl):
     led = impl.Ledger()
     led.record(0, 1, T0 + MS_PER_DAY)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         led.record(0, 1, T0)  # older than the window
     assert info.value.field == "at_ms"
     led.record(0, 1, T0 + 60_000)  # oldest minute still inside
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.record(0, -1, T0 + MS_PER_DAY)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.record(8, 1, T0 + MS_PER_DAY)
     with pytest.raises(TypeError):
         led.record(0, 1.0, T0 + MS_PER_DAY)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.total_24h_pg(T0)  # now before the newest record
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.record(0, impl.MAX_BUCKET_PG, T0 + MS_PER_DAY)  # bucket would overflow
 
 
@@ -75,7 +75,7 @@ def test_bolus_starts(impl):
     assert led.bolus_count_24h(T0 + MS_PER_DAY - 1) == 2
     assert led.bolus_count_24h(T0 + MS_PER_DAY) == 1  # the window is (now - 24 h, now]
     assert led.bolus_count_24h(T0 + MS_PER_DAY + 2) == 0
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         led.record_bolus_start(K.BOLUS_PATIENT, T0 + 1)  # back in time
 
 
@@ -145,7 +145,7 @@ def test_restore_rejects_corrupt_snapshots(impl, mutate):
     led.record(0, 5, T0)
     snap = led.snapshot()
     mutate(snap)
-    with pytest.raises((KernelConfigError, TypeError)):
+    with pytest.raises((ConfigError, TypeError)):
         impl.Ledger.restore(snap)
 
 

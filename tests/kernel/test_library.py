@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cython_ext import _common as c
-from cython_ext.errors import KernelConfigError
+from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY, MS_PER_H
 
 
@@ -32,7 +32,7 @@ def test_default_library_entries():
 def test_unordered_bounds_rejected_naming_field_and_values(order):
     values = [10, 20, 30, 40]
     bounds = c.Bounds(*[values[i] for i in order])
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         bounds.validate("dose_ng_per_day", "ng/day")
     assert info.value.field == "dose_ng_per_day"
     assert info.value.value == tuple(bounds)
@@ -44,7 +44,7 @@ def test_library_entry_rejected_when_any_bounds_unordered(field):
     entry = c.DEFAULT_LIBRARY[500]
     good = getattr(entry, field)
     bad = good._replace(lower_soft=good.upper_soft + 1, upper_hard=good.upper_soft + 1) if good.upper_soft > 0 else good._replace(lower_hard=1, lower_soft=0)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         entry._replace(**{field: bad}).validate()
     assert info.value.field == field
 
@@ -88,7 +88,7 @@ def test_caps_defaults_follow_origin():
 )
 def test_bad_caps_rejected(kwargs, field):
     kwargs = {"max_dose_ng_per_day": 100_000, **kwargs}
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         c.make_caps(**kwargs)
     assert info.value.field == field
 
@@ -96,28 +96,28 @@ def test_bad_caps_rejected(kwargs, field):
 def test_caps_checked_against_library_hard_bounds():
     limits = c.DEFAULT_LIBRARY[500]
     c.check_caps_against_limits(c.make_caps(max_dose_ng_per_day=2_003_000), limits)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         c.check_caps_against_limits(c.make_caps(max_dose_ng_per_day=2_003_001), limits)
     assert info.value.field == "max_dose_ng_per_day"
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         c.check_caps_against_limits(c.make_caps(max_dose_ng_per_day=1, bolus_lockout_ms=MS_PER_H - 1), limits)
     assert info.value.field == "bolus_lockout_ms"
     c.check_caps_against_limits(c.make_caps(max_dose_ng_per_day=1, bolus_lockout_ms=MS_PER_H), limits)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         c.check_caps_against_limits(c.make_caps(max_dose_ng_per_day=1, max_bolus_ng=100_001), limits)
     assert info.value.field == "max_bolus_ng"
 
 
 def test_envelope_and_override_validation():
     assert c.make_envelope(2_000, 1_000_000, 10) == (2_000, 1_000_000, 10)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         c.make_envelope(5_000, 4_999)
     assert info.value.field == "max_rate_nl_per_h"
     with pytest.raises(TypeError):
         c.make_envelope(2_000.0, 5_000)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.make_override({c.Reason.DOSE_CAP_24H}, reason="x", actor="dr")  # hard limits cannot be overridden
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.make_override({c.Reason.DOSE_ABOVE_SOFT}, reason=" ", actor="dr")
     assert c.make_override([c.Reason.DOSE_ABOVE_SOFT], reason="tolerance", actor="dr").codes == {c.Reason.DOSE_ABOVE_SOFT}
 
@@ -125,15 +125,15 @@ def test_envelope_and_override_validation():
 def test_request_constructors_reject_bad_input():
     with pytest.raises(TypeError):
         c.request_rate_change(1.5)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.request_rate_change(-1)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.request_bolus(c.DeliveryKind.BASAL, 10, 10)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.request_bolus(c.DeliveryKind.BOLUS_PATIENT, 0, 10)
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.request_programme_change("fast")
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.request_discontinue(None, emergency="yes")
 
 
@@ -151,7 +151,7 @@ def test_plan_titration_examples():
     assert [s.dose_ng_per_day for s in down] == [160_000, 128_000, 102_400, 100_000]
     assert [s.at_ms for s in down] == [5 + i * 2 * MS_PER_DAY for i in range(4)]
     assert c.plan_titration(1000, 1000, start_ms=0, titration_cap_pct=30) == ()
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         c.plan_titration(1, 2, start_ms=0, titration_cap_pct=30)  # 1 ng * 1.3 never reaches 2
 
 

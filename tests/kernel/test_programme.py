@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cython_ext.errors import KernelConfigError
+from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY, MS_PER_H
 
 from .conftest import COMPILED, TWIN, periodic_strategy, steps_strategy
@@ -26,13 +26,13 @@ H = MS_PER_H
     ],
 )
 def test_bad_shapes_rejected(impl, steps, field):
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         impl.Programme(steps, 500)
     assert info.value.field == field
 
 
 def test_overlapping_periodic_boluses_rejected(impl):
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         impl.Programme([(0, MS_PER_DAY, 1000)], 500, periodic_boluses=[(0, 2 * H, 10), (H, H, 10)])
     with pytest.raises(TypeError):
         impl.Programme([(0, MS_PER_DAY, 1000.0)], 500)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cython_ext import units as u
-from cython_ext.errors import KernelConfigError
+from cython_ext.errors import ConfigError
 
 conc = st.sampled_from([50, 500, 1000, 2000]) | st.integers(1, 100_000)
 nonneg = st.integers(0, 10**12)
@@ -57,7 +57,7 @@ def test_div_round_directions(numerator, denominator):
     assert down * denominator <= numerator <= up * denominator
     assert up - down == (0 if numerator % denominator == 0 else 1)
     if numerator % denominator:
-        with pytest.raises(KernelConfigError):
+        with pytest.raises(ConfigError):
             u.div_round(numerator, denominator, "exact")
     else:
         assert u.div_round(numerator, denominator, "exact") == down
@@ -82,19 +82,19 @@ def test_floats_and_bools_rejected(call):
 
 @pytest.mark.parametrize("text", ["abc", "NaN", "inf", "0.0000001", ""])
 def test_bad_decimals_rejected(text):
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         u.decimal_to_units(text, u.NL_PER_ML, field="volume_ml")
     assert info.value.field == "volume_ml"
 
 
 def test_negative_and_zero_rejected_with_field():
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         u.mass_ng_for_volume(-1, 500)
     assert (info.value.field, info.value.value) == ("volume_nl", -1)
-    with pytest.raises(KernelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         u.volume_nl_for_mass(10, 0)
     assert info.value.field == "concentration_ug_per_ml"
-    with pytest.raises(KernelConfigError):
+    with pytest.raises(ConfigError):
         u.div_round(1, 2, "nearest")
 
 

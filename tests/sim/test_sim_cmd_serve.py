@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 import serial
 
-from hal.errors import HalUnavailableError
+from cython_ext.errors import HalUnavailableError
 from hal.newera.framing import encode_safe
 from hil import cli, cmd_sim
 from hil.cmd_sim import handle_control

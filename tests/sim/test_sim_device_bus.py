@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import serial
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.clock import VirtualClock
 from sim.device import ByteDevice, ByteDeviceProtocol, DeviceBus
 from sim.endpoints import InProcessEndpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from hal.errors import ConfigError, ConnectError
+from cython_ext.errors import ConfigError, ConnectError
 from hal.newera.framing import encode_safe
 from sim.clock import VirtualClock
 from sim.endpoints import InProcessEndpoint, PtyEndpoint, TcpEndpoint, _Pacer

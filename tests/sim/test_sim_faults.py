@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from hal.newera.framing import encode_safe
 from sim.clock import DriftClock, VirtualClock
 from sim.faults import FaultyDevice, parse_fault

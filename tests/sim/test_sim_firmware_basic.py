@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from sim_helpers import ask, body
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.clock import VirtualClock
 from sim.newera import COMMANDS, NE1000_X2_V3_928, DeviceProfile, Ne1000
 from sim.newera.wire_numbers import format_milli, parse_milli

@@ -7,7 +7,7 @@ import threading
 import pytest
 from sim_helpers import body
 
-from hal.errors import ConfigError
+from cython_ext.errors import ConfigError
 from sim.clock import VirtualClock
 from sim.newera import Mechanics, Ne1000
 from sim.newera.mechanics import INFUSE, NS_PER_H, WITHDRAW
