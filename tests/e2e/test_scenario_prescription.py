@@ -8,8 +8,8 @@ import pytest
 
 from controller.prescription import load_prescription
 from cython_ext.errors import ConfigError
+from cython_ext.units import MS_PER_H
 from hil.scenario import (
-    MS_PER_H,
     PRESCRIPTION_DIR,
     RunOptions,
     ScenarioRunner,

@@ -9,10 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cython_ext.errors import ConfigError
-from hil.scenario import (
+from cython_ext.units import MS_PER_DAY, MS_PER_H
+from hil.scenario.schema import (
     ACTION_FIELDS,
-    MS_PER_DAY,
-    MS_PER_H,
     load_scenario,
     parse_at,
     parse_scenario,
