@@ -76,12 +76,21 @@ class FaultReaction:
     :param reaction: the single documented reaction.
     :param alarm: the alarm raised with it (a key of :data:`controller.alarms.ALARM_TABLE`).
     :param rationale: why this reaction (and not a safer-looking stop).
+    :param interrupts_delivery: the fault means the pump stopped delivering: the interruption
+        clock starts (and THERAPY_INTERRUPTED is raised) until delivery is confirmed again.
+    :param acknowledges_pump: the pump's latched alarm is acknowledged before the reaction
+        (the pump cannot run again otherwise, and the reaction needs it to run).
+    :param restores_programme: a CONTINUE reaction that puts the last verified programme back on
+        the pump (after reconciling), because the pump is not running it now.
     """
 
     fault: FaultCode
     reaction: Reaction
     alarm: AlarmCode
     rationale: str
+    interrupts_delivery: bool = False
+    acknowledges_pump: bool = False
+    restores_programme: bool = False
 
 
 _C, _MR, _S = Reaction.CONTINUE, Reaction.MIN_RATE, Reaction.STOP
@@ -112,18 +121,22 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _A.PUMP_RESET,
                 "Power loss interrupted delivery for an unknown time; restarting at the full dose after an "
                 "interruption is an overdose risk, leaving it stopped a withdrawal risk.",
+                interrupts_delivery=True,
+                acknowledges_pump=True,
             ),
             FaultReaction(
                 _F.MOTOR_STALL,
                 _S,
                 _A.MOTOR_STALL,
                 "Delivery is physically impossible; commands cannot help and the alarm must reach a human.",
+                interrupts_delivery=True,
             ),
             FaultReaction(
                 _F.OCCLUSION,
                 _S,
                 _A.OCCLUSION,
                 "Pushing against a blockage builds an unintended bolus released later (IEC 60601-2-24).",
+                interrupts_delivery=True,
             ),
             FaultReaction(
                 _F.SAFE_MODE_WATCHDOG,
@@ -131,6 +144,9 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _A.THERAPY_INTERRUPTED,
                 "The pump's comms watchdog stopped it; the interruption is bounded and the dispensed counter "
                 "intact, so after reconciliation the last verified programme resumes.",
+                interrupts_delivery=True,
+                acknowledges_pump=True,
+                restores_programme=True,
             ),
             FaultReaction(
                 _F.DISPENSED_DRIFT_OVER,
@@ -216,6 +232,8 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _C,
                 _A.THERAPY_INTERRUPTED,
                 "Reconcile, then resume the last verified programme; a stopped pump is the withdrawal hazard.",
+                interrupts_delivery=True,
+                restores_programme=True,
             ),
             FaultReaction(
                 _F.DOSE_CAP_BREACH_ATTEMPT,

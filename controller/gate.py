@@ -79,9 +79,9 @@ class Gate(ABC):
         """Authorise a simple continuous programme at ``rate_nl_per_h`` (same concentration)."""
 
     @abstractmethod
-    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int, *,
+    def authorize_bolus(self, kind: DeliveryKind, volume_nl: int, duration_ms: int, now_ms: int, *,
                         override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
-        """Authorise a bolus of ``kind`` (``clinician``, ``patient``, ``priming``, ``bridge``)."""
+        """Authorise a bolus of ``kind`` (clinician, patient, priming or bridge)."""
 
     @abstractmethod
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
@@ -102,7 +102,7 @@ class Gate(ABC):
         """Record an allowed decision that the pump now carries out."""
 
     @abstractmethod
-    def record_delivery(self, kind: str, mass_pg: int, start_ms: int, end_ms: int) -> None:
+    def record_delivery(self, kind: DeliveryKind, mass_pg: int, start_ms: int, end_ms: int) -> None:
         """Record drug delivered between two polls into the 24 h ledger."""
 
     @abstractmethod
@@ -117,11 +117,11 @@ class Gate(ABC):
         """Authorise a flex or periodic-bolus programme as a whole."""
 
     @abstractmethod
-    def note_bolus_start(self, kind: str, at_ms: int) -> None:
+    def note_bolus_start(self, kind: DeliveryKind, at_ms: int) -> None:
         """Count a bolus start (for lockouts) that the restored state does not hold."""
 
     @abstractmethod
-    def release_bolus(self, kind: str, mass_pg: int) -> int:
+    def release_bolus(self, kind: DeliveryKind, mass_pg: int) -> int:
         """Release up to ``mass_pg`` of a bolus commitment; returns what was released."""
 
     @abstractmethod
@@ -198,8 +198,10 @@ class KernelGate(Gate):
         return self.kernel.limits.concentration_ug_per_ml
 
     @staticmethod
-    def _kind(name: str) -> int:
-        return int(DeliveryKind.from_label(name))
+    def _kind(kind: DeliveryKind) -> int:
+        if not isinstance(kind, DeliveryKind):
+            raise ConfigError("kind", kind, f"a DeliveryKind ({[k.name for k in DeliveryKind]})")
+        return int(kind)
 
     def _wrap(self, decision: Any) -> GateDecision:
         return GateDecision(
@@ -255,7 +257,7 @@ class KernelGate(Gate):
                                 decision.overridden, decision.raw, programme)
         return decision
 
-    def authorize_bolus(self, kind: str, volume_nl: int, duration_ms: int, now_ms: int, *,
+    def authorize_bolus(self, kind: DeliveryKind, volume_nl: int, duration_ms: int, now_ms: int, *,
                         override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
         request = self.k.request_bolus(self._kind(kind), volume_nl, duration_ms, override=self._override(override))
         return self._authorize(request, now_ms)
@@ -294,13 +296,13 @@ class KernelGate(Gate):
         if decision.raw.kind != int(self.k.RequestKind.BOLUS):
             self.programme_since_ms = now_ms
 
-    def record_delivery(self, kind: str, mass_pg: int, start_ms: int, end_ms: int) -> None:
+    def record_delivery(self, kind: DeliveryKind, mass_pg: int, start_ms: int, end_ms: int) -> None:
         del start_ms
         if mass_pg <= 0:
             return
         self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
 
-    def note_bolus_start(self, kind: str, at_ms: int) -> None:
+    def note_bolus_start(self, kind: DeliveryKind, at_ms: int) -> None:
         """Count a bolus start the checkpoint missed (a crash after it was sent): lockouts survive restarts."""
         k = self._kind(kind)
         ledger = self.kernel.ledger
@@ -310,7 +312,7 @@ class KernelGate(Gate):
         newest = ledger.last_bolus_ms(tuple(DeliveryKind))
         ledger.record_bolus_start(k, max(at_ms, newest or 0))
 
-    def release_bolus(self, kind: str, mass_pg: int) -> int:
+    def release_bolus(self, kind: DeliveryKind, mass_pg: int) -> int:
         k = self._kind(kind)
         amount = min(mass_pg, self.kernel.ledger.committed_pg(k))
         if amount > 0:

@@ -73,6 +73,9 @@ from controller.audit import (
 from hal.clock import Clock
 from cython_ext.errors import ConfigError, ItbError, StateError
 
+#: The path of a journal that lives in memory only (tests and benchmarks: nothing survives the process).
+IN_MEMORY = ":memory:"
+
 #: Version of the journal's table layout.
 JOURNAL_SCHEMA_VERSION = 1
 
@@ -258,7 +261,9 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     if read_only:
         if not path.is_file():
             raise JournalError(f"journal {path} does not exist")
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        # A file: URI must be percent-encoded, or '#', '%' and '?' in the path change its meaning.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                             check_same_thread=False)
     else:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     return db
@@ -310,7 +315,7 @@ class Journal:
 
     Thread-safe: one lock serialises every write.
 
-    :param path: the journal file.
+    :param path: the journal file, or :data:`IN_MEMORY` (tests only: nothing survives the process).
     :param clock: the injected clock (UTC and monotonic time of every entry).
     :param local_tz: the time zone whose UTC offset is stored with each entry
         (default: the system's local zone).
@@ -337,10 +342,17 @@ class Journal:
         self._clock = clock
         self._local_tz = local_tz
         self.fault_hook = fault_hook
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
-        self._batch: list[list[Any]] | None = None
-        self._batch_base: tuple[int, str] = (0, "")
+        #: Chained rows not yet committed, and the head they follow.
+        self._tail: list[list[Any]] = []
+        self._tail_base: tuple[int, str] = (0, "")
+        #: Other statements (of subclasses' tables) to commit with the next transaction.
+        self._staged: list[tuple[str, tuple[Any, ...]]] = []
+        self._tx_depth = 0
+        self._in_batch = False
+        #: In-process view of every command: ID -> (pending entry, latest completion or None).
+        self._commands: dict[str, tuple[JournalEntry, JournalEntry | None]] = {}
         try:
             self._db = _connect(self.path, read_only=False)
         except sqlite3.Error as exc:
@@ -351,11 +363,14 @@ class Journal:
                 raise JournalError(f"{self.path} is an SQLite file but not an itb journal (tables {sorted(tables)})")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
-            if mode != "wal" or self._db.execute("PRAGMA synchronous").fetchone()[0] != 2:
+            in_memory = str(path) == IN_MEMORY
+            if (mode != "wal" and not in_memory) or self._db.execute("PRAGMA synchronous").fetchone()[0] != 2:
                 raise JournalError(f"journal {self.path}: could not enable WAL with synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._init_meta()
             self.journal_id: str = self._meta("journal_id")
+            self._tail_base = self._head()
+            self._load_commands()
         except BaseException as exc:
             self._db.close()
             if isinstance(exc, sqlite3.Error):
@@ -414,11 +429,20 @@ class Journal:
                 self._flush_locked()
             finally:
                 self._closed = True
-                self._batch = None
+                self._tail = []
+                self._staged = []
                 try:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
                     self._db.close()
+
+    def abandon(self) -> None:
+        """Close without committing what is staged, as a crash would (tests of crash recovery)."""
+        with self._lock:
+            self._tail, self._staged = [], []
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -463,8 +487,10 @@ class Journal:
         count, last_hash = self._db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
         return int(count), str(last_hash)
 
-    def _commit(self, rows: Sequence[Sequence[Any]], base: tuple[int, str]) -> None:
-        """Insert ``rows`` (chained after ``base``) and move the head, in one transaction. Durable on return."""
+    def _commit(self, rows: Sequence[Sequence[Any]], base: tuple[int, str],
+                statements: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> None:
+        """Insert ``rows`` (chained after ``base``), run ``statements`` and move the head, in one
+        transaction. Durable on return."""
         try:
             self._hook("begin")
             self._db.execute("BEGIN IMMEDIATE")
@@ -477,10 +503,15 @@ class Journal:
                         f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                         list(row),
                     )
-                self._hook("head")
-                last = rows[-1]
-                mac = checkpoint_mac(self._key, self.journal_id, last[0], last[-1]) if self._key is not None else ""
-                self._db.execute("UPDATE head SET count=?, last_hash=?, mac=? WHERE id=1", (last[0], last[-1], mac))
+                for sql, params in statements:
+                    self._hook("insert")
+                    self._db.execute(sql, params)
+                if rows:
+                    self._hook("head")
+                    last = rows[-1]
+                    mac = checkpoint_mac(self._key, self.journal_id, last[0], last[-1]) if self._key is not None else ""
+                    self._db.execute("UPDATE head SET count=?, last_hash=?, mac=? WHERE id=1",
+                                     (last[0], last[-1], mac))
                 self._hook("commit")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -492,41 +523,86 @@ class Journal:
         self._hook("committed")
 
     def _append(self, items: Sequence[_Pending], *, durable: bool = True) -> tuple[JournalEntry, ...]:
-        """Append ``items`` atomically, in order (caller holds the lock).
+        """Chain ``items`` after everything written so far (caller holds the lock).
 
-        Outside a batch, or with ``durable=True``, everything buffered and ``items``
-        are committed before returning. Inside a batch with ``durable=False`` the
-        items join the batch and are committed when it ends.
+        A ``durable`` append commits everything staged, ``items`` included, before it returns,
+        unless a :meth:`transaction` is open (then the transaction commits it when it ends). A
+        non-durable append stays staged until the next commit: a crash before then loses it.
+        Inside :meth:`batch`, readings and free audit entries are non-durable.
         """
         if self._closed:
             raise StateError(f"journal {self.path} is closed")
         if not items:
             return ()
-        if self._batch is None:
-            base = self._head()
-            rows = self._chain(items, *base)
-            self._commit(rows, base)
-            return tuple(_row_to_entry(r) for r in rows)
-        tail = (self._batch[-1][0], self._batch[-1][-1]) if self._batch else self._batch_base
-        rows = self._chain(items, *tail)
-        self._batch.extend(rows)
-        if durable:
+        after = (self._tail[-1][0], self._tail[-1][-1]) if self._tail else self._tail_base
+        rows = self._chain(items, *after)
+        self._tail.extend(rows)
+        entries = tuple(_row_to_entry(r) for r in rows)
+        for entry in entries:
+            if entry.kind == EntryKind.COMMAND.value:
+                self._index_command(entry)
+        if durable and self._tx_depth == 0:
             self._flush_locked()
-        return tuple(_row_to_entry(r) for r in rows)
+        return entries
+
+    def _stage(self, sql: str, params: tuple[Any, ...], *, durable: bool) -> None:
+        """Stage one statement on another table of this database, committed like :meth:`_append`."""
+        if self._closed:
+            raise StateError(f"journal {self.path} is closed")
+        self._staged.append((sql, params))
+        if durable and self._tx_depth == 0:
+            self._flush_locked()
 
     def _flush_locked(self) -> None:
-        if not self._batch:
+        """Commit everything staged in one transaction. On failure it is all dropped (never half-written)."""
+        if not self._tail and not self._staged:
             return
-        rows, base = self._batch, self._batch_base
-        self._batch = []
+        rows, base, statements = self._tail, self._tail_base, self._staged
+        self._tail, self._staged = [], []
         try:
-            self._commit(rows, base)
+            self._commit(rows, base, statements)
+        except BaseException:
+            self._reload_view()
+            raise
         finally:
-            self._batch_base = self._head()
+            self._tail_base = self._head() if not self._closed else self._tail_base
 
-    def _write(self, items: Sequence[_Pending], *, durable: bool = True) -> tuple[JournalEntry, ...]:
+    def _write(self, items: Sequence[_Pending], *, durable: bool = True,
+               batchable: bool = False) -> tuple[JournalEntry, ...]:
+        """Append ``items``: durable on return when ``durable``, unless ``batchable`` inside :meth:`batch`."""
         with self._lock:
-            return self._append(items, durable=durable)
+            return self._append(items, durable=durable and not (batchable and self._in_batch))
+
+    def flush(self) -> None:
+        """Commit everything staged now (durable on return)."""
+        with self._lock:
+            if self._tx_depth == 0:
+                self._flush_locked()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Journal]:
+        """Group every write inside the block into one durable commit at its end.
+
+        If the block raises, what it staged is discarded (nothing half-applied) and the error
+        propagates; what was staged before the block is kept. Blocks nest: only the outermost
+        commits. The lock is held for the whole block.
+        """
+        with self._lock:
+            if self._closed:
+                raise StateError(f"journal {self.path} is closed")
+            mark = (len(self._tail), len(self._staged), self._view_mark())
+            self._tx_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._tx_depth -= 1
+                del self._tail[mark[0]:]
+                del self._staged[mark[1]:]
+                self._restore_view(mark[2])
+                raise
+            self._tx_depth -= 1
+            if self._tx_depth == 0:
+                self._flush_locked()
 
     @contextmanager
     def batch(self) -> Iterator[Journal]:
@@ -537,25 +613,22 @@ class Journal:
         raises). Everything else (commands, prescriptions, programmes, ledger
         snapshots, alarms) is still durable before its method returns, and commits
         the entries buffered before it. A crash inside the block loses the buffered
-        entries as a whole, never part of one. Queries see committed entries only.
+        entries as a whole, never part of one.
 
         :raises StateError: if a batch is already open.
         """
         with self._lock:
-            if self._batch is not None:
+            if self._in_batch:
                 raise StateError("a journal batch is already open")
             if self._closed:
                 raise StateError(f"journal {self.path} is closed")
-            self._batch = []
-            self._batch_base = self._head()
+            self._in_batch = True
         try:
             yield self
         finally:
             with self._lock:
-                try:
-                    self._flush_locked()
-                finally:
-                    self._batch = None
+                self._in_batch = False
+                self._flush_locked()
 
     def _item(
         self,
@@ -604,6 +677,7 @@ class Journal:
         reason: str = "",
         command_id: str | None = None,
         outcome: str = "",
+        durable: bool = True,
     ) -> JournalEntry:
         """Record one audited action (PER-04).
 
@@ -614,15 +688,18 @@ class Journal:
         :param reason: why.
         :param command_id: the command it relates to, if any.
         :param outcome: the outcome, if known.
+        :param durable: False stages the entry until the next commit (a record of routine events
+            that nobody is told was stored; a crash before the next commit loses it).
         :return: the stored entry.
         :raises ConfigError: for an invalid actor, action or payload.
         :raises JournalError: if the write failed (nothing was recorded).
         """
         item = self._item(EntryKind.AUDIT, action, actor, old=old, new=new, reason=reason, command_id=command_id,
                           outcome=outcome)
-        return self._write([item], durable=False)[0]
+        return self._write([item], durable=durable, batchable=True)[0]
 
-    def record_alarm(self, *, event: str, code: str, priority: str, actor: Actor, detail: str = "") -> JournalEntry:
+    def record_alarm(self, *, event: str, code: str, priority: str, actor: Actor, detail: str = "",
+                     durable: bool = True) -> JournalEntry:
         """Record an alarm event (ALM-06); used by :class:`controller.alarms.AlarmManager`.
 
         :param event: one of :data:`ALARM_EVENTS`.
@@ -630,26 +707,30 @@ class Journal:
         :param priority: the priority name.
         :param actor: who raised, cleared, acknowledged or paused.
         :param detail: context.
+        :param durable: False stages it for the next commit (annunciation never waits for the disk).
         """
         if event not in ALARM_EVENTS:
             raise ConfigError("event", event, f"one of {ALARM_EVENTS}")
         item = self._item(EntryKind.ALARM, event, actor, reason=detail, new={"code": code, "priority": priority})
-        return self._write([item])[0]
+        return self._write([item], durable=durable)[0]
 
     def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
         """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats)."""
-        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], durable=False)[0]
+        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], batchable=True)[0]
 
-    def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
+    def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR,
+                               durable: bool = True) -> JournalEntry:
         """Record an exact kernel ledger snapshot taken at monotonic ``now_ms``.
 
         :param snapshot: the kernel's ``Ledger.snapshot()`` (JSON-representable or bytes).
         :param now_ms: the monotonic time the snapshot refers to, ms.
+        :param durable: False stages it for the next commit (the audit copy of what the resume
+            point holds anyway).
         """
         if isinstance(now_ms, bool) or not isinstance(now_ms, int):
             raise ConfigError("now_ms", now_ms, "an integer monotonic time in ms")
         item = self._item(EntryKind.LEDGER, "snapshot", actor, new={"now_ms": now_ms, "snapshot": snapshot})
-        return self._write([item])[0]
+        return self._write([item], durable=durable)[0]
 
     def record_programme_committed(
         self, programme: Mapping[str, Any], *, actor: Actor, command_id: str | None = None, reason: str = ""
@@ -731,7 +812,10 @@ class Journal:
     def begin_command(
         self, command_id: str, kind: str, params: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR
     ) -> JournalEntry:
-        """Record a command as pending. Call this BEFORE anything is sent.
+        """Record a command as pending, durably. Call this BEFORE anything is sent.
+
+        Inside a :meth:`transaction` the record is durable when the transaction ends, which
+        must also be before anything is sent.
 
         :param command_id: unique ID (see :func:`new_command_id`).
         :param kind: the command kind (``set_rate``, ``bolus_patient``, ``stop``...).
@@ -744,14 +828,15 @@ class Journal:
         if not isinstance(kind, str) or not kind:
             raise ConfigError("kind", kind, "a non-empty string")
         with self._lock:
-            if self._command_rows(command_id):
+            if command_id in self._commands:
                 raise ConfigError("command_id", command_id, "unique (this ID is already in the journal)")
             item = self._item(EntryKind.COMMAND, "pending", actor, command_id=command_id,
                               new={"kind": kind, "params": dict(params)})
             return self._append([item])[0]
 
     def complete_command(
-        self, command_id: str, outcome: str, *, detail: Any = None, actor: Actor = SYSTEM_ACTOR
+        self, command_id: str, outcome: str, *, detail: Any = None, actor: Actor = SYSTEM_ACTOR,
+        durable: bool = True,
     ) -> JournalEntry:
         """Record what a command is known to have done.
 
@@ -761,6 +846,9 @@ class Journal:
         :param command_id: the ID given to :meth:`begin_command`.
         :param outcome: one of :data:`COMMAND_OUTCOMES`.
         :param detail: what was established (readings, counters...).
+        :param durable: False stages the outcome until the next commit. Safe for any outcome:
+            if a crash loses it, the command is still pending in the journal, so a restart
+            treats it as uncertain and reconciles it with the pump.
         :raises ConfigError: for an unknown ID or outcome.
         :raises StateError: if the command is already resolved.
         """
@@ -774,36 +862,24 @@ class Journal:
                 raise StateError(f"command {command_id} is already resolved as {record.status}")
             item = self._item(EntryKind.COMMAND, "completed", actor, command_id=command_id, outcome=outcome,
                               new=detail)
-            return self._append([item])[0]
+            return self._append([item], durable=durable)[0]
 
     def command(self, command_id: str) -> CommandRecord | None:
-        """The command with this ID, or None."""
+        """The command with this ID, or None (staged records included)."""
         with self._lock:
             return self._command_record(command_id)
 
     def unresolved_commands(self) -> tuple[CommandRecord, ...]:
         """Commands pending or uncertain, oldest first: reconcile these, never re-send them."""
         with self._lock:
-            ids = [
-                row[0]
-                for row in self._db.execute(
-                    "SELECT command_id FROM entries WHERE kind='command' AND action='pending' ORDER BY seq"
-                )
-            ]
-            records = [self._command_record(cid) for cid in ids]
+            records = [self._command_record(cid) for cid in self._commands]
         return tuple(r for r in records if r is not None and r.unresolved)
 
     def last_boluses(self) -> dict[str, CommandRecord]:
         """For each bolus command kind, the latest bolus that was or may have been delivered
         (applied, pending or uncertain): what a restart needs to keep lockouts (PER-02)."""
         with self._lock:
-            ids = [
-                row[0]
-                for row in self._db.execute(
-                    "SELECT command_id FROM entries WHERE kind='command' AND action='pending' ORDER BY seq"
-                )
-            ]
-            records = [self._command_record(cid) for cid in ids]
+            records = [self._command_record(cid) for cid in self._commands]
         latest: dict[str, CommandRecord] = {}
         for record in records:
             if record is not None and record.kind.startswith("bolus") and record.status != "not_applied":
@@ -814,26 +890,43 @@ class Journal:
         """Unresolved commands whose kind starts with ``bolus``: a restart must not deliver them again."""
         return tuple(r for r in self.unresolved_commands() if r.kind.startswith("bolus"))
 
-    def _command_rows(self, command_id: str) -> list[JournalEntry]:
+    def _index_command(self, entry: JournalEntry) -> None:
+        """Keep the in-process view of commands up to date with one command entry."""
+        if entry.action == "pending":
+            self._commands[entry.command_id] = (entry, None)
+        elif entry.command_id in self._commands:
+            self._commands[entry.command_id] = (self._commands[entry.command_id][0], entry)
+
+    def _load_commands(self) -> None:
+        """Read every command entry of the file into the in-process view (at open)."""
+        self._commands = {}
         rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE command_id=? AND kind='command' ORDER BY seq",
-            (command_id,),
-        ).fetchall()
-        return [_row_to_entry(r) for r in rows]
+            f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE kind='command' ORDER BY seq").fetchall()
+        for row in rows:
+            self._index_command(_row_to_entry(row))
+
+    def _reload_view(self) -> None:
+        """After a failed commit (everything staged was dropped): the in-process view is the file's again."""
+        self._load_commands()
+
+    def _view_mark(self) -> Any:
+        """A copy of the in-process view, to restore if a transaction is discarded."""
+        return dict(self._commands)
+
+    def _restore_view(self, mark: Any) -> None:
+        self._commands = mark
 
     def _command_record(self, command_id: str) -> CommandRecord | None:
-        rows = self._command_rows(command_id)
-        if not rows:
+        found = self._commands.get(command_id)
+        if found is None:
             return None
-        pending = rows[0]
-        last = rows[-1]
-        status = "pending" if last is pending else last.outcome
+        pending, last = found
         return CommandRecord(
             command_id=command_id,
             kind=pending.new["kind"],
             params=pending.new["params"],
-            status=status,
-            detail=None if last is pending else last.new,
+            status="pending" if last is None else last.outcome,
+            detail=None if last is None else last.new,
             pending_seq=pending.seq,
             pending_monotonic_ns=pending.monotonic_ns,
             pending_utc=pending.utc,

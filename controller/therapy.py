@@ -41,8 +41,9 @@ from controller.alarms import AlarmCode, Priority
 from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
+from controller.patient import PatientRecord, ScreeningDose
 from cython_ext import units
-from cython_ext.vocabulary import MAX_FLEX_STEPS
+from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, DeliveryKind
 from cython_ext.errors import ConfigError
 
 MS_PER_H = units.MS_PER_H
@@ -111,16 +112,6 @@ class PatientBolusSettings:
     duration_ms: int
 
 
-@dataclass
-class ScreeningDose:
-    """One screening test dose as given."""
-
-    at_ms: int
-    dose_ug: int
-    adequate: bool
-    effect_ms: int
-
-
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
 
@@ -130,6 +121,7 @@ class Therapy:
 
     :param loop: the control loop (owns the pump).
     :param gate: the kernel gate (the same one the loop uses).
+    :param patient: the patient record (screening doses or the documented prior dose).
     :param dead_volume_nl: catheter and pump dead volume, nL.
     :param reservoir_capacity_nl: reservoir capacity, nL.
     :param refill_tolerance_pct: refill mismatch tolerance, % of the prediction.
@@ -141,6 +133,7 @@ class Therapy:
         self,
         loop: ControlLoop,
         gate: Gate,
+        patient: PatientRecord,
         *,
         dead_volume_nl: int,
         reservoir_capacity_nl: int,
@@ -155,7 +148,8 @@ class Therapy:
         self.refill_tolerance_pct = refill_tolerance_pct
         self.restart_titration_after_ms = restart_titration_after_ms
         self.priming_duration_ms = priming_duration_ms
-        self.screening: list[ScreeningDose] = []
+        #: The patient record (screening doses are appended to it as they are given).
+        self.patient = patient
         self.patient_bolus: PatientBolusSettings | None = None
         #: Kernel gate for screening test doses (``controller.gate.screening_gate()``); None skips that check.
         self.screening_gate: Gate | None = None
@@ -239,40 +233,53 @@ class Therapy:
         now = self.loop.now_ms()
         if self.loop.mode is not Mode.IDLE:
             return self._deny("screening_dose", Why.ALREADY_IMPLANTED)
-        if any(s.adequate for s in self.screening):
+        if any(s.adequate for s in self.patient.screening):
             return self._deny("screening_dose", Why.SCREENING_COMPLETE)
-        index = len(self.screening)
+        index = len(self.patient.screening)
         if index >= len(SCREENING_SEQUENCE_UG):
             return self._deny("screening_dose", Why.NOT_A_CANDIDATE)
         expected = SCREENING_SEQUENCE_UG[index]
         if dose_ug != expected:
             return self._deny("screening_dose", Why.SCREENING_ORDER, detail=f"next test dose is {expected} µg",
                               dose_ug=dose_ug)
-        if self.screening and now - self.screening[-1].at_ms < SCREENING_INTERVAL_MS:
+        if self.patient.screening and now - self.patient.screening[-1].at_ms < SCREENING_INTERVAL_MS:
             return self._deny("screening_dose", Why.SCREENING_INTERVAL,
                               detail="test doses must be at least 24 h apart", dose_ug=dose_ug)
-        if self.screening_gate is not None:
-            volume = units.volume_nl_for_mass(dose_ug * NG_PER_UG, SCREENING_CONCENTRATION_UG_PER_ML)
-            override = None
-            if dose_ug > 75:  # above the library's soft bolus limit: the protocol's third dose
-                override = (("BOLUS_ABOVE_SOFT",), "screening protocol third test dose", str(CLINICIAN))
-            decision = self.screening_gate.authorize_bolus("clinician", volume, SCREENING_DURATION_MS, now,
-                                                           override=override)
-            if not decision.allowed:
-                return self._deny("screening_dose", *decision.reasons, dose_ug=dose_ug)
-            # Given by lumbar puncture in one go: applied, delivered and released at once.
-            self.screening_gate.apply(decision, now)
-            mass_pg = units.mass_pg_for_volume(volume, SCREENING_CONCENTRATION_UG_PER_ML)
-            self.screening_gate.record_delivery("clinician", mass_pg, now, now)
-            self.screening_gate.release_bolus("clinician", mass_pg)
-        self.screening.append(ScreeningDose(now, dose_ug, adequate, effect_ms))
+        refused = self._screening_through_kernel(dose_ug, now)
+        if refused:
+            return self._deny("screening_dose", *refused, dose_ug=dose_ug)
+        self.patient.screening.append(ScreeningDose(now, dose_ug, adequate, effect_ms))
         verdict = "adequate" if adequate else "inadequate"
         return self._done(WorkflowResult("screening_dose", True, (), f"{dose_ug} µg test dose, {verdict} response",
                                          {"dose_ug": dose_ug, "adequate": adequate}))
 
+    def _screening_through_kernel(self, dose_ug: int, now_ms: int) -> tuple[str, ...]:
+        """Authorise and account one test dose on the screening gate; returns the refusal's reasons, if any."""
+        if self.screening_gate is None:
+            return ()
+        volume = units.volume_nl_for_mass(dose_ug * NG_PER_UG, SCREENING_CONCENTRATION_UG_PER_ML)
+        override = None
+        if dose_ug > 75:  # above the library's soft bolus limit: the protocol's third dose
+            override = (("BOLUS_ABOVE_SOFT",), "screening protocol third test dose", str(CLINICIAN))
+        decision = self.screening_gate.authorize_bolus(DeliveryKind.BOLUS_CLINICIAN, volume, SCREENING_DURATION_MS,
+                                                       now_ms, override=override)
+        if not decision.allowed:
+            return decision.reasons
+        # Given by lumbar puncture in one go: applied, delivered and released at once.
+        self.screening_gate.apply(decision, now_ms)
+        mass_pg = units.mass_pg_for_volume(volume, SCREENING_CONCENTRATION_UG_PER_ML)
+        self.screening_gate.record_delivery(DeliveryKind.BOLUS_CLINICIAN, mass_pg, now_ms, now_ms)
+        self.screening_gate.release_bolus(DeliveryKind.BOLUS_CLINICIAN, mass_pg)
+        return ()
+
+    def replay_screening(self) -> None:
+        """After a restart: account the record's test doses on a fresh screening gate, in order, at their times."""
+        for dose in self.patient.screening:
+            self._screening_through_kernel(dose.dose_ug, dose.at_ms)
+
     def starting_dose_ng_per_day(self) -> int | None:
         """Starting daily dose from screening: 2x the effective dose, 1x if its effect lasted > 8 h."""
-        effective = next((s for s in self.screening if s.adequate), None)
+        effective = next((s for s in self.patient.screening if s.adequate), None)
         if effective is None:
             return None
         factor = 1 if effective.effect_ms > LONG_EFFECT_MS else 2
@@ -311,7 +318,7 @@ class Therapy:
         if dose_ng_per_day is None and flex_steps is None:
             dose_ng_per_day = self.starting_dose_ng_per_day()
             if dose_ng_per_day is None:
-                reason = Why.NOT_A_CANDIDATE if len(self.screening) >= 3 else Why.NO_EFFECTIVE_SCREENING
+                reason = Why.NOT_A_CANDIDATE if len(self.patient.screening) >= 3 else Why.NO_EFFECTIVE_SCREENING
                 return self._deny(action, reason)
         if concentration_ug_per_ml != getattr(self.gate, "concentration_ug_per_ml", concentration_ug_per_ml):
             raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml,
@@ -338,7 +345,7 @@ class Therapy:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
         self.titration_start_dose_ng_per_day = dose_ng_per_day
         self.prescribed_dose_ng_per_day = dose_ng_per_day
-        self.loop.checkpoint()
+        self.loop.checkpoint(durable=True)
         detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
         if flex_steps is not None and len(flex_steps) > 1:
             detail += f" as a flex programme of {len(flex_steps)} steps"
@@ -346,7 +353,7 @@ class Therapy:
             detail += f" with {len(periodic_boluses)} periodic boluses a day"
         values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
         if prime and self.dead_volume_nl:
-            primed = self._bolus("priming", self.dead_volume_nl, self.priming_duration_ms)
+            primed = self._bolus(DeliveryKind.PRIMING, self.dead_volume_nl, self.priming_duration_ms)
             detail += "; priming " + ("started" if primed.allowed else "refused: " + ",".join(primed.reasons))
         return self._done(WorkflowResult(action, True, (), detail, values))
 
@@ -382,7 +389,7 @@ class Therapy:
         if not outcome.committed:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose_ng_per_day
-        self.loop.checkpoint()
+        self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
@@ -429,17 +436,17 @@ class Therapy:
         if not outcome.committed:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
         self.prescribed_dose_ng_per_day = decision.dose_ng_per_day
-        self.loop.checkpoint()
+        self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{len(steps)} steps, {decision.dose_ng_per_day / 1000:g} µg/day in total",
                                          {"dose_ug_per_day": decision.dose_ng_per_day / 1000}))
 
     # -- boluses -------------------------------------------------------------------------------------
 
-    def _bolus(self, kind: str, volume_nl: int, duration_ms: int) -> WorkflowResult:
-        action = f"{kind}_bolus"
+    def _bolus(self, kind: DeliveryKind, volume_nl: int, duration_ms: int) -> WorkflowResult:
+        action = f"{kind.label}_bolus"
         blockers = self._bolus_blockers()
-        if kind == "priming":
+        if kind is DeliveryKind.PRIMING:
             blockers = [b for b in blockers if b is not Why.SESSION_OPEN]
         if blockers:
             return self._deny(action, *blockers)
@@ -447,9 +454,9 @@ class Therapy:
         if not decision.allowed:
             if "DOSE_CAP_24H" in decision.reasons:
                 # An event, not a lasting condition: it latches until a clinician acknowledges it.
-                self.loop.alarms.raise_alarm(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail=f"{kind} bolus refused")
+                self.loop.alarms.raise_alarm(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail=f"{kind.label} bolus refused")
                 self.loop.alarms.clear(AlarmCode.DOSE_CAP_BREACH_ATTEMPT, detail="nothing was delivered")
-            if kind in ("clinician", "patient"):
+            if kind in COUNTED_BOLUS_KINDS:
                 self.loop.alarms.raise_alarm(AlarmCode.BOLUS_DENIED, detail=",".join(decision.reasons))
                 self.loop.alarms.clear(AlarmCode.BOLUS_DENIED)
             return self._deny(action, *decision.reasons, volume_nl=volume_nl)
@@ -467,7 +474,7 @@ class Therapy:
         volume = units.volume_nl_for_mass(dose_ng, self.loop.concentration_ug_per_ml) if self.loop.concentration_ug_per_ml else 0
         if volume <= 0:
             return self._deny("clinician_bolus", Why.NOT_RUNNING)
-        return self._bolus("clinician", volume, duration_ms)
+        return self._bolus(DeliveryKind.BOLUS_CLINICIAN, volume, duration_ms)
 
     def configure_patient_bolus(self, dose_ng: int, duration_ms: int) -> WorkflowResult:
         """Set the patient-activated bolus size (lockout and count are the prescription caps in the kernel)."""
@@ -476,7 +483,7 @@ class Therapy:
         self.patient_bolus = PatientBolusSettings(dose_ng, duration_ms)
         self._save_patient_bolus()
         self._update_bolus_reserve()
-        self.loop.checkpoint()
+        self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("configure_patient_bolus", True, (),
                                          f"{dose_ng / 1000:g} µg over {duration_ms // 60000} min"))
 
@@ -487,7 +494,7 @@ class Therapy:
         if not self.loop.concentration_ug_per_ml:
             return self._deny("patient_bolus", Why.NOT_RUNNING)
         volume = units.volume_nl_for_mass(self.patient_bolus.dose_ng, self.loop.concentration_ug_per_ml)
-        return self._bolus("patient", volume, self.patient_bolus.duration_ms)
+        return self._bolus(DeliveryKind.BOLUS_PATIENT, volume, self.patient_bolus.duration_ms)
 
     # -- refill -------------------------------------------------------------------------------------
 
@@ -514,7 +521,7 @@ class Therapy:
                               detail=f"concentration change refused in mode {loop.mode.value}")
         loop.session_open = "refill"
         try:
-            if loop.bolus is not None and loop.bolus.kind in ("clinician", "patient"):
+            if loop.bolus is not None and loop.bolus.kind in COUNTED_BOLUS_KINDS:
                 loop.stop_bolus("refill session opened")
             loop.poll()
             predicted = reservoir_math.ReservoirState(loop.fill_nl, loop.dispensed_since_fill_nl,
@@ -625,7 +632,7 @@ class Therapy:
         if outcome is None or not outcome.committed:
             return self._deny("resume", Why.PUMP_NOT_VERIFIED, detail="" if outcome is None else outcome.detail)
         self.prescribed_dose_ng_per_day = dose
-        self.loop.checkpoint()
+        self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
 
@@ -644,10 +651,10 @@ class Therapy:
         steps = self.gate.plan_taper(goal, self.loop.now_ms()) if goal != self.gate.daily_dose_ng() else []
         self.loop.cancel_scheduled("taper")
         for at_ms, dose in steps:
-            self.loop.schedule(at_ms, lambda d=dose: self._taper_step(d, authorised_by), "taper")
+            self.loop.schedule_action(at_ms, lambda d=dose: self._taper_step(d, authorised_by), "taper")
         if target_dose_ng_per_day == 0:
             last = steps[-1][0] if steps else self.loop.now_ms()
-            self.loop.schedule(last + self.gate_taper_interval_ms(),
+            self.loop.schedule_action(last + self.gate_taper_interval_ms(),
                                lambda: self.discontinue(authorised_by=authorised_by, emergency=False), "taper")
         return self._done(WorkflowResult(action, True, (), f"{len(steps)} steps to {goal / 1000:g} µg/day"
                                          + (", then discontinue" if target_dose_ng_per_day == 0 else ""),

@@ -1,23 +1,46 @@
-"""Running a scenario: a simulated or real rig, the controller, the timed actions, the checks.
+"""Running a scenario: a simulated or real rig, the controller through its front door, the actions, the checks.
 
-:class:`ScenarioRunner` takes a validated :class:`~hil.scenario.schema.Scenario`
-and produces a :class:`~hil.report.RunRecord`.
+:class:`ScenarioRunner` takes a validated :class:`~hil.scenario.schema.Scenario` and
+produces a :class:`~hil.report.RunRecord`:
+
+1. an optional accuracy step (:mod:`hil.gravimetric.step`), before therapy;
+2. the rig: a simulated NE-1000 (:func:`sim.rig.simulated_pump`, over a pty, TCP or
+   in-process) or a real pump's serial URL, opened through :func:`hal.open_pump`;
+3. the controller, built by :func:`controller.assembly.build_controller` from the
+   scenario's prescription and patient record on one durable store;
+4. the timed actions (:data:`hil.scenario.actions.ACTIONS`), with the patient model fed
+   from each poll;
+5. the checks (:mod:`hil.scenario.checks`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+import time
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+import hal
+from controller.assembly import Controller, ControllerSettings, build_controller
+from controller.loop import PollRecord
+from controller.patient import PatientRecord
+from controller.store import Store
+from controller.therapy import WorkflowResult
 from cython_ext.errors import ConfigError, ItbError
-from cython_ext.units import MS_PER_H, MS_PER_MIN
-from hil.scenario.schema import (
-    Action,
-    EXPECT_FIELDS,
-    Expectation,
-    Scenario,
-)
+from cython_ext.units import MS_PER_H
+from hal.clock import Clock, SystemClock
+from hal.pump import Direction
+from hil.gravimetric.step import run_accuracy_step
+from hil.report import AlarmEvent, DecisionEvent, RunRecord, Sample
+from hil.scenario.actions import ACTIONS
+from hil.scenario.checks import EXPECTATIONS, accuracy_check, invariants
+from hil.scenario.schema import Scenario
+from sim.clock import ScaledClock, VirtualClock
+from sim.patient import Patient, PatientParameters
+from sim.rig import simulated_pump
 
 #: Syringe volume of the simulated mechanism, mL: large, so the simulated syringe never runs dry;
 #: the implanted reservoir is the controller's prediction, as on a real implant.
@@ -26,9 +49,11 @@ SIM_SYRINGE_VOLUME_ML = "1000"
 #: Largest ``--speed`` for scaled real time (virtual seconds per wall second).
 MAX_SPEED = 1000
 
-#: Relative tolerance of the ledger-versus-pump-counter invariant, ppm, and its floor, nL.
-COUNTER_MATCH_PPM = 5_000
-COUNTER_MATCH_FLOOR_NL = 20_000
+#: The run's durable store, in the report directory.
+STORE_FILE = "journal.sqlite"
+
+#: Units of the simulated mechanism's internal counter per nL (see :mod:`sim.newera.mechanics`).
+_SIM_COUNTER_UNITS_PER_NL = 3_600_000_000_000
 
 
 @dataclass
@@ -39,7 +64,7 @@ class RunOptions:
     :ivar pump_url: a real pump's serial URL; then the run is in real time.
     :ivar speed: virtual seconds per wall second for a simulated pump (None: as fast as possible);
         must be 1 with a real pump.
-    :ivar report_dir: where the report, journal, checkpoint and serial trace go (None: no files kept).
+    :ivar report_dir: where the report, journal and serial trace go (None: no files kept).
     :ivar progress: called as ``progress(elapsed_ms, duration_ms)`` after each poll.
     :ivar balance_url: a real balance's serial URL, for the scenario's accuracy step on a real rig.
     :ivar safe_mode_timeout_s: run the pump in New Era Safe mode with this watchdog, s (1-255).
@@ -56,37 +81,19 @@ class RunOptions:
     balance_url: str | None = None
 
 
-class _AlarmTee:
-    """Journal adapter for the alarm manager: writes to the journal and keeps a copy for the report."""
-
-    def __init__(self, journal: Any, record: Any, clock_ms: Any) -> None:
-        self.journal = journal
-        self.record = record
-        self.clock_ms = clock_ms
-
-    def record_alarm(self, *, event: str, code: str, priority: str, actor: Any, detail: str = "") -> None:
-        from hil.report import AlarmEvent
-
-        self.record.alarms.append(AlarmEvent(self.clock_ms(), event, code, priority, detail))
-        if self.journal is not None:
-            self.journal.record_alarm(event=event, code=code, priority=priority, actor=actor, detail=detail)
-
-
-def _jsonable_ints(payload: dict[str, Any]) -> dict[str, Any]:
-    """Keep only values the journal stores exactly (no floats)."""
-    return {k: v for k, v in payload.items() if v is None or isinstance(v, (bool, int, str, list))}
-
-
 class ScenarioRunner:
     """Runs one scenario on a simulated or real pump and produces a :class:`~hil.report.RunRecord`.
 
-    :param scenario: the validated scenario.
+    :param scenario: the validated scenario (it must name a prescription: the single source of therapy).
     :param options: where and how to run it.
     """
 
     def __init__(self, scenario: Scenario, options: RunOptions | None = None) -> None:
         self.scenario = scenario
         self.options = options or RunOptions()
+        if scenario.prescription is None:
+            raise ConfigError("scenario.prescription", None,
+                              "a prescription file (the single source of drug, caps, boluses and titration policy)")
         if self.options.pump_url is not None and self.options.speed not in (None, 1, 1.0):
             raise ConfigError("speed", self.options.speed, "1 with a real pump (--pump runs in real time)")
         if self.options.speed is not None and not 0 < self.options.speed <= MAX_SPEED:
@@ -104,94 +111,52 @@ class ScenarioRunner:
                 raise ConfigError("safe_mode_timeout_s", safe,
                                   f"more than twice the poll interval ({scenario.settings.poll_interval_ms / 1000:g} s) "
                                   "in virtual time, where only polls feed the watchdog")
+        rx = scenario.prescription
+        #: The patient record, kept across simulated crashes (it is the clinic's, not the controller's).
+        self.patient_record = PatientRecord(rx.patient.patient_id, rx.patient.origin)
+        self.controller: Controller
+        self.t0_ms = 0
 
     # -- set-up -----------------------------------------------------------------------------------
 
-    def _clock(self) -> Any:
-        from hal.clock import SystemClock
-        from sim.clock import ScaledClock, VirtualClock
-
+    def _clock(self) -> Clock:
         if self.options.pump_url is not None:
             return SystemClock()
         if self.options.speed is not None:
             return ScaledClock(self.options.speed)
         return VirtualClock()
 
-    def _gate(self, concentration: int, envelope: Any) -> Any:
-        from controller.gate import KernelGate
-
+    def _settings(self) -> ControllerSettings:
         t = self.scenario.therapy
-        if self.scenario.prescription is not None:
-            # The prescription is the single source of the caps.
-            return KernelGate(concentration, self.scenario.prescription.kernel_caps_kwargs(),
-                              min_rate_nl_per_h=envelope.min_rate_nl_per_h, max_rate_nl_per_h=envelope.max_rate_nl_per_h)
-        caps = dict(
-            max_dose_ng_per_day=t.max_dose_ug_per_day * 1000,
-            origin=self.scenario.patient.origin,
-            bolus_enabled=True,
-            patient_bolus_enabled=t.patient_bolus_enabled,
-            max_bolus_ng=t.max_bolus_ug * 1000,
-            bolus_lockout_ms=t.bolus_lockout_ms,
-            max_boluses_per_day=t.max_boluses_per_day,
-            minimum_rate_nl_per_h=t.minimum_rate_nl_per_h,
-            max_priming_volume_nl=max(300_000, t.dead_volume_nl),
-        )
-        return KernelGate(concentration, caps, min_rate_nl_per_h=envelope.min_rate_nl_per_h,
-                          max_rate_nl_per_h=envelope.max_rate_nl_per_h)
-
-    def _loop_config(self) -> Any:
-        from controller.loop import LoopConfig
-
-        t = self.scenario.therapy
-        return LoopConfig(
+        return ControllerSettings(
             poll_interval_ms=self.scenario.settings.poll_interval_ms,
-            minimum_rate_nl_per_h=t.minimum_rate_nl_per_h,
             drift_tolerance_ppm=int(t.drift_tolerance_pct * 10_000),
             unconfirmed_alarm_ms=t.unconfirmed_alarm_ms,
-            low_reservoir_nl=t.low_reservoir_nl,
-            low_reservoir_days=t.low_reservoir_days,
-            empty_reservoir_nl=t.empty_reservoir_nl,
-            dead_volume_nl=t.dead_volume_nl,
+            refill_tolerance_pct=int(t.refill_tolerance_pct),
             restart_titration_after_ms=t.restart_titration_after_ms,
-            reservoir_capacity_nl=self.scenario.pump.reservoir_capacity_nl,
         )
 
     def _build_controller(self) -> None:
-        from controller.alarms import AlarmManager
-        from controller.loop import ControlLoop
-        from controller.therapy import Therapy
-
-        gate = self._gate(self._concentration, self._caps)
-        self.alarms = AlarmManager(self.clock, self._tee)
-        self.loop = ControlLoop(self.driver, self.clock, gate, self.alarms, self.store, self._loop_config())
-        self.loop.journal = self.journal
-        self.therapy = Therapy(self.loop, gate, dead_volume_nl=self.scenario.therapy.dead_volume_nl,
-                               reservoir_capacity_nl=self.scenario.pump.reservoir_capacity_nl,
-                               refill_tolerance_pct=int(self.scenario.therapy.refill_tolerance_pct),
-                               restart_titration_after_ms=self.scenario.therapy.restart_titration_after_ms)
-        from controller.gate import screening_gate
-
-        self.therapy.screening_gate = getattr(self, "_screening_gate", None) or screening_gate()
-        self._screening_gate = self.therapy.screening_gate
-        self.gate = gate
-        self.loop.observers.append(self._on_poll)
-        self.loop.event_sinks.append(self._on_event)
-        self.therapy.sinks.append(self._on_result)
+        """The controller through its front door, on the run's store (also after a simulated crash)."""
+        sc = self.scenario
+        self.controller = build_controller(
+            sc.prescription, self.patient_record, self.driver, self.clock, self.store, settings=self._settings(),
+            reason=f"scenario {sc.settings.name}: {sc.prescription_source}")
+        self.controller.subscribe(on_poll=self._on_poll, on_event=self._on_event, on_result=self._on_result,
+                                  on_alarm=self._on_alarm)
 
     # -- callbacks ---------------------------------------------------------------------------------
 
     def _rel_ms(self) -> int:
-        return self.loop.now_ms() - self.t0_ms if hasattr(self, "loop") else 0
+        return self.controller.now_ms() - self.t0_ms
 
-    def _on_poll(self, poll: Any) -> None:
-        from hil.report import Sample
-
+    def _on_poll(self, poll: PollRecord) -> None:
         rel = poll.now_ms - self.t0_ms
         hours = poll.interval_ms / MS_PER_H
         if hours > 0:
             self.patient.set_infusion(poll.delivered_pg / 1000 / hours)
         state = self.patient.advance_to(max(self.patient.time_s, rel / 1000))
-        conc = self.loop.concentration_ug_per_ml
+        conc = self.controller.loop.concentration_ug_per_ml
         actual_nl = poll.delivered_nl
         if self.rig is not None:
             total = self.rig.device.mechanics.actual_delivered_nl()
@@ -205,109 +170,39 @@ class ScenarioRunner:
             ashworth=round(state.ashworth, 3), effect_ng_per_ml=round(state.effect_ng_per_ml, 2)))
         if poll.dose_24h_ng > poll.cap_ng_per_day:
             self._breach("cap", f"rolling 24 h {poll.dose_24h_ng} ng > cap {poll.cap_ng_per_day} ng at {rel} ms")
-        if poll.status_known and poll.mode in ("running", "minimum_rate") and self.loop.committed_rate_nl_per_h == 0:
+        if poll.status_known and poll.mode in ("running", "minimum_rate") \
+                and self.controller.loop.committed_rate_nl_per_h == 0:
             self._breach("zero_flow", f"zero flow while {poll.mode} at {rel} ms")
         if self.options.progress is not None:
             self.options.progress(rel, self.scenario.settings.duration_ms)
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
-        from controller.audit import SYSTEM_ACTOR
-
         if event == "fault":
             self.faults.append(payload)
-        if event == "counter_cleared":
-            return  # routine housekeeping; not a therapy event
-        if event == "program" and payload.get("result") == "committed" and not payload.get("uncertain"):
-            # A verified rate the journal can replay from the authorised programme (flex steps, bolus ends);
-            # the therapy events around it are journalled. Failures and uncertain outcomes always are.
-            return
-        if event == "stopped" and self.loop.mode.value == "running":
+        if event == "stopped" and self.controller.loop.mode.value == "running":
             self._breach("zero_flow", "stopped while running")
-        if self.journal is not None:
-            self.journal.append_audit(SYSTEM_ACTOR, f"loop.{event}", new=_jsonable_ints(payload))
 
-    def _on_result(self, result: Any) -> None:
-        from controller.audit import Actor, Role
-        from hil.report import DecisionEvent
-
+    def _on_result(self, result: WorkflowResult) -> None:
         self.record.decisions.append(DecisionEvent(self._rel_ms(), result.action, self._label, result.allowed,
                                                    tuple(result.reasons), result.detail))
         if self._label:
             self.results_by_label[self._label] = result
-        if self.journal is not None:
-            self.journal.append_audit(Actor("scenario", Role.CLINICIAN), f"workflow.{result.action}",
-                                      new={"allowed": result.allowed, "reasons": list(result.reasons),
-                                           "label": self._label},
-                                      reason=result.detail, outcome="done" if result.allowed else "denied")
+
+    def _on_alarm(self, *, event: str, code: str, priority: str, actor: Any, detail: str = "") -> None:
+        self.record.alarms.append(AlarmEvent(self._rel_ms(), event, code, priority, detail))
 
     def _breach(self, name: str, detail: str) -> None:
         self.breaches.setdefault(name, detail)
 
-    # -- actions ---------------------------------------------------------------------------------------
+    # -- what actions use ----------------------------------------------------------------------------
 
-    def _do(self, action: Action) -> None:
-        p = action.params
-        th = self.therapy
-        self._label = action.label
-        do = action.do
-        if do == "screening_dose":
-            result = th.screening_dose(p["dose_ug"], adequate=p["adequate"], effect_ms=int(p["effect_h"] * MS_PER_H))
-            if result.allowed:
-                self.patient.advance_to(max(self.patient.time_s, self._rel_ms() / 1000))
-                self.patient.bolus(p["dose_ug"] * 1000)
-        elif do == "implant":
-            rx = self.scenario.prescription
-            if rx is not None and rx.programme.mode.value in ("flex", "periodic"):
-                steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
-                periodic = list(rx.kernel_periodic_boluses()) or None
-                th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl, flex_steps=steps,
-                           anchor_ms=self.t0_ms, prime=p["prime"], periodic_boluses=periodic)
-            elif rx is not None:
-                th.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
-                           dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=p["prime"])
-            else:
-                dose = None if p["dose_ug_per_day"] is None else p["dose_ug_per_day"] * 1000
-                th.implant(p["concentration_ug_per_ml"], p["fill_ml"], dose_ng_per_day=dose, prime=p["prime"])
-        elif do == "titrate":
-            if p["dose_ug_per_day"] is not None:
-                target = p["dose_ug_per_day"] * 1000
-            else:
-                current = th.prescribed_dose_ng_per_day
-                target = int(current * (100 + p["change_pct"]) / 100)
-            th.titrate(target, reason=p["reason"], override_reason=p["override_reason"])
-        elif do == "flex":
-            th.set_flex(list(p["steps"]), anchor_ms=self.t0_ms, override_reason=p["override_reason"])
-        elif do == "clinician_bolus":
-            th.clinician_bolus(p["dose_ug"] * 1000, p["duration_min"])
-        elif do == "configure_patient_bolus":
-            rx = self.scenario.prescription
-            if rx is not None:
-                th.configure_patient_bolus(rx.patient_bolus.dose_ng, rx.patient_bolus.duration_ms)
-            else:
-                th.configure_patient_bolus(p["dose_ug"] * 1000, p["duration_min"])
-        elif do == "patient_bolus":
-            th.patient_bolus_request()
-        elif do == "refill":
-            th.refill(removed_nl=p["removed_ml"], added_nl=p["added_ml"],
-                      concentration_ug_per_ml=p["concentration_ug_per_ml"], lot=p["lot"],
-                      acknowledge_mismatch=p["acknowledge_mismatch"], complete=p["complete"])
-        elif do == "fault":
-            self._inject(p["kind"], clear=False)
-        elif do == "clear_fault":
-            self._inject(p["kind"], clear=True)
-        elif do == "acknowledge_alarms":
-            th.acknowledge_alarms()
-        elif do == "taper":
-            th.taper(p["target_dose_ug_per_day"] * 1000, authorised_by=p["authorised_by"])
-        elif do == "discontinue":
-            th.discontinue(authorised_by=p["authorised_by"], emergency=p["emergency"])
-        elif do == "restart_controller":
-            self._restart()
-        self._label = ""
+    def patient_model_bolus(self, dose_ng: int) -> None:
+        """A test dose given by lumbar puncture, now (the patient model only: no pump is involved)."""
+        self.patient.advance_to(max(self.patient.time_s, self._rel_ms() / 1000))
+        self.patient.bolus(dose_ng)
 
-    def _inject(self, kind: str, *, clear: bool) -> None:
-        from hil.report import DecisionEvent
-
+    def inject_fault(self, kind: str, *, clear: bool) -> None:
+        """Inject (or clear) a device fault in the simulated pump; a real pump takes none."""
         if self.rig is None:
             self.record.decisions.append(DecisionEvent(self._rel_ms(), "fault", self._label, False,
                                                        ("NO_SIMULATOR",), f"{kind}: only a simulated pump takes faults"))
@@ -320,57 +215,69 @@ class ScenarioRunner:
         elif kind == "power_cycle" and not clear:
             device.power_cycle()
         self.record.decisions.append(DecisionEvent(self._rel_ms(), "clear_fault" if clear else "fault",
-                                                   self._label, True, (), f"{kind} injected" if not clear else f"{kind} cleared"))
+                                                   self._label, True, (),
+                                                   f"{kind} injected" if not clear else f"{kind} cleared"))
 
-    def _restart(self) -> None:
-        """Drop the controller without saving anything (a crash) and start a new one from the store."""
-        from hil.report import DecisionEvent
-
-        self.loop.observers.clear()
-        self.loop.event_sinks.clear()
+    def restart_controller(self) -> None:
+        """Drop the controller without saving anything (a crash) and build a new one on the same store."""
+        self.controller.detach()
         self._build_controller()
-        found = self.loop.recover()
-        self.therapy.restore_state()
+        found = self.controller.recover()
         self.record.decisions.append(DecisionEvent(self._rel_ms(), "restart_controller", self._label, True, (),
                                                    f"resumed: {found}"))
 
     # -- the run ---------------------------------------------------------------------------------------
 
-    def run(self) -> Any:
-        """Run the scenario to its end and evaluate expectations and invariants."""
-        import contextlib
-        import tempfile
-        import time
-        from datetime import timezone
-
-        import hal
-        from controller.checkpoint import CheckpointStore
-        from controller.journal import Journal
-        from hal.pump import Direction
-        from hil.report import RunRecord
-        from sim.patient import Patient, PatientParameters
-        from sim.rig import simulated_pump
-
+    def _reset(self, record: RunRecord) -> None:
         sc = self.scenario
-        self.record = record = RunRecord(scenario=sc.settings.name, source=sc.source, description=sc.settings.description,
-                                         duration_ms=sc.settings.duration_ms)
+        self.record = record
         self.breaches: dict[str, str] = {}
         self.faults: list[dict[str, Any]] = []
-        self.results_by_label: dict[str, Any] = {}
+        self.results_by_label: dict[str, WorkflowResult] = {}
         self._label = ""
         self.delivered_pg = 0
         self.programmed_pg = 0
         self._last_actual_nl = 0
-        self.rig = None
-        self.journal = None
-        self.accuracy_outcome = None
+        self.rig: Any = None
+        self.accuracy_outcome: Any = None
         params = PatientParameters.sampled(sc.settings.seed, variability_cv=float(sc.patient.variability_cv))
         self.patient = Patient(params)
-        implant = next((a for a in sc.actions if a.do == "implant"), None)
-        if sc.prescription is not None:
-            self._concentration = sc.prescription.concentration_ug_per_ml
+
+    def _open_rig(self, stack: contextlib.ExitStack, work: Path, record: RunRecord) -> None:
+        """The pump (simulated, or the real one at ``pump_url``), connected and configured, and the store."""
+        sc = self.scenario
+        trace = work / "serial-trace.txt"
+        if self.options.pump_url is None:
+            self.rig = stack.enter_context(simulated_pump(
+                self.options.link, clock=self.clock, seed=sc.settings.seed, faults=sc.pump.faults,
+                syringe_diameter_mm=str(sc.pump.syringe_diameter_mm), syringe_volume_ml=SIM_SYRINGE_VOLUME_ML,
+                bias_pct=float(sc.pump.bias_pct), noise_pct=float(sc.pump.noise_pct)))
+            url = self.rig.url
+            record.link = f"simulated NE-1000 over {self.options.link}"
         else:
-            self._concentration = implant.params["concentration_ug_per_ml"] if implant else 500
+            url = self.options.pump_url
+            record.link = "real pump"
+        record.pump_url = url
+        self.driver = hal.open_pump("ne1000", url, clock=self.clock, trace_path=trace,
+                                    safe_mode_timeout_s=self.options.safe_mode_timeout_s)
+        stack.callback(self.driver.close)
+        if self.options.safe_mode_timeout_s is not None and (self.options.pump_url or self.options.speed):
+            beat = getattr(self.driver, "start_heartbeat_thread", None)
+            if callable(beat):
+                beat()
+        record.trace_file = trace.name
+        self.driver.configure(syringe_diameter_mm=sc.pump.syringe_diameter_mm)
+        self.driver.set_target_volume(0)
+        self.driver.set_direction(Direction.INFUSE)
+        self.store = Store(work / STORE_FILE, self.clock)
+        stack.callback(self.store.close)
+
+    def run(self) -> RunRecord:
+        """Run the scenario to its end and evaluate expectations and invariants."""
+        sc = self.scenario
+        record = RunRecord(scenario=sc.settings.name, source=sc.source, description=sc.settings.description,
+                           duration_ms=sc.settings.duration_ms)
+        self._reset(record)
         self.clock = self._clock()
         record.started_utc = self.clock.utc_now().astimezone(timezone.utc).isoformat()
         wall0 = time.perf_counter()
@@ -379,8 +286,7 @@ class ScenarioRunner:
             if work is None:
                 work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="itb-run-")))
             work.mkdir(parents=True, exist_ok=True)
-            trace = work / "serial-trace.txt"
-            for stale in ("journal.sqlite", "checkpoint.sqlite"):
+            for stale in (STORE_FILE, "checkpoint.sqlite"):
                 for suffix in ("", "-wal", "-shm"):
                     (work / (stale + suffix)).unlink(missing_ok=True)
             if self.options.balance_url is not None and (sc.accuracy is None or self.options.pump_url is None):
@@ -388,54 +294,20 @@ class ScenarioRunner:
                                   "given only with a real pump and a scenario that has an [accuracy] step")
             if sc.accuracy is not None:
                 # Before therapy, while the pump's port is still free: the step opens pump and balance itself.
-                from hil.gravimetric.step import run_accuracy_step
-
                 self.accuracy_outcome = run_accuracy_step(
                     sc.accuracy, report_dir=work / "accuracy", pump_url=self.options.pump_url,
                     balance_url=self.options.balance_url)
-            if self.options.pump_url is None:
-                self.rig = stack.enter_context(simulated_pump(
-                    self.options.link, clock=self.clock, seed=sc.settings.seed, faults=sc.pump.faults,
-                    syringe_diameter_mm=str(sc.pump.syringe_diameter_mm), syringe_volume_ml=SIM_SYRINGE_VOLUME_ML,
-                    bias_pct=float(sc.pump.bias_pct), noise_pct=float(sc.pump.noise_pct)))
-                url = self.rig.url
-                record.link = f"simulated NE-1000 over {self.options.link}"
-            else:
-                url = self.options.pump_url
-                record.link = "real pump"
-            record.pump_url = url
-            self.driver = hal.open_pump("ne1000", url, clock=self.clock, trace_path=trace,
-                                        safe_mode_timeout_s=self.options.safe_mode_timeout_s)
-            stack.callback(self.driver.close)
-            if self.options.safe_mode_timeout_s is not None and (self.options.pump_url or self.options.speed):
-                beat = getattr(self.driver, "start_heartbeat_thread", None)
-                if callable(beat):
-                    beat()
-            record.trace_file = trace.name
-            self._caps = self.driver.configure(syringe_diameter_mm=sc.pump.syringe_diameter_mm)
-            self.driver.set_target_volume(0)
-            self.driver.set_direction(Direction.INFUSE)
-            self.journal = Journal(work / "journal.sqlite", self.clock)
-            stack.callback(self.journal.close)
-            self.store = CheckpointStore(work / "checkpoint.sqlite")
-            stack.callback(self.store.close)
-            self._tee = _AlarmTee(self.journal, record, lambda: self._rel_ms())
-            if sc.prescription is not None:
-                from controller.audit import Actor, Role
-                from controller.prescription import assess_change
-
-                # The prescription in effect, with its soft-limit overrides, before any therapy.
-                self.journal.record_prescription(sc.prescription, Actor(sc.prescription.prescriber, Role.PRESCRIBER),
-                                                 assessment=assess_change(None, sc.prescription),
-                                                 reason=f"scenario {sc.settings.name}: {sc.prescription_source}")
+            self._open_rig(stack, work, record)
             self._build_controller()
-            self.t0_ms = self.loop.now_ms()
+            self.t0_ms = self.controller.now_ms()
             try:
                 for action in sc.actions:
-                    self.loop.run_until(self.t0_ms + action.at_ms)
-                    self._do(action)
-                self.loop.run_until(self.t0_ms + sc.settings.duration_ms)
-                self.loop.poll()
+                    self.controller.run_until(self.t0_ms + action.at_ms)
+                    self._label = action.label
+                    ACTIONS[action.do](self, action.params)
+                    self._label = ""
+                self.controller.run_until(self.t0_ms + sc.settings.duration_ms)
+                self.controller.poll()
             except ItbError as exc:
                 record.error = f"{type(exc).__name__}: {exc}"
             except KeyboardInterrupt:
@@ -449,12 +321,11 @@ class ScenarioRunner:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
-    def _finish(self, record: Any) -> None:
-        from hil.report import CheckResult
-
+    def _finish(self, record: RunRecord) -> None:
+        loop = self.controller.loop
         record.delivered_ug = self.delivered_pg / 1e6
         record.prescribed_ug = self.programmed_pg / 1e6
-        record.delivered_by_kind_ug = {k: v / 1e6 for k, v in self.loop.delivered_pg_by_kind.items()}
+        record.delivered_by_kind_ug = {k: v / 1e6 for k, v in loop.delivered_pg_by_kind.items()}
         state = self.patient.state()
         record.patient = {
             "ashworth_final": round(state.ashworth, 3),
@@ -462,108 +333,37 @@ class ScenarioRunner:
             "peak_overdose": self.patient.peak_overdose.name,
             "peak_withdrawal": self.patient.peak_withdrawal.name,
         }
-        fc = self.loop.forecast()
+        fc = loop.forecast()
         record.reservoir = {
-            "remaining_ml": round(self.loop.reservoir_nl() / 1e6, 4),
-            "concentration_ug_per_ml": self.loop.concentration_ug_per_ml,
+            "remaining_ml": round(loop.reservoir_nl() / 1e6, 4),
+            "concentration_ug_per_ml": loop.concentration_ug_per_ml,
             "days_to_low_alarm": None if fc is None else round(float(fc.days_to_low_alarm), 2),
             "low_alarm_utc": None if fc is None else fc.low_alarm_utc.isoformat(),
             "refill_due_utc": None if fc is None else fc.refill_due_utc.isoformat(),
         }
         pump_counted_nl = None
         if self.rig is not None:
-            pump_counted_nl = self.rig.device.mechanics.infused_scaled // 3_600_000_000_000
+            pump_counted_nl = self.rig.device.mechanics.infused_scaled // _SIM_COUNTER_UNITS_PER_NL
             record.pump_dispensed_ml = pump_counted_nl / 1e6
         else:
-            record.pump_dispensed_ml = self.loop.total_counted_nl / 1e6
-        inv = record.invariants
-        inv.append(CheckResult("rolling 24 h dose never above the cap", "cap" not in self.breaches,
-                               self.breaches.get("cap", "checked at every poll")))
-        inv.append(CheckResult("flow never zero without an authorised discontinue or STOP reaction",
-                               "zero_flow" not in self.breaches and not self.loop.breaches,
-                               self.breaches.get("zero_flow", "; ".join(self.loop.breaches) or "checked at every poll")))
-        if pump_counted_nl is not None:
-            diff = abs(pump_counted_nl - self.loop.total_counted_nl)
-            limit = max(COUNTER_MATCH_FLOOR_NL, pump_counted_nl * COUNTER_MATCH_PPM // 1_000_000)
-            inv.append(CheckResult("ledger matches the pump's dispensed volume", diff <= limit,
-                                   f"ledger {self.loop.total_counted_nl} nL, pump {pump_counted_nl} nL, "
-                                   f"difference {diff} nL (limit {limit} nL)"))
-        boluses = self.store.boluses()
+            record.pump_dispensed_ml = loop.total_counted_nl / 1e6
+        record.invariants.extend(invariants(self, record, pump_counted_nl))
+        boluses = self.controller.store.boluses()
         record.boluses = [
             {"bolus_id": b.bolus_id, "kind": b.kind, "dose_ng": b.dose_ng, "volume_nl": b.volume_nl,
              "delivered_nl": b.delivered_nl, "status": b.status, "requested_t_ms": b.requested_ms - self.t0_ms,
              "detail": b.detail}
             for b in boluses
         ]
-        ids = [b.bolus_id for b in boluses]
-        twice = [b for b in boluses if b.delivered_nl is not None and b.delivered_nl > b.volume_nl + 1000]
-        unfinished = [b for b in boluses if b.status != "finished" and (self.loop.bolus is None
-                                                                       or self.loop.bolus.bolus_id != b.bolus_id)]
-        running_id = None if self.loop.bolus is None else self.loop.bolus.bolus_id
-        pending = [c for c in self.journal.pending_boluses() if c.command_id != running_id]
-        inv.append(CheckResult("no bolus delivered twice",
-                               len(ids) == len(set(ids)) and not twice and not unfinished and not pending,
-                               f"{len(boluses)} boluses; over-delivered {len(twice)}; left open {len(unfinished)}; "
-                               f"unresolved in the journal {len(pending)}"))
-        raised = {a.code for a in record.alarms if a.event == "raise"}
-        missing = sorted({f["alarm"] for f in self.faults} - raised)
-        inv.append(CheckResult("every fault produced its alarm", not missing,
-                               f"{len(self.faults)} faults" + (f"; missing {missing}" if missing else "")))
         if self.accuracy_outcome is not None:
             step = self.scenario.accuracy
-            record.expectations.append(CheckResult(
-                f"accuracy step: mean error within ±{step.max_abs_mean_error_pct:g} %", self.accuracy_outcome.passed,
-                f"{self.accuracy_outcome.detail}; report in {self.accuracy_outcome.report_dir.name}/"))
+            record.expectations.append(accuracy_check(step, self.accuracy_outcome))
+        raised = {a.code for a in record.alarms if a.event == "raise"}
         for exp in self.scenario.expectations:
-            record.expectations.append(self._expect(exp, record, raised, boluses))
-
-    def _expect(self, exp: Expectation, record: Any, raised: set[str], boluses: list[Any]) -> Any:
-        from hil.report import CheckResult
-
-        p = exp.params
-        c = exp.check
-        if c == "dose_within":
-            err = record.dose_error_pct
-            ok = err is not None and abs(err) <= float(p["tolerance_pct"])
-            return CheckResult(f"delivered dose within {p['tolerance_pct']} % of programmed", ok,
-                               f"delivered {record.delivered_ug:.1f} µg, programmed {record.prescribed_ug:.1f} µg"
-                               + ("" if err is None else f" ({err:+.2f} %)"))
-        if c == "alarm_raised":
-            return CheckResult(f"alarm {p['code']} raised", p["code"] in raised, "raised" if p["code"] in raised else "not raised")
-        if c == "alarm_not_raised":
-            return CheckResult(f"alarm {p['code']} not raised", p["code"] not in raised,
-                               "raised" if p["code"] in raised else "not raised")
-        if c in ("denied", "allowed"):
-            result = self.results_by_label.get(p["action"])
-            if result is None:
-                return CheckResult(f"{p['action']} {c}", False, "the action produced no decision")
-            if c == "allowed":
-                return CheckResult(f"{p['action']} allowed", result.allowed, result.detail or ",".join(result.reasons))
-            ok = not result.allowed and (p["reason"] is None or p["reason"] in result.reasons)
-            return CheckResult(f"{p['action']} denied" + (f" with {p['reason']}" if p["reason"] else ""), ok,
-                               ",".join(result.reasons) or "allowed")
-        if c == "no_overdose":
-            peak = self.patient.peak_overdose
-            return CheckResult("patient never overdosed", peak.value == 0, f"peak {peak.name}")
-        if c == "no_severe_withdrawal":
-            peak = self.patient.peak_withdrawal
-            return CheckResult("patient never in severe withdrawal", peak.value < 2, f"peak {peak.name}")
-        if c == "ashworth_at_most":
-            final = self.patient.state().ashworth
-            return CheckResult(f"final Ashworth at most {p['score']}", final <= float(p["score"]), f"{final:.2f}")
-        if c == "boluses_delivered":
-            n = sum(1 for b in boluses if b.kind == p["kind"] and b.status == "finished"
-                    and not b.detail.startswith("not started"))
-            return CheckResult(f"{p['count']} {p['kind']} boluses delivered", n == p["count"], f"{n} delivered")
-        if c == "mode_at_end":
-            mode = self.loop.mode.value
-            return CheckResult(f"controller ends in mode {p['mode']}", mode == p["mode"], mode)
-        if c == "invariants_hold":
-            ok = all(i.passed for i in record.invariants)
-            return CheckResult("all safety invariants hold", ok, "see the invariants table")
-        raise ConfigError("expect.check", c, f"one of {tuple(EXPECT_FIELDS)}")
+            record.expectations.append(EXPECTATIONS[exp.check](self, exp.params, record, raised))
 
 
-def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> Any:
+def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRecord:
     """Run ``scenario`` and return its :class:`~hil.report.RunRecord` (see :class:`ScenarioRunner`)."""
     return ScenarioRunner(scenario, options).run()
+

@@ -14,12 +14,16 @@ from typing import Any
 import pytest
 
 from controller.alarms import AlarmManager
-from controller.checkpoint import CheckpointStore
-from controller.gate import KernelGate, screening_gate
-from controller.loop import ControlLoop, LoopConfig
+from controller.assembly import Controller, ControllerSettings, build_controller
+from controller.gate import KernelGate
+from controller.loop import ControlLoop
+from controller.patient import PatientRecord
+from controller.prescription import Prescription
+from controller.store import Store
 from controller.therapy import Therapy
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
+from tests.prescriptions import make_prescription
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -34,7 +38,7 @@ def kernel_module() -> Any:
 
 
 class AlarmLog:
-    """A journal stand-in that keeps alarm events in memory."""
+    """Keeps the alarm events a controller journals, in memory, for assertions."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -46,60 +50,65 @@ class AlarmLog:
         return {e["code"] for e in self.events if e["event"] == "raise"}
 
 
-def caps_kwargs(**overrides: Any) -> dict[str, Any]:
-    caps = dict(
-        max_dose_ng_per_day=1_000_000,
-        origin="spinal",
-        bolus_enabled=True,
-        patient_bolus_enabled=True,
-        max_bolus_ng=50_000,
-        bolus_lockout_ms=4 * MS_PER_H,
-        max_boluses_per_day=4,
-        minimum_rate_nl_per_h=2000,
-        max_priming_volume_nl=300_000,
-    )
-    caps.update(overrides)
-    return caps
-
-
 @dataclass
 class Rig:
-    """A controller, its fake pump and everything around it."""
+    """A controller, built through the front door, its fake pump and everything around it."""
 
     clock: VirtualClock
     pump: FakePump
-    gate: KernelGate
-    alarms: AlarmManager
+    controller: Controller
     log: AlarmLog
-    store: CheckpointStore
-    loop: ControlLoop
-    therapy: Therapy
+    store: Store
     events: list[tuple[str, dict[str, Any]]]
+    prescription: Prescription
+    settings: ControllerSettings
+
+    @property
+    def gate(self) -> KernelGate:
+        return self.controller.gate
+
+    @property
+    def alarms(self) -> AlarmManager:
+        return self.controller.alarms
+
+    @property
+    def loop(self) -> ControlLoop:
+        return self.controller.loop
+
+    @property
+    def therapy(self) -> Therapy:
+        return self.controller.therapy
 
     def advance(self, ms: int) -> None:
         """Run the loop for ``ms`` of virtual time."""
-        self.loop.run_until(self.loop.now_ms() + ms)
+        self.controller.run_until(self.controller.now_ms() + ms)
 
     def restart(self, pump: FakePump | None = None) -> Rig:
         """A new controller on the same store and pump, after a crash (nothing saved on the way out)."""
-        return build_rig(self.clock, pump or self.pump, self.store, recover=True)
+        self.controller.detach()
+        return build_rig(self.clock, pump or self.pump, self.store, recover=True, prescription=self.prescription,
+                         settings=self.settings, patient=self.controller.patient)
 
 
-def build_rig(clock: VirtualClock, pump: FakePump, store: CheckpointStore, *, recover: bool = False,
-              config: LoopConfig | None = None, concentration: int = 500, **caps: Any) -> Rig:
-    gate = KernelGate(concentration, caps_kwargs(**caps), min_rate_nl_per_h=500, max_rate_nl_per_h=5_000_000,
-                      kernel_module=kernel_module())
+def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: bool = False,
+              settings: ControllerSettings | None = None, prescription: Prescription | None = None,
+              patient: PatientRecord | None = None, **rx: Any) -> Rig:
+    """A controller through :func:`controller.assembly.build_controller` over ``pump`` and ``store``.
+
+    :param rx: keyword arguments of :func:`tests.prescriptions.make_prescription` (when no
+        ``prescription`` is given).
+    """
+    prescription = prescription or make_prescription(**rx)
+    settings = settings or ControllerSettings(poll_interval_ms=30 * MS_PER_MIN)
+    patient = patient or PatientRecord(prescription.patient.patient_id, prescription.patient.origin)
+    controller = build_controller(prescription, patient, pump, clock, store, settings=settings,
+                                  kernel_module=kernel_module())
     log = AlarmLog()
-    alarms = AlarmManager(clock, log)
-    loop = ControlLoop(pump, clock, gate, alarms, store, config or LoopConfig(poll_interval_ms=30 * MS_PER_MIN))
-    therapy = Therapy(loop, gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
-    therapy.screening_gate = screening_gate(kernel_module=kernel_module())
     events: list[tuple[str, dict[str, Any]]] = []
-    loop.event_sinks.append(lambda e, p: events.append((e, p)))
+    controller.subscribe(on_event=lambda e, p: events.append((e, p)), on_alarm=log.record_alarm)
     if recover:
-        loop.recover()
-        therapy.restore_state()
-    return Rig(clock, pump, gate, alarms, log, store, loop, therapy, events)
+        controller.recover()
+    return Rig(clock, pump, controller, log, store, events, prescription, settings)
 
 
 @pytest.fixture
@@ -110,14 +119,14 @@ def rig_builder() -> Any:
 
 @pytest.fixture
 def make_rig() -> Any:
-    """Factory: ``make_rig(config=None, **caps)`` builds a fresh controller over a fake pump."""
-    stores: list[CheckpointStore] = []
+    """Factory: ``make_rig(settings=None, **rx)`` builds a fresh controller over a fake pump."""
+    stores: list[Store] = []
 
-    def make(config: LoopConfig | None = None, **caps: Any) -> Rig:
+    def make(settings: ControllerSettings | None = None, **rx: Any) -> Rig:
         clock = VirtualClock()
-        store = CheckpointStore(":memory:")
+        store = Store(":memory:", clock)
         stores.append(store)
-        return build_rig(clock, FakePump(clock), store, config=config, **caps)
+        return build_rig(clock, FakePump(clock), store, settings=settings, **rx)
 
     yield make
     for store in stores:
@@ -128,7 +137,7 @@ def make_rig() -> Any:
 def rig() -> Rig:
     """A fresh controller over a fake pump at virtual time zero (not implanted yet)."""
     clock = VirtualClock()
-    store = CheckpointStore(":memory:")
+    store = Store(":memory:", clock)
     yield build_rig(clock, FakePump(clock), store)
     store.close()
 

@@ -6,8 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.delivery import ProgramResult, RateProgrammer
-from controller.loop import LoopConfig, Mode, CatheterQueue
+from controller.assembly import ControllerSettings
+from controller.commands import CommandIssuer, ProgramResult
+from controller.store import Store
+from controller.accounting import CatheterQueue
+from controller.loop import LoopConfig, Mode
 from cython_ext.errors import ConfigError
 from hal.pump import PumpState
 from sim.clock import VirtualClock
@@ -163,8 +166,8 @@ def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig) -> None:
 
 
 def test_bolus_stops_at_the_cap_and_logs_partial(make_rig) -> None:
-    config = LoopConfig(poll_interval_ms=30 * MS_PER_MIN, drift_tolerance_ppm=5_000_000)  # isolate the cap check
-    rig = make_rig(config=config, max_dose_ng_per_day=160_000)
+    settings = ControllerSettings(poll_interval_ms=30 * MS_PER_MIN, drift_tolerance_ppm=5_000_000)  # isolate the cap check
+    rig = make_rig(settings=settings, max_dose_ug_per_day=160)
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     rig.advance(3 * MS_PER_DAY)
     rig.therapy.configure_patient_bolus(40_000, 6 * MS_PER_H)
@@ -179,23 +182,24 @@ def test_bolus_stops_at_the_cap_and_logs_partial(make_rig) -> None:
     assert record.ended_ms < record.requested_ms + 6 * MS_PER_H  # stopped early
 
 
-def test_rate_programmer_restores_previous_on_refusal() -> None:
+def test_command_issuer_restores_previous_on_refusal() -> None:
     clock = VirtualClock()
     pump = FakePump(clock)
-    programmer = RateProgrammer(pump)
-    assert programmer.program(8333, previous_nl_per_h=None).committed
+    commands = CommandIssuer(pump, Store(":memory:", clock), on_storage_failure=pytest.fail)
+    assert commands.send_rate(8333, previous_nl_per_h=None, cause="test", essential=False).committed
     pump.faults.readback_offset_nl_per_h = 1
-    outcome = programmer.program(9000, previous_nl_per_h=8333)
+    outcome = commands.send_rate(9000, previous_nl_per_h=8333, cause="test", essential=False)
     assert outcome.result is ProgramResult.UNKNOWN or outcome.result is ProgramResult.KEPT_OLD
     assert pump.rate_nl_per_h in (8334, 8333)
 
 
-def test_rate_programmer_accepts_readback_within_declared_tolerance() -> None:
+def test_command_issuer_accepts_readback_within_declared_tolerance() -> None:
     clock = VirtualClock()
     pump = FakePump(clock)
     pump.set_rate_tolerance_ppm(1000)
     pump.faults.readback_offset_nl_per_h = -3
-    outcome = RateProgrammer(pump).program(8333, previous_nl_per_h=None)
+    commands = CommandIssuer(pump, Store(":memory:", clock), on_storage_failure=pytest.fail)
+    outcome = commands.send_rate(8333, previous_nl_per_h=None, cause="test", essential=False)
     assert outcome.committed
     assert outcome.rate_nl_per_h == 8330  # the rate the pump really holds is what is committed
 
@@ -274,6 +278,7 @@ def test_storage_failure_alarms_refuses_bolus_and_keeps_therapy(running) -> None
     assert "journal_write_failure" in running.log.raised()
     running.advance(2 * MS_PER_H)
     assert running.pump.state is PumpState.INFUSING and running.pump.rate_nl_per_h == 8333
+    running.store.before_write = None  # the disk has room again: the rest can be written
 
 
 def test_unrepresentable_rate_is_never_sent_and_old_rate_runs(make_rig) -> None:
@@ -292,35 +297,29 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
     import contextlib
 
     import hal
-    from controller.alarms import AlarmManager
-    from controller.checkpoint import CheckpointStore
-    from controller.gate import KernelGate
-    from controller.loop import ControlLoop
-    from controller.therapy import Therapy
+    from controller.assembly import build_controller
+    from controller.patient import PatientRecord
     from hal.pump import Direction
     from sim.rig import simulated_pump
+    from tests.prescriptions import make_prescription
 
     clock = VirtualClock()
     events: list[dict] = []
-
-    class Log:
-        def record_alarm(self, **event) -> None:
-            events.append(event)
 
     with contextlib.ExitStack() as stack:
         rig = stack.enter_context(simulated_pump("inprocess", clock=clock, syringe_diameter_mm="4.699",
                                                  syringe_volume_ml="100"))
         driver = hal.open_pump("ne1000", rig.url, clock=clock, safe_mode_timeout_s=60)
         stack.callback(driver.close)
-        caps = driver.configure(syringe_diameter_mm="4.699")
+        driver.configure(syringe_diameter_mm="4.699")
         driver.set_target_volume(0)
         driver.set_direction(Direction.INFUSE)
-        store = stack.enter_context(CheckpointStore(":memory:"))
-        gate = KernelGate(500, {"max_dose_ng_per_day": 1_000_000}, min_rate_nl_per_h=caps.min_rate_nl_per_h,
-                          max_rate_nl_per_h=caps.max_rate_nl_per_h)
-        loop = ControlLoop(driver, clock, gate, AlarmManager(clock, Log()), store,
-                           LoopConfig(poll_interval_ms=20_000))
-        therapy = Therapy(loop, gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
+        store = stack.enter_context(Store(":memory:", clock))
+        rx = make_prescription()
+        controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), driver, clock,
+                                      store, settings=ControllerSettings(poll_interval_ms=20_000))
+        controller.subscribe(on_alarm=lambda **event: events.append(event))
+        loop, therapy = controller.loop, controller.therapy
         assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, prime=False).allowed
         loop.run_until(loop.now_ms() + 10 * MS_PER_MIN)
         assert rig.device.state == "I"  # polls every 20 s keep the 60 s watchdog fed

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller.delivery import fault_for_hal_error, is_link_error
+from controller.assembly import ControllerSettings
+from controller.commands import fault_for_hal_error, is_link_error
 from controller.faults import FaultCode, Reaction, reaction_for
 from controller.loop import Mode
 from cython_ext.errors import (
@@ -77,9 +78,11 @@ def test_every_hal_error_maps_to_a_continue_reaction() -> None:
 
 @pytest.mark.parametrize("error", HAL_ERRORS, ids=lambda e: e.__name__)
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_hal_error_never_escapes_the_loop(running: Any, method: str, error: type[HalError]) -> None:
-    rig = running
-    rig.loop.counter_clear_above_nl = 50_000  # so the counter is cleared while the error is injected
+def test_hal_error_never_escapes_the_loop(make_rig: Any, method: str, error: type[HalError]) -> None:
+    # The counter is cleared often, so it is cleared while the error is injected.
+    rig = make_rig(settings=ControllerSettings(poll_interval_ms=30 * MS_PER_MIN, counter_clear_above_nl=50_000))
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(24 * MS_PER_H)
     rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     if method in ("stop", "start", "acknowledge_alarm"):
         rig.pump.inject_stall()  # a STOP reaction, an acknowledgement and a restart are then due

@@ -7,29 +7,43 @@ from typing import Any
 
 import pytest
 
-from controller.journal import Journal, JournalError
+from controller.journal import JournalError
 from controller.loop import Mode
+from controller.store import Store
 from hal.pump import PumpState
-from tests.controller.conftest import MS_PER_H, MS_PER_MIN, build_rig
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, build_rig
+from tests.e2e.test_command_journal import _pending_kinds
 
 
 @pytest.fixture
-def journalled(running: Any, tmp_path: Path) -> Any:
-    """The running controller with a real journal attached (one day after implant)."""
-    journal = Journal(tmp_path / "journal.sqlite", running.clock)
-    running.loop.journal = journal
-    running.journal = journal
-    yield running
-    journal.close()
+def journalled(tmp_path: Path) -> Any:
+    """A controller on a store file, one day after implant; :func:`_commands` sees what it sends from now on."""
+    clock = VirtualClock()
+    store = Store(tmp_path / "journal.sqlite", clock)
+    rig = build_rig(clock, FakePump(clock), store)
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(MS_PER_DAY)
+    rig.journal = store
+    rig.before = {r.command_id for r in store.unresolved_commands()} | {
+        e.command_id for e in store.entries() if e.kind == "command"}
+    yield rig
+    store.close()
 
 
-def _commands(journal: Journal) -> list[Any]:
-    ids = [e.command_id for e in journal.entries() if e.kind == "command" and e.action == "pending"]
-    return [journal.command(i) for i in ids]
+def _commands(rig: Any) -> list[Any]:
+    """The commands journalled since the fixture's day of therapy, in order (durable pending records)."""
+    ids = [e.command_id for e in rig.journal.entries() if e.kind == "command" and e.action == "pending"
+           and e.command_id not in rig.before]
+    return [rig.journal.command(i) for i in ids]
 
 
 class _PendingCheck:
-    """Wraps pump methods: when a delivery command is called, its pending record must already be in the journal."""
+    """Wraps pump methods: when a delivery command is called, its pending record must already be durable.
+
+    The journal file is read through a connection of its own, so only committed entries count.
+    """
 
     def __init__(self, rig: Any, method: str, kind: str) -> None:
         self.rig, self.kind, self.misses = rig, kind, 0
@@ -39,7 +53,7 @@ class _PendingCheck:
 
     def __call__(self, *args: Any) -> Any:
         self.calls += 1
-        if not any(r.kind == self.kind for r in self.rig.journal.unresolved_commands()):
+        if self.kind not in _pending_kinds(self.rig.journal.path):
             self.misses += 1
         return self._original(*args)
 
@@ -49,7 +63,7 @@ def test_routine_rate_change_is_pending_before_it_is_sent_and_applied_after(jour
     result = journalled.therapy.titrate(110_000)
     assert result.allowed
     assert check.calls >= 1 and check.misses == 0
-    (record,) = _commands(journalled.journal)
+    (record,) = _commands(journalled)
     assert record.kind == "set_rate" and record.status == "applied"
     assert record.params == {"rate_nl_per_h": 9166, "previous_nl_per_h": 8333, "cause": "basal_change"}
     assert record.detail["result"] == "committed" and record.detail["rate_nl_per_h"] == 9166
@@ -61,7 +75,7 @@ def test_fault_stop_and_resume_are_journalled(journalled) -> None:
     journalled.advance(MS_PER_H)
     assert journalled.loop.mode is Mode.STOPPED_FAULT and check.calls == 1 and check.misses == 0
     assert journalled.therapy.acknowledge_alarms().allowed
-    kinds = [(r.kind, r.params.get("cause"), r.status) for r in _commands(journalled.journal)]
+    kinds = [(r.kind, r.params.get("cause"), r.status) for r in _commands(journalled)]
     assert kinds == [("stop", "fault_motor_stall", "applied"), ("set_rate", "resume_after_fault", "applied")]
 
 
@@ -69,7 +83,7 @@ def test_minimum_rate_entry_is_journalled(journalled) -> None:
     journalled.pump.power_cycle()
     journalled.advance(MS_PER_H)
     assert journalled.loop.mode is Mode.MINIMUM_RATE
-    causes = [(r.params.get("cause"), r.status) for r in _commands(journalled.journal)]
+    causes = [(r.params.get("cause"), r.status) for r in _commands(journalled)]
     assert ("minimum_rate", "applied") in causes
     assert not journalled.journal.unresolved_commands()
 
@@ -77,7 +91,7 @@ def test_minimum_rate_entry_is_journalled(journalled) -> None:
 def test_discontinue_stop_is_journalled(journalled) -> None:
     result = journalled.therapy.discontinue(authorised_by="Dr Test", emergency=True)
     assert result.allowed
-    stops = [r for r in _commands(journalled.journal) if r.kind == "stop"]
+    stops = [r for r in _commands(journalled) if r.kind == "stop"]
     assert [(r.params["cause"], r.status) for r in stops] == [("discontinue", "applied")]
 
 
@@ -95,11 +109,11 @@ def test_unknown_outcome_is_uncertain_then_resolved_by_the_next_verified_rate(jo
 
     pump.set_rate = lose_reply_and_link
     journalled.therapy.titrate(110_000)
-    (record,) = _commands(journalled.journal)
+    (record,) = _commands(journalled)
     assert record.status == "uncertain" and record.detail["result"] == "unknown"
     pump.faults.comms_down = False
     journalled.advance(MS_PER_H)  # the poll reads the pump again and re-establishes a verified rate
-    records = _commands(journalled.journal)
+    records = _commands(journalled)
     first = journalled.journal.command(record.command_id)
     assert first.status in ("applied", "not_applied") and "superseded" in first.detail["detail"]
     assert records[1].params["cause"].startswith("restore"), [(r.params, r.status, r.detail) for r in records]
@@ -128,9 +142,9 @@ def test_restart_resolves_a_rate_command_the_crashed_instance_left_pending(journ
     journal.begin_command("crashed-1", "set_rate", {"rate_nl_per_h": 9166, "previous_nl_per_h": 8333,
                                                     "cause": "basal_change"})
     journalled.advance(10 * MS_PER_MIN)
+    journalled.controller.detach()
     again = build_rig(journalled.clock, journalled.pump, journalled.store)
-    again.loop.journal = journal
-    again.loop.recover()
+    again.controller.recover()
     record = journal.command("crashed-1")
     assert record.status == "not_applied" and "superseded" in record.detail["detail"]
     assert journalled.pump.rate_nl_per_h == 8333 and not journal.unresolved_commands()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from controller.checkpoint import CheckpointStore
+from controller.store import Store
 from controller.loop import Mode
 from hal.pump import PumpState
 from sim.clock import VirtualClock
@@ -47,29 +47,28 @@ def run_with_crash(tmp_path: Path, build: Any, crash_at: int | None) -> tuple[An
     path = tmp_path / f"store-{crash_at}.sqlite"
     clock = VirtualClock()
     pump = FakePump(clock)
-    store = CheckpointStore(path)
+    store = Store(path, clock)
 
     def hook(n: int) -> None:
         if n == crash_at:
             raise Crash(f"power cut before write {n}")
 
     store.before_write = hook
-    rig = build(clock, pump, store)
     crashed = False
     try:
-        script(rig)
+        script(build(clock, pump, store))
     except Crash:
         crashed = True
-    store.close()
+    store.abandon()
     # The process is gone; a new one opens the same file and the same pump.
-    reopened = CheckpointStore(path)
+    reopened = Store(path, clock)
     again = build(clock, pump, reopened, recover=True)
     return again, pump, clock, crashed
 
 
 def test_every_write_point(tmp_path: Path, rig_builder: Any) -> None:
     clock = VirtualClock()
-    store = CheckpointStore(tmp_path / "count.sqlite")
+    store = Store(tmp_path / "count.sqlite", clock)
     script(rig_builder(clock, FakePump(clock), store))
     total = store.writes
     store.close()
@@ -111,12 +110,12 @@ def test_every_write_point(tmp_path: Path, rig_builder: Any) -> None:
 def test_restart_without_crash_resumes_lockout_and_ledger(tmp_path: Path, rig_builder: Any) -> None:
     clock = VirtualClock()
     pump = FakePump(clock)
-    store = CheckpointStore(tmp_path / "clean.sqlite")
+    store = Store(tmp_path / "clean.sqlite", clock)
     rig = rig_builder(clock, pump, store)
     script(rig)
     before = rig.gate.total_24h_ng(rig.loop.now_ms())
-    store.close()
-    again = rig_builder(clock, pump, CheckpointStore(tmp_path / "clean.sqlite"), recover=True)
+    store.abandon()
+    again = rig_builder(clock, pump, Store(tmp_path / "clean.sqlite", clock), recover=True)
     assert again.loop.mode is Mode.RUNNING
     assert again.gate.total_24h_ng(again.loop.now_ms()) >= before - 1000
     assert again.therapy.patient_bolus is not None  # workflow state came back too
@@ -133,7 +132,7 @@ def test_restart_with_no_state_sends_nothing(tmp_path: Path, rig_builder: Any) -
     pump.set_rate(8333)
     pump.start()
     log = len(pump.command_log)
-    rig = rig_builder(clock, pump, CheckpointStore(tmp_path / "empty.sqlite"), recover=True)
+    rig = rig_builder(clock, pump, Store(tmp_path / "empty.sqlite", clock), recover=True)
     assert rig.loop.mode is Mode.IDLE
     rig.advance(MS_PER_H)
     assert len(pump.command_log) == log
@@ -144,13 +143,13 @@ def test_restart_with_no_state_sends_nothing(tmp_path: Path, rig_builder: Any) -
 def test_restart_long_after_the_checkpoint_neither_double_counts_nor_forgets(tmp_path: Path, rig_builder: Any) -> None:
     clock = VirtualClock()
     pump = FakePump(clock)
-    store = CheckpointStore(tmp_path / "late.sqlite")
+    store = Store(tmp_path / "late.sqlite", clock)
     rig = rig_builder(clock, pump, store)
     assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed  # primed catheter
     rig.advance(2 * MS_PER_DAY + 20 * MS_PER_H)  # the last checkpoint is long before the crash
     before = rig.gate.total_24h_ng(rig.loop.now_ms())
-    store.close()
-    again = rig_builder(clock, pump, CheckpointStore(tmp_path / "late.sqlite"), recover=True)
+    store.abandon()
+    again = rig_builder(clock, pump, Store(tmp_path / "late.sqlite", clock), recover=True)
     after = again.gate.total_24h_ng(again.loop.now_ms())
     assert abs(after - before) <= 5_000, (before, after)  # about one day's 100 µg, not two
     assert again.loop.total_counted_nl == pump.infused_nl
@@ -162,18 +161,18 @@ def test_restart_on_a_new_monotonic_origin_continues_controller_time(tmp_path: P
 
     clock = VirtualClock()
     pump = FakePump(clock)
-    store = CheckpointStore(tmp_path / "reboot.sqlite")
+    store = Store(tmp_path / "reboot.sqlite", clock)
     rig = rig_builder(clock, pump, store)
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000)
     rig.advance(MS_PER_DAY)
     rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     assert rig.therapy.patient_bolus_request().allowed
     saved_ms = rig.loop.now_ms()
-    store.close()
+    store.abandon()
     # The host rebooted: monotonic time starts again from zero, wall time moved on by 1 h.
     rebooted = VirtualClock(start_utc=clock.utc_now() + timedelta(hours=1))
     clock.advance(3600)
-    again = rig_builder(rebooted, pump, CheckpointStore(tmp_path / "reboot.sqlite"), recover=True)
+    again = rig_builder(rebooted, pump, Store(tmp_path / "reboot.sqlite", clock), recover=True)
     assert again.loop.now_ms() >= saved_ms + MS_PER_H - 1000
     again.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     assert again.therapy.patient_bolus_request().reasons == ("BOLUS_LOCKOUT",)  # lockouts survive the reboot
@@ -184,11 +183,12 @@ class _Stop(Exception):
     pass
 
 
-def test_checkpoint_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
+def test_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
+    """A bolus record's completion and the resume point that goes with it commit together, or not at all."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from controller.checkpoint import BolusRecord
+    from controller.store import BolusRecord
 
     @settings(max_examples=30)
     @given(bodies=st.lists(st.dictionaries(st.sampled_from("abc"), st.integers(-10, 10)), min_size=1, max_size=6),
@@ -197,7 +197,8 @@ def test_checkpoint_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
         path = tmp_path / "atomic.sqlite"
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-        store = CheckpointStore(path)
+        clock = VirtualClock()
+        store = Store(path, clock)
 
         def hook(n: int) -> None:
             if n == crash_at:
@@ -211,17 +212,19 @@ def test_checkpoint_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
             for i, body in enumerate(bodies):
                 store.add_bolus(BolusRecord(f"b{i}", "patient", 1, 1, "pending", i))
                 bolus_ids.append(f"b{i}")
-                store.finish_bolus(f"b{i}", i, 1, "complete", checkpoint=body)
+                with store.transaction():
+                    store.finish_bolus(f"b{i}", i, 1, "complete")
+                    store.save_resume_point(body)
                 committed = body
                 finishes += 1
         except _Stop:
             pass
-        store.close()
-        reopened = CheckpointStore(path)
-        assert reopened.load() == committed
+        store.abandon()
+        reopened = Store(path, clock)
+        assert reopened.load_resume_point() == committed
         records = reopened.boluses()
         assert [r.bolus_id for r in records] == bolus_ids
-        # A finished record always comes with its checkpoint, in one transaction.
+        # A finished record always comes with its resume point, in one transaction.
         finished = [r for r in records if r.status == "finished"]
         assert len(finished) == finishes
         reopened.close()

@@ -26,16 +26,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import hal
-from controller.alarms import AlarmManager
-from controller.checkpoint import CheckpointStore
-from controller.gate import KernelGate
-from controller.journal import Journal
-from controller.loop import ControlLoop, LoopConfig, Mode
-from controller.therapy import Therapy
+from controller.assembly import ControllerSettings, build_controller
+from controller.loop import Mode
+from controller.patient import PatientRecord
+from controller.store import Store
 from hal.pump import Direction
 from sim.clock import VirtualClock
 from sim.rig import simulated_pump
 from tests.e2e.test_command_journal import WireJournalTap
+from tests.prescriptions import make_prescription
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -74,25 +73,20 @@ class ControllerMachine(RuleBasedStateMachine):
             syringe_volume_ml="1000", occlusion_delay_s=60.0, on_traffic=self.tap))
         self.driver = hal.open_pump("ne1000", self.rig.url, clock=self.clock)
         self.stack.callback(self.driver.close)
-        caps = self.driver.configure(syringe_diameter_mm="4.699")
+        self.driver.configure(syringe_diameter_mm="4.699")
         self.driver.set_target_volume(0)
         self.driver.set_direction(Direction.INFUSE)
-        self.store = CheckpointStore(":memory:")
+        self.store = Store(work / "journal.sqlite", self.clock)
         self.stack.callback(self.store.close)
-        self.journal = Journal(work / "journal.sqlite", self.clock)
-        self.stack.callback(self.journal.close)
-        self.gate = KernelGate(500, dict(max_dose_ng_per_day=400_000, origin="spinal", patient_bolus_enabled=True,
-                                         max_bolus_ng=50_000, bolus_lockout_ms=2 * MS_PER_H, max_boluses_per_day=4),
-                               min_rate_nl_per_h=caps.min_rate_nl_per_h, max_rate_nl_per_h=caps.max_rate_nl_per_h,
-                               kernel_module=_kernel())
+        rx = make_prescription(dose_ug_per_day=150, max_dose_ug_per_day=400, lockout_min=180)
+        self.controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), self.driver,
+                                           self.clock, self.store, settings=ControllerSettings(poll_interval_ms=POLL_MS),
+                                           kernel_module=_kernel())
         self.log = _Alarms()
-        self.alarms = AlarmManager(self.clock, self.log)
-        self.loop = ControlLoop(self.driver, self.clock, self.gate, self.alarms, self.store,
-                                LoopConfig(poll_interval_ms=POLL_MS))
-        self.loop.journal = self.journal
-        self.therapy = Therapy(self.loop, self.gate, dead_volume_nl=250_000, reservoir_capacity_nl=20_000_000)
+        self.controller.subscribe(on_event=self._event, on_alarm=self.log.record_alarm)
+        self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy
+        self.journal = self.store
         self.stopped_by_reaction: list[str] = []
-        self.loop.event_sinks.append(self._event)
         result = self.therapy.implant(500, 20_000_000, dose_ng_per_day=150_000)
         assert result.allowed, result
         self.pending_faults: list[str] = []

@@ -19,6 +19,14 @@ MS_PER_DAY = 86_400_000
 # -- screening and implant ----------------------------------------------------------------------------
 
 
+HIGH_CAP_OVERRIDE = """
+[[soft_limit_overrides]]
+field = "titration.max_dose_ug_per_day"
+reason = "a high cap for a concentration-change test"
+prescriber = "dr.test"
+"""
+
+
 def test_screening_sequence_and_interval(rig) -> None:
     th = rig.therapy
     assert th.screening_dose(75, adequate=True).reasons == ("SCREENING_ORDER",)
@@ -132,7 +140,7 @@ def test_bolus_refused_during_high_alarm_and_session(running) -> None:
 
 
 def test_bolus_near_the_cap_is_denied(make_rig) -> None:
-    rig = make_rig(max_dose_ng_per_day=130_000)
+    rig = make_rig(max_dose_ug_per_day=130)
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
     rig.advance(2 * MS_PER_DAY)
     result = rig.therapy.clinician_bolus(40_000, 10 * MS_PER_MIN)
@@ -240,7 +248,7 @@ def test_emergency_discontinue_stops_now(running) -> None:
 
 
 def test_lower_concentration_holds_the_old_rate_through_the_bridge(make_rig) -> None:
-    rig = make_rig(max_dose_ng_per_day=2_000_000, concentration=2000)
+    rig = make_rig(max_dose_ug_per_day=2000, concentration=2000, extra=HIGH_CAP_OVERRIDE)
     rig.therapy.implant(2000, 20_000_000, dose_ng_per_day=400_000)  # 0.2 mL/day
     rig.advance(3 * MS_PER_DAY)
     result = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,

@@ -1,29 +1,22 @@
 """A controller over the interface-level fake pump at 1000 µg/mL, for the flex and periodic programme tests.
 
-Virtual time, an in-memory checkpoint store, alarms kept nowhere. The kernel is
+Built through the controller's front door on an in-memory store, in virtual time. The kernel is
 the selected one (compiled, or the twin only with ``ITB_PURE_PYTHON=1``).
 """
 
 from __future__ import annotations
 
-from typing import Any
 
-from controller.alarms import AlarmManager
-from controller.checkpoint import CheckpointStore
-from controller.gate import KernelGate
-from controller.loop import ControlLoop, LoopConfig
-from controller.therapy import Therapy
+from controller.assembly import ControllerSettings, build_controller
+from controller.patient import PatientRecord
+from controller.store import Store
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
+from tests.prescriptions import make_prescription
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
 MS_PER_DAY = 86_400_000
-
-
-class _AlarmSink:
-    def record_alarm(self, **event: Any) -> None:
-        pass
 
 
 class ProgrammeController:
@@ -36,17 +29,18 @@ class ProgrammeController:
     def __init__(self, max_dose_ng_per_day: int = 400_000, *, after: ProgrammeController | None = None) -> None:
         self.clock = VirtualClock() if after is None else after.clock
         self.pump = FakePump(self.clock) if after is None else after.pump
-        self.store = CheckpointStore(":memory:") if after is None else after.store
-        caps = dict(max_dose_ng_per_day=max_dose_ng_per_day, origin="cerebral", bolus_enabled=True,
-                    patient_bolus_enabled=False, max_bolus_ng=50_000, bolus_lockout_ms=4 * MS_PER_H,
-                    max_boluses_per_day=2, minimum_rate_nl_per_h=2000, max_priming_volume_nl=300_000)
-        self.gate = KernelGate(1000, caps, min_rate_nl_per_h=500, max_rate_nl_per_h=5_000_000)
-        self.loop = ControlLoop(self.pump, self.clock, self.gate, AlarmManager(self.clock, _AlarmSink()), self.store,
-                                LoopConfig(poll_interval_ms=30 * MS_PER_MIN, minimum_rate_nl_per_h=2000))
-        self.therapy = Therapy(self.loop, self.gate, dead_volume_nl=250_000, reservoir_capacity_nl=40_000_000)
+        self.store = Store(":memory:", self.clock) if after is None else after.store
+        rx = make_prescription(concentration=1000, origin="cerebral", dose_ug_per_day=200,
+                               max_dose_ug_per_day=max_dose_ng_per_day // 1000, patient_bolus=False,
+                               boluses_per_day=2, model="synchromed-ii-40", reservoir_ml=40)
+        if after is not None:
+            after.controller.detach()
+        self.controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), self.pump,
+                                           self.clock, self.store,
+                                           settings=ControllerSettings(poll_interval_ms=30 * MS_PER_MIN))
+        self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy
         if after is not None:  # a restart after a crash: the same pump and store, nothing saved on the way out
-            self.loop.recover()
-            self.therapy.restore_state()
+            self.controller.recover()
 
     def counter_nl(self) -> int:
         """The fake pump's infused counter, nL."""

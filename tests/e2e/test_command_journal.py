@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import hil.scenario.runner
 import sim.rig
 from controller.journal import Journal
 from hil.scenario import RunOptions, ScenarioRunner, load_scenario
@@ -79,7 +80,7 @@ def test_every_therapy_command_is_journalled_with_its_outcome(name: str, days: i
     def tapped(*args: Any, **kwargs: Any) -> Any:
         return original(*args, on_traffic=tap, **kwargs)
 
-    monkeypatch.setattr(sim.rig, "simulated_pump", tapped)
+    monkeypatch.setattr(hil.scenario.runner, "simulated_pump", tapped)
     scenario = load_scenario(name).with_duration(days * 86_400_000)
     record = ScenarioRunner(scenario, RunOptions(link="inprocess", report_dir=tmp_path)).run()
     assert not record.error, record.error

@@ -17,14 +17,12 @@ SHORT_FAILING = """
 [scenario]
 name = "short-failing"
 duration_days = 2
+prescription = "spinal_simple_500.toml"
 
 [[action]]
 at = "0d 09:00"
 do = "implant"
 label = "implant"
-concentration_ug_per_ml = 500
-fill_ml = 10
-dose_ug_per_day = 100
 
 [[expect]]
 check = "alarm_raised"
@@ -98,13 +96,11 @@ SAFE = """
 name = "safe"
 duration_days = "0.125"
 poll_interval_min = 1
+prescription = "spinal_simple_500.toml"
 
 [[action]]
 at = "0d 00:30"
 do = "implant"
-concentration_ug_per_ml = 500
-fill_ml = 10
-dose_ug_per_day = 100
 
 [[expect]]
 check = "alarm_not_raised"

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.loop import Mode, periodic_extra_nl_per_h
+from controller.accounting import periodic_extra_nl_per_h
+from controller.loop import Mode
 from cython_ext.errors import ConfigError
 from hil.scenario import RunOptions, ScenarioRunner, load_scenario
 from programme_rig import MS_PER_DAY, MS_PER_H, MS_PER_MIN, ProgrammeController

@@ -1,0 +1,496 @@
+"""Where a rate is sent: every command that changes what the pump delivers (PRX-07, HAL-03, HAL-04).
+
+:class:`CommandIssuer` is the only object that sends delivery commands, and the single
+owner of *uncertain* and *verified*. One change goes:
+
+1. **journal**: the command gets an ID and a durable ``pending`` record, in one
+   transaction with the controller's resume point (and, for a bolus, its bolus
+   record) -- before any byte is sent;
+2. **stage**: send the new absolute rate;
+3. **verify**: compare the rate the pump reads back with the one asked for;
+4. **commit**: only a verified rate becomes :attr:`CommandIssuer.committed_rate_nl_per_h`;
+   the pump is (re)started if it is not infusing.
+
+If the stage is refused or the read-back differs, the previous committed rate is put
+back and verified, so the pump runs the complete old programme or the complete new
+one. On the New Era family a rate change while infusing takes effect at once, so "the
+old programme keeps running" is achieved by restoring it before the next poll, within
+one command round trip. The outcome is journalled (staged: if a crash loses it, the
+command is still pending, and a restart reconciles it).
+
+**Uncertain is not failed.** When a reply is lost the issuer never blind-retries: it
+first reads status and the dispensed counter (idempotent reads, retried), and only
+then re-sends the *absolute* rate once (sending an absolute rate twice has the effect
+of sending it once). A command whose outcome stays unknown is *uncertain*: the
+committed rate becomes unknown (None) and the command is settled only by a later
+verified rate (a rate command) or status read (a stop), also after a restart.
+Boluses are built from absolute rates and a controller-side end time, so a repeated
+rate command can never repeat a bolus.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from controller.faults import FaultCode, fault_for_exception
+from controller.journal import JournalError
+from controller.store import Store
+from cython_ext.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
+from hal.pump import CommandResult, DispensedVolume, Outcome, PumpAlarm, PumpDriver, PumpState, PumpStatus
+
+#: How many times an idempotent read is attempted before the state counts as unknown.
+READ_ATTEMPTS = 3
+
+#: Prefix of the detail of a requested change withheld for want of a durable journal record.
+NOT_JOURNALLED = "withheld"
+
+#: What a durable-write failure looks like (the loop raises JOURNAL_WRITE_FAILURE for it).
+STORAGE_ERRORS = (sqlite3.Error, OSError, JournalError)
+
+
+class ProgramResult(enum.Enum):
+    """What a programming attempt achieved."""
+
+    COMMITTED = "committed"  # the new rate is verified and running
+    KEPT_OLD = "kept_old"  # refused or mismatched; the old rate is verified and running
+    REJECTED_BY_PUMP = "rejected_by_pump"  # the pump latched an alarm; nothing changed
+    UNKNOWN = "unknown"  # the state could not be established; caller must alarm and keep polling
+
+
+#: Journal outcome of each programming result (the reconcile detail goes with it).
+COMMAND_OUTCOME = {
+    ProgramResult.COMMITTED: "applied",
+    ProgramResult.KEPT_OLD: "not_applied",
+    ProgramResult.REJECTED_BY_PUMP: "not_applied",
+    ProgramResult.UNKNOWN: "uncertain",
+}
+
+
+@dataclass(frozen=True)
+class ProgramOutcome:
+    """The result of one rate command.
+
+    :ivar result: what was achieved.
+    :ivar rate_nl_per_h: the rate verified as held by the pump, nL/h, or None if unknown.
+    :ivar status: the last status read, if any.
+    :ivar dispensed: the dispensed counter read while reconciling, if any.
+    :ivar uncertain: True if a reply was lost on the way (the journal must say so).
+    :ivar detail: what happened, for the journal.
+    """
+
+    result: ProgramResult
+    rate_nl_per_h: int | None
+    status: PumpStatus | None = None
+    dispensed: DispensedVolume | None = None
+    uncertain: bool = False
+    detail: str = ""
+
+    @property
+    def committed(self) -> bool:
+        """True when the requested rate is verified and running."""
+        return self.result is ProgramResult.COMMITTED
+
+    @property
+    def withheld(self) -> bool:
+        """True when nothing was sent for want of a durable journal record."""
+        return self.result is ProgramResult.KEPT_OLD and self.detail.startswith(NOT_JOURNALLED)
+
+
+def fault_for_hal_error(error: HalError, *, delivery_command: bool = False) -> FaultCode:
+    """The fault a HAL error stands for: :func:`controller.faults.fault_for_exception` first, then the rest.
+
+    Lost replies, timeouts and a port that will not open are what
+    :func:`~controller.faults.fault_for_exception` maps. The other HAL errors
+    (the pump answered with an error, a value it cannot take, a driver that is
+    unavailable) are mapped here, never left without a reaction:
+
+    * on a delivery command (rate, start, stop), :class:`~cython_ext.errors.DeviceError` or
+      :class:`~cython_ext.errors.CapabilityError` is a rejected programme
+      (``PUMP_PROGRAM_REJECTED``: the old programme keeps running, verified by a read);
+    * anywhere else the pump's state could not be established: ``COMMS_TIMEOUT``
+      (the pump keeps its last committed programme; the status counts as unknown).
+
+    Every one of these reactions is CONTINUE: a HAL error never stops delivery.
+
+    :param error: the error caught from a driver call.
+    :param delivery_command: whether the call was a delivery-changing command.
+    """
+    fault = fault_for_exception(error)
+    if fault is not None:
+        return fault
+    if delivery_command and isinstance(error, (DeviceError, CapabilityError)):
+        return FaultCode.PUMP_PROGRAM_REJECTED
+    return FaultCode.COMMS_TIMEOUT
+
+
+def is_link_error(error: HalError) -> bool:
+    """True for a transient link failure (garbled or missing reply, port not open).
+
+    These are handled by retrying reads and by the loop's comms-degraded / comms-timeout
+    logic rather than by an immediate fault; an uncertain delivery is reported through
+    :attr:`ProgramOutcome.uncertain`.
+    """
+    return isinstance(error, (CommunicationError, ConnectError, UncertainDeliveryError))
+
+
+_T = TypeVar("_T")
+
+
+class CommandIssuer:
+    """Sends, verifies and journals every delivery command to one pump.
+
+    :param pump: the pump driver (this object must be the only one sending delivery commands).
+    :param store: the durable store (journal, resume point, bolus records).
+    :param on_storage_failure: called with a description when a durable write fails (the
+        loop raises JOURNAL_WRITE_FAILURE); therapy continues.
+    """
+
+    def __init__(self, pump: PumpDriver, store: Store, *, on_storage_failure: Callable[[str], None]) -> None:
+        self.pump = pump
+        self.store = store
+        self._on_storage_failure = on_storage_failure
+        #: The rate the pump holds, verified, nL/h; 0 when stopped; None when uncertain (unknown).
+        self.committed_rate_nl_per_h: int | None = 0
+        #: Alarms the driver saw (and, by the pump's rules, acknowledged) while commanding; drained by the loop.
+        self.seen_alarms: list[PumpAlarm] = []
+        #: HAL errors caught, with whether the call was a delivery command; drained by the loop, which
+        #: maps each to its fault (:func:`fault_for_hal_error`).
+        self.hal_errors: list[tuple[HalError, bool]] = []
+        #: Stages what must commit with each command's pending record (the loop's resume point).
+        self.stage_resume_point: Callable[[], None] = lambda: None
+        self._uncertain_rates: list[tuple[str, int]] = []  # (command ID, rate nL/h) awaiting a verified rate
+        self._uncertain_stops: list[str] = []  # stop command IDs awaiting a status read
+
+    # -- durable writes ---------------------------------------------------------------------------
+
+    def durably(self, what: str, write: Callable[[], Any]) -> bool:
+        """Run one store write; a storage failure is a fault (alarm, therapy continues), not a crash."""
+        try:
+            write()
+        except STORAGE_ERRORS as exc:
+            self._on_storage_failure(f"{what}: {exc}")
+            return False
+        return True
+
+    def _begin(self, kind: str, params: dict[str, Any], also: Callable[[], None] | None) -> tuple[str, bool]:
+        """Durably record a command as pending (with the resume point, and ``also``) before it is sent.
+
+        :return: (command ID, whether the pending record is durable).
+        """
+        command_id = uuid.uuid4().hex
+
+        def write() -> None:
+            with self.store.transaction():
+                self.stage_resume_point()
+                if also is not None:
+                    also()
+                self.store.begin_command(command_id, kind, params)
+
+        return command_id, self.durably("journal command", write)
+
+    def complete(self, command_id: str, outcome: str, detail: dict[str, Any]) -> None:
+        """Record a command's outcome unless it is already resolved (staged for the next commit).
+
+        A fault reaction inside a bolus's own programming (a stall latched on the way) ends the
+        bolus and resolves its record first; that resolution stands.
+        """
+        def write() -> None:
+            record = self.store.command(command_id)
+            if record is not None and record.unresolved:
+                self.store.complete_command(command_id, outcome, detail=detail, durable=False)
+
+        self.durably("journal command", write)
+
+    # -- idempotent reads ---------------------------------------------------------------------------
+
+    def _read_retrying(self, read: Callable[[], _T]) -> _T | None:
+        """Call an idempotent read up to READ_ATTEMPTS times; None if every attempt failed."""
+        for _ in range(READ_ATTEMPTS):
+            try:
+                return read()
+            except HalError as exc:
+                self.hal_errors.append((exc, False))
+        return None
+
+    def read_status(self) -> PumpStatus | None:
+        """The pump's status (retried), or None if it cannot be read."""
+        return self._read_retrying(self.pump.read_status)
+
+    def read_dispensed(self) -> DispensedVolume | None:
+        """The pump's dispensed counters (retried), or None if they cannot be read."""
+        return self._read_retrying(self.pump.read_dispensed)
+
+    def heartbeat(self) -> PumpStatus | None:
+        """One status exchange that also feeds a Safe-mode watchdog; falls back to a retried status read."""
+        try:
+            return self.pump.heartbeat()
+        except HalError as exc:
+            self.hal_errors.append((exc, False))
+            return self.read_status()
+
+    def call(self, command: Callable[[], _T]) -> _T | None:
+        """Run a non-delivery pump call (acknowledge, clear the counter); a HAL error is kept, None returned."""
+        try:
+            return command()
+        except HalError as exc:
+            self.hal_errors.append((exc, False))
+            return None
+
+    def drain_driver_alarms(self) -> list[PumpAlarm]:
+        """Alarms the driver saw since last asked (drivers that report them: ``pending_alarms()``).
+
+        On the New Era family any reply can carry, and so acknowledge, a latched
+        alarm; the controller must still react to it.
+        """
+        self._collect_pending()
+        seen, self.seen_alarms = self.seen_alarms, []
+        return seen
+
+    def drain_hal_errors(self) -> list[tuple[HalError, bool]]:
+        """The HAL errors caught since last asked, with whether each was on a delivery command."""
+        errors, self.hal_errors = self.hal_errors, []
+        return errors
+
+    def _collect_pending(self) -> None:
+        pending = getattr(self.pump, "pending_alarms", None)
+        if callable(pending):
+            try:
+                self.seen_alarms.extend(event.alarm for event in pending())
+            except HalError as exc:
+                self.hal_errors.append((exc, False))
+
+    # -- rate commands ---------------------------------------------------------------------------
+
+    def send_rate(self, rate_nl_per_h: int, *, previous_nl_per_h: int | None, cause: str, essential: bool,
+                  also: Callable[[], None] | None = None) -> ProgramOutcome:
+        """Program one absolute rate: durable pending record, atomic programming, outcome record.
+
+        A requested change is not sent without a durable pending record (JOURNAL_WRITE_FAILURE:
+        "no new delivery change without a durable record"); an ``essential`` one (a fault
+        reaction, restoring the committed programme, the end of a bolus, a step of an authorised
+        programme) is sent anyway, because withholding it would harm the patient, and its alarm
+        is already raised.
+
+        :param rate_nl_per_h: the new rate, nL/h (already authorised by the kernel).
+        :param previous_nl_per_h: the rate to put back if the new one is refused, or None (nothing
+            to restore: the refusal leaves whatever the pump holds).
+        :param cause: why (journalled with the command).
+        :param essential: send even without a durable pending record.
+        :param also: further writes that must be durable in the same transaction (a bolus record).
+        """
+        previous = previous_nl_per_h
+        params = {"rate_nl_per_h": rate_nl_per_h, "previous_nl_per_h": previous, "cause": cause}
+        command_id, durable = self._begin("set_rate", params, also)
+        if not durable and not essential:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                  f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
+        outcome = self._program(rate_nl_per_h, previous)
+        self._settle_superseded(outcome)
+        detail: dict[str, Any] = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
+                                  "uncertain": outcome.uncertain, "detail": outcome.detail}
+        if outcome.status is not None:
+            detail["pump_state"] = outcome.status.state.value
+            detail["pump_alarm"] = None if outcome.status.alarm is None else outcome.status.alarm.value
+        if outcome.dispensed is not None:
+            detail["dispensed_nl"] = outcome.dispensed.infused_nl
+        if durable:
+            self.complete(command_id, COMMAND_OUTCOME[outcome.result], detail)
+            if outcome.result is ProgramResult.UNKNOWN:
+                self._uncertain_rates.append((command_id, rate_nl_per_h))
+        if outcome.result is ProgramResult.UNKNOWN:
+            self.committed_rate_nl_per_h = None
+        elif outcome.rate_nl_per_h is not None:
+            self.committed_rate_nl_per_h = outcome.rate_nl_per_h
+        return outcome
+
+    def _settle_superseded(self, outcome: ProgramOutcome) -> None:
+        """Resolve earlier uncertain rate commands once a later command verified the pump's rate.
+
+        An absolute rate is idempotent and the pump now holds a verified rate, so an earlier
+        uncertain command is either the rate running now (applied) or no longer in force (not
+        applied); what the pump delivered meanwhile is reconciled from its counter, not from
+        the command. Only a committed, read-back rate settles them.
+        """
+        if not self._uncertain_rates or outcome.result is not ProgramResult.COMMITTED or outcome.rate_nl_per_h is None:
+            return
+        pending, self._uncertain_rates = self._uncertain_rates, []
+        for command_id, rate in pending:
+            self.complete(command_id, "applied" if rate == outcome.rate_nl_per_h else "not_applied",
+                          {"detail": f"superseded: pump verified at {outcome.rate_nl_per_h} nL/h by a later command; "
+                                     "delivery reconciled from the pump counter"})
+
+    def _send_rate_once(self, rate_nl_per_h: int) -> tuple[CommandResult | None, bool]:
+        """Send one absolute rate; returns the result (None if it raised) and whether it was uncertain."""
+        try:
+            result = self.pump.set_rate(rate_nl_per_h)
+        except CapabilityError:
+            raise  # nothing was sent: the caller keeps the old rate
+        except HalError as exc:
+            # Lost reply or an error answer: never assume it applied; reconcile by reading.
+            self.hal_errors.append((exc, True))
+            return None, True
+        return result, result.outcome is Outcome.UNCERTAIN
+
+    def _verified(self, result: CommandResult | None, rate_nl_per_h: int) -> bool:
+        """The read-back rate equals the request within the pump's declared representation tolerance."""
+        if result is None or not result.applied or result.value is None:
+            return False
+        try:
+            tolerance_ppm = self.pump.capabilities().rate_tolerance_ppm
+        except HalError as exc:
+            self.hal_errors.append((exc, False))
+            tolerance_ppm = 0  # the declared tolerance is unknown: only an exact read-back verifies
+        return abs(result.value - rate_nl_per_h) * 1_000_000 <= rate_nl_per_h * tolerance_ppm
+
+    def _ensure_running(self) -> tuple[bool, PumpStatus | None, bool]:
+        """Start the pump if it is not infusing. Returns (running, status, uncertain)."""
+        status = self.read_status()
+        if status is None:
+            return False, None, True
+        if status.alarm is not None:
+            return False, status, False
+        if status.state is PumpState.INFUSING:
+            return True, status, False
+        try:
+            result = self.pump.start()
+        except HalError as exc:
+            self.hal_errors.append((exc, True))
+            result = None
+        uncertain = result is None or result.outcome is Outcome.UNCERTAIN
+        status = self.read_status()
+        running = status is not None and status.state is PumpState.INFUSING
+        return running, status, uncertain
+
+    def _program(self, rate_nl_per_h: int, previous_nl_per_h: int | None) -> ProgramOutcome:
+        """Stage, verify and commit ``rate_nl_per_h``; on failure restore ``previous_nl_per_h``.
+
+        A value the pump cannot represent (:class:`~cython_ext.errors.CapabilityError`, raised by the
+        driver before anything is sent) leaves the old rate running: ``KEPT_OLD``.
+        """
+        try:
+            result, uncertain = self._send_rate_once(rate_nl_per_h)
+        except CapabilityError as exc:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, previous_nl_per_h, None, None, False,
+                                  f"not sent: the pump cannot take {rate_nl_per_h} nL/h ({exc})")
+        dispensed = None
+        if uncertain:
+            # Reconcile first: what state is the pump in, and what has it delivered?
+            status = self.read_status()
+            dispensed = self.read_dispensed()
+            if status is None or dispensed is None:
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, status, dispensed, True,
+                                      "reply lost and the pump cannot be read")
+            if status.alarm is not None:
+                return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, None, status, dispensed, True,
+                                      f"reply lost; pump alarm {status.alarm.value}")
+            # An absolute rate is idempotent: sending it once more after reconciling cannot double anything.
+            result, again = self._send_rate_once(rate_nl_per_h)
+            if again:
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), dispensed, True,
+                                      "reply lost twice; rate unknown")
+        assert result is not None
+        if result.outcome is Outcome.NOT_APPLIED and result.status is not None and result.status.alarm is not None:
+            return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, previous_nl_per_h, result.status, dispensed,
+                                  uncertain, result.detail or f"pump alarm {result.status.alarm.value}")
+        self._collect_pending()
+        if self.seen_alarms:
+            # An alarm was latched (and acknowledged by our exchange): never start the pump over it.
+            return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, result.value if result.applied else previous_nl_per_h,
+                                  PumpStatus(PumpState.STOPPED, self.seen_alarms[-1]), dispensed, uncertain,
+                                  f"pump alarm {self.seen_alarms[-1].value} during programming")
+        if not self._verified(result, rate_nl_per_h):
+            detail = (f"read-back {result.value} nL/h differs from {rate_nl_per_h} nL/h"
+                      if result.applied else f"refused: {result.detail or result.outcome.value}")
+            return self._restore(previous_nl_per_h, detail, uncertain, dispensed)
+        running, status, start_uncertain = self._ensure_running()
+        if not running:
+            return ProgramOutcome(ProgramResult.UNKNOWN if status is None else ProgramResult.REJECTED_BY_PUMP,
+                                  result.value, status, dispensed, uncertain or start_uncertain,
+                                  "rate verified but the pump is not infusing")
+        return ProgramOutcome(ProgramResult.COMMITTED, result.value, status, dispensed,
+                              uncertain or start_uncertain, "verified")
+
+    def _restore(self, previous_nl_per_h: int | None, detail: str, uncertain: bool,
+                 dispensed: DispensedVolume | None) -> ProgramOutcome:
+        if previous_nl_per_h is None:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, None, self.read_status(), dispensed, uncertain, detail)
+        try:
+            result, lost = self._send_rate_once(previous_nl_per_h)
+        except CapabilityError:
+            result, lost = None, False
+        if lost or not self._verified(result, previous_nl_per_h):
+            return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), dispensed, True,
+                                  f"{detail}; restoring {previous_nl_per_h} nL/h could not be verified")
+        return ProgramOutcome(ProgramResult.KEPT_OLD, result.value, result.status, dispensed, uncertain,
+                              f"{detail}; previous rate restored and verified")
+
+    # -- stop ---------------------------------------------------------------------------------------
+
+    def send_stop(self, cause: str) -> bool:
+        """Stop delivery (an authorised discontinue or a STOP fault reaction); always sent.
+
+        :return: whether the stop was confirmed by a status read.
+        """
+        command_id, durable = self._begin("stop", {"cause": cause}, None)
+        try:
+            self.pump.stop()
+        except HalError as exc:
+            self.hal_errors.append((exc, True))
+        status = self.read_status()
+        stopped = status is not None and not status.state.delivering
+        if durable:
+            self.complete(command_id, "applied" if stopped else ("uncertain" if status is None else "not_applied"),
+                          {"confirmed": stopped, "pump_state": None if status is None else status.state.value,
+                           "detail": "stop confirmed by a status read" if stopped else
+                           "pump unreadable after the stop" if status is None else "pump still delivering"})
+            if status is None:
+                self._uncertain_stops.append(command_id)
+        self.committed_rate_nl_per_h = 0
+        return stopped
+
+    def settle_stops(self, status: PumpStatus) -> None:
+        """A status read after an uncertain stop establishes whether the pump stopped."""
+        pending, self._uncertain_stops = self._uncertain_stops, []
+        for command_id in pending:
+            stopped = not status.state.delivering
+            self.complete(command_id, "applied" if stopped else "not_applied",
+                          {"detail": f"reconciled: pump {status.state.value}"})
+
+    @property
+    def stops_unsettled(self) -> bool:
+        """Whether a stop command awaits a status read."""
+        return bool(self._uncertain_stops)
+
+    def adopt_unresolved(self) -> bool:
+        """After a restart: take over the rate and stop commands the journal holds unresolved.
+
+        They are resolved like this instance's own: a rate command by the next verified rate, a
+        stop by the next status read. Bolus commands are closed from the counter instead.
+
+        :return: whether a rate command is unresolved (the pump's rate is then unknown too).
+        """
+        records: tuple[Any, ...] = ()
+
+        def read() -> None:
+            nonlocal records
+            records = self.store.unresolved_commands()
+
+        if not self.durably("journal read at restart", read):
+            return False
+        for record in records:
+            if record.kind == "set_rate":
+                self._uncertain_rates.append((record.command_id, record.params["rate_nl_per_h"]))
+            elif record.kind == "stop":
+                self._uncertain_stops.append(record.command_id)
+        return bool(self._uncertain_rates)
+
+    # -- bolus commands ------------------------------------------------------------------------------
+
+    def begin_bolus_record(self, bolus_id: str, kind: str, params: dict[str, Any]) -> None:
+        """Stage a bolus command's pending record (inside the rate command's transaction)."""
+        self.store.begin_command(bolus_id, kind, params)

@@ -1,0 +1,146 @@
+"""What a run is judged on: the safety invariants every run checks, and the scenario's expectations.
+
+:func:`invariants` are checked on every run whether or not the scenario asks; each
+expectation of a scenario file is evaluated by its entry in :data:`EXPECTATIONS`
+(one table from ``check`` name to evaluator; a test checks it covers the schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from hil.report import CheckResult, RunRecord
+
+if TYPE_CHECKING:
+    from hil.scenario.runner import ScenarioRunner
+
+#: Relative tolerance of the ledger-versus-pump-counter invariant, ppm, and its floor, nL.
+COUNTER_MATCH_PPM = 5_000
+COUNTER_MATCH_FLOOR_NL = 20_000
+
+
+def invariants(run: ScenarioRunner, record: RunRecord, pump_counted_nl: int | None) -> list[CheckResult]:
+    """The safety invariants, from what the run observed.
+
+    :param pump_counted_nl: the simulated mechanism's own counter, nL (None with a real pump).
+    """
+    loop = run.controller.loop
+    out = [
+        CheckResult("rolling 24 h dose never above the cap", "cap" not in run.breaches,
+                    run.breaches.get("cap", "checked at every poll")),
+        CheckResult("flow never zero without an authorised discontinue or STOP reaction",
+                    "zero_flow" not in run.breaches and not loop.breaches,
+                    run.breaches.get("zero_flow", "; ".join(loop.breaches) or "checked at every poll")),
+    ]
+    if pump_counted_nl is not None:
+        diff = abs(pump_counted_nl - loop.total_counted_nl)
+        limit = max(COUNTER_MATCH_FLOOR_NL, pump_counted_nl * COUNTER_MATCH_PPM // 1_000_000)
+        out.append(CheckResult("ledger matches the pump's dispensed volume", diff <= limit,
+                               f"ledger {loop.total_counted_nl} nL, pump {pump_counted_nl} nL, "
+                               f"difference {diff} nL (limit {limit} nL)"))
+    boluses = run.controller.store.boluses()
+    ids = [b.bolus_id for b in boluses]
+    running_id = None if loop.bolus is None else loop.bolus.bolus_id
+    twice = [b for b in boluses if b.delivered_nl is not None and b.delivered_nl > b.volume_nl + 1000]
+    unfinished = [b for b in boluses if b.status != "finished" and b.bolus_id != running_id]
+    pending = [c for c in run.controller.store.pending_boluses() if c.command_id != running_id]
+    out.append(CheckResult("no bolus delivered twice",
+                           len(ids) == len(set(ids)) and not twice and not unfinished and not pending,
+                           f"{len(boluses)} boluses; over-delivered {len(twice)}; left open {len(unfinished)}; "
+                           f"unresolved in the journal {len(pending)}"))
+    raised = {a.code for a in record.alarms if a.event == "raise"}
+    missing = sorted({f["alarm"] for f in run.faults} - raised)
+    out.append(CheckResult("every fault produced its alarm", not missing,
+                           f"{len(run.faults)} faults" + (f"; missing {missing}" if missing else "")))
+    return out
+
+
+def accuracy_check(step: Any, outcome: Any) -> CheckResult:
+    """The scenario's accuracy step verdict as one of the run's checks."""
+    return CheckResult(f"accuracy step: mean error within ±{step.max_abs_mean_error_pct:g} %", outcome.passed,
+                       f"{outcome.detail}; report in {outcome.report_dir.name}/")
+
+
+Evaluator = Callable[["ScenarioRunner", Mapping[str, Any], RunRecord, set[str]], CheckResult]
+
+
+def _dose_within(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    err = record.dose_error_pct
+    ok = err is not None and abs(err) <= float(p["tolerance_pct"])
+    return CheckResult(f"delivered dose within {p['tolerance_pct']} % of programmed", ok,
+                       f"delivered {record.delivered_ug:.1f} µg, programmed {record.prescribed_ug:.1f} µg"
+                       + ("" if err is None else f" ({err:+.2f} %)"))
+
+
+def _alarm_raised(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    return CheckResult(f"alarm {p['code']} raised", p["code"] in raised, "raised" if p["code"] in raised else "not raised")
+
+
+def _alarm_not_raised(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    return CheckResult(f"alarm {p['code']} not raised", p["code"] not in raised,
+                       "raised" if p["code"] in raised else "not raised")
+
+
+def _allowed(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    result = run.results_by_label.get(p["action"])
+    if result is None:
+        return CheckResult(f"{p['action']} allowed", False, "the action produced no decision")
+    return CheckResult(f"{p['action']} allowed", result.allowed, result.detail or ",".join(result.reasons))
+
+
+def _denied(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    result = run.results_by_label.get(p["action"])
+    if result is None:
+        return CheckResult(f"{p['action']} denied", False, "the action produced no decision")
+    ok = not result.allowed and (p["reason"] is None or p["reason"] in result.reasons)
+    return CheckResult(f"{p['action']} denied" + (f" with {p['reason']}" if p["reason"] else ""), ok,
+                       ",".join(result.reasons) or "allowed")
+
+
+def _no_overdose(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    peak = run.patient.peak_overdose
+    return CheckResult("patient never overdosed", peak.value == 0, f"peak {peak.name}")
+
+
+def _no_severe_withdrawal(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord,
+                          raised: set[str]) -> CheckResult:
+    peak = run.patient.peak_withdrawal
+    return CheckResult("patient never in severe withdrawal", peak.value < 2, f"peak {peak.name}")
+
+
+def _ashworth_at_most(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    final = run.patient.state().ashworth
+    return CheckResult(f"final Ashworth at most {p['score']}", final <= float(p["score"]), f"{final:.2f}")
+
+
+def _boluses_delivered(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    n = sum(1 for b in run.controller.store.boluses() if b.kind == p["kind"] and b.status == "finished"
+            and not b.detail.startswith("not started"))
+    return CheckResult(f"{p['count']} {p['kind']} boluses delivered", n == p["count"], f"{n} delivered")
+
+
+def _mode_at_end(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    mode = run.controller.loop.mode.value
+    return CheckResult(f"controller ends in mode {p['mode']}", mode == p["mode"], mode)
+
+
+def _invariants_hold(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
+    return CheckResult("all safety invariants hold", all(i.passed for i in record.invariants), "see the invariants table")
+
+
+#: Every expectation's evaluator, by its ``check`` name.
+EXPECTATIONS: Mapping[str, Evaluator] = MappingProxyType({
+    "dose_within": _dose_within,
+    "alarm_raised": _alarm_raised,
+    "alarm_not_raised": _alarm_not_raised,
+    "denied": _denied,
+    "allowed": _allowed,
+    "no_overdose": _no_overdose,
+    "no_severe_withdrawal": _no_severe_withdrawal,
+    "ashworth_at_most": _ashworth_at_most,
+    "boluses_delivered": _boluses_delivered,
+    "mode_at_end": _mode_at_end,
+    "invariants_hold": _invariants_hold,
+})
