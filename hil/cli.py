@@ -10,20 +10,20 @@ and raises anything worse; :func:`main` turns what it raises into one line on
 standard error (or, with ``--json``, an ``itb.error/1`` document on standard
 output, see :mod:`hil.output`) and an exit status from this table:
 
-======  =================  =========================================================================
-status  meaning            raised as
-======  =================  =========================================================================
+======  ====================  ======================================================================
+status  meaning               raised as
+======  ====================  ======================================================================
 0       ok
-1       a check failed     the handler's verdict: an expectation, an invariant, a journal
-                           verification, a benchmark target; also any other ``ItbError``
-2       usage              bad arguments (argparse), or input refused by its validator
-                           (``ConfigError``: a scenario, prescription or profile file, an option)
-3       refused data       the measurements cannot support a result (``InsufficientDataError``)
-4       device or port     ``HalError`` and its subclasses: a port that will not open, a device
-                           that does not answer or answers an error, an uncertain delivery
-130     interrupted        SIGINT (Ctrl-C), 128 + 2 as the shell reports it
-141     closed pipe        the reader of standard output went away (``itb ... | head``), 128 + 13
-======  =================  =========================================================================
+1       a check failed        the handler's verdict: an expectation, an invariant, a journal
+                              verification, a benchmark target; also any other ``ItbError``
+2       usage                 bad arguments (argparse), or input refused by its validator
+                              (``ConfigError``: a scenario, prescription or profile file, an option)
+3       refused data          the measurements cannot support a result (``InsufficientDataError``)
+4       device or port error  ``HalError`` and its subclasses: a port that will not open, a device
+                              that does not answer or answers an error, an uncertain delivery
+130     interrupted           SIGINT (Ctrl-C), 128 + 2 as the shell reports it
+141     closed pipe           the reader of standard output went away (``itb ... | head``), 128 + 13
+======  ====================  ======================================================================
 
 Logging goes through the standard library to standard error: ``-v`` adds
 debug messages, ``-q`` keeps warnings and errors only, ``-qq`` errors only.
@@ -132,7 +132,8 @@ class _VersionAction(argparse.Action):
                  option_string: str | None = None) -> None:
         from hil.output import software_line
 
-        parser.exit(message=f"{software_line()}\n")
+        print(software_line())
+        parser.exit()
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
