@@ -102,8 +102,8 @@ def synthetic_record() -> RunRecord:
                for t in range(0, 73)]
     return RunRecord(
         scenario="synthetic", source="synthetic.toml", description="Three days, by hand.",
-        link="simulated NE-1000 over pty", pump_url="/dev/pts/9", duration_ms=3 * DAY, wall_s=1.5, started_utc="2026-01-05T08:00:00+00:00",
-        samples=samples,
+        link="simulated NE-1000 over pty", pump_url="/dev/pts/9", duration_ms=3 * DAY, wall_s=1.5,
+        started_utc="2026-01-05T08:00:00+00:00", samples=samples,
         alarms=[
             AlarmEvent(10 * H, "raise", "reservoir_low", "MEDIUM", "2 mL left"),
             AlarmEvent(20 * H, "raise", "motor_stall", "HIGH", "pump latched stall"),
