@@ -1,10 +1,19 @@
-"""``itb bench``: performance figures, printed as a table or as JSON."""
+"""``itb bench``: performance figures, printed as a table or as JSON.
+
+``--json`` prints one ``itb.bench/1`` document (the envelope of
+:mod:`hil.output`, then ``quick`` and ``benchmarks``: each benchmark's name and
+its figures, units in every key). A figure named ``meets_targets``,
+``invariants_held`` or ending in ``within_target`` is a verdict: ``passed``
+(and the exit status, 0 or 1) says whether every verdict held.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import sys
+from collections.abc import Iterator
+from typing import Any
 
 #: Benchmark name -> module exposing ``run(args) -> dict`` and ``add_arguments(parser)`` (optional).
 BENCHMARKS: dict[str, str] = {
@@ -12,16 +21,20 @@ BENCHMARKS: dict[str, str] = {
     "run": "hil.bench.run",
     "kernel": "hil.bench.kernel",
 }
+#: Names of the figures that are verdicts (a name may also end in ``within_target``).
+VERDICTS = ("meets_targets", "invariants_held")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``itb bench`` to the CLI."""
     parser = subparsers.add_parser(
         "bench",
         help="measure performance (kernel decisions, serial round trips, scenario speed)",
-        description="Run a benchmark and print its figures. 'all' runs every benchmark.",
+        description="Run a benchmark and print its figures. 'all' runs every benchmark. "
+        "Exit status 1 if a target or an invariant failed.",
     )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark to run")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (itb.bench/1)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     parser.set_defaults(func=_main)
 
@@ -31,15 +44,38 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict:
     return importlib.import_module(BENCHMARKS[name]).run(args)
 
 
+def _flat(figures: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def verdicts(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Every verdict figure of ``results`` (benchmark name -> figures), by its dotted name."""
+    return {
+        f"{name}.{key}": bool(value)
+        for name, figures in results.items()
+        for key, value in _flat(figures)
+        if key.rsplit(".", 1)[-1] in VERDICTS or key.endswith("within_target")
+    }
+
+
 def _main(args: argparse.Namespace) -> int:
+    from hil.output import document, dump
+
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     results = {name: run_benchmark(name, args) for name in names}
-    payload = results[names[0]] if len(names) == 1 else results
+    held = verdicts(results)
+    passed = all(held.values())
     if args.json:
-        print(json.dumps(payload, indent=2, sort_keys=True))
+        dump(document("itb.bench/1", passed=passed, quick=bool(args.quick), benchmarks=results), sys.stdout)
     else:
         for name, figures in results.items():
             print(f"[{name}]")
-            for key, value in figures.items():
+            for key, value in _flat(figures):
                 print(f"  {key:<40} {value}")
-    return 0
+        failed = [key for key, ok in held.items() if not ok]
+        print("all targets held" if passed else f"FAILED: {', '.join(failed)}")
+    return 0 if passed else 1

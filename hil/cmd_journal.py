@@ -1,10 +1,20 @@
-"""``itb journal``: verify a journal's hash chain, or export it as CSV or JSON."""
+"""``itb journal``: verify a journal's hash chain, or export it as CSV or JSON.
+
+``itb journal verify --json`` prints one ``itb.journal-verify/1`` document (the
+envelope of :mod:`hil.output`, then ``file``, ``entries_checked``, ``signed``,
+``signature_checked``, ``problems`` and ``first_bad_seq``); its ``passed`` is
+the exit status: 0 intact, 1 not. A journal file that does not exist is a
+usage error (exit 2), not a failed verification.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="file holding the checkpoint key of a signed journal (checks the head signature)",
     )
+    verify.add_argument("--json", action="store_true", help="print one JSON document (itb.journal-verify/1)")
     verify.set_defaults(func=_verify)
     export = actions.add_parser(
         "export",
@@ -40,11 +51,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_export)
 
 
+def _require_file(path: Path) -> None:
+    """:raises ConfigError: if ``path`` is not an existing file (a usage error, exit 2)."""
+    from cython_ext.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError("file", str(path), "an existing journal file")
+
+
 def _verify(args: argparse.Namespace) -> int:
     from controller.journal import verify_journal
 
     from cython_ext.errors import ConfigError
+    from hil.output import document, dump
 
+    _require_file(args.file)
     key = None
     if args.key_file is not None:
         try:
@@ -52,6 +73,12 @@ def _verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError("--key-file", str(args.key_file), "a readable file", detail=str(exc)) from exc
     report = verify_journal(args.file, checkpoint_key=key)
+    if args.json:
+        dump(document("itb.journal-verify/1", passed=report.ok, file=str(args.file),
+                      entries_checked=report.entries_checked, signed=report.signed,
+                      signature_checked=report.signature_checked, problems=list(report.problems),
+                      first_bad_seq=report.first_bad_seq), sys.stdout)
+        return 0 if report.ok else 1
     if report.ok:
         if report.signature_checked:
             signature = "head signature verified"
@@ -72,6 +99,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from controller.journal import export_journal
 
+    _require_file(args.file)
     if args.out is None:
         export_journal(args.file, args.format, sys.stdout)
         return 0
@@ -83,5 +111,5 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError("--out", str(args.out), "a writable file", detail=str(exc)) from exc
     with out:
         count = export_journal(args.file, args.format, out)
-    print(f"{count} entries written to {args.out}", file=sys.stderr)
+    log.info("%d entries written to %s", count, args.out)
     return 0

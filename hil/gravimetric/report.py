@@ -1,5 +1,13 @@
 """The accuracy report directory: ``report.html`` with PNG plots, ``summary.json``, ``samples.csv``.
 
+``summary.json`` is an ``itb.accuracy/1`` document (the envelope of
+:mod:`hil.output`, then ``result`` ("reported" or "refused"), ``limit_pct``,
+``config``, ``pump``, ``balance``, ``started_utc``, ``tare_ug``, ``checks``,
+``samples_taken``, ``pump_dispensed_nl``, ``stopped_early``, and where the data
+allow ``balance_volume_nl``, ``pump_counter_vs_balance_pct``, ``analysis``; a
+refused run has ``refusal``). The plots are PNGs at print resolution; given a
+limit, the trumpet curve shows it as a band.
+
 The serial traces (``pump_trace.txt``, ``balance_trace.txt``) are written
 into the same directory by the links while the run is in progress. A refused
 run still gets its CSV, traces and a summary naming the reason, and no plots
@@ -23,6 +31,8 @@ SAMPLES_FILE = "samples.csv"
 REPORT_FILE = "report.html"
 STARTUP_PNG = "startup.png"
 TRUMPET_PNG = "trumpet.png"
+#: The serial traces the links write beside the report, with what each is.
+TRACE_FILES = (("pump_trace.txt", "serial trace of the pump"), ("balance_trace.txt", "serial trace of the balance"))
 CSV_COLUMNS = (
     "index",
     "scheduled_s",
@@ -37,21 +47,41 @@ CSV_COLUMNS = (
 
 
 def summary(
-    measurement: Measurement, analysis: AccuracyAnalysis | None, refusal: InsufficientDataError | None = None
+    measurement: Measurement,
+    analysis: AccuracyAnalysis | None,
+    refusal: InsufficientDataError | None = None,
+    *,
+    limit_pct: float | None = None,
 ) -> dict[str, Any]:
-    """The ``summary.json`` content."""
-    data: dict[str, Any] = {
-        "result": "refused" if refusal is not None else "reported",
-        "config": config_summary(measurement.config),
-        "pump": asdict(measurement.pump_identity),
-        "balance": asdict(measurement.balance_identity),
-        "started_utc": measurement.started_utc,
-        "tare_ug": measurement.tare_ug,
-        "checks": [asdict(check) for check in measurement.checks],
-        "samples_taken": len(measurement.samples),
-        "pump_dispensed_nl": None if measurement.dispensed is None else measurement.dispensed.infused_nl,
-        "stopped_early": measurement.stopped_early,
-    }
+    """The ``summary.json`` content (kind ``itb.accuracy/1``, the envelope of :mod:`hil.output`).
+
+    ``passed`` is true when a result was reported and, given a limit, the overall
+    mean error A lies within it; ``error`` holds the refusal of a refused run.
+
+    :param limit_pct: the pass limit on |A|, %, or None for no verdict beyond "reported".
+    """
+    from hil.cli import ExitStatus
+    from hil.output import document, error_dict
+
+    passed = refusal is None and analysis is not None
+    if passed and limit_pct is not None:
+        passed = abs(analysis.mean_error_pct) <= limit_pct
+    data = document(
+        "itb.accuracy/1",
+        passed=passed,
+        error=None if refusal is None else error_dict(refusal, ExitStatus.REFUSED_DATA),
+        result="refused" if refusal is not None else "reported",
+        limit_pct=limit_pct,
+        config=config_summary(measurement.config),
+        pump=asdict(measurement.pump_identity),
+        balance=asdict(measurement.balance_identity),
+        started_utc=measurement.started_utc,
+        tare_ug=measurement.tare_ug,
+        checks=[asdict(check) for check in measurement.checks],
+        samples_taken=len(measurement.samples),
+        pump_dispensed_nl=None if measurement.dispensed is None else measurement.dispensed.infused_nl,
+        stopped_early=measurement.stopped_early,
+    )
     present = [sample.mass_ug for sample in measurement.samples if sample.mass_ug is not None]
     if measurement.config.tare and present and measurement.dispensed is not None:
         # Tared before the start: the last reading is everything delivered since (to within one interval).
@@ -87,94 +117,129 @@ def write_samples_csv(path: Path, measurement: Measurement) -> None:
             )
 
 
-def _plots(out_dir: Path, analysis: AccuracyAnalysis) -> None:
+def _plots(out_dir: Path, analysis: AccuracyAnalysis, limit_pct: float | None) -> None:
     # The Agg canvas is attached explicitly: no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from hil.report import PRINT_DPI
+
     rate = analysis.settings.rate_ml_per_h
-    figure = Figure(figsize=(8, 4), dpi=100)
+    figure = Figure(figsize=(8, 3.6), dpi=PRINT_DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     times_min = [f.elapsed_s / 60 for f in analysis.flows if f.flow_ml_per_h is not None]
     flows = [f.flow_ml_per_h for f in analysis.flows if f.flow_ml_per_h is not None]
     axes.plot(times_min, flows, drawstyle="steps-pre", linewidth=0.8, label="flow Q_i")
-    axes.axhline(rate, color="black", linestyle="--", linewidth=0.8, label="set rate r")
-    axes.axvline(analysis.analysis_start_s / 60, color="grey", linestyle=":", linewidth=0.8, label="analysis period")
-    axes.set_xlabel("time (min)")
-    axes.set_ylabel("flow (mL/h)")
-    axes.set_title("Start-up graph")
-    axes.legend(loc="best", fontsize="small")
+    axes.axhline(rate, color="black", linestyle="--", linewidth=0.8, label=f"set rate r = {rate:g} mL/h")
+    axes.axvspan(analysis.analysis_start_s / 60, max(times_min, default=0), color="#d0d7de", alpha=0.35,
+                 label="analysis period")
+    axes.set_xlabel("time since the start of sampling, min")
+    axes.set_ylabel("flow, mL/h")
+    axes.set_title("Start-up graph", loc="left")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right", fontsize="small")
     figure.tight_layout()
     figure.savefig(out_dir / STARTUP_PNG)
 
-    figure = Figure(figsize=(8, 4), dpi=100)
+    figure = Figure(figsize=(8, 3.6), dpi=PRINT_DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     windows = [t.window_min for t in analysis.trumpet]
+    if limit_pct is not None:
+        axes.axhspan(-limit_pct, limit_pct, color="#1a7f37", alpha=0.12, label=f"limit on A: ±{limit_pct:g} %")
+        for edge in (-limit_pct, limit_pct):
+            axes.axhline(edge, color="#1a7f37", linewidth=0.8)
     axes.plot(windows, [t.max_error_pct for t in analysis.trumpet], marker="o", label="Ep(max)")
     axes.plot(windows, [t.min_error_pct for t in analysis.trumpet], marker="o", label="Ep(min)")
-    axes.axhline(analysis.mean_error_pct, color="black", linestyle="--", linewidth=0.8, label="mean error A")
+    axes.axhline(analysis.mean_error_pct, color="black", linestyle="--", linewidth=0.8,
+                 label=f"mean error A = {analysis.mean_error_pct:+.2f} %")
     axes.axhline(0.0, color="grey", linewidth=0.5)
-    axes.set_xlabel("observation window (min)")
-    axes.set_ylabel("error (%)")
-    axes.set_title("Trumpet curve")
+    axes.set_xticks(windows)
+    axes.set_xlabel("observation window P, min")
+    axes.set_ylabel("error, %")
+    axes.set_title("Trumpet curve", loc="left")
+    axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
     figure.savefig(out_dir / TRUMPET_PNG)
 
 
-def _html(data: dict[str, Any], with_plots: bool) -> str:
+def _ml(nl: Any) -> str:
+    return "n/a" if nl is None else f"{nl / 1_000_000:.6f} mL"
+
+
+def _image(name: str, alt: str) -> str:
+    return f"<div class='plots narrow'><img src='{name}' alt='{alt}'></div>"
+
+
+def _verdict(data: dict[str, Any]) -> str:
+    if data["result"] == "refused":
+        return "REFUSED"
+    if data["limit_pct"] is None:
+        return "REPORTED"
+    return "PASSED" if data["passed"] else "FAILED"
+
+
+def _html(data: dict[str, Any], checks: list[Any], with_plots: bool, out_dir: Path) -> str:
+    from hil.output import software_line
+    from hil.report import fmt_utc, html_cell, html_checks, html_links, html_page, html_pairs, html_table
+
     esc = html.escape
     config = data["config"]
-    rows = [
-        f"<p><b>Result:</b> {esc(data['result'])}</p>",
-        f"<p>Set rate {config['rate_nl_per_h']} nL/h, syringe {config['syringe_diameter_mm']} mm, "
-        f"S = {config['interval_s']} s, T = {config['duration_s']} s, water {config['water_temperature_c']} °C "
-        f"(d = {config['density_g_per_ml']:.6f} g/mL). Started {esc(data['started_utc'])}.</p>",
-        f"<p>Pump {esc(data['pump']['model'])} {esc(data['pump']['firmware'])}; balance "
-        f"{esc(data['balance']['model'])} s/n {esc(data['balance']['serial_number'])}.</p>",
-        f"<p>Pump's own dispensed counter: {data['pump_dispensed_nl']} nL; weighed: "
-        f"{data.get('balance_volume_nl', 'n/a')} nL.</p>",
-        "<h2>Set-up checks</h2><ul>",
-        *(f"<li>{esc(c['name'])}: {esc(c['detail'])}</li>" for c in data["checks"]),
-        "</ul>",
-    ]
+    pump, balance = data["pump"], data["balance"]
+    body: list[str] = []
     if "refusal" in data:
         refusal = data["refusal"]
-        rows.append(f"<h2>Refused: {esc(refusal['reason'])}</h2><p>{esc(refusal['detail'])}</p>")
+        body.append(f"<p class='bad' id='refusal'>No result: {esc(refusal['reason'].replace('_', ' '))}. "
+                    f"{esc(refusal['detail'])}</p>")
+    rows: list[tuple[str, Any]] = []
     if "analysis" in data:
         analysis = data["analysis"]
-        rows.append(
-            f"<h2>Overall mean error A = {analysis['mean_error_pct']:+.3f} %</h2>"
-            f"<p>Mean flow {analysis['mean_flow_ml_per_h']:.6f} mL/h over the period from "
-            f"{analysis['analysis_start_s']} s ({analysis['analysis_flows']} intervals); samples "
-            f"{analysis['samples']}, missing {analysis['missing_samples']}, unstable {analysis['unstable_samples']}.</p>"
-        )
-        rows.append(
-            "<table border='1' cellpadding='4'><tr><th>P (min)</th><th>p</th><th>m</th><th>used</th>"
-            "<th>Ep(max) %</th><th>Ep(min) %</th></tr>"
-        )
-        for point in analysis["trumpet"]:
-            rows.append(
-                f"<tr><td>{point['window_min']}</td><td>{point['p']}</td><td>{point['m']}</td>"
-                f"<td>{point['windows_used']}</td><td>{point['max_error_pct']:+.3f}</td>"
-                f"<td>{point['min_error_pct']:+.3f}</td></tr>"
-            )
-        rows.append("</table>")
-        rows.extend(f"<p><i>{esc(note)}</i></p>" for note in analysis["notes"])
+        rows += [
+            ("Overall mean error A", f"{analysis['mean_error_pct']:+.3f} %"),
+            ("Limit on |A|", "none given" if data["limit_pct"] is None else f"{data['limit_pct']:g} %"),
+            ("Mean flow over the analysis period", f"{analysis['mean_flow_ml_per_h']:.6f} mL/h"),
+            ("Analysis period",
+             f"from {analysis['analysis_start_s'] / 60:g} min, {analysis['analysis_flows']} intervals"),
+            ("Samples (missing, unstable)",
+             f"{analysis['samples']} ({analysis['missing_samples']}, {analysis['unstable_samples']})"),
+        ]
+    rows += [
+        ("Set rate r", f"{config['rate_nl_per_h'] / 1_000_000:g} mL/h"),
+        ("Syringe inner diameter", f"{config['syringe_diameter_mm']} mm"),
+        ("Sampling interval S", f"{config['interval_s']} s"),
+        ("Sampling duration T", f"{config['duration_s'] / 60:g} min"),
+        ("Delivery before sampling", f"{config['stabilisation_s'] / 60:g} min"),
+        ("Water", f"{config['water_temperature_c']} °C, density {config['density_g_per_ml']:.6f} g/mL"),
+        ("Started", fmt_utc(data["started_utc"])),
+        ("Pump", f"{pump['model']} firmware {pump['firmware']}"),
+        ("Balance", f"{balance['model']} s/n {balance['serial_number']}"),
+        ("Pump's dispensed counter", _ml(data["pump_dispensed_nl"])),
+        ("Weighed volume", _ml(data.get("balance_volume_nl"))),
+    ]
+    if "pump_counter_vs_balance_pct" in data:
+        rows.append(("Pump counter against the balance", f"{data['pump_counter_vs_balance_pct']:+.3f} %"))
+    rows.append(("Software", software_line()))
+    body.append("<div class='cols'><div>" + html_pairs(rows, "overview") + "</div>")
+    links = [(SAMPLES_FILE, "raw weights (CSV, one row per sample)"), (SUMMARY_FILE, "summary (JSON, itb.accuracy/1)")]
+    links += [(name, what) for name, what in TRACE_FILES if (out_dir / name).is_file()]
+    body.append("<div><b>Files</b>" + html_links(links) + "</div></div>")
     if with_plots:
-        rows.append(f"<h2>Start-up graph</h2><img src='{STARTUP_PNG}' alt='start-up graph'>")
-        rows.append(f"<h2>Trumpet curve</h2><img src='{TRUMPET_PNG}' alt='trumpet curve'>")
-    rows.append(
-        f"<p>Raw weights: <a href='{SAMPLES_FILE}'>{SAMPLES_FILE}</a>; summary: "
-        f"<a href='{SUMMARY_FILE}'>{SUMMARY_FILE}</a>; serial traces: pump_trace.txt, balance_trace.txt.</p>"
-    )
-    body = "\n".join(rows)
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Gravimetric accuracy report</title></head>\n"
-        f"<body><h1>Gravimetric accuracy (IEC 60601-2-24 method)</h1>\n{body}\n</body></html>\n"
-    )
+        body.append(f"<h2>Trumpet curve</h2>{_image(TRUMPET_PNG, 'trumpet curve')}")
+        trumpet = [
+            [html_cell(point["window_min"], "num"), html_cell(point["p"], "num"), html_cell(point["m"], "num"),
+             html_cell(point["windows_used"], "num"), html_cell(f"{point['max_error_pct']:+.3f}", "num"),
+             html_cell(f"{point['min_error_pct']:+.3f}", "num")]
+            for point in data["analysis"]["trumpet"]
+        ]
+        body.append(html_table(["Window P, min", "Flows per window p", "Windows m", "Windows used",
+                                "Ep(max), %", "Ep(min), %"], trumpet, "trumpet"))
+        body.extend(f"<p><i>{esc(note)}</i></p>" for note in data["analysis"]["notes"])
+        body.append(f"<h2>Start-up graph</h2>{_image(STARTUP_PNG, 'start-up graph')}")
+    body.append("<h2>Set-up checks</h2>" + html_checks(checks, "checks"))
+    title = "Gravimetric accuracy"
+    return html_page(title, f"{title} (IEC 60601-2-24 method)", _verdict(data), body)
 
 
 def write_report(
@@ -183,6 +248,7 @@ def write_report(
     analysis: AccuracyAnalysis | None,
     *,
     refusal: InsufficientDataError | None = None,
+    limit_pct: float | None = None,
 ) -> dict[str, Any]:
     """Write the report files into ``out_dir`` (created if needed).
 
@@ -190,13 +256,16 @@ def write_report(
     :param measurement: the recorded run.
     :param analysis: the analysis, or None for a refused run.
     :param refusal: why the run was refused, if it was.
+    :param limit_pct: the pass limit on |mean error A|, %: it sets the verdict and the band on
+        the trumpet curve.
     :return: the summary written to ``summary.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = summary(measurement, analysis, refusal)
+    data = summary(measurement, analysis, refusal, limit_pct=limit_pct)
     write_samples_csv(out_dir / SAMPLES_FILE, measurement)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if analysis is not None:
-        _plots(out_dir, analysis)
-    (out_dir / REPORT_FILE).write_text(_html(data, analysis is not None), encoding="utf-8")
+        _plots(out_dir, analysis, limit_pct)
+    page = _html(data, list(measurement.checks), analysis is not None, out_dir)
+    (out_dir / REPORT_FILE).write_text(page, encoding="utf-8")
     return data

@@ -1,8 +1,8 @@
 """Normalised ``summary.json`` of a scenario run, for the golden comparison.
 
 Removes what legitimately differs between two runs of the same scenario: wall-clock
-timings, the pty path, the scenario file's absolute path, and random bolus IDs (each
-bolus is identified by its position instead). Everything else (decisions, alarms,
+timings, the pty path, the scenario file's absolute path, the software version and
+git revision, and random bolus IDs (each bolus is identified by its position instead). Everything else (decisions, alarms,
 boluses, doses, samples, checks) must be identical.
 
 Regenerate the goldens on purpose only, after a change of behaviour that is meant:
@@ -19,7 +19,7 @@ from typing import Any
 
 GOLDEN_DIR = Path(__file__).with_name("golden")
 #: Keys whose values are timings or machine paths.
-VOLATILE_KEYS = ("wall_s", "virtual_to_wall_ratio", "pump_url", "source")
+VOLATILE_KEYS = ("wall_s", "virtual_to_wall_ratio", "pump_url", "source", "software")
 
 
 def normalise(summary: dict[str, Any]) -> dict[str, Any]:
