@@ -869,6 +869,12 @@ class Journal:
         with self._lock:
             return self._command_record(command_id)
 
+    def commands(self) -> tuple[CommandRecord, ...]:
+        """Every command, in the order it was recorded (staged records included)."""
+        with self._lock:
+            records = [self._command_record(cid) for cid in self._commands]
+        return tuple(r for r in records if r is not None)
+
     def unresolved_commands(self) -> tuple[CommandRecord, ...]:
         """Commands pending or uncertain, oldest first: reconcile these, never re-send them."""
         with self._lock:

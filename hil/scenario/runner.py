@@ -25,6 +25,7 @@ from typing import Any
 
 import hal
 from controller.assembly import Controller, ControllerSettings, build_controller
+from controller.journal import CommandRecord
 from controller.loop import PollRecord
 from controller.patient import PatientRecord
 from controller.store import Store
@@ -34,7 +35,7 @@ from cython_ext.units import MS_PER_H
 from hal.clock import Clock, SystemClock
 from hal.pump import Direction
 from hil.gravimetric.step import run_accuracy_step
-from hil.report import AlarmEvent, DecisionEvent, RunRecord, Sample
+from hil.report import AlarmEvent, DecisionEvent, PumpCommand, RunRecord, Sample
 from hil.scenario.actions import ACTIONS
 from hil.scenario.checks import EXPECTATIONS, accuracy_check, invariants
 from hil.scenario.schema import Scenario
@@ -348,6 +349,8 @@ class ScenarioRunner:
         else:
             record.pump_dispensed_ml = loop.total_counted_nl / 1e6
         record.invariants.extend(invariants(self, record, pump_counted_nl))
+        record.commands = [_pump_command(c, self.t0_ms) for c in self.controller.store.commands()]
+        record.low_reservoir_ml = self.scenario.prescription.pump.low_reservoir_alarm_nl / 1e6
         boluses = self.controller.store.boluses()
         record.boluses = [
             {"bolus_id": b.bolus_id, "kind": b.kind, "dose_ng": b.dose_ng, "volume_nl": b.volume_nl,
@@ -356,11 +359,22 @@ class ScenarioRunner:
             for b in boluses
         ]
         if self.accuracy_outcome is not None:
+            record.accuracy_report = f"{self.accuracy_outcome.report_dir.name}/report.html"
             step = self.scenario.accuracy
             record.expectations.append(accuracy_check(step, self.accuracy_outcome))
         raised = {a.code for a in record.alarms if a.event == "raise"}
         for exp in self.scenario.expectations:
             record.expectations.append(EXPECTATIONS[exp.check](self, exp.params, record, raised))
+
+
+def _pump_command(command: CommandRecord, t0_ms: int) -> PumpCommand:
+    """A journalled command as the report shows it."""
+    detail = command.detail if isinstance(command.detail, dict) else {}
+    text = detail.get("detail") or ("" if command.detail is None or detail else str(command.detail))
+    return PumpCommand(t_ms=command.pending_monotonic_ns // 1_000_000 - t0_ms, command=command.kind,
+                       outcome=command.status, rate_nl_per_h=command.params.get("rate_nl_per_h"),
+                       volume_nl=command.params.get("volume_nl"), command_id=command.command_id,
+                       detail=str(text or command.params.get("cause", "")))
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRecord:

@@ -2,7 +2,7 @@
 
 Removes what legitimately differs between two runs of the same scenario: wall-clock
 timings, the pty path, the scenario file's absolute path, the software version and
-git revision, and random bolus IDs (each bolus is identified by its position instead). Everything else (decisions, alarms,
+git revision, and random bolus and command IDs (each is identified by its position instead). Everything else (decisions, alarms,
 boluses, doses, samples, checks) must be identical.
 
 Regenerate the goldens on purpose only, after a change of behaviour that is meant:
@@ -26,6 +26,8 @@ def normalise(summary: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``summary`` without its volatile parts."""
     out = {k: v for k, v in summary.items() if k not in VOLATILE_KEYS}
     ids = {b["bolus_id"]: f"bolus-{i}" for i, b in enumerate(out.get("boluses", []))}
+    for i, command in enumerate(out.get("pump_commands", [])):
+        ids.setdefault(command["command_id"], f"command-{i}")
     text = json.dumps(out, sort_keys=True)
     for real, stable in ids.items():
         text = text.replace(real, stable)
