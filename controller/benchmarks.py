@@ -1,5 +1,8 @@
 """Measurement workloads over the controller's own parts, for ``itb bench``.
 
+:func:`accounting_replay_s` -- the kernel-and-accounting-only loop over a run's polls, the floor
+that ``itb bench run`` compares the full loop with.
+
 Only ``controller`` may import the safety kernel (DESIGN: one gate), so the
 workloads that time the kernel live here and ``hil.bench`` only runs them and
 reports the figures.
@@ -24,7 +27,10 @@ import os
 import platform
 import statistics
 import time
+from typing import Any
 
+from controller.accounting import Accounting
+from controller.gate import KernelGate
 from cython_ext import kernel
 from cython_ext.units import MS_PER_DAY, MS_PER_H
 
@@ -153,3 +159,38 @@ def kernel_figures(*, quick: bool = False) -> dict:
         }
     )
     return figures
+
+
+def accounting_replay_s(prescription: Any, polls: list[tuple[int, int]]) -> float:
+    """The kernel-and-accounting-only loop: wall time to account ``polls`` without pump, wire or store, s.
+
+    For each poll, in order, what the full loop does besides talking to the pump and writing
+    the store: accrue the commanded volume by kind, reconcile a counter that moved by exactly
+    that volume into the kernel ledger (through the catheter dead-volume queue), and read the
+    rolling 24 h total and the cap. This is the floor the full in-process loop is compared with.
+
+    :param prescription: the prescription the run used (drug, caps, dead volume).
+    :param polls: ``(controller time ms, rate the pump held nL/h)`` of every poll of a run.
+    """
+    rx = prescription
+    conc = rx.concentration_ug_per_ml
+    gate = KernelGate(conc, rx.kernel_caps_kwargs(), min_rate_nl_per_h=1, max_rate_nl_per_h=10_000_000)
+    accounting = Accounting(gate, lambda *args, **kwargs: None)
+    accounting.concentration_ug_per_ml = conc
+    accounting.catheter.fill(rx.pump.dead_volume_nl, conc)
+    if not polls:
+        return 0.0
+    start_ms = polls[0][0]
+    accounting.accrual_ms = start_ms
+    accounting.last_counter_nl = 0
+    counter_scaled = 0  # nL x ms/h: the counter moves exactly by what was commanded
+    previous_ms, previous_rate = start_ms, polls[0][1]
+    began = time.perf_counter()
+    for now_ms, rate in polls[1:]:
+        accounting.accrue(now_ms, previous_rate, bolus=None, running=True, minimum_rate=False, programme=None)
+        counter_scaled += previous_rate * (now_ms - previous_ms)
+        accounting.reconcile(counter_scaled // MS_PER_H, now_ms, previous_ms, None)
+        gate.total_24h_ng(now_ms)
+        gate.cap_ng_per_day()
+        previous_ms, previous_rate = now_ms, rate
+    return time.perf_counter() - began

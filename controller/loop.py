@@ -44,7 +44,7 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller import reservoir as reservoir_math
@@ -483,13 +483,12 @@ class ControlLoop:
         """Volume per day at the committed basal rate, nL/day."""
         return self.basal_rate_nl_per_h * 24
 
-    def forecast(self) -> reservoir_math.ReservoirForecast | None:
-        """Low-alarm, empty and refill dates from the predicted reservoir (RES-01, RES-02), or None.
+    def _worst_case_nl_per_day(self) -> int:
+        """The reservoir's worst-case daily use, nL/day: the programmed day plus every allowed patient bolus.
 
-        Uses the programmed daily volume (the minimum rate in minimum-rate mode; a flex or
-        periodic-bolus programme's whole-day total, never the rate of the moment) plus, as the
-        worst case, every patient bolus the prescription allows each day; None
-        before implant, after a discontinue, or while nothing is programmed.
+        The programmed day is the minimum rate in minimum-rate mode, a flex or periodic-bolus
+        programme's whole-day total (never the rate of the moment), or the basal rate; 0 when
+        nothing is programmed.
         """
         if self.mode is Mode.MINIMUM_RATE:
             programmed_nl_per_day = self.config.minimum_rate_nl_per_h * 24
@@ -497,30 +496,61 @@ class ControlLoop:
             programmed_nl_per_day = self.programme.daily_total_nl()
         else:
             programmed_nl_per_day = self.basal_rate_nl_per_h * 24
-        reservoir = self.accounting.reservoir
-        if not reservoir.fill_nl or programmed_nl_per_day <= 0 or reservoir.fill_utc is None:
-            return None
+        if programmed_nl_per_day <= 0:
+            return 0
+        return programmed_nl_per_day + int(self.therapy_state.get("patient_bolus_nl_per_day", 0))
+
+    def _reservoir_settings(self) -> reservoir_math.ReservoirSettings:
         c = self.config
-        settings = reservoir_math.ReservoirSettings(max(c.reservoir_capacity_nl, reservoir.fill_nl, c.low_reservoir_nl + 1),
-                                                    c.low_reservoir_nl, c.low_reservoir_days, c.empty_reservoir_nl)
+        return reservoir_math.ReservoirSettings(
+            max(c.reservoir_capacity_nl, self.accounting.reservoir.fill_nl, c.low_reservoir_nl + 1),
+            c.low_reservoir_nl, c.low_reservoir_days, c.empty_reservoir_nl)
+
+    def forecast(self) -> reservoir_math.ReservoirForecast | None:
+        """Low-alarm, empty and refill dates from the predicted reservoir (RES-01, RES-02), or None.
+
+        Uses the worst-case daily use (:meth:`_worst_case_nl_per_day`); None before implant, after a
+        discontinue, while nothing is programmed, or when the reservoir lasts beyond the horizon.
+        """
+        reservoir = self.accounting.reservoir
+        daily_nl = self._worst_case_nl_per_day()
+        if not reservoir.fill_nl or daily_nl <= 0 or reservoir.fill_utc is None:
+            return None
         state = reservoir_math.ReservoirState(reservoir.fill_nl, reservoir.dispensed_since_fill_nl, reservoir.fill_utc)
-        worst_case_nl_per_day = programmed_nl_per_day + int(self.therapy_state.get("patient_bolus_nl_per_day", 0))
         try:
-            return reservoir_math.forecast(state, worst_case_nl_per_day, settings, self.clock.utc_now())
+            return reservoir_math.forecast(state, daily_nl, self._reservoir_settings(), self.clock.utc_now())
         except ConfigError:
             return None  # a rate so low the forecast runs past its horizon: nothing is due
+
+    def _forecast_verdicts(self, volume_nl: int) -> tuple[bool, bool]:
+        """(low by the forecast, refill due) for ``volume_nl`` left, by integer comparison.
+
+        Exactly what :meth:`forecast` would say (:func:`controller.reservoir.alarm_levels` is
+        derived from its arithmetic and tested against it), without its exact-fraction dates.
+        """
+        reservoir = self.accounting.reservoir
+        daily_nl = self._worst_case_nl_per_day()
+        if daily_nl <= 0 or reservoir.fill_utc is None:
+            return False, False
+        levels = reservoir_math.alarm_levels(daily_nl, self._reservoir_settings())
+        if volume_nl > levels.forecast_limit_nl:
+            return False, False
+        by_interval = reservoir.fill_utc + timedelta(days=reservoir_math.MAX_REFILL_INTERVAL_DAYS) <= self.clock.utc_now()
+        return volume_nl <= levels.low_nl, volume_nl <= levels.refill_nl or by_interval
 
     def _check_reservoir(self) -> None:
         if self.mode in (Mode.IDLE, Mode.DISCONTINUED) or not self.accounting.reservoir.fill_nl:
             return
         volume = self.reservoir_nl()
-        fc = self.forecast()
-        low = volume <= self.config.low_reservoir_nl or (fc is not None and fc.low)
+        forecast_low, refill_due = self._forecast_verdicts(volume)
+        low = volume <= self.config.low_reservoir_nl or forecast_low
         if low and not self.alarms.is_active(AlarmCode.RESERVOIR_LOW):
+            fc = self.forecast()
             when = "" if fc is None else (f"; {float(fc.days_to_empty):.1f} days to empty, refill due "
                                           f"{fc.refill_due_utc:%Y-%m-%d}")
             self._fault(FaultCode.RESERVOIR_LOW, f"{volume} nL left ({', '.join(fc.low_triggers) if fc else 'volume'}){when}")
-        elif fc is not None and fc.refill_due and not low and not self.alarms.is_active(AlarmCode.REFILL_DUE):
+        elif refill_due and not low and not self.alarms.is_active(AlarmCode.REFILL_DUE):
+            fc = self.forecast()
             self.alarms.raise_alarm(AlarmCode.REFILL_DUE, detail=f"refill due {fc.refill_due_utc:%Y-%m-%d}")
         if volume <= 0 and self.mode is not Mode.STOPPED_FAULT:
             self._fault(FaultCode.RESERVOIR_CONFIRMED_EMPTY, "predicted volume exhausted")

@@ -278,6 +278,45 @@ def forecast(
     )
 
 
+@dataclass(frozen=True)
+class AlarmLevels:
+    """The reservoir volumes at which :func:`forecast`'s alarms fall, for one daily volume.
+
+    A poll compares the remaining volume with these integers instead of forecasting: for any
+    remaining volume ``r`` (with a forecast possible, ``r <= forecast_limit_nl``),
+    ``r <= low_nl`` exactly when the forecast is :attr:`~ReservoirForecast.low`, and
+    ``r <= refill_nl`` exactly when its refill date (by the low-alarm date) has come. The refill
+    date can also come by the longest refill interval, which is a matter of time, not volume.
+
+    :ivar low_nl: low alarm at or below this, nL.
+    :ivar refill_nl: refill due (by the low-alarm date) at or below this, nL.
+    :ivar forecast_limit_nl: above this the reservoir lasts beyond the forecast horizon, nL.
+    """
+
+    low_nl: int
+    refill_nl: int
+    forecast_limit_nl: int
+
+
+def alarm_levels(daily_volume_nl: int, settings: ReservoirSettings, *,
+                 refill_margin_days: int = DEFAULT_REFILL_MARGIN_DAYS) -> AlarmLevels:
+    """The volumes at which the low alarm and the refill date fall, at ``daily_volume_nl`` per day.
+
+    Derived from :func:`forecast`'s exact arithmetic, its rounding included: the low-alarm date is
+    ``now + to_low`` rounded down to the millisecond, so the refill date (``margin`` days before it)
+    has come when ``to_low x MS_PER_DAY < margin x MS_PER_DAY + 1``.
+
+    :raises ConfigError: for a non-positive daily volume.
+    """
+    _int("daily_volume_nl", daily_volume_nl, 1)
+    d, day = daily_volume_nl, units.MS_PER_DAY
+    low = max(settings.low_alarm_nl, settings.low_alarm_days * d)
+    # to_low = min((r - V_low) / d, r / d - D_low), each floored at 0; "< margin days + 1 ms" per day.
+    slack = -(-(refill_margin_days * day + 1) * d // day) - 1
+    refill = max(settings.low_alarm_nl + slack, settings.low_alarm_days * d + slack)
+    return AlarmLevels(low, refill, MAX_FORECAST_DAYS * d)
+
+
 # ---------------------------------------------------------------------------------------------------
 # refill
 

@@ -1,14 +1,22 @@
-"""``itb bench run``: how fast the default scenario runs in virtual time.
+"""``itb bench run``: how fast the control loop runs, against its own floor and against the wire.
 
-Runs the built-in scenario, extended to 180 days (one patient: implant,
-titration, boluses, refill, stall, then months of maintenance until the
-reservoir runs low and empty), on the simulated NE-1000 in virtual time,
-once in-process and once over a real pty, and reports wall time and the
-virtual-to-wall ratio of each. ``--quick`` runs 30 days instead.
+Runs the built-in scenario extended to 180 days (one patient: implant, titration,
+boluses, refill, stall, then months of maintenance until the reservoir runs low and
+empty) on the simulated NE-1000 in virtual time, and reports in one run:
 
-Targets (issue #4): 180 days under 5 s wall in-process and under 30 s over a pty.
-The run writes its journal, checkpoint and serial trace to a temporary
-directory (durable writes included), but no report.
+* **(a) the full loop in-process**: controller, kernel, durable store (WAL,
+  ``synchronous=FULL``), HAL driver and simulated firmware, without a terminal;
+* **(b) the kernel-and-accounting-only loop** over the same polls
+  (:func:`controller.benchmarks.accounting_replay_s`): what the loop must do for each
+  poll besides talking to the pump and committing; and **the ratio (a)/(b)**, whose
+  goal is at most :data:`TARGET_FLOOR_RATIO`;
+* the full loop **over a pty**, as fast as it goes;
+* a shorter run over a pty **paced at 19200 baud**, against the wire time of every
+  byte it exchanged (:data:`TARGET_WIRE_RATIO` at most).
+
+``--quick`` runs 30 days (and 1 day paced) instead. Targets: 180 days in-process under
+5 s, over a pty under 30 s. Each run writes its store and serial trace to a temporary
+directory, but no report.
 """
 
 from __future__ import annotations
@@ -18,22 +26,48 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-MS_PER_DAY = 86_400_000
+from controller.benchmarks import accounting_replay_s
+from controller.gate import kernel_implementation
+from cython_ext.units import MS_PER_DAY
+from hil.report import RunRecord
+from hil.scenario import DEFAULT_SCENARIO, RunOptions, ScenarioRunner, load_scenario
+
 FULL_DAYS = 180
 QUICK_DAYS = 30
+PACED_DAYS = 7
+QUICK_PACED_DAYS = 1
+PACED_BAUD = 19200
 TARGET_WALL_S = {"inprocess": 5.0, "pty": 30.0}
+#: Goal for the full in-process loop against the kernel-and-accounting loop, (a)/(b).
+TARGET_FLOOR_RATIO = 100.0
+#: Goal for a paced run's wall time against the wire time of its bytes.
+TARGET_WIRE_RATIO = 1.15
+#: Bits on the wire per byte at 8N1 (start, 8 data, stop).
+BITS_PER_BYTE = 10
+
+
+def _run(days: int, options: RunOptions) -> tuple[RunRecord, Path, Any]:
+    scenario = load_scenario(DEFAULT_SCENARIO).with_duration(days * MS_PER_DAY)
+    work = Path(tempfile.mkdtemp(prefix="itb-bench-run-"))
+    record = ScenarioRunner(scenario, RunOptions(**{**options.__dict__, "report_dir": work})).run()
+    return record, work, scenario
+
+
+def _invariants(record: RunRecord) -> dict[str, Any]:
+    return {
+        "invariants_checked": len(record.invariants),
+        "invariants_held": bool(record.invariants) and all(i.passed for i in record.invariants),
+        "invariants_failed": [i.name for i in record.invariants if not i.passed],
+        "error": record.error,
+    }
 
 
 def measure(link: str, days: int) -> dict[str, Any]:
-    """Run the default scenario for ``days`` over ``link``; return its figures."""
-    from hil.scenario import DEFAULT_SCENARIO, RunOptions, ScenarioRunner, load_scenario
-
-    scenario = load_scenario(DEFAULT_SCENARIO).with_duration(days * MS_PER_DAY)
-    with tempfile.TemporaryDirectory(prefix="itb-bench-run-") as work:
-        record = ScenarioRunner(scenario, RunOptions(link=link, report_dir=Path(work))).run()
+    """Run the default scenario for ``days`` over ``link`` as fast as it goes; return its figures."""
+    record, _work, scenario = _run(days, RunOptions(link=link))
     virtual_s = scenario.settings.duration_ms / 1000
     projected_s = record.wall_s * FULL_DAYS / days
-    return {
+    figures = {
         "days": days,
         "wall_s": round(record.wall_s, 3),
         "virtual_to_wall_ratio": round(virtual_s / record.wall_s) if record.wall_s > 0 else None,
@@ -42,19 +76,54 @@ def measure(link: str, days: int) -> dict[str, Any]:
         "target_wall_s_for_180_days": TARGET_WALL_S[link],
         "projected_wall_s_for_180_days": round(projected_s, 2),
         "within_target": projected_s <= TARGET_WALL_S[link],
-        "invariants_checked": len(record.invariants),
-        "invariants_held": bool(record.invariants) and all(i.passed for i in record.invariants),
-        "invariants_failed": [i.name for i in record.invariants if not i.passed],
-        "error": record.error,
+        **_invariants(record),
+    }
+    if link == "inprocess":
+        polls = [(sample.t_ms, sample.rate_nl_per_h) for sample in record.samples]
+        floor_s = accounting_replay_s(scenario.prescription, polls)
+        ratio = record.wall_s / floor_s if floor_s > 0 else None
+        figures.update({
+            "kernel_and_accounting_s": round(floor_s, 4),
+            "full_over_kernel_and_accounting": None if ratio is None else round(ratio, 1),
+            "target_full_over_kernel_and_accounting": TARGET_FLOOR_RATIO,
+            "within_floor_target": ratio is not None and ratio <= TARGET_FLOOR_RATIO,
+        })
+    return figures
+
+
+def _wire_bytes(trace: Path) -> int:
+    """Bytes that crossed the wire in both directions, from the driver's serial trace."""
+    total = 0
+    for line in trace.read_text(encoding="utf-8").splitlines():
+        fields = line.split(maxsplit=2)
+        if len(fields) == 3 and fields[1] in ("TX", "RX"):
+            total += len(fields[2].split("|", 1)[0].split())  # the hex column ends where the ASCII one begins
+    return total
+
+
+def measure_paced(days: int, baud: int = PACED_BAUD) -> dict[str, Any]:
+    """A run over a pty paced at ``baud``: its wall time against the wire time of every byte exchanged."""
+    record, work, _scenario = _run(days, RunOptions(link="pty", pace_baud=baud))
+    wire_s = _wire_bytes(work / "serial-trace.txt") * BITS_PER_BYTE / baud
+    ratio = record.wall_s / wire_s if wire_s > 0 else None
+    return {
+        "days": days,
+        "baud": baud,
+        "wall_s": round(record.wall_s, 3),
+        "wire_s": round(wire_s, 3),
+        "wall_over_wire": None if ratio is None else round(ratio, 3),
+        "target_wall_over_wire": TARGET_WIRE_RATIO,
+        "within_target": ratio is not None and ratio <= TARGET_WIRE_RATIO,
+        **_invariants(record),
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Benchmark entry point (``itb bench run [--quick] [--json]``): the figures of each link under its name."""
-    from controller.gate import kernel_implementation
-
-    days = QUICK_DAYS if getattr(args, "quick", False) else FULL_DAYS
+    """Benchmark entry point (``itb bench run [--quick] [--json]``): the figures of each run under its name."""
+    quick = getattr(args, "quick", False)
+    days = QUICK_DAYS if quick else FULL_DAYS
     figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario"}
     for link in ("inprocess", "pty"):
         figures[link] = measure(link, days)
+    figures["pty_paced"] = measure_paced(QUICK_PACED_DAYS if quick else PACED_DAYS)
     return figures

@@ -71,6 +71,8 @@ class RunOptions:
     :ivar safe_mode_timeout_s: run the pump in New Era Safe mode with this watchdog, s (1-255).
         The loop's poll heartbeats it; in real (or scaled) time a driver heartbeat thread also
         runs between polls. In virtual time the poll interval must be under half the watchdog.
+    :ivar pace_baud: pace the simulated pump's bytes at this baud (pty and TCP links; the wire time of
+        every exchange is then spent in real time, whatever the clock).
     """
 
     link: str = "pty"
@@ -80,6 +82,7 @@ class RunOptions:
     progress: Any = None
     safe_mode_timeout_s: int | None = None
     balance_url: str | None = None
+    pace_baud: int | None = None
 
 
 class ScenarioRunner:
@@ -252,7 +255,8 @@ class ScenarioRunner:
             self.rig = stack.enter_context(simulated_pump(
                 self.options.link, clock=self.clock, seed=sc.settings.seed, faults=sc.pump.faults,
                 syringe_diameter_mm=str(sc.pump.syringe_diameter_mm), syringe_volume_ml=SIM_SYRINGE_VOLUME_ML,
-                bias_pct=float(sc.pump.bias_pct), noise_pct=float(sc.pump.noise_pct)))
+                bias_pct=float(sc.pump.bias_pct), noise_pct=float(sc.pump.noise_pct),
+                pace_baud=self.options.pace_baud))
             url = self.rig.url
             record.link = f"simulated NE-1000 over {self.options.link}"
         else:

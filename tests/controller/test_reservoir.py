@@ -15,6 +15,7 @@ from controller.reservoir import (
     RefillRecord,
     ReservoirSettings,
     ReservoirState,
+    alarm_levels,
     check_refill,
     days_until,
     forecast,
@@ -312,3 +313,35 @@ def test_forecast_refuses_a_daily_volume_too_small_to_be_a_programme() -> None:
     with pytest.raises(ConfigError) as excinfo:
         forecast(ReservoirState(ml("40"), 0, T0), 1, settings, T0)
     assert excinfo.value.field == "daily_volume_nl"
+
+
+@given(
+    daily_nl=st.integers(1, 5_000_000),
+    low_nl=st.integers(1, 5_000_000),
+    empty_nl=st.integers(0, 999_999),
+    low_days=st.integers(0, 60),
+    fill_extra_nl=st.integers(0, 40_000_000),
+    delivered_nl=st.integers(0, 60_000_000),
+    age_ms=st.integers(0, 200 * units.MS_PER_DAY),
+    margin=st.integers(3, 5),
+)
+def test_alarm_levels_agree_with_the_exact_forecast(daily_nl: int, low_nl: int, empty_nl: int, low_days: int,
+                                                    fill_extra_nl: int, delivered_nl: int, age_ms: int,
+                                                    margin: int) -> None:
+    """The per-poll volume comparison gives the forecast's verdicts exactly (RES-01, RES-02)."""
+    empty = min(empty_nl, low_nl - 1)
+    fill = low_nl + 1 + fill_extra_nl
+    settings = ReservoirSettings(fill + 1, low_nl, low_days, empty)
+    filled = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = filled + timedelta(milliseconds=age_ms)
+    state = ReservoirState(fill, min(delivered_nl, fill), filled)
+    levels = alarm_levels(daily_nl, settings, refill_margin_days=margin)
+    remaining = state.remaining_nl
+    if remaining > levels.forecast_limit_nl:
+        with pytest.raises(ConfigError):
+            forecast(state, daily_nl, settings, now, refill_margin_days=margin)
+        return
+    fc = forecast(state, daily_nl, settings, now, refill_margin_days=margin)
+    assert fc.low == (remaining <= levels.low_nl)
+    by_interval = filled + timedelta(days=MAX_REFILL_INTERVAL_DAYS) <= now
+    assert fc.refill_due == (remaining <= levels.refill_nl or by_interval)
