@@ -1,4 +1,10 @@
 """The dosing firmware as a library: prescriptions, titration, boluses, reservoir, alarms, journal, control loop.
 
-``controller`` imports ``cython_ext`` and ``hal`` only; never ``sim`` or ``hil``.
+Build it through its one front door, :func:`controller.assembly.build_controller`, from a
+prescription, a patient record, a pump driver, a clock and a :class:`controller.store.Store`.
+A rate is decided in :mod:`controller.therapy` (through the kernel's gate,
+:mod:`controller.gate`) and sent in :mod:`controller.commands`.
+
+``controller`` imports ``hal`` and the floor (``cython_ext``: the kernel and its value
+modules) only; never ``sim`` or ``hil``.
 """
