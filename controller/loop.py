@@ -56,6 +56,7 @@ from controller.gate import Gate, GateDecision
 from controller.schedule import Schedule
 from controller.store import BolusRecord, Store
 from cython_ext import units
+from cython_ext.units import describe_volume_nl
 from cython_ext.errors import ConfigError, HalError, StateError
 from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
@@ -461,9 +462,9 @@ class ControlLoop:
     def _check_drift(self) -> None:
         diff, expected, counted = self.accounting.drift(self.config.drift_tolerance_ppm, self.config.drift_floor_nl)
         if diff > 0:
-            self._fault(FaultCode.DISPENSED_DRIFT_OVER, f"counted {counted} nL, commanded {expected} nL")
+            self._fault(FaultCode.DISPENSED_DRIFT_OVER, f"counted {describe_volume_nl(counted)}, commanded {describe_volume_nl(expected)}")
         elif diff < 0:
-            self._fault(FaultCode.DISPENSED_DRIFT_UNDER, f"counted {counted} nL, commanded {expected} nL")
+            self._fault(FaultCode.DISPENSED_DRIFT_UNDER, f"counted {describe_volume_nl(counted)}, commanded {describe_volume_nl(expected)}")
 
     def _check_bolus_cap(self) -> None:
         """BOL-04: stop a running bolus before the rolling 24 h total would cross the cap."""
@@ -548,14 +549,14 @@ class ControlLoop:
             fc = self.forecast()
             when = "" if fc is None else (f"; {float(fc.days_to_empty):.1f} days to empty, refill due "
                                           f"{fc.refill_due_utc:%Y-%m-%d}")
-            self._fault(FaultCode.RESERVOIR_LOW, f"{volume} nL left ({', '.join(fc.low_triggers) if fc else 'volume'}){when}")
+            self._fault(FaultCode.RESERVOIR_LOW, f"{describe_volume_nl(volume)} left ({', '.join(fc.low_triggers) if fc else 'volume'}){when}")
         elif refill_due and not low and not self.alarms.is_active(AlarmCode.REFILL_DUE):
             fc = self.forecast()
             self.alarms.raise_alarm(AlarmCode.REFILL_DUE, detail=f"refill due {fc.refill_due_utc:%Y-%m-%d}")
         if volume <= 0 and self.mode is not Mode.STOPPED_FAULT:
             self._fault(FaultCode.RESERVOIR_CONFIRMED_EMPTY, "predicted volume exhausted")
         elif volume <= self.config.empty_reservoir_nl and self.mode is Mode.RUNNING:
-            self._fault(FaultCode.RESERVOIR_EMPTY_THRESHOLD, f"{volume} nL left")
+            self._fault(FaultCode.RESERVOIR_EMPTY_THRESHOLD, f"{describe_volume_nl(volume)} left")
 
     # -- faults ---------------------------------------------------------------------------------------------
 
@@ -894,7 +895,7 @@ class ControlLoop:
             outcome = self.commands.send_rate(self.basal_rate_nl_per_h, previous_nl_per_h=None,
                                               cause=f"bolus_end: {why}", essential=True)
             self._after_program(outcome, f"bolus end ({why})")
-        detail = why if why == "complete" else f"{why}; partial: {run.attributed_nl} of {run.volume_nl} nL delivered"
+        detail = why if why == "complete" else f"{why}; partial: {describe_volume_nl(run.attributed_nl)} of {describe_volume_nl(run.volume_nl)} delivered"
         # Nothing counted by a readable counter: the bolus did not run (e.g. ended by a fault at once).
         self.commands.complete(run.bolus_id,
                                "not_applied" if dispensed is not None and run.attributed_nl == 0 else "applied",

@@ -420,12 +420,14 @@ def check_refill(
         finding = ""
     elif difference < 0:
         finding = (
-            f"{-difference} nL less was drawn out than predicted ({expected} nL): possible pocket fill at the "
+            f"{units.describe_volume_nl(-difference)} less was drawn out than predicted ({units.describe_volume_nl(expected)}): "
+            "possible pocket fill at the "
             "previous refill, leak, or over-delivery. Check the patient for overdose; a clinician must acknowledge."
         )
     else:
         finding = (
-            f"{difference} nL more was drawn out than predicted ({expected} nL): the pump may be under-delivering "
+            f"{units.describe_volume_nl(difference)} more was drawn out than predicted ({units.describe_volume_nl(expected)}): "
+            "the pump may be under-delivering "
             "(stall, occlusion, catheter fault). Check the patient for withdrawal; a clinician must acknowledge."
         )
     return RefillCheck(

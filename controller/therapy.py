@@ -346,7 +346,7 @@ class Therapy:
         self.titration_start_dose_ng_per_day = dose_ng_per_day
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint(durable=True)
-        detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({rate} nL/h)"
+        detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({units.describe_rate_nl_per_h(rate)})"
         if flex_steps is not None and len(flex_steps) > 1:
             detail += f" as a flex programme of {len(flex_steps)} steps"
         if periodic_boluses:
@@ -466,7 +466,7 @@ class Therapy:
             return self._deny(action, Why.PUMP_NOT_VERIFIED if durable else Why.NOT_DURABLE)
         dose_ug = decision.dose_ng / 1000
         return self._done(WorkflowResult(action, True, decision.overridden,
-                                         f"{dose_ug:g} µg ({volume_nl} nL) over {duration_ms // 60000} min",
+                                         f"{dose_ug:g} µg ({units.describe_volume_nl(volume_nl)}) over {duration_ms // 60000} min",
                                          {"dose_ug": dose_ug, "bolus_id": record.bolus_id}))
 
     def clinician_bolus(self, dose_ng: int, duration_ms: int) -> WorkflowResult:
@@ -588,7 +588,7 @@ class Therapy:
         return self._done(WorkflowResult(
             "refill", True, extra,
             f"{old_conc} -> {new_conc} µg/mL; bridge {decision.dose_ng / 1000:g} µg over {bridge_ms / MS_PER_H:.1f} h, "
-            f"then {new_rate} nL/h", values))
+            f"then {units.describe_rate_nl_per_h(new_rate)}", values))
 
     # -- alarms, interruptions, restart ----------------------------------------------------------------
 

@@ -55,6 +55,8 @@ __all__ = [
     "rate_nl_per_h_for_ml_per_day",
     "decimal_to_units",
     "units_to_decimal",
+    "describe_volume_nl",
+    "describe_rate_nl_per_h",
 ]
 
 #: Milliseconds per second.
@@ -255,3 +257,23 @@ def units_to_decimal(value: int, scale: int) -> Decimal:
     value = require_int("value", value)
     scale = _positive("scale", scale)
     return Decimal(value) / Decimal(scale)
+
+
+def describe_volume_nl(volume_nl: int) -> str:
+    """A volume for people: ``"250 µL"`` below 1 mL, ``"6.5945 mL"`` from 1 mL (exact, no rounding).
+
+    :param volume_nl: volume, nL.
+    """
+    volume_nl = require_int("volume_nl", volume_nl)
+    if abs(volume_nl) < NL_PER_ML:
+        return f"{units_to_decimal(volume_nl, NL_PER_UL).normalize():f} µL"
+    return f"{units_to_decimal(volume_nl, NL_PER_ML).normalize():f} mL"
+
+
+def describe_rate_nl_per_h(rate_nl_per_h: int) -> str:
+    """A volume rate for people: ``"12.5 µL/h"`` (exact, no rounding).
+
+    :param rate_nl_per_h: rate, nL/h.
+    """
+    rate_nl_per_h = require_int("rate_nl_per_h", rate_nl_per_h)
+    return f"{units_to_decimal(rate_nl_per_h, NL_PER_UL).normalize():f} µL/h"
