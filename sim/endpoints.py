@@ -2,6 +2,8 @@
 
 * :class:`PtyEndpoint`: a pseudo-terminal; clients open ``.url`` (``/dev/pts/N``)
   exactly like ``/dev/ttyUSB0``. Closing the master is an unplugged adapter.
+  When the last client closes the port, the line settings it left (7O1, say)
+  are put back to the endpoint's raw 8N1, as a re-plugged adapter comes up.
 * :class:`TcpEndpoint`: a TCP listener; ``.url`` is ``socket://127.0.0.1:PORT``.
 * :class:`InProcessEndpoint`: no thread, no file descriptor; ``.url`` is
   ``itbsim://<id>``, served by the pyserial handler :mod:`sim.protocol_itbsim`
@@ -30,6 +32,7 @@ import itertools
 import os
 import select
 import socket
+import termios
 import threading
 import time
 import tty
@@ -249,6 +252,9 @@ class _ThreadedEndpoint(Endpoint):
     def _on_extra_readable(self, fd: int) -> None:
         pass
 
+    def _check_peer(self) -> None:
+        """Called once per service-loop turn (the pty notices here that its client left)."""
+
     def _read(self) -> bytes | None:
         """Read available host bytes; b"" when nothing, None when the client went away."""
         raise NotImplementedError
@@ -271,6 +277,7 @@ class _ThreadedEndpoint(Endpoint):
         self.ready.set()
         try:
             while not self._stop.is_set():
+                self._check_peer()
                 timeout = self.poll_interval_s
                 deadline = self._next_deadline()
                 if deadline is not None:
@@ -401,11 +408,23 @@ class PtyEndpoint(_ThreadedEndpoint):
         super().__init__(
             device, pace_baud=pace_baud, trace_path=trace_path, poll_interval_s=poll_interval_s, on_traffic=on_traffic
         )
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
+        self._master, slave = os.openpty()
+        tty.setraw(slave)
+        self._raw_attrs = termios.tcgetattr(slave)
+        self._path = os.ttyname(slave)
+        # Not held open: with no slave descriptor left, the master reports POLLHUP, which is
+        # how the endpoint sees a client leave (a held slave would hide it).
+        os.close(slave)
         os.set_blocking(self._master, False)
-        self._path = os.ttyname(self._slave)
+        self._hangup = select.poll()
+        self._hangup.register(self._master, select.POLLIN)
         self._master_open = True
+        #: Times a client closed the port and the raw line settings were put back.
+        self.client_disconnects = 0
+        #: Set when a client has left and the line settings are back to raw 8N1; cleared
+        #: while a client holds the port.
+        self.client_gone = threading.Event()
+        self.client_gone.set()
         self._start()
 
     @property
@@ -413,8 +432,26 @@ class PtyEndpoint(_ThreadedEndpoint):
         """The slave device path, e.g. ``/dev/pts/3``."""
         return self._path
 
+    def _client_present(self) -> bool:
+        return not any(events & select.POLLHUP for _, events in self._hangup.poll(0))
+
     def _fd(self) -> int | None:
-        return self._master if self._master_open else None
+        # A master without a client is always "readable" (POLLHUP): leave it out of the wait.
+        return self._master if self._master_open and self._client_present() else None
+
+    def _check_peer(self) -> None:
+        """Put the raw line settings back once the port has no client (pyserial refuses to reopen 7O1 over 7O1)."""
+        if not self._master_open:
+            return
+        if self._client_present():
+            self.client_gone.clear()
+            return
+        if termios.tcgetattr(self._master) != self._raw_attrs:
+            # The master shares the slave's termios; what the last client left is flushed too.
+            termios.tcsetattr(self._master, termios.TCSANOW, self._raw_attrs)
+            termios.tcflush(self._master, termios.TCIOFLUSH)
+            self.client_disconnects += 1
+        self.client_gone.set()
 
     def _read(self) -> bytes | None:
         try:
@@ -440,8 +477,8 @@ class PtyEndpoint(_ThreadedEndpoint):
     def _drop_link(self) -> None:
         if self._master_open:
             self._master_open = False
+            self._hangup.unregister(self._master)
             os.close(self._master)
-            os.close(self._slave)
 
     def _close_impl(self) -> None:
         self._drop_link()

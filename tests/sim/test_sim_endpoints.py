@@ -255,3 +255,25 @@ def test_pacing_keeps_its_baud_until_the_pump_changes_its_own(clock: VirtualCloc
             assert rig.endpoint.pace_baud == 9600, "the pump still says 19200: nothing changed"
         finally:
             port.close()
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [(("7", "O"), ("8", "N"), ("7", "O")), (("7", "O"), ("7", "O"), ("8", "N"), ("8", "N"))],
+    ids=["7O1-8N1-7O1", "7O1-7O1-8N1-8N1"],
+)
+def test_pty_can_be_reopened_with_other_line_settings(clock: VirtualClock, sequence: tuple[tuple[str, str], ...]) -> None:
+    # pyserial cannot reconfigure a pty left at 7O1 to 7O1 again (EINVAL); the endpoint puts
+    # its raw settings back when the client leaves, as a re-plugged adapter comes up.
+    from sim.balance import create_balance
+
+    with PtyEndpoint(create_balance("sbi", clock, lambda: 0)) as endpoint:
+        for bytesize, parity in sequence:
+            port = serial.serial_for_url(endpoint.url, 9600, bytesize=int(bytesize), parity=parity, timeout=5)
+            try:
+                port.write(b"\x1bP\r\n")
+                assert port.read_until(b"\n").endswith(b" g  \r\n")
+            finally:
+                port.close()
+            assert endpoint.client_gone.wait(5)
+        assert endpoint.client_disconnects == len(sequence)
