@@ -447,9 +447,9 @@ class PtyEndpoint(_ThreadedEndpoint):
             self.client_gone.clear()
             return
         if termios.tcgetattr(self._master) != self._raw_attrs:
-            # The master shares the slave's termios; what the last client left is flushed too.
+            # The master shares the slave's termios. Nothing is flushed: a client opening the
+            # port at this very moment must not lose its first request (new settings are harmless).
             termios.tcsetattr(self._master, termios.TCSANOW, self._raw_attrs)
-            termios.tcflush(self._master, termios.TCIOFLUSH)
             self.client_disconnects += 1
         self.client_gone.set()
 
