@@ -208,17 +208,26 @@ class BalanceDriver(ABC):
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ConfigError("timeout_s", timeout_s, "a finite number > 0 s")
         self._check_open()
+        outcome = self._poll_until_stable(timeout_s)
+        if isinstance(outcome, BalanceFault):
+            detail = f" (none within {timeout_s} s)" if outcome is BalanceFault.NOT_EXECUTABLE else ""
+            raise _fault_error(outcome, f"stable weight{detail}")
+        return outcome
+
+    def _poll_until_stable(self, timeout_s: float) -> BalanceReading | BalanceFault:
+        """Repeat :meth:`_read_stable_once` on the injected clock until a stable reading or ``timeout_s``.
+
+        :return: the stable reading, the fault that ended the wait, or ``NOT_EXECUTABLE`` at the deadline.
+        """
         deadline_ns = self._clock.monotonic_ns() + round(timeout_s * NS_PER_S)
         while True:
             outcome = self._read_stable_once()
             if isinstance(outcome, BalanceReading) and outcome.stable:
                 return outcome
             if isinstance(outcome, BalanceFault) and outcome is not BalanceFault.NOT_EXECUTABLE:
-                raise _fault_error(outcome, "stable weight")
+                return outcome
             if self._clock.monotonic_ns() >= deadline_ns:
-                raise _fault_error(
-                    BalanceFault.NOT_EXECUTABLE, f"stable weight (none within {timeout_s} s)"
-                )
+                return BalanceFault.NOT_EXECUTABLE
             self._clock.sleep(self.STABLE_RETRY_INTERVAL_S)
 
     def read_immediate(self) -> BalanceReading:

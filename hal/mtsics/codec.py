@@ -15,12 +15,21 @@ and ``SIR`` all answer with ``S``. Status field meanings:
 ``A``  command executed (info follows)   ``I``  not executable (busy, stability timeout)
 ``+``  overload / above range            ``-``  underload / below range
 ``L``  logical error (parameter not allowed)
+
+``B``  executed, more lines follow (``I0``, ``M28``, ``C3``)
+``R``  executed, but the text was too long for the display and is shown cut (``D``)
 ====== ===========================================================
 
+Fields after the status are separated by spaces; a field in double quotes
+(``"XPE205 Excellence Plus 220.00000 g"``) is one field and may hold spaces.
 A reply of just ``ES``, ``ET`` or ``EL`` is a general syntax, transmission or
 logic error. Everything the balance says, including its errors, decodes to a
-reply object; :func:`decode_reply` never raises. The exact ``Z``/``T`` reply
-strings are not confirmed by a Mettler manual (reference §3.1, marked [U]).
+reply object; :func:`decode_reply` never raises.
+
+Source of the reply formats: *MT-SICS Reference Manual, Excellence balances*
+(Mettler Toledo 11780711), "Commands and responses" of levels 0 and 1 and of
+``I10``, ``I11``, ``M28`` and ``WS``; the golden vectors in
+``tests/balance/test_mtsics_golden.py`` quote its examples.
 """
 
 from __future__ import annotations
@@ -46,15 +55,29 @@ TARE_IMMEDIATE = "TI"
 TARE_QUERY = "TA"
 TARE_CLEAR = "TAC"
 RESET = "@"
+TARE_PRESET = "TA"
+INFO_COMMANDS = "I0"
 INFO_LEVELS = "I1"
 INFO_MODEL = "I2"
 INFO_SOFTWARE = "I3"
 INFO_SERIAL = "I4"
+INFO_SOFTWARE_ID = "I5"
+INFO_BALANCE_ID = "I10"
+INFO_TYPE = "I11"
+DISPLAY_TEXT = "D"
+DISPLAY_WEIGHT = "DW"
+KEYS = "K"
+SEND_ON_CHANGE = "SR"
+TEMPERATURE = "M28"
+DOORS = "WS"
 #: Reply identifier of each weight command.
 WEIGHT_REPLY_ID = "S"
+#: Longest quoted text a command parameter may carry, characters.
+MAX_TEXT_PARAM = 64
 
 _COMMAND = re.compile(r"^(@|[A-Z][A-Z0-9]{0,7})$")
-_PARAM = re.compile(r"^[\x21-\x7e]{1,32}$")
+_PARAM = re.compile(r'^([\x21\x23-\x7e][\x21-\x7e]{0,31}|"[\x20\x21\x23-\x7e]{0,%d}")$' % MAX_TEXT_PARAM)
+_FIELD = re.compile(r'\s*(?:"([^"]*)"|([^\s"]+))(?=\s|$)')
 
 
 class ReplyStatus(enum.Enum):
@@ -67,6 +90,8 @@ class ReplyStatus(enum.Enum):
     OVERLOAD = "+"
     UNDERLOAD = "-"
     LOGIC = "L"
+    MORE = "B"
+    TRUNCATED = "R"
 
 
 class GeneralError(enum.Enum):
@@ -105,10 +130,16 @@ class StatusReply:
 
 @dataclass(frozen=True)
 class InfoReply:
-    """An executed command with quoted text fields, e.g. ``I4 A "B123456789"``."""
+    """An executed command with fields, e.g. ``I4 A "B123456789"``, ``M28 A 1 22.5``, ``I0 B 0 "I0"``.
+
+    :ivar command: reply identifier.
+    :ivar fields: the fields after the status, quoted ones without their quotes.
+    :ivar more: status ``B``: more lines of the same answer follow.
+    """
 
     command: str
     fields: tuple[str, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,14 +159,41 @@ class MalformedReply:
 
 Reply = WeightReply | StatusReply | InfoReply | ErrorReply | MalformedReply
 
-_QUOTED = re.compile(r'"([^"]*)"')
+def split_fields(text: str) -> list[tuple[str, bool]] | None:
+    """Split reply or command text into ``(field, quoted)`` pairs; None when a quote is unbalanced or glued.
+
+    Never raises. ``'I2 A "XPE205 220.0 g"'`` gives ``[("I2", False), ("A", False), ("XPE205 220.0 g", True)]``.
+    """
+    fields: list[tuple[str, bool]] = []
+    position = 0
+    while position < len(text):
+        if text[position:].strip() == "":
+            break
+        match = _FIELD.match(text, position)
+        if match is None:
+            return None
+        quoted = match.group(1) is not None
+        fields.append((match.group(1) if quoted else match.group(2), quoted))
+        position = match.end()
+    return fields
+
+
+def quote(text: str) -> str:
+    """A text parameter in double quotes, e.g. for ``D "HELLO"``.
+
+    :raises ConfigError: text with a double quote, a line break or a non-printable character.
+    """
+    if not isinstance(text, str) or '"' in text or not text.isprintable() or len(text) > MAX_TEXT_PARAM:
+        raise ConfigError("text", text, f"printable ASCII without double quotes, at most {MAX_TEXT_PARAM} characters")
+    return f'"{text}"'
 
 
 def encode_command(command: str, *params: str) -> bytes:
     """Encode one command line.
 
     :param command: upper-case command name (``"SI"``, ``"@"``...).
-    :param params: parameters, each printable ASCII without spaces.
+    :param params: parameters, each printable ASCII without spaces, or a text in
+        double quotes (see :func:`quote`), which may hold spaces.
     :raises ConfigError: a lower-case or malformed name or parameter (nothing is encoded).
     :return: the bytes to send, ending in CR LF.
     """
@@ -143,7 +201,9 @@ def encode_command(command: str, *params: str) -> bytes:
         raise ConfigError("command", command, "an upper-case MT-SICS command name")
     for index, param in enumerate(params):
         if not isinstance(param, str) or not _PARAM.match(param):
-            raise ConfigError(f"params[{index}]", param, "printable ASCII without spaces, 1-32 characters")
+            raise ConfigError(
+                f"params[{index}]", param, "printable ASCII without spaces (1-32 characters), or a quoted text"
+            )
     return " ".join((command, *params)).encode("ascii") + CRLF
 
 
@@ -151,12 +211,16 @@ def decode_command(line: bytes) -> tuple[str, tuple[str, ...]] | MalformedReply:
     """Balance side: split a received command line (without CR LF) into name and parameters.
 
     Commands are case-sensitive; a lower-case name is returned as-is and the
-    balance answers it with ``ES``.
+    balance answers it with ``ES``. A quoted parameter keeps its quotes
+    (``D "HELLO"`` gives ``("D", ('"HELLO"',))``), so the balance can tell text from a number.
     """
     text = line.decode("latin-1").strip()
-    tokens = text.split()
-    if not tokens:
+    fields = split_fields(text)
+    if fields is None:
+        return MalformedReply(line, "unbalanced double quote")
+    if not fields:
         return MalformedReply(line, "empty command line")
+    tokens = [f'"{field}"' if quoted else field for field, quoted in fields]
     return tokens[0], tuple(tokens[1:])
 
 
@@ -205,38 +269,39 @@ def decode_reply(line: bytes) -> Reply:
     if len(body) > MAX_LINE_BYTES:
         return MalformedReply(bytes(line), f"longer than {MAX_LINE_BYTES} bytes")
     text = body.decode("latin-1")
-    tokens = text.split()
-    if not tokens:
+    fields = split_fields(text)
+    if fields is None:
+        return MalformedReply(bytes(line), "unbalanced or misplaced double quote")
+    if not fields:
         return MalformedReply(bytes(line), "empty line")
-    if len(tokens) == 1:
+    if len(fields) == 1:
         for error in GeneralError:
-            if tokens[0] == error.value:
+            if fields[0] == (error.value, False):
                 return ErrorReply(error)
         return MalformedReply(bytes(line), "a single field that is not ES, ET or EL")
-    command, status_text = tokens[0], tokens[1]
-    if not _COMMAND.match(command):
+    (command, command_quoted), (status_text, status_quoted) = fields[0], fields[1]
+    if command_quoted or not _COMMAND.match(command):
         return MalformedReply(bytes(line), f"identifier {command!r} is not a command name")
     try:
         status = ReplyStatus(status_text)
     except ValueError:
+        status = None
+    if status is None or status_quoted:
         return MalformedReply(bytes(line), f"status {status_text!r} is unknown")
-    rest = tokens[2:]
+    rest = fields[2:]
+    unquoted_pair = len(rest) == 2 and not (rest[0][1] or rest[1][1])
     if status in (ReplyStatus.STABLE, ReplyStatus.DYNAMIC) or (
-        status is ReplyStatus.EXECUTED and len(rest) == 2 and '"' not in text
+        status in (ReplyStatus.EXECUTED, ReplyStatus.MORE) and unquoted_pair and rest[1][0] in MASS_UNIT_UG
     ):
-        if len(rest) != 2:
+        if not unquoted_pair:
             return MalformedReply(bytes(line), "a weight needs exactly a value and a unit")
-        parsed = parse_mass_ug(rest[0], rest[1])
+        parsed = parse_mass_ug(rest[0][0], rest[1][0])
         if isinstance(parsed, str):
             return MalformedReply(bytes(line), parsed)
         mass_ug, resolution_ug = parsed
-        return WeightReply(command, status is not ReplyStatus.DYNAMIC, mass_ug, resolution_ug, rest[1])
-    if status is ReplyStatus.EXECUTED and rest:
-        after_status = text.split(None, 2)[2]
-        fields = tuple(_QUOTED.findall(after_status))
-        if not fields or _QUOTED.sub("", after_status).strip():
-            return MalformedReply(bytes(line), "info fields must be double-quoted strings")
-        return InfoReply(command, fields)
+        return WeightReply(command, status is not ReplyStatus.DYNAMIC, mass_ug, resolution_ug, rest[1][0])
+    if status in (ReplyStatus.EXECUTED, ReplyStatus.MORE) and rest:
+        return InfoReply(command, tuple(field for field, _ in rest), more=status is ReplyStatus.MORE)
     if rest:
         return MalformedReply(bytes(line), f"unexpected fields after status {status.value!r}")
     return StatusReply(command, status)
@@ -265,13 +330,21 @@ def encode_status_reply(command: str, status: ReplyStatus) -> bytes:
     return f"{command} {status.value}".encode("ascii") + CRLF
 
 
-def encode_info_reply(command: str, *fields: str) -> bytes:
-    """Balance side: ``<command> A "field" ...``; fields must not contain double quotes."""
+def encode_info_reply(command: str, *fields: str, more: bool = False) -> bytes:
+    """Balance side: ``<command> A "field" ...`` (``B`` with ``more``); fields must not contain double quotes."""
     for index, text in enumerate(fields):
         if '"' in text or "\r" in text or "\n" in text:
             raise ConfigError(f"fields[{index}]", text, "text without double quotes or line breaks")
-    quoted = " ".join(f'"{text}"' for text in fields)
-    return f"{command} {ReplyStatus.EXECUTED.value} {quoted}".encode("latin-1") + CRLF
+    return encode_fields_reply(command, *(f'"{text}"' for text in fields), more=more)
+
+
+def encode_fields_reply(command: str, *fields: str, more: bool = False) -> bytes:
+    """Balance side: ``<command> A|B <field> ...`` with the fields exactly as given (quote text yourself).
+
+    ``encode_fields_reply("M28", "1", "22.5")`` gives ``b"M28 A 1 22.5\\r\\n"``.
+    """
+    status = ReplyStatus.MORE if more else ReplyStatus.EXECUTED
+    return " ".join((command, status.value, *fields)).encode("latin-1") + CRLF
 
 
 def encode_error_reply(error: GeneralError) -> bytes:
@@ -295,7 +368,10 @@ __all__ = [
     "decode_reply",
     "encode_command",
     "encode_error_reply",
+    "encode_fields_reply",
     "encode_info_reply",
     "encode_status_reply",
     "encode_weight_reply",
+    "quote",
+    "split_fields",
 ]

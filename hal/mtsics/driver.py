@@ -5,6 +5,14 @@ identifier does not belong to the command (a late line from an earlier
 command, a streamed ``SIR`` reading) is skipped, up to
 :attr:`MtSicsDriver.MAX_SKIPPED_LINES`; a line without CR LF within the link
 timeout is a :class:`~cython_ext.errors.LinkTimeoutError`.
+
+Stability is waited for on the host, on the injected clock: a stable weight
+is ``SI`` repeated until the balance flags it stable, and ``Z``/``T`` are sent
+only once ``SI`` says the pan is stable. The balance would wait itself
+(``S``, ``Z`` and ``T`` hold their answer until stable), but a wait on the
+host runs in virtual time too; the link still allows
+:attr:`MtSicsDriver.STABLE_REPLY_TIMEOUT_S` for ``Z``/``T`` in case the pan
+moves again in between.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class MtSicsDriver(BalanceDriver):
     def __init__(self, link: Any, *, clock: Clock | None = None) -> None:
         super().__init__(clock=clock)
         self._link = link
+        self._stream_tare: WeightReply | None = None
 
     @property
     def link(self) -> Any:
@@ -72,9 +81,9 @@ class MtSicsDriver(BalanceDriver):
             raise LinkTimeoutError(f"balance sent no complete line (got {data!r})")
         return codec.decode_reply(data), stamp_ns
 
-    def _transact(self, command: str, reply_ids: tuple[str, ...]) -> tuple[Reply, int]:
+    def _transact(self, command: str, reply_ids: tuple[str, ...], *params: str) -> tuple[Reply, int]:
         self._link.reset_input()
-        self._link.write(codec.encode_command(command))
+        self._link.write(codec.encode_command(command, *params))
         return self._await(reply_ids)
 
     def _await(self, reply_ids: tuple[str, ...], max_skipped: int | None = None) -> tuple[Reply, int]:
@@ -124,23 +133,33 @@ class MtSicsDriver(BalanceDriver):
             self._link.timeout_s = previous_s
 
     def _read_stable_once(self) -> BalanceReading | BalanceFault:
-        with self._patient_link():
-            return self._weight(codec.STABLE_WEIGHT)
+        return self._weight(codec.IMMEDIATE_WEIGHT)
 
     def _read_immediate(self) -> BalanceReading | BalanceFault:
         return self._weight(codec.IMMEDIATE_WEIGHT)
 
-    def _zero(self) -> BalanceFault | None:
+    def _settled_command(self, command: str) -> Reply | BalanceFault:
+        """Send ``Z`` or ``T`` once the pan is stable; the fault that kept it from settling otherwise."""
+        settled = self._poll_until_stable(self.STABLE_REPLY_TIMEOUT_S)
+        if isinstance(settled, BalanceFault):
+            return settled
         with self._patient_link():
-            reply, _ = self._transact(codec.ZERO, (codec.ZERO,))
+            reply, _ = self._transact(command, (command,))
+        return reply
+
+    def _zero(self) -> BalanceFault | None:
+        reply = self._settled_command(codec.ZERO)
+        if isinstance(reply, BalanceFault):
+            return reply
         fault = self._fault_of(reply)
         if fault is None and not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
             raise CommunicationError(f"unexpected reply to Z: {reply!r}")
         return fault
 
     def _tare(self) -> int | BalanceFault:
-        with self._patient_link():
-            reply, _ = self._transact(codec.TARE, (codec.TARE,))
+        reply = self._settled_command(codec.TARE)
+        if isinstance(reply, BalanceFault):
+            return reply
         fault = self._fault_of(reply)
         if fault is not None:
             return fault
@@ -156,22 +175,25 @@ class MtSicsDriver(BalanceDriver):
 
     def _identify(self) -> BalanceIdentity:
         model_fields = self._info(codec.INFO_MODEL)
-        model_text = model_fields[0] if model_fields else ""
-        # I2 carries the type and the capacity in one field: "XPE205 220.00000 g".
-        parts = model_text.split()
+        # I2 is one field: the type first, the capacity and its unit last ("XS204 Excellence 220.0090 g").
+        parts = model_fields[0].split() if model_fields else []
         model = parts[0] if parts else ""
-        capacity = " ".join(parts[1:])
+        capacity = " ".join(parts[-2:]) if len(parts) >= 3 else ""
         serial = self._info(codec.INFO_SERIAL)
+        # I3 is the software version, then the type definition number.
         software = self._info(codec.INFO_SOFTWARE)
+        software_parts = software[0].split() if software else []
         return BalanceIdentity(
             model=model,
             serial_number=serial[0] if serial else "",
-            firmware=software[0] if software else "",
+            firmware=software_parts[0] if software_parts else "",
             capacity=capacity,
         )
 
     def _stream_start(self) -> None:
-        self._link.reset_input()
+        # "@" ends SIR but also clears the tare memory: remember the tare to put it back.
+        reply, _ = self._transact(codec.TARE_PRESET, (codec.TARE_PRESET,))
+        self._stream_tare = reply if isinstance(reply, WeightReply) and reply.mass_ug else None
         self._link.write(codec.encode_command(codec.REPEAT_IMMEDIATE))
 
     def _stream_next(self) -> BalanceReading | BalanceFault:
@@ -182,6 +204,20 @@ class MtSicsDriver(BalanceDriver):
         # "@" cancels SIR; the balance answers with its serial number (I4 A "...").
         self._link.write(codec.encode_command(codec.RESET))
         self._await((codec.INFO_SERIAL,), max_skipped=self.MAX_STREAM_BACKLOG_LINES)
+        tare, self._stream_tare = self._stream_tare, None
+        if tare is not None:
+            value = codec.format_mass(tare.mass_ug, tare.unit, _decimals(tare.resolution_ug, tare.unit))
+            reply, _ = self._transact(codec.TARE_PRESET, (codec.TARE_PRESET,), value, tare.unit)
+            if not (isinstance(reply, WeightReply) and reply.mass_ug == tare.mass_ug):
+                raise CommunicationError(f"the balance did not take back its tare after the stream: {reply!r}")
 
     def _close(self) -> None:
         self._link.close()
+
+
+def _decimals(resolution_ug: int, unit: str) -> int:
+    """Digits after the point of a value shown in ``unit`` with a last digit of ``resolution_ug``."""
+    digits = 0
+    while codec.MASS_UNIT_UG[unit] // 10**digits > resolution_ug:
+        digits += 1
+    return digits

@@ -22,7 +22,13 @@ from sim.balance.sbi import SbiBalance
 BALANCE_KINDS: dict[str, tuple[type, frozenset[str]]] = {
     "mtsics": (
         MtSicsBalance,
-        frozenset({"model", "capacity_text", "serial_number", "firmware", "unit", "stream_interval_s", "field_width"}),
+        frozenset(
+            {
+                "model", "product_line", "capacity_text", "serial_number", "firmware", "type_definition",
+                "software_id", "balance_id", "unit", "stream_interval_s", "field_width", "stability_timeout_s",
+                "display_width",
+            }
+        ),
     ),
     "sbi": (
         SbiBalance,

@@ -249,6 +249,13 @@ class Pan:
         with self._lock:
             self._tare_ug = 0
 
+    def preset_tare(self, tare_ug: int) -> None:
+        """Store a tare given as a number (a preset tare, not weighed), µg, a multiple of the resolution."""
+        if not _is_int(tare_ug) or tare_ug < 0 or tare_ug % self.settings.resolution_ug:
+            raise ConfigError("tare_ug", tare_ug, f"an integer >= 0 µg, a multiple of {self.settings.resolution_ug} µg")
+        with self._lock:
+            self._tare_ug = tare_ug
+
     def add_load(self, delta_ug: int) -> None:
         """Scripted step: put mass on (positive) or take it off (negative) the pan, µg; starts settling."""
         if not _is_int(delta_ug):

@@ -184,19 +184,22 @@ def test_mtsics_stream_stops_cleanly_with_a_backlog_queued() -> None:
         assert driver.read_immediate().mass_ug == 0
 
 
-def test_mtsics_waits_longer_for_a_stable_reply_and_restores_the_timeout() -> None:
+def test_mtsics_waits_longer_for_zero_and_tare_and_restores_the_timeout() -> None:
     clock = VirtualClock()
     device = create_balance("mtsics", clock, lambda: 0)
     with InProcessEndpoint(device) as endpoint, open_balance("mtsics", endpoint.url, clock=clock, timeout_s=0.5) as driver:
-        seen: list[float] = []
-        real_weight = driver._weight
+        seen: list[tuple[str, float]] = []
+        real_transact = driver._transact
 
-        def spy(command: str) -> object:
-            seen.append(driver.link.timeout_s)
-            return real_weight(command)
+        def spy(command: str, reply_ids: tuple[str, ...]) -> object:
+            seen.append((command, driver.link.timeout_s))
+            return real_transact(command, reply_ids)
 
-        driver._weight = spy  # type: ignore[method-assign]
+        driver._transact = spy  # type: ignore[method-assign]
+        driver.zero()
+        driver.tare()
         driver.read_stable()
-        driver.read_immediate()
-        assert seen == [driver.STABLE_REPLY_TIMEOUT_S, 0.5]
+        patient = driver.STABLE_REPLY_TIMEOUT_S
+        assert [command for command, _ in seen if command != "SI"] == ["Z", "T"]
+        assert all(timeout == (0.5 if command == "SI" else patient) for command, timeout in seen)
         assert driver.link.timeout_s == 0.5

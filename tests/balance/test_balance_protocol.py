@@ -92,13 +92,16 @@ def test_mtsics_identify(scripts: list[ScriptedLink], clock: VirtualClock) -> No
     )
 
 
-def test_mtsics_read_stable_retries_not_executable(scripts: list[ScriptedLink], clock: VirtualClock) -> None:
+def test_mtsics_read_stable_repeats_si_until_the_balance_flags_it_stable(
+    scripts: list[ScriptedLink], clock: VirtualClock
+) -> None:
+    # The wait runs on the host's clock (virtual here), not inside the balance's S.
     driver = mtsics(
         scripts,
         clock,
-        (b"S\r\n", b"S I\r\n"),
-        (b"S\r\n", b"S I\r\n"),
-        (b"S\r\n", b"S S      12.34567 g\r\n"),
+        (b"SI\r\n", b"S D      12.34000 g\r\n"),
+        (b"SI\r\n", b"S I\r\n"),
+        (b"SI\r\n", b"S S      12.34567 g\r\n"),
     )
     reading = driver.read_stable(timeout_s=5)
     assert (reading.mass_ug, reading.stable, reading.resolution_ug) == (12_345_670, True, 10)
@@ -131,11 +134,21 @@ def test_mtsics_device_faults_raise_device_error_with_code(
 
 
 def test_mtsics_zero_not_executable_and_tare(scripts: list[ScriptedLink], clock: VirtualClock) -> None:
-    driver = mtsics(scripts, clock, (b"Z\r\n", b"Z I\r\n"), (b"T\r\n", b"T S     20.00000 g\r\n"))
+    stable = (b"SI\r\n", b"S S      20.00000 g\r\n")
+    driver = mtsics(scripts, clock, stable, (b"Z\r\n", b"Z I\r\n"), stable, (b"T\r\n", b"T S     20.00000 g\r\n"))
     with pytest.raises(DeviceError) as caught:
         driver.zero()
     assert caught.value.error_code == BalanceFault.NOT_EXECUTABLE.value
     assert driver.tare() == 20_000_000
+
+
+def test_mtsics_zero_is_not_sent_while_the_pan_never_settles(scripts: list[ScriptedLink], clock: VirtualClock) -> None:
+    polls = round(MtSicsDriver.STABLE_REPLY_TIMEOUT_S / MtSicsDriver.STABLE_RETRY_INTERVAL_S) + 1
+    driver = mtsics(scripts, clock, *[(b"SI\r\n", b"S D       1.00000 g\r\n")] * polls)
+    with pytest.raises(DeviceError) as caught:
+        driver.zero()
+    assert caught.value.error_code == BalanceFault.NOT_EXECUTABLE.value
+    assert clock.monotonic_ns() >= MtSicsDriver.STABLE_REPLY_TIMEOUT_S * 1e9
 
 
 def test_mtsics_silence_is_a_timeout_and_garbage_a_communication_error(
@@ -152,10 +165,24 @@ def test_mtsics_stream_starts_with_sir_and_stops_with_reset(scripts: list[Script
     driver = mtsics(
         scripts,
         clock,
+        (b"TA\r\n", b"TA A    0.00000 g\r\n"),
         (b"SIR\r\n", b"S D 1.00000 g\r\nS S 1.00001 g\r\n"),
         (b"@\r\n", b'S S 1.00002 g\r\nI4 A "1128454321"\r\n'),
     )
     assert [r.mass_ug for r in driver.stream(max_readings=2)] == [1_000_000, 1_000_010]
+
+
+def test_mtsics_stream_puts_back_the_tare_that_reset_clears(scripts: list[ScriptedLink], clock: VirtualClock) -> None:
+    # MT-SICS "@" resets the tare memory to zero; the driver presets the tare it read before SIR.
+    driver = mtsics(
+        scripts,
+        clock,
+        (b"TA\r\n", b"TA A   25.00010 g\r\n"),
+        (b"SIR\r\n", b"S S 1.00000 g\r\n"),
+        (b"@\r\n", b'I4 A "1128454321"\r\n'),
+        (b"TA 25.00010 g\r\n", b"TA A   25.00010 g\r\n"),
+    )
+    assert [r.mass_ug for r in driver.stream(max_readings=1)] == [1_000_000]
 
 
 def test_rejected_calls_never_reach_the_wire(scripts: list[ScriptedLink], clock: VirtualClock) -> None:

@@ -113,10 +113,10 @@ def test_mtsics_emulator_answers_byte_for_byte() -> None:
     assert balance.receive(b"S 1\r\n") == b"ES\r\n"
     volume[0] = 100_000
     clock.advance(0.5)
-    assert balance.receive(b"S\r\n") == b"S I\r\n"  # moving: not executable
     assert balance.receive(b"SI\r\n") == b"S D    0.09982 g\r\n"
+    assert balance.receive(b"S\r\n") == b""  # moving: S waits for stability
     clock.advance(10)
-    assert balance.receive(b"S\r\n") == b"S S    0.09982 g\r\n"
+    assert balance.poll() == b"S S    0.09982 g\r\n"
     assert balance.receive(b"Z\r\n") == b"Z A\r\n"
     clock.advance(10)
     assert balance.receive(b"S") == b""  # no line end yet

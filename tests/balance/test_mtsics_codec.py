@@ -86,7 +86,9 @@ def test_golden_replies_decode_by_fields(wire: bytes, reply: object) -> None:
         b"S S abc g\r\n",
         b"S S 0.0000001 g\r\n",  # finer than 1 µg: refused, not rounded
         b"S I extra\r\n",
-        b'I4 A B123\r\n',
+        b'I4 A "B123\r\n',
+        b'I4 A B"123"\r\n',
+        b'"I4" A "B123"\r\n',
         b"s s 1.0 g\r\n",
         b"S S " + b"9" * 40 + b" g\r\n",
     ],
