@@ -3,23 +3,35 @@
 Commands (host -> balance), trailing CR LF optional::
 
     format 1:  ESC <letter>                 ESC P  = print (send the weight)
-    format 2:  ESC <letter><digits> _       ESC x1_ = model
+    format 2:  ESC <letter>[<digits>] _     ESC x1_ = model, ESC p_ = print key
 
 Output line (balance -> host), 16 bytes, or 22 with a 6-character ID code first::
 
     pos  1    2    3 ........ 10   11   12-14   15 16
         sign  SP   weight (8)      SP   unit    CR LF      "+   1255.7 g  \\r\\n"
 
+Special codes and errors take the same two widths; with ID codes the ID is
+``Stat`` (positions 1-4)::
+
+    16:  "      High    \\r\\n"          22:  "Stat        High    \\r\\n"
+    16:  "   ERR 101    \\r\\n"          22:  "Stat     ERR 101    \\r\\n"
+
 The line is parsed by fields (whitespace-separated tokens), not by column:
 an optional ID token, an optional sign token, the number (a sign may be
 attached), and an optional unit. Which lines mean what:
 
 - a unit present: a stable weight; the unit left blank: an unstable weight
-  (Sartorius prints the unit only once the value is stable; [U] per model);
-- the value ``H``/``HH`` or ``L``/``LL``: overload or underload ([U], as on the display);
-- ``ERR nnn``: a numbered device error.
+  (no unit symbol is output while the weighing system has not stabilised);
+- ``High``/``Low`` (``H``/``HH``, ``L``/``LL`` on older models): overload or underload;
+- ``ERR ###`` (``Err ##``): a numbered device error; ``APP.ERR``, ``DIS.ERR``, ``PRT.ERR``
+  and ``Cal.Ext.``/``Cal.Int.`` are other status codes.
 
-:func:`decode_weight_line` never raises; everything decodes to a line object.
+Sources: Sartorius Entris II interface description p.3 (22-character format,
+``Stat`` special codes ``High``/``Low``/``Cal.Ext.``, ``Stat ERR ###``);
+Sartorius FB manual p.66 and Master series p.79 (the 16-character line, status
+codes at positions 13-14 of the 22-character line, ``H``/``HH``/``L``/``LL``);
+Sartorius Combics 1 p.98 (ID codes ``N``, ``G#``, ``T``, ``Ser.no`` left in
+positions 1-6). :func:`decode_weight_line` never raises; everything decodes to a line object.
 """
 
 from __future__ import annotations
@@ -38,22 +50,38 @@ MAX_LINE_BYTES = 64
 WEIGHT_FIELD_WIDTH = 8
 #: Width of the optional ID code, characters.
 ID_CODE_WIDTH = 6
+#: Position (1-based, in the 16-character body) where a special code starts.
+SPECIAL_CODE_POSITION = 7
+#: ID code of special codes and errors in the 22-character format.
+STATUS_ID = "Stat"
+#: ID code of a net weight.
+NET_ID = "N"
+#: ID code the balance puts before its serial number.
+SERIAL_ID = "Ser.no"
+#: Special codes: overload and underload, as newer balances print them.
+OVERLOAD_CODE = "High"
+UNDERLOAD_CODE = "Low"
 
 PRINT = "P"
+PRINT_KEY = "p_"
 TARE_ZERO = "T"
 TARE = "U"
 ZERO = "V"
 RESTART = "S"
+BLOCK_KEYS = "O"
+UNBLOCK_KEYS = "R"
 MODEL = "x1_"
 SERIAL_NUMBER = "x2_"
 SOFTWARE_VERSION = "x3_"
 
 _FORMAT_1 = re.compile(r"^[A-Z]$")
-_FORMAT_2 = re.compile(r"^[a-z][0-9]{1,3}_$")
+_FORMAT_2 = re.compile(r"^[a-z][0-9]{0,3}_$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
-_ERROR = re.compile(r"^ERR\s*(\d{1,3})$", re.IGNORECASE)
+_ERROR = re.compile(r"^(?:Stat\s+)?ERR\s*(\d{1,3})$", re.IGNORECASE)
+_STATUS_CODE = re.compile(r"^Stat\s+(\S+)$")
 _OVERLOAD_TOKENS = frozenset({"H", "HH", "HIGH"})
 _UNDERLOAD_TOKENS = frozenset({"L", "LL", "LOW"})
+_OTHER_SPECIAL_CODES = frozenset({"C", "CAL.EXT.", "CAL.INT.", "APP.ERR", "DIS.ERR", "PRT.ERR"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,13 @@ class ErrorLine:
 
 
 @dataclass(frozen=True)
+class StatusLine:
+    """Another special code in place of a weight: ``Cal.Ext.`` (adjusting), ``APP.ERR``..."""
+
+    code: str
+
+
+@dataclass(frozen=True)
 class MalformedLine:
     """Bytes that are not a weight line; ``reason`` says why."""
 
@@ -96,7 +131,7 @@ class MalformedLine:
     reason: str
 
 
-Line = WeightLine | RangeLine | ErrorLine | MalformedLine
+Line = WeightLine | RangeLine | ErrorLine | StatusLine | MalformedLine
 
 
 def encode_command(code: str, *, crlf: bool = True) -> bytes:
@@ -107,7 +142,7 @@ def encode_command(code: str, *, crlf: bool = True) -> bytes:
     :raises ConfigError: a code that is neither format.
     """
     if not isinstance(code, str) or not (_FORMAT_1.match(code) or _FORMAT_2.match(code)):
-        raise ConfigError("code", code, "one upper-case letter, or a lower-case letter, 1-3 digits and '_'")
+        raise ConfigError("code", code, "one upper-case letter, or a lower-case letter, 0-3 digits and '_'")
     return bytes([ESC]) + code.encode("ascii") + (CRLF if crlf else b"")
 
 
@@ -143,7 +178,7 @@ class CommandDeframer:
                     self._pending = None
             elif char.isdigit() and byte < 0x80 and len(pending) <= 3:
                 pending.append(byte)
-            elif char == "_" and len(pending) >= 2:
+            elif char == "_":
                 codes.append(pending.decode("ascii") + "_")
                 self._pending = None
             else:
@@ -166,6 +201,9 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
     error = _ERROR.match(stripped)
     if error:
         return ErrorLine(int(error.group(1)))
+    status = _STATUS_CODE.match(stripped)
+    if status and status.group(1).upper() not in _OVERLOAD_TOKENS | _UNDERLOAD_TOKENS:
+        return StatusLine(status.group(1))
     tokens = []
     for token in stripped.split():
         # A 6-character ID code runs straight into the sign: "ID1234+".
@@ -200,21 +238,26 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
 
 def _range_or_malformed(raw: bytes, tokens: list[str]) -> Line:
     core = [token for token in tokens if token not in ("+", "-")]
-    if len(core) == 2 and len(core[0]) <= ID_CODE_WIDTH:
-        core = core[1:]  # an ID code in front
+    if len(core) == 2 and core[0] == STATUS_ID:
+        core = core[1:]  # the status ID code in front
     if len(core) == 1:
         word = core[0].upper()
         if word in _OVERLOAD_TOKENS:
             return RangeLine(overload=True)
         if word in _UNDERLOAD_TOKENS:
             return RangeLine(overload=False)
+        if word in _OTHER_SPECIAL_CODES:
+            return StatusLine(core[0])
     return MalformedLine(raw, "no numeric weight field")
 
 
 def decode_text_line(line: bytes) -> str:
-    """Decode a text reply (model, serial number, version): the line without padding. Never raises."""
+    """Decode a text reply (model, serial number, version): the line without padding or ``Ser.no`` label. Never raises."""
     body = line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
-    return body[:MAX_LINE_BYTES].decode("latin-1").strip()
+    text = body[:MAX_LINE_BYTES].decode("latin-1").strip()
+    if text.startswith(SERIAL_ID):
+        return text[len(SERIAL_ID) :].strip()
+    return text
 
 
 def encode_weight_line(
@@ -239,18 +282,29 @@ def encode_weight_line(
     return _with_id(body, id_code) + CRLF
 
 
-def encode_range_line(*, overload: bool, id_code: str | None = None) -> bytes:
-    """Balance side: an overload (``H``) or underload (``L``) line."""
-    sign, word = ("+", "H") if overload else ("-", "L")
-    body = f"{sign} {word.rjust(WEIGHT_FIELD_WIDTH)} {'':3}"
-    return _with_id(body, id_code) + CRLF
+def encode_special_line(code: str, *, id_codes: bool = False) -> bytes:
+    """Balance side: a special code (``High``, ``Low``, ``Cal.Ext.``) from position 7 of the 16-character body.
+
+    :param code: the code, at most 8 characters.
+    :param id_codes: the 22-character format, with the ID ``Stat`` in front.
+    """
+    if not code or len(code) > 2 + WEIGHT_FIELD_WIDTH - 2 or not code.isprintable() or " " in code:
+        raise ConfigError("code", code, "1-8 printable characters without spaces")
+    body = (" " * (SPECIAL_CODE_POSITION - 1) + code).ljust(14)
+    return _with_id(body, STATUS_ID if id_codes else None) + CRLF
 
 
-def encode_error_line(code: int) -> bytes:
-    """Balance side: ``ERR nnn`` padded to the line width."""
+def encode_range_line(*, overload: bool, id_codes: bool = False) -> bytes:
+    """Balance side: an overload (``High``) or underload (``Low``) line."""
+    return encode_special_line(OVERLOAD_CODE if overload else UNDERLOAD_CODE, id_codes=id_codes)
+
+
+def encode_error_line(code: int, *, id_codes: bool = False) -> bytes:
+    """Balance side: ``ERR ###`` at positions 4-10 of the 16-character body (``Stat`` in front with ID codes)."""
     if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 999:
         raise ConfigError("code", code, "an integer in [0, 999]")
-    return f"ERR {code:03d}".ljust(14).encode("ascii") + CRLF
+    body = f"   ERR {code:03d}".ljust(14)
+    return _with_id(body, STATUS_ID if id_codes else None) + CRLF
 
 
 def encode_text_line(text: str) -> bytes:
@@ -258,6 +312,16 @@ def encode_text_line(text: str) -> bytes:
     if not text.isprintable() or len(text) > MAX_LINE_BYTES:
         raise ConfigError("text", text, f"printable, at most {MAX_LINE_BYTES} characters")
     return text.ljust(14).encode("latin-1") + CRLF
+
+
+def encode_serial_line(serial_number: str) -> bytes:
+    """Balance side: the answer to ``ESC x2_``, the serial number labelled with its ID code ``Ser.no``.
+
+    22 characters: the label in positions 1-6, the number right-aligned in 7-20.
+    """
+    if not serial_number.isprintable() or " " in serial_number or not 0 < len(serial_number) <= 14:
+        raise ConfigError("serial_number", serial_number, "1-14 printable characters without spaces")
+    return (SERIAL_ID + serial_number.rjust(14)).encode("latin-1") + CRLF
 
 
 def _with_id(body: str, id_code: str | None) -> bytes:

@@ -17,7 +17,10 @@ from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceRea
 from hal.clock import Clock
 from cython_ext.errors import CommunicationError, ConfigError, LinkTimeoutError
 from hal.sartorius import codec
-from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, WeightLine
+from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, StatusLine, WeightLine
+
+#: Special codes meaning "busy": the balance is adjusting and prints no weight.
+_BUSY_CODES = frozenset({"C", "CAL.EXT.", "CAL.INT."})
 
 
 class SbiDriver(BalanceDriver):
@@ -77,6 +80,8 @@ class SbiDriver(BalanceDriver):
             return BalanceFault.OVERLOAD if line.overload else BalanceFault.UNDERLOAD
         if isinstance(line, ErrorLine):
             return BalanceFault.DEVICE
+        if isinstance(line, StatusLine):
+            return BalanceFault.NOT_EXECUTABLE if line.code.upper() in _BUSY_CODES else BalanceFault.DEVICE
         assert isinstance(line, MalformedLine)
         raise CommunicationError(f"balance sent a malformed line {line.raw!r}: {line.reason}")
 

@@ -32,7 +32,7 @@ BALANCE_KINDS: dict[str, tuple[type, frozenset[str]]] = {
     ),
     "sbi": (
         SbiBalance,
-        frozenset({"model", "serial_number", "firmware", "unit", "id_code", "autoprint_interval_s"}),
+        frozenset({"model", "serial_number", "firmware", "unit", "id_codes", "autoprint_interval_s"}),
     ),
 }
 

@@ -1,21 +1,28 @@
-"""A Sartorius balance speaking SBI, byte for byte, over the byte-device protocol.
+"""A Sartorius Cubis MSE225S speaking SBI, byte for byte, over the byte-device protocol.
 
-Commands answered (reference §3.2):
+Commands (Cubis MSE operating instructions, "Data Interfaces: SBI commands";
+the same table is quoted in reference §3.2, S35/S36), CR LF optional:
 
-=========== ==============================================================
-``ESC P``   one 16-byte output line (22 with an ID code); the unit is
-            printed only when the pan is settled; ``H``/``L`` out of range
-``ESC T``   tare/zero key: zero when nothing is tared, else tare (no reply)
-``ESC U``   tare (no reply); ``ESC V`` zero (no reply)
-``ESC S``   restart: clears the tare, stops nothing else (no reply)
-``ESC x1_`` model; ``x2_`` serial number; ``x3_`` software version
-=========== ==============================================================
+============= =================================================================
+``ESC P``     one output line: 16 characters, or 22 with ID codes (``N`` before
+              a weight); the unit is printed only when the pan is stable;
+              ``High``/``Low`` special codes out of range (``Stat`` ID with ID codes)
+``ESC p_``    print as with the PRINT key: the same line
+``ESC T``     TARE key: zero when nothing is tared, else tare (no reply)
+``ESC U``     tare; ``ESC V`` zero (no reply)
+``ESC S``     restart: clears the tare and zeroes as at power-on (no reply)
+``ESC K/L/M/N`` ambient filter very stable ... very unstable (no reply)
+``ESC O/R``   block / unblock the keys (no reply); ``ESC Q`` beep (no reply)
+``ESC Z/W``   internal / external adjustment: the pan settles again (no reply)
+``ESC x1_``   model; ``ESC x3_`` software version (text lines)
+``ESC x2_``   serial number, labelled with the ID code ``Ser.no``
+============= =================================================================
 
-Other commands are ignored (no reply), which is how the emulator treats the
-many SBI commands this project does not use. With ``autoprint_interval_s``
-the balance prints a line on its own at that interval (the auto-print menu
-setting); a value that does not fit the 8-character weight field prints as
-overload.
+Other codes (the key codes ``ESC f0_``... and options this model does not
+have) are ignored, with no reply, as the balance ignores them. With
+``autoprint_interval_s`` the balance prints a line on its own at that interval
+(the auto-print menu setting); a value that does not fit the 8-character
+weight field prints as ``High``/``Low``. Line formats: :mod:`hal.sartorius.codec`.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from __future__ import annotations
 import math
 import threading
 
-from hal.clock import NS_PER_S
 from cython_ext.errors import ConfigError
+from hal.clock import NS_PER_S
 from hal.sartorius import codec
 from sim.balance.pan import Pan, PeriodicSchedule
 from sim.device import ByteDevice
 
 #: Most auto-print lines emitted by one poll after virtual time jumped ahead.
 MAX_CATCH_UP_LINES = 50
+#: Ambient filter codes.
+FILTERS = ("K", "L", "M", "N")
+#: Codes that start an adjustment (internal, external).
+ADJUSTMENTS = ("Z", "W")
 
 
 class SbiBalance(ByteDevice):
@@ -38,10 +49,10 @@ class SbiBalance(ByteDevice):
 
     :param pan: the weighing pan.
     :param model: answer to ``ESC x1_``.
-    :param serial_number: answer to ``ESC x2_``.
+    :param serial_number: answer to ``ESC x2_`` (after ``Ser.no``).
     :param firmware: answer to ``ESC x3_``.
     :param unit: display unit (``"g"`` or ``"mg"``).
-    :param id_code: ID code printed before each value (22-byte lines), or None.
+    :param id_codes: print 22-character lines with ID codes (the "output with ID code" menu setting).
     :param autoprint_interval_s: print unasked every so many seconds, or None.
     """
 
@@ -53,7 +64,7 @@ class SbiBalance(ByteDevice):
         serial_number: str = "0031204567",
         firmware: str = "00-51-03",
         unit: str = "g",
-        id_code: str | None = None,
+        id_codes: bool = False,
         autoprint_interval_s: float | None = None,
     ) -> None:
         scale_ug = codec.MASS_UNIT_UG.get(unit)
@@ -65,18 +76,22 @@ class SbiBalance(ByteDevice):
             isinstance(autoprint_interval_s, (int, float)) and math.isfinite(autoprint_interval_s) and autoprint_interval_s > 0
         ):
             raise ConfigError("autoprint_interval_s", autoprint_interval_s, "a finite number > 0 s, or None")
-        if id_code is not None:
-            codec.encode_range_line(overload=True, id_code=id_code)  # validates the ID code
+        if not isinstance(id_codes, bool):
+            raise ConfigError("id_codes", id_codes, "true or false")
         for name, text in (("model", model), ("serial_number", serial_number), ("firmware", firmware)):
-            if not isinstance(text, str) or not text.isprintable() or not 0 < len(text) <= 14:
-                raise ConfigError(name, text, "printable text of 1-14 characters")
+            if not isinstance(text, str) or not text.isprintable() or " " in text or not 0 < len(text) <= 14:
+                raise ConfigError(name, text, "1-14 printable characters without spaces")
         self.pan = pan
         self.model = model
         self.serial_number = serial_number
         self.firmware = firmware
         self.unit = unit
-        self.id_code = id_code
+        self.id_codes = id_codes
         self.decimals = len(str(scale_ug // pan.settings.resolution_ug)) - 1
+        #: Ambient filter set by ``ESC K``..``ESC N``.
+        self.filter = "L"
+        #: True after ``ESC O`` (keys blocked) until ``ESC R``.
+        self.keys_blocked = False
         self._deframer = codec.CommandDeframer()
         self._lock = threading.Lock()
         self._autoprint: PeriodicSchedule | None = None
@@ -106,17 +121,27 @@ class SbiBalance(ByteDevice):
     def _print(self) -> bytes:
         reading = self.pan.read()
         if reading.overload or reading.underload:
-            return codec.encode_range_line(overload=reading.overload, id_code=self.id_code)
+            return codec.encode_range_line(overload=reading.overload, id_codes=self.id_codes)
         try:
             return codec.encode_weight_line(
-                reading.net_ug, unit=self.unit, decimals=self.decimals, stable=reading.stable, id_code=self.id_code
+                reading.net_ug,
+                unit=self.unit,
+                decimals=self.decimals,
+                stable=reading.stable,
+                id_code=codec.NET_ID if self.id_codes else None,
             )
         except ConfigError:
-            return codec.encode_range_line(overload=reading.net_ug > 0, id_code=self.id_code)
+            return codec.encode_range_line(overload=reading.net_ug > 0, id_codes=self.id_codes)
 
     def _answer(self, code: str) -> bytes:
-        if code == codec.PRINT:
+        if code in (codec.PRINT, codec.PRINT_KEY):
             return self._print()
+        if code == codec.MODEL:
+            return codec.encode_text_line(self.model)
+        if code == codec.SERIAL_NUMBER:
+            return codec.encode_serial_line(self.serial_number)
+        if code == codec.SOFTWARE_VERSION:
+            return codec.encode_text_line(self.firmware)
         if code == codec.TARE_ZERO:
             if self.pan.tare_ug:
                 self.pan.tare()
@@ -127,11 +152,11 @@ class SbiBalance(ByteDevice):
         elif code == codec.ZERO:
             self.pan.zero()
         elif code == codec.RESTART:
-            self.pan.clear_tare()
-        elif code == codec.MODEL:
-            return codec.encode_text_line(self.model)
-        elif code == codec.SERIAL_NUMBER:
-            return codec.encode_text_line(self.serial_number)
-        elif code == codec.SOFTWARE_VERSION:
-            return codec.encode_text_line(self.firmware)
+            self.pan.zero()  # the initial zero-setting at power-on; the tare is gone with it
+        elif code in FILTERS:
+            self.filter = code
+        elif code in (codec.BLOCK_KEYS, codec.UNBLOCK_KEYS):
+            self.keys_blocked = code == codec.BLOCK_KEYS
+        elif code in ADJUSTMENTS:
+            self.pan.disturb(self.pan.settings.settling_s)
         return b""

@@ -205,7 +205,7 @@ def test_sbi_print_and_identify(scripts: list[ScriptedLink], clock: VirtualClock
         clock,
         (b"\x1bP\r\n", b"+   1255.7 g  \r\n"),
         (b"\x1bx1_\r\n", b"LA230S        \r\n"),
-        (b"\x1bx2_\r\n", b"12345678      \r\n"),
+        (b"\x1bx2_\r\n", b"Ser.no      12345678\r\n"),
         (b"\x1bx3_\r\n", b"00-38-09      \r\n"),
     )
     reading = driver.read_immediate()
@@ -227,9 +227,11 @@ def test_sbi_read_stable_polls_until_the_unit_appears(scripts: list[ScriptedLink
 @pytest.mark.parametrize(
     ("reply", "fault"),
     [
-        (b"+        H    \r\n", BalanceFault.OVERLOAD),
-        (b"-        L    \r\n", BalanceFault.UNDERLOAD),
-        (b"ERR 054       \r\n", BalanceFault.DEVICE),
+        (b"      High    \r\n", BalanceFault.OVERLOAD),
+        (b"Stat        Low     \r\n", BalanceFault.UNDERLOAD),
+        (b"   ERR 054    \r\n", BalanceFault.DEVICE),
+        (b"Stat     APP.ERR    \r\n", BalanceFault.DEVICE),
+        (b"Stat        Cal.Ext.\r\n", BalanceFault.NOT_EXECUTABLE),
     ],
 )
 def test_sbi_range_and_error_lines(

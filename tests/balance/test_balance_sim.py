@@ -88,7 +88,7 @@ def test_bad_options_are_rejected_naming_the_option(option: str, value: object) 
         ("mtsics", "unit", "lb"),
         ("mtsics", "stream_interval_s", 0),
         ("sbi", "serial_number", ""),
-        ("sbi", "id_code", "TOOLONGID"),
+        ("sbi", "id_codes", "N"),
         ("sbi", "autoprint_interval_s", -1.0),
     ],
 )
@@ -144,7 +144,7 @@ def test_sbi_emulator_answers_byte_for_byte() -> None:
     assert balance.receive(b"\x1bP\r\n") == b"+   0.0000 g  \r\n"
     assert balance.receive(b"\x1bx1_") == b"MSE225S       \r\n"
     assert balance.receive(b"\x1bQ") == b""  # unused command: ignored
-    sbi_id = create_balance("sbi", clock, lambda: 0, resolution_ug=100, id_code="N")
+    sbi_id = create_balance("sbi", clock, lambda: 0, resolution_ug=100, id_codes=True)
     assert sbi_id.receive(b"\x1bP") == b"N     +   0.0000 g  \r\n"
 
 

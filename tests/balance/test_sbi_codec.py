@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from cython_ext.errors import ConfigError
 from hal.sartorius import codec
-from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, WeightLine
+from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, StatusLine, WeightLine
 
 #: The reference's example output line, byte for byte.
 REFERENCE_LINE = bytes.fromhex("2B 20 20 20 31 32 35 35 2E 37 20 67 20 20 0D 0A")
@@ -34,6 +34,7 @@ def test_reference_line_decodes() -> None:
         ("x1_", b"\x1bx1_\r\n"),
         ("x2_", b"\x1bx2_\r\n"),
         ("s3_", b"\x1bs3_\r\n"),
+        ("p_", b"\x1bp_\r\n"),
     ],
 )
 def test_commands_encode_to_golden_bytes(code: str, wire: bytes) -> None:
@@ -41,7 +42,7 @@ def test_commands_encode_to_golden_bytes(code: str, wire: bytes) -> None:
     assert codec.encode_command(code, crlf=False) == wire[:-2]
 
 
-@pytest.mark.parametrize("bad", ["p", "PP", "x_", "x1", "1_", ""])
+@pytest.mark.parametrize("bad", ["p", "PP", "x1234_", "X1_", "x1", "1_", ""])
 def test_malformed_commands_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError):
         codec.encode_command(bad)
@@ -56,10 +57,22 @@ def test_malformed_commands_are_refused(bad: str) -> None:
         (b"+  1234.5 mg \r\n", WeightLine(1_234_500, True, 100, "mg")),
         (b"N     +   1255.7 g  \r\n", WeightLine(1_255_700_000, True, 100_000, "g", "N")),
         (b"G#    -      0.5 g  \r\n", WeightLine(-500_000, True, 100_000, "g", "G#")),
-        (b"+        H    \r\n", RangeLine(overload=True)),
-        (b"-        L    \r\n", RangeLine(overload=False)),
-        (b"ERR 054       \r\n", ErrorLine(54)),
-        (b"Err 2\r\n", ErrorLine(2)),
+        # Entris II interface description p.3: special and error codes, 22 characters.
+        (b"Stat        High    \r\n", RangeLine(overload=True)),
+        (b"Stat        Low     \r\n", RangeLine(overload=False)),
+        (b"Stat     ERR 101    \r\n", ErrorLine(101)),
+        (b"Stat     APP.ERR    \r\n", StatusLine("APP.ERR")),
+        (b"Stat        Cal.Ext.\r\n", StatusLine("Cal.Ext.")),
+        # The same in 16 characters (positions 7 and 4 of the body).
+        (b"      High    \r\n", RangeLine(overload=True)),
+        (b"      Low     \r\n", RangeLine(overload=False)),
+        (b"   ERR 101    \r\n", ErrorLine(101)),
+        # FB manual p.66 / Master series p.79: H, HH, L, LL status codes of older models.
+        (b"      HH      \r\n", RangeLine(overload=True)),
+        (b"Stat        LL      \r\n", RangeLine(overload=False)),
+        (b"      C       \r\n", StatusLine("C")),
+        # Combics 1 p.98: "Stat*****Err**##****" with a two-digit code.
+        (b"Stat     Err  12    \r\n", ErrorLine(12)),
     ],
 )
 def test_lines_decode_by_fields(wire: bytes, line: object) -> None:
@@ -80,7 +93,7 @@ def test_anything_else_is_malformed(wire: bytes) -> None:
 
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash_the_decoders(data: bytes) -> None:
-    assert isinstance(codec.decode_weight_line(data), (WeightLine, RangeLine, ErrorLine, MalformedLine))
+    assert isinstance(codec.decode_weight_line(data), (WeightLine, RangeLine, ErrorLine, StatusLine, MalformedLine))
     assert isinstance(codec.decode_text_line(data), str)
 
 
@@ -121,8 +134,29 @@ def test_command_deframer_finds_commands_among_noise() -> None:
     assert codec.CommandDeframer().feed(stream) == ["P", "x1_", "T", "x12_"]
 
 
+@pytest.mark.parametrize(
+    ("wire", "manual"),
+    [
+        # Entris II p.3, special codes: "Stat" in 1-4, the code from position 13 (7 of the body).
+        (codec.encode_range_line(overload=True, id_codes=True), b"Stat        High    \r\n"),
+        (codec.encode_range_line(overload=False, id_codes=True), b"Stat        Low     \r\n"),
+        (codec.encode_range_line(overload=True), b"      High    \r\n"),
+        (codec.encode_range_line(overload=False), b"      Low     \r\n"),
+        # Entris II p.3, error codes: "Stat*****ERR*###****".
+        (codec.encode_error_line(7, id_codes=True), b"Stat     ERR 007    \r\n"),
+        (codec.encode_error_line(101), b"   ERR 101    \r\n"),
+        # Combics 1 p.98, ID code "Ser.no": the serial number of the weighing instrument.
+        (codec.encode_serial_line("0031204567"), b"Ser.no    0031204567\r\n"),
+    ],
+)
+def test_special_lines_encode_as_the_manuals_show(wire: bytes, manual: bytes) -> None:
+    assert wire == manual
+    assert len(wire) in (16, 22)
+
+
 def test_range_and_error_lines_round_trip() -> None:
     assert codec.decode_weight_line(codec.encode_range_line(overload=True)) == RangeLine(True)
-    assert codec.decode_weight_line(codec.encode_range_line(overload=False, id_code="N")) == RangeLine(False)
+    assert codec.decode_weight_line(codec.encode_range_line(overload=False, id_codes=True)) == RangeLine(False)
     assert codec.decode_weight_line(codec.encode_error_line(7)) == ErrorLine(7)
     assert codec.decode_text_line(codec.encode_text_line("MSE225S")) == "MSE225S"
+    assert codec.decode_text_line(codec.encode_serial_line("0031204567")) == "0031204567"
