@@ -179,11 +179,13 @@ def _accuracy(args: argparse.Namespace) -> int:
 
     try:
         if simulated_pump:
-            from hil.gravimetric.simrig import simulated_accuracy_rig
+            from hil.gravimetric.simrig import run_simulated_accuracy
 
-            kind = balance_url[len(SIM_BALANCE_PREFIX):]
-            with simulated_accuracy_rig(
-                kind,
+            # The simulated water takes the run's temperature, evaporation and air (simrig.water_options).
+            result = run_simulated_accuracy(
+                balance_url[len(SIM_BALANCE_PREFIX):],
+                rate,
+                syringe_diameter_mm=syringe_mm,
                 link=args.link or "inprocess",
                 seed=args.seed or 0,
                 bias_pct=args.bias_pct or 0.0,
@@ -193,17 +195,9 @@ def _accuracy(args: argparse.Namespace) -> int:
                     "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
                     "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
                 },
-            ) as rig:
-                result = run_accuracy(
-                    rig.pump_url,
-                    rig.balance_url,
-                    rate,
-                    syringe_diameter_mm=syringe_mm,
-                    clock=rig.clock,
-                    balance_driver=kind,
-                    report_dir=args.report,
-                    **fields,
-                )
+                report_dir=args.report,
+                **fields,
+            )
         else:
             result = run_accuracy(
                 pump_url,

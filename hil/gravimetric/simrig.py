@@ -3,11 +3,17 @@
 Both devices run on one :class:`~sim.clock.VirtualClock`, which the accuracy
 sampler advances, so a 2 h test takes well under a second. The balance is fed
 by the pump mechanics' *actual* delivered volume (with the injected bias and
-noise), exactly what a real balance would weigh::
+noise), exactly what a real balance would weigh.
 
-    with simulated_accuracy_rig("mtsics", bias_pct=3.0) as rig:
-        result = run_accuracy(rig.pump_url, rig.balance_url, 1_200_000,
-                              syringe_diameter_mm=14.5, clock=rig.clock, balance_driver=rig.balance_kind)
+:func:`run_simulated_accuracy` is the entry point: it builds the run's
+:class:`~hil.gravimetric.procedure.AccuracyConfig` first and gives the
+simulated beaker the water that configuration describes (:func:`water_options`:
+its temperature, hence density; its evaporation; air around the pan exactly
+when the analysis corrects for air buoyancy), so the analysis recovers the
+injected bias whatever the profile::
+
+    result = run_simulated_accuracy("mtsics", 1_200_000, syringe_diameter_mm=14.5,
+                                    bias_pct=3.0, water_temperature_c=30.0)
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cython_ext.errors import ConfigError
+from hil.gravimetric.analysis import AIR_DENSITY_G_PER_ML, WEIGHTS_DENSITY_G_PER_ML
+from hil.gravimetric import procedure
+from hil.gravimetric.procedure import AccuracyConfig, AccuracyResult, SampleCallback
 from sim.balance import BALANCE_KINDS, MtSicsBalance, SbiBalance, create_balance
 from sim.clock import VirtualClock
 from sim.endpoints import InProcessEndpoint, PtyEndpoint
@@ -126,3 +136,83 @@ def simulated_balance(
     endpoint = InProcessEndpoint(device) if link == "inprocess" else PtyEndpoint(device)
     with endpoint:
         yield endpoint.url, device, clock
+
+
+def water_options(config: AccuracyConfig) -> dict[str, float]:
+    """Simulated-balance options that make the beaker's water the water ``config`` describes.
+
+    :param config: the run's configuration.
+    :return: ``temperature_c`` (the density), ``evaporation_ug_per_h`` (what the analysis
+        adds back), and the air and weights densities: air only when the analysis corrects for
+        its buoyancy, with the densities that correction assumes.
+    """
+    return {
+        "temperature_c": config.water_temperature_c,
+        "evaporation_ug_per_h": config.evaporation_ug_per_h,
+        "air_density_g_per_ml": AIR_DENSITY_G_PER_ML if config.air_buoyancy_correction else 0.0,
+        "weights_density_g_per_ml": WEIGHTS_DENSITY_G_PER_ML,
+    }
+
+
+def run_simulated_accuracy(
+    balance_kind: str,
+    rate_nl_per_h: int,
+    *,
+    syringe_diameter_mm: float,
+    link: str = "inprocess",
+    seed: int = 0,
+    bias_pct: float = 0.0,
+    noise_pct: float = 0.0,
+    faults: tuple[str, ...] = (),
+    pump_options: dict[str, Any] | None = None,
+    balance_options: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    on_sample: SampleCallback | None = None,
+    **config_fields: Any,
+) -> AccuracyResult:
+    """Run the accuracy test on a simulated rig whose water is the water of the run's configuration.
+
+    :param balance_kind: ``"mtsics"`` or ``"sbi"``.
+    :param rate_nl_per_h: set rate, nL/h.
+    :param syringe_diameter_mm: syringe inner diameter, mm.
+    :param link: ``"inprocess"`` or ``"pty"``.
+    :param seed: seed of pump and balance noise.
+    :param bias_pct: systematic delivery error injected into the pump mechanics, %.
+    :param noise_pct: random delivery noise of the pump mechanics, %.
+    :param faults: pump fault specs (:mod:`sim.faults`).
+    :param pump_options: other :class:`~sim.newera.Ne1000` keywords.
+    :param balance_options: balance options other than the water (``noise_ug``, ``resolution_ug``...).
+    :param report_dir: write the report here.
+    :param on_sample: progress callback.
+    :param config_fields: other :class:`~hil.gravimetric.procedure.AccuracyConfig` fields
+        (``water_temperature_c``, ``evaporation_ug_per_h``, ``air_buoyancy_correction``, ``duration_s``...).
+    :raises ConfigError: a bad setting, or a balance option that would contradict the run's water;
+        nothing is started.
+    :raises InsufficientDataError: the data cannot support a result.
+    """
+    config = AccuracyConfig(rate_nl_per_h=rate_nl_per_h, syringe_diameter_mm=syringe_diameter_mm, **config_fields)
+    water = water_options(config)
+    for name in water:
+        if name in (balance_options or {}):
+            raise ConfigError(f"balance_options.{name}", balance_options[name], "unset: the run's water sets it")  # type: ignore[index]
+    with simulated_accuracy_rig(
+        balance_kind,
+        link=link,
+        seed=seed,
+        bias_pct=bias_pct,
+        noise_pct=noise_pct,
+        faults=faults,
+        pump_options=pump_options,
+        balance_options={**(balance_options or {}), **water},
+    ) as rig:
+        return procedure.run_accuracy(
+            rig.pump_url,
+            rig.balance_url,
+            rate_nl_per_h,
+            syringe_diameter_mm=syringe_diameter_mm,
+            clock=rig.clock,
+            balance_driver=rig.balance_kind,
+            report_dir=report_dir,
+            on_sample=on_sample,
+            **config_fields,
+        )

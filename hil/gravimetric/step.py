@@ -153,19 +153,17 @@ def run_accuracy_step(
     settings = {"duration_s": step.duration_s, "interval_s": step.interval_s}
     try:
         if pump_url is None:
-            from hil.gravimetric.simrig import simulated_accuracy_rig
+            from hil.gravimetric.simrig import run_simulated_accuracy
 
-            with simulated_accuracy_rig(step.balance_kind, seed=step.seed, bias_pct=step.bias_pct) as rig:
-                result = run_accuracy(
-                    rig.pump_url,
-                    rig.balance_url,
-                    step.rate_nl_per_h,
-                    syringe_diameter_mm=step.syringe_diameter_mm,
-                    clock=rig.clock,
-                    balance_driver=rig.balance_kind,
-                    report_dir=report_dir,
-                    **settings,
-                )
+            result = run_simulated_accuracy(
+                step.balance_kind,
+                step.rate_nl_per_h,
+                syringe_diameter_mm=step.syringe_diameter_mm,
+                seed=step.seed,
+                bias_pct=step.bias_pct,
+                report_dir=report_dir,
+                **settings,
+            )
         else:
             assert balance_url is not None
             result = run_accuracy(

@@ -3,13 +3,15 @@
 The pan holds a beaker (``initial_load_ug``) into which a simulated pump
 delivers water. The gross mass at virtual time *t* is::
 
-    gross = initial_load + delivered_nl() * density(temperature)
+    gross = initial_load + delivered_nl() * density(temperature) * buoyancy
             - evaporation_ug_per_h * t_h + drift_ug_per_h * t_h + scripted steps
 
 and a displayed reading is ``gross - zero - tare + noise``, rounded to the
 readability ``resolution_ug`` (that rounding is the balance's display, as on
 the real device). Density in g/mL equals µg/nL, so nanolitres become
-micrograms with no other factor.
+micrograms with no other factor. ``buoyancy`` is what air does to a balance
+adjusted with weights of density rho_w: water of density d indicates
+``(1 - rho_air/d) / (1 - rho_air/rho_w)`` of its mass (1 without air, the default).
 
 Stability: the pan is *moving* when the reading changed faster than
 ``stability_band_ug`` per ``settling_s`` between the last two observations,
@@ -47,6 +49,8 @@ class PanSettings:
     :ivar initial_load_ug: the beaker and its water above the zero point at start, µg.
     :ivar capacity_ug: the weighing capacity; above it the balance reports overload, µg.
     :ivar disturbances_s: scripted disturbances as ``(start_s, duration_s)`` pairs (virtual time from creation).
+    :ivar air_density_g_per_ml: density of the air around the pan, g/mL (0: no air, no buoyancy).
+    :ivar weights_density_g_per_ml: density of the weights the balance was adjusted with, g/mL.
     """
 
     temperature_c: float = 20.0
@@ -59,9 +63,15 @@ class PanSettings:
     initial_load_ug: int = 0
     capacity_ug: int = 220_000_000
     disturbances_s: tuple[tuple[float, float], ...] = ()
+    air_density_g_per_ml: float = 0.0
+    weights_density_g_per_ml: float = 8.0
 
     def __post_init__(self) -> None:
         water_density_g_per_ml(self.temperature_c)
+        if not _is_number(self.air_density_g_per_ml) or not 0 <= self.air_density_g_per_ml <= 0.01:
+            raise ConfigError("air_density_g_per_ml", self.air_density_g_per_ml, "in [0, 0.01] g/mL")
+        if not _is_number(self.weights_density_g_per_ml) or not 1 <= self.weights_density_g_per_ml <= 25:
+            raise ConfigError("weights_density_g_per_ml", self.weights_density_g_per_ml, "in [1, 25] g/mL")
         if not _is_int(self.resolution_ug) or self.resolution_ug < 1 or not _power_of_ten(self.resolution_ug):
             raise ConfigError("resolution_ug", self.resolution_ug, "a power of ten >= 1 µg (1, 10, 100...)")
         for name in ("noise_ug", "evaporation_ug_per_h", "settling_s"):
@@ -150,6 +160,8 @@ class Pan:
         self.settings = settings or PanSettings()
         self._delivered_nl = delivered_nl
         self._density_g_per_ml = water_density_g_per_ml(self.settings.temperature_c)
+        air = self.settings.air_density_g_per_ml
+        self._buoyancy = (1 - air / self._density_g_per_ml) / (1 - air / self.settings.weights_density_g_per_ml)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._t0_ns = clock.monotonic_ns()
@@ -175,7 +187,7 @@ class Pan:
         elapsed_h = (now_ns - self._t0_ns) / NS_PER_H
         return (
             s.initial_load_ug
-            + self._delivered_nl() * self._density_g_per_ml
+            + self._delivered_nl() * self._density_g_per_ml * self._buoyancy
             + (s.drift_ug_per_h - s.evaporation_ug_per_h) * elapsed_h
             + self._step_ug
         )
