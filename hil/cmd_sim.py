@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
-from cython_ext.errors import HalUnavailableError
+from cython_ext.errors import ConfigError, HalUnavailableError
 from sim.newera.profile import NE1000_V3_928, PROFILES
 
 PUMPS = ("ne1000",)
@@ -45,6 +45,27 @@ CONTROL_COMMANDS = {
 }
 BALANCES = ("mtsics", "sbi")
 BAUD_RATES = (19200, 9600, 2400, 1200, 300)
+
+
+def balance_help() -> str:
+    """What each simulated balance answers, built from the emulators' own command tables."""
+    from sim.balance.mtsics import IMPLEMENTED_COMMANDS, LEVELS
+    from sim.balance.sbi import IMPLEMENTED_CODES
+
+    by_level: dict[int, list[str]] = {}
+    for level, name in IMPLEMENTED_COMMANDS:
+        by_level.setdefault(level, []).append(name)
+    sics = "; ".join(f"level {level}: {' '.join(names)}" for level, names in sorted(by_level.items()))
+    sbi = " ".join(f"ESC {code}" for code in IMPLEMENTED_CODES)
+    return (
+        f"balances: --balance mtsics is a Mettler Toledo XPE205 (MT-SICS, I1 levels \"{LEVELS[0]}\"), answering {sics}; "
+        "S, Z and T wait up to 10 s for stability, then answer 'I'; any other command, a lower-case one or "
+        "unexpected parameters answer ES, a line over 128 bytes ET. "
+        f"--balance sbi is a Sartorius Cubis MSE225S (SBI) acting on {sbi}: ESC P and ESC p_ print one "
+        "16-character line (22 with --sbi-id-codes: ID N, or Stat for High/Low), ESC x1_/x2_/x3_ answer model, "
+        "Ser.no-labelled serial number and version, the others act silently; any other code is ignored "
+        "without a reply."
+    )
 
 
 def _link(text: str) -> tuple[str, int]:
@@ -95,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Serve one simulated pump in real time x --speed. The first stdout line ends with the pump's "
             "device path or socket:// URL; with --balance the second line ends with the balance's."
         ),
+        epilog=balance_help(),
     )
     serve.add_argument("--pump", choices=PUMPS, default="ne1000", help="pump model (default ne1000)")
     serve.add_argument("--link", type=_link, default=("pty", 0), metavar="pty|tcp:PORT", help="where to serve it")
@@ -117,7 +139,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--fault", action="append", default=[], metavar="SPEC", help="fault spec (see sim.faults)")
     serve.add_argument("--trace", default=None, metavar="FILE", help="write a timestamped byte trace")
-    serve.add_argument("--balance", choices=BALANCES, default=None, help="also serve a balance weighing the output")
+    serve.add_argument(
+        "--balance", choices=BALANCES, default=None, help="also serve a balance weighing the output (see below)"
+    )
+    serve.add_argument(
+        "--sbi-id-codes",
+        action="store_true",
+        help="SBI balance: 22-character lines with ID codes (the 'output with ID code' menu setting)",
+    )
     serve.add_argument("--log-traffic", action="store_true", help="print every chunk of traffic to stderr")
     serve.add_argument("--seed", type=int, default=0, help="seed for delivery noise and random faults")
     serve.add_argument("--bias-pct", type=float, default=0.0, help="systematic delivery error, percent")
@@ -231,6 +260,8 @@ def _serve(args: argparse.Namespace) -> int:
     from sim.endpoints import PtyEndpoint, TcpEndpoint
     from sim.rig import simulated_pump
 
+    if args.sbi_id_codes and args.balance != "sbi":
+        raise ConfigError("--sbi-id-codes", True, "given only with --balance sbi")
     link, port = args.link
     clock = ScaledClock(args.speed)
     stop = threading.Event()
@@ -271,7 +302,10 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"{args.pump} address {args.address}{speed} on {rig.url}", flush=True)
             if args.balance is not None:
                 create_balance = _load_balance_factory()
-                balance = create_balance(args.balance, clock, rig.device.mechanics.actual_delivered_nl, seed=args.seed)
+                options = {"id_codes": True} if args.sbi_id_codes else {}
+                balance = create_balance(
+                    args.balance, clock, rig.device.mechanics.actual_delivered_nl, seed=args.seed, **options
+                )
                 traffic = _traffic_printer("balance", started) if args.log_traffic else None
                 endpoint = (
                     PtyEndpoint(balance, on_traffic=traffic)

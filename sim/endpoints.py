@@ -440,13 +440,22 @@ class PtyEndpoint(_ThreadedEndpoint):
         return self._master if self._master_open and self._client_present() else None
 
     def _check_peer(self) -> None:
-        """Put the raw line settings back once the port has no client (pyserial refuses to reopen 7O1 over 7O1)."""
+        """Put the raw line settings back once the port has no client; clear an orphan PARODD while it has one.
+
+        Linux ptys drop PARENB from what a client sets but keep PARODD, and then refuse
+        (EINVAL) the client's next odd-parity setting: pyserial cannot reopen 7O1 over 7O1,
+        nor change its timeout on an odd-parity port. The orphan bit means nothing on a pty.
+        """
         if not self._master_open:
             return
+        attrs = termios.tcgetattr(self._master)
         if self._client_present():
             self.client_gone.clear()
+            if attrs[2] & termios.PARODD and not attrs[2] & termios.PARENB:
+                attrs[2] &= ~termios.PARODD
+                termios.tcsetattr(self._master, termios.TCSANOW, attrs)
             return
-        if termios.tcgetattr(self._master) != self._raw_attrs:
+        if attrs != self._raw_attrs:
             # The master shares the slave's termios. Nothing is flushed: a client opening the
             # port at this very moment must not lose its first request (new settings are harmless).
             termios.tcsetattr(self._master, termios.TCSANOW, self._raw_attrs)

@@ -42,6 +42,11 @@ MAX_CATCH_UP_LINES = 50
 FILTERS = ("K", "L", "M", "N")
 #: Codes that start an adjustment (internal, external).
 ADJUSTMENTS = ("Z", "W")
+#: Every code the simulated balance acts on, in the order of the manual's table.
+IMPLEMENTED_CODES = (
+    codec.PRINT, codec.TARE_ZERO, *FILTERS, codec.BLOCK_KEYS, "Q", codec.UNBLOCK_KEYS, codec.RESTART,
+    *ADJUSTMENTS, codec.TARE, codec.ZERO, codec.PRINT_KEY, codec.MODEL, codec.SERIAL_NUMBER, codec.SOFTWARE_VERSION,
+)  # fmt: skip
 
 
 class SbiBalance(ByteDevice):

@@ -277,3 +277,24 @@ def test_pty_can_be_reopened_with_other_line_settings(clock: VirtualClock, seque
                 port.close()
             assert endpoint.client_gone.wait(5)
         assert endpoint.client_disconnects == len(sequence)
+
+
+def test_pty_odd_parity_port_can_be_reconfigured_while_open(clock: VirtualClock) -> None:
+    # A Linux pty keeps PARODD without PARENB and then refuses the next odd-parity setting;
+    # the endpoint clears the orphan bit, so a client may change its timeout later on.
+    import termios
+    import time
+
+    from sim.balance import create_balance
+
+    with PtyEndpoint(create_balance("sbi", clock, lambda: 0)) as endpoint:
+        port = serial.serial_for_url(endpoint.url, 9600, bytesize=8, parity="O", timeout=0)
+        try:
+            deadline = time.monotonic() + 5
+            while termios.tcgetattr(port.fd)[2] & termios.PARODD and time.monotonic() < deadline:
+                time.sleep(0.001)
+            port.timeout = 5
+            port.write(b"\x1bP")
+            assert port.read_until(b"\n") == b"+  0.00000 g  \r\n"
+        finally:
+            port.close()
