@@ -28,8 +28,8 @@ reply object; :func:`decode_reply` never raises.
 
 Source of the reply formats: *MT-SICS Reference Manual, Excellence balances*
 (Mettler Toledo 11780711), "Commands and responses" of levels 0 and 1 and of
-``I10``, ``I11``, ``M28`` and ``WS``; the golden vectors in
-``tests/balance/test_mtsics_golden.py`` quote its examples.
+``I10``, ``I11``, ``M28`` and ``WS``; ``tests/balance/test_mtsics_golden.py`` pins
+each reply to bytes written out from those formats.
 """
 
 from __future__ import annotations

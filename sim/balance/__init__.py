@@ -56,7 +56,8 @@ def create_balance(
         fields: ``temperature_c``, ``resolution_ug``, ``noise_ug``,
         ``drift_ug_per_h``, ``evaporation_ug_per_h``, ``settling_s``,
         ``stability_band_ug``, ``initial_load_ug``, ``capacity_ug``,
-        ``disturbances_s``) and device settings of the kind (model, unit...).
+        ``disturbances_s``, ``air_density_g_per_ml``, ``weights_density_g_per_ml``)
+        and device settings of the kind (:data:`BALANCE_KINDS`: model, unit...).
     :raises ConfigError: unknown kind or option, or a bad value; nothing is built.
     :return: the byte device; its pan is at ``.pan``.
     """
