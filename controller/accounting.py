@@ -132,6 +132,60 @@ class Reservoir:
         return max(0, self.fill_nl - self.dispensed_since_fill_nl)
 
 
+class TipDoseWatch:
+    """The dose reaching the catheter tip, against the prescription: the withdrawal-risk alarm's condition.
+
+    Each reconciliation adds the drug that left the tip over its interval. Over the trailing
+    ``window_ms`` the watch compares it with the prescribed daily dose: below ``fraction_pct``
+    of it is a deficit, whatever the cause (a stop, minimum-rate mode, an unprimed catheter, a
+    concentration change). The watch arms only once a full window has reached the threshold, so
+    a drug-naive patient whose catheter still holds saline after implant is not flagged: without
+    prior exposure there is no dependence to withdraw from (itb-clinical §3.2).
+
+    Intervals are whole: one that began before the window counts in full, so the watch may see
+    a deficit up to one poll interval late, never early.
+
+    :param window_ms: the trailing window, ms (> 0).
+    :param fraction_pct: the threshold, % of the prescribed dose (1-100).
+    """
+
+    def __init__(self, window_ms: int, fraction_pct: int) -> None:
+        self.window_ms = window_ms
+        self.fraction_pct = fraction_pct
+        #: (end of interval ms, drug that left the tip pg), oldest first.
+        self.samples: list[tuple[int, int]] = []
+        #: Whether a full window has reached the threshold since therapy started.
+        self.armed = False
+
+    def record(self, end_ms: int, tip_pg: int) -> None:
+        """Add one reconciled interval ending at ``end_ms``."""
+        self.samples.append((end_ms, tip_pg))
+
+    def deficit_pct(self, now_ms: int, prescribed_ng_per_day: int) -> int | None:
+        """The percentage of the prescribed dose that reached the tip over the window, if it is a deficit.
+
+        :return: the delivered share (%, rounded down) when the watch is armed and it is below the
+            threshold; None otherwise (no deficit, not armed, or less than a window of history).
+        """
+        start = now_ms - self.window_ms
+        while len(self.samples) > 1 and self.samples[1][0] <= start:
+            self.samples.pop(0)  # keep one interval that ends at or before the window's start
+        if prescribed_ng_per_day <= 0 or not self.samples or self.samples[0][0] > start:
+            return None
+        delivered_pg = sum(pg for end, pg in self.samples if end > start)
+        expected_pg = prescribed_ng_per_day * units.PG_PER_NG * self.window_ms // MS_PER_DAY
+        share = 100 * delivered_pg // max(1, expected_pg)
+        if share >= self.fraction_pct:
+            self.armed = True
+            return None
+        return share if self.armed else None
+
+    def reset(self) -> None:
+        """Forget the history (an authorised discontinue: no dose is expected any more)."""
+        self.samples = []
+        self.armed = False
+
+
 class Accounting:
     """Accrual of commanded volume and reconciliation of the pump counter into the kernel ledger.
 

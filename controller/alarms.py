@@ -78,6 +78,7 @@ class AlarmCode(enum.Enum):
     UNFINISHED_SESSION = "unfinished_session"
     PUMP_RESET = "pump_reset"
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
+    WITHDRAWAL_RISK = "withdrawal_risk"
     # medium priority
     RESERVOIR_LOW = "reservoir_low"
     BATTERY_ERI = "battery_eri"
@@ -244,8 +245,18 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
             _spec(
                 AlarmCode.MINIMUM_RATE_MODE,
                 _M,
-                "Minimum-rate mode: the pump delivers the clinician-set minimum rate.",
-                "Entering or leaving minimum-rate mode must be alarmed (SAFE-02).",
+                "Minimum-rate mode: the pump delivers only the clinician-set minimum rate, below the prescribed "
+                "dose. " + _WITHDRAWAL_RISK,
+                "Entering or leaving minimum-rate mode must be alarmed (SAFE-02); a sub-therapeutic rate is the "
+                "withdrawal hazard of the boxed warning, so the text names it.",
+            ),
+            _spec(
+                AlarmCode.WITHDRAWAL_RISK,
+                _H,
+                "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
+                "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a bridge "
+                "gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
+                "(itb-clinical §3.2).",
             ),
             _spec(
                 AlarmCode.STORAGE_LOW,

@@ -52,6 +52,12 @@ class ControllerSettings:
     :ivar priming_duration_ms: how long the priming bolus after implant runs, ms.
     :ivar counter_clear_above_nl: clear the pump's dispensed counter when it passes this, nL (its
         display resolution coarsens as it grows).
+    :ivar withdrawal_alarm_after_ms: the dose reaching the catheter tip below
+        ``withdrawal_alarm_fraction_pct`` of the prescription for this long raises the high-priority
+        WITHDRAWAL_RISK alarm, ms. Default 6 h: about four CSF half-lives (1.6 h, itb-clinical §6),
+        well inside the 24-72 h over which the withdrawal syndrome builds (§3.2).
+    :ivar withdrawal_alarm_fraction_pct: see ``withdrawal_alarm_after_ms``, % of the prescribed dose
+        (default 50).
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
@@ -61,16 +67,19 @@ class ControllerSettings:
     restart_titration_after_ms: int = 24 * MS_PER_H
     priming_duration_ms: int = 30 * MS_PER_MIN
     counter_clear_above_nl: int = 1_000_000
+    withdrawal_alarm_after_ms: int = 6 * MS_PER_H
+    withdrawal_alarm_fraction_pct: int = 50
 
     def __post_init__(self) -> None:
         if isinstance(self.counter_clear_above_nl, bool) or not isinstance(self.counter_clear_above_nl, int) \
                 or self.counter_clear_above_nl <= 0:
             raise ConfigError("counter_clear_above_nl", self.counter_clear_above_nl, "an integer > 0 nL")
-        for name in ("poll_interval_ms", "unconfirmed_alarm_ms", "priming_duration_ms"):
+        for name in ("poll_interval_ms", "unconfirmed_alarm_ms", "priming_duration_ms", "withdrawal_alarm_after_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < MS_PER_S:
                 raise ConfigError(name, value, f"an integer >= {MS_PER_S} ms")
         for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", 100),
+                           ("withdrawal_alarm_fraction_pct", 100),
                            ("restart_titration_after_ms", 30 * 24 * MS_PER_H)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
@@ -92,6 +101,8 @@ def loop_config(prescription: Prescription, settings: ControllerSettings) -> Loo
         restart_titration_after_ms=settings.restart_titration_after_ms,
         reservoir_capacity_nl=rx.pump.pump_model.capacity_nl,
         counter_clear_above_nl=settings.counter_clear_above_nl,
+        withdrawal_alarm_after_ms=settings.withdrawal_alarm_after_ms,
+        withdrawal_alarm_fraction_pct=settings.withdrawal_alarm_fraction_pct,
     )
 
 

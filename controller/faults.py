@@ -66,6 +66,7 @@ class FaultCode(enum.Enum):
     UNEXPLAINED_STOP = "unexplained_stop"
     DOSE_CAP_BREACH_ATTEMPT = "dose_cap_breach_attempt"
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
+    TIP_DOSE_DEFICIT = "tip_dose_deficit"
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,13 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _C,
                 _A.DOSE_CAP_BREACH_ATTEMPT,
                 "The kernel refused the command, so nothing changed; the running programme is within the cap.",
+            ),
+            FaultReaction(
+                _F.TIP_DOSE_DEFICIT,
+                _C,
+                _A.WITHDRAWAL_RISK,
+                "The deficit has a cause with its own reaction (a stop, minimum rate, a refill); raising delivery "
+                "blind risks overdose, so the patient is flagged to a human at once.",
             ),
             FaultReaction(
                 _F.ALARM_SYSTEM_FAILURE,

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import reservoir as reservoir_math
-from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun
+from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun, TipDoseWatch
 from controller.alarms import AlarmCode, AlarmManager
 from controller.commands import CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error, is_link_error
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
@@ -111,6 +111,9 @@ class LoopConfig:
     :ivar reservoir_capacity_nl: reservoir capacity, nL.
     :ivar counter_clear_above_nl: clear the pump's counter when it passes this, nL, to keep its
         display resolution fine.
+    :ivar withdrawal_alarm_after_ms: the dose at the catheter tip below ``withdrawal_alarm_fraction_pct``
+        of the prescription for this long raises WITHDRAWAL_RISK, ms.
+    :ivar withdrawal_alarm_fraction_pct: see ``withdrawal_alarm_after_ms``, % of the prescribed dose.
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
@@ -126,10 +129,12 @@ class LoopConfig:
     restart_titration_after_ms: int = 24 * MS_PER_H
     reservoir_capacity_nl: int = 20_000_000
     counter_clear_above_nl: int = 1_000_000
+    withdrawal_alarm_after_ms: int = 6 * MS_PER_H
+    withdrawal_alarm_fraction_pct: int = 50
 
     def __post_init__(self) -> None:
         for name in ("poll_interval_ms", "checkpoint_interval_ms", "minimum_rate_nl_per_h", "unconfirmed_alarm_ms",
-                     "counter_clear_above_nl"):
+                     "counter_clear_above_nl", "withdrawal_alarm_after_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(name, value, "an integer > 0")
@@ -138,6 +143,9 @@ class LoopConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(name, value, "an integer >= 0")
+        pct = self.withdrawal_alarm_fraction_pct
+        if isinstance(pct, bool) or not isinstance(pct, int) or not 1 <= pct <= 100:
+            raise ConfigError("withdrawal_alarm_fraction_pct", pct, "an integer in [1, 100] %")
         if self.empty_reservoir_nl >= self.low_reservoir_nl and self.low_reservoir_nl:
             raise ConfigError("empty_reservoir_nl", self.empty_reservoir_nl, f"< low_reservoir_nl ({self.low_reservoir_nl})")
 
@@ -196,6 +204,7 @@ class ControlLoop:
         self.commands = CommandIssuer(pump, store, on_storage_failure=self._storage_failed)
         self.commands.stage_resume_point = self._stage_resume_point
         self.accounting = Accounting(gate, self._emit)
+        self.tip_watch = TipDoseWatch(self.config.withdrawal_alarm_after_ms, self.config.withdrawal_alarm_fraction_pct)
         self.schedule = Schedule(self.config.poll_interval_ms)
         self.mode = Mode.IDLE
         self.basal_rate_nl_per_h = 0  # the committed programme's basal rate now
@@ -368,7 +377,8 @@ class ControlLoop:
             self._comms_ok(now)
             if self.commands.stops_unsettled:
                 self.commands.settle_stops(status)
-            self._reconcile(dispensed.infused_nl)
+            _delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
+            self.tip_watch.record(now, tip_pg)
             if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
                 # Idle (no verified therapy state) and discontinued: read only, command nothing (SAFE-04).
                 if dispensed.infused_nl > self.config.counter_clear_above_nl:
@@ -380,6 +390,7 @@ class ControlLoop:
                     self.accounting.reset_drift()  # a stop or an alarm explains the shortfall; its own alarm is raised
                 self._check_bolus_cap()
                 self._check_reservoir()
+                self._check_tip_dose(now)
         self.schedule.last_poll_ms = now
         expected_nl, delta_nl, tip_pg = self.accounting.take_interval()
         record = PollRecord(
@@ -473,6 +484,19 @@ class ControlLoop:
         # The ledger total holds what was delivered plus the bolus's not-yet-delivered commitment.
         if self.gate.total_24h_ng(self.now_ms()) > self.gate.cap_ng_per_day():
             self._end_bolus("stopped at the 24 h cap")
+
+    def _check_tip_dose(self, now: int) -> None:
+        """WITHDRAWAL_RISK while the dose at the catheter tip stays below its share of the prescription."""
+        prescribed = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
+        share = self.tip_watch.deficit_pct(now, prescribed)
+        held = next((a for a in self.alarms.active() if a.code is AlarmCode.WITHDRAWAL_RISK), None)
+        if share is not None:
+            if held is None or not held.condition_active:
+                self._fault(FaultCode.TIP_DOSE_DEFICIT,
+                            f"{share} % of the prescribed {prescribed / 1000:g} µg/day reached the catheter tip over "
+                            f"the last {self.tip_watch.window_ms / MS_PER_H:g} h")
+        elif held is not None and held.condition_active:
+            self.alarms.clear(AlarmCode.WITHDRAWAL_RISK, detail="the dose at the catheter tip is back")
 
     # -- reservoir ----------------------------------------------------------------------------------------
 
@@ -944,6 +968,7 @@ class ControlLoop:
         stopped = self.commands.send_stop("discontinue")
         self._drain_hal_errors()
         self.gate.apply(decision, self.now_ms())
+        self.tip_watch.reset()
         self.mode = Mode.DISCONTINUED
         self.basal_rate_nl_per_h = 0
         self._emit("discontinued", confirmed=stopped)
@@ -997,6 +1022,7 @@ class ControlLoop:
             "gate": self.gate.snapshot(),
             "bolus": None if self.bolus is None else {"bolus_id": self.bolus.bolus_id,
                                                       "attributed_nl": self.bolus.attributed_nl},
+            "tip_watch": {"samples": [list(x) for x in self.tip_watch.samples], "armed": self.tip_watch.armed},
         }
 
     def _stage_resume_point(self) -> None:
@@ -1053,6 +1079,8 @@ class ControlLoop:
         self.discontinue_authorised = body["discontinue_authorised"]
         self._interrupted_since_ms = body["interrupted_since_ms"]
         self.therapy_state = dict(body["therapy"])
+        self.tip_watch.samples = [(int(t), int(pg)) for t, pg in body["tip_watch"]["samples"]]
+        self.tip_watch.armed = bool(body["tip_watch"]["armed"])
         self.schedule.last_poll_ms = body["last_poll_ms"]
         now = self.now_ms()
         acc.accrual_ms = now

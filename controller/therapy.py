@@ -80,6 +80,8 @@ class Why(str, enum.Enum):
     NOTHING_TO_RESUME = "NOTHING_TO_RESUME"
     RATE_NOT_REPRESENTABLE = "RATE_NOT_REPRESENTABLE"
     NOT_DURABLE = "NOT_DURABLE"
+    REFILL_DISCREPANCY_UNACKNOWLEDGED = "REFILL_DISCREPANCY_UNACKNOWLEDGED"
+    PRIMING_REFUSED = "PRIMING_REFUSED"
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,17 @@ class Therapy:
         conc = concentration_ug_per_ml or self.loop.concentration_ug_per_ml
         return units.rate_nl_per_h_for_dose(dose_ng_per_day, conc)
 
+    def _refill_discrepancy_unacknowledged(self) -> bool:
+        """A refill found volumes beyond tolerance (a possible pocket fill) and no clinician has acknowledged it."""
+        return any(a.code is AlarmCode.REFILL_DISCREPANCY and not a.acknowledged for a in self.loop.alarms.active())
+
     def _bolus_blockers(self) -> list[Why]:
         blockers = []
         if self.loop.alarms.has_priority(Priority.HIGH):
             blockers.append(Why.HIGH_PRIORITY_ALARM)
+        if self._refill_discrepancy_unacknowledged():
+            # Drug may be in the pocket rather than the reservoir (RES-03): nothing more until a clinician looks.
+            blockers.append(Why.REFILL_DISCREPANCY_UNACKNOWLEDGED)
         if self.loop.session_open is not None:
             blockers.append(Why.SESSION_OPEN)
         if self.loop.mode is not Mode.RUNNING:
@@ -354,7 +363,16 @@ class Therapy:
         values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
         if prime and self.dead_volume_nl:
             primed = self._bolus(DeliveryKind.PRIMING, self.dead_volume_nl, self.priming_duration_ms)
-            detail += "; priming " + ("started" if primed.allowed else "refused: " + ",".join(primed.reasons))
+            if not primed.allowed:
+                # Therapy runs, but the catheter still holds saline: no drug reaches the tip for the transit time.
+                hours = reservoir_math.transit_delay_ms(self.dead_volume_nl, rate) / MS_PER_H if rate else float("inf")
+                note = (f"implant not complete: priming refused ({','.join(primed.reasons)}); the catheter holds "
+                        f"no drug, and at {units.describe_rate_nl_per_h(rate)} none reaches the tip for "
+                        f"{hours:.1f} h")
+                self.loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=note)
+                return self._done(WorkflowResult(action, False, (Why.PRIMING_REFUSED.value, *primed.reasons),
+                                                 f"{detail}; {note}", values))
+            detail += "; priming started"
         return self._done(WorkflowResult(action, True, (), detail, values))
 
     # -- titration ---------------------------------------------------------------------------------
@@ -373,6 +391,9 @@ class Therapy:
             return self._deny(action, Why.NOT_RUNNING)
         if self.loop.session_open is not None:
             return self._deny(action, Why.SESSION_OPEN)
+        if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
+            return self._deny(action, Why.REFILL_DISCREPANCY_UNACKNOWLEDGED,
+                              detail="no increase until a clinician acknowledges the refill discrepancy")
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None

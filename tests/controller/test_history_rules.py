@@ -1,0 +1,133 @@
+"""Rules that hold over what happened, not one instant (issue #9): withdrawal at the tip, refill holds, priming.
+
+The oracle for the tip-dose watch is a recomputation from the raw intervals and
+the rule as written (an alarm after a 6 h window below half the prescribed dose,
+once a window has reached it); the controller tests drive the fake pump into a
+stop, minimum-rate mode or a discontinue and check the alarm that follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.accounting import TipDoseWatch
+from controller.alarms import AlarmCode
+from controller.loop import Mode
+from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, PG_PER_NG
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import build_rig
+
+WINDOW_MS = 6 * MS_PER_H
+
+
+# -- the tip-dose watch on its own ---------------------------------------------------------------------
+
+
+@given(
+    dose_ng_per_day=st.integers(10_000, 2_000_000),
+    pcts=st.lists(st.integers(0, 150), min_size=1, max_size=40),
+    interval_min=st.sampled_from([5, 15, 30, 60]),
+)
+def test_tip_watch_flags_a_window_below_half_the_dose_once_armed(dose_ng_per_day: int, pcts: list[int],
+                                                                  interval_min: int) -> None:
+    """SAFE-02 / withdrawal: the watch's verdict equals a recomputation from the raw intervals."""
+    watch = TipDoseWatch(WINDOW_MS, 50)
+    step = interval_min * MS_PER_MIN
+    per_interval_pg = dose_ng_per_day * PG_PER_NG * step // MS_PER_DAY
+    history: list[tuple[int, int]] = []
+    armed = False
+    for i, pct in enumerate(pcts, start=1):
+        t, pg = i * step, per_interval_pg * pct // 100
+        watch.record(t, pg)
+        history.append((t, pg))
+        got = watch.deficit_pct(t, dose_ng_per_day)
+        start = t - WINDOW_MS
+        if history[0][0] > start:
+            assert got is None  # less than a window of history
+            continue
+        delivered = sum(p for end, p in history if end > start)
+        share = 100 * delivered // max(1, dose_ng_per_day * PG_PER_NG * WINDOW_MS // MS_PER_DAY)
+        if share >= 50:
+            armed = True
+            assert got is None
+        else:
+            assert got == (share if armed else None)
+
+
+def test_tip_watch_stays_quiet_for_a_drug_naive_patient() -> None:
+    """No prior exposure, no withdrawal: saline in the catheter after implant is not flagged."""
+    watch = TipDoseWatch(WINDOW_MS, 50)
+    for hour in range(1, 30):
+        watch.record(hour * MS_PER_H, 0)
+        assert watch.deficit_pct(hour * MS_PER_H, 100_000) is None
+
+
+# -- in the controller ---------------------------------------------------------------------------------
+
+
+def test_a_long_stall_raises_withdrawal_risk_and_a_short_one_does_not(running: Any) -> None:
+    """A stop longer than 6 h is a withdrawal risk whatever its cause (itb-clinical §3.2)."""
+    running.pump.inject_stall()
+    running.advance(2 * MS_PER_H)
+    assert running.loop.mode is Mode.STOPPED_FAULT
+    assert "withdrawal_risk" not in running.log.raised()  # 2 of the last 6 h without drug: two thirds delivered
+    running.advance(5 * MS_PER_H)
+    assert "withdrawal_risk" in running.log.raised()
+    detail = next(e["detail"] for e in running.log.events if e["code"] == "withdrawal_risk")
+    assert "catheter tip" in detail and "100 µg/day" in detail
+
+
+def test_minimum_rate_mode_names_the_withdrawal_risk(running: Any) -> None:
+    running.pump.power_cycle()  # PUMP_RESET: minimum-rate mode
+    running.advance(MS_PER_H)
+    assert running.loop.mode is Mode.MINIMUM_RATE
+    minimum = next(a for a in running.alarms.active() if a.code is AlarmCode.MINIMUM_RATE_MODE)
+    assert "WITHDRAWAL" in minimum.spec.message
+    # 2000 nL/h at 500 µg/mL is 24 µg/day against 100 prescribed: a deficit at the tip.
+    running.advance(7 * MS_PER_H)
+    assert "withdrawal_risk" in running.log.raised()
+
+
+def test_no_withdrawal_alarm_after_an_authorised_discontinue(running: Any) -> None:
+    assert running.therapy.discontinue(authorised_by="dr.test", emergency=True).allowed
+    running.advance(2 * MS_PER_DAY)
+    assert "withdrawal_risk" not in running.log.raised()
+
+
+def test_an_unprimed_implant_is_not_complete_and_says_the_catheter_holds_no_drug() -> None:
+    """A refused priming leaves saline in the catheter: the implant is reported incomplete (issue #9)."""
+    clock = VirtualClock()
+    pump = FakePump(clock, max_rate_nl_per_h=400_000)  # the priming bolus needs 500 000 nL/h
+    rig = build_rig(clock, pump, _store(clock))
+    result = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000)
+    assert not result.allowed
+    assert result.reasons[0] == "PRIMING_REFUSED" and "BOLUS_RATE_ABOVE_PUMP_MAX" in result.reasons
+    assert "catheter holds no drug" in result.detail
+    assert "unfinished_session" in rig.log.raised()
+    assert rig.loop.mode is Mode.RUNNING  # the basal rate still runs: stopping is not safe either
+
+
+def test_unacknowledged_refill_discrepancy_holds_boluses_and_increases(running: Any) -> None:
+    """RES-03: a possible pocket fill holds boluses and dose increases until a clinician acknowledges it."""
+    running.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
+    expected = running.loop.reservoir_nl()
+    refill = running.therapy.refill(removed_nl=expected // 2, added_nl=20_000_000, concentration_ug_per_ml=500,
+                                    lot="A1")
+    assert refill.allowed and "REFILL_MISMATCH" in refill.reasons
+    assert "REFILL_DISCREPANCY_UNACKNOWLEDGED" in running.therapy.patient_bolus_request().reasons
+    assert "REFILL_DISCREPANCY_UNACKNOWLEDGED" in running.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN).reasons
+    assert running.therapy.titrate(110_000).reasons == ("REFILL_DISCREPANCY_UNACKNOWLEDGED",)
+    down = running.therapy.titrate(90_000)  # a decrease is never held
+    assert "REFILL_DISCREPANCY_UNACKNOWLEDGED" not in down.reasons
+    running.therapy.acknowledge_alarms()
+    assert running.therapy.patient_bolus_request().allowed
+
+
+def _store(clock: VirtualClock) -> Any:
+    from controller.store import Store
+
+    return Store(":memory:", clock)
