@@ -59,7 +59,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-from scipy.linalg import expm
 
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_S, NG_PER_UG, UG_PER_MG
@@ -320,6 +319,26 @@ def system_matrices(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return m, b
 
 
+def expm_batched(a: np.ndarray) -> np.ndarray:
+    """Matrix exponential of every ``n x n`` matrix in ``a`` (shape ``... x n x n``).
+
+    Scaling and squaring with a degree-18 Taylor polynomial: every matrix is scaled
+    by the same power of two so that its 1-norm is at most 1/2, where the truncation
+    error is below 1e-22. Vectorised over the batch; ``scipy.linalg.expm`` takes
+    about 10 ms per matrix here, which is 100 s for a cohort of 10 000.
+    """
+    norm = float(np.max(np.abs(a).sum(axis=-2), initial=0.0))
+    squarings = max(0, math.ceil(math.log2(norm / 0.5))) if norm > 0.5 else 0
+    scaled = a / 2.0**squarings
+    eye = np.broadcast_to(np.eye(a.shape[-1]), a.shape)
+    result = eye.copy()
+    for k in range(18, 0, -1):  # Horner: I + A/1 (I + A/2 (I + ...))
+        result = eye + np.matmul(scaled, result) / k
+    for _ in range(squarings):
+        result = np.matmul(result, result)
+    return result
+
+
 def step_matrices(m: np.ndarray, b: np.ndarray, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact step over ``dt_h`` hours of constant input: ``x1 = Phi x0 + Gamma u``.
 
@@ -332,7 +351,7 @@ def step_matrices(m: np.ndarray, b: np.ndarray, dt_h: float) -> tuple[np.ndarray
     aug = np.zeros(m.shape[:-2] + (n + 2, n + 2))
     aug[..., :n, :n] = m * dt_h
     aug[..., :n, n:] = b * dt_h
-    e = expm(aug)
+    e = expm_batched(aug)
     return e[..., :n, :n], e[..., :n, n:]
 
 
