@@ -31,7 +31,6 @@ from controller.patient import PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.errors import ConfigError, ItbError
-from cython_ext.units import MS_PER_H
 from hal.clock import Clock, SystemClock
 from hal.pump import Direction
 from hil.gravimetric.step import run_accuracy_step
