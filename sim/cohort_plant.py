@@ -32,7 +32,6 @@ from sim.patient import (
     INTRATHECAL_INPUT,
     N_STATES,
     PARAMETER_LIMITS,
-    OverdoseLevel,
     WithdrawalLevel,
     ashworth_score,
     csf_level,
@@ -262,5 +261,3 @@ def time_plant_baseline(patients: int = 10_000, days: int = 180, *, seed: int = 
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return PlantTiming(patients, days, steps, wall, peak / 2**20, rss_kib / 1024)
 
-
-__all__ = ["CohortPlant", "CohortState", "PlantTiming", "time_plant_baseline", "OverdoseLevel", "WithdrawalLevel"]
