@@ -108,16 +108,14 @@ class CohortPlant:
         self.step_h = float(step_h)
         m, b = system_matrices(p)
         phi, gamma = step_matrices(m, b, self.step_h)
-        # Phi is sparse (about half its entries are zero for every patient): keep the nonzero
-        # entries, row by row, as (entries, N) and sum each row's block of products.
-        rows, cols = np.nonzero(np.any(phi != 0, axis=0))
-        self._cols = cols
-        bounds = np.r_[np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]), len(rows)]
-        self._row_blocks = [(int(rows[a]), int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        self._values = np.ascontiguousarray(phi[:, rows, cols].T)
-        self._products = np.empty_like(self._values)
-        if len(self._row_blocks) != N_STATES:
-            raise ConfigError("parameters", "a step matrix with an all-zero row", "a decaying state in every row")
+        # Phi is nearly lower triangular: column j is zero outside one band of rows for every
+        # patient. Keep each column's band as (rows, N) and add its products into that band.
+        self._columns = []
+        for j in range(N_STATES):
+            rows = np.flatnonzero(np.any(phi[:, :, j] != 0, axis=0))
+            low, high = int(rows.min()), int(rows.max()) + 1
+            self._columns.append((j, low, high, np.ascontiguousarray(phi[:, low:high, j].T)))
+        self._products = np.empty((N_STATES, self.size))
         self._gamma_it = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT].T)
         self._xt = np.zeros((N_STATES, self.size))
         self.tolerance = np.zeros(self.size)
@@ -147,10 +145,14 @@ class CohortPlant:
         xt[CSF] += bolus * NG_PER_UG
         xt[GUT] += oral * (UG_PER_MG * NG_PER_UG) * self.parameters["oral_bioavailability"]
         before = xt[BRAIN].copy()
-        np.multiply(self._values, xt[self._cols], out=self._products)
-        for row, first, end in self._row_blocks:
-            np.sum(self._products[first:end], axis=0, out=xt[row])
+        stepped = np.zeros_like(xt)
+        for j, low, high, values in self._columns:
+            products = self._products[: high - low]
+            np.multiply(values, xt[j], out=products)
+            stepped[low:high] += products
+        xt = stepped
         xt += self._gamma_it * (it * NG_PER_UG / self.step_h)
+        self._xt = xt
         x = self.x
         self.tolerance = next_tolerance(self.tolerance, before, x[:, BRAIN], self.step_h, self.parameters)
         self.time_h += self.step_h
