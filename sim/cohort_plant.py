@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import resource
 import time
-import tracemalloc
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -221,15 +220,13 @@ class PlantTiming:
     :ivar days: days simulated.
     :ivar steps: steps taken (hourly).
     :ivar wall_s: wall time from building the plant to the last step, s.
-    :ivar peak_traced_mib: peak memory allocated while running (tracemalloc, NumPy included), MiB.
-    :ivar peak_rss_mib: the process's peak resident set size so far, MiB.
+    :ivar peak_rss_mib: the process's peak resident set size (interpreter and libraries included), MiB.
     """
 
     patients: int
     days: int
     steps: int
     wall_s: float
-    peak_traced_mib: float
     peak_rss_mib: float
 
 
@@ -250,16 +247,11 @@ def time_plant_baseline(patients: int = 10_000, days: int = 180, *, seed: int = 
     sample = Population(size=patients, seed=seed).sample()
     steps = days * H_PER_DAY
     hourly_ug = np.full(patients, dose_ug_per_day / H_PER_DAY)
-    tracemalloc.start()
-    try:
-        start = time.perf_counter()
-        plant = CohortPlant(sample.parameters)
-        for _ in range(steps):
-            plant.step(hourly_ug)
-        wall = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return PlantTiming(patients, days, steps, wall, peak / 2**20, rss_kib / 1024)
+    start = time.perf_counter()
+    plant = CohortPlant(sample.parameters)
+    for _ in range(steps):
+        plant.step(hourly_ug)
+    wall = time.perf_counter() - start
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return PlantTiming(patients, days, steps, wall, rss_kib / 1024)
 

@@ -99,7 +99,7 @@ def test_bad_plant_inputs_are_rejected_before_anything_moves() -> None:
 
 def test_the_baseline_timing_runs_and_reports() -> None:
     timing = time_plant_baseline(patients=50, days=2)
-    assert timing.steps == 48 and timing.wall_s > 0 and timing.peak_traced_mib > 0
+    assert timing.steps == 48 and timing.wall_s > 0 and timing.peak_rss_mib > 0
 
 
 # -- the population file ----------------------------------------------------------------------------
