@@ -2,7 +2,7 @@
 
 The oral arm uses the patient model's gut and plasma compartments
 (:mod:`sim.patient`): plasma half-life 3-4 h, Vd 0.7 L/kg, CNS levels about 8.5x
-below plasma [CH-ORAL], absorption with a peak at 0.5-3 h [MIMS-BACLOFEN]. The
+below plasma [CH-ORAL], absorption with a peak at 0.5-3 h [MIMS-BAC10]. The
 labelled titration is 5 mg three times a day for 3 days, then 10, 15 and 20 mg
 three times a day for 3 days each, never above 80 mg/day (20 mg four times a
 day) [PMS-BACLOFEN][MIMS-BACLOFEN].

@@ -47,6 +47,10 @@ The solution is exact for piecewise-constant input (a matrix exponential of the
 augmented system), so advancing a day costs the same as advancing a minute.
 :func:`system_matrices` and the output functions take NumPy arrays of parameters,
 so the vectorised cohort plant (:mod:`sim.cohort_plant`) uses the same equations.
+Two sources are not yet in the reference's list: [AGARWAL14] Agarwal SK et al., J Child
+Neurol 2015;30:37-41 (oral bioavailability 74 %); [MIMS-BAC10] MIMS Philippines, Bac-10
+monograph (baclofen rapidly and almost completely absorbed, peak plasma 0.5-3 h).
+
 Units: amounts ng, concentrations ng/mL, time s at the interface and h inside.
 The simulator keeps its own floats: it is a plant model, not dosing arithmetic.
 """
@@ -103,9 +107,9 @@ class PatientParameters:
     :ivar plasma_volume_l_per_kg: plasma volume of distribution, L/kg (0.7 [CH-ORAL]).
     :ivar plasma_half_life_h: plasma elimination half-life, h (3.5; 3-4 [CH-ORAL]).
     :ivar oral_bioavailability: fraction of a tablet absorbed (0.85; 0.74 to "almost
-        complete" [AGARWAL14][MIMS-BACLOFEN]).
+        complete" [AGARWAL14][MIMS-BAC10]).
     :ivar absorption_rate_per_h: first-order oral absorption, 1/h (1.6: peak plasma at
-        about 1.5 h, range 0.5-3 h [MIMS-BACLOFEN]).
+        about 1.5 h, range 0.5-3 h [MIMS-BAC10]).
     :ivar plasma_to_csf_ratio: plasma over CSF (and CNS tissue) level under systemic
         dosing (8.5 [CH-ORAL]).
     :ivar cord_penetration: spinal effect-site level per unit lumbar CSF level. DERIVED:

@@ -109,9 +109,9 @@ DOCUMENTED: dict[str, Distribution] = {
     "csf_volume_ml": _lognormal(_REF.csf_volume_ml, 0.50, 22.0, 157.0, "[CH-ODDB][§6]"),
     "csf_clearance_ml_per_h": _lognormal(_REF.csf_clearance_ml_per_h, 0.46, 13.0, 80.0, "[EJCP][GH-LBL-SUMMARY]"),
     "plasma_half_life_h": Distribution("uniform", low=3.0, high=4.0, source="[CH-ORAL]"),
-    "oral_bioavailability": Distribution("uniform", low=0.74, high=1.0, source="[AGARWAL14][MIMS-BACLOFEN]"),
+    "oral_bioavailability": Distribution("uniform", low=0.74, high=1.0, source="[AGARWAL14][MIMS-BAC10]"),
     # Peak plasma 0.5-3 h after a tablet.
-    "absorption_rate_per_h": _lognormal(_REF.absorption_rate_per_h, 0.6, 0.6, 6.0, "[MIMS-BACLOFEN]"),
+    "absorption_rate_per_h": _lognormal(_REF.absorption_rate_per_h, 0.6, 0.6, 6.0, "[MIMS-BAC10]"),
     # The steady-state spread 130-1240 ng/mL read as a 90 % range of the titrated level.
     "ec50_ng_per_ml": _lognormal(_REF.ec50_ng_per_ml, math.log(1240 / 130) / (2 * 1.6449), _REF.ec50_ng_per_ml / 8,
                                  _REF.ec50_ng_per_ml * 8, "[CH-ODDB][ARCH94]"),

@@ -53,7 +53,7 @@ def test_plasma_half_life_and_volume_are_the_label() -> None:
     tail = t >= 8
     half_life = -math.log(2) / np.polyfit(t[tail], np.log(levels[tail]), 1)[0]
     assert 3.0 <= half_life <= 4.0
-    assert 0.5 <= t[np.argmax(levels)] <= 3.0  # peak 0.5-3 h [MIMS-BACLOFEN]
+    assert 0.5 <= t[np.argmax(levels)] <= 3.0  # peak 0.5-3 h [MIMS-BAC10]
     # the absorbed dose in 0.7 L/kg is an upper bound of the peak, and the peak is most of it
     ceiling = 10e6 * params.oral_bioavailability / (0.7 * params.weight_kg * 1000)
     assert 0.5 * ceiling <= levels.max() <= ceiling
