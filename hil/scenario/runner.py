@@ -31,7 +31,6 @@ from controller.patient import PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.errors import ConfigError, ItbError
-from cython_ext.units import MS_PER_H
 from hal.clock import Clock, SystemClock
 from hal.pump import Direction
 from hil.gravimetric.step import run_accuracy_step
@@ -156,10 +155,8 @@ class ScenarioRunner:
 
     def _on_poll(self, poll: PollRecord) -> None:
         rel = poll.now_ms - self.t0_ms
-        hours = poll.interval_ms / MS_PER_H
-        if hours > 0:
-            self.patient.set_infusion(poll.delivered_pg / 1000 / hours)
-        state = self.patient.advance_to(max(self.patient.time_s, rel / 1000))
+        start_s = max(self.patient.time_s, (rel - poll.interval_ms) / 1000)
+        state = self.patient.receive_intrathecal(poll.delivered_pg / 1e6, start_s, max(start_s, rel / 1000))
         conc = self.controller.loop.concentration_ug_per_ml
         actual_nl = poll.delivered_nl
         if self.rig is not None:
