@@ -16,7 +16,11 @@ the scenario start:
 
 - ``scenario``, ``source``, ``description``, ``link``, ``pump_url``, ``started_utc``,
   ``duration_days``, ``wall_s``, ``virtual_to_wall_ratio``;
-- ``delivered_ug``, ``prescribed_ug``, ``dose_error_pct``, ``delivered_by_kind_ug``, ``pump_dispensed_ml``;
+- ``delivered_ug`` (what the pump's mechanism really moved, at the reservoir's concentration),
+  ``prescribed_ug`` (what the programme commanded), ``dose_error_pct`` (their difference),
+  ``delivered_at_tip_ug`` (the drug that really left the catheter tip: simulated physics, null with a
+  real pump), ``delivered_by_kind_ug`` (the controller's own reconciliation at the tip, by kind),
+  ``pump_dispensed_ml``;
 - ``alarms_raised`` (codes), ``alarm_events`` (every raise, clear and acknowledgement:
   ``t_ms``, ``event``, ``code``, ``priority``, ``detail``) and ``alarm_periods`` (each
   raise to its clear: ``code``, ``priority``, ``raised_t_ms``, ``cleared_t_ms``,
@@ -221,6 +225,7 @@ class RunRecord:
     invariants: list[CheckResult] = field(default_factory=list)
     delivered_ug: float = 0.0
     prescribed_ug: float = 0.0
+    delivered_at_tip_ug: float | None = None
     delivered_by_kind_ug: dict[str, float] = field(default_factory=dict)
     pump_dispensed_ml: float = 0.0
     patient: dict[str, Any] = field(default_factory=dict)
@@ -284,6 +289,7 @@ class RunRecord:
             virtual_to_wall_ratio=round(self.duration_ms / 1000 / self.wall_s, 1) if self.wall_s > 0 else None,
             delivered_ug=round(self.delivered_ug, 3),
             prescribed_ug=round(self.prescribed_ug, 3),
+            delivered_at_tip_ug=None if self.delivered_at_tip_ug is None else round(self.delivered_at_tip_ug, 3),
             dose_error_pct=None if self.dose_error_pct is None else round(self.dose_error_pct, 3),
             delivered_by_kind_ug={k: round(v, 3) for k, v in sorted(self.delivered_by_kind_ug.items())},
             pump_dispensed_ml=round(self.pump_dispensed_ml, 6),
@@ -539,6 +545,9 @@ def _overview(record: RunRecord) -> list[tuple[str, Any]]:
         ("Dose delivered", f"{record.delivered_ug:.1f} µg"),
         ("Dose programmed", f"{record.prescribed_ug:.1f} µg"),
         ("Delivered against programmed", "n/a" if error is None else f"{error:+.2f} %"),
+        ("Reached the patient (catheter tip, simulated physics)",
+         "n/a (a real pump: only the controller's reconciliation is known)" if record.delivered_at_tip_ug is None
+         else f"{record.delivered_at_tip_ug:.1f} µg"),
         ("Pump's dispensed counter", f"{record.pump_dispensed_ml:.4f} mL"),
         ("Software", software_line()),
     ]

@@ -29,6 +29,7 @@ def _screening_dose(run: ScenarioRunner, p: Mapping[str, Any]) -> None:
 
 
 def _implant(run: ScenarioRunner, p: Mapping[str, Any]) -> None:
+    run.physical_solution(run.controller.prescription.concentration_ug_per_ml)  # the pump is filled
     run.controller.implant(prime=p["prime"], anchor_ms=run.t0_ms)
 
 
@@ -58,9 +59,11 @@ def _patient_bolus(run: ScenarioRunner, p: Mapping[str, Any]) -> None:
 
 
 def _refill(run: ScenarioRunner, p: Mapping[str, Any]) -> None:
-    run.controller.therapy.refill(removed_nl=p["removed_ml"], added_nl=p["added_ml"],
-                                  concentration_ug_per_ml=p["concentration_ug_per_ml"], lot=p["lot"],
-                                  acknowledge_mismatch=p["acknowledge_mismatch"], complete=p["complete"])
+    result = run.controller.therapy.refill(removed_nl=p["removed_ml"], added_nl=p["added_ml"],
+                                           concentration_ug_per_ml=p["concentration_ug_per_ml"], lot=p["lot"],
+                                           acknowledge_mismatch=p["acknowledge_mismatch"], complete=p["complete"])
+    if result.allowed:
+        run.physical_solution(p["concentration_ug_per_ml"])  # the new drug really is in the reservoir
 
 
 def _fault(run: ScenarioRunner, p: Mapping[str, Any]) -> None:

@@ -38,6 +38,7 @@ from hil.report import AlarmEvent, DecisionEvent, PumpCommand, RunRecord, Sample
 from hil.scenario.actions import ACTIONS
 from hil.scenario.checks import EXPECTATIONS, accuracy_check, invariants
 from hil.scenario.schema import Scenario
+from sim.catheter import PhysicalCatheter
 from sim.clock import ScaledClock, VirtualClock
 from sim.patient import Patient, PatientParameters
 from sim.rig import simulated_pump
@@ -155,15 +156,19 @@ class ScenarioRunner:
 
     def _on_poll(self, poll: PollRecord) -> None:
         rel = poll.now_ms - self.t0_ms
-        start_s = max(self.patient.time_s, (rel - poll.interval_ms) / 1000)
-        state = self.patient.receive_intrathecal(poll.delivered_pg / 1e6, start_s, max(start_s, rel / 1000))
         conc = self.controller.loop.concentration_ug_per_ml
-        actual_nl = poll.delivered_nl
+        moved_nl = poll.delivered_nl
+        tip_pg = poll.delivered_pg
         if self.rig is not None:
+            # The simulator's truth: the volume its mechanism moved, through the physical catheter.
             total = self.rig.device.mechanics.actual_delivered_nl()
-            actual_nl, self._last_actual_nl = total - self._last_actual_nl, total
+            moved_nl, self._last_actual_nl = total - self._last_actual_nl, total
+            tip_pg = self.catheter.push(max(0, moved_nl))
+            self.tip_pg += tip_pg
+        start_s = max(self.patient.time_s, (rel - poll.interval_ms) / 1000)
+        state = self.patient.receive_intrathecal(tip_pg / 1e6, start_s, max(start_s, rel / 1000))
         if conc:
-            self.delivered_pg += actual_nl * conc
+            self.delivered_pg += moved_nl * conc
             self.programmed_pg += poll.expected_nl * conc
         self.record.samples.append(Sample(
             t_ms=rel, rate_nl_per_h=poll.rate_nl_per_h, dose_24h_ug=poll.dose_24h_ng / 1000,
@@ -176,6 +181,10 @@ class ScenarioRunner:
             self._breach("zero_flow", f"zero flow while {poll.mode} at {rel} ms")
         if self.options.progress is not None:
             self.options.progress(rel, self.scenario.settings.duration_ms)
+
+    def physical_solution(self, concentration_ug_per_ml: int) -> None:
+        """The reservoir now really holds this drug (an implant fill, a completed refill)."""
+        self.catheter.change_solution(concentration_ug_per_ml)
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
         if event == "fault":
@@ -239,6 +248,10 @@ class ScenarioRunner:
         self.delivered_pg = 0
         self.programmed_pg = 0
         self._last_actual_nl = 0
+        self.tip_pg = 0
+        #: The catheter as it physically is (simulated rigs): saline until drug is pushed through it; the
+        #: patient model receives what leaves its tip, which knows nothing of the controller's accounting.
+        self.catheter = PhysicalCatheter(sc.prescription.pump.dead_volume_nl)
         self.rig: Any = None
         self.accuracy_outcome: Any = None
         params = PatientParameters.sampled(sc.settings.seed, variability_cv=float(sc.patient.variability_cv))
@@ -327,6 +340,7 @@ class ScenarioRunner:
         loop = self.controller.loop
         record.delivered_ug = self.delivered_pg / 1e6
         record.prescribed_ug = self.programmed_pg / 1e6
+        record.delivered_at_tip_ug = self.tip_pg / 1e6 if self.rig is not None else None
         record.delivered_by_kind_ug = {k: v / 1e6 for k, v in loop.delivered_pg_by_kind.items()}
         state = self.patient.state()
         record.patient = {

@@ -165,3 +165,36 @@ def test_the_prescription_in_effect_is_journalled(tmp_path: Path) -> None:
     assert not record.error, record.error
     with Journal(tmp_path / "journal.sqlite", VirtualClock()) as journal:
         assert journal.last_prescription() == sc.prescription
+
+
+OVER_DELIVERING = """
+[scenario]
+name = "over-delivering"
+duration_days = 4
+prescription = "spinal_simple_500.toml"
+
+[pump]
+bias_pct = {bias}
+
+[[action]]
+at = "0d 09:00"
+do = "implant"
+"""
+
+
+def test_an_over_delivering_mechanism_shows_in_the_patient_not_only_in_the_counter() -> None:
+    """The patient model receives what the mechanism pushed through the catheter (issues #10, #12).
+
+    The oracle is the simulated mechanism's own volume, pushed through the physical catheter: with a
+    +25 % bias, 25 % more drug reaches the tip than the controller's reconciliation believes, and the
+    patient's CSF level shows it.
+    """
+    runs = {}
+    for bias in (0, 25):
+        scenario = parse_scenario(OVER_DELIVERING.format(bias=bias), base_dir=PRESCRIPTION_DIR)
+        runs[bias] = ScenarioRunner(scenario, RunOptions(link="inprocess")).run()
+    exact, over = runs[0], runs[25]
+    believed = sum(over.delivered_by_kind_ug.values())
+    assert exact.delivered_at_tip_ug == pytest.approx(sum(exact.delivered_by_kind_ug.values()), rel=0.01)
+    assert over.delivered_at_tip_ug == pytest.approx(1.25 * believed, rel=0.02)
+    assert over.patient["effect_ng_per_ml_final"] > 1.2 * exact.patient["effect_ng_per_ml_final"]
