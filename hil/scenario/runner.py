@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -89,6 +90,8 @@ DURABLE_FILES = (STORE_FILE, f"{STORE_FILE}-wal", MANIFEST_FILE, RUN_LOG_FILE)
 #: Journal actions of the runner's own entries.
 START_ACTION = "scenario.start"
 ACTION_ACTION = "scenario.action"
+
+log = logging.getLogger(__name__)
 
 #: Units of the simulated mechanism's internal counter per nL (see :mod:`sim.newera.mechanics`).
 _SIM_COUNTER_UNITS_PER_NL = 3_600_000_000_000
@@ -545,8 +548,8 @@ class ScenarioRunner:
         index = int(last.new["index"])
         label = last.new.get("label") or last.new.get("do")
         if _took_effect(store, last.seq):
-            self._note(f"action {index} ({label}) was under way when the controller stopped; the journal shows "
-                       "it reached the pump or the record, so it is not repeated")
+            self._note(f"action {index} ({label}) was the last begun before the controller stopped; the journal "
+                       "shows it reached the pump or the record, so it is not repeated")
             return index + 1
         self._note(f"action {index} ({label}) had not reached the pump or the record when the controller "
                    "stopped; it runs again")
@@ -644,6 +647,7 @@ class ScenarioRunner:
             try:
                 self._run_actions(next_action)
             except ItbError as exc:
+                log.debug("run aborted", exc_info=True)
                 record.error = f"{type(exc).__name__}: {exc}"
             except KeyboardInterrupt:
                 # The operator stopped the run: the pump keeps its last committed programme running.
