@@ -199,3 +199,16 @@ def test_days_skips_unreached_actions_with_a_note(tmp_path: Path) -> None:
     assert any("implant" in n and "beyond the shortened end" in n for n in summary["notes"])
     failed = {c["name"] for c in summary["implicit_checks"] if not c["passed"]}
     assert failed == {"therapy started", "dose delivered above zero"}  # shortened before its implant: said so
+
+
+def test_bench_run_stops_on_the_first_sigint_and_prints_no_figures(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.scenario.runner import ScenarioRunner
+
+    def interrupted(self: ScenarioRunner, first: int) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C raises it inside the run
+
+    monkeypatch.setattr(ScenarioRunner, "_run_actions", interrupted)
+    assert main(["bench", "run", "--quick"]) == 130
+    out = capsys.readouterr().out
+    assert "wall_s" not in out and "targets" not in out
