@@ -714,9 +714,14 @@ class Journal:
         item = self._item(EntryKind.ALARM, event, actor, reason=detail, new={"code": code, "priority": priority})
         return self._write([item], durable=durable)[0]
 
-    def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR) -> JournalEntry:
-        """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats)."""
-        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], batchable=True)[0]
+    def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR,
+                       durable: bool = True) -> JournalEntry:
+        """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats).
+
+        :param durable: False stages it for the next commit (a routine reading at every poll costs no fsync).
+        """
+        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], durable=durable,
+                           batchable=True)[0]
 
     def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR,
                                durable: bool = True) -> JournalEntry:

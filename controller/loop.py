@@ -399,7 +399,7 @@ class ControlLoop:
             rate_nl_per_h=(self.committed_rate_nl_per_h or 0) if self._delivering() else 0,
             delivered_nl=delta_nl,
             delivered_pg=tip_pg,
-            dose_24h_ng=self.gate.total_24h_ng(now),
+            dose_24h_ng=self.gate.total_24h_ng(self.now_ms()),  # after the reads: the ledger may hold later records
             cap_ng_per_day=self.gate.cap_ng_per_day(),
             reservoir_nl=self.reservoir_nl(),
             status_known=status is not None,

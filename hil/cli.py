@@ -49,6 +49,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_prescription",
     "hil.cmd_journal",
     "hil.cmd_bench",
+    "hil.cmd_trace",
 )
 
 #: Our packages: their loggers follow ``-v``/``-q``; everyone else's stay at WARNING unless ``-vv``.

@@ -13,8 +13,16 @@
 simulated pump and balance in virtual time: a 2 h run takes seconds. With
 real devices the run takes its real duration. Settings come from the command
 line, then the ``--profile`` file, then the standard method (S = 30 s,
-T = 120 min). Exit status: 0 reported, 3 refused (the data cannot support a
-result), 2 any other error.
+T = 120 min). Exit status (:class:`hil.cli.ExitStatus`): 0 reported (and within
+``--limit-pct`` or the profile's ``[test] limit_pct``, if given), 1 outside the
+limit, 2 usage, 3 refused (the data cannot support a result), 4 a device error,
+130 interrupted: every weighing so far is in ``samples.csv`` (written as each
+arrives) and the report is marked incomplete.
+
+A report directory that holds an earlier run's ``samples.csv`` is refused unless
+``--new-run`` moves the old files to a dated ``previous-*`` subfolder (:mod:`hil.rundir`).
+``summary.json`` and ``report.html`` say when the pump and balance were simulated,
+with the simulator's settings.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ from typing import Any
 
 SIM_PUMP = "sim"
 SIM_BALANCE_PREFIX = "sim:"
-EXIT_REFUSED = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--link", choices=("inprocess", "pty"), default=None, help="how the simulated devices connect (default inprocess)")
     sim.add_argument("--fault", metavar="SPEC", action="append", default=[],
                      help="pump fault (sim.faults spec, e.g. stall:at=3000); repeatable")
+    accuracy.add_argument("--limit-pct", metavar="PCT", type=float, default=None,
+                          help="pass limit on |mean error A|, %% (default: the profile's [test] limit_pct, or none)")
+    accuracy.add_argument("--new-run", action="store_true",
+                          help="the report directory holds an earlier run: move it to a dated previous-* subfolder")
     accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
     accuracy.set_defaults(func=_accuracy)
 
@@ -103,12 +114,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_balance_check)
 
 
+def _simulation(kind: str, args: argparse.Namespace, balance_options: dict[str, Any]) -> dict[str, Any]:
+    """What ``--pump sim --balance sim:KIND`` simulates, with its settings (for the report)."""
+    from hil.output import software
+
+    version = software()["version"]
+    return {
+        "pump": {"simulator": "sim.newera.Ne1000", "version": version,
+                 "settings": {"time": "virtual", "link": args.link or "inprocess", "seed": args.seed or 0,
+                              "bias_pct": args.bias_pct or 0.0, "noise_pct": args.noise_pct or 0.0,
+                              "faults": list(args.fault) or "none"}},
+        "balance": {"simulator": f"sim.balance ({kind})", "version": version, "settings": dict(balance_options)},
+    }
+
+
 def _accuracy(args: argparse.Namespace) -> int:
     import json
 
     from cython_ext.errors import ConfigError
-    from hil.gravimetric.analysis import InsufficientDataError
+    from hil.cli import ExitStatus
     from hil.gravimetric.procedure import run_accuracy
+    from hil.gravimetric.report import SAMPLES_FILE, summary
+    from hil.rundir import Existing, claim
     from hil.gravimetric.profile import (
         BenchProfile,
         load_profile,
@@ -118,6 +145,9 @@ def _accuracy(args: argparse.Namespace) -> int:
     )
 
     profile = load_profile(args.profile) if args.profile else BenchProfile()
+    limit_pct = args.limit_pct if args.limit_pct is not None else profile.limit_pct
+    if limit_pct is not None and not limit_pct > 0:
+        raise ConfigError("--limit-pct", limit_pct, "a number > 0 %")
     pump_url = args.pump or profile.pump.url
     balance_url = args.balance or profile.balance.url
     if not pump_url:
@@ -177,59 +207,67 @@ def _accuracy(args: argparse.Namespace) -> int:
             mass = "missing" if sample.mass_ug is None else f"{sample.mass_ug} µg"
             print(f"sample {sample.index + 1}/{total}: {mass}", file=sys.stderr, flush=True)
 
-    try:
-        if simulated_pump:
-            from hil.gravimetric.simrig import run_simulated_accuracy
+    if args.report:
+        from pathlib import Path
 
-            # The simulated water takes the run's temperature, evaporation and air (simrig.water_options).
-            result = run_simulated_accuracy(
-                balance_url[len(SIM_BALANCE_PREFIX):],
-                rate,
-                syringe_diameter_mm=syringe_mm,
-                link=args.link or "inprocess",
-                seed=args.seed or 0,
-                bias_pct=args.bias_pct or 0.0,
-                noise_pct=args.noise_pct or 0.0,
-                faults=tuple(args.fault),
-                balance_options={
-                    "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
-                    "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
-                },
-                report_dir=args.report,
-                **fields,
-            )
-        else:
-            result = run_accuracy(
-                pump_url,
-                balance_url,
-                rate,
-                syringe_diameter_mm=syringe_mm,
-                pump_driver=args.pump_driver or profile.pump.driver or "ne1000",
-                balance_driver=args.balance_driver or profile.balance.driver or "mtsics",
-                pump_options=profile.pump.open_options(),
-                balance_options=profile.balance.open_options(),
-                report_dir=args.report,
-                on_sample=progress,
-                **fields,
-            )
-    except InsufficientDataError as exc:
-        print(f"itb: refused: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"result": "refused", "reason": exc.reason.value, "detail": exc.detail}, indent=2))
-        return EXIT_REFUSED
+        claim(Path(args.report), (SAMPLES_FILE,), Existing.NEW_RUN if args.new_run else Existing.REFUSE,
+              option="--report")
+    simulation = None
+    if simulated_pump:
+        from hil.gravimetric.simrig import run_simulated_accuracy
+
+        kind = balance_url[len(SIM_BALANCE_PREFIX):]
+        balance_options = {
+            "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
+            "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
+        }
+        simulation = _simulation(kind, args, balance_options)
+        # The simulated water takes the run's temperature, evaporation and air (simrig.water_options).
+        result = run_simulated_accuracy(
+            kind,
+            rate,
+            syringe_diameter_mm=syringe_mm,
+            link=args.link or "inprocess",
+            seed=args.seed or 0,
+            bias_pct=args.bias_pct or 0.0,
+            noise_pct=args.noise_pct or 0.0,
+            faults=tuple(args.fault),
+            balance_options=balance_options,
+            report_dir=args.report,
+            limit_pct=limit_pct,
+            simulation=simulation,
+            **fields,
+        )
+    else:
+        result = run_accuracy(
+            pump_url,
+            balance_url,
+            rate,
+            syringe_diameter_mm=syringe_mm,
+            pump_driver=args.pump_driver or profile.pump.driver or "ne1000",
+            balance_driver=args.balance_driver or profile.balance.driver or "mtsics",
+            pump_options=profile.pump.open_options(),
+            balance_options=profile.balance.open_options(),
+            report_dir=args.report,
+            on_sample=progress,
+            limit_pct=limit_pct,
+            **fields,
+        )
     analysis = result.analysis
+    document = summary(result.measurement, analysis, limit_pct=limit_pct, simulation=simulation)
     if args.json:
-        from hil.gravimetric.report import summary
-
-        print(json.dumps(summary(result.measurement, analysis), indent=2, sort_keys=True))
+        print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         print(f"mean error A: {analysis.mean_error_pct:+.3f} %  (mean flow {analysis.mean_flow_ml_per_h:.6f} mL/h, "
               f"set {analysis.settings.rate_ml_per_h:.6f} mL/h)")
         for point in analysis.trumpet:
             print(f"  {point.window_min:>3} min window: max {point.max_error_pct:+.3f} %  min {point.min_error_pct:+.3f} %")
+        if limit_pct is not None:
+            verdict = "within" if document["passed"] else "OUTSIDE"
+            print(f"mean error {verdict} the limit of ±{limit_pct:g} %")
         if result.report_dir is not None:
             print(f"report: {result.report_dir / 'report.html'}")
-    return 0
+    return int(ExitStatus.OK if document["passed"] else ExitStatus.CHECK_FAILED)
 
 
 def _balance_target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
@@ -250,7 +288,6 @@ def _blank(args: argparse.Namespace) -> int:
     import json
 
     from cython_ext.errors import ConfigError
-    from hil.gravimetric.analysis import InsufficientDataError
     from hil.gravimetric.blank import run_blank
     from hil.gravimetric.profile import parse_duration_s
 
@@ -259,26 +296,22 @@ def _blank(args: argparse.Namespace) -> int:
         raise ConfigError("--sim-evaporation-ug-per-h", args.sim_evaporation_ug_per_h, "given only with a sim: balance")
     duration_s = parse_duration_s(args.duration, field_name="--duration")
     interval_s = parse_duration_s(args.interval, field_name="--interval")
-    try:
-        if url.startswith(SIM_BALANCE_PREFIX):
-            from hil.gravimetric.simrig import simulated_balance
+    if url.startswith(SIM_BALANCE_PREFIX):
+        from hil.gravimetric.simrig import simulated_balance
 
-            sim_options = {
-                "evaporation_ug_per_h": args.sim_evaporation_ug_per_h or 0.0,
-                "noise_ug": 5.0,
-                "resolution_ug": 1,
-            }
-            with simulated_balance(driver, balance_options=sim_options) as (sim_url, _device, clock):
-                result = run_blank(
-                    sim_url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, clock=clock
-                )
-        else:
+        sim_options = {
+            "evaporation_ug_per_h": args.sim_evaporation_ug_per_h or 0.0,
+            "noise_ug": 5.0,
+            "resolution_ug": 1,
+        }
+        with simulated_balance(driver, balance_options=sim_options) as (sim_url, _device, clock):
             result = run_blank(
-                url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, balance_options=options
+                sim_url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, clock=clock
             )
-    except InsufficientDataError as exc:
-        print(f"itb: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    else:
+        result = run_blank(
+            url, duration_s=duration_s, interval_s=interval_s, balance_driver=driver, balance_options=options
+        )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:

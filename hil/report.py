@@ -29,9 +29,14 @@ the scenario start:
   ``reasons``, ``detail``) and ``denials`` (those not allowed);
 - ``pump_commands`` (``t_ms``, ``command``, ``outcome``, ``rate_nl_per_h``, ``volume_nl``,
   ``command_id``, ``detail``);
-- ``expectations`` and ``invariants`` (``name``, ``passed``, ``detail``);
+- ``reached_days`` (scenario time actually reached), ``interrupted``, ``simulation`` (null when
+  every device was real; else ``pump`` and ``balance``: ``simulator``, ``version``, ``settings``),
+  ``controller_gaps`` (``from_t_ms``, ``to_t_ms``, ``delivered_nl``: the controller was down and
+  the run resumed from its journal), ``notes``;
+- ``expectations``, ``invariants`` and ``implicit_checks`` (``name``, ``passed``, ``detail``);
 - ``patient``, ``reservoir_at_end``, ``low_reservoir_ml``, ``boluses``;
 - ``samples`` (how many rows ``timeseries.csv`` holds), ``timeseries_file``, ``trace_file``,
+  ``trace_files`` (one per controller session),
   ``accuracy_report``.
 
 ``timeseries.csv`` has one row per control-loop poll, its columns the fields of :class:`Sample`.
@@ -207,6 +212,16 @@ class RunRecord:
     :ivar commands: every pump command with its outcome, in order.
     :ivar low_reservoir_ml: the volume at which the low-reservoir alarm falls, mL (a threshold line).
     :ivar accuracy_report: the accuracy step's ``report.html``, relative to the report directory.
+    :ivar simulation: what was simulated, with the simulator's version and settings
+        (``{"pump": {...}, "balance": {...} or None}``), or None when every device was real.
+    :ivar reached_ms: scenario time actually reached, ms (less than ``duration_ms`` when interrupted).
+    :ivar interrupted: the operator stopped the run (SIGINT) before its end.
+    :ivar gaps: each time the controller was down and the run was resumed from its journal:
+        ``from_t_ms``, ``to_t_ms``, ``delivered_nl`` (counted by the pump meanwhile).
+    :ivar implicit_checks: what every run is judged on even without expectations
+        (:func:`hil.scenario.checks.implicit_checks`).
+    :ivar notes: what the run skipped or changed, and why (actions beyond a shortened end...).
+    :ivar trace_files: every serial trace of the run, one per controller session, in order.
     """
 
     scenario: str
@@ -235,11 +250,22 @@ class RunRecord:
     trace_file: str = ""
     accuracy_report: str = ""
     error: str = ""
+    simulation: dict[str, Any] | None = None
+    reached_ms: int | None = None
+    interrupted: bool = False
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    implicit_checks: list[CheckResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    trace_files: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        """True if every expectation and invariant held and the run did not abort."""
-        return not self.error and all(c.passed for c in (*self.expectations, *self.invariants))
+        """True if every expectation, invariant and implicit check held and the run did not abort."""
+        return not self.error and all(c.passed for c in self.checks())
+
+    def checks(self) -> list[CheckResult]:
+        """Every check the verdict rests on: invariants, implicit checks, expectations."""
+        return [*self.invariants, *self.implicit_checks, *self.expectations]
 
     @property
     def dose_error_pct(self) -> float | None:
@@ -285,6 +311,10 @@ class RunRecord:
             pump_url=self.pump_url,
             started_utc=self.started_utc,
             duration_days=self.duration_ms / MS_PER_DAY,
+            reached_days=(self.duration_ms if self.reached_ms is None else self.reached_ms) / MS_PER_DAY,
+            interrupted=self.interrupted,
+            simulation=self.simulation,
+            controller_gaps=self.gaps,
             wall_s=round(self.wall_s, 3),
             virtual_to_wall_ratio=round(self.duration_ms / 1000 / self.wall_s, 1) if self.wall_s > 0 else None,
             delivered_ug=round(self.delivered_ug, 3),
@@ -301,6 +331,8 @@ class RunRecord:
             pump_commands=[asdict(c) for c in self.commands],
             expectations=[asdict(c) for c in self.expectations],
             invariants=[asdict(c) for c in self.invariants],
+            implicit_checks=[asdict(c) for c in self.implicit_checks],
+            notes=self.notes,
             patient=self.patient,
             reservoir_at_end=self.reservoir,
             low_reservoir_ml=self.low_reservoir_ml,
@@ -308,6 +340,7 @@ class RunRecord:
             samples=len(self.samples),
             timeseries_file=TIMESERIES_FILE,
             trace_file=self.trace_file,
+            trace_files=self.trace_files or ([self.trace_file] if self.trace_file else []),
             accuracy_report=self.accuracy_report,
         )
 
@@ -536,11 +569,16 @@ def _overview(record: RunRecord) -> list[tuple[str, Any]]:
     from hil.output import software_line
 
     error = record.dose_error_pct
+    reached = record.duration_ms if record.reached_ms is None else record.reached_ms
+    duration = f"{record.duration_ms / MS_PER_DAY:.2f} days"
+    if reached != record.duration_ms:
+        duration = f"{reached / MS_PER_DAY:.2f} of {duration}" + (" (interrupted)" if record.interrupted else "")
     return [
         ("Scenario", f"{record.scenario} ({record.source})"),
         ("Pump", f"{record.link}: {record.pump_url}" if record.pump_url else record.link),
+        ("Simulated", simulation_text(record.simulation)),
         ("Started", fmt_utc(record.started_utc)),
-        ("Virtual duration", f"{record.duration_ms / MS_PER_DAY:.2f} days"),
+        ("Virtual duration", duration),
         ("Wall time", f"{record.wall_s:.2f} s"),
         ("Dose delivered", f"{record.delivered_ug:.1f} µg"),
         ("Dose programmed", f"{record.prescribed_ug:.1f} µg"),
@@ -551,6 +589,19 @@ def _overview(record: RunRecord) -> list[tuple[str, Any]]:
         ("Pump's dispensed counter", f"{record.pump_dispensed_ml:.4f} mL"),
         ("Software", software_line()),
     ]
+
+
+def simulation_text(simulation: dict[str, Any] | None) -> str:
+    """One plain sentence saying which devices were simulated, by what, with which settings."""
+    if not simulation:
+        return "nothing: real devices"
+    parts = []
+    for role in ("pump", "balance"):
+        sim = simulation.get(role)
+        if sim:
+            settings = ", ".join(f"{k} {v}" for k, v in sim.get("settings", {}).items())
+            parts.append(f"the {role} ({sim['simulator']} {sim['version']}; {settings})")
+    return "SIMULATED: " + " and ".join(parts) if parts else "nothing: real devices"
 
 
 def _reservoir_rows(reservoir: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -593,8 +644,10 @@ def html_checks(checks: list[Any], table_id: str) -> str:
 def _links(record: RunRecord, out: Path) -> list[tuple[str, str]]:
     """(file, what it is) for every file of the report directory a reader may want."""
     links = [(SUMMARY_FILE, "summary (JSON, itb.run/1)"), (TIMESERIES_FILE, "time series (CSV, one row per poll)")]
-    if record.trace_file:
-        links.append((record.trace_file, "serial trace of every byte to and from the pump"))
+    traces = record.trace_files or ([record.trace_file] if record.trace_file else [])
+    for i, name in enumerate(traces):
+        session = f" (controller session {i + 1})" if len(traces) > 1 else ""
+        links.append((name, f"serial trace of every byte to and from the pump{session}"))
     if (out / JOURNAL_FILE).is_file():
         links.append((JOURNAL_FILE, "controller journal (SQLite; check it with itb journal verify)"))
     if record.accuracy_report:
@@ -621,10 +674,17 @@ PAGE_STYLE = (
 def _html(record: RunRecord, out: Path) -> str:
     esc = html.escape
     body = [f"<p>{esc(record.description)}</p>"]
+    if record.simulation:
+        body.append(f"<p class='warn' id='simulated'>{esc(simulation_text(record.simulation))}. "
+                    "These figures are not measurements of a real device.</p>")
     if record.error:
         body.append(f"<p class='bad' id='error'>Run aborted: {esc(record.error)}</p>")
-    failed = [c for c in (*record.invariants, *record.expectations) if not c.passed]
-    total = len(record.invariants) + len(record.expectations)
+    body += [f"<p class='warn' id='gap-{i}'>Controller down from {fmt_t(g['from_t_ms'])} to {fmt_t(g['to_t_ms'])} "
+             f"({fmt_duration(g['to_t_ms'] - g['from_t_ms'])}); resumed from its journal; the pump counted "
+             f"{g['delivered_nl'] / 1000:.1f} µL meanwhile.</p>" for i, g in enumerate(record.gaps)]
+    body += [f"<p id='note-{i}'><i>{esc(note)}</i></p>" for i, note in enumerate(record.notes)]
+    failed = [c for c in record.checks() if not c.passed]
+    total = len(record.checks())
     body.append(f"<p id='checks-line'><b>Checks:</b> {total - len(failed)} passed, {len(failed)} failed.</p>")
     if failed:
         body.append("<h2>Failed checks</h2>" + html_checks(failed, "failed"))
@@ -689,6 +749,7 @@ def _html(record: RunRecord, out: Path) -> str:
         bolus_rows, "boluses"))
 
     body.append("<h2>Safety invariants</h2>" + html_checks(record.invariants, "invariants"))
+    body.append("<h2>Implicit checks</h2>" + html_checks(record.implicit_checks, "implicit"))
     body.append("<h2>Expectations</h2>" + html_checks(record.expectations, "expectations"))
     verdict = "PASSED" if record.passed else "FAILED"
     return html_page(f"itb run: {record.scenario}", f"itb run: {record.scenario}", verdict, body)

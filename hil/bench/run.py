@@ -17,6 +17,9 @@ empty) on the simulated NE-1000 in virtual time, and reports in one run:
 ``--quick`` runs 30 days (and 1 day paced) instead. Targets: 180 days in-process under
 5 s, over a pty under 30 s. Each run writes its store and serial trace to a temporary
 directory, but no report.
+
+The first SIGINT ends the benchmark: an interrupted run's figures are not
+figures, so none are printed and the exit status is 130.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def _run(days: int, options: RunOptions) -> tuple[RunRecord, Path, Any]:
     scenario = load_scenario(DEFAULT_SCENARIO).with_duration(days * MS_PER_DAY)
     work = Path(tempfile.mkdtemp(prefix="itb-bench-run-"))
     record = ScenarioRunner(scenario, RunOptions(**{**options.__dict__, "report_dir": work})).run()
+    if record.interrupted:
+        raise KeyboardInterrupt  # SIGINT inside the run: it has no figures
     return record, work, scenario
 
 

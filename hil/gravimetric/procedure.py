@@ -14,6 +14,13 @@ Sequence (:func:`measure`)::
     -> stabilisation -> sample every S for the duration (pump status each sample)
     -> stop (always, also on errors) -> read dispensed
 
+Every sample is handed to ``on_sample`` as it arrives: :func:`run_accuracy` appends it
+to ``samples.csv`` and flushes, so an interruption or a crash keeps every weighing.
+SIGINT (Ctrl-C) during sampling ends it: the pump is stopped as at any end of the run
+(the bench profile has no other policy: the test delivers water, not drug), the
+report is written from what was measured and marked *incomplete*, and
+:exc:`KeyboardInterrupt` goes on to the CLI (exit status 130).
+
 Sampling uses the immediate weight (``SI`` / ``ESC P``): a continuous flow
 never holds still, and the balance's stability flag is kept with each sample
 for the analysis to judge. A reading that fails, or arrives more than
@@ -22,8 +29,10 @@ for the analysis to judge. A reading that fails, or arrives more than
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +209,7 @@ class Measurement:
     :ivar started_utc: wall time at the first sample (ISO 8601).
     :ivar tare_ug: the tare stored before the run, µg.
     :ivar stopped_early: why sampling stopped before the end, or empty.
+    :ivar interrupted: the operator stopped sampling (SIGINT): the run is incomplete.
     """
 
     config: AccuracyConfig
@@ -211,6 +221,7 @@ class Measurement:
     started_utc: str
     tare_ug: int
     stopped_early: str = ""
+    interrupted: bool = False
 
     def weight_samples(self) -> list[WeightSample]:
         """The series for the analysis."""
@@ -259,6 +270,9 @@ def measure(
     :raises DeviceError: the pump refused a set-up command, or the balance is out of range.
     :raises InsufficientDataError: the pump stopped delivering during sampling
         (``PUMP_NOT_DELIVERING``); the samples so far are on the exception as ``measurement``.
+
+    A SIGINT during sampling does not escape: the measurement comes back with
+    ``interrupted`` set and the samples taken so far.
     """
     checks: list[SetupCheck] = []
     pump_identity = pump.identify()
@@ -303,6 +317,7 @@ def measure(
     stopped_early = ""
     started_utc = ""
     dispensed: DispensedVolume | None = None
+    interrupted = False
     try:
         # Inside the try: a start whose reply was lost may have started the pump, and must be stopped.
         start_result = pump.start()
@@ -314,18 +329,23 @@ def measure(
         origin_ns = clock.monotonic_ns()
         started_utc = clock.utc_now().isoformat()
         total = config.sample_count
-        for index in range(total):
-            slot_ns = origin_ns + index * config.interval_s * NS_PER_S
-            wait_ns = slot_ns - clock.monotonic_ns()
-            if wait_ns > 0:
-                clock.sleep(wait_ns / NS_PER_S)
-            sample = _take_sample(index, slot_ns, origin_ns, pump, balance, config, clock)
-            samples.append(sample)
-            if on_sample is not None:
-                on_sample(sample, total)
-            if sample.pump_state not in ("infusing", "purging", "?"):
-                stopped_early = f"pump {sample.pump_state} at {sample.scheduled_ms / 1000:g} s"
-                break
+        try:
+            for index in range(total):
+                slot_ns = origin_ns + index * config.interval_s * NS_PER_S
+                wait_ns = slot_ns - clock.monotonic_ns()
+                if wait_ns > 0:
+                    clock.sleep(wait_ns / NS_PER_S)
+                sample = _take_sample(index, slot_ns, origin_ns, pump, balance, config, clock)
+                samples.append(sample)
+                if on_sample is not None:
+                    on_sample(sample, total)
+                if sample.pump_state not in ("infusing", "purging", "?"):
+                    stopped_early = f"pump {sample.pump_state} at {sample.scheduled_ms / 1000:g} s"
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            elapsed_s = (clock.monotonic_ns() - origin_ns) / NS_PER_S
+            stopped_early = f"interrupted by the operator at {elapsed_s:g} s of sampling"
     finally:
         pump.stop()
         try:
@@ -342,8 +362,9 @@ def measure(
         started_utc=started_utc,
         tare_ug=tare_ug,
         stopped_early=stopped_early,
+        interrupted=interrupted,
     )
-    if stopped_early:
+    if stopped_early and not interrupted:
         error = InsufficientDataError(RefusalReason.PUMP_NOT_DELIVERING, stopped_early)
         error.measurement = measurement  # type: ignore[attr-defined]
         raise error
@@ -399,6 +420,8 @@ def run_accuracy(
     balance_options: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
     on_sample: SampleCallback | None = None,
+    limit_pct: float | None = None,
+    simulation: dict[str, Any] | None = None,
     **config_fields: Any,
 ) -> AccuracyResult:
     """Open a pump and a balance by URL, run the accuracy test and (optionally) write the report.
@@ -418,9 +441,13 @@ def run_accuracy(
     :param balance_options: extra keywords for :func:`hal.balance.open_balance` (``baudrate``, ``parity``...).
     :param report_dir: write ``report.html``, ``summary.json``, ``samples.csv`` and traces here.
     :param on_sample: progress callback.
+    :param limit_pct: the pass limit on |mean error A|, %, for the report's verdict.
+    :param simulation: what was simulated (for the report), or None for real devices.
     :param config_fields: other :class:`AccuracyConfig` fields (``duration_s``, ``interval_s``...).
     :raises ConfigError: a bad setting (nothing is opened).
     :raises InsufficientDataError: the data cannot support a result.
+    :raises KeyboardInterrupt: SIGINT during sampling, after the pump was stopped and the
+        report (marked incomplete) was written.
     :return: the result.
     """
     import hal
@@ -435,26 +462,54 @@ def run_accuracy(
     pump_trace = str(out_dir / "pump_trace.txt") if out_dir is not None else None
     balance_trace = str(out_dir / "balance_trace.txt") if out_dir is not None else None
     measurement: Measurement | None = None
-    with hal.open_pump(pump_driver, pump_url, clock=clock, trace_path=pump_trace, **(pump_options or {})) as pump:
-        with open_balance(
-            balance_driver, balance_url, clock=clock, trace_path=balance_trace, **(balance_options or {})
-        ) as balance:
-            try:
-                measurement = measure(pump, balance, config, clock=clock, on_sample=on_sample)
-            except InsufficientDataError as exc:
-                partial = getattr(exc, "measurement", None)
-                if out_dir is not None and partial is not None:
-                    report.write_report(out_dir, partial, None, refusal=exc)
-                raise
+    written = {"limit_pct": limit_pct, "simulation": simulation}
+    with contextlib.ExitStack() as stack:
+        pump = stack.enter_context(
+            hal.open_pump(pump_driver, pump_url, clock=clock, trace_path=pump_trace, **(pump_options or {})))
+        balance = stack.enter_context(open_balance(
+            balance_driver, balance_url, clock=clock, trace_path=balance_trace, **(balance_options or {})))
+        stream = on_sample
+        if out_dir is not None:
+            stream = stack.enter_context(_streamed_csv(out_dir / report.SAMPLES_FILE, on_sample))
+        try:
+            measurement = measure(pump, balance, config, clock=clock, on_sample=stream)
+        except InsufficientDataError as exc:
+            partial = getattr(exc, "measurement", None)
+            if out_dir is not None and partial is not None:
+                report.write_report(out_dir, partial, None, refusal=exc, **written)
+            raise
     try:
-        analysis = analyse(measurement.weight_samples(), config.analysis_settings())
+        analysis: AccuracyAnalysis | None = analyse(measurement.weight_samples(), config.analysis_settings())
     except InsufficientDataError as exc:
         if out_dir is not None:
-            report.write_report(out_dir, measurement, None, refusal=exc)
+            report.write_report(out_dir, measurement, None, refusal=exc, **written)
+        if measurement.interrupted:
+            raise KeyboardInterrupt from exc
         raise
     if out_dir is not None:
-        report.write_report(out_dir, measurement, analysis)
+        report.write_report(out_dir, measurement, analysis, **written)
+    if measurement.interrupted:
+        raise KeyboardInterrupt
     return AccuracyResult(measurement, analysis, out_dir)
+
+
+@contextlib.contextmanager
+def _streamed_csv(path: Path, then: SampleCallback | None) -> Iterator[SampleCallback]:
+    """A sample callback that appends each sample to ``samples.csv`` and flushes, then calls ``then``."""
+    from hil.gravimetric.report import CSV_COLUMNS, csv_row
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        handle.flush()
+
+        def write(sample: RawSample, total: int) -> None:
+            writer.writerow(csv_row(sample))
+            handle.flush()
+            if then is not None:
+                then(sample, total)
+
+        yield write
 
 
 def config_summary(config: AccuracyConfig) -> dict[str, Any]:

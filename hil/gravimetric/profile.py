@@ -32,6 +32,7 @@ from a file that fails. Example (``hil/profiles/bench.example.toml``)::
     duration = "120min"
     interval = "30s"
     stabilisation = "0min"
+    limit_pct = 5.0           # pass limit on |mean error A|, %
 
 Strings with units are exact decimals (no float rounding); conversions go
 through :mod:`cython_ext.units`, the project's one conversion module.
@@ -174,6 +175,7 @@ class BenchProfile:
     duration_s: int | None = None
     interval_s: int | None = None
     stabilisation_s: int | None = None
+    limit_pct: float | None = None
 
 
 _PORT_KEYS = {
@@ -184,7 +186,7 @@ _TABLES = {"pump", "balance", "syringe", "water", "test"}
 _SCALAR_KEYS = {
     "syringe": {"spec"},
     "water": {"temperature_c", "evaporation_ug_per_h", "air_buoyancy_correction"},
-    "test": {"rate", "duration", "interval", "stabilisation"},
+    "test": {"rate", "duration", "interval", "stabilisation", "limit_pct"},
 }
 
 
@@ -238,6 +240,10 @@ def parse_profile(text: str, *, source: str = "profile") -> BenchProfile:
         or evaporation < 0
     ):
         raise ConfigError("water.evaporation_ug_per_h", evaporation, "a number >= 0 µg/h")
+    limit = test.get("limit_pct")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not math.isfinite(limit) or not limit > 0):
+        raise ConfigError("test.limit_pct", limit, "a number > 0 %")
     buoyancy = water.get("air_buoyancy_correction")
     if buoyancy is not None and not isinstance(buoyancy, bool):
         raise ConfigError("water.air_buoyancy_correction", buoyancy, "true or false")
@@ -258,6 +264,7 @@ def parse_profile(text: str, *, source: str = "profile") -> BenchProfile:
         stabilisation_s=None
         if "stabilisation" not in test
         else parse_duration_s(test["stabilisation"], field_name="test.stabilisation"),
+        limit_pct=None if limit is None else float(limit),
     )
 
 

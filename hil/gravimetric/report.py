@@ -3,9 +3,13 @@
 ``summary.json`` is an ``itb.accuracy/1`` document (the envelope of
 :mod:`hil.output`, then ``result`` ("reported" or "refused"), ``limit_pct``,
 ``config``, ``pump``, ``balance``, ``started_utc``, ``tare_ug``, ``checks``,
-``samples_taken``, ``pump_dispensed_nl``, ``stopped_early``, and where the data
-allow ``balance_volume_nl``, ``pump_counter_vs_balance_pct``, ``analysis``; a
-refused run has ``refusal``). The plots are PNGs at print resolution; given a
+``samples_taken``, ``pump_dispensed_nl``, ``stopped_early``, ``incomplete`` (the
+operator stopped sampling early: the report is from what was measured), ``simulation``
+(null when the pump and balance were real; else each simulated device's ``simulator``,
+``version`` and ``settings``), and where the data allow ``balance_volume_nl``,
+``pump_counter_vs_balance_pct``, ``analysis``; a refused run has ``refusal``).
+``samples.csv`` is written row by row while the run is in progress (see
+:mod:`hil.gravimetric.procedure`), and rewritten whole with the report. The plots are PNGs at print resolution; given a
 limit, the trumpet curve shows it as a band.
 
 The serial traces (``pump_trace.txt``, ``balance_trace.txt``) are written
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.gravimetric.analysis import AccuracyAnalysis, InsufficientDataError
-from hil.gravimetric.procedure import Measurement, config_summary
+from hil.gravimetric.procedure import Measurement, RawSample, config_summary
 
 SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.csv"
@@ -52,6 +56,7 @@ def summary(
     refusal: InsufficientDataError | None = None,
     *,
     limit_pct: float | None = None,
+    simulation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` content (kind ``itb.accuracy/1``, the envelope of :mod:`hil.output`).
 
@@ -59,11 +64,12 @@ def summary(
     mean error A lies within it; ``error`` holds the refusal of a refused run.
 
     :param limit_pct: the pass limit on |A|, %, or None for no verdict beyond "reported".
+    :param simulation: what was simulated (see the module docstring), or None for real devices.
     """
     from hil.cli import ExitStatus
     from hil.output import document, error_dict
 
-    passed = refusal is None and analysis is not None
+    passed = refusal is None and analysis is not None and not measurement.interrupted
     if passed and limit_pct is not None:
         passed = abs(analysis.mean_error_pct) <= limit_pct
     data = document(
@@ -81,6 +87,8 @@ def summary(
         samples_taken=len(measurement.samples),
         pump_dispensed_nl=None if measurement.dispensed is None else measurement.dispensed.infused_nl,
         stopped_early=measurement.stopped_early,
+        incomplete=measurement.interrupted,
+        simulation=simulation,
     )
     present = [sample.mass_ug for sample in measurement.samples if sample.mass_ug is not None]
     if measurement.config.tare and present and measurement.dispensed is not None:
@@ -96,25 +104,27 @@ def summary(
     return data
 
 
+def csv_row(s: RawSample) -> tuple[Any, ...]:
+    """One sample as its ``samples.csv`` row (the columns of :data:`CSV_COLUMNS`)."""
+    return (
+        s.index,
+        f"{s.scheduled_ms / 1000:.3f}",
+        "" if s.received_ms is None else f"{s.received_ms / 1000:.3f}",
+        s.utc,
+        "" if s.mass_ug is None else s.mass_ug,
+        int(s.stable),
+        s.resolution_ug,
+        s.pump_state,
+        s.note,
+    )
+
+
 def write_samples_csv(path: Path, measurement: Measurement) -> None:
     """Write the raw, timestamped weights (one row per slot)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for s in measurement.samples:
-            writer.writerow(
-                (
-                    s.index,
-                    f"{s.scheduled_ms / 1000:.3f}",
-                    "" if s.received_ms is None else f"{s.received_ms / 1000:.3f}",
-                    s.utc,
-                    "" if s.mass_ug is None else s.mass_ug,
-                    int(s.stable),
-                    s.resolution_ug,
-                    s.pump_state,
-                    s.note,
-                )
-            )
+        writer.writerows(csv_row(s) for s in measurement.samples)
 
 
 def _plots(out_dir: Path, analysis: AccuracyAnalysis, limit_pct: float | None) -> None:
@@ -174,6 +184,8 @@ def _image(name: str, alt: str) -> str:
 
 
 def _verdict(data: dict[str, Any]) -> str:
+    if data["incomplete"]:
+        return "INCOMPLETE"
     if data["result"] == "refused":
         return "REFUSED"
     if data["limit_pct"] is None:
@@ -189,6 +201,15 @@ def _html(data: dict[str, Any], checks: list[Any], with_plots: bool, out_dir: Pa
     config = data["config"]
     pump, balance = data["pump"], data["balance"]
     body: list[str] = []
+    if data["simulation"]:
+        from hil.report import simulation_text
+
+        body.append(f"<p class='warn' id='simulated'>{esc(simulation_text(data['simulation']))}. "
+                    "These figures are not measurements of a real device.</p>")
+    if data["incomplete"]:
+        body.append(f"<p class='bad' id='incomplete'>INCOMPLETE: {esc(data['stopped_early'])}; "
+                    f"{data['samples_taken']} of {config['duration_s'] // config['interval_s'] + 1} samples. "
+                    "The figures below are from what was measured.</p>")
     if "refusal" in data:
         refusal = data["refusal"]
         body.append(f"<p class='bad' id='refusal'>No result: {esc(refusal['reason'].replace('_', ' '))}. "
@@ -249,6 +270,7 @@ def write_report(
     *,
     refusal: InsufficientDataError | None = None,
     limit_pct: float | None = None,
+    simulation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the report files into ``out_dir`` (created if needed).
 
@@ -258,10 +280,11 @@ def write_report(
     :param refusal: why the run was refused, if it was.
     :param limit_pct: the pass limit on |mean error A|, %: it sets the verdict and the band on
         the trumpet curve.
+    :param simulation: what was simulated, or None for real devices.
     :return: the summary written to ``summary.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = summary(measurement, analysis, refusal, limit_pct=limit_pct)
+    data = summary(measurement, analysis, refusal, limit_pct=limit_pct, simulation=simulation)
     write_samples_csv(out_dir / SAMPLES_FILE, measurement)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if analysis is not None:

@@ -168,6 +168,8 @@ def run_simulated_accuracy(
     balance_options: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
     on_sample: SampleCallback | None = None,
+    limit_pct: float | None = None,
+    simulation: dict[str, Any] | None = None,
     **config_fields: Any,
 ) -> AccuracyResult:
     """Run the accuracy test on a simulated rig whose water is the water of the run's configuration.
@@ -184,6 +186,8 @@ def run_simulated_accuracy(
     :param balance_options: balance options other than the water (``noise_ug``, ``resolution_ug``...).
     :param report_dir: write the report here.
     :param on_sample: progress callback.
+    :param limit_pct: the pass limit on |mean error A|, % (the report's verdict).
+    :param simulation: what was simulated, for the report (see :mod:`hil.gravimetric.report`).
     :param config_fields: other :class:`~hil.gravimetric.procedure.AccuracyConfig` fields
         (``water_temperature_c``, ``evaporation_ug_per_h``, ``air_buoyancy_correction``, ``duration_s``...).
     :raises ConfigError: a bad setting, or a balance option that would contradict the run's water;
@@ -214,5 +218,7 @@ def run_simulated_accuracy(
             balance_driver=rig.balance_kind,
             report_dir=report_dir,
             on_sample=on_sample,
+            limit_pct=limit_pct,
+            simulation=simulation,
             **config_fields,
         )

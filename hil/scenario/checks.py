@@ -1,8 +1,15 @@
-"""What a run is judged on: the safety invariants every run checks, and the scenario's expectations.
+"""What a run is judged on: the safety invariants, the implicit checks, and the scenario's expectations.
 
-:func:`invariants` are checked on every run whether or not the scenario asks; each
-expectation of a scenario file is evaluated by its entry in :data:`EXPECTATIONS`
-(one table from ``check`` name to evaluator; a test checks it covers the schema).
+:func:`invariants` are checked on every run whether or not the scenario asks.
+:func:`implicit_checks` judge the run on what happened even when the scenario
+expects nothing: therapy started (the pump held a verified non-zero rate at some
+poll), no programme was refused (every ``implant`` and ``flex`` decision allowed),
+and a dose above zero reached the catheter tip. A scenario waives one only by
+expecting the opposite outright (a ``denied`` expectation on that action, or
+``mode_at_end`` ``idle``); the waiver is named in the check's detail, so the
+verdict always lists what it applied. Each expectation of a scenario file is
+evaluated by its entry in :data:`EXPECTATIONS` (one table from ``check`` name to
+evaluator; a test checks it covers the schema).
 """
 
 from __future__ import annotations
@@ -55,6 +62,39 @@ def invariants(run: ScenarioRunner, record: RunRecord, pump_counted_nl: int | No
     out.append(CheckResult("every fault produced its alarm", not missing,
                            f"{len(run.faults)} faults" + (f"; missing {missing}" if missing else "")))
     return out
+
+
+#: Workflow actions that put a programme in effect (their refusal fails the run unless expected).
+PROGRAMME_ACTIONS = ("implant", "flex")
+
+
+def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]:
+    """The checks every run gets, from what happened (see the module docstring)."""
+    expected_denied = {e.params["action"] for e in run.scenario.expectations if e.check == "denied"}
+    expects_idle = any(e.check == "mode_at_end" and e.params["mode"] == "idle" for e in run.scenario.expectations)
+    programmes = [d for d in record.decisions if d.action in PROGRAMME_ACTIONS]
+    refused = [d for d in programmes if not d.allowed and d.label not in expected_denied]
+    waived_refusals = [d for d in programmes if not d.allowed and d.label in expected_denied]
+    waive_start = expects_idle or (bool(waived_refusals) and not any(d.allowed for d in programmes))
+    waiver = "; waived: the scenario expects " + ("the controller to end idle" if expects_idle else
+                                                  "its programme to be refused")
+    started = [s for s in record.samples if s.rate_nl_per_h > 0]
+    start_detail = (f"first verified rate {started[0].rate_nl_per_h} nL/h at {started[0].t_ms} ms" if started
+                    else "the pump never held a verified rate above zero")
+    refusal_detail = "; ".join(f"{d.action} {d.label} refused at {d.t_ms} ms: {', '.join(d.reasons) or d.detail}"
+                               for d in refused)
+    if waived_refusals:
+        refusal_detail = "; ".join(filter(None, [refusal_detail, "expected refusals: " + ", ".join(
+            d.label for d in waived_refusals)]))
+    return [
+        CheckResult("therapy started", bool(started) or waive_start,
+                    start_detail + (waiver if waive_start and not started else "")),
+        CheckResult("no programme refused", not refused,
+                    refusal_detail or f"{len(programmes)} programme decisions, all allowed"),
+        CheckResult("dose delivered above zero", record.delivered_ug > 0 or waive_start,
+                    f"{record.delivered_ug:.1f} µg at the catheter tip"
+                    + (waiver if waive_start and record.delivered_ug <= 0 else "")),
+    ]
 
 
 def accuracy_check(step: Any, outcome: Any) -> CheckResult:

@@ -122,3 +122,93 @@ def test_safe_mode_needs_polls_inside_the_watchdog_in_virtual_time(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--safe-mode", "60", "--report", str(tmp_path), "--no-progress"]) == 2
     assert "safe_mode_timeout_s" in capsys.readouterr().err
+
+
+def test_sigint_records_the_time_reached_and_exits_130(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    report = tmp_path / "r"
+    env = {**os.environ, "COLUMNS": "120"}
+    run = subprocess.Popen([sys.executable, "-m", "hil.cli", "run", "--link", "inprocess", "--report", str(report),
+                            "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    log = report / "run-log.jsonl"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and log.read_text().count('"type":"sample"') >= 100):  # an event: polls logged
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 130, out
+    assert "INTERRUPTED" in out
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["passed"] is False
+    assert "interrupted by the operator" in summary["error"]["message"]
+    last_t_ms = max(json.loads(line)["sample"]["t_ms"] for line in log.read_text().splitlines()
+                    if '"type":"sample"' in line)
+    assert summary["reached_days"] < summary["duration_days"] == 21
+    assert abs(summary["reached_days"] * 86_400_000 - last_t_ms) <= 3_600_000  # within one poll interval
+    assert "interrupted" in (report / "report.html").read_text()
+
+
+def test_a_port_that_will_not_open_leaves_no_report_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "never"
+    assert main(["run", "--pump", str(tmp_path / "no-such-tty"), "--yes", "--report", str(report)]) == 4
+    assert not report.exists()
+    assert "itb run" not in capsys.readouterr().out  # no banner before the port was checked
+
+
+def test_a_long_real_pump_run_needs_yes_without_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    report = tmp_path / "r"
+    assert main(["run", "--pump", str(tmp_path / "no-such-tty"), "--report", str(report)]) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert not report.exists()
+
+
+def test_profile_sets_the_pump_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "bench.toml"
+    profile.write_text(f'[pump]\nurl = "{tmp_path / "profile-tty"}"\nbaudrate = 9600\naddress = 3\n')
+    assert main(["run", "--profile", str(profile), "--yes", "--report", str(tmp_path / "r"), "--json"]) == 4
+    error = json.loads(capsys.readouterr().out)
+    assert error["schema"] == "itb.error/1" and "profile-tty" in error["error"]["message"]
+    assert main(["run", "--profile", str(profile), "--address", "100", "--report", str(tmp_path / "r")]) == 2
+
+
+def test_json_prints_the_run_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "short.toml"
+    scenario.write_text(SHORT_FAILING)
+    code = main(["run", str(scenario), "--link", "inprocess", "--report", str(tmp_path / "r"), "--json"])
+    out = capsys.readouterr().out
+    document = json.loads(out)
+    assert code == 1 and document["passed"] is False
+    assert list(document)[:4] == ["schema", "software", "passed", "error"] and document["schema"] == "itb.run/1"
+    assert document == json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert document["simulation"]["pump"]["settings"]["time"] == "virtual"
+
+
+def test_days_skips_unreached_actions_with_a_note(tmp_path: Path) -> None:
+    assert main(["run", "--link", "inprocess", "--days", "2", "--report", str(tmp_path / "r"), "--no-progress"]) == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["duration_days"] == 2
+    assert not any(e["name"].startswith(("implant allowed", "too-soon denied")) for e in summary["expectations"])
+    assert any("implant" in n and "beyond the shortened end" in n for n in summary["notes"])
+    failed = {c["name"] for c in summary["implicit_checks"] if not c["passed"]}
+    assert failed == {"therapy started", "dose delivered above zero"}  # shortened before its implant: said so
+
+
+def test_bench_run_stops_on_the_first_sigint_and_prints_no_figures(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.scenario.runner import ScenarioRunner
+
+    def interrupted(self: ScenarioRunner, first: int) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C raises it inside the run
+
+    monkeypatch.setattr(ScenarioRunner, "_run_actions", interrupted)
+    assert main(["bench", "run", "--quick"]) == 130
+    out = capsys.readouterr().out
+    assert "wall_s" not in out and "targets" not in out

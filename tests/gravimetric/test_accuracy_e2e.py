@@ -239,5 +239,77 @@ def test_cli_pump_fault_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert status == 3
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["reason"] == "pump_not_delivering"
+    document = json.loads(captured.out)
+    assert document["schema"] == "itb.error/1" and document["error"]["exit_status"] == 3
+    assert document["error"]["type"] == "InsufficientDataError"
+    assert "pump_not_delivering" in document["error"]["message"]
     assert "stall at 3000 s" in captured.err
+
+
+def accuracy_args(report: Path, *extra: str) -> list[str]:
+    return ["hil", "accuracy", "--pump", "sim", "--balance", "sim:mtsics", "--rate", "1.2mL/h", "--syringe", "14.5mm",
+            "--bias-pct", "3", "--report", str(report), *extra]
+
+
+def test_the_limit_sets_the_verdict_and_the_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(accuracy_args(tmp_path / "wide", "--limit-pct", "5", "--json")) == 0
+    wide = json.loads(capsys.readouterr().out)
+    assert wide["passed"] is True and wide["limit_pct"] == 5
+    assert main(accuracy_args(tmp_path / "tight", "--limit-pct", "1", "--json")) == 1  # a 3 % bias is outside ±1 %
+    tight = json.loads(capsys.readouterr().out)
+    assert tight["passed"] is False and tight == json.loads((tmp_path / "tight" / "summary.json").read_text())
+    assert "FAILED" in (tmp_path / "tight" / "report.html").read_text()
+    profile = tmp_path / "bench.toml"
+    profile.write_text("[test]\nlimit_pct = 1.0\n")
+    assert main(accuracy_args(tmp_path / "profile", "--profile", str(profile))) == 1
+
+
+def test_simulated_devices_are_named_in_the_report(tmp_path: Path) -> None:
+    assert main(accuracy_args(tmp_path / "r", "--seed", "4")) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["simulation"]["pump"]["settings"]["bias_pct"] == 3.0
+    assert summary["simulation"]["pump"]["settings"]["seed"] == 4
+    assert summary["simulation"]["balance"]["settings"] == {"noise_ug": 5.0, "resolution_ug": 10}
+    assert "SIMULATED" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_an_earlier_run_is_moved_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "r"
+    assert main(accuracy_args(report)) == 0
+    first = (report / "samples.csv").read_bytes()
+    assert main(accuracy_args(report)) == 2
+    assert "--new-run" in capsys.readouterr().err
+    assert (report / "samples.csv").read_bytes() == first
+    assert main(accuracy_args(report, "--new-run")) == 0
+    (archived,) = report.glob("previous-*")
+    assert (archived / "samples.csv").read_bytes() == first
+
+
+def test_sigint_keeps_every_weighing_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGINT at the 150th balance reading (the handler raises KeyboardInterrupt there, as Ctrl-C does)."""
+    from hal.mtsics.driver import MtSicsDriver as MtSicsBalance
+
+    report = tmp_path / "r"
+    read = MtSicsBalance.read_immediate
+    calls = []
+
+    def interrupted_read(self: MtSicsBalance) -> object:
+        calls.append(1)
+        if len(calls) == 150:
+            rows = (report / "samples.csv").read_text().splitlines()
+            assert len(rows) == 1 + 149  # every sample so far is on disk before the next is taken
+            raise KeyboardInterrupt
+        return read(self)
+
+    monkeypatch.setattr(MtSicsBalance, "read_immediate", interrupted_read)
+    assert main(accuracy_args(report)) == 130
+    rows = (report / "samples.csv").read_text().splitlines()
+    assert len(rows) == 1 + 149
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["incomplete"] is True and summary["passed"] is False
+    assert summary["samples_taken"] == 149 and "interrupted by the operator" in summary["stopped_early"]
+    assert summary["analysis"]["samples"] == 149  # analysed from what was measured
+    assert "INCOMPLETE" in (report / "report.html").read_text()
+    assert "pump_trace.txt" in {p.name for p in report.iterdir()}
+    assert "53 54 50" in (report / "pump_trace.txt").read_text()  # STP went over the wire after the interruption
