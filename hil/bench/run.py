@@ -31,6 +31,7 @@ from typing import Any
 
 from controller.benchmarks import accounting_replay_s
 from controller.gate import kernel_implementation
+from hal.trace import read_trace
 from cython_ext.units import MS_PER_DAY
 from hil.report import RunRecord
 from hil.scenario import DEFAULT_SCENARIO, RunOptions, ScenarioRunner, load_scenario
@@ -98,12 +99,7 @@ def measure(link: str, days: int) -> dict[str, Any]:
 
 def _wire_bytes(trace: Path) -> int:
     """Bytes that crossed the wire in both directions, from the driver's serial trace."""
-    total = 0
-    for line in trace.read_text(encoding="utf-8").splitlines():
-        fields = line.split(maxsplit=2)
-        if len(fields) == 3 and fields[1] in ("TX", "RX"):
-            total += len(fields[2].split("|", 1)[0].split())  # the hex column ends where the ASCII one begins
-    return total
+    return sum(len(event.data) for event in read_trace(trace).data())
 
 
 def measure_paced(days: int, baud: int = PACED_BAUD) -> dict[str, Any]:
