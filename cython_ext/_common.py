@@ -23,6 +23,7 @@ from cython_ext.units import MS_PER_DAY, MS_PER_H, div_round
 from cython_ext.vocabulary import (
     ALL_REASONS,
     BOLUS_KINDS,
+    CAPS_CHANGE_CONFIRMATION,
     COUNTED_BOLUS_KINDS,
     DISCONTINUE_AUTHORISATION,
     MAX_FLEX_STEPS,
@@ -49,6 +50,11 @@ __all__ = [
     "WINDOW_BUCKETS",
     "BOLUS_HISTORY",
     "SNAPSHOT_VERSION",
+    "STATE_SNAPSHOT_VERSION",
+    "DEFAULT_RESTART_THRESHOLD_MS",
+    "NO_INCREASE_AFTER_START_MS",
+    "CAPS_HOLD_MS",
+    "BOLUS_STACKING_WINDOW_MS",
     "DeliveryKind",
     "N_KINDS",
     "BOLUS_KINDS",
@@ -60,6 +66,7 @@ __all__ = [
     "ALL_REASONS",
     "SOFT_REASONS",
     "DISCONTINUE_AUTHORISATION",
+    "CAPS_CHANGE_CONFIRMATION",
     "REASON_INDEX",
     "Bounds",
     "make_bounds",
@@ -69,6 +76,11 @@ __all__ = [
     "PatientCaps",
     "make_caps",
     "check_caps_against_limits",
+    "stricter_caps",
+    "caps_to_dict",
+    "caps_from_dict",
+    "InterruptionCause",
+    "Interruption",
     "PumpEnvelope",
     "make_envelope",
     "Override",
@@ -81,6 +93,8 @@ __all__ = [
     "request_concentration_change",
     "request_discontinue",
     "request_minimum_rate",
+    "request_resume",
+    "request_caps_change",
     "Decision",
     "TitrationStep",
     "plan_titration",
@@ -126,6 +140,23 @@ WINDOW_BUCKETS = 1440
 BOLUS_HISTORY = 256
 #: Ledger snapshot format version.
 SNAPSHOT_VERSION = 1
+#: Kernel state snapshot format version (2: the whole history, caps and interruption).
+STATE_SNAPSHOT_VERSION = 2
+#: No increase of the daily dose this long after therapy started, ms (label: "do not raise
+#: the dose in the first 24 h", itb-clinical.md §1.3). A hard rule.
+NO_INCREASE_AFTER_START_MS = MS_PER_DAY
+#: A caps change keeps every limit it loosens at its old value this long, ms.
+CAPS_HOLD_MS = MS_PER_DAY
+#: A bolus this soon after a titration step counts against the titration cap, ms.
+BOLUS_STACKING_WINDOW_MS = MS_PER_DAY
+#: Default restart threshold: an interruption shorter than this may resume at the dose in
+#: effect just before it; a longer one only at the titration-phase starting dose, ms.
+#: 24 h = 5 x the longest CSF elimination half-life (1-5 h, itb-clinical.md §2.2
+#: [CH-ODDB][EJCP]): after it, less than 4 % of the drug is left, the tolerated steady
+#: state is gone, and re-introduction is a new start [JP-LBL][OD91][DRUGLIB-OD]. Below it,
+#: withdrawal is only beginning (the syndrome builds over 24-72 h, §3.2 [COFFEY02]), and
+#: restoring the tolerated dose is its treatment. A PLACEHOLDER needing clinical sign-off.
+DEFAULT_RESTART_THRESHOLD_MS = MS_PER_DAY
 
 
 class RequestKind(enum.IntEnum):
@@ -137,6 +168,8 @@ class RequestKind(enum.IntEnum):
     CONCENTRATION_CHANGE = 4
     DISCONTINUE = 5
     MINIMUM_RATE = 6
+    RESUME = 7
+    CAPS_CHANGE = 8
 
 
 #: Position of each reason code in :data:`ALL_REASONS` (bit index in the compiled kernel).
@@ -333,6 +366,11 @@ class PatientCaps(NamedTuple):
     :param max_priming_volume_nl: largest priming or bridge bolus, nL.
     :param taper_pct: largest decrease per taper step in :func:`plan_titration`, %.
     :param taper_interval_ms: time between taper steps, ms.
+    :param titration_start_dose_ng_per_day: the patient's titration-phase starting dose, ng/day
+        (from the patient record): the most a resume after a long interruption may restart at.
+        0 = not given: such a resume may restart at no more than the minimum-rate dose.
+    :param restart_threshold_ms: an interruption shorter than this may resume at the dose in
+        effect just before it; a longer one only at the titration-phase starting dose, ms.
     """
 
     origin: Origin
@@ -349,6 +387,8 @@ class PatientCaps(NamedTuple):
     max_priming_volume_nl: int
     taper_pct: int
     taper_interval_ms: int
+    titration_start_dose_ng_per_day: int = 0
+    restart_threshold_ms: int = DEFAULT_RESTART_THRESHOLD_MS
 
 
 def make_caps(
@@ -367,12 +407,15 @@ def make_caps(
     max_priming_volume_nl: int = 300_000,
     taper_pct: int = 20,
     taper_interval_ms: int = 2 * MS_PER_DAY,
+    titration_start_dose_ng_per_day: int = 0,
+    restart_threshold_ms: int = DEFAULT_RESTART_THRESHOLD_MS,
 ) -> PatientCaps:
     """Build validated :class:`PatientCaps`. Defaults are PLACEHOLDERS needing clinical sign-off.
 
     ``titration_cap_pct`` defaults from ``origin`` (spinal 30 %, cerebral 15 %, paediatric 15 %);
     an explicit value may only be lower. ``decrease_confirm_pct`` 20 % follows the usual
-    10-20 % side-effect cut; ``taper_pct`` 20 % per 2 days follows the Japanese label.
+    10-20 % side-effect cut; ``taper_pct`` 20 % per 2 days follows the Japanese label;
+    ``restart_threshold_ms`` defaults to :data:`DEFAULT_RESTART_THRESHOLD_MS` (24 h, see there).
 
     :raises ConfigError: naming the field, value and allowed range.
     :raises TypeError: for non-integer numbers.
@@ -398,6 +441,9 @@ def make_caps(
     require_range("max_priming_volume_nl", max_priming_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
     require_range("taper_pct", taper_pct, 1, 50, "%")
     require_range("taper_interval_ms", taper_interval_ms, MS_PER_H, 30 * MS_PER_DAY, "ms")
+    require_range("titration_start_dose_ng_per_day", titration_start_dose_ng_per_day, 0, max_dose_ng_per_day,
+                  "ng/day (0: not given)")
+    require_range("restart_threshold_ms", restart_threshold_ms, 0, 7 * MS_PER_DAY, "ms")
     return PatientCaps(
         origin,
         max_dose_ng_per_day,
@@ -413,7 +459,71 @@ def make_caps(
         max_priming_volume_nl,
         taper_pct,
         taper_interval_ms,
+        titration_start_dose_ng_per_day,
+        restart_threshold_ms,
     )
+
+
+#: How each limit of :class:`PatientCaps` tightens: ``min`` (lower is stricter), ``max``
+#: (higher is stricter), ``all`` (off is stricter) or ``new`` (a setting, not a limit).
+#: The minimum rate is the clinician-set fault fallback (SAFE-02), one value, so it takes the
+#: new setting at once; origin only names where the titration cap came from.
+_STRICTER = {
+    "origin": "new",
+    "max_dose_ng_per_day": "min",
+    "titration_cap_pct": "min",
+    "min_titration_interval_ms": "max",
+    "decrease_confirm_pct": "min",
+    "bolus_enabled": "all",
+    "patient_bolus_enabled": "all",
+    "max_bolus_ng": "min",
+    "bolus_lockout_ms": "max",
+    "max_boluses_per_day": "min",
+    "minimum_rate_nl_per_h": "new",
+    "max_priming_volume_nl": "min",
+    "taper_pct": "min",
+    "taper_interval_ms": "max",
+    "titration_start_dose_ng_per_day": "min",
+    "restart_threshold_ms": "min",
+}
+
+
+def stricter_caps(old: PatientCaps, new: PatientCaps) -> PatientCaps:
+    """The caps in force during the 24 h after a change from ``old`` to ``new``: every limit at
+    the stricter of its two values (see ``_STRICTER``), every setting at its new value.
+
+    :return: valid :class:`PatientCaps` (the titration cap is never above the new origin's).
+    """
+    merged = {}
+    for name in PatientCaps._fields:
+        a, b = getattr(old, name), getattr(new, name)
+        how = _STRICTER[name]
+        merged[name] = b if how == "new" else min(a, b) if how == "min" else max(a, b) if how == "max" else a and b
+    return PatientCaps(**merged)
+
+
+def caps_to_dict(caps: PatientCaps) -> dict:
+    """:class:`PatientCaps` as exact JSON-ready data (origin by its value)."""
+    out = caps._asdict()
+    out["origin"] = caps.origin.value
+    return out
+
+
+def caps_from_dict(data: object, field: str = "caps") -> PatientCaps:
+    """Rebuild :class:`PatientCaps` from :func:`caps_to_dict` output, validating every value.
+
+    :raises ConfigError: naming ``field`` and the first bad key or value (never ``TypeError``).
+    """
+    if not isinstance(data, dict) or set(data) != set(PatientCaps._fields):
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{field} keys", got, f"exactly {sorted(PatientCaps._fields)}")
+    try:
+        caps = make_caps(**data)
+    except TypeError as exc:
+        raise ConfigError(field, data, "integers and booleans from caps_to_dict()", detail=str(exc)) from None
+    if caps_to_dict(caps) != data:
+        raise ConfigError(field, data, "exactly what caps_to_dict() wrote")
+    return caps
 
 
 def check_caps_against_limits(caps: PatientCaps, limits: DrugLimits) -> None:
@@ -465,8 +575,9 @@ def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_p
 class Override(NamedTuple):
     """An explicit, recorded permission to pass named soft limits (or to discontinue).
 
-    :param codes: reason codes lifted: members of :data:`SOFT_REASONS`, or
-        :data:`DISCONTINUE_AUTHORISATION`.
+    :param codes: reason codes lifted: members of :data:`SOFT_REASONS`; or
+        :data:`DISCONTINUE_AUTHORISATION` (authorises a discontinue); or
+        :data:`CAPS_CHANGE_CONFIRMATION` (confirms a caps change). No code lifts a hard rule.
     :param reason: why (recorded in the journal); must not be empty.
     :param actor: who authorised it (user and role).
     """
@@ -482,7 +593,7 @@ def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override:
     :raises ConfigError: for an unknown or hard code, or an empty reason or actor.
     """
     codes = frozenset(codes)
-    allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION}
+    allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION, CAPS_CHANGE_CONFIRMATION}
     bad = sorted(codes - allowed)
     if bad or not codes:
         raise ConfigError("override.codes", sorted(codes), f"a non-empty subset of {sorted(allowed)}")
@@ -520,6 +631,7 @@ class Request(NamedTuple):
     override: Override | None
     emergency: bool
     record_concentration_ug_per_ml: int = 0
+    caps: PatientCaps | None = None
 
 
 def _check_override(override: object) -> Override | None:
@@ -606,11 +718,9 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
     :param authorisation: the authorising override.
     :param emergency: stop now, whatever the current dose.
 
-    After a discontinue the kernel holds no programme and forgets the dose history:
-    the next rate or programme change is a *start*, bounded by the library, the caps
-    and the 24 h projection but not by the titration cap. Restarting at the
-    titration-phase dose rather than the old maintenance dose (itb-clinical.md §3.3)
-    is the therapy workflow's rule.
+    After a discontinue the kernel holds no programme, the dose history holds the zero
+    dose, and an interruption is open: the next rate or programme change is a *resume*,
+    bounded by the restart rule (see :func:`request_resume`), never a fresh start.
     """
     if not isinstance(emergency, bool):
         raise ConfigError("emergency", emergency, "True or False")
@@ -643,6 +753,13 @@ def check_request(request: object) -> Request:
             require_range("bridge.volume_nl", request.bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
             require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MS_PER_DAY, "ms")
         require_range("record_concentration_ug_per_ml", request.record_concentration_ug_per_ml, 0, MAX_CONCENTRATION_UG_PER_ML, "µg/mL (0: none)")
+    elif kind == RequestKind.RESUME:
+        if request.programme is None:
+            require_range("rate_nl_per_h", request.rate_nl_per_h, 0, MAX_RATE_NL_PER_H, "nL/h")
+        elif not hasattr(request.programme, "steps") or not hasattr(request.programme, "concentration_ug_per_ml"):
+            raise ConfigError("programme", request.programme, "a Programme")
+    elif kind == RequestKind.CAPS_CHANGE:
+        _check_caps(request.caps)
     elif kind == RequestKind.BOLUS:
         bolus_kind = require_int("kind", request.bolus_kind)
         if bolus_kind not in [int(k) for k in BOLUS_KINDS]:
@@ -650,6 +767,62 @@ def check_request(request: object) -> Request:
         require_range("volume_nl", request.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
         require_range("duration_ms", request.duration_ms, 1, MS_PER_DAY, "ms")
     return request
+
+
+def request_resume(rate_nl_per_h: int | None = None, *, programme: object = None,
+                   override: Override | None = None) -> Request:
+    """Request to resume delivery after an interruption (a stop, a minimum-rate spell or a
+    discontinue): a simple continuous rate, or a whole programme, at the current concentration.
+
+    The restart rule decides it instead of the titration rules (cap, interval, first 24 h,
+    decrease confirmation): after an interruption shorter than the caps' ``restart_threshold_ms``
+    at most the daily dose in effect just before it; after a longer one at most the lower of that
+    and the titration-phase starting dose. Above the rule the refusal is
+    ``RESTART_OVERDOSE_RISK_*`` (hard: no override lifts it). Every other limit applies as
+    to a programme change. While an interruption is open, a rate, programme or concentration
+    change is decided the same way: every path back to delivery meets the restart rule.
+
+    :param rate_nl_per_h: simple continuous rate, nL/h (give this or ``programme``).
+    :param programme: a ``Programme`` of either implementation (give this or a rate).
+    :param override: lifts named soft limits (never the restart rule).
+    :raises ConfigError: unless exactly one of ``rate_nl_per_h`` and ``programme`` is given.
+    """
+    if (rate_nl_per_h is None) == (programme is None):
+        raise ConfigError("resume", (rate_nl_per_h, programme), "exactly one of rate_nl_per_h and programme")
+    if programme is not None:
+        if not hasattr(programme, "steps") or not hasattr(programme, "concentration_ug_per_ml"):
+            raise ConfigError("programme", programme, "a Programme")
+        return Request(RequestKind.RESUME, 0, programme, -1, 0, 0, None, _check_override(override), False)
+    require_range("rate_nl_per_h", rate_nl_per_h, 0, MAX_RATE_NL_PER_H, "nL/h")
+    return Request(RequestKind.RESUME, rate_nl_per_h, None, -1, 0, 0, None, _check_override(override), False)
+
+
+def _check_caps(caps: object) -> PatientCaps:
+    """A :class:`PatientCaps` whose every value :func:`make_caps` accepts (it may be built directly)."""
+    if not isinstance(caps, PatientCaps):
+        raise ConfigError("caps", caps, "a PatientCaps from make_caps()")
+    if caps_from_dict(caps_to_dict(caps)) != caps:
+        raise ConfigError("caps", caps, "exactly what make_caps() builds")
+    return caps
+
+
+def request_caps_change(caps: PatientCaps, *, confirmation: Override | None) -> Request:
+    """Request to replace the prescription caps mid-therapy (a new prescription, an origin change).
+
+    Every limit the change loosens keeps its old value for :data:`CAPS_HOLD_MS` (24 h) after
+    the change is applied (:func:`stricter_caps`); a limit it tightens takes effect at once.
+    The change needs a confirmation: an :class:`Override` naming
+    :data:`CAPS_CHANGE_CONFIRMATION` with the reason and the actor, which the decision
+    carries (``decision.request.override``) for the journal; without one the decision is
+    ``CAPS_CHANGE_NOT_CONFIRMED``. The programme in effect must fit the new caps (dose within
+    ``max_dose_ng_per_day``, no rate below ``minimum_rate_nl_per_h``).
+
+    :param caps: the new caps, from :func:`make_caps`.
+    :param confirmation: the confirming override.
+    :raises ConfigError: for caps that :func:`make_caps` would not build.
+    """
+    return Request(RequestKind.CAPS_CHANGE, 0, None, -1, 0, 0, None, _check_override(confirmation), False, 0,
+                   _check_caps(caps))
 
 
 def request_minimum_rate() -> Request:
@@ -661,6 +834,28 @@ def request_minimum_rate() -> Request:
     in effect (that programme's own projection already covers a lower rate).
     """
     return Request(RequestKind.MINIMUM_RATE, 0, None, -1, 0, 0, None, None, False)
+
+
+class InterruptionCause(str, enum.Enum):
+    """What interrupted delivery (the latest transition of an open interruption)."""
+
+    STOPPED = "stopped"  # a STOP fault reaction, or a pump found stopped (SafetyKernel.note_stopped)
+    MINIMUM_RATE = "minimum_rate"  # minimum-rate mode (an applied request_minimum_rate)
+    DISCONTINUED = "discontinued"  # an applied request_discontinue
+
+
+class Interruption(NamedTuple):
+    """An open interruption of delivery: from its first stop, minimum-rate spell or discontinue
+    until a resume.
+
+    :param since_ms: when it began, ms (the earliest time the controller says delivery may have stopped).
+    :param dose_before_ng_per_day: the daily dose in effect just before it, ng/day.
+    :param cause: :class:`InterruptionCause` value of its latest transition.
+    """
+
+    since_ms: int
+    dose_before_ng_per_day: int
+    cause: str
 
 
 class Decision(NamedTuple):
@@ -890,47 +1085,77 @@ def _kind(value: object) -> int:
     return value
 
 
+def _snap_int(field: str, value: object, low: int, high: int, unit: str = "") -> int:
+    """An int in ``[low, high]`` from a snapshot; anything else is a :class:`ConfigError` (never ``TypeError``)."""
+    if type(value) is not int:
+        raise ConfigError(field, value, f"an int in [{low}, {high}] {unit}".rstrip())
+    return require_range(field, value, low, high, unit)
+
+
+def _snap_list(field: str, value: object, length: int | None = None) -> list | tuple:
+    """A list (or tuple) from a snapshot, of ``length`` items when given."""
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        raise ConfigError(field, value, "a list" + ("" if length is None else f" of {length} items"))
+    return value
+
+
+def _snap_dict(field: str, value: object, keys: set[str]) -> dict:
+    """A dict from a snapshot with exactly ``keys``."""
+    if not isinstance(value, dict) or set(value) != keys:
+        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise ConfigError(f"{field} keys", got, f"exactly {sorted(keys)}")
+    return value
+
+
+def _snap_optional_time(field: str, value: object) -> int | None:
+    return None if value is None else _snap_int(field, value, 0, MAX_TIME_MS, "ms")
+
+
 def _check_snapshot(snapshot: object) -> dict:
-    """Validate a ledger snapshot (shared shape for both implementations)."""
-    if not isinstance(snapshot, dict):
-        raise ConfigError("snapshot", type(snapshot).__name__, "a dict from Ledger.snapshot()")
-    expected = {"version", "resolution_ms", "latest_minute", "buckets", "committed_pg", "bolus_starts", "last_bolus_start_ms"}
-    if set(snapshot) != expected:
-        raise ConfigError("snapshot keys", sorted(snapshot), f"exactly {sorted(expected)}")
-    if snapshot["version"] != SNAPSHOT_VERSION:
+    """Validate a ledger snapshot (shared shape for both implementations).
+
+    :raises ConfigError: naming the first malformed field; never ``TypeError``.
+    """
+    keys = {"version", "resolution_ms", "latest_minute", "buckets", "committed_pg", "bolus_starts", "last_bolus_start_ms"}
+    snapshot = _snap_dict("snapshot", snapshot, keys)
+    if type(snapshot["version"]) is not int or snapshot["version"] != SNAPSHOT_VERSION:
         raise ConfigError("snapshot.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
-    if snapshot["resolution_ms"] != LEDGER_RESOLUTION_MS:
+    if type(snapshot["resolution_ms"]) is not int or snapshot["resolution_ms"] != LEDGER_RESOLUTION_MS:
         raise ConfigError("snapshot.resolution_ms", snapshot["resolution_ms"], f"{LEDGER_RESOLUTION_MS}")
     latest = snapshot["latest_minute"]
     if latest is not None:
-        require_range("snapshot.latest_minute", latest, 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
+        _snap_int("snapshot.latest_minute", latest, 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
     buckets = []
     previous = None
-    for i, item in enumerate(snapshot["buckets"]):
-        if len(item) != 2 or len(item[1]) != N_KINDS:
+    for i, item in enumerate(_snap_list("snapshot.buckets", snapshot["buckets"])):
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[1], (list, tuple)) or len(item[1]) != N_KINDS:
             raise ConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
-        minute = require_int(f"snapshot.buckets[{i}].minute", item[0])
+        minute = _snap_int(f"snapshot.buckets[{i}].minute", item[0], 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
         if latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (previous is not None and minute <= previous):
             raise ConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
-        values = [require_range(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
+        values = [_snap_int(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
         buckets.append((minute, values))
         previous = minute
-    if len(snapshot["committed_pg"]) != N_KINDS:
-        raise ConfigError("snapshot.committed_pg", snapshot["committed_pg"], f"{N_KINDS} ints")
-    committed = [require_range(f"snapshot.committed_pg[{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(snapshot["committed_pg"])]
+    committed = [
+        _snap_int(f"snapshot.committed_pg[{k}]", v, 0, MAX_BUCKET_PG, "pg")
+        for k, v in enumerate(_snap_list("snapshot.committed_pg", snapshot["committed_pg"], N_KINDS))
+    ]
     starts = []
-    for i, item in enumerate(snapshot["bolus_starts"]):
-        if len(item) != 2:
-            raise ConfigError(f"snapshot.bolus_starts[{i}]", item, "[at_ms, kind]")
-        at = require_range(f"snapshot.bolus_starts[{i}].at_ms", item[0], 0, 2**62, "ms")
+    for i, item in enumerate(_snap_list("snapshot.bolus_starts", snapshot["bolus_starts"])):
+        item = _snap_list(f"snapshot.bolus_starts[{i}]", item, 2)
+        at = _snap_int(f"snapshot.bolus_starts[{i}].at_ms", item[0], 0, 2**62, "ms")
         if starts and at < starts[-1][0]:
             raise ConfigError(f"snapshot.bolus_starts[{i}].at_ms", at, f">= {starts[-1][0]} (in time order)")
-        starts.append((at, _kind(item[1])))
+        starts.append((at, _snap_int(f"snapshot.bolus_starts[{i}].kind", item[1], 0, N_KINDS - 1)))
     if starts and (len(starts) > BOLUS_HISTORY or starts[0][0] <= starts[-1][0] - MS_PER_DAY):
         raise ConfigError("snapshot.bolus_starts", len(starts), f"at most {BOLUS_HISTORY}, all within 24 h of the newest")
-    if len(snapshot["last_bolus_start_ms"]) != N_KINDS:
-        raise ConfigError("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], f"{N_KINDS} ints")
-    last = [require_range(f"snapshot.last_bolus_start_ms[{k}]", v, -1, 2**62, "ms") for k, v in enumerate(snapshot["last_bolus_start_ms"])]
+    last = [
+        _snap_int(f"snapshot.last_bolus_start_ms[{k}]", v, -1, 2**62, "ms")
+        for k, v in enumerate(_snap_list("snapshot.last_bolus_start_ms", snapshot["last_bolus_start_ms"], N_KINDS))
+    ]
+    for at, kind in starts:
+        if last[kind] < at:
+            raise ConfigError(f"snapshot.last_bolus_start_ms[{kind}]", last[kind], f">= {at} (its newest start)")
     return {
         "latest_minute": latest,
         "buckets": buckets,
@@ -962,36 +1187,95 @@ def _check_interval(t0_ms: object, t1_ms: object) -> None:
     require_range("t1_ms", t1_ms, t0_ms, t0_ms + MAX_INTERVAL_MS, "ms")
 
 
-def _check_state_snapshot(snapshot: object, library: dict) -> dict:
+_STATE_KEYS = {
+    "version", "state_version", "concentration_ug_per_ml", "caps", "held_caps", "programme", "dose_history",
+    "therapy_start_ms", "last_increase_ms", "last_step_ms", "interruption", "ledger",
+}
+
+
+def _check_state_snapshot(snapshot: object, library: dict, programme_class: type) -> dict:
     """Validate a kernel state snapshot (shared by both implementations); return its parts.
 
-    :raises ConfigError: naming the first malformed field.
+    Checks every field's type and range, the time order of the dose history, and that the parts
+    agree with each other (the last dose is that of the programme in effect, or 0 while stopped
+    or discontinued; an interruption only after therapy started), so that a restored kernel is
+    exactly the one that wrote it.
+
+    :param programme_class: the implementation's ``Programme``, to rebuild the programme with.
+    :raises ConfigError: naming the first malformed field; never ``TypeError``.
     """
-    expected = {"version", "concentration_ug_per_ml", "programme", "dose_history", "last_increase_ms", "ledger"}
-    if not isinstance(snapshot, dict) or set(snapshot) != expected:
-        got = sorted(snapshot) if isinstance(snapshot, dict) else type(snapshot).__name__
-        raise ConfigError("state snapshot keys", got, f"exactly {sorted(expected)}")
-    if snapshot["version"] != SNAPSHOT_VERSION:
-        raise ConfigError("state.version", snapshot["version"], f"{SNAPSHOT_VERSION}")
-    conc = require_int("state.concentration_ug_per_ml", snapshot["concentration_ug_per_ml"])
-    if conc not in library:
+    snapshot = _snap_dict("state snapshot", snapshot, _STATE_KEYS)
+    if type(snapshot["version"]) is not int or snapshot["version"] != STATE_SNAPSHOT_VERSION:
+        raise ConfigError("state.version", snapshot["version"], f"{STATE_SNAPSHOT_VERSION}")
+    state_version = _snap_int("state.state_version", snapshot["state_version"], 0, 2**62)
+    conc = snapshot["concentration_ug_per_ml"]
+    if type(conc) is not int or conc not in library:
         raise ConfigError("state.concentration_ug_per_ml", conc, f"one of {sorted(library)} µg/mL")
-    programme = snapshot["programme"]
-    if programme is not None:
-        if not isinstance(programme, dict) or set(programme) != {"steps", "periodic_boluses", "anchor_ms"}:
-            raise ConfigError("state.programme", programme, "None or {steps, periodic_boluses, anchor_ms}")
+    caps = caps_from_dict(snapshot["caps"], "state.caps")
+    held = None
+    if snapshot["held_caps"] is not None:
+        item = _snap_dict("state.held_caps", snapshot["held_caps"], {"until_ms", "caps"})
+        held = (_snap_int("state.held_caps.until_ms", item["until_ms"], CAPS_HOLD_MS, MAX_TIME_MS, "ms"),
+                caps_from_dict(item["caps"], "state.held_caps.caps"))
+    programme = None
+    if snapshot["programme"] is not None:
+        p = _snap_dict("state.programme", snapshot["programme"], {"steps", "periodic_boluses", "anchor_ms"})
+        try:
+            programme = programme_class(
+                [tuple(_snap_list(f"state.programme.steps[{i}]", x, 3)) for i, x in enumerate(_snap_list("state.programme.steps", p["steps"]))],
+                conc,
+                periodic_boluses=[tuple(_snap_list(f"state.programme.periodic_boluses[{i}]", x, 3))
+                                  for i, x in enumerate(_snap_list("state.programme.periodic_boluses", p["periodic_boluses"]))],
+                anchor_ms=p["anchor_ms"],
+            )
+        except TypeError as exc:
+            raise ConfigError("state.programme", p, "integer steps, boluses and anchor", detail=str(exc)) from None
     history = []
-    for i, item in enumerate(snapshot["dose_history"]):
-        if len(item) != 2:
-            raise ConfigError(f"state.dose_history[{i}]", item, "[at_ms, dose_ng_per_day]")
-        at = require_int(f"state.dose_history[{i}].at_ms", item[0])
-        dose = require_range(f"state.dose_history[{i}].dose_ng_per_day", item[1], 0, MAX_DOSE_NG_PER_DAY, "ng/day")
+    for i, item in enumerate(_snap_list("state.dose_history", snapshot["dose_history"])):
+        item = _snap_list(f"state.dose_history[{i}]", item, 2)
+        at = _snap_int(f"state.dose_history[{i}].at_ms", item[0], MIN_TIME_MS, MAX_TIME_MS, "ms")
+        dose = _snap_int(f"state.dose_history[{i}].dose_ng_per_day", item[1], 0, MAX_DOSE_NG_PER_DAY, "ng/day")
         if history and at < history[-1][0]:
             raise ConfigError(f"state.dose_history[{i}].at_ms", at, f">= {history[-1][0]} (in time order)")
         history.append((at, dose))
-    if (programme is None) != (not history):
-        raise ConfigError("state.dose_history", len(history), "non-empty exactly when a programme is in effect")
-    last = snapshot["last_increase_ms"]
-    if last is not None:
-        require_int("state.last_increase_ms", last)
-    return {"limits": library[conc], "programme": programme, "dose_history": history, "last_increase_ms": last}
+    start = snapshot["therapy_start_ms"]
+    if start is not None:
+        start = _snap_int("state.therapy_start_ms", start, MIN_TIME_MS, MAX_TIME_MS, "ms")
+    if (start is None) != (not history) or (history and start > history[-1][0]):
+        raise ConfigError("state.therapy_start_ms", start, "set exactly once the dose history holds a dose, not after its newest entry")
+    last_increase = snapshot["last_increase_ms"]
+    if last_increase is not None:
+        last_increase = _snap_int("state.last_increase_ms", last_increase, MIN_TIME_MS, MAX_TIME_MS, "ms")
+    last_step = snapshot["last_step_ms"]
+    if last_step is not None:
+        last_step = _snap_int("state.last_step_ms", last_step, MIN_TIME_MS, MAX_TIME_MS, "ms")
+    interruption = None
+    if snapshot["interruption"] is not None:
+        item = _snap_dict("state.interruption", snapshot["interruption"], set(Interruption._fields))
+        try:
+            cause = InterruptionCause(item["cause"]).value
+        except (ValueError, TypeError):
+            raise ConfigError("state.interruption.cause", item["cause"], f"one of {[c.value for c in InterruptionCause]}") from None
+        interruption = Interruption(
+            _snap_int("state.interruption.since_ms", item["since_ms"], MIN_TIME_MS, MAX_TIME_MS, "ms"),
+            _snap_int("state.interruption.dose_before_ng_per_day", item["dose_before_ng_per_day"], 0, MAX_DOSE_NG_PER_DAY, "ng/day"),
+            cause,
+        )
+        if not history or interruption.since_ms > history[-1][0]:
+            raise ConfigError("state.interruption.since_ms", interruption.since_ms, "at or before the newest dose-history entry")
+    last_dose = history[-1][1] if history else None
+    in_effect = None if programme is None else programme.daily_total_ng()
+    if interruption is None or interruption.cause == InterruptionCause.MINIMUM_RATE:
+        consistent = last_dose == in_effect and (interruption is None or programme is not None)
+    elif interruption.cause == InterruptionCause.STOPPED:
+        consistent = last_dose == 0 and programme is not None
+    else:
+        consistent = last_dose == 0 and programme is None
+    if not consistent:
+        raise ConfigError("state.dose_history", last_dose, f"the dose of the programme in effect ({in_effect}), "
+                          "or 0 while stopped or discontinued")
+    return {
+        "state_version": state_version, "limits": library[conc], "caps": caps, "held_caps": held,
+        "programme": programme, "dose_history": history, "therapy_start_ms": start,
+        "last_increase_ms": last_increase, "last_step_ms": last_step, "interruption": interruption,
+    }

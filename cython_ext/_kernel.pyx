@@ -60,8 +60,18 @@ from cython_ext._common import (
     MIN_TIME_MS,
     MAX_TIME_MS,
     MAX_RATE_NL_PER_H,
+    MAX_CONCENTRATION_UG_PER_ML,
     MAX_BOLUS_VOLUME_NL,
     Override,
+    BOLUS_STACKING_WINDOW_MS,
+    CAPS_CHANGE_CONFIRMATION,
+    CAPS_HOLD_MS,
+    NO_INCREASE_AFTER_START_MS,
+    STATE_SNAPSHOT_VERSION,
+    Interruption,
+    InterruptionCause,
+    caps_to_dict,
+    stricter_caps,
     _check_state_snapshot,
     _prune_history,
 )
@@ -89,6 +99,7 @@ cdef i64 C_MAX_RECORD = 10 ** 13
 # Request and delivery kinds as C constants, read from their one definition.
 cdef int K_RATE = RequestKind.RATE_CHANGE, K_PROG = RequestKind.PROGRAMME_CHANGE, K_BOLUS = RequestKind.BOLUS
 cdef int K_CONC = RequestKind.CONCENTRATION_CHANGE, K_DISC = RequestKind.DISCONTINUE, K_MIN = RequestKind.MINIMUM_RATE
+cdef int K_RESUME = RequestKind.RESUME, K_CAPS = RequestKind.CAPS_CHANGE
 cdef int D_CLIN = DeliveryKind.BOLUS_CLINICIAN, D_PAT = DeliveryKind.BOLUS_PATIENT, D_BRIDGE = DeliveryKind.BRIDGE
 # C array sizes must be literals; they are checked against the vocabulary when the module loads.
 if NK != N_KINDS or RING != WINDOW_BUCKETS or HIST != BOLUS_HISTORY:
@@ -137,6 +148,13 @@ cdef int R_CONC_BELOW_HARD = REASON_INDEX[Reason.CONCENTRATION_BELOW_HARD]
 cdef int R_CONC_BELOW_SOFT = REASON_INDEX[Reason.CONCENTRATION_BELOW_SOFT]
 cdef int R_CONC_ABOVE_SOFT = REASON_INDEX[Reason.CONCENTRATION_ABOVE_SOFT]
 cdef int R_CONC_ABOVE_HARD = REASON_INDEX[Reason.CONCENTRATION_ABOVE_HARD]
+cdef int R_START_24H = REASON_INDEX[Reason.INCREASE_WITHIN_24H_OF_START]
+cdef int R_RESUME_NONE = REASON_INDEX[Reason.RESUME_WITHOUT_INTERRUPTION]
+cdef int R_RESTART_PRIOR = REASON_INDEX[Reason.RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE]
+cdef int R_RESTART_START = REASON_INDEX[Reason.RESTART_OVERDOSE_RISK_ABOVE_START_DOSE]
+cdef int R_BOLUS_OD_CAP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_24H_CAP]
+cdef int R_BOLUS_OD_STEP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP]
+cdef int R_CAPS_UNCONFIRMED = REASON_INDEX[Reason.CAPS_CHANGE_NOT_CONFIRMED]
 
 cdef tuple _ALL_REASONS = ALL_REASONS
 cdef unsigned long long _SOFT_MASK = 0
@@ -529,6 +547,83 @@ cdef class Ledger:
         self.record(kind, mass, at_ms)
         return mass
 
+    def record_latest(self, kind, mass_pg, now_ms, *, max_rate_nl_per_h, concentration_ug_per_ml, earliest_ms=None):
+        """Record drug delivered at an unknown time before ``now_ms``, as late as it can have happened.
+
+        For delivery recovered after a restart (a counter delta since the last checkpoint). The
+        mass fills the minutes backwards from now's minute, each up to what ``max_rate_nl_per_h``
+        delivers in a minute at the concentration (rounded up), never before ``earliest_ms``'s
+        minute nor the window's first minute; whatever does not fit counts in full in now's
+        minute. So every 24 h window ending now or later holds at least as much of it as any real
+        delivery at or below that rate could have put there: it counts in every rolling window it
+        may belong to, and no projection becomes looser. All or nothing.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered, pg.
+        :param now_ms: when the delivery was found, ms; not in a minute before the newest record.
+        :param max_rate_nl_per_h: the highest rate it can have run at, nL/h (>= 1).
+        :param concentration_ug_per_ml: concentration it was delivered at, µg/mL.
+        :param earliest_ms: the earliest it can have started (the checkpoint), ms, or ``None``.
+        :return: start of the earliest minute that received any of it, ms.
+        :raises ConfigError: for a clock behind the newest record, bad values, or a bucket overflow.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 left = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+        cdef i64 conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+        cdef i64 m0 = self._check_now(now_ms)
+        cdef i64 first = m0 - RING + 1
+        if first < 0:
+            first = 0
+        cdef i64 e
+        if earliest_ms is not None:
+            e = require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
+            if e > first:
+                first = e
+        cdef i64 per_minute = ceil_div(rate * conc * RES, HOUR)
+        cdef i64 minute = m0, take, held, lowest = m0
+        cdef i64 amounts[RING]
+        cdef int n = 0, i, slot
+        while left > 0 and minute >= first:
+            take = per_minute if per_minute < left else left
+            amounts[n] = take
+            left -= take
+            lowest = minute
+            minute -= 1
+            n += 1
+        if n == 0:
+            amounts[0] = 0
+            n = 1
+        amounts[0] += left
+        for i in range(n):
+            minute = m0 - i
+            held = 0
+            if self.has_latest and minute <= self.latest:
+                slot = minute % RING
+                if self.tags[slot] == minute:
+                    held = self.buckets[slot][k]
+            if held + amounts[i] > C_MAX_BUCKET:
+                raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+        for i in range(n):
+            self.record(k, amounts[i], (m0 - i) * RES)
+        return lowest * RES
+
+    cdef i64 _delivered_kinds(self, i64 minute, unsigned int kinds_mask):
+        """Delivered of ``kinds_mask`` in the window ending in ``minute`` (>= latest), pg."""
+        cdef i64 total = 0, x
+        cdef int slot, k
+        if not self.has_latest:
+            return 0
+        for x in range(minute - RING + 1, self.latest + 1):
+            if x < 0:
+                continue
+            slot = x % RING
+            if self.tags[slot] == x:
+                for k in range(NK):
+                    if (kinds_mask >> k) & 1:
+                        total += self.buckets[slot][k]
+        return total
+
     def commit(self, kind, mass_pg):
         """Add an authorised, not yet delivered amount; it counts in every total until released."""
         cdef int k = check_kind(kind)
@@ -776,10 +871,50 @@ cdef bint _request_ok(tuple req):
     return kind == K_DISC or kind == K_MIN  # programme requests always take the full check
 
 
+cdef i64 NO_INCREASE_MS = NO_INCREASE_AFTER_START_MS
+cdef i64 STACKING_MS = BOLUS_STACKING_WINDOW_MS
+cdef i64 HOLD_MS = CAPS_HOLD_MS
+cdef i64 NO_TIME = -(2 ** 62)  # "no such event" (every real time is >= MIN_TIME_MS = -(2**61))
+
+
+cdef struct CapsC:
+    # The C copy of one PatientCaps (the hot path reads only these).
+    i64 max_dose
+    i64 tit_cap_pct
+    i64 tit_interval
+    i64 decrease_pct
+    i64 max_bolus_ng
+    i64 lockout_ms
+    i64 max_boluses
+    i64 max_priming_nl
+    i64 min_rate
+    i64 start_dose
+    i64 restart_ms
+    bint bolus_on
+    bint patient_bolus_on
+
+
+cdef void load_caps(CapsC* c, object caps) except *:
+    c.max_dose = caps.max_dose_ng_per_day
+    c.tit_cap_pct = caps.titration_cap_pct
+    c.tit_interval = caps.min_titration_interval_ms
+    c.decrease_pct = caps.decrease_confirm_pct
+    c.max_bolus_ng = caps.max_bolus_ng
+    c.lockout_ms = caps.bolus_lockout_ms
+    c.max_boluses = caps.max_boluses_per_day
+    c.max_priming_nl = caps.max_priming_volume_nl
+    c.min_rate = caps.minimum_rate_nl_per_h
+    c.start_dose = caps.titration_start_dose_ng_per_day
+    c.restart_ms = caps.restart_threshold_ms
+    c.bolus_on = caps.bolus_enabled
+    c.patient_bolus_on = caps.patient_bolus_enabled
+
+
 cdef class SafetyKernel:
     """The one gate: every change to delivery is authorised here, then applied.
 
     Not thread-safe: one owner (the control loop) calls it. Denials never change state.
+    The rules, and the history they read, are documented in ``kernel.pyi``.
 
     :param limits: drug-library entry of the drug in the pump now.
     :param caps: the patient's prescription caps (checked against ``limits`` hard bounds).
@@ -787,8 +922,12 @@ cdef class SafetyKernel:
     :param ledger: the rolling 24 h ledger (a new empty one if ``None``); must be this
         implementation's :class:`Ledger`.
     :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
-    :param programme: programme in effect now, or ``None`` (not yet started).
-    :param programme_since_ms: when ``programme`` took effect, ms.
+    :param programme: programme in effect now, or ``None`` (therapy not yet started).
+    :param programme_since_ms: when ``programme`` took effect, ms; the dose history holds it from
+        then (and, unknown before, as if before too).
+    :param therapy_start_ms: when therapy started (the implant), ms, at or before
+        ``programme_since_ms``; by default ``programme_since_ms``, the strict reading. Only with
+        a programme. A fresh kernel learns it from the first delivery it applies.
     :raises ConfigError: if caps or programme break the library's hard bounds.
     """
 
@@ -800,21 +939,26 @@ cdef class SafetyKernel:
     cdef readonly object programme
     cdef readonly list dose_history
     cdef readonly object last_increase_ms
+    cdef readonly object last_step_ms
+    cdef readonly object therapy_start_ms
+    cdef readonly object interruption
+    cdef readonly object held_caps
     cdef readonly i64 state_version
     # C copies of everything the hot path reads.
     cdef Programme prog
-    cdef i64 conc, cur_dose_ng, cap_pg_c
-    cdef bint has_prog, has_last_increase
-    cdef i64 last_increase
+    cdef i64 conc, cur_dose_ng
+    cdef bint has_prog, has_last_increase, has_last_step, has_start, interrupted, has_held
+    cdef i64 last_increase, last_step, therapy_start, int_since, int_before, held_until, newest_kernel
     cdef i64 env_min, env_max, env_step
-    cdef i64 min_rate, max_dose, tit_cap_pct, tit_interval, decrease_pct
-    cdef bint bolus_on, patient_bolus_on, screening_only
-    cdef i64 max_bolus_ng, lockout_ms, max_boluses, max_priming_nl
+    cdef CapsC cur
+    cdef CapsC held
+    cdef bint screening_only
     cdef i64 rate_b[4]
     cdef i64 dose_b[4]
     cdef i64 bolus_b[4]
 
-    def __init__(self, limits, caps, envelope, ledger=None, *, library=None, programme=None, programme_since_ms=0):
+    def __init__(self, limits, caps, envelope, ledger=None, *, library=None, programme=None, programme_since_ms=0,
+                 therapy_start_ms=None):
         if not isinstance(limits, DrugLimits):
             raise ConfigError("limits", limits, "a DrugLimits")
         if not isinstance(caps, PatientCaps):
@@ -825,27 +969,20 @@ cdef class SafetyKernel:
             raise ConfigError("ledger", type(ledger).__name__, "a compiled Ledger (the same implementation)")
         limits.validate()
         check_caps_against_limits(caps, limits)
-        self.caps = caps
         self.envelope = envelope
         self.ledger = Ledger() if ledger is None else ledger
         self.library = dict(DEFAULT_LIBRARY if library is None else library)
         self.dose_history = []
-        self.last_increase_ms = None
         self.state_version = 0
         self.env_min, self.env_max, self.env_step = envelope
-        self.min_rate = caps.minimum_rate_nl_per_h
-        self.max_dose = caps.max_dose_ng_per_day
-        self.tit_cap_pct = caps.titration_cap_pct
-        self.tit_interval = caps.min_titration_interval_ms
-        self.decrease_pct = caps.decrease_confirm_pct
-        self.bolus_on = caps.bolus_enabled
-        self.patient_bolus_on = caps.patient_bolus_enabled
-        self.max_bolus_ng = caps.max_bolus_ng
-        self.lockout_ms = caps.bolus_lockout_ms
-        self.max_boluses = caps.max_boluses_per_day
-        self.max_priming_nl = caps.max_priming_volume_nl
+        self._set_caps(caps)
+        self._set_held(None)
         self._set_limits(limits)
         self._set_programme(None)
+        self._set_last_increase(None)
+        self._set_last_step(None)
+        self._set_therapy_start(None)
+        self._set_interruption(None)
         if programme is not None:
             prog = as_programme(programme)
             if prog.concentration_ug_per_ml != limits.concentration_ug_per_ml:
@@ -853,10 +990,17 @@ cdef class SafetyKernel:
                     "programme.concentration_ug_per_ml", prog.concentration_ug_per_ml,
                     f"{limits.concentration_ug_per_ml} µg/mL (the library entry)",
                 )
-            since = require_int("programme_since_ms", programme_since_ms)
+            since = require_range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+            start = since
+            if therapy_start_ms is not None:
+                start = require_range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
             self._set_programme(prog)
             self.dose_history.append((since, prog.daily_total_ng()))
             self._set_last_increase(since)
+            self._set_therapy_start(start)
+        elif therapy_start_ms is not None:
+            raise ConfigError("therapy_start_ms", therapy_start_ms, "None without a programme (the first delivery sets it)")
+        self._refresh_newest()
 
     cdef void _set_limits(self, object limits):
         self.limits = limits
@@ -865,7 +1009,17 @@ cdef class SafetyKernel:
         load_bounds(self.rate_b, limits.rate_nl_per_h)
         load_bounds(self.dose_b, limits.dose_ng_per_day)
         load_bounds(self.bolus_b, limits.bolus_ng)
-        self.cap_pg_c = min(self.max_dose, limits.dose_ng_per_day.upper_hard) * 1000
+
+    cdef void _set_caps(self, object caps):
+        self.caps = caps
+        load_caps(&self.cur, caps)
+
+    cdef void _set_held(self, object held):
+        self.held_caps = held
+        self.has_held = held is not None
+        if held is not None:
+            self.held_until = held[0]
+            load_caps(&self.held, held[1])
 
     cdef void _set_programme(self, Programme prog):
         self.programme = prog
@@ -878,11 +1032,48 @@ cdef class SafetyKernel:
         self.has_last_increase = at is not None
         self.last_increase = at if at is not None else 0
 
+    cdef void _set_last_step(self, object at):
+        self.last_step_ms = at
+        self.has_last_step = at is not None
+        self.last_step = at if at is not None else 0
+
+    cdef void _set_therapy_start(self, object at):
+        self.therapy_start_ms = at
+        self.has_start = at is not None
+        self.therapy_start = at if at is not None else 0
+
+    cdef void _set_interruption(self, object it):
+        self.interruption = it
+        self.interrupted = it is not None
+        if it is not None:
+            self.int_since = it.since_ms
+            self.int_before = it.dose_before_ng_per_day
+
+    cdef void _refresh_newest(self):
+        """Newest time held by the kernel's own state (the ledger's bolus starts are read live)."""
+        cdef i64 newest = NO_TIME
+        if self.has_start:
+            newest = self.therapy_start
+        if self.dose_history and self.dose_history[-1][0] > newest:
+            newest = self.dose_history[-1][0]
+        if self.has_held and self.held_until - HOLD_MS > newest:
+            newest = self.held_until - HOLD_MS
+        self.newest_kernel = newest
+
+    cdef inline i64 _newest(self):
+        cdef i64 bolus = self.ledger._last(0xFF)  # -1: no bolus start
+        return bolus if bolus >= 0 and bolus > self.newest_kernel else self.newest_kernel
+
+    cdef inline CapsC* _caps_at(self, i64 now):
+        if self.has_held and now < self.held_until:
+            return &self.held
+        return &self.cur
+
     # -- queries -----------------------------------------------------------------------------
 
     @property
     def daily_dose_ng(self):
-        """Daily dose of the programme in effect, ng/day (0 if none)."""
+        """Daily dose of the last authorised programme, ng/day (0 if none; still set while stopped)."""
         return self.cur_dose_ng
 
     cdef i64 _dose_in_effect(self, i64 t):
@@ -898,11 +1089,54 @@ cdef class SafetyKernel:
         """Daily dose that was in effect at ``t_ms``, ng/day (the first recorded dose if earlier)."""
         return self._dose_in_effect(t_ms)
 
-    def cap_pg(self, limits=None):
-        """Rolling 24 h cap, pg: the prescription cap or the library's hard dose ceiling, whichever is lower."""
-        if limits is None:
-            return self.cap_pg_c
-        return min(self.max_dose, limits.dose_ng_per_day.upper_hard) * 1000
+    cdef i64 _baseline(self, i64 now):
+        cdef i64 cutoff = now - DAY
+        cdef i64 best = -1, before = -1, at, d
+        for item in self.dose_history:
+            at = item[0]
+            d = item[1]
+            if at > cutoff:
+                if best < 0 or d < best:
+                    best = d
+            else:
+                before = d
+        if before >= 0 and (best < 0 or before < best):
+            best = before
+        return best if best >= 0 else 0
+
+    def titration_baseline_ng(self, now_ms):
+        """Lowest daily dose in effect at any moment of ``[now_ms - 24 h, now_ms]``, ng/day (0 if none).
+
+        The dose in effect at ``now_ms - 24 h`` and every dose that took effect after it, however
+        briefly: stops and discontinues count as 0, minimum-rate spells as their dose.
+        """
+        return self._baseline(require_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms"))
+
+    def effective_caps(self, now_ms):
+        """The caps in force at ``now_ms``: within 24 h of a caps change, the stricter of old and new."""
+        if self.has_held and now_ms < self.held_until:
+            return self.held_caps[1]
+        return self.caps
+
+    @property
+    def newest_event_ms(self):
+        """Newest time the kernel's state holds (dose history, therapy start, bolus start, caps
+        change), ms; ``None`` if none. Requests and facts before it are refused: time never goes back."""
+        cdef i64 newest = self._newest()
+        return None if newest == NO_TIME else newest
+
+    cdef inline i64 _cap_for(self, const CapsC* c, const i64* dose_b):
+        return (c.max_dose if c.max_dose < dose_b[3] else dose_b[3]) * 1000
+
+    def cap_pg(self, limits=None, *, now_ms=None):
+        """Rolling 24 h cap, pg: the prescription cap in force or the library's hard dose ceiling,
+        whichever is lower. Without ``now_ms``, a caps change's held (stricter) cap while one is stored."""
+        cdef i64 dose_b[4]
+        load_bounds(dose_b, (self.limits if limits is None else limits).dose_ng_per_day)
+        cdef CapsC* c = &self.held if self.has_held else &self.cur
+        if now_ms is not None:
+            c = self._caps_at(now_ms)
+        return self._cap_for(c, dose_b)
 
     cdef inline i64 _basal_pg(self, Programme p, i64 rate, i64 conc, i64 t0, i64 t1):
         if p is not None:
@@ -1007,9 +1241,10 @@ cdef class SafetyKernel:
         """
         self.ledger._check_now(now_ms)
         cdef Programme p = self.prog if programme is None else as_programme(programme)
-        if self._late(p, 0, self.conc, now_ms, self.cap_pg_c) > 0:
+        cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
+        if self._late(p, 0, self.conc, now_ms, cap) > 0:
             return 0
-        cdef i64 early = self._early(p, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
+        cdef i64 early = self._early(p, 0, self.conc, 0, now_ms, cap, True)
         return -early if early < 0 else 0
 
     def tighten_running_bolus(self, remaining_volume_nl, now_ms, *, step_nl=1):
@@ -1028,30 +1263,43 @@ cdef class SafetyKernel:
         """
         remaining = require_range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
         self.ledger._check_now(now_ms)
-        cdef i64 excess = self._excess(self.prog, 0, self.conc, 0, now_ms, self.cap_pg_c, True)
+        cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
+        cdef i64 excess = self._excess(self.prog, 0, self.conc, 0, now_ms, cap, True)
         ceiling = remaining if excess <= 0 else remaining - ceil_div(excess, self.conc)
         return tighten(remaining, [("cap_headroom", ceiling, f"rolling 24 h cap: {max(excess, 0)} pg over")], step=step_nl)
 
     def plan_titration(self, target_dose_ng_per_day, now_ms):
-        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
+        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`).
+
+        An upward plan starts no sooner than the titration interval after the last increase, 24 h
+        after therapy started, and 24 h after every dose below the current one left the trailing
+        window, so that each step is one :meth:`authorize` allows at its time.
+        """
         if self.programme is None:
             raise ConfigError("programme", None, "a programme in effect")
+        caps = self.effective_caps(now_ms)
         start = now_ms
-        if target_dose_ng_per_day > self.cur_dose_ng and self.last_increase_ms is not None:
-            start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
+        if target_dose_ng_per_day > self.cur_dose_ng:
+            if self.last_increase_ms is not None:
+                start = max(start, self.last_increase_ms + caps.min_titration_interval_ms)
+            if self.therapy_start_ms is not None:
+                start = max(start, self.therapy_start_ms + NO_INCREASE_AFTER_START_MS)
+            for i in range(len(self.dose_history) - 1):
+                if self.dose_history[i][1] < self.cur_dose_ng:
+                    start = max(start, self.dose_history[i + 1][0] + DAY)
         return plan_titration(
             self.cur_dose_ng,
             target_dose_ng_per_day,
             start_ms=start,
-            titration_cap_pct=self.caps.titration_cap_pct,
-            interval_ms=self.caps.min_titration_interval_ms,
-            taper_pct=self.caps.taper_pct,
-            taper_interval_ms=self.caps.taper_interval_ms,
+            titration_cap_pct=caps.titration_cap_pct,
+            interval_ms=caps.min_titration_interval_ms,
+            taper_pct=caps.taper_pct,
+            taper_interval_ms=caps.taper_interval_ms,
         )
 
     # -- authorize ---------------------------------------------------------------------------
 
-    cdef unsigned long long _rate_mask(self, i64 rate, const i64* rate_b):
+    cdef unsigned long long _rate_mask(self, i64 rate, const i64* rate_b, const CapsC* c):
         cdef unsigned long long m = 0
         if rate == 0:
             m |= bit(R_RATE_ZERO)
@@ -1070,11 +1318,22 @@ cdef class SafetyKernel:
             m |= bit(R_RATE_ABOVE_PUMP)
         if rate % self.env_step:
             m |= bit(R_RATE_STEP)
-        if rate < self.min_rate:
+        if rate < c.min_rate:
             m |= bit(R_RATE_BELOW_MIN)
         return m
 
-    cdef unsigned long long _dose_mask(self, i64 dose, const i64* dose_b, i64 now):
+    cdef unsigned long long _restart_mask(self, i64 dose, i64 conc, const CapsC* c, i64 now):
+        """The restart rule (see :func:`request_resume`)."""
+        cdef i64 ceiling = self.int_before, start
+        cdef int code = R_RESTART_PRIOR
+        if now - self.int_since >= c.restart_ms:
+            start = c.start_dose if c.start_dose else ceil_div(c.min_rate * 24 * conc, 1000)
+            if start < ceiling:
+                ceiling = start
+                code = R_RESTART_START
+        return bit(code) if dose > ceiling else 0
+
+    cdef unsigned long long _dose_mask(self, i64 dose, const i64* dose_b, i64 conc, i64 now, const CapsC* c, bint resume):
         cdef unsigned long long m = 0
         cdef int where = classify_c(dose_b, dose)
         if where == -2:
@@ -1085,22 +1344,26 @@ cdef class SafetyKernel:
             m |= bit(R_DOSE_ABOVE_SOFT)
         elif where == 2:
             m |= bit(R_DOSE_ABOVE_HARD)
-        if dose > self.max_dose:
+        if dose > c.max_dose:
             m |= bit(R_DOSE_ABOVE_RX)
-        cdef i64 current, baseline
-        if self.has_prog:
+        cdef i64 current
+        if resume:
+            if self.interrupted:
+                m |= self._restart_mask(dose, conc, c, now)
+        elif self.has_prog:
             current = self.cur_dose_ng
             if dose > current:
-                baseline = self._dose_in_effect(now - DAY)
-                if dose * 100 > baseline * (100 + self.tit_cap_pct):
+                if dose * 100 > self._baseline(now) * (100 + c.tit_cap_pct):
                     m |= bit(R_TIT_CAP)
-                if self.has_last_increase and now - self.last_increase < self.tit_interval:
+                if self.has_last_increase and now - self.last_increase < c.tit_interval:
                     m |= bit(R_TIT_INTERVAL)
-            elif dose < current and (current - dose) * 100 > current * self.decrease_pct:
+                if self.has_start and now - self.therapy_start < NO_INCREASE_MS:
+                    m |= bit(R_START_24H)
+            elif dose < current and (current - dose) * 100 > current * c.decrease_pct:
                 m |= bit(R_DECREASE)
         return m
 
-    cdef unsigned long long _programme_mask(self, Programme p, object limits, i64 extra, i64 now, i64 cap):
+    cdef unsigned long long _programme_mask(self, Programme p, object limits, i64 extra, i64 now, const CapsC* c, bint resume):
         cdef unsigned long long m = 0
         cdef int i
         cdef i64 rate_b[4]
@@ -1110,11 +1373,19 @@ cdef class SafetyKernel:
         if limits.screening_only:
             m |= bit(R_SCREENING_ONLY)
         for i in range(p.nseg):
-            m |= self._rate_mask(p.rates[i], rate_b)
-        m |= self._dose_mask(ceil_div(p._daily_pg(), 1000), dose_b, now)
-        if self._excess(p, 0, p.conc, extra, now, cap, False) > 0:
+            m |= self._rate_mask(p.rates[i], rate_b, c)
+        m |= self._dose_mask(ceil_div(p._daily_pg(), 1000), dose_b, p.conc, now, c, resume)
+        if self._excess(p, 0, p.conc, extra, now, self._cap_for(c, dose_b), False) > 0:
             m |= bit(R_CAP_24H)
         return m
+
+    cdef bint _stacked(self, i64 now, i64 mass, const CapsC* c):
+        """A counted bolus stacked on a titration step beyond the titration cap (see kernel.pyi)."""
+        cdef Ledger led = self.ledger
+        cdef unsigned int kinds = (1u << D_CLIN) | (1u << D_PAT)
+        given = led._delivered_kinds(now // RES, kinds) + led.committed[D_CLIN] + led.committed[D_PAT]
+        ceiling = self._baseline(now) * 1000 * (100 + c.tit_cap_pct)
+        return (self.cur_dose_ng * 1000 + given + mass) * 100 > ceiling  # Python ints: no overflow
 
     def authorize(self, request, now_ms):
         """Decide on a request. Pure: reads state, changes nothing.
@@ -1123,6 +1394,7 @@ cdef class SafetyKernel:
         :param now_ms: monotonic time, ms.
         :return: a :class:`Decision` listing every failing reason.
         :raises TypeError: if ``now_ms`` is not an int.
+        :raises ConfigError: for a malformed request, or new caps outside the library's hard bounds.
         """
         if type(now_ms) is not int:
             require_int("now_ms", now_ms)
@@ -1135,31 +1407,38 @@ cdef class SafetyKernel:
         cdef int kind = req[0]
         cdef unsigned long long m = 0
         cdef i64 rate = 0, volume = 0, duration = 0, mass = 0, mass_ng, dose = self.cur_dose_ng
-        cdef i64 last, basal_now, cap
+        cdef i64 last, basal_now
         cdef int bolus_kind = -1, where
         cdef Programme cand
         cdef object programme = None
         cdef object override = req[7]
-        cdef object new_limits, bridge
+        cdef object new_limits, bridge, new_caps
         cdef i64 conc_b[4]
-        if self.ledger.has_latest and now // RES < self.ledger.latest:
+        cdef i64 dose_b[4]
+        cdef CapsC* c = self._caps_at(now)
+        cdef bint resume = kind == K_RESUME or (self.interrupted and (kind == K_RATE or kind == K_PROG or kind == K_CONC))
+        if (self.ledger.has_latest and now // RES < self.ledger.latest) or now < self._newest():
             m |= bit(R_CLOCK)
-        elif kind == K_RATE:
+        elif kind == K_RATE or (kind == K_RESUME and req[2] is None):
+            if kind == K_RESUME and not self.interrupted:
+                m |= bit(R_RESUME_NONE)
             rate = req[1]
             if self.screening_only:
                 m |= bit(R_SCREENING_ONLY)
-            m |= self._rate_mask(rate, self.rate_b)
+            m |= self._rate_mask(rate, self.rate_b, c)
             dose = ceil_div(rate * 24 * self.conc, 1000)
-            m |= self._dose_mask(dose, self.dose_b, now)
-            if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
+            m |= self._dose_mask(dose, self.dose_b, self.conc, now, c, resume)
+            if self._excess(None, rate, self.conc, 0, now, self._cap_for(c, self.dose_b), False) > 0:
                 m |= bit(R_CAP_24H)
-        elif kind == K_PROG:
+        elif kind == K_PROG or kind == K_RESUME:
+            if kind == K_RESUME and not self.interrupted:
+                m |= bit(R_RESUME_NONE)
             cand = as_programme(req[2])
             programme = cand
             if cand.conc != self.conc:
                 m |= bit(R_CONC_CHANGED)
             dose = ceil_div(cand._daily_pg(), 1000)
-            m |= self._programme_mask(cand, self.limits, 0, now, self.cap_pg_c)
+            m |= self._programme_mask(cand, self.limits, 0, now, c, resume)
         elif kind == K_CONC:
             cand = as_programme(req[2])
             programme = cand
@@ -1179,7 +1458,7 @@ cdef class SafetyKernel:
                 duration = bridge[1]
                 bolus_kind = D_BRIDGE
                 mass = volume * self.conc
-                if volume > self.max_priming_nl:
+                if volume > c.max_priming_nl:
                     m |= bit(R_PRIMING)
             if new_limits is not None and req[9]:
                 load_bounds(conc_b, new_limits.concentration)
@@ -1193,8 +1472,7 @@ cdef class SafetyKernel:
                 elif where == 2:
                     m |= bit(R_CONC_ABOVE_HARD)
             if new_limits is not None and self.has_prog:
-                cap = min(self.max_dose, new_limits.dose_ng_per_day.upper_hard) * 1000
-                m |= self._programme_mask(cand, new_limits, mass, now, cap)
+                m |= self._programme_mask(cand, new_limits, mass, now, c, resume)
         elif kind == K_BOLUS:
             bolus_kind = req[3]
             volume = req[4]
@@ -1202,9 +1480,9 @@ cdef class SafetyKernel:
             mass = volume * self.conc
             if bolus_kind == D_CLIN or bolus_kind == D_PAT:
                 if bolus_kind == D_CLIN:
-                    if not self.bolus_on:
+                    if not c.bolus_on:
                         m |= bit(R_BOLUS_DISABLED)
-                elif not self.patient_bolus_on or self.screening_only:
+                elif not c.patient_bolus_on or self.screening_only:
                     m |= bit(R_BOLUS_DISABLED)
                 mass_ng = ceil_div(mass, 1000)
                 where = classify_c(self.bolus_b, mass_ng)
@@ -1216,39 +1494,51 @@ cdef class SafetyKernel:
                     m |= bit(R_BOLUS_ABOVE_SOFT)
                 elif where == 2:
                     m |= bit(R_BOLUS_ABOVE_HARD)
-                if mass_ng > self.max_bolus_ng:
+                if mass_ng > c.max_bolus_ng:
                     m |= bit(R_BOLUS_ABOVE_RX)
                 last = self.ledger._last((1u << D_CLIN) | (1u << D_PAT))
-                if last >= 0 and now - last < self.lockout_ms:
+                if last >= 0 and now - last < c.lockout_ms:
                     m |= bit(R_LOCKOUT)
-                if self.ledger._count(now, (1u << D_CLIN) | (1u << D_PAT)) >= self.max_boluses:
+                if self.ledger._count(now, (1u << D_CLIN) | (1u << D_PAT)) >= c.max_boluses:
                     m |= bit(R_COUNT)
-            elif volume > self.max_priming_nl:
+                if self.has_last_step and now - self.last_step < STACKING_MS and self._stacked(now, mass, c):
+                    m |= bit(R_BOLUS_OD_STEP)
+            elif volume > c.max_priming_nl:
                 m |= bit(R_PRIMING)
             basal_now = 0
             if self.has_prog:
                 basal_now = self.prog.rates[self.prog._segment((now - self.prog.anchor) % DAY)]
             if volume * HOUR > (self.env_max - basal_now) * duration:
                 m |= bit(R_BOLUS_RATE)
-            if self._excess(self.prog, 0, self.conc, mass, now, self.cap_pg_c, False) > 0:
-                m |= bit(R_CAP_24H)
+            if self._excess(self.prog, 0, self.conc, mass, now, self._cap_for(c, self.dose_b), False) > 0:
+                m |= bit(R_CAP_24H) | bit(R_BOLUS_OD_CAP)
         elif kind == K_DISC:
             dose = 0
             if override is None or DISCONTINUE_AUTHORISATION not in override.codes:
                 m |= bit(R_DISC_AUTH)
             if not req[8] and self.has_prog:
-                if self.prog._daily_pg() > self.min_rate * 24 * self.conc:
+                if self.prog._daily_pg() > c.min_rate * 24 * self.conc:
                     m |= bit(R_TAPER)
         elif kind == K_MIN:
-            rate = self.min_rate
-            m |= self._rate_mask(rate, self.rate_b)
+            rate = c.min_rate
+            m |= self._rate_mask(rate, self.rate_b, c)
             m &= ~(bit(R_RATE_BELOW_SOFT) | bit(R_RATE_ABOVE_SOFT))
             dose = ceil_div(rate * 24 * self.conc, 1000)
             if self.has_prog and dose > self.cur_dose_ng:
                 m |= bit(R_MIN_ABOVE)
             if not self.has_prog or rate > self.prog.min_rate:
-                if self._excess(None, rate, self.conc, 0, now, self.cap_pg_c, False) > 0:
+                if self._excess(None, rate, self.conc, 0, now, self._cap_for(c, self.dose_b), False) > 0:
                     m |= bit(R_CAP_24H)
+        elif kind == K_CAPS:
+            new_caps = req[10]
+            check_caps_against_limits(new_caps, self.limits)
+            if override is None or CAPS_CHANGE_CONFIRMATION not in override.codes:
+                m |= bit(R_CAPS_UNCONFIRMED)
+            if self.has_prog:
+                if dose > min(new_caps.max_dose_ng_per_day, c.max_dose):
+                    m |= bit(R_DOSE_ABOVE_RX)
+                if self.prog.min_rate < new_caps.minimum_rate_nl_per_h:
+                    m |= bit(R_RATE_BELOW_MIN)
         else:
             raise ConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         cdef tuple overridden = _EMPTY
@@ -1264,6 +1554,8 @@ cdef class SafetyKernel:
             overridden = codes_of(lifted)
             if kind == K_DISC and DISCONTINUE_AUTHORISATION in codes:
                 overridden = overridden + (DISCONTINUE_AUTHORISATION,)
+            if kind == K_CAPS and CAPS_CHANGE_CONFIRMATION in codes:
+                overridden = overridden + (CAPS_CHANGE_CONFIRMATION,)
         return _tuple_new(Decision, (
             m == 0, kind, codes_of(m), overridden, rate, programme, bolus_kind,
             volume, duration, mass, dose, now_ms, request, self.state_version,
@@ -1282,25 +1574,80 @@ cdef class SafetyKernel:
             and decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS
         )
 
+    cdef object _check_event_time(self, str field, object t_ms):
+        t_ms = require_range(field, t_ms, 0, MAX_TIME_MS, "ms")
+        newest = self.newest_event_ms
+        if newest is not None and t_ms < newest:
+            raise ConfigError(field, t_ms, f">= {newest} ms (the newest event the kernel holds: time never goes back)")
+        return t_ms
+
+    cdef void _record_dose(self, object at_ms, object dose) except *:
+        self.dose_history.append((at_ms, dose))
+        self.dose_history = _prune_history(self.dose_history, at_ms)
+        if self.has_held and at_ms >= self.held_until:
+            self._set_held(None)
+        self._refresh_newest()
+
+    cdef void _interrupt(self, object at_ms, object dose, object cause) except *:
+        """Enter (or continue) an interruption at ``at_ms`` with ``dose`` in effect from then."""
+        if self.interruption is None:
+            self._set_interruption(Interruption(at_ms, self.dose_history[-1][1], cause.value))
+        else:
+            self._set_interruption(self.interruption._replace(cause=cause.value))
+        self._record_dose(at_ms, dose)
+
+    def note_stopped(self, at_ms):
+        """Record a fact the kernel did not authorise: delivery stopped at ``at_ms`` (a STOP fault
+        reaction, or the pump found stopped).
+
+        The dose history gets a zero dose from ``at_ms`` (the titration baseline sees it for 24 h
+        after the resume) and an interruption opens there unless one is open already (a stop
+        during minimum-rate mode continues it). The programme stays the projection's basal: a
+        stop that may not have taken effect is counted as running, never the other way round.
+        Pass the earliest time delivery may have stopped (the last time it was confirmed
+        running): an earlier time makes the restart rule stricter, never looser. Nothing changes
+        if nothing is being delivered (not started, already stopped or discontinued).
+
+        :param at_ms: when delivery stopped, ms; not before :attr:`newest_event_ms`.
+        :raises ConfigError: for a time before the newest event.
+        """
+        at_ms = self._check_event_time("at_ms", at_ms)
+        if not self.dose_history or self.dose_history[-1][1] == 0:
+            return
+        self._interrupt(at_ms, 0, InterruptionCause.STOPPED)
+        self.state_version += 1
+
     def apply(self, decision, now_ms):
         """Record an allowed decision that was executed.
 
         Sets the programme in effect, extends the dose history (titration baseline and
-        interval), and for boluses records the start and commits the mass in the ledger.
-        The caller releases the commitment as the pump reports delivery. An executed
-        decision is always recorded, however old (use :meth:`is_fresh` *before* commanding).
+        interval), opens or closes an interruption, installs new caps, and for boluses records
+        the start and commits the mass in the ledger. The caller releases the commitment as
+        the pump reports delivery. An executed decision is always recorded, however old (use
+        :meth:`is_fresh` *before* commanding), but never before a newer event.
 
         :param decision: an allowed decision from :meth:`authorize`.
-        :param now_ms: monotonic time the decision was executed, ms (not before the decision).
-        :raises ConfigError: for a denied decision or a time before it; nothing changes.
+        :param now_ms: monotonic time the decision was executed, ms (not before the decision
+            nor before :attr:`newest_event_ms`).
+        :raises ConfigError: for a denied decision, an earlier time, or caps that no longer fit
+            the library entry; nothing changes.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
             raise ConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
+        self._check_event_time("now_ms", now_ms)
         kind = decision.kind
         cdef Programme prog
+        if kind == K_CAPS:
+            new = decision.request.caps
+            check_caps_against_limits(new, self.limits)
+            self._set_held((now_ms + CAPS_HOLD_MS, stricter_caps(self.effective_caps(now_ms), new)))
+            self._set_caps(new)
+            self._refresh_newest()
+            self.state_version += 1
+            return
         if kind == K_BOLUS or kind == K_CONC:
             start_kind = decision.bolus_kind if kind == K_BOLUS else D_BRIDGE
             self.ledger.commit(start_kind, decision.mass_pg)
@@ -1310,59 +1657,92 @@ cdef class SafetyKernel:
                 self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != K_BOLUS:
+            resume = kind == K_RESUME or (self.interrupted and (kind == K_RATE or kind == K_PROG or kind == K_CONC))
+            started = bool(self.dose_history)
             if kind == K_CONC:
                 self._set_limits(self.library[decision.programme.concentration_ug_per_ml])
-            if kind == K_PROG or kind == K_CONC:
+            if decision.programme is not None:
                 prog = as_programme(decision.programme)
             else:
                 anchor = 0 if self.programme is None else self.programme.anchor_ms
                 prog = Programme.continuous(decision.rate_nl_per_h, self.conc, anchor_ms=anchor)
-            previous = self.cur_dose_ng if self.has_prog else None
+            previous = self.cur_dose_ng
+            dose = prog.daily_total_ng()
             if kind == K_DISC:
-                self._set_programme(None)
-                self.dose_history = []
-                self._set_last_increase(None)
-            else:
-                dose = prog.daily_total_ng()
+                if started:
+                    self._set_programme(None)
+                    self._interrupt(now_ms, 0, InterruptionCause.DISCONTINUED)
+            elif kind == K_MIN and started:
                 self._set_programme(prog)
-                self.dose_history.append((now_ms, dose))
-                self.dose_history = _prune_history(self.dose_history, now_ms)
-                if kind != K_MIN and (previous is None or dose > previous):
+                self._interrupt(now_ms, dose, InterruptionCause.MINIMUM_RATE)
+            else:
+                self._set_programme(prog)
+                self._record_dose(now_ms, dose)
+                if resume:
+                    self._set_interruption(None)
+                elif not started:
+                    self._set_therapy_start(now_ms)
+                    if kind != K_MIN:
+                        self._set_last_increase(now_ms)
+                    self._refresh_newest()
+                elif dose > previous:
                     self._set_last_increase(now_ms)
+                    self._set_last_step(now_ms)
         self.state_version += 1
 
     # -- persistence -------------------------------------------------------------------------
 
     def state_snapshot(self):
-        """Everything a restart needs, exact and JSON-serialisable: concentration, programme,
-        titration history, and the ledger snapshot. Identical across implementations."""
+        """The kernel's whole state, exact and JSON-serialisable (format :data:`STATE_SNAPSHOT_VERSION`):
+        concentration, caps and any held caps, programme, dose history, therapy start, last
+        increase and step, interruption, state version and the ledger snapshot. Identical across
+        implementations."""
         p = self.programme
+        it = self.interruption
         return {
-            "version": SNAPSHOT_VERSION,
+            "version": STATE_SNAPSHOT_VERSION,
+            "state_version": self.state_version,
             "concentration_ug_per_ml": self.limits.concentration_ug_per_ml,
+            "caps": caps_to_dict(self.caps),
+            "held_caps": None if self.held_caps is None else {
+                "until_ms": self.held_caps[0], "caps": caps_to_dict(self.held_caps[1]),
+            },
             "programme": None if p is None else {
                 "steps": [list(x) for x in p.steps],
                 "periodic_boluses": [list(x) for x in p.periodic_boluses],
                 "anchor_ms": p.anchor_ms,
             },
             "dose_history": [[at, dose] for at, dose in self.dose_history],
+            "therapy_start_ms": self.therapy_start_ms,
             "last_increase_ms": self.last_increase_ms,
+            "last_step_ms": self.last_step_ms,
+            "interruption": None if it is None else it._asdict(),
             "ledger": self.ledger.snapshot(),
         }
 
     @classmethod
     def from_snapshot(cls, snapshot, caps, envelope, *, library=None):
-        """Rebuild a kernel from :meth:`state_snapshot` output (titration baseline, interval and
-        lockouts resume exactly where they were).
+        """Rebuild a kernel from :meth:`state_snapshot` output: every rule resumes exactly where it
+        was (PER-02); the restored kernel decides as the one that wrote the snapshot.
 
-        :raises ConfigError: for a malformed snapshot or caps outside the library's hard bounds.
+        :param caps: ``None`` (the snapshot's), or the caller's copy, which must equal the
+            snapshot's: caps change only through :func:`request_caps_change`.
+        :raises ConfigError: for a malformed, truncated or inconsistent snapshot, other caps, or
+            caps outside the library's hard bounds. Then nothing is restored: the caller must
+            refuse increases and boluses and keep the current rate.
         """
         library = dict(DEFAULT_LIBRARY if library is None else library)
-        parts = _check_state_snapshot(snapshot, library)
-        cdef SafetyKernel gate = cls(parts["limits"], caps, envelope, Ledger.restore(snapshot["ledger"]), library=library)
-        p = parts["programme"]
-        if p is not None:
-            gate._set_programme(Programme(p["steps"], parts["limits"].concentration_ug_per_ml, periodic_boluses=p["periodic_boluses"], anchor_ms=p["anchor_ms"]))
+        parts = _check_state_snapshot(snapshot, library, Programme)
+        if caps is not None and caps != parts["caps"]:
+            raise ConfigError("caps", caps, "the snapshot's caps (change caps with request_caps_change)")
+        cdef SafetyKernel gate = cls(parts["limits"], parts["caps"], envelope, Ledger.restore(snapshot["ledger"]), library=library)
+        gate._set_programme(parts["programme"])
         gate.dose_history = list(parts["dose_history"])
+        gate._set_therapy_start(parts["therapy_start_ms"])
         gate._set_last_increase(parts["last_increase_ms"])
+        gate._set_last_step(parts["last_step_ms"])
+        gate._set_interruption(parts["interruption"])
+        gate._set_held(parts["held_caps"])
+        gate.state_version = parts["state_version"]
+        gate._refresh_newest()
         return gate

@@ -16,7 +16,18 @@ from collections.abc import Iterable
 from cython_ext._common import *  # noqa: F401,F403  (re-export the shared API)
 from cython_ext._common import (
     BOLUS_HISTORY,
+    BOLUS_STACKING_WINDOW_MS,
+    CAPS_CHANGE_CONFIRMATION,
+    CAPS_HOLD_MS,
     COUNTED_BOLUS_KINDS,
+    MAX_CONCENTRATION_UG_PER_ML,
+    MAX_RATE_NL_PER_H,
+    NO_INCREASE_AFTER_START_MS,
+    STATE_SNAPSHOT_VERSION,
+    Interruption,
+    InterruptionCause,
+    caps_to_dict,
+    stricter_caps,
     DEFAULT_LIBRARY,
     DISCONTINUE_AUTHORISATION,
     LEDGER_RESOLUTION_MS,
@@ -250,6 +261,51 @@ class Ledger:
         self.record(kind, mass, at_ms)
         return mass
 
+    def record_latest(self, kind: int, mass_pg: int, now_ms: int, *, max_rate_nl_per_h: int,
+                      concentration_ug_per_ml: int, earliest_ms: int | None = None) -> int:
+        """Record drug delivered at an unknown time before ``now_ms``, as late as it can have happened.
+
+        For delivery recovered after a restart (a counter delta since the last checkpoint). The
+        mass fills the minutes backwards from now's minute, each up to what ``max_rate_nl_per_h``
+        delivers in a minute at the concentration (rounded up), never before ``earliest_ms``'s
+        minute nor the window's first minute; whatever does not fit counts in full in now's
+        minute. So every 24 h window ending now or later holds at least as much of it as any real
+        delivery at or below that rate could have put there: it counts in every rolling window it
+        may belong to, and no projection becomes looser. All or nothing.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered, pg.
+        :param now_ms: when the delivery was found, ms; not in a minute before the newest record.
+        :param max_rate_nl_per_h: the highest rate it can have run at, nL/h (>= 1).
+        :param concentration_ug_per_ml: concentration it was delivered at, µg/mL.
+        :param earliest_ms: the earliest it can have started (the checkpoint), ms, or ``None``.
+        :return: start of the earliest minute that received any of it, ms.
+        :raises ConfigError: for a clock behind the newest record, bad values, or a bucket overflow.
+        """
+        kind = _kind(kind)
+        left = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+        conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+        m0 = self._check_now(now_ms)
+        first = max(0, m0 - WINDOW_BUCKETS + 1)
+        if earliest_ms is not None:
+            first = max(first, require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // LEDGER_RESOLUTION_MS)
+        per_minute = div_round(rate * conc * LEDGER_RESOLUTION_MS, MS_PER_H, "up")
+        placed: dict[int, int] = {m0: 0}
+        minute = m0
+        while left > 0 and minute >= first:
+            placed[minute] = min(left, per_minute)
+            left -= placed[minute]
+            minute -= 1
+        placed[m0] += left
+        for m, amount in placed.items():
+            held = self._buckets.get(m, [0] * N_KINDS)[kind] if m > m0 - WINDOW_BUCKETS else 0
+            if held + amount > MAX_BUCKET_PG:
+                raise ConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - held} pg in minute {m} (bucket full)")
+        for m in sorted(placed, reverse=True):
+            self.record(kind, placed[m], m * LEDGER_RESOLUTION_MS)
+        return min(m for m, amount in placed.items() if amount or m == m0) * LEDGER_RESOLUTION_MS
+
     def commit(self, kind: int, mass_pg: int) -> None:
         """Add an authorised, not yet delivered amount; it counts in every total until released."""
         kind = _kind(kind)
@@ -365,14 +421,19 @@ class SafetyKernel:
     """The one gate: every change to delivery is authorised here, then applied.
 
     Not thread-safe: one owner (the control loop) calls it. Denials never change state.
+    The rules, and the history they read, are documented in ``kernel.pyi``.
 
     :param limits: drug-library entry of the drug in the pump now.
     :param caps: the patient's prescription caps (checked against ``limits`` hard bounds).
     :param envelope: what the pump can deliver.
     :param ledger: the rolling 24 h ledger (a new empty one if ``None``).
     :param library: library for concentration changes (default :data:`DEFAULT_LIBRARY`).
-    :param programme: programme in effect now, or ``None`` (not yet started).
-    :param programme_since_ms: when ``programme`` took effect, ms.
+    :param programme: programme in effect now, or ``None`` (therapy not yet started).
+    :param programme_since_ms: when ``programme`` took effect, ms; the dose history holds it from
+        then (and, unknown before, as if before too).
+    :param therapy_start_ms: when therapy started (the implant), ms, at or before
+        ``programme_since_ms``; by default ``programme_since_ms``, the strict reading. Only with
+        a programme. A fresh kernel learns it from the first delivery it applies.
     :raises ConfigError: if caps or programme break the library's hard bounds.
     """
 
@@ -386,6 +447,7 @@ class SafetyKernel:
         library: dict[int, DrugLimits] | None = None,
         programme: Programme | None = None,
         programme_since_ms: int = 0,
+        therapy_start_ms: int | None = None,
     ) -> None:
         if not isinstance(limits, DrugLimits):
             raise ConfigError("limits", limits, "a DrugLimits")
@@ -403,6 +465,10 @@ class SafetyKernel:
         self.programme: Programme | None = None
         self.dose_history: list[tuple[int, int]] = []
         self.last_increase_ms: int | None = None
+        self.last_step_ms: int | None = None
+        self.therapy_start_ms: int | None = None
+        self.interruption: Interruption | None = None
+        self.held_caps: tuple[int, PatientCaps] | None = None
         self.state_version = 0
         if programme is not None:
             programme = _as_programme(programme)
@@ -410,16 +476,22 @@ class SafetyKernel:
                 raise ConfigError(
                     "programme.concentration_ug_per_ml", programme.concentration_ug_per_ml, f"{limits.concentration_ug_per_ml} µg/mL (the library entry)"
                 )
-            since = require_int("programme_since_ms", programme_since_ms)
+            since = require_range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+            start = since
+            if therapy_start_ms is not None:
+                start = require_range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
             self.programme = programme
             self.dose_history.append((since, programme.daily_total_ng()))
             self.last_increase_ms = since
+            self.therapy_start_ms = start
+        elif therapy_start_ms is not None:
+            raise ConfigError("therapy_start_ms", therapy_start_ms, "None without a programme (the first delivery sets it)")
 
     # -- queries -----------------------------------------------------------------------------
 
     @property
     def daily_dose_ng(self) -> int:
-        """Daily dose of the programme in effect, ng/day (0 if none)."""
+        """Daily dose of the last authorised programme, ng/day (0 if none; still set while stopped)."""
         return 0 if self.programme is None else self.programme.daily_total_ng()
 
     def dose_in_effect_ng(self, t_ms: int) -> int:
@@ -432,10 +504,49 @@ class SafetyKernel:
                 dose = d
         return dose
 
-    def cap_pg(self, limits: DrugLimits | None = None) -> int:
-        """Rolling 24 h cap, pg: the prescription cap or the library's hard dose ceiling, whichever is lower."""
+    def titration_baseline_ng(self, now_ms: int) -> int:
+        """Lowest daily dose in effect at any moment of ``[now_ms - 24 h, now_ms]``, ng/day (0 if none).
+
+        The dose in effect at ``now_ms - 24 h`` and every dose that took effect after it, however
+        briefly: stops and discontinues count as 0, minimum-rate spells as their dose.
+        """
+        cutoff = now_ms - MS_PER_DAY
+        doses = [d for at, d in self.dose_history if at > cutoff]
+        before = [d for at, d in self.dose_history if at <= cutoff]
+        if before:
+            doses.append(before[-1])
+        return min(doses, default=0)
+
+    def effective_caps(self, now_ms: int) -> PatientCaps:
+        """The caps in force at ``now_ms``: within 24 h of a caps change, the stricter of old and new."""
+        if self.held_caps is not None and now_ms < self.held_caps[0]:
+            return self.held_caps[1]
+        return self.caps
+
+    @property
+    def newest_event_ms(self) -> int | None:
+        """Newest time the kernel's state holds (dose history, therapy start, bolus start, caps
+        change), ms; ``None`` if none. Requests and facts before it are refused: time never goes back."""
+        times = [self.ledger.last_bolus_ms(tuple(range(N_KINDS))), self.therapy_start_ms]
+        if self.dose_history:
+            times.append(self.dose_history[-1][0])
+        if self.held_caps is not None:
+            times.append(self.held_caps[0] - CAPS_HOLD_MS)
+        return max((t for t in times if t is not None), default=None)
+
+    def _clock_behind(self, now_ms: int) -> bool:
+        latest = self.ledger.latest_minute
+        newest = self.newest_event_ms
+        return (latest is not None and now_ms // LEDGER_RESOLUTION_MS < latest) or (newest is not None and now_ms < newest)
+
+    def cap_pg(self, limits: DrugLimits | None = None, *, now_ms: int | None = None) -> int:
+        """Rolling 24 h cap, pg: the prescription cap in force or the library's hard dose ceiling,
+        whichever is lower. Without ``now_ms``, a caps change's held (stricter) cap while one is stored."""
         limits = self.limits if limits is None else limits
-        return min(self.caps.max_dose_ng_per_day, limits.dose_ng_per_day.upper_hard) * PG_PER_NG
+        caps = self.caps if self.held_caps is None else self.held_caps[1]
+        if now_ms is not None:
+            caps = self.effective_caps(now_ms)
+        return min(caps.max_dose_ng_per_day, limits.dose_ng_per_day.upper_hard) * PG_PER_NG
 
     def _window_parts(self, programme: Programme | None, now_ms: int, cap_pg: int) -> tuple[int, int]:
         """The projection, brute force. Returns ``(early, late)``, both ``total - cap`` in pg:
@@ -479,7 +590,7 @@ class SafetyKernel:
         """
         self.ledger._check_now(now_ms)
         programme = self.programme if programme is None else _as_programme(programme)
-        early, late = self._window_parts(programme, now_ms, self.cap_pg())
+        early, late = self._window_parts(programme, now_ms, self.cap_pg(now_ms=now_ms))
         return 0 if late > 0 else max(0, -early)
 
     def tighten_running_bolus(self, remaining_volume_nl: int, now_ms: int, *, step_nl: int = 1) -> Tightened:
@@ -499,30 +610,43 @@ class SafetyKernel:
         remaining = require_range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
         self.ledger._check_now(now_ms)
         conc = self.limits.concentration_ug_per_ml
-        excess = self._window_excess(self.programme, 0, now_ms, self.cap_pg())
+        excess = self._window_excess(self.programme, 0, now_ms, self.cap_pg(now_ms=now_ms))
         ceiling = remaining if excess <= 0 else remaining - div_round(excess, conc, "up")
         return tighten(remaining, [("cap_headroom", ceiling, f"rolling 24 h cap: {max(excess, 0)} pg over")], step=step_nl)
 
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]:
-        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`)."""
+        """Earliest allowed steps from the current dose to a target (see :func:`plan_titration`).
+
+        An upward plan starts no sooner than the titration interval after the last increase, 24 h
+        after therapy started, and 24 h after every dose below the current one left the trailing
+        window, so that each step is one :meth:`authorize` allows at its time.
+        """
         if self.programme is None:
             raise ConfigError("programme", None, "a programme in effect")
+        caps = self.effective_caps(now_ms)
+        current = self.daily_dose_ng
         start = now_ms
-        if target_dose_ng_per_day > self.daily_dose_ng and self.last_increase_ms is not None:
-            start = max(now_ms, self.last_increase_ms + self.caps.min_titration_interval_ms)
+        if target_dose_ng_per_day > current:
+            if self.last_increase_ms is not None:
+                start = max(start, self.last_increase_ms + caps.min_titration_interval_ms)
+            if self.therapy_start_ms is not None:
+                start = max(start, self.therapy_start_ms + NO_INCREASE_AFTER_START_MS)
+            for (_at, dose), (ended, _next) in zip(self.dose_history, self.dose_history[1:]):
+                if dose < current:
+                    start = max(start, ended + MS_PER_DAY)
         return plan_titration(
-            self.daily_dose_ng,
+            current,
             target_dose_ng_per_day,
             start_ms=start,
-            titration_cap_pct=self.caps.titration_cap_pct,
-            interval_ms=self.caps.min_titration_interval_ms,
-            taper_pct=self.caps.taper_pct,
-            taper_interval_ms=self.caps.taper_interval_ms,
+            titration_cap_pct=caps.titration_cap_pct,
+            interval_ms=caps.min_titration_interval_ms,
+            taper_pct=caps.taper_pct,
+            taper_interval_ms=caps.taper_interval_ms,
         )
 
     # -- authorize ---------------------------------------------------------------------------
 
-    def _check_rate(self, rate: int, limits: DrugLimits, reasons: set[str]) -> None:
+    def _check_rate(self, rate: int, limits: DrugLimits, caps: PatientCaps, reasons: set[str]) -> None:
         if rate == 0:
             reasons.add(Reason.RATE_ZERO)
         _add_bound_reason(limits.rate_nl_per_h.classify(rate), reasons, _RATE_BOUND_REASONS)
@@ -532,31 +656,55 @@ class SafetyKernel:
             reasons.add(Reason.RATE_ABOVE_PUMP_MAX)
         if rate % self.envelope.rate_step_nl_per_h:
             reasons.add(Reason.RATE_NOT_PUMP_STEP)
-        if rate < self.caps.minimum_rate_nl_per_h:
+        if rate < caps.minimum_rate_nl_per_h:
             reasons.add(Reason.RATE_BELOW_MINIMUM_RATE)
 
-    def _check_programme(self, programme: Programme, limits: DrugLimits, extra_pg: int, now_ms: int, reasons: set[str]) -> int:
+    def _check_restart(self, dose: int, limits: DrugLimits, caps: PatientCaps, now_ms: int, reasons: set[str]) -> None:
+        """The restart rule (see :func:`request_resume`)."""
+        it = self.interruption
+        ceiling, code = it.dose_before_ng_per_day, Reason.RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE
+        if now_ms - it.since_ms >= caps.restart_threshold_ms:
+            start = caps.titration_start_dose_ng_per_day or div_round(
+                caps.minimum_rate_nl_per_h * 24 * limits.concentration_ug_per_ml, PG_PER_NG, "up")
+            if start < ceiling:
+                ceiling, code = start, Reason.RESTART_OVERDOSE_RISK_ABOVE_START_DOSE
+        if dose > ceiling:
+            reasons.add(code)
+
+    def _check_programme(self, programme: Programme, limits: DrugLimits, caps: PatientCaps, extra_pg: int, now_ms: int,
+                         resume: bool, reasons: set[str]) -> int:
         if limits.screening_only:
             reasons.add(Reason.SCREENING_ONLY)
         for _start, rate in programme.segments:
-            self._check_rate(rate, limits, reasons)
+            self._check_rate(rate, limits, caps, reasons)
         dose = programme.daily_total_ng()
         _add_bound_reason(limits.dose_ng_per_day.classify(dose), reasons, _DOSE_BOUND_REASONS)
-        if dose > self.caps.max_dose_ng_per_day:
+        if dose > caps.max_dose_ng_per_day:
             reasons.add(Reason.DOSE_ABOVE_PRESCRIPTION_CAP)
-        if self.programme is not None:
+        if resume:
+            if self.interruption is not None:
+                self._check_restart(dose, limits, caps, now_ms, reasons)
+        elif self.programme is not None:
             current = self.daily_dose_ng
             if dose > current:
-                baseline = self.dose_in_effect_ng(now_ms - MS_PER_DAY)
-                if dose * 100 > baseline * (100 + self.caps.titration_cap_pct):
+                if dose * 100 > self.titration_baseline_ng(now_ms) * (100 + caps.titration_cap_pct):
                     reasons.add(Reason.TITRATION_CAP_EXCEEDED)
-                if self.last_increase_ms is not None and now_ms - self.last_increase_ms < self.caps.min_titration_interval_ms:
+                if self.last_increase_ms is not None and now_ms - self.last_increase_ms < caps.min_titration_interval_ms:
                     reasons.add(Reason.TITRATION_INTERVAL)
-            elif dose < current and (current - dose) * 100 > current * self.caps.decrease_confirm_pct:
+                if self.therapy_start_ms is not None and now_ms - self.therapy_start_ms < NO_INCREASE_AFTER_START_MS:
+                    reasons.add(Reason.INCREASE_WITHIN_24H_OF_START)
+            elif dose < current and (current - dose) * 100 > current * caps.decrease_confirm_pct:
                 reasons.add(Reason.DECREASE_NEEDS_CONFIRMATION)
-        if self._window_excess(programme, extra_pg, now_ms, self.cap_pg(limits)) > 0:
+        if self._window_excess(programme, extra_pg, now_ms, self.cap_pg(limits, now_ms=now_ms)) > 0:
             reasons.add(Reason.DOSE_CAP_24H)
         return dose
+
+    def _is_resume(self, kind: int) -> bool:
+        """A resume request, or a rate, programme or concentration change while interrupted."""
+        return kind == RequestKind.RESUME or (
+            self.interruption is not None
+            and kind in (RequestKind.RATE_CHANGE, RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE)
+        )
 
     def authorize(self, request: Request, now_ms: int) -> Decision:
         """Decide on a request. Pure: reads state, changes nothing.
@@ -565,11 +713,14 @@ class SafetyKernel:
         :param now_ms: monotonic time, ms.
         :return: a :class:`Decision` listing every failing reason.
         :raises TypeError: if ``now_ms`` is not an int.
+        :raises ConfigError: for a malformed request, or new caps outside the library's hard bounds.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
         check_request(request)
+        caps = self.effective_caps(now_ms)
         reasons: set[str] = set()
         kind = request.kind
+        resume = self._is_resume(kind)
         rate = 0
         programme = None
         bolus_kind = -1
@@ -577,11 +728,12 @@ class SafetyKernel:
         duration = 0
         mass = 0
         dose = self.daily_dose_ng
-        latest = self.ledger.latest_minute
-        if latest is not None and now_ms // LEDGER_RESOLUTION_MS < latest:
+        if self._clock_behind(now_ms):
             reasons.add(Reason.CLOCK_BEHIND_LEDGER)
-        elif kind == RequestKind.RATE_CHANGE or kind == RequestKind.PROGRAMME_CHANGE:
-            if kind == RequestKind.RATE_CHANGE:
+        elif kind in (RequestKind.RATE_CHANGE, RequestKind.PROGRAMME_CHANGE, RequestKind.RESUME):
+            if kind == RequestKind.RESUME and self.interruption is None:
+                reasons.add(Reason.RESUME_WITHOUT_INTERRUPTION)
+            if request.programme is None:
                 rate = request.rate_nl_per_h
                 anchor = 0 if self.programme is None else self.programme.anchor_ms
                 candidate = Programme.continuous(rate, self.limits.concentration_ug_per_ml, anchor_ms=anchor)
@@ -589,7 +741,7 @@ class SafetyKernel:
                 candidate = programme = _as_programme(request.programme)
                 if programme.concentration_ug_per_ml != self.limits.concentration_ug_per_ml:
                     reasons.add(Reason.CONCENTRATION_CHANGED)
-            dose = self._check_programme(candidate, self.limits, 0, now_ms, reasons)
+            dose = self._check_programme(candidate, self.limits, caps, 0, now_ms, resume, reasons)
         elif kind == RequestKind.CONCENTRATION_CHANGE:
             programme = _as_programme(request.programme)
             dose = programme.daily_total_ng()
@@ -607,51 +759,57 @@ class SafetyKernel:
                 duration = request.bridge.duration_ms
                 bolus_kind = int(DeliveryKind.BRIDGE)
                 mass = volume * self.limits.concentration_ug_per_ml
-                if volume > self.caps.max_priming_volume_nl:
+                if volume > caps.max_priming_volume_nl:
                     reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
             if new_limits is not None and request.record_concentration_ug_per_ml:
                 where = new_limits.concentration.classify(request.record_concentration_ug_per_ml)
                 _add_bound_reason(where, reasons, _CONCENTRATION_BOUND_REASONS)
             if new_limits is not None and self.programme is not None:
-                dose = self._check_programme(programme, new_limits, mass, now_ms, reasons)
+                dose = self._check_programme(programme, new_limits, caps, mass, now_ms, resume, reasons)
         elif kind == RequestKind.BOLUS:
             bolus_kind = request.bolus_kind
             volume = request.volume_nl
             duration = request.duration_ms
             mass = volume * self.limits.concentration_ug_per_ml
             if bolus_kind in COUNTED_BOLUS_KINDS:
-                enabled = self.caps.bolus_enabled if bolus_kind == DeliveryKind.BOLUS_CLINICIAN else (
-                    self.caps.patient_bolus_enabled and not self.limits.screening_only
+                enabled = caps.bolus_enabled if bolus_kind == DeliveryKind.BOLUS_CLINICIAN else (
+                    caps.patient_bolus_enabled and not self.limits.screening_only
                 )
                 if not enabled:
                     reasons.add(Reason.BOLUS_DISABLED)
                 mass_ng = div_round(mass, PG_PER_NG, "up")
                 _add_bound_reason(self.limits.bolus_ng.classify(mass_ng), reasons, _BOLUS_BOUND_REASONS)
-                if mass_ng > self.caps.max_bolus_ng:
+                if mass_ng > caps.max_bolus_ng:
                     reasons.add(Reason.BOLUS_ABOVE_PRESCRIPTION_MAX)
                 last = self.ledger.last_bolus_ms(COUNTED_BOLUS_KINDS)
-                if last is not None and now_ms - last < self.caps.bolus_lockout_ms:
+                if last is not None and now_ms - last < caps.bolus_lockout_ms:
                     reasons.add(Reason.BOLUS_LOCKOUT)
-                if self.ledger.bolus_count_24h(now_ms, COUNTED_BOLUS_KINDS) >= self.caps.max_boluses_per_day:
+                if self.ledger.bolus_count_24h(now_ms, COUNTED_BOLUS_KINDS) >= caps.max_boluses_per_day:
                     reasons.add(Reason.BOLUS_COUNT)
-            elif volume > self.caps.max_priming_volume_nl:
+                if self.last_step_ms is not None and now_ms - self.last_step_ms < BOLUS_STACKING_WINDOW_MS:
+                    given = sum(self.ledger.total_24h_pg(now_ms, k) for k in COUNTED_BOLUS_KINDS)
+                    ceiling = self.titration_baseline_ng(now_ms) * PG_PER_NG * (100 + caps.titration_cap_pct)
+                    if (self.daily_dose_ng * PG_PER_NG + given + mass) * 100 > ceiling:
+                        reasons.add(Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP)
+            elif volume > caps.max_priming_volume_nl:
                 reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
             basal_now = 0 if self.programme is None else self.programme.rate_at(now_ms)
             if volume * MS_PER_H > (self.envelope.max_rate_nl_per_h - basal_now) * duration:
                 reasons.add(Reason.BOLUS_RATE_ABOVE_PUMP_MAX)
-            if self._window_excess(self.programme, mass, now_ms, self.cap_pg()) > 0:
+            if self._window_excess(self.programme, mass, now_ms, self.cap_pg(now_ms=now_ms)) > 0:
                 reasons.add(Reason.DOSE_CAP_24H)
+                reasons.add(Reason.BOLUS_OVERDOSE_RISK_24H_CAP)
         elif kind == RequestKind.DISCONTINUE:
             dose = 0
             if request.override is None or DISCONTINUE_AUTHORISATION not in request.override.codes:
                 reasons.add(Reason.DISCONTINUE_NOT_AUTHORISED)
             if not request.emergency and self.programme is not None:
-                floor = self.caps.minimum_rate_nl_per_h * 24 * self.limits.concentration_ug_per_ml
+                floor = caps.minimum_rate_nl_per_h * 24 * self.limits.concentration_ug_per_ml
                 if self.programme.daily_total_pg() > floor:
                     reasons.add(Reason.TAPER_INCOMPLETE)
         elif kind == RequestKind.MINIMUM_RATE:
-            rate = self.caps.minimum_rate_nl_per_h
-            self._check_rate(rate, self.limits, reasons)
+            rate = caps.minimum_rate_nl_per_h
+            self._check_rate(rate, self.limits, caps, reasons)
             reasons.discard(Reason.RATE_BELOW_SOFT)
             reasons.discard(Reason.RATE_ABOVE_SOFT)
             dose = div_round(rate * 24 * self.limits.concentration_ug_per_ml, PG_PER_NG, "up")
@@ -661,8 +819,18 @@ class SafetyKernel:
             # it; otherwise (no programme, or a lower step somewhere) project it afresh.
             if self.programme is None or rate > self.programme.min_rate_nl_per_h:
                 flat = Programme.continuous(rate, self.limits.concentration_ug_per_ml)
-                if self._window_excess(flat, 0, now_ms, self.cap_pg()) > 0:
+                if self._window_excess(flat, 0, now_ms, self.cap_pg(now_ms=now_ms)) > 0:
                     reasons.add(Reason.DOSE_CAP_24H)
+        elif kind == RequestKind.CAPS_CHANGE:
+            new = request.caps
+            check_caps_against_limits(new, self.limits)
+            if request.override is None or CAPS_CHANGE_CONFIRMATION not in request.override.codes:
+                reasons.add(Reason.CAPS_CHANGE_NOT_CONFIRMED)
+            if self.programme is not None:
+                if dose > min(new.max_dose_ng_per_day, caps.max_dose_ng_per_day):
+                    reasons.add(Reason.DOSE_ABOVE_PRESCRIPTION_CAP)
+                if self.programme.min_rate_nl_per_h < new.minimum_rate_nl_per_h:
+                    reasons.add(Reason.RATE_BELOW_MINIMUM_RATE)
         else:
             raise ConfigError("request.kind", kind, f"one of {[k.name for k in RequestKind]}")
         overridden: list[str] = []
@@ -673,6 +841,8 @@ class SafetyKernel:
             reasons.difference_update(overridden)
             if kind == RequestKind.DISCONTINUE and DISCONTINUE_AUTHORISATION in request.override.codes:
                 overridden.append(DISCONTINUE_AUTHORISATION)
+            if kind == RequestKind.CAPS_CHANGE and CAPS_CHANGE_CONFIRMATION in request.override.codes:
+                overridden.append(CAPS_CHANGE_CONFIRMATION)
         ordered = tuple(sorted(reasons, key=REASON_INDEX.__getitem__))
         return Decision(
             not ordered, int(kind), ordered, tuple(overridden), rate, programme, bolus_kind,
@@ -692,24 +862,77 @@ class SafetyKernel:
             and decision.at_ms <= now_ms <= decision.at_ms + MAX_DECISION_AGE_MS
         )
 
+    def _check_event_time(self, field: str, t_ms: object) -> int:
+        t_ms = require_range(field, t_ms, 0, MAX_TIME_MS, "ms")
+        newest = self.newest_event_ms
+        if newest is not None and t_ms < newest:
+            raise ConfigError(field, t_ms, f">= {newest} ms (the newest event the kernel holds: time never goes back)")
+        return t_ms
+
+    def _interrupt(self, at_ms: int, dose: int, cause: InterruptionCause) -> None:
+        """Enter (or continue) an interruption at ``at_ms`` with ``dose`` in effect from then."""
+        if self.interruption is None:
+            self.interruption = Interruption(at_ms, self.dose_history[-1][1], cause.value)
+        else:
+            self.interruption = self.interruption._replace(cause=cause.value)
+        self._record_dose(at_ms, dose)
+
+    def _record_dose(self, at_ms: int, dose: int) -> None:
+        self.dose_history.append((at_ms, dose))
+        self.dose_history = _prune_history(self.dose_history, at_ms)
+        if self.held_caps is not None and at_ms >= self.held_caps[0]:
+            self.held_caps = None
+
+    def note_stopped(self, at_ms: int) -> None:
+        """Record a fact the kernel did not authorise: delivery stopped at ``at_ms`` (a STOP fault
+        reaction, or the pump found stopped).
+
+        The dose history gets a zero dose from ``at_ms`` (the titration baseline sees it for 24 h
+        after the resume) and an interruption opens there unless one is open already (a stop
+        during minimum-rate mode continues it). The programme stays the projection's basal: a
+        stop that may not have taken effect is counted as running, never the other way round.
+        Pass the earliest time delivery may have stopped (the last time it was confirmed
+        running): an earlier time makes the restart rule stricter, never looser. Nothing changes
+        if nothing is being delivered (not started, already stopped or discontinued).
+
+        :param at_ms: when delivery stopped, ms; not before :attr:`newest_event_ms`.
+        :raises ConfigError: for a time before the newest event.
+        """
+        at_ms = self._check_event_time("at_ms", at_ms)
+        if not self.dose_history or self.dose_history[-1][1] == 0:
+            return
+        self._interrupt(at_ms, 0, InterruptionCause.STOPPED)
+        self.state_version += 1
+
     def apply(self, decision: Decision, now_ms: int) -> None:
         """Record an allowed decision that was executed.
 
         Sets the programme in effect, extends the dose history (titration baseline and
-        interval), and for boluses records the start and commits the mass in the ledger.
-        The caller releases the commitment as the pump reports delivery. An executed
-        decision is always recorded, however old (use :meth:`is_fresh` *before* commanding).
+        interval), opens or closes an interruption, installs new caps, and for boluses records
+        the start and commits the mass in the ledger. The caller releases the commitment as
+        the pump reports delivery. An executed decision is always recorded, however old (use
+        :meth:`is_fresh` *before* commanding), but never before a newer event.
 
         :param decision: an allowed decision from :meth:`authorize`.
-        :param now_ms: monotonic time the decision was executed, ms (not before the decision).
-        :raises ConfigError: for a denied decision or a time before it; nothing changes.
+        :param now_ms: monotonic time the decision was executed, ms (not before the decision
+            nor before :attr:`newest_event_ms`).
+        :raises ConfigError: for a denied decision, an earlier time, or caps that no longer fit
+            the library entry; nothing changes.
         """
         now_ms = require_range("now_ms", now_ms, 0, 2**62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
             raise ConfigError("now_ms", now_ms, f">= {decision.at_ms} ms (the decision's time)")
+        self._check_event_time("now_ms", now_ms)
         kind = decision.kind
+        if kind == RequestKind.CAPS_CHANGE:
+            new = decision.request.caps
+            check_caps_against_limits(new, self.limits)
+            self.held_caps = (now_ms + CAPS_HOLD_MS, stricter_caps(self.effective_caps(now_ms), new))
+            self.caps = new
+            self.state_version += 1
+            return
         if kind in (RequestKind.BOLUS, RequestKind.CONCENTRATION_CHANGE):
             start_kind = decision.bolus_kind if kind == RequestKind.BOLUS else int(DeliveryKind.BRIDGE)
             self.ledger.commit(start_kind, decision.mass_pg)
@@ -719,60 +942,91 @@ class SafetyKernel:
                 self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != RequestKind.BOLUS:
+            resume = self._is_resume(kind)
+            started = bool(self.dose_history)
             if kind == RequestKind.CONCENTRATION_CHANGE:
                 self.limits = self.library[decision.programme.concentration_ug_per_ml]
-            if kind in (RequestKind.PROGRAMME_CHANGE, RequestKind.CONCENTRATION_CHANGE):
+            if decision.programme is not None:
                 programme = _as_programme(decision.programme)
             else:
                 anchor = 0 if self.programme is None else self.programme.anchor_ms
                 programme = Programme.continuous(decision.rate_nl_per_h, self.limits.concentration_ug_per_ml, anchor_ms=anchor)
-            previous = self.daily_dose_ng if self.programme is not None else None
+            previous = self.daily_dose_ng
+            dose = programme.daily_total_ng()
             if kind == RequestKind.DISCONTINUE:
-                self.programme = None
-                self.dose_history = []
-                self.last_increase_ms = None
-            else:
-                dose = programme.daily_total_ng()
+                if started:
+                    self.programme = None
+                    self._interrupt(now_ms, 0, InterruptionCause.DISCONTINUED)
+            elif kind == RequestKind.MINIMUM_RATE and started:
                 self.programme = programme
-                self.dose_history.append((now_ms, dose))
-                self.dose_history = _prune_history(self.dose_history, now_ms)
-                if kind != RequestKind.MINIMUM_RATE and (previous is None or dose > previous):
+                self._interrupt(now_ms, dose, InterruptionCause.MINIMUM_RATE)
+            else:
+                self.programme = programme
+                self._record_dose(now_ms, dose)
+                if resume:
+                    self.interruption = None
+                elif not started:
+                    self.therapy_start_ms = now_ms
+                    if kind != RequestKind.MINIMUM_RATE:
+                        self.last_increase_ms = now_ms
+                elif dose > previous:
                     self.last_increase_ms = now_ms
+                    self.last_step_ms = now_ms
         self.state_version += 1
 
     # -- persistence -------------------------------------------------------------------------
 
     def state_snapshot(self) -> dict:
-        """Everything a restart needs, exact and JSON-serialisable: concentration, programme,
-        titration history, and the ledger snapshot. Identical across implementations."""
+        """The kernel's whole state, exact and JSON-serialisable (format :data:`STATE_SNAPSHOT_VERSION`):
+        concentration, caps and any held caps, programme, dose history, therapy start, last
+        increase and step, interruption, state version and the ledger snapshot. Identical across
+        implementations."""
         p = self.programme
+        it = self.interruption
         return {
-            "version": SNAPSHOT_VERSION,
+            "version": STATE_SNAPSHOT_VERSION,
+            "state_version": self.state_version,
             "concentration_ug_per_ml": self.limits.concentration_ug_per_ml,
+            "caps": caps_to_dict(self.caps),
+            "held_caps": None if self.held_caps is None else {
+                "until_ms": self.held_caps[0], "caps": caps_to_dict(self.held_caps[1]),
+            },
             "programme": None if p is None else {
                 "steps": [list(x) for x in p.steps],
                 "periodic_boluses": [list(x) for x in p.periodic_boluses],
                 "anchor_ms": p.anchor_ms,
             },
             "dose_history": [[at, dose] for at, dose in self.dose_history],
+            "therapy_start_ms": self.therapy_start_ms,
             "last_increase_ms": self.last_increase_ms,
+            "last_step_ms": self.last_step_ms,
+            "interruption": None if it is None else it._asdict(),
             "ledger": self.ledger.snapshot(),
         }
 
     @classmethod
-    def from_snapshot(cls, snapshot: dict, caps: PatientCaps, envelope: PumpEnvelope, *, library: dict[int, DrugLimits] | None = None) -> SafetyKernel:
-        """Rebuild a kernel from :meth:`state_snapshot` output (titration baseline, interval and
-        lockouts resume exactly where they were).
+    def from_snapshot(cls, snapshot: dict, caps: PatientCaps | None, envelope: PumpEnvelope, *,
+                      library: dict[int, DrugLimits] | None = None) -> SafetyKernel:
+        """Rebuild a kernel from :meth:`state_snapshot` output: every rule resumes exactly where it
+        was (PER-02); the restored kernel decides as the one that wrote the snapshot.
 
-        :raises ConfigError: for a malformed snapshot or caps outside the library's hard bounds.
+        :param caps: ``None`` (the snapshot's), or the caller's copy, which must equal the
+            snapshot's: caps change only through :func:`request_caps_change`.
+        :raises ConfigError: for a malformed, truncated or inconsistent snapshot, other caps, or
+            caps outside the library's hard bounds. Then nothing is restored: the caller must
+            refuse increases and boluses and keep the current rate.
         """
         library = dict(DEFAULT_LIBRARY if library is None else library)
-        parts = _check_state_snapshot(snapshot, library)
-        gate = cls(parts["limits"], caps, envelope, Ledger.restore(snapshot["ledger"]), library=library)
-        p = parts["programme"]
-        if p is not None:
-            programme = Programme(p["steps"], parts["limits"].concentration_ug_per_ml, periodic_boluses=p["periodic_boluses"], anchor_ms=p["anchor_ms"])
-            gate.programme = programme
+        parts = _check_state_snapshot(snapshot, library, Programme)
+        if caps is not None and caps != parts["caps"]:
+            raise ConfigError("caps", caps, "the snapshot's caps (change caps with request_caps_change)")
+        gate = cls(parts["limits"], parts["caps"], envelope, Ledger.restore(snapshot["ledger"]), library=library)
+        gate.programme = parts["programme"]
         gate.dose_history = list(parts["dose_history"])
+        gate.therapy_start_ms = parts["therapy_start_ms"]
         gate.last_increase_ms = parts["last_increase_ms"]
+        gate.last_step_ms = parts["last_step_ms"]
+        gate.interruption = parts["interruption"]
+        gate.held_caps = parts["held_caps"]
+        gate.state_version = parts["state_version"]
         return gate

@@ -30,6 +30,7 @@ __all__ = [
     "ALL_REASONS",
     "SOFT_REASONS",
     "DISCONTINUE_AUTHORISATION",
+    "CAPS_CHANGE_CONFIRMATION",
 ]
 
 
@@ -117,7 +118,11 @@ class Reason:
     """Machine-readable reason codes carried by the kernel's decisions.
 
     The members of :data:`SOFT_REASONS` may be lifted by an override naming
-    them; every other code is a hard stop.
+    them; every other code is a hard stop. Codes are only ever added, at the
+    end, never renamed. A code containing ``OVERDOSE_RISK`` marks a refusal by
+    an overdose-risk rule (the restart rule, a bolus over the rolling 24 h cap
+    or stacked on a titration step); ``cython_ext/kernel.pyi`` gives each
+    rule and its source.
     """
 
     NO_PROGRAMME = "NO_PROGRAMME"
@@ -162,6 +167,13 @@ class Reason:
     CONCENTRATION_BELOW_SOFT = "CONCENTRATION_BELOW_SOFT"
     CONCENTRATION_ABOVE_SOFT = "CONCENTRATION_ABOVE_SOFT"
     CONCENTRATION_ABOVE_HARD = "CONCENTRATION_ABOVE_HARD"
+    INCREASE_WITHIN_24H_OF_START = "INCREASE_WITHIN_24H_OF_START"
+    RESUME_WITHOUT_INTERRUPTION = "RESUME_WITHOUT_INTERRUPTION"
+    RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE = "RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE"
+    RESTART_OVERDOSE_RISK_ABOVE_START_DOSE = "RESTART_OVERDOSE_RISK_ABOVE_START_DOSE"
+    BOLUS_OVERDOSE_RISK_24H_CAP = "BOLUS_OVERDOSE_RISK_24H_CAP"
+    BOLUS_OVERDOSE_RISK_TITRATION_STEP = "BOLUS_OVERDOSE_RISK_TITRATION_STEP"
+    CAPS_CHANGE_NOT_CONFIRMED = "CAPS_CHANGE_NOT_CONFIRMED"
 
 
 #: Every reason code, in the fixed order in which decisions list them.
@@ -183,4 +195,6 @@ SOFT_REASONS: frozenset[str] = frozenset(
 )
 #: The code an :class:`Override` must name to authorise a discontinue.
 DISCONTINUE_AUTHORISATION = "DISCONTINUE"
+#: The code an :class:`Override` must name to confirm a change of the prescription caps.
+CAPS_CHANGE_CONFIRMATION = "CAPS_CHANGE"
 

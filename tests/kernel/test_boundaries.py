@@ -236,7 +236,9 @@ def test_bolus_projected_24h_cap_includes_basal(impl, extra_nl, allowed):
     assert gate.headroom_pg(T0) == 64_000_000
     got = reasons_of(gate, bolus(impl, 64_000 + extra_nl, impl.DeliveryKind.BOLUS_CLINICIAN))
     assert ("DOSE_CAP_24H" not in got) == allowed
-    assert got - {"DOSE_CAP_24H", "BOLUS_ABOVE_SOFT"} == set()
+    # A bolus refused by the 24 h cap names the overdose risk (BOL-01, PRX-04).
+    assert ("BOLUS_OVERDOSE_RISK_24H_CAP" in got) == (not allowed)
+    assert got - {"DOSE_CAP_24H", "BOLUS_OVERDOSE_RISK_24H_CAP", "BOLUS_ABOVE_SOFT"} == set()
 
 
 def test_priming_volume_limit_and_pump_rate(impl):
@@ -317,14 +319,15 @@ def test_state_snapshot_restart_keeps_titration_and_lockout(impl):
     import json
 
     gate = bolus_gate(impl, min_titration_interval_ms=MS_PER_DAY)
-    d = gate.authorize(impl.request_rate_change(4_400), T0)
-    gate.apply(d, T0)
     b = gate.authorize(bolus(impl, 20_000), T0)
     gate.apply(b, T0)
+    d = gate.authorize(impl.request_rate_change(4_400), T0)
+    gate.apply(d, T0)
     state = json.loads(json.dumps(gate.state_snapshot()))
     again = impl.SafetyKernel.from_snapshot(state, gate.caps, gate.envelope)
     assert reasons_of(again, impl.request_rate_change(4_500), T0 + MS_PER_H) == {"TITRATION_INTERVAL"}
-    assert reasons_of(again, bolus(impl, 20_000), T0 + MS_PER_H) == {"BOLUS_LOCKOUT"}
+    # PER-02: the lockout survives, and so does the step the bolus would stack on (BOL-01).
+    assert reasons_of(again, bolus(impl, 20_000), T0 + MS_PER_H) == {"BOLUS_LOCKOUT", "BOLUS_OVERDOSE_RISK_TITRATION_STEP"}
     assert again.dose_history == gate.dose_history and again.last_increase_ms == T0
     bad = dict(state, dose_history=[])
     with pytest.raises(ValueError):

@@ -22,7 +22,8 @@ MIN = 60_000
 
 
 def script(k) -> list[dict]:
-    """A fixed sequence: start, deliver, titrate, boluses near the cap, refill, taper, stop."""
+    """A fixed sequence: start, deliver, titrate, boluses near the cap, refill, taper, stop, then a
+    resume, a pump found stopped, a restart after a long interruption and a confirmed origin change."""
     caps = k.make_caps(
         max_dose_ng_per_day=300_000, origin="cerebral", patient_bolus_enabled=True,
         max_bolus_ng=50_000, bolus_lockout_ms=3 * MS_PER_H, max_boluses_per_day=3, minimum_rate_nl_per_h=2_000,
@@ -62,11 +63,13 @@ def script(k) -> list[dict]:
     decide("raise +10 % with override", k.request_rate_change(17_600, override=soft))
     advance(24 * 60)
     decide("raise +20 %: above the cerebral 15 % cap", k.request_rate_change(21_120))
-    decide("raise +15 %", k.request_rate_change(20_240))
+    decide("raise +15 %", k.request_rate_change(18_400))
     advance(24 * 60)
     flex = k.Programme([(0, 8 * MS_PER_H, 18_000), (8 * MS_PER_H, 8 * MS_PER_H, 22_000), (16 * MS_PER_H, 8 * MS_PER_H, 20_000)], 500,
                        periodic_boluses=[(12 * MS_PER_H, 30 * MIN, 40_000)], anchor_ms=2 * MS_PER_DAY)
     decide("flex programme", k.request_programme_change(flex))
+    decide("patient bolus stacked on the flex step", k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, 50_000, 10 * MIN))
+    advance(24 * 60)
     decide("patient bolus 25 ug", k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, 50_000, 10 * MIN))
     advance(60)
     decide("patient bolus in lockout", k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, 50_000, 10 * MIN))
@@ -85,6 +88,30 @@ def script(k) -> list[dict]:
     auth = k.make_override({"DISCONTINUE"}, reason="explant", actor="dr-b/prescriber")
     decide("discontinue before the taper ends", k.request_discontinue(auth))
     decide("emergency discontinue", k.request_discontinue(auth, emergency=True))
+    advance(60)
+    decide("resume above the prior dose", k.request_resume(5_000))
+    decide("resume at the prior dose after 1 h", k.request_resume(4_000))
+    decide("raise the day the zero dose is in the window", k.request_rate_change(4_400, override=soft))
+    advance(6 * 60)
+    gate.note_stopped(now - 30 * MIN)
+    out.append({"label": "pump found stopped, 30 min ago", "at_ms": now - 30 * MIN, "interruption": list(gate.interruption)})
+    advance(25 * 60)
+    decide("resume after a 25 h interruption at the prior dose", k.request_resume(4_000))
+    decide("resume at the minimum-rate dose (no start dose in the caps)", k.request_resume(2_000))
+    decide("bolus before the caps change", k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, 5_000, 10 * MIN))
+    spinal = k.make_caps(
+        max_dose_ng_per_day=300_000, origin="spinal", patient_bolus_enabled=True, max_bolus_ng=50_000,
+        bolus_lockout_ms=MS_PER_H, max_boluses_per_day=3, minimum_rate_nl_per_h=2_000,
+    )
+    advance(2 * 60)
+    decide("origin change without confirmation", k.request_caps_change(spinal, confirmation=None))
+    confirm = k.make_override({"CAPS_CHANGE"}, reason="origin re-assessed: spinal", actor="dr-b/prescriber")
+    decide("origin change confirmed", k.request_caps_change(spinal, confirmation=confirm))
+    decide("bolus 2 h after the last: the old 3 h lockout holds", k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, 5_000, 10 * MIN))
+    advance(23 * 60)
+    decide("+25 % while the cerebral cap holds", k.request_rate_change(2_500))
+    advance(60)
+    decide("+25 % under the spinal cap", k.request_rate_change(2_500))
     state = gate.state_snapshot()
     ledger = state.pop("ledger")
     state["ledger_summary"] = {
