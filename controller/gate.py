@@ -140,6 +140,11 @@ class Gate(ABC):
     def daily_dose_ng(self) -> int:
         """Daily dose of the programme in effect, ng/day."""
 
+    def note_titration_start_dose(self, dose_ng_per_day: int, now_ms: int) -> None:
+        """Tell the kernel the patient's titration-phase starting dose (the restart rule's ceiling
+        after a long interruption). The default does nothing."""
+        del dose_ng_per_day, now_ms
+
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready kernel state for the checkpoint."""
@@ -330,6 +335,18 @@ class KernelGate(Gate):
 
     def daily_dose_ng(self) -> int:
         return self.kernel.daily_dose_ng
+
+    def note_titration_start_dose(self, dose_ng_per_day: int, now_ms: int) -> None:
+        """A confirmed kernel caps change that sets ``titration_start_dose_ng_per_day`` (held 24 h at
+        the old value, as every loosened limit is)."""
+        caps = self.caps._replace(titration_start_dose_ng_per_day=dose_ng_per_day)
+        if caps == self.caps:
+            return
+        confirmation = self._override(((self.k.CAPS_CHANGE_CONFIRMATION,), "titration-phase starting dose", "therapy"))
+        decision = self._authorize(self.k.request_caps_change(caps, confirmation=confirmation), now_ms)
+        if decision.allowed:
+            self.kernel.apply(decision.raw, now_ms)
+            self.caps = caps
 
     def snapshot(self) -> dict[str, Any]:
         programme = self.kernel.programme

@@ -177,6 +177,7 @@ class Therapy:
     @titration_start_dose_ng_per_day.setter
     def titration_start_dose_ng_per_day(self, value: int) -> None:
         self.loop.therapy_state["titration_start_dose_ng_per_day"] = int(value)
+        self.gate.note_titration_start_dose(int(value), self.loop.now_ms())
 
     def _save_patient_bolus(self) -> None:
         pb = self.patient_bolus
