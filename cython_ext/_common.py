@@ -1130,10 +1130,14 @@ def _check_snapshot(snapshot: object) -> dict:
     for i, item in enumerate(_snap_list("snapshot.buckets", snapshot["buckets"])):
         if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[1], (list, tuple)) or len(item[1]) != N_KINDS:
             raise ConfigError(f"snapshot.buckets[{i}]", item, f"[minute, [{N_KINDS} ints]]")
-        minute = _snap_int(f"snapshot.buckets[{i}].minute", item[0], 0, 2**62 // LEDGER_RESOLUTION_MS, "min")
-        if latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (previous is not None and minute <= previous):
+        minute = item[0]
+        if type(minute) is not int or latest is None or not latest - WINDOW_BUCKETS < minute <= latest or (
+            previous is not None and minute <= previous
+        ):
             raise ConfigError(f"snapshot.buckets[{i}].minute", minute, "increasing and inside the window")
-        values = [_snap_int(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(item[1])]
+        values = list(item[1])
+        if not all(type(v) is int and 0 <= v <= MAX_BUCKET_PG for v in values):
+            values = [_snap_int(f"snapshot.buckets[{i}][{k}]", v, 0, MAX_BUCKET_PG, "pg") for k, v in enumerate(values)]
         buckets.append((minute, values))
         previous = minute
     committed = [
