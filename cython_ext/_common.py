@@ -1,10 +1,13 @@
 """Value objects shared by both kernel implementations (compiled and twin).
 
 Everything here is configuration or a plain record: drug-library entries,
-prescription caps, the pump envelope, requests, decisions, reason codes, the
-tightening chain and the titration planner. None of it is on the hot path;
-:class:`Ledger`, :class:`Programme` and :class:`SafetyKernel` are implemented
-twice (``_kernel.pyx`` and ``_kernel_py.py``) and proven equal by tests.
+prescription caps (and how a caps change tightens them), the pump envelope,
+requests, decisions, interruptions, reason codes, the tightening chain, the
+titration planner and the validation of snapshots. None of it is on the hot
+path; :class:`Ledger`, :class:`Programme` and :class:`SafetyKernel` are
+implemented twice (``_kernel.pyx`` and ``_kernel_py.py``) and proven equal by
+tests. The rules over the patient's history, and their sources, are in
+``kernel.pyi``.
 
 All numbers are integers in the fixed-point units of :mod:`cython_ext.units`.
 Configuration is validated when built: bad values raise
@@ -15,6 +18,8 @@ non-integers raise :class:`TypeError`.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -79,6 +84,7 @@ __all__ = [
     "stricter_caps",
     "caps_to_dict",
     "caps_from_dict",
+    "state_checksum",
     "InterruptionCause",
     "Interruption",
     "PumpEnvelope",
@@ -354,7 +360,7 @@ class PatientCaps(NamedTuple):
 
     :param origin: origin of spasticity (selects the default titration cap).
     :param max_dose_ng_per_day: rolling 24 h cap on everything delivered, ng.
-    :param titration_cap_pct: net increase allowed over the dose in effect 24 h earlier, %.
+    :param titration_cap_pct: largest increase over the lowest dose in effect in the trailing 24 h, %.
     :param min_titration_interval_ms: minimum time between dose increases, ms (TIT-04).
     :param decrease_confirm_pct: decreases larger than this % need confirmation (TIT-03).
     :param bolus_enabled: clinician boluses allowed.
@@ -1193,24 +1199,42 @@ def _check_interval(t0_ms: object, t1_ms: object) -> None:
 
 _STATE_KEYS = {
     "version", "state_version", "concentration_ug_per_ml", "caps", "held_caps", "programme", "dose_history",
-    "therapy_start_ms", "last_increase_ms", "last_step_ms", "interruption", "ledger",
+    "therapy_start_ms", "last_increase_ms", "last_step_ms", "interruption", "ledger", "checksum",
 }
+
+
+def state_checksum(state: dict) -> str:
+    """SHA-256 (hex) of a state snapshot's canonical JSON, without its ``checksum`` key.
+
+    :raises ConfigError: if the state is not JSON data.
+    """
+    try:
+        text = json.dumps({k: v for k, v in state.items() if k != "checksum"}, sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("state snapshot", type(state).__name__, "JSON data from state_snapshot()", detail=str(exc)) from None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check_state_snapshot(snapshot: object, library: dict, programme_class: type) -> dict:
     """Validate a kernel state snapshot (shared by both implementations); return its parts.
 
-    Checks every field's type and range, the time order of the dose history, and that the parts
-    agree with each other (the last dose is that of the programme in effect, or 0 while stopped
-    or discontinued; an interruption only after therapy started), so that a restored kernel is
-    exactly the one that wrote it.
+    Checks the version, the checksum (:func:`state_checksum`: a truncated or altered snapshot,
+    even one that still parses, is refused), every field's type and range, the time order of the
+    dose history, and that the parts agree with each other (the last dose is that of the
+    programme in effect, or 0 while stopped or discontinued; an interruption only after therapy
+    started), so that a restored kernel is exactly the one that wrote it.
 
     :param programme_class: the implementation's ``Programme``, to rebuild the programme with.
     :raises ConfigError: naming the first malformed field; never ``TypeError``.
     """
+    if isinstance(snapshot, dict) and snapshot.get("version") != STATE_SNAPSHOT_VERSION:
+        raise ConfigError("state.version", snapshot.get("version"), f"{STATE_SNAPSHOT_VERSION}")
     snapshot = _snap_dict("state snapshot", snapshot, _STATE_KEYS)
-    if type(snapshot["version"]) is not int or snapshot["version"] != STATE_SNAPSHOT_VERSION:
+    if type(snapshot["version"]) is not int:
         raise ConfigError("state.version", snapshot["version"], f"{STATE_SNAPSHOT_VERSION}")
+    if snapshot["checksum"] != state_checksum(snapshot):
+        raise ConfigError("state.checksum", snapshot["checksum"], "the SHA-256 of the rest (the snapshot was altered or truncated)")
     state_version = _snap_int("state.state_version", snapshot["state_version"], 0, 2**62)
     conc = snapshot["concentration_ug_per_ml"]
     if type(conc) is not int or conc not in library:

@@ -9,8 +9,10 @@ Same behaviour and API as the pure-Python twin ``_kernel_py`` (documented in
 - :class:`Ledger` is a ring of 1440 one-minute buckets per delivery kind in C
   arrays, with a running window total; totals are O(1) when time moves forward
   minute by minute.
-- :class:`SafetyKernel` caches every limit as a C integer, collects reasons in a
-  bit mask, and projects the 24 h windows in three tiers: an O(1) conservative
+- :class:`SafetyKernel` caches every limit as a C integer (the caps in force and,
+  for 24 h after a caps change, the held stricter ones, chosen per call), keeps
+  the history's times and the open interruption as C values, collects reasons in
+  a bit mask, and projects the 24 h windows in three tiers: an O(1) conservative
   test (everything still inside the window now + everything committed + this
   request + a full day of basal), then a bound from 90-minute block sums (about
   17 evaluations), and only when both fail, i.e. near the cap, the exact
@@ -71,6 +73,7 @@ from cython_ext._common import (
     Interruption,
     InterruptionCause,
     caps_to_dict,
+    state_checksum,
     stricter_caps,
     _check_state_snapshot,
     _prune_history,
@@ -1696,10 +1699,10 @@ cdef class SafetyKernel:
         """The kernel's whole state, exact and JSON-serialisable (format :data:`STATE_SNAPSHOT_VERSION`):
         concentration, caps and any held caps, programme, dose history, therapy start, last
         increase and step, interruption, state version and the ledger snapshot. Identical across
-        implementations."""
+        implementations, with a SHA-256 ``checksum`` of the rest that :meth:`from_snapshot` verifies."""
         p = self.programme
         it = self.interruption
-        return {
+        state = {
             "version": STATE_SNAPSHOT_VERSION,
             "state_version": self.state_version,
             "concentration_ug_per_ml": self.limits.concentration_ug_per_ml,
@@ -1719,6 +1722,8 @@ cdef class SafetyKernel:
             "interruption": None if it is None else it._asdict(),
             "ledger": self.ledger.snapshot(),
         }
+        state["checksum"] = state_checksum(state)
+        return state
 
     @classmethod
     def from_snapshot(cls, snapshot, caps, envelope, *, library=None):

@@ -3,7 +3,9 @@
 It exists to be compared with the compiled ``_kernel`` on random inputs; the
 package only uses it when asked (``ITB_PURE_PYTHON=1`` or
 ``cython_ext.kernel.load(implementation="python")``). It does every projection
-by brute force: no fast paths, no running totals.
+by brute force, and reads the history rules (trailing-window baseline, restart
+rule, stacking, held caps) straight from the lists it keeps: no fast paths, no
+running totals, no cached copies.
 
 The public API is documented in ``cython_ext/kernel.pyi``.
 """
@@ -27,6 +29,7 @@ from cython_ext._common import (
     Interruption,
     InterruptionCause,
     caps_to_dict,
+    state_checksum,
     stricter_caps,
     DEFAULT_LIBRARY,
     DISCONTINUE_AUTHORISATION,
@@ -980,10 +983,10 @@ class SafetyKernel:
         """The kernel's whole state, exact and JSON-serialisable (format :data:`STATE_SNAPSHOT_VERSION`):
         concentration, caps and any held caps, programme, dose history, therapy start, last
         increase and step, interruption, state version and the ledger snapshot. Identical across
-        implementations."""
+        implementations, with a SHA-256 ``checksum`` of the rest that :meth:`from_snapshot` verifies."""
         p = self.programme
         it = self.interruption
-        return {
+        state = {
             "version": STATE_SNAPSHOT_VERSION,
             "state_version": self.state_version,
             "concentration_ug_per_ml": self.limits.concentration_ug_per_ml,
@@ -1003,6 +1006,8 @@ class SafetyKernel:
             "interruption": None if it is None else it._asdict(),
             "ledger": self.ledger.snapshot(),
         }
+        state["checksum"] = state_checksum(state)
+        return state
 
     @classmethod
     def from_snapshot(cls, snapshot: dict, caps: PatientCaps | None, envelope: PumpEnvelope, *,

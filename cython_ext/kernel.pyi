@@ -10,11 +10,11 @@ Typical use::
 
     from cython_ext import kernel as k
     limits = k.DEFAULT_LIBRARY[500]
-    caps = k.make_caps(max_dose_ng_per_day=300_000, origin="spinal")
+    caps = k.make_caps(max_dose_ng_per_day=300_000, origin="spinal",
+                       titration_start_dose_ng_per_day=150_000)    # from the patient record
     envelope = k.make_envelope(min_rate_nl_per_h=2_000, max_rate_nl_per_h=1_000_000)
-    gate = k.SafetyKernel(limits, caps, envelope, k.Ledger(),
-                          programme=k.Programme.continuous(16_000, 500), programme_since_ms=now_ms)
-    decision = gate.authorize(k.request_rate_change(18_000), now_ms)
+    gate = k.SafetyKernel(limits, caps, envelope, k.Ledger())
+    decision = gate.authorize(k.request_rate_change(12_500), now_ms)   # the first one starts therapy
     if decision.allowed:
         ...  # command the pump; on success:
         gate.apply(decision, now_ms)
@@ -22,10 +22,97 @@ Typical use::
         journal(decision.reasons)   # every failing reason code
 
 Shared value objects (one pure-Python source for both implementations): Bounds,
-DrugLimits, DEFAULT_LIBRARY, PatientCaps/make_caps, PumpEnvelope/make_envelope,
+DrugLimits, DEFAULT_LIBRARY, PatientCaps/make_caps/stricter_caps, PumpEnvelope/make_envelope,
 Override/make_override, BridgePlan, Request + request_* constructors, Decision,
-Reason codes, tighten(), plan_titration(). Implemented twice and proven equal by
+Interruption, Reason codes, tighten(), plan_titration(). Implemented twice and proven equal by
 differential tests: Programme, Ledger, SafetyKernel.
+
+The rules that hold over the patient's whole history
+----------------------------------------------------
+
+The kernel keeps the history the rules need (``dose_history``, the therapy start, the last
+increase and titration step, an open ``interruption``, held caps, and the ledger) and is told
+of what it does not authorise itself. Every rule reads that history, whatever path, restart
+or fault led to the request. Sources are tags of ``reference/itb-clinical.md`` and IDs of
+``reference/safety-requirements.md``.
+
+- **Dose history.** Every applied programme, rate, resume and minimum-rate spell (its dose),
+  every discontinue (0), and every :meth:`SafetyKernel.note_stopped` fact (0: a STOP fault
+  reaction, or a pump found stopped, with the earliest time it may have stopped) enters it
+  when it takes effect. It is pruned to what the 24 h rules can still see.
+- **Titration cap over the trailing window (TIT-01, hard).** An increase of the daily dose may
+  not exceed (1 + ``titration_cap_pct``) x the *lowest* daily dose in effect at any moment of
+  ``[now - 24 h, now]`` (:meth:`SafetyKernel.titration_baseline_ng`): spinal 30 %, cerebral and
+  paediatric 15 % (§1.4 [SAULINO16][CMSC15]). Stops, discontinues and minimum-rate spells
+  count as the low doses they were, so after any of them no increase above (1 + cap) x that
+  dose is possible until 24 h after the resume. *Decision on a confirmed decrease:* it lowers
+  the baseline for the 24 h after it stops being in effect; the confirmation lifts only
+  ``DECREASE_NEEDS_CONFIRMATION`` (TIT-03), never the cap. So "+29 %, cut 20 %, next day
+  1.3 x the peak" is refused, and after a cut for side effects the way back up is measured
+  from the dose the patient was cut to (TIT-01: "applied to the *cumulative* increase over
+  the rolling 24 h so small steps cannot get round it"; §1.5 cuts of 10-20 % for side effects
+  [SKYSCAPE][ROTE] mean the higher dose was not tolerated).
+- **Titration interval (TIT-04, soft).** An increase within ``min_titration_interval_ms`` of
+  the last increase is ``TITRATION_INTERVAL``; an override with a reason may lift it.
+- **No increase in the first 24 h after therapy started (§1.3 [SKYSCAPE][SAULINO16], hard).**
+  ``INCREASE_WITHIN_24H_OF_START``. The therapy start is the first delivery a fresh kernel
+  applies (a rate, programme or minimum-rate start), or ``therapy_start_ms`` /
+  ``programme_since_ms`` when the kernel is built with a programme. It used to be enforced
+  only by the titration interval, which an override lifts; that path is closed.
+- **The restart rule (§1.6 [JP-LBL], §3.3 [OD91][DRUGLIB-OD], hard).** A stop, a minimum-rate
+  spell or a discontinue opens an :class:`Interruption` (when it began, the dose just before
+  it). Resuming is :func:`request_resume`; while an interruption is open a rate, programme or
+  concentration change is decided the same way, so every path back to delivery meets it. After
+  an interruption shorter than ``restart_threshold_ms`` (default
+  :data:`DEFAULT_RESTART_THRESHOLD_MS` = 24 h, derived there from the CSF half-life and the
+  withdrawal time course) the resume may restart at most at the dose in effect just before it
+  (``RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE``); after a longer one at most at the lower of that
+  and the caps' ``titration_start_dose_ng_per_day`` (``RESTART_OVERDOSE_RISK_ABOVE_START_DOSE``;
+  when the caps do not give one, the minimum-rate dose). From there the dose climbs only up
+  the titration cap (the interruption's low dose is in the window). The titration cap,
+  interval, first-24 h rule and decrease confirmation do not apply to a resume; every other
+  limit does. A resume is not a titration step.
+- **Bolus overdose-risk rules (hard), named in their codes.** *Decision*, from the reference:
+  the rules that bound the patient's cumulative exposure over the history are overdose-risk
+  rules; the per-bolus limits of the prescription (enabled, size, lockout, count, pump rate)
+  keep their own codes, which already name the limit. They are:
+
+  - the rolling 24 h cap (PRX-03, PRX-04, BOL-01 "projected 24 h dose <= cap"; the Open PCA
+    max-dose rule [S13]; overdoses at 800-2400 µg/24 h [OD91]): any bolus kind the projection
+    refuses gets ``DOSE_CAP_24H`` and ``BOLUS_OVERDOSE_RISK_24H_CAP``;
+  - a bolus stacked on a titration step: within :data:`BOLUS_STACKING_WINDOW_MS` (24 h) after a
+    titration step (an applied increase while therapy was running; not the start, not a
+    resume), a clinician or patient bolus is refused with ``BOLUS_OVERDOSE_RISK_TITRATION_STEP``
+    when the daily dose in effect + every such bolus in the 24 h window (delivered and
+    committed) + this bolus exceeds (1 + cap) x the trailing-window baseline. Sources: §5.1
+    "boluses go into D as the programmed 24 h total", TIT-01, "special care during titration"
+    [DRUGLIB-OD], an infusion's effect peaks 24-48 h after a change [LBL-PD] and is reassessed
+    within 24 h [SAULINO16]: the step's effect is not yet known.
+
+- **A caps change (an origin change, a new prescription) needs a confirmation** (an
+  :class:`Override` naming :data:`CAPS_CHANGE_CONFIRMATION`, else ``CAPS_CHANGE_NOT_CONFIRMED``)
+  and keeps every limit it loosens at its old value for :data:`CAPS_HOLD_MS` (24 h):
+  :func:`stricter_caps`, read through :meth:`SafetyKernel.effective_caps`. Cerebral to spinal
+  keeps 15 % for a day (issue #9). A second change within the 24 h keeps the strictest of all.
+- **Soft overrides lift only** :data:`SOFT_REASONS`. Every code above is hard.
+- **Time never goes backwards.** A request at a time before the newest event the kernel
+  holds (:attr:`SafetyKernel.newest_event_ms`: the dose history, therapy start, bolus starts,
+  a caps change) or in a minute before the newest ledger record is ``CLOCK_BEHIND_LEDGER``;
+  :meth:`SafetyKernel.apply` and :meth:`SafetyKernel.note_stopped` at such a time raise.
+  Delivery recovered after a restart goes in with :meth:`Ledger.record_latest`: placed as late
+  as it can have happened, it counts in every rolling window it may belong to.
+- **Restart-proof.** :meth:`SafetyKernel.state_snapshot` is the whole state, exact, versioned
+  (:data:`STATE_SNAPSHOT_VERSION`) and checksummed; :meth:`SafetyKernel.from_snapshot` restores
+  a kernel that decides exactly as the one that wrote it, and refuses a malformed, truncated or
+  altered snapshot with ``ConfigError`` (then the controller must refuse increases and
+  boluses, raise an alarm and keep the current rate: SAFE-04, PER-06).
+
+What the controller wires (one call each): a STOP fault reaction or a pump found stopped ->
+``note_stopped(earliest_ms)``; minimum-rate mode -> ``request_minimum_rate``; resuming ->
+``request_resume``; the patient record -> ``titration_start_dose_ng_per_day`` and
+``restart_threshold_ms`` in the caps; a prescription or origin change -> ``request_caps_change``
+with the clinician's confirmation; the checkpoint -> ``state_snapshot`` / ``from_snapshot``;
+delivery found after a restart -> ``ledger.record_latest``.
 """
 
 import enum
@@ -46,7 +133,12 @@ MAX_PERIODIC_BOLUSES: int  # 24
 LEDGER_RESOLUTION_MS: int  # 60_000: one-minute buckets
 WINDOW_BUCKETS: int  # 1440: a record in minute m counts in windows ending in minutes m..m+1439
 BOLUS_HISTORY: int  # 256 bolus starts remembered per 24 h
-SNAPSHOT_VERSION: int
+SNAPSHOT_VERSION: int  # ledger snapshot format
+STATE_SNAPSHOT_VERSION: int  # kernel state snapshot format (2)
+DEFAULT_RESTART_THRESHOLD_MS: int  # 24 h: shorter interruptions may resume at the prior dose
+NO_INCREASE_AFTER_START_MS: int  # 24 h after therapy started: no increase (hard)
+CAPS_HOLD_MS: int  # 24 h: a caps change keeps every loosened limit this long
+BOLUS_STACKING_WINDOW_MS: int  # 24 h after a titration step: boluses count against the titration cap
 MAX_DECISION_AGE_MS: int  # 60_000: older decisions are not is_fresh(); re-authorise
 MIN_TIME_MS: int  # -(2**61): earliest time (anchors) accepted
 MAX_TIME_MS: int  # 2**62: latest time accepted
@@ -74,6 +166,8 @@ class RequestKind(enum.IntEnum):
     CONCENTRATION_CHANGE = 4
     DISCONTINUE = 5
     MINIMUM_RATE = 6
+    RESUME = 7  # restart after an interruption (the restart rule)
+    CAPS_CHANGE = 8  # replace the prescription caps (confirmed; loosened limits held 24 h)
 
 class Origin(enum.Enum):
     SPINAL = "spinal"  # titration cap 30 %
@@ -105,7 +199,7 @@ class Reason:
     RATE_ABOVE_PUMP_MAX: str
     RATE_NOT_PUMP_STEP: str
     RATE_BELOW_MINIMUM_RATE: str
-    TITRATION_CAP_EXCEEDED: str  # net increase over the dose in effect 24 h earlier > cap %
+    TITRATION_CAP_EXCEEDED: str  # above (1 + cap) x the lowest dose in effect over the trailing 24 h
     TITRATION_INTERVAL: str  # increase sooner than min_titration_interval_ms after the last (soft)
     DECREASE_NEEDS_CONFIRMATION: str  # decrease > decrease_confirm_pct (soft)
     BOLUS_DISABLED: str
@@ -131,10 +225,18 @@ class Reason:
     CONCENTRATION_BELOW_SOFT: str
     CONCENTRATION_ABOVE_SOFT: str
     CONCENTRATION_ABOVE_HARD: str
+    INCREASE_WITHIN_24H_OF_START: str  # an increase in the first 24 h after therapy started (hard)
+    RESUME_WITHOUT_INTERRUPTION: str  # request_resume with nothing interrupted
+    RESTART_OVERDOSE_RISK_ABOVE_PRIOR_DOSE: str  # resume above the dose just before the interruption
+    RESTART_OVERDOSE_RISK_ABOVE_START_DOSE: str  # long interruption: resume above the titration start dose
+    BOLUS_OVERDOSE_RISK_24H_CAP: str  # with DOSE_CAP_24H on a bolus
+    BOLUS_OVERDOSE_RISK_TITRATION_STEP: str  # a bolus stacked on a titration step beyond the cap
+    CAPS_CHANGE_NOT_CONFIRMED: str
 
 ALL_REASONS: tuple[str, ...]  # every code, in the order decisions list them
 SOFT_REASONS: frozenset[str]
 DISCONTINUE_AUTHORISATION: str  # "DISCONTINUE": the Override code that authorises zero flow
+CAPS_CHANGE_CONFIRMATION: str  # "CAPS_CHANGE": the Override code that confirms a caps change
 REASON_INDEX: dict[str, int]
 
 class Bounds(NamedTuple):
@@ -186,6 +288,8 @@ class PatientCaps(NamedTuple):
     max_priming_volume_nl: int
     taper_pct: int
     taper_interval_ms: int
+    titration_start_dose_ng_per_day: int = ...  # 0: not given (a long-interruption resume: minimum-rate dose)
+    restart_threshold_ms: int = ...  # DEFAULT_RESTART_THRESHOLD_MS
 
 def make_caps(
     *,
@@ -203,8 +307,15 @@ def make_caps(
     max_priming_volume_nl: int = ...,  # 0.3 mL
     taper_pct: int = ...,  # 20
     taper_interval_ms: int = ...,  # 2 days
+    titration_start_dose_ng_per_day: int = ...,  # 0 (not given); at most max_dose_ng_per_day
+    restart_threshold_ms: int = ...,  # 24 h; 0 to 7 days
 ) -> PatientCaps: ...
 def check_caps_against_limits(caps: PatientCaps, limits: DrugLimits) -> None: ...
+def stricter_caps(old: PatientCaps, new: PatientCaps) -> PatientCaps:
+    """Every limit at the stricter of the two, every setting (origin, minimum rate) at the new value."""
+def caps_to_dict(caps: PatientCaps) -> dict: ...
+def caps_from_dict(data: object, field: str = "caps") -> PatientCaps:
+    """Validated inverse of caps_to_dict; ConfigError (never TypeError) for anything else."""
 
 class PumpEnvelope(NamedTuple):
     min_rate_nl_per_h: int
@@ -214,7 +325,7 @@ class PumpEnvelope(NamedTuple):
 def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_per_h: int = 1) -> PumpEnvelope: ...
 
 class Override(NamedTuple):
-    """Explicit permission to pass the named soft limits (or DISCONTINUE), with reason and actor."""
+    """Explicit permission to pass the named soft limits (or DISCONTINUE, or CAPS_CHANGE), with reason and actor."""
     codes: frozenset[str]
     reason: str
     actor: str
@@ -236,6 +347,7 @@ class Request(NamedTuple):
     override: Override | None
     emergency: bool
     record_concentration_ug_per_ml: int = ...  # refill record, 0 when not given
+    caps: PatientCaps | None = ...  # a caps change's new caps
 
 def request_rate_change(rate_nl_per_h: int, *, override: Override | None = None) -> Request: ...
 def request_programme_change(programme: Programme, *, override: Override | None = None) -> Request: ...
@@ -249,6 +361,11 @@ def request_concentration_change(
 ) -> Request: ...
 def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request: ...
 def request_minimum_rate() -> Request: ...
+def request_resume(rate_nl_per_h: int | None = None, *, programme: Programme | None = None,
+                   override: Override | None = None) -> Request:
+    """Resume after an interruption (exactly one of a rate or a programme): the restart rule."""
+def request_caps_change(caps: PatientCaps, *, confirmation: Override | None) -> Request:
+    """Replace the caps; needs an Override naming CAPS_CHANGE; loosened limits held 24 h."""
 def check_request(request: Request) -> Request:
     """Re-check every field (both kernels call it: a Request can be built directly)."""
 
@@ -267,6 +384,20 @@ class Decision(NamedTuple):
     at_ms: int
     request: Request
     state_version: int  # kernel state_version it was decided on
+
+class InterruptionCause(str, enum.Enum):
+    STOPPED = "stopped"  # note_stopped: a STOP fault reaction, or a pump found stopped
+    MINIMUM_RATE = "minimum_rate"
+    DISCONTINUED = "discontinued"
+
+class Interruption(NamedTuple):
+    """Open from the first stop, minimum-rate spell or discontinue until a resume."""
+    since_ms: int
+    dose_before_ng_per_day: int
+    cause: str  # InterruptionCause value of the latest transition
+
+def state_checksum(state: dict) -> str:
+    """SHA-256 hex of a state snapshot's canonical JSON, without its checksum key."""
 
 class TitrationStep(NamedTuple):
     at_ms: int
@@ -336,6 +467,19 @@ class Ledger:
     def latest_minute(self) -> int | None: ...
     def record(self, kind: int, mass_pg: int, at_ms: int) -> None: ...
     def record_volume(self, kind: int, volume_nl: int, concentration_ug_per_ml: int, at_ms: int) -> int: ...
+    def record_latest(self, kind: int, mass_pg: int, now_ms: int, *, max_rate_nl_per_h: int,
+                      concentration_ug_per_ml: int, earliest_ms: int | None = None) -> int:
+        """Delivery found at ``now_ms`` (after a restart), placed as late as it can have happened.
+
+        Contract: the mass fills the minutes backwards from now's minute, each with at most what
+        ``max_rate_nl_per_h`` delivers in a minute at the concentration (rounded up), never before
+        ``earliest_ms``'s minute (the checkpoint) nor the window's first minute; what does not fit
+        counts in full in now's minute. Every 24 h window ending now or later then holds at least
+        as much of it as any delivery at or below that rate could have put there, so no rolling
+        window check is looser than the truth. ``now_ms`` may not lie in a minute before the
+        newest record (time never goes backwards). All or nothing. Returns the start of the
+        earliest minute that received any of it, ms.
+        """
     def commit(self, kind: int, mass_pg: int) -> None: ...
     def release(self, kind: int, mass_pg: int) -> None: ...
     def committed_pg(self, kind: int | None = None) -> int: ...
@@ -360,9 +504,13 @@ class SafetyKernel:
     ledger: Ledger
     library: dict[int, DrugLimits]
     programme: Programme | None
-    dose_history: list[tuple[int, int]]  # (at_ms, daily dose ng) pruned to what titration needs
-    last_increase_ms: int | None
-    state_version: int  # +1 per apply()
+    dose_history: list[tuple[int, int]]  # (at_ms, daily dose ng in effect from then) pruned to the 24 h rules' need
+    last_increase_ms: int | None  # the start or the last titration step (TIT-04 interval)
+    last_step_ms: int | None  # the last titration step (bolus stacking)
+    therapy_start_ms: int | None  # no increase in the 24 h after it
+    interruption: Interruption | None  # open from a stop, minimum rate or discontinue until a resume
+    held_caps: tuple[int, PatientCaps] | None  # (until_ms, caps in force until then) after a caps change
+    state_version: int  # +1 per apply() and per note_stopped() that changed something
     def __init__(
         self,
         limits: DrugLimits,
@@ -373,11 +521,20 @@ class SafetyKernel:
         library: dict[int, DrugLimits] | None = None,
         programme: Programme | None = None,
         programme_since_ms: int = 0,
+        therapy_start_ms: int | None = None,  # with a programme; default programme_since_ms
     ) -> None: ...
     @property
-    def daily_dose_ng(self) -> int: ...
+    def daily_dose_ng(self) -> int:
+        """Daily dose of the last authorised programme (still set, and projected, while stopped)."""
     def dose_in_effect_ng(self, t_ms: int) -> int: ...
-    def cap_pg(self, limits: DrugLimits | None = None) -> int: ...
+    def titration_baseline_ng(self, now_ms: int) -> int:
+        """Lowest daily dose in effect at any moment of [now - 24 h, now] (TIT-01 baseline)."""
+    def effective_caps(self, now_ms: int) -> PatientCaps:
+        """The caps in force: within 24 h of a caps change, stricter_caps(old, new)."""
+    @property
+    def newest_event_ms(self) -> int | None: ...
+    def cap_pg(self, limits: DrugLimits | None = None, *, now_ms: int | None = None) -> int:
+        """The 24 h cap in force at now_ms (without it: a held stricter cap while one is stored)."""
     def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
         """Largest extra mass keeping every projected window within the cap (for tighten())."""
     def tighten_running_bolus(self, remaining_volume_nl: int, now_ms: int, *, step_nl: int = 1) -> Tightened:
@@ -388,11 +545,22 @@ class SafetyKernel:
     def is_fresh(self, decision: Decision, now_ms: int) -> bool:
         """Decided on the current state_version, at most MAX_DECISION_AGE_MS ago: check before commanding."""
     def apply(self, decision: Decision, now_ms: int) -> None:
-        """Record an allowed, EXECUTED decision (however late); all or nothing."""
+        """Record an allowed, EXECUTED decision (however late, never before newest_event_ms); all or nothing."""
+    def note_stopped(self, at_ms: int) -> None:
+        """A fact the kernel did not authorise: delivery stopped at ``at_ms`` (a STOP fault reaction,
+        or a pump found stopped; pass the earliest time it may have stopped). A zero dose enters the
+        history and an interruption opens (or continues); the programme stays the projection's basal.
+        A no-op when nothing is delivered."""
     def state_snapshot(self) -> dict:
-        """Concentration, programme, dose history, last increase and ledger: exact, JSON-serialisable."""
+        """The whole state (version 2): caps and held caps, programme, dose history, therapy start,
+        last increase and step, interruption, state version, ledger; exact, JSON-serialisable,
+        identical across implementations, with a SHA-256 checksum of the rest."""
     @classmethod
     def from_snapshot(
-        cls, snapshot: dict, caps: PatientCaps, envelope: PumpEnvelope, *, library: dict[int, DrugLimits] | None = None
+        cls, snapshot: dict, caps: PatientCaps | None, envelope: PumpEnvelope, *, library: dict[int, DrugLimits] | None = None
     ) -> SafetyKernel:
-        """Restart exactly where state_snapshot() left off (PER-02)."""
+        """Restart exactly where state_snapshot() left off (PER-02): decides as the writer would.
+
+        ``caps``: None (the snapshot's) or equal to them. Raises ConfigError for another version,
+        a checksum mismatch (truncated or altered), any malformed or inconsistent part, or other
+        caps; then the caller refuses increases and boluses and keeps the current rate (SAFE-04)."""

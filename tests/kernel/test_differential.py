@@ -147,3 +147,98 @@ def test_compiled_kernel_needs_compiled_ledger():
 
     with pytest.raises(ValueError):
         COMPILED.SafetyKernel(COMPILED.DEFAULT_LIBRARY[500], COMPILED.make_caps(max_dose_ng_per_day=100_000), COMPILED.make_envelope(2_000, 10_000), TWIN.Ledger())
+
+
+# -- the history rules: random histories, every request kind -----------------------------------
+
+
+@st.composite
+def history(draw):
+    """A random therapy: the caps, then a sequence of requests and facts (applied when allowed)."""
+    caps = dict(
+        max_dose_ng_per_day=draw(st.sampled_from([300_000, 1_000_000, 2_000_000])),
+        origin=draw(st.sampled_from(["spinal", "cerebral", "paediatric"])),
+        min_titration_interval_ms=draw(st.sampled_from([0, MS_PER_H, MS_PER_DAY])),
+        patient_bolus_enabled=True, max_bolus_ng=100_000, bolus_lockout_ms=draw(st.sampled_from([MS_PER_H, 3 * MS_PER_H])),
+        max_boluses_per_day=draw(st.integers(1, 8)), titration_start_dose_ng_per_day=draw(st.sampled_from([0, 50_000, 200_000])),
+        restart_threshold_ms=draw(st.sampled_from([0, MS_PER_H, MS_PER_DAY])),
+    )
+    op = st.one_of(
+        st.tuples(st.just("rate"), st.integers(1_500, 30_000)),
+        st.tuples(st.just("resume"), st.integers(1_500, 30_000)),
+        st.tuples(st.just("stop"), st.integers(0, 120)),
+        st.tuples(st.just("minimum_rate"), st.just(0)),
+        st.tuples(st.just("discontinue"), st.booleans()),
+        st.tuples(st.just("bolus"), st.integers(1_000, 80_000)),
+        st.tuples(st.just("caps"), st.sampled_from(["spinal", "cerebral", "paediatric"])),
+    )
+    steps = draw(st.lists(st.tuples(op, st.integers(0, 30 * 60)), min_size=1, max_size=14))
+    return caps, draw(st.integers(2_000, 20_000)), steps
+
+
+def live(k, caps_kwargs, start_rate, steps):
+    """Run a history on one implementation; return the kernel, the time reached and every decision."""
+    caps = k.make_caps(**caps_kwargs)
+    gate = k.SafetyKernel(k.DEFAULT_LIBRARY[1000], caps, k.make_envelope(2_000, 1_000_000), k.Ledger())
+    now = NOW
+    out = []
+
+    def decide(request):
+        d = gate.authorize(request, now)
+        out.append(decision_key(d))
+        if d.allowed:
+            gate.apply(d, now)
+            if d.kind == k.RequestKind.BOLUS:
+                gate.ledger.record(d.bolus_kind, d.mass_pg, now)
+                gate.ledger.release(d.bolus_kind, d.mass_pg)
+
+    decide(k.request_rate_change(start_rate))
+    auth = k.make_override({"DISCONTINUE"}, reason="differential", actor="test")
+    confirm = k.make_override({"CAPS_CHANGE"}, reason="differential", actor="test")
+    for (what, arg), gap_min in steps:
+        if gate.programme is not None:
+            for m in range(0, gap_min, 30):
+                gate.ledger.record(0, gate.programme.delivered_pg(now + m * MIN, now + (m + 30) * MIN), now + m * MIN)
+        now += gap_min * MIN
+        if what == "rate":
+            decide(k.request_rate_change(arg))
+        elif what == "resume":
+            decide(k.request_resume(arg))
+        elif what == "stop":
+            gate.note_stopped(max(gate.newest_event_ms or 0, now - arg * MIN))
+            out.append(("stopped", gate.state_version))
+        elif what == "minimum_rate":
+            decide(k.request_minimum_rate())
+        elif what == "discontinue":
+            decide(k.request_discontinue(auth, emergency=arg))
+        elif what == "bolus":
+            decide(k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, arg, 10 * MIN))
+        else:
+            decide(k.request_caps_change(k.make_caps(**dict(caps_kwargs, origin=arg)), confirmation=confirm))
+    return gate, now, out
+
+
+@settings(max_examples=40, deadline=None)
+@given(history(), st.integers(1_500, 30_000), st.integers(1_000, 80_000), st.integers(0, 2 * MS_PER_DAY))
+def test_history_rules_agree(h, rate, volume, later_ms):
+    caps_kwargs, start_rate, steps = h
+    lived = [live(k, caps_kwargs, start_rate, steps) for k in (COMPILED, TWIN)]
+    assert lived[0][2] == lived[1][2]
+    assert lived[0][0].state_snapshot() == lived[1][0].state_snapshot()
+    now = max(lived[0][1], lived[0][0].newest_event_ms or 0) + later_ms
+    per_impl = []
+    for k, (gate, _now, _out) in zip((COMPILED, TWIN), lived):
+        flex = k.Programme([(0, 12 * MS_PER_H, rate), (12 * MS_PER_H, 12 * MS_PER_H, max(2_000, rate // 2))], 1000)
+        requests = [
+            k.request_rate_change(rate), k.request_resume(rate), k.request_resume(programme=flex),
+            k.request_programme_change(flex), k.request_minimum_rate(),
+            k.request_bolus(k.DeliveryKind.BOLUS_PATIENT, volume, 10 * MIN),
+            k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, volume, 10 * MIN),
+            k.request_caps_change(k.make_caps(**dict(caps_kwargs, origin="spinal")), confirmation=None),
+            k.request_concentration_change(k.Programme.continuous(max(2_000, rate // 2), 2000), k.BridgePlan(20_000, MS_PER_H)),
+        ]
+        per_impl.append([decision_key(gate.authorize(r, now)) for r in requests] + [
+            gate.titration_baseline_ng(now), gate.effective_caps(now), gate.headroom_pg(now),
+            gate.cap_pg(now_ms=now), gate.newest_event_ms,
+        ])
+    assert per_impl[0] == per_impl[1]
