@@ -397,7 +397,7 @@ def test_soft_limit_breach_needs_an_override_with_reason() -> None:
 def test_override_of_a_value_within_soft_limits_is_rejected() -> None:
     doc = base_doc()
     doc["soft_limit_overrides"] = [{"field": "programme.dose_ug_per_day", "reason": "why", "prescriber": "dr.a"}]
-    rejects(doc, "soft_limit_overrides.field")
+    rejects(doc, "soft_limit_overrides[0].field")
     doc["soft_limit_overrides"] = [{"field": "programme.dose_ug_per_day", "reason": "", "prescriber": "dr.a"}]
     rejects(doc, "soft_limit_overrides[0].reason")
 
@@ -573,7 +573,7 @@ def test_valid_prescriptions_round_trip_exactly(doc: dict[str, Any], cap_extra_n
 
 @pytest.fixture
 def library_in_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rx, "default_library", lambda: LIBRARY)
+    monkeypatch.setattr(rx.library, "default_library", lambda: LIBRARY)
 
 
 @pytest.mark.usefixtures("library_in_cli")
@@ -645,7 +645,9 @@ def test_independent_problems_are_all_reported() -> None:
     fields = [e.field for e in excinfo.value.errors]
     assert fields == ["colour", "patient.origin", "pump.dead_volume_ml", "clinician_bolus.max_per_day"]
     assert excinfo.value.field == "colour"
-    assert "3 more problem(s)" in str(excinfo.value)
+    lines = [e.line for e in excinfo.value.errors]
+    assert lines == sorted(lines) and None not in lines
+    assert str(excinfo.value).splitlines() == [e.one_line() for e in excinfo.value.errors]
 
 
 def test_sections_that_depend_on_a_broken_one_are_not_checked() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.prescription import library_from, load_prescription
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY, MS_PER_H
+from hil.gravimetric.profile import load_profile
 from hil.scenario.schema import (
     ACTION_FIELDS,
     load_scenario,
@@ -17,6 +22,11 @@ from hil.scenario.schema import (
     parse_scenario,
     shipped_scenarios,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+#: ``repr`` of every shipped file as loaded before the shared field kit (commit 9bb6e93).
+LOADED_BEFORE = json.loads((Path(__file__).parent / "golden" / "loaded_objects.json").read_text(encoding="utf-8"))
+LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
 
 MINIMAL = """
 [scenario]
@@ -42,6 +52,17 @@ def test_every_shipped_scenario_validates(name: str) -> None:
     sc = load_scenario(name)
     assert sc.settings.name
     assert sc.expectations, "a shipped scenario must check something"
+
+
+def test_every_shipped_file_loads_to_the_same_objects_as_before() -> None:
+    """Valid files do not change meaning: the same dataclasses, field for field (exact decimals included)."""
+    loaded = {
+        "prescriptions": {p.name: repr(load_prescription(p, library=LIBRARY))
+                          for p in sorted((ROOT / "hil" / "prescriptions").glob("*.toml"))},
+        "scenarios": {name: repr(load_scenario(name)).replace(str(ROOT), "<root>") for name in shipped_scenarios()},
+        "profiles": {p.name: repr(load_profile(p)) for p in sorted((ROOT / "hil" / "profiles").glob("*.toml"))},
+    }
+    assert loaded == LOADED_BEFORE
 
 
 def test_decimals_are_exact_and_floats_read_as_written() -> None:
