@@ -123,7 +123,7 @@ def test_with_duration_drops_later_actions() -> None:
 
 @given(days=st.integers(0, 999), hours=st.integers(0, 23), minutes=st.integers(0, 59))
 def test_parse_at_round_trips(days: int, hours: int, minutes: int) -> None:
-    assert parse_at("at", f"{days}d {hours:02d}:{minutes:02d}") == days * MS_PER_DAY + hours * MS_PER_H + minutes * 60_000
+    assert parse_at(f"{days}d {hours:02d}:{minutes:02d}", "at") == days * MS_PER_DAY + hours * MS_PER_H + minutes * 60_000
 
 
 def test_every_action_kind_has_a_schema() -> None:
