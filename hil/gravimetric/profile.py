@@ -184,12 +184,16 @@ class BenchProfile:
     limit_pct: float | None = None
 
 
+#: Baud rates a port may be set to.
+BAUD_RANGE = (50, 4_000_000)
+#: Device addresses a pump may have.
+ADDRESS_RANGE = (0, 99)
 #: Serial settings each port may give, and how each is read.
 _PORT_SETTINGS: dict[str, tuple[Any, ...]] = {
     "url": (fields.text,),
     "driver": (fields.identifier,),
-    "baudrate": (fields.integer, 50, 4_000_000, "baud"),
-    "address": (fields.integer, 0, 99),
+    "baudrate": (fields.integer, *BAUD_RANGE, "baud"),
+    "address": (fields.integer, *ADDRESS_RANGE),
     "bytesize": (fields.integer, 5, 8, "bits"),
     "parity": (fields.choice, ("N", "E", "O", "M", "S")),
     "stopbits": (fields.integer, 1, 2),
