@@ -72,8 +72,10 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_IDENTIFIER_CHARS",
     "MAX_SHOWN_CHARS",
+    "SEED_RANGE",
     "REQUIRED",
     "INVALID",
+    "any_invalid",
     "shown",
     "plain",
     "FieldError",
@@ -93,6 +95,7 @@ __all__ = [
     "decimal_text",
     "int_arg",
     "float_arg",
+    "decimal_arg",
     "checked_arg",
 ]
 
@@ -129,6 +132,8 @@ MAX_TEXT_CHARS = 200
 MAX_IDENTIFIER_CHARS = 64
 #: Longest rendering of a value in an error message, characters.
 MAX_SHOWN_CHARS = 80
+#: The seeds every file and argument takes (32-bit unsigned: what every generator accepts).
+SEED_RANGE = (0, 2**32 - 1)
 
 
 class _Sentinel:
@@ -143,6 +148,11 @@ class _Sentinel:
 REQUIRED: Any = _Sentinel("REQUIRED")
 #: What a reader returns for a value that failed (its error is recorded in the document).
 INVALID: Any = _Sentinel("INVALID")
+
+
+def any_invalid(*values: Any) -> bool:
+    """True if any of ``values`` is :data:`INVALID` (a check that depends on it must not run)."""
+    return any(value is INVALID for value in values)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -243,7 +253,8 @@ class FieldError(ConfigError):
         return f"{place}: {self.message()}" if place else self.message()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``file``, ``line``, ``field``, ``value`` (as shown, or null), ``allowed``, ``detail``, ``code``."""
+        """JSON-ready: ``file``, ``line``, ``field``, ``value`` (as shown, or null), ``allowed``, ``detail``,
+        ``code``."""
         return {
             "file": self.source,
             "line": self.line,
@@ -648,7 +659,7 @@ class Document:
         :return: its result; :data:`INVALID` if it raised or if any argument is :data:`INVALID`
             (a check that depends on a failed value is not run, so it cannot add a false error).
         """
-        if any(arg is INVALID for arg in (*args, *kwargs.values())):
+        if any_invalid(*args, *kwargs.values()):
             return INVALID
         try:
             return check(*args, **kwargs)
@@ -945,7 +956,10 @@ def decimal_text(text: Any, field: str, low: Any = None, high: Any = None, unit:
     if number.is_signed() and not number:
         raise ConfigError(field, shown(text), allowed, detail="negative zero is not accepted")
     if low is not None:
-        return decimal(number, field, low, high, unit, low_open=low_open)
+        try:
+            return decimal(number, field, low, high, unit, low_open=low_open)
+        except ConfigError as exc:
+            raise ConfigError(field, shown(text.strip()), exc.allowed) from None
     return number
 
 
@@ -1078,3 +1092,14 @@ def float_arg(name: str, low: float, high: float, unit: str = "", *, low_open: b
         return float(decimal_text(text, name, Decimal(repr(low)), Decimal(repr(high)), unit, low_open=low_open))
 
     return checked_arg(read)
+
+
+def decimal_arg(name: str, low: Any, high: Any, unit: str = "", *, low_open: bool = False) -> Callable[[str], str]:
+    """An argparse ``type=`` for an exact decimal argument within the range, kept as typed.
+
+    The text is returned unchanged once it is a plain decimal in range, for a handler that
+    converts it exactly itself (a syringe diameter the simulator reads to 0.001 mm).
+
+    :param name: the option (``"--diameter-mm"``), named in the message.
+    """
+    return checked_arg(lambda text: decimal_text(text, name, low, high, unit, low_open=low_open), keep_text=True)
