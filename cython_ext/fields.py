@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import re
 import reprlib
 import tomllib
@@ -93,6 +94,7 @@ __all__ = [
     "identifier",
     "person",
     "decimal_text",
+    "key_name",
     "int_arg",
     "float_arg",
     "decimal_arg",
@@ -152,7 +154,10 @@ INVALID: Any = _Sentinel("INVALID")
 
 def any_invalid(*values: Any) -> bool:
     """True if any of ``values`` is :data:`INVALID` (a check that depends on it must not run)."""
-    return any(value is INVALID for value in values)
+    for value in values:
+        if value is INVALID:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -229,8 +234,8 @@ class FieldError(ConfigError):
         source: str = "",
         line: int | None = None,
     ) -> None:
-        super().__init__(field, shown(value), allowed, detail=_bounded(detail), error_code=error_code)
-        self.source = source
+        super().__init__(_printable(field), shown(value), allowed, detail=_bounded(detail), error_code=error_code)
+        self.source = _printable(source)
         self.line = line
         self.args = (self.one_line(),)
 
@@ -266,8 +271,15 @@ class FieldError(ConfigError):
         }
 
 
+def _printable(name: str) -> str:
+    """``name`` with every character a terminal would not print escaped (a key may hold any)."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name)
+
+
 def _bounded(detail: str, limit: int = 4 * MAX_SHOWN_CHARS) -> str:
-    detail = " ".join(str(detail).split())
+    detail = _printable(" ".join(str(detail).split()))
     return detail if len(detail) <= limit else detail[: limit - 3] + "..."
 
 
@@ -357,6 +369,11 @@ _ML_BASIC = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*+"""(?:"{1,2}(?!"))?', re.S)
 _ML_LITERAL = re.compile(r"'''(?:[^']|'(?!''))*+'''(?:'{1,2}(?!'))?", re.S)
 _BARE_VALUE = re.compile(r"[^\s,\[\]{}#\"'=]++(?: [0-9][^\s,\[\]{}#\"'=]*+)?")
 _LINE_END = re.compile(r"[ \t]*+(?:#[^\n]*+)?(?:\r?\n|\Z)")
+#: The common statement, whole: ``key = "text"``, ``key = 'text'`` or ``key = 12.5`` and its line end.
+_SIMPLE_STATEMENT = re.compile(
+    r"([A-Za-z0-9_-]{1,64})[ \t]*=[ \t]*"
+    r"(?:(\"(?:[^\"\\\n]|\\.)*+\")|('[^'\n]*+')|([^\s,\[\]{}#\"'=]++(?: [0-9][^\s,\[\]{}#\"'=]*+)?))"
+    r"[ \t]*+(?:#[^\n]*+)?(?:\r?\n|\Z)")
 
 #: A number written the plain decimal way (the only way the number policy accepts).
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -378,8 +395,24 @@ class _OverLimit(Exception):
         self.field, self.value, self.allowed, self.pos = field, value, allowed, pos
 
 
+def key_name(key: str) -> str:
+    """How a key appears in a dotted field name: bare if TOML allows it bare, else quoted (``"a b"``)."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    name = key_name(key)
+    return f"{path}.{name}" if path else name
+
+
+def _unquoted(key: str) -> str:
+    """The key a quoted TOML key names (its escapes decoded where JSON's are TOML's)."""
+    if key.startswith("'"):
+        return key[1:-1]
+    try:
+        return json.loads(key)
+    except ValueError:  # a TOML-only escape such as \\U0001F600; the line lookup falls back to the table
+        return key[1:-1]
 
 
 class _Scan:
@@ -428,6 +461,10 @@ class _Scan:
             self._skip(_BLANK)
             if self.pos >= len(self.text):
                 return
+            simple = _SIMPLE_STATEMENT.match(self.text, self.pos)
+            if simple is not None:
+                self._simple(simple, table, table_depth)
+                continue
             if self._peek() == "[":
                 table, table_depth = self._header()
             else:
@@ -436,6 +473,24 @@ class _Scan:
             if match is None:
                 raise _GiveUp(self.pos)
             self.pos = match.end()
+
+    def _simple(self, match: re.Match[str], table: str, depth: int) -> None:
+        """A :data:`_SIMPLE_STATEMENT`: what :meth:`_keyval` would record, in one step."""
+        start = self.pos
+        path = _join(table, match.group(1))
+        self._record(path, start, depth + 1)
+        string = match.group(2) or match.group(3)
+        if string is not None:
+            if len(string) - 2 > self.limits.string_chars:
+                raise _OverLimit(path, _Shown(f"a string of {len(string) - 2} characters"),
+                                 f"a string of at most {self.limits.string_chars} characters", start)
+        else:
+            literal = match.group(4)
+            if len(literal) > self.limits.number_chars:
+                raise _OverLimit(path, shown(literal), f"a value of at most {self.limits.number_chars} characters",
+                                 start)
+            self.literals[path] = (literal, match.start(4))
+        self.pos = match.end()
 
     def _header(self) -> tuple[str, int]:
         start = self.pos
@@ -478,9 +533,9 @@ class _Scan:
             part = match.group()
             if len(part) > self.limits.key_chars:
                 raise _OverLimit("key", shown(part), f"a key of at most {self.limits.key_chars} characters", start)
-            parts.append(part if match.re is _BARE_KEY else part[1:-1])
+            parts.append(part if match.re is _BARE_KEY else _unquoted(part))
             if len(parts) > self.limits.depth:
-                raise _OverLimit(".".join(parts), _Shown(f"{len(parts)} parts"),
+                raise _OverLimit(".".join(key_name(p) for p in parts), _Shown(f"{len(parts)} parts"),
                                  f"a dotted key of at most {self.limits.depth} parts", start)
             self.pos = match.end()
             self._skip(_SPACE)
@@ -855,12 +910,19 @@ def integer(value: Any, field: str, low: int, high: int, unit: str = "") -> int:
     """
     allowed = f"an integer in {_range_text(low, high, unit)}"
     if isinstance(value, bool) or not isinstance(value, int):
-        whole = isinstance(value, (Decimal, float)) and _finite(value) and value == int(value)
+        whole = isinstance(value, (Decimal, float)) and _whole(value)
         raise ConfigError(field, shown(value), allowed,
                           detail="write a whole number without a decimal point" if whole else "")
     if not low <= value <= high:
         raise ConfigError(field, shown(value), allowed)
     return value
+
+
+def _whole(value: Decimal | float) -> bool:
+    """True for a finite whole number written as a float (``16.0``), without building a huge int."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return value.is_finite() and value.adjusted() < DEFAULT_LIMITS.number_chars and value == value.to_integral_value()
 
 
 def _finite(value: Decimal | float) -> bool:
@@ -1089,7 +1151,12 @@ def float_arg(name: str, low: float, high: float, unit: str = "", *, low_open: b
     """
 
     def read(text: str) -> float:
-        return float(decimal_text(text, name, Decimal(repr(low)), Decimal(repr(high)), unit, low_open=low_open))
+        number = float(decimal_text(text, name, Decimal(repr(low)), Decimal(repr(high)), unit, low_open=low_open))
+        if number < low or number > high or (low_open and number == low):  # a float too small to tell from 0
+            raise ConfigError(name, shown(text.strip()),
+                              f"a number in {_range_text(low, high, unit, low_open=low_open)}",
+                              detail="it rounds to a float outside the range")
+        return number
 
     return checked_arg(read)
 

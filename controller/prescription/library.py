@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -87,8 +88,9 @@ def library_from(drug_limits: Mapping[Any, Any] | Sequence[Any]) -> Mapping[str,
 
 
 
+@functools.cache
 def default_library() -> Mapping[str, LibraryEntry]:
-    """The kernel's drug library (``DEFAULT_LIBRARY``), keyed by entry code.
+    """The kernel's drug library (``DEFAULT_LIBRARY``), keyed by entry code (built once: it is immutable).
 
     :raises ImportError: if the safety kernel is not built (see ``cython_ext``); the
         library is never silently taken from elsewhere.
