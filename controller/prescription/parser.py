@@ -38,7 +38,7 @@ from controller.prescription.model import (
 from controller.prescription.review import soft_limit_breaches
 from cython_ext import fields, units
 from cython_ext.errors import ConfigError
-from cython_ext.fields import INVALID, Table
+from cython_ext.fields import INVALID, Table, any_invalid
 from cython_ext.vocabulary import MAX_FLEX_STEPS, MAX_PERIODIC_BOLUSES, Origin
 
 #: Allowed minimum interval between titration steps, hours.
@@ -141,12 +141,8 @@ def _read_document(top: Table, library: Mapping[str, LibraryEntry]) -> Any:
     return prescription
 
 
-def _missing(*values: Any) -> bool:
-    return any(value is INVALID for value in values)
-
-
 def _sequence_of(values: Sequence[Any]) -> Any:
-    return INVALID if _missing(*values) else tuple(values)
+    return INVALID if any_invalid(*values) else tuple(values)
 
 
 def _patient(t: Any) -> Any:
@@ -226,7 +222,7 @@ def _bolus_dose(value: Any, field: str, entry: LibraryEntry) -> int:
 
 
 def _programme(t: Any, drug: Any, entry: Any, model: Any) -> Any:
-    if _missing(t, drug, entry, model):
+    if any_invalid(t, drug, entry, model):
         return INVALID
     mode = t.get("mode", fields.choice, [m.value for m in ProgrammeMode])
     if mode is INVALID:
@@ -342,7 +338,7 @@ def _count(value: Any, field: str, entry: LibraryEntry) -> int:
 
 
 def _clinician_bolus(t: Any, entry: Any) -> Any:
-    if _missing(t, entry):
+    if any_invalid(t, entry):
         return INVALID
     enabled = t.get("enabled", fields.boolean)
     if enabled is INVALID:
@@ -358,7 +354,7 @@ def _clinician_bolus(t: Any, entry: Any) -> Any:
 
 
 def _patient_bolus(t: Any, drug: Any, entry: Any, model: Any) -> Any:
-    if _missing(t, drug, entry, model):
+    if any_invalid(t, drug, entry, model):
         return INVALID
     enabled = t.get("enabled", fields.boolean)
     if enabled is INVALID:
@@ -383,7 +379,7 @@ def _lockout_covers_bolus(lockout_ms: int, duration_min: int, field: str) -> Non
 
 
 def _titration(t: Any, patient: Any, drug: Any, entry: Any, programme: Any, model: Any) -> Any:
-    if _missing(t, patient, drug, entry, programme, model):
+    if any_invalid(t, patient, drug, entry, programme, model):
         return INVALID
     ug = units.NG_PER_UG
     bounds = entry.dose_ng_per_day
