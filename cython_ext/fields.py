@@ -337,6 +337,8 @@ def _file_error(field: str, value: Any, allowed: str, source: str, *, line: int 
 
 def _decode(data: str | bytes, document: str, source: str, limits: Limits) -> str:
     if isinstance(data, str):
+        if len(data) > limits.file_bytes:  # more characters than bytes allowed: too large, whatever they are
+            raise _file_error(document, f"{len(data)} characters", f"at most {limits.file_bytes} bytes", source)
         try:
             size = len(data.encode("utf-8"))
         except UnicodeEncodeError as exc:
@@ -427,7 +429,7 @@ class _Scan:
         self.limits = limits
         self.pos = 0
         self.lines: dict[str, int] = {}
-        self.literals: dict[str, tuple[str, int]] = {}
+        self.literals: dict[str, str] = {}
         self._newlines = [m.start() for m in re.finditer("\n", text)]
         self._tables: dict[str, int] = {}
         self.give_up: int | None = None
@@ -489,7 +491,7 @@ class _Scan:
             if len(literal) > self.limits.number_chars:
                 raise _OverLimit(path, shown(literal), f"a value of at most {self.limits.number_chars} characters",
                                  start)
-            self.literals[path] = (literal, match.start(4))
+            self.literals[path] = literal
         self.pos = match.end()
 
     def _header(self) -> tuple[str, int]:
@@ -582,7 +584,7 @@ class _Scan:
             if len(literal) > self.limits.number_chars:
                 raise _OverLimit(path, shown(literal), f"a value of at most {self.limits.number_chars} characters",
                                  start)
-            self.literals[path] = (literal, start)
+            self.literals[path] = literal
             self.pos = match.end()
 
     def _array(self, path: str, depth: int) -> None:
@@ -788,7 +790,7 @@ def load_toml(
         raise _file_error(document, _Shown("<text>"), "valid TOML", source, line=scan.line_at(scan.give_up),
                           detail=f"unexpected {text[scan.give_up:scan.give_up + 1]!r}")
     doc = Document(parsed, document=document, source=source, lines=scan.lines, limits=limits)
-    for path, (literal, _) in scan.literals.items():
+    for path, literal in scan.literals.items():
         problem = _number_form(literal)
         if problem is not None:
             doc.record(ConfigError(path, _Shown(literal), "a plain decimal number such as 16 or 1.6",

@@ -337,15 +337,18 @@ def _count(value: Any, field: str, entry: LibraryEntry) -> int:
     return fields.integer(value, field, low, high, "per day")
 
 
-def _clinician_bolus(t: Any, entry: Any) -> Any:
-    if any_invalid(t, entry):
-        return INVALID
+def _enabled(t: Table) -> Any:
+    """A bolus table's ``enabled``; a disabled one may hold nothing else."""
     enabled = t.get("enabled", fields.boolean)
-    if enabled is INVALID:
-        return INVALID
-    if not enabled:
+    if enabled is False:
         t.done()
-        return ClinicianBolusSpec(False)
+    return enabled
+
+
+def _clinician_bolus(t: Any, entry: Any) -> Any:
+    enabled = INVALID if any_invalid(t, entry) else _enabled(t)
+    if enabled is not True:
+        return enabled if enabled is INVALID else ClinicianBolusSpec(False)
     dose = t.get("max_dose_ug", _bolus_dose, entry)
     lockout = t.get("lockout_min", _lockout_ms, entry)
     count = t.get("max_per_day", _count, entry)
@@ -354,14 +357,9 @@ def _clinician_bolus(t: Any, entry: Any) -> Any:
 
 
 def _patient_bolus(t: Any, drug: Any, entry: Any, model: Any) -> Any:
-    if any_invalid(t, drug, entry, model):
-        return INVALID
-    enabled = t.get("enabled", fields.boolean)
-    if enabled is INVALID:
-        return INVALID
-    if not enabled:
-        t.done()
-        return PatientBolusSpec(False)
+    enabled = INVALID if any_invalid(t, drug, entry, model) else _enabled(t)
+    if enabled is not True:
+        return enabled if enabled is INVALID else PatientBolusSpec(False)
     dose = t.get("dose_ug", _bolus_dose, entry)
     duration_min = t.get("duration_min", fields.integer, *BOLUS_DURATION_MIN_RANGE, "min")
     lockout = t.get("lockout_min", _lockout_ms, entry)
