@@ -673,6 +673,7 @@ class Document:
         self._lines = dict(lines or {})
         self._errors: list[FieldError] = []
         self._omitted = 0
+        self._refused: list[str] = []
         self.root = Table(self, root_path, data)
 
     def line_of(self, field: str) -> int | None:
@@ -709,6 +710,15 @@ class Document:
                 continue
             self._errors.append(FieldError.of(item, source=self.source, line=self.line_of(item.field)))
         return INVALID
+
+    def refuse(self, error: ConfigError) -> None:
+        """Record ``error`` and refuse its field: reading it, or what holds it, gives :data:`INVALID`."""
+        self.record(error)
+        self._refused.append(error.field)
+
+    def refused(self, field: str) -> bool:
+        """True if ``field`` or a value inside it (an array item) was refused by :meth:`refuse`."""
+        return any(path == field or path.startswith((f"{field}.", f"{field}[")) for path in self._refused)
 
     def run(self, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``check(*args, **kwargs)``, keeping a :class:`ConfigError` it raises.
@@ -772,8 +782,9 @@ def load_toml(
     :param source: where it came from (a path), for messages.
     :param limits: the bounds (default :data:`DEFAULT_LIMITS`).
     :return: the document; read it, then call :meth:`Document.finish`.
-    :raises FileErrors: too large, not UTF-8, not TOML, over a limit, or a number literal that
-        breaks the number policy (every such literal is reported).
+    :raises FileErrors: too large, not UTF-8, not TOML, or over a limit. A number literal that
+        breaks the number policy is recorded in the document (its field then reads as
+        :data:`INVALID`), to be reported with the rest by :meth:`Document.finish`.
     """
     text = _decode(data, document, source, limits)
     try:
@@ -793,9 +804,7 @@ def load_toml(
     for path, literal in scan.literals.items():
         problem = _number_form(literal)
         if problem is not None:
-            doc.record(ConfigError(path, _Shown(literal), "a plain decimal number such as 16 or 1.6",
-                                   detail=problem))
-    doc.finish()
+            doc.refuse(ConfigError(path, _Shown(literal), "a plain decimal number such as 16 or 1.6", detail=problem))
     return doc
 
 
@@ -833,9 +842,12 @@ class Table:
             if default is REQUIRED:
                 return self.doc.record(ConfigError(self.name(key), None, "present (required key is missing)"))
             return default
+        value = self.raw[key]
+        if self.doc._refused and not _holds_tables(value) and self.doc.refused(self.name(key)):
+            return INVALID
         if read is None:
-            return self.raw[key]
-        return self.doc.run(read, self.raw[key], self.name(key), *args, **kwargs)
+            return value
+        return self.doc.run(read, value, self.name(key), *args, **kwargs)
 
     def table(self, key: str, *, default: Any = REQUIRED) -> Any:
         """The sub-table ``key`` as a :class:`Table`; ``default`` (a mapping, say ``{}``) when absent.
@@ -871,6 +883,11 @@ class Table:
             if key not in self._read and key not in allowed:
                 self.doc.record(ConfigError(self.name(key), shown(self.raw[key]),
                                             f"absent (unknown key; allowed here: {known})"))
+
+
+def _holds_tables(value: Any) -> bool:
+    """True for a table or an array of tables (read key by key, so a refused value inside is caught there)."""
+    return isinstance(value, Mapping) or (isinstance(value, list) and any(isinstance(v, Mapping) for v in value))
 
 
 def _table_value(value: Any, field: str) -> Mapping[str, Any]:
