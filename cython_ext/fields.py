@@ -791,7 +791,7 @@ def load_toml(
         scan = _Scan(text, limits)
     except _OverLimit as over:
         raise _file_error(over.field, over.value, over.allowed, source, line=text.count("\n", 0, over.pos) + 1,
-                          detail=f"a {document} file is bounded (README, Input limits)") from None
+                          detail="every file is bounded (README, Input limits)") from None
     parsed_text = text if scan.give_up is None else text[: scan.give_up + 1]
     try:
         parsed = tomllib.loads(parsed_text, parse_float=Decimal)

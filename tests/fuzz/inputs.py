@@ -21,6 +21,7 @@ SHIPPED = {
     "prescription": sorted((ROOT / "hil" / "prescriptions").glob("*.toml")),
     "scenario": sorted((ROOT / "hil" / "scenarios").glob("*.toml")),
     "profile": sorted((ROOT / "hil" / "profiles").glob("*.toml")),
+    "population": sorted((ROOT / "hil" / "cohorts").glob("*.toml")),
 }
 SHIPPED_BYTES = {kind: [p.read_bytes() for p in paths] for kind, paths in SHIPPED.items()}
 #: Inputs fed in this run, by what they were fed to (reported at the end of the run).
@@ -55,6 +56,7 @@ _KEYS = [
     "start_min", "end_min", "enabled", "max_dose_ug", "lockout_min", "max_per_day", "scenario", "name",
     "duration_days", "seed", "prescription", "therapy", "action", "expect", "at", "do", "check", "faults",
     "reservoir_ml", "bias_pct", "accuracy", "rate", "syringe", "url", "baudrate", "water", "temperature_c", "test",
+    "size", "origins", "spinal", "weight_kg", "parameters", "distribution", "median", "sigma_log", "min", "max",
     "x", "a-b", "0",
 ]
 

@@ -23,6 +23,7 @@ from cython_ext.errors import ConfigError
 from cython_ext.fields import FieldError, FileErrors
 from hil.gravimetric.profile import BenchProfile, parse_profile
 from hil.scenario.schema import SCENARIO_DIR, Scenario, parse_scenario
+from sim.population import Population, parse_population
 from tests.fuzz.inputs import FED, SHIPPED_BYTES, Edit, apply, documents, recipes, write_toml
 
 LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
@@ -32,13 +33,14 @@ LOADERS: dict[str, tuple[Callable[[bytes], Any], type]] = {
     "prescription": (lambda data: parse_prescription(data, library=LIBRARY, source="fuzz.toml"), Prescription),
     "scenario": (lambda data: parse_scenario(data, source="fuzz.toml", base_dir=SCENARIO_DIR), Scenario),
     "profile": (lambda data: parse_profile(data, source="fuzz.toml"), BenchProfile),
+    "population": (lambda data: parse_population(data, source="fuzz.toml"), Population),
 }
-#: Hypothesis examples per test. Each generated document and random input goes to all three
+#: Hypothesis examples per test. Each generated document and random input goes to all four
 #: loaders, and each edit recipe is applied to every shipped file of its kind, so a run feeds
-#: 3 x 500 + 3 x 400 + 9 x 250 (prescriptions) + 8 x 150 (scenarios) + 1 x 400 (the profile)
-#: = 6550 inputs to the loaders.
+#: 4 x 500 + 4 x 400 + 9 x 250 (prescriptions) + 8 x 150 (scenarios) + 1 x 300 (the profile)
+#: + 1 x 300 (the population) = 7650 inputs to the loaders.
 GENERATED, RANDOM = 500, 400
-MUTATED = {"prescription": 250, "scenario": 150, "profile": 400}
+MUTATED = {"prescription": 250, "scenario": 150, "profile": 300, "population": 300}
 
 
 def fuzz(examples: int) -> settings:
@@ -106,3 +108,4 @@ def _edited_files_test(kind: str) -> Callable[..., None]:
 test_edited_prescriptions_load_or_fail_with_a_named_field = _edited_files_test("prescription")
 test_edited_scenarios_load_or_fail_with_a_named_field = _edited_files_test("scenario")
 test_edited_profiles_load_or_fail_with_a_named_field = _edited_files_test("profile")
+test_edited_populations_load_or_fail_with_a_named_field = _edited_files_test("population")
