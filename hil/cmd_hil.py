@@ -103,7 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--fault", metavar="SPEC", action="append", default=[],
                      type=fields.checked_arg(parse_fault, keep_text=True),
                      help="pump fault (sim.faults spec, e.g. stall:at=3000); repeatable")
-    accuracy.add_argument("--limit-pct", metavar="PCT", type=float, default=None,
+    accuracy.add_argument("--limit-pct", metavar="PCT", default=None,
+                          type=fields.float_arg("--limit-pct", 0, 100, "%", low_open=True),
                           help="pass limit on |mean error A|, %% (default: the profile's [test] limit_pct, or none)")
     accuracy.add_argument("--new-run", action="store_true",
                           help="the report directory holds an earlier run: move it to a dated previous-* subfolder")

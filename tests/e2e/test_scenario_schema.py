@@ -16,6 +16,7 @@ from cython_ext.errors import ConfigError
 from cython_ext.fields import FileErrors
 from cython_ext.units import MS_PER_DAY, MS_PER_H
 from hil.gravimetric.profile import load_profile
+from sim.population import load_population
 from hil.scenario.schema import (
     ACTION_FIELDS,
     MAX_NAME_CHARS,
@@ -26,7 +27,7 @@ from hil.scenario.schema import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-#: ``repr`` of every shipped file as loaded before the shared field kit (commit 9bb6e93).
+#: ``repr`` of every shipped file as loaded before the shared field kit (by main at 507a4e7).
 LOADED_BEFORE = json.loads((Path(__file__).parent / "golden" / "loaded_objects.json").read_text(encoding="utf-8"))
 LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
 
@@ -63,6 +64,7 @@ def test_every_shipped_file_loads_to_the_same_objects_as_before() -> None:
                           for p in sorted((ROOT / "hil" / "prescriptions").glob("*.toml"))},
         "scenarios": {name: repr(load_scenario(name)).replace(str(ROOT), "<root>") for name in shipped_scenarios()},
         "profiles": {p.name: repr(load_profile(p)) for p in sorted((ROOT / "hil" / "profiles").glob("*.toml"))},
+        "populations": {p.name: repr(load_population(p)) for p in sorted((ROOT / "hil" / "cohorts").glob("*.toml"))},
     }
     assert loaded == LOADED_BEFORE
 

@@ -92,10 +92,17 @@ OPTIONS: list[tuple[list[str], str, Callable[[Any], bool]]] = [
     (["hil", "accuracy"], "--balance-resolution-ug", number_in(1, 10**6, whole=True)),
     (["hil", "accuracy"], "--seed", number_in(0, 2**32 - 1, whole=True)),
     (["hil", "accuracy"], "--fault", reads_with(parse_fault)),
+    (["hil", "accuracy"], "--limit-pct", number_in(0, 100, low_open=True)),
     (["hil", "blank"], "--duration", reads_with(parse_duration_s)),
     (["hil", "blank"], "--interval", reads_with(parse_duration_s)),
     (["hil", "blank"], "--sim-evaporation-ug-per-h", number_in(0, 10**6)),
     (["hil", "balance"], "--readings", number_in(1, 1000, whole=True)),
+    (["run"], "--baud", number_in(50, 4_000_000, whole=True)),
+    (["run"], "--address", number_in(0, 99, whole=True)),
+    (["trace", "replay", "t.txt"], "--seed", number_in(0, 2**32 - 1, whole=True)),
+    (["trace", "replay", "t.txt"], "--bias-pct", number_in(-50, 50)),
+    (["trace", "replay", "t.txt"], "--syringe-ml", decimal_in("0", "1000", low_open=True)),
+    (["trace", "replay", "t.txt"], "--diameter-mm", decimal_in("0.1", "50")),
     (["prescription", "check", "rx.toml"], "--fill-date", lambda v: isinstance(v, date)),
 ]
 
@@ -118,7 +125,7 @@ texts = st.one_of(
     fault_specs,
     st.text(max_size=12).filter(lambda t: "\x00" not in t),
 )
-#: 120 texts, each given to all 34 options: 4080 inputs to the parser.
+#: 120 texts, each given to all 41 options: 4920 inputs to the parser.
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
