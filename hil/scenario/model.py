@@ -120,7 +120,7 @@ class Action:
     """One timed action.
 
     :ivar at_ms: when, ms after the scenario start.
-    :ivar do: what (one of :data:`ACTION_FIELDS`).
+    :ivar do: what (one of :data:`hil.scenario.params.ACTION_FIELDS`).
     :ivar params: the validated parameters, units in their names.
     :ivar label: name used by expectations to refer to this action.
     :ivar index: position in the file (ties at the same time run in file order).
@@ -137,7 +137,7 @@ class Action:
 class Expectation:
     """One check made after the run.
 
-    :ivar check: which (one of :data:`EXPECT_FIELDS`).
+    :ivar check: which (one of :data:`hil.scenario.params.EXPECT_FIELDS`).
     :ivar params: the validated parameters.
     """
 
