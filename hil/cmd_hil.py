@@ -31,8 +31,18 @@ import argparse
 import sys
 from typing import Any
 
+from cython_ext import fields
+from hal.balance import WATER_TEMPERATURE_RANGE_C
+from hil.gravimetric.profile import parse_duration_s, parse_rate_nl_per_h, parse_syringe_mm
+from sim.faults import parse_fault
+
 SIM_PUMP = "sim"
 SIM_BALANCE_PREFIX = "sim:"
+
+
+def _unit_arg(parse: Any, name: str) -> Any:
+    """An argparse ``type=`` for a value with its unit (``0.5mL/h``, ``120min``), checked and kept as typed."""
+    return fields.checked_arg(lambda text: parse(text, field_name=name), keep_text=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,31 +63,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     accuracy.add_argument("--pump", metavar="URL", help="pump serial URL, or 'sim'")
     accuracy.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
-    accuracy.add_argument("--rate", metavar="R", help="set rate with unit, e.g. 0.5mL/h, 20uL/h, 0.25mL/day")
-    accuracy.add_argument("--syringe", metavar="SPEC", help="syringe preset (bd-10ml...) or inner diameter (14.57mm)")
-    accuracy.add_argument("--duration", metavar="T", help="sampling duration, e.g. 120min (default 120min)")
-    accuracy.add_argument("--interval", metavar="S", help="sampling interval, e.g. 30s (default 30s)")
-    accuracy.add_argument("--stabilise", metavar="T", help="delivery before sampling, e.g. 60min (default 0)")
-    accuracy.add_argument("--water-temp", metavar="C", type=float, help="water temperature, °C (default 20)")
+    accuracy.add_argument("--rate", metavar="R", type=_unit_arg(parse_rate_nl_per_h, "--rate"),
+                          help="set rate with unit, e.g. 0.5mL/h, 20uL/h, 0.25mL/day")
+    accuracy.add_argument("--syringe", metavar="SPEC", type=_unit_arg(parse_syringe_mm, "--syringe"),
+                          help="syringe preset (bd-10ml...) or inner diameter (14.57mm)")
+    accuracy.add_argument("--duration", metavar="T", type=_unit_arg(parse_duration_s, "--duration"),
+                          help="sampling duration, e.g. 120min (default 120min)")
+    accuracy.add_argument("--interval", metavar="S", type=_unit_arg(parse_duration_s, "--interval"),
+                          help="sampling interval, e.g. 30s (default 30s)")
+    accuracy.add_argument("--stabilise", metavar="T", type=_unit_arg(parse_duration_s, "--stabilise"),
+                          help="delivery before sampling, e.g. 60min (default 0)")
+    accuracy.add_argument("--water-temp", metavar="C",
+                          type=fields.float_arg("--water-temp", *WATER_TEMPERATURE_RANGE_C, "°C"),
+                          help="water temperature, °C (default 20)")
     accuracy.add_argument("--report", metavar="DIR", help="write report.html, summary.json, samples.csv, traces here")
     accuracy.add_argument("--profile", metavar="FILE", help="bench profile (TOML): ports, syringe, water, defaults")
     accuracy.add_argument("--pump-driver", metavar="NAME", help="pump driver name (default ne1000)")
     accuracy.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
-    accuracy.add_argument("--max-unstable", metavar="FRACTION", type=float, default=0.2,
+    accuracy.add_argument("--max-unstable", metavar="FRACTION",
+                          type=fields.float_arg("--max-unstable", 0, 1), default=0.2,
                           help="refuse above this share of unstable readings (default 0.2)")
-    accuracy.add_argument("--max-missing", metavar="FRACTION", type=float, default=0.0,
+    accuracy.add_argument("--max-missing", metavar="FRACTION",
+                          type=fields.float_arg("--max-missing", 0, 1), default=0.0,
                           help="refuse above this share of missing samples (default 0)")
     sim = accuracy.add_argument_group("simulated rig (only with --pump sim)")
-    sim.add_argument("--bias-pct", type=float, default=None, help="systematic pump delivery error, %% (default 0)")
-    sim.add_argument("--noise-pct", type=float, default=None, help="random pump delivery noise, %% (default 0)")
-    sim.add_argument("--balance-noise-ug", type=float, default=None, help="balance reading noise SD, µg (default 5)")
-    sim.add_argument("--balance-resolution-ug", type=int, default=None,
+    sim.add_argument("--bias-pct", type=fields.float_arg("--bias-pct", -50, 50, "%"), default=None,
+                     help="systematic pump delivery error, %% (default 0)")
+    sim.add_argument("--noise-pct", type=fields.float_arg("--noise-pct", 0, 20, "%"), default=None,
+                     help="random pump delivery noise, %% (default 0)")
+    sim.add_argument("--balance-noise-ug", type=fields.float_arg("--balance-noise-ug", 0, 10**6, "ug"), default=None,
+                     help="balance reading noise SD, µg (default 5)")
+    sim.add_argument("--balance-resolution-ug", type=fields.int_arg("--balance-resolution-ug", 1, 10**6, "ug"),
+                     default=None,
                      help="balance readability, µg, a power of ten (default 10)")
-    sim.add_argument("--seed", type=int, default=None, help="seed of all simulated noise (default 0)")
-    sim.add_argument("--link", choices=("inprocess", "pty"), default=None, help="how the simulated devices connect (default inprocess)")
+    sim.add_argument("--seed", type=fields.int_arg("--seed", *fields.SEED_RANGE), default=None,
+                     help="seed of all simulated noise (default 0)")
+    sim.add_argument("--link", choices=("inprocess", "pty"), default=None,
+                     help="how the simulated devices connect (default inprocess)")
     sim.add_argument("--fault", metavar="SPEC", action="append", default=[],
+                     type=fields.checked_arg(parse_fault, keep_text=True),
                      help="pump fault (sim.faults spec, e.g. stall:at=3000); repeatable")
-    accuracy.add_argument("--limit-pct", metavar="PCT", type=float, default=None,
+    accuracy.add_argument("--limit-pct", metavar="PCT", default=None,
+                          type=fields.float_arg("--limit-pct", 0, 100, "%", low_open=True),
                           help="pass limit on |mean error A|, %% (default: the profile's [test] limit_pct, or none)")
     accuracy.add_argument("--new-run", action="store_true",
                           help="the report directory holds an earlier run: move it to a dated previous-* subfolder")
@@ -94,10 +121,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     blank.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
     blank.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
-    blank.add_argument("--duration", metavar="T", default="60min", help="length of the blank run (default 60min)")
-    blank.add_argument("--interval", metavar="S", default="30s", help="sampling interval (default 30s)")
+    blank.add_argument("--duration", metavar="T", type=_unit_arg(parse_duration_s, "--duration"), default="60min",
+                       help="length of the blank run (default 60min)")
+    blank.add_argument("--interval", metavar="S", type=_unit_arg(parse_duration_s, "--interval"), default="30s",
+                       help="sampling interval (default 30s)")
     blank.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
-    blank.add_argument("--sim-evaporation-ug-per-h", type=float, default=None,
+    blank.add_argument("--sim-evaporation-ug-per-h", default=None,
+                       type=fields.float_arg("--sim-evaporation-ug-per-h", 0, 10**6, "ug/h"),
                        help="simulated balance only: evaporation to simulate, µg/h (default 0)")
     blank.add_argument("--json", action="store_true", help="print the result as JSON")
     blank.set_defaults(func=_blank)
@@ -109,7 +139,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
     check.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
-    check.add_argument("--readings", type=int, default=3, help="how many immediate readings to print (default 3)")
+    check.add_argument("--readings", type=fields.int_arg("--readings", 1, 1000), default=3,
+                       help="how many immediate readings to print (default 3)")
     check.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
     check.set_defaults(func=_balance_check)
 

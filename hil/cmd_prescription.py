@@ -1,4 +1,22 @@
-"""``itb prescription check``: validate a prescription file and show what it would deliver."""
+"""``itb prescription check``: validate a prescription file and show what it would deliver.
+
+``--json`` prints one JSON object of one shape, valid file or not:
+
+- ``file`` (the path), ``valid`` (every file named parsed), ``acceptable`` (valid, every
+  soft-limit breach overridden and every tenfold change confirmed), and ``errors``: every
+  problem of the file (and of ``--current``), each ``{"file", "line", "field", "value",
+  "allowed", "detail", "code"}`` (``line`` and ``value`` may be null; see
+  :meth:`cython_ext.fields.FieldError.to_dict`), and ``errors_omitted``, how many more were
+  found than are listed (:attr:`cython_ext.fields.Limits.errors`). ``errors`` is empty when
+  ``valid``.
+- only when ``valid``: the description (``prescription_id``, ``patient_id``, ``origin``,
+  ``drug``, ``concentration_ug_per_ml``, ``mode``, ``steps``, ``periodic_boluses``,
+  ``daily_total_ug``, ``daily_volume_ml``, ``worst_case_daily_volume_ml``,
+  ``cap_ug_per_day``, ``minimum_rate_ug_per_day``, ``reservoir``, ``soft_limit_breaches``,
+  ``magnitude_changes``), exact decimals as strings.
+
+Exit status: 0 valid and acceptable, 1 valid but not acceptable, 2 invalid.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +27,9 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from cython_ext import fields, units
+from cython_ext.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,14 +79,10 @@ def _plain(value: Decimal) -> str:
 
 
 def _ug(ng: int) -> str:
-    from cython_ext import units
-
     return _plain(units.units_to_decimal(ng, units.NG_PER_UG))
 
 
 def _ml(nl: int) -> str:
-    from cython_ext import units
-
     return _plain(units.units_to_decimal(nl, units.NL_PER_ML))
 
 
@@ -100,6 +117,7 @@ def summarise(
         override or a tenfold change is unconfirmed.
     :raises ConfigError: if a file is invalid.
     """
+    # Deferred: the controller is only needed to check a file, and ``itb --help`` stays fast.
     from controller import reservoir
     from controller.prescription import assess_change, file_value, load_prescription
 
@@ -131,6 +149,9 @@ def summarise(
     )
     return {
         "file": str(path),
+        "valid": True,
+        "errors": [],
+        "errors_omitted": 0,
         "prescription_id": p.prescription_id,
         "patient_id": p.patient.patient_id,
         "origin": p.patient.origin.value,
@@ -220,16 +241,13 @@ def _check(args: argparse.Namespace) -> int:
         fill_utc = datetime.now(timezone.utc)
     else:
         fill_utc = datetime(args.fill_date.year, args.fill_date.month, args.fill_date.day, tzinfo=timezone.utc)
-    from controller.prescription import PrescriptionError
-
     try:
         summary = summarise(args.file, fill_utc, current=args.current,
                             confirmed=frozenset(args.confirm_magnitude))
-    except PrescriptionError as exc:
-        print(f"{args.file}: INVALID ({len(exc.errors)} problem(s))", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:
+        if isinstance(exc, fields.FileErrors):
+            return _invalid(args, exc.errors, exc.omitted)
+        return _invalid(args, (fields.FieldError.of(exc, source=str(args.file)),), 0)
     except ImportError as exc:
         print(f"itb: error: cannot load the drug library: {exc}", file=sys.stderr)
         return 2
@@ -239,3 +257,19 @@ def _check(args: argparse.Namespace) -> int:
     else:
         _print_text(summary)
     return 0 if summary["acceptable"] else 1
+
+
+def _invalid(args: argparse.Namespace, problems: tuple[fields.FieldError, ...], omitted: int) -> int:
+    """Report an invalid file: every problem, one line each (or the JSON shape); exit status 2."""
+    if args.json:
+        outcome = {"file": str(args.file), "valid": False, "acceptable": False,
+                   "errors": [problem.to_dict() for problem in problems], "errors_omitted": omitted}
+        json.dump(outcome, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{args.file}: INVALID ({len(problems) + omitted} problem(s))", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem.one_line()}", file=sys.stderr)
+        if omitted:
+            print(f"  ... and {omitted} more", file=sys.stderr)
+    return 2

@@ -26,10 +26,27 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cython_ext import fields
+from hil.gravimetric.profile import ADDRESS_RANGE, BAUD_RANGE
+
 #: Default report directory.
 DEFAULT_REPORT_DIR = "itb-report"
 #: Longest run against a real pump that starts without ``--yes`` or a confirmation, ms.
 CONFIRM_ABOVE_MS = 3_600_000
+
+
+def _speed(text: str) -> float:
+    """``--speed``: a plain number in (0, MAX_SPEED] (the runner's bound)."""
+    from hil.scenario.runner import MAX_SPEED  # deferred: the runner is heavy, and ``itb --help`` stays fast
+
+    return fields.float_arg("--speed", 0, MAX_SPEED, low_open=True)(text)
+
+
+def _days(text: str) -> float:
+    """``--days``: a plain number in (0, MAX_DURATION_DAYS] (the scenario schema's bound)."""
+    from hil.scenario.schema import MAX_DURATION_DAYS  # deferred: the schema is heavy, and ``itb --help`` stays fast
+
+    return fields.float_arg("--days", 0, MAX_DURATION_DAYS, "days", low_open=True)(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,11 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the pump at --pump is 'itb sim serve' running at --speed (the report says so)")
     parser.add_argument("--profile", metavar="FILE", default=None,
                         help="bench profile (TOML): the pump's url, baudrate and address from its [pump] table")
-    parser.add_argument("--baud", type=int, default=None, help="the pump's baud rate (default: profile, or 19200)")
-    parser.add_argument("--address", type=int, default=None, help="the pump's address 0-99 (default: profile, or 0)")
+    parser.add_argument("--baud", type=fields.int_arg("--baud", *BAUD_RANGE, "baud"), default=None,
+                        help="the pump's baud rate (default: profile, or 19200)")
+    parser.add_argument("--address", type=fields.int_arg("--address", *ADDRESS_RANGE), default=None,
+                        help="the pump's address 0-99 (default: profile, or 0)")
     parser.add_argument("--balance", metavar="URL", default=None,
                         help="serial URL of a real balance, for a scenario's [accuracy] step on a real rig (with --pump)")
-    parser.add_argument("--speed", type=float, default=None,
+    parser.add_argument("--speed", type=_speed, default=None,
                         help="virtual seconds per wall second for a simulated pump (default: as fast as possible)")
     parser.add_argument("--link", choices=("pty", "inprocess", "tcp"), default="pty",
                         help="how the simulated pump is served (default: pty)")
@@ -68,9 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--new-run", action="store_true",
                         help="the report directory holds an earlier run: move its files to a dated previous-* "
                              "subfolder and start a new run")
-    parser.add_argument("--safe-mode", metavar="SECONDS", type=int, default=None,
-                        help="run the pump in Safe mode (CRC-framed, comms watchdog of SECONDS, 1-255)")
-    parser.add_argument("--days", type=float, default=None,
+    parser.add_argument("--safe-mode", metavar="SECONDS", type=fields.int_arg("--safe-mode", 1, 255, "s"),
+                        default=None, help="run the pump in Safe mode (CRC-framed, comms watchdog of SECONDS, 1-255)")
+    parser.add_argument("--days", type=_days, default=None,
                         help="run for this many days instead (actions after the end are skipped with a note)")
     parser.add_argument("--yes", action="store_true", help="start a run longer than an hour on a real pump unasked")
     parser.add_argument("--json", action="store_true", help="print summary.json (itb.run/1) on stdout, no table")

@@ -27,7 +27,9 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
+from cython_ext import fields
 from cython_ext.errors import ConfigError, HalUnavailableError
+from sim.faults import parse_fault
 from sim.newera.profile import NE1000_V3_928, PROFILES
 
 PUMPS = ("ne1000",)
@@ -76,29 +78,13 @@ def _link(text: str) -> tuple[str, int]:
     if kind == "tcp":
         if not port:
             return "tcp", 0
-        if port.isdigit() and 0 <= int(port) <= 65535:
+        if port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535:
             return "tcp", int(port)
     raise argparse.ArgumentTypeError(f"link (={text!r}) must be 'pty' or 'tcp:PORT' with PORT in [0, 65535]")
 
 
-def _bounded(kind: type, low: float, high: float | None, name: str, *, exclusive_low: bool = False) -> Any:
-    """An argparse type that converts with ``kind`` and rejects values outside the bounds."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be a {kind.__name__}") from None
-        below = value <= low if exclusive_low else not value >= low
-        if below or (high is not None and not value <= high):
-            if high is not None:
-                bound = f"in [{low}, {high}]"
-            else:
-                bound = f"> {low}" if exclusive_low else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{name} (={text!r}) must be {bound}")
-        return value
-
-    return parse
+#: Largest ``--speed`` of a served simulator (virtual seconds per real second).
+MAX_SERVE_SPEED = 100_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -120,24 +106,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--pump", choices=PUMPS, default="ne1000", help="pump model (default ne1000)")
     serve.add_argument("--link", type=_link, default=("pty", 0), metavar="pty|tcp:PORT", help="where to serve it")
-    serve.add_argument("--address", type=_bounded(int, 0, 99, "address"), default=0, help="pump address 0-99")
+    serve.add_argument("--address", type=fields.int_arg("--address", 0, 99), default=0, help="pump address 0-99")
     serve.add_argument(
-        "--baud", type=int, choices=BAUD_RATES, default=None, help="pace bytes at this baud (8N1); default unpaced"
+        "--baud", type=fields.int_arg("--baud", min(BAUD_RATES), max(BAUD_RATES)), choices=BAUD_RATES, default=None,
+        help="pace bytes at this baud (8N1); default unpaced"
     )
     serve.add_argument(
         "--safe-timeout",
-        type=_bounded(int, 0, 255, "safe-timeout"),
+        type=fields.int_arg("--safe-timeout", 0, 255, "s"),
         default=0,
         metavar="S",
         help="start in Safe mode with an S-second watchdog (0: Basic mode)",
     )
     serve.add_argument(
         "--speed",
-        type=_bounded(float, 0.0, None, "speed", exclusive_low=True),
+        type=fields.float_arg("--speed", 0, MAX_SERVE_SPEED, low_open=True),
         default=1.0,
-        help="virtual seconds per real second (> 0)",
+        help=f"virtual seconds per real second, in (0, {MAX_SERVE_SPEED}]",
     )
-    serve.add_argument("--fault", action="append", default=[], metavar="SPEC", help="fault spec (see sim.faults)")
+    serve.add_argument("--fault", action="append", default=[], metavar="SPEC", help="fault spec (see sim.faults)",
+                       type=fields.checked_arg(parse_fault, keep_text=True))
     serve.add_argument("--trace", default=None, metavar="FILE", help="write a timestamped byte trace")
     serve.add_argument(
         "--balance", choices=BALANCES, default=None, help="also serve a balance weighing the output (see below)"
@@ -148,15 +136,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="SBI balance: 22-character lines with ID codes (the 'output with ID code' menu setting)",
     )
     serve.add_argument("--log-traffic", action="store_true", help="print every chunk of traffic to stderr")
-    serve.add_argument("--seed", type=int, default=0, help="seed for delivery noise and random faults")
-    serve.add_argument("--bias-pct", type=float, default=0.0, help="systematic delivery error, percent")
-    serve.add_argument("--noise-pct", type=float, default=0.0, help="random delivery error, percent")
-    serve.add_argument("--diameter-mm", default="8.585", help="syringe inside diameter at start, mm")
-    serve.add_argument("--syringe-ml", default="3", help="syringe capacity, mL")
-    serve.add_argument("--fill-ml", default=None, help="syringe contents at start, mL (default: full)")
+    serve.add_argument("--seed", type=fields.int_arg("--seed", *fields.SEED_RANGE), default=0,
+                       help="seed for delivery noise and random faults")
+    serve.add_argument("--bias-pct", type=fields.float_arg("--bias-pct", -50, 50, "%"), default=0.0,
+                       help="systematic delivery error, percent")
+    serve.add_argument("--noise-pct", type=fields.float_arg("--noise-pct", 0, 20, "%"), default=0.0,
+                       help="random delivery error, percent")
+    serve.add_argument("--diameter-mm", type=fields.decimal_arg("--diameter-mm", "0.1", 50, "mm"), default="8.585",
+                       help="syringe inside diameter at start, mm")
+    serve.add_argument("--syringe-ml", type=fields.decimal_arg("--syringe-ml", 0, 1000, "mL", low_open=True),
+                       default="3",
+                       help="syringe capacity, mL")
+    serve.add_argument("--fill-ml", type=fields.decimal_arg("--fill-ml", 0, 1000, "mL"), default=None,
+                       help="syringe contents at start, mL (default: full)")
     serve.add_argument(
         "--dose-step-nl",
-        type=_bounded(int, 0, None, "dose-step-nl"),
+        type=fields.int_arg("--dose-step-nl", 0, 10**9, "nL"),
         default=0,
         help="volume of one motor step, nL (0: continuous flow)",
     )

@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from cython_ext import fields
+
 #: Bytes of context shown either side of a difference.
 CONTEXT_BYTES = 12
 
@@ -39,10 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with the recorded ones; with --check, compare NEW with TRACE.")
     replay.add_argument("trace", metavar="TRACE", help="a recorded serial trace (serial-trace.txt)")
     replay.add_argument("--check", metavar="NEW", default=None, help="compare this new trace with TRACE instead")
-    replay.add_argument("--seed", type=int, default=0, help="simulator seed (as the recorded run's)")
-    replay.add_argument("--bias-pct", type=float, default=0.0, help="simulated delivery bias, %% (as recorded)")
-    replay.add_argument("--syringe-ml", default="1000", help="simulated syringe volume, mL (itb run's: 1000)")
-    replay.add_argument("--diameter-mm", default="4.699",
+    replay.add_argument("--seed", type=fields.int_arg("--seed", *fields.SEED_RANGE), default=0,
+                        help="simulator seed (as the recorded run's)")
+    replay.add_argument("--bias-pct", type=fields.float_arg("--bias-pct", -50, 50, "%"), default=0.0,
+                        help="simulated delivery bias, %% (as recorded)")
+    replay.add_argument("--syringe-ml", type=fields.decimal_arg("--syringe-ml", 0, 1000, "mL", low_open=True),
+                        default="1000", help="simulated syringe volume, mL (itb run's: 1000)")
+    replay.add_argument("--diameter-mm", type=fields.decimal_arg("--diameter-mm", "0.1", 50, "mm"), default="4.699",
                         help="simulated syringe diameter at power-up, mm (itb run's: the scenario's [pump] "
                              "syringe_diameter_mm, default 4.699)")
     replay.add_argument("--json", action="store_true", help="print the result as one JSON document (itb.trace/1)")

@@ -43,6 +43,12 @@ Wire faults that need a command (``lost-reply``, ``delay``, ``split``,
 
 Faults can also be added while running with :meth:`FaultyDevice.add`.
 
+Every value is a plain decimal within :data:`NUMBER_KEYS` (times up to ten years of
+device time, ``s`` up to a day, ``after`` and ``count`` up to 10**9, ``bytes`` and
+``at_byte`` up to 4096; whole numbers where a count is meant), a spec is at most
+:data:`MAX_SPEC_CHARS` characters and a ``match`` at most :data:`MAX_MATCH_CHARS`.
+So a spec is parsed and bounded before any device thread sees it.
+
 Examples: ``lost-reply:match=RUN``, ``corrupt:p=0.001``, ``stall:at=120``,
 ``power-cycle:at=60,off=5``, ``disconnect:after=10``, ``delay:s=2,match=DIS,count=3``.
 """
@@ -56,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hal.clock import NS_PER_S, Clock
+from cython_ext import fields
 from cython_ext.errors import ConfigError
 from hal.newera.framing import Frame
 from sim.device import ByteDevice
@@ -114,63 +121,85 @@ class FaultSpec:
         return self.params.get("dir", "tx")
 
 
-def _number(spec: str, key: str, value: str, low: float, high: float | None = None) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= low or (high is not None and not number <= high):
-        allowed = f"a number in [{low}, {high}]" if high is not None else f"a number >= {low}"
-        raise ConfigError(f"fault {spec!r} {key}", value, allowed)
-    return number
+#: Longest fault spec, characters.
+MAX_SPEC_CHARS = 256
+#: Longest ``match=`` regular expression, characters.
+MAX_MATCH_CHARS = 100
+_TEN_YEARS_S = 3650 * 86_400
+#: Every numeric key: (smallest, largest, whole number?). Times are seconds of device time.
+NUMBER_KEYS: dict[str, tuple[int, int, bool]] = {
+    "at": (0, _TEN_YEARS_S, False),
+    "after": (1, 10**9, True),
+    "count": (1, 10**9, True),
+    "p": (0, 1, False),
+    "s": (0, 86_400, False),
+    "clear": (0, _TEN_YEARS_S, False),
+    "off": (0, _TEN_YEARS_S, False),
+    "bytes": (1, 4096, True),
+    "at_byte": (1, 4096, True),
+    "ppm": (-100_000, 100_000, False),
+}
+
+
+def _number(spec: str, key: str, value: str) -> float | int:
+    """``value`` of ``key`` within :data:`NUMBER_KEYS`, as written (plain decimal, no rounding)."""
+    low, high, whole = NUMBER_KEYS[key]
+    name = f"fault {spec!r} {key}"
+    if whole:
+        if not (value.isascii() and value.isdigit()) or len(value) > 12:
+            raise ConfigError(name, fields.shown(value), f"a whole number in [{low}, {high}]")
+        return fields.integer(int(value), name, low, high)
+    return float(fields.decimal_text(value, name, low, high))
 
 
 def parse_fault(text: str) -> FaultSpec:
-    """Parse a fault spec string.
+    """Parse a fault spec string, bounding every value before any device or thread sees it.
 
-    :raises ConfigError: naming the bad part (kind, key or value).
+    :raises ConfigError: naming the bad part (kind, key or value) and its allowed range.
     """
+    if not isinstance(text, str) or len(text) > MAX_SPEC_CHARS:
+        raise ConfigError("fault", fields.shown(text), f"a fault spec of at most {MAX_SPEC_CHARS} characters")
     kind, _, rest = text.strip().partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise ConfigError("fault kind", kind, f"one of {', '.join(KINDS)}")
+        raise ConfigError("fault kind", fields.shown(kind), f"one of {', '.join(KINDS)}")
     params: dict[str, str] = {}
     if rest:
         for item in rest.split(","):
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise ConfigError(f"fault {text!r}", item, "KEY=VALUE")
+                raise ConfigError(f"fault {text!r}", fields.shown(item), "KEY=VALUE")
             if key in params:
-                raise ConfigError(f"fault {text!r}", key, "each key at most once")
+                raise ConfigError(f"fault {text!r}", fields.shown(key), "each key at most once")
             params[key] = value.strip()
     allowed = _ALLOWED_KEYS[kind] | (_TRIGGER_KEYS if kind != "drift" else set())
     for key in params:
         if key not in allowed:
-            raise ConfigError(f"fault {text!r} key", key, f"one of {', '.join(sorted(allowed))}")
+            raise ConfigError(f"fault {text!r} key", fields.shown(key), f"one of {', '.join(sorted(allowed))}")
+    numbers = {key: _number(text, key, value) for key, value in params.items() if key in NUMBER_KEYS}
     trig = {k: params.pop(k) for k in list(params) if k in _TRIGGER_KEYS | {"p"}}
-    at_s = None if "at" not in trig else _number(text, "at", trig["at"], 0.0)
-    after = None if "after" not in trig else int(_number(text, "after", trig["after"], 1))
-    count = 1 if "count" not in trig else int(_number(text, "count", trig["count"], 1))
-    probability = None if "p" not in trig else _number(text, "p", trig["p"], 0.0, 1.0)
+    at_s = numbers.get("at")
+    after = numbers.get("after")
+    count = int(numbers.get("count", 1))
+    probability = numbers.get("p")
     match = trig.get("match")
     if match is not None:
+        if len(match) > MAX_MATCH_CHARS:
+            raise ConfigError(f"fault {text!r} match", fields.shown(match),
+                              f"a regular expression of at most {MAX_MATCH_CHARS} characters")
         try:
             re.compile(match)
-        except re.error as exc:
-            raise ConfigError(f"fault {text!r} match", match, "a valid regular expression") from exc
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ConfigError(f"fault {text!r} match", match, "a valid regular expression",
+                              detail=str(exc)) from None
     if "dir" in params and params["dir"] not in ("rx", "tx"):
         raise ConfigError(f"fault {text!r} dir", params["dir"], "rx or tx")
-    if kind == "drift":
-        if "ppm" not in params:
-            raise ConfigError(f"fault {text!r} ppm", None, "given (drift:ppm=N)")
-        _number(text, "ppm", params["ppm"], -100_000.0, 100_000.0)
-    for key in ("s", "clear", "off"):
-        if key in params:
-            _number(text, key, params[key], 0.0)
+    if kind == "drift" and "ppm" not in params:
+        raise ConfigError(f"fault {text!r} ppm", None, "given (drift:ppm=N)")
     for key in ("bytes", "at_byte"):
         if key in params:
-            params[key] = str(int(_number(text, key, params[key], 1)))
+            params[key] = str(numbers[key])
     if probability is not None and (at_s is not None or after is not None):
         raise ConfigError(f"fault {text!r}", "p with at/after", "either p or a trigger, not both")
     if at_s is not None and after is not None:
@@ -185,7 +214,7 @@ def parse_fault(text: str) -> FaultSpec:
         after = 1
     if "dir" in params and probability is None:
         raise ConfigError(f"fault {text!r} dir", params["dir"], "used only with p=")
-    return FaultSpec(kind, params, at_s, after, match, count, probability, text)
+    return FaultSpec(kind, params, at_s, None if after is None else int(after), match, count, probability, text)
 
 
 @dataclass

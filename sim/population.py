@@ -39,14 +39,15 @@ and seed give the same patients.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.vocabulary import Origin
 from sim.patient import PARAMETER_LIMITS, PatientParameters
@@ -195,9 +196,9 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or not math.isfinite(value) \
             or not low <= value <= high:
-        raise ConfigError(name, value, f"a finite number in [{low:g}, {high:g}]")
+        raise ConfigError(name, fields.shown(value), f"a finite number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -268,15 +269,24 @@ def population_from_dict(doc: dict[str, Any]) -> Population:
     return replace(population, weights=weights, distributions=distributions)
 
 
+def parse_population(text: str | bytes, *, source: str = "<string>") -> Population:
+    """Check population-file TOML, bounded by the field kit (:mod:`cython_ext.fields`).
+
+    :param text: the file's text or bytes (strict UTF-8).
+    :param source: where it came from, for messages.
+    :raises ~cython_ext.fields.FileErrors: for a file too large, not UTF-8 or not TOML, a limit
+        broken, or a bad field (named, with its line).
+    """
+    doc = fields.load_toml(text, document="population file", source=source)
+    population = doc.run(population_from_dict, doc.root.raw)
+    doc.finish()
+    return population
+
+
 def load_population(path: str | Path) -> Population:
-    """Read and check a population file (TOML).
+    """Read and check a population file (TOML), as :func:`parse_population`.
 
     :param path: the file.
-    :raises ConfigError: for unreadable TOML or any bad field (named).
+    :raises ~cython_ext.fields.FileErrors: for an unreadable file, or as :func:`parse_population`.
     """
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("population file", str(path), "valid TOML", detail=str(exc)) from exc
-    return population_from_dict(doc)
+    return parse_population(fields.read_file(path, document="population file"), source=str(path))

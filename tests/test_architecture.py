@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("hil", "controller", "sim", "hal", "cython_ext")
 #: The floor's value modules: open to every layer.
-FLOOR_VALUE_MODULES = ("cython_ext.units", "cython_ext.errors", "cython_ext.vocabulary")
+FLOOR_VALUE_MODULES = ("cython_ext.units", "cython_ext.errors", "cython_ext.vocabulary", "cython_ext.fields")
 #: Layers each layer may import besides the floor's value modules.
 ALLOWED: dict[str, set[str]] = {
     "hil": {"hil", "controller", "hal", "sim"},

@@ -34,22 +34,25 @@ from a file that fails. Example (``hil/profiles/bench.example.toml``)::
     stabilisation = "0min"
     limit_pct = 5.0           # pass limit on |mean error A|, %
 
-Strings with units are exact decimals (no float rounding); conversions go
-through :mod:`cython_ext.units`, the project's one conversion module.
+The file is read through the one field kit (:mod:`cython_ext.fields`): bounded
+input, every problem of the file reported at once with its line. Strings with units
+are exact decimals (no float rounding), each bounded (:data:`MAX_RATE_NL_PER_H`,
+:data:`MAX_DURATION_S`); conversions go through :mod:`cython_ext.units`, the
+project's one conversion module.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.units import NL_PER_ML, NL_PER_UL, decimal_to_units
+from hal.balance import WATER_TEMPERATURE_RANGE_C
 
 #: Inner diameters of common plastic syringes, mm (check against the syringe in use).
 SYRINGE_PRESETS_MM: dict[str, float] = {
@@ -70,16 +73,20 @@ RATE_UNITS_NL_PER_H: dict[str, int] = {
 }
 #: Duration units accepted, in seconds per unit.
 DURATION_UNITS_S: dict[str, int] = {"s": 1, "min": 60, "h": 3600}
+#: Largest rate accepted, nL/h (10 L/h: far above any syringe pump).
+MAX_RATE_NL_PER_H = 10_000 * NL_PER_ML
+#: Longest duration accepted, s (30 days).
+MAX_DURATION_S = 30 * 86_400
+#: Largest evaporation rate accepted, µg/h (1 g/h).
+MAX_EVAPORATION_UG_PER_H = 1_000_000
 
-_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-zµ/]+)\s*$")
+_QUANTITY = re.compile(r"\s*([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([A-Za-zµ/]{1,8})\s*")
 
 
 def _split(field_name: str, text: object, allowed: str) -> tuple[str, str]:
-    if not isinstance(text, str):
-        raise ConfigError(field_name, text, allowed)
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.fullmatch(text) if isinstance(text, str) and len(text) <= 64 else None
     if match is None:
-        raise ConfigError(field_name, text, allowed)
+        raise ConfigError(field_name, fields.shown(text), allowed)
     return match.group(1), match.group(2).lower()
 
 
@@ -88,10 +95,11 @@ def parse_rate_nl_per_h(text: object, *, field_name: str = "rate") -> int:
 
     :raises ConfigError: no unit, an unknown unit, zero, or digits finer than 1 nL/h.
     """
-    allowed = "a positive rate with a unit: nL/h, uL/h, mL/h or mL/day (e.g. '0.5mL/h')"
+    allowed = ("a positive rate with a unit: nL/h, uL/h, mL/h or mL/day (e.g. '0.5mL/h'), "
+               f"at most {MAX_RATE_NL_PER_H // NL_PER_ML} mL/h")
     number, unit = _split(field_name, text, allowed)
     if unit not in RATE_UNITS_NL_PER_H and unit != "ml/day":
-        raise ConfigError(field_name, text, allowed)
+        raise ConfigError(field_name, fields.shown(text), allowed)
     try:
         if unit == "ml/day":
             nl_per_day = decimal_to_units(number, NL_PER_ML, field=field_name)
@@ -101,9 +109,9 @@ def parse_rate_nl_per_h(text: object, *, field_name: str = "rate") -> int:
         else:
             rate = decimal_to_units(number, RATE_UNITS_NL_PER_H[unit], field=field_name)
     except ConfigError as exc:
-        raise ConfigError(field_name, text, "a whole number of nL/h", detail=exc.detail) from exc
-    if rate <= 0:
-        raise ConfigError(field_name, text, allowed)
+        raise ConfigError(field_name, fields.shown(text), "a whole number of nL/h", detail=exc.detail) from None
+    if not 0 < rate <= MAX_RATE_NL_PER_H:
+        raise ConfigError(field_name, fields.shown(text), allowed)
     return rate
 
 
@@ -112,15 +120,19 @@ def parse_duration_s(text: object, *, field_name: str = "duration") -> int:
 
     :raises ConfigError: no unit, an unknown unit, or not a whole number of seconds.
     """
-    allowed = "a duration with a unit: s, min or h (e.g. '120min'), a whole number of seconds"
+    allowed = (f"a duration with a unit: s, min or h (e.g. '120min'), a whole number of seconds, "
+               f"at most {MAX_DURATION_S // 86_400} days")
     number, unit = _split(field_name, text, allowed)
     scale = DURATION_UNITS_S.get(unit)
     if scale is None:
-        raise ConfigError(field_name, text, allowed)
+        raise ConfigError(field_name, fields.shown(text), allowed)
     try:
-        return decimal_to_units(number, scale, field=field_name)
+        seconds = decimal_to_units(number, scale, field=field_name)
     except ConfigError as exc:
-        raise ConfigError(field_name, text, allowed, detail=exc.detail) from exc
+        raise ConfigError(field_name, fields.shown(text), allowed, detail=exc.detail) from None
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(field_name, fields.shown(text), allowed)
+    return seconds
 
 
 def parse_syringe_mm(text: object, *, field_name: str = "syringe") -> float:
@@ -132,15 +144,9 @@ def parse_syringe_mm(text: object, *, field_name: str = "syringe") -> float:
     if isinstance(text, str) and text.strip().lower() in SYRINGE_PRESETS_MM:
         return SYRINGE_PRESETS_MM[text.strip().lower()]
     number, unit = _split(field_name, text, allowed)
-    if unit != "mm":
-        raise ConfigError(field_name, text, allowed)
-    try:
-        value = Decimal(number)
-    except InvalidOperation:
-        raise ConfigError(field_name, text, allowed) from None
-    if not Decimal("0.1") <= value <= Decimal("50"):
-        raise ConfigError(field_name, text, allowed)
-    return float(value)
+    if unit != "mm" or not Decimal("0.1") <= Decimal(number) <= Decimal("50"):
+        raise ConfigError(field_name, fields.shown(text), allowed)
+    return float(Decimal(number))
 
 
 @dataclass(frozen=True)
@@ -178,94 +184,83 @@ class BenchProfile:
     limit_pct: float | None = None
 
 
+#: Baud rates a port may be set to.
+BAUD_RANGE = (50, 4_000_000)
+#: Device addresses a pump may have.
+ADDRESS_RANGE = (0, 99)
+#: Serial settings each port may give, and how each is read.
+_PORT_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "url": (fields.text,),
+    "driver": (fields.identifier,),
+    "baudrate": (fields.integer, *BAUD_RANGE, "baud"),
+    "address": (fields.integer, *ADDRESS_RANGE),
+    "bytesize": (fields.integer, 5, 8, "bits"),
+    "parity": (fields.choice, ("N", "E", "O", "M", "S")),
+    "stopbits": (fields.integer, 1, 2),
+}
 _PORT_KEYS = {
-    "pump": {"url": str, "driver": str, "baudrate": int, "address": int},
-    "balance": {"url": str, "driver": str, "baudrate": int, "bytesize": int, "parity": str, "stopbits": int},
+    "pump": ("url", "driver", "baudrate", "address"),
+    "balance": ("url", "driver", "baudrate", "bytesize", "parity", "stopbits"),
 }
-_TABLES = {"pump", "balance", "syringe", "water", "test"}
-_SCALAR_KEYS = {
-    "syringe": {"spec"},
-    "water": {"temperature_c", "evaporation_ug_per_h", "air_buoyancy_correction"},
-    "test": {"rate", "duration", "interval", "stabilisation", "limit_pct"},
-}
+#: What a profile is called in whole-file problems.
+DOCUMENT = "profile"
 
 
-def parse_profile(text: str, *, source: str = "profile") -> BenchProfile:
+def _port(t: Any, keys: tuple[str, ...]) -> Any:
+    if t is fields.INVALID:
+        return t
+    values = {key: t.get(key, *_PORT_SETTINGS[key], default=None) for key in keys}
+    t.done()
+    return t.doc.run(lambda **given: PortSettings(**{k: v for k, v in given.items() if v is not None}), **values)
+
+
+def _number(value: Any, field: str, low: Any, high: Any, unit: str) -> float:
+    return float(fields.decimal(value, field, low, high, unit))
+
+
+def _limit_pct(value: Any, field: str) -> float:
+    return float(fields.decimal(value, field, 0, 100, "%", low_open=True))
+
+
+def _unit_string(parse: Any) -> Any:
+    return lambda value, field: parse(value, field_name=field)
+
+
+def parse_profile(text: str | bytes, *, source: str = "<string>") -> BenchProfile:
     """Parse and validate profile TOML.
 
-    :param text: the TOML text.
-    :param source: name used in error messages.
-    :raises ConfigError: malformed TOML, an unknown table or key, or a bad value.
+    :param text: the TOML text (bytes are decoded as strict UTF-8).
+    :param source: where it came from, for messages.
+    :raises ~cython_ext.fields.FileErrors: malformed TOML, and every unknown table or key and
+        bad value of the file.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "(file)", "valid TOML", detail=str(exc)) from exc
-    for table, content in data.items():
-        if table not in _TABLES:
-            raise ConfigError(table, content, f"one of the tables {sorted(_TABLES)}")
-        if not isinstance(content, dict):
-            raise ConfigError(table, content, "a table")
-    ports: dict[str, PortSettings] = {}
-    for role, keys in _PORT_KEYS.items():
-        content = data.get(role, {})
-        values: dict[str, Any] = {}
-        for key, value in content.items():
-            expected = keys.get(key)
-            if expected is None:
-                raise ConfigError(f"{role}.{key}", value, f"one of the keys {sorted(keys)}")
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise ConfigError(f"{role}.{key}", value, f"a {expected.__name__}")
-            values[key] = value
-        if "parity" in values and values["parity"] not in ("N", "E", "O", "M", "S"):
-            raise ConfigError(f"{role}.parity", values["parity"], "one of N, E, O, M, S")
-        ports[role] = PortSettings(**values)
-    for table, keys in _SCALAR_KEYS.items():
-        for key, value in data.get(table, {}).items():
-            if key not in keys:
-                raise ConfigError(f"{table}.{key}", value, f"one of the keys {sorted(keys)}")
-    syringe = data.get("syringe", {}).get("spec")
-    water = data.get("water", {})
-    test = data.get("test", {})
-    temperature = water.get("temperature_c")
-    if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
-    ):
-        raise ConfigError("water.temperature_c", temperature, "a number in °C")
-    evaporation = water.get("evaporation_ug_per_h")
-    if evaporation is not None and (
-        isinstance(evaporation, bool)
-        or not isinstance(evaporation, (int, float))
-        or not math.isfinite(evaporation)
-        or evaporation < 0
-    ):
-        raise ConfigError("water.evaporation_ug_per_h", evaporation, "a number >= 0 µg/h")
-    limit = test.get("limit_pct")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                              or not math.isfinite(limit) or not limit > 0):
-        raise ConfigError("test.limit_pct", limit, "a number > 0 %")
-    buoyancy = water.get("air_buoyancy_correction")
-    if buoyancy is not None and not isinstance(buoyancy, bool):
-        raise ConfigError("water.air_buoyancy_correction", buoyancy, "true or false")
-    return BenchProfile(
-        pump=ports["pump"],
-        balance=ports["balance"],
-        syringe_diameter_mm=None if syringe is None else parse_syringe_mm(syringe, field_name="syringe.spec"),
-        water_temperature_c=None if temperature is None else float(temperature),
-        evaporation_ug_per_h=None if evaporation is None else float(evaporation),
-        air_buoyancy_correction=buoyancy,
-        rate_nl_per_h=None if "rate" not in test else parse_rate_nl_per_h(test["rate"], field_name="test.rate"),
-        duration_s=None
-        if "duration" not in test
-        else parse_duration_s(test["duration"], field_name="test.duration"),
-        interval_s=None
-        if "interval" not in test
-        else parse_duration_s(test["interval"], field_name="test.interval"),
-        stabilisation_s=None
-        if "stabilisation" not in test
-        else parse_duration_s(test["stabilisation"], field_name="test.stabilisation"),
-        limit_pct=None if limit is None else float(limit),
-    )
+    doc = fields.load_toml(text, document=DOCUMENT, source=source)
+    top = doc.root
+    ports = {role: _port(top.table(role, default={}), keys) for role, keys in _PORT_KEYS.items()}
+    syringe = top.table("syringe", default={})
+    water = top.table("water", default={})
+    test = top.table("test", default={})
+    top.done()
+    values: dict[str, Any] = {}
+    if syringe is not fields.INVALID:
+        values["syringe_diameter_mm"] = syringe.get("spec", _unit_string(parse_syringe_mm), default=None)
+        syringe.done()
+    if water is not fields.INVALID:
+        values["water_temperature_c"] = water.get("temperature_c", _number, *WATER_TEMPERATURE_RANGE_C, "°C",
+                                                  default=None)
+        values["evaporation_ug_per_h"] = water.get("evaporation_ug_per_h", _number, 0, MAX_EVAPORATION_UG_PER_H,
+                                                   "µg/h", default=None)
+        values["air_buoyancy_correction"] = water.get("air_buoyancy_correction", fields.boolean, default=None)
+        water.done()
+    if test is not fields.INVALID:
+        values["rate_nl_per_h"] = test.get("rate", _unit_string(parse_rate_nl_per_h), default=None)
+        for key in ("duration", "interval", "stabilisation"):
+            values[f"{key}_s"] = test.get(key, _unit_string(parse_duration_s), default=None)
+        values["limit_pct"] = test.get("limit_pct", _limit_pct, default=None)
+        test.done()
+    profile = doc.run(lambda **given: BenchProfile(**given), pump=ports["pump"], balance=ports["balance"], **values)
+    doc.finish()
+    return profile
 
 
 def load_profile(path: str | Path) -> BenchProfile:
@@ -273,8 +268,4 @@ def load_profile(path: str | Path) -> BenchProfile:
 
     :raises ConfigError: unreadable file or invalid content.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("profile", str(path), "a readable TOML file", detail=str(exc)) from exc
-    return parse_profile(text, source=str(path))
+    return parse_profile(fields.read_file(path, document=DOCUMENT), source=str(path))

@@ -22,19 +22,15 @@ the step with the refusal's reason: a refusal is never a number.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cython_ext import fields
 from cython_ext.errors import ConfigError
 from hil.gravimetric.analysis import InsufficientDataError
 from hil.gravimetric.profile import parse_duration_s, parse_rate_nl_per_h, parse_syringe_mm
 
-#: Keys an ``[accuracy]`` table may hold; any other key is rejected.
-STEP_KEYS = frozenset(
-    {"rate", "syringe", "duration", "interval", "max_abs_mean_error_pct", "balance", "bias_pct", "seed"}
-)
 BALANCE_KINDS = ("mtsics", "sbi")
 
 
@@ -78,50 +74,45 @@ class AccuracyStepOutcome:
     report_dir: Path
 
 
-def _finite_number(field: str, value: Any, allowed: str, *, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(field, value, allowed)
-    if minimum is not None and not value > minimum:
-        raise ConfigError(field, value, allowed)
-    return float(value)
+def read_accuracy_step(t: fields.Table) -> Any:
+    """Read an ``[accuracy]`` table through the field kit, recording every problem in its document.
+
+    :param t: the table (of a scenario file, say).
+    :return: the step, or :data:`~cython_ext.fields.INVALID` (the problems are recorded).
+    """
+    defaults = AccuracyStep(rate_nl_per_h=0, syringe_diameter_mm=0.0)
+    step = t.doc.run(
+        AccuracyStep,
+        rate_nl_per_h=t.get("rate", lambda v, f: parse_rate_nl_per_h(v, field_name=f)),
+        syringe_diameter_mm=t.get("syringe", lambda v, f: parse_syringe_mm(v, field_name=f)),
+        duration_s=t.get("duration", lambda v, f: parse_duration_s(v, field_name=f), default=defaults.duration_s),
+        interval_s=t.get("interval", lambda v, f: parse_duration_s(v, field_name=f), default=defaults.interval_s),
+        max_abs_mean_error_pct=t.get("max_abs_mean_error_pct", _percent, 0, 100, low_open=True,
+                                     default=defaults.max_abs_mean_error_pct),
+        balance_kind=t.get("balance", fields.choice, BALANCE_KINDS, default=defaults.balance_kind),
+        bias_pct=t.get("bias_pct", _percent, -50, 50, default=defaults.bias_pct),
+        seed=t.get("seed", fields.integer, *fields.SEED_RANGE, default=defaults.seed),
+    )
+    t.done()
+    return step
+
+
+def _percent(value: Any, field: str, low: int, high: int, *, low_open: bool = False) -> float:
+    return float(fields.decimal(value, field, low, high, "%", low_open=low_open))
 
 
 def parse_accuracy_step(table: Any, *, field: str = "accuracy") -> AccuracyStep:
-    """Check an ``[accuracy]`` table and build the step.
+    """Check an ``[accuracy]`` table given as a mapping and build the step.
 
     :param table: the parsed TOML table.
     :param field: the table's name, for error messages.
-    :raises ConfigError: an unknown key, a missing or bad value (names the field, value and allowed range).
+    :raises ~cython_ext.fields.FileErrors: every unknown key, missing or bad value (each naming the
+        field, the value and the allowed range).
     """
-    if not isinstance(table, dict):
-        raise ConfigError(field, table, "a table")
-    unknown = sorted(set(table) - STEP_KEYS)
-    if unknown:
-        raise ConfigError(f"{field}.{unknown[0]}", table[unknown[0]], f"one of the keys {sorted(STEP_KEYS)}")
-    for required in ("rate", "syringe"):
-        if required not in table:
-            raise ConfigError(f"{field}.{required}", None, "present")
-    balance_kind = table.get("balance", "mtsics")
-    if balance_kind not in BALANCE_KINDS:
-        raise ConfigError(f"{field}.balance", balance_kind, f"one of {BALANCE_KINDS}")
-    seed = table.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"{field}.seed", seed, "an integer in [0, 2**32)")
-    return AccuracyStep(
-        rate_nl_per_h=parse_rate_nl_per_h(table["rate"], field_name=f"{field}.rate"),
-        syringe_diameter_mm=parse_syringe_mm(table["syringe"], field_name=f"{field}.syringe"),
-        duration_s=parse_duration_s(table.get("duration", "120min"), field_name=f"{field}.duration"),
-        interval_s=parse_duration_s(table.get("interval", "30s"), field_name=f"{field}.interval"),
-        max_abs_mean_error_pct=_finite_number(
-            f"{field}.max_abs_mean_error_pct",
-            table.get("max_abs_mean_error_pct", 5.0),
-            "a finite number > 0 %",
-            minimum=0.0,
-        ),
-        balance_kind=balance_kind,
-        bias_pct=_finite_number(f"{field}.bias_pct", table.get("bias_pct", 0.0), "a finite number, %"),
-        seed=seed,
-    )
+    doc = fields.Document.of(table, path=field)
+    step = read_accuracy_step(doc.root)
+    doc.finish()
+    return step
 
 
 def run_accuracy_step(

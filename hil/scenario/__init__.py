@@ -1,6 +1,9 @@
 """Scenario files and their runner.
 
-- :mod:`hil.scenario.schema` -- the strict TOML schema: tables, actions, expectations, loading.
+- :mod:`hil.scenario.schema` -- reading a scenario file (through :mod:`cython_ext.fields`), loading;
+- :mod:`hil.scenario.model` -- the validated tables, actions and expectations;
+- :mod:`hil.scenario.params` -- every action's and expectation's parameters and their readers;
+- :mod:`hil.scenario.prescribed` -- the scenario's prescription file and what it sets;
 - :mod:`hil.scenario.runner` -- :class:`ScenarioRunner`: a rig, the controller through its
   front door, the timed actions and the checks.
 """

@@ -62,7 +62,7 @@ def toml_value(value: Any) -> str:
         text = f"{value:f}"
         return text if "." in text else text + ".0"
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     raise TypeError(type(value))
 
 
@@ -397,7 +397,7 @@ def test_soft_limit_breach_needs_an_override_with_reason() -> None:
 def test_override_of_a_value_within_soft_limits_is_rejected() -> None:
     doc = base_doc()
     doc["soft_limit_overrides"] = [{"field": "programme.dose_ug_per_day", "reason": "why", "prescriber": "dr.a"}]
-    rejects(doc, "soft_limit_overrides.field")
+    rejects(doc, "soft_limit_overrides[0].field")
     doc["soft_limit_overrides"] = [{"field": "programme.dose_ug_per_day", "reason": "", "prescriber": "dr.a"}]
     rejects(doc, "soft_limit_overrides[0].reason")
 
@@ -573,7 +573,7 @@ def test_valid_prescriptions_round_trip_exactly(doc: dict[str, Any], cap_extra_n
 
 @pytest.fixture
 def library_in_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rx, "default_library", lambda: LIBRARY)
+    monkeypatch.setattr(rx.library, "default_library", lambda: LIBRARY)
 
 
 @pytest.mark.usefixtures("library_in_cli")
@@ -645,7 +645,9 @@ def test_independent_problems_are_all_reported() -> None:
     fields = [e.field for e in excinfo.value.errors]
     assert fields == ["colour", "patient.origin", "pump.dead_volume_ml", "clinician_bolus.max_per_day"]
     assert excinfo.value.field == "colour"
-    assert "3 more problem(s)" in str(excinfo.value)
+    lines = [e.line for e in excinfo.value.errors]
+    assert lines == sorted(lines) and None not in lines
+    assert str(excinfo.value).splitlines() == [e.one_line() for e in excinfo.value.errors]
 
 
 def test_sections_that_depend_on_a_broken_one_are_not_checked() -> None:
@@ -735,3 +737,116 @@ def test_kernel_agrees_with_the_prescription_soft_limits(doc: dict[str, Any]) ->
     overridden = assess_change(None, parse(doc), library=LIBRARY)
     assert overridden.acceptable
     assert _kernel_decision(overridden.new, overridden.kernel_override_kwargs()).allowed
+
+
+# -- bad input never crashes (issue #15) and the per-field decisions of the field kit ----------------
+
+
+def numeric_leaves(doc: Any) -> list[str]:
+    return [path for path, value in leaves(doc) if isinstance(value, (int, Decimal)) and not isinstance(value, bool)]
+
+
+@pytest.mark.parametrize("literal", ["1e999999", "-1e999999", "1e-999999"])
+@pytest.mark.parametrize("path", numeric_leaves(base_doc("periodic")))
+def test_a_number_beyond_the_decimal_range_is_a_config_error(path: str, literal: str) -> None:
+    """Regression: ``reservoir_volume_ml = 1e999999`` raised decimal.Overflow."""
+    error = rejects(with_value(base_doc("periodic"), path, Raw(literal)), path)
+    assert error.errors[0].line is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 5000 + "1" + "}" * 5000, "[" + "a." * 5000 + "a]\n",
+     "a" + ".a" * 200_000 + " = 1\n"],
+    ids=["arrays", "inline tables", "dotted table", "dotted key"],
+)
+def test_deep_nesting_is_a_config_error(text: str) -> None:
+    """Regression: deeply nested tables or arrays raised RecursionError (a dotted key of 200 000
+    parts took the standard parser minutes and gigabytes)."""
+    with pytest.raises(rx.PrescriptionError) as excinfo:
+        parse_prescription(text, library=LIBRARY)
+    assert "at most 16" in excinfo.value.allowed and excinfo.value.errors[0].line == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "literal", "why"),
+    [("clinician_bolus.lockout_min", "0xF0", "hexadecimal"), ("clinician_bolus.max_per_day", "0b10", "binary"),
+     ("titration.min_interval_h", "2_4", "_ separators"), ("pump.dead_volume_ml", "-0.0", "negative zero"),
+     ("pump.low_reservoir_alarm_days", "-0", "negative zero")],
+)
+def test_misleading_number_forms_are_refused(path: str, literal: str, why: str) -> None:
+    """Decision: ``0x10``, ``1_6`` (16 where 1.6 was meant) and ``-0`` are not numbers a prescription holds."""
+    error = rejects(with_value(base_doc(), path, Raw(literal)), path)
+    assert why in str(error)
+
+
+@pytest.mark.parametrize("path", ["clinician_bolus.max_per_day", "titration.max_increase_pct",
+                                  "drug.concentration_ug_per_ml", "pump.low_reservoir_alarm_days"])
+def test_a_float_for_an_integer_field_is_refused(path: str) -> None:
+    """Decision: ``2.0`` for a count is refused (write ``2``), never read as 2."""
+    value = dict(leaves(base_doc()))[path]
+    error = rejects(with_value(base_doc(), path, Decimal(value) + Decimal("0.0")), path)
+    assert "without a decimal point" in str(error)
+
+
+@pytest.mark.parametrize("path", ["prescription_id", "prescriber", "patient.id"])
+@pytest.mark.parametrize("text", ["RX-\u0420001", "\u60a3\u8005-1", "RX-1\U0001f642", "RX\u200b-1", "RX-1\u202e"],
+                         ids=["Cyrillic", "CJK", "emoji", "zero-width", "bidi"])
+def test_identities_a_clinician_reads_are_a_documented_ascii_set(path: str, text: str) -> None:
+    """Decision: prescription ID, patient ID and prescriber are ASCII (no look-alikes)."""
+    rejects(with_value(base_doc(), path, text), path)
+
+
+def test_every_problem_has_its_line() -> None:
+    doc = with_value(with_value(base_doc(), "pump.dead_volume_ml", Raw("nan")), "titration.max_increase_pct", 99)
+    text = to_toml(doc)
+    with pytest.raises(rx.PrescriptionError) as excinfo:
+        parse_prescription(text, library=LIBRARY, source="rx.toml")
+    lines = text.splitlines()
+    for problem in excinfo.value.errors:
+        key = problem.field.rsplit(".", 1)[-1]
+        assert lines[problem.line - 1].startswith(f"{key} = "), problem.one_line()
+        assert problem.one_line().startswith(f"rx.toml:{problem.line}: {problem.field} (=")
+
+
+def test_invalid_utf8_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(to_toml(base_doc()).encode() + b'\n# caf\xe9\n')
+    with pytest.raises(rx.PrescriptionError) as excinfo:
+        load_prescription(bad, library=LIBRARY)
+    assert excinfo.value.allowed == "valid UTF-8 text" and excinfo.value.errors[0].source == str(bad)
+
+
+@pytest.mark.usefixtures("library_in_cli")
+def test_check_json_of_an_invalid_file_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = with_value(with_value(base_doc(), "patient.origin", "spine"), "clinician_bolus.max_per_day", 99)
+    bad = tmp_path / "two.toml"
+    bad.write_text(to_toml(doc), encoding="utf-8")
+    assert cli.main(["prescription", "check", str(bad), "--json"]) == 2
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["valid"] is False and outcome["acceptable"] is False and outcome["errors_omitted"] == 0
+    assert [(e["field"], e["value"]) for e in outcome["errors"]] == [("patient.origin", "'spine'"),
+                                                                    ("clinician_bolus.max_per_day", "99")]
+    for error in outcome["errors"]:
+        assert set(error) == {"file", "line", "field", "value", "allowed", "detail", "code"}
+        assert error["file"] == str(bad) and isinstance(error["line"], int) and error["allowed"]
+
+
+@pytest.mark.usefixtures("library_in_cli")
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"x = " + b"[" * 100, b""], ids=["not UTF-8", "too deep", "empty"])
+def test_check_json_of_any_bad_file_has_the_same_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       content: bytes) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(content)
+    for target in (bad, tmp_path / "missing.toml"):
+        assert cli.main(["prescription", "check", str(target), "--json"]) == 2
+        outcome = json.loads(capsys.readouterr().out)
+        assert outcome["valid"] is False and outcome["errors"] and outcome["errors"][0]["field"]
+
+
+@pytest.mark.usefixtures("library_in_cli")
+def test_check_json_of_a_valid_file_has_the_same_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "hil" / "prescriptions" / "spinal_simple_500.toml"
+    assert cli.main(["prescription", "check", str(path), "--fill-date", "2026-01-05", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["valid"], summary["acceptable"], summary["errors"], summary["errors_omitted"]) == (True, True, [], 0)

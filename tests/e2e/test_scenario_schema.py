@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.prescription import library_from, load_prescription
 from cython_ext.errors import ConfigError
+from cython_ext.fields import FileErrors
 from cython_ext.units import MS_PER_DAY, MS_PER_H
+from hil.gravimetric.profile import load_profile
+from sim.population import load_population
 from hil.scenario.schema import (
     ACTION_FIELDS,
+    MAX_NAME_CHARS,
     load_scenario,
     parse_at,
     parse_scenario,
     shipped_scenarios,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+#: ``repr`` of every shipped file as loaded before the shared field kit (by main at 507a4e7).
+LOADED_BEFORE = json.loads((Path(__file__).parent / "golden" / "loaded_objects.json").read_text(encoding="utf-8"))
+LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
 
 MINIMAL = """
 [scenario]
@@ -42,6 +55,18 @@ def test_every_shipped_scenario_validates(name: str) -> None:
     sc = load_scenario(name)
     assert sc.settings.name
     assert sc.expectations, "a shipped scenario must check something"
+
+
+def test_every_shipped_file_loads_to_the_same_objects_as_before() -> None:
+    """Valid files do not change meaning: the same dataclasses, field for field (exact decimals included)."""
+    loaded = {
+        "prescriptions": {p.name: repr(load_prescription(p, library=LIBRARY))
+                          for p in sorted((ROOT / "hil" / "prescriptions").glob("*.toml"))},
+        "scenarios": {name: repr(load_scenario(name)).replace(str(ROOT), "<root>") for name in shipped_scenarios()},
+        "profiles": {p.name: repr(load_profile(p)) for p in sorted((ROOT / "hil" / "profiles").glob("*.toml"))},
+        "populations": {p.name: repr(load_population(p)) for p in sorted((ROOT / "hil" / "cohorts").glob("*.toml"))},
+    }
+    assert loaded == LOADED_BEFORE
 
 
 def test_decimals_are_exact_and_floats_read_as_written() -> None:
@@ -102,10 +127,79 @@ def test_with_duration_drops_later_actions() -> None:
 
 @given(days=st.integers(0, 999), hours=st.integers(0, 23), minutes=st.integers(0, 59))
 def test_parse_at_round_trips(days: int, hours: int, minutes: int) -> None:
-    assert parse_at("at", f"{days}d {hours:02d}:{minutes:02d}") == days * MS_PER_DAY + hours * MS_PER_H + minutes * 60_000
+    assert parse_at(f"{days}d {hours:02d}:{minutes:02d}", "at") == days * MS_PER_DAY + hours * MS_PER_H + minutes * 60_000
 
 
 def test_every_action_kind_has_a_schema() -> None:
     assert {"screening_dose", "implant", "titrate", "clinician_bolus", "patient_bolus", "refill", "fault",
             "acknowledge_alarms", "taper", "discontinue", "restart_controller"} <= set(ACTION_FIELDS)
     assert Decimal("0.25") * 1_000_000 == 250_000
+
+
+# -- bad input never crashes (issue #15) ------------------------------------------------------------
+
+
+def test_invalid_utf8_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    """Regression: scenario files with invalid UTF-8 raised UnicodeDecodeError."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(MINIMAL.encode() + b'description = "caf\xe9"\n')
+    with pytest.raises(FileErrors) as excinfo:
+        load_scenario(bad)
+    problem = excinfo.value.errors[0]
+    assert (problem.field, problem.allowed, problem.line) == ("scenario", "valid UTF-8 text", 5)
+    assert problem.one_line().startswith(f"{bad}:5: scenario (=bytes e9")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 5000 + "1" + "}" * 5000, "[" + "a." * 5000 + "a]"],
+    ids=["arrays", "inline tables", "tables"],
+)
+def test_deep_nesting_is_a_config_error(extra: str) -> None:
+    """Regression: deeply nested tables or arrays raised RecursionError."""
+    with pytest.raises(FileErrors) as excinfo:
+        parse_scenario(MINIMAL + extra + "\n")
+    assert "at most 16" in excinfo.value.allowed and excinfo.value.errors[0].line == 5
+
+
+def test_a_very_long_name_is_refused_before_anything_runs() -> None:
+    """Regression: a scenario whose name was 200 000 characters long hung ``itb run``."""
+    for length, limit in ((200_000, 10_000), (MAX_NAME_CHARS + 1, MAX_NAME_CHARS)):
+        with pytest.raises(FileErrors) as excinfo:
+            parse_scenario(MINIMAL.replace('name = "m"', f'name = "{"x" * length}"'))
+        assert excinfo.value.field == "scenario.name" and f"at most {limit} characters" in excinfo.value.allowed
+    assert parse_scenario(MINIMAL.replace('name = "m"', f'name = "{"x" * MAX_NAME_CHARS}"')).settings.name
+
+
+@pytest.mark.parametrize("spec", ["delay:s=1e308", "stall:at=1e308", "occlusion:clear=inf", "junk:bytes=1e9"])
+def test_an_absurd_fault_value_is_refused_before_any_thread_starts(spec: str) -> None:
+    """Regression: ``pump.faults = ["delay:s=1e308"]`` crashed the simulator thread mid-run."""
+    with pytest.raises(FileErrors) as excinfo:
+        parse_scenario(MINIMAL + f'[pump]\nfaults = ["lost-reply:match=RUN", "{spec}"]\n')
+    assert excinfo.value.field == "pump.faults[1]" and excinfo.value.errors[0].line == 6
+
+
+def test_every_problem_of_a_file_is_reported_with_its_line() -> None:
+    text = with_lines(
+        "seed = -1",
+        "[pump]", "bias_pct = 80", "colour = 'red'",
+        "[[action]]", 'at = "0d 25:00"', 'do = "titrate"', "dose_ug_per_day = 16.0",
+        "[[expect]]", 'check = "denied"', 'action = "nope"',
+    )
+    with pytest.raises(FileErrors) as excinfo:
+        parse_scenario(text, source="s.toml")
+    found = [(e.field, e.line) for e in excinfo.value.errors]
+    assert found == [("scenario.seed", 5), ("pump.bias_pct", 7), ("pump.colour", 8), ("action[0].at", 10),
+                     ("action[0].dose_ug_per_day", 12), ("expect[0].action", 15)]
+    assert str(excinfo.value).splitlines()[0] == "s.toml:5: scenario.seed (=-1) must be an integer in [0, 4294967295]"
+
+
+def test_a_prescription_key_given_twice_names_both_files(tmp_path: Path) -> None:
+    (tmp_path / "rx.toml").write_text((ROOT / "hil" / "prescriptions" / "spinal_simple_500.toml").read_text()
+                                      .replace('origin = "spinal"', 'origin = "lumbar"'))
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(MINIMAL + 'prescription = "rx.toml"\n[patient]\norigin = "spinal"\n')
+    with pytest.raises(FileErrors) as excinfo:
+        load_scenario(scenario)
+    assert [(e.source, e.field) for e in excinfo.value.errors] == [(str(scenario), "patient.origin"),
+                                                                   (str(tmp_path / "rx.toml"), "patient.origin")]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import hil
 from cython_ext.errors import ConfigError
+from cython_ext.fields import FileErrors
 from hil.gravimetric.profile import (
     SYRINGE_PRESETS_MM,
     BenchProfile,
@@ -143,3 +144,35 @@ def test_any_text_either_loads_or_is_rejected_with_config_error(text: str) -> No
         parse_profile(text)
     except ConfigError:
         pass
+
+
+def test_every_problem_of_a_profile_is_reported_with_its_line() -> None:
+    text = "[pump]\nbaudrate = 0\naddress = 100\n[water]\ntemperature_c = 99\n[test]\nrate = '99999mL/h'\n"
+    with pytest.raises(FileErrors) as excinfo:
+        parse_profile(text, source="bench.toml")
+    assert [(e.field, e.line) for e in excinfo.value.errors] == [
+        ("pump.baudrate", 2), ("pump.address", 3), ("water.temperature_c", 5), ("test.rate", 7)]
+    assert all(e.one_line().startswith(f"bench.toml:{e.line}: ") for e in excinfo.value.errors)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[pump]\nurl = '\xff'\n", b"x = " + b"[" * 5000, b"[water]\ntemperature_c = 1e999999\n", b"#" * 2_000_000],
+    ids=["not UTF-8", "deep", "huge number", "too large"],
+)
+def test_bad_bytes_are_config_errors(data: bytes) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        parse_profile(data)
+    assert excinfo.value.field and excinfo.value.allowed
+
+
+@pytest.mark.parametrize("text", ["1" * 30 + "mL/h", "1e999999mL/h", "99999mL/h", "0.5 mL/hh", "1_0mL/h", "٣mL/h"])
+def test_rates_are_bounded_plain_decimals(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate_nl_per_h(text)
+
+
+@pytest.mark.parametrize("text", ["31days", "999999999h", "1e9s", "45d"])
+def test_durations_are_bounded(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_duration_s(text)

@@ -125,7 +125,9 @@ def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixtu
 
 
 def test_bad_fault_spec_is_an_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["sim", "serve", "--fault", "explode"]) == 2
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["sim", "serve", "--fault", "explode"])
+    assert excinfo.value.code == 2
     assert "fault kind" in capsys.readouterr().err
 
 
