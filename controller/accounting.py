@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from cython_ext import units
-from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from cython_ext.units import MS_PER_DAY, MS_PER_H
 from cython_ext.vocabulary import DeliveryKind
 
 #: Kinds the loop runs as a timed extra rate on top of basal.
@@ -270,20 +270,8 @@ class Accounting:
 
     # -- reconciliation ------------------------------------------------------------------------------
 
-    def _record_spread(self, kind: DeliveryKind, mass_pg: int, from_ms: int, to_ms: int) -> None:
-        """Record continuous delivery over ``[from_ms, to_ms]`` hour by hour (only the part inside 24 h)."""
-        span = max(1, to_ms - from_ms)
-        start = max(from_ms, to_ms - MS_PER_DAY + MS_PER_MIN)
-        t = start
-        while t < to_ms:
-            end = min(to_ms, t + MS_PER_H)
-            part = mass_pg * (end - from_ms) // span - mass_pg * (t - from_ms) // span
-            if part:
-                self.gate.record_delivery(kind, part, t, end)
-            t = end
-
     def reconcile(self, counter_nl: int, now_ms: int, last_poll_ms: int, bolus: BolusRun | None, *,
-                  spread_from_ms: int | None = None) -> tuple[int, int]:
+                  recovered: tuple[int, int] | None = None) -> tuple[int, int]:
         """Record the counter delta since the last reading into the ledger. Returns (delta nL, tip pg).
 
         The caller accrues up to ``now_ms`` first.
@@ -292,9 +280,11 @@ class Accounting:
         :param now_ms: controller time, ms.
         :param last_poll_ms: controller time of the previous reconciliation, ms.
         :param bolus: the bolus running, if any (its attributed volume and commitment move).
-        :param spread_from_ms: after a restart, continuous (non-bolus) delivery since the resume
-            point is recorded hour by hour from this time instead of all at once now, so the 24 h
-            window neither double counts it nor misses it.
+        :param recovered: after a restart, ``(earliest ms, highest rate nL/h)``: continuous (non-bolus)
+            delivery since the resume point is placed as late as it can have happened at that rate,
+            not before the earliest time (:meth:`~controller.gate.KernelGate.record_recovered`), so it
+            counts in every rolling window it may belong to; it is never spread over a longer span
+            than it took.
         """
         expected_nl = sum(self.expected.values()) // MS_PER_H
         self.interval_expected_nl += expected_nl
@@ -317,8 +307,9 @@ class Accounting:
             # What reaches the tip is what the patient gets (old drug first after a refill). A priming
             # bolus mixes and may reach the CSF before it ends, so it counts its full reservoir-side mass.
             counted_pg = max(tip_pg, reservoir_pg) if kind is DeliveryKind.PRIMING else tip_pg
-            if spread_from_ms is not None and kind not in BOLUS_RUN_KINDS:
-                self._record_spread(kind, counted_pg, spread_from_ms, now_ms)
+            if recovered is not None and kind not in BOLUS_RUN_KINDS:
+                self.gate.record_recovered(kind, counted_pg, now_ms, earliest_ms=recovered[0],
+                                           max_rate_nl_per_h=recovered[1])
             else:
                 self.gate.record_delivery(kind, counted_pg, last_poll_ms, now_ms)
             if kind in BOLUS_RUN_KINDS:

@@ -267,7 +267,8 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
         raise ConfigError("patient", f"{patient.patient_id} ({patient.origin.value})",
                           f"the prescription's patient {rx.patient.patient_id} ({rx.patient.origin.value})")
     caps = pump.capabilities()
-    gate = KernelGate(rx.concentration_ug_per_ml, rx.kernel_caps_kwargs(), min_rate_nl_per_h=caps.min_rate_nl_per_h,
+    caps_kwargs = {**rx.kernel_caps_kwargs(), "restart_threshold_ms": settings.restart_titration_after_ms}
+    gate = KernelGate(rx.concentration_ug_per_ml, caps_kwargs, min_rate_nl_per_h=caps.min_rate_nl_per_h,
                       max_rate_nl_per_h=caps.max_rate_nl_per_h, kernel_module=kernel_module)
     alarm_journal = _AlarmJournal(store)
     alarms = AlarmManager(clock, alarm_journal)

@@ -154,6 +154,9 @@ class Gate(ABC):
         """Rebuild the kernel state from :meth:`snapshot`."""
 
 
+#: Reason code of a gate that lost the kernel history at a restart: no increase, no bolus.
+HISTORY_UNAVAILABLE = "HISTORY_UNAVAILABLE"
+
 #: Screening test doses go over this long by lumbar puncture (the label: at least 1 minute), ms.
 SCREENING_DURATION_MS = 15 * units.MS_PER_MIN
 #: The screening-only library concentration, µg/mL.
@@ -194,6 +197,8 @@ class KernelGate(Gate):
         limits = self.k.library_entry(concentration_ug_per_ml)
         self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
         self.programme_since_ms = 0
+        #: The kernel's history could not be restored after a restart: increases and boluses are refused.
+        self.history_lost = False
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -223,7 +228,14 @@ class KernelGate(Gate):
         )
 
     def _authorize(self, request: Any, now_ms: int) -> GateDecision:
-        return self._wrap(self.kernel.authorize(request, now_ms))
+        decision = self._wrap(self.kernel.authorize(request, now_ms))
+        if self.history_lost and decision.allowed:
+            # Without the dose history nothing can be judged that raises exposure (SAFE-04, PER-06).
+            if request.kind == int(self.k.RequestKind.BOLUS):
+                return GateDecision.denied(HISTORY_UNAVAILABLE)
+            if decision.dose_ng_per_day > self.kernel.daily_dose_ng and request.kind != int(self.k.RequestKind.MINIMUM_RATE):
+                return GateDecision.denied(HISTORY_UNAVAILABLE)
+        return decision
 
     def _override(self, override: tuple[tuple[str, ...], str, str] | None) -> Any:
         if override is None:
@@ -348,25 +360,62 @@ class KernelGate(Gate):
             self.kernel.apply(decision.raw, now_ms)
             self.caps = caps
 
+    def note_stopped(self, at_ms: int) -> None:
+        """Tell the kernel delivery stopped at ``at_ms`` (a STOP reaction, a pump found stopped): the
+        stop enters the dose history as the zero dose it was and opens an interruption."""
+        self.kernel.note_stopped(max(at_ms, self.kernel.newest_event_ms or at_ms))
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether an interruption is open in the kernel (a stop or minimum-rate spell not resumed from)."""
+        return self.kernel.interruption is not None
+
+    def authorize_resume(self, rate_nl_per_h: int, now_ms: int, *, programme: Any = None) -> GateDecision:
+        """Authorise resuming delivery after an interruption (the restart rule): a continuous rate, or
+        ``programme`` (a flex or periodic-bolus programme, whose rate now is ``rate_nl_per_h``)."""
+        if programme is not None:
+            decision = self._authorize(self.k.request_resume(programme=programme), now_ms)
+            if decision.allowed:
+                return GateDecision(True, decision.reasons, programme.rate_at(now_ms), 0, 0, 0,
+                                    decision.dose_ng_per_day, decision.overridden, decision.raw, programme)
+            return decision
+        return self._authorize(self.k.request_resume(rate_nl_per_h), now_ms)
+
+    def record_recovered(self, kind: DeliveryKind, mass_pg: int, now_ms: int, *, max_rate_nl_per_h: int,
+                         earliest_ms: int) -> None:
+        """Record delivery found after a restart as late as it can have happened (see ``Ledger.record_latest``).
+
+        :param max_rate_nl_per_h: the highest rate it can have run at, nL/h.
+        :param earliest_ms: it cannot have begun before this (the resume point), ms.
+        """
+        if mass_pg <= 0:
+            return
+        self.kernel.ledger.record_latest(self._kind(kind), mass_pg, now_ms, max_rate_nl_per_h=max(1, max_rate_nl_per_h),
+                                         concentration_ug_per_ml=self.concentration_ug_per_ml, earliest_ms=earliest_ms)
+
     def snapshot(self) -> dict[str, Any]:
-        programme = self.kernel.programme
-        return {
-            "ledger": self.kernel.ledger.snapshot(),
-            "concentration_ug_per_ml": self.concentration_ug_per_ml,
-            "steps": None if programme is None else [list(step) for step in programme.steps],
-            "anchor_ms": 0 if programme is None else programme.anchor_ms,
-            "periodic_boluses": [] if programme is None else [list(b) for b in programme.periodic_boluses],
-            "programme_since_ms": self.programme_since_ms,
-        }
+        """The kernel's whole state (:meth:`SafetyKernel.state_snapshot`: exact, versioned, checksummed)."""
+        return self.kernel.state_snapshot()
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        ledger = self.k.Ledger.restore(snapshot["ledger"])
-        limits = self.k.library_entry(snapshot["concentration_ug_per_ml"])
-        programme = None
-        if snapshot["steps"] is not None:
-            programme = self.k.Programme([tuple(s) for s in snapshot["steps"]], limits.concentration_ug_per_ml,
-                                         anchor_ms=snapshot["anchor_ms"],
-                                         periodic_boluses=[tuple(b) for b in snapshot.get("periodic_boluses", ())])
-        self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, ledger, programme=programme,
-                                          programme_since_ms=snapshot["programme_since_ms"])
-        self.programme_since_ms = snapshot["programme_since_ms"]
+        """Rebuild the kernel exactly as it was: dose history, interruption, held caps, ledger, lockouts.
+
+        :raises ConfigError: for a malformed, truncated or altered snapshot (the caller must then refuse
+            increases and boluses and keep the current rate: see :meth:`restore_degraded`).
+        """
+        self.kernel = self.k.SafetyKernel.from_snapshot(snapshot, None, self.envelope)
+        self.caps = self.kernel.caps
+        self.programme_since_ms = snapshot.get("therapy_start_ms") or 0
+        self.history_lost = False
+
+    def restore_degraded(self, concentration_ug_per_ml: int, programme: Any | None, now_ms: int) -> None:
+        """The kernel history could not be read back: a fresh kernel holding only the programme in effect.
+
+        It has no dose history, so it could not judge an increase or a bolus: :attr:`history_lost`
+        makes the gate refuse both (``HISTORY_UNAVAILABLE``) until a clinician starts again; decreases,
+        minimum rate and a discontinue stay possible (SAFE-04, PER-06).
+        """
+        limits = self.k.library_entry(concentration_ug_per_ml)
+        self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger(), programme=programme,
+                                          programme_since_ms=now_ms)
+        self.history_lost = True

@@ -557,6 +557,7 @@ class Journal:
         """Commit everything staged in one transaction. On failure it is all dropped (never half-written)."""
         if not self._tail and not self._staged:
             return
+        self._before_commit()
         rows, base, statements = self._tail, self._tail_base, self._staged
         self._tail, self._staged = [], []
         try:
@@ -915,6 +916,9 @@ class Journal:
             f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE kind='command' ORDER BY seq").fetchall()
         for row in rows:
             self._index_command(_row_to_entry(row))
+
+    def _before_commit(self) -> None:
+        """Called before each commit, under the lock, to stage what must go with it (subclasses)."""
 
     def _reload_view(self) -> None:
         """After a failed commit (everything staged was dropped): the in-process view is the file's again."""

@@ -217,6 +217,8 @@ class ControlLoop:
         self._last_durable_ms = 0
         self._last_ledger_snapshot_ms = -MS_PER_DAY
         self._interrupted_since_ms: int | None = None
+        self._interrupted_since_utc: str | None = None  # the same moment on the wall clock (ISO 8601)
+        self._interruption_length_unknown = False  # a reboot left its length unknown: it counts as long
         #: Called with each :class:`PollRecord` (runner, report).
         self.observers: list[Callable[[PollRecord], None]] = []
         #: Called with (event, payload) for every therapy event (runner, report, journal).
@@ -342,10 +344,10 @@ class ControlLoop:
                                bolus=self.bolus, running=self.mode is Mode.RUNNING,
                                minimum_rate=self.mode is Mode.MINIMUM_RATE, programme=self.programme)
 
-    def _reconcile(self, counter_nl: int, *, spread_from_ms: int | None = None) -> tuple[int, int]:
+    def _reconcile(self, counter_nl: int, *, recovered: tuple[int, int] | None = None) -> tuple[int, int]:
         self._accrue()
         return self.accounting.reconcile(counter_nl, self.now_ms(), self.schedule.last_poll_ms, self.bolus,
-                                         spread_from_ms=spread_from_ms)
+                                         recovered=recovered)
 
     def _programme_boundary(self, now: int) -> None:
         """A programme boundary (flex step, periodic bolus start or end): move to the programme's rate there
@@ -465,7 +467,7 @@ class ControlLoop:
         elif self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             if self.mode is Mode.RUNNING:
                 # Minimum rate keeps the interruption running: tolerance fades at a sub-therapeutic rate.
-                self._interrupted_since_ms = None
+                self._end_interruption()
             for code in INTERRUPTION_ALARMS:
                 if self.alarms.is_active(code):
                     self.alarms.clear(code, detail="delivery confirmed")
@@ -599,7 +601,9 @@ class ControlLoop:
         if held is None:
             self._emit("fault", fault=fault.value, reaction=row.reaction.value, alarm=row.alarm.value, detail=detail)
         if row.interrupts_delivery and self._interrupted_since_ms is None:
-            self._interrupted_since_ms = self._last_confirmed_ms or self.now_ms()
+            self._begin_interruption(self._last_confirmed_ms or self.now_ms())
+            # The kernel counts the stop as the zero dose it was, from the earliest time it may have begun.
+            self.gate.note_stopped(self._interrupted_since_ms)
             if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
                 self.alarms.raise_alarm(AlarmCode.THERAPY_INTERRUPTED, detail=detail)
         if row.reaction is Reaction.STOP:
@@ -660,7 +664,7 @@ class ControlLoop:
             self.mode = Mode.MINIMUM_RATE
             self.programme = None
             if self._interrupted_since_ms is None:
-                self._interrupted_since_ms = self.now_ms()
+                self._begin_interruption(self.now_ms())
             self.alarms.raise_alarm(AlarmCode.MINIMUM_RATE_MODE, detail=reason)
             self._emit("minimum_rate", reason=reason, rate_nl_per_h=decision.rate_nl_per_h)
             self.checkpoint()
@@ -668,16 +672,47 @@ class ControlLoop:
         return False
 
     def _reprogram_current(self, reason: str) -> None:
-        """Put back the rate the therapy should be running (basal, plus a running bolus)."""
+        """Put back the rate the therapy should be running (basal, plus a running bolus).
+
+        After an interruption (the kernel holds one open) putting delivery back is a resume, and the
+        restart rule decides it: the prior programme after a short interruption; after a long one
+        the patient's titration-phase starting dose, or the minimum rate when the kernel has none.
+        """
         if self.mode is Mode.MINIMUM_RATE:
             target = self.config.minimum_rate_nl_per_h
         elif self.mode is Mode.RUNNING:
+            if self.gate.interrupted:
+                self._resume_programme(reason)
+                return
             target = self.basal_rate_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0)
         else:
             return
         self._accrue()
         outcome = self.commands.send_rate(target, previous_nl_per_h=None, cause=f"restore: {reason}", essential=True)
         self._after_program(outcome, reason)
+
+    def _resume_programme(self, reason: str) -> None:
+        """Resume delivery after an interruption, by the restart rule (an automatic CONTINUE reaction)."""
+        now = self.now_ms()
+        decision = self.gate.authorize_resume(self.basal_rate_nl_per_h, now, programme=self.programme)
+        note = "the programme in effect before the interruption"
+        if not decision.allowed:
+            start_ng = self.gate.caps.titration_start_dose_ng_per_day
+            start_rate = units.rate_nl_per_h_for_dose(start_ng, self.concentration_ug_per_ml) if start_ng else 0
+            if start_rate:
+                decision = self.gate.authorize_resume(start_rate, now)
+                note = f"the titration-phase starting dose {start_ng / 1000:g} µg/day (restart rule)"
+        if not decision.allowed:
+            self.enter_minimum_rate(f"{reason}; the restart rule allows no more after this interruption "
+                                    f"({','.join(decision.reasons)})")
+            return
+        outcome = self._program(decision.rate_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0),
+                                decision, cause=f"resume: {reason}", essential=True)
+        if outcome.committed:
+            self.basal_rate_nl_per_h = decision.rate_nl_per_h
+            if decision.programme is None or not _keeps_programme(decision.programme):
+                self.programme = None
+            self._emit("resumed", reason=reason, rate_nl_per_h=decision.rate_nl_per_h, detail=note)
 
     # -- programming --------------------------------------------------------------------------------------------
 
@@ -738,6 +773,9 @@ class ControlLoop:
         if stale:
             # Alarms from before therapy (the power-up reset at connect): already acknowledged; noted only.
             self._emit("alarms_before_therapy", alarms=[a.value for a in stale])
+        # From now on every commit carries this loop's resume point (never before: an idle loop built on a
+        # store must not overwrite the resume point a restart has yet to read).
+        self.store.resume_point_source = self._resume_point
         acc = self.accounting
         acc.concentration_ug_per_ml = concentration_ug_per_ml
         acc.reservoir.fill_nl = fill_nl
@@ -996,11 +1034,30 @@ class ControlLoop:
         self.checkpoint()
         return outcome
 
+    def _begin_interruption(self, since_ms: int) -> None:
+        """Delivery has been interrupted since controller time ``since_ms`` (a stop, minimum rate)."""
+        self._interrupted_since_ms = since_ms
+        back = timedelta(milliseconds=max(0, self.now_ms() - since_ms))
+        self._interrupted_since_utc = (self.clock.utc_now() - back).isoformat()
+
+    def _end_interruption(self) -> None:
+        self._interrupted_since_ms = None
+        self._interrupted_since_utc = None
+        self._interruption_length_unknown = False
+
     def interruption_ms(self) -> int:
-        """How long delivery has been interrupted, ms (0 if it is not)."""
+        """How long delivery has been interrupted, ms (0 if it is not): the longest of what controller time,
+        the wall clock and a reboot of unknown length say (the restart rule's conservative side)."""
         if self._interrupted_since_ms is None:
             return 0
-        return self.now_ms() - self._interrupted_since_ms
+        longest = self.now_ms() - self._interrupted_since_ms
+        if self._interrupted_since_utc is not None:
+            wall_ms = int((self.clock.utc_now() - datetime.fromisoformat(self._interrupted_since_utc)).total_seconds()
+                          * 1000)
+            longest = max(longest, wall_ms)
+        if self._interruption_length_unknown:
+            longest = max(longest, self.config.restart_titration_after_ms + 1)
+        return longest
 
     # -- durability -----------------------------------------------------------------------------------------
 
@@ -1018,6 +1075,9 @@ class ControlLoop:
             "accounting": self.accounting.snapshot(),
             "discontinue_authorised": self.discontinue_authorised,
             "interrupted_since_ms": self._interrupted_since_ms,
+            "interrupted_since_utc": self._interrupted_since_utc,
+            "interruption_length_unknown": self._interruption_length_unknown,
+            "committed_rate_nl_per_h": self.committed_rate_nl_per_h or 0,
             "therapy": dict(self.therapy_state),
             "gate": self.gate.snapshot(),
             "bolus": None if self.bolus is None else {"bolus_id": self.bolus.bolus_id,
@@ -1047,14 +1107,31 @@ class ControlLoop:
         if self.commands.durably("checkpoint", write) and durable:
             self._last_durable_ms = self.now_ms()
 
+    def _moved_since(self, base_nl: int | None, counter_nl: int) -> int:
+        """What the counter shows since ``base_nl`` (a reset or clear: everything it shows), nL."""
+        if base_nl is None:
+            return 0
+        return counter_nl - base_nl if counter_nl >= base_nl else counter_nl
+
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
 
-        Restores the ledger (24 h accounting and lockouts) from the resume point,
-        reads the pump, attributes the counter delta since the resume point,
-        closes unfinished boluses from the counter without re-sending them,
-        and puts the pump back on the committed basal rate if it was left at
-        a bolus rate. With no resume point, the loop stays idle and sends nothing.
+        Restores the whole kernel state (24 h accounting, lockouts, dose history, interruptions)
+        from the resume point, reads the pump, attributes the counter delta since the resume
+        point, closes unfinished boluses from the counter without re-sending them, and puts the
+        pump back on the committed programme if it was left at a bolus rate or stopped. With no
+        resume point, the loop stays idle and sends nothing.
+
+        **Time that cannot be fooled.** After a reboot (a new monotonic origin) the wall clock is
+        not trusted for the rolling windows: it may have jumped either way. Controller time goes
+        on by the least time that can have passed, the time the pump needed to deliver what its
+        counter shows at the highest rate it held, and that delivery is placed as late as it can
+        have happened (:meth:`~controller.gate.KernelGate.record_recovered`), so every 24 h window
+        and lockout is at least as strict as the truth. An interruption that may have spanned the
+        downtime counts as long (the restart rule's stricter side).
+
+        If the kernel state cannot be read back, the controller keeps the programme in effect,
+        raises CORRUPT_STATE_AT_STARTUP, and refuses increases and boluses (SAFE-04, PER-06).
 
         :return: a summary of what was found (for the journal and tests).
         """
@@ -1063,21 +1140,34 @@ class ControlLoop:
             return {"resumed": False}
         if body.get("version") != RESUME_POINT_VERSION:
             raise ConfigError("resume_point.version", body.get("version"), f"{RESUME_POINT_VERSION}")
+        acc = self.accounting
+        acc.restore(body["accounting"])
+        # The highest rate the pump can have held since: the resume point's, or a command sent after it.
+        unresolved_rates = [int(r.params.get("rate_nl_per_h", 0)) for r in self.store.unresolved_commands()
+                            if r.kind == "set_rate"]
+        held_rate = max([int(body.get("committed_rate_nl_per_h") or 0), *unresolved_rates])
+        status = self.commands.read_status()
+        dispensed = self.commands.read_dispensed() if status is not None else None
+        moved_nl = 0 if dispensed is None else self._moved_since(acc.last_counter_nl, dispensed.infused_nl)
         saved_now = body["now_ms"]
-        if self.clock.monotonic_ms() + self._time_offset_ms < saved_now:
-            # A new monotonic origin (reboot): continue controller time from the saved point.
-            elapsed_ms = max(0, int((self.clock.utc_now() - datetime.fromisoformat(body["utc"])).total_seconds() * 1000))
-            self._time_offset_ms = saved_now + elapsed_ms - self.clock.monotonic_ms()
-        self.gate.restore(body["gate"])
+        rebooted = self.clock.monotonic_ms() + self._time_offset_ms < saved_now
+        if rebooted:
+            least_ms = -(-moved_nl * MS_PER_H // held_rate) if held_rate > 0 else 0
+            self._time_offset_ms = saved_now + least_ms - self.clock.monotonic_ms()
         self.mode = Mode(body["mode"])
         self.basal_rate_nl_per_h = body["basal_rate_nl_per_h"]
         programme = body.get("programme")
+        found: dict[str, Any] = {"resumed": True, "mode": self.mode.value, "closed_boluses": []}
+        try:
+            self.gate.restore(body["gate"])
+        except ConfigError as exc:
+            found["kernel_history_lost"] = str(exc)
         self.programme = None if not programme else self.gate.make_programme(
             [tuple(x) for x in programme[0]], programme[1], periodic_boluses=[tuple(b) for b in programme[2]])
-        acc = self.accounting
-        acc.restore(body["accounting"])
         self.discontinue_authorised = body["discontinue_authorised"]
         self._interrupted_since_ms = body["interrupted_since_ms"]
+        self._interrupted_since_utc = body.get("interrupted_since_utc")
+        self._interruption_length_unknown = bool(body.get("interruption_length_unknown"))
         self.therapy_state = dict(body["therapy"])
         self.tip_watch.samples = [(int(t), int(pg)) for t, pg in body["tip_watch"]["samples"]]
         self.tip_watch.armed = bool(body["tip_watch"]["armed"])
@@ -1085,23 +1175,28 @@ class ControlLoop:
         now = self.now_ms()
         acc.accrual_ms = now
         self.schedule.next_poll_ms = now
-        self._last_confirmed_ms = now
         self.schedule.boundary_from_ms = now
+        # Delivery is confirmed up to the least time the counter's volume took; no later.
+        self._last_confirmed_ms = min(now, body["last_poll_ms"] + (
+            -(-moved_nl * MS_PER_H // held_rate) if held_rate > 0 else 0))
         if self.programme is not None:
             self.basal_rate_nl_per_h = self.programme.rate_at(now)
+        if "kernel_history_lost" in found:
+            self.gate.restore_degraded(acc.concentration_ug_per_ml or self.gate.concentration_ug_per_ml,
+                                       self.programme, now)
+            self._fault(FaultCode.CORRUPT_STATE_AT_STARTUP,
+                        f"kernel history unreadable at restart ({found['kernel_history_lost']}); increases "
+                        "and boluses refused, the programme in effect keeps running")
         self.commands.committed_rate_nl_per_h = self.basal_rate_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
-        found: dict[str, Any] = {"resumed": True, "mode": self.mode.value, "closed_boluses": []}
-        status = self.commands.read_status()
-        dispensed = self.commands.read_dispensed() if status is not None else None
+        self.store.resume_point_source = self._resume_point  # restored: from now on every commit carries it
         open_boluses = [b for b in self.store.boluses() if b.status != "finished"]
         for record in open_boluses:
             # It may have started: count it for lockouts and the daily count, conservatively.
             self.gate.note_bolus_start(DeliveryKind.from_label(record.kind), record.requested_ms)
         if dispensed is not None:
             # Everything since the resume point: attribute to the open bolus first (up to its volume), then basal.
-            base = acc.last_counter_nl if acc.last_counter_nl is not None else dispensed.infused_nl
-            delta = max(0, dispensed.infused_nl - base) if dispensed.infused_nl >= base else dispensed.infused_nl
+            delta = moved_nl
             shares_before: dict[DeliveryKind, int] = {}
             running = body.get("bolus") or {}
             for record in open_boluses:
@@ -1116,7 +1211,8 @@ class ControlLoop:
                 acc.add_expected(DeliveryKind.MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else DeliveryKind.BASAL,
                                  delta)
             acc.accrual_ms = now  # no further accrual: the shares above are the whole story
-            self._reconcile(dispensed.infused_nl, spread_from_ms=min(self.schedule.last_poll_ms, now))
+            self._reconcile(dispensed.infused_nl,
+                            recovered=(min(body["last_poll_ms"], now), max(held_rate, self.basal_rate_nl_per_h)))
             # That history was already reported by the previous instance's polls (if anyone was listening).
             acc.take_interval()
             for record in open_boluses:
@@ -1127,10 +1223,13 @@ class ControlLoop:
                 self.commands.durably("bolus record", lambda r=record, g=got: self.store.finish_bolus(
                     r.bolus_id, now, min(g, r.volume_nl), "closed after restart"))
                 found["closed_boluses"].append(record.bolus_id)
-            self._last_confirmed_ms = now
         else:
             found["pump_unreachable"] = True
             self.alarms.raise_alarm(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump unreachable at restart")
+        not_delivering = status is None or status.alarm is not None or status.state is not PumpState.INFUSING
+        if rebooted and (not_delivering or self.mode in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE)):
+            # Neither clock says how long it has been: for the restart rule, as long as can be.
+            self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
         if status is not None and self.commands.stops_unsettled:
             self.commands.settle_stops(status)
@@ -1138,9 +1237,13 @@ class ControlLoop:
             if status.alarm is not None:
                 self._pump_alarm(status.alarm)
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
-                # A rate command of the previous instance left unresolved means the rate is unknown too.
-                # The pump may still hold a bolus rate, or stopped: reprogram the committed programme.
-                self._reprogram_current("resume after restart")
+                if status.state is not PumpState.INFUSING:
+                    self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart")
+                else:
+                    # The pump may still hold a bolus rate, or an unresolved command's: the committed programme.
+                    self._reprogram_current("resume after restart")
+            else:
+                self._last_confirmed_ms = now
         self._drain_hal_errors()
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
                    closed_boluses=len(found["closed_boluses"]))

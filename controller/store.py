@@ -15,7 +15,9 @@ One file means crash recovery reasons over one transaction order. Writes are sta
 and committed together: the pending record of a command, the resume point and the
 bolus record it needs go in **one transaction** before the command's bytes are sent
 (:meth:`~controller.journal.Journal.transaction`); outcomes and routine updates are
-staged and ride along with the next commit. A crash at any point leaves the complete
+staged and ride along with the next commit. Every commit carries the resume point as
+it is at that moment (:attr:`Store.resume_point_source`), so the resume point on disk is
+never older than any command, outcome or bolus record committed with it. A crash at any point leaves the complete
 state of some earlier commit; a command whose outcome was lost is still pending, so
 a restart reconciles it with the pump.
 
@@ -101,10 +103,17 @@ class Store(Journal):
         self.writes = 0
         #: Test hook: called with the number of the next commit before it starts; raising simulates a crash.
         self.before_write: Callable[[int], None] | None = None
+        #: Gives the controller's resume point as it is now. Set, every commit carries it: the resume
+        #: point on disk is never older than anything else committed (a command, a bolus, an outcome).
+        self.resume_point_source: Callable[[], dict[str, Any]] | None = None
         super().__init__(path, clock, **kwargs)
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._read_view()
+
+    def _before_commit(self) -> None:
+        if self.resume_point_source is not None:
+            self.save_resume_point(self.resume_point_source(), durable=False)
 
     def _commit(self, rows: Any, base: Any, statements: Any = ()) -> None:
         if self.before_write is not None:

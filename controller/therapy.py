@@ -41,17 +41,19 @@ from controller.alarms import AlarmCode, Priority
 from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
-from controller.patient import PatientRecord, ScreeningDose
+from controller.patient import History, PatientRecord, ScreeningDose
 from cython_ext import units
-from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, DeliveryKind
+from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, DeliveryKind, Origin
 from cython_ext.errors import ConfigError
 
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
 NG_PER_UG = units.NG_PER_UG
 
-#: Screening test doses in order, µg.
+#: Screening test doses in order, µg (itb-clinical §1.2: 50, then 75, then 100, each after an inadequate one).
 SCREENING_SEQUENCE_UG = (50, 75, 100)
+#: The first test dose a small (paediatric) patient may have instead, µg; 50 follows it (§1.2 [CCN][JP-LBL]).
+PAEDIATRIC_FIRST_TEST_DOSE_UG = 25
 #: Minimum time between screening doses, ms.
 SCREENING_INTERVAL_MS = MS_PER_DAY
 #: Effect lasting longer than this makes the starting dose 1x the test dose, ms.
@@ -82,6 +84,8 @@ class Why(str, enum.Enum):
     NOT_DURABLE = "NOT_DURABLE"
     REFILL_DISCREPANCY_UNACKNOWLEDGED = "REFILL_DISCREPANCY_UNACKNOWLEDGED"
     PRIMING_REFUSED = "PRIMING_REFUSED"
+    IMPLANT_DOSE_ABOVE_RECORD = "IMPLANT_DOSE_ABOVE_RECORD"
+    NOT_SCREENED = "NOT_SCREENED"
 
 
 @dataclass(frozen=True)
@@ -243,15 +247,16 @@ class Therapy:
         now = self.loop.now_ms()
         if self.loop.mode is not Mode.IDLE:
             return self._deny("screening_dose", Why.ALREADY_IMPLANTED)
+        if self.patient.history is History.TRANSFERRED:
+            return self._deny("screening_dose", Why.NOT_SCREENED, detail="a transferred patient is not screened")
         if any(s.adequate for s in self.patient.screening):
             return self._deny("screening_dose", Why.SCREENING_COMPLETE)
-        index = len(self.patient.screening)
-        if index >= len(SCREENING_SEQUENCE_UG):
+        allowed = self._next_test_doses_ug()
+        if not allowed:
             return self._deny("screening_dose", Why.NOT_A_CANDIDATE)
-        expected = SCREENING_SEQUENCE_UG[index]
-        if dose_ug != expected:
-            return self._deny("screening_dose", Why.SCREENING_ORDER, detail=f"next test dose is {expected} µg",
-                              dose_ug=dose_ug)
+        if dose_ug not in allowed:
+            return self._deny("screening_dose", Why.SCREENING_ORDER,
+                              detail=f"next test dose is {' or '.join(str(d) for d in allowed)} µg", dose_ug=dose_ug)
         if self.patient.screening and now - self.patient.screening[-1].at_ms < SCREENING_INTERVAL_MS:
             return self._deny("screening_dose", Why.SCREENING_INTERVAL,
                               detail="test doses must be at least 24 h apart", dose_ug=dose_ug)
@@ -287,6 +292,17 @@ class Therapy:
         for dose in self.patient.screening:
             self._screening_through_kernel(dose.dose_ug, dose.at_ms)
 
+    def _next_test_doses_ug(self) -> tuple[int, ...]:
+        """The test doses the screening may give next, µg (empty: the ladder is exhausted)."""
+        given = [s.dose_ug for s in self.patient.screening]
+        if not given:
+            if self.patient.origin is Origin.PAEDIATRIC:
+                return (PAEDIATRIC_FIRST_TEST_DOSE_UG, SCREENING_SEQUENCE_UG[0])
+            return (SCREENING_SEQUENCE_UG[0],)
+        ladder = (PAEDIATRIC_FIRST_TEST_DOSE_UG, *SCREENING_SEQUENCE_UG)
+        following = ladder[ladder.index(given[-1]) + 1:]
+        return following[:1]
+
     def starting_dose_ng_per_day(self) -> int | None:
         """Starting daily dose from screening: 2x the effective dose, 1x if its effect lasted > 8 h."""
         effective = next((s for s in self.patient.screening if s.adequate), None)
@@ -294,6 +310,40 @@ class Therapy:
             return None
         factor = 1 if effective.effect_ms > LONG_EFFECT_MS else 2
         return effective.dose_ug * NG_PER_UG * factor
+
+    def record_start_dose(self) -> tuple[int | None, str, Why | None]:
+        """The highest daily dose the patient record allows therapy to start at, and the rule.
+
+        A screened patient: 2 x the effective test dose, or 1 x when its effect lasted more than
+        8 h (itb-clinical §1.3 [SKYSCAPE][SAULINO16]); none for a patient with no effective test
+        dose (a non-responder to 100 µg is not a candidate, by any path). A transferred patient
+        (a pump replacement): the documented dose of the replaced pump.
+
+        :return: (dose ng/day or None, the rule in words, the refusal's reason code when None).
+        """
+        if self.patient.history is History.TRANSFERRED:
+            return self.patient.prior_dose_ng_per_day, "the documented dose of the replaced pump", None
+        dose = self.starting_dose_ng_per_day()
+        if dose is None:
+            reason = Why.NO_EFFECTIVE_SCREENING if self._next_test_doses_ug() else Why.NOT_A_CANDIDATE
+            return None, "no effective screening test dose", reason
+        effect = next(s for s in self.patient.screening if s.adequate)
+        factor = "1 x" if effect.effect_ms > LONG_EFFECT_MS else "2 x"
+        return dose, f"{factor} the effective {effect.dose_ug} µg test dose (label, itb-clinical §1.3)", None
+
+    def restart_start_dose(self) -> int:
+        """The titration-phase starting dose a long interruption restarts at (the restart rule), ng/day.
+
+        A screened patient: the start dose from screening. A transferred patient has no screening
+        record; the label's rule for them is to begin the titration phase again (§1.6 [JP-LBL]), so
+        the lower of the documented dose and 2 x the first test dose (50 µg, or 25 µg for a child):
+        the lowest starting dose a screening could have given. This second choice is a decision
+        needing clinical review.
+        """
+        if self.patient.history is History.TRANSFERRED:
+            first = PAEDIATRIC_FIRST_TEST_DOSE_UG if self.patient.origin is Origin.PAEDIATRIC else SCREENING_SEQUENCE_UG[0]
+            return min(self.patient.prior_dose_ng_per_day or 0, 2 * first * NG_PER_UG)
+        return self.starting_dose_ng_per_day() or 0
 
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
                 prime: bool = True, flex_steps: list[tuple[int, int]] | None = None,
@@ -325,11 +375,11 @@ class Therapy:
             return self._deny(action, Why.ALREADY_IMPLANTED)
         if fill_nl <= 0 or fill_nl > self.reservoir_capacity_nl:
             raise ConfigError("fill_nl", fill_nl, f"in [1, {self.reservoir_capacity_nl}] nL (reservoir capacity)")
+        allowed_ng, rule, refusal = self.record_start_dose()
+        if allowed_ng is None:
+            return self._deny(action, refusal, detail=f"the patient record allows no start: {rule}")
         if dose_ng_per_day is None and flex_steps is None:
-            dose_ng_per_day = self.starting_dose_ng_per_day()
-            if dose_ng_per_day is None:
-                reason = Why.NOT_A_CANDIDATE if len(self.patient.screening) >= 3 else Why.NO_EFFECTIVE_SCREENING
-                return self._deny(action, reason)
+            dose_ng_per_day = allowed_ng
         if concentration_ug_per_ml != getattr(self.gate, "concentration_ug_per_ml", concentration_ug_per_ml):
             raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml,
                               f"the concentration the gate was built for ({self.gate.concentration_ug_per_ml})")
@@ -344,7 +394,15 @@ class Therapy:
                                          f"{len(periodic_boluses or ())} periodic boluses refused")
             dose_ng_per_day = decision.dose_ng_per_day
             rate = decision.rate_nl_per_h
+            if dose_ng_per_day > allowed_ng:
+                return self._deny(action, Why.IMPLANT_DOSE_ABOVE_RECORD,
+                                  detail=f"the programme's {dose_ng_per_day / 1000:g} µg/day is above "
+                                         f"{allowed_ng / 1000:g} µg/day, {rule}")
         else:
+            if dose_ng_per_day > allowed_ng:
+                return self._deny(action, Why.IMPLANT_DOSE_ABOVE_RECORD,
+                                  detail=f"{dose_ng_per_day / 1000:g} µg/day is above {allowed_ng / 1000:g} µg/day, "
+                                         f"{rule}")
             rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
             decision = self.gate.authorize_basal(rate, now)
             if not decision.allowed:
@@ -353,7 +411,7 @@ class Therapy:
         outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision, catheter_primed=False)
         if not outcome.committed:
             return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
-        self.titration_start_dose_ng_per_day = dose_ng_per_day
+        self.titration_start_dose_ng_per_day = self.restart_start_dose()
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint(durable=True)
         detail = f"started {dose_ng_per_day / 1000:g} µg/day at {concentration_ug_per_ml} µg/mL ({units.describe_rate_nl_per_h(rate)})"
@@ -626,30 +684,30 @@ class Therapy:
         return self._done(WorkflowResult("acknowledge_alarms", True, (), detail, {"codes": codes}))
 
     def resume(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
-        """Resume after a stop or minimum-rate mode: the last dose, or the titration dose after a long interruption."""
+        """Resume after a stop or minimum-rate mode, by the restart rule (itb-clinical §1.6, §3.3).
+
+        After an interruption shorter than the restart threshold: the last prescribed dose. After a
+        longer one (or one whose length is unknown after a reboot): the patient's titration-phase
+        starting dose (:meth:`restart_start_dose`), from where it climbs back only at the titration
+        cap. The kernel decides it again on its own history (``request_resume``); a refusal names the
+        overdose risk.
+        """
         loop = self.loop
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
         interrupted = loop.interruption_ms()
         dose = self.prescribed_dose_ng_per_day
-        note = "last prescribed dose"
-        if interrupted > self.restart_titration_after_ms and self.titration_start_dose_ng_per_day:
-            dose = min(dose, self.titration_start_dose_ng_per_day)
-            note = f"titration dose after a {interrupted / MS_PER_H:.1f} h interruption"
-        override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), "resume after interruption", str(actor))
-        rate = self._rate_for_dose(dose)
-        decision = self.gate.authorize_basal(rate, loop.now_ms(), override=override)
-        if not decision.allowed and set(decision.reasons) == {"TITRATION_CAP_EXCEEDED"}:
-            # After a long spell at the minimum rate the dose in effect a day ago is the minimum: climb
-            # back by the kernel's earliest allowed step; the clinician titrates on from there.
-            steps = self.gate.plan_taper(dose, loop.now_ms())
-            if steps:
-                dose = steps[0][1]
-                note += f"; first allowed step toward it, {dose / 1000:g} µg/day"
-                rate = self._rate_for_dose(dose)
-                decision = self.gate.authorize_basal(rate, loop.now_ms(), override=override)
+        note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
+        if interrupted > self.restart_titration_after_ms:
+            start = self.titration_start_dose_ng_per_day
+            if start and start < dose:
+                dose = start
+            note = (f"the titration-phase starting dose after a {interrupted / MS_PER_H:.1f} h interruption "
+                    f"(restart rule: an overdose risk otherwise; longer than "
+                    f"{self.restart_titration_after_ms / MS_PER_H:g} h); titrate up again from here")
+        decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
-            return self._deny("resume", *decision.reasons)
+            return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
         outcome = loop.resume_after_fault(decision)
         if outcome is None or not outcome.committed:
             return self._deny("resume", Why.PUMP_NOT_VERIFIED, detail="" if outcome is None else outcome.detail)

@@ -556,7 +556,10 @@ cdef class Ledger:
         For delivery recovered after a restart (a counter delta since the last checkpoint). The
         mass fills the minutes backwards from now's minute, each up to what ``max_rate_nl_per_h``
         delivers in a minute at the concentration (rounded up), never before ``earliest_ms``'s
-        minute nor the window's first minute; whatever does not fit counts in full in now's
+        minute. What still remains once the window's first minute is reached was delivered before
+        the window, where no window ending now or later can see it, as far as the minutes between
+        ``earliest_ms`` (unbounded when None) and the window hold it at that rate; only what cannot
+        have been delivered at all at that rate since ``earliest_ms`` counts in full in now's
         minute. So every 24 h window ending now or later holds at least as much of it as any real
         delivery at or below that rate could have put there: it counts in every rolling window it
         may belong to, and no projection becomes looser. All or nothing.
@@ -575,15 +578,17 @@ cdef class Ledger:
         cdef i64 rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
         cdef i64 conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
         cdef i64 m0 = self._check_now(now_ms)
-        cdef i64 first = m0 - RING + 1
-        if first < 0:
-            first = 0
-        cdef i64 e
+        cdef i64 window_first = m0 - RING + 1
+        if window_first < 0:
+            window_first = 0
+        cdef i64 first = window_first
+        cdef i64 e = -1
         if earliest_ms is not None:
             e = require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
             if e > first:
                 first = e
         cdef i64 per_minute = ceil_div(rate * conc * RES, HOUR)
+        cdef i64 room
         cdef i64 minute = m0, take, held, lowest = m0
         cdef i64 amounts[RING]
         cdef int n = 0, i, slot
@@ -597,6 +602,17 @@ cdef class Ledger:
         if n == 0:
             amounts[0] = 0
             n = 1
+        if left > 0 and first == window_first:
+            # Room before the window: delivered there, it is in no window ending now or later.
+            if earliest_ms is None:
+                left = 0
+            elif window_first > e:
+                # (window_first - e) minutes of room; compared by count first, so the product cannot overflow.
+                room = window_first - e
+                if room >= ceil_div(left, per_minute):
+                    left = 0
+                else:
+                    left -= room * per_minute
         amounts[0] += left
         for i in range(n):
             minute = m0 - i

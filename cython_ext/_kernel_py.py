@@ -271,7 +271,10 @@ class Ledger:
         For delivery recovered after a restart (a counter delta since the last checkpoint). The
         mass fills the minutes backwards from now's minute, each up to what ``max_rate_nl_per_h``
         delivers in a minute at the concentration (rounded up), never before ``earliest_ms``'s
-        minute nor the window's first minute; whatever does not fit counts in full in now's
+        minute. What still remains once the window's first minute is reached was delivered before
+        the window, where no window ending now or later can see it, as far as the minutes between
+        ``earliest_ms`` (unbounded when None) and the window hold it at that rate; only what cannot
+        have been delivered at all at that rate since ``earliest_ms`` counts in full in now's
         minute. So every 24 h window ending now or later holds at least as much of it as any real
         delivery at or below that rate could have put there: it counts in every rolling window it
         may belong to, and no projection becomes looser. All or nothing.
@@ -290,9 +293,12 @@ class Ledger:
         rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
         conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
         m0 = self._check_now(now_ms)
-        first = max(0, m0 - WINDOW_BUCKETS + 1)
+        window_first = max(0, m0 - WINDOW_BUCKETS + 1)
+        first = window_first
+        earliest_minute = None
         if earliest_ms is not None:
-            first = max(first, require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // LEDGER_RESOLUTION_MS)
+            earliest_minute = require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // LEDGER_RESOLUTION_MS
+            first = max(first, earliest_minute)
         per_minute = div_round(rate * conc * LEDGER_RESOLUTION_MS, MS_PER_H, "up")
         placed: dict[int, int] = {m0: 0}
         minute = m0
@@ -300,6 +306,12 @@ class Ledger:
             placed[minute] = min(left, per_minute)
             left -= placed[minute]
             minute -= 1
+        if left > 0 and first == window_first:
+            # Room before the window: delivered there, it is in no window ending now or later.
+            if earliest_minute is None:
+                left = 0
+            else:
+                left = max(0, left - max(0, window_first - earliest_minute) * per_minute)
         placed[m0] += left
         for m, amount in placed.items():
             held = self._buckets.get(m, [0] * N_KINDS)[kind] if m > m0 - WINDOW_BUCKETS else 0

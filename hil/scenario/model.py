@@ -39,10 +39,15 @@ class PatientSettings:
 
     :ivar origin: spasticity origin: spinal, cerebral or paediatric (sets the titration cap).
     :ivar variability_cv: inter-patient variability of the PK/PD model (0 = reference patient).
+    :ivar history: how the patient comes to the implant: ``screened`` (the scenario's
+        ``screening_dose`` actions make the record) or ``transferred`` (a pump replacement).
+    :ivar prior_dose_ug_per_day: a transferred patient's documented dose on the replaced pump, µg/day.
     """
 
     origin: str = "spinal"
     variability_cv: Decimal = Decimal(0)
+    history: str = "screened"
+    prior_dose_ug_per_day: int | None = None
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,11 @@ from controller.assembly import Controller, ControllerSettings, build_controller
 from controller.audit import SYSTEM_ACTOR
 from controller.journal import CommandRecord, EntryKind, JournalEntry
 from controller.loop import PollRecord
-from controller.patient import PatientRecord
+from controller.patient import History, PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.errors import ConfigError, DeviceError, ItbError
+from cython_ext.units import NG_PER_UG
 from hal.clock import Clock, SystemClock
 from hal.pump import Direction
 from hil.gravimetric.step import run_accuracy_step
@@ -262,7 +263,10 @@ class ScenarioRunner:
         self.duration_ms = options.duration_ms or scenario.settings.duration_ms
         rx = scenario.prescription
         #: The patient record, kept across simulated crashes (it is the clinic's, not the controller's).
-        self.patient_record = PatientRecord(rx.patient.patient_id, rx.patient.origin)
+        history = History(scenario.patient.history)
+        prior = scenario.patient.prior_dose_ug_per_day
+        self.patient_record = PatientRecord(rx.patient.patient_id, rx.patient.origin, history,
+                                            prior_dose_ng_per_day=None if prior is None else prior * NG_PER_UG)
         self.controller: Controller
         self.t0_ms = 0
         self.t0_utc = ""

@@ -268,8 +268,18 @@ def _patient(p: Any, prescribed: _Prescribed) -> Any:
     else:
         origin = p.get("origin", fields.choice, ORIGINS, default=PatientSettings().origin)
     cv = p.get("variability_cv", fields.decimal, 0, 1, strings=True, default=PatientSettings().variability_cv)
+    history = p.get("history", fields.choice, ("screened", "transferred"), default=PatientSettings().history)
+    prior = p.get("prior_dose_ug_per_day", fields.integer, 1, 100_000, "ug/day", default=None)
+    if history == "transferred" and prior is None:
+        p.doc.record(ConfigError(p.name("prior_dose_ug_per_day"), None,
+                                 "given for a transferred patient (the replaced pump's documented dose)"))
+        prior = INVALID
+    elif history == "screened" and prior is not None and prior is not INVALID:
+        p.doc.record(ConfigError(p.name("prior_dose_ug_per_day"), prior,
+                                 "absent for a screened patient (the screening record decides the dose)"))
+        prior = INVALID
     p.done(*PRESCRIBED_KEYS["patient"])
-    return p.doc.run(PatientSettings, origin, cv)
+    return p.doc.run(PatientSettings, origin, cv, history, prior)
 
 
 def _pump(u: Any, prescribed: _Prescribed) -> Any:

@@ -17,7 +17,7 @@ from controller.alarms import AlarmManager
 from controller.assembly import Controller, ControllerSettings, build_controller
 from controller.gate import KernelGate
 from controller.loop import ControlLoop
-from controller.patient import PatientRecord
+from controller.patient import History, PatientRecord
 from controller.prescription import Prescription
 from controller.store import Store
 from controller.therapy import Therapy
@@ -100,7 +100,9 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: boo
     """
     prescription = prescription or make_prescription(**rx)
     settings = settings or ControllerSettings(poll_interval_ms=30 * MS_PER_MIN)
-    patient = patient or PatientRecord(prescription.patient.patient_id, prescription.patient.origin)
+    # A transferred patient documented at the prescription's cap: any test dose can start therapy.
+    patient = patient or PatientRecord(prescription.patient.patient_id, prescription.patient.origin,
+                                       History.TRANSFERRED, prior_dose_ng_per_day=prescription.titration.max_dose_ng_per_day)
     controller = build_controller(prescription, patient, pump, clock, store, settings=settings,
                                   kernel_module=kernel_module())
     log = AlarmLog()
@@ -139,6 +141,17 @@ def rig() -> Rig:
     clock = VirtualClock()
     store = Store(":memory:", clock)
     yield build_rig(clock, FakePump(clock), store)
+    store.close()
+
+
+@pytest.fixture
+def screened() -> Rig:
+    """A fresh controller for a patient to be screened (no test dose given yet), not implanted."""
+    clock = VirtualClock()
+    store = Store(":memory:", clock)
+    rx = make_prescription()
+    yield build_rig(clock, FakePump(clock), store, prescription=rx,
+                    patient=PatientRecord(rx.patient.patient_id, rx.patient.origin, History.SCREENED))
     store.close()
 
 

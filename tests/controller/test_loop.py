@@ -104,7 +104,7 @@ def test_long_interruption_restarts_at_titration_dose(running) -> None:
     running.pump.inject_stall()
     running.advance(30 * MS_PER_H)
     result = running.therapy.acknowledge_alarms()
-    assert "titration dose" in result.detail
+    assert "titration-phase starting dose" in result.detail
     assert running.pump.rate_nl_per_h == 5000  # 60 µg/day at 500 µg/mL
 
 
@@ -298,7 +298,7 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
 
     import hal
     from controller.assembly import build_controller
-    from controller.patient import PatientRecord
+    from controller.patient import History, PatientRecord
     from hal.pump import Direction
     from sim.rig import simulated_pump
     from tests.prescriptions import make_prescription
@@ -316,8 +316,10 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
         driver.set_direction(Direction.INFUSE)
         store = stack.enter_context(Store(":memory:", clock))
         rx = make_prescription()
-        controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), driver, clock,
-                                      store, settings=ControllerSettings(poll_interval_ms=20_000))
+        patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
+                                prior_dose_ng_per_day=100_000)
+        controller = build_controller(rx, patient, driver, clock, store,
+                                      settings=ControllerSettings(poll_interval_ms=20_000))
         controller.subscribe(on_alarm=lambda **event: events.append(event))
         loop, therapy = controller.loop, controller.therapy
         assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, prime=False).allowed
@@ -338,7 +340,7 @@ def test_long_minimum_rate_spell_restarts_at_titration_dose(running) -> None:
     running.advance(36 * MS_PER_H)  # a day and a half at the minimum rate
     assert running.loop.mode is Mode.MINIMUM_RATE
     result = running.therapy.acknowledge_alarms()
-    assert "titration dose" in result.detail
+    assert "titration-phase starting dose" in result.detail
     # The kernel's restart rule: after an interruption longer than the threshold, at most the
     # titration-phase starting dose (not 30 % over the minimum rate's 24 µg/day, issue #9).
     assert running.pump.rate_nl_per_h == 5000  # 60 µg/day at 500 µg/mL

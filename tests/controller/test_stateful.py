@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import hal
 from controller.assembly import ControllerSettings, build_controller
 from controller.loop import Mode
-from controller.patient import PatientRecord
+from controller.patient import History, PatientRecord
 from controller.store import Store
 from hal.pump import Direction
 from sim.clock import VirtualClock
@@ -79,7 +79,9 @@ class ControllerMachine(RuleBasedStateMachine):
         self.store = Store(work / "journal.sqlite", self.clock)
         self.stack.callback(self.store.close)
         rx = make_prescription(dose_ug_per_day=150, max_dose_ug_per_day=400, lockout_min=180)
-        self.controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), self.driver,
+        patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
+                                prior_dose_ng_per_day=150_000)
+        self.controller = build_controller(rx, patient, self.driver,
                                            self.clock, self.store, settings=ControllerSettings(poll_interval_ms=POLL_MS),
                                            kernel_module=_kernel())
         self.log = _Alarms()

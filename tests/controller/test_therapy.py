@@ -27,7 +27,8 @@ prescriber = "dr.test"
 """
 
 
-def test_screening_sequence_and_interval(rig) -> None:
+def test_screening_sequence_and_interval(screened) -> None:
+    rig = screened
     th = rig.therapy
     assert th.screening_dose(75, adequate=True).reasons == ("SCREENING_ORDER",)
     assert th.screening_dose(50, adequate=False).allowed
@@ -39,12 +40,14 @@ def test_screening_sequence_and_interval(rig) -> None:
     assert th.starting_dose_ng_per_day() == 150_000  # twice the effective dose
 
 
-def test_long_effect_starts_at_the_test_dose(rig) -> None:
+def test_long_effect_starts_at_the_test_dose(screened) -> None:
+    rig = screened
     rig.therapy.screening_dose(50, adequate=True, effect_ms=9 * MS_PER_H)
     assert rig.therapy.starting_dose_ng_per_day() == 50_000
 
 
-def test_no_response_to_100_ug_is_not_a_candidate(rig) -> None:
+def test_no_response_to_100_ug_is_not_a_candidate(screened) -> None:
+    rig = screened
     th = rig.therapy
     for dose in (50, 75, 100):
         assert th.screening_dose(dose, adequate=False).allowed
@@ -53,7 +56,8 @@ def test_no_response_to_100_ug_is_not_a_candidate(rig) -> None:
     assert rig.pump.command_log == []  # nothing reached the pump
 
 
-def test_implant_starts_at_twice_the_screening_dose_and_primes(rig) -> None:
+def test_implant_starts_at_twice_the_screening_dose_and_primes(screened) -> None:
+    rig = screened
     rig.therapy.screening_dose(50, adequate=True, effect_ms=5 * MS_PER_H)
     result = rig.therapy.implant(500, 20_000_000)
     assert result.allowed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from controller.assembly import ControllerSettings, build_controller
-from controller.patient import PatientRecord
+from controller.patient import History, PatientRecord
 from controller.store import Store
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
@@ -35,7 +35,9 @@ class ProgrammeController:
                                boluses_per_day=2, model="synchromed-ii-40", reservoir_ml=40)
         if after is not None:
             after.controller.detach()
-        self.controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), self.pump,
+        patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
+                                prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
+        self.controller = build_controller(rx, patient, self.pump,
                                            self.clock, self.store,
                                            settings=ControllerSettings(poll_interval_ms=30 * MS_PER_MIN))
         self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy

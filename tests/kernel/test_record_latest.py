@@ -5,8 +5,10 @@ can have run at. The oracle here is the feasibility bound itself: no delivery hi
 ends now, runs at or below that rate and starts no earlier than allowed can put more into a
 24 h window ending at or after now than ``min(mass, per-minute capacity x allowed minutes in
 the window)``; the latest placement must reach that bound in every such window (so every
-rolling-window check is at least as strict as the truth), and when the mass cannot be placed
-at all it must count in full in every window holding now.
+rolling-window check is at least as strict as the truth). What fits before the window (between
+the earliest start and the window's first minute) is in no such window; only what cannot have
+been delivered at all at that rate since the earliest start counts in full in every window
+holding now.
 """
 
 from __future__ import annotations
@@ -49,14 +51,16 @@ def test_latest_placement_reaches_the_feasibility_bound_in_every_window(mass, ra
             ledger.record(0, pg, NOW - age * MIN)
         before = {m: window(ledger, m) for m in range(m0, m0 + 1440, 97)}
         placed_from = ledger.record_latest(3, mass, NOW, max_rate_nl_per_h=rate, concentration_ug_per_ml=conc, earliest_ms=earliest)
-        assert ledger.delivered_24h_pg(NOW, 3) == mass  # all of it, in now's window
+        # What no history at or below the rate can have delivered since the earliest start.
+        feasible = None if earliest is None else per_minute * (m0 - earliest // MIN + 1)
+        excess = 0 if feasible is None else max(0, mass - feasible)
+        in_region = min(mass, per_minute * (m0 - first + 1))  # the minutes the ledger's window can hold
+        assert ledger.delivered_24h_pg(NOW, 3) == in_region + excess
         starts = [m for m, b in ledger.snapshot()["buckets"] if b[3]]
         assert not starts or (min(starts) * MIN == placed_from and first <= min(starts) and max(starts) == m0)
         for end, old in before.items():
             allowed = max(0, m0 - max(first, end - 1439) + 1)
-            fits = mass <= per_minute * (m0 - first + 1)
-            bound = min(mass, per_minute * allowed) if fits else mass - per_minute * max(0, min(end - 1440, m0) - first + 1)
-            assert window(ledger, end) - old == bound
+            assert window(ledger, end) - old == min(in_region, per_minute * allowed) + excess
         snapshots.append(ledger.snapshot())
     assert snapshots[0] == snapshots[1]
 
@@ -69,6 +73,18 @@ def test_whole_minutes_at_the_highest_rate(impl, extra_pg, minutes):
     assert at == (NOW // MIN - minutes + 1) * MIN
     buckets = ledger.snapshot()["buckets"]
     assert len(buckets) == minutes and buckets[-1][1][0] == 1_000_000
+
+
+def test_what_fits_before_the_window_is_in_no_window(impl):
+    """Two days of delivery found at once: the day before the window is in no window ending now or later."""
+    ledger = impl.Ledger()
+    per_day_pg = 1440 * 1_000_000
+    ledger.record_latest(0, 2 * per_day_pg, NOW, max_rate_nl_per_h=60_000, concentration_ug_per_ml=1000,
+                         earliest_ms=NOW - 3 * 86_400_000)
+    assert ledger.delivered_24h_pg(NOW) == per_day_pg
+    unbounded = impl.Ledger()
+    unbounded.record_latest(0, 2 * per_day_pg, NOW, max_rate_nl_per_h=60_000, concentration_ug_per_ml=1000)
+    assert unbounded.delivered_24h_pg(NOW) == per_day_pg
 
 
 def test_what_cannot_be_placed_counts_in_now(impl):
