@@ -1,16 +1,10 @@
 """NE-1000 pump driver: :class:`hal.pump.PumpDriver` over a serial link.
 
-One request, one reply. Every exchange goes through :meth:`Ne1000Driver._exchange`:
-
-1. discard what is already buffered (stray bytes, a late reply, an
-   unsolicited Safe-mode alarm packet, which is recorded but does not
-   acknowledge the alarm);
-2. send the framed request (Basic or Safe, whichever mode the link is in);
-3. read until a reply arrives whose address is ours and whose shape matches
-   what the request expects (a late reply to an earlier query is discarded,
-   never taken as this request's answer);
-4. on a timeout, drain the line until it has been quiet, so a reply still in
-   flight cannot answer the next request.
+The driver holds the command semantics only: which requests a call sends,
+which of them may be retried, and what the replies mean. Sending a request and
+finding the one reply that answers it (matching, draining, stray and
+unsolicited alarms, frame and message traces) is the transaction layer's job,
+:class:`hal.newera.transaction.Transactions`.
 
 Reads (status, ``DIS``, parameter queries) are idempotent and are retried, a
 bounded number of times. Commands that change delivery (``RAT VOL DIR RUN STP
@@ -54,10 +48,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
 from cython_ext.errors import (
@@ -81,7 +74,16 @@ from hal.newera.codec import (
     VolumeUnits,
     WireDirection,
 )
-from hal.newera.framing import Frame, FrameError, ReplyDeframer
+from hal.newera.transaction import (
+    ALARM,
+    DEFAULT_QUIET_S,
+    PROMPT_STATE,
+    ByteLink,
+    FrameHook,
+    LinkStatistics,
+    MessageHook,
+    Transactions,
+)
 from hal.pump import (
     AlarmEvent,
     CommandResult,
@@ -96,6 +98,8 @@ from hal.pump import (
     PumpStatus,
     Sensor,
 )
+
+__all__ = ["ByteLink", "LinkStatistics", "NE_BAUDRATES", "Ne1000Driver", "probe_baudrate"]
 from hal.transport import DEFAULT_TIMEOUT_S, open_serial
 
 T = TypeVar("T")
@@ -105,71 +109,12 @@ DIAMETER_MIN_MM = Decimal("0.1")
 DIAMETER_MAX_MM = Decimal("50.0")
 #: Sensors the NE-1000 really has.
 NE1000_SENSORS = frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
-#: Bytes read while waiting for one reply before giving up on a babbling line.
-MAX_REPLY_BYTES = 1024
-#: Quiet time that ends a drain after a timeout, seconds.
-DEFAULT_QUIET_S = 0.05
 #: Constructor options :meth:`Ne1000Driver.open` passes through.
-_DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s"})
+_DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s", "trace_frame", "trace_message"})
 
-_PROMPT_STATE = {
-    Prompt.INFUSING: PumpState.INFUSING,
-    Prompt.WITHDRAWING: PumpState.WITHDRAWING,
-    Prompt.STOPPED: PumpState.STOPPED,
-    Prompt.PAUSED: PumpState.PAUSED,
-    Prompt.TIMED_PAUSE: PumpState.TIMED_PAUSE,
-    Prompt.USER_WAIT: PumpState.USER_WAIT,
-    Prompt.PURGING: PumpState.PURGING,
-}
-_ALARM = {
-    AlarmType.RESET: PumpAlarm.RESET,
-    AlarmType.STALL: PumpAlarm.STALL,
-    AlarmType.COMMS_TIMEOUT: PumpAlarm.COMMS_TIMEOUT,
-    AlarmType.PROGRAM_ERROR: PumpAlarm.PROGRAM_ERROR,
-    AlarmType.OUT_OF_RANGE: PumpAlarm.OUT_OF_RANGE,
-}
 _WIRE_DIRECTION = {Direction.INFUSE: WireDirection.INFUSE, Direction.WITHDRAW: WireDirection.WITHDRAW}
 _RUNNING = frozenset({PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING,
                       PumpState.TIMED_PAUSE, PumpState.USER_WAIT})
-
-
-class ByteLink(Protocol):
-    """What the driver needs from a link (:class:`hal.transport.SerialLink` or a test fake)."""
-
-    url: str
-    timeout_s: float
-
-    def write(self, data: bytes) -> None:
-        """Send all of ``data`` (raise :class:`~cython_ext.errors.CommunicationError` on failure)."""
-
-    def read(self, size: int = 1) -> bytes:
-        """Up to ``size`` bytes within ``timeout_s``; ``b""`` means nothing arrived."""
-
-    def reset_input(self) -> None:
-        """Drop what the OS already holds."""
-
-    @property
-    def in_waiting(self) -> int:
-        """Bytes ready to read now."""
-
-    def note(self, text: str) -> None:
-        """Add a note to the byte trace, if any."""
-
-    def close(self) -> None:
-        """Release the port (idempotent)."""
-
-
-@dataclass
-class LinkStatistics:
-    """Counters of what the driver discarded or retried, for bench reports."""
-
-    stray_bytes: int = 0
-    frame_errors: int = 0
-    foreign_replies: int = 0
-    unmatched_replies: int = 0
-    timeouts: int = 0
-    query_retries: int = 0
-    resends_after_reset: int = 0
 
 
 class _DeliveryLost(Exception):
@@ -190,6 +135,10 @@ class Ne1000Driver(PumpDriver):
         volume is represented in the pump's number format, ppm (1-10000).
     :param quiet_s: quiet time that ends a drain after a timeout, seconds.
     :param owns_link: close the link when the driver is closed.
+    :param trace_frame: called as ``trace_frame(sending, frame)`` with every packet
+        (see :mod:`hal.newera.transaction`).
+    :param trace_message: called as ``trace_message(sending, message)`` with every
+        request sent and every reply decoded.
     """
 
     name = "ne1000"
@@ -204,6 +153,8 @@ class Ne1000Driver(PumpDriver):
         rate_tolerance_ppm: int = codec.DEFAULT_TOLERANCE_PPM,
         quiet_s: float = DEFAULT_QUIET_S,
         owns_link: bool = True,
+        trace_frame: FrameHook | None = None,
+        trace_message: MessageHook | None = None,
     ) -> None:
         codec.check_address(address)
         if isinstance(read_retries, bool) or not isinstance(read_retries, int) or not 0 <= read_retries <= 5:
@@ -213,22 +164,22 @@ class Ne1000Driver(PumpDriver):
             raise ConfigError("rate_tolerance_ppm", rate_tolerance_ppm, "an integer in [1, 10000] ppm")
         if not isinstance(quiet_s, (int, float)) or not 0 < quiet_s <= 1:
             raise ConfigError("quiet_s", quiet_s, "a number of seconds in (0, 1]")
-        self._link: ByteLink | None = link
+        for field, hook in (("trace_frame", trace_frame), ("trace_message", trace_message)):
+            if hook is not None and not callable(hook):
+                raise ConfigError(field, hook, "None or a callable")
         self.address = address
         self.clock = clock or SystemClock()
+        self._tx = Transactions(link, address=address, clock=self.clock, quiet_s=float(quiet_s),
+                                trace_frame=trace_frame, trace_message=trace_message)
+        #: Counters of discarded bytes, timeouts and retries (shared with the transaction layer).
+        self.stats: LinkStatistics = self._tx.stats
         self.read_retries = read_retries
         self.rate_tolerance_ppm = rate_tolerance_ppm
-        self.quiet_s = float(quiet_s)
         self._owns_link = owns_link
         self._lock = threading.RLock()
-        self._safe = False
         self._safe_timeout_s: int | None = None
         self._diameter_mm: Decimal | None = None
         self._rate_units: RateUnits | None = None
-        self._last_state: PumpState | None = None
-        self._last_valid_ns: int | None = None
-        self._alarms: list[AlarmEvent] = []
-        self.stats = LinkStatistics()
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -300,7 +251,7 @@ class Ne1000Driver(PumpDriver):
             self._rate_units = self._read_rate().units
             if safe_mode_timeout_s is not None:
                 self.enter_safe_mode(safe_mode_timeout_s)
-            elif self._safe:
+            elif self._tx.safe:
                 self.exit_safe_mode()
             return status
 
@@ -310,16 +261,15 @@ class Ne1000Driver(PumpDriver):
         # Basic first: a pump in Safe mode ignores Basic packets, so a Basic answer proves Basic mode,
         # while a Safe packet is answered in either mode.
         for safe in (False, True) * (1 + self.read_retries):
-            self._safe = safe
+            self._tx.safe = safe
             try:
-                reply = self._exchange(request, expect_data=False)
+                self._tx.execute(request, False)
             except CommunicationError as exc:
                 last = exc
                 continue
-            self._note_reply(reply, request)
             return
         raise CommunicationError(
-            f"no answer from pump {self.address} on {self._require_link().url} in Basic or Safe framing",
+            f"no answer from pump {self.address} on {self._tx.require_link().url} in Basic or Safe framing",
             error_code="NE_NO_ANSWER",
         ) from last
 
@@ -327,18 +277,34 @@ class Ne1000Driver(PumpDriver):
 
     def __repr__(self) -> str:
         url = self._link.url if self._link is not None else "closed"
-        mode = f"safe {self._safe_timeout_s} s" if self._safe else "basic"
+        mode = f"safe {self._safe_timeout_s} s" if self._tx.safe else "basic"
         return f"Ne1000Driver({url}, address={self.address}, {mode})"
-
-    def _require_link(self) -> ByteLink:
-        if self._link is None:
-            raise StateError("the NE-1000 driver is closed")
-        return self._link
 
     @property
     def safe_mode(self) -> bool:
         """True while the driver talks to the pump in Safe mode."""
-        return self._safe
+        return self._tx.safe
+
+    @property
+    def _link(self) -> ByteLink | None:
+        return self._tx.link
+
+    @_link.setter
+    def _link(self, link: ByteLink | None) -> None:
+        self._tx.link = link
+
+    @property
+    def _safe(self) -> bool:
+        return self._tx.safe
+
+    @_safe.setter
+    def _safe(self, safe: bool) -> None:
+        self._tx.safe = safe
+
+    @property
+    def quiet_s(self) -> float:
+        """Quiet time that ends a drain after a timeout, seconds."""
+        return self._tx.quiet_s
 
     def close(self) -> None:
         """Stop the heartbeat thread and release the link. Safe to call twice.
@@ -353,134 +319,10 @@ class Ne1000Driver(PumpDriver):
             if link is not None and self._owns_link:
                 link.close()
 
-    # -- the exchange ---------------------------------------------------------------------
-
-    def _discard_pending(self, link: ByteLink) -> None:
-        waiting = link.in_waiting
-        if not waiting:
-            return
-        self._absorb_stray(link.read(waiting))
-
-    def _absorb_stray(self, data: bytes) -> None:
-        """Account for bytes that arrived outside an exchange; record unsolicited alarms."""
-        if not data:
-            return
-        self.stats.stray_bytes += len(data)
-        for item in ReplyDeframer(safe=self._safe).feed(data):
-            if isinstance(item, Frame):
-                try:
-                    reply = codec.parse_reply(item.data)
-                except ReplyFormatError:
-                    continue
-                if reply.address == self.address and reply.alarm is not None:
-                    self._record_alarm(reply.alarm, acknowledged=False, command="")
-                    self._trace_note(f"unsolicited alarm A?{reply.alarm.value} (not acknowledged by it)")
-
-    def _drain_quiet(self, link: ByteLink) -> None:
-        """After a timeout: read until the line has been quiet for ``quiet_s``."""
-        saved = link.timeout_s
-        link.timeout_s = self.quiet_s
-        drained = 0
-        try:
-            while drained <= MAX_REPLY_BYTES:  # a line that never goes quiet is left to the next exchange
-                data = link.read(256)
-                if not data:
-                    break
-                drained += len(data)
-                self._absorb_stray(data)
-        finally:
-            link.timeout_s = saved
-
-    def _exchange(self, request: Request, *, expect_data: bool | Callable[[str], object]) -> Reply:
-        """Send ``request`` once and return the reply that answers it.
-
-        :param expect_data: False for a status-only reply, True for any data,
-            or a parser that must accept the data.
-        :raises LinkTimeoutError: nothing matching arrived in time (line drained).
-        :raises CommunicationError: the link failed, or the line babbled.
-        """
-        with self._lock:
-            link = self._require_link()
-            self._discard_pending(link)
-            link.write(request.encode(safe=self._safe))
-            try:
-                return self._await_reply(link, request, expect_data)
-            except LinkTimeoutError:
-                self.stats.timeouts += 1
-                link.note(f"no reply to {request.data()!r}; draining")
-                self._drain_quiet(link)
-                raise
-
-    def _await_reply(self, link: ByteLink, request: Request, expect_data: bool | Callable[[str], object]) -> Reply:
-        deframer = ReplyDeframer(safe=self._safe)
-        received = 0
-        while received <= MAX_REPLY_BYTES:
-            chunk = link.read(max(1, link.in_waiting))
-            if not chunk:
-                raise LinkTimeoutError(
-                    f"no reply from pump {self.address} to {request.data()!r}", error_code="NE_TIMEOUT"
-                )
-            received += len(chunk)
-            items = deframer.feed(chunk)
-            for index, item in enumerate(items):
-                if isinstance(item, FrameError):
-                    self.stats.frame_errors += 1
-                    continue
-                reply = self._match(item, expect_data)
-                if reply is not None:
-                    self._last_valid_ns = self.clock.monotonic_ns()
-                    rest = items[index + 1:]
-                    if rest:
-                        self.stats.unmatched_replies += len(rest)
-                    return reply
-        raise CommunicationError(
-            f"pump {self.address}: {received} bytes without a reply to {request.data()!r}",
-            error_code="NE_BABBLE",
-        )
-
-    def _match(self, frame: Frame, expect_data: bool | Callable[[str], object]) -> Reply | None:
-        try:
-            reply = codec.parse_reply(frame.data)
-        except ReplyFormatError:
-            self.stats.frame_errors += 1
-            return None
-        if reply.address != self.address:
-            self.stats.foreign_replies += 1
-            return None
-        if not reply.ok:
-            return reply  # alarms and errors answer any request
-        if expect_data is False:
-            ok = reply.data == ""
-        elif expect_data is True:
-            ok = reply.data != ""
-        else:
-            try:
-                expect_data(reply.data)
-                ok = True
-            except ReplyFormatError:
-                ok = False
-        if not ok:
-            self.stats.unmatched_replies += 1  # a late reply to something else
-            return None
-        return reply
-
-    def _note_reply(self, reply: Reply, request: Request) -> None:
-        if reply.prompt is not None:
-            self._last_state = _PROMPT_STATE[reply.prompt]
-        if reply.alarm is not None:
-            self._record_alarm(reply.alarm, acknowledged=True, command=request.data().decode("ascii"))
-
-    def _record_alarm(self, alarm: AlarmType, *, acknowledged: bool, command: str) -> None:
-        self._alarms.append(AlarmEvent(_ALARM[alarm], self.clock.monotonic_ns(), acknowledged, command))
-
-    def _trace_note(self, text: str) -> None:
-        if self._link is not None:
-            self._link.note(text)
-
     def pending_alarms(self) -> tuple[AlarmEvent, ...]:
         """Every alarm seen since the last call, oldest first; the list is then cleared."""
         with self._lock:
-            alarms, self._alarms = tuple(self._alarms), []
+            alarms, self._tx.alarms = tuple(self._tx.alarms), []
             return alarms
 
     # -- idempotent reads -------------------------------------------------------------------
@@ -500,11 +342,11 @@ class Ne1000Driver(PumpDriver):
                 if attempt:
                     self.stats.query_retries += 1
                 try:
-                    reply = self._exchange(request, expect_data=parse)
+                    answer = self._tx.execute(request, parse)
                 except CommunicationError as exc:
                     last = exc
                     continue
-                self._note_reply(reply, request)
+                reply = answer.reply
                 if reply.error is ErrorCode.BAD_PACKET:
                     # The pump received a garbled packet: a line fault, not a refusal.
                     last = CommunicationError(f"pump {self.address} reported ?COM (garbled request)",
@@ -529,7 +371,7 @@ class Ne1000Driver(PumpDriver):
                         return parse(reply.data)
                     except ReplyFormatError:
                         continue
-                return parse(reply.data)
+                return answer.value  # type: ignore[return-value]  # parsed by the matching
         if last is None:
             raise DeviceError(f"pump {self.address} kept answering {request.data()!r} with alarms")
         raise last
@@ -541,13 +383,13 @@ class Ne1000Driver(PumpDriver):
         status still carries it, and :meth:`pending_alarms` keeps it.
         """
         with self._lock:
-            before = len(self._alarms)
+            before = len(self._tx.alarms)
             request = codec.status_request(self.address)
             self._query(request, _expect_empty)
-            new = self._alarms[before:]
+            new = self._tx.alarms[before:]
             alarm = next((event.alarm for event in new if event.acknowledged), None)
-            assert self._last_state is not None
-            return PumpStatus(self._last_state, alarm)
+            assert self._tx.last_state is not None
+            return PumpStatus(self._tx.last_state, alarm)
 
     def read_dispensed(self) -> DispensedVolume:
         """Read the infused and withdrawn counters, nL. Safe to retry."""
@@ -651,11 +493,9 @@ class Ne1000Driver(PumpDriver):
         :raises _DeliveryLost: no matching reply (the line has been drained).
         """
         try:
-            reply = self._exchange(request, expect_data=False)
+            return self._tx.execute(request, False).reply
         except CommunicationError as exc:
             raise _DeliveryLost(str(exc)) from exc
-        self._note_reply(reply, request)
-        return reply
 
     def _readings(self) -> tuple[PumpStatus | None, DispensedVolume | None, str]:
         """Status and dispensed counter for a reconciliation; read failures become text."""
@@ -694,18 +534,18 @@ class Ne1000Driver(PumpDriver):
         :raises CommunicationError: the value could not be read before sending; nothing was sent.
         """
         if previous is None:
-            alarms_before = len(self._alarms)
+            alarms_before = len(self._tx.alarms)
             before = read_back()
         else:
             before, alarms_before = previous
-        acknowledged = [e.alarm.name for e in self._alarms[alarms_before:] if e.acknowledged]
+        acknowledged = [e.alarm.name for e in self._tx.alarms[alarms_before:] if e.acknowledged]
         result = self._send_and_resolve(command, request, target, before, read_back, value_of, resend=True)
         if acknowledged:
             result = _with_detail(result, f"acknowledged {', '.join(acknowledged)} before sending")
             if result.status is None or result.status.alarm is None:
                 # Surface the alarm the read acknowledged; it is also kept in pending_alarms().
-                state = result.status.state if result.status is not None else self._last_state or PumpState.STOPPED
-                first = next(e.alarm for e in self._alarms[alarms_before:] if e.acknowledged)
+                state = result.status.state if result.status is not None else self._tx.last_state or PumpState.STOPPED
+                first = next(e.alarm for e in self._tx.alarms[alarms_before:] if e.acknowledged)
                 result = CommandResult(result.command, result.outcome, PumpStatus(state, first), result.dispensed,
                                        result.value, result.detail)
         return result
@@ -758,11 +598,11 @@ class Ne1000Driver(PumpDriver):
         why = f"alarm {reply.alarm.name} acknowledged; the command was swallowed"
         if reply.alarm is AlarmType.RESET and resend and observed == previous and observed != target:
             self.stats.resends_after_reset += 1
-            self._trace_note(f"A?R swallowed {request.data()!r}; read-back shows the previous value; sending once more")
+            self._tx.note(f"A?R swallowed {request.data()!r}; read-back shows the previous value; sending once more")
             retry = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=False)
             return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
                                        "after the read-back showed it was not applied")
-        return judged(observed, PumpStatus(self._last_state or PumpState.STOPPED, _ALARM[reply.alarm]), why)
+        return judged(observed, PumpStatus(self._tx.last_state or PumpState.STOPPED, ALARM[reply.alarm]), why)
 
     def _readings_status_only(self) -> tuple[PumpStatus | None, None, str]:
         try:
@@ -788,9 +628,9 @@ class Ne1000Driver(PumpDriver):
             caps = self.capabilities()
             self._check_envelope(rate_nl_per_h, caps)
             # The read before sending also refreshes the pump's state and rate units.
-            alarms_before = len(self._alarms)
+            alarms_before = len(self._tx.alarms)
             previous = self.read_rate_nl_per_h()
-            running = self._last_state is not None and self._last_state is not PumpState.STOPPED
+            running = self._tx.last_state is not None and self._tx.last_state is not PumpState.STOPPED
             units = self._rate_units if running else None
             setting = codec.encode_rate(rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm, units=units)
             self._check_envelope(setting.rate_nl_per_h, caps, represented=True)
@@ -890,11 +730,11 @@ class Ne1000Driver(PumpDriver):
                                      detail=f"alarm {reply.alarm.name}, yet the pump reports {after.state.value}")
             if reply.alarm is AlarmType.RESET and resend:
                 self.stats.resends_after_reset += 1
-                self._trace_note(f"A?R swallowed {request.data()!r}; status shows stopped; sending once more")
+                self._tx.note(f"A?R swallowed {request.data()!r}; status shows stopped; sending once more")
                 retry = self._start_like(command, request, started, resend=False)
                 return _with_detail(retry, "pump had reset and swallowed the first command; status showed it "
                                            "stopped, so it was sent once more")
-            return CommandResult(command, Outcome.NOT_APPLIED, status=PumpStatus(after.state, _ALARM[reply.alarm]),
+            return CommandResult(command, Outcome.NOT_APPLIED, status=PumpStatus(after.state, ALARM[reply.alarm]),
                                  detail=f"alarm {reply.alarm.name} acknowledged; not started")
         if reply.prompt in started:
             return CommandResult(command, Outcome.APPLIED, status=status)
@@ -932,7 +772,7 @@ class Ne1000Driver(PumpDriver):
                         after = self._readings_status_only()[0]
                         if after is None:
                             return CommandResult("stop", Outcome.UNCERTAIN, detail=_join(detail, "status unreadable"))
-                        status = PumpStatus(after.state, _ALARM[reply.alarm])
+                        status = PumpStatus(after.state, ALARM[reply.alarm])
                 assert status is not None
                 if status.state is PumpState.STOPPED:
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
@@ -1014,51 +854,30 @@ class Ne1000Driver(PumpDriver):
             observed = self.read_safe_mode_timeout_s()
         except DeviceError as exc:
             if exc.reply is not None and exc.reply.error is ErrorCode.UNRECOGNISED:
-                self._require_link().note("SAF query not supported by this firmware; mode checked by framing only")
+                self._tx.note("SAF query not supported by this firmware; mode checked by framing only")
                 return
             raise
         if observed != expected_s:
             raise DeviceError(f"SAF read back {observed} s, expected {expected_s} s", error_code="NE_SAF_READBACK")
 
     def _mode_switch(self, request: Request, *, safe_after: bool, alarm_retries: int = 2) -> None:
-        # The reply may come in either framing; accept the first that parses.
-        link = self._require_link()
-        self._discard_pending(link)
-        link.write(request.encode(safe=self._safe))
-        deframers = (ReplyDeframer(safe=False), ReplyDeframer(safe=True))
-        received = 0
-        while received <= MAX_REPLY_BYTES:
-            chunk = link.read(max(1, link.in_waiting))
-            if not chunk:
-                self.stats.timeouts += 1
-                self._drain_quiet(link)
+        for _ in range(1 + alarm_retries):
+            try:
+                reply = self._tx.execute_mode_switch(request)
+            except LinkTimeoutError:
                 # The switch may have happened; find out which framing the pump now answers.
                 self._probe_mode()
-                if self._safe == safe_after:
-                    return None  # the switch happened; only its reply was lost
-                raise LinkTimeoutError(f"no reply to {request.data()!r}", error_code="NE_TIMEOUT")
-            received += len(chunk)
-            for deframer in deframers:
-                for item in deframer.feed(chunk):
-                    if isinstance(item, Frame):
-                        reply = self._match(item, False)
-                        if reply is not None:
-                            self._note_reply(reply, request)
-                            if reply.error is not None:
-                                raise DeviceError(f"pump answered {reply.error.value} to {request.data()!r}",
-                                                  reply=reply)
-                            if reply.alarm is not None:
-                                # Swallowed by the alarm reply: not executed; send it again (SAF is idempotent).
-                                if alarm_retries <= 0:
-                                    raise DeviceError(f"pump kept answering {request.data()!r} with alarms",
-                                                      reply=reply)
-                                return self._mode_switch(request, safe_after=safe_after,
-                                                         alarm_retries=alarm_retries - 1)
-                            self._safe = safe_after
-                            self._trace_note(f"now in {'Safe' if safe_after else 'Basic'} mode")
-                            self._last_valid_ns = self.clock.monotonic_ns()
-                            return None
-        raise CommunicationError(f"no reply to {request.data()!r}", error_code="NE_BABBLE")
+                if self._tx.safe == safe_after:
+                    return  # the switch happened; only its reply was lost
+                raise
+            if reply.error is not None:
+                raise DeviceError(f"pump answered {reply.error.value} to {request.data()!r}", reply=reply)
+            if reply.alarm is None:
+                self._tx.safe = safe_after
+                self._tx.note(f"now in {'Safe' if safe_after else 'Basic'} mode")
+                return
+            # Swallowed by the alarm reply: not executed; send it again (SAF is idempotent).
+        raise DeviceError(f"pump kept answering {request.data()!r} with alarms", reply=reply)
 
     def heartbeat(self) -> PumpStatus:
         """Feed the Safe-mode watchdog with a status query (harmless in Basic mode)."""
@@ -1071,12 +890,13 @@ class Ne1000Driver(PumpDriver):
         """
         if margin < 2:
             raise ConfigError("margin", margin, ">= 2")
-        if not self._safe or self._safe_timeout_s is None:
+        if not self._tx.safe or self._safe_timeout_s is None:
             return False
-        if self._last_valid_ns is None:
+        last_valid_ns = self._tx.last_valid_ns
+        if last_valid_ns is None:
             return True
         period_ns = int(self._safe_timeout_s * NS_PER_S / margin)
-        return self.clock.monotonic_ns() - self._last_valid_ns >= period_ns
+        return self.clock.monotonic_ns() - last_valid_ns >= period_ns
 
     def start_heartbeat_thread(self, interval_s: float | None = None) -> None:
         """Start a real-time thread that calls :meth:`heartbeat` every ``interval_s`` (bench use).
@@ -1138,7 +958,7 @@ def _expect_empty(data: str) -> None:
 
 def _status_of(reply: Reply) -> PumpStatus | None:
     if reply.prompt is not None:
-        return PumpStatus(_PROMPT_STATE[reply.prompt], None)
+        return PumpStatus(PROMPT_STATE[reply.prompt], None)
     return None
 
 
