@@ -564,16 +564,18 @@ _REPLY_NUMBER_RE = re.compile(r"(\d*)(?:\.(\d*))?")
 def parse_scaled(text: str, unit_nl: int, *, counter: bool = False) -> int:
     """Read a number from a reply and return it times ``unit_nl``, exactly, as an integer.
 
-    A pump writes at most 4 digits, at most 3 of them after the point
-    (``0.000``, ``16.09``, ``100.0``, ``1000``; older replies drop trailing
-    zeros: ``0.21``). A dispensed counter that has outgrown 4 digits is written
-    as a whole number (``counter=True`` accepts that). Anything else (more
-    digits, a second point, a value finer than 1 nL) is not a reply the pump
-    can send.
+    A pump writes at most 4 digits, at most 3 of them after the point. Query
+    replies carry exactly 4 significant digits, fixed by magnitude (``0.000``,
+    ``16.09``, ``100.0``, ``1000``); replies quoted from older firmware drop
+    trailing zeros (``0.21``), and are read too. A dispensed counter
+    (``counter=True``) must be in the fixed format, since that is what the
+    pump sends and a digit lost or added on a Basic line then shows; one that
+    has outgrown 4 digits is a whole number. Anything else (more digits, a
+    second point, a value finer than 1 nL) is not a reply the pump can send.
 
     :param text: the number as received.
     :param unit_nl: nL (or nL/h) in one unit of the number.
-    :param counter: accept a whole number of more than 4 digits.
+    :param counter: a dispensed counter: the fixed format, or a whole number beyond 4 digits.
     :raises ReplyFormatError: not a number in the pump's format.
     """
     match = _REPLY_NUMBER_RE.fullmatch(text)
@@ -585,6 +587,9 @@ def parse_scaled(text: str, unit_nl: int, *, counter: bool = False) -> int:
         raise ReplyFormatError("not a number in the pump's format", text.encode("ascii", "replace"))
     if digits > MAX_DIGITS and not (counter and match.group(2) is None and whole[0] != "0"):
         raise ReplyFormatError(f"more than {MAX_DIGITS} digits", text.encode("ascii", "replace"))
+    if counter and digits <= MAX_DIGITS and (digits != MAX_DIGITS or (len(whole) > 1 and whole[0] == "0")
+                                             or (match.group(2) is not None and not frac)):
+        raise ReplyFormatError("counter not in the fixed 4-digit format", text.encode("ascii", "replace"))
     scale = 10 ** len(frac)
     value, rest = divmod(int(whole + frac) * unit_nl, scale)
     if rest:
@@ -710,9 +715,68 @@ def set_direction_request(address: int, direction: WireDirection) -> Request:
     return Request(address, Command.DIR, direction.value)
 
 
-def run_request(address: int) -> Request:
-    """``RUN``: start the pumping program (resumes a pause)."""
-    return Request(address, Command.RUN)
+def run_request(address: int, phase: int | None = None) -> Request:
+    """``RUN`` (start the pumping program, or resume a pause) or ``RUN n`` (start it at phase n).
+
+    :raises ConfigError: ``phase`` not in [1, 41].
+    """
+    if phase is None:
+        return Request(address, Command.RUN)
+    return Request(address, Command.RUN, str(check_phase(phase)))
+
+
+#: Program phases of base NE-1000 firmware (the X2 upgrade has 340).
+MAX_PHASES = 41
+
+
+def check_phase(phase: int) -> int:
+    """Return ``phase`` if it is a program phase number.
+
+    :raises ConfigError: not an int in [1, 41].
+    """
+    if isinstance(phase, bool) or not isinstance(phase, int) or not 1 <= phase <= MAX_PHASES:
+        raise ConfigError("phase", phase, f"an integer in [1, {MAX_PHASES}]")
+    return phase
+
+
+def select_phase_request(address: int, phase: int) -> Request:
+    """``PHN n``: select program phase n for the phase commands that follow (``FUN RAT VOL DIR``)."""
+    return Request(address, Command.PHN, str(check_phase(phase)))
+
+
+class PhaseFunction(enum.Enum):
+    """The phase functions a driver-written program uses."""
+
+    RATE = "RAT"
+    STOP = "STP"
+
+
+def set_function_request(address: int, function: PhaseFunction) -> Request:
+    """``FUN RAT`` or ``FUN STP`` for the selected phase."""
+    return Request(address, Command.FUN, function.value)
+
+
+def parse_phase_number(data: str) -> int:
+    """Decode a ``PHN`` query payload (``"1"`` to ``"41"``).
+
+    :raises ReplyFormatError: not a phase number.
+    """
+    if not (data.isdigit() and len(data) <= 3 and 1 <= int(data) <= MAX_PHASES):
+        raise ReplyFormatError("not a phase number", data.encode("ascii", "replace"))
+    return int(data)
+
+
+_FUNCTION_RE = re.compile(r"(RAT|INC|DEC|STP|LPS|LPE|EVR|BEP|JMP|LOP|PAS|IF|EVN|OUT)(\d{0,3})")
+
+
+def parse_function(data: str) -> str:
+    """Decode a ``FUN`` query payload (``"RAT"``, ``"STP"``, ``"JMP5"``...) into its text.
+
+    :raises ReplyFormatError: not a phase function.
+    """
+    if _FUNCTION_RE.fullmatch(data) is None:
+        raise ReplyFormatError("not a phase function", data.encode("ascii", "replace"))
+    return data
 
 
 def stop_request(address: int) -> Request:

@@ -52,7 +52,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hal.clock import NS_PER_S, Clock, SystemClock
+from hal.clock import NS_PER_MS, NS_PER_S, Clock, SystemClock
+from cython_ext.units import MS_PER_H
 from cython_ext.errors import (
     CapabilityError,
     CommunicationError,
@@ -93,7 +94,9 @@ from hal.pump import (
     PumpAlarm,
     PumpCapabilities,
     PumpDriver,
+    ProgramPhase,
     PumpIdentity,
+    PumpProgram,
     PumpState,
     PumpStatus,
     Sensor,
@@ -109,6 +112,7 @@ DIAMETER_MIN_MM = Decimal("0.1")
 DIAMETER_MAX_MM = Decimal("50.0")
 #: Sensors the NE-1000 really has.
 NE1000_SENSORS = frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
+_NS_PER_H = MS_PER_H * NS_PER_MS
 #: Constructor options :meth:`Ne1000Driver.open` passes through.
 _DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s", "trace_frame", "trace_message"})
 
@@ -180,6 +184,13 @@ class Ne1000Driver(PumpDriver):
         self._safe_timeout_s: int | None = None
         self._diameter_mm: Decimal | None = None
         self._rate_units: RateUnits | None = None
+        #: The last dispensed reading, when it was taken (ns) and whether a second reading confirmed it.
+        self._counter_baseline: tuple[DispensedVolume, int, bool] | None = None
+        #: The highest rate that may have been in effect since that reading, nL/h (None: unknown).
+        self._rate_bound_nl_per_h: int | None = None
+        self._rate_now_nl_per_h: int | None = None
+        self._staged: tuple[int, PumpProgram] | None = None
+        self._program_max_rate_nl_per_h: int | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -248,7 +259,14 @@ class Ne1000Driver(PumpDriver):
             self._probe_mode()
             status = self.read_status()
             self._diameter_mm = self._read_diameter()
-            self._rate_units = self._read_rate().units
+            rate = self._read_rate()
+            self._rate_units = rate.units
+            # Read-backs on a Basic line may be garbled, so only this first reading and the
+            # commanded rates bound how fast the counters may grow.
+            self._allow_rate(rate.rate_nl_per_h)
+            if status.state in _RUNNING or status.state is PumpState.PAUSED:
+                # A program we did not write may run: its phases may have any rate up to the envelope.
+                self._program_max_rate_nl_per_h = self.capabilities().max_rate_nl_per_h
             if safe_mode_timeout_s is not None:
                 self.enter_safe_mode(safe_mode_timeout_s)
             elif self._tx.safe:
@@ -392,9 +410,78 @@ class Ne1000Driver(PumpDriver):
             return PumpStatus(self._tx.last_state, alarm)
 
     def read_dispensed(self) -> DispensedVolume:
-        """Read the infused and withdrawn counters, nL. Safe to retry."""
-        infused_nl, withdrawn_nl = self._query(codec.query(self.address, codec.Command.DIS), codec.parse_dispensed)
-        return DispensedVolume(infused_nl, withdrawn_nl)
+        """Read the infused and withdrawn counters, nL, checked for plausibility. Safe to retry.
+
+        A reading is plausible when neither counter went backwards since the
+        last plausible reading (without a clear in between) and neither grew
+        more than the highest rate in effect since then allows over the time
+        that passed (plus the display's truncation steps and 2 %). The first
+        reading after connecting, clearing or a syringe change is taken twice
+        and the two must agree by the same rule. An implausible reading (a
+        garbled reply that still parses) is read again; if none is plausible,
+        nothing is returned. So the readings returned never decrease and never
+        outrun the rate; after a clear (:meth:`clear_dispensed`) they start over.
+
+        :raises CommunicationError: no plausible reading after all attempts
+            (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
+        """
+        request = codec.query(self.address, codec.Command.DIS)
+        with self._lock:
+            why = ""
+            for _ in range(2 + self.read_retries):  # one extra: a first reading needs a second to agree
+                reading = DispensedVolume(*self._query(request, codec.parse_dispensed))
+                now_ns = self.clock.monotonic_ns()
+                baseline = self._counter_baseline
+                why = "" if baseline is None else self._implausible(reading, baseline, now_ns)
+                if baseline is not None and not why:
+                    self._counter_baseline = (reading, now_ns, True)
+                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                    return reading
+                if baseline is None or not baseline[2]:
+                    # Nothing confirmed yet: this reading is the one the next must agree with.
+                    self._counter_baseline = (reading, now_ns, False)
+                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                if why:
+                    self.stats.implausible_readings += 1
+                    self._tx.note(f"implausible DIS reading {reading}: {why}; reading again")
+            raise CommunicationError(
+                f"pump {self.address}: no plausible dispensed reading ({why or 'no two readings agreed'})",
+                error_code="NE_IMPLAUSIBLE_COUNTER",
+            )
+
+    def _implausible(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int, bool], now_ns: int) -> str:
+        """Why ``reading`` cannot follow ``baseline``, or "" when it can."""
+        before, then_ns, _ = baseline
+        bound = self._rate_bound_nl_per_h
+        if bound is None and self._diameter_mm is not None:
+            bound = self.capabilities().max_rate_nl_per_h
+        unit_nl = self._volume_units().nl if self._diameter_mm is not None else codec.VolumeUnits.ML.nl
+        for name, old, new in (("infused", before.infused_nl, reading.infused_nl),
+                               ("withdrawn", before.withdrawn_nl, reading.withdrawn_nl)):
+            if new < old:
+                return f"{name} counter went back from {old} to {new} nL without a clear"
+            if bound is None:
+                continue
+            # One extra second of the bound covers the time between the pump's answer and our clock.
+            allowed = (bound * (max(0, now_ns - then_ns) + NS_PER_S) // _NS_PER_H * 102 // 100
+                       + 2 * (_display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl)))
+            if new - old > allowed:
+                return (f"{name} counter grew {new - old} nL in {(now_ns - then_ns) / NS_PER_S:g} s; "
+                        f"at most {bound} nL/h allows {allowed} nL")
+        return ""
+
+    def _rate_in_effect_nl_per_h(self) -> int | None:
+        """The highest rate the pump may run at now, nL/h; None when unknown (the envelope bounds it)."""
+        if self._rate_now_nl_per_h is None:
+            return None
+        return max(self._rate_now_nl_per_h, self._program_max_rate_nl_per_h or 0)
+
+    def _allow_rate(self, rate_nl_per_h: int | None) -> None:
+        """Note that the pump may run at ``rate_nl_per_h`` from now on (None: at any rate, up to the envelope)."""
+        self._rate_now_nl_per_h = rate_nl_per_h
+        if self._rate_bound_nl_per_h is not None:
+            self._rate_bound_nl_per_h = None if rate_nl_per_h is None else max(self._rate_bound_nl_per_h,
+                                                                                  rate_nl_per_h)
 
     def identify(self) -> PumpIdentity:
         """Read model and firmware (``VER``)."""
@@ -483,6 +570,7 @@ class Ne1000Driver(PumpDriver):
                 raise UncertainDeliveryError(f"DIA {diameter} mm: {result.detail}", error_code="NE_UNCERTAIN")
             if result.outcome is Outcome.NOT_APPLIED:
                 raise DeviceError(f"DIA {diameter} mm not applied: {result.detail}", reply=result)
+            self._counter_baseline = None  # the counters may now show in other units, truncated otherwise
             return self.capabilities()
 
     # -- delivery-changing commands ----------------------------------------------------------
@@ -533,6 +621,7 @@ class Ne1000Driver(PumpDriver):
             alarm-log length before that read, if the caller did the pre-read.
         :raises CommunicationError: the value could not be read before sending; nothing was sent.
         """
+        self._staged = None  # a setting edits the selected phase: a staged program is no longer verified
         if previous is None:
             alarms_before = len(self._tx.alarms)
             before = read_back()
@@ -635,9 +724,15 @@ class Ne1000Driver(PumpDriver):
             setting = codec.encode_rate(rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm, units=units)
             self._check_envelope(setting.rate_nl_per_h, caps, represented=True)
             request = codec.set_rate_request(self.address, setting)
-            return self._apply("set_rate", request, target=setting.rate_nl_per_h,
-                               read_back=self.read_rate_nl_per_h, value_of=lambda v: v,
-                               previous=(previous, alarms_before))
+            self._allow_rate(max(self._rate_now_nl_per_h or 0, setting.rate_nl_per_h))
+            result = self._apply("set_rate", request, target=setting.rate_nl_per_h,
+                                 read_back=self.read_rate_nl_per_h, value_of=lambda v: v,
+                                 previous=(previous, alarms_before))
+            if result.outcome is Outcome.APPLIED:
+                self._allow_rate(setting.rate_nl_per_h)
+            elif result.outcome is Outcome.UNCERTAIN and result.value is not None:
+                self._allow_rate(max(setting.rate_nl_per_h, result.value))  # the pump may hold what it showed
+            return result
 
     def _check_envelope(self, rate_nl_per_h: int, caps: PumpCapabilities, *, represented: bool = False) -> None:
         if not caps.min_rate_nl_per_h <= rate_nl_per_h <= caps.max_rate_nl_per_h:
@@ -703,6 +798,7 @@ class Ne1000Driver(PumpDriver):
             if before.alarm is not None or before.state is not PumpState.STOPPED:
                 return CommandResult("purge", Outcome.NOT_APPLIED, status=before,
                                      detail="purge needs a stopped pump with no alarm; PUR not sent")
+            self._allow_rate(None)  # the maximum rate, until a rate is read again
             return self._start_like("purge", codec.purge_request(self.address), {Prompt.PURGING})
 
     def _start_like(self, command: str, request: Request, started: set[Prompt], *, resend: bool = True
@@ -775,6 +871,7 @@ class Ne1000Driver(PumpDriver):
                         status = PumpStatus(after.state, ALARM[reply.alarm])
                 assert status is not None
                 if status.state is PumpState.STOPPED:
+                    self._program_max_rate_nl_per_h = None
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
                 if lost and status.state is not PumpState.PAUSED:
                     return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
@@ -798,6 +895,7 @@ class Ne1000Driver(PumpDriver):
                     outcomes.append(None)
                     continue
                 outcomes.append(reply.ok)
+            self._counter_baseline = None
             try:
                 dispensed = self.read_dispensed()
             except (CommunicationError, DeviceError) as exc:
@@ -817,6 +915,163 @@ class Ne1000Driver(PumpDriver):
         :return: the status, with ``alarm`` set to the alarm just acknowledged (or None).
         """
         return self.read_status()
+
+    # -- programs the pump runs by itself ----------------------------------------------------------
+
+    @property
+    def staged_program(self) -> tuple[int, PumpProgram] | None:
+        """``(first_phase, program)`` as staged and read back, in the pump's representation; None when nothing is."""
+        return self._staged
+
+    def stage_program(self, program: PumpProgram, *, first_phase: int = 1) -> CommandResult:
+        """Write ``program`` into phases ``first_phase``... and read every phase back; nothing starts.
+
+        Each phase is written as ``PHN n``, ``FUN RAT``, ``RAT``, ``VOL``,
+        ``DIR``; a program whose last phase has a volume gets a ``FUN STP``
+        phase after it, so the pump stops there by itself. The pump must be
+        stopped or paused (it refuses phase edits while it pumps). Every value
+        is checked against the pump's envelope and number format before
+        anything is sent; the rates and volumes are represented as the pump
+        will hold them, and the read-back is compared with that
+        representation (see :attr:`staged_program`).
+
+        ``APPLIED``: every phase (and the closing ``STP``) read back as
+        written, and :meth:`commit_program` may start it. ``NOT_APPLIED``: the
+        pump refused or was running; ``UNCERTAIN``: a reply was lost or a
+        phase read back otherwise. Either way nothing is committable.
+
+        :param first_phase: the phase the program starts at, 1-41.
+        :raises ConfigError: not a :class:`~hal.pump.PumpProgram`, or a bad phase number.
+        :raises CapabilityError: a phase is outside the envelope or format, or the
+            program does not fit in the 41 phases; nothing was sent.
+        """
+        if not isinstance(program, PumpProgram):
+            raise ConfigError("program", program, "a hal.pump.PumpProgram")
+        codec.check_phase(first_phase)
+        last = first_phase + len(program.phases) - (1 if program.ends_continuous else 0)
+        if last > codec.MAX_PHASES:
+            raise CapabilityError(
+                f"program of {len(program.phases)} phases from phase {first_phase} needs phase {last}; "
+                f"the pump has {codec.MAX_PHASES}; nothing was sent", error_code="NE_PROGRAM_TOO_LONG")
+        with self._lock:
+            self._staged = None
+            caps = self.capabilities()
+            units = self._volume_units()
+            writes: list[Request] = []
+            held: list[ProgramPhase] = []
+            for number, phase in enumerate(program.phases, start=first_phase):
+                self._check_envelope(phase.rate_nl_per_h, caps)
+                rate = codec.encode_rate(phase.rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm)
+                self._check_envelope(rate.rate_nl_per_h, caps, represented=True)
+                volume = codec.encode_volume(phase.volume_nl, units, tolerance_ppm=self.rate_tolerance_ppm)
+                held.append(ProgramPhase(rate.rate_nl_per_h, volume.volume_nl, phase.direction))
+                writes += [codec.select_phase_request(self.address, number),
+                           codec.set_function_request(self.address, codec.PhaseFunction.RATE),
+                           codec.set_rate_request(self.address, rate),
+                           codec.set_volume_request(self.address, volume),
+                           codec.set_direction_request(self.address, _WIRE_DIRECTION[phase.direction])]
+            if not program.ends_continuous:
+                writes += [codec.select_phase_request(self.address, last),
+                           codec.set_function_request(self.address, codec.PhaseFunction.STOP)]
+            expected = PumpProgram(tuple(held))
+            status = self.read_status()
+            if status.alarm is not None or status.state not in (PumpState.STOPPED, PumpState.PAUSED):
+                return CommandResult("stage_program", Outcome.NOT_APPLIED, status=status,
+                                     detail=f"the pump is {status.state.value}; phases are written only while "
+                                            "stopped or paused; nothing sent")
+            lost = []
+            for request in writes:
+                try:
+                    reply = self._send_once(request)
+                except _DeliveryLost as exc:
+                    lost.append(f"reply to {request.data().decode()} lost ({exc})")
+                    continue
+                if not reply.ok:
+                    why = reply.error.value if reply.error is not None else f"A?{reply.alarm.value}"  # type: ignore[union-attr]
+                    return CommandResult("stage_program", Outcome.NOT_APPLIED, status=_status_of(reply),
+                                         detail=f"pump answered {why} to {request.data().decode()}; not committable")
+            try:
+                observed = self.read_program(first_phase, len(program.phases))
+                closing = None if program.ends_continuous else self._read_function(last)
+            except (CommunicationError, DeviceError) as exc:
+                return CommandResult("stage_program", Outcome.UNCERTAIN, detail=_join(lost, f"read-back failed ({exc})"))
+            if observed != expected or closing not in (None, codec.PhaseFunction.STOP.value):
+                return CommandResult("stage_program", Outcome.UNCERTAIN,
+                                     detail=_join(lost, f"read back {observed} (closing phase {closing}), "
+                                                        f"expected {expected}"))
+            self._staged = (first_phase, expected)
+            return CommandResult("stage_program", Outcome.APPLIED, value=first_phase,
+                                 detail=_join(lost, f"{len(expected.phases)} phases from phase {first_phase} "
+                                                    "read back as written"))
+
+    def read_program(self, first_phase: int, count: int) -> PumpProgram:
+        """Read ``count`` rate phases back from phase ``first_phase`` on (``PHN``, ``FUN``, ``RAT``, ``VOL``, ``DIR``).
+
+        Selecting a phase changes no delivery; the selection returns to
+        ``first_phase`` afterwards. Only while stopped or paused.
+
+        :raises ConfigError: bad phase numbers.
+        :raises DeviceError: a phase is not a rate phase, or the pump refused a query.
+        :raises CommunicationError: a reply was lost.
+        """
+        codec.check_phase(first_phase)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= codec.MAX_PHASES - first_phase + 1:
+            raise ConfigError("count", count, f"an integer in [1, {codec.MAX_PHASES - first_phase + 1}]")
+        with self._lock:
+            phases = []
+            for number in range(first_phase, first_phase + count):
+                function = self._read_function(number)
+                if function != codec.PhaseFunction.RATE.value:
+                    raise DeviceError(f"phase {number} holds FUN {function}, not a rate phase",
+                                      error_code="NE_NOT_A_RATE_PHASE")
+                rate_nl_per_h, volume_nl, direction = (self.read_rate_nl_per_h(), self.read_target_volume_nl(),
+                                                       self.read_direction())
+                try:
+                    phases.append(ProgramPhase(rate_nl_per_h, volume_nl, direction))
+                except ConfigError as exc:
+                    raise DeviceError(f"phase {number} read back as no valid phase ({exc})",
+                                      error_code="NE_BAD_PHASE") from exc
+            self._select_phase(first_phase)
+            try:
+                return PumpProgram(tuple(phases))
+            except ConfigError as exc:
+                raise DeviceError(f"phases {first_phase}-{first_phase + count - 1} read back as no valid program "
+                                  f"({exc})", error_code="NE_BAD_PROGRAM") from exc
+
+    def _select_phase(self, number: int) -> None:
+        try:
+            reply = self._send_once(codec.select_phase_request(self.address, number))
+        except _DeliveryLost as exc:
+            raise CommunicationError(f"reply to PHN {number} lost ({exc})", error_code="NE_TIMEOUT") from exc
+        if not reply.ok:
+            raise DeviceError(f"pump answered {reply.error.value if reply.error else reply.alarm} to PHN {number}",
+                              reply=reply)
+
+    def _read_function(self, number: int) -> str:
+        self._select_phase(number)
+        return self._query(codec.query(self.address, codec.Command.FUN), codec.parse_function)
+
+    def commit_program(self) -> CommandResult:
+        """Start the staged, verified program at its first phase (``RUN n``); outcome rules as :meth:`start`.
+
+        The staging is used once: afterwards (and after any other setting
+        command) a new :meth:`stage_program` is needed.
+
+        :raises StateError: nothing staged, or its read-back did not verify.
+        """
+        with self._lock:
+            staged, self._staged = self._staged, None
+            if staged is None:
+                raise StateError("no verified program staged: stage_program() and its read-back come first")
+            first_phase, program = staged
+            self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
+            self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
+            return self._start_like("commit_program", codec.run_request(self.address, first_phase),
+                                    {Prompt.INFUSING, Prompt.WITHDRAWING})
+
+    def read_phase(self) -> int:
+        """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41."""
+        return self._query(codec.query(self.address, codec.Command.PHN), codec.parse_phase_number)
 
     # -- Safe mode and heartbeat -----------------------------------------------------------------
 
@@ -960,6 +1215,14 @@ def _status_of(reply: Reply) -> PumpStatus | None:
     if reply.prompt is not None:
         return PumpStatus(PROMPT_STATE[reply.prompt], None)
     return None
+
+
+def _display_step_nl(value_nl: int, unit_nl: int) -> int:
+    """The step of the pump's 4-digit display at ``value_nl``, nL (its truncation error is below one step)."""
+    whole = value_nl // unit_nl
+    digits = len(str(whole)) if whole else 1
+    return unit_nl * 10 ** max(0, digits - codec.MAX_DIGITS) if digits >= codec.MAX_DIGITS \
+        else unit_nl // 10 ** min(codec.MAX_DECIMALS, codec.MAX_DIGITS - digits)
 
 
 def _join(parts: list[str], *more: str) -> str:

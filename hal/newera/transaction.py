@@ -114,6 +114,7 @@ class LinkStatistics:
     timeouts: int = 0
     query_retries: int = 0
     resends_after_reset: int = 0
+    implausible_readings: int = 0
 
 
 @dataclass(frozen=True)

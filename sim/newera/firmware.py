@@ -926,7 +926,7 @@ class Ne1000(ByteDevice):
         if allowed is not None and (value not in allowed
                                     or function in ("JMP", "IF", "EVN") and value > self.profile.phase_count):
             return ERR_OUT_OF_RANGE
-        if self.state != "S":
+        if self.state not in ("S", "P"):
             return ERR_NOT_APPLICABLE
         phase = self.phases[self.selected_phase]
         phase.function, phase.argument = function, value

@@ -98,7 +98,7 @@ def test_payload_parsers() -> None:
     assert codec.parse_rate("0.21MM").rate_nl_per_h == 12_600_000
     assert codec.parse_rate("23.35UH").rate_nl_per_h == 23_350
     assert codec.parse_dispensed("I1.234W0.005UL") == (1234, 5)
-    assert codec.parse_dispensed("I12W0ML") == (12_000_000, 0)
+    assert codec.parse_dispensed("I12.00W0.000ML") == (12_000_000, 0)
     assert codec.parse_volume("5.5", VolumeUnits.ML) == 5_500_000
     assert codec.parse_volume("5.5UL", VolumeUnits.ML) == 5_500
     assert codec.parse_diameter("26.59") == Decimal("26.59")
@@ -313,7 +313,7 @@ _REPLIES = st.builds(
     address=st.integers(0, 99),
     prompt=st.sampled_from(list(Prompt)),
     error=st.none() | st.sampled_from(list(ErrorCode)),
-    data=st.sampled_from(["", "0.21MM", "I1.2W0UL", "NE1000V3.928", "INF", "26.59"]),
+    data=st.sampled_from(["", "0.21MM", "I1.200W0.000UL", "NE1000V3.928", "INF", "26.59"]),
 ).filter(lambda r: r.error is None or r.data == "")
 
 
