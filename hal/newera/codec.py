@@ -566,7 +566,7 @@ def parse_scaled(text: str, unit_nl: int, *, counter: bool = False) -> int:
 
     A pump writes at most 4 digits, at most 3 of them after the point. Query
     replies carry exactly 4 significant digits, fixed by magnitude (``0.000``,
-    ``16.09``, ``100.0``, ``1000``); replies quoted from older firmware drop
+    ``16.09``, ``100.0``, ``1000.``); replies quoted from older firmware drop
     trailing zeros (``0.21``), and are read too. A dispensed counter
     (``counter=True``) must be in the fixed format, since that is what the
     pump sends and a digit lost or added on a Basic line then shows; one that
@@ -588,7 +588,7 @@ def parse_scaled(text: str, unit_nl: int, *, counter: bool = False) -> int:
     if digits > MAX_DIGITS and not (counter and match.group(2) is None and whole[0] != "0"):
         raise ReplyFormatError(f"more than {MAX_DIGITS} digits", text.encode("ascii", "replace"))
     if counter and digits <= MAX_DIGITS and (digits != MAX_DIGITS or (len(whole) > 1 and whole[0] == "0")
-                                             or (match.group(2) is not None and not frac)):
+                                             or match.group(2) is None):
         raise ReplyFormatError("counter not in the fixed 4-digit format", text.encode("ascii", "replace"))
     scale = 10 ** len(frac)
     value, rest = divmod(int(whole + frac) * unit_nl, scale)

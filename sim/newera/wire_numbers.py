@@ -41,12 +41,13 @@ def format_milli(value_milli: int) -> str:
     """Render thousandths the way the pump answers a query: 4 significant digits, fixed by magnitude.
 
     Below 10 three decimals (``0.000``, ``4.699``), below 100 two (``16.09``,
-    ``10.00``), below 1000 one (``100.0``), below 10000 none (``1000``); the
-    value is truncated towards zero, never rounded up. A counter of 10000 units
-    or more, which 4 digits cannot show, is printed as a whole number. The rule
-    follows the manual's number format (4 digits, at most 3 after the point)
-    and captured replies such as ``I0.200W0.000ML``, ``I16.09W0.000ML`` and
-    ``10.00MH``.
+    ``10.00``), below 1000 one (``100.0``), below 10000 none but the point
+    (``1000.``); the value is truncated towards zero, never rounded up. A
+    counter of 10000 units or more, which 4 digits cannot show, is printed as a
+    whole number. The rule follows the manual's number format ("4 digits plus 1
+    decimal point", at most 3 after it) and captured replies such as
+    ``I0.200W0.000ML``, ``I16.09W0.000ML`` and ``10.00MH``; the point after 4
+    whole digits is what published clients parse (nesp-lib requires a point) [I].
 
     :param value_milli: a non-negative value in thousandths.
     """
@@ -56,6 +57,6 @@ def format_milli(value_milli: int) -> str:
     decimals = max(0, MAX_DIGITS - len(str(whole))) if whole < 10**MAX_DIGITS else 0
     decimals = min(decimals, MAX_DECIMALS)
     if decimals == 0:
-        return str(whole)
+        return f"{whole}." if whole < 10**MAX_DIGITS else str(whole)
     frac = (value_milli % 1000) // (10 ** (MAX_DECIMALS - decimals))
     return f"{whole}.{frac:0{decimals}d}"

@@ -80,7 +80,7 @@ _PARSERS: list[Callable[[str], object]] = [
 ]
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_codec_fuzz_only_ever_raises_reply_format_errors(seed: int) -> None:
     rng = random.Random(seed)
@@ -182,7 +182,7 @@ _CALLS: list[Callable[[Ne1000Driver], object]] = [
 ]
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_driver_fuzz_raises_only_hal_errors_and_returns_no_implausible_counter(seed: int) -> None:
     clock = VirtualClock()

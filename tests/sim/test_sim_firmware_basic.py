@@ -161,7 +161,7 @@ def test_rejected_rate_while_running_leaves_motion(pump: Ne1000, clock: VirtualC
     body(pump, "0RUN")
     assert body(pump, "0RAT9999UH") == "00I"  # within 8.585 mm envelope
     assert body(pump, "0RAT1UH") == "00I?OOR"
-    assert body(pump, "0RAT") == "00I9999UH"
+    assert body(pump, "0RAT") == "00I9999.UH"
 
 
 # -- VOL, DIR, RUN, STP, PUR, DIS, CLD ------------------------------------------------------
@@ -462,7 +462,7 @@ def test_invalid_numbers(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("milli", "text"), [(210, "0.210"), (5000, "5.000"), (26_590, "26.59"), (1, "0.001"), (12_345_678, "12345"), (0, "0.000"),
-                         (100_000, "100.0"), (1_000_000, "1000"), (9_999_999, "9999"), (99_999, "99.99")]
+                         (100_000, "100.0"), (1_000_000, "1000."), (9_999_999, "9999."), (99_999, "99.99")]
 )
 def test_number_rendering(milli: int, text: str) -> None:
     assert format_milli(milli) == text
