@@ -325,7 +325,7 @@ def test_run_with_out_of_range_phase_raises_program_alarm(pump: Ne1000) -> None:
 # -- settings: SAF, AL, PF, BUZ, BP, LOC, TRG, *ADR, *RESET --------------------------------
 
 
-@pytest.mark.parametrize("name", ["AL", "PF", "BP", "LOC"])
+@pytest.mark.parametrize("name", ["AL", "PF", "BP", "LOC", "DIN", "ROM", "LN", "LOC P"])
 def test_flag_commands(pump: Ne1000, name: str) -> None:
     assert body(pump, f"0{name}1") == "00S"
     assert body(pump, f"0{name}") == "00S1"
@@ -344,8 +344,9 @@ def test_buzzer(pump: Ne1000) -> None:
 
 
 def test_trigger_mode(pump: Ne1000) -> None:
-    assert body(pump, "0TRG LE") == "00S"
-    assert body(pump, "0TRG") == "00SLE"
+    for mode in ("FT", "FH", "F2", "LE", "ST", "T2"):
+        assert body(pump, f"0TRG {mode}") == "00S"
+        assert body(pump, "0TRG") == f"00S{mode}"
     assert body(pump, "0TRGQQ") == "00S?"
 
 

@@ -91,22 +91,6 @@ def test_ttl_inputs_and_output(pump: Ne1000) -> None:
     assert body(pump, "0OUT52") == "00S?OOR"
 
 
-@pytest.mark.parametrize("name", ["DIN", "ROM", "LN", "LOC P"])
-def test_more_flag_commands(pump: Ne1000, name: str) -> None:
-    assert body(pump, f"0{name} 1") == "00S"
-    assert body(pump, f"0{name}") == "00S1"
-    assert body(pump, f"0{name} 0") == "00S"
-    assert body(pump, f"0{name}") == "00S0"
-    assert body(pump, f"0{name} 2") == "00S?OOR"
-
-
-def test_trigger_modes(pump: Ne1000) -> None:
-    for mode in ("FT", "FH", "F2", "LE", "ST", "T2"):
-        assert body(pump, f"0TRG{mode}") == "00S"
-        assert body(pump, "0TRG") == f"00S{mode}"
-    assert body(pump, "0TRGXX") == "00S?"
-
-
 def test_function_arguments_are_checked(pump: Ne1000) -> None:
     assert body(pump, "0FUNJMP5") == "00S"
     assert body(pump, "0FUN") == "00SJMP5"
