@@ -25,6 +25,7 @@ The first column is seconds since the link opened, on the injected clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -77,9 +78,15 @@ def format_trace_line(elapsed_s: float, tag: str, data: bytes) -> str:
     :param data: the bytes moved (empty for a note).
     :return: the line, without a newline.
     """
+    return f"{elapsed_s:13.6f} {_trace_body(tag, data)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _trace_body(tag: str, data: bytes) -> str:
+    """The part of a trace line after the time (the same packets recur all day long)."""
     hex_part = data.hex(" ").upper()
     ascii_part = data.translate(_TRACE_ASCII).decode("ascii")
-    return f"{elapsed_s:13.6f} {tag}  {hex_part:<48} |{ascii_part}|"
+    return f"{tag}  {hex_part:<48} |{ascii_part}|"
 
 
 class ByteTrace:
