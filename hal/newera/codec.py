@@ -314,14 +314,6 @@ def parse_reply(data: bytes) -> Reply:
 
 # -- numbers -----------------------------------------------------------------
 
-def parse_number(text: str) -> Fraction:
-    """Parse a reply ``<float>`` exactly (the rules of :func:`parse_scaled`).
-
-    :raises ReplyFormatError: not a number in the pump's format.
-    """
-    return Fraction(parse_scaled(text, 1000), 1000)
-
-
 def format_number(value: Fraction | Decimal | int) -> str:
     """Write ``value`` exactly in the wire number format, with as few decimals as it needs.
 
