@@ -1064,6 +1064,11 @@ class Ne1000Driver(PumpDriver):
             if staged is None:
                 raise StateError("no verified program staged: stage_program() and its read-back come first")
             first_phase, program = staged
+            before = self.read_status()
+            if before.alarm is not None or before.state in _RUNNING:
+                why = f"alarm {before.alarm.name} latched" if before.alarm else f"pump already {before.state.value}"
+                return CommandResult("commit_program", Outcome.NOT_APPLIED, status=before,
+                                     detail=f"{why}; RUN {first_phase} not sent, stage again")
             self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
             self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
             return self._start_like("commit_program", codec.run_request(self.address, first_phase),

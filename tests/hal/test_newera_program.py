@@ -83,6 +83,13 @@ def test_a_lost_reply_while_staging_leaves_nothing_committable() -> None:
             backend.driver.commit_program()
 
 
+def test_commit_is_refused_when_the_pump_started_meanwhile(backend: Backend) -> None:
+    assert backend.driver.stage_program(BOLUS_THEN_BASAL).applied
+    assert backend.device is not None and backend.device.receive(b"0RUN\r") == b"\x0200I\x03"  # someone else
+    result = backend.driver.commit_program()
+    assert result.outcome is Outcome.NOT_APPLIED and "infusing" in result.detail
+
+
 def test_any_setting_after_staging_invalidates_it(backend: Backend) -> None:
     assert backend.driver.stage_program(BOLUS_THEN_BASAL).applied
     backend.driver.set_target_volume(0)
