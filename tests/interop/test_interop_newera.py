@@ -1,12 +1,12 @@
 """Published New Era clients from PyPI, run unchanged against ``itb sim serve`` over a pty.
 
-Two clients were found on PyPI (the search tools' ``docs`` index and the
-package list): ``nesp-lib`` 2.0.0 (Basic and Safe mode, NE-500/1000 family)
-and ``new-era`` 2.2.3 (written for the NE-9000 peristaltic pump, same
-protocol). ``labmcp-new-era`` 0.1.2 also exists but needs the ``labmcp`` MCP
-server stack (``fastmcp``), so it is not in the ``interop`` extra. Each test
-runs the client's documented operations and checks the results against the
-client's own answers and against the simulated pump's state (the control plane).
+Three clients were found on PyPI (the search tools and the package list):
+``nesp-lib`` 2.0.0 (Basic and Safe mode, NE-500/1000 family), ``new-era``
+2.2.3 (written for the NE-9000 peristaltic pump, same protocol) and
+``labmcp-new-era`` 0.1.2 (Basic mode; its driver over the ``labmcp`` serial
+transport, which the balance clients already bring). Each test runs the
+client's documented operations and checks the results against the client's
+own answers and against the simulated pump's state (the control plane).
 
 Where a client is wrong by the NE-1000 manual, the test shows it and the
 simulator is not bent to it:
@@ -38,6 +38,8 @@ import pytest
 
 nesp_lib = pytest.importorskip("nesp_lib")
 peristaltic_pump = pytest.importorskip("new_era.peristaltic_pump")
+labmcp_transports = pytest.importorskip("labmcp.transports")
+labmcp_new_era = pytest.importorskip("labmcp_new_era.driver")
 
 #: A client that waits forever for a reply (nesp-lib's port has no timeout) must not hang CI.
 pytestmark = pytest.mark.timeout(60)
@@ -128,3 +130,26 @@ def test_new_era_in_basic_mode(sim_serve: Serve) -> None:
                 pump.set_volume(0.05, "ml")  # one command for value and units: '?' (see the module docstring)
         finally:
             pump.disconnect()
+
+
+def test_labmcp_new_era_in_basic_mode(sim_serve: Serve) -> None:
+    with sim_serve() as sim:
+        # The transport settings its MCP server uses for an NE-1000 (19200 8N1, CR out, ETX in).
+        transport = labmcp_transports.open_transport(f"serial://{sim.url}", baudrate=19200,
+                                                     read_termination="\x03", write_termination="\r")
+        pump = labmcp_new_era.NewEraPump(transport)
+        try:
+            assert pump.identify()["model"] == "NE-1000" and pump.identify()["firmware"] == "3.928"
+            assert pump.set_diameter(26.59) == "26.59"
+            assert pump.diameter_mm() == 26.59
+            pump.clear_dispensed()
+            # Phase 1 = RATE for the volume, phase 2 = STOP, then RUN: the pump stops by itself.
+            plan = pump.start_pumping("INF", volume_ml=0.05, rate_ml_min=10.0)
+            assert (plan.rate_text, plan.volume_text) == ("10.00MM", "0.050ML")
+            state = wait_until_stopped(sim)
+            assert state["infused_nl"] == 50_000
+            assert pump.dispensed() == (0.05, 0.0, "ML")
+            assert pump.rate() == (10.0, "MM") and pump.volume() == (0.05, "ML") and pump.direction() == "INF"
+            assert pump.stop().prompt == "S"
+        finally:
+            pump.close()
