@@ -170,3 +170,11 @@ def test_power_cycle_in_safe_mode(safe_pump: Ne1000, clock: VirtualClock) -> Non
     clock.advance(30)
     assert safe_pump.poll() == b"", "the timer is disarmed after power-up"
     assert safe_pump.safe_mode, "Safe mode survives power cycles"
+
+
+def test_saf0_to_a_freshly_powered_basic_pump_gets_the_reset_alarm_in_basic_framing(
+    make_pump: Callable[..., Ne1000],
+) -> None:
+    pump = make_pump(power_on_alarm=True)
+    assert pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == b"\x0200A?R\x03"
+    assert pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == bytes.fromhex("02 30 30 53 03")
