@@ -184,8 +184,8 @@ class Ne1000Driver(PumpDriver):
         self._safe_timeout_s: int | None = None
         self._diameter_mm: Decimal | None = None
         self._rate_units: RateUnits | None = None
-        #: The last dispensed reading, when it was taken (ns) and whether a second reading confirmed it.
-        self._counter_baseline: tuple[DispensedVolume, int, bool] | None = None
+        #: The last dispensed reading returned and when it was taken, ns (None: after a clear or a syringe change).
+        self._counter_baseline: tuple[DispensedVolume, int] | None = None
         #: The highest rate that may have been in effect since that reading, nL/h (None: unknown).
         self._rate_bound_nl_per_h: int | None = None
         self._rate_now_nl_per_h: int | None = None
@@ -412,15 +412,23 @@ class Ne1000Driver(PumpDriver):
     def read_dispensed(self) -> DispensedVolume:
         """Read the infused and withdrawn counters, nL, checked for plausibility. Safe to retry.
 
-        A reading is plausible when neither counter went backwards since the
-        last plausible reading (without a clear in between) and neither grew
+        A reading is *plausible* when neither counter went backwards since the
+        last reading returned (without a clear in between) and neither grew
         more than the highest rate in effect since then allows over the time
-        that passed (plus the display's truncation steps and 2 %). The first
-        reading after connecting, clearing or a syringe change is taken twice
-        and the two must agree by the same rule. An implausible reading (a
-        garbled reply that still parses) is read again; if none is plausible,
-        nothing is returned. So the readings returned never decrease and never
-        outrun the rate; after a clear (:meth:`clear_dispensed`) they start over.
+        that passed (plus the display's truncation steps and 2 %). On a Basic
+        line (no CRC) a plausible reading is returned at once only when the
+        physics predicts it: no change, or the growth the current rate makes
+        over the elapsed time. Any other reading, and the first after
+        connecting, clearing or a syringe change, is read again, and returned
+        only when the two agree. Implausible readings are read again too. So a
+        digit garbled on the line is neither returned nor taken as the
+        baseline of the next check.
+
+        Two readings that agree with each other but sit below the last one
+        returned: by at most two display steps (that one was off in its last
+        place), the last one is returned again until the counter passes it;
+        by more (the pump's counter really went back), it is reported once as
+        an error and the next call starts from them.
 
         :raises CommunicationError: no plausible reading after all attempts
             (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
@@ -428,34 +436,42 @@ class Ne1000Driver(PumpDriver):
         request = codec.query(self.address, codec.Command.DIS)
         with self._lock:
             why = ""
-            for _ in range(2 + self.read_retries):  # one extra: a first reading needs a second to agree
+            candidate: tuple[DispensedVolume, int] | None = None
+            for _ in range(2 + self.read_retries):
                 reading = DispensedVolume(*self._query(request, codec.parse_dispensed))
                 now_ns = self.clock.monotonic_ns()
                 baseline = self._counter_baseline
                 why = "" if baseline is None else self._implausible(reading, baseline, now_ns)
-                if baseline is not None and not why:
-                    self._counter_baseline = (reading, now_ns, True)
+                agrees = candidate is not None and self._agree(reading, candidate, now_ns)
+                if not why and (agrees or (baseline is not None and self._predicted(reading, baseline, now_ns))):
+                    self._counter_baseline = (reading, now_ns)
                     self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
                     return reading
-                if baseline is None or not baseline[2]:
-                    # Nothing confirmed yet: this reading is the one the next must agree with.
-                    self._counter_baseline = (reading, now_ns, False)
+                if why and agrees and baseline is not None:
+                    if self._within_display_steps(reading, baseline[0]):
+                        # A digit of the last reading returned was off by the display's last place:
+                        # the counter has not passed it yet, so that reading still stands.
+                        return baseline[0]
+                    # Two readings agree against the last one returned: the pump's counter moved back.
+                    self._counter_baseline = (reading, now_ns)
                     self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                    break
                 if why:
                     self.stats.implausible_readings += 1
                     self._tx.note(f"implausible DIS reading {reading}: {why}; reading again")
+                candidate = (reading, now_ns)
             raise CommunicationError(
                 f"pump {self.address}: no plausible dispensed reading ({why or 'no two readings agreed'})",
                 error_code="NE_IMPLAUSIBLE_COUNTER",
             )
 
-    def _implausible(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int, bool], now_ns: int) -> str:
+    def _implausible(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int], now_ns: int) -> str:
         """Why ``reading`` cannot follow ``baseline``, or "" when it can."""
-        before, then_ns, _ = baseline
+        before, then_ns = baseline
         bound = self._rate_bound_nl_per_h
         if bound is None and self._diameter_mm is not None:
             bound = self.capabilities().max_rate_nl_per_h
-        unit_nl = self._volume_units().nl if self._diameter_mm is not None else codec.VolumeUnits.ML.nl
+        unit_nl = self._counter_unit_nl()
         for name, old, new in (("infused", before.infused_nl, reading.infused_nl),
                                ("withdrawn", before.withdrawn_nl, reading.withdrawn_nl)):
             if new < old:
@@ -469,6 +485,54 @@ class Ne1000Driver(PumpDriver):
                 return (f"{name} counter grew {new - old} nL in {(now_ns - then_ns) / NS_PER_S:g} s; "
                         f"at most {bound} nL/h allows {allowed} nL")
         return ""
+
+    def _agree(self, reading: DispensedVolume, earlier: tuple[DispensedVolume, int], now_ns: int) -> bool:
+        """True when two readings taken back to back show the same counters (within the display steps
+        and what the fastest rate the pump can run moves in between)."""
+        before, then_ns = earlier
+        fastest = self.capabilities().max_rate_nl_per_h if self._diameter_mm is not None else 0
+        unit_nl = self._counter_unit_nl()
+        for old, new in ((before.infused_nl, reading.infused_nl), (before.withdrawn_nl, reading.withdrawn_nl)):
+            slack = 2 * (_display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl))
+            if not 0 <= new - old <= slack + fastest * max(0, now_ns - then_ns) // _NS_PER_H:
+                return False
+        return True
+
+    def _predicted(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int], now_ns: int) -> bool:
+        """True when the CRC vouches for ``reading`` (Safe mode), or the physics predicts it.
+
+        Predicted: each counter either did not change at all or, for the
+        direction the pump runs in now, grew what the current rate makes over
+        the elapsed time (within a display step either side, 2 % and one
+        second of the rate).
+        """
+        if self._tx.safe:
+            return True
+        before, then_ns = baseline
+        rate = self._rate_now_nl_per_h
+        state = self._tx.last_state
+        unit_nl = self._counter_unit_nl()
+        for name, old, new in (("infused", before.infused_nl, reading.infused_nl),
+                               ("withdrawn", before.withdrawn_nl, reading.withdrawn_nl)):
+            if new == old:
+                continue
+            running = PumpState.INFUSING if name == "infused" else PumpState.WITHDRAWING
+            if rate is None or state is not running:
+                return False
+            expected = rate * max(0, now_ns - then_ns) // _NS_PER_H
+            slack = _display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl)
+            if abs(new - old - expected) > slack + expected // 50 + rate * NS_PER_S // _NS_PER_H:
+                return False
+        return True
+
+    def _within_display_steps(self, reading: DispensedVolume, last: DispensedVolume) -> bool:
+        """True when ``reading`` is below ``last`` by no more than two display steps on each counter."""
+        unit_nl = self._counter_unit_nl()
+        return all(old - new <= 2 * _display_step_nl(old, unit_nl)
+                   for old, new in ((last.infused_nl, reading.infused_nl), (last.withdrawn_nl, reading.withdrawn_nl)))
+
+    def _counter_unit_nl(self) -> int:
+        return self._volume_units().nl if self._diameter_mm is not None else codec.VolumeUnits.ML.nl
 
     def _rate_in_effect_nl_per_h(self) -> int | None:
         """The highest rate the pump may run at now, nL/h; None when unknown (the envelope bounds it)."""
