@@ -854,7 +854,11 @@ class Ne1000(ByteDevice):
             self._loop_counts.clear()
             self._enter_phase(index)
         elif self.state == "P" and self.phases[self.running_phase].function in PUMPING_FUNCTIONS:
-            self._start_phase_motion()  # resume the paused phase where it stopped
+            target = self._phase_target_scaled()
+            if target and self._phase_moved_scaled >= target:
+                self._phase_complete()  # its volume (changed while paused) is already dispensed
+            else:
+                self._start_phase_motion()  # resume the paused phase where it stopped
         elif self.state == "P":
             self._enter_phase(self.running_phase)
         else:

@@ -209,7 +209,10 @@ class PumpModel(RuleBasedStateMachine):
             return
         if self.state == "S":
             self.moved_in_phase = Fraction(0)
-        if self.state in ("S", "P"):
+        if self.state == "P" and self.target_nl and self.moved_in_phase >= self.target_nl:
+            # Resuming a phase whose volume (set while paused) is already dispensed ends it at once.
+            self.state, self.moved_in_phase = "S", Fraction(0)
+        elif self.state in ("S", "P"):
             self.state = "I"
         assert self._send("0RUN") == f"00{self.state}"
 
