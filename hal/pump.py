@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar
 
+from cython_ext.errors import CapabilityError, ConfigError
+
 
 class PumpState(enum.Enum):
     """What the mechanism is doing."""
@@ -164,6 +166,59 @@ class CommandResult:
         return self.outcome is Outcome.APPLIED
 
 
+@dataclass(frozen=True)
+class ProgramPhase:
+    """One phase of a program the pump runs by itself: a rate held for a volume.
+
+    :ivar rate_nl_per_h: the phase's rate, nL/h (> 0).
+    :ivar volume_nl: the volume the phase delivers before the next phase starts, nL;
+        0 means the phase runs until stopped (only the last phase may be continuous).
+    :ivar direction: infuse or withdraw.
+    """
+
+    rate_nl_per_h: int
+    volume_nl: int = 0
+    direction: Direction = Direction.INFUSE
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate_nl_per_h, bool) or not isinstance(self.rate_nl_per_h, int) or self.rate_nl_per_h <= 0:
+            raise ConfigError("rate_nl_per_h", self.rate_nl_per_h, "an integer > 0 nL/h")
+        if isinstance(self.volume_nl, bool) or not isinstance(self.volume_nl, int) or self.volume_nl < 0:
+            raise ConfigError("volume_nl", self.volume_nl, "an integer >= 0 nL (0: continuous)")
+        if not isinstance(self.direction, Direction):
+            raise ConfigError("direction", self.direction, "Direction.INFUSE or Direction.WITHDRAW")
+
+
+@dataclass(frozen=True)
+class PumpProgram:
+    """A rate schedule the pump runs without further commands, phase after phase.
+
+    Made for "the bolus rate for exactly the bolus volume, then the basal rate,
+    continuous": every phase but the last has a volume; the last is continuous
+    (``volume_nl == 0``) or, with a volume, the pump stops after it.
+
+    :ivar phases: the phases in the order they run (at least one).
+    """
+
+    phases: tuple[ProgramPhase, ...]
+
+    def __post_init__(self) -> None:
+        if not self.phases or not all(isinstance(p, ProgramPhase) for p in self.phases):
+            raise ConfigError("phases", self.phases, "a non-empty tuple of ProgramPhase")
+        if any(p.volume_nl == 0 for p in self.phases[:-1]):
+            raise ConfigError("phases", self.phases, "a volume > 0 nL in every phase but the last")
+
+    @property
+    def ends_continuous(self) -> bool:
+        """True when the last phase runs until stopped (the pump never stops by itself)."""
+        return self.phases[-1].volume_nl == 0
+
+    @property
+    def max_rate_nl_per_h(self) -> int:
+        """The highest rate of any phase, nL/h."""
+        return max(p.rate_nl_per_h for p in self.phases)
+
+
 class PumpDriver(ABC):
     """Role interface every pump driver implements.
 
@@ -232,6 +287,40 @@ class PumpDriver(ABC):
         no alarm is lost; the default (no such alarms) returns an empty tuple.
         """
         return ()
+
+    # -- programs the pump runs by itself (optional: drivers whose pumps hold programs override) --
+
+    def stage_program(self, program: PumpProgram, *, first_phase: int = 1) -> CommandResult:
+        """Write ``program`` into the pump's program memory from phase ``first_phase`` on and read every phase back.
+
+        Nothing starts: the atomic rule is stage, read back, then
+        :meth:`commit_program`. ``APPLIED`` means every phase read back as
+        written; anything else leaves nothing committable.
+
+        :raises CapabilityError: the pump holds no programs, or a phase is outside its envelope or format.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
+
+    def read_program(self, first_phase: int, count: int) -> PumpProgram:
+        """Read ``count`` phases back from phase ``first_phase`` on.
+
+        :raises CapabilityError: the pump holds no programs.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
+
+    def commit_program(self) -> CommandResult:
+        """Start the program staged (and verified) by :meth:`stage_program` at its first phase.
+
+        :raises CapabilityError: the pump holds no programs.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
+
+    def read_phase(self) -> int:
+        """The program phase that runs now (the selected one while stopped), 1-based.
+
+        :raises CapabilityError: the pump holds no programs.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
 
     @abstractmethod
     def heartbeat(self) -> PumpStatus:

@@ -25,8 +25,10 @@ The first column is seconds since the link opened, on the injected clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -53,6 +55,10 @@ PARITIES: tuple[str, ...] = ("N", "E", "O", "M", "S")
 DEFAULT_TIMEOUT_S = 0.5
 #: Longest read timeout accepted, seconds.
 MAX_TIMEOUT_S = 60.0
+#: A trace is flushed to disk at least this often while bytes move (notes flush at once), real seconds.
+TRACE_FLUSH_INTERVAL_S = 0.5
+#: Bytes shown as themselves in the ASCII column of a trace line; all others show as ".".
+_TRACE_ASCII = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
 
 
 def _check_timeout_s(timeout_s: object, field: str = "timeout_s") -> float:
@@ -72,16 +78,24 @@ def format_trace_line(elapsed_s: float, tag: str, data: bytes) -> str:
     :param data: the bytes moved (empty for a note).
     :return: the line, without a newline.
     """
-    hex_part = " ".join(f"{b:02X}" for b in data)
-    ascii_part = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
-    return f"{elapsed_s:13.6f} {tag}  {hex_part:<48} |{ascii_part}|"
+    return f"{elapsed_s:13.6f} {_trace_body(tag, data)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _trace_body(tag: str, data: bytes) -> str:
+    """The part of a trace line after the time (the same packets recur all day long)."""
+    hex_part = data.hex(" ").upper()
+    ascii_part = data.translate(_TRACE_ASCII).decode("ascii")
+    return f"{tag}  {hex_part:<48} |{ascii_part}|"
 
 
 class ByteTrace:
     """Append-only, timestamped record of every byte sent and received.
 
     Meant for bug reports: attach the file and anyone can replay the exchange.
-    Thread-safe; :meth:`close` is idempotent.
+    Byte lines reach the disk at least every :data:`TRACE_FLUSH_INTERVAL_S`
+    (real time), notes and :meth:`close` at once. Thread-safe; :meth:`close` is
+    idempotent.
 
     :param path: file to create (truncated if it exists).
     :param url: the port's URL, written in the header.
@@ -101,6 +115,7 @@ class ByteTrace:
             f"# itb-fil serial trace  url={url}  opened={self._clock.utc_now().isoformat()}\n"
         )
         self._file.flush()
+        self._flushed_at = time.monotonic()
 
     def _elapsed_s(self) -> float:
         return (self._clock.monotonic_ns() - self._t0_ns) / NS_PER_S
@@ -111,7 +126,10 @@ class ByteTrace:
             if self._file is None:
                 return
             self._file.write(format_trace_line(self._elapsed_s(), tag, data) + "\n")
-            self._file.flush()
+            now = time.monotonic()
+            if now - self._flushed_at >= TRACE_FLUSH_INTERVAL_S:
+                self._file.flush()
+                self._flushed_at = now
 
     def note(self, text: str) -> None:
         """Write a free-text note line (timeouts, resyncs, mode changes)."""
@@ -120,6 +138,7 @@ class ByteTrace:
                 return
             self._file.write(f"{self._elapsed_s():13.6f} --  {text}\n")
             self._file.flush()
+            self._flushed_at = time.monotonic()
 
     def close(self) -> None:
         """Flush and close the file. Safe to call twice."""

@@ -21,6 +21,7 @@ import importlib
 import json
 import signal
 import sys
+import textwrap
 import threading
 import time
 from contextlib import ExitStack
@@ -45,6 +46,31 @@ CONTROL_COMMANDS = {
     "refill": "refill ML: set the syringe contents while still, mL",
     "fault": "fault SPEC: add a fault now (see sim.faults; at= counts from now)",
 }
+#: What the simulated pump implements and what it answers otherwise (``itb sim serve --help``, README).
+PUMP_SUMMARY = """\
+simulated NE-1000 (profile ne1000-v3.928; ne1000x2-v3.928 has 340 phases):
+  framing     Basic (CR in, STX..ETX out) and Safe (length, CRC-16/XMODEM); a reply
+              is framed in the mode in effect after its command (a Safe-framed SAF0
+              is answered in Basic framing); Safe packets are accepted in Basic
+              mode; Basic packets are ignored in Safe mode unless they hold a '*'
+              command; a Safe packet with a gap over 0.5 s between bytes is dropped;
+              the SAF watchdog stops the pump with A?T, sent unprompted
+  addressing  0-99, two-digit reply address, other addresses stay silent; '*'
+              reaches every pump (*RUN, *STP; *ADR, *RESET need it); network
+              bursts '<n> <command> * <m> <command> *'
+  commands    VER DIA RAT VOL DIR RUN PUR STP DIS CLD SAF PHN FUN AL PF BP LOC
+              LOC P DIN ROM LN BUZ TRG IN OUT *ADR *RESET
+  program     phases 1-41 run by RUN [n] on the clock: FUN RAT INC DEC STP JMP n
+              LOP n LPS LPE PAS n IF n EVN n EVR BEP OUT n; PHN reports the phase
+              that runs
+  numbers     4 significant digits fixed by magnitude: 0.000 16.09 100.0 1000.
+  alarms      A?R at power-up (that first command is not executed), A?S stall,
+              occlusion or end of travel, A?T watchdog, A?O phase out of range,
+              A?E program error; the alarm reply acknowledges it
+  otherwise   ? unknown command or parameters (also RAT C and RAT I, which NE-1000
+              firmware lacks), ?OOR out of range, ?NA not now (edits while
+              pumping), ?COM corrupt packet (nothing with bad_packet_reply=silent)
+"""
 BALANCES = ("mtsics", "sbi")
 BAUD_RATES = (19200, 9600, 2400, 1200, 300)
 
@@ -102,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Serve one simulated pump in real time x --speed. The first stdout line ends with the pump's "
             "device path or socket:// URL; with --balance the second line ends with the balance's."
         ),
-        epilog=balance_help(),
+        epilog=PUMP_SUMMARY + "\n" + textwrap.fill(balance_help(), width=79),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--pump", choices=PUMPS, default="ne1000", help="pump model (default ne1000)")
     serve.add_argument("--link", type=_link, default=("pty", 0), metavar="pty|tcp:PORT", help="where to serve it")

@@ -32,6 +32,7 @@ raise is the driver's job.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -231,7 +232,12 @@ class Request:
 
     def encode(self, *, safe: bool) -> bytes:
         """The framed packet, ready for the wire."""
-        return encode_request(self.data(), safe=safe)
+        return _encoded(self, safe)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(request: Request, safe: bool) -> bytes:
+    return encode_request(request.data(), safe=safe)
 
 
 @dataclass(frozen=True)
@@ -270,8 +276,9 @@ _PROMPTS = {p.value: p for p in Prompt}
 _ALARMS = {a.value: a for a in AlarmType}
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_reply(data: bytes) -> Reply:
-    """Decode reply packet data (framing already removed).
+    """Decode reply packet data (framing already removed). Replies are immutable, so repeats are cached.
 
     :param data: e.g. ``b"00S"``, ``b"00P0.21MM"``, ``b"00A?S"``, ``b"00S?OOR"``.
     :raises ReplyFormatError: the bytes are not a New Era reply.
@@ -306,21 +313,6 @@ def parse_reply(data: bytes) -> Reply:
 
 
 # -- numbers -----------------------------------------------------------------
-
-_NUMBER_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-
-
-def parse_number(text: str) -> Fraction:
-    """Parse a wire ``<float>`` exactly.
-
-    Replies are read leniently (any plain decimal), requests are written strictly.
-
-    :raises ReplyFormatError: not a plain decimal number.
-    """
-    if not _NUMBER_RE.fullmatch(text):
-        raise ReplyFormatError("not a number", text.encode("ascii", "replace"))
-    return Fraction(Decimal(text))
-
 
 def format_number(value: Fraction | Decimal | int) -> str:
     """Write ``value`` exactly in the wire number format, with as few decimals as it needs.
@@ -548,25 +540,57 @@ def syringe_rate_envelope_nl_per_h(diameter_mm: Decimal) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class WireRate:
-    """A rate as the pump reports it."""
+    """A rate as the pump reports it.
 
-    value: Fraction
+    :ivar rate_nl_per_h: the rate, nL/h (exact: every valid reply is a whole number of nL/h).
+    :ivar units: the units the pump holds it in.
+    """
+
+    rate_nl_per_h: int
     units: RateUnits
 
-    @property
-    def rate_nl_per_h(self) -> int:
-        """The rate in nL/h (exact for every valid reply)."""
-        return _exact_int(self.value * self.units.nl_per_h)
+
+_REPLY_NUMBER_RE = re.compile(r"(\d*)(?:\.(\d*))?")
 
 
-def _exact_int(value: Fraction) -> int:
-    # Every wire number has at most 3 decimals and every unit is >= 1000 nL, so this is exact;
-    # anything else means the pump sent more decimals than its format allows.
-    if value.denominator != 1:
-        raise ReplyFormatError("value is finer than 1 nL", str(float(value)).encode())
-    return int(value)
+def parse_scaled(text: str, unit_nl: int, *, counter: bool = False) -> int:
+    """Read a number from a reply and return it times ``unit_nl``, exactly, as an integer.
+
+    A pump writes at most 4 digits, at most 3 of them after the point. Query
+    replies carry exactly 4 significant digits, fixed by magnitude (``0.000``,
+    ``16.09``, ``100.0``, ``1000.``); replies quoted from older firmware drop
+    trailing zeros (``0.21``), and are read too. A dispensed counter
+    (``counter=True``) must be in the fixed format, since that is what the
+    pump sends and a digit lost or added on a Basic line then shows; one that
+    has outgrown 4 digits is a whole number. Anything else (more digits, a
+    second point, a value finer than 1 nL) is not a reply the pump can send.
+
+    :param text: the number as received.
+    :param unit_nl: nL (or nL/h) in one unit of the number.
+    :param counter: a dispensed counter: the fixed format, or a whole number beyond 4 digits.
+    :raises ReplyFormatError: not a number in the pump's format.
+    """
+    match = _REPLY_NUMBER_RE.fullmatch(text)
+    if match is None:
+        raise ReplyFormatError("not a number", text.encode("ascii", "replace"))
+    whole, frac = match.group(1), match.group(2) or ""
+    digits = len(whole) + len(frac)
+    if not digits or len(frac) > MAX_DECIMALS:
+        raise ReplyFormatError("not a number in the pump's format", text.encode("ascii", "replace"))
+    if digits > MAX_DIGITS and not (counter and match.group(2) is None and whole[0] != "0"):
+        raise ReplyFormatError(f"more than {MAX_DIGITS} digits", text.encode("ascii", "replace"))
+    if counter and digits <= MAX_DIGITS and (digits != MAX_DIGITS or (len(whole) > 1 and whole[0] == "0")
+                                             or match.group(2) is None):
+        raise ReplyFormatError("counter not in the fixed 4-digit format", text.encode("ascii", "replace"))
+    scale = 10 ** len(frac)
+    value, rest = divmod(int(whole + frac) * unit_nl, scale)
+    if rest:
+        raise ReplyFormatError("value is finer than 1 nL", text.encode("ascii", "replace"))
+    return value
 
 
+_RATE_UNITS_BY_TEXT = {u.value: u for u in RateUnits}
+_VOLUME_UNIT_NL = {u.value: u.nl for u in VolumeUnits}
 _RATE_RE = re.compile(r"(?P<num>[0-9.]+)(?P<units>UM|MM|UH|MH)")
 _DIS_RE = re.compile(r"I(?P<inf>[0-9.]+)W(?P<wdr>[0-9.]+)(?P<units>UL|ML)")
 _VOL_RE = re.compile(r"(?P<num>[0-9.]+)(?P<units>UL|ML)?")
@@ -581,9 +605,8 @@ def parse_rate(data: str) -> WireRate:
     match = _RATE_RE.fullmatch(data)
     if match is None:
         raise ReplyFormatError("not a rate", data.encode("ascii", "replace"))
-    rate = WireRate(parse_number(match["num"]), RateUnits(match["units"]))
-    rate.rate_nl_per_h  # noqa: B018 - validates that the value is a whole number of nL/h
-    return rate
+    units = _RATE_UNITS_BY_TEXT[match["units"]]
+    return WireRate(parse_scaled(match["num"], units.nl_per_h), units)
 
 
 def parse_dispensed(data: str) -> tuple[int, int]:
@@ -595,11 +618,8 @@ def parse_dispensed(data: str) -> tuple[int, int]:
     match = _DIS_RE.fullmatch(data)
     if match is None:
         raise ReplyFormatError("not a dispensed reading", data.encode("ascii", "replace"))
-    units = VolumeUnits(match["units"])
-    return (
-        _exact_int(parse_number(match["inf"]) * units.nl),
-        _exact_int(parse_number(match["wdr"]) * units.nl),
-    )
+    unit_nl = _VOLUME_UNIT_NL[match["units"]]
+    return parse_scaled(match["inf"], unit_nl, counter=True), parse_scaled(match["wdr"], unit_nl, counter=True)
 
 
 def parse_volume(data: str, default_units: VolumeUnits) -> int:
@@ -612,7 +632,7 @@ def parse_volume(data: str, default_units: VolumeUnits) -> int:
     if match is None:
         raise ReplyFormatError("not a volume", data.encode("ascii", "replace"))
     units = VolumeUnits(match["units"]) if match["units"] else default_units
-    return _exact_int(parse_number(match["num"]) * units.nl)
+    return parse_scaled(match["num"], units.nl)
 
 
 def parse_diameter(data: str) -> Decimal:
@@ -620,8 +640,7 @@ def parse_diameter(data: str) -> Decimal:
 
     :raises ReplyFormatError: not a number.
     """
-    value = parse_number(data)
-    return Decimal(value.numerator) / Decimal(value.denominator)
+    return Decimal(parse_scaled(data, 1000)) / 1000
 
 
 def parse_direction(data: str) -> WireDirection:
@@ -648,11 +667,13 @@ def parse_version(data: str) -> tuple[str, str]:
 # -- request builders --------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=128)
 def status_request(address: int) -> Request:
     """The empty packet: a status query that changes nothing."""
     return Request(address, Command.STATUS)
 
 
+@functools.lru_cache(maxsize=512)
 def query(address: int, command: Command) -> Request:
     """A parameter query (``DIA``, ``RAT``, ``VOL``, ``DIR``, ``DIS``, ``VER``...)."""
     request = Request(address, command)
@@ -686,9 +707,68 @@ def set_direction_request(address: int, direction: WireDirection) -> Request:
     return Request(address, Command.DIR, direction.value)
 
 
-def run_request(address: int) -> Request:
-    """``RUN``: start the pumping program (resumes a pause)."""
-    return Request(address, Command.RUN)
+def run_request(address: int, phase: int | None = None) -> Request:
+    """``RUN`` (start the pumping program, or resume a pause) or ``RUN n`` (start it at phase n).
+
+    :raises ConfigError: ``phase`` not in [1, 41].
+    """
+    if phase is None:
+        return Request(address, Command.RUN)
+    return Request(address, Command.RUN, str(check_phase(phase)))
+
+
+#: Program phases of base NE-1000 firmware (the X2 upgrade has 340).
+MAX_PHASES = 41
+
+
+def check_phase(phase: int) -> int:
+    """Return ``phase`` if it is a program phase number.
+
+    :raises ConfigError: not an int in [1, 41].
+    """
+    if isinstance(phase, bool) or not isinstance(phase, int) or not 1 <= phase <= MAX_PHASES:
+        raise ConfigError("phase", phase, f"an integer in [1, {MAX_PHASES}]")
+    return phase
+
+
+def select_phase_request(address: int, phase: int) -> Request:
+    """``PHN n``: select program phase n for the phase commands that follow (``FUN RAT VOL DIR``)."""
+    return Request(address, Command.PHN, str(check_phase(phase)))
+
+
+class PhaseFunction(enum.Enum):
+    """The phase functions a driver-written program uses."""
+
+    RATE = "RAT"
+    STOP = "STP"
+
+
+def set_function_request(address: int, function: PhaseFunction) -> Request:
+    """``FUN RAT`` or ``FUN STP`` for the selected phase."""
+    return Request(address, Command.FUN, function.value)
+
+
+def parse_phase_number(data: str) -> int:
+    """Decode a ``PHN`` query payload (``"1"`` to ``"41"``).
+
+    :raises ReplyFormatError: not a phase number.
+    """
+    if not (data.isdigit() and len(data) <= 3 and 1 <= int(data) <= MAX_PHASES):
+        raise ReplyFormatError("not a phase number", data.encode("ascii", "replace"))
+    return int(data)
+
+
+_FUNCTION_RE = re.compile(r"(RAT|INC|DEC|STP|LPS|LPE|EVR|BEP|JMP|LOP|PAS|IF|EVN|OUT)(\d{0,3})")
+
+
+def parse_function(data: str) -> str:
+    """Decode a ``FUN`` query payload (``"RAT"``, ``"STP"``, ``"JMP5"``...) into its text.
+
+    :raises ReplyFormatError: not a phase function.
+    """
+    if _FUNCTION_RE.fullmatch(data) is None:
+        raise ReplyFormatError("not a phase function", data.encode("ascii", "replace"))
+    return data
 
 
 def stop_request(address: int) -> Request:

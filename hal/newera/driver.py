@@ -1,16 +1,10 @@
 """NE-1000 pump driver: :class:`hal.pump.PumpDriver` over a serial link.
 
-One request, one reply. Every exchange goes through :meth:`Ne1000Driver._exchange`:
-
-1. discard what is already buffered (stray bytes, a late reply, an
-   unsolicited Safe-mode alarm packet, which is recorded but does not
-   acknowledge the alarm);
-2. send the framed request (Basic or Safe, whichever mode the link is in);
-3. read until a reply arrives whose address is ours and whose shape matches
-   what the request expects (a late reply to an earlier query is discarded,
-   never taken as this request's answer);
-4. on a timeout, drain the line until it has been quiet, so a reply still in
-   flight cannot answer the next request.
+The driver holds the command semantics only: which requests a call sends,
+which of them may be retried, and what the replies mean. Sending a request and
+finding the one reply that answers it (matching, draining, stray and
+unsolicited alarms, frame and message traces) is the transaction layer's job,
+:class:`hal.newera.transaction.Transactions`.
 
 Reads (status, ``DIS``, parameter queries) are idempotent and are retried, a
 bounded number of times. Commands that change delivery (``RAT VOL DIR RUN STP
@@ -54,12 +48,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from hal.clock import NS_PER_S, Clock, SystemClock
+from hal.clock import NS_PER_MS, NS_PER_S, Clock, SystemClock
+from cython_ext.units import MS_PER_H
 from cython_ext.errors import (
     CapabilityError,
     CommunicationError,
@@ -81,7 +75,16 @@ from hal.newera.codec import (
     VolumeUnits,
     WireDirection,
 )
-from hal.newera.framing import Frame, FrameError, ReplyDeframer
+from hal.newera.transaction import (
+    ALARM,
+    DEFAULT_QUIET_S,
+    PROMPT_STATE,
+    ByteLink,
+    FrameHook,
+    LinkStatistics,
+    MessageHook,
+    Transactions,
+)
 from hal.pump import (
     AlarmEvent,
     CommandResult,
@@ -91,11 +94,15 @@ from hal.pump import (
     PumpAlarm,
     PumpCapabilities,
     PumpDriver,
+    ProgramPhase,
     PumpIdentity,
+    PumpProgram,
     PumpState,
     PumpStatus,
     Sensor,
 )
+
+__all__ = ["ByteLink", "LinkStatistics", "NE_BAUDRATES", "Ne1000Driver", "probe_baudrate"]
 from hal.transport import DEFAULT_TIMEOUT_S, open_serial
 
 T = TypeVar("T")
@@ -105,71 +112,13 @@ DIAMETER_MIN_MM = Decimal("0.1")
 DIAMETER_MAX_MM = Decimal("50.0")
 #: Sensors the NE-1000 really has.
 NE1000_SENSORS = frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER})
-#: Bytes read while waiting for one reply before giving up on a babbling line.
-MAX_REPLY_BYTES = 1024
-#: Quiet time that ends a drain after a timeout, seconds.
-DEFAULT_QUIET_S = 0.05
+_NS_PER_H = MS_PER_H * NS_PER_MS
 #: Constructor options :meth:`Ne1000Driver.open` passes through.
-_DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s"})
+_DRIVER_OPTIONS = frozenset({"read_retries", "rate_tolerance_ppm", "quiet_s", "trace_frame", "trace_message"})
 
-_PROMPT_STATE = {
-    Prompt.INFUSING: PumpState.INFUSING,
-    Prompt.WITHDRAWING: PumpState.WITHDRAWING,
-    Prompt.STOPPED: PumpState.STOPPED,
-    Prompt.PAUSED: PumpState.PAUSED,
-    Prompt.TIMED_PAUSE: PumpState.TIMED_PAUSE,
-    Prompt.USER_WAIT: PumpState.USER_WAIT,
-    Prompt.PURGING: PumpState.PURGING,
-}
-_ALARM = {
-    AlarmType.RESET: PumpAlarm.RESET,
-    AlarmType.STALL: PumpAlarm.STALL,
-    AlarmType.COMMS_TIMEOUT: PumpAlarm.COMMS_TIMEOUT,
-    AlarmType.PROGRAM_ERROR: PumpAlarm.PROGRAM_ERROR,
-    AlarmType.OUT_OF_RANGE: PumpAlarm.OUT_OF_RANGE,
-}
 _WIRE_DIRECTION = {Direction.INFUSE: WireDirection.INFUSE, Direction.WITHDRAW: WireDirection.WITHDRAW}
 _RUNNING = frozenset({PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING,
                       PumpState.TIMED_PAUSE, PumpState.USER_WAIT})
-
-
-class ByteLink(Protocol):
-    """What the driver needs from a link (:class:`hal.transport.SerialLink` or a test fake)."""
-
-    url: str
-    timeout_s: float
-
-    def write(self, data: bytes) -> None:
-        """Send all of ``data`` (raise :class:`~cython_ext.errors.CommunicationError` on failure)."""
-
-    def read(self, size: int = 1) -> bytes:
-        """Up to ``size`` bytes within ``timeout_s``; ``b""`` means nothing arrived."""
-
-    def reset_input(self) -> None:
-        """Drop what the OS already holds."""
-
-    @property
-    def in_waiting(self) -> int:
-        """Bytes ready to read now."""
-
-    def note(self, text: str) -> None:
-        """Add a note to the byte trace, if any."""
-
-    def close(self) -> None:
-        """Release the port (idempotent)."""
-
-
-@dataclass
-class LinkStatistics:
-    """Counters of what the driver discarded or retried, for bench reports."""
-
-    stray_bytes: int = 0
-    frame_errors: int = 0
-    foreign_replies: int = 0
-    unmatched_replies: int = 0
-    timeouts: int = 0
-    query_retries: int = 0
-    resends_after_reset: int = 0
 
 
 class _DeliveryLost(Exception):
@@ -190,6 +139,10 @@ class Ne1000Driver(PumpDriver):
         volume is represented in the pump's number format, ppm (1-10000).
     :param quiet_s: quiet time that ends a drain after a timeout, seconds.
     :param owns_link: close the link when the driver is closed.
+    :param trace_frame: called as ``trace_frame(sending, frame)`` with every packet
+        (see :mod:`hal.newera.transaction`).
+    :param trace_message: called as ``trace_message(sending, message)`` with every
+        request sent and every reply decoded.
     """
 
     name = "ne1000"
@@ -204,6 +157,8 @@ class Ne1000Driver(PumpDriver):
         rate_tolerance_ppm: int = codec.DEFAULT_TOLERANCE_PPM,
         quiet_s: float = DEFAULT_QUIET_S,
         owns_link: bool = True,
+        trace_frame: FrameHook | None = None,
+        trace_message: MessageHook | None = None,
     ) -> None:
         codec.check_address(address)
         if isinstance(read_retries, bool) or not isinstance(read_retries, int) or not 0 <= read_retries <= 5:
@@ -213,22 +168,29 @@ class Ne1000Driver(PumpDriver):
             raise ConfigError("rate_tolerance_ppm", rate_tolerance_ppm, "an integer in [1, 10000] ppm")
         if not isinstance(quiet_s, (int, float)) or not 0 < quiet_s <= 1:
             raise ConfigError("quiet_s", quiet_s, "a number of seconds in (0, 1]")
-        self._link: ByteLink | None = link
+        for field, hook in (("trace_frame", trace_frame), ("trace_message", trace_message)):
+            if hook is not None and not callable(hook):
+                raise ConfigError(field, hook, "None or a callable")
         self.address = address
         self.clock = clock or SystemClock()
+        self._tx = Transactions(link, address=address, clock=self.clock, quiet_s=float(quiet_s),
+                                trace_frame=trace_frame, trace_message=trace_message)
+        #: Counters of discarded bytes, timeouts and retries (shared with the transaction layer).
+        self.stats: LinkStatistics = self._tx.stats
         self.read_retries = read_retries
         self.rate_tolerance_ppm = rate_tolerance_ppm
-        self.quiet_s = float(quiet_s)
         self._owns_link = owns_link
         self._lock = threading.RLock()
-        self._safe = False
         self._safe_timeout_s: int | None = None
         self._diameter_mm: Decimal | None = None
         self._rate_units: RateUnits | None = None
-        self._last_state: PumpState | None = None
-        self._last_valid_ns: int | None = None
-        self._alarms: list[AlarmEvent] = []
-        self.stats = LinkStatistics()
+        #: The last dispensed reading returned and when it was taken, ns (None: after a clear or a syringe change).
+        self._counter_baseline: tuple[DispensedVolume, int] | None = None
+        #: The highest rate that may have been in effect since that reading, nL/h (None: unknown).
+        self._rate_bound_nl_per_h: int | None = None
+        self._rate_now_nl_per_h: int | None = None
+        self._staged: tuple[int, PumpProgram] | None = None
+        self._program_max_rate_nl_per_h: int | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -297,10 +259,17 @@ class Ne1000Driver(PumpDriver):
             self._probe_mode()
             status = self.read_status()
             self._diameter_mm = self._read_diameter()
-            self._rate_units = self._read_rate().units
+            rate = self._read_rate()
+            self._rate_units = rate.units
+            # Read-backs on a Basic line may be garbled, so only this first reading and the
+            # commanded rates bound how fast the counters may grow.
+            self._allow_rate(rate.rate_nl_per_h)
+            if status.state in _RUNNING or status.state is PumpState.PAUSED:
+                # A program we did not write may run: its phases may have any rate up to the envelope.
+                self._program_max_rate_nl_per_h = self.capabilities().max_rate_nl_per_h
             if safe_mode_timeout_s is not None:
                 self.enter_safe_mode(safe_mode_timeout_s)
-            elif self._safe:
+            elif self._tx.safe:
                 self.exit_safe_mode()
             return status
 
@@ -310,16 +279,15 @@ class Ne1000Driver(PumpDriver):
         # Basic first: a pump in Safe mode ignores Basic packets, so a Basic answer proves Basic mode,
         # while a Safe packet is answered in either mode.
         for safe in (False, True) * (1 + self.read_retries):
-            self._safe = safe
+            self._tx.safe = safe
             try:
-                reply = self._exchange(request, expect_data=False)
+                self._tx.execute(request, False)
             except CommunicationError as exc:
                 last = exc
                 continue
-            self._note_reply(reply, request)
             return
         raise CommunicationError(
-            f"no answer from pump {self.address} on {self._require_link().url} in Basic or Safe framing",
+            f"no answer from pump {self.address} on {self._tx.require_link().url} in Basic or Safe framing",
             error_code="NE_NO_ANSWER",
         ) from last
 
@@ -327,18 +295,34 @@ class Ne1000Driver(PumpDriver):
 
     def __repr__(self) -> str:
         url = self._link.url if self._link is not None else "closed"
-        mode = f"safe {self._safe_timeout_s} s" if self._safe else "basic"
+        mode = f"safe {self._safe_timeout_s} s" if self._tx.safe else "basic"
         return f"Ne1000Driver({url}, address={self.address}, {mode})"
-
-    def _require_link(self) -> ByteLink:
-        if self._link is None:
-            raise StateError("the NE-1000 driver is closed")
-        return self._link
 
     @property
     def safe_mode(self) -> bool:
         """True while the driver talks to the pump in Safe mode."""
-        return self._safe
+        return self._tx.safe
+
+    @property
+    def _link(self) -> ByteLink | None:
+        return self._tx.link
+
+    @_link.setter
+    def _link(self, link: ByteLink | None) -> None:
+        self._tx.link = link
+
+    @property
+    def _safe(self) -> bool:
+        return self._tx.safe
+
+    @_safe.setter
+    def _safe(self, safe: bool) -> None:
+        self._tx.safe = safe
+
+    @property
+    def quiet_s(self) -> float:
+        """Quiet time that ends a drain after a timeout, seconds."""
+        return self._tx.quiet_s
 
     def close(self) -> None:
         """Stop the heartbeat thread and release the link. Safe to call twice.
@@ -353,134 +337,10 @@ class Ne1000Driver(PumpDriver):
             if link is not None and self._owns_link:
                 link.close()
 
-    # -- the exchange ---------------------------------------------------------------------
-
-    def _discard_pending(self, link: ByteLink) -> None:
-        waiting = link.in_waiting
-        if not waiting:
-            return
-        self._absorb_stray(link.read(waiting))
-
-    def _absorb_stray(self, data: bytes) -> None:
-        """Account for bytes that arrived outside an exchange; record unsolicited alarms."""
-        if not data:
-            return
-        self.stats.stray_bytes += len(data)
-        for item in ReplyDeframer(safe=self._safe).feed(data):
-            if isinstance(item, Frame):
-                try:
-                    reply = codec.parse_reply(item.data)
-                except ReplyFormatError:
-                    continue
-                if reply.address == self.address and reply.alarm is not None:
-                    self._record_alarm(reply.alarm, acknowledged=False, command="")
-                    self._trace_note(f"unsolicited alarm A?{reply.alarm.value} (not acknowledged by it)")
-
-    def _drain_quiet(self, link: ByteLink) -> None:
-        """After a timeout: read until the line has been quiet for ``quiet_s``."""
-        saved = link.timeout_s
-        link.timeout_s = self.quiet_s
-        drained = 0
-        try:
-            while drained <= MAX_REPLY_BYTES:  # a line that never goes quiet is left to the next exchange
-                data = link.read(256)
-                if not data:
-                    break
-                drained += len(data)
-                self._absorb_stray(data)
-        finally:
-            link.timeout_s = saved
-
-    def _exchange(self, request: Request, *, expect_data: bool | Callable[[str], object]) -> Reply:
-        """Send ``request`` once and return the reply that answers it.
-
-        :param expect_data: False for a status-only reply, True for any data,
-            or a parser that must accept the data.
-        :raises LinkTimeoutError: nothing matching arrived in time (line drained).
-        :raises CommunicationError: the link failed, or the line babbled.
-        """
-        with self._lock:
-            link = self._require_link()
-            self._discard_pending(link)
-            link.write(request.encode(safe=self._safe))
-            try:
-                return self._await_reply(link, request, expect_data)
-            except LinkTimeoutError:
-                self.stats.timeouts += 1
-                link.note(f"no reply to {request.data()!r}; draining")
-                self._drain_quiet(link)
-                raise
-
-    def _await_reply(self, link: ByteLink, request: Request, expect_data: bool | Callable[[str], object]) -> Reply:
-        deframer = ReplyDeframer(safe=self._safe)
-        received = 0
-        while received <= MAX_REPLY_BYTES:
-            chunk = link.read(max(1, link.in_waiting))
-            if not chunk:
-                raise LinkTimeoutError(
-                    f"no reply from pump {self.address} to {request.data()!r}", error_code="NE_TIMEOUT"
-                )
-            received += len(chunk)
-            items = deframer.feed(chunk)
-            for index, item in enumerate(items):
-                if isinstance(item, FrameError):
-                    self.stats.frame_errors += 1
-                    continue
-                reply = self._match(item, expect_data)
-                if reply is not None:
-                    self._last_valid_ns = self.clock.monotonic_ns()
-                    rest = items[index + 1:]
-                    if rest:
-                        self.stats.unmatched_replies += len(rest)
-                    return reply
-        raise CommunicationError(
-            f"pump {self.address}: {received} bytes without a reply to {request.data()!r}",
-            error_code="NE_BABBLE",
-        )
-
-    def _match(self, frame: Frame, expect_data: bool | Callable[[str], object]) -> Reply | None:
-        try:
-            reply = codec.parse_reply(frame.data)
-        except ReplyFormatError:
-            self.stats.frame_errors += 1
-            return None
-        if reply.address != self.address:
-            self.stats.foreign_replies += 1
-            return None
-        if not reply.ok:
-            return reply  # alarms and errors answer any request
-        if expect_data is False:
-            ok = reply.data == ""
-        elif expect_data is True:
-            ok = reply.data != ""
-        else:
-            try:
-                expect_data(reply.data)
-                ok = True
-            except ReplyFormatError:
-                ok = False
-        if not ok:
-            self.stats.unmatched_replies += 1  # a late reply to something else
-            return None
-        return reply
-
-    def _note_reply(self, reply: Reply, request: Request) -> None:
-        if reply.prompt is not None:
-            self._last_state = _PROMPT_STATE[reply.prompt]
-        if reply.alarm is not None:
-            self._record_alarm(reply.alarm, acknowledged=True, command=request.data().decode("ascii"))
-
-    def _record_alarm(self, alarm: AlarmType, *, acknowledged: bool, command: str) -> None:
-        self._alarms.append(AlarmEvent(_ALARM[alarm], self.clock.monotonic_ns(), acknowledged, command))
-
-    def _trace_note(self, text: str) -> None:
-        if self._link is not None:
-            self._link.note(text)
-
     def pending_alarms(self) -> tuple[AlarmEvent, ...]:
         """Every alarm seen since the last call, oldest first; the list is then cleared."""
         with self._lock:
-            alarms, self._alarms = tuple(self._alarms), []
+            alarms, self._tx.alarms = tuple(self._tx.alarms), []
             return alarms
 
     # -- idempotent reads -------------------------------------------------------------------
@@ -500,11 +360,11 @@ class Ne1000Driver(PumpDriver):
                 if attempt:
                     self.stats.query_retries += 1
                 try:
-                    reply = self._exchange(request, expect_data=parse)
+                    answer = self._tx.execute(request, parse)
                 except CommunicationError as exc:
                     last = exc
                     continue
-                self._note_reply(reply, request)
+                reply = answer.reply
                 if reply.error is ErrorCode.BAD_PACKET:
                     # The pump received a garbled packet: a line fault, not a refusal.
                     last = CommunicationError(f"pump {self.address} reported ?COM (garbled request)",
@@ -529,7 +389,7 @@ class Ne1000Driver(PumpDriver):
                         return parse(reply.data)
                     except ReplyFormatError:
                         continue
-                return parse(reply.data)
+                return answer.value  # type: ignore[return-value]  # parsed by the matching
         if last is None:
             raise DeviceError(f"pump {self.address} kept answering {request.data()!r} with alarms")
         raise last
@@ -541,18 +401,151 @@ class Ne1000Driver(PumpDriver):
         status still carries it, and :meth:`pending_alarms` keeps it.
         """
         with self._lock:
-            before = len(self._alarms)
+            before = len(self._tx.alarms)
             request = codec.status_request(self.address)
             self._query(request, _expect_empty)
-            new = self._alarms[before:]
+            new = self._tx.alarms[before:]
             alarm = next((event.alarm for event in new if event.acknowledged), None)
-            assert self._last_state is not None
-            return PumpStatus(self._last_state, alarm)
+            assert self._tx.last_state is not None
+            return PumpStatus(self._tx.last_state, alarm)
 
     def read_dispensed(self) -> DispensedVolume:
-        """Read the infused and withdrawn counters, nL. Safe to retry."""
-        infused_nl, withdrawn_nl = self._query(codec.query(self.address, codec.Command.DIS), codec.parse_dispensed)
-        return DispensedVolume(infused_nl, withdrawn_nl)
+        """Read the infused and withdrawn counters, nL, checked for plausibility. Safe to retry.
+
+        A reading is *plausible* when neither counter went backwards since the
+        last reading returned (without a clear in between) and neither grew
+        more than the highest rate in effect since then allows over the time
+        that passed (plus the display's truncation steps and 2 %). On a Basic
+        line (no CRC) a plausible reading is returned at once only when the
+        physics predicts it: no change, or the growth the current rate makes
+        over the elapsed time. Any other reading, and the first after
+        connecting, clearing or a syringe change, is read again, and returned
+        only when the two agree. Implausible readings are read again too. So a
+        digit garbled on the line is neither returned nor taken as the
+        baseline of the next check.
+
+        Two readings that agree with each other but sit below the last one
+        returned: by at most two display steps (that one was off in its last
+        place), the last one is returned again until the counter passes it;
+        by more (the pump's counter really went back), it is reported once as
+        an error and the next call starts from them.
+
+        :raises CommunicationError: no plausible reading after all attempts
+            (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
+        """
+        request = codec.query(self.address, codec.Command.DIS)
+        with self._lock:
+            why = ""
+            candidate: tuple[DispensedVolume, int] | None = None
+            for _ in range(2 + self.read_retries):
+                reading = DispensedVolume(*self._query(request, codec.parse_dispensed))
+                now_ns = self.clock.monotonic_ns()
+                baseline = self._counter_baseline
+                why = "" if baseline is None else self._implausible(reading, baseline, now_ns)
+                agrees = candidate is not None and self._agree(reading, candidate, now_ns)
+                if not why and (agrees or (baseline is not None and self._predicted(reading, baseline, now_ns))):
+                    self._counter_baseline = (reading, now_ns)
+                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                    return reading
+                if why and agrees and baseline is not None:
+                    if self._within_display_steps(reading, baseline[0]):
+                        # A digit of the last reading returned was off by the display's last place:
+                        # the counter has not passed it yet, so that reading still stands.
+                        return baseline[0]
+                    # Two readings agree against the last one returned: the pump's counter moved back.
+                    self._counter_baseline = (reading, now_ns)
+                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                    break
+                if why:
+                    self.stats.implausible_readings += 1
+                    self._tx.note(f"implausible DIS reading {reading}: {why}; reading again")
+                candidate = (reading, now_ns)
+            raise CommunicationError(
+                f"pump {self.address}: no plausible dispensed reading ({why or 'no two readings agreed'})",
+                error_code="NE_IMPLAUSIBLE_COUNTER",
+            )
+
+    def _implausible(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int], now_ns: int) -> str:
+        """Why ``reading`` cannot follow ``baseline``, or "" when it can."""
+        before, then_ns = baseline
+        bound = self._rate_bound_nl_per_h
+        if bound is None and self._diameter_mm is not None:
+            bound = self.capabilities().max_rate_nl_per_h
+        unit_nl = self._counter_unit_nl()
+        for name, old, new in (("infused", before.infused_nl, reading.infused_nl),
+                               ("withdrawn", before.withdrawn_nl, reading.withdrawn_nl)):
+            if new < old:
+                return f"{name} counter went back from {old} to {new} nL without a clear"
+            if bound is None:
+                continue
+            # One extra second of the bound covers the time between the pump's answer and our clock.
+            allowed = (bound * (max(0, now_ns - then_ns) + NS_PER_S) // _NS_PER_H * 102 // 100
+                       + 2 * (_display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl)))
+            if new - old > allowed:
+                return (f"{name} counter grew {new - old} nL in {(now_ns - then_ns) / NS_PER_S:g} s; "
+                        f"at most {bound} nL/h allows {allowed} nL")
+        return ""
+
+    def _agree(self, reading: DispensedVolume, earlier: tuple[DispensedVolume, int], now_ns: int) -> bool:
+        """True when two readings taken back to back show the same counters (within the display steps
+        and what the fastest rate the pump can run moves in between)."""
+        before, then_ns = earlier
+        fastest = self.capabilities().max_rate_nl_per_h if self._diameter_mm is not None else 0
+        unit_nl = self._counter_unit_nl()
+        for old, new in ((before.infused_nl, reading.infused_nl), (before.withdrawn_nl, reading.withdrawn_nl)):
+            slack = 2 * (_display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl))
+            if not 0 <= new - old <= slack + fastest * max(0, now_ns - then_ns) // _NS_PER_H:
+                return False
+        return True
+
+    def _predicted(self, reading: DispensedVolume, baseline: tuple[DispensedVolume, int], now_ns: int) -> bool:
+        """True when the CRC vouches for ``reading`` (Safe mode), or the physics predicts it.
+
+        Predicted: each counter either did not change at all or, for the
+        direction the pump runs in now, grew what the current rate makes over
+        the elapsed time (within a display step either side, 2 % and one
+        second of the rate).
+        """
+        if self._tx.safe:
+            return True
+        before, then_ns = baseline
+        rate = self._rate_now_nl_per_h
+        state = self._tx.last_state
+        unit_nl = self._counter_unit_nl()
+        for name, old, new in (("infused", before.infused_nl, reading.infused_nl),
+                               ("withdrawn", before.withdrawn_nl, reading.withdrawn_nl)):
+            if new == old:
+                continue
+            running = PumpState.INFUSING if name == "infused" else PumpState.WITHDRAWING
+            if rate is None or state is not running:
+                return False
+            expected = rate * max(0, now_ns - then_ns) // _NS_PER_H
+            slack = _display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl)
+            if abs(new - old - expected) > slack + expected // 50 + rate * NS_PER_S // _NS_PER_H:
+                return False
+        return True
+
+    def _within_display_steps(self, reading: DispensedVolume, last: DispensedVolume) -> bool:
+        """True when ``reading`` is below ``last`` by no more than two display steps on each counter."""
+        unit_nl = self._counter_unit_nl()
+        return all(old - new <= 2 * _display_step_nl(old, unit_nl)
+                   for old, new in ((last.infused_nl, reading.infused_nl), (last.withdrawn_nl, reading.withdrawn_nl)))
+
+    def _counter_unit_nl(self) -> int:
+        return self._volume_units().nl if self._diameter_mm is not None else codec.VolumeUnits.ML.nl
+
+    def _rate_in_effect_nl_per_h(self) -> int | None:
+        """The highest rate the pump may run at now, nL/h; None when unknown (the envelope bounds it)."""
+        if self._rate_now_nl_per_h is None:
+            return None
+        return max(self._rate_now_nl_per_h, self._program_max_rate_nl_per_h or 0)
+
+    def _allow_rate(self, rate_nl_per_h: int | None) -> None:
+        """Note that the pump may run at ``rate_nl_per_h`` from now on (None: at any rate, up to the envelope)."""
+        self._rate_now_nl_per_h = rate_nl_per_h
+        if self._rate_bound_nl_per_h is not None:
+            self._rate_bound_nl_per_h = None if rate_nl_per_h is None else max(self._rate_bound_nl_per_h,
+                                                                                  rate_nl_per_h)
 
     def identify(self) -> PumpIdentity:
         """Read model and firmware (``VER``)."""
@@ -641,6 +634,7 @@ class Ne1000Driver(PumpDriver):
                 raise UncertainDeliveryError(f"DIA {diameter} mm: {result.detail}", error_code="NE_UNCERTAIN")
             if result.outcome is Outcome.NOT_APPLIED:
                 raise DeviceError(f"DIA {diameter} mm not applied: {result.detail}", reply=result)
+            self._counter_baseline = None  # the counters may now show in other units, truncated otherwise
             return self.capabilities()
 
     # -- delivery-changing commands ----------------------------------------------------------
@@ -651,11 +645,9 @@ class Ne1000Driver(PumpDriver):
         :raises _DeliveryLost: no matching reply (the line has been drained).
         """
         try:
-            reply = self._exchange(request, expect_data=False)
+            return self._tx.execute(request, False).reply
         except CommunicationError as exc:
             raise _DeliveryLost(str(exc)) from exc
-        self._note_reply(reply, request)
-        return reply
 
     def _readings(self) -> tuple[PumpStatus | None, DispensedVolume | None, str]:
         """Status and dispensed counter for a reconciliation; read failures become text."""
@@ -693,19 +685,20 @@ class Ne1000Driver(PumpDriver):
             alarm-log length before that read, if the caller did the pre-read.
         :raises CommunicationError: the value could not be read before sending; nothing was sent.
         """
+        self._staged = None  # a setting edits the selected phase: a staged program is no longer verified
         if previous is None:
-            alarms_before = len(self._alarms)
+            alarms_before = len(self._tx.alarms)
             before = read_back()
         else:
             before, alarms_before = previous
-        acknowledged = [e.alarm.name for e in self._alarms[alarms_before:] if e.acknowledged]
+        acknowledged = [e.alarm.name for e in self._tx.alarms[alarms_before:] if e.acknowledged]
         result = self._send_and_resolve(command, request, target, before, read_back, value_of, resend=True)
         if acknowledged:
             result = _with_detail(result, f"acknowledged {', '.join(acknowledged)} before sending")
             if result.status is None or result.status.alarm is None:
                 # Surface the alarm the read acknowledged; it is also kept in pending_alarms().
-                state = result.status.state if result.status is not None else self._last_state or PumpState.STOPPED
-                first = next(e.alarm for e in self._alarms[alarms_before:] if e.acknowledged)
+                state = result.status.state if result.status is not None else self._tx.last_state or PumpState.STOPPED
+                first = next(e.alarm for e in self._tx.alarms[alarms_before:] if e.acknowledged)
                 result = CommandResult(result.command, result.outcome, PumpStatus(state, first), result.dispensed,
                                        result.value, result.detail)
         return result
@@ -758,11 +751,11 @@ class Ne1000Driver(PumpDriver):
         why = f"alarm {reply.alarm.name} acknowledged; the command was swallowed"
         if reply.alarm is AlarmType.RESET and resend and observed == previous and observed != target:
             self.stats.resends_after_reset += 1
-            self._trace_note(f"A?R swallowed {request.data()!r}; read-back shows the previous value; sending once more")
+            self._tx.note(f"A?R swallowed {request.data()!r}; read-back shows the previous value; sending once more")
             retry = self._send_and_resolve(command, request, target, previous, read_back, value_of, resend=False)
             return _with_detail(retry, "pump had reset and swallowed the first command; sent again "
                                        "after the read-back showed it was not applied")
-        return judged(observed, PumpStatus(self._last_state or PumpState.STOPPED, _ALARM[reply.alarm]), why)
+        return judged(observed, PumpStatus(self._tx.last_state or PumpState.STOPPED, ALARM[reply.alarm]), why)
 
     def _readings_status_only(self) -> tuple[PumpStatus | None, None, str]:
         try:
@@ -788,16 +781,22 @@ class Ne1000Driver(PumpDriver):
             caps = self.capabilities()
             self._check_envelope(rate_nl_per_h, caps)
             # The read before sending also refreshes the pump's state and rate units.
-            alarms_before = len(self._alarms)
+            alarms_before = len(self._tx.alarms)
             previous = self.read_rate_nl_per_h()
-            running = self._last_state is not None and self._last_state is not PumpState.STOPPED
+            running = self._tx.last_state is not None and self._tx.last_state is not PumpState.STOPPED
             units = self._rate_units if running else None
             setting = codec.encode_rate(rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm, units=units)
             self._check_envelope(setting.rate_nl_per_h, caps, represented=True)
             request = codec.set_rate_request(self.address, setting)
-            return self._apply("set_rate", request, target=setting.rate_nl_per_h,
-                               read_back=self.read_rate_nl_per_h, value_of=lambda v: v,
-                               previous=(previous, alarms_before))
+            self._allow_rate(max(self._rate_now_nl_per_h or 0, setting.rate_nl_per_h))
+            result = self._apply("set_rate", request, target=setting.rate_nl_per_h,
+                                 read_back=self.read_rate_nl_per_h, value_of=lambda v: v,
+                                 previous=(previous, alarms_before))
+            if result.outcome is Outcome.APPLIED:
+                self._allow_rate(setting.rate_nl_per_h)
+            elif result.outcome is Outcome.UNCERTAIN and result.value is not None:
+                self._allow_rate(max(setting.rate_nl_per_h, result.value))  # the pump may hold what it showed
+            return result
 
     def _check_envelope(self, rate_nl_per_h: int, caps: PumpCapabilities, *, represented: bool = False) -> None:
         if not caps.min_rate_nl_per_h <= rate_nl_per_h <= caps.max_rate_nl_per_h:
@@ -863,6 +862,7 @@ class Ne1000Driver(PumpDriver):
             if before.alarm is not None or before.state is not PumpState.STOPPED:
                 return CommandResult("purge", Outcome.NOT_APPLIED, status=before,
                                      detail="purge needs a stopped pump with no alarm; PUR not sent")
+            self._allow_rate(None)  # the maximum rate, until a rate is read again
             return self._start_like("purge", codec.purge_request(self.address), {Prompt.PURGING})
 
     def _start_like(self, command: str, request: Request, started: set[Prompt], *, resend: bool = True
@@ -890,11 +890,11 @@ class Ne1000Driver(PumpDriver):
                                      detail=f"alarm {reply.alarm.name}, yet the pump reports {after.state.value}")
             if reply.alarm is AlarmType.RESET and resend:
                 self.stats.resends_after_reset += 1
-                self._trace_note(f"A?R swallowed {request.data()!r}; status shows stopped; sending once more")
+                self._tx.note(f"A?R swallowed {request.data()!r}; status shows stopped; sending once more")
                 retry = self._start_like(command, request, started, resend=False)
                 return _with_detail(retry, "pump had reset and swallowed the first command; status showed it "
                                            "stopped, so it was sent once more")
-            return CommandResult(command, Outcome.NOT_APPLIED, status=PumpStatus(after.state, _ALARM[reply.alarm]),
+            return CommandResult(command, Outcome.NOT_APPLIED, status=PumpStatus(after.state, ALARM[reply.alarm]),
                                  detail=f"alarm {reply.alarm.name} acknowledged; not started")
         if reply.prompt in started:
             return CommandResult(command, Outcome.APPLIED, status=status)
@@ -932,9 +932,10 @@ class Ne1000Driver(PumpDriver):
                         after = self._readings_status_only()[0]
                         if after is None:
                             return CommandResult("stop", Outcome.UNCERTAIN, detail=_join(detail, "status unreadable"))
-                        status = PumpStatus(after.state, _ALARM[reply.alarm])
+                        status = PumpStatus(after.state, ALARM[reply.alarm])
                 assert status is not None
                 if status.state is PumpState.STOPPED:
+                    self._program_max_rate_nl_per_h = None
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
                 if lost and status.state is not PumpState.PAUSED:
                     return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
@@ -958,6 +959,7 @@ class Ne1000Driver(PumpDriver):
                     outcomes.append(None)
                     continue
                 outcomes.append(reply.ok)
+            self._counter_baseline = None
             try:
                 dispensed = self.read_dispensed()
             except (CommunicationError, DeviceError) as exc:
@@ -977,6 +979,168 @@ class Ne1000Driver(PumpDriver):
         :return: the status, with ``alarm`` set to the alarm just acknowledged (or None).
         """
         return self.read_status()
+
+    # -- programs the pump runs by itself ----------------------------------------------------------
+
+    @property
+    def staged_program(self) -> tuple[int, PumpProgram] | None:
+        """``(first_phase, program)`` as staged and read back, in the pump's representation; None when nothing is."""
+        return self._staged
+
+    def stage_program(self, program: PumpProgram, *, first_phase: int = 1) -> CommandResult:
+        """Write ``program`` into phases ``first_phase``... and read every phase back; nothing starts.
+
+        Each phase is written as ``PHN n``, ``FUN RAT``, ``RAT``, ``VOL``,
+        ``DIR``; a program whose last phase has a volume gets a ``FUN STP``
+        phase after it, so the pump stops there by itself. The pump must be
+        stopped or paused (it refuses phase edits while it pumps). Every value
+        is checked against the pump's envelope and number format before
+        anything is sent; the rates and volumes are represented as the pump
+        will hold them, and the read-back is compared with that
+        representation (see :attr:`staged_program`).
+
+        ``APPLIED``: every phase (and the closing ``STP``) read back as
+        written, and :meth:`commit_program` may start it. ``NOT_APPLIED``: the
+        pump refused or was running; ``UNCERTAIN``: a reply was lost or a
+        phase read back otherwise. Either way nothing is committable.
+
+        :param first_phase: the phase the program starts at, 1-41.
+        :raises ConfigError: not a :class:`~hal.pump.PumpProgram`, or a bad phase number.
+        :raises CapabilityError: a phase is outside the envelope or format, or the
+            program does not fit in the 41 phases; nothing was sent.
+        """
+        if not isinstance(program, PumpProgram):
+            raise ConfigError("program", program, "a hal.pump.PumpProgram")
+        codec.check_phase(first_phase)
+        last = first_phase + len(program.phases) - (1 if program.ends_continuous else 0)
+        if last > codec.MAX_PHASES:
+            raise CapabilityError(
+                f"program of {len(program.phases)} phases from phase {first_phase} needs phase {last}; "
+                f"the pump has {codec.MAX_PHASES}; nothing was sent", error_code="NE_PROGRAM_TOO_LONG")
+        with self._lock:
+            self._staged = None
+            caps = self.capabilities()
+            units = self._volume_units()
+            writes: list[Request] = []
+            held: list[ProgramPhase] = []
+            for number, phase in enumerate(program.phases, start=first_phase):
+                self._check_envelope(phase.rate_nl_per_h, caps)
+                rate = codec.encode_rate(phase.rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm)
+                self._check_envelope(rate.rate_nl_per_h, caps, represented=True)
+                volume = codec.encode_volume(phase.volume_nl, units, tolerance_ppm=self.rate_tolerance_ppm)
+                held.append(ProgramPhase(rate.rate_nl_per_h, volume.volume_nl, phase.direction))
+                writes += [codec.select_phase_request(self.address, number),
+                           codec.set_function_request(self.address, codec.PhaseFunction.RATE),
+                           codec.set_rate_request(self.address, rate),
+                           codec.set_volume_request(self.address, volume),
+                           codec.set_direction_request(self.address, _WIRE_DIRECTION[phase.direction])]
+            if not program.ends_continuous:
+                writes += [codec.select_phase_request(self.address, last),
+                           codec.set_function_request(self.address, codec.PhaseFunction.STOP)]
+            expected = PumpProgram(tuple(held))
+            status = self.read_status()
+            if status.alarm is not None or status.state not in (PumpState.STOPPED, PumpState.PAUSED):
+                return CommandResult("stage_program", Outcome.NOT_APPLIED, status=status,
+                                     detail=f"the pump is {status.state.value}; phases are written only while "
+                                            "stopped or paused; nothing sent")
+            lost = []
+            for request in writes:
+                try:
+                    reply = self._send_once(request)
+                except _DeliveryLost as exc:
+                    lost.append(f"reply to {request.data().decode()} lost ({exc})")
+                    continue
+                if not reply.ok:
+                    why = reply.error.value if reply.error is not None else f"A?{reply.alarm.value}"  # type: ignore[union-attr]
+                    return CommandResult("stage_program", Outcome.NOT_APPLIED, status=_status_of(reply),
+                                         detail=f"pump answered {why} to {request.data().decode()}; not committable")
+            try:
+                observed = self.read_program(first_phase, len(program.phases))
+                closing = None if program.ends_continuous else self._read_function(last)
+            except (CommunicationError, DeviceError) as exc:
+                return CommandResult("stage_program", Outcome.UNCERTAIN, detail=_join(lost, f"read-back failed ({exc})"))
+            if observed != expected or closing not in (None, codec.PhaseFunction.STOP.value):
+                return CommandResult("stage_program", Outcome.UNCERTAIN,
+                                     detail=_join(lost, f"read back {observed} (closing phase {closing}), "
+                                                        f"expected {expected}"))
+            self._staged = (first_phase, expected)
+            return CommandResult("stage_program", Outcome.APPLIED, value=first_phase,
+                                 detail=_join(lost, f"{len(expected.phases)} phases from phase {first_phase} "
+                                                    "read back as written"))
+
+    def read_program(self, first_phase: int, count: int) -> PumpProgram:
+        """Read ``count`` rate phases back from phase ``first_phase`` on (``PHN``, ``FUN``, ``RAT``, ``VOL``, ``DIR``).
+
+        Selecting a phase changes no delivery; the selection returns to
+        ``first_phase`` afterwards. Only while stopped or paused.
+
+        :raises ConfigError: bad phase numbers.
+        :raises DeviceError: a phase is not a rate phase, or the pump refused a query.
+        :raises CommunicationError: a reply was lost.
+        """
+        codec.check_phase(first_phase)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= codec.MAX_PHASES - first_phase + 1:
+            raise ConfigError("count", count, f"an integer in [1, {codec.MAX_PHASES - first_phase + 1}]")
+        with self._lock:
+            phases = []
+            for number in range(first_phase, first_phase + count):
+                function = self._read_function(number)
+                if function != codec.PhaseFunction.RATE.value:
+                    raise DeviceError(f"phase {number} holds FUN {function}, not a rate phase",
+                                      error_code="NE_NOT_A_RATE_PHASE")
+                rate_nl_per_h, volume_nl, direction = (self.read_rate_nl_per_h(), self.read_target_volume_nl(),
+                                                       self.read_direction())
+                try:
+                    phases.append(ProgramPhase(rate_nl_per_h, volume_nl, direction))
+                except ConfigError as exc:
+                    raise DeviceError(f"phase {number} read back as no valid phase ({exc})",
+                                      error_code="NE_BAD_PHASE") from exc
+            self._select_phase(first_phase)
+            try:
+                return PumpProgram(tuple(phases))
+            except ConfigError as exc:
+                raise DeviceError(f"phases {first_phase}-{first_phase + count - 1} read back as no valid program "
+                                  f"({exc})", error_code="NE_BAD_PROGRAM") from exc
+
+    def _select_phase(self, number: int) -> None:
+        try:
+            reply = self._send_once(codec.select_phase_request(self.address, number))
+        except _DeliveryLost as exc:
+            raise CommunicationError(f"reply to PHN {number} lost ({exc})", error_code="NE_TIMEOUT") from exc
+        if not reply.ok:
+            raise DeviceError(f"pump answered {reply.error.value if reply.error else reply.alarm} to PHN {number}",
+                              reply=reply)
+
+    def _read_function(self, number: int) -> str:
+        self._select_phase(number)
+        return self._query(codec.query(self.address, codec.Command.FUN), codec.parse_function)
+
+    def commit_program(self) -> CommandResult:
+        """Start the staged, verified program at its first phase (``RUN n``); outcome rules as :meth:`start`.
+
+        The staging is used once: afterwards (and after any other setting
+        command) a new :meth:`stage_program` is needed.
+
+        :raises StateError: nothing staged, or its read-back did not verify.
+        """
+        with self._lock:
+            staged, self._staged = self._staged, None
+            if staged is None:
+                raise StateError("no verified program staged: stage_program() and its read-back come first")
+            first_phase, program = staged
+            before = self.read_status()
+            if before.alarm is not None or before.state in _RUNNING:
+                why = f"alarm {before.alarm.name} latched" if before.alarm else f"pump already {before.state.value}"
+                return CommandResult("commit_program", Outcome.NOT_APPLIED, status=before,
+                                     detail=f"{why}; RUN {first_phase} not sent, stage again")
+            self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
+            self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
+            return self._start_like("commit_program", codec.run_request(self.address, first_phase),
+                                    {Prompt.INFUSING, Prompt.WITHDRAWING})
+
+    def read_phase(self) -> int:
+        """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41."""
+        return self._query(codec.query(self.address, codec.Command.PHN), codec.parse_phase_number)
 
     # -- Safe mode and heartbeat -----------------------------------------------------------------
 
@@ -1014,51 +1178,30 @@ class Ne1000Driver(PumpDriver):
             observed = self.read_safe_mode_timeout_s()
         except DeviceError as exc:
             if exc.reply is not None and exc.reply.error is ErrorCode.UNRECOGNISED:
-                self._require_link().note("SAF query not supported by this firmware; mode checked by framing only")
+                self._tx.note("SAF query not supported by this firmware; mode checked by framing only")
                 return
             raise
         if observed != expected_s:
             raise DeviceError(f"SAF read back {observed} s, expected {expected_s} s", error_code="NE_SAF_READBACK")
 
     def _mode_switch(self, request: Request, *, safe_after: bool, alarm_retries: int = 2) -> None:
-        # The reply may come in either framing; accept the first that parses.
-        link = self._require_link()
-        self._discard_pending(link)
-        link.write(request.encode(safe=self._safe))
-        deframers = (ReplyDeframer(safe=False), ReplyDeframer(safe=True))
-        received = 0
-        while received <= MAX_REPLY_BYTES:
-            chunk = link.read(max(1, link.in_waiting))
-            if not chunk:
-                self.stats.timeouts += 1
-                self._drain_quiet(link)
+        for _ in range(1 + alarm_retries):
+            try:
+                reply = self._tx.execute_mode_switch(request)
+            except LinkTimeoutError:
                 # The switch may have happened; find out which framing the pump now answers.
                 self._probe_mode()
-                if self._safe == safe_after:
-                    return None  # the switch happened; only its reply was lost
-                raise LinkTimeoutError(f"no reply to {request.data()!r}", error_code="NE_TIMEOUT")
-            received += len(chunk)
-            for deframer in deframers:
-                for item in deframer.feed(chunk):
-                    if isinstance(item, Frame):
-                        reply = self._match(item, False)
-                        if reply is not None:
-                            self._note_reply(reply, request)
-                            if reply.error is not None:
-                                raise DeviceError(f"pump answered {reply.error.value} to {request.data()!r}",
-                                                  reply=reply)
-                            if reply.alarm is not None:
-                                # Swallowed by the alarm reply: not executed; send it again (SAF is idempotent).
-                                if alarm_retries <= 0:
-                                    raise DeviceError(f"pump kept answering {request.data()!r} with alarms",
-                                                      reply=reply)
-                                return self._mode_switch(request, safe_after=safe_after,
-                                                         alarm_retries=alarm_retries - 1)
-                            self._safe = safe_after
-                            self._trace_note(f"now in {'Safe' if safe_after else 'Basic'} mode")
-                            self._last_valid_ns = self.clock.monotonic_ns()
-                            return None
-        raise CommunicationError(f"no reply to {request.data()!r}", error_code="NE_BABBLE")
+                if self._tx.safe == safe_after:
+                    return  # the switch happened; only its reply was lost
+                raise
+            if reply.error is not None:
+                raise DeviceError(f"pump answered {reply.error.value} to {request.data()!r}", reply=reply)
+            if reply.alarm is None:
+                self._tx.safe = safe_after
+                self._tx.note(f"now in {'Safe' if safe_after else 'Basic'} mode")
+                return
+            # Swallowed by the alarm reply: not executed; send it again (SAF is idempotent).
+        raise DeviceError(f"pump kept answering {request.data()!r} with alarms", reply=reply)
 
     def heartbeat(self) -> PumpStatus:
         """Feed the Safe-mode watchdog with a status query (harmless in Basic mode)."""
@@ -1071,12 +1214,13 @@ class Ne1000Driver(PumpDriver):
         """
         if margin < 2:
             raise ConfigError("margin", margin, ">= 2")
-        if not self._safe or self._safe_timeout_s is None:
+        if not self._tx.safe or self._safe_timeout_s is None:
             return False
-        if self._last_valid_ns is None:
+        last_valid_ns = self._tx.last_valid_ns
+        if last_valid_ns is None:
             return True
         period_ns = int(self._safe_timeout_s * NS_PER_S / margin)
-        return self.clock.monotonic_ns() - self._last_valid_ns >= period_ns
+        return self.clock.monotonic_ns() - last_valid_ns >= period_ns
 
     def start_heartbeat_thread(self, interval_s: float | None = None) -> None:
         """Start a real-time thread that calls :meth:`heartbeat` every ``interval_s`` (bench use).
@@ -1138,8 +1282,16 @@ def _expect_empty(data: str) -> None:
 
 def _status_of(reply: Reply) -> PumpStatus | None:
     if reply.prompt is not None:
-        return PumpStatus(_PROMPT_STATE[reply.prompt], None)
+        return PumpStatus(PROMPT_STATE[reply.prompt], None)
     return None
+
+
+def _display_step_nl(value_nl: int, unit_nl: int) -> int:
+    """The step of the pump's 4-digit display at ``value_nl``, nL (its truncation error is below one step)."""
+    whole = value_nl // unit_nl
+    digits = len(str(whole)) if whole else 1
+    return unit_nl * 10 ** max(0, digits - codec.MAX_DIGITS) if digits >= codec.MAX_DIGITS \
+        else unit_nl // 10 ** min(codec.MAX_DECIMALS, codec.MAX_DIGITS - digits)
 
 
 def _join(parts: list[str], *more: str) -> str:

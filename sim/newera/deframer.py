@@ -1,10 +1,11 @@
 """Pump-side packet splitter that follows the pump's mode.
 
-Like :class:`hal.newera.framing.RequestDeframer`, but in Safe mode the pump
-*hunts* for STX: bytes between packets are dropped, so the tail of a packet
-discarded by the 0.5 s inter-byte rule cannot swallow the next packet. In
-Basic mode a packet that starts with STX is still taken as a Safe packet
-(that is how a Safe-framed ``SAF0`` reaches a pump in Basic mode).
+In Safe mode every STX starts a Safe packet, so the tail of a packet discarded
+by the 0.5 s inter-byte rule cannot swallow the next one; bytes outside Safe
+packets still collect into CR-terminated Basic packets, which the firmware
+ignores in Safe mode unless they hold a ``*`` command (those bypass Safe mode).
+In Basic mode a packet that starts with STX is taken as a Safe packet (that is
+how a Safe-framed ``SAF0`` reaches a pump in Basic mode).
 
 ::
 
@@ -70,12 +71,9 @@ class PumpDeframer:
                 if result is not None:
                     out.append(result)
                 continue
-            if byte == STX and not self._basic:
+            if byte == STX and (safe_mode or not self._basic):
+                self._basic.clear()
                 self._safe = bytearray((STX,))
-            elif safe_mode:
-                if self._basic:
-                    self._basic.clear()
-                continue
             elif byte == CR:
                 out.append(Frame(FrameKind.BASIC, bytes(self._basic)))
                 self._basic.clear()

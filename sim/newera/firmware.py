@@ -113,20 +113,41 @@ def _as_milli(field_name: str, value: object, low: int, high: int) -> int:
     return int(milli)
 
 
+#: Phase functions that pump (state I or W while they run).
+PUMPING_FUNCTIONS = ("RAT", "INC", "DEC")
+#: Phase functions that take a number: its allowed values.
+FUNCTION_ARGUMENTS = {"JMP": range(1, 1000), "LOP": range(1, 100), "PAS": range(0, 100), "IF": range(1, 1000),
+                      "EVN": range(1, 1000), "OUT": range(0, 2)}
+
+
 @dataclass
 class Phase:
-    """One program phase. Only ``RAT`` and ``STP`` functions are modelled."""
+    """One Pumping Program phase: its function and the data a pumping phase uses.
+
+    :ivar function: ``RAT`` (pump at the rate), ``INC``/``DEC`` (pump at the
+        previous rate plus or minus this phase's rate), ``STP`` (end the
+        program), ``JMP n``, ``LOP n``, ``LPS``, ``LPE``, ``PAS n`` (timed
+        pause, s), ``IF n``, ``EVN n``, ``EVR``, ``BEP``, ``OUT n``.
+    :ivar argument: the number of ``JMP LOP PAS IF EVN OUT`` (phase, count, seconds or level).
+    :ivar volume_milli: volume to dispense in this phase, thousandths of the volume units (0: continuous).
+    """
 
     function: str = "RAT"
     rate_milli: int = 10_000
     rate_units: str = "UH"
     volume_milli: int = 0
     direction: str = "INF"
+    argument: int = 0
 
     @property
     def rate_nl_per_h(self) -> int:
         """Phase rate, nL/h."""
         return self.rate_milli * RATE_UNIT_NL_PER_H_PER_MILLI[self.rate_units]
+
+    @property
+    def function_text(self) -> str:
+        """The function as the ``FUN`` query answers it (``RAT``, ``JMP5``...)."""
+        return f"{self.function}{self.argument}" if self.function in FUNCTION_ARGUMENTS else self.function
 
 
 def _default_phases(count: int) -> list[Phase]:
@@ -174,8 +195,11 @@ _BIT = (range(0, 2),)
 
 
 _NUM = r"([0-9.]+)"
+_FUNCTIONS = r"(RAT|INC|DEC|STP|LPS|LPE|EVR|BEP|JMP|LOP|PAS|IF|EVN|OUT)(\d{1,3})?"
 
 #: The command table. Handlers are ``Ne1000._cmd_<handler>(match) -> str`` returning reply data.
+#: Not in it, so answered ``?`` as by NE-1000 firmware that lacks them: ``RAT C`` and ``RAT I`` (rate
+#: change and infuse-rate forms of later firmware; reference/pump-protocols.md §1.3 and §6).
 COMMANDS: tuple[CommandSpec, ...] = (
     _spec("VER", ("", "ver")),
     _spec("DIA", ("", "dia_query"), (_NUM, "dia_set")),
@@ -189,13 +213,18 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _spec("CLD", (r"(INF|WDR)", "clear")),
     _spec("SAF", ("", "saf_query"), (r"(\d{1,3})", "saf_set", (range(0, 256),))),
     _spec("PHN", ("", "phn_query"), (r"(\d{1,3})", "phn_set")),
-    _spec("FUN", ("", "fun_query"), (r"(RAT|STP)", "fun_set")),
+    _spec("FUN", ("", "fun_query"), (_FUNCTIONS, "fun_set")),
     _spec("AL", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
     _spec("PF", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
     _spec("BP", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
-    _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("LOC", ("", "flag_query"), (r"(\d)", "flag_set", _BIT), (r"P", "locp_query"), (r"P(\d)", "locp_set", _BIT)),
+    _spec("DIN", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("ROM", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
+    _spec("LN", ("", "flag_query"), (r"(\d)", "flag_set", _BIT)),
     _spec("BUZ", ("", "buz_query"), (r"(\d)(\d{1,2})?", "buz_set", _BIT)),
-    _spec("TRG", ("", "trg_query"), (r"(FT|FH|FL|LE|ST|T2)", "trg_set")),
+    _spec("TRG", ("", "trg_query"), (r"(FT|FH|F2|FL|LE|ST|T2)", "trg_set")),
+    _spec("IN", (r"(\d)", "in_query")),
+    _spec("OUT", (r"(\d)", "out_query"), (r"(\d)(\d)", "out_set", (None, range(0, 2)))),
     _spec(
         "ADR",
         ("", "adr_query"),
@@ -204,6 +233,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     _spec("RESET", ("", "reset"), system=True),
 )
+#: TTL input pins ``IN n`` reads (trigger, direction, operational trigger, start/stop); pulled high when open.
+TTL_INPUT_PINS = (2, 3, 4, 6)
+#: The TTL output pin ``OUT 5 n`` drives.
+TTL_OUTPUT_PIN = 5
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
 _NAMES_LONGEST_FIRST = sorted({c.name for c in COMMANDS}, key=len, reverse=True)
 
@@ -309,7 +342,12 @@ class Ne1000(ByteDevice):
         self.phases = _default_phases(self.profile.phase_count)
         self._stored_rates: dict[int, int] = {}  # phase index -> non-volatile rate (thousandths)
         self.selected_phase = 0
-        self.flags: dict[str, int] = {"AL": 0, "PF": 0, "BP": 1, "LOC": 0}
+        self.flags: dict[str, int] = {"AL": 0, "PF": 0, "BP": 1, "LOC": 0, "LOCP": 0, "DIN": 0, "ROM": 0, "LN": 0}
+        #: TTL input levels by pin (1: high, the level of an open input).
+        self.ttl_inputs: dict[int, int] = dict.fromkeys(TTL_INPUT_PINS, 1)
+        self.ttl_output = 0
+        #: Beeps sounded by ``BEP`` phases.
+        self.beeps = 0
         self.buzzer = (0, 0)
         self.trigger_mode = "FT"
         self.sticky_direction = False
@@ -318,6 +356,10 @@ class Ne1000(ByteDevice):
         self.state = "S"  # S stopped, P paused, I/W pumping, X purging
         self.running_phase = 0
         self._phase_moved_scaled = 0
+        self._running_rate_nl_per_h = 0
+        self._pause_deadline_ns: int | None = None
+        self._loop_counts: dict[int, int] = {}
+        self._event_phase: int | None = None
         self.alarm: str | None = None
         self.powered = True
         self._was_running_at_power_loss = False
@@ -484,7 +526,8 @@ class Ne1000(ByteDevice):
             for _ in range(10_000):
                 t_motion, action = self._next_motion_event()
                 t_watch = self._watchdog_deadline()
-                due = [(t, a) for t, a in ((t_motion, action), (t_watch, self._watchdog_expired)) if t is not None]
+                events = ((t_motion, action), (t_watch, self._watchdog_expired), (self._pause_deadline(), self._pause_over))
+                due = [(t, a) for t, a in events if t is not None]
                 due = [(t, a) for t, a in due if t <= now_ns]
                 if not due:
                     break
@@ -507,13 +550,78 @@ class Ne1000(ByteDevice):
         return phase.volume_milli * VOLUME_UNIT_NL_PER_MILLI[self.volume_units] * NS_PER_H
 
     def _phase_complete(self) -> None:
-        nxt = self.running_phase + 1
-        if nxt >= self.profile.phase_count or self.phases[nxt].function == "STP":
-            self._stop_program()
-            return
-        self.running_phase = nxt
-        self._phase_moved_scaled = 0
-        self._start_phase_motion()
+        self._enter_phase(self.running_phase + 1)
+
+    def _pause_deadline(self) -> int | None:
+        return self._pause_deadline_ns if self.state == "T" and self.powered else None
+
+    def _pause_over(self) -> None:
+        self._pause_deadline_ns = None
+        self._enter_phase(self.running_phase + 1)
+
+    def _enter_phase(self, index: int) -> None:
+        """Run the program from phase ``index`` (0-based) until a phase that takes time, or the end.
+
+        Control phases (``JMP LOP LPS LPE IF EVN EVR BEP OUT``) act at once;
+        ``STP`` ends the program; a pumping phase starts its motion; ``PAS n``
+        waits n seconds (status ``T``). A phase out of range latches ``A?O``;
+        a program that loops through control phases without ever taking time
+        latches ``A?E``.
+        """
+        count = self.profile.phase_count
+        for _ in range(4 * count + 400):
+            if not 0 <= index < count:
+                self._stop_program()
+                self._raise_alarm(ALARM_OUT_OF_RANGE, unsolicited=False)
+                return
+            phase = self.phases[index]
+            self.running_phase, self._phase_moved_scaled = index, 0
+            function = phase.function
+            if function == "STP":
+                self._stop_program()
+                return
+            if function in PUMPING_FUNCTIONS:
+                rate = phase.rate_nl_per_h
+                if function == "INC":
+                    rate = self._running_rate_nl_per_h + rate
+                elif function == "DEC":
+                    rate = self._running_rate_nl_per_h - rate
+                self._running_rate_nl_per_h = rate
+                self._start_phase_motion()
+                return
+            if function == "PAS" and phase.argument > 0:
+                self.mechanics.stop()
+                self._motion_since_ns = None
+                self.state = "T"
+                self._pause_deadline_ns = self.mechanics.time_ns + phase.argument * NS_PER_S
+                return
+            index = self._control_phase(index, phase)
+        self._stop_program()
+        self._raise_alarm(ALARM_PROGRAM, unsolicited=False)
+
+    def _control_phase(self, index: int, phase: Phase) -> int:
+        """Act on a phase that takes no time; return the index of the phase that follows."""
+        function, argument = phase.function, phase.argument
+        if function == "JMP":
+            return argument - 1
+        if function == "IF":
+            return argument - 1 if self.ttl_inputs[2] == 0 else index + 1
+        if function == "LOP":
+            done = self._loop_counts.get(index, 0)
+            if done < argument:
+                self._loop_counts[index] = done + 1
+                starts = [i for i in range(index) if self.phases[i].function == "LPS"]
+                return starts[-1] + 1 if starts else 0
+            self._loop_counts.pop(index, None)
+        elif function == "EVN":
+            self._event_phase = argument - 1
+        elif function == "EVR":
+            self._event_phase = None
+        elif function == "BEP":
+            self.beeps += 1
+        elif function == "OUT":
+            self.ttl_output = argument
+        return index + 1
 
     def _watchdog_expired(self) -> None:
         self._last_valid_ns = None
@@ -530,6 +638,9 @@ class Ne1000(ByteDevice):
         self.state = "S"
         self.running_phase = 0
         self._phase_moved_scaled = 0
+        self._pause_deadline_ns = None
+        self._loop_counts.clear()
+        self._event_phase = None
 
     def _raise_alarm(self, code: str, *, unsolicited: bool = True) -> None:
         self.alarm = code
@@ -547,15 +658,18 @@ class Ne1000(ByteDevice):
         return low <= rate_nl_per_h <= high
 
     def _start_phase_motion(self) -> bool:
-        """Start (or resume) the running phase; latch ``A?O`` if it is out of range."""
+        """Start (or resume) the running pumping phase; latch ``A?O`` if its rate is out of range."""
         phase = self.phases[self.running_phase]
-        if phase.function != "RAT" or not self._rate_in_envelope(phase.rate_nl_per_h):
+        if phase.function == "RAT":
+            self._running_rate_nl_per_h = phase.rate_nl_per_h
+        rate = self._running_rate_nl_per_h
+        if phase.function not in PUMPING_FUNCTIONS or not self._rate_in_envelope(rate):
             self._stop_program()
             self._raise_alarm(ALARM_OUT_OF_RANGE, unsolicited=False)
             return False
         direction = INFUSE if phase.direction == "INF" else WITHDRAW
         self.state = "I" if direction == INFUSE else "W"
-        self.mechanics.set_motion(phase.rate_nl_per_h, direction)
+        self.mechanics.set_motion(rate, direction)
         self._motion_since_ns = self.mechanics.time_ns
         return True
 
@@ -563,12 +677,12 @@ class Ne1000(ByteDevice):
     def _handle_packet(self, item: Frame | FrameError, now: int) -> bytes:
         if isinstance(item, FrameError):
             if item.reason in ("crc", "length", "no_etx") and self.bad_packet_reply == "com":
-                return encode_reply(f"{self.address:02d}{self._status()}{ERR_COM}".encode("ascii"), safe=True)
+                return self._frame(self._status() + ERR_COM)
             return b""
         safe = item.kind is FrameKind.SAFE
-        if self.safe_mode and not safe:
-            return b""
         text = normalise(item.data)
+        if self.safe_mode and not safe and not text.startswith("*"):
+            return b""  # Safe mode ignores Basic packets, except the '*' commands that bypass it
         if "*" in text[1:] and not text.startswith("*"):
             # Network burst "<n> <command> * <m> <command> *": each pump runs its own parts.
             parts = [part for part in text.split("*") if part]
@@ -586,29 +700,34 @@ class Ne1000(ByteDevice):
             return b""
         if not command.isascii() or not (command.isprintable()):
             # Bytes no command can hold: an invalid packet. It acknowledges nothing.
-            return self._frame(self._status() + ERR_COM, safe)
+            return self._frame(self._status() + ERR_COM)
         if self.safe_mode and safe:
             self._last_valid_ns = now
         if self.alarm is not None:
             code, self.alarm = self.alarm, None
-            return self._frame(f"A?{code}", safe)
+            return self._frame(f"A?{code}")
         data = self._execute(command, system, now)
         if self.alarm is not None:
             code, self.alarm = self.alarm, None
-            return self._frame(f"A?{code}", safe)
-        return self._frame(self._status() + data, safe)
+            return self._frame(f"A?{code}")
+        return self._frame(self._status() + data)
 
     def _status(self) -> str:
         return f"A?{self.alarm}" if self.alarm is not None else self.state
 
-    def _frame(self, body: str, safe: bool) -> bytes:
-        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=safe)
+    def _frame(self, body: str) -> bytes:
+        """Frame a reply in the mode in effect now, that is after the command (manual: SAF's own reply)."""
+        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=self.safe_mode)
 
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
             return ""
         name = next((n for n in _NAMES_LONGEST_FIRST if command.startswith(n)), None)
-        spec = None if name is None else _COMMANDS_BY_NAME.get((name, system))
+        spec = None
+        if name is not None:
+            # '*' reaches every pump: system commands, and any other command addressed to all.
+            spec = _COMMANDS_BY_NAME.get((name, True)) if system else None
+            spec = spec or _COMMANDS_BY_NAME.get((name, False))
         if spec is None or name is None:
             return ERR_UNKNOWN
         params = command[len(name):]
@@ -678,6 +797,7 @@ class Ne1000(ByteDevice):
         if self.state in ("I", "W"):
             # A change while pumping is volatile: power loss restores the stored rate.
             self._stored_rates.setdefault(index, phase.rate_milli)
+            self._running_rate_nl_per_h = rate_nl_per_h
             self.mechanics.set_motion(rate_nl_per_h, self.mechanics.direction)
         else:
             self._stored_rates.pop(index, None)
@@ -725,16 +845,24 @@ class Ne1000(ByteDevice):
         return ""
 
     def _cmd_run(self, m: re.Match[str], name: str) -> str:
-        if self.state in ("I", "W", "X"):
+        if self.state in ("I", "W", "X", "T"):
             return ""
         if m.lastindex:
             index = int(m.group(1)) - 1
             if not 0 <= index < self.profile.phase_count:
                 return ERR_OUT_OF_RANGE
-            self.running_phase, self._phase_moved_scaled = index, 0
-        elif self.state == "S":
-            self.running_phase, self._phase_moved_scaled = 0, 0
-        self._start_phase_motion()
+            self._loop_counts.clear()
+            self._enter_phase(index)
+        elif self.state == "P" and self.phases[self.running_phase].function in PUMPING_FUNCTIONS:
+            target = self._phase_target_scaled()
+            if target and self._phase_moved_scaled >= target:
+                self._phase_complete()  # its volume (changed while paused) is already dispensed
+            else:
+                self._start_phase_motion()  # resume the paused phase where it stopped
+        elif self.state == "P":
+            self._enter_phase(self.running_phase)
+        else:
+            self._enter_phase(0)
         return ""
 
     def _cmd_purge(self, m: re.Match[str], name: str) -> str:
@@ -747,9 +875,10 @@ class Ne1000(ByteDevice):
         return ""
 
     def _cmd_stop(self, m: re.Match[str], name: str) -> str:
-        if self.state in ("I", "W"):
+        if self.state in ("I", "W", "T"):
             self.mechanics.stop()
             self._motion_since_ns = None
+            self._pause_deadline_ns = None
             self.state = "P"
         elif self.state in ("P", "X"):
             self._stop_program()
@@ -777,7 +906,8 @@ class Ne1000(ByteDevice):
         return ""
 
     def _cmd_phn_query(self, m: re.Match[str], name: str) -> str:
-        return str(self.selected_phase + 1)
+        running = self.state in ("I", "W", "T", "P")
+        return str((self.running_phase if running else self.selected_phase) + 1)
 
     def _cmd_phn_set(self, m: re.Match[str], name: str) -> str:
         value = int(m.group(1))
@@ -789,12 +919,41 @@ class Ne1000(ByteDevice):
         return ""
 
     def _cmd_fun_query(self, m: re.Match[str], name: str) -> str:
-        return self.phases[self.selected_phase].function
+        return self.phases[self.selected_phase].function_text
 
     def _cmd_fun_set(self, m: re.Match[str], name: str) -> str:
-        if self._pumping:
+        function, argument = m.group(1), m.group(2)
+        allowed = FUNCTION_ARGUMENTS.get(function)
+        if (allowed is None) != (argument is None):
+            return ERR_UNKNOWN
+        value = 0 if argument is None else int(argument)
+        if allowed is not None and (value not in allowed
+                                    or function in ("JMP", "IF", "EVN") and value > self.profile.phase_count):
+            return ERR_OUT_OF_RANGE
+        if self.state not in ("S", "P"):
             return ERR_NOT_APPLICABLE
-        self.phases[self.selected_phase].function = m.group(1)
+        phase = self.phases[self.selected_phase]
+        phase.function, phase.argument = function, value
+        return ""
+
+    def _cmd_locp_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.flags["LOCP"])
+
+    def _cmd_locp_set(self, m: re.Match[str], name: str) -> str:
+        self.flags["LOCP"] = int(m.group(1))
+        return ""
+
+    def _cmd_in_query(self, m: re.Match[str], name: str) -> str:
+        pin = int(m.group(1))
+        return str(self.ttl_inputs[pin]) if pin in self.ttl_inputs else ERR_OUT_OF_RANGE
+
+    def _cmd_out_query(self, m: re.Match[str], name: str) -> str:
+        return str(self.ttl_output) if int(m.group(1)) == TTL_OUTPUT_PIN else ERR_OUT_OF_RANGE
+
+    def _cmd_out_set(self, m: re.Match[str], name: str) -> str:
+        if int(m.group(1)) != TTL_OUTPUT_PIN:
+            return ERR_OUT_OF_RANGE
+        self.ttl_output = int(m.group(2))
         return ""
 
     def _cmd_flag_query(self, m: re.Match[str], name: str) -> str:

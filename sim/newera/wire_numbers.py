@@ -38,21 +38,25 @@ def parse_milli(text: str) -> int | None:
 
 
 def format_milli(value_milli: int) -> str:
-    """Render thousandths the way the pump answers a query.
+    """Render thousandths the way the pump answers a query: 4 significant digits, fixed by magnitude.
 
-    At most 4 significant digits (3 decimals at most), truncated towards zero,
-    trailing zeros dropped (``0.21``, ``26.59``, ``5``). Values of 10000 and
-    more, which the display cannot show, are printed as whole numbers.
+    Below 10 three decimals (``0.000``, ``4.699``), below 100 two (``16.09``,
+    ``10.00``), below 1000 one (``100.0``), below 10000 none but the point
+    (``1000.``); the value is truncated towards zero, never rounded up. A
+    counter of 10000 units or more, which 4 digits cannot show, is printed as a
+    whole number. The rule follows the manual's number format ("4 digits plus 1
+    decimal point", at most 3 after it) and captured replies such as
+    ``I0.200W0.000ML``, ``I16.09W0.000ML`` and ``10.00MH``; the point after 4
+    whole digits is what published clients parse (nesp-lib requires a point) [I].
 
     :param value_milli: a non-negative value in thousandths.
     """
     if value_milli < 0:
         raise ValueError(f"value_milli (={value_milli}) must be >= 0")
     whole = value_milli // 1000
-    int_digits = len(str(whole)) if whole else 1
-    decimals = max(0, min(MAX_DECIMALS, MAX_DIGITS - int_digits))
+    decimals = max(0, MAX_DIGITS - len(str(whole))) if whole < 10**MAX_DIGITS else 0
+    decimals = min(decimals, MAX_DECIMALS)
     if decimals == 0:
-        return str(whole)
+        return f"{whole}." if whole < 10**MAX_DIGITS else str(whole)
     frac = (value_milli % 1000) // (10 ** (MAX_DECIMALS - decimals))
-    text = f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".")
-    return text
+    return f"{whole}.{frac:0{decimals}d}"

@@ -98,7 +98,7 @@ def test_payload_parsers() -> None:
     assert codec.parse_rate("0.21MM").rate_nl_per_h == 12_600_000
     assert codec.parse_rate("23.35UH").rate_nl_per_h == 23_350
     assert codec.parse_dispensed("I1.234W0.005UL") == (1234, 5)
-    assert codec.parse_dispensed("I12W0ML") == (12_000_000, 0)
+    assert codec.parse_dispensed("I12.00W0.000ML") == (12_000_000, 0)
     assert codec.parse_volume("5.5", VolumeUnits.ML) == 5_500_000
     assert codec.parse_volume("5.5UL", VolumeUnits.ML) == 5_500
     assert codec.parse_diameter("26.59") == Decimal("26.59")
@@ -153,7 +153,7 @@ _WIRE_NUMBER = st.one_of(
 def test_format_then_parse_is_identity_on_wire_numbers(value: Fraction) -> None:
     text = codec.format_number(value)
     assert sum(c.isdigit() for c in text) <= codec.MAX_DIGITS
-    assert codec.parse_number(text) == value
+    assert Fraction(codec.parse_scaled(text, 1000), 1000) == value
 
 
 @given(st.fractions(min_value=0, max_value=10_500, max_denominator=10**6))
@@ -165,7 +165,7 @@ def test_nearest_number_is_a_valid_wire_number_closest_at_its_resolution(value: 
         assert value >= Fraction(99995, 10)
         return
     text, represented = found
-    assert codec.parse_number(text) == represented
+    assert Fraction(codec.parse_scaled(text, 1000), 1000) == represented
     assert codec.format_number(represented)  # valid in the strict format
     decimals = len(text.split(".")[1]) if "." in text else 0
     assert abs(represented - value) <= Fraction(1, 2 * 10**decimals)
@@ -313,7 +313,7 @@ _REPLIES = st.builds(
     address=st.integers(0, 99),
     prompt=st.sampled_from(list(Prompt)),
     error=st.none() | st.sampled_from(list(ErrorCode)),
-    data=st.sampled_from(["", "0.21MM", "I1.2W0UL", "NE1000V3.928", "INF", "26.59"]),
+    data=st.sampled_from(["", "0.21MM", "I1.200W0.000UL", "NE1000V3.928", "INF", "26.59"]),
 ).filter(lambda r: r.error is None or r.data == "")
 
 

@@ -306,7 +306,8 @@ def test_lost_reply_after_run_is_uncertain_with_readings_and_run_is_sent_once(pu
     link.add(q("0"), r("00S"))
     link.add(q("0RUN"), None)
     link.add(q("0"), r("00I"))
-    link.add(q("0DIS"), r("00II0.005W0ML"))
+    link.add(q("0DIS"), r("00II0.005W0.000ML"))
+    link.add(q("0DIS"), r("00II0.005W0.000ML"))  # a first reading is believed when a second agrees
     result = pump.start()
     assert result.outcome is Outcome.UNCERTAIN
     assert result.status is not None and result.status.state is PumpState.INFUSING
@@ -376,7 +377,8 @@ def test_queries_retry_a_bounded_number_of_times(pump: Ne1000Driver, link: Scrip
 
 def test_query_retries_after_bad_packet(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0DIS"), r("00S?COM"))
-    link.add(q("0DIS"), r("00SI1.2W0ML"))
+    link.add(q("0DIS"), r("00SI1.200W0.000ML"))
+    link.add(q("0DIS"), r("00SI1.200W0.000ML"))
     assert pump.read_dispensed().infused_nl == 1_200_000
 
 
@@ -403,7 +405,8 @@ def test_out_of_range_query_error_is_raised_at_once(pump: Ne1000Driver, link: Sc
 
 
 def test_late_reply_to_another_query_is_never_taken_as_the_answer(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0DIS"), r("00S10UH") + r("00SI0.002W0ML"))
+    link.add(q("0DIS"), r("00S10UH") + r("00SI0.002W0.000ML"))
+    link.add(q("0DIS"), r("00SI0.002W0.000ML"))
     assert pump.read_dispensed().infused_nl == 2_000
     assert pump.stats.unmatched_replies == 1
 
@@ -464,14 +467,16 @@ def test_stop_with_lost_reply_and_pump_still_running_is_not_applied(pump: Ne1000
 def test_clear_dispensed_clears_both_and_reads_zero(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0CLDINF"), r("00S"))
     link.add(q("0CLDWDR"), r("00S"))
-    link.add(q("0DIS"), r("00SI0W0ML"))
+    link.add(q("0DIS"), r("00SI0.000W0.000ML"))
+    link.add(q("0DIS"), r("00SI0.000W0.000ML"))
     assert pump.clear_dispensed().applied
 
 
 def test_clear_dispensed_refused_is_not_applied(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0CLDINF"), r("00S?NA"))
     link.add(q("0CLDWDR"), r("00S?NA"))
-    link.add(q("0DIS"), r("00SI1W0ML"))
+    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
+    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
     assert pump.clear_dispensed().outcome is Outcome.NOT_APPLIED
 
 
@@ -601,7 +606,8 @@ def test_lost_reply_after_purge_is_uncertain(pump: Ne1000Driver, link: ScriptedL
     link.add(q("0"), r("00S"))
     link.add(q("0PUR"), None)
     link.add(q("0"), r("00X"))
-    link.add(q("0DIS"), r("00XI0.1W0ML"))
+    link.add(q("0DIS"), r("00XI0.100W0.000ML"))
+    link.add(q("0DIS"), r("00XI0.100W0.000ML"))
     result = pump.purge()
     assert result.outcome is Outcome.UNCERTAIN and result.status.state is PumpState.PURGING  # type: ignore[union-attr]
     assert link.sent.count(q("0PUR")) == 1
@@ -622,7 +628,7 @@ class _RandomReplyLink(ScriptedLink):
 
 _NOISE = st.lists(
     st.one_of(st.binary(max_size=20), st.sampled_from([r("00S"), r("00A?R"), r("00I?COM"), r("00S41.67UH"),
-                                                       r("01S"), r("00SI1W0ML"), b"\x02", b"\x03"])),
+                                                       r("01S"), r("00SI1.000W0.000ML"), b"\x02", b"\x03"])),
     max_size=10,
 )
 

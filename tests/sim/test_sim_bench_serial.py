@@ -26,5 +26,6 @@ def test_quick_run_reports_consistent_figures() -> None:
         median_ms / figures["paced_19200_wire_time_ms"], rel=1e-3
     )
     assert figures["paced_19200_within_target"] == (figures["paced_19200_ratio_to_wire_time"] <= 1.15)
-    for key in ("unpaced_rtt", "unpaced_tcp_rtt", "paced_19200_rtt"):
+    assert figures["driver_paced_19200_within_target"] == (figures["driver_paced_19200_ratio_to_wire_time"] <= 1.15)
+    for key in ("unpaced_rtt", "unpaced_tcp_rtt", "paced_19200_rtt", "driver_paced_19200_rtt"):
         assert 0 < figures[f"{key}_median_ms"] <= figures[f"{key}_p95_ms"] <= figures[f"{key}_max_ms"]

@@ -198,3 +198,15 @@ def test_missing_balance_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(cmd_sim.importlib, "import_module", missing)
     with pytest.raises(HalUnavailableError, match="simulated balances are not available"):
         cmd_sim._load_balance_factory()
+
+
+def test_help_and_readme_list_every_command_the_simulated_pump_implements() -> None:
+    from pathlib import Path
+
+    from sim.newera import COMMANDS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = cmd_sim.PUMP_SUMMARY.split("commands")[1].split("program")[0].split()
+    for spec in COMMANDS:
+        assert ("*" if spec.system else "") + spec.name in listed, spec.name
+    assert cmd_sim.PUMP_SUMMARY in readme, "README's simulator section repeats the --help summary"

@@ -49,7 +49,7 @@ def test_commands_in_one_write_get_all_replies(port_and_pump: tuple[serial.Seria
     port, _ = port_and_pump
     port.write(b"0RAT50UH\r0RAT\r0RUN\r")
     replies = port.read_until(b"\x0200I\x03")
-    assert replies == b"\x0200S\x03\x0200S50UH\x03\x0200I\x03"
+    assert replies == b"\x0200S\x03\x0200S50.00UH\x03\x0200I\x03"
 
 
 def test_request_split_over_writes(port_and_pump: tuple[serial.SerialBase, Ne1000]) -> None:
@@ -64,7 +64,7 @@ def test_virtual_time_drives_delivery(port_and_pump: tuple[serial.SerialBase, Ne
     exchange(port, b"0RAT60UH\r")
     assert exchange(port, b"0RUN\r") == b"\x0200I\x03"
     clock.advance(120)
-    assert exchange(port, b"0DIS\r") == b"\x0200II2W0UL\x03"
+    assert exchange(port, b"0DIS\r") == b"\x0200II2.000W0.000UL\x03"
     assert pump.mechanics.actual_delivered_nl() == 2000
 
 
@@ -72,7 +72,7 @@ def test_unsolicited_safe_alarm_reaches_the_client(
     port_and_pump: tuple[serial.SerialBase, Ne1000], clock: VirtualClock
 ) -> None:
     port, _ = port_and_pump
-    assert exchange(port, b"0SAF2\r") == b"\x0200S\x03"
+    assert exchange(port, b"0SAF2\r") == encode_safe(b"00S")  # answered in the mode the command selects
     clock.advance(3)
     expected = encode_safe(b"00A?T")
     # The endpoint polls the device: the alarm arrives without any request.
@@ -168,7 +168,7 @@ def test_paced_links_deliver_the_same_bytes(clock: VirtualClock, link_name: str,
         try:
             assert exchange(port, b"0VER\r") == b"\x0200SNE1000V3.928\x03"
             port.write(b"0RAT50UH\r0RAT\r")
-            assert port.read_until(b"UH\x03") == b"\x0200S\x03\x0200S50UH\x03"
+            assert port.read_until(b"UH\x03") == b"\x0200S\x03\x0200S50.00UH\x03"
         finally:
             port.close()
 

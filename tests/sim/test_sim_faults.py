@@ -96,7 +96,7 @@ def test_dup_corrupt_junk_on_a_reply(clock: VirtualClock) -> None:
     assert len(corrupted) == len(good)
     assert sum(bin(a ^ b).count("1") for a, b in zip(corrupted, good)) == 1
     junked = device.receive(b"0DIS\r")
-    assert len(junked) == 4 + len(b"\x0200SI0W0UL\x03") and junked.endswith(b"\x0200SI0W0UL\x03")
+    assert len(junked) == 4 + len(b"\x0200SI0.000W0.000UL\x03") and junked.endswith(b"\x0200SI0.000W0.000UL\x03")
 
 
 @given(st.integers(0, 1000))

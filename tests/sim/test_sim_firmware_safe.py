@@ -8,6 +8,7 @@ import pytest
 from sim_helpers import ask
 
 from hal.newera.framing import encode_safe
+from sim.newera.wire_numbers import format_milli, parse_milli
 from sim.clock import VirtualClock
 from sim.newera import Ne1000
 
@@ -34,7 +35,8 @@ def test_worked_frames_from_the_reference(safe_pump: Ne1000) -> None:
 
 
 def test_manual_saf0_packet_returns_to_basic_mode(safe_pump: Ne1000) -> None:
-    assert safe_pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == safe_reply("00S")
+    # The reply comes in the mode in effect after the command (NE-4000 manual §9.2, SP1000 §10.2).
+    assert safe_pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == bytes.fromhex("02 30 30 53 03")
     assert not safe_pump.safe_mode
     assert ask(safe_pump, "0") == b"\x0200S\x03"
 
@@ -42,26 +44,28 @@ def test_manual_saf0_packet_returns_to_basic_mode(safe_pump: Ne1000) -> None:
 def test_saf_set_by_safe_packet_with_address(safe_pump: Ne1000) -> None:
     assert safe_pump.receive(bytes.fromhex("02 0A 30 53 41 46 31 30 63 BE 03")) == safe_reply("00S")
     assert safe_pump.safe_timeout_s == 10
-    assert safe_pump.receive(bytes.fromhex("02 09 30 53 41 46 30 59 AD 03")) == safe_reply("00S")
+    assert safe_pump.receive(bytes.fromhex("02 09 30 53 41 46 30 59 AD 03")) == b"\x0200S\x03"
     assert not safe_pump.safe_mode
 
 
-def test_safe_packet_accepted_in_basic_mode(pump: Ne1000) -> None:
-    assert safe(pump, "0VER") == safe_reply("00SNE1000V3.928")
-    assert safe(pump, "0SAF5") == safe_reply("00S")
+def test_safe_packet_accepted_in_basic_mode_and_answered_in_the_current_mode(pump: Ne1000) -> None:
+    # "While in the Basic Mode, the pump will accept either communications protocol ... although the
+    # response packet will be in the current communications mode" (NE-4000 manual §9.2).
+    assert safe(pump, "0VER") == b"\x0200SNE1000V3.928\x03"
+    assert safe(pump, "0SAF5") == safe_reply("00S"), "SAF's own reply is in the Safe mode it selects"
     assert pump.safe_timeout_s == 5
 
 
 def test_basic_packets_are_ignored_in_safe_mode(safe_pump: Ne1000) -> None:
     assert ask(safe_pump, "0RAT50UH") == b""
-    assert safe(safe_pump, "0RAT") == safe_reply("00S10UH")
+    assert safe(safe_pump, "0RAT") == safe_reply("00S10.00UH")
 
 
 def test_bad_crc_gets_com_error(safe_pump: Ne1000) -> None:
     frame = bytearray(encode_safe(b"0RAT50UH"))
     frame[-2] ^= 0xFF
     assert safe_pump.receive(bytes(frame)) == safe_reply("00S?COM")
-    assert safe(safe_pump, "0RAT") == safe_reply("00S10UH")
+    assert safe(safe_pump, "0RAT") == safe_reply("00S10.00UH")
 
 
 def test_bad_crc_can_be_silent(make_pump: Callable[..., Ne1000]) -> None:
@@ -83,8 +87,8 @@ def test_frames_are_split_by_length_not_by_etx(safe_pump: Ne1000) -> None:
     assert len(tricky) >= 5
     for data, frame in tricky[:5]:
         assert safe_pump.receive(frame) == safe_reply("00S"), frame.hex(" ")
-        rate = data.decode()[4:]
-        assert safe(safe_pump, "0RAT") == safe_reply(f"00S{rate}")
+        rate = format_milli(parse_milli(data.decode()[4:-2]) or 0)
+        assert safe(safe_pump, "0RAT") == safe_reply(f"00S{rate}UH")
 
 
 def test_packet_split_across_reads_is_reassembled(safe_pump: Ne1000, clock: VirtualClock) -> None:
@@ -166,3 +170,11 @@ def test_power_cycle_in_safe_mode(safe_pump: Ne1000, clock: VirtualClock) -> Non
     clock.advance(30)
     assert safe_pump.poll() == b"", "the timer is disarmed after power-up"
     assert safe_pump.safe_mode, "Safe mode survives power cycles"
+
+
+def test_saf0_to_a_freshly_powered_basic_pump_gets_the_reset_alarm_in_basic_framing(
+    make_pump: Callable[..., Ne1000],
+) -> None:
+    pump = make_pump(power_on_alarm=True)
+    assert pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == b"\x0200A?R\x03"
+    assert pump.receive(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == bytes.fromhex("02 30 30 53 03")

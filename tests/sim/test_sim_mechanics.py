@@ -8,6 +8,7 @@ import pytest
 from sim_helpers import body
 
 from cython_ext.errors import ConfigError
+from hal.newera.framing import encode_safe
 from sim.clock import VirtualClock
 from sim.newera import Mechanics, Ne1000
 from sim.newera.mechanics import INFUSE, NS_PER_H, WITHDRAW
@@ -49,7 +50,7 @@ def test_next_poll_reports_the_next_event(clock: VirtualClock) -> None:
     body(pump, "0VOL2")
     body(pump, "0RUN")
     assert pump.next_poll_ns() == 2 * 10**9, "2 uL at 1 uL/s"
-    body(pump, "0SAF1")
+    assert pump.receive(b"0SAF1\r") == encode_safe(b"00I")
     assert pump.next_poll_ns() == 1 * 10**9, "the watchdog comes first"
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from hal.newera.framing import CR, STX, Frame, ReplyDeframer, encode_safe
+from hal.newera.framing import CR, STX, Frame, FrameKind, ReplyDeframer, encode_safe
 from sim.clock import VirtualClock
 from sim.newera import Ne1000
 from sim.newera.deframer import PumpDeframer
@@ -209,7 +209,10 @@ class PumpModel(RuleBasedStateMachine):
             return
         if self.state == "S":
             self.moved_in_phase = Fraction(0)
-        if self.state in ("S", "P"):
+        if self.state == "P" and self.target_nl and self.moved_in_phase >= self.target_nl:
+            # Resuming a phase whose volume (set while paused) is already dispensed ends it at once.
+            self.state, self.moved_in_phase = "S", Fraction(0)
+        elif self.state in ("S", "P"):
             self.state = "I"
         assert self._send("0RUN") == f"00{self.state}"
 
@@ -252,7 +255,7 @@ class PumpModel(RuleBasedStateMachine):
         assert self.pump.dispensed_nl()[0] == int(self.infused)
         if self.alarm is None:
             assert self._send("0") == f"00{self.state}"
-            assert self._send("0RAT") == f"00{self.state}{self.rate_nl_per_h // 1000}UH"
+            assert self._send("0RAT") == f"00{self.state}{format_milli(self.rate_nl_per_h)}UH"
 
 
 PumpModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25)
@@ -285,11 +288,12 @@ SafePumpModel.TestCase.settings = settings(max_examples=40, stateful_step_count=
 test_safe_pump_model = SafePumpModel.TestCase
 
 
-def test_pump_deframer_hunts_for_stx_in_safe_mode() -> None:
+def test_pump_deframer_starts_a_safe_packet_at_every_stx_in_safe_mode() -> None:
     deframer = PumpDeframer()
     frame = encode_safe(b"0VER")
     items = deframer.feed(b"junk\r" + frame, 0.0, safe_mode=True)
-    assert items == [Frame(kind=items[0].kind, data=b"0VER")]
+    assert items == [Frame(FrameKind.BASIC, b"junk"), Frame(FrameKind.SAFE, b"0VER")]  # the firmware drops the first
+    assert deframer.feed(b"ju" + frame, 0.0, safe_mode=True) == [Frame(FrameKind.SAFE, b"0VER")]
     items = deframer.feed(b"0VER\r", 0.0, safe_mode=False)
     assert [i.data for i in items if isinstance(i, Frame)] == [b"0VER"]
     assert deframer.feed(bytes((STX, 2)), 0.0, safe_mode=True)[0].reason == "length"  # type: ignore[union-attr]
