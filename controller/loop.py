@@ -742,14 +742,22 @@ class ControlLoop:
         self._drain_hal_errors()
         self._emit("program", result=outcome.result.value, rate_nl_per_h=outcome.rate_nl_per_h,
                    uncertain=outcome.uncertain, detail=f"{reason}: {outcome.detail}")
-        if outcome.uncertain:
+        if outcome.result is ProgramResult.UNKNOWN:
+            # Still uncertain after reconciling: the pump's state is unknown until a read settles it. A reply
+            # lost on the way that reconciliation settled (a verified commit, a refusal) leaves nothing unknown;
+            # the journal keeps it as an uncertain exchange.
             self.alarms.raise_alarm(AlarmCode.THERAPY_STATUS_UNKNOWN, detail=outcome.detail)
             self._emit("fault", fault=FaultCode.UNCERTAIN_DELIVERY.value, reaction=Reaction.CONTINUE.value,
                        alarm=AlarmCode.THERAPY_STATUS_UNKNOWN.value, detail=outcome.detail)
+        elif outcome.uncertain and not self.alarms.is_active(AlarmCode.COMMS_DEGRADED):
+            self.alarms.raise_alarm(AlarmCode.COMMS_DEGRADED,
+                                    detail=f"a reply was lost; the pump's state was read back and settled ({outcome.detail})")
         if outcome.result is ProgramResult.COMMITTED and outcome.rate_nl_per_h is not None \
-                and self.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN) and not outcome.uncertain:
+                and self.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN):
             self.alarms.clear(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="rate verified")
-        if outcome.result is ProgramResult.KEPT_OLD:
+        if outcome.result is ProgramResult.KEPT_OLD or (outcome.result is ProgramResult.REJECTED_BY_PUMP and (
+                outcome.status is None or outcome.status.alarm is None)):
+            # Refused, or the pump would not start without saying why: the old programme is all it holds.
             self.alarms.raise_alarm(AlarmCode.PUMP_PROGRAM_REJECTED, detail=outcome.detail)
         if outcome.result is ProgramResult.REJECTED_BY_PUMP and outcome.status is not None \
                 and outcome.status.alarm is not None:
