@@ -301,7 +301,7 @@ class SignedFile:
     """
 
     name: str
-    data: bytes
+    data: bytes = field(repr=False)
     signature: bytes | None = field(default=None, repr=False)
 
     @classmethod
