@@ -360,7 +360,7 @@ class Controller:
         if self.store.nonce_used(cmd.nonce):
             self._auth_failed(key_id, now, Refusal.REPLAYED_NONCE)
             return self._refuse(cmd.action, actor, (Refusal.REPLAYED_NONCE,),
-                                f"nonce {cmd.nonce} was used before: a replay", **context)
+                                "its nonce was used before: a replay", **context)
         age_ms = (now - cmd.issued_utc) // timedelta(milliseconds=1)
         if age_ms > self.policy.max_command_age_ms or -age_ms > self.policy.max_clock_skew_ms:
             reason = Refusal.COMMAND_EXPIRED if age_ms > 0 else Refusal.COMMAND_FROM_FUTURE

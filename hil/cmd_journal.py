@@ -86,7 +86,7 @@ def _verify(args: argparse.Namespace) -> int:
     if report.ok:
         state = "closed cleanly" if report.closed else "left open: the controller stopped without closing it"
         print(f"{args.file}: OK, {report.entries_checked} entries, chain verified, head sealed by "
-              f"{report.sealed_by} ({state})")
+              f"{report.sealed_by}; {state}")
         return 0
     print(f"{args.file}: FAILED verification ({len(report.problems)} problem(s)):", file=sys.stderr)
     for problem in report.problems:
