@@ -41,3 +41,40 @@ def test_sec03_a_store_that_forgets_nonces_fails_the_scenario(monkeypatch: pytes
     monkeypatch.setattr(Store, "nonce_used", lambda self, nonce: False)
     monkeypatch.setattr(Store, "use_nonce", lambda self, nonce, key_id, issued_utc: None)
     assert "replayed denied with REPLAYED_NONCE" in _failed()
+
+
+_HEAD = """
+[scenario]
+name = "s"
+duration_days = 2
+prescription = "spinal_simple_500.toml"
+
+[[action]]
+at = "0d 09:00"
+do = "implant"
+"""
+
+
+@pytest.mark.parametrize(("action", "field"), [
+    ('do = "titrate"\nchange_pct = 10\nrole = "surgeon"', "action[1].role"),
+    ('do = "titrate"\nchange_pct = 10\nsigned = "yes"', "action[1].signed"),
+    ('do = "replay"\nof = "implant-label"', "action[1].of"),
+])
+def test_the_scenario_fields_who_acts_are_checked(action: str, field: str) -> None:
+    from cython_ext.errors import ConfigError
+    from hil.scenario import parse_scenario
+
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(_HEAD + f'\n[[action]]\nat = "1d 09:00"\n{action}\n')
+    assert info.value.field == field
+
+
+def test_a_scenario_whose_prescription_is_unsigned_is_refused_at_the_front_door(tmp_path) -> None:
+    from controller.signing import SignatureError
+    from hil.scenario import parse_scenario
+    from hil.scenario.schema import PRESCRIPTION_DIR
+
+    (tmp_path / "rx.toml").write_bytes((PRESCRIPTION_DIR / "spinal_simple_500.toml").read_bytes())
+    scenario = parse_scenario(_HEAD.replace("spinal_simple_500.toml", "rx.toml"), base_dir=tmp_path)
+    with pytest.raises(SignatureError, match="UNSIGNED"):
+        ScenarioRunner(scenario, RunOptions(link="inprocess")).run()
