@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from controller.assembly import ACTION_PARAMS, WORKFLOWS, Controller, ControllerSettings, build_controller
 from controller.audit import Actor, Role
 from controller.loop import Mode
-from controller.patient import PatientRecord
+from controller.patient import History, PatientRecord
 from controller.roles import PERMISSIONS, Refusal, SecurityPolicy
 from controller.signing import DEVELOPMENT_DIR, RigSecurity, SigningKey, TrustedKey, sign_command
 from controller.store import Store
@@ -50,13 +50,17 @@ class Bench:
     """A controller over a fake pump in virtual time, built through the front door."""
 
     def __init__(self, *, store: Store | None = None, clock: VirtualClock | None = None,
-                 policy: SecurityPolicy | None = None, security: RigSecurity | None = None) -> None:
+                 policy: SecurityPolicy | None = None, security: RigSecurity | None = None,
+                 screened: bool = False) -> None:
         self.clock = clock or VirtualClock()
         self.pump = FakePump(self.clock)
         self.store = store or Store(":memory:", self.clock)
         rx = make_prescription()
+        patient = (PatientRecord(rx.patient.patient_id, rx.patient.origin, History.SCREENED) if screened else
+                   PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
+                                 prior_dose_ng_per_day=100_000))
         self.controller: Controller = build_controller(
-            rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), self.pump, self.clock, self.store,
+            rx, patient, self.pump, self.clock, self.store,
             prescription_file=signed_file(rx), settings=ControllerSettings(poll_interval_ms=30 * MS_PER_MIN),
             kernel_module=kernel_module(), policy=policy, security=security)
         self.results: list[Any] = []
@@ -79,7 +83,12 @@ class Bench:
         c = self.controller
         return (c.loop.mode, self.pump.rate_nl_per_h, self.pump.state, c.gate.daily_dose_ng(),
                 c.therapy.prescribed_dose_ng_per_day, len(self.store.commands()), len(self.store.boluses()),
-                self.store.load_resume_point(), c.therapy.patient_bolus, [a.code for a in c.alarms.active()])
+                self.resume_point(), c.therapy.patient_bolus, [a.code for a in c.alarms.active()])
+
+    def resume_point(self) -> Any:
+        """The resume point as of now (every commit carries a fresh one, so the staged copy may be older)."""
+        source = self.store.resume_point_source
+        return self.store.load_resume_point() if source is None else source()
 
     def refusals_journalled(self) -> list[Any]:
         return [e for e in self.store.entries() if e.action == "security.refused"]
@@ -115,7 +124,7 @@ def test_every_controller_action_has_params_a_workflow_and_a_setup() -> None:
 
 
 def _prepared(action: str) -> tuple[Bench, dict[str, Any]]:
-    bench = Bench()
+    bench = Bench(screened=action == "screening_dose")
     setup, params = SETUPS[action]
     setup(bench)
     return bench, params
