@@ -1,12 +1,21 @@
 """The controller's front door: one function builds the whole dosing firmware, nothing else wires it.
 
-:func:`build_controller` takes a prescription, a patient record, a pump driver, a
-clock and the durable store, and returns a :class:`Controller`: the safety kernel's
-gate (caps from the prescription, rate envelope from the pump), the screening gate,
-the alarm manager (journalled to the store), the control loop and the clinical
-workflows, connected by constructor injection. The scenario runner, the tests and
-any future tool build the controller here and drive it through the
+:func:`build_controller` takes a prescription with its signed file, a patient record,
+a pump driver, a clock and the durable store, and returns a :class:`Controller`: the
+safety kernel's gate (caps from the prescription, rate envelope from the pump), the
+screening gate, the alarm manager (journalled to the store), the control loop and the
+clinical workflows, connected by constructor injection. The scenario runner, the tests
+and any future tool build the controller here and drive it through the
 :class:`Controller`'s methods; none of them constructs the parts.
+
+Security (SEC-01 to SEC-04): the controller is built only from a prescription whose file
+verifies against the rig's trust store with a clinician's signature, and only if the
+kernel's drug library is the one an administrator signed. Every request that changes
+therapy passes one door, :meth:`Controller.act` (a local caller naming its actor) or
+:meth:`Controller.act_signed` (a signed command from any remote interface: identity,
+nonce and time verified, replays refused), checked against
+:data:`controller.roles.PERMISSIONS`; a refusal has a reason code, is journalled
+durably, and changes nothing.
 
 Finding your way:
 
@@ -20,18 +29,23 @@ Units: times ms, doses ng/day, volumes nL, rates nL/h.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType, NoneType
 from typing import Any
 
+from controller import drug_library
 from controller.alarms import AlarmManager
 from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.gate import KernelGate, screening_gate
 from controller.loop import ControlLoop, LoopConfig, PollRecord
 from controller.patient import PatientRecord
-from controller.prescription import Prescription, assess_change
+from controller.prescription import Prescription, assess_change, parse_prescription
+from controller.roles import PERMISSIONS, Refusal, SecurityPolicy, refusals
+from controller.signing import Kind, RigSecurity, SignatureError, SignedFile, parse_command
 from controller.store import Store
-from controller.therapy import Therapy, WorkflowResult
+from controller.therapy import CLINICIAN, Therapy, WorkflowResult, Why
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_MIN, MS_PER_S
 from hal.clock import Clock
@@ -130,6 +144,80 @@ def _journal_int_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if v is None or isinstance(v, (bool, int, str, list))}
 
 
+_REQUIRED = object()
+_OPTIONAL_TEXT = (str, NoneType)
+
+#: The parameters of every controller action (internal units in the names): name -> (type, default).
+ACTION_PARAMS: Mapping[str, Mapping[str, tuple[Any, Any]]] = MappingProxyType({
+    "screening_dose": {"dose_ug": (int, _REQUIRED), "adequate": (bool, _REQUIRED), "effect_ms": (int, 0)},
+    "implant": {"prime": (bool, True), "anchor_ms": (int, 0)},
+    "configure_patient_bolus": {},
+    "titrate": {"dose_ng_per_day": (int, _REQUIRED), "reason": (str, "clinical response"),
+                "override_reason": (_OPTIONAL_TEXT, None)},
+    "flex": {"steps": (list, _REQUIRED), "anchor_ms": (int, 0), "override_reason": (_OPTIONAL_TEXT, None)},
+    "clinician_bolus": {"dose_ng": (int, _REQUIRED), "duration_ms": (int, _REQUIRED)},
+    "patient_bolus": {},
+    "refill": {"removed_nl": (int, _REQUIRED), "added_nl": (int, _REQUIRED),
+               "concentration_ug_per_ml": (int, _REQUIRED), "lot": (str, "unrecorded"),
+               "acknowledge_mismatch": (bool, False), "complete": (bool, True)},
+    "acknowledge_alarms": {},
+    "resume": {},
+    "taper": {"target_dose_ng_per_day": (int, _REQUIRED), "authorised_by": (str, _REQUIRED)},
+    "discontinue": {"authorised_by": (_OPTIONAL_TEXT, None), "emergency": (bool, False)},
+})
+
+
+def _action_params(action: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` checked against :data:`ACTION_PARAMS` (types exact, bool is not int), defaults filled in.
+
+    :raises ConfigError: naming the parameter.
+    """
+    spec = ACTION_PARAMS[action]
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ConfigError(f"{action}.{unknown[0]}", given[unknown[0]], f"one of the parameters {sorted(spec)}")
+    params = {}
+    for name, (kind, default) in spec.items():
+        value = given.get(name, default)
+        if value is _REQUIRED:
+            raise ConfigError(f"{action}.{name}", None, "given (a required parameter)")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise ConfigError(f"{action}.{name}", value, f"of type {' or '.join(k.__name__ for k in kinds)}")
+        params[name] = value
+    if action == "flex":
+        steps = params["steps"]
+        if not all(isinstance(s, (list, tuple)) and len(s) == 2 and all(type(v) is int for v in s) for s in steps):
+            raise ConfigError("flex.steps", steps, "[start_ms_of_day, dose_ng_per_day] pairs of integers")
+        params["steps"] = [tuple(s) for s in steps]
+    return params
+
+
+Workflow = Callable[["Controller", Actor, Mapping[str, Any]], WorkflowResult]
+
+#: What each controller action runs, once the door has let it through (a test checks it covers
+#: every ``controller`` action of :data:`controller.roles.PERMISSIONS`).
+WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({
+    "screening_dose": lambda c, a, p: c.therapy.screening_dose(p["dose_ug"], adequate=p["adequate"],
+                                                               effect_ms=p["effect_ms"]),
+    "implant": lambda c, a, p: c._implant(prime=p["prime"], anchor_ms=p["anchor_ms"]),
+    "configure_patient_bolus": lambda c, a, p: c._configure_patient_bolus(),
+    "titrate": lambda c, a, p: c.therapy.titrate(p["dose_ng_per_day"], reason=p["reason"],
+                                                 override_reason=p["override_reason"], actor=a),
+    "flex": lambda c, a, p: c.therapy.set_flex(p["steps"], anchor_ms=p["anchor_ms"], actor=a,
+                                               override_reason=p["override_reason"]),
+    "clinician_bolus": lambda c, a, p: c.therapy.clinician_bolus(p["dose_ng"], p["duration_ms"]),
+    "patient_bolus": lambda c, a, p: c.therapy.patient_bolus_request(),
+    "refill": lambda c, a, p: c.therapy.refill(
+        removed_nl=p["removed_nl"], added_nl=p["added_nl"], concentration_ug_per_ml=p["concentration_ug_per_ml"],
+        lot=p["lot"], acknowledge_mismatch=p["acknowledge_mismatch"], complete=p["complete"], actor=a),
+    "acknowledge_alarms": lambda c, a, p: c.therapy.acknowledge_alarms(actor=a),
+    "resume": lambda c, a, p: c.therapy.resume(actor=a),
+    "taper": lambda c, a, p: c.therapy.taper(p["target_dose_ng_per_day"], authorised_by=p["authorised_by"]),
+    "discontinue": lambda c, a, p: c.therapy.discontinue(authorised_by=p["authorised_by"], emergency=p["emergency"]),
+})
+
+
 @dataclass
 class Controller:
     """The dosing firmware for one patient and one pump, assembled by :func:`build_controller`.
@@ -144,7 +232,10 @@ class Controller:
     :ivar gate: the safety kernel's gate.
     :ivar alarms: the alarm manager.
     :ivar loop: the control loop (owns the pump).
-    :ivar therapy: the clinical workflows.
+    :ivar therapy: the clinical workflows (the controller's inside: requests from people go
+        through :meth:`act` or :meth:`act_signed`).
+    :ivar security: the rig's verified keys and drug library.
+    :ivar policy: how strict the door is.
     """
 
     prescription: Prescription
@@ -155,6 +246,9 @@ class Controller:
     loop: ControlLoop
     therapy: Therapy
     _alarm_journal: _AlarmJournal = field(repr=False)
+    security: RigSecurity = field(repr=False, default=None)  # type: ignore[assignment]
+    policy: SecurityPolicy = field(default_factory=SecurityPolicy)
+    _requester: Actor | None = field(default=None, repr=False)
 
     # -- time and observation ------------------------------------------------------------------------
 
@@ -197,16 +291,161 @@ class Controller:
         self.therapy.restore_state()
         return found
 
+    # -- the front door ----------------------------------------------------------------------------------
+
+    @property
+    def controller_id(self) -> str:
+        """This controller's identity, to which a signed command must be addressed (its journal's id)."""
+        return self.store.journal_id
+
+    def act(self, action: str, actor: Actor, **params: Any) -> WorkflowResult:
+        """Ask for ``action`` as ``actor``, locally (the caller vouches for who it is).
+
+        :param action: an action of :data:`controller.roles.PERMISSIONS` (scope ``controller``).
+        :param actor: who asks, under which role.
+        :param params: the action's parameters (:data:`ACTION_PARAMS`; internal units).
+        :return: the workflow's result, or a refusal whose reasons are :class:`~controller.roles.Refusal`
+            codes (journalled; nothing changed).
+        :raises ConfigError: for parameters the action does not take, or of the wrong type.
+        """
+        if not isinstance(actor, Actor):
+            raise ConfigError("actor", actor, "an Actor (name and role)")
+        if action not in ACTION_PARAMS:
+            return self._refuse(action, actor, (Refusal.UNKNOWN_ACTION,), f"{action} is not a controller action")
+        checked = _action_params(action, params)
+        refused = refusals(action, actor.role, checked, signers=0, policy=self.policy)
+        if refused:
+            return self._refuse(action, actor, refused, f"{actor} may not ask for {action} this way")
+        return self._run(action, actor, checked)
+
+    def act_signed(self, command: bytes) -> WorkflowResult:
+        """Take a signed command (:func:`controller.signing.sign_command`) from any remote interface.
+
+        The command is taken only if it is addressed to this controller, its requester's key
+        (and any co-signer's) is in the trust store, valid and holds the role asked under, its
+        nonce was never seen, it is fresh (:attr:`SecurityPolicy.max_command_age_ms`), the key
+        is not locked out by failed attempts, and the role table lets it through. Its nonce is
+        stored durably before anything acts.
+
+        :param command: the command's bytes, as received.
+        :return: the workflow's result, or a journalled refusal (nothing changed).
+        """
+        actor = Actor("unauthenticated", Role.SYSTEM)
+        try:
+            cmd = parse_command(command)
+        except SignatureError as exc:
+            return self._refuse("signed_command", actor, (exc.reason,), exc.detail)
+        key_id = cmd.signatures[0][0]
+        known = self.security.trust.keys.get(key_id)
+        actor = Actor(known.name, cmd.role) if known is not None else Actor(f"key-{key_id}", cmd.role)
+        context = {"key_id": key_id, "nonce": cmd.nonce}
+        if cmd.controller_id != self.controller_id:
+            return self._refuse(cmd.action, actor, (Refusal.WRONG_CONTROLLER,),
+                                f"addressed to controller {cmd.controller_id}", **context)
+        now = self.loop.clock.utc_now()
+        if self._locked_out(key_id, now):
+            return self._refuse(cmd.action, actor, (Refusal.LOCKED_OUT,),
+                                f"key {key_id} is locked out after repeated failed authentications", **context)
+        permission = PERMISSIONS.get(cmd.action)
+        roles = permission.roles if permission is not None else ()
+        signers: set[str] = set()
+        for index, (signer_id, signature) in enumerate(cmd.signatures):
+            try:
+                key = self.security.trust.check_signature(signer_id, signature, cmd.body, datetime.now(timezone.utc),
+                                                          (cmd.role,) if index == 0 else roles, "signed command")
+            except SignatureError as exc:
+                self._auth_failed(signer_id, now, exc.reason)
+                return self._refuse(cmd.action, actor, (exc.reason,), exc.detail, **context)
+            signers.add(key.name)
+        if self.store.nonce_used(cmd.nonce):
+            self._auth_failed(key_id, now, Refusal.REPLAYED_NONCE)
+            return self._refuse(cmd.action, actor, (Refusal.REPLAYED_NONCE,),
+                                "its nonce was used before: a replay", **context)
+        age_ms = (now - cmd.issued_utc) // timedelta(milliseconds=1)
+        if age_ms > self.policy.max_command_age_ms or -age_ms > self.policy.max_clock_skew_ms:
+            reason = Refusal.COMMAND_EXPIRED if age_ms > 0 else Refusal.COMMAND_FROM_FUTURE
+            self._auth_failed(key_id, now, reason)
+            return self._refuse(cmd.action, actor, (reason,), f"issued {age_ms} ms before the controller's time "
+                                f"(allowed: up to {self.policy.max_command_age_ms} ms)", **context)
+        if cmd.action not in ACTION_PARAMS:
+            return self._refuse(cmd.action, actor, (Refusal.UNKNOWN_ACTION,),
+                                f"{cmd.action} is not a controller action", **context)
+        try:
+            checked = _action_params(cmd.action, cmd.params)
+        except ConfigError as exc:
+            return self._refuse(cmd.action, actor, (Refusal.COMMAND_MALFORMED,), str(exc), **context)
+        refused = refusals(cmd.action, cmd.role, checked, signers=len(signers), policy=self.policy)
+        if refused:
+            return self._refuse(cmd.action, actor, refused, f"{actor} may not ask for {cmd.action}", **context)
+
+        def accept() -> None:
+            with self.store.transaction():
+                self.store.use_nonce(cmd.nonce, key_id, cmd.issued_utc)
+                self.store.append_audit(actor, "security.accepted", reason=f"signed command {cmd.action}",
+                                        new={"action": cmd.action, "signers": sorted(signers), **context})
+
+        if not self.loop.commands.durably("journal signed command", accept):
+            return self._refuse(cmd.action, actor, (Why.NOT_DURABLE,), "its nonce could not be stored", **context)
+        return self._run(cmd.action, actor, checked)
+
+    def admit(self, action: str, actor: Actor) -> WorkflowResult | None:
+        """Check a ``rig`` action (a simulated fault, a simulated crash) at the door before the rig does it.
+
+        :return: None if ``actor`` may; otherwise the journalled refusal.
+        """
+        refused = refusals(action, actor.role, {}, signers=0, policy=self.policy, scope="rig")
+        return self._refuse(action, actor, refused, f"{actor} may not ask for {action}") if refused else None
+
+    def _run(self, action: str, actor: Actor, params: Mapping[str, Any]) -> WorkflowResult:
+        self._requester = actor
+        try:
+            return WORKFLOWS[action](self, actor, params)
+        finally:
+            self._requester = None
+
+    def _refuse(self, action: str, actor: Actor, reasons: tuple[Any, ...], detail: str,
+                **context: Any) -> WorkflowResult:
+        """A refusal at the door: journalled durably with who asked, given to every observer, nothing changed."""
+        codes = tuple(r.value for r in reasons)
+        result = WorkflowResult(action, False, codes, detail)
+        self.loop.commands.durably("journal refusal", lambda: self.store.append_audit(
+            actor, "security.refused", new={"action": action, "reasons": list(codes), **context}, reason=detail,
+            outcome="denied"))
+        for sink in list(self.therapy.sinks):
+            if sink != self._journal_result:
+                sink(result)
+        return result
+
+    def _auth_failed(self, key_id: str, now: datetime, reason: Refusal) -> None:
+        self.loop.commands.durably("journal failed authentication",
+                                   lambda: self.store.record_auth_failure(key_id, now, reason.value))
+
+    def _locked_out(self, key_id: str, now: datetime) -> bool:
+        """True while ``key_id`` has failed :attr:`SecurityPolicy.lockout_after_failures` times in a window
+        that ended less than :attr:`SecurityPolicy.lockout_ms` ago."""
+        policy = self.policy
+        window = timedelta(milliseconds=policy.lockout_window_ms)
+        failures = self.store.auth_failures(key_id, since_utc=now - window - timedelta(milliseconds=policy.lockout_ms))
+        n = policy.lockout_after_failures
+        return any(failures[i + n - 1] - failures[i] <= window for i in range(len(failures) - n + 1))
+
     # -- workflows from the prescription ---------------------------------------------------------------
 
-    def implant(self, *, prime: bool = True, anchor_ms: int = 0) -> WorkflowResult:
-        """Fill the pump with the prescription's drug and volume and start the prescribed programme.
+    def implant(self, *, prime: bool = True, anchor_ms: int = 0, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """Fill the pump with the prescription's drug and volume and start the prescribed programme, as ``actor``.
 
         A simple programme starts its dose; a flex or periodic-bolus programme starts its whole day
         (authorised at once), anchored at controller time ``anchor_ms`` (its midnight).
 
         :param prime: run a priming bolus of the dead volume.
         """
+        return self.act("implant", actor, prime=prime, anchor_ms=anchor_ms)
+
+    def configure_patient_bolus(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """Activate the prescription's patient bolus (size and duration; lockout and count are the kernel's)."""
+        return self.act("configure_patient_bolus", actor)
+
+    def _implant(self, *, prime: bool, anchor_ms: int) -> WorkflowResult:
         rx = self.prescription
         if rx.programme.mode.value in ("flex", "periodic"):
             steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
@@ -216,8 +455,7 @@ class Controller:
         return self.therapy.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
                                     dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=prime)
 
-    def configure_patient_bolus(self) -> WorkflowResult:
-        """Activate the prescription's patient bolus (size and duration; lockout and count are the kernel's)."""
+    def _configure_patient_bolus(self) -> WorkflowResult:
         pb = self.prescription.patient_bolus
         return self.therapy.configure_patient_bolus(pb.dose_ng, pb.duration_ms)
 
@@ -235,14 +473,21 @@ class Controller:
     def _journal_result(self, result: WorkflowResult) -> None:
         """Journal a workflow's outcome: durably when it changed something (it is acknowledged now)."""
         self.loop.commands.durably("journal workflow", lambda: self.store.append_audit(
-            SYSTEM_ACTOR, f"workflow.{result.action}", new={"allowed": result.allowed, "reasons": list(result.reasons)},
+            self._requester or SYSTEM_ACTOR, f"workflow.{result.action}", new={"allowed": result.allowed, "reasons": list(result.reasons)},
             reason=result.detail, outcome="done" if result.allowed else "denied", durable=result.allowed))
 
 
 def build_controller(prescription: Prescription, patient: PatientRecord, pump: PumpDriver, clock: Clock,
-                     store: Store, *, settings: ControllerSettings | None = None, kernel_module: Any = None,
-                     reason: str = "") -> Controller:
+                     store: Store, *, prescription_file: SignedFile | None = None,
+                     settings: ControllerSettings | None = None, kernel_module: Any = None, reason: str = "",
+                     security: RigSecurity | None = None, policy: SecurityPolicy | None = None) -> Controller:
     """Build the whole controller. The only place its parts are wired.
+
+    First the prescription's file must verify (SEC-04): signed by a clinician's key of the rig's
+    trust store (not revoked, not expired at wall-clock time), its bytes exactly those signed, and
+    ``prescription`` exactly what those bytes parse to; and the kernel's drug library must be the
+    one an administrator signed. A refusal raises before anything is built or recorded, so the
+    prescription in effect and the programme running stay as they were.
 
     The prescription is put in effect in the journal (with its soft-limit overrides) before any
     therapy, unless the store already holds it as the one in effect (a restart). To resume after a
@@ -250,6 +495,7 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
 
     :param prescription: the validated prescription (the single source of drug, caps, boluses,
         titration policy and reservoir).
+    :param prescription_file: its signed file (:meth:`controller.signing.SignedFile.read`).
     :param patient: the patient record (screening or documented prior dose).
     :param pump: the pump driver, connected and configured (its rate envelope bounds the kernel).
     :param clock: the injected clock.
@@ -258,11 +504,18 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
     :param kernel_module: a kernel implementation module (default: the selected one; tests use it to
         run the twin).
     :param reason: why this prescription is put in effect (journalled).
+    :param security: the rig's keys and drug library (default: :meth:`RigSecurity.load`).
+    :param policy: how strict the front door is (default :class:`~controller.roles.SecurityPolicy`).
+    :raises SignatureError: if the prescription's signature or the drug library is refused.
     :raises ConfigError: if the patient record does not belong to the prescription, or any part
         refuses its configuration.
     """
     settings = settings or ControllerSettings()
+    security = security if security is not None else RigSecurity.load()
     rx = prescription
+    verified = _verify_prescription(rx, prescription_file, security)
+    drug_library.require_signed(security, drug_library.kernel_library() if kernel_module is None
+                                else kernel_module.DEFAULT_LIBRARY)
     if patient.patient_id != rx.patient.patient_id or patient.origin is not rx.patient.origin:
         raise ConfigError("patient", f"{patient.patient_id} ({patient.origin.value})",
                           f"the prescription's patient {rx.patient.patient_id} ({rx.patient.origin.value})")
@@ -281,12 +534,33 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
                       priming_duration_ms=settings.priming_duration_ms)
     therapy.screening_gate = screening_gate(kernel_module=kernel_module)
     therapy.replay_screening()
-    controller = Controller(rx, patient, store, gate, alarms, loop, therapy, alarm_journal)
+    controller = Controller(rx, patient, store, gate, alarms, loop, therapy, alarm_journal, security,
+                            policy or SecurityPolicy())
     in_effect = store.last_prescription_record()
     if in_effect is None or in_effect["toml"] != rx.to_toml():
         previous = None if in_effect is None else store.last_prescription()
-        store.record_prescription(rx, Actor(rx.prescriber, Role.PRESCRIBER),
-                                  assessment=assess_change(previous, rx), reason=reason)
+        signer = Actor(verified.key.name, Role.CLINICIAN)
+        assessment = assess_change(previous, rx)
+        with store.transaction():
+            store.append_audit(signer, "prescription.signature_verified", reason=str(verified.key), new={
+                "file": prescription_file.name, "sha256": verified.sha256, "key_id": verified.key.key_id,
+                "signed_utc": verified.signed_utc.isoformat(), "development_key": verified.key.development})
+            store.record_prescription(rx, signer, assessment=assessment, reason=reason)
     loop.event_sinks.append(controller._journal_event)
     therapy.sinks.append(controller._journal_result)
     return controller
+
+
+def _verify_prescription(rx: Prescription, signed: SignedFile | None, security: RigSecurity) -> Any:
+    """The verified signature of ``rx``'s file (see :func:`build_controller`).
+
+    :raises SignatureError: UNSIGNED without a file; the file's own refusal; CONTENT_CHANGED if the
+        file does not parse to ``rx``.
+    """
+    what = f"prescription {rx.prescription_id}"
+    if signed is None:
+        raise SignatureError(Refusal.UNSIGNED, what, "a prescription is put in effect only from its signed file")
+    verified = security.trust.verify_file(signed, Kind.PRESCRIPTION, datetime.now(timezone.utc))
+    if parse_prescription(signed.text) != rx:
+        raise SignatureError(Refusal.CONTENT_CHANGED, what, f"{signed.name} does not hold this prescription")
+    return verified

@@ -29,13 +29,20 @@ HASH_HEX_CHARS = 64
 
 
 class Role(enum.Enum):
-    """Roles that may act on the controller (SEC-01)."""
+    """Roles that may act on the controller (SEC-01); :data:`controller.roles.PERMISSIONS` says who may do what.
+
+    SEC-01 names five roles of a clinical pump; on this rig they are spelled once, here:
+    its *prescriber* is the clinician (prescriptions and titration), its *clinician* the
+    clinician or the pump technician (refill, confirmations), its *pharmacist* the
+    administrator (drug library, keys), its *service* role the pump technician and the bench
+    engineer (devices, simulators, faults).
+    """
 
     PATIENT = "patient"
     CLINICIAN = "clinician"
-    PRESCRIBER = "prescriber"
-    PHARMACIST = "pharmacist"
-    SERVICE = "service"
+    PUMP_TECHNICIAN = "pump_technician"
+    BENCH_ENGINEER = "bench_engineer"
+    ADMINISTRATOR = "administrator"
     SYSTEM = "system"
 
 

@@ -13,18 +13,22 @@ reason, command ID, UTC time with the local offset, monotonic time and outcome
 (PER-04), plus the hash of the previous entry. A one-row ``head`` table holds
 the entry count and the last hash, updated in the same transaction, so a
 truncated tail is detected as well as an edited, deleted or reordered entry
-(PER-03). Triggers refuse UPDATE and DELETE on entries. Anyone with write
-access could still rebuild a consistent chain and head; with a
-``checkpoint_key`` the head is signed (HMAC), so that rebuild is detected by a
-verifier holding the key.
+(PER-03). Triggers refuse UPDATE and DELETE on entries.
+
+**Sealed** (SEC-04): anyone with write access could still rebuild a consistent chain and
+head, so the head is signed with the rig's journal key (Ed25519, :mod:`controller.signing`)
+in every commit that moves it, and again on :meth:`Journal.close` (state ``closed``). The
+journal's public key is in its ``meta`` table and bound into the genesis hash; the verifier
+checks the seal with it and checks that the key is a ``system`` key of the rig's trust
+store, so a chain rebuilt without the private key, or sealed with another key, fails.
 
 ::
 
     entries:  seq | kind | action | utc | offset | mono_ns | actor | role | cmd_id | outcome
               | reason | old_json | new_json | prev_hash | hash
-    head:     count | last_hash | mac    (same transaction as each append; mac = HMAC-SHA256
-                                          of journal id, count and last hash when a key is set)
-    meta:     journal_id, schema_version, created_utc
+    head:     count | last_hash | state | seal   (same transaction as each append; seal = Ed25519
+                                                  signature of controller.signing.seal_message)
+    meta:     journal_id, schema_version, created_utc, seal_key_id, seal_public_key
 
 What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
 :meth:`Journal.last_committed_programme`, :meth:`Journal.last_ledger_snapshot`,
@@ -45,8 +49,8 @@ from __future__ import annotations
 
 import csv
 import enum
+import base64
 import hashlib
-import hmac
 import io
 import json
 import shutil
@@ -70,14 +74,15 @@ from controller.audit import (
     entry_hash,
     genesis_hash,
 )
-from hal.clock import Clock
+from controller.signing import RigSecurity, SigningKey, TrustStore, key_id_of, seal_message, seal_verifies
 from cython_ext.errors import ConfigError, ItbError, StateError
+from hal.clock import Clock
 
 #: The path of a journal that lives in memory only (tests and benchmarks: nothing survives the process).
 IN_MEMORY = ":memory:"
 
 #: Version of the journal's table layout.
-JOURNAL_SCHEMA_VERSION = 1
+JOURNAL_SCHEMA_VERSION = 2
 
 #: Command outcomes. ``uncertain`` commands stay unresolved until reconciled.
 COMMAND_OUTCOMES = ("applied", "not_applied", "uncertain")
@@ -119,7 +124,8 @@ CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     count INTEGER NOT NULL,
     last_hash TEXT NOT NULL,
-    mac TEXT NOT NULL
+    state TEXT NOT NULL,
+    seal TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
@@ -226,8 +232,10 @@ class VerifyReport:
     :param entries_checked: how many entries were read.
     :param problems: one line per problem, each saying what and where.
     :param first_bad_seq: the first sequence number that failed, if any.
-    :param signature_checked: True if the head's checkpoint signature was checked with a key.
-    :param signed: True if the journal's head is signed (it was created with a checkpoint key).
+    :param signature_checked: True if the head's seal verified with a ``system`` key of the trust store.
+    :param signed: True if the journal carries a seal key (every journal this code writes does).
+    :param sealed_by: the sealing key as the trust store names it ("" if unknown).
+    :param closed: True if the head was sealed by a clean close (False: open, or a crash).
     """
 
     ok: bool
@@ -236,20 +244,17 @@ class VerifyReport:
     first_bad_seq: int | None = None
     signature_checked: bool = False
     signed: bool = False
+    sealed_by: str = ""
+    closed: bool = False
 
 
 #: Metadata bound into the genesis hash, in order (see :func:`controller.audit.genesis_hash`).
-_GENESIS_META = ("schema_version", "created_utc", "checkpoint_signed")
+_GENESIS_META = ("schema_version", "created_utc", "seal_public_key")
 
 
 def _genesis(meta: Mapping[str, Any]) -> str:
     """The genesis hash of the journal whose ``meta`` table is given (KeyError if a key is missing)."""
     return genesis_hash(meta["journal_id"], *(str(meta[name]) for name in _GENESIS_META))
-
-
-def checkpoint_mac(key: bytes, journal_id: str, count: int, last_hash: str) -> str:
-    """HMAC-SHA256 (hex) signing the head record: journal id, entry count and last hash."""
-    return hmac.new(key, f"{journal_id}:{count}:{last_hash}".encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def new_command_id() -> str:
@@ -320,10 +325,11 @@ class Journal:
     :param local_tz: the time zone whose UTC offset is stored with each entry
         (default: the system's local zone).
     :param fault_hook: test hook called with the name of each write point.
-    :param checkpoint_key: secret that signs the head record (fixed when the journal is
-        created; a signed journal can only be written with its key).
-    :raises JournalError: if the file is not a journal, cannot be opened in WAL mode, or the
-        key does not fit the journal.
+    :param seal_key: the private key that seals the head (default: the journal key of the rig's
+        security directory, :class:`controller.signing.RigSecurity`); fixed when the journal is
+        created, so a journal is only ever written with its own key.
+    :raises JournalError: if the file is not a journal, cannot be opened in WAL mode, its head
+        seal does not verify, or it was sealed with another key.
     """
 
     def __init__(
@@ -333,11 +339,11 @@ class Journal:
         *,
         local_tz: tzinfo | None = None,
         fault_hook: Callable[[str], None] | None = None,
-        checkpoint_key: bytes | None = None,
+        seal_key: SigningKey | None = None,
     ) -> None:
-        if checkpoint_key is not None and (not isinstance(checkpoint_key, bytes) or len(checkpoint_key) < 16):
-            raise ConfigError("checkpoint_key", "<key>", "bytes, at least 16 long")
-        self._key = checkpoint_key
+        if seal_key is not None and not isinstance(seal_key, SigningKey):
+            raise ConfigError("seal_key", type(seal_key).__name__, "a controller.signing.SigningKey")
+        self._key = seal_key if seal_key is not None else RigSecurity.load().journal_key
         self.path = Path(path)
         self._clock = clock
         self._local_tz = local_tz
@@ -388,31 +394,34 @@ class Journal:
                     "journal_id": jid,
                     "schema_version": str(JOURNAL_SCHEMA_VERSION),
                     "created_utc": self._clock.utc_now().isoformat(),
-                    "checkpoint_signed": "1" if self._key is not None else "0",
+                    "seal_key_id": self._key.key_id,
+                    "seal_public_key": base64.b64encode(self._key.public_key).decode("ascii"),
                 }
                 self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
                 genesis = _genesis(meta)
-                mac = checkpoint_mac(self._key, jid, 0, genesis) if self._key is not None else ""
-                self._db.execute("INSERT INTO head (id, count, last_hash, mac) VALUES (1, 0, ?, ?)", (genesis, mac))
+                self._db.execute("INSERT INTO head (id, count, last_hash, state, seal) VALUES (1, 0, ?, 'open', ?)",
+                                 (genesis, self._seal(jid, 0, genesis, "open")))
             else:
-                version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if version is None or version[0] != str(JOURNAL_SCHEMA_VERSION):
-                    raise JournalError(f"journal {self.path}: unsupported schema version {version}")
-                signed = self._db.execute("SELECT value FROM meta WHERE key='checkpoint_signed'").fetchone()
-                if (signed is not None and signed[0] == "1") != (self._key is not None):
-                    raise JournalError(f"journal {self.path}: checkpoint key given for an unsigned journal, or "
-                                       "missing for a signed one")
-                if self._key is not None:
-                    jid, (count, last_hash, mac) = (
-                        self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()[0],
-                        self._db.execute("SELECT count, last_hash, mac FROM head WHERE id=1").fetchone(),
-                    )
-                    if not hmac.compare_digest(mac, checkpoint_mac(self._key, jid, count, last_hash)):
-                        raise JournalError(f"journal {self.path}: head signature does not match this key")
+                meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("schema_version") != str(JOURNAL_SCHEMA_VERSION):
+                    raise JournalError(f"journal {self.path}: unsupported schema version {meta.get('schema_version')}")
+                if meta.get("seal_key_id") != self._key.key_id:
+                    raise JournalError(f"journal {self.path}: sealed with key {meta.get('seal_key_id')}, not with this "
+                                       f"rig's journal key {self._key.key_id}")
+                count, last_hash, state, seal = self._db.execute(
+                    "SELECT count, last_hash, state, seal FROM head WHERE id=1").fetchone()
+                if not seal_verifies(self._key.public_key, seal, seal_message(meta["journal_id"], count, last_hash,
+                                                                              state)):
+                    raise JournalError(f"journal {self.path}: the head's seal does not verify: the journal was "
+                                       "altered; it is not appended to (run itb journal verify)")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _seal(self, journal_id: str, count: int, last_hash: str, state: str) -> str:
+        """The seal of a head: base64 of the journal key's signature."""
+        return base64.b64encode(self._key.sign(seal_message(journal_id, count, last_hash, state))).decode("ascii")
 
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -421,12 +430,13 @@ class Journal:
         return str(row[0])
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close (idempotent)."""
+        """Commit what is staged, seal the head as ``closed``, checkpoint the WAL and close (idempotent)."""
         with self._lock:
             if self._closed:
                 return
             try:
                 self._flush_locked()
+                self._seal_closed()
             finally:
                 self._closed = True
                 self._tail = []
@@ -435,6 +445,18 @@ class Journal:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
                     self._db.close()
+
+    def _seal_closed(self) -> None:
+        count, last_hash = self._head()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE head SET state='closed', seal=? WHERE id=1",
+                             (self._seal(self.journal_id, count, last_hash, "closed"),))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise JournalError(f"journal {self.path}: sealing on close failed: {exc}") from exc
 
     def abandon(self) -> None:
         """Close without committing what is staged, as a crash would (tests of crash recovery)."""
@@ -509,9 +531,8 @@ class Journal:
                 if rows:
                     self._hook("head")
                     last = rows[-1]
-                    mac = checkpoint_mac(self._key, self.journal_id, last[0], last[-1]) if self._key is not None else ""
-                    self._db.execute("UPDATE head SET count=?, last_hash=?, mac=? WHERE id=1",
-                                     (last[0], last[-1], mac))
+                    self._db.execute("UPDATE head SET count=?, last_hash=?, state='open', seal=? WHERE id=1",
+                                     (last[0], last[-1], self._seal(self.journal_id, last[0], last[-1], "open")))
                 self._hook("commit")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -754,7 +775,7 @@ class Journal:
         overrides first: the prescription is never on record without them.
 
         :param prescription: a :class:`controller.prescription.Prescription`.
-        :param actor: who puts it in effect; must be a prescriber if any soft limit is overridden.
+        :param actor: who puts it in effect; must be a clinician if any soft limit is overridden.
         :param assessment: the :class:`controller.prescription.ChangeAssessment` of this prescription
             against the one in effect (:func:`controller.prescription.assess_change`); it must be acceptable.
         :param reason: why the prescription changes.
@@ -766,8 +787,8 @@ class Journal:
             raise ConfigError("assessment", type(assessment).__name__, "the ChangeAssessment of this prescription")
         assessment.require_acceptable()
         breaches = [b for b in assessment.soft_limit_breaches if b.overridden_by is not None]
-        if breaches and actor.role is not Role.PRESCRIBER:
-            raise ConfigError("actor.role", actor.role.value, "prescriber (soft-limit overrides, PRX-02)")
+        if breaches and actor.role is not Role.CLINICIAN:
+            raise ConfigError("actor.role", actor.role.value, "clinician (soft-limit overrides, PRX-02)")
         for breach in breaches:
             items.append(
                 self._item(
@@ -1041,10 +1062,11 @@ class Journal:
             raise ConfigError("threshold_bytes", threshold_bytes, "an integer > 0 bytes")
         return self.storage_free_bytes() <= threshold_bytes
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, trust: TrustStore | None = None) -> VerifyReport:
         """Verify this journal's chain and head (see :func:`verify_journal`)."""
+        trust = trust if trust is not None else RigSecurity.load().trust
         with self._lock:
-            return _verify(self._db, self._key)
+            return _verify(self._db, trust)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1056,12 +1078,42 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
+def _check_seal(meta: Mapping[str, Any], head: Sequence[Any], trust: TrustStore) -> tuple[list[str], str, bool]:
+    """Problems with the head's seal, the sealing key as the trust store names it, and whether it verified."""
+    try:
+        public_key = base64.b64decode(meta["seal_public_key"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        return ["meta: the seal key is missing or damaged: not a sealed journal"], "", False
+    key_id = key_id_of(public_key)
+    problems = []
+    if meta.get("seal_key_id") != key_id:
+        problems.append(f"meta: seal key id {meta.get('seal_key_id')!r} is not that of the seal key ({key_id})")
+    count, last_hash, state, seal = head
+    if state not in ("open", "closed") or not isinstance(count, int) or not isinstance(last_hash, str) \
+            or not last_hash.isascii() \
+            or not seal_verifies(public_key, seal, seal_message(meta["journal_id"], count, last_hash, state)):
+        problems.append("head: the seal does not verify: the head was rewritten without the journal key")
+    trusted = trust.keys.get(key_id)
+    if trusted is None:
+        problems.append(f"head: sealed by key {key_id}, which the trust store does not know: the journal was "
+                        "rebuilt with another key, or the trust store is another rig's")
+        return problems, "", False
+    if Role.SYSTEM not in trusted.roles:
+        problems.append(f"head: sealed by {trusted}, which is not a system (journal) key")
+    if trusted.revoked_utc is not None:
+        problems.append(f"head: sealed by {trusted}, revoked at {trusted.revoked_utc.isoformat()}")
+    return problems, str(trusted), not problems
+
+
+def _verify(db: sqlite3.Connection, trust: TrustStore) -> VerifyReport:
     """Verify the journal behind ``db``; every kind of damage becomes a problem line, never an exception."""
     problems: list[str] = []
     first_bad: int | None = None
     checked = 0
     signed = False
+    sealed_by = ""
+    seal_ok = False
+    closed = False
 
     def bad(seq: int | None, text: str) -> None:
         nonlocal first_bad
@@ -1082,8 +1134,8 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
         for name in ("entries_no_update", "entries_no_delete"):
             if name not in triggers:
                 bad(None, f"schema: append-only trigger {name} was removed")
-        head = db.execute("SELECT count, last_hash, mac FROM head WHERE id=1").fetchone()
-        signed = meta.get("checkpoint_signed") == "1"
+        head = db.execute("SELECT count, last_hash, state, seal FROM head WHERE id=1").fetchone()
+        signed = "seal_public_key" in meta
         try:
             prev = _genesis(meta)
         except KeyError as exc:
@@ -1111,14 +1163,11 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
         if head is None:
             bad(None, "head: record missing")
         else:
-            count, last_hash, mac = head
-            if key is not None and not signed:
-                bad(None, "head: a key was given but this journal's head is not signed")
-            elif key is not None and not (
-                isinstance(mac, str) and mac.isascii() and isinstance(count, int) and isinstance(last_hash, str)
-                and hmac.compare_digest(mac, checkpoint_mac(key, meta["journal_id"], count, last_hash))
-            ):
-                bad(None, "head: checkpoint signature does not match: head rewritten, or wrong key")
+            count, last_hash = head[0], head[1]
+            seal_problems, sealed_by, seal_ok = _check_seal(meta, head, trust)
+            for problem in seal_problems:
+                bad(None, problem)
+            closed = head[2] == "closed"
             if count != checked:
                 where = checked + 1 if isinstance(count, int) and count > checked else None
                 bad(where, f"head: records {count!r} entries but {checked} are stored: truncated or appended")
@@ -1129,26 +1178,28 @@ def _verify(db: sqlite3.Connection, key: bytes | None = None) -> VerifyReport:
                             first_bad)
     finally:
         db.text_factory = saved_factory
-    return VerifyReport(not problems, checked, tuple(problems), first_bad, signed and key is not None, signed)
+    return VerifyReport(not problems, checked, tuple(problems), first_bad, seal_ok, signed, sealed_by, closed)
 
 
-def verify_journal(path: str | Path, *, checkpoint_key: bytes | None = None) -> VerifyReport:
-    """Verify a journal file: every entry's hash, the chain, contiguity, and the head record.
+def verify_journal(path: str | Path, *, trust: TrustStore | None = None) -> VerifyReport:
+    """Verify a journal file: every entry's hash, the chain, contiguity, and the sealed head.
 
-    Detects an edited, deleted, inserted or reordered entry, a truncated tail,
-    and a removed append-only trigger. Opens the file read-only.
+    Detects an edited, deleted, inserted or reordered entry, a truncated tail, a removed
+    append-only trigger, a head rewritten without the journal key, and a chain rebuilt and
+    sealed with a key that is not a ``system`` key of the trust store. Opens the file read-only.
 
     :param path: the journal file (closed, or a copy taken with its ``-wal`` file).
-    :param checkpoint_key: the key of a signed journal; without it a rebuilt, consistent
-        chain with a rewritten head cannot be told from the original.
+    :param trust: the trust store holding the journal key (default: the rig's,
+        :class:`controller.signing.RigSecurity`).
     :return: the report; never raises for a damaged file.
     """
+    trust = trust if trust is not None else RigSecurity.load().trust
     try:
         db = _connect(Path(path), read_only=True)
     except (JournalError, sqlite3.Error) as exc:
         return VerifyReport(False, 0, (f"cannot open journal: {exc}",))
     try:
-        return _verify(db, checkpoint_key)
+        return _verify(db, trust)
     finally:
         db.close()
 
@@ -1174,7 +1225,7 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
         db = _connect(Path(path), read_only=True)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            head = db.execute("SELECT count, last_hash FROM head WHERE id=1").fetchone()
+            head = db.execute("SELECT count, last_hash, state FROM head WHERE id=1").fetchone()
             rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq").fetchall()
         finally:
             db.close()
@@ -1197,7 +1248,8 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
             "head": {
                 "count": head[0] if head else None,
                 "last_hash": head[1] if head else None,
-                "signed": meta.get("checkpoint_signed") == "1",
+                "state": head[2] if head else None,
+                "seal_key_id": meta.get("seal_key_id"),
             },
             "entries": entries,
         }

@@ -9,7 +9,11 @@ WAL, ``synchronous=FULL``) that also holds, in the same database:
 * the **bolus records**: each bolus is written as ``pending`` *before* any command is
   sent, then ``running`` once the pump holds the bolus rate, then ``finished`` with the
   volume actually attributed to it. A restart finds any record not ``finished`` and
-  closes it from the pump's counter: it is never sent again (BOL-05).
+  closes it from the pump's counter: it is never sent again (BOL-05);
+* the **nonces** of every signed command accepted (SEC-03): a command is taken only if
+  its nonce is new, and the nonce is committed before the command acts, so a replay is
+  refused after a restart too;
+* the **failed authentications** of each key, for the lockout (SEC-05).
 
 One file means crash recovery reasons over one transaction order. Writes are staged
 and committed together: the pending record of a command, the resume point and the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +58,16 @@ CREATE TABLE IF NOT EXISTS bolus (
     ended_ms INTEGER,
     delivered_nl INTEGER,
     detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    issued_utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS auth_failures (
+    key_id TEXT NOT NULL,
+    at_utc TEXT NOT NULL,
+    reason TEXT NOT NULL
 );
 """
 
@@ -95,7 +110,7 @@ class Store(Journal):
     :param path: the database file (created if missing).
     :param clock: the injected clock (times of journal entries).
     :param kwargs: as for :class:`~controller.journal.Journal` (``local_tz``, ``fault_hook``,
-        ``checkpoint_key``).
+        ``seal_key``).
     """
 
     def __init__(self, path: str | Path, clock: Clock, **kwargs: Any) -> None:
@@ -130,16 +145,20 @@ class Store(Journal):
                 "SELECT bolus_id, kind, dose_ng, volume_nl, status, requested_ms, started_ms, ended_ms, "
                 "delivered_nl, detail FROM bolus ORDER BY requested_ms, rowid")
         }
+        self._nonces: set[str] = {r[0] for r in self._db.execute("SELECT nonce FROM nonces")}
+        self._auth_failures: list[tuple[str, datetime]] = [
+            (r[0], datetime.fromisoformat(r[1])) for r in self._db.execute("SELECT key_id, at_utc FROM auth_failures")]
 
     def _reload_view(self) -> None:
         super()._reload_view()
         self._read_view()
 
     def _view_mark(self) -> Any:
-        return super()._view_mark(), self._resume_seq, self._resume_text, dict(self._boluses)
+        return (super()._view_mark(), self._resume_seq, self._resume_text, dict(self._boluses), set(self._nonces),
+                list(self._auth_failures))
 
     def _restore_view(self, mark: Any) -> None:
-        commands, self._resume_seq, self._resume_text, self._boluses = mark
+        commands, self._resume_seq, self._resume_text, self._boluses, self._nonces, self._auth_failures = mark
         super()._restore_view(commands)
 
     # -- resume point ---------------------------------------------------------------------------
@@ -213,3 +232,34 @@ class Store(Journal):
         with self._lock:
             records = sorted(self._boluses.values(), key=lambda b: b.requested_ms)
         return [b for b in records if status is None or b.status == status]
+
+    # -- signed commands: nonces and failed authentications ---------------------------------------
+
+    def nonce_used(self, nonce: str) -> bool:
+        """True if a signed command with this nonce was accepted before (staged included)."""
+        with self._lock:
+            return nonce in self._nonces
+
+    def use_nonce(self, nonce: str, key_id: str, issued_utc: datetime) -> None:
+        """Remember an accepted command's nonce, durably (inside a :meth:`transaction`, when it ends).
+
+        :raises ConfigError: if the nonce was used before (a replay).
+        """
+        with self._lock:
+            if nonce in self._nonces:
+                raise ConfigError("nonce", nonce, "a nonce never used before (this one is a replay)")
+            self._nonces.add(nonce)
+            self._stage("INSERT INTO nonces (nonce, key_id, issued_utc) VALUES (?, ?, ?)",
+                        (nonce, key_id, issued_utc.isoformat()), durable=True)
+
+    def record_auth_failure(self, key_id: str, at_utc: datetime, reason: str) -> None:
+        """Record one failed authentication of key ``key_id`` at ``at_utc`` (durably)."""
+        with self._lock:
+            self._auth_failures.append((key_id, at_utc))
+            self._stage("INSERT INTO auth_failures (key_id, at_utc, reason) VALUES (?, ?, ?)",
+                        (key_id, at_utc.isoformat(), reason), durable=True)
+
+    def auth_failures(self, key_id: str, *, since_utc: datetime) -> list[datetime]:
+        """The times key ``key_id`` failed to authenticate at or after ``since_utc``, oldest first."""
+        with self._lock:
+            return sorted(at for kid, at in self._auth_failures if kid == key_id and at >= since_utc)

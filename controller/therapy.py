@@ -752,7 +752,7 @@ class Therapy:
             return
         self.titrate(dose_ng_per_day, reason="taper step",
                      override_reason=f"authorised taper ({authorised_by})",
-                     actor=Actor(authorised_by, Role.PRESCRIBER))
+                     actor=Actor(authorised_by, Role.CLINICIAN))
 
     def discontinue(self, *, authorised_by: str | None, emergency: bool = False) -> WorkflowResult:
         """Stop delivery: authorised only, and only at the end of a taper unless an emergency."""

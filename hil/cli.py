@@ -48,6 +48,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_hil",
     "hil.cmd_prescription",
     "hil.cmd_journal",
+    "hil.cmd_keys",
     "hil.cmd_bench",
     "hil.cmd_trace",
 )

@@ -1,10 +1,13 @@
 """``itb journal``: verify a journal's hash chain, or export it as CSV or JSON.
 
 ``itb journal verify --json`` prints one ``itb.journal-verify/1`` document (the
-envelope of :mod:`hil.output`, then ``file``, ``entries_checked``, ``signed``,
-``signature_checked``, ``problems`` and ``first_bad_seq``); its ``passed`` is
-the exit status: 0 intact, 1 not. A journal file that does not exist is a
-usage error (exit 2), not a failed verification.
+envelope of :mod:`hil.output`, then ``file``, ``entries_checked``, ``signed``
+(the journal carries a seal key), ``signature_checked`` (its head's seal verified
+with a ``system`` key of the trust store), ``sealed_by``, ``closed`` (sealed by a
+clean close), ``problems`` and ``first_bad_seq``); its ``passed`` is the exit
+status: 0 intact, 1 not. The trust store is the rig's (``ITB_SECURITY_DIR``, else
+the development keys) unless ``--trust-store`` names another rig's. A journal file
+that does not exist is a usage error (exit 2), not a failed verification.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     verify = actions.add_parser(
         "verify",
-        help="detect any edit, deletion, reordering or truncation",
-        description="Check every entry's hash, the chain links, contiguity and the head record. "
-        "Exit 0 if intact, 1 with what and where if not. Verify a closed journal (or a copy with its -wal file).",
+        help="detect any edit, deletion, reordering, truncation or rebuilt chain",
+        description="Check every entry's hash, the chain links, contiguity, and the head's Ed25519 seal against "
+        "the trust store's journal key. Exit 0 if intact, 1 with what and where if not. Verify a closed journal "
+        "(or a copy with its -wal file).",
     )
     verify.add_argument("file", type=Path, help="the journal file")
     verify.add_argument(
-        "--key-file",
+        "--trust-store",
         type=Path,
         default=None,
-        help="file holding the checkpoint key of a signed journal (checks the head signature)",
+        help="the trust.toml of the rig that wrote the journal (default: this rig's)",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON document (itb.journal-verify/1)")
     verify.set_defaults(func=_verify)
@@ -61,32 +65,28 @@ def _require_file(path: Path) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from controller.journal import verify_journal
-
+    from controller.signing import TrustStore
     from cython_ext.errors import ConfigError
     from hil.output import document, dump
 
     _require_file(args.file)
-    key = None
-    if args.key_file is not None:
-        try:
-            key = args.key_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError("--key-file", str(args.key_file), "a readable file", detail=str(exc)) from exc
-    report = verify_journal(args.file, checkpoint_key=key)
+    trust = None
+    if args.trust_store is not None:
+        if not args.trust_store.is_file():
+            raise ConfigError("--trust-store", str(args.trust_store), "an existing trust.toml")
+        trust = TrustStore.load(args.trust_store)
+    report = verify_journal(args.file, trust=trust)
     if args.json:
         dump(document("itb.journal-verify/1", passed=report.ok, file=str(args.file),
                       entries_checked=report.entries_checked, signed=report.signed,
-                      signature_checked=report.signature_checked, problems=list(report.problems),
+                      signature_checked=report.signature_checked, sealed_by=report.sealed_by,
+                      closed=report.closed, problems=list(report.problems),
                       first_bad_seq=report.first_bad_seq), sys.stdout)
         return 0 if report.ok else 1
     if report.ok:
-        if report.signature_checked:
-            signature = "head signature verified"
-        elif report.signed:
-            signature = "head signature NOT checked: pass --key-file"
-        else:
-            signature = "unsigned head"
-        print(f"{args.file}: OK, {report.entries_checked} entries, chain and head verified ({signature})")
+        state = "closed cleanly" if report.closed else "left open: the controller stopped without closing it"
+        print(f"{args.file}: OK, {report.entries_checked} entries, chain verified, head sealed by "
+              f"{report.sealed_by}; {state}")
         return 0
     print(f"{args.file}: FAILED verification ({len(report.problems)} problem(s)):", file=sys.stderr)
     for problem in report.problems:

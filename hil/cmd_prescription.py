@@ -30,10 +30,11 @@ from typing import Any
 
 from cython_ext import fields, units
 from cython_ext.errors import ConfigError
+from hil.cmd_sign import register_sign
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``itb prescription check``."""
+    """Add ``itb prescription check`` and ``itb prescription sign``."""
     parser = subparsers.add_parser(
         "prescription",
         help="validate prescription files",
@@ -70,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(func=_check)
+    register_sign(actions)
 
 
 def _plain(value: Decimal) -> str:

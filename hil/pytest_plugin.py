@@ -112,16 +112,20 @@ def itb_prescription(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def itb_controller(itb_prescription: Any, itb_pump: Any, itb_clock: Any, tmp_path: Path) -> Iterator[Any]:
-    """The controller from :func:`controller.assembly.build_controller`, on a store in ``tmp_path``."""
+def itb_controller(itb_prescription: Any, itb_pump: Any, itb_clock: Any, tmp_path: Path,
+                   request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The controller from :func:`controller.assembly.build_controller`, on a store in ``tmp_path``
+    (the prescription file's signature must verify against the rig's trust store)."""
     from controller.assembly import build_controller
     from controller.patient import PatientRecord
+    from controller.signing import SignedFile
     from controller.store import Store
 
     rx = itb_prescription
+    signed = SignedFile.read(request.config.getoption("--itb-prescription") or DEFAULT_PRESCRIPTION)
     store = Store(tmp_path / "journal.sqlite", itb_clock)
     try:
         yield build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), itb_pump, itb_clock,
-                               store, reason="pytest itb_controller fixture")
+                               store, prescription_file=signed, reason="pytest itb_controller fixture")
     finally:
         store.close()

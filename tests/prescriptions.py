@@ -2,15 +2,17 @@
 
 Tests build the controller only through its front door
 (:func:`controller.assembly.build_controller`), which takes a validated
-:class:`~controller.prescription.Prescription`; :func:`make_prescription` renders one
-from a few keyword arguments, so every test controller is one a clinician could have
-prescribed.
+:class:`~controller.prescription.Prescription` and its signed file; :func:`make_prescription`
+renders one from a few keyword arguments, and :func:`signed_file` signs its text with the
+development clinician key, so every test controller is one a clinician could have prescribed.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 
 from controller.prescription import Prescription, parse_prescription
+from controller.signing import DEVELOPMENT_DIR, Kind, SignedFile, SigningKey, sign_file
 
 #: Minimum-rate mode volume rate every test prescription uses: 0.048 mL/day (2000 nL/h).
 MINIMUM_RATE_NL_PER_H = 2000
@@ -74,3 +76,11 @@ minimum_rate_ug_per_day = {minimum_ug_per_day}
 {extra}"""
     return parse_prescription(text)
 
+
+
+def signed_file(prescription: Prescription) -> SignedFile:
+    """The prescription as its file (``PRESCRIPTION_ID.toml``), signed by the development clinician."""
+    data = prescription.to_toml().encode("utf-8")
+    name = f"{prescription.prescription_id}.toml"
+    key = SigningKey.load(DEVELOPMENT_DIR / "signers" / "clinician.key")
+    return SignedFile(name, data, sign_file(data, name, Kind.PRESCRIPTION, key, datetime.now(timezone.utc)))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from controller.signing import DEVELOPMENT_DIR
+from hil import cli
+
 pytest_plugins = ("pytester",)
 
 USERS_TESTS = '''
@@ -52,6 +55,9 @@ def test_a_users_own_prescription_is_used(pytester: pytest.Pytester) -> None:
 
     rx = pytester.path / "mine.toml"
     rx.write_text(DEFAULT_PRESCRIPTION.read_text().replace("dose_ug_per_day = 400", "dose_ug_per_day = 300"))
+    # A prescription is loaded only with its clinician's signature (SEC-04): here the development clinician's.
+    assert cli.main(["prescription", "sign", str(rx), "--key",
+                     str(DEVELOPMENT_DIR / "signers" / "clinician.key")]) == 0
     pytester.makepyfile(test_mine='''
 def test_it_is_mine(itb_controller):
     assert itb_controller.prescription.programme.steps[0].dose_ng_per_day == 300_000

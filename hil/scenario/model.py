@@ -129,6 +129,9 @@ class Action:
     :ivar params: the validated parameters, units in their names.
     :ivar label: name used by expectations to refer to this action.
     :ivar index: position in the file (ties at the same time run in file order).
+    :ivar role: the role it is asked under ("" for the action's usual role).
+    :ivar actor: who asks ("" for the role's name).
+    :ivar signed: sent as a signed command with the role's development key.
     """
 
     at_ms: int
@@ -136,6 +139,9 @@ class Action:
     params: Mapping[str, Any] = field(default_factory=lambda: frozen({}))
     label: str = ""
     index: int = 0
+    role: str = ""
+    actor: str = ""
+    signed: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ class Scenario:
     prescription_source: str = ""
     #: A gravimetric accuracy step (:class:`hil.gravimetric.step.AccuracyStep`) run before therapy, or None.
     accuracy: Any = None
+    #: The prescription's file with its signature (:class:`controller.signing.SignedFile`), or None.
+    prescription_file: Any = None
 
     def with_duration(self, duration_ms: int) -> Scenario:
         """The same scenario run for ``duration_ms`` (actions after the end are dropped)."""
@@ -181,4 +189,4 @@ class Scenario:
         )
         actions = tuple(a for a in self.actions if a.at_ms <= duration_ms)
         return Scenario(settings, self.patient, self.pump, self.therapy, actions, self.expectations, self.source,
-                        self.prescription, self.prescription_source, self.accuracy)
+                        self.prescription, self.prescription_source, self.accuracy, self.prescription_file)

@@ -161,6 +161,9 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "emergency": (fields.boolean, False),
     },
     "restart_controller": {},
+    "replay": {
+        "of": (fields.text, ...),
+    },
 }
 
 #: Every expectation and its parameters, as :data:`ACTION_FIELDS`.

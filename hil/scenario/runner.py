@@ -300,7 +300,8 @@ class ScenarioRunner:
         """The controller through its front door, on the run's store (also after a simulated crash)."""
         sc = self.scenario
         self.controller = build_controller(
-            sc.prescription, self.patient_record, self.driver, self.clock, self.store, settings=self._settings(),
+            sc.prescription, self.patient_record, self.driver, self.clock, self.store,
+            prescription_file=sc.prescription_file, settings=self._settings(),
             reason=f"scenario {sc.settings.name}: {sc.prescription_source}")
         self.controller.subscribe(on_poll=self._on_poll, on_event=self._on_event, on_result=self._on_result,
                                   on_alarm=self._on_alarm)
@@ -696,7 +697,7 @@ class ScenarioRunner:
             self.controller.store.append_audit(SYSTEM_ACTOR, ACTION_ACTION,
                                                new={"index": index, "do": action.do, "label": action.label})
             self._label = action.label
-            ACTIONS[action.do](self, action.params)
+            ACTIONS[action.do](self, action)
             self._label = ""
         self.controller.run_until(self.t0_ms + self.duration_ms)
         self.controller.poll()

@@ -26,7 +26,7 @@ syringe_diameter_mm, bias_pct, noise_pct, faults), ``[therapy]`` (caps and
 thresholds, see :class:`TherapySettings`), then any number of ``[[action]]``
 (``do`` = screening_dose, implant, titrate, flex, clinician_bolus,
 configure_patient_bolus, patient_bolus, refill, fault, clear_fault,
-acknowledge_alarms, taper, discontinue, restart_controller) and ``[[expect]]``
+acknowledge_alarms, taper, discontinue, restart_controller, replay) and ``[[expect]]``
 (``check`` = dose_within, alarm_raised, alarm_not_raised, denied, allowed,
 no_overdose, no_severe_withdrawal, ashworth_at_most, boluses_delivered,
 mode_at_end, invariants_hold). The safety invariants are checked on every run
@@ -49,6 +49,15 @@ loop changes the rate at each boundary; a timed ``flex`` action can still replac
 A periodic-bolus programme is taken the same way: the kernel authorises basal and periodic
 boluses as one programme (its daily total against the 24 h cap), and the loop wakes at each
 bolus start and end and records the bolus part in the ledger as a periodic bolus.
+The prescription's detached signature (``FILE.sig``) is read with it: the controller's front
+door refuses a prescription whose signature does not verify (:mod:`controller.signing`).
+
+**Who acts.** Every action reaches the controller's front door under a role
+(:data:`controller.roles.PERMISSIONS`): ``role`` names it (default: the first role the table
+permits), ``actor`` the person (default: the role's name). ``signed = true`` sends the action
+as a signed command with the development key of its role (a real rig's trust store refuses
+that key), and ``do = "replay"`` with ``of = LABEL`` sends the exact bytes of an earlier signed
+action again.
 
 **Accuracy step.** An optional ``[accuracy]`` table (:mod:`hil.gravimetric.step`) measures
 the pump's delivery accuracy gravimetrically before therapy starts: on its own simulated pump
@@ -80,7 +89,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from controller.audit import Role
 from controller.prescription import assess_change, load_prescription
+from controller.signing import SignedFile
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.fields import INVALID, FieldError, Table, any_invalid
@@ -123,6 +134,8 @@ __all__ = [
 ]
 
 ORIGINS = tuple(origin.value for origin in Origin)
+#: Roles an action may be asked under (every :class:`controller.audit.Role` but the controller's own).
+PERSON_ROLES = tuple(role.value for role in Role if role is not Role.SYSTEM)
 #: Longest scenario name (it titles the report and the console table), characters.
 MAX_NAME_CHARS = 100
 #: Longest scenario description, characters.
@@ -187,10 +200,12 @@ def shipped_scenarios() -> list[str]:
 class _Prescribed:
     """The scenario's prescription: named or not, loaded (or :data:`INVALID`), and where from."""
 
-    def __init__(self, name: Any = None, rx: Any = None, source: str = "") -> None:
+    def __init__(self, name: Any = None, rx: Any = None, source: str = "", file: Any = None) -> None:
         self.named = name is not None
         self.rx = rx
         self.source = source or str(name)
+        #: The prescription's bytes with its signature (:class:`controller.signing.SignedFile`), or None.
+        self.file = file
 
     def reject_twice(self, table: Table, keys: tuple[str, ...]) -> None:
         """Record every key of ``keys`` in ``table``: the prescription sets it already."""
@@ -208,7 +223,9 @@ def _read(top: Table, source: str, base_dir: Path | None) -> Any:
     pump = _pump(top.table("pump", default={}), prescribed)
     therapy = _therapy(top.table("therapy", default={}), prescribed)
     labels: dict[str, int] = {}
-    actions = [_action(a, index, settings, prescribed, labels) for index, a in enumerate(_tables(top, "action"))]
+    signed: dict[str, int] = {}
+    actions = [_action(a, index, settings, prescribed, labels, signed)
+               for index, a in enumerate(_tables(top, "action"))]
     expectations = [_expectation(e, labels) for e in _tables(top, "expect")]
     accuracy = None
     if top.has("accuracy"):
@@ -219,7 +236,7 @@ def _read(top: Table, source: str, base_dir: Path | None) -> Any:
         return INVALID
     ordered = tuple(sorted(actions, key=lambda act: (act.at_ms, act.index)))
     return Scenario(settings, patient, pump, therapy, ordered, tuple(expectations), source,
-                    prescribed.rx, prescribed.source if prescribed.named else "", accuracy)
+                    prescribed.rx, prescribed.source if prescribed.named else "", accuracy, prescribed.file)
 
 
 def _tables(top: Table, key: str) -> list[Table]:
@@ -249,7 +266,8 @@ def _settings(s: Table, base_dir: Path | None) -> tuple[Any, _Prescribed]:
     elif rx_name is not None:
         rx_path = doc.run(resolve_prescription, rx_name, base_dir)
         rx = INVALID if rx_path is INVALID else doc.run(load_prescription, rx_path)
-        prescribed = _Prescribed(rx_name, rx, "" if rx_path is INVALID else str(rx_path))
+        rx_file = None if rx_path is INVALID else doc.run(SignedFile.read, rx_path)
+        prescribed = _Prescribed(rx_name, rx, "" if rx_path is INVALID else str(rx_path), rx_file)
         if rx is not INVALID:
             try:
                 assess_change(None, rx).require_acceptable()  # soft-limit breaches need their overrides (PRX-02)
@@ -380,11 +398,16 @@ def _label(value: Any, field: str) -> str:
     return value if value == "" else fields.text(value, field)
 
 
-def _action(a: Table, index: int, settings: Any, prescribed: _Prescribed, labels: dict[str, int]) -> Any:
+def _action(a: Table, index: int, settings: Any, prescribed: _Prescribed, labels: dict[str, int],
+            signed_labels: dict[str, int]) -> Any:
+    """One action; ``signed_labels`` maps the label of every signed action read so far to its time."""
     doc = a.doc
     at_ms = a.get("at", parse_at)
     do = a.get("do", fields.choice, tuple(ACTION_FIELDS))
     label = a.get("label", _label, default="")
+    role = a.get("role", fields.choice, PERSON_ROLES, default="")
+    actor = a.get("actor", _label, default="")
+    signed = a.get("signed", fields.boolean, default=False)
     if not any_invalid(label) and label:
         if label in labels:
             doc.record(ConfigError(a.name("label"), label, "unique among actions",
@@ -402,9 +425,15 @@ def _action(a: Table, index: int, settings: Any, prescribed: _Prescribed, labels
     _action_rules(a, do, params, prescribed)
     if at_ms is not INVALID and settings is not INVALID and at_ms > settings.duration_ms:
         doc.record(ConfigError(a.name("at"), a.raw["at"], f"within the scenario ({settings.duration_ms} ms)"))
-    if any_invalid(at_ms, label, *params.values()):
+    if do == "replay" and not any_invalid(at_ms, params["of"]) and signed_labels.get(params["of"], at_ms + 1) > at_ms:
+        params["of"] = doc.record(ConfigError(a.name("of"), params["of"],
+                                              "the label of a signed action earlier in this file and time"))
+    if any_invalid(at_ms, label, role, actor, signed, *params.values()):
         return INVALID
-    return Action(at_ms=at_ms, do=do, params=frozen(params), label=label, index=index)
+    if signed and label:
+        signed_labels[label] = at_ms
+    return Action(at_ms=at_ms, do=do, params=frozen(params), label=label, index=index, role=role, actor=actor,
+                  signed=signed)
 
 
 def _action_rules(a: Table, do: str, params: dict[str, Any], prescribed: _Prescribed) -> None:

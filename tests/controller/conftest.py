@@ -23,7 +23,7 @@ from controller.store import Store
 from controller.therapy import Therapy
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
-from tests.prescriptions import make_prescription
+from tests.prescriptions import make_prescription, signed_file
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -104,7 +104,7 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: boo
     patient = patient or PatientRecord(prescription.patient.patient_id, prescription.patient.origin,
                                        History.TRANSFERRED, prior_dose_ng_per_day=prescription.titration.max_dose_ng_per_day)
     controller = build_controller(prescription, patient, pump, clock, store, settings=settings,
-                                  kernel_module=kernel_module())
+                                  kernel_module=kernel_module(), prescription_file=signed_file(prescription))
     log = AlarmLog()
     events: list[tuple[str, dict[str, Any]]] = []
     controller.subscribe(on_event=lambda e, p: events.append((e, p)), on_alarm=log.record_alarm)

@@ -14,13 +14,14 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from controller.audit import SYSTEM_ACTOR, Actor, Role
+from controller.audit import CHAINED_FIELDS, SYSTEM_ACTOR, Actor, Role, entry_hash
 from controller.journal import (
     EntryKind,
     Journal,
@@ -30,13 +31,14 @@ from controller.journal import (
     verify_journal,
 )
 from controller.prescription import Prescription, assess_change, library_from, parse_prescription
+from controller.signing import DEVELOPMENT_DIR, RigSecurity, SigningKey, TrustStore
 from cython_ext.errors import ConfigError, StateError
 from hil import cli
 from sim.clock import VirtualClock
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = library_from(importlib.import_module("cython_ext._kernel_py").DEFAULT_LIBRARY)
-PRESCRIBER = Actor("dr.a", Role.PRESCRIBER)
+PRESCRIBER = Actor("dr.a", Role.CLINICIAN)
 NURSE = Actor("nurse.b", Role.CLINICIAN)
 _TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
@@ -67,6 +69,10 @@ def high_dose_text() -> str:
         prescriber = "dr.a"
         """
     )
+
+
+def rig_journal_key() -> SigningKey:
+    return RigSecurity.load().journal_key
 
 
 @pytest.fixture
@@ -193,7 +199,7 @@ def test_overrides_are_journalled_before_the_prescription(path: Path, clock: Vir
     assessment = assess_change(None, p, library=LIBRARY)
     with Journal(path, clock) as journal:
         with pytest.raises(ConfigError) as excinfo:
-            journal.record_prescription(p, NURSE, assessment=assessment)
+            journal.record_prescription(p, Actor("tech.c", Role.PUMP_TECHNICIAN), assessment=assessment)
         assert excinfo.value.field == "actor.role"
         assert journal.count() == 0
         journal.record_prescription(p, PRESCRIBER, assessment=assessment)
@@ -329,7 +335,8 @@ def test_export_csv_and_json(closed_journal: Path, tmp_path: Path, capsys: pytes
     assert lines[0].startswith("seq,kind,action,utc") and len(lines) == 9
     doc = json.loads(export_text(closed_journal, "json"))
     assert [e["seq"] for e in doc["entries"]] == list(range(1, 9))
-    assert doc["head"] == {"count": 8, "last_hash": doc["entries"][-1]["hash"], "signed": False}
+    assert doc["head"] == {"count": 8, "last_hash": doc["entries"][-1]["hash"], "state": "closed",
+                           "seal_key_id": rig_journal_key().key_id}
     assert doc["entries"][1]["new"] == {"kind": "set_rate", "params": {"rate_nl_per_h": 33_333}}
     assert doc["entries"][1]["command_id"] == "cmd-1"
     out = tmp_path / "export.json"
@@ -443,7 +450,7 @@ def hook(point):
         os._exit(17)
 
 journal = Journal(path, VirtualClock(), fault_hook=hook)
-journal.record_prescription(p, Actor("dr.a", Role.PRESCRIBER), assessment=assess_change(None, p, library=library))
+journal.record_prescription(p, Actor("dr.a", Role.CLINICIAN), assessment=assess_change(None, p, library=library))
 os._exit(0)
 """
 
@@ -534,49 +541,128 @@ def test_crash_while_flushing_a_batch_loses_the_whole_batch_only(path: Path, clo
         assert journal.verify().ok
 
 
-# -- signed checkpoints --------------------------------------------------------------------------
-
-KEY = b"0123456789abcdef-bench-key"
+# -- the sealed head (SEC-04) -----------------------------------------------------------------------
 
 
-def _rebuild_truncated(original: Path, tmp_path: Path, keep: int) -> Path:
-    """What an attacker with write access can do: drop the tail and make the head consistent again."""
-    return _tampered(
-        original,
-        tmp_path,
-        f"DELETE FROM entries WHERE seq > {keep};"
-        f"UPDATE head SET count = {keep}, last_hash = (SELECT hash FROM entries WHERE seq = {keep});",
-    )
+def _rechain(original: Path, tmp_path: Path, edit_sql: str) -> Path:
+    """What an attacker with write access but without the journal key can do: edit entries, then
+    recompute every hash after them and the head, so the chain is consistent again."""
+    copy = _tampered(original, tmp_path, edit_sql)
+    db = sqlite3.connect(copy)
+    db.executescript("DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;")
+    columns = [*CHAINED_FIELDS, "hash"]
+    rows = [dict(zip(columns, r)) for r in db.execute(f"SELECT {', '.join(columns)} FROM entries ORDER BY seq")]
+    prev = db.execute("SELECT prev_hash FROM entries WHERE seq = 1").fetchone()[0]
+    for row in rows:
+        row["prev_hash"] = prev
+        prev = entry_hash(row)
+        db.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?", (row["prev_hash"], prev, row["seq"]))
+    db.execute("UPDATE head SET count = ?, last_hash = ?", (len(rows), prev))
+    db.executescript(_TRIGGERS)
+    db.commit()
+    db.close()
+    return copy
 
 
-def test_signed_head_detects_a_consistent_rebuild(path: Path, clock: VirtualClock, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    with Journal(path, clock, checkpoint_key=KEY) as journal:
+@pytest.mark.parametrize("edit", [
+    "UPDATE entries SET reason = 'nothing to see' WHERE seq = 4;",
+    "DELETE FROM entries WHERE seq > 5;",
+    "DELETE FROM entries WHERE seq = 3; UPDATE entries SET seq = seq - 1 WHERE seq > 3;",
+])
+def test_sec04_a_chain_rebuilt_without_the_key_fails(closed_journal: Path, tmp_path: Path, edit: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rebuilt = _rechain(closed_journal, tmp_path, edit)
+    report = verify_journal(rebuilt)
+    assert not report.ok and not report.signature_checked
+    assert report.problems == ("head: the seal does not verify: the head was rewritten without the journal key",)
+    assert cli.main(["journal", "verify", str(rebuilt)]) == 1
+    assert "seal does not verify" in capsys.readouterr().err
+
+
+def test_sec04_a_journal_sealed_with_another_key_fails(path: Path, clock: VirtualClock) -> None:
+    """A consistent journal written from scratch with the attacker's own key: the trust store does not know it."""
+    with Journal(path, clock, seal_key=SigningKey.generate()) as journal:
         populate(journal, clock)
-        assert journal.verify().ok and journal.verify().signature_checked
-    report = verify_journal(path, checkpoint_key=KEY)
-    assert report.ok and report.signature_checked
-    rebuilt = _rebuild_truncated(path, tmp_path, 5)
-    assert verify_journal(rebuilt).ok  # without the key the rebuild is indistinguishable
-    report = verify_journal(rebuilt, checkpoint_key=KEY)
-    assert not report.ok and any("signature" in p for p in report.problems)
-    key_file = tmp_path / "key"
-    key_file.write_bytes(KEY)
-    assert cli.main(["journal", "verify", str(rebuilt), "--key-file", str(key_file)]) == 1
-    assert "signature" in capsys.readouterr().err
+    report = verify_journal(path)
+    assert not report.ok and not report.signature_checked
+    assert any("which the trust store does not know" in p for p in report.problems), report.problems
 
 
-def test_signed_journal_needs_its_key(path: Path, clock: VirtualClock) -> None:
-    Journal(path, clock, checkpoint_key=KEY).close()
-    with pytest.raises(JournalError):
-        Journal(path, clock)
-    with pytest.raises(JournalError):
-        Journal(path, clock, checkpoint_key=b"another key of 16+ bytes")
+def test_sec04_the_head_is_sealed_at_every_commit_and_on_close(path: Path, clock: VirtualClock) -> None:
+    journal = Journal(path, clock)
+    for i in range(3):
+        journal.record_reading({"dispensed_nl": i})
+        report = verify_journal(path)
+        assert report.ok and report.signature_checked and not report.closed, report
+    journal.abandon()  # a crash: the last commit's seal stands, the journal was not closed
+    report = verify_journal(path)
+    assert report.ok and not report.closed and report.entries_checked == 3
+    Journal(path, clock).close()
+    report = verify_journal(path)
+    assert report.ok and report.closed and report.sealed_by.startswith(f"key {rig_journal_key().key_id} of ")
+
+
+def test_sec04_a_journal_is_only_written_with_its_own_key(path: Path, clock: VirtualClock, tmp_path: Path) -> None:
+    Journal(path, clock).close()
+    with pytest.raises(JournalError, match="sealed with key"):
+        Journal(path, clock, seal_key=SigningKey.generate())
     with pytest.raises(ConfigError):
-        Journal(path, clock, checkpoint_key=b"short")
-    with Journal(path, clock, checkpoint_key=KEY) as journal:
-        journal.record_reading({"dispensed_nl": 1})
-    assert not verify_journal(path, checkpoint_key=b"another key of 16+ bytes").ok
+        Journal(path, clock, seal_key=b"a key")  # type: ignore[arg-type]
+    broken = _tampered(path, tmp_path, "UPDATE head SET state = 'closed', seal = 'AAAA';")
+    with pytest.raises(JournalError, match="seal does not verify"):
+        Journal(broken, clock)
+
+
+def test_sec04_verify_takes_the_writing_rigs_trust_store(closed_journal: Path, tmp_path: Path) -> None:
+    other = TrustStore([])
+    report = verify_journal(closed_journal, trust=other)
+    assert not report.ok and any("does not know" in p for p in report.problems)
+    assert cli.main(["journal", "verify", str(closed_journal), "--trust-store",
+                     str(DEVELOPMENT_DIR / "trust.toml")]) == 0
+
+
+_CONTENT = st.sampled_from([*(("entries", c) for c in (*CHAINED_FIELDS, "hash")),
+                            ("head", "count"), ("head", "last_hash"), ("head", "state"), ("head", "seal"),
+                            ("meta", "journal_id"), ("meta", "created_utc"), ("meta", "seal_public_key"),
+                            ("meta", "schema_version")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(where=_CONTENT, seq=st.integers(1, 8), bit=st.integers(0, 4096))
+def test_sec04_any_flipped_byte_of_the_journal_is_detected(closed_journal_once: Path, where: tuple[str, str],
+                                                           seq: int, bit: int) -> None:
+    """One bit of one stored value, anywhere in entries, head or meta: verify fails."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "flipped.db"
+        shutil.copyfile(closed_journal_once, copy)
+        db = sqlite3.connect(copy)
+        db.executescript("DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;")
+        table, column = where
+        key = {"entries": ("seq", seq), "head": ("id", 1), "meta": ("key", column)}[table]
+        selected = "value" if table == "meta" else column
+        value = db.execute(f"SELECT {selected} FROM {table} WHERE {key[0]} = ?", (key[1],)).fetchone()[0]
+        if value is None or value == "":
+            flipped: Any = "x"  # nothing to flip: any byte added
+        elif isinstance(value, int):
+            flipped = value ^ (1 << (10 + bit % 30))  # above 8: a seq never lands on another entry's
+        else:
+            raw = bytearray(value.encode("utf-8"))
+            raw[bit % len(raw) if raw else 0] ^= 1 << (bit % 7)
+            flipped = raw.decode("utf-8", "surrogateescape")
+        db.execute(f"UPDATE {table} SET {selected} = ? WHERE {key[0]} = ?", (flipped, key[1]))
+        db.executescript(_TRIGGERS)
+        db.commit()
+        db.close()
+        assert not verify_journal(copy).ok, (where, seq, value, flipped)
+
+
+@pytest.fixture(scope="module")
+def closed_journal_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sealed") / "journal.db"
+    clock = VirtualClock()
+    with Journal(path, clock) as journal:
+        populate(journal, clock)
+    return path
 
 
 # -- stateful: the command journal against a model ----------------------------------------------

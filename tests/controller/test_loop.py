@@ -303,7 +303,7 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
     from controller.patient import History, PatientRecord
     from hal.pump import Direction
     from sim.rig import simulated_pump
-    from tests.prescriptions import make_prescription
+    from tests.prescriptions import make_prescription, signed_file
 
     clock = VirtualClock()
     events: list[dict] = []
@@ -321,7 +321,8 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
         patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
                                 prior_dose_ng_per_day=100_000)
         controller = build_controller(rx, patient, driver, clock, store,
-                                      settings=ControllerSettings(poll_interval_ms=20_000))
+                                      settings=ControllerSettings(poll_interval_ms=20_000),
+                                      prescription_file=signed_file(rx))
         controller.subscribe(on_alarm=lambda **event: events.append(event))
         loop, therapy = controller.loop, controller.therapy
         assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, prime=False).allowed

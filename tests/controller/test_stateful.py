@@ -34,7 +34,7 @@ from hal.pump import Direction
 from sim.clock import VirtualClock
 from sim.rig import simulated_pump
 from tests.e2e.test_command_journal import WireJournalTap
-from tests.prescriptions import make_prescription
+from tests.prescriptions import make_prescription, signed_file
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -83,7 +83,7 @@ class ControllerMachine(RuleBasedStateMachine):
                                 prior_dose_ng_per_day=150_000)
         self.controller = build_controller(rx, patient, self.driver,
                                            self.clock, self.store, settings=ControllerSettings(poll_interval_ms=POLL_MS),
-                                           kernel_module=_kernel())
+                                           kernel_module=_kernel(), prescription_file=signed_file(rx))
         self.log = _Alarms()
         self.controller.subscribe(on_event=self._event, on_alarm=self.log.record_alarm)
         self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy

@@ -12,7 +12,7 @@ from controller.patient import History, PatientRecord
 from controller.store import Store
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
-from tests.prescriptions import make_prescription
+from tests.prescriptions import make_prescription, signed_file
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
@@ -38,7 +38,7 @@ class ProgrammeController:
         patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
                                 prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
         self.controller = build_controller(rx, patient, self.pump,
-                                           self.clock, self.store,
+                                           self.clock, self.store, prescription_file=signed_file(rx),
                                            settings=ControllerSettings(poll_interval_ms=30 * MS_PER_MIN))
         self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy
         if after is not None:  # a restart after a crash: the same pump and store, nothing saved on the way out

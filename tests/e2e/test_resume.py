@@ -54,6 +54,7 @@ do = "discontinue"
 label = "stop"
 authorised_by = "dr.example"
 emergency = true
+signed = true  # a high-risk change: only as a signed command (SEC-02)
 
 [[expect]]
 check = "allowed"
