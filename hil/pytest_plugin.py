@@ -23,6 +23,9 @@ Fixtures (function scope):
 - ``itb_pump``: the NE-1000 driver connected to ``itb_ne1000``, syringe configured;
 - ``itb_prescription``: the prescription (``--itb-prescription FILE``, default the shipped
   ``spinal_simple_500.toml``); override the fixture to give your own;
+- ``itb_patient``: the patient record (default: a pump replacement whose documented dose is
+  the prescription's daily total, so ``implant()`` starts it); override the fixture to give a
+  screened patient or another history;
 - ``itb_controller``: the whole controller built through its front door,
   :func:`controller.assembly.build_controller`, on ``itb_pump`` and a durable store in
   ``tmp_path/journal.sqlite``.
@@ -112,12 +115,26 @@ def itb_prescription(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def itb_controller(itb_prescription: Any, itb_pump: Any, itb_clock: Any, tmp_path: Path,
+def itb_patient(itb_prescription: Any) -> Any:
+    """The :class:`controller.patient.PatientRecord` ``itb_controller`` treats.
+
+    A pump replacement documented at the prescription's daily total: without a screening or a
+    transfer record the controller refuses to implant (issue #9), and a bench test of a
+    prescription usually wants it running. Override it for screening or restart tests.
+    """
+    from controller.patient import History, PatientRecord
+
+    rx = itb_prescription
+    return PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
+                         prior_dose_ng_per_day=rx.programme.daily_total_ng())
+
+
+@pytest.fixture
+def itb_controller(itb_prescription: Any, itb_patient: Any, itb_pump: Any, itb_clock: Any, tmp_path: Path,
                    request: pytest.FixtureRequest) -> Iterator[Any]:
     """The controller from :func:`controller.assembly.build_controller`, on a store in ``tmp_path``
     (the prescription file's signature must verify against the rig's trust store)."""
     from controller.assembly import build_controller
-    from controller.patient import PatientRecord
     from controller.signing import SignedFile
     from controller.store import Store
 
@@ -125,7 +142,7 @@ def itb_controller(itb_prescription: Any, itb_pump: Any, itb_clock: Any, tmp_pat
     signed = SignedFile.read(request.config.getoption("--itb-prescription") or DEFAULT_PRESCRIPTION)
     store = Store(tmp_path / "journal.sqlite", itb_clock)
     try:
-        yield build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), itb_pump, itb_clock,
+        yield build_controller(rx, itb_patient, itb_pump, itb_clock,
                                store, prescription_file=signed, reason="pytest itb_controller fixture")
     finally:
         store.close()

@@ -19,6 +19,10 @@ name = "short-failing"
 duration_days = 2
 prescription = "spinal_simple_500.toml"
 
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+
 [[action]]
 at = "0d 09:00"
 do = "implant"
@@ -97,6 +101,10 @@ name = "safe"
 duration_days = "0.125"
 poll_interval_min = 1
 prescription = "spinal_simple_500.toml"
+
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
 
 [[action]]
 at = "0d 00:30"

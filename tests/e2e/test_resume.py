@@ -36,6 +36,10 @@ duration_days = "0.125"
 poll_interval_min = 1
 prescription = "spinal_simple_500.toml"
 
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+
 [[action]]
 at = "0d 00:05"
 do = "implant"
@@ -67,6 +71,10 @@ name = "short"
 duration_days = "0.25"
 prescription = "spinal_simple_500.toml"
 
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+
 [[action]]
 at = "0d 00:30"
 do = "implant"
@@ -78,6 +86,10 @@ REFUSED = """
 name = "refused-implant"
 duration_days = 1
 prescription = "spinal_simple_500.toml"
+
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
 
 [pump]
 syringe_diameter_mm = "40"

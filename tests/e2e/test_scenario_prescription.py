@@ -24,6 +24,12 @@ duration_days = 3
 prescription = "{rx}"
 """
 
+TRANSFERRED = """
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+"""
+
 IMPLANT = """
 [[action]]
 at = "0d 09:00"
@@ -118,7 +124,7 @@ def test_without_a_prescription_the_implant_must_name_drug_and_fill() -> None:
 
 def test_run_follows_the_prescription_caps() -> None:
     """spinal_simple_500: 400 ug/day at 500 ug/mL, cap 600 ug/day, clinician boluses at most 2 a day."""
-    text = scenario_text("spinal_simple_500.toml", IMPLANT, """
+    text = scenario_text("spinal_simple_500.toml", TRANSFERRED, IMPLANT, """
 [[action]]
 at = "1d 10:00"
 do = "titrate"
@@ -160,7 +166,7 @@ def test_the_prescription_in_effect_is_journalled(tmp_path: Path) -> None:
     from controller.journal import Journal
     from sim.clock import VirtualClock
 
-    sc = parse_scenario(scenario_text("spinal_simple_500.toml", IMPLANT))
+    sc = parse_scenario(scenario_text("spinal_simple_500.toml", TRANSFERRED, IMPLANT))
     record = ScenarioRunner(sc, RunOptions(link="inprocess", report_dir=tmp_path)).run()
     assert not record.error, record.error
     with Journal(tmp_path / "journal.sqlite", VirtualClock()) as journal:
@@ -172,6 +178,10 @@ OVER_DELIVERING = """
 name = "over-delivering"
 duration_days = 4
 prescription = "spinal_simple_500.toml"
+
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
 
 [pump]
 bias_pct = {bias}

@@ -65,6 +65,10 @@ duration_days = "0.1"
 poll_interval_min = 10
 prescription = "spinal_simple_500.toml"
 
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+
 [[action]]
 at = "0d 00:30"
 do = "implant"
