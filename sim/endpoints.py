@@ -419,6 +419,7 @@ class PtyEndpoint(_ThreadedEndpoint):
         self._hangup = select.poll()
         self._hangup.register(self._master, select.POLLIN)
         self._master_open = True
+        self._peer_seen = False
         #: Times a client closed the port and the raw line settings were put back.
         self.client_disconnects = 0
         #: Set when a client has left and the line settings are back to raw 8N1; cleared
@@ -437,7 +438,9 @@ class PtyEndpoint(_ThreadedEndpoint):
 
     def _fd(self) -> int | None:
         # A master without a client is always "readable" (POLLHUP): leave it out of the wait.
-        return self._master if self._master_open and self._client_present() else None
+        # Presence is what this turn's _check_peer saw, so a client is served only once
+        # client_gone has been cleared for it (its leaving is then always counted).
+        return self._master if self._master_open and self._peer_seen else None
 
     def _check_peer(self) -> None:
         """Put the raw line settings back once the port has no client; clear an orphan PARODD while it has one.
@@ -446,10 +449,12 @@ class PtyEndpoint(_ThreadedEndpoint):
         (EINVAL) the client's next odd-parity setting: pyserial cannot reopen 7O1 over 7O1,
         nor change its timeout on an odd-parity port. The orphan bit means nothing on a pty.
         """
+        self._peer_seen = False
         if not self._master_open:
             return
         attrs = termios.tcgetattr(self._master)
         if self._client_present():
+            self._peer_seen = True
             self.client_gone.clear()
             if attrs[2] & termios.PARODD and not attrs[2] & termios.PARENB:
                 attrs[2] &= ~termios.PARODD
