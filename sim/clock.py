@@ -65,22 +65,27 @@ class ScaledClock(Clock):
     """Real time multiplied by ``speed`` (``speed=60`` runs one virtual minute per second).
 
     :param speed: virtual seconds per real second, > 0.
+    :param start_utc: the wall time at creation (default: now).
+    :param start_monotonic_ns: the monotonic time at creation, ns (default 0). A later process of
+        the same run passes the scaled time elapsed since the run's clock began, so its monotonic
+        time continues, as the OS monotonic clock does across a process restart (not a reboot).
     """
 
-    def __init__(self, speed: float = 1.0, start_utc: datetime | None = None) -> None:
+    def __init__(self, speed: float = 1.0, start_utc: datetime | None = None, start_monotonic_ns: int = 0) -> None:
         if not speed > 0:
             raise ValueError(f"speed (={speed!r}) must be > 0")
         self.speed = speed
         self._real0 = time.monotonic_ns()
+        self._mono0 = start_monotonic_ns
         self._utc0 = start_utc or datetime.now(timezone.utc)
 
     def monotonic_ns(self) -> int:
-        """Real time elapsed since creation times ``speed``, ns."""
-        return round((time.monotonic_ns() - self._real0) * self.speed)
+        """The start monotonic time plus the real time elapsed since creation times ``speed``, ns."""
+        return self._mono0 + round((time.monotonic_ns() - self._real0) * self.speed)
 
     def utc_now(self) -> datetime:
         """The start wall time plus the scaled time elapsed."""
-        return self._utc0 + timedelta(microseconds=self.monotonic_ns() // 1000)
+        return self._utc0 + timedelta(microseconds=(self.monotonic_ns() - self._mono0) // 1000)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of scaled time (``seconds / speed`` of real time)."""

@@ -124,9 +124,10 @@ class RunOptions:
     :ivar existing: what to do if the report directory holds an earlier run (:class:`~hil.rundir.Existing`).
     :ivar on_ready: called with the record once the pump is connected and the controller is
         built (or recovered), before the first action (the CLI prints its banner there).
-    :ivar clock_epoch: for scaled time, ``(utc, unix_s)`` of the run's first start: every
-        controller session's wall clock runs at ``speed`` from it, so a resumed run's gap is
-        counted in scaled time, like the simulator's.
+    :ivar clock_epoch: for scaled time, ``(utc, unix_s)`` of the run clock's monotonic zero:
+        every controller session's clock runs at ``speed`` from it, wall and monotonic time alike,
+        so a resumed run's gap is counted in scaled time, like the simulator's, and a resumed
+        process is a restart, not a reboot.
     """
 
     link: str = "pty"
@@ -282,8 +283,10 @@ class ScenarioRunner:
             epoch = self.options.clock_epoch
             if epoch is None:
                 return ScaledClock(speed)
-            start = datetime.fromisoformat(epoch[0]) + timedelta(seconds=(time.time() - epoch[1]) * speed)
-            return ScaledClock(speed, start_utc=start)
+            # The epoch is the run clock's monotonic zero: this session's clock continues from it.
+            elapsed_s = (time.time() - epoch[1]) * speed
+            return ScaledClock(speed, start_utc=datetime.fromisoformat(epoch[0]) + timedelta(seconds=elapsed_s),
+                               start_monotonic_ns=round(elapsed_s * 1e9))
         return VirtualClock()
 
     def _settings(self) -> ControllerSettings:
@@ -505,7 +508,9 @@ class ScenarioRunner:
         o = self.options
         epoch = o.clock_epoch
         if o.speed is not None and epoch is None:
-            epoch = (self.clock.utc_now().isoformat(), time.time())
+            # The wall and real times of the clock's monotonic zero, for later sessions of the run.
+            mono_s = self.clock.monotonic_ns() / 1e9
+            epoch = ((self.clock.utc_now() - timedelta(seconds=mono_s)).isoformat(), time.time() - mono_s / o.speed)
         manifest = {
             "schema": "itb.run-manifest/1",
             "scenario_source": str(self.scenario.source),
