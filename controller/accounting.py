@@ -2,7 +2,7 @@
 
 One tick::
 
-    commanded since the last poll, by kind (basal / flex / bolus / periodic / bridge...)
+    commanded since the last poll, by kind (basal / flex / bolus / periodic / minimum rate...)
       -> counter delta since the last reading (the pump's dispensed counter)
       -> delta split across kinds in proportion to what was commanded
       -> each part pushed through the catheter dead-volume queue (old drug first)
@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.reservoir import transit_rate_nl_per_h
 from cython_ext import units
 from cython_ext.units import MS_PER_DAY, MS_PER_H
 from cython_ext.vocabulary import DeliveryKind
 
-#: Kinds the loop runs as a timed extra rate on top of basal.
-BOLUS_RUN_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING,
-                   DeliveryKind.BRIDGE)
+#: Kinds the loop runs as a timed extra rate on top of basal. (A concentration change's transit is
+#: no bolus: it is the programme's own rate, scaled while the old drug leaves the tip: :class:`Transit`.)
+BOLUS_RUN_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING)
 
 
 def periodic_extra_nl_per_h(programme: Any, t_ms: int) -> int:
@@ -84,13 +85,50 @@ class CatheterQueue:
             self.segments.append([pushed, concentration_ug_per_ml])
         return out_pg
 
+    def volume_ahead_of_nl(self, concentration_ug_per_ml: int) -> int:
+        """Volume that leaves the tip before the newest run of ``concentration_ug_per_ml`` arrives there, nL.
+
+        0 when the whole catheter holds that solution (a transit to it is over).
+        """
+        ahead = 0
+        for i in range(len(self.segments) - 1, -1, -1):
+            if self.segments[i][1] != concentration_ug_per_ml:
+                ahead = sum(s[0] for s in self.segments[:i + 1])
+                break
+        return ahead
+
+
+@dataclass(frozen=True)
+class Transit:
+    """A concentration change crossing the dead volume (issue #9, itb-clinical §1.6).
+
+    The reservoir holds the new drug; the catheter still holds the old, which leaves the tip first.
+    Until it has all left, the pump runs the programme's rate (at the new concentration) scaled by
+    new / old: the volume rate the old drug needs for the same dose. The end is found from the
+    pump's counter through the catheter queue, never from a clock alone, and never cut short.
+
+    :ivar old_concentration_ug_per_ml: the drug still in the catheter, µg/mL.
+    :ivar new_concentration_ug_per_ml: the reservoir's and the programme's concentration, µg/mL.
+    :ivar started_ms: controller time the change was committed, ms.
+    """
+
+    old_concentration_ug_per_ml: int
+    new_concentration_ug_per_ml: int
+    started_ms: int
+
+    def pump_rate_nl_per_h(self, programme_rate_nl_per_h: int) -> int:
+        """The volume rate that gives the programme's dose while the old drug leaves the tip, nL/h (rounded
+        down: never more than prescribed)."""
+        return transit_rate_nl_per_h(programme_rate_nl_per_h, self.old_concentration_ug_per_ml,
+                                     self.new_concentration_ug_per_ml)
+
 
 @dataclass
 class BolusRun:
     """A bolus in progress: an extra rate on top of basal until ``end_ms``.
 
     :ivar bolus_id: the bolus record's ID (also its journal command ID).
-    :ivar kind: clinician, patient, priming or bridge.
+    :ivar kind: clinician, patient or priming.
     :ivar dose_ng: authorised dose, ng.
     :ivar volume_nl: authorised volume, nL.
     :ivar extra_rate_nl_per_h: rate on top of basal while it runs, nL/h.
@@ -98,7 +136,6 @@ class BolusRun:
     :ivar end_ms: controller time it ends, ms.
     :ivar attributed_nl: counter volume attributed to it so far, nL.
     :ivar committed_pg: its commitment still held in the kernel ledger, pg.
-    :ivar basal_after_nl_per_h: for a bridge, the new programme's basal rate once it ends, nL/h.
     """
 
     bolus_id: str
@@ -110,7 +147,6 @@ class BolusRun:
     end_ms: int
     attributed_nl: int = 0
     committed_pg: int = 0
-    basal_after_nl_per_h: int | None = None
 
 
 @dataclass

@@ -254,8 +254,8 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
                 AlarmCode.WITHDRAWAL_RISK,
                 _H,
                 "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
-                "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a bridge "
-                "gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
+                "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
+                "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
                 "(itb-clinical §3.2).",
             ),
             _spec(

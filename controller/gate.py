@@ -45,7 +45,7 @@ class GateDecision:
     :ivar allowed: the kernel's verdict.
     :ivar reasons: the kernel's reason codes (empty when allowed), plus workflow codes added by the caller.
     :ivar rate_nl_per_h: authorised basal (or minimum) rate, nL/h.
-    :ivar volume_nl: authorised bolus (or bridge) volume, nL.
+    :ivar volume_nl: authorised bolus (or transit) volume, nL.
     :ivar duration_ms: authorised bolus duration, ms.
     :ivar dose_ng: authorised bolus mass, ng (rounded up).
     :ivar dose_ng_per_day: daily dose of the programme after the decision, ng/day.
@@ -85,8 +85,14 @@ class Gate(ABC):
 
     @abstractmethod
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       bridge_volume_nl: int, bridge_duration_ms: int, now_ms: int) -> GateDecision:
-        """Authorise a programme at a new concentration with its bridge bolus."""
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
+        """Authorise a programme at a new concentration with the transit of the old drug.
+
+        :param rate_nl_per_h: the new programme's rate at ``concentration_ug_per_ml``, nL/h.
+        :param transit_volume_nl: old drug to push through the catheter (the dead volume), nL.
+        :param transit_duration_ms: how long that takes at the transit rate, ms (the kernel refuses a
+            transit faster than the pump or above the new programme's dose).
+        """
 
     @abstractmethod
     def authorize_minimum_rate(self, rate_nl_per_h: int, now_ms: int) -> GateDecision:
@@ -280,16 +286,16 @@ class KernelGate(Gate):
         return self._authorize(request, now_ms)
 
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       bridge_volume_nl: int, bridge_duration_ms: int, now_ms: int) -> GateDecision:
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
         anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
         programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
-        bridge = self.k.BridgePlan(bridge_volume_nl, bridge_duration_ms) if bridge_volume_nl else None
-        request = self.k.request_concentration_change(programme, bridge)
+        transit = self.k.BridgePlan(transit_volume_nl, transit_duration_ms) if transit_volume_nl else None
+        request = self.k.request_concentration_change(programme, transit)
         decision = self._authorize(request, now_ms)
         if decision.allowed:
             return GateDecision(decision.allowed, decision.reasons, rate_nl_per_h, decision.volume_nl,
                                 decision.duration_ms, decision.dose_ng, decision.dose_ng_per_day,
-                                decision.overridden, decision.raw)
+                                decision.overridden, decision.raw, programme)
         return decision
 
     def authorize_minimum_rate(self, rate_nl_per_h: int, now_ms: int) -> GateDecision:

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import reservoir as reservoir_math
-from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun, TipDoseWatch
+from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun, TipDoseWatch, Transit
 from controller.alarms import AlarmCode, AlarmManager
 from controller.commands import CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error, is_link_error
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
@@ -62,6 +62,7 @@ from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
 from hal.pump import PumpAlarm, PumpDriver, PumpState
 
+MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
@@ -70,6 +71,10 @@ __all__ = ["BOLUS_POLL_MS", "ControlLoop", "LoopConfig", "Mode", "PollRecord"]
 
 #: Poll interval while a bolus runs, ms: the 24 h cap is re-checked this often (BOL-04).
 BOLUS_POLL_MS = 5 * MS_PER_MIN
+
+#: A concentration transit ends once the old drug left in the catheter is within a minute of flow
+#: (or the counter's resolution, whichever is more).
+TRANSIT_SETTLE_MS = MS_PER_MIN
 
 #: Alarm conditions that end when the pump is confirmed delivering again.
 INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION, AlarmCode.PUMP_RESET)
@@ -207,7 +212,11 @@ class ControlLoop:
         self.tip_watch = TipDoseWatch(self.config.withdrawal_alarm_after_ms, self.config.withdrawal_alarm_fraction_pct)
         self.schedule = Schedule(self.config.poll_interval_ms)
         self.mode = Mode.IDLE
-        self.basal_rate_nl_per_h = 0  # the committed programme's basal rate now
+        #: The committed programme's basal rate now, at the reservoir's concentration, nL/h (the kernel's
+        #: view; the pump runs :attr:`pump_basal_nl_per_h`).
+        self.basal_rate_nl_per_h = 0
+        #: A concentration change whose old drug is still leaving the catheter tip, or None.
+        self.transit: Transit | None = None
         self.programme: Any = None  # a flex/periodic programme in effect (rate changes at its boundaries), or None
         self.bolus: BolusRun | None = None
         self.session_open: str | None = None  # "refill" or "programming" while one is open
@@ -234,6 +243,25 @@ class ControlLoop:
     def committed_rate_nl_per_h(self) -> int | None:
         """The rate the pump holds, verified, nL/h; 0 when stopped; None when uncertain."""
         return self.commands.committed_rate_nl_per_h
+
+    @property
+    def pump_basal_nl_per_h(self) -> int:
+        """The basal volume rate the pump runs: the programme's, scaled during a concentration transit, nL/h."""
+        return self._pump_rate(self.basal_rate_nl_per_h)
+
+    @property
+    def counter_resolution_nl(self) -> int:
+        """The pump counter's finest step, nL (0 when the pump cannot say yet)."""
+        try:
+            return self.pump.capabilities().volume_resolution_nl
+        except StateError:
+            return 0
+
+    def _pump_rate(self, programme_rate_nl_per_h: int) -> int:
+        """The pump's volume rate for a programme rate (at the reservoir's concentration), nL/h."""
+        if self.transit is None:
+            return programme_rate_nl_per_h
+        return self.transit.pump_rate_nl_per_h(programme_rate_nl_per_h)
 
     @property
     def concentration_ug_per_ml(self) -> int:
@@ -361,7 +389,8 @@ class ControlLoop:
         self._accrue()
         self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self.commands.send_rate(rate + extra, previous_nl_per_h=None, cause="flex_step", essential=True)
+        outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None, cause="flex_step",
+                                          essential=True)
         self._after_program(outcome, "flex step")
 
     # -- the poll ---------------------------------------------------------------------------------------
@@ -393,6 +422,7 @@ class ControlLoop:
                 self._check_bolus_cap()
                 self._check_reservoir()
                 self._check_tip_dose(now)
+                self._check_transit()
         self.schedule.last_poll_ms = now
         expected_nl, delta_nl, tip_pg = self.accounting.take_interval()
         record = PollRecord(
@@ -508,7 +538,7 @@ class ControlLoop:
 
     def daily_volume_nl(self) -> int:
         """Volume per day at the committed basal rate, nL/day."""
-        return self.basal_rate_nl_per_h * 24
+        return self.pump_basal_nl_per_h * 24
 
     def _worst_case_nl_per_day(self) -> int:
         """The reservoir's worst-case daily use, nL/day: the programmed day plus every allowed patient bolus.
@@ -522,7 +552,7 @@ class ControlLoop:
         elif self.programme is not None:
             programmed_nl_per_day = self.programme.daily_total_nl()
         else:
-            programmed_nl_per_day = self.basal_rate_nl_per_h * 24
+            programmed_nl_per_day = self.pump_basal_nl_per_h * 24
         if programmed_nl_per_day <= 0:
             return 0
         return programmed_nl_per_day + int(self.therapy_state.get("patient_bolus_nl_per_day", 0))
@@ -684,7 +714,7 @@ class ControlLoop:
             if self.gate.interrupted:
                 self._resume_programme(reason)
                 return
-            target = self.basal_rate_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0)
+            target = self.pump_basal_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0)
         else:
             return
         self._accrue()
@@ -706,7 +736,8 @@ class ControlLoop:
             self.enter_minimum_rate(f"{reason}; the restart rule allows no more after this interruption "
                                     f"({','.join(decision.reasons)})")
             return
-        outcome = self._program(decision.rate_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0),
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h)
+                                + (self.bolus.extra_rate_nl_per_h if self.bolus else 0),
                                 decision, cause=f"resume: {reason}", essential=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -816,7 +847,7 @@ class ControlLoop:
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(rate + extra, decision, cause="programme")
+        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme")
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -829,7 +860,7 @@ class ControlLoop:
         if self.mode is Mode.DISCONTINUED or self.mode is Mode.IDLE:
             raise StateError(f"no therapy running (mode {self.mode.value})")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(decision.rate_nl_per_h + extra, decision, cause="basal_change")
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change")
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -873,7 +904,7 @@ class ControlLoop:
                                               "duration_ms": duration_ms})
 
         self.bolus = run
-        outcome = self._program(self.basal_rate_nl_per_h + extra, decision, cause=f"bolus_{kind.label}", also=records)
+        outcome = self._program(self.pump_basal_nl_per_h + extra, decision, cause=f"bolus_{kind.label}", also=records)
         if outcome.withheld:
             self.bolus = None
             return None  # no durable record, no bolus (it could not be protected from repetition)
@@ -898,55 +929,89 @@ class ControlLoop:
         self._emit("bolus_failed", kind=kind.label, bolus_id=record.bolus_id, detail=outcome.detail)
         return None
 
-    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, new_rate_nl_per_h: int,
-                             bridge_rate_nl_per_h: int, bridge_duration_ms: int) -> ProgramOutcome:
-        """Switch to a new concentration through a bridge: run ``bridge_rate`` for the bridge, then ``new_rate``.
+    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, fill_nl: int) -> ProgramOutcome:
+        """Switch to a new concentration at a refill, with the transit of the old drug (issue #9).
 
-        The reservoir must already hold the new drug (:meth:`set_reservoir`); the catheter still holds
-        the old one, and the bridge pushes it at the old-concentration rate for the dose, so the tip
-        sees the old dose rate (no 25 % dip going up in concentration, no 400 % spike going down).
-        Going up, the bridge is an extra rate above the new basal (a ``bridge`` bolus); going down,
-        the basal itself stays at the lower old rate until the bridge ends.
+        All or nothing: the pump is programmed first (the transit rate, through the kernel's
+        decision); only when that is verified are the decision applied, the reservoir recorded as
+        holding ``fill_nl`` of the new drug and the transit begun, in one durable resume point.
+        Otherwise nothing has changed and the old programme keeps running.
+
+        The transit: the catheter still holds the old drug, which leaves the tip first. Until it has
+        all left, the pump runs the new programme's rate scaled by new / old concentration, the
+        volume rate the old drug needs for the same dose (so the tip sees neither the 25 % dip of a
+        500 -> 2000 µg/mL change nor the 4x spike of 2000 -> 500); the poll that finds the catheter
+        flushed (:meth:`_check_transit`) puts the new rate in. However long it takes, it is never
+        cut short, and it survives a restart (it is in the resume point).
+
+        :param decision: the kernel's authorisation of the new programme with its transit plan.
+        :param concentration_ug_per_ml: the new drug's concentration, µg/mL.
+        :param fill_nl: the reservoir volume after the refill, nL.
+        :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
         if self.mode is not Mode.RUNNING:
             raise StateError(f"no concentration change in mode {self.mode.value}")
+        if self.transit is not None:
+            raise StateError("a concentration change is still crossing the catheter")
+        programme = decision.programme
+        if programme is None:
+            raise StateError("a concentration change needs the new programme")
         if self.bolus is not None:
             self._end_bolus("ended by a concentration change")
         now = self.now_ms()
-        self._accrue()
-        run = None
-        records = None
-        extra = max(0, bridge_rate_nl_per_h - new_rate_nl_per_h)
-        basal_during = min(bridge_rate_nl_per_h, new_rate_nl_per_h)
-        if bridge_duration_ms > 0:
-            volume = units.volume_nl_for_rate(extra, bridge_duration_ms)
-            record = BolusRecord(bolus_id=uuid.uuid4().hex, kind=DeliveryKind.BRIDGE.label, dose_ng=decision.dose_ng,
-                                 volume_nl=volume, status="pending", requested_ms=now)
-            run = BolusRun(record.bolus_id, DeliveryKind.BRIDGE, decision.dose_ng, volume, extra, now,
-                           now + bridge_duration_ms, committed_pg=decision.raw.mass_pg if decision.raw else 0,
-                           basal_after_nl_per_h=new_rate_nl_per_h)
-
-            def records() -> None:
-                self.store.add_bolus(record)
-
-            self.bolus = run
-        outcome = self._program(basal_during + extra, decision, cause="concentration_bridge", also=records)
-        if outcome.withheld:
-            self.bolus = None
-            raise StateError("the bridge could not be recorded durably; nothing was changed")
-        if outcome.committed:
-            self.basal_rate_nl_per_h = basal_during
-            self.programme = None
-            if run is not None:
-                self.commands.durably("bridge record", lambda: self.store.mark_running(run.bolus_id, now))
-                self._emit("bolus_start", kind=DeliveryKind.BRIDGE.label, bolus_id=run.bolus_id,
-                           dose_ng=decision.dose_ng, volume_nl=run.volume_nl, end_ms=run.end_ms)
-        elif run is not None and outcome.result is not ProgramResult.UNKNOWN:
-            self.bolus = None
-            self.commands.durably("bridge record", lambda: self.store.finish_bolus(
-                run.bolus_id, now, 0, f"not started: {outcome.detail}"))
-        self.checkpoint()
+        transit = Transit(self.concentration_ug_per_ml, concentration_ug_per_ml, now)
+        rate = programme.rate_at(now) if _keeps_programme(programme) else decision.rate_nl_per_h
+        outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change")
+        if not outcome.committed:
+            return outcome  # nothing applied: the reservoir and the programme are as they were
+        self.basal_rate_nl_per_h = rate
+        self.programme = programme if _keeps_programme(programme) else None
+        self.schedule.boundary_from_ms = now
+        self.transit = transit
+        self._record_fill(fill_nl, concentration_ug_per_ml)
+        self._emit("transit_start", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
+                   new_concentration_ug_per_ml=concentration_ug_per_ml,
+                   old_drug_nl=self.accounting.catheter.volume_ahead_of_nl(concentration_ug_per_ml),
+                   rate_nl_per_h=transit.pump_rate_nl_per_h(rate))
+        self._check_transit()
+        self.checkpoint(durable=True)
         return outcome
+
+    def _check_transit(self) -> None:
+        """End the transit when the catheter holds only the new drug; until then poll when it should.
+
+        The end is read from the counter through the catheter queue. It is taken once what is left of
+        the old drug is within the counter's resolution or a minute of flow, whichever is more;
+        otherwise the next poll is brought forward to when the remainder should have left the tip at
+        the rate the pump runs, so the switch is late by at most about one counter step.
+        """
+        transit = self.transit
+        if transit is None:
+            return
+        left_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
+        rate = self.committed_rate_nl_per_h or 0
+        if not self._delivering():
+            rate = 0
+        settle_nl = max(self.counter_resolution_nl, rate * TRANSIT_SETTLE_MS // MS_PER_H)
+        if left_nl <= settle_nl:
+            self._end_transit(left_nl)
+        elif rate > 0:
+            due = self.now_ms() + max(MS_PER_S, -(-left_nl * MS_PER_H // rate))
+            self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, due)
+
+    def _end_transit(self, left_nl: int) -> None:
+        transit = self.transit
+        self.transit = None
+        self._emit("transit_end", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
+                   new_concentration_ug_per_ml=transit.new_concentration_ug_per_ml, left_nl=left_nl,
+                   hours=(self.now_ms() - transit.started_ms) / MS_PER_H)
+        if self.mode is Mode.RUNNING and not self.gate.interrupted:
+            self._accrue()
+            extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
+            outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
+                                              cause="concentration transit over", essential=True)
+            self._after_program(outcome, "concentration transit over")
+        self.checkpoint()
 
     def _end_bolus(self, why: str) -> None:
         run = self.bolus
@@ -959,10 +1024,8 @@ class ControlLoop:
         self.bolus = None
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
-        if run.basal_after_nl_per_h is not None and self.mode is Mode.RUNNING:
-            self.basal_rate_nl_per_h = run.basal_after_nl_per_h  # the bridge is over: the new programme's rate
         if self.mode is Mode.RUNNING:
-            outcome = self.commands.send_rate(self.basal_rate_nl_per_h, previous_nl_per_h=None,
+            outcome = self.commands.send_rate(self.pump_basal_nl_per_h, previous_nl_per_h=None,
                                               cause=f"bolus_end: {why}", essential=True)
             self._after_program(outcome, f"bolus end ({why})")
         detail = why if why == "complete" else f"{why}; partial: {describe_volume_nl(run.attributed_nl)} of {describe_volume_nl(run.volume_nl)} delivered"
@@ -987,12 +1050,21 @@ class ControlLoop:
         self._end_bolus(why)
 
     def set_reservoir(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
-        """Record a refill: the reservoir now holds ``fill_nl`` at ``concentration_ug_per_ml``.
+        """Record a refill at the concentration in use: the reservoir now holds ``fill_nl``.
 
-        The catheter still holds the old drug; the dead-volume queue delivers it first.
+        A new concentration goes through :meth:`change_concentration` (programme and transit with it).
+
+        :raises StateError: for a concentration other than the one in use (nothing changed).
         """
+        if self.mode is not Mode.IDLE and concentration_ug_per_ml != self.concentration_ug_per_ml:
+            raise StateError(f"a refill at {concentration_ug_per_ml} µg/mL is a concentration change "
+                             f"(in use: {self.concentration_ug_per_ml} µg/mL)")
         if self.mode is not Mode.IDLE:
             self.poll()  # everything delivered so far counts against the old fill
+        self._record_fill(fill_nl, concentration_ug_per_ml)
+        self.checkpoint()
+
+    def _record_fill(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
         acc = self.accounting
         acc.reservoir.fill_nl = fill_nl
         acc.reservoir.fill_utc = self.clock.utc_now()
@@ -1001,7 +1073,6 @@ class ControlLoop:
         for code in (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE):
             if self.alarms.is_active(code):
                 self.alarms.clear(code, detail="reservoir refilled")
-        self.checkpoint()
 
     def discontinue_now(self, decision: GateDecision) -> bool:
         """Stop delivery after an authorised discontinue (the end of a taper, or an emergency)."""
@@ -1031,7 +1102,7 @@ class ControlLoop:
             return None
         self._acknowledge_pump()
         self.mode = Mode.RUNNING
-        outcome = self._program(decision.rate_nl_per_h, decision, cause="resume_after_fault")
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h), decision, cause="resume_after_fault")
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1091,6 +1162,9 @@ class ControlLoop:
             "bolus": None if self.bolus is None else {"bolus_id": self.bolus.bolus_id,
                                                       "attributed_nl": self.bolus.attributed_nl},
             "tip_watch": {"samples": [list(x) for x in self.tip_watch.samples], "armed": self.tip_watch.armed},
+            "transit": None if self.transit is None else [self.transit.old_concentration_ug_per_ml,
+                                                          self.transit.new_concentration_ug_per_ml,
+                                                          self.transit.started_ms],
         }
 
     def _stage_resume_point(self) -> None:
@@ -1179,6 +1253,8 @@ class ControlLoop:
         self.therapy_state = dict(body["therapy"])
         self.tip_watch.samples = [(int(t), int(pg)) for t, pg in body["tip_watch"]["samples"]]
         self.tip_watch.armed = bool(body["tip_watch"]["armed"])
+        transit = body.get("transit")
+        self.transit = None if transit is None else Transit(*(int(x) for x in transit))
         self.schedule.last_poll_ms = body["last_poll_ms"]
         now = self.now_ms()
         acc.accrual_ms = now
@@ -1195,7 +1271,7 @@ class ControlLoop:
             self._fault(FaultCode.CORRUPT_STATE_AT_STARTUP,
                         f"kernel history unreadable at restart ({found['kernel_history_lost']}); increases "
                         "and boluses refused, the programme in effect keeps running")
-        self.commands.committed_rate_nl_per_h = self.basal_rate_nl_per_h if self.mode is Mode.RUNNING else (
+        self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
         self.store.resume_point_source = self._resume_point  # restored: from now on every commit carries it
         open_boluses = [b for b in self.store.boluses() if b.status != "finished"]
@@ -1220,7 +1296,7 @@ class ControlLoop:
                                  delta)
             acc.accrual_ms = now  # no further accrual: the shares above are the whole story
             self._reconcile(dispensed.infused_nl,
-                            recovered=(min(body["last_poll_ms"], now), max(held_rate, self.basal_rate_nl_per_h)))
+                            recovered=(min(body["last_poll_ms"], now), max(held_rate, self.pump_basal_nl_per_h)))
             # That history was already reported by the previous instance's polls (if anyone was listening).
             acc.take_interval()
             for record in open_boluses:

@@ -12,7 +12,7 @@ low-reservoir alarm falls, when the reservoir is empty, and when to refill:
 At a refill it checks the volume drawn out against the prediction
 (:func:`check_refill`, RES-03: a large gap suggests a pocket fill, a leak or a
 delivery fault and needs a clinician's acknowledgement), and it plans the
-bridge bolus for a concentration change and the priming bolus (BOL-06).
+transit of the old drug at a concentration change and the priming bolus (BOL-06).
 
 All volumes are integer nL, masses ng, times ms; day counts are exact
 :class:`~fractions.Fraction` values. Nothing here has side effects.
@@ -443,7 +443,7 @@ def check_refill(
 
 
 # ---------------------------------------------------------------------------------------------------
-# bridge and priming boluses (BOL-06; itb-clinical section 5.3)
+# concentration-change transit and priming bolus (BOL-06; itb-clinical section 5.3)
 
 
 def transit_delay_ms(dead_volume_nl: int, rate_nl_per_h: int) -> int:
@@ -458,22 +458,36 @@ def transit_delay_ms(dead_volume_nl: int, rate_nl_per_h: int) -> int:
     return units.div_round(dead_volume_nl * units.MS_PER_H, rate_nl_per_h, "up")
 
 
+def transit_rate_nl_per_h(programme_rate_nl_per_h: int, old_concentration_ug_per_ml: int,
+                          new_concentration_ug_per_ml: int) -> int:
+    """The pump rate while the old drug crosses the catheter, nL/h.
+
+    The programme's rate (at the new concentration) scaled by new / old: the volume rate that
+    gives the programme's dose with the old drug at the tip. Rounded down, never more than
+    prescribed. Example: 0.2 mL/day at 2000 µg/mL after 500 µg/mL runs 0.8 mL/day.
+    """
+    _int("programme_rate_nl_per_h", programme_rate_nl_per_h, 0)
+    _int("old_concentration_ug_per_ml", old_concentration_ug_per_ml, 1)
+    _int("new_concentration_ug_per_ml", new_concentration_ug_per_ml, 1)
+    return programme_rate_nl_per_h * new_concentration_ug_per_ml // old_concentration_ug_per_ml
+
+
 @dataclass(frozen=True)
-class BridgeBolusPlan:
-    """How to cross a concentration change without under- or overdose.
+class TransitPlan:
+    """How a concentration change crosses the dead volume without under- or overdose (BOL-06).
 
-    The dead volume still holds the old solution. Delivering it at the rate the
-    *old* concentration needs for the prescribed dose keeps the patient on that
-    dose; once it has been pushed through, the new solution is at the tip and
-    the new rate takes over.
+    The dead volume still holds the old solution, which reaches the tip first. Pushing it at the
+    rate the *old* concentration needs for the prescribed dose (:func:`transit_rate_nl_per_h`)
+    keeps the patient on that dose; once it has left the tip, the new rate takes over. Nothing is
+    delivered on top of the programme: the transit is the programme, at another volume rate.
 
-    :param volume_nl: volume of the bridge (the dead volume), nL.
-    :param rate_nl_per_h: bridge rate (the old-concentration rate for the dose), nL/h.
-    :param duration_ms: how long the bridge runs, ms.
-    :param mass_ng: drug reaching the patient during the bridge, ng (counted toward the 24 h cap).
-    :param new_rate_nl_per_h: the rate after the bridge (new concentration), nL/h.
-    :param unbridged_dose_ratio: the fraction of the dose the patient would get during the
-        transit without a bridge (old / new concentration: 1/4 for 500 -> 2000 µg/mL).
+    :param volume_nl: volume of old drug to push through (the dead volume), nL.
+    :param rate_nl_per_h: the transit rate, nL/h.
+    :param duration_ms: how long the transit lasts at that rate, ms (however long: never cut short).
+    :param mass_ng: old drug reaching the patient during the transit, ng (part of the programme's dose).
+    :param new_rate_nl_per_h: the rate after the transit (new concentration), nL/h.
+    :param untransited_dose_ratio: the fraction of the dose the patient would get while the old drug
+        crosses at the new rate (old / new concentration: 1/4 for 500 -> 2000 µg/mL, 4 for 2000 -> 500).
     """
 
     volume_nl: int
@@ -481,22 +495,23 @@ class BridgeBolusPlan:
     duration_ms: int
     mass_ng: int
     new_rate_nl_per_h: int
-    unbridged_dose_ratio: Fraction
+    untransited_dose_ratio: Fraction
 
 
-def plan_bridge_bolus(
+def plan_transit(
     dead_volume_nl: int, old_concentration_ug_per_ml: int, new_concentration_ug_per_ml: int, dose_ng_per_day: int
-) -> BridgeBolusPlan:
-    """Plan the bridge bolus for a refill that changes the concentration (BOL-06).
+) -> TransitPlan:
+    """Plan the transit of the old drug for a refill that changes the concentration (BOL-06).
 
-    Example: 0.25 mL dead volume, 500 -> 2000 µg/mL, 400 µg/day: bridge at 0.8 mL/day
-    for 7.5 h delivering 125 µg, then 0.2 mL/day.
+    Example: 0.25 mL dead volume, 500 -> 2000 µg/mL, 400 µg/day: 0.8 mL/day for 7.5 h
+    (125 µg of the old drug), then 0.2 mL/day.
 
     :param dead_volume_nl: pump tubing + catheter volume, nL, > 0.
     :param old_concentration_ug_per_ml: concentration filling the dead volume, µg/mL.
     :param new_concentration_ug_per_ml: concentration now in the reservoir, µg/mL (must differ).
     :param dose_ng_per_day: the prescribed daily dose, ng/day, > 0.
-    :raises ConfigError: for equal concentrations (no bridge needed) or non-positive inputs.
+    :raises ConfigError: for equal concentrations (no transit) or non-positive inputs, or a dose
+        too small for a non-zero rate.
     """
     _int("dead_volume_nl", dead_volume_nl, 1)
     _int("old_concentration_ug_per_ml", old_concentration_ug_per_ml, 1)
@@ -506,18 +521,19 @@ def plan_bridge_bolus(
         raise ConfigError(
             "new_concentration_ug_per_ml",
             new_concentration_ug_per_ml,
-            f"different from old_concentration_ug_per_ml ({old_concentration_ug_per_ml}) for a bridge bolus",
+            f"different from old_concentration_ug_per_ml ({old_concentration_ug_per_ml}) for a concentration change",
         )
-    rate = units.rate_nl_per_h_for_dose(dose_ng_per_day, old_concentration_ug_per_ml)
-    if rate <= 0:
-        raise ConfigError("dose_ng_per_day", dose_ng_per_day, "large enough for a non-zero rate")
-    return BridgeBolusPlan(
+    new_rate = units.rate_nl_per_h_for_dose(dose_ng_per_day, new_concentration_ug_per_ml)
+    rate = transit_rate_nl_per_h(new_rate, old_concentration_ug_per_ml, new_concentration_ug_per_ml)
+    if new_rate <= 0 or rate <= 0:
+        raise ConfigError("dose_ng_per_day", dose_ng_per_day, "large enough for a non-zero rate at both concentrations")
+    return TransitPlan(
         volume_nl=dead_volume_nl,
         rate_nl_per_h=rate,
         duration_ms=transit_delay_ms(dead_volume_nl, rate),
         mass_ng=units.mass_ng_for_volume(dead_volume_nl, old_concentration_ug_per_ml),
-        new_rate_nl_per_h=units.rate_nl_per_h_for_dose(dose_ng_per_day, new_concentration_ug_per_ml),
-        unbridged_dose_ratio=Fraction(old_concentration_ug_per_ml, new_concentration_ug_per_ml),
+        new_rate_nl_per_h=new_rate,
+        untransited_dose_ratio=Fraction(old_concentration_ug_per_ml, new_concentration_ug_per_ml),
     )
 
 

@@ -21,9 +21,11 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   are the kernel's. A bolus is recorded before it is sent and never re-sent.
 * **Refill**: volumes removed and added are recorded; a mismatch beyond
   tolerance raises a latching alarm a clinician must acknowledge; a
-  concentration change is authorised *before* the new drug is committed and
-  uses a bridge bolus from the dead volume; an unfinished session raises an
-  alarm and leaves the last committed programme running.
+  concentration change is authorised *before* the new drug is committed; the
+  old drug still in the catheter then crosses it at the volume rate that gives
+  the new dose at the old concentration (the transit), however long that takes,
+  and counted boluses wait until it has left the tip. An unfinished session
+  raises an alarm and leaves the last committed programme running.
 * **Taper and discontinue**: only with authorisation; down at most 20 % every
   2 days (the kernel's plan) to the minimum-rate dose, then stop, unless an
   emergency discontinue is authorised.
@@ -86,6 +88,7 @@ class Why(str, enum.Enum):
     PRIMING_REFUSED = "PRIMING_REFUSED"
     IMPLANT_DOSE_ABOVE_RECORD = "IMPLANT_DOSE_ABOVE_RECORD"
     NOT_SCREENED = "NOT_SCREENED"
+    CONCENTRATION_TRANSIT = "CONCENTRATION_TRANSIT"
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,10 @@ class Therapy:
             blockers.append(Why.NOT_RUNNING)
         if self.loop.bolus is not None:
             blockers.append(Why.BOLUS_RUNNING)
+        if self.loop.transit is not None:
+            # A bolus sized at the new concentration would push old drug: after a decrease, a multiple
+            # of the bolus would reach the tip. It waits until the catheter holds only the new drug.
+            blockers.append(Why.CONCENTRATION_TRANSIT)
         return blockers
 
     # -- screening and implant ----------------------------------------------------------------------
@@ -581,7 +588,7 @@ class Therapy:
     def refill(self, *, removed_nl: int, added_nl: int, concentration_ug_per_ml: int, lot: str,
                acknowledge_mismatch: bool = False, complete: bool = True,
                refill_utc: datetime | None = None, actor: Actor = CLINICIAN) -> WorkflowResult:
-        """A refill session: check the volumes, authorise any concentration change, fill, bridge.
+        """A refill session: check the volumes, authorise any concentration change, fill, transit.
 
         :param removed_nl: volume drawn out, nL.
         :param added_nl: volume injected, nL.
@@ -592,18 +599,18 @@ class Therapy:
         """
         action = "refill"
         loop = self.loop
-        if loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
-            return self._deny(action, Why.NOT_RUNNING)
-        if concentration_ug_per_ml != loop.concentration_ug_per_ml and loop.mode is not Mode.RUNNING:
-            # A bridge needs a running programme to bridge from: refill at the same concentration,
-            # resume, then change concentration at the next refill.
-            return self._deny(action, Why.NOT_RUNNING,
-                              detail=f"concentration change refused in mode {loop.mode.value}")
+        blocked = self._refill_blocked(concentration_ug_per_ml)
+        if blocked is not None:
+            return blocked
         loop.session_open = "refill"
         try:
             if loop.bolus is not None and loop.bolus.kind in COUNTED_BOLUS_KINDS:
                 loop.stop_bolus("refill session opened")
             loop.poll()
+            # The poll may find a fault (a power cycle, a stall): decide again on what it found.
+            blocked = self._refill_blocked(concentration_ug_per_ml)
+            if blocked is not None:
+                return blocked
             predicted = reservoir_math.ReservoirState(loop.fill_nl, loop.dispensed_since_fill_nl,
                                                       refill_utc or loop.clock.utc_now())
             record = reservoir_math.RefillRecord(removed_nl, added_nl, concentration_ug_per_ml, lot,
@@ -637,38 +644,53 @@ class Therapy:
         finally:
             loop.session_open = None
 
+    def _refill_blocked(self, concentration_ug_per_ml: int) -> WorkflowResult | None:
+        """The refusal of a refill in the loop's present state, or None when it may go on."""
+        loop = self.loop
+        if loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
+            return self._deny("refill", Why.NOT_RUNNING)
+        if concentration_ug_per_ml == loop.concentration_ug_per_ml:
+            return None
+        if loop.mode is not Mode.RUNNING:
+            # The transit needs a running programme to scale: refill at the same concentration,
+            # resume, then change concentration at the next refill.
+            return self._deny("refill", Why.NOT_RUNNING,
+                              detail=f"concentration change refused in mode {loop.mode.value}")
+        if loop.transit is not None:
+            # Three drugs in the line (the catheter's old, the reservoir's, the new one) cannot be dosed
+            # by one rate: refill at the concentration in use, change it at the next refill.
+            return self._deny("refill", Why.CONCENTRATION_TRANSIT,
+                              detail=f"the {loop.transit.old_concentration_ug_per_ml} µg/mL drug is still "
+                                     "crossing the catheter")
+        return None
+
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,
                               values: dict[str, Any], extra: tuple[str, ...]) -> WorkflowResult:
+        """Authorise and program a new concentration with the transit of the old drug (BOL-06)."""
         loop = self.loop
         new_conc = record.concentration_ug_per_ml
-        plan = reservoir_math.plan_bridge_bolus(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
-        new_rate = plan.new_rate_nl_per_h
-        bridge_volume, bridge_ms = plan.volume_nl, plan.duration_ms
-        if bridge_ms > MS_PER_DAY:
-            # A bridge longer than a day is not allowed: bridge the first day's worth of old drug at the
-            # old rate; the rest of the dead volume then reaches the tip at the new rate.
-            bridge_ms = MS_PER_DAY
-            bridge_volume = units.volume_nl_for_rate(plan.rate_nl_per_h, MS_PER_DAY)
-            values["bridge_truncated"] = True
+        plan = reservoir_math.plan_transit(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         now = loop.now_ms()
-        decision = self.gate.authorize_concentration_change(new_conc, new_rate, bridge_volume, bridge_ms, now)
+        decision = self.gate.authorize_concentration_change(new_conc, plan.new_rate_nl_per_h, plan.volume_nl,
+                                                            plan.duration_ms, now)
         if not decision.allowed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail="concentration change refused; new drug not committed")
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
-        loop.set_reservoir(record.volume_added_nl, new_conc)
-        outcome = loop.change_concentration(decision, new_conc, new_rate, plan.rate_nl_per_h, bridge_ms)
+        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl)
         if not outcome.committed:
-            loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=f"bridge programming failed: {outcome.detail}")
+            loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
+                                    detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", Why.PUMP_NOT_VERIFIED, *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
-        values.update({"new_rate_nl_per_h": new_rate, "bridge_rate_nl_per_h": plan.rate_nl_per_h,
-                       "bridge_duration_h": bridge_ms / MS_PER_H, "bridge_dose_ug": decision.dose_ng / 1000})
+        values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
+                       "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})
         return self._done(WorkflowResult(
             "refill", True, extra,
-            f"{old_conc} -> {new_conc} µg/mL; bridge {decision.dose_ng / 1000:g} µg over {bridge_ms / MS_PER_H:.1f} h, "
-            f"then {units.describe_rate_nl_per_h(new_rate)}", values))
+            f"{old_conc} -> {new_conc} µg/mL; the old drug crosses the catheter at "
+            f"{units.describe_rate_nl_per_h(plan.rate_nl_per_h)} for about {plan.duration_ms / MS_PER_H:.1f} h, "
+            f"then {units.describe_rate_nl_per_h(plan.new_rate_nl_per_h)}", values))
 
     # -- alarms, interruptions, restart ----------------------------------------------------------------
 

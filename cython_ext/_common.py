@@ -60,6 +60,8 @@ __all__ = [
     "NO_INCREASE_AFTER_START_MS",
     "CAPS_HOLD_MS",
     "BOLUS_STACKING_WINDOW_MS",
+    "TRANSIT_DOSE_TOLERANCE_PCT",
+    "MAX_TRANSIT_MS",
     "DeliveryKind",
     "N_KINDS",
     "BOLUS_KINDS",
@@ -155,6 +157,13 @@ NO_INCREASE_AFTER_START_MS = MS_PER_DAY
 CAPS_HOLD_MS = MS_PER_DAY
 #: A bolus this soon after a titration step counts against the titration cap, ms.
 BOLUS_STACKING_WINDOW_MS = MS_PER_DAY
+#: A concentration change's transit (the dead volume's old drug pushed at the old-concentration
+#: rate) may give at the tip at most this much more than the new programme's daily dose, %:
+#: room for rounding the transit's length up to whole ms and its rate to whole nL/h, no more.
+TRANSIT_DOSE_TOLERANCE_PCT = 1
+#: Longest transit a concentration change may plan, ms: a year (0.5 mL of dead volume at the
+#: lowest rates takes weeks; longer than a refill interval is already flagged by the refill).
+MAX_TRANSIT_MS = 366 * MS_PER_DAY
 #: Default restart threshold: an interruption shorter than this may resume at the dose in
 #: effect just before it; a longer one only at the titration-phase starting dose, ms.
 #: 24 h = 5 x the longest CSF elimination half-life (1-5 h, itb-clinical.md §2.2
@@ -611,10 +620,19 @@ def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override:
 
 
 class BridgePlan(NamedTuple):
-    """Bridge bolus for a concentration change: pushes the old solution out of the dead volume.
+    """The transit of a concentration change: the old solution pushed out of the dead volume.
 
-    :param volume_nl: dead volume to bridge, nL (> 0); its mass is counted at the old concentration.
-    :param duration_ms: duration of the bridge bolus, ms (> 0).
+    Until the dead volume has been flushed, the pump keeps the volume rate the *old*
+    concentration needs for the new programme's dose, so the tip gets that dose throughout
+    (itb-clinical §1.6: a concentration change keeps the dose, not the volume rate). The
+    transit is part of the programme's dose, not on top of it: nothing is committed, and the
+    kernel checks that its rate fits the pump and its dose at the tip
+    (``volume x old concentration / duration``) is not above the programme's daily dose by more
+    than :data:`TRANSIT_DOSE_TOLERANCE_PCT` (``TRANSIT_DOSE_ABOVE_PROGRAMME``).
+
+    :param volume_nl: dead volume holding the old solution, nL (> 0).
+    :param duration_ms: its transit at the old-concentration rate, ms (> 0, at most
+        :data:`MAX_TRANSIT_MS`: at the lowest doses it takes days, and it is never cut short).
     """
 
     volume_nl: int
@@ -710,7 +728,7 @@ def request_concentration_change(
         if not isinstance(bridge, BridgePlan):
             raise ConfigError("bridge", bridge, "None or a BridgePlan")
         require_range("bridge.volume_nl", bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
-        require_range("bridge.duration_ms", bridge.duration_ms, 1, MS_PER_DAY, "ms")
+        require_range("bridge.duration_ms", bridge.duration_ms, 1, MAX_TRANSIT_MS, "ms")
     return Request(RequestKind.CONCENTRATION_CHANGE, 0, programme, -1, 0, 0, bridge, _check_override(override), False, record)
 
 
@@ -757,7 +775,7 @@ def check_request(request: object) -> Request:
             if not isinstance(request.bridge, BridgePlan):
                 raise ConfigError("bridge", request.bridge, "None or a BridgePlan")
             require_range("bridge.volume_nl", request.bridge.volume_nl, 1, MAX_BOLUS_VOLUME_NL, "nL")
-            require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MS_PER_DAY, "ms")
+            require_range("bridge.duration_ms", request.bridge.duration_ms, 1, MAX_TRANSIT_MS, "ms")
         require_range("record_concentration_ug_per_ml", request.record_concentration_ug_per_ml, 0, MAX_CONCENTRATION_UG_PER_ML, "µg/mL (0: none)")
     elif kind == RequestKind.RESUME:
         if request.programme is None:

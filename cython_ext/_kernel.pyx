@@ -69,6 +69,7 @@ from cython_ext._common import (
     CAPS_CHANGE_CONFIRMATION,
     CAPS_HOLD_MS,
     NO_INCREASE_AFTER_START_MS,
+    TRANSIT_DOSE_TOLERANCE_PCT,
     STATE_SNAPSHOT_VERSION,
     Interruption,
     InterruptionCause,
@@ -158,6 +159,7 @@ cdef int R_RESTART_START = REASON_INDEX[Reason.RESTART_OVERDOSE_RISK_ABOVE_START
 cdef int R_BOLUS_OD_CAP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_24H_CAP]
 cdef int R_BOLUS_OD_STEP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP]
 cdef int R_CAPS_UNCONFIRMED = REASON_INDEX[Reason.CAPS_CHANGE_NOT_CONFIRMED]
+cdef int R_TRANSIT_DOSE = REASON_INDEX[Reason.TRANSIT_DOSE_ABOVE_PROGRAMME]
 
 cdef tuple _ALL_REASONS = ALL_REASONS
 cdef unsigned long long _SOFT_MASK = 0
@@ -893,6 +895,7 @@ cdef bint _request_ok(tuple req):
 cdef i64 NO_INCREASE_MS = NO_INCREASE_AFTER_START_MS
 cdef i64 STACKING_MS = BOLUS_STACKING_WINDOW_MS
 cdef i64 HOLD_MS = CAPS_HOLD_MS
+cdef i64 TRANSIT_TOL_PCT = TRANSIT_DOSE_TOLERANCE_PCT
 cdef i64 NO_TIME = -(2 ** 62)  # "no such event" (every real time is >= MIN_TIME_MS = -(2**61))
 
 
@@ -1473,12 +1476,19 @@ cdef class SafetyKernel:
             if bridge is None:
                 m |= bit(R_BRIDGE_MISSING)
             else:
+                # The transit: nothing committed (it is part of the new programme's dose); its rate
+                # and its dose at the tip are checked (see the twin).
                 volume = bridge[0]
                 duration = bridge[1]
                 bolus_kind = D_BRIDGE
-                mass = volume * self.conc
                 if volume > c.max_priming_nl:
                     m |= bit(R_PRIMING)
+                if volume and duration:
+                    if volume * HOUR > int(self.env_max) * duration:
+                        m |= bit(R_RATE_ABOVE_PUMP)
+                    # Python ints: volume x concentration x day x 100 can pass 64 bits.
+                    if int(volume) * self.conc * DAY * 100 > int(cand._daily_pg()) * duration * (100 + TRANSIT_TOL_PCT):
+                        m |= bit(R_TRANSIT_DOSE)
             if new_limits is not None and req[9]:
                 load_bounds(conc_b, new_limits.concentration)
                 where = classify_c(conc_b, req[9])
@@ -1667,13 +1677,12 @@ cdef class SafetyKernel:
             self._refresh_newest()
             self.state_version += 1
             return
-        if kind == K_BOLUS or kind == K_CONC:
-            start_kind = decision.bolus_kind if kind == K_BOLUS else D_BRIDGE
-            self.ledger.commit(start_kind, decision.mass_pg)
+        if kind == K_BOLUS:
+            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
             try:
-                self.ledger.record_bolus_start(start_kind, now_ms)
+                self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
             except (ConfigError, TypeError):
-                self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
+                self.ledger.release(decision.bolus_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != K_BOLUS:
             resume = kind == K_RESUME or (self.interrupted and (kind == K_RATE or kind == K_PROG or kind == K_CONC))

@@ -19,6 +19,7 @@ from cython_ext._common import *  # noqa: F401,F403  (re-export the shared API)
 from cython_ext._common import (
     BOLUS_HISTORY,
     BOLUS_STACKING_WINDOW_MS,
+    TRANSIT_DOSE_TOLERANCE_PCT,
     CAPS_CHANGE_CONFIRMATION,
     CAPS_HOLD_MS,
     COUNTED_BOLUS_KINDS,
@@ -770,12 +771,20 @@ class SafetyKernel:
             if request.bridge is None:
                 reasons.add(Reason.BRIDGE_PLAN_MISSING)
             else:
+                # The transit: the old drug in the dead volume is pushed at the old-concentration
+                # rate for the new programme's dose. It is part of that dose, not on top of it, so
+                # nothing is committed; its rate and its dose at the tip are checked here.
                 volume = request.bridge.volume_nl
                 duration = request.bridge.duration_ms
                 bolus_kind = int(DeliveryKind.BRIDGE)
-                mass = volume * self.limits.concentration_ug_per_ml
                 if volume > caps.max_priming_volume_nl:
                     reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
+                if volume and duration:
+                    if volume * MS_PER_H > self.envelope.max_rate_nl_per_h * duration:
+                        reasons.add(Reason.RATE_ABOVE_PUMP_MAX)
+                    tip_pg_per_day = volume * self.limits.concentration_ug_per_ml * MS_PER_DAY
+                    if tip_pg_per_day * 100 > programme.daily_total_pg() * duration * (100 + TRANSIT_DOSE_TOLERANCE_PCT):
+                        reasons.add(Reason.TRANSIT_DOSE_ABOVE_PROGRAMME)
             if new_limits is not None and request.record_concentration_ug_per_ml:
                 where = new_limits.concentration.classify(request.record_concentration_ug_per_ml)
                 _add_bound_reason(where, reasons, _CONCENTRATION_BOUND_REASONS)
@@ -948,13 +957,12 @@ class SafetyKernel:
             self.caps = new
             self.state_version += 1
             return
-        if kind in (RequestKind.BOLUS, RequestKind.CONCENTRATION_CHANGE):
-            start_kind = decision.bolus_kind if kind == RequestKind.BOLUS else int(DeliveryKind.BRIDGE)
-            self.ledger.commit(start_kind, decision.mass_pg)
+        if kind == RequestKind.BOLUS:
+            self.ledger.commit(decision.bolus_kind, decision.mass_pg)
             try:
-                self.ledger.record_bolus_start(start_kind, now_ms)
+                self.ledger.record_bolus_start(decision.bolus_kind, now_ms)
             except (ConfigError, TypeError):
-                self.ledger.release(start_kind, decision.mass_pg)  # all or nothing
+                self.ledger.release(decision.bolus_kind, decision.mass_pg)  # all or nothing
                 raise
         if kind != RequestKind.BOLUS:
             resume = self._is_resume(kind)

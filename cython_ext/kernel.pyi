@@ -94,6 +94,19 @@ or fault led to the request. Sources are tags of ``reference/itb-clinical.md`` a
   and keeps every limit it loosens at its old value for :data:`CAPS_HOLD_MS` (24 h):
   :func:`stricter_caps`, read through :meth:`SafetyKernel.effective_caps`. Cerebral to spinal
   keeps 15 % for a day (issue #9). A second change within the 24 h keeps the strictest of all.
+- **A concentration change keeps the dose at the catheter tip through the dead volume's transit**
+  (issue #9; itb-clinical §1.6 "bridge bolus", BOL-06). *Decision*: the old drug in the dead
+  volume is pushed at the volume rate the *old* concentration needs for the new programme's
+  dose, for as long as the transit takes (weeks at the lowest doses: never cut short), and only
+  then does the pump take the new concentration's rate; the controller times the switch from
+  the pump's counter through its catheter queue. The :class:`BridgePlan` is that transit. It is
+  part of the new programme's dose, not a bolus on top of it: nothing is committed in the
+  ledger (what leaves the tip is recorded as delivered, old drug first), its rate must fit the
+  pump (``RATE_ABOVE_PUMP_MAX``), and its tip dose ``volume x old concentration / duration`` may
+  exceed the programme's daily dose by at most :data:`TRANSIT_DOSE_TOLERANCE_PCT`
+  (``TRANSIT_DOSE_ABOVE_PROGRAMME``). Earlier versions committed the dead volume's mass as a
+  bridge bolus over at most 24 h: that cut long transits short and pushed the rest of the old
+  drug at the new volume rate (2x-4x at the tip for hours).
 - **Soft overrides lift only** :data:`SOFT_REASONS`. Every code above is hard.
 - **Time never goes backwards.** A request at a time before the newest event the kernel
   holds (:attr:`SafetyKernel.newest_event_ms`: the dose history, therapy start, bolus starts,
@@ -139,6 +152,8 @@ DEFAULT_RESTART_THRESHOLD_MS: int  # 24 h: shorter interruptions may resume at t
 NO_INCREASE_AFTER_START_MS: int  # 24 h after therapy started: no increase (hard)
 CAPS_HOLD_MS: int  # 24 h: a caps change keeps every loosened limit this long
 BOLUS_STACKING_WINDOW_MS: int  # 24 h after a titration step: boluses count against the titration cap
+TRANSIT_DOSE_TOLERANCE_PCT: int  # 1: a transit's tip dose may exceed the new dose by rounding only
+MAX_TRANSIT_MS: int  # 366 days: longest transit a BridgePlan may plan
 MAX_DECISION_AGE_MS: int  # 60_000: older decisions are not is_fresh(); re-authorise
 MIN_TIME_MS: int  # -(2**61): earliest time (anchors) accepted
 MAX_TIME_MS: int  # 2**62: latest time accepted
@@ -232,6 +247,7 @@ class Reason:
     BOLUS_OVERDOSE_RISK_24H_CAP: str  # with DOSE_CAP_24H on a bolus
     BOLUS_OVERDOSE_RISK_TITRATION_STEP: str  # a bolus stacked on a titration step beyond the cap
     CAPS_CHANGE_NOT_CONFIRMED: str
+    TRANSIT_DOSE_ABOVE_PROGRAMME: str  # a concentration change's transit gives more at the tip than the new dose
 
 ALL_REASONS: tuple[str, ...]  # every code, in the order decisions list them
 SOFT_REASONS: frozenset[str]
@@ -333,8 +349,8 @@ class Override(NamedTuple):
 def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override: ...
 
 class BridgePlan(NamedTuple):
-    volume_nl: int  # dead volume, counted at the OLD concentration
-    duration_ms: int
+    volume_nl: int  # dead volume holding the OLD drug, nL
+    duration_ms: int  # its transit at the old-concentration rate for the new dose, ms (<= MAX_TRANSIT_MS)
 
 class Request(NamedTuple):
     kind: int
@@ -379,7 +395,7 @@ class Decision(NamedTuple):
     bolus_kind: int  # DeliveryKind of a bolus (BRIDGE for a concentration change), else -1
     volume_nl: int
     duration_ms: int
-    mass_pg: int  # bolus (or bridge) mass
+    mass_pg: int  # bolus mass (0 for a concentration change: its transit is part of the programme)
     daily_dose_ng: int  # daily dose of the programme in effect after the decision
     at_ms: int
     request: Request

@@ -98,7 +98,7 @@ class PumpSpec:
     :param model: the pump model key (see :data:`PUMP_MODELS`).
     :param reservoir_volume_nl: volume the reservoir holds when filled, nL (<= capacity).
     :param dead_volume_nl: pump tubing + catheter volume between reservoir and CSF, nL
-        (sizes bridge and priming boluses).
+        (sizes the priming bolus and the transit of a concentration change).
     :param low_reservoir_alarm_nl: low-reservoir alarm by volume, nL (RES-02).
     :param low_reservoir_alarm_days: low-reservoir alarm by days to empty (RES-02).
     :param empty_threshold_nl: volume at which the reservoir counts as empty, nL (RES-05).
@@ -322,7 +322,7 @@ class Prescription:
 
         The kernel applies one bolus size, lockout and count to both bolus kinds: the size is
         the larger of the two settings (the therapy workflow enforces each kind's own size),
-        the lockout the longer and the count the smaller. Priming and bridge boluses are
+        the lockout the longer and the count the smaller. Priming boluses are
         limited to the prescribed dead volume.
         """
         cb, pb, t = self.clinician_bolus, self.patient_bolus, self.titration

@@ -161,6 +161,26 @@ def _boluses_delivered(run: ScenarioRunner, p: Mapping[str, Any], record: RunRec
     return CheckResult(f"{p['count']} {p['kind']} boluses delivered", n == p["count"], f"{n} delivered")
 
 
+def _transits_hold_tip_dose(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord,
+                            raised: set[str]) -> CheckResult:
+    """Every concentration change's old drug crossed the catheter at the prescribed tip dose.
+
+    Judged by :class:`hil.scenario.runner.TransitWatch` from what left the physical catheter's tip
+    (the simulated mechanism's own volume), in windows of at least half an hour from each change
+    until an hour after its transit ended; with a real pump, from the controller's accounting.
+    """
+    watch = run.transit_watch
+    done = len(watch.ended)
+    worst = watch.worst_pct
+    ok = done == p["count"] and not watch.running and watch.windows > 0 \
+        and worst is not None and worst <= float(p["tolerance_pct"])
+    detail = (f"{done} transits ended ({'one still crossing; ' if watch.running else ''}"
+              f"{watch.windows} windows checked); worst tip-dose error "
+              + ("none" if worst is None else f"{worst:.1f} %")
+              + (" at the physical catheter's tip" if run.rig is not None else " by the controller's accounting"))
+    return CheckResult(f"{p['count']} transits held the tip dose within {p['tolerance_pct']} %", ok, detail)
+
+
 def _mode_at_end(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, raised: set[str]) -> CheckResult:
     mode = run.controller.loop.mode.value
     return CheckResult(f"controller ends in mode {p['mode']}", mode == p["mode"], mode)
@@ -181,6 +201,7 @@ EXPECTATIONS: Mapping[str, Evaluator] = MappingProxyType({
     "no_severe_withdrawal": _no_severe_withdrawal,
     "ashworth_at_most": _ashworth_at_most,
     "boluses_delivered": _boluses_delivered,
+    "transits_hold_tip_dose": _transits_hold_tip_dose,
     "mode_at_end": _mode_at_end,
     "invariants_hold": _invariants_hold,
 })

@@ -177,6 +177,7 @@ EXPECT_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
     "no_severe_withdrawal": {},
     "ashworth_at_most": {"score": (lambda v, f: fields.decimal(v, f, 0, 4, strings=True), ...)},
     "boluses_delivered": {"kind": (fields.text, ...), "count": (count, ...)},
+    "transits_hold_tip_dose": {"count": (count, ...), "tolerance_pct": (percent, ...)},
     "invariants_hold": {},
     "mode_at_end": {"mode": (lambda v, f: fields.choice(v, f, END_MODES), ...)},
 }

@@ -58,7 +58,7 @@ from controller.patient import History, PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.errors import ConfigError, DeviceError, ItbError
-from cython_ext.units import NG_PER_UG
+from cython_ext.units import MS_PER_H, NG_PER_UG
 from hal.clock import Clock, SystemClock
 from hal.pump import Direction
 from hil.gravimetric.step import run_accuracy_step
@@ -97,6 +97,67 @@ log = logging.getLogger(__name__)
 
 #: Units of the simulated mechanism's internal counter per nL (see :mod:`sim.newera.mechanics`).
 _SIM_COUNTER_UNITS_PER_NL = 3_600_000_000_000
+
+
+class TransitWatch:
+    """What reached the catheter tip while a concentration change's old drug crossed it (issue #9).
+
+    From each ``transit_start`` event until an hour after its ``transit_end``, the drug that left
+    the tip is compared with the programme's dose (its rate at its concentration) in windows of
+    at least :data:`WINDOW_MS`; polls with a bolus running restart the window. The result is kept
+    in the run log, so a resumed run judges the whole run.
+
+    :ivar ended: the ``transit_end`` payloads, in order.
+    :ivar windows: windows compared so far.
+    :ivar worst_pct: the largest relative error of a window, %, or None before the first.
+    """
+
+    #: Shortest comparison window, ms.
+    WINDOW_MS = 30 * 60_000
+    #: How long after a transit ends the tip is still watched, ms.
+    TAIL_MS = MS_PER_H
+
+    def __init__(self) -> None:
+        self.ended: list[dict[str, Any]] = []
+        self.windows = 0
+        self.worst_pct: float | None = None
+        self.running = False
+        self._watch_until_ms: int | None = None
+        self._tip_pg = self._prescribed_pg = self._window_ms = 0
+
+    def on_event(self, event: str, payload: dict[str, Any], rel_ms: int) -> None:
+        if event == "transit_start":
+            self.running, self._watch_until_ms = True, None
+            self._restart_window()
+        elif event == "transit_end":
+            self.running = False
+            self.ended.append(payload)
+            self._watch_until_ms = rel_ms + self.TAIL_MS
+
+    def on_poll(self, rel_ms: int, interval_ms: int, tip_pg: int, prescribed_pg: int | None) -> float | None:
+        """Add one poll; the relative error of the window it completes, %, or None."""
+        if not self.running and (self._watch_until_ms is None or rel_ms > self._watch_until_ms):
+            self._watch_until_ms = None
+            return None
+        if prescribed_pg is None:
+            self._restart_window()
+            return None
+        self._tip_pg += tip_pg
+        self._prescribed_pg += prescribed_pg
+        self._window_ms += interval_ms
+        if self._window_ms < self.WINDOW_MS or self._prescribed_pg <= 0:
+            return None
+        error = abs(self._tip_pg - self._prescribed_pg) * 100 / self._prescribed_pg
+        self.add_window(error)
+        self._restart_window()
+        return error
+
+    def add_window(self, error_pct: float) -> None:
+        self.windows += 1
+        self.worst_pct = error_pct if self.worst_pct is None else max(self.worst_pct, error_pct)
+
+    def _restart_window(self) -> None:
+        self._tip_pg = self._prescribed_pg = self._window_ms = 0
 
 
 @dataclass
@@ -334,6 +395,13 @@ class ScenarioRunner:
             tip_pg = self.catheter.push(max(0, moved_nl))
             self.tip_pg += tip_pg
         state = self._feed_patient(rel, poll.interval_ms, tip_pg)
+        loop = self.controller.loop
+        steady = loop.bolus is None and poll.mode == "running" and bool(conc)
+        error = self.transit_watch.on_poll(
+            rel, poll.interval_ms, tip_pg,
+            loop.basal_rate_nl_per_h * conc * poll.interval_ms // MS_PER_H if steady else None)
+        if error is not None:
+            self._log("transit_window", t_ms=rel, error_pct=round(error, 3))
         delivered_pg = moved_nl * conc if conc else 0
         programmed_pg = poll.expected_nl * conc if conc else 0
         self.delivered_pg += delivered_pg
@@ -363,6 +431,9 @@ class ScenarioRunner:
         self.catheter.change_solution(concentration_ug_per_ml)
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
+        if event in ("transit_start", "transit_end"):
+            self.transit_watch.on_event(event, payload, self._rel_ms())
+            self._log("transit", event=event, t_ms=self._rel_ms(), payload=payload)
         if event == "fault":
             self.faults.append(payload)
             self._log("fault", payload=payload)
@@ -442,6 +513,7 @@ class ScenarioRunner:
         #: The catheter as it physically is (simulated rigs): saline until drug is pushed through it; the
         #: patient model receives what leaves its tip, which knows nothing of the controller's accounting.
         self.catheter = PhysicalCatheter(sc.prescription.pump.dead_volume_nl)
+        self.transit_watch = TransitWatch()
         self.rig: Any = None
         self.accuracy_outcome: Any = None
         params = PatientParameters.sampled(sc.settings.seed, variability_cv=float(sc.patient.variability_cv))
@@ -604,6 +676,10 @@ class ScenarioRunner:
                 self.faults.append(line["payload"])
             elif kind == "breach":
                 self.breaches.setdefault(line["name"], line["detail"])
+            elif kind == "transit":
+                self.transit_watch.on_event(line["event"], line["payload"], line["t_ms"])
+            elif kind == "transit_window":
+                self.transit_watch.add_window(line["error_pct"])
             elif kind == "test_dose":
                 self.patient.advance_to(max(self.patient.time_s, line["t_ms"] / 1000))
                 self.patient.bolus(line["dose_ng"])

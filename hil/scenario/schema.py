@@ -29,7 +29,7 @@ configure_patient_bolus, patient_bolus, refill, fault, clear_fault,
 acknowledge_alarms, taper, discontinue, restart_controller, replay) and ``[[expect]]``
 (``check`` = dose_within, alarm_raised, alarm_not_raised, denied, allowed,
 no_overdose, no_severe_withdrawal, ashworth_at_most, boluses_delivered,
-mode_at_end, invariants_hold). The safety invariants are checked on every run
+transits_hold_tip_dose, mode_at_end, invariants_hold). The safety invariants are checked on every run
 whether or not a scenario asks. :data:`ACTION_FIELDS` and :data:`EXPECT_FIELDS`
 list every parameter.
 

@@ -19,7 +19,7 @@ from controller.reservoir import (
     check_refill,
     days_until,
     forecast,
-    plan_bridge_bolus,
+    plan_transit,
     plan_priming_bolus,
     transit_delay_ms,
 )
@@ -159,27 +159,27 @@ def test_transit_delay_worked_examples() -> None:
     )
 
 
-def test_bridge_bolus_500_to_2000() -> None:
-    """Without a bridge the patient gets 25 % of the dose for the transit; the bridge holds the old rate."""
-    plan = plan_bridge_bolus(ml("0.25"), 500, 2000, 400_000)
-    assert plan.unbridged_dose_ratio == Fraction(1, 4)
+def test_transit_500_to_2000() -> None:
+    """Without the transit the patient gets 25 % of the dose while the old drug crosses; with it, the old rate."""
+    plan = plan_transit(ml("0.25"), 500, 2000, 400_000)
+    assert plan.untransited_dose_ratio == Fraction(1, 4)
     assert plan.volume_nl == ml("0.25")
-    assert plan.rate_nl_per_h == units.rate_nl_per_h_for_ml_per_day("0.8")
+    assert plan.new_rate_nl_per_h == 8_333  # 0.2 mL/day, rounded down
+    assert plan.rate_nl_per_h == 33_332  # the programme's 8 333 nL/h x 4: 0.8 mL/day less a rounding nL/h
     assert plan.mass_ng == 125_000  # 0.25 mL of 500 µg/mL
     assert plan.duration_ms == pytest.approx(7.5 * units.MS_PER_H, rel=1e-4)
-    assert plan.new_rate_nl_per_h == units.rate_nl_per_h_for_ml_per_day("0.2")
 
 
-def test_bridge_bolus_2000_to_500_avoids_fourfold_overdose() -> None:
-    plan = plan_bridge_bolus(ml("0.25"), 2000, 500, 400_000)
-    assert plan.unbridged_dose_ratio == 4
+def test_transit_2000_to_500_avoids_fourfold_overdose() -> None:
+    plan = plan_transit(ml("0.25"), 2000, 500, 400_000)
+    assert plan.untransited_dose_ratio == 4
     assert plan.mass_ng == 500_000
     assert plan.duration_ms == pytest.approx(1.25 * units.MS_PER_DAY, rel=1e-4)
 
 
-def test_bridge_needs_a_concentration_change() -> None:
+def test_transit_needs_a_concentration_change() -> None:
     with pytest.raises(ConfigError) as excinfo:
-        plan_bridge_bolus(ml("0.25"), 500, 500, 400_000)
+        plan_transit(ml("0.25"), 500, 500, 400_000)
     assert excinfo.value.field == "new_concentration_ug_per_ml"
 
 
@@ -189,15 +189,20 @@ def test_bridge_needs_a_concentration_change() -> None:
     new=st.sampled_from([500, 1000, 2000]),
     dose=st.integers(12_000, 2_003_000),
 )
-def test_bridge_delivers_the_dead_volume_at_the_old_dose_rate(dead: int, old: int, new: int, dose: int) -> None:
+def test_transit_delivers_the_dead_volume_at_the_new_programmes_dose(dead: int, old: int, new: int, dose: int) -> None:
+    """The old drug crosses at the dose the new programme gives, never above it, and within rounding of it."""
     if old == new:
         return
-    plan = plan_bridge_bolus(dead, old, new, dose)
+    plan = plan_transit(dead, old, new, dose)
     assert plan.mass_ng == units.mass_ng_for_volume(dead, old)
     delivered = units.volume_nl_for_rate(plan.rate_nl_per_h, plan.duration_ms, rounding="up")
     assert delivered >= dead
     assert units.volume_nl_for_rate(plan.rate_nl_per_h, plan.duration_ms - 1) < dead + plan.rate_nl_per_h
-    assert units.dose_ng_per_day_for_rate(plan.rate_nl_per_h, old) <= dose
+    programme_ng_per_day = plan.new_rate_nl_per_h * new * 24 // 1000
+    transit_ng_per_day = plan.rate_nl_per_h * old * 24 // 1000
+    assert transit_ng_per_day <= programme_ng_per_day <= dose
+    # Within one nL/h of the new rate (rounded down, then scaled) of the programme's dose.
+    assert programme_ng_per_day - transit_ng_per_day <= old * 24 // 1000 + 1
 
 
 def test_priming_bolus_counts_its_drug_and_respects_the_pump() -> None:

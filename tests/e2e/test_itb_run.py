@@ -61,7 +61,9 @@ def test_default_scenario_over_a_pty(tmp_path: Path) -> None:
     reasons = {r for d in summary["denials"] for r in d["reasons"]}
     assert {"TITRATION_INTERVAL", "TITRATION_CAP_EXCEEDED", "BOLUS_LOCKOUT"} <= reasons
     assert abs(summary["dose_error_pct"]) < 1
-    assert summary["delivered_by_kind_ug"]["bridge"] > 0
+    assert "bridge" not in summary["delivered_by_kind_ug"]  # the concentration change adds no bolus
+    transit = [c for c in summary["expectations"] if "transits held the tip dose" in c["name"]]
+    assert len(transit) == 1 and transit[0]["passed"], transit
     assert all(c["passed"] for c in summary["invariants"])
     trace = (report / "serial-trace.txt").read_text()
     assert "RAT" in trace and "DIS" in trace  # the exact bytes went over the wire

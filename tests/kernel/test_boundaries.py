@@ -257,12 +257,34 @@ def test_concentration_change_needs_bridge(impl):
     assert reasons_of(gate, impl.request_concentration_change(new, None)) == {"BRIDGE_PLAN_MISSING"}
     assert "CONCENTRATION_CHANGED" in reasons_of(gate, impl.request_programme_change(new))
     assert "CONCENTRATION_NOT_IN_LIBRARY" in reasons_of(gate, impl.request_concentration_change(impl.Programme.continuous(4_000, 700), impl.BridgePlan(250_000, MS_PER_H)))
-    d = gate.authorize(impl.request_concentration_change(new, impl.BridgePlan(250_000, MS_PER_H)), T0)
+    # 0.25 mL of 500 µg/mL pushed at the old rate (16 µL/h) takes 15.625 h: exactly the dose at the tip.
+    transit_ms = 250_000 * MS_PER_H // 16_000
+    d = gate.authorize(impl.request_concentration_change(new, impl.BridgePlan(250_000, transit_ms)), T0)
     assert d.allowed, d.reasons
-    assert d.mass_pg == 250_000 * 500  # bridge counted at the OLD concentration
+    assert d.mass_pg == 0  # the transit is part of the programme's dose, not on top of it
     gate.apply(d, T0)
     assert gate.limits.concentration_ug_per_ml == 2000
-    assert gate.ledger.committed_pg(impl.DeliveryKind.BRIDGE) == 250_000 * 500
+    assert gate.ledger.committed_pg(impl.DeliveryKind.BRIDGE) == 0
+
+
+def test_concentration_transit_may_not_push_the_old_drug_faster_than_the_dose(impl):
+    """The transit's tip dose, volume x old concentration / duration, is at most 1 % above the new dose."""
+    new = impl.Programme.continuous(4_000, 2000)  # 192 µg/day = 192e6 pg/day
+    dose_pg_per_day = 4_000 * 24 * 2000
+    # Shortest duration with 250 000 nL x 500 µg/mL x day <= 1.01 x dose x duration, by hand:
+    shortest = -(-(250_000 * 500 * MS_PER_DAY * 100) // (dose_pg_per_day * 101))
+    gate = make_gate(impl, concentration=500, programme_rate=16_000)
+    assert reasons_of(gate, impl.request_concentration_change(new, impl.BridgePlan(250_000, shortest))) == set()
+    assert reasons_of(gate, impl.request_concentration_change(new, impl.BridgePlan(250_000, shortest - 1))) == {
+        "TRANSIT_DOSE_ABOVE_PROGRAMME"}
+    # A transit slower than the pump can go, or longer than the pump's slowest, is refused by rate.
+    fast = impl.BridgePlan(250_000, 250_000 * MS_PER_H // gate.envelope.max_rate_nl_per_h - 1)
+    assert "RATE_ABOVE_PUMP_MAX" in reasons_of(gate, impl.request_concentration_change(new, fast))
+    # Weeks-long transits (low doses, large dead volumes) are planned in full, never cut at 24 h.
+    slow = impl.request_concentration_change(impl.Programme.continuous(20, 2000), impl.BridgePlan(500_000, 300 * MS_PER_DAY))
+    assert "TRANSIT_DOSE_ABOVE_PROGRAMME" not in reasons_of(gate, slow)
+    with pytest.raises(ValueError):
+        impl.request_concentration_change(new, impl.BridgePlan(250_000, 367 * MS_PER_DAY))
 
 
 def test_apply_refuses_denied_decisions_and_freshness_is_checked_before(impl):
@@ -344,7 +366,7 @@ def test_refill_record_concentration_bounds(impl, record, expected):
     # 2000 µg/mL entry: hard ±5 % = [1900, 2100], soft ±2 % = [1960, 2040] (PRX-06).
     gate = make_gate(impl, concentration=500, programme_rate=16_000)
     new = impl.Programme.continuous(4_000, 2000)
-    request = impl.request_concentration_change(new, impl.BridgePlan(20_000, MS_PER_H), record_concentration_ug_per_ml=record)
+    request = impl.request_concentration_change(new, impl.BridgePlan(20_000, 20_000 * MS_PER_H // 16_000), record_concentration_ug_per_ml=record)
     assert reasons_of(gate, request) == expected
 
 
