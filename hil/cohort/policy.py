@@ -91,9 +91,9 @@ class TitrationPolicy:
     refill_below_nl: int
 
     def increased_dose_ng_per_day(self, dose_ng_per_day: int) -> int:
-        """The next step up from ``dose_ng_per_day``, ng/day, to the whole µg (at least 1 µg more)."""
+        """The next step up from ``dose_ng_per_day``, ng/day, to the whole µg below (at least the next whole µg)."""
         ug = dose_ng_per_day * (100 + self.step_pct) // (100 * NG_PER_UG)
-        return max(ug * NG_PER_UG, dose_ng_per_day + NG_PER_UG)
+        return max(ug, dose_ng_per_day // NG_PER_UG + 1) * NG_PER_UG
 
     def decreased_dose_ng_per_day(self, dose_ng_per_day: int) -> int:
         """The next step down from ``dose_ng_per_day``, ng/day, to the whole µg."""

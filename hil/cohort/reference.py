@@ -5,7 +5,9 @@
 in-process or over a pty), the HAL driver, the controller built by
 :func:`controller.assembly.build_controller` on a durable store, polling in
 virtual time, and the scalar patient model (:class:`sim.patient.Patient`) fed with
-what reached the catheter tip at each poll. At each daily visit the same policy
+what reached the catheter tip at each poll. Each daily visit starts by
+interrogating the pump (a poll), so the patient model has had everything the pump
+pushed before the clinician looks. Then the same policy
 (:meth:`~hil.cohort.policy.TitrationPolicy.choose`) asks the same workflows
 (:func:`hil.cohort.engine.ask`). Its decisions should equal the cohort's for the
 same patient (``tests/cohort/test_differential.py``); it runs about 20 patient-days
@@ -80,6 +82,8 @@ def run_on_controller(parameters: PatientParameters, prescription: Prescription,
             for day in range(days):
                 hour = day * H_PER_DAY + policy.decision_hour
                 controller.run_until(t0 + hour * MS_PER_H)
+                if day > 0:
+                    controller.poll()  # the visit interrogates the pump: the patient has had all it pushed
                 state = patient.advance_to(max(patient.time_s, hour * MS_PER_H / 1000))
                 if day == 0:
                     controller.implant(prime=True)
