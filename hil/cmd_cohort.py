@@ -13,9 +13,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cython_ext import fields
+
 #: Default report directory.
 DEFAULT_REPORT_DIR = "itb-cohort"
 _COHORTS = Path(__file__).resolve().parent / "cohorts"
+#: Bounds of the arguments (those of :mod:`hil.cohort.policy`, :mod:`hil.cohort.run` and
+#: :mod:`sim.population`, repeated here so that ``itb --help`` imports none of them; a test holds them equal).
+MAX_DAYS = 3650
+MAX_PATIENTS = 1_000_000
+MAX_WORKERS = 64
 #: The shipped population and policy files.
 DEFAULT_POPULATION = _COHORTS / "mixed_origins.toml"
 DEFAULT_POLICIES = _COHORTS / "policies.toml"
@@ -34,10 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="population file (TOML; default: the shipped mixed_origins.toml)")
     parser.add_argument("policies", nargs="?", default=str(DEFAULT_POLICIES),
                         help="policy file (TOML; default: the shipped policies.toml)")
-    parser.add_argument("--days", type=int, default=None, help="days per patient (default: the policy file's)")
-    parser.add_argument("--patients", type=int, default=None,
+    parser.add_argument("--days", type=fields.int_arg("--days", 1, MAX_DAYS, "days"), default=None,
+                        help="days per patient (default: the policy file's)")
+    parser.add_argument("--patients", type=fields.int_arg("--patients", 1, MAX_PATIENTS), default=None,
                         help="draw this many patients instead of the population file's size")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument("--workers", type=fields.int_arg("--workers", 1, MAX_WORKERS), default=1,
+                        help="local worker processes (default 1)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
                         help="run the chunks on this Dask distributed scheduler")
     parser.add_argument("--report", metavar="DIR", default=DEFAULT_REPORT_DIR,
@@ -54,16 +63,13 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cython_ext.errors import ConfigError
     from hil.cohort.policy import load_protocol
     from hil.cohort.report import write_report
     from hil.cohort.run import run_cohort
-    from sim.population import MAX_POPULATION, load_population
+    from sim.population import load_population
 
     population = load_population(args.population)
     if args.patients is not None:
-        if not 1 <= args.patients <= MAX_POPULATION:
-            raise ConfigError("--patients", args.patients, f"an integer in [1, {MAX_POPULATION}]")
         population = dataclasses.replace(population, size=args.patients)
     protocol = load_protocol(args.policies)
     console = Console(stderr=True)

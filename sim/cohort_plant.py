@@ -178,6 +178,8 @@ class CohortPlant:
         self.withdrawal_days = np.zeros(self.size, dtype=np.int32)
         self.severe_withdrawal_days = np.zeros(self.size, dtype=np.int32)
         self._today = np.zeros((3, self.size), dtype=bool)
+        self._today_flags = self._today.view(np.uint8)
+        self._no_input = np.zeros(self.size)
 
     def step(self, intrathecal_ug: np.ndarray | float = 0.0, *, bolus_ug: np.ndarray | float = 0.0,
              oral_mg: np.ndarray | float = 0.0) -> None:
@@ -213,12 +215,15 @@ class CohortPlant:
 
     def _compiled_step(self, it: np.ndarray, bolus: np.ndarray, oral: np.ndarray) -> None:
         assert self._compiled is not None
+
+        def ng(values: np.ndarray, scale: float) -> np.ndarray:
+            return self._no_input if values.strides == (0,) and not values[0] else np.ascontiguousarray(values * scale)
+
         self.time_h += self.step_h
         self._compiled.step(self._phi, self._gamma_it_rows, self._x, self.tolerance, self._withdrawal_since_h,
-                            self.peak_overdose, self.peak_withdrawal, self._today.view(np.uint8),
-                            self._flag_parameters, self.parameters["oral_bioavailability"],
-                            np.ascontiguousarray(it * NG_PER_UG), np.ascontiguousarray(bolus * NG_PER_UG),
-                            np.ascontiguousarray(oral * (UG_PER_MG * NG_PER_UG)), self.step_h, self.time_h)
+                            self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
+                            self.parameters["oral_bioavailability"], ng(it, NG_PER_UG), ng(bolus, NG_PER_UG),
+                            ng(oral, UG_PER_MG * NG_PER_UG), self.step_h, self.time_h)
         self._close_day_if_due()
 
     @property
@@ -228,6 +233,8 @@ class CohortPlant:
 
     def _input(self, name: str, value: np.ndarray | float) -> np.ndarray:
         arr = np.broadcast_to(np.asarray(value, dtype=float), (self.size,))
+        if arr.strides == (0,) and arr.size and arr[0] == 0:
+            return arr  # the common "nothing given"
         if not np.all(np.isfinite(arr) & (arr >= 0)):
             raise ConfigError(name, value, "finite values >= 0, one per patient or one for all")
         return arr

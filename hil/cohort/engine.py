@@ -294,10 +294,10 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
     for hour in range(spec.days * H_PER_DAY):
         t_ms = hour * MS_PER_H
         clock.advance_to_ns(t_ms * _NS_PER_MS)
-        for i in np.flatnonzero(bolus_end_ms <= t_ms):
+        for i in np.flatnonzero(bolus_end_ms <= t_ms).tolist():
             patients[i].loop.end_bolus_if_due()
             bolus_end_ms[i] = np.inf
-            after_change(int(i), t_ms)
+            after_change(i, t_ms)
         day, hour_of_day = divmod(hour, H_PER_DAY)
         if hour_of_day == policy.decision_hour:
             if day == 0:
@@ -313,20 +313,22 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
                         outcomes[i].days_to_target = day
                         outcomes[i].dose_at_target_ug_per_day = patients[i].therapy.prescribed_dose_ng_per_day / NG_PER_UG
                 asks = policy.choose(state.ashworth, state.overdose > 0, next_increase_h <= hour, reservoir_nl)
-                acting = asks["refill"] | asks["decrease"] | asks["increase"] | asks["bolus"]
-                for i in np.flatnonzero(acting):
+                acting = np.flatnonzero(asks["refill"] | asks["decrease"] | asks["increase"] | asks["bolus"])
+                refills, decreases, increases, boluses = (asks[k][acting].tolist()
+                                                          for k in ("refill", "decrease", "increase", "bolus"))
+                for i, refill_due, decrease, increase, bolus in zip(acting.tolist(), refills, decreases, increases,
+                                                                     boluses):
                     patient = patients[i]
                     before = patient.therapy.prescribed_dose_ng_per_day
-                    refill = int(round(reservoir_nl[i])) if asks["refill"][i] else None
                     fills = patient.refills
-                    patient.visit(policy, refill_removed_nl=refill, decrease=bool(asks["decrease"][i]),
-                                  increase=bool(asks["increase"][i]), bolus=bool(asks["bolus"][i]))
+                    patient.visit(policy, refill_removed_nl=int(round(reservoir_nl[i])) if refill_due else None,
+                                  decrease=decrease, increase=increase, bolus=bolus)
                     if patient.refills > fills:
                         reservoir_nl[i] = patient.loop.fill_nl
-                    if asks["increase"][i] and not asks["decrease"][i]:
+                    if increase and not decrease:
                         raised = patient.therapy.prescribed_dose_ng_per_day > before
                         next_increase_h[i] = policy.next_increase_h(hour, raised)
-                    after_change(int(i), t_ms)
+                    after_change(i, t_ms)
         pumped = basal_nl_per_h + extra_nl.pop(hour, 0.0)
         drug_nl = np.maximum(pumped - saline_nl, 0.0)
         np.maximum(saline_nl - pumped, 0.0, out=saline_nl)

@@ -107,6 +107,8 @@ class IdealPumpLoop:
                                minimum_rate=False, programme=self.programme)
 
     def _reconcile(self, t_ms: int) -> None:
+        if t_ms == self._reconciled_ms:
+            return  # nothing pumped since: nothing to record
         self._pump_until(t_ms)
         self.accounting.reconcile(self._pumped_numerator // MS_PER_H, t_ms, self._reconciled_ms, self.bolus,
                                   spread_from_ms=self._reconciled_ms)

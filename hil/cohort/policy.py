@@ -29,22 +29,24 @@ more policies; every patient of the cohort is run under each policy::
 The policy only *asks*: every increase, decrease, bolus and refill goes through
 the controller's workflows (:class:`controller.therapy.Therapy`) and the compiled
 safety kernel, which may refuse it (the titration cap per 24 h, the interval,
-the prescription's cap, bolus lockouts and counts). Unknown keys, NaN, values
-out of range and missing fields are rejected with a
-:class:`~cython_ext.errors.ConfigError` naming the field, before anything runs.
+the prescription's cap, bolus lockouts and counts). The file is read through the
+field kit (:mod:`cython_ext.fields`): unknown keys, NaN, values out of range and
+missing fields are all reported at once, each naming its field and line
+(:class:`~cython_ext.fields.FileErrors`, a :class:`~cython_ext.errors.ConfigError`),
+before anything runs.
 """
 
 from __future__ import annotations
 
-import math
-import tomllib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controller.prescription import Prescription, assess_change, load_prescription
+from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_MIN, NG_PER_UG, NL_PER_ML
 from cython_ext.vocabulary import Origin
@@ -140,123 +142,107 @@ class CohortProtocol:
     source: str = "<string>"
 
 
-class _Fields:
-    """One table read field by field; :meth:`done` rejects whatever was not read."""
-
-    def __init__(self, path: str, raw: Any) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(path, raw, "a table")
-        self.path = path
-        self._raw = dict(raw)
-
-    def name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def take(self, key: str, default: Any = ...) -> Any:
-        if key in self._raw:
-            return self._raw.pop(key)
-        if default is ...:
-            raise ConfigError(self.name(key), None, "present (required field)")
-        return default
-
-    def number(self, key: str, low: float, high: float, default: Any = ..., *, integer: bool = False,
-               open_low: bool = False, open_high: bool = False) -> Any:
-        value = self.take(key, default)
-        if value is None:
-            return None
-        kinds: tuple[type, ...] = (int,) if integer else (int, float)
-        inside = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) \
-            and (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
-        if not inside:
-            what = "an integer" if integer else "a finite number"
-            raise ConfigError(self.name(key), value, f"{what} in {'(' if open_low else '['}{low:g}, {high:g}"
-                                                     f"{')' if open_high else ']'}")
-        return value
-
-    def done(self) -> None:
-        if self._raw:
-            key = sorted(self._raw)[0]
-            raise ConfigError(self.name(key), self._raw[key], "a known key", detail="unknown key")
+DOCUMENT = "policy file"
+_INVALID = fields.INVALID
 
 
-def _policy(path: str, raw: Any) -> TitrationPolicy:
-    f = _Fields(path, raw)
-    name = f.take("name")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS or not name.isprintable():
-        raise ConfigError(f.name("name"), name, f"printable text of 1-{MAX_NAME_CHARS} characters")
-    target = f.number("target_ashworth", 0, 4, open_low=True, open_high=True)
-    below = f.number("decrease_below_ashworth", 0, target, None, open_high=True)
-    above = f.number("bolus_above_ashworth", target, 4, None, open_low=True, open_high=True)
-    sedation = f.take("decrease_on_sedation", True)
-    if not isinstance(sedation, bool):
-        raise ConfigError(f.name("decrease_on_sedation"), sedation, "true or false")
-    policy = TitrationPolicy(
-        name=name,
-        decision_hour=f.number("decision_hour", 0, 23, 9, integer=True),
-        target_ashworth=float(target),
-        step_pct=f.number("step_pct", 1, 100, integer=True),
-        interval_h=f.number("interval_h", 1, 720, 24, integer=True),
-        retry_after_refusal_h=f.number("retry_after_refusal_h", 1, 2160, 168, integer=True),
-        decrease_below_ashworth=None if below is None else float(below),
-        decrease_on_sedation=sedation,
-        decrease_pct=f.number("decrease_pct", 1, 50, 15, integer=True),
-        bolus_above_ashworth=None if above is None else float(above),
-        bolus_ng=round(f.number("bolus_ug", 1, 100, 50) * NG_PER_UG),
-        bolus_duration_ms=round(f.number("bolus_duration_min", 1, 240, 10) * MS_PER_MIN),
-        refill_below_nl=round(f.number("refill_below_ml", 0, 60, 4.0, open_low=True) * NL_PER_ML),
-    )
-    f.done()
-    return policy
+def _name(value: Any, field: str) -> str:
+    name = fields.text(value, field, max_chars=MAX_NAME_CHARS)
+    if not name:
+        raise ConfigError(field, value, f"printable text of 1-{MAX_NAME_CHARS} characters")
+    return name
 
 
-def protocol_from_dict(doc: dict[str, Any], *, base_dir: Path, source: str = "<string>") -> CohortProtocol:
-    """A :class:`CohortProtocol` from a parsed policy file.
+def _score(value: Any, field: str, low: float, high: float, *, low_open: bool = True) -> float:
+    """A Modified Ashworth score below ``high`` and above ``low`` (or at it, without ``low_open``)."""
+    return float(fields.decimal(value, field, Decimal(repr(low)), Decimal(repr(high)), low_open=low_open,
+                                high_open=True))
+
+
+def _policy(t: fields.Table) -> Any:
+    target = t.get("target_ashworth", _score, 0.0, 4.0)
+    values = {
+        "name": t.get("name", _name),
+        "decision_hour": t.get("decision_hour", fields.integer, 0, 23, "h", default=9),
+        "target_ashworth": target,
+        "step_pct": t.get("step_pct", fields.integer, 1, 100, "%"),
+        "interval_h": t.get("interval_h", fields.integer, 1, 720, "h", default=24),
+        "retry_after_refusal_h": t.get("retry_after_refusal_h", fields.integer, 1, 2160, "h", default=168),
+        "decrease_on_sedation": t.get("decrease_on_sedation", fields.boolean, default=True),
+        "decrease_pct": t.get("decrease_pct", fields.integer, 1, 50, "%", default=15),
+        "bolus_ng": t.get("bolus_ug", fields.scaled, NG_PER_UG, NG_PER_UG, 100 * NG_PER_UG, "µg",
+                          default=50 * NG_PER_UG),
+        "bolus_duration_ms": t.get("bolus_duration_min", fields.scaled, MS_PER_MIN, MS_PER_MIN, 240 * MS_PER_MIN,
+                                   "min", default=10 * MS_PER_MIN),
+        "refill_below_nl": t.get("refill_below_ml", fields.scaled, NL_PER_ML, 0, 60 * NL_PER_ML, "mL",
+                                 low_open=True, default=4 * NL_PER_ML),
+    }
+    if target is _INVALID:  # both bounds depend on the target
+        t.get("decrease_below_ashworth", default=None)
+        t.get("bolus_above_ashworth", default=None)
+        values["decrease_below_ashworth"] = values["bolus_above_ashworth"] = _INVALID
+    else:
+        values["decrease_below_ashworth"] = t.get("decrease_below_ashworth", _score, 0.0, target, low_open=False,
+                                                  default=None)
+        values["bolus_above_ashworth"] = t.get("bolus_above_ashworth", _score, target, 4.0, default=None)
+    t.done()
+    return t.doc.run(lambda **given: TitrationPolicy(**given), **values)
+
+
+def _prescription(name: Any, field: str, base_dir: Path, origin: Origin) -> Prescription:
+    rx = load_prescription(base_dir / fields.text(name, field))
+    assess_change(None, rx).require_acceptable()
+    if rx.patient.origin is not origin or rx.programme.mode.value != "simple":
+        raise ConfigError(field, name, f"a simple-programme prescription for a {origin.value} patient")
+    return rx
+
+
+def parse_protocol(doc: fields.Document, *, base_dir: Path, source: str = "<string>") -> CohortProtocol:
+    """A :class:`CohortProtocol` from a document of the field kit (:func:`load_protocol`, or a mapping).
 
     :param base_dir: where the prescriptions are looked for.
-    :raises ConfigError: naming the field, for unknown keys, NaN, out-of-range or missing values, and
-        for a prescription that does not load or does not match its origin.
+    :raises ~cython_ext.fields.FileErrors: every unknown key, NaN, out-of-range or missing value, and
+        every prescription that does not load or does not match its origin, each by its field.
     """
-    top = _Fields("", doc)
-    head = _Fields("cohort", top.take("cohort", {}))
-    days = head.number("days", 1, MAX_DAYS, 180, integer=True)
-    head.done()
-    rx_table = _Fields("prescriptions", top.take("prescriptions"))
+    top = doc.root
+    head = top.table("cohort", default={})
+    days = _INVALID if head is _INVALID else head.get("days", fields.integer, 1, MAX_DAYS, "days", default=180)
+    if head is not _INVALID:
+        head.done()
+    rx_table = top.table("prescriptions")
     prescriptions = {}
-    for origin in Origin:
-        name = rx_table.take(origin.value)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(rx_table.name(origin.value), name, "a prescription file name")
-        rx = load_prescription(base_dir / name)
-        assess_change(None, rx).require_acceptable()
-        if rx.patient.origin is not origin or rx.programme.mode.value != "simple":
-            raise ConfigError(rx_table.name(origin.value), name,
-                              f"a simple-programme prescription for a {origin.value} patient")
-        prescriptions[origin] = rx
-    rx_table.done()
-    raw = top.take("policy")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_POLICIES:
-        raise ConfigError("policy", raw, f"an array of 1-{MAX_POLICIES} tables ([[policy]])")
-    policies = tuple(_policy(f"policy[{i}]", table) for i, table in enumerate(raw))
-    names = [p.name for p in policies]
-    if len(set(names)) != len(names):
-        raise ConfigError("policy.name", names, "unique names")
+    if rx_table is not _INVALID:
+        for origin in Origin:
+            prescriptions[origin] = rx_table.get(origin.value, _prescription, base_dir, origin)
+        rx_table.done()
+    tables = top.tables("policy", low=1, high=MAX_POLICIES)
+    policies = _INVALID if tables is _INVALID else tuple(_policy(t) for t in tables)
     top.done()
+    if policies is not _INVALID and not fields.any_invalid(*policies):
+        names = [p.name for p in policies]
+        if len(set(names)) != len(names):
+            doc.record(ConfigError("policy.name", names, "unique names"))
+    doc.finish()
     return CohortProtocol(days, prescriptions, policies, source)
 
 
-def load_protocol(path: str | Path) -> CohortProtocol:
-    """Read and check a policy file (TOML); its prescriptions are read relative to it.
+def protocol_from_dict(data: dict[str, Any], *, base_dir: Path, source: str = "<string>") -> CohortProtocol:
+    """A :class:`CohortProtocol` from a mapping (a parsed policy file), read through the field kit.
 
-    :raises ConfigError: for unreadable TOML or any bad field (named).
+    :raises ~cython_ext.fields.FileErrors: as :func:`parse_protocol`.
+    """
+    return parse_protocol(fields.Document.of(data, path="", document=DOCUMENT, source=source), base_dir=base_dir,
+                          source=source)
+
+
+def load_protocol(path: str | Path) -> CohortProtocol:
+    """Read and check a policy file (TOML, bounded by the field kit); its prescriptions are read relative to it.
+
+    :raises ~cython_ext.fields.FileErrors: every problem of the file, by field and line.
     """
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("policy file", str(path), "a readable UTF-8 file", detail=str(exc)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("policy file", str(path), "valid TOML", detail=str(exc)) from exc
-    return protocol_from_dict(doc, base_dir=path.parent, source=str(path))
+    doc = fields.load_toml(fields.read_file(path, document=DOCUMENT), document=DOCUMENT, source=str(path))
+    return parse_protocol(doc, base_dir=path.parent, source=str(path))
 
 
 def visit_ms(policy: TitrationPolicy, day: int) -> int:

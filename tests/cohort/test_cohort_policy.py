@@ -127,3 +127,32 @@ def test_itb_cohort_refuses_a_bad_file_and_runs_nothing(tmp_path: Path, which: s
     assert status == cli.ExitStatus.USAGE
     assert field in capsys.readouterr().err
     assert not report.exists()
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    from cython_ext.fields import FileErrors
+
+    for name in ("rx_spinal.toml", "rx_cerebral.toml", "rx_paediatric.toml"):
+        (tmp_path / name).write_text((BASE_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
+    text = DEFAULT_POLICIES.read_text(encoding="utf-8").replace("step_pct = 12", "step_pct = 0") \
+        .replace("decision_hour = 9\ntarget_ashworth = 2.0\nstep_pct = 25", "decision_hour = 25\n"
+                 "target_ashworth = 2.0\nstep_pct = 25")
+    (tmp_path / "policies.toml").write_text(text, encoding="utf-8")
+    from hil.cohort.policy import load_protocol
+
+    with pytest.raises(FileErrors) as info:
+        load_protocol(tmp_path / "policies.toml")
+    assert [e.field for e in info.value.errors] == ["policy[0].step_pct", "policy[1].decision_hour"]
+    assert all(e.line for e in info.value.errors)
+
+
+def test_the_cli_bounds_are_the_loaders() -> None:
+    from hil import cmd_cohort
+    from hil.cohort import policy, run
+    from sim import population
+
+    assert (cmd_cohort.MAX_DAYS, cmd_cohort.MAX_PATIENTS, cmd_cohort.MAX_WORKERS) == \
+        (policy.MAX_DAYS, population.MAX_POPULATION, run.MAX_WORKERS)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["cohort", "--workers", "0"])
+    assert info.value.code == cli.ExitStatus.USAGE
