@@ -25,7 +25,7 @@ MAX_PATIENTS = 1_000_000
 MAX_WORKERS = 64
 #: The shipped population and policy files.
 DEFAULT_POPULATION = _COHORTS / "mixed_origins.toml"
-DEFAULT_POLICIES = _COHORTS / "policies.toml"
+DEFAULT_POLICIES = _COHORTS / "policies" / "standard.toml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("population", nargs="?", default=str(DEFAULT_POPULATION),
                         help="population file (TOML; default: the shipped mixed_origins.toml)")
     parser.add_argument("policies", nargs="?", default=str(DEFAULT_POLICIES),
-                        help="policy file (TOML; default: the shipped policies.toml)")
+                        help="policy file (TOML; default: the shipped policies/standard.toml)")
     parser.add_argument("--days", type=fields.int_arg("--days", 1, MAX_DAYS, "days"), default=None,
                         help="days per patient (default: the policy file's)")
     parser.add_argument("--patients", type=fields.int_arg("--patients", 1, MAX_PATIENTS), default=None,

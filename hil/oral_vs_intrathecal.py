@@ -7,7 +7,7 @@ The case of the review behind this project [ERTZGAARD17], shown on our own firmw
   is allowed), then that dose to the end;
 * **the intrathecal arm** (the real controller over the simulated pump, as ``itb run``
   runs any scenario): implant at the post-screening starting dose of
-  ``hil/cohorts/rx_spinal.toml`` (100 µg/day), then daily titrations of at most the
+  ``hil/cohorts/policies/rx_spinal.toml`` (100 µg/day), then daily titrations of at most the
   spinal cap (30 %/24 h) up to the dose whose steady state gives the oral
   maintenance's tone reduction (:func:`sim.oral.equivalent_intrathecal_dose_ug_per_day`).
 
@@ -54,7 +54,7 @@ DAYS = 28
 #: Band of "about 1/100" for the dose and plasma ratios: a factor of 3 either side.
 ABOUT_1_IN_100 = (1 / 300, 1 / 33)
 #: The intrathecal arm's prescription (starting dose, caps), beside the cohort files.
-PRESCRIPTION = Path(__file__).resolve().parent / "cohorts" / "rx_spinal.toml"
+PRESCRIPTION = Path(__file__).resolve().parent / "cohorts" / "policies" / "rx_spinal.toml"
 #: Hour of the daily titration visit, and of the implant on day 0.
 VISIT_HOUR = 9
 _PLOT_SIZE_IN = (10.0, 2.6)

@@ -2,7 +2,7 @@
 
 * **(a) the cohort**: :data:`PATIENTS` patients of the shipped population file
   (``hil/cohorts/mixed_origins.toml``, its seed) for :data:`DAYS` days under the first
-  policy of ``hil/cohorts/policies.toml``, every decision through the controller's
+  policy of ``hil/cohorts/policies/standard.toml``, every decision through the controller's
   workflows and the compiled kernel (:func:`hil.cohort.run.run_cohort`), on
   :data:`WORKERS` local processes;
 * **(b) the plant-only NumPy baseline** over the same population and hourly step
