@@ -7,8 +7,10 @@
   :data:`WORKERS` local processes;
 * **(b) the plant-only NumPy baseline** over the same population and hourly step
   (:func:`sim.cohort_plant.time_plant_baseline` with the NumPy step), in this process;
-* their ratio (a)/(b), and peak memory: this process's peak resident set and the
-  largest worker's (an upper bound of the total is this one plus every worker at its peak).
+* their ratio (a)/(b), in wall time (the target) and in CPU time (user and system, this
+  process and its workers: what other load on a shared machine does not change), and peak
+  memory: this process's peak resident set and the largest worker's (an upper bound of the
+  total is this one plus every worker at its peak).
 
 Targets: (a) at most :data:`TARGET_RATIO` times (b), (a) under :data:`TARGET_WALL_S` s,
 peak memory under :data:`TARGET_MEMORY_MIB` MiB. ``--quick`` runs 1000 patients for
@@ -41,6 +43,12 @@ TARGET_WALL_S = 60.0
 TARGET_MEMORY_MIB = 2048.0
 
 
+def _cpu_s() -> float:
+    """CPU time of this process and its finished workers, user and system, s (unaffected by other load)."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 def _peak_mib(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
@@ -53,11 +61,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol = load_protocol(DEFAULT_POLICIES)
     protocol = dataclasses.replace(protocol, policies=protocol.policies[:1])
     load_before = os.getloadavg()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_s()
     result = run_cohort(population, protocol, days=days, workers=WORKERS)
-    cohort_s = time.perf_counter() - start
+    cohort_s, cohort_cpu_s = time.perf_counter() - start, _cpu_s() - cpu0
     worker_peak = _peak_mib(resource.RUSAGE_CHILDREN)
+    cpu0 = _cpu_s()
     baseline = time_plant_baseline(patients, days, seed=population.seed, implementation="numpy")
+    baseline_cpu_s = _cpu_s() - cpu0
     main_peak = _peak_mib(resource.RUSAGE_SELF)
     ratio = cohort_s / baseline.wall_s if baseline.wall_s > 0 else None
     memory_bound = main_peak + WORKERS * worker_peak
@@ -73,7 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cohort_wall_s": round(cohort_s, 2),
         "cohort_workflow_results": decisions,
         "cohort_patient_days_per_s": round(patients * days / cohort_s),
+        "cohort_cpu_s": round(cohort_cpu_s, 2),
         "plant_only_numpy_wall_s": round(baseline.wall_s, 2),
+        "plant_only_numpy_cpu_s": round(baseline_cpu_s, 2),
+        "cohort_cpu_over_plant_only_cpu": round(cohort_cpu_s / baseline_cpu_s, 2) if baseline_cpu_s > 0 else None,
         "cohort_over_plant_only": None if ratio is None else round(ratio, 2),
         "target_cohort_over_plant_only": TARGET_RATIO,
         "ratio_within_target": ratio is not None and ratio <= TARGET_RATIO,

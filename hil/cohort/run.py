@@ -26,7 +26,7 @@ from hil.cohort.policy import MAX_DAYS, CohortProtocol
 from sim.population import Population, SampledPopulation
 
 #: Patients per chunk (the unit of work sent to a process or a Dask worker).
-DEFAULT_CHUNK_PATIENTS = 1000
+DEFAULT_CHUNK_PATIENTS = 2500
 #: Most local worker processes.
 MAX_WORKERS = 64
 #: Inside diameter of the simulated NE-1000's syringe, mm (``itb run``'s default): it sets the pump's
