@@ -33,9 +33,10 @@ import numpy as np
 from controller.alarms import AlarmManager
 from controller.assembly import ControllerSettings, loop_config
 from controller.gate import KernelGate
-from controller.patient import PatientRecord
+from controller.patient import PatientRecord, ScreeningDose
 from controller.prescription import Prescription
-from controller.therapy import Therapy, WorkflowResult
+from controller.therapy import PAEDIATRIC_FIRST_TEST_DOSE_UG, SCREENING_SEQUENCE_UG, Therapy, WorkflowResult
+from cython_ext.errors import ConfigError
 from cython_ext.units import H_PER_DAY, MS_PER_DAY, MS_PER_H, NG_PER_UG, NL_PER_ML, PG_PER_NG
 from cython_ext.vocabulary import Origin
 from hil.cohort.loop import IdealPumpLoop
@@ -141,6 +142,46 @@ class PatientOutcome:
         return list(np.diff([0.0, *self.refill_days]))
 
 
+#: How long the effective screening test dose of every cohort patient worked, ms (under 8 h: the
+#: starting dose is twice the test dose).
+SCREENING_EFFECT_MS = 6 * MS_PER_H
+
+
+def screened_record(prescription: Prescription) -> PatientRecord:
+    """The patient record of a cohort patient: screened, the first test dose of the ladder effective.
+
+    The test dose (50 µg, 25 µg for a child) was given by lumbar puncture before the cohort's
+    time 0; its effect lasted :data:`SCREENING_EFFECT_MS`, so the record allows a start at twice it
+    (the prescription's starting dose must be no more, or the implant is refused).
+    """
+    rx = prescription
+    first = PAEDIATRIC_FIRST_TEST_DOSE_UG if rx.patient.origin is Origin.PAEDIATRIC else SCREENING_SEQUENCE_UG[0]
+    return PatientRecord(rx.patient.patient_id, rx.patient.origin,
+                         screening=[ScreeningDose(0, first, True, SCREENING_EFFECT_MS)])
+
+
+def check_startable(prescriptions: dict[Origin, Prescription], pump_rate_envelope_nl_per_h: tuple[int, int]) -> None:
+    """Refuse, before anything runs, a prescription whose starting dose the cohort's record does not allow.
+
+    Each cohort patient is a screened responder to the first test dose (:func:`screened_record`); the
+    controller's own rule (:meth:`controller.therapy.Therapy.record_start_dose`) then allows a start at
+    twice it. A prescription starting above that would have every implant refused
+    (``IMPLANT_DOSE_ABOVE_RECORD``): a cohort that models no therapy, so it is bad input.
+
+    :param prescriptions: the prescription each origin starts from.
+    :param pump_rate_envelope_nl_per_h: the pump's lowest and highest rate, nL/h.
+    :raises ConfigError: naming ``prescriptions.<origin>``, its starting dose (µg/day) and the allowance.
+    """
+    for origin, rx in prescriptions.items():
+        therapy = CohortPatient(0, rx, VirtualClock(), pump_rate_envelope_nl_per_h).therapy
+        allowed_ng, rule, _ = therapy.record_start_dose()
+        dose_ng = rx.programme.steps[0].dose_ng_per_day
+        if allowed_ng is None or dose_ng > allowed_ng:
+            raise ConfigError(f"prescriptions.{origin.value}", dose_ng / NG_PER_UG,
+                              f"a starting dose of at most {(allowed_ng or 0) / NG_PER_UG:g} µg/day ({rule})",
+                              detail="every cohort patient is a screened responder to the first test dose")
+
+
 class _NullJournal:
     """Alarm events of a cohort patient go nowhere: the decisions are the record."""
 
@@ -170,7 +211,7 @@ class CohortPatient:
         self.alarms = AlarmManager(clock, _NullJournal())
         config = loop_config(rx, settings)
         self.loop = IdealPumpLoop(self.gate, self.alarms, config, clock)
-        self.therapy = Therapy(self.loop, self.gate, PatientRecord(rx.patient.patient_id, rx.patient.origin),
+        self.therapy = Therapy(self.loop, self.gate, screened_record(rx),
                                dead_volume_nl=config.dead_volume_nl, reservoir_capacity_nl=config.reservoir_capacity_nl,
                                refill_tolerance_pct=settings.refill_tolerance_pct,
                                restart_titration_after_ms=settings.restart_titration_after_ms,

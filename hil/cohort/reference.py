@@ -24,13 +24,12 @@ import numpy as np
 import hal
 from controller.assembly import ControllerSettings, build_controller
 from controller.loop import PollRecord
-from controller.patient import PatientRecord
 from controller.prescription import Prescription
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.units import H_PER_DAY, MS_PER_DAY, MS_PER_H
 from hal.pump import Direction
-from hil.cohort.engine import Decision, ask, decisions
+from hil.cohort.engine import Decision, ask, decisions, screened_record
 from hil.cohort.policy import TitrationPolicy
 from hil.cohort.run import SYRINGE_DIAMETER_MM
 from sim.clock import VirtualClock
@@ -65,8 +64,8 @@ def run_on_controller(parameters: PatientParameters, prescription: Prescription,
             driver.configure(syringe_diameter_mm=SYRINGE_DIAMETER_MM)
             driver.set_target_volume(0)
             driver.set_direction(Direction.INFUSE)
-            controller = build_controller(rx, PatientRecord(rx.patient.patient_id, rx.patient.origin), driver,
-                                          clock, store, settings=ControllerSettings(), reason="cohort reference")
+            controller = build_controller(rx, screened_record(rx), driver, clock, store,
+                                          settings=ControllerSettings(), reason="cohort reference")
             t0 = -(-controller.now_ms() // MS_PER_DAY) * MS_PER_DAY  # a whole day: the ledger's minutes align
 
             def on_poll(poll: PollRecord) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from cython_ext.errors import ConfigError
 from hal.newera.codec import syringe_rate_envelope_nl_per_h
-from hil.cohort.engine import ChunkSpec, PatientOutcome, run_chunk
+from hil.cohort.engine import ChunkSpec, PatientOutcome, check_startable, run_chunk
 from hil.cohort.policy import MAX_DAYS, CohortProtocol
 from sim.population import Population, SampledPopulation
 
@@ -120,10 +120,12 @@ def run_cohort(population: Population, protocol: CohortProtocol, *, days: int | 
     :param scheduler: a Dask scheduler, ``tcp://HOST:PORT`` (then ``workers`` must be 1).
     :param chunk_patients: patients per chunk.
     :param progress: called as ``progress(done, total)`` in patient runs after each chunk.
-    :raises ConfigError: for a bad argument; nothing runs.
+    :raises ConfigError: for a bad argument, or a prescription starting above what the cohort's patient
+        record allows (:func:`~hil.cohort.engine.check_startable`); nothing runs.
     """
     days = protocol.days if days is None else days
     _check(days, workers, scheduler, chunk_patients)
+    check_startable(protocol.prescriptions, syringe_rate_envelope_nl_per_h(SYRINGE_DIAMETER_MM))
     sample = population.sample()
     specs = chunk_specs(sample, protocol, days, chunk_patients)
     results: list[list[PatientOutcome] | None] = [None] * len(specs)
