@@ -12,8 +12,9 @@ workflows use, with the same meaning (``tests/cohort`` checks the signatures).
 The kernel's ledger is fed by the controller's own :class:`controller.accounting.Accounting`
 from the ideal pump's counter (the exact volume commanded): before every
 workflow (:meth:`poll`) and at the end of every bolus, with continuous delivery
-since the last reconciliation spread hour by hour over the trailing 24 h, as
-the loop does after a restart. So every authorisation sees the 24 h window,
+since the last reconciliation placed as late as it can have happened at the
+highest basal rate that ran since (exactly where it happened when the rate held),
+as the loop places delivery found after a restart. So every authorisation sees the 24 h window,
 the commitments and the lockouts that it would see on the pump, without a
 reconciliation every poll interval (which would cost 48 a patient-day).
 
@@ -63,6 +64,7 @@ class IdealPumpLoop:
         self._pumped_numerator = 0  # exact volume pumped since implant, nL x ms/h
         self._pumped_ms = 0
         self._reconciled_ms = 0
+        self._highest_basal_nl_per_h = 0  # since the last reconciliation
 
     # -- views (as ControlLoop) --------------------------------------------------------------------
 
@@ -111,8 +113,9 @@ class IdealPumpLoop:
             return  # nothing pumped since: nothing to record
         self._pump_until(t_ms)
         self.accounting.reconcile(self._pumped_numerator // MS_PER_H, t_ms, self._reconciled_ms, self.bolus,
-                                  spread_from_ms=self._reconciled_ms)
+                                  recovered=(self._reconciled_ms, self._highest_basal_nl_per_h))
         self._reconciled_ms = t_ms
+        self._highest_basal_nl_per_h = self.basal_rate_nl_per_h
 
     def poll(self) -> None:
         """Bring the kernel's ledger up to now (the workflows call it before a refill; the cohort before each)."""
@@ -155,7 +158,7 @@ class IdealPumpLoop:
         acc.accrual_ms = self._pumped_ms = self._reconciled_ms = now
         self.gate.apply(decision, now)
         self.mode = Mode.RUNNING
-        self.basal_rate_nl_per_h = decision.rate_nl_per_h
+        self.basal_rate_nl_per_h = self._highest_basal_nl_per_h = decision.rate_nl_per_h
         return self._committed(decision.rate_nl_per_h)
 
     def change_basal(self, decision: GateDecision) -> ProgramOutcome:
@@ -166,6 +169,7 @@ class IdealPumpLoop:
         self._pump_until(now)
         self.gate.apply(decision, now)
         self.basal_rate_nl_per_h = decision.rate_nl_per_h
+        self._highest_basal_nl_per_h = max(self._highest_basal_nl_per_h, decision.rate_nl_per_h)
         self.programme = None
         return self._committed(decision.rate_nl_per_h)
 
