@@ -6,7 +6,8 @@ The case of the review behind this project [ERTZGAARD17], shown on our own firmw
   times a day rising by 5 mg every 3 days to 20 mg three times a day (at most 80 mg/day
   is allowed), then that dose to the end;
 * **the intrathecal arm** (the real controller over the simulated pump, as ``itb run``
-  runs any scenario): implant at the post-screening starting dose of
+  runs any scenario): a screening test dose of 50 µg that works, and a day later the
+  implant at the post-screening starting dose of
   ``hil/cohorts/policies/rx_spinal.toml`` (100 µg/day), then daily titrations of at most the
   spinal cap (30 %/24 h) up to the dose whose steady state gives the oral
   maintenance's tone reduction (:func:`sim.oral.equivalent_intrathecal_dose_ug_per_day`).
@@ -55,8 +56,12 @@ DAYS = 28
 ABOUT_1_IN_100 = (1 / 300, 1 / 33)
 #: The intrathecal arm's prescription (starting dose, caps), beside the cohort files.
 PRESCRIPTION = Path(__file__).resolve().parent / "cohorts" / "policies" / "rx_spinal.toml"
-#: Hour of the daily titration visit, and of the implant on day 0.
+#: Hour of the daily visit: the screening test dose on day 0, the implant on day 1, then titrations.
 VISIT_HOUR = 9
+#: The screening test dose the intrathecal arm's patient responds to, µg (the label's first), and how
+#: long its effect lasts, h (under 8 h: the start may be twice it, itb-clinical §1.3).
+SCREENING_DOSE_UG = 50
+SCREENING_EFFECT_H = 6
 _PLOT_SIZE_IN = (10.0, 2.6)
 
 
@@ -129,24 +134,32 @@ def titration_doses_ug_per_day(start_ug: int, target_ug: int, cap_pct: int) -> l
 
 
 def intrathecal_scenario(target_ug_per_day: int, days: int, *, seed: int, variability_cv: float) -> Any:
-    """The intrathecal arm as a scenario: implant, then daily titrations to ``target_ug_per_day``."""
+    """The intrathecal arm as a scenario: a screening test dose, implant, then daily titrations to ``target_ug_per_day``.
+
+    The patient responds to the first test dose (:data:`SCREENING_DOSE_UG` by lumbar puncture, an
+    effect of :data:`SCREENING_EFFECT_H`), so the controller's record allows the prescription's start
+    at twice it (itb-clinical §1.3); the implant follows a day later.
+    """
     from controller.prescription import load_prescription
 
     rx = load_prescription(PRESCRIPTION)
     start = rx.programme.steps[0].dose_ng_per_day // 1000
     # One under the cap: the pump's rates are rounded down, so a step of exactly the cap can go over it.
     doses = titration_doses_ug_per_day(start, target_ug_per_day, rx.titration.max_increase_pct - 1)
-    if len(doses) + 1 >= days:
-        raise ConfigError("days", days, f"> {len(doses) + 1} (the intrathecal titration to {target_ug_per_day} µg/day)")
+    if len(doses) + 2 >= days:
+        raise ConfigError("days", days, f"> {len(doses) + 2} (screening, then the intrathecal titration to "
+                          f"{target_ug_per_day} µg/day)")
     lines = [
         "[scenario]", f'name = "{RUN_NAME}: intrathecal arm"',
         f'description = "Implant at {start} ug/day, then daily titrations to {target_ug_per_day} ug/day, the dose '
         f'whose steady state matches the tone reduction of the oral maintenance."',
         f"duration_days = {days}", f"seed = {seed}", f'prescription = "{PRESCRIPTION.name}"',
         "[patient]", f'variability_cv = "{variability_cv}"',
-        "[[action]]", f'at = "0d {VISIT_HOUR:02d}:00"', 'do = "implant"',
+        "[[action]]", f'at = "0d {VISIT_HOUR:02d}:00"', 'do = "screening_dose"', f"dose_ug = {SCREENING_DOSE_UG}",
+        "adequate = true", f"effect_h = {SCREENING_EFFECT_H}",
+        "[[action]]", f'at = "1d {VISIT_HOUR:02d}:00"', 'do = "implant"',
     ]
-    for day, dose in enumerate(doses, start=1):
+    for day, dose in enumerate(doses, start=2):
         lines += ["[[action]]", f'at = "{day}d {VISIT_HOUR:02d}:00"', 'do = "titrate"', f"dose_ug_per_day = {dose}",
                   'reason = "towards the oral-equivalent dose"']
     lines += ["[[expect]]", 'check = "no_overdose"', "[[expect]]", 'check = "no_severe_withdrawal"']
