@@ -206,8 +206,8 @@ class CohortPatient:
         self.index = index
         self.prescription = rx
         low, high = pump_rate_envelope_nl_per_h
-        self.gate = KernelGate(rx.concentration_ug_per_ml, rx.kernel_caps_kwargs(), min_rate_nl_per_h=low,
-                               max_rate_nl_per_h=high)
+        caps = {**rx.kernel_caps_kwargs(), "restart_threshold_ms": settings.restart_titration_after_ms}  # as assembly
+        self.gate = KernelGate(rx.concentration_ug_per_ml, caps, min_rate_nl_per_h=low, max_rate_nl_per_h=high)
         self.alarms = AlarmManager(clock, _NullJournal())
         config = loop_config(rx, settings)
         self.loop = IdealPumpLoop(self.gate, self.alarms, config, clock)
