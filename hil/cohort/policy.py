@@ -6,7 +6,7 @@ more policies; every patient of the cohort is run under each policy::
     [cohort]
     days = 180                      # default length of the run, 1 .. MAX_DAYS
 
-    [prescriptions]                 # one per origin, paths relative to this file
+    [prescriptions]                 # one per origin, paths relative to this file, each signed (FILE.sig)
     spinal = "rx_spinal.toml"
     cerebral = "rx_cerebral.toml"
     paediatric = "rx_paediatric.toml"
@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.prescription import Prescription, assess_change, load_prescription
+from controller.prescription import Prescription, assess_change, parse_prescription
+from controller.signing import SignedFile
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_MIN, NG_PER_UG, NL_PER_ML
@@ -133,12 +134,14 @@ class CohortProtocol:
     :ivar days: default length of the run, days.
     :ivar prescriptions: the prescription each origin starts from.
     :ivar policies: the policies, in file order.
+    :ivar prescription_files: each prescription's file with its signature, as read (verified before a run).
     :ivar source: where it was read from.
     """
 
     days: int
     prescriptions: dict[Origin, Prescription]
     policies: tuple[TitrationPolicy, ...]
+    prescription_files: dict[Origin, SignedFile]
     source: str = "<string>"
 
 
@@ -189,12 +192,14 @@ def _policy(t: fields.Table) -> Any:
     return t.doc.run(lambda **given: TitrationPolicy(**given), **values)
 
 
-def _prescription(name: Any, field: str, base_dir: Path, origin: Origin) -> Prescription:
-    rx = load_prescription(base_dir / fields.text(name, field))
+def _prescription(name: Any, field: str, base_dir: Path, origin: Origin) -> tuple[Prescription, SignedFile]:
+    path = base_dir / fields.text(name, field)
+    signed = SignedFile.read(path)
+    rx = parse_prescription(signed.data, source=str(path))
     assess_change(None, rx).require_acceptable()
     if rx.patient.origin is not origin or rx.programme.mode.value != "simple":
         raise ConfigError(field, name, f"a simple-programme prescription for a {origin.value} patient")
-    return rx
+    return rx, signed
 
 
 def parse_protocol(doc: fields.Document, *, base_dir: Path, source: str = "<string>") -> CohortProtocol:
@@ -210,10 +215,10 @@ def parse_protocol(doc: fields.Document, *, base_dir: Path, source: str = "<stri
     if head is not _INVALID:
         head.done()
     rx_table = top.table("prescriptions")
-    prescriptions = {}
+    read = {}
     if rx_table is not _INVALID:
         for origin in Origin:
-            prescriptions[origin] = rx_table.get(origin.value, _prescription, base_dir, origin)
+            read[origin] = rx_table.get(origin.value, _prescription, base_dir, origin)
         rx_table.done()
     tables = top.tables("policy", low=1, high=MAX_POLICIES)
     policies = _INVALID if tables is _INVALID else tuple(_policy(t) for t in tables)
@@ -223,7 +228,8 @@ def parse_protocol(doc: fields.Document, *, base_dir: Path, source: str = "<stri
         if len(set(names)) != len(names):
             doc.record(ConfigError("policy.name", names, "unique names"))
     doc.finish()
-    return CohortProtocol(days, prescriptions, policies, source)
+    return CohortProtocol(days, {o: rx for o, (rx, _) in read.items()}, policies,
+                          {o: signed for o, (_, signed) in read.items()}, source)
 
 
 def protocol_from_dict(data: dict[str, Any], *, base_dir: Path, source: str = "<string>") -> CohortProtocol:

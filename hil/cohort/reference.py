@@ -25,6 +25,7 @@ import hal
 from controller.assembly import ControllerSettings, build_controller
 from controller.loop import PollRecord
 from controller.prescription import Prescription
+from controller.signing import SignedFile
 from controller.store import Store
 from controller.therapy import WorkflowResult
 from cython_ext.units import H_PER_DAY, MS_PER_DAY, MS_PER_H
@@ -40,12 +41,13 @@ from sim.rig import simulated_pump
 SYRINGE_VOLUME_ML = "1000"
 
 
-def run_on_controller(parameters: PatientParameters, prescription: Prescription, policy: TitrationPolicy, days: int,
-                      *, link: str = "inprocess") -> list[Decision]:
+def run_on_controller(parameters: PatientParameters, prescription: Prescription, prescription_file: SignedFile,
+                      policy: TitrationPolicy, days: int, *, link: str = "inprocess") -> list[Decision]:
     """Run one patient for ``days`` under ``policy`` on the full controller; return its decisions.
 
     :param parameters: the patient.
     :param prescription: the prescription of the patient's origin.
+    :param prescription_file: its signed file (the controller's front door verifies it).
     :param policy: the titration policy.
     :param days: days to run.
     :param link: how the simulated pump is served (``inprocess``, ``pty``, ``tcp``).
@@ -65,7 +67,8 @@ def run_on_controller(parameters: PatientParameters, prescription: Prescription,
             driver.set_target_volume(0)
             driver.set_direction(Direction.INFUSE)
             controller = build_controller(rx, screened_record(rx), driver, clock, store,
-                                          settings=ControllerSettings(), reason="cohort reference")
+                                          prescription_file=prescription_file, settings=ControllerSettings(),
+                                          reason="cohort reference")
             t0 = -(-controller.now_ms() // MS_PER_DAY) * MS_PER_DAY  # a whole day: the ledger's minutes align
 
             def on_poll(poll: PollRecord) -> None:

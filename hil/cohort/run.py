@@ -16,9 +16,13 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from controller.prescription import parse_prescription
+from controller.roles import Refusal
+from controller.signing import Kind, RigSecurity, SignatureError
 from cython_ext.errors import ConfigError
 from hal.newera.codec import syringe_rate_envelope_nl_per_h
 from hil.cohort.engine import ChunkSpec, PatientOutcome, check_startable, run_chunk
@@ -108,6 +112,23 @@ def _dask(specs: list[ChunkSpec], scheduler: str) -> Iterator[tuple[int, list[Pa
             yield index[future.key], future.result()
 
 
+def verify_prescriptions(protocol: CohortProtocol, security: RigSecurity | None = None) -> None:
+    """Check every prescription's file as the controller's front door does before it puts one in effect.
+
+    Signed by a clinician's key of the rig's trust store (SEC-04), and holding exactly the prescription
+    the cohort runs.
+
+    :param security: the rig's keys (default: :meth:`~controller.signing.RigSecurity.load`).
+    :raises SignatureError: naming the first check that failed.
+    """
+    security = security if security is not None else RigSecurity.load()
+    for origin, signed in protocol.prescription_files.items():
+        security.trust.verify_file(signed, Kind.PRESCRIPTION, datetime.now(timezone.utc))
+        if parse_prescription(signed.data) != protocol.prescriptions[origin]:
+            raise SignatureError(Refusal.CONTENT_CHANGED, f"prescription {signed.name}",
+                                 "the file does not hold the cohort's prescription")
+
+
 def run_cohort(population: Population, protocol: CohortProtocol, *, days: int | None = None, workers: int = 1,
                scheduler: str | None = None, chunk_patients: int = DEFAULT_CHUNK_PATIENTS,
                progress: Callable[[int, int], Any] | None = None) -> CohortResult:
@@ -122,9 +143,12 @@ def run_cohort(population: Population, protocol: CohortProtocol, *, days: int | 
     :param progress: called as ``progress(done, total)`` in patient runs after each chunk.
     :raises ConfigError: for a bad argument, or a prescription starting above what the cohort's patient
         record allows (:func:`~hil.cohort.engine.check_startable`); nothing runs.
+    :raises SignatureError: for a prescription whose file the rig's trust store refuses
+        (:func:`verify_prescriptions`); nothing runs.
     """
     days = protocol.days if days is None else days
     _check(days, workers, scheduler, chunk_patients)
+    verify_prescriptions(protocol)
     check_startable(protocol.prescriptions, syringe_rate_envelope_nl_per_h(SYRINGE_DIAMETER_MM))
     sample = population.sample()
     specs = chunk_specs(sample, protocol, days, chunk_patients)

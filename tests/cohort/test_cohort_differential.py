@@ -30,7 +30,8 @@ def test_cohort_decisions_equal_the_full_controllers(protocol, small_population,
     policy = protocol.policies[policy_index]
     spec = next(s for s in chunk_specs(sample, protocol, DAYS, 1) if s.first_index == i and s.policy == policy)
     cohort = run_chunk(spec)[0].decisions
-    reference = run_on_controller(sample.patient(i), protocol.prescriptions[origin], policy, DAYS)
+    reference = run_on_controller(sample.patient(i), protocol.prescriptions[origin],
+                                  protocol.prescription_files[origin], policy, DAYS)
     actions = [d.action for d in reference]
     assert actions[:2] == ["priming_bolus", "implant"] and actions.count("titrate") >= 3
     assert cohort == reference
