@@ -134,7 +134,7 @@ def titration_doses_ug_per_day(start_ug: int, target_ug: int, cap_pct: int) -> l
 
 
 def intrathecal_scenario(target_ug_per_day: int, days: int, *, seed: int, variability_cv: float) -> Any:
-    """The intrathecal arm as a scenario: a screening test dose, implant, then daily titrations to ``target_ug_per_day``.
+    """The intrathecal arm as a scenario: a screening test dose, implant, daily titrations to ``target_ug_per_day``.
 
     The patient responds to the first test dose (:data:`SCREENING_DOSE_UG` by lumbar puncture, an
     effect of :data:`SCREENING_EFFECT_H`), so the controller's record allows the prescription's start
