@@ -10,13 +10,17 @@ attributes and methods of :class:`controller.loop.ControlLoop` that the
 workflows use, with the same meaning (``tests/cohort`` checks the signatures).
 
 The kernel's ledger is fed by the controller's own :class:`controller.accounting.Accounting`
-from the ideal pump's counter (the exact volume commanded): before every
-workflow (:meth:`poll`) and at the end of every bolus, with continuous delivery
-since the last reconciliation placed as late as it can have happened at the
-highest basal rate that ran since (exactly where it happened when the rate held),
-as the loop places delivery found after a restart. So every authorisation sees the 24 h window,
-the commitments and the lockouts that it would see on the pump, without a
-reconciliation every poll interval (which would cost 48 a patient-day).
+from the ideal pump's counter (the exact volume commanded), before every
+workflow (:meth:`poll`) and at the end of every bolus. The loop on a pump
+records what each status poll found when the poll ends, every
+``poll_interval_ms``; the kernel projects its 24 h cap from where in the window
+those parts lie. So :class:`PollSpreadGate` records each reconciliation as the
+parts the polls would have recorded (the rate is constant between two
+reconciliations, bar a bolus, which is reconciled at its end): every
+authorisation sees the 24 h window, its projection, the commitments and the
+lockouts that it would see on the pump, with one reconciliation where the loop
+has 48 a patient-day. Parts that fall before the window count in no window
+from now on and are not recorded.
 
 Units: times ms, volumes nL, rates nL/h, masses pg.
 """
@@ -33,9 +37,45 @@ from controller.loop import LoopConfig, Mode
 from controller.store import BolusRecord
 from cython_ext import units
 from cython_ext.errors import ConfigError, StateError
-from cython_ext.units import MS_PER_H
+from cython_ext.units import MS_PER_DAY, MS_PER_H
 from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
+
+
+class PollSpreadGate:
+    """The patient's gate as :class:`~controller.accounting.Accounting` sees it in the cohort.
+
+    Delivery between two reconciliations is recorded in parts, one at the end of each
+    ``poll_interval_ms`` slot it covers (as the loop's status polls would have recorded it),
+    each in proportion to its time; parts at or before the 24 h window's edge are dropped.
+    Everything else is the gate's own.
+
+    :param gate: the patient's kernel gate.
+    :param poll_interval_ms: the loop's time between status polls, ms.
+    """
+
+    def __init__(self, gate: KernelGate, poll_interval_ms: int) -> None:
+        self._gate = gate
+        self._interval_ms = poll_interval_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gate, name)
+
+    def record_delivery(self, kind: DeliveryKind, mass_pg: int, start_ms: int, end_ms: int) -> None:
+        """Record ``mass_pg`` delivered evenly over ``[start_ms, end_ms]``, in parts at the poll times."""
+        span = end_ms - start_ms
+        if span <= 0:
+            self._gate.record_delivery(kind, mass_pg, start_ms, end_ms)
+            return
+        edge = end_ms - MS_PER_DAY
+        before = max(start_ms, edge // self._interval_ms * self._interval_ms)  # earlier parts: in no window
+        slot_end = (before // self._interval_ms + 1) * self._interval_ms
+        while before < end_ms:
+            at = min(slot_end, end_ms)
+            part = mass_pg * (at - start_ms) // span - mass_pg * (before - start_ms) // span
+            if at > edge and part:
+                self._gate.record_delivery(kind, part, before, at)
+            before, slot_end = at, slot_end + self._interval_ms
 
 
 class IdealPumpLoop:
@@ -52,7 +92,7 @@ class IdealPumpLoop:
         self.alarms = alarms
         self.config = config
         self.clock = clock
-        self.accounting = Accounting(gate, lambda event, **payload: None)
+        self.accounting = Accounting(PollSpreadGate(gate, config.poll_interval_ms), lambda event, **payload: None)
         self.mode = Mode.IDLE
         self.basal_rate_nl_per_h = 0
         self.programme: Any = None
@@ -64,7 +104,6 @@ class IdealPumpLoop:
         self._pumped_numerator = 0  # exact volume pumped since implant, nL x ms/h
         self._pumped_ms = 0
         self._reconciled_ms = 0
-        self._highest_basal_nl_per_h = 0  # since the last reconciliation
 
     # -- views (as ControlLoop) --------------------------------------------------------------------
 
@@ -112,10 +151,8 @@ class IdealPumpLoop:
         if t_ms == self._reconciled_ms:
             return  # nothing pumped since: nothing to record
         self._pump_until(t_ms)
-        self.accounting.reconcile(self._pumped_numerator // MS_PER_H, t_ms, self._reconciled_ms, self.bolus,
-                                  recovered=(self._reconciled_ms, self._highest_basal_nl_per_h))
+        self.accounting.reconcile(self._pumped_numerator // MS_PER_H, t_ms, self._reconciled_ms, self.bolus)
         self._reconciled_ms = t_ms
-        self._highest_basal_nl_per_h = self.basal_rate_nl_per_h
 
     def poll(self) -> None:
         """Bring the kernel's ledger up to now (the workflows call it before a refill; the cohort before each)."""
@@ -134,7 +171,6 @@ class IdealPumpLoop:
         self.bolus = None
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
-        self._pump_until(self.now_ms())
         return run
 
     # -- therapy changes (each from an authorised decision, as ControlLoop) ----------------------------
@@ -158,7 +194,7 @@ class IdealPumpLoop:
         acc.accrual_ms = self._pumped_ms = self._reconciled_ms = now
         self.gate.apply(decision, now)
         self.mode = Mode.RUNNING
-        self.basal_rate_nl_per_h = self._highest_basal_nl_per_h = decision.rate_nl_per_h
+        self.basal_rate_nl_per_h = decision.rate_nl_per_h
         return self._committed(decision.rate_nl_per_h)
 
     def change_basal(self, decision: GateDecision) -> ProgramOutcome:
@@ -169,7 +205,6 @@ class IdealPumpLoop:
         self._pump_until(now)
         self.gate.apply(decision, now)
         self.basal_rate_nl_per_h = decision.rate_nl_per_h
-        self._highest_basal_nl_per_h = max(self._highest_basal_nl_per_h, decision.rate_nl_per_h)
         self.programme = None
         return self._committed(decision.rate_nl_per_h)
 

@@ -7,12 +7,15 @@ import inspect
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import controller.therapy
 from controller.loop import ControlLoop
 from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from cython_ext.vocabulary import DeliveryKind
 from hil.cohort.engine import CohortPatient
-from hil.cohort.loop import IdealPumpLoop
+from hil.cohort.loop import IdealPumpLoop, PollSpreadGate
 from hil.cohort.run import SYRINGE_DIAMETER_MM
 from hal.newera.codec import syringe_rate_envelope_nl_per_h
 from sim.clock import VirtualClock
@@ -76,17 +79,18 @@ def test_the_ledger_holds_what_the_ideal_pump_pushed_in_the_last_24_h(patient, p
     p.loop.poll()
     hour_ng = rate * conc / 1000
     total = p.gate.total_24h_ng(clock.monotonic_ms())
-    # Three days reconciled at once, placed as late as they can have run at the basal rate: the window
-    # holds the last day of basal, its first minute maybe not, each minute rounded up to the picogram.
-    rounding_ng = 24 * 60 / 1000
-    assert hour_ng * (24 - 1 / 60) - 1 <= total <= hour_ng * 24 + rounding_ng
+    # Three days reconciled at once, in two: at the window's edge and now. The window holds the last day
+    # of basal exactly (to the nanogram of the tip's rounding), nothing of the two days before.
+    assert total == pytest.approx(hour_ng * 24, abs=1)
     assert p.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN).allowed
     _at(clock, clock.monotonic_ms() + MS_PER_H)
     p.loop.end_bolus_if_due()
     p.loop.poll()
-    # The basal as before, the bolus recorded when it ended (as the loop records each poll).
+    # Each part is recorded when its interval ends (as the loop records each poll), so between visits a
+    # part stays in the window up to one interval longer than its delivery: at most 25 h of basal here,
+    # plus the bolus.
     with_bolus = p.gate.total_24h_ng(clock.monotonic_ms())
-    assert hour_ng * (24 - 1 / 60) + 25_000 - 1 <= with_bolus <= hour_ng * 24 + 25_000 + rounding_ng + 1
+    assert hour_ng * 24 + 25_000 - 2 <= with_bolus <= hour_ng * 25 + 25_000 + 2
     assert p.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN).reasons == ("BOLUS_LOCKOUT",)
 
 
@@ -102,3 +106,32 @@ def test_a_priming_bolus_counts_at_its_reservoir_mass(patient) -> None:
     # what left the tip -- but the priming bolus counts its full reservoir-side mass (Accounting's rule).
     assert p.gate.total_24h_ng(clock.monotonic_ms()) == pytest.approx(dead_ng, abs=1)
     assert p.gate.kernel.ledger.committed_pg() == 0
+
+
+class _Recorder:
+    """A gate that keeps what it is asked to record."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[int, int]] = []
+
+    def record_delivery(self, kind, mass_pg: int, start_ms: int, end_ms: int) -> None:
+        del kind, start_ms
+        self.parts.append((end_ms, mass_pg))
+
+
+POLL_MS = 30 * MS_PER_MIN
+
+
+@given(start_ms=st.integers(0, 40 * MS_PER_DAY), span_ms=st.integers(1, 10 * MS_PER_DAY),
+       mass_pg=st.integers(0, 10**12))
+def test_a_reconciliation_is_recorded_as_the_polls_would_have_recorded_it(start_ms, span_ms, mass_pg) -> None:
+    end_ms = start_ms + span_ms
+    gate = _Recorder()
+    PollSpreadGate(gate, POLL_MS).record_delivery(DeliveryKind.BASAL, mass_pg, start_ms, end_ms)
+    # Oracle: a poll at every multiple of the interval, each recording what the constant rate pushed since the last.
+    polls = [*range((start_ms // POLL_MS + 1) * POLL_MS, end_ms, POLL_MS), end_ms]
+    pushed = [mass_pg * (p - start_ms) // span_ms for p in polls]
+    expected = [(p, now - before) for p, before, now in zip(polls, [0, *pushed], pushed)
+                if p > end_ms - MS_PER_DAY and now - before]
+    assert gate.parts == expected
+    assert all(t > end_ms - MS_PER_DAY for t, _ in gate.parts) and len(gate.parts) <= MS_PER_DAY // POLL_MS + 1
