@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.itb-installed
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard cython_ext/*.pyx cython_ext/*.pxd)
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard cython_ext/*.pyx cython_ext/*.pxd sim/*.pyx)
 
 .PHONY: run test bench clean
 
@@ -26,4 +26,4 @@ bench: $(STAMP)
 	$(BIN)/itb bench all --json
 
 clean:
-	rm -rf $(VENV) build *.egg-info cython_ext/*.so cython_ext/*.c
+	rm -rf $(VENV) build *.egg-info cython_ext/*.so cython_ext/*.c sim/*.so sim/*.c

@@ -1,8 +1,10 @@
-"""Build the compiled safety kernel.
+"""Build the compiled safety kernel and the cohort plant's compiled step.
 
-Every Cython module in ``cython_ext/`` is compiled here, with the compiler
-directives set in one place. Bounds checking stays on in the safety core and
-``cdivision`` stays off, so a division by zero raises instead of returning junk.
+Every Cython module in ``cython_ext/`` and ``sim/`` is compiled here, with the
+compiler directives set in one place. Bounds checking stays on in the safety core
+and ``cdivision`` stays off, so a division by zero raises instead of returning junk;
+the plant model's step (``sim/_cohort_step.pyx``, floats, not dosing arithmetic)
+turns them off in its own header.
 """
 
 from pathlib import Path
@@ -19,5 +21,5 @@ DIRECTIVES = {
     "initializedcheck": True,
 }
 
-sources = sorted(str(p) for p in Path("cython_ext").glob("*.pyx"))
+sources = sorted(str(p) for folder in ("cython_ext", "sim") for p in Path(folder).glob("*.pyx"))
 setup(ext_modules=cythonize(sources, compiler_directives=DIRECTIVES) if sources else [])

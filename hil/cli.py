@@ -51,6 +51,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hil.cmd_keys",
     "hil.cmd_bench",
     "hil.cmd_trace",
+    "hil.cmd_cohort",
 )
 
 #: Our packages: their loggers follow ``-v``/``-q``; everyone else's stay at WARNING unless ``-vv``.

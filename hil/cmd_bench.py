@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "serial": "hil.bench.serial",
     "run": "hil.bench.run",
     "kernel": "hil.bench.kernel",
+    "cohort": "hil.bench.cohort",
 }
 #: Names of the figures that are verdicts (a name may also end in ``within_target``).
 VERDICTS = ("meets_targets", "invariants_held")

@@ -21,6 +21,7 @@ or the run aborted, 2 usage, 4 the pump could not be opened or reconciled,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,8 @@ from hil.gravimetric.profile import ADDRESS_RANGE, BAUD_RANGE
 
 #: Default report directory.
 DEFAULT_REPORT_DIR = "itb-report"
+#: Runs built in code rather than from a scenario file: name -> module with ``main(args) -> int``.
+BUILT_IN_RUNS = {"oral-vs-intrathecal": "hil.oral_vs_intrathecal"}
 #: Longest run against a real pump that starts without ``--yes`` or a confirmation, ms.
 CONFIRM_ABOVE_MS = 3_600_000
 
@@ -162,9 +165,11 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console(stderr=args.json)
     if args.list:
-        for name in shipped_scenarios():
+        for name in sorted([*shipped_scenarios(), *BUILT_IN_RUNS]):
             console.print(name)
         return int(ExitStatus.OK)
+    if args.scenario in BUILT_IN_RUNS:
+        return int(importlib.import_module(BUILT_IN_RUNS[args.scenario]).main(args))
     scenario, options = _options(args)
     runner = ScenarioRunner(scenario, options)
     _confirm_long_real_run(options, runner.duration_ms, args.yes)

@@ -10,6 +10,14 @@ the catheter tip over the step (spread evenly, as
 :meth:`~sim.patient.Patient.receive_intrathecal`), plus optional lumbar boluses and
 tablets at the step's start. :func:`time_plant_baseline` is the plant-only
 baseline for ``itb bench cohort``.
+
+Two implementations of the step, chosen when the plant is built: ``"compiled"``
+(:mod:`sim._cohort_step`, one pass over the patients, the default) and ``"numpy"``
+(array operations, the reference the compiled step is tested against, and the
+baseline). Each patient's step matrices are computed with that patient's own
+scaling of the matrix exponential (:func:`step_matrices` scales a batch by its
+largest norm), so a patient's trajectory does not depend on which patients share
+its plant: a cohort split into chunks gives the figures of the whole.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import resource
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +56,34 @@ from sim.population import Population
 
 #: Longest step, h (the flags and the tolerance are evaluated once a step).
 MAX_STEP_H = 1.0
+#: Implementations of the step.
+IMPLEMENTATIONS = ("compiled", "numpy")
+
+
+def _compiled_step() -> Any:
+    try:
+        from sim import _cohort_step
+    except ImportError as exc:
+        raise ImportError("the cohort plant's compiled step sim._cohort_step is not built: build it with "
+                          "`make test` or `pip install -e .`, or ask for implementation='numpy'") from exc
+    return _cohort_step
+
+
+def patient_step_matrices(m: np.ndarray, b: np.ndarray, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~sim.patient.step_matrices` for a batch, each patient scaled by its own norm.
+
+    Patients are grouped by the number of squarings their own augmented matrix needs
+    (its 1-norm halved until at most 1/2, as :func:`~sim.patient.expm_batched` does), so
+    each gets the matrices it would get alone, whatever the batch.
+    """
+    norms = np.maximum(np.abs(m).sum(axis=-2).max(axis=-1), np.abs(b).sum(axis=-2).max(axis=-1)) * dt_h
+    squarings = np.where(norms > 0.5, np.ceil(np.log2(np.maximum(norms, 0.5) / 0.5)), 0)
+    phi = np.empty_like(m)
+    gamma = np.empty_like(b)
+    for count in np.unique(squarings):
+        chosen = squarings == count
+        phi[chosen], gamma[chosen] = step_matrices(m[chosen], b[chosen], dt_h)
+    return phi, gamma
 
 
 @dataclass(frozen=True)
@@ -83,12 +120,19 @@ class CohortPlant:
     :param parameters: every :class:`~sim.patient.PatientParameters` field as an array of shape (N,)
         (e.g. :attr:`~sim.population.SampledPopulation.parameters`).
     :param step_h: step length, h, in (0, :data:`MAX_STEP_H`].
-    :raises ConfigError: for a missing, misshapen or out-of-range parameter, or a bad step.
+    :param implementation: ``"compiled"`` or ``"numpy"`` (see the module docstring).
+    :raises ConfigError: for a missing, misshapen or out-of-range parameter, a bad step or implementation.
+    :raises ImportError: for the compiled step when it is not built (it is never silently replaced).
     """
 
-    def __init__(self, parameters: Mapping[str, np.ndarray], *, step_h: float = 1.0) -> None:
+    def __init__(self, parameters: Mapping[str, np.ndarray], *, step_h: float = 1.0,
+                 implementation: str = "compiled") -> None:
         if not (isinstance(step_h, (int, float)) and math.isfinite(step_h) and 0 < step_h <= MAX_STEP_H):
             raise ConfigError("step_h", step_h, f"in (0, {MAX_STEP_H:g}] h")
+        if implementation not in IMPLEMENTATIONS:
+            raise ConfigError("implementation", implementation, f"one of {list(IMPLEMENTATIONS)}")
+        self.implementation = implementation
+        self._compiled = _compiled_step() if implementation == "compiled" else None
         p = {}
         size = None
         for name, (low, high) in PARAMETER_LIMITS.items():
@@ -106,17 +150,24 @@ class CohortPlant:
         self.size = int(size or 0)
         self.step_h = float(step_h)
         m, b = system_matrices(p)
-        phi, gamma = step_matrices(m, b, self.step_h)
-        # Phi is nearly lower triangular: column j is zero outside one band of rows for every
-        # patient. Keep each column's band as (rows, N) and add its products into that band.
-        self._columns = []
-        for j in range(N_STATES):
-            rows = np.flatnonzero(np.any(phi[:, :, j] != 0, axis=0))
-            low, high = int(rows.min()), int(rows.max()) + 1
-            self._columns.append((j, low, high, np.ascontiguousarray(phi[:, low:high, j].T)))
-        self._products = np.empty((N_STATES, self.size))
-        self._gamma_it = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT].T)
-        self._xt = np.zeros((N_STATES, self.size))
+        phi, gamma = patient_step_matrices(m, b, self.step_h)
+        if self._compiled is not None:
+            self._phi = np.ascontiguousarray(phi)
+            self._gamma_it_rows = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT])
+            self._flag_parameters = np.ascontiguousarray(
+                np.stack([p[name] for name in self._compiled.FLAG_PARAMETERS], axis=1))
+            self._x = np.zeros((self.size, N_STATES))
+        else:
+            # Phi is nearly lower triangular: column j is zero outside one band of rows for every
+            # patient. Keep each column's band as (rows, N) and add its products into that band.
+            self._columns = []
+            for j in range(N_STATES):
+                rows = np.flatnonzero(np.any(phi[:, :, j] != 0, axis=0))
+                low, high = int(rows.min()), int(rows.max()) + 1
+                self._columns.append((j, low, high, np.ascontiguousarray(phi[:, low:high, j].T)))
+            self._products = np.empty((N_STATES, self.size))
+            self._gamma_it = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT].T)
+            self._xt = np.zeros((N_STATES, self.size))
         self.tolerance = np.zeros(self.size)
         self.time_h = 0.0
         self._withdrawal_since_h = np.full(self.size, np.nan)
@@ -127,6 +178,8 @@ class CohortPlant:
         self.withdrawal_days = np.zeros(self.size, dtype=np.int32)
         self.severe_withdrawal_days = np.zeros(self.size, dtype=np.int32)
         self._today = np.zeros((3, self.size), dtype=bool)
+        self._today_flags = self._today.view(np.uint8)
+        self._no_input = np.zeros(self.size)
 
     def step(self, intrathecal_ug: np.ndarray | float = 0.0, *, bolus_ug: np.ndarray | float = 0.0,
              oral_mg: np.ndarray | float = 0.0) -> None:
@@ -140,6 +193,9 @@ class CohortPlant:
         it = self._input("intrathecal_ug", intrathecal_ug)
         bolus = self._input("bolus_ug", bolus_ug)
         oral = self._input("oral_mg", oral_mg)
+        if self._compiled is not None:
+            self._compiled_step(it, bolus, oral)
+            return
         xt = self._xt
         xt[CSF] += bolus * NG_PER_UG
         xt[GUT] += oral * (UG_PER_MG * NG_PER_UG) * self.parameters["oral_bioavailability"]
@@ -157,13 +213,28 @@ class CohortPlant:
         self.time_h += self.step_h
         self._update_flags()
 
+    def _compiled_step(self, it: np.ndarray, bolus: np.ndarray, oral: np.ndarray) -> None:
+        assert self._compiled is not None
+
+        def ng(values: np.ndarray, scale: float) -> np.ndarray:
+            return self._no_input if values.strides == (0,) and not values[0] else np.ascontiguousarray(values * scale)
+
+        self.time_h += self.step_h
+        self._compiled.step(self._phi, self._gamma_it_rows, self._x, self.tolerance, self._withdrawal_since_h,
+                            self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
+                            self.parameters["oral_bioavailability"], ng(it, NG_PER_UG), ng(bolus, NG_PER_UG),
+                            ng(oral, UG_PER_MG * NG_PER_UG), self.step_h, self.time_h)
+        self._close_day_if_due()
+
     @property
     def x(self) -> np.ndarray:
         """The states, shape (N, states) (a view: do not write to it)."""
-        return self._xt.T
+        return self._x if self._compiled is not None else self._xt.T
 
     def _input(self, name: str, value: np.ndarray | float) -> np.ndarray:
         arr = np.broadcast_to(np.asarray(value, dtype=float), (self.size,))
+        if arr.strides == (0,) and arr.size and arr[0] == 0:
+            return arr  # the common "nothing given"
         if not np.all(np.isfinite(arr) & (arr >= 0)):
             raise ConfigError(name, value, "finite values >= 0, one per patient or one for all")
         return arr
@@ -178,6 +249,9 @@ class CohortPlant:
         np.maximum(self.peak_overdose, overdose, out=self.peak_overdose, casting="unsafe")
         np.maximum(self.peak_withdrawal, withdrawal, out=self.peak_withdrawal, casting="unsafe")
         self._today |= (overdose > 0, withdrawal > 0, withdrawal >= int(WithdrawalLevel.SEVERE))
+        self._close_day_if_due()
+
+    def _close_day_if_due(self) -> None:
         if math.isclose(self.time_h % H_PER_DAY, 0.0, abs_tol=1e-9) or \
                 math.isclose(self.time_h % H_PER_DAY, H_PER_DAY, abs_tol=1e-9):
             self._close_day()
@@ -231,8 +305,10 @@ class PlantTiming:
 
 
 def time_plant_baseline(patients: int = 10_000, days: int = 180, *, seed: int = 0,
-                        dose_ug_per_day: float = 300.0) -> PlantTiming:
+                        dose_ug_per_day: float = 300.0, implementation: str = "numpy") -> PlantTiming:
     """Time the plant alone: ``patients`` from the documented population on a constant dose for ``days``.
+
+    The baseline of ``itb bench cohort`` is the NumPy step (``implementation``).
 
     :param patients: cohort size (1 .. the population limit).
     :param days: days to simulate, 1-3650.
@@ -248,7 +324,7 @@ def time_plant_baseline(patients: int = 10_000, days: int = 180, *, seed: int = 
     steps = days * H_PER_DAY
     hourly_ug = np.full(patients, dose_ug_per_day / H_PER_DAY)
     start = time.perf_counter()
-    plant = CohortPlant(sample.parameters)
+    plant = CohortPlant(sample.parameters, implementation=implementation)
     for _ in range(steps):
         plant.step(hourly_ug)
     wall = time.perf_counter() - start

@@ -221,6 +221,7 @@ def test_bench_json_is_a_document_whose_verdicts_set_the_exit_status(
         "run": {"inprocess": {"wall_s": 1.0, "within_target": True, "invariants_held": True},
                 "pty": {"wall_s": 2.0, "within_target": True, "invariants_held": True}},
         "serial": {"paced_19200_within_target": True},
+        "cohort": {"cohort_wall_s": 40.0, "wall_within_target": True},
     }
     monkeypatch.setattr(cmd_bench, "run_benchmark", lambda name, args: figures[name])
     assert cli.main(["bench", "all", "--json"]) == 0
