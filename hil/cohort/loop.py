@@ -97,6 +97,8 @@ class IdealPumpLoop:
         self.basal_rate_nl_per_h = 0
         self.programme: Any = None
         self.bolus: BolusRun | None = None
+        #: Never set: a cohort refills at the concentration in use (no concentration-change transit).
+        self.transit: None = None
         self.session_open: str | None = None
         self.therapy_state: dict[str, Any] = {}
         #: Bolus records in request order (the loop keeps them in its store).
