@@ -33,7 +33,7 @@ from typing import Any
 
 from cython_ext import fields
 from hal.balance import WATER_TEMPERATURE_RANGE_C
-from hil.gravimetric.profile import parse_duration_s, parse_rate_nl_per_h, parse_syringe_mm
+from hil.gravimetric.profile import parse_duration_s, parse_rate_request, parse_syringe_mm
 from sim.faults import parse_fault
 
 SIM_PUMP = "sim"
@@ -63,8 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     accuracy.add_argument("--pump", metavar="URL", help="pump serial URL, or 'sim'")
     accuracy.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
-    accuracy.add_argument("--rate", metavar="R", type=_unit_arg(parse_rate_nl_per_h, "--rate"),
-                          help="set rate with unit, e.g. 0.5mL/h, 20uL/h, 0.25mL/day")
+    accuracy.add_argument("--rate", metavar="R", type=_unit_arg(parse_rate_request, "--rate"),
+                          help="set rate with unit, e.g. 0.5mL/h, 20uL/h, 0.1mL/day (any digits: set as the nearest "
+                               "whole nL/h, and the rounding is printed)")
     accuracy.add_argument("--syringe", metavar="SPEC", type=_unit_arg(parse_syringe_mm, "--syringe"),
                           help="syringe preset (bd-10ml...) or inner diameter (14.57mm)")
     accuracy.add_argument("--duration", metavar="T", type=_unit_arg(parse_duration_s, "--duration"),
@@ -171,7 +172,7 @@ def _accuracy(args: argparse.Namespace) -> int:
         BenchProfile,
         load_profile,
         parse_duration_s,
-        parse_rate_nl_per_h,
+        parse_rate_request,
         parse_syringe_mm,
     )
 
@@ -185,7 +186,8 @@ def _accuracy(args: argparse.Namespace) -> int:
         raise ConfigError("--pump", pump_url, "a serial URL or 'sim' (or [pump] url in the profile)")
     if not balance_url:
         raise ConfigError("--balance", balance_url, "a serial URL or 'sim:mtsics'/'sim:sbi' (or [balance] url)")
-    rate = parse_rate_nl_per_h(args.rate, field_name="--rate") if args.rate else profile.rate_nl_per_h
+    requested = parse_rate_request(args.rate, field_name="--rate") if args.rate else None
+    rate = requested.nl_per_h if requested is not None else profile.rate_nl_per_h
     if rate is None:
         raise ConfigError("--rate", None, "a rate with unit such as 0.5mL/h (or [test] rate in the profile)")
     syringe_mm = parse_syringe_mm(args.syringe, field_name="--syringe") if args.syringe else profile.syringe_diameter_mm
@@ -286,9 +288,16 @@ def _accuracy(args: argparse.Namespace) -> int:
         )
     analysis = result.analysis
     document = summary(result.measurement, analysis, limit_pct=limit_pct, simulation=simulation)
+    if requested is not None and requested.exact_nl_per_h != requested.nl_per_h and args.json:
+        print(f"itb: --rate {requested.describe()}", file=sys.stderr)  # stdout is the summary document only
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
+        if requested is not None and requested.exact_nl_per_h != requested.nl_per_h:
+            print(f"rate: {requested.describe()}")
+        held = result.measurement.held_rate_nl_per_h
+        if held is not None and held != rate:
+            print(f"rate: the pump holds {held} nL/h ({(held - rate) * 100 / rate:+.3f} % from the {rate} nL/h set)")
         print(f"mean error A: {analysis.mean_error_pct:+.3f} %  (mean flow {analysis.mean_flow_ml_per_h:.6f} mL/h, "
               f"set {analysis.settings.rate_ml_per_h:.6f} mL/h)")
         for point in analysis.trumpet:

@@ -134,6 +134,21 @@ def test_refused_accuracy_data_exits_3(tmp_path: Path) -> None:
     assert summary["passed"] is False and summary["error"]["exit_status"] == ExitStatus.REFUSED_DATA
 
 
+def test_an_accuracy_rate_with_any_digits_runs_and_reports_both_roundings() -> None:
+    """0.1 mL/day is 4166.67 nL/h: set as 4167 nL/h, and the pump's read-back is reported beside it."""
+    done = itb("hil", "accuracy", "--pump", "sim", "--balance", "sim:mtsics", "--rate", "0.1234567mL/h",
+               "--syringe", "bd-10ml", "--duration", "10min")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rate: 0.1234567mL/h = 123456.700 nL/h, set as 123457 nL/h" in done.stdout
+    held = [line for line in done.stdout.splitlines() if line.startswith("rate: the pump holds")]
+    assert len(held) == 1 and "from the 123457 nL/h set" in held[0]
+    done = itb("hil", "accuracy", "--pump", "sim", "--balance", "sim:mtsics", "--rate", "0.1mL/day",
+               "--syringe", "bd-1ml", "--duration", "10min", "--json")
+    doc = json.loads(done.stdout)
+    assert doc["config"]["rate_nl_per_h"] == 4167 and doc["held_rate_nl_per_h"] > 0
+    assert "--rate 0.1mL/day = 4166.667 nL/h, set as 4167 nL/h (+0.008 %" in done.stderr
+
+
 def test_json_error_is_a_document_on_stdout(tmp_path: Path) -> None:
     done = itb("journal", "verify", str(tmp_path / "missing.sqlite"), "--json")
     assert done.returncode == ExitStatus.USAGE

@@ -210,6 +210,8 @@ class Measurement:
     :ivar tare_ug: the tare stored before the run, µg.
     :ivar stopped_early: why sampling stopped before the end, or empty.
     :ivar interrupted: the operator stopped sampling (SIGINT): the run is incomplete.
+    :ivar held_rate_nl_per_h: the rate the pump read back after it was set, nL/h (its number format
+        may round the set rate), or None if it gave none.
     """
 
     config: AccuracyConfig
@@ -222,6 +224,7 @@ class Measurement:
     tare_ug: int
     stopped_early: str = ""
     interrupted: bool = False
+    held_rate_nl_per_h: int | None = None
 
     def weight_samples(self) -> list[WeightSample]:
         """The series for the analysis."""
@@ -304,7 +307,13 @@ def measure(
     rate_result = pump.set_rate(config.rate_nl_per_h)
     if not rate_result.applied:
         raise DeviceError(f"pump did not apply set_rate: {rate_result.outcome.value} {rate_result.detail}")
-    checks.append(SetupCheck("rate read back", True, f"{rate_result.value} nL/h"))
+    held = rate_result.value
+    if held is not None and held != config.rate_nl_per_h:
+        change_pct = (held - config.rate_nl_per_h) * 100 / config.rate_nl_per_h
+        checks.append(SetupCheck("rate read back", True, f"{held} nL/h ({change_pct:+.3f} % "
+                                 f"from the {config.rate_nl_per_h} nL/h set: the pump's number format)"))
+    else:
+        checks.append(SetupCheck("rate read back", True, f"{held} nL/h"))
     initial = balance.read_stable(timeout_s=config.stable_timeout_s)
     checks.append(SetupCheck("balance stable", True, f"{initial.mass_ug} µg, last digit {initial.resolution_ug} µg"))
     tare_ug = 0
@@ -363,6 +372,7 @@ def measure(
         tare_ug=tare_ug,
         stopped_early=stopped_early,
         interrupted=interrupted,
+        held_rate_nl_per_h=held,
     )
     if stopped_early and not interrupted:
         error = InsufficientDataError(RefusalReason.PUMP_NOT_DELIVERING, stopped_early)

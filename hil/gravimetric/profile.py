@@ -46,6 +46,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,52 @@ def parse_rate_nl_per_h(text: object, *, field_name: str = "rate") -> int:
     if not 0 < rate <= MAX_RATE_NL_PER_H:
         raise ConfigError(field_name, fields.shown(text), allowed)
     return rate
+
+
+@dataclass(frozen=True)
+class RateRequest:
+    """A rate as typed, and the whole nL/h it is set as.
+
+    :ivar text: what was typed (``"0.1mL/day"``).
+    :ivar exact_nl_per_h: its exact value, nL/h.
+    :ivar nl_per_h: the nearest whole nL/h (halves away from zero), the rate sent to the pump.
+    """
+
+    text: str
+    exact_nl_per_h: Fraction
+    nl_per_h: int
+
+    @property
+    def rounding_pct(self) -> float:
+        """How far the set rate is from the typed one, % of the typed one (0 when exact)."""
+        return float((self.nl_per_h - self.exact_nl_per_h) * 100 / self.exact_nl_per_h)
+
+    def describe(self) -> str:
+        """``"0.1mL/day = 4166.667 nL/h, set as 4167 nL/h (+0.008 %)"``, or just the rate when exact."""
+        if self.exact_nl_per_h == self.nl_per_h:
+            return f"{self.text} = {self.nl_per_h} nL/h"
+        return (f"{self.text} = {float(self.exact_nl_per_h):.3f} nL/h, set as {self.nl_per_h} nL/h "
+                f"({self.rounding_pct:+.3f} %, the nearest whole nL/h)")
+
+
+def parse_rate_request(text: object, *, field_name: str = "rate") -> RateRequest:
+    """Any positive rate with a unit (nL/h, uL/h, mL/h, mL/day), to the nearest whole nL/h.
+
+    Unlike :func:`parse_rate_nl_per_h` (files: exact or refused), a command-line rate may have
+    any number of digits; the rounding is reported by :meth:`RateRequest.describe`.
+
+    :raises ConfigError: no unit, an unknown unit, or a rate that rounds to 0 or above the maximum.
+    """
+    allowed = ("a positive rate with a unit: nL/h, uL/h, mL/h or mL/day (e.g. '0.5mL/h'), "
+               f"at least 0.5 nL/h and at most {MAX_RATE_NL_PER_H // NL_PER_ML} mL/h")
+    number, unit = _split(field_name, text, allowed)
+    if unit not in RATE_UNITS_NL_PER_H and unit != "ml/day":
+        raise ConfigError(field_name, fields.shown(text), allowed)
+    exact = Fraction(number) * (Fraction(NL_PER_ML, 24) if unit == "ml/day" else RATE_UNITS_NL_PER_H[unit])
+    rounded = int(exact + Fraction(1, 2))  # exact > 0: floor(x + 1/2) rounds halves up
+    if not 0 < rounded <= MAX_RATE_NL_PER_H:
+        raise ConfigError(field_name, fields.shown(text), allowed)
+    return RateRequest(str(text).strip(), exact, rounded)
 
 
 def parse_duration_s(text: object, *, field_name: str = "duration") -> int:

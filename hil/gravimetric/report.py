@@ -79,6 +79,7 @@ def summary(
         result="refused" if refusal is not None else "reported",
         limit_pct=limit_pct,
         config=config_summary(measurement.config),
+        held_rate_nl_per_h=measurement.held_rate_nl_per_h,
         pump=asdict(measurement.pump_identity),
         balance=asdict(measurement.balance_identity),
         started_utc=measurement.started_utc,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cython_ext.errors import ConfigError
 from hil.cli import build_parser
-from hil.gravimetric.profile import parse_duration_s, parse_rate_nl_per_h, parse_syringe_mm
+from hil.gravimetric.profile import parse_duration_s, parse_rate_request, parse_syringe_mm
 from sim.clock import VirtualClock
 from sim.faults import KINDS, FaultyDevice, parse_fault
 from sim.newera import Ne1000
@@ -78,7 +78,7 @@ OPTIONS: list[tuple[list[str], str, Callable[[Any], bool]]] = [
     (["sim", "serve"], "--fill-ml", decimal_in("0", "1000")),
     (["sim", "serve"], "--dose-step-nl", number_in(0, 10**9, whole=True)),
     (["sim", "serve"], "--fault", reads_with(parse_fault)),
-    (["hil", "accuracy"], "--rate", reads_with(parse_rate_nl_per_h)),
+    (["hil", "accuracy"], "--rate", reads_with(parse_rate_request)),
     (["hil", "accuracy"], "--syringe", reads_with(parse_syringe_mm)),
     (["hil", "accuracy"], "--duration", reads_with(parse_duration_s)),
     (["hil", "accuracy"], "--interval", reads_with(parse_duration_s)),

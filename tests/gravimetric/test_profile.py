@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hil.gravimetric.profile import (
     parse_duration_s,
     parse_profile,
     parse_rate_nl_per_h,
+    parse_rate_request,
     parse_syringe_mm,
 )
 
@@ -82,6 +84,44 @@ def test_rates_convert_exactly(text: str, rate: int) -> None:
 def test_bad_rates_are_rejected_not_rounded(text: object) -> None:
     with pytest.raises(ConfigError):
         parse_rate_nl_per_h(text)
+
+
+#: nL/h per unit, written out again for the oracle (not the module's table).
+ORACLE_NL_PER_H = {"nL/h": Decimal(1), "uL/h": Decimal(1000), "mL/h": Decimal(1_000_000),
+                   "mL/day": Decimal(1_000_000) / Decimal(24)}
+
+
+@given(digits=st.decimals(min_value="0.001", max_value="9999", places=7, allow_nan=False, allow_infinity=False),
+       unit=st.sampled_from(sorted(ORACLE_NL_PER_H)))
+def test_a_command_line_rate_is_set_as_the_nearest_whole_nl_per_h(digits: Decimal, unit: str) -> None:
+    """Any digits are accepted on the command line; the rate set is the typed one rounded half up, and said so."""
+    text = f"{digits}{unit}"
+    with localcontext() as ctx:
+        ctx.prec = 60
+        exact = digits * ORACLE_NL_PER_H[unit]
+        expected = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if not 0 < expected <= 10_000_000_000:
+        with pytest.raises(ConfigError) as caught:
+            parse_rate_request(text, field_name="--rate")
+        assert caught.value.field == "--rate"
+        return
+    request = parse_rate_request(text, field_name="--rate")
+    assert request.nl_per_h == expected
+    assert abs(Decimal(request.nl_per_h) - exact) <= Decimal("0.5")
+    if request.nl_per_h == exact:
+        assert "set as" not in request.describe()
+    else:
+        assert f"set as {expected} nL/h" in request.describe() and "%" in request.describe()
+
+
+def test_a_command_line_rate_reports_its_rounding() -> None:
+    request = parse_rate_request("0.1mL/day", field_name="--rate")
+    assert request.nl_per_h == 4167
+    assert request.describe() == "0.1mL/day = 4166.667 nL/h, set as 4167 nL/h (+0.008 %, the nearest whole nL/h)"
+    assert parse_rate_request("0.24mL/day").describe() == "0.24mL/day = 10000 nL/h"
+    for bad in ("0.4nL/h", "1L/h", "5", "-1mL/h", 1.0):
+        with pytest.raises(ConfigError):
+            parse_rate_request(bad, field_name="--rate")
 
 
 def test_durations_and_syringes() -> None:
