@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 "$ITB" -q run --report "$OUT/run" --no-progress >/dev/null
-"$ITB" -q hil accuracy --pump sim --balance sim:mtsics --rate 1.2mL/h --syringe 14.5mm --bias-pct 3 \
+"$ITB" -q hil accuracy --pump sim --balance sim:mtsics --rate 1.2mL/h --syringe 14.5mm --bias-pct 3 --limit-pct 5 \
     --report "$OUT/accuracy" >/dev/null
 
 PROFILE=$(mktemp -d)
