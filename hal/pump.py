@@ -95,6 +95,7 @@ class PumpCapabilities:
         driver accepts; beyond it the value is refused.
     :ivar volume_resolution_nl: smallest step of the dispensed counter, nL.
     :ivar sensors: the sensors this pump really has.
+    :ivar holds_programs: the pump runs phase programs by itself (:meth:`PumpDriver.stage_program`).
     """
 
     min_rate_nl_per_h: int
@@ -102,6 +103,7 @@ class PumpCapabilities:
     rate_tolerance_ppm: int
     volume_resolution_nl: int
     sensors: frozenset[Sensor] = field(default_factory=frozenset)
+    holds_programs: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,23 +197,39 @@ class PumpProgram:
 
     Made for "the bolus rate for exactly the bolus volume, then the basal rate,
     continuous": every phase but the last has a volume; the last is continuous
-    (``volume_nl == 0``) or, with a volume, the pump stops after it.
+    (``volume_nl == 0``) or, with a volume, the pump stops after it. With
+    ``repeat_from`` the program never ends: after the last phase (which then has
+    a volume too) it goes on at phase ``repeat_from``, so a day of phases loops.
 
     :ivar phases: the phases in the order they run (at least one).
+    :ivar repeat_from: index into ``phases`` (0-based) where the program goes on after its last
+        phase, or None (it ends with its last phase).
     """
 
     phases: tuple[ProgramPhase, ...]
+    repeat_from: int | None = None
 
     def __post_init__(self) -> None:
         if not self.phases or not all(isinstance(p, ProgramPhase) for p in self.phases):
             raise ConfigError("phases", self.phases, "a non-empty tuple of ProgramPhase")
         if any(p.volume_nl == 0 for p in self.phases[:-1]):
             raise ConfigError("phases", self.phases, "a volume > 0 nL in every phase but the last")
+        if self.repeat_from is not None:
+            if isinstance(self.repeat_from, bool) or not isinstance(self.repeat_from, int) \
+                    or not 0 <= self.repeat_from < len(self.phases):
+                raise ConfigError("repeat_from", self.repeat_from, f"None or an index in [0, {len(self.phases) - 1}]")
+            if self.phases[-1].volume_nl == 0:
+                raise ConfigError("phases", self.phases, "a volume > 0 nL in every phase of a repeating program")
 
     @property
     def ends_continuous(self) -> bool:
         """True when the last phase runs until stopped (the pump never stops by itself)."""
-        return self.phases[-1].volume_nl == 0
+        return self.repeat_from is None and self.phases[-1].volume_nl == 0
+
+    @property
+    def repeats(self) -> bool:
+        """True when the program goes on at ``repeat_from`` after its last phase (it never ends)."""
+        return self.repeat_from is not None
 
     @property
     def max_rate_nl_per_h(self) -> int:
@@ -310,6 +328,22 @@ class PumpDriver(ABC):
 
     def commit_program(self) -> CommandResult:
         """Start the program staged (and verified) by :meth:`stage_program` at its first phase.
+
+        :raises CapabilityError: the pump holds no programs.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
+
+    def program_as_held(self, program: PumpProgram) -> PumpProgram:
+        """``program`` as the pump would hold it (rates and volumes in its number format); no I/O.
+
+        :raises CapabilityError: the pump holds no programs, or a phase is outside its envelope or format.
+        """
+        raise CapabilityError(f"{type(self).__name__} cannot hold a pump program")
+
+    def pause(self) -> CommandResult:
+        """Pause the running program where it is (a later :meth:`start` resumes it there).
+
+        ``APPLIED`` when the pump is paused or stopped afterwards.
 
         :raises CapabilityError: the pump holds no programs.
         """

@@ -741,11 +741,19 @@ class PhaseFunction(enum.Enum):
 
     RATE = "RAT"
     STOP = "STP"
+    JUMP = "JMP"
 
 
-def set_function_request(address: int, function: PhaseFunction) -> Request:
-    """``FUN RAT`` or ``FUN STP`` for the selected phase."""
-    return Request(address, Command.FUN, function.value)
+def set_function_request(address: int, function: PhaseFunction, target_phase: int | None = None) -> Request:
+    """``FUN RAT``, ``FUN STP`` or ``FUN JMP n`` (go on at phase n) for the selected phase.
+
+    :raises ConfigError: ``target_phase`` missing for ``JMP``, given for another function, or not in [1, 41].
+    """
+    if (function is PhaseFunction.JUMP) != (target_phase is not None):
+        raise ConfigError("target_phase", target_phase, "a phase number for JMP only")
+    if target_phase is None:
+        return Request(address, Command.FUN, function.value)
+    return Request(address, Command.FUN, f"{function.value}{check_phase(target_phase)}")
 
 
 def parse_phase_number(data: str) -> int:

@@ -606,6 +606,7 @@ class Ne1000Driver(PumpDriver):
             rate_tolerance_ppm=self.rate_tolerance_ppm,
             volume_resolution_nl=units.nl // 1000,
             sensors=NE1000_SENSORS,
+            holds_programs=True,
         )
 
     def configure(self, *, syringe_diameter_mm: float | Decimal | str) -> PumpCapabilities:
@@ -992,14 +993,15 @@ class Ne1000Driver(PumpDriver):
 
         Each phase is written as ``PHN n``, ``FUN RAT``, ``RAT``, ``VOL``,
         ``DIR``; a program whose last phase has a volume gets a ``FUN STP``
-        phase after it, so the pump stops there by itself. The pump must be
+        phase after it, so the pump stops there by itself, and a repeating one
+        (``repeat_from``) a ``FUN JMP n`` phase, so it loops. The pump must be
         stopped or paused (it refuses phase edits while it pumps). Every value
         is checked against the pump's envelope and number format before
         anything is sent; the rates and volumes are represented as the pump
         will hold them, and the read-back is compared with that
         representation (see :attr:`staged_program`).
 
-        ``APPLIED``: every phase (and the closing ``STP``) read back as
+        ``APPLIED``: every phase (and the closing ``STP`` or ``JMP``) read back as
         written, and :meth:`commit_program` may start it. ``NOT_APPLIED``: the
         pump refused or was running; ``UNCERTAIN``: a reply was lost or a
         phase read back otherwise. Either way nothing is committable.
@@ -1009,35 +1011,21 @@ class Ne1000Driver(PumpDriver):
         :raises CapabilityError: a phase is outside the envelope or format, or the
             program does not fit in the 41 phases; nothing was sent.
         """
-        if not isinstance(program, PumpProgram):
-            raise ConfigError("program", program, "a hal.pump.PumpProgram")
-        codec.check_phase(first_phase)
-        last = first_phase + len(program.phases) - (1 if program.ends_continuous else 0)
-        if last > codec.MAX_PHASES:
-            raise CapabilityError(
-                f"program of {len(program.phases)} phases from phase {first_phase} needs phase {last}; "
-                f"the pump has {codec.MAX_PHASES}; nothing was sent", error_code="NE_PROGRAM_TOO_LONG")
+        last = self._closing_phase(program, first_phase)
         with self._lock:
             self._staged = None
-            caps = self.capabilities()
-            units = self._volume_units()
-            writes: list[Request] = []
-            held: list[ProgramPhase] = []
-            for number, phase in enumerate(program.phases, start=first_phase):
-                self._check_envelope(phase.rate_nl_per_h, caps)
-                rate = codec.encode_rate(phase.rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm)
-                self._check_envelope(rate.rate_nl_per_h, caps, represented=True)
-                volume = codec.encode_volume(phase.volume_nl, units, tolerance_ppm=self.rate_tolerance_ppm)
-                held.append(ProgramPhase(rate.rate_nl_per_h, volume.volume_nl, phase.direction))
-                writes += [codec.select_phase_request(self.address, number),
-                           codec.set_function_request(self.address, codec.PhaseFunction.RATE),
-                           codec.set_rate_request(self.address, rate),
-                           codec.set_volume_request(self.address, volume),
-                           codec.set_direction_request(self.address, _WIRE_DIRECTION[phase.direction])]
-            if not program.ends_continuous:
+            writes, expected = self._phase_writes(program, first_phase)
+            if program.repeats:
+                closing_function = f"{codec.PhaseFunction.JUMP.value}{first_phase + program.repeat_from}"
+                writes += [codec.select_phase_request(self.address, last),
+                           codec.set_function_request(self.address, codec.PhaseFunction.JUMP,
+                                                      first_phase + program.repeat_from)]
+            elif not program.ends_continuous:
+                closing_function = codec.PhaseFunction.STOP.value
                 writes += [codec.select_phase_request(self.address, last),
                            codec.set_function_request(self.address, codec.PhaseFunction.STOP)]
-            expected = PumpProgram(tuple(held))
+            else:
+                closing_function = None
             status = self.read_status()
             if status.alarm is not None or status.state not in (PumpState.STOPPED, PumpState.PAUSED):
                 return CommandResult("stage_program", Outcome.NOT_APPLIED, status=status,
@@ -1056,10 +1044,11 @@ class Ne1000Driver(PumpDriver):
                                          detail=f"pump answered {why} to {request.data().decode()}; not committable")
             try:
                 observed = self.read_program(first_phase, len(program.phases))
-                closing = None if program.ends_continuous else self._read_function(last)
+                closing = None if closing_function is None else self._read_function(last)
             except (CommunicationError, DeviceError) as exc:
                 return CommandResult("stage_program", Outcome.UNCERTAIN, detail=_join(lost, f"read-back failed ({exc})"))
-            if observed != expected or closing not in (None, codec.PhaseFunction.STOP.value):
+            observed = PumpProgram(observed.phases, program.repeat_from)
+            if observed != expected or closing != closing_function:
                 return CommandResult("stage_program", Outcome.UNCERTAIN,
                                      detail=_join(lost, f"read back {observed} (closing phase {closing}), "
                                                         f"expected {expected}"))
@@ -1067,6 +1056,74 @@ class Ne1000Driver(PumpDriver):
             return CommandResult("stage_program", Outcome.APPLIED, value=first_phase,
                                  detail=_join(lost, f"{len(expected.phases)} phases from phase {first_phase} "
                                                     "read back as written"))
+
+    def _closing_phase(self, program: PumpProgram, first_phase: int) -> int:
+        """The phase after the last rate phase (``STP`` or ``JMP`` there), checked to fit the 41 phases."""
+        if not isinstance(program, PumpProgram):
+            raise ConfigError("program", program, "a hal.pump.PumpProgram")
+        codec.check_phase(first_phase)
+        last = first_phase + len(program.phases) - (1 if program.ends_continuous else 0)
+        if last > codec.MAX_PHASES:
+            raise CapabilityError(
+                f"program of {len(program.phases)} phases from phase {first_phase} needs phase {last}; "
+                f"the pump has {codec.MAX_PHASES}; nothing was sent", error_code="NE_PROGRAM_TOO_LONG")
+        return last
+
+    def _phase_writes(self, program: PumpProgram, first_phase: int) -> tuple[list[Request], PumpProgram]:
+        """The requests that write every rate phase, and the program as the pump will hold it."""
+        caps = self.capabilities()
+        units = self._volume_units()
+        writes: list[Request] = []
+        held: list[ProgramPhase] = []
+        for number, phase in enumerate(program.phases, start=first_phase):
+            self._check_envelope(phase.rate_nl_per_h, caps)
+            rate = codec.encode_rate(phase.rate_nl_per_h, tolerance_ppm=self.rate_tolerance_ppm)
+            self._check_envelope(rate.rate_nl_per_h, caps, represented=True)
+            volume = codec.encode_volume(phase.volume_nl, units, tolerance_ppm=self.rate_tolerance_ppm)
+            held.append(ProgramPhase(rate.rate_nl_per_h, volume.volume_nl, phase.direction))
+            writes += [codec.select_phase_request(self.address, number),
+                       codec.set_function_request(self.address, codec.PhaseFunction.RATE),
+                       codec.set_rate_request(self.address, rate),
+                       codec.set_volume_request(self.address, volume),
+                       codec.set_direction_request(self.address, _WIRE_DIRECTION[phase.direction])]
+        return writes, PumpProgram(tuple(held), program.repeat_from)
+
+    def program_as_held(self, program: PumpProgram) -> PumpProgram:
+        """``program`` with every rate and volume as the pump's number format holds it; no I/O.
+
+        :raises ConfigError: not a :class:`~hal.pump.PumpProgram`.
+        :raises CapabilityError: a phase is outside the envelope or format, or it does not fit in 41 phases.
+        """
+        self._closing_phase(program, 1)
+        with self._lock:
+            return self._phase_writes(program, 1)[1]
+
+    def pause(self) -> CommandResult:
+        """Pause a running program where it is (one ``STP``): the pump must be paused or stopped to be programmed.
+
+        Nothing is sent to a pump already paused or stopped. A lost reply is resolved by a status
+        read. ``APPLIED`` when the pump is paused or stopped afterwards; a latched alarm is
+        acknowledged by the exchange and reported in the status.
+        """
+        with self._lock:
+            before = self.read_status()
+            if before.state in (PumpState.PAUSED, PumpState.STOPPED):
+                return CommandResult("pause", Outcome.APPLIED, status=before, detail="already not delivering; nothing sent")
+            try:
+                reply = self._send_once(codec.stop_request(self.address))
+            except _DeliveryLost as exc:
+                status = self._readings_status_only()[0]
+                if status is None:
+                    return CommandResult("pause", Outcome.UNCERTAIN, detail=f"reply to STP lost ({exc}); status unreadable")
+            else:
+                if reply.error is not None:
+                    return CommandResult("pause", Outcome.NOT_APPLIED, status=_status_of(reply),
+                                         detail=f"pump answered {reply.error.value} to STP")
+                status = self.read_status() if reply.alarm is not None else _status_of(reply)
+            assert status is not None
+            held = status.state in (PumpState.PAUSED, PumpState.STOPPED)
+            return CommandResult("pause", Outcome.APPLIED if held else Outcome.NOT_APPLIED, status=status,
+                                 detail="" if held else f"pump still {status.state.value}")
 
     def read_program(self, first_phase: int, count: int) -> PumpProgram:
         """Read ``count`` rate phases back from phase ``first_phase`` on (``PHN``, ``FUN``, ``RAT``, ``VOL``, ``DIR``).

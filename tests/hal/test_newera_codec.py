@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 from decimal import Decimal
 from fractions import Fraction
 
@@ -69,6 +70,38 @@ def test_golden_requests() -> None:
     assert codec.query(0, Command.VER).encode(safe=True) == bytes.fromhex("02 08 30 56 45 52 48 09 03")
     assert codec.status_request(0).encode(safe=False) == b"0\r"
     assert Request(0, Command.RESET).data() == b"*RESET"
+
+
+def test_program_command_byte_vectors() -> None:
+    """The Pumping Program commands as the manual spells them (spaces dropped), in Basic and Safe framing.
+
+    The Safe frames' CRC is computed here with ``binascii.crc_hqx`` (CRC-16/XMODEM, reference §1.4),
+    independently of the framing module.
+    """
+    phase = codec.PhaseFunction
+    basic = {
+        codec.select_phase_request(0, 2): "30 50 48 4E 32 0D",  # 0PHN2
+        codec.set_function_request(0, phase.RATE): "30 46 55 4E 52 41 54 0D",  # 0FUNRAT
+        codec.set_function_request(0, phase.STOP): "30 46 55 4E 53 54 50 0D",  # 0FUNSTP
+        codec.set_function_request(0, phase.JUMP, 1): "30 46 55 4E 4A 4D 50 31 0D",  # 0FUNJMP1
+        codec.set_function_request(12, phase.JUMP, 41): "31 32 46 55 4E 4A 4D 50 34 31 0D",  # 12FUNJMP41
+        codec.run_request(0, 3): "30 52 55 4E 33 0D",  # 0RUN3
+        codec.query(0, Command.PHN): "30 50 48 4E 0D",  # 0PHN
+        codec.query(0, Command.FUN): "30 46 55 4E 0D",  # 0FUN
+        codec.stop_request(0): "30 53 54 50 0D",  # 0STP: the first pauses
+    }
+    for request, wire in basic.items():
+        assert request.encode(safe=False) == bytes.fromhex(wire), request
+        data = bytes.fromhex(wire)[:-1]
+        crc = binascii.crc_hqx(data, 0)
+        assert request.encode(safe=True) == bytes([0x02, len(data) + 4]) + data + crc.to_bytes(2, "big") + b"\x03"
+    assert codec.parse_function("JMP5") == "JMP5"
+
+
+@pytest.mark.parametrize(("function", "target"), [("JUMP", None), ("RATE", 2), ("JUMP", 0), ("JUMP", 42)])
+def test_set_function_request_takes_a_target_phase_for_jmp_only(function: str, target: int | None) -> None:
+    with pytest.raises(ConfigError):
+        codec.set_function_request(0, codec.PhaseFunction[function], target)
 
 
 def test_safe_golden_replies_decode() -> None:

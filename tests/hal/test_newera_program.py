@@ -135,3 +135,50 @@ def test_only_the_last_phase_may_be_continuous() -> None:
         PumpProgram((ProgramPhase(30_000), ProgramPhase(60_000, 1_000)))
     assert not PumpProgram((ProgramPhase(30_000, 1_000),)).ends_continuous
     assert BOLUS_THEN_BASAL.max_rate_nl_per_h == 600_000
+
+
+def test_a_repeating_program_loops_by_itself_through_fun_jmp(backend: Backend) -> None:
+    driver, device, clock = backend.driver, backend.device, backend.clock
+    assert device is not None
+    day = PumpProgram((ProgramPhase(600_000, 5_000), ProgramPhase(60_000, 1_000), ProgramPhase(120_000, 2_000)),
+                      repeat_from=1)
+    assert driver.stage_program(day).applied
+    assert device.phases[3].function_text == "JMP2", "the closing phase jumps back to the second rate phase"
+    assert driver.commit_program().applied
+    clock.advance(30 + 60 + 60)  # the first phase once, then phases 2 and 3
+    assert device.dispensed_nl() == (5_000 + 1_000 + 2_000, 0)
+    clock.advance(60 + 60)  # no STP anywhere: phases 2 and 3 again
+    assert device.dispensed_nl() == (5_000 + 2 * (1_000 + 2_000), 0)
+    assert driver.read_status().state is PumpState.INFUSING
+
+
+def test_repeating_programs_are_checked_when_built() -> None:
+    with pytest.raises(ConfigError) as info:
+        PumpProgram((ProgramPhase(30_000, 1_000),), repeat_from=1)
+    assert info.value.field == "repeat_from"
+    with pytest.raises(ConfigError):
+        PumpProgram((ProgramPhase(30_000, 1_000), ProgramPhase(30_000)), repeat_from=0)  # a continuous phase never ends
+    looping = PumpProgram((ProgramPhase(30_000, 1_000),), repeat_from=0)
+    assert looping.repeats and not looping.ends_continuous
+
+
+def test_pause_holds_a_running_program_where_it_is_and_sends_nothing_to_a_stopped_pump() -> None:
+    link = ScriptedLink([(b"0\r", b"\x0200I\x03"), (b"0STP\r", b"\x0200P\x03")])
+    driver = Ne1000Driver(link)
+    result = driver.pause()
+    assert result.applied and result.status is not None and result.status.state is PumpState.PAUSED
+    link.assert_done()
+    link = ScriptedLink([(b"0\r", b"\x0200S\x03")])
+    assert Ne1000Driver(link).pause().applied
+    link.assert_done()
+
+
+def test_program_as_held_is_the_pump_number_format_without_io() -> None:
+    link = ScriptedLink([(b"0\r", b"\x0200S\x03"), (b"0\r", b"\x0200S\x03"), (b"0DIA\r", b"\x0200S4.699\x03"),
+                         (b"0RAT\r", b"\x0200S10.00UH\x03")])
+    driver = Ne1000Driver(link)
+    driver.connect()
+    held = driver.program_as_held(PumpProgram((ProgramPhase(123_456, 7_654_321), ProgramPhase(4_166))))
+    # 2.058 uL/min (123.48 uL/h) is nearer than 123.5 uL/h; 7654 uL is the 4-digit volume.
+    assert held == PumpProgram((ProgramPhase(123_480, 7_654_000), ProgramPhase(4_166)))
+    link.assert_done()
