@@ -1269,6 +1269,19 @@ cdef class SafetyKernel:
         cdef i64 early = self._early(p, 0, self.conc, 0, now_ms, cap, True)
         return -early if early < 0 else 0
 
+    def projected_excess_pg(self, now_ms, programme, extra_pg=0):
+        """Largest ``window total - cap`` over every trailing 24 h window ending from now's minute on, pg.
+
+        The windows hold what the ledger has inside them, everything committed, ``programme``'s
+        basal from now (None: nothing more) and ``extra_pg`` placed at now. > 0: some window
+        passes the cap (an orphan schedule's check, :mod:`controller.program`).
+        """
+        extra = require_range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
+        self.ledger._check_now(now_ms)
+        cdef Programme p = None if programme is None else as_programme(programme)
+        cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
+        return self._excess(p, 0, self.conc, extra, now_ms, cap, True)
+
     def tighten_running_bolus(self, remaining_volume_nl, now_ms, *, step_nl=1):
         """Cut the rest of a running bolus so that every projected 24 h window fits the cap (BOL-04).
 

@@ -609,6 +609,18 @@ class SafetyKernel:
         early, late = self._window_parts(programme, now_ms, self.cap_pg(now_ms=now_ms))
         return 0 if late > 0 else max(0, -early)
 
+    def projected_excess_pg(self, now_ms: int, programme: Programme | None, extra_pg: int = 0) -> int:
+        """Largest ``window total - cap`` over every trailing 24 h window ending from now's minute on, pg.
+
+        The windows hold what the ledger has inside them, everything committed, ``programme``'s
+        basal from now (None: nothing more) and ``extra_pg`` placed at now. > 0: some window
+        passes the cap (an orphan schedule's check, :mod:`controller.program`).
+        """
+        extra = require_range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
+        self.ledger._check_now(now_ms)
+        programme = None if programme is None else _as_programme(programme)
+        return self._window_excess(programme, extra, now_ms, self.cap_pg(now_ms=now_ms))
+
     def tighten_running_bolus(self, remaining_volume_nl: int, now_ms: int, *, step_nl: int = 1) -> Tightened:
         """Cut the rest of a running bolus so that every projected 24 h window fits the cap (BOL-04).
 

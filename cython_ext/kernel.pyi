@@ -553,6 +553,10 @@ class SafetyKernel:
         """The 24 h cap in force at now_ms (without it: a held stricter cap while one is stored)."""
     def headroom_pg(self, now_ms: int, programme: Programme | None = None) -> int:
         """Largest extra mass keeping every projected window within the cap (for tighten())."""
+    def projected_excess_pg(self, now_ms: int, programme: Programme | None, extra_pg: int = 0) -> int:
+        """Largest ``window total - cap`` (pg) over every trailing 24 h window ending from now's minute
+        on, holding the ledger's part, everything committed, ``programme``'s basal from now (None:
+        none) and ``extra_pg`` at now; > 0 means a window passes the cap (the orphan check)."""
     def tighten_running_bolus(self, remaining_volume_nl: int, now_ms: int, *, step_nl: int = 1) -> Tightened:
         """BOL-04: cut a running bolus's (still committed) remainder by any excess over the cap."""
     def plan_titration(self, target_dose_ng_per_day: int, now_ms: int) -> tuple[TitrationStep, ...]: ...

@@ -242,3 +242,33 @@ def test_history_rules_agree(h, rate, volume, later_ms):
             gate.cap_pg(now_ms=now), gate.newest_event_ms,
         ])
     assert per_impl[0] == per_impl[1]
+
+
+@settings(max_examples=30)
+@given(world(), st.none() | steps_strategy(max_steps=4, rates=st.integers(1, 100_000)), st.integers(0, 10**10),
+       st.integers(0, 2 * MS_PER_DAY))
+def test_projected_excess_agrees_and_matches_a_brute_force_window_walk(w, steps, extra_pg, later_ms):
+    try:
+        gates = [build(k, w) for k in (COMPILED, TWIN)]
+    except ValueError:
+        assume(False)
+    conc = w[0].concentration_ug_per_ml
+    now = NOW + later_ms
+    excess = [gate.projected_excess_pg(now, None if steps is None else k.Programme(steps, conc, anchor_ms=now),
+                                       extra_pg) for k, gate in zip((COMPILED, TWIN), gates)]
+    assert excess[0] == excess[1]
+    # The oracle: every trailing window ending in minutes m0 .. m0+1440, summed from the ledger's buckets,
+    # the commitments, the programme's basal from now and the extra mass (in every window but the last,
+    # which holds nothing from before now's minute).
+    gate = gates[1]
+    programme = None if steps is None else TWIN.Programme(steps, conc, anchor_ms=now)
+    cap = gate.cap_pg(now_ms=now)
+    m0 = now // MIN
+    worst = None
+    for k in range(1441):
+        inside = sum(gate.ledger.bucket_totals(m0 + k - 1439, m0)) if k < 1440 else 0
+        basal = 0 if programme is None else programme.delivered_pg(now if k < 1440 else (m0 + 1) * MIN,
+                                                                      (m0 + k + 1) * MIN)
+        total = inside + gate.ledger.committed_pg() + basal + (extra_pg if k < 1440 else 0) - cap
+        worst = total if worst is None else max(worst, total)
+    assert excess[1] == worst
