@@ -24,7 +24,16 @@ then re-sends the *absolute* rate once (sending an absolute rate twice has the e
 of sending it once). A command whose outcome stays unknown is *uncertain*: the
 committed rate becomes unknown (None) and the command is settled only by a later
 verified rate (a rate command) or status read (a stop), also after a restart.
-Boluses are built from absolute rates and a controller-side end time, so a repeated
+
+**Programs.** On a pump that holds programs (:attr:`hal.pump.PumpCapabilities.holds_programs`)
+a bolus is a program the pump ends by itself (:meth:`CommandIssuer.send_program`): pause,
+stage every phase, read every phase back, commit (``RUN 1``), verify it runs. The NE-1000
+takes phase edits only while paused or stopped, so each program costs a *programming
+stop* of a few exchanges (about a second on the wire), journalled with the command; the
+counter shows it as the volume it did not deliver. A program is never re-sent after a lost
+reply: status and phase are read instead. Starting a stopped pump on such a pump is a
+one-phase continuous program too, so that ``RUN`` can never start an old bolus phase again.
+Without programs, boluses are absolute rates and a controller-side end time, so a repeated
 rate command can never repeat a bolus.
 """
 
@@ -41,13 +50,18 @@ from controller.faults import FaultCode, fault_for_exception
 from controller.journal import JournalError
 from controller.store import Store
 from cython_ext.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
-from hal.pump import CommandResult, DispensedVolume, Outcome, PumpAlarm, PumpDriver, PumpState, PumpStatus
+from hal.pump import (CommandResult, DispensedVolume, Outcome, ProgramPhase, PumpAlarm, PumpDriver, PumpProgram,
+                      PumpState, PumpStatus)
 
 #: How many times an idempotent read is attempted before the state counts as unknown.
 READ_ATTEMPTS = 3
 
 #: Prefix of the detail of a requested change withheld for want of a durable journal record.
 NOT_JOURNALLED = "withheld"
+
+#: Journal kinds of the commands that set what the pump delivers (their params hold ``rate_nl_per_h``,
+#: for a program its highest phase rate).
+RATE_COMMAND_KINDS = ("set_rate", "program")
 
 #: What a durable-write failure looks like (the loop raises JOURNAL_WRITE_FAILURE for it).
 STORAGE_ERRORS = (sqlite3.Error, OSError, JournalError)
@@ -347,8 +361,20 @@ class CommandIssuer:
             tolerance_ppm = 0  # the declared tolerance is unknown: only an exact read-back verifies
         return abs(result.value - rate_nl_per_h) * 1_000_000 <= rate_nl_per_h * tolerance_ppm
 
-    def _ensure_running(self) -> tuple[bool, PumpStatus | None, bool]:
-        """Start the pump if it is not infusing. Returns (running, status, uncertain)."""
+    def holds_programs(self) -> bool:
+        """Whether the pump runs phase programs by itself (a capability read; False when it cannot be read)."""
+        try:
+            return self.pump.capabilities().holds_programs
+        except HalError as exc:
+            self.hal_errors.append((exc, False))
+            return False
+
+    def _ensure_running(self, rate_nl_per_h: int) -> tuple[bool, PumpStatus | None, bool]:
+        """Start the pump at ``rate_nl_per_h`` if it is not infusing. Returns (running, status, uncertain).
+
+        A pump that holds programs starts on a one-phase continuous program at the rate (never
+        on whatever phase 1 held before); any other pump is started with the rate just set.
+        """
         status = self.read_status()
         if status is None:
             return False, None, True
@@ -356,6 +382,9 @@ class CommandIssuer:
             return False, status, False
         if status.state is PumpState.INFUSING:
             return True, status, False
+        if self.holds_programs():
+            outcome = self._run_program(PumpProgram((ProgramPhase(rate_nl_per_h),)))
+            return outcome.committed, outcome.status, outcome.uncertain
         try:
             result = self.pump.start()
         except HalError as exc:
@@ -365,6 +394,82 @@ class CommandIssuer:
         status = self.read_status()
         running = status is not None and status.state is PumpState.INFUSING
         return running, status, uncertain
+
+    # -- programs the pump runs by itself ----------------------------------------------------------
+
+    def send_program(self, program: PumpProgram, *, cause: str, essential: bool,
+                     also: Callable[[], None] | None = None) -> ProgramOutcome:
+        """Hand ``program`` to the pump: durable pending record, pause, stage and read back, commit, verify.
+
+        Same journal and durability rules as :meth:`send_rate`. If staging or the commit fails,
+        the first phase's continuous rate is *not* assumed: the previous committed rate is put
+        back as a one-phase program, verified. ``rate_nl_per_h`` of the outcome is the first
+        phase's rate as the pump holds it.
+
+        :param program: the program, as the pump holds it (:meth:`~hal.pump.PumpDriver.program_as_held`).
+        :param cause: why (journalled with the command).
+        :param essential: send even without a durable pending record.
+        :param also: further writes that must be durable in the same transaction (a bolus record).
+        """
+        params = {"rate_nl_per_h": program.max_rate_nl_per_h, "cause": cause,
+                  "phases": [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
+        command_id, durable = self._begin("program", params, also)
+        if not durable and not essential:
+            return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                  f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
+        previous = self.committed_rate_nl_per_h
+        outcome = self._run_program(program)
+        if not outcome.committed and outcome.result is not ProgramResult.UNKNOWN and previous:
+            restored = self._run_program(PumpProgram((ProgramPhase(previous),)))
+            outcome = ProgramOutcome(ProgramResult.KEPT_OLD if restored.committed else ProgramResult.UNKNOWN,
+                                     restored.rate_nl_per_h, restored.status, None, True,
+                                     f"{outcome.detail}; previous rate {previous} nL/h "
+                                     f"{'restored and verified' if restored.committed else 'could not be restored'}")
+        self._settle_superseded(outcome)
+        if durable:
+            self.complete(command_id, COMMAND_OUTCOME[outcome.result],
+                          {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
+                           "uncertain": outcome.uncertain, "detail": outcome.detail})
+            if outcome.result is ProgramResult.UNKNOWN:
+                self._uncertain_rates.append((command_id, program.phases[0].rate_nl_per_h))
+        self.committed_rate_nl_per_h = None if outcome.result is ProgramResult.UNKNOWN else outcome.rate_nl_per_h
+        return outcome
+
+    def _run_program(self, program: PumpProgram) -> ProgramOutcome:
+        """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore."""
+        try:
+            program = self.pump.program_as_held(program)
+            paused = self.pump.pause()
+            if not paused.applied:
+                return ProgramOutcome(ProgramResult.KEPT_OLD if paused.outcome is Outcome.NOT_APPLIED
+                                      else ProgramResult.UNKNOWN, self.committed_rate_nl_per_h, paused.status,
+                                      None, paused.outcome is Outcome.UNCERTAIN, f"not paused: {paused.detail}")
+            if paused.status is not None and paused.status.alarm is not None:
+                return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, None, paused.status, None, False,
+                                      f"pump alarm {paused.status.alarm.value} before programming")
+            staged = self.pump.stage_program(program)
+            if not staged.applied:
+                return ProgramOutcome(ProgramResult.KEPT_OLD, None, staged.status, None,
+                                      staged.outcome is Outcome.UNCERTAIN, f"not staged: {staged.detail}")
+            started = self.pump.commit_program()
+        except CapabilityError as exc:
+            self.hal_errors.append((exc, True))
+            return ProgramOutcome(ProgramResult.KEPT_OLD, None, None, None, False, f"not sent: {exc}")
+        except HalError as exc:
+            self.hal_errors.append((exc, True))
+            started = None
+        status = self.read_status()
+        if status is None:
+            return ProgramOutcome(ProgramResult.UNKNOWN, None, None, None, True, "pump unreadable after RUN")
+        if status.alarm is not None:
+            return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, None, status, None, started is None,
+                                  f"pump alarm {status.alarm.value} after RUN")
+        uncertain = started is None or started.outcome is Outcome.UNCERTAIN
+        if status.state is not PumpState.INFUSING:
+            return ProgramOutcome(ProgramResult.KEPT_OLD if not uncertain else ProgramResult.UNKNOWN, None, status,
+                                  None, uncertain, f"program staged, but the pump reports {status.state.value}")
+        return ProgramOutcome(ProgramResult.COMMITTED, program.phases[0].rate_nl_per_h, status, None, uncertain,
+                              f"program of {len(program.phases)} phases verified and running")
 
     def _program(self, rate_nl_per_h: int, previous_nl_per_h: int | None) -> ProgramOutcome:
         """Stage, verify and commit ``rate_nl_per_h``; on failure restore ``previous_nl_per_h``.
@@ -407,7 +512,7 @@ class CommandIssuer:
             detail = (f"read-back {result.value} nL/h differs from {rate_nl_per_h} nL/h"
                       if result.applied else f"refused: {result.detail or result.outcome.value}")
             return self._restore(previous_nl_per_h, detail, uncertain, dispensed)
-        running, status, start_uncertain = self._ensure_running()
+        running, status, start_uncertain = self._ensure_running(rate_nl_per_h)
         if not running:
             return ProgramOutcome(ProgramResult.UNKNOWN if status is None else ProgramResult.REJECTED_BY_PUMP,
                                   result.value, status, dispensed, uncertain or start_uncertain,
@@ -483,7 +588,7 @@ class CommandIssuer:
         if not self.durably("journal read at restart", read):
             return False
         for record in records:
-            if record.kind == "set_rate":
+            if record.kind in RATE_COMMAND_KINDS:
                 self._uncertain_rates.append((record.command_id, record.params["rate_nl_per_h"]))
             elif record.kind == "stop":
                 self._uncertain_stops.append(record.command_id)

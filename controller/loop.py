@@ -50,17 +50,19 @@ from typing import Any
 from controller import reservoir as reservoir_math
 from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun, TipDoseWatch, Transit
 from controller.alarms import AlarmCode, AlarmManager
-from controller.commands import CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error, is_link_error
+from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error,
+                                 is_link_error)
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
+from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate, orphan_refusals
 from controller.schedule import Schedule
 from controller.store import BolusRecord, Store
 from cython_ext import units
 from cython_ext.units import describe_volume_nl
-from cython_ext.errors import ConfigError, HalError, StateError
+from cython_ext.errors import CapabilityError, ConfigError, HalError, StateError
 from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
-from hal.pump import PumpAlarm, PumpDriver, PumpState
+from hal.pump import PumpAlarm, PumpDriver, PumpProgram, PumpState, ProgramPhase
 
 MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
@@ -75,6 +77,9 @@ BOLUS_POLL_MS = 5 * MS_PER_MIN
 #: A concentration transit ends once the old drug left in the catheter is within a minute of flow
 #: (or the counter's resolution, whichever is more).
 TRANSIT_SETTLE_MS = MS_PER_MIN
+
+#: How soon the loop looks again when the pump has not yet left a bolus program's bolus phase, ms.
+BOLUS_END_RECHECK_MS = 10_000
 
 #: Alarm conditions that end when the pump is confirmed delivering again.
 INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION, AlarmCode.PUMP_RESET)
@@ -219,6 +224,8 @@ class ControlLoop:
         self.transit: Transit | None = None
         self.programme: Any = None  # a flex/periodic programme in effect (rate changes at its boundaries), or None
         self.bolus: BolusRun | None = None
+        #: The program that ends the running bolus by itself (pumps that hold programs), or None.
+        self.bolus_program: PumpProgram | None = None
         self.session_open: str | None = None  # "refill" or "programming" while one is open
         self.discontinue_authorised = False
         self._time_offset_ms = 0
@@ -387,6 +394,7 @@ class ControlLoop:
         if rate == self.basal_rate_nl_per_h:
             return
         self._accrue()
+        self._end_pump_held_bolus("flex step")
         self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None, cause="flex_step",
@@ -711,6 +719,7 @@ class ControlLoop:
         if self.mode is Mode.MINIMUM_RATE:
             target = self.config.minimum_rate_nl_per_h
         elif self.mode is Mode.RUNNING:
+            self._end_pump_held_bolus(reason)
             if self.gate.interrupted:
                 self._resume_programme(reason)
                 return
@@ -748,18 +757,33 @@ class ControlLoop:
     # -- programming --------------------------------------------------------------------------------------------
 
     def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
-                 essential: bool = False, also: Callable[[], None] | None = None) -> ProgramOutcome:
-        """Accrue, program atomically, then apply the kernel decision only if committed.
+                 essential: bool = False, also: Callable[[], None] | None = None,
+                 program: PumpProgram | None = None) -> ProgramOutcome:
+        """Accrue, check the orphan schedule, program atomically, then apply the kernel decision only if committed.
 
+        :param rate_nl_per_h: the rate to send (without ``program``).
         :param cause: why (journalled with the command).
         :param essential: a fault reaction that must be sent even without a durable journal record
             (see :meth:`~controller.commands.CommandIssuer.send_rate`); requested changes are not.
+            Its orphan schedule is not judged: it restores or lowers what the pump holds.
         :param also: writes that must be durable with the command's pending record.
+        :param program: a pump program (as the pump holds it) to hand over instead of a rate.
         """
         self._accrue()
-        previous = self.committed_rate_nl_per_h if self.committed_rate_nl_per_h else None
-        outcome = self.commands.send_rate(rate_nl_per_h, previous_nl_per_h=previous, cause=cause,
-                                          essential=essential, also=also)
+        if not essential:
+            schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
+            refused = orphan_refusals(self.gate.k, self.gate.kernel, schedule, self.now_ms())
+            if refused:
+                self._emit("denied", action=cause, reasons=list(refused))
+                return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                      f"refused before sending: its orphan schedule {schedule} fails "
+                                      f"{', '.join(refused)}")
+        if program is not None:
+            outcome = self.commands.send_program(program, cause=cause, essential=essential, also=also)
+        else:
+            previous = self.committed_rate_nl_per_h if self.committed_rate_nl_per_h else None
+            outcome = self.commands.send_rate(rate_nl_per_h, previous_nl_per_h=previous, cause=cause,
+                                              essential=essential, also=also)
         if outcome.withheld:
             self._emit("program", result=outcome.result.value, rate_nl_per_h=outcome.rate_nl_per_h,
                        uncertain=False, detail=f"{cause}: {outcome.detail}")
@@ -844,6 +868,7 @@ class ControlLoop:
         """Put an authorised flex programme in effect: its current step now, the others at their boundaries."""
         if self.mode is not Mode.RUNNING:
             raise StateError(f"no programme change in mode {self.mode.value}")
+        self._end_pump_held_bolus("programme change")
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
@@ -859,6 +884,7 @@ class ControlLoop:
         """Program a new authorised basal rate (titration, taper, programme step, resume)."""
         if self.mode is Mode.DISCONTINUED or self.mode is Mode.IDLE:
             raise StateError(f"no therapy running (mode {self.mode.value})")
+        self._end_pump_held_bolus("basal change")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change")
         if outcome.committed:
@@ -870,10 +896,29 @@ class ControlLoop:
         self.checkpoint()
         return outcome
 
-    def start_bolus(self, kind: DeliveryKind, decision: GateDecision, duration_ms: int) -> BolusRecord | None:
-        """Deliver an authorised bolus as an extra rate for ``duration_ms``.
+    def _bolus_program_for(self, volume_nl: int, extra_nl_per_h: int, duration_ms: int) -> PumpProgram | None:
+        """The program that gives a bolus and returns to basal by itself, as the pump holds it; None without programs.
 
-        The bolus record and its command's pending record are durable, with the rate command's,
+        Phase 1 runs basal plus the bolus's extra rate for the bolus volume plus the basal over its
+        duration; phase 2 is the basal rate, continuous. None also when the pump cannot represent
+        it (then the bolus is an extra rate the loop ends, as on a pump without programs).
+        """
+        if not self.commands.holds_programs():
+            return None
+        basal = self.pump_basal_nl_per_h
+        phase_nl = volume_nl + basal * duration_ms // MS_PER_H
+        try:
+            return self.pump.program_as_held(PumpProgram((ProgramPhase(basal + extra_nl_per_h, phase_nl),
+                                                          ProgramPhase(basal))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
+
+    def start_bolus(self, kind: DeliveryKind, decision: GateDecision, duration_ms: int) -> BolusRecord | None:
+        """Deliver an authorised bolus: on a pump that holds programs, a program that ends it by itself
+        (:meth:`_bolus_program_for`); otherwise an extra rate for ``duration_ms`` that the loop ends.
+
+        The kernel authorised the bolus; the orphan check (:mod:`controller.program`) judges the whole
+        program before it is sent. The bolus record and its command's pending record are durable, with the rate command's,
         *before* anything is sent; the bolus is never re-sent: after a lost reply the state is
         reconciled and the record closed from the counter.
 
@@ -903,11 +948,18 @@ class ControlLoop:
                                              {"volume_nl": volume_nl, "dose_ng": decision.dose_ng,
                                               "duration_ms": duration_ms})
 
+        program = self._bolus_program_for(volume_nl, extra, end_ms - now)
         self.bolus = run
-        outcome = self._program(self.pump_basal_nl_per_h + extra, decision, cause=f"bolus_{kind.label}", also=records)
-        if outcome.withheld:
+        outcome = self._program(self.pump_basal_nl_per_h + extra, decision, cause=f"bolus_{kind.label}", also=records,
+                                program=program)
+        if outcome.withheld or outcome.detail.startswith("refused before sending"):
             self.bolus = None
             return None  # no durable record, no bolus (it could not be protected from repetition)
+        if program is not None and outcome.result is not ProgramResult.KEPT_OLD:
+            # The pump ends it: at the end of its first phase, as the pump holds it, from the commit on.
+            self.bolus_program = program
+            first = program.phases[0]
+            run.end_ms = end_ms = self.now_ms() + -(-first.volume_nl * MS_PER_H // first.rate_nl_per_h)
         self.commands.complete(record.bolus_id, "applied" if outcome.result is ProgramResult.COMMITTED else
                                "uncertain" if outcome.result is ProgramResult.UNKNOWN else "not_applied",
                                {"detail": outcome.detail})
@@ -1007,6 +1059,7 @@ class ControlLoop:
                    hours=(self.now_ms() - transit.started_ms) / MS_PER_H)
         if self.mode is Mode.RUNNING and not self.gate.interrupted:
             self._accrue()
+            self._end_pump_held_bolus("concentration transit end")
             extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
             outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
                                               cause="concentration transit over", essential=True)
@@ -1018,13 +1071,23 @@ class ControlLoop:
         if run is None:
             return
         now = self.now_ms()
+        if self.bolus_program is not None and why == "complete" and not self._bolus_phase_over(run, now):
+            return
         dispensed = self.commands.read_dispensed()
         if dispensed is not None:
             self._reconcile(dispensed.infused_nl)
         self.bolus = None
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
-        if self.mode is Mode.RUNNING:
+        program, self.bolus_program = self.bolus_program, None
+        if program is not None and why == "complete":
+            # The pump ended it by itself and runs the basal phase: nothing to send.
+            self.commands.committed_rate_nl_per_h = program.phases[-1].rate_nl_per_h
+        elif program is not None and self.mode is Mode.RUNNING:
+            outcome = self.commands.send_program(PumpProgram((ProgramPhase(self.pump_basal_nl_per_h),)),
+                                                 cause=f"bolus_end: {why}", essential=True)
+            self._after_program(outcome, f"bolus end ({why})")
+        elif self.mode is Mode.RUNNING:
             outcome = self.commands.send_rate(self.pump_basal_nl_per_h, previous_nl_per_h=None,
                                               cause=f"bolus_end: {why}", essential=True)
             self._after_program(outcome, f"bolus end ({why})")
@@ -1044,6 +1107,27 @@ class ControlLoop:
         self.commands.durably("bolus record", close_record)
         self._emit("bolus_end", kind=run.kind.label, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
                    volume_nl=run.volume_nl, detail=detail)
+
+    def _bolus_phase_over(self, run: BolusRun, now: int) -> bool:
+        """Whether the pump has left the bolus phase of its program (read from the pump: ``PHN``).
+
+        Not yet (its volume is a little late, or the pump cannot be read): the end is looked at
+        again shortly, never commanded.
+        """
+        phase = self.commands.call(self.pump.read_phase)
+        if phase is not None and phase >= 2:
+            return True
+        run.end_ms = now + BOLUS_END_RECHECK_MS
+        return False
+
+    def _end_pump_held_bolus(self, why: str) -> None:
+        """End a bolus the pump's program holds before the basal changes under it.
+
+        The program returns to the basal it was written with; a new basal would be stale the
+        moment the bolus phase ended, so the bolus ends (partial, logged) and the new rate follows.
+        """
+        if self.bolus_program is not None:
+            self._end_bolus(f"ended by a {why}")
 
     def stop_bolus(self, why: str) -> None:
         """Stop a running bolus now (the partial amount is logged)."""
@@ -1161,6 +1245,8 @@ class ControlLoop:
             "gate": self.gate.snapshot(),
             "bolus": None if self.bolus is None else {"bolus_id": self.bolus.bolus_id,
                                                       "attributed_nl": self.bolus.attributed_nl},
+            "bolus_program": None if self.bolus_program is None else [[p.rate_nl_per_h, p.volume_nl]
+                                                                      for p in self.bolus_program.phases],
             "tip_watch": {"samples": [list(x) for x in self.tip_watch.samples], "armed": self.tip_watch.armed},
             "transit": None if self.transit is None else [self.transit.old_concentration_ug_per_ml,
                                                           self.transit.new_concentration_ug_per_ml,
@@ -1195,6 +1281,16 @@ class ControlLoop:
             return 0
         return counter_nl - base_nl if counter_nl >= base_nl else counter_nl
 
+    def _pump_past_bolus_phase(self, body: dict[str, Any], sent_after: list[Any]) -> bool:
+        """At restart: a bolus program was (or may have been) handed over, and the pump runs its basal phase."""
+        programs = [r.params["phases"] for r in sent_after if r.kind == "program"]
+        if body.get("bolus_program"):
+            programs.append(body["bolus_program"])
+        if not programs or any(len(p) != 2 or p[-1][0] != self.pump_basal_nl_per_h for p in programs):
+            return False
+        phase = self.commands.call(self.pump.read_phase)
+        return phase is not None and phase >= 2
+
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
 
@@ -1225,16 +1321,22 @@ class ControlLoop:
         acc = self.accounting
         acc.restore(body["accounting"])
         # The highest rate the pump can have held since: the resume point's, or a command sent after it.
-        unresolved_rates = [int(r.params.get("rate_nl_per_h", 0)) for r in self.store.unresolved_commands()
-                            if r.kind == "set_rate"]
-        held_rate = max([int(body.get("committed_rate_nl_per_h") or 0), *unresolved_rates])
+        sent_after = [r for r in self.store.unresolved_commands() if r.kind in RATE_COMMAND_KINDS]
+        held_rate = max([int(body.get("committed_rate_nl_per_h") or 0),
+                         *(int(r.params.get("rate_nl_per_h", 0)) for r in sent_after)])
+        # What the pump can have run since: the resume point's program or rate, or a command sent after it.
+        held = [orphan_of_phases(body["bolus_program"]) if body.get("bolus_program")
+                else orphan_of_rate(int(body.get("committed_rate_nl_per_h") or 0))]
+        held += [orphan_of_phases(r.params["phases"]) if r.kind == "program" else
+                 orphan_of_rate(int(r.params.get("rate_nl_per_h", 0))) for r in sent_after]
         status = self.commands.read_status()
         dispensed = self.commands.read_dispensed() if status is not None else None
         moved_nl = 0 if dispensed is None else self._moved_since(acc.last_counter_nl, dispensed.infused_nl)
+        # The least time any of them needed to deliver what the counter shows.
+        least_ms = min(s.least_time_ms(moved_nl) for s in held)
         saved_now = body["now_ms"]
         rebooted = self.clock.monotonic_ms() + self._time_offset_ms < saved_now
         if rebooted:
-            least_ms = -(-moved_nl * MS_PER_H // held_rate) if held_rate > 0 else 0
             self._time_offset_ms = saved_now + least_ms - self.clock.monotonic_ms()
         self.mode = Mode(body["mode"])
         self.basal_rate_nl_per_h = body["basal_rate_nl_per_h"]
@@ -1261,8 +1363,7 @@ class ControlLoop:
         self.schedule.next_poll_ms = now
         self.schedule.boundary_from_ms = now
         # Delivery is confirmed up to the least time the counter's volume took; no later.
-        self._last_confirmed_ms = min(now, body["last_poll_ms"] + (
-            -(-moved_nl * MS_PER_H // held_rate) if held_rate > 0 else 0))
+        self._last_confirmed_ms = min(now, body["last_poll_ms"] + least_ms)
         if self.programme is not None:
             self.basal_rate_nl_per_h = self.programme.rate_at(now)
         if "kernel_history_lost" in found:
@@ -1323,6 +1424,9 @@ class ControlLoop:
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
                 if status.state is not PumpState.INFUSING:
                     self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart")
+                elif self._pump_past_bolus_phase(body, sent_after):
+                    # The pump's program ended the bolus by itself and runs its basal phase: nothing to send.
+                    self._last_confirmed_ms = now
                 else:
                     # The pump may still hold a bolus rate, or an unresolved command's: the committed programme.
                     self._reprogram_current("resume after restart")

@@ -31,8 +31,8 @@ from typing import Any
 from cython_ext import units
 from hal.pump import PumpProgram
 
-__all__ = ["ORPHAN_BELOW_MINIMUM", "ORPHAN_OVER_CAP", "ORPHAN_STOPS", "OrphanSchedule", "orphan_of_program",
-           "orphan_of_rate", "orphan_refusals"]
+__all__ = ["ORPHAN_BELOW_MINIMUM", "ORPHAN_OVER_CAP", "ORPHAN_STOPS", "OrphanSchedule", "orphan_of_phases",
+           "orphan_of_program", "orphan_of_rate", "orphan_refusals"]
 
 #: Refusal: the schedule would hold a rate below the minimum rate in force.
 ORPHAN_BELOW_MINIMUM = "ORPHAN_BELOW_MINIMUM_RATE"
@@ -69,9 +69,26 @@ class OrphanSchedule:
         return delivered + self.continuous_nl_per_h * left_ms // units.MS_PER_H
 
 
+    def least_time_ms(self, volume_nl: int) -> int:
+        """The least time the schedule needs to deliver ``volume_nl``, ms (rounded up; all of it if it stops short)."""
+        elapsed, left = 0, volume_nl
+        for rate, volume in self.phases:
+            if left <= volume:
+                return elapsed + -(-left * units.MS_PER_H // rate)
+            elapsed, left = elapsed + -(-volume * units.MS_PER_H // rate), left - volume
+        if self.continuous_nl_per_h <= 0:
+            return elapsed
+        return elapsed + -(-left * units.MS_PER_H // self.continuous_nl_per_h)
+
+
 def orphan_of_rate(rate_nl_per_h: int) -> OrphanSchedule:
     """A rate command's orphan schedule: the rate, continuous."""
     return OrphanSchedule((), rate_nl_per_h)
+
+
+def orphan_of_phases(phases: list[list[int]]) -> OrphanSchedule:
+    """The orphan schedule of a program journalled as ``[[rate_nl_per_h, volume_nl], ...]`` (last: continuous)."""
+    return OrphanSchedule(tuple((int(r), int(v)) for r, v in phases[:-1]), int(phases[-1][0]))
 
 
 def orphan_of_program(program: PumpProgram) -> OrphanSchedule:

@@ -9,6 +9,7 @@ End-to-end runs use the byte-level simulator in :mod:`sim.newera` instead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from hal.clock import Clock
@@ -21,7 +22,9 @@ from hal.pump import (
     PumpAlarm,
     PumpCapabilities,
     PumpDriver,
+    ProgramPhase,
     PumpIdentity,
+    PumpProgram,
     PumpState,
     PumpStatus,
     Sensor,
@@ -84,6 +87,7 @@ class FakePump(PumpDriver):
             rate_tolerance_ppm=0,
             volume_resolution_nl=1,
             sensors=frozenset({Sensor.MOTOR_STALL, Sensor.DISPENSED_COUNTER}),
+            holds_programs=True,
         )
         self.faults = FakeFaults()
         self._state = PumpState.STOPPED
@@ -97,6 +101,10 @@ class FakePump(PumpDriver):
         self._capacity_nl = capacity_nl
         self._last_ns = clock.monotonic_ns()
         self._closed = False
+        self._phases: tuple[ProgramPhase, ...] = ()  # the committed program (empty: none), its running phase
+        self._phase = 0
+        self._phase_moved_num = 0  # volume moved in the running phase x NS_PER_H
+        self._staged: PumpProgram | None = None
         #: Every command that reached the mechanism, in order: (name, value).
         self.command_log: list[tuple[str, int | None]] = []
         #: Number of heartbeats received.
@@ -106,12 +114,32 @@ class FakePump(PumpDriver):
 
     def _integrate(self) -> None:
         now = self._clock.monotonic_ns()
-        dt = now - self._last_ns
-        self._last_ns = now
-        if dt <= 0 or self._state is not PumpState.INFUSING:
-            return
-        add = self._rate_nl_per_h * dt
-        if self._target_nl:
+        dt, self._last_ns = now - self._last_ns, now
+        while dt > 0 and self._state is PumpState.INFUSING:
+            room = self._phase_room_num()
+            step = dt if room is None or self._rate_nl_per_h * dt < room else -(-room // self._rate_nl_per_h)
+            add = self._rate_nl_per_h * step
+            self._move(add if room is None else min(add, room))
+            dt -= step
+            if room is not None and self._state is PumpState.INFUSING and self._phase_moved_num >= \
+                    self._phases[self._phase].volume_nl * NS_PER_H:
+                self._enter_phase(self._phase + 1)
+
+    def _phase_room_num(self) -> int | None:
+        """What the running program phase still has to deliver, nL x NS_PER_H (None: continuous)."""
+        if not self._phases or not self._phases[self._phase].volume_nl:
+            return None
+        return self._phases[self._phase].volume_nl * NS_PER_H - self._phase_moved_num
+
+    def _enter_phase(self, index: int) -> None:
+        self._phase, self._phase_moved_num = index, 0
+        if index >= len(self._phases):
+            self._phase, self._state = 0, PumpState.STOPPED  # the program ended with a volume: the pump stops
+        else:
+            self._rate_nl_per_h = self._phases[index].rate_nl_per_h
+
+    def _move(self, add: int) -> None:
+        if self._target_nl and not self._phases:
             room = self._target_nl * NS_PER_H - self._counter_num
             if add >= room:
                 add = max(room, 0)
@@ -121,6 +149,7 @@ class FakePump(PumpDriver):
             add = max(room_res, 0)
             self._state = PumpState.STOPPED
             self._alarm = PumpAlarm.STALL
+        self._phase_moved_num += add
         self._counter_num += add * (1_000_000 + self.faults.counter_scale_ppm) // 1_000_000
         self._actual_num += add * (1_000_000 + self.faults.bias_ppm)
 
@@ -203,13 +232,12 @@ class FakePump(PumpDriver):
 
     def set_rate_envelope(self, min_rate_nl_per_h: int, max_rate_nl_per_h: int) -> None:
         """Change the settable rate range, nL/h (a different syringe or pump model)."""
-        self._caps = PumpCapabilities(min_rate_nl_per_h, max_rate_nl_per_h, self._caps.rate_tolerance_ppm,
-                                      self._caps.volume_resolution_nl, self._caps.sensors)
+        self._caps = dataclasses.replace(self._caps, min_rate_nl_per_h=min_rate_nl_per_h,
+                                         max_rate_nl_per_h=max_rate_nl_per_h)
 
     def set_rate_tolerance_ppm(self, tolerance_ppm: int) -> None:
         """Declare a representation tolerance (read-back may differ from the request by this much)."""
-        self._caps = PumpCapabilities(self._caps.min_rate_nl_per_h, self._caps.max_rate_nl_per_h, tolerance_ppm,
-                                      self._caps.volume_resolution_nl, self._caps.sensors)
+        self._caps = dataclasses.replace(self._caps, rate_tolerance_ppm=tolerance_ppm)
 
     def set_rate(self, rate_nl_per_h: int) -> CommandResult:
         if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int):
@@ -246,6 +274,8 @@ class FakePump(PumpDriver):
 
     def start(self) -> CommandResult:
         def action() -> None:
+            if self._phases and self._state is PumpState.STOPPED:
+                self._enter_phase(0)  # RUN from stopped starts the program at its first phase, as on the NE-1000
             self._state = PumpState.INFUSING
 
         return self._change("start", None, action)
@@ -253,8 +283,61 @@ class FakePump(PumpDriver):
     def stop(self) -> CommandResult:
         def action() -> None:
             self._state = PumpState.STOPPED
+            self._phase, self._phase_moved_num = 0, 0
 
         return self._change("stop", None, action)
+
+    # -- programs ----------------------------------------------------------------------------
+
+    def program_as_held(self, program: PumpProgram) -> PumpProgram:
+        """``program`` as held (the fake represents every value exactly); checked against the envelope."""
+        for phase in program.phases:
+            if not self._caps.min_rate_nl_per_h <= phase.rate_nl_per_h <= self._caps.max_rate_nl_per_h:
+                raise CapabilityError(f"rate_nl_per_h (={phase.rate_nl_per_h}) must be in "
+                                      f"[{self._caps.min_rate_nl_per_h}, {self._caps.max_rate_nl_per_h}] nL/h")
+        return program
+
+    def pause(self) -> CommandResult:
+        def action() -> None:
+            if self._state is PumpState.INFUSING:
+                self._state = PumpState.PAUSED
+
+        return self._change("pause", None, action)
+
+    def stage_program(self, program: PumpProgram, *, first_phase: int = 1) -> CommandResult:
+        self._check_open()
+        self._integrate()
+        self._staged = None
+        if program.repeats or first_phase != 1:
+            raise CapabilityError("the fake pump holds non-repeating programs from phase 1 only")
+        held = self.program_as_held(program)
+        if self._alarm is not None or self._state not in (PumpState.STOPPED, PumpState.PAUSED):
+            return CommandResult("stage_program", Outcome.NOT_APPLIED, status=self._status(),
+                                 detail="phases are written only while stopped or paused")
+        self._staged = held
+        return CommandResult("stage_program", Outcome.APPLIED, status=self._status(), value=1)
+
+    def read_program(self, first_phase: int, count: int) -> PumpProgram:
+        self._check_open()
+        return PumpProgram(self._phases[first_phase - 1:first_phase - 1 + count])
+
+    def commit_program(self) -> CommandResult:
+        staged, self._staged = self._staged, None
+        if staged is None:
+            raise StateError("no verified program staged")
+
+        def action() -> int:
+            self._phases = staged.phases
+            self._enter_phase(0)
+            self._state = PumpState.INFUSING
+            return staged.phases[0].rate_nl_per_h
+
+        return self._change("program", staged.phases[0].rate_nl_per_h, action)
+
+    def read_phase(self) -> int:
+        self._check_open()
+        self._integrate()
+        return self._phase + 1
 
     def read_status(self) -> PumpStatus:
         self._check_open()

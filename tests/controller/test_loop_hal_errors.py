@@ -39,7 +39,9 @@ METHODS = {
     "read_status": False,
     "read_dispensed": False,
     "set_rate": True,
-    "start": True,
+    "pause": True,
+    "stage_program": True,
+    "commit_program": True,
     "stop": True,
     "clear_dispensed": False,
     "acknowledge_alarm": False,
@@ -84,7 +86,7 @@ def test_hal_error_never_escapes_the_loop(make_rig: Any, method: str, error: typ
     assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
     rig.advance(24 * MS_PER_H)
     rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
-    if method in ("stop", "start", "acknowledge_alarm"):
+    if method in ("stop", "commit_program", "stage_program", "pause", "acknowledge_alarm"):
         rig.pump.inject_stall()  # a STOP reaction, an acknowledgement and a restart are then due
     raiser = _Raiser(rig.pump, method, error)
     rig.advance(MS_PER_H)
@@ -103,7 +105,7 @@ def test_hal_error_never_escapes_the_loop(make_rig: Any, method: str, error: typ
         assert reaction_for(fault).alarm.value in raised, (fault, raised)
     elif method in ("read_status", "read_dispensed"):
         assert "comms_degraded" in raised  # the pump could not be read: link alarm, programme kept
-    elif method in ("set_rate", "start"):
+    elif method in ("set_rate", "pause", "stage_program", "commit_program"):
         assert raised & {"therapy_status_unknown", "pump_program_rejected"}
 
     raiser.active = False
