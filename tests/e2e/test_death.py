@@ -1,0 +1,234 @@
+"""Controller death: whatever instant the controller dies at, the pump alone stays bounded and keeps delivering.
+
+A day and a half of therapy (implant with priming, basal, a clinician bolus, a patient bolus, a
+refill) runs on the simulated NE-1000 (its real bytes, in-process, virtual time) through the real
+driver. The controller is killed
+
+* at every durable write point (``Store.before_write`` raises, like a power cut), and
+* at instants drawn from a seeded generator (the loop simply never runs again),
+
+then the simulated pump runs on alone for 24 h of virtual time. The oracle is the simulator, not
+our ledger: what its mechanism pushed, through the physical catheter model
+(:class:`sim.catheter.PhysicalCatheter`, the drug that leaves the tip, as the patient model gets
+it). Asserted:
+
+* no trailing 24 h window of tip dose passes the prescription's cap (windows that span the death
+  use the poll sample at or before their start: an upper bound);
+* once delivery has begun, the pump never stops delivering unless its own alarm stopped it;
+* a new controller on the same store and pump recovers: everything it has reconciled since implant
+  equals the pump's own counter exactly, no bolus is left open, none counted above its volume.
+
+The worst case over the matrix (mL from the mechanism and µg at the tip in any 24 h window after
+death) is printed; ``-s`` shows it. Before boluses were pump programs, a death 5 min into the
+50 µg clinician bolus left the bolus rate running: about 5.0 mL and 2 500 µg in the next 24 h
+(measured with the program path and the orphan check switched off).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hal
+from controller.store import Store
+from hal.pump import Direction
+from sim.catheter import PhysicalCatheter
+from sim.clock import VirtualClock
+from sim.rig import simulated_pump
+from tests.controller.conftest import Rig, build_rig
+from tests.prescriptions import make_prescription
+
+MS_PER_MIN = 60_000
+MS_PER_H = 3_600_000
+MS_PER_DAY = 86_400_000
+CONCENTRATION = 500
+CAP_UG = 300
+DEAD_VOLUME_NL = 250_000
+#: Sampling step of the pump running alone, ms.
+ORPHAN_STEP_MS = 10 * MS_PER_MIN
+#: Random death instants sampled per run of the matrix (seeded).
+RANDOM_DEATHS = 6
+
+
+class Death(Exception):
+    """Raised by the store hook: the controller process is gone from here on."""
+
+
+@dataclass
+class Truth:
+    """What the simulated mechanism pushed, sampled: (device time ms, tip dose so far pg, mechanism nL)."""
+
+    catheter: PhysicalCatheter = field(default_factory=lambda: PhysicalCatheter(DEAD_VOLUME_NL))
+    samples: list[tuple[int, int, int]] = field(default_factory=list)
+    tip_pg: int = 0
+    last_nl: int = 0
+
+    def sample(self, t_ms: int, pushed_nl: int) -> None:
+        moved, self.last_nl = pushed_nl - self.last_nl, pushed_nl
+        self.tip_pg += self.catheter.push(max(0, moved))
+        self.samples.append((t_ms, self.tip_pg, pushed_nl))
+
+    def worst_window(self, from_ms: int) -> tuple[int, int]:
+        """Largest (tip pg, mechanism nL) in a 24 h window ending at a sample from ``from_ms`` on (upper bounds)."""
+        worst_pg = worst_nl = 0
+        for t, pg, nl in self.samples:
+            if t < from_ms:
+                continue
+            start = max((s for s in self.samples if s[0] <= t - MS_PER_DAY), default=(0, 0, 0))
+            worst_pg, worst_nl = max(worst_pg, pg - start[1]), max(worst_nl, nl - start[2])
+        return worst_pg, worst_nl
+
+
+@contextmanager
+def death_rig(tmp_path: Path, name: str) -> Iterator[tuple[Any, Any, Path, VirtualClock]]:
+    """The simulated NE-1000 (Basic mode), the real driver over it and a store file path, on one virtual clock."""
+    clock = VirtualClock()
+    with simulated_pump("inprocess", clock=clock, syringe_diameter_mm="4.699", syringe_volume_ml="1000") as sim:
+        driver = hal.open_pump("ne1000", sim.url, clock=clock)
+        try:
+            driver.configure(syringe_diameter_mm="4.699")
+            driver.set_target_volume(0)
+            driver.set_direction(Direction.INFUSE)
+            yield sim, driver, tmp_path / f"{name}.sqlite", clock
+        finally:
+            driver.close()
+
+
+PRESCRIPTION = make_prescription(concentration=CONCENTRATION, dose_ug_per_day=100, max_dose_ug_per_day=CAP_UG)
+
+
+def events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    """The therapy script: (controller time ms, what, action)."""
+    def implant(rig: Rig) -> None:
+        truth.catheter.change_solution(CONCENTRATION)  # the reservoir is filled with drug
+        assert rig.therapy.implant(CONCENTRATION, 20_000_000, dose_ng_per_day=100_000).allowed
+
+    def refill(rig: Rig) -> None:
+        left = rig.loop.reservoir_nl()
+        assert rig.therapy.refill(removed_nl=left, added_nl=20_000_000, concentration_ug_per_ml=CONCENTRATION,
+                                  lot="L2").allowed
+
+    return [
+        (MS_PER_H, "implant and priming", implant),
+        (MS_PER_DAY + 2 * MS_PER_H, "clinician bolus", lambda rig: rig.therapy.clinician_bolus(50_000, 30 * MS_PER_MIN)),
+        (MS_PER_DAY + 8 * MS_PER_H, "patient bolus", lambda rig: (rig.therapy.configure_patient_bolus(
+            25_000, 10 * MS_PER_MIN), rig.therapy.patient_bolus_request())),
+        (MS_PER_DAY + 12 * MS_PER_H, "refill", refill),
+    ]
+
+
+SCRIPT_END_MS = MS_PER_DAY + 14 * MS_PER_H
+
+
+def run_until_death(rig: Rig, sim: Any, truth: Truth, die_at_ms: int | None) -> int:
+    """Run the script until the store hook kills the controller, or until ``die_at_ms``; the death time, ms."""
+    rig.controller.subscribe(on_poll=lambda _poll: truth.sample(rig.clock.monotonic_ms(),
+                                                                sim.device.mechanics.actual_delivered_nl()))
+    end = SCRIPT_END_MS if die_at_ms is None else die_at_ms
+    try:
+        for at, _what, action in events(truth):
+            if at > end:
+                break
+            rig.advance(at - rig.controller.now_ms())
+            action(rig)
+        rig.advance(max(0, end - rig.controller.now_ms()))
+    except Death:
+        pass
+    return rig.clock.monotonic_ms()
+
+
+def orphan_day(sim: Any, clock: VirtualClock, truth: Truth) -> list[str]:
+    """The pump alone for 24 h; returns every moment it was not delivering without an alarm of its own."""
+    stops = []
+    for _ in range(MS_PER_DAY // ORPHAN_STEP_MS):
+        clock.advance(ORPHAN_STEP_MS / 1000)
+        sim.device.poll()
+        truth.sample(clock.monotonic_ms(), sim.device.mechanics.actual_delivered_nl())
+        if sim.device.alarm is None and (sim.device.state != "I" or sim.device.mechanics.rate_nl_per_h <= 0):
+            stops.append(f"{clock.monotonic_ms()} ms: state {sim.device.state}")
+    return stops
+
+
+def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_ms: int | None = None) -> dict[str, Any]:
+    """Kill the controller once, let the pump run alone 24 h, restart; the figures for the matrix."""
+    truth = Truth()
+    with death_rig(tmp_path, name) as (sim, driver, path, clock):
+        store = Store(path, clock)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION)
+
+        def hook(n: int) -> None:
+            if n == crash_at:
+                raise Death(f"killed before write {n}")
+
+        store.before_write = hook
+        died_ms = run_until_death(rig, sim, truth, die_at_ms)
+        rig.controller.detach()
+        store.abandon()
+        started = sim.device.mechanics.actual_delivered_nl() > 0
+        stops = orphan_day(sim, clock, truth) if started else []  # before the first start there is no flow to drop
+        worst_pg, worst_nl = truth.worst_window(died_ms)
+        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, recover=True)
+        counter_nl = driver.read_dispensed().infused_nl
+        reconciled = again.loop.total_counted_nl  # every nL since implant, before and after the death
+        over_nl = [(b.delivered_nl - b.volume_nl, b.volume_nl) for b in again.store.boluses()
+                   if b.delivered_nl > b.volume_nl]
+        open_boluses = [b.bolus_id for b in again.store.boluses() if b.status != "finished"]
+        again.store.close()
+    return {"name": name, "died_ms": died_ms, "stops": stops, "worst_ug": worst_pg / 1e6, "worst_ml": worst_nl / 1e6,
+            "counter_nl": counter_nl, "reconciled_nl": reconciled, "open_boluses": open_boluses, "over_nl": over_nl,
+            "therapy_started": started}
+
+
+def write_points(tmp_path: Path) -> int:
+    """How many durable writes the whole script makes (a run without death)."""
+    with death_rig(tmp_path, "count") as (sim, driver, path, clock):
+        store = Store(path, clock)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION)
+        run_until_death(rig, sim, Truth(), None)
+        total = store.writes
+        store.close()
+    return total
+
+
+def check(result: dict[str, Any]) -> None:
+    where = f"{result['name']} (died at {result['died_ms']} ms)"
+    assert result["worst_ug"] <= CAP_UG, f"{where}: {result['worst_ug']:.1f} µg in 24 h > cap {CAP_UG} µg"
+    assert not result["stops"], f"{where}: the pump stopped on its own: {result['stops'][:3]}"
+    assert result["reconciled_nl"] == result["counter_nl"], f"{where}: reconciled {result['reconciled_nl']} nL"
+    assert not result["open_boluses"], where
+    # No bolus counted above its authorised volume by more than the pump's 4-digit representation (0.05 %).
+    assert all(over * 2000 <= volume for over, volume in result["over_nl"]), f"{where}: {result['over_nl']}"
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    worst = max(results, key=lambda r: r["worst_ug"])
+    print(f"\ncontroller-death matrix: {len(results)} deaths; worst 24 h after a death: "
+          f"{worst['worst_ml']:.3f} mL from the mechanism, {worst['worst_ug']:.1f} µg at the tip "
+          f"({worst['name']}, cap {CAP_UG} µg)")
+
+
+def test_death_at_every_durable_write_point(tmp_path: Path) -> None:
+    total = write_points(tmp_path)
+    assert total >= 10
+    results = [one_death(tmp_path, f"write-{n}", crash_at=n) for n in range(1, total + 1)]
+    for result in results:
+        check(result)
+    report(results)
+
+
+def test_death_at_seeded_random_instants(tmp_path: Path) -> None:
+    rng = random.Random(10)
+    instants = sorted(rng.randrange(MS_PER_H, SCRIPT_END_MS) for _ in range(RANDOM_DEATHS))
+    # And the instants the issue names: 1 s and 5 min into the clinician bolus, 1 s into the patient bolus.
+    instants += [MS_PER_DAY + 2 * MS_PER_H + 1000, MS_PER_DAY + 2 * MS_PER_H + 5 * MS_PER_MIN,
+                 MS_PER_DAY + 8 * MS_PER_H + 1000]
+    results = [one_death(tmp_path, f"instant-{t}", die_at_ms=t) for t in instants]
+    for result in results:
+        check(result)
+    report(results)
