@@ -67,6 +67,7 @@ class FaultCode(enum.Enum):
     DOSE_CAP_BREACH_ATTEMPT = "dose_cap_breach_attempt"
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
     TIP_DOSE_DEFICIT = "tip_dose_deficit"
+    CONTROLLER_DEATH = "controller_death"
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,16 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _C,
                 _A.BATTERY_ERI,
                 "About 90 days of service remain; replacement is planned, therapy unchanged.",
+            ),
+            FaultReaction(
+                _F.CONTROLLER_DEATH,
+                _C,
+                _A.INFO,
+                "Seen at the restart after it. While the controller was gone the pump ran the last command's "
+                "orphan schedule, which the kernel judged before it was sent (within the 24 h cap, at or above the "
+                "minimum rate, never stopping; boluses end by the pump's own program). The restart reconciles "
+                "the counter, the phase and the programme before any command (PER-02) and re-sends nothing; a "
+                "death inside a programming stop leaves the pump paused, found as UNEXPLAINED_STOP and resumed.",
             ),
             FaultReaction(
                 _F.UNEXPLAINED_STOP,

@@ -900,18 +900,27 @@ class ControlLoop:
         """The program that gives a bolus and returns to basal by itself, as the pump holds it; None without programs.
 
         Phase 1 runs basal plus the bolus's extra rate for the bolus volume plus the basal over its
-        duration; phase 2 is the basal rate, continuous. None also when the pump cannot represent
-        it (then the bolus is an extra rate the loop ends, as on a pump without programs).
+        duration, as the pump's number format holds it at or below that; phase 2 is the basal rate,
+        continuous. None also when the pump cannot represent it (then the bolus is an extra rate the
+        loop ends, as on a pump without programs).
         """
         if not self.commands.holds_programs():
             return None
         basal = self.pump_basal_nl_per_h
-        phase_nl = volume_nl + basal * duration_ms // MS_PER_H
+        wanted_nl = asked_nl = volume_nl + basal * duration_ms // MS_PER_H
+        below_nl = 0
         try:
-            return self.pump.program_as_held(PumpProgram((ProgramPhase(basal + extra_nl_per_h, phase_nl),
-                                                          ProgramPhase(basal))))
+            for _ in range(16):
+                held = self.pump.program_as_held(PumpProgram((ProgramPhase(basal + extra_nl_per_h, asked_nl),
+                                                              ProgramPhase(basal))))
+                over = held.phases[0].volume_nl - wanted_nl
+                if over <= 0:
+                    return held  # never more than authorised: ask lower until the number format rounds down
+                below_nl = max(2 * below_nl, over)
+                asked_nl = wanted_nl - below_nl
         except (CapabilityError, ConfigError, HalError):
-            return None
+            pass
+        return None
 
     def start_bolus(self, kind: DeliveryKind, decision: GateDecision, duration_ms: int) -> BolusRecord | None:
         """Deliver an authorised bolus: on a pump that holds programs, a program that ends it by itself
@@ -959,7 +968,9 @@ class ControlLoop:
             # The pump ends it: at the end of its first phase, as the pump holds it, from the commit on.
             self.bolus_program = program
             first = program.phases[0]
-            run.end_ms = end_ms = self.now_ms() + -(-first.volume_nl * MS_PER_H // first.rate_nl_per_h)
+            run.start_ms = self.now_ms()  # after the programming stop
+            run.end_ms = end_ms = run.start_ms + -(-first.volume_nl * MS_PER_H // first.rate_nl_per_h)
+            run.extra_rate_nl_per_h = first.rate_nl_per_h - program.phases[1].rate_nl_per_h  # as the pump holds it
         self.commands.complete(record.bolus_id, "applied" if outcome.result is ProgramResult.COMMITTED else
                                "uncertain" if outcome.result is ProgramResult.UNKNOWN else "not_applied",
                                {"detail": outcome.detail})
@@ -1416,6 +1427,10 @@ class ControlLoop:
             # Neither clock says how long it has been: for the restart rule, as long as can be.
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
+        self._fault(FaultCode.CONTROLLER_DEATH,
+                    f"restarted after an unclean stop; pump found "
+                    f"{'unreadable' if status is None else status.state.value}, {describe_volume_nl(moved_nl)} "
+                    "delivered meanwhile" + ("; a command's outcome was unknown" if unresolved else ""))
         if status is not None and self.commands.stops_unsettled:
             self.commands.settle_stops(status)
         if status is not None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):

@@ -18,6 +18,7 @@ from hal.pump import PumpAlarm
 
 #: Faults the role brief requires the table to cover.
 REQUIRED = {
+    "controller_death",
     "comms_timeout",
     "uncertain_delivery",
     "pump_reset",
