@@ -40,6 +40,7 @@ from controller.store import Store
 from hal.pump import Direction
 from sim.catheter import PhysicalCatheter
 from sim.clock import VirtualClock
+from sim.patient import OverdoseLevel, Patient
 from sim.rig import simulated_pump
 from tests.controller.conftest import Rig, build_rig
 from tests.prescriptions import make_prescription
@@ -86,10 +87,10 @@ class Truth:
 
 
 @contextmanager
-def death_rig(tmp_path: Path, name: str) -> Iterator[tuple[Any, Any, Path, VirtualClock]]:
+def death_rig(tmp_path: Path, name: str, link: str = "inprocess") -> Iterator[tuple[Any, Any, Path, VirtualClock]]:
     """The simulated NE-1000 (Basic mode), the real driver over it and a store file path, on one virtual clock."""
     clock = VirtualClock()
-    with simulated_pump("inprocess", clock=clock, syringe_diameter_mm="4.699", syringe_volume_ml="1000") as sim:
+    with simulated_pump(link, clock=clock, syringe_diameter_mm="4.699", syringe_volume_ml="1000") as sim:
         driver = hal.open_pump("ne1000", sim.url, clock=clock)
         try:
             driver.configure(syringe_diameter_mm="4.699")
@@ -271,3 +272,24 @@ def test_death_inside_a_programming_stop_leaves_the_pump_paused_until_a_restart_
         assert [b.status for b in clinician] == ["finished"] and clinician[0].delivered_nl == 0
         assert {"controller_death", "unexplained_stop"} <= {e[1]["fault"] for e in again.events if e[0] == "fault"}
         again.store.close()
+
+
+def test_over_a_pty_a_bolus_then_a_kill_then_24_h_alone_never_overdoses_the_patient(tmp_path: Path) -> None:
+    """The real pty path: the controller dies 1 s into a 50 µg clinician bolus; the patient model, fed what
+    left the catheter tip, shows no overdose over the next 24 h (the bolus ends by the pump's own program).
+    With the old rate-path bolus the same test ends in respiratory depression."""
+    truth = Truth()
+    with death_rig(tmp_path, "pty", link="pty") as (sim, driver, path, clock):
+        rig = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION)
+        run_until_death(rig, sim, truth, MS_PER_DAY + 2 * MS_PER_H + 1000)
+        assert rig.loop.bolus is not None, "the bolus runs when the controller dies"
+        rig.controller.detach()
+        rig.store.abandon()
+        assert orphan_day(sim, clock, truth) == []
+    patient = Patient()
+    last_t = last_pg = 0
+    for t, pg, _nl in truth.samples:
+        patient.receive_intrathecal((pg - last_pg) / 1e6, last_t / 1000, t / 1000)
+        last_t, last_pg = t, pg
+    assert patient.peak_overdose is OverdoseLevel.NONE, patient.peak_overdose
+    assert truth.worst_window(MS_PER_DAY)[0] <= CAP_UG * 10**6
