@@ -325,14 +325,21 @@ class Ne1000Driver(PumpDriver):
         return self._tx.quiet_s
 
     def close(self) -> None:
-        """Stop the heartbeat thread and release the link. Safe to call twice.
+        """Return the pump to Basic mode if it is in Safe mode, stop the heartbeat thread, release the link.
 
-        The pump's mode is left as it is: closing in Safe mode leaves the
-        watchdog armed, so the pump alarms and stops unless someone else keeps
-        it fed. Call :meth:`exit_safe_mode` first for the other choice.
+        Safe to call twice. Delivery is left exactly as it is (the program the pump runs goes on):
+        a closed driver never leaves a Safe-mode watchdog armed, which would stop therapy once
+        nobody feeds it. If the pump does not answer the ``SAF 0`` the link is released anyway and
+        the watchdog stays armed (nothing else can be done from here); a controller that dies
+        without closing leaves Safe mode armed too (see the README's bench section).
         """
         self.stop_heartbeat_thread()
         with self._lock:
+            if self._link is not None and self._tx.safe:
+                try:
+                    self.exit_safe_mode()
+                except (CommunicationError, DeviceError) as exc:
+                    self._tx.note(f"SAF 0 at close failed ({exc}); the Safe-mode watchdog stays armed")
             link, self._link = self._link, None
             if link is not None and self._owns_link:
                 link.close()

@@ -42,6 +42,7 @@ from sim.catheter import PhysicalCatheter
 from sim.clock import VirtualClock
 from sim.patient import OverdoseLevel, Patient
 from sim.rig import simulated_pump
+from controller.assembly import ControllerSettings
 from tests.controller.conftest import Rig, build_rig
 from tests.prescriptions import make_prescription
 
@@ -87,11 +88,13 @@ class Truth:
 
 
 @contextmanager
-def death_rig(tmp_path: Path, name: str, link: str = "inprocess") -> Iterator[tuple[Any, Any, Path, VirtualClock]]:
-    """The simulated NE-1000 (Basic mode), the real driver over it and a store file path, on one virtual clock."""
+def death_rig(tmp_path: Path, name: str, link: str = "inprocess", safe_mode_timeout_s: int | None = None
+              ) -> Iterator[tuple[Any, Any, Path, VirtualClock]]:
+    """The simulated NE-1000 (Basic mode unless a watchdog is given), the real driver over it and a store
+    file path, on one virtual clock."""
     clock = VirtualClock()
     with simulated_pump(link, clock=clock, syringe_diameter_mm="4.699", syringe_volume_ml="1000") as sim:
-        driver = hal.open_pump("ne1000", sim.url, clock=clock)
+        driver = hal.open_pump("ne1000", sim.url, clock=clock, safe_mode_timeout_s=safe_mode_timeout_s)
         try:
             driver.configure(syringe_diameter_mm="4.699")
             driver.set_target_volume(0)
@@ -293,3 +296,30 @@ def test_over_a_pty_a_bolus_then_a_kill_then_24_h_alone_never_overdoses_the_pati
         last_t, last_pg = t, pg
     assert patient.peak_overdose is OverdoseLevel.NONE, patient.peak_overdose
     assert truth.worst_window(MS_PER_DAY)[0] <= CAP_UG * 10**6
+
+
+def test_in_safe_mode_a_dead_controller_is_a_stop_at_the_watchdog_which_is_why_therapy_runs_in_basic_mode(
+        tmp_path: Path) -> None:
+    """The withdrawal trap, shown: with the longest watchdog (255 s) the pump alarms ``A?T`` and stops
+    4 min 15 s after the controller dies, and stays stopped until a restart, which resumes the basal.
+    The bench section of the README gives the trade-off (CRC framing against this stop)."""
+    truth = Truth()
+    settings = ControllerSettings(poll_interval_ms=MS_PER_MIN)  # polls feed the watchdog in virtual time
+    with death_rig(tmp_path, "safe", safe_mode_timeout_s=255) as (sim, driver, path, clock):
+        rig = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, settings=settings)
+        run_until_death(rig, sim, truth, 3 * MS_PER_H)
+        assert sim.device.state == "I" and sim.device.alarm is None
+        rig.controller.detach()
+        rig.store.abandon()
+        clock.advance(254)
+        sim.device.poll()
+        assert sim.device.state == "I"
+        clock.advance(2)
+        sim.device.poll()
+        assert sim.device.alarm == "T" and sim.device.state == "S"  # the pump's own watchdog stopped it
+        clock.advance(3600)
+        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, settings=settings,
+                          recover=True)
+        again.advance(10 * MS_PER_MIN)
+        assert sim.device.state == "I" and sim.device.mechanics.rate_nl_per_h == 8333
+        again.store.close()

@@ -499,12 +499,20 @@ def test_enter_and_leave_safe_mode_bytes(pump: Ne1000Driver, link: ScriptedLink)
     assert not pump.safe_mode
 
 
+def _back_to_basic_at_close(link: ScriptedLink) -> None:
+    """The exchanges of close() on a pump in Safe mode: SAF 0 (as a Safe packet), then the read-backs."""
+    link.add(encode_safe(b"0SAF0"), encode_safe(b"00S"))
+    link.add(q("0"), r("00S"))
+    link.add(q("0SAF"), r("00S0"))
+
+
 def test_safe_timeout_read_back_mismatch_is_a_device_error(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0SAF10"), r("00S"))
     link.add(encode_safe(b"0"), encode_safe(b"00S"))
     link.add(encode_safe(b"0SAF"), encode_safe(b"00S20"))
     with pytest.raises(DeviceError, match="SAF read back 20"):
         pump.enter_safe_mode(10)
+    _back_to_basic_at_close(link)
 
 
 def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Driver, link: ScriptedLink) -> None:
@@ -520,6 +528,7 @@ def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Dri
     assert status.alarm is PumpAlarm.STALL
     assert [(e.alarm, e.acknowledged) for e in pump.pending_alarms()] == [
         (PumpAlarm.STALL, False), (PumpAlarm.STALL, True)]
+    _back_to_basic_at_close(link)
 
 
 def test_safe_mode_reply_with_bad_crc_is_not_accepted(pump: Ne1000Driver, link: ScriptedLink) -> None:
@@ -532,6 +541,7 @@ def test_safe_mode_reply_with_bad_crc_is_not_accepted(pump: Ne1000Driver, link: 
     link.add(encode_safe(b"0"), bytes(corrupt) + encode_safe(b"00S"))
     assert pump.read_status().state is PumpState.STOPPED
     assert pump.stats.frame_errors >= 1
+    _back_to_basic_at_close(link)
 
 
 @pytest.mark.parametrize("timeout_s", [0, 256, 2.5, None])
@@ -598,7 +608,8 @@ def test_heartbeat_thread_feeds_the_watchdog_and_stops_on_close() -> None:
     assert link.reached.wait(timeout=10)
     driver.close()
     assert driver._heartbeat_thread is None
-    assert all(sent == encode_safe(b"0") for sent in link.sent)
+    closing = link.sent.index(encode_safe(b"0SAF0"))  # close() returns the pump to Basic mode, after the last beat
+    assert closing >= 3 and all(sent == encode_safe(b"0") for sent in link.sent[:closing])
     assert driver.heartbeat_errors == []
 
 

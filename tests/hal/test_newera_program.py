@@ -182,3 +182,15 @@ def test_program_as_held_is_the_pump_number_format_without_io() -> None:
     # 2.058 uL/min (123.48 uL/h) is nearer than 123.5 uL/h; 7654 uL is the 4-digit volume.
     assert held == PumpProgram((ProgramPhase(123_480, 7_654_000), ProgramPhase(4_166)))
     link.assert_done()
+
+
+def test_close_leaves_no_safe_mode_watchdog_and_delivery_as_it_is() -> None:
+    with open_backend("nullmodem", syringe_diameter_mm="4.699", safe_mode_timeout_s=10) as backend:
+        driver, device, clock = backend.driver, backend.device, backend.clock
+        assert device is not None and device.safe_mode
+        assert driver.stage_program(BOLUS_THEN_BASAL).applied and driver.commit_program().applied
+        driver.close()
+        assert not device.safe_mode and device.state == "I"
+        clock.advance(3600)  # nobody feeds a watchdog now, and none is armed
+        device.poll()
+        assert device.alarm is None and device.state == "I" and device.dispensed_nl() == (5_000 + 30_000 * 3570 // 3600, 0)  # 30 s of bolus, then basal
