@@ -758,7 +758,7 @@ class ControlLoop:
 
     def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
                  essential: bool = False, also: Callable[[], None] | None = None,
-                 program: PumpProgram | None = None) -> ProgramOutcome:
+                 program: PumpProgram | None = None, concentration_ug_per_ml: int | None = None) -> ProgramOutcome:
         """Accrue, check the orphan schedule, program atomically, then apply the kernel decision only if committed.
 
         :param rate_nl_per_h: the rate to send (without ``program``).
@@ -768,11 +768,14 @@ class ControlLoop:
             Its orphan schedule is not judged: it restores or lowers what the pump holds.
         :param also: writes that must be durable with the command's pending record.
         :param program: a pump program (as the pump holds it) to hand over instead of a rate.
+        :param concentration_ug_per_ml: the reservoir's drug when it is not yet the kernel's (a
+            concentration change), for the orphan check, µg/mL.
         """
         self._accrue()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            refused = orphan_refusals(self.gate.k, self.gate.kernel, schedule, self.now_ms())
+            refused = orphan_refusals(self.gate.k, self.gate.kernel, schedule, self.now_ms(),
+                                      concentration_ug_per_ml=concentration_ug_per_ml)
             if refused:
                 self._emit("denied", action=cause, reasons=list(refused))
                 return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
@@ -1024,7 +1027,9 @@ class ControlLoop:
         now = self.now_ms()
         transit = Transit(self.concentration_ug_per_ml, concentration_ug_per_ml, now)
         rate = programme.rate_at(now) if _keeps_programme(programme) else decision.rate_nl_per_h
-        outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change")
+        outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
+                                program=self._transit_program_for(transit, rate),
+                                concentration_ug_per_ml=concentration_ug_per_ml)
         if not outcome.committed:
             return outcome  # nothing applied: the reservoir and the programme are as they were
         self.basal_rate_nl_per_h = rate
@@ -1039,6 +1044,24 @@ class ControlLoop:
         self._check_transit()
         self.checkpoint(durable=True)
         return outcome
+
+    def _transit_program_for(self, transit: Transit, rate_nl_per_h: int) -> PumpProgram | None:
+        """The program that ends a concentration transit by itself; None without programs.
+
+        Phase 1 runs the transit rate for the old drug ahead in the catheter, phase 2 the new
+        programme's rate, continuous: a controller that dies mid-transit leaves the new rate running
+        once the old drug has left, not the transit rate. The loop still ends the transit from the
+        counter (:meth:`_check_transit`) and sends the programme's rate then, which the pump already
+        holds unless a flex step came in between.
+        """
+        old_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
+        if old_nl <= 0 or not self.commands.holds_programs():
+            return None
+        try:
+            return self.pump.program_as_held(PumpProgram((ProgramPhase(transit.pump_rate_nl_per_h(rate_nl_per_h),
+                                                                       old_nl), ProgramPhase(rate_nl_per_h))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
 
     def _check_transit(self) -> None:
         """End the transit when the catheter holds only the new drug; until then poll when it should.

@@ -103,13 +103,17 @@ def orphan_of_program(program: PumpProgram) -> OrphanSchedule:
     return OrphanSchedule(tuple((p.rate_nl_per_h, p.volume_nl) for p in timed), last)
 
 
-def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, now_ms: int) -> tuple[str, ...]:
+def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, now_ms: int, *,
+                    concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
     """Why ``schedule`` may not be left running (empty: it may), judged by the kernel's projection.
 
     :param kernel_module: the kernel implementation module (``Programme``).
     :param kernel: its ``SafetyKernel`` (ledger, caps, concentration).
     :param schedule: the orphan schedule of the command about to be sent.
     :param now_ms: controller time, ms.
+    :param concentration_ug_per_ml: the drug the reservoir will hold (a concentration change not yet
+        applied to the kernel), µg/mL; default the kernel's. The continuous rate is projected at it; the
+        earlier phases' extra at the higher of it and the kernel's (the catheter may still hold either).
     """
     reasons = []
     end = schedule.continuous_nl_per_h
@@ -118,10 +122,12 @@ def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, n
     minimum = kernel.effective_caps(now_ms).minimum_rate_nl_per_h
     if any(rate < minimum for rate, _ in schedule.phases) or 0 < end < minimum:
         reasons.append(ORPHAN_BELOW_MINIMUM)
-    concentration = kernel.limits.concentration_ug_per_ml
+    held = kernel.limits.concentration_ug_per_ml
+    reservoir = held if concentration_ug_per_ml is None else concentration_ug_per_ml
     extra_nl = sum(max(0, volume - end * -(-volume * units.MS_PER_H // rate) // units.MS_PER_H)
                    for rate, volume in schedule.phases)
-    programme = kernel_module.Programme.continuous(end, concentration, anchor_ms=now_ms) if end > 0 else None
-    if kernel.projected_excess_pg(now_ms, programme, units.mass_pg_for_volume(extra_nl, concentration)) > 0:
+    programme = kernel_module.Programme.continuous(end, reservoir, anchor_ms=now_ms) if end > 0 else None
+    extra_pg = units.mass_pg_for_volume(extra_nl, max(held, reservoir))
+    if kernel.projected_excess_pg(now_ms, programme, extra_pg) > 0:
         reasons.append(ORPHAN_OVER_CAP)
     return tuple(reasons)
