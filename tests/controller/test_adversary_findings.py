@@ -71,8 +71,6 @@ def test_a_link_down_during_a_bolus_does_not_leave_the_pump_at_the_bolus_rate(tm
         f"({(pump.actual_delivered_nl - authorised_nl) * 500 / 1e6:.0f} µg more)")
 
 
-@pytest.mark.xfail(strict=True, reason="controller/loop.py recover() restores the kernel with the snapshot's caps: a "
-                                       "new prescription put in effect at a restart is journalled but not enforced")
 def test_a_new_prescription_with_a_stricter_origin_is_enforced_after_a_restart(tmp_path: Path) -> None:
     """TIT-01, issue #9 (origin change): spinal (30 %) to cerebral (15 %) at a restart, two days later a +25 % step.
 
@@ -93,8 +91,6 @@ def test_a_new_prescription_with_a_stricter_origin_is_enforced_after_a_restart(t
     assert not result.allowed and "TITRATION_CAP_EXCEEDED" in result.reasons, result
 
 
-@pytest.mark.xfail(strict=True, reason="the refill-discrepancy hold is an unacknowledged alarm of the alarm manager, "
-                                       "which a restarted controller does not hold: the hold is lost at a restart")
 def test_a_refill_discrepancy_still_holds_boluses_and_increases_after_a_restart(tmp_path: Path) -> None:
     """RES-03, PER-02: a possible pocket fill (half the expected volume drawn out), then a controller restart.
 
@@ -113,12 +109,14 @@ def test_a_refill_discrepancy_still_holds_boluses_and_increases_after_a_restart(
     bolus = again.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN)
     increase = again.therapy.titrate(110_000)
     assert not bolus.allowed and not increase.allowed, (bolus, increase)
+    again.therapy.acknowledge_alarms()  # a clinician looks: the hold goes, also for the next restart
+    assert again.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN).allowed
+    again.controller.detach()
+    third = build_rig(clock, pump, again.store, recover=True, prescription=rig.prescription, settings=rig.settings,
+                      patient=rig.controller.patient)
+    assert "REFILL_DISCREPANCY_UNACKNOWLEDGED" not in third.therapy.titrate(110_000).reasons
 
 
-@pytest.mark.xfail(strict=True, reason="controller/loop.py: a resume does not close the loop's interruption until a "
-                                       "poll confirms delivery; a stall before that poll is not told to the kernel, "
-                                       "whose interruption the resume closed, and every later resume is refused "
-                                       "with RESUME_WITHOUT_INTERRUPTION")
 def test_a_second_stall_soon_after_a_resume_can_still_be_resumed(tmp_path: Path) -> None:
     """SAFE-01, §3.2 (stopping is not a safe state), TIT-01 (a stop is a zero dose in the history).
 
@@ -139,9 +137,6 @@ def test_a_second_stall_soon_after_a_resume_can_still_be_resumed(tmp_path: Path)
     assert pump.state.value == "infusing", rig.therapy.resume()
 
 
-@pytest.mark.xfail(strict=True, reason="controller/loop.py recover(): the delivery found since the last durable "
-                                       "checkpoint is reconciled but not given to the tip-dose watch, which restarts "
-                                       "disarmed (as for a drug-naive patient) and never raises WITHDRAWAL_RISK")
 def test_a_restart_does_not_disarm_the_withdrawal_alarm(tmp_path: Path) -> None:
     """Issue #9 (withdrawal alarmed for any reason), §3.2, PER-02: 12 h of therapy, a controller restart, then a
     pump power cycle (minimum-rate mode: 24 of 100 µg/day). Twelve hours at a quarter of the dose is withdrawal."""
