@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from controller.patient import History, PatientRecord
+from controller.journal import EntryKind
 from controller.store import Store
+from cython_ext.errors import ConfigError
 from cython_ext.vocabulary import Origin
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
@@ -84,8 +86,15 @@ def test_a_new_prescription_with_a_stricter_origin_is_enforced_after_a_restart(t
     rx = make_prescription(origin="cerebral")
     patient = PatientRecord(rx.patient.patient_id, Origin.CEREBRAL, History.TRANSFERRED,
                             prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
-    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient)
-    assert again.store.last_prescription_record()["toml"] == rx.to_toml()  # journalled as in effect
+    with pytest.raises(ConfigError) as refused:  # an origin change needs a confirmation with a reason
+        build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient)
+    assert refused.value.field == "origin_change_reason"
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient,
+                      origin_change_reason="reassessed: the spasticity is of cerebral origin")
+    record = again.store.last_prescription_record()
+    assert record["toml"] == rx.to_toml()  # journalled as in effect, with the confirmation
+    put_in_effect = [e for e in again.store.entries(EntryKind.PRESCRIPTION)][-1]
+    assert "origin spinal -> cerebral confirmed: reassessed" in put_in_effect.reason
     again.advance(2 * MS_PER_DAY)
     result = again.therapy.titrate(125_000)
     assert not result.allowed and "TITRATION_CAP_EXCEEDED" in result.reasons, result
@@ -150,3 +159,21 @@ def test_a_restart_does_not_disarm_the_withdrawal_alarm(tmp_path: Path) -> None:
     again.advance(12 * MS_PER_H)
     assert again.loop.mode.value == "minimum_rate"
     assert "withdrawal_risk" in again.log.raised()
+
+
+def test_a_looser_origin_waits_24_h_after_a_confirmed_change(tmp_path: Path) -> None:
+    """TIT-01, issue #9 (origin change): cerebral (15 %) to spinal (30 %) doubles the cap only after 24 h."""
+    clock, pump, path, rig = _implanted(tmp_path, origin="cerebral")
+    rig.advance(2 * MS_PER_DAY)
+    rig.controller.detach()
+    rig.store.abandon()
+    rx = make_prescription(origin="spinal")
+    patient = PatientRecord(rx.patient.patient_id, Origin.SPINAL, History.TRANSFERRED,
+                            prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient,
+                      origin_change_reason="reassessed: spinal cord injury")
+    again.advance(MS_PER_H)
+    early = again.therapy.titrate(125_000)  # +25 %: within spinal's 30 %, beyond cerebral's 15 %
+    assert not early.allowed and "TITRATION_CAP_EXCEEDED" in early.reasons, early
+    again.advance(MS_PER_DAY)
+    assert again.therapy.titrate(125_000).allowed
