@@ -480,7 +480,8 @@ class Controller:
 def build_controller(prescription: Prescription, patient: PatientRecord, pump: PumpDriver, clock: Clock,
                      store: Store, *, prescription_file: SignedFile | None = None,
                      settings: ControllerSettings | None = None, kernel_module: Any = None, reason: str = "",
-                     security: RigSecurity | None = None, policy: SecurityPolicy | None = None) -> Controller:
+                     security: RigSecurity | None = None, policy: SecurityPolicy | None = None,
+                     origin_change_reason: str = "") -> Controller:
     """Build the whole controller. The only place its parts are wired.
 
     First the prescription's file must verify (SEC-04): signed by a clinician's key of the rig's
@@ -506,9 +507,13 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
     :param reason: why this prescription is put in effect (journalled).
     :param security: the rig's keys and drug library (default: :meth:`RigSecurity.load`).
     :param policy: how strict the front door is (default :class:`~controller.roles.SecurityPolicy`).
+    :param origin_change_reason: the confirmation, with its reason, of a prescription whose patient
+        origin differs from the one in effect (itb-clinical §1: the origin selects the titration
+        cap). Journalled with the prescription; the kernel then holds the stricter of the two
+        caps for 24 h when the history is restored (:meth:`Controller.recover`).
     :raises SignatureError: if the prescription's signature or the drug library is refused.
-    :raises ConfigError: if the patient record does not belong to the prescription, or any part
-        refuses its configuration.
+    :raises ConfigError: if the patient record does not belong to the prescription, an origin change
+        is not confirmed, or any part refuses its configuration (nothing recorded).
     """
     settings = settings or ControllerSettings()
     security = security if security is not None else RigSecurity.load()
@@ -539,6 +544,14 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
     in_effect = store.last_prescription_record()
     if in_effect is None or in_effect["toml"] != rx.to_toml():
         previous = None if in_effect is None else store.last_prescription()
+        if previous is not None and previous.patient.origin is not rx.patient.origin:
+            if not origin_change_reason.strip():
+                raise ConfigError("origin_change_reason", origin_change_reason,
+                                  f"a confirmation with a reason for the origin change "
+                                  f"{previous.patient.origin.value} -> {rx.patient.origin.value} "
+                                  "(the origin selects the titration cap)")
+            reason = f"{reason}; origin {previous.patient.origin.value} -> {rx.patient.origin.value} confirmed: " \
+                     f"{origin_change_reason.strip()}".lstrip("; ")
         signer = Actor(verified.key.name, Role.CLINICIAN)
         assessment = assess_change(previous, rx)
         with store.transaction():

@@ -156,8 +156,8 @@ class Gate(ABC):
         """JSON-ready kernel state for the checkpoint."""
 
     @abstractmethod
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Rebuild the kernel state from :meth:`snapshot`."""
+    def restore(self, snapshot: dict[str, Any], now_ms: int | None = None) -> None:
+        """Rebuild the kernel state from :meth:`snapshot`, under the prescription in effect at ``now_ms``."""
 
 
 #: Reason code of a gate that lost the kernel history at a restart: no increase, no bolus.
@@ -403,16 +403,35 @@ class KernelGate(Gate):
         """The kernel's whole state (:meth:`SafetyKernel.state_snapshot`: exact, versioned, checksummed)."""
         return self.kernel.state_snapshot()
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict[str, Any], now_ms: int | None = None) -> None:
         """Rebuild the kernel exactly as it was: dose history, interruption, held caps, ledger, lockouts.
+
+        The caps of the prescription this gate was built with then take effect through the kernel's
+        caps change at ``now_ms`` (controller time; default the newest event of the history).
 
         :raises ConfigError: for a malformed, truncated or altered snapshot (the caller must then refuse
             increases and boluses and keep the current rate: see :meth:`restore_degraded`).
         """
+        prescribed = self.caps  # from the prescription in effect now, which may be a new one
         self.kernel = self.k.SafetyKernel.from_snapshot(snapshot, None, self.envelope)
         self.caps = self.kernel.caps
         self.programme_since_ms = snapshot.get("therapy_start_ms") or 0
         self.history_lost = False
+        # The prescription put in effect at this start rules, through the kernel's caps change: a
+        # stricter limit (a new origin's titration cap) at once, a looser one held 24 h at the old
+        # value. The titration-phase starting dose is the therapy's record, not the prescription's.
+        wanted = prescribed._replace(titration_start_dose_ng_per_day=self.caps.titration_start_dose_ng_per_day)
+        if wanted != self.caps:
+            now_ms = max(now_ms or 0, self.kernel.newest_event_ms or 0)
+            confirmation = self._override(((self.k.CAPS_CHANGE_CONFIRMATION,), "prescription in effect at a restart",
+                                           "controller start"))
+            decision = self._authorize(self.k.request_caps_change(wanted, confirmation=confirmation), now_ms)
+            if not decision.allowed:
+                raise ConfigError("prescription", "the prescription in effect",
+                                  "caps the kernel accepts over the restored history",
+                                  detail=", ".join(decision.reasons))
+            self.kernel.apply(decision.raw, now_ms)
+            self.caps = wanted
 
     def restore_degraded(self, concentration_ug_per_ml: int, programme: Any | None, now_ms: int) -> None:
         """The kernel history could not be read back: a fresh kernel holding only the programme in effect.

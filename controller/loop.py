@@ -644,6 +644,11 @@ class ControlLoop:
             self.gate.note_stopped(self._interrupted_since_ms)
             if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
                 self.alarms.raise_alarm(AlarmCode.THERAPY_INTERRUPTED, detail=detail)
+        elif row.interrupts_delivery and not self.gate.interrupted:
+            # A stop again after a resume the kernel applied but no poll has confirmed yet: the loop's
+            # interruption is still open, the kernel's closed at the resume. Tell the kernel (it clamps
+            # the time to the resume), or every later resume is refused as resuming from nothing.
+            self.gate.note_stopped(self._interrupted_since_ms)
         if row.reaction is Reaction.STOP:
             if self.mode is not Mode.STOPPED_FAULT:
                 self._stop_for_fault(fault, detail)
@@ -1377,7 +1382,7 @@ class ControlLoop:
         programme = body.get("programme")
         found: dict[str, Any] = {"resumed": True, "mode": self.mode.value, "closed_boluses": []}
         try:
-            self.gate.restore(body["gate"])
+            self.gate.restore(body["gate"], self.now_ms())
         except ConfigError as exc:
             found["kernel_history_lost"] = str(exc)
         self.programme = None if not programme else self.gate.make_programme(
@@ -1430,8 +1435,11 @@ class ControlLoop:
                 acc.add_expected(DeliveryKind.MINIMUM_RATE if self.mode is Mode.MINIMUM_RATE else DeliveryKind.BASAL,
                                  delta)
             acc.accrual_ms = now  # no further accrual: the shares above are the whole story
-            self._reconcile(dispensed.infused_nl,
-                            recovered=(min(body["last_poll_ms"], now), max(held_rate, self.pump_basal_nl_per_h)))
+            _delta_nl, tip_pg = self._reconcile(
+                dispensed.infused_nl, recovered=(min(body["last_poll_ms"], now), max(held_rate, self.pump_basal_nl_per_h)))
+            # What left the tip while no controller watched is part of the patient's exposure: without it
+            # the withdrawal watch would restart as if for a drug-naive patient.
+            self.tip_watch.record(now, tip_pg)
             # That history was already reported by the previous instance's polls (if anyone was listening).
             acc.take_interval()
             for record in open_boluses:

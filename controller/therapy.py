@@ -121,6 +121,9 @@ class PatientBolusSettings:
     duration_ms: int
 
 
+#: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
+REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
+
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
 
@@ -200,9 +203,17 @@ class Therapy:
         self.loop.therapy_state["patient_bolus_nl_per_day"] = volume * per_day
 
     def restore_state(self) -> None:
-        """Reload workflow state after :meth:`ControlLoop.recover`."""
+        """Reload workflow state after :meth:`ControlLoop.recover`.
+
+        A refill discrepancy no clinician had acknowledged is raised again (latched): the alarm
+        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process.
+        """
         pb = self.loop.therapy_state.get("patient_bolus")
         self.patient_bolus = None if not pb else PatientBolusSettings(int(pb[0]), int(pb[1]))
+        held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
+        if held and not self._refill_discrepancy_unacknowledged():
+            self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
+            self.loop.alarms.clear(AlarmCode.REFILL_DISCREPANCY, detail="refill recorded before the restart")
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -623,6 +634,8 @@ class Therapy:
                                       "added_nl": added_nl, "difference_nl": check.difference_nl}
             mismatch_reasons: tuple[str, ...] = ()
             if not check.within_tolerance:
+                # Held in the resume point too (the alarm's journal entry carries it): a restart keeps the hold.
+                loop.therapy_state[REFILL_HOLD_KEY] = check.finding if not acknowledge_mismatch else None
                 loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, actor=actor, detail=check.finding)
                 loop.alarms.clear(AlarmCode.REFILL_DISCREPANCY, detail="refill recorded")
                 if acknowledge_mismatch:
@@ -697,6 +710,7 @@ class Therapy:
     def acknowledge_alarms(self, actor: Actor = CLINICIAN) -> WorkflowResult:
         """A clinician acknowledges every held alarm, and resumes therapy after a STOP reaction."""
         codes = [a.code.value for a in self.loop.alarms.active()]
+        self.loop.therapy_state[REFILL_HOLD_KEY] = None
         for alarm in self.loop.alarms.active():
             self.loop.alarms.acknowledge(alarm.code, actor=actor, detail="acknowledged")
         detail = f"acknowledged {', '.join(codes) or 'nothing'}"

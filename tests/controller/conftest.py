@@ -92,7 +92,7 @@ class Rig:
 
 def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: bool = False,
               settings: ControllerSettings | None = None, prescription: Prescription | None = None,
-              patient: PatientRecord | None = None, **rx: Any) -> Rig:
+              patient: PatientRecord | None = None, origin_change_reason: str = "", **rx: Any) -> Rig:
     """A controller through :func:`controller.assembly.build_controller` over ``pump`` and ``store``.
 
     :param rx: keyword arguments of :func:`tests.prescriptions.make_prescription` (when no
@@ -104,7 +104,8 @@ def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: boo
     patient = patient or PatientRecord(prescription.patient.patient_id, prescription.patient.origin,
                                        History.TRANSFERRED, prior_dose_ng_per_day=prescription.titration.max_dose_ng_per_day)
     controller = build_controller(prescription, patient, pump, clock, store, settings=settings,
-                                  kernel_module=kernel_module(), prescription_file=signed_file(prescription))
+                                  kernel_module=kernel_module(), prescription_file=signed_file(prescription),
+                                  origin_change_reason=origin_change_reason)
     log = AlarmLog()
     events: list[tuple[str, dict[str, Any]]] = []
     controller.subscribe(on_event=lambda e, p: events.append((e, p)), on_alarm=log.record_alarm)
