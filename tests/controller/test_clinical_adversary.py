@@ -161,8 +161,10 @@ class ClinicalAdversary(RuleBasedStateMachine):
                                  lockout_min=LOCKOUT_MIN, boluses_per_day=BOLUSES_PER_DAY)
 
     def _build(self, patient: PatientRecord, *, recover: bool) -> Rig:
+        # An origin change at a restart comes with the clinician's confirmation (the front door refuses it
+        # otherwise); the oracle still judges it by the label's rule, the stricter cap for 24 h.
         rig = build_rig(self.host, self.pump, self.store, recover=False, prescription=self.rx, settings=SETTINGS,
-                        patient=patient)
+                        patient=patient, origin_change_reason="origin reassessed by the clinician")
         rig.controller.subscribe(on_alarm=self._heard)
         if recover:
             rig.controller.recover()
