@@ -1,0 +1,152 @@
+"""The physical world around a controller under test: time, the pump's mechanism, the catheter tip.
+
+The clinical adversary (:mod:`tests.controller.test_clinical_adversary`) judges the controller by
+what the patient physically receives, never by the controller's ledger or accounting. This module
+is that physics, written apart from the controller:
+
+* :class:`HostClock`: the controller host's clock over the one physical time of the world. A
+  reboot gives it a new monotonic origin; its real-time clock can jump either way.
+* :class:`WitnessedPump`: the interface-level fake pump, which also writes down, in physical time,
+  every change of what its mechanism does (the rate it pushes, or 0 when it stands still).
+* :class:`TipRecord`: the volume the mechanism really pushed, through an independent catheter
+  (:class:`sim.catheter.PhysicalCatheter`), as drug leaving the tip per sampled stretch of time.
+
+Units: times ms (physical), volumes nL, rates nL/h, concentrations µg/mL, drug pg.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timedelta
+
+from hal.clock import Clock
+from hal.pump import CommandResult, PumpState
+from sim.catheter import PhysicalCatheter
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+
+NS_PER_MS = 1_000_000
+MS_PER_DAY = 86_400_000
+
+
+def world_ms(world: VirtualClock) -> int:
+    """Physical time, ms."""
+    return world.monotonic_ns() // NS_PER_MS
+
+
+class HostClock(Clock):
+    """The controller host's clock: physical time seen from a monotonic origin, and a settable RTC.
+
+    :param world: the physical time (the pump's clock).
+    :param origin_ns: physical time at which this host's monotonic clock read 0 (its boot), ns.
+    :param wall_offset: how far the host's real-time clock is from true UTC.
+    """
+
+    def __init__(self, world: VirtualClock, *, origin_ns: int, wall_offset: timedelta = timedelta(0)) -> None:
+        self.world = world
+        self.origin_ns = origin_ns
+        self.wall_offset = wall_offset
+
+    def monotonic_ns(self) -> int:
+        """Time since this host booted, ns."""
+        return self.world.monotonic_ns() - self.origin_ns
+
+    def utc_now(self) -> datetime:
+        """What the host's real-time clock says (true UTC plus its offset)."""
+        return self.world.utc_now() + self.wall_offset
+
+    def sleep(self, seconds: float) -> None:
+        """Virtual time: physical time moves on."""
+        self.world.sleep(seconds)
+
+    def rebooted(self, *, wall_jump: timedelta = timedelta(0)) -> HostClock:
+        """The same host after a reboot now: monotonic time starts again from 0, the RTC jumps by ``wall_jump``."""
+        return HostClock(self.world, origin_ns=self.world.monotonic_ns(), wall_offset=self.wall_offset + wall_jump)
+
+
+class WitnessedPump(FakePump):
+    """:class:`sim.fake_pump.FakePump` whose mechanism's every change is written down in physical time.
+
+    :ivar rate_log: ``(physical ms, nL/h pushed from then on)``: the rate while infusing, 0 while
+        standing still; one entry per change.
+    """
+
+    def __init__(self, world: VirtualClock, **kwargs: int) -> None:
+        super().__init__(world, **kwargs)
+        self._world = world
+        self.rate_log: list[tuple[int, int]] = [(world_ms(world), 0)]
+
+    def pushing_nl_per_h(self) -> int:
+        """What the mechanism pushes now, nL/h (0 when stopped)."""
+        return self._rate_nl_per_h if self._state is PumpState.INFUSING else 0
+
+    def witness(self) -> None:
+        """Write down the mechanism's state now if it changed."""
+        self._integrate()
+        rate = self.pushing_nl_per_h()
+        if rate != self.rate_log[-1][1]:
+            self.rate_log.append((world_ms(self._world), rate))
+
+    def _change(self, command: str, value: int | None, action) -> CommandResult:  # type: ignore[no-untyped-def]
+        try:
+            return super()._change(command, value, action)
+        finally:
+            self.witness()
+
+    def inject_stall(self) -> None:
+        super().inject_stall()
+        self.witness()
+
+    def power_cycle(self) -> None:
+        super().power_cycle()
+        self.witness()
+
+
+class TipRecord:
+    """Drug leaving the catheter tip, from the volume the pump physically pushed.
+
+    :param pump: the witnessed pump.
+    :param dead_volume_nl: catheter and pump tubing volume, nL (it holds saline before priming).
+    """
+
+    def __init__(self, pump: WitnessedPump, dead_volume_nl: int) -> None:
+        self.pump = pump
+        self.catheter = PhysicalCatheter(dead_volume_nl, 0)
+        self._pushed_nl = pump.actual_delivered_nl
+        self._since_ms = world_ms(pump._world)
+        #: ``(start ms, end ms, pg pushed at the pump end, pg left at the tip)`` per sampled stretch.
+        self.stretches: deque[tuple[int, int, int, int]] = deque()
+        self.concentration_ug_per_ml = 0
+
+    def fill(self, concentration_ug_per_ml: int) -> None:
+        """The reservoir now holds this drug: fluid entering the catheter from now has it."""
+        self.sample()
+        self.concentration_ug_per_ml = concentration_ug_per_ml
+        self.catheter.change_solution(concentration_ug_per_ml)
+
+    def sample(self) -> tuple[int, int, int, int] | None:
+        """Close the stretch since the last sample: what was pushed and what left the tip."""
+        now = world_ms(self.pump._world)
+        pushed = self.pump.actual_delivered_nl
+        volume = pushed - self._pushed_nl
+        self.pump.witness()
+        if now == self._since_ms and volume == 0:
+            return None
+        stretch = (self._since_ms, now, volume * self.concentration_ug_per_ml, self.catheter.push(volume))
+        self._pushed_nl, self._since_ms = pushed, now
+        self.stretches.append(stretch)
+        while self.stretches and self.stretches[0][1] < now - 3 * MS_PER_DAY:
+            self.stretches.popleft()
+        return stretch
+
+    def tip_pg_within(self, start_ms: int, end_ms: int) -> int:
+        """Drug that left the tip in stretches lying wholly inside ``[start_ms, end_ms]``, pg (a lower bound)."""
+        return sum(tip for s, e, _pushed, tip in self.stretches if s >= start_ms and e <= end_ms)
+
+    def tip_pg_touching(self, start_ms: int, end_ms: int) -> int:
+        """Drug that left the tip in stretches overlapping ``[start_ms, end_ms]``, pg (an upper bound)."""
+        return sum(tip for s, e, _pushed, tip in self.stretches if e > start_ms and s < end_ms)
+
+    def pushed_pg_within(self, start_ms: int, end_ms: int) -> int:
+        """Drug pushed at the pump end in stretches wholly inside the interval, pg (a lower bound)."""
+        return sum(pushed for s, e, pushed, _tip in self.stretches if s >= start_ms and e <= end_ms)

@@ -1,0 +1,317 @@
+"""The label's dosing rules, judged on what the patient physically received.
+
+:class:`LabelOracle` reads only the physical record of :mod:`tests.controller.adversary_world`
+(the rate the pump's mechanism pushed, in physical time, and the drug that left the catheter tip)
+plus what the adversary itself knows (the patient's screening, the prescription it gave, the
+boluses it asked for and was told were started, the alarms it heard). It never reads the
+controller's ledger, accounting or kernel. The rules, as written in
+``reference/itb-clinical.md`` and ``reference/safety-requirements.md``:
+
+* **PRX-03 / BOL-01** (§5.1): the drug leaving the tip in any 24 h never exceeds the cap.
+* **§1.3** the starting dose is at most 2 x the effective test dose (1 x when its effect lasted
+  more than 8 h); **no increase in the first 24 h** after implant.
+* **TIT-01** (§1.4, §3.3): an increase may not take the basal dose above (1 + cap) x the lowest
+  dose in effect at any moment of the previous 24 h (stops and minimum-rate spells count as the
+  low doses they were); the cap is the origin's (spinal 30 %, cerebral and paediatric 15 %), the
+  stricter of old and new for 24 h after an origin change (issue #9).
+* **TIT-01 with §5.1** ("boluses go into D"): in the 24 h after an increase, everything the pump
+  pushed, boluses included, stays within (1 + cap) x that baseline for a day.
+* **The restart rule** (§1.6 [JP-LBL], §3.3): after an interruption, delivery comes back at most
+  at the dose before it; after one longer than the threshold, at most at the titration-phase
+  starting dose.
+* **ALM-07** (§3.2): a pump standing still raises a therapy-interruption alarm, and delivery
+  unconfirmed for long raises one too.
+* **Withdrawal** (issue #9, §3.2): the tip dose below half the prescription for 6 h raises
+  WITHDRAWAL_RISK.
+
+The basal dose the patient is on is what the mechanism pushes outside the windows of boluses
+the adversary was told had started (a bolus window hides the basal under it: the oracle then
+knows less, never more, so it cannot flag what did not happen). Rises are judged as they happen;
+tolerances cover only integer rounding and the sampling of time.
+
+Units: times physical ms, rates nL/h, doses ng/day, drug pg.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tests.controller.adversary_world import MS_PER_DAY, TipRecord, WitnessedPump
+
+MS_PER_MIN = 60_000
+MS_PER_H = 3_600_000
+PG_PER_NG = 1000
+
+
+def dose_ng_per_day(rate_nl_per_h: int, concentration_ug_per_ml: int) -> int:
+    """Daily dose of a volume rate: nL/h x 24 h x µg/mL is pg/day; /1000 is ng/day."""
+    return rate_nl_per_h * 24 * concentration_ug_per_ml // PG_PER_NG
+
+
+@dataclass
+class Violation:
+    """One breach of a label rule, with the requirement it breaks and the facts."""
+
+    rule: str
+    at_ms: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] at {self.at_ms / MS_PER_H:.2f} h: {self.detail}"
+
+
+@dataclass
+class LabelOracle:
+    """The label's rules over one patient's physical history.
+
+    :param pump: the witnessed pump (its mechanism's rate log).
+    :param tip: the tip record.
+    :param concentration_ug_per_ml: the drug in the reservoir.
+    :param cap_ng_per_day: the prescription's 24 h cap.
+    :param cap_pct: the titration cap of the patient's origin, %.
+    :param start_dose_ng_per_day: the label's starting dose from the screening record (§1.3).
+    :param minimum_rate_nl_per_h: the prescription's minimum rate: at or below it, delivery is interrupted.
+    :param restart_threshold_ms: interruptions longer than this restart at the starting dose.
+    :param withdrawal_window_ms: the tip-dose window of the withdrawal alarm.
+    :param withdrawal_fraction_pct: below this share of the prescription in the window is a deficit.
+    """
+
+    pump: WitnessedPump
+    tip: TipRecord
+    concentration_ug_per_ml: int
+    cap_ng_per_day: int
+    cap_pct: int
+    start_dose_ng_per_day: int
+    minimum_rate_nl_per_h: int
+    restart_threshold_ms: int
+    withdrawal_window_ms: int = 6 * MS_PER_H
+    withdrawal_fraction_pct: int = 50
+    violations: list[Violation] = field(default_factory=list)
+    #: Physical time of the implant (None before it).
+    implant_ms: int | None = None
+    #: ``[start, end)`` of every bolus the adversary was told had started (priming included), ms.
+    bolus_windows: list[tuple[int, int]] = field(default_factory=list)
+    #: ``(from ms, cap %)``: the origin's titration cap in force from then on.
+    cap_history: list[tuple[int, int]] = field(default_factory=list)
+    #: ``(ms, event, code)`` of every alarm event heard.
+    alarm_events: list[tuple[int, str, str]] = field(default_factory=list)
+    #: ``(from ms, dose ng/day)``: what the clinician has prescribed.
+    prescriptions: list[tuple[int, int]] = field(default_factory=list)
+    #: ``[start, end)`` of every spell without a link to the pump, ms (end None: still down).
+    link_down: list[list[int | None]] = field(default_factory=list)
+    #: ``(ms, rate)`` the basal dose the patient is on, known points in time order.
+    basal: list[tuple[int, int]] = field(default_factory=list)
+    _log_seen: int = 0
+    _steps: list[tuple[int, int, float]] = field(default_factory=list)  # (at, baseline rate, cap %) of increases
+    _checked_upto_ms: int = 0
+    _armed: bool = False
+
+    # -- what the adversary tells it ------------------------------------------------------------------
+
+    def implanted(self, at_ms: int, priming_ms: int) -> None:
+        self.implant_ms = at_ms
+        self.cap_history.append((at_ms, self.cap_pct))
+        self.bolus_windows.append((at_ms, at_ms + priming_ms + MS_PER_MIN))
+
+    def bolus_started(self, at_ms: int, duration_ms: int) -> None:
+        self.bolus_windows.append((at_ms, at_ms + duration_ms + MS_PER_MIN))
+
+    def prescribed(self, at_ms: int, dose: int) -> None:
+        if not self.prescriptions or self.prescriptions[-1][1] != dose:
+            self.prescriptions.append((at_ms, dose))
+
+    def origin_changed(self, at_ms: int, cap_pct: int) -> None:
+        self.cap_history.append((at_ms, cap_pct))
+
+    def alarm(self, at_ms: int, event: str, code: str) -> None:
+        self.alarm_events.append((at_ms, event, code))
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def cap_pct_at(self, t_ms: int) -> int:
+        """The titration cap in force: the origin's, the stricter of old and new for 24 h after a change."""
+        changes = [(since, pct) for since, pct in self.cap_history if since <= t_ms]
+        if not changes:
+            return self.cap_pct
+        since, pct = changes[-1]
+        if len(changes) > 1 and t_ms - since < MS_PER_DAY:
+            return min(pct, self.cap_pct_at(since - 1))
+        return pct
+
+    def _in_bolus(self, t_ms: int) -> bool:
+        return any(s <= t_ms < e for s, e in self.bolus_windows)
+
+    def _rate_at(self, t_ms: int) -> int:
+        rate = 0
+        for at, r in self.pump.rate_log:
+            if at > t_ms:
+                break
+            rate = r
+        return rate
+
+    def _raised_since(self, codes: set[str], since_ms: int) -> bool:
+        return any(t >= since_ms and event == "raise" and code in codes for t, event, code in self.alarm_events)
+
+    def _link_down_within(self, start_ms: int, end_ms: int) -> bool:
+        return any(s < end_ms and (e is None or e > start_ms) for s, e in self.link_down)
+
+    def _fail(self, rule: str, at_ms: int, detail: str) -> None:
+        if all(v.rule != rule for v in self.violations):  # the first breach of each rule tells the story
+            self.violations.append(Violation(rule, at_ms, detail))
+
+    def _ng(self, rate: int) -> int:
+        return dose_ng_per_day(rate, self.concentration_ug_per_ml)
+
+    def _rate_for(self, dose: int) -> int:
+        return dose * PG_PER_NG // (24 * self.concentration_ug_per_ml)
+
+    @staticmethod
+    def _slack(rate: int) -> int:
+        """Integer rounding of dose to rate: 2 nL/h, or 0.2 %."""
+        return max(2, rate // 500)
+
+    # -- the rules -------------------------------------------------------------------------------------
+
+    def check(self, now_ms: int) -> None:
+        """Judge everything up to ``now_ms`` that the record now settles."""
+        self._basal_points(now_ms)
+        self._dose_cap(now_ms)
+        self._stacked_boluses(now_ms)
+        self._interruption_alarm(now_ms)
+        self._withdrawal_alarm(now_ms)
+        self._checked_upto_ms = now_ms
+
+    def _basal_points(self, now_ms: int) -> None:
+        """Turn mechanism changes outside bolus windows (and the ends of those windows) into basal points."""
+        log = self.pump.rate_log
+        candidates: list[tuple[int, int]] = []
+        while self._log_seen < len(log) and log[self._log_seen][0] <= now_ms:
+            at, rate = log[self._log_seen]
+            if not self._in_bolus(at):
+                candidates.append((at, rate))
+            self._log_seen += 1
+        for s, e in self.bolus_windows:
+            if self._checked_upto_ms < e <= now_ms and not self._in_bolus(e):
+                candidates.append((e, self._rate_at(e)))
+        for at, rate in sorted(candidates):
+            if self.implant_ms is None or at < self.implant_ms:
+                self.basal.append((at, rate))
+                continue
+            if self.basal and self.basal[-1][1] == rate:
+                continue
+            previous = self.basal[-1][1] if self.basal else 0
+            self.basal.append((at, rate))
+            if rate > previous:
+                self._rise(at, previous, rate)
+
+    def _rise(self, at: int, previous: int, rate: int) -> None:
+        floor = self.minimum_rate_nl_per_h
+        start_rate = self._rate_for(self.start_dose_ng_per_day)
+        if previous <= floor:
+            before = [(t, r) for t, r in self.basal[:-1] if t >= (self.implant_ms or 0)]
+            gap_from = next((t for t, r in reversed(before) if r > floor), None)
+            if gap_from is None:
+                # The start of therapy (§1.3): at most the record's starting dose.
+                if rate > start_rate + self._slack(start_rate):
+                    self._fail("§1.3 implant dose", at, f"started at {self._ng(rate) / 1000:g} µg/day, above the "
+                               f"{self.start_dose_ng_per_day / 1000:g} µg/day the screening record allows")
+                return
+            index = max(i for i, (t, r) in enumerate(before) if r > floor)
+            prior = before[index][1]
+            since = before[index + 1][0] if index + 1 < len(before) else at
+            length = at - since
+            if rate > prior + self._slack(prior):
+                self._fail("restart rule (§1.6, §3.3)", at,
+                           f"resumed at {self._ng(rate) / 1000:g} µg/day after a {length / MS_PER_H:.1f} h "
+                           f"interruption, above the {self._ng(prior) / 1000:g} µg/day before it")
+            if length > self.restart_threshold_ms and rate > start_rate + self._slack(start_rate):
+                self._fail("restart rule (§1.6, §3.3)", at,
+                           f"resumed at {self._ng(rate) / 1000:g} µg/day after a {length / MS_PER_H:.1f} h "
+                           f"interruption, above the titration-phase starting dose "
+                           f"{self.start_dose_ng_per_day / 1000:g} µg/day")
+            return
+        assert self.implant_ms is not None
+        if at - self.implant_ms < MS_PER_DAY:
+            self._fail("§1.3 no increase in the first 24 h", at,
+                       f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day "
+                       f"{(at - self.implant_ms) / MS_PER_H:.1f} h after the implant")
+        lowest = self.lowest_basal(at - MS_PER_DAY, at)
+        pct = self.cap_pct_at(at)
+        ceiling = lowest * (100 + pct) // 100
+        if rate > ceiling + self._slack(ceiling):
+            self._fail("TIT-01 trailing-window titration cap", at,
+                       f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day; the lowest dose in "
+                       f"effect in the previous 24 h was {self._ng(lowest) / 1000:g} µg/day, cap {pct} %")
+        self._steps.append((at, lowest, pct))
+
+    def lowest_basal(self, start_ms: int, end_ms: int) -> int:
+        """The lowest basal rate in effect at any known moment of ``[start_ms, end_ms]``, nL/h."""
+        in_effect = [r for t, r in self.basal if t <= start_ms][-1:]
+        in_effect += [r for t, r in self.basal if start_ms < t <= end_ms]
+        return min(in_effect) if in_effect else 0
+
+    def _dose_cap(self, now_ms: int) -> None:
+        if not self.tip.stretches:
+            return
+        end = self.tip.stretches[-1][1]
+        tip = self.tip.tip_pg_within(end - MS_PER_DAY, end)
+        cap = self.cap_ng_per_day * PG_PER_NG
+        if tip > cap + cap // 200:
+            self._fail("PRX-03 / BOL-01 24 h cap at the tip", end,
+                       f"{tip / 1e6:.1f} µg left the catheter tip in the 24 h to here, cap {cap / 1e6:g} µg")
+
+    def _stacked_boluses(self, now_ms: int) -> None:
+        for step in [s for s in self._steps if s[0] + MS_PER_DAY <= now_ms]:
+            self._steps.remove(step)
+            at, lowest, pct = step
+            allowed = dose_ng_per_day(lowest, self.concentration_ug_per_ml) * PG_PER_NG * (100 + pct) // 100
+            pushed = self.tip.pushed_pg_within(at, at + MS_PER_DAY)
+            if pushed > allowed + allowed // 200 + 2 * PG_PER_NG * 1000:
+                self._fail("TIT-01 with §5.1: boluses stacked on a titration step", at,
+                           f"{pushed / 1e6:.1f} µg pushed in the 24 h after the step, above (1 + {pct} %) x "
+                           f"{self._ng(lowest) / 1000:g} µg/day")
+
+    def _interruption_alarm(self, now_ms: int) -> None:
+        """ALM-07: the mechanism standing still since ``since`` for an hour (comms up) or 2.5 h has an alarm."""
+        log = self.pump.rate_log
+        if self.implant_ms is None or log[-1][1] != 0 or log[-1][0] < self.implant_ms:
+            return
+        since = log[-1][0]
+        still = now_ms - since
+        codes = {"therapy_interrupted", "therapy_status_unknown", "motor_stall", "pump_reset"}
+        link = self._link_down_within(since, now_ms)
+        if (still >= MS_PER_H and not link) or still >= 5 * MS_PER_H // 2:
+            if not self._raised_since(codes, since - MS_PER_MIN) and not any(self._active(c) for c in codes):
+                self._fail("ALM-07 therapy interruption alarm", now_ms,
+                           f"the pump has stood still for {still / MS_PER_H:.1f} h without an interruption alarm")
+
+    def _withdrawal_alarm(self, now_ms: int) -> None:
+        """Withdrawal: the tip dose below the fraction for the window (plus an hour for polls) has its alarm."""
+        if not self.prescriptions or not self.tip.stretches:
+            return
+        end = self.tip.stretches[-1][1]
+        since, dose = self.prescriptions[-1]
+        if dose <= 0:
+            return
+        window = self.withdrawal_window_ms
+        share_pg = dose * PG_PER_NG * window // MS_PER_DAY
+        if not self._armed:
+            # A drug-naive patient is not in withdrawal; once a window has reached the share, it counts.
+            start = end - window
+            if start >= since and self.tip.tip_pg_within(start, end) * 100 >= share_pg * self.withdrawal_fraction_pct:
+                self._armed = True
+            return
+        span = window + MS_PER_H
+        start = end - span
+        if start < since or self._link_down_within(start, end) or self.tip.stretches[0][0] > start:
+            return
+        upper = self.tip.tip_pg_touching(start, end)
+        if upper * 100 <= share_pg * (self.withdrawal_fraction_pct - 10):
+            if not self._raised_since({"withdrawal_risk"}, start) and not self._active("withdrawal_risk"):
+                self._fail("withdrawal alarm (issue #9, §3.2)", end,
+                           f"{upper / 1e6:.1f} µg left the tip in {span / MS_PER_H:g} h against "
+                           f"{dose / 1000:g} µg/day prescribed, and no WITHDRAWAL_RISK alarm")
+
+    def _active(self, code: str) -> bool:
+        changes = [event for _t, event, c in self.alarm_events if c == code and event in ("raise", "clear")]
+        return bool(changes) and changes[-1] == "raise"
