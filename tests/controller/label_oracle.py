@@ -19,6 +19,10 @@ controller's ledger, accounting or kernel. The rules, as written in
 * **The restart rule** (§1.6 [JP-LBL], §3.3): after an interruption, delivery comes back at most
   at the dose before it; after one longer than the threshold, at most at the titration-phase
   starting dose.
+* **BOL-01, BOL-02, PER-02**: bolus lockout and count per kind hold across restarts, reboots and
+  clock jumps.
+* **RES-03**: after a refill whose volumes disagree (a possible pocket fill) no bolus and no
+  increase until a clinician acknowledges it.
 * **ALM-07** (§3.2): a pump standing still raises a therapy-interruption alarm, and delivery
   unconfirmed for long raises one too.
 * **Withdrawal** (issue #9, §3.2): the tip dose below half the prescription for 6 h raises
@@ -86,6 +90,12 @@ class LabelOracle:
     restart_threshold_ms: int
     withdrawal_window_ms: int = 6 * MS_PER_H
     withdrawal_fraction_pct: int = 50
+    bolus_lockout_ms: int = 4 * MS_PER_H
+    boluses_per_day: int = 4
+    #: Physical time since which a refill discrepancy holds boluses and increases (None: nothing held).
+    held_since_ms: int | None = None
+    #: Bolus starts by kind, ms.
+    bolus_starts: dict[str, list[int]] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     #: Physical time of the implant (None before it).
     implant_ms: int | None = None
@@ -113,8 +123,31 @@ class LabelOracle:
         self.cap_history.append((at_ms, self.cap_pct))
         self.bolus_windows.append((at_ms, at_ms + priming_ms + MS_PER_MIN))
 
-    def bolus_started(self, at_ms: int, duration_ms: int) -> None:
+    def bolus_started(self, at_ms: int, duration_ms: int, kind: str) -> None:
+        """A bolus of ``kind`` (clinician, patient) the adversary was told had started: BOL-01, RES-03."""
         self.bolus_windows.append((at_ms, at_ms + duration_ms + MS_PER_MIN))
+        if self.held_since_ms is not None:
+            self._fail("RES-03 refill discrepancy holds boluses", at_ms,
+                       f"a {kind} bolus started while a refill discrepancy from "
+                       f"{self.held_since_ms / MS_PER_H:.1f} h was not acknowledged")
+        starts = self.bolus_starts.setdefault(kind, [])
+        if starts and at_ms - starts[-1] < self.bolus_lockout_ms:
+            self._fail("BOL-01 / BOL-02 / PER-02 bolus lockout", at_ms,
+                       f"a {kind} bolus {(at_ms - starts[-1]) / MS_PER_MIN:.0f} min after the last, lockout "
+                       f"{self.bolus_lockout_ms / MS_PER_MIN:.0f} min")
+        starts.append(at_ms)
+        in_day = [t for t in starts if t > at_ms - MS_PER_DAY]
+        if len(in_day) > self.boluses_per_day:
+            self._fail("BOL-01 / BOL-02 / PER-02 boluses per day", at_ms,
+                       f"{len(in_day)} {kind} boluses in 24 h, at most {self.boluses_per_day}")
+
+    def refill_discrepancy(self, at_ms: int) -> None:
+        """A refill whose volumes disagree beyond any tolerance: boluses and increases wait (RES-03)."""
+        if self.held_since_ms is None:
+            self.held_since_ms = at_ms
+
+    def acknowledged(self) -> None:
+        self.held_since_ms = None
 
     def prescribed(self, at_ms: int, dose: int) -> None:
         if not self.prescriptions or self.prescriptions[-1][1] != dose:
@@ -231,6 +264,10 @@ class LabelOracle:
                            f"{self.start_dose_ng_per_day / 1000:g} µg/day")
             return
         assert self.implant_ms is not None
+        if self.held_since_ms is not None and at > self.held_since_ms:
+            self._fail("RES-03 refill discrepancy holds increases", at,
+                       f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day while a refill "
+                       f"discrepancy was not acknowledged")
         if at - self.implant_ms < MS_PER_DAY:
             self._fail("§1.3 no increase in the first 24 h", at,
                        f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day "
