@@ -23,6 +23,8 @@ controller's ledger, accounting or kernel. The rules, as written in
   clock jumps.
 * **RES-03**: after a refill whose volumes disagree (a possible pocket fill) no bolus and no
   increase until a clinician acknowledges it.
+* **SAFE-01, §3.2** (stopping is not a safe state): a clinician who acknowledges a stop, or asks
+  to resume, gets delivery back.
 * **ALM-07** (§3.2): a pump standing still raises a therapy-interruption alarm, and delivery
   unconfirmed for long raises one too.
 * **Withdrawal** (issue #9, §3.2): the tip dose below half the prescription for 6 h raises
@@ -145,6 +147,11 @@ class LabelOracle:
         """A refill whose volumes disagree beyond any tolerance: boluses and increases wait (RES-03)."""
         if self.held_since_ms is None:
             self.held_since_ms = at_ms
+
+    def stuck(self, at_ms: int, action: str, reasons: tuple[str, ...], detail: str) -> None:
+        """A clinician asked to resume after a stop, and delivery did not restart."""
+        self._fail("SAFE-01 / §3.2 a stop is not a safe state", at_ms,
+                   f"after '{action}' the pump stays stopped: {','.join(reasons)} ({detail})")
 
     def acknowledged(self) -> None:
         self.held_since_ms = None
@@ -333,9 +340,10 @@ class LabelOracle:
         window = self.withdrawal_window_ms
         share_pg = dose * PG_PER_NG * window // MS_PER_DAY
         if not self._armed:
-            # A drug-naive patient is not in withdrawal; once a window has reached the share, it counts.
-            start = end - window
-            if start >= since and self.tip.tip_pg_within(start, end) * 100 >= share_pg * self.withdrawal_fraction_pct:
+            # A drug-naive patient is not in withdrawal: the patient counts as exposed once a whole day
+            # has brought the share (stricter than the controller's one window: it cannot flag early).
+            start = end - MS_PER_DAY
+            if start >= since and self.tip.tip_pg_within(start, end) * 100 >= dose * PG_PER_NG * self.withdrawal_fraction_pct:
                 self._armed = True
             return
         span = window + MS_PER_H

@@ -113,3 +113,27 @@ def test_a_refill_discrepancy_still_holds_boluses_and_increases_after_a_restart(
     bolus = again.therapy.clinician_bolus(25_000, 10 * MS_PER_MIN)
     increase = again.therapy.titrate(110_000)
     assert not bolus.allowed and not increase.allowed, (bolus, increase)
+
+
+@pytest.mark.xfail(strict=True, reason="controller/loop.py: a resume does not close the loop's interruption until a "
+                                       "poll confirms delivery; a stall before that poll is not told to the kernel, "
+                                       "whose interruption the resume closed, and every later resume is refused "
+                                       "with RESUME_WITHOUT_INTERRUPTION")
+def test_a_second_stall_soon_after_a_resume_can_still_be_resumed(tmp_path: Path) -> None:
+    """SAFE-01, §3.2 (stopping is not a safe state), TIT-01 (a stop is a zero dose in the history).
+
+    A persistent occlusion: the motor stalls, the clinician acknowledges and therapy resumes, and
+    the motor stalls again before the next poll. Acknowledging the second stop must resume too.
+    """
+    clock, pump, path, rig = _implanted(tmp_path)
+    rig.advance(2 * MS_PER_DAY)
+    pump.inject_stall()
+    rig.advance(MS_PER_H)
+    assert rig.loop.mode.value == "stopped_fault"
+    rig.therapy.acknowledge_alarms()
+    assert pump.state.value == "infusing"
+    pump.inject_stall()  # again, before the loop's next poll has seen the resumed delivery
+    rig.advance(MS_PER_H)
+    assert rig.loop.mode.value == "stopped_fault"
+    rig.therapy.acknowledge_alarms()
+    assert pump.state.value == "infusing", rig.therapy.resume()

@@ -86,6 +86,10 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: Whether the controller may restart while a refill discrepancy is unacknowledged (known: the hold
     #: is lost, see ``test_adversary_findings.py``); off, restarts wait for the acknowledgement.
     RESTART_DURING_REFILL_HOLD = False
+    #: Whether the pump may fail again before the loop has polled since delivery came back (known: the
+    #: second stop is lost to the kernel and no resume is possible any more, see
+    #: ``test_adversary_findings.py``); off, a fault waits until delivery has run for a poll interval.
+    FAULT_BEFORE_POLL_AFTER_RESUME = False
 
     @initialize(origin=st.sampled_from(sorted(CAP_PCT)), effective=st.integers(0, 2),
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
@@ -226,6 +230,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
     def acknowledge(self) -> None:
         self.therapy.acknowledge_alarms()
         self.oracle.acknowledged()
+        self._resumed_or_told_why("acknowledge")
 
     @rule(pocket_fill=st.booleans())
     def refill(self, pocket_fill: bool) -> None:
@@ -242,9 +247,23 @@ class ClinicalAdversary(RuleBasedStateMachine):
     @rule()
     def resume(self) -> None:
         self.therapy.resume()
+        self._resumed_or_told_why("resume")
+
+    def _resumed_or_told_why(self, action: str) -> None:
+        """SAFE-01, §3.2 (stopping is not a safe state): a clinician's resume after a stop restarts delivery."""
+        if self.rig.loop.mode is Mode.STOPPED_FAULT and not self.pump.faults.comms_down:
+            result = self.therapy.resume()
+            self.oracle.stuck(world_ms(self.world), action, result.reasons, result.detail)
 
     # -- the world ------------------------------------------------------------------------------------
 
+    def _delivery_back_unpolled(self) -> bool:
+        """Delivery came back (from a stop or the minimum rate) less than a poll interval ago."""
+        log = self.pump.rate_log
+        backs = [t for (t, r), (_, before) in zip(log[1:], log) if r > MINIMUM_RATE_NL_PER_H >= before]
+        return bool(backs) and world_ms(self.world) - backs[-1] <= SETTINGS.poll_interval_ms + MS_PER_MIN
+
+    @precondition(lambda self: self.FAULT_BEFORE_POLL_AFTER_RESUME or not self._delivery_back_unpolled())
     @rule(kind=st.sampled_from(["stall", "power_cycle"]))
     def pump_fault(self, kind: str) -> None:
         """A motor stall (or an occlusion that stalls it) or a power cycle of the pump."""
