@@ -137,3 +137,21 @@ def test_a_second_stall_soon_after_a_resume_can_still_be_resumed(tmp_path: Path)
     assert rig.loop.mode.value == "stopped_fault"
     rig.therapy.acknowledge_alarms()
     assert pump.state.value == "infusing", rig.therapy.resume()
+
+
+@pytest.mark.xfail(strict=True, reason="controller/loop.py recover(): the delivery found since the last durable "
+                                       "checkpoint is reconciled but not given to the tip-dose watch, which restarts "
+                                       "disarmed (as for a drug-naive patient) and never raises WITHDRAWAL_RISK")
+def test_a_restart_does_not_disarm_the_withdrawal_alarm(tmp_path: Path) -> None:
+    """Issue #9 (withdrawal alarmed for any reason), §3.2, PER-02: 12 h of therapy, a controller restart, then a
+    pump power cycle (minimum-rate mode: 24 of 100 µg/day). Twelve hours at a quarter of the dose is withdrawal."""
+    clock, pump, path, rig = _implanted(tmp_path)
+    rig.advance(12 * MS_PER_H)
+    rig.controller.detach()
+    rig.store.abandon()
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                      settings=rig.settings, patient=rig.controller.patient)
+    pump.power_cycle()
+    again.advance(12 * MS_PER_H)
+    assert again.loop.mode.value == "minimum_rate"
+    assert "withdrawal_risk" in again.log.raised()

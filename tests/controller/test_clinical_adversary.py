@@ -90,6 +90,10 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: second stop is lost to the kernel and no resume is possible any more, see
     #: ``test_adversary_findings.py``); off, a fault waits until delivery has run for a poll interval.
     FAULT_BEFORE_POLL_AFTER_RESUME = False
+    #: Whether the pump may fail within 7 h of a controller restart (known: the restarted withdrawal
+    #: watch is disarmed until a window of delivery has re-armed it, see ``test_adversary_findings.py``);
+    #: off, a fault waits until the watch has seen 6 h of delivery and a poll.
+    FAULT_SOON_AFTER_RESTART = False
 
     @initialize(origin=st.sampled_from(sorted(CAP_PCT)), effective=st.integers(0, 2),
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
@@ -103,6 +107,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self.tip = TipRecord(self.pump, DEAD_VOLUME_NL)
         self.reply_armed, self.reply_lost_ms = False, -MS_PER_DAY
         self.filled_at_nl = 0
+        self.restarted_ms = -MS_PER_DAY
         ladder = [50, 75, 100][:effective + 1]
         if origin == "paediatric" and child_starts_low:
             ladder = [25, *ladder]
@@ -264,6 +269,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
         return bool(backs) and world_ms(self.world) - backs[-1] <= SETTINGS.poll_interval_ms + MS_PER_MIN
 
     @precondition(lambda self: self.FAULT_BEFORE_POLL_AFTER_RESUME or not self._delivery_back_unpolled())
+    @precondition(lambda self: self.FAULT_SOON_AFTER_RESTART
+                  or world_ms(self.world) - self.restarted_ms > 7 * MS_PER_H)
     @rule(kind=st.sampled_from(["stall", "power_cycle"]))
     def pump_fault(self, kind: str) -> None:
         """A motor stall (or an occlusion that stalls it) or a power cycle of the pump."""
@@ -327,6 +334,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
         patient = PatientRecord(old.patient_id, Origin(self.origin), old.history, list(old.screening))
         self.store = Store(self.path, self.host)
         self.rig = self._build(patient, recover=True)
+        self.restarted_ms = world_ms(self.world)
 
     # -- the verdict -------------------------------------------------------------------------------------
 
