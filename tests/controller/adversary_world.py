@@ -16,7 +16,7 @@ Units: times ms (physical), volumes nL, rates nL/h, concentrations µg/mL, drug 
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, bisect_right
 from datetime import datetime, timedelta
 
 from hal.clock import Clock
@@ -114,8 +114,12 @@ class TipRecord:
         self.catheter = PhysicalCatheter(dead_volume_nl, 0)
         self._pushed_nl = pump.actual_delivered_nl
         self._since_ms = world_ms(pump._world)
-        #: ``(start ms, end ms, pg pushed at the pump end, pg left at the tip)`` per sampled stretch.
-        self.stretches: deque[tuple[int, int, int, int]] = deque()
+        #: Start and end of each sampled stretch, ms, in order and back to back.
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        # Running totals after each stretch: drug pushed at the pump end, and drug that left the tip, pg.
+        self._pushed_sum: list[int] = [0]
+        self._tip_sum: list[int] = [0]
         self.concentration_ug_per_ml = 0
 
     def fill(self, concentration_ug_per_ml: int) -> None:
@@ -124,29 +128,46 @@ class TipRecord:
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.catheter.change_solution(concentration_ug_per_ml)
 
-    def sample(self) -> tuple[int, int, int, int] | None:
+    def sample(self) -> None:
         """Close the stretch since the last sample: what was pushed and what left the tip."""
         now = world_ms(self.pump._world)
         pushed = self.pump.actual_delivered_nl
         volume = pushed - self._pushed_nl
         self.pump.witness()
         if now == self._since_ms and volume == 0:
-            return None
-        stretch = (self._since_ms, now, volume * self.concentration_ug_per_ml, self.catheter.push(volume))
+            return
+        tip = self.catheter.push(volume)
+        self.starts.append(self._since_ms)
+        self.ends.append(now)
+        self._pushed_sum.append(self._pushed_sum[-1] + volume * self.concentration_ug_per_ml)
+        self._tip_sum.append(self._tip_sum[-1] + tip)
         self._pushed_nl, self._since_ms = pushed, now
-        self.stretches.append(stretch)
-        while self.stretches and self.stretches[0][1] < now - 3 * MS_PER_DAY:
-            self.stretches.popleft()
-        return stretch
+
+    @property
+    def first_ms(self) -> int | None:
+        """Start of the first stretch, ms (None before any)."""
+        return self.starts[0] if self.starts else None
+
+    @property
+    def last_ms(self) -> int | None:
+        """End of the last stretch, ms (None before any)."""
+        return self.ends[-1] if self.ends else None
+
+    def _within(self, sums: list[int], start_ms: int, end_ms: int) -> int:
+        first = bisect_left(self.starts, start_ms)
+        last = bisect_right(self.ends, end_ms)
+        return sums[last] - sums[first] if last > first else 0
 
     def tip_pg_within(self, start_ms: int, end_ms: int) -> int:
         """Drug that left the tip in stretches lying wholly inside ``[start_ms, end_ms]``, pg (a lower bound)."""
-        return sum(tip for s, e, _pushed, tip in self.stretches if s >= start_ms and e <= end_ms)
+        return self._within(self._tip_sum, start_ms, end_ms)
 
     def tip_pg_touching(self, start_ms: int, end_ms: int) -> int:
         """Drug that left the tip in stretches overlapping ``[start_ms, end_ms]``, pg (an upper bound)."""
-        return sum(tip for s, e, _pushed, tip in self.stretches if e > start_ms and s < end_ms)
+        first = bisect_right(self.ends, start_ms)
+        last = bisect_left(self.starts, end_ms)
+        return self._tip_sum[last] - self._tip_sum[first] if last > first else 0
 
     def pushed_pg_within(self, start_ms: int, end_ms: int) -> int:
         """Drug pushed at the pump end in stretches wholly inside the interval, pg (a lower bound)."""
-        return sum(pushed for s, e, pushed, _tip in self.stretches if s >= start_ms and e <= end_ms)
+        return self._within(self._pushed_sum, start_ms, end_ms)

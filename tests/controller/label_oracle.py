@@ -111,6 +111,10 @@ class LabelOracle:
     prescriptions: list[tuple[int, int]] = field(default_factory=list)
     #: ``[start, end)`` of every spell without a link to the pump, ms (end None: still down).
     link_down: list[list[int | None]] = field(default_factory=list)
+    #: ``(crash, restart)`` of every spell with no controller running, ms.
+    controller_down: list[tuple[int, int]] = field(default_factory=list)
+    #: Rules this oracle does not judge (a variant machine names them and why).
+    unjudged: frozenset[str] = frozenset()
     #: ``(ms, rate)`` the basal dose the patient is on, known points in time order.
     basal: list[tuple[int, int]] = field(default_factory=list)
     _log_seen: int = 0
@@ -289,15 +293,20 @@ class LabelOracle:
         self._steps.append((at, lowest, pct))
 
     def lowest_basal(self, start_ms: int, end_ms: int) -> int:
-        """The lowest basal rate in effect at any known moment of ``[start_ms, end_ms]``, nL/h."""
-        in_effect = [r for t, r in self.basal if t <= start_ms][-1:]
+        """The lowest basal rate in effect at any known moment of ``[start_ms, end_ms]`` of therapy, nL/h.
+
+        Under a bolus the basal is not known; before the implant there was no therapy (the first
+        24 h rule judges increases that close to it).
+        """
+        in_effect = [] if self._in_bolus(start_ms) else [
+            r for t, r in self.basal if t <= start_ms and t >= (self.implant_ms or 0)][-1:]
         in_effect += [r for t, r in self.basal if start_ms < t <= end_ms]
         return min(in_effect) if in_effect else 0
 
     def _dose_cap(self, now_ms: int) -> None:
-        if not self.tip.stretches:
+        end = self.tip.last_ms
+        if end is None:
             return
-        end = self.tip.stretches[-1][1]
         tip = self.tip.tip_pg_within(end - MS_PER_DAY, end)
         cap = self.cap_ng_per_day * PG_PER_NG
         if tip > cap + cap // 200:
@@ -321,6 +330,8 @@ class LabelOracle:
         if self.implant_ms is None or log[-1][1] != 0 or log[-1][0] < self.implant_ms:
             return
         since = log[-1][0]
+        # With no controller running nobody can alarm: the clock starts again at the restart.
+        since = max([since] + [end for start, end in self.controller_down if end > since])
         still = now_ms - since
         codes = {"therapy_interrupted", "therapy_status_unknown", "motor_stall", "pump_reset"}
         link = self._link_down_within(since, now_ms)
@@ -331,9 +342,9 @@ class LabelOracle:
 
     def _withdrawal_alarm(self, now_ms: int) -> None:
         """Withdrawal: the tip dose below the fraction for the window (plus an hour for polls) has its alarm."""
-        if not self.prescriptions or not self.tip.stretches:
+        end = self.tip.last_ms
+        if not self.prescriptions or end is None:
             return
-        end = self.tip.stretches[-1][1]
         since, dose = self.prescriptions[-1]
         if dose <= 0:
             return
@@ -348,7 +359,8 @@ class LabelOracle:
             return
         span = window + MS_PER_H
         start = end - span
-        if start < since or self._link_down_within(start, end) or self.tip.stretches[0][0] > start:
+        if "withdrawal" in self.unjudged or start < since or self._link_down_within(start, end) \
+                or any(s < end and e > start for s, e in self.controller_down) or self.tip.first_ms > start:
             return
         upper = self.tip.tip_pg_touching(start, end)
         if upper * 100 <= share_pg * (self.withdrawal_fraction_pct - 10):

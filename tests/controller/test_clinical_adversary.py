@@ -69,7 +69,7 @@ CAP_PCT = {"spinal": 30, "cerebral": 15, "paediatric": 15}
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 #: Steps run by every machine of this process (the CI floor is checked on it).
-STEPS = {"count": 0}
+STEPS = {"count": 0, "examples": 0}
 
 
 class ClinicalAdversary(RuleBasedStateMachine):
@@ -94,11 +94,17 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: watch is disarmed until a window of delivery has re-armed it, see ``test_adversary_findings.py``);
     #: off, a fault waits until the watch has seen 6 h of delivery and a poll.
     FAULT_SOON_AFTER_RESTART = False
+    #: Whether the controller may restart while the patient is short of drug (the same finding: the
+    #: restarted watch is disarmed); off, restarts wait for 7 h of delivery above the minimum rate.
+    RESTART_SHORT_OF_DRUG = False
+    #: Rules the oracle does not judge in this machine.
+    UNJUDGED: frozenset[str] = frozenset()
 
     @initialize(origin=st.sampled_from(sorted(CAP_PCT)), effective=st.integers(0, 2),
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
                 child_starts_low=st.booleans())
     def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool) -> None:
+        STEPS["examples"] += 1
         self.scratch = tempfile.TemporaryDirectory(prefix="itb-adversary-", dir=SCRATCH)
         self.path = Path(self.scratch.name) / "store.sqlite"
         self.world = VirtualClock()
@@ -123,7 +129,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self.oracle = LabelOracle(self.pump, self.tip, CONCENTRATION_UG_PER_ML, cap_ug * 1000, CAP_PCT[origin],
                                   self.start_ug * 1000, MINIMUM_RATE_NL_PER_H, SETTINGS.restart_titration_after_ms,
                                   SETTINGS.withdrawal_alarm_after_ms, SETTINGS.withdrawal_alarm_fraction_pct,
-                                  bolus_lockout_ms=LOCKOUT_MIN * MS_PER_MIN, boluses_per_day=BOLUSES_PER_DAY)
+                                  bolus_lockout_ms=LOCKOUT_MIN * MS_PER_MIN, boluses_per_day=BOLUSES_PER_DAY,
+                                  unjudged=self.UNJUDGED)
         for i, dose in enumerate(ladder):
             if i:
                 self._advance(MS_PER_DAY)
@@ -263,10 +270,9 @@ class ClinicalAdversary(RuleBasedStateMachine):
     # -- the world ------------------------------------------------------------------------------------
 
     def _delivery_back_unpolled(self) -> bool:
-        """Delivery came back (from a stop or the minimum rate) less than a poll interval ago."""
-        log = self.pump.rate_log
-        backs = [t for (t, r), (_, before) in zip(log[1:], log) if r > MINIMUM_RATE_NL_PER_H >= before]
-        return bool(backs) and world_ms(self.world) - backs[-1] <= SETTINGS.poll_interval_ms + MS_PER_MIN
+        """Delivery came back after an interruption and no poll has confirmed it yet (the loop still counts
+        the interruption): the window of the known finding."""
+        return self.rig.loop.mode is Mode.RUNNING and self.rig.loop._interrupted_since_ms is not None
 
     @precondition(lambda self: self.FAULT_BEFORE_POLL_AFTER_RESUME or not self._delivery_back_unpolled())
     @precondition(lambda self: self.FAULT_SOON_AFTER_RESTART
@@ -307,7 +313,15 @@ class ClinicalAdversary(RuleBasedStateMachine):
             self.pump.faults.comms_down = False
             spell[1] = world_ms(self.world)
 
+    def _short_of_drug_lately(self) -> bool:
+        """The pump has stood still or run at the minimum rate in the last 7 h."""
+        since = world_ms(self.world) - 7 * MS_PER_H
+        log = self.pump.rate_log
+        in_effect = [r for t, r in log if t <= since][-1:] + [r for t, r in log if t > since]
+        return min(in_effect) <= MINIMUM_RATE_NL_PER_H
+
     @precondition(lambda self: self.RESTART_DURING_REFILL_HOLD or self.oracle.held_since_ms is None)
+    @precondition(lambda self: self.RESTART_SHORT_OF_DRUG or not self._short_of_drug_lately())
     @rule(downtime_min=st.sampled_from([0, 5, 60, 600, 1500]), reboot=st.booleans(),
           wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]), change_origin=st.booleans())
     def restart(self, downtime_min: int, reboot: bool, wall_jump_h: int, change_origin: bool) -> None:
@@ -321,6 +335,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
             downtime_min = 0
         self.rig.controller.detach()
         self.store.abandon()
+        crashed = world_ms(self.world)
         self.world.advance(downtime_min * 60)
         if reboot:
             self.host = self.host.rebooted(wall_jump=timedelta(hours=wall_jump_h))
@@ -335,6 +350,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self.store = Store(self.path, self.host)
         self.rig = self._build(patient, recover=True)
         self.restarted_ms = world_ms(self.world)
+        self.oracle.controller_down.append((crashed, self.restarted_ms))
 
     # -- the verdict -------------------------------------------------------------------------------------
 
@@ -347,14 +363,49 @@ class ClinicalAdversary(RuleBasedStateMachine):
         assert not self.oracle.violations, "\n".join(str(v) for v in self.oracle.violations)
 
 
+class ClinicalAdversaryAcrossRestarts(ClinicalAdversary):
+    """The same adversary, restarting the controller in the middle of stops and minimum-rate spells.
+
+    That is where the restart rule, the titration baseline and the interruption alarm must survive
+    a restart. The withdrawal alarm is not judged here: a restarted controller's tip-dose watch is
+    disarmed (a finding, reproduced in ``test_adversary_findings.py``); the machine above judges it.
+    """
+
+    FAULT_SOON_AFTER_RESTART = True
+    RESTART_SHORT_OF_DRUG = True
+    UNJUDGED = frozenset({"withdrawal"})
+
+
+def _run(machine: type[ClinicalAdversary], examples: int) -> int:
+    """Run ``machine``; return the rule steps it took (invariant checks less the one after each start)."""
+    checks, starts = STEPS["count"], STEPS["examples"]
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=examples, stateful_step_count=100, deadline=None, derandomize=True,
+        suppress_health_check=list(HealthCheck)))
+    return (STEPS["count"] - checks) - (STEPS["examples"] - starts)
+
+
+#: Examples per machine (100 steps at most each): the two together run well over 10 000 steps.
+EXAMPLES = int(os.environ.get("ITB_ADVERSARY_EXAMPLES", "65"))
+
+
 @pytest.mark.timeout(600)
 def test_the_clinical_adversary_finds_no_way_round_the_label() -> None:
-    """PRX-03, BOL-01, BOL-02, PER-02, RES-03, TIT-01, TIT-04, §1.3, the restart rule, ALM-07, withdrawal.
+    """PRX-03, BOL-01, BOL-02, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07, withdrawal.
 
-    At least 10 000 steps (derandomized: the same 10 000 every run, so a finding reproduces).
+    Derandomized: the same steps every run, so a finding reproduces.
     """
-    before = STEPS["count"]
-    run_state_machine_as_test(ClinicalAdversary, settings=settings(
-        max_examples=int(os.environ.get("ITB_ADVERSARY_EXAMPLES", "100")), stateful_step_count=100,
-        deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)))
-    assert STEPS["count"] - before >= 10_000
+    STEPS["judged"] = _run(ClinicalAdversary, EXAMPLES)
+
+
+@pytest.mark.timeout(600)
+def test_the_clinical_adversary_restarting_through_interruptions() -> None:
+    """PRX-03, BOL-01, BOL-02, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07."""
+    STEPS["across_restarts"] = _run(ClinicalAdversaryAcrossRestarts, EXAMPLES)
+
+
+def test_the_adversary_ran_at_least_10_000_steps() -> None:
+    """The CI floor of the issue: both machines together (run in this file's order)."""
+    if len(STEPS) < 4:
+        pytest.skip("needs both adversary tests in the same run")
+    assert STEPS["judged"] + STEPS["across_restarts"] >= 10_000, STEPS
