@@ -59,6 +59,9 @@ MS_PER_DAY = 86_400_000
 CONCENTRATION_UG_PER_ML = 500
 FILL_NL = 20_000_000
 DEAD_VOLUME_NL = 250_000
+#: The clinician refills when this little is physically left (RES-02: before the alarm; an empty
+#: reservoir is not among the adversary's moves).
+REFILL_BELOW_NL = 4_000_000
 #: The physical record is sampled this often while time passes, ms.
 CHUNK_MS = 10 * MS_PER_MIN
 SETTINGS = ControllerSettings(poll_interval_ms=30 * MS_PER_MIN)
@@ -180,6 +183,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
             self.rig.controller.run_until(self.rig.controller.now_ms() + min(CHUNK_MS, left))
             if hasattr(self, "oracle"):
                 self._judge()
+                if FILL_NL - (self.pump.actual_delivered_nl - self.filled_at_nl) < REFILL_BELOW_NL:
+                    self._refill(pocket_fill=False)
 
     def _judge(self) -> None:
         if self.reply_armed and not self.pump.faults.uncertain_next:
@@ -216,6 +221,22 @@ class ClinicalAdversary(RuleBasedStateMachine):
             self.therapy.titrate(max(12_000, current * (100 + pct) // 100),
                                  override_reason="patient asks for more" if override else None)
 
+    @rule(days=st.integers(1, 4), pct=st.integers(5, 45), split=st.booleans())
+    def titration_course(self, days: int, pct: int, split: bool) -> None:
+        """A day, then a step, for ``days`` days; ``split`` gives each step as two halves an hour apart, the second
+        with an override of the interval (TIT-01: small steps may not get round the cap)."""
+        for _ in range(days):
+            self._advance(MS_PER_DAY + 10 * MS_PER_MIN)
+            current = self.therapy.prescribed_dose_ng_per_day
+            if not current:
+                return
+            if not split:
+                self.therapy.titrate(current * (100 + pct) // 100)
+                continue
+            self.therapy.titrate(current * (200 + pct) // 200)
+            self._advance(MS_PER_H)
+            self.therapy.titrate(current * (100 + pct) // 100, override_reason="the second half of today's step")
+
     @rule(override=st.booleans())
     def raise_to_yesterdays_peak(self, override: bool) -> None:
         """Issue #9.1: ask for (1 + cap) x the highest dose prescribed in the last 36 h."""
@@ -247,6 +268,9 @@ class ClinicalAdversary(RuleBasedStateMachine):
     @rule(pocket_fill=st.booleans())
     def refill(self, pocket_fill: bool) -> None:
         """A refill at the same drug; in a pocket fill half of what the reservoir physically holds comes out."""
+        self._refill(pocket_fill)
+
+    def _refill(self, pocket_fill: bool) -> None:
         remaining = FILL_NL - (self.pump.actual_delivered_nl - self.filled_at_nl)
         at = world_ms(self.world)
         result = self.therapy.refill(removed_nl=remaining // 2 if pocket_fill else remaining, added_nl=FILL_NL,
@@ -386,7 +410,7 @@ def _run(machine: type[ClinicalAdversary], examples: int) -> int:
 
 
 #: Examples per machine (100 steps at most each): the two together run well over 10 000 steps.
-EXAMPLES = int(os.environ.get("ITB_ADVERSARY_EXAMPLES", "65"))
+EXAMPLES = int(os.environ.get("ITB_ADVERSARY_EXAMPLES", "70"))
 
 
 @pytest.mark.timeout(600)
