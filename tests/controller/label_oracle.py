@@ -333,7 +333,7 @@ class LabelOracle:
         # With no controller running nobody can alarm: the clock starts again at the restart.
         since = max([since] + [end for start, end in self.controller_down if end > since])
         still = now_ms - since
-        codes = {"therapy_interrupted", "therapy_status_unknown", "motor_stall", "pump_reset"}
+        codes = {"therapy_interrupted", "therapy_status_unknown", "motor_stall", "pump_reset", "reservoir_empty"}
         link = self._link_down_within(since, now_ms)
         if (still >= MS_PER_H and not link) or still >= 5 * MS_PER_H // 2:
             if not self._raised_since(codes, since - MS_PER_MIN) and not any(self._active(c) for c in codes):
