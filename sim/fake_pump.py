@@ -124,6 +124,10 @@ class FakePump(PumpDriver):
             if room is not None and self._state is PumpState.INFUSING and self._phase_moved_num >= \
                     self._phases[self._phase].volume_nl * NS_PER_H:
                 self._enter_phase(self._phase + 1)
+                self._phase_entered(now - dt)
+
+    def _phase_entered(self, at_ns: int) -> None:
+        """Called when the program moved on by itself at clock time ``at_ns`` (a hook for witnesses)."""
 
     def _phase_room_num(self) -> int | None:
         """What the running program phase still has to deliver, nL x NS_PER_H (None: continuous)."""

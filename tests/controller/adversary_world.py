@@ -87,6 +87,12 @@ class WitnessedPump(FakePump):
         if rate != self.rate_log[-1][1]:
             self.rate_log.append((world_ms(self._world), rate))
 
+    def _phase_entered(self, at_ns: int) -> None:
+        """The pump's own program moved to its next phase (a bolus phase ended): at that physical time."""
+        rate = self.pushing_nl_per_h()
+        if rate != self.rate_log[-1][1]:
+            self.rate_log.append((at_ns // 1_000_000, rate))
+
     def _change(self, command: str, value: int | None, action) -> CommandResult:  # type: ignore[no-untyped-def]
         try:
             return super()._change(command, value, action)
