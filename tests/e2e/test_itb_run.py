@@ -134,13 +134,13 @@ def test_safe_mode_needs_polls_inside_the_watchdog_in_virtual_time(tmp_path: Pat
     assert "safe_mode_timeout_s" in capsys.readouterr().err
 
 
-#: A run far longer than the test waits: a year of one-minute polls (525 600 of them) is still running
-#: when its 100th poll is logged, however fast the machine.
+#: A run longer than the test waits: 60 days of hourly polls (1 440) is still running when its 100th
+#: poll is logged (the 21-day default once finished, in 0.7 s, before the signal arrived).
 LONG = """
 [scenario]
 name = "long"
-duration_days = 365
-poll_interval_min = 1
+duration_days = 60
+poll_interval_min = 60
 prescription = "spinal_simple_500.toml"
 
 [patient]
@@ -177,8 +177,8 @@ def test_sigint_records_the_time_reached_and_exits_130(tmp_path: Path) -> None:
     assert "interrupted by the operator" in summary["error"]["message"]
     last_t_ms = max(json.loads(line)["sample"]["t_ms"] for line in log.read_text().splitlines()
                     if '"type":"sample"' in line)
-    assert summary["reached_days"] < summary["duration_days"] == 365
-    assert abs(summary["reached_days"] * 86_400_000 - last_t_ms) <= 60_000  # within one poll interval
+    assert summary["reached_days"] < summary["duration_days"] == 60
+    assert abs(summary["reached_days"] * 86_400_000 - last_t_ms) <= 3_600_000  # within one poll interval
     assert "interrupted" in (report / "report.html").read_text()
 
 
