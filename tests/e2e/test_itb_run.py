@@ -160,9 +160,12 @@ def test_sigint_records_the_time_reached_and_exits_130(tmp_path: Path) -> None:
     report = tmp_path / "r"
     (tmp_path / "long.toml").write_text(LONG)
     env = {**os.environ, "COLUMNS": "120"}
+    # SIGINT at its default in the child, whatever this process inherited (a job started in the background by
+    # a non-interactive shell ignores it, and Python then installs no KeyboardInterrupt handler).
     run = subprocess.Popen([sys.executable, "-m", "hil.cli", "run", str(tmp_path / "long.toml"), "--link", "inprocess",
                             "--report", str(report), "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+                           stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = report / "run-log.jsonl"
     deadline = time.monotonic() + 60
     while not (log.is_file() and log.read_text().count('"type":"sample"') >= 100):  # an event: polls logged
