@@ -26,6 +26,7 @@ figures, so none are printed and the exit status is 130.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark entry point (``itb bench run [--quick] [--json]``): the figures of each run under its name."""
     quick = getattr(args, "quick", False)
     days = QUICK_DAYS if quick else FULL_DAYS
-    figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario"}
+    figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario",
+                               "load_average_before": [round(v, 2) for v in os.getloadavg()]}
     for link in ("inprocess", "pty"):
         figures[link] = measure(link, days)
     figures["pty_paced"] = measure_paced(QUICK_PACED_DAYS if quick else PACED_DAYS)
+    figures["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return figures
