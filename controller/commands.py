@@ -179,6 +179,11 @@ class CommandIssuer:
         self.stage_resume_point: Callable[[], None] = lambda: None
         self._uncertain_rates: list[tuple[str, int]] = []  # (command ID, rate nL/h) awaiting a verified rate
         self._uncertain_stops: list[str] = []  # stop command IDs awaiting a status read
+        #: How many phases the program the pump holds has (1: a rate change is the whole story), or None when
+        #: unknown (a fresh controller, a lost reply on the way): then the pump may still be in an earlier phase
+        #: of a program whose later phases a rate change would not touch.
+        self.held_phases: int | None = None
+        self._in_last_phase = False  # the pump was read (or programmed) in the held program's last phase
 
     # -- durable writes ---------------------------------------------------------------------------
 
@@ -303,7 +308,8 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        outcome = self._program(rate_nl_per_h, previous)
+        outcome = self._program(rate_nl_per_h, previous) if self._rate_change_is_whole() else \
+            self._program_one_phase(rate_nl_per_h, previous)
         self._settle_superseded(outcome)
         detail: dict[str, Any] = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
                                   "uncertain": outcome.uncertain, "detail": outcome.detail}
@@ -417,14 +423,7 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        previous = self.committed_rate_nl_per_h
-        outcome = self._run_program(program)
-        if not outcome.committed and outcome.result is not ProgramResult.UNKNOWN and previous:
-            restored = self._run_program(PumpProgram((ProgramPhase(previous),)))
-            outcome = ProgramOutcome(ProgramResult.KEPT_OLD if restored.committed else ProgramResult.UNKNOWN,
-                                     restored.rate_nl_per_h, restored.status, None, True,
-                                     f"{outcome.detail}; previous rate {previous} nL/h "
-                                     f"{'restored and verified' if restored.committed else 'could not be restored'}")
+        outcome = self._run_restoring(program, self.committed_rate_nl_per_h)
         self._settle_superseded(outcome)
         if durable:
             self.complete(command_id, COMMAND_OUTCOME[outcome.result],
@@ -435,11 +434,81 @@ class CommandIssuer:
         self.committed_rate_nl_per_h = None if outcome.result is ProgramResult.UNKNOWN else outcome.rate_nl_per_h
         return outcome
 
+    def _run_restoring(self, program: PumpProgram, previous_nl_per_h: int | None) -> ProgramOutcome:
+        """Run ``program``; if it was refused (not unknown), put ``previous_nl_per_h`` back as a one-phase program."""
+        outcome = self._run_program(program)
+        if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
+            return outcome
+        restored = self._run_program(PumpProgram((ProgramPhase(previous_nl_per_h),)))
+        return ProgramOutcome(ProgramResult.KEPT_OLD if restored.committed else ProgramResult.UNKNOWN,
+                              restored.rate_nl_per_h, restored.status, None, True,
+                              f"{outcome.detail}; previous rate {previous_nl_per_h} nL/h "
+                              f"{'restored and verified' if restored.committed else 'could not be restored'}")
+
+    def _rate_change_is_whole(self) -> bool:
+        """Whether a plain rate change leaves the pump at that rate with no further command.
+
+        True without programs, on a one-phase program, in the held program's last (continuous) phase,
+        or while the pump is not delivering (starting it is a fresh one-phase program,
+        :meth:`_ensure_running`). Otherwise -- an earlier phase is running, or what the pump holds is
+        unknown -- the rate would hold only until the phase ends by its volume, and the program's
+        later phases would follow it: the change must be a fresh one-phase program instead.
+        """
+        if self.held_phases == 1 or self._in_last_phase:
+            return True
+        if not self.holds_programs():
+            return True
+        status = self.read_status()
+        if status is not None and status.alarm is None and not status.state.delivering:
+            return True
+        phase = self.call(self.pump.read_phase)
+        if phase is not None:
+            self.note_phase(phase)
+        return self._in_last_phase
+
+    def resumed_in_last_phase(self) -> None:
+        """At a restart: every command is resolved and no program was left before its last phase.
+
+        The pump then runs the last (continuous) phase of whatever it holds, so a rate change is
+        whole (its length need not be known).
+        """
+        self._in_last_phase = True
+
+    def note_phase(self, phase: int) -> None:
+        """The pump was read running ``phase`` (1-based) of the program it holds (``PHN``)."""
+        self._in_last_phase = self.held_phases is not None and phase >= self.held_phases
+
+    def _program_one_phase(self, rate_nl_per_h: int, previous_nl_per_h: int | None) -> ProgramOutcome:
+        """A rate change as a fresh one-phase continuous program (staged, read back, committed, verified)."""
+        return self._run_restoring(PumpProgram((ProgramPhase(rate_nl_per_h),)), previous_nl_per_h)
+
     def _run_program(self, program: PumpProgram) -> ProgramOutcome:
-        """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore."""
+        """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore.
+
+        Keeps :attr:`held_phases`: the program's length once it is verified running; unknown after
+        anything that may have written phases without that (a refused or lost stage, a lost reply).
+        """
+        outcome = self._run_program_once(program)
+        if outcome.committed:
+            # Infusing after a pause, a stage and RUN (even with RUN's reply lost): only RUN can have restarted it.
+            self.held_phases, self._in_last_phase = len(program.phases), len(program.phases) == 1
+        elif not (outcome.detail.startswith(("not paused", "not sent")) or outcome.detail.endswith("before programming")):
+            # Phases may have been written (a refused or lost stage, a lost RUN): what the pump holds is unknown.
+            # A pause alone writes none.
+            self.held_phases, self._in_last_phase = None, False
+        return outcome
+
+    def _run_program_once(self, program: PumpProgram) -> ProgramOutcome:
         try:
             program = self.pump.program_as_held(program)
-            paused = self.pump.pause()
+            try:
+                paused = self.pump.pause()
+            except CapabilityError:
+                raise
+            except HalError as exc:
+                self.hal_errors.append((exc, True))
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), None, True,
+                                      "not paused: reply lost")
             if not paused.applied:
                 return ProgramOutcome(ProgramResult.KEPT_OLD if paused.outcome is Outcome.NOT_APPLIED
                                       else ProgramResult.UNKNOWN, self.committed_rate_nl_per_h, paused.status,
@@ -556,6 +625,7 @@ class CommandIssuer:
             if status is None:
                 self._uncertain_stops.append(command_id)
         self.committed_rate_nl_per_h = 0
+        self._in_last_phase = self.held_phases == 1  # a stop returns a program to its first phase
         return stopped
 
     def settle_stops(self, status: PumpStatus) -> None:

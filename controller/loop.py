@@ -1154,6 +1154,8 @@ class ControlLoop:
         again shortly, never commanded.
         """
         phase = self.commands.call(self.pump.read_phase)
+        if phase is not None:
+            self.commands.note_phase(phase)
         if phase is not None and phase >= 2:
             return True
         run.end_ms = now + BOLUS_END_RECHECK_MS
@@ -1328,7 +1330,11 @@ class ControlLoop:
         if not programs or any(len(p) != 2 or p[-1][0] != self.pump_basal_nl_per_h for p in programs):
             return False
         phase = self.commands.call(self.pump.read_phase)
-        return phase is not None and phase >= 2
+        if phase is None or phase < 2:
+            return False
+        self.commands.held_phases = 2  # the bolus program, in its last (basal) phase
+        self.commands.note_phase(phase)
+        return True
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
@@ -1458,6 +1464,8 @@ class ControlLoop:
             # Neither clock says how long it has been: for the restart rule, as long as can be.
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
+        if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None:
+            self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "
                     f"{'unreadable' if status is None else status.state.value}, {describe_volume_nl(moved_nl)} "
