@@ -1336,6 +1336,58 @@ class ControlLoop:
         self.commands.note_phase(phase)
         return True
 
+    def _bolus_program_at_restart(self, body: dict[str, Any], sent_after: list[Any],
+                                  status: Any) -> tuple[str, int, int, int, int] | None:
+        """At restart: the bolus program the pump verifiably runs, as ``(bolus ID, phase-1 rate nL/h, phase-1
+        volume nL, basal rate nL/h, phase now)``; None when that is not certain.
+
+        Certain only when the resume point holds the running bolus with its committed program, no rate
+        command is unresolved since (nothing else can have been written), the pump infuses without an
+        alarm, and its phase can be read (``PHN``).
+        """
+        program, running = body.get("bolus_program"), body.get("bolus") or {}
+        if sent_after or not program or len(program) != 2 or not running.get("bolus_id"):
+            return None
+        (rate1, volume1), (rate2, _continuous) = program
+        if status is None or status.alarm is not None or status.state is not PumpState.INFUSING \
+                or rate2 != self.pump_basal_nl_per_h or rate1 <= rate2:
+            return None
+        phase = self.commands.call(self.pump.read_phase)
+        if phase is None:
+            return None
+        self.commands.held_phases = 2
+        self.commands.note_phase(phase)
+        return running["bolus_id"], int(rate1), int(volume1), int(rate2), phase
+
+    @staticmethod
+    def _held_bolus_share(held: tuple[str, int, int, int, int], delta_nl: int, before_nl: int) -> int:
+        """The bolus part of ``delta_nl`` counted since the resume point, by the program's split, nL.
+
+        Phase 1 runs basal plus bolus at ``rate1``: of any volume it delivers, ``(rate1 - basal) / rate1``
+        is bolus. Past phase 1, the bolus got all of its part of the phase-1 volume, whatever it had before.
+        """
+        _id, rate1, volume1, basal, phase = held
+        program_bolus_nl = volume1 * (rate1 - basal) // rate1
+        left_nl = max(0, program_bolus_nl - before_nl)
+        return left_nl if phase >= 2 else min(left_nl, delta_nl * (rate1 - basal) // rate1)
+
+    def _adopt_held_bolus(self, record: BolusRecord, held: tuple[str, int, int, int, int], got_nl: int) -> BolusRun:
+        """Carry on with a bolus the pump's program still runs in its bolus phase, as if never interrupted."""
+        _id, rate1, volume1, basal, _phase = held
+        now = self.now_ms()
+        done_nl = got_nl * rate1 // (rate1 - basal)  # phase-1 volume delivered so far, by the same split
+        left_ms = -(-max(0, volume1 - done_nl) * MS_PER_H // rate1)
+        kind = DeliveryKind.from_label(record.kind)
+        run = BolusRun(record.bolus_id, kind, record.dose_ng, record.volume_nl, rate1 - basal,
+                       now - done_nl * MS_PER_H // rate1, now + left_ms, attributed_nl=got_nl,
+                       committed_pg=units.mass_pg_for_volume(max(0, record.volume_nl - got_nl),
+                                                             self.concentration_ug_per_ml))
+        self.bolus = run
+        self.bolus_program = PumpProgram((ProgramPhase(rate1, volume1), ProgramPhase(basal)))
+        self.commands.committed_rate_nl_per_h = rate1
+        self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, now + BOLUS_POLL_MS)
+        return run
+
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
 
@@ -1424,8 +1476,11 @@ class ControlLoop:
         for record in open_boluses:
             # It may have started: count it for lockouts and the daily count, conservatively.
             self.gate.note_bolus_start(DeliveryKind.from_label(record.kind), record.requested_ms)
+        held_bolus = self._bolus_program_at_restart(body, sent_after, status) if dispensed is not None else None
+        continuing: BolusRun | None = None
         if dispensed is not None:
-            # Everything since the resume point: attribute to the open bolus first (up to its volume), then basal.
+            # Everything since the resume point: attribute to the open bolus first (up to its volume), then basal;
+            # a bolus the pump's program holds, by the program's own split (its phase 1 is basal plus bolus).
             delta = moved_nl
             shares_before: dict[DeliveryKind, int] = {}
             running = body.get("bolus") or {}
@@ -1433,6 +1488,8 @@ class ControlLoop:
                 # Up to what remained of it at the resume point: what was counted before is in the ledger.
                 before = running.get("attributed_nl", 0) if running.get("bolus_id") == record.bolus_id else 0
                 share = min(delta, max(0, record.volume_nl - before))
+                if held_bolus is not None and held_bolus[0] == record.bolus_id:
+                    share = min(share, self._held_bolus_share(held_bolus, delta, before))
                 kind = DeliveryKind.from_label(record.kind)
                 acc.add_expected(kind, share)
                 shares_before[kind] = shares_before.get(kind, 0) + share
@@ -1451,6 +1508,10 @@ class ControlLoop:
             for record in open_boluses:
                 before = running.get("attributed_nl", 0) if running.get("bolus_id") == record.bolus_id else 0
                 got = before + shares_before.get(DeliveryKind.from_label(record.kind), 0)
+                if held_bolus is not None and held_bolus[0] == record.bolus_id and held_bolus[4] == 1:
+                    # Still in the program's bolus phase: the pump ends it by itself; nothing is sent, nothing lost.
+                    continuing = self._adopt_held_bolus(record, held_bolus, got)
+                    continue
                 self.commands.complete(record.bolus_id, "applied",
                                        {"detail": "closed after restart from the pump counter"})
                 self.commands.durably("bolus record", lambda r=record, g=got: self.store.finish_bolus(
@@ -1478,6 +1539,9 @@ class ControlLoop:
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
                 if status.state is not PumpState.INFUSING:
                     self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart")
+                elif continuing is not None:
+                    self._last_confirmed_ms = now
+                    found["bolus_continues"] = continuing.bolus_id
                 elif self._pump_past_bolus_phase(body, sent_after):
                     # The pump's program ended the bolus by itself and runs its basal phase: nothing to send.
                     self._last_confirmed_ms = now
