@@ -1538,7 +1538,10 @@ class ControlLoop:
                 self._pump_alarm(status.alarm)
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
                 if status.state is not PumpState.INFUSING:
-                    self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart")
+                    programming = [r.params.get("cause", "") for r in sent_after if r.kind == "program"]
+                    self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart" + (
+                        f": the controller died inside the programming stop of a program ({programming[-1]}); "
+                        "the last verified programme is resumed now" if programming else ""))
                 elif continuing is not None:
                     self._last_confirmed_ms = now
                     found["bolus_continues"] = continuing.bolus_id
