@@ -1332,7 +1332,8 @@ class ControlLoop:
         phase = self.commands.call(self.pump.read_phase)
         if phase is None or phase < 2:
             return False
-        self.commands.held_phases = 2  # the bolus program, in its last (basal) phase
+        # The bolus program, in its last (basal) phase.
+        self.commands.held_program = PumpProgram(tuple(ProgramPhase(int(r), int(v)) for r, v in programs[-1]))
         self.commands.note_phase(phase)
         return True
 
@@ -1355,7 +1356,7 @@ class ControlLoop:
         phase = self.commands.call(self.pump.read_phase)
         if phase is None:
             return None
-        self.commands.held_phases = 2
+        self.commands.held_program = PumpProgram((ProgramPhase(int(rate1), int(volume1)), ProgramPhase(int(rate2))))
         self.commands.note_phase(phase)
         return running["bolus_id"], int(rate1), int(volume1), int(rate2), phase
 
