@@ -95,6 +95,8 @@ class ProgramOutcome:
     :ivar dispensed: the dispensed counter read while reconciling, if any.
     :ivar uncertain: True if a reply was lost on the way (the journal must say so).
     :ivar detail: what happened, for the journal.
+    :ivar reasons: reason codes of a refusal before anything was sent (the orphan check's
+        ``ORPHAN_*``, :mod:`controller.program`); empty otherwise.
     """
 
     result: ProgramResult
@@ -103,6 +105,7 @@ class ProgramOutcome:
     dispensed: DispensedVolume | None = None
     uncertain: bool = False
     detail: str = ""
+    reasons: tuple[str, ...] = ()
 
     @property
     def committed(self) -> bool:

@@ -54,7 +54,7 @@ from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutco
                                  is_link_error)
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
-from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate, orphan_refusals
+from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate
 from controller.schedule import Schedule
 from controller.store import BolusRecord, Store
 from cython_ext import units
@@ -226,6 +226,8 @@ class ControlLoop:
         self.bolus: BolusRun | None = None
         #: The program that ends the running bolus by itself (pumps that hold programs), or None.
         self.bolus_program: PumpProgram | None = None
+        #: Reason codes of the orphan check's refusal of the last programming (``ORPHAN_*``), or empty.
+        self.orphan_refused: tuple[str, ...] = ()
         self.session_open: str | None = None  # "refill" or "programming" while one is open
         self.discontinue_authorised = False
         self._time_offset_ms = 0
@@ -777,15 +779,16 @@ class ControlLoop:
             concentration change), for the orphan check, µg/mL.
         """
         self._accrue()
+        self.orphan_refused = ()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            refused = orphan_refusals(self.gate.k, self.gate.kernel, schedule, self.now_ms(),
-                                      concentration_ug_per_ml=concentration_ug_per_ml)
+            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml)
             if refused:
+                self.orphan_refused = refused
                 self._emit("denied", action=cause, reasons=list(refused))
                 return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                       f"refused before sending: its orphan schedule {schedule} fails "
-                                      f"{', '.join(refused)}")
+                                      f"{', '.join(refused)}", reasons=refused)
         if program is not None:
             outcome = self.commands.send_program(program, cause=cause, essential=essential, also=also)
         else:
