@@ -399,9 +399,40 @@ class ControlLoop:
         self._end_pump_held_bolus("flex step")
         self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None, cause="flex_step",
-                                          essential=True)
+        program = self._step_program(self.programme, now) if extra == 0 else None
+        if program is not None:
+            outcome = self.commands.send_program(program, cause="flex_step", essential=True)
+        else:
+            outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None,
+                                              cause="flex_step", essential=True)
         self._after_program(outcome, "flex step")
+
+    def _step_program(self, programme: Any, now: int) -> PumpProgram | None:
+        """The step in force as a program the pump ends by itself, when the step alone may not be left running.
+
+        A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
+        rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. When the
+        orphan check refuses that rate, and the pump holds programs, the step goes as phase 1, its rate for
+        the volume up to the next boundary, then phase 2, the next step's rate, continuous: the pump leaves
+        the step by itself. None when the plain rate may be left running (no programming stop is spent),
+        or when there is no such program (no next boundary, no programs, a value the pump cannot hold).
+        """
+        if programme is None or not _keeps_programme(programme):
+            return None
+        rate = self._pump_rate(programme.rate_at(now))
+        if not self.gate.orphan_refusals(orphan_of_rate(rate), now) or not self.commands.holds_programs():
+            return None
+        following = programme.next_boundary(now)
+        if following is None:
+            return None
+        after = self._pump_rate(programme.rate_at(following))
+        volume_nl = rate * (following - now) // MS_PER_H
+        if volume_nl <= 0 or after == rate:
+            return None
+        try:
+            return self.pump.program_as_held(PumpProgram((ProgramPhase(rate, volume_nl), ProgramPhase(after))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -863,7 +894,8 @@ class ControlLoop:
         self.schedule.last_poll_ms = now
         self._last_confirmed_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
-        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy")
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
+                                program=self._step_program(decision.programme, now))
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -883,7 +915,8 @@ class ControlLoop:
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme")
+        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
+                                program=self._step_program(decision.programme, now) if extra == 0 else None)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -1529,7 +1562,8 @@ class ControlLoop:
             # Neither clock says how long it has been: for the restart rule, as long as can be.
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
-        if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None:
+        if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None \
+                and not body.get("programme"):  # a flex step may be held as a program (_step_program)
             self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "

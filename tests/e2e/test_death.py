@@ -349,6 +349,36 @@ def test_death_at_and_around_every_flex_boundary(tmp_path: Path) -> None:
     report(results)
 
 
+#: A short high step: the day is 105 µg, but the 2 h step's rate is 600 µg/day, twice the 300 µg cap.
+SPIKE_STEPS = [(0, 60_000), (10 * MS_PER_H, 600_000), (12 * MS_PER_H, 60_000)]
+
+
+def spike_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    return [(MS_PER_H, "implant a flex day with a short high step", _implant(truth, flex_steps=SPIKE_STEPS, anchor_ms=0))]
+
+
+SPIKE = Scenario("spike", spike_events, MS_PER_DAY + 13 * MS_PER_H)
+
+
+def test_death_inside_a_short_high_flex_step_leaves_the_pump_to_end_the_step_by_itself(tmp_path: Path) -> None:
+    """Issue #10: a flex step whose rate alone, held 24 h, would pass the cap (600 µg/day for 2 h of a 105 µg day).
+
+    Before, the step was a plain rate: a controller that died inside it left 600 µg/day running, 608 µg
+    in the next 24 h against the 300 µg cap (measured). Now the orphan check refuses the plain rate and
+    the step goes as a program that returns to the next step by itself: deaths inside the step (day 1 and
+    day 2, 1 s after it began, in its middle, 1 s before its end) and at every durable write around it
+    stay within the cap."""
+    starts = [10 * MS_PER_H, MS_PER_DAY + 10 * MS_PER_H]
+    instants = [s + d for s in starts for d in (1000, MS_PER_H, 2 * MS_PER_H - 1000)]
+    near = sorted({n for n, t in write_times(tmp_path, SPIKE) if any(s - MS_PER_MIN <= t <= s + 2 * MS_PER_H
+                                                                       for s in starts)})
+    results = [one_death(tmp_path, f"spike-instant-{t}", die_at_ms=t, scenario=SPIKE) for t in instants]
+    results += [one_death(tmp_path, f"spike-write-{n}", crash_at=n, scenario=SPIKE) for n in near]
+    for result in results:
+        check(result)
+    report(results)
+
+
 def test_death_matrix_in_safe_mode_stops_only_by_the_watchdog(tmp_path: Path) -> None:
     """Safe mode (255 s watchdog, the documented decision: therapy runs in Basic mode, see the README's bench
     section). Deaths at every durable write and at instants (priming, 1 s and 10 min into a clinician
