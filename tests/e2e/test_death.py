@@ -474,7 +474,7 @@ def test_a_restart_after_a_death_inside_a_programming_stop_resumes_at_once_with_
         sim.device.poll()
         assert sim.device.state == "I" and sim.device.mechanics.rate_nl_per_h == 8333
         faults = {e[1]["fault"] for e in again.events if e[0] == "fault"}
-        assert "controller_death" in faults
+        assert "controller_death" in faults and "controller_death" in again.log.raised()  # the alarm, by name
         if exchange != "run":
             assert "unexplained_stop" in faults and "therapy_interrupted" in again.log.raised()
             stop = next(e[1]["detail"] for e in again.events if e[0] == "fault" and e[1]["fault"] == "unexplained_stop")
