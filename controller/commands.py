@@ -501,6 +501,10 @@ class CommandIssuer:
         Keeps :attr:`held_program`: the program once it is verified running; unknown after anything
         that may have written phases without that (a refused or lost stage, a lost reply to ``RUN``).
         """
+        try:
+            program = self.pump.program_as_held(program)  # what is compared later is what the pump holds
+        except (HalError, ConfigError):
+            pass  # _run_program_once reports it, sending nothing
         outcome = self._run_program_once(program)
         if outcome.committed:
             # Infusing after a pause, a stage and RUN (even with RUN's reply lost): only RUN can have restarted it.
