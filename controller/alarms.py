@@ -93,6 +93,7 @@ class AlarmCode(enum.Enum):
     REFILL_DUE = "refill_due"
     BOLUS_DENIED = "bolus_denied"
     SOFT_LIMIT_OVERRIDDEN = "soft_limit_overridden"
+    CONTROLLER_DEATH = "controller_death"
     INFO = "info"
 
 
@@ -293,6 +294,13 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
                 _L,
                 "A soft limit was overridden by a prescriber; the reason is recorded.",
                 "Awareness; overrides are audited (PRX-02).",
+            ),
+            _spec(
+                AlarmCode.CONTROLLER_DEATH,
+                _L,
+                "The controller restarted after an unclean stop (a crash, a kill, a power cut); meanwhile the "
+                "pump ran the last command's orphan schedule alone.",
+                "Awareness; read the journal's record of what the pump delivered alone and how it was reconciled.",
             ),
             _spec(AlarmCode.INFO, _L, "Information.", "Awareness only."),
         )

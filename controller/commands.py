@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 from controller.faults import FaultCode, fault_for_exception
 from controller.journal import JournalError
 from controller.store import Store
-from cython_ext.errors import CapabilityError, CommunicationError, ConnectError, DeviceError, HalError, UncertainDeliveryError
+from cython_ext.errors import CapabilityError, CommunicationError, ConfigError, ConnectError, DeviceError, HalError, UncertainDeliveryError
 from hal.pump import (CommandResult, DispensedVolume, Outcome, ProgramPhase, PumpAlarm, PumpDriver, PumpProgram,
                       PumpState, PumpStatus)
 
@@ -95,6 +95,8 @@ class ProgramOutcome:
     :ivar dispensed: the dispensed counter read while reconciling, if any.
     :ivar uncertain: True if a reply was lost on the way (the journal must say so).
     :ivar detail: what happened, for the journal.
+    :ivar reasons: reason codes of a refusal before anything was sent (the orphan check's
+        ``ORPHAN_*``, :mod:`controller.program`); empty otherwise.
     """
 
     result: ProgramResult
@@ -103,6 +105,7 @@ class ProgramOutcome:
     dispensed: DispensedVolume | None = None
     uncertain: bool = False
     detail: str = ""
+    reasons: tuple[str, ...] = ()
 
     @property
     def committed(self) -> bool:
@@ -179,6 +182,11 @@ class CommandIssuer:
         self.stage_resume_point: Callable[[], None] = lambda: None
         self._uncertain_rates: list[tuple[str, int]] = []  # (command ID, rate nL/h) awaiting a verified rate
         self._uncertain_stops: list[str] = []  # stop command IDs awaiting a status read
+        #: The program the pump holds, as verified running, or None when unknown (a fresh controller, a lost
+        #: reply on the way): then the pump may still be in an earlier phase of a program whose later phases
+        #: a rate change would not touch.
+        self.held_program: PumpProgram | None = None
+        self._in_last_phase = False  # the pump was read (or programmed) in the held program's last phase
 
     # -- durable writes ---------------------------------------------------------------------------
 
@@ -303,7 +311,8 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        outcome = self._program(rate_nl_per_h, previous)
+        outcome = self._program(rate_nl_per_h, previous) if self._rate_change_is_whole(rate_nl_per_h) else \
+            self._program_one_phase(rate_nl_per_h, previous)
         self._settle_superseded(outcome)
         detail: dict[str, Any] = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
                                   "uncertain": outcome.uncertain, "detail": outcome.detail}
@@ -417,14 +426,7 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        previous = self.committed_rate_nl_per_h
-        outcome = self._run_program(program)
-        if not outcome.committed and outcome.result is not ProgramResult.UNKNOWN and previous:
-            restored = self._run_program(PumpProgram((ProgramPhase(previous),)))
-            outcome = ProgramOutcome(ProgramResult.KEPT_OLD if restored.committed else ProgramResult.UNKNOWN,
-                                     restored.rate_nl_per_h, restored.status, None, True,
-                                     f"{outcome.detail}; previous rate {previous} nL/h "
-                                     f"{'restored and verified' if restored.committed else 'could not be restored'}")
+        outcome = self._run_restoring(program, self.committed_rate_nl_per_h)
         self._settle_superseded(outcome)
         if durable:
             self.complete(command_id, COMMAND_OUTCOME[outcome.result],
@@ -435,11 +437,95 @@ class CommandIssuer:
         self.committed_rate_nl_per_h = None if outcome.result is ProgramResult.UNKNOWN else outcome.rate_nl_per_h
         return outcome
 
+    def _run_restoring(self, program: PumpProgram, previous_nl_per_h: int | None) -> ProgramOutcome:
+        """Run ``program``; if it was refused (not unknown), put ``previous_nl_per_h`` back as a one-phase program."""
+        outcome = self._run_program(program)
+        if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
+            return outcome
+        restored = self._run_program(PumpProgram((ProgramPhase(previous_nl_per_h),)))
+        return ProgramOutcome(ProgramResult.KEPT_OLD if restored.committed else ProgramResult.UNKNOWN,
+                              restored.rate_nl_per_h, restored.status, None, True,
+                              f"{outcome.detail}; previous rate {previous_nl_per_h} nL/h "
+                              f"{'restored and verified' if restored.committed else 'could not be restored'}")
+
+    def _rate_change_is_whole(self, rate_nl_per_h: int) -> bool:
+        """Whether a plain rate change to ``rate_nl_per_h`` leaves the pump at that rate with no further command.
+
+        True without programs, on a one-phase program, in the held program's last (continuous) phase,
+        when every later phase is that same rate, continuous (a transit whose next phase is already the
+        new rate), or while the pump is not delivering (starting it is a fresh one-phase program,
+        :meth:`_ensure_running`). Otherwise -- an earlier phase is running, or what the pump holds is
+        unknown -- the rate would hold only until the phase ends by its volume, and the program's
+        later phases would follow it: the change must be a fresh one-phase program instead.
+        """
+        held = self.held_program
+        if (held is not None and len(held.phases) == 1) or self._in_last_phase:
+            return True
+        if not self.holds_programs():
+            return True
+        status = self.read_status()
+        if status is not None and status.alarm is None and not status.state.delivering:
+            return True
+        phase = self.call(self.pump.read_phase)
+        if phase is None or held is None:
+            return False
+        self.note_phase(phase)
+        if self._in_last_phase:
+            return True
+        try:  # the rate as the pump's number format holds it (no I/O)
+            as_held = self.pump.program_as_held(PumpProgram((ProgramPhase(rate_nl_per_h),))).phases[0].rate_nl_per_h
+        except (HalError, ConfigError):
+            return False
+        later = held.phases[phase:]
+        return held.ends_continuous and bool(later) and all(p.rate_nl_per_h == as_held for p in later)
+
+    def resumed_in_last_phase(self) -> None:
+        """At a restart: every command is resolved and no program was left before its last phase.
+
+        The pump then runs the last (continuous) phase of whatever it holds, so a rate change is
+        whole (its length need not be known).
+        """
+        self._in_last_phase = True
+
+    def note_phase(self, phase: int) -> None:
+        """The pump was read running ``phase`` (1-based) of the program it holds (``PHN``)."""
+        self._in_last_phase = self.held_program is not None and phase >= len(self.held_program.phases)
+
+    def _program_one_phase(self, rate_nl_per_h: int, previous_nl_per_h: int | None) -> ProgramOutcome:
+        """A rate change as a fresh one-phase continuous program (staged, read back, committed, verified)."""
+        return self._run_restoring(PumpProgram((ProgramPhase(rate_nl_per_h),)), previous_nl_per_h)
+
     def _run_program(self, program: PumpProgram) -> ProgramOutcome:
-        """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore."""
+        """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore.
+
+        Keeps :attr:`held_program`: the program once it is verified running; unknown after anything
+        that may have written phases without that (a refused or lost stage, a lost reply to ``RUN``).
+        """
+        try:
+            program = self.pump.program_as_held(program)  # what is compared later is what the pump holds
+        except (HalError, ConfigError):
+            pass  # _run_program_once reports it, sending nothing
+        outcome = self._run_program_once(program)
+        if outcome.committed:
+            # Infusing after a pause, a stage and RUN (even with RUN's reply lost): only RUN can have restarted it.
+            self.held_program, self._in_last_phase = program, len(program.phases) == 1
+        elif not (outcome.detail.startswith(("not paused", "not sent")) or outcome.detail.endswith("before programming")):
+            # Phases may have been written (a refused or lost stage, a lost RUN): what the pump holds is unknown.
+            # A pause alone writes none.
+            self.held_program, self._in_last_phase = None, False
+        return outcome
+
+    def _run_program_once(self, program: PumpProgram) -> ProgramOutcome:
         try:
             program = self.pump.program_as_held(program)
-            paused = self.pump.pause()
+            try:
+                paused = self.pump.pause()
+            except CapabilityError:
+                raise
+            except HalError as exc:
+                self.hal_errors.append((exc, True))
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), None, True,
+                                      "not paused: reply lost")
             if not paused.applied:
                 return ProgramOutcome(ProgramResult.KEPT_OLD if paused.outcome is Outcome.NOT_APPLIED
                                       else ProgramResult.UNKNOWN, self.committed_rate_nl_per_h, paused.status,
@@ -556,6 +642,8 @@ class CommandIssuer:
             if status is None:
                 self._uncertain_stops.append(command_id)
         self.committed_rate_nl_per_h = 0
+        # A stop returns a program to its first phase.
+        self._in_last_phase = self.held_program is not None and len(self.held_program.phases) == 1
         return stopped
 
     def settle_stops(self, status: PumpStatus) -> None:

@@ -232,12 +232,13 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
             FaultReaction(
                 _F.CONTROLLER_DEATH,
                 _C,
-                _A.INFO,
+                _A.CONTROLLER_DEATH,
                 "Seen at the restart after it. While the controller was gone the pump ran the last command's "
                 "orphan schedule, which the kernel judged before it was sent (within the 24 h cap, at or above the "
                 "minimum rate, never stopping; boluses end by the pump's own program). The restart reconciles "
-                "the counter, the phase and the programme before any command (PER-02) and re-sends nothing; a "
-                "death inside a programming stop leaves the pump paused, found as UNEXPLAINED_STOP and resumed.",
+                "the counter, the phase and the programme before any command (PER-02) and re-sends nothing (a bolus "
+                "still in its program's bolus phase carries on, ended by the pump); a death inside a programming "
+                "stop leaves the pump paused, found as UNEXPLAINED_STOP and resumed within the recovery.",
             ),
             FaultReaction(
                 _F.UNEXPLAINED_STOP,

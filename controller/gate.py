@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.program import OrphanSchedule
+from controller.program import orphan_refusals as program_orphan_refusals
 from cython_ext import units
 from cython_ext.errors import ConfigError
 from cython_ext.vocabulary import DeliveryKind
@@ -125,6 +127,12 @@ class Gate(ABC):
     @abstractmethod
     def note_bolus_start(self, kind: DeliveryKind, at_ms: int) -> None:
         """Count a bolus start (for lockouts) that the restored state does not hold."""
+
+    @abstractmethod
+    def orphan_refusals(self, schedule: OrphanSchedule, now_ms: int, *,
+                        concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
+        """Why ``schedule``, what the pump would do with no further command, may not be left running
+        (:mod:`controller.program`); empty when it may."""
 
     @abstractmethod
     def release_bolus(self, kind: DeliveryKind, mass_pg: int) -> int:
@@ -334,6 +342,13 @@ class KernelGate(Gate):
             return
         newest = ledger.last_bolus_ms(tuple(DeliveryKind))
         ledger.record_bolus_start(k, max(at_ms, newest or 0))
+
+    def orphan_refusals(self, schedule: OrphanSchedule, now_ms: int, *,
+                        concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
+        """The orphan check (:func:`controller.program.orphan_refusals`) against this gate's kernel, at ``now_ms``
+        (controller time, ms); ``concentration_ug_per_ml``: a reservoir drug the kernel does not hold yet, µg/mL."""
+        return program_orphan_refusals(self.k, self.kernel, schedule, now_ms,
+                                       concentration_ug_per_ml=concentration_ug_per_ml)
 
     def release_bolus(self, kind: DeliveryKind, mass_pg: int) -> int:
         k = self._kind(kind)

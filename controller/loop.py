@@ -54,7 +54,7 @@ from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutco
                                  is_link_error)
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
-from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate, orphan_refusals
+from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate
 from controller.schedule import Schedule
 from controller.store import BolusRecord, Store
 from cython_ext import units
@@ -226,6 +226,8 @@ class ControlLoop:
         self.bolus: BolusRun | None = None
         #: The program that ends the running bolus by itself (pumps that hold programs), or None.
         self.bolus_program: PumpProgram | None = None
+        #: Reason codes of the orphan check's refusal of the last programming (``ORPHAN_*``), or empty.
+        self.orphan_refused: tuple[str, ...] = ()
         self.session_open: str | None = None  # "refill" or "programming" while one is open
         self.discontinue_authorised = False
         self._time_offset_ms = 0
@@ -397,9 +399,40 @@ class ControlLoop:
         self._end_pump_held_bolus("flex step")
         self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None, cause="flex_step",
-                                          essential=True)
+        program = self._step_program(self.programme, now) if extra == 0 else None
+        if program is not None:
+            outcome = self.commands.send_program(program, cause="flex_step", essential=True)
+        else:
+            outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None,
+                                              cause="flex_step", essential=True)
         self._after_program(outcome, "flex step")
+
+    def _step_program(self, programme: Any, now: int) -> PumpProgram | None:
+        """The step in force as a program the pump ends by itself, when the step alone may not be left running.
+
+        A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
+        rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. When the
+        orphan check refuses that rate, and the pump holds programs, the step goes as phase 1, its rate for
+        the volume up to the next boundary, then phase 2, the next step's rate, continuous: the pump leaves
+        the step by itself. None when the plain rate may be left running (no programming stop is spent),
+        or when there is no such program (no next boundary, no programs, a value the pump cannot hold).
+        """
+        if programme is None or not _keeps_programme(programme):
+            return None
+        rate = self._pump_rate(programme.rate_at(now))
+        if not self.gate.orphan_refusals(orphan_of_rate(rate), now) or not self.commands.holds_programs():
+            return None
+        following = programme.next_boundary(now)
+        if following is None:
+            return None
+        after = self._pump_rate(programme.rate_at(following))
+        volume_nl = rate * (following - now) // MS_PER_H
+        if volume_nl <= 0 or after == rate:
+            return None
+        try:
+            return self.pump.program_as_held(PumpProgram((ProgramPhase(rate, volume_nl), ProgramPhase(after))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -777,15 +810,16 @@ class ControlLoop:
             concentration change), for the orphan check, µg/mL.
         """
         self._accrue()
+        self.orphan_refused = ()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            refused = orphan_refusals(self.gate.k, self.gate.kernel, schedule, self.now_ms(),
-                                      concentration_ug_per_ml=concentration_ug_per_ml)
+            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml)
             if refused:
+                self.orphan_refused = refused
                 self._emit("denied", action=cause, reasons=list(refused))
                 return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                       f"refused before sending: its orphan schedule {schedule} fails "
-                                      f"{', '.join(refused)}")
+                                      f"{', '.join(refused)}", reasons=refused)
         if program is not None:
             outcome = self.commands.send_program(program, cause=cause, essential=essential, also=also)
         else:
@@ -860,7 +894,8 @@ class ControlLoop:
         self.schedule.last_poll_ms = now
         self._last_confirmed_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
-        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy")
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
+                                program=self._step_program(decision.programme, now))
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -880,7 +915,8 @@ class ControlLoop:
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme")
+        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
+                                program=self._step_program(decision.programme, now) if extra == 0 else None)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -1154,6 +1190,8 @@ class ControlLoop:
         again shortly, never commanded.
         """
         phase = self.commands.call(self.pump.read_phase)
+        if phase is not None:
+            self.commands.note_phase(phase)
         if phase is not None and phase >= 2:
             return True
         run.end_ms = now + BOLUS_END_RECHECK_MS
@@ -1328,7 +1366,64 @@ class ControlLoop:
         if not programs or any(len(p) != 2 or p[-1][0] != self.pump_basal_nl_per_h for p in programs):
             return False
         phase = self.commands.call(self.pump.read_phase)
-        return phase is not None and phase >= 2
+        if phase is None or phase < 2:
+            return False
+        # The bolus program, in its last (basal) phase.
+        self.commands.held_program = PumpProgram(tuple(ProgramPhase(int(r), int(v)) for r, v in programs[-1]))
+        self.commands.note_phase(phase)
+        return True
+
+    def _bolus_program_at_restart(self, body: dict[str, Any], sent_after: list[Any],
+                                  status: Any) -> tuple[str, int, int, int, int] | None:
+        """At restart: the bolus program the pump verifiably runs, as ``(bolus ID, phase-1 rate nL/h, phase-1
+        volume nL, basal rate nL/h, phase now)``; None when that is not certain.
+
+        Certain only when the resume point holds the running bolus with its committed program, no rate
+        command is unresolved since (nothing else can have been written), the pump infuses without an
+        alarm, and its phase can be read (``PHN``).
+        """
+        program, running = body.get("bolus_program"), body.get("bolus") or {}
+        if sent_after or not program or len(program) != 2 or not running.get("bolus_id"):
+            return None
+        (rate1, volume1), (rate2, _continuous) = program
+        if status is None or status.alarm is not None or status.state is not PumpState.INFUSING \
+                or rate2 != self.pump_basal_nl_per_h or rate1 <= rate2:
+            return None
+        phase = self.commands.call(self.pump.read_phase)
+        if phase is None:
+            return None
+        self.commands.held_program = PumpProgram((ProgramPhase(int(rate1), int(volume1)), ProgramPhase(int(rate2))))
+        self.commands.note_phase(phase)
+        return running["bolus_id"], int(rate1), int(volume1), int(rate2), phase
+
+    @staticmethod
+    def _held_bolus_share(held: tuple[str, int, int, int, int], delta_nl: int, before_nl: int) -> int:
+        """The bolus part of ``delta_nl`` counted since the resume point, by the program's split, nL.
+
+        Phase 1 runs basal plus bolus at ``rate1``: of any volume it delivers, ``(rate1 - basal) / rate1``
+        is bolus. Past phase 1, the bolus got all of its part of the phase-1 volume, whatever it had before.
+        """
+        _id, rate1, volume1, basal, phase = held
+        program_bolus_nl = volume1 * (rate1 - basal) // rate1
+        left_nl = max(0, program_bolus_nl - before_nl)
+        return left_nl if phase >= 2 else min(left_nl, delta_nl * (rate1 - basal) // rate1)
+
+    def _adopt_held_bolus(self, record: BolusRecord, held: tuple[str, int, int, int, int], got_nl: int) -> BolusRun:
+        """Carry on with a bolus the pump's program still runs in its bolus phase, as if never interrupted."""
+        _id, rate1, volume1, basal, _phase = held
+        now = self.now_ms()
+        done_nl = got_nl * rate1 // (rate1 - basal)  # phase-1 volume delivered so far, by the same split
+        left_ms = -(-max(0, volume1 - done_nl) * MS_PER_H // rate1)
+        kind = DeliveryKind.from_label(record.kind)
+        run = BolusRun(record.bolus_id, kind, record.dose_ng, record.volume_nl, rate1 - basal,
+                       now - done_nl * MS_PER_H // rate1, now + left_ms, attributed_nl=got_nl,
+                       committed_pg=units.mass_pg_for_volume(max(0, record.volume_nl - got_nl),
+                                                             self.concentration_ug_per_ml))
+        self.bolus = run
+        self.bolus_program = PumpProgram((ProgramPhase(rate1, volume1), ProgramPhase(basal)))
+        self.commands.committed_rate_nl_per_h = rate1
+        self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, now + BOLUS_POLL_MS)
+        return run
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
@@ -1418,8 +1513,11 @@ class ControlLoop:
         for record in open_boluses:
             # It may have started: count it for lockouts and the daily count, conservatively.
             self.gate.note_bolus_start(DeliveryKind.from_label(record.kind), record.requested_ms)
+        held_bolus = self._bolus_program_at_restart(body, sent_after, status) if dispensed is not None else None
+        continuing: BolusRun | None = None
         if dispensed is not None:
-            # Everything since the resume point: attribute to the open bolus first (up to its volume), then basal.
+            # Everything since the resume point: attribute to the open bolus first (up to its volume), then basal;
+            # a bolus the pump's program holds, by the program's own split (its phase 1 is basal plus bolus).
             delta = moved_nl
             shares_before: dict[DeliveryKind, int] = {}
             running = body.get("bolus") or {}
@@ -1427,6 +1525,8 @@ class ControlLoop:
                 # Up to what remained of it at the resume point: what was counted before is in the ledger.
                 before = running.get("attributed_nl", 0) if running.get("bolus_id") == record.bolus_id else 0
                 share = min(delta, max(0, record.volume_nl - before))
+                if held_bolus is not None and held_bolus[0] == record.bolus_id:
+                    share = min(share, self._held_bolus_share(held_bolus, delta, before))
                 kind = DeliveryKind.from_label(record.kind)
                 acc.add_expected(kind, share)
                 shares_before[kind] = shares_before.get(kind, 0) + share
@@ -1445,6 +1545,10 @@ class ControlLoop:
             for record in open_boluses:
                 before = running.get("attributed_nl", 0) if running.get("bolus_id") == record.bolus_id else 0
                 got = before + shares_before.get(DeliveryKind.from_label(record.kind), 0)
+                if held_bolus is not None and held_bolus[0] == record.bolus_id and held_bolus[4] == 1:
+                    # Still in the program's bolus phase: the pump ends it by itself; nothing is sent, nothing lost.
+                    continuing = self._adopt_held_bolus(record, held_bolus, got)
+                    continue
                 self.commands.complete(record.bolus_id, "applied",
                                        {"detail": "closed after restart from the pump counter"})
                 self.commands.durably("bolus record", lambda r=record, g=got: self.store.finish_bolus(
@@ -1458,6 +1562,9 @@ class ControlLoop:
             # Neither clock says how long it has been: for the restart rule, as long as can be.
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
+        if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None \
+                and not body.get("programme"):  # a flex step may be held as a program (_step_program)
+            self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "
                     f"{'unreadable' if status is None else status.state.value}, {describe_volume_nl(moved_nl)} "
@@ -1469,7 +1576,13 @@ class ControlLoop:
                 self._pump_alarm(status.alarm)
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
                 if status.state is not PumpState.INFUSING:
-                    self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart")
+                    programming = [r.params.get("cause", "") for r in sent_after if r.kind == "program"]
+                    self._fault(FaultCode.UNEXPLAINED_STOP, f"pump found {status.state.value} at restart" + (
+                        f": the controller died inside the programming stop of a program ({programming[-1]}); "
+                        "the last verified programme is resumed now" if programming else ""))
+                elif continuing is not None:
+                    self._last_confirmed_ms = now
+                    found["bolus_continues"] = continuing.bolus_id
                 elif self._pump_past_bolus_phase(body, sent_after):
                     # The pump's program ended the bolus by itself and runs its basal phase: nothing to send.
                     self._last_confirmed_ms = now

@@ -226,6 +226,12 @@ class Therapy:
         return self._done(WorkflowResult(action, False, tuple(str(r.value if isinstance(r, Why) else r) for r in reasons),
                                          detail, dict(values)))
 
+    def _not_programmed(self) -> tuple[str | Why, ...]:
+        """Why a programming did not commit: the orphan check's ``ORPHAN_*`` codes when it refused the command
+        before anything was sent (what the pump would do alone breaks the cap or the minimum), else
+        PUMP_NOT_VERIFIED."""
+        return self.loop.orphan_refused or (Why.PUMP_NOT_VERIFIED,)
+
     def _rate_for_dose(self, dose_ng_per_day: int, concentration_ug_per_ml: int | None = None) -> int:
         conc = concentration_ug_per_ml or self.loop.concentration_ug_per_ml
         return units.rate_nl_per_h_for_dose(dose_ng_per_day, conc)
@@ -428,7 +434,7 @@ class Therapy:
                                   detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
         outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision, catheter_primed=False)
         if not outcome.committed:
-            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+            return self._deny(action, *self._not_programmed(), detail=outcome.detail)
         self.titration_start_dose_ng_per_day = self.restart_start_dose()
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint(durable=True)
@@ -485,7 +491,7 @@ class Therapy:
                               dose_ug_per_day=dose_ng_per_day / 1000)
         outcome = self.loop.change_basal(decision)
         if not outcome.committed:
-            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+            return self._deny(action, *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose_ng_per_day
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
@@ -532,7 +538,7 @@ class Therapy:
             return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
         outcome = self.loop.set_programme(decision)
         if not outcome.committed:
-            return self._deny(action, Why.PUMP_NOT_VERIFIED, detail=outcome.detail)
+            return self._deny(action, *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = decision.dose_ng_per_day
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
@@ -561,7 +567,7 @@ class Therapy:
         record = self.loop.start_bolus(kind, decision, duration_ms)
         if record is None:
             durable = not self.loop.alarms.is_active(AlarmCode.JOURNAL_WRITE_FAILURE)
-            return self._deny(action, Why.PUMP_NOT_VERIFIED if durable else Why.NOT_DURABLE)
+            return self._deny(action, *(self._not_programmed() if durable else (Why.NOT_DURABLE,)))
         dose_ug = decision.dose_ng / 1000
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{dose_ug:g} µg ({units.describe_volume_nl(volume_nl)}) over {duration_ms // 60000} min",
@@ -695,7 +701,7 @@ class Therapy:
         if not outcome.committed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail=f"transit programming failed: {outcome.detail}")
-            return self._deny("refill", Why.PUMP_NOT_VERIFIED, *extra, detail=outcome.detail, **values)
+            return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
                        "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})

@@ -175,10 +175,6 @@ def test_a_looser_origin_waits_24_h_after_a_confirmed_change(tmp_path: Path) -> 
     assert again.therapy.titrate(125_000).allowed
 
 
-@pytest.mark.xfail(strict=True, reason="controller/loop.py + commands.py: the pause that ends a bolus program loses its "
-                                       "reply; the fallback rate change is verified on the bolus phase, and the "
-                                       "program's old basal phase runs on after it (150 µg/day for 24 h while the "
-                                       "controller believes 172.5), so the next step passes the trailing-window cap")
 def test_a_lost_reply_to_the_pause_ending_a_bolus_program_does_not_leave_the_old_basal_running() -> None:
     """TIT-01 (trailing window, judged on the physical dose), BOL-04: found by the clinical adversary.
 

@@ -103,7 +103,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: Whether a reply may be lost while a bolus program runs (known: a lost reply to the pause that ends
     #: it leaves the program's basal phase on the pump while the controller verifies a new rate on the
     #: bolus phase, see ``test_adversary_findings.py``); off, replies are lost only between boluses.
-    LOSE_REPLY_DURING_BOLUS = False
+    LOSE_REPLY_DURING_BOLUS = True
     #: Rules the oracle does not judge in this machine.
     UNJUDGED: frozenset[str] = frozenset()
 

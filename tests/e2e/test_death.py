@@ -18,6 +18,12 @@ it). Asserted:
 * a new controller on the same store and pump recovers: everything it has reconciled since implant
   equals the pump's own counter exactly, no bolus is left open, none counted above its volume.
 
+The scripts: the basic day and a half above; a flex day (80 / 150 / 100 µg/day) with deaths at and
+1 s around every step boundary and at every durable write within a minute of one; and Safe mode
+(255 s watchdog), where the pump's own watchdog alarm is the only stop allowed and is measured. A
+death inside a programming stop (after the pause, after staging, after ``RUN``) is tested on its own:
+the pump is left paused, and the restart resumes it within its recovery, with THERAPY_INTERRUPTED.
+
 The worst case over the matrix (mL from the mechanism and µg at the tip in any 24 h window after
 death) is printed; ``-s`` shows it. Before boluses were pump programs, a death 5 min into the
 50 µg clinician bolus left the bolus rate running: about 5.0 mL and 2 500 µg in the next 24 h
@@ -105,21 +111,38 @@ def death_rig(tmp_path: Path, name: str, link: str = "inprocess", safe_mode_time
 
 
 PRESCRIPTION = make_prescription(concentration=CONCENTRATION, dose_ug_per_day=100, max_dose_ug_per_day=CAP_UG)
+#: The flex day (controller time of day from its anchor at 0, dose ng/day): a low night, a high day, an evening.
+FLEX_STEPS = [(0, 80_000), (8 * MS_PER_H, 150_000), (20 * MS_PER_H, 100_000)]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One therapy script of the matrix: its events (controller time ms, what, action), end and rig settings."""
+
+    name: str
+    events: Callable[[Truth], list[tuple[int, str, Callable[[Rig], Any]]]]
+    end_ms: int
+    settings: ControllerSettings | None = None
+    safe_mode_timeout_s: int | None = None
+
+
+def _implant(truth: Truth, **kwargs: Any) -> Callable[[Rig], None]:
+    def implant(rig: Rig) -> None:
+        truth.catheter.change_solution(CONCENTRATION)  # the reservoir is filled with drug
+        assert rig.therapy.implant(CONCENTRATION, 20_000_000, **kwargs).allowed
+
+    return implant
 
 
 def events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
     """The therapy script: (controller time ms, what, action)."""
-    def implant(rig: Rig) -> None:
-        truth.catheter.change_solution(CONCENTRATION)  # the reservoir is filled with drug
-        assert rig.therapy.implant(CONCENTRATION, 20_000_000, dose_ng_per_day=100_000).allowed
-
     def refill(rig: Rig) -> None:
         left = rig.loop.reservoir_nl()
         assert rig.therapy.refill(removed_nl=left, added_nl=20_000_000, concentration_ug_per_ml=CONCENTRATION,
                                   lot="L2").allowed
 
     return [
-        (MS_PER_H, "implant and priming", implant),
+        (MS_PER_H, "implant and priming", _implant(truth, dose_ng_per_day=100_000)),
         (MS_PER_DAY + 2 * MS_PER_H, "clinician bolus", lambda rig: rig.therapy.clinician_bolus(50_000, 30 * MS_PER_MIN)),
         (MS_PER_DAY + 8 * MS_PER_H, "patient bolus", lambda rig: (rig.therapy.configure_patient_bolus(
             25_000, 10 * MS_PER_MIN), rig.therapy.patient_bolus_request())),
@@ -128,15 +151,43 @@ def events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
 
 
 SCRIPT_END_MS = MS_PER_DAY + 14 * MS_PER_H
+BASIC = Scenario("basic", events, SCRIPT_END_MS)
 
 
-def run_until_death(rig: Rig, sim: Any, truth: Truth, die_at_ms: int | None) -> int:
+def flex_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    """A flex day from implant on, and a clinician bolus that the 08:00 step of day 2 ends halfway."""
+    return [
+        (MS_PER_H, "implant a flex day", _implant(truth, flex_steps=FLEX_STEPS, anchor_ms=0)),
+        (MS_PER_DAY + 8 * MS_PER_H - 15 * MS_PER_MIN, "clinician bolus across the step",
+         lambda rig: rig.therapy.clinician_bolus(50_000, 30 * MS_PER_MIN)),
+    ]
+
+
+FLEX = Scenario("flex", flex_events, 2 * MS_PER_DAY + MS_PER_H)
+#: The flex boundaries the script crosses (controller time, ms), where the loop sends the next step's rate.
+FLEX_BOUNDARIES = [day * MS_PER_DAY + start for day in range(3) for start, _dose in FLEX_STEPS
+                   if MS_PER_H < day * MS_PER_DAY + start < FLEX.end_ms]
+
+
+def safe_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    """Safe mode (255 s watchdog, polls every minute feed it): implant with priming, a clinician bolus."""
+    return [
+        (MS_PER_H, "implant and priming", _implant(truth, dose_ng_per_day=100_000)),
+        (3 * MS_PER_H, "clinician bolus", lambda rig: rig.therapy.clinician_bolus(50_000, 30 * MS_PER_MIN)),
+    ]
+
+
+SAFE = Scenario("safe", safe_events, 5 * MS_PER_H, settings=ControllerSettings(poll_interval_ms=MS_PER_MIN),
+                safe_mode_timeout_s=255)
+
+
+def run_until_death(rig: Rig, sim: Any, truth: Truth, die_at_ms: int | None, scenario: Scenario = BASIC) -> int:
     """Run the script until the store hook kills the controller, or until ``die_at_ms``; the death time, ms."""
     rig.controller.subscribe(on_poll=lambda _poll: truth.sample(rig.clock.monotonic_ms(),
                                                                 sim.device.mechanics.actual_delivered_nl()))
-    end = SCRIPT_END_MS if die_at_ms is None else die_at_ms
+    end = scenario.end_ms if die_at_ms is None else die_at_ms
     try:
-        for at, _what, action in events(truth):
+        for at, _what, action in scenario.events(truth):
             if at > end:
                 break
             rig.advance(at - rig.controller.now_ms())
@@ -147,24 +198,31 @@ def run_until_death(rig: Rig, sim: Any, truth: Truth, die_at_ms: int | None) -> 
     return rig.clock.monotonic_ms()
 
 
-def orphan_day(sim: Any, clock: VirtualClock, truth: Truth) -> list[str]:
-    """The pump alone for 24 h; returns every moment it was not delivering without an alarm of its own."""
+def orphan_day(sim: Any, clock: VirtualClock, truth: Truth, alarm_stops: list[int] | None = None) -> list[str]:
+    """The pump alone for 24 h; returns every moment it was not delivering without an alarm of its own.
+
+    ``alarm_stops`` collects the moments it stood still under an alarm of its own (a Safe-mode watchdog).
+    """
     stops = []
     for _ in range(MS_PER_DAY // ORPHAN_STEP_MS):
         clock.advance(ORPHAN_STEP_MS / 1000)
         sim.device.poll()
         truth.sample(clock.monotonic_ms(), sim.device.mechanics.actual_delivered_nl())
-        if sim.device.alarm is None and (sim.device.state != "I" or sim.device.mechanics.rate_nl_per_h <= 0):
+        still = sim.device.state != "I" or sim.device.mechanics.rate_nl_per_h <= 0
+        if still and sim.device.alarm is None:
             stops.append(f"{clock.monotonic_ms()} ms: state {sim.device.state}")
+        elif still and alarm_stops is not None:
+            alarm_stops.append(clock.monotonic_ms())
     return stops
 
 
-def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_ms: int | None = None) -> dict[str, Any]:
+def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_ms: int | None = None,
+              scenario: Scenario = BASIC) -> dict[str, Any]:
     """Kill the controller once, let the pump run alone 24 h, restart; the figures for the matrix."""
     truth = Truth()
-    with death_rig(tmp_path, name) as (sim, driver, path, clock):
+    with death_rig(tmp_path, name, safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (sim, driver, path, clock):
         store = Store(path, clock)
-        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
         base = store.writes  # building the controller writes too; the script's writes are counted from here
         killed: list[int] = []
 
@@ -174,14 +232,23 @@ def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_
                 raise Death(f"killed before write {n}")
 
         store.before_write = hook
-        died_ms = run_until_death(rig, sim, truth, die_at_ms)
+        died_ms = run_until_death(rig, sim, truth, die_at_ms, scenario)
         assert crash_at is None or killed, f"write {crash_at} of the script was never reached"
         rig.controller.detach()
         store.abandon()
-        started = sim.device.mechanics.actual_delivered_nl() > 0
-        stops = orphan_day(sim, clock, truth) if started else []  # before the first start there is no flow to drop
+        started = sim.device.mechanics.actual_delivered_nl() > 0 or sim.device.state == "I"
+        alarm_stops: list[int] = []
+        # Before the first start there is no flow to drop.
+        stops = orphan_day(sim, clock, truth, alarm_stops) if started else []
         worst_pg, worst_nl = truth.worst_window(died_ms)
-        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, recover=True)
+        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, settings=scenario.settings,
+                          recover=True)
+        if again.loop.bolus is not None:
+            # Back while the pump is still in a bolus program's bolus phase: it carries on; the pump ends it.
+            assert again.loop.bolus_program is not None, f"{name}: a bolus left running that the pump does not end"
+            again.advance(MS_PER_H)
+            assert again.loop.bolus is None, f"{name}: the bolus program did not end"
+            again.loop.poll()
         counter_nl = driver.read_dispensed().infused_nl
         reconciled = again.loop.total_counted_nl  # every nL since implant, before and after the death
         over_nl = [(b.delivered_nl - b.volume_nl, b.volume_nl) for b in again.store.boluses()
@@ -190,16 +257,17 @@ def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_
         again.store.close()
     return {"name": name, "died_ms": died_ms, "stops": stops, "worst_ug": worst_pg / 1e6, "worst_ml": worst_nl / 1e6,
             "counter_nl": counter_nl, "reconciled_nl": reconciled, "open_boluses": open_boluses, "over_nl": over_nl,
-            "therapy_started": started}
+            "therapy_started": started, "alarm_stopped_after_ms": alarm_stops[0] - died_ms if alarm_stops else None}
 
 
-def write_points(tmp_path: Path) -> int:
+def write_points(tmp_path: Path, scenario: Scenario = BASIC) -> int:
     """How many durable writes the whole script makes (a run without death)."""
-    with death_rig(tmp_path, "count") as (sim, driver, path, clock):
+    with death_rig(tmp_path, f"count-{scenario.name}", safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (
+            sim, driver, path, clock):
         store = Store(path, clock)
-        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
         base = store.writes
-        run_until_death(rig, sim, Truth(), None)
+        run_until_death(rig, sim, Truth(), None, scenario)
         total = store.writes - base
         store.close()
     return total
@@ -222,6 +290,11 @@ def report(results: list[dict[str, Any]]) -> None:
     print(f"\ncontroller-death matrix: {len(results)} deaths; worst 24 h after a death: "
           f"{worst['worst_ml']:.3f} mL from the mechanism, {worst['worst_ug']:.1f} µg at the tip "
           f"({worst['name']}, cap {CAP_UG} µg)")
+    stopped = [r["alarm_stopped_after_ms"] for r in results if r["alarm_stopped_after_ms"] is not None]
+    if stopped:
+        print(f"  stopped by the pump's own alarm after {len(stopped)} of them, "
+              f"{min(stopped) / 1000:.0f}-{max(stopped) / 1000:.0f} s after the death (sampled every "
+              f"{ORPHAN_STEP_MS // MS_PER_MIN} min)")
 
 
 def test_death_at_every_durable_write_point(tmp_path: Path) -> None:
@@ -242,6 +315,85 @@ def test_death_at_seeded_random_instants(tmp_path: Path) -> None:
     results = [one_death(tmp_path, f"instant-{t}", die_at_ms=t) for t in instants]
     for result in results:
         check(result)
+    report(results)
+
+
+def write_times(tmp_path: Path, scenario: Scenario) -> list[tuple[int, int]]:
+    """(write number counted from the script's start, controller time ms) of every durable write (no death)."""
+    with death_rig(tmp_path, f"times-{scenario.name}", safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (
+            sim, driver, path, clock):
+        store = Store(path, clock)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
+        base = store.writes
+        times: list[tuple[int, int]] = []
+        store.before_write = lambda n: times.append((n - base, rig.controller.now_ms()))
+        run_until_death(rig, sim, Truth(), None, scenario)
+        store.close()
+    return times
+
+
+def test_death_at_and_around_every_flex_boundary(tmp_path: Path) -> None:
+    """Issue #10: a flex day (80 / 150 / 100 µg/day), and a clinician bolus that the 08:00 step of day 2 ends.
+
+    Deaths 1 s before, at and 1 s after every boundary the script crosses, and at every durable write
+    within a minute of one (the step's pending record, its outcome, the bolus's end). Left alone, the pump
+    holds the rate in force at the death (the loop, not the pump, moves the steps): within the cap by the
+    orphan check, never stopping; the restart reconciles the counter exactly and puts the step in force back."""
+    instants = sorted({b + d for b in FLEX_BOUNDARIES for d in (-1000, 0, 1000)})
+    near = sorted({n for n, t in write_times(tmp_path, FLEX) if any(abs(t - b) <= MS_PER_MIN for b in FLEX_BOUNDARIES)})
+    assert near, "no durable write near a boundary: the matrix would test nothing there"
+    results = [one_death(tmp_path, f"flex-instant-{t}", die_at_ms=t, scenario=FLEX) for t in instants]
+    results += [one_death(tmp_path, f"flex-write-{n}", crash_at=n, scenario=FLEX) for n in near]
+    for result in results:
+        check(result)
+    report(results)
+
+
+#: A short high step: the day is 105 µg, but the 2 h step's rate is 600 µg/day, twice the 300 µg cap.
+SPIKE_STEPS = [(0, 60_000), (10 * MS_PER_H, 600_000), (12 * MS_PER_H, 60_000)]
+
+
+def spike_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    return [(MS_PER_H, "implant a flex day with a short high step", _implant(truth, flex_steps=SPIKE_STEPS, anchor_ms=0))]
+
+
+SPIKE = Scenario("spike", spike_events, MS_PER_DAY + 13 * MS_PER_H)
+
+
+def test_death_inside_a_short_high_flex_step_leaves_the_pump_to_end_the_step_by_itself(tmp_path: Path) -> None:
+    """Issue #10: a flex step whose rate alone, held 24 h, would pass the cap (600 µg/day for 2 h of a 105 µg day).
+
+    Before, the step was a plain rate: a controller that died inside it left 600 µg/day running, 608 µg
+    in the next 24 h against the 300 µg cap (measured). Now the orphan check refuses the plain rate and
+    the step goes as a program that returns to the next step by itself: deaths inside the step (day 1 and
+    day 2, 1 s after it began, in its middle, 1 s before its end) and at every durable write around it
+    stay within the cap."""
+    starts = [10 * MS_PER_H, MS_PER_DAY + 10 * MS_PER_H]
+    instants = [s + d for s in starts for d in (1000, MS_PER_H, 2 * MS_PER_H - 1000)]
+    near = sorted({n for n, t in write_times(tmp_path, SPIKE) if any(s - MS_PER_MIN <= t <= s + 2 * MS_PER_H
+                                                                       for s in starts)})
+    results = [one_death(tmp_path, f"spike-instant-{t}", die_at_ms=t, scenario=SPIKE) for t in instants]
+    results += [one_death(tmp_path, f"spike-write-{n}", crash_at=n, scenario=SPIKE) for n in near]
+    for result in results:
+        check(result)
+    report(results)
+
+
+def test_death_matrix_in_safe_mode_stops_only_by_the_watchdog(tmp_path: Path) -> None:
+    """Safe mode (255 s watchdog, the documented decision: therapy runs in Basic mode, see the README's bench
+    section). Deaths at every durable write and at instants (priming, 1 s and 10 min into a clinician
+    bolus, basal): the pump's own watchdog (``A?T``) stops it within 255 s + one sample step every time,
+    and never anything else; the dose after the death is only less than in Basic mode. The stop is the
+    withdrawal hazard that keeps therapy in Basic mode; the restart resumes it."""
+    total = write_points(tmp_path, SAFE)
+    instants = [MS_PER_H + 10 * MS_PER_MIN, 3 * MS_PER_H + 1000, 3 * MS_PER_H + 10 * MS_PER_MIN, 4 * MS_PER_H]
+    results = [one_death(tmp_path, f"safe-write-{n}", crash_at=n, scenario=SAFE) for n in range(1, total + 1)]
+    results += [one_death(tmp_path, f"safe-instant-{t}", die_at_ms=t, scenario=SAFE) for t in instants]
+    for result in results:
+        check(result)
+        if result["therapy_started"]:
+            assert result["alarm_stopped_after_ms"] is not None, result["name"]
+            assert result["alarm_stopped_after_ms"] <= 255_000 + ORPHAN_STEP_MS, result
     report(results)
 
 
@@ -275,6 +427,65 @@ def test_death_inside_a_programming_stop_leaves_the_pump_paused_until_a_restart_
         assert [b.status for b in clinician] == ["finished"] and clinician[0].delivered_nl == 0
         assert {"controller_death", "unexplained_stop"} <= {e[1]["fault"] for e in again.events if e[0] == "fault"}
         again.store.close()
+
+
+@pytest.mark.parametrize("exchange", ["pause", "stage", "run"])
+def test_a_restart_after_a_death_inside_a_programming_stop_resumes_at_once_with_an_alarm(
+        tmp_path: Path, exchange: str) -> None:
+    """Issue #10, §3.2 (stopping is not a safe state), decision: the NE-1000 takes phase edits only while paused,
+    so a controller that dies after the pause and before ``RUN`` leaves the pump paused. No command can
+    prevent that; what the design guarantees is that the *restart* finds it before anything else (the
+    pump's state, the unresolved program command), raises THERAPY_INTERRUPTED (a stop, high priority:
+    someone must look) with the controller-death record, and resumes the last verified basal within
+    its own recovery, before any poll interval. A death just after ``RUN`` leaves the new program running
+    (its orphan schedule was judged before it was sent) and the restart puts the basal back.
+
+    ``exchange``: the controller dies after the pause (``pause``), after staging every phase
+    (``stage``) or after sending ``RUN`` without reading its reply (``run``).
+    """
+    truth = Truth()
+    with death_rig(tmp_path, f"programming-{exchange}") as (sim, driver, path, clock):
+        store = Store(path, clock)
+        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION)
+        run_until_death(rig, sim, truth, MS_PER_DAY)
+        real_stage, real_commit = driver.stage_program, driver.commit_program
+
+        def stage(*args: Any, **kwargs: Any) -> Any:
+            if exchange == "pause":
+                raise Death("killed after the pause")
+            return real_stage(*args, **kwargs)
+
+        def commit(*args: Any, **kwargs: Any) -> Any:
+            if exchange == "run":
+                real_commit(*args, **kwargs)
+            raise Death(f"killed after {exchange}")
+
+        driver.stage_program, driver.commit_program = stage, commit  # type: ignore[method-assign]
+        with pytest.raises(Death):
+            rig.therapy.clinician_bolus(50_000, 30 * MS_PER_MIN)
+        rig.controller.detach()
+        store.abandon()
+        del driver.stage_program, driver.commit_program  # the next controller's driver is whole again
+        clock.advance(600)  # ten minutes until the supervisor has the controller back
+        sim.device.poll()
+        assert sim.device.state == ("I" if exchange == "run" else "P")
+        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, recover=True)
+        # Within the recovery itself: infusing the basal again, and said loudly.
+        sim.device.poll()
+        assert sim.device.state == "I" and sim.device.mechanics.rate_nl_per_h == 8333
+        faults = {e[1]["fault"] for e in again.events if e[0] == "fault"}
+        assert "controller_death" in faults and "controller_death" in again.log.raised()  # the alarm, by name
+        if exchange != "run":
+            assert "unexplained_stop" in faults and "therapy_interrupted" in again.log.raised()
+            stop = next(e[1]["detail"] for e in again.events if e[0] == "fault" and e[1]["fault"] == "unexplained_stop")
+            assert "died inside the programming stop" in stop and "bolus_clinician" in stop, stop
+        clinician = [b for b in again.store.boluses() if b.kind == "clinician"]
+        assert [b.status for b in clinician] == ["finished"]
+        assert clinician[0].delivered_nl <= clinician[0].volume_nl + max(1, driver.read_dispensed().infused_nl // 1000)
+        again.controller.detach()
+        again.store.abandon()
+        assert orphan_day(sim, clock, truth) == []  # and left alone again, it keeps delivering
+        assert truth.worst_window(MS_PER_DAY)[0] <= CAP_UG * 10**6
 
 
 def test_over_a_pty_a_bolus_then_a_kill_then_24_h_alone_never_overdoses_the_patient(tmp_path: Path) -> None:
