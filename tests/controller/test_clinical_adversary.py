@@ -78,9 +78,6 @@ STEPS = {"count": 0, "examples": 0}
 class ClinicalAdversary(RuleBasedStateMachine):
     """One screened patient, implanted, then everything an adversary can think of."""
 
-    #: Whether a restart may bring a prescription of a stricter origin (known: its cap is not enforced,
-    #: see ``test_adversary_findings.py``); off, origin changes go only to an equal or looser cap.
-    STRICTER_ORIGIN_AT_RESTART = False
     #: Whether the controller may restart while a refill discrepancy is unacknowledged (known: the hold
     #: is lost, see ``test_adversary_findings.py``); off, restarts wait for the acknowledgement.
     RESTART_DURING_REFILL_HOLD = False
@@ -336,13 +333,14 @@ class ClinicalAdversary(RuleBasedStateMachine):
     @precondition(lambda self: self.RESTART_DURING_REFILL_HOLD or self.oracle.held_since_ms is None)
     @precondition(lambda self: self.RESTART_SHORT_OF_DRUG or not self._short_of_drug_lately())
     @rule(downtime_min=st.sampled_from([0, 5, 60, 600, 1500]), reboot=st.booleans(),
-          wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]), change_origin=st.booleans())
-    def restart(self, downtime_min: int, reboot: bool, wall_jump_h: int, change_origin: bool) -> None:
+          wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]),
+          new_origin=st.sampled_from(["", "", *sorted(CAP_PCT)]))
+    def restart(self, downtime_min: int, reboot: bool, wall_jump_h: int, new_origin: str) -> None:
         """A crash (nothing staged survives), then a new controller on the same store file and pump.
 
         With ``reboot`` the host's monotonic clock starts again from 0 and its RTC has jumped; with
-        ``change_origin`` the new controller is built on a prescription of another origin
-        (the front door's way to put a new prescription in effect).
+        ``new_origin`` other than the patient's the new controller is built on a prescription of that
+        origin, stricter or looser (the front door's way to put a new prescription in effect).
         """
         self.rig.controller.detach()
         self.store.abandon()
@@ -351,10 +349,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
         if reboot:
             self.host = self.host.rebooted(wall_jump=timedelta(hours=wall_jump_h))
         old = self.rig.controller.patient
-        others = [o for o in sorted(CAP_PCT) if o != self.origin
-                  and (self.STRICTER_ORIGIN_AT_RESTART or CAP_PCT[o] >= CAP_PCT[self.origin])]
-        if change_origin and others:
-            self.origin = others[0]
+        if new_origin and new_origin != self.origin:
+            self.origin = new_origin
             self.rx = self._prescription()
             self.oracle.origin_changed(world_ms(self.world), CAP_PCT[self.origin])
         patient = PatientRecord(old.patient_id, Origin(self.origin), old.history, list(old.screening))
