@@ -226,3 +226,24 @@ def test_an_interruption_counts_from_the_last_poll_that_saw_delivery(tmp_path: P
     assert pump.rate_nl_per_h <= BASAL_NL_PER_H + 1, (
         f"resumed at {pump.rate_nl_per_h * 24 * 500 / 1e6:.1f} µg/day after more than 24 h without drug; "
         f"the titration-phase starting dose is 100 µg/day")
+
+
+def test_a_step_on_a_step_counts_the_boluses_given_between(tmp_path: Path) -> None:
+    """TIT-01 with §5.1 ("boluses go into D"), BOL-01: found by the clinical adversary.
+
+    Spinal (30 %), 100 µg/day; on day 2 a step to 110, a 15 µg clinician bolus (110 + 15 is within
+    130), then a second step to 125 with an override of the interval. 125 is within 130 on its own,
+    but with the bolus the day after the first step would hold 140 µg. Judged on what the pump
+    physically pushed in the 24 h after the first step.
+    """
+    clock, pump, path, rig = _implanted(tmp_path)
+    rig.advance(2 * MS_PER_DAY)
+    assert rig.therapy.titrate(110_000).allowed
+    step_nl = pump.actual_delivered_nl
+    assert rig.therapy.clinician_bolus(15_000, 10 * MS_PER_MIN).allowed
+    rig.advance(MS_PER_H)
+    second = rig.therapy.titrate(125_000, override_reason="the rest of today's step")
+    rig.advance(MS_PER_DAY - MS_PER_H)
+    pushed_ug = (pump.actual_delivered_nl - step_nl) * 500 / 1e6
+    assert pushed_ug <= 130 * 1.005, f"{pushed_ug:.1f} µg pushed in the 24 h after the step, at most 130 ({second})"
+    assert not second.allowed and "TITRATION_CAP_EXCEEDED" in second.reasons, second
