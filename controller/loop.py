@@ -232,6 +232,9 @@ class ControlLoop:
         self.discontinue_authorised = False
         self._time_offset_ms = 0
         self._last_confirmed_ms = 0
+        #: The last moment delivery was seen (a poll that found the pump delivering, the start, a restart's
+        #: counter), ms: an interruption found later may have begun at any time since (the restart rule).
+        self._delivery_seen_ms = 0
         self._last_durable_ms = 0
         self._last_ledger_snapshot_ms = -MS_PER_DAY
         self._interrupted_since_ms: int | None = None
@@ -536,6 +539,7 @@ class ControlLoop:
         if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE) and status.state is not PumpState.INFUSING:
             self._fault(FaultCode.UNEXPLAINED_STOP, f"pump reports {status.state.value} while therapy runs")
         elif self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
+            self._delivery_seen_ms = self.now_ms()
             if self.mode is Mode.RUNNING:
                 # Minimum rate keeps the interruption running: tolerance fades at a sub-therapeutic rate.
                 self._end_interruption()
@@ -672,7 +676,8 @@ class ControlLoop:
         if held is None:
             self._emit("fault", fault=fault.value, reaction=row.reaction.value, alarm=row.alarm.value, detail=detail)
         if row.interrupts_delivery and self._interrupted_since_ms is None:
-            self._begin_interruption(self._last_confirmed_ms or self.now_ms())
+            # Not from the poll that found it: that poll saw no delivery (the restart rule's stricter side).
+            self._begin_interruption(self._delivery_seen_ms or self.now_ms())
             # The kernel counts the stop as the zero dose it was, from the earliest time it may have begun.
             self.gate.note_stopped(self._interrupted_since_ms)
             if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
@@ -892,7 +897,7 @@ class ControlLoop:
         now = self.now_ms()
         acc.accrual_ms = now
         self.schedule.last_poll_ms = now
-        self._last_confirmed_ms = now
+        self._last_confirmed_ms = self._delivery_seen_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
         outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
                                 program=self._step_program(decision.programme, now))
@@ -1497,7 +1502,7 @@ class ControlLoop:
         self.schedule.next_poll_ms = now
         self.schedule.boundary_from_ms = now
         # Delivery is confirmed up to the least time the counter's volume took; no later.
-        self._last_confirmed_ms = min(now, body["last_poll_ms"] + least_ms)
+        self._last_confirmed_ms = self._delivery_seen_ms = min(now, body["last_poll_ms"] + least_ms)
         if self.programme is not None:
             self.basal_rate_nl_per_h = self.programme.rate_at(now)
         if "kernel_history_lost" in found:
@@ -1585,12 +1590,12 @@ class ControlLoop:
                     found["bolus_continues"] = continuing.bolus_id
                 elif self._pump_past_bolus_phase(body, sent_after):
                     # The pump's program ended the bolus by itself and runs its basal phase: nothing to send.
-                    self._last_confirmed_ms = now
+                    self._last_confirmed_ms = self._delivery_seen_ms = now
                 else:
                     # The pump may still hold a bolus rate, or an unresolved command's: the committed programme.
                     self._reprogram_current("resume after restart")
             else:
-                self._last_confirmed_ms = now
+                self._last_confirmed_ms = self._delivery_seen_ms = now
         self._drain_hal_errors()
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
                    closed_boluses=len(found["closed_boluses"]))

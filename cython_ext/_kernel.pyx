@@ -1390,6 +1390,8 @@ cdef class SafetyKernel:
             if dose > current:
                 if dose * 100 > self._baseline(now) * (100 + c.tit_cap_pct):
                     m |= bit(R_TIT_CAP)
+                elif self.has_last_step and now - self.last_step < STACKING_MS and self._stacked(dose, now, 0, c):
+                    m |= bit(R_TIT_CAP)  # a step on a step: the boluses given since count in D too
                 if self.has_last_increase and now - self.last_increase < c.tit_interval:
                     m |= bit(R_TIT_INTERVAL)
                 if self.has_start and now - self.therapy_start < NO_INCREASE_MS:
@@ -1414,13 +1416,13 @@ cdef class SafetyKernel:
             m |= bit(R_CAP_24H)
         return m
 
-    cdef bint _stacked(self, i64 now, i64 mass, const CapsC* c):
-        """A counted bolus stacked on a titration step beyond the titration cap (see kernel.pyi)."""
+    cdef bint _stacked(self, i64 dose, i64 now, i64 mass, const CapsC* c):
+        """Daily ``dose`` + the counted boluses of the 24 h window + ``mass`` beyond the titration cap (see kernel.pyi)."""
         cdef Ledger led = self.ledger
         cdef unsigned int kinds = (1u << D_CLIN) | (1u << D_PAT)
         given = led._delivered_kinds(now // RES, kinds) + led.committed[D_CLIN] + led.committed[D_PAT]
         ceiling = self._baseline(now) * 1000 * (100 + c.tit_cap_pct)
-        return (self.cur_dose_ng * 1000 + given + mass) * 100 > ceiling  # Python ints: no overflow
+        return (dose * 1000 + given + mass) * 100 > ceiling  # Python ints: no overflow
 
     def authorize(self, request, now_ms):
         """Decide on a request. Pure: reads state, changes nothing.
@@ -1543,7 +1545,7 @@ cdef class SafetyKernel:
                     m |= bit(R_LOCKOUT)
                 if self.ledger._count(now, (1u << D_CLIN) | (1u << D_PAT)) >= c.max_boluses:
                     m |= bit(R_COUNT)
-                if self.has_last_step and now - self.last_step < STACKING_MS and self._stacked(now, mass, c):
+                if self.has_last_step and now - self.last_step < STACKING_MS and self._stacked(self.cur_dose_ng, now, mass, c):
                     m |= bit(R_BOLUS_OD_STEP)
             elif volume > c.max_priming_nl:
                 m |= bit(R_PRIMING)

@@ -717,6 +717,8 @@ class SafetyKernel:
             if dose > current:
                 if dose * 100 > self.titration_baseline_ng(now_ms) * (100 + caps.titration_cap_pct):
                     reasons.add(Reason.TITRATION_CAP_EXCEEDED)
+                elif self._stacked_on_step(dose, 0, caps, now_ms):
+                    reasons.add(Reason.TITRATION_CAP_EXCEEDED)  # a step on a step: the boluses given since count in D too
                 if self.last_increase_ms is not None and now_ms - self.last_increase_ms < caps.min_titration_interval_ms:
                     reasons.add(Reason.TITRATION_INTERVAL)
                 if self.therapy_start_ms is not None and now_ms - self.therapy_start_ms < NO_INCREASE_AFTER_START_MS:
@@ -726,6 +728,15 @@ class SafetyKernel:
         if self._window_excess(programme, extra_pg, now_ms, self.cap_pg(limits, now_ms=now_ms)) > 0:
             reasons.add(Reason.DOSE_CAP_24H)
         return dose
+
+    def _stacked_on_step(self, dose_ng_per_day: int, mass_pg: int, caps: PatientCaps, now_ms: int) -> bool:
+        """Within a day of a titration step: daily ``dose_ng_per_day`` + the counted boluses of the 24 h
+        window (delivered and committed) + ``mass_pg`` beyond (1 + cap) x the trailing-window baseline."""
+        if self.last_step_ms is None or now_ms - self.last_step_ms >= BOLUS_STACKING_WINDOW_MS:
+            return False
+        given = sum(self.ledger.total_24h_pg(now_ms, k) for k in COUNTED_BOLUS_KINDS)
+        ceiling = self.titration_baseline_ng(now_ms) * PG_PER_NG * (100 + caps.titration_cap_pct)
+        return (dose_ng_per_day * PG_PER_NG + given + mass_pg) * 100 > ceiling
 
     def _is_resume(self, kind: int) -> bool:
         """A resume request, or a rate, programme or concentration change while interrupted."""
@@ -822,11 +833,8 @@ class SafetyKernel:
                     reasons.add(Reason.BOLUS_LOCKOUT)
                 if self.ledger.bolus_count_24h(now_ms, COUNTED_BOLUS_KINDS) >= caps.max_boluses_per_day:
                     reasons.add(Reason.BOLUS_COUNT)
-                if self.last_step_ms is not None and now_ms - self.last_step_ms < BOLUS_STACKING_WINDOW_MS:
-                    given = sum(self.ledger.total_24h_pg(now_ms, k) for k in COUNTED_BOLUS_KINDS)
-                    ceiling = self.titration_baseline_ng(now_ms) * PG_PER_NG * (100 + caps.titration_cap_pct)
-                    if (self.daily_dose_ng * PG_PER_NG + given + mass) * 100 > ceiling:
-                        reasons.add(Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP)
+                if self._stacked_on_step(self.daily_dose_ng, mass, caps, now_ms):
+                    reasons.add(Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP)
             elif volume > caps.max_priming_volume_nl:
                 reasons.add(Reason.PRIMING_VOLUME_ABOVE_MAX)
             basal_now = 0 if self.programme is None else self.programme.rate_at(now_ms)

@@ -87,7 +87,10 @@ or fault led to the request. Sources are tags of ``reference/itb-clinical.md`` a
     committed) + this bolus exceeds (1 + cap) x the trailing-window baseline. Sources: §5.1
     "boluses go into D as the programmed 24 h total", TIT-01, "special care during titration"
     [DRUGLIB-OD], an infusion's effect peaks 24-48 h after a change [LBL-PD] and is reassessed
-    within 24 h [SAULINO16]: the step's effect is not yet known.
+    within 24 h [SAULINO16]: the step's effect is not yet known. The same sum bounds a second
+    increase within that day (a step on a step, with the interval overridden): the new daily dose
+    + the boluses of the 24 h window may not exceed (1 + cap) x the baseline, else
+    ``TITRATION_CAP_EXCEEDED`` (a bolus given between two halves of a step is part of the step).
 
 - **A caps change (an origin change, a new prescription) needs a confirmation** (an
   :class:`Override` naming :data:`CAPS_CHANGE_CONFIRMATION`, else ``CAPS_CHANGE_NOT_CONFIRMED``)

@@ -228,16 +228,19 @@ class LabelOracle:
     def _basal_points(self, now_ms: int) -> None:
         """Turn mechanism changes outside bolus windows (and the ends of those windows) into basal points."""
         log = self.pump.rate_log
-        candidates: list[tuple[int, int]] = []
+        # (seen at, rate, earliest it can have begun): a rate first seen at the end of a bolus window
+        # may have been put in at any time under it.
+        candidates: list[tuple[int, int, int]] = []
         while self._log_seen < len(log) and log[self._log_seen][0] <= now_ms:
             at, rate = log[self._log_seen]
             if not self._in_bolus(at):
-                candidates.append((at, rate))
+                candidates.append((at, rate, at))
             self._log_seen += 1
         for s, e in self.bolus_windows:
             if self._checked_upto_ms < e <= now_ms and not self._in_bolus(e):
-                candidates.append((e, self._rate_at(e)))
-        for at, rate in sorted(candidates):
+                candidates.append((e, self._rate_at(e), self._hidden_since(e)))
+        # In time order, and in the mechanism's order within a millisecond (not by rate).
+        for at, rate, earliest in sorted(candidates, key=lambda c: c[0]):
             if self.implant_ms is None or at < self.implant_ms:
                 self.basal.append((at, rate))
                 continue
@@ -246,9 +249,20 @@ class LabelOracle:
             previous = self.basal[-1][1] if self.basal else 0
             self.basal.append((at, rate))
             if rate > previous:
-                self._rise(at, previous, rate)
+                self._rise(at, previous, rate, earliest)
 
-    def _rise(self, at: int, previous: int, rate: int) -> None:
+    def _hidden_since(self, end_ms: int) -> int:
+        """The start of the run of bolus windows that ends at ``end_ms``: since then the basal was not seen, ms."""
+        start, moved = end_ms, True
+        while moved:
+            moved = False
+            for s, e in self.bolus_windows:
+                if s < start <= e:
+                    start, moved = s, True
+        return start
+
+    def _rise(self, at: int, previous: int, rate: int, earliest: int) -> None:
+        """Judge a rise of the basal seen at ``at``, which can have been put in as early as ``earliest``."""
         floor = self.minimum_rate_nl_per_h
         start_rate = self._rate_for(self.start_dose_ng_per_day)
         if previous <= floor:
@@ -275,7 +289,7 @@ class LabelOracle:
                            f"{self.start_dose_ng_per_day / 1000:g} µg/day")
             return
         assert self.implant_ms is not None
-        if self.held_since_ms is not None and at > self.held_since_ms:
+        if self.held_since_ms is not None and earliest > self.held_since_ms:
             self._fail("RES-03 refill discrepancy holds increases", at,
                        f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day while a refill "
                        f"discrepancy was not acknowledged")
@@ -300,7 +314,10 @@ class LabelOracle:
         """
         in_effect = [] if self._in_bolus(start_ms) else [
             r for t, r in self.basal if t <= start_ms and t >= (self.implant_ms or 0)][-1:]
-        in_effect += [r for t, r in self.basal if start_ms < t <= end_ms]
+        # What the mechanism did for no time at all (the stop of a reprogramming, a rate a fault ended
+        # in the same instant) was in effect at no moment: it is not a dose of the window.
+        in_effect += [r for i, (t, r) in enumerate(self.basal) if start_ms < t <= end_ms
+                      and (i + 1 == len(self.basal) or self.basal[i + 1][0] != t)]
         return min(in_effect) if in_effect else 0
 
     def _dose_cap(self, now_ms: int) -> None:

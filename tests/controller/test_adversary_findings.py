@@ -196,3 +196,50 @@ def test_a_lost_reply_to_the_pause_ending_a_bolus_program_does_not_leave_the_old
         machine.the_label_holds()
     finally:
         machine.teardown()
+
+
+def test_an_interruption_counts_from_the_last_poll_that_saw_delivery(tmp_path: Path) -> None:
+    """The restart rule (§1.6 [JP-LBL], §3.3), SAFE-01, TIT-01: found by the clinical adversary.
+
+    125 µg/day (a +25 % step on day 2); the motor stalls just after a poll saw it delivering, and the
+    clinician acknowledges 24 h 10 min later. The patient physically had no drug for longer than the
+    24 h threshold, so delivery comes back at the titration-phase starting dose (100 µg/day for this
+    transferred patient), not at 125. The poll that finds the stop confirms no delivery: dated from
+    it, the interruption looked 29 min shorter (23 h 41 min) and the old dose came straight back.
+    """
+    clock, pump, path, rig = _implanted(tmp_path)
+    rig.advance(2 * MS_PER_DAY)
+    assert rig.therapy.titrate(125_000).allowed
+    rig.advance(MS_PER_DAY)
+    rig.advance(rig.loop.schedule.next_poll_ms - rig.loop.now_ms())  # the poll that sees delivery, then
+    assert pump.state.value == "infusing"
+    pump.inject_stall()
+    stalled_at_ms = clock.monotonic_ns() // 1_000_000
+    rig.advance(MS_PER_DAY + 10 * MS_PER_MIN)
+    assert clock.monotonic_ns() // 1_000_000 - stalled_at_ms > MS_PER_DAY
+    rig.therapy.acknowledge_alarms()
+    assert pump.state.value == "infusing"
+    assert pump.rate_nl_per_h <= BASAL_NL_PER_H + 1, (
+        f"resumed at {pump.rate_nl_per_h * 24 * 500 / 1e6:.1f} µg/day after more than 24 h without drug; "
+        f"the titration-phase starting dose is 100 µg/day")
+
+
+def test_a_step_on_a_step_counts_the_boluses_given_between(tmp_path: Path) -> None:
+    """TIT-01 with §5.1 ("boluses go into D"), BOL-01: found by the clinical adversary.
+
+    Spinal (30 %), 100 µg/day; on day 2 a step to 110, a 15 µg clinician bolus (110 + 15 is within
+    130), then a second step to 125 with an override of the interval. 125 is within 130 on its own,
+    but with the bolus the day after the first step would hold 140 µg. Judged on what the pump
+    physically pushed in the 24 h after the first step.
+    """
+    clock, pump, path, rig = _implanted(tmp_path)
+    rig.advance(2 * MS_PER_DAY)
+    assert rig.therapy.titrate(110_000).allowed
+    step_nl = pump.actual_delivered_nl
+    assert rig.therapy.clinician_bolus(15_000, 10 * MS_PER_MIN).allowed
+    rig.advance(MS_PER_H)
+    second = rig.therapy.titrate(125_000, override_reason="the rest of today's step")
+    rig.advance(MS_PER_DAY - MS_PER_H)
+    pushed_ug = (pump.actual_delivered_nl - step_nl) * 500 / 1e6
+    assert pushed_ug <= 130 * 1.005, f"{pushed_ug:.1f} µg pushed in the 24 h after the step, at most 130 ({second})"
+    assert not second.allowed and "TITRATION_CAP_EXCEEDED" in second.reasons, second

@@ -78,14 +78,6 @@ STEPS = {"count": 0, "examples": 0}
 class ClinicalAdversary(RuleBasedStateMachine):
     """One screened patient, implanted, then everything an adversary can think of."""
 
-    #: Whether the adversary may leave the pump alone while a bolus may still be running: a crash
-    #: with downtime, or a link that goes down soon after a lost reply. A bolus is an extra rate the
-    #: controller ends; the pump does not end it by itself, so it runs on (known: see
-    #: ``tests/controller/test_adversary_findings.py``). Off, those moves wait until the bolus is over.
-    LEAVE_A_BOLUS_RUNNING = False
-    #: Whether a restart may bring a prescription of a stricter origin (known: its cap is not enforced,
-    #: see ``test_adversary_findings.py``); off, origin changes go only to an equal or looser cap.
-    STRICTER_ORIGIN_AT_RESTART = False
     #: Whether the controller may restart while a refill discrepancy is unacknowledged (known: the hold
     #: is lost, see ``test_adversary_findings.py``); off, restarts wait for the acknowledgement.
     RESTART_DURING_REFILL_HOLD = False
@@ -118,7 +110,6 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self.host = HostClock(self.world, origin_ns=0)
         self.pump = WitnessedPump(self.world)
         self.tip = TipRecord(self.pump, DEAD_VOLUME_NL)
-        self.reply_armed, self.reply_lost_ms = False, -MS_PER_DAY
         self.filled_at_nl = 0
         self.restarted_ms = -MS_PER_DAY
         ladder = [50, 75, 100][:effective + 1]
@@ -193,8 +184,6 @@ class ClinicalAdversary(RuleBasedStateMachine):
                     self._refill(pocket_fill=False)
 
     def _judge(self) -> None:
-        if self.reply_armed and not self.pump.faults.uncertain_next:
-            self.reply_armed, self.reply_lost_ms = False, world_ms(self.world)
         self.tip.sample()
         self.oracle.prescribed(world_ms(self.world), self.rig.therapy.prescribed_dose_ng_per_day)
         self.oracle.check(world_ms(self.world))
@@ -321,20 +310,10 @@ class ClinicalAdversary(RuleBasedStateMachine):
         """The reply to the next delivery-changing command is lost; the command took effect or not."""
         faults = self.pump.faults
         faults.uncertain_next, faults.apply_uncertain, faults.raise_uncertain = True, applied, raises
-        self.reply_armed = True
 
-    def _bolus_may_run(self) -> bool:
-        """A bolus may still run, or a lost reply may have left the pump at a bolus rate (not yet re-read)."""
-        now = world_ms(self.world)
-        faults = self.pump.faults
-        if faults.uncertain_next:
-            return True
-        return (self.rig.loop.bolus is not None or any(e > now for _s, e in self.oracle.bolus_windows)
-                or now - self.reply_lost_ms < MS_PER_H)
-
-    @precondition(lambda self: self.LEAVE_A_BOLUS_RUNNING or not self._bolus_may_run())
     @rule(minutes=st.sampled_from([20, 60, 150, 300]))
     def link_down(self, minutes: int) -> None:
+        """The link to the pump goes down for a while, whatever runs (a bolus program ends by itself)."""
         spell: list[int | None] = [world_ms(self.world), None]
         self.oracle.link_down.append(spell)
         self.pump.faults.comms_down = True
@@ -354,16 +333,15 @@ class ClinicalAdversary(RuleBasedStateMachine):
     @precondition(lambda self: self.RESTART_DURING_REFILL_HOLD or self.oracle.held_since_ms is None)
     @precondition(lambda self: self.RESTART_SHORT_OF_DRUG or not self._short_of_drug_lately())
     @rule(downtime_min=st.sampled_from([0, 5, 60, 600, 1500]), reboot=st.booleans(),
-          wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]), change_origin=st.booleans())
-    def restart(self, downtime_min: int, reboot: bool, wall_jump_h: int, change_origin: bool) -> None:
+          wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]),
+          new_origin=st.sampled_from(["", "", *sorted(CAP_PCT)]))
+    def restart(self, downtime_min: int, reboot: bool, wall_jump_h: int, new_origin: str) -> None:
         """A crash (nothing staged survives), then a new controller on the same store file and pump.
 
         With ``reboot`` the host's monotonic clock starts again from 0 and its RTC has jumped; with
-        ``change_origin`` the new controller is built on a prescription of another origin
-        (the front door's way to put a new prescription in effect).
+        ``new_origin`` other than the patient's the new controller is built on a prescription of that
+        origin, stricter or looser (the front door's way to put a new prescription in effect).
         """
-        if not self.LEAVE_A_BOLUS_RUNNING and self._bolus_may_run():
-            downtime_min = 0
         self.rig.controller.detach()
         self.store.abandon()
         crashed = world_ms(self.world)
@@ -371,10 +349,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
         if reboot:
             self.host = self.host.rebooted(wall_jump=timedelta(hours=wall_jump_h))
         old = self.rig.controller.patient
-        others = [o for o in sorted(CAP_PCT) if o != self.origin
-                  and (self.STRICTER_ORIGIN_AT_RESTART or CAP_PCT[o] >= CAP_PCT[self.origin])]
-        if change_origin and others:
-            self.origin = others[0]
+        if new_origin and new_origin != self.origin:
+            self.origin = new_origin
             self.rx = self._prescription()
             self.oracle.origin_changed(world_ms(self.world), CAP_PCT[self.origin])
         patient = PatientRecord(old.patient_id, Origin(self.origin), old.history, list(old.screening))

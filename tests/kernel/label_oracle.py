@@ -18,7 +18,8 @@ Rules (sources in ``kernel.pyi``):
   and the titration-phase starting dose (the minimum-rate dose when none is given).
 - BOL-01: lockout and count over the counted (clinician, patient) boluses.
 - Bolus stacking: within 24 h after a titration step, the dose in effect plus every counted
-  bolus in the 24 h window plus this one may not exceed (1 + cap) x the trailing minimum.
+  bolus in the 24 h window plus this one may not exceed (1 + cap) x the trailing minimum; a
+  second increase within that day likewise: its dose plus those boluses (TITRATION_CAP_EXCEEDED).
 - A caps change keeps each loosened limit at its old value for 24 h.
 """
 
@@ -126,7 +127,8 @@ class LabelOracle:
             if dose > ceiling:
                 codes.add(code)
         elif not resume_kind and self.programme_dose is not None and dose > self.programme_dose:
-            if dose * 100 > self.trailing_minimum(now) * (100 + caps["titration_cap_pct"]):
+            if dose * 100 > self.trailing_minimum(now) * (100 + caps["titration_cap_pct"]) \
+                    or self._stacked(now, dose, 0):
                 codes.add("TITRATION_CAP_EXCEEDED")
             if self.increases and now - self.increases[-1] < caps["min_titration_interval_ms"]:
                 codes.add("TITRATION_INTERVAL")
@@ -142,9 +144,15 @@ class LabelOracle:
             codes.add("BOLUS_LOCKOUT")
         if sum(1 for at, _m in self.boluses if now - DAY_MS < at <= now) >= caps["max_boluses_per_day"]:
             codes.add("BOLUS_COUNT")
-        if self.steps and now - self.steps[-1] < DAY_MS:
-            m0 = now // MINUTE_MS
-            given = sum(m for at, m in self.boluses if m0 - 1440 < at // MINUTE_MS <= m0)
-            if ((self.programme_dose or 0) * 1000 + given + mass_pg) * 100 > self.trailing_minimum(now) * 1000 * (100 + caps["titration_cap_pct"]):
-                codes.add("BOLUS_OVERDOSE_RISK_TITRATION_STEP")
+        if self._stacked(now, self.programme_dose or 0, mass_pg):
+            codes.add("BOLUS_OVERDOSE_RISK_TITRATION_STEP")
         return codes
+
+    def _stacked(self, now: int, dose: int, mass_pg: int) -> bool:
+        """Within 24 h of a step: ``dose`` + the counted boluses of the 24 h window + ``mass_pg`` above the cap."""
+        if not self.steps or now - self.steps[-1] >= DAY_MS:
+            return False
+        caps = self.caps_at(now)
+        m0 = now // MINUTE_MS
+        given = sum(m for at, m in self.boluses if m0 - 1440 < at // MINUTE_MS <= m0)
+        return (dose * 1000 + given + mass_pg) * 100 > self.trailing_minimum(now) * 1000 * (100 + caps["titration_cap_pct"])

@@ -347,7 +347,9 @@ def test_state_snapshot_restart_keeps_titration_and_lockout(impl):
     gate.apply(d, T0)
     state = json.loads(json.dumps(gate.state_snapshot()))
     again = impl.SafetyKernel.from_snapshot(state, gate.caps, gate.envelope)
-    assert reasons_of(again, impl.request_rate_change(4_500), T0 + MS_PER_H) == {"TITRATION_INTERVAL"}
+    # 108 µg/day + the 20 µg bolus of the step's day is above 1.3 x 96: a step on a step counts the bolus (TIT-01, §5.1).
+    assert reasons_of(again, impl.request_rate_change(4_500), T0 + MS_PER_H) == {"TITRATION_INTERVAL",
+                                                                                 "TITRATION_CAP_EXCEEDED"}
     # PER-02: the lockout survives, and so does the step the bolus would stack on (BOL-01).
     assert reasons_of(again, bolus(impl, 20_000), T0 + MS_PER_H) == {"BOLUS_LOCKOUT", "BOLUS_OVERDOSE_RISK_TITRATION_STEP"}
     assert again.dose_history == gate.dose_history and again.last_increase_ms == T0
