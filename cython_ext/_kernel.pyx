@@ -61,6 +61,7 @@ from cython_ext._common import (
     check_request,
     MIN_TIME_MS,
     MAX_TIME_MS,
+    MIN_SPREAD_SLOT_MS,
     MAX_RATE_NL_PER_H,
     MAX_CONCENTRATION_UG_PER_ML,
     MAX_BOLUS_VOLUME_NL,
@@ -537,8 +538,13 @@ cdef class Ledger:
             before = self.buckets[slot][k]
         if before + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
+        self._put(k, minute, mass)
+
+    cdef void _put(self, int k, i64 minute, i64 mass):
+        """Add ``mass`` to ``minute``'s bucket of kind ``k`` (checked: inside the window, room in the bucket)."""
         if not self.has_latest or minute > self.latest:
             self._advance(minute)
+        cdef int slot = minute % RING
         self.buckets[slot][k] += mass
         self.btotal[slot] += mass
         self.window_total += mass
@@ -628,6 +634,88 @@ cdef class Ledger:
         for i in range(n):
             self.record(k, amounts[i], (m0 - i) * RES)
         return lowest * RES
+
+    def record_spread(self, kind, mass_pg, start_ms, end_ms, slot_ms):
+        """Record drug delivered at an even rate over ``[start_ms, end_ms]``, as polls every ``slot_ms`` record it.
+
+        The span is cut at every multiple of ``slot_ms`` strictly inside it (the poll times) and
+        at its end. The part ending at ``b`` is what an even delivery had given by ``b`` less what
+        it had given by the part's start, each rounded down: ``mass * (b - start) // span``. Each
+        part is recorded at ``b``, as :meth:`record` would, in order; parts of 0 pg, and parts at
+        or before ``end_ms - 24 h`` (in no window ending at ``end_ms`` or later), are not. A span
+        of 0 records the whole mass at ``end_ms``. All or nothing.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered over the span, pg.
+        :param start_ms: when the delivery began (the previous reconciliation), ms.
+        :param end_ms: when it was found (>= ``start_ms``), ms.
+        :param slot_ms: time between polls, ms (``MIN_SPREAD_SLOT_MS`` to 24 h).
+        :raises ConfigError: for bad values, a part before the 24 h window of the newest record,
+            or a bucket overflow; nothing is recorded then.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 start = require_range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
+        cdef i64 end = require_range("end_ms", end_ms, start_ms, MAX_TIME_MS, "ms")
+        cdef i64 step = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
+        cdef i64 span = end - start
+        cdef i64 m_low = end // RES - RING  # every part lies in the minutes m_low .. m_low + RING
+        cdef i64 acc[RING + 1]
+        cdef int i, lowest = -1, slot
+        cdef i64 edge, b, q, r, dq = 0, dr = 0, given, minute, held
+        for i in range(RING + 1):
+            acc[i] = 0
+        if span == 0:
+            acc[RING] = mass
+        else:
+            edge = end - DAY
+            b = edge // step * step
+            if b < start:
+                b = start
+            given = (<object>mass * (b - start)) // span  # exact: the product may exceed 64 bits
+            b = (b // step + 1) * step
+            if b < end:
+                q, r = divmod(<object>mass * (b - start), span)
+                if b + step < end:
+                    dq, dr = divmod(<object>mass * step, span)
+                while True:
+                    if b > edge:
+                        acc[b // RES - m_low] += q - given
+                    given = q
+                    b += step
+                    if b >= end:
+                        break
+                    # mass * (b - start) = q * span + r, one slot on: r + dr < 2 * span <= 2 ** 63.
+                    q += dq
+                    r += dr
+                    if r >= span:
+                        r -= span
+                        q += 1
+            acc[RING] += mass - given
+        for i in range(RING + 1):
+            if acc[i]:
+                lowest = i
+                break
+        if lowest < 0:
+            return
+        if self.has_latest and m_low + lowest <= self.latest - RING:
+            raise ConfigError("end_ms", end_ms, f"a span whose parts lie inside the 24 h window "
+                              f"(its first part at minute {m_low + lowest}, the window's first "
+                              f"{self.latest - RING + 1})")
+        for i in range(lowest, RING + 1):
+            if not acc[i]:
+                continue
+            minute = m_low + i
+            held = 0
+            if self.has_latest and minute <= self.latest:
+                slot = minute % RING
+                if self.tags[slot] == minute:
+                    held = self.buckets[slot][k]
+            if held + acc[i] > C_MAX_BUCKET:
+                raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+        for i in range(lowest, RING + 1):
+            if acc[i]:
+                self._put(k, m_low + i, acc[i])
 
     cdef i64 _delivered_kinds(self, i64 minute, unsigned int kinds_mask):
         """Delivered of ``kinds_mask`` in the window ending in ``minute`` (>= latest), pg."""
