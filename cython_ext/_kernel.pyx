@@ -490,29 +490,51 @@ cdef class Ledger:
         return self.latest if self.has_latest else None
 
     cdef void _advance(self, i64 minute):
-        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets."""
-        cdef i64 x, first
-        cdef int slot, k
+        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets.
+
+        One pass over the minutes entering the window, with the ring slot and the 90-minute block
+        carried along (no division per minute but the expired minute's block): each slot's old
+        minute leaves the window total and its block's sum, the slot is emptied, and a block is
+        emptied when the first of its minutes enters.
+        """
+        cdef i64 x, first, old, b, ob, block_end
+        cdef int slot, k, bs, obs
         first = minute - RING + 1
         if self.has_latest and self.latest + 1 > first:
             first = self.latest + 1
-        cdef i64 old, b
+        slot = first % RING
+        b = first // BLOCK
+        block_end = (b + 1) * BLOCK
+        bs = b % NBLK
+        if self.btag[bs] != b:
+            self.btag[bs] = b
+            self.bsum[bs] = 0
         for x in range(first, minute + 1):
-            slot = x % RING
+            if x == block_end:
+                b += 1
+                block_end += BLOCK
+                bs += 1
+                if bs == NBLK:
+                    bs = 0
+                if self.btag[bs] != b:
+                    self.btag[bs] = b
+                    self.bsum[bs] = 0
             old = self.tags[slot]
             if old >= 0:
                 self.window_total -= self.btotal[slot]
-                b = old // BLOCK
-                if self.btag[b % NBLK] == b:
-                    self.bsum[b % NBLK] -= self.btotal[slot]
-            b = x // BLOCK
-            if self.btag[b % NBLK] != b:
-                self.btag[b % NBLK] = b
-                self.bsum[b % NBLK] = 0
+                # old = x - j * RING (j >= 1), so its block is b - 16 j: never b, though it may share b's
+                # place among the NBLK (j a multiple of 17), where b's reset above already emptied it.
+                ob = old // BLOCK
+                obs = ob % NBLK
+                if self.btag[obs] == ob:
+                    self.bsum[obs] -= self.btotal[slot]
             self.tags[slot] = x
             self.btotal[slot] = 0
             for k in range(NK):
                 self.buckets[slot][k] = 0
+            slot += 1
+            if slot == RING:
+                slot = 0
         self.latest = minute
         self.has_latest = True
 
