@@ -645,17 +645,22 @@ cdef class Ledger:
                     left -= room * per_minute
         amounts[0] += left
         for i in range(n):
-            minute = m0 - i
-            held = 0
-            if self.has_latest and minute <= self.latest:
-                slot = minute % RING
-                if self.tags[slot] == minute:
-                    held = self.buckets[slot][k]
-            if held + amounts[i] > C_MAX_BUCKET:
-                raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+            self._check_room(k, m0 - i, amounts[i], mass_pg)
         for i in range(n):
             self.record(k, amounts[i], (m0 - i) * RES)
         return lowest * RES
+
+    cdef int _check_room(self, int k, i64 minute, i64 amount, object mass_pg) except -1:
+        """Refuse ``amount`` more of kind ``k`` in ``minute`` if its bucket cannot hold it (``mass_pg``: the caller's)."""
+        cdef i64 held = 0
+        cdef int slot
+        if self.has_latest and minute <= self.latest:
+            slot = minute % RING
+            if self.tags[slot] == minute:
+                held = self.buckets[slot][k]
+        if held + amount > C_MAX_BUCKET:
+            raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+        return 0
 
     def record_spread(self, kind, mass_pg, start_ms, end_ms, slot_ms):
         """Record drug delivered at an even rate over ``[start_ms, end_ms]``, as polls every ``slot_ms`` record it.
@@ -681,14 +686,13 @@ cdef class Ledger:
         cdef i64 end = require_range("end_ms", end_ms, start_ms, MAX_TIME_MS, "ms")
         cdef i64 step = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
         cdef i64 span = end - start
-        cdef i64 m_low = end // RES - RING  # every part lies in the minutes m_low .. m_low + RING
-        cdef i64 acc[RING + 1]
-        cdef int i, lowest = -1, slot
-        cdef i64 edge, b, q, r, dq = 0, dr = 0, given, minute, held
-        for i in range(RING + 1):
-            acc[i] = 0
+        # The parts by minute, in time order (parts of one minute are consecutive): at most RING + 1.
+        cdef i64 minutes[RING + 1]
+        cdef i64 amounts[RING + 1]
+        cdef int n = 0, i
+        cdef i64 edge, b, q, r, dq = 0, dr = 0, given
         if span == 0:
-            acc[RING] = mass
+            self._add_part(minutes, amounts, &n, end // RES, mass)
         else:
             edge = end - DAY
             b = edge // step * step
@@ -702,7 +706,7 @@ cdef class Ledger:
                     dq, dr = divmod(<object>mass * step, span)
                 while True:
                     if b > edge:
-                        acc[b // RES - m_low] += q - given
+                        self._add_part(minutes, amounts, &n, b // RES, q - given)
                     given = q
                     b += step
                     if b >= end:
@@ -713,31 +717,28 @@ cdef class Ledger:
                     if r >= span:
                         r -= span
                         q += 1
-            acc[RING] += mass - given
-        for i in range(RING + 1):
-            if acc[i]:
-                lowest = i
-                break
-        if lowest < 0:
+            self._add_part(minutes, amounts, &n, end // RES, mass - given)
+        if n == 0:
             return
-        if self.has_latest and m_low + lowest <= self.latest - RING:
+        if self.has_latest and minutes[0] <= self.latest - RING:
             raise ConfigError("end_ms", end_ms, f"a span whose parts lie inside the 24 h window "
-                              f"(its first part at minute {m_low + lowest}, the window's first "
+                              f"(its first part at minute {minutes[0]}, the window's first "
                               f"{self.latest - RING + 1})")
-        for i in range(lowest, RING + 1):
-            if not acc[i]:
-                continue
-            minute = m_low + i
-            held = 0
-            if self.has_latest and minute <= self.latest:
-                slot = minute % RING
-                if self.tags[slot] == minute:
-                    held = self.buckets[slot][k]
-            if held + acc[i] > C_MAX_BUCKET:
-                raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
-        for i in range(lowest, RING + 1):
-            if acc[i]:
-                self._put(k, m_low + i, acc[i])
+        for i in range(n):
+            self._check_room(k, minutes[i], amounts[i], mass_pg)
+        for i in range(n):
+            self._put(k, minutes[i], amounts[i])
+
+    cdef inline void _add_part(self, i64* minutes, i64* amounts, int* n, i64 minute, i64 pg):
+        """Append a part of ``pg`` > 0 in ``minute`` (>= the last one's) to the list, merged by minute."""
+        if pg == 0:
+            return
+        if n[0] and minutes[n[0] - 1] == minute:
+            amounts[n[0] - 1] += pg
+        else:
+            minutes[n[0]] = minute
+            amounts[n[0]] = pg
+            n[0] += 1
 
     cdef i64 _delivered_kinds(self, i64 minute, unsigned int kinds_mask):
         """Delivered of ``kinds_mask`` in the window ending in ``minute`` (>= latest), pg."""
