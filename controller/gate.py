@@ -333,6 +333,12 @@ class KernelGate(Gate):
             return
         self.kernel.ledger.record(self._kind(kind), mass_pg, end_ms)
 
+    def record_delivery_spread(self, kind: DeliveryKind, mass_pg: int, start_ms: int, end_ms: int,
+                               poll_interval_ms: int) -> None:
+        """Record drug delivered evenly over ``[start_ms, end_ms]`` as status polls every ``poll_interval_ms``
+        would have recorded it, in one call (the kernel's ``Ledger.record_spread``; ms, pg)."""
+        self.kernel.ledger.record_spread(self._kind(kind), mass_pg, start_ms, end_ms, poll_interval_ms)
+
     def note_bolus_start(self, kind: DeliveryKind, at_ms: int) -> None:
         """Count a bolus start the checkpoint missed (a crash after it was sent): lockouts survive restarts."""
         k = self._kind(kind)

@@ -114,6 +114,7 @@ __all__ = [
     "MIN_TIME_MS",
     "MAX_TIME_MS",
     "MAX_INTERVAL_MS",
+    "MIN_SPREAD_SLOT_MS",
     "check_request",
     "ConfigError",
 ]
@@ -131,6 +132,9 @@ MAX_RATE_NL_PER_H = 10_000_000
 MAX_CONCENTRATION_UG_PER_ML = 100_000
 #: Largest daily dose any object accepts, ng/day (100 mg/day).
 MAX_DOSE_NG_PER_DAY = 100_000_000
+#: Shortest slot :meth:`Ledger.record_spread` divides a delivery into, ms (so one call records at
+#: most a day's worth of parts, 86 402).
+MIN_SPREAD_SLOT_MS = 1_000
 #: Largest single bolus volume, nL (10 mL).
 MAX_BOLUS_VOLUME_NL = 10_000_000
 #: Largest amount one ledger record may carry, pg.

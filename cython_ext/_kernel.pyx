@@ -61,6 +61,7 @@ from cython_ext._common import (
     check_request,
     MIN_TIME_MS,
     MAX_TIME_MS,
+    MIN_SPREAD_SLOT_MS,
     MAX_RATE_NL_PER_H,
     MAX_CONCENTRATION_UG_PER_ML,
     MAX_BOLUS_VOLUME_NL,
@@ -489,29 +490,51 @@ cdef class Ledger:
         return self.latest if self.has_latest else None
 
     cdef void _advance(self, i64 minute):
-        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets."""
-        cdef i64 x, first
-        cdef int slot, k
+        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets.
+
+        One pass over the minutes entering the window, with the ring slot and the 90-minute block
+        carried along (no division per minute but the expired minute's block): each slot's old
+        minute leaves the window total and its block's sum, the slot is emptied, and a block is
+        emptied when the first of its minutes enters.
+        """
+        cdef i64 x, first, old, b, ob, block_end
+        cdef int slot, k, bs, obs
         first = minute - RING + 1
         if self.has_latest and self.latest + 1 > first:
             first = self.latest + 1
-        cdef i64 old, b
+        slot = first % RING
+        b = first // BLOCK
+        block_end = (b + 1) * BLOCK
+        bs = b % NBLK
+        if self.btag[bs] != b:
+            self.btag[bs] = b
+            self.bsum[bs] = 0
         for x in range(first, minute + 1):
-            slot = x % RING
+            if x == block_end:
+                b += 1
+                block_end += BLOCK
+                bs += 1
+                if bs == NBLK:
+                    bs = 0
+                if self.btag[bs] != b:
+                    self.btag[bs] = b
+                    self.bsum[bs] = 0
             old = self.tags[slot]
             if old >= 0:
                 self.window_total -= self.btotal[slot]
-                b = old // BLOCK
-                if self.btag[b % NBLK] == b:
-                    self.bsum[b % NBLK] -= self.btotal[slot]
-            b = x // BLOCK
-            if self.btag[b % NBLK] != b:
-                self.btag[b % NBLK] = b
-                self.bsum[b % NBLK] = 0
+                # old = x - j * RING (j >= 1), so its block is b - 16 j: never b, though it may share b's
+                # place among the NBLK (j a multiple of 17), where b's reset above already emptied it.
+                ob = old // BLOCK
+                obs = ob % NBLK
+                if self.btag[obs] == ob:
+                    self.bsum[obs] -= self.btotal[slot]
             self.tags[slot] = x
             self.btotal[slot] = 0
             for k in range(NK):
                 self.buckets[slot][k] = 0
+            slot += 1
+            if slot == RING:
+                slot = 0
         self.latest = minute
         self.has_latest = True
 
@@ -537,8 +560,13 @@ cdef class Ledger:
             before = self.buckets[slot][k]
         if before + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
+        self._put(k, minute, mass)
+
+    cdef void _put(self, int k, i64 minute, i64 mass):
+        """Add ``mass`` to ``minute``'s bucket of kind ``k`` (checked: inside the window, room in the bucket)."""
         if not self.has_latest or minute > self.latest:
             self._advance(minute)
+        cdef int slot = minute % RING
         self.buckets[slot][k] += mass
         self.btotal[slot] += mass
         self.window_total += mass
@@ -617,17 +645,100 @@ cdef class Ledger:
                     left -= room * per_minute
         amounts[0] += left
         for i in range(n):
-            minute = m0 - i
-            held = 0
-            if self.has_latest and minute <= self.latest:
-                slot = minute % RING
-                if self.tags[slot] == minute:
-                    held = self.buckets[slot][k]
-            if held + amounts[i] > C_MAX_BUCKET:
-                raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+            self._check_room(k, m0 - i, amounts[i], mass_pg)
         for i in range(n):
             self.record(k, amounts[i], (m0 - i) * RES)
         return lowest * RES
+
+    cdef int _check_room(self, int k, i64 minute, i64 amount, object mass_pg) except -1:
+        """Refuse ``amount`` more of kind ``k`` in ``minute`` if its bucket cannot hold it (``mass_pg``: the caller's)."""
+        cdef i64 held = 0
+        cdef int slot
+        if self.has_latest and minute <= self.latest:
+            slot = minute % RING
+            if self.tags[slot] == minute:
+                held = self.buckets[slot][k]
+        if held + amount > C_MAX_BUCKET:
+            raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
+        return 0
+
+    def record_spread(self, kind, mass_pg, start_ms, end_ms, slot_ms):
+        """Record drug delivered at an even rate over ``[start_ms, end_ms]``, as polls every ``slot_ms`` record it.
+
+        The span is cut at every multiple of ``slot_ms`` strictly inside it (the poll times) and
+        at its end. The part ending at ``b`` is what an even delivery had given by ``b`` less what
+        it had given by the part's start, each rounded down: ``mass * (b - start) // span``. Each
+        part is recorded at ``b``, as :meth:`record` would, in order; parts of 0 pg, and parts at
+        or before ``end_ms - 24 h`` (in no window ending at ``end_ms`` or later), are not. A span
+        of 0 records the whole mass at ``end_ms``. All or nothing.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered over the span, pg.
+        :param start_ms: when the delivery began (the previous reconciliation), ms.
+        :param end_ms: when it was found (>= ``start_ms``), ms.
+        :param slot_ms: time between polls, ms (``MIN_SPREAD_SLOT_MS`` to 24 h).
+        :raises ConfigError: for bad values, a part before the 24 h window of the newest record,
+            or a bucket overflow; nothing is recorded then.
+        """
+        cdef int k = check_kind(kind)
+        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 start = require_range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
+        cdef i64 end = require_range("end_ms", end_ms, start_ms, MAX_TIME_MS, "ms")
+        cdef i64 step = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
+        cdef i64 span = end - start
+        # The parts by minute, in time order (parts of one minute are consecutive): at most RING + 1.
+        cdef i64 minutes[RING + 1]
+        cdef i64 amounts[RING + 1]
+        cdef int n = 0, i
+        cdef i64 edge, b, q, r, dq = 0, dr = 0, given
+        if span == 0:
+            self._add_part(minutes, amounts, &n, end // RES, mass)
+        else:
+            edge = end - DAY
+            b = edge // step * step
+            if b < start:
+                b = start
+            given = (<object>mass * (b - start)) // span  # exact: the product may exceed 64 bits
+            b = (b // step + 1) * step
+            if b < end:
+                q, r = divmod(<object>mass * (b - start), span)
+                if b + step < end:
+                    dq, dr = divmod(<object>mass * step, span)
+                while True:
+                    if b > edge:
+                        self._add_part(minutes, amounts, &n, b // RES, q - given)
+                    given = q
+                    b += step
+                    if b >= end:
+                        break
+                    # mass * (b - start) = q * span + r, one slot on: r + dr < 2 * span <= 2 ** 63.
+                    q += dq
+                    r += dr
+                    if r >= span:
+                        r -= span
+                        q += 1
+            self._add_part(minutes, amounts, &n, end // RES, mass - given)
+        if n == 0:
+            return
+        if self.has_latest and minutes[0] <= self.latest - RING:
+            raise ConfigError("end_ms", end_ms, f"a span whose parts lie inside the 24 h window "
+                              f"(its first part at minute {minutes[0]}, the window's first "
+                              f"{self.latest - RING + 1})")
+        for i in range(n):
+            self._check_room(k, minutes[i], amounts[i], mass_pg)
+        for i in range(n):
+            self._put(k, minutes[i], amounts[i])
+
+    cdef inline void _add_part(self, i64* minutes, i64* amounts, int* n, i64 minute, i64 pg):
+        """Append a part of ``pg`` > 0 in ``minute`` (>= the last one's) to the list, merged by minute."""
+        if pg == 0:
+            return
+        if n[0] and minutes[n[0] - 1] == minute:
+            amounts[n[0] - 1] += pg
+        else:
+            minutes[n[0]] = minute
+            amounts[n[0]] = pg
+            n[0] += 1
 
     cdef i64 _delivered_kinds(self, i64 minute, unsigned int kinds_mask):
         """Delivered of ``kinds_mask`` in the window ending in ``minute`` (>= latest), pg."""

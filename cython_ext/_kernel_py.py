@@ -63,6 +63,7 @@ from cython_ext._common import (
     check_request,
     MIN_TIME_MS,
     MAX_TIME_MS,
+    MIN_SPREAD_SLOT_MS,
     _check_state_snapshot,
     _kind,
     _prune_history,
@@ -321,6 +322,57 @@ class Ledger:
         for m in sorted(placed, reverse=True):
             self.record(kind, placed[m], m * LEDGER_RESOLUTION_MS)
         return min(m for m, amount in placed.items() if amount or m == m0) * LEDGER_RESOLUTION_MS
+
+    def record_spread(self, kind: int, mass_pg: int, start_ms: int, end_ms: int, slot_ms: int) -> None:
+        """Record drug delivered at an even rate over ``[start_ms, end_ms]``, as polls every ``slot_ms`` record it.
+
+        The span is cut at every multiple of ``slot_ms`` strictly inside it (the poll times) and
+        at its end. The part ending at ``b`` is what an even delivery had given by ``b`` less what
+        it had given by the part's start, each rounded down: ``mass * (b - start) // span``. Each
+        part is recorded at ``b``, as :meth:`record` would, in order; parts of 0 pg, and parts at
+        or before ``end_ms - 24 h`` (in no window ending at ``end_ms`` or later), are not. A span
+        of 0 records the whole mass at ``end_ms``. All or nothing.
+
+        :param kind: :class:`DeliveryKind` of the delivery.
+        :param mass_pg: mass delivered over the span, pg.
+        :param start_ms: when the delivery began (the previous reconciliation), ms.
+        :param end_ms: when it was found (>= ``start_ms``), ms.
+        :param slot_ms: time between polls, ms (``MIN_SPREAD_SLOT_MS`` to 24 h).
+        :raises ConfigError: for bad values, a part before the 24 h window of the newest record,
+            or a bucket overflow; nothing is recorded then.
+        """
+        kind = _kind(kind)
+        mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        start = require_range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
+        end = require_range("end_ms", end_ms, start, MAX_TIME_MS, "ms")
+        slot = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, MS_PER_DAY, "ms")
+        span = end - start
+        edge = end - MS_PER_DAY
+        by_minute: dict[int, int] = {}
+        if span == 0:
+            by_minute[end // LEDGER_RESOLUTION_MS] = mass
+        else:
+            # Cuts at or before the edge bound only parts that are dropped: start from the last of them.
+            first = max(start, edge // slot * slot)
+            cuts = [first, *range((first // slot + 1) * slot, end, slot), end]
+            for a, b in zip(cuts, cuts[1:]):
+                part = mass * (b - start) // span - mass * (a - start) // span
+                if b > edge:
+                    minute = b // LEDGER_RESOLUTION_MS
+                    by_minute[minute] = by_minute.get(minute, 0) + part
+        placed = sorted((m, pg) for m, pg in by_minute.items() if pg)
+        if not placed:
+            return
+        if self._latest is not None and placed[0][0] <= self._latest - WINDOW_BUCKETS:
+            raise ConfigError("end_ms", end_ms, f"a span whose parts lie inside the 24 h window "
+                              f"(its first part at minute {placed[0][0]}, the window's first "
+                              f"{self._latest - WINDOW_BUCKETS + 1})")
+        for minute, pg in placed:
+            held = self._buckets.get(minute, [0] * N_KINDS)[kind] if self._latest is not None else 0
+            if held + pg > MAX_BUCKET_PG:
+                raise ConfigError("mass_pg", mass_pg, f"<= {MAX_BUCKET_PG - held} pg in minute {minute} (bucket full)")
+        for minute, pg in placed:
+            self.record(kind, pg, minute * LEDGER_RESOLUTION_MS)
 
     def commit(self, kind: int, mass_pg: int) -> None:
         """Add an authorised, not yet delivered amount; it counts in every total until released."""

@@ -160,6 +160,7 @@ MAX_TRANSIT_MS: int  # 366 days: longest transit a BridgePlan may plan
 MAX_DECISION_AGE_MS: int  # 60_000: older decisions are not is_fresh(); re-authorise
 MIN_TIME_MS: int  # -(2**61): earliest time (anchors) accepted
 MAX_TIME_MS: int  # 2**62: latest time accepted
+MIN_SPREAD_SLOT_MS: int  # 1000: shortest slot Ledger.record_spread divides a delivery into, ms
 MAX_INTERVAL_MS: int  # 366 days: longest interval one integral call accepts
 N_KINDS: int
 
@@ -498,6 +499,18 @@ class Ledger:
         window check is looser than the truth. ``now_ms`` may not lie in a minute before the
         newest record (time never goes backwards). All or nothing. Returns the start of the
         earliest minute that received any of it, ms.
+        """
+    def record_spread(self, kind: int, mass_pg: int, start_ms: int, end_ms: int, slot_ms: int) -> None:
+        """Delivery at an even rate over ``[start_ms, end_ms]``, recorded as polls every ``slot_ms`` record it.
+
+        Contract: the same ledger as :meth:`record` of each part in time order. The span is cut at
+        every multiple of ``slot_ms`` strictly inside it and at ``end_ms``; the part ending at ``b``
+        is ``mass * (b - start) // span`` less the same at the part's start, recorded at ``b``.
+        Parts of 0 pg, and parts at or before ``end_ms - 24 h`` (in no window ending at ``end_ms``
+        or later), are not recorded; a span of 0 records the mass at ``end_ms``. ``slot_ms`` from
+        ``MIN_SPREAD_SLOT_MS`` to 24 h. All or nothing: a part before the window of the newest
+        record, or a full bucket, refuses the whole call. One call instead of one per poll: the
+        in-silico cohort reconciles once a day what 48 polls would have recorded.
         """
     def commit(self, kind: int, mass_pg: int) -> None: ...
     def release(self, kind: int, mass_pg: int) -> None: ...

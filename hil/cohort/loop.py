@@ -62,20 +62,8 @@ class PollSpreadGate:
         return getattr(self._gate, name)
 
     def record_delivery(self, kind: DeliveryKind, mass_pg: int, start_ms: int, end_ms: int) -> None:
-        """Record ``mass_pg`` delivered evenly over ``[start_ms, end_ms]``, in parts at the poll times."""
-        span = end_ms - start_ms
-        if span <= 0:
-            self._gate.record_delivery(kind, mass_pg, start_ms, end_ms)
-            return
-        edge = end_ms - MS_PER_DAY
-        before = max(start_ms, edge // self._interval_ms * self._interval_ms)  # earlier parts: in no window
-        slot_end = (before // self._interval_ms + 1) * self._interval_ms
-        while before < end_ms:
-            at = min(slot_end, end_ms)
-            part = mass_pg * (at - start_ms) // span - mass_pg * (before - start_ms) // span
-            if at > edge and part:
-                self._gate.record_delivery(kind, part, before, at)
-            before, slot_end = at, slot_end + self._interval_ms
+        """Record ``mass_pg`` delivered evenly over ``[start_ms, end_ms]``, in parts at the poll times (one kernel call)."""
+        self._gate.record_delivery_spread(kind, mass_pg, start_ms, end_ms, self._interval_ms)
 
 
 class IdealPumpLoop:
