@@ -433,9 +433,10 @@ class Ne1000Driver(PumpDriver):
 
         Two readings that agree with each other but sit below the last one
         returned: by at most two display steps (that one was off in its last
-        place), the last one is returned again until the counter passes it;
-        by more (the pump's counter really went back), it is reported once as
-        an error and the next call starts from them.
+        place), that counter keeps the last value until it passes it, while
+        the other counter moves on as far as the rate allows; by more (the
+        pump's counter really went back), or grown more than the rate allows,
+        it is reported once as an error and the next call starts from them.
 
         :raises CommunicationError: no plausible reading after all attempts
             (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
@@ -456,13 +457,23 @@ class Ne1000Driver(PumpDriver):
                     return reading
                 if why and agrees and baseline is not None:
                     if self._within_display_steps(reading, baseline[0]):
-                        # A digit of the last reading returned was off by the display's last place:
-                        # the counter has not passed it yet, so that reading still stands.
-                        return baseline[0]
-                    # Two readings agree against the last one returned: the pump's counter moved back.
-                    self._counter_baseline = (reading, now_ns)
-                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
-                    break
+                        # A digit of the last reading returned was off by the display's last place: a
+                        # counter that has not passed it yet keeps it; the other moves on if it may.
+                        held = DispensedVolume(max(reading.infused_nl, baseline[0].infused_nl),
+                                               max(reading.withdrawn_nl, baseline[0].withdrawn_nl))
+                        if held == baseline[0]:
+                            return held
+                        growth = self._implausible(held, baseline, now_ns)
+                        if not growth:
+                            self._counter_baseline = (held, now_ns)
+                            self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                            return held
+                        why = growth  # more than the rate allows: a fault, never a delivery
+                    else:
+                        # Two readings agree against the last one returned: the pump's counter moved back.
+                        self._counter_baseline = (reading, now_ns)
+                        self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                        break
                 if why:
                     self.stats.implausible_readings += 1
                     self._tx.note(f"implausible DIS reading {reading}: {why}; reading again")

@@ -106,10 +106,11 @@ def test_codec_fuzz_only_ever_raises_reply_format_errors(seed: int) -> None:
 # -- counters: checked against the last reading and the rate ------------------------------------------
 
 
-def connected(*exchanges: tuple[bytes, bytes | None]) -> tuple[Ne1000Driver, ScriptedLink, VirtualClock]:
+def connected(*exchanges: tuple[bytes, bytes | None], diameter: str = "14.43", rate: str = "30.00UH",
+              state: str = "S") -> tuple[Ne1000Driver, ScriptedLink, VirtualClock]:
     clock = VirtualClock()
-    link = ScriptedLink([(q("0"), r("00S")), (q("0"), r("00S")), (q("0DIA"), r("00S14.43")),
-                         (q("0RAT"), r("00S30.00UH")), *exchanges])
+    link = ScriptedLink([(q("0"), r(f"00{state}")), (q("0"), r(f"00{state}")), (q("0DIA"), r(f"00S{diameter}")),
+                         (q("0RAT"), r(f"00{state}{rate}")), *exchanges])
     driver = Ne1000Driver(link, clock=clock)
     driver.connect()
     return driver, link, clock
@@ -133,6 +134,36 @@ def test_the_outside_fuzz_find_a_dis_reply_with_an_extra_digit_is_read_again_not
     link.add(q("0DIS"), r("00SI0.010W0.000ML"))
     assert driver.read_dispensed() == DispensedVolume(10_000, 0)
     assert driver.stats.implausible_readings == 1
+    link.assert_done()
+
+
+def test_a_garbled_last_digit_on_one_counter_does_not_freeze_the_other() -> None:
+    # Found by the driver-plus-loop fuzz: a withdrawn counter garbled to 0.001 uL agreed, within the
+    # display's last place, with the true 0.000 and became the baseline; every later reading then
+    # "went back" on it and the driver returned that stale baseline for ever, while the pump infused.
+    driver, link, clock = connected((q("0DIS"), r("00II294.7W0.000UL")), (q("0DIS"), r("00II294.7W0.001UL")),
+                                    diameter="4.699", rate="12.50UH", state="I")
+    assert driver.read_dispensed() == DispensedVolume(294_700, 1)
+    for infused in ("295.7", "296.8"):
+        clock.advance(300)  # 1.04 uL at 12.5 uL/h
+        for _ in range(2):
+            link.add(q("0DIS"), r(f"00II{infused}W0.000UL"))
+        reading = driver.read_dispensed()
+        assert reading == DispensedVolume(round(float(infused) * 1000), 1), "the infused counter froze"
+    link.assert_done()
+
+
+def test_two_readings_that_agree_on_a_jump_the_rate_cannot_make_are_never_returned() -> None:
+    driver, link, clock = connected((q("0DIS"), r("00SI0.010W0.001ML")), (q("0DIS"), r("00SI0.010W0.001ML")))
+    assert driver.read_dispensed() == DispensedVolume(10_000, 1_000)
+    clock.advance(60)  # 0.5 uL at 30 uL/h
+    for _ in range(4):  # withdrawn a display step down, infused 10 mL up, twice alike: not a delivery
+        link.add(q("0DIS"), r("00SI10.01W0.000ML"))
+    with pytest.raises(CommunicationError) as info:
+        driver.read_dispensed()
+    assert info.value.error_code == "NE_IMPLAUSIBLE_COUNTER"
+    link.add(q("0DIS"), r("00SI0.010W0.001ML"))
+    assert driver.read_dispensed() == DispensedVolume(10_000, 1_000), "the jump became the baseline"
     link.assert_done()
 
 
