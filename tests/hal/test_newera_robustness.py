@@ -31,6 +31,10 @@ from hal.pump import DispensedVolume, ProgramPhase, PumpProgram
 from hal_links import DeviceLink, ScriptedLink
 from sim.clock import VirtualClock
 from sim.newera import Ne1000
+from tests import reply_tally
+
+CODEC_SUITE = "NE-1000 codec (mutated replies)"
+DRIVER_SUITE = "NE-1000 driver on a garbled simulator"
 
 
 def r(data: str) -> bytes:
@@ -80,12 +84,13 @@ _PARSERS: list[Callable[[str], object]] = [
 ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_codec_fuzz_only_ever_raises_reply_format_errors(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(200):
         data = mutate(rng.choice(CORPUS), rng)
+        reply_tally.fed(CODEC_SUITE)
         try:
             reply = codec.parse_reply(data)
         except ReplyFormatError:
@@ -211,7 +216,10 @@ class _Garbler:
         self.active = False
 
     def __call__(self, sent: bytes, reply: bytes) -> bytes:
-        if not self.active or not reply or self.rng.random() >= self.fraction:
+        if not self.active or not reply:
+            return reply
+        reply_tally.fed(DRIVER_SUITE)
+        if self.rng.random() >= self.fraction:
             return reply
         if self.rng.random() < 0.2:
             return b""  # lost
@@ -228,7 +236,7 @@ _CALLS: list[Callable[[Ne1000Driver], object]] = [
 ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_driver_fuzz_raises_only_hal_errors_and_returns_no_implausible_counter(seed: int) -> None:
     clock = VirtualClock()
@@ -253,3 +261,11 @@ def test_driver_fuzz_raises_only_hal_errors_and_returns_no_implausible_counter(s
             assert not returned or value.infused_nl >= returned[-1], "a counter that went backwards"
             returned.append(value.infused_nl)
     driver.close()
+
+
+@pytest.mark.parametrize("suite", [CODEC_SUITE, DRIVER_SUITE])
+def test_each_fuzz_above_fed_its_share_of_replies(suite: str) -> None:
+    # Runs after the fuzz tests of this module (pytest keeps definition order).
+    if reply_tally.FED[suite] == 0:
+        pytest.skip("the fuzz test did not run in this session (selected alone)")
+    reply_tally.check_share(suite)
