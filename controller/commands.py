@@ -439,7 +439,15 @@ class CommandIssuer:
         """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore."""
         try:
             program = self.pump.program_as_held(program)
-            paused = self.pump.pause()
+            try:
+                paused = self.pump.pause()
+            except CapabilityError:
+                raise
+            except HalError as exc:
+                # Nothing was staged or run: an infusing pump still runs what it ran before.
+                self.hal_errors.append((exc, True))
+                return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), None, True,
+                                      "not paused: reply lost")
             if not paused.applied:
                 return ProgramOutcome(ProgramResult.KEPT_OLD if paused.outcome is Outcome.NOT_APPLIED
                                       else ProgramResult.UNKNOWN, self.committed_rate_nl_per_h, paused.status,
