@@ -59,6 +59,7 @@ from cython_ext.errors import (
     CommunicationError,
     ConfigError,
     DeviceError,
+    HalError,
     LinkTimeoutError,
     StateError,
     UncertainDeliveryError,
@@ -1210,8 +1211,20 @@ class Ne1000Driver(PumpDriver):
                                      detail=f"{why}; RUN {first_phase} not sent, stage again")
             self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
             self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
-            return self._start_like("commit_program", codec.run_request(self.address, first_phase),
-                                    {Prompt.INFUSING, Prompt.WITHDRAWING})
+            result = self._start_like("commit_program", codec.run_request(self.address, first_phase),
+                                      {Prompt.INFUSING, Prompt.WITHDRAWING})
+            if result.outcome is not Outcome.APPLIED:
+                return result
+            # A garbled RUN (a lost digit: RUN resumes the paused phase) is answered as running too.
+            try:
+                phase = self.read_phase()
+            except HalError as exc:
+                return CommandResult("commit_program", Outcome.UNCERTAIN, status=result.status,
+                                     detail=f"running, but its phase could not be read ({exc})")
+            if phase != first_phase:
+                return CommandResult("commit_program", Outcome.NOT_APPLIED, status=result.status,
+                                     detail=f"the pump runs phase {phase}, not the program's first phase {first_phase}")
+            return result
 
     def read_phase(self) -> int:
         """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41."""

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 import hal
@@ -217,6 +217,8 @@ def run_fuzzed(seed: int) -> Run:
 # A seed does not shrink into a simpler case: a failure is reported by its seed, without a search.
 @settings(max_examples=16, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @given(st.integers(0, 2**32 - 1))
+@example(251)  # a bolus whose pause got no reply was reported running (controller/commands.py)
+@example(106)  # RUN heard without its phase resumed phase 2, reported as the new program (driver)
 def test_the_loop_under_line_faults_never_verifies_the_unapplied_nor_breaks_the_cap_nor_stops_silently(
         seed: int) -> None:
     run = run_fuzzed(seed)

@@ -27,7 +27,7 @@ from hal.newera import codec
 from hal.newera.codec import ReplyFormatError, VolumeUnits
 from hal.newera.driver import Ne1000Driver
 from hal.newera.framing import ETX, STX
-from hal.pump import DispensedVolume, ProgramPhase, PumpProgram
+from hal.pump import DispensedVolume, Outcome, ProgramPhase, PumpProgram
 from hal_links import DeviceLink, ScriptedLink
 from sim.clock import VirtualClock
 from sim.newera import Ne1000
@@ -202,6 +202,40 @@ def test_growth_the_rate_explains_is_accepted_at_once() -> None:
     assert driver.read_status().state.value == "infusing"
     link.add(q("0DIS"), r("00II0.030W0.000ML"))  # 30 uL in an hour at 30 uL/h
     assert driver.read_dispensed().infused_nl == 30_000
+
+
+class _LosesPhaseDigit:
+    """A simulated pump that, once ``active``, hears ``RUN1`` as ``RUN`` (a byte lost on the way in)."""
+
+    def __init__(self, device: Ne1000) -> None:
+        self.device, self.active = device, False
+
+    def receive(self, data: bytes) -> bytes:
+        return self.device.receive(data.replace(b"RUN1\r", b"RUN\r") if self.active else data)
+
+    def poll(self) -> bytes:
+        return self.device.poll()
+
+
+def test_a_run_heard_without_its_phase_resumes_another_phase_and_is_not_a_started_program() -> None:
+    # Found by the driver-plus-loop fuzz (seed 106): RUN without a phase resumes the paused phase, and the
+    # pump answers it as running, so the program just staged was reported started while the pump ran phase 2.
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False, syringe_diameter_mm="4.699", syringe_volume_ml="10")
+    line = _LosesPhaseDigit(pump)
+    driver = Ne1000Driver(DeviceLink(line), clock=clock)
+    driver.connect()
+    assert driver.stage_program(PumpProgram((ProgramPhase(60_000, 1_000), ProgramPhase(30_000)))).applied
+    assert driver.commit_program().applied
+    clock.advance(120)  # 1 uL at 60 uL/h takes 60 s: the pump is in phase 2
+    assert driver.read_phase() == 2
+    assert driver.pause().applied
+    assert driver.stage_program(PumpProgram((ProgramPhase(90_000, 2_000), ProgramPhase(30_000)))).applied
+    line.active = True
+    result = driver.commit_program()
+    assert result.outcome is Outcome.NOT_APPLIED, result
+    assert "phase 2" in result.detail
+    assert pump.mechanics.rate_nl_per_h == 30_000  # the truth: the bolus phase never ran
 
 
 # -- the driver on a pump whose replies are mutated at random ---------------------------------------
