@@ -14,6 +14,8 @@ The oracle is physical, never the controller's own ledger:
 * **nothing unapplied is verified**: whenever the controller says a programme is committed,
   the simulated mechanism is running at that rate at that moment; when it says the old one
   was kept, the mechanism runs at it or, standing still (after a reset), holds it;
+* **the ledger never absorbs an implausible counter**: the volume the controller counted into the
+  kernel's ledger never runs ahead of what the plunger moved (beyond the display's steps);
 * **the cap holds at the catheter tip**: the drug that left the tip in every 24 h window
   (from the volume the mechanism moved, through :class:`sim.catheter.PhysicalCatheter`)
   stays within the prescription's daily cap;
@@ -70,6 +72,9 @@ DOSE_UG_PER_DAY = 240
 #: Alarms that tell a clinician delivery may have stopped or is not confirmed.
 INTERRUPTION_ALARMS = frozenset({"therapy_interrupted", "therapy_status_unknown", "motor_stall", "occlusion",
                                  "pump_reset", "comms_degraded", "reservoir_empty", "minimum_rate_mode"})
+#: How far the ledger's counted volume may run ahead of the plunger, nL: the counter's display steps (100 nL
+#: below 1 mL, where the controller clears it), a few of them over a run.
+LEDGER_SLACK_NL = 2_000
 #: The alarm of the comms-timeout row of the fault table (controller/faults.py), due once delivery has been
 #: unconfirmed for ControllerSettings.unconfirmed_alarm_ms (2 h).
 OUTAGE_ALARM = "therapy_status_unknown"
@@ -86,6 +91,7 @@ class Run:
     alarms: list[tuple[int, str, str]] = field(default_factory=list)
     replies_fuzzed: int = 0
     max_tip_pg_per_24h: int = 0
+    max_ledger_ahead_nl: int = -(10**12)
     violations: list[str] = field(default_factory=list)
 
     def digest(self) -> str:
@@ -196,6 +202,10 @@ def run_fuzzed(seed: int) -> Run:
             controller.run_until(controller.now_ms() + STEP_MS)  # nothing may escape
 
             now_pushed = mechanics.actual_delivered_nl()
+            counted, moved = controller.loop.accounting.total_counted_nl, mechanics.commanded_infused_nl()
+            out.max_ledger_ahead_nl = max(out.max_ledger_ahead_nl, counted - moved)
+            if counted > moved + LEDGER_SLACK_NL:
+                out.violations.append(f"step {step}: the ledger absorbed {counted} nL, the plunger moved {moved} nL")
             tip_pg.append(catheter.push(now_pushed - pushed))
             pushed = now_pushed
             window = sum(tip_pg[-(MS_PER_DAY // STEP_MS):])
