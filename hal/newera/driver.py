@@ -192,6 +192,9 @@ class Ne1000Driver(PumpDriver):
         self._rate_now_nl_per_h: int | None = None
         self._staged: tuple[int, PumpProgram] | None = None
         self._program_max_rate_nl_per_h: int | None = None
+        #: Whether the pump may run a program of several rates (a bolus, then the basal): then no one rate
+        #: predicts how its counters grow, and a reading that grew is read twice.
+        self._several_rates = False
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -268,6 +271,7 @@ class Ne1000Driver(PumpDriver):
             if status.state in _RUNNING or status.state is PumpState.PAUSED:
                 # A program we did not write may run: its phases may have any rate up to the envelope.
                 self._program_max_rate_nl_per_h = self.capabilities().max_rate_nl_per_h
+                self._several_rates = True
             if safe_mode_timeout_s is not None:
                 self.enter_safe_mode(safe_mode_timeout_s)
             elif self._tx.safe:
@@ -528,6 +532,8 @@ class Ne1000Driver(PumpDriver):
         if self._tx.safe:
             return True
         before, then_ns = baseline
+        if self._several_rates and reading != before:
+            return False  # which phase ran, and how long, is not known: a garbled digit could pass as a bolus
         rate = self._rate_now_nl_per_h
         state = self._tx.last_state
         unit_nl = self._counter_unit_nl()
@@ -956,6 +962,7 @@ class Ne1000Driver(PumpDriver):
                 assert status is not None
                 if status.state is PumpState.STOPPED:
                     self._program_max_rate_nl_per_h = None
+                    self._several_rates = False
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
                 if lost and status.state is not PumpState.PAUSED:
                     return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
@@ -1210,6 +1217,7 @@ class Ne1000Driver(PumpDriver):
                 return CommandResult("commit_program", Outcome.NOT_APPLIED, status=before,
                                      detail=f"{why}; RUN {first_phase} not sent, stage again")
             self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
+            self._several_rates = len({phase.rate_nl_per_h for phase in program.phases}) > 1
             self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
             result = self._start_like("commit_program", codec.run_request(self.address, first_phase),
                                       {Prompt.INFUSING, Prompt.WITHDRAWING})

@@ -238,6 +238,33 @@ def test_a_run_heard_without_its_phase_resumes_another_phase_and_is_not_a_starte
     assert pump.mechanics.rate_nl_per_h == 30_000  # the truth: the bolus phase never ran
 
 
+def test_a_garbled_digit_that_looks_like_the_bolus_rate_is_read_again_when_the_basal_runs() -> None:
+    # Found by the driver-plus-loop fuzz (seed 446): after a bolus program's bolus phase, the counter grows at
+    # the basal rate, but a reading that grew at the bolus rate (one flipped bit: 14.23 -> 34.23 uL) was taken
+    # as predicted by the physics, returned at once, and absorbed by the ledger.
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False, syringe_diameter_mm="4.699", syringe_volume_ml="10")
+    flips = []
+
+    def flip(sent: bytes, reply: bytes) -> bytes:
+        if flips and sent == q("0DIS") and b"I14.23W" in reply:
+            flips.pop()
+            return reply.replace(b"I14.23W", b"I34.23W")
+        return reply
+
+    driver = Ne1000Driver(DeviceLink(pump, manipulator=flip), clock=clock)
+    driver.connect()
+    assert driver.stage_program(PumpProgram((ProgramPhase(260_000, 10_000), ProgramPhase(20_000)))).applied
+    assert driver.commit_program().applied
+    clock.advance(600)  # the 10 uL bolus took 138 s; the basal runs since
+    assert driver.read_phase() == 2
+    assert driver.read_dispensed() == DispensedVolume(12_560, 0)
+    clock.advance(300)  # 1.67 uL at the basal; 21.7 uL at the bolus rate
+    flips.append(True)
+    assert driver.read_dispensed() == DispensedVolume(14_230, 0) == DispensedVolume(*pump.dispensed_nl())
+    assert not flips, "the garbled reply was never sent"
+
+
 # -- the driver on a pump whose replies are mutated at random ---------------------------------------
 
 
