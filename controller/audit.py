@@ -74,7 +74,12 @@ SYSTEM_ACTOR = Actor("controller", Role.SYSTEM)
 
 def _jsonable(value: Any) -> Any:
     """Turn ``value`` into plain JSON types, exactly (Decimals become strings, enums their values)."""
-    if value is None or isinstance(value, (bool, int, str)):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         raise ConfigError("journal.payload", value, "free of floats (use int fixed point or Decimal)")

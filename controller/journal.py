@@ -543,8 +543,12 @@ class Journal:
             raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
         self._hook("committed")
 
-    def _append(self, items: Sequence[_Pending], *, durable: bool = True) -> tuple[JournalEntry, ...]:
+    def _append(self, items: Sequence[_Pending], *, durable: bool = True,
+                want_entries: bool = True) -> tuple[JournalEntry, ...]:
         """Chain ``items`` after everything written so far (caller holds the lock).
+
+        ``want_entries=False`` returns no entries (a routine reading's caller needs none; the
+        command index needs them, so commands always want them).
 
         A ``durable`` append commits everything staged, ``items`` included, before it returns,
         unless a :meth:`transaction` is open (then the transaction commits it when it ends). A
@@ -558,9 +562,12 @@ class Journal:
         after = (self._tail[-1][0], self._tail[-1][-1]) if self._tail else self._tail_base
         rows = self._chain(items, *after)
         self._tail.extend(rows)
-        entries = tuple(_row_to_entry(r) for r in rows)
-        for entry in entries:
-            if entry.kind == EntryKind.COMMAND.value:
+        if want_entries or any(item.kind is EntryKind.COMMAND for item in items):
+            entries = tuple(_row_to_entry(r) for r in rows)
+        else:
+            entries = ()
+        for item, entry in zip(items, entries):
+            if item.kind is EntryKind.COMMAND:
                 self._index_command(entry)
         if durable and self._tx_depth == 0:
             self._flush_locked()
@@ -589,11 +596,12 @@ class Journal:
         finally:
             self._tail_base = self._head() if not self._closed else self._tail_base
 
-    def _write(self, items: Sequence[_Pending], *, durable: bool = True,
-               batchable: bool = False) -> tuple[JournalEntry, ...]:
+    def _write(self, items: Sequence[_Pending], *, durable: bool = True, batchable: bool = False,
+               want_entries: bool = True) -> tuple[JournalEntry, ...]:
         """Append ``items``: durable on return when ``durable``, unless ``batchable`` inside :meth:`batch`."""
         with self._lock:
-            return self._append(items, durable=durable and not (batchable and self._in_batch))
+            return self._append(items, durable=durable and not (batchable and self._in_batch),
+                                want_entries=want_entries)
 
     def flush(self) -> None:
         """Commit everything staged now (durable on return)."""
@@ -737,13 +745,16 @@ class Journal:
         return self._write([item], durable=durable)[0]
 
     def record_reading(self, reading: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR,
-                       durable: bool = True) -> JournalEntry:
+                       durable: bool = True) -> None:
         """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats).
+
+        A reading is written at every poll, so this returns no entry (read it back with the
+        journal's queries).
 
         :param durable: False stages it for the next commit (a routine reading at every poll costs no fsync).
         """
-        return self._write([self._item(EntryKind.READING, "reading", actor, new=dict(reading))], durable=durable,
-                           batchable=True)[0]
+        self._write([self._item(EntryKind.READING, "reading", actor, new=reading)], durable=durable,
+                    batchable=True, want_entries=False)
 
     def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR,
                                durable: bool = True) -> JournalEntry:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from cython_ext.errors import ConfigError
-from cython_ext.units import H_PER_DAY, MS_PER_DAY, UG_PER_MG
+from cython_ext.units import H_PER_DAY, UG_PER_MG
 from hil.report import PRINT_DPI, RunRecord, html_cell, html_links, html_page, html_pairs, html_table, write_report
 from hil.scenario import RunOptions, ScenarioRunner, parse_scenario
 from sim.oral import LABELLED_TITRATION, OralStep, compare_routes, equivalent_intrathecal_dose_ug_per_day, \

@@ -511,13 +511,14 @@ class Patient:
             raise ConfigError("start_s", start_s, f">= the model time {self._time_s}")
         if not math.isfinite(end_s) or end_s < start_s:
             raise ConfigError("end_s", end_s, f">= start_s {start_s}")
-        self.advance_to(start_s)
+        self._advance(start_s, 0.0, 0.0)
         mass_ng = mass_ug * NG_PER_UG
         if end_s == start_s:
             self._x[CSF] += mass_ng
             self._update_flags()
-            return self.state()
-        return self._advance(end_s, mass_ng / ((end_s - start_s) / S_PER_H), 0.0)
+        else:
+            self._advance(end_s, mass_ng / ((end_s - start_s) / S_PER_H), 0.0)
+        return self.state()
 
     def bolus(self, dose_ng: float) -> None:
         """An instantaneous intrathecal injection now (a screening bolus by lumbar puncture), ng (>= 0)."""
@@ -536,9 +537,13 @@ class Patient:
         """Advance the model without input to ``time_s`` (not backwards) and return the state there."""
         if not math.isfinite(time_s) or time_s < self._time_s:
             raise ConfigError("time_s", time_s, f">= the model time {self._time_s}")
-        return self._advance(time_s, 0.0, 0.0)
+        self._advance(time_s, 0.0, 0.0)
+        return self.state()
 
-    def _advance(self, time_s: float, intrathecal_ng_per_h: float, oral_ng_per_h: float) -> PatientState:
+    def _advance(self, time_s: float, intrathecal_ng_per_h: float, oral_ng_per_h: float) -> None:
+        """Integrate to ``time_s`` with constant inputs, ng/h; the flags follow each step."""
+        if self._time_s >= time_s:
+            return
         u = np.array([intrathecal_ng_per_h, oral_ng_per_h])
         while self._time_s < time_s:
             step_s = min(MAX_STEP_H * S_PER_H, time_s - self._time_s)
@@ -548,7 +553,6 @@ class Patient:
             self._tolerance = float(next_tolerance(self._tolerance, before, self._x[BRAIN], step_s / S_PER_H, self._p))
             self._time_s += step_s
             self._update_flags()
-        return self.state()
 
     def _step(self, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
         cached = self._steps.get(dt_h)

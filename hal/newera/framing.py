@@ -134,14 +134,8 @@ class ReplyDeframer:
         out: list[Frame | FrameError] = []
         buf = self._buf
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                out.append(FrameError("stray", bytes(buf)))
-                buf.clear()
+            if not _skip_to_stx(buf, out):
                 break
-            if start > 0:
-                out.append(FrameError("stray", bytes(buf[:start])))
-                del buf[:start]
             end = buf.find(ETX, 1)
             restart = buf.find(STX, 1)
             if restart >= 0 and (end < 0 or restart < end):
@@ -158,14 +152,8 @@ class ReplyDeframer:
         out: list[Frame | FrameError] = []
         buf = self._buf
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                out.append(FrameError("stray", bytes(buf)))
-                buf.clear()
+            if not _skip_to_stx(buf, out):
                 break
-            if start > 0:
-                out.append(FrameError("stray", bytes(buf[:start])))
-                del buf[:start]
             if len(buf) < 2:
                 break
             length = buf[1]
@@ -188,3 +176,16 @@ class ReplyDeframer:
             out.append(Frame(FrameKind.SAFE, data))
             del buf[: length + 1]
         return out
+
+
+def _skip_to_stx(buf: bytearray, out: list[Frame | FrameError]) -> bool:
+    """Discard what precedes the first STX of ``buf`` (reported as stray); False if no STX is left."""
+    start = buf.find(STX)
+    if start < 0:
+        out.append(FrameError("stray", bytes(buf)))
+        buf.clear()
+        return False
+    if start > 0:
+        out.append(FrameError("stray", bytes(buf[:start])))
+        del buf[:start]
+    return True

@@ -7,7 +7,8 @@ empty) on the simulated NE-1000 in virtual time, and reports in one run:
 * **(a) the full loop in-process**: controller, kernel, durable store (WAL,
   ``synchronous=FULL``), HAL driver and simulated firmware, without a terminal;
 * **(b) the kernel-and-accounting-only loop** over the same polls
-  (:func:`controller.benchmarks.accounting_replay_s`): what the loop must do for each
+  (:func:`controller.benchmarks.accounting_replay_s`, the fastest of
+  :data:`FLOOR_REPEATS` replays): what the loop must do for each
   poll besides talking to the pump and committing; and **the ratio (a)/(b)**, whose
   goal is at most :data:`TARGET_FLOOR_RATIO`;
 * the full loop **over a pty**, as fast as it goes;
@@ -25,6 +26,7 @@ figures, so none are printed and the exit status is 130.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,9 @@ PACED_BAUD = 19200
 TARGET_WALL_S = {"inprocess": 5.0, "pty": 30.0}
 #: Goal for the full in-process loop against the kernel-and-accounting loop, (a)/(b).
 TARGET_FLOOR_RATIO = 100.0
+#: Replays of the kernel-and-accounting loop; the fastest is the floor (a 15 ms figure is noisy,
+#: and the fastest replay is the least that loop can cost: the ratio errs against us).
+FLOOR_REPEATS = 5
 #: Goal for a paced run's wall time against the wire time of its bytes.
 TARGET_WIRE_RATIO = 1.15
 #: Bits on the wire per byte at 8N1 (start, 8 data, stop).
@@ -86,10 +91,11 @@ def measure(link: str, days: int) -> dict[str, Any]:
     }
     if link == "inprocess":
         polls = [(sample.t_ms, sample.rate_nl_per_h) for sample in record.samples]
-        floor_s = accounting_replay_s(scenario.prescription, polls)
+        floor_s = min(accounting_replay_s(scenario.prescription, polls) for _ in range(FLOOR_REPEATS))
         ratio = record.wall_s / floor_s if floor_s > 0 else None
         figures.update({
             "kernel_and_accounting_s": round(floor_s, 4),
+            "kernel_and_accounting_repeats": FLOOR_REPEATS,
             "full_over_kernel_and_accounting": None if ratio is None else round(ratio, 1),
             "target_full_over_kernel_and_accounting": TARGET_FLOOR_RATIO,
             "within_floor_target": ratio is not None and ratio <= TARGET_FLOOR_RATIO,
@@ -123,8 +129,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark entry point (``itb bench run [--quick] [--json]``): the figures of each run under its name."""
     quick = getattr(args, "quick", False)
     days = QUICK_DAYS if quick else FULL_DAYS
-    figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario"}
+    figures: dict[str, Any] = {"kernel": kernel_implementation(), "poll_interval": "from the scenario",
+                               "load_average_before": [round(v, 2) for v in os.getloadavg()]}
     for link in ("inprocess", "pty"):
         figures[link] = measure(link, days)
     figures["pty_paced"] = measure_paced(QUICK_PACED_DAYS if quick else PACED_DAYS)
+    figures["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return figures

@@ -412,7 +412,7 @@ class ScenarioRunner:
             ashworth=round(state.ashworth, 3), effect_ng_per_ml=round(state.effect_ng_per_ml, 2))
         self.record.samples.append(sample)
         total_nl = self.controller.loop.total_counted_nl
-        self._log("sample", sample=asdict(sample), interval_ms=poll.interval_ms, tip_pg=tip_pg,
+        self._log("sample", sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,
                   delivered_pg=delivered_pg, programmed_pg=programmed_pg, total_counted_nl=total_nl)
         self.controller.store.record_reading(
             {"t_ms": rel, "status_known": poll.status_known, "mode": poll.mode, "rate_nl_per_h": poll.rate_nl_per_h,

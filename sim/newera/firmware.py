@@ -494,29 +494,33 @@ class Ne1000(ByteDevice):
         return self._last_valid_ns + self.safe_timeout_s * NS_PER_S
 
     def _next_motion_event(self) -> tuple[int | None, Callable[[], None] | None]:
+        """The earliest motion event (end of travel, phase volume reached, occlusion stall) and its action.
+
+        Ties go to the first in that order.
+        """
         mech = self.mechanics
         if not mech.moving or not self.powered:
             return None, None
         t0 = mech.time_ns
-        events: list[tuple[int, Callable[[], None]]] = []
+        best_t: int | None = None
+        best: Callable[[], None] | None = None
         travel = mech.travel_left_scaled()
         if travel is not None:
             dt = mech.time_to_move_ns(travel)
             if dt is not None:
-                events.append((t0 + dt, self._stall))
+                best_t, best = t0 + dt, self._stall
         if self.state in ("I", "W"):
             target = self._phase_target_scaled()
             if target:
                 dt = mech.time_to_move_ns(target - self._phase_moved_scaled)
-                if dt is not None:
-                    events.append((t0 + dt, self._phase_complete))
+                if dt is not None and (best_t is None or t0 + dt < best_t):
+                    best_t, best = t0 + dt, self._phase_complete
         if self.occluded and mech.direction == INFUSE and self._occluded_since_ns is not None:
             since = t0 if self._motion_since_ns is None else self._motion_since_ns
-            start = max(self._occluded_since_ns, since)
-            events.append((max(t0, start + self.occlusion_delay_ns), self._stall))
-        if not events:
-            return None, None
-        return min(events, key=lambda e: e[0])
+            t_stall = max(t0, max(self._occluded_since_ns, since) + self.occlusion_delay_ns)
+            if best_t is None or t_stall < best_t:
+                best_t, best = t_stall, self._stall
+        return best_t, best
 
     def _advance(self, now_ns: int) -> None:
         if self._advancing:
@@ -524,14 +528,16 @@ class Ne1000(ByteDevice):
         self._advancing = True
         try:
             for _ in range(10_000):
-                t_motion, action = self._next_motion_event()
+                # The earliest event due by now; ties go to motion, then the watchdog, then a pause's end.
+                t_event, event = self._next_motion_event()
                 t_watch = self._watchdog_deadline()
-                events = ((t_motion, action), (t_watch, self._watchdog_expired), (self._pause_deadline(), self._pause_over))
-                due = [(t, a) for t, a in events if t is not None]
-                due = [(t, a) for t, a in due if t <= now_ns]
-                if not due:
+                if t_watch is not None and (t_event is None or t_watch < t_event):
+                    t_event, event = t_watch, self._watchdog_expired
+                t_pause = self._pause_deadline()
+                if t_pause is not None and (t_event is None or t_pause < t_event):
+                    t_event, event = t_pause, self._pause_over
+                if t_event is None or t_event > now_ns or event is None:
                     break
-                t_event, event = min(due, key=lambda e: e[0])
                 self._integrate(max(t_event, self.mechanics.time_ns))
                 event()
             self._integrate(max(now_ns, self.mechanics.time_ns))

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from controller import drug_library
 from controller.assembly import build_controller
 from controller.audit import Role
-from controller.patient import PatientRecord
 from controller.prescription import parse_prescription
 from controller.roles import Refusal
 from controller.signing import (
