@@ -523,6 +523,7 @@ class CommandIssuer:
             except CapabilityError:
                 raise
             except HalError as exc:
+                # Nothing was staged or run: an infusing pump still runs what it ran before.
                 self.hal_errors.append((exc, True))
                 return ProgramOutcome(ProgramResult.UNKNOWN, None, self.read_status(), None, True,
                                       "not paused: reply lost")
@@ -551,6 +552,10 @@ class CommandIssuer:
             return ProgramOutcome(ProgramResult.REJECTED_BY_PUMP, None, status, None, started is None,
                                   f"pump alarm {status.alarm.value} after RUN")
         uncertain = started is None or started.outcome is Outcome.UNCERTAIN
+        if started is not None and started.outcome is Outcome.NOT_APPLIED and status.state is PumpState.INFUSING:
+            # Infusing, but not the program just staged (RUN not sent, or the pump runs another phase).
+            return ProgramOutcome(ProgramResult.KEPT_OLD, None, status, None, False,
+                                  f"program staged, but not started: {started.detail}")
         if status.state is not PumpState.INFUSING:
             return ProgramOutcome(ProgramResult.KEPT_OLD if not uncertain else ProgramResult.UNKNOWN, None, status,
                                   None, uncertain, f"program staged, but the pump reports {status.state.value}")

@@ -52,3 +52,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("hil") is not None:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzzed-reply figure of this run (issue #11), when a fuzz suite ran."""
+    from tests.reply_tally import pytest_terminal_summary as fuzz_summary
+
+    fuzz_summary(terminalreporter)

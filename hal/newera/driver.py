@@ -59,6 +59,7 @@ from cython_ext.errors import (
     CommunicationError,
     ConfigError,
     DeviceError,
+    HalError,
     LinkTimeoutError,
     StateError,
     UncertainDeliveryError,
@@ -191,6 +192,9 @@ class Ne1000Driver(PumpDriver):
         self._rate_now_nl_per_h: int | None = None
         self._staged: tuple[int, PumpProgram] | None = None
         self._program_max_rate_nl_per_h: int | None = None
+        #: Whether the pump may run a program of several rates (a bolus, then the basal): then no one rate
+        #: predicts how its counters grow, and a reading that grew is read twice.
+        self._several_rates = False
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -267,6 +271,7 @@ class Ne1000Driver(PumpDriver):
             if status.state in _RUNNING or status.state is PumpState.PAUSED:
                 # A program we did not write may run: its phases may have any rate up to the envelope.
                 self._program_max_rate_nl_per_h = self.capabilities().max_rate_nl_per_h
+                self._several_rates = True
             if safe_mode_timeout_s is not None:
                 self.enter_safe_mode(safe_mode_timeout_s)
             elif self._tx.safe:
@@ -433,9 +438,10 @@ class Ne1000Driver(PumpDriver):
 
         Two readings that agree with each other but sit below the last one
         returned: by at most two display steps (that one was off in its last
-        place), the last one is returned again until the counter passes it;
-        by more (the pump's counter really went back), it is reported once as
-        an error and the next call starts from them.
+        place), that counter keeps the last value until it passes it, while
+        the other counter moves on as far as the rate allows; by more (the
+        pump's counter really went back), or grown more than the rate allows,
+        it is reported once as an error and the next call starts from them.
 
         :raises CommunicationError: no plausible reading after all attempts
             (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
@@ -456,13 +462,23 @@ class Ne1000Driver(PumpDriver):
                     return reading
                 if why and agrees and baseline is not None:
                     if self._within_display_steps(reading, baseline[0]):
-                        # A digit of the last reading returned was off by the display's last place:
-                        # the counter has not passed it yet, so that reading still stands.
-                        return baseline[0]
-                    # Two readings agree against the last one returned: the pump's counter moved back.
-                    self._counter_baseline = (reading, now_ns)
-                    self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
-                    break
+                        # A digit of the last reading returned was off by the display's last place: a
+                        # counter that has not passed it yet keeps it; the other moves on if it may.
+                        held = DispensedVolume(max(reading.infused_nl, baseline[0].infused_nl),
+                                               max(reading.withdrawn_nl, baseline[0].withdrawn_nl))
+                        if held == baseline[0]:
+                            return held
+                        growth = self._implausible(held, baseline, now_ns)
+                        if not growth:
+                            self._counter_baseline = (held, now_ns)
+                            self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                            return held
+                        why = growth  # more than the rate allows: a fault, never a delivery
+                    else:
+                        # Two readings agree against the last one returned: the pump's counter moved back.
+                        self._counter_baseline = (reading, now_ns)
+                        self._rate_bound_nl_per_h = self._rate_in_effect_nl_per_h()
+                        break
                 if why:
                     self.stats.implausible_readings += 1
                     self._tx.note(f"implausible DIS reading {reading}: {why}; reading again")
@@ -516,6 +532,8 @@ class Ne1000Driver(PumpDriver):
         if self._tx.safe:
             return True
         before, then_ns = baseline
+        if self._several_rates and reading != before:
+            return False  # which phase ran, and how long, is not known: a garbled digit could pass as a bolus
         rate = self._rate_now_nl_per_h
         state = self._tx.last_state
         unit_nl = self._counter_unit_nl()
@@ -944,6 +962,7 @@ class Ne1000Driver(PumpDriver):
                 assert status is not None
                 if status.state is PumpState.STOPPED:
                     self._program_max_rate_nl_per_h = None
+                    self._several_rates = False
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
                 if lost and status.state is not PumpState.PAUSED:
                     return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
@@ -1198,9 +1217,22 @@ class Ne1000Driver(PumpDriver):
                 return CommandResult("commit_program", Outcome.NOT_APPLIED, status=before,
                                      detail=f"{why}; RUN {first_phase} not sent, stage again")
             self._program_max_rate_nl_per_h = program.max_rate_nl_per_h
+            self._several_rates = len({phase.rate_nl_per_h for phase in program.phases}) > 1
             self._allow_rate(max(self._rate_now_nl_per_h or 0, program.max_rate_nl_per_h))
-            return self._start_like("commit_program", codec.run_request(self.address, first_phase),
-                                    {Prompt.INFUSING, Prompt.WITHDRAWING})
+            result = self._start_like("commit_program", codec.run_request(self.address, first_phase),
+                                      {Prompt.INFUSING, Prompt.WITHDRAWING})
+            if result.outcome is not Outcome.APPLIED:
+                return result
+            # A garbled RUN (a lost digit: RUN resumes the paused phase) is answered as running too.
+            try:
+                phase = self.read_phase()
+            except HalError as exc:
+                return CommandResult("commit_program", Outcome.UNCERTAIN, status=result.status,
+                                     detail=f"running, but its phase could not be read ({exc})")
+            if phase != first_phase:
+                return CommandResult("commit_program", Outcome.NOT_APPLIED, status=result.status,
+                                     detail=f"the pump runs phase {phase}, not the program's first phase {first_phase}")
+            return result
 
     def read_phase(self) -> int:
         """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41."""

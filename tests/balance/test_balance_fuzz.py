@@ -9,7 +9,8 @@ replies built from the protocol's own tokens, and raw bytes. Nothing but a
 :class:`~cython_ext.errors.HalError` may escape, and a returned reading must
 be plausible and must show digits that one of the delivered lines carried (the
 oracle is the bytes, not our decoder). Every reply fed to a driver counts as a
-case; :data:`CASES` is checked at the end of the module.
+case; :data:`CASES` is checked at the end of the module, and each counts to
+the run's figure in :mod:`tests.reply_tally`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from hal.balance import MASS_UNIT_UG, BalanceDriver, BalanceIdentity, BalanceRea
 from hal.mtsics.driver import MtSicsDriver
 from hal.sartorius.driver import SbiDriver
 from sim.clock import VirtualClock
+from tests import reply_tally
+
+#: The suite names in :data:`tests.reply_tally.SHARES`.
+SUITES = {"mtsics": "MT-SICS driver", "sbi": "SBI driver"}
 
 MTSICS_GOLDEN = [
     b"S S     100.00 g\r\n", b"S D      12.34567 g\r\n", b"S I\r\n", b"S +\r\n", b"S -\r\n",
@@ -50,7 +55,7 @@ _NUMBER = re.compile(rb"\d*\.?\d+|\d+\.")
 #: Replies fed to a driver, per protocol (the cases of this suite).
 CASES = {"mtsics": 0, "sbi": 0}
 #: Hypothesis examples per protocol, and driver operations run in each.
-EXAMPLES = 200
+EXAMPLES = 300
 OPERATIONS_PER_EXAMPLE = 60
 
 
@@ -173,6 +178,7 @@ def make_test(kind: str) -> Callable[..., None]:
                 result = None
             finally:
                 CASES[kind] += len(link.delivered)
+                reply_tally.fed(SUITES[kind], len(link.delivered))
             check_result(result, link.delivered)
 
     return test
@@ -188,3 +194,4 @@ def test_tens_of_thousands_of_replies_were_fed(kind: str) -> None:
     if CASES[kind] == 0:
         pytest.skip("the fuzz tests did not run in this session (selected alone)")
     assert CASES[kind] >= 10_000, CASES
+    reply_tally.check_share(SUITES[kind])
