@@ -92,9 +92,10 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: Whether the controller may restart while the patient is short of drug (the same finding: the
     #: restarted watch is disarmed); off, restarts wait for 7 h of delivery above the minimum rate.
     RESTART_SHORT_OF_DRUG = False
-    #: Whether a reply may be lost while a bolus program runs (known: a lost reply to the pause that ends
-    #: it leaves the program's basal phase on the pump while the controller verifies a new rate on the
-    #: bolus phase, see ``test_adversary_findings.py``); off, replies are lost only between boluses.
+    #: Whether a reply may be lost while a bolus program runs (on since the fix: a rate change is verified
+    #: only when it is what the pump will do with no further command; the finding that a lost reply to the
+    #: pause ending a bolus left the program's old basal phase running is pinned in
+    #: ``test_adversary_findings.py``).
     LOSE_REPLY_DURING_BOLUS = True
     #: Rules the oracle does not judge in this machine.
     UNJUDGED: frozenset[str] = frozenset()
