@@ -75,6 +75,10 @@ class IdealPumpLoop:
     :param clock: the cohort's clock (controller time).
     """
 
+    #: The ideal pump's commands are never refused by the orphan check (the cohort has no controller
+    #: death to bound); the workflows read it when a change was not verified.
+    orphan_refused: tuple[str, ...] = ()
+
     def __init__(self, gate: KernelGate, alarms: AlarmManager, config: LoopConfig, clock: Clock) -> None:
         self.gate = gate
         self.alarms = alarms
@@ -82,9 +86,6 @@ class IdealPumpLoop:
         self.clock = clock
         self.accounting = Accounting(PollSpreadGate(gate, config.poll_interval_ms), lambda event, **payload: None)
         self.mode = Mode.IDLE
-        #: The ideal pump's commands are never refused by the orphan check (the cohort has no controller
-        #: death to bound); the workflows read it when a change was not verified.
-        self.orphan_refused: tuple[str, ...] = ()
         self.basal_rate_nl_per_h = 0
         self.programme: Any = None
         self.bolus: BolusRun | None = None
