@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from hil.cohort.run import run_cohort
 PATIENTS = 180
 DAYS = 180
 GOLDEN = Path(__file__).with_name("golden") / f"outcomes_{PATIENTS}x{DAYS}.json"
+#: Relative tolerance for the patient model's floats (tone, levels): the last digit of an ``exp`` or a sum
+#: may differ between numpy builds; decisions, counts and reason codes are compared exactly.
+FLOAT_REL_TOL = 1e-9
 #: Reasons that only the kernel's 24 h ledger can give: the golden must hold each of them.
 LEDGER_REASONS = ("DOSE_CAP_24H", "BOLUS_OVERDOSE_RISK_TITRATION_STEP")
 
@@ -51,7 +55,14 @@ def test_the_cohort_outcomes_equal_the_golden(rows) -> None:
     golden = json.loads(GOLDEN.read_text())
     assert len(rows) == len(golden) == 2 * PATIENTS
     for got, want in zip(rows, golden):
-        assert json.loads(json.dumps(got)) == want, f"patient {want['patient']} under {want['policy']}"
+        got = json.loads(json.dumps(got))
+        where = f"patient {want['patient']} under {want['policy']}"
+        assert sorted(got) == sorted(want), where
+        for field, value in want.items():
+            if isinstance(value, float):
+                assert math.isclose(got[field], value, rel_tol=FLOAT_REL_TOL), f"{where}: {field}"
+            else:
+                assert got[field] == value, f"{where}: {field}"
 
 
 def test_the_golden_holds_refusals_of_the_ledger() -> None:
