@@ -251,6 +251,7 @@ def run_fuzzed(seed: int) -> Run:
 @example(106)  # RUN heard without its phase resumed phase 2, reported as the new program (driver)
 @example(446)  # a garbled counter that grew at the bolus rate passed as predicted, into the ledger (driver)
 @example(1666757)  # a failed bolus end put the bolus rate back as a continuous program (controller/commands.py)
+@example(3424825176)  # a flipped last digit of the second counter reading agreed with the first (driver)
 def test_the_loop_under_line_faults_never_verifies_the_unapplied_nor_breaks_the_cap_nor_stops_silently(
         seed: int) -> None:
     run = run_fuzzed(seed)
