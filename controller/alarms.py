@@ -89,6 +89,7 @@ class AlarmCode(enum.Enum):
     STORAGE_LOW = "storage_low"
     CLOCK_ANOMALY = "clock_anomaly"
     PUMP_PROGRAM_REJECTED = "pump_program_rejected"
+    PROGRAMME_STEP_REFUSED = "programme_step_refused"
     # low priority
     REFILL_DUE = "refill_due"
     BOLUS_DENIED = "bolus_denied"
@@ -276,6 +277,13 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
                 _M,
                 "The pump rejected a programme; the last committed programme keeps running.",
                 "Therapy continues, but the intended change did not happen.",
+            ),
+            _spec(
+                AlarmCode.PROGRAMME_STEP_REFUSED,
+                _M,
+                "A step of the flex or periodic programme was not sent: left running by the pump alone it would "
+                "pass the 24 h cap or fall below the minimum rate; the pump keeps its last command.",
+                "Therapy continues off the prescribed day (under-delivery, never over); review the programme.",
             ),
             _spec(
                 AlarmCode.REFILL_DUE,

@@ -437,8 +437,25 @@ class CommandIssuer:
         self.committed_rate_nl_per_h = None if outcome.result is ProgramResult.UNKNOWN else outcome.rate_nl_per_h
         return outcome
 
+    def _restorable_nl_per_h(self, previous_nl_per_h: int | None) -> int | None:
+        """The rate to put back when a change fails, nL/h: the old programme as the pump may be left with it.
+
+        On a pump holding a program of several phases the committed rate is the first phase's (a bolus,
+        a short flex step). That phase is bounded by its volume: put back as a one-phase continuous
+        program (or set as the rate of the last phase) it would run for good -- a bolus rate with no end.
+        The old program cannot be put back whole either (``RUN 1`` would start its first phase again, a
+        second bolus). What is put back is the program's continuous last phase, the rate its orphan
+        schedule ends on: the first phase ends early (the counter attributes what it delivered).
+        """
+        held = self.held_program
+        if previous_nl_per_h and held is not None and len(held.phases) > 1 and held.ends_continuous:
+            return held.phases[-1].rate_nl_per_h
+        return previous_nl_per_h
+
     def _run_restoring(self, program: PumpProgram, previous_nl_per_h: int | None) -> ProgramOutcome:
-        """Run ``program``; if it was refused (not unknown), put ``previous_nl_per_h`` back as a one-phase program."""
+        """Run ``program``; if it was refused (not unknown), put the old programme back as a one-phase program
+        (``previous_nl_per_h``, or a multi-phase program's last phase: :meth:`_restorable_nl_per_h`)."""
+        previous_nl_per_h = self._restorable_nl_per_h(previous_nl_per_h)
         outcome = self._run_program(program)
         if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
             return outcome
@@ -613,6 +630,7 @@ class CommandIssuer:
 
     def _restore(self, previous_nl_per_h: int | None, detail: str, uncertain: bool,
                  dispensed: DispensedVolume | None) -> ProgramOutcome:
+        previous_nl_per_h = self._restorable_nl_per_h(previous_nl_per_h)
         if previous_nl_per_h is None:
             return ProgramOutcome(ProgramResult.KEPT_OLD, None, self.read_status(), dispensed, uncertain, detail)
         try:

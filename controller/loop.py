@@ -68,6 +68,8 @@ MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
+#: Most phases of a program that carries flex steps the pump must leave by itself (:meth:`ControlLoop._step_form`).
+MAX_STEP_PHASES = 8
 
 __all__ = ["BOLUS_POLL_MS", "ControlLoop", "LoopConfig", "Mode", "PollRecord"]
 
@@ -391,51 +393,84 @@ class ControlLoop:
 
     def _programme_boundary(self, now: int) -> None:
         """A programme boundary (flex step, periodic bolus start or end): move to the programme's rate there
-        (the whole programme was authorised)."""
+        (the whole programme was authorised), in a form whose orphan schedule passes (:meth:`_step_form`).
+
+        When no form passes, a step that would raise what the pump holds is not sent: the pump keeps the last
+        command (judged when it was sent) and PROGRAMME_STEP_REFUSED is raised with the orphan check's reasons.
+        A step that lowers it is sent all the same: refusing it would leave the higher rate running."""
         self.schedule.boundary_from_ms = now
         rate = self.programme.rate_at(now)
         if self.programme.periodic_boluses:
             self._accrue()  # what ran before the boundary keeps its kind split
         if rate == self.basal_rate_nl_per_h:
+            if self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
+                self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="the programme is back at the step held")
             return
         self._accrue()
         self._end_pump_held_bolus("flex step")
-        self.basal_rate_nl_per_h = rate
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        program = self._step_program(self.programme, now) if extra == 0 else None
+        program, refused = self._step_form(self.programme, now) if extra == 0 else (None, ())
+        held = self.committed_rate_nl_per_h
+        if refused and (held is None or self._pump_rate(rate) > held):
+            self.orphan_refused = refused
+            detail = (f"the step to {self._pump_rate(rate)} nL/h was not sent: in no form the pump can end by "
+                      f"itself does what it would do alone stay within the 24 h cap and the minimum rate "
+                      f"({', '.join(refused)}); the pump keeps its last command "
+                      f"({'unknown' if held is None else f'{held} nL/h'})")
+            self._emit("denied", action="flex_step", reasons=list(refused), detail=detail)
+            self.alarms.raise_alarm(AlarmCode.PROGRAMME_STEP_REFUSED, detail=detail)
+            return
+        self.basal_rate_nl_per_h = rate
         if program is not None:
             outcome = self.commands.send_program(program, cause="flex_step", essential=True)
         else:
             outcome = self.commands.send_rate(self._pump_rate(rate) + extra, previous_nl_per_h=None,
                                               cause="flex_step", essential=True)
         self._after_program(outcome, "flex step")
+        if outcome.committed and self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
+            self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
 
-    def _step_program(self, programme: Any, now: int) -> PumpProgram | None:
-        """The step in force as a program the pump ends by itself, when the step alone may not be left running.
+    def _step_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
+        """How the step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain rate, or
+        ``(None, reasons)`` when no form's orphan schedule passes (the orphan check's ``ORPHAN_*`` codes).
 
         A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
-        rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. When the
-        orphan check refuses that rate, and the pump holds programs, the step goes as phase 1, its rate for
-        the volume up to the next boundary, then phase 2, the next step's rate, continuous: the pump leaves
-        the step by itself. None when the plain rate may be left running (no programming stop is spent),
-        or when there is no such program (no next boundary, no programs, a value the pump cannot hold).
+        rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. So the
+        step is a plain rate only when the orphan check passes that rate. Otherwise, on a pump that holds
+        programs, it is a program the pump moves on by itself: the step for its volume up to the next
+        boundary, then the next step, continuous; when that next step cannot be left running either (two
+        high steps in a row), the steps up to the first one that can, each for its volume, at most
+        :data:`MAX_STEP_PHASES` phases and 24 h of them. The first such program whose own orphan schedule
+        passes is the form. None passes (no programs, no next boundary, a value the pump cannot hold, a
+        ledger too full): the reasons, and the caller decides (:meth:`_programme_boundary`).
         """
         if programme is None or not _keeps_programme(programme):
-            return None
+            return None, ()
         rate = self._pump_rate(programme.rate_at(now))
-        if not self.gate.orphan_refusals(orphan_of_rate(rate), now) or not self.commands.holds_programs():
-            return None
-        following = programme.next_boundary(now)
-        if following is None:
-            return None
-        after = self._pump_rate(programme.rate_at(following))
-        volume_nl = rate * (following - now) // MS_PER_H
-        if volume_nl <= 0 or after == rate:
-            return None
-        try:
-            return self.pump.program_as_held(PumpProgram((ProgramPhase(rate, volume_nl), ProgramPhase(after))))
-        except (CapabilityError, ConfigError, HalError):
-            return None
+        refused = self.gate.orphan_refusals(orphan_of_rate(rate), now)
+        if not refused or not self.commands.holds_programs():
+            return None, refused
+        phases: list[ProgramPhase] = []
+        at = now
+        while len(phases) < MAX_STEP_PHASES:
+            following = programme.next_boundary(at)
+            if following is None or following - now > MS_PER_DAY:
+                break
+            step = self._pump_rate(programme.rate_at(at))
+            volume_nl = step * (following - at) // MS_PER_H
+            if volume_nl <= 0:
+                break
+            phases.append(ProgramPhase(step, volume_nl))
+            at = following
+            after = self._pump_rate(programme.rate_at(following))
+            try:
+                program = self.pump.program_as_held(PumpProgram((*phases, ProgramPhase(after))))
+            except (CapabilityError, ConfigError, HalError):
+                break
+            refused = self.gate.orphan_refusals(orphan_of_program(program), now)
+            if not refused:
+                return program, ()
+        return None, refused
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -900,7 +935,7 @@ class ControlLoop:
         self._last_confirmed_ms = self._delivery_seen_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
         outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
-                                program=self._step_program(decision.programme, now))
+                                program=self._step_form(decision.programme, now)[0])
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -921,7 +956,7 @@ class ControlLoop:
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
-                                program=self._step_program(decision.programme, now) if extra == 0 else None)
+                                program=self._step_form(decision.programme, now)[0] if extra == 0 else None)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -1568,7 +1603,7 @@ class ControlLoop:
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
         if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None \
-                and not body.get("programme"):  # a flex step may be held as a program (_step_program)
+                and not body.get("programme"):  # a flex step may be held as a program (_step_form)
             self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "

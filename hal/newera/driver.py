@@ -510,13 +510,19 @@ class Ne1000Driver(PumpDriver):
         return ""
 
     def _agree(self, reading: DispensedVolume, earlier: tuple[DispensedVolume, int], now_ns: int) -> bool:
-        """True when two readings taken back to back show the same counters (within the display steps
-        and what the fastest rate the pump can run moves in between)."""
+        """True when two readings taken back to back show the same counters (within one display step,
+        the truncation of a counter that moved, and what the fastest rate the pump can run moves in between).
+
+        One step, not more: a flipped bit in the last digit (``796.0`` read as ``796.4``, four steps) must not
+        agree with the true reading. The next reading would then sit below the one returned by more than
+        :meth:`_within_display_steps` holds, and the counter would look as if it went back: the loop
+        counts such a counter as cleared, all of it new delivery (found by the loop fuzz, seed 3424825176).
+        """
         before, then_ns = earlier
         fastest = self.capabilities().max_rate_nl_per_h if self._diameter_mm is not None else 0
         unit_nl = self._counter_unit_nl()
         for old, new in ((before.infused_nl, reading.infused_nl), (before.withdrawn_nl, reading.withdrawn_nl)):
-            slack = 2 * (_display_step_nl(old, unit_nl) + _display_step_nl(new, unit_nl))
+            slack = max(_display_step_nl(old, unit_nl), _display_step_nl(new, unit_nl))
             if not 0 <= new - old <= slack + fastest * max(0, now_ns - then_ns) // _NS_PER_H:
                 return False
         return True

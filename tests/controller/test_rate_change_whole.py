@@ -81,3 +81,17 @@ def test_a_lost_reply_to_the_pause_keeps_what_is_held_known(tmp_path: Path) -> N
     assert not lost.committed
     assert issuer.send_rate(10_000, previous_nl_per_h=None, cause="titrate", essential=True).committed
     assert _alone_for_a_day(clock, pump) == 10_000
+
+
+def test_a_plain_rate_refused_in_the_last_phase_puts_back_the_basal_not_the_bolus_rate(tmp_path: Path) -> None:
+    """The plain-rate sibling of fuzz seed 1666757: in a bolus program's last phase the committed rate is still
+    phase 1's (the bolus rate); a read-back that differs must put back the phase the pump runs, the basal."""
+    clock, pump, issuer = _issuer(tmp_path)
+    assert issuer.send_program(BOLUS_PHASE, cause="bolus", essential=True).committed
+    assert issuer.committed_rate_nl_per_h == BOLUS_PHASE.phases[0].rate_nl_per_h
+    clock.advance(3600)  # the pump has ended the bolus phase by itself
+    pump.faults.mismatch_next_nl_per_h = 7
+    outcome = issuer.send_rate(10_000, previous_nl_per_h=issuer.committed_rate_nl_per_h, cause="titrate",
+                               essential=True)
+    assert not outcome.committed and outcome.rate_nl_per_h == BASAL
+    assert _alone_for_a_day(clock, pump) == BASAL

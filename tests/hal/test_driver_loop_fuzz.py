@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import Phase, assume, example, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 import hal
@@ -250,24 +250,12 @@ def run_fuzzed(seed: int) -> Run:
 @example(251)  # a bolus whose pause got no reply was reported running (controller/commands.py)
 @example(106)  # RUN heard without its phase resumed phase 2, reported as the new program (driver)
 @example(446)  # a garbled counter that grew at the bolus rate passed as predicted, into the ledger (driver)
+@example(1666757)  # a failed bolus end put the bolus rate back as a continuous program (controller/commands.py)
+@example(3424825176)  # a flipped last digit of the second counter reading agreed with the first (driver)
 def test_the_loop_under_line_faults_never_verifies_the_unapplied_nor_breaks_the_cap_nor_stops_silently(
         seed: int) -> None:
-    assume(seed not in OPEN_FINDINGS)  # each is pinned as a strict xfail below
     run = run_fuzzed(seed)
     reply_tally.fed(SUITE, run.replies_fuzzed)
-    assert not run.violations, "\n".join(run.violations)
-
-
-#: Seeds whose violation is a known, unfixed finding (each pinned by a strict xfail below).
-OPEN_FINDINGS = {1666757}
-
-
-@pytest.mark.xfail(strict=True, reason="open finding (merge of the pump-program work with this fuzz): under line "
-                                       "faults, about 445 µg left the catheter tip in 24 h against the 300 µg cap")
-def test_seed_1666757_keeps_the_tip_dose_within_the_cap() -> None:
-    """Found when the pump-program branch (rate changes as whole programs, restart inside a bolus phase,
-    high flex steps as two-phase programs) met this fuzz on main; not yet diagnosed."""
-    run = run_fuzzed(1666757)
     assert not run.violations, "\n".join(run.violations)
 
 

@@ -265,6 +265,37 @@ def test_a_garbled_digit_that_looks_like_the_bolus_rate_is_read_again_when_the_b
     assert not flips, "the garbled reply was never sent"
 
 
+def test_a_flipped_last_digit_in_the_second_reading_does_not_agree_with_the_first() -> None:
+    # Found by the driver-plus-loop fuzz (seed 3424825176): while a bolus program may run, a counter that grew is
+    # read twice; the second reply had one flipped bit in its last digit (796.0 -> 796.4 uL, four display steps),
+    # which passed as agreeing with the first, was returned, and the next true reading sat below it by more than
+    # the display's steps: the counter looked as if it went back, and the ledger counted all of it again.
+    clock = VirtualClock()
+    pump = Ne1000(clock, power_on_alarm=False, syringe_diameter_mm="4.699", syringe_volume_ml="1000")
+    flips = []
+
+    def flip(sent: bytes, reply: bytes) -> bytes:
+        if sent == q("0DIS") and flips:
+            if flips[-1] == "second" and b"I55.00W" in reply:
+                flips.pop()
+                return reply.replace(b"I55.00W", b"I55.04W")
+            flips[-1] = "second"
+        return reply
+
+    driver = Ne1000Driver(DeviceLink(pump, manipulator=flip), clock=clock)
+    driver.connect()
+    assert driver.stage_program(PumpProgram((ProgramPhase(120_000, 50_000), ProgramPhase(20_000)))).applied
+    assert driver.commit_program().applied
+    clock.advance(1500)  # the 50 uL bolus phase took 1500 s
+    assert driver.read_dispensed() == DispensedVolume(50_000, 0)
+    clock.advance(900)  # 5 uL at the basal
+    flips.append("first")
+    assert driver.read_dispensed() == DispensedVolume(55_000, 0) == DispensedVolume(*pump.dispensed_nl())
+    assert not flips, "the garbled reply was never sent"
+    clock.advance(300)
+    assert driver.read_dispensed() == DispensedVolume(56_660, 0)  # no counter that went back (56.666 uL shown)
+
+
 # -- the driver on a pump whose replies are mutated at random ---------------------------------------
 
 
