@@ -27,10 +27,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ClassVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
+from hal.lifecycle import ClosesOnExit
 from cython_ext.errors import ConfigError, DeviceError, StateError
 
 #: Tanaka et al. (2001) coefficients for air-free SMOW water at 101.325 kPa.
@@ -165,7 +165,7 @@ class BalanceIdentity:
     capacity: str = ""
 
 
-class BalanceDriver(ABC):
+class BalanceDriver(ClosesOnExit, ABC):
     """Role interface every balance driver implements (template methods over private hooks).
 
     :param clock: clock used to stamp readings and to pace retries.
@@ -311,17 +311,6 @@ class BalanceDriver(ABC):
             return
         self._closed = True
         self._close()
-
-    def __enter__(self) -> BalanceDriver:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- hooks -------------------------------------------------------------
     @abstractmethod

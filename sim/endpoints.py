@@ -38,12 +38,12 @@ import time
 import tty
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import IO
 
 import serial
 
 from hal.clock import Clock
+from hal.lifecycle import ClosesOnExit
 from cython_ext.errors import ConfigError, ConnectError, StateError
 from sim.device import ByteDeviceProtocol, device_wants_disconnect
 
@@ -121,7 +121,7 @@ def wait_until(deadline: float, stop: threading.Event | None = None) -> None:
         time.sleep(left - 0.0003 if left > 0.0003 else 0)
 
 
-class Endpoint:
+class Endpoint(ClosesOnExit):
     """Base of every endpoint: lifecycle, tracing, statistics and the device-serialising lock."""
 
     _ids = itertools.count(1)
@@ -208,14 +208,6 @@ class Endpoint:
 
     def _close_impl(self) -> None:
         pass
-
-    def __enter__(self) -> Endpoint:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
