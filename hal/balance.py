@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
 from hal.lifecycle import ClosesOnExit
-from cython_ext.errors import ConfigError, DeviceError, StateError
+from cython_ext.errors import ConfigError, DeviceError, LinkTimeoutError, StateError
 
 #: Tanaka et al. (2001) coefficients for air-free SMOW water at 101.325 kPa.
 _TANAKA_A1_C = -3.983035
@@ -348,6 +348,37 @@ class BalanceDriver(ClosesOnExit, ABC):
     @abstractmethod
     def _close(self) -> None:
         """Release the link (called once)."""
+
+
+class LineBalanceDriver(BalanceDriver):
+    """A balance that answers in lines ending in LF over a serial link (MT-SICS, SBI).
+
+    :param link: an open serial link (``write``, ``read_until``, ``reset_input``, ``close``).
+    :param clock: clock that stamps readings and paces retries.
+    """
+
+    def __init__(self, link: Any, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self._link = link
+
+    @property
+    def link(self) -> Any:
+        """The serial link (for traces and tests)."""
+        return self._link
+
+    def _read_raw_line(self) -> tuple[bytes, int]:
+        """The next line as sent, and the monotonic time it was read, ns.
+
+        :raises LinkTimeoutError: the link timed out before a whole line arrived.
+        """
+        data = self._link.read_until(b"\n")
+        stamp_ns = self._clock.monotonic_ns()
+        if not data.endswith(b"\n"):
+            raise LinkTimeoutError(f"balance sent no complete line (got {data!r})")
+        return data, stamp_ns
+
+    def _close(self) -> None:
+        self._link.close()
 
 
 def _fault_error(fault: BalanceFault, what: str, reply: Any = None) -> DeviceError:
