@@ -63,6 +63,15 @@ def water_density_g_per_ml(temperature_c: float) -> float:
     return _TANAKA_A5_KG_PER_M3 * (1.0 - factor) / 1000.0
 
 
+#: The end of every line a balance sends or receives (MT-SICS and SBI alike).
+CRLF = b"\r\n"
+
+
+def line_body(line: bytes) -> bytes:
+    """One line without its end: a final CR LF taken off once, else any trailing CR and LF bytes."""
+    return line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
+
+
 #: Micrograms per displayed mass unit. ``"ug"`` and ``"µg"`` both mean micrograms.
 MASS_UNIT_UG: dict[str, int] = {"kg": 1_000_000_000, "g": 1_000_000, "mg": 1_000, "ug": 1, "µg": 1}
 #: Longest number (digits, without sign and point) a codec accepts.
