@@ -386,20 +386,11 @@ class PtyEndpoint(_ThreadedEndpoint):
     :param trace_path: write a timestamped byte trace here.
     :param poll_interval_s: longest gap between device polls, s.
     :param on_traffic: called with (``"RX"``/``"TX"``, bytes) for every chunk (logging).
+    The options are :class:`Endpoint`'s, checked there.
     """
 
-    def __init__(
-        self,
-        device: ByteDeviceProtocol,
-        *,
-        pace_baud: int | None = None,
-        trace_path: str | os.PathLike[str] | None = None,
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-        on_traffic: Callable[[str, bytes], None] | None = None,
-    ) -> None:
-        super().__init__(
-            device, pace_baud=pace_baud, trace_path=trace_path, poll_interval_s=poll_interval_s, on_traffic=on_traffic
-        )
+    def __init__(self, device: ByteDeviceProtocol, **options: object) -> None:
+        super().__init__(device, **options)
         self._master, slave = os.openpty()
         tty.setraw(slave)
         self._raw_attrs = termios.tcgetattr(slave)
