@@ -28,12 +28,16 @@ def run_shipped(name: str) -> tuple[Any, Any]:
     return scenario, ScenarioRunner(scenario, RunOptions(link="inprocess")).run()
 
 
-def assert_delivers_programme_daily_total(scenario: Any, record: Any) -> None:
-    """Delivered and prescribed µg each within 1 % of the programme's daily total times the whole days run."""
+def assert_delivers_programme_daily_total(scenario: Any, record: Any, kinds: set[str]) -> None:
+    """Delivered and prescribed µg each within 1 % of the programme's daily total times the whole days run.
+
+    :param kinds: the delivery kinds the run may have delivered as (nothing else was).
+    """
     days = scenario.settings.duration_ms // MS_PER_DAY
     programmed_ug = scenario.prescription.programme.daily_total_ng() * days / 1000
     assert abs(record.delivered_ug - programmed_ug) <= programmed_ug / 100
     assert abs(record.prescribed_ug - programmed_ug) <= programmed_ug / 100
+    assert set(record.delivered_by_kind_ug) <= kinds
 
 
 class ProgrammeController:
