@@ -130,30 +130,28 @@ class MtSicsDriver(LineBalanceDriver):
         return self._weight(codec.IMMEDIATE_WEIGHT)
 
     def _settled_command(self, command: str) -> Reply | BalanceFault:
-        """Send ``Z`` or ``T`` once the pan is stable; the fault that kept it from settling otherwise."""
+        """Send ``Z`` or ``T`` once the pan is stable and return its reply; a fault instead when the
+        pan never settled or the balance refused the command."""
         settled = self._poll_until_stable(self.STABLE_REPLY_TIMEOUT_S)
         if isinstance(settled, BalanceFault):
             return settled
         with self._patient_link():
             reply, _ = self._transact(command, (command,))
-        return reply
+        fault = self._fault_of(reply)
+        return reply if fault is None else fault
 
     def _zero(self) -> BalanceFault | None:
         reply = self._settled_command(codec.ZERO)
         if isinstance(reply, BalanceFault):
             return reply
-        fault = self._fault_of(reply)
-        if fault is None and not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
+        if not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
             raise CommunicationError(f"unexpected reply to Z: {reply!r}")
-        return fault
+        return None
 
     def _tare(self) -> int | BalanceFault:
         reply = self._settled_command(codec.TARE)
         if isinstance(reply, BalanceFault):
             return reply
-        fault = self._fault_of(reply)
-        if fault is not None:
-            return fault
         if not isinstance(reply, WeightReply):
             raise CommunicationError(f"unexpected reply to T: {reply!r}")
         return reply.mass_ug
