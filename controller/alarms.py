@@ -365,6 +365,22 @@ def _order_key(alarm: ActiveAlarm) -> tuple[int, int, str]:
     return (-int(alarm.priority), alarm.raised_monotonic_ns, alarm.code.value)
 
 
+def _after_clear(spec: AlarmSpec, held: ActiveAlarm) -> ActiveAlarm | None:
+    """What stays of ``held`` when its condition clears: a latching alarm not yet acknowledged
+    stays (condition inactive) until an operator acknowledges it; anything else goes (None)."""
+    if spec.latching and not held.acknowledged:
+        return replace(held, condition_active=False)
+    return None
+
+
+def _after_acknowledge(held: ActiveAlarm) -> ActiveAlarm | None:
+    """What stays of ``held`` when an operator acknowledges it: an alarm whose condition persists
+    stays, marked acknowledged; a latched one whose condition has cleared goes (None)."""
+    if held.condition_active:
+        return replace(held, acknowledged=True)
+    return None
+
+
 class AlarmManager:
     """Holds active alarms, orders them by priority, latches, and journals every event.
 
@@ -434,12 +450,7 @@ class AlarmManager:
             held = self._alarms.get(code)
             if held is None or not held.condition_active:
                 return held
-            if spec.latching and not held.acknowledged:
-                remaining: ActiveAlarm | None = replace(held, condition_active=False)
-                self._alarms[code] = remaining  # type: ignore[assignment]
-            else:
-                remaining = None
-                del self._alarms[code]
+            remaining = self._hold(code, _after_clear(spec, held))
             self._record("clear", spec, actor, detail)
             return remaining
 
@@ -462,12 +473,7 @@ class AlarmManager:
             held = self._alarms.get(code)
             if held is None:
                 raise ConfigError("code", code.value, f"one of the held alarms {[c.value for c in self._alarms]}")
-            if held.condition_active:
-                remaining: ActiveAlarm | None = replace(held, acknowledged=True)
-                self._alarms[code] = remaining  # type: ignore[assignment]
-            else:
-                remaining = None
-                del self._alarms[code]
+            remaining = self._hold(code, _after_acknowledge(held))
             self._record("acknowledge", spec, actor, detail)
             return remaining
 
@@ -521,15 +527,9 @@ class AlarmManager:
                             occurrences=held.occurrences + 1,
                         )
                 elif event == "clear" and held is not None and held.condition_active:
-                    if spec.latching and not held.acknowledged:
-                        self._alarms[code] = replace(held, condition_active=False)
-                    else:
-                        del self._alarms[code]
+                    self._hold(code, _after_clear(spec, held))
                 elif event == "acknowledge" and held is not None:
-                    if held.condition_active:
-                        self._alarms[code] = replace(held, acknowledged=True)
-                    else:
-                        del self._alarms[code]
+                    self._hold(code, _after_acknowledge(held))
             return len(self._alarms)
 
     # -- queries ------------------------------------------------------------------------------------
@@ -568,6 +568,17 @@ class AlarmManager:
             return next((a for a in self.active() if not a.acknowledged), None)
 
     # -- internals ----------------------------------------------------------------------------------
+
+    def _hold(self, code: AlarmCode, alarm: ActiveAlarm | None) -> ActiveAlarm | None:
+        """Hold ``alarm`` for ``code``, or stop holding ``code`` when it is None; returns ``alarm``.
+
+        The caller holds the lock.
+        """
+        if alarm is None:
+            del self._alarms[code]
+        else:
+            self._alarms[code] = alarm
+        return alarm
 
     @staticmethod
     def _spec(code: AlarmCode) -> AlarmSpec:

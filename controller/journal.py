@@ -62,7 +62,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TextIO
 
 from controller.audit import (
@@ -77,6 +76,7 @@ from controller.audit import (
 from controller.signing import RigSecurity, SigningKey, TrustStore, key_id_of, seal_message, seal_verifies
 from cython_ext.errors import ConfigError, ItbError, StateError
 from hal.clock import Clock
+from hal.lifecycle import ClosesOnExit
 
 #: The path of a journal that lives in memory only (tests and benchmarks: nothing survives the process).
 IN_MEMORY = ":memory:"
@@ -315,7 +315,7 @@ class _Pending:
     monotonic_ns: int
 
 
-class Journal:
+class Journal(ClosesOnExit):
     """The controller's journal over one SQLite file (created if missing).
 
     Thread-safe: one lock serialises every write.
@@ -465,14 +465,6 @@ class Journal:
             if not self._closed:
                 self._closed = True
                 self._db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- the one write path ----------------------------------------------------------------------------
 

@@ -27,11 +27,11 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ClassVar
 
 from hal.clock import NS_PER_S, Clock, SystemClock
-from cython_ext.errors import ConfigError, DeviceError, StateError
+from hal.lifecycle import ClosesOnExit
+from cython_ext.errors import ConfigError, DeviceError, LinkTimeoutError, StateError
 
 #: Tanaka et al. (2001) coefficients for air-free SMOW water at 101.325 kPa.
 _TANAKA_A1_C = -3.983035
@@ -61,6 +61,15 @@ def water_density_g_per_ml(temperature_c: float) -> float:
     t = float(temperature_c)
     factor = (t + _TANAKA_A1_C) ** 2 * (t + _TANAKA_A2_C) / (_TANAKA_A3_C2 * (t + _TANAKA_A4_C))
     return _TANAKA_A5_KG_PER_M3 * (1.0 - factor) / 1000.0
+
+
+#: The end of every line a balance sends or receives (MT-SICS and SBI alike).
+CRLF = b"\r\n"
+
+
+def line_body(line: bytes) -> bytes:
+    """One line without its end: a final CR LF taken off once, else any trailing CR and LF bytes."""
+    return line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
 
 
 #: Micrograms per displayed mass unit. ``"ug"`` and ``"µg"`` both mean micrograms.
@@ -165,7 +174,7 @@ class BalanceIdentity:
     capacity: str = ""
 
 
-class BalanceDriver(ABC):
+class BalanceDriver(ClosesOnExit, ABC):
     """Role interface every balance driver implements (template methods over private hooks).
 
     :param clock: clock used to stamp readings and to pace retries.
@@ -312,17 +321,6 @@ class BalanceDriver(ABC):
         self._closed = True
         self._close()
 
-    def __enter__(self) -> BalanceDriver:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- hooks -------------------------------------------------------------
     @abstractmethod
     def _read_stable_once(self) -> BalanceReading | BalanceFault:
@@ -359,6 +357,37 @@ class BalanceDriver(ABC):
     @abstractmethod
     def _close(self) -> None:
         """Release the link (called once)."""
+
+
+class LineBalanceDriver(BalanceDriver):
+    """A balance that answers in lines ending in LF over a serial link (MT-SICS, SBI).
+
+    :param link: an open serial link (``write``, ``read_until``, ``reset_input``, ``close``).
+    :param clock: clock that stamps readings and paces retries.
+    """
+
+    def __init__(self, link: Any, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self._link = link
+
+    @property
+    def link(self) -> Any:
+        """The serial link (for traces and tests)."""
+        return self._link
+
+    def _read_raw_line(self) -> tuple[bytes, int]:
+        """The next line as sent, and the monotonic time it was read, ns.
+
+        :raises LinkTimeoutError: the link timed out before a whole line arrived.
+        """
+        data = self._link.read_until(b"\n")
+        stamp_ns = self._clock.monotonic_ns()
+        if not data.endswith(b"\n"):
+            raise LinkTimeoutError(f"balance sent no complete line (got {data!r})")
+        return data, stamp_ns
+
+    def _close(self) -> None:
+        self._link.close()
 
 
 def _fault_error(fault: BalanceFault, what: str, reply: Any = None) -> DeviceError:

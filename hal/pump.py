@@ -17,10 +17,10 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import ClassVar
 
 from cython_ext.errors import CapabilityError, ConfigError
+from hal.lifecycle import ClosesOnExit
 
 
 class PumpState(enum.Enum):
@@ -237,7 +237,7 @@ class PumpProgram:
         return max(p.rate_nl_per_h for p in self.phases)
 
 
-class PumpDriver(ABC):
+class PumpDriver(ClosesOnExit, ABC):
     """Role interface every pump driver implements.
 
     Drivers are context managers; :meth:`close` is safe to call twice.
@@ -363,14 +363,3 @@ class PumpDriver(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the port. Safe to call more than once."""
-
-    def __enter__(self) -> PumpDriver:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

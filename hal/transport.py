@@ -30,7 +30,6 @@ import math
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import serial
@@ -43,6 +42,7 @@ else:
     _TERMIOS_ERRORS = (termios.error,)
 
 from hal.clock import NS_PER_S, Clock, SystemClock
+from hal.lifecycle import ClosesOnExit
 from cython_ext.errors import CommunicationError, ConfigError, ConnectError, LinkTimeoutError, StateError
 
 #: Exceptions a failing port raises (termios.error is not an OSError).
@@ -148,7 +148,7 @@ class ByteTrace:
                 self._file = None
 
 
-class SerialLink:
+class SerialLink(ClosesOnExit):
     """An open port: bytes in, bytes out, typed errors, optional trace.
 
     Build one with :func:`open_serial`. It is a context manager and
@@ -191,17 +191,6 @@ class SerialLink:
             finally:
                 if self.trace is not None:
                     self.trace.close()
-
-    def __enter__(self) -> SerialLink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- settings ----------------------------------------------------------
 

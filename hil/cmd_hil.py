@@ -35,6 +35,7 @@ from cython_ext import fields
 from hal.balance import WATER_TEMPERATURE_RANGE_C
 from hil.gravimetric.profile import parse_duration_s, parse_rate_request, parse_syringe_mm
 from sim.faults import parse_fault
+from hil.cli_options import add_action, add_command_group, add_json_flag
 
 SIM_PUMP = "sim"
 SIM_BALANCE_PREFIX = "sim:"
@@ -45,21 +46,20 @@ def _unit_arg(parse: Any, name: str) -> Any:
     return fields.checked_arg(lambda text: parse(text, field_name=name), keep_text=True)
 
 
+def _add_balance_port(parser: argparse.ArgumentParser) -> None:
+    """Add ``--balance`` and ``--balance-driver``: which balance, and how to speak to it."""
+    parser.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
+    parser.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb hil`` and its subcommands to the ``itb`` parser."""
-    parser = subparsers.add_parser(
-        "hil",
-        help="bench commands (gravimetric accuracy test)",
-        description="Bench commands for a real or simulated pump-and-balance rig.",
-    )
-    hil_sub = parser.add_subparsers(dest="hil_command", metavar="HIL_COMMAND", required=True)
-    accuracy = hil_sub.add_parser(
-        "accuracy",
-        help="gravimetric delivery accuracy: start-up graph, trumpet curve, mean error",
-        description=(
-            "Run the IEC 60601-2-24 style gravimetric accuracy test. Use '--pump sim --balance sim:mtsics' "
-            "for a simulated rig in virtual time."
-        ),
+    hil_sub = add_command_group(subparsers, "hil", "bench commands (gravimetric accuracy test)",
+                                "Bench commands for a real or simulated pump-and-balance rig.", "HIL_COMMAND")
+    accuracy = add_action(
+        hil_sub, "accuracy", _accuracy, "gravimetric delivery accuracy: start-up graph, trumpet curve, mean error",
+        "Run the IEC 60601-2-24 style gravimetric accuracy test. Use '--pump sim --balance sim:mtsics' "
+        "for a simulated rig in virtual time.",
     )
     accuracy.add_argument("--pump", metavar="URL", help="pump serial URL, or 'sim'")
     accuracy.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
@@ -109,19 +109,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="pass limit on |mean error A|, %% (default: the profile's [test] limit_pct, or none)")
     accuracy.add_argument("--new-run", action="store_true",
                           help="the report directory holds an earlier run: move it to a dated previous-* subfolder")
-    accuracy.add_argument("--json", action="store_true", help="print the summary as JSON")
-    accuracy.set_defaults(func=_accuracy)
+    add_json_flag(accuracy, "print the summary as JSON")
 
-    blank = hil_sub.add_parser(
-        "blank",
-        help="no-flow blank run: measure evaporation and drift for the profile",
-        description=(
-            "Sample the balance with nothing delivered and fit a line; the loss rate goes into the "
-            "profile as [water] evaporation_ug_per_h. Use '--balance sim:mtsics' to try it on a simulated balance."
-        ),
+    blank = add_action(
+        hil_sub, "blank", _blank, "no-flow blank run: measure evaporation and drift for the profile",
+        "Sample the balance with nothing delivered and fit a line; the loss rate goes into the "
+        "profile as [water] evaporation_ug_per_h. Use '--balance sim:mtsics' to try it on a simulated balance.",
     )
-    blank.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
-    blank.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+    _add_balance_port(blank)
     blank.add_argument("--duration", metavar="T", type=_unit_arg(parse_duration_s, "--duration"), default="60min",
                        help="length of the blank run (default 60min)")
     blank.add_argument("--interval", metavar="S", type=_unit_arg(parse_duration_s, "--interval"), default="30s",
@@ -130,20 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     blank.add_argument("--sim-evaporation-ug-per-h", default=None,
                        type=fields.float_arg("--sim-evaporation-ug-per-h", 0, 10**6, "ug/h"),
                        help="simulated balance only: evaporation to simulate, µg/h (default 0)")
-    blank.add_argument("--json", action="store_true", help="print the result as JSON")
-    blank.set_defaults(func=_blank)
+    add_json_flag(blank, "print the result as JSON")
 
-    check = hil_sub.add_parser(
-        "balance",
-        help="check a balance: identify it and print a few readings",
-        description="Identify the balance and print immediate readings, to check wiring and serial settings.",
-    )
-    check.add_argument("--balance", metavar="URL", help="balance serial URL, or 'sim:mtsics' / 'sim:sbi'")
-    check.add_argument("--balance-driver", metavar="NAME", help="balance driver name: mtsics or sbi")
+    check = add_action(hil_sub, "balance", _balance_check, "check a balance: identify it and print a few readings",
+                       "Identify the balance and print immediate readings, to check wiring and serial settings.")
+    _add_balance_port(check)
     check.add_argument("--readings", type=fields.int_arg("--readings", 1, 1000), default=3,
                        help="how many immediate readings to print (default 3)")
     check.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
-    check.set_defaults(func=_balance_check)
 
 
 def _simulation(kind: str, args: argparse.Namespace, balance_options: dict[str, Any]) -> dict[str, Any]:

@@ -17,42 +17,34 @@ import logging
 import sys
 from pathlib import Path
 
+from hil.cli_options import add_action, add_command_group, add_file_argument, add_json_flag
+
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb journal verify`` and ``itb journal export``."""
-    parser = subparsers.add_parser(
-        "journal",
-        help="verify or export a controller journal (SQLite, hash-chained)",
-        description="Verify a journal's audit chain, or export its entries.",
-    )
-    actions = parser.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
-    verify = actions.add_parser(
-        "verify",
-        help="detect any edit, deletion, reordering, truncation or rebuilt chain",
-        description="Check every entry's hash, the chain links, contiguity, and the head's Ed25519 seal against "
+    actions = add_command_group(subparsers, "journal", "verify or export a controller journal (SQLite, hash-chained)",
+                                "Verify a journal's audit chain, or export its entries.")
+    verify = add_action(
+        actions, "verify", _verify, "detect any edit, deletion, reordering, truncation or rebuilt chain",
+        "Check every entry's hash, the chain links, contiguity, and the head's Ed25519 seal against "
         "the trust store's journal key. Exit 0 if intact, 1 with what and where if not. Verify a closed journal "
         "(or a copy with its -wal file).",
     )
-    verify.add_argument("file", type=Path, help="the journal file")
+    add_file_argument(verify, "the journal file")
     verify.add_argument(
         "--trust-store",
         type=Path,
         default=None,
         help="the trust.toml of the rig that wrote the journal (default: this rig's)",
     )
-    verify.add_argument("--json", action="store_true", help="print one JSON document (itb.journal-verify/1)")
-    verify.set_defaults(func=_verify)
-    export = actions.add_parser(
-        "export",
-        help="write every entry as CSV or JSON",
-        description="Export every journal entry in chain order.",
-    )
-    export.add_argument("file", type=Path, help="the journal file")
+    add_json_flag(verify, "print one JSON document (itb.journal-verify/1)")
+    export = add_action(actions, "export", _export, "write every entry as CSV or JSON",
+                        "Export every journal entry in chain order.")
+    add_file_argument(export, "the journal file")
     export.add_argument("--format", choices=("csv", "json"), required=True, help="output format")
     export.add_argument("--out", type=Path, default=None, help="output file (default: standard output)")
-    export.set_defaults(func=_export)
 
 
 def _require_file(path: Path) -> None:

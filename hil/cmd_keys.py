@@ -26,18 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from controller.audit import Role
+from hil.cli_options import add_command_group
 
 _PERSON_ROLES = tuple(r.value for r in Role if r is not Role.SYSTEM)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb keys init|add|list|revoke|sign-library``."""
-    parser = subparsers.add_parser(
-        "keys",
-        help="manage the rig's trust store, journal key and signed drug library",
-        description="Manage a rig's security directory (default: $ITB_SECURITY_DIR, else the development keys).",
-    )
-    actions = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    actions = add_command_group(subparsers, "keys",
+                                "manage the rig's trust store, journal key and signed drug library",
+                                "Manage a rig's security directory "
+                                "(default: $ITB_SECURITY_DIR, else the development keys).")
 
     init = actions.add_parser("init", help="create a security directory with a new administrator and journal key",
                               description="Create DIR with a trust store, a journal key and the signed drug library. "

@@ -31,24 +31,20 @@ from typing import Any
 from cython_ext import fields, units
 from cython_ext.errors import ConfigError
 from hil.cmd_sign import register_sign
+from hil.cli_options import add_action, add_command_group, add_file_argument, add_json_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb prescription check`` and ``itb prescription sign``."""
-    parser = subparsers.add_parser(
-        "prescription",
-        help="validate prescription files",
-        description="Work with prescription files (TOML, strict schema, units in field names).",
-    )
-    actions = parser.add_subparsers(dest="prescription_command", metavar="ACTION", required=True)
-    check = actions.add_parser(
-        "check",
-        help="validate a file; print daily delivery and reservoir alarm dates",
-        description="Validate a prescription file against the schema and the drug library. Print what it "
+    actions = add_command_group(subparsers, "prescription", "validate prescription files",
+                                "Work with prescription files (TOML, strict schema, units in field names).")
+    check = add_action(
+        actions, "check", _check, "validate a file; print daily delivery and reservoir alarm dates",
+        "Validate a prescription file against the schema and the drug library. Print what it "
         "delivers per day (ug/day and mL/day, per flex step), and when the low-reservoir alarm would fall "
         "after a full fill. Exit 0 if valid and every soft-limit breach is overridden, non-zero otherwise.",
     )
-    check.add_argument("file", type=Path, help="the prescription file")
+    add_file_argument(check, "the prescription file")
     check.add_argument(
         "--fill-date",
         type=date.fromisoformat,
@@ -69,8 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FIELD",
         help="confirm a tenfold change of this dotted field (repeatable)",
     )
-    check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    check.set_defaults(func=_check)
+    add_json_flag(check, "print one JSON object instead of text")
     register_sign(actions)
 
 

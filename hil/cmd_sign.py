@@ -14,19 +14,17 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hil.cli_options import add_action, add_file_argument
+
 log = logging.getLogger(__name__)
 
 
 def register_sign(actions: argparse._SubParsersAction) -> None:
     """Add the ``sign`` action to ``itb prescription``."""
-    sign = actions.add_parser(
-        "sign",
-        help="sign a prescription file (writes FILE.sig)",
-        description="Sign FILE's exact bytes with an Ed25519 key; the signature goes to FILE.sig beside it.",
-    )
-    sign.add_argument("file", type=Path, help="the prescription file")
+    sign = add_action(actions, "sign", _sign, "sign a prescription file (writes FILE.sig)",
+                      "Sign FILE's exact bytes with an Ed25519 key; the signature goes to FILE.sig beside it.")
+    add_file_argument(sign, "the prescription file")
     sign.add_argument("--key", type=Path, required=True, help="the signer's private key (PEM)")
-    sign.set_defaults(func=_sign)
 
 
 def _sign(args: argparse.Namespace) -> int:

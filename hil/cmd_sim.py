@@ -32,6 +32,7 @@ from cython_ext import fields
 from cython_ext.errors import ConfigError, HalUnavailableError
 from sim.faults import parse_fault
 from sim.newera.profile import NE1000_V3_928, PROFILES
+from hil.cli_options import add_command_group
 
 PUMPS = ("ne1000",)
 #: Control-plane commands (``--control``) and what they do to the simulated pump.
@@ -115,12 +116,9 @@ MAX_SERVE_SPEED = 100_000
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb sim`` and its ``serve`` subcommand."""
-    parser = subparsers.add_parser(
-        "sim",
-        help="run simulated devices (a New Era pump, a balance) on a pty or TCP port",
-        description="Simulated devices that speak the exact wire protocols.",
-    )
-    actions = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+    actions = add_command_group(subparsers, "sim",
+                                "run simulated devices (a New Era pump, a balance) on a pty or TCP port",
+                                "Simulated devices that speak the exact wire protocols.")
     serve = actions.add_parser(
         "serve",
         help="serve a simulated pump until SIGINT/SIGTERM",

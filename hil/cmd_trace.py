@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cython_ext import fields
+from hil.cli_options import add_command_group
 
 #: Bytes of context shown either side of a difference.
 CONTEXT_BYTES = 12
@@ -32,9 +33,8 @@ CONTEXT_BYTES = 12
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``itb trace`` and its ``replay`` subcommand."""
-    parser = subparsers.add_parser("trace", help="replay or compare recorded serial traces",
-                                   description="Recorded serial sessions (hal.transport's trace format).")
-    actions = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    actions = add_command_group(subparsers, "trace", "replay or compare recorded serial traces",
+                                "Recorded serial sessions (hal.transport's trace format).")
     replay = actions.add_parser(
         "replay", help="play a recorded session against the simulator, or check a new trace against it",
         description="Play TRACE's host bytes against a simulated NE-1000 in virtual time and compare its replies "

@@ -38,12 +38,12 @@ import time
 import tty
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import IO
 
 import serial
 
 from hal.clock import Clock
+from hal.lifecycle import ClosesOnExit
 from cython_ext.errors import ConfigError, ConnectError, StateError
 from sim.device import ByteDeviceProtocol, device_wants_disconnect
 
@@ -121,7 +121,7 @@ def wait_until(deadline: float, stop: threading.Event | None = None) -> None:
         time.sleep(left - 0.0003 if left > 0.0003 else 0)
 
 
-class Endpoint:
+class Endpoint(ClosesOnExit):
     """Base of every endpoint: lifecycle, tracing, statistics and the device-serialising lock."""
 
     _ids = itertools.count(1)
@@ -208,14 +208,6 @@ class Endpoint:
 
     def _close_impl(self) -> None:
         pass
-
-    def __enter__(self) -> Endpoint:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -394,20 +386,11 @@ class PtyEndpoint(_ThreadedEndpoint):
     :param trace_path: write a timestamped byte trace here.
     :param poll_interval_s: longest gap between device polls, s.
     :param on_traffic: called with (``"RX"``/``"TX"``, bytes) for every chunk (logging).
+    The options are :class:`Endpoint`'s, checked there.
     """
 
-    def __init__(
-        self,
-        device: ByteDeviceProtocol,
-        *,
-        pace_baud: int | None = None,
-        trace_path: str | os.PathLike[str] | None = None,
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-        on_traffic: Callable[[str, bytes], None] | None = None,
-    ) -> None:
-        super().__init__(
-            device, pace_baud=pace_baud, trace_path=trace_path, poll_interval_s=poll_interval_s, on_traffic=on_traffic
-        )
+    def __init__(self, device: ByteDeviceProtocol, **options: object) -> None:
+        super().__init__(device, **options)
         self._master, slave = os.openpty()
         tty.setraw(slave)
         self._raw_attrs = termios.tcgetattr(slave)

@@ -14,21 +14,8 @@ from dataclasses import dataclass
 
 from hal.clock import Clock
 from cython_ext.errors import CapabilityError, LinkTimeoutError, StateError, UncertainDeliveryError
-from hal.pump import (
-    CommandResult,
-    Direction,
-    DispensedVolume,
-    Outcome,
-    PumpAlarm,
-    PumpCapabilities,
-    PumpDriver,
-    ProgramPhase,
-    PumpIdentity,
-    PumpProgram,
-    PumpState,
-    PumpStatus,
-    Sensor,
-)
+from hal.pump import CommandResult, Direction, DispensedVolume, Outcome, PumpAlarm, PumpCapabilities, PumpDriver
+from hal.pump import ProgramPhase, PumpIdentity, PumpProgram, PumpState, PumpStatus, Sensor
 
 NS_PER_H = 3_600_000_000_000
 

@@ -17,24 +17,10 @@ from typing import Any
 
 from controller.prescription import library as drug_library
 from controller.prescription.library import LibraryEntry
-from controller.prescription.model import (
-    MIN_PER_DAY,
-    PUMP_MODELS,
-    SCHEMA_VERSION,
-    ClinicianBolusSpec,
-    DrugSpec,
-    FlexStep,
-    Patient,
-    PatientBolusSpec,
-    PeriodicBolus,
-    Prescription,
-    ProgrammeMode,
-    ProgrammeSpec,
-    PumpModel,
-    PumpSpec,
-    SoftLimitOverride,
-    TitrationPolicy,
-)
+from controller.prescription.model import MIN_PER_DAY, PUMP_MODELS, SCHEMA_VERSION, ClinicianBolusSpec, DrugSpec
+from controller.prescription.model import FlexStep, Patient, PatientBolusSpec, PeriodicBolus, Prescription
+from controller.prescription.model import ProgrammeMode, ProgrammeSpec, PumpModel, PumpSpec, SoftLimitOverride
+from controller.prescription.model import TitrationPolicy
 from controller.prescription.review import soft_limit_breaches
 from cython_ext import fields, units
 from cython_ext.errors import ConfigError

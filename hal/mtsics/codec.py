@@ -38,10 +38,9 @@ import enum
 import re
 from dataclasses import dataclass
 
-from hal.balance import MASS_UNIT_UG, format_mass, parse_mass_ug
+from hal.balance import CRLF, MASS_UNIT_UG, format_mass, line_body, parse_mass_ug
 from cython_ext.errors import ConfigError
 
-CRLF = b"\r\n"
 #: Longest reply line accepted, bytes (without CR LF). Longer lines decode as malformed.
 MAX_LINE_BYTES = 128
 #: Commands this project uses.
@@ -265,7 +264,7 @@ def decode_reply(line: bytes) -> Reply:
     :param line: the bytes of one line.
     :return: a typed reply; :class:`MalformedReply` for anything not understood.
     """
-    body = line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
+    body = line_body(line)
     if len(body) > MAX_LINE_BYTES:
         return MalformedReply(bytes(line), f"longer than {MAX_LINE_BYTES} bytes")
     text = body.decode("latin-1")

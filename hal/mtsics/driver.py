@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceReading
+from hal.balance import BalanceFault, BalanceIdentity, BalanceReading, LineBalanceDriver
 from hal.clock import Clock
-from cython_ext.errors import CommunicationError, LinkTimeoutError
+from cython_ext.errors import CommunicationError
 from hal.mtsics import codec
 from hal.mtsics.codec import (
     ErrorReply,
@@ -49,7 +49,7 @@ _ERROR_FAULTS = {
 }
 
 
-class MtSicsDriver(BalanceDriver):
+class MtSicsDriver(LineBalanceDriver):
     """Mettler Toledo balance speaking MT-SICS level 0/1.
 
     :param link: an open serial link (``write``, ``read_until``, ``reset_input``, ``close``).
@@ -65,20 +65,11 @@ class MtSicsDriver(BalanceDriver):
     MAX_STREAM_BACKLOG_LINES: ClassVar[int] = 1024
 
     def __init__(self, link: Any, *, clock: Clock | None = None) -> None:
-        super().__init__(clock=clock)
-        self._link = link
+        super().__init__(link, clock=clock)
         self._stream_tare: WeightReply | None = None
 
-    @property
-    def link(self) -> Any:
-        """The serial link (for traces and tests)."""
-        return self._link
-
     def _read_line(self) -> tuple[Reply, int]:
-        data = self._link.read_until(b"\n")
-        stamp_ns = self._clock.monotonic_ns()
-        if not data.endswith(b"\n"):
-            raise LinkTimeoutError(f"balance sent no complete line (got {data!r})")
+        data, stamp_ns = self._read_raw_line()
         return codec.decode_reply(data), stamp_ns
 
     def _transact(self, command: str, reply_ids: tuple[str, ...], *params: str) -> tuple[Reply, int]:
@@ -139,30 +130,28 @@ class MtSicsDriver(BalanceDriver):
         return self._weight(codec.IMMEDIATE_WEIGHT)
 
     def _settled_command(self, command: str) -> Reply | BalanceFault:
-        """Send ``Z`` or ``T`` once the pan is stable; the fault that kept it from settling otherwise."""
+        """Send ``Z`` or ``T`` once the pan is stable and return its reply; a fault instead when the
+        pan never settled or the balance refused the command."""
         settled = self._poll_until_stable(self.STABLE_REPLY_TIMEOUT_S)
         if isinstance(settled, BalanceFault):
             return settled
         with self._patient_link():
             reply, _ = self._transact(command, (command,))
-        return reply
+        fault = self._fault_of(reply)
+        return reply if fault is None else fault
 
     def _zero(self) -> BalanceFault | None:
         reply = self._settled_command(codec.ZERO)
         if isinstance(reply, BalanceFault):
             return reply
-        fault = self._fault_of(reply)
-        if fault is None and not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
+        if not (isinstance(reply, StatusReply) and reply.status is ReplyStatus.EXECUTED):
             raise CommunicationError(f"unexpected reply to Z: {reply!r}")
-        return fault
+        return None
 
     def _tare(self) -> int | BalanceFault:
         reply = self._settled_command(codec.TARE)
         if isinstance(reply, BalanceFault):
             return reply
-        fault = self._fault_of(reply)
-        if fault is not None:
-            return fault
         if not isinstance(reply, WeightReply):
             raise CommunicationError(f"unexpected reply to T: {reply!r}")
         return reply.mass_ug
@@ -210,9 +199,6 @@ class MtSicsDriver(BalanceDriver):
             reply, _ = self._transact(codec.TARE_PRESET, (codec.TARE_PRESET,), value, tare.unit)
             if not (isinstance(reply, WeightReply) and reply.mass_ug == tare.mass_ug):
                 raise CommunicationError(f"the balance did not take back its tare after the stream: {reply!r}")
-
-    def _close(self) -> None:
-        self._link.close()
 
 
 def _decimals(resolution_ug: int, unit: str) -> int:

@@ -39,11 +39,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hal.balance import MASS_UNIT_UG, format_mass, parse_mass_ug
+from hal.balance import CRLF, MASS_UNIT_UG, format_mass, line_body, parse_mass_ug
 from cython_ext.errors import ConfigError
 
 ESC = 0x1B
-CRLF = b"\r\n"
 #: Longest output line accepted, bytes (without CR LF).
 MAX_LINE_BYTES = 64
 #: Width of the weight field, characters.
@@ -193,7 +192,7 @@ def decode_weight_line(line: bytes, *, unstable_unit: str = "g") -> Line:
     :param unstable_unit: the unit to read an unstable (unit-less) value in;
         the driver passes the unit of the last stable line.
     """
-    body = line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
+    body = line_body(line)
     if len(body) > MAX_LINE_BYTES:
         return MalformedLine(bytes(line), f"longer than {MAX_LINE_BYTES} bytes")
     text = body.decode("latin-1")
@@ -253,7 +252,7 @@ def _range_or_malformed(raw: bytes, tokens: list[str]) -> Line:
 
 def decode_text_line(line: bytes) -> str:
     """Decode a text reply (model, serial number, version): the line without padding or ``Ser.no`` label. Never raises."""
-    body = line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
+    body = line_body(line)
     text = body[:MAX_LINE_BYTES].decode("latin-1").strip()
     if text.startswith(SERIAL_ID):
         return text[len(SERIAL_ID) :].strip()

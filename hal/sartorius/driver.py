@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from hal.balance import BalanceDriver, BalanceFault, BalanceIdentity, BalanceReading
+from hal.balance import BalanceFault, BalanceIdentity, BalanceReading, LineBalanceDriver
 from hal.clock import Clock
-from cython_ext.errors import CommunicationError, ConfigError, LinkTimeoutError
+from cython_ext.errors import CommunicationError, ConfigError
 from hal.sartorius import codec
 from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, StatusLine, WeightLine
 
@@ -23,7 +23,7 @@ from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, StatusLine,
 _BUSY_CODES = frozenset({"C", "CAL.EXT.", "CAL.INT."})
 
 
-class SbiDriver(BalanceDriver):
+class SbiDriver(LineBalanceDriver):
     """Sartorius balance speaking SBI.
 
     :param link: an open serial link (``write``, ``read_until``, ``reset_input``, ``close``).
@@ -49,23 +49,10 @@ class SbiDriver(BalanceDriver):
             raise ConfigError("poll_interval_s", poll_interval_s, "a finite number >= 0 s")
         if unit not in codec.MASS_UNIT_UG:
             raise ConfigError("unit", unit, f"one of {sorted(codec.MASS_UNIT_UG)}")
-        super().__init__(clock=clock)
-        self._link = link
+        super().__init__(link, clock=clock)
         self._autoprint = autoprint
         self._poll_interval_s = float(poll_interval_s)
         self._unit = unit
-
-    @property
-    def link(self) -> Any:
-        """The serial link (for traces and tests)."""
-        return self._link
-
-    def _read_line(self) -> tuple[bytes, int]:
-        data = self._link.read_until(b"\n")
-        stamp_ns = self._clock.monotonic_ns()
-        if not data.endswith(b"\n"):
-            raise LinkTimeoutError(f"balance sent no complete line (got {data!r})")
-        return data, stamp_ns
 
     def _send(self, code: str) -> None:
         self._link.write(codec.encode_command(code))
@@ -88,7 +75,7 @@ class SbiDriver(BalanceDriver):
     def _print(self) -> BalanceReading | BalanceFault:
         self._link.reset_input()
         self._send(codec.PRINT)
-        return self._decode(*self._read_line())
+        return self._decode(*self._read_raw_line())
 
     def _read_stable_once(self) -> BalanceReading | BalanceFault:
         return self._print()
@@ -107,7 +94,7 @@ class SbiDriver(BalanceDriver):
     def _text(self, code: str) -> str:
         self._link.reset_input()
         self._send(code)
-        data, _ = self._read_line()
+        data, _ = self._read_raw_line()
         return codec.decode_text_line(data)
 
     def _identify(self) -> BalanceIdentity:
@@ -122,12 +109,9 @@ class SbiDriver(BalanceDriver):
 
     def _stream_next(self) -> BalanceReading | BalanceFault:
         if self._autoprint:
-            return self._decode(*self._read_line())
+            return self._decode(*self._read_raw_line())
         self._clock.sleep(self._poll_interval_s)
         return self._print()
 
     def _stream_stop(self) -> None:
         self._link.reset_input()
-
-    def _close(self) -> None:
-        self._link.close()

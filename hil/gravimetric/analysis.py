@@ -123,32 +123,32 @@ class AnalysisSettings:
     air_buoyancy_correction: bool = False
 
     def __post_init__(self) -> None:
-        if not _is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
+        if not is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
             raise ConfigError("rate_nl_per_h", self.rate_nl_per_h, "an integer > 0 nL/h")
-        if not _is_int(self.interval_s) or self.interval_s <= 0:
+        if not is_int(self.interval_s) or self.interval_s <= 0:
             raise ConfigError("interval_s", self.interval_s, "an integer > 0 s")
-        if not _finite(self.density_g_per_ml) or not 0.9 <= self.density_g_per_ml <= 1.1:
+        if not is_finite_number(self.density_g_per_ml) or not 0.9 <= self.density_g_per_ml <= 1.1:
             raise ConfigError("density_g_per_ml", self.density_g_per_ml, "in [0.9, 1.1] g/mL")
         if not self.windows_min:
             raise ConfigError("windows_min", self.windows_min, "at least one window")
         for window in self.windows_min:
-            if not _is_int(window) or window <= 0 or (window * 60) % self.interval_s:
+            if not is_int(window) or window <= 0 or (window * 60) % self.interval_s:
                 raise ConfigError(
                     "windows_min", self.windows_min, f"whole minutes > 0, each a multiple of {self.interval_s} s"
                 )
         if self.analysis_start_s is not None and (
-            not _is_int(self.analysis_start_s) or self.analysis_start_s < 0 or self.analysis_start_s % self.interval_s
+            not is_int(self.analysis_start_s) or self.analysis_start_s < 0 or self.analysis_start_s % self.interval_s
         ):
             raise ConfigError(
                 "analysis_start_s", self.analysis_start_s, f"an integer >= 0 s, a multiple of {self.interval_s} s"
             )
         for name in ("max_unstable_fraction", "max_missing_fraction"):
             value = getattr(self, name)
-            if not _finite(value) or not 0 <= value <= 1:
+            if not is_finite_number(value) or not 0 <= value <= 1:
                 raise ConfigError(name, value, "in [0, 1]")
-        if not _is_int(self.backwards_tolerance_ug) or self.backwards_tolerance_ug < 0:
+        if not is_int(self.backwards_tolerance_ug) or self.backwards_tolerance_ug < 0:
             raise ConfigError("backwards_tolerance_ug", self.backwards_tolerance_ug, "an integer >= 0 µg")
-        if not _finite(self.evaporation_ug_per_h) or self.evaporation_ug_per_h < 0:
+        if not is_finite_number(self.evaporation_ug_per_h) or self.evaporation_ug_per_h < 0:
             raise ConfigError("evaporation_ug_per_h", self.evaporation_ug_per_h, "a finite number >= 0 µg/h")
         if not isinstance(self.air_buoyancy_correction, bool):
             raise ConfigError("air_buoyancy_correction", self.air_buoyancy_correction, "true or false")
@@ -166,12 +166,14 @@ class AnalysisSettings:
         return self.rate_nl_per_h / NL_PER_ML
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """True for an int that is not a bool (the settings' integer fields)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _finite(value: object) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+def is_finite_number(value: object) -> bool:
+    """True for a finite int or float that is not a bool (the settings' number fields)."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,15 +50,9 @@ from hil.gravimetric.analysis import (
     RefusalReason,
     WeightSample,
     analyse,
+    is_finite_number,
+    is_int,
 )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -102,19 +95,19 @@ class AccuracyConfig:
     stable_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if not _is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
+        if not is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
             raise ConfigError("rate_nl_per_h", self.rate_nl_per_h, "an integer > 0 nL/h")
-        if not _is_number(self.syringe_diameter_mm) or not 0.1 <= self.syringe_diameter_mm <= 50.0:
+        if not is_finite_number(self.syringe_diameter_mm) or not 0.1 <= self.syringe_diameter_mm <= 50.0:
             raise ConfigError("syringe_diameter_mm", self.syringe_diameter_mm, "in [0.1, 50] mm")
-        if not _is_int(self.interval_s) or not 1 <= self.interval_s <= 3600:
+        if not is_int(self.interval_s) or not 1 <= self.interval_s <= 3600:
             raise ConfigError("interval_s", self.interval_s, "an integer in [1, 3600] s")
-        if not _is_int(self.duration_s) or self.duration_s <= 0 or self.duration_s % self.interval_s:
+        if not is_int(self.duration_s) or self.duration_s <= 0 or self.duration_s % self.interval_s:
             raise ConfigError("duration_s", self.duration_s, f"an integer > 0 s, a multiple of {self.interval_s} s")
-        if not _is_int(self.stabilisation_s) or self.stabilisation_s < 0:
+        if not is_int(self.stabilisation_s) or self.stabilisation_s < 0:
             raise ConfigError("stabilisation_s", self.stabilisation_s, "an integer >= 0 s")
-        if not _is_number(self.late_tolerance_s) or not 0 < self.late_tolerance_s <= self.interval_s:
+        if not is_finite_number(self.late_tolerance_s) or not 0 < self.late_tolerance_s <= self.interval_s:
             raise ConfigError("late_tolerance_s", self.late_tolerance_s, f"in (0, {self.interval_s}] s")
-        if not _is_number(self.stable_timeout_s) or self.stable_timeout_s <= 0:
+        if not is_finite_number(self.stable_timeout_s) or self.stable_timeout_s <= 0:
             raise ConfigError("stable_timeout_s", self.stable_timeout_s, "a number > 0 s")
         if not isinstance(self.tare, bool):
             raise ConfigError("tare", self.tare, "true or false")

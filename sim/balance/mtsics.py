@@ -55,11 +55,11 @@ from collections import deque
 from collections.abc import Callable
 
 from cython_ext.errors import ConfigError
-from hal.balance import MASS_UNIT_UG, parse_mass_ug
+from hal.balance import parse_mass_ug
 from hal.clock import NS_PER_S
 from hal.mtsics import codec
 from hal.mtsics.codec import GeneralError, ReplyStatus
-from sim.balance.pan import Pan, PanReading, PeriodicSchedule
+from sim.balance.pan import Pan, PanReading, PeriodicSchedule, display_decimals
 from sim.device import ByteDevice
 
 #: Most stream readings emitted by one poll after virtual time jumped ahead.
@@ -122,11 +122,7 @@ class MtSicsBalance(ByteDevice):
         stability_timeout_s: float = 10.0,
         display_width: int = 20,
     ) -> None:
-        scale_ug = MASS_UNIT_UG.get(unit)
-        if scale_ug is None or unit in ("ug", "µg"):
-            raise ConfigError("unit", unit, "one of 'g', 'mg', 'kg'")
-        if scale_ug % pan.settings.resolution_ug:
-            raise ConfigError("resolution_ug", pan.settings.resolution_ug, f"at most 1 {unit}")
+        decimals = display_decimals(unit, pan.settings.resolution_ug)
         for name, seconds in (("stream_interval_s", stream_interval_s), ("stability_timeout_s", stability_timeout_s)):
             if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
                 raise ConfigError(name, seconds, "a finite number > 0 s")
@@ -154,7 +150,7 @@ class MtSicsBalance(ByteDevice):
         self.software_id = software_id
         self.balance_id = balance_id
         self.unit = unit
-        self.decimals = len(str(scale_ug // pan.settings.resolution_ug)) - 1
+        self.decimals = decimals
         self.field_width = field_width
         self.display_width = display_width
         self._stability_timeout_ns = round(stability_timeout_s * NS_PER_S)

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from hal.balance import water_density_g_per_ml
+from hal.balance import MASS_UNIT_UG, water_density_g_per_ml
 from hal.clock import NS_PER_S, Clock
 from cython_ext.errors import ConfigError
 
@@ -127,6 +127,20 @@ def _power_of_ten(value: int) -> bool:
     while value % 10 == 0:
         value //= 10
     return value == 1
+
+
+def display_decimals(unit: str, resolution_ug: int) -> int:
+    """Decimals a balance shows in ``unit`` when its last digit is worth ``resolution_ug`` µg.
+
+    :raises ConfigError: ``unit`` is not one a balance displays (g, mg, kg), or the
+        readability is coarser than 1 ``unit``.
+    """
+    scale_ug = MASS_UNIT_UG.get(unit)
+    if scale_ug is None or unit in ("ug", "µg"):
+        raise ConfigError("unit", unit, "one of 'g', 'mg', 'kg'")
+    if scale_ug % resolution_ug:
+        raise ConfigError("resolution_ug", resolution_ug, f"at most 1 {unit}")
+    return len(str(scale_ug // resolution_ug)) - 1
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import threading
 from cython_ext.errors import ConfigError
 from hal.clock import NS_PER_S
 from hal.sartorius import codec
-from sim.balance.pan import Pan, PeriodicSchedule
+from sim.balance.pan import Pan, PeriodicSchedule, display_decimals
 from sim.device import ByteDevice
 
 #: Most auto-print lines emitted by one poll after virtual time jumped ahead.
@@ -72,11 +72,7 @@ class SbiBalance(ByteDevice):
         id_codes: bool = False,
         autoprint_interval_s: float | None = None,
     ) -> None:
-        scale_ug = codec.MASS_UNIT_UG.get(unit)
-        if scale_ug is None or unit in ("ug", "µg"):
-            raise ConfigError("unit", unit, "one of 'g', 'mg', 'kg'")
-        if scale_ug % pan.settings.resolution_ug:
-            raise ConfigError("resolution_ug", pan.settings.resolution_ug, f"at most 1 {unit}")
+        decimals = display_decimals(unit, pan.settings.resolution_ug)
         if autoprint_interval_s is not None and not (
             isinstance(autoprint_interval_s, (int, float)) and math.isfinite(autoprint_interval_s) and autoprint_interval_s > 0
         ):
@@ -92,7 +88,7 @@ class SbiBalance(ByteDevice):
         self.firmware = firmware
         self.unit = unit
         self.id_codes = id_codes
-        self.decimals = len(str(scale_ug // pan.settings.resolution_ug)) - 1
+        self.decimals = decimals
         #: Ambient filter set by ``ESC K``..``ESC N``.
         self.filter = "L"
         #: True after ``ESC O`` (keys blocked) until ``ESC R``.

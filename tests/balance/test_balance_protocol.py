@@ -63,16 +63,24 @@ def scripts() -> Iterator[list[ScriptedLink]]:
         assert not link.script, f"script not used up: {link.script!r}"
 
 
-def mtsics(scripts: list[ScriptedLink], clock: VirtualClock, *pairs: tuple[bytes, bytes]) -> MtSicsDriver:
+def scripted(
+    driver_class: type[MtSicsDriver] | type[SbiDriver],
+    scripts: list[ScriptedLink],
+    clock: VirtualClock,
+    *pairs: tuple[bytes, bytes],
+) -> MtSicsDriver | SbiDriver:
+    """A driver of *driver_class* on a fresh scripted link that the ``scripts`` fixture checks at teardown."""
     link = ScriptedLink(list(pairs))
     scripts.append(link)
-    return MtSicsDriver(link, clock=clock)
+    return driver_class(link, clock=clock)
+
+
+def mtsics(scripts: list[ScriptedLink], clock: VirtualClock, *pairs: tuple[bytes, bytes]) -> MtSicsDriver:
+    return scripted(MtSicsDriver, scripts, clock, *pairs)
 
 
 def sbi(scripts: list[ScriptedLink], clock: VirtualClock, *pairs: tuple[bytes, bytes]) -> SbiDriver:
-    link = ScriptedLink(list(pairs))
-    scripts.append(link)
-    return SbiDriver(link, clock=clock)
+    return scripted(SbiDriver, scripts, clock, *pairs)
 
 
 def test_mtsics_identify(scripts: list[ScriptedLink], clock: VirtualClock) -> None:
@@ -115,19 +123,29 @@ def test_mtsics_skips_a_stale_line_from_another_command(scripts: list[ScriptedLi
 
 
 @pytest.mark.parametrize(
-    ("reply", "fault"),
+    ("driver_class", "sent", "reply", "fault"),
     [
-        (b"S +\r\n", BalanceFault.OVERLOAD),
-        (b"S -\r\n", BalanceFault.UNDERLOAD),
-        (b"ES\r\n", BalanceFault.SYNTAX),
-        (b"ET\r\n", BalanceFault.TRANSMISSION),
-        (b"EL\r\n", BalanceFault.LOGIC),
+        (MtSicsDriver, b"SI\r\n", b"S +\r\n", BalanceFault.OVERLOAD),
+        (MtSicsDriver, b"SI\r\n", b"S -\r\n", BalanceFault.UNDERLOAD),
+        (MtSicsDriver, b"SI\r\n", b"ES\r\n", BalanceFault.SYNTAX),
+        (MtSicsDriver, b"SI\r\n", b"ET\r\n", BalanceFault.TRANSMISSION),
+        (MtSicsDriver, b"SI\r\n", b"EL\r\n", BalanceFault.LOGIC),
+        (SbiDriver, b"\x1bP\r\n", b"      High    \r\n", BalanceFault.OVERLOAD),
+        (SbiDriver, b"\x1bP\r\n", b"Stat        Low     \r\n", BalanceFault.UNDERLOAD),
+        (SbiDriver, b"\x1bP\r\n", b"   ERR 054    \r\n", BalanceFault.DEVICE),
+        (SbiDriver, b"\x1bP\r\n", b"Stat     APP.ERR    \r\n", BalanceFault.DEVICE),
+        (SbiDriver, b"\x1bP\r\n", b"Stat        Cal.Ext.\r\n", BalanceFault.NOT_EXECUTABLE),
     ],
 )
-def test_mtsics_device_faults_raise_device_error_with_code(
-    scripts: list[ScriptedLink], clock: VirtualClock, reply: bytes, fault: BalanceFault
+def test_device_faults_and_range_lines_raise_device_error_with_code(
+    scripts: list[ScriptedLink],
+    clock: VirtualClock,
+    driver_class: type[MtSicsDriver] | type[SbiDriver],
+    sent: bytes,
+    reply: bytes,
+    fault: BalanceFault,
 ) -> None:
-    driver = mtsics(scripts, clock, (b"SI\r\n", reply))
+    driver = scripted(driver_class, scripts, clock, (sent, reply))
     with pytest.raises(DeviceError) as caught:
         driver.read_immediate()
     assert caught.value.error_code == fault.value
@@ -222,25 +240,6 @@ def test_sbi_read_stable_polls_until_the_unit_appears(scripts: list[ScriptedLink
         (b"\x1bP\r\n", b"+     12.4 g  \r\n"),
     )
     assert driver.read_stable(timeout_s=5).mass_ug == 12_400_000
-
-
-@pytest.mark.parametrize(
-    ("reply", "fault"),
-    [
-        (b"      High    \r\n", BalanceFault.OVERLOAD),
-        (b"Stat        Low     \r\n", BalanceFault.UNDERLOAD),
-        (b"   ERR 054    \r\n", BalanceFault.DEVICE),
-        (b"Stat     APP.ERR    \r\n", BalanceFault.DEVICE),
-        (b"Stat        Cal.Ext.\r\n", BalanceFault.NOT_EXECUTABLE),
-    ],
-)
-def test_sbi_range_and_error_lines(
-    scripts: list[ScriptedLink], clock: VirtualClock, reply: bytes, fault: BalanceFault
-) -> None:
-    driver = sbi(scripts, clock, (b"\x1bP\r\n", reply))
-    with pytest.raises(DeviceError) as caught:
-        driver.read_immediate()
-    assert caught.value.error_code == fault.value
 
 
 def test_sbi_tare_and_zero_send_their_escape_codes(scripts: list[ScriptedLink], clock: VirtualClock) -> None:

@@ -17,6 +17,7 @@ from hal.mtsics.codec import (
     StatusReply,
     WeightReply,
 )
+from tests.balance.chunking import fed_whole_and_in_chunks
 
 
 @pytest.mark.parametrize(
@@ -111,11 +112,7 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
 
 @given(st.binary(max_size=600), st.integers(min_value=1, max_value=17))
 def test_the_deframer_gives_the_same_lines_whatever_the_chunking(data: bytes, chunk: int) -> None:
-    whole = codec.LineDeframer().feed(data)
-    deframer = codec.LineDeframer()
-    pieces: list[bytes] = []
-    for start in range(0, len(data), chunk):
-        pieces.extend(deframer.feed(data[start : start + chunk]))
+    whole, pieces = fed_whole_and_in_chunks(codec.LineDeframer, data, chunk)
     assert pieces == whole
     assert all(len(line) <= codec.MAX_LINE_BYTES + 1 for line in whole)
 

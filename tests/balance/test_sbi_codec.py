@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from cython_ext.errors import ConfigError
 from hal.sartorius import codec
 from hal.sartorius.codec import ErrorLine, MalformedLine, RangeLine, StatusLine, WeightLine
+from tests.balance.chunking import fed_whole_and_in_chunks
 
 #: The reference's example output line, byte for byte.
 REFERENCE_LINE = bytes.fromhex("2B 20 20 20 31 32 35 35 2E 37 20 67 20 20 0D 0A")
@@ -119,11 +120,7 @@ def test_weight_lines_round_trip(steps: int, unit_decimals: tuple[str, int], sta
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=7))
 def test_command_deframer_is_chunking_independent(data: bytes, chunk: int) -> None:
-    whole = codec.CommandDeframer().feed(data)
-    deframer = codec.CommandDeframer()
-    pieces: list[str] = []
-    for start in range(0, len(data), chunk):
-        pieces.extend(deframer.feed(data[start : start + chunk]))
+    whole, pieces = fed_whole_and_in_chunks(codec.CommandDeframer, data, chunk)
     assert pieces == whole
     for code in whole:
         codec.encode_command(code)  # every code found is a well-formed command

@@ -42,6 +42,21 @@ def script(rig: Any) -> None:
     rig.advance(2 * MS_PER_H)
 
 
+def new_rig(build: Any, path: Path) -> Any:
+    """A controller over a fresh fake pump and a store at ``path``, on a new virtual clock."""
+    clock = VirtualClock()
+    return build(clock, FakePump(clock), Store(path, clock))
+
+
+def crash_and_restart(rig: Any, build: Any, path: Path, clock: VirtualClock | None = None) -> Any:
+    """The process dies (its store abandoned unflushed); a new one opens the same file and the same pump.
+
+    :param clock: the new process's clock (default: the same one, as after a process restart).
+    """
+    rig.store.abandon()
+    return build(clock or rig.clock, rig.pump, Store(path, rig.clock), recover=True)
+
+
 def run_with_crash(tmp_path: Path, build: Any, crash_at: int | None) -> tuple[Any, Any, Any, bool]:
     """Run the script, crashing at write ``crash_at``; restart; return (rig after restart, pump, clock, crashed)."""
     path = tmp_path / f"store-{crash_at}.sqlite"
@@ -108,14 +123,11 @@ def test_every_write_point(tmp_path: Path, rig_builder: Any) -> None:
 
 
 def test_restart_without_crash_resumes_lockout_and_ledger(tmp_path: Path, rig_builder: Any) -> None:
-    clock = VirtualClock()
-    pump = FakePump(clock)
-    store = Store(tmp_path / "clean.sqlite", clock)
-    rig = rig_builder(clock, pump, store)
+    rig = new_rig(rig_builder, tmp_path / "clean.sqlite")
+    pump = rig.pump
     script(rig)
     before = rig.gate.total_24h_ng(rig.loop.now_ms())
-    store.abandon()
-    again = rig_builder(clock, pump, Store(tmp_path / "clean.sqlite", clock), recover=True)
+    again = crash_and_restart(rig, rig_builder, tmp_path / "clean.sqlite")
     assert again.loop.mode is Mode.RUNNING
     assert again.gate.total_24h_ng(again.loop.now_ms()) >= before - 1000
     assert again.therapy.patient_bolus is not None  # workflow state came back too
@@ -141,15 +153,12 @@ def test_restart_with_no_state_sends_nothing(tmp_path: Path, rig_builder: Any) -
 
 
 def test_restart_long_after_the_checkpoint_neither_double_counts_nor_forgets(tmp_path: Path, rig_builder: Any) -> None:
-    clock = VirtualClock()
-    pump = FakePump(clock)
-    store = Store(tmp_path / "late.sqlite", clock)
-    rig = rig_builder(clock, pump, store)
+    rig = new_rig(rig_builder, tmp_path / "late.sqlite")
+    pump = rig.pump
     assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed  # primed catheter
     rig.advance(2 * MS_PER_DAY + 20 * MS_PER_H)  # the last checkpoint is long before the crash
     before = rig.gate.total_24h_ng(rig.loop.now_ms())
-    store.abandon()
-    again = rig_builder(clock, pump, Store(tmp_path / "late.sqlite", clock), recover=True)
+    again = crash_and_restart(rig, rig_builder, tmp_path / "late.sqlite")
     after = again.gate.total_24h_ng(again.loop.now_ms())
     assert abs(after - before) <= 5_000, (before, after)  # about one day's 100 µg, not two
     assert again.loop.total_counted_nl == pump.infused_nl
@@ -159,20 +168,17 @@ def test_restart_long_after_the_checkpoint_neither_double_counts_nor_forgets(tmp
 def test_restart_on_a_new_monotonic_origin_continues_controller_time(tmp_path: Path, rig_builder: Any) -> None:
     from datetime import timedelta
 
-    clock = VirtualClock()
-    pump = FakePump(clock)
-    store = Store(tmp_path / "reboot.sqlite", clock)
-    rig = rig_builder(clock, pump, store)
+    rig = new_rig(rig_builder, tmp_path / "reboot.sqlite")
+    clock, pump = rig.clock, rig.pump
     rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000)
     rig.advance(MS_PER_DAY)
     rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     assert rig.therapy.patient_bolus_request().allowed
     saved_ms = rig.loop.now_ms()
-    store.abandon()
     # The host rebooted: monotonic time starts again from zero, wall time moved on by 1 h.
     rebooted = VirtualClock(start_utc=clock.utc_now() + timedelta(hours=1))
     clock.advance(3600)
-    again = rig_builder(rebooted, pump, Store(tmp_path / "reboot.sqlite", clock), recover=True)
+    again = crash_and_restart(rig, rig_builder, tmp_path / "reboot.sqlite", clock=rebooted)
     assert again.loop.now_ms() >= saved_ms + MS_PER_H - 1000
     again.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN)
     assert again.therapy.patient_bolus_request().reasons == ("BOLUS_LOCKOUT",)  # lockouts survive the reboot

@@ -1,15 +1,18 @@
 """A controller over the interface-level fake pump at 1000 µg/mL, for the flex and periodic programme tests.
 
 Built through the controller's front door on an in-memory store, in virtual time. The kernel is
-the selected one (compiled, or the twin only with ``ITB_PURE_PYTHON=1``).
+the selected one (compiled, or the twin only with ``ITB_PURE_PYTHON=1``). The shipped
+programme scenarios run through :func:`run_shipped` and share one daily-total check.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
 from controller.assembly import ControllerSettings, build_controller
 from controller.patient import History, PatientRecord
 from controller.store import Store
+from hil.scenario import RunOptions, ScenarioRunner, load_scenario
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 from tests.prescriptions import make_prescription, signed_file
@@ -17,6 +20,24 @@ from tests.prescriptions import make_prescription, signed_file
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
 MS_PER_DAY = 86_400_000
+
+
+def run_shipped(name: str) -> tuple[Any, Any]:
+    """(scenario, run record) of the shipped scenario ``name``, run in process."""
+    scenario = load_scenario(name)
+    return scenario, ScenarioRunner(scenario, RunOptions(link="inprocess")).run()
+
+
+def assert_delivers_programme_daily_total(scenario: Any, record: Any, kinds: set[str]) -> None:
+    """Delivered and prescribed µg each within 1 % of the programme's daily total times the whole days run.
+
+    :param kinds: the delivery kinds the run may have delivered as (nothing else was).
+    """
+    days = scenario.settings.duration_ms // MS_PER_DAY
+    programmed_ug = scenario.prescription.programme.daily_total_ng() * days / 1000
+    assert abs(record.delivered_ug - programmed_ug) <= programmed_ug / 100
+    assert abs(record.prescribed_ug - programmed_ug) <= programmed_ug / 100
+    assert set(record.delivered_by_kind_ug) <= kinds
 
 
 class ProgrammeController:

@@ -12,29 +12,16 @@ import pytest
 
 from hil.cli import main
 from hil.report import REPORT_FILES
+from tests.scenarios import implant_scenario
 
-SHORT_FAILING = """
-[scenario]
-name = "short-failing"
-duration_days = 2
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 09:00"
-do = "implant"
-label = "implant"
-
+SHORT_FAILING = implant_scenario("short-failing", 2, "0d 09:00", label="implant", extra="""
 [[expect]]
 check = "alarm_raised"
 code = "motor_stall"
 
 [[expect]]
 check = "invariants_hold"
-"""
+""")
 
 
 def run_itb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -97,25 +84,11 @@ def test_list_shows_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> Non
     assert "default" in capsys.readouterr().out.split()
 
 
-SAFE = """
-[scenario]
-name = "safe"
-duration_days = "0.125"
-poll_interval_min = 1
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 00:30"
-do = "implant"
-
+SAFE = implant_scenario("safe", "0.125", "0d 00:30", poll_interval_min=1, extra="""
 [[expect]]
 check = "alarm_not_raised"
 code = "therapy_interrupted"
-"""
+""")
 
 
 def test_safe_mode_run_keeps_the_watchdog_fed(tmp_path: Path) -> None:
@@ -136,21 +109,7 @@ def test_safe_mode_needs_polls_inside_the_watchdog_in_virtual_time(tmp_path: Pat
 
 #: A run longer than the test waits: 60 days of hourly polls (1 440) is still running when its 100th
 #: poll is logged (the 21-day default once finished, in 0.7 s, before the signal arrived).
-LONG = """
-[scenario]
-name = "long"
-duration_days = 60
-poll_interval_min = 60
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 00:05"
-do = "implant"
-"""
+LONG = implant_scenario("long", 60, "0d 00:05", poll_interval_min=60)
 
 
 def test_sigint_records_the_time_reached_and_exits_130(tmp_path: Path) -> None:

@@ -23,28 +23,14 @@ import pytest
 
 from hil.cli import main
 from hil.scenario.runlog import RUN_LOG_FILE
+from tests.scenarios import implant_scenario
 
 #: Speed of the simulator and the controller in the kill test (virtual seconds per wall second).
 SPEED = 1000
 #: Longest wait for any one event of a subprocess, s (a deadline, not a pause).
 DEADLINE_S = 60.0
 
-RESUMABLE = """
-[scenario]
-name = "resumable"
-duration_days = "0.125"
-poll_interval_min = 1
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 00:05"
-do = "implant"
-label = "implant"
-
+RESUMABLE = implant_scenario("resumable", "0.125", "0d 00:05", poll_interval_min=1, label="implant", extra="""
 [[action]]
 at = "0d 01:00"
 do = "clinician_bolus"
@@ -63,42 +49,14 @@ signed = true  # a high-risk change: only as a signed command (SEC-02)
 [[expect]]
 check = "allowed"
 action = "bolus"
-"""
+""")
 
-SHORT = """
-[scenario]
-name = "short"
-duration_days = "0.25"
-prescription = "spinal_simple_500.toml"
+SHORT = implant_scenario("short", "0.25", "0d 00:30", label="implant")
 
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 00:30"
-do = "implant"
-label = "implant"
-"""
-
-REFUSED = """
-[scenario]
-name = "refused-implant"
-duration_days = 1
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
+REFUSED = implant_scenario("refused-implant", 1, "0d 01:00", label="implant", extra="""
 [pump]
 syringe_diameter_mm = "40"
-
-[[action]]
-at = "0d 01:00"
-do = "implant"
-label = "implant"
-"""
+""")
 
 
 def itb(*args: str, cwd: Path, **kwargs: object) -> subprocess.Popen[str]:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from controller.accounting import periodic_extra_nl_per_h
 from controller.loop import Mode
 from cython_ext.errors import ConfigError
-from hil.scenario import RunOptions, ScenarioRunner, load_scenario
 from programme_rig import MS_PER_DAY, MS_PER_H, MS_PER_MIN, ProgrammeController
+from programme_rig import assert_delivers_programme_daily_total, run_shipped
 
 PERIODIC_KIND = 4  # the kernel's DeliveryKind.BOLUS_PERIODIC
 
@@ -174,18 +174,12 @@ def test_a_bad_periodic_bolus_is_rejected_and_nothing_changes(controller: Any) -
 
 @pytest.fixture(scope="module")
 def periodic_run() -> Any:
-    sc = load_scenario("periodic")
-    return sc, ScenarioRunner(sc, RunOptions(link="inprocess")).run()
+    return run_shipped("periodic")
 
 
 def test_periodic_scenario_delivers_the_programme_daily_total(periodic_run: Any) -> None:
-    sc, record = periodic_run
-    days = sc.settings.duration_ms // MS_PER_DAY
-    programmed_ug = sc.prescription.programme.daily_total_ng() * days / 1000
-    assert abs(record.delivered_ug - programmed_ug) <= programmed_ug / 100
-    assert abs(record.prescribed_ug - programmed_ug) <= programmed_ug / 100
-    assert record.delivered_by_kind_ug.get("periodic", 0) > 0
-    assert set(record.delivered_by_kind_ug) <= {"basal", "periodic"}
+    assert_delivers_programme_daily_total(*periodic_run, kinds={"basal", "periodic"})
+    assert periodic_run[1].delivered_by_kind_ug.get("periodic", 0) > 0
 
 
 def test_reservoir_forecast_uses_the_programme_day_not_the_bolus_rate(periodic_run: Any) -> None:

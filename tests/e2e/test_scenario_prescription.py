@@ -16,6 +16,7 @@ from hil.scenario import (
     load_scenario,
     parse_scenario,
 )
+from tests.scenarios import implant_scenario
 
 HEAD = """
 [scenario]
@@ -173,23 +174,10 @@ def test_the_prescription_in_effect_is_journalled(tmp_path: Path) -> None:
         assert journal.last_prescription() == sc.prescription
 
 
-OVER_DELIVERING = """
-[scenario]
-name = "over-delivering"
-duration_days = 4
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
+OVER_DELIVERING = implant_scenario("over-delivering", 4, "0d 09:00", extra="""
 [pump]
 bias_pct = {bias}
-
-[[action]]
-at = "0d 09:00"
-do = "implant"
-"""
+""")
 
 
 def test_an_over_delivering_mechanism_shows_in_the_patient_not_only_in_the_counter() -> None:

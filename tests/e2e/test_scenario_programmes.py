@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from controller.loop import Mode
 from controller.prescription import load_prescription
 from cython_ext.errors import ConfigError
-from hil.scenario import PRESCRIPTION_DIR, RunOptions, ScenarioRunner, load_scenario, parse_scenario
+from hil.scenario import PRESCRIPTION_DIR, load_scenario, parse_scenario
 from programme_rig import MS_PER_DAY, MS_PER_H, MS_PER_MIN, ProgrammeController
+from programme_rig import assert_delivers_programme_daily_total, run_shipped
 
 
 FLEX_RX = "cerebral_flex_1000.toml"
@@ -57,17 +58,11 @@ def test_a_periodic_prescription_is_taken_by_a_scenario() -> None:
 
 @pytest.fixture(scope="module")
 def flex_run() -> Any:
-    sc = load_scenario("flex")
-    return sc, ScenarioRunner(sc, RunOptions(link="inprocess")).run()
+    return run_shipped("flex")
 
 
 def test_flex_scenario_delivers_the_programme_daily_total(flex_run: Any) -> None:
-    sc, record = flex_run
-    days = sc.settings.duration_ms // MS_PER_DAY
-    programmed_ug = sc.prescription.programme.daily_total_ng() * days / 1000
-    assert abs(record.delivered_ug - programmed_ug) <= programmed_ug / 100
-    assert abs(record.prescribed_ug - programmed_ug) <= programmed_ug / 100
-    assert set(record.delivered_by_kind_ug) <= {"flex"}
+    assert_delivers_programme_daily_total(*flex_run, kinds={"flex"})
 
 
 def test_flex_scenario_runs_each_step_at_its_rate(flex_run: Any) -> None:

@@ -12,7 +12,43 @@ from collections import deque
 from collections.abc import Callable
 
 
-class ScriptedLink:
+class _InMemoryLink:
+    """What both links share: a receive buffer the host reads from, a timeout and a close counter.
+
+    :param url: the name the link reports (``scripted://``, ``nullmodem://``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.timeout_s = 0.5
+        self.rx = bytearray()
+        self.closed = 0
+
+    def _receive(self) -> None:
+        """Move whatever the other end has sent since into :attr:`rx` (nothing, for a script)."""
+
+    def read(self, size: int = 1) -> bytes:
+        self._receive()
+        data = bytes(self.rx[:size])
+        del self.rx[:size]
+        return data
+
+    @property
+    def in_waiting(self) -> int:
+        self._receive()
+        return len(self.rx)
+
+    def reset_input(self) -> None:
+        self.rx.clear()
+
+    def note(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class ScriptedLink(_InMemoryLink):
     """Expects exact request bytes in order and answers each with scripted bytes.
 
     :param script: ``(sent, reply)`` pairs; ``reply=None`` means the reply is lost.
@@ -20,12 +56,9 @@ class ScriptedLink:
     """
 
     def __init__(self, script: list[tuple[bytes, bytes | None]] | None = None) -> None:
-        self.url = "scripted://"
-        self.timeout_s = 0.5
+        super().__init__("scripted://")
         self.script: deque[tuple[bytes, bytes | None]] = deque(script or [])
         self.sent: list[bytes] = []
-        self.rx = bytearray()
-        self.closed = 0
 
     def add(self, sent: bytes, reply: bytes | None) -> None:
         """Append one exchange to the script."""
@@ -43,30 +76,12 @@ class ScriptedLink:
         if reply is not None:
             self.rx += reply
 
-    def read(self, size: int = 1) -> bytes:
-        data = bytes(self.rx[:size])
-        del self.rx[:size]
-        return data
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self.rx)
-
-    def reset_input(self) -> None:
-        self.rx.clear()
-
-    def note(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed += 1
-
     def assert_done(self) -> None:
         """Fail if any scripted exchange was not used."""
         assert not self.script, f"unused script entries: {list(self.script)!r}"
 
 
-class DeviceLink:
+class DeviceLink(_InMemoryLink):
     """A null modem to a simulated byte device (``receive``/``poll``), with a fault manipulator.
 
     :param device: the simulated device.
@@ -75,13 +90,10 @@ class DeviceLink:
     """
 
     def __init__(self, device: object, manipulator: Callable[[bytes, bytes], bytes] | None = None) -> None:
-        self.url = "nullmodem://"
-        self.timeout_s = 0.5
+        super().__init__("nullmodem://")
         self.device = device
         self.manipulator = manipulator
-        self.rx = bytearray()
         self.writes: list[bytes] = []
-        self.closed = 0
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -90,22 +102,5 @@ class DeviceLink:
             reply = self.manipulator(bytes(data), reply)
         self.rx += reply
 
-    def read(self, size: int = 1) -> bytes:
+    def _receive(self) -> None:
         self.rx += self.device.poll()  # type: ignore[attr-defined]
-        data = bytes(self.rx[:size])
-        del self.rx[:size]
-        return data
-
-    @property
-    def in_waiting(self) -> int:
-        self.rx += self.device.poll()  # type: ignore[attr-defined]
-        return len(self.rx)
-
-    def reset_input(self) -> None:
-        self.rx.clear()
-
-    def note(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed += 1

@@ -12,18 +12,8 @@ from hypothesis import strategies as st
 
 from cython_ext.errors import CapabilityError, CommunicationError, ConfigError
 from hal.newera import codec
-from hal.newera.codec import (
-    AlarmType,
-    Command,
-    ErrorCode,
-    Prompt,
-    RateUnits,
-    Reply,
-    ReplyFormatError,
-    Request,
-    VolumeUnits,
-    WireDirection,
-)
+from hal.newera.codec import AlarmType, Command, ErrorCode, Prompt, RateUnits, Reply, ReplyFormatError, Request
+from hal.newera.codec import VolumeUnits, WireDirection
 from hal.newera.framing import Frame, FrameKind, ReplyDeframer
 
 # -- golden vectors ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from cython_ext.errors import ConfigError
 from hal.trace import parse_line, parse_trace, read_trace
 from hal.transport import format_trace_line
 from hil.cli import main
+from tests.scenarios import implant_scenario
 
 #: Written by hand from the format's description, not by our writer.
 HAND_WRITTEN = [
@@ -58,21 +59,7 @@ def test_a_file_without_the_header_is_refused(tmp_path: Path) -> None:
         read_trace(path)
 
 
-SHORT = """
-[scenario]
-name = "short"
-duration_days = "0.1"
-poll_interval_min = 10
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
-[[action]]
-at = "0d 00:30"
-do = "implant"
-"""
+SHORT = implant_scenario("short", "0.1", "0d 00:30", poll_interval_min=10)
 
 
 @pytest.fixture(scope="module")

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from sim.clock import VirtualClock
 from sim.newera import Ne1000
-
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail any test that leaves a service thread running or a descriptor open."""
-    threads_before = set(threading.enumerate())
-    fds_before = _open_fds()
-    yield
-    leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-    assert not leaked, f"threads left running: {leaked}"
-    new_fds = _open_fds() - fds_before
-    # A descriptor number may be reused for a different file; only growth is a leak.
-    assert len(_open_fds()) <= len(fds_before), f"descriptors left open: {sorted(new_fds)}"
+from tests.leaks import no_leaks  # noqa: F401  (autouse: importing it switches it on here)
 
 
 @pytest.fixture
