@@ -1068,13 +1068,17 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
         if len(step) != 3:
             raise ConfigError(f"steps[{i}]", step, "(start_offset_ms, duration_ms, rate_nl_per_h)")
         start, duration, rate = step
-        require_int(f"steps[{i}].start_offset_ms", start)
-        if start != expected:
-            raise ConfigError(
-                f"steps[{i}].start_offset_ms", start, f"{expected} (steps must be contiguous, no gap or overlap)"
-            )
-        require_range(f"steps[{i}].duration_ms", duration, 1, MS_PER_DAY, "ms")
-        require_range(f"steps[{i}].rate_nl_per_h", rate, 0, MAX_RATE_NL_PER_H, "nL/h")
+        # Plain ints in range pass without building the field names (a kernel builds a programme
+        # at every rate change); anything else goes through the checks that name the field.
+        if not (type(start) is int and start == expected and type(duration) is int and 1 <= duration <= MS_PER_DAY
+                and type(rate) is int and 0 <= rate <= MAX_RATE_NL_PER_H):
+            require_int(f"steps[{i}].start_offset_ms", start)
+            if start != expected:
+                raise ConfigError(
+                    f"steps[{i}].start_offset_ms", start, f"{expected} (steps must be contiguous, no gap or overlap)"
+                )
+            require_range(f"steps[{i}].duration_ms", duration, 1, MS_PER_DAY, "ms")
+            require_range(f"steps[{i}].rate_nl_per_h", rate, 0, MAX_RATE_NL_PER_H, "nL/h")
         expected = start + duration
     if expected != MS_PER_DAY:
         raise ConfigError("steps", expected, f"ending at {MS_PER_DAY} ms (steps must cover 24 h exactly)")
@@ -1092,6 +1096,14 @@ def check_programme_shape(steps: Sequence, periodic_boluses: Sequence, concentra
             raise ConfigError(f"periodic_boluses[{i}].start_offset_ms", start, f">= {last_end} (boluses must not overlap)")
         last_end = start + duration
     periodic = tuple(sorted(periodic))
+    if not periodic:
+        # No overlays: the rate function is the steps themselves (each already <= the highest
+        # rate), neighbours of equal rate merged.
+        merged: list[tuple[int, int]] = []
+        for start, _, rate in steps:
+            if not merged or merged[-1][1] != rate:
+                merged.append((start, rate))
+        return steps, periodic, tuple(merged)
     # Merge the step function and the bolus overlays into one rate function.
     cuts = sorted({0} | {s[0] for s in steps} | {b[0] for b in periodic} | {b[0] + b[1] for b in periodic if b[0] + b[1] < MS_PER_DAY})
     segments: list[tuple[int, int]] = []

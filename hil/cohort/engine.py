@@ -26,6 +26,7 @@ a cohort gives the same figures however it is split and wherever chunks run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -36,17 +37,59 @@ from controller.gate import KernelGate
 from controller.patient import PatientRecord, ScreeningDose
 from controller.prescription import Prescription
 from controller.therapy import PAEDIATRIC_FIRST_TEST_DOSE_UG, SCREENING_SEQUENCE_UG, Therapy, WorkflowResult
-from cython_ext.errors import ConfigError
+from cython_ext.errors import ConfigError, StateError
 from cython_ext.units import H_PER_DAY, MS_PER_DAY, MS_PER_H, NG_PER_UG, NL_PER_ML, PG_PER_NG
 from cython_ext.vocabulary import Origin
 from hil.cohort.loop import IdealPumpLoop
 from hil.cohort.policy import TitrationPolicy
-from sim.clock import VirtualClock
+from hal.clock import NS_PER_MS, Clock
+from sim.clock import DEFAULT_EPOCH_UTC, VirtualClock
 from sim.cohort_plant import CohortPlant
 
 #: Lot recorded for the cohort's refills.
 REFILL_LOT = "cohort"
-_NS_PER_MS = 1_000_000
+
+
+class ChunkClock(Clock):
+    """A chunk's controller time: whole ms, one thread, moved only by the chunk's hour loop.
+
+    Reads as a :class:`~sim.clock.VirtualClock` from the same origin at the same time would
+    (monotonic ns, ms, and UTC), without its lock and conversions: the patients of a chunk read
+    it about 60 times a patient-day.
+
+    :param start_utc: the wall time at monotonic zero.
+    """
+
+    def __init__(self, start_utc: datetime = DEFAULT_EPOCH_UTC) -> None:
+        if start_utc.tzinfo is None:
+            raise ValueError("start_utc must be timezone-aware")
+        self._origin_utc = start_utc
+        self._ms = 0
+        self._utc = start_utc
+
+    def monotonic_ns(self) -> int:
+        """Controller time, ns."""
+        return self._ms * NS_PER_MS
+
+    def monotonic_ms(self) -> int:
+        """Controller time, ms."""
+        return self._ms
+
+    def utc_now(self) -> datetime:
+        """The start wall time plus the time elapsed."""
+        return self._utc
+
+    def advance_to_ms(self, t_ms: int) -> None:
+        """Move to ``t_ms`` (ms, never backwards)."""
+        if t_ms < self._ms:
+            raise StateError(f"time went back: {t_ms} ms < {self._ms} ms")
+        if t_ms > self._ms:
+            self._ms = t_ms
+            self._utc = self._origin_utc + timedelta(milliseconds=t_ms)
+
+    def sleep(self, seconds: float) -> None:
+        """Refused: nothing in a chunk waits (the cohort's loop does not sleep; only its hour loop moves time)."""
+        raise StateError(f"sleep({seconds!r}) on a cohort chunk's clock: its time moves only with the hour loop")
 
 
 @dataclass(frozen=True)
@@ -199,7 +242,7 @@ class CohortPatient:
     :param settings: rig and clinic timing (default :class:`ControllerSettings`, as ``itb run``).
     """
 
-    def __init__(self, index: int, prescription: Prescription, clock: VirtualClock,
+    def __init__(self, index: int, prescription: Prescription, clock: Clock,
                  pump_rate_envelope_nl_per_h: tuple[int, int], settings: ControllerSettings | None = None) -> None:
         settings = settings or ControllerSettings()
         rx = prescription
@@ -308,7 +351,7 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
     """
     policy = spec.policy
     n = len(spec.origins)
-    clock = VirtualClock()
+    clock = ChunkClock()
     plant = CohortPlant(spec.parameters)
     patients = [CohortPatient(spec.first_index + i, spec.prescriptions[Origin(origin)], clock,
                               spec.pump_rate_envelope_nl_per_h) for i, origin in enumerate(spec.origins)]
@@ -334,7 +377,7 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
 
     for hour in range(spec.days * H_PER_DAY):
         t_ms = hour * MS_PER_H
-        clock.advance_to_ns(t_ms * _NS_PER_MS)
+        clock.advance_to_ms(t_ms)
         for i in np.flatnonzero(bolus_end_ms <= t_ms).tolist():
             patients[i].loop.end_bolus_if_due()
             bolus_end_ms[i] = np.inf

@@ -85,3 +85,32 @@ def test_daily_total_is_sum_of_steps(steps, t):
         assert t < boundary <= t + MS_PER_DAY
         assert p.rate_at(boundary) != p.rate_at(boundary - 1)
         assert all(p.rate_at(x) == p.rate_at(t) for x in (t, (t + boundary) // 2, boundary - 1))
+
+
+@given(steps_strategy(), st.integers(0, 10**10))
+def test_segments_without_overlays_are_the_steps_merged(steps, anchor):
+    """Without periodic boluses the rate function is the steps, equal neighbours merged (oracle: rate_at)."""
+    from cython_ext._common import check_programme_shape
+
+    _, _, segments = check_programme_shape(steps, (), 500, anchor)
+    assert segments[0][0] == 0
+    assert all(a[1] != b[1] and a[0] < b[0] for a, b in zip(segments, segments[1:]))
+    for start, duration, rate in steps:
+        for offset in (start, start + duration - 1):
+            assert next(r for s, r in reversed(segments) if s <= offset) == rate
+
+
+@pytest.mark.parametrize(
+    ("steps", "error", "field"),
+    [
+        ([(0, MS_PER_DAY, True)], TypeError, "steps[0].rate_nl_per_h"),
+        ([(0.0, MS_PER_DAY, 1000)], TypeError, "steps[0].start_offset_ms"),
+        ([(0, float(MS_PER_DAY), 1000)], TypeError, "steps[0].duration_ms"),
+        ([(0, 0, 1000), (0, MS_PER_DAY, 1000)], ConfigError, "steps[0].duration_ms"),
+        ([(0, MS_PER_DAY, 10_000_001)], ConfigError, "steps[0].rate_nl_per_h"),
+    ],
+)
+def test_bad_step_values_name_their_field(impl, steps, error, field):
+    with pytest.raises(error) as info:
+        impl.Programme(steps, 500)
+    assert field in (info.value.field if isinstance(info.value, ConfigError) else str(info.value))
