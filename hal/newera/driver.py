@@ -195,6 +195,9 @@ class Ne1000Driver(PumpDriver):
         #: Whether the pump may run a program of several rates (a bolus, then the basal): then no one rate
         #: predicts how its counters grow, and a reading that grew is read twice.
         self._several_rates = False
+        #: The program last started by :meth:`commit_program` (None after anything else that may change
+        #: what the pump runs): a ``PHN`` read of its last, continuous phase means one rate runs from then on.
+        self._running_program: PumpProgram | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -260,6 +263,7 @@ class Ne1000Driver(PumpDriver):
         """
         _check_safe_timeout(safe_mode_timeout_s)
         with self._lock:
+            self._running_program = None
             self._probe_mode()
             status = self.read_status()
             self._diameter_mm = self._read_diameter()
@@ -969,6 +973,7 @@ class Ne1000Driver(PumpDriver):
                 if status.state is PumpState.STOPPED:
                     self._program_max_rate_nl_per_h = None
                     self._several_rates = False
+                    self._running_program = None
                     return CommandResult("stop", Outcome.APPLIED, status=status, detail=_join(detail))
                 if lost and status.state is not PumpState.PAUSED:
                     return CommandResult("stop", Outcome.NOT_APPLIED, status=status,
@@ -1046,6 +1051,9 @@ class Ne1000Driver(PumpDriver):
         last = self._closing_phase(program, first_phase)
         with self._lock:
             self._staged = None
+            if self._running_program is not None:
+                # Phases may be rewritten under the phase that runs: several rates may follow again.
+                self._several_rates, self._running_program = True, None
             writes, expected = self._phase_writes(program, first_phase)
             if program.repeats:
                 closing_function = f"{codec.PhaseFunction.JUMP.value}{first_phase + program.repeat_from}"
@@ -1214,6 +1222,7 @@ class Ne1000Driver(PumpDriver):
         """
         with self._lock:
             staged, self._staged = self._staged, None
+            self._running_program = None
             if staged is None:
                 raise StateError("no verified program staged: stage_program() and its read-back come first")
             first_phase, program = staged
@@ -1238,11 +1247,28 @@ class Ne1000Driver(PumpDriver):
             if phase != first_phase:
                 return CommandResult("commit_program", Outcome.NOT_APPLIED, status=result.status,
                                      detail=f"the pump runs phase {phase}, not the program's first phase {first_phase}")
+            if first_phase == 1 and self._several_rates and program.ends_continuous:
+                self._running_program = program
             return result
 
     def read_phase(self) -> int:
-        """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41."""
-        return self._query(codec.query(self.address, codec.Command.PHN), codec.parse_phase_number)
+        """The phase that runs now (``PHN`` query; the selected phase while stopped), 1-41.
+
+        Read in the last (continuous) phase of the program :meth:`commit_program` started, and
+        read so again (the CRC vouches in Safe mode), it tells that one rate runs from now on (a
+        stop returns a program to its first phase; a new program starts over): a grown counter
+        is then predicted by that rate, as after a one-phase program, and read once.
+        """
+        request = codec.query(self.address, codec.Command.PHN)
+        with self._lock:
+            phase = self._query(request, codec.parse_phase_number)
+            program = self._running_program
+            if program is not None and self._several_rates and phase == len(program.phases) \
+                    and self._tx.last_state is PumpState.INFUSING:
+                if self._tx.safe or self._query(request, codec.parse_phase_number) == phase:
+                    self._several_rates = False
+                    self._allow_rate(program.phases[-1].rate_nl_per_h)
+            return phase
 
     # -- Safe mode and heartbeat -----------------------------------------------------------------
 
