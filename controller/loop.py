@@ -811,14 +811,23 @@ class ControlLoop:
     def _resume_programme(self, reason: str) -> None:
         """Resume delivery after an interruption, by the restart rule (an automatic CONTINUE reaction)."""
         now = self.now_ms()
+        # After a restart controller time has moved on by the least time that can have passed, so the
+        # kernel may see a long interruption as short; the wall clock and an unknown length say otherwise.
+        long_ago = self.interruption_ms() > self.config.restart_titration_after_ms
         decision = self.gate.authorize_resume(self.basal_rate_nl_per_h, now, programme=self.programme)
         note = "the programme in effect before the interruption"
-        if not decision.allowed:
+        restarted_at_ng = 0
+        if not decision.allowed or long_ago:
             start_ng = self.gate.caps.titration_start_dose_ng_per_day
             start_rate = units.rate_nl_per_h_for_dose(start_ng, self.concentration_ug_per_ml) if start_ng else 0
-            if start_rate:
+            if start_rate and (not decision.allowed or start_rate < self.basal_rate_nl_per_h):
                 decision = self.gate.authorize_resume(start_rate, now)
                 note = f"the titration-phase starting dose {start_ng / 1000:g} µg/day (restart rule)"
+                restarted_at_ng = start_ng
+            elif long_ago and not start_rate:
+                self.enter_minimum_rate(f"{reason}; the restart rule allows no more after a "
+                                        f"{self.interruption_ms() / MS_PER_H:.1f} h interruption (no starting dose)")
+                return
         if not decision.allowed:
             self.enter_minimum_rate(f"{reason}; the restart rule allows no more after this interruption "
                                     f"({','.join(decision.reasons)})")
@@ -830,6 +839,9 @@ class ControlLoop:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             if decision.programme is None or not _keeps_programme(decision.programme):
                 self.programme = None
+            if restarted_at_ng and decision.allowed:
+                # The dose in effect is now the starting dose; it climbs back only at the titration cap.
+                self.therapy_state["prescribed_dose_ng_per_day"] = restarted_at_ng
             self._emit("resumed", reason=reason, rate_nl_per_h=decision.rate_nl_per_h, detail=note)
 
     # -- programming --------------------------------------------------------------------------------------------
@@ -1598,7 +1610,8 @@ class ControlLoop:
             found["pump_unreachable"] = True
             self.alarms.raise_alarm(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump unreachable at restart")
         not_delivering = status is None or status.alarm is not None or status.state is not PumpState.INFUSING
-        if rebooted and (not_delivering or self.mode in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE)):
+        if rebooted and (not_delivering or self.mode in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE)
+                         or self._interrupted_since_ms is not None):
             # Neither clock says how long it has been: for the restart rule, as long as can be.
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()

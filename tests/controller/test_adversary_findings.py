@@ -243,3 +243,39 @@ def test_a_step_on_a_step_counts_the_boluses_given_between(tmp_path: Path) -> No
     pushed_ug = (pump.actual_delivered_nl - step_nl) * 500 / 1e6
     assert pushed_ug <= 130 * 1.005, f"{pushed_ug:.1f} µg pushed in the 24 h after the step, at most 130 ({second})"
     assert not second.allowed and "TITRATION_CAP_EXCEEDED" in second.reasons, second
+
+
+@pytest.mark.parametrize("second_reboot", [False, True])
+def test_a_long_minimum_rate_spell_across_a_restart_resumes_at_the_starting_dose(second_reboot: bool) -> None:
+    """The restart rule (§1.6 [JP-LBL], §3.3), SAFE-01: found by the clinical adversary (restarts short of drug).
+
+    Spinal, 150 µg/day starting dose, a +30 % step to 195; a host reboot with the wall clock jumped a day
+    and a new (cerebral) prescription; a day later a pump power cycle (minimum rate), and an hour into it
+    the controller dies for 25 h (with ``second_reboot``, the host reboots and the wall clock jumps back).
+    The patient physically had 26 h at the minimum rate: delivery comes back at 150 µg/day, not 195. The
+    restarted controller's clock had moved on by the least time the counter allowed (about 9.5 h), so the
+    kernel alone saw a short interruption; the loop's wall-clock and unknown-length view decides.
+    Judged by the label oracle on the pump's physical rate log; a resume after a later stall must work.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
+
+    machine = ClinicalAdversaryAcrossRestarts()
+    try:
+        machine.implant(origin="spinal", effective=1, effect_h=4, cap_ug=800, child_starts_low=False)
+        machine.titration_course(days=1, pct=30, split=False)
+        machine.restart(downtime_min=5, reboot=True, wall_jump_h=24 if second_reboot else -24, new_origin="cerebral")
+        machine.time_passes(minutes=1440)
+        machine.pump_fault(kind="power_cycle")
+        machine.time_passes(minutes=60)
+        machine.restart(downtime_min=1500, reboot=second_reboot, wall_jump_h=-24 if second_reboot else 0,
+                        new_origin="")
+        machine.time_passes(minutes=60)
+        machine.the_label_holds()
+        machine.time_passes(minutes=2880)
+        machine.pump_fault(kind="stall")
+        machine.time_passes(minutes=30)
+        machine.acknowledge()
+        machine.time_passes(minutes=60)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
