@@ -130,7 +130,8 @@ class Gate(ABC):
 
     @abstractmethod
     def orphan_refusals(self, schedule: OrphanSchedule, now_ms: int, *,
-                        concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
+                        concentration_ug_per_ml: int | None = None,
+                        catheter: list[list[int]] | None = None) -> tuple[str, ...]:
         """Why ``schedule``, what the pump would do with no further command, may not be left running
         (:mod:`controller.program`); empty when it may."""
 
@@ -350,11 +351,13 @@ class KernelGate(Gate):
         ledger.record_bolus_start(k, max(at_ms, newest or 0))
 
     def orphan_refusals(self, schedule: OrphanSchedule, now_ms: int, *,
-                        concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
+                        concentration_ug_per_ml: int | None = None,
+                        catheter: list[list[int]] | None = None) -> tuple[str, ...]:
         """The orphan check (:func:`controller.program.orphan_refusals`) against this gate's kernel, at ``now_ms``
-        (controller time, ms); ``concentration_ug_per_ml``: a reservoir drug the kernel does not hold yet, µg/mL."""
+        (controller time, ms); ``concentration_ug_per_ml``: a reservoir drug the kernel does not hold yet, µg/mL;
+        ``catheter``: the catheter's contents, ``[volume nL, µg/mL]`` tip first, when they decide the tip dose."""
         return program_orphan_refusals(self.k, self.kernel, schedule, now_ms,
-                                       concentration_ug_per_ml=concentration_ug_per_ml)
+                                       concentration_ug_per_ml=concentration_ug_per_ml, catheter=catheter)
 
     def release_bolus(self, kind: DeliveryKind, mass_pg: int) -> int:
         k = self._kind(kind)

@@ -865,7 +865,11 @@ class ControlLoop:
         self.orphan_refused = ()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml)
+            # During a concentration change the catheter's old drug decides what leaves the tip.
+            catheter = (self.accounting.catheter.segments
+                        if concentration_ug_per_ml is not None or self.transit is not None else None)
+            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml,
+                                                catheter=catheter)
             if refused:
                 self.orphan_refused = refused
                 self._emit("denied", action=cause, reasons=list(refused))

@@ -32,7 +32,7 @@ from cython_ext import units
 from hal.pump import PumpProgram
 
 __all__ = ["ORPHAN_BELOW_MINIMUM", "ORPHAN_OVER_CAP", "ORPHAN_STOPS", "OrphanSchedule", "orphan_of_phases",
-           "orphan_of_program", "orphan_of_rate", "orphan_refusals"]
+           "orphan_of_program", "orphan_of_rate", "orphan_refusals", "tip_extra_pg"]
 
 #: Refusal: the schedule would hold a rate below the minimum rate in force.
 ORPHAN_BELOW_MINIMUM = "ORPHAN_BELOW_MINIMUM_RATE"
@@ -103,8 +103,41 @@ def orphan_of_program(program: PumpProgram) -> OrphanSchedule:
     return OrphanSchedule(tuple((p.rate_nl_per_h, p.volume_nl) for p in timed), last)
 
 
+def tip_extra_pg(schedule: OrphanSchedule, catheter: tuple[tuple[int, int], ...] | list[list[int]],
+                 reservoir_ug_per_ml: int) -> int:
+    """Drug the schedule brings out of the catheter tip above its continuous rate at the reservoir's drug, pg.
+
+    What leaves the tip is the catheter's contents first (``catheter``: ``(volume nL, concentration
+    µg/mL)`` segments, tip first), then the reservoir's drug. The schedule is cut into pieces of one
+    pump rate and one solution at the tip; each piece's tip mass above what the continuous rate would
+    bring out of the tip meanwhile at the reservoir's drug (``continuous rate × piece time ×
+    reservoir concentration``, rounded down) is extra, and deficits never offset it. Within a piece the
+    excess grows linearly, so the sum bounds the excess at every instant: placed at now, it is inside
+    every window. Catheter drug left for the continuous rate to push out counts where it is stronger
+    than the reservoir's. Used during a concentration change, where the pump-end view (every phase at
+    the stronger drug) would refuse a transit that holds the tip dose exactly.
+    """
+    queue = [[int(v), int(c)] for v, c in catheter if v > 0]
+    end = schedule.continuous_nl_per_h
+    extra = 0
+    for rate, volume in schedule.phases:
+        left = volume
+        while left:
+            take, concentration = (min(left, queue[0][0]), queue[0][1]) if queue else (left, reservoir_ug_per_ml)
+            extra += max(0, take * concentration - end * take // rate * reservoir_ug_per_ml)
+            left -= take
+            if queue:
+                queue[0][0] -= take
+                if queue[0][0] == 0:
+                    queue.pop(0)
+    extra += sum(volume * (concentration - reservoir_ug_per_ml) for volume, concentration in queue
+                 if concentration > reservoir_ug_per_ml)
+    return extra
+
+
 def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, now_ms: int, *,
-                    concentration_ug_per_ml: int | None = None) -> tuple[str, ...]:
+                    concentration_ug_per_ml: int | None = None,
+                    catheter: tuple[tuple[int, int], ...] | list[list[int]] | None = None) -> tuple[str, ...]:
     """Why ``schedule`` may not be left running (empty: it may), judged by the kernel's projection.
 
     :param kernel_module: the kernel implementation module (``Programme``).
@@ -114,6 +147,9 @@ def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, n
     :param concentration_ug_per_ml: the drug the reservoir will hold (a concentration change not yet
         applied to the kernel), µg/mL; default the kernel's. The continuous rate is projected at it; the
         earlier phases' extra at the higher of it and the kernel's (the catheter may still hold either).
+    :param catheter: what the catheter holds, ``(volume nL, concentration µg/mL)`` tip first, when the
+        caller knows it (a concentration change or its transit): the extra is then the drug that
+        leaves the tip (:func:`tip_extra_pg`) instead of every phase at the stronger drug.
     """
     reasons = []
     end = schedule.continuous_nl_per_h
@@ -127,7 +163,8 @@ def orphan_refusals(kernel_module: Any, kernel: Any, schedule: OrphanSchedule, n
     extra_nl = sum(max(0, volume - end * -(-volume * units.MS_PER_H // rate) // units.MS_PER_H)
                    for rate, volume in schedule.phases)
     programme = kernel_module.Programme.continuous(end, reservoir, anchor_ms=now_ms) if end > 0 else None
-    extra_pg = units.mass_pg_for_volume(extra_nl, max(held, reservoir))
+    extra_pg = (units.mass_pg_for_volume(extra_nl, max(held, reservoir)) if catheter is None
+                else tip_extra_pg(schedule, catheter, reservoir))
     if kernel.projected_excess_pg(now_ms, programme, extra_pg) > 0:
         reasons.append(ORPHAN_OVER_CAP)
     return tuple(reasons)

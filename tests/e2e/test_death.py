@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 
 import hal
+from controller.prescription import Prescription
 from controller.store import Store
 from hal.pump import Direction
 from sim.catheter import PhysicalCatheter
@@ -76,11 +77,25 @@ class Truth:
     samples: list[tuple[int, int, int]] = field(default_factory=list)
     tip_pg: int = 0
     last_nl: int = 0
+    #: (device time ms, mechanism nL) now; set by :func:`run_until_death` for events that must sample first.
+    probe: Callable[[], tuple[int, int]] | None = None
 
     def sample(self, t_ms: int, pushed_nl: int) -> None:
         moved, self.last_nl = pushed_nl - self.last_nl, pushed_nl
         self.tip_pg += self.catheter.push(max(0, moved))
         self.samples.append((t_ms, self.tip_pg, pushed_nl))
+
+    def fill(self, concentration_ug_per_ml: int) -> None:
+        """The reservoir now holds this drug: what was pushed until now entered the catheter as the old one."""
+        if self.probe is not None:
+            self.sample(*self.probe())
+        self.catheter.change_solution(concentration_ug_per_ml)
+
+    def tip_pg_between(self, start_ms: int, end_ms: int) -> int:
+        """Drug that left the tip between the samples at or before ``start_ms`` and ``end_ms``, pg."""
+        def at(t: int) -> int:
+            return max((s for s in self.samples if s[0] <= t), default=(0, 0, 0))[1]
+        return at(end_ms) - at(start_ms)
 
     def worst_window(self, from_ms: int) -> tuple[int, int]:
         """Largest (tip pg, mechanism nL) in a 24 h window ending at a sample from ``from_ms`` on (upper bounds)."""
@@ -124,12 +139,15 @@ class Scenario:
     end_ms: int
     settings: ControllerSettings | None = None
     safe_mode_timeout_s: int | None = None
+    prescription: Prescription = PRESCRIPTION
+    #: The prescription's 24 h cap, µg.
+    cap_ug: int = CAP_UG
 
 
-def _implant(truth: Truth, **kwargs: Any) -> Callable[[Rig], None]:
+def _implant(truth: Truth, concentration: int = CONCENTRATION, **kwargs: Any) -> Callable[[Rig], None]:
     def implant(rig: Rig) -> None:
-        truth.catheter.change_solution(CONCENTRATION)  # the reservoir is filled with drug
-        assert rig.therapy.implant(CONCENTRATION, 20_000_000, **kwargs).allowed
+        truth.fill(concentration)  # the reservoir is filled with drug
+        assert rig.therapy.implant(concentration, 20_000_000, **kwargs).allowed
 
     return implant
 
@@ -183,8 +201,8 @@ SAFE = Scenario("safe", safe_events, 5 * MS_PER_H, settings=ControllerSettings(p
 
 def run_until_death(rig: Rig, sim: Any, truth: Truth, die_at_ms: int | None, scenario: Scenario = BASIC) -> int:
     """Run the script until the store hook kills the controller, or until ``die_at_ms``; the death time, ms."""
-    rig.controller.subscribe(on_poll=lambda _poll: truth.sample(rig.clock.monotonic_ms(),
-                                                                sim.device.mechanics.actual_delivered_nl()))
+    truth.probe = lambda: (rig.clock.monotonic_ms(), sim.device.mechanics.actual_delivered_nl())
+    rig.controller.subscribe(on_poll=lambda _poll: truth.sample(*truth.probe()))
     end = scenario.end_ms if die_at_ms is None else die_at_ms
     try:
         for at, _what, action in scenario.events(truth):
@@ -222,7 +240,7 @@ def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_
     truth = Truth()
     with death_rig(tmp_path, name, safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (sim, driver, path, clock):
         store = Store(path, clock)
-        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
+        rig = build_rig(clock, driver, store, prescription=scenario.prescription, settings=scenario.settings)
         base = store.writes  # building the controller writes too; the script's writes are counted from here
         killed: list[int] = []
 
@@ -238,11 +256,14 @@ def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_
         store.abandon()
         started = sim.device.mechanics.actual_delivered_nl() > 0 or sim.device.state == "I"
         alarm_stops: list[int] = []
+        truth.sample(*truth.probe())  # the instant of death
+        at_death_pg = truth.tip_pg
         # Before the first start there is no flow to drop.
         stops = orphan_day(sim, clock, truth, alarm_stops) if started else []
+        alone_ug = (truth.tip_pg - at_death_pg) / 1e6
         worst_pg, worst_nl = truth.worst_window(died_ms)
-        again = build_rig(clock, driver, Store(path, clock), prescription=PRESCRIPTION, settings=scenario.settings,
-                          recover=True)
+        again = build_rig(clock, driver, Store(path, clock), prescription=scenario.prescription,
+                          settings=scenario.settings, recover=True)
         if again.loop.bolus is not None:
             # Back while the pump is still in a bolus program's bolus phase: it carries on; the pump ends it.
             assert again.loop.bolus_program is not None, f"{name}: a bolus left running that the pump does not end"
@@ -257,7 +278,8 @@ def one_death(tmp_path: Path, name: str, *, crash_at: int | None = None, die_at_
         again.store.close()
     return {"name": name, "died_ms": died_ms, "stops": stops, "worst_ug": worst_pg / 1e6, "worst_ml": worst_nl / 1e6,
             "counter_nl": counter_nl, "reconciled_nl": reconciled, "open_boluses": open_boluses, "over_nl": over_nl,
-            "therapy_started": started, "alarm_stopped_after_ms": alarm_stops[0] - died_ms if alarm_stops else None}
+            "therapy_started": started, "alarm_stopped_after_ms": alarm_stops[0] - died_ms if alarm_stops else None,
+            "alone_ug": alone_ug, "cap_ug": scenario.cap_ug}
 
 
 def write_points(tmp_path: Path, scenario: Scenario = BASIC) -> int:
@@ -265,7 +287,7 @@ def write_points(tmp_path: Path, scenario: Scenario = BASIC) -> int:
     with death_rig(tmp_path, f"count-{scenario.name}", safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (
             sim, driver, path, clock):
         store = Store(path, clock)
-        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
+        rig = build_rig(clock, driver, store, prescription=scenario.prescription, settings=scenario.settings)
         base = store.writes
         run_until_death(rig, sim, Truth(), None, scenario)
         total = store.writes - base
@@ -275,7 +297,7 @@ def write_points(tmp_path: Path, scenario: Scenario = BASIC) -> int:
 
 def check(result: dict[str, Any]) -> None:
     where = f"{result['name']} (died at {result['died_ms']} ms)"
-    assert result["worst_ug"] <= CAP_UG, f"{where}: {result['worst_ug']:.1f} µg in 24 h > cap {CAP_UG} µg"
+    assert result["worst_ug"] <= result["cap_ug"], f"{where}: {result['worst_ug']:.1f} µg in 24 h > cap {result['cap_ug']} µg"
     assert not result["stops"], f"{where}: the pump stopped on its own: {result['stops'][:3]}"
     assert result["reconciled_nl"] == result["counter_nl"], f"{where}: reconciled {result['reconciled_nl']} nL"
     assert not result["open_boluses"], where
@@ -289,7 +311,7 @@ def report(results: list[dict[str, Any]]) -> None:
     worst = max(results, key=lambda r: r["worst_ug"])
     print(f"\ncontroller-death matrix: {len(results)} deaths; worst 24 h after a death: "
           f"{worst['worst_ml']:.3f} mL from the mechanism, {worst['worst_ug']:.1f} µg at the tip "
-          f"({worst['name']}, cap {CAP_UG} µg)")
+          f"({worst['name']}, cap {worst['cap_ug']} µg)")
     stopped = [r["alarm_stopped_after_ms"] for r in results if r["alarm_stopped_after_ms"] is not None]
     if stopped:
         print(f"  stopped by the pump's own alarm after {len(stopped)} of them, "
@@ -323,7 +345,7 @@ def write_times(tmp_path: Path, scenario: Scenario) -> list[tuple[int, int]]:
     with death_rig(tmp_path, f"times-{scenario.name}", safe_mode_timeout_s=scenario.safe_mode_timeout_s) as (
             sim, driver, path, clock):
         store = Store(path, clock)
-        rig = build_rig(clock, driver, store, prescription=PRESCRIPTION, settings=scenario.settings)
+        rig = build_rig(clock, driver, store, prescription=scenario.prescription, settings=scenario.settings)
         base = store.writes
         times: list[tuple[int, int]] = []
         store.before_write = lambda n: times.append((n - base, rig.controller.now_ms()))
@@ -394,6 +416,113 @@ def test_death_matrix_in_safe_mode_stops_only_by_the_watchdog(tmp_path: Path) ->
         if result["therapy_started"]:
             assert result["alarm_stopped_after_ms"] is not None, result["name"]
             assert result["alarm_stopped_after_ms"] <= 255_000 + ORPHAN_STEP_MS, result
+    report(results)
+
+
+#: A refill that changes the concentration, a day after the implant (controller time, ms).
+REFILL_CHANGE_MS = MS_PER_DAY + 2 * MS_PER_H
+#: Prescribed basal dose in the transit scripts, µg/day (the prescription's).
+TRANSIT_DOSE_UG = 100
+#: The tip dose over the 24 h a dead controller leaves the pump alone, within this of the prescription, %
+#: (itb-clinical §5.3: no spike, no dip at the tip across a concentration change).
+TRANSIT_TIP_TOLERANCE_PCT = 10
+
+
+def transit_hours(old: int, new: int) -> float:
+    """How long the old drug takes to leave the primed catheter at the transit rate, h.
+
+    The transit holds the dose at the tip, so the old drug moves at the old volume rate:
+    dead volume / (dose / old concentration). Independent of the controller's own arithmetic."""
+    old_rate_nl_per_h = TRANSIT_DOSE_UG * 1_000_000 / old / 24  # µg/day over µg/mL → nL/h
+    return DEAD_VOLUME_NL / old_rate_nl_per_h
+
+
+def transit_scenario(old: int, new: int) -> Scenario:
+    """Implant at ``old`` µg/mL with priming, then a refill to ``new`` µg/mL: a transit through the catheter."""
+    def transit_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+        def refill_new_drug(rig: Rig) -> None:
+            truth.fill(new)  # the reservoir holds the new drug from this instant on
+            left = rig.loop.reservoir_nl()
+            assert rig.therapy.refill(removed_nl=left, added_nl=20_000_000, concentration_ug_per_ml=new,
+                                      lot="L2").allowed
+            assert rig.loop.transit is not None, "a concentration change without a transit"
+
+        return [(MS_PER_H, "implant and priming", _implant(truth, old, dose_ng_per_day=TRANSIT_DOSE_UG * 1000)),
+                (REFILL_CHANGE_MS, f"refill {old} -> {new} µg/mL", refill_new_drug)]
+
+    end_ms = REFILL_CHANGE_MS + int((transit_hours(old, new) + 2) * MS_PER_H)
+    # Priming the 0.25 mL catheter at 1000 µg/mL is 250 µg on top of the basal: a cap that admits it.
+    cap_ug = CAP_UG if old * DEAD_VOLUME_NL // 1_000_000 + TRANSIT_DOSE_UG <= CAP_UG else 600
+    prescription = make_prescription(concentration=old, dose_ug_per_day=TRANSIT_DOSE_UG, max_dose_ug_per_day=cap_ug)
+    return Scenario(f"transit-{old}-{new}", transit_events, end_ms, prescription=prescription, cap_ug=cap_ug)
+
+
+@pytest.mark.parametrize(("old", "new"), [(500, 2000), (1000, 500)], ids=["increase-x4", "decrease-x2"])
+def test_death_during_a_concentration_transit_leaves_the_tip_dose_as_prescribed(
+        tmp_path: Path, old: int, new: int) -> None:
+    """Issue #10 (a bridge, now the concentration transit of issue #9): a refill changes the concentration and
+    the old drug still fills the catheter. The transit is a two-phase pump program (the old volume rate for
+    exactly the old drug ahead, then the new programme's rate, continuous), so a controller that dies at
+    any instant of it (1 s in, 1 h in, halfway, 1 h before and 1 h after the old drug has left) or at any
+    durable write of the refill or of the transit's end leaves the pump to switch by itself.
+
+    Oracle: the physical catheter fed by the simulated mechanism. Over the 24 h the pump then runs alone,
+    the drug that leaves the tip is the prescribed 100 µg ± 10 % (after an increase ×4, a stale transit
+    rate would give 400 µg; after a decrease ×2, 50 µg), never above the cap, and never a stop."""
+    scenario = transit_scenario(old, new)
+    hours = transit_hours(old, new)
+    transit_end_ms = REFILL_CHANGE_MS + int(hours * MS_PER_H)
+    instants = [REFILL_CHANGE_MS + 1000, REFILL_CHANGE_MS + MS_PER_H, REFILL_CHANGE_MS + int(hours / 2 * MS_PER_H),
+                transit_end_ms - MS_PER_H, transit_end_ms + MS_PER_H]
+    times = write_times(tmp_path, scenario)
+    at_refill = {n for n, t in times if abs(t - REFILL_CHANGE_MS) <= MS_PER_MIN}
+    at_end = {n for n, t in times if abs(t - transit_end_ms) <= 30 * MS_PER_MIN}
+    assert at_refill and at_end, "no durable write at the refill or the transit's end: nothing tested there"
+    near = sorted(at_refill | at_end)
+    results = [one_death(tmp_path, f"{scenario.name}-instant-{t}", die_at_ms=t, scenario=scenario) for t in instants]
+    results += [one_death(tmp_path, f"{scenario.name}-write-{n}", crash_at=n, scenario=scenario) for n in near]
+    low, high = (TRANSIT_DOSE_UG * (100 + sign * TRANSIT_TIP_TOLERANCE_PCT) / 100 for sign in (-1, 1))
+    for result in results:
+        check(result)
+        if result["died_ms"] >= REFILL_CHANGE_MS:
+            assert low <= result["alone_ug"] <= high, \
+                f"{result['name']}: {result['alone_ug']:.1f} µg left the tip in the 24 h alone, not {low}-{high}"
+    report(results)
+    print(f"  tip dose in the 24 h alone after a death in the transit: "
+          f"{min(r['alone_ug'] for r in results if r['died_ms'] >= REFILL_CHANGE_MS):.1f}-"
+          f"{max(r['alone_ug'] for r in results if r['died_ms'] >= REFILL_CHANGE_MS):.1f} µg "
+          f"(prescribed {TRANSIT_DOSE_UG} µg/day, {old} -> {new} µg/mL)")
+
+
+#: A periodic-bolus programme on a 100 µg/day basal: 25 µg over 30 min at 08:00 and at 20:00 (500 µg/mL:
+#: 50 µL in 30 min, 100 000 nL/h on top of the basal), 150 µg in 24 h.
+PERIODIC_EDGES_MS = [8 * MS_PER_H, 20 * MS_PER_H]
+PERIODIC_BOLUSES = [(start, 30 * MS_PER_MIN, 100_000) for start in PERIODIC_EDGES_MS]
+
+
+def periodic_events(truth: Truth) -> list[tuple[int, str, Callable[[Rig], Any]]]:
+    return [(MS_PER_H, "implant a periodic-bolus programme",
+             _implant(truth, flex_steps=[(0, 100_000)], anchor_ms=0, periodic_boluses=PERIODIC_BOLUSES))]
+
+
+PERIODIC = Scenario("periodic", periodic_events, 2 * MS_PER_DAY + MS_PER_H)
+
+
+def test_death_at_and_around_every_periodic_bolus_edge(tmp_path: Path) -> None:
+    """Issue #10: a periodic-bolus day. Each bolus goes as a program that returns to the basal by itself,
+    so deaths 1 s before, at, 1 s after, halfway through and 1 s before the end of every periodic bolus the
+    script crosses, and at every durable write within a minute of an edge, leave at most the bolus in
+    progress: the 24 h after stays within the cap, the pump never stops, the restart reconciles exactly."""
+    starts = [day * MS_PER_DAY + edge for day in range(2) for edge in PERIODIC_EDGES_MS]
+    starts = [s for s in starts if MS_PER_H < s < PERIODIC.end_ms]
+    instants = sorted({s + d for s in starts for d in (-1000, 0, 1000, 15 * MS_PER_MIN, 30 * MS_PER_MIN - 1000)})
+    near = sorted({n for n, t in write_times(tmp_path, PERIODIC)
+                   if any(abs(t - s) <= MS_PER_MIN or abs(t - s - 30 * MS_PER_MIN) <= MS_PER_MIN for s in starts)})
+    assert near, "no durable write near a periodic edge: the matrix would test nothing there"
+    results = [one_death(tmp_path, f"periodic-instant-{t}", die_at_ms=t, scenario=PERIODIC) for t in instants]
+    results += [one_death(tmp_path, f"periodic-write-{n}", crash_at=n, scenario=PERIODIC) for n in near]
+    for result in results:
+        check(result)
     report(results)
 
 
