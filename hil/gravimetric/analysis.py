@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cython_ext.errors import ConfigError, ItbError
+from cython_ext.fields import is_finite_number, is_int
 
 #: Observation windows of the trumpet curve, minutes.
 STANDARD_WINDOWS_MIN: tuple[int, ...] = (2, 5, 11, 19, 31)
@@ -181,16 +182,6 @@ class AnalysisSettings(AnalysisOptions):
     def rate_ml_per_h(self) -> float:
         """The set rate r, mL/h."""
         return self.rate_nl_per_h / NL_PER_ML
-
-
-def is_int(value: object) -> bool:
-    """True for an int that is not a bool (the settings' integer fields)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_finite_number(value: object) -> bool:
-    """True for a finite int or float that is not a bool (the settings' number fields)."""
-    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

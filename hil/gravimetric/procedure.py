@@ -51,9 +51,8 @@ from hil.gravimetric.analysis import (
     RefusalReason,
     WeightSample,
     analyse,
-    is_finite_number,
-    is_int,
 )
+from cython_ext.fields import is_finite_number, is_int
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
-"""``AccuracyConfig`` hands every analysis option on unchanged, and its summary keeps its documented key order."""
+"""``AccuracyConfig`` hands every analysis option on unchanged, its summary keeps its documented key order, and
+the rig's number settings refuse an integer no float can hold."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cython_ext.errors import ConfigError
+from hil.gravimetric.analysis import AnalysisSettings
 from hil.gravimetric.procedure import AccuracyConfig, config_summary
+from sim.balance.pan import PanSettings
 
 # Written out here, not derived from the classes: the ``config`` object of summary.json as bench
 # engineers have always seen it.
@@ -60,3 +65,13 @@ def test_config_summary_keeps_the_key_order_of_summary_json() -> None:
     assert list(data) == SUMMARY_KEYS
     assert data["windows_min"] == [2, 5]
     assert json.loads(json.dumps(data)) == data
+
+
+def test_an_integer_beyond_the_float_range_is_refused_not_a_crash() -> None:
+    # It used to raise OverflowError in the accuracy settings and pass the simulated balance's checks.
+    with pytest.raises(ConfigError) as refused:
+        AnalysisSettings(rate_nl_per_h=1_200_000, evaporation_ug_per_h=10**400)
+    assert refused.value.field == "evaporation_ug_per_h"
+    with pytest.raises(ConfigError) as refused:
+        PanSettings(drift_ug_per_h=10**400)
+    assert refused.value.field == "drift_ug_per_h"
