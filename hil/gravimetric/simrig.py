@@ -123,7 +123,7 @@ def simulated_balance(
     delivered_nl: Any = None,
     balance_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, MtSicsBalance | SbiBalance, VirtualClock]]:
-    """Serve a simulated balance alone (blank runs, wiring checks).
+    """Serve a simulated balance: alone (blank runs, wiring checks), or the accuracy rig's, weighing its pump.
 
     :param balance_kind: ``"mtsics"`` or ``"sbi"``.
     :param clock: the virtual clock (a new one by default).
