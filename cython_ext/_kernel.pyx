@@ -176,6 +176,19 @@ cdef inline unsigned long long bit(int index):
     return (<unsigned long long>1) << index
 
 
+cdef inline unsigned long long bound_bit(int where, int below_hard, int below_soft, int above_soft, int above_hard):
+    """The reason bit for where a value lies (``classify_c``: -2, -1, 0, 1, 2); 0 inside the soft bounds."""
+    if where == -2:
+        return bit(below_hard)
+    if where == -1:
+        return bit(below_soft)
+    if where == 1:
+        return bit(above_soft)
+    if where == 2:
+        return bit(above_hard)
+    return 0
+
+
 cdef inline i64 ceil_div(i64 a, i64 b):
     """Ceiling of a / b for a >= 0, b > 0."""
     return -((-a) // b)
@@ -1449,15 +1462,8 @@ cdef class SafetyKernel:
         cdef unsigned long long m = 0
         if rate == 0:
             m |= bit(R_RATE_ZERO)
-        cdef int where = classify_c(rate_b, rate)
-        if where == -2:
-            m |= bit(R_RATE_BELOW_HARD)
-        elif where == -1:
-            m |= bit(R_RATE_BELOW_SOFT)
-        elif where == 1:
-            m |= bit(R_RATE_ABOVE_SOFT)
-        elif where == 2:
-            m |= bit(R_RATE_ABOVE_HARD)
+        m |= bound_bit(classify_c(rate_b, rate), R_RATE_BELOW_HARD, R_RATE_BELOW_SOFT, R_RATE_ABOVE_SOFT,
+                       R_RATE_ABOVE_HARD)
         if rate < self.env_min:
             m |= bit(R_RATE_BELOW_PUMP)
         if rate > self.env_max:
@@ -1481,15 +1487,8 @@ cdef class SafetyKernel:
 
     cdef unsigned long long _dose_mask(self, i64 dose, const i64* dose_b, i64 conc, i64 now, const CapsC* c, bint resume):
         cdef unsigned long long m = 0
-        cdef int where = classify_c(dose_b, dose)
-        if where == -2:
-            m |= bit(R_DOSE_BELOW_HARD)
-        elif where == -1:
-            m |= bit(R_DOSE_BELOW_SOFT)
-        elif where == 1:
-            m |= bit(R_DOSE_ABOVE_SOFT)
-        elif where == 2:
-            m |= bit(R_DOSE_ABOVE_HARD)
+        m |= bound_bit(classify_c(dose_b, dose), R_DOSE_BELOW_HARD, R_DOSE_BELOW_SOFT, R_DOSE_ABOVE_SOFT,
+                       R_DOSE_ABOVE_HARD)
         if dose > c.max_dose:
             m |= bit(R_DOSE_ABOVE_RX)
         cdef i64 current
@@ -1556,7 +1555,7 @@ cdef class SafetyKernel:
         cdef unsigned long long m = 0
         cdef i64 rate = 0, volume = 0, duration = 0, mass = 0, mass_ng, dose = self.cur_dose_ng
         cdef i64 last, basal_now
-        cdef int bolus_kind = -1, where
+        cdef int bolus_kind = -1
         cdef Programme cand
         cdef object programme = None
         cdef object override = req[7]
@@ -1617,15 +1616,8 @@ cdef class SafetyKernel:
                         m |= bit(R_TRANSIT_DOSE)
             if new_limits is not None and req[9]:
                 load_bounds(conc_b, new_limits.concentration)
-                where = classify_c(conc_b, req[9])
-                if where == -2:
-                    m |= bit(R_CONC_BELOW_HARD)
-                elif where == -1:
-                    m |= bit(R_CONC_BELOW_SOFT)
-                elif where == 1:
-                    m |= bit(R_CONC_ABOVE_SOFT)
-                elif where == 2:
-                    m |= bit(R_CONC_ABOVE_HARD)
+                m |= bound_bit(classify_c(conc_b, req[9]), R_CONC_BELOW_HARD, R_CONC_BELOW_SOFT,
+                               R_CONC_ABOVE_SOFT, R_CONC_ABOVE_HARD)
             if new_limits is not None and self.has_prog:
                 m |= self._programme_mask(cand, new_limits, mass, now, c, resume)
         elif kind == K_BOLUS:
@@ -1640,15 +1632,8 @@ cdef class SafetyKernel:
                 elif not c.patient_bolus_on or self.screening_only:
                     m |= bit(R_BOLUS_DISABLED)
                 mass_ng = ceil_div(mass, 1000)
-                where = classify_c(self.bolus_b, mass_ng)
-                if where == -2:
-                    m |= bit(R_BOLUS_BELOW_HARD)
-                elif where == -1:
-                    m |= bit(R_BOLUS_BELOW_SOFT)
-                elif where == 1:
-                    m |= bit(R_BOLUS_ABOVE_SOFT)
-                elif where == 2:
-                    m |= bit(R_BOLUS_ABOVE_HARD)
+                m |= bound_bit(classify_c(self.bolus_b, mass_ng), R_BOLUS_BELOW_HARD, R_BOLUS_BELOW_SOFT,
+                               R_BOLUS_ABOVE_SOFT, R_BOLUS_ABOVE_HARD)
                 if mass_ng > c.max_bolus_ng:
                     m |= bit(R_BOLUS_ABOVE_RX)
                 last = self.ledger._last((1u << D_CLIN) | (1u << D_PAT))

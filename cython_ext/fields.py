@@ -45,8 +45,10 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import re
 import reprlib
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,6 +160,20 @@ def any_invalid(*values: Any) -> bool:
         if value is INVALID:
             return True
     return False
+
+
+def is_int(value: object) -> bool:
+    """True for an ``int`` that is not a ``bool``: what an integer setting given from Python must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: object) -> bool:
+    """True for a finite ``float``, or an ``int`` (not a ``bool``) within the float range: a number setting
+    given from Python. NaN and infinity are never numbers, nor is an integer too large for the float
+    arithmetic such a setting feeds."""
+    if is_int(value):
+        return -sys.float_info.max <= value <= sys.float_info.max  # type: ignore[operator]
+    return isinstance(value, float) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------------

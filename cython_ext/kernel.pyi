@@ -131,9 +131,25 @@ with the clinician's confirmation; the checkpoint -> ``state_snapshot`` / ``from
 delivery found after a restart -> ``ledger.record_latest``.
 """
 
-import enum
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
+
+# Shared value objects: one definition for both implementations, documented where it is made.
+from cython_ext._common import (
+    Bounds as Bounds,
+    BridgePlan as BridgePlan,
+    DrugLimits as DrugLimits,
+    Interruption as Interruption,
+    InterruptionCause as InterruptionCause,
+    Override as Override,
+    PatientCaps as PatientCaps,
+    PumpEnvelope as PumpEnvelope,
+    RequestKind as RequestKind,
+    TightenStep as TightenStep,
+    Tightened as Tightened,
+    TitrationStep as TitrationStep,
+)
+from cython_ext.vocabulary import DeliveryKind as DeliveryKind, Origin as Origin
 
 IMPLEMENTATION: Literal["compiled", "python"]
 
@@ -164,34 +180,8 @@ MIN_SPREAD_SLOT_MS: int  # 1000: shortest slot Ledger.record_spread divides a de
 MAX_INTERVAL_MS: int  # 366 days: longest interval one integral call accepts
 N_KINDS: int
 
-class DeliveryKind(enum.IntEnum):
-    """What a ledger entry was delivered as; every kind counts towards 24 h totals."""
-    BASAL = 0
-    FLEX = 1
-    BOLUS_CLINICIAN = 2
-    BOLUS_PATIENT = 3
-    BOLUS_PERIODIC = 4
-    PRIMING = 5
-    BRIDGE = 6
-    MINIMUM_RATE = 7
-
 BOLUS_KINDS: tuple[DeliveryKind, ...]  # clinician, patient, priming, bridge
 COUNTED_BOLUS_KINDS: tuple[DeliveryKind, ...]  # clinician, patient: size, lockout and count apply
-
-class RequestKind(enum.IntEnum):
-    RATE_CHANGE = 1
-    PROGRAMME_CHANGE = 2
-    BOLUS = 3
-    CONCENTRATION_CHANGE = 4
-    DISCONTINUE = 5
-    MINIMUM_RATE = 6
-    RESUME = 7  # restart after an interruption (the restart rule)
-    CAPS_CHANGE = 8  # replace the prescription caps (confirmed; loosened limits held 24 h)
-
-class Origin(enum.Enum):
-    SPINAL = "spinal"  # titration cap 30 %
-    CEREBRAL = "cerebral"  # 15 %
-    PAEDIATRIC = "paediatric"  # 15 %
 
 TITRATION_CAP_PCT_BY_ORIGIN: dict[Origin, int]
 
@@ -259,31 +249,7 @@ DISCONTINUE_AUTHORISATION: str  # "DISCONTINUE": the Override code that authoris
 CAPS_CHANGE_CONFIRMATION: str  # "CAPS_CHANGE": the Override code that confirms a caps change
 REASON_INDEX: dict[str, int]
 
-class Bounds(NamedTuple):
-    """lower_hard <= lower_soft <= upper_soft <= upper_hard, in the quantity's unit."""
-    lower_hard: int
-    lower_soft: int
-    upper_soft: int
-    upper_hard: int
-    def validate(self, field: str, unit: str = "") -> Bounds: ...
-    def classify(self, value: int) -> int:
-        """-2 below hard, -1 below soft, 0 inside soft, 1 above soft, 2 above hard."""
-
 def make_bounds(field: str, lower_hard: int, lower_soft: int, upper_soft: int, upper_hard: int, unit: str = "") -> Bounds: ...
-
-class DrugLimits(NamedTuple):
-    """Drug-library entry at one concentration. Call validate() after building one by hand."""
-    code: str
-    name: str
-    concentration_ug_per_ml: int
-    concentration: Bounds  # µg/mL
-    dose_ng_per_day: Bounds
-    rate_nl_per_h: Bounds
-    bolus_ng: Bounds
-    bolus_lockout_ms: Bounds
-    boluses_per_day: Bounds
-    screening_only: bool = ...
-    def validate(self) -> DrugLimits: ...
 
 #: Intrathecal baclofen at 50 (screening only), 500, 1000, 2000 µg/mL, keyed by µg/mL.
 #: Hard dose 12-2003 µg/day, soft 24-1000; rate hard 2000-1 000 000 nL/h (0.048-24 mL/day);
@@ -292,24 +258,6 @@ class DrugLimits(NamedTuple):
 DEFAULT_LIBRARY: dict[int, DrugLimits]
 
 def library_entry(concentration_ug_per_ml: int, library: dict[int, DrugLimits] | None = None) -> DrugLimits: ...
-
-class PatientCaps(NamedTuple):
-    origin: Origin
-    max_dose_ng_per_day: int
-    titration_cap_pct: int
-    min_titration_interval_ms: int
-    decrease_confirm_pct: int
-    bolus_enabled: bool
-    patient_bolus_enabled: bool
-    max_bolus_ng: int
-    bolus_lockout_ms: int
-    max_boluses_per_day: int
-    minimum_rate_nl_per_h: int
-    max_priming_volume_nl: int
-    taper_pct: int
-    taper_interval_ms: int
-    titration_start_dose_ng_per_day: int = ...  # 0: not given (a long-interruption resume: minimum-rate dose)
-    restart_threshold_ms: int = ...  # DEFAULT_RESTART_THRESHOLD_MS
 
 def make_caps(
     *,
@@ -337,24 +285,9 @@ def caps_to_dict(caps: PatientCaps) -> dict: ...
 def caps_from_dict(data: object, field: str = "caps") -> PatientCaps:
     """Validated inverse of caps_to_dict; ConfigError (never TypeError) for anything else."""
 
-class PumpEnvelope(NamedTuple):
-    min_rate_nl_per_h: int
-    max_rate_nl_per_h: int
-    rate_step_nl_per_h: int = ...
-
 def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_per_h: int = 1) -> PumpEnvelope: ...
 
-class Override(NamedTuple):
-    """Explicit permission to pass the named soft limits (or DISCONTINUE, or CAPS_CHANGE), with reason and actor."""
-    codes: frozenset[str]
-    reason: str
-    actor: str
-
 def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override: ...
-
-class BridgePlan(NamedTuple):
-    volume_nl: int  # dead volume holding the OLD drug, nL
-    duration_ms: int  # its transit at the old-concentration rate for the new dose, ms (<= MAX_TRANSIT_MS)
 
 class Request(NamedTuple):
     kind: int
@@ -405,23 +338,8 @@ class Decision(NamedTuple):
     request: Request
     state_version: int  # kernel state_version it was decided on
 
-class InterruptionCause(str, enum.Enum):
-    STOPPED = "stopped"  # note_stopped: a STOP fault reaction, or a pump found stopped
-    MINIMUM_RATE = "minimum_rate"
-    DISCONTINUED = "discontinued"
-
-class Interruption(NamedTuple):
-    """Open from the first stop, minimum-rate spell or discontinue until a resume."""
-    since_ms: int
-    dose_before_ng_per_day: int
-    cause: str  # InterruptionCause value of the latest transition
-
 def state_checksum(state: dict) -> str:
     """SHA-256 hex of a state snapshot's canonical JSON, without its checksum key."""
-
-class TitrationStep(NamedTuple):
-    at_ms: int
-    dose_ng_per_day: int
 
 def plan_titration(
     current_dose_ng_per_day: int,
@@ -433,17 +351,6 @@ def plan_titration(
     taper_pct: int = ...,
     taper_interval_ms: int = ...,
 ) -> tuple[TitrationStep, ...]: ...
-
-class TightenStep(NamedTuple):
-    name: str
-    before: int
-    after: int
-    reason: str
-
-class Tightened(NamedTuple):
-    value: int
-    original: int
-    steps: tuple[TightenStep, ...]
 
 def tighten(value: int, ceilings: Sequence[tuple[str, int, str]] = (), *, step: int = 1, step_name: str = "pump_step") -> Tightened:
     """Only lowers: clamp >= 0, each (name, ceiling, reason), round down to step; records why."""

@@ -34,10 +34,11 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cython_ext.errors import ConfigError, ItbError
+from cython_ext.fields import is_finite_number, is_int
 
 #: Observation windows of the trumpet curve, minutes.
 STANDARD_WINDOWS_MIN: tuple[int, ...] = (2, 5, 11, 19, 31)
@@ -94,13 +95,11 @@ class WeightSample:
     refill: bool = False
 
 
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """What the analysis needs besides the weights; checked when built.
+@dataclass(frozen=True, kw_only=True)
+class AnalysisOptions:
+    """The analysis choices a run makes besides its rate, interval and water; shared by
+    :class:`AnalysisSettings` and the procedure's ``AccuracyConfig`` (one set of defaults).
 
-    :ivar rate_nl_per_h: the set rate r, nL/h (> 0).
-    :ivar interval_s: sampling interval S, whole seconds (> 0).
-    :ivar density_g_per_ml: water density d, g/mL.
     :ivar windows_min: trumpet observation windows, whole minutes, each a multiple of S.
     :ivar analysis_start_s: start of the analysis period from the first sample, s,
         a multiple of S; None means the second half of the run.
@@ -111,9 +110,6 @@ class AnalysisSettings:
     :ivar air_buoyancy_correction: correct the balance readings for air buoyancy (see the module docstring).
     """
 
-    rate_nl_per_h: int
-    interval_s: int = STANDARD_INTERVAL_S
-    density_g_per_ml: float = 0.998207
     windows_min: tuple[int, ...] = STANDARD_WINDOWS_MIN
     analysis_start_s: int | None = None
     max_unstable_fraction: float = 0.2
@@ -121,6 +117,28 @@ class AnalysisSettings:
     backwards_tolerance_ug: int = 100
     evaporation_ug_per_h: float = 0.0
     air_buoyancy_correction: bool = False
+
+    def analysis_options(self) -> dict[str, Any]:
+        """These options as keywords (``windows_min`` as a tuple), to build an :class:`AnalysisSettings`."""
+        values = {f.name: getattr(self, f.name) for f in fields(AnalysisOptions)}
+        values["windows_min"] = tuple(self.windows_min)
+        return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisSettings(AnalysisOptions):
+    """What the analysis needs besides the weights; checked when built (keywords only).
+
+    :ivar rate_nl_per_h: the set rate r, nL/h (> 0).
+    :ivar interval_s: sampling interval S, whole seconds (> 0).
+    :ivar density_g_per_ml: water density d, g/mL.
+
+    and the :class:`AnalysisOptions`.
+    """
+
+    rate_nl_per_h: int
+    interval_s: int = STANDARD_INTERVAL_S
+    density_g_per_ml: float = 0.998207
 
     def __post_init__(self) -> None:
         if not is_int(self.rate_nl_per_h) or self.rate_nl_per_h <= 0:
@@ -164,16 +182,6 @@ class AnalysisSettings:
     def rate_ml_per_h(self) -> float:
         """The set rate r, mL/h."""
         return self.rate_nl_per_h / NL_PER_ML
-
-
-def is_int(value: object) -> bool:
-    """True for an int that is not a bool (the settings' integer fields)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_finite_number(value: object) -> bool:
-    """True for a finite int or float that is not a bool (the settings' number fields)."""
-    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -45,18 +45,18 @@ from hil.gravimetric.analysis import (
     STANDARD_INTERVAL_S,
     STANDARD_WINDOWS_MIN,
     AccuracyAnalysis,
+    AnalysisOptions,
     AnalysisSettings,
     InsufficientDataError,
     RefusalReason,
     WeightSample,
     analyse,
-    is_finite_number,
-    is_int,
 )
+from cython_ext.fields import is_finite_number, is_int
 
 
 @dataclass(frozen=True)
-class AccuracyConfig:
+class AccuracyConfig(AnalysisOptions):
     """Everything that defines one accuracy run; checked when built.
 
     :ivar rate_nl_per_h: set rate r, nL/h.
@@ -65,16 +65,12 @@ class AccuracyConfig:
     :ivar interval_s: sampling interval S, whole seconds.
     :ivar stabilisation_s: delivery before sampling starts, s.
     :ivar water_temperature_c: water temperature, °C (sets the density).
-    :ivar evaporation_ug_per_h: evaporation measured in a blank run, µg/h (added back).
-    :ivar air_buoyancy_correction: correct readings for air buoyancy (bench balances; off for the simulator).
-    :ivar windows_min: trumpet observation windows, min.
-    :ivar analysis_start_s: start of the analysis period, s (None: second half of the run).
-    :ivar max_unstable_fraction: refusal limit on unstable readings.
-    :ivar max_missing_fraction: refusal limit on missing samples.
-    :ivar backwards_tolerance_ug: a larger drop between samples refuses the run, µg.
     :ivar late_tolerance_s: a reading later than this after its slot counts as missing, s.
     :ivar tare: tare the balance before the pump starts.
     :ivar stable_timeout_s: how long the set-up check waits for a stable weight, s.
+
+    and, keywords only, the :class:`~hil.gravimetric.analysis.AnalysisOptions` (windows,
+    analysis start, refusal limits, evaporation, air buoyancy), handed on to the analysis.
     """
 
     rate_nl_per_h: int
@@ -83,13 +79,6 @@ class AccuracyConfig:
     interval_s: int = STANDARD_INTERVAL_S
     stabilisation_s: int = 0
     water_temperature_c: float = 20.0
-    evaporation_ug_per_h: float = 0.0
-    air_buoyancy_correction: bool = False
-    windows_min: tuple[int, ...] = STANDARD_WINDOWS_MIN
-    analysis_start_s: int | None = None
-    max_unstable_fraction: float = 0.2
-    max_missing_fraction: float = 0.0
-    backwards_tolerance_ug: int = 100
     late_tolerance_s: float = 5.0
     tare: bool = True
     stable_timeout_s: float = 60.0
@@ -135,13 +124,7 @@ class AccuracyConfig:
             rate_nl_per_h=self.rate_nl_per_h,
             interval_s=self.interval_s,
             density_g_per_ml=self.density_g_per_ml,
-            windows_min=tuple(self.windows_min),
-            analysis_start_s=self.analysis_start_s,
-            max_unstable_fraction=self.max_unstable_fraction,
-            max_missing_fraction=self.max_missing_fraction,
-            backwards_tolerance_ug=self.backwards_tolerance_ug,
-            evaporation_ug_per_h=self.evaporation_ug_per_h,
-            air_buoyancy_correction=self.air_buoyancy_correction,
+            **self.analysis_options(),
         )
 
     @property
@@ -515,9 +498,19 @@ def _streamed_csv(path: Path, then: SampleCallback | None) -> Iterator[SampleCal
         yield write
 
 
+#: The order of the ``config`` keys in ``summary.json`` (the procedure's fields and the analysis options, interleaved).
+CONFIG_SUMMARY_KEYS = (
+    "rate_nl_per_h", "syringe_diameter_mm", "duration_s", "interval_s", "stabilisation_s", "water_temperature_c",
+    "evaporation_ug_per_h", "air_buoyancy_correction", "windows_min", "analysis_start_s", "max_unstable_fraction",
+    "max_missing_fraction", "backwards_tolerance_ug", "late_tolerance_s", "tare", "stable_timeout_s",
+)
+
+
 def config_summary(config: AccuracyConfig) -> dict[str, Any]:
-    """The configuration as JSON-ready data (with the density used)."""
-    data = asdict(config)
+    """The configuration as JSON-ready data (with the density used), in :data:`CONFIG_SUMMARY_KEYS` order."""
+    values = asdict(config)
+    data = {name: values.pop(name) for name in CONFIG_SUMMARY_KEYS if name in values}
+    data.update(values)
     data["windows_min"] = list(config.windows_min)
     data["density_g_per_ml"] = config.density_g_per_ml
     return data

@@ -100,12 +100,17 @@ def simulated_accuracy_rig(
                 **(pump_options or {}),
             )
         )
-        balance = create_balance(
-            balance_kind, clock, rig.device.mechanics.actual_delivered_nl, seed=seed, **(balance_options or {})
+        balance_url, balance, _ = stack.enter_context(
+            simulated_balance(
+                balance_kind,
+                clock=clock,
+                link=link,
+                seed=seed,
+                delivered_nl=rig.device.mechanics.actual_delivered_nl,
+                balance_options=balance_options,
+            )
         )
-        endpoint = InProcessEndpoint(balance) if link == "inprocess" else PtyEndpoint(balance)
-        stack.enter_context(endpoint)
-        yield SimulatedAccuracyRig(rig.url, endpoint.url, balance_kind, clock, rig.device, balance)
+        yield SimulatedAccuracyRig(rig.url, balance_url, balance_kind, clock, rig.device, balance)
 
 
 @contextmanager
@@ -118,7 +123,7 @@ def simulated_balance(
     delivered_nl: Any = None,
     balance_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, MtSicsBalance | SbiBalance, VirtualClock]]:
-    """Serve a simulated balance alone (blank runs, wiring checks).
+    """Serve a simulated balance: alone (blank runs, wiring checks), or the accuracy rig's, weighing its pump.
 
     :param balance_kind: ``"mtsics"`` or ``"sbi"``.
     :param clock: the virtual clock (a new one by default).

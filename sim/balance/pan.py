@@ -22,7 +22,6 @@ that need a stable weight are not executable.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from dataclasses import dataclass, fields
 from hal.balance import MASS_UNIT_UG, water_density_g_per_ml
 from hal.clock import NS_PER_S, Clock
 from cython_ext.errors import ConfigError
+from cython_ext.fields import is_finite_number, is_int
 
 NS_PER_H = 3600 * NS_PER_S
 
@@ -68,29 +68,29 @@ class PanSettings:
 
     def __post_init__(self) -> None:
         water_density_g_per_ml(self.temperature_c)
-        if not _is_number(self.air_density_g_per_ml) or not 0 <= self.air_density_g_per_ml <= 0.01:
+        if not is_finite_number(self.air_density_g_per_ml) or not 0 <= self.air_density_g_per_ml <= 0.01:
             raise ConfigError("air_density_g_per_ml", self.air_density_g_per_ml, "in [0, 0.01] g/mL")
-        if not _is_number(self.weights_density_g_per_ml) or not 1 <= self.weights_density_g_per_ml <= 25:
+        if not is_finite_number(self.weights_density_g_per_ml) or not 1 <= self.weights_density_g_per_ml <= 25:
             raise ConfigError("weights_density_g_per_ml", self.weights_density_g_per_ml, "in [1, 25] g/mL")
-        if not _is_int(self.resolution_ug) or self.resolution_ug < 1 or not _power_of_ten(self.resolution_ug):
+        if not is_int(self.resolution_ug) or self.resolution_ug < 1 or not _power_of_ten(self.resolution_ug):
             raise ConfigError("resolution_ug", self.resolution_ug, "a power of ten >= 1 µg (1, 10, 100...)")
         for name in ("noise_ug", "evaporation_ug_per_h", "settling_s"):
             value = getattr(self, name)
-            if not _is_number(value) or value < 0:
+            if not is_finite_number(value) or value < 0:
                 raise ConfigError(name, value, "a finite number >= 0")
-        if not _is_number(self.drift_ug_per_h):
+        if not is_finite_number(self.drift_ug_per_h):
             raise ConfigError("drift_ug_per_h", self.drift_ug_per_h, "a finite number")
-        if not _is_int(self.stability_band_ug) or self.stability_band_ug < 0:
+        if not is_int(self.stability_band_ug) or self.stability_band_ug < 0:
             raise ConfigError("stability_band_ug", self.stability_band_ug, "an integer >= 0 µg")
-        if not _is_int(self.capacity_ug) or self.capacity_ug < 1:
+        if not is_int(self.capacity_ug) or self.capacity_ug < 1:
             raise ConfigError("capacity_ug", self.capacity_ug, "an integer >= 1 µg")
-        if not _is_int(self.initial_load_ug) or not 0 <= self.initial_load_ug <= self.capacity_ug:
+        if not is_int(self.initial_load_ug) or not 0 <= self.initial_load_ug <= self.capacity_ug:
             raise ConfigError("initial_load_ug", self.initial_load_ug, f"an integer in [0, {self.capacity_ug}] µg")
         for index, pair in enumerate(self.disturbances_s):
             if (
                 not isinstance(pair, tuple)
                 or len(pair) != 2
-                or not all(_is_number(v) and v >= 0 for v in pair)
+                or not all(is_finite_number(v) and v >= 0 for v in pair)
             ):
                 raise ConfigError(f"disturbances_s[{index}]", pair, "a (start_s, duration_s) pair of numbers >= 0")
 
@@ -113,14 +113,6 @@ class PanSettings:
                 tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in pairs
             )
         return cls(**values)  # type: ignore[arg-type]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _power_of_ten(value: int) -> bool:
@@ -277,14 +269,14 @@ class Pan:
 
     def preset_tare(self, tare_ug: int) -> None:
         """Store a tare given as a number (a preset tare, not weighed), µg, a multiple of the resolution."""
-        if not _is_int(tare_ug) or tare_ug < 0 or tare_ug % self.settings.resolution_ug:
+        if not is_int(tare_ug) or tare_ug < 0 or tare_ug % self.settings.resolution_ug:
             raise ConfigError("tare_ug", tare_ug, f"an integer >= 0 µg, a multiple of {self.settings.resolution_ug} µg")
         with self._lock:
             self._tare_ug = tare_ug
 
     def add_load(self, delta_ug: int) -> None:
         """Scripted step: put mass on (positive) or take it off (negative) the pan, µg; starts settling."""
-        if not _is_int(delta_ug):
+        if not is_int(delta_ug):
             raise ConfigError("delta_ug", delta_ug, "an integer µg")
         with self._lock:
             self._step_ug += delta_ug
@@ -292,7 +284,7 @@ class Pan:
 
     def disturb(self, duration_s: float) -> None:
         """Scripted disturbance (a draught, a knock): readings are unstable for ``duration_s``."""
-        if not _is_number(duration_s) or duration_s < 0:
+        if not is_finite_number(duration_s) or duration_s < 0:
             raise ConfigError("duration_s", duration_s, "a finite number >= 0 s")
         with self._lock:
             now_ns = self.clock.monotonic_ns()

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from controller.patient import History, PatientRecord
+from controller.prescription import Prescription
 from controller.journal import EntryKind
 from controller.store import Store
 from cython_ext.errors import ConfigError
 from cython_ext.vocabulary import Origin
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
-from tests.controller.conftest import build_rig
+from tests.controller.conftest import Rig, build_rig
 from tests.prescriptions import make_prescription
 
 MS_PER_MIN = 60_000
@@ -35,6 +36,20 @@ def _implanted(tmp_path: Path, *, origin: str = "spinal") -> tuple[VirtualClock,
     rig = build_rig(clock, pump, Store(path, clock), origin=origin)
     assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed  # with a 30 min priming bolus
     return clock, pump, path, rig
+
+
+def _crash_then_prescribe(rig: Rig, origin: str) -> tuple[Prescription, PatientRecord]:
+    """Two days of therapy, then the controller crashes (its store abandoned); a new prescription for ``origin``.
+
+    :return: the new prescription and the patient record under it (transferred at its cap).
+    """
+    rig.advance(2 * MS_PER_DAY)
+    rig.controller.detach()
+    rig.store.abandon()
+    rx = make_prescription(origin=origin)
+    patient = PatientRecord(rx.patient.patient_id, Origin(origin), History.TRANSFERRED,
+                            prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
+    return rx, patient
 
 
 def test_a_controller_crash_during_a_bolus_does_not_leave_the_pump_at_the_bolus_rate(tmp_path: Path) -> None:
@@ -76,12 +91,7 @@ def test_a_new_prescription_with_a_stricter_origin_is_enforced_after_a_restart(t
     must be the one enforced (an origin change keeps the *stricter* cap: here the new one).
     """
     clock, pump, path, rig = _implanted(tmp_path)
-    rig.advance(2 * MS_PER_DAY)
-    rig.controller.detach()
-    rig.store.abandon()
-    rx = make_prescription(origin="cerebral")
-    patient = PatientRecord(rx.patient.patient_id, Origin.CEREBRAL, History.TRANSFERRED,
-                            prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
+    rx, patient = _crash_then_prescribe(rig, "cerebral")
     with pytest.raises(ConfigError) as refused:  # an origin change needs a confirmation with a reason
         build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient)
     assert refused.value.field == "origin_change_reason"
@@ -160,12 +170,7 @@ def test_a_restart_does_not_disarm_the_withdrawal_alarm(tmp_path: Path) -> None:
 def test_a_looser_origin_waits_24_h_after_a_confirmed_change(tmp_path: Path) -> None:
     """TIT-01, issue #9 (origin change): cerebral (15 %) to spinal (30 %) doubles the cap only after 24 h."""
     clock, pump, path, rig = _implanted(tmp_path, origin="cerebral")
-    rig.advance(2 * MS_PER_DAY)
-    rig.controller.detach()
-    rig.store.abandon()
-    rx = make_prescription(origin="spinal")
-    patient = PatientRecord(rx.patient.patient_id, Origin.SPINAL, History.TRANSFERRED,
-                            prior_dose_ng_per_day=rx.titration.max_dose_ng_per_day)
+    rx, patient = _crash_then_prescribe(rig, "spinal")
     again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rx, patient=patient,
                       origin_change_reason="reassessed: spinal cord injury")
     again.advance(MS_PER_H)

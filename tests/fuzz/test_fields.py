@@ -243,3 +243,21 @@ def test_a_refused_number_does_not_hide_the_other_problems_of_its_file() -> None
     with pytest.raises(FileErrors) as excinfo:
         doc.finish()
     assert [e.field for e in excinfo.value.errors] == ["t.a", "t.b", "t.c[1]"]
+
+
+# -- settings given from Python (not files): is_int and is_finite_number ---------------------------
+
+#: Written by hand: (value, is_int, is_finite_number).
+PYTHON_VALUES = [
+    (0, True, True), (-7, True, True), (10**300, True, True), (True, False, False), (False, False, False),
+    (1.5, False, True), (-0.0, False, True), (1e308, False, True), (float("nan"), False, False),
+    (float("inf"), False, False), (float("-inf"), False, False), (10**400, True, False), (-(10**400), True, False),
+    (Decimal("1.5"), False, False), ("1", False, False), (None, False, False),
+]
+
+
+@pytest.mark.parametrize(("value", "integer", "number"), PYTHON_VALUES)
+def test_python_integer_and_number_settings(value: Any, integer: bool, number: bool) -> None:
+    assert fields.is_int(value) is integer
+    assert fields.is_finite_number(value) is number
+

@@ -56,16 +56,18 @@ import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-import hal
-from controller.assembly import ControllerSettings, build_controller
-from controller.patient import History, PatientRecord
-from controller.store import Store
-from hal.pump import Direction
+from controller.assembly import ControllerSettings
 from sim.catheter import PhysicalCatheter
 from sim.clock import VirtualClock
 from sim.rig import simulated_pump
 from tests import reply_tally
-from tests.prescriptions import make_prescription, signed_file
+from tests.hal.near_cap_controller import (
+    CAP_UG_PER_DAY,
+    CONCENTRATION_UG_PER_ML,
+    DOSE_UG_PER_DAY,
+    SYRINGE_DIAMETER_MM,
+    near_cap_controller,
+)
 
 SUITE = "controller loop over the NE-1000 driver and the simulator's fault layer"
 MS_PER_MIN = 60_000
@@ -76,9 +78,6 @@ POLL_MS = 5 * MS_PER_MIN
 STEP_MS = 10 * MS_PER_MIN
 #: Virtual time each example runs with the faults on.
 FUZZED_MS = 2 * MS_PER_DAY
-CONCENTRATION_UG_PER_ML = 500
-CAP_UG_PER_DAY = 300
-DOSE_UG_PER_DAY = 240
 #: Alarms that tell a clinician delivery may have stopped or is not confirmed.
 INTERRUPTION_ALARMS = frozenset({"therapy_interrupted", "therapy_status_unknown", "motor_stall", "occlusion",
                                  "pump_reset", "comms_degraded", "reservoir_empty", "minimum_rate_mode"})
@@ -145,22 +144,9 @@ def run_fuzzed(seed: int) -> Run:
 
     with contextlib.ExitStack() as stack:
         rig = stack.enter_context(simulated_pump(
-            "inprocess", clock=clock, seed=seed, fault_layer=True, syringe_diameter_mm="4.699",
+            "inprocess", clock=clock, seed=seed, fault_layer=True, syringe_diameter_mm=SYRINGE_DIAMETER_MM,
             syringe_volume_ml="1000", on_traffic=tap))
-        driver = hal.open_pump("ne1000", rig.url, clock=clock)
-        stack.callback(driver.close)
-        driver.configure(syringe_diameter_mm="4.699")
-        driver.set_target_volume(0)
-        driver.set_direction(Direction.INFUSE)
-        store = stack.enter_context(Store(":memory:", clock))
-        # A basal dose near the cap (and a short catheter, so priming leaves room): boluses meet the cap.
-        rx = make_prescription(concentration=CONCENTRATION_UG_PER_ML, dose_ug_per_day=DOSE_UG_PER_DAY,
-                               max_dose_ug_per_day=CAP_UG_PER_DAY, lockout_min=180, boluses_per_day=4,
-                               dead_volume_ml="0.05")
-        patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
-                                prior_dose_ng_per_day=DOSE_UG_PER_DAY * 1000)
-        controller = build_controller(rx, patient, driver, clock, store, prescription_file=signed_file(rx),
-                                      settings=ControllerSettings(poll_interval_ms=POLL_MS))
+        controller = near_cap_controller(stack, rig.url, clock, poll_interval_ms=POLL_MS)
         mechanics = rig.device.mechanics
 
         def on_event(event: str, payload: dict[str, Any]) -> None:

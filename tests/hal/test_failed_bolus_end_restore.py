@@ -24,23 +24,22 @@ from typing import Any
 
 import pytest
 
-import hal
-from controller.assembly import Controller, ControllerSettings, build_controller
-from controller.patient import History, PatientRecord
-from controller.store import Store
-from hal.pump import Direction
+from controller.assembly import Controller
 from sim.catheter import PhysicalCatheter
 from sim.clock import VirtualClock
 from sim.rig import simulated_pump
-from tests.prescriptions import make_prescription, signed_file
+from tests.hal.near_cap_controller import (
+    CAP_UG_PER_DAY,
+    CONCENTRATION_UG_PER_ML,
+    DOSE_UG_PER_DAY,
+    SYRINGE_DIAMETER_MM,
+    near_cap_controller,
+)
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
 MS_PER_DAY = 86_400_000
 STEP_MS = 10 * MS_PER_MIN
-CONCENTRATION_UG_PER_ML = 500
-CAP_UG_PER_DAY = 300
-DOSE_UG_PER_DAY = 240
 TITRATED_UG_PER_DAY = 192
 CLINICIAN_BOLUS_NG = 25_000
 #: Over 35 min the bolus program's first phase (105.714 µL/h) is best held in µL/min (``1.762 UM``), in which
@@ -59,20 +58,8 @@ def _rig() -> Iterator[tuple[Any, Controller, PhysicalCatheter, list[tuple[str, 
     clock = VirtualClock()
     with contextlib.ExitStack() as stack:
         rig = stack.enter_context(simulated_pump("inprocess", clock=clock, seed=1, fault_layer=True,
-                                                 syringe_diameter_mm="4.699", syringe_volume_ml="1000"))
-        driver = hal.open_pump("ne1000", rig.url, clock=clock)
-        stack.callback(driver.close)
-        driver.configure(syringe_diameter_mm="4.699")
-        driver.set_target_volume(0)
-        driver.set_direction(Direction.INFUSE)
-        store = stack.enter_context(Store(":memory:", clock))
-        rx = make_prescription(concentration=CONCENTRATION_UG_PER_ML, dose_ug_per_day=DOSE_UG_PER_DAY,
-                               max_dose_ug_per_day=CAP_UG_PER_DAY, lockout_min=180, boluses_per_day=4,
-                               dead_volume_ml="0.05")
-        patient = PatientRecord(rx.patient.patient_id, rx.patient.origin, History.TRANSFERRED,
-                                prior_dose_ng_per_day=DOSE_UG_PER_DAY * 1000)
-        controller = build_controller(rx, patient, driver, clock, store, prescription_file=signed_file(rx),
-                                      settings=ControllerSettings(poll_interval_ms=5 * MS_PER_MIN))
+                                                 syringe_diameter_mm=SYRINGE_DIAMETER_MM, syringe_volume_ml="1000"))
+        controller = near_cap_controller(stack, rig.url, clock, poll_interval_ms=5 * MS_PER_MIN)
         events: list[tuple[str, dict[str, Any]]] = []
         controller.subscribe(on_event=lambda event, payload: events.append((event, payload)))
         assert controller.therapy.implant(CONCENTRATION_UG_PER_ML, 20_000_000,

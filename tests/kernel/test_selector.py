@@ -80,6 +80,10 @@ def test_stub_documents_names_both_implementations_have():
     tree = ast.parse(stub.read_text(encoding="utf-8"))
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     names |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
+    reexported = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom)
+                  and (n.module or "").startswith("cython_ext") for a in n.names}
+    assert {"PatientCaps", "DeliveryKind"} <= reexported  # the shared value objects, defined once
+    names |= reexported
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     for implementation in ("compiled", "python"):
         module = kernel.load(implementation)
