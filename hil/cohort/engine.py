@@ -25,6 +25,9 @@ a cohort gives the same figures however it is split and wherever chunks run.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -344,11 +347,35 @@ def _summarise(patient: CohortPatient, outcome: PatientOutcome) -> None:
     outcome.final_dose_ug_per_day = patient.therapy.prescribed_dose_ng_per_day / NG_PER_UG
 
 
+@contextmanager
+def _no_automatic_gc() -> Iterator[None]:
+    """Suspend the cyclic garbage collector's automatic passes, restoring its state after.
+
+    A chunk keeps tens of container objects a patient alive for its whole run and allocates
+    millions of short-lived ones, which reference counting frees; the automatic passes mostly
+    re-scan the live ones (about 14 % of a chunk's CPU time). Its cyclic garbage is the
+    patients' own object graphs once it returns, plus a few objects a patient made on the way
+    (measured: about 6 over 180 days), which the next pass frees.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
-    """Run one chunk to its end.
+    """Run one chunk to its end (without the garbage collector's automatic passes: :func:`_no_automatic_gc`).
 
     :return: one :class:`PatientOutcome` per patient, in order.
     """
+    with _no_automatic_gc():
+        return _run_chunk(spec)
+
+
+def _run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
     policy = spec.policy
     n = len(spec.origins)
     clock = ChunkClock()
