@@ -152,10 +152,16 @@ class CohortPlant:
         m, b = system_matrices(p)
         phi, gamma = patient_step_matrices(m, b, self.step_h)
         if self._compiled is not None:
-            self._phi = np.ascontiguousarray(phi)
+            # The entries of Phi that some patient has (the model's structure), row by row: the
+            # compiled product adds only those, in the full product's order.
+            rows, columns = np.nonzero(np.any(phi != 0, axis=0))
+            self._phi_values = np.ascontiguousarray(phi[:, rows, columns])
+            self._phi_row_start = np.searchsorted(rows, np.arange(N_STATES + 1)).astype(np.intc)
+            self._phi_columns = columns.astype(np.intc)
             self._gamma_it_rows = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT])
             self._flag_parameters = np.ascontiguousarray(
                 np.stack([p[name] for name in self._compiled.FLAG_PARAMETERS], axis=1))
+            self._decays = self._compiled.tolerance_decays(self._flag_parameters, self.step_h)
             self._x = np.zeros((self.size, N_STATES))
         else:
             # Phi is nearly lower triangular: column j is zero outside one band of rows for every
@@ -220,7 +226,8 @@ class CohortPlant:
             return self._no_input if values.strides == (0,) and not values[0] else np.ascontiguousarray(values * scale)
 
         self.time_h += self.step_h
-        self._compiled.step(self._phi, self._gamma_it_rows, self._x, self.tolerance, self._withdrawal_since_h,
+        self._compiled.step(self._phi_values, self._phi_row_start, self._phi_columns, self._gamma_it_rows, self._x,
+                            self.tolerance, self._decays, self._withdrawal_since_h,
                             self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
                             self.parameters["oral_bioavailability"], ng(it, NG_PER_UG), ng(bolus, NG_PER_UG),
                             ng(oral, UG_PER_MG * NG_PER_UG), self.step_h, self.time_h)
