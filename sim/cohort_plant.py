@@ -219,6 +219,35 @@ class CohortPlant:
         self.time_h += self.step_h
         self._update_flags()
 
+    def step_hours(self, intrathecal_ug: np.ndarray) -> None:
+        """Advance one step per row of ``intrathecal_ug``, with no bolus and no tablet: what as many
+        :meth:`step` calls do, in one pass of the compiled step (each patient's steps in turn).
+
+        :param intrathecal_ug: (steps, N): row ``s`` is the drug reaching the catheter tip during step
+            ``s``, µg per patient (>= 0).
+        :raises ConfigError: for a negative, non-finite or misshapen input; nothing is advanced then.
+        """
+        arr = np.asarray(intrathecal_ug, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != self.size:
+            raise ConfigError("intrathecal_ug", arr.shape, f"shape (steps, {self.size})")
+        if not np.all(np.isfinite(arr) & (arr >= 0)):
+            raise ConfigError("intrathecal_ug", intrathecal_ug, "finite values >= 0")
+        if self._compiled is None:
+            for row in arr:
+                self.step(row)
+            return
+        times_h = np.empty(len(arr))
+        closes_day = np.zeros(len(arr), dtype=np.uint8)
+        for s in range(len(arr)):
+            self.time_h += self.step_h
+            times_h[s] = self.time_h
+            closes_day[s] = self._day_ends()
+        self._compiled.step_hours(self._phi_values, self._phi_row_start, self._phi_columns, self._gamma_it_rows,
+                                  self._x, self.tolerance, self._decays, self._withdrawal_since_h,
+                                  self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
+                                  np.ascontiguousarray(arr * NG_PER_UG), times_h, closes_day, self.overdose_days,
+                                  self.withdrawal_days, self.severe_withdrawal_days, self.step_h)
+
     def _compiled_step(self, it: np.ndarray, bolus: np.ndarray, oral: np.ndarray) -> None:
         assert self._compiled is not None
 
@@ -258,9 +287,13 @@ class CohortPlant:
         self._today |= (overdose > 0, withdrawal > 0, withdrawal >= int(WithdrawalLevel.SEVERE))
         self._close_day_if_due()
 
+    def _day_ends(self) -> bool:
+        """Whether plant time is at the end of a day (24 h block from time 0)."""
+        return math.isclose(self.time_h % H_PER_DAY, 0.0, abs_tol=1e-9) or \
+            math.isclose(self.time_h % H_PER_DAY, H_PER_DAY, abs_tol=1e-9)
+
     def _close_day_if_due(self) -> None:
-        if math.isclose(self.time_h % H_PER_DAY, 0.0, abs_tol=1e-9) or \
-                math.isclose(self.time_h % H_PER_DAY, H_PER_DAY, abs_tol=1e-9):
+        if self._day_ends():
             self._close_day()
 
     def _close_day(self) -> None:
