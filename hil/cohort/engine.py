@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -118,9 +118,8 @@ class ChunkSpec:
     pump_rate_envelope_nl_per_h: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One workflow result of one patient.
+class Decision(NamedTuple):
+    """One workflow result of one patient (a named tuple: a chunk makes and ships some 16 a patient).
 
     :ivar t_ms: controller time, ms from the cohort's start.
     :ivar action: the workflow (``implant``, ``titrate``, ``priming_bolus``, ``clinician_bolus``, ``refill``).
