@@ -70,3 +70,53 @@ def test_a_lucky_baseline_run_fails_a_cohort_that_one_slow_run_would_pass(monkey
     figures = bench.run(argparse.Namespace(quick=True))
     assert figures["cohort_over_plant_only"] == pytest.approx(18.0 / 5.9, abs=0.005)
     assert figures["ratio_within_target"] is False
+
+
+def test_a_chunk_worker_imports_no_scipy() -> None:
+    """What a worker process imports to run a chunk leaves SciPy out (its special functions alone took
+    about 0.5 s to import in every spawned worker); only drawing a population needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hil.cohort.engine, hil.cohort.run; "
+            "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_chunk_runs_without_automatic_gc_passes_and_restores_the_collector(enabled, monkeypatch, protocol,
+                                                                            small_population) -> None:
+    import dataclasses
+    import gc
+
+    from hil.cohort import engine
+    from hil.cohort.run import chunk_specs
+
+    spec = chunk_specs(dataclasses.replace(small_population, size=40).sample(), protocol, 2)[0]
+    inside = [False]
+    passes_inside = []
+    run = engine._run_chunk
+
+    def spy(spec):
+        inside[0] = True
+        try:
+            return run(spec)
+        finally:
+            inside[0] = False
+
+    def callback(phase, info):
+        if phase == "start" and inside[0]:
+            passes_inside.append(info["generation"])
+
+    monkeypatch.setattr(engine, "_run_chunk", spy)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    gc.callbacks.append(callback)
+    try:
+        outcomes = engine.run_chunk(spec)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.callbacks.remove(callback)
+        (gc.enable if was else gc.disable)()
+    assert len(outcomes) == 40 and passes_inside == []
