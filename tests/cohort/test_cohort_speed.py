@@ -1,7 +1,8 @@
-"""``itb bench cohort``: how (a) and (b) are timed, on a virtual stopwatch (the runs are fakes).
+"""The cohort's speed: how ``itb bench cohort`` times it, and what a chunk does not spend time on.
 
-Oracle: the rule the bench states, worked by hand. (a) runs once; (b) runs ``BASELINE_RUNS``
-times and its fastest run is the baseline, so noise can only raise the ratio.
+``itb bench cohort`` on a virtual stopwatch (the runs are fakes). Oracle: the rule the bench states,
+worked by hand. (a) runs once; (b) runs ``BASELINE_RUNS`` times and its fastest run is the baseline,
+so noise can only raise the ratio. Then a worker's imports and the garbage collector during a chunk.
 """
 
 from __future__ import annotations
