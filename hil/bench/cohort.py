@@ -7,9 +7,10 @@
   :data:`WORKERS` local processes;
 * **(b) the plant-only NumPy baseline** over the same population and hourly step
   (:func:`sim.cohort_plant.time_plant_baseline` with the NumPy step), in this process,
-  :data:`BASELINE_RUNS` times after (a): the fastest run counts. Every run is reported. (a) runs
-  once, so noise can only make (a) slower and (b) faster than they are: the ratio errs against
-  the cohort, never for it (one run of each let one lucky or unlucky run of (b) decide);
+  :data:`BASELINE_RUNS` times after (a): the fastest run counts. Every run is reported. Noise only
+  slows a run down; (a) runs once and keeps all of its noise, while (b)'s fastest run is never
+  slower than a single run would have been, so the ratio errs against the cohort, never for it
+  (one run of each let one slow or lucky run of (b) decide);
 * their ratio (a)/(b), in wall time (the target) and in CPU time (user and system, this
   process and its workers: what other load on a shared machine does not change), and peak
   memory: this process's peak resident set and the largest worker's (an upper bound of the

@@ -2,7 +2,7 @@
 
 ``itb bench cohort`` on a virtual stopwatch (the runs are fakes). Oracle: the rule the bench states,
 worked by hand. (a) runs once; (b) runs ``BASELINE_RUNS`` times and its fastest run is the baseline,
-so noise can only raise the ratio. Then a worker's imports and the garbage collector during a chunk.
+which is never slower than one run of it: the ratio can only come out higher than with one run. Then a worker's imports and the garbage collector during a chunk.
 """
 
 from __future__ import annotations
