@@ -533,7 +533,7 @@ cdef class Ledger:
                     self.btag[bs] = b
                     self.bsum[bs] = 0
             old = self.tags[slot]
-            if old >= 0:
+            if old >= 0 and self.btotal[slot] != 0:  # an empty minute leaves both sums as they are
                 self.window_total -= self.btotal[slot]
                 # old = x - j * RING (j >= 1), so its block is b - 16 j: never b, though it may share b's
                 # place among the NBLK (j a multiple of 17), where b's reset above already emptied it.

@@ -152,10 +152,16 @@ class CohortPlant:
         m, b = system_matrices(p)
         phi, gamma = patient_step_matrices(m, b, self.step_h)
         if self._compiled is not None:
-            self._phi = np.ascontiguousarray(phi)
+            # The entries of Phi that some patient has (the model's structure), row by row: the
+            # compiled product adds only those, in the full product's order.
+            rows, columns = np.nonzero(np.any(phi != 0, axis=0))
+            self._phi_values = np.ascontiguousarray(phi[:, rows, columns])
+            self._phi_row_start = np.searchsorted(rows, np.arange(N_STATES + 1)).astype(np.intc)
+            self._phi_columns = columns.astype(np.intc)
             self._gamma_it_rows = np.ascontiguousarray(gamma[:, :, INTRATHECAL_INPUT])
             self._flag_parameters = np.ascontiguousarray(
                 np.stack([p[name] for name in self._compiled.FLAG_PARAMETERS], axis=1))
+            self._decays = self._compiled.tolerance_decays(self._flag_parameters, self.step_h)
             self._x = np.zeros((self.size, N_STATES))
         else:
             # Phi is nearly lower triangular: column j is zero outside one band of rows for every
@@ -213,6 +219,35 @@ class CohortPlant:
         self.time_h += self.step_h
         self._update_flags()
 
+    def step_hours(self, intrathecal_ug: np.ndarray) -> None:
+        """Advance one step per row of ``intrathecal_ug``, with no bolus and no tablet: what as many
+        :meth:`step` calls do, in one pass of the compiled step (each patient's steps in turn).
+
+        :param intrathecal_ug: (steps, N): row ``s`` is the drug reaching the catheter tip during step
+            ``s``, µg per patient (>= 0).
+        :raises ConfigError: for a negative, non-finite or misshapen input; nothing is advanced then.
+        """
+        arr = np.asarray(intrathecal_ug, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != self.size:
+            raise ConfigError("intrathecal_ug", arr.shape, f"shape (steps, {self.size})")
+        if not np.all(np.isfinite(arr) & (arr >= 0)):
+            raise ConfigError("intrathecal_ug", intrathecal_ug, "finite values >= 0")
+        if self._compiled is None:
+            for row in arr:
+                self.step(row)
+            return
+        times_h = np.empty(len(arr))
+        closes_day = np.zeros(len(arr), dtype=np.uint8)
+        for s in range(len(arr)):
+            self.time_h += self.step_h
+            times_h[s] = self.time_h
+            closes_day[s] = self._day_ends()
+        self._compiled.step_hours(self._phi_values, self._phi_row_start, self._phi_columns, self._gamma_it_rows,
+                                  self._x, self.tolerance, self._decays, self._withdrawal_since_h,
+                                  self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
+                                  np.ascontiguousarray(arr * NG_PER_UG), times_h, closes_day, self.overdose_days,
+                                  self.withdrawal_days, self.severe_withdrawal_days, self.step_h)
+
     def _compiled_step(self, it: np.ndarray, bolus: np.ndarray, oral: np.ndarray) -> None:
         assert self._compiled is not None
 
@@ -220,7 +255,8 @@ class CohortPlant:
             return self._no_input if values.strides == (0,) and not values[0] else np.ascontiguousarray(values * scale)
 
         self.time_h += self.step_h
-        self._compiled.step(self._phi, self._gamma_it_rows, self._x, self.tolerance, self._withdrawal_since_h,
+        self._compiled.step(self._phi_values, self._phi_row_start, self._phi_columns, self._gamma_it_rows, self._x,
+                            self.tolerance, self._decays, self._withdrawal_since_h,
                             self.peak_overdose, self.peak_withdrawal, self._today_flags, self._flag_parameters,
                             self.parameters["oral_bioavailability"], ng(it, NG_PER_UG), ng(bolus, NG_PER_UG),
                             ng(oral, UG_PER_MG * NG_PER_UG), self.step_h, self.time_h)
@@ -251,9 +287,13 @@ class CohortPlant:
         self._today |= (overdose > 0, withdrawal > 0, withdrawal >= int(WithdrawalLevel.SEVERE))
         self._close_day_if_due()
 
+    def _day_ends(self) -> bool:
+        """Whether plant time is at the end of a day (24 h block from time 0)."""
+        return math.isclose(self.time_h % H_PER_DAY, 0.0, abs_tol=1e-9) or \
+            math.isclose(self.time_h % H_PER_DAY, H_PER_DAY, abs_tol=1e-9)
+
     def _close_day_if_due(self) -> None:
-        if math.isclose(self.time_h % H_PER_DAY, 0.0, abs_tol=1e-9) or \
-                math.isclose(self.time_h % H_PER_DAY, H_PER_DAY, abs_tol=1e-9):
+        if self._day_ends():
             self._close_day()
 
     def _close_day(self) -> None:

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from cython_ext import fields
 from cython_ext.errors import ConfigError
@@ -64,6 +63,10 @@ def truncated_lognormal(rng: np.random.Generator, median: float, sigma_log: floa
     """``n`` draws of a log-normal (``median``, ``sigma_log``) truncated to [``low``, ``high``] (inverse CDF)."""
     if sigma_log == 0:
         return np.full(n, float(median))
+    # Imported here: SciPy's special functions take about 0.5 s to import, and the processes that
+    # only run a drawn cohort (its workers) never draw.
+    from scipy.special import ndtr, ndtri
+
     a, b = ndtr((math.log(low) - math.log(median)) / sigma_log), ndtr((math.log(high) - math.log(median)) / sigma_log)
     u = a + (b - a) * rng.random(n)
     return np.clip(np.exp(math.log(median) + sigma_log * ndtri(u)), low, high)  # the clip only absorbs rounding

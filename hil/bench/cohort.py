@@ -6,7 +6,11 @@
   workflows and the compiled kernel (:func:`hil.cohort.run.run_cohort`), on
   :data:`WORKERS` local processes;
 * **(b) the plant-only NumPy baseline** over the same population and hourly step
-  (:func:`sim.cohort_plant.time_plant_baseline` with the NumPy step), in this process;
+  (:func:`sim.cohort_plant.time_plant_baseline` with the NumPy step), in this process,
+  :data:`BASELINE_RUNS` times after (a): the fastest run counts. Every run is reported. Noise only
+  slows a run down; (a) runs once and keeps all of its noise, while (b)'s fastest run is never
+  slower than a single run would have been, so the ratio errs against the cohort, never for it
+  (one run of each let one slow or lucky run of (b) decide);
 * their ratio (a)/(b), in wall time (the target) and in CPU time (user and system, this
   process and its workers: what other load on a shared machine does not change), and peak
   memory: this process's peak resident set and the largest worker's (an upper bound of the
@@ -38,6 +42,8 @@ QUICK_PATIENTS = 1_000
 QUICK_DAYS = 30
 #: Local processes for (a): one per core of the 2-core machine the targets are set for.
 WORKERS = 2
+#: Runs of (b); the fastest is the baseline.
+BASELINE_RUNS = 3
 TARGET_RATIO = 3.0
 TARGET_WALL_S = 60.0
 TARGET_MEMORY_MIB = 2048.0
@@ -65,11 +71,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = run_cohort(population, protocol, days=days, workers=WORKERS)
     cohort_s, cohort_cpu_s = time.perf_counter() - start, _cpu_s() - cpu0
     worker_peak = _peak_mib(resource.RUSAGE_CHILDREN)
-    cpu0 = _cpu_s()
-    baseline = time_plant_baseline(patients, days, seed=population.seed, implementation="numpy")
-    baseline_cpu_s = _cpu_s() - cpu0
+    baseline_walls, baseline_cpus = [], []
+    for _ in range(BASELINE_RUNS):
+        cpu0 = _cpu_s()
+        baseline_walls.append(time_plant_baseline(patients, days, seed=population.seed,
+                                                  implementation="numpy").wall_s)
+        baseline_cpus.append(_cpu_s() - cpu0)
+    baseline_s, baseline_cpu_s = min(baseline_walls), min(baseline_cpus)
     main_peak = _peak_mib(resource.RUSAGE_SELF)
-    ratio = cohort_s / baseline.wall_s if baseline.wall_s > 0 else None
+    ratio = cohort_s / baseline_s if baseline_s > 0 else None
     memory_bound = main_peak + WORKERS * worker_peak
     decisions = sum(len(o.decisions) for o in result.outcomes)
     return {
@@ -84,8 +94,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cohort_workflow_results": decisions,
         "cohort_patient_days_per_s": round(patients * days / cohort_s),
         "cohort_cpu_s": round(cohort_cpu_s, 2),
-        "plant_only_numpy_wall_s": round(baseline.wall_s, 2),
+        "plant_only_numpy_runs": BASELINE_RUNS,
+        "plant_only_numpy_rule": "fastest run",
+        "plant_only_numpy_wall_s": round(baseline_s, 2),
         "plant_only_numpy_cpu_s": round(baseline_cpu_s, 2),
+        "plant_only_numpy_wall_s_each": [round(v, 2) for v in baseline_walls],
+        "plant_only_numpy_cpu_s_each": [round(v, 2) for v in baseline_cpus],
         "cohort_cpu_over_plant_only_cpu": round(cohort_cpu_s / baseline_cpu_s, 2) if baseline_cpu_s > 0 else None,
         "cohort_over_plant_only": None if ratio is None else round(ratio, 2),
         "target_cohort_over_plant_only": TARGET_RATIO,

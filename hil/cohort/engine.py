@@ -25,9 +25,13 @@ a cohort gives the same figures however it is split and wherever chunks run.
 
 from __future__ import annotations
 
+import gc
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -114,9 +118,8 @@ class ChunkSpec:
     pump_rate_envelope_nl_per_h: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One workflow result of one patient.
+class Decision(NamedTuple):
+    """One workflow result of one patient (a named tuple: a chunk makes and ships some 16 a patient).
 
     :ivar t_ms: controller time, ms from the cohort's start.
     :ivar action: the workflow (``implant``, ``titrate``, ``priming_bolus``, ``clinician_bolus``, ``refill``).
@@ -344,11 +347,50 @@ def _summarise(patient: CohortPatient, outcome: PatientOutcome) -> None:
     outcome.final_dose_ug_per_day = patient.therapy.prescribed_dose_ng_per_day / NG_PER_UG
 
 
+def _next_visit_hour(hour: int, decision_hour: int) -> int:
+    """The first hour after ``hour`` at the policy's visit hour of day, h from the start."""
+    visit = hour - hour % H_PER_DAY + decision_hour
+    return visit if visit > hour else visit + H_PER_DAY
+
+
+def _next_bolus_end_hour(bolus_end_ms: np.ndarray) -> float:
+    """The first hour at whose start a running bolus is over (inf: none runs), h from the start.
+
+    Every bolus still running ends after the hour being handled (those due have just been ended).
+    """
+    soonest = bolus_end_ms.min(initial=np.inf)
+    return math.inf if soonest == np.inf else -(-int(soonest) // MS_PER_H)
+
+
+@contextmanager
+def _no_automatic_gc() -> Iterator[None]:
+    """Suspend the cyclic garbage collector's automatic passes, restoring its state after.
+
+    A chunk keeps tens of container objects a patient alive for its whole run and allocates
+    millions of short-lived ones, which reference counting frees; the automatic passes mostly
+    re-scan the live ones (about 14 % of a chunk's CPU time). Its cyclic garbage is the
+    patients' own object graphs once it returns, plus a few objects a patient made on the way
+    (measured: about 6 over 180 days), which the next pass frees.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
-    """Run one chunk to its end.
+    """Run one chunk to its end (without the garbage collector's automatic passes: :func:`_no_automatic_gc`).
 
     :return: one :class:`PatientOutcome` per patient, in order.
     """
+    with _no_automatic_gc():
+        return _run_chunk(spec)
+
+
+def _run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
     policy = spec.policy
     n = len(spec.origins)
     clock = ChunkClock()
@@ -375,7 +417,9 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
             for hour, volume in _bolus_volume_by_hour(run.start_ms, run.end_ms, run.extra_rate_nl_per_h).items():
                 extra_nl.setdefault(hour, np.zeros(n))[i] += volume
 
-    for hour in range(spec.days * H_PER_DAY):
+    total_h = spec.days * H_PER_DAY
+    hour = 0
+    while hour < total_h:
         t_ms = hour * MS_PER_H
         clock.advance_to_ms(t_ms)
         for i in np.flatnonzero(bolus_end_ms <= t_ms).tolist():
@@ -413,13 +457,20 @@ def run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
                         raised = patient.therapy.prescribed_dose_ng_per_day > before
                         next_increase_h[i] = policy.next_increase_h(hour, raised)
                     after_change(i, t_ms)
-        pumped = basal_nl_per_h + extra_nl.pop(hour, 0.0)
-        drug_nl = np.maximum(pumped - saline_nl, 0.0)
-        np.maximum(saline_nl - pumped, 0.0, out=saline_nl)
-        reservoir_nl -= pumped
-        tip_ug = drug_nl * concentration / (PG_PER_NG * NG_PER_UG)
-        delivered_ug += tip_ug
-        plant.step(tip_ug)
+        # Until the next visit or bolus end nothing changes but what the pump pushes: pump those
+        # hours here, then step the plant through all of them at once.
+        until = min(total_h, _next_visit_hour(hour, policy.decision_hour), _next_bolus_end_hour(bolus_end_ms))
+        tips_ug = np.empty((until - hour, n))
+        for step, pumped_hour in enumerate(range(hour, until)):
+            pumped = basal_nl_per_h + extra_nl.pop(pumped_hour, 0.0)
+            drug_nl = np.maximum(pumped - saline_nl, 0.0)
+            np.maximum(saline_nl - pumped, 0.0, out=saline_nl)
+            reservoir_nl -= pumped
+            tip_ug = drug_nl * concentration / (PG_PER_NG * NG_PER_UG)
+            delivered_ug += tip_ug
+            tips_ug[step] = tip_ug
+        plant.step_hours(tips_ug)
+        hour = until
     state = plant.state()
     for i, (patient, outcome) in enumerate(zip(patients, outcomes)):
         _summarise(patient, outcome)

@@ -61,3 +61,36 @@ def test_an_unknown_implementation_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         CohortPlant(SAMPLE.parameters, implementation="fortran")
     assert info.value.field == "implementation"
+
+
+@settings(max_examples=25)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=8), st.floats(0, 60), st.integers(0, 2**32 - 1),
+       st.sampled_from(["compiled", "numpy"]))
+def test_steps_in_blocks_are_single_steps(blocks, dose, seed, implementation) -> None:
+    """Oracle: one :meth:`CohortPlant.step` per hour. Blocks of any length, across day ends, after a high
+    dose and then none (so the flags and the day counts move), give the same plant bit for bit."""
+    rng = np.random.default_rng(seed)
+    hours = sum(blocks)
+    doses = rng.random((hours, SAMPLE.size)) * dose * np.where(np.arange(hours) < hours // 2, 8.0, 0.0)[:, None]
+    single, blocked = (CohortPlant(SAMPLE.parameters, implementation=implementation) for _ in range(2))
+    for row in doses:
+        single.step(row)
+    first = 0
+    for length in blocks:
+        blocked.step_hours(doses[first:first + length])
+        first += length
+    assert single.time_h == blocked.time_h
+    assert single.x.tobytes() == blocked.x.tobytes() and single.tolerance.tobytes() == blocked.tolerance.tobytes()
+    for name in ("peak_overdose", "peak_withdrawal", "overdose_days", "withdrawal_days", "severe_withdrawal_days",
+                 "_withdrawal_since_h", "_today"):
+        assert getattr(single, name).tobytes() == getattr(blocked, name).tobytes(), name
+
+
+def test_blocked_steps_refuse_bad_input_and_advance_nothing() -> None:
+    plant = CohortPlant(SAMPLE.parameters)
+    for bad in (np.full((3, SAMPLE.size), -1.0), np.full((2, SAMPLE.size), np.nan), np.zeros((2, SAMPLE.size + 1)),
+                np.zeros(SAMPLE.size)):
+        with pytest.raises(ConfigError) as info:
+            plant.step_hours(bad)
+        assert info.value.field == "intrathecal_ug"
+    assert plant.time_h == 0.0 and not plant.x.any()
