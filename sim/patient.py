@@ -467,13 +467,17 @@ class Patient:
 
     def __init__(self, parameters: PatientParameters | None = None, *, start_s: float = 0.0) -> None:
         self.parameters = parameters or PatientParameters()
-        self._p = self.parameters.as_arrays()
-        self._m, self._b = system_matrices(self._p)
+        arrays = self.parameters.as_arrays()
+        self._m, self._b = system_matrices(arrays)
+        # The output functions take plain floats as well as 0-d arrays, with the same results, faster.
+        self._p = {name: float(value) for name, value in arrays.items()}
         self._steps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._time_s = float(start_s)
         self._x = np.zeros(N_STATES)
         self._tolerance = 0.0
         self._withdrawal_since_s: float | None = None
+        #: The overdose level of the current state, kept by :meth:`_update_flags` (every change of state runs it).
+        self._overdose_now = self._overdose()
         self.peak_overdose = OverdoseLevel.NONE
         self.peak_withdrawal = WithdrawalLevel.NONE
 
@@ -568,7 +572,8 @@ class Patient:
                 self._withdrawal_since_s = self._time_s
         else:
             self._withdrawal_since_s = None
-        self.peak_overdose = max(self.peak_overdose, self._overdose())
+        self._overdose_now = self._overdose()
+        self.peak_overdose = max(self.peak_overdose, self._overdose_now)
         self.peak_withdrawal = max(self.peak_withdrawal, self._withdrawal())
 
     def _overdose(self) -> OverdoseLevel:
@@ -599,5 +604,5 @@ class Patient:
             ashworth=self.ashworth(),
             side_effects=float(side_effect_fraction(x, p)),
             withdrawal=self._withdrawal(),
-            overdose=self._overdose(),
+            overdose=self._overdose_now,
         )
