@@ -101,6 +101,8 @@ def _jsonable(value: Any) -> Any:
 #: The encoder behind :func:`canonical_json`, built once: ``json.dumps`` with these options builds a new
 #: encoder at every call, which costs twice the encoding of a reading.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+#: Types that :func:`_jsonable` returns unchanged.
+_PLAIN_TYPES = frozenset((str, int, bool, type(None)))
 
 
 def canonical_json(value: Any) -> str:
@@ -151,5 +153,8 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     :return: 64 hex characters.
     :raises KeyError: if a chained field is missing.
     """
-    material = canonical_json({name: fields[name] for name in CHAINED_FIELDS})
+    chained = {name: fields[name] for name in CHAINED_FIELDS}
+    # Plain values are their own JSON form (what _jsonable would return): encode them at once.
+    plain = all(type(value) in _PLAIN_TYPES for value in chained.values())
+    material = _CANONICAL.encode(chained) if plain else canonical_json(chained)
     return hashlib.sha256(material.encode("ascii")).hexdigest()

@@ -62,7 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from controller.audit import (
     CHAINED_FIELDS,
@@ -298,9 +298,8 @@ def _row_to_entry(row: Sequence[Any]) -> JournalEntry:
     )
 
 
-@dataclass(frozen=True)
-class _Pending:
-    """An entry to append, before it gets its sequence number and hash."""
+class _Pending(NamedTuple):
+    """An entry to append, before it gets its sequence number and hash (a tuple: one is built per reading)."""
 
     kind: EntryKind
     action: str
