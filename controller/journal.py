@@ -583,9 +583,11 @@ class Journal(ClosesOnExit):
             self._commit(rows, base, statements)
         except BaseException:
             self._reload_view()
+            if not self._closed:
+                self._tail_base = self._head()
             raise
-        finally:
-            self._tail_base = self._head() if not self._closed else self._tail_base
+        # Committed: the head is what the transaction wrote (it checked that nobody else moved it).
+        self._tail_base = (rows[-1][0], rows[-1][-1]) if rows else base
 
     def _write(self, items: Sequence[_Pending], *, durable: bool = True, batchable: bool = False,
                want_entries: bool = True) -> tuple[JournalEntry, ...]:

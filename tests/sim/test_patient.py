@@ -386,3 +386,16 @@ def test_the_observed_overdose_level_is_that_of_the_state_observed(seed: int, hi
         fresh = OverdoseLevel(int(overdose_level(patient.states, state.tolerance_ng_per_ml, arrays)))
         assert state.overdose is fresh
         assert patient.peak_overdose >= fresh
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.lists(st.tuples(st.floats(0.0, 200.0), st.just(0.0) | st.floats(0.01, 30.0)),
+                                    min_size=1, max_size=20))
+def test_infusing_without_observing_moves_the_model_exactly_as_receiving(seed: int, steps: list) -> None:
+    """Two copies of a patient, one fed by ``receive_intrathecal``, one by ``infuse_intrathecal``: the same numbers."""
+    observed, quiet = Patient(PatientParameters.sampled(seed)), Patient(PatientParameters.sampled(seed))
+    for mass_ug, hours in steps:
+        state = observed.receive_intrathecal(mass_ug, observed.time_s, observed.time_s + hours * H)
+        quiet.infuse_intrathecal(mass_ug, quiet.time_s, quiet.time_s + hours * H)
+        assert (quiet.ashworth(), quiet.effect_ng_per_ml()) == (state.ashworth, state.effect_ng_per_ml)
+        assert quiet.state() == state
