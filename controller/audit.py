@@ -98,6 +98,13 @@ def _jsonable(value: Any) -> Any:
     raise ConfigError("journal.payload", type(value).__name__, "JSON-representable data")
 
 
+#: The encoder behind :func:`canonical_json`, built once: ``json.dumps`` with these options builds a new
+#: encoder at every call, which costs twice the encoding of a reading.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+#: Types that :func:`_jsonable` returns unchanged.
+_PLAIN_TYPES = frozenset((str, int, bool, type(None)))
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON text of ``value``: sorted keys, no spaces, no floats.
 
@@ -105,7 +112,7 @@ def canonical_json(value: Any) -> str:
     :return: the canonical text, identical for equal inputs.
     :raises ConfigError: if ``value`` holds a float or a type with no JSON form.
     """
-    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(_jsonable(value))
 
 
 def genesis_hash(journal_id: str, *context: str) -> str:
@@ -146,5 +153,8 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     :return: 64 hex characters.
     :raises KeyError: if a chained field is missing.
     """
-    material = canonical_json({name: fields[name] for name in CHAINED_FIELDS})
+    chained = {name: fields[name] for name in CHAINED_FIELDS}
+    # Plain values are their own JSON form (what _jsonable would return): encode them at once.
+    plain = all(type(value) in _PLAIN_TYPES for value in chained.values())
+    material = _CANONICAL.encode(chained) if plain else canonical_json(chained)
     return hashlib.sha256(material.encode("ascii")).hexdigest()

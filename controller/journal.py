@@ -62,7 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from controller.audit import (
     CHAINED_FIELDS,
@@ -298,9 +298,8 @@ def _row_to_entry(row: Sequence[Any]) -> JournalEntry:
     )
 
 
-@dataclass(frozen=True)
-class _Pending:
-    """An entry to append, before it gets its sequence number and hash."""
+class _Pending(NamedTuple):
+    """An entry to append, before it gets its sequence number and hash (a tuple: one is built per reading)."""
 
     kind: EntryKind
     action: str
@@ -584,9 +583,11 @@ class Journal(ClosesOnExit):
             self._commit(rows, base, statements)
         except BaseException:
             self._reload_view()
+            if not self._closed:
+                self._tail_base = self._head()
             raise
-        finally:
-            self._tail_base = self._head() if not self._closed else self._tail_base
+        # Committed: the head is what the transaction wrote (it checked that nobody else moved it).
+        self._tail_base = (rows[-1][0], rows[-1][-1]) if rows else base
 
     def _write(self, items: Sequence[_Pending], *, durable: bool = True, batchable: bool = False,
                want_entries: bool = True) -> tuple[JournalEntry, ...]:

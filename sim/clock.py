@@ -29,14 +29,11 @@ class VirtualClock(Clock):
 
     def monotonic_ns(self) -> int:
         """The virtual monotonic time, ns."""
-        with self._lock:
-            return self._now_ns
+        return self._now_ns  # one attribute read is atomic; the lock guards the read-modify-writes
 
     def utc_now(self) -> datetime:
         """The start wall time plus the virtual time elapsed."""
-        with self._lock:
-            elapsed_ns = self._now_ns - self._origin_ns
-        return self._origin_utc + timedelta(microseconds=elapsed_ns // 1000)
+        return self._origin_utc + timedelta(microseconds=(self._now_ns - self._origin_ns) // 1000)
 
     def advance_ns(self, delta_ns: int) -> None:
         """Move time forward by ``delta_ns`` nanoseconds (never backwards)."""

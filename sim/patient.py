@@ -467,13 +467,17 @@ class Patient:
 
     def __init__(self, parameters: PatientParameters | None = None, *, start_s: float = 0.0) -> None:
         self.parameters = parameters or PatientParameters()
-        self._p = self.parameters.as_arrays()
-        self._m, self._b = system_matrices(self._p)
+        arrays = self.parameters.as_arrays()
+        self._m, self._b = system_matrices(arrays)
+        # The output functions take plain floats as well as 0-d arrays, with the same results, faster.
+        self._p = {name: float(value) for name, value in arrays.items()}
         self._steps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._time_s = float(start_s)
         self._x = np.zeros(N_STATES)
         self._tolerance = 0.0
         self._withdrawal_since_s: float | None = None
+        #: The overdose level of the current state, kept by :meth:`_update_flags` (every change of state runs it).
+        self._overdose_now = self._overdose()
         self.peak_overdose = OverdoseLevel.NONE
         self.peak_withdrawal = WithdrawalLevel.NONE
 
@@ -505,6 +509,12 @@ class Patient:
         :return: the state at ``end_s``.
         :raises ConfigError: for a negative or non-finite mass or an interval in the past or reversed.
         """
+        self.infuse_intrathecal(mass_ug, start_s, end_s)
+        return self.state()
+
+    def infuse_intrathecal(self, mass_ug: float, start_s: float, end_s: float) -> None:
+        """:meth:`receive_intrathecal` without building the observation (a caller that wants two of its
+        numbers reads them: :meth:`ashworth`, :meth:`effect_ng_per_ml`)."""
         if not (math.isfinite(mass_ug) and mass_ug >= 0):
             raise ConfigError("mass_ug", mass_ug, ">= 0 and finite")
         if not math.isfinite(start_s) or start_s < self._time_s:
@@ -518,7 +528,6 @@ class Patient:
             self._update_flags()
         else:
             self._advance(end_s, mass_ng / ((end_s - start_s) / S_PER_H), 0.0)
-        return self.state()
 
     def bolus(self, dose_ng: float) -> None:
         """An instantaneous intrathecal injection now (a screening bolus by lumbar puncture), ng (>= 0)."""
@@ -568,7 +577,8 @@ class Patient:
                 self._withdrawal_since_s = self._time_s
         else:
             self._withdrawal_since_s = None
-        self.peak_overdose = max(self.peak_overdose, self._overdose())
+        self._overdose_now = self._overdose()
+        self.peak_overdose = max(self.peak_overdose, self._overdose_now)
         self.peak_withdrawal = max(self.peak_withdrawal, self._withdrawal())
 
     def _overdose(self) -> OverdoseLevel:
@@ -585,6 +595,10 @@ class Patient:
         """Modified Ashworth score now."""
         return float(ashworth_score(self._x, self._p))
 
+    def effect_ng_per_ml(self) -> float:
+        """Spinal effect-site level now, ng/mL."""
+        return float(spinal_level(self._x, self._p))
+
     def state(self) -> PatientState:
         """The current observation."""
         x, p = self._x, self._p
@@ -592,12 +606,12 @@ class Patient:
             time_s=self._time_s,
             csf_ng_per_ml=float(csf_level(x, p)),
             plasma_ng_per_ml=float(plasma_level(x, p)),
-            effect_ng_per_ml=float(spinal_level(x, p)),
+            effect_ng_per_ml=self.effect_ng_per_ml(),
             brain_ng_per_ml=float(x[BRAIN]),
             tolerance_ng_per_ml=self._tolerance,
             dependence_ng_per_ml=float(x[DEPENDENCE]),
             ashworth=self.ashworth(),
             side_effects=float(side_effect_fraction(x, p)),
             withdrawal=self._withdrawal(),
-            overdose=self._overdose(),
+            overdose=self._overdose_now,
         )

@@ -41,7 +41,10 @@ acknowledgement.
 Safe mode (``SAF n``): length-framed, CRC-checked packets and an n-second
 communications watchdog. Keep it fed with :meth:`Ne1000Driver.heartbeat` (the
 control loop calls it when :meth:`Ne1000Driver.heartbeat_due` says so), or
-start the optional real-time heartbeat thread on the bench.
+start the optional real-time heartbeat thread on the bench. The heartbeat is a
+``DIS`` query: its reply carries the status like any reply, and the counters it
+read start the :meth:`Ne1000Driver.read_dispensed` that follows at the same
+instant, so a poll is one exchange.
 """
 
 from __future__ import annotations
@@ -198,6 +201,10 @@ class Ne1000Driver(PumpDriver):
         #: The program last started by :meth:`commit_program` (None after anything else that may change
         #: what the pump runs): a ``PHN`` read of its last, continuous phase means one rate runs from then on.
         self._running_program: PumpProgram | None = None
+        #: The counters the last heartbeat read (its DIS reply carries the status too), when it was taken (ns)
+        #: and :attr:`Transactions.requests_sent` after it: the first reading of the next :meth:`read_dispensed`
+        #: while nothing crossed the line and the clock did not move since. None once taken or stale.
+        self._heartbeat_reading: tuple[DispensedVolume, int, int] | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -416,14 +423,17 @@ class Ne1000Driver(PumpDriver):
         Reading an alarm acknowledges it (the manual's rule); the returned
         status still carries it, and :meth:`pending_alarms` keeps it.
         """
+        return self._query_with_status(codec.status_request(self.address), _expect_empty)[1]
+
+    def _query_with_status(self, request: Request, parse: Callable[[str], T]) -> tuple[T, PumpStatus]:
+        """:meth:`_query`, and the status its reply carried, with the alarm that the exchange acknowledged."""
         with self._lock:
             before = len(self._tx.alarms)
-            request = codec.status_request(self.address)
-            self._query(request, _expect_empty)
+            value = self._query(request, parse)
             new = self._tx.alarms[before:]
             alarm = next((event.alarm for event in new if event.acknowledged), None)
             assert self._tx.last_state is not None
-            return PumpStatus(self._tx.last_state, alarm)
+            return value, PumpStatus(self._tx.last_state, alarm)
 
     def read_dispensed(self) -> DispensedVolume:
         """Read the infused and withdrawn counters, nL, checked for plausibility. Safe to retry.
@@ -438,7 +448,9 @@ class Ne1000Driver(PumpDriver):
         connecting, clearing or a syringe change, is read again, and returned
         only when the two agree. Implausible readings are read again too. So a
         digit garbled on the line is neither returned nor taken as the
-        baseline of the next check.
+        baseline of the next check. The first reading may be the one the
+        :meth:`heartbeat` just before took (nothing exchanged, no time passed
+        since); it is checked like any other.
 
         Two readings that agree with each other but sit below the last one
         returned: by at most two display steps (that one was off in its last
@@ -454,9 +466,13 @@ class Ne1000Driver(PumpDriver):
         with self._lock:
             why = ""
             candidate: tuple[DispensedVolume, int] | None = None
+            kept = self._take_heartbeat_reading()
             for _ in range(2 + self.read_retries):
-                reading = DispensedVolume(*self._query(request, codec.parse_dispensed))
-                now_ns = self.clock.monotonic_ns()
+                if kept is not None:
+                    (reading, now_ns), kept = kept, None
+                else:
+                    reading = DispensedVolume(*self._query(request, codec.parse_dispensed))
+                    now_ns = self.clock.monotonic_ns()
                 baseline = self._counter_baseline
                 why = "" if baseline is None else self._implausible(reading, baseline, now_ns)
                 agrees = candidate is not None and self._agree(reading, candidate, now_ns)
@@ -1332,8 +1348,27 @@ class Ne1000Driver(PumpDriver):
         raise DeviceError(f"pump kept answering {request.data()!r} with alarms", reply=reply)
 
     def heartbeat(self) -> PumpStatus:
-        """Feed the Safe-mode watchdog with a status query (harmless in Basic mode)."""
-        return self.read_status()
+        """Feed the Safe-mode watchdog and read the status, with one ``DIS`` query (harmless in Basic mode).
+
+        Every reply carries the pump's status (its prompt, or the latched alarm, which reading
+        acknowledges), so the ``DIS`` reply says all a status query would: the status returned
+        is exactly :meth:`read_status`'s. Its counters are kept unchecked: the next
+        :meth:`read_dispensed` takes them as its first reading, through all its plausibility
+        checks, if nothing crossed the line and the clock did not move in between (the poll
+        reads status and counters at one instant); otherwise they are dropped.
+        """
+        with self._lock:
+            counters, status = self._query_with_status(codec.query(self.address, codec.Command.DIS),
+                                                       codec.parse_dispensed)
+            self._heartbeat_reading = (DispensedVolume(*counters), self.clock.monotonic_ns(), self._tx.requests_sent)
+            return status
+
+    def _take_heartbeat_reading(self) -> tuple[DispensedVolume, int] | None:
+        """The counters of the heartbeat just before, with their time (ns), if nothing happened since; once."""
+        kept, self._heartbeat_reading = self._heartbeat_reading, None
+        if kept is None or kept[2] != self._tx.requests_sent or kept[1] != self.clock.monotonic_ns():
+            return None
+        return kept[0], kept[1]
 
     def heartbeat_due(self, *, margin: float = 3.0) -> bool:
         """True when a heartbeat should be sent now: in Safe mode, after ``timeout / margin`` without a valid reply.

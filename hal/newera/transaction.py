@@ -167,6 +167,8 @@ class Transactions:
         #: Every alarm seen, oldest first, until the driver collects them.
         self.alarms: list[AlarmEvent] = []
         self.stats = LinkStatistics()
+        #: Requests sent so far (also those that got no answer): tells whether anything crossed the line since.
+        self.requests_sent = 0
         self._deframers = {False: ReplyDeframer(safe=False), True: ReplyDeframer(safe=True)}
 
     def require_link(self) -> ByteLink:
@@ -208,6 +210,7 @@ class Transactions:
 
     def _transact(self, request: Request, expect: Expectation, framings: tuple[bool, ...]) -> Answer[object]:
         link = self.require_link()
+        self.requests_sent += 1
         self.discard_pending()
         if self.trace_message is not None:
             self.trace_message(True, request)

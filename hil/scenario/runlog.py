@@ -33,6 +33,9 @@ from typing import IO, Any
 #: File name of the run log in the report directory.
 RUN_LOG_FILE = "run-log.jsonl"
 
+#: One encoder for every line (``json.dumps`` with options builds a new one per call).
+_LINE = json.JSONEncoder(default=str, separators=(",", ":"))
+
 
 class RunLog:
     """Append-only writer of the run log (line-buffered, flushed per line).
@@ -48,7 +51,7 @@ class RunLog:
         """Append one line of type ``kind``."""
         if self._file is None:
             return
-        self._file.write(json.dumps({"type": kind, **fields}, default=str, separators=(",", ":")) + "\n")
+        self._file.write(_LINE.encode({"type": kind, **fields}) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -379,9 +379,9 @@ class ScenarioRunner:
     def _rel_ms(self) -> int:
         return self.controller.now_ms() - self.t0_ms
 
-    def _feed_patient(self, rel_ms: int, interval_ms: int, tip_pg: int) -> Any:
+    def _feed_patient(self, rel_ms: int, interval_ms: int, tip_pg: int) -> None:
         start_s = max(self.patient.time_s, (rel_ms - interval_ms) / 1000)
-        return self.patient.receive_intrathecal(tip_pg / 1e6, start_s, max(start_s, rel_ms / 1000))
+        self.patient.infuse_intrathecal(tip_pg / 1e6, start_s, max(start_s, rel_ms / 1000))
 
     def _on_poll(self, poll: PollRecord) -> None:
         rel = poll.now_ms - self.t0_ms
@@ -394,7 +394,7 @@ class ScenarioRunner:
             moved_nl, self._last_actual_nl = total - self._last_actual_nl, total
             tip_pg = self.catheter.push(max(0, moved_nl))
             self.tip_pg += tip_pg
-        state = self._feed_patient(rel, poll.interval_ms, tip_pg)
+        self._feed_patient(rel, poll.interval_ms, tip_pg)
         loop = self.controller.loop
         steady = loop.bolus is None and poll.mode == "running" and bool(conc)
         error = self.transit_watch.on_poll(
@@ -409,7 +409,7 @@ class ScenarioRunner:
         sample = Sample(
             t_ms=rel, rate_nl_per_h=poll.rate_nl_per_h, dose_24h_ug=poll.dose_24h_ng / 1000,
             cap_ug_per_day=poll.cap_ng_per_day / 1000, reservoir_ml=poll.reservoir_nl / 1e6,
-            ashworth=round(state.ashworth, 3), effect_ng_per_ml=round(state.effect_ng_per_ml, 2))
+            ashworth=round(self.patient.ashworth(), 3), effect_ng_per_ml=round(self.patient.effect_ng_per_ml(), 2))
         self.record.samples.append(sample)
         total_nl = self.controller.loop.total_counted_nl
         self._log("sample", sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,

@@ -489,8 +489,8 @@ def test_enter_and_leave_safe_mode_bytes(pump: Ne1000Driver, link: ScriptedLink)
     link.add(encode_safe(b"0SAF"), encode_safe(b"00S10"))
     pump.enter_safe_mode(10)
     assert pump.safe_mode
-    link.add(encode_safe(b"0"), encode_safe(b"00S"))
-    pump.heartbeat()
+    link.add(encode_safe(b"0DIS"), encode_safe(b"00SI0.000W0.000ML"))  # the heartbeat: status and counters in one
+    assert pump.heartbeat().state is PumpState.STOPPED
     link.add(encode_safe(b"0SAF0"), encode_safe(b"00S"))
     link.add(q("0"), r("00S"))
     for _ in range(4):  # firmware without the SAF query (asked again, in case it was garbled): framing check stands
@@ -584,7 +584,7 @@ def test_constructor_validates(kwargs: dict[str, object], field: str) -> None:
 
 
 class _CountingLink(ScriptedLink):
-    """Answers every status query and signals after a number of writes."""
+    """Answers every heartbeat (a ``DIS`` query) and signals after a number of writes."""
 
     def __init__(self, wanted: int) -> None:
         super().__init__()
@@ -593,7 +593,7 @@ class _CountingLink(ScriptedLink):
 
     def write(self, data: bytes) -> None:
         self.sent.append(bytes(data))
-        self.rx += encode_safe(b"00S")
+        self.rx += encode_safe(b"00SI0.000W0.000ML" if data == encode_safe(b"0DIS") else b"00S")
         if len(self.sent) >= self.wanted:
             self.reached.set()
 
@@ -609,7 +609,7 @@ def test_heartbeat_thread_feeds_the_watchdog_and_stops_on_close() -> None:
     driver.close()
     assert driver._heartbeat_thread is None
     closing = link.sent.index(encode_safe(b"0SAF0"))  # close() returns the pump to Basic mode, after the last beat
-    assert closing >= 3 and all(sent == encode_safe(b"0") for sent in link.sent[:closing])
+    assert closing >= 3 and all(sent == encode_safe(b"0DIS") for sent in link.sent[:closing])
     assert driver.heartbeat_errors == []
 
 

@@ -361,3 +361,41 @@ def test_bad_inputs_are_rejected_and_change_nothing() -> None:
     with pytest.raises(ConfigError, match="variability_cv"):
         PatientParameters.sampled(1, variability_cv=2)
     assert patient.time_s == 10 and not patient.states.any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.lists(st.tuples(st.sampled_from(("infuse", "bolus", "oral", "wait")),
+                                                 st.floats(0.0, 400.0), st.floats(0.01, 30.0)), max_size=25))
+def test_the_observed_overdose_level_is_that_of_the_state_observed(seed: int, history: list) -> None:
+    """``state()`` reports the overdose level of the state it shows, computed afresh from the model's equations."""
+    from sim.patient import overdose_level
+
+    patient = Patient(PatientParameters.sampled(seed))
+    arrays = patient.parameters.as_arrays()
+    for what, amount, hours in history:
+        if what == "infuse":
+            state = patient.receive_intrathecal(amount, patient.time_s, patient.time_s + hours * H)
+        elif what == "bolus":
+            patient.bolus(amount * 1000)
+            state = patient.state()
+        elif what == "oral":
+            patient.take_oral(amount / 10)
+            state = patient.state()
+        else:
+            state = patient.advance_to(patient.time_s + hours * H)
+        fresh = OverdoseLevel(int(overdose_level(patient.states, state.tolerance_ng_per_ml, arrays)))
+        assert state.overdose is fresh
+        assert patient.peak_overdose >= fresh
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.lists(st.tuples(st.floats(0.0, 200.0), st.just(0.0) | st.floats(0.01, 30.0)),
+                                    min_size=1, max_size=20))
+def test_infusing_without_observing_moves_the_model_exactly_as_receiving(seed: int, steps: list) -> None:
+    """Two copies of a patient, one fed by ``receive_intrathecal``, one by ``infuse_intrathecal``: the same numbers."""
+    observed, quiet = Patient(PatientParameters.sampled(seed)), Patient(PatientParameters.sampled(seed))
+    for mass_ug, hours in steps:
+        state = observed.receive_intrathecal(mass_ug, observed.time_s, observed.time_s + hours * H)
+        quiet.infuse_intrathecal(mass_ug, quiet.time_s, quiet.time_s + hours * H)
+        assert (quiet.ashworth(), quiet.effect_ng_per_ml()) == (state.ashworth, state.effect_ng_per_ml)
+        assert quiet.state() == state

@@ -1,0 +1,36 @@
+"""The journal's canonical JSON and entry hash against the standard library's own encoding.
+
+The chain must hash the same bytes in every version (an older journal still verifies), so
+the oracle is ``json.dumps`` with the canonical options, written out here, and SHA-256 of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.audit import CHAINED_FIELDS, canonical_json, entry_hash
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+_PLAIN = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _TEXT
+_VALUES = st.recursive(_PLAIN, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+                       max_leaves=12)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@given(_VALUES)
+def test_canonical_json_is_the_standard_encoding_with_sorted_keys(value: object) -> None:
+    assert canonical_json(value) == _dumps(value)
+
+
+@given(st.fixed_dictionaries({name: _PLAIN for name in CHAINED_FIELDS}), st.dictionaries(_TEXT, _PLAIN, max_size=3))
+def test_entry_hash_is_sha256_of_the_chained_fields_only(fields: dict[str, object], extra: dict[str, object]) -> None:
+    chained = {name: fields[name] for name in CHAINED_FIELDS}
+    expected = hashlib.sha256(_dumps(chained).encode("ascii")).hexdigest()
+    assert entry_hash({**extra, **fields}) == expected
