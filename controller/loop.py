@@ -600,7 +600,12 @@ class ControlLoop:
     def _check_tip_dose(self, now: int) -> None:
         """WITHDRAWAL_RISK while the dose at the catheter tip stays below its share of the prescription."""
         prescribed = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
+        was_armed = self.tip_watch.armed
         share = self.tip_watch.deficit_pct(now, prescribed)
+        if self.tip_watch.armed and not was_armed:
+            # The patient is now drug-dependent: a crash must not restore a watch that was never armed (it would
+            # stay silent through a withdrawal until a whole window of delivery had armed it again).
+            self.checkpoint(durable=True)
         held = next((a for a in self.alarms.active() if a.code is AlarmCode.WITHDRAWAL_RISK), None)
         if share is not None:
             if held is None or not held.condition_active:

@@ -416,16 +416,15 @@ def test_a_crash_after_a_minimum_rate_spell_that_followed_a_transit_resumes_by_t
         machine.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="open: 7 h with no drug at the tip and no WITHDRAWAL_RISK after a stall, "
-                   "links down and a 25 h controller outage (issue #9, withdrawal alarm); not diagnosed")
 def test_seven_hours_without_drug_after_a_long_outage_raise_the_withdrawal_alarm() -> None:
     """Withdrawal alarmed for any reason (issue #9, §3.2), PER-02: found by the clinical adversary (restarts short
-    of drug) once the concentration moves changed its derandomized exploration; it needs no concentration
-    change and fails on the controller as it was before them. Not yet diagnosed.
+    of drug) once the concentration moves changed its derandomized exploration; it needs no concentration change.
 
-    Cerebral, 100 µg/day screened start; a titration, a reboot, links down, a motor stall, a pocket fill, a 25 h
-    controller outage with a new (spinal) prescription, then days of titration: at 146.7 h no drug has left
-    the tip for 7 h with the link up and the controller running, and no WITHDRAWAL_RISK alarm was raised.
+    Cerebral, 100 µg/day from a screened start at 72 h; a refused titration at 96 h, then a crash and a reboot.
+    The last durable resume point was the implant's: the withdrawal watch, armed at 78 h once the patient was
+    exposed, came back unarmed with pre-implant samples. A motor stall at 113.7 h, a 25 h controller outage:
+    at 146.7 h no drug had left the tip for 33 h, the link up and the controller running, and no
+    WITHDRAWAL_RISK alarm. The watch's arming is now made durable when it happens.
     """
     from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
 
