@@ -788,7 +788,7 @@ class ControlLoop:
                 self._begin_interruption(self.now_ms())
             self.alarms.raise_alarm(AlarmCode.MINIMUM_RATE_MODE, detail=reason)
             self._emit("minimum_rate", reason=reason, rate_nl_per_h=decision.rate_nl_per_h)
-            self.checkpoint()
+            self.checkpoint(durable=True)
             return True
         return False
 

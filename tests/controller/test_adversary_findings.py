@@ -356,18 +356,16 @@ def test_a_titration_during_a_transit_leaves_the_pump_able_to_end_it_alone() -> 
         machine.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="open: a crash after a minimum-rate spell that followed a concentration "
-                   "transit resumes the full dose (issue #9, restart rule); found, diagnosis in the report")
 def test_a_crash_after_a_minimum_rate_spell_that_followed_a_transit_resumes_by_the_restart_rule() -> None:
     """The restart rule (§1.6, §3.3), PER-02: found by the clinical adversary (restarts short of drug, with
-    concentration changes), not yet fixed.
+    concentration changes).
 
-    Cerebral; 500 -> 2000 -> 500 µg/mL; the second transit's end is put in by the pump (the two-phase
-    program); a dispensed-drift fault puts the pump at the minimum rate at 299 h; crashes follow, one
-    restoring a resume point from before the fault (mode running, the transit still open). At 384 h
-    a restart's recovery puts the transit rate back and the transit's end then the full basal,
-    144.6 µg/day, after 84.8 h at the minimum rate: above the 100 µg/day titration-phase starting dose.
-    The machine that restarts short of drug makes no concentration changes until this is fixed.
+    Cerebral; 500 -> 2000 -> 500 µg/mL; a dispensed-drift fault puts the pump at the minimum rate at 299 h,
+    in the transit's last minutes. Entering minimum-rate mode was only staged for the next commit, and none
+    came: a crash at 384 h restored the resume point from before the fault (running, the transit still
+    open), the recovery put the transit rate back and the transit's end then the full basal, 144.6 µg/day,
+    after 84.8 h at the minimum rate, above the 100 µg/day titration-phase starting dose. Entering minimum-rate
+    mode is now durable.
     """
     from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
 

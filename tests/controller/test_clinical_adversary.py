@@ -95,9 +95,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: pause ending a bolus left the program's old basal phase running is pinned in
     #: ``test_adversary_findings.py``).
     LOSE_REPLY_DURING_BOLUS = True
-    #: Whether the refill may change the concentration (off in the machine that restarts short of drug: a crash
-    #: after a minimum-rate spell that followed a transit resumes the full dose after 85 h, see
-    #: ``test_adversary_findings.py``, a strict xfail until it is fixed).
+    #: Whether the refill may change the concentration.
     CHANGE_CONCENTRATION = True
     #: Rules the oracle does not judge in this machine.
     UNJUDGED: frozenset[str] = frozenset()
@@ -404,7 +402,6 @@ class ClinicalAdversaryAcrossRestarts(ClinicalAdversary):
 
     FAULT_SOON_AFTER_RESTART = True
     RESTART_SHORT_OF_DRUG = True
-    CHANGE_CONCENTRATION = False
 
 
 def _run(machine: type[ClinicalAdversary], examples: int, *, shrink: bool = True) -> int:
