@@ -600,7 +600,12 @@ class ControlLoop:
     def _check_tip_dose(self, now: int) -> None:
         """WITHDRAWAL_RISK while the dose at the catheter tip stays below its share of the prescription."""
         prescribed = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
+        was_armed = self.tip_watch.armed
         share = self.tip_watch.deficit_pct(now, prescribed)
+        if self.tip_watch.armed and not was_armed:
+            # The patient is now drug-dependent: a crash must not restore a watch that was never armed (it would
+            # stay silent through a withdrawal until a whole window of delivery had armed it again).
+            self.checkpoint(durable=True)
         held = next((a for a in self.alarms.active() if a.code is AlarmCode.WITHDRAWAL_RISK), None)
         if share is not None:
             if held is None or not held.condition_active:
@@ -783,7 +788,7 @@ class ControlLoop:
                 self._begin_interruption(self.now_ms())
             self.alarms.raise_alarm(AlarmCode.MINIMUM_RATE_MODE, detail=reason)
             self._emit("minimum_rate", reason=reason, rate_nl_per_h=decision.rate_nl_per_h)
-            self.checkpoint()
+            self.checkpoint(durable=True)
             return True
         return False
 
@@ -986,7 +991,8 @@ class ControlLoop:
             raise StateError(f"no therapy running (mode {self.mode.value})")
         self._end_pump_held_bolus("basal change")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change")
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change",
+                                program=self._basal_program(decision.rate_nl_per_h, extra))
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1141,6 +1147,26 @@ class ControlLoop:
         self._check_transit()
         self.checkpoint(durable=True)
         return outcome
+
+    def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int) -> PumpProgram | None:
+        """The program for a basal change during a concentration transit: it ends the transit by itself.
+
+        Without it, a titration mid-transit leaves the pump at the transit rate until the controller can
+        send the new one: a link down at the end of the transit then gives the new drug at the old drug's
+        volume rate (a quarter of the dose after 2000 -> 500 µg/mL, four times it after 500 -> 2000),
+        found by the clinical adversary. None outside a transit, with a bolus on top, or where the pump
+        holds no programs. (The fault reactions that resume delivery still send a plain rate: see the
+        report of issue #9.)
+        """
+        if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
+            return None
+        # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
+        # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
+        dispensed = self.commands.read_dispensed()
+        if dispensed is None:
+            return None
+        self._reconcile(dispensed.infused_nl)
+        return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 
     def _transit_program_for(self, transit: Transit, rate_nl_per_h: int) -> PumpProgram | None:
         """The program that ends a concentration transit by itself; None without programs.

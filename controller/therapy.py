@@ -681,6 +681,12 @@ class Therapy:
             return self._deny("refill", Why.CONCENTRATION_TRANSIT,
                               detail=f"the {loop.transit.old_concentration_ug_per_ml} µg/mL drug is still "
                                      "crossing the catheter")
+        if loop.bolus is not None and loop.bolus.kind is DeliveryKind.PRIMING:
+            # The change would end the priming: the catheter would keep its saline, and the patient would
+            # get no drug until the basal had pushed it out (30 h at 100 µg/day), with no alarm.
+            return self._deny("refill", Why.BOLUS_RUNNING,
+                              detail="the priming is still filling the catheter: change the concentration "
+                                     "once it is over")
         return None
 
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,

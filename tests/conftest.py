@@ -55,7 +55,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fuzzed-reply figure of this run (issue #11), when a fuzz suite ran."""
+    """The fuzzed-reply figure (issue #11) and the clinical adversary's step figure (issue #9) of this run,
+    when a fuzz suite or an adversary machine ran."""
     from tests.reply_tally import pytest_terminal_summary as fuzz_summary
+    from tests.step_tally import pytest_terminal_summary as step_summary
 
     fuzz_summary(terminalreporter)
+    step_summary(terminalreporter)

@@ -26,6 +26,7 @@ from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 
 NS_PER_MS = 1_000_000
+MS_PER_H = 3_600_000
 MS_PER_DAY = 86_400_000
 
 
@@ -127,12 +128,19 @@ class TipRecord:
         self._pushed_sum: list[int] = [0]
         self._tip_sum: list[int] = [0]
         self.concentration_ug_per_ml = 0
+        #: (position nL, concentration µg/mL): fluid pushed in from that total pushed volume on has it.
+        self._fills: list[tuple[int, int]] = [(-dead_volume_nl, 0)]
+        #: ``(physical ms, old, new)``: when the fluid leaving the tip changed concentration (a fill's
+        #: front reached the tip), in time order.
+        self.boundaries: list[tuple[int, int, int]] = []
 
     def fill(self, concentration_ug_per_ml: int) -> None:
         """The reservoir now holds this drug: fluid entering the catheter from now has it."""
         self.sample()
         self.concentration_ug_per_ml = concentration_ug_per_ml
         self.catheter.change_solution(concentration_ug_per_ml)
+        if concentration_ug_per_ml != self._fills[-1][1]:
+            self._fills.append((self.catheter.pushed_nl, concentration_ug_per_ml))
 
     def sample(self) -> None:
         """Close the stretch since the last sample: what was pushed and what left the tip."""
@@ -142,12 +150,49 @@ class TipRecord:
         self.pump.witness()
         if now == self._since_ms and volume == 0:
             return
+        before = self.catheter.pushed_nl
         tip = self.catheter.push(volume)
+        dead = self.catheter.dead_volume_nl
+        for (_, old), (position, new) in zip(self._fills, self._fills[1:]):
+            if before < position + dead <= before + volume:
+                self.boundaries.append((self._front_ms(position + dead - before, self._since_ms, now), old, new))
         self.starts.append(self._since_ms)
         self.ends.append(now)
         self._pushed_sum.append(self._pushed_sum[-1] + volume * self.concentration_ug_per_ml)
         self._tip_sum.append(self._tip_sum[-1] + tip)
         self._pushed_nl, self._since_ms = pushed, now
+
+    def _front_ms(self, volume_nl: int, start_ms: int, end_ms: int) -> int:
+        """When, in ``[start_ms, end_ms]``, the mechanism had pushed ``volume_nl`` since ``start_ms`` (from its rate log)."""
+        log = self.pump.rate_log
+        rate = 0
+        for at, r in log:
+            if at > start_ms:
+                break
+            rate = r
+        t, left, moving = start_ms, volume_nl, start_ms
+        for at, r in [(a, r) for a, r in log if start_ms < a < end_ms] + [(end_ms, 0)]:
+            if rate and left * MS_PER_H <= rate * (at - t):
+                return t + -(-left * MS_PER_H // rate)
+            left -= rate * (at - t) // MS_PER_H
+            if rate and at > t:
+                moving = at
+            t, rate = at, r
+        return moving  # short by the rounding of the log's whole milliseconds: when the mechanism last moved
+
+    def concentration_at_tip_ms(self, t_ms: int) -> int:
+        """The concentration of the fluid leaving the tip at ``t_ms`` (within the sampled record), µg/mL."""
+        current = self._fills[0][1]
+        for at, _old, new in self.boundaries:
+            if at > t_ms:
+                break
+            current = new
+        return current
+
+    @property
+    def drug_changes(self) -> int:
+        """How many fills put one drug after another (not after the saline of an unprimed catheter)."""
+        return sum(1 for (_, old), _new in zip(self._fills, self._fills[1:]) if old)
 
     @property
     def first_ms(self) -> int | None:

@@ -29,8 +29,12 @@ controller's ledger, accounting or kernel. The rules, as written in
   unconfirmed for long raises one too.
 * **Withdrawal** (issue #9, §3.2): the tip dose below half the prescription for 6 h raises
   WITHDRAWAL_RISK.
+* **A concentration change** (issue #9, BOL-06, §5.3): from the refill until an hour after the old
+  drug has left the tip, the drug leaving the tip over every poll-long window where the pump
+  delivers its basal is within ±10 % of the prescription (the 24 h cap at the tip holds as ever).
 
-The basal dose the patient is on is what the mechanism pushes outside the windows of boluses
+The basal dose the patient is on is what the mechanism pushes, times the concentration leaving
+the tip (kept as the rate of the implant's drug that gives the same dose), outside the windows of boluses
 the adversary was told had started (a bolus window hides the basal under it: the oracle then
 knows less, never more, so it cannot flag what did not happen). Rises are judged as they happen;
 tolerances cover only integer rounding and the sampling of time.
@@ -47,6 +51,15 @@ from tests.controller.adversary_world import MS_PER_DAY, TipRecord, WitnessedPum
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
 PG_PER_NG = 1000
+#: How near a concentration front's arrival at the tip a rate change counts as the transit's end, ms: the
+#: controller ends a transit once at most a minute of flow of the old drug is left (4 min at a rate 4x lower).
+FRONT_GRACE_MS = 5 * MS_PER_MIN
+#: The tip-dose window of a concentration change: the poll interval, ms (issue #9: "at every poll").
+TRANSIT_WINDOW_MS = 30 * MS_PER_MIN
+#: The tip dose over each window of a transit is within this share of the prescription, % (issue #9).
+TRANSIT_TOLERANCE_PCT = 10
+#: How long after the old drug has left the tip the transit's windows are still judged, ms.
+TRANSIT_AFTER_MS = MS_PER_H
 
 
 def dose_ng_per_day(rate_nl_per_h: int, concentration_ug_per_ml: int) -> int:
@@ -120,6 +133,10 @@ class LabelOracle:
     _log_seen: int = 0
     _steps: list[tuple[int, int, float]] = field(default_factory=list)  # (at, baseline rate, cap %) of increases
     _checked_upto_ms: int = 0
+    _basal_upto_ms: int = 0
+    #: ``[start ms, old, new, front ms or None]`` of every concentration change the controller accepted.
+    transits: list[list[int | None]] = field(default_factory=list)
+    _transit_judged: int = 0  # tip stretches whose windows are judged
     _armed: bool = False
 
     # -- what the adversary tells it ------------------------------------------------------------------
@@ -163,6 +180,10 @@ class LabelOracle:
     def prescribed(self, at_ms: int, dose: int) -> None:
         if not self.prescriptions or self.prescriptions[-1][1] != dose:
             self.prescriptions.append((at_ms, dose))
+
+    def concentration_changed(self, at_ms: int, old_ug_per_ml: int, new_ug_per_ml: int) -> None:
+        """A refill put a new concentration in the reservoir (the controller accepted the change)."""
+        self.transits.append([at_ms, old_ug_per_ml, new_ug_per_ml, None])
 
     def origin_changed(self, at_ms: int, cap_pct: int) -> None:
         self.cap_history.append((at_ms, cap_pct))
@@ -220,36 +241,92 @@ class LabelOracle:
         """Judge everything up to ``now_ms`` that the record now settles."""
         self._basal_points(now_ms)
         self._dose_cap(now_ms)
+        self._transit_tip_dose(now_ms)
         self._stacked_boluses(now_ms)
         self._interruption_alarm(now_ms)
         self._withdrawal_alarm(now_ms)
         self._checked_upto_ms = now_ms
 
+    def _settled_ms(self, now_ms: int) -> int:
+        """How far the basal points can be settled: ``now_ms``, or two graces short of it while a
+        concentration front is on its way to the tip or has just left it (a rate change near the
+        front must be seen with it), ms."""
+        fronts = [at for at, old, _new in self.tip.boundaries if old]
+        if len(fronts) < self.tip.drug_changes or (fronts and now_ms - fronts[-1] <= 2 * FRONT_GRACE_MS):
+            return max(self._basal_upto_ms, now_ms - 2 * FRONT_GRACE_MS)
+        return now_ms
+
+    def _tip_factor(self, t_ms: int) -> tuple[int, int]:
+        """The drug leaving the tip at ``t_ms`` over the reference (implant) drug, as (numerator, denominator).
+
+        Before the implant's drug front reached the tip the catheter held saline; the priming bolus
+        window hides that, so the implant's drug counts from the implant on.
+        """
+        concentration = self.concentration_ug_per_ml
+        for at, old, new in self.tip.boundaries:
+            if at > t_ms:
+                break
+            if old:
+                concentration = new
+        return concentration, self.concentration_ug_per_ml
+
+    def _rate_point_factor(self, t_ms: int, rate: int) -> tuple[int, int]:
+        """The tip factor for the rate (nL/h) the mechanism took at ``t_ms``.
+
+        A rate put in just before a concentration front reaches the tip (within :data:`FRONT_GRACE_MS`),
+        and the last the mechanism delivered at around that front, is the rate for the drug behind the front:
+        the end of a transit switched a moment early. The moment it ran with the drug ahead is no dose
+        in effect; its drug is judged by the transit tip-dose rule.
+        """
+        for at, old, new in self.tip.boundaries:
+            if old and t_ms < at <= t_ms + FRONT_GRACE_MS:
+                # Superseded by another rate (a stop, the minimum rate or the same rate again does not supersede
+                # it: it was the rate the mechanism was set to deliver the dose at).
+                later = [a for a, r in self.pump.rate_log
+                         if t_ms < a <= at + FRONT_GRACE_MS and r > self.minimum_rate_nl_per_h and r != rate]
+                if not later:
+                    return new, self.concentration_ug_per_ml
+        return self._tip_factor(t_ms)
+
     def _basal_points(self, now_ms: int) -> None:
-        """Turn mechanism changes outside bolus windows (and the ends of those windows) into basal points."""
+        """Turn mechanism changes outside bolus windows (and the ends of those windows) into basal points.
+
+        A point is the dose the patient is put on: the mechanism's rate times the drug leaving the tip
+        (with the front of a concentration change as :meth:`_rate_point_factor` takes it), kept as the
+        rate of the reference (implant) drug that gives that dose. A front reaching the tip is no point
+        of its own: whether the mechanism's rate changed with it, as the transit's end should, is the
+        transit tip-dose rule's to judge (:meth:`_transit_tip_dose`), from the drug that left the tip.
+        """
         log = self.pump.rate_log
-        # (seen at, rate, earliest it can have begun): a rate first seen at the end of a bolus window
-        # may have been put in at any time under it.
-        candidates: list[tuple[int, int, int]] = []
-        while self._log_seen < len(log) and log[self._log_seen][0] <= now_ms:
+        settled = self._settled_ms(now_ms)
+        # (seen at, equivalent rate, mechanism rate, earliest it can have begun): a rate first seen at the
+        # end of a bolus window may have been put in at any time under it.
+        candidates: list[tuple[int, int, int, int]] = []
+        while self._log_seen < len(log) and log[self._log_seen][0] <= settled:
             at, rate = log[self._log_seen]
             if not self._in_bolus(at):
-                candidates.append((at, rate, at))
+                num, den = self._rate_point_factor(at, rate)
+                candidates.append((at, rate * num // den, rate, at))
             self._log_seen += 1
         for s, e in self.bolus_windows:
-            if self._checked_upto_ms < e <= now_ms and not self._in_bolus(e):
-                candidates.append((e, self._rate_at(e), self._hidden_since(e)))
+            if self._basal_upto_ms < e <= settled and not self._in_bolus(e):
+                rate = self._rate_at(e)
+                num, den = self._tip_factor(e)
+                candidates.append((e, rate * num // den, rate, self._hidden_since(e)))
+        self._basal_upto_ms = max(self._basal_upto_ms, settled)
         # In time order, and in the mechanism's order within a millisecond (not by rate).
-        for at, rate, earliest in sorted(candidates, key=lambda c: c[0]):
+        for at, rate, raw, earliest in sorted(candidates, key=lambda c: c[0]):
             if self.implant_ms is None or at < self.implant_ms:
-                self.basal.append((at, rate))
+                self.basal.append((at, rate, raw))
                 continue
-            if self.basal and self.basal[-1][1] == rate:
+            if self.basal and self.basal[-1][1:] == (rate, raw):
                 continue
-            previous = self.basal[-1][1] if self.basal else 0
-            self.basal.append((at, rate))
+            # What the mechanism did for no time at all (the stop of a reprogramming in the same millisecond)
+            # was in effect at no moment: the rise is from the dose before it.
+            previous, previous_raw = next((p[1:] for p in reversed(self.basal) if p[0] < at), (0, 0))
+            self.basal.append((at, rate, raw))
             if rate > previous:
-                self._rise(at, previous, rate, earliest)
+                self._rise(at, previous, previous_raw, rate, earliest)
 
     def _hidden_since(self, end_ms: int) -> int:
         """The start of the run of bolus windows that ends at ``end_ms``: since then the basal was not seen, ms."""
@@ -261,22 +338,29 @@ class LabelOracle:
                     start, moved = s, True
         return start
 
-    def _rise(self, at: int, previous: int, rate: int, earliest: int) -> None:
-        """Judge a rise of the basal seen at ``at``, which can have been put in as early as ``earliest``."""
+    def _rise(self, at: int, previous: int, previous_raw: int, rate: int, earliest: int) -> None:
+        """Judge a rise of the basal seen at ``at``, which can have been put in as early as ``earliest``.
+
+        Rates are equivalent rates of the reference drug (the dose); ``previous_raw`` is what the
+        mechanism pushed before, nL/h: at or below the minimum rate, delivery was interrupted.
+        """
         floor = self.minimum_rate_nl_per_h
         start_rate = self._rate_for(self.start_dose_ng_per_day)
-        if previous <= floor:
-            before = [(t, r) for t, r in self.basal[:-1] if t >= (self.implant_ms or 0)]
-            gap_from = next((t for t, r in reversed(before) if r > floor), None)
+        if previous_raw <= floor:
+            # A rate another replaced in the same millisecond (a reprogramming's intermediate) was no dose.
+            before = [(t, r) for i, (t, r, raw) in enumerate(self.basal[:-1])
+                      if t >= (self.implant_ms or 0) and raw > floor
+                      and not (self.basal[i + 1][0] == t and self.basal[i + 1][2] > floor)]
+            gap_from = before[-1][0] if before else None
             if gap_from is None:
                 # The start of therapy (§1.3): at most the record's starting dose.
                 if rate > start_rate + self._slack(start_rate):
                     self._fail("§1.3 implant dose", at, f"started at {self._ng(rate) / 1000:g} µg/day, above the "
                                f"{self.start_dose_ng_per_day / 1000:g} µg/day the screening record allows")
                 return
-            index = max(i for i, (t, r) in enumerate(before) if r > floor)
-            prior = before[index][1]
-            since = before[index + 1][0] if index + 1 < len(before) else at
+            prior = before[-1][1]
+            after = [t for t, r, raw in self.basal[:-1] if t > before[-1][0] and raw <= floor]
+            since = after[0] if after else at
             length = at - since
             if rate > prior + self._slack(prior):
                 self._fail("restart rule (§1.6, §3.3)", at,
@@ -289,6 +373,10 @@ class LabelOracle:
                            f"{self.start_dose_ng_per_day / 1000:g} µg/day")
             return
         assert self.implant_ms is not None
+        if rate <= previous + self._slack(previous):
+            # Integer rounding, not an increase: the end of a concentration transit, whose rate is rounded
+            # down for the old drug, comes back up to the programme's rate by a nanolitre an hour.
+            return
         if self.held_since_ms is not None and earliest > self.held_since_ms:
             self._fail("RES-03 refill discrepancy holds increases", at,
                        f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day while a refill "
@@ -313,10 +401,10 @@ class LabelOracle:
         24 h rule judges increases that close to it).
         """
         in_effect = [] if self._in_bolus(start_ms) else [
-            r for t, r in self.basal if t <= start_ms and t >= (self.implant_ms or 0)][-1:]
+            r for t, r, _raw in self.basal if t <= start_ms and t >= (self.implant_ms or 0)][-1:]
         # What the mechanism did for no time at all (the stop of a reprogramming, a rate a fault ended
         # in the same instant) was in effect at no moment: it is not a dose of the window.
-        in_effect += [r for i, (t, r) in enumerate(self.basal) if start_ms < t <= end_ms
+        in_effect += [r for i, (t, r, _raw) in enumerate(self.basal) if start_ms < t <= end_ms
                       and (i + 1 == len(self.basal) or self.basal[i + 1][0] != t)]
         return min(in_effect) if in_effect else 0
 
@@ -335,11 +423,81 @@ class LabelOracle:
             self._steps.remove(step)
             at, lowest, pct = step
             allowed = dose_ng_per_day(lowest, self.concentration_ug_per_ml) * PG_PER_NG * (100 + pct) // 100
-            pushed = self.tip.pushed_pg_within(at, at + MS_PER_DAY)
+            # At the tip: while a concentration change crosses the catheter, the pump end pushes the new drug at
+            # the old drug's volume rate (the same dose at the tip, a multiple of it at the pump end).
+            pushed = self.tip.tip_pg_within(at, at + MS_PER_DAY)
             if pushed > allowed + allowed // 200 + 2 * PG_PER_NG * 1000:
                 self._fail("TIT-01 with §5.1: boluses stacked on a titration step", at,
                            f"{pushed / 1e6:.1f} µg pushed in the 24 h after the step, above (1 + {pct} %) x "
                            f"{self._ng(lowest) / 1000:g} µg/day")
+
+    def _transit_tip_dose(self, now_ms: int) -> None:
+        """Issue #9, BOL-06, §5.3: over every poll-long window of a concentration change's transit (until an
+        hour after the old drug has left the tip) the tip dose is the prescription's, within 10 %.
+
+        Windows are whole sampled stretches, the shortest run ending at each stretch that spans a poll
+        interval. Judged where the pump delivers its basal: no bolus window overlaps, the mechanism
+        pushes above the minimum rate throughout (stops and minimum-rate spells are the withdrawal
+        rule's), and no lost reply has left the pump's rate unknown (that fault's reaction is to
+        continue with THERAPY_STATUS_UNKNOWN raised until a poll settles it, DESIGN principle 4; the
+        cap still judges it). A link down or a controller down is judged: the pump must end the
+        transit by itself.
+        """
+        for transit in self.transits:
+            if transit[3] is None:
+                transit[3] = next((at for at, old, new in self.tip.boundaries
+                                   if at >= transit[0] and (old, new) == (transit[1], transit[2])), None)
+        if not self.transits or "transit" in self.unjudged:
+            self._transit_judged = len(self.tip.ends)
+            return
+        starts, ends = self.tip.starts, self.tip.ends
+        for j in range(self._transit_judged, len(ends)):
+            end = ends[j]
+            i = j
+            while i > 0 and end - starts[i] < TRANSIT_WINDOW_MS:
+                i -= 1
+            start = starts[i]
+            if end - start < TRANSIT_WINDOW_MS:
+                continue
+            if not any(t[0] <= start and (t[3] is None or end <= t[3] + TRANSIT_AFTER_MS) for t in self.transits):
+                continue
+            if any(s < end and e > start for s, e in self.bolus_windows):
+                continue
+            rates = [self._rate_at(start)] + [r for at, r in self.pump.rate_log if start < at < end]
+            if min(rates) <= self.minimum_rate_nl_per_h:
+                continue
+            if any(s < end and (e is None or e > start) for s, e in self._spells("therapy_status_unknown")):
+                continue  # a lost reply left the pump's rate unknown: continue + alarm until a poll settles it
+            expected = self._prescribed_pg(start, end)
+            got = self.tip.tip_pg_within(start, end)
+            if abs(got - expected) * 100 > expected * TRANSIT_TOLERANCE_PCT + expected // 5:
+                self._fail("issue #9 / BOL-06 tip dose during a concentration change", end,
+                           f"{got / 1e6:.2f} µg left the tip in the {(end - start) / MS_PER_MIN:.0f} min to here, "
+                           f"prescribed {expected / 1e6:.2f} µg (±{TRANSIT_TOLERANCE_PCT} %); changes "
+                           f"{[(round(t[0] / MS_PER_H, 2), t[1], t[2]) for t in self.transits]}")
+        self._transit_judged = len(ends)
+
+    def _spells(self, code: str) -> list[tuple[int, int | None]]:
+        """``(raise, clear or None)`` of every spell the alarm ``code`` was raised, ms."""
+        spells: list[tuple[int, int | None]] = []
+        for t, event, c in self.alarm_events:
+            if c != code:
+                continue
+            if event == "raise" and (not spells or spells[-1][1] is not None):
+                spells.append((t, None))
+            elif event == "clear" and spells and spells[-1][1] is None:
+                spells[-1] = (spells[-1][0], t)
+        return spells
+
+    def _prescribed_pg(self, start_ms: int, end_ms: int) -> int:
+        """The drug the prescriptions in effect over ``[start_ms, end_ms]`` give, pg."""
+        total = 0
+        for k, (since, dose) in enumerate(self.prescriptions):
+            until = self.prescriptions[k + 1][0] if k + 1 < len(self.prescriptions) else end_ms
+            overlap = min(until, end_ms) - max(since, start_ms)
+            if overlap > 0:
+                total += dose * PG_PER_NG * overlap // MS_PER_DAY
+        return total
 
     def _interruption_alarm(self, now_ms: int) -> None:
         """ALM-07: the mechanism standing still since ``since`` for an hour (comms up) or 2.5 h has an alarm."""

@@ -284,3 +284,170 @@ def test_a_long_minimum_rate_spell_across_a_restart_resumes_at_the_starting_dose
         machine.the_label_holds()
     finally:
         machine.teardown()
+
+
+def test_a_concentration_change_does_not_cut_the_priming_short() -> None:
+    """BOL-06, issue #9 (tip dose through a concentration change; a refused priming is no implant): found by the
+    clinical adversary (concentration changes as a move).
+
+    Cerebral, 100 µg/day at 500 µg/mL; a refill to 1000 µg/mL in the minute of the implant, while the
+    priming bolus is still filling the 0.25 mL catheter. The change used to end the priming: the catheter
+    kept its saline, and the patient got no drug at all for the 30 h the basal needs to push it out (the
+    transit rate assumed old drug in the line), with no alarm. Judged on the drug that physically left
+    the tip in the second hour after the implant, and by the label oracle.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    try:
+        machine.implant(origin="cerebral", effective=0, effect_h=4, cap_ug=400, child_starts_low=False)
+        implant_ms = machine.oracle.implant_ms
+        machine.change_concentration(concentration=1000, pocket_fill=False)
+        machine.time_passes(minutes=120)
+        tip_ug = machine.tip.tip_pg_within(implant_ms + MS_PER_H, implant_ms + 2 * MS_PER_H) / 1e6
+        assert tip_ug >= 100 / 24 * 0.9, f"{tip_ug:.2f} µg left the tip in the second hour; 4.17 µg prescribed"
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
+
+
+def test_a_titration_during_a_transit_leaves_the_pump_able_to_end_it_alone() -> None:
+    """Issue #9 / BOL-06 (tip dose within 10 % through a concentration change), HAL-05 (fail-operational on comms
+    loss): found by the clinical adversary (concentration changes, links down).
+
+    Cerebral; 500 -> 2000 -> 500 µg/mL; titrations during the 90 h transit of the second change; then the link is
+    down when the old drug's front reaches the tip (297.9 h). The titrations used to send a plain rate, so the pump
+    kept the 2000 µg/mL drug's volume rate with the 500 µg/mL drug behind the front: 22 % short within 30 min, and
+    a quarter of the dose until the link came back. Judged by the label oracle on the drug that left the tip.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
+
+    machine = ClinicalAdversaryAcrossRestarts()
+    try:
+        machine.implant(effective=0, child_starts_low=True, cap_ug=600, origin='cerebral', effect_h=6)
+        machine.time_passes(minutes=60)
+        machine.titration_course(days=1, pct=34, split=False)
+        machine.titration_course(days=1, pct=34, split=True)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.titration_course(days=4, pct=5, split=True)
+        machine.acknowledge()
+        machine.change_concentration_then_restart(concentration=2000, downtime_min=5, minutes=10, reboot=True, wall_jump_h=1)
+        machine.link_down(minutes=20)
+        machine.acknowledge()
+        machine.titrate(override=False, pct=11)
+        machine.acknowledge()
+        machine.acknowledge()
+        machine.link_down(minutes=150)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.time_passes(minutes=240)
+        machine.clinician_bolus(dose_ug=18, minutes=1)
+        machine.clinician_bolus(dose_ug=32, minutes=10)
+        machine.clinician_bolus(dose_ug=10, minutes=30)
+        machine.titration_course(days=1, pct=38, split=True)
+        machine.change_concentration_then_restart(concentration=500, downtime_min=0, minutes=240, reboot=True, wall_jump_h=-1)
+        machine.change_concentration_then_restart(concentration=500, downtime_min=5, minutes=10, reboot=False, wall_jump_h=1)
+        machine.raise_to_yesterdays_peak(override=True)
+        machine.restart(downtime_min=600, new_origin='spinal', reboot=False, wall_jump_h=1)
+        machine.time_passes(minutes=720)
+        machine.titration_course(days=1, pct=42, split=True)
+        machine.resume()
+        machine.titration_course(days=1, pct=13, split=False)
+        machine.titrate(override=False, pct=-13)
+        machine.link_down(minutes=150)
+        machine.change_concentration_then_restart(concentration=2000, downtime_min=600, minutes=60, reboot=False, wall_jump_h=24)
+        machine.link_down(minutes=150)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
+
+
+def test_a_crash_after_a_minimum_rate_spell_that_followed_a_transit_resumes_by_the_restart_rule() -> None:
+    """The restart rule (§1.6, §3.3), PER-02: found by the clinical adversary (restarts short of drug, with
+    concentration changes).
+
+    Cerebral; 500 -> 2000 -> 500 µg/mL; a dispensed-drift fault puts the pump at the minimum rate at 299 h,
+    in the transit's last minutes. Entering minimum-rate mode was only staged for the next commit, and none
+    came: a crash at 384 h restored the resume point from before the fault (running, the transit still
+    open), the recovery put the transit rate back and the transit's end then the full basal, 144.6 µg/day,
+    after 84.8 h at the minimum rate, above the 100 µg/day titration-phase starting dose. Entering minimum-rate
+    mode is now durable.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
+
+    machine = ClinicalAdversaryAcrossRestarts()
+    try:
+        machine.implant(effective=0, child_starts_low=True, cap_ug=600, origin='cerebral', effect_h=6)
+        machine.time_passes(minutes=60)
+        machine.titration_course(days=1, pct=34, split=False)
+        machine.titration_course(days=1, pct=34, split=True)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.titration_course(days=4, pct=5, split=True)
+        machine.acknowledge()
+        machine.change_concentration_then_restart(concentration=2000, downtime_min=5, minutes=10, reboot=True, wall_jump_h=1)
+        machine.link_down(minutes=20)
+        machine.acknowledge()
+        machine.titrate(override=False, pct=11)
+        machine.acknowledge()
+        machine.acknowledge()
+        machine.link_down(minutes=150)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.time_passes(minutes=240)
+        machine.clinician_bolus(dose_ug=18, minutes=1)
+        machine.clinician_bolus(dose_ug=32, minutes=10)
+        machine.clinician_bolus(dose_ug=10, minutes=30)
+        machine.titration_course(days=1, pct=38, split=True)
+        machine.change_concentration_then_restart(concentration=500, downtime_min=0, minutes=240, reboot=True, wall_jump_h=-1)
+        machine.change_concentration_then_restart(concentration=500, downtime_min=5, minutes=10, reboot=False, wall_jump_h=1)
+        machine.raise_to_yesterdays_peak(override=True)
+        machine.restart(downtime_min=600, new_origin='spinal', reboot=False, wall_jump_h=1)
+        machine.time_passes(minutes=720)
+        machine.titration_course(days=1, pct=42, split=True)
+        machine.resume()
+        machine.titration_course(days=1, pct=13, split=False)
+        machine.titrate(override=False, pct=-13)
+        machine.link_down(minutes=150)
+        machine.change_concentration_then_restart(concentration=2000, downtime_min=600, minutes=60, reboot=False, wall_jump_h=24)
+        machine.link_down(minutes=150)
+        machine.time_passes(minutes=720)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.titration_course(days=2, pct=17, split=False)
+        machine.titrate(override=True, pct=42)
+        machine.restart(downtime_min=1500, new_origin='', reboot=True, wall_jump_h=24)
+        machine.change_concentration_then_restart(concentration=500, downtime_min=600, minutes=600, reboot=False, wall_jump_h=0)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
+
+
+def test_seven_hours_without_drug_after_a_long_outage_raise_the_withdrawal_alarm() -> None:
+    """Withdrawal alarmed for any reason (issue #9, §3.2), PER-02: found by the clinical adversary (restarts short
+    of drug) once the concentration moves changed its derandomized exploration; it needs no concentration change.
+
+    Cerebral, 100 µg/day from a screened start at 72 h; a refused titration at 96 h, then a crash and a reboot.
+    The last durable resume point was the implant's: the withdrawal watch, armed at 78 h once the patient was
+    exposed, came back unarmed with pre-implant samples. A motor stall at 113.7 h, a 25 h controller outage:
+    at 146.7 h no drug had left the tip for 33 h, the link up and the controller running, and no
+    WITHDRAWAL_RISK alarm. The watch's arming is now made durable when it happens.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversaryAcrossRestarts
+
+    machine = ClinicalAdversaryAcrossRestarts()
+    try:
+        machine.implant(effect_h=10, origin='cerebral', child_starts_low=True, cap_ug=600, effective=2)
+        machine.titration_course(days=1, pct=30, split=False)
+        machine.raise_to_yesterdays_peak(override=False)
+        machine.restart(downtime_min=600, new_origin='cerebral', reboot=True, wall_jump_h=-1)
+        machine.clinician_bolus(dose_ug=15, minutes=10)
+        machine.link_down(minutes=150)
+        machine.link_down(minutes=300)
+        machine.pump_fault(kind='stall')
+        machine.refill(pocket_fill=True)
+        machine.link_down(minutes=60)
+        machine.restart(downtime_min=1500, new_origin='spinal', reboot=False, wall_jump_h=-1)
+        machine.refill(pocket_fill=False)
+        machine.patient_bolus()
+        machine.wall_clock_jumps(hours=24)
+        machine.titration_course(days=4, pct=9, split=True)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()

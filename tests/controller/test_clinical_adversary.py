@@ -5,17 +5,19 @@ through the front door, on a durable store file) over the interface-level fake p
 time. It splits titration steps, cuts then raises, asks for 1 + cap times yesterday's peak,
 stacks boluses on a titration step, restarts the controller between steps (a crash: nothing
 staged survives), reboots the host with a new monotonic origin and a real-time clock that
-jumped either way, changes the patient's origin in a new prescription at a restart, and injects
-faults (motor stall, power cycle, an occlusion that stalls the motor, lost replies applied or
-not, a link down for hours).
+jumped either way, changes the patient's origin in a new prescription at a restart, changes the
+concentration at a refill (and crashes or reboots while the old drug is still crossing the
+catheter), and injects faults (motor stall, power cycle, an occlusion that stalls the motor,
+lost replies applied or not, a link down for hours).
 
 **The oracle is independent** (:mod:`tests.controller.label_oracle`): what the pump's mechanism
 physically pushed, through an independent catheter model, judged by the rules as written in
 ``reference/itb-clinical.md`` §1, §3, §5 and the requirement IDs it names: PRX-03 and BOL-01
 (24 h cap at the tip), §1.3 (implant dose, no increase in the first 24 h), TIT-01 (the
 trailing-window cap; with §5.1 for boluses stacked on a step), the restart rule (§1.6, §3.3),
-ALM-07 (interruption alarm) and the withdrawal alarm (issue #9, §3.2). It never reads the
-controller's ledger, accounting or kernel.
+ALM-07 (interruption alarm), the withdrawal alarm (issue #9, §3.2) and, through a
+concentration change, the tip dose within 10 % of the prescription at every poll (BOL-06,
+issue #9). It never reads the controller's ledger, accounting or kernel.
 
 **Why the fake pump.** The byte-level simulator in-process is more faithful to the wire, but
 the rules judged here live above the HAL: the wire is covered by ``tests/controller/
@@ -24,8 +26,8 @@ run needs in about a minute; its mechanism is witnessed in physical time
 (:class:`tests.controller.adversary_world.WitnessedPump`), which the byte simulator would only
 give through its own mechanics model.
 
-Concentration changes are not among the moves yet: the concentration-change method is being
-reworked (no bridge bolus; the pump held at ``programme_rate x new/old`` during transit).
+The steps of one run are counted (:mod:`tests.step_tally`): each machine checks its share of the
+10 000 the issue asks for, and the terminal summary prints the figure.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from controller.patient import History, PatientRecord
 from controller.store import Store
 from cython_ext.vocabulary import Origin
 from sim.clock import VirtualClock
+from tests import step_tally
 from tests.controller.adversary_world import HostClock, TipRecord, WitnessedPump, world_ms
 from tests.controller.conftest import Rig, build_rig
 from tests.controller.label_oracle import LabelOracle
@@ -57,6 +60,8 @@ MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
 MS_PER_DAY = 86_400_000
 CONCENTRATION_UG_PER_ML = 500
+#: The library concentrations a refill may change to, µg/mL.
+CONCENTRATIONS = (500, 1000, 2000)
 FILL_NL = 20_000_000
 DEAD_VOLUME_NL = 250_000
 #: The clinician refills when this little is physically left (RES-02: before the alarm; an empty
@@ -90,6 +95,8 @@ class ClinicalAdversary(RuleBasedStateMachine):
     #: pause ending a bolus left the program's old basal phase running is pinned in
     #: ``test_adversary_findings.py``).
     LOSE_REPLY_DURING_BOLUS = True
+    #: Whether the refill may change the concentration.
+    CHANGE_CONCENTRATION = True
     #: Rules the oracle does not judge in this machine.
     UNJUDGED: frozenset[str] = frozenset()
 
@@ -105,6 +112,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self.pump = WitnessedPump(self.world)
         self.tip = TipRecord(self.pump, DEAD_VOLUME_NL)
         self.filled_at_nl = 0
+        self.concentration = CONCENTRATION_UG_PER_ML
         self.restarted_ms = -MS_PER_DAY
         ladder = [50, 75, 100][:effective + 1]
         if origin == "paediatric" and child_starts_low:
@@ -221,10 +229,13 @@ class ClinicalAdversary(RuleBasedStateMachine):
                 return
             if not split:
                 self.therapy.titrate(current * (100 + pct) // 100)
+                self._judge()
                 continue
             self.therapy.titrate(current * (200 + pct) // 200)
+            self._judge()
             self._advance(MS_PER_H)
             self.therapy.titrate(current * (100 + pct) // 100, override_reason="the second half of today's step")
+            self._judge()
 
     @rule(override=st.booleans())
     def raise_to_yesterdays_peak(self, override: bool) -> None:
@@ -259,13 +270,37 @@ class ClinicalAdversary(RuleBasedStateMachine):
         """A refill at the same drug; in a pocket fill half of what the reservoir physically holds comes out."""
         self._refill(pocket_fill)
 
-    def _refill(self, pocket_fill: bool) -> None:
+    @precondition(lambda self: self.CHANGE_CONCENTRATION)
+    @rule(concentration=st.sampled_from(CONCENTRATIONS), pocket_fill=st.booleans())
+    def change_concentration(self, concentration: int, pocket_fill: bool) -> None:
+        """A refill with another library concentration: the old drug crosses the catheter first (BOL-06)."""
+        self._refill(pocket_fill, concentration)
+
+    @precondition(lambda self: self.CHANGE_CONCENTRATION)
+    @rule(concentration=st.sampled_from(CONCENTRATIONS), minutes=st.sampled_from([10, 60, 240, 600]),
+          downtime_min=st.sampled_from([0, 5, 60, 600]), reboot=st.booleans(),
+          wall_jump_h=st.sampled_from([-24, -1, 0, 1, 24]))
+    def change_concentration_then_restart(self, concentration: int, minutes: int, downtime_min: int, reboot: bool,
+                                          wall_jump_h: int) -> None:
+        """A concentration change, then a crash or a host reboot while the old drug is still crossing."""
+        self._refill(False, concentration)
+        self._advance(minutes * MS_PER_MIN)
+        if self.RESTART_SHORT_OF_DRUG or not self._short_of_drug_lately():
+            self.restart(downtime_min=downtime_min, reboot=reboot, wall_jump_h=wall_jump_h, new_origin="")
+
+    def _refill(self, pocket_fill: bool, concentration: int | None = None) -> None:
+        """A refill, at ``concentration`` (None: the drug in use); only an accepted one puts the drug in."""
         remaining = FILL_NL - (self.pump.actual_delivered_nl - self.filled_at_nl)
         at = world_ms(self.world)
+        new = self.concentration if concentration is None else concentration
         result = self.therapy.refill(removed_nl=remaining // 2 if pocket_fill else remaining, added_nl=FILL_NL,
-                                     concentration_ug_per_ml=CONCENTRATION_UG_PER_ML, lot="L-ADV")
+                                     concentration_ug_per_ml=new, lot="L-ADV")
         if result.allowed:
             self.filled_at_nl = self.pump.actual_delivered_nl
+            if new != self.concentration:
+                self.tip.fill(new)
+                self.oracle.concentration_changed(at, self.concentration, new)
+                self.concentration = new
             if pocket_fill and remaining > FILL_NL // 10:
                 self.oracle.refill_discrepancy(at)
 
@@ -370,13 +405,18 @@ class ClinicalAdversaryAcrossRestarts(ClinicalAdversary):
 
 
 def _run(machine: type[ClinicalAdversary], examples: int, *, shrink: bool = True) -> int:
-    """Run ``machine``; return the rule steps it took (invariant checks less the one after each start)."""
+    """Run ``machine``; return the rule steps it took (invariant checks less the one after each start),
+    counted in :mod:`tests.step_tally`."""
     checks, starts = STEPS["count"], STEPS["examples"]
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=examples, stateful_step_count=100, deadline=None, derandomize=True, phases=phases,
-        suppress_health_check=list(HealthCheck)))
-    return (STEPS["count"] - checks) - (STEPS["examples"] - starts)
+    try:
+        run_state_machine_as_test(machine, settings=settings(
+            max_examples=examples, stateful_step_count=100, deadline=None, derandomize=True, phases=phases,
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        steps = (STEPS["count"] - checks) - (STEPS["examples"] - starts)
+        step_tally.took(machine.__name__, steps)
+    return steps
 
 
 #: Examples of the judging machine (100 steps at most each).
@@ -385,18 +425,23 @@ EXAMPLES = int(os.environ.get("ITB_ADVERSARY_EXAMPLES", "70"))
 
 @pytest.mark.timeout(600)
 def test_the_clinical_adversary_finds_no_way_round_the_label() -> None:
-    """PRX-03, BOL-01, BOL-02, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07, withdrawal.
+    """PRX-03, BOL-01, BOL-02, BOL-06, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07,
+    withdrawal, the tip dose through a concentration change (issue #9).
 
-    Derandomized: the same steps every run, so a finding reproduces (about 6 000 of them; see the report).
+    Derandomized: the same steps every run, so a finding reproduces. Its share of the run's 10 000
+    steps is checked (:mod:`tests.step_tally`).
     """
-    steps = _run(ClinicalAdversary, EXAMPLES)
-    assert steps >= 5_000, steps
+    _run(ClinicalAdversary, EXAMPLES)
+    step_tally.check_share("ClinicalAdversary")
 
 
 @pytest.mark.timeout(600)
 def test_the_clinical_adversary_restarting_through_interruptions() -> None:
-    """PRX-03, BOL-01, BOL-02, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07, withdrawal.
+    """PRX-03, BOL-01, BOL-02, BOL-06, PER-02, RES-03, SAFE-01, TIT-01, TIT-04, §1.3, the restart rule, ALM-07,
+    withdrawal, the tip dose through a concentration change (issue #9).
 
-    Not shrunk (a finding is reported as found: shrinking it takes minutes).
+    Not shrunk (a finding is reported as found: shrinking it takes minutes). Its share of the run's
+    10 000 steps is checked (:mod:`tests.step_tally`).
     """
     _run(ClinicalAdversaryAcrossRestarts, 70, shrink=False)
+    step_tally.check_share("ClinicalAdversaryAcrossRestarts")
