@@ -89,6 +89,7 @@ class Why(str, enum.Enum):
     IMPLANT_DOSE_ABOVE_RECORD = "IMPLANT_DOSE_ABOVE_RECORD"
     NOT_SCREENED = "NOT_SCREENED"
     CONCENTRATION_TRANSIT = "CONCENTRATION_TRANSIT"
+    CATHETER_NOT_PRIMED = "CATHETER_NOT_PRIMED"
 
 
 @dataclass(frozen=True)
@@ -687,6 +688,13 @@ class Therapy:
             return self._deny("refill", Why.BOLUS_RUNNING,
                               detail="the priming is still filling the catheter: change the concentration "
                                      "once it is over")
+        saline_nl = sum(volume for volume, concentration in loop.accounting.catheter.segments if concentration == 0)
+        if saline_nl:
+            # A priming cut short (a stall, a stop) left saline in the line: no transit rate can hold the
+            # tip dose while saline leaves the tip, and the change would hide that behind a transit.
+            return self._deny("refill", Why.CATHETER_NOT_PRIMED,
+                              detail=f"the catheter still holds {saline_nl / 1000:g} µL of saline (priming "
+                                     "incomplete): prime it, then change the concentration")
         return None
 
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,

@@ -311,6 +311,35 @@ def test_a_concentration_change_does_not_cut_the_priming_short() -> None:
         machine.teardown()
 
 
+def test_a_concentration_change_is_refused_while_a_stalled_priming_left_saline_in_the_catheter() -> None:
+    """BOL-06, issue #9 (tip dose through a concentration change; a priming that did not fill the catheter):
+    found by the clinical adversary on the merged branches (derandomized run, 14 335 steps).
+
+    Cerebral, 100 µg/day at 500 µg/mL; the motor stalls during the priming bolus, which ends with 0 µL of
+    250 µL delivered, and the clinician's acknowledgement resumes the basal. A refill to 1000 µg/mL then
+    began a transit sized for old drug in the line, but the line held saline: nothing left the tip in the
+    hour after (0.00 µg against 2.08 µg per 30 min), and a restart changed nothing. The change is now
+    refused (CATHETER_NOT_PRIMED) until the catheter holds drug; the drug in use is kept.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    try:
+        machine.implant(origin="cerebral", effective=0, effect_h=4, cap_ug=400, child_starts_low=False)
+        machine.pump_fault(kind="stall")
+        machine.time_passes(minutes=10)
+        machine.acknowledge()
+        assert machine.rig.loop.accounting.catheter.segments[0][1] == 0, "the stall should leave saline in the line"
+        result = machine.rig.therapy.refill(removed_nl=0, added_nl=0, concentration_ug_per_ml=1000, lot="L-ADV")
+        assert not result.allowed and "CATHETER_NOT_PRIMED" in result.reasons, result
+        assert machine.rig.loop.concentration_ug_per_ml == 500 and machine.rig.loop.transit is None
+        machine.change_concentration_then_restart(concentration=1000, downtime_min=0, minutes=60, reboot=False,
+                                                  wall_jump_h=-24)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
+
+
 def test_a_titration_during_a_transit_leaves_the_pump_able_to_end_it_alone() -> None:
     """Issue #9 / BOL-06 (tip dose within 10 % through a concentration change), HAL-05 (fail-operational on comms
     loss): found by the clinical adversary (concentration changes, links down).
