@@ -79,6 +79,7 @@ class AlarmCode(enum.Enum):
     PUMP_RESET = "pump_reset"
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
     WITHDRAWAL_RISK = "withdrawal_risk"
+    CATHETER_NOT_PRIMED = "catheter_not_primed"
     # medium priority
     RESERVOIR_LOW = "reservoir_low"
     BATTERY_ERI = "battery_eri"
@@ -259,6 +260,15 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
                 "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
                 "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
                 "(itb-clinical §3.2).",
+            ),
+            _spec(
+                AlarmCode.CATHETER_NOT_PRIMED,
+                _H,
+                "Priming incomplete: the catheter still holds saline, so no baclofen reaches the catheter tip "
+                "until it is primed; the implant is not complete. Re-prime the catheter (the remaining dead "
+                "volume). " + _WITHDRAWAL_RISK,
+                "A priming cut short by a fault leaves the patient without drug for the time the basal needs to "
+                "push the saline out (30 h for 0.25 mL at 100 µg/day), unseen unless alarmed (BOL-06, issue #9).",
             ),
             _spec(
                 AlarmCode.STORAGE_LOW,

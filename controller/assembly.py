@@ -156,6 +156,7 @@ ACTION_PARAMS: Mapping[str, Mapping[str, tuple[Any, Any]]] = MappingProxyType({
                 "override_reason": (_OPTIONAL_TEXT, None)},
     "flex": {"steps": (list, _REQUIRED), "anchor_ms": (int, 0), "override_reason": (_OPTIONAL_TEXT, None)},
     "clinician_bolus": {"dose_ng": (int, _REQUIRED), "duration_ms": (int, _REQUIRED)},
+    "prime": {"duration_ms": ((int, NoneType), None)},
     "patient_bolus": {},
     "refill": {"removed_nl": (int, _REQUIRED), "added_nl": (int, _REQUIRED),
                "concentration_ug_per_ml": (int, _REQUIRED), "lot": (str, "unrecorded"),
@@ -208,6 +209,7 @@ WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({
                                                override_reason=p["override_reason"]),
     "clinician_bolus": lambda c, a, p: c.therapy.clinician_bolus(p["dose_ng"], p["duration_ms"]),
     "patient_bolus": lambda c, a, p: c.therapy.patient_bolus_request(),
+    "prime": lambda c, a, p: c.therapy.prime(duration_ms=p["duration_ms"], actor=a),
     "refill": lambda c, a, p: c.therapy.refill(
         removed_nl=p["removed_nl"], added_nl=p["added_nl"], concentration_ug_per_ml=p["concentration_ug_per_ml"],
         lot=p["lot"], acknowledge_mismatch=p["acknowledge_mismatch"], complete=p["complete"], actor=a),

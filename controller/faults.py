@@ -67,6 +67,7 @@ class FaultCode(enum.Enum):
     DOSE_CAP_BREACH_ATTEMPT = "dose_cap_breach_attempt"
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
     TIP_DOSE_DEFICIT = "tip_dose_deficit"
+    PRIMING_INCOMPLETE = "priming_incomplete"
     CONTROLLER_DEATH = "controller_death"
 
 
@@ -260,6 +261,14 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
                 _A.WITHDRAWAL_RISK,
                 "The deficit has a cause with its own reaction (a stop, minimum rate, a refill); raising delivery "
                 "blind risks overdose, so the patient is flagged to a human at once.",
+            ),
+            FaultReaction(
+                _F.PRIMING_INCOMPLETE,
+                _C,
+                _A.CATHETER_NOT_PRIMED,
+                "The fault that cut the priming short has its own reaction; the basal keeps running and pushes the "
+                "saline out in time, while priming again without a clinician would put a bolus into a patient no "
+                "one has looked at. A clinician re-primes the remaining dead volume (the kernel authorises it).",
             ),
             FaultReaction(
                 _F.ALARM_SYSTEM_FAILURE,

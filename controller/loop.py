@@ -271,6 +271,11 @@ class ControlLoop:
         except StateError:
             return 0
 
+    @property
+    def saline_in_catheter_nl(self) -> int:
+        """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
+        return sum(volume for volume, concentration in self.accounting.catheter.segments if concentration == 0)
+
     def _pump_rate(self, programme_rate_nl_per_h: int) -> int:
         """The pump's volume rate for a programme rate (at the reservoir's concentration), nL/h."""
         if self.transit is None:
@@ -502,6 +507,9 @@ class ControlLoop:
                 self._check_reservoir()
                 self._check_tip_dose(now)
                 self._check_transit()
+                if self.bolus is None and self.alarms.is_active(AlarmCode.CATHETER_NOT_PRIMED) \
+                        and not self.saline_in_catheter_nl:
+                    self._check_primed("the basal pushed the saline out")
         self.schedule.last_poll_ms = now
         expected_nl, delta_nl, tip_pg = self.accounting.take_interval()
         record = PollRecord(
@@ -1281,6 +1289,9 @@ class ControlLoop:
         self.commands.durably("bolus record", close_record)
         self._emit("bolus_end", kind=run.kind.label, bolus_id=run.bolus_id, delivered_nl=run.attributed_nl,
                    volume_nl=run.volume_nl, detail=detail)
+        if run.kind is DeliveryKind.PRIMING:
+            self._check_primed(f"{describe_volume_nl(run.attributed_nl)} of {describe_volume_nl(run.volume_nl)} "
+                               f"delivered ({why})")
 
     def _bolus_phase_over(self, run: BolusRun, now: int) -> bool:
         """Whether the pump has left the bolus phase of its program (read from the pump: ``PHN``).
@@ -1304,6 +1315,31 @@ class ControlLoop:
         """
         if self.bolus_program is not None:
             self._end_bolus(f"ended by a {why}")
+
+    def _check_primed(self, how: str) -> None:
+        """After a priming ends (or when delivery may have pushed the saline out): is there drug at the tip?
+
+        A priming cut short (a stall, a power cycle, a stop found after a link loss, a controller restart
+        that found the pump stopped) leaves saline in the catheter: no drug reaches the tip until the basal
+        has pushed it out, and the implant is not complete. That is PRIMING_INCOMPLETE (its alarm
+        CATHETER_NOT_PRIMED, high priority), the same state as a refused priming: a concentration change is
+        refused (``CATHETER_NOT_PRIMED``) until a clinician re-primes (:meth:`controller.therapy.Therapy.prime`).
+        The condition ends when the catheter model holds no saline (a re-prime, or the basal pushed it out).
+        Judged on the catheter model (the counter through the dead volume), not on the bolus's own end.
+
+        :param how: what happened to the priming (journalled with the alarm).
+        """
+        saline_nl = self.saline_in_catheter_nl
+        if saline_nl:
+            rate = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else 0
+            wait = (f"at {units.describe_rate_nl_per_h(rate)} no drug reaches the tip for "
+                    f"{reservoir_math.transit_delay_ms(saline_nl, rate) / MS_PER_H:.1f} h" if rate else
+                    "no drug reaches the tip while the pump is stopped")
+            self._fault(FaultCode.PRIMING_INCOMPLETE,
+                        f"priming incomplete: {how}; the catheter still holds {describe_volume_nl(saline_nl)} of "
+                        f"saline, {wait}; the implant is not complete: re-prime the catheter")
+        elif self.alarms.is_active(AlarmCode.CATHETER_NOT_PRIMED):
+            self.alarms.clear(AlarmCode.CATHETER_NOT_PRIMED, detail=f"the catheter holds drug to the tip ({how})")
 
     def stop_bolus(self, why: str) -> None:
         """Stop a running bolus now (the partial amount is logged)."""
@@ -1656,6 +1692,9 @@ class ControlLoop:
                 self.commands.durably("bolus record", lambda r=record, g=got: self.store.finish_bolus(
                     r.bolus_id, now, min(g, r.volume_nl), "closed after restart"))
                 found["closed_boluses"].append(record.bolus_id)
+                if record.kind == DeliveryKind.PRIMING.label:
+                    self._check_primed(f"{describe_volume_nl(min(got, record.volume_nl))} of "
+                                       f"{describe_volume_nl(record.volume_nl)} delivered (closed after a restart)")
         else:
             found["pump_unreachable"] = True
             self.alarms.raise_alarm(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump unreachable at restart")

@@ -108,6 +108,7 @@ PERMISSIONS: Mapping[str, Permission] = MappingProxyType({
     "titrate": Permission((_C,), confirmation=_REAUTH, high_risk_when=("override_reason",)),
     "flex": Permission((_C,), confirmation=_REAUTH, high_risk_when=("override_reason",)),
     "clinician_bolus": Permission((_C,)),
+    "prime": Permission((_C,)),
     "patient_bolus": Permission((_P,)),
     "refill": Permission((_T, _C)),
     "acknowledge_alarms": Permission((_C,)),

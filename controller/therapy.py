@@ -48,6 +48,7 @@ from cython_ext import units
 from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, DeliveryKind, Origin
 from cython_ext.errors import ConfigError
 
+MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
 NG_PER_UG = units.NG_PER_UG
@@ -90,6 +91,7 @@ class Why(str, enum.Enum):
     NOT_SCREENED = "NOT_SCREENED"
     CONCENTRATION_TRANSIT = "CONCENTRATION_TRANSIT"
     CATHETER_NOT_PRIMED = "CATHETER_NOT_PRIMED"
+    NOTHING_TO_PRIME = "NOTHING_TO_PRIME"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class PatientBolusSettings:
 
 #: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
+
+#: High-priority alarms a (re-)priming is not held back by: the conditions it remedies.
+PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK})
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
@@ -548,11 +553,15 @@ class Therapy:
 
     # -- boluses -------------------------------------------------------------------------------------
 
-    def _bolus(self, kind: DeliveryKind, volume_nl: int, duration_ms: int) -> WorkflowResult:
-        action = f"{kind.label}_bolus"
+    def _bolus(self, kind: DeliveryKind, volume_nl: int, duration_ms: int, *, action: str = "") -> WorkflowResult:
+        action = action or f"{kind.label}_bolus"
         blockers = self._bolus_blockers()
         if kind is DeliveryKind.PRIMING:
             blockers = [b for b in blockers if b is not Why.SESSION_OPEN]
+            if Why.HIGH_PRIORITY_ALARM in blockers and all(
+                    a.code in PRIMING_REMEDIES for a in self.loop.alarms.active() if a.priority is Priority.HIGH):
+                # Nothing but the saline in the line (and the deficit at the tip it causes): the priming is the cure.
+                blockers.remove(Why.HIGH_PRIORITY_ALARM)
         if blockers:
             return self._deny(action, *blockers)
         decision = self.gate.authorize_bolus(kind, volume_nl, duration_ms, self.loop.now_ms())
@@ -573,6 +582,40 @@ class Therapy:
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{dose_ug:g} µg ({units.describe_volume_nl(volume_nl)}) over {duration_ms // 60000} min",
                                          {"dose_ug": dose_ug, "bolus_id": record.bolus_id}))
+
+    def prime(self, *, duration_ms: int | None = None, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """Re-prime: a priming bolus of the saline still in the catheter, after a priming cut short (BOL-06).
+
+        The volume is the saline the catheter model still holds ahead of the drug (the remaining dead
+        volume); the kernel authorises it like the first priming (priming volume limit, the pump's rate,
+        the 24 h cap). Once it has pushed the saline out, CATHETER_NOT_PRIMED clears and the implant is
+        complete (:attr:`implant_complete`). Decision: neither CATHETER_NOT_PRIMED nor WITHDRAWAL_RISK
+        holds it back (BOL-03 is about boluses of drug on top of therapy; this one is their remedy); every
+        other high-priority alarm, an open session, a bolus running or a mode other than running does.
+
+        :param duration_ms: how long it runs, ms (> 0); default: the first priming's rate
+            (``priming_duration_ms`` for the whole dead volume), at least a minute.
+        :param actor: the clinician.
+        :raises ConfigError: for a duration that is not a positive integer (nothing changed).
+        """
+        action = "prime"
+        del actor  # the front door has checked the role; the journal records it with the request
+        if duration_ms is not None and (isinstance(duration_ms, bool) or not isinstance(duration_ms, int)
+                                        or duration_ms <= 0):
+            raise ConfigError("duration_ms", duration_ms, "an integer > 0 ms")
+        if self.loop.mode is not Mode.RUNNING:
+            return self._deny(action, Why.NOT_RUNNING)
+        saline_nl = self.loop.saline_in_catheter_nl
+        if saline_nl == 0:
+            return self._deny(action, Why.NOTHING_TO_PRIME, detail="the catheter holds drug to the tip")
+        if duration_ms is None:
+            duration_ms = max(MS_PER_MIN, -(-self.priming_duration_ms * saline_nl // max(1, self.dead_volume_nl)))
+        return self._bolus(DeliveryKind.PRIMING, saline_nl, duration_ms, action=action)
+
+    @property
+    def implant_complete(self) -> bool:
+        """Whether therapy has started and the catheter holds drug to its tip (no saline left from the implant)."""
+        return self.loop.mode is not Mode.IDLE and self.loop.saline_in_catheter_nl == 0
 
     def clinician_bolus(self, dose_ng: int, duration_ms: int) -> WorkflowResult:
         """A clinician bolus of ``dose_ng`` over ``duration_ms``."""
@@ -688,13 +731,13 @@ class Therapy:
             return self._deny("refill", Why.BOLUS_RUNNING,
                               detail="the priming is still filling the catheter: change the concentration "
                                      "once it is over")
-        saline_nl = sum(volume for volume, concentration in loop.accounting.catheter.segments if concentration == 0)
+        saline_nl = loop.saline_in_catheter_nl
         if saline_nl:
             # A priming cut short (a stall, a stop) left saline in the line: no transit rate can hold the
             # tip dose while saline leaves the tip, and the change would hide that behind a transit.
             return self._deny("refill", Why.CATHETER_NOT_PRIMED,
                               detail=f"the catheter still holds {saline_nl / 1000:g} µL of saline (priming "
-                                     "incomplete): prime it, then change the concentration")
+                                     "incomplete): prime it (the prime action), then change the concentration")
         return None
 
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,

@@ -88,6 +88,10 @@ def _clinician_bolus(run: ScenarioRunner, a: Action) -> None:
     _ask(run, a, dose_ng=a.params["dose_ug"] * NG_PER_UG, duration_ms=a.params["duration_min"])
 
 
+def _prime(run: ScenarioRunner, a: Action) -> None:
+    _ask(run, a, duration_ms=a.params["duration_min"])
+
+
 def _refill(run: ScenarioRunner, a: Action) -> None:
     p = a.params
     result = _ask(run, a, removed_nl=p["removed_ml"], added_nl=p["added_ml"],
@@ -140,6 +144,7 @@ ACTIONS: Mapping[str, Handler] = MappingProxyType({
     "titrate": _titrate,
     "flex": _flex,
     "clinician_bolus": _clinician_bolus,
+    "prime": _prime,
     "configure_patient_bolus": _without_params,
     "patient_bolus": _without_params,
     "refill": _refill,

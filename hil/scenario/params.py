@@ -131,6 +131,9 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "dose_ug": (dose_ug, ...),
         "duration_min": (min_to_ms, 10 * MS_PER_MIN),
     },
+    "prime": {
+        "duration_min": (min_to_ms, None),  # default: the first priming's rate for the saline left
+    },
     "configure_patient_bolus": {
         "dose_ug": (dose_ug, None),  # required without a prescription; absent with one
         "duration_min": (min_to_ms, None),  # default 10 min without a prescription

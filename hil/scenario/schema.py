@@ -24,7 +24,7 @@ Tables: ``[scenario]`` (name, description, duration_days, poll_interval_min,
 seed, prescription), ``[patient]`` (origin, variability_cv), ``[pump]`` (reservoir_ml,
 syringe_diameter_mm, bias_pct, noise_pct, faults), ``[therapy]`` (caps and
 thresholds, see :class:`TherapySettings`), then any number of ``[[action]]``
-(``do`` = screening_dose, implant, titrate, flex, clinician_bolus,
+(``do`` = screening_dose, implant, titrate, flex, clinician_bolus, prime,
 configure_patient_bolus, patient_bolus, refill, fault, clear_fault,
 acknowledge_alarms, taper, discontinue, restart_controller, replay) and ``[[expect]]``
 (``check`` = dose_within, alarm_raised, alarm_not_raised, denied, allowed,
