@@ -176,3 +176,28 @@ def test_the_basal_pushing_the_saline_out_ends_the_condition(make_rig: Any) -> N
     assert not held or not held[0].condition_active
     clears = [e for e in rig.log.events if e["event"] == "clear" and e["code"] == "catheter_not_primed"]
     assert clears and "pushed the saline out" in clears[0]["detail"], clears
+
+
+def test_the_paediatric_first_test_dose_of_25_ug_is_allowed_through_the_front_door() -> None:
+    """itb-clinical §1.2 [CCN][JP-LBL], issue #9 ("the paediatric 25 µg first test dose is allowed"; the
+    safety-requirements table has no screening ID): a child's screening starts at 25 µg, then 50 µg, and the
+    implant through :mod:`controller.assembly`'s door starts at 2 x the effective dose."""
+    from controller.patient import History, PatientRecord
+    from controller.store import Store
+    from sim.clock import VirtualClock
+    from sim.fake_pump import FakePump
+    from tests.controller.conftest import build_rig
+    from tests.prescriptions import make_prescription
+
+    clock = VirtualClock()
+    rx = make_prescription(origin="paediatric", dose_ug_per_day=100)
+    rig = build_rig(clock, FakePump(clock), Store(":memory:", clock), prescription=rx,
+                    patient=PatientRecord(rx.patient.patient_id, rx.patient.origin, History.SCREENED))
+    first = rig.controller.act("screening_dose", CLINICIAN, dose_ug=25, adequate=False, effect_ms=0)
+    assert first.allowed, first
+    rig.advance(MS_PER_DAY)
+    second = rig.controller.act("screening_dose", CLINICIAN, dose_ug=50, adequate=True, effect_ms=4 * MS_PER_H)
+    assert second.allowed, second
+    rig.advance(MS_PER_DAY)
+    implant = rig.controller.act("implant", CLINICIAN)
+    assert implant.allowed and implant.values["dose_ug_per_day"] == 100, implant
