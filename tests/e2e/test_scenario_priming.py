@@ -93,3 +93,30 @@ def test_the_prime_action_is_strict(bad: str) -> None:
     with pytest.raises(FileErrors) as refused:
         parse_scenario(text, base_dir=Path(PRESCRIPTION_DIR))
     assert bad.split(" =")[0] in str(refused.value)
+
+
+def test_a_prescription_above_the_transfer_record_is_refused_naming_the_rule() -> None:
+    """Issue #9 ("a prescription that asks for more than the record allows is refused with an error that names
+    the rule"), itb-clinical §1.3: the file asks 400 µg/day for a patient transferred at 100 µg/day. Through the
+    Python front door (the runner drives :mod:`controller.assembly`) and as ``itb run`` judges it (the run fails)."""
+    text = SCENARIO.replace("prior_dose_ug_per_day = 400", "prior_dose_ug_per_day = 100")
+    record = ScenarioRunner(parse_scenario(text, base_dir=PRESCRIPTION_DIR), RunOptions(link="inprocess")).run()
+    implant = next(d for d in record.decisions if d.label == "implant")
+    assert not implant.allowed and implant.reasons[0] == "IMPLANT_DOSE_ABOVE_RECORD", implant
+    assert "400 µg/day is above 100 µg/day, the documented dose of the replaced pump" in implant.detail, implant
+    assert not record.passed
+
+
+def test_itb_run_refuses_a_prescription_above_the_record_with_exit_status_1(tmp_path: Path) -> None:
+    """The same through ``itb run`` on a scenario file and its prescription: exit status 1, the rule named."""
+    import subprocess
+    import sys
+
+    scenario = tmp_path / "above-record.toml"
+    scenario.write_text(SCENARIO.replace("prior_dose_ug_per_day = 400", "prior_dose_ug_per_day = 100"),
+                        encoding="utf-8")
+    itb = Path(sys.executable).with_name("itb")
+    done = subprocess.run([str(itb), "run", str(scenario), "--report", str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "IMPLANT_DOSE_ABOVE_RECORD" in done.stdout, done.stdout
