@@ -842,7 +842,9 @@ class ControlLoop:
             start_rate = units.rate_nl_per_h_for_dose(start_ng, self.concentration_ug_per_ml) if start_ng else 0
             if start_rate and (not decision.allowed or start_rate < self.basal_rate_nl_per_h):
                 decision = self.gate.authorize_resume(start_rate, now)
-                note = f"the titration-phase starting dose {start_ng / 1000:g} µg/day (restart rule)"
+                note = (f"the titration-phase starting dose {start_ng / 1000:g} µg/day, the patient's from the kernel "
+                        f"caps, after a {self.interruption_ms() / MS_PER_H:.1f} h interruption (restart rule; "
+                        f"threshold {self.config.restart_titration_after_ms / MS_PER_H:g} h)")
                 restarted_at_ng = start_ng
             elif long_ago and not start_rate:
                 self.enter_minimum_rate(f"{reason}; the restart rule allows no more after a "

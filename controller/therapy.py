@@ -801,9 +801,12 @@ class Therapy:
             start = self.titration_start_dose_ng_per_day
             if start and start < dose:
                 dose = start
-            note = (f"the titration-phase starting dose after a {interrupted / MS_PER_H:.1f} h interruption "
-                    f"(restart rule: an overdose risk otherwise; longer than "
-                    f"{self.restart_titration_after_ms / MS_PER_H:g} h); titrate up again from here")
+            source = ("the label's rule for a transferred patient (the lower of the documented dose and 2 x the "
+                      "first test dose)" if self.patient.history is History.TRANSFERRED
+                      else "the screening record (the starting dose from the effective test dose)")
+            note = (f"the titration-phase starting dose {dose / 1000:g} µg/day, from {source}, after a "
+                    f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
+                    f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")

@@ -61,3 +61,11 @@ def test_a_long_interruption_restarts_at_the_starting_dose_and_climbs_only_at_th
     assert after and all(abs(r - _rate_nl_per_h(150)) <= 1 for r in after), after  # 2 x the 75 µg test dose
     detail = _decision(restarted, "resume").detail
     assert "titration-phase starting dose" in detail and "restart rule" in detail, detail
+
+
+def test_the_restart_after_a_long_interruption_says_why(restarted: Any) -> None:
+    """Issue #9 (restart after an interruption: "the alarm and the journal say why"), itb-clinical §1.6, §3.3: the
+    resume's record names the interruption's length, the threshold, the dose resumed at and where it comes from."""
+    detail = _decision(restarted, "resume").detail
+    for words in ("26.", "h interruption", "24 h threshold", "150 µg/day", "the screening record"):
+        assert words in detail, (words, detail)
