@@ -100,6 +100,14 @@ def _stalled(bench: Bench) -> None:
     assert bench.controller.loop.mode is Mode.STOPPED_FAULT
 
 
+def _priming_cut_short(bench: Bench) -> None:
+    bench.pump.inject_stall()  # during the implant's priming bolus
+    bench.advance(30 * MS_PER_MIN)
+    bench.controller.therapy.acknowledge_alarms()  # resumes
+    bench.advance(MS_PER_H)  # delivery confirmed: only the saline in the line is alarmed
+    assert bench.controller.loop.saline_in_catheter_nl > 0
+
+
 #: For each controller action: how to bring a fresh bench to a state where it succeeds, and its parameters.
 SETUPS: dict[str, tuple[Any, dict[str, Any]]] = {
     "screening_dose": (lambda b: None, {"dose_ug": 50, "adequate": True}),
@@ -108,6 +116,7 @@ SETUPS: dict[str, tuple[Any, dict[str, Any]]] = {
     "titrate": (Bench.implanted, {"dose_ng_per_day": 110_000}),
     "flex": (Bench.implanted, {"steps": [[0, 100_000], [12 * MS_PER_H, 110_000]]}),
     "clinician_bolus": (Bench.implanted, {"dose_ng": 25_000, "duration_ms": 10 * MS_PER_MIN}),
+    "prime": (lambda b: (b.controller.implant(), _priming_cut_short(b)), {}),
     "patient_bolus": (lambda b: (b.implanted(), b.controller.configure_patient_bolus()), {}),
     "refill": (Bench.implanted, {"removed_nl": 19_000_000, "added_nl": 20_000_000, "concentration_ug_per_ml": 500}),
     "acknowledge_alarms": (lambda b: (b.implanted(), _stalled(b)), {}),
