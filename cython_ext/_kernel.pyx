@@ -897,19 +897,7 @@ cdef class Ledger:
         cdef i64 minute = self._check_now(now_ms)
         if kind is None:
             return self._delivered(minute)
-        cdef int k = check_kind(kind)
-        cdef i64 total = 0
-        cdef i64 x
-        cdef int slot
-        if not self.has_latest:
-            return 0
-        for x in range(minute - RING + 1, self.latest + 1):
-            if x < 0:
-                continue
-            slot = x % RING
-            if self.tags[slot] == x:
-                total += self.buckets[slot][k]
-        return total
+        return self._delivered_kinds(minute, 1u << check_kind(kind))
 
     def total_24h_pg(self, now_ms, kind=None):
         """Delivered in the 24 h window plus everything committed, pg (all kinds, or one)."""
