@@ -658,8 +658,8 @@ class Request(NamedTuple):
     bridge: BridgePlan | None
     override: Override | None
     emergency: bool
-    record_concentration_ug_per_ml: int = 0
-    caps: PatientCaps | None = None
+    record_concentration_ug_per_ml: int = 0  # refill record, 0 when not given
+    caps: PatientCaps | None = None  # a caps change's new caps
 
 
 def _check_override(override: object) -> Override | None:

@@ -213,6 +213,11 @@ cdef inline int classify_c(const i64* b, i64 value) noexcept:
     return 0
 
 
+cdef inline i64 or_zero(object at_ms) except? -1:
+    """A time that may be ``None`` (ms) as the C copy the hot path reads beside its ``has_`` flag."""
+    return 0 if at_ms is None else at_ms
+
+
 cdef inline void load_bounds(i64* out, object bounds) except *:
     out[0] = bounds[0]
     out[1] = bounds[1]
@@ -892,19 +897,7 @@ cdef class Ledger:
         cdef i64 minute = self._check_now(now_ms)
         if kind is None:
             return self._delivered(minute)
-        cdef int k = check_kind(kind)
-        cdef i64 total = 0
-        cdef i64 x
-        cdef int slot
-        if not self.has_latest:
-            return 0
-        for x in range(minute - RING + 1, self.latest + 1):
-            if x < 0:
-                continue
-            slot = x % RING
-            if self.tags[slot] == x:
-                total += self.buckets[slot][k]
-        return total
+        return self._delivered_kinds(minute, 1u << check_kind(kind))
 
     def total_24h_pg(self, now_ms, kind=None):
         """Delivered in the 24 h window plus everything committed, pg (all kinds, or one)."""
@@ -1125,9 +1118,7 @@ cdef class SafetyKernel:
         self._set_held(None)
         self._set_limits(limits)
         self._set_programme(None)
-        self._set_last_increase(None)
-        self._set_last_step(None)
-        self._set_therapy_start(None)
+        self._set_times(None, None, None)
         self._set_interruption(None)
         if programme is not None:
             prog = as_programme(programme)
@@ -1142,8 +1133,7 @@ cdef class SafetyKernel:
                 start = require_range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
             self._set_programme(prog)
             self.dose_history.append((since, prog.daily_total_ng()))
-            self._set_last_increase(since)
-            self._set_therapy_start(start)
+            self._set_times(start, since, None)
         elif therapy_start_ms is not None:
             raise ConfigError("therapy_start_ms", therapy_start_ms, "None without a programme (the first delivery sets it)")
         self._refresh_newest()
@@ -1173,20 +1163,11 @@ cdef class SafetyKernel:
         self.has_prog = prog is not None
         self.cur_dose_ng = ceil_div(prog._daily_pg(), 1000) if prog is not None else 0
 
-    cdef void _set_last_increase(self, object at):
-        self.last_increase_ms = at
-        self.has_last_increase = at is not None
-        self.last_increase = at if at is not None else 0
-
-    cdef void _set_last_step(self, object at):
-        self.last_step_ms = at
-        self.has_last_step = at is not None
-        self.last_step = at if at is not None else 0
-
-    cdef void _set_therapy_start(self, object at):
-        self.therapy_start_ms = at
-        self.has_start = at is not None
-        self.therapy_start = at if at is not None else 0
+    cdef void _set_times(self, object start, object increase, object step):
+        """The times the increase rules read (ms, ``None`` for not yet): therapy start, last increase, last step."""
+        self.therapy_start_ms, self.last_increase_ms, self.last_step_ms = start, increase, step
+        self.has_start, self.has_last_increase, self.has_last_step = start is not None, increase is not None, step is not None
+        self.therapy_start, self.last_increase, self.last_step = or_zero(start), or_zero(increase), or_zero(step)
 
     cdef void _set_interruption(self, object it):
         self.interruption = it
@@ -1820,13 +1801,10 @@ cdef class SafetyKernel:
                 if resume:
                     self._set_interruption(None)
                 elif not started:
-                    self._set_therapy_start(now_ms)
-                    if kind != K_MIN:
-                        self._set_last_increase(now_ms)
+                    self._set_times(now_ms, self.last_increase_ms if kind == K_MIN else now_ms, self.last_step_ms)
                     self._refresh_newest()
                 elif dose > previous:
-                    self._set_last_increase(now_ms)
-                    self._set_last_step(now_ms)
+                    self._set_times(self.therapy_start_ms, now_ms, now_ms)
         self.state_version += 1
 
     # -- persistence -------------------------------------------------------------------------
@@ -1879,9 +1857,7 @@ cdef class SafetyKernel:
         cdef SafetyKernel gate = cls(parts["limits"], parts["caps"], envelope, Ledger.restore(snapshot["ledger"]), library=library)
         gate._set_programme(parts["programme"])
         gate.dose_history = list(parts["dose_history"])
-        gate._set_therapy_start(parts["therapy_start_ms"])
-        gate._set_last_increase(parts["last_increase_ms"])
-        gate._set_last_step(parts["last_step_ms"])
+        gate._set_times(parts["therapy_start_ms"], parts["last_increase_ms"], parts["last_step_ms"])
         gate._set_interruption(parts["interruption"])
         gate._set_held(parts["held_caps"])
         gate.state_version = parts["state_version"]

@@ -144,6 +144,7 @@ from cython_ext._common import (
     Override as Override,
     PatientCaps as PatientCaps,
     PumpEnvelope as PumpEnvelope,
+    Request as Request,
     RequestKind as RequestKind,
     TightenStep as TightenStep,
     Tightened as Tightened,
@@ -288,19 +289,6 @@ def caps_from_dict(data: object, field: str = "caps") -> PatientCaps:
 def make_envelope(min_rate_nl_per_h: int, max_rate_nl_per_h: int, rate_step_nl_per_h: int = 1) -> PumpEnvelope: ...
 
 def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override: ...
-
-class Request(NamedTuple):
-    kind: int
-    rate_nl_per_h: int
-    programme: Programme | None
-    bolus_kind: int
-    volume_nl: int
-    duration_ms: int
-    bridge: BridgePlan | None
-    override: Override | None
-    emergency: bool
-    record_concentration_ug_per_ml: int = ...  # refill record, 0 when not given
-    caps: PatientCaps | None = ...  # a caps change's new caps
 
 def request_rate_change(rate_nl_per_h: int, *, override: Override | None = None) -> Request: ...
 def request_programme_change(programme: Programme, *, override: Override | None = None) -> Request: ...

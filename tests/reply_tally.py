@@ -4,7 +4,7 @@ Each fuzz suite adds every reply it feeds (a generated or mutated reply handed t
 parser, or a reply of a simulated device that the fault layer or a garbler may have
 corrupted, cut or dropped, handed to a driver) with :func:`fed`, and checks at its end
 that it fed at least its share in :data:`SHARES`. The shares add up to the issue's
-figure (checked by ``tests/test_reply_tally.py``), and the run's terminal summary
+figure (checked by ``tests/test_tallies.py``), and the run's terminal summary
 prints what was really fed, suite by suite, so a reviewer sees the figure::
 
     fuzzed replies fed: 141 212 (NE-1000 codec (mutated replies) 60 000, ...)
@@ -14,9 +14,7 @@ Always import it as ``tests.reply_tally``: one module, one count.
 
 from __future__ import annotations
 
-from collections import Counter
-
-import pytest
+from tests.tally import Tally
 
 #: Replies each suite must feed in one run (its test fails below its share).
 SHARES: dict[str, int] = {
@@ -29,33 +27,14 @@ SHARES: dict[str, int] = {
 #: What issue #11 asks of one CI run.
 REQUIRED_PER_RUN = 100_000
 
+_TALLY = Tally(SHARES, part="fuzz suite", done="fed {} replies", title="fuzzed replies fed")
 #: Replies fed so far in this process, per suite.
-FED: Counter[str] = Counter()
+FED = _TALLY.counts
+check_share = _TALLY.check_share
+summary_line = _TALLY.summary_line
+pytest_terminal_summary = _TALLY.pytest_terminal_summary
 
 
 def fed(suite: str, count: int = 1) -> None:
     """Count ``count`` replies fed by ``suite`` (a key of :data:`SHARES`)."""
-    if suite not in SHARES:
-        raise KeyError(f"unknown fuzz suite {suite!r}: one of {sorted(SHARES)}")
-    FED[suite] += count
-
-
-def check_share(suite: str) -> None:
-    """Fail unless ``suite`` has fed at least its share in this run."""
-    assert FED[suite] >= SHARES[suite], f"{suite}: fed {FED[suite]} replies, its share is {SHARES[suite]}"
-
-
-def summary_line() -> str:
-    """The figure for the terminal summary: the total, then each suite that ran."""
-    parts = ", ".join(f"{suite} {_spaced(FED[suite])}" for suite in SHARES if FED[suite])
-    return f"fuzzed replies fed: {_spaced(sum(FED.values()))} ({parts})"
-
-
-def _spaced(number: int) -> str:
-    return f"{number:_}".replace("_", " ")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the figure when any fuzz suite ran (registered by ``tests/conftest.py``)."""
-    if sum(FED.values()):
-        terminalreporter.write_line(summary_line())
+    _TALLY.add(suite, count)

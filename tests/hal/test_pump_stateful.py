@@ -172,40 +172,38 @@ class DeliveryCommandsRunAtMostOnceOnANoisyLine(RuleBasedStateMachine):
         assert len(ran) <= allowed, f"delivery commands executed {ran}"
         return result
 
+    def _set(self, setter, value: object, held: str) -> CommandResult | None:  # type: ignore[no-untyped-def]
+        """Call the driver's ``setter`` with ``value``; a NOT_APPLIED result must leave the pump's phase 1
+        ``held`` field (the one the setting writes) as it was."""
+        device = self.backend.device  # type: ignore[union-attr]
+        old = getattr(device.phases[0], held)
+        result = self._call(setter, value)
+        if result is not None and result.outcome is Outcome.NOT_APPLIED:
+            assert getattr(device.phases[0], held) == old
+        return result
+
     @precondition(lambda self: self.backend is not None)
     @rule(rate_nl_per_h=st.integers(6_877, 9_999_000))
     def set_rate(self, rate_nl_per_h: int) -> None:
-        device = self.backend.device  # type: ignore[union-attr]
-        old = device.phases[0].rate_nl_per_h
-        result = self._call(self.backend.driver.set_rate, rate_nl_per_h)  # type: ignore[union-attr]
-        if result is None:
-            return
-        if result.outcome is Outcome.APPLIED:
-            assert device.phases[0].rate_nl_per_h == result.value
-        elif result.outcome is Outcome.NOT_APPLIED:
-            assert device.phases[0].rate_nl_per_h == old
+        result = self._set(self.backend.driver.set_rate, rate_nl_per_h, "rate_nl_per_h")  # type: ignore[union-attr]
+        if result is not None and result.outcome is Outcome.APPLIED:
+            assert self.backend.device.phases[0].rate_nl_per_h == result.value  # type: ignore[union-attr]
 
     @precondition(lambda self: self.backend is not None)
     @rule(volume_nl=st.integers(0, 2_000_000))
     def set_target_volume(self, volume_nl: int) -> None:
+        result = self._set(self.backend.driver.set_target_volume, volume_nl, "volume_milli")  # type: ignore[union-attr]
         device = self.backend.device  # type: ignore[union-attr]
-        old = device.phases[0].volume_milli
-        result = self._call(self.backend.driver.set_target_volume, volume_nl)  # type: ignore[union-attr]
-        if result is not None and result.outcome is Outcome.NOT_APPLIED:
-            assert device.phases[0].volume_milli == old
         if result is not None and result.applied and device.state == "S":
             assert device.phases[0].volume_milli * 1000 == result.value  # 14.43 mm: thousandths of a mL
 
     @precondition(lambda self: self.backend is not None)
     @rule(direction=st.sampled_from(list(Direction)))
     def set_direction(self, direction: Direction) -> None:
-        device = self.backend.device  # type: ignore[union-attr]
-        old = device.phases[0].direction
-        result = self._call(self.backend.driver.set_direction, direction)  # type: ignore[union-attr]
-        if result is not None and result.outcome is Outcome.NOT_APPLIED:
-            assert device.phases[0].direction == old
+        result = self._set(self.backend.driver.set_direction, direction, "direction")  # type: ignore[union-attr]
         if result is not None and result.applied:
-            assert device.phases[0].direction == ("INF" if direction is Direction.INFUSE else "WDR")
+            expected = "INF" if direction is Direction.INFUSE else "WDR"
+            assert self.backend.device.phases[0].direction == expected  # type: ignore[union-attr]
 
     @precondition(lambda self: self.backend is not None)
     @rule()

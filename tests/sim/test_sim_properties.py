@@ -186,11 +186,18 @@ class PumpModel(RuleBasedStateMachine):
         self.alarm = None
         return True
 
+    def _took_setting(self, text: str) -> bool:
+        """Send the setting ``text``: False if a latched alarm swallowed it, else check it is answered
+        with the pump's state and return True."""
+        if self._latched(text):
+            return False
+        assert self._send(text) == f"00{self.state}"
+        return True
+
     @rule(rate_uh=st.integers(7, 9999))
     def set_rate(self, rate_uh: int) -> None:
-        if self._latched(f"0RAT{rate_uh}UH"):
+        if not self._took_setting(f"0RAT{rate_uh}UH"):
             return
-        assert self._send(f"0RAT{rate_uh}UH") == f"00{self.state}"
         self.rate_nl_per_h = rate_uh * 1000
         if self.state != "I":
             self.stored_rate_nl_per_h = self.rate_nl_per_h
@@ -198,10 +205,8 @@ class PumpModel(RuleBasedStateMachine):
     @precondition(lambda self: self.state in ("S", "P"))
     @rule(volume_ul=st.integers(0, 50))
     def set_volume(self, volume_ul: int) -> None:
-        if self._latched(f"0VOL{volume_ul}"):
-            return
-        assert self._send(f"0VOL{volume_ul}") == f"00{self.state}"
-        self.target_nl = volume_ul * 1000
+        if self._took_setting(f"0VOL{volume_ul}"):
+            self.target_nl = volume_ul * 1000
 
     @rule()
     def run(self) -> None:
