@@ -458,7 +458,9 @@ class Therapy:
                 note = (f"implant not complete: priming refused ({','.join(primed.reasons)}); the catheter holds "
                         f"no drug, and at {units.describe_rate_nl_per_h(rate)} none reaches the tip for "
                         f"{hours:.1f} h")
-                self.loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION, detail=note)
+                # The alarm a re-prime cures (:meth:`prime`), not UNFINISHED_SESSION: that one is never
+                # cleared by delivery and holds every bolus, the re-prime included.
+                self.loop.alarms.raise_alarm(AlarmCode.CATHETER_NOT_PRIMED, detail=note)
                 return self._done(WorkflowResult(action, False, (Why.PRIMING_REFUSED.value, *primed.reasons),
                                                  f"{detail}; {note}", values))
             detail += "; priming started"

@@ -107,8 +107,30 @@ def test_an_unprimed_implant_is_not_complete_and_says_the_catheter_holds_no_drug
     assert not result.allowed
     assert result.reasons[0] == "PRIMING_REFUSED" and "BOLUS_RATE_ABOVE_PUMP_MAX" in result.reasons
     assert "catheter holds no drug" in result.detail
-    assert "unfinished_session" in rig.log.raised()
+    assert "catheter_not_primed" in rig.log.raised() and "unfinished_session" not in rig.log.raised()
     assert rig.loop.mode is Mode.RUNNING  # the basal rate still runs: stopping is not safe either
+    assert not rig.therapy.implant_complete
+
+
+def test_a_refused_priming_can_be_primed_again_and_the_implant_then_completes() -> None:
+    """The alarm of a refused priming is the one a re-prime cures: a slower re-prime is allowed (BOL-06).
+
+    Judged by the fake pump's own pushed volume: drug is at the tip once the mechanism has pushed more than
+    the catheter's 0.25 mL dead volume since the implant.
+    """
+    clock = VirtualClock()
+    pump = FakePump(clock, max_rate_nl_per_h=400_000)
+    rig = build_rig(clock, pump, _store(clock))
+    assert not rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(MS_PER_H)
+    assert pump.actual_delivered_nl < 250_000  # the basal alone: saline still at the tip
+    reprime = rig.therapy.prime(duration_ms=MS_PER_H)  # the saline left in 1 h: under the pump's 400 000 nL/h
+    assert reprime.allowed, reprime.reasons
+    rig.advance(2 * MS_PER_H)
+    assert pump.actual_delivered_nl > 250_000
+    assert rig.therapy.implant_complete
+    rig.therapy.acknowledge_alarms()  # the condition has ended; the latched alarm goes once acknowledged
+    assert not rig.alarms.is_active(AlarmCode.CATHETER_NOT_PRIMED)
 
 
 def test_unacknowledged_refill_discrepancy_holds_boluses_and_increases(running: Any) -> None:
