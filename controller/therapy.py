@@ -485,13 +485,6 @@ class Therapy:
         if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
             return self._deny(action, Why.REFILL_DISCREPANCY_UNACKNOWLEDGED,
                               detail="no increase until a clinician acknowledges the refill discrepancy")
-        if dose_ng_per_day > self.prescribed_dose_ng_per_day and self.loop.saline_in_catheter_nl:
-            # The dose in effect has not reached the patient yet: a lack of effect says nothing, and the
-            # raise would arrive on top of it. A hard rule, like the 24 h after implant (no override).
-            return self._deny(action, Why.CATHETER_NOT_PRIMED,
-                              detail=f"no increase while the catheter still holds "
-                                     f"{units.describe_volume_nl(self.loop.saline_in_catheter_nl)} of saline: "
-                                     f"re-prime it, or wait until the basal has pushed it out")
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None

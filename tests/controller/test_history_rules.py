@@ -153,27 +153,3 @@ def _store(clock: VirtualClock) -> Any:
     from controller.store import Store
 
     return Store(":memory:", clock)
-
-
-def test_no_increase_while_the_catheter_holds_saline_after_a_refused_priming() -> None:
-    """A refused priming: the dose in effect has not reached the tip, so no raise (hard, no override).
-
-    At 100 µg/day and 500 µg/mL the basal pushes 8.3 µL/h: the 0.25 mL of saline takes 30 h, so 25 h after the
-    implant (past the 24 h no-raise rule) the tip has still had no drug. A decrease stays allowed; after a
-    re-prime the raise is judged by the usual rules and allowed.
-    """
-    clock = VirtualClock()
-    pump = FakePump(clock, max_rate_nl_per_h=400_000)
-    rig = build_rig(clock, pump, _store(clock))
-    assert not rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
-    rig.advance(25 * MS_PER_H)
-    assert pump.actual_delivered_nl < 250_000  # the oracle: the mechanism has not yet pushed the dead volume
-    raised = rig.therapy.titrate(110_000, override_reason="prescriber insists")
-    assert not raised.allowed and raised.reasons == ("CATHETER_NOT_PRIMED",), raised
-    assert "saline" in raised.detail
-    assert rig.loop.pump_basal_nl_per_h == 8_333  # nothing changed
-    rig.therapy.acknowledge_alarms()
-    assert rig.therapy.prime(duration_ms=MS_PER_H).allowed
-    rig.advance(2 * MS_PER_H)
-    assert pump.actual_delivered_nl > 250_000
-    assert rig.therapy.titrate(110_000).allowed
