@@ -58,6 +58,11 @@ class CatheterQueue:
 
     segments: list[list[int]] = field(default_factory=list)
 
+    @property
+    def saline_nl(self) -> int:
+        """Saline still ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
+        return sum(volume for volume, concentration in self.segments if concentration == 0)
+
     def fill(self, capacity_nl: int, concentration_ug_per_ml: int) -> None:
         """Fill the whole catheter with one solution (drug, or saline as concentration 0)."""
         self.segments = [[capacity_nl, concentration_ug_per_ml]] if capacity_nl else []

@@ -274,7 +274,7 @@ class ControlLoop:
     @property
     def saline_in_catheter_nl(self) -> int:
         """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
-        return sum(volume for volume, concentration in self.accounting.catheter.segments if concentration == 0)
+        return self.accounting.catheter.saline_nl
 
     def _pump_rate(self, programme_rate_nl_per_h: int) -> int:
         """The pump's volume rate for a programme rate (at the reservoir's concentration), nL/h."""

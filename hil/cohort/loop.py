@@ -111,6 +111,11 @@ class IdealPumpLoop:
         return self.accounting.concentration_ug_per_ml
 
     @property
+    def saline_in_catheter_nl(self) -> int:
+        """Saline still in the catheter ahead of the drug, nL; 0 once primed."""
+        return self.accounting.catheter.saline_nl
+
+    @property
     def fill_nl(self) -> int:
         """Reservoir volume at the last fill, nL."""
         return self.accounting.reservoir.fill_nl
