@@ -814,14 +814,7 @@ class ControlLoop:
             if self.gate.interrupted:
                 self._resume_programme(reason)
                 return
-            extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-            program = self._basal_program(self.basal_rate_nl_per_h, extra)
-            if program is not None:
-                self._accrue()
-                self._after_program(self.commands.send_program(program, cause=f"restore: {reason}", essential=True),
-                                    reason)
-                return
-            target = self.pump_basal_nl_per_h + extra
+            target = self.pump_basal_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0)
         else:
             return
         self._accrue()
@@ -854,10 +847,9 @@ class ControlLoop:
             self.enter_minimum_rate(f"{reason}; the restart rule allows no more after this interruption "
                                     f"({','.join(decision.reasons)})")
             return
-        extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-        outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision,
-                                cause=f"resume: {reason}", essential=True,
-                                program=self._basal_program(decision.rate_nl_per_h, extra))
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h)
+                                + (self.bolus.extra_rate_nl_per_h if self.bolus else 0),
+                                decision, cause=f"resume: {reason}", essential=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             if decision.programme is None or not _keeps_programme(decision.programme):
@@ -1167,23 +1159,14 @@ class ControlLoop:
         return outcome
 
     def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int) -> PumpProgram | None:
-        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself.
+        """The program for a basal change during a concentration transit: it ends the transit by itself.
 
-        Used for every command that puts the programme's rate on the pump mid-transit: a basal change (a
-        titration, a taper), and the fault reactions that resume delivery (:meth:`_resume_programme`,
-        :meth:`_reprogram_current`, :meth:`resume_after_fault`). Sent as a plain rate, the pump would keep
-        the transit rate until the controller could send the new one: a link down at the end of the transit
-        then gives the new drug at the old drug's volume rate (a quarter of the dose after 2000 -> 500 µg/mL,
-        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit, with a
-        bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
-        then, which the loop ends from the counter as before).
-
-        Minimum-rate mode is not sent this way, by decision: the minimum rate is a volume rate fixed by the
-        prescription (the kernel takes no other), the same before and after the old drug's front, so there is
-        nothing for the pump to end.
-
-        :param programme_rate_nl_per_h: the programme's rate at the reservoir's (new) concentration, nL/h.
-        :param extra_nl_per_h: a running bolus's extra rate on top, nL/h.
+        Without it, a titration mid-transit leaves the pump at the transit rate until the controller can
+        send the new one: a link down at the end of the transit then gives the new drug at the old drug's
+        volume rate (a quarter of the dose after 2000 -> 500 µg/mL, four times it after 500 -> 2000),
+        found by the clinical adversary. None outside a transit, with a bolus on top, or where the pump
+        holds no programs. (The fault reactions that resume delivery still send a plain rate: see the
+        report of issue #9.)
         """
         if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
             return None
@@ -1399,11 +1382,8 @@ class ControlLoop:
         if self.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return None
         self._acknowledge_pump()
-        # Read before the mode changes: what ran until now keeps its kind (minimum rate, or nothing).
-        program = self._basal_program(decision.rate_nl_per_h, 0)
         self.mode = Mode.RUNNING
-        outcome = self._program(self._pump_rate(decision.rate_nl_per_h), decision, cause="resume_after_fault",
-                                program=program)
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h), decision, cause="resume_after_fault")
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None

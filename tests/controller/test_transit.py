@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -199,45 +198,3 @@ def test_any_library_change_holds_the_tip_dose_or_is_refused_cleanly(make_rig: A
     transit_ms = dead_nl * MS_PER_H // max(1, rig.pump.rate_nl_per_h)
     assert_tip_dose_holds(rig, oracle, dose_ug_per_day, 2000, rig.loop.now_ms() + transit_ms + MS_PER_DAY)
     assert rig.loop.transit is None
-
-
-def _stall(rig: Rig) -> None:
-    rig.pump.inject_stall()  # STOP reaction; the clinician's acknowledgement resumes (resume_after_fault)
-    rig.advance(STEP_MS)
-    assert rig.loop.mode is Mode.STOPPED_FAULT
-    assert rig.therapy.acknowledge_alarms().allowed
-
-
-def _power_cycle(rig: Rig) -> None:
-    rig.pump.power_cycle()  # minimum rate; the clinician's acknowledgement resumes (resume_after_fault)
-    rig.advance(STEP_MS)
-    assert rig.loop.mode is Mode.MINIMUM_RATE
-    assert rig.therapy.acknowledge_alarms().allowed
-
-
-def _unexplained_stop(rig: Rig) -> None:
-    rig.pump.stop()  # the poll finds it and resumes by itself (_resume_programme, by the restart rule)
-    rig.advance(STEP_MS)
-
-
-@pytest.mark.parametrize("fault", [_stall, _power_cycle, _unexplained_stop], ids=lambda f: f.__name__.strip("_"))
-def test_a_resume_during_a_transit_leaves_the_pump_able_to_end_it_alone(make_rig: Any, fault: Any) -> None:
-    """BOL-06 (tip dose through a concentration change), HAL-05 (comms loss), SAFE-01 (fault reactions), issue #9.
-
-    2000 -> 500 µg/mL at 400 µg/day, 0.25 mL of the old drug in the line (30 h at 8.3 µL/h). Ten hours in, a
-    fault stops delivery and its reaction resumes it; then the link is lost for good. A resume sent as a plain
-    rate left the pump at the old drug's volume rate once the new drug reached the tip: a quarter of the dose,
-    for as long as the link stays down. Judged on the drug that physically left the tip (the fake pump's pushed
-    volume through an independent catheter), every 30 min from the resume until a day after the front.
-    """
-    rig, oracle = implanted(make_rig, 2000, 400, "0.25")
-    assert refill(rig, oracle, 500).allowed
-    for _ in range(10 * MS_PER_H // STEP_MS):
-        oracle.step(STEP_MS)
-    fault(rig)
-    oracle.step(0)  # the tip dose up to the resume is the fault's, not the resume's
-    assert rig.loop.mode is Mode.RUNNING and rig.loop.transit is not None
-    rig.pump.faults.comms_down = True
-    front_ms = rig.loop.now_ms() + 21 * MS_PER_H  # at most 20 h of old drug left, plus the stop
-    assert_tip_dose_holds(rig, oracle, 400, 2000, front_ms + MS_PER_DAY)
-    assert rig.pump.rate_nl_per_h == 33_333  # the new drug's rate, switched by the pump alone
