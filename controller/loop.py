@@ -1608,6 +1608,18 @@ class ControlLoop:
                 else orphan_of_rate(int(body.get("committed_rate_nl_per_h") or 0))]
         held += [orphan_of_phases(r.params["phases"]) if r.kind == "program" else
                  orphan_of_rate(int(r.params.get("rate_nl_per_h", 0))) for r in sent_after]
+        committed_nl_per_h = int(body.get("committed_rate_nl_per_h") or 0)
+        if body.get("transit") is not None and body["mode"] == Mode.RUNNING.value and committed_nl_per_h:
+            # Mid-transit the pump holds the two-phase transit program (_transit_program_for): with no controller
+            # watching it goes on by itself, once the old drug ahead at the resume point has left, at the
+            # programme's rate for the new drug, which neither the resume point's rate nor a command names.
+            # Without it the least time was too long after a 2000 -> 500 µg/mL change: controller time 27 h ahead
+            # of the truth after a 10 h reboot, and a raise let through against TIT-01.
+            steps = (body.get("programme") or [[]])[0]
+            after_nl_per_h = max([int(body["basal_rate_nl_per_h"]), *(int(step[2]) for step in steps)])
+            old_nl = acc.catheter.volume_ahead_of_nl(int(body["transit"][1]))
+            held.append(orphan_of_phases([[committed_nl_per_h, old_nl], [after_nl_per_h, 0]]))
+            held_rate = max(held_rate, after_nl_per_h)
         status = self.commands.read_status()
         dispensed = self.commands.read_dispensed() if status is not None else None
         moved_nl = 0 if dispensed is None else self._moved_since(acc.last_counter_nl, dispensed.infused_nl)
