@@ -407,7 +407,7 @@ class CommandIssuer:
     # -- programs the pump runs by itself ----------------------------------------------------------
 
     def send_program(self, program: PumpProgram, *, cause: str, essential: bool,
-                     also: Callable[[], None] | None = None) -> ProgramOutcome:
+                     also: Callable[[], None] | None = None, resend_after_read: bool = False) -> ProgramOutcome:
         """Hand ``program`` to the pump: durable pending record, pause, stage and read back, commit, verify.
 
         Same journal and durability rules as :meth:`send_rate`. If staging or the commit fails,
@@ -419,6 +419,9 @@ class CommandIssuer:
         :param cause: why (journalled with the command).
         :param essential: send even without a durable pending record.
         :param also: further writes that must be durable in the same transaction (a bolus record).
+        :param resend_after_read: after a lost reply, read the pump back and send the program once more if
+            none of it can be running (:meth:`_run_program_again`). Only for a program that puts the
+            programme's basal back (a resume): a bolus is never sent again after a lost reply.
         """
         params = {"rate_nl_per_h": program.max_rate_nl_per_h, "cause": cause,
                   "phases": [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
@@ -426,7 +429,7 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        outcome = self._run_restoring(program, self.committed_rate_nl_per_h)
+        outcome = self._run_restoring(program, self.committed_rate_nl_per_h, resend_after_read=resend_after_read)
         self._settle_superseded(outcome)
         if durable:
             self.complete(command_id, COMMAND_OUTCOME[outcome.result],
@@ -452,11 +455,12 @@ class CommandIssuer:
             return held.phases[-1].rate_nl_per_h
         return previous_nl_per_h
 
-    def _run_restoring(self, program: PumpProgram, previous_nl_per_h: int | None) -> ProgramOutcome:
+    def _run_restoring(self, program: PumpProgram, previous_nl_per_h: int | None, *,
+                       resend_after_read: bool = False) -> ProgramOutcome:
         """Run ``program``; if it was refused (not unknown), put the old programme back as a one-phase program
         (``previous_nl_per_h``, or a multi-phase program's last phase: :meth:`_restorable_nl_per_h`)."""
         previous_nl_per_h = self._restorable_nl_per_h(previous_nl_per_h)
-        outcome = self._run_program(program)
+        outcome = self._run_program(program, resend_after_read=resend_after_read)
         if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
             return outcome
         restored = self._run_program(PumpProgram((ProgramPhase(previous_nl_per_h),)))
@@ -512,7 +516,7 @@ class CommandIssuer:
         """A rate change as a fresh one-phase continuous program (staged, read back, committed, verified)."""
         return self._run_restoring(PumpProgram((ProgramPhase(rate_nl_per_h),)), previous_nl_per_h)
 
-    def _run_program(self, program: PumpProgram) -> ProgramOutcome:
+    def _run_program(self, program: PumpProgram, *, resend_after_read: bool = False) -> ProgramOutcome:
         """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore.
 
         Keeps :attr:`held_program`: the program once it is verified running; unknown after anything
@@ -523,6 +527,8 @@ class CommandIssuer:
         except (HalError, ConfigError):
             pass  # _run_program_once reports it, sending nothing
         outcome = self._run_program_once(program)
+        if resend_after_read and outcome.result is ProgramResult.UNKNOWN and outcome.uncertain:
+            outcome = self._run_program_again(program, outcome)
         if outcome.committed:
             # Infusing after a pause, a stage and RUN (even with RUN's reply lost): only RUN can have restarted it.
             self.held_program, self._in_last_phase = program, len(program.phases) == 1
@@ -531,6 +537,27 @@ class CommandIssuer:
             # A pause alone writes none.
             self.held_program, self._in_last_phase = None, False
         return outcome
+
+    def _run_program_again(self, program: PumpProgram, lost: ProgramOutcome) -> ProgramOutcome:
+        """After a reply lost while running ``program`` (HAL-05): read the pump back, then decide.
+
+        Sent once more when the read shows that none of it can be running: the pump is not
+        delivering and holds no alarm (a lost reply to the pause or to ``RUN``), or the lost reply
+        was the pause's (nothing was staged or run; the pump runs what it ran before). A plain rate
+        after a lost reply is read back and sent once more the same way (:meth:`_program`): given up
+        on instead, a resume of a stopped pump left it stopped (SAFE-01, issue #9). A pump read back
+        delivering after ``RUN`` is never sent ``RUN`` again (it would start phase 1 once more).
+        A second lost reply leaves the outcome unknown.
+        """
+        status = self.read_status()
+        if status is None or status.alarm is not None:
+            return lost
+        if status.state.delivering and not lost.detail.startswith("not paused"):
+            return lost
+        again = self._run_program_once(program)
+        return ProgramOutcome(again.result, again.rate_nl_per_h, again.status, again.dispensed, True,
+                              f"{lost.detail}; read back {status.state.value}, sent once more: {again.detail}",
+                              again.reasons)
 
     def _run_program_once(self, program: PumpProgram) -> ProgramOutcome:
         try:

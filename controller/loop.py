@@ -814,7 +814,14 @@ class ControlLoop:
             if self.gate.interrupted:
                 self._resume_programme(reason)
                 return
-            target = self.pump_basal_nl_per_h + (self.bolus.extra_rate_nl_per_h if self.bolus else 0)
+            extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
+            program = self._basal_program(self.basal_rate_nl_per_h, extra)
+            if program is not None:
+                self._accrue()
+                self._after_program(self.commands.send_program(program, cause=f"restore: {reason}", essential=True,
+                                                               resend_after_read=True), reason)
+                return
+            target = self.pump_basal_nl_per_h + extra
         else:
             return
         self._accrue()
@@ -847,9 +854,10 @@ class ControlLoop:
             self.enter_minimum_rate(f"{reason}; the restart rule allows no more after this interruption "
                                     f"({','.join(decision.reasons)})")
             return
-        outcome = self._program(self._pump_rate(decision.rate_nl_per_h)
-                                + (self.bolus.extra_rate_nl_per_h if self.bolus else 0),
-                                decision, cause=f"resume: {reason}", essential=True)
+        extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision,
+                                cause=f"resume: {reason}", essential=True,
+                                program=self._basal_program(decision.rate_nl_per_h, extra), resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             if decision.programme is None or not _keeps_programme(decision.programme):
@@ -863,7 +871,8 @@ class ControlLoop:
 
     def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
                  essential: bool = False, also: Callable[[], None] | None = None,
-                 program: PumpProgram | None = None, concentration_ug_per_ml: int | None = None) -> ProgramOutcome:
+                 program: PumpProgram | None = None, concentration_ug_per_ml: int | None = None,
+                 resend_after_read: bool = False) -> ProgramOutcome:
         """Accrue, check the orphan schedule, program atomically, then apply the kernel decision only if committed.
 
         :param rate_nl_per_h: the rate to send (without ``program``).
@@ -875,6 +884,9 @@ class ControlLoop:
         :param program: a pump program (as the pump holds it) to hand over instead of a rate.
         :param concentration_ug_per_ml: the reservoir's drug when it is not yet the kernel's (a
             concentration change), for the orphan check, µg/mL.
+        :param resend_after_read: a resume's ``program`` (the programme's basal, never a bolus): after a lost
+            reply it is read back and sent once more, as a plain rate is
+            (:meth:`~controller.commands.CommandIssuer.send_program`).
         """
         self._accrue()
         self.orphan_refused = ()
@@ -892,7 +904,8 @@ class ControlLoop:
                                       f"refused before sending: its orphan schedule {schedule} fails "
                                       f"{', '.join(refused)}", reasons=refused)
         if program is not None:
-            outcome = self.commands.send_program(program, cause=cause, essential=essential, also=also)
+            outcome = self.commands.send_program(program, cause=cause, essential=essential, also=also,
+                                                 resend_after_read=resend_after_read)
         else:
             previous = self.committed_rate_nl_per_h if self.committed_rate_nl_per_h else None
             outcome = self.commands.send_rate(rate_nl_per_h, previous_nl_per_h=previous, cause=cause,
@@ -1159,14 +1172,23 @@ class ControlLoop:
         return outcome
 
     def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int) -> PumpProgram | None:
-        """The program for a basal change during a concentration transit: it ends the transit by itself.
+        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself.
 
-        Without it, a titration mid-transit leaves the pump at the transit rate until the controller can
-        send the new one: a link down at the end of the transit then gives the new drug at the old drug's
-        volume rate (a quarter of the dose after 2000 -> 500 µg/mL, four times it after 500 -> 2000),
-        found by the clinical adversary. None outside a transit, with a bolus on top, or where the pump
-        holds no programs. (The fault reactions that resume delivery still send a plain rate: see the
-        report of issue #9.)
+        Used for every command that puts the programme's rate on the pump mid-transit: a basal change (a
+        titration, a taper), and the fault reactions that resume delivery (:meth:`_resume_programme`,
+        :meth:`_reprogram_current`, :meth:`resume_after_fault`). Sent as a plain rate, the pump would keep
+        the transit rate until the controller could send the new one: a link down at the end of the transit
+        then gives the new drug at the old drug's volume rate (a quarter of the dose after 2000 -> 500 µg/mL,
+        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit, with a
+        bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
+        then, which the loop ends from the counter as before).
+
+        Minimum-rate mode is not sent this way, by decision: the minimum rate is a volume rate fixed by the
+        prescription (the kernel takes no other), the same before and after the old drug's front, so there is
+        nothing for the pump to end.
+
+        :param programme_rate_nl_per_h: the programme's rate at the reservoir's (new) concentration, nL/h.
+        :param extra_nl_per_h: a running bolus's extra rate on top, nL/h.
         """
         if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
             return None
@@ -1382,8 +1404,11 @@ class ControlLoop:
         if self.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return None
         self._acknowledge_pump()
+        # Read before the mode changes: what ran until now keeps its kind (minimum rate, or nothing).
+        program = self._basal_program(decision.rate_nl_per_h, 0)
         self.mode = Mode.RUNNING
-        outcome = self._program(self._pump_rate(decision.rate_nl_per_h), decision, cause="resume_after_fault")
+        outcome = self._program(self._pump_rate(decision.rate_nl_per_h), decision, cause="resume_after_fault",
+                                program=program, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1583,6 +1608,18 @@ class ControlLoop:
                 else orphan_of_rate(int(body.get("committed_rate_nl_per_h") or 0))]
         held += [orphan_of_phases(r.params["phases"]) if r.kind == "program" else
                  orphan_of_rate(int(r.params.get("rate_nl_per_h", 0))) for r in sent_after]
+        committed_nl_per_h = int(body.get("committed_rate_nl_per_h") or 0)
+        if body.get("transit") is not None and body["mode"] == Mode.RUNNING.value and committed_nl_per_h:
+            # Mid-transit the pump holds the two-phase transit program (_transit_program_for): with no controller
+            # watching it goes on by itself, once the old drug ahead at the resume point has left, at the
+            # programme's rate for the new drug, which neither the resume point's rate nor a command names.
+            # Without it the least time was too long after a 2000 -> 500 µg/mL change: controller time 27 h ahead
+            # of the truth after a 10 h reboot, and a raise let through against TIT-01.
+            steps = (body.get("programme") or [[]])[0]
+            after_nl_per_h = max([int(body["basal_rate_nl_per_h"]), *(int(step[2]) for step in steps)])
+            old_nl = acc.catheter.volume_ahead_of_nl(int(body["transit"][1]))
+            held.append(orphan_of_phases([[committed_nl_per_h, old_nl], [after_nl_per_h, 0]]))
+            held_rate = max(held_rate, after_nl_per_h)
         status = self.commands.read_status()
         dispensed = self.commands.read_dispensed() if status is not None else None
         moved_nl = 0 if dispensed is None else self._moved_since(acc.last_counter_nl, dispensed.infused_nl)

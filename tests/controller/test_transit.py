@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from controller.loop import Mode
+from hal.pump import PumpState
 from sim.catheter import PhysicalCatheter
 from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, Rig
 
@@ -198,3 +200,106 @@ def test_any_library_change_holds_the_tip_dose_or_is_refused_cleanly(make_rig: A
     transit_ms = dead_nl * MS_PER_H // max(1, rig.pump.rate_nl_per_h)
     assert_tip_dose_holds(rig, oracle, dose_ug_per_day, 2000, rig.loop.now_ms() + transit_ms + MS_PER_DAY)
     assert rig.loop.transit is None
+
+
+def _stall(rig: Rig) -> None:
+    rig.pump.inject_stall()  # STOP reaction; the clinician's acknowledgement resumes (resume_after_fault)
+    rig.advance(STEP_MS)
+    assert rig.loop.mode is Mode.STOPPED_FAULT
+    assert rig.therapy.acknowledge_alarms().allowed
+
+
+def _power_cycle(rig: Rig) -> None:
+    rig.pump.power_cycle()  # minimum rate; the clinician's acknowledgement resumes (resume_after_fault)
+    rig.advance(STEP_MS)
+    assert rig.loop.mode is Mode.MINIMUM_RATE
+    assert rig.therapy.acknowledge_alarms().allowed
+
+
+def _unexplained_stop(rig: Rig) -> None:
+    rig.pump.stop()  # the poll finds it and resumes by itself (_resume_programme, by the restart rule)
+    rig.advance(STEP_MS)
+
+
+@pytest.mark.parametrize("fault", [_stall, _power_cycle, _unexplained_stop], ids=lambda f: f.__name__.strip("_"))
+def test_a_resume_during_a_transit_leaves_the_pump_able_to_end_it_alone(make_rig: Any, fault: Any) -> None:
+    """BOL-06 (tip dose through a concentration change), HAL-05 (comms loss), SAFE-01 (fault reactions), issue #9.
+
+    2000 -> 500 µg/mL at 400 µg/day, 0.25 mL of the old drug in the line (30 h at 8.3 µL/h). Ten hours in, a
+    fault stops delivery and its reaction resumes it; then the link is lost for good. A resume sent as a plain
+    rate left the pump at the old drug's volume rate once the new drug reached the tip: a quarter of the dose,
+    for as long as the link stays down. Judged on the drug that physically left the tip (the fake pump's pushed
+    volume through an independent catheter), every 30 min from the resume until a day after the front.
+    """
+    rig, oracle = implanted(make_rig, 2000, 400, "0.25")
+    assert refill(rig, oracle, 500).allowed
+    for _ in range(10 * MS_PER_H // STEP_MS):
+        oracle.step(STEP_MS)
+    fault(rig)
+    oracle.step(0)  # the tip dose up to the resume is the fault's, not the resume's
+    assert rig.loop.mode is Mode.RUNNING and rig.loop.transit is not None
+    rig.pump.faults.comms_down = True
+    front_ms = rig.loop.now_ms() + 21 * MS_PER_H  # at most 20 h of old drug left, plus the stop
+    assert_tip_dose_holds(rig, oracle, 400, 2000, front_ms + MS_PER_DAY)
+    assert rig.pump.rate_nl_per_h == 33_333  # the new drug's rate, switched by the pump alone
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
+@pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
+def test_a_lost_reply_to_a_resume_during_a_transit_is_read_back_not_left_stopped(make_rig: Any, applied: bool,
+                                                                                 raises: bool) -> None:
+    """SAFE-01 (a stop is not a safe state), HAL-05 (a lost reply is read back, not assumed), BOL-06, issue #9.
+
+    Found by the clinical adversary once the resume mid-transit sent the transit program: a lost reply armed
+    before a motor stall (the stop meets the latched alarm and leaves it armed) falls on the pause that starts
+    the resume's program. The program was given up as unknown with the pump still stopped, while a plain rate
+    after the same loss is read back and sent once more: the clinician's first resume was refused and the pump
+    left stopped (cerebral, 100 µg/day, 500 -> 1000 µg/mL, resume 2 h after the stall, at 54 h). Judged on the
+    pump's state and on the drug that physically left the tip from the resume until a day after the front.
+    """
+    rig, oracle = implanted(make_rig, 2000, 400, "0.25")
+    assert refill(rig, oracle, 500).allowed
+    for _ in range(10 * MS_PER_H // STEP_MS):
+        oracle.step(STEP_MS)
+    faults = rig.pump.faults
+    faults.uncertain_next, faults.apply_uncertain, faults.raise_uncertain = True, applied, raises
+    rig.pump.inject_stall()
+    rig.advance(STEP_MS)
+    assert rig.loop.mode is Mode.STOPPED_FAULT and faults.uncertain_next  # the stop met the latched alarm
+    result = rig.therapy.resume()
+    assert result.allowed, result
+    assert not faults.uncertain_next  # the loss fell on the resume's program
+    assert rig.loop.mode is Mode.RUNNING and rig.pump.state is PumpState.INFUSING
+    assert rig.pump.rate_nl_per_h == 8_333 and rig.loop.transit is not None  # the old drug's rate, read back
+    oracle.step(0)
+    front_ms = rig.loop.now_ms() + 21 * MS_PER_H
+    assert_tip_dose_holds(rig, oracle, 400, 2000, front_ms + MS_PER_DAY)
+    assert rig.pump.rate_nl_per_h == 33_333
+
+
+def test_the_clinical_adversary_s_resume_after_a_lost_reply_mid_transit_restarts_delivery() -> None:
+    """SAFE-01, HAL-05, BOL-06, issue #9: the clinical adversary's finding above, shrunk by hand from its 33 moves.
+
+    Cerebral, 100 µg/day at 500 µg/mL; 500 -> 1000 µg/mL; 4 h into the transit a lost reply is armed, the motor
+    stalls, and 2 h later the clinician resumes. The resume reported "resumed at 100 µg/day" only at the second
+    try: the first left the pump stopped (PUMP_NOT_VERIFIED, 'not paused: reply lost'). Judged by the label oracle
+    on the pump's physical record.
+    """
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    try:
+        machine.implant(origin="cerebral", effective=0, effect_h=4, cap_ug=400, child_starts_low=False)
+        machine.time_passes(minutes=1440)
+        machine.change_concentration(concentration=1000, pocket_fill=False)
+        machine.time_passes(minutes=240)
+        assert machine.rig.loop.transit is not None
+        machine.lose_next_reply(applied=False, raises=False)
+        machine.pump_fault(kind="stall")
+        machine.time_passes(minutes=120)
+        machine.resume()
+        assert machine.rig.loop.mode is Mode.RUNNING and machine.pump.state is PumpState.INFUSING
+        machine.time_passes(minutes=1440)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
