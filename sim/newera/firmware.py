@@ -757,6 +757,16 @@ class Ne1000(ByteDevice):
     def _pumping(self) -> bool:
         return self.state in ("I", "W", "X")
 
+    def _idle_setting(self, text: str) -> tuple[int | None, str]:
+        """A setting's ``<float>`` in thousandths, ``(value, "")``, or ``(None, reply)`` when it is not a
+        number (``?``) or the pump is moving (``?NA``), checked in that order."""
+        value = parse_milli(text)
+        if value is None:
+            return None, ERR_UNKNOWN
+        if self._pumping:
+            return None, ERR_NOT_APPLICABLE
+        return value, ""
+
     def _edit_phase_index(self) -> int:
         return self.running_phase if self.state in ("I", "W") else self.selected_phase
 
@@ -771,11 +781,9 @@ class Ne1000(ByteDevice):
         return format_milli(self.diameter_milli)
 
     def _cmd_dia_set(self, m: re.Match[str], name: str) -> str:
-        value = parse_milli(m.group(1))
+        value, refusal = self._idle_setting(m.group(1))
         if value is None:
-            return ERR_UNKNOWN
-        if self._pumping:
-            return ERR_NOT_APPLICABLE
+            return refusal
         if not self.profile.diameter_min_milli <= value <= self.profile.diameter_max_milli:
             return ERR_OUT_OF_RANGE
         self.diameter_milli = value
@@ -814,11 +822,9 @@ class Ne1000(ByteDevice):
         return format_milli(self._edit_phase().volume_milli) + self.volume_units
 
     def _cmd_vol_set(self, m: re.Match[str], name: str) -> str:
-        value = parse_milli(m.group(1))
+        value, refusal = self._idle_setting(m.group(1))
         if value is None:
-            return ERR_UNKNOWN
-        if self._pumping:
-            return ERR_NOT_APPLICABLE
+            return refusal
         self.phases[self.selected_phase].volume_milli = value
         return ""
 
