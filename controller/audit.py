@@ -81,6 +81,8 @@ def _jsonable(value: Any) -> Any:
     if kind is dict:
         return {k if type(k) is str else str(k): v if type(v) in _PLAIN_TYPES else _jsonable(v)
                 for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN_TYPES else _jsonable(v) for v in value]
     if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):

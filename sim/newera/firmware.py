@@ -238,7 +238,9 @@ TTL_INPUT_PINS = (2, 3, 4, 6)
 #: The TTL output pin ``OUT 5 n`` drives.
 TTL_OUTPUT_PIN = 5
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
-_NAMES_LONGEST_FIRST = sorted({c.name for c in COMMANDS}, key=len, reverse=True)
+_NAMES = frozenset(c.name for c in COMMANDS)
+#: Lengths of the mnemonics, longest first: a command's name is its longest prefix that is one.
+_NAME_SIZES_LONGEST_FIRST = sorted({len(name) for name in _NAMES}, reverse=True)
 
 
 class Ne1000(ByteDevice):
@@ -728,7 +730,7 @@ class Ne1000(ByteDevice):
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
             return ""
-        name = next((n for n in _NAMES_LONGEST_FIRST if command.startswith(n)), None)
+        name = next((n for n in (command[:size] for size in _NAME_SIZES_LONGEST_FIRST) if n in _NAMES), None)
         spec = None
         if name is not None:
             # '*' reaches every pump: system commands, and any other command addressed to all.
