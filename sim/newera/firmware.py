@@ -384,9 +384,12 @@ class Ne1000(ByteDevice):
             if not self.powered:
                 return b""
             out = bytearray(self._take_unsolicited())
-            for index in range(len(data)):
-                # Byte by byte: a packet that switches mode changes how the next byte is framed.
-                for item in self._deframer.feed(data[index : index + 1], now / NS_PER_S, safe_mode=self.safe_mode):
+            done = 0
+            while done < len(data):
+                # Packet by packet: a packet that switches mode changes how the next byte is framed.
+                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S, safe_mode=self.safe_mode)
+                done += used
+                for item in items:
                     out += self._handle_packet(item, now)
             return bytes(out)
 
