@@ -551,6 +551,8 @@ class Ne1000(ByteDevice):
 
     def _integrate(self, t_ns: int) -> None:
         mech = self.mechanics
+        if t_ns <= mech.time_ns:
+            return  # already there: nothing moves (most exchanges ask again at the same instant)
         before = mech.infused_scaled + mech.withdrawn_scaled
         mech.integrate_to(t_ns)
         if self.state in ("I", "W"):
