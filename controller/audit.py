@@ -17,7 +17,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+import json.encoder
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -78,7 +79,10 @@ def _jsonable(value: Any) -> Any:
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is dict:
-        return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN_TYPES else _jsonable(v)
+                for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN_TYPES else _jsonable(v) for v in value]
     if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -100,7 +104,7 @@ def _jsonable(value: Any) -> Any:
 
 #: The encoder behind :func:`canonical_json`, built once: ``json.dumps`` with these options builds a new
 #: encoder at every call, which costs twice the encoding of a reading.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False)
 #: Types that :func:`_jsonable` returns unchanged.
 _PLAIN_TYPES = frozenset((str, int, bool, type(None)))
 
@@ -153,8 +157,36 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     :return: 64 hex characters.
     :raises KeyError: if a chained field is missing.
     """
-    chained = {name: fields[name] for name in CHAINED_FIELDS}
-    # Plain values are their own JSON form (what _jsonable would return): encode them at once.
-    plain = all(type(value) in _PLAIN_TYPES for value in chained.values())
-    material = _CANONICAL.encode(chained) if plain else canonical_json(chained)
-    return hashlib.sha256(material.encode("ascii")).hexdigest()
+    return row_hash([fields[name] for name in CHAINED_FIELDS])
+
+
+#: Positions of :data:`CHAINED_FIELDS` in sorted name order, each with the JSON text before its value.
+_SORTED_FIELDS = tuple(
+    (("{" if rank == 0 else ",") + json.encoder.encode_basestring_ascii(name) + ":", CHAINED_FIELDS.index(name))
+    for rank, name in enumerate(sorted(CHAINED_FIELDS)))
+_escape = json.encoder.encode_basestring_ascii
+
+
+def row_hash(values: Sequence[Any]) -> str:
+    """:func:`entry_hash` of the chained fields given as values in :data:`CHAINED_FIELDS` order.
+
+    The canonical JSON of an entry whose fields are all strings, integers and None is written
+    out at once (the same text the canonical encoder gives: sorted keys, ASCII escapes); any
+    other value goes through :func:`canonical_json`.
+    """
+    parts = []
+    for prefix, index in _SORTED_FIELDS:
+        value = values[index]
+        kind = type(value)
+        if kind is str:
+            parts.append(prefix + _escape(value))
+        elif kind is int:
+            parts.append(prefix + int.__repr__(value))
+        elif value is None:
+            parts.append(prefix + "null")
+        else:
+            parts = [canonical_json(dict(zip(CHAINED_FIELDS, values)))]
+            break
+    else:
+        parts.append("}")
+    return hashlib.sha256("".join(parts).encode("ascii")).hexdigest()

@@ -72,6 +72,7 @@ from controller.audit import (
     canonical_json,
     entry_hash,
     genesis_hash,
+    row_hash,
 )
 from controller.signing import RigSecurity, SigningKey, TrustStore, key_id_of, seal_message, seal_verifies
 from cython_ext.errors import ConfigError, ItbError, StateError
@@ -134,6 +135,7 @@ BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
 """
 
 _COLUMNS = (*CHAINED_FIELDS, "hash")
+_INSERT_ENTRY = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 class JournalError(ItbError):
@@ -476,24 +478,12 @@ class Journal(ClosesOnExit):
         rows = []
         for item in items:
             count += 1
-            fields = {
-                "seq": count,
-                "kind": item.kind.value,
-                "action": item.action,
-                "utc": item.utc,
-                "utc_offset_min": item.utc_offset_min,
-                "monotonic_ns": item.monotonic_ns,
-                "actor": item.actor.name,
-                "role": item.actor.role.value,
-                "command_id": item.command_id,
-                "outcome": item.outcome,
-                "reason": item.reason,
-                "old_json": item.old_json,
-                "new_json": item.new_json,
-                "prev_hash": prev,
-            }
-            prev = entry_hash(fields)
-            rows.append([*(fields[name] for name in CHAINED_FIELDS), prev])
+            row = [count, item.kind.value, item.action, item.utc, item.utc_offset_min, item.monotonic_ns,
+                   item.actor.name, item.actor.role.value, item.command_id, item.outcome, item.reason,
+                   item.old_json, item.new_json, prev]
+            prev = row_hash(row)
+            row.append(prev)
+            rows.append(row)
         return rows
 
     def _head(self) -> tuple[int, str]:
@@ -512,10 +502,7 @@ class Journal(ClosesOnExit):
                     raise JournalError(f"journal {self.path}: another writer appended; one writer per journal")
                 for row in rows:
                     self._hook("insert")
-                    self._db.execute(
-                        f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                        list(row),
-                    )
+                    self._db.execute(_INSERT_ENTRY, row)
                 for sql, params in statements:
                     self._hook("insert")
                     self._db.execute(sql, params)

@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS auth_failures (
 BOLUS_STATUSES = ("pending", "running", "finished")
 
 _RESUME_SQL = "INSERT OR REPLACE INTO resume_point (id, seq, body) VALUES (1, ?, ?)"
+#: The resume point's encoder, built once (``json.dumps`` with options builds one per call): sorted keys, no spaces.
+_RESUME_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class Store(Journal):
         :param durable: False stages it for the next commit (routine updates); only the newest
             staged resume point is written.
         """
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        text = _RESUME_JSON.encode(body)
         with self._lock:
             self._staged = [s for s in self._staged if s[0] != _RESUME_SQL]
             self._resume_seq += 1

@@ -14,29 +14,15 @@ Open a pump by registry name::
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from hal.transport import DEFAULT_TIMEOUT_S
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hal.clock import Clock
     from hal.pump import PumpDriver
 
 __all__ = ["open_pump"]
 
 
-def open_pump(
-    name: str,
-    url: str,
-    *,
-    address: int = 0,
-    baudrate: int = 19200,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    safe_mode_timeout_s: int | None = None,
-    trace_path: str | Path | None = None,
-    clock: Clock | None = None,
-) -> PumpDriver:
+def open_pump(name: str, url: str, **settings: Any) -> PumpDriver:
     """Open the pump driver registered as ``name`` on serial ``url`` and connect to the pump.
 
     Connecting acknowledges a power-up reset alarm with a status query (which
@@ -44,29 +30,16 @@ def open_pump(
 
     :param name: registry name (``"ne1000"``); see :data:`hal.registry.PUMP_DRIVERS`.
     :param url: serial device or pyserial URL.
-    :param address: the pump's bus address, 0-99.
-    :param baudrate: bits per second, as set on the pump.
-    :param timeout_s: reply timeout, seconds.
-    :param safe_mode_timeout_s: if given (1-255 s), switch the pump to Safe mode
-        with this communications watchdog; the caller must then call
-        ``heartbeat()`` more often than this.
-    :param trace_path: write every byte sent and received to this file.
-    :param clock: injected clock (system clock by default).
+    :param settings: the driver's own ``open`` settings, checked there (for ``ne1000`` see
+        :meth:`hal.newera.driver.Ne1000Driver.open`: ``address``, ``baudrate``, ``timeout_s``,
+        ``safe_mode_timeout_s`` for Safe mode with its communications watchdog, ``trace_path``,
+        ``clock``).
     :return: a connected driver; close it (or use ``with``).
     :raises HalUnavailableError: no such driver, or it cannot be loaded.
-    :raises ConfigError: a setting is out of range; nothing was opened.
+    :raises ConfigError: a setting is out of range or unknown; nothing was opened.
     :raises ConnectError: the port could not be opened.
     :raises CommunicationError: the pump did not answer.
     """
     from hal.registry import resolve
 
-    driver_class = resolve("pump", name)
-    return driver_class.open(
-        url,
-        address=address,
-        baudrate=baudrate,
-        timeout_s=timeout_s,
-        safe_mode_timeout_s=safe_mode_timeout_s,
-        trace_path=trace_path,
-        clock=clock,
-    )
+    return resolve("pump", name).open(url, **settings)

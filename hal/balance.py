@@ -72,6 +72,18 @@ def line_body(line: bytes) -> bytes:
     return line[:-2] if line.endswith(CRLF) else line.rstrip(b"\r\n")
 
 
+@dataclass(frozen=True)
+class MalformedLine:
+    """A line from a balance (or to a simulated one) that its protocol cannot read; ``reason`` says why.
+
+    :ivar raw: the line as received.
+    :ivar reason: what is wrong with it.
+    """
+
+    raw: bytes
+    reason: str
+
+
 #: Micrograms per displayed mass unit. ``"ug"`` and ``"µg"`` both mean micrograms.
 MASS_UNIT_UG: dict[str, int] = {"kg": 1_000_000_000, "g": 1_000_000, "mg": 1_000, "ug": 1, "µg": 1}
 #: Longest number (digits, without sign and point) a codec accepts.

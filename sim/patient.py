@@ -557,9 +557,9 @@ class Patient:
         while self._time_s < time_s:
             step_s = min(MAX_STEP_H * S_PER_H, time_s - self._time_s)
             phi, gamma = self._step(step_s / S_PER_H)
-            before = self._x[BRAIN]
+            before = float(self._x[BRAIN])
             self._x = phi @ self._x + gamma @ u
-            self._tolerance = float(next_tolerance(self._tolerance, before, self._x[BRAIN], step_s / S_PER_H, self._p))
+            self._tolerance = self._next_tolerance(before, float(self._x[BRAIN]), step_s / S_PER_H)
             self._time_s += step_s
             self._update_flags()
 
@@ -571,8 +571,36 @@ class Patient:
             cached = self._steps[dt_h] = step_matrices(self._m, self._b, dt_h)
         return cached
 
+    # One patient's flags in plain floats: the arithmetic of next_tolerance, in_withdrawal and overdose_level
+    # (same operations in the same order, so the same numbers) without building 0-d arrays at every step.
+
+    def _next_tolerance(self, brain_before: float, brain_after: float, dt_h: float) -> float:
+        """:func:`next_tolerance` of this patient after a step of ``dt_h`` hours, ng/mL."""
+        p = self._p
+        mean = 0.5 * (brain_before + brain_after)
+        tau = p["tolerance_build_tau_h"] if mean > self._tolerance else p["tolerance_fade_tau_h"]
+        return float(mean + (self._tolerance - mean) * np.exp(-dt_h / tau))
+
+    def _in_withdrawal(self) -> bool:
+        """:func:`in_withdrawal` of this patient now."""
+        p, x = self._p, self._x
+        dependence = float(x[DEPENDENCE])
+        if not dependence >= p["dependence_floor_ratio"] * p["ec50_ng_per_ml"]:
+            return False
+        w = p["fast_fraction"]
+        return w * float(x[FAST]) + (1.0 - w) * float(x[SLOW]) < p["withdrawal_ratio"] * dependence
+
+    def _overdose(self) -> OverdoseLevel:
+        """:func:`overdose_level` of this patient now."""
+        p = self._p
+        threshold = p["sedation_threshold_ng_per_ml"] + p["tolerance_gain"] * max(self._tolerance, 0.0)
+        brain = float(self._x[BRAIN])
+        if brain >= p["respiratory_ratio"] * threshold:
+            return OverdoseLevel.RESPIRATORY
+        return OverdoseLevel.SEDATION if brain >= threshold else OverdoseLevel.NONE
+
     def _update_flags(self) -> None:
-        if in_withdrawal(self._x, self._p):
+        if self._in_withdrawal():
             if self._withdrawal_since_s is None:
                 self._withdrawal_since_s = self._time_s
         else:
@@ -580,9 +608,6 @@ class Patient:
         self._overdose_now = self._overdose()
         self.peak_overdose = max(self.peak_overdose, self._overdose_now)
         self.peak_withdrawal = max(self.peak_withdrawal, self._withdrawal())
-
-    def _overdose(self) -> OverdoseLevel:
-        return OverdoseLevel(int(overdose_level(self._x, self._tolerance, self._p)))
 
     def _withdrawal(self) -> WithdrawalLevel:
         if self._withdrawal_since_s is None:

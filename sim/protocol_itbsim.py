@@ -20,6 +20,11 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 from cython_ext.errors import StateError
 
 
+def _modem_line(name: str, level: bool) -> property:
+    """A modem input line that always reads ``level`` (the simulator models none)."""
+    return property(lambda self: level, doc=f"{name} (always {level})")
+
+
 class Serial(SerialBase):
     """A pyserial port backed by an in-process simulated device."""
 
@@ -86,22 +91,7 @@ class Serial(SerialBase):
             raise PortNotOpenError()
 
     # Modem lines: not modelled; reads report an idle, connected line.
-    @property
-    def cts(self) -> bool:
-        """Clear To Send (always True)."""
-        return True
-
-    @property
-    def dsr(self) -> bool:
-        """Data Set Ready (always True)."""
-        return True
-
-    @property
-    def ri(self) -> bool:
-        """Ring Indicator (always False)."""
-        return False
-
-    @property
-    def cd(self) -> bool:
-        """Carrier Detect (always True)."""
-        return True
+    cts = _modem_line("Clear To Send", True)
+    dsr = _modem_line("Data Set Ready", True)
+    ri = _modem_line("Ring Indicator", False)
+    cd = _modem_line("Carrier Detect", True)

@@ -38,7 +38,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from hal.balance import CRLF, MASS_UNIT_UG, format_mass, line_body, parse_mass_ug
+from hal.balance import CRLF, MASS_UNIT_UG, MalformedLine, format_mass, line_body, parse_mass_ug
 from cython_ext.errors import ConfigError
 
 #: Longest reply line accepted, bytes (without CR LF). Longer lines decode as malformed.
@@ -148,15 +148,7 @@ class ErrorReply:
     error: GeneralError
 
 
-@dataclass(frozen=True)
-class MalformedReply:
-    """Bytes that are not a valid reply; ``reason`` says why."""
-
-    raw: bytes
-    reason: str
-
-
-Reply = WeightReply | StatusReply | InfoReply | ErrorReply | MalformedReply
+Reply = WeightReply | StatusReply | InfoReply | ErrorReply | MalformedLine
 
 def split_fields(text: str) -> list[tuple[str, bool]] | None:
     """Split reply or command text into ``(field, quoted)`` pairs; None when a quote is unbalanced or glued.
@@ -206,7 +198,7 @@ def encode_command(command: str, *params: str) -> bytes:
     return " ".join((command, *params)).encode("ascii") + CRLF
 
 
-def decode_command(line: bytes) -> tuple[str, tuple[str, ...]] | MalformedReply:
+def decode_command(line: bytes) -> tuple[str, tuple[str, ...]] | MalformedLine:
     """Balance side: split a received command line (without CR LF) into name and parameters.
 
     Commands are case-sensitive; a lower-case name is returned as-is and the
@@ -216,9 +208,9 @@ def decode_command(line: bytes) -> tuple[str, tuple[str, ...]] | MalformedReply:
     text = line.decode("latin-1").strip()
     fields = split_fields(text)
     if fields is None:
-        return MalformedReply(line, "unbalanced double quote")
+        return MalformedLine(line, "unbalanced double quote")
     if not fields:
-        return MalformedReply(line, "empty command line")
+        return MalformedLine(line, "empty command line")
     tokens = [f'"{field}"' if quoted else field for field, quoted in fields]
     return tokens[0], tuple(tokens[1:])
 
@@ -262,47 +254,47 @@ def decode_reply(line: bytes) -> Reply:
     """Decode one reply line (with or without its CR LF). Never raises.
 
     :param line: the bytes of one line.
-    :return: a typed reply; :class:`MalformedReply` for anything not understood.
+    :return: a typed reply; :class:`MalformedLine` for anything not understood.
     """
     body = line_body(line)
     if len(body) > MAX_LINE_BYTES:
-        return MalformedReply(bytes(line), f"longer than {MAX_LINE_BYTES} bytes")
+        return MalformedLine(bytes(line), f"longer than {MAX_LINE_BYTES} bytes")
     text = body.decode("latin-1")
     fields = split_fields(text)
     if fields is None:
-        return MalformedReply(bytes(line), "unbalanced or misplaced double quote")
+        return MalformedLine(bytes(line), "unbalanced or misplaced double quote")
     if not fields:
-        return MalformedReply(bytes(line), "empty line")
+        return MalformedLine(bytes(line), "empty line")
     if len(fields) == 1:
         for error in GeneralError:
             if fields[0] == (error.value, False):
                 return ErrorReply(error)
-        return MalformedReply(bytes(line), "a single field that is not ES, ET or EL")
+        return MalformedLine(bytes(line), "a single field that is not ES, ET or EL")
     (command, command_quoted), (status_text, status_quoted) = fields[0], fields[1]
     if command_quoted or not _COMMAND.match(command):
-        return MalformedReply(bytes(line), f"identifier {command!r} is not a command name")
+        return MalformedLine(bytes(line), f"identifier {command!r} is not a command name")
     try:
         status = ReplyStatus(status_text)
     except ValueError:
         status = None
     if status is None or status_quoted:
-        return MalformedReply(bytes(line), f"status {status_text!r} is unknown")
+        return MalformedLine(bytes(line), f"status {status_text!r} is unknown")
     rest = fields[2:]
     unquoted_pair = len(rest) == 2 and not (rest[0][1] or rest[1][1])
     if status in (ReplyStatus.STABLE, ReplyStatus.DYNAMIC) or (
         status in (ReplyStatus.EXECUTED, ReplyStatus.MORE) and unquoted_pair and rest[1][0] in MASS_UNIT_UG
     ):
         if not unquoted_pair:
-            return MalformedReply(bytes(line), "a weight needs exactly a value and a unit")
+            return MalformedLine(bytes(line), "a weight needs exactly a value and a unit")
         parsed = parse_mass_ug(rest[0][0], rest[1][0])
         if isinstance(parsed, str):
-            return MalformedReply(bytes(line), parsed)
+            return MalformedLine(bytes(line), parsed)
         mass_ug, resolution_ug = parsed
         return WeightReply(command, status is not ReplyStatus.DYNAMIC, mass_ug, resolution_ug, rest[1][0])
     if status in (ReplyStatus.EXECUTED, ReplyStatus.MORE) and rest:
         return InfoReply(command, tuple(field for field, _ in rest), more=status is ReplyStatus.MORE)
     if rest:
-        return MalformedReply(bytes(line), f"unexpected fields after status {status.value!r}")
+        return MalformedLine(bytes(line), f"unexpected fields after status {status.value!r}")
     return StatusReply(command, status)
 
 
@@ -358,7 +350,7 @@ __all__ = [
     "GeneralError",
     "InfoReply",
     "LineDeframer",
-    "MalformedReply",
+    "MalformedLine",
     "Reply",
     "ReplyStatus",
     "StatusReply",

@@ -29,7 +29,7 @@ from hal.mtsics.codec import (
     ErrorReply,
     GeneralError,
     InfoReply,
-    MalformedReply,
+    MalformedLine,
     Reply,
     ReplyStatus,
     StatusReply,
@@ -83,7 +83,7 @@ class MtSicsDriver(LineBalanceDriver):
             reply, stamp_ns = self._read_line()
             if isinstance(reply, ErrorReply):
                 return reply, stamp_ns
-            if isinstance(reply, MalformedReply):
+            if isinstance(reply, MalformedLine):
                 raise CommunicationError(f"balance sent a malformed line {reply.raw!r}: {reply.reason}")
             if reply.command in reply_ids:
                 return reply, stamp_ns

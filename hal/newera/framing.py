@@ -127,55 +127,56 @@ class ReplyDeframer:
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         """Consume ``data`` and return every complete packet and discard it finds."""
-        self._buf.extend(data)
-        return self._drain_safe() if self.safe else self._drain_basic()
-
-    def _drain_basic(self) -> list[Frame | FrameError]:
-        out: list[Frame | FrameError] = []
         buf = self._buf
-        while buf:
-            if not _skip_to_stx(buf, out):
+        buf.extend(data)
+        take = _take_safe if self.safe else _take_basic
+        out: list[Frame | FrameError] = []
+        while buf and _skip_to_stx(buf, out):
+            item = take(buf)
+            if item is None:
                 break
-            end = buf.find(ETX, 1)
-            restart = buf.find(STX, 1)
-            if restart >= 0 and (end < 0 or restart < end):
-                out.append(FrameError("stray", bytes(buf[:restart])))
-                del buf[:restart]
-                continue
-            if end < 0:
-                break
-            out.append(Frame(FrameKind.BASIC, bytes(buf[1:end])))
-            del buf[: end + 1]
+            out.append(item)
         return out
 
-    def _drain_safe(self) -> list[Frame | FrameError]:
-        out: list[Frame | FrameError] = []
-        buf = self._buf
-        while buf:
-            if not _skip_to_stx(buf, out):
-                break
-            if len(buf) < 2:
-                break
-            length = buf[1]
-            if length < SAFE_OVERHEAD:
-                out.append(FrameError("length", bytes(buf[:2])))
-                del buf[:1]
-                continue
-            if len(buf) < length + 1:
-                break
-            raw = bytes(buf[: length + 1])
-            data = raw[2:-3]
-            if raw[-1] != ETX:
-                out.append(FrameError("no_etx", raw))
-                del buf[:1]
-                continue
-            if crc16_xmodem(data) != (raw[-3] << 8 | raw[-2]):
-                out.append(FrameError("crc", raw))
-                del buf[:1]
-                continue
-            out.append(Frame(FrameKind.SAFE, data))
+
+def _take_basic(buf: bytearray) -> Frame | FrameError | None:
+    """Take one Basic packet (or the stray bytes before a restarting STX) off ``buf``, which starts
+    with STX; None while the packet is incomplete."""
+    end = buf.find(ETX, 1)
+    restart = buf.find(STX, 1)
+    if restart >= 0 and (end < 0 or restart < end):
+        stray = FrameError("stray", bytes(buf[:restart]))
+        del buf[:restart]
+        return stray
+    if end < 0:
+        return None
+    frame = Frame(FrameKind.BASIC, bytes(buf[1:end]))
+    del buf[: end + 1]
+    return frame
+
+
+def _take_safe(buf: bytearray) -> Frame | FrameError | None:
+    """Take one Safe packet off ``buf``, which starts with STX; a bad one is reported and only its
+    STX dropped (the search resumes one byte on). None while the packet is incomplete."""
+    if len(buf) < 2:
+        return None
+    length = buf[1]
+    if length < SAFE_OVERHEAD:
+        error = FrameError("length", bytes(buf[:2]))
+    else:
+        if len(buf) < length + 1:
+            return None
+        raw = bytes(buf[: length + 1])
+        data = raw[2:-3]
+        if raw[-1] != ETX:
+            error = FrameError("no_etx", raw)
+        elif crc16_xmodem(data) != (raw[-3] << 8 | raw[-2]):
+            error = FrameError("crc", raw)
+        else:
             del buf[: length + 1]
-        return out
+            return Frame(FrameKind.SAFE, data)
+    del buf[:1]
+    return error
 
 
 def _skip_to_stx(buf: bytearray, out: list[Frame | FrameError]) -> bool:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hal.balance import CRLF, MASS_UNIT_UG, format_mass, line_body, parse_mass_ug
+from hal.balance import CRLF, MASS_UNIT_UG, MalformedLine, format_mass, line_body, parse_mass_ug
 from cython_ext.errors import ConfigError
 
 ESC = 0x1B
@@ -120,14 +120,6 @@ class StatusLine:
     """Another special code in place of a weight: ``Cal.Ext.`` (adjusting), ``APP.ERR``..."""
 
     code: str
-
-
-@dataclass(frozen=True)
-class MalformedLine:
-    """Bytes that are not a weight line; ``reason`` says why."""
-
-    raw: bytes
-    reason: str
 
 
 Line = WeightLine | RangeLine | ErrorLine | StatusLine | MalformedLine

@@ -230,7 +230,7 @@ class MtSicsBalance(ByteDevice):
         if len(line) > codec.MAX_LINE_BYTES:
             return codec.encode_error_reply(GeneralError.TRANSMISSION)
         decoded = codec.decode_command(line)
-        if isinstance(decoded, codec.MalformedReply):
+        if isinstance(decoded, codec.MalformedLine):
             if decoded.reason == "empty command line":
                 return b""
             return codec.encode_error_reply(GeneralError.SYNTAX)

@@ -54,9 +54,21 @@ class PumpDeframer:
         :param safe_mode: True when the pump is in Safe mode (hunt for STX between packets).
         :return: complete packets and discarded fragments, in order.
         """
+        return self._consume(data, now_s, safe_mode, until_frame=False)[0]
+
+    def feed_to_frame(self, data: bytes, now_s: float, *, safe_mode: bool) -> tuple[list[Frame | FrameError], int]:
+        """:meth:`feed`, stopping after the byte that completes a packet: the pump acts on it (a ``SAF``
+        changes the mode the next byte is framed in) before it reads on.
+
+        :return: the packets and discarded fragments so far, and how many bytes of ``data`` were consumed.
+        """
+        return self._consume(data, now_s, safe_mode, until_frame=True)
+
+    def _consume(self, data: bytes, now_s: float, safe_mode: bool, *,
+                 until_frame: bool) -> tuple[list[Frame | FrameError], int]:
         out: list[Frame | FrameError] = []
         if not data:
-            return out
+            return out, 0
         if (
             self._safe is not None
             and self._last_byte_s is not None
@@ -65,13 +77,12 @@ class PumpDeframer:
             out.append(FrameError("inter_byte_timeout", bytes(self._safe)))
             self._safe = None
         self._last_byte_s = now_s
-        for byte in data:
+        for count, byte in enumerate(data, 1):
             if self._safe is not None:
                 result = self._push_safe(byte)
                 if result is not None:
                     out.append(result)
-                continue
-            if byte == STX and (safe_mode or not self._basic):
+            elif byte == STX and (safe_mode or not self._basic):
                 self._basic.clear()
                 self._safe = bytearray((STX,))
             elif byte == CR:
@@ -82,7 +93,9 @@ class PumpDeframer:
                 if len(self._basic) > MAX_BASIC_PACKET:
                     out.append(FrameError("overflow", bytes(self._basic)))
                     self._basic.clear()
-        return out
+            if until_frame and out and type(out[-1]) is Frame:
+                return out, count
+        return out, len(data)
 
     def _push_safe(self, byte: int) -> Frame | FrameError | None:
         buf = self._safe

@@ -238,7 +238,9 @@ TTL_INPUT_PINS = (2, 3, 4, 6)
 #: The TTL output pin ``OUT 5 n`` drives.
 TTL_OUTPUT_PIN = 5
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
-_NAMES_LONGEST_FIRST = sorted({c.name for c in COMMANDS}, key=len, reverse=True)
+_NAMES = frozenset(c.name for c in COMMANDS)
+#: Lengths of the mnemonics, longest first: a command's name is its longest prefix that is one.
+_NAME_SIZES_LONGEST_FIRST = sorted({len(name) for name in _NAMES}, reverse=True)
 
 
 class Ne1000(ByteDevice):
@@ -382,9 +384,12 @@ class Ne1000(ByteDevice):
             if not self.powered:
                 return b""
             out = bytearray(self._take_unsolicited())
-            for index in range(len(data)):
-                # Byte by byte: a packet that switches mode changes how the next byte is framed.
-                for item in self._deframer.feed(data[index : index + 1], now / NS_PER_S, safe_mode=self.safe_mode):
+            done = 0
+            while done < len(data):
+                # Packet by packet: a packet that switches mode changes how the next byte is framed.
+                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S, safe_mode=self.safe_mode)
+                done += used
+                for item in items:
                     out += self._handle_packet(item, now)
             return bytes(out)
 
@@ -546,6 +551,8 @@ class Ne1000(ByteDevice):
 
     def _integrate(self, t_ns: int) -> None:
         mech = self.mechanics
+        if t_ns <= mech.time_ns:
+            return  # already there: nothing moves (most exchanges ask again at the same instant)
         before = mech.infused_scaled + mech.withdrawn_scaled
         mech.integrate_to(t_ns)
         if self.state in ("I", "W"):
@@ -728,7 +735,7 @@ class Ne1000(ByteDevice):
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
             return ""
-        name = next((n for n in _NAMES_LONGEST_FIRST if command.startswith(n)), None)
+        name = next((n for n in (command[:size] for size in _NAME_SIZES_LONGEST_FIRST) if n in _NAMES), None)
         spec = None
         if name is not None:
             # '*' reaches every pump: system commands, and any other command addressed to all.
@@ -757,6 +764,16 @@ class Ne1000(ByteDevice):
     def _pumping(self) -> bool:
         return self.state in ("I", "W", "X")
 
+    def _idle_setting(self, text: str) -> tuple[int | None, str]:
+        """A setting's ``<float>`` in thousandths, ``(value, "")``, or ``(None, reply)`` when it is not a
+        number (``?``) or the pump is moving (``?NA``), checked in that order."""
+        value = parse_milli(text)
+        if value is None:
+            return None, ERR_UNKNOWN
+        if self._pumping:
+            return None, ERR_NOT_APPLICABLE
+        return value, ""
+
     def _edit_phase_index(self) -> int:
         return self.running_phase if self.state in ("I", "W") else self.selected_phase
 
@@ -771,11 +788,9 @@ class Ne1000(ByteDevice):
         return format_milli(self.diameter_milli)
 
     def _cmd_dia_set(self, m: re.Match[str], name: str) -> str:
-        value = parse_milli(m.group(1))
+        value, refusal = self._idle_setting(m.group(1))
         if value is None:
-            return ERR_UNKNOWN
-        if self._pumping:
-            return ERR_NOT_APPLICABLE
+            return refusal
         if not self.profile.diameter_min_milli <= value <= self.profile.diameter_max_milli:
             return ERR_OUT_OF_RANGE
         self.diameter_milli = value
@@ -814,11 +829,9 @@ class Ne1000(ByteDevice):
         return format_milli(self._edit_phase().volume_milli) + self.volume_units
 
     def _cmd_vol_set(self, m: re.Match[str], name: str) -> str:
-        value = parse_milli(m.group(1))
+        value, refusal = self._idle_setting(m.group(1))
         if value is None:
-            return ERR_UNKNOWN
-        if self._pumping:
-            return ERR_NOT_APPLICABLE
+            return refusal
         self.phases[self.selected_phase].volume_milli = value
         return ""
 

@@ -209,7 +209,7 @@ def test_emulators_survive_any_bytes_and_answer_only_valid_lines(chunks: list[by
     for chunk in chunks:
         clock.advance(0.05)
         for line in sics_lines.feed(mtsics.receive(chunk) + mtsics.poll()):
-            assert not isinstance(sics.decode_reply(line), sics.MalformedReply)
+            assert not isinstance(sics.decode_reply(line), sics.MalformedLine)
         out = sartorius.receive(chunk) + sartorius.poll()
         for line in out.split(b"\r\n")[:-1]:
             decoded = sbi.decode_weight_line(line)

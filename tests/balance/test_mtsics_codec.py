@@ -12,7 +12,7 @@ from hal.mtsics.codec import (
     ErrorReply,
     GeneralError,
     InfoReply,
-    MalformedReply,
+    MalformedLine,
     ReplyStatus,
     StatusReply,
     WeightReply,
@@ -95,7 +95,7 @@ def test_golden_replies_decode_by_fields(wire: bytes, reply: object) -> None:
     ],
 )
 def test_anything_else_is_a_malformed_reply(wire: bytes) -> None:
-    assert isinstance(codec.decode_reply(wire), MalformedReply)
+    assert isinstance(codec.decode_reply(wire), MalformedLine)
 
 
 def test_field_width_does_not_matter() -> None:
@@ -107,7 +107,7 @@ def test_field_width_does_not_matter() -> None:
 @given(st.binary(max_size=300))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
     reply = codec.decode_reply(data)
-    assert isinstance(reply, (WeightReply, StatusReply, InfoReply, ErrorReply, MalformedReply))
+    assert isinstance(reply, (WeightReply, StatusReply, InfoReply, ErrorReply, MalformedLine))
 
 
 @given(st.binary(max_size=600), st.integers(min_value=1, max_value=17))

@@ -12,7 +12,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.audit import CHAINED_FIELDS, canonical_json, entry_hash
+from controller.audit import CHAINED_FIELDS, canonical_json, entry_hash, row_hash
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
 _PLAIN = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _TEXT
@@ -34,3 +34,10 @@ def test_entry_hash_is_sha256_of_the_chained_fields_only(fields: dict[str, objec
     chained = {name: fields[name] for name in CHAINED_FIELDS}
     expected = hashlib.sha256(_dumps(chained).encode("ascii")).hexdigest()
     assert entry_hash({**extra, **fields}) == expected
+
+
+@given(st.fixed_dictionaries({name: _PLAIN for name in CHAINED_FIELDS}))
+def test_row_hash_is_sha256_of_the_canonical_json_of_the_fields_in_chained_order(fields: dict[str, object]) -> None:
+    """The journal hashes a row's values directly (no dict, no encoder pass); same bytes as the oracle."""
+    expected = hashlib.sha256(_dumps(fields).encode("ascii")).hexdigest()
+    assert row_hash([fields[name] for name in CHAINED_FIELDS]) == expected

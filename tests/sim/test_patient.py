@@ -399,3 +399,45 @@ def test_infusing_without_observing_moves_the_model_exactly_as_receiving(seed: i
         quiet.infuse_intrathecal(mass_ug, quiet.time_s, quiet.time_s + hours * H)
         assert (quiet.ashworth(), quiet.effect_ng_per_ml()) == (state.ashworth, state.effect_ng_per_ml)
         assert quiet.state() == state
+
+
+class _ArrayFlagsPatient(Patient):
+    """A patient whose tolerance and flags come from the model's array functions (the cohort's), the oracle."""
+
+    def _next_tolerance(self, brain_before: float, brain_after: float, dt_h: float) -> float:
+        from sim.patient import next_tolerance
+
+        return float(next_tolerance(self._tolerance, brain_before, brain_after, dt_h, self._p))
+
+    def _in_withdrawal(self) -> bool:
+        from sim.patient import in_withdrawal
+
+        return bool(in_withdrawal(self._x, self._p))
+
+    def _overdose(self) -> OverdoseLevel:
+        from sim.patient import overdose_level
+
+        return OverdoseLevel(int(overdose_level(self._x, self._tolerance, self._p)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.lists(st.tuples(st.sampled_from(("infuse", "bolus", "oral", "wait")),
+                                                 st.floats(0.0, 400.0), st.floats(0.01, 80.0)), max_size=30))
+def test_the_scalar_flags_are_the_array_functions_to_the_last_bit(seed: int, history: list) -> None:
+    """The patient's own float arithmetic for tolerance, withdrawal and overdose gives exactly what the
+    array functions give: the same states, tolerance, flags and peaks after every step."""
+    parameters = PatientParameters.sampled(seed)
+    fast, oracle = Patient(parameters), _ArrayFlagsPatient(parameters)
+    for what, amount, hours in history:
+        for patient in (fast, oracle):
+            if what == "infuse":
+                patient.infuse_intrathecal(amount, patient.time_s, patient.time_s + hours * H)
+            elif what == "bolus":
+                patient.bolus(amount * 1000)
+            elif what == "oral":
+                patient.take_oral(amount / 10)
+            else:
+                patient.advance_to(patient.time_s + hours * H)
+        assert fast.state() == oracle.state()
+        assert (fast.states == oracle.states).all()
+        assert (fast.peak_overdose, fast.peak_withdrawal) == (oracle.peak_overdose, oracle.peak_withdrawal)

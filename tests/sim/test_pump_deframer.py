@@ -55,3 +55,27 @@ def test_safe_round_trip_through_request_deframer(data: bytes) -> None:
 def test_request_deframer_never_crashes(noise: bytes) -> None:
     for item in PumpDeframer().feed(noise, 0.0, safe_mode=False):
         assert isinstance(item, Frame | FrameError)
+
+
+@given(st.lists(st.binary(max_size=12) | safe_data.map(encode_safe) | st.just(b"\r"), max_size=8),
+       st.lists(st.booleans(), min_size=1, max_size=8))
+def test_feeding_packet_by_packet_is_feeding_byte_by_byte_with_the_mode_switched_after_each_packet(
+        chunks: list[bytes], modes: list[bool]) -> None:
+    """The firmware reads on after each packet in the mode that packet left (a SAF switches it)."""
+    stream = b"".join(chunks)
+    by_byte, by_packet = PumpDeframer(), PumpDeframer()
+    expected: list[Frame | FrameError] = []
+    frames = 0
+    for index in range(len(stream)):
+        items = by_byte.feed(stream[index:index + 1], 1.0, safe_mode=modes[frames % len(modes)])
+        expected += items
+        frames += sum(type(item) is Frame for item in items)
+    got: list[Frame | FrameError] = []
+    done = frames = 0
+    while done < len(stream):
+        items, used = by_packet.feed_to_frame(stream[done:], 1.0, safe_mode=modes[frames % len(modes)])
+        assert used > 0 and sum(type(item) is Frame for item in items) <= 1
+        done += used
+        got += items
+        frames += sum(type(item) is Frame for item in items)
+    assert got == expected

@@ -298,3 +298,10 @@ def test_pty_odd_parity_port_can_be_reconfigured_while_open(clock: VirtualClock)
             assert port.read_until(b"\n") == b"+  0.00000 g  \r\n"
         finally:
             port.close()
+
+
+def test_an_in_process_port_reads_an_idle_connected_line(clock: VirtualClock) -> None:
+    with simulated_pump("inprocess", clock=clock) as rig:
+        port = serial.serial_for_url(rig.url, timeout=5)
+        assert (port.cts, port.dsr, port.ri, port.cd) == (True, True, False, True)
+        port.close()
