@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.alarms import AlarmCode
 from controller.reservoir import transit_rate_nl_per_h
 from cython_ext import units
 from cython_ext.units import MS_PER_DAY, MS_PER_H
@@ -30,6 +31,8 @@ from cython_ext.vocabulary import DeliveryKind
 #: Kinds the loop runs as a timed extra rate on top of basal. (A concentration change's transit is
 #: no bolus: it is the programme's own rate, scaled while the old drug leaves the tip: :class:`Transit`.)
 BOLUS_RUN_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING)
+#: Alarms a new fill of the reservoir clears.
+REFILL_CLEARS = (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE)
 
 
 def periodic_extra_nl_per_h(programme: Any, t_ms: int) -> int:
@@ -258,6 +261,20 @@ class Accounting:
         self.drift_expected_nl = 0
         self.drift_counted_nl = 0
 
+    def record_fill(self, fill_nl: int, concentration_ug_per_ml: int, fill_utc: datetime) -> None:
+        """The reservoir now holds ``fill_nl`` (nL) of ``concentration_ug_per_ml`` (µg/mL), filled at ``fill_utc``."""
+        self.reservoir.fill_nl = fill_nl
+        self.reservoir.fill_utc = fill_utc
+        self.reservoir.dispensed_since_fill_nl = 0
+        self.concentration_ug_per_ml = concentration_ug_per_ml
+
+    def start(self, fill_nl: int, concentration_ug_per_ml: int, fill_utc: datetime, *, dead_volume_nl: int,
+              catheter_primed: bool) -> None:
+        """Therapy's first start: the reservoir filled (:meth:`record_fill`), the catheter's ``dead_volume_nl``
+        (nL) holding the drug if it was primed, else saline."""
+        self.record_fill(fill_nl, concentration_ug_per_ml, fill_utc)
+        self.catheter.fill(dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
+
     # -- accrual ---------------------------------------------------------------------------------
 
     def accrue(self, now_ms: int, rate_nl_per_h: int, *, bolus: BolusRun | None, running: bool,
@@ -427,3 +444,54 @@ class Accounting:
         self.catheter.segments = [list(s) for s in body["catheter"]]
         self.delivered_pg_by_kind = {DeliveryKind.from_label(k): v for k, v in body["delivered_pg_by_kind"].items()}
         self.total_counted_nl = body["total_counted_nl"]
+
+
+class AccountingViews:
+    """What a control loop reads from, and records into, its :class:`Accounting` (``self.accounting``).
+
+    One place for both loops that feed the ledger: :class:`controller.loop.ControlLoop` and the
+    cohort's ideal-pump loop (:class:`hil.cohort.loop.IdealPumpLoop`). The loop provides
+    ``accounting``, ``alarms`` and ``clock``.
+    """
+
+    accounting: Accounting
+    alarms: Any
+    clock: Any
+
+    @property
+    def concentration_ug_per_ml(self) -> int:
+        """Drug in the reservoir, µg/mL (0 before implant)."""
+        return self.accounting.concentration_ug_per_ml
+
+    @property
+    def saline_in_catheter_nl(self) -> int:
+        """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
+        return self.accounting.catheter.saline_nl
+
+    @property
+    def fill_nl(self) -> int:
+        """Reservoir volume at the last fill, nL."""
+        return self.accounting.reservoir.fill_nl
+
+    @property
+    def dispensed_since_fill_nl(self) -> int:
+        """Everything reconciled as dispensed since the last fill, nL."""
+        return self.accounting.reservoir.dispensed_since_fill_nl
+
+    @property
+    def delivered_pg_by_kind(self) -> dict[str, int]:
+        """Drug that reached the catheter tip since implant, by delivery-kind label, pg."""
+        return {k.label: v for k, v in self.accounting.delivered_pg_by_kind.items()}
+
+    @property
+    def total_counted_nl(self) -> int:
+        """Counter volume reconciled since implant, nL (compared with the pump's own counter)."""
+        return self.accounting.total_counted_nl
+
+    def _record_fill(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
+        """A refill: the reservoir holds ``fill_nl`` (nL) at ``concentration_ug_per_ml`` (µg/mL) from now, and
+        the alarms it cures (:data:`REFILL_CLEARS`) are cleared."""
+        self.accounting.record_fill(fill_nl, concentration_ug_per_ml, self.clock.utc_now())
+        for code in REFILL_CLEARS:
+            if self.alarms.is_active(code):
+                self.alarms.clear(code, detail="reservoir refilled")
