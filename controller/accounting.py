@@ -72,7 +72,10 @@ class CatheterQueue:
 
     def push(self, volume_nl: int, concentration_ug_per_ml: int) -> int:
         """Push ``volume_nl`` in at the pump end; return the drug (pg) that leaves at the tip."""
-        capacity = sum(s[0] for s in self.segments)
+        segments = self.segments
+        if len(segments) == 1 and segments[0][1] == concentration_ug_per_ml and volume_nl >= 0:
+            return volume_nl * concentration_ug_per_ml  # one solution in and out: the catheter is unchanged
+        capacity = sum(s[0] for s in segments)
         if capacity == 0:
             return units.mass_pg_for_volume(volume_nl, concentration_ug_per_ml)
         out_pg = 0
@@ -314,9 +317,12 @@ class Accounting:
 
     def _attribute(self, delta_nl: int) -> dict[DeliveryKind, int]:
         """Split a counter delta across kinds in proportion to what was commanded."""
-        total = sum(self.expected.values())
         if delta_nl <= 0:
             return {}
+        if len(self.expected) == 1:  # one kind commanded (the usual case): all of it, as the split below gives
+            (kind, volume), = self.expected.items()
+            return {kind if volume else DeliveryKind.BASAL: delta_nl}
+        total = sum(self.expected.values())
         if total == 0:
             return {DeliveryKind.BASAL: delta_nl}
         shares = {k: delta_nl * v // total for k, v in self.expected.items() if v}
@@ -357,14 +363,16 @@ class Accounting:
         shares = self._attribute(delta)
         tip_pg_total = 0
         conc = self.concentration_ug_per_ml
-        for kind, volume_nl in sorted(shares.items(), key=lambda item: item[0].label):
+        parts = shares.items() if len(shares) < 2 else sorted(shares.items(), key=lambda item: item[0].label)
+        for kind, volume_nl in parts:
             if volume_nl <= 0 or not conc:
                 continue
             tip_pg = self.catheter.push(volume_nl, conc)
-            reservoir_pg = units.mass_pg_for_volume(volume_nl, conc)
             # What reaches the tip is what the patient gets (old drug first after a refill). A priming
             # bolus mixes and may reach the CSF before it ends, so it counts its full reservoir-side mass.
-            counted_pg = max(tip_pg, reservoir_pg) if kind is DeliveryKind.PRIMING else tip_pg
+            counted_pg = tip_pg
+            if kind is DeliveryKind.PRIMING:
+                counted_pg = max(tip_pg, units.mass_pg_for_volume(volume_nl, conc))
             if recovered is not None and kind not in BOLUS_RUN_KINDS:
                 self.gate.record_recovered(kind, counted_pg, now_ms, earliest_ms=recovered[0],
                                            max_rate_nl_per_h=recovered[1])

@@ -121,9 +121,10 @@ class IdealPumpLoop(AccountingViews):
         """Count what the pump pushed up to ``t_ms`` at the rate it runs, and accrue it by kind."""
         if t_ms < self._pumped_ms:
             raise StateError(f"time went back: {t_ms} ms < {self._pumped_ms} ms")
-        self._pumped_numerator += self.rate_nl_per_h() * (t_ms - self._pumped_ms)
+        rate = self.rate_nl_per_h()
+        self._pumped_numerator += rate * (t_ms - self._pumped_ms)
         self._pumped_ms = t_ms
-        self.accounting.accrue(t_ms, self.rate_nl_per_h(), bolus=self.bolus, running=self.mode is Mode.RUNNING,
+        self.accounting.accrue(t_ms, rate, bolus=self.bolus, running=self.mode is Mode.RUNNING,
                                minimum_rate=False, programme=self.programme)
 
     def _reconcile(self, t_ms: int) -> None:
