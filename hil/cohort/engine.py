@@ -236,6 +236,23 @@ class _NullJournal:
         del event
 
 
+class _Recorder:
+    """The sink of a patient's workflow results: each with the loop's time (ms), and the refills carried out.
+
+    Its own object, not a method of the patient, so the patient's objects hold no reference cycle and
+    are freed as soon as a chunk is done with them (a chunk runs without the cyclic collector).
+    """
+
+    def __init__(self, loop: IdealPumpLoop) -> None:
+        self._loop = loop
+        self.results: list[tuple[int, WorkflowResult]] = []
+        self.refills = 0
+
+    def __call__(self, result: WorkflowResult) -> None:
+        self.results.append((self._loop.now_ms(), result))
+        self.refills += result.action == "refill" and result.allowed
+
+
 class CohortPatient:
     """One patient's controller side: kernel gate, alarms, ideal-pump loop and workflows.
 
@@ -267,14 +284,18 @@ class CohortPatient:
                                refill_tolerance_pct=settings.refill_tolerance_pct,
                                restart_titration_after_ms=settings.restart_titration_after_ms,
                                priming_duration_ms=settings.priming_duration_ms)
-        self.results: list[tuple[int, WorkflowResult]] = []
-        #: Refills carried out.
-        self.refills = 0
-        self.therapy.sinks.append(self._record)
+        self._recorder = _Recorder(self.loop)
+        self.therapy.sinks.append(self._recorder)
 
-    def _record(self, result: WorkflowResult) -> None:
-        self.results.append((self.loop.now_ms(), result))
-        self.refills += result.action == "refill" and result.allowed
+    @property
+    def results(self) -> list[tuple[int, WorkflowResult]]:
+        """Every workflow result at its controller time (ms), in order."""
+        return self._recorder.results
+
+    @property
+    def refills(self) -> int:
+        """Refills carried out."""
+        return self._recorder.refills
 
     def implant(self) -> WorkflowResult:
         """Fill the pump, start the prescribed dose and prime the catheter (as ``Controller.implant``)."""
