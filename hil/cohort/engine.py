@@ -181,6 +181,17 @@ class PatientOutcome:
     delivered_ug: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with its decisions as plain tuples (a chunk's results go to the parent process or a Dask
+        client: pickling some 40 000 named tuples one object at a time was most of that cost)."""
+        state = dict(self.__dict__)
+        state["decisions"] = [tuple(d) for d in self.decisions]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["decisions"] = [tuple.__new__(Decision, d) for d in state["decisions"]]
+        self.__dict__.update(state)
+
     @property
     def refill_intervals_days(self) -> list[float]:
         """Days from implant to the first refill, then between refills."""
