@@ -405,9 +405,9 @@ def _no_automatic_gc() -> Iterator[None]:
 
     A chunk keeps tens of container objects a patient alive for its whole run and allocates
     millions of short-lived ones, which reference counting frees; the automatic passes mostly
-    re-scan the live ones (about 14 % of a chunk's CPU time). Its cyclic garbage is the
-    patients' own object graphs once it returns, plus a few objects a patient made on the way
-    (measured: about 6 over 180 days), which the next pass frees.
+    re-scan the live ones (about 14 % of a chunk's CPU time). A chunk makes no cyclic garbage
+    (a patient's objects hold no cycle: see :class:`_Recorder`; ``tests/cohort`` checks it), so
+    reference counting frees the patients as it returns.
     """
     enabled = gc.isenabled()
     gc.disable()
