@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.alarms import AlarmCode
 from controller.reservoir import transit_rate_nl_per_h
 from cython_ext import units
 from cython_ext.units import MS_PER_DAY, MS_PER_H
@@ -30,6 +31,8 @@ from cython_ext.vocabulary import DeliveryKind
 #: Kinds the loop runs as a timed extra rate on top of basal. (A concentration change's transit is
 #: no bolus: it is the programme's own rate, scaled while the old drug leaves the tip: :class:`Transit`.)
 BOLUS_RUN_KINDS = (DeliveryKind.BOLUS_CLINICIAN, DeliveryKind.BOLUS_PATIENT, DeliveryKind.PRIMING)
+#: Alarms a new fill of the reservoir clears.
+REFILL_CLEARS = (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE)
 
 
 def periodic_extra_nl_per_h(programme: Any, t_ms: int) -> int:
@@ -69,7 +72,10 @@ class CatheterQueue:
 
     def push(self, volume_nl: int, concentration_ug_per_ml: int) -> int:
         """Push ``volume_nl`` in at the pump end; return the drug (pg) that leaves at the tip."""
-        capacity = sum(s[0] for s in self.segments)
+        segments = self.segments
+        if len(segments) == 1 and segments[0][1] == concentration_ug_per_ml and volume_nl >= 0:
+            return volume_nl * concentration_ug_per_ml  # one solution in and out: the catheter is unchanged
+        capacity = sum(s[0] for s in segments)
         if capacity == 0:
             return units.mass_pg_for_volume(volume_nl, concentration_ug_per_ml)
         out_pg = 0
@@ -258,6 +264,20 @@ class Accounting:
         self.drift_expected_nl = 0
         self.drift_counted_nl = 0
 
+    def record_fill(self, fill_nl: int, concentration_ug_per_ml: int, fill_utc: datetime) -> None:
+        """The reservoir now holds ``fill_nl`` (nL) of ``concentration_ug_per_ml`` (µg/mL), filled at ``fill_utc``."""
+        self.reservoir.fill_nl = fill_nl
+        self.reservoir.fill_utc = fill_utc
+        self.reservoir.dispensed_since_fill_nl = 0
+        self.concentration_ug_per_ml = concentration_ug_per_ml
+
+    def start(self, fill_nl: int, concentration_ug_per_ml: int, fill_utc: datetime, *, dead_volume_nl: int,
+              catheter_primed: bool) -> None:
+        """Therapy's first start: the reservoir filled (:meth:`record_fill`), the catheter's ``dead_volume_nl``
+        (nL) holding the drug if it was primed, else saline."""
+        self.record_fill(fill_nl, concentration_ug_per_ml, fill_utc)
+        self.catheter.fill(dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
+
     # -- accrual ---------------------------------------------------------------------------------
 
     def accrue(self, now_ms: int, rate_nl_per_h: int, *, bolus: BolusRun | None, running: bool,
@@ -297,9 +317,12 @@ class Accounting:
 
     def _attribute(self, delta_nl: int) -> dict[DeliveryKind, int]:
         """Split a counter delta across kinds in proportion to what was commanded."""
-        total = sum(self.expected.values())
         if delta_nl <= 0:
             return {}
+        if len(self.expected) == 1:  # one kind commanded (the usual case): all of it, as the split below gives
+            (kind, volume), = self.expected.items()
+            return {kind if volume else DeliveryKind.BASAL: delta_nl}
+        total = sum(self.expected.values())
         if total == 0:
             return {DeliveryKind.BASAL: delta_nl}
         shares = {k: delta_nl * v // total for k, v in self.expected.items() if v}
@@ -340,14 +363,16 @@ class Accounting:
         shares = self._attribute(delta)
         tip_pg_total = 0
         conc = self.concentration_ug_per_ml
-        for kind, volume_nl in sorted(shares.items(), key=lambda item: item[0].label):
+        parts = shares.items() if len(shares) < 2 else sorted(shares.items(), key=lambda item: item[0].label)
+        for kind, volume_nl in parts:
             if volume_nl <= 0 or not conc:
                 continue
             tip_pg = self.catheter.push(volume_nl, conc)
-            reservoir_pg = units.mass_pg_for_volume(volume_nl, conc)
             # What reaches the tip is what the patient gets (old drug first after a refill). A priming
             # bolus mixes and may reach the CSF before it ends, so it counts its full reservoir-side mass.
-            counted_pg = max(tip_pg, reservoir_pg) if kind is DeliveryKind.PRIMING else tip_pg
+            counted_pg = tip_pg
+            if kind is DeliveryKind.PRIMING:
+                counted_pg = max(tip_pg, units.mass_pg_for_volume(volume_nl, conc))
             if recovered is not None and kind not in BOLUS_RUN_KINDS:
                 self.gate.record_recovered(kind, counted_pg, now_ms, earliest_ms=recovered[0],
                                            max_rate_nl_per_h=recovered[1])
@@ -427,3 +452,54 @@ class Accounting:
         self.catheter.segments = [list(s) for s in body["catheter"]]
         self.delivered_pg_by_kind = {DeliveryKind.from_label(k): v for k, v in body["delivered_pg_by_kind"].items()}
         self.total_counted_nl = body["total_counted_nl"]
+
+
+class AccountingViews:
+    """What a control loop reads from, and records into, its :class:`Accounting` (``self.accounting``).
+
+    One place for both loops that feed the ledger: :class:`controller.loop.ControlLoop` and the
+    cohort's ideal-pump loop (:class:`hil.cohort.loop.IdealPumpLoop`). The loop provides
+    ``accounting``, ``alarms`` and ``clock``.
+    """
+
+    accounting: Accounting
+    alarms: Any
+    clock: Any
+
+    @property
+    def concentration_ug_per_ml(self) -> int:
+        """Drug in the reservoir, µg/mL (0 before implant)."""
+        return self.accounting.concentration_ug_per_ml
+
+    @property
+    def saline_in_catheter_nl(self) -> int:
+        """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
+        return self.accounting.catheter.saline_nl
+
+    @property
+    def fill_nl(self) -> int:
+        """Reservoir volume at the last fill, nL."""
+        return self.accounting.reservoir.fill_nl
+
+    @property
+    def dispensed_since_fill_nl(self) -> int:
+        """Everything reconciled as dispensed since the last fill, nL."""
+        return self.accounting.reservoir.dispensed_since_fill_nl
+
+    @property
+    def delivered_pg_by_kind(self) -> dict[str, int]:
+        """Drug that reached the catheter tip since implant, by delivery-kind label, pg."""
+        return {k.label: v for k, v in self.accounting.delivered_pg_by_kind.items()}
+
+    @property
+    def total_counted_nl(self) -> int:
+        """Counter volume reconciled since implant, nL (compared with the pump's own counter)."""
+        return self.accounting.total_counted_nl
+
+    def _record_fill(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
+        """A refill: the reservoir holds ``fill_nl`` (nL) at ``concentration_ug_per_ml`` (µg/mL) from now, and
+        the alarms it cures (:data:`REFILL_CLEARS`) are cleared."""
+        self.accounting.record_fill(fill_nl, concentration_ug_per_ml, self.clock.utc_now())
+        for code in REFILL_CLEARS:
+            if self.alarms.is_active(code):
+                self.alarms.clear(code, detail="reservoir refilled")

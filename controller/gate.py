@@ -191,6 +191,38 @@ def screening_gate(*, kernel_module: Any = None) -> KernelGate:
         min_rate_nl_per_h=1, max_rate_nl_per_h=10_000_000, kernel_module=kernel_module)
 
 
+#: Kernel values already built, by their inputs (see :func:`_kernel_values`); bounded by :data:`_KERNEL_VALUES_MAX`.
+_KERNEL_VALUES: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+_KERNEL_VALUES_MAX = 256
+
+
+def _kernel_values(k: Any, caps_kwargs: dict[str, Any], concentration_ug_per_ml: int, min_rate_nl_per_h: int,
+                   max_rate_nl_per_h: int) -> tuple[Any, Any, Any]:
+    """The kernel's caps, pump envelope and library entry for a gate: ``(caps, envelope, limits)``.
+
+    All three are immutable kernel values that depend only on these inputs, so gates built from
+    the same prescription and pump share them (a cohort builds thousands); each is built and
+    checked by the kernel the first time, and bad input raises every time, as it is never stored.
+    """
+    try:
+        # Types are part of the key: True == 1 and 1 == 1.0 must not share what the kernel checked for one.
+        key = (k, tuple((name, type(v), v) for name, v in sorted(caps_kwargs.items())),
+               *((type(v), v) for v in (concentration_ug_per_ml, min_rate_nl_per_h, max_rate_nl_per_h)))
+        hash(key)
+    except TypeError:
+        key = None
+    values = _KERNEL_VALUES.get(key) if key is not None else None
+    if values is None:
+        caps = k.make_caps(**caps_kwargs)
+        # The kernel plans within its own ceiling; a faster pump is simply never asked for more.
+        ceiling = getattr(k, "MAX_RATE_NL_PER_H", max_rate_nl_per_h)
+        envelope = k.make_envelope(min_rate_nl_per_h, min(max_rate_nl_per_h, ceiling), 1)
+        values = (caps, envelope, k.library_entry(concentration_ug_per_ml))
+        if key is not None and len(_KERNEL_VALUES) < _KERNEL_VALUES_MAX:
+            _KERNEL_VALUES[key] = values
+    return values
+
+
 class KernelGate(Gate):
     """:class:`Gate` over :mod:`cython_ext.kernel`.
 
@@ -205,11 +237,8 @@ class KernelGate(Gate):
                  min_rate_nl_per_h: int, max_rate_nl_per_h: int, kernel_module: Any = None) -> None:
         self.k = kernel_module if kernel_module is not None else _kernel()
         self._caps_kwargs = dict(caps_kwargs)
-        self.caps = self.k.make_caps(**caps_kwargs)
-        # The kernel plans within its own ceiling; a faster pump is simply never asked for more.
-        ceiling = getattr(self.k, "MAX_RATE_NL_PER_H", max_rate_nl_per_h)
-        self.envelope = self.k.make_envelope(min_rate_nl_per_h, min(max_rate_nl_per_h, ceiling), 1)
-        limits = self.k.library_entry(concentration_ug_per_ml)
+        self.caps, self.envelope, limits = _kernel_values(self.k, self._caps_kwargs, concentration_ug_per_ml,
+                                                          min_rate_nl_per_h, max_rate_nl_per_h)
         self.kernel = self.k.SafetyKernel(limits, self.caps, self.envelope, self.k.Ledger())
         self.programme_since_ms = 0
         #: The kernel's history could not be restored after a restart: increases and boluses are refused.

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import reservoir as reservoir_math
-from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun, TipDoseWatch, Transit
+from controller.accounting import BOLUS_RUN_KINDS, Accounting, AccountingViews, BolusRun, TipDoseWatch, Transit
 from controller.alarms import AlarmCode, AlarmManager
 from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error,
                                  is_link_error)
@@ -192,7 +192,24 @@ class PollRecord:
     mode: str = ""
 
 
-class ControlLoop:
+def check_bolus_start(loop: Any, kind: DeliveryKind, duration_ms: int) -> None:
+    """Refuse to start a bolus the loop cannot run: a kind it does not run as an extra rate, one while another
+    runs, outside RUNNING, or a duration (ms) not > 0 (the checks of every loop's ``start_bolus``).
+
+    :raises ConfigError: for the kind or the duration.
+    :raises StateError: for the loop's state.
+    """
+    if kind not in BOLUS_RUN_KINDS:
+        raise ConfigError("kind", kind, f"one of {[k.label for k in BOLUS_RUN_KINDS]}")
+    if loop.bolus is not None:
+        raise StateError(f"bolus {loop.bolus.bolus_id} is still running")
+    if loop.mode is not Mode.RUNNING:
+        raise StateError(f"no bolus in mode {loop.mode.value}")
+    if duration_ms <= 0:
+        raise ConfigError("duration_ms", duration_ms, "> 0")
+
+
+class ControlLoop(AccountingViews):
     """The dosing firmware's main loop over one pump.
 
     Built by :func:`controller.assembly.build_controller`; nothing else wires it.
@@ -271,41 +288,11 @@ class ControlLoop:
         except StateError:
             return 0
 
-    @property
-    def saline_in_catheter_nl(self) -> int:
-        """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
-        return self.accounting.catheter.saline_nl
-
     def _pump_rate(self, programme_rate_nl_per_h: int) -> int:
         """The pump's volume rate for a programme rate (at the reservoir's concentration), nL/h."""
         if self.transit is None:
             return programme_rate_nl_per_h
         return self.transit.pump_rate_nl_per_h(programme_rate_nl_per_h)
-
-    @property
-    def concentration_ug_per_ml(self) -> int:
-        """Drug in the reservoir, µg/mL (0 before implant)."""
-        return self.accounting.concentration_ug_per_ml
-
-    @property
-    def delivered_pg_by_kind(self) -> dict[str, int]:
-        """Drug that reached the catheter tip since implant, by delivery-kind label, pg."""
-        return {k.label: v for k, v in self.accounting.delivered_pg_by_kind.items()}
-
-    @property
-    def total_counted_nl(self) -> int:
-        """Counter volume reconciled since implant, nL (compared with the pump's own counter)."""
-        return self.accounting.total_counted_nl
-
-    @property
-    def fill_nl(self) -> int:
-        """Reservoir volume at the last fill, nL."""
-        return self.accounting.reservoir.fill_nl
-
-    @property
-    def dispensed_since_fill_nl(self) -> int:
-        """Everything dispensed since the last fill, nL."""
-        return self.accounting.reservoir.dispensed_since_fill_nl
 
     @property
     def last_poll_ms(self) -> int:
@@ -966,11 +953,8 @@ class ControlLoop:
         # store must not overwrite the resume point a restart has yet to read).
         self.store.resume_point_source = self._resume_point
         acc = self.accounting
-        acc.concentration_ug_per_ml = concentration_ug_per_ml
-        acc.reservoir.fill_nl = fill_nl
-        acc.reservoir.fill_utc = self.clock.utc_now()
-        acc.reservoir.dispensed_since_fill_nl = 0
-        acc.catheter.fill(self.config.dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
+        acc.start(fill_nl, concentration_ug_per_ml, self.clock.utc_now(), dead_volume_nl=self.config.dead_volume_nl,
+                  catheter_primed=catheter_primed)
         dispensed = self.commands.read_dispensed()
         acc.last_counter_nl = dispensed.infused_nl if dispensed is not None else None
         now = self.now_ms()
@@ -1062,14 +1046,7 @@ class ControlLoop:
 
         :return: the stored record, or None if the pump could not take the bolus rate.
         """
-        if kind not in BOLUS_RUN_KINDS:
-            raise ConfigError("kind", kind, f"one of {[k.label for k in BOLUS_RUN_KINDS]}")
-        if self.bolus is not None:
-            raise StateError(f"bolus {self.bolus.bolus_id} is still running")
-        if self.mode is not Mode.RUNNING:
-            raise StateError(f"no bolus in mode {self.mode.value}")
-        if duration_ms <= 0:
-            raise ConfigError("duration_ms", duration_ms, "> 0")
+        check_bolus_start(self, kind, duration_ms)
         volume_nl = decision.volume_nl
         extra = -(-volume_nl * MS_PER_H // duration_ms)  # ceiling: the bolus ends by time, not early
         now = self.now_ms()
@@ -1366,16 +1343,6 @@ class ControlLoop:
             self.poll()  # everything delivered so far counts against the old fill
         self._record_fill(fill_nl, concentration_ug_per_ml)
         self.checkpoint()
-
-    def _record_fill(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
-        acc = self.accounting
-        acc.reservoir.fill_nl = fill_nl
-        acc.reservoir.fill_utc = self.clock.utc_now()
-        acc.reservoir.dispensed_since_fill_nl = 0
-        acc.concentration_ug_per_ml = concentration_ug_per_ml
-        for code in (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE):
-            if self.alarms.is_active(code):
-                self.alarms.clear(code, detail="reservoir refilled")
 
     def discontinue_now(self, decision: GateDecision) -> bool:
         """Stop delivery after an authorised discontinue (the end of a taper, or an emergency)."""

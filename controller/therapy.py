@@ -244,7 +244,9 @@ class Therapy:
 
     def _refill_discrepancy_unacknowledged(self) -> bool:
         """A refill found volumes beyond tolerance (a possible pocket fill) and no clinician has acknowledged it."""
-        return any(a.code is AlarmCode.REFILL_DISCREPANCY and not a.acknowledged for a in self.loop.alarms.active())
+        alarms = self.loop.alarms
+        return alarms.is_active(AlarmCode.REFILL_DISCREPANCY) and \
+            any(a.code is AlarmCode.REFILL_DISCREPANCY and not a.acknowledged for a in alarms.active())
 
     def _bolus_blockers(self) -> list[Why]:
         blockers = []

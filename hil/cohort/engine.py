@@ -38,6 +38,7 @@ import numpy as np
 from controller.alarms import AlarmManager
 from controller.assembly import ControllerSettings, loop_config
 from controller.gate import KernelGate
+from controller.loop import LoopConfig
 from controller.patient import PatientRecord, ScreeningDose
 from controller.prescription import Prescription
 from controller.therapy import PAEDIATRIC_FIRST_TEST_DOSE_UG, SCREENING_SEQUENCE_UG, Therapy, WorkflowResult
@@ -180,6 +181,17 @@ class PatientOutcome:
     delivered_ug: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with its decisions as plain tuples (a chunk's results go to the parent process or a Dask
+        client: pickling some 40 000 named tuples one object at a time was most of that cost)."""
+        state = dict(self.__dict__)
+        state["decisions"] = [tuple(d) for d in self.decisions]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["decisions"] = [tuple.__new__(Decision, d) for d in state["decisions"]]
+        self.__dict__.update(state)
+
     @property
     def refill_intervals_days(self) -> list[float]:
         """Days from implant to the first refill, then between refills."""
@@ -235,6 +247,23 @@ class _NullJournal:
         del event
 
 
+class _Recorder:
+    """The sink of a patient's workflow results: each with the loop's time (ms), and the refills carried out.
+
+    Its own object, not a method of the patient, so the patient's objects hold no reference cycle and
+    are freed as soon as a chunk is done with them (a chunk runs without the cyclic collector).
+    """
+
+    def __init__(self, loop: IdealPumpLoop) -> None:
+        self._loop = loop
+        self.results: list[tuple[int, WorkflowResult]] = []
+        self.refills = 0
+
+    def __call__(self, result: WorkflowResult) -> None:
+        self.results.append((self._loop.now_ms(), result))
+        self.refills += result.action == "refill" and result.allowed
+
+
 class CohortPatient:
     """One patient's controller side: kernel gate, alarms, ideal-pump loop and workflows.
 
@@ -243,10 +272,14 @@ class CohortPatient:
     :param clock: the chunk's clock (controller time).
     :param pump_rate_envelope_nl_per_h: the pump's lowest and highest rate, nL/h.
     :param settings: rig and clinic timing (default :class:`ControllerSettings`, as ``itb run``).
+    :param config: the loop parameters, when the caller has built them already (they must be
+        :func:`~controller.assembly.loop_config` of ``prescription`` and ``settings``; a chunk builds them once
+        per prescription).
     """
 
     def __init__(self, index: int, prescription: Prescription, clock: Clock,
-                 pump_rate_envelope_nl_per_h: tuple[int, int], settings: ControllerSettings | None = None) -> None:
+                 pump_rate_envelope_nl_per_h: tuple[int, int], settings: ControllerSettings | None = None, *,
+                 config: LoopConfig | None = None) -> None:
         settings = settings or ControllerSettings()
         rx = prescription
         self.index = index
@@ -255,21 +288,25 @@ class CohortPatient:
         caps = {**rx.kernel_caps_kwargs(), "restart_threshold_ms": settings.restart_titration_after_ms}  # as assembly
         self.gate = KernelGate(rx.concentration_ug_per_ml, caps, min_rate_nl_per_h=low, max_rate_nl_per_h=high)
         self.alarms = AlarmManager(clock, _NullJournal())
-        config = loop_config(rx, settings)
+        config = config if config is not None else loop_config(rx, settings)
         self.loop = IdealPumpLoop(self.gate, self.alarms, config, clock)
         self.therapy = Therapy(self.loop, self.gate, screened_record(rx),
                                dead_volume_nl=config.dead_volume_nl, reservoir_capacity_nl=config.reservoir_capacity_nl,
                                refill_tolerance_pct=settings.refill_tolerance_pct,
                                restart_titration_after_ms=settings.restart_titration_after_ms,
                                priming_duration_ms=settings.priming_duration_ms)
-        self.results: list[tuple[int, WorkflowResult]] = []
-        #: Refills carried out.
-        self.refills = 0
-        self.therapy.sinks.append(self._record)
+        self._recorder = _Recorder(self.loop)
+        self.therapy.sinks.append(self._recorder)
 
-    def _record(self, result: WorkflowResult) -> None:
-        self.results.append((self.loop.now_ms(), result))
-        self.refills += result.action == "refill" and result.allowed
+    @property
+    def results(self) -> list[tuple[int, WorkflowResult]]:
+        """Every workflow result at its controller time (ms), in order."""
+        return self._recorder.results
+
+    @property
+    def refills(self) -> int:
+        """Refills carried out."""
+        return self._recorder.refills
 
     def implant(self) -> WorkflowResult:
         """Fill the pump, start the prescribed dose and prime the catheter (as ``Controller.implant``)."""
@@ -368,9 +405,9 @@ def _no_automatic_gc() -> Iterator[None]:
 
     A chunk keeps tens of container objects a patient alive for its whole run and allocates
     millions of short-lived ones, which reference counting frees; the automatic passes mostly
-    re-scan the live ones (about 14 % of a chunk's CPU time). Its cyclic garbage is the
-    patients' own object graphs once it returns, plus a few objects a patient made on the way
-    (measured: about 6 over 180 days), which the next pass frees.
+    re-scan the live ones (about 14 % of a chunk's CPU time). A chunk makes no cyclic garbage
+    (a patient's objects hold no cycle: see :class:`_Recorder`; ``tests/cohort`` checks it), so
+    reference counting frees the patients as it returns.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -395,12 +432,18 @@ def _run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
     n = len(spec.origins)
     clock = ChunkClock()
     plant = CohortPlant(spec.parameters)
-    patients = [CohortPatient(spec.first_index + i, spec.prescriptions[Origin(origin)], clock,
-                              spec.pump_rate_envelope_nl_per_h) for i, origin in enumerate(spec.origins)]
+    settings = ControllerSettings()
+    configs = {origin: loop_config(rx, settings) for origin, rx in spec.prescriptions.items()}
+    patients = []
+    for i, origin in enumerate(spec.origins.tolist()):
+        origin = Origin(origin)
+        patients.append(CohortPatient(spec.first_index + i, spec.prescriptions[origin], clock,
+                                      spec.pump_rate_envelope_nl_per_h, settings, config=configs[origin]))
     rxs = [p.prescription for p in patients]
     concentration = np.array([rx.concentration_ug_per_ml for rx in rxs], dtype=float)
     basal_nl_per_h = np.zeros(n)
     saline_nl = np.array([rx.pump.dead_volume_nl for rx in rxs], dtype=float)
+    saline_left = bool(saline_nl.any())
     reservoir_nl = np.zeros(n)
     bolus_end_ms = np.full(n, np.inf)
     extra_nl: dict[int, np.ndarray] = {}
@@ -460,11 +503,23 @@ def _run_chunk(spec: ChunkSpec) -> list[PatientOutcome]:
         # Until the next visit or bolus end nothing changes but what the pump pushes: pump those
         # hours here, then step the plant through all of them at once.
         until = min(total_h, _next_visit_hour(hour, policy.decision_hour), _next_bolus_end_hour(bolus_end_ms))
+        # An hour with no bolus once no catheter holds saline pushes the basal, all drug: the same
+        # figures as the general step, which it skips.
         tips_ug = np.empty((until - hour, n))
+        basal_tip_ug = None
         for step, pumped_hour in enumerate(range(hour, until)):
-            pumped = basal_nl_per_h + extra_nl.pop(pumped_hour, 0.0)
+            extra = extra_nl.pop(pumped_hour, None)
+            if extra is None and not saline_left:
+                if basal_tip_ug is None:
+                    basal_tip_ug = basal_nl_per_h * concentration / (PG_PER_NG * NG_PER_UG)
+                reservoir_nl -= basal_nl_per_h
+                delivered_ug += basal_tip_ug
+                tips_ug[step] = basal_tip_ug
+                continue
+            pumped = basal_nl_per_h + (0.0 if extra is None else extra)
             drug_nl = np.maximum(pumped - saline_nl, 0.0)
             np.maximum(saline_nl - pumped, 0.0, out=saline_nl)
+            saline_left = bool(saline_nl.any())
             reservoir_nl -= pumped
             tip_ug = drug_nl * concentration / (PG_PER_NG * NG_PER_UG)
             delivered_ug += tip_ug

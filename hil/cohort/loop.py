@@ -29,15 +29,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.accounting import BOLUS_RUN_KINDS, Accounting, BolusRun
-from controller.alarms import AlarmCode, AlarmManager
+from controller.accounting import Accounting, AccountingViews, BolusRun
+from controller.alarms import AlarmManager
 from controller.commands import ProgramOutcome, ProgramResult
 from controller.gate import GateDecision, KernelGate
-from controller.loop import LoopConfig, Mode
+from controller.loop import LoopConfig, Mode, check_bolus_start
 from controller.store import BolusRecord
 from cython_ext import units
-from cython_ext.errors import ConfigError, StateError
-from cython_ext.units import MS_PER_DAY, MS_PER_H
+from cython_ext.errors import StateError
+from cython_ext.units import MS_PER_H
 from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
 
@@ -66,7 +66,7 @@ class PollSpreadGate:
         self._gate.record_delivery_spread(kind, mass_pg, start_ms, end_ms, self._interval_ms)
 
 
-class IdealPumpLoop:
+class IdealPumpLoop(AccountingViews):
     """The loop's side of the workflows for one patient, on an ideal pump (no HAL, no store).
 
     :param gate: the patient's kernel gate.
@@ -105,26 +105,6 @@ class IdealPumpLoop:
         """Controller time, ms."""
         return self.clock.monotonic_ms()
 
-    @property
-    def concentration_ug_per_ml(self) -> int:
-        """Drug in the reservoir, µg/mL (0 before implant)."""
-        return self.accounting.concentration_ug_per_ml
-
-    @property
-    def saline_in_catheter_nl(self) -> int:
-        """Saline still in the catheter ahead of the drug, nL; 0 once primed."""
-        return self.accounting.catheter.saline_nl
-
-    @property
-    def fill_nl(self) -> int:
-        """Reservoir volume at the last fill, nL."""
-        return self.accounting.reservoir.fill_nl
-
-    @property
-    def dispensed_since_fill_nl(self) -> int:
-        """Everything reconciled as dispensed since the last fill, nL."""
-        return self.accounting.reservoir.dispensed_since_fill_nl
-
     def interruption_ms(self) -> int:
         """How long delivery has been interrupted, ms: never, on an ideal pump."""
         return 0
@@ -141,9 +121,10 @@ class IdealPumpLoop:
         """Count what the pump pushed up to ``t_ms`` at the rate it runs, and accrue it by kind."""
         if t_ms < self._pumped_ms:
             raise StateError(f"time went back: {t_ms} ms < {self._pumped_ms} ms")
-        self._pumped_numerator += self.rate_nl_per_h() * (t_ms - self._pumped_ms)
+        rate = self.rate_nl_per_h()
+        self._pumped_numerator += rate * (t_ms - self._pumped_ms)
         self._pumped_ms = t_ms
-        self.accounting.accrue(t_ms, self.rate_nl_per_h(), bolus=self.bolus, running=self.mode is Mode.RUNNING,
+        self.accounting.accrue(t_ms, rate, bolus=self.bolus, running=self.mode is Mode.RUNNING,
                                minimum_rate=False, programme=self.programme)
 
     def _reconcile(self, t_ms: int) -> None:
@@ -184,11 +165,8 @@ class IdealPumpLoop:
             raise StateError(f"therapy already started (mode {self.mode.value})")
         now = self.now_ms()
         acc = self.accounting
-        acc.concentration_ug_per_ml = concentration_ug_per_ml
-        acc.reservoir.fill_nl = fill_nl
-        acc.reservoir.fill_utc = self.clock.utc_now()
-        acc.reservoir.dispensed_since_fill_nl = 0
-        acc.catheter.fill(self.config.dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
+        acc.start(fill_nl, concentration_ug_per_ml, self.clock.utc_now(), dead_volume_nl=self.config.dead_volume_nl,
+                  catheter_primed=catheter_primed)
         acc.last_counter_nl = self._pumped_numerator // MS_PER_H
         acc.accrual_ms = self._pumped_ms = self._reconciled_ms = now
         self.gate.apply(decision, now)
@@ -209,14 +187,7 @@ class IdealPumpLoop:
 
     def start_bolus(self, kind: DeliveryKind, decision: GateDecision, duration_ms: int) -> BolusRecord | None:
         """An authorised bolus as an extra rate for ``duration_ms`` (the loop's rounding: it ends by time)."""
-        if kind not in BOLUS_RUN_KINDS:
-            raise ConfigError("kind", kind, f"one of {[k.label for k in BOLUS_RUN_KINDS]}")
-        if self.bolus is not None:
-            raise StateError(f"bolus {self.bolus.bolus_id} is still running")
-        if self.mode is not Mode.RUNNING:
-            raise StateError(f"no bolus in mode {self.mode.value}")
-        if duration_ms <= 0:
-            raise ConfigError("duration_ms", duration_ms, "> 0")
+        check_bolus_start(self, kind, duration_ms)
         now = self.now_ms()
         self._pump_until(now)
         volume_nl = decision.volume_nl
@@ -243,14 +214,7 @@ class IdealPumpLoop:
     def set_reservoir(self, fill_nl: int, concentration_ug_per_ml: int) -> None:
         """A refill: the reservoir now holds ``fill_nl`` at ``concentration_ug_per_ml``."""
         self.poll()
-        acc = self.accounting
-        acc.reservoir.fill_nl = fill_nl
-        acc.reservoir.fill_utc = self.clock.utc_now()
-        acc.reservoir.dispensed_since_fill_nl = 0
-        acc.concentration_ug_per_ml = concentration_ug_per_ml
-        for code in (AlarmCode.RESERVOIR_LOW, AlarmCode.RESERVOIR_EMPTY, AlarmCode.REFILL_DUE):
-            if self.alarms.is_active(code):
-                self.alarms.clear(code, detail="reservoir refilled")
+        self._record_fill(fill_nl, concentration_ug_per_ml)
 
     def checkpoint(self, *, durable: bool = False) -> None:
         """Nothing to save: a cohort run keeps no resume point (it is not restarted)."""

@@ -121,3 +121,25 @@ def test_a_chunk_runs_without_automatic_gc_passes_and_restores_the_collector(ena
         gc.callbacks.remove(callback)
         (gc.enable if was else gc.disable)()
     assert len(outcomes) == 40 and passes_inside == []
+
+
+def test_a_chunk_leaves_no_cyclic_garbage(protocol, small_population) -> None:
+    """Run without the collector, a chunk must not leave its patients for it: after the run, a collection
+    finds nothing (each patient's objects are freed by reference counting as the chunk returns)."""
+    import dataclasses
+    import gc
+
+    from hil.cohort import engine
+    from hil.cohort.run import chunk_specs
+
+    spec = chunk_specs(dataclasses.replace(small_population, size=12).sample(), protocol, 20)[0]
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        outcomes = engine._run_chunk(spec)
+        found = gc.collect()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert len(outcomes) == 12 and sum(len(o.decisions) for o in outcomes) > 12
+    assert found == 0
