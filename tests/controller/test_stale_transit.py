@@ -1,0 +1,66 @@
+"""A concentration transit the pump ended by itself while no controller watched (TIT-01, BOL-06; issue #9).
+
+Mid-transit the pump holds the two-phase transit program: the old drug's volume rate until the old drug
+has left the catheter, then the new drug's. A controller that is down across that switch comes back with
+the transit still open in its resume point. A command sent then (a titration, a fault reaction's restore)
+must be scaled for the drug that is now in the catheter, not for the old drug: the clinical adversary
+(seeds 3 and 6) found the old drug's volume rate sent as a plain rate on the new drug, twice the dose at
+the tip after 500 -> 1000 µg/mL, four times after 500 -> 2000, until the next poll ended the transit.
+
+Judged on physics only: the volume the pump's mechanism pushed, through the independent catheter
+(:class:`tests.controller.adversary_world.TipRecord`), never the controller's ledger or its own transit.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.controller.adversary_world import world_ms
+
+MS_PER_MIN = 60_000
+MS_PER_DAY = 86_400_000
+#: How long after the command the tip dose is measured, min (less than the 30 min poll interval).
+WINDOW_MIN = 20
+
+
+def _tip_dose_ng_per_day(machine, start_ms: int, end_ms: int) -> int:
+    """The drug that left the catheter tip over ``[start_ms, end_ms]``, as a daily dose, ng/day."""
+    pg = machine.tip.tip_pg_within(start_ms, end_ms)
+    return pg * MS_PER_DAY // (end_ms - start_ms) // 1000
+
+
+def _across_the_pump_s_own_transit_end(machine, new_concentration: int) -> None:
+    """Spinal, 200 µg/day at 500 µg/mL; the change's transit takes 15 h (250 µL at 16.7 µL/h) and is 10 h on when
+    the controller crashes; it comes back 10 h later, with the pump long on the new drug's rate."""
+    machine.implant(origin="spinal", effective=2, effect_h=4, cap_ug=800, child_starts_low=False)
+    machine.time_passes(minutes=1440)
+    machine.change_concentration(concentration=new_concentration, pocket_fill=False)
+    machine.time_passes(minutes=600)
+    assert machine.rig.loop.transit is not None and machine.pump.read_phase() == 1
+    machine.restart(downtime_min=600, reboot=True, wall_jump_h=0, new_origin="")
+    machine.tip.sample()
+    assert machine.tip.concentration_at_tip_ms(world_ms(machine.world)) == new_concentration
+
+
+@pytest.mark.parametrize("new_concentration", [1000, 2000])
+def test_a_titration_just_after_a_restart_past_the_transit_end_is_dosed_for_the_new_drug(new_concentration: int) -> None:
+    """+10 % right after the restart: 220 µg/day prescribed; the tip got 440 (1000 µg/mL) or 880 (2000 µg/mL)."""
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    try:
+        _across_the_pump_s_own_transit_end(machine, new_concentration)
+        start = world_ms(machine.world)
+        machine.titrate(pct=10, override=False)
+        prescribed = machine.therapy.prescribed_dose_ng_per_day
+        assert prescribed == 220_000
+        machine.world.advance(WINDOW_MIN * 60)
+        machine.tip.sample()
+        got = _tip_dose_ng_per_day(machine, start, world_ms(machine.world))
+        assert got <= prescribed * 101 // 100, f"{got / 1000:g} µg/day at the tip, {prescribed / 1000:g} prescribed"
+        assert got >= prescribed * 99 // 100, f"{got / 1000:g} µg/day at the tip, {prescribed / 1000:g} prescribed"
+        machine.time_passes(minutes=60)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
+
