@@ -64,3 +64,40 @@ def test_a_titration_just_after_a_restart_past_the_transit_end_is_dosed_for_the_
     finally:
         machine.teardown()
 
+
+
+def test_a_transit_ended_by_volume_just_before_a_long_pause_is_judged_by_flow_not_clock_time() -> None:
+    """The oracle's side (seed 6): recovery ends the transit with 10 nL of old drug left (4 s of flow, within the
+    controller's minute), a lost reply to the next refill's pause then leaves the pump still for an hour. The
+    new drug's rate put in before the pause is the dose behind the front (200 µg/day), not 100 µg/day on the
+    old drug: by clock time the front was an hour off, by flow 4 s. Replayed move for move, the label's
+    invariant between moves as the state machine runs it."""
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    moves = [
+        lambda: machine.implant(effective=2, cap_ug=400, origin="spinal", effect_h=6, child_starts_low=True),
+        lambda: machine.refill(pocket_fill=True),
+        lambda: machine.titration_course(days=4, pct=14, split=True),
+        lambda: machine.change_concentration_then_restart(concentration=1000, downtime_min=60, minutes=240,
+                                                          reboot=False, wall_jump_h=-24),
+        lambda: machine.change_concentration_then_restart(concentration=500, downtime_min=60, minutes=600,
+                                                          reboot=False, wall_jump_h=24),
+        lambda: machine.lose_next_reply(applied=True, raises=False),
+        machine.resume,
+        lambda: machine.change_concentration(concentration=2000, pocket_fill=False),
+        lambda: machine.link_down(minutes=60),
+        machine.resume,
+        lambda: machine.refill(pocket_fill=False),
+        lambda: machine.raise_to_yesterdays_peak(override=False),
+        lambda: machine.link_down(minutes=300),
+    ]
+    try:
+        for move in moves:
+            move()
+            machine.the_label_holds()
+        fronts = [(at, old, new) for at, old, new in machine.tip.boundaries if old]
+        assert fronts and fronts[-1][1:] == (500, 1000)
+        assert machine.oracle._moving_ms(fronts[-1][0] - MS_PER_DAY // 24, fronts[-1][0]) < MS_PER_MIN
+    finally:
+        machine.teardown()
