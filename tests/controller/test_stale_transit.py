@@ -101,3 +101,37 @@ def test_a_transit_ended_by_volume_just_before_a_long_pause_is_judged_by_flow_no
         assert machine.oracle._moving_ms(fronts[-1][0] - MS_PER_DAY // 24, fronts[-1][0]) < MS_PER_MIN
     finally:
         machine.teardown()
+
+
+def test_a_resume_after_a_stall_while_the_controller_was_down_past_the_transit_end_restarts_delivery() -> None:
+    """SAFE-01: the motor stalls while the controller is down, after the pump's own switch to the new drug's rate;
+    at the restart the pump is found stopped, and the clinician asks to resume at once. Scaled for the old drug
+    (four times the volume rate after 500 -> 2000 µg/mL), the resume's orphan schedule went over the cap and the
+    resume was refused (ORPHAN_OVER_CAP), leaving the pump stopped. It restarts at the prescribed dose."""
+    from tests.controller.test_clinical_adversary import ClinicalAdversary
+
+    machine = ClinicalAdversary()
+    try:
+        machine.implant(origin="spinal", effective=2, effect_h=4, cap_ug=800, child_starts_low=False)
+        machine.time_passes(minutes=1440)
+        machine.change_concentration(concentration=2000, pocket_fill=False)
+        machine.time_passes(minutes=600)
+        machine.rig.controller.detach()
+        machine.world.advance(600 * 60)
+        machine.pump.inject_stall()
+        machine.restart(downtime_min=5, reboot=True, wall_jump_h=0, new_origin="")
+        machine.tip.sample()
+        assert machine.pump.pushing_nl_per_h() == 0
+        assert machine.tip.concentration_at_tip_ms(world_ms(machine.world)) == 2000
+        result = machine.therapy.resume()
+        assert result.allowed, result
+        start = world_ms(machine.world)
+        machine.world.advance(WINDOW_MIN * 60)
+        machine.tip.sample()
+        prescribed = machine.therapy.prescribed_dose_ng_per_day
+        got = _tip_dose_ng_per_day(machine, start, world_ms(machine.world))
+        assert prescribed * 99 // 100 <= got <= prescribed * 101 // 100, f"{got / 1000:g} µg/day at the tip"
+        machine.time_passes(minutes=60)
+        machine.the_label_holds()
+    finally:
+        machine.teardown()
