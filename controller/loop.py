@@ -842,9 +842,9 @@ class ControlLoop(AccountingViews):
                                     f"({','.join(decision.reasons)})")
             return
         extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
+        program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision,
-                                cause=f"resume: {reason}", essential=True,
-                                program=self._basal_program(decision.rate_nl_per_h, extra), resend_after_read=True)
+                                cause=f"resume: {reason}", essential=True, program=program, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             if decision.programme is None or not _keeps_programme(decision.programme):
@@ -998,8 +998,9 @@ class ControlLoop(AccountingViews):
             raise StateError(f"no therapy running (mode {self.mode.value})")
         self._end_pump_held_bolus("basal change")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
+        program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change",
-                                program=self._basal_program(decision.rate_nl_per_h, extra))
+                                program=program)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1175,6 +1176,12 @@ class ControlLoop(AccountingViews):
         if dispensed is None:
             return None
         self._reconcile(dispensed.infused_nl)
+        left_nl = self._transit_left_nl()
+        if left_nl is not None:
+            # The old drug has left (the pump's own phase 2 while no controller watched, or since the last
+            # poll): the caller sends the programme's rate for the new drug, not the old drug's volume rate.
+            self._end_transit(left_nl, send=False)
+            return None
         return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 
     def _transit_program_for(self, transit: Transit, rate_nl_per_h: int) -> PumpProgram | None:
@@ -1206,24 +1213,35 @@ class ControlLoop(AccountingViews):
         transit = self.transit
         if transit is None:
             return
-        left_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
-        rate = self.committed_rate_nl_per_h or 0
-        if not self._delivering():
-            rate = 0
-        settle_nl = max(self.counter_resolution_nl, rate * TRANSIT_SETTLE_MS // MS_PER_H)
-        if left_nl <= settle_nl:
+        left_nl = self._transit_left_nl()
+        if left_nl is not None:
             self._end_transit(left_nl)
-        elif rate > 0:
+            return
+        left_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
+        rate = (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
+        if rate > 0:
             due = self.now_ms() + max(MS_PER_S, -(-left_nl * MS_PER_H // rate))
             self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, due)
 
-    def _end_transit(self, left_nl: int) -> None:
+    def _transit_left_nl(self) -> int | None:
+        """The old drug left in the catheter when the transit is over (within the counter's resolution or a
+        minute of flow, from the last reconciliation), nL; None while it still has to leave (or no transit)."""
+        if self.transit is None:
+            return None
+        left_nl = self.accounting.catheter.volume_ahead_of_nl(self.transit.new_concentration_ug_per_ml)
+        rate = (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
+        settle_nl = max(self.counter_resolution_nl, rate * TRANSIT_SETTLE_MS // MS_PER_H)
+        return left_nl if left_nl <= settle_nl else None
+
+    def _end_transit(self, left_nl: int, *, send: bool = True) -> None:
+        """End the transit; with ``send``, put the programme's rate for the new drug on the pump (without, the
+        caller is about to send a rate: the transit ends first so that rate is the new drug's)."""
         transit = self.transit
         self.transit = None
         self._emit("transit_end", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
                    new_concentration_ug_per_ml=transit.new_concentration_ug_per_ml, left_nl=left_nl,
                    hours=(self.now_ms() - transit.started_ms) / MS_PER_H)
-        if self.mode is Mode.RUNNING and not self.gate.interrupted:
+        if send and self.mode is Mode.RUNNING and not self.gate.interrupted:
             self._accrue()
             self._end_pump_held_bolus("concentration transit end")
             extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
@@ -1719,6 +1737,10 @@ class ControlLoop(AccountingViews):
                     self._reprogram_current("resume after restart")
             else:
                 self._last_confirmed_ms = self._delivery_seen_ms = now
+            if status.alarm is None and status.state is PumpState.INFUSING:
+                # A transit the pump ended by itself while no controller watched ends here, before any command
+                # can be scaled for the old drug that has left the catheter.
+                self._check_transit()
         self._drain_hal_errors()
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
                    closed_boluses=len(found["closed_boluses"]))

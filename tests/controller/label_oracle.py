@@ -248,13 +248,26 @@ class LabelOracle:
         self._checked_upto_ms = now_ms
 
     def _settled_ms(self, now_ms: int) -> int:
-        """How far the basal points can be settled: ``now_ms``, or two graces short of it while a
+        """How far the basal points can be settled: ``now_ms``, or two graces of flow short of it while a
         concentration front is on its way to the tip or has just left it (a rate change near the
         front must be seen with it), ms."""
         fronts = [at for at, old, _new in self.tip.boundaries if old]
-        if len(fronts) < self.tip.drug_changes or (fronts and now_ms - fronts[-1] <= 2 * FRONT_GRACE_MS):
-            return max(self._basal_upto_ms, now_ms - 2 * FRONT_GRACE_MS)
+        if len(fronts) < self.tip.drug_changes or (fronts and self._moving_ms(fronts[-1], now_ms) <= 2 * FRONT_GRACE_MS):
+            return max(self._basal_upto_ms, self._back_by_flow(now_ms, 2 * FRONT_GRACE_MS))
         return now_ms
+
+    def _back_by_flow(self, end_ms: int, span_ms: int) -> int:
+        """The latest time before ``end_ms`` from which the mechanism pushed for ``span_ms`` up to ``end_ms``, ms
+        (a pump standing still brings a front no nearer); the start of the record when it never pushed that long."""
+        log = self.pump.rate_log
+        t, need = end_ms, span_ms
+        for at, rate in reversed([(a, r) for a, r in log if a < end_ms]):
+            if rate:
+                if t - at >= need:
+                    return t - need
+                need -= t - at
+            t = at
+        return log[0][0]
 
     def _tip_factor(self, t_ms: int) -> tuple[int, int]:
         """The drug leaving the tip at ``t_ms`` over the reference (implant) drug, as (numerator, denominator).
@@ -279,7 +292,9 @@ class LabelOracle:
         in effect; its drug is judged by the transit tip-dose rule.
         """
         for at, old, new in self.tip.boundaries:
-            if old and t_ms < at <= t_ms + FRONT_GRACE_MS:
+            # Near in flow, not in clock time: a pump standing still (a refill's pause, a stop) pushes no old drug
+            # out, so the front is as near after it as before (the controller ends a transit by the volume left).
+            if old and t_ms < at and self._moving_ms(t_ms, at) <= FRONT_GRACE_MS:
                 # Superseded by another rate (a stop, the minimum rate or the same rate again does not supersede
                 # it: it was the rate the mechanism was set to deliver the dose at).
                 later = [a for a, r in self.pump.rate_log
@@ -287,6 +302,15 @@ class LabelOracle:
                 if not later:
                     return new, self.concentration_ug_per_ml
         return self._tip_factor(t_ms)
+
+    def _moving_ms(self, start_ms: int, end_ms: int) -> int:
+        """How long the mechanism pushed (any rate above 0) within ``[start_ms, end_ms]``, ms (from its rate log)."""
+        moving, t, rate = 0, start_ms, self._rate_at(start_ms)
+        for at, r in self.pump.rate_log:
+            if start_ms < at < end_ms:
+                moving += (at - t) if rate else 0
+                t, rate = at, r
+        return moving + ((end_ms - t) if rate else 0)
 
     def _basal_points(self, now_ms: int) -> None:
         """Turn mechanism changes outside bolus windows (and the ends of those windows) into basal points.
