@@ -100,6 +100,7 @@ cdef i64 DAY = 86400000
 cdef i64 HOUR = 3600000
 cdef i64 C_MAX_BUCKET = 10 ** 14
 cdef i64 C_MAX_RECORD = 10 ** 13
+cdef i64 NO_MINUTE = -(2 ** 62)  # the tag of a slot that never held a minute
 
 # Request and delivery kinds as C constants, read from their one definition.
 cdef int K_RATE = RequestKind.RATE_CHANGE, K_PROG = RequestKind.PROGRAMME_CHANGE, K_BOLUS = RequestKind.BOLUS
@@ -484,18 +485,14 @@ cdef class Ledger:
     cdef i64 btag[NBLK]
 
     def __cinit__(self):
+        # The allocator zeroes the arrays; a slot is live only while its tag is a minute of the window.
         cdef int i, k
         for i in range(RING):
-            self.tags[i] = -1
-            self.btotal[i] = 0
-            for k in range(NK):
-                self.buckets[i][k] = 0
+            self.tags[i] = NO_MINUTE
         for k in range(NK):
-            self.committed[k] = 0
             self.last_start[k] = -1
         for i in range(NBLK):
-            self.bsum[i] = 0
-            self.btag[i] = -(2 ** 62)
+            self.btag[i] = NO_MINUTE
         self.has_latest = False
         self.latest = 0
         self.window_total = 0
@@ -508,18 +505,30 @@ cdef class Ledger:
         return self.latest if self.has_latest else None
 
     cdef void _advance(self, i64 minute):
-        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets.
+        """Move the window so that it ends in ``minute`` (> latest), expiring what leaves it.
 
-        One pass over the minutes entering the window, with the ring slot and the 90-minute block
-        carried along (no division per minute but the expired minute's block): each slot's old
-        minute leaves the window total and its block's sum, the slot is emptied, and a block is
-        emptied when the first of its minutes enters.
+        A slot holds minute ``tags[slot]``'s buckets and is live only while that minute is inside
+        the window; nothing is cleared here (:meth:`_claim` empties a slot when a minute is first
+        written into it). A move of less than a day walks the minutes entering the window: the
+        minute 1440 before each leaves the window total and its 90-minute block's sum if its slot
+        still holds it, and a block is emptied when its first minute enters. A longer move (or the
+        first) leaves nothing live: the total is 0 and every block of the new window is emptied.
         """
-        cdef i64 x, first, old, b, ob, block_end
-        cdef int slot, k, bs, obs
-        first = minute - RING + 1
-        if self.has_latest and self.latest + 1 > first:
-            first = self.latest + 1
+        cdef i64 x, first, old, b, ob, block_end, last_block
+        cdef int slot, bs, obs
+        if not self.has_latest or minute - self.latest >= RING:
+            self.window_total = 0
+            b = (minute - RING + 1) // BLOCK
+            last_block = minute // BLOCK
+            while b <= last_block:
+                bs = b % NBLK
+                self.btag[bs] = b
+                self.bsum[bs] = 0
+                b += 1
+            self.latest = minute
+            self.has_latest = True
+            return
+        first = self.latest + 1
         slot = first % RING
         b = first // BLOCK
         block_end = (b + 1) * BLOCK
@@ -537,24 +546,38 @@ cdef class Ledger:
                 if self.btag[bs] != b:
                     self.btag[bs] = b
                     self.bsum[bs] = 0
-            old = self.tags[slot]
-            if old >= 0 and self.btotal[slot] != 0:  # an empty minute leaves both sums as they are
+            old = x - RING
+            if self.tags[slot] == old and self.btotal[slot] != 0:
                 self.window_total -= self.btotal[slot]
-                # old = x - j * RING (j >= 1), so its block is b - 16 j: never b, though it may share b's
-                # place among the NBLK (j a multiple of 17), where b's reset above already emptied it.
+                # old's block is b - 16 (or b - 15): never b, though it may share b's place among
+                # the NBLK, where b's reset above already emptied it.
                 ob = old // BLOCK
                 obs = ob % NBLK
                 if self.btag[obs] == ob:
                     self.bsum[obs] -= self.btotal[slot]
-            self.tags[slot] = x
-            self.btotal[slot] = 0
-            for k in range(NK):
-                self.buckets[slot][k] = 0
             slot += 1
             if slot == RING:
                 slot = 0
         self.latest = minute
         self.has_latest = True
+
+    cdef inline int _claim(self, i64 minute) noexcept:
+        """The slot of ``minute`` (inside the window), emptied first if it holds another minute."""
+        cdef int slot = minute % RING
+        cdef int k
+        if self.tags[slot] != minute:
+            self.tags[slot] = minute
+            self.btotal[slot] = 0
+            for k in range(NK):
+                self.buckets[slot][k] = 0
+        return slot
+
+    cdef inline i64 _held(self, i64 minute, int k) noexcept:
+        """What ``minute``'s bucket of kind ``k`` holds, pg (0 unless the minute is live)."""
+        if not self.has_latest or minute > self.latest or minute <= self.latest - RING or minute < 0:
+            return 0
+        cdef int slot = minute % RING
+        return self.buckets[slot][k] if self.tags[slot] == minute else 0
 
     def record(self, kind, mass_pg, at_ms):
         """Record drug delivered.
@@ -572,10 +595,7 @@ cdef class Ledger:
             raise ConfigError(
                 "at_ms", at_ms, f">= {(self.latest - RING + 1) * RES} ms (inside the 24 h window)"
             )
-        cdef int slot = minute % RING
-        cdef i64 before = 0
-        if self.has_latest and minute <= self.latest:
-            before = self.buckets[slot][k]
+        cdef i64 before = self._held(minute, k)
         if before + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
         self._put(k, minute, mass)
@@ -584,7 +604,7 @@ cdef class Ledger:
         """Add ``mass`` to ``minute``'s bucket of kind ``k`` (checked: inside the window, room in the bucket)."""
         if not self.has_latest or minute > self.latest:
             self._advance(minute)
-        cdef int slot = minute % RING
+        cdef int slot = self._claim(minute)
         self.buckets[slot][k] += mass
         self.btotal[slot] += mass
         self.window_total += mass
@@ -670,12 +690,7 @@ cdef class Ledger:
 
     cdef int _check_room(self, int k, i64 minute, i64 amount, object mass_pg) except -1:
         """Refuse ``amount`` more of kind ``k`` in ``minute`` if its bucket cannot hold it (``mass_pg``: the caller's)."""
-        cdef i64 held = 0
-        cdef int slot
-        if self.has_latest and minute <= self.latest:
-            slot = minute % RING
-            if self.tags[slot] == minute:
-                held = self.buckets[slot][k]
+        cdef i64 held = self._held(minute, k)
         if held + amount > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
         return 0
@@ -870,8 +885,8 @@ cdef class Ledger:
         return self.bsum[b % NBLK] if self.btag[b % NBLK] == b else 0
 
     cdef inline i64 _bucket(self, i64 minute):
-        """Total of one minute's bucket, 0 if it is not held (older than the window or never written)."""
-        if minute < 0:
+        """Total of one minute's bucket, 0 if it is not held (outside the window or never written)."""
+        if minute < 0 or not self.has_latest or minute > self.latest or minute <= self.latest - RING:
             return 0
         cdef int slot = minute % RING
         return self.btotal[slot] if self.tags[slot] == minute else 0
@@ -952,7 +967,7 @@ cdef class Ledger:
         if data["latest_minute"] is not None:
             ledger._advance(data["latest_minute"])
         for minute, values in data["buckets"]:
-            slot = minute % RING
+            slot = ledger._claim(minute)
             for k in range(NK):
                 ledger.buckets[slot][k] = values[k]
                 ledger.btotal[slot] += values[k]
