@@ -236,6 +236,23 @@ cdef struct Walker:
     i64 r
 
 
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
+
+
+cdef inline i64 _range(str field, object value, i64 low, i64 high, str unit) except? -1:
+    """``require_range`` for the kernel's hot paths: an exact ``int`` inside ``[low, high]`` is read
+    in C and returned; anything else (another type, out of range, beyond 64 bits) goes to
+    ``require_range`` itself, which refuses it with its own error (same type, field, value, range)."""
+    cdef int overflow = 0
+    cdef i64 v
+    if type(value) is int:
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and low <= v <= high:
+            return v
+    return require_range(field, value, low, high, unit)
+
+
 cdef tuple codes_of(unsigned long long mask):
     if mask == 0:
         return _EMPTY
@@ -248,6 +265,12 @@ cdef tuple codes_of(unsigned long long mask):
 
 
 cdef int check_kind(object kind) except -1:
+    cdef int overflow = 0
+    cdef i64 v
+    if type(kind) is int:
+        v = PyLong_AsLongLongAndOverflow(kind, &overflow)
+        if overflow == 0 and 0 <= v < NK:
+            return <int>v
     cdef object k = require_int("kind", kind)
     if not 0 <= k < NK:
         raise ConfigError("kind", k, f"a DeliveryKind in [0, {N_KINDS - 1}]")
@@ -369,12 +392,12 @@ cdef class Programme:
 
     def rate_at(self, t_ms):
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
-        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+        cdef i64 t = _range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         return self.rates[self._segment((t - self.anchor) % DAY)]
 
     def next_boundary(self, t_ms):
         """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
-        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+        cdef i64 t = _range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         if self.nseg == 1:
             return None
         cdef i64 day_start = t - (t - self.anchor) % DAY
@@ -588,8 +611,8 @@ cdef class Ledger:
         :raises ConfigError: for negative amounts, a time before the window, or overflow.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 at = _range("at_ms", at_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = at // RES
         if self.has_latest and minute <= self.latest - RING:
             raise ConfigError(
@@ -612,8 +635,8 @@ cdef class Ledger:
 
     def record_volume(self, kind, volume_nl, concentration_ug_per_ml, at_ms):
         """Record a delivered volume at a concentration; return the mass recorded, pg."""
-        volume_nl = require_range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
-        conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10 ** 6, "µg/mL")
+        volume_nl = _range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
+        conc = _range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10 ** 6, "µg/mL")
         mass = volume_nl * conc
         self.record(kind, mass, at_ms)
         return mass
@@ -642,9 +665,9 @@ cdef class Ledger:
         :raises ConfigError: for a clock behind the newest record, bad values, or a bucket overflow.
         """
         cdef int k = check_kind(kind)
-        cdef i64 left = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
-        cdef i64 conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+        cdef i64 left = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 rate = _range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+        cdef i64 conc = _range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
         cdef i64 m0 = self._check_now(now_ms)
         cdef i64 window_first = m0 - RING + 1
         if window_first < 0:
@@ -652,7 +675,7 @@ cdef class Ledger:
         cdef i64 first = window_first
         cdef i64 e = -1
         if earliest_ms is not None:
-            e = require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
+            e = _range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
             if e > first:
                 first = e
         cdef i64 per_minute = ceil_div(rate * conc * RES, HOUR)
@@ -714,10 +737,10 @@ cdef class Ledger:
             or a bucket overflow; nothing is recorded then.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 start = require_range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
-        cdef i64 end = require_range("end_ms", end_ms, start_ms, MAX_TIME_MS, "ms")
-        cdef i64 step = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 start = _range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
+        cdef i64 end = _range("end_ms", end_ms, start, MAX_TIME_MS, "ms")
+        cdef i64 step = _range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
         cdef i64 span = end - start
         # The parts by minute, in time order (parts of one minute are consecutive): at most RING + 1.
         cdef i64 minutes[RING + 1]
@@ -792,7 +815,7 @@ cdef class Ledger:
     def commit(self, kind, mass_pg):
         """Add an authorised, not yet delivered amount; it counts in every total until released."""
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         if self.committed[k] + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - self.committed[k]} pg")
         self.committed[k] += mass
@@ -803,7 +826,7 @@ cdef class Ledger:
         :raises ConfigError: if more than is committed for ``kind`` would be released.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, self.committed[k], "pg")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, self.committed[k], "pg")
         self.committed[k] -= mass
 
     cdef inline i64 _committed_total(self):
@@ -825,7 +848,7 @@ cdef class Ledger:
         :raises ConfigError: for a time before the newest start, or more than 256 starts in 24 h.
         """
         cdef int k = check_kind(kind)
-        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef i64 at = _range("at_ms", at_ms, 0, 2 ** 62, "ms")
         cdef int newest
         if self.start_count:
             newest = (self.start_first + self.start_count - 1) % HIST
@@ -863,7 +886,7 @@ cdef class Ledger:
         cdef unsigned int mask = 0
         for k in kinds:
             mask |= 1u << check_kind(k)
-        return self._count(require_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms"), mask)
+        return self._count(_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms"), mask)
 
     def last_bolus_ms(self, kinds=COUNTED_BOLUS_KINDS):
         """Time of the newest bolus start of ``kinds``, ms, or ``None``."""
@@ -874,7 +897,7 @@ cdef class Ledger:
         return None if newest < 0 else newest
 
     cdef i64 _check_now(self, object now_ms) except -1:
-        cdef i64 now = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
+        cdef i64 now = _range("now_ms", now_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = now // RES
         if self.has_latest and minute < self.latest:
             raise ConfigError("now_ms", now_ms, f">= {self.latest * RES} ms (newest record)")
@@ -1142,10 +1165,10 @@ cdef class SafetyKernel:
                     "programme.concentration_ug_per_ml", prog.concentration_ug_per_ml,
                     f"{limits.concentration_ug_per_ml} µg/mL (the library entry)",
                 )
-            since = require_range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+            since = _range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
             start = since
             if therapy_start_ms is not None:
-                start = require_range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
+                start = _range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
             self._set_programme(prog)
             self.dose_history.append((since, prog.daily_total_ng()))
             self._set_times(start, since, None)
@@ -1252,7 +1275,7 @@ cdef class SafetyKernel:
         The dose in effect at ``now_ms - 24 h`` and every dose that took effect after it, however
         briefly: stops and discontinues count as 0, minimum-rate spells as their dose.
         """
-        return self._baseline(require_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms"))
+        return self._baseline(_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms"))
 
     def effective_caps(self, now_ms):
         """The caps in force at ``now_ms``: within 24 h of a caps change, the stricter of old and new."""
@@ -1396,7 +1419,7 @@ cdef class SafetyKernel:
         basal from now (None: nothing more) and ``extra_pg`` placed at now. > 0: some window
         passes the cap (an orphan schedule's check, :mod:`controller.program`).
         """
-        extra = require_range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
+        extra = _range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
         self.ledger._check_now(now_ms)
         cdef Programme p = None if programme is None else as_programme(programme)
         cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
@@ -1416,7 +1439,7 @@ cdef class SafetyKernel:
         :param step_nl: the pump's volume step, nL.
         :return: a :class:`Tightened` (``value`` <= ``remaining_volume_nl``).
         """
-        remaining = require_range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
+        remaining = _range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
         self.ledger._check_now(now_ms)
         cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
         cdef i64 excess = self._excess(self.prog, 0, self.conc, 0, now_ms, cap, True)
@@ -1711,7 +1734,7 @@ cdef class SafetyKernel:
         )
 
     cdef object _check_event_time(self, str field, object t_ms):
-        t_ms = require_range(field, t_ms, 0, MAX_TIME_MS, "ms")
+        t_ms = _range(field, t_ms, 0, MAX_TIME_MS, "ms")
         newest = self.newest_event_ms
         if newest is not None and t_ms < newest:
             raise ConfigError(field, t_ms, f">= {newest} ms (the newest event the kernel holds: time never goes back)")
@@ -1768,7 +1791,7 @@ cdef class SafetyKernel:
         :raises ConfigError: for a denied decision, an earlier time, or caps that no longer fit
             the library entry; nothing changes.
         """
-        now_ms = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
+        now_ms = _range("now_ms", now_ms, 0, 2 ** 62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
