@@ -339,6 +339,8 @@ cdef class Programme:
     @classmethod
     def continuous(cls, rate_nl_per_h, concentration_ug_per_ml, *, anchor_ms=0):
         """Simple continuous programme at one rate, nL/h."""
+        if cls is Programme:
+            return continuous_programme(rate_nl_per_h, concentration_ug_per_ml, anchor_ms)
         return cls([(0, DAY, rate_nl_per_h)], concentration_ug_per_ml, anchor_ms=anchor_ms)
 
     cdef inline int _segment(self, i64 offset):
@@ -465,6 +467,44 @@ cdef class Programme:
 
     def __reduce__(self):
         return (_rebuild_programme, (self.steps, self.concentration_ug_per_ml, self.periodic_boluses, self.anchor_ms))
+
+
+cdef inline bint exact_in(object value, i64 low, i64 high):
+    """True if ``value`` is an exact ``int`` inside ``[low, high]`` (what ``require_range`` returns unchanged)."""
+    cdef int overflow = 0
+    cdef i64 v
+    if type(value) is not int:
+        return False
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return overflow == 0 and low <= v <= high
+
+
+cdef Programme continuous_programme(object rate, object conc, object anchor):
+    """``Programme([(0, DAY, rate)], conc, anchor_ms=anchor)``, built without the general shape check
+    when every value is one that check passes unchanged (an exact int in its range: for one step
+    covering the day it checks nothing else, and its result is the one built here); anything else
+    goes through the constructor, which refuses it with the same error as the twin's."""
+    if not (exact_in(rate, 0, MAX_RATE_NL_PER_H) and exact_in(conc, 1, MAX_CONCENTRATION_UG_PER_ML)
+            and exact_in(anchor, MIN_TIME_MS, MAX_TIME_MS)):
+        return Programme([(0, DAY, rate)], conc, anchor_ms=anchor)
+    cdef Programme p = Programme.__new__(Programme)
+    cdef i64 r = rate
+    p.steps = ((0, DAY, rate),)
+    p.periodic_boluses = ()
+    p.segments = ((0, rate),)
+    p.concentration_ug_per_ml = conc
+    p.anchor_ms = anchor
+    p.conc = conc
+    p.anchor = anchor
+    p.nseg = 1
+    p.starts[0] = 0
+    p.rates[0] = r
+    p.cum[0] = 0
+    p.cum[1] = r * DAY
+    p.day = p.cum[1]
+    p.max_rate = r
+    p.min_rate = r
+    return p
 
 
 def _rebuild_programme(steps, concentration_ug_per_ml, periodic_boluses, anchor_ms):
@@ -1823,7 +1863,7 @@ cdef class SafetyKernel:
                 prog = as_programme(decision.programme)
             else:
                 anchor = 0 if self.programme is None else self.programme.anchor_ms
-                prog = Programme.continuous(decision.rate_nl_per_h, self.conc, anchor_ms=anchor)
+                prog = continuous_programme(decision.rate_nl_per_h, self.conc, anchor)
             previous = self.cur_dose_ng
             dose = prog.daily_total_ng()
             if kind == K_DISC:
