@@ -825,12 +825,32 @@ def request_resume(rate_nl_per_h: int | None = None, *, programme: object = None
     return Request(RequestKind.RESUME, rate_nl_per_h, None, -1, 0, 0, None, _check_override(override), False)
 
 
+#: Caps :func:`_check_caps` has accepted, each as its exact type and every field's exact type and
+#: value (``True == 1`` and ``1 == 1.0`` must not share a result); at most :data:`_CHECKED_CAPS_MAX`.
+_CHECKED_CAPS: set[tuple] = set()
+_CHECKED_CAPS_MAX = 1024
+
+
 def _check_caps(caps: object) -> PatientCaps:
-    """A :class:`PatientCaps` whose every value :func:`make_caps` accepts (it may be built directly)."""
+    """A :class:`PatientCaps` whose every value :func:`make_caps` accepts (it may be built directly).
+
+    The check is a pure function of the caps' type and its fields' types and values, so caps that
+    equal, type for type, caps it has accepted are accepted without running it again: a caps change
+    is checked once by :func:`request_caps_change` and then found here by ``check_request``.
+    """
     if not isinstance(caps, PatientCaps):
         raise ConfigError("caps", caps, "a PatientCaps from make_caps()")
+    try:
+        key: tuple | None = (type(caps), tuple((type(v), v) for v in caps))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CHECKED_CAPS:
+        return caps
     if caps_from_dict(caps_to_dict(caps)) != caps:
         raise ConfigError("caps", caps, "exactly what make_caps() builds")
+    if key is not None and len(_CHECKED_CAPS) < _CHECKED_CAPS_MAX:
+        _CHECKED_CAPS.add(key)
     return caps
 
 

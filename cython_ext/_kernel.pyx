@@ -100,6 +100,7 @@ cdef i64 DAY = 86400000
 cdef i64 HOUR = 3600000
 cdef i64 C_MAX_BUCKET = 10 ** 14
 cdef i64 C_MAX_RECORD = 10 ** 13
+cdef i64 NO_MINUTE = -(2 ** 62)  # the tag of a slot that never held a minute
 
 # Request and delivery kinds as C constants, read from their one definition.
 cdef int K_RATE = RequestKind.RATE_CHANGE, K_PROG = RequestKind.PROGRAMME_CHANGE, K_BOLUS = RequestKind.BOLUS
@@ -235,6 +236,23 @@ cdef struct Walker:
     i64 r
 
 
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
+
+
+cdef inline i64 _range(str field, object value, i64 low, i64 high, str unit) except? -1:
+    """``require_range`` for the kernel's hot paths: an exact ``int`` inside ``[low, high]`` is read
+    in C and returned; anything else (another type, out of range, beyond 64 bits) goes to
+    ``require_range`` itself, which refuses it with its own error (same type, field, value, range)."""
+    cdef int overflow = 0
+    cdef i64 v
+    if type(value) is int:
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and low <= v <= high:
+            return v
+    return require_range(field, value, low, high, unit)
+
+
 cdef tuple codes_of(unsigned long long mask):
     if mask == 0:
         return _EMPTY
@@ -247,6 +265,12 @@ cdef tuple codes_of(unsigned long long mask):
 
 
 cdef int check_kind(object kind) except -1:
+    cdef int overflow = 0
+    cdef i64 v
+    if type(kind) is int:
+        v = PyLong_AsLongLongAndOverflow(kind, &overflow)
+        if overflow == 0 and 0 <= v < NK:
+            return <int>v
     cdef object k = require_int("kind", kind)
     if not 0 <= k < NK:
         raise ConfigError("kind", k, f"a DeliveryKind in [0, {N_KINDS - 1}]")
@@ -315,6 +339,8 @@ cdef class Programme:
     @classmethod
     def continuous(cls, rate_nl_per_h, concentration_ug_per_ml, *, anchor_ms=0):
         """Simple continuous programme at one rate, nL/h."""
+        if cls is Programme:
+            return continuous_programme(rate_nl_per_h, concentration_ug_per_ml, anchor_ms)
         return cls([(0, DAY, rate_nl_per_h)], concentration_ug_per_ml, anchor_ms=anchor_ms)
 
     cdef inline int _segment(self, i64 offset):
@@ -368,12 +394,12 @@ cdef class Programme:
 
     def rate_at(self, t_ms):
         """Commanded rate at monotonic time ``t_ms``, nL/h (steps plus active periodic boluses)."""
-        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+        cdef i64 t = _range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         return self.rates[self._segment((t - self.anchor) % DAY)]
 
     def next_boundary(self, t_ms):
         """First monotonic time after ``t_ms`` at which the rate changes, ms; ``None`` if it never does."""
-        cdef i64 t = require_range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+        cdef i64 t = _range("t_ms", t_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         if self.nseg == 1:
             return None
         cdef i64 day_start = t - (t - self.anchor) % DAY
@@ -443,6 +469,44 @@ cdef class Programme:
         return (_rebuild_programme, (self.steps, self.concentration_ug_per_ml, self.periodic_boluses, self.anchor_ms))
 
 
+cdef inline bint exact_in(object value, i64 low, i64 high):
+    """True if ``value`` is an exact ``int`` inside ``[low, high]`` (what ``require_range`` returns unchanged)."""
+    cdef int overflow = 0
+    cdef i64 v
+    if type(value) is not int:
+        return False
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return overflow == 0 and low <= v <= high
+
+
+cdef Programme continuous_programme(object rate, object conc, object anchor):
+    """``Programme([(0, DAY, rate)], conc, anchor_ms=anchor)``, built without the general shape check
+    when every value is one that check passes unchanged (an exact int in its range: for one step
+    covering the day it checks nothing else, and its result is the one built here); anything else
+    goes through the constructor, which refuses it with the same error as the twin's."""
+    if not (exact_in(rate, 0, MAX_RATE_NL_PER_H) and exact_in(conc, 1, MAX_CONCENTRATION_UG_PER_ML)
+            and exact_in(anchor, MIN_TIME_MS, MAX_TIME_MS)):
+        return Programme([(0, DAY, rate)], conc, anchor_ms=anchor)
+    cdef Programme p = Programme.__new__(Programme)
+    cdef i64 r = rate
+    p.steps = ((0, DAY, rate),)
+    p.periodic_boluses = ()
+    p.segments = ((0, rate),)
+    p.concentration_ug_per_ml = conc
+    p.anchor_ms = anchor
+    p.conc = conc
+    p.anchor = anchor
+    p.nseg = 1
+    p.starts[0] = 0
+    p.rates[0] = r
+    p.cum[0] = 0
+    p.cum[1] = r * DAY
+    p.day = p.cum[1]
+    p.max_rate = r
+    p.min_rate = r
+    return p
+
+
 def _rebuild_programme(steps, concentration_ug_per_ml, periodic_boluses, anchor_ms):
     return Programme(steps, concentration_ug_per_ml, periodic_boluses=periodic_boluses, anchor_ms=anchor_ms)
 
@@ -484,18 +548,14 @@ cdef class Ledger:
     cdef i64 btag[NBLK]
 
     def __cinit__(self):
+        # The allocator zeroes the arrays; a slot is live only while its tag is a minute of the window.
         cdef int i, k
         for i in range(RING):
-            self.tags[i] = -1
-            self.btotal[i] = 0
-            for k in range(NK):
-                self.buckets[i][k] = 0
+            self.tags[i] = NO_MINUTE
         for k in range(NK):
-            self.committed[k] = 0
             self.last_start[k] = -1
         for i in range(NBLK):
-            self.bsum[i] = 0
-            self.btag[i] = -(2 ** 62)
+            self.btag[i] = NO_MINUTE
         self.has_latest = False
         self.latest = 0
         self.window_total = 0
@@ -508,18 +568,30 @@ cdef class Ledger:
         return self.latest if self.has_latest else None
 
     cdef void _advance(self, i64 minute):
-        """Move the window so that it ends in ``minute`` (> latest), expiring old buckets.
+        """Move the window so that it ends in ``minute`` (> latest), expiring what leaves it.
 
-        One pass over the minutes entering the window, with the ring slot and the 90-minute block
-        carried along (no division per minute but the expired minute's block): each slot's old
-        minute leaves the window total and its block's sum, the slot is emptied, and a block is
-        emptied when the first of its minutes enters.
+        A slot holds minute ``tags[slot]``'s buckets and is live only while that minute is inside
+        the window; nothing is cleared here (:meth:`_claim` empties a slot when a minute is first
+        written into it). A move of less than a day walks the minutes entering the window: the
+        minute 1440 before each leaves the window total and its 90-minute block's sum if its slot
+        still holds it, and a block is emptied when its first minute enters. A longer move (or the
+        first) leaves nothing live: the total is 0 and every block of the new window is emptied.
         """
-        cdef i64 x, first, old, b, ob, block_end
-        cdef int slot, k, bs, obs
-        first = minute - RING + 1
-        if self.has_latest and self.latest + 1 > first:
-            first = self.latest + 1
+        cdef i64 x, first, old, b, ob, block_end, last_block
+        cdef int slot, bs, obs
+        if not self.has_latest or minute - self.latest >= RING:
+            self.window_total = 0
+            b = (minute - RING + 1) // BLOCK
+            last_block = minute // BLOCK
+            while b <= last_block:
+                bs = b % NBLK
+                self.btag[bs] = b
+                self.bsum[bs] = 0
+                b += 1
+            self.latest = minute
+            self.has_latest = True
+            return
+        first = self.latest + 1
         slot = first % RING
         b = first // BLOCK
         block_end = (b + 1) * BLOCK
@@ -537,24 +609,38 @@ cdef class Ledger:
                 if self.btag[bs] != b:
                     self.btag[bs] = b
                     self.bsum[bs] = 0
-            old = self.tags[slot]
-            if old >= 0 and self.btotal[slot] != 0:  # an empty minute leaves both sums as they are
+            old = x - RING
+            if self.tags[slot] == old and self.btotal[slot] != 0:
                 self.window_total -= self.btotal[slot]
-                # old = x - j * RING (j >= 1), so its block is b - 16 j: never b, though it may share b's
-                # place among the NBLK (j a multiple of 17), where b's reset above already emptied it.
+                # old's block is b - 16 (or b - 15): never b, though it may share b's place among
+                # the NBLK, where b's reset above already emptied it.
                 ob = old // BLOCK
                 obs = ob % NBLK
                 if self.btag[obs] == ob:
                     self.bsum[obs] -= self.btotal[slot]
-            self.tags[slot] = x
-            self.btotal[slot] = 0
-            for k in range(NK):
-                self.buckets[slot][k] = 0
             slot += 1
             if slot == RING:
                 slot = 0
         self.latest = minute
         self.has_latest = True
+
+    cdef inline int _claim(self, i64 minute) noexcept:
+        """The slot of ``minute`` (inside the window), emptied first if it holds another minute."""
+        cdef int slot = minute % RING
+        cdef int k
+        if self.tags[slot] != minute:
+            self.tags[slot] = minute
+            self.btotal[slot] = 0
+            for k in range(NK):
+                self.buckets[slot][k] = 0
+        return slot
+
+    cdef inline i64 _held(self, i64 minute, int k) noexcept:
+        """What ``minute``'s bucket of kind ``k`` holds, pg (0 unless the minute is live)."""
+        if not self.has_latest or minute > self.latest or minute <= self.latest - RING or minute < 0:
+            return 0
+        cdef int slot = minute % RING
+        return self.buckets[slot][k] if self.tags[slot] == minute else 0
 
     def record(self, kind, mass_pg, at_ms):
         """Record drug delivered.
@@ -565,17 +651,14 @@ cdef class Ledger:
         :raises ConfigError: for negative amounts, a time before the window, or overflow.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 at = _range("at_ms", at_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = at // RES
         if self.has_latest and minute <= self.latest - RING:
             raise ConfigError(
                 "at_ms", at_ms, f">= {(self.latest - RING + 1) * RES} ms (inside the 24 h window)"
             )
-        cdef int slot = minute % RING
-        cdef i64 before = 0
-        if self.has_latest and minute <= self.latest:
-            before = self.buckets[slot][k]
+        cdef i64 before = self._held(minute, k)
         if before + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - before} pg (bucket full)")
         self._put(k, minute, mass)
@@ -584,7 +667,7 @@ cdef class Ledger:
         """Add ``mass`` to ``minute``'s bucket of kind ``k`` (checked: inside the window, room in the bucket)."""
         if not self.has_latest or minute > self.latest:
             self._advance(minute)
-        cdef int slot = minute % RING
+        cdef int slot = self._claim(minute)
         self.buckets[slot][k] += mass
         self.btotal[slot] += mass
         self.window_total += mass
@@ -592,8 +675,8 @@ cdef class Ledger:
 
     def record_volume(self, kind, volume_nl, concentration_ug_per_ml, at_ms):
         """Record a delivered volume at a concentration; return the mass recorded, pg."""
-        volume_nl = require_range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
-        conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10 ** 6, "µg/mL")
+        volume_nl = _range("volume_nl", volume_nl, 0, MAX_RECORD_PG, "nL")
+        conc = _range("concentration_ug_per_ml", concentration_ug_per_ml, 1, 10 ** 6, "µg/mL")
         mass = volume_nl * conc
         self.record(kind, mass, at_ms)
         return mass
@@ -622,9 +705,9 @@ cdef class Ledger:
         :raises ConfigError: for a clock behind the newest record, bad values, or a bucket overflow.
         """
         cdef int k = check_kind(kind)
-        cdef i64 left = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 rate = require_range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
-        cdef i64 conc = require_range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
+        cdef i64 left = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 rate = _range("max_rate_nl_per_h", max_rate_nl_per_h, 1, MAX_RATE_NL_PER_H, "nL/h")
+        cdef i64 conc = _range("concentration_ug_per_ml", concentration_ug_per_ml, 1, MAX_CONCENTRATION_UG_PER_ML, "µg/mL")
         cdef i64 m0 = self._check_now(now_ms)
         cdef i64 window_first = m0 - RING + 1
         if window_first < 0:
@@ -632,7 +715,7 @@ cdef class Ledger:
         cdef i64 first = window_first
         cdef i64 e = -1
         if earliest_ms is not None:
-            e = require_range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
+            e = _range("earliest_ms", earliest_ms, 0, now_ms, "ms") // RES
             if e > first:
                 first = e
         cdef i64 per_minute = ceil_div(rate * conc * RES, HOUR)
@@ -670,12 +753,7 @@ cdef class Ledger:
 
     cdef int _check_room(self, int k, i64 minute, i64 amount, object mass_pg) except -1:
         """Refuse ``amount`` more of kind ``k`` in ``minute`` if its bucket cannot hold it (``mass_pg``: the caller's)."""
-        cdef i64 held = 0
-        cdef int slot
-        if self.has_latest and minute <= self.latest:
-            slot = minute % RING
-            if self.tags[slot] == minute:
-                held = self.buckets[slot][k]
+        cdef i64 held = self._held(minute, k)
         if held + amount > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - held} pg in minute {minute} (bucket full)")
         return 0
@@ -699,10 +777,10 @@ cdef class Ledger:
             or a bucket overflow; nothing is recorded then.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
-        cdef i64 start = require_range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
-        cdef i64 end = require_range("end_ms", end_ms, start_ms, MAX_TIME_MS, "ms")
-        cdef i64 step = require_range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 start = _range("start_ms", start_ms, 0, MAX_TIME_MS, "ms")
+        cdef i64 end = _range("end_ms", end_ms, start, MAX_TIME_MS, "ms")
+        cdef i64 step = _range("slot_ms", slot_ms, MIN_SPREAD_SLOT_MS, DAY, "ms")
         cdef i64 span = end - start
         # The parts by minute, in time order (parts of one minute are consecutive): at most RING + 1.
         cdef i64 minutes[RING + 1]
@@ -777,7 +855,7 @@ cdef class Ledger:
     def commit(self, kind, mass_pg):
         """Add an authorised, not yet delivered amount; it counts in every total until released."""
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, MAX_RECORD_PG, "pg")
         if self.committed[k] + mass > C_MAX_BUCKET:
             raise ConfigError("mass_pg", mass_pg, f"<= {C_MAX_BUCKET - self.committed[k]} pg")
         self.committed[k] += mass
@@ -788,7 +866,7 @@ cdef class Ledger:
         :raises ConfigError: if more than is committed for ``kind`` would be released.
         """
         cdef int k = check_kind(kind)
-        cdef i64 mass = require_range("mass_pg", mass_pg, 0, self.committed[k], "pg")
+        cdef i64 mass = _range("mass_pg", mass_pg, 0, self.committed[k], "pg")
         self.committed[k] -= mass
 
     cdef inline i64 _committed_total(self):
@@ -810,7 +888,7 @@ cdef class Ledger:
         :raises ConfigError: for a time before the newest start, or more than 256 starts in 24 h.
         """
         cdef int k = check_kind(kind)
-        cdef i64 at = require_range("at_ms", at_ms, 0, 2 ** 62, "ms")
+        cdef i64 at = _range("at_ms", at_ms, 0, 2 ** 62, "ms")
         cdef int newest
         if self.start_count:
             newest = (self.start_first + self.start_count - 1) % HIST
@@ -848,7 +926,7 @@ cdef class Ledger:
         cdef unsigned int mask = 0
         for k in kinds:
             mask |= 1u << check_kind(k)
-        return self._count(require_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms"), mask)
+        return self._count(_range("now_ms", now_ms, 0, MAX_TIME_MS, "ms"), mask)
 
     def last_bolus_ms(self, kinds=COUNTED_BOLUS_KINDS):
         """Time of the newest bolus start of ``kinds``, ms, or ``None``."""
@@ -859,7 +937,7 @@ cdef class Ledger:
         return None if newest < 0 else newest
 
     cdef i64 _check_now(self, object now_ms) except -1:
-        cdef i64 now = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
+        cdef i64 now = _range("now_ms", now_ms, 0, 2 ** 62, "ms")
         cdef i64 minute = now // RES
         if self.has_latest and minute < self.latest:
             raise ConfigError("now_ms", now_ms, f">= {self.latest * RES} ms (newest record)")
@@ -870,8 +948,8 @@ cdef class Ledger:
         return self.bsum[b % NBLK] if self.btag[b % NBLK] == b else 0
 
     cdef inline i64 _bucket(self, i64 minute):
-        """Total of one minute's bucket, 0 if it is not held (older than the window or never written)."""
-        if minute < 0:
+        """Total of one minute's bucket, 0 if it is not held (outside the window or never written)."""
+        if minute < 0 or not self.has_latest or minute > self.latest or minute <= self.latest - RING:
             return 0
         cdef int slot = minute % RING
         return self.btotal[slot] if self.tags[slot] == minute else 0
@@ -952,7 +1030,7 @@ cdef class Ledger:
         if data["latest_minute"] is not None:
             ledger._advance(data["latest_minute"])
         for minute, values in data["buckets"]:
-            slot = minute % RING
+            slot = ledger._claim(minute)
             for k in range(NK):
                 ledger.buckets[slot][k] = values[k]
                 ledger.btotal[slot] += values[k]
@@ -1127,10 +1205,10 @@ cdef class SafetyKernel:
                     "programme.concentration_ug_per_ml", prog.concentration_ug_per_ml,
                     f"{limits.concentration_ug_per_ml} µg/mL (the library entry)",
                 )
-            since = require_range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
+            since = _range("programme_since_ms", programme_since_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
             start = since
             if therapy_start_ms is not None:
-                start = require_range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
+                start = _range("therapy_start_ms", therapy_start_ms, MIN_TIME_MS, since, "ms")
             self._set_programme(prog)
             self.dose_history.append((since, prog.daily_total_ng()))
             self._set_times(start, since, None)
@@ -1237,7 +1315,7 @@ cdef class SafetyKernel:
         The dose in effect at ``now_ms - 24 h`` and every dose that took effect after it, however
         briefly: stops and discontinues count as 0, minimum-rate spells as their dose.
         """
-        return self._baseline(require_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms"))
+        return self._baseline(_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms"))
 
     def effective_caps(self, now_ms):
         """The caps in force at ``now_ms``: within 24 h of a caps change, the stricter of old and new."""
@@ -1381,7 +1459,7 @@ cdef class SafetyKernel:
         basal from now (None: nothing more) and ``extra_pg`` placed at now. > 0: some window
         passes the cap (an orphan schedule's check, :mod:`controller.program`).
         """
-        extra = require_range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
+        extra = _range("extra_pg", extra_pg, 0, MAX_RECORD_PG, "pg")
         self.ledger._check_now(now_ms)
         cdef Programme p = None if programme is None else as_programme(programme)
         cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
@@ -1401,7 +1479,7 @@ cdef class SafetyKernel:
         :param step_nl: the pump's volume step, nL.
         :return: a :class:`Tightened` (``value`` <= ``remaining_volume_nl``).
         """
-        remaining = require_range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
+        remaining = _range("remaining_volume_nl", remaining_volume_nl, 0, MAX_BOLUS_VOLUME_NL, "nL")
         self.ledger._check_now(now_ms)
         cdef i64 cap = self._cap_for(self._caps_at(now_ms), self.dose_b)
         cdef i64 excess = self._excess(self.prog, 0, self.conc, 0, now_ms, cap, True)
@@ -1696,7 +1774,7 @@ cdef class SafetyKernel:
         )
 
     cdef object _check_event_time(self, str field, object t_ms):
-        t_ms = require_range(field, t_ms, 0, MAX_TIME_MS, "ms")
+        t_ms = _range(field, t_ms, 0, MAX_TIME_MS, "ms")
         newest = self.newest_event_ms
         if newest is not None and t_ms < newest:
             raise ConfigError(field, t_ms, f">= {newest} ms (the newest event the kernel holds: time never goes back)")
@@ -1753,7 +1831,7 @@ cdef class SafetyKernel:
         :raises ConfigError: for a denied decision, an earlier time, or caps that no longer fit
             the library entry; nothing changes.
         """
-        now_ms = require_range("now_ms", now_ms, 0, 2 ** 62, "ms")
+        now_ms = _range("now_ms", now_ms, 0, 2 ** 62, "ms")
         if not isinstance(decision, Decision) or not decision.allowed:
             raise ConfigError("decision.allowed", getattr(decision, "allowed", None), "True (only allowed decisions are applied)")
         if now_ms < decision.at_ms:
@@ -1785,7 +1863,7 @@ cdef class SafetyKernel:
                 prog = as_programme(decision.programme)
             else:
                 anchor = 0 if self.programme is None else self.programme.anchor_ms
-                prog = Programme.continuous(decision.rate_nl_per_h, self.conc, anchor_ms=anchor)
+                prog = continuous_programme(decision.rate_nl_per_h, self.conc, anchor)
             previous = self.cur_dose_ng
             dose = prog.daily_total_ng()
             if kind == K_DISC:

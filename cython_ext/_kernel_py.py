@@ -438,10 +438,12 @@ class Ledger:
     def delivered_24h_pg(self, now_ms: int, kind: int | None = None) -> int:
         """Delivered in the 24 h window ending in ``now_ms``'s minute, pg (all kinds, or one)."""
         minute = self._check_now(now_ms)
+        if kind is not None:
+            kind = _kind(kind)  # refused even when no bucket is in the window, as the compiled ledger does
         total = 0
         for m, bucket in self._buckets.items():
             if minute - WINDOW_BUCKETS < m <= minute:
-                total += sum(bucket) if kind is None else bucket[_kind(kind)]
+                total += sum(bucket) if kind is None else bucket[kind]
         return total
 
     def total_24h_pg(self, now_ms: int, kind: int | None = None) -> int:
@@ -578,6 +580,7 @@ class SafetyKernel:
         The dose in effect at ``now_ms - 24 h`` and every dose that took effect after it, however
         briefly: stops and discontinues count as 0, minimum-rate spells as their dose.
         """
+        now_ms = require_range("now_ms", now_ms, MIN_TIME_MS, MAX_TIME_MS, "ms")
         cutoff = now_ms - MS_PER_DAY
         doses = [d for at, d in self.dose_history if at > cutoff]
         before = [d for at, d in self.dose_history if at <= cutoff]
