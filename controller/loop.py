@@ -531,7 +531,7 @@ class ControlLoop(AccountingViews):
         The reconciled counter is made durable first, so that a crash after the clear can never
         lose the delivery before it.
         """
-        if not self.commands.durably("resume point", lambda: self.store.save_resume_point(self._resume_point())):
+        if not self.commands.durably("resume point", self._commit_resume_point):
             return
         if self.commands.call(self.pump.clear_dispensed) is None:
             self._drain_hal_errors()
@@ -1461,12 +1461,25 @@ class ControlLoop(AccountingViews):
         }
 
     def _stage_resume_point(self) -> None:
-        """Stage the resume point for the next commit (and the daily audit copy of the ledger)."""
-        body = self._resume_point()
-        self.store.save_resume_point(body, durable=False)
-        if body["now_ms"] - self._last_ledger_snapshot_ms >= MS_PER_DAY:
-            self.store.record_ledger_snapshot(body["gate"]["ledger"], now_ms=body["now_ms"], durable=False)
-            self._last_ledger_snapshot_ms = body["now_ms"]
+        """Stage the resume point for the next commit (and the daily audit copy of the ledger).
+
+        Once therapy has started the commit builds it (:meth:`Store.stage_resume_point`): once per commit.
+        """
+        now_ms = self.now_ms()
+        if self.store.resume_point_source is None:
+            self.store.save_resume_point(self._resume_point(), durable=False)
+        else:
+            self.store.stage_resume_point()
+        if now_ms - self._last_ledger_snapshot_ms >= MS_PER_DAY:
+            self.store.record_ledger_snapshot(self.gate.snapshot()["ledger"], now_ms=now_ms, durable=False)
+            self._last_ledger_snapshot_ms = now_ms
+
+    def _commit_resume_point(self) -> None:
+        """Commit the resume point now (built once, by the commit, once therapy has started)."""
+        if self.store.resume_point_source is None:
+            self.store.save_resume_point(self._resume_point())
+        else:
+            self.store.stage_resume_point(durable=True)
 
     def checkpoint(self, *, durable: bool = False) -> None:
         """Save the resume point: staged for the next commit, or committed now with ``durable``.

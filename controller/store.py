@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from controller.journal import Journal
-from cython_ext.errors import ConfigError
+from cython_ext.errors import ConfigError, StateError
 from hal.clock import Clock
 
 _SCHEMA = """
@@ -76,6 +76,8 @@ BOLUS_STATUSES = ("pending", "running", "finished")
 _RESUME_SQL = "INSERT OR REPLACE INTO resume_point (id, seq, body) VALUES (1, ?, ?)"
 #: The resume point's encoder, built once (``json.dumps`` with options builds one per call): sorted keys, no spaces.
 _RESUME_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+#: Staged in place of the resume point's statement by :meth:`Store.stage_resume_point`: the commit builds it.
+_RESUME_DUE = (_RESUME_SQL, None)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class Store(Journal):
     def _before_commit(self) -> None:
         if self.resume_point_source is not None:
             self.save_resume_point(self.resume_point_source(), durable=False)
+        else:
+            self._staged = [s for s in self._staged if s is not _RESUME_DUE]
 
     def _commit(self, rows: Any, base: Any, statements: Any = ()) -> None:
         if self.before_write is not None:
@@ -178,9 +182,31 @@ class Store(Journal):
             self._resume_text = text
             self._stage(_RESUME_SQL, (self._resume_seq, text), durable=durable)
 
+    def stage_resume_point(self, *, durable: bool = False) -> None:
+        """Stage the resume point for the next commit without building it: the commit builds it once,
+        from :attr:`resume_point_source`, as it is then (what :meth:`save_resume_point` would have
+        staged now is replaced at the commit anyway). The next :meth:`flush` commits it even if
+        nothing else is staged.
+
+        :param durable: commit now (inside a :meth:`transaction`, when it ends).
+        :raises StateError: if there is no :attr:`resume_point_source`.
+        """
+        if self.resume_point_source is None:
+            raise StateError("no resume point source: stage a resume point with save_resume_point")
+        with self._lock:
+            if self._closed:
+                raise StateError(f"journal {self.path} is closed")
+            self._resume_seq += 1
+            if _RESUME_DUE not in self._staged:
+                self._staged.append(_RESUME_DUE)
+            if durable and self._tx_depth == 0:
+                self._flush_locked()
+
     def load_resume_point(self) -> dict[str, Any] | None:
         """The latest resume point (staged included), or None if none was ever saved."""
         with self._lock:
+            if _RESUME_DUE in self._staged and self.resume_point_source is not None:
+                return json.loads(_RESUME_JSON.encode(self.resume_point_source()))
             return None if self._resume_text is None else json.loads(self._resume_text)
 
     # -- bolus records ----------------------------------------------------------------------------

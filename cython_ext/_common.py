@@ -1257,14 +1257,17 @@ _STATE_KEYS = {
 }
 
 
+#: The checksum's canonical encoder, built once (``json.dumps`` with options builds one per call).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def state_checksum(state: dict) -> str:
     """SHA-256 (hex) of a state snapshot's canonical JSON, without its ``checksum`` key.
 
     :raises ConfigError: if the state is not JSON data.
     """
     try:
-        text = json.dumps({k: v for k, v in state.items() if k != "checksum"}, sort_keys=True, separators=(",", ":"),
-                          allow_nan=False)
+        text = _CANONICAL_JSON.encode({k: v for k, v in state.items() if k != "checksum"})
     except (TypeError, ValueError) as exc:
         raise ConfigError("state snapshot", type(state).__name__, "JSON data from state_snapshot()", detail=str(exc)) from None
     return hashlib.sha256(text.encode()).hexdigest()
