@@ -303,3 +303,27 @@ def test_the_clinical_adversary_s_resume_after_a_lost_reply_mid_transit_restarts
         machine.the_label_holds()
     finally:
         machine.teardown()
+
+
+@pytest.mark.xfail(strict=True, reason="issue #9: set_programme scales by a transit the pump already ended")
+@pytest.mark.parametrize("new_concentration", [1000, 2000])
+def test_a_flex_programme_set_after_the_pump_s_own_switch_is_scaled_for_the_new_drug(make_rig: Any,
+                                                                                   new_concentration: int) -> None:
+    """BOL-06, issue #9: 500 -> 1000 or 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h). The link
+    is down across the poll that would end the transit, and the pump switches to the new drug's rate by itself
+    meanwhile. A flex programme set right after the link is back was sent at the old drug's volume rate (16.7 µL/h
+    of the new drug: 400 or 800 µg/day at the tip) until the next poll, 28 min later. Judged on the drug that
+    physically left the tip (the fake pump's pushed volume through an independent catheter), every 30 min for 4 h.
+    """
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, new_concentration).allowed
+    rig.advance(53_989 * 1000)  # 11 s before the poll that would find the old drug gone
+    assert rig.loop.transit is not None and rig.pump.read_phase() == 1
+    rig.pump.faults.comms_down = True
+    rig.advance(110 * 1000)  # the poll fails; the pump's phase 1 ends 35 s after it
+    rig.pump.faults.comms_down = False
+    assert rig.pump.read_phase() == 2 and rig.loop.schedule.next_poll_ms - rig.loop.now_ms() > 20 * MS_PER_MIN
+    oracle.step(0)  # the tip dose up to the command is the transit's
+    result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert result.allowed, result
+    assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 4 * MS_PER_H)
