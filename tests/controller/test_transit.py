@@ -305,7 +305,6 @@ def test_the_clinical_adversary_s_resume_after_a_lost_reply_mid_transit_restarts
         machine.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #9: set_programme scales by a transit the pump already ended")
 @pytest.mark.parametrize("new_concentration", [1000, 2000])
 def test_a_flex_programme_set_after_the_pump_s_own_switch_is_scaled_for_the_new_drug(make_rig: Any,
                                                                                    new_concentration: int) -> None:
