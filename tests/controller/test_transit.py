@@ -326,3 +326,23 @@ def test_a_flex_programme_set_after_the_pump_s_own_switch_is_scaled_for_the_new_
     result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
     assert result.allowed, result
     assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 4 * MS_PER_H)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #9: set_programme mid-transit sends a plain transit rate, which the pump "
+                                       "cannot end by itself; a link lost across the front leaves it on the new drug")
+def test_a_flex_programme_set_mid_transit_leaves_the_pump_able_to_end_the_transit_alone(make_rig: Any) -> None:
+    """BOL-06, HAL-05, issue #9: 500 -> 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h). 11 h in,
+    a flex programme at the same dose is set; then the link is lost for good. Sent as a plain rate (the old drug's
+    volume rate), it replaced the transit program the pump ends by itself: after the front the tip got 16.7 µL/h
+    of 2000 µg/mL, 800 µg/day for 200 prescribed, for as long as the link stays down. Judged on the drug that
+    physically left the tip, every 30 min until a day after the front.
+    """
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, 2000).allowed
+    rig.advance(40_000 * 1000)
+    assert rig.loop.transit is not None
+    oracle.step(0)
+    result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert result.allowed, result
+    rig.pump.faults.comms_down = True
+    assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 5 * MS_PER_H + MS_PER_DAY)
