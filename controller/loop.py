@@ -400,6 +400,7 @@ class ControlLoop(AccountingViews):
             return
         self._accrue()
         self._end_pump_held_bolus("flex step")
+        self._settle_transit()  # first: the step is scaled for the drug in the catheter now
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program, refused = self._step_form(self.programme, now) if extra == 0 else (None, ())
         held = self.committed_rate_nl_per_h
@@ -980,6 +981,7 @@ class ControlLoop(AccountingViews):
         if self.mode is not Mode.RUNNING:
             raise StateError(f"no programme change in mode {self.mode.value}")
         self._end_pump_held_bolus("programme change")
+        self._settle_transit()  # first: the programme is scaled for the drug in the catheter now
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
@@ -1048,6 +1050,7 @@ class ControlLoop(AccountingViews):
         :return: the stored record, or None if the pump could not take the bolus rate.
         """
         check_bolus_start(self, kind, duration_ms)
+        self._settle_transit()  # first: the basal under the bolus is scaled for the drug in the catheter now
         volume_nl = decision.volume_nl
         extra = -(-volume_nl * MS_PER_H // duration_ms)  # ceiling: the bolus ends by time, not early
         now = self.now_ms()
@@ -1168,21 +1171,39 @@ class ControlLoop(AccountingViews):
         :param programme_rate_nl_per_h: the programme's rate at the reservoir's (new) concentration, nL/h.
         :param extra_nl_per_h: a running bolus's extra rate on top, nL/h.
         """
-        if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
-            return None
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
+        if self.transit is None or not self._settle_transit():
+            return None
+        if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
+            return None
+        return self._transit_program_for(self.transit, programme_rate_nl_per_h)
+
+    def _settle_transit(self) -> bool:
+        """Before a command computes a rate through :meth:`_pump_rate`: read the counter, reconcile, and end a
+        transit whose old drug has left the catheter (without sending: the caller is about to send its rate).
+
+        The pump switches to the new drug's rate by itself at the end of its transit program; the loop learns
+        it at its next poll. A command sent in between (a flex step, a flex programme, a bolus, a basal change,
+        a restore) scaled by the still-open transit put the old drug's volume rate onto the new drug: twice the
+        dose at the tip after 500 -> 1000 µg/mL, four times after 500 -> 2000 (issue #9). Every command path
+        that scales by the transit calls this first, so none is left out.
+
+        :return: False when a transit is open and the counter cannot be read now (the transit stays open and
+            the caller goes on as before: the next poll ends it); True otherwise.
+        """
+        if self.transit is None:
+            return True
         dispensed = self.commands.read_dispensed()
         if dispensed is None:
-            return None
+            return False
         self._reconcile(dispensed.infused_nl)
         left_nl = self._transit_left_nl()
         if left_nl is not None:
             # The old drug has left (the pump's own phase 2 while no controller watched, or since the last
             # poll): the caller sends the programme's rate for the new drug, not the old drug's volume rate.
             self._end_transit(left_nl, send=False)
-            return None
-        return self._transit_program_for(self.transit, programme_rate_nl_per_h)
+        return True
 
     def _transit_program_for(self, transit: Transit, rate_nl_per_h: int) -> PumpProgram | None:
         """The program that ends a concentration transit by itself; None without programs.
@@ -1261,6 +1282,7 @@ class ControlLoop(AccountingViews):
         if dispensed is not None:
             self._reconcile(dispensed.infused_nl)
         self.bolus = None
+        self._settle_transit()  # the basal sent back is scaled for the drug in the catheter now
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
         program, self.bolus_program = self.bolus_program, None

@@ -303,3 +303,46 @@ def test_the_clinical_adversary_s_resume_after_a_lost_reply_mid_transit_restarts
         machine.the_label_holds()
     finally:
         machine.teardown()
+
+
+@pytest.mark.parametrize("new_concentration", [1000, 2000])
+def test_a_flex_programme_set_after_the_pump_s_own_switch_is_scaled_for_the_new_drug(make_rig: Any,
+                                                                                   new_concentration: int) -> None:
+    """BOL-06, issue #9: 500 -> 1000 or 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h). The link
+    is down across the poll that would end the transit, and the pump switches to the new drug's rate by itself
+    meanwhile. A flex programme set right after the link is back was sent at the old drug's volume rate (16.7 µL/h
+    of the new drug: 400 or 800 µg/day at the tip) until the next poll, 28 min later. Judged on the drug that
+    physically left the tip (the fake pump's pushed volume through an independent catheter), every 30 min for 4 h.
+    """
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, new_concentration).allowed
+    rig.advance(53_989 * 1000)  # 11 s before the poll that would find the old drug gone
+    assert rig.loop.transit is not None and rig.pump.read_phase() == 1
+    rig.pump.faults.comms_down = True
+    rig.advance(110 * 1000)  # the poll fails; the pump's phase 1 ends 35 s after it
+    rig.pump.faults.comms_down = False
+    assert rig.pump.read_phase() == 2 and rig.loop.schedule.next_poll_ms - rig.loop.now_ms() > 20 * MS_PER_MIN
+    oracle.step(0)  # the tip dose up to the command is the transit's
+    result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert result.allowed, result
+    assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 4 * MS_PER_H)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #9: set_programme mid-transit sends a plain transit rate, which the pump "
+                                       "cannot end by itself; a link lost across the front leaves it on the new drug")
+def test_a_flex_programme_set_mid_transit_leaves_the_pump_able_to_end_the_transit_alone(make_rig: Any) -> None:
+    """BOL-06, HAL-05, issue #9: 500 -> 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h). 11 h in,
+    a flex programme at the same dose is set; then the link is lost for good. Sent as a plain rate (the old drug's
+    volume rate), it replaced the transit program the pump ends by itself: after the front the tip got 16.7 µL/h
+    of 2000 µg/mL, 800 µg/day for 200 prescribed, for as long as the link stays down. Judged on the drug that
+    physically left the tip, every 30 min until a day after the front.
+    """
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, 2000).allowed
+    rig.advance(40_000 * 1000)
+    assert rig.loop.transit is not None
+    oracle.step(0)
+    result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert result.allowed, result
+    rig.pump.faults.comms_down = True
+    assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 5 * MS_PER_H + MS_PER_DAY)
