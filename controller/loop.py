@@ -402,7 +402,7 @@ class ControlLoop(AccountingViews):
         self._end_pump_held_bolus("flex step")
         self._settle_transit()  # first: the step is scaled for the drug in the catheter now
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        program, refused = self._step_form(self.programme, now) if extra == 0 else (None, ())
+        program, refused = self._programme_form(self.programme, now) if extra == 0 else (None, ())
         held = self.committed_rate_nl_per_h
         if refused and (held is None or self._pump_rate(rate) > held):
             self.orphan_refused = refused
@@ -422,6 +422,21 @@ class ControlLoop(AccountingViews):
         self._after_program(outcome, "flex step")
         if outcome.committed and self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
             self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
+
+    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
+        """How a programme's step in force at ``now`` is sent, as :meth:`_step_form`, but mid-transit a step
+        that would go as a plain rate goes as the transit program for that step (:meth:`_transit_program_for`)
+        when its orphan schedule passes: the pump then ends the transit by itself. A plain transit rate would
+        replace the program that does, and with the link lost across the front the new drug would run at the
+        old drug's volume rate (four times the dose after 500 -> 2000 µg/mL). Call after :meth:`_settle_transit`.
+        """
+        program, refused = self._step_form(programme, now)
+        if program is not None or refused or self.transit is None:
+            return program, refused
+        transit_program = self._transit_program_for(self.transit, programme.rate_at(now))
+        if transit_program is not None and not self.gate.orphan_refusals(orphan_of_program(transit_program), now):
+            return transit_program, ()
+        return None, ()
 
     def _step_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
         """How the step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain rate, or
@@ -986,7 +1001,7 @@ class ControlLoop(AccountingViews):
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
-                                program=self._step_form(decision.programme, now)[0] if extra == 0 else None)
+                                program=self._programme_form(decision.programme, now)[0] if extra == 0 else None)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None

@@ -328,8 +328,6 @@ def test_a_flex_programme_set_after_the_pump_s_own_switch_is_scaled_for_the_new_
     assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 4 * MS_PER_H)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #9: set_programme mid-transit sends a plain transit rate, which the pump "
-                                       "cannot end by itself; a link lost across the front leaves it on the new drug")
 def test_a_flex_programme_set_mid_transit_leaves_the_pump_able_to_end_the_transit_alone(make_rig: Any) -> None:
     """BOL-06, HAL-05, issue #9: 500 -> 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h). 11 h in,
     a flex programme at the same dose is set; then the link is lost for good. Sent as a plain rate (the old drug's
