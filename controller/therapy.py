@@ -816,7 +816,9 @@ class Therapy:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
         outcome = loop.resume_after_fault(decision)
         if outcome is None or not outcome.committed:
-            return self._deny("resume", Why.PUMP_NOT_VERIFIED, detail="" if outcome is None else outcome.detail)
+            if outcome is None:
+                return self._deny("resume", Why.PUMP_NOT_VERIFIED)
+            return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
