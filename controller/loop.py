@@ -1188,9 +1188,7 @@ class ControlLoop(AccountingViews):
         """
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
-        if self.transit is None or not self._settle_transit():
-            return None
-        if self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
+        if not self._settle_transit() or self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
             return None
         return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 
@@ -1254,7 +1252,7 @@ class ControlLoop(AccountingViews):
             self._end_transit(left_nl)
             return
         left_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
-        rate = (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
+        rate = self._pushing_nl_per_h()
         if rate > 0:
             due = self.now_ms() + max(MS_PER_S, -(-left_nl * MS_PER_H // rate))
             self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, due)
@@ -1265,9 +1263,12 @@ class ControlLoop(AccountingViews):
         if self.transit is None:
             return None
         left_nl = self.accounting.catheter.volume_ahead_of_nl(self.transit.new_concentration_ug_per_ml)
-        rate = (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
-        settle_nl = max(self.counter_resolution_nl, rate * TRANSIT_SETTLE_MS // MS_PER_H)
+        settle_nl = max(self.counter_resolution_nl, self._pushing_nl_per_h() * TRANSIT_SETTLE_MS // MS_PER_H)
         return left_nl if left_nl <= settle_nl else None
+
+    def _pushing_nl_per_h(self) -> int:
+        """The verified rate the pump is delivering now, nL/h; 0 when stopped or uncertain."""
+        return (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
 
     def _end_transit(self, left_nl: int, *, send: bool = True) -> None:
         """End the transit; with ``send``, put the programme's rate for the new drug on the pump (without, the

@@ -815,9 +815,9 @@ class Therapy:
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
         outcome = loop.resume_after_fault(decision)
-        if outcome is None or not outcome.committed:
-            if outcome is None:
-                return self._deny("resume", Why.PUMP_NOT_VERIFIED)
+        if outcome is None:
+            return self._deny("resume", Why.PUMP_NOT_VERIFIED)
+        if not outcome.committed:
             return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
         self.loop.checkpoint(durable=True)
