@@ -20,6 +20,9 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   complete. Drug (kept from a replaced pump, or filled by the surgeon): no
   priming, which would push a whole dead volume of drug into the patient.
 * **Titration**: within the origin cap, at most once per 24 h (the kernel).
+  No increase while the catheter holds saline ahead of the drug (no override):
+  the dose in effect has not reached the patient, so its lack of effect says
+  nothing and a raise would arrive on top of it; decreases stay allowed.
   Restarting after an interruption longer than the configured time begins at
   the titration (starting) dose, not the old maintenance dose.
 * **Boluses**: refused while a high-priority alarm is active or a refill or
@@ -536,6 +539,13 @@ class Therapy:
         if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
             return self._deny(action, Why.REFILL_DISCREPANCY_UNACKNOWLEDGED,
                               detail="no increase until a clinician acknowledges the refill discrepancy")
+        if dose_ng_per_day > self.prescribed_dose_ng_per_day and self.loop.saline_in_catheter_nl:
+            # The dose in effect has not reached the patient yet: a lack of effect says nothing, and the
+            # raise would arrive on top of it. A hard rule, like the 24 h after implant (no override).
+            return self._deny(action, Why.CATHETER_NOT_PRIMED,
+                              detail=f"no increase while the catheter still holds "
+                                     f"{units.describe_volume_nl(self.loop.saline_in_catheter_nl)} of saline: "
+                                     f"re-prime it, or wait until the basal has pushed it out")
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None
