@@ -20,7 +20,8 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   complete. Drug (kept from a replaced pump, or filled by the surgeon): no
   priming, which would push a whole dead volume of drug into the patient.
 * **Titration**: within the origin cap, at most once per 24 h (the kernel).
-  No increase while the catheter holds saline ahead of the drug (no override):
+  No increase (a titration, or a flex programme with a larger daily total)
+  while the catheter holds saline ahead of the drug (no override):
   the dose in effect has not reached the patient, so its lack of effect says
   nothing and a raise would arrive on top of it; decreases stay allowed.
   Restarting after an interruption longer than the configured time begins at
@@ -539,13 +540,9 @@ class Therapy:
         if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
             return self._deny(action, Why.REFILL_DISCREPANCY_UNACKNOWLEDGED,
                               detail="no increase until a clinician acknowledges the refill discrepancy")
-        if dose_ng_per_day > self.prescribed_dose_ng_per_day and self.loop.saline_in_catheter_nl:
-            # The dose in effect has not reached the patient yet: a lack of effect says nothing, and the
-            # raise would arrive on top of it. A hard rule, like the 24 h after implant (no override).
-            return self._deny(action, Why.CATHETER_NOT_PRIMED,
-                              detail=f"no increase while the catheter still holds "
-                                     f"{units.describe_volume_nl(self.loop.saline_in_catheter_nl)} of saline: "
-                                     f"re-prime it, or wait until the basal has pushed it out")
+        held = self._saline_holds_increase(action, dose_ng_per_day)
+        if held is not None:
+            return held
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None
@@ -566,6 +563,19 @@ class Therapy:
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
+
+    def _saline_holds_increase(self, action: str, dose_ng_per_day: int) -> WorkflowResult | None:
+        """The refusal of an increase to ``dose_ng_per_day`` (ng/day) while the catheter holds saline, else None.
+
+        The dose in effect has not reached the patient yet: a lack of effect says nothing, and the raise
+        would arrive on top of it. A hard rule, like the 24 h after implant (no override).
+        """
+        saline_nl = self.loop.saline_in_catheter_nl
+        if dose_ng_per_day <= self.prescribed_dose_ng_per_day or not saline_nl:
+            return None
+        return self._deny(action, Why.CATHETER_NOT_PRIMED,
+                          detail=f"no increase while the catheter still holds {units.describe_volume_nl(saline_nl)} "
+                                 f"of saline: re-prime it, or wait until the basal has pushed it out")
 
     @staticmethod
     def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
@@ -605,6 +615,9 @@ class Therapy:
                                                  override=override)
         if not decision.allowed:
             return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
+        held = self._saline_holds_increase(action, decision.dose_ng_per_day)
+        if held is not None:
+            return held
         outcome = self.loop.set_programme(decision)
         if not outcome.committed:
             return self._deny(action, *self._not_programmed(), detail=outcome.detail)

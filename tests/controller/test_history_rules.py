@@ -240,3 +240,20 @@ def test_no_raise_is_accepted_before_the_mechanism_has_pushed_the_dead_volume(
         if pushed_nl >= dead_nl + margin_nl:
             assert "CATHETER_NOT_PRIMED" not in raised.reasons, (pushed_nl, dead_nl, raised)
     raise AssertionError(f"no raise accepted in 8 days ({pump.actual_delivered_nl} nL pushed, {dead_nl} dead)")
+
+
+def test_a_flex_programme_that_raises_the_daily_dose_waits_for_the_saline_too() -> None:
+    """The same rule on the other increase path: a flex programme whose day totals more than the dose in effect
+    (115 of 100 µg/day, with a prescriber's override) is refused while the mechanism has pushed less than the
+    dead volume; one that totals less is allowed (a decrease never waits)."""
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    rig = build_rig(clock, pump, _store(clock))
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.advance(25 * MS_PER_H)
+    assert pump.actual_delivered_nl < DEAD_NL
+    raised = rig.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 130_000)], override_reason="prescriber insists")
+    assert not raised.allowed and raised.reasons == ("CATHETER_NOT_PRIMED",), raised
+    assert rig.loop.programme is None and rig.loop.pump_basal_nl_per_h == 8_333
+    lowered = rig.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 90_000)])
+    assert lowered.allowed, lowered
