@@ -150,7 +150,7 @@ _OPTIONAL_TEXT = (str, NoneType)
 #: The parameters of every controller action (internal units in the names): name -> (type, default).
 ACTION_PARAMS: Mapping[str, Mapping[str, tuple[Any, Any]]] = MappingProxyType({
     "screening_dose": {"dose_ug": (int, _REQUIRED), "adequate": (bool, _REQUIRED), "effect_ms": (int, 0)},
-    "implant": {"prime": (bool, True), "anchor_ms": (int, 0)},
+    "implant": {"prime": ((bool, NoneType), None), "catheter": (str, "saline"), "anchor_ms": (int, 0)},
     "configure_patient_bolus": {},
     "titrate": {"dose_ng_per_day": (int, _REQUIRED), "reason": (str, "clinical response"),
                 "override_reason": (_OPTIONAL_TEXT, None)},
@@ -201,7 +201,7 @@ Workflow = Callable[["Controller", Actor, Mapping[str, Any]], WorkflowResult]
 WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({
     "screening_dose": lambda c, a, p: c.therapy.screening_dose(p["dose_ug"], adequate=p["adequate"],
                                                                effect_ms=p["effect_ms"]),
-    "implant": lambda c, a, p: c._implant(prime=p["prime"], anchor_ms=p["anchor_ms"]),
+    "implant": lambda c, a, p: c._implant(prime=p["prime"], catheter=p["catheter"], anchor_ms=p["anchor_ms"]),
     "configure_patient_bolus": lambda c, a, p: c._configure_patient_bolus(),
     "titrate": lambda c, a, p: c.therapy.titrate(p["dose_ng_per_day"], reason=p["reason"],
                                                  override_reason=p["override_reason"], actor=a),
@@ -433,29 +433,33 @@ class Controller:
 
     # -- workflows from the prescription ---------------------------------------------------------------
 
-    def implant(self, *, prime: bool = True, anchor_ms: int = 0, actor: Actor = CLINICIAN) -> WorkflowResult:
+    def implant(self, *, prime: bool | None = None, catheter: str = "saline", anchor_ms: int = 0,
+                actor: Actor = CLINICIAN) -> WorkflowResult:
         """Fill the pump with the prescription's drug and volume and start the prescribed programme, as ``actor``.
 
         A simple programme starts its dose; a flex or periodic-bolus programme starts its whole day
         (authorised at once), anchored at controller time ``anchor_ms`` (its midnight).
 
-        :param prime: run a priming bolus of the dead volume.
+        :param prime: run a priming bolus of the dead volume; default: only for a saline catheter.
+        :param catheter: what the dead volume holds: ``"saline"`` (a new catheter) or ``"drug"`` (kept from a
+            replaced pump, or filled with drug by the surgeon); see :meth:`controller.therapy.Therapy.implant`.
         """
-        return self.act("implant", actor, prime=prime, anchor_ms=anchor_ms)
+        return self.act("implant", actor, prime=prime, catheter=catheter, anchor_ms=anchor_ms)
 
     def configure_patient_bolus(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
         """Activate the prescription's patient bolus (size and duration; lockout and count are the kernel's)."""
         return self.act("configure_patient_bolus", actor)
 
-    def _implant(self, *, prime: bool, anchor_ms: int) -> WorkflowResult:
+    def _implant(self, *, prime: bool | None, catheter: str, anchor_ms: int) -> WorkflowResult:
         rx = self.prescription
         if rx.programme.mode.value in ("flex", "periodic"):
             steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
             return self.therapy.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl, flex_steps=steps,
-                                        anchor_ms=anchor_ms, prime=prime,
+                                        anchor_ms=anchor_ms, prime=prime, catheter=catheter,
                                         periodic_boluses=list(rx.kernel_periodic_boluses()) or None)
         return self.therapy.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
-                                    dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=prime)
+                                    dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=prime,
+                                    catheter=catheter)
 
     def _configure_patient_bolus(self) -> WorkflowResult:
         pb = self.prescription.patient_bolus

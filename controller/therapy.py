@@ -13,7 +13,17 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   after an inadequate one; no response to 100 µg means not a candidate. The
   starting daily dose is twice the effective dose, or equal to it when the
   effect lasted more than 8 h.
+* **Implant**: what the catheter's dead volume holds is stated (itb-clinical
+  §1.3, §5.3; BOL-06; a clinical safety review's decision, issue #9). Saline (a
+  new catheter, the default): the priming bolus fills it; without it the
+  catheter stays saline, CATHETER_NOT_PRIMED is raised and the implant is not
+  complete. Drug (kept from a replaced pump, or filled by the surgeon): no
+  priming, which would push a whole dead volume of drug into the patient.
 * **Titration**: within the origin cap, at most once per 24 h (the kernel).
+  No increase (a titration, or a flex programme with a larger daily total)
+  while the catheter holds saline ahead of the drug (no override):
+  the dose in effect has not reached the patient, so its lack of effect says
+  nothing and a raise would arrive on top of it; decreases stay allowed.
   Restarting after an interruption longer than the configured time begins at
   the titration (starting) dose, not the old maintenance dose.
 * **Boluses**: refused while a high-priority alarm is active or a refill or
@@ -45,7 +55,7 @@ from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATIO
 from controller.loop import ControlLoop, Mode
 from controller.patient import History, PatientRecord, ScreeningDose
 from cython_ext import units
-from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, DeliveryKind, Origin
+from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, CatheterFill, DeliveryKind, Origin
 from cython_ext.errors import ConfigError
 
 MS_PER_MIN = units.MS_PER_MIN
@@ -378,15 +388,25 @@ class Therapy:
         return self.starting_dose_ng_per_day() or 0
 
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
-                prime: bool = True, flex_steps: list[tuple[int, int]] | None = None,
+                prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
+                flex_steps: list[tuple[int, int]] | None = None,
                 anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None) -> WorkflowResult:
         """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
-        prime the catheter.
+        prime the catheter if it holds saline.
+
+        What the catheter holds is stated, never assumed (itb-clinical §1.3, §5.3; BOL-06). A new
+        catheter holds saline: the priming bolus pushes it out. Without the priming the catheter stays
+        saline: CATHETER_NOT_PRIMED (high priority), the implant is not complete (the result is not
+        allowed, though the basal runs), and no increase until the drug reaches the tip (:meth:`titrate`).
+        A catheter kept from a replaced pump, or filled with drug by the surgeon, holds the reservoir's drug
+        to the tip: no priming, which would push a whole dead volume of drug into the patient.
 
         :param concentration_ug_per_ml: drug filled (a library entry; 500 µg/mL is usual).
         :param fill_nl: volume filled, nL.
         :param dose_ng_per_day: explicit starting dose, ng/day (default: from screening); not with ``flex_steps``.
-        :param prime: run a priming bolus of the dead volume.
+        :param prime: run a priming bolus of the dead volume; default: only for a saline catheter.
+        :param catheter: what the dead volume holds (:class:`~cython_ext.vocabulary.CatheterFill`, or its value):
+            ``"saline"`` (a new catheter, the default) or ``"drug"`` (the reservoir's drug).
         :param flex_steps: a prescribed flex programme, ``(start_ms_of_day, dose_ng_per_day)`` steps as for
             :meth:`set_flex`; the kernel authorises the whole day at once and the loop changes the rate
             at each boundary from the start.
@@ -397,6 +417,7 @@ class Therapy:
             programme (its daily total against the 24 h cap); the loop wakes at each bolus start and end.
         """
         action = "implant"
+        fill, prime = self._catheter_at_implant(catheter, prime, concentration_ug_per_ml)
         if periodic_boluses is not None and flex_steps is None:
             raise ConfigError("periodic_boluses", periodic_boluses, "only with flex_steps (the basal programme)")
         if flex_steps is not None:
@@ -440,7 +461,8 @@ class Therapy:
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
                                   detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
-        outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision, catheter_primed=False)
+        outcome = self.loop.start_therapy(concentration_ug_per_ml, fill_nl, decision,
+                                          catheter_primed=fill is CatheterFill.DRUG)
         if not outcome.committed:
             return self._deny(action, *self._not_programmed(), detail=outcome.detail)
         self.titration_start_dose_ng_per_day = self.restart_start_dose()
@@ -451,22 +473,53 @@ class Therapy:
             detail += f" as a flex programme of {len(flex_steps)} steps"
         if periodic_boluses:
             detail += f" with {len(periodic_boluses)} periodic boluses a day"
-        values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}
-        if prime and self.dead_volume_nl:
-            primed = self._bolus(DeliveryKind.PRIMING, self.dead_volume_nl, self.priming_duration_ms)
-            if not primed.allowed:
+        values: dict[str, Any] = {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate,
+                                  "catheter": fill.value}
+        if fill is CatheterFill.DRUG and self.dead_volume_nl:
+            detail += (f"; the catheter holds {units.describe_volume_nl(self.dead_volume_nl)} of drug to the tip "
+                       f"(catheter = \"drug\"), no priming")
+        if fill is CatheterFill.SALINE and self.dead_volume_nl:
+            primed = self._bolus(DeliveryKind.PRIMING, self.dead_volume_nl, self.priming_duration_ms) if prime \
+                else None
+            if primed is None or not primed.allowed:
                 # Therapy runs, but the catheter still holds saline: no drug reaches the tip for the transit time.
                 hours = reservoir_math.transit_delay_ms(self.dead_volume_nl, rate) / MS_PER_H if rate else float("inf")
-                note = (f"implant not complete: priming refused ({','.join(primed.reasons)}); the catheter holds "
-                        f"no drug, and at {units.describe_rate_nl_per_h(rate)} none reaches the tip for "
-                        f"{hours:.1f} h")
+                why = f"priming refused ({','.join(primed.reasons)})" if primed is not None else \
+                    "no priming (prime = false)"
+                note = (f"implant not complete: {why}; the catheter holds no drug, and at "
+                        f"{units.describe_rate_nl_per_h(rate)} none reaches the tip for {hours:.1f} h")
                 # The alarm a re-prime cures (:meth:`prime`), not UNFINISHED_SESSION: that one is never
                 # cleared by delivery and holds every bolus, the re-prime included.
                 self.loop.alarms.raise_alarm(AlarmCode.CATHETER_NOT_PRIMED, detail=note)
-                return self._done(WorkflowResult(action, False, (Why.PRIMING_REFUSED.value, *primed.reasons),
-                                                 f"{detail}; {note}", values))
+                reasons = (Why.PRIMING_REFUSED.value, *primed.reasons) if primed is not None else \
+                    (Why.CATHETER_NOT_PRIMED.value,)
+                return self._done(WorkflowResult(action, False, reasons, f"{detail}; {note}", values))
             detail += "; priming started"
         return self._done(WorkflowResult(action, True, (), detail, values))
+
+    def _catheter_at_implant(self, catheter: Any, prime: Any,
+                             concentration_ug_per_ml: int) -> tuple[CatheterFill, bool]:
+        """What the catheter holds and whether to prime it, checked before anything changes.
+
+        :raises ConfigError: ``catheter`` not one of the :class:`~cython_ext.vocabulary.CatheterFill` values,
+            ``prime`` not a bool or None, or a priming asked for a catheter that already holds drug.
+        """
+        allowed = [f.value for f in CatheterFill]
+        try:
+            fill = catheter if isinstance(catheter, CatheterFill) else CatheterFill(catheter)
+        except (ValueError, TypeError):
+            raise ConfigError("catheter", catheter, f"one of {allowed}") from None
+        if prime is None:
+            return fill, fill is CatheterFill.SALINE
+        if not isinstance(prime, bool):
+            raise ConfigError("prime", prime, "true, false or absent (absent: prime a saline catheter only)")
+        if prime and fill is CatheterFill.DRUG and self.dead_volume_nl:
+            dose_ug = units.mass_pg_for_volume(self.dead_volume_nl, concentration_ug_per_ml) / units.PG_PER_NG / NG_PER_UG
+            raise ConfigError("prime", prime, 'false (or absent) with catheter = "drug"',
+                              detail=f"the catheter already holds drug to the tip; a priming bolus would push its "
+                                     f"{units.describe_volume_nl(self.dead_volume_nl)} ({dose_ug:g} µg) into the "
+                                     f"patient on top of the dose, an overdose")
+        return fill, prime
 
     # -- titration ---------------------------------------------------------------------------------
 
@@ -487,6 +540,9 @@ class Therapy:
         if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
             return self._deny(action, Why.REFILL_DISCREPANCY_UNACKNOWLEDGED,
                               detail="no increase until a clinician acknowledges the refill discrepancy")
+        held = self._saline_holds_increase(action, dose_ng_per_day)
+        if held is not None:
+            return held
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None
@@ -507,6 +563,19 @@ class Therapy:
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day ({reason})",
                                          {"dose_ug_per_day": dose_ng_per_day / 1000, "rate_nl_per_h": rate}))
+
+    def _saline_holds_increase(self, action: str, dose_ng_per_day: int) -> WorkflowResult | None:
+        """The refusal of an increase to ``dose_ng_per_day`` (ng/day) while the catheter holds saline, else None.
+
+        The dose in effect has not reached the patient yet: a lack of effect says nothing, and the raise
+        would arrive on top of it. A hard rule, like the 24 h after implant (no override).
+        """
+        saline_nl = self.loop.saline_in_catheter_nl
+        if dose_ng_per_day <= self.prescribed_dose_ng_per_day or not saline_nl:
+            return None
+        return self._deny(action, Why.CATHETER_NOT_PRIMED,
+                          detail=f"no increase while the catheter still holds {units.describe_volume_nl(saline_nl)} "
+                                 f"of saline: re-prime it, or wait until the basal has pushed it out")
 
     @staticmethod
     def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
@@ -546,6 +615,9 @@ class Therapy:
                                                  override=override)
         if not decision.allowed:
             return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
+        held = self._saline_holds_increase(action, decision.dose_ng_per_day)
+        if held is not None:
+            return held
         outcome = self.loop.set_programme(decision)
         if not outcome.committed:
             return self._deny(action, *self._not_programmed(), detail=outcome.detail)

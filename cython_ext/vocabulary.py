@@ -23,6 +23,7 @@ __all__ = [
     "BOLUS_KINDS",
     "COUNTED_BOLUS_KINDS",
     "Origin",
+    "CatheterFill",
     "TITRATION_CAP_PCT_BY_ORIGIN",
     "MAX_FLEX_STEPS",
     "MAX_PERIODIC_BOLUSES",
@@ -103,6 +104,19 @@ class Origin(enum.Enum):
     def titration_cap_pct(self) -> int:
         """Largest daily-dose increase per 24 h for this origin, % (itb-clinical §1.4)."""
         return TITRATION_CAP_PCT_BY_ORIGIN[self]
+
+
+class CatheterFill(enum.Enum):
+    """What the catheter's dead volume holds when therapy starts at implant (itb-clinical §1.3, §5.3).
+
+    ``SALINE``: a new catheter. The priming bolus must push the saline out before the basal dose
+    reaches the tip. ``DRUG``: a catheter kept from a replaced pump, or filled with drug by the
+    surgeon; it holds the reservoir's drug to the tip, and a priming bolus would push a whole dead
+    volume of drug into the patient.
+    """
+
+    SALINE = "saline"
+    DRUG = "drug"
 
 
 #: Titration cap per origin, % per 24 h (itb-clinical.md §1.4: spinal 10-30 %, cerebral and paediatric 5-15 %).

@@ -36,11 +36,15 @@ class PhysicalCatheter:
         #: positions ``-dead_volume_nl`` to 0.
         self._changes: list[tuple[int, int]] = [(-dead_volume_nl, concentration_ug_per_ml)]
 
+    def fill(self, concentration_ug_per_ml: int) -> None:
+        """The whole dead volume now holds this solution (a catheter filled with drug by the surgeon, or kept
+        full of drug from a replaced pump); what enters at the pump end from now on is the same."""
+        _check_concentration(concentration_ug_per_ml)
+        self._changes = [(self.pushed_nl - self.dead_volume_nl, concentration_ug_per_ml)]
+
     def change_solution(self, concentration_ug_per_ml: int) -> None:
         """From now on, the fluid entering at the pump end has this concentration (a refill)."""
-        if isinstance(concentration_ug_per_ml, bool) or not isinstance(concentration_ug_per_ml, int) \
-                or concentration_ug_per_ml < 0:
-            raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml, "an integer >= 0 µg/mL")
+        _check_concentration(concentration_ug_per_ml)
         if self._changes[-1][0] == self.pushed_nl:
             self._changes[-1] = (self.pushed_nl, concentration_ug_per_ml)
         else:
@@ -76,3 +80,10 @@ class PhysicalCatheter:
         while len(self._changes) > 1 and self._changes[1][0] <= tip:
             self._changes.pop(0)
         return drug_pg
+
+
+def _check_concentration(concentration_ug_per_ml: int) -> None:
+    """:raises ConfigError: for a concentration that is not an integer >= 0 µg/mL."""
+    if isinstance(concentration_ug_per_ml, bool) or not isinstance(concentration_ug_per_ml, int) \
+            or concentration_ug_per_ml < 0:
+        raise ConfigError("concentration_ug_per_ml", concentration_ug_per_ml, "an integer >= 0 µg/mL")

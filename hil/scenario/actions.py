@@ -23,6 +23,7 @@ from controller.roles import PERMISSIONS
 from controller.signing import DEVELOPMENT_DIR, SigningKey, sign_command
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, NG_PER_UG
+from cython_ext.vocabulary import CatheterFill
 
 if TYPE_CHECKING:
     from hil.scenario.runner import ScenarioRunner
@@ -66,8 +67,11 @@ def _screening_dose(run: ScenarioRunner, a: Action) -> None:
 
 
 def _implant(run: ScenarioRunner, a: Action) -> None:
-    run.physical_solution(run.controller.prescription.concentration_ug_per_ml)  # the pump is filled
-    _ask(run, a, prime=a.params["prime"], anchor_ms=run.t0_ms)
+    concentration = run.controller.prescription.concentration_ug_per_ml
+    if a.params["catheter"] == CatheterFill.DRUG.value:
+        run.catheter.fill(concentration)  # kept from the replaced pump, or filled by the surgeon
+    run.physical_solution(concentration)  # the pump is filled
+    _ask(run, a, prime=a.params["prime"], catheter=a.params["catheter"], anchor_ms=run.t0_ms)
 
 
 def _titrate(run: ScenarioRunner, a: Action) -> None:

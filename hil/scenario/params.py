@@ -16,7 +16,7 @@ from typing import Any
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, NL_PER_ML
-from cython_ext.vocabulary import MAX_FLEX_STEPS
+from cython_ext.vocabulary import MAX_FLEX_STEPS, CatheterFill
 
 _AT_RE = re.compile(r"\s*(\d{1,4})d\s+(\d{2}):(\d{2})\s*")
 _AT_TEXT = "a time such as \"2d 09:30\""
@@ -115,7 +115,8 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "concentration_ug_per_ml": (concentration, None),  # required without a prescription; absent with one
         "fill_ml": (ml_to_nl, None),
         "dose_ug_per_day": (dose_ug_per_day, None),
-        "prime": (fields.boolean, True),
+        "prime": (fields.boolean, None),  # default: prime a saline catheter, never a drug-filled one
+        "catheter": (lambda v, f: fields.choice(v, f, [c.value for c in CatheterFill]), CatheterFill.SALINE.value),
     },
     "titrate": {
         "dose_ug_per_day": (lambda v, f: dose_ug_per_day(v, f, low=0), None),

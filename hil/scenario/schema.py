@@ -96,7 +96,7 @@ from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.fields import INVALID, FieldError, Table, any_invalid
 from cython_ext.units import MS_PER_DAY, MS_PER_MIN, NL_PER_ML, units_to_decimal
-from cython_ext.vocabulary import Origin
+from cython_ext.vocabulary import CatheterFill, Origin
 from hil.gravimetric.step import read_accuracy_step
 from hil.scenario.model import (
     Action,
@@ -444,6 +444,15 @@ def _action_rules(a: Table, do: str, params: dict[str, Any], prescribed: _Prescr
         for key in ("concentration_ug_per_ml", "fill_ml"):
             if params[key] is None:
                 params[key] = doc.record(ConfigError(a.name(key), None, required))
+    if do == "implant" and not any_invalid(params["catheter"], params["prime"]):
+        drug = params["catheter"] == CatheterFill.DRUG.value
+        if params["prime"] is None:
+            params["prime"] = not drug  # stated in the action: a saline catheter is primed, a drug-filled one not
+        elif drug and params["prime"]:
+            params["prime"] = doc.record(ConfigError(
+                a.name("prime"), True, 'false or absent with catheter = "drug"',
+                detail="the catheter already holds drug to the tip: a priming bolus would push its dead volume "
+                       "of drug into the patient, an overdose"))
     if do == "configure_patient_bolus":
         if not prescribed.named and params["dose_ug"] is None:
             params["dose_ug"] = doc.record(ConfigError(a.name("dose_ug"), None, required))

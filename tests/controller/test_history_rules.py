@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.accounting import TipDoseWatch
@@ -153,3 +153,107 @@ def _store(clock: VirtualClock) -> Any:
     from controller.store import Store
 
     return Store(":memory:", clock)
+
+
+# -- no increase while the catheter holds saline (issue #9) -------------------------------------------------
+#
+# No requirement ID names the rule; it sits with TIT-01/TIT-04 (an increase is judged against the dose in
+# effect) and BOL-06 (the priming that fills the dead volume). The oracle is the fake pump's mechanism: the
+# volume it really pushed (``actual_delivered_nl``) against the catheter's dead volume, never the ledger.
+
+DEAD_NL = 250_000  # the prescriptions' 0.25 mL
+
+
+def test_no_increase_while_the_catheter_holds_saline_after_a_refused_priming() -> None:
+    """A refused priming: the dose in effect has not reached the tip, so no raise (hard, no override).
+
+    At 100 µg/day and 500 µg/mL the basal pushes 8.3 µL/h: the 0.25 mL of saline takes 30 h, so 25 h after the
+    implant (past the 24 h no-raise rule) the tip has still had no drug. After a re-prime the raise is judged
+    by the usual rules and allowed.
+    """
+    clock = VirtualClock()
+    pump = FakePump(clock, max_rate_nl_per_h=400_000)
+    rig = build_rig(clock, pump, _store(clock))
+    assert not rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(25 * MS_PER_H)
+    assert pump.actual_delivered_nl < DEAD_NL  # the oracle: the mechanism has not yet pushed the dead volume
+    raised = rig.therapy.titrate(110_000, override_reason="prescriber insists")
+    assert not raised.allowed and raised.reasons == ("CATHETER_NOT_PRIMED",), raised
+    assert "saline" in raised.detail
+    assert rig.loop.pump_basal_nl_per_h == 8_333  # nothing changed
+    rig.therapy.acknowledge_alarms()
+    assert rig.therapy.prime(duration_ms=MS_PER_H).allowed
+    rig.advance(2 * MS_PER_H)
+    assert pump.actual_delivered_nl > DEAD_NL
+    assert rig.therapy.titrate(110_000).allowed
+
+
+def test_a_raise_is_allowed_once_the_basal_has_pushed_the_saline_out_and_decreases_never_wait() -> None:
+    """``prime = false`` on a saline catheter: at 25 h (past the 24 h rule, 208 µL pushed of 250) a raise is
+    refused and a decrease allowed; at 32 h, the mechanism having pushed the dead volume and the controller
+    having polled, the raise is judged by the usual rules and allowed."""
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    rig = build_rig(clock, pump, _store(clock))
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False).reasons == \
+        ("CATHETER_NOT_PRIMED",)
+    rig.advance(25 * MS_PER_H)
+    assert pump.actual_delivered_nl < DEAD_NL
+    refused = rig.therapy.titrate(110_000)
+    assert not refused.allowed and refused.reasons == ("CATHETER_NOT_PRIMED",), refused
+    assert rig.therapy.titrate(95_000).allowed  # a decrease is never held back by the saline
+    rig.advance(7 * MS_PER_H)
+    assert pump.actual_delivered_nl > DEAD_NL and rig.loop.saline_in_catheter_nl == 0
+    raised = rig.therapy.titrate(110_000)
+    assert raised.allowed, raised
+
+
+@settings(max_examples=60)
+@given(dead_ul=st.integers(100, 500), dose_ug_per_day=st.integers(50, 200), every_h=st.integers(1, 8),
+       refused_priming=st.booleans())
+def test_no_raise_is_accepted_before_the_mechanism_has_pushed_the_dead_volume(
+        dead_ul: int, dose_ug_per_day: int, every_h: int, refused_priming: bool) -> None:
+    """For any dead volume (0.1-0.5 mL) and basal, a raise asked for every few hours, with a prescriber's
+    override of the soft rules, is accepted only once the mechanism has pushed the whole dead volume; and it
+    is no longer held back by the saline once it has pushed it plus a poll interval's flow.
+
+    At 50-200 µg/day of 500 µg/mL (4.2-16.7 µL/h) the dead volume takes 6-120 h, so in most cases the saline,
+    not the hard 24 h after the start (INCREASE_WITHIN_24H_OF_START), is what holds the raise back.
+    """
+    clock = VirtualClock()
+    pump = FakePump(clock, max_rate_nl_per_h=150_000) if refused_priming else FakePump(clock)
+    rig = build_rig(clock, pump, _store(clock), dead_volume_ml=f"{dead_ul / 1000:g}",
+                    dose_ug_per_day=dose_ug_per_day)
+    dead_nl = dead_ul * 1000
+    implant = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=dose_ug_per_day * 1000,
+                                  prime=None if refused_priming else False)
+    assert not implant.allowed and rig.loop.mode is Mode.RUNNING, implant
+    rate_nl_per_h = rig.loop.pump_basal_nl_per_h
+    margin_nl = rate_nl_per_h * rig.settings.poll_interval_ms // MS_PER_H + 1_000
+    for _ in range(8 * 24 // every_h):
+        rig.advance(every_h * MS_PER_H)
+        pushed_nl = pump.actual_delivered_nl
+        raised = rig.therapy.titrate(dose_ug_per_day * 1100, override_reason="prescriber insists")
+        if raised.allowed:
+            assert pushed_nl >= dead_nl, (pushed_nl, dead_nl)
+            return
+        if pushed_nl >= dead_nl + margin_nl:
+            assert "CATHETER_NOT_PRIMED" not in raised.reasons, (pushed_nl, dead_nl, raised)
+    raise AssertionError(f"no raise accepted in 8 days ({pump.actual_delivered_nl} nL pushed, {dead_nl} dead)")
+
+
+def test_a_flex_programme_that_raises_the_daily_dose_waits_for_the_saline_too() -> None:
+    """The same rule on the other increase path: a flex programme whose day totals more than the dose in effect
+    (115 of 100 µg/day, with a prescriber's override) is refused while the mechanism has pushed less than the
+    dead volume; one that totals less is allowed (a decrease never waits)."""
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    rig = build_rig(clock, pump, _store(clock))
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.advance(25 * MS_PER_H)
+    assert pump.actual_delivered_nl < DEAD_NL
+    raised = rig.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 130_000)], override_reason="prescriber insists")
+    assert not raised.allowed and raised.reasons == ("CATHETER_NOT_PRIMED",), raised
+    assert rig.loop.programme is None and rig.loop.pump_basal_nl_per_h == 8_333
+    lowered = rig.therapy.set_flex([(0, 100_000), (12 * MS_PER_H, 90_000)])
+    assert lowered.allowed, lowered

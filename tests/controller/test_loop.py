@@ -22,7 +22,7 @@ MS_PER_DAY = 86_400_000
 
 
 def test_implant_programs_verified_rate_and_starts(rig) -> None:
-    result = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    result = rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     assert result.allowed
     assert rig.pump.state is PumpState.INFUSING
     assert rig.pump.rate_nl_per_h == 8333  # 100 µg/day / 500 µg/mL / 24 h, rounded down
@@ -30,8 +30,8 @@ def test_implant_programs_verified_rate_and_starts(rig) -> None:
 
 
 def test_polls_reconcile_the_counter_into_the_ledger(rig) -> None:
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
-    rig.advance(3 * MS_PER_DAY)  # unprimed: the first 250 µL reaching the tip are saline (30 h)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
+    rig.advance(3 * MS_PER_DAY)  # a catheter full of drug: drug at the tip from the start
     now = rig.loop.now_ms()
     # 24 h at 8333 nL/h of 500 µg/mL = 99 996 ng, recorded at poll times (at most one poll late).
     assert 99_000 <= rig.gate.total_24h_ng(now) <= 100_000
@@ -40,7 +40,7 @@ def test_polls_reconcile_the_counter_into_the_ledger(rig) -> None:
 
 
 def test_loop_sleeps_between_events_not_every_second(rig) -> None:
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     polls: list[int] = []
     rig.loop.observers.append(lambda p: polls.append(p.now_ms))
     rig.advance(MS_PER_DAY)
@@ -157,7 +157,7 @@ def test_under_delivery_drift_alarms_and_continues(running) -> None:
 
 
 def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig) -> None:
-    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, prime=False)  # 0.8 mL/day from 3 mL
+    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, catheter="drug")  # 0.8 mL/day from 3 mL
     rig.advance(MS_PER_DAY)
     assert "reservoir_low" in rig.log.raised()  # days to low alarm <= 7
     rig.advance(2 * MS_PER_DAY + 6 * MS_PER_H)
@@ -171,7 +171,7 @@ def test_reservoir_low_then_empty_then_minimum_rate_then_stop(rig) -> None:
 def test_bolus_stops_at_the_cap_and_logs_partial(make_rig) -> None:
     settings = ControllerSettings(poll_interval_ms=30 * MS_PER_MIN, drift_tolerance_ppm=5_000_000)  # isolate the cap check
     rig = make_rig(settings=settings, max_dose_ug_per_day=160)
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     rig.advance(3 * MS_PER_DAY)
     rig.therapy.configure_patient_bolus(40_000, 6 * MS_PER_H)
     result = rig.therapy.patient_bolus_request()
@@ -286,7 +286,7 @@ def test_storage_failure_alarms_refuses_bolus_and_keeps_therapy(running) -> None
 
 def test_unrepresentable_rate_is_never_sent_and_old_rate_runs(make_rig) -> None:
     rig = make_rig()
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     rig.pump.set_rate_envelope(500, 9000)  # a slower pump than the kernel was told about
     sent = len(rig.pump.command_log)
     rig.advance(MS_PER_DAY)
@@ -326,7 +326,7 @@ def test_safe_mode_watchdog_stop_is_reconciled_and_resumed() -> None:
                                       prescription_file=signed_file(rx))
         controller.subscribe(on_alarm=lambda **event: events.append(event))
         loop, therapy = controller.loop, controller.therapy
-        assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, prime=False).allowed
+        assert therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, catheter="drug").allowed
         loop.run_until(loop.now_ms() + 10 * MS_PER_MIN)
         assert rig.device.state == "I"  # polls every 20 s keep the 60 s watchdog fed
         clock.advance(120)  # the host stalls for two minutes: the watchdog stops the pump

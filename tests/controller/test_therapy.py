@@ -102,7 +102,7 @@ def test_large_decrease_needs_confirmation(running) -> None:
 @given(steps=st.lists(st.tuples(st.integers(1, 36), st.integers(-25, 40)), min_size=1, max_size=8))
 def test_net_increase_over_any_24h_stays_within_cap(make_rig, steps) -> None:
     rig = make_rig()
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     history = [(rig.loop.now_ms(), rig.gate.daily_dose_ng())]
     for hours, pct in steps:
         rig.advance(hours * MS_PER_H)
@@ -145,7 +145,7 @@ def test_bolus_refused_during_high_alarm_and_session(running) -> None:
 
 def test_bolus_near_the_cap_is_denied(make_rig) -> None:
     rig = make_rig(max_dose_ug_per_day=130)
-    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, prime=False)
+    rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000, catheter="drug")
     rig.advance(2 * MS_PER_DAY)
     result = rig.therapy.clinician_bolus(40_000, 10 * MS_PER_MIN)
     assert "DOSE_CAP_24H" in result.reasons
@@ -255,7 +255,7 @@ def test_lower_concentration_holds_the_old_rate_through_the_transit(make_rig) ->
 
 def test_refill_in_minimum_rate_mode(make_rig) -> None:
     rig = make_rig()
-    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, prime=False)
+    rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, catheter="drug")
     rig.advance(3 * MS_PER_DAY + 6 * MS_PER_H)
     assert rig.loop.mode is Mode.MINIMUM_RATE  # the empty threshold was reached
     refused = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,

@@ -102,7 +102,7 @@ def test_on_a_pump_without_programs_a_step_no_form_can_leave_running_is_refused_
     rig = build_rig(clock, pump, Store(tmp_path / "s.sqlite", clock), prescription=PRESCRIPTION)
     rig.advance(MS_PER_H)
     # Without programs a priming bolus is a rate, which the orphan check refuses too: not primed here.
-    assert rig.therapy.implant(CONCENTRATION, 20_000_000, flex_steps=DOUBLE_SPIKE, anchor_ms=0, prime=False).allowed
+    assert rig.therapy.implant(CONCENTRATION, 20_000_000, flex_steps=DOUBLE_SPIKE, anchor_ms=0, catheter="drug").allowed
     low = _label_rate_nl_per_h(60_000)
     sent = len(pump.command_log)
     rig.advance(10 * MS_PER_H + MS_PER_MIN - rig.controller.now_ms())

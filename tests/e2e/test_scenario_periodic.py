@@ -33,7 +33,7 @@ class _Controller(ProgrammeController):
 
     def implant(self, steps: list[tuple[int, int]] = BASAL_STEPS,
                 boluses: list[tuple[int, int, int]] = BOLUSES) -> Any:
-        return self.therapy.implant(1000, 40_000_000, flex_steps=steps, periodic_boluses=boluses, prime=False)
+        return self.therapy.implant(1000, 40_000_000, flex_steps=steps, periodic_boluses=boluses, catheter="drug")
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_a_programme_over_the_24h_cap_is_refused_whole(controller: Any) -> None:
 
 def test_periodic_boluses_without_a_basal_programme_are_rejected_and_nothing_changes(controller: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        controller.therapy.implant(1000, 40_000_000, dose_ng_per_day=200_000, periodic_boluses=BOLUSES, prime=False)
+        controller.therapy.implant(1000, 40_000_000, dose_ng_per_day=200_000, periodic_boluses=BOLUSES, catheter="drug")
     assert info.value.field == "periodic_boluses"
     assert controller.loop.mode is Mode.IDLE and controller.pump.rate_nl_per_h == 0
 

@@ -36,7 +36,7 @@ IMPLANT = """
 at = "0d 09:00"
 do = "implant"
 label = "implant"
-prime = false
+catheter = "drug"
 """
 
 

@@ -120,3 +120,64 @@ def test_itb_run_refuses_a_prescription_above_the_record_with_exit_status_1(tmp_
                           text=True, timeout=300, check=False)
     assert done.returncode == 1, done.stderr
     assert "IMPLANT_DOSE_ABOVE_RECORD" in done.stdout, done.stdout
+
+
+CATHETER_SCENARIO = '''[scenario]
+name = "catheter-at-implant"
+duration_days = 2
+poll_interval_min = 30
+seed = 5
+prescription = "spinal_simple_500.toml"
+
+[patient]
+history = "transferred"
+prior_dose_ug_per_day = 400
+
+[[action]]
+at = "0d 09:00"
+do = "implant"
+label = "implant"
+'''
+
+
+def _run(implant_keys: str) -> object:
+    text = CATHETER_SCENARIO + implant_keys + "\n"
+    return ScenarioRunner(parse_scenario(text, base_dir=PRESCRIPTION_DIR), RunOptions(link="inprocess")).run()
+
+
+def test_a_drug_filled_catheter_delivers_at_the_tip_from_the_start_without_priming() -> None:
+    """BOL-06, issue #9: ``catheter = "drug"`` (kept from the replaced pump): the simulator's catheter starts full
+    of drug, no priming bolus runs, no alarm, and everything the mechanism pushed reached the tip."""
+    record = _run('catheter = "drug"')
+    implant = next(d for d in record.decisions if d.label == "implant")
+    assert implant.allowed and 'catheter = "drug"' in implant.detail, implant
+    summary = record.summary()
+    assert not summary["boluses"] and "catheter_not_primed" not in summary["alarms_raised"], summary["alarms_raised"]
+    assert summary["delivered_at_tip_ug"] == pytest.approx(summary["delivered_ug"], abs=0.01), summary
+
+
+def test_a_saline_catheter_left_unprimed_is_alarmed_and_holds_the_dead_volume_back() -> None:
+    """BOL-06, ALM-01, issue #9: ``prime = false`` on the default (saline) catheter: CATHETER_NOT_PRIMED, the implant
+    not complete (denied), and the simulator's tip gets the pushed volume less the 0.25 mL dead volume of saline."""
+    record = _run("prime = false")
+    implant = next(d for d in record.decisions if d.label == "implant")
+    assert not implant.allowed and implant.reasons == ("CATHETER_NOT_PRIMED",), implant
+    assert "holds no drug" in implant.detail, implant
+    summary = record.summary()
+    assert "catheter_not_primed" in summary["alarms_raised"], summary["alarms_raised"]
+    saline_ug = 250_000 * 500 / 1e9 * 1000  # 0.25 mL at 500 µg/mL, µg
+    assert summary["delivered_ug"] - summary["delivered_at_tip_ug"] == pytest.approx(saline_ug, abs=0.5), summary
+
+
+@pytest.mark.parametrize("keys, field, words", [
+    ('catheter = "water"', "action[0].catheter", "['saline', 'drug']"),
+    ("catheter = 1", "action[0].catheter", "['saline', 'drug']"),
+    ('catheter = "drug"\nprime = true', "action[0].prime", 'catheter = "drug"'),
+])
+def test_the_catheter_key_is_strict(keys: str, field: str, words: str) -> None:
+    """VAL-01: the field, the value and the allowed values; a priming of a drug-filled catheter is refused
+    at parse time, before the run, naming why (an overdose)."""
+    with pytest.raises(FileErrors) as refused:
+        parse_scenario(CATHETER_SCENARIO + keys + "\n", base_dir=Path(PRESCRIPTION_DIR))
+    message = str(refused.value)
+    assert field in message and words in message, message

@@ -86,7 +86,7 @@ def test_flex_scenario_runs_each_step_at_its_rate(flex_run: Any) -> None:
 
 def test_implant_with_a_flex_programme_changes_rate_at_its_boundaries(controller: Any) -> None:
     steps = [(0, 300_000), (6 * MS_PER_H, 200_000), (22 * MS_PER_H, 300_000)]
-    result = controller.therapy.implant(1000, 40_000_000, flex_steps=steps, prime=False)
+    result = controller.therapy.implant(1000, 40_000_000, flex_steps=steps, catheter="drug")
     assert result.allowed, result
     assert controller.loop.mode is Mode.RUNNING and controller.loop.programme is not None
     assert controller.therapy.prescribed_dose_ng_per_day == 233_328  # the day's total at the rates sent (rounded down)
@@ -100,7 +100,7 @@ def test_implant_with_a_flex_programme_changes_rate_at_its_boundaries(controller
 
 def test_a_flex_programme_started_at_implant_survives_a_restart(controller: Any) -> None:
     steps = [(0, 300_000), (6 * MS_PER_H, 200_000), (22 * MS_PER_H, 300_000)]
-    assert controller.therapy.implant(1000, 40_000_000, flex_steps=steps, prime=False).allowed
+    assert controller.therapy.implant(1000, 40_000_000, flex_steps=steps, catheter="drug").allowed
     controller.loop.run_until(2 * MS_PER_H)
     again = ProgrammeController(after=controller)
     assert again.loop.programme is not None
@@ -112,7 +112,7 @@ def test_a_flex_programme_started_at_implant_survives_a_restart(controller: Any)
 
 def test_flex_implant_is_refused_whole_when_the_day_breaks_the_cap(controller: Any) -> None:
     steps = [(0, 300_000), (12 * MS_PER_H, 600_000)]  # 450 µg in the day > 400 µg/day cap
-    result = controller.therapy.implant(1000, 40_000_000, flex_steps=steps, prime=False)
+    result = controller.therapy.implant(1000, 40_000_000, flex_steps=steps, catheter="drug")
     assert not result.allowed
     assert controller.loop.mode is Mode.IDLE and controller.loop.programme is None
     assert controller.pump.rate_nl_per_h == 0
@@ -127,7 +127,7 @@ def test_flex_implant_is_refused_whole_when_the_day_breaks_the_cap(controller: A
 ])
 def test_bad_flex_implant_is_rejected_and_nothing_changes(controller: Any, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
-        controller.therapy.implant(1000, 40_000_000, prime=False, **kwargs)
+        controller.therapy.implant(1000, 40_000_000, catheter="drug", **kwargs)
     assert controller.loop.mode is Mode.IDLE and controller.loop.programme is None
     assert controller.pump.rate_nl_per_h == 0
 
@@ -139,7 +139,7 @@ def test_any_allowed_flex_implant_delivers_its_daily_total(extra: list[tuple[int
     steps = [(0, 200_000)] + sorted((hour * MS_PER_H, dose * 1000) for hour, dose in extra)
     c = ProgrammeController()
     try:
-        result = c.therapy.implant(1000, 40_000_000, flex_steps=steps, prime=False)
+        result = c.therapy.implant(1000, 40_000_000, flex_steps=steps, catheter="drug")
         assert result.allowed, result
         start_counter = c.pump.read_dispensed().infused_nl
         c.loop.run_until(MS_PER_DAY)

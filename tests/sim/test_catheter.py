@@ -24,6 +24,9 @@ def _brute_force(dead_nl: int, initial: int, script: list[tuple[str, int]]) -> l
         if action == "change":
             entering = value
             continue
+        if action == "fill":
+            tube, entering = [value] * dead_nl, value
+            continue
         drug = 0
         for _ in range(value):
             tube.append(entering)
@@ -43,6 +46,22 @@ def test_physical_catheter_equals_parcel_by_parcel_transport(dead_nl: int, initi
         else:
             got.append(catheter.push(value))
     assert got == _brute_force(dead_nl, initial, script)
+
+
+@given(dead_nl=st.integers(0, 300), script=st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 400)),
+    st.tuples(st.sampled_from(["change", "fill"]), st.sampled_from([0, 500, 2000]))), max_size=30))
+def test_a_catheter_filled_whole_then_transports_as_parcels(dead_nl: int, script: list[tuple[str, int]]) -> None:
+    """Issue #9: ``fill`` (a catheter kept full of drug from a replaced pump, or filled by the surgeon) puts the
+    solution in the whole dead volume and at the pump end; what leaves the tip after is the parcels' order."""
+    catheter = PhysicalCatheter(dead_nl, 0)
+    got = []
+    for action, value in script:
+        if action == "push":
+            got.append(catheter.push(value))
+        else:
+            getattr(catheter, "fill" if action == "fill" else "change_solution")(value)
+    assert got == _brute_force(dead_nl, 0, script)
 
 
 @given(dead_nl=st.integers(1, 300), initial=st.sampled_from([0, 500, 2000]), script=steps)
