@@ -152,16 +152,26 @@ class Programme:
         start, rate = self.segments[i]
         return self._cum[i] + rate * (offset - start)
 
-    def volume_numerator(self, t0_ms: int, t1_ms: int) -> int:
-        """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
-        _check_interval(t0_ms, t1_ms)
+    def _vnum(self, t0_ms: int, t1_ms: int) -> int:
+        """``volume_numerator`` unchecked, for the kernel's own projections (whose windows may end
+        past MAX_TIME_MS when now is near it), nL·ms/h."""
         o0 = (t0_ms - self.anchor_ms) % MS_PER_DAY
         o1 = o0 + (t1_ms - t0_ms)
         return (o1 // MS_PER_DAY) * self._day + self._prefix(o1 % MS_PER_DAY) - self._prefix(o0)
 
+    def _mass_pg(self, t0_ms: int, t1_ms: int) -> int:
+        """``delivered_pg`` unchecked (see ``_vnum``), pg, rounded up."""
+        return div_round(self._vnum(t0_ms, t1_ms) * self.concentration_ug_per_ml, MS_PER_H, "up")
+
+    def volume_numerator(self, t0_ms: int, t1_ms: int) -> int:
+        """Exact volume delivered in ``[t0_ms, t1_ms)`` times ``MS_PER_H``, i.e. in nL·ms/h."""
+        _check_interval(t0_ms, t1_ms)
+        return self._vnum(t0_ms, t1_ms)
+
     def delivered_pg(self, t0_ms: int, t1_ms: int) -> int:
         """Drug mass the programme delivers in ``[t0_ms, t1_ms)``, pg, rounded up."""
-        return div_round(self.volume_numerator(t0_ms, t1_ms) * self.concentration_ug_per_ml, MS_PER_H, "up")
+        _check_interval(t0_ms, t1_ms)
+        return self._mass_pg(t0_ms, t1_ms)
 
     def daily_total_nl(self) -> int:
         """Volume over one 24 h day, nL, rounded up."""
@@ -639,12 +649,12 @@ class SafetyKernel:
         early = None
         for k in range(WINDOW_BUCKETS):
             still_inside = suffix[k]  # minutes m0+k-1439 .. m0: still inside the window ending in minute m0+k
-            basal = 0 if programme is None else programme.delivered_pg(now_ms, (m0 + k + 1) * LEDGER_RESOLUTION_MS)
+            basal = 0 if programme is None else programme._mass_pg(now_ms, (m0 + k + 1) * LEDGER_RESOLUTION_MS)
             excess = still_inside + committed + basal - cap_pg
             early = excess if early is None else max(early, excess)
         day = 0
         if programme is not None:
-            day = programme.delivered_pg((m0 + 1) * LEDGER_RESOLUTION_MS, (m0 + 1 + WINDOW_BUCKETS) * LEDGER_RESOLUTION_MS)
+            day = programme._mass_pg((m0 + 1) * LEDGER_RESOLUTION_MS, (m0 + 1 + WINDOW_BUCKETS) * LEDGER_RESOLUTION_MS)
         return early, committed + day - cap_pg
 
     def _window_excess(self, programme: Programme | None, extra_pg: int, now_ms: int, cap_pg: int) -> int:

@@ -89,10 +89,12 @@ class ConfigError(ItbError, ValueError):
         self.value = value
         self.allowed = allowed
         self.detail = detail
-        message = f"{field} (={value!r}) must be {allowed}"
-        if detail:
-            message = f"{message}: {detail}"
-        super().__init__(message, error_code=error_code or "CONFIG")
+        super().__init__(self.message(), error_code=error_code or "CONFIG")
+
+    def message(self) -> str:
+        """``FIELD (=VALUE) must be ALLOWED[: DETAIL]``."""
+        text = f"{self.field} (={self.value!r}) must be {self.allowed}"
+        return f"{text}: {self.detail}" if self.detail else text
 
 
 class StateError(ItbError):

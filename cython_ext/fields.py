@@ -263,11 +263,6 @@ class FieldError(ConfigError):
         return cls(error.field, error.value, error.allowed, detail=error.detail, error_code=error.error_code,
                    source=source, line=line)
 
-    def message(self) -> str:
-        """``FIELD (=VALUE) must be ALLOWED[: DETAIL]``, without the place."""
-        text = f"{self.field} (={self.value!r}) must be {self.allowed}"
-        return f"{text}: {self.detail}" if self.detail else text
-
     def one_line(self) -> str:
         """The one-line format of every loader: ``SOURCE:LINE: FIELD (=VALUE) must be ALLOWED[: DETAIL]``."""
         place = ":".join(part for part in (self.source, "" if self.line is None else str(self.line)) if part)

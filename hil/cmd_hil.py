@@ -135,20 +135,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--profile", metavar="FILE", help="bench profile (TOML) naming the balance port")
 
 
-def _simulation(kind: str, args: argparse.Namespace, balance_options: dict[str, Any]) -> dict[str, Any]:
-    """What ``--pump sim --balance sim:KIND`` simulates, with its settings (for the report)."""
-    from hil.output import software
-
-    version = software()["version"]
-    return {
-        "pump": {"simulator": "sim.newera.Ne1000", "version": version,
-                 "settings": {"time": "virtual", "link": args.link or "inprocess", "seed": args.seed or 0,
-                              "bias_pct": args.bias_pct or 0.0, "noise_pct": args.noise_pct or 0.0,
-                              "faults": list(args.fault) or "none"}},
-        "balance": {"simulator": f"sim.balance ({kind})", "version": version, "settings": dict(balance_options)},
-    }
-
-
 def _accuracy(args: argparse.Namespace) -> int:
     import json
 
@@ -236,25 +222,27 @@ def _accuracy(args: argparse.Namespace) -> int:
               option="--report")
     simulation = None
     if simulated_pump:
-        from hil.gravimetric.simrig import run_simulated_accuracy
+        from hil.gravimetric.simrig import RigSettings, run_simulated_accuracy
+        from hil.output import software
 
-        kind = balance_url[len(SIM_BALANCE_PREFIX):]
-        balance_options = {
-            "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
-            "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
-        }
-        simulation = _simulation(kind, args, balance_options)
-        # The simulated water takes the run's temperature, evaporation and air (simrig.water_options).
-        result = run_simulated_accuracy(
-            kind,
-            rate,
-            syringe_diameter_mm=syringe_mm,
+        rig = RigSettings(
+            balance_url[len(SIM_BALANCE_PREFIX):],
             link=args.link or "inprocess",
             seed=args.seed or 0,
             bias_pct=args.bias_pct or 0.0,
             noise_pct=args.noise_pct or 0.0,
             faults=tuple(args.fault),
-            balance_options=balance_options,
+            balance_options={
+                "noise_ug": 5.0 if args.balance_noise_ug is None else args.balance_noise_ug,
+                "resolution_ug": 10 if args.balance_resolution_ug is None else args.balance_resolution_ug,
+            },
+        )
+        simulation = rig.description(software()["version"])
+        # The simulated water takes the run's temperature, evaporation and air (simrig.water_options).
+        result = run_simulated_accuracy(
+            rig,
+            rate,
+            syringe_diameter_mm=syringe_mm,
             report_dir=args.report,
             limit_pct=limit_pct,
             simulation=simulation,

@@ -57,8 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fuzzed-reply figure (issue #11) and the clinical adversary's step figure (issue #9) of this run,
     when a fuzz suite or an adversary machine ran."""
-    from tests.reply_tally import pytest_terminal_summary as fuzz_summary
-    from tests.step_tally import pytest_terminal_summary as step_summary
+    from tests import reply_tally, step_tally
 
-    fuzz_summary(terminalreporter)
-    step_summary(terminalreporter)
+    reply_tally.TALLY.pytest_terminal_summary(terminalreporter)
+    step_tally.TALLY.pytest_terminal_summary(terminalreporter)

@@ -27,14 +27,10 @@ SHARES: dict[str, int] = {
 #: What issue #11 asks of one CI run.
 REQUIRED_PER_RUN = 100_000
 
-_TALLY = Tally(SHARES, part="fuzz suite", done="fed {} replies", title="fuzzed replies fed")
-#: Replies fed so far in this process, per suite.
-FED = _TALLY.counts
-check_share = _TALLY.check_share
-summary_line = _TALLY.summary_line
-pytest_terminal_summary = _TALLY.pytest_terminal_summary
+#: Replies fed so far in this process, per suite (``TALLY.counts``), and each suite's share check.
+TALLY = Tally(SHARES, part="fuzz suite", done="fed {} replies", title="fuzzed replies fed")
 
 
 def fed(suite: str, count: int = 1) -> None:
     """Count ``count`` replies fed by ``suite`` (a key of :data:`SHARES`)."""
-    _TALLY.add(suite, count)
+    TALLY.add(suite, count)

@@ -23,14 +23,10 @@ SHARES: dict[str, int] = {
 #: What issue #9 asks of one CI run.
 REQUIRED_PER_RUN = 10_000
 
-_TALLY = Tally(SHARES, part="adversary machine", done="took {} steps", title="clinical adversary steps")
-#: Steps taken so far in this process, per machine.
-TAKEN = _TALLY.counts
-check_share = _TALLY.check_share
-summary_line = _TALLY.summary_line
-pytest_terminal_summary = _TALLY.pytest_terminal_summary
+#: Steps taken so far in this process, per machine (``TALLY.counts``), and each machine's share check.
+TALLY = Tally(SHARES, part="adversary machine", done="took {} steps", title="clinical adversary steps")
 
 
 def took(machine: str, count: int) -> None:
     """Count ``count`` steps taken by ``machine`` (a key of :data:`SHARES`)."""
-    _TALLY.add(machine, count)
+    TALLY.add(machine, count)

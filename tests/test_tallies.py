@@ -27,8 +27,8 @@ def test_every_adversary_machine_has_a_share_and_checks_it() -> None:
 @pytest.mark.parametrize(
     ("tally", "counts", "add", "unknown"),
     [
-        (reply_tally, reply_tally.FED, lambda suite: reply_tally.fed(suite), "unknown fuzz suite"),
-        (step_tally, step_tally.TAKEN, lambda machine: step_tally.took(machine, 1), "unknown adversary machine"),
+        (reply_tally, reply_tally.TALLY.counts, lambda suite: reply_tally.fed(suite), "unknown fuzz suite"),
+        (step_tally, step_tally.TALLY.counts, lambda machine: step_tally.took(machine, 1), "unknown adversary machine"),
     ],
     ids=["replies", "steps"],
 )
@@ -40,9 +40,9 @@ def test_a_part_below_its_share_fails_and_an_unknown_part_is_refused(
     try:
         counts[part] = tally.SHARES[part] - 1
         with pytest.raises(AssertionError, match="its share is"):
-            tally.check_share(part)
+            tally.TALLY.check_share(part)
         add(part)
-        tally.check_share(part)
+        tally.TALLY.check_share(part)
     finally:
         counts[part] = saved
     with pytest.raises(KeyError, match=unknown):

@@ -12,15 +12,15 @@ its temperature, hence density; its evaporation; air around the pan exactly
 when the analysis corrects for air buoyancy), so the analysis recovers the
 injected bias whatever the profile::
 
-    result = run_simulated_accuracy("mtsics", 1_200_000, syringe_diameter_mm=14.5,
-                                    bias_pct=3.0, water_temperature_c=30.0)
+    result = run_simulated_accuracy(RigSettings("mtsics", bias_pct=3.0), 1_200_000,
+                                    syringe_diameter_mm=14.5, water_temperature_c=30.0)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,50 @@ from sim.rig import simulated_pump
 
 #: Links a simulated accuracy rig can use.
 RIG_LINKS = ("inprocess", "pty")
+
+
+@dataclass(frozen=True)
+class RigSettings:
+    """How a simulated accuracy rig is stood up: checked once, described once for the report.
+
+    :ivar balance_kind: ``"mtsics"`` or ``"sbi"``.
+    :ivar link: ``"inprocess"`` (fastest) or ``"pty"`` (a real pseudo-terminal per device).
+    :ivar seed: seed of pump and balance noise.
+    :ivar bias_pct: systematic delivery error injected into the pump mechanics, %.
+    :ivar noise_pct: random delivery noise of the pump mechanics, %.
+    :ivar faults: pump fault specs (:mod:`sim.faults`), e.g. ``("stall:at=3000",)``.
+    :ivar pump_options: other :class:`~sim.newera.Ne1000` keywords.
+    :ivar balance_options: :func:`sim.balance.create_balance` options (``noise_ug``, ``resolution_ug``...).
+    :raises ConfigError: unknown kind or link.
+    """
+
+    balance_kind: str = "mtsics"
+    link: str = "inprocess"
+    seed: int = 0
+    bias_pct: float = 0.0
+    noise_pct: float = 0.0
+    faults: tuple[str, ...] = ()
+    pump_options: dict[str, Any] | None = None
+    balance_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.balance_kind not in BALANCE_KINDS:
+            raise ConfigError("balance_kind", self.balance_kind, f"one of {sorted(BALANCE_KINDS)}")
+        if self.link not in RIG_LINKS:
+            raise ConfigError("link", self.link, f"one of {RIG_LINKS}")
+
+    def description(self, version: str) -> dict[str, Any]:
+        """What the rig simulates, with its settings: the report's ``simulation`` block.
+
+        :param version: the software version that simulates it.
+        """
+        return {
+            "pump": {"simulator": "sim.newera.Ne1000", "version": version,
+                     "settings": {"time": "virtual", "link": self.link, "seed": self.seed, "bias_pct": self.bias_pct,
+                                  "noise_pct": self.noise_pct, "faults": list(self.faults) or "none"}},
+            "balance": {"simulator": f"sim.balance ({self.balance_kind})", "version": version,
+                        "settings": dict(self.balance_options or {})},
+        }
 
 
 @dataclass(frozen=True)
@@ -59,58 +103,38 @@ class SimulatedAccuracyRig:
 
 @contextmanager
 def simulated_accuracy_rig(
-    balance_kind: str = "mtsics",
-    *,
-    clock: VirtualClock | None = None,
-    link: str = "inprocess",
-    seed: int = 0,
-    bias_pct: float = 0.0,
-    noise_pct: float = 0.0,
-    faults: tuple[str, ...] = (),
-    pump_options: dict[str, Any] | None = None,
-    balance_options: dict[str, Any] | None = None,
+    settings: RigSettings = RigSettings(), *, clock: VirtualClock | None = None
 ) -> Iterator[SimulatedAccuracyRig]:
     """Stand up a simulated pump and balance for the duration of the ``with`` block.
 
-    :param balance_kind: ``"mtsics"`` or ``"sbi"``.
+    :param settings: the rig's devices, link, seed, injected errors and options.
     :param clock: the virtual clock (a new one by default).
-    :param link: ``"inprocess"`` (fastest) or ``"pty"`` (a real pseudo-terminal per device).
-    :param seed: seed of pump and balance noise.
-    :param bias_pct: systematic delivery error injected into the pump mechanics, %.
-    :param noise_pct: random delivery noise of the pump mechanics, %.
-    :param faults: pump fault specs (:mod:`sim.faults`), e.g. ``("stall:at=3000",)``.
-    :param pump_options: other :class:`~sim.newera.Ne1000` keywords.
-    :param balance_options: :func:`sim.balance.create_balance` options (``noise_ug``, ``resolution_ug``...).
-    :raises ConfigError: unknown kind or link, or a bad option; nothing is left running.
+    :raises ConfigError: a bad option; nothing is left running.
     """
-    if balance_kind not in BALANCE_KINDS:
-        raise ConfigError("balance_kind", balance_kind, f"one of {sorted(BALANCE_KINDS)}")
-    if link not in RIG_LINKS:
-        raise ConfigError("link", link, f"one of {RIG_LINKS}")
     clock = clock or VirtualClock()
     with ExitStack() as stack:
         rig = stack.enter_context(
             simulated_pump(
-                link,
+                settings.link,
                 clock=clock,
-                seed=seed,
-                faults=faults,
-                bias_pct=bias_pct,
-                noise_pct=noise_pct,
-                **(pump_options or {}),
+                seed=settings.seed,
+                faults=settings.faults,
+                bias_pct=settings.bias_pct,
+                noise_pct=settings.noise_pct,
+                **(settings.pump_options or {}),
             )
         )
         balance_url, balance, _ = stack.enter_context(
             simulated_balance(
-                balance_kind,
+                settings.balance_kind,
                 clock=clock,
-                link=link,
-                seed=seed,
+                link=settings.link,
+                seed=settings.seed,
                 delivered_nl=rig.device.mechanics.actual_delivered_nl,
-                balance_options=balance_options,
+                balance_options=settings.balance_options,
             )
         )
-        yield SimulatedAccuracyRig(rig.url, balance_url, balance_kind, clock, rig.device, balance)
+        yield SimulatedAccuracyRig(rig.url, balance_url, settings.balance_kind, clock, rig.device, balance)
 
 
 @contextmanager
@@ -160,17 +184,10 @@ def water_options(config: AccuracyConfig) -> dict[str, float]:
 
 
 def run_simulated_accuracy(
-    balance_kind: str,
+    rig: RigSettings,
     rate_nl_per_h: int,
     *,
     syringe_diameter_mm: float,
-    link: str = "inprocess",
-    seed: int = 0,
-    bias_pct: float = 0.0,
-    noise_pct: float = 0.0,
-    faults: tuple[str, ...] = (),
-    pump_options: dict[str, Any] | None = None,
-    balance_options: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
     on_sample: SampleCallback | None = None,
     limit_pct: float | None = None,
@@ -179,16 +196,10 @@ def run_simulated_accuracy(
 ) -> AccuracyResult:
     """Run the accuracy test on a simulated rig whose water is the water of the run's configuration.
 
-    :param balance_kind: ``"mtsics"`` or ``"sbi"``.
+    :param rig: the simulated rig; its balance options may not set the water (``noise_ug``,
+        ``resolution_ug``... only).
     :param rate_nl_per_h: set rate, nL/h.
     :param syringe_diameter_mm: syringe inner diameter, mm.
-    :param link: ``"inprocess"`` or ``"pty"``.
-    :param seed: seed of pump and balance noise.
-    :param bias_pct: systematic delivery error injected into the pump mechanics, %.
-    :param noise_pct: random delivery noise of the pump mechanics, %.
-    :param faults: pump fault specs (:mod:`sim.faults`).
-    :param pump_options: other :class:`~sim.newera.Ne1000` keywords.
-    :param balance_options: balance options other than the water (``noise_ug``, ``resolution_ug``...).
     :param report_dir: write the report here.
     :param on_sample: progress callback.
     :param limit_pct: the pass limit on |mean error A|, % (the report's verdict).
@@ -201,26 +212,18 @@ def run_simulated_accuracy(
     """
     config = AccuracyConfig(rate_nl_per_h=rate_nl_per_h, syringe_diameter_mm=syringe_diameter_mm, **config_fields)
     water = water_options(config)
+    given = rig.balance_options or {}
     for name in water:
-        if name in (balance_options or {}):
-            raise ConfigError(f"balance_options.{name}", balance_options[name], "unset: the run's water sets it")  # type: ignore[index]
-    with simulated_accuracy_rig(
-        balance_kind,
-        link=link,
-        seed=seed,
-        bias_pct=bias_pct,
-        noise_pct=noise_pct,
-        faults=faults,
-        pump_options=pump_options,
-        balance_options={**(balance_options or {}), **water},
-    ) as rig:
+        if name in given:
+            raise ConfigError(f"balance_options.{name}", given[name], "unset: the run's water sets it")
+    with simulated_accuracy_rig(replace(rig, balance_options={**given, **water})) as running:
         return procedure.run_accuracy(
-            rig.pump_url,
-            rig.balance_url,
+            running.pump_url,
+            running.balance_url,
             rate_nl_per_h,
             syringe_diameter_mm=syringe_diameter_mm,
-            clock=rig.clock,
-            balance_driver=rig.balance_kind,
+            clock=running.clock,
+            balance_driver=running.balance_kind,
             report_dir=report_dir,
             on_sample=on_sample,
             limit_pct=limit_pct,

@@ -144,14 +144,12 @@ def run_accuracy_step(
     settings = {"duration_s": step.duration_s, "interval_s": step.interval_s}
     try:
         if pump_url is None:
-            from hil.gravimetric.simrig import run_simulated_accuracy
+            from hil.gravimetric.simrig import RigSettings, run_simulated_accuracy
 
             result = run_simulated_accuracy(
-                step.balance_kind,
+                RigSettings(step.balance_kind, seed=step.seed, bias_pct=step.bias_pct),
                 step.rate_nl_per_h,
                 syringe_diameter_mm=step.syringe_diameter_mm,
-                seed=step.seed,
-                bias_pct=step.bias_pct,
                 report_dir=report_dir,
                 **settings,
             )

@@ -432,7 +432,7 @@ def test_the_clinical_adversary_finds_no_way_round_the_label() -> None:
     steps is checked (:mod:`tests.step_tally`).
     """
     _run(ClinicalAdversary, EXAMPLES)
-    step_tally.check_share("ClinicalAdversary")
+    step_tally.TALLY.check_share("ClinicalAdversary")
 
 
 @pytest.mark.timeout(600)
@@ -444,4 +444,4 @@ def test_the_clinical_adversary_restarting_through_interruptions() -> None:
     10 000 steps is checked (:mod:`tests.step_tally`).
     """
     _run(ClinicalAdversaryAcrossRestarts, 70, shrink=False)
-    step_tally.check_share("ClinicalAdversaryAcrossRestarts")
+    step_tally.TALLY.check_share("ClinicalAdversaryAcrossRestarts")

@@ -33,7 +33,7 @@ death) is printed; ``-s`` shows it. Before boluses were pump programs, a death 5
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,13 +319,23 @@ def report(results: list[dict[str, Any]]) -> None:
               f"{ORPHAN_STEP_MS // MS_PER_MIN} min)")
 
 
-def test_death_at_every_durable_write_point(tmp_path: Path) -> None:
-    total = write_points(tmp_path)
-    assert total >= 10
-    results = [one_death(tmp_path, f"write-{n}", crash_at=n) for n in range(1, total + 1)]
+def death_matrix(tmp_path: Path, scenario: Scenario, *, instants: Iterable[int] = (),
+                 writes: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """One death at each instant (controller time, ms) and at each durable write (numbered from the
+    script's start) of ``scenario``; every result checked (:func:`check`), the matrix reported, the
+    results returned for the test's own checks."""
+    results = [one_death(tmp_path, f"{scenario.name}-instant-{t}", die_at_ms=t, scenario=scenario) for t in instants]
+    results += [one_death(tmp_path, f"{scenario.name}-write-{n}", crash_at=n, scenario=scenario) for n in writes]
     for result in results:
         check(result)
     report(results)
+    return results
+
+
+def test_death_at_every_durable_write_point(tmp_path: Path) -> None:
+    total = write_points(tmp_path)
+    assert total >= 10
+    death_matrix(tmp_path, BASIC, writes=range(1, total + 1))
 
 
 def test_death_at_seeded_random_instants(tmp_path: Path) -> None:
@@ -334,10 +344,7 @@ def test_death_at_seeded_random_instants(tmp_path: Path) -> None:
     # And the instants the issue names: 1 s and 5 min into the clinician bolus, 1 s into the patient bolus.
     instants += [MS_PER_DAY + 2 * MS_PER_H + 1000, MS_PER_DAY + 2 * MS_PER_H + 5 * MS_PER_MIN,
                  MS_PER_DAY + 8 * MS_PER_H + 1000]
-    results = [one_death(tmp_path, f"instant-{t}", die_at_ms=t) for t in instants]
-    for result in results:
-        check(result)
-    report(results)
+    death_matrix(tmp_path, BASIC, instants=instants)
 
 
 def write_times(tmp_path: Path, scenario: Scenario) -> list[tuple[int, int]]:
@@ -364,11 +371,7 @@ def test_death_at_and_around_every_flex_boundary(tmp_path: Path) -> None:
     instants = sorted({b + d for b in FLEX_BOUNDARIES for d in (-1000, 0, 1000)})
     near = sorted({n for n, t in write_times(tmp_path, FLEX) if any(abs(t - b) <= MS_PER_MIN for b in FLEX_BOUNDARIES)})
     assert near, "no durable write near a boundary: the matrix would test nothing there"
-    results = [one_death(tmp_path, f"flex-instant-{t}", die_at_ms=t, scenario=FLEX) for t in instants]
-    results += [one_death(tmp_path, f"flex-write-{n}", crash_at=n, scenario=FLEX) for n in near]
-    for result in results:
-        check(result)
-    report(results)
+    death_matrix(tmp_path, FLEX, instants=instants, writes=near)
 
 
 #: A short high step: the day is 105 µg, but the 2 h step's rate is 600 µg/day, twice the 300 µg cap.
@@ -394,11 +397,7 @@ def test_death_inside_a_short_high_flex_step_leaves_the_pump_to_end_the_step_by_
     instants = [s + d for s in starts for d in (1000, MS_PER_H, 2 * MS_PER_H - 1000)]
     near = sorted({n for n, t in write_times(tmp_path, SPIKE) if any(s - MS_PER_MIN <= t <= s + 2 * MS_PER_H
                                                                        for s in starts)})
-    results = [one_death(tmp_path, f"spike-instant-{t}", die_at_ms=t, scenario=SPIKE) for t in instants]
-    results += [one_death(tmp_path, f"spike-write-{n}", crash_at=n, scenario=SPIKE) for n in near]
-    for result in results:
-        check(result)
-    report(results)
+    death_matrix(tmp_path, SPIKE, instants=instants, writes=near)
 
 
 def test_death_matrix_in_safe_mode_stops_only_by_the_watchdog(tmp_path: Path) -> None:
@@ -409,14 +408,10 @@ def test_death_matrix_in_safe_mode_stops_only_by_the_watchdog(tmp_path: Path) ->
     withdrawal hazard that keeps therapy in Basic mode; the restart resumes it."""
     total = write_points(tmp_path, SAFE)
     instants = [MS_PER_H + 10 * MS_PER_MIN, 3 * MS_PER_H + 1000, 3 * MS_PER_H + 10 * MS_PER_MIN, 4 * MS_PER_H]
-    results = [one_death(tmp_path, f"safe-write-{n}", crash_at=n, scenario=SAFE) for n in range(1, total + 1)]
-    results += [one_death(tmp_path, f"safe-instant-{t}", die_at_ms=t, scenario=SAFE) for t in instants]
-    for result in results:
-        check(result)
+    for result in death_matrix(tmp_path, SAFE, instants=instants, writes=range(1, total + 1)):
         if result["therapy_started"]:
             assert result["alarm_stopped_after_ms"] is not None, result["name"]
             assert result["alarm_stopped_after_ms"] <= 255_000 + ORPHAN_STEP_MS, result
-    report(results)
 
 
 #: A refill that changes the concentration, a day after the implant (controller time, ms).
@@ -479,15 +474,12 @@ def test_death_during_a_concentration_transit_leaves_the_tip_dose_as_prescribed(
     at_end = {n for n, t in times if abs(t - transit_end_ms) <= 30 * MS_PER_MIN}
     assert at_refill and at_end, "no durable write at the refill or the transit's end: nothing tested there"
     near = sorted(at_refill | at_end)
-    results = [one_death(tmp_path, f"{scenario.name}-instant-{t}", die_at_ms=t, scenario=scenario) for t in instants]
-    results += [one_death(tmp_path, f"{scenario.name}-write-{n}", crash_at=n, scenario=scenario) for n in near]
+    results = death_matrix(tmp_path, scenario, instants=instants, writes=near)
     low, high = (TRANSIT_DOSE_UG * (100 + sign * TRANSIT_TIP_TOLERANCE_PCT) / 100 for sign in (-1, 1))
     for result in results:
-        check(result)
         if result["died_ms"] >= REFILL_CHANGE_MS:
             assert low <= result["alone_ug"] <= high, \
                 f"{result['name']}: {result['alone_ug']:.1f} µg left the tip in the 24 h alone, not {low}-{high}"
-    report(results)
     print(f"  tip dose in the 24 h alone after a death in the transit: "
           f"{min(r['alone_ug'] for r in results if r['died_ms'] >= REFILL_CHANGE_MS):.1f}-"
           f"{max(r['alone_ug'] for r in results if r['died_ms'] >= REFILL_CHANGE_MS):.1f} µg "
@@ -519,11 +511,7 @@ def test_death_at_and_around_every_periodic_bolus_edge(tmp_path: Path) -> None:
     near = sorted({n for n, t in write_times(tmp_path, PERIODIC)
                    if any(abs(t - s) <= MS_PER_MIN or abs(t - s - 30 * MS_PER_MIN) <= MS_PER_MIN for s in starts)})
     assert near, "no durable write near a periodic edge: the matrix would test nothing there"
-    results = [one_death(tmp_path, f"periodic-instant-{t}", die_at_ms=t, scenario=PERIODIC) for t in instants]
-    results += [one_death(tmp_path, f"periodic-write-{n}", crash_at=n, scenario=PERIODIC) for n in near]
-    for result in results:
-        check(result)
-    report(results)
+    death_matrix(tmp_path, PERIODIC, instants=instants, writes=near)
 
 
 def test_death_inside_a_programming_stop_leaves_the_pump_paused_until_a_restart_resumes_it(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from hil.gravimetric.procedure import AccuracyResult, run_accuracy
 from hil.gravimetric.report import STARTUP_PNG, TRUMPET_PNG, write_report
-from hil.gravimetric.simrig import simulated_accuracy_rig
+from hil.gravimetric.simrig import RigSettings, simulated_accuracy_rig
 from hil.report import PRINT_DPI
 from tests.e2e.test_report import Page, png_geometry
 
@@ -19,8 +19,8 @@ BIAS_PCT = 3.0
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[AccuracyResult, Path]:
     out = tmp_path_factory.mktemp("accuracy")
-    with simulated_accuracy_rig("mtsics", link="inprocess", seed=1, bias_pct=BIAS_PCT, noise_pct=0.5, faults=(),
-                                balance_options={"noise_ug": 5.0, "resolution_ug": 10}) as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics", link="inprocess", seed=1, bias_pct=BIAS_PCT, noise_pct=0.5,
+                                            faults=(), balance_options={"noise_ug": 5.0, "resolution_ug": 10})) as rig:
         result = run_accuracy(rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock,
                               balance_driver="mtsics", report_dir=out, duration_s=3600)
     return result, out
@@ -80,8 +80,8 @@ def test_a_refused_run_shows_why_and_no_number(tmp_path: Path) -> None:
     from hil.gravimetric.analysis import InsufficientDataError
 
     balance = {"noise_ug": 5.0, "resolution_ug": 10}
-    with simulated_accuracy_rig("mtsics", link="inprocess", seed=0, bias_pct=0.0, noise_pct=0.0,
-                                faults=("stall:at=300",), balance_options=balance) as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics", link="inprocess", seed=0, bias_pct=0.0, noise_pct=0.0,
+                                            faults=("stall:at=300",), balance_options=balance)) as rig:
         with pytest.raises(InsufficientDataError):
             run_accuracy(rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock,
                          balance_driver="mtsics", report_dir=tmp_path, duration_s=600)

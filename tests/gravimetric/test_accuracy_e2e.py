@@ -24,7 +24,7 @@ from cython_ext.errors import CapabilityError, ConfigError
 from hil.cli import main
 from hil.gravimetric.analysis import InsufficientDataError, RefusalReason
 from hil.gravimetric.procedure import run_accuracy
-from hil.gravimetric.simrig import simulated_accuracy_rig
+from hil.gravimetric.simrig import RigSettings, simulated_accuracy_rig
 
 DENSITY_20C = 0.998207
 
@@ -67,7 +67,7 @@ def test_cli_reports_the_injected_bias_and_writes_the_report(tmp_path: Path, cap
 
 def test_sbi_rig_with_pump_noise_over_a_pty(tmp_path: Path) -> None:
     with simulated_accuracy_rig(
-        "sbi", link="pty", seed=4, bias_pct=-2.0, noise_pct=1.0, balance_options={"noise_ug": 5.0}
+        RigSettings("sbi", link="pty", seed=4, bias_pct=-2.0, noise_pct=1.0, balance_options={"noise_ug": 5.0})
     ) as rig:
         result = run_accuracy(
             rig.pump_url,
@@ -86,7 +86,7 @@ def test_sbi_rig_with_pump_noise_over_a_pty(tmp_path: Path) -> None:
 
 
 def test_unstable_balance_is_refused_not_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with simulated_accuracy_rig("mtsics", balance_options={"disturbances_s": ((600.0, 3000.0),)}) as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics", balance_options={"disturbances_s": ((600.0, 3000.0),)})) as rig:
         with pytest.raises(InsufficientDataError) as caught:
             run_accuracy(
                 rig.pump_url, rig.balance_url, 1_200_000, syringe_diameter_mm=14.5, clock=rig.clock,
@@ -102,7 +102,7 @@ def test_unstable_balance_is_refused_not_reported(tmp_path: Path, capsys: pytest
 
 
 def test_balance_that_went_backwards_is_refused() -> None:
-    with simulated_accuracy_rig("mtsics") as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics")) as rig:
 
         def remove_water(sample: object, total: int) -> None:
             if getattr(sample, "index") == 100:
@@ -117,7 +117,7 @@ def test_balance_that_went_backwards_is_refused() -> None:
 
 
 def test_pump_stall_stops_sampling_and_refuses() -> None:
-    with simulated_accuracy_rig("mtsics") as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics")) as rig:
 
         def stall(sample: object, total: int) -> None:
             if getattr(sample, "index") == 50:
@@ -132,7 +132,7 @@ def test_pump_stall_stops_sampling_and_refuses() -> None:
 
 
 def test_rate_outside_the_pump_envelope_is_refused_before_the_pump_moves() -> None:
-    with simulated_accuracy_rig("mtsics") as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics")) as rig:
         with pytest.raises(CapabilityError):
             run_accuracy(rig.pump_url, rig.balance_url, 1_000, syringe_diameter_mm=14.5, clock=rig.clock)
         assert rig.pump.mechanics.actual_delivered_nl() == 0
@@ -183,7 +183,7 @@ def test_failed_readings_are_missing_samples_never_guesses() -> None:
     from hil.gravimetric.procedure import AccuracyConfig, measure
 
     config = AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=1200, max_missing_fraction=0.05)
-    with simulated_accuracy_rig("mtsics") as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics")) as rig:
         with hal.open_pump("ne1000", rig.pump_url, clock=rig.clock) as pump, open_balance(
             "mtsics", rig.balance_url, clock=rig.clock
         ) as balance:
@@ -218,7 +218,7 @@ def test_an_uncertain_start_still_ends_with_the_pump_stopped() -> None:
     from hil.gravimetric.procedure import AccuracyConfig, measure
 
     config = AccuracyConfig(rate_nl_per_h=1_200_000, syringe_diameter_mm=14.5, duration_s=600)
-    with simulated_accuracy_rig("mtsics") as rig:
+    with simulated_accuracy_rig(RigSettings("mtsics")) as rig:
         with hal.open_pump("ne1000", rig.pump_url, clock=rig.clock) as pump, open_balance(
             "mtsics", rig.balance_url, clock=rig.clock
         ) as balance:

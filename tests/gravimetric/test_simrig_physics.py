@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from cython_ext.errors import ConfigError
 from hal.balance import water_density_g_per_ml
 from hil.gravimetric.procedure import AccuracyConfig
-from hil.gravimetric.simrig import run_simulated_accuracy, simulated_balance, water_options
+from hil.gravimetric.simrig import RigSettings, run_simulated_accuracy, simulated_balance, water_options
 
 RATE_NL_PER_H = 1_200_000
 DURATION_S = 1800
@@ -44,11 +44,9 @@ def test_the_analysis_recovers_the_injected_bias_under_any_water(
     temperature_c: float, evaporation_ug_per_h: float, bias_pct: float, air_buoyancy_correction: bool, balance_kind: str
 ) -> None:
     result = run_simulated_accuracy(
-        balance_kind,
+        RigSettings(balance_kind, bias_pct=bias_pct, balance_options={"noise_ug": 0.0, "resolution_ug": RESOLUTION_UG}),
         RATE_NL_PER_H,
         syringe_diameter_mm=14.5,
-        bias_pct=bias_pct,
-        balance_options={"noise_ug": 0.0, "resolution_ug": RESOLUTION_UG},
         duration_s=DURATION_S,
         water_temperature_c=temperature_c,
         evaporation_ug_per_h=evaporation_ug_per_h,
@@ -77,7 +75,7 @@ def test_the_beaker_weighs_what_the_water_of_the_run_weighs() -> None:
 def test_balance_options_cannot_contradict_the_water_of_the_run() -> None:
     with pytest.raises(ConfigError) as caught:
         run_simulated_accuracy(
-            "mtsics", RATE_NL_PER_H, syringe_diameter_mm=14.5, balance_options={"temperature_c": 25.0}
+            RigSettings("mtsics", balance_options={"temperature_c": 25.0}), RATE_NL_PER_H, syringe_diameter_mm=14.5
         )
     assert caught.value.field == "balance_options.temperature_c"
 
@@ -100,3 +98,10 @@ def test_cli_simulated_rig_takes_the_water_of_the_command_line_and_profile(tmp_p
     analysis = json.loads(capsys.readouterr().out)["analysis"]
     mass_ug = RATE_NL_PER_H * 0.98 * water_density_g_per_ml(30.0)
     assert abs(analysis["mean_error_pct"] + 2.0) <= 6 * 100 * math.sqrt(2) * (RESOLUTION_UG / math.sqrt(12)) / mass_ug
+
+
+@pytest.mark.parametrize(("change", "field"), [({"balance_kind": "kern"}, "balance_kind"), ({"link": "tcp"}, "link")])
+def test_rig_settings_refuse_an_unknown_balance_or_link(change: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RigSettings(**change)
+    assert caught.value.field == field and caught.value.value == change[field] and "one of" in str(caught.value)

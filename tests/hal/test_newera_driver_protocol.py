@@ -464,20 +464,17 @@ def test_stop_with_lost_reply_and_pump_still_running_is_not_applied(pump: Ne1000
 # -- counters ----------------------------------------------------------------------------
 
 
-def test_clear_dispensed_clears_both_and_reads_zero(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0CLDINF"), r("00S"))
-    link.add(q("0CLDWDR"), r("00S"))
-    link.add(q("0DIS"), r("00SI0.000W0.000ML"))
-    link.add(q("0DIS"), r("00SI0.000W0.000ML"))
-    assert pump.clear_dispensed().applied
-
-
-def test_clear_dispensed_refused_is_not_applied(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0CLDINF"), r("00S?NA"))
-    link.add(q("0CLDWDR"), r("00S?NA"))
-    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
-    link.add(q("0DIS"), r("00SI1.000W0.000ML"))
-    assert pump.clear_dispensed().outcome is Outcome.NOT_APPLIED
+@pytest.mark.parametrize(("reply", "counters", "outcome"), [
+    ("00S", "00SI0.000W0.000ML", Outcome.APPLIED),  # clears both and reads zero
+    ("00S?NA", "00SI1.000W0.000ML", Outcome.NOT_APPLIED),  # refused: the counters still read what they did
+], ids=["cleared", "refused"])
+def test_clear_dispensed_clears_both_and_reads_the_counters_back(pump: Ne1000Driver, link: ScriptedLink, reply: str,
+                                                                 counters: str, outcome: Outcome) -> None:
+    link.add(q("0CLDINF"), r(reply))
+    link.add(q("0CLDWDR"), r(reply))
+    link.add(q("0DIS"), r(counters))
+    link.add(q("0DIS"), r(counters))
+    assert pump.clear_dispensed().outcome is outcome
 
 
 # -- Safe mode ---------------------------------------------------------------------------

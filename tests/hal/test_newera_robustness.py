@@ -358,6 +358,6 @@ def test_driver_fuzz_raises_only_hal_errors_and_returns_no_implausible_counter(s
 @pytest.mark.parametrize("suite", [CODEC_SUITE, DRIVER_SUITE])
 def test_each_fuzz_above_fed_its_share_of_replies(suite: str) -> None:
     # Runs after the fuzz tests of this module (pytest keeps definition order).
-    if reply_tally.FED[suite] == 0:
+    if reply_tally.TALLY.counts[suite] == 0:
         pytest.skip("the fuzz test did not run in this session (selected alone)")
-    reply_tally.check_share(suite)
+    reply_tally.TALLY.check_share(suite)

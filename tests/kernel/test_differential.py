@@ -7,6 +7,7 @@ contents freely, including non-default bounds.)
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -16,10 +17,17 @@ from .conftest import COMPILED, TWIN, decision_key, limits_strategy, periodic_st
 
 MIN = 60_000
 NOW = 9 * MS_PER_DAY + 7 * MIN + 12_345  # deliberately not minute-aligned
+#: The latest start from which ``later_ms`` (up to 2 days) still reaches MAX_TIME_MS, the end of
+#: the documented range of now_ms, where the projected windows end past it (also not minute-aligned).
+TOP = COMPILED.MAX_TIME_MS - 2 * MS_PER_DAY
+#: How long after the start ``now`` is: any time within 2 days, or (often) within the last
+#: minute of them, so that from TOP it lands in MAX_TIME_MS's partial last minute, ms.
+LATER_MS = st.integers(0, 2 * MS_PER_DAY) | st.integers(2 * MS_PER_DAY - MIN, 2 * MS_PER_DAY)
 
 
 @st.composite
 def world(draw):
+    start = draw(st.sampled_from([NOW, TOP]))
     limits = draw(limits_strategy(COMPILED))
     rb = limits.rate_nl_per_h
     caps_kwargs = dict(
@@ -38,25 +46,25 @@ def world(draw):
     env_min = draw(st.integers(1, 10_000))
     envelope = (env_min, draw(st.integers(env_min, 1_200_000)), draw(st.sampled_from([1, 1, 10, 100])))
     programme = draw(st.none() | st.tuples(steps_strategy(max_steps=13), periodic_strategy(), st.integers(0, 10**9)))
-    since = draw(st.integers(NOW - 3 * MS_PER_DAY, NOW))
+    since = draw(st.integers(start - 3 * MS_PER_DAY, start))
     records = draw(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 10**10), st.integers(0, 1439)), max_size=25))
     commits = draw(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 10**9)), max_size=3))
     starts = draw(st.lists(st.tuples(st.sampled_from([2, 3, 5, 6]), st.integers(0, 30 * 3600_000)), max_size=5))
-    return limits, caps_kwargs, envelope, programme, since, records, commits, starts
+    return limits, caps_kwargs, envelope, programme, since, records, commits, starts, start
 
 
 def build(k, w):
-    limits, caps_kwargs, envelope, programme, since, records, commits, starts = w
+    limits, caps_kwargs, envelope, programme, since, records, commits, starts, start = w
     caps = k.make_caps(**caps_kwargs)
     p = None if programme is None else k.Programme(programme[0], limits.concentration_ug_per_ml, periodic_boluses=programme[1], anchor_ms=programme[2])
     gate = k.SafetyKernel(limits, caps, k.make_envelope(*envelope), k.Ledger(), programme=p, programme_since_ms=since)
     for kind, mass, age in sorted(records, key=lambda r: -r[2]):
-        gate.ledger.record(kind, mass, NOW - age * MIN)
+        gate.ledger.record(kind, mass, start - age * MIN)
     for kind, mass in commits:
         gate.ledger.commit(kind, mass)
-    at = NOW - MS_PER_DAY - MS_PER_H
+    at = start - MS_PER_DAY - MS_PER_H
     for kind, gap in starts:
-        at = min(NOW, at + gap)
+        at = min(start, at + gap)
         gate.ledger.record_bolus_start(kind, at)
     return gate
 
@@ -85,7 +93,7 @@ def requests(k, conc, rate, steps, volume, duration, kind, soft_codes, new_conc,
     st.sets(st.sampled_from(sorted(COMPILED.SOFT_REASONS))),
     st.sampled_from([50, 500, 1000, 2000, 700]),
     st.none() | st.integers(1, 300_000),
-    st.integers(0, 2 * MS_PER_DAY),
+    LATER_MS,
 )
 def test_decisions_agree(w, rate, steps, volume, duration, kind, soft_codes, new_conc, bridge, later_ms):
     try:
@@ -93,7 +101,7 @@ def test_decisions_agree(w, rate, steps, volume, duration, kind, soft_codes, new
     except ValueError:
         assume(False)  # caps outside this random library's hard bounds: rejected by both, see below
     conc = w[0].concentration_ug_per_ml
-    now = NOW + later_ms
+    now = w[-1] + later_ms
     per_impl = []
     for k, gate in zip((COMPILED, TWIN), gates):
         before = gate.state_snapshot(), gate.state_version
@@ -129,6 +137,22 @@ def test_construction_errors_agree(w):
     assert outcomes[0] == outcomes[1]
 
 
+@pytest.mark.parametrize("before_end_ms", [MS_PER_DAY + 2 * MIN, MS_PER_H, COMPILED.MAX_TIME_MS % MIN, COMPILED.MAX_TIME_MS % MIN - 1, 1, 0])
+def test_decisions_agree_up_to_the_end_of_the_time_range(before_end_ms):
+    """now_ms may be anything up to MAX_TIME_MS; the projected windows then end past it (and in its
+    partial last minute, start past it)."""
+    from .conftest import make_gate
+
+    now = COMPILED.MAX_TIME_MS - before_end_ms
+    steps = [(0, 8 * MS_PER_H, 16_000), (8 * MS_PER_H, 16 * MS_PER_H, 17_000)]
+    per_impl = []
+    for k in (COMPILED, TWIN):
+        gate = make_gate(k, programme_rate=16_000, since_ms=now - MS_PER_H)
+        decided = [gate.authorize(r, now) for r in requests(k, 500, 18_000, steps, 20_000, MS_PER_H, 2, {"RATE_ABOVE_SOFT"}, 1000, 20_000)]
+        per_impl.append([decision_key(d) for d in decided] + [gate.headroom_pg(now), gate.projected_excess_pg(now, None, 10**6)])
+    assert per_impl[0] == per_impl[1]
+
+
 def test_programmes_of_either_implementation_are_accepted():
     from .conftest import make_gate
 
@@ -143,8 +167,6 @@ def test_programmes_of_either_implementation_are_accepted():
 
 
 def test_compiled_kernel_needs_compiled_ledger():
-    import pytest
-
     with pytest.raises(ValueError):
         COMPILED.SafetyKernel(COMPILED.DEFAULT_LIBRARY[500], COMPILED.make_caps(max_dose_ng_per_day=100_000), COMPILED.make_envelope(2_000, 10_000), TWIN.Ledger())
 
@@ -173,14 +195,16 @@ def history(draw):
         st.tuples(st.just("caps"), st.sampled_from(["spinal", "cerebral", "paediatric"])),
     )
     steps = draw(st.lists(st.tuples(op, st.integers(0, 30 * 60)), min_size=1, max_size=14))
-    return caps, draw(st.integers(2_000, 20_000)), steps
+    # From NOW, or ending at TOP (so that later_ms can reach MAX_TIME_MS).
+    start = draw(st.sampled_from([NOW, TOP - sum(gap for _op, gap in steps) * MIN]))
+    return caps, draw(st.integers(2_000, 20_000)), steps, start
 
 
-def live(k, caps_kwargs, start_rate, steps):
+def live(k, caps_kwargs, start_rate, steps, start):
     """Run a history on one implementation; return the kernel, the time reached and every decision."""
     caps = k.make_caps(**caps_kwargs)
     gate = k.SafetyKernel(k.DEFAULT_LIBRARY[1000], caps, k.make_envelope(2_000, 1_000_000), k.Ledger())
-    now = NOW
+    now = start
     out = []
 
     def decide(request):
@@ -219,10 +243,10 @@ def live(k, caps_kwargs, start_rate, steps):
 
 
 @settings(max_examples=40, deadline=None)
-@given(history(), st.integers(1_500, 30_000), st.integers(1_000, 80_000), st.integers(0, 2 * MS_PER_DAY))
+@given(history(), st.integers(1_500, 30_000), st.integers(1_000, 80_000), LATER_MS)
 def test_history_rules_agree(h, rate, volume, later_ms):
-    caps_kwargs, start_rate, steps = h
-    lived = [live(k, caps_kwargs, start_rate, steps) for k in (COMPILED, TWIN)]
+    caps_kwargs, start_rate, steps, start = h
+    lived = [live(k, caps_kwargs, start_rate, steps, start) for k in (COMPILED, TWIN)]
     assert lived[0][2] == lived[1][2]
     assert lived[0][0].state_snapshot() == lived[1][0].state_snapshot()
     now = max(lived[0][1], lived[0][0].newest_event_ms or 0) + later_ms
@@ -246,29 +270,32 @@ def test_history_rules_agree(h, rate, volume, later_ms):
 
 @settings(max_examples=30)
 @given(world(), st.none() | steps_strategy(max_steps=4, rates=st.integers(1, 100_000)), st.integers(0, 10**10),
-       st.integers(0, 2 * MS_PER_DAY))
+       LATER_MS)
 def test_projected_excess_agrees_and_matches_a_brute_force_window_walk(w, steps, extra_pg, later_ms):
     try:
         gates = [build(k, w) for k in (COMPILED, TWIN)]
     except ValueError:
         assume(False)
     conc = w[0].concentration_ug_per_ml
-    now = NOW + later_ms
+    now = w[-1] + later_ms
     excess = [gate.projected_excess_pg(now, None if steps is None else k.Programme(steps, conc, anchor_ms=now),
                                        extra_pg) for k, gate in zip((COMPILED, TWIN), gates)]
     assert excess[0] == excess[1]
     # The oracle: every trailing window ending in minutes m0 .. m0+1440, summed from the ledger's buckets,
     # the commitments, the programme's basal from now and the extra mass (in every window but the last,
-    # which holds nothing from before now's minute).
+    # which holds nothing from before now's minute). Near MAX_TIME_MS the windows end past it, where
+    # the public integral refuses: the basal depends only on times relative to the anchor, so the
+    # oracle integrates its programme a whole number of days earlier.
     gate = gates[1]
-    programme = None if steps is None else TWIN.Programme(steps, conc, anchor_ms=now)
+    shift = 3 * MS_PER_DAY
+    programme = None if steps is None else TWIN.Programme(steps, conc, anchor_ms=now - shift)
     cap = gate.cap_pg(now_ms=now)
     m0 = now // MIN
     worst = None
     for k in range(1441):
         inside = sum(gate.ledger.bucket_totals(m0 + k - 1439, m0)) if k < 1440 else 0
-        basal = 0 if programme is None else programme.delivered_pg(now if k < 1440 else (m0 + 1) * MIN,
-                                                                      (m0 + k + 1) * MIN)
+        basal = 0 if programme is None else programme.delivered_pg((now if k < 1440 else (m0 + 1) * MIN) - shift,
+                                                                      (m0 + k + 1) * MIN - shift)
         total = inside + gate.ledger.committed_pg() + basal + (extra_pg if k < 1440 else 0) - cap
         worst = total if worst is None else max(worst, total)
     assert excess[1] == worst
