@@ -2,9 +2,9 @@
 
 ``--json`` prints one ``itb.bench/1`` document (the envelope of
 :mod:`hil.output`, then ``quick`` and ``benchmarks``: each benchmark's name and
-its figures, units in every key). A figure named ``meets_targets``,
-``invariants_held`` or ending in ``within_target`` is a verdict: ``passed``
-(and the exit status, 0 or 1) says whether every verdict held.
+its figures, units in every key). A figure named in :data:`VERDICTS` or ending
+in ``within_target`` is a verdict: ``passed`` (and the exit status, 0 or 1) says
+whether every verdict held.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ BENCHMARKS: dict[str, str] = {
     "kernel": "hil.bench.kernel",
     "cohort": "hil.bench.cohort",
 }
-#: Names of the figures that are verdicts (a name may also end in ``within_target``).
-VERDICTS = ("meets_targets", "invariants_held")
+#: Names of the figures that are verdicts (a name may also end in ``within_target``). The polls of the
+#: runs of ``itb bench run`` must be identical, else its floor (b) is not the floor of its runs (a).
+VERDICTS = ("meets_targets", "invariants_held", "polls_identical_in_every_run")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -258,6 +258,20 @@ def test_bench_verdicts_are_found_at_any_depth() -> None:
     assert held == {"x.a.within_target": False, "x.meets_targets": True, "x.paced_within_target": True}
 
 
+def test_bench_run_states_its_floor_ratio_and_the_sameness_of_its_runs_as_verdicts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.bench import run as bench_run
+
+    figures = bench_run.measure("inprocess", 1, 2)
+    held = cmd_bench.verdicts({"run": {"inprocess": figures}})
+    ratio = figures["full_over_kernel_and_accounting"]
+    assert held["run.inprocess.floor_ratio_within_target"] == (ratio <= bench_run.TARGET_FLOOR_RATIO)
+    assert held["run.inprocess.polls_identical_in_every_run"] is True
+    monkeypatch.setattr(bench_run, "TARGET_FLOOR_RATIO", 0.0)  # no loop is within this: the verdict fails
+    monkeypatch.setattr(cmd_bench, "run_benchmark", lambda name, args: bench_run.measure("inprocess", 1, 1))
+    assert cli.main(["bench", "run"]) == ExitStatus.CHECK_FAILED
+
+
 # -- pipes -------------------------------------------------------------------------------------------------------
 
 

@@ -135,7 +135,7 @@ def measure(link: str, days: int, repeats: int = 1) -> dict[str, Any]:
             "kernel_and_accounting_slowest_s": round(max(floor_runs_s), 4),
             "full_over_kernel_and_accounting": None if ratio is None else round(ratio, 1),
             "target_full_over_kernel_and_accounting": TARGET_FLOOR_RATIO,
-            "within_floor_target": ratio is not None and ratio <= TARGET_FLOOR_RATIO,
+            "floor_ratio_within_target": ratio is not None and ratio <= TARGET_FLOOR_RATIO,
         })
     return figures
 

@@ -238,6 +238,11 @@ TTL_INPUT_PINS = (2, 3, 4, 6)
 #: The TTL output pin ``OUT 5 n`` drives.
 TTL_OUTPUT_PIN = 5
 _COMMANDS_BY_NAME = {(c.name, c.system): c for c in COMMANDS}
+#: Handlers that only read: no motion, phase, alarm, watchdog or pause changes, so they leave an instant
+#: whose events are all handled (``Ne1000._settled_ns``) as it was.
+_READ_ONLY_HANDLERS = frozenset({
+    "ver", "dia_query", "rat_query", "vol_query", "dir_query", "dispensed", "saf_query", "phn_query", "fun_query",
+    "flag_query", "locp_query", "buz_query", "trg_query", "in_query", "out_query", "adr_query"})
 _NAMES = frozenset(c.name for c in COMMANDS)
 #: Lengths of the mnemonics, longest first: a command's name is its longest prefix that is one.
 _NAME_SIZES_LONGEST_FIRST = sorted({len(name) for name in _NAMES}, reverse=True)
@@ -335,6 +340,9 @@ class Ne1000(ByteDevice):
         self._deframer = PumpDeframer()
         self._unsolicited = bytearray()  # bytes waiting to leave without a request
         self._advancing = False
+        #: The device time (ns) at which every due event was handled, if nothing changed since, else None:
+        #: a device polled, asked a query and polled again at one instant runs the event search once.
+        self._settled_ns: int | None = None
         # Persistent settings (non-volatile memory).
         self.address = address
         self.baud = 19200
@@ -430,6 +438,7 @@ class Ne1000(ByteDevice):
         with self._lock:
             self._sync()
             self._stall()
+            self._settled_ns = None
 
     def set_occluded(self, occluded: bool) -> None:
         """Block (True) or clear (False) the outlet. Infusing against a block stalls after ``occlusion_delay_s``."""
@@ -437,6 +446,7 @@ class Ne1000(ByteDevice):
             self._sync()
             self.occluded = bool(occluded)
             self._occluded_since_ns = self.mechanics.time_ns if occluded else None
+            self._settled_ns = None
 
     def power_loss(self) -> None:
         """Cut power: the motor stops, bytes are ignored, nothing is sent."""
@@ -453,6 +463,7 @@ class Ne1000(ByteDevice):
             self.powered = False
             self._deframer.reset()
             self._unsolicited.clear()
+            self._settled_ns = None
 
     def power_restore(self) -> None:
         """Restore power: latch ``A?R``; with ``PF 1`` a program that was running resumes.
@@ -471,6 +482,7 @@ class Ne1000(ByteDevice):
             elif self.state in ("I", "W", "X"):
                 self._stop_program()
             self._raise_alarm(ALARM_RESET)
+            self._settled_ns = None
 
     def power_cycle(self) -> None:
         """Power loss immediately followed by power restore."""
@@ -486,6 +498,7 @@ class Ne1000(ByteDevice):
                 raise ConfigError("state", self.state, "stopped or paused to refill")
             fill_ul = _as_milli("fill_ml", fill_ml, 0, self.mechanics.syringe_volume_nl // 1000)
             self.mechanics.refill(fill_ul * 1000)
+            self._settled_ns = None
 
     # -- time and events ------------------------------------------------------------------
     def _sync(self) -> None:
@@ -528,10 +541,11 @@ class Ne1000(ByteDevice):
         return best_t, best
 
     def _advance(self, now_ns: int) -> None:
-        if self._advancing:
+        if self._advancing or now_ns == self._settled_ns:
             return
         self._advancing = True
         try:
+            settled = False
             for _ in range(10_000):
                 # The earliest event due by now; ties go to motion, then the watchdog, then a pause's end.
                 t_event, event = self._next_motion_event()
@@ -542,10 +556,12 @@ class Ne1000(ByteDevice):
                 if t_pause is not None and (t_event is None or t_pause < t_event):
                     t_event, event = t_pause, self._pause_over
                 if t_event is None or t_event > now_ns or event is None:
+                    settled = True
                     break
                 self._integrate(max(t_event, self.mechanics.time_ns))
                 event()
             self._integrate(max(now_ns, self.mechanics.time_ns))
+            self._settled_ns = now_ns if settled and self.mechanics.time_ns == now_ns else None
         finally:
             self._advancing = False
 
@@ -751,6 +767,8 @@ class Ne1000(ByteDevice):
                     if allowed is not None and m.group(group) is not None and int(m.group(group)) not in allowed:
                         return ERR_OUT_OF_RANGE
                 reply: str = getattr(self, f"_cmd_{form.handler}")(m, name)
+                if form.handler not in _READ_ONLY_HANDLERS:
+                    self._settled_ns = None
                 if not reply.startswith("?"):
                     self.executed.append((now, command))
                 return reply

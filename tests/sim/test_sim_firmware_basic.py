@@ -555,3 +555,20 @@ def test_invalid_packet_does_not_acknowledge_an_alarm(pump: Ne1000) -> None:
     assert pump.receive(b"0\x80\r") == b"\x0200A?S?COM\x03"
     assert ask(pump, "0") == b"\x0200A?S\x03"
     assert ask(pump, "0") == b"\x0200S\x03"
+
+
+def test_an_event_made_due_at_the_instant_the_pump_was_last_polled_is_still_handled(
+    make_pump: Callable[..., Ne1000], clock: VirtualClock,
+) -> None:
+    """The firmware searches for due events once per instant; a change at that instant searches again."""
+    pump = make_pump(occlusion_delay_s=0)
+    assert body(pump, "0RAT60UH") == "00S" and body(pump, "0RUN") == "00I"
+    clock.advance_ns(60 * 10**9)
+    assert pump.poll() == b"" and body(pump, "0DIS") == "00II1.000W0.000UL" and pump.poll() == b""
+    pump.set_occluded(True)  # a stall due now, at the instant already searched
+    assert ask(pump, "0DIS") == b"\x0200A?S\x03" and body(pump, "0") == "00S"
+    assert body(pump, "0RAT60UH") == "00S" and body(pump, "0VOL0.5") == "00S"
+    pump.set_occluded(False)
+    assert body(pump, "0RUN") == "00I"
+    clock.advance_ns(30 * 10**9)  # the 0.5 µL target is reached at exactly this instant
+    assert pump.poll() == b"" and body(pump, "0") == "00S"
