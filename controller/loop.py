@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from controller import reservoir as reservoir_math
@@ -68,7 +69,7 @@ MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
-#: Most phases of a program that carries flex steps the pump must leave by itself (:meth:`ControlLoop._step_form`).
+#: Most phases of a program that carries flex steps the pump must leave by itself (:meth:`ControlLoop._programme_form`).
 MAX_STEP_PHASES = 8
 
 __all__ = ["BOLUS_POLL_MS", "ControlLoop", "LoopConfig", "Mode", "PollRecord"]
@@ -385,7 +386,7 @@ class ControlLoop(AccountingViews):
 
     def _programme_boundary(self, now: int) -> None:
         """A programme boundary (flex step, periodic bolus start or end): move to the programme's rate there
-        (the whole programme was authorised), in a form whose orphan schedule passes (:meth:`_step_form`).
+        (the whole programme was authorised), in a form whose orphan schedule passes (:meth:`_programme_form`).
 
         When no form passes, a step that would raise what the pump holds is not sent: the pump keeps the last
         command (judged when it was sent) and PROGRAMME_STEP_REFUSED is raised with the orphan check's reasons.
@@ -424,23 +425,9 @@ class ControlLoop(AccountingViews):
             self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
 
     def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
-        """How a programme's step in force at ``now`` is sent, as :meth:`_step_form`, but mid-transit a step
-        that would go as a plain rate goes as the transit program for that step (:meth:`_transit_program_for`)
-        when its orphan schedule passes: the pump then ends the transit by itself. A plain transit rate would
-        replace the program that does, and with the link lost across the front the new drug would run at the
-        old drug's volume rate (four times the dose after 500 -> 2000 µg/mL). Call after :meth:`_settle_transit`.
-        """
-        program, refused = self._step_form(programme, now)
-        if program is not None or refused or self.transit is None:
-            return program, refused
-        transit_program = self._transit_program_for(self.transit, programme.rate_at(now))
-        if transit_program is not None and not self.gate.orphan_refusals(orphan_of_program(transit_program), now):
-            return transit_program, ()
-        return None, ()
-
-    def _step_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
-        """How the step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain rate, or
-        ``(None, reasons)`` when no form's orphan schedule passes (the orphan check's ``ORPHAN_*`` codes).
+        """How a programme's step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain
+        rate, or ``(None, reasons)`` when no form's orphan schedule passes: the plain rate's ``ORPHAN_*`` codes,
+        the verdict on what a caller that sends anyway sends. Call after :meth:`_settle_transit`.
 
         A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
         rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. So the
@@ -448,37 +435,99 @@ class ControlLoop(AccountingViews):
         programs, it is a program the pump moves on by itself: the step for its volume up to the next
         boundary, then the next step, continuous; when that next step cannot be left running either (two
         high steps in a row), the steps up to the first one that can, each for its volume, at most
-        :data:`MAX_STEP_PHASES` phases and 24 h of them. The first such program whose own orphan schedule
-        passes is the form. None passes (no programs, no next boundary, a value the pump cannot hold, a
-        ledger too full): the reasons, and the caller decides (:meth:`_programme_boundary`).
+        :data:`MAX_STEP_PHASES` phases and 24 h of them (:meth:`_step_programs`). The first form whose own
+        orphan schedule passes is the form. None passes (no programs, no next boundary, a value the pump
+        cannot hold, a ledger too full): the reasons, and the caller decides (:meth:`_programme_boundary`).
+
+        Mid-transit the plain rate comes last: it is the old drug's volume rate, which the new drug gets once
+        its front reaches the tip, until the controller's next command (with the link lost across the front, a
+        quarter or four times the dose after 2000 <-> 500 µg/mL). First comes the transit program for the step
+        (:meth:`_transit_program_for`: the step's dose at the tip, before and after the front, for good), then
+        the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
+        leaves the tip (the catheter's contents: :meth:`_orphan_refusals`).
         """
-        if programme is None or not _keeps_programme(programme):
+        if programme is None:
             return None, ()
-        rate = self._pump_rate(programme.rate_at(now))
-        refused = self.gate.orphan_refusals(orphan_of_rate(rate), now)
-        if not refused or not self.commands.holds_programs():
-            return None, refused
-        phases: list[ProgramPhase] = []
+        plain = orphan_of_rate(self._pump_rate(programme.rate_at(now)))
+        keeps = _keeps_programme(programme)
+        refused: tuple[str, ...] | None = None
+        if self.transit is None:
+            refused = self._orphan_refusals(plain, now)
+            if not refused or not keeps:
+                return None, refused
+            forms: Iterable[PumpProgram | None] = self._step_programs(programme, now)
+        else:
+            forms = chain((self._transit_program_for(self.transit, programme.rate_at(now)),),
+                          self._step_programs(programme, now) if keeps else ())
+        for program in forms:
+            if program is not None and not self._orphan_refusals(orphan_of_program(program), now):
+                return program, ()
+        return None, refused if refused is not None else self._orphan_refusals(plain, now)
+
+    def _step_programs(self, programme: Any, now: int) -> Iterator[PumpProgram]:
+        """The programs that move the pump on through the steps from ``now`` by itself, shortest first: the steps
+        up to the next boundary, the one after, ..., each followed by the next step's rate, continuous (at most
+        :data:`MAX_STEP_PHASES` phases with a volume and 24 h of them; none on a pump without programs)."""
+        if not self.commands.holds_programs():
+            return
+        segments: list[tuple[int, int]] = []
         at = now
-        while len(phases) < MAX_STEP_PHASES:
+        while len(segments) < MAX_STEP_PHASES:
             following = programme.next_boundary(at)
             if following is None or following - now > MS_PER_DAY:
-                break
-            step = self._pump_rate(programme.rate_at(at))
-            volume_nl = step * (following - at) // MS_PER_H
-            if volume_nl <= 0:
-                break
-            phases.append(ProgramPhase(step, volume_nl))
+                return
+            rate = programme.rate_at(at)
+            if self._pump_rate(rate) * (following - at) // MS_PER_H <= 0:
+                return
+            segments.append((rate, following - at))
             at = following
-            after = self._pump_rate(programme.rate_at(following))
-            try:
-                program = self.pump.program_as_held(PumpProgram((*phases, ProgramPhase(after))))
-            except (CapabilityError, ConfigError, HalError):
-                break
-            refused = self.gate.orphan_refusals(orphan_of_program(program), now)
-            if not refused:
-                return program, ()
-        return None, refused
+            program = self._program_to_the_tip(segments, programme.rate_at(following))
+            if program is None or len(program.phases) > MAX_STEP_PHASES + 1:
+                return
+            yield program
+
+    def _program_to_the_tip(self, segments: list[tuple[int, int]], after_nl_per_h: int) -> PumpProgram | None:
+        """A program of programme rates held for durations (``(rate nL/h, ms)`` from now), then ``after_nl_per_h``
+        continuous (rates at the reservoir's concentration), as the pump holds it; None when it cannot hold it.
+
+        Each phase runs the volume rate for the drug at the tip while it runs: mid-transit the transit's rate
+        (:meth:`_pump_rate`) until the old drug ahead in the catheter has left, the programme's rate after it,
+        the phase in which the front reaches the tip split there by volume (the pump counts the volume exactly;
+        a clock would be off by any stop), and the rest of its step at the new drug's rate for the step's time
+        left. So the pump left alone gives every step's dose at the tip, before and after the front.
+        """
+        old_nl = 0 if self.transit is None else self.accounting.catheter.volume_ahead_of_nl(
+            self.transit.new_concentration_ug_per_ml)
+        phases: list[ProgramPhase] = []
+
+        def add(rate_nl_per_h: int, volume_nl: int) -> None:
+            if volume_nl > 0:
+                phases.append(ProgramPhase(rate_nl_per_h, volume_nl))
+
+        for rate, duration_ms in segments:
+            if old_nl > 0:
+                old_rate = self._pump_rate(rate)
+                volume_nl = old_rate * duration_ms // MS_PER_H
+                if volume_nl <= old_nl:
+                    add(old_rate, volume_nl)
+                    old_nl -= volume_nl
+                    continue
+                add(old_rate, old_nl)
+                duration_ms -= -(-old_nl * MS_PER_H // old_rate)
+                old_nl = 0
+            add(rate, rate * duration_ms // MS_PER_H)
+        if old_nl > 0:
+            add(self._pump_rate(after_nl_per_h), old_nl)
+        try:
+            return self.pump.program_as_held(PumpProgram((*phases, ProgramPhase(after_nl_per_h))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
+
+    def _orphan_refusals(self, schedule: Any, now: int) -> tuple[str, ...]:
+        """The orphan check of ``schedule`` at ``now``, judged mid-transit on what leaves the tip (the catheter's
+        contents), as :meth:`_program` judges a command."""
+        catheter = self.accounting.catheter.segments if self.transit is not None else None
+        return self.gate.orphan_refusals(schedule, now, catheter=catheter)
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -979,7 +1028,7 @@ class ControlLoop(AccountingViews):
         self._last_confirmed_ms = self._delivery_seen_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
         outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
-                                program=self._step_form(decision.programme, now)[0])
+                                program=self._programme_form(decision.programme, now)[0])
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -1282,8 +1331,14 @@ class ControlLoop(AccountingViews):
             self._accrue()
             self._end_pump_held_bolus("concentration transit end")
             extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-            outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
-                                              cause="concentration transit over", essential=True)
+            # A step the pump must leave by itself goes in its step program again, not as a plain rate held
+            # for good (a high step past the 24 h cap once the controller is gone).
+            program = self._programme_form(self.programme, self.now_ms())[0] if extra == 0 else None
+            if program is not None:
+                outcome = self.commands.send_program(program, cause="concentration transit over", essential=True)
+            else:
+                outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
+                                                  cause="concentration transit over", essential=True)
             self._after_program(outcome, "concentration transit over")
         self.checkpoint()
 
@@ -1760,7 +1815,7 @@ class ControlLoop(AccountingViews):
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
         if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None \
-                and not body.get("programme"):  # a flex step may be held as a program (_step_form)
+                and not body.get("programme"):  # a flex step may be held as a program (_programme_form)
             self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "
