@@ -195,7 +195,12 @@ class PollRecord:
 
 def check_bolus_start(loop: Any, kind: DeliveryKind, duration_ms: int) -> None:
     """Refuse to start a bolus the loop cannot run: a kind it does not run as an extra rate, one while another
-    runs, outside RUNNING, or a duration (ms) not > 0 (the checks of every loop's ``start_bolus``).
+    runs, outside RUNNING, during a concentration transit, or a duration (ms) not > 0 (the checks of every
+    loop's ``start_bolus``).
+
+    No bolus runs during a transit (a bolus sized at the new drug would push the old one out of the tip), so
+    none ends in one: a bolus's end puts a one-phase basal back, which would replace the transit program the
+    pump ends by itself.
 
     :raises ConfigError: for the kind or the duration.
     :raises StateError: for the loop's state.
@@ -206,6 +211,9 @@ def check_bolus_start(loop: Any, kind: DeliveryKind, duration_ms: int) -> None:
         raise StateError(f"bolus {loop.bolus.bolus_id} is still running")
     if loop.mode is not Mode.RUNNING:
         raise StateError(f"no bolus in mode {loop.mode.value}")
+    if loop.transit is not None:
+        raise StateError(f"no bolus while a concentration change crosses the catheter (the "
+                         f"{loop.transit.old_concentration_ug_per_ml} µg/mL drug is still ahead of the tip)")
     if duration_ms <= 0:
         raise ConfigError("duration_ms", duration_ms, "> 0")
 
