@@ -421,7 +421,7 @@ class CommandIssuer:
         :param also: further writes that must be durable in the same transaction (a bolus record).
         :param resend_after_read: after a lost reply, read the pump back and send the program once more if
             none of it can be running (:meth:`_run_program_again`). Only for a program that puts the
-            programme's basal back (a resume): a bolus is never sent again after a lost reply.
+            programme's basal in (a resume, a titration): a bolus is never sent again after a lost reply.
         """
         params = {"rate_nl_per_h": program.max_rate_nl_per_h, "cause": cause,
                   "phases": [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}

@@ -944,8 +944,8 @@ class ControlLoop(AccountingViews):
         :param program: a pump program (as the pump holds it) to hand over instead of a rate.
         :param concentration_ug_per_ml: the reservoir's drug when it is not yet the kernel's (a
             concentration change), for the orphan check, µg/mL.
-        :param resend_after_read: a resume's ``program`` (the programme's basal, never a bolus): after a lost
-            reply it is read back and sent once more, as a plain rate is
+        :param resend_after_read: a ``program`` that puts the programme's basal in (a resume, a titration; never
+            a bolus): after a lost reply it is read back and sent once more, as a plain rate is
             (:meth:`~controller.commands.CommandIssuer.send_program`).
         """
         self._accrue()
@@ -1073,8 +1073,9 @@ class ControlLoop(AccountingViews):
         self._end_pump_held_bolus("basal change")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
+        # A basal program after a lost reply is read back and sent once more, as a plain rate is (never a bolus).
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change",
-                                program=program)
+                                program=program, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
