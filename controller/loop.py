@@ -432,10 +432,13 @@ class ControlLoop(AccountingViews):
         if outcome.committed and self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
             self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
 
-    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
+    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...] | None]:
         """How a programme's step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain
         rate, or ``(None, reasons)`` when no form's orphan schedule passes: the plain rate's ``ORPHAN_*`` codes,
-        the verdict on what a caller that sends anyway sends. Call after :meth:`_settle_transit`.
+        the verdict on what a caller that sends anyway sends; ``(None, None)`` for a plain rate not judged here
+        (no programme, or one without boundaries outside a transit: the command's own check judges it). The
+        verdict is the orphan check of the form returned, once (:meth:`_program` takes it as ``judged``). Call
+        after :meth:`_settle_transit`.
 
         A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
         rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. So the
@@ -454,15 +457,15 @@ class ControlLoop(AccountingViews):
         the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
         leaves the tip (the catheter's contents: :meth:`_orphan_refusals`).
         """
-        if programme is None:
-            return None, ()
-        plain = orphan_of_rate(self._pump_rate(programme.rate_at(now)))
         keeps = _keeps_programme(programme)
+        if programme is None or (self.transit is None and not keeps):
+            return None, None
+        plain = orphan_of_rate(self._pump_rate(programme.rate_at(now)))
         refused: tuple[str, ...] | None = None
         if self.transit is None:
             refused = self._orphan_refusals(plain, now)
-            if not refused or not keeps:
-                return None, refused
+            if not refused:
+                return None, ()
             forms: Iterable[PumpProgram | None] = self._step_programs(programme, now)
         else:
             forms = chain((self._transit_program_for(self.transit, programme.rate_at(now)),),
@@ -932,7 +935,7 @@ class ControlLoop(AccountingViews):
     def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
                  essential: bool = False, also: Callable[[], None] | None = None,
                  program: PumpProgram | None = None, concentration_ug_per_ml: int | None = None,
-                 resend_after_read: bool = False) -> ProgramOutcome:
+                 resend_after_read: bool = False, judged: tuple[str, ...] | None = None) -> ProgramOutcome:
         """Accrue, check the orphan schedule, program atomically, then apply the kernel decision only if committed.
 
         :param rate_nl_per_h: the rate to send (without ``program``).
@@ -947,16 +950,20 @@ class ControlLoop(AccountingViews):
         :param resend_after_read: a ``program`` that puts the programme's basal in (a resume, a titration; never
             a bolus): after a lost reply it is read back and sent once more, as a plain rate is
             (:meth:`~controller.commands.CommandIssuer.send_program`).
+        :param judged: the orphan check's verdict on exactly this command, when the caller has just judged it
+            (:meth:`_programme_form`): it is not judged again.
         """
         self._accrue()
         self.orphan_refused = ()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            # During a concentration change the catheter's old drug decides what leaves the tip.
-            catheter = (self.accounting.catheter.segments
-                        if concentration_ug_per_ml is not None or self.transit is not None else None)
-            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml,
-                                                catheter=catheter)
+            refused = judged
+            if refused is None:
+                # During a concentration change the catheter's old drug decides what leaves the tip.
+                catheter = (self.accounting.catheter.segments
+                            if concentration_ug_per_ml is not None or self.transit is not None else None)
+                refused = self.gate.orphan_refusals(schedule, self.now_ms(),
+                                                    concentration_ug_per_ml=concentration_ug_per_ml, catheter=catheter)
             if refused:
                 self.orphan_refused = refused
                 self._emit("denied", action=cause, reasons=list(refused))
@@ -1035,8 +1042,9 @@ class ControlLoop(AccountingViews):
         self.schedule.last_poll_ms = now
         self._last_confirmed_ms = self._delivery_seen_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
-        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
-                                program=self._programme_form(decision.programme, now)[0])
+        program, judged = self._programme_form(decision.programme, now)
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy", program=program,
+                                judged=judged)
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -1057,8 +1065,9 @@ class ControlLoop(AccountingViews):
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
-                                program=self._programme_form(decision.programme, now)[0] if extra == 0 else None)
+        program, judged = self._programme_form(decision.programme, now) if extra == 0 else (None, None)
+        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme", program=program,
+                                judged=judged)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
