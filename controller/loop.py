@@ -878,7 +878,7 @@ class ControlLoop(AccountingViews):
                 self._resume_programme(reason)
                 return
             extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-            program = self._basal_program(self.basal_rate_nl_per_h, extra)
+            program = self._basal_program(self.basal_rate_nl_per_h, extra, self.programme)
             if program is not None:
                 self._accrue()
                 self._after_program(self.commands.send_program(program, cause=f"restore: {reason}", essential=True,
@@ -918,7 +918,8 @@ class ControlLoop(AccountingViews):
                                     f"({','.join(decision.reasons)})")
             return
         extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-        program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
+        # First: it may end a flushed transit.
+        program = self._basal_program(decision.rate_nl_per_h, extra, decision.programme)
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision,
                                 cause=f"resume: {reason}", essential=True, program=program, resend_after_read=True)
         if outcome.committed:
@@ -1234,8 +1235,10 @@ class ControlLoop(AccountingViews):
         self.checkpoint(durable=True)
         return outcome
 
-    def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int) -> PumpProgram | None:
-        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself.
+    def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int,
+                       programme: Any = None) -> PumpProgram | None:
+        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself;
+        or that puts a flex step back in the form the pump leaves by itself.
 
         Used for every command that puts the programme's rate on the pump mid-transit: a basal change (a
         titration, a taper), and the fault reactions that resume delivery (:meth:`_resume_programme`,
@@ -1246,16 +1249,27 @@ class ControlLoop(AccountingViews):
         bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
         then, which the loop ends from the counter as before).
 
+        A restore or a resume of a flex programme's step (``programme``, whose rate now is
+        ``programme_rate_nl_per_h``) goes in the step's form (:meth:`_programme_form`), transit or not: as a
+        plain rate a high step was held for good once the controller was gone (900 µg/day at the tip in 24 h
+        against a 600 µg cap after a stop and its resume in the high step, then a controller death).
+
         Minimum-rate mode is not sent this way, by decision: the minimum rate is a volume rate fixed by the
         prescription (the kernel takes no other), the same before and after the old drug's front, so there is
         nothing for the pump to end.
 
         :param programme_rate_nl_per_h: the programme's rate at the reservoir's (new) concentration, nL/h.
         :param extra_nl_per_h: a running bolus's extra rate on top, nL/h.
+        :param programme: the flex programme kept in effect, or None.
         """
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
-        if not self._settle_transit() or self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
+        if not self._settle_transit() or extra_nl_per_h or not self.commands.holds_programs():
+            return None
+        now = self.now_ms()
+        if _keeps_programme(programme) and programme.rate_at(now) == programme_rate_nl_per_h:
+            return self._programme_form(programme, now)[0]
+        if self.transit is None:
             return None
         return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 

@@ -86,3 +86,26 @@ def test_the_end_of_a_transit_inside_a_high_step_leaves_a_program_the_pump_ends_
         oracle.steps.append((oracle.steps[-1][0] + STEP_MS, oracle._flush()))
         assert oracle.last_24h_pg() <= CAP_UG * 1_000_000, f"{oracle.last_24h_pg() / 1e6:.1f} µg in 24 h"
     assert rig.pump.rate_nl_per_h == 100_000 * 1000 // new_concentration // 24
+
+
+@pytest.mark.parametrize("new_concentration", [None, 2000], ids=["no transit", "500 -> 2000 mid-transit"])
+def test_a_resume_inside_a_high_step_puts_back_the_program_that_leaves_it(make_rig: Any,
+                                                                          new_concentration: int | None) -> None:
+    """SAFE-01, BOL-06: the same flex day; 30 min into the high step the pump stops unexplained, and the next poll
+    resumes it (the restart rule, a short interruption: the programme in effect); then the link is lost for good.
+    The resume went as a plain rate: 900 µg/day held for good (no transit: 900 µg at the tip in the next 24 h
+    against the 600 µg cap). Judged on the drug that left the tip from the resume until the next day's high step."""
+    rig, oracle = implanted(make_rig, 500, 200, "0.25", max_dose_ug_per_day=CAP_UG)
+    if new_concentration is not None:
+        assert refill(rig, oracle, new_concentration).allowed
+        rig.advance(11 * MS_PER_H)
+        assert rig.loop.transit is not None
+    oracle.step(0)
+    anchor = rig.loop.now_ms()
+    assert rig.therapy.set_flex(HIGH_FIRST, anchor_ms=anchor).allowed
+    oracle.step(STEP_MS)
+    rig.pump.stop()
+    oracle.step(STEP_MS)  # the poll finds it stopped and resumes
+    assert rig.pump.state.delivering and len(rig.pump.read_program(1, 16).phases) > 1
+    rig.pump.faults.comms_down = True
+    assert_tip_follows(rig, oracle, HIGH_FIRST, anchor, anchor + 23 * MS_PER_H)
