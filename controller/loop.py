@@ -1245,8 +1245,8 @@ class ControlLoop(AccountingViews):
         :meth:`_reprogram_current`, :meth:`resume_after_fault`). Sent as a plain rate, the pump would keep
         the transit rate until the controller could send the new one: a link down at the end of the transit
         then gives the new drug at the old drug's volume rate (a quarter of the dose after 2000 -> 500 µg/mL,
-        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit, with a
-        bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
+        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit (and a
+        flex step), with a bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
         then, which the loop ends from the counter as before).
 
         A restore or a resume of a flex programme's step (``programme``, whose rate now is
@@ -1264,13 +1264,14 @@ class ControlLoop(AccountingViews):
         """
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
-        if not self._settle_transit() or extra_nl_per_h or not self.commands.holds_programs():
+        if not self._settle_transit() or extra_nl_per_h:
             return None
         now = self.now_ms()
-        if _keeps_programme(programme) and programme.rate_at(now) == programme_rate_nl_per_h:
-            return self._programme_form(programme, now)[0]
-        if self.transit is None:
+        step = _keeps_programme(programme) and programme.rate_at(now) == programme_rate_nl_per_h
+        if (not step and self.transit is None) or not self.commands.holds_programs():
             return None
+        if step:
+            return self._programme_form(programme, now)[0]
         return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 
     def _settle_transit(self) -> bool:
