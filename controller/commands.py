@@ -421,7 +421,7 @@ class CommandIssuer:
         :param also: further writes that must be durable in the same transaction (a bolus record).
         :param resend_after_read: after a lost reply, read the pump back and send the program once more if
             none of it can be running (:meth:`_run_program_again`). Only for a program that puts the
-            programme's basal back (a resume): a bolus is never sent again after a lost reply.
+            programme's basal in (a resume, a titration): a bolus is never sent again after a lost reply.
         """
         params = {"rate_nl_per_h": program.max_rate_nl_per_h, "cause": cause,
                   "phases": [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
@@ -513,8 +513,14 @@ class CommandIssuer:
         self._in_last_phase = self.held_program is not None and phase >= len(self.held_program.phases)
 
     def _program_one_phase(self, rate_nl_per_h: int, previous_nl_per_h: int | None) -> ProgramOutcome:
-        """A rate change as a fresh one-phase continuous program (staged, read back, committed, verified)."""
-        return self._run_restoring(PumpProgram((ProgramPhase(rate_nl_per_h),)), previous_nl_per_h)
+        """A rate change as a fresh one-phase continuous program (staged, read back, committed, verified).
+
+        After a lost reply it is read back and sent once more when none of it can be running, as a rate set
+        with ``set_rate`` is (:meth:`_program`): a continuous rate is idempotent. Given up instead, a pause
+        applied with its reply lost left the pump standing still (SAFE-01).
+        """
+        return self._run_restoring(PumpProgram((ProgramPhase(rate_nl_per_h),)), previous_nl_per_h,
+                                   resend_after_read=True)
 
     def _run_program(self, program: PumpProgram, *, resend_after_read: bool = False) -> ProgramOutcome:
         """Pause (if delivering), stage, commit and verify ``program``; no journal, no restore.

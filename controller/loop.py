@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from controller import reservoir as reservoir_math
@@ -68,7 +69,7 @@ MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
-#: Most phases of a program that carries flex steps the pump must leave by itself (:meth:`ControlLoop._step_form`).
+#: Most phases of a program that carries flex steps the pump must leave by itself (:meth:`ControlLoop._programme_form`).
 MAX_STEP_PHASES = 8
 
 __all__ = ["BOLUS_POLL_MS", "ControlLoop", "LoopConfig", "Mode", "PollRecord"]
@@ -194,7 +195,12 @@ class PollRecord:
 
 def check_bolus_start(loop: Any, kind: DeliveryKind, duration_ms: int) -> None:
     """Refuse to start a bolus the loop cannot run: a kind it does not run as an extra rate, one while another
-    runs, outside RUNNING, or a duration (ms) not > 0 (the checks of every loop's ``start_bolus``).
+    runs, outside RUNNING, during a concentration transit, or a duration (ms) not > 0 (the checks of every
+    loop's ``start_bolus``).
+
+    No bolus runs during a transit (a bolus sized at the new drug would push the old one out of the tip), so
+    none ends in one: a bolus's end puts a one-phase basal back, which would replace the transit program the
+    pump ends by itself.
 
     :raises ConfigError: for the kind or the duration.
     :raises StateError: for the loop's state.
@@ -205,6 +211,9 @@ def check_bolus_start(loop: Any, kind: DeliveryKind, duration_ms: int) -> None:
         raise StateError(f"bolus {loop.bolus.bolus_id} is still running")
     if loop.mode is not Mode.RUNNING:
         raise StateError(f"no bolus in mode {loop.mode.value}")
+    if loop.transit is not None:
+        raise StateError(f"no bolus while a concentration change crosses the catheter (the "
+                         f"{loop.transit.old_concentration_ug_per_ml} µg/mL drug is still ahead of the tip)")
     if duration_ms <= 0:
         raise ConfigError("duration_ms", duration_ms, "> 0")
 
@@ -385,7 +394,7 @@ class ControlLoop(AccountingViews):
 
     def _programme_boundary(self, now: int) -> None:
         """A programme boundary (flex step, periodic bolus start or end): move to the programme's rate there
-        (the whole programme was authorised), in a form whose orphan schedule passes (:meth:`_step_form`).
+        (the whole programme was authorised), in a form whose orphan schedule passes (:meth:`_programme_form`).
 
         When no form passes, a step that would raise what the pump holds is not sent: the pump keeps the last
         command (judged when it was sent) and PROGRAMME_STEP_REFUSED is raised with the orphan check's reasons.
@@ -423,24 +432,13 @@ class ControlLoop(AccountingViews):
         if outcome.committed and self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
             self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
 
-    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
-        """How a programme's step in force at ``now`` is sent, as :meth:`_step_form`, but mid-transit a step
-        that would go as a plain rate goes as the transit program for that step (:meth:`_transit_program_for`)
-        when its orphan schedule passes: the pump then ends the transit by itself. A plain transit rate would
-        replace the program that does, and with the link lost across the front the new drug would run at the
-        old drug's volume rate (four times the dose after 500 -> 2000 µg/mL). Call after :meth:`_settle_transit`.
-        """
-        program, refused = self._step_form(programme, now)
-        if program is not None or refused or self.transit is None:
-            return program, refused
-        transit_program = self._transit_program_for(self.transit, programme.rate_at(now))
-        if transit_program is not None and not self.gate.orphan_refusals(orphan_of_program(transit_program), now):
-            return transit_program, ()
-        return None, ()
-
-    def _step_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...]]:
-        """How the step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain rate, or
-        ``(None, reasons)`` when no form's orphan schedule passes (the orphan check's ``ORPHAN_*`` codes).
+    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...] | None]:
+        """How a programme's step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain
+        rate, or ``(None, reasons)`` when no form's orphan schedule passes: the plain rate's ``ORPHAN_*`` codes,
+        the verdict on what a caller that sends anyway sends; ``(None, None)`` for a plain rate not judged here
+        (no programme, or one without boundaries outside a transit: the command's own check judges it). The
+        verdict is the orphan check of the form returned, once (:meth:`_program` takes it as ``judged``). Call
+        after :meth:`_settle_transit`.
 
         A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
         rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. So the
@@ -448,37 +446,99 @@ class ControlLoop(AccountingViews):
         programs, it is a program the pump moves on by itself: the step for its volume up to the next
         boundary, then the next step, continuous; when that next step cannot be left running either (two
         high steps in a row), the steps up to the first one that can, each for its volume, at most
-        :data:`MAX_STEP_PHASES` phases and 24 h of them. The first such program whose own orphan schedule
-        passes is the form. None passes (no programs, no next boundary, a value the pump cannot hold, a
-        ledger too full): the reasons, and the caller decides (:meth:`_programme_boundary`).
+        :data:`MAX_STEP_PHASES` phases and 24 h of them (:meth:`_step_programs`). The first form whose own
+        orphan schedule passes is the form. None passes (no programs, no next boundary, a value the pump
+        cannot hold, a ledger too full): the reasons, and the caller decides (:meth:`_programme_boundary`).
+
+        Mid-transit the plain rate comes last: it is the old drug's volume rate, which the new drug gets once
+        its front reaches the tip, until the controller's next command (with the link lost across the front, a
+        quarter or four times the dose after 2000 <-> 500 µg/mL). First comes the transit program for the step
+        (:meth:`_transit_program_for`: the step's dose at the tip, before and after the front, for good), then
+        the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
+        leaves the tip (the catheter's contents: :meth:`_orphan_refusals`).
         """
-        if programme is None or not _keeps_programme(programme):
-            return None, ()
-        rate = self._pump_rate(programme.rate_at(now))
-        refused = self.gate.orphan_refusals(orphan_of_rate(rate), now)
-        if not refused or not self.commands.holds_programs():
-            return None, refused
-        phases: list[ProgramPhase] = []
+        keeps = _keeps_programme(programme)
+        if programme is None or (self.transit is None and not keeps):
+            return None, None
+        plain = orphan_of_rate(self._pump_rate(programme.rate_at(now)))
+        refused: tuple[str, ...] | None = None
+        if self.transit is None:
+            refused = self._orphan_refusals(plain, now)
+            if not refused:
+                return None, ()
+            forms: Iterable[PumpProgram | None] = self._step_programs(programme, now)
+        else:
+            forms = chain((self._transit_program_for(self.transit, programme.rate_at(now)),),
+                          self._step_programs(programme, now) if keeps else ())
+        for program in forms:
+            if program is not None and not self._orphan_refusals(orphan_of_program(program), now):
+                return program, ()
+        return None, refused if refused is not None else self._orphan_refusals(plain, now)
+
+    def _step_programs(self, programme: Any, now: int) -> Iterator[PumpProgram]:
+        """The programs that move the pump on through the steps from ``now`` by itself, shortest first: the steps
+        up to the next boundary, the one after, ..., each followed by the next step's rate, continuous (at most
+        :data:`MAX_STEP_PHASES` phases with a volume and 24 h of them; none on a pump without programs)."""
+        if not self.commands.holds_programs():
+            return
+        segments: list[tuple[int, int]] = []
         at = now
-        while len(phases) < MAX_STEP_PHASES:
+        while len(segments) < MAX_STEP_PHASES:
             following = programme.next_boundary(at)
             if following is None or following - now > MS_PER_DAY:
-                break
-            step = self._pump_rate(programme.rate_at(at))
-            volume_nl = step * (following - at) // MS_PER_H
-            if volume_nl <= 0:
-                break
-            phases.append(ProgramPhase(step, volume_nl))
+                return
+            rate = programme.rate_at(at)
+            if self._pump_rate(rate) * (following - at) // MS_PER_H <= 0:
+                return
+            segments.append((rate, following - at))
             at = following
-            after = self._pump_rate(programme.rate_at(following))
-            try:
-                program = self.pump.program_as_held(PumpProgram((*phases, ProgramPhase(after))))
-            except (CapabilityError, ConfigError, HalError):
-                break
-            refused = self.gate.orphan_refusals(orphan_of_program(program), now)
-            if not refused:
-                return program, ()
-        return None, refused
+            program = self._program_to_the_tip(segments, programme.rate_at(following))
+            if program is None or len(program.phases) > MAX_STEP_PHASES + 1:
+                return
+            yield program
+
+    def _program_to_the_tip(self, segments: list[tuple[int, int]], after_nl_per_h: int) -> PumpProgram | None:
+        """A program of programme rates held for durations (``(rate nL/h, ms)`` from now), then ``after_nl_per_h``
+        continuous (rates at the reservoir's concentration), as the pump holds it; None when it cannot hold it.
+
+        Each phase runs the volume rate for the drug at the tip while it runs: mid-transit the transit's rate
+        (:meth:`_pump_rate`) until the old drug ahead in the catheter has left, the programme's rate after it,
+        the phase in which the front reaches the tip split there by volume (the pump counts the volume exactly;
+        a clock would be off by any stop), and the rest of its step at the new drug's rate for the step's time
+        left. So the pump left alone gives every step's dose at the tip, before and after the front.
+        """
+        old_nl = 0 if self.transit is None else self.accounting.catheter.volume_ahead_of_nl(
+            self.transit.new_concentration_ug_per_ml)
+        phases: list[ProgramPhase] = []
+
+        def add(rate_nl_per_h: int, volume_nl: int) -> None:
+            if volume_nl > 0:
+                phases.append(ProgramPhase(rate_nl_per_h, volume_nl))
+
+        for rate, duration_ms in segments:
+            if old_nl > 0:
+                old_rate = self._pump_rate(rate)
+                volume_nl = old_rate * duration_ms // MS_PER_H
+                if volume_nl <= old_nl:
+                    add(old_rate, volume_nl)
+                    old_nl -= volume_nl
+                    continue
+                add(old_rate, old_nl)
+                duration_ms -= -(-old_nl * MS_PER_H // old_rate)
+                old_nl = 0
+            add(rate, rate * duration_ms // MS_PER_H)
+        if old_nl > 0:
+            add(self._pump_rate(after_nl_per_h), old_nl)
+        try:
+            return self.pump.program_as_held(PumpProgram((*phases, ProgramPhase(after_nl_per_h))))
+        except (CapabilityError, ConfigError, HalError):
+            return None
+
+    def _orphan_refusals(self, schedule: Any, now: int) -> tuple[str, ...]:
+        """The orphan check of ``schedule`` at ``now``, judged mid-transit on what leaves the tip (the catheter's
+        contents), as :meth:`_program` judges a command."""
+        catheter = self.accounting.catheter.segments if self.transit is not None else None
+        return self.gate.orphan_refusals(schedule, now, catheter=catheter)
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -818,7 +878,7 @@ class ControlLoop(AccountingViews):
                 self._resume_programme(reason)
                 return
             extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-            program = self._basal_program(self.basal_rate_nl_per_h, extra)
+            program = self._basal_program(self.basal_rate_nl_per_h, extra, self.programme)
             if program is not None:
                 self._accrue()
                 self._after_program(self.commands.send_program(program, cause=f"restore: {reason}", essential=True,
@@ -858,7 +918,8 @@ class ControlLoop(AccountingViews):
                                     f"({','.join(decision.reasons)})")
             return
         extra = self.bolus.extra_rate_nl_per_h if self.bolus else 0
-        program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
+        # First: it may end a flushed transit.
+        program = self._basal_program(decision.rate_nl_per_h, extra, decision.programme)
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision,
                                 cause=f"resume: {reason}", essential=True, program=program, resend_after_read=True)
         if outcome.committed:
@@ -875,7 +936,7 @@ class ControlLoop(AccountingViews):
     def _program(self, rate_nl_per_h: int, decision: GateDecision | None, *, cause: str = "programme_change",
                  essential: bool = False, also: Callable[[], None] | None = None,
                  program: PumpProgram | None = None, concentration_ug_per_ml: int | None = None,
-                 resend_after_read: bool = False) -> ProgramOutcome:
+                 resend_after_read: bool = False, judged: tuple[str, ...] | None = None) -> ProgramOutcome:
         """Accrue, check the orphan schedule, program atomically, then apply the kernel decision only if committed.
 
         :param rate_nl_per_h: the rate to send (without ``program``).
@@ -887,19 +948,23 @@ class ControlLoop(AccountingViews):
         :param program: a pump program (as the pump holds it) to hand over instead of a rate.
         :param concentration_ug_per_ml: the reservoir's drug when it is not yet the kernel's (a
             concentration change), for the orphan check, µg/mL.
-        :param resend_after_read: a resume's ``program`` (the programme's basal, never a bolus): after a lost
-            reply it is read back and sent once more, as a plain rate is
+        :param resend_after_read: a ``program`` that puts the programme's basal in (a resume, a titration; never
+            a bolus): after a lost reply it is read back and sent once more, as a plain rate is
             (:meth:`~controller.commands.CommandIssuer.send_program`).
+        :param judged: the orphan check's verdict on exactly this command, when the caller has just judged it
+            (:meth:`_programme_form`): it is not judged again.
         """
         self._accrue()
         self.orphan_refused = ()
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
-            # During a concentration change the catheter's old drug decides what leaves the tip.
-            catheter = (self.accounting.catheter.segments
-                        if concentration_ug_per_ml is not None or self.transit is not None else None)
-            refused = self.gate.orphan_refusals(schedule, self.now_ms(), concentration_ug_per_ml=concentration_ug_per_ml,
-                                                catheter=catheter)
+            refused = judged
+            if refused is None:
+                # During a concentration change the catheter's old drug decides what leaves the tip.
+                catheter = (self.accounting.catheter.segments
+                            if concentration_ug_per_ml is not None or self.transit is not None else None)
+                refused = self.gate.orphan_refusals(schedule, self.now_ms(),
+                                                    concentration_ug_per_ml=concentration_ug_per_ml, catheter=catheter)
             if refused:
                 self.orphan_refused = refused
                 self._emit("denied", action=cause, reasons=list(refused))
@@ -978,8 +1043,9 @@ class ControlLoop(AccountingViews):
         self.schedule.last_poll_ms = now
         self._last_confirmed_ms = self._delivery_seen_ms = now
         self.schedule.next_poll_ms = now + self.config.poll_interval_ms
-        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy",
-                                program=self._step_form(decision.programme, now)[0])
+        program, judged = self._programme_form(decision.programme, now)
+        outcome = self._program(decision.rate_nl_per_h, decision, cause="start_therapy", program=program,
+                                judged=judged)
         if outcome.committed:
             self.mode = Mode.RUNNING
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
@@ -1000,8 +1066,9 @@ class ControlLoop(AccountingViews):
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme",
-                                program=self._programme_form(decision.programme, now)[0] if extra == 0 else None)
+        program, judged = self._programme_form(decision.programme, now) if extra == 0 else (None, None)
+        outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme", program=program,
+                                judged=judged)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -1016,8 +1083,9 @@ class ControlLoop(AccountingViews):
         self._end_pump_held_bolus("basal change")
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program = self._basal_program(decision.rate_nl_per_h, extra)  # first: it may end a flushed transit
+        # A basal program after a lost reply is read back and sent once more, as a plain rate is (never a bolus).
         outcome = self._program(self._pump_rate(decision.rate_nl_per_h) + extra, decision, cause="basal_change",
-                                program=program)
+                                program=program, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = decision.rate_nl_per_h
             self.programme = None
@@ -1167,17 +1235,24 @@ class ControlLoop(AccountingViews):
         self.checkpoint(durable=True)
         return outcome
 
-    def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int) -> PumpProgram | None:
-        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself.
+    def _basal_program(self, programme_rate_nl_per_h: int, extra_nl_per_h: int,
+                       programme: Any = None) -> PumpProgram | None:
+        """The program that puts a basal rate in during a concentration transit: it ends the transit by itself;
+        or that puts a flex step back in the form the pump leaves by itself.
 
         Used for every command that puts the programme's rate on the pump mid-transit: a basal change (a
         titration, a taper), and the fault reactions that resume delivery (:meth:`_resume_programme`,
         :meth:`_reprogram_current`, :meth:`resume_after_fault`). Sent as a plain rate, the pump would keep
         the transit rate until the controller could send the new one: a link down at the end of the transit
         then gives the new drug at the old drug's volume rate (a quarter of the dose after 2000 -> 500 µg/mL,
-        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit, with a
-        bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
+        four times it after 500 -> 2000), found by the clinical adversary. None outside a transit (and a
+        flex step), with a bolus on top, where the pump holds no programs, or when the counter cannot be read now (a plain rate
         then, which the loop ends from the counter as before).
+
+        A restore or a resume of a flex programme's step (``programme``, whose rate now is
+        ``programme_rate_nl_per_h``) goes in the step's form (:meth:`_programme_form`), transit or not: as a
+        plain rate a high step was held for good once the controller was gone (900 µg/day at the tip in 24 h
+        against a 600 µg cap after a stop and its resume in the high step, then a controller death).
 
         Minimum-rate mode is not sent this way, by decision: the minimum rate is a volume rate fixed by the
         prescription (the kernel takes no other), the same before and after the old drug's front, so there is
@@ -1185,11 +1260,18 @@ class ControlLoop(AccountingViews):
 
         :param programme_rate_nl_per_h: the programme's rate at the reservoir's (new) concentration, nL/h.
         :param extra_nl_per_h: a running bolus's extra rate on top, nL/h.
+        :param programme: the flex programme kept in effect, or None.
         """
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
-        if not self._settle_transit() or self.transit is None or extra_nl_per_h or not self.commands.holds_programs():
+        if not self._settle_transit() or extra_nl_per_h:
             return None
+        now = self.now_ms()
+        step = _keeps_programme(programme) and programme.rate_at(now) == programme_rate_nl_per_h
+        if (not step and self.transit is None) or not self.commands.holds_programs():
+            return None
+        if step:
+            return self._programme_form(programme, now)[0]
         return self._transit_program_for(self.transit, programme_rate_nl_per_h)
 
     def _settle_transit(self) -> bool:
@@ -1282,8 +1364,14 @@ class ControlLoop(AccountingViews):
             self._accrue()
             self._end_pump_held_bolus("concentration transit end")
             extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
-            outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
-                                              cause="concentration transit over", essential=True)
+            # A step the pump must leave by itself goes in its step program again, not as a plain rate held
+            # for good (a high step past the 24 h cap once the controller is gone).
+            program = self._programme_form(self.programme, self.now_ms())[0] if extra == 0 else None
+            if program is not None:
+                outcome = self.commands.send_program(program, cause="concentration transit over", essential=True)
+            else:
+                outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
+                                                  cause="concentration transit over", essential=True)
             self._after_program(outcome, "concentration transit over")
         self.checkpoint()
 
@@ -1760,7 +1848,7 @@ class ControlLoop(AccountingViews):
             self._interruption_length_unknown = True
         unresolved = self.commands.adopt_unresolved()
         if not unresolved and not open_boluses and not body.get("bolus_program") and body.get("transit") is None \
-                and not body.get("programme"):  # a flex step may be held as a program (_step_form)
+                and not body.get("programme"):  # a flex step may be held as a program (_programme_form)
             self.commands.resumed_in_last_phase()
         self._fault(FaultCode.CONTROLLER_DEATH,
                     f"restarted after an unclean stop; pump found "
