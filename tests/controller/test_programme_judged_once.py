@@ -52,7 +52,7 @@ def test_the_start_of_therapy_judges_each_schedule_once(make_rig: Any, steps: li
     rig = make_rig(concentration=500, dose_ug_per_day=200, max_dose_ug_per_day=CAP_UG)
     seen = _judged(rig)
     kwargs: dict[str, Any] = {"dose_ng_per_day": 200_000} if steps is None else {"flex_steps": steps}
-    result = rig.therapy.implant(500, 20_000_000, prime=False, **kwargs)
+    result = rig.therapy.implant(500, 20_000_000, catheter="drug", **kwargs)
     assert result.allowed, result
     assert seen and len(seen) == len(set(seen)), seen
     assert rig.pump.rate_nl_per_h == rig.loop.committed_rate_nl_per_h
