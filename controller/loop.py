@@ -1067,8 +1067,9 @@ class ControlLoop(AccountingViews):
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program, judged = self._programme_form(decision.programme, now) if extra == 0 else (None, None)
+        # The step's program (a transit program, a step program) puts the programme's basal in, never a bolus.
         outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme", program=program,
-                                judged=judged)
+                                judged=judged, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None

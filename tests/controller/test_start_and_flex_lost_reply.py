@@ -1,0 +1,104 @@
+"""The last send paths that gave up after one lost reply (HAL-05, SAFE-01, BOL-06; issue #9).
+
+A stopped pump started by a rate set (a one-phase program after the rate) and a flex programme set during a
+concentration transit (its transit program) read the pump back after a lost reply and send once more only
+when none of the program can be running. Given up as unknown instead, the pump was left standing still, or
+on the old programme. A second loss stays unknown and alarmed. Judged on the fake pump's own state and
+command log, and for the transit on the drug that physically left the catheter tip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.alarms import AlarmCode
+from controller.commands import CommandIssuer, ProgramResult
+from controller.store import Store
+from hal.pump import PumpState
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import MS_PER_H
+from tests.controller.test_transit import assert_tip_dose_holds, implanted, refill
+
+
+def _runs(pump: Any) -> int:
+    return sum(1 for command, _ in pump.command_log if command == "program")
+
+
+def _lose_pause_replies(pump: Any, count: int, *, applied: bool, raises: bool) -> None:
+    """The next ``count`` pauses lose their reply (applied or not)."""
+    pause = pump.pause
+    left = [count]
+
+    def pause_losing_its_reply():  # type: ignore[no-untyped-def]
+        if left[0] > 0:
+            left[0] -= 1
+            pump.faults.uncertain_next, pump.faults.apply_uncertain, pump.faults.raise_uncertain = (
+                True, applied, raises)
+        return pause()
+
+    pump.pause = pause_losing_its_reply  # type: ignore[method-assign]
+
+
+def _stopped(tmp_path: Path) -> tuple[FakePump, CommandIssuer]:
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    issuer = CommandIssuer(pump, Store(tmp_path / "s.sqlite", clock), on_storage_failure=pytest.fail)
+    assert pump.state is PumpState.STOPPED and issuer.holds_programs()
+    return pump, issuer
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
+@pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
+def test_a_lost_pause_reply_while_starting_a_stopped_pump_is_read_back_and_sent_once_more(
+        tmp_path: Path, applied: bool, raises: bool) -> None:
+    pump, issuer = _stopped(tmp_path)
+    _lose_pause_replies(pump, 1, applied=applied, raises=raises)
+    outcome = issuer.send_rate(20_000, previous_nl_per_h=None, cause="resume", essential=True)
+    assert outcome.committed and outcome.uncertain, outcome
+    assert pump.state is PumpState.INFUSING and pump.rate_nl_per_h == 20_000
+    assert _runs(pump) == 1
+
+
+def test_a_second_lost_reply_while_starting_a_stopped_pump_stays_unknown(tmp_path: Path) -> None:
+    pump, issuer = _stopped(tmp_path)
+    _lose_pause_replies(pump, 2, applied=False, raises=False)
+    outcome = issuer.send_rate(20_000, previous_nl_per_h=None, cause="resume", essential=True)
+    assert not outcome.committed and outcome.uncertain, outcome
+    assert pump.state is PumpState.STOPPED and _runs(pump) == 0
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
+@pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
+def test_a_flex_programme_set_mid_transit_whose_pause_reply_is_lost_is_read_back_and_sent_once_more(
+        make_rig: Any, applied: bool, raises: bool) -> None:
+    """500 -> 2000 µg/mL at 200 µg/day, 0.25 mL of old drug (15 h at 16.7 µL/h); 11 h in, a flex programme at the
+    same dose with the pause's reply lost; then the link is lost for good until a day after the front."""
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, 2000).allowed
+    rig.advance(40_000 * 1000)
+    assert rig.loop.transit is not None
+    oracle.step(0)
+    runs = _runs(rig.pump)
+    _lose_pause_replies(rig.pump, 1, applied=applied, raises=raises)
+    result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert result.allowed, result
+    assert rig.pump.state is PumpState.INFUSING and _runs(rig.pump) == runs + 1
+    assert not rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
+    rig.pump.faults.comms_down = True
+    assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 5 * MS_PER_H + 24 * MS_PER_H)
+
+
+def test_a_flex_programme_set_mid_transit_whose_replies_are_lost_twice_stays_unknown_and_alarmed(
+        make_rig: Any) -> None:
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, 2000).allowed
+    rig.advance(40_000 * 1000)
+    runs = _runs(rig.pump)
+    _lose_pause_replies(rig.pump, 2, applied=False, raises=False)
+    rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
+    assert _runs(rig.pump) == runs
+    assert rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
