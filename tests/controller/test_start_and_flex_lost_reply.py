@@ -1,7 +1,8 @@
 """The last send paths that gave up after one lost reply (HAL-05, SAFE-01, BOL-06; issue #9).
 
-A stopped pump started by a rate set (a one-phase program after the rate) and a flex programme set during a
-concentration transit (its transit program) read the pump back after a lost reply and send once more only
+A stopped pump started by a rate set (a one-phase program after the rate), a flex programme set during a
+concentration transit (its transit program) and the step program sent when a transit ends inside a high
+flex step read the pump back after a lost reply and send once more only
 when none of the program can be running. Given up as unknown instead, the pump was left standing still, or
 on the old programme. A second loss stays unknown and alarmed. Judged on the fake pump's own state and
 command log, and for the transit on the drug that physically left the catheter tip.
@@ -10,7 +11,7 @@ command log, and for the transit on the drug that physically left the catheter t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -20,21 +21,23 @@ from controller.store import Store
 from hal.pump import PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
-from tests.controller.conftest import MS_PER_H
-from tests.controller.test_transit import assert_tip_dose_holds, implanted, refill
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from tests.controller.test_transit import STEP_MS, assert_tip_dose_holds, implanted, refill
+from tests.controller.test_transit_steps import CAP_UG, HIGH_FIRST, assert_tip_follows
 
 
 def _runs(pump: Any) -> int:
     return sum(1 for command, _ in pump.command_log if command == "program")
 
 
-def _lose_pause_replies(pump: Any, count: int, *, applied: bool, raises: bool) -> None:
-    """The next ``count`` pauses lose their reply (applied or not)."""
+def _lose_pause_replies(pump: Any, count: int, *, applied: bool, raises: bool,
+                        when: Callable[[], bool] = lambda: True) -> None:
+    """The next ``count`` pauses sent while ``when()`` holds lose their reply (applied or not)."""
     pause = pump.pause
     left = [count]
 
     def pause_losing_its_reply():  # type: ignore[no-untyped-def]
-        if left[0] > 0:
+        if left[0] > 0 and when():
             left[0] -= 1
             pump.faults.uncertain_next, pump.faults.apply_uncertain, pump.faults.raise_uncertain = (
                 True, applied, raises)
@@ -102,3 +105,29 @@ def test_a_flex_programme_set_mid_transit_whose_replies_are_lost_twice_stays_unk
     rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
     assert _runs(rig.pump) == runs
     assert rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
+def test_the_step_program_sent_at_a_transit_s_end_is_read_back_and_sent_once_more_after_a_lost_pause_reply(
+        make_rig: Any, applied: bool) -> None:
+    """500 -> 2000 µg/mL at 200 µg/day, 0.25 mL of old drug; 11 h in, a flex day whose first 3 h run 900 µg/day
+    (a step program). The poll after the front ends the transit and sends the step program again, its pause
+    reply lost; the controller dies half an hour later and the pump is left alone for a day."""
+    rig, oracle = implanted(make_rig, 500, 200, "0.25", max_dose_ug_per_day=CAP_UG)
+    assert refill(rig, oracle, 2000).allowed
+    rig.advance(11 * MS_PER_H)
+    oracle.step(0)
+    anchor = rig.loop.now_ms()
+    assert rig.therapy.set_flex(HIGH_FIRST, anchor_ms=anchor).allowed
+    runs = _runs(rig.pump)
+    _lose_pause_replies(rig.pump, 1, applied=applied, raises=False, when=lambda: rig.loop.transit is None)
+    assert_tip_follows(rig, oracle, HIGH_FIRST, anchor, anchor + 90 * MS_PER_MIN)
+    assert rig.loop.transit is None and _runs(rig.pump) == runs + 1
+    assert rig.pump.state is PumpState.INFUSING
+    assert not rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
+    rig.controller.detach()
+    for _ in range(MS_PER_DAY // STEP_MS):
+        rig.clock.advance(STEP_MS / 1000)
+        oracle.steps.append((oracle.steps[-1][0] + STEP_MS, oracle._flush()))
+        assert oracle.last_24h_pg() <= CAP_UG * 1_000_000, f"{oracle.last_24h_pg() / 1e6:.1f} µg in 24 h"
+    assert rig.pump.rate_nl_per_h == 100_000 * 1000 // 2000 // 24
