@@ -131,3 +131,22 @@ def test_the_step_program_sent_at_a_transit_s_end_is_read_back_and_sent_once_mor
         oracle.steps.append((oracle.steps[-1][0] + STEP_MS, oracle._flush()))
         assert oracle.last_24h_pg() <= CAP_UG * 1_000_000, f"{oracle.last_24h_pg() / 1e6:.1f} µg in 24 h"
     assert rig.pump.rate_nl_per_h == 100_000 * 1000 // 2000 // 24
+
+
+def test_a_transit_that_ends_in_minimum_rate_mode_leaves_the_minimum_rate_the_pump_holds(make_rig: Any) -> None:
+    """500 -> 2000 µg/mL, minimum-rate mode entered 4 h into the transit: the end of the transit sends nothing. The
+    pump must still hold the one-phase minimum volume rate the controller records, and the tip get that volume
+    rate of the new drug after the front (0.048 mL/day: 96 µg/day of 2000 µg/mL), not a transit rate."""
+    rig, oracle = implanted(make_rig, 500, 200, "0.25")
+    assert refill(rig, oracle, 2000).allowed
+    for _ in range(4 * MS_PER_H // STEP_MS):
+        oracle.step(STEP_MS)
+    assert rig.loop.transit is not None and rig.loop.enter_minimum_rate("a test")
+    minimum = rig.loop.config.minimum_rate_nl_per_h
+    while rig.loop.transit is not None:
+        oracle.step(STEP_MS)
+    for _ in range(MS_PER_DAY // STEP_MS):
+        assert oracle.step(STEP_MS) == minimum * STEP_MS // MS_PER_H * 2000  # pg: nL x µg/mL
+    held = rig.pump.read_program(1, 16)
+    assert rig.pump.state is PumpState.INFUSING and rig.pump.rate_nl_per_h == minimum
+    assert len(held.phases) == 1 and rig.loop.commands.held_program == held
