@@ -382,7 +382,9 @@ class CommandIssuer:
         """Start the pump at ``rate_nl_per_h`` if it is not infusing. Returns (running, status, uncertain).
 
         A pump that holds programs starts on a one-phase continuous program at the rate (never
-        on whatever phase 1 held before); any other pump is started with the rate just set.
+        on whatever phase 1 held before), read back and sent once more after a lost reply when none of it
+        can be running (:meth:`_run_program_again`): given up, a lost pause reply left the pump stopped
+        (SAFE-01, issue #9). Any other pump is started with the rate just set.
         """
         status = self.read_status()
         if status is None:
@@ -392,7 +394,7 @@ class CommandIssuer:
         if status.state is PumpState.INFUSING:
             return True, status, False
         if self.holds_programs():
-            outcome = self._run_program(PumpProgram((ProgramPhase(rate_nl_per_h),)))
+            outcome = self._run_program(PumpProgram((ProgramPhase(rate_nl_per_h),)), resend_after_read=True)
             return outcome.committed, outcome.status, outcome.uncertain
         try:
             result = self.pump.start()

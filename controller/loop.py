@@ -1067,8 +1067,9 @@ class ControlLoop(AccountingViews):
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program, judged = self._programme_form(decision.programme, now) if extra == 0 else (None, None)
+        # The step's program (a transit program, a step program) puts the programme's basal in, never a bolus.
         outcome = self._program(self._pump_rate(rate) + extra, decision, cause="programme", program=program,
-                                judged=judged)
+                                judged=judged, resend_after_read=True)
         if outcome.committed:
             self.basal_rate_nl_per_h = rate
             self.programme = decision.programme if _keeps_programme(decision.programme) else None
@@ -1365,10 +1366,12 @@ class ControlLoop(AccountingViews):
             self._end_pump_held_bolus("concentration transit end")
             extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
             # A step the pump must leave by itself goes in its step program again, not as a plain rate held
-            # for good (a high step past the 24 h cap once the controller is gone).
+            # for good (a high step past the 24 h cap once the controller is gone). It puts the programme's basal in
+            # (never a bolus): after a lost reply it is read back and sent once more.
             program = self._programme_form(self.programme, self.now_ms())[0] if extra == 0 else None
             if program is not None:
-                outcome = self.commands.send_program(program, cause="concentration transit over", essential=True)
+                outcome = self.commands.send_program(program, cause="concentration transit over", essential=True,
+                                                     resend_after_read=True)
             else:
                 outcome = self.commands.send_rate(self.basal_rate_nl_per_h + extra, previous_nl_per_h=None,
                                                   cause="concentration transit over", essential=True)
