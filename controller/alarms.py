@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from controller.audit import SYSTEM_ACTOR, Actor
+from controller.tables import one_row_each
 from hal.clock import NS_PER_S, Clock
 from cython_ext.errors import ConfigError, StateError
 
@@ -124,205 +125,204 @@ def _spec(code: AlarmCode, priority: Priority, message: str, rationale: str, *, 
 _H, _M, _L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
 #: The alarm table (ALM-01): every :class:`AlarmCode` maps to exactly one :class:`AlarmSpec`.
-ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = MappingProxyType(
-    {
-        s.code: s
-        for s in (
-            _spec(
-                AlarmCode.MOTOR_STALL,
-                _H,
-                "Pump motor stalled: baclofen is no longer being delivered. " + _WITHDRAWAL_RISK,
-                "Delivery has stopped; withdrawal can kill within days (boxed warning, SynchroMed stall recalls).",
-            ),
-            _spec(
-                AlarmCode.OCCLUSION,
-                _H,
-                "Occlusion: baclofen is not reaching the patient. " + _WITHDRAWAL_RISK,
-                "Delivery stopped and pressure builds a bolus behind the blockage (IEC 60601-2-24 practice).",
-            ),
-            _spec(
-                AlarmCode.THERAPY_INTERRUPTED,
-                _H,
-                "Therapy interrupted: the pump is not delivering baclofen. " + _WITHDRAWAL_RISK,
-                "Unexplained stop; withdrawal risk (ALM-07, boxed warning).",
-            ),
-            _spec(
-                AlarmCode.THERAPY_STATUS_UNKNOWN,
-                _H,
-                "Therapy status unknown: delivery has not been confirmed for too long. " + _WITHDRAWAL_RISK,
-                "Unconfirmed delivery may be an interruption (ALM-07); the user may believe therapy runs when it does not.",
-            ),
-            _spec(
-                AlarmCode.RESERVOIR_EMPTY,
-                _H,
-                "Reservoir empty: refill immediately; delivery is at minimum rate or stopped. " + _WITHDRAWAL_RISK,
-                "Empty reservoir is the commonest cause of withdrawal (RES-05).",
-            ),
-            _spec(
-                AlarmCode.DOSE_CAP_BREACH_ATTEMPT,
-                _H,
-                "A command that would exceed the daily dose cap was refused.",
-                "Overdose risk: sedation, respiratory depression, coma (PRX-03/04).",
-            ),
-            _spec(
-                AlarmCode.OVER_DELIVERY_SUSPECTED,
-                _H,
-                "Measured delivery exceeds the programme beyond tolerance; minimum-rate mode entered.",
-                "Possible overdose in progress (G1).",
-            ),
-            _spec(
-                AlarmCode.INTEGRITY_ERROR,
-                _H,
-                "Memory or data integrity error: stored settings or journal failed verification.",
-                "Corrupt critical values can cause any delivery error (G34, PER-06).",
-            ),
-            _spec(
-                AlarmCode.JOURNAL_WRITE_FAILURE,
-                _H,
-                "Journal write failed: safety records cannot be saved; therapy continues on the last programme.",
-                "Without durable records, caps and lockouts cannot survive a restart (PER-01, PER-02).",
-            ),
-            _spec(
-                AlarmCode.CORRUPT_STATE_AT_STARTUP,
-                _H,
-                "Stored state is missing or corrupt at start-up: no therapy change will be made until a clinician acts.",
-                "Unknown state must not drive therapy (SAFE-04, PER-06).",
-            ),
-            _spec(
-                AlarmCode.PUMP_IDENTITY_MISMATCH,
-                _H,
-                "Connected pump is not the one on record: no therapy change will be made until a clinician acts.",
-                "History and programme of another pump would be wrong for this patient (lesson 5).",
-            ),
-            _spec(
-                AlarmCode.UNFINISHED_SESSION,
-                _H,
-                "A programming or refill session was not finished; the last committed programme is kept.",
-                "Unfinished sessions left pumps stopped and patients in withdrawal (RES-04, HSA 2021).",
-            ),
-            _spec(
-                AlarmCode.PUMP_RESET,
-                _H,
-                "Pump reset or lost power: delivery was interrupted and is restarting at minimum rate. "
-                + _WITHDRAWAL_RISK,
-                "Interruption of unknown length; restarting at full dose is an overdose risk.",
-            ),
-            _spec(
-                AlarmCode.ALARM_SYSTEM_FAILURE,
-                _H,
-                "Alarm system self-test failed: alarms may not be heard.",
-                "An alarm that cannot sound is a failure to alarm (ALM-05).",
-            ),
-            _spec(
-                AlarmCode.RESERVOIR_LOW,
-                _M,
-                "Reservoir low: schedule a refill.",
-                "Prompt action prevents an empty reservoir (RES-02).",
-            ),
-            _spec(
-                AlarmCode.BATTERY_ERI,
-                _M,
-                "Battery at elective replacement indicator: the pump stops about 90 days from now.",
-                "Replacement must be planned within weeks (SynchroMed ERI).",
-            ),
-            _spec(
-                AlarmCode.COMMS_DEGRADED,
-                _M,
-                "Communication with the pump is degraded; the pump continues its last programme.",
-                "Loss of comms must not cause a delivery error but needs prompt attention (HAL-05).",
-            ),
-            _spec(
-                AlarmCode.REFILL_DISCREPANCY,
-                _M,
-                "Refill volumes differ from the prediction beyond tolerance: possible pocket fill, leak or "
-                "delivery fault. A clinician must acknowledge.",
-                "Pocket fills caused deaths (RES-03); needs a clinician, not an emergency response.",
-                latching=True,
-            ),
-            _spec(
-                AlarmCode.UNDER_DELIVERY_SUSPECTED,
-                _M,
-                "Measured delivery is below the programme beyond tolerance.",
-                "Under-delivery drifts towards withdrawal over hours to days (G4).",
-            ),
-            _spec(
-                AlarmCode.MINIMUM_RATE_MODE,
-                _M,
-                "Minimum-rate mode: the pump delivers only the clinician-set minimum rate, below the prescribed "
-                "dose. " + _WITHDRAWAL_RISK,
-                "Entering or leaving minimum-rate mode must be alarmed (SAFE-02); a sub-therapeutic rate is the "
-                "withdrawal hazard of the boxed warning, so the text names it.",
-            ),
-            _spec(
-                AlarmCode.WITHDRAWAL_RISK,
-                _H,
-                "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
-                "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
-                "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
-                "(itb-clinical §3.2).",
-            ),
-            _spec(
-                AlarmCode.CATHETER_NOT_PRIMED,
-                _H,
-                "Priming incomplete: the catheter still holds saline, so no baclofen reaches the catheter tip "
-                "until it is primed; the implant is not complete. Re-prime the catheter (the remaining dead "
-                "volume). " + _WITHDRAWAL_RISK,
-                "A priming cut short by a fault leaves the patient without drug for the time the basal needs to "
-                "push the saline out (30 h for 0.25 mL at 100 µg/day), unseen unless alarmed (BOL-06, issue #9).",
-            ),
-            _spec(
-                AlarmCode.STORAGE_LOW,
-                _M,
-                "Storage for the journal is running low.",
-                "Must be fixed before records are lost (PER-05).",
-            ),
-            _spec(
-                AlarmCode.CLOCK_ANOMALY,
-                _M,
-                "Clock anomaly: wall time jumped or the pump clock disagrees.",
-                "Clock errors shift schedules; lockouts use monotonic time so this is not immediate (BOL-02).",
-            ),
-            _spec(
-                AlarmCode.PUMP_PROGRAM_REJECTED,
-                _M,
-                "The pump rejected a programme; the last committed programme keeps running.",
-                "Therapy continues, but the intended change did not happen.",
-            ),
-            _spec(
-                AlarmCode.PROGRAMME_STEP_REFUSED,
-                _M,
-                "A step of the flex or periodic programme was not sent: left running by the pump alone it would "
-                "pass the 24 h cap or fall below the minimum rate; the pump keeps its last command.",
-                "Therapy continues off the prescribed day (under-delivery, never over); review the programme.",
-            ),
-            _spec(
-                AlarmCode.REFILL_DUE,
-                _L,
-                "Refill due soon.",
-                "Awareness; the medium low-reservoir alarm follows if ignored.",
-            ),
-            _spec(
-                AlarmCode.BOLUS_DENIED,
-                _L,
-                "Bolus request refused (lockout, count or dose cap).",
-                "Awareness; nothing was delivered.",
-            ),
-            _spec(
-                AlarmCode.SOFT_LIMIT_OVERRIDDEN,
-                _L,
-                "A soft limit was overridden by a prescriber; the reason is recorded.",
-                "Awareness; overrides are audited (PRX-02).",
-            ),
-            _spec(
-                AlarmCode.CONTROLLER_DEATH,
-                _L,
-                "The controller restarted after an unclean stop (a crash, a kill, a power cut); meanwhile the "
-                "pump ran the last command's orphan schedule alone.",
-                "Awareness; read the journal's record of what the pump delivered alone and how it was reconciled.",
-            ),
-            _spec(AlarmCode.INFO, _L, "Information.", "Awareness only."),
-        )
-    }
+ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
+    AlarmCode,
+    lambda spec: spec.code,
+    (
+        _spec(
+            AlarmCode.MOTOR_STALL,
+            _H,
+            "Pump motor stalled: baclofen is no longer being delivered. " + _WITHDRAWAL_RISK,
+            "Delivery has stopped; withdrawal can kill within days (boxed warning, SynchroMed stall recalls).",
+        ),
+        _spec(
+            AlarmCode.OCCLUSION,
+            _H,
+            "Occlusion: baclofen is not reaching the patient. " + _WITHDRAWAL_RISK,
+            "Delivery stopped and pressure builds a bolus behind the blockage (IEC 60601-2-24 practice).",
+        ),
+        _spec(
+            AlarmCode.THERAPY_INTERRUPTED,
+            _H,
+            "Therapy interrupted: the pump is not delivering baclofen. " + _WITHDRAWAL_RISK,
+            "Unexplained stop; withdrawal risk (ALM-07, boxed warning).",
+        ),
+        _spec(
+            AlarmCode.THERAPY_STATUS_UNKNOWN,
+            _H,
+            "Therapy status unknown: delivery has not been confirmed for too long. " + _WITHDRAWAL_RISK,
+            "Unconfirmed delivery may be an interruption (ALM-07); the user may believe therapy runs when it does not.",
+        ),
+        _spec(
+            AlarmCode.RESERVOIR_EMPTY,
+            _H,
+            "Reservoir empty: refill immediately; delivery is at minimum rate or stopped. " + _WITHDRAWAL_RISK,
+            "Empty reservoir is the commonest cause of withdrawal (RES-05).",
+        ),
+        _spec(
+            AlarmCode.DOSE_CAP_BREACH_ATTEMPT,
+            _H,
+            "A command that would exceed the daily dose cap was refused.",
+            "Overdose risk: sedation, respiratory depression, coma (PRX-03/04).",
+        ),
+        _spec(
+            AlarmCode.OVER_DELIVERY_SUSPECTED,
+            _H,
+            "Measured delivery exceeds the programme beyond tolerance; minimum-rate mode entered.",
+            "Possible overdose in progress (G1).",
+        ),
+        _spec(
+            AlarmCode.INTEGRITY_ERROR,
+            _H,
+            "Memory or data integrity error: stored settings or journal failed verification.",
+            "Corrupt critical values can cause any delivery error (G34, PER-06).",
+        ),
+        _spec(
+            AlarmCode.JOURNAL_WRITE_FAILURE,
+            _H,
+            "Journal write failed: safety records cannot be saved; therapy continues on the last programme.",
+            "Without durable records, caps and lockouts cannot survive a restart (PER-01, PER-02).",
+        ),
+        _spec(
+            AlarmCode.CORRUPT_STATE_AT_STARTUP,
+            _H,
+            "Stored state is missing or corrupt at start-up: no therapy change will be made until a clinician acts.",
+            "Unknown state must not drive therapy (SAFE-04, PER-06).",
+        ),
+        _spec(
+            AlarmCode.PUMP_IDENTITY_MISMATCH,
+            _H,
+            "Connected pump is not the one on record: no therapy change will be made until a clinician acts.",
+            "History and programme of another pump would be wrong for this patient (lesson 5).",
+        ),
+        _spec(
+            AlarmCode.UNFINISHED_SESSION,
+            _H,
+            "A programming or refill session was not finished; the last committed programme is kept.",
+            "Unfinished sessions left pumps stopped and patients in withdrawal (RES-04, HSA 2021).",
+        ),
+        _spec(
+            AlarmCode.PUMP_RESET,
+            _H,
+            "Pump reset or lost power: delivery was interrupted and is restarting at minimum rate. "
+            + _WITHDRAWAL_RISK,
+            "Interruption of unknown length; restarting at full dose is an overdose risk.",
+        ),
+        _spec(
+            AlarmCode.ALARM_SYSTEM_FAILURE,
+            _H,
+            "Alarm system self-test failed: alarms may not be heard.",
+            "An alarm that cannot sound is a failure to alarm (ALM-05).",
+        ),
+        _spec(
+            AlarmCode.RESERVOIR_LOW,
+            _M,
+            "Reservoir low: schedule a refill.",
+            "Prompt action prevents an empty reservoir (RES-02).",
+        ),
+        _spec(
+            AlarmCode.BATTERY_ERI,
+            _M,
+            "Battery at elective replacement indicator: the pump stops about 90 days from now.",
+            "Replacement must be planned within weeks (SynchroMed ERI).",
+        ),
+        _spec(
+            AlarmCode.COMMS_DEGRADED,
+            _M,
+            "Communication with the pump is degraded; the pump continues its last programme.",
+            "Loss of comms must not cause a delivery error but needs prompt attention (HAL-05).",
+        ),
+        _spec(
+            AlarmCode.REFILL_DISCREPANCY,
+            _M,
+            "Refill volumes differ from the prediction beyond tolerance: possible pocket fill, leak or "
+            "delivery fault. A clinician must acknowledge.",
+            "Pocket fills caused deaths (RES-03); needs a clinician, not an emergency response.",
+            latching=True,
+        ),
+        _spec(
+            AlarmCode.UNDER_DELIVERY_SUSPECTED,
+            _M,
+            "Measured delivery is below the programme beyond tolerance.",
+            "Under-delivery drifts towards withdrawal over hours to days (G4).",
+        ),
+        _spec(
+            AlarmCode.MINIMUM_RATE_MODE,
+            _M,
+            "Minimum-rate mode: the pump delivers only the clinician-set minimum rate, below the prescribed "
+            "dose. " + _WITHDRAWAL_RISK,
+            "Entering or leaving minimum-rate mode must be alarmed (SAFE-02); a sub-therapeutic rate is the "
+            "withdrawal hazard of the boxed warning, so the text names it.",
+        ),
+        _spec(
+            AlarmCode.WITHDRAWAL_RISK,
+            _H,
+            "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
+            "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
+            "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
+            "(itb-clinical §3.2).",
+        ),
+        _spec(
+            AlarmCode.CATHETER_NOT_PRIMED,
+            _H,
+            "Priming incomplete: the catheter still holds saline, so no baclofen reaches the catheter tip "
+            "until it is primed; the implant is not complete. Re-prime the catheter (the remaining dead "
+            "volume). " + _WITHDRAWAL_RISK,
+            "A priming cut short by a fault leaves the patient without drug for the time the basal needs to "
+            "push the saline out (30 h for 0.25 mL at 100 µg/day), unseen unless alarmed (BOL-06, issue #9).",
+        ),
+        _spec(
+            AlarmCode.STORAGE_LOW,
+            _M,
+            "Storage for the journal is running low.",
+            "Must be fixed before records are lost (PER-05).",
+        ),
+        _spec(
+            AlarmCode.CLOCK_ANOMALY,
+            _M,
+            "Clock anomaly: wall time jumped or the pump clock disagrees.",
+            "Clock errors shift schedules; lockouts use monotonic time so this is not immediate (BOL-02).",
+        ),
+        _spec(
+            AlarmCode.PUMP_PROGRAM_REJECTED,
+            _M,
+            "The pump rejected a programme; the last committed programme keeps running.",
+            "Therapy continues, but the intended change did not happen.",
+        ),
+        _spec(
+            AlarmCode.PROGRAMME_STEP_REFUSED,
+            _M,
+            "A step of the flex or periodic programme was not sent: left running by the pump alone it would "
+            "pass the 24 h cap or fall below the minimum rate; the pump keeps its last command.",
+            "Therapy continues off the prescribed day (under-delivery, never over); review the programme.",
+        ),
+        _spec(
+            AlarmCode.REFILL_DUE,
+            _L,
+            "Refill due soon.",
+            "Awareness; the medium low-reservoir alarm follows if ignored.",
+        ),
+        _spec(
+            AlarmCode.BOLUS_DENIED,
+            _L,
+            "Bolus request refused (lockout, count or dose cap).",
+            "Awareness; nothing was delivered.",
+        ),
+        _spec(
+            AlarmCode.SOFT_LIMIT_OVERRIDDEN,
+            _L,
+            "A soft limit was overridden by a prescriber; the reason is recorded.",
+            "Awareness; overrides are audited (PRX-02).",
+        ),
+        _spec(
+            AlarmCode.CONTROLLER_DEATH,
+            _L,
+            "The controller restarted after an unclean stop (a crash, a kill, a power cut); meanwhile the "
+            "pump ran the last command's orphan schedule alone.",
+            "Awareness; read the journal's record of what the pump delivered alone and how it was reconciled.",
+        ),
+        _spec(AlarmCode.INFO, _L, "Information.", "Awareness only."),
+    ),
 )
 
 

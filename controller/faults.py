@@ -11,7 +11,7 @@ kill. Reactions are ranked (safety-requirements.md section 4):
    impossible (stall, occlusion, confirmed empty) or more dangerous than withdrawal.
 
 There is no default: :func:`reaction_for` raises for a code not in the table,
-and a test checks the table covers every :class:`FaultCode`.
+and the table is checked when imported to hold one row for every :class:`FaultCode`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 from controller.alarms import AlarmCode
 from controller.journal import JournalError
+from controller.tables import one_row_each
 from cython_ext.errors import (
     CommunicationError,
     ConfigError,
@@ -100,184 +101,183 @@ _C, _MR, _S = Reaction.CONTINUE, Reaction.MIN_RATE, Reaction.STOP
 _F, _A = FaultCode, AlarmCode
 
 #: The fault-reaction table (SAFE-01): every :class:`FaultCode` has exactly one row.
-FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = MappingProxyType(
-    {
-        row.fault: row
-        for row in (
-            FaultReaction(
-                _F.COMMS_TIMEOUT,
-                _C,
-                _A.THERAPY_STATUS_UNKNOWN,
-                "The pump keeps its last committed programme (HAL-05); mark status unknown, never assume a "
-                "command applied.",
-            ),
-            FaultReaction(
-                _F.UNCERTAIN_DELIVERY,
-                _C,
-                _A.THERAPY_STATUS_UNKNOWN,
-                "Read status and the dispensed counter and reconcile before any new delivery command; never "
-                "blind-retry (HAL-03).",
-            ),
-            FaultReaction(
-                _F.PUMP_RESET,
-                _MR,
-                _A.PUMP_RESET,
-                "Power loss interrupted delivery for an unknown time; restarting at the full dose after an "
-                "interruption is an overdose risk, leaving it stopped a withdrawal risk.",
-                interrupts_delivery=True,
-                acknowledges_pump=True,
-            ),
-            FaultReaction(
-                _F.MOTOR_STALL,
-                _S,
-                _A.MOTOR_STALL,
-                "Delivery is physically impossible; commands cannot help and the alarm must reach a human.",
-                interrupts_delivery=True,
-            ),
-            FaultReaction(
-                _F.OCCLUSION,
-                _S,
-                _A.OCCLUSION,
-                "Pushing against a blockage builds an unintended bolus released later (IEC 60601-2-24).",
-                interrupts_delivery=True,
-            ),
-            FaultReaction(
-                _F.SAFE_MODE_WATCHDOG,
-                _C,
-                _A.THERAPY_INTERRUPTED,
-                "The pump's comms watchdog stopped it; the interruption is bounded and the dispensed counter "
-                "intact, so after reconciliation the last verified programme resumes.",
-                interrupts_delivery=True,
-                acknowledges_pump=True,
-                restores_programme=True,
-            ),
-            FaultReaction(
-                _F.DISPENSED_DRIFT_OVER,
-                _MR,
-                _A.OVER_DELIVERY_SUSPECTED,
-                "Over-delivery suspected but unproven: the minimum rate limits harm without withdrawal.",
-            ),
-            FaultReaction(
-                _F.DISPENSED_DRIFT_UNDER,
-                _C,
-                _A.UNDER_DELIVERY_SUSPECTED,
-                "Lowering delivery further would deepen the deficit; raising it blind risks overdose.",
-            ),
-            FaultReaction(
-                _F.RESERVOIR_LOW,
-                _C,
-                _A.RESERVOIR_LOW,
-                "Drug remains; the fix is a refill, not a therapy change (RES-02).",
-            ),
-            FaultReaction(
-                _F.RESERVOIR_EMPTY_THRESHOLD,
-                _MR,
-                _A.RESERVOIR_EMPTY,
-                "Stretch the residual volume at the minimum rate until refill (RES-05).",
-            ),
-            FaultReaction(
-                _F.RESERVOIR_CONFIRMED_EMPTY,
-                _S,
-                _A.RESERVOIR_EMPTY,
-                "Nothing left to deliver; pumping air or dry is impossible delivery (RES-05).",
-            ),
-            FaultReaction(
-                _F.JOURNAL_WRITE_FAILURE,
-                _C,
-                _A.JOURNAL_WRITE_FAILURE,
-                "Therapy must not depend on the disk; no new delivery change is made without a durable record.",
-            ),
-            FaultReaction(
-                _F.STORAGE_LOW,
-                _C,
-                _A.STORAGE_LOW,
-                "Safety records are still being written; therapy continues (PER-05).",
-            ),
-            FaultReaction(
-                _F.CORRUPT_STATE_AT_STARTUP,
-                _C,
-                _A.CORRUPT_STATE_AT_STARTUP,
-                "Issue no therapy-changing command: leave the pump on its last committed programme and wait for "
-                "a clinician (SAFE-04, PER-06).",
-            ),
-            FaultReaction(
-                _F.CLOCK_ANOMALY,
-                _C,
-                _A.CLOCK_ANOMALY,
-                "Lockouts and windows use monotonic time (BOL-02); wall-clock schedules need a human check.",
-            ),
-            FaultReaction(
-                _F.UNFINISHED_SESSION,
-                _C,
-                _A.UNFINISHED_SESSION,
-                "The last committed programme keeps running; the pump never stays stopped (RES-04).",
-            ),
-            FaultReaction(
-                _F.PUMP_IDENTITY_MISMATCH,
-                _C,
-                _A.PUMP_IDENTITY_MISMATCH,
-                "Send nothing to a pump we cannot identify; whatever it runs is not changed blindly.",
-            ),
-            FaultReaction(
-                _F.PUMP_PROGRAM_REJECTED,
-                _C,
-                _A.PUMP_PROGRAM_REJECTED,
-                "Atomic programming: a rejected stage leaves the old programme running (PRX-07).",
-            ),
-            FaultReaction(
-                _F.BATTERY_ERI,
-                _C,
-                _A.BATTERY_ERI,
-                "About 90 days of service remain; replacement is planned, therapy unchanged.",
-            ),
-            FaultReaction(
-                _F.CONTROLLER_DEATH,
-                _C,
-                _A.CONTROLLER_DEATH,
-                "Seen at the restart after it. While the controller was gone the pump ran the last command's "
-                "orphan schedule, which the kernel judged before it was sent (within the 24 h cap, at or above the "
-                "minimum rate, never stopping; boluses end by the pump's own program). The restart reconciles "
-                "the counter, the phase and the programme before any command (PER-02) and re-sends nothing (a bolus "
-                "still in its program's bolus phase carries on, ended by the pump); a death inside a programming "
-                "stop leaves the pump paused, found as UNEXPLAINED_STOP and resumed within the recovery.",
-            ),
-            FaultReaction(
-                _F.UNEXPLAINED_STOP,
-                _C,
-                _A.THERAPY_INTERRUPTED,
-                "Reconcile, then resume the last verified programme; a stopped pump is the withdrawal hazard.",
-                interrupts_delivery=True,
-                restores_programme=True,
-            ),
-            FaultReaction(
-                _F.DOSE_CAP_BREACH_ATTEMPT,
-                _C,
-                _A.DOSE_CAP_BREACH_ATTEMPT,
-                "The kernel refused the command, so nothing changed; the running programme is within the cap.",
-            ),
-            FaultReaction(
-                _F.TIP_DOSE_DEFICIT,
-                _C,
-                _A.WITHDRAWAL_RISK,
-                "The deficit has a cause with its own reaction (a stop, minimum rate, a refill); raising delivery "
-                "blind risks overdose, so the patient is flagged to a human at once.",
-            ),
-            FaultReaction(
-                _F.PRIMING_INCOMPLETE,
-                _C,
-                _A.CATHETER_NOT_PRIMED,
-                "The fault that cut the priming short has its own reaction; the basal keeps running and pushes the "
-                "saline out in time, while priming again without a clinician would put a bolus into a patient no "
-                "one has looked at. A clinician re-primes the remaining dead volume (the kernel authorises it).",
-            ),
-            FaultReaction(
-                _F.ALARM_SYSTEM_FAILURE,
-                _C,
-                _A.ALARM_SYSTEM_FAILURE,
-                "Delivery is unaffected; the failure is shown by every other channel available.",
-            ),
-        )
-    }
+FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = one_row_each(
+    FaultCode,
+    lambda row: row.fault,
+    (
+        FaultReaction(
+            _F.COMMS_TIMEOUT,
+            _C,
+            _A.THERAPY_STATUS_UNKNOWN,
+            "The pump keeps its last committed programme (HAL-05); mark status unknown, never assume a "
+            "command applied.",
+        ),
+        FaultReaction(
+            _F.UNCERTAIN_DELIVERY,
+            _C,
+            _A.THERAPY_STATUS_UNKNOWN,
+            "Read status and the dispensed counter and reconcile before any new delivery command; never "
+            "blind-retry (HAL-03).",
+        ),
+        FaultReaction(
+            _F.PUMP_RESET,
+            _MR,
+            _A.PUMP_RESET,
+            "Power loss interrupted delivery for an unknown time; restarting at the full dose after an "
+            "interruption is an overdose risk, leaving it stopped a withdrawal risk.",
+            interrupts_delivery=True,
+            acknowledges_pump=True,
+        ),
+        FaultReaction(
+            _F.MOTOR_STALL,
+            _S,
+            _A.MOTOR_STALL,
+            "Delivery is physically impossible; commands cannot help and the alarm must reach a human.",
+            interrupts_delivery=True,
+        ),
+        FaultReaction(
+            _F.OCCLUSION,
+            _S,
+            _A.OCCLUSION,
+            "Pushing against a blockage builds an unintended bolus released later (IEC 60601-2-24).",
+            interrupts_delivery=True,
+        ),
+        FaultReaction(
+            _F.SAFE_MODE_WATCHDOG,
+            _C,
+            _A.THERAPY_INTERRUPTED,
+            "The pump's comms watchdog stopped it; the interruption is bounded and the dispensed counter "
+            "intact, so after reconciliation the last verified programme resumes.",
+            interrupts_delivery=True,
+            acknowledges_pump=True,
+            restores_programme=True,
+        ),
+        FaultReaction(
+            _F.DISPENSED_DRIFT_OVER,
+            _MR,
+            _A.OVER_DELIVERY_SUSPECTED,
+            "Over-delivery suspected but unproven: the minimum rate limits harm without withdrawal.",
+        ),
+        FaultReaction(
+            _F.DISPENSED_DRIFT_UNDER,
+            _C,
+            _A.UNDER_DELIVERY_SUSPECTED,
+            "Lowering delivery further would deepen the deficit; raising it blind risks overdose.",
+        ),
+        FaultReaction(
+            _F.RESERVOIR_LOW,
+            _C,
+            _A.RESERVOIR_LOW,
+            "Drug remains; the fix is a refill, not a therapy change (RES-02).",
+        ),
+        FaultReaction(
+            _F.RESERVOIR_EMPTY_THRESHOLD,
+            _MR,
+            _A.RESERVOIR_EMPTY,
+            "Stretch the residual volume at the minimum rate until refill (RES-05).",
+        ),
+        FaultReaction(
+            _F.RESERVOIR_CONFIRMED_EMPTY,
+            _S,
+            _A.RESERVOIR_EMPTY,
+            "Nothing left to deliver; pumping air or dry is impossible delivery (RES-05).",
+        ),
+        FaultReaction(
+            _F.JOURNAL_WRITE_FAILURE,
+            _C,
+            _A.JOURNAL_WRITE_FAILURE,
+            "Therapy must not depend on the disk; no new delivery change is made without a durable record.",
+        ),
+        FaultReaction(
+            _F.STORAGE_LOW,
+            _C,
+            _A.STORAGE_LOW,
+            "Safety records are still being written; therapy continues (PER-05).",
+        ),
+        FaultReaction(
+            _F.CORRUPT_STATE_AT_STARTUP,
+            _C,
+            _A.CORRUPT_STATE_AT_STARTUP,
+            "Issue no therapy-changing command: leave the pump on its last committed programme and wait for "
+            "a clinician (SAFE-04, PER-06).",
+        ),
+        FaultReaction(
+            _F.CLOCK_ANOMALY,
+            _C,
+            _A.CLOCK_ANOMALY,
+            "Lockouts and windows use monotonic time (BOL-02); wall-clock schedules need a human check.",
+        ),
+        FaultReaction(
+            _F.UNFINISHED_SESSION,
+            _C,
+            _A.UNFINISHED_SESSION,
+            "The last committed programme keeps running; the pump never stays stopped (RES-04).",
+        ),
+        FaultReaction(
+            _F.PUMP_IDENTITY_MISMATCH,
+            _C,
+            _A.PUMP_IDENTITY_MISMATCH,
+            "Send nothing to a pump we cannot identify; whatever it runs is not changed blindly.",
+        ),
+        FaultReaction(
+            _F.PUMP_PROGRAM_REJECTED,
+            _C,
+            _A.PUMP_PROGRAM_REJECTED,
+            "Atomic programming: a rejected stage leaves the old programme running (PRX-07).",
+        ),
+        FaultReaction(
+            _F.BATTERY_ERI,
+            _C,
+            _A.BATTERY_ERI,
+            "About 90 days of service remain; replacement is planned, therapy unchanged.",
+        ),
+        FaultReaction(
+            _F.CONTROLLER_DEATH,
+            _C,
+            _A.CONTROLLER_DEATH,
+            "Seen at the restart after it. While the controller was gone the pump ran the last command's "
+            "orphan schedule, which the kernel judged before it was sent (within the 24 h cap, at or above the "
+            "minimum rate, never stopping; boluses end by the pump's own program). The restart reconciles "
+            "the counter, the phase and the programme before any command (PER-02) and re-sends nothing (a bolus "
+            "still in its program's bolus phase carries on, ended by the pump); a death inside a programming "
+            "stop leaves the pump paused, found as UNEXPLAINED_STOP and resumed within the recovery.",
+        ),
+        FaultReaction(
+            _F.UNEXPLAINED_STOP,
+            _C,
+            _A.THERAPY_INTERRUPTED,
+            "Reconcile, then resume the last verified programme; a stopped pump is the withdrawal hazard.",
+            interrupts_delivery=True,
+            restores_programme=True,
+        ),
+        FaultReaction(
+            _F.DOSE_CAP_BREACH_ATTEMPT,
+            _C,
+            _A.DOSE_CAP_BREACH_ATTEMPT,
+            "The kernel refused the command, so nothing changed; the running programme is within the cap.",
+        ),
+        FaultReaction(
+            _F.TIP_DOSE_DEFICIT,
+            _C,
+            _A.WITHDRAWAL_RISK,
+            "The deficit has a cause with its own reaction (a stop, minimum rate, a refill); raising delivery "
+            "blind risks overdose, so the patient is flagged to a human at once.",
+        ),
+        FaultReaction(
+            _F.PRIMING_INCOMPLETE,
+            _C,
+            _A.CATHETER_NOT_PRIMED,
+            "The fault that cut the priming short has its own reaction; the basal keeps running and pushes the "
+            "saline out in time, while priming again without a clinician would put a bolus into a patient no "
+            "one has looked at. A clinician re-primes the remaining dead volume (the kernel authorises it).",
+        ),
+        FaultReaction(
+            _F.ALARM_SYSTEM_FAILURE,
+            _C,
+            _A.ALARM_SYSTEM_FAILURE,
+            "Delivery is unaffected; the failure is shown by every other channel available.",
+        ),
+    ),
 )
 
 

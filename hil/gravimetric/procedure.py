@@ -448,7 +448,13 @@ def run_accuracy(
     pump_trace = str(out_dir / "pump_trace.txt") if out_dir is not None else None
     balance_trace = str(out_dir / "balance_trace.txt") if out_dir is not None else None
     measurement: Measurement | None = None
-    written = {"limit_pct": limit_pct, "simulation": simulation}
+
+    def write(done: Measurement, analysis: AccuracyAnalysis | None, refusal: InsufficientDataError | None) -> None:
+        """The report of ``done``, when there is a report directory."""
+        if out_dir is not None:
+            data = report.summary(done, analysis, refusal, limit_pct=limit_pct, simulation=simulation)
+            report.write_report(out_dir, done, analysis, data)
+
     with contextlib.ExitStack() as stack:
         pump = stack.enter_context(
             hal.open_pump(pump_driver, pump_url, clock=clock, trace_path=pump_trace, **(pump_options or {})))
@@ -461,19 +467,17 @@ def run_accuracy(
             measurement = measure(pump, balance, config, clock=clock, on_sample=stream)
         except InsufficientDataError as exc:
             partial = getattr(exc, "measurement", None)
-            if out_dir is not None and partial is not None:
-                report.write_report(out_dir, partial, None, refusal=exc, **written)
+            if partial is not None:
+                write(partial, None, exc)
             raise
     try:
         analysis: AccuracyAnalysis | None = analyse(measurement.weight_samples(), config.analysis_settings())
     except InsufficientDataError as exc:
-        if out_dir is not None:
-            report.write_report(out_dir, measurement, None, refusal=exc, **written)
+        write(measurement, None, exc)
         if measurement.interrupted:
             raise KeyboardInterrupt from exc
         raise
-    if out_dir is not None:
-        report.write_report(out_dir, measurement, analysis, **written)
+    write(measurement, analysis, None)
     if measurement.interrupted:
         raise KeyboardInterrupt
     return AccuracyResult(measurement, analysis, out_dir)

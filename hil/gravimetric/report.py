@@ -20,9 +20,11 @@ or numbers that the data cannot support.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -128,52 +130,50 @@ def write_samples_csv(path: Path, measurement: Measurement) -> None:
         writer.writerows(csv_row(s) for s in measurement.samples)
 
 
-def _plots(out_dir: Path, analysis: AccuracyAnalysis, limit_pct: float | None) -> None:
+@contextlib.contextmanager
+def _figure(path: Path, title: str, x_label: str, y_label: str, legend_loc: str) -> Iterator[Any]:
+    """A print-resolution 8 x 3.6 in figure whose axes the body draws on; labelled, gridded and saved to ``path``."""
     # The Agg canvas is attached explicitly: no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from hil.report import PRINT_DPI
 
-    rate = analysis.settings.rate_ml_per_h
     figure = Figure(figsize=(8, 3.6), dpi=PRINT_DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    times_min = [f.elapsed_s / 60 for f in analysis.flows if f.flow_ml_per_h is not None]
-    flows = [f.flow_ml_per_h for f in analysis.flows if f.flow_ml_per_h is not None]
-    axes.plot(times_min, flows, drawstyle="steps-pre", linewidth=0.8, label="flow Q_i")
-    axes.axhline(rate, color="black", linestyle="--", linewidth=0.8, label=f"set rate r = {rate:g} mL/h")
-    axes.axvspan(analysis.analysis_start_s / 60, max(times_min, default=0), color="#d0d7de", alpha=0.35,
-                 label="analysis period")
-    axes.set_xlabel("time since the start of sampling, min")
-    axes.set_ylabel("flow, mL/h")
-    axes.set_title("Start-up graph", loc="left")
+    yield axes
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title, loc="left")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize="small")
+    axes.legend(loc=legend_loc, fontsize="small")
     figure.tight_layout()
-    figure.savefig(out_dir / STARTUP_PNG)
+    figure.savefig(path)
 
-    figure = Figure(figsize=(8, 3.6), dpi=PRINT_DPI)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    windows = [t.window_min for t in analysis.trumpet]
-    if limit_pct is not None:
-        axes.axhspan(-limit_pct, limit_pct, color="#1a7f37", alpha=0.12, label=f"limit on A: ±{limit_pct:g} %")
-        for edge in (-limit_pct, limit_pct):
-            axes.axhline(edge, color="#1a7f37", linewidth=0.8)
-    axes.plot(windows, [t.max_error_pct for t in analysis.trumpet], marker="o", label="Ep(max)")
-    axes.plot(windows, [t.min_error_pct for t in analysis.trumpet], marker="o", label="Ep(min)")
-    axes.axhline(analysis.mean_error_pct, color="black", linestyle="--", linewidth=0.8,
-                 label=f"mean error A = {analysis.mean_error_pct:+.2f} %")
-    axes.axhline(0.0, color="grey", linewidth=0.5)
-    axes.set_xticks(windows)
-    axes.set_xlabel("observation window P, min")
-    axes.set_ylabel("error, %")
-    axes.set_title("Trumpet curve", loc="left")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    figure.savefig(out_dir / TRUMPET_PNG)
+
+def _plots(out_dir: Path, analysis: AccuracyAnalysis, limit_pct: float | None) -> None:
+    rate = analysis.settings.rate_ml_per_h
+    with _figure(out_dir / STARTUP_PNG, "Start-up graph", "time since the start of sampling, min", "flow, mL/h",
+                 "lower right") as axes:
+        times_min = [f.elapsed_s / 60 for f in analysis.flows if f.flow_ml_per_h is not None]
+        flows = [f.flow_ml_per_h for f in analysis.flows if f.flow_ml_per_h is not None]
+        axes.plot(times_min, flows, drawstyle="steps-pre", linewidth=0.8, label="flow Q_i")
+        axes.axhline(rate, color="black", linestyle="--", linewidth=0.8, label=f"set rate r = {rate:g} mL/h")
+        axes.axvspan(analysis.analysis_start_s / 60, max(times_min, default=0), color="#d0d7de", alpha=0.35,
+                     label="analysis period")
+    with _figure(out_dir / TRUMPET_PNG, "Trumpet curve", "observation window P, min", "error, %", "best") as axes:
+        windows = [t.window_min for t in analysis.trumpet]
+        if limit_pct is not None:
+            axes.axhspan(-limit_pct, limit_pct, color="#1a7f37", alpha=0.12, label=f"limit on A: ±{limit_pct:g} %")
+            for edge in (-limit_pct, limit_pct):
+                axes.axhline(edge, color="#1a7f37", linewidth=0.8)
+        axes.plot(windows, [t.max_error_pct for t in analysis.trumpet], marker="o", label="Ep(max)")
+        axes.plot(windows, [t.min_error_pct for t in analysis.trumpet], marker="o", label="Ep(min)")
+        axes.axhline(analysis.mean_error_pct, color="black", linestyle="--", linewidth=0.8,
+                     label=f"mean error A = {analysis.mean_error_pct:+.2f} %")
+        axes.axhline(0.0, color="grey", linewidth=0.5)
+        axes.set_xticks(windows)
 
 
 def _ml(nl: Any) -> str:
@@ -264,32 +264,21 @@ def _html(data: dict[str, Any], checks: list[Any], with_plots: bool, out_dir: Pa
     return html_page(title, f"{title} (IEC 60601-2-24 method)", _verdict(data), body)
 
 
-def write_report(
-    out_dir: Path,
-    measurement: Measurement,
-    analysis: AccuracyAnalysis | None,
-    *,
-    refusal: InsufficientDataError | None = None,
-    limit_pct: float | None = None,
-    simulation: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write the report files into ``out_dir`` (created if needed).
+def write_report(out_dir: Path, measurement: Measurement, analysis: AccuracyAnalysis | None,
+                 data: dict[str, Any]) -> dict[str, Any]:
+    """Write the report files of one run into ``out_dir`` (created if needed).
 
     :param out_dir: the report directory.
     :param measurement: the recorded run.
     :param analysis: the analysis, or None for a refused run.
-    :param refusal: why the run was refused, if it was.
-    :param limit_pct: the pass limit on |mean error A|, %: it sets the verdict and the band on
-        the trumpet curve.
-    :param simulation: what was simulated, or None for real devices.
-    :return: the summary written to ``summary.json``.
+    :param data: the run's :func:`summary` (its ``limit_pct`` also draws the band on the trumpet curve).
+    :return: ``data``, as written to ``summary.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = summary(measurement, analysis, refusal, limit_pct=limit_pct, simulation=simulation)
     write_samples_csv(out_dir / SAMPLES_FILE, measurement)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if analysis is not None:
-        _plots(out_dir, analysis, limit_pct)
+        _plots(out_dir, analysis, data["limit_pct"])
     page = _html(data, list(measurement.checks), analysis is not None, out_dir)
     (out_dir / REPORT_FILE).write_text(page, encoding="utf-8")
     return data

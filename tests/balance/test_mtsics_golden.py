@@ -124,15 +124,39 @@ def test_weights_and_tare_with_a_load(balance: MtSicsBalance, clock: VirtualCloc
     assert balance.receive(b"SI\r\n") == b"S S  100.00000 g\r\n"
 
 
-def test_preset_tare_is_rounded_to_the_readability_and_bad_presets_are_refused(balance: MtSicsBalance) -> None:
-    # [RM] §4.2 TA <value> <unit>: the preset tare, rounded to the readability (10 µg here).
-    assert balance.receive(b"TA 10.0 g\r\n") == b"TA A   10.00000 g\r\n"
-    assert balance.receive(b"TA 52.187344 g\r\n") == b"TA A   52.18734 g\r\n"
-    assert balance.receive(b"TA 2500 mg\r\n") == b"TA A    2.50000 g\r\n"
-    assert balance.receive(b"SI\r\n") == b"S S   -2.50000 g\r\n"
-    for bad in (b"TA -1 g", b"TA 1 lb", b"TA 999 g", b"TA abc g", b"TA 1"):
-        assert balance.receive(bad + b"\r\n") == b"TA L\r\n", bad
-    assert balance.receive(b"TA\r\n") == b"TA A    2.50000 g\r\n", "a refused preset changes nothing"
+#: Conversations whose every step is a command and its reply, one flat table of ``(conversation, command, reply)``
+#: rows, each conversation played in order on a fresh balance.
+CONVERSATIONS: tuple[tuple[str, bytes, bytes], ...] = (
+    # [RM] §4.2 TA <value> <unit>: the preset tare, rounded to the readability (10 µg here); a refused preset
+    # (negative, another unit, above capacity, not a number, no unit) changes nothing.
+    ("preset tare", b"TA 10.0 g\r\n", b"TA A   10.00000 g\r\n"),
+    ("preset tare", b"TA 52.187344 g\r\n", b"TA A   52.18734 g\r\n"),
+    ("preset tare", b"TA 2500 mg\r\n", b"TA A    2.50000 g\r\n"),
+    ("preset tare", b"SI\r\n", b"S S   -2.50000 g\r\n"),
+    ("preset tare", b"TA -1 g\r\n", b"TA L\r\n"),
+    ("preset tare", b"TA 1 lb\r\n", b"TA L\r\n"),
+    ("preset tare", b"TA 999 g\r\n", b"TA L\r\n"),
+    ("preset tare", b"TA abc g\r\n", b"TA L\r\n"),
+    ("preset tare", b"TA 1\r\n", b"TA L\r\n"),
+    ("preset tare", b"TA\r\n", b"TA A    2.50000 g\r\n"),
+    # [RM] §4.3 I10: the balance ID, set and read back; over 20 characters or unquoted is refused.
+    ("balance id", b'I10 "My Balance"\r\n', b"I10 A\r\n"),
+    ("balance id", b"I10\r\n", b'I10 A "My Balance"\r\n'),
+    ("balance id", b'I10 "' + b"x" * 21 + b'"\r\n', b"I10 L\r\n"),
+    ("balance id", b"I10 unquoted\r\n", b"I10 L\r\n"),
+    # [RM] §4.3 WS: the doors, opened and read back; moving doors disturb the pan; door 5 does not exist.
+    ("doors", b"WS 1\r\n", b"WS A\r\n"),
+    ("doors", b"WS\r\n", b"WS A 1\r\n"),
+    ("doors", b"SI\r\n", b"S D    0.00000 g\r\n"),
+    ("doors", b"WS 5\r\n", b"WS L\r\n"),
+)
+
+
+@pytest.mark.parametrize("conversation", sorted({row[0] for row in CONVERSATIONS}))
+def test_each_conversation_goes_as_the_manual_says(balance: MtSicsBalance, conversation: str) -> None:
+    for step, (name, command, reply) in enumerate(CONVERSATIONS):
+        if name == conversation:
+            assert balance.receive(command) == reply, f"row {step}: {command!r}"
 
 
 def test_dynamic_replies(balance: MtSicsBalance, clock: VirtualClock) -> None:
@@ -197,20 +221,6 @@ def test_display_text(balance: MtSicsBalance) -> None:
     assert balance.receive(b'D ""\r\n') == b"D A\r\n"
     assert balance.receive(b"D HELLO\r\n") == b"D L\r\n"
     assert balance.receive(b"D\r\n") == b"ES\r\n"
-
-
-def test_balance_id_can_be_set(balance: MtSicsBalance) -> None:
-    assert balance.receive(b'I10 "My Balance"\r\n') == b"I10 A\r\n"
-    assert balance.receive(b"I10\r\n") == b'I10 A "My Balance"\r\n'
-    assert balance.receive(b'I10 "' + b"x" * 21 + b'"\r\n') == b"I10 L\r\n"
-    assert balance.receive(b"I10 unquoted\r\n") == b"I10 L\r\n"
-
-
-def test_doors(balance: MtSicsBalance, clock: VirtualClock) -> None:
-    assert balance.receive(b"WS 1\r\n") == b"WS A\r\n"
-    assert balance.receive(b"WS\r\n") == b"WS A 1\r\n"
-    assert balance.receive(b"SI\r\n") == b"S D    0.00000 g\r\n", "moving doors disturb the pan"
-    assert balance.receive(b"WS 5\r\n") == b"WS L\r\n"
 
 
 def test_send_on_change(balance: MtSicsBalance, clock: VirtualClock) -> None:

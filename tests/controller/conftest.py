@@ -8,7 +8,7 @@ the import fails loudly: the compiled core is never silently replaced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -63,21 +63,15 @@ class Rig:
     prescription: Prescription
     settings: ControllerSettings
 
-    @property
-    def gate(self) -> KernelGate:
-        return self.controller.gate
+    gate: KernelGate = field(init=False)
+    alarms: AlarmManager = field(init=False)
+    loop: ControlLoop = field(init=False)
+    therapy: Therapy = field(init=False)
 
-    @property
-    def alarms(self) -> AlarmManager:
-        return self.controller.alarms
-
-    @property
-    def loop(self) -> ControlLoop:
-        return self.controller.loop
-
-    @property
-    def therapy(self) -> Therapy:
-        return self.controller.therapy
+    def __post_init__(self) -> None:
+        """The controller's parts (fixed for its life) under their own names."""
+        parts = self.controller
+        self.gate, self.alarms, self.loop, self.therapy = parts.gate, parts.alarms, parts.loop, parts.therapy
 
     def advance(self, ms: int) -> None:
         """Run the loop for ``ms`` of virtual time."""
@@ -88,6 +82,11 @@ class Rig:
         self.controller.detach()
         return build_rig(self.clock, pump or self.pump, self.store, recover=True, prescription=self.prescription,
                          settings=self.settings, patient=self.controller.patient)
+
+
+def programs_sent(pump: FakePump) -> int:
+    """How many ``program`` commands the fake pump was sent (its command log, not the controller's record)."""
+    return sum(1 for command, _ in pump.command_log if command == "program")
 
 
 def build_rig(clock: VirtualClock, pump: FakePump, store: Store, *, recover: bool = False,

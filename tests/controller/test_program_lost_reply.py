@@ -17,6 +17,7 @@ from controller.store import Store
 from hal.pump import ProgramPhase, PumpProgram, PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
+from tests.controller.conftest import programs_sent
 
 #: A transit program: the old drug's volume rate for 0.1 mL, then the new drug's rate, nL/h and nL.
 TRANSIT = PumpProgram((ProgramPhase(8_333, 100_000), ProgramPhase(33_333)))
@@ -30,10 +31,6 @@ def _stopped(tmp_path: Path) -> tuple[FakePump, CommandIssuer]:
     return pump, issuer
 
 
-def _runs(pump: FakePump) -> int:
-    return sum(1 for command, _ in pump.command_log if command == "program")
-
-
 @pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
 @pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
 def test_a_lost_reply_to_the_pause_of_a_resume_is_read_back_and_sent_once_more(tmp_path: Path, applied: bool,
@@ -43,7 +40,7 @@ def test_a_lost_reply_to_the_pause_of_a_resume_is_read_back_and_sent_once_more(t
     outcome = issuer.send_program(TRANSIT, cause="resume", essential=True, resend_after_read=True)
     assert outcome.committed and outcome.uncertain, outcome
     assert pump.state is PumpState.INFUSING and pump.rate_nl_per_h == 8_333
-    assert _runs(pump) == 1
+    assert programs_sent(pump) == 1
 
 
 def test_without_the_resend_a_lost_pause_reply_is_left_unknown(tmp_path: Path) -> None:
@@ -52,7 +49,7 @@ def test_without_the_resend_a_lost_pause_reply_is_left_unknown(tmp_path: Path) -
     pump.faults.uncertain_next = True
     outcome = issuer.send_program(TRANSIT, cause="bolus", essential=False)
     assert outcome.result is ProgramResult.UNKNOWN
-    assert _runs(pump) == 0 and pump.state is PumpState.STOPPED
+    assert programs_sent(pump) == 0 and pump.state is PumpState.STOPPED
 
 
 @pytest.mark.parametrize("applied", [False, True], ids=["not_applied", "applied"])
@@ -71,4 +68,4 @@ def test_a_lost_reply_to_run_is_sent_again_only_when_the_pump_is_read_back_stopp
     outcome = issuer.send_program(TRANSIT, cause="resume", essential=True, resend_after_read=True)
     assert outcome.committed and outcome.uncertain, outcome
     assert pump.state is PumpState.INFUSING and pump.rate_nl_per_h == 8_333
-    assert _runs(pump) == 1  # applied: read back infusing, never run again; not applied: run once more
+    assert programs_sent(pump) == 1  # applied: read back infusing, never run again; not applied: run once more

@@ -20,13 +20,10 @@ from controller.store import Store
 from hal.pump import ProgramPhase, PumpProgram, PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
+from tests.controller.conftest import programs_sent
 
 #: What the pump runs, unknown to the issuer: 8.3 µL/h for 0.1 mL, then 2 µL/h.
 UNKNOWN_PROGRAM = PumpProgram((ProgramPhase(8_333, 100_000), ProgramPhase(2_000)))
-
-
-def _runs(pump: FakePump) -> int:
-    return sum(1 for command, _ in pump.command_log if command == "program")
 
 
 @pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
@@ -38,11 +35,11 @@ def test_a_rate_sent_as_a_one_phase_program_is_read_back_and_sent_once_more_afte
     assert pump.stage_program(UNKNOWN_PROGRAM).applied and pump.commit_program().applied
     issuer = CommandIssuer(pump, Store(tmp_path / "s.sqlite", clock), on_storage_failure=pytest.fail)
     assert issuer.held_program is None and pump.state is PumpState.INFUSING
-    runs = _runs(pump)
+    runs = programs_sent(pump)
     pump.faults.uncertain_next, pump.faults.apply_uncertain, pump.faults.raise_uncertain = True, applied, raises
     outcome = issuer.send_rate(16_666, previous_nl_per_h=None, cause="resume_after_fault", essential=True)
     assert not pump.faults.uncertain_next  # the loss fell on the program's pause
     assert outcome.committed and outcome.uncertain, outcome
     assert pump.state is PumpState.INFUSING and pump.rate_nl_per_h == 16_666
     assert pump.read_program(1, 8).phases == (ProgramPhase(16_666),)
-    assert _runs(pump) == runs + 1 and issuer.committed_rate_nl_per_h == 16_666
+    assert programs_sent(pump) == runs + 1 and issuer.committed_rate_nl_per_h == 16_666

@@ -29,14 +29,20 @@ def _tip_dose_ng_per_day(machine, start_ms: int, end_ms: int) -> int:
     return pg * MS_PER_DAY // (end_ms - start_ms) // 1000
 
 
-def _across_the_pump_s_own_transit_end(machine, new_concentration: int) -> None:
-    """Spinal, 200 µg/day at 500 µg/mL; the change's transit takes 15 h (250 µL at 16.7 µL/h) and is 10 h on when
-    the controller crashes; it comes back 10 h later, with the pump long on the new drug's rate."""
+def _ten_hours_into_a_transit(machine, new_concentration: int) -> None:
+    """Spinal, 200 µg/day at 500 µg/mL, then ``new_concentration``: the change's transit takes 15 h (250 µL at
+    16.7 µL/h) and is 10 h on, the pump still in its old-drug phase."""
     machine.implant(origin="spinal", effective=2, effect_h=4, cap_ug=800, child_starts_low=False)
     machine.time_passes(minutes=1440)
     machine.change_concentration(concentration=new_concentration, pocket_fill=False)
     machine.time_passes(minutes=600)
     assert machine.rig.loop.transit is not None and machine.pump.read_phase() == 1
+
+
+def _across_the_pump_s_own_transit_end(machine, new_concentration: int) -> None:
+    """Ten hours into the transit (:func:`_ten_hours_into_a_transit`) the controller crashes; it comes back 10 h
+    later, with the pump long on the new drug's rate."""
+    _ten_hours_into_a_transit(machine, new_concentration)
     machine.restart(downtime_min=600, reboot=True, wall_jump_h=0, new_origin="")
     machine.tip.sample()
     assert machine.tip.concentration_at_tip_ms(world_ms(machine.world)) == new_concentration
@@ -112,10 +118,7 @@ def test_a_resume_after_a_stall_while_the_controller_was_down_past_the_transit_e
 
     machine = ClinicalAdversary()
     try:
-        machine.implant(origin="spinal", effective=2, effect_h=4, cap_ug=800, child_starts_low=False)
-        machine.time_passes(minutes=1440)
-        machine.change_concentration(concentration=2000, pocket_fill=False)
-        machine.time_passes(minutes=600)
+        _ten_hours_into_a_transit(machine, 2000)
         machine.rig.controller.detach()
         machine.world.advance(600 * 60)
         machine.pump.inject_stall()

@@ -21,13 +21,9 @@ from controller.store import Store
 from hal.pump import PumpState
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
-from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, programs_sent
 from tests.controller.test_transit import STEP_MS, assert_tip_dose_holds, implanted, refill
 from tests.controller.test_transit_steps import CAP_UG, HIGH_FIRST, assert_tip_follows
-
-
-def _runs(pump: Any) -> int:
-    return sum(1 for command, _ in pump.command_log if command == "program")
 
 
 def _lose_pause_replies(pump: Any, count: int, *, applied: bool, raises: bool,
@@ -63,7 +59,7 @@ def test_a_lost_pause_reply_while_starting_a_stopped_pump_is_read_back_and_sent_
     outcome = issuer.send_rate(20_000, previous_nl_per_h=None, cause="resume", essential=True)
     assert outcome.committed and outcome.uncertain, outcome
     assert pump.state is PumpState.INFUSING and pump.rate_nl_per_h == 20_000
-    assert _runs(pump) == 1
+    assert programs_sent(pump) == 1
 
 
 def test_a_second_lost_reply_while_starting_a_stopped_pump_stays_unknown(tmp_path: Path) -> None:
@@ -71,7 +67,7 @@ def test_a_second_lost_reply_while_starting_a_stopped_pump_stays_unknown(tmp_pat
     _lose_pause_replies(pump, 2, applied=False, raises=False)
     outcome = issuer.send_rate(20_000, previous_nl_per_h=None, cause="resume", essential=True)
     assert not outcome.committed and outcome.uncertain, outcome
-    assert pump.state is PumpState.STOPPED and _runs(pump) == 0
+    assert pump.state is PumpState.STOPPED and programs_sent(pump) == 0
 
 
 @pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
@@ -85,11 +81,11 @@ def test_a_flex_programme_set_mid_transit_whose_pause_reply_is_lost_is_read_back
     rig.advance(40_000 * 1000)
     assert rig.loop.transit is not None
     oracle.step(0)
-    runs = _runs(rig.pump)
+    runs = programs_sent(rig.pump)
     _lose_pause_replies(rig.pump, 1, applied=applied, raises=raises)
     result = rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
     assert result.allowed, result
-    assert rig.pump.state is PumpState.INFUSING and _runs(rig.pump) == runs + 1
+    assert rig.pump.state is PumpState.INFUSING and programs_sent(rig.pump) == runs + 1
     assert not rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
     rig.pump.faults.comms_down = True
     assert_tip_dose_holds(rig, oracle, 200, 2000, rig.loop.now_ms() + 5 * MS_PER_H + 24 * MS_PER_H)
@@ -100,10 +96,10 @@ def test_a_flex_programme_set_mid_transit_whose_replies_are_lost_twice_stays_unk
     rig, oracle = implanted(make_rig, 500, 200, "0.25")
     assert refill(rig, oracle, 2000).allowed
     rig.advance(40_000 * 1000)
-    runs = _runs(rig.pump)
+    runs = programs_sent(rig.pump)
     _lose_pause_replies(rig.pump, 2, applied=False, raises=False)
     rig.therapy.set_flex([(0, 200_000), (12 * MS_PER_H, 200_000)], anchor_ms=0)
-    assert _runs(rig.pump) == runs
+    assert programs_sent(rig.pump) == runs
     assert rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
 
 
@@ -119,10 +115,10 @@ def test_the_step_program_sent_at_a_transit_s_end_is_read_back_and_sent_once_mor
     oracle.step(0)
     anchor = rig.loop.now_ms()
     assert rig.therapy.set_flex(HIGH_FIRST, anchor_ms=anchor).allowed
-    runs = _runs(rig.pump)
+    runs = programs_sent(rig.pump)
     _lose_pause_replies(rig.pump, 1, applied=applied, raises=False, when=lambda: rig.loop.transit is None)
     assert_tip_follows(rig, oracle, HIGH_FIRST, anchor, anchor + 90 * MS_PER_MIN)
-    assert rig.loop.transit is None and _runs(rig.pump) == runs + 1
+    assert rig.loop.transit is None and programs_sent(rig.pump) == runs + 1
     assert rig.pump.state is PumpState.INFUSING
     assert not rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
     rig.controller.detach()

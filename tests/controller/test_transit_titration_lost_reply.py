@@ -19,12 +19,8 @@ import pytest
 
 from controller.alarms import AlarmCode
 from hal.pump import PumpState
-from tests.controller.conftest import MS_PER_H
+from tests.controller.conftest import MS_PER_H, programs_sent
 from tests.controller.test_transit import STEP_MS, assert_tip_dose_holds, implanted, refill
-
-
-def _runs(pump: Any) -> int:
-    return sum(1 for command, _ in pump.command_log if command == "program")
 
 
 @pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
@@ -38,13 +34,13 @@ def test_a_titration_mid_transit_whose_pause_reply_is_lost_is_read_back_and_sent
     for _ in range(10 * MS_PER_H // STEP_MS):
         oracle.step(STEP_MS)
     assert rig.loop.transit is not None
-    runs = _runs(rig.pump)
+    runs = programs_sent(rig.pump)
     faults = rig.pump.faults
     faults.uncertain_next, faults.apply_uncertain, faults.raise_uncertain = True, applied, raises
     result = rig.therapy.titrate(360_000)
     assert not faults.uncertain_next  # the loss fell on the titration's pause
     assert result.allowed, result
-    assert rig.pump.state is PumpState.INFUSING and _runs(rig.pump) == runs + 1
+    assert rig.pump.state is PumpState.INFUSING and programs_sent(rig.pump) == runs + 1
     assert rig.pump.rate_nl_per_h == 7_500 and rig.loop.transit is not None  # 360 µg/day of the old drug
     assert not rig.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
     oracle.step(0)

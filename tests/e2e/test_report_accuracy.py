@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hil.gravimetric.procedure import AccuracyResult, run_accuracy
-from hil.gravimetric.report import STARTUP_PNG, TRUMPET_PNG, write_report
+from hil.gravimetric.report import STARTUP_PNG, TRUMPET_PNG, summary, write_report
 from hil.gravimetric.simrig import RigSettings, simulated_accuracy_rig
 from hil.report import PRINT_DPI
 from tests.e2e.test_report import Page, png_geometry
@@ -40,7 +40,8 @@ def _h1(out: Path) -> str:
 def test_the_verdict_follows_the_limit(measured: tuple[AccuracyResult, Path], tmp_path: Path,
                                        limit_pct: float | None, passed: bool, verdict: str) -> None:
     result, _ = measured
-    data = write_report(tmp_path, result.measurement, result.analysis, limit_pct=limit_pct)
+    data = write_report(tmp_path, result.measurement, result.analysis,
+                        summary(result.measurement, result.analysis, limit_pct=limit_pct))
     on_disk = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(data))
     assert list(on_disk)[:4] == ["schema", "software", "passed", "error"]

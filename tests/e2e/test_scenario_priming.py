@@ -14,18 +14,21 @@ from cython_ext.fields import FileErrors
 from hil.scenario import RunOptions, ScenarioRunner
 from hil.scenario.schema import PRESCRIPTION_DIR, parse_scenario
 
-SCENARIO = '''[scenario]
-name = "priming-cut-short"
-description = "A stall ten minutes into the priming bolus; the clinician re-primes the rest of the catheter."
-duration_days = 3
-poll_interval_min = 30
+#: The transferred patient on the 500 ug/day spinal prescription that both scenarios here start from.
+SETTING = '''poll_interval_min = 30
 seed = 5
 prescription = "spinal_simple_500.toml"
 
 [patient]
 history = "transferred"
 prior_dose_ug_per_day = 400
+'''
 
+SCENARIO = '''[scenario]
+name = "priming-cut-short"
+description = "A stall ten minutes into the priming bolus; the clinician re-primes the rest of the catheter."
+duration_days = 3
+''' + SETTING + '''
 [pump]
 syringe_diameter_mm = "4.699"
 
@@ -125,14 +128,7 @@ def test_itb_run_refuses_a_prescription_above_the_record_with_exit_status_1(tmp_
 CATHETER_SCENARIO = '''[scenario]
 name = "catheter-at-implant"
 duration_days = 2
-poll_interval_min = 30
-seed = 5
-prescription = "spinal_simple_500.toml"
-
-[patient]
-history = "transferred"
-prior_dose_ug_per_day = 400
-
+''' + SETTING + '''
 [[action]]
 at = "0d 09:00"
 do = "implant"

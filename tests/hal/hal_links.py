@@ -60,9 +60,9 @@ class ScriptedLink(_InMemoryLink):
         self.script: deque[tuple[bytes, bytes | None]] = deque(script or [])
         self.sent: list[bytes] = []
 
-    def add(self, sent: bytes, reply: bytes | None) -> None:
-        """Append one exchange to the script."""
-        self.script.append((sent, reply))
+    def add(self, sent: bytes, reply: bytes | None, *, times: int = 1) -> None:
+        """Append one exchange to the script, ``times`` times over (a query asked again after each lost reply)."""
+        self.script.extend([(sent, reply)] * times)
 
     def inject(self, data: bytes) -> None:
         """Make ``data`` readable now, unasked (stray bytes, late replies)."""

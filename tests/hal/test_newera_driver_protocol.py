@@ -7,7 +7,7 @@ entries, so "nothing reached the wire" is proven by an empty script.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given
@@ -108,14 +108,27 @@ def test_repr_names_port_address_and_mode(link: ScriptedLink) -> None:
     assert "closed" in repr(driver)
 
 
+def _opened(**kwargs: object) -> object:
+    """``hal.open_pump`` on a port that does not exist: a setting must be refused before the port is opened."""
+    return hal.open_pump("ne1000", "/dev/does-not-exist", **kwargs)  # type: ignore[arg-type]
+
+
+def _constructed(**kwargs: object) -> object:
+    """The driver's constructor on an empty scripted link: nothing may be sent."""
+    return Ne1000Driver(ScriptedLink(), **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [({"address": 100}, "address"), ({"safe_mode_timeout_s": 0}, "safe_mode_timeout_s"),
-     ({"safe_mode_timeout_s": 256}, "safe_mode_timeout_s"), ({"timeout_s": 0}, "timeout_s")],
+    ("build", "kwargs", "field"),
+    [(_opened, {"address": 100}, "address"), (_opened, {"safe_mode_timeout_s": 0}, "safe_mode_timeout_s"),
+     (_opened, {"safe_mode_timeout_s": 256}, "safe_mode_timeout_s"), (_opened, {"timeout_s": 0}, "timeout_s"),
+     (_constructed, {"address": 100}, "address"), (_constructed, {"read_retries": 9}, "read_retries"),
+     (_constructed, {"rate_tolerance_ppm": 0}, "rate_tolerance_ppm"), (_constructed, {"quiet_s": 0}, "quiet_s")],
 )
-def test_open_pump_rejects_bad_settings_before_opening(kwargs: dict[str, object], field: str) -> None:
+def test_bad_settings_are_refused_by_field(build: Callable[..., object], kwargs: dict[str, object],
+                                           field: str) -> None:
     with pytest.raises(ConfigError) as info:
-        hal.open_pump("ne1000", "/dev/does-not-exist", **kwargs)  # type: ignore[arg-type]
+        build(**kwargs)
     assert info.value.field == field
 
 
@@ -318,10 +331,8 @@ def test_lost_reply_after_run_is_uncertain_with_readings_and_run_is_sent_once(pu
 def test_lost_reply_after_run_with_unreadable_pump_is_uncertain(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0"), r("00S"))
     link.add(q("0RUN"), None)
-    for _ in range(4):
-        link.add(q("0"), None)
-    for _ in range(4):
-        link.add(q("0DIS"), None)
+    link.add(q("0"), None, times=4)
+    link.add(q("0DIS"), None, times=4)
     result = pump.start()
     assert result.outcome is Outcome.UNCERTAIN and result.status is None and result.dispensed is None
     assert link.sent.count(q("0RUN")) == 1
@@ -343,14 +354,12 @@ def test_lost_reply_after_set_rate_is_resolved_by_read_back(pump: Ne1000Driver, 
 def test_lost_reply_and_failed_read_back_is_uncertain(pump: Ne1000Driver, link: ScriptedLink) -> None:
     link.add(q("0RAT"), r("00S10UH"))
     link.add(q("0RAT41.67UH"), None)
-    for _ in range(4):
-        link.add(q("0RAT"), None)
+    link.add(q("0RAT"), None, times=4)
     assert pump.set_rate(41_667).outcome is Outcome.UNCERTAIN
 
 
 def test_unreadable_value_before_a_setting_means_nothing_is_sent(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    for _ in range(4):
-        link.add(q("0RAT"), None)
+    link.add(q("0RAT"), None, times=4)
     with pytest.raises(CommunicationError):
         pump.set_rate(41_667)
     assert q("0RAT41.67UH") not in link.sent
@@ -368,8 +377,7 @@ def test_alarm_found_by_the_read_before_a_setting_is_reported(pump: Ne1000Driver
 
 
 def test_queries_retry_a_bounded_number_of_times(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    for _ in range(4):
-        link.add(q("0DIS"), None)
+    link.add(q("0DIS"), None, times=4)
     with pytest.raises(CommunicationError):
         pump.read_dispensed()
     assert pump.stats.timeouts >= 4
@@ -383,8 +391,7 @@ def test_query_retries_after_bad_packet(pump: Ne1000Driver, link: ScriptedLink) 
 
 
 def test_unrecognised_query_is_asked_again_then_a_device_error(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    for _ in range(4):
-        link.add(q("0VER"), r("00S?"))
+    link.add(q("0VER"), r("00S?"), times=4)
     with pytest.raises(DeviceError) as info:
         pump.identify()
     assert info.value.reply.error is ErrorCode.UNRECOGNISED
@@ -490,8 +497,8 @@ def test_enter_and_leave_safe_mode_bytes(pump: Ne1000Driver, link: ScriptedLink)
     assert pump.heartbeat().state is PumpState.STOPPED
     link.add(encode_safe(b"0SAF0"), encode_safe(b"00S"))
     link.add(q("0"), r("00S"))
-    for _ in range(4):  # firmware without the SAF query (asked again, in case it was garbled): framing check stands
-        link.add(q("0SAF"), r("00S?"))
+    # firmware without the SAF query (asked again, in case it was garbled): framing check stands
+    link.add(q("0SAF"), r("00S?"), times=4)
     pump.exit_safe_mode()
     assert not pump.safe_mode
 
@@ -501,6 +508,14 @@ def _back_to_basic_at_close(link: ScriptedLink) -> None:
     link.add(encode_safe(b"0SAF0"), encode_safe(b"00S"))
     link.add(q("0"), r("00S"))
     link.add(q("0SAF"), r("00S0"))
+
+
+def _in_safe_mode_5s(pump: Ne1000Driver, link: ScriptedLink) -> None:
+    """Enter Safe mode with a 5 s timeout: SAF 5 (as a Basic packet), then the Safe status and SAF read-backs."""
+    link.add(q("0SAF5"), r("00S"))
+    link.add(encode_safe(b"0"), encode_safe(b"00S"))
+    link.add(encode_safe(b"0SAF"), encode_safe(b"00S5"))
+    pump.enter_safe_mode(5)
 
 
 def test_safe_timeout_read_back_mismatch_is_a_device_error(pump: Ne1000Driver, link: ScriptedLink) -> None:
@@ -513,10 +528,7 @@ def test_safe_timeout_read_back_mismatch_is_a_device_error(pump: Ne1000Driver, l
 
 
 def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0SAF5"), r("00S"))
-    link.add(encode_safe(b"0"), encode_safe(b"00S"))
-    link.add(encode_safe(b"0SAF"), encode_safe(b"00S5"))
-    pump.enter_safe_mode(5)
+    _in_safe_mode_5s(pump, link)
     pump.pending_alarms()
     link.inject(encode_safe(b"00A?S"))
     link.add(encode_safe(b"0"), encode_safe(b"00A?S"))  # the reply acknowledges it
@@ -529,10 +541,7 @@ def test_unsolicited_safe_alarm_is_recorded_but_not_acknowledged(pump: Ne1000Dri
 
 
 def test_safe_mode_reply_with_bad_crc_is_not_accepted(pump: Ne1000Driver, link: ScriptedLink) -> None:
-    link.add(q("0SAF5"), r("00S"))
-    link.add(encode_safe(b"0"), encode_safe(b"00S"))
-    link.add(encode_safe(b"0SAF"), encode_safe(b"00S5"))
-    pump.enter_safe_mode(5)
+    _in_safe_mode_5s(pump, link)
     corrupt = bytearray(encode_safe(b"00I"))
     corrupt[-2] ^= 0xFF
     link.add(encode_safe(b"0"), bytes(corrupt) + encode_safe(b"00S"))
@@ -567,17 +576,6 @@ def test_context_manager_closes() -> None:
     with Ne1000Driver(link) as driver:
         driver.connect()
     assert link.closed == 1
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [({"address": 100}, "address"), ({"read_retries": 9}, "read_retries"),
-     ({"rate_tolerance_ppm": 0}, "rate_tolerance_ppm"), ({"quiet_s": 0}, "quiet_s")],
-)
-def test_constructor_validates(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        Ne1000Driver(ScriptedLink(), **kwargs)  # type: ignore[arg-type]
-    assert info.value.field == field
 
 
 class _CountingLink(ScriptedLink):

@@ -151,8 +151,7 @@ def test_a_garbled_last_digit_on_one_counter_does_not_freeze_the_other() -> None
     assert driver.read_dispensed() == DispensedVolume(294_700, 1)
     for infused in ("295.7", "296.8"):
         clock.advance(300)  # 1.04 uL at 12.5 uL/h
-        for _ in range(2):
-            link.add(q("0DIS"), r(f"00II{infused}W0.000UL"))
+        link.add(q("0DIS"), r(f"00II{infused}W0.000UL"), times=2)
         reading = driver.read_dispensed()
         assert reading == DispensedVolume(round(float(infused) * 1000), 1), "the infused counter froze"
     link.assert_done()
@@ -162,8 +161,8 @@ def test_two_readings_that_agree_on_a_jump_the_rate_cannot_make_are_never_return
     driver, link, clock = connected((q("0DIS"), r("00SI0.010W0.001ML")), (q("0DIS"), r("00SI0.010W0.001ML")))
     assert driver.read_dispensed() == DispensedVolume(10_000, 1_000)
     clock.advance(60)  # 0.5 uL at 30 uL/h
-    for _ in range(4):  # withdrawn a display step down, infused 10 mL up, twice alike: not a delivery
-        link.add(q("0DIS"), r("00SI10.01W0.000ML"))
+    # withdrawn a display step down, infused 10 mL up, twice alike: not a delivery
+    link.add(q("0DIS"), r("00SI10.01W0.000ML"), times=4)
     with pytest.raises(CommunicationError) as info:
         driver.read_dispensed()
     assert info.value.error_code == "NE_IMPLAUSIBLE_COUNTER"
@@ -176,8 +175,7 @@ def test_a_counter_that_goes_backwards_is_a_communication_error_and_never_return
     driver, link, clock = connected((q("0DIS"), r("00SI0.500W0.000ML")), (q("0DIS"), r("00SI0.500W0.000ML")))
     driver.read_dispensed()
     clock.advance(60)
-    for _ in range(2):
-        link.add(q("0DIS"), r("00SI0.200W0.000ML"))
+    link.add(q("0DIS"), r("00SI0.200W0.000ML"), times=2)
     with pytest.raises(CommunicationError) as info:
         driver.read_dispensed()
     assert info.value.error_code == "NE_IMPLAUSIBLE_COUNTER"

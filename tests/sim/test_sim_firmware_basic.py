@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sim_helpers import ask, body
+from sim_helpers import ask, body, send
 
 from cython_ext.errors import ConfigError
 from sim.clock import VirtualClock
@@ -105,7 +105,7 @@ def test_diameter_query_and_range(pump: Ne1000) -> None:
 
 
 def test_diameter_cannot_change_while_pumping(pump: Ne1000) -> None:
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     assert body(pump, "0DIA10") == "00I?NA"
     assert body(pump, "0DIA") == "00I8.585"
 
@@ -133,20 +133,20 @@ def test_rate_envelope_edges(pump: Ne1000, diameter: str, rate: str, accepted: b
 
 
 def test_rate_units_round_trip(pump: Ne1000) -> None:
-    body(pump, "0DIA26.59")
+    send(pump, "0DIA26.59")
     for rate, shown in (("0.21MM", "0.210MM"), ("250UH", "250.0UH"), ("1.5MH", "1.500MH"), ("99.9UM", "99.90UM")):
         assert body(pump, f"0RAT{rate}") == "00S"
         assert body(pump, "0RAT") == f"00S{shown}"
 
 
 def test_rate_without_units_keeps_units(pump: Ne1000) -> None:
-    body(pump, "0RAT20UH")
+    send(pump, "0RAT20UH")
     assert body(pump, "0RAT30") == "00S"
     assert body(pump, "0RAT") == "00S30.00UH"
 
 
 def test_rate_change_while_running_keeps_running_but_units_are_fixed(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT100UH")
+    send(pump, "0RAT100UH")
     assert body(pump, "0RUN") == "00I"
     clock.advance(36)  # 1 uL at 100 uL/h
     assert body(pump, "0RAT200UH") == "00I"
@@ -157,8 +157,7 @@ def test_rate_change_while_running_keeps_running_but_units_are_fixed(pump: Ne100
 
 
 def test_rejected_rate_while_running_leaves_motion(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT100UH")
-    body(pump, "0RUN")
+    send(pump, "0RAT100UH", "0RUN")
     assert body(pump, "0RAT9999UH") == "00I"  # within 8.585 mm envelope
     assert body(pump, "0RAT1UH") == "00I?OOR"
     assert body(pump, "0RAT") == "00I9999.UH"
@@ -167,19 +166,8 @@ def test_rejected_rate_while_running_leaves_motion(pump: Ne1000, clock: VirtualC
 # -- VOL, DIR, RUN, STP, PUR, DIS, CLD ------------------------------------------------------
 
 
-def test_volume_value_and_units(pump: Ne1000) -> None:
-    assert body(pump, "0VOL1.5") == "00S"
-    assert body(pump, "0VOL") == "00S1.500UL"
-    assert body(pump, "0VOL ML") == "00S"
-    assert body(pump, "0VOL") == "00S1.500ML"
-    assert body(pump, "0VOL10000") == "00S?"
-    body(pump, "0RUN")
-    assert body(pump, "0VOL2") == "00I?NA"
-
-
 def test_target_volume_stops_the_pump_exactly(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT60UH")
-    body(pump, "0VOL1")
+    send(pump, "0RAT60UH", "0VOL1")
     assert body(pump, "0RUN") == "00I"
     clock.advance(59.999)
     assert body(pump, "0") == "00I"
@@ -191,62 +179,40 @@ def test_target_volume_stops_the_pump_exactly(pump: Ne1000, clock: VirtualClock)
     assert pump.dispensed_nl() == (1000, 0), "nothing moves after the target"
 
 
-def test_direction_query_set_and_reverse(pump: Ne1000) -> None:
-    assert body(pump, "0DIR") == "00SINF"
-    assert body(pump, "0DIRREV") == "00S"
-    assert body(pump, "0DIR") == "00SWDR"
-    assert body(pump, "0DIR INF") == "00S"
-    assert body(pump, "0DIRSTK") == "00S"
-    assert body(pump, "0DIRXYZ") == "00S?"
-
-
 def test_withdrawing_a_full_syringe_stalls_at_once(pump: Ne1000) -> None:
-    body(pump, "0DIRWDR")
-    body(pump, "0RUN")
+    send(pump, "0DIRWDR", "0RUN")
     assert ask(pump, "0") == b"\x0200A?S\x03"
 
 
 def test_direction_while_pumping_needs_volume_zero(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT60UH")
-    body(pump, "0RUN")
+    send(pump, "0RAT60UH", "0RUN")
     clock.advance(60)
     assert body(pump, "0DIRWDR") == "00W", "VOL 0 pumps continuously, so DIR may change"
     assert body(pump, "0DIR") == "00WWDR"
     clock.advance(30)
     assert pump.dispensed_nl() == (1000, 500)
     assert body(pump, "0DIRSTK") == "00W?NA"
-    body(pump, "0STP")
-    body(pump, "0STP")
-    body(pump, "0VOL5")
-    body(pump, "0RUN")
+    send(pump, "0STP", "0STP", "0VOL5", "0RUN")
     assert body(pump, "0DIRINF") == "00W?NA"
 
 
 def test_paused_query_reply_has_the_fixed_number_format(pump: Ne1000) -> None:
     # bburan's unit-test vector is b"\x0200P0.21MM\x03", written by hand; captures from real pumps
     # (I0.200W0.000ML, I16.09W0.000ML, 10.00MH) show 4 significant digits, so 0.21 mL/min reads 0.210.
-    body(pump, "0DIA26.59")
-    body(pump, "0RAT0.21MM")
-    body(pump, "0RUN")
-    body(pump, "0STP")
+    send(pump, "0DIA26.59", "0RAT0.21MM", "0RUN", "0STP")
     assert ask(pump, "0RAT") == b"\x0200P0.210MM\x03"
 
 
 def test_withdrawing_dir_reply(make_pump: Callable[..., Ne1000]) -> None:
     pump = make_pump(fill_ml="1")  # room to withdraw: a full syringe would stall at once
-    body(pump, "0DIRWDR")
-    body(pump, "0RUN")
+    send(pump, "0DIRWDR", "0RUN")
     assert ask(pump, "0DIR") == b"\x0200WWDR\x03"
-    body(pump, "0STP")
-    body(pump, "0STP")
-    body(pump, "0DIRINF")
-    body(pump, "0RUN")
+    send(pump, "0STP", "0STP", "0DIRINF", "0RUN")
     assert ask(pump, "0DIR") == b"\x0200IINF\x03"
 
 
 def test_stop_pauses_then_stops_and_run_resumes(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT60UH")
-    body(pump, "0VOL2")
+    send(pump, "0RAT60UH", "0VOL2")
     assert body(pump, "0RUN") == "00I"
     clock.advance(60)
     assert body(pump, "0STP") == "00P"
@@ -256,12 +222,12 @@ def test_stop_pauses_then_stops_and_run_resumes(pump: Ne1000, clock: VirtualCloc
     clock.advance(60)
     assert body(pump, "0") == "00S", "resuming continues the phase: 2 uL in total"
     assert pump.dispensed_nl() == (2000, 0)
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     clock.advance(30)
     assert body(pump, "0STP") == "00P"
     assert body(pump, "0STP") == "00S"
     assert body(pump, "0STP") == "00S", "STP while stopped is harmless"
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     clock.advance(120)
     assert pump.dispensed_nl() == (4500, 0), "after a full stop RUN restarts the phase volume"
 
@@ -276,12 +242,10 @@ def test_purge_runs_at_maximum_rate_until_stopped(pump: Ne1000, clock: VirtualCl
 
 
 def test_dispensed_and_clear(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0DIA26.59")
-    body(pump, "0RAT1MM")
-    body(pump, "0RUN")
+    send(pump, "0DIA26.59", "0RAT1MM", "0RUN")
     clock.advance(90)
     assert body(pump, "0DIS") == "00II1.500W0.000ML"
-    body(pump, "0STP")
+    send(pump, "0STP")
     assert body(pump, "0CLD INF") == "00P"
     assert body(pump, "0DIS") == "00PI0.000W0.000ML"
     assert body(pump, "0CLD") == "00P?"
@@ -289,22 +253,20 @@ def test_dispensed_and_clear(pump: Ne1000, clock: VirtualClock) -> None:
 
 
 def test_counter_display_is_truncated_to_four_digits(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT7UM")
-    body(pump, "0RUN")
+    send(pump, "0RAT7UM", "0RUN")
     clock.advance(100)  # 11.666... uL
     assert body(pump, "0DIS") == "00II11.66W0.000UL"
 
 
 def test_run_from_phase_and_program_of_two_rate_phases(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT60UH")
-    body(pump, "0VOL1")
+    send(pump, "0RAT60UH", "0VOL1")
     assert body(pump, "0PHN2") == "00S"
     assert body(pump, "0FUN") == "00SSTP"
     assert body(pump, "0FUNRAT") == "00S"
     assert body(pump, "0RAT120UH") == "00S"
     assert body(pump, "0VOL1") == "00S"
     assert body(pump, "0PHN") == "00S2"
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     clock.advance(60 + 30)
     assert body(pump, "0") == "00S", "phase 1 then phase 2, then the STP phase 3"
     assert pump.dispensed_nl() == (2000, 0)
@@ -316,7 +278,7 @@ def test_run_from_phase_and_program_of_two_rate_phases(pump: Ne1000, clock: Virt
 
 
 def test_run_with_out_of_range_phase_raises_program_alarm(pump: Ne1000) -> None:
-    body(pump, "0RAT3UH")
+    send(pump, "0RAT3UH")
     body(pump, "0DIA26.59")  # 3 uL/h is below this syringe's envelope
     assert ask(pump, "0RUN") == b"\x0200A?O\x03"
     assert body(pump, "0") == "00S"
@@ -371,8 +333,7 @@ def test_system_address_command_works_whatever_the_address(make_pump: Callable[.
 
 def test_master_reset(make_pump: Callable[..., Ne1000]) -> None:
     pump = make_pump(address=4)
-    body(pump, "4RAT50UH")
-    body(pump, "4SAF0")
+    send(pump, "4RAT50UH", "4SAF0")
     assert body(pump, "*RESET") == "00S"
     assert pump.address == 0
     assert body(pump, "0RAT") == "00S10.00UH"
@@ -382,7 +343,7 @@ def test_master_reset(make_pump: Callable[..., Ne1000]) -> None:
 
 
 def test_stall_alarm_bytes_and_acknowledgement(pump: Ne1000) -> None:
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     pump.inject_stall()
     assert ask(pump, "0RUN") == b"\x0200A?S\x03", "the alarm answers the next command, which does not run"
     assert body(pump, "0") == "00S"
@@ -391,8 +352,7 @@ def test_stall_alarm_bytes_and_acknowledgement(pump: Ne1000) -> None:
 
 def test_end_of_travel_stalls(make_pump: Callable[..., Ne1000], clock: VirtualClock) -> None:
     pump = make_pump(syringe_volume_ml="1", fill_ml="0.01")  # 10 uL left
-    body(pump, "0RAT600UH")
-    body(pump, "0RUN")
+    send(pump, "0RAT600UH", "0RUN")
     clock.advance(59.9)
     assert body(pump, "0") == "00I"
     clock.advance(0.2)
@@ -402,9 +362,9 @@ def test_end_of_travel_stalls(make_pump: Callable[..., Ne1000], clock: VirtualCl
 
 
 def test_occlusion_stalls_after_delay(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RAT600UH")
+    send(pump, "0RAT600UH")
     pump.set_occluded(True)
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     clock.advance(0.4)
     assert body(pump, "0") == "00I"
     clock.advance(0.2)
@@ -416,7 +376,7 @@ def test_occlusion_stalls_after_delay(pump: Ne1000, clock: VirtualClock) -> None
 
 
 def test_power_cycle_latches_reset_and_stops_without_pf(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     pump.power_loss()
     assert ask(pump, "0") == b"", "an unpowered pump is silent"
     clock.advance(60)
@@ -426,9 +386,7 @@ def test_power_cycle_latches_reset_and_stops_without_pf(pump: Ne1000, clock: Vir
 
 
 def test_power_cycle_resumes_with_pf(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0PF1")
-    body(pump, "0RAT60UH")
-    body(pump, "0RUN")
+    send(pump, "0PF1", "0RAT60UH", "0RUN")
     clock.advance(60)
     pump.power_loss()
     clock.advance(600)
@@ -490,15 +448,11 @@ def test_bad_configuration_is_rejected(clock: VirtualClock, kwargs: dict[str, ob
 
 
 def test_rate_change_while_pumping_is_volatile(pump: Ne1000, clock: VirtualClock) -> None:
-    body(pump, "0PF1")
-    body(pump, "0RAT100UH")
-    body(pump, "0RUN")
-    body(pump, "0RAT200UH")
+    send(pump, "0PF1", "0RAT100UH", "0RUN", "0RAT200UH")
     pump.power_cycle()
     assert ask(pump, "0") == b"\x0200A?R\x03"
     assert body(pump, "0RAT") == "00I100.0UH", "power loss restores the rate stored before pumping"
-    body(pump, "0STP")
-    body(pump, "0RAT300UH")
+    send(pump, "0STP", "0RAT300UH")
     pump.power_cycle()
     ask(pump, "0")
     assert body(pump, "0RAT") == "00P300.0UH", "a rate set while paused is stored"
@@ -543,8 +497,7 @@ def test_profile_must_be_a_profile(clock: VirtualClock) -> None:
 
 
 def test_manual_reply_vectors_while_paused(pump: Ne1000) -> None:
-    body(pump, "0RUN")
-    body(pump, "0STP")
+    send(pump, "0RUN", "0STP")
     assert ask(pump, "0XYZ") == b"\x0200P?\x03"
     assert pump.receive(b"0RAT\xff\r") == b"\x0200P?COM\x03"
     assert ask(pump, "0") == b"\x0200P\x03"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sim_helpers import body
+from sim_helpers import body, send
 
 from cython_ext.errors import ConfigError
 from hal.newera.framing import encode_safe
@@ -46,9 +46,7 @@ def test_withdrawal_takes_liquid_back_and_fills_the_syringe() -> None:
 def test_next_poll_reports_the_next_event(clock: VirtualClock) -> None:
     pump = Ne1000(clock, power_on_alarm=False, safe_timeout_s=0)
     assert pump.next_poll_ns() is None
-    body(pump, "0RAT3600UH")
-    body(pump, "0VOL2")
-    body(pump, "0RUN")
+    send(pump, "0RAT3600UH", "0VOL2", "0RUN")
     assert pump.next_poll_ns() == 2 * 10**9, "2 uL at 1 uL/s"
     assert pump.receive(b"0SAF1\r") == encode_safe(b"00I")
     assert pump.next_poll_ns() == 1 * 10**9, "the watchdog comes first"
@@ -60,15 +58,14 @@ def test_refill_only_while_still(clock: VirtualClock) -> None:
     assert pump.mechanics.contents_nl() == 1_250_000
     with pytest.raises(ConfigError):
         pump.refill("4")
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     with pytest.raises(ConfigError):
         pump.refill("1")
 
 
 def test_balance_reads_from_another_thread_see_consistent_volume(clock: VirtualClock) -> None:
     pump = Ne1000(clock, power_on_alarm=False, noise_pct=2.0, seed=5)
-    body(pump, "0RAT3600UH")
-    body(pump, "0RUN")
+    send(pump, "0RAT3600UH", "0RUN")
     readings: list[int] = []
     done = threading.Event()
 
@@ -81,7 +78,7 @@ def test_balance_reads_from_another_thread_see_consistent_volume(clock: VirtualC
     try:
         for _ in range(200):
             clock.advance(0.5)
-            body(pump, "0")
+            send(pump, "0")
     finally:
         done.set()
         reader.join()
@@ -91,7 +88,7 @@ def test_balance_reads_from_another_thread_see_consistent_volume(clock: VirtualC
 def test_motor_steps_make_delivery_pulsatile(clock: VirtualClock) -> None:
     pump = Ne1000(clock, power_on_alarm=False, dose_step_nl=50)
     body(pump, "0RAT36UH")  # 10 nL/s: one 50 nL step every 5 s
-    body(pump, "0RUN")
+    send(pump, "0RUN")
     seen = []
     for _ in range(12):
         clock.advance(1)
