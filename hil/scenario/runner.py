@@ -30,7 +30,9 @@ repeated; one that had not reached the pump or the record runs again. Actions wh
 passed while the controller was down run late, with a note.
 
 Every poll is also journalled as a reading (:meth:`~controller.journal.Journal.record_reading`,
-staged: it commits with the next transaction, at the latest at the loop's checkpoint).
+group-committed: it commits with the next transaction, at the latest at the loop's checkpoint or
+when :data:`~controller.journal.READINGS_PER_COMMIT` wait; a crash loses at most the readings
+since the last commit, and the recovery, which reads the pump's counter, is the same).
 """
 
 from __future__ import annotations
