@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from controller.audit import one_shot_encoder
+
 #: File name of the run log in the report directory.
 RUN_LOG_FILE = "run-log.jsonl"
 
@@ -47,7 +49,7 @@ FLUSH_EVERY_SAMPLES = 64
 #: Longest real time a ``sample`` line is kept in memory before it is flushed, s (a bench run in real time).
 FLUSH_INTERVAL_S = 1.0
 #: One encoder for every line (``json.dumps`` with options builds a new one per call).
-_LINE = json.JSONEncoder(default=str, separators=(",", ":"))
+_LINE = one_shot_encoder(json.JSONEncoder(default=str, separators=(",", ":"), check_circular=False))
 
 
 class RunLog:
@@ -66,14 +68,14 @@ class RunLog:
         """Append one line of type ``kind`` and flush it (with the samples kept before it)."""
         if self._file is None:
             return
-        self._kept.append(_LINE.encode({"type": kind, **fields}))
+        self._kept.append(_LINE({"type": kind, **fields}))
         self.flush()
 
     def sample(self, **fields: Any) -> None:
         """Append one ``sample`` line, flushed with the next group (see the module docstring)."""
         if self._file is None:
             return
-        self._kept.append(_LINE.encode({"type": "sample", **fields}))
+        self._kept.append(_LINE({"type": "sample", **fields}))
         if len(self._kept) >= FLUSH_EVERY_SAMPLES or time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
             self.flush()
 
