@@ -18,7 +18,7 @@ import enum
 import hashlib
 import json
 import json.encoder
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -102,9 +102,27 @@ def _jsonable(value: Any) -> Any:
     raise ConfigError("journal.payload", type(value).__name__, "JSON-representable data")
 
 
+def one_shot_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder it builds at every call built once (the same text).
+
+    ``JSONEncoder.encode`` makes a new C encoder object per call, which costs as much as
+    encoding a small dict. For an encoder without indentation or circular-reference checks
+    (whose state would outlive a failed call) the C encoder is made here, once; otherwise,
+    or without the C accelerator, ``encoder.encode`` itself is returned.
+    """
+    make = json.encoder.c_make_encoder
+    if make is None or encoder.indent is not None or encoder.check_circular:
+        return encoder.encode
+    strings = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring
+    chunks = make(None, encoder.default, strings, None, encoder.key_separator, encoder.item_separator,
+                  encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    return lambda value: "".join(chunks(value, 0))
+
+
 #: The encoder behind :func:`canonical_json`, built once: ``json.dumps`` with these options builds a new
 #: encoder at every call, which costs twice the encoding of a reading.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False)
+_CANONICAL = one_shot_encoder(
+    json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False))
 #: Types that :func:`_jsonable` returns unchanged.
 _PLAIN_TYPES = frozenset((str, int, bool, type(None)))
 
@@ -116,7 +134,7 @@ def canonical_json(value: Any) -> str:
     :return: the canonical text, identical for equal inputs.
     :raises ConfigError: if ``value`` holds a float or a type with no JSON form.
     """
-    return _CANONICAL.encode(_jsonable(value))
+    return _CANONICAL(_jsonable(value))
 
 
 def genesis_hash(journal_id: str, *context: str) -> str:

@@ -35,6 +35,16 @@ What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
 :meth:`Journal.unresolved_commands` (pending or uncertain: never re-sent, only
 reconciled) and :meth:`Journal.pending_boluses`.
 
+Readings are **group-committed**: a :meth:`Journal.record_reading` with ``durable=False``
+(every poll of ``itb run``) is chained in memory and inserted, with one ``executemany``,
+inside the next commit that is made anyway (a command's pending record or outcome, a
+checkpoint's resume point...), and at the latest when :data:`READINGS_PER_COMMIT` are
+staged (outside a :meth:`~Journal.batch`), on :meth:`~Journal.flush` and on
+:meth:`~Journal.close`. A crash therefore loses at most the readings since the last
+commit, never a command, an outcome or a resume point (each still commits before its
+method returns or its transaction ends); the pump's counter, re-read at recovery, is the
+truth about delivery.
+
 Long runs: inside ``with journal.batch():`` readings and free audit entries are
 chained in memory and committed together at the end of the block (one fsync
 instead of one per entry); every other record stays durable before its method
@@ -136,6 +146,11 @@ BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END;
 
 _COLUMNS = (*CHAINED_FIELDS, "hash")
 _INSERT_ENTRY = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+#: Most readings staged before they are committed on their own (outside a batch): the readings a
+#: crash can lose when nothing else commits meanwhile.
+READINGS_PER_COMMIT = 96
 
 
 class JournalError(ItbError):
@@ -358,6 +373,8 @@ class Journal(ClosesOnExit):
         self._staged: list[tuple[str, tuple[Any, ...]]] = []
         self._tx_depth = 0
         self._in_batch = False
+        #: Readings staged since the last commit.
+        self._staged_readings = 0
         #: In-process view of every command: ID -> (pending entry, latest completion or None).
         self._commands: dict[str, tuple[JournalEntry, JournalEntry | None]] = {}
         try:
@@ -500,9 +517,10 @@ class Journal(ClosesOnExit):
             try:
                 if self._head() != base:
                     raise JournalError(f"journal {self.path}: another writer appended; one writer per journal")
-                for row in rows:
-                    self._hook("insert")
-                    self._db.execute(_INSERT_ENTRY, row)
+                if self.fault_hook is not None:
+                    for _row in rows:
+                        self._hook("insert")
+                self._db.executemany(_INSERT_ENTRY, rows)
                 for sql, params in statements:
                     self._hook("insert")
                     self._db.execute(sql, params)
@@ -566,6 +584,7 @@ class Journal(ClosesOnExit):
         self._before_commit()
         rows, base, statements = self._tail, self._tail_base, self._staged
         self._tail, self._staged = [], []
+        self._staged_readings = 0
         try:
             self._commit(rows, base, statements)
         except BaseException:
@@ -731,10 +750,15 @@ class Journal(ClosesOnExit):
         A reading is written at every poll, so this returns no entry (read it back with the
         journal's queries).
 
-        :param durable: False stages it for the next commit (a routine reading at every poll costs no fsync).
+        :param durable: False stages it for the next commit (a routine reading at every poll costs no fsync),
+            at the latest the one made when :data:`READINGS_PER_COMMIT` are staged (outside a :meth:`batch`).
         """
-        self._write([self._item(EntryKind.READING, "reading", actor, new=reading)], durable=durable,
-                    batchable=True, want_entries=False)
+        item = self._item(EntryKind.READING, "reading", actor, new=reading)
+        with self._lock:
+            self._staged_readings += 1
+            self._append([item], durable=durable and not self._in_batch, want_entries=False)
+            if self._staged_readings >= READINGS_PER_COMMIT and self._tx_depth == 0 and not self._in_batch:
+                self._flush_locked()
 
     def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR,
                                durable: bool = True) -> JournalEntry:

@@ -264,6 +264,8 @@ class ControlLoop(AccountingViews):
         #: counter), ms: an interruption found later may have begun at any time since (the restart rule).
         self._delivery_seen_ms = 0
         self._last_durable_ms = 0
+        #: The reservoir's alarm levels with what they were derived from (daily use, fill, settings), or None.
+        self._alarm_levels: tuple[tuple[int, ...], reservoir_math.AlarmLevels] | None = None
         self._last_ledger_snapshot_ms = -MS_PER_DAY
         self._interrupted_since_ms: int | None = None
         self._interrupted_since_utc: str | None = None  # the same moment on the wall clock (ISO 8601)
@@ -677,7 +679,8 @@ class ControlLoop(AccountingViews):
             # The patient is now drug-dependent: a crash must not restore a watch that was never armed (it would
             # stay silent through a withdrawal until a whole window of delivery had armed it again).
             self.checkpoint(durable=True)
-        held = next((a for a in self.alarms.active() if a.code is AlarmCode.WITHDRAWAL_RISK), None)
+        held = next((a for a in self.alarms.active() if a.code is AlarmCode.WITHDRAWAL_RISK), None) \
+            if self.alarms.is_active(AlarmCode.WITHDRAWAL_RISK) else None
         if share is not None:
             if held is None or not held.condition_active:
                 self._fault(FaultCode.TIP_DOSE_DEFICIT,
@@ -745,7 +748,14 @@ class ControlLoop(AccountingViews):
         daily_nl = self._worst_case_nl_per_day()
         if daily_nl <= 0 or reservoir.fill_utc is None:
             return False, False
-        levels = reservoir_math.alarm_levels(daily_nl, self._reservoir_settings())
+        c = self.config
+        key = (daily_nl, reservoir.fill_nl, c.reservoir_capacity_nl, c.low_reservoir_nl, c.low_reservoir_days,
+               c.empty_reservoir_nl)
+        cached = self._alarm_levels
+        if cached is None or cached[0] != key:
+            # A pure function of the key, which changes only with the programme, a fill or the settings.
+            cached = self._alarm_levels = (key, reservoir_math.alarm_levels(daily_nl, self._reservoir_settings()))
+        levels = cached[1]
         if volume_nl > levels.forecast_limit_nl:
             return False, False
         by_interval = reservoir.fill_utc + timedelta(days=reservoir_math.MAX_REFILL_INTERVAL_DAYS) <= self.clock.utc_now()

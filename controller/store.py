@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from controller.audit import one_shot_encoder
 from controller.journal import Journal
 from cython_ext.errors import ConfigError, StateError
 from hal.clock import Clock
@@ -75,7 +76,7 @@ BOLUS_STATUSES = ("pending", "running", "finished")
 
 _RESUME_SQL = "INSERT OR REPLACE INTO resume_point (id, seq, body) VALUES (1, ?, ?)"
 #: The resume point's encoder, built once (``json.dumps`` with options builds one per call): sorted keys, no spaces.
-_RESUME_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_RESUME_JSON = one_shot_encoder(json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False))
 #: Staged in place of the resume point's statement by :meth:`Store.stage_resume_point`: the commit builds it.
 _RESUME_DUE = (_RESUME_SQL, None)
 
@@ -175,7 +176,7 @@ class Store(Journal):
         :param durable: False stages it for the next commit (routine updates); only the newest
             staged resume point is written.
         """
-        text = _RESUME_JSON.encode(body)
+        text = _RESUME_JSON(body)
         with self._lock:
             self._staged = [s for s in self._staged if s[0] != _RESUME_SQL]
             self._resume_seq += 1
@@ -206,7 +207,7 @@ class Store(Journal):
         """The latest resume point (staged included), or None if none was ever saved."""
         with self._lock:
             if _RESUME_DUE in self._staged and self.resume_point_source is not None:
-                return json.loads(_RESUME_JSON.encode(self.resume_point_source()))
+                return json.loads(_RESUME_JSON(self.resume_point_source()))
             return None if self._resume_text is None else json.loads(self._resume_text)
 
     # -- bolus records ----------------------------------------------------------------------------

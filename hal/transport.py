@@ -218,12 +218,13 @@ class SerialLink(ClosesOnExit):
         :raises LinkTimeoutError: the write timed out.
         :raises CommunicationError: the port failed (device unplugged, socket closed).
         """
+        data = bytes(data)
         with self._lock:
             port = self._require_port()
             if self.trace is not None:
-                self.trace.record("TX", bytes(data))
+                self.trace.record("TX", data)
             try:
-                written = port.write(bytes(data))
+                written = port.write(data)
                 port.flush()
             except serial.SerialTimeoutException as exc:
                 raise LinkTimeoutError(f"write to {self.url} timed out") from exc

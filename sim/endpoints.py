@@ -622,6 +622,9 @@ class InProcessEndpoint(Endpoint):
         self._name = f"sim{self.id}"
         self._buffer = bytearray()
         self._buffer_lock = threading.Lock()
+        hook = getattr(device, "wants_disconnect", None)
+        #: The device's scripted-unplug hook, looked up once (asked at every read and write).
+        self._wants_disconnect: Callable[[], bool] | None = hook if callable(hook) else None
         _IN_PROCESS[self._name] = self
 
     @property
@@ -643,7 +646,8 @@ class InProcessEndpoint(Endpoint):
     def _check_link(self) -> None:
         if self._closed:
             raise serial.SerialException(f"{self.url}: endpoint closed")
-        if self.disconnected.is_set() or device_wants_disconnect(self.device):
+        wants = self._wants_disconnect
+        if self.disconnected.is_set() or (wants is not None and wants()):
             self.disconnected.set()
             raise serial.SerialException(f"{self.url}: device disconnected")
 
@@ -652,22 +656,24 @@ class InProcessEndpoint(Endpoint):
         self._check_link()
         reply = self.exchange(data)
         self._check_link()
-        with self._buffer_lock:
-            self._buffer += reply
-        self._note("TX", reply)
+        if reply:
+            with self._buffer_lock:
+                self._buffer += reply
+            self._note("TX", reply)
 
     def host_read(self, size: int) -> bytes:
         """Up to ``size`` buffered bytes (polling the device if fewer are buffered); never waits."""
         self._check_link()
         with self._buffer_lock:
-            short = len(self._buffer) < size
-        if short:
-            # Only when the buffer cannot satisfy the read: pyserial's read_until reads byte by byte.
-            unsolicited = self.poll_device()
-            self._note("TX", unsolicited)
-            with self._buffer_lock:
-                self._buffer += unsolicited
+            if len(self._buffer) >= size:
+                data = bytes(self._buffer[:size])
+                del self._buffer[:size]
+                return data
+        # Only when the buffer cannot satisfy the read: pyserial's read_until reads byte by byte.
+        unsolicited = self.poll_device()
+        self._note("TX", unsolicited)
         with self._buffer_lock:
+            self._buffer += unsolicited
             data = bytes(self._buffer[:size])
             del self._buffer[:size]
         return data
@@ -676,7 +682,8 @@ class InProcessEndpoint(Endpoint):
         """Bytes ready for the client (after a device poll)."""
         self._check_link()
         unsolicited = self.poll_device()
-        self._note("TX", unsolicited)
+        if unsolicited:
+            self._note("TX", unsolicited)
         with self._buffer_lock:
             self._buffer += unsolicited
             return len(self._buffer)

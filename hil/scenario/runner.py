@@ -30,7 +30,9 @@ repeated; one that had not reached the pump or the record runs again. Actions wh
 passed while the controller was down run late, with a note.
 
 Every poll is also journalled as a reading (:meth:`~controller.journal.Journal.record_reading`,
-staged: it commits with the next transaction, at the latest at the loop's checkpoint).
+group-committed: it commits with the next transaction, at the latest at the loop's checkpoint or
+when :data:`~controller.journal.READINGS_PER_COMMIT` wait; a crash loses at most the readings
+since the last commit, and the recovery, which reads the pump's counter, is the same).
 """
 
 from __future__ import annotations
@@ -333,6 +335,8 @@ class ScenarioRunner:
         self.t0_ms = 0
         self.t0_utc = ""
         self.log: RunLog | None = None
+        #: The store's commit count when the run log was last flushed for a commit.
+        self._log_flushed_at_write = 0
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -412,8 +416,13 @@ class ScenarioRunner:
             ashworth=round(self.patient.ashworth(), 3), effect_ng_per_ml=round(self.patient.effect_ng_per_ml(), 2))
         self.record.samples.append(sample)
         total_nl = self.controller.loop.total_counted_nl
-        self._log("sample", sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,
-                  delivered_pg=delivered_pg, programmed_pg=programmed_pg, total_counted_nl=total_nl)
+        if self.log is not None:
+            self.log.sample(sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,
+                            delivered_pg=delivered_pg, programmed_pg=programmed_pg, total_counted_nl=total_nl)
+            if self.store.writes != self._log_flushed_at_write:
+                # The journal committed: the run log's samples follow it now, not at the next group.
+                self._log_flushed_at_write = self.store.writes
+                self.log.flush()
         self.controller.store.record_reading(
             {"t_ms": rel, "status_known": poll.status_known, "mode": poll.mode, "rate_nl_per_h": poll.rate_nl_per_h,
              "delivered_nl": poll.delivered_nl, "total_counted_nl": total_nl, "dose_24h_ng": poll.dose_24h_ng,

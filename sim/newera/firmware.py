@@ -36,6 +36,7 @@ in :class:`Ne1000`'s docstring.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -246,6 +247,12 @@ _READ_ONLY_HANDLERS = frozenset({
 _NAMES = frozenset(c.name for c in COMMANDS)
 #: Lengths of the mnemonics, longest first: a command's name is its longest prefix that is one.
 _NAME_SIZES_LONGEST_FIRST = sorted({len(name) for name in _NAMES}, reverse=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _command_name(command: str) -> str | None:
+    """The longest command name that ``command`` starts with, or None (the same texts recur all day)."""
+    return next((n for n in (command[:size] for size in _NAME_SIZES_LONGEST_FIRST) if n in _NAMES), None)
 
 
 class Ne1000(ByteDevice):
@@ -677,6 +684,8 @@ class Ne1000(ByteDevice):
             self._unsolicited += encode_reply(f"{self.address:02d}A?{code}".encode("ascii"), safe=True)
 
     def _take_unsolicited(self) -> bytes:
+        if not self._unsolicited:
+            return b""
         data = bytes(self._unsolicited)
         self._unsolicited.clear()
         return data
@@ -751,7 +760,7 @@ class Ne1000(ByteDevice):
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
             return ""
-        name = next((n for n in (command[:size] for size in _NAME_SIZES_LONGEST_FIRST) if n in _NAMES), None)
+        name = _command_name(command)
         spec = None
         if name is not None:
             # '*' reaches every pump: system commands, and any other command addressed to all.

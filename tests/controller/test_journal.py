@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.audit import CHAINED_FIELDS, SYSTEM_ACTOR, Actor, Role, entry_hash
 from controller.journal import (
+    READINGS_PER_COMMIT,
     EntryKind,
     Journal,
     JournalError,
@@ -32,6 +33,7 @@ from controller.journal import (
 )
 from controller.prescription import Prescription, assess_change, library_from, parse_prescription
 from controller.signing import DEVELOPMENT_DIR, RigSecurity, SigningKey, TrustStore
+from controller.store import Store
 from cython_ext.errors import ConfigError, StateError
 from hil import cli
 from sim.clock import VirtualClock
@@ -480,6 +482,51 @@ def test_killed_process_at_every_write_point_leaves_old_or_new_state(tmp_path: P
             assert reopened.count() == expected, f"killed at {point} (#{k})"
             kinds = [e.kind for e in reopened.entries()][old_count:]
             assert kinds in ([], [EntryKind.OVERRIDE.value, EntryKind.OVERRIDE.value, EntryKind.PRESCRIPTION.value])
+
+
+# -- group-committed readings ----------------------------------------------------------------------
+
+_KILLED_READER = """
+import os, sys
+from controller.store import Store
+from sim.clock import VirtualClock
+
+clock = VirtualClock()
+store = Store(sys.argv[1], clock)
+store.save_resume_point({"counter_nl": 0})
+for n in range(1, 4):
+    clock.advance(3600)
+    store.record_reading({"counter_nl": n}, durable=False)
+store.save_resume_point({"counter_nl": 3})  # a durable commit the loop makes anyway: the readings ride along
+for n in range(4, 6):
+    clock.advance(3600)
+    store.record_reading({"counter_nl": n}, durable=False)
+os._exit(0)  # killed: no close, no flush
+"""
+
+
+def test_a_killed_process_keeps_every_reading_up_to_its_last_commit_and_the_same_resume_point(tmp_path: Path) -> None:
+    path = tmp_path / "killed.sqlite"
+    subprocess.run([sys.executable, "-c", _KILLED_READER, str(path)], check=True, timeout=60)
+    with Store(path, VirtualClock()) as reopened:
+        assert reopened.verify().ok
+        assert [e.new["counter_nl"] for e in reopened.entries(EntryKind.READING)] == [1, 2, 3]
+        assert reopened.load_resume_point() == {"counter_nl": 3}
+
+
+def test_staged_readings_commit_on_their_own_at_most_every_readings_per_commit(path: Path, clock: VirtualClock) -> None:
+    store = Store(path, clock)
+    before = store.writes
+    for n in range(READINGS_PER_COMMIT - 1):
+        store.record_reading({"n": n}, durable=False)
+    assert store.writes == before
+    store.record_reading({"n": READINGS_PER_COMMIT - 1}, durable=False)
+    assert store.writes == before + 1
+    store.record_reading({"n": READINGS_PER_COMMIT}, durable=False)
+    store.abandon()  # a crash: the last reading was staged only
+    with Store(path, clock) as reopened:
+        assert [e.new["n"] for e in reopened.entries(EntryKind.READING)] == list(range(READINGS_PER_COMMIT))
+        assert reopened.verify().ok
 
 
 # -- batches ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main
-from hil.scenario.runlog import RUN_LOG_FILE
+from hil.scenario.runlog import FLUSH_EVERY_SAMPLES, RUN_LOG_FILE, read_run_log
 from tests.scenarios import implant_scenario
 
 #: Speed of the simulator and the controller in the kill test (virtual seconds per wall second).
@@ -186,3 +186,27 @@ def test_kill_9_at_random_points_then_resume_loses_and_repeats_nothing(tmp_path:
     assert main(["journal", "verify", str(report / "journal.sqlite")]) == 0
     html = (report / "report.html").read_text()
     assert "Controller down from" in html and "SIMULATED" in html
+
+
+_KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from hil.scenario.runlog import FLUSH_EVERY_SAMPLES, RunLog
+log = RunLog(Path(sys.argv[1]))
+for t in range(4 + FLUSH_EVERY_SAMPLES + 5):
+    log.sample(sample={"t_ms": t})
+    if t == 3:
+        log.write("decision", t_ms=t)
+os._exit(0)  # as SIGKILL would: no close, no flush, Python's buffers lost
+"""
+
+
+def test_a_killed_run_log_keeps_every_line_but_the_samples_since_its_last_flush(tmp_path: Path) -> None:
+    path = tmp_path / RUN_LOG_FILE
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], check=True, timeout=DEADLINE_S)
+    text = path.read_text()
+    assert text.endswith("\n")  # whole lines only
+    lines = list(read_run_log(path))
+    # The decision flushed the four samples before it, the next 64 samples flushed as one group, five were lost.
+    assert [(line["type"], line.get("sample", line).get("t_ms")) for line in lines] == \
+        [("sample", t) for t in range(4)] + [("decision", 3)] + [("sample", t) for t in range(4, 4 + FLUSH_EVERY_SAMPLES)]
