@@ -108,7 +108,8 @@ from hil.scenario.model import (
     TherapySettings,
     frozen,
 )
-from hil.scenario.params import ACTION_FIELDS, EXPECT_FIELDS, h_to_ms, ml_to_nl, parse_at, percent, read_params
+from hil.scenario.params import (ACTION_FIELDS, EXPECT_FIELDS, dead_volume_ml_to_nl, h_to_ms, ml_to_nl, parse_at,
+                                 percent, read_params)
 from hil.scenario.prescribed import PRESCRIBED_KEYS, PRESCRIPTION_DIR, prescribed_therapy, resolve_prescription
 from sim.faults import parse_fault
 
@@ -373,7 +374,7 @@ def _therapy(t: Any, prescribed: _Prescribed) -> Any:
         "low_reservoir_days": t.get("low_reservoir_days", fields.integer, 0, 365, "days",
                                     default=_THERAPY.low_reservoir_days),
         "empty_reservoir_nl": t.get("empty_reservoir_ml", ml_to_nl, default=_THERAPY.empty_reservoir_nl),
-        "dead_volume_nl": t.get("dead_volume_ml", ml_to_nl, default=_THERAPY.dead_volume_nl),
+        "dead_volume_nl": t.get("dead_volume_ml", dead_volume_ml_to_nl, default=_THERAPY.dead_volume_nl),
         "max_bolus_ug": t.get("max_bolus_ug", fields.integer, 1, 100, "ug", default=_THERAPY.max_bolus_ug),
         "bolus_lockout_ms": t.get("bolus_lockout_h", h_to_ms, default=_THERAPY.bolus_lockout_ms),
         "max_boluses_per_day": t.get("max_boluses_per_day", fields.integer, 0, 8,
