@@ -51,7 +51,13 @@ from cython_ext.units import MS_PER_H, MS_PER_MIN, MS_PER_S
 from hal.clock import Clock
 from hal.pump import PumpDriver
 
-__all__ = ["Controller", "ControllerSettings", "build_controller"]
+__all__ = ["MAX_REFILL_TOLERANCE_PCT", "MAX_RESTART_TITRATION_AFTER_MS", "Controller", "ControllerSettings",
+           "build_controller"]
+
+#: Largest restart threshold a rig may set, ms (30 days): beyond it the restart rule (itb-clinical §1.6) would never act.
+MAX_RESTART_TITRATION_AFTER_MS = 30 * 24 * MS_PER_H
+#: Largest refill tolerance a rig may set, % of the expected volume (RES-03).
+MAX_REFILL_TOLERANCE_PCT = 100
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,9 @@ class ControllerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < MS_PER_S:
                 raise ConfigError(name, value, f"an integer >= {MS_PER_S} ms")
-        for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", 100),
+        for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", MAX_REFILL_TOLERANCE_PCT),
                            ("withdrawal_alarm_fraction_pct", 100),
-                           ("restart_titration_after_ms", 30 * 24 * MS_PER_H)):
+                           ("restart_titration_after_ms", MAX_RESTART_TITRATION_AFTER_MS)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
                 raise ConfigError(name, value, f"an integer in [0, {high}]")

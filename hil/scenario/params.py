@@ -66,6 +66,14 @@ def dead_volume_ml_to_nl(value: Any, field: str) -> int:
     return fields.scaled(value, field, NL_PER_ML, 0, MAX_DEAD_VOLUME_NL, "mL", low_open=True, strings=True)
 
 
+def whole_percent(value: Any, field: str, high: int) -> Decimal:
+    """A percentage that must be a whole number in [0, ``high``] %, as an exact decimal."""
+    number = fields.decimal(value, field, 0, high, "%", strings=True)
+    if number != number.to_integral_value():
+        raise ConfigError(field, fields.shown(value), f"a whole number in [0, {high}] %")
+    return number
+
+
 def min_to_ms(value: Any, field: str) -> int:
     """A duration in minutes (more than 0, at most a day), as ms."""
     return fields.scaled(value, field, MS_PER_MIN, 0, MS_PER_DAY, "min", low_open=True, strings=True)
