@@ -861,11 +861,11 @@ class Therapy:
     def resume(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
         """Resume after a stop or minimum-rate mode, by the restart rule (itb-clinical §1.6, §3.3).
 
-        After an interruption shorter than the restart threshold: the last prescribed dose. After a
-        longer one (or one whose length is unknown after a reboot): the patient's titration-phase
-        starting dose (:meth:`restart_start_dose`), from where it climbs back only at the titration
-        cap. The kernel decides it again on its own history (``request_resume``); a refusal names the
-        overdose risk.
+        After an interruption shorter than the restart threshold: the last prescribed dose. After one
+        of the threshold or longer, as the kernel counts it (or one whose length is unknown after a
+        reboot): the patient's titration-phase starting dose (:meth:`restart_start_dose`), from where
+        it climbs back only at the titration cap. The kernel decides it again on its own history
+        (``request_resume``); a refusal names the overdose risk.
         """
         loop = self.loop
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
@@ -873,7 +873,7 @@ class Therapy:
         interrupted = loop.interruption_ms()
         dose = self.prescribed_dose_ng_per_day
         note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
-        if interrupted > self.restart_titration_after_ms:
+        if interrupted >= self.restart_titration_after_ms:
             start = self.titration_start_dose_ng_per_day
             if start and start < dose:
                 dose = start
