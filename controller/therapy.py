@@ -390,7 +390,8 @@ class Therapy:
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
                 prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
                 flex_steps: list[tuple[int, int]] | None = None,
-                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None) -> WorkflowResult:
+                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
+                override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
         """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
         prime the catheter if it holds saline.
 
@@ -415,6 +416,8 @@ class Therapy:
             ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)``, given daily on top of ``flex_steps``
             (a single step for a periodic programme). The kernel authorises basal and boluses as one
             programme (its daily total against the 24 h cap); the loop wakes at each bolus start and end.
+        :param override: the prescription's signed soft-limit overrides (PRX-02) as the kernel takes them:
+            (reason codes, the prescriber's reason, the prescriber); no other limit is lifted.
         """
         action = "implant"
         fill, prime = self._catheter_at_implant(catheter, prime, concentration_ug_per_ml)
@@ -440,7 +443,7 @@ class Therapy:
         if flex_steps is not None:
             extra: dict[str, Any] = {"periodic_boluses": list(periodic_boluses)} if periodic_boluses else {}
             decision = self.gate.authorize_programme(self._flex_kernel_steps(flex_steps, concentration_ug_per_ml), now,
-                                                     anchor_ms=anchor_ms, **extra)
+                                                     anchor_ms=anchor_ms, override=override, **extra)
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
                                   detail=f"starting programme of {len(flex_steps)} steps and "
@@ -457,7 +460,7 @@ class Therapy:
                                   detail=f"{dose_ng_per_day / 1000:g} µg/day is above {allowed_ng / 1000:g} µg/day, "
                                          f"{rule}")
             rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
-            decision = self.gate.authorize_basal(rate, now)
+            decision = self.gate.authorize_basal(rate, now, override=override)
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
                                   detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
