@@ -41,7 +41,7 @@ from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.gate import KernelGate, screening_gate
 from controller.loop import ControlLoop, LoopConfig, PollRecord
 from controller.patient import PatientRecord
-from controller.prescription import Prescription, assess_change, parse_prescription
+from controller.prescription import Prescription, assess_change, parse_prescription, soft_limit_breaches
 from controller.roles import PERMISSIONS, Refusal, SecurityPolicy, refusals
 from controller.signing import Kind, RigSecurity, SignatureError, SignedFile, parse_command
 from controller.store import Store
@@ -51,7 +51,13 @@ from cython_ext.units import MS_PER_H, MS_PER_MIN, MS_PER_S
 from hal.clock import Clock
 from hal.pump import PumpDriver
 
-__all__ = ["Controller", "ControllerSettings", "build_controller"]
+__all__ = ["MAX_REFILL_TOLERANCE_PCT", "MAX_RESTART_TITRATION_AFTER_MS", "Controller", "ControllerSettings",
+           "build_controller"]
+
+#: Largest restart threshold a rig may set, ms (30 days): beyond it the restart rule (itb-clinical §1.6) would never act.
+MAX_RESTART_TITRATION_AFTER_MS = 30 * 24 * MS_PER_H
+#: Largest refill tolerance a rig may set, % of the expected volume (RES-03).
+MAX_REFILL_TOLERANCE_PCT = 100
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,9 @@ class ControllerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < MS_PER_S:
                 raise ConfigError(name, value, f"an integer >= {MS_PER_S} ms")
-        for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", 100),
+        for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", MAX_REFILL_TOLERANCE_PCT),
                            ("withdrawal_alarm_fraction_pct", 100),
-                           ("restart_titration_after_ms", 30 * 24 * MS_PER_H)):
+                           ("restart_titration_after_ms", MAX_RESTART_TITRATION_AFTER_MS)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
                 raise ConfigError(name, value, f"an integer in [0, {high}]")
@@ -452,14 +458,28 @@ class Controller:
 
     def _implant(self, *, prime: bool | None, catheter: str, anchor_ms: int) -> WorkflowResult:
         rx = self.prescription
+        override = self._programme_override()
         if rx.programme.mode.value in ("flex", "periodic"):
             steps = [(step.start_min * MS_PER_MIN, step.dose_ng_per_day) for step in rx.programme.steps]
             return self.therapy.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl, flex_steps=steps,
                                         anchor_ms=anchor_ms, prime=prime, catheter=catheter,
-                                        periodic_boluses=list(rx.kernel_periodic_boluses()) or None)
+                                        periodic_boluses=list(rx.kernel_periodic_boluses()) or None,
+                                        override=override)
         return self.therapy.implant(rx.concentration_ug_per_ml, rx.pump.reservoir_volume_nl,
                                     dose_ng_per_day=rx.programme.steps[0].dose_ng_per_day, prime=prime,
-                                    catheter=catheter)
+                                    catheter=catheter, override=override)
+
+    def _programme_override(self) -> tuple[tuple[str, ...], str, str] | None:
+        """The prescription's signed overrides of the programme's soft limits (dose, rate), as the kernel takes
+        them (PRX-02): journalled with the prescription when it was put in effect; none if it has none."""
+        overridden = [b for b in soft_limit_breaches(self.prescription)
+                      if b.overridden_by is not None and b.field.startswith("programme.") and b.kernel_reason]
+        if not overridden:
+            return None
+        reasons = tuple(sorted({b.kernel_reason for b in overridden}))
+        why = "; ".join(f"{b.field}: {b.overridden_by.reason}" for b in overridden)
+        prescriber = overridden[0].overridden_by.prescriber
+        return reasons, f"prescription {self.prescription.prescription_id}: {why}", prescriber
 
     def _configure_patient_bolus(self) -> WorkflowResult:
         pb = self.prescription.patient_bolus

@@ -390,7 +390,8 @@ class Therapy:
     def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
                 prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
                 flex_steps: list[tuple[int, int]] | None = None,
-                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None) -> WorkflowResult:
+                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
+                override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
         """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
         prime the catheter if it holds saline.
 
@@ -415,6 +416,8 @@ class Therapy:
             ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)``, given daily on top of ``flex_steps``
             (a single step for a periodic programme). The kernel authorises basal and boluses as one
             programme (its daily total against the 24 h cap); the loop wakes at each bolus start and end.
+        :param override: the prescription's signed soft-limit overrides (PRX-02) as the kernel takes them:
+            (reason codes, the prescriber's reason, the prescriber); no other limit is lifted.
         """
         action = "implant"
         fill, prime = self._catheter_at_implant(catheter, prime, concentration_ug_per_ml)
@@ -440,7 +443,7 @@ class Therapy:
         if flex_steps is not None:
             extra: dict[str, Any] = {"periodic_boluses": list(periodic_boluses)} if periodic_boluses else {}
             decision = self.gate.authorize_programme(self._flex_kernel_steps(flex_steps, concentration_ug_per_ml), now,
-                                                     anchor_ms=anchor_ms, **extra)
+                                                     anchor_ms=anchor_ms, override=override, **extra)
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
                                   detail=f"starting programme of {len(flex_steps)} steps and "
@@ -457,7 +460,7 @@ class Therapy:
                                   detail=f"{dose_ng_per_day / 1000:g} µg/day is above {allowed_ng / 1000:g} µg/day, "
                                          f"{rule}")
             rate = self._rate_for_dose(dose_ng_per_day, concentration_ug_per_ml)
-            decision = self.gate.authorize_basal(rate, now)
+            decision = self.gate.authorize_basal(rate, now, override=override)
             if not decision.allowed:
                 return self._deny(action, *decision.reasons,
                                   detail=f"starting dose {dose_ng_per_day / 1000:g} µg/day")
@@ -861,11 +864,11 @@ class Therapy:
     def resume(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
         """Resume after a stop or minimum-rate mode, by the restart rule (itb-clinical §1.6, §3.3).
 
-        After an interruption shorter than the restart threshold: the last prescribed dose. After a
-        longer one (or one whose length is unknown after a reboot): the patient's titration-phase
-        starting dose (:meth:`restart_start_dose`), from where it climbs back only at the titration
-        cap. The kernel decides it again on its own history (``request_resume``); a refusal names the
-        overdose risk.
+        After an interruption shorter than the restart threshold: the last prescribed dose. After one
+        of the threshold or longer, as the kernel counts it (or one whose length is unknown after a
+        reboot): the patient's titration-phase starting dose (:meth:`restart_start_dose`), from where
+        it climbs back only at the titration cap. The kernel decides it again on its own history
+        (``request_resume``); a refusal names the overdose risk.
         """
         loop = self.loop
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
@@ -873,7 +876,7 @@ class Therapy:
         interrupted = loop.interruption_ms()
         dose = self.prescribed_dose_ng_per_day
         note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
-        if interrupted > self.restart_titration_after_ms:
+        if interrupted >= self.restart_titration_after_ms:
             start = self.titration_start_dose_ng_per_day
             if start and start < dose:
                 dose = start

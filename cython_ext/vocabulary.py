@@ -25,6 +25,7 @@ __all__ = [
     "Origin",
     "CatheterFill",
     "TITRATION_CAP_PCT_BY_ORIGIN",
+    "MAX_DEAD_VOLUME_NL",
     "MAX_FLEX_STEPS",
     "MAX_PERIODIC_BOLUSES",
     "Reason",
@@ -126,6 +127,10 @@ TITRATION_CAP_PCT_BY_ORIGIN = {Origin.SPINAL: 30, Origin.CEREBRAL: 15, Origin.PA
 MAX_FLEX_STEPS = 13
 #: Most periodic boluses in one programme day (as many as a day has flex steps).
 MAX_PERIODIC_BOLUSES = 13
+#: Largest catheter and pump-tubing dead volume a prescription or scenario may state, nL (1 mL; itb-clinical §5.3:
+#: 0.0026 mL/cm of implanted catheter, 0.1-0.5 mL with the tubing). The smallest is more than 0: an implanted
+#: catheter always holds drug, and the priming and the concentration transit (BOL-06) are derived from it.
+MAX_DEAD_VOLUME_NL = 1_000_000
 
 
 class Reason:

@@ -16,7 +16,7 @@ from typing import Any
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, NL_PER_ML
-from cython_ext.vocabulary import MAX_FLEX_STEPS, CatheterFill
+from cython_ext.vocabulary import MAX_DEAD_VOLUME_NL, MAX_FLEX_STEPS, CatheterFill
 
 _AT_RE = re.compile(r"\s*(\d{1,4})d\s+(\d{2}):(\d{2})\s*")
 _AT_TEXT = "a time such as \"2d 09:30\""
@@ -59,6 +59,19 @@ def concentration(value: Any, field: str) -> int:
 def ml_to_nl(value: Any, field: str) -> int:
     """A volume in mL, as nL."""
     return fields.scaled(value, field, NL_PER_ML, 0, 1000 * NL_PER_ML, "mL", strings=True)
+
+
+def dead_volume_ml_to_nl(value: Any, field: str) -> int:
+    """A catheter and tubing dead volume in mL (more than 0, at most 1 mL), as nL."""
+    return fields.scaled(value, field, NL_PER_ML, 0, MAX_DEAD_VOLUME_NL, "mL", low_open=True, strings=True)
+
+
+def whole_percent(value: Any, field: str, high: int) -> Decimal:
+    """A percentage that must be a whole number in [0, ``high``] %, as an exact decimal."""
+    number = fields.decimal(value, field, 0, high, "%", strings=True)
+    if number != number.to_integral_value():
+        raise ConfigError(field, fields.shown(value), f"a whole number in [0, {high}] %")
+    return number
 
 
 def min_to_ms(value: Any, field: str) -> int:

@@ -89,13 +89,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from controller.assembly import MAX_REFILL_TOLERANCE_PCT, MAX_RESTART_TITRATION_AFTER_MS
 from controller.audit import Role
 from controller.prescription import assess_change, load_prescription
 from controller.signing import SignedFile
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.fields import INVALID, FieldError, Table, any_invalid
-from cython_ext.units import MS_PER_DAY, MS_PER_MIN, NL_PER_ML, units_to_decimal
+from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, NL_PER_ML, units_to_decimal
 from cython_ext.vocabulary import CatheterFill, Origin
 from hil.gravimetric.step import read_accuracy_step
 from hil.scenario.model import (
@@ -108,7 +109,8 @@ from hil.scenario.model import (
     TherapySettings,
     frozen,
 )
-from hil.scenario.params import ACTION_FIELDS, EXPECT_FIELDS, h_to_ms, ml_to_nl, parse_at, percent, read_params
+from hil.scenario.params import (ACTION_FIELDS, EXPECT_FIELDS, dead_volume_ml_to_nl, h_to_ms, ml_to_nl, parse_at,
+                                 percent, read_params, whole_percent)
 from hil.scenario.prescribed import PRESCRIBED_KEYS, PRESCRIPTION_DIR, prescribed_therapy, resolve_prescription
 from sim.faults import parse_fault
 
@@ -349,10 +351,12 @@ def _therapy(t: Any, prescribed: _Prescribed) -> Any:
         return INVALID
     doc = t.doc
     kept = {
-        "refill_tolerance_pct": t.get("refill_tolerance_pct", percent, default=_THERAPY.refill_tolerance_pct),
+        "refill_tolerance_pct": t.get("refill_tolerance_pct", whole_percent, MAX_REFILL_TOLERANCE_PCT,
+                                      default=_THERAPY.refill_tolerance_pct),
         "drift_tolerance_pct": t.get("drift_tolerance_pct", percent, default=_THERAPY.drift_tolerance_pct),
         "unconfirmed_alarm_ms": t.get("unconfirmed_alarm_h", h_to_ms, default=_THERAPY.unconfirmed_alarm_ms),
-        "restart_titration_after_ms": t.get("restart_titration_after_h", h_to_ms,
+        "restart_titration_after_ms": t.get("restart_titration_after_h", fields.scaled, MS_PER_H, 0,
+                                            MAX_RESTART_TITRATION_AFTER_MS, "h", strings=True,
                                             default=_THERAPY.restart_titration_after_ms),
     }
     if prescribed.named:
@@ -373,7 +377,7 @@ def _therapy(t: Any, prescribed: _Prescribed) -> Any:
         "low_reservoir_days": t.get("low_reservoir_days", fields.integer, 0, 365, "days",
                                     default=_THERAPY.low_reservoir_days),
         "empty_reservoir_nl": t.get("empty_reservoir_ml", ml_to_nl, default=_THERAPY.empty_reservoir_nl),
-        "dead_volume_nl": t.get("dead_volume_ml", ml_to_nl, default=_THERAPY.dead_volume_nl),
+        "dead_volume_nl": t.get("dead_volume_ml", dead_volume_ml_to_nl, default=_THERAPY.dead_volume_nl),
         "max_bolus_ug": t.get("max_bolus_ug", fields.integer, 1, 100, "ug", default=_THERAPY.max_bolus_ug),
         "bolus_lockout_ms": t.get("bolus_lockout_h", h_to_ms, default=_THERAPY.bolus_lockout_ms),
         "max_boluses_per_day": t.get("max_boluses_per_day", fields.integer, 0, 8,
