@@ -175,7 +175,7 @@ def _pump(t: Any) -> Any:
     capacity = max(m.capacity_nl for m in PUMP_MODELS.values()) if model is INVALID else (
         PUMP_MODELS[model].capacity_nl)
     reservoir = t.get("reservoir_volume_ml", fields.scaled, ml, 1, capacity, "mL")
-    dead = t.get("dead_volume_ml", fields.scaled, ml, 0, ml, "mL")
+    dead = t.get("dead_volume_ml", fields.scaled, ml, 0, ml, "mL", low_open=True)
     low = t.get("low_reservoir_alarm_ml", fields.scaled, ml, 1, (capacity if reservoir is INVALID else reservoir) - 1,
                 "mL")
     empty = t.get("empty_threshold_ml", fields.scaled, ml, 0, (capacity if low is INVALID else low) - 1, "mL")

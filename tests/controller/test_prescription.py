@@ -514,7 +514,7 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
     model_ml = draw(st.sampled_from([20, 40]))
     doc["pump"]["model"] = f"synchromed-ii-{model_ml}"
     doc["pump"]["reservoir_volume_ml"] = Decimal(draw(st.integers(3_000, model_ml * 1000))) / 1000
-    doc["pump"]["dead_volume_ml"] = Decimal(draw(st.integers(0, 1000))) / 1000
+    doc["pump"]["dead_volume_ml"] = Decimal(draw(st.integers(1, 1000))) / 1000
     mode = draw(st.sampled_from(["simple", "flex", "periodic"]))
     if mode == "flex":
         parts = draw(partitions())

@@ -1,6 +1,6 @@
 """A prescription's dead volume must be a catheter's: more than 0 and at most 1 mL (issue #9, second review).
 
-Found by the second outside clinical review: ``pump.dead_volume_ml = 0`` passed ``itb prescription check``
+Found by the second outside clinical review: ``pump.dead_volume_ml = 0`` used to pass ``itb prescription check``
 (VALID), the implant ran with no priming and no word about the catheter, and the first concentration-change
 refill then killed the run two days in with ``ConfigError: dead_volume_nl (=0) must be >= 1`` from the
 transit plan. An implanted catheter always holds drug (itb-clinical §5.3 [PROM-CATH]: 0.0026 mL/cm of
@@ -17,11 +17,6 @@ from cython_ext.errors import ConfigError
 from tests.prescriptions import make_prescription
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pump.dead_volume_ml = 0 is read as valid ([0, 1] mL); the run then dies at the first concentration-change "
-    "refill with 'dead_volume_nl (=0) must be >= 1' (itb run, 2000 -> 500 µg/mL at 200 µg/day, 2.4 days in). Fix: "
-    "low_open=True on the bound in controller/prescription/parser.py, with the valid-prescription strategy of "
-    "tests/controller/test_prescription.py (line 517, st.integers(0, 1000)) starting at 1"))
 @pytest.mark.parametrize("dead_volume_ml", ["0", "0.0"])
 def test_a_zero_dead_volume_is_refused_when_the_prescription_is_read(dead_volume_ml: str) -> None:
     """BOL-06, PRX-01: 0 mL is refused with the field, the value and (0, 1] mL."""
