@@ -54,8 +54,10 @@ from hal.pump import PumpDriver
 __all__ = ["MAX_REFILL_TOLERANCE_PCT", "MAX_RESTART_TITRATION_AFTER_MS", "Controller", "ControllerSettings",
            "build_controller"]
 
-#: Largest restart threshold a rig may set, ms (30 days): beyond it the restart rule (itb-clinical §1.6) would never act.
-MAX_RESTART_TITRATION_AFTER_MS = 30 * 24 * MS_PER_H
+#: Largest restart threshold a rig may set, ms: the 24 h default. The label restarts at the titration dose after *any*
+#: interruption (itb-clinical §1.6 [JP-LBL], §3.3); a rig may set a stricter (shorter) threshold, never a looser one,
+#: since a longer one would put a maintenance dose back on a patient whose tolerance has had days to fall.
+MAX_RESTART_TITRATION_AFTER_MS = 24 * MS_PER_H
 #: Largest refill tolerance a rig may set, % of the expected volume (RES-03).
 MAX_REFILL_TOLERANCE_PCT = 100
 

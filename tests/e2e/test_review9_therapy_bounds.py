@@ -29,8 +29,8 @@ duration_days = 2
 
 
 @pytest.mark.parametrize(("key", "value", "allowed"), [
-    ("restart_titration_after_h", "721", "[0, 720] h"),
-    ("restart_titration_after_h", "8760", "[0, 720] h"),
+    ("restart_titration_after_h", "25", "[0, 24] h"),
+    ("restart_titration_after_h", "24.001", "[0, 24] h"),
     ("refill_tolerance_pct", "101", "[0, 100] %"),
     ("refill_tolerance_pct", "12.5", "[0, 100] %"),
 ])
@@ -45,11 +45,11 @@ def test_a_therapy_setting_the_controller_would_refuse_is_refused_in_the_file(ke
 
 @pytest.mark.parametrize(("key", "value", "read"), [
     ("restart_titration_after_h", "0", ("restart_titration_after_ms", 0)),
-    ("restart_titration_after_h", "720", ("restart_titration_after_ms", 720 * 3_600_000)),
+    ("restart_titration_after_h", "24", ("restart_titration_after_ms", 24 * 3_600_000)),
     ("refill_tolerance_pct", "0", ("refill_tolerance_pct", Decimal(0))),
     ("refill_tolerance_pct", "100", ("refill_tolerance_pct", Decimal(100))),
 ])
 def test_the_bounds_themselves_are_accepted(key: str, value: str, read: tuple[str, object]) -> None:
-    """The restart rule, RES-03: 0 and 720 h, 0 and 100 %."""
+    """The restart rule, RES-03: 0 and 24 h (stricter than the default allowed, never looser), 0 and 100 %."""
     therapy = parse_scenario(MINIMAL.format(key=key, value=value)).therapy
     assert getattr(therapy, read[0]) == read[1]
