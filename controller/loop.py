@@ -92,6 +92,8 @@ RESUME_POINT_VERSION = 2
 #: ``therapy_state`` key of a concentration change handed to the pump but not yet applied
 #: (:meth:`ControlLoop.change_concentration`); a restart completes it (:meth:`ControlLoop.recover`).
 CONCENTRATION_CHANGE_KEY = "concentration_change"
+#: Why a requested command is refused while the reservoir's drug is not the kernel's (PRX-06).
+CONCENTRATION_MISMATCH = "CONCENTRATION_MISMATCH"
 
 
 def _keeps_programme(programme: Any) -> bool:
@@ -956,9 +958,22 @@ class ControlLoop(AccountingViews):
             (:meth:`~controller.commands.CommandIssuer.send_program`).
         :param judged: the orphan check's verdict on exactly this command, when the caller has just judged it
             (:meth:`_programme_form`): it is not judged again.
+
+        A requested (not ``essential``) command is refused before sending while the reservoir holds another
+        concentration than the kernel's (``CONCENTRATION_MISMATCH``, PRX-06): only a concentration change
+        the kernel refused at a restart leaves them apart (:meth:`recover`, minimum rate until then).
         """
         self._accrue()
         self.orphan_refused = ()
+        held_ug_per_ml, judged_ug_per_ml = self.accounting.concentration_ug_per_ml, self.gate.concentration_ug_per_ml
+        if not essential and concentration_ug_per_ml is None and self.mode is not Mode.IDLE \
+                and held_ug_per_ml != judged_ug_per_ml:
+            # PRX-06: the refill record holds another drug than the kernel judges (a change refused at a restart).
+            self.orphan_refused = (CONCENTRATION_MISMATCH,)
+            self._emit("denied", action=cause, reasons=[CONCENTRATION_MISMATCH])
+            return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                  f"refused before sending: the reservoir holds {held_ug_per_ml} µg/mL, the kernel "
+                                  f"judges {judged_ug_per_ml} µg/mL (PRX-06)", reasons=self.orphan_refused)
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
             refused = judged

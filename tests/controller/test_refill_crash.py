@@ -8,17 +8,22 @@ and after every delivery command the pump accepted, with the reservoir already h
 process opens the same store file against the same fake pump, which kept running. The oracle is physical:
 the pump's pushed volume (``actual_delivered_nl``) through :class:`sim.catheter.PhysicalCatheter`, never the
 kernel's ledger. Where nothing of the refill was durable and nothing reached the pump, the refill did not
-happen and the clinician, who got no confirmation, repeats it.
+happen and the clinician, who got no confirmation, repeats it. Every kill point is also rebooted after the
+pump ran alone for 10 h (into its transit program's second phase), and after a pump power cycle; a change
+refused (and said so) is not completed by a restart, and one the kernel refuses at the restart leaves
+minimum rate with programming blocked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.alarms import AlarmCode
+from controller.gate import GateDecision, KernelGate
 from controller.loop import Mode
 from controller.store import Store
 from sim.clock import VirtualClock
@@ -89,13 +94,14 @@ def _undie(pump: FakePump) -> None:
 
 
 def _killed_and_rebooted(tmp_path: Path, old: int, new: int, kind: str, n: int, downtime_ms: int,
-                         power_cycle: bool = False) -> tuple[Any, TipOracle, int, bool]:
-    """Kill a refill at ``kind`` ``n``, let the pump run alone for ``downtime_ms``, boot a new controller.
+                         before_reboot: Callable[[FakePump], None] | None = None) -> tuple[Any, TipOracle, int, bool]:
+    """Kill a refill at ``kind`` ``n``, let the pump run alone for ``downtime_ms``, call ``before_reboot`` with the
+    pump, boot a new controller.
 
     :return: (the rebooted rig, its oracle, the pump's command-log length before the refill, whether any
         command of the refill reached the pump).
     """
-    path = tmp_path / f"{old}-{new}-{kind}-{n}-{downtime_ms}-{power_cycle}.sqlite"
+    path = tmp_path / f"{old}-{new}-{kind}-{n}-{downtime_ms}.sqlite"
     rig, oracle = _implanted(path, old)
     pump, clock = rig.pump, rig.clock
     base = rig.store.writes
@@ -116,8 +122,8 @@ def _killed_and_rebooted(tmp_path: Path, old: int, new: int, kind: str, n: int, 
     for _ in range(downtime_ms // STEP_MS):
         clock.advance(STEP_MS / 1000)
         oracle.steps.append((oracle.steps[-1][0] + STEP_MS, oracle._flush()))
-    if power_cycle:
-        pump.power_cycle()
+    if before_reboot is not None:
+        before_reboot(pump)
     again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
                       settings=rig.settings, patient=rig.controller.patient)
     oracle.rig = again
@@ -170,7 +176,7 @@ def test_a_pump_power_cycle_after_a_death_in_the_refill_gives_the_new_drug_s_min
                                                                                           new: int) -> None:
     """After the transit program was accepted, the controller dies and the pump loses power: the restart
     completes the change (the kernel at the new concentration) and takes PUMP_RESET's minimum rate."""
-    again, oracle, _sent, _reached = _killed_and_rebooted(tmp_path, old, new, "call", 3, 0, power_cycle=True)
+    again, oracle, _sent, _reached = _killed_and_rebooted(tmp_path, old, new, "call", 3, 0, FakePump.power_cycle)
     assert again.loop.concentration_ug_per_ml == new and again.gate.concentration_ug_per_ml == new
     assert again.loop.mode is Mode.MINIMUM_RATE and again.pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
     assert again.alarms.is_active(AlarmCode.UNFINISHED_SESSION) and again.alarms.is_active(AlarmCode.PUMP_RESET)
@@ -192,4 +198,30 @@ def test_a_restart_after_a_refused_concentration_change_keeps_the_old_drug(tmp_p
     again = rig.restart()
     assert again.loop.concentration_ug_per_ml == old and again.gate.concentration_ug_per_ml == old
     assert again.loop.transit is None and not again.alarms.is_active(AlarmCode.UNFINISHED_SESSION)
+    again.store.close()
+
+
+@pytest.mark.parametrize("old,new", [(500, 2000), (2000, 500)])
+def test_a_change_the_kernel_refuses_at_restart_leaves_minimum_rate_and_blocks_programming(
+        tmp_path: Path, old: int, new: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the transit program's RUN; at the reboot the kernel refuses the change (a stand-in for a
+    stricter prescription or a lost history): minimum rate, a high-priority alarm naming PRX-06, and no
+    programme for either drug until the concentrations agree (a resume would judge the new drug as the old)."""
+    def refuse_from_now(_pump: FakePump) -> None:
+        monkeypatch.setattr(KernelGate, "authorize_concentration_change",
+                            lambda self, *args, **kwargs: GateDecision.denied("TEST_REFUSAL"))
+
+    again, oracle, _sent, _reached = _killed_and_rebooted(tmp_path, old, new, "call", 3, 0, refuse_from_now)
+    assert again.loop.mode is Mode.MINIMUM_RATE and again.pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+    assert again.loop.concentration_ug_per_ml == new and again.gate.concentration_ug_per_ml == old
+    held = [a for a in again.alarms.active() if a.code is AlarmCode.UNFINISHED_SESSION]
+    assert held and "PRX-06" in held[0].detail and "TEST_REFUSAL" in held[0].detail
+    resumed = again.therapy.resume()
+    assert not resumed.allowed, resumed
+    if new > old:  # the kernel, judging the new drug as the old, would let the programme through
+        assert "CONCENTRATION_MISMATCH" in resumed.reasons, resumed
+    assert again.pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+    for _ in range(MS_PER_DAY // STEP_MS):
+        oracle.step(STEP_MS)
+        assert oracle.last_24h_pg() <= CAP_UG_PER_DAY * 1_000_000
     again.store.close()
