@@ -298,7 +298,7 @@ class Controller:
     def recover(self) -> dict[str, Any]:
         """Resume from the store after a restart, before any command (see :meth:`ControlLoop.recover`)."""
         found = self.loop.recover()
-        self.therapy.restore_state()
+        self.therapy.restore_state(concentration_changed=found.get("concentration_change") in ("completed", "running"))
         return found
 
     # -- the front door ----------------------------------------------------------------------------------

@@ -89,6 +89,11 @@ INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, Ala
 
 #: Version of the resume point's layout.
 RESUME_POINT_VERSION = 2
+#: ``therapy_state`` key of a concentration change handed to the pump but not yet applied
+#: (:meth:`ControlLoop.change_concentration`); a restart completes it (:meth:`ControlLoop.recover`).
+CONCENTRATION_CHANGE_KEY = "concentration_change"
+#: Why a requested command is refused while the reservoir's drug is not the kernel's (PRX-06).
+CONCENTRATION_MISMATCH = "CONCENTRATION_MISMATCH"
 
 
 def _keeps_programme(programme: Any) -> bool:
@@ -963,9 +968,22 @@ class ControlLoop(AccountingViews):
             (:meth:`~controller.commands.CommandIssuer.send_program`).
         :param judged: the orphan check's verdict on exactly this command, when the caller has just judged it
             (:meth:`_programme_form`): it is not judged again.
+
+        A requested (not ``essential``) command is refused before sending while the reservoir holds another
+        concentration than the kernel's (``CONCENTRATION_MISMATCH``, PRX-06): only a concentration change
+        the kernel refused at a restart leaves them apart (:meth:`recover`, minimum rate until then).
         """
         self._accrue()
         self.orphan_refused = ()
+        held_ug_per_ml, judged_ug_per_ml = self.accounting.concentration_ug_per_ml, self.gate.concentration_ug_per_ml
+        if not essential and concentration_ug_per_ml is None and self.mode is not Mode.IDLE \
+                and held_ug_per_ml != judged_ug_per_ml:
+            # PRX-06: the refill record holds another drug than the kernel judges (a change refused at a restart).
+            self.orphan_refused = (CONCENTRATION_MISMATCH,)
+            self._emit("denied", action=cause, reasons=[CONCENTRATION_MISMATCH])
+            return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
+                                  f"refused before sending: the reservoir holds {held_ug_per_ml} µg/mL, the kernel "
+                                  f"judges {judged_ug_per_ml} µg/mL (PRX-06)", reasons=self.orphan_refused)
         if not essential:
             schedule = orphan_of_rate(rate_nl_per_h) if program is None else orphan_of_program(program)
             refused = judged
@@ -1211,6 +1229,14 @@ class ControlLoop(AccountingViews):
         flushed (:meth:`_check_transit`) puts the new rate in. However long it takes, it is never
         cut short, and it survives a restart (it is in the resume point).
 
+        A controller death inside it (PRX-06, RES-04): before anything is sent, the change itself (old and new
+        concentration, fill, start, rate, transit plan, the pump program) goes into ``therapy_state``
+        (:data:`CONCENTRATION_CHANGE_KEY`), durable with the program's pending record; it is dropped as soon
+        as the outcome is known, by the commit that applies the change, or after a refusal by a commit of
+        its own before the refusal is returned (the clinician told "refused" keeps the old drug in). A
+        restart that finds it completes the change (:meth:`recover`): the old programme's volume rate never
+        runs on the new drug, and the change is never left half applied.
+
         :param decision: the kernel's authorisation of the new programme with its transit plan.
         :param concentration_ug_per_ml: the new drug's concentration, µg/mL.
         :param fill_nl: the reservoir volume after the refill, nL.
@@ -1228,10 +1254,21 @@ class ControlLoop(AccountingViews):
         now = self.now_ms()
         transit = Transit(self.concentration_ug_per_ml, concentration_ug_per_ml, now)
         rate = programme.rate_at(now) if _keeps_programme(programme) else decision.rate_nl_per_h
+        program = self._transit_program_for(transit, rate)
+        # Durable with the program's pending record, before anything is sent: a restart completes the change.
+        self.therapy_state[CONCENTRATION_CHANGE_KEY] = {
+            "old_ug_per_ml": transit.old_concentration_ug_per_ml, "new_ug_per_ml": concentration_ug_per_ml,
+            "fill_nl": fill_nl, "fill_utc": self.clock.utc_now().isoformat(), "started_ms": now,
+            "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
+            "transit_duration_ms": decision.duration_ms,
+            "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
-                                program=self._transit_program_for(transit, rate),
-                                concentration_ug_per_ml=concentration_ug_per_ml)
+                                program=program, concentration_ug_per_ml=concentration_ug_per_ml)
+        del self.therapy_state[CONCENTRATION_CHANGE_KEY]
         if not outcome.committed:
+            if not self.orphan_refused and not outcome.withheld:
+                # The refusal is durable before anyone hears of it: a restart must not complete the change.
+                self.checkpoint(durable=True)
             return outcome  # nothing applied: the reservoir and the programme are as they were
         self.basal_rate_nl_per_h = rate
         self.programme = programme if _keeps_programme(programme) else None
@@ -1707,6 +1744,73 @@ class ControlLoop(AccountingViews):
         self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, now + BOLUS_POLL_MS)
         return run
 
+    def _complete_change_at_restart(self, change: dict[str, Any], now: int) -> tuple[str, ...]:
+        """At restart: apply a concentration change whose program was handed over (or about to be) when the
+        controller died, before anything reconciles or is sent (PRX-06, RES-04).
+
+        The refill record says the reservoir holds ``fill_nl`` of the new drug, so it is recorded first (what
+        the pump pushed since goes into the catheter as the new drug). The kernel decides the change again,
+        now; allowed, it is applied, and the programme, the basal rate and the transit of the old drug are the
+        change's. The transit's start is the change's own when the pump is found running its program
+        (:meth:`_adopt_transit_program`), else now.
+
+        :param change: the intent saved by :meth:`change_concentration` (µg/mL, nL, ms, nL/h).
+        :param now: controller time, ms.
+        :return: the kernel's reasons when it refuses (nothing but the fill is applied then); empty otherwise.
+        """
+        old, new = int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"])
+        self.accounting.record_fill(int(change["fill_nl"]), new, datetime.fromisoformat(change["fill_utc"]))
+        rate = int(change["rate_nl_per_h"])
+        decision = self.gate.authorize_concentration_change(new, rate, int(change["transit_volume_nl"]),
+                                                            int(change["transit_duration_ms"]), now)
+        if not decision.allowed:
+            return decision.reasons or ("refused",)
+        self.gate.apply(decision, now)
+        self.basal_rate_nl_per_h = rate
+        self.programme = decision.programme if _keeps_programme(decision.programme) else None
+        self.transit = Transit(old, new, now)
+        return ()
+
+    def _adopt_transit_program(self, change: dict[str, Any], status: Any, sent_after: list[Any]) -> bool:
+        """At restart: whether the pump runs the change's transit program (read back phase by phase); if so the
+        loop takes it over as committed, its pending record resolved, and sends nothing.
+
+        :param sent_after: the unresolved rate commands of the journal (the change's program among them).
+        """
+        phases = change.get("phases")
+        if not phases or status is None or status.alarm is not None or status.state is not PumpState.INFUSING:
+            return False
+        wanted = PumpProgram(tuple(ProgramPhase(int(r), int(v)) for r, v in phases))
+        held = self.commands.call(lambda: self.pump.read_program(1, len(wanted.phases)))
+        phase = self.commands.call(self.pump.read_phase)
+        if held != wanted or phase is None or not 1 <= phase <= len(wanted.phases):
+            return False
+        self.transit = Transit(int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"]), int(change["started_ms"]))
+        self.commands.held_program = wanted
+        self.commands.note_phase(phase)
+        self.commands.committed_rate_nl_per_h = wanted.phases[phase - 1].rate_nl_per_h
+        for record in sent_after:
+            if record.kind == "program" and record.params.get("phases") == phases:
+                self.commands.complete(record.command_id, "applied",
+                                       {"detail": f"read back at restart: the pump runs it, phase {phase}"})
+        return True
+
+    def _report_change_at_restart(self, change: dict[str, Any], found: dict[str, Any],
+                                  refused: tuple[str, ...]) -> None:
+        """Journal and alarm a concentration change the controller died inside (RES-04: UNFINISHED_SESSION)."""
+        old, new = change["old_ug_per_ml"], change["new_ug_per_ml"]
+        what = f"the refill's change {old} -> {new} µg/mL was not confirmed before the controller died"
+        if refused:
+            detail = (f"{what}; the kernel refuses it at restart ({','.join(refused)}): the reservoir holds "
+                      f"{new} µg/mL, no programme for it is authorised (PRX-06), minimum rate")
+        elif found.get("concentration_change") == "running":
+            detail = f"{what}; completed at restart: the pump runs its transit program (read back)"
+        else:
+            detail = f"{what}; completed at restart: its transit program is sent again, decided afresh"
+        self._emit("concentration_change_at_restart", old_concentration_ug_per_ml=old,
+                   new_concentration_ug_per_ml=new, outcome=found.get("concentration_change"), detail=detail)
+        self._fault(FaultCode.UNFINISHED_SESSION, detail)
+
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
 
@@ -1726,6 +1830,17 @@ class ControlLoop(AccountingViews):
 
         If the kernel state cannot be read back, the controller keeps the programme in effect,
         raises CORRUPT_STATE_AT_STARTUP, and refuses increases and boluses (SAFE-04, PER-06).
+
+        **A death inside a concentration change** (the resume point holds the change's intent,
+        :meth:`change_concentration`): the reservoir holds the new drug, by the refill record, so the
+        old programme is never put back. The fill is recorded before the counter is reconciled, the
+        kernel decides the change afresh and it is applied with its transit
+        (:meth:`_complete_change_at_restart`). A pump read back running the change's transit program
+        (phase by phase, in any of its phases) is taken over as it is, nothing sent; otherwise the
+        transit program is sent by the usual restore (a fresh resume decision for a stopped pump). A
+        change the kernel now refuses leaves minimum rate. Either way UNFINISHED_SESSION is raised
+        (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
+        refill was durable and nothing reached the pump: the clinician repeats it.
 
         :return: a summary of what was found (for the journal and tests).
         """
@@ -1800,8 +1915,17 @@ class ControlLoop(AccountingViews):
             self._fault(FaultCode.CORRUPT_STATE_AT_STARTUP,
                         f"kernel history unreadable at restart ({found['kernel_history_lost']}); increases "
                         "and boluses refused, the programme in effect keeps running")
+        change = self.therapy_state.pop(CONCENTRATION_CHANGE_KEY, None)
+        change_refused: tuple[str, ...] = ()
+        if change is not None and self.mode is Mode.RUNNING:
+            change_refused = self._complete_change_at_restart(change, now)
+            found["concentration_change"] = "refused" if change_refused else "completed"
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
+        change_held = (change is not None and not change_refused
+                       and self._adopt_transit_program(change, status, sent_after))
+        if change_held:
+            found["concentration_change"] = "running"
         self.store.resume_point_source = self._resume_point  # restored: from now on every commit carries it
         open_boluses = [b for b in self.store.boluses() if b.status != "finished"]
         for record in open_boluses:
@@ -1869,9 +1993,16 @@ class ControlLoop(AccountingViews):
                     "delivered meanwhile" + ("; a command's outcome was unknown" if unresolved else ""))
         if status is not None and self.commands.stops_unsettled:
             self.commands.settle_stops(status)
+        if change is not None:
+            self._report_change_at_restart(change, found, change_refused)
         if status is not None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             if status.alarm is not None:
                 self._pump_alarm(status.alarm)
+            elif change_refused:
+                self.enter_minimum_rate(f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL "
+                                        f"could not be completed at restart ({','.join(change_refused)})")
+            elif change_held:
+                self._last_confirmed_ms = self._delivery_seen_ms = now
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:
                 if status.state is not PumpState.INFUSING:
                     programming = [r.params.get("cause", "") for r in sent_after if r.kind == "program"]

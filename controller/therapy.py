@@ -218,14 +218,19 @@ class Therapy:
                                               rounding="up")
         self.loop.therapy_state["patient_bolus_nl_per_day"] = volume * per_day
 
-    def restore_state(self) -> None:
+    def restore_state(self, *, concentration_changed: bool = False) -> None:
         """Reload workflow state after :meth:`ControlLoop.recover`.
 
         A refill discrepancy no clinician had acknowledged is raised again (latched): the alarm
         manager starts empty, but the hold on boluses and increases (RES-03) outlives the process.
+
+        :param concentration_changed: the recovery completed a refill's concentration change the
+            controller died inside: the bolus reserve is worked out again at the new concentration.
         """
         pb = self.loop.therapy_state.get("patient_bolus")
         self.patient_bolus = None if not pb else PatientBolusSettings(int(pb[0]), int(pb[1]))
+        if concentration_changed:
+            self._update_bolus_reserve()
         held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
         if held and not self._refill_discrepancy_unacknowledged():
             self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
