@@ -266,6 +266,7 @@ def test_only_labelled_library_pairs() -> None:
 
 
 def test_reservoir_cannot_exceed_device_capacity() -> None:
+    """RES-06: the entered reservoir volume may not exceed the pump model's capacity (20 or 40 mL)."""
     rejects(with_value(base_doc(), "pump.reservoir_volume_ml", Decimal("20.001")), "pump.reservoir_volume_ml")
     doc = with_value(base_doc(), "pump.model", "synchromed-ii-40")
     assert parse(with_value(doc, "pump.reservoir_volume_ml", 40)).pump.reservoir_volume_nl == 40_000_000
@@ -783,7 +784,7 @@ def test_misleading_number_forms_are_refused(path: str, literal: str, why: str) 
 @pytest.mark.parametrize("path", ["clinician_bolus.max_per_day", "titration.max_increase_pct",
                                   "drug.concentration_ug_per_ml", "pump.low_reservoir_alarm_days"])
 def test_a_float_for_an_integer_field_is_refused(path: str) -> None:
-    """Decision: ``2.0`` for a count is refused (write ``2``), never read as 2."""
+    """PRX-05 decision: ``2.0`` for a count is refused (write ``2``), never read as 2."""
     value = dict(leaves(base_doc()))[path]
     error = rejects(with_value(base_doc(), path, Decimal(value) + Decimal("0.0")), path)
     assert "without a decimal point" in str(error)

@@ -250,6 +250,7 @@ def test_refill_tolerance_boundary_is_20_percent(removed: str, within: bool) -> 
 
 
 def test_refill_cannot_exceed_capacity_and_flags_concentration_change() -> None:
+    """RES-06: a refill may not put more than the device capacity into the reservoir."""
     predicted = ReservoirState(ml("20"), ml("16"), T0)
     with pytest.raises(ConfigError) as excinfo:
         check_refill(predicted, _refill("4", added="20.001"), capacity_nl=ml("20"),

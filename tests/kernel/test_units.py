@@ -76,6 +76,7 @@ def test_div_round_directions(numerator, denominator):
     ],
 )
 def test_floats_and_bools_rejected(call):
+    """PRX-05: dose arithmetic takes integer base units only; a float or bool at the core API is refused."""
     with pytest.raises(TypeError):
         call()
 
