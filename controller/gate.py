@@ -87,13 +87,15 @@ class Gate(ABC):
 
     @abstractmethod
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int, *,
+                                       override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
         """Authorise a programme at a new concentration with the transit of the old drug.
 
         :param rate_nl_per_h: the new programme's rate at ``concentration_ug_per_ml``, nL/h.
         :param transit_volume_nl: old drug to push through the catheter (the dead volume), nL.
         :param transit_duration_ms: how long that takes at the transit rate, ms (the kernel refuses a
             transit faster than the pump or above the new programme's dose).
+        :param override: the prescription's signed soft-limit overrides (codes, reason, prescriber).
         """
 
     @abstractmethod
@@ -324,11 +326,12 @@ class KernelGate(Gate):
         return self._authorize(request, now_ms)
 
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int, *,
+                                       override: tuple[tuple[str, ...], str, str] | None = None) -> GateDecision:
         anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
         programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
         transit = self.k.BridgePlan(transit_volume_nl, transit_duration_ms) if transit_volume_nl else None
-        request = self.k.request_concentration_change(programme, transit)
+        request = self.k.request_concentration_change(programme, transit, override=self._override(override))
         decision = self._authorize(request, now_ms)
         if decision.allowed:
             return GateDecision(decision.allowed, decision.reasons, rate_nl_per_h, decision.volume_nl,

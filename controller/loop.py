@@ -1214,7 +1214,8 @@ class ControlLoop(AccountingViews):
         self._emit("bolus_failed", kind=kind.label, bolus_id=record.bolus_id, detail=outcome.detail)
         return None
 
-    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, fill_nl: int) -> ProgramOutcome:
+    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, fill_nl: int, *,
+                             override: tuple[tuple[str, ...], str, str] | None = None) -> ProgramOutcome:
         """Switch to a new concentration at a refill, with the transit of the old drug (issue #9).
 
         All or nothing: the pump is programmed first (the transit rate, through the kernel's
@@ -1240,6 +1241,8 @@ class ControlLoop(AccountingViews):
         :param decision: the kernel's authorisation of the new programme with its transit plan.
         :param concentration_ug_per_ml: the new drug's concentration, µg/mL.
         :param fill_nl: the reservoir volume after the refill, nL.
+        :param override: the prescription's signed soft-limit overrides the kernel's decision took (kept in the
+            intent: a restart decides the change again with them, and with no other).
         :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
         if self.mode is not Mode.RUNNING:
@@ -1261,6 +1264,7 @@ class ControlLoop(AccountingViews):
             "fill_nl": fill_nl, "fill_utc": self.clock.utc_now().isoformat(), "started_ms": now,
             "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
             "transit_duration_ms": decision.duration_ms,
+            "override": None if override is None else [list(override[0]), override[1], override[2]],
             "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
                                 program=program, concentration_ug_per_ml=concentration_ug_per_ml)
@@ -1761,8 +1765,10 @@ class ControlLoop(AccountingViews):
         old, new = int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"])
         self.accounting.record_fill(int(change["fill_nl"]), new, datetime.fromisoformat(change["fill_utc"]))
         rate = int(change["rate_nl_per_h"])
+        signed = change.get("override")
+        override = None if not signed else (tuple(str(c) for c in signed[0]), str(signed[1]), str(signed[2]))
         decision = self.gate.authorize_concentration_change(new, rate, int(change["transit_volume_nl"]),
-                                                            int(change["transit_duration_ms"]), now)
+                                                            int(change["transit_duration_ms"]), now, override=override)
         if not decision.allowed:
             return decision.reasons or ("refused",)
         self.gate.apply(decision, now)

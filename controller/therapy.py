@@ -134,6 +134,28 @@ class PatientBolusSettings:
     duration_ms: int
 
 
+@dataclass(frozen=True)
+class SignedDoseOverride:
+    """A prescription's signed override of a dose soft limit (PRX-02), journalled with the prescription.
+
+    :ivar code: the kernel's soft-limit code it lifts (``DOSE_ABOVE_SOFT`` or ``DOSE_BELOW_SOFT``).
+    :ivar dose_ng_per_day: the dose it was signed for, ng/day: it lifts the limit for no dose further out.
+    :ivar reason: the prescriber's reason, with the prescription and field it comes from.
+    :ivar prescriber: who signed it.
+    """
+
+    code: str
+    dose_ng_per_day: int
+    reason: str
+    prescriber: str
+
+    def covers(self, dose_ng_per_day: int) -> bool:
+        """Whether ``dose_ng_per_day`` (ng/day) is no further beyond the soft limit than the signed dose."""
+        if self.code == "DOSE_ABOVE_SOFT":
+            return dose_ng_per_day <= self.dose_ng_per_day
+        return dose_ng_per_day >= self.dose_ng_per_day
+
+
 #: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
@@ -183,6 +205,8 @@ class Therapy:
         self.screening_gate: Gate | None = None
         #: Called with every WorkflowResult (runner, report, journal).
         self.sinks: list[Callable[[WorkflowResult], None]] = []
+        #: The prescription's signed overrides of the programme's dose soft limits (set by the assembly).
+        self.dose_overrides: tuple[SignedDoseOverride, ...] = ()
 
     # -- state kept in the loop's checkpoint -----------------------------------------------------------
 
@@ -252,6 +276,15 @@ class Therapy:
         before anything was sent (what the pump would do alone breaks the cap or the minimum), else
         PUMP_NOT_VERIFIED."""
         return self.loop.orphan_refused or (Why.PUMP_NOT_VERIFIED,)
+
+    def _signed_dose_override(self, dose_ng_per_day: int) -> tuple[tuple[str, ...], str, str] | None:
+        """The prescription's signed dose overrides that cover ``dose_ng_per_day`` (ng/day), as the kernel takes
+        them; None when none does (no other soft limit is lifted)."""
+        covering = [o for o in self.dose_overrides if o.covers(dose_ng_per_day)]
+        if not covering:
+            return None
+        return (tuple(sorted({o.code for o in covering})), "; ".join(o.reason for o in covering),
+                covering[0].prescriber)
 
     def _rate_for_dose(self, dose_ng_per_day: int, concentration_ug_per_ml: int | None = None) -> int:
         conc = concentration_ug_per_ml or self.loop.concentration_ug_per_ml
@@ -831,14 +864,15 @@ class Therapy:
         new_conc = record.concentration_ug_per_ml
         plan = reservoir_math.plan_transit(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         now = loop.now_ms()
+        override = self._signed_dose_override(dose_ng_per_day)
         decision = self.gate.authorize_concentration_change(new_conc, plan.new_rate_nl_per_h, plan.volume_nl,
-                                                            plan.duration_ms, now)
+                                                            plan.duration_ms, now, override=override)
         if not decision.allowed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail="concentration change refused; new drug not committed")
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
-        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl)
+        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl, override=override)
         if not outcome.committed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail=f"transit programming failed: {outcome.detail}")
