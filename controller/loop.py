@@ -1245,7 +1245,8 @@ class ControlLoop(AccountingViews):
             intent: a restart decides the change again with them, and with no other).
         :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
-        if self.mode is not Mode.RUNNING:
+        resuming = self.mode is Mode.MINIMUM_RATE
+        if self.mode is not Mode.RUNNING and not resuming:
             raise StateError(f"no concentration change in mode {self.mode.value}")
         if self.transit is not None:
             raise StateError("a concentration change is still crossing the catheter")
@@ -1265,6 +1266,7 @@ class ControlLoop(AccountingViews):
             "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
             "transit_duration_ms": decision.duration_ms,
             "override": None if override is None else [list(override[0]), override[1], override[2]],
+            "from_minimum_rate": resuming,
             "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
                                 program=program, concentration_ug_per_ml=concentration_ug_per_ml)
@@ -1278,6 +1280,8 @@ class ControlLoop(AccountingViews):
         self.programme = programme if _keeps_programme(programme) else None
         self.schedule.boundary_from_ms = now
         self.transit = transit
+        if resuming:
+            self._leave_minimum_rate("a refill at a new concentration resumed therapy")
         self._record_fill(fill_nl, concentration_ug_per_ml)
         self._emit("transit_start", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
                    new_concentration_ug_per_ml=concentration_ug_per_ml,
@@ -1775,7 +1779,15 @@ class ControlLoop(AccountingViews):
         self.basal_rate_nl_per_h = rate
         self.programme = decision.programme if _keeps_programme(decision.programme) else None
         self.transit = Transit(old, new, now)
+        if self.mode is Mode.MINIMUM_RATE:
+            self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
+
+    def _leave_minimum_rate(self, detail: str) -> None:
+        """Back to RUNNING from minimum-rate mode by an applied change that the kernel decided by the restart rule."""
+        self.mode = Mode.RUNNING
+        if self.alarms.is_active(AlarmCode.MINIMUM_RATE_MODE):
+            self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail=detail)
 
     def _adopt_transit_program(self, change: dict[str, Any], status: Any, sent_after: list[Any]) -> bool:
         """At restart: whether the pump runs the change's transit program (read back phase by phase); if so the
@@ -1923,7 +1935,8 @@ class ControlLoop(AccountingViews):
                         "and boluses refused, the programme in effect keeps running")
         change = self.therapy_state.pop(CONCENTRATION_CHANGE_KEY, None)
         change_refused: tuple[str, ...] = ()
-        if change is not None and self.mode is Mode.RUNNING:
+        if change is not None and (self.mode is Mode.RUNNING or (
+                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate"))):
             change_refused = self._complete_change_at_restart(change, now)
             found["concentration_change"] = "refused" if change_refused else "completed"
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (

@@ -831,9 +831,9 @@ class Therapy:
             return self._deny("refill", Why.NOT_RUNNING)
         if concentration_ug_per_ml == loop.concentration_ug_per_ml:
             return None
-        if loop.mode is not Mode.RUNNING:
-            # The transit needs a running programme to scale: refill at the same concentration,
-            # resume, then change concentration at the next refill.
+        if loop.mode is not Mode.RUNNING and not self._missed_refill():
+            # The transit needs a programme to scale: refill at the same concentration, resume, then change
+            # concentration at the next refill. A missed refill's minimum rate is the exception (below).
             return self._deny("refill", Why.NOT_RUNNING,
                               detail=f"concentration change refused in mode {loop.mode.value}")
         if loop.transit is not None:
@@ -857,11 +857,29 @@ class Therapy:
                                      "incomplete): prime it (the prime action), then change the concentration")
         return None
 
+    def _missed_refill(self) -> bool:
+        """Whether the loop runs the minimum rate of a missed refill alone (RES-05: the reservoir at its empty
+        threshold), with no other fault held (over-delivery suspected, a pump reset, an unfinished session) and
+        the kernel's concentration the reservoir's: the one spell a refill at a new concentration ends."""
+        loop = self.loop
+        others = (AlarmCode.OVER_DELIVERY_SUSPECTED, AlarmCode.PUMP_RESET, AlarmCode.UNFINISHED_SESSION)
+        return (loop.mode is Mode.MINIMUM_RATE and loop.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)
+                and not any(loop.alarms.is_active(code) for code in others)
+                and self.gate.concentration_ug_per_ml == loop.concentration_ug_per_ml)
+
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,
                               values: dict[str, Any], extra: tuple[str, ...]) -> WorkflowResult:
-        """Authorise and program a new concentration with the transit of the old drug (BOL-06)."""
+        """Authorise and program a new concentration with the transit of the old drug (BOL-06).
+
+        In a missed refill's minimum rate (:meth:`_missed_refill`) the change is the resume: the new
+        programme is the restart rule's dose (:meth:`_restart_dose`, the kernel deciding it by the same rule),
+        with the transit of the old drug still in the catheter; the minimum rate never runs on the new drug.
+        """
         loop = self.loop
         new_conc = record.concentration_ug_per_ml
+        restart_note = ""
+        if loop.mode is Mode.MINIMUM_RATE:
+            dose_ng_per_day, restart_note = self._restart_dose()
         plan = reservoir_math.plan_transit(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         now = loop.now_ms()
         override = self._signed_dose_override(dose_ng_per_day)
@@ -878,6 +896,10 @@ class Therapy:
                                     detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
+        if restart_note:
+            self.prescribed_dose_ng_per_day = dose_ng_per_day
+            loop.checkpoint(durable=True)
+            values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
                        "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})
         return self._done(WorkflowResult(
@@ -912,19 +934,7 @@ class Therapy:
         loop = self.loop
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
-        interrupted = loop.interruption_ms()
-        dose = self.prescribed_dose_ng_per_day
-        note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
-        if interrupted >= self.restart_titration_after_ms:
-            start = self.titration_start_dose_ng_per_day
-            if start and start < dose:
-                dose = start
-            source = ("the label's rule for a transferred patient (the lower of the documented dose and 2 x the "
-                      "first test dose)" if self.patient.history is History.TRANSFERRED
-                      else "the screening record (the starting dose from the effective test dose)")
-            note = (f"the titration-phase starting dose {dose / 1000:g} µg/day, from {source}, after a "
-                    f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
-                    f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
+        dose, note = self._restart_dose()
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
@@ -937,6 +947,23 @@ class Therapy:
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
+
+    def _restart_dose(self) -> tuple[int, str]:
+        """The daily dose the restart rule gives after the interruption now open, ng/day, and why."""
+        interrupted = self.loop.interruption_ms()
+        dose = self.prescribed_dose_ng_per_day
+        note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
+        if interrupted >= self.restart_titration_after_ms:
+            start = self.titration_start_dose_ng_per_day
+            if start and start < dose:
+                dose = start
+            source = ("the label's rule for a transferred patient (the lower of the documented dose and 2 x the "
+                      "first test dose)" if self.patient.history is History.TRANSFERRED
+                      else "the screening record (the starting dose from the effective test dose)")
+            note = (f"the titration-phase starting dose {dose / 1000:g} µg/day, from {source}, after a "
+                    f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
+                    f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
+        return dose, note
 
     # -- taper and discontinue --------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 
+from controller.alarms import AlarmCode
 from controller.loop import Mode
 from tests.controller.conftest import MS_PER_DAY, MS_PER_H
 from tests.controller.test_transit import TipOracle
@@ -56,10 +56,6 @@ def test_a_missed_refill_refilled_with_the_same_drug_resumes_at_the_restart_dose
     assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "in minimum-rate mode a concentration-change refill is refused (NOT_RUNNING, 'concentration change refused "
-    "in mode minimum_rate'), before and after the alarms are acknowledged: after a missed refill of 300 µg/day at "
-    "500 µg/mL the patient stays at 24 µg/day (8 %) until refilled with the old concentration"))
 def test_a_missed_refill_refilled_with_a_new_concentration_resumes_at_the_restart_dose(make_rig: Any) -> None:
     """RES-05, PRX-06, BOL-06, the restart rule: refilled at 1000 µg/mL and acknowledged, the tip gets 100 µg/day
     (within 10 %) over the next day, never the old dose."""
@@ -72,3 +68,14 @@ def test_a_missed_refill_refilled_with_a_new_concentration_resumes_at_the_restar
         oracle.step(MS_PER_H)
     got_ug = oracle.last_24h_pg() / 1e6
     assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
+
+
+def test_a_new_concentration_never_ends_a_minimum_rate_held_for_suspected_over_delivery(make_rig: Any) -> None:
+    """RES-05, SAFE-02: the refill ends only the missed refill's spell. With over-delivery suspected as well, the
+    change is refused (NOT_RUNNING), the pump keeps the minimum rate and the old drug stays recorded."""
+    rig, oracle = _empty_on_minimum_rate(make_rig)
+    rig.loop.alarms.raise_alarm(AlarmCode.OVER_DELIVERY_SUSPECTED, detail="test: drift over")
+    refill = rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R3")
+    assert not refill.allowed and "NOT_RUNNING" in refill.reasons, refill
+    assert rig.loop.mode is Mode.MINIMUM_RATE and rig.loop.concentration_ug_per_ml == 500
+    assert rig.pump.rate_nl_per_h == rig.loop.config.minimum_rate_nl_per_h
