@@ -857,6 +857,16 @@ class Therapy:
                                      "incomplete): prime it (the prime action), then change the concentration")
         return None
 
+    @staticmethod
+    def _programme_at(programme: Any, old_ug_per_ml: int, new_ug_per_ml: int) -> dict[str, Any]:
+        """A flex or periodic-bolus programme's steps and boluses at a new concentration, each rate for the same
+        dose (rounded down: never more than prescribed), as the gate takes them (``steps``, ``periodic_boluses``:
+        start ms, duration ms, nL/h)."""
+        def scaled(rows: Any) -> list[tuple[int, int, int]]:
+            return [(int(start), int(duration), int(rate) * old_ug_per_ml // new_ug_per_ml)
+                    for start, duration, rate in rows]
+        return {"steps": scaled(programme.steps), "periodic_boluses": scaled(programme.periodic_boluses)}
+
     def _missed_refill(self) -> bool:
         """Whether the loop runs the minimum rate of a missed refill alone (RES-05: the reservoir at its empty
         threshold), with no other fault held (over-delivery suspected, a pump reset, an unfinished session) and
@@ -878,19 +888,24 @@ class Therapy:
         loop = self.loop
         new_conc = record.concentration_ug_per_ml
         restart_note = ""
+        shape: dict[str, Any] = {}
         if loop.mode is Mode.MINIMUM_RATE:
             dose_ng_per_day, restart_note = self._restart_dose()
+        elif loop.programme is not None:
+            shape = self._programme_at(loop.programme, old_conc, new_conc)
+            dose_ng_per_day = loop.programme.daily_total_ng()
         plan = reservoir_math.plan_transit(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         now = loop.now_ms()
         override = self._signed_dose_override(dose_ng_per_day)
         decision = self.gate.authorize_concentration_change(new_conc, plan.new_rate_nl_per_h, plan.volume_nl,
-                                                            plan.duration_ms, now, override=override)
+                                                            plan.duration_ms, now, override=override, **shape)
         if not decision.allowed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail="concentration change refused; new drug not committed")
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
-        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl, override=override)
+        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl, override=override,
+                                            shape=shape)
         if not outcome.committed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail=f"transit programming failed: {outcome.detail}")
@@ -902,11 +917,15 @@ class Therapy:
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
                        "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})
-        return self._done(WorkflowResult(
-            "refill", True, extra,
-            f"{old_conc} -> {new_conc} µg/mL; the old drug crosses the catheter at "
-            f"{units.describe_rate_nl_per_h(plan.rate_nl_per_h)} for about {plan.duration_ms / MS_PER_H:.1f} h, "
-            f"then {units.describe_rate_nl_per_h(plan.new_rate_nl_per_h)}", values))
+        if shape:
+            values["programme"] = shape
+            how = (f"the programme ({len(shape['steps'])} steps, {len(shape['periodic_boluses'])} periodic boluses) "
+                   f"carried over for the same doses; the old drug crosses the catheter in about "
+                   f"{plan.duration_ms / MS_PER_H:.1f} h at the daily mean, each step at its volume rate for its dose")
+        else:
+            how = (f"the old drug crosses the catheter at {units.describe_rate_nl_per_h(plan.rate_nl_per_h)} for about "
+                   f"{plan.duration_ms / MS_PER_H:.1f} h, then {units.describe_rate_nl_per_h(plan.new_rate_nl_per_h)}")
+        return self._done(WorkflowResult("refill", True, extra, f"{old_conc} -> {new_conc} µg/mL; {how}", values))
 
     # -- alarms, interruptions, restart ----------------------------------------------------------------
 
