@@ -15,12 +15,18 @@ The oracle is physical: the fake pump's pushed volume through :class:`sim.cathet
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 
 from controller.alarms import AlarmCode
 from controller.loop import Mode
-from tests.controller.conftest import MS_PER_DAY, MS_PER_H
+from controller.store import Store
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, build_rig
+from tests.controller.test_refill_crash import Death, _die, _undie
 from tests.controller.test_transit import TipOracle
 
 RESTART_DOSE_UG_PER_DAY = 100  # min(300, 2 x 50): the restart rule for a transferred patient
@@ -79,3 +85,38 @@ def test_a_new_concentration_never_ends_a_minimum_rate_held_for_suspected_over_d
     assert not refill.allowed and "NOT_RUNNING" in refill.reasons, refill
     assert rig.loop.mode is Mode.MINIMUM_RATE and rig.loop.concentration_ug_per_ml == 500
     assert rig.pump.rate_nl_per_h == rig.loop.config.minimum_rate_nl_per_h
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_death_inside_the_missed_refills_change_completes_it_at_the_restart_dose(tmp_path: Path,
+                                                                                  kill_after: int) -> None:
+    """PER-02, RES-04, PRX-06, the restart rule: killed right after each delivery command of the 1000 µg/mL refill
+    that ends the minimum rate, the rebooted controller completes the change (from the crash intent) and the tip
+    gets the restart rule's 100 µg/day (within 10 %) over the next day, never more."""
+    path = tmp_path / f"missed-{kill_after}.sqlite"
+    clock = VirtualClock()
+    pump = FakePump(clock)
+
+    def on_file(settings: Any = None, **rx: Any) -> Any:
+        return build_rig(clock, pump, Store(path, clock), settings=settings, **rx)
+
+    rig, oracle = _empty_on_minimum_rate(on_file)
+    oracle.fill(1000)
+    calls = _die(pump, kill_after)
+    with pytest.raises(Death):
+        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R4")
+    assert calls[0] == kill_after
+    _undie(pump)
+    rig.store.abandon()
+    rig.controller.detach()
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                      settings=rig.settings, patient=rig.controller.patient)
+    oracle.rig = again
+    assert again.loop.concentration_ug_per_ml == 1000 and again.gate.concentration_ug_per_ml == 1000
+    assert again.loop.mode is Mode.RUNNING, again.loop.mode
+    again.therapy.acknowledge_alarms()
+    for _ in range(24):
+        oracle.step(MS_PER_H)
+    got_ug = oracle.last_24h_pg() / 1e6
+    assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
+    again.store.close()
