@@ -904,16 +904,21 @@ class Therapy:
                                     detail="concentration change refused; new drug not committed")
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
+        prescribed = self.prescribed_dose_ng_per_day
+        if restart_note:
+            # Durable with the change's intent: a restart that completes it resumes from the restart dose.
+            self.prescribed_dose_ng_per_day = dose_ng_per_day
         outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl, override=override,
                                             shape=shape)
         if not outcome.committed:
+            if restart_note:
+                self.prescribed_dose_ng_per_day = prescribed
+                loop.checkpoint(durable=True)
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
         if restart_note:
-            self.prescribed_dose_ng_per_day = dose_ng_per_day
-            loop.checkpoint(durable=True)
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
                        "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})

@@ -114,6 +114,7 @@ def test_a_death_inside_the_missed_refills_change_completes_it_at_the_restart_do
     oracle.rig = again
     assert again.loop.concentration_ug_per_ml == 1000 and again.gate.concentration_ug_per_ml == 1000
     assert again.loop.mode is Mode.RUNNING, again.loop.mode
+    assert again.therapy.prescribed_dose_ng_per_day == RESTART_DOSE_UG_PER_DAY * 1000
     again.therapy.acknowledge_alarms()
     for _ in range(24):
         oracle.step(MS_PER_H)
