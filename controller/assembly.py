@@ -45,7 +45,7 @@ from controller.prescription import Prescription, assess_change, parse_prescript
 from controller.roles import PERMISSIONS, Refusal, SecurityPolicy, refusals
 from controller.signing import Kind, RigSecurity, SignatureError, SignedFile, parse_command
 from controller.store import Store
-from controller.therapy import CLINICIAN, Therapy, WorkflowResult, Why
+from controller.therapy import CLINICIAN, SignedDoseOverride, Therapy, WorkflowResult, Why
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_MIN, MS_PER_S
 from hal.clock import Clock
@@ -483,6 +483,17 @@ class Controller:
         prescriber = overridden[0].overridden_by.prescriber
         return reasons, f"prescription {self.prescription.prescription_id}: {why}", prescriber
 
+    def _dose_overrides(self) -> tuple[SignedDoseOverride, ...]:
+        """The prescription's signed overrides of the programme's dose soft limits, each with the dose it covers
+        (PRX-02): the only soft limits a concentration change may lift (a dose means the same at any
+        concentration; a rate at the prescription's concentration does not)."""
+        rx = self.prescription
+        return tuple(SignedDoseOverride(b.kernel_reason, b.value, f"prescription {rx.prescription_id}: {b.field}: "
+                                        f"{b.overridden_by.reason}", b.overridden_by.prescriber)
+                     for b in soft_limit_breaches(rx)
+                     if b.overridden_by is not None and b.field.startswith("programme.")
+                     and b.quantity == "dose_ng_per_day" and b.kernel_reason)
+
     def _configure_patient_bolus(self) -> WorkflowResult:
         pb = self.prescription.patient_bolus
         return self.therapy.configure_patient_bolus(pb.dose_ng, pb.duration_ms)
@@ -587,6 +598,7 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
                 "file": prescription_file.name, "sha256": verified.sha256, "key_id": verified.key.key_id,
                 "signed_utc": verified.signed_utc.isoformat(), "development_key": verified.key.development})
             store.record_prescription(rx, signer, assessment=assessment, reason=reason)
+    therapy.dose_overrides = controller._dose_overrides()
     loop.event_sinks.append(controller._journal_event)
     therapy.sinks.append(controller._journal_result)
     return controller

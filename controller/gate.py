@@ -87,13 +87,22 @@ class Gate(ABC):
 
     @abstractmethod
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int, *,
+                                       override: tuple[tuple[str, ...], str, str] | None = None,
+                                       steps: list[tuple[int, int, int]] | None = None,
+                                       periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> GateDecision:
         """Authorise a programme at a new concentration with the transit of the old drug.
 
-        :param rate_nl_per_h: the new programme's rate at ``concentration_ug_per_ml``, nL/h.
+        :param rate_nl_per_h: the new programme's rate at ``concentration_ug_per_ml``, nL/h (a continuous
+            programme; with ``steps``, the rate of the step in force now).
         :param transit_volume_nl: old drug to push through the catheter (the dead volume), nL.
         :param transit_duration_ms: how long that takes at the transit rate, ms (the kernel refuses a
             transit faster than the pump or above the new programme's dose).
+        :param override: the prescription's signed soft-limit overrides (codes, reason, prescriber).
+        :param steps: a flex programme's ``(start_offset_ms, duration_ms, rate_nl_per_h)`` steps at the new
+            concentration, on the programme in effect's anchor; None: continuous at ``rate_nl_per_h``.
+        :param periodic_boluses: its ``(start_offset_ms, duration_ms, extra_rate_nl_per_h)`` boluses at the new
+            concentration. The kernel judges the whole programme (its daily total against the 24 h cap).
         """
 
     @abstractmethod
@@ -324,11 +333,19 @@ class KernelGate(Gate):
         return self._authorize(request, now_ms)
 
     def authorize_concentration_change(self, concentration_ug_per_ml: int, rate_nl_per_h: int,
-                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int) -> GateDecision:
+                                       transit_volume_nl: int, transit_duration_ms: int, now_ms: int, *,
+                                       override: tuple[tuple[str, ...], str, str] | None = None,
+                                       steps: list[tuple[int, int, int]] | None = None,
+                                       periodic_boluses: list[tuple[int, int, int]] | tuple = ()) -> GateDecision:
         anchor = 0 if self.kernel.programme is None else self.kernel.programme.anchor_ms
-        programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
+        if steps is None:
+            programme = self.k.Programme.continuous(rate_nl_per_h, concentration_ug_per_ml, anchor_ms=anchor)
+        else:
+            programme = self.k.Programme([tuple(s) for s in steps], concentration_ug_per_ml, anchor_ms=anchor,
+                                         periodic_boluses=[tuple(b) for b in periodic_boluses])
+            rate_nl_per_h = programme.rate_at(now_ms)
         transit = self.k.BridgePlan(transit_volume_nl, transit_duration_ms) if transit_volume_nl else None
-        request = self.k.request_concentration_change(programme, transit)
+        request = self.k.request_concentration_change(programme, transit, override=self._override(override))
         decision = self._authorize(request, now_ms)
         if decision.allowed:
             return GateDecision(decision.allowed, decision.reasons, rate_nl_per_h, decision.volume_nl,

@@ -439,7 +439,8 @@ class ControlLoop(AccountingViews):
         if outcome.committed and self.alarms.is_active(AlarmCode.PROGRAMME_STEP_REFUSED):
             self.alarms.clear(AlarmCode.PROGRAMME_STEP_REFUSED, detail="a later step of the programme was sent")
 
-    def _programme_form(self, programme: Any, now: int) -> tuple[PumpProgram | None, tuple[str, ...] | None]:
+    def _programme_form(self, programme: Any, now: int, *,
+                        reservoir_ug_per_ml: int | None = None) -> tuple[PumpProgram | None, tuple[str, ...] | None]:
         """How a programme's step in force at ``now`` is sent: ``(program, ())``, ``(None, ())`` for a plain
         rate, or ``(None, reasons)`` when no form's orphan schedule passes: the plain rate's ``ORPHAN_*`` codes,
         the verdict on what a caller that sends anyway sends; ``(None, None)`` for a plain rate not judged here
@@ -462,7 +463,8 @@ class ControlLoop(AccountingViews):
         quarter or four times the dose after 2000 <-> 500 µg/mL). First comes the transit program for the step
         (:meth:`_transit_program_for`: the step's dose at the tip, before and after the front, for good), then
         the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
-        leaves the tip (the catheter's contents: :meth:`_orphan_refusals`).
+        leaves the tip (the catheter's contents: :meth:`_orphan_refusals`), the reservoir's drug behind it at
+        ``reservoir_ug_per_ml`` when the kernel does not hold it yet (a concentration change), µg/mL.
         """
         keeps = _keeps_programme(programme)
         if programme is None or (self.transit is None and not keeps):
@@ -470,7 +472,7 @@ class ControlLoop(AccountingViews):
         plain = orphan_of_rate(self._pump_rate(programme.rate_at(now)))
         refused: tuple[str, ...] | None = None
         if self.transit is None:
-            refused = self._orphan_refusals(plain, now)
+            refused = self._orphan_refusals(plain, now, reservoir_ug_per_ml)
             if not refused:
                 return None, ()
             forms: Iterable[PumpProgram | None] = self._step_programs(programme, now)
@@ -478,9 +480,9 @@ class ControlLoop(AccountingViews):
             forms = chain((self._transit_program_for(self.transit, programme.rate_at(now)),),
                           self._step_programs(programme, now) if keeps else ())
         for program in forms:
-            if program is not None and not self._orphan_refusals(orphan_of_program(program), now):
+            if program is not None and not self._orphan_refusals(orphan_of_program(program), now, reservoir_ug_per_ml):
                 return program, ()
-        return None, refused if refused is not None else self._orphan_refusals(plain, now)
+        return None, refused if refused is not None else self._orphan_refusals(plain, now, reservoir_ug_per_ml)
 
     def _step_programs(self, programme: Any, now: int) -> Iterator[PumpProgram]:
         """The programs that move the pump on through the steps from ``now`` by itself, shortest first: the steps
@@ -541,11 +543,12 @@ class ControlLoop(AccountingViews):
         except (CapabilityError, ConfigError, HalError):
             return None
 
-    def _orphan_refusals(self, schedule: Any, now: int) -> tuple[str, ...]:
+    def _orphan_refusals(self, schedule: Any, now: int, reservoir_ug_per_ml: int | None = None) -> tuple[str, ...]:
         """The orphan check of ``schedule`` at ``now``, judged mid-transit on what leaves the tip (the catheter's
-        contents), as :meth:`_program` judges a command."""
+        contents), as :meth:`_program` judges a command; ``reservoir_ug_per_ml``: the reservoir's drug when the
+        kernel does not hold it yet, µg/mL."""
         catheter = self.accounting.catheter.segments if self.transit is not None else None
-        return self.gate.orphan_refusals(schedule, now, catheter=catheter)
+        return self.gate.orphan_refusals(schedule, now, concentration_ug_per_ml=reservoir_ug_per_ml, catheter=catheter)
 
     # -- the poll ---------------------------------------------------------------------------------------
 
@@ -1214,7 +1217,9 @@ class ControlLoop(AccountingViews):
         self._emit("bolus_failed", kind=kind.label, bolus_id=record.bolus_id, detail=outcome.detail)
         return None
 
-    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, fill_nl: int) -> ProgramOutcome:
+    def change_concentration(self, decision: GateDecision, concentration_ug_per_ml: int, fill_nl: int, *,
+                             override: tuple[tuple[str, ...], str, str] | None = None,
+                             shape: dict[str, Any] | None = None) -> ProgramOutcome:
         """Switch to a new concentration at a refill, with the transit of the old drug (issue #9).
 
         All or nothing: the pump is programmed first (the transit rate, through the kernel's
@@ -1240,9 +1245,16 @@ class ControlLoop(AccountingViews):
         :param decision: the kernel's authorisation of the new programme with its transit plan.
         :param concentration_ug_per_ml: the new drug's concentration, µg/mL.
         :param fill_nl: the reservoir volume after the refill, nL.
+        :param override: the prescription's signed soft-limit overrides the kernel's decision took (kept in the
+            intent: a restart decides the change again with them, and with no other).
+        :param shape: a flex or periodic-bolus programme's ``steps`` and ``periodic_boluses`` at the new
+            concentration as the gate took them (kept in the intent likewise). Its step goes to the pump in the
+            form a flex step takes mid-transit (:meth:`_programme_form`: each phase split at the old drug's
+            front by volume), so the pump left alone keeps every step's and bolus's dose at the tip.
         :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
-        if self.mode is not Mode.RUNNING:
+        resuming = self.mode is Mode.MINIMUM_RATE
+        if self.mode is not Mode.RUNNING and not resuming:
             raise StateError(f"no concentration change in mode {self.mode.value}")
         if self.transit is not None:
             raise StateError("a concentration change is still crossing the catheter")
@@ -1253,17 +1265,29 @@ class ControlLoop(AccountingViews):
             self._end_bolus("ended by a concentration change")
         now = self.now_ms()
         transit = Transit(self.concentration_ug_per_ml, concentration_ug_per_ml, now)
-        rate = programme.rate_at(now) if _keeps_programme(programme) else decision.rate_nl_per_h
-        program = self._transit_program_for(transit, rate)
+        judged: tuple[str, ...] | None = None
+        if _keeps_programme(programme):
+            rate = programme.rate_at(now)
+            self.transit = transit  # the forms are the transit's, judged on the new drug behind the old
+            try:
+                program, judged = self._programme_form(programme, now, reservoir_ug_per_ml=concentration_ug_per_ml)
+            finally:
+                self.transit = None
+        else:
+            rate = decision.rate_nl_per_h
+            program = self._transit_program_for(transit, rate)
         # Durable with the program's pending record, before anything is sent: a restart completes the change.
         self.therapy_state[CONCENTRATION_CHANGE_KEY] = {
             "old_ug_per_ml": transit.old_concentration_ug_per_ml, "new_ug_per_ml": concentration_ug_per_ml,
             "fill_nl": fill_nl, "fill_utc": self.clock.utc_now().isoformat(), "started_ms": now,
             "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
             "transit_duration_ms": decision.duration_ms,
+            "override": None if override is None else [list(override[0]), override[1], override[2]],
+            "from_minimum_rate": resuming,
+            "shape": None if not shape else {key: [list(row) for row in rows] for key, rows in shape.items()},
             "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
-                                program=program, concentration_ug_per_ml=concentration_ug_per_ml)
+                                program=program, concentration_ug_per_ml=concentration_ug_per_ml, judged=judged)
         del self.therapy_state[CONCENTRATION_CHANGE_KEY]
         if not outcome.committed:
             if not self.orphan_refused and not outcome.withheld:
@@ -1274,6 +1298,8 @@ class ControlLoop(AccountingViews):
         self.programme = programme if _keeps_programme(programme) else None
         self.schedule.boundary_from_ms = now
         self.transit = transit
+        if resuming:
+            self._leave_minimum_rate("a refill at a new concentration resumed therapy")
         self._record_fill(fill_nl, concentration_ug_per_ml)
         self._emit("transit_start", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
                    new_concentration_ug_per_ml=concentration_ug_per_ml,
@@ -1761,15 +1787,27 @@ class ControlLoop(AccountingViews):
         old, new = int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"])
         self.accounting.record_fill(int(change["fill_nl"]), new, datetime.fromisoformat(change["fill_utc"]))
         rate = int(change["rate_nl_per_h"])
+        signed = change.get("override")
+        override = None if not signed else (tuple(str(c) for c in signed[0]), str(signed[1]), str(signed[2]))
+        shape = {key: [tuple(int(x) for x in row) for row in rows] for key, rows in (change.get("shape") or {}).items()}
         decision = self.gate.authorize_concentration_change(new, rate, int(change["transit_volume_nl"]),
-                                                            int(change["transit_duration_ms"]), now)
+                                                            int(change["transit_duration_ms"]), now, override=override,
+                                                            **shape)
         if not decision.allowed:
             return decision.reasons or ("refused",)
         self.gate.apply(decision, now)
-        self.basal_rate_nl_per_h = rate
         self.programme = decision.programme if _keeps_programme(decision.programme) else None
+        self.basal_rate_nl_per_h = rate if self.programme is None else self.programme.rate_at(now)
         self.transit = Transit(old, new, now)
+        if self.mode is Mode.MINIMUM_RATE:
+            self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
+
+    def _leave_minimum_rate(self, detail: str) -> None:
+        """Back to RUNNING from minimum-rate mode by an applied change that the kernel decided by the restart rule."""
+        self.mode = Mode.RUNNING
+        if self.alarms.is_active(AlarmCode.MINIMUM_RATE_MODE):
+            self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail=detail)
 
     def _adopt_transit_program(self, change: dict[str, Any], status: Any, sent_after: list[Any]) -> bool:
         """At restart: whether the pump runs the change's transit program (read back phase by phase); if so the
@@ -1917,7 +1955,8 @@ class ControlLoop(AccountingViews):
                         "and boluses refused, the programme in effect keeps running")
         change = self.therapy_state.pop(CONCENTRATION_CHANGE_KEY, None)
         change_refused: tuple[str, ...] = ()
-        if change is not None and self.mode is Mode.RUNNING:
+        if change is not None and (self.mode is Mode.RUNNING or (
+                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate"))):
             change_refused = self._complete_change_at_restart(change, now)
             found["concentration_change"] = "refused" if change_refused else "completed"
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (

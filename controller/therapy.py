@@ -134,6 +134,28 @@ class PatientBolusSettings:
     duration_ms: int
 
 
+@dataclass(frozen=True)
+class SignedDoseOverride:
+    """A prescription's signed override of a dose soft limit (PRX-02), journalled with the prescription.
+
+    :ivar code: the kernel's soft-limit code it lifts (``DOSE_ABOVE_SOFT`` or ``DOSE_BELOW_SOFT``).
+    :ivar dose_ng_per_day: the dose it was signed for, ng/day: it lifts the limit for no dose further out.
+    :ivar reason: the prescriber's reason, with the prescription and field it comes from.
+    :ivar prescriber: who signed it.
+    """
+
+    code: str
+    dose_ng_per_day: int
+    reason: str
+    prescriber: str
+
+    def covers(self, dose_ng_per_day: int) -> bool:
+        """Whether ``dose_ng_per_day`` (ng/day) is no further beyond the soft limit than the signed dose."""
+        if self.code == "DOSE_ABOVE_SOFT":
+            return dose_ng_per_day <= self.dose_ng_per_day
+        return dose_ng_per_day >= self.dose_ng_per_day
+
+
 #: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
@@ -183,6 +205,8 @@ class Therapy:
         self.screening_gate: Gate | None = None
         #: Called with every WorkflowResult (runner, report, journal).
         self.sinks: list[Callable[[WorkflowResult], None]] = []
+        #: The prescription's signed overrides of the programme's dose soft limits (set by the assembly).
+        self.dose_overrides: tuple[SignedDoseOverride, ...] = ()
 
     # -- state kept in the loop's checkpoint -----------------------------------------------------------
 
@@ -252,6 +276,15 @@ class Therapy:
         before anything was sent (what the pump would do alone breaks the cap or the minimum), else
         PUMP_NOT_VERIFIED."""
         return self.loop.orphan_refused or (Why.PUMP_NOT_VERIFIED,)
+
+    def _signed_dose_override(self, dose_ng_per_day: int) -> tuple[tuple[str, ...], str, str] | None:
+        """The prescription's signed dose overrides that cover ``dose_ng_per_day`` (ng/day), as the kernel takes
+        them; None when none does (no other soft limit is lifted)."""
+        covering = [o for o in self.dose_overrides if o.covers(dose_ng_per_day)]
+        if not covering:
+            return None
+        return (tuple(sorted({o.code for o in covering})), "; ".join(o.reason for o in covering),
+                covering[0].prescriber)
 
     def _rate_for_dose(self, dose_ng_per_day: int, concentration_ug_per_ml: int | None = None) -> int:
         conc = concentration_ug_per_ml or self.loop.concentration_ug_per_ml
@@ -798,9 +831,9 @@ class Therapy:
             return self._deny("refill", Why.NOT_RUNNING)
         if concentration_ug_per_ml == loop.concentration_ug_per_ml:
             return None
-        if loop.mode is not Mode.RUNNING:
-            # The transit needs a running programme to scale: refill at the same concentration,
-            # resume, then change concentration at the next refill.
+        if loop.mode is not Mode.RUNNING and not self._missed_refill():
+            # The transit needs a programme to scale: refill at the same concentration, resume, then change
+            # concentration at the next refill. A missed refill's minimum rate is the exception (below).
             return self._deny("refill", Why.NOT_RUNNING,
                               detail=f"concentration change refused in mode {loop.mode.value}")
         if loop.transit is not None:
@@ -824,33 +857,80 @@ class Therapy:
                                      "incomplete): prime it (the prime action), then change the concentration")
         return None
 
+    @staticmethod
+    def _programme_at(programme: Any, old_ug_per_ml: int, new_ug_per_ml: int) -> dict[str, Any]:
+        """A flex or periodic-bolus programme's steps and boluses at a new concentration, each rate for the same
+        dose (rounded down: never more than prescribed), as the gate takes them (``steps``, ``periodic_boluses``:
+        start ms, duration ms, nL/h)."""
+        def scaled(rows: Any) -> list[tuple[int, int, int]]:
+            return [(int(start), int(duration), int(rate) * old_ug_per_ml // new_ug_per_ml)
+                    for start, duration, rate in rows]
+        return {"steps": scaled(programme.steps), "periodic_boluses": scaled(programme.periodic_boluses)}
+
+    def _missed_refill(self) -> bool:
+        """Whether the loop runs the minimum rate of a missed refill alone (RES-05: the reservoir at its empty
+        threshold), with no other fault held (over-delivery suspected, a pump reset, an unfinished session) and
+        the kernel's concentration the reservoir's: the one spell a refill at a new concentration ends."""
+        loop = self.loop
+        others = (AlarmCode.OVER_DELIVERY_SUSPECTED, AlarmCode.PUMP_RESET, AlarmCode.UNFINISHED_SESSION)
+        return (loop.mode is Mode.MINIMUM_RATE and loop.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)
+                and not any(loop.alarms.is_active(code) for code in others)
+                and self.gate.concentration_ug_per_ml == loop.concentration_ug_per_ml)
+
     def _concentration_change(self, record: Any, check: Any, old_conc: int, dose_ng_per_day: int,
                               values: dict[str, Any], extra: tuple[str, ...]) -> WorkflowResult:
-        """Authorise and program a new concentration with the transit of the old drug (BOL-06)."""
+        """Authorise and program a new concentration with the transit of the old drug (BOL-06).
+
+        In a missed refill's minimum rate (:meth:`_missed_refill`) the change is the resume: the new
+        programme is the restart rule's dose (:meth:`_restart_dose`, the kernel deciding it by the same rule),
+        with the transit of the old drug still in the catheter; the minimum rate never runs on the new drug.
+        """
         loop = self.loop
         new_conc = record.concentration_ug_per_ml
+        restart_note = ""
+        shape: dict[str, Any] = {}
+        if loop.mode is Mode.MINIMUM_RATE:
+            dose_ng_per_day, restart_note = self._restart_dose()
+        elif loop.programme is not None:
+            shape = self._programme_at(loop.programme, old_conc, new_conc)
+            dose_ng_per_day = loop.programme.daily_total_ng()
         plan = reservoir_math.plan_transit(self.dead_volume_nl, old_conc, new_conc, dose_ng_per_day)
         now = loop.now_ms()
+        override = self._signed_dose_override(dose_ng_per_day)
         decision = self.gate.authorize_concentration_change(new_conc, plan.new_rate_nl_per_h, plan.volume_nl,
-                                                            plan.duration_ms, now)
+                                                            plan.duration_ms, now, override=override, **shape)
         if not decision.allowed:
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail="concentration change refused; new drug not committed")
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
-        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl)
+        prescribed = self.prescribed_dose_ng_per_day
+        if restart_note:
+            # Durable with the change's intent: a restart that completes it resumes from the restart dose.
+            self.prescribed_dose_ng_per_day = dose_ng_per_day
+        outcome = loop.change_concentration(decision, new_conc, record.volume_added_nl, override=override,
+                                            shape=shape)
         if not outcome.committed:
+            if restart_note:
+                self.prescribed_dose_ng_per_day = prescribed
+                loop.checkpoint(durable=True)
             loop.alarms.raise_alarm(AlarmCode.UNFINISHED_SESSION,
                                     detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
+        if restart_note:
+            values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
                        "transit_volume_nl": plan.volume_nl, "transit_duration_h": plan.duration_ms / MS_PER_H})
-        return self._done(WorkflowResult(
-            "refill", True, extra,
-            f"{old_conc} -> {new_conc} µg/mL; the old drug crosses the catheter at "
-            f"{units.describe_rate_nl_per_h(plan.rate_nl_per_h)} for about {plan.duration_ms / MS_PER_H:.1f} h, "
-            f"then {units.describe_rate_nl_per_h(plan.new_rate_nl_per_h)}", values))
+        if shape:
+            values["programme"] = shape
+            how = (f"the programme ({len(shape['steps'])} steps, {len(shape['periodic_boluses'])} periodic boluses) "
+                   f"carried over for the same doses; the old drug crosses the catheter in about "
+                   f"{plan.duration_ms / MS_PER_H:.1f} h at the daily mean, each step at its volume rate for its dose")
+        else:
+            how = (f"the old drug crosses the catheter at {units.describe_rate_nl_per_h(plan.rate_nl_per_h)} for about "
+                   f"{plan.duration_ms / MS_PER_H:.1f} h, then {units.describe_rate_nl_per_h(plan.new_rate_nl_per_h)}")
+        return self._done(WorkflowResult("refill", True, extra, f"{old_conc} -> {new_conc} µg/mL; {how}", values))
 
     # -- alarms, interruptions, restart ----------------------------------------------------------------
 
@@ -878,19 +958,7 @@ class Therapy:
         loop = self.loop
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
-        interrupted = loop.interruption_ms()
-        dose = self.prescribed_dose_ng_per_day
-        note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
-        if interrupted >= self.restart_titration_after_ms:
-            start = self.titration_start_dose_ng_per_day
-            if start and start < dose:
-                dose = start
-            source = ("the label's rule for a transferred patient (the lower of the documented dose and 2 x the "
-                      "first test dose)" if self.patient.history is History.TRANSFERRED
-                      else "the screening record (the starting dose from the effective test dose)")
-            note = (f"the titration-phase starting dose {dose / 1000:g} µg/day, from {source}, after a "
-                    f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
-                    f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
+        dose, note = self._restart_dose()
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
@@ -903,6 +971,23 @@ class Therapy:
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
+
+    def _restart_dose(self) -> tuple[int, str]:
+        """The daily dose the restart rule gives after the interruption now open, ng/day, and why."""
+        interrupted = self.loop.interruption_ms()
+        dose = self.prescribed_dose_ng_per_day
+        note = f"last prescribed dose after a {interrupted / MS_PER_H:.1f} h interruption"
+        if interrupted >= self.restart_titration_after_ms:
+            start = self.titration_start_dose_ng_per_day
+            if start and start < dose:
+                dose = start
+            source = ("the label's rule for a transferred patient (the lower of the documented dose and 2 x the "
+                      "first test dose)" if self.patient.history is History.TRANSFERRED
+                      else "the screening record (the starting dose from the effective test dose)")
+            note = (f"the titration-phase starting dose {dose / 1000:g} µg/day, from {source}, after a "
+                    f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
+                    f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
+        return dose, note
 
     # -- taper and discontinue --------------------------------------------------------------------------
 

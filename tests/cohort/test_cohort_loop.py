@@ -24,7 +24,7 @@ from sim.clock import VirtualClock
 
 #: Loop members that only workflows the cohort never calls use (flex, concentration change, taper, resume).
 NOT_IN_THE_COHORT = {"schedule_action", "cancel_scheduled", "set_programme", "change_concentration",
-                     "discontinue_now", "resume_after_fault"}
+                     "discontinue_now", "resume_after_fault", "programme"}
 SHARED = ("now_ms", "interruption_ms", "poll", "start_therapy", "change_basal", "start_bolus", "stop_bolus",
           "set_reservoir", "checkpoint")
 

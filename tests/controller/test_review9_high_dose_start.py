@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from controller.patient import History, PatientRecord
 from controller.store import Store
 from sim.clock import VirtualClock
@@ -59,10 +57,6 @@ def test_a_signed_override_of_the_dose_starts_the_replacement_pump_at_it() -> No
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the concentration change of a 1200 µg/day patient is refused with DOSE_ABOVE_SOFT although the prescription "
-    "overrides that soft limit (signed, journalled): 2000 -> 1000 µg/mL refused, unfinished_session alarm; "
-    "Therapy._concentration_change authorises the new concentration without the prescription's override"))
 def test_a_signed_override_of_the_dose_lets_the_concentration_change() -> None:
     """PRX-02, PRX-06, BOL-06: two days on 1200 µg/day at 2000 µg/mL, refilled with 1000 µg/mL: the change is
     accepted and the old drug crosses at its own rate (25 000 nL/h, the 1000 µg/mL programme's 50 000 halved)."""

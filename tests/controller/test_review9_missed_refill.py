@@ -15,12 +15,18 @@ The oracle is physical: the fake pump's pushed volume through :class:`sim.cathet
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.alarms import AlarmCode
 from controller.loop import Mode
-from tests.controller.conftest import MS_PER_DAY, MS_PER_H
+from controller.store import Store
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, build_rig
+from tests.controller.test_refill_crash import Death, _die, _undie
 from tests.controller.test_transit import TipOracle
 
 RESTART_DOSE_UG_PER_DAY = 100  # min(300, 2 x 50): the restart rule for a transferred patient
@@ -56,10 +62,6 @@ def test_a_missed_refill_refilled_with_the_same_drug_resumes_at_the_restart_dose
     assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "in minimum-rate mode a concentration-change refill is refused (NOT_RUNNING, 'concentration change refused "
-    "in mode minimum_rate'), before and after the alarms are acknowledged: after a missed refill of 300 µg/day at "
-    "500 µg/mL the patient stays at 24 µg/day (8 %) until refilled with the old concentration"))
 def test_a_missed_refill_refilled_with_a_new_concentration_resumes_at_the_restart_dose(make_rig: Any) -> None:
     """RES-05, PRX-06, BOL-06, the restart rule: refilled at 1000 µg/mL and acknowledged, the tip gets 100 µg/day
     (within 10 %) over the next day, never the old dose."""
@@ -72,3 +74,50 @@ def test_a_missed_refill_refilled_with_a_new_concentration_resumes_at_the_restar
         oracle.step(MS_PER_H)
     got_ug = oracle.last_24h_pg() / 1e6
     assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
+
+
+def test_a_new_concentration_never_ends_a_minimum_rate_held_for_suspected_over_delivery(make_rig: Any) -> None:
+    """RES-05, SAFE-02: the refill ends only the missed refill's spell. With over-delivery suspected as well, the
+    change is refused (NOT_RUNNING), the pump keeps the minimum rate and the old drug stays recorded."""
+    rig, oracle = _empty_on_minimum_rate(make_rig)
+    rig.loop.alarms.raise_alarm(AlarmCode.OVER_DELIVERY_SUSPECTED, detail="test: drift over")
+    refill = rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R3")
+    assert not refill.allowed and "NOT_RUNNING" in refill.reasons, refill
+    assert rig.loop.mode is Mode.MINIMUM_RATE and rig.loop.concentration_ug_per_ml == 500
+    assert rig.pump.rate_nl_per_h == rig.loop.config.minimum_rate_nl_per_h
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_death_inside_the_missed_refills_change_completes_it_at_the_restart_dose(tmp_path: Path,
+                                                                                  kill_after: int) -> None:
+    """PER-02, RES-04, PRX-06, the restart rule: killed right after each delivery command of the 1000 µg/mL refill
+    that ends the minimum rate, the rebooted controller completes the change (from the crash intent) and the tip
+    gets the restart rule's 100 µg/day (within 10 %) over the next day, never more."""
+    path = tmp_path / f"missed-{kill_after}.sqlite"
+    clock = VirtualClock()
+    pump = FakePump(clock)
+
+    def on_file(settings: Any = None, **rx: Any) -> Any:
+        return build_rig(clock, pump, Store(path, clock), settings=settings, **rx)
+
+    rig, oracle = _empty_on_minimum_rate(on_file)
+    oracle.fill(1000)
+    calls = _die(pump, kill_after)
+    with pytest.raises(Death):
+        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R4")
+    assert calls[0] == kill_after
+    _undie(pump)
+    rig.store.abandon()
+    rig.controller.detach()
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                      settings=rig.settings, patient=rig.controller.patient)
+    oracle.rig = again
+    assert again.loop.concentration_ug_per_ml == 1000 and again.gate.concentration_ug_per_ml == 1000
+    assert again.loop.mode is Mode.RUNNING, again.loop.mode
+    assert again.therapy.prescribed_dose_ng_per_day == RESTART_DOSE_UG_PER_DAY * 1000
+    again.therapy.acknowledge_alarms()
+    for _ in range(24):
+        oracle.step(MS_PER_H)
+    got_ug = oracle.last_24h_pg() / 1e6
+    assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
+    again.store.close()

@@ -14,11 +14,16 @@ with the flex steps as this test prescribes them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from controller.store import Store
+from sim.clock import VirtualClock
+from sim.fake_pump import FakePump
+from tests.controller.conftest import MS_PER_DAY, MS_PER_H, MS_PER_MIN, build_rig
+from tests.controller.test_refill_crash import Death, _die, _undie
 from tests.controller.test_transit import TipOracle, refill
 
 #: The flex programme: (start of the step in the day, ms; daily dose, µg/day). Daily total 290 µg.
@@ -72,10 +77,6 @@ def test_the_flex_steps_reach_the_tip_and_survive_a_refill_of_the_same_drug(make
     assert not _steps_off(rig, oracle, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a concentration change flattens a flex programme to its daily mean: 2000 -> 500 µg/mL with 200/380 µg/day "
-    "steps gives 290 µg/day at the tip at all 96 steps of the two days after (+45 % over the 200 step, -24 % under "
-    "the 380 step), in the transit and after it; Therapy._concentration_change plans one rate from the daily total"))
 @pytest.mark.parametrize(("old", "new"), [(2000, 500), (500, 1000)])
 def test_a_concentration_change_keeps_the_flex_steps_at_the_tip(make_rig: Any, old: int, new: int) -> None:
     """BOL-06, PRX-06, PRX-07, TIT-05: every 30 min step for two days after the refill leaves the flex step's dose
@@ -95,10 +96,6 @@ PERIODIC_BOLUS_UG = 30
 PERIODIC_BASAL_UG_PER_DAY = 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a concentration change drops the periodic boluses: 200 µg/day + 2 x 30 µg at 2000 µg/mL refilled with "
-    "500 µg/mL gives 260 µg/day flat at the tip (5.4 µg in each bolus half-hour instead of 30 + 4.2), in the "
-    "transit and after it"))
 def test_a_concentration_change_keeps_the_periodic_boluses_at_the_tip(make_rig: Any) -> None:
     """BOL-06, PRX-06, PRX-07, TIT-05: in the two days after a 2000 -> 500 µg/mL refill each periodic bolus's half-hour
     still leaves its 30 µg (within ±10 %) on top of the basal at the tip."""
@@ -130,3 +127,45 @@ def test_a_concentration_change_keeps_the_periodic_boluses_at_the_tip(make_rig: 
     after = bolus_steps(2)
     short = [ug for ug in after if abs(ug * 1e6 - expected_pg) * 100 > expected_pg * TIP_TOLERANCE_PCT]
     assert not short, f"{len(short)} of {len(after)} bolus half-hours off {expected_pg / 1e6:.1f} µg: {short}"
+
+
+def _flex_rig(path: Path, clock: VirtualClock, pump: FakePump, **kwargs: Any) -> Any:
+    return build_rig(clock, pump, Store(path, clock), concentration=2000, dose_ug_per_day=300, dead_volume_ml="0.4",
+                     max_dose_ug_per_day=600, **kwargs)
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_death_inside_a_flex_concentration_change_completes_it_with_the_programme(tmp_path: Path,
+                                                                                   kill_after: int) -> None:
+    """PER-02, PRX-06, RES-04, BOL-06: killed right after each delivery command of a 2000 -> 500 µg/mL refill of the
+    flex programme, the rebooted controller completes the change with the programme's two steps (from the crash
+    intent), and every 30 min step of the next two days leaves the flex step's dose at the tip, within ±10 %."""
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    path = tmp_path / f"flex-{kill_after}.sqlite"
+    rig = _flex_rig(path, clock, pump)
+    oracle = TipOracle(rig, rig.prescription.pump.dead_volume_nl)
+    oracle.fill(2000)
+    oracle.catheter.fill(2000)
+    assert rig.therapy.implant(2000, 20_000_000, dose_ng_per_day=300_000, catheter="drug").allowed
+    for _ in range(2 * MS_PER_DAY // STEP_MS):
+        oracle.step(STEP_MS)
+    assert rig.therapy.set_flex([(start, dose * 1000) for start, dose in FLEX_UG_PER_DAY], anchor_ms=0).allowed
+    for _ in range(MS_PER_DAY // STEP_MS + 1):
+        oracle.step(STEP_MS)
+    calls = _die(pump, kill_after)
+    with pytest.raises(Death):
+        refill(rig, oracle, 500)
+    assert calls[0] == kill_after
+    _undie(pump)
+    rig.store.abandon()
+    rig.controller.detach()
+    again = _flex_rig(path, clock, pump, recover=True, prescription=rig.prescription, settings=rig.settings,
+                      patient=rig.controller.patient)
+    oracle.rig = again
+    assert again.loop.concentration_ug_per_ml == 500 and again.gate.concentration_ug_per_ml == 500
+    assert again.loop.programme is not None and len(again.loop.programme.steps) == 2
+    oracle.step(STEP_MS)  # the restart's own step
+    off = _steps_off(again, oracle, 2)
+    assert not off, f"{len(off)} of {2 * MS_PER_DAY // STEP_MS} steps off by more than ±10 %: {off[:3]}"
+    again.store.close()
