@@ -253,16 +253,31 @@ def test_lower_concentration_holds_the_old_rate_through_the_transit(make_rig) ->
     assert peak <= 460_000  # no overdose spike at the tip (about 400 µg/day throughout)
 
 
-def test_refill_in_minimum_rate_mode(make_rig) -> None:
+def _missed_refill(make_rig):
     rig = make_rig()
     rig.therapy.implant(500, 3_000_000, dose_ng_per_day=400_000, catheter="drug")
     rig.advance(3 * MS_PER_DAY + 6 * MS_PER_H)
-    assert rig.loop.mode is Mode.MINIMUM_RATE  # the empty threshold was reached
-    refused = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
-                                 concentration_ug_per_ml=2000, lot="Z")
-    assert refused.reasons == ("NOT_RUNNING",)
+    assert rig.loop.mode is Mode.MINIMUM_RATE  # the empty threshold was reached, 2.5 h ago
+    return rig
+
+
+def test_refill_in_minimum_rate_mode_at_the_same_concentration(make_rig) -> None:
+    rig = _missed_refill(make_rig)
     assert rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
                               concentration_ug_per_ml=500, lot="Z").allowed
     rig.therapy.acknowledge_alarms()
     assert rig.loop.mode is Mode.RUNNING
     assert rig.pump.rate_nl_per_h == 33_333  # back on the prescribed 400 µg/day
+
+
+def test_refill_in_minimum_rate_mode_at_a_new_concentration_resumes_through_the_transit(make_rig) -> None:
+    """RES-05, PRX-06, the restart rule: a refill ends a missed refill's minimum rate, even with a new drug. The
+    interruption (2.5 h) is under the 24 h threshold, so the prescribed 400 µg/day comes back; the catheter still
+    holds 500 µg/mL, which crosses at its own rate (33 332 nL/h) before the 2000 µg/mL rate (8 333 nL/h)."""
+    rig = _missed_refill(make_rig)
+    result = rig.therapy.refill(removed_nl=rig.loop.reservoir_nl(), added_nl=20_000_000,
+                                concentration_ug_per_ml=2000, lot="Z")
+    assert result.allowed, result
+    assert rig.loop.mode is Mode.RUNNING and rig.pump.rate_nl_per_h == 33_332
+    rig.advance(10 * MS_PER_H)  # 0.25 mL at 33.3 µL/h: 7.5 h
+    assert rig.loop.transit is None and rig.pump.rate_nl_per_h == 8_333
