@@ -127,14 +127,24 @@ _CANONICAL = one_shot_encoder(
 _PLAIN_TYPES = frozenset((str, int, bool, type(None)))
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: Any, *, plain: bool = False) -> str:
     """Deterministic JSON text of ``value``: sorted keys, no spaces, no floats.
 
     :param value: plain data (dict, list, str, int, bool, None, Decimal, Enum, bytes).
+    :param plain: ``value`` is already plain JSON data (what :func:`jsonable` returns, nested in
+        dicts and lists): it is encoded without being converted again.
     :return: the canonical text, identical for equal inputs.
     :raises ConfigError: if ``value`` holds a float or a type with no JSON form.
     """
-    return _CANONICAL(_jsonable(value))
+    return _CANONICAL(value if plain else _jsonable(value))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, as :func:`canonical_json` encodes it (Decimals become strings...).
+
+    :raises ConfigError: if ``value`` holds a float or a type with no JSON form.
+    """
+    return _jsonable(value)
 
 
 def genesis_hash(journal_id: str, *context: str) -> str:

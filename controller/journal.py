@@ -35,8 +35,16 @@ What a restart needs (PER-02, BOL-05): :meth:`Journal.last_prescription`,
 :meth:`Journal.unresolved_commands` (pending or uncertain: never re-sent, only
 reconciled) and :meth:`Journal.pending_boluses`.
 
-Readings are **group-committed**: a :meth:`Journal.record_reading` with ``durable=False``
-(every poll of ``itb run``) is chained in memory and inserted, with one ``executemany``,
+Readings are **group-committed** and **batched**: a :meth:`Journal.record_reading` with
+``durable=False`` (every poll of ``itb run``) is held in memory, each with its own UTC time,
+offset and monotonic time. The run of readings recorded between two other entries becomes
+**one** chained ``reading_batch`` entry (:data:`EntryKind.READING_BATCH`, its ``new`` value
+``{"readings": [{"utc", "utc_offset_min", "monotonic_ns", "reading"}, ...]}``, its own times
+those of its last reading), hashed once: editing, dropping or reordering any reading inside
+it breaks that entry's hash like an edit of any entry. Readers never see a batch unless they
+ask for that kind: :meth:`Journal.entries` and the JSON export expand it into one ``reading``
+entry per reading (each with the sequence number and hash of its batch); the CSV export and
+:func:`verify_journal` work on the stored entries. A batch is committed
 inside the next commit that is made anyway (a command's pending record or outcome, a
 checkpoint's resume point...), and at the latest when :data:`READINGS_PER_COMMIT` are
 staged (outside a :meth:`~Journal.batch`), on :meth:`~Journal.flush` and on
@@ -69,7 +77,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -82,6 +90,7 @@ from controller.audit import (
     canonical_json,
     entry_hash,
     genesis_hash,
+    jsonable,
     row_hash,
 )
 from controller.signing import RigSecurity, SigningKey, TrustStore, key_id_of, seal_message, seal_verifies
@@ -167,6 +176,8 @@ class EntryKind(enum.Enum):
     LEDGER = "ledger"
     COMMAND = "command"
     READING = "reading"
+    #: Readings recorded in a row, as one chained entry; :meth:`Journal.entries` expands it into readings.
+    READING_BATCH = "reading_batch"
     ALARM = "alarm"
 
 
@@ -295,6 +306,17 @@ def _decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _expanded(entry: JournalEntry) -> Iterator[JournalEntry]:
+    """``entry``, or for a reading batch one ``reading`` entry per reading it holds (its seq and hash)."""
+    if entry.kind != EntryKind.READING_BATCH.value:
+        yield entry
+        return
+    for one in entry.new["readings"]:
+        yield JournalEntry(entry.seq, EntryKind.READING.value, "reading", one["utc"], one["utc_offset_min"],
+                           one["monotonic_ns"], entry.actor, entry.role, None, "", "", None, one["reading"],
+                           entry.hash)
+
+
 def _row_to_entry(row: Sequence[Any]) -> JournalEntry:
     values = dict(zip(_COLUMNS, row, strict=True))
     return JournalEntry(
@@ -375,6 +397,9 @@ class Journal(ClosesOnExit):
         self._in_batch = False
         #: Readings staged since the last commit.
         self._staged_readings = 0
+        #: Readings recorded since the last other entry (not yet chained), and their actor.
+        self._readings: list[dict[str, Any]] = []
+        self._readings_actor: Actor = SYSTEM_ACTOR
         #: In-process view of every command: ID -> (pending entry, latest completion or None).
         self._commands: dict[str, tuple[JournalEntry, JournalEntry | None]] = {}
         try:
@@ -459,6 +484,7 @@ class Journal(ClosesOnExit):
                 self._closed = True
                 self._tail = []
                 self._staged = []
+                self._readings = []
                 try:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
@@ -479,7 +505,7 @@ class Journal(ClosesOnExit):
     def abandon(self) -> None:
         """Close without committing what is staged, as a crash would (tests of crash recovery)."""
         with self._lock:
-            self._tail, self._staged = [], []
+            self._tail, self._staged, self._readings = [], [], []
             if not self._closed:
                 self._closed = True
                 self._db.close()
@@ -555,9 +581,8 @@ class Journal(ClosesOnExit):
             raise StateError(f"journal {self.path} is closed")
         if not items:
             return ()
-        after = (self._tail[-1][0], self._tail[-1][-1]) if self._tail else self._tail_base
-        rows = self._chain(items, *after)
-        self._tail.extend(rows)
+        self._chain_readings()
+        rows = self._chain_tail(items)
         if want_entries or any(item.kind is EntryKind.COMMAND for item in items):
             entries = tuple(_row_to_entry(r) for r in rows)
         else:
@@ -569,6 +594,24 @@ class Journal(ClosesOnExit):
             self._flush_locked()
         return entries
 
+    def _chain_tail(self, items: Sequence[_Pending]) -> list[list[Any]]:
+        """Chain ``items`` after the last entry written or staged; add their rows to the tail."""
+        after = (self._tail[-1][0], self._tail[-1][-1]) if self._tail else self._tail_base
+        rows = self._chain(items, *after)
+        self._tail.extend(rows)
+        return rows
+
+    def _chain_readings(self) -> None:
+        """Chain the readings recorded since the last other entry as one reading batch (caller holds the lock)."""
+        readings = self._readings
+        if not readings:
+            return
+        self._readings = []
+        last = readings[-1]
+        self._chain_tail([_Pending(EntryKind.READING_BATCH, "readings", self._readings_actor, None, "", "", None,
+                                   canonical_json({"readings": readings}, plain=True), last["utc"],
+                                   last["utc_offset_min"], last["monotonic_ns"])])
+
     def _stage(self, sql: str, params: tuple[Any, ...], *, durable: bool) -> None:
         """Stage one statement on another table of this database, committed like :meth:`_append`."""
         if self._closed:
@@ -579,6 +622,7 @@ class Journal(ClosesOnExit):
 
     def _flush_locked(self) -> None:
         """Commit everything staged in one transaction. On failure it is all dropped (never half-written)."""
+        self._chain_readings()
         if not self._tail and not self._staged:
             return
         self._before_commit()
@@ -619,12 +663,14 @@ class Journal(ClosesOnExit):
         with self._lock:
             if self._closed:
                 raise StateError(f"journal {self.path} is closed")
+            self._chain_readings()  # readings from before the block are kept if it raises
             mark = (len(self._tail), len(self._staged), self._view_mark())
             self._tx_depth += 1
             try:
                 yield self
             except BaseException:
                 self._tx_depth -= 1
+                self._readings = []
                 del self._tail[mark[0]:]
                 del self._staged[mark[1]:]
                 self._restore_view(mark[2])
@@ -677,9 +723,7 @@ class Journal(ClosesOnExit):
             raise ConfigError("action", action, "a non-empty string")
         if not isinstance(reason, str):
             raise ConfigError("reason", reason, "a string")
-        utc = self._clock.utc_now()
-        local = utc.astimezone(self._local_tz) if self._local_tz is not None else utc.astimezone()
-        offset = local.utcoffset()
+        utc, offset_min, monotonic_ns = self._stamp()
         return _Pending(
             kind,
             action,
@@ -689,10 +733,18 @@ class Journal(ClosesOnExit):
             reason,
             None if old is None else canonical_json(old),
             None if new is None else canonical_json(new),
-            utc.isoformat(),
-            int(offset.total_seconds() // 60) if offset is not None else 0,
-            self._clock.monotonic_ns(),
+            utc,
+            offset_min,
+            monotonic_ns,
         )
+
+    def _stamp(self) -> tuple[str, int, int]:
+        """Now: the ISO-8601 UTC time, the local offset from UTC (minutes) and the monotonic time (ns)."""
+        utc = self._clock.utc_now()
+        local = utc.astimezone(self._local_tz) if self._local_tz is not None else utc.astimezone()
+        offset = local.utcoffset()
+        return (utc.isoformat(), int(offset.total_seconds() // 60) if offset is not None else 0,
+                self._clock.monotonic_ns())
 
     # -- recording -------------------------------------------------------------------------------------
 
@@ -748,16 +800,25 @@ class Journal(ClosesOnExit):
         """Record a pump (or balance) reading: state, rate, dispensed volume... (integers, no floats).
 
         A reading is written at every poll, so this returns no entry (read it back with the
-        journal's queries).
+        journal's queries). It is held, with its times, until the next other entry or commit, and
+        the readings held then are chained as one :data:`EntryKind.READING_BATCH` entry.
 
         :param durable: False stages it for the next commit (a routine reading at every poll costs no fsync),
             at the latest the one made when :data:`READINGS_PER_COMMIT` are staged (outside a :meth:`batch`).
         """
-        item = self._item(EntryKind.READING, "reading", actor, new=reading)
+        if not isinstance(actor, Actor):
+            raise ConfigError("actor", actor, "an Actor (name and role)")
+        utc, offset_min, monotonic_ns = self._stamp()
+        one = {"utc": utc, "utc_offset_min": offset_min, "monotonic_ns": monotonic_ns, "reading": jsonable(reading)}
         with self._lock:
+            if self._closed:
+                raise StateError(f"journal {self.path} is closed")
+            if self._readings and actor != self._readings_actor:
+                self._chain_readings()
+            self._readings_actor = actor
+            self._readings.append(one)
             self._staged_readings += 1
-            self._append([item], durable=durable and not self._in_batch, want_entries=False)
-            if self._staged_readings >= READINGS_PER_COMMIT and self._tx_depth == 0 and not self._in_batch:
+            if self._tx_depth == 0 and not self._in_batch and (durable or self._staged_readings >= READINGS_PER_COMMIT):
                 self._flush_locked()
 
     def record_ledger_snapshot(self, snapshot: Any, *, now_ms: int, actor: Actor = SYSTEM_ACTOR,
@@ -1040,15 +1101,23 @@ class Journal(ClosesOnExit):
         return snapshot, int(entry.new["now_ms"])
 
     def entries(self, kind: EntryKind | None = None) -> Iterator[JournalEntry]:
-        """Every entry in order, optionally of one kind."""
+        """Every committed entry in order, optionally of one kind.
+
+        Reading batches are expanded: each reading comes as a ``reading`` entry (with its own
+        times, and the sequence number and hash of its batch); only ``kind=EntryKind.READING_BATCH``
+        gives the batches as stored.
+        """
+        kinds = (kind.value,) if kind is not None else ()
+        if kind is EntryKind.READING:
+            kinds = (EntryKind.READING.value, EntryKind.READING_BATCH.value)
         with self._lock:
-            if kind is None:
-                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries ORDER BY seq").fetchall()
-            else:
-                rows = self._db.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE kind=? ORDER BY seq", (kind.value,)
-                ).fetchall()
-        return iter([_row_to_entry(r) for r in rows])
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM entries"
+                + (f" WHERE kind IN ({', '.join('?' * len(kinds))})" if kinds else "") + " ORDER BY seq", kinds
+            ).fetchall()
+        if kind is EntryKind.READING_BATCH:
+            return iter([_row_to_entry(r) for r in rows])
+        return iter([one for r in rows for one in _expanded(_row_to_entry(r))])
 
     def durability_settings(self) -> dict[str, Any]:
         """The connection's SQLite durability pragmas: ``journal_mode`` (``"wal"``) and ``synchronous`` (2 = FULL)."""
@@ -1222,10 +1291,11 @@ def verify_journal(path: str | Path, *, trust: TrustStore | None = None) -> Veri
 def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
     """Write every entry of a journal to ``out`` as CSV or JSON.
 
-    CSV has one row per entry with the stored columns (``old_json``/``new_json``
+    CSV has one row per stored entry with the stored columns (``old_json``/``new_json``
     as JSON text); JSON is one object with ``journal_id``, ``created_utc``, the
-    ``head`` record and ``entries`` (with ``old``/``new`` decoded). Export does not
-    verify: run :func:`verify_journal` for that.
+    ``head`` record and ``entries`` (with ``old``/``new`` decoded, and each reading
+    batch expanded into its readings, as :meth:`Journal.entries` gives them). Export does
+    not verify: run :func:`verify_journal` for that.
 
     :param path: the journal file.
     :param fmt: ``"csv"`` or ``"json"``.
@@ -1250,13 +1320,20 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(_COLUMNS)
         writer.writerows(rows)
+        written = len(rows)
     else:
         entries = []
         for row in rows:
             values = dict(zip(_COLUMNS, row, strict=True))
+            if values["kind"] == EntryKind.READING_BATCH.value:
+                for one in _expanded(_row_to_entry(row)):
+                    entries.append({**{k: v for k, v in asdict(one).items() if k not in ("old", "new")},
+                                    "prev_hash": values["prev_hash"], "old": None, "new": one.new})
+                continue
             values["old"] = _decode(values.pop("old_json"))
             values["new"] = _decode(values.pop("new_json"))
             entries.append(values)
+        written = len(entries)
         document = {
             "journal_id": meta.get("journal_id"),
             "created_utc": meta.get("created_utc"),
@@ -1270,7 +1347,7 @@ def export_journal(path: str | Path, fmt: str, out: TextIO) -> int:
         }
         json.dump(document, out, indent=1, sort_keys=True)
         out.write("\n")
-    return len(rows)
+    return written
 
 
 def export_text(path: str | Path, fmt: str) -> str:

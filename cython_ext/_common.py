@@ -1261,14 +1261,36 @@ _STATE_KEYS = {
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _state_encoder() -> object:
+    """The C encoder that ``_CANONICAL_JSON.encode`` builds at every call, built once (None without the C
+    accelerator). Its circular-reference markers are its own: :func:`state_checksum` builds a new one after
+    a failed call, whose markers may be left set."""
+    make = json.encoder.c_make_encoder
+    if make is None:
+        return None
+    enc = _CANONICAL_JSON
+    return make({}, enc.default, json.encoder.encode_basestring_ascii, None, enc.key_separator,
+                enc.item_separator, enc.sort_keys, enc.skipkeys, enc.allow_nan)
+
+
+_STATE_ENCODER = _state_encoder()
+
+
+def _rebuild_state_encoder() -> None:
+    global _STATE_ENCODER
+    _STATE_ENCODER = _state_encoder()
+
+
 def state_checksum(state: dict) -> str:
     """SHA-256 (hex) of a state snapshot's canonical JSON, without its ``checksum`` key.
 
     :raises ConfigError: if the state is not JSON data.
     """
     try:
-        text = _CANONICAL_JSON.encode({k: v for k, v in state.items() if k != "checksum"})
+        body = {k: v for k, v in state.items() if k != "checksum"}
+        text = _CANONICAL_JSON.encode(body) if _STATE_ENCODER is None else "".join(_STATE_ENCODER(body, 0))
     except (TypeError, ValueError) as exc:
+        _rebuild_state_encoder()
         raise ConfigError("state snapshot", type(state).__name__, "JSON data from state_snapshot()", detail=str(exc)) from None
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -617,12 +617,18 @@ class Patient:
         return WithdrawalLevel.EARLY
 
     def ashworth(self) -> float:
-        """Modified Ashworth score now."""
-        return float(ashworth_score(self._x, self._p))
+        """Modified Ashworth score now: :func:`ashworth_score` in plain floats (the same operations in the
+        same order, so the same number, without building 0-d arrays at every poll)."""
+        p = self._p
+        ec50 = p["ec50_ng_per_ml"]
+        ec50 = ec50 * (1.0 + max(float(self._x[CHRONIC]), 0.0) / (p["chronic_tolerance_ratio"] * ec50))
+        drive = (max(self.effect_ng_per_ml(), 0.0) / ec50) ** p["hill"]
+        return p["ashworth_baseline"] - p["ashworth_baseline"] * drive / (1.0 + drive)
 
     def effect_ng_per_ml(self) -> float:
-        """Spinal effect-site level now, ng/mL."""
-        return float(spinal_level(self._x, self._p))
+        """Spinal effect-site level now, ng/mL (:func:`spinal_level` in plain floats)."""
+        w, x = self._p["fast_fraction"], self._x
+        return w * float(x[FAST]) + (1.0 - w) * float(x[SLOW])
 
     def state(self) -> PatientState:
         """The current observation."""

@@ -14,6 +14,8 @@ empty) on the simulated NE-1000 in virtual time, and reports in one run:
   over the whole measurement and one busy moment cannot slow them all; the **fastest**
   replay is (b) (the least that loop can cost: the ratio errs against us), and the
   median and slowest replay are reported as its spread;
+  every run of (a) and every replay of (b) starts after a full garbage collection, so neither
+  pays for the garbage of what ran before it;
 * **the ratio (a)/(b)**, median over fastest, whose goal is at most
   :data:`TARGET_FLOOR_RATIO`; the polls of every run must be identical (the runs are
   deterministic), else the floor would not be that of the runs;
@@ -32,6 +34,7 @@ figures, so none are printed and the exit status is 130.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -95,11 +98,14 @@ def measure(link: str, days: int, repeats: int = 1) -> dict[str, Any]:
     """
     records, floor_runs_s = [], []
     for _ in range(repeats if link == "inprocess" else 1):
+        gc.collect()
         record, _work, scenario = _run(days, RunOptions(link=link))
         records.append(record)
         if link == "inprocess":
             polls = _polls(record)
-            floor_runs_s += [accounting_replay_s(scenario.prescription, polls) for _ in range(FLOOR_REPLAYS_PER_RUN)]
+            for _ in range(FLOOR_REPLAYS_PER_RUN):
+                gc.collect()
+                floor_runs_s.append(accounting_replay_s(scenario.prescription, polls))
     walls_s = [r.wall_s for r in records]
     wall_s = statistics.median(walls_s)
     record = records[0]

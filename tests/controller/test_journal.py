@@ -303,6 +303,49 @@ def test_tampering_is_detected(closed_journal: Path, tmp_path: Path, name: str, 
     assert report.first_bad_seq is not None or "truncated" in expected or "tail" in expected
 
 
+def _batch_of_readings(path: Path, clock: VirtualClock) -> Path:
+    """A closed journal holding one audit entry, then three readings (one batch), then another audit entry."""
+    with Store(path, clock) as store:
+        store.append_audit(SYSTEM_ACTOR, "before")
+        for n in range(3):
+            clock.advance(3600)
+            store.record_reading({"counter_nl": 1000 * n, "mode": "running"}, durable=False)
+        store.append_audit(SYSTEM_ACTOR, "after")
+        assert [e.kind for e in store.entries(EntryKind.READING_BATCH)] == ["reading_batch"]
+        assert [e.new["counter_nl"] for e in store.entries(EntryKind.READING)] == [0, 1000, 2000]
+        assert [e.kind for e in store.entries()] == ["audit", "reading", "reading", "reading", "audit"]
+    return path
+
+
+@pytest.mark.parametrize(("name", "edit"), [
+    ("one reading flipped", lambda readings: readings[1]["reading"].update(counter_nl=1001)),
+    ("one reading's time moved", lambda readings: readings[2].update(monotonic_ns=readings[2]["monotonic_ns"] + 1)),
+    ("one reading dropped", lambda readings: readings.pop(0)),
+    ("two readings swapped", lambda readings: readings.reverse()),
+])
+def test_a_reading_tampered_inside_its_batch_fails_verification(path: Path, clock: VirtualClock, tmp_path: Path,
+                                                                 name: str, edit: Callable[[list], Any]) -> None:
+    original = _batch_of_readings(path, clock)
+    assert verify_journal(original).ok
+    db = sqlite3.connect(original)
+    body = json.loads(db.execute("SELECT new_json FROM entries WHERE kind='reading_batch'").fetchone()[0])
+    db.close()
+    edit(body["readings"])
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    report = verify_journal(_tampered(original, tmp_path, f"UPDATE entries SET new_json = '{text}' "
+                                                          "WHERE kind = 'reading_batch';"))
+    assert not report.ok, name
+    assert report.first_bad_seq == 2 and any("entry 2: content does not match" in p for p in report.problems)
+
+
+def test_the_json_export_shows_each_reading_of_a_batch(path: Path, clock: VirtualClock) -> None:
+    exported = json.loads(export_text(_batch_of_readings(path, clock), "json"))["entries"]
+    readings = [e for e in exported if e["kind"] == "reading"]
+    assert [e["new"]["counter_nl"] for e in readings] == [0, 1000, 2000]
+    assert {e["seq"] for e in readings} == {2} and len({e["monotonic_ns"] for e in readings}) == 3
+    assert set(readings[0]) == set(exported[0])
+
+
 def test_removed_trigger_is_reported(closed_journal: Path, tmp_path: Path) -> None:
     report = verify_journal(_tampered(closed_journal, tmp_path, "", restore_triggers=False))
     assert not report.ok
@@ -539,7 +582,7 @@ def test_batch_commits_readings_together_with_their_own_times(path: Path, clock:
                 journal.record_reading({"dispensed_nl": i})
                 clock.advance(60)
             assert journal.count() == 0
-        assert journal.count() == 5
+        assert journal.count() == 1  # the five readings are one chained reading batch
         times = [e.monotonic_ns for e in journal.entries(EntryKind.READING)]
         assert times == [i * 60_000_000_000 for i in range(5)]
         assert journal.verify().ok
@@ -573,7 +616,7 @@ def test_crash_while_flushing_a_batch_loses_the_whole_batch_only(path: Path, clo
         calls = iter(range(100))
 
         def hook(point: str) -> None:
-            if point == "insert" and next(calls) == 2:
+            if point == "insert" and next(calls) == 0:  # the batch's four readings are one entry, one insert
                 raise Crash(point)
 
         journal.fault_hook = hook
@@ -758,7 +801,7 @@ class CommandJournalMachine(RuleBasedStateMachine):
             for i in range(n):
                 self.clock.advance(1)
                 self.journal.record_reading({"i": i})
-        self.entries += n
+        self.entries += 1  # the n readings are one reading batch
 
     @rule()
     def restart(self) -> None:
