@@ -55,6 +55,7 @@ from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutco
                                  is_link_error)
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
+from controller.journal import STORAGE_LOW_BYTES
 from controller.program import orphan_of_phases, orphan_of_program, orphan_of_rate
 from controller.schedule import Schedule
 from controller.store import BolusRecord, Store
@@ -76,6 +77,8 @@ __all__ = ["BOLUS_POLL_MS", "ControlLoop", "LoopConfig", "Mode", "PollRecord"]
 
 #: Poll interval while a bolus runs, ms: the 24 h cap is re-checked this often (BOL-04).
 BOLUS_POLL_MS = 5 * MS_PER_MIN
+#: How often the poll asks the journal's file system for its free space (PER-05), ms of controller time.
+STORAGE_CHECK_MS = MS_PER_H
 
 #: A concentration transit ends once the old drug left in the catheter is within a minute of flow
 #: (or the counter's resolution, whichever is more).
@@ -132,6 +135,8 @@ class LoopConfig:
     :ivar withdrawal_alarm_after_ms: the dose at the catheter tip below ``withdrawal_alarm_fraction_pct``
         of the prescription for this long raises WITHDRAWAL_RISK, ms.
     :ivar withdrawal_alarm_fraction_pct: see ``withdrawal_alarm_after_ms``, % of the prescribed dose.
+    :ivar storage_low_bytes: STORAGE_LOW is raised while the journal's file system has this much free space or
+        less, bytes (PER-05; default :data:`controller.journal.STORAGE_LOW_BYTES`).
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
@@ -149,10 +154,11 @@ class LoopConfig:
     counter_clear_above_nl: int = 1_000_000
     withdrawal_alarm_after_ms: int = 6 * MS_PER_H
     withdrawal_alarm_fraction_pct: int = 50
+    storage_low_bytes: int = STORAGE_LOW_BYTES
 
     def __post_init__(self) -> None:
         for name in ("poll_interval_ms", "checkpoint_interval_ms", "minimum_rate_nl_per_h", "unconfirmed_alarm_ms",
-                     "counter_clear_above_nl", "withdrawal_alarm_after_ms"):
+                     "counter_clear_above_nl", "withdrawal_alarm_after_ms", "storage_low_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(name, value, "an integer > 0")
@@ -269,6 +275,7 @@ class ControlLoop(AccountingViews):
         #: counter), ms: an interruption found later may have begun at any time since (the restart rule).
         self._delivery_seen_ms = 0
         self._last_durable_ms = 0
+        self._storage_checked_ms: int | None = None
         #: The reservoir's alarm levels with what they were derived from (daily use, fill, settings), or None.
         self._alarm_levels: tuple[tuple[int, ...], reservoir_math.AlarmLevels] | None = None
         self._last_ledger_snapshot_ms = -MS_PER_DAY
@@ -599,11 +606,34 @@ class ControlLoop(AccountingViews):
             mode=self.mode.value,
         )
         self._drain_hal_errors()
+        self._check_storage(now)
         if now - self._last_durable_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint(durable=True)
         for observer in self.observers:
             observer(record)
         return record
+
+    def _check_storage(self, now: int) -> None:
+        """PER-05: STORAGE_LOW while the journal's file system is nearly full, cleared when space comes back.
+
+        Looked at once per :data:`STORAGE_CHECK_MS` of controller time, in every mode: records are written
+        whether or not therapy runs. Therapy continues (the fault's CONTINUE row); safety records go on being
+        written until the disk refuses them, which is JOURNAL_WRITE_FAILURE's case. A file system that cannot
+        be asked counts as low.
+        """
+        if self._storage_checked_ms is not None and now - self._storage_checked_ms < STORAGE_CHECK_MS:
+            return
+        self._storage_checked_ms = now
+        try:
+            free = self.store.storage_free_bytes()
+        except OSError as exc:
+            free, why = 0, f"free space on the journal's file system unknown ({exc})"
+        else:
+            why = f"{free} bytes free on the journal's file system (alarm at {self.config.storage_low_bytes} or less)"
+        if free <= self.config.storage_low_bytes:
+            self._fault(FaultCode.STORAGE_LOW, why)
+        elif self.alarms.is_active(AlarmCode.STORAGE_LOW):
+            self.alarms.clear(AlarmCode.STORAGE_LOW, detail=why)
 
     def _poll_step_ms(self) -> int:
         """Time to the next poll: the configured interval, shorter while a bolus runs (BOL-04 cap check)."""
