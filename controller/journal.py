@@ -383,6 +383,7 @@ class Journal(ClosesOnExit):
             raise ConfigError("seal_key", type(seal_key).__name__, "a controller.signing.SigningKey")
         self._key = seal_key if seal_key is not None else RigSecurity.load().journal_key
         self.path = Path(path)
+        self._storage_dir: str | None = None
         self._clock = clock
         self._local_tz = local_tz
         self.fault_hook = fault_hook
@@ -1133,8 +1134,13 @@ class Journal(ClosesOnExit):
             return int(self._db.execute("SELECT count FROM head WHERE id=1").fetchone()[0])
 
     def storage_free_bytes(self) -> int:
-        """Free space on the journal's file system, bytes (for the STORAGE_LOW alarm, PER-05)."""
-        return shutil.disk_usage(self.path.resolve().parent).free
+        """Free space on the journal's file system, bytes (for the STORAGE_LOW alarm, PER-05).
+
+        The folder is resolved once: the poll asks this every hour, and resolving walks every component.
+        """
+        if self._storage_dir is None:
+            self._storage_dir = str(self.path.resolve().parent)
+        return shutil.disk_usage(self._storage_dir).free
 
     def storage_low(self, *, threshold_bytes: int = STORAGE_LOW_BYTES) -> bool:
         """True when free space is at or below ``threshold_bytes``: raise STORAGE_LOW before the disk is full.
