@@ -167,17 +167,15 @@ PATIENT = Actor("patient", Role.PATIENT)
 
 
 class _Checkpointed:
-    """A :class:`Therapy` integer kept in the loop's checkpoint (``loop.therapy_state``, keyed by its name; 0 until set).
+    """A :class:`Therapy` integer kept in the loop's checkpoint, ``loop.therapy_state[key]`` (0 until set).
 
+    :param key: its key in the checkpoint (a stored name: the loop reads it too, and journals keep it).
     :param after_set: called with the therapy and the new value once it is stored, or None.
     """
 
-    def __init__(self, after_set: Callable[[Therapy, int], None] | None = None) -> None:
+    def __init__(self, key: str, after_set: Callable[[Therapy, int], None] | None = None) -> None:
+        self._key = key
         self._after_set = after_set
-        self._key = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._key = name
 
     def __get__(self, therapy: Therapy | None, owner: type | None = None) -> Any:
         return self if therapy is None else int(therapy.loop.therapy_state.get(self._key, 0))
@@ -233,9 +231,10 @@ class Therapy:
     # -- state kept in the loop's checkpoint -----------------------------------------------------------
 
     #: The daily dose the clinician prescribed last, ng/day (survives restarts).
-    prescribed_dose_ng_per_day = _Checkpointed()
+    prescribed_dose_ng_per_day = _Checkpointed("prescribed_dose_ng_per_day")
     #: The post-implant starting dose, ng/day: where therapy restarts after a long interruption.
     titration_start_dose_ng_per_day = _Checkpointed(
+        "titration_start_dose_ng_per_day",
         lambda therapy, value: therapy.gate.note_titration_start_dose(value, therapy.loop.now_ms())
     )
 
