@@ -166,6 +166,26 @@ CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
 
 
+class _Checkpointed:
+    """A :class:`Therapy` integer kept in the loop's checkpoint, ``loop.therapy_state[key]`` (0 until set).
+
+    :param key: its key in the checkpoint (a stored name: the loop reads it too, and journals keep it).
+    :param after_set: called with the therapy and the new value once it is stored, or None.
+    """
+
+    def __init__(self, key: str, after_set: Callable[[Therapy, int], None] | None = None) -> None:
+        self._key = key
+        self._after_set = after_set
+
+    def __get__(self, therapy: Therapy | None, owner: type | None = None) -> Any:
+        return self if therapy is None else int(therapy.loop.therapy_state.get(self._key, 0))
+
+    def __set__(self, therapy: Therapy, value: int) -> None:
+        therapy.loop.therapy_state[self._key] = int(value)
+        if self._after_set is not None:
+            self._after_set(therapy, int(value))
+
+
 class Therapy:
     """The workflows for one patient and one pump.
 
@@ -210,24 +230,13 @@ class Therapy:
 
     # -- state kept in the loop's checkpoint -----------------------------------------------------------
 
-    @property
-    def prescribed_dose_ng_per_day(self) -> int:
-        """The daily dose the clinician prescribed last, ng/day (survives restarts)."""
-        return int(self.loop.therapy_state.get("prescribed_dose_ng_per_day", 0))
-
-    @prescribed_dose_ng_per_day.setter
-    def prescribed_dose_ng_per_day(self, value: int) -> None:
-        self.loop.therapy_state["prescribed_dose_ng_per_day"] = int(value)
-
-    @property
-    def titration_start_dose_ng_per_day(self) -> int:
-        """The post-implant starting dose, ng/day: where therapy restarts after a long interruption."""
-        return int(self.loop.therapy_state.get("titration_start_dose_ng_per_day", 0))
-
-    @titration_start_dose_ng_per_day.setter
-    def titration_start_dose_ng_per_day(self, value: int) -> None:
-        self.loop.therapy_state["titration_start_dose_ng_per_day"] = int(value)
-        self.gate.note_titration_start_dose(int(value), self.loop.now_ms())
+    #: The daily dose the clinician prescribed last, ng/day (survives restarts).
+    prescribed_dose_ng_per_day = _Checkpointed("prescribed_dose_ng_per_day")
+    #: The post-implant starting dose, ng/day: where therapy restarts after a long interruption.
+    titration_start_dose_ng_per_day = _Checkpointed(
+        "titration_start_dose_ng_per_day",
+        lambda therapy, value: therapy.gate.note_titration_start_dose(value, therapy.loop.now_ms())
+    )
 
     def _save_patient_bolus(self) -> None:
         pb = self.patient_bolus
