@@ -1283,7 +1283,9 @@ class ControlLoop(AccountingViews):
             front by volume), so the pump left alone keeps every step's and bolus's dose at the tip.
         :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
-        resuming = self.mode is Mode.MINIMUM_RATE
+        # A missed refill's interruption (the caller, Therapy, checks it is that one): the minimum rate, or the
+        # stop at confirmed empty. The catheter still holds the old drug either way: the stop left it in place.
+        resuming = self.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT)
         if self.mode is not Mode.RUNNING and not resuming:
             raise StateError(f"no concentration change in mode {self.mode.value}")
         if self.transit is not None:
@@ -1313,7 +1315,8 @@ class ControlLoop(AccountingViews):
             "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
             "transit_duration_ms": decision.duration_ms,
             "override": None if override is None else [list(override[0]), override[1], override[2]],
-            "from_minimum_rate": resuming,
+            "from_minimum_rate": self.mode is Mode.MINIMUM_RATE,
+            "from_confirmed_empty": self.mode is Mode.STOPPED_FAULT,
             "shape": None if not shape else {key: [list(row) for row in rows] for key, rows in shape.items()},
             "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
@@ -1829,12 +1832,13 @@ class ControlLoop(AccountingViews):
         self.programme = decision.programme if _keeps_programme(decision.programme) else None
         self.basal_rate_nl_per_h = rate if self.programme is None else self.programme.rate_at(now)
         self.transit = Transit(old, new, now)
-        if self.mode is Mode.MINIMUM_RATE:
+        if self.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
 
     def _leave_minimum_rate(self, detail: str) -> None:
-        """Back to RUNNING from minimum-rate mode by an applied change that the kernel decided by the restart rule."""
+        """Back to RUNNING from a missed refill's minimum rate or confirmed-empty stop, by an applied change that the
+        kernel decided by the restart rule."""
         self.mode = Mode.RUNNING
         if self.alarms.is_active(AlarmCode.MINIMUM_RATE_MODE):
             self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail=detail)
@@ -1986,7 +1990,8 @@ class ControlLoop(AccountingViews):
         change = self.therapy_state.pop(CONCENTRATION_CHANGE_KEY, None)
         change_refused: tuple[str, ...] = ()
         if change is not None and (self.mode is Mode.RUNNING or (
-                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate"))):
+                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate")) or (
+                self.mode is Mode.STOPPED_FAULT and change.get("from_confirmed_empty"))):
             change_refused = self._complete_change_at_restart(change, now)
             found["concentration_change"] = "refused" if change_refused else "completed"
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (
