@@ -95,6 +95,9 @@ RESUME_POINT_VERSION = 2
 #: ``therapy_state`` key of a concentration change handed to the pump but not yet applied
 #: (:meth:`ControlLoop.change_concentration`); a restart completes it (:meth:`ControlLoop.recover`).
 CONCENTRATION_CHANGE_KEY = "concentration_change"
+#: ``therapy_state`` key of the minimum rate a restart owes but could not command (the pump unreadable when the
+#: kernel refused a concentration change it found): the first poll that reads the pump enters it (:meth:`recover`).
+MINIMUM_RATE_OWED_KEY = "minimum_rate_owed"
 #: Why a requested command is refused while the reservoir's drug is not the kernel's (PRX-06).
 CONCENTRATION_MISMATCH = "CONCENTRATION_MISMATCH"
 
@@ -670,6 +673,8 @@ class ControlLoop(AccountingViews):
             self.alarms.clear(AlarmCode.COMMS_DEGRADED, detail="pump answers again")
         if self.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN):
             self.alarms.clear(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump answers again")
+        if self._owed_minimum_rate():
+            return
         if self.committed_rate_nl_per_h is None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             # The last command's outcome was unknown: re-establish the verified rate now that we can read.
             self._reprogram_current("rate unknown after a lost reply")
@@ -918,6 +923,8 @@ class ControlLoop(AccountingViews):
         restart rule decides it: the prior programme after a short interruption; after a long one
         the patient's titration-phase starting dose, or the minimum rate when the kernel has none.
         """
+        if self._owed_minimum_rate():
+            return  # never the old programme on the new drug
         if self.mode is Mode.MINIMUM_RATE:
             target = self.config.minimum_rate_nl_per_h
         elif self.mode is Mode.RUNNING:
@@ -1836,6 +1843,20 @@ class ControlLoop(AccountingViews):
             self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
 
+    def _owed_minimum_rate(self) -> bool:
+        """Enter the minimum rate a restart owes (:data:`MINIMUM_RATE_OWED_KEY`); whether one was owed.
+
+        Owed while it cannot be commanded: nothing else is put back meanwhile (the loop's programme is the old
+        drug's, the reservoir holds the new one).
+        """
+        owed = self.therapy_state.get(MINIMUM_RATE_OWED_KEY)
+        if owed is None:
+            return False
+        if self.mode is Mode.MINIMUM_RATE or self.enter_minimum_rate(str(owed)):
+            del self.therapy_state[MINIMUM_RATE_OWED_KEY]
+            self.checkpoint(durable=True)
+        return True
+
     def _leave_minimum_rate(self, detail: str) -> None:
         """Back to RUNNING from a missed refill's minimum rate or confirmed-empty stop, by an applied change that the
         kernel decided by the restart rule."""
@@ -1910,7 +1931,10 @@ class ControlLoop(AccountingViews):
         (:meth:`_complete_change_at_restart`). A pump read back running the change's transit program
         (phase by phase, in any of its phases) is taken over as it is, nothing sent; otherwise the
         transit program is sent by the usual restore (a fresh resume decision for a stopped pump). A
-        change the kernel now refuses leaves minimum rate. Either way UNFINISHED_SESSION is raised
+        change the kernel now refuses leaves minimum rate, also from a missed refill's confirmed-empty stop; with
+        the pump unreadable it is owed (:data:`MINIMUM_RATE_OWED_KEY`, durable), THERAPY_STATUS_UNKNOWN and then
+        the comms timeout are the alarm, nothing is sent, and the first poll that reads the pump enters it
+        before anything else is put back (never the old programme on the new drug). Either way UNFINISHED_SESSION is raised
         (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
         refill was durable and nothing reached the pump: the clinician repeats it.
 
@@ -2069,12 +2093,22 @@ class ControlLoop(AccountingViews):
             self.commands.settle_stops(status)
         if change is not None:
             self._report_change_at_restart(change, found, change_refused)
+        refused_note = "" if not change_refused else (
+            f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL could not be completed at restart "
+            f"({','.join(change_refused)})")
+        if change_refused and (status is None or self.mode is Mode.STOPPED_FAULT):
+            # Unreadable: nothing can be commanded, and THERAPY_STATUS_UNKNOWN (then the comms timeout) is the
+            # alarm; the first poll that reads the pump enters the minimum rate before anything else is put back.
+            # Stopped at confirmed empty (its change refused): the reservoir is full now, the minimum rate is owed.
+            self.therapy_state[MINIMUM_RATE_OWED_KEY] = refused_note
+            if status is not None:
+                self._owed_minimum_rate()
         if status is not None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             if status.alarm is not None:
                 self._pump_alarm(status.alarm)
             elif change_refused:
-                self.enter_minimum_rate(f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL "
-                                        f"could not be completed at restart ({','.join(change_refused)})")
+                self.therapy_state[MINIMUM_RATE_OWED_KEY] = refused_note
+                self._owed_minimum_rate()
             elif change_held:
                 self._last_confirmed_ms = self._delivery_seen_ms = now
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:

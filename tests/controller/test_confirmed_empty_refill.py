@@ -180,3 +180,52 @@ def test_a_death_inside_the_change_after_confirmed_empty_completes_it(tmp_path: 
     oracle.step(STEP_MS)  # the restart's own poll settles the pump
     _holds(again, oracle, RESTART_DOSE_UG_PER_DAY)
     again.store.close()
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_a_change_after_confirmed_empty_refused_at_restart_ends_at_minimum_rate(tmp_path: Path, readable: bool,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """RES-04, RES-05, PRX-06, SAFE-01: killed after the RUN of the 1000 µg/mL refill that ends the stop, rebooted with
+    the kernel refusing the change: the reservoir is full of the new drug, so the minimum rate (alarmed by
+    UNFINISHED_SESSION), at once when the pump can be read, else at the first poll that reads it; never the
+    transit program left running unwatched until the drift check calls it an over-delivery."""
+    from controller.gate import GateDecision, KernelGate
+
+    path = tmp_path / f"refused-{readable}.sqlite"
+    clock = VirtualClock()
+    pump = FakePump(clock)
+
+    def on_file(settings: Any = None, **rx: Any) -> Any:
+        return build_rig(clock, pump, Store(path, clock), settings=settings, **rx)
+
+    rig, oracle = _confirmed_empty(on_file, 500)
+    oracle.fill(1000)
+    _die(pump, 3)
+    with pytest.raises(Death):
+        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="E4")
+    _undie(pump)
+    rig.store.abandon()
+    rig.controller.detach()
+    monkeypatch.setattr(KernelGate, "authorize_concentration_change",
+                        lambda self, *args, **kwargs: GateDecision.denied("TEST_REFUSAL"))
+    pump.faults.comms_down = not readable
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                      settings=rig.settings, patient=rig.controller.patient)
+    oracle.rig = again
+    assert again.alarms.is_active(AlarmCode.UNFINISHED_SESSION)
+    if readable:  # at once, by the restart: not an hour later as an over-delivery the drift check finds
+        assert again.loop.mode is Mode.MINIMUM_RATE and pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+    else:
+        assert again.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
+        oracle.step(STEP_MS)
+        pump.faults.comms_down = False
+    oracle.step(STEP_MS)
+    assert again.loop.mode is Mode.MINIMUM_RATE and pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+    for _ in range(MS_PER_DAY // STEP_MS):
+        oracle.step(STEP_MS)
+        assert oracle.last_24h_pg() <= CAP_UG_PER_DAY * 1_000_000
+    entered = [p["reason"] for e, p in again.events if e == "minimum_rate"]
+    assert entered and "could not be completed at restart" in entered[0], entered
+    if readable:
+        assert "over_delivery_suspected" not in again.log.raised()
+    again.store.close()
