@@ -174,7 +174,8 @@ class SignedDoseOverride:
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
 #: High-priority alarms a (re-)priming is not held back by: the conditions it remedies.
-PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK})
+#: An implant refused before (IMPLANT_NOT_DONE) is cured by the implant this priming is part of.
+PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK, AlarmCode.IMPLANT_NOT_DONE})
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
@@ -439,11 +440,31 @@ class Therapy:
             return min(self.patient.prior_dose_ng_per_day or 0, 2 * first * NG_PER_UG)
         return self.starting_dose_ng_per_day() or 0
 
-    def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
-                prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
-                flex_steps: list[tuple[int, int]] | None = None,
-                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
-                override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
+    def implant(self, concentration_ug_per_ml: int, fill_nl: int, **options: Any) -> WorkflowResult:
+        """Fill the new pump and start therapy (:meth:`_implant`, which takes the same arguments).
+
+        A refused implant (the patient record allows no start, a dose above what it allows, the kernel's or the
+        pump's refusal) leaves the patient with no intrathecal therapy: IMPLANT_NOT_DONE (high priority, naming
+        the withdrawal risk of a patient who was on it) is raised and journalled with the refusal, and cleared
+        by an implant that starts therapy. A decision of the clinical safety review (issue #9).
+        """
+        result = self._implant(concentration_ug_per_ml, fill_nl, **options)
+        alarms = self.loop.alarms
+        if self.loop.mode is Mode.IDLE and Why.ALREADY_IMPLANTED.value not in result.reasons:
+            alarms.raise_alarm(AlarmCode.IMPLANT_NOT_DONE,
+                               detail=f"implant refused ({','.join(result.reasons)}): {result.detail}; the patient "
+                                      "receives no intrathecal therapy")
+            # Durable now, with the refusal: before an implant no checkpoint commits what is staged.
+            self.loop.commands.durably("journal implant refusal", self.loop.store.flush)
+        elif self.loop.mode is not Mode.IDLE and alarms.is_active(AlarmCode.IMPLANT_NOT_DONE):
+            alarms.clear(AlarmCode.IMPLANT_NOT_DONE, detail="implant done: therapy started")
+        return result
+
+    def _implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
+                 prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
+                 flex_steps: list[tuple[int, int]] | None = None,
+                 anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
+                 override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
         """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
         prime the catheter if it holds saline.
 
