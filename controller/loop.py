@@ -819,7 +819,13 @@ class ControlLoop(AccountingViews):
             fc = self.forecast()
             self.alarms.raise_alarm(AlarmCode.REFILL_DUE, detail=f"refill due {fc.refill_due_utc:%Y-%m-%d}")
         if volume <= 0 and self.mode is not Mode.STOPPED_FAULT:
+            # Empty without the minimum-rate spell before it (the residual volume used up unwatched: a restart
+            # after downtime, a high rate between two polls): the reservoir may have run dry any time before, so
+            # for the restart rule the stop is as long as can be.
+            unwatched = self.mode is not Mode.MINIMUM_RATE and self._interrupted_since_ms is None
             self._fault(FaultCode.RESERVOIR_CONFIRMED_EMPTY, "predicted volume exhausted")
+            if unwatched:
+                self._interruption_length_unknown = True
         elif volume <= self.config.empty_reservoir_nl and self.mode is Mode.RUNNING:
             self._fault(FaultCode.RESERVOIR_EMPTY_THRESHOLD, f"{describe_volume_nl(volume)} left")
 

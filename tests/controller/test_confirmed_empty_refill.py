@@ -229,3 +229,36 @@ def test_a_change_after_confirmed_empty_refused_at_restart_ends_at_minimum_rate(
     if readable:
         assert "over_delivery_suspected" not in again.log.raised()
     again.store.close()
+
+
+@pytest.mark.parametrize("new", [500, 1000])
+def test_confirmed_empty_found_at_a_restart_is_an_interruption_of_unknown_length(tmp_path: Path, new: int) -> None:
+    """RES-05, ALM-07, PER-02, the restart rule: 1 mL at 300 µg/day, the controller down for three days. The
+    reboot finds the predicted volume used up with no minimum-rate spell before it: the stop is alarmed as an
+    interruption (THERAPY_INTERRUPTED, the withdrawal risk) whose length is unknown, so the refill (same drug or
+    new) resumes at the titration-phase starting dose, 100 µg/day at the tip within 10 %, not the old 300. Before,
+    the same-drug refill could not resume at all (RESUME_WITHOUT_INTERRUPTION) and a new drug got the old dose."""
+    path = tmp_path / f"unwatched-{new}.sqlite"
+    clock = VirtualClock()
+    pump = FakePump(clock)
+    rig = build_rig(clock, pump, Store(path, clock), concentration=500, dose_ug_per_day=OLD_DOSE_UG_PER_DAY,
+                    reservoir_ml=4)
+    oracle = TipOracle(rig, rig.prescription.pump.dead_volume_nl)
+    oracle.fill(500)
+    oracle.catheter.fill(500)
+    assert rig.therapy.implant(500, 1_000_000, dose_ng_per_day=OLD_DOSE_UG_PER_DAY * 1000, catheter="drug").allowed
+    oracle.step(2 * MS_PER_H)
+    rig.store.abandon()
+    rig.controller.detach()
+    clock.advance(3 * MS_PER_DAY / 1000)
+    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                      settings=rig.settings, patient=rig.controller.patient)
+    oracle.rig = again
+    oracle.step(MS_PER_H)
+    assert again.loop.mode is Mode.STOPPED_FAULT and again.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)
+    assert again.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED)
+    result = _refill(again, oracle, new)
+    assert result.allowed and again.loop.mode is Mode.RUNNING, result
+    assert again.therapy.prescribed_dose_ng_per_day == RESTART_DOSE_UG_PER_DAY * 1000, result
+    _holds(again, oracle, RESTART_DOSE_UG_PER_DAY)
+    again.store.close()
