@@ -1743,6 +1743,11 @@ class ControlLoop(AccountingViews):
         if self.commands.durably("checkpoint", write) and durable:
             self._last_durable_ms = self.now_ms()
 
+    def commit_journal(self, what: str) -> None:
+        """Commit what is staged in the journal now (a storage failure is alarmed, never raised), for a record
+        that must be durable when no checkpoint follows (before the implant there is none)."""
+        self.commands.durably(what, self.store.flush)
+
     def _moved_since(self, base_nl: int | None, counter_nl: int) -> int:
         """What the counter shows since ``base_nl`` (a reset or clear: everything it shows), nL."""
         if base_nl is None:

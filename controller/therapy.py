@@ -455,7 +455,7 @@ class Therapy:
                                detail=f"implant refused ({','.join(result.reasons)}): {result.detail}; the patient "
                                       "receives no intrathecal therapy")
             # Durable now, with the refusal: before an implant no checkpoint commits what is staged.
-            self.loop.commands.durably("journal implant refusal", self.loop.store.flush)
+            self.loop.commit_journal("journal implant refusal")
         elif self.loop.mode is not Mode.IDLE and alarms.is_active(AlarmCode.IMPLANT_NOT_DONE):
             alarms.clear(AlarmCode.IMPLANT_NOT_DONE, detail="implant done: therapy started")
         return result
@@ -925,7 +925,7 @@ class Therapy:
         loop = self.loop
         others = [AlarmCode.OVER_DELIVERY_SUSPECTED, AlarmCode.PUMP_RESET, AlarmCode.UNFINISHED_SESSION]
         if loop.mode is Mode.STOPPED_FAULT:
-            if loop.reservoir_nl() > 0:
+            if loop.accounting.reservoir.volume_nl > 0:
                 return False  # a stop for something else: not the confirmed empty
             others += [AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION]
         elif loop.mode is not Mode.MINIMUM_RATE:
