@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from controller.alarms import AlarmCode
 from controller.loop import Mode
@@ -34,7 +36,7 @@ from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 from tests.controller.conftest import MS_PER_DAY, MS_PER_H, build_rig
 from tests.controller.test_refill_crash import Death, _die, _undie
-from tests.controller.test_transit import STEP_MS, TipOracle, assert_tip_dose_holds
+from tests.controller.test_transit import CONCENTRATIONS, HIGH_CAP, STEP_MS, TipOracle, assert_tip_dose_holds
 
 OLD_DOSE_UG_PER_DAY = 300
 RESTART_DOSE_UG_PER_DAY = 100  # min(documented dose, 2 x 50 µg): the restart rule for a transferred patient
@@ -262,3 +264,28 @@ def test_confirmed_empty_found_at_a_restart_is_an_interruption_of_unknown_length
     assert again.therapy.prescribed_dose_ng_per_day == RESTART_DOSE_UG_PER_DAY * 1000, result
     _holds(again, oracle, RESTART_DOSE_UG_PER_DAY)
     again.store.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old=st.sampled_from(CONCENTRATIONS), new=st.sampled_from(CONCENTRATIONS),
+       dose_ug_per_day=st.integers(150, 600), dead_volume_ul=st.integers(100, 500))
+def test_any_change_after_confirmed_empty_holds_the_restart_dose_at_the_tip(make_rig: Any, old: int, new: int,
+                                                                           dose_ug_per_day: int,
+                                                                           dead_volume_ul: int) -> None:
+    """RES-05, BOL-06, PRX-03, the restart rule, as a property: any library concentration to any other (or the same),
+    any dose the minimum rate is below, any dead volume of 0.1-0.5 mL: after confirmed empty the refill resumes at
+    100 µg/day and every 30 min step at the tip is within 10 % of it, never above the cap."""
+    rig = make_rig(concentration=old, dose_ug_per_day=dose_ug_per_day, reservoir_ml=4,
+                   dead_volume_ml=f"{dead_volume_ul / 1000:g}", extra=HIGH_CAP if dose_ug_per_day > 1000 else "")
+    oracle = TipOracle(rig, rig.prescription.pump.dead_volume_nl)
+    oracle.fill(old)
+    oracle.catheter.fill(old)
+    assert rig.therapy.implant(old, 2_000_000, dose_ng_per_day=dose_ug_per_day * 1000, catheter="drug").allowed
+    while rig.loop.mode is not Mode.STOPPED_FAULT:
+        oracle.step(6 * MS_PER_H)
+        assert rig.loop.now_ms() < 90 * MS_PER_DAY
+    oracle.step(6 * MS_PER_H)
+    result = _refill(rig, oracle, new)
+    assert result.allowed and rig.loop.mode is Mode.RUNNING, result
+    event("transit" if new != old else "same drug")
+    _holds(rig, oracle, RESTART_DOSE_UG_PER_DAY)
