@@ -1945,8 +1945,8 @@ class ControlLoop(AccountingViews):
         change the kernel now refuses leaves minimum rate, also from a missed refill's confirmed-empty stop; with
         the pump unreadable it is owed (:data:`MINIMUM_RATE_OWED_KEY`, durable), THERAPY_STATUS_UNKNOWN and then
         the comms timeout are the alarm, nothing is sent, and the first poll that reads the pump enters it
-        before anything else is put back (never the old programme on the new drug). Either way UNFINISHED_SESSION is raised
-        (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
+        before anything else is put back (never the old programme on the new drug). Either way
+        UNFINISHED_SESSION is raised (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
         refill was durable and nothing reached the pump: the clinician repeats it.
 
         :return: a summary of what was found (for the journal and tests).
