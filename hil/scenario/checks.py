@@ -7,7 +7,11 @@ poll), no programme was refused (every ``implant`` and ``flex`` decision allowed
 and a dose above zero reached the catheter tip. A scenario waives one only by
 expecting the opposite outright (a ``denied`` expectation on that action, or
 ``mode_at_end`` ``idle``); the waiver is named in the check's detail, so the
-verdict always lists what it applied. Each expectation of a scenario file is
+verdict always lists what it applied. One more, never waived, is added when an
+``implant`` was refused and the controller ends idle: "the implant happened"
+fails, because the patient receives no intrathecal therapy (a clinical safety
+review's decision, issue #9: a run that ends so is not a success, even when
+its scenario expected the refusal). Each expectation of a scenario file is
 evaluated by its entry in :data:`EXPECTATIONS` (one table from ``check`` name to
 evaluator; a test checks it covers the schema).
 """
@@ -86,7 +90,7 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
     if waived_refusals:
         refusal_detail = "; ".join(filter(None, [refusal_detail, "expected refusals: " + ", ".join(
             d.label for d in waived_refusals)]))
-    return [
+    checks = [
         CheckResult("therapy started", bool(started) or waive_start,
                     start_detail + (waiver if waive_start and not started else "")),
         CheckResult("no programme refused", not refused,
@@ -95,6 +99,16 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
                     f"{record.delivered_ug:.1f} µg at the catheter tip"
                     + (waiver if waive_start and record.delivered_ug <= 0 else "")),
     ]
+    refused_implants = [d for d in programmes if d.action == "implant" and not d.allowed]
+    if refused_implants and run.controller.loop.mode.value == "idle":
+        # Never waived: whatever the scenario expected, a run that leaves the patient with no intrathecal
+        # therapy is not a success (issue #9); its expectations still say whether the refusal was the one meant.
+        last = refused_implants[-1]
+        checks.append(CheckResult(
+            "the implant happened", False,
+            f"the implant did not happen ({', '.join(last.reasons) or last.detail}): the patient receives no "
+            "intrathecal therapy (alarm implant_not_done)"))
+    return checks
 
 
 def accuracy_check(step: Any, outcome: Any) -> CheckResult:
