@@ -8,10 +8,10 @@ and a dose above zero reached the catheter tip. A scenario waives one only by
 expecting the opposite outright (a ``denied`` expectation on that action, or
 ``mode_at_end`` ``idle``); the waiver is named in the check's detail, so the
 verdict always lists what it applied. One more, never waived, is added when an
-``implant`` was refused and the controller ends idle: "the implant happened"
-fails, because the patient receives no intrathecal therapy (a clinical safety
-review's decision, issue #9: a run that ends so is not a success, even when
-its scenario expected the refusal). Each expectation of a scenario file is
+``implant`` was refused: "a refused implant is alarmed" holds only if the
+controller raised ``implant_not_done`` (the patient receives no intrathecal
+therapy, issue #9); a run that did not expect the refusal fails "therapy
+started" as well. Each expectation of a scenario file is
 evaluated by its entry in :data:`EXPECTATIONS` (one table from ``check`` name to
 evaluator; a test checks it covers the schema).
 """
@@ -100,14 +100,15 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
                     + (waiver if waive_start and record.delivered_ug <= 0 else "")),
     ]
     refused_implants = [d for d in programmes if d.action == "implant" and not d.allowed]
-    if refused_implants and run.controller.loop.mode.value == "idle":
-        # Never waived: whatever the scenario expected, a run that leaves the patient with no intrathecal
-        # therapy is not a success (issue #9); its expectations still say whether the refusal was the one meant.
+    if refused_implants:
+        # Not waivable: a refused implant leaves the patient with no intrathecal therapy, and the controller
+        # must say so (issue #9). Whether the run passes otherwise is the other checks' business.
+        alarmed = any(a.event == "raise" and a.code == "implant_not_done" for a in record.alarms)
         last = refused_implants[-1]
         checks.append(CheckResult(
-            "the implant happened", False,
-            f"the implant did not happen ({', '.join(last.reasons) or last.detail}): the patient receives no "
-            "intrathecal therapy (alarm implant_not_done)"))
+            "a refused implant is alarmed", alarmed,
+            f"implant {last.label} refused ({', '.join(last.reasons) or last.detail}): "
+            + ("alarm implant_not_done raised" if alarmed else "no implant_not_done alarm was raised")))
     return checks
 
 

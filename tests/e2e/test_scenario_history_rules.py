@@ -39,11 +39,12 @@ def _decision(record: Any, label: str) -> Any:
 
 
 def test_a_non_responder_is_refused_by_every_path_and_the_pump_never_moves(non_responder: Any) -> None:
-    """Every expectation and invariant holds, and the run still does not pass: the patient ends with no intrathecal
-    therapy, alarmed (implant_not_done, ALM-01), and the one failed check says so (issue #9)."""
+    """Every path is refused and the patient's lack of intrathecal therapy is alarmed (implant_not_done, ALM-01),
+    so the run passes: the controller did what the label asks (issue #9)."""
     failed = [c.name for c in non_responder.checks() if not c.passed]
-    assert failed == ["the implant happened"], failed
-    assert not non_responder.passed
+    assert failed == [], failed
+    checks = {c.name: c for c in non_responder.checks()}
+    assert checks["a refused implant is alarmed"].passed
     assert "implant_not_done" in {a.code for a in non_responder.alarms if a.event == "raise"}
     for label in ("implant", "implant-after-restart", "fourth-test-dose"):
         assert "NOT_A_CANDIDATE" in _decision(non_responder, label).reasons, label
