@@ -685,12 +685,13 @@ class InProcessEndpoint(Endpoint):
     def host_in_waiting(self) -> int:
         """Bytes ready for the client (after a device poll)."""
         self._check_link()
-        unsolicited = self.poll_device()
+        with self._device_lock:
+            unsolicited = self.device.poll()
         if unsolicited:
             self._note("TX", unsolicited)
-        with self._buffer_lock:
-            self._buffer += unsolicited
-            return len(self._buffer)
+            with self._buffer_lock:
+                self._buffer += unsolicited
+        return len(self._buffer)
 
     def host_reset_input(self) -> None:
         """Drop bytes not yet read by the client."""

@@ -220,7 +220,7 @@ class Request:
         """True when the request only reads (no argument and not an action)."""
         return not self.argument and self.command not in ACTION_COMMANDS
 
-    @property
+    @functools.cached_property
     def changes_delivery(self) -> bool:
         """True when the request may change what the pump delivers; never retry it blindly."""
         return self.command in DELIVERY_COMMANDS and not self.is_query
@@ -231,8 +231,12 @@ class Request:
         return f"{prefix}{self.command.value}{self.argument}".encode("ascii")
 
     def encode(self, *, safe: bool) -> bytes:
-        """The framed packet, ready for the wire."""
-        return _encoded(self, safe)
+        """The framed packet, ready for the wire (kept on the request: the poll's queries are the same objects)."""
+        key = "_safe_packet" if safe else "_basic_packet"
+        packet = self.__dict__.get(key)
+        if packet is None:
+            packet = self.__dict__[key] = _encoded(self, safe)
+        return packet
 
 
 @functools.lru_cache(maxsize=256)

@@ -429,7 +429,8 @@ class Ne1000(ByteDevice):
             done = 0
             while done < len(data):
                 # Packet by packet: a packet that switches mode changes how the next byte is framed.
-                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S, safe_mode=self.safe_mode)
+                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S,
+                                                           safe_mode=self.safe_timeout_s > 0)
                 done += used
                 for item in items:
                     out += self._handle_packet(item, now)
@@ -748,7 +749,7 @@ class Ne1000(ByteDevice):
             return b""
         safe = item.kind is FrameKind.SAFE
         text = normalise(item.data)
-        if self.safe_mode and not safe and not text.startswith("*"):
+        if self.safe_timeout_s > 0 and not safe and not text.startswith("*"):
             return b""  # Safe mode ignores Basic packets, except the '*' commands that bypass it
         if "*" in text[1:] and not text.startswith("*"):
             # Network burst "<n> <command> * <m> <command> *": each pump runs its own parts.
@@ -768,7 +769,7 @@ class Ne1000(ByteDevice):
         if not command.isascii() or not (command.isprintable()):
             # Bytes no command can hold: an invalid packet. It acknowledges nothing.
             return self._frame(self._status() + ERR_COM)
-        if self.safe_mode and safe:
+        if safe and self.safe_timeout_s > 0:
             self._last_valid_ns = now
         if self.alarm is not None:
             code, self.alarm = self.alarm, None
@@ -784,7 +785,7 @@ class Ne1000(ByteDevice):
 
     def _frame(self, body: str) -> bytes:
         """Frame a reply in the mode in effect now, that is after the command (manual: SAF's own reply)."""
-        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=self.safe_mode)
+        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=self.safe_timeout_s > 0)
 
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
