@@ -418,6 +418,12 @@ def encode_rate(
     """
     if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int) or rate_nl_per_h <= 0:
         raise ConfigError("rate_nl_per_h", rate_nl_per_h, "an integer > 0 nL/h")
+    return _encode_rate(int(rate_nl_per_h), tolerance_ppm, units)
+
+
+@functools.lru_cache(maxsize=256)
+def _encode_rate(rate_nl_per_h: int, tolerance_ppm: int, units: RateUnits | None) -> RateSetting:
+    """:func:`encode_rate` of a checked rate (pure, and the programme's few rates recur all run long)."""
     candidates = (units,) if units is not None else RATE_UNIT_PREFERENCE
     best: tuple[Fraction, RateSetting] | None = None
     for unit in candidates:
