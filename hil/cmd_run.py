@@ -221,6 +221,8 @@ def _print_table(console: Any, record: Any, name: str) -> None:
     """The closing table: time reached, doses, alarms, denials, checks."""
     from rich.table import Table
 
+    from hil.report import gap_count_span
+
     summary = record.summary()
     table = Table(title=f"itb run: {name}", show_lines=False)
     table.add_column("item")
@@ -233,7 +235,8 @@ def _print_table(console: Any, record: Any, name: str) -> None:
         table.add_row("simulated", "the pump (see the report for the simulator's settings)")
     for gap in record.gaps:
         table.add_row("controller down", f"{gap['from_t_ms'] / 86_400_000:.3f} to {gap['to_t_ms'] / 86_400_000:.3f} "
-                      f"days; the pump counted {gap['delivered_nl'] / 1000:.1f} µL meanwhile")
+                      f"days; the pump counted {gap['delivered_nl'] / 1000:.1f} µL "
+                      + gap_count_span(gap, lambda t_ms: f"{t_ms / 86_400_000:.3f} days"))
     table.add_row("dose delivered / prescribed",
                   f"{record.delivered_ug:.1f} / {record.prescribed_ug:.1f} µg"
                   + ("" if summary["dose_error_pct"] is None else f" ({summary['dose_error_pct']:+.2f} %)"))

@@ -31,8 +31,10 @@ the scenario start:
   ``command_id``, ``detail``);
 - ``reached_days`` (scenario time actually reached), ``interrupted``, ``simulation`` (null when
   every device was real; else ``pump`` and ``balance``: ``simulator``, ``version``, ``settings``),
-  ``controller_gaps`` (``from_t_ms``, ``to_t_ms``, ``delivered_nl``: the controller was down and
-  the run resumed from its journal), ``notes``;
+  ``controller_gaps`` (the controller was down and the run resumed from its journal: ``from_t_ms``,
+  its last sign of life in the run log; ``to_t_ms``, its recovery; ``delivered_nl``, what the pump
+  counted from ``counted_from_t_ms``, the last poll the run log kept, at or before ``from_t_ms``,
+  to the recovery), ``notes``;
 - ``expectations``, ``invariants`` and ``implicit_checks`` (``name``, ``passed``, ``detail``);
 - ``patient``, ``reservoir_at_end``, ``low_reservoir_ml``, ``boluses``;
 - ``samples`` (how many rows ``timeseries.csv`` holds), ``timeseries_file``, ``trace_file``,
@@ -215,7 +217,8 @@ class RunRecord:
     :ivar reached_ms: scenario time actually reached, ms (less than ``duration_ms`` when interrupted).
     :ivar interrupted: the operator stopped the run (SIGINT) before its end.
     :ivar gaps: each time the controller was down and the run was resumed from its journal:
-        ``from_t_ms``, ``to_t_ms``, ``delivered_nl`` (counted by the pump meanwhile).
+        ``from_t_ms`` (its last sign of life), ``to_t_ms`` (its recovery), ``delivered_nl`` (counted by
+        the pump from ``counted_from_t_ms``, the last poll logged, to the recovery).
     :ivar implicit_checks: what every run is judged on even without expectations
         (:func:`hil.scenario.checks.implicit_checks`).
     :ivar notes: what the run skipped or changed, and why (actions beyond a shortened end...).
@@ -589,6 +592,15 @@ def _overview(record: RunRecord) -> list[tuple[str, Any]]:
     ]
 
 
+def gap_count_span(gap: dict[str, Any], fmt: Any) -> str:
+    """Over which span a controller gap's ``delivered_nl`` was counted: "meanwhile", or from the last poll
+    the run log kept when that came before the gap's start (``fmt`` formats a time, ms)."""
+    counted_from = gap.get("counted_from_t_ms")
+    if counted_from is None or counted_from >= gap["from_t_ms"]:
+        return "meanwhile"
+    return f"from {fmt(counted_from)} (the last poll logged) to the restart"
+
+
 def simulation_text(simulation: dict[str, Any] | None) -> str:
     """One plain sentence saying which devices were simulated, by what, with which settings."""
     if not simulation:
@@ -679,7 +691,7 @@ def _html(record: RunRecord, out: Path) -> str:
         body.append(f"<p class='bad' id='error'>Run aborted: {esc(record.error)}</p>")
     body += [f"<p class='warn' id='gap-{i}'>Controller down from {fmt_t(g['from_t_ms'])} to {fmt_t(g['to_t_ms'])} "
              f"({fmt_duration(g['to_t_ms'] - g['from_t_ms'])}); resumed from its journal; the pump counted "
-             f"{g['delivered_nl'] / 1000:.1f} µL meanwhile.</p>" for i, g in enumerate(record.gaps)]
+             f"{g['delivered_nl'] / 1000:.1f} µL {esc(gap_count_span(g, fmt_t))}.</p>" for i, g in enumerate(record.gaps)]
     body += [f"<p id='note-{i}'><i>{esc(note)}</i></p>" for i, note in enumerate(record.notes)]
     failed = [c for c in record.checks() if not c.passed]
     total = len(record.checks())

@@ -210,6 +210,27 @@ class RunOptions:
     clock_epoch: tuple[str, float] | None = None
 
 
+@dataclass
+class _Replayed:
+    """What the run log of a resumed run's earlier sessions says about where they stopped.
+
+    :ivar last_alive_ms: the latest time any line shows the controller alive (a poll, an alarm, a
+        decision, a transit window...), ms: when it stopped, as near as the log knows.
+    :ivar last_sample_ms: the time of the last poll the log kept, ms (samples are group-flushed, so a
+        kill may lose a few after it; see :mod:`hil.scenario.runlog`).
+    :ivar last_total_nl: the ledger's counted volume at that poll, nL (the gap's count starts there).
+    :ivar gaps_nl: the volume of earlier gaps, nL.
+    """
+
+    last_alive_ms: int = 0
+    last_sample_ms: int = 0
+    last_total_nl: int = 0
+    gaps_nl: int = 0
+
+    def seen(self, t_ms: int) -> None:
+        self.last_alive_ms = max(self.last_alive_ms, t_ms)
+
+
 @dataclass(frozen=True)
 class _LoggedResult:
     """A workflow result read back from the run log (what expectations look at)."""
@@ -623,7 +644,12 @@ class ScenarioRunner:
         return 0
 
     def _resume(self, work: Path) -> int:
-        """Continue the run in ``work`` from its journal; returns the index of the next action to run."""
+        """Continue the run in ``work`` from its journal; returns the index of the next action to run.
+
+        The run log is read and replayed into the record before the controller recovers: the recovery
+        raises this session's alarms (CONTROLLER_DEATH...) and logs them, and a replay after it took them
+        for the dead session's (the gap then began at the restart, and each such alarm was reported twice).
+        """
         store = self.store
         starts = _journal_entries(store, START_ACTION)
         if not starts:
@@ -633,15 +659,16 @@ class ScenarioRunner:
             raise ConfigError("--resume", str(work), "the prescription the journal holds in effect")
         self.t0_ms = int(starts[-1].new["t0_ms"])
         self.t0_utc = starts[-1].utc
+        earlier = self._replay_log(list(read_run_log(work / RUN_LOG_FILE)))
         self._build_controller()
         found = self.controller.recover()
-        last_t, last_total = self._replay_log(work)
         now = self._rel_ms()
-        gap_nl = max(0, self.controller.loop.total_counted_nl - last_total)
+        gap_nl = max(0, self.controller.loop.total_counted_nl - earlier.last_total_nl)
         conc = self.controller.loop.concentration_ug_per_ml
-        self.delivered_pg += gap_nl * conc
-        self.programmed_pg += gap_nl * conc
-        gap = {"from_t_ms": last_t, "to_t_ms": now, "delivered_nl": gap_nl}
+        self.delivered_pg += (earlier.gaps_nl + gap_nl) * conc
+        self.programmed_pg += (earlier.gaps_nl + gap_nl) * conc
+        gap = {"from_t_ms": earlier.last_alive_ms, "to_t_ms": now, "delivered_nl": gap_nl,
+               "counted_from_t_ms": earlier.last_sample_ms}
         self.record.gaps.append(gap)
         self._log("gap", **gap)
         self._decision(DecisionEvent(now, "resume_run", "", True, (), f"resumed from the journal: {found}"))
@@ -659,11 +686,11 @@ class ScenarioRunner:
                    "stopped; it runs again")
         return index
 
-    def _replay_log(self, work: Path) -> tuple[int, int]:
-        """Rebuild the record from the run log; returns the last time it saw, ms, and the ledger's count then, nL."""
+    def _replay_log(self, lines: list[dict[str, Any]]) -> _Replayed:
+        """Rebuild the record from the earlier sessions' run-log ``lines`` (see :class:`_Replayed`)."""
         record = self.record
-        last_t, last_total = 0, 0
-        for line in read_run_log(work / RUN_LOG_FILE):
+        replayed = _Replayed()
+        for line in lines:
             kind = line.pop("type")
             if kind == "sample":
                 sample = Sample(**line["sample"])
@@ -671,38 +698,44 @@ class ScenarioRunner:
                 self._feed_patient(sample.t_ms, line["interval_ms"], line["tip_pg"])
                 self.delivered_pg += line["delivered_pg"]
                 self.programmed_pg += line["programmed_pg"]
-                last_t, last_total = max(last_t, sample.t_ms), line["total_counted_nl"]
+                replayed.last_sample_ms = max(replayed.last_sample_ms, sample.t_ms)
+                replayed.last_total_nl = line["total_counted_nl"]
+                replayed.seen(sample.t_ms)
             elif kind == "alarm":
                 record.alarms.append(AlarmEvent(**line))
-                last_t = max(last_t, line["t_ms"])
+                replayed.seen(line["t_ms"])
             elif kind == "decision":
                 event = DecisionEvent(**{**line, "reasons": tuple(line["reasons"])})
                 record.decisions.append(event)
                 if event.label:
                     self.results_by_label[event.label] = _LoggedResult(event.allowed, event.reasons, event.detail)
-                last_t = max(last_t, event.t_ms)
+                replayed.seen(event.t_ms)
             elif kind == "fault":
                 self.faults.append(line["payload"])
             elif kind == "breach":
                 self.breaches.setdefault(line["name"], line["detail"])
             elif kind == "transit":
                 self.transit_watch.on_event(line["event"], line["payload"], line["t_ms"])
+                replayed.seen(line["t_ms"])
             elif kind == "transit_window":
                 self.transit_watch.add_window(line["error_pct"])
+                replayed.seen(line["t_ms"])
             elif kind == "test_dose":
                 self.patient.advance_to(max(self.patient.time_s, line["t_ms"] / 1000))
                 self.patient.bolus(line["dose_ng"])
+                replayed.seen(line["t_ms"])
             elif kind == "gap":
                 record.gaps.append(line)
-                self.delivered_pg += line["delivered_nl"] * self.controller.loop.concentration_ug_per_ml
-                self.programmed_pg += line["delivered_nl"] * self.controller.loop.concentration_ug_per_ml
+                replayed.gaps_nl += line["delivered_nl"]
+                replayed.seen(line["to_t_ms"])
             elif kind == "note":
                 record.notes.append(line["text"])
             elif kind == "segment":
                 record.trace_files.append(line["trace_file"])
                 if line["index"] == 0:
                     record.started_utc = line["utc"]
-        return last_t, last_total
+                replayed.seen(line["t_ms"])
+        return replayed
 
     def run(self) -> RunRecord:
         """Run the scenario to its end (or resume it) and evaluate the checks.
