@@ -55,7 +55,7 @@ import hal
 from controller.assembly import Controller, ControllerSettings, build_controller
 from controller.audit import SYSTEM_ACTOR
 from controller.journal import CommandRecord, EntryKind, JournalEntry
-from controller.loop import PollRecord
+from controller.loop import Mode, PollRecord
 from controller.patient import History, PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
@@ -160,6 +160,52 @@ class TransitWatch:
 
     def _restart_window(self) -> None:
         self._tip_pg = self._prescribed_pg = self._window_ms = 0
+
+
+class PrescribedDose:
+    """The prescription's dose that should have reached the patient, pg (``prescribed_at_tip_ug``).
+
+    Integrated between marks (each poll, after each action, at a recovery) from the programme in force at
+    the earlier mark: a flex or periodic programme by its own integral, else its basal rate at the
+    reservoir's concentration (during a concentration transit that is the new drug's rate, whatever rate
+    the pump holds to push the old drug out at the old dose). It runs from the implant to a discontinue,
+    and on through fault stops and minimum rate: the prescription still asks for its dose then, which the
+    patient did not get. It knows nothing of the catheter: it is the prescription's side of the tip.
+    Boluses are added by the runner (their authorised doses, priming excepted: priming fills the catheter).
+
+    :ivar pg: the dose so far, pg.
+    """
+
+    def __init__(self) -> None:
+        self.pg = 0
+        self._mark_ms: int | None = None
+        self._programme: Any = None
+        self._pg_per_h = 0
+
+    def mark(self, loop: Any, now_ms: int) -> int:
+        """Add the dose since the last mark, then take the programme in force now; returns what was added, pg.
+
+        :param loop: the controller's loop (its mode, programme, basal rate and reservoir concentration).
+        :param now_ms: controller time, ms.
+        """
+        added = 0
+        if self._mark_ms is not None and now_ms > self._mark_ms:
+            if self._programme is not None:
+                added = self._programme.delivered_pg(self._mark_ms, now_ms)
+            else:
+                added = self._pg_per_h * (now_ms - self._mark_ms) // MS_PER_H
+        self.pg += added
+        self._mark_ms = now_ms if self._mark_ms is None else max(self._mark_ms, now_ms)
+        in_force = loop.mode not in (Mode.IDLE, Mode.DISCONTINUED)
+        self._programme = loop.programme if in_force else None
+        self._pg_per_h = loop.basal_rate_nl_per_h * (loop.concentration_ug_per_ml or 0) if in_force else 0
+        return added
+
+    def restart_at(self, loop: Any, since_ms: int) -> None:
+        """After a recovery: the programme recovered has been in force since ``since_ms`` (controller ms;
+        nothing changes a programme while no controller runs)."""
+        self._mark_ms = None
+        self.mark(loop, since_ms)
 
 
 @dataclass
@@ -431,6 +477,7 @@ class ScenarioRunner:
         programmed_pg = poll.expected_nl * conc if conc else 0
         self.delivered_pg += delivered_pg
         self.programmed_pg += programmed_pg
+        prescribed_tip_pg = self.prescribed_dose.mark(loop, poll.now_ms)
         sample = Sample(
             t_ms=rel, rate_nl_per_h=poll.rate_nl_per_h, dose_24h_ug=poll.dose_24h_ng / 1000,
             cap_ug_per_day=poll.cap_ng_per_day / 1000, reservoir_ml=poll.reservoir_nl / 1e6,
@@ -439,7 +486,8 @@ class ScenarioRunner:
         total_nl = self.controller.loop.total_counted_nl
         if self.log is not None:
             self.log.sample(sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,
-                            delivered_pg=delivered_pg, programmed_pg=programmed_pg, total_counted_nl=total_nl)
+                            delivered_pg=delivered_pg, programmed_pg=programmed_pg,
+                            prescribed_tip_pg=prescribed_tip_pg, total_counted_nl=total_nl)
             if self.store.writes != self._log_flushed_at_write:
                 # The journal committed: the run log's samples follow it now, not at the next group.
                 self._log_flushed_at_write = self.store.writes
@@ -538,6 +586,7 @@ class ScenarioRunner:
         self._label = ""
         self.delivered_pg = 0
         self.programmed_pg = 0
+        self.prescribed_dose = PrescribedDose()
         self._last_actual_nl = 0
         self.tip_pg = 0
         #: The catheter as it physically is (simulated rigs): saline until drug is pushed through it; the
@@ -670,7 +719,8 @@ class ScenarioRunner:
         gap = {"from_t_ms": earlier.last_alive_ms, "to_t_ms": now, "delivered_nl": gap_nl,
                "counted_from_t_ms": earlier.last_sample_ms}
         self.record.gaps.append(gap)
-        self._log("gap", **gap)
+        self.prescribed_dose.restart_at(self.controller.loop, self.t0_ms + earlier.last_sample_ms)
+        self._log("gap", **gap, prescribed_tip_pg=self.prescribed_dose.mark(self.controller.loop, self.t0_ms + now))
         self._decision(DecisionEvent(now, "resume_run", "", True, (), f"resumed from the journal: {found}"))
         markers = _journal_entries(store, ACTION_ACTION)
         if not markers:
@@ -698,6 +748,7 @@ class ScenarioRunner:
                 self._feed_patient(sample.t_ms, line["interval_ms"], line["tip_pg"])
                 self.delivered_pg += line["delivered_pg"]
                 self.programmed_pg += line["programmed_pg"]
+                self.prescribed_dose.pg += line.get("prescribed_tip_pg", 0)
                 replayed.last_sample_ms = max(replayed.last_sample_ms, sample.t_ms)
                 replayed.last_total_nl = line["total_counted_nl"]
                 replayed.seen(sample.t_ms)
@@ -725,6 +776,7 @@ class ScenarioRunner:
                 self.patient.bolus(line["dose_ng"])
                 replayed.seen(line["t_ms"])
             elif kind == "gap":
+                self.prescribed_dose.pg += line.pop("prescribed_tip_pg", 0)
                 record.gaps.append(line)
                 replayed.gaps_nl += line["delivered_nl"]
                 replayed.seen(line["to_t_ms"])
@@ -820,7 +872,9 @@ class ScenarioRunner:
             self.controller.store.append_audit(SYSTEM_ACTOR, ACTION_ACTION,
                                                new={"index": index, "do": action.do, "label": action.label})
             self._label = action.label
+            self.prescribed_dose.mark(self.controller.loop, self.controller.now_ms())
             ACTIONS[action.do](self, action)
+            self.prescribed_dose.mark(self.controller.loop, self.controller.now_ms())
             self._label = ""
         self.controller.run_until(self.t0_ms + self.duration_ms)
         self.controller.poll()
@@ -832,6 +886,8 @@ class ScenarioRunner:
         record.delivered_ug = self.delivered_pg / 1e6
         record.prescribed_ug = self.programmed_pg / 1e6
         record.delivered_at_tip_ug = self.tip_pg / 1e6 if self.rig is not None else None
+        bolus_ng = sum(b.dose_ng for b in self.controller.store.boluses() if b.kind != "priming")
+        record.prescribed_at_tip_ug = (self.prescribed_dose.pg + bolus_ng * 1000) / 1e6
         record.delivered_by_kind_ug = {k: v / 1e6 for k, v in loop.delivered_pg_by_kind.items()}
         state = self.patient.state()
         record.patient = {

@@ -79,3 +79,6 @@ def test_the_gap_runs_from_the_last_sign_of_life_to_the_restart_with_what_the_pu
     assert summary["controller_gaps"] == [gap]
     times = [a.t_ms for a in record.alarms]
     assert times == sorted(times)  # the dead session's alarms first, then the recovery's
+    # The prescription's dose runs on through the gap (the programme held; the pump ran it alone):
+    # 400 µg/day from the implant at 00:30 to the end of the day, no bolus but the priming.
+    assert record.prescribed_at_tip_ug == pytest.approx(400 * 23.5 / 24, abs=0.1)
