@@ -36,7 +36,7 @@ from types import MappingProxyType, NoneType
 from typing import Any
 
 from controller import drug_library
-from controller.alarms import AlarmManager
+from controller.alarms import AlarmCode, AlarmManager
 from controller.audit import SYSTEM_ACTOR, Actor, Role
 from controller.gate import KernelGate, screening_gate
 from controller.loop import ControlLoop, LoopConfig, PollRecord
@@ -296,7 +296,18 @@ class Controller:
         self._alarm_journal.listeners.clear()
 
     def recover(self) -> dict[str, Any]:
-        """Resume from the store after a restart, before any command (see :meth:`ControlLoop.recover`)."""
+        """Resume from the store after a restart, before any command (see :meth:`ControlLoop.recover`).
+
+        The alarms held before the restart are held again first (ALM-03, :meth:`AlarmManager.restore`):
+        a stall's HIGH alarms must not vanish with the process while the pump is still stopped, and the
+        condition's later clear or an operator's acknowledgement must find them. CONTROLLER_DEATH is the
+        exception that proves it: it names one unclean stop, which ended when that restart came back, so a
+        held one is cleared here and the recovery raises this restart's own (unacknowledged, with its
+        own detail); held, it would swallow every later death, acknowledged or not.
+        """
+        self.alarms.restore(self.store.alarm_events())
+        if self.alarms.is_active(AlarmCode.CONTROLLER_DEATH):
+            self.alarms.clear(AlarmCode.CONTROLLER_DEATH, detail="superseded by a new restart after an unclean stop")
         found = self.loop.recover()
         self.therapy.restore_state(concentration_changed=found.get("concentration_change") in ("completed", "running"))
         return found

@@ -16,8 +16,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from controller.prescription.library import default_library
 from cython_ext.errors import ConfigError
 from cython_ext.vocabulary import Origin
+
+
+def max_prior_dose_ng_per_day() -> int:
+    """The largest documented prior dose a transferred patient's record accepts, ng/day.
+
+    The drug library's hard maximum daily dose (the highest over its entries; 2003 µg/day for
+    intrathecal baclofen, the highest daily dose reported, itb-clinical §1.5): the same bound every
+    prescription's dose and cap are held to, so a record cannot carry a dose no programme could.
+    """
+    return max(entry.dose_ng_per_day.upper_hard for entry in default_library().values())
 
 
 class History(enum.Enum):
@@ -51,7 +62,8 @@ class PatientRecord:
     :ivar origin: origin of the spasticity (selects the titration cap).
     :ivar history: screened or transferred.
     :ivar screening: the screening doses given so far, in order (screened patients).
-    :ivar prior_dose_ng_per_day: the documented dose of the replaced pump, ng/day (transferred patients).
+    :ivar prior_dose_ng_per_day: the documented dose of the replaced pump, ng/day (transferred patients;
+        at most :func:`max_prior_dose_ng_per_day`).
     """
 
     patient_id: str
@@ -65,8 +77,11 @@ class PatientRecord:
             raise ConfigError("patient.origin", self.origin, f"one of {[o.value for o in Origin]}")
         if self.history is History.TRANSFERRED:
             dose = self.prior_dose_ng_per_day
-            if isinstance(dose, bool) or not isinstance(dose, int) or dose <= 0:
-                raise ConfigError("patient.prior_dose_ng_per_day", dose, "an integer > 0 ng/day for a transferred patient")
+            high = max_prior_dose_ng_per_day()
+            if isinstance(dose, bool) or not isinstance(dose, int) or not 0 < dose <= high:
+                raise ConfigError("patient.prior_dose_ng_per_day", dose,
+                                  f"an integer in (0, {high}] ng/day for a transferred patient (the drug "
+                                  "library's hard maximum daily dose)")
         elif self.prior_dose_ng_per_day is not None:
             raise ConfigError("patient.prior_dose_ng_per_day", self.prior_dose_ng_per_day,
                               "absent for a screened patient")

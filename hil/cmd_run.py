@@ -221,6 +221,8 @@ def _print_table(console: Any, record: Any, name: str) -> None:
     """The closing table: time reached, doses, alarms, denials, checks."""
     from rich.table import Table
 
+    from hil.report import gap_count_span
+
     summary = record.summary()
     table = Table(title=f"itb run: {name}", show_lines=False)
     table.add_column("item")
@@ -233,12 +235,18 @@ def _print_table(console: Any, record: Any, name: str) -> None:
         table.add_row("simulated", "the pump (see the report for the simulator's settings)")
     for gap in record.gaps:
         table.add_row("controller down", f"{gap['from_t_ms'] / 86_400_000:.3f} to {gap['to_t_ms'] / 86_400_000:.3f} "
-                      f"days; the pump counted {gap['delivered_nl'] / 1000:.1f} µL meanwhile")
-    table.add_row("dose delivered / prescribed",
+                      f"days; the pump counted {gap['delivered_nl'] / 1000:.1f} µL "
+                      + gap_count_span(gap, lambda t_ms: f"{t_ms / 86_400_000:.3f} days"))
+    tip_error = summary["dose_at_tip_error_pct"]
+    table.add_row("dose at the catheter tip / prescribed" if record.delivered_at_tip_ug is not None
+                  else "dose at the tip (controller's count) / prescribed",
+                  f"{record.reached_tip_ug:.1f} / {record.prescribed_at_tip_ug or 0:.1f} µg"
+                  + ("" if tip_error is None else f" ({tip_error:+.2f} %)"))
+    for kind, ug in sorted(record.delivered_by_kind_ug.items()):
+        table.add_row(f"  controller's count at the tip: {kind}", f"{ug:.1f} µg")
+    table.add_row("reservoir drug moved / commanded",
                   f"{record.delivered_ug:.1f} / {record.prescribed_ug:.1f} µg"
                   + ("" if summary["dose_error_pct"] is None else f" ({summary['dose_error_pct']:+.2f} %)"))
-    for kind, ug in sorted(record.delivered_by_kind_ug.items()):
-        table.add_row(f"  at the catheter tip: {kind}", f"{ug:.1f} µg")
     table.add_row("alarms raised", ", ".join(summary["alarms_raised"]) or "none")
     res = record.reservoir
     if res.get("refill_due_utc"):

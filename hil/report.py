@@ -16,11 +16,20 @@ the scenario start:
 
 - ``scenario``, ``source``, ``description``, ``link``, ``pump_url``, ``started_utc``,
   ``duration_days``, ``wall_s``, ``virtual_to_wall_ratio``;
-- ``delivered_ug`` (what the pump's mechanism really moved, at the reservoir's concentration),
-  ``prescribed_ug`` (what the programme commanded), ``dose_error_pct`` (their difference),
-  ``delivered_at_tip_ug`` (the drug that really left the catheter tip: simulated physics, null with a
-  real pump), ``delivered_by_kind_ug`` (the controller's own reconciliation at the tip, by kind),
-  ``pump_dispensed_ml``;
+- the pump's side, at the **reservoir**: ``delivered_ug`` (the drug the pump's mechanism really moved
+  out of the reservoir: each volume moved at the concentration the reservoir held then),
+  ``prescribed_ug`` (what the committed programmes commanded the pump to move, at the same
+  concentration) and ``dose_error_pct`` (their difference: the pump's volume accuracy). These are
+  *not* the patient's dose: after a concentration change the catheter still holds the old drug, and
+  while it crosses to the tip the controller runs a rate sized for it (review 11: 1125 µg out of the
+  reservoir against 1875 µg at the tip over 16 days after 2000 -> 500 µg/mL);
+- the patient's side, at the **catheter tip**: ``delivered_at_tip_ug`` (the drug that really left
+  the catheter tip: simulated physics, null with a real pump), ``prescribed_at_tip_ug`` (the
+  prescription's dose over the run: the programme in force from the implant to any discontinue,
+  through fault stops and minimum rate, at its dose, plus each bolus's authorised dose, priming
+  excepted; see :class:`hil.scenario.runner.PrescribedDose`), ``dose_at_tip_error_pct`` (their
+  difference; with a real pump, the controller's reconciliation against it), ``delivered_by_kind_ug``
+  (the controller's own reconciliation at the tip, by kind); and ``pump_dispensed_ml``;
 - ``alarms_raised`` (codes), ``alarm_events`` (every raise, clear and acknowledgement:
   ``t_ms``, ``event``, ``code``, ``priority``, ``detail``) and ``alarm_periods`` (each
   raise to its clear: ``code``, ``priority``, ``raised_t_ms``, ``cleared_t_ms``,
@@ -31,8 +40,10 @@ the scenario start:
   ``command_id``, ``detail``);
 - ``reached_days`` (scenario time actually reached), ``interrupted``, ``simulation`` (null when
   every device was real; else ``pump`` and ``balance``: ``simulator``, ``version``, ``settings``),
-  ``controller_gaps`` (``from_t_ms``, ``to_t_ms``, ``delivered_nl``: the controller was down and
-  the run resumed from its journal), ``notes``;
+  ``controller_gaps`` (the controller was down and the run resumed from its journal: ``from_t_ms``,
+  its last sign of life in the run log; ``to_t_ms``, its recovery; ``delivered_nl``, what the pump
+  counted from ``counted_from_t_ms``, the last poll the run log kept, at or before ``from_t_ms``,
+  to the recovery), ``notes``;
 - ``expectations``, ``invariants`` and ``implicit_checks`` (``name``, ``passed``, ``detail``);
 - ``patient``, ``reservoir_at_end``, ``low_reservoir_ml``, ``boluses``;
 - ``samples`` (how many rows ``timeseries.csv`` holds), ``timeseries_file``, ``trace_file``,
@@ -215,7 +226,8 @@ class RunRecord:
     :ivar reached_ms: scenario time actually reached, ms (less than ``duration_ms`` when interrupted).
     :ivar interrupted: the operator stopped the run (SIGINT) before its end.
     :ivar gaps: each time the controller was down and the run was resumed from its journal:
-        ``from_t_ms``, ``to_t_ms``, ``delivered_nl`` (counted by the pump meanwhile).
+        ``from_t_ms`` (its last sign of life), ``to_t_ms`` (its recovery), ``delivered_nl`` (counted by
+        the pump from ``counted_from_t_ms``, the last poll logged, to the recovery).
     :ivar implicit_checks: what every run is judged on even without expectations
         (:func:`hil.scenario.checks.implicit_checks`).
     :ivar notes: what the run skipped or changed, and why (actions beyond a shortened end...).
@@ -239,6 +251,7 @@ class RunRecord:
     delivered_ug: float = 0.0
     prescribed_ug: float = 0.0
     delivered_at_tip_ug: float | None = None
+    prescribed_at_tip_ug: float | None = None
     delivered_by_kind_ug: dict[str, float] = field(default_factory=dict)
     pump_dispensed_ml: float = 0.0
     patient: dict[str, Any] = field(default_factory=dict)
@@ -267,10 +280,24 @@ class RunRecord:
 
     @property
     def dose_error_pct(self) -> float | None:
-        """Delivered versus prescribed, %, or None when nothing was prescribed."""
+        """Moved out of the reservoir versus commanded (the pump's volume accuracy), %, or None when nothing was commanded."""
         if self.prescribed_ug <= 0:
             return None
         return 100.0 * (self.delivered_ug - self.prescribed_ug) / self.prescribed_ug
+
+    @property
+    def reached_tip_ug(self) -> float:
+        """What reached the patient, µg: the simulated catheter's tip, or with a real pump the controller's reconciliation."""
+        if self.delivered_at_tip_ug is not None:
+            return self.delivered_at_tip_ug
+        return sum(self.delivered_by_kind_ug.values())
+
+    @property
+    def dose_at_tip_error_pct(self) -> float | None:
+        """Reached the patient (:attr:`reached_tip_ug`) versus the prescription's dose, %, or None when none was prescribed."""
+        if self.prescribed_at_tip_ug is None or self.prescribed_at_tip_ug <= 0:
+            return None
+        return 100.0 * (self.reached_tip_ug - self.prescribed_at_tip_ug) / self.prescribed_at_tip_ug
 
     def alarm_periods(self) -> list[AlarmPeriod]:
         """Each alarm from its raise to its clear, in the order they were raised."""
@@ -318,6 +345,8 @@ class RunRecord:
             delivered_ug=round(self.delivered_ug, 3),
             prescribed_ug=round(self.prescribed_ug, 3),
             delivered_at_tip_ug=None if self.delivered_at_tip_ug is None else round(self.delivered_at_tip_ug, 3),
+            prescribed_at_tip_ug=None if self.prescribed_at_tip_ug is None else round(self.prescribed_at_tip_ug, 3),
+            dose_at_tip_error_pct=None if self.dose_at_tip_error_pct is None else round(self.dose_at_tip_error_pct, 3),
             dose_error_pct=None if self.dose_error_pct is None else round(self.dose_error_pct, 3),
             delivered_by_kind_ug={k: round(v, 3) for k, v in sorted(self.delivered_by_kind_ug.items())},
             pump_dispensed_ml=round(self.pump_dispensed_ml, 6),
@@ -578,15 +607,28 @@ def _overview(record: RunRecord) -> list[tuple[str, Any]]:
         ("Started", fmt_utc(record.started_utc)),
         ("Virtual duration", duration),
         ("Wall time", f"{record.wall_s:.2f} s"),
-        ("Dose delivered", f"{record.delivered_ug:.1f} µg"),
-        ("Dose programmed", f"{record.prescribed_ug:.1f} µg"),
-        ("Delivered against programmed", "n/a" if error is None else f"{error:+.2f} %"),
         ("Reached the patient (catheter tip, simulated physics)",
          "n/a (a real pump: only the controller's reconciliation is known)" if record.delivered_at_tip_ug is None
          else f"{record.delivered_at_tip_ug:.1f} µg"),
+        ("Prescribed to reach the patient (the prescription's dose and boluses)",
+         _optional(record.prescribed_at_tip_ug, "{:.1f} µg")),
+        ("Reached against prescribed" + (" (the controller's reconciliation)" if record.delivered_at_tip_ug is None
+                                         else ""), _optional(record.dose_at_tip_error_pct, "{:+.2f} %")),
+        ("Drug moved out of the reservoir (pump; not the dose at the tip)", f"{record.delivered_ug:.1f} µg"),
+        ("Drug commanded out of the reservoir (programme)", f"{record.prescribed_ug:.1f} µg"),
+        ("Moved against commanded (pump volume accuracy)", "n/a" if error is None else f"{error:+.2f} %"),
         ("Pump's dispensed counter", f"{record.pump_dispensed_ml:.4f} mL"),
         ("Software", software_line()),
     ]
+
+
+def gap_count_span(gap: dict[str, Any], fmt: Any) -> str:
+    """Over which span a controller gap's ``delivered_nl`` was counted: "meanwhile", or from the last poll
+    the run log kept when that came before the gap's start (``fmt`` formats a time, ms)."""
+    counted_from = gap.get("counted_from_t_ms")
+    if counted_from is None or counted_from >= gap["from_t_ms"]:
+        return "meanwhile"
+    return f"from {fmt(counted_from)} (the last poll logged) to the restart"
 
 
 def simulation_text(simulation: dict[str, Any] | None) -> str:
@@ -679,7 +721,7 @@ def _html(record: RunRecord, out: Path) -> str:
         body.append(f"<p class='bad' id='error'>Run aborted: {esc(record.error)}</p>")
     body += [f"<p class='warn' id='gap-{i}'>Controller down from {fmt_t(g['from_t_ms'])} to {fmt_t(g['to_t_ms'])} "
              f"({fmt_duration(g['to_t_ms'] - g['from_t_ms'])}); resumed from its journal; the pump counted "
-             f"{g['delivered_nl'] / 1000:.1f} µL meanwhile.</p>" for i, g in enumerate(record.gaps)]
+             f"{g['delivered_nl'] / 1000:.1f} µL {esc(gap_count_span(g, fmt_t))}.</p>" for i, g in enumerate(record.gaps)]
     body += [f"<p id='note-{i}'><i>{esc(note)}</i></p>" for i, note in enumerate(record.notes)]
     failed = [c for c in record.checks() if not c.passed]
     total = len(record.checks())

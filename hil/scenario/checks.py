@@ -96,7 +96,7 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
         CheckResult("no programme refused", not refused,
                     refusal_detail or f"{len(programmes)} programme decisions, all allowed"),
         CheckResult("dose delivered above zero", record.delivered_ug > 0 or waive_start,
-                    f"{record.delivered_ug:.1f} µg at the catheter tip"
+                    f"{record.delivered_ug:.1f} µg moved out of the reservoir"
                     + (waiver if waive_start and record.delivered_ug <= 0 else "")),
     ]
     refused_implants = [d for d in programmes if d.action == "implant" and not d.allowed]
@@ -125,7 +125,7 @@ def _dose_within(run: ScenarioRunner, p: Mapping[str, Any], record: RunRecord, r
     err = record.dose_error_pct
     ok = err is not None and abs(err) <= float(p["tolerance_pct"])
     return CheckResult(f"delivered dose within {p['tolerance_pct']} % of programmed", ok,
-                       f"delivered {record.delivered_ug:.1f} µg, programmed {record.prescribed_ug:.1f} µg"
+                       f"moved {record.delivered_ug:.1f} µg of reservoir drug, programmed {record.prescribed_ug:.1f} µg"
                        + ("" if err is None else f" ({err:+.2f} %)"))
 
 

@@ -28,7 +28,8 @@ Line types (``type`` key) and their fields, times ``t_ms`` since the scenario st
 - ``alarm``: the :class:`~hil.report.AlarmEvent` fields;
 - ``decision``: the :class:`~hil.report.DecisionEvent` fields;
 - ``fault``: ``payload``; ``breach``: ``name``, ``detail``; ``test_dose``: ``t_ms``, ``dose_ng``;
-- ``gap``: ``from_t_ms``, ``to_t_ms``, ``delivered_nl``; ``note``: ``text``.
+- ``gap``: ``from_t_ms`` (the last line of the earlier session), ``to_t_ms`` (the recovery), ``delivered_nl``
+  (counted from ``counted_from_t_ms``, the last sample the log kept, to the recovery); ``note``: ``text``.
 """
 
 from __future__ import annotations

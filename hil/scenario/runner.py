@@ -55,7 +55,7 @@ import hal
 from controller.assembly import Controller, ControllerSettings, build_controller
 from controller.audit import SYSTEM_ACTOR
 from controller.journal import CommandRecord, EntryKind, JournalEntry
-from controller.loop import PollRecord
+from controller.loop import Mode, PollRecord
 from controller.patient import History, PatientRecord
 from controller.store import Store
 from controller.therapy import WorkflowResult
@@ -162,6 +162,52 @@ class TransitWatch:
         self._tip_pg = self._prescribed_pg = self._window_ms = 0
 
 
+class PrescribedDose:
+    """The prescription's dose that should have reached the patient, pg (``prescribed_at_tip_ug``).
+
+    Integrated between marks (each poll, after each action, at a recovery) from the programme in force at
+    the earlier mark: a flex or periodic programme by its own integral, else its basal rate at the
+    reservoir's concentration (during a concentration transit that is the new drug's rate, whatever rate
+    the pump holds to push the old drug out at the old dose). It runs from the implant to a discontinue,
+    and on through fault stops and minimum rate: the prescription still asks for its dose then, which the
+    patient did not get. It knows nothing of the catheter: it is the prescription's side of the tip.
+    Boluses are added by the runner (their authorised doses, priming excepted: priming fills the catheter).
+
+    :ivar pg: the dose so far, pg.
+    """
+
+    def __init__(self) -> None:
+        self.pg = 0
+        self._mark_ms: int | None = None
+        self._programme: Any = None
+        self._pg_per_h = 0
+
+    def mark(self, loop: Any, now_ms: int) -> int:
+        """Add the dose since the last mark, then take the programme in force now; returns what was added, pg.
+
+        :param loop: the controller's loop (its mode, programme, basal rate and reservoir concentration).
+        :param now_ms: controller time, ms.
+        """
+        added = 0
+        if self._mark_ms is not None and now_ms > self._mark_ms:
+            if self._programme is not None:
+                added = self._programme.delivered_pg(self._mark_ms, now_ms)
+            else:
+                added = self._pg_per_h * (now_ms - self._mark_ms) // MS_PER_H
+        self.pg += added
+        self._mark_ms = now_ms if self._mark_ms is None else max(self._mark_ms, now_ms)
+        in_force = loop.mode not in (Mode.IDLE, Mode.DISCONTINUED)
+        self._programme = loop.programme if in_force else None
+        self._pg_per_h = loop.basal_rate_nl_per_h * (loop.concentration_ug_per_ml or 0) if in_force else 0
+        return added
+
+    def restart_at(self, loop: Any, since_ms: int) -> None:
+        """After a recovery: the programme recovered has been in force since ``since_ms`` (controller ms;
+        nothing changes a programme while no controller runs)."""
+        self._mark_ms = None
+        self.mark(loop, since_ms)
+
+
 @dataclass
 class RunOptions:
     """How to run a scenario.
@@ -208,6 +254,27 @@ class RunOptions:
     existing: Existing = Existing.REFUSE
     on_ready: Any = None
     clock_epoch: tuple[str, float] | None = None
+
+
+@dataclass
+class _Replayed:
+    """What the run log of a resumed run's earlier sessions says about where they stopped.
+
+    :ivar last_alive_ms: the latest time any line shows the controller alive (a poll, an alarm, a
+        decision, a transit window...), ms: when it stopped, as near as the log knows.
+    :ivar last_sample_ms: the time of the last poll the log kept, ms (samples are group-flushed, so a
+        kill may lose a few after it; see :mod:`hil.scenario.runlog`).
+    :ivar last_total_nl: the ledger's counted volume at that poll, nL (the gap's count starts there).
+    :ivar gaps_nl: the volume of earlier gaps, nL.
+    """
+
+    last_alive_ms: int = 0
+    last_sample_ms: int = 0
+    last_total_nl: int = 0
+    gaps_nl: int = 0
+
+    def seen(self, t_ms: int) -> None:
+        self.last_alive_ms = max(self.last_alive_ms, t_ms)
 
 
 @dataclass(frozen=True)
@@ -410,6 +477,7 @@ class ScenarioRunner:
         programmed_pg = poll.expected_nl * conc if conc else 0
         self.delivered_pg += delivered_pg
         self.programmed_pg += programmed_pg
+        prescribed_tip_pg = self.prescribed_dose.mark(loop, poll.now_ms)
         sample = Sample(
             t_ms=rel, rate_nl_per_h=poll.rate_nl_per_h, dose_24h_ug=poll.dose_24h_ng / 1000,
             cap_ug_per_day=poll.cap_ng_per_day / 1000, reservoir_ml=poll.reservoir_nl / 1e6,
@@ -418,7 +486,8 @@ class ScenarioRunner:
         total_nl = self.controller.loop.total_counted_nl
         if self.log is not None:
             self.log.sample(sample=dict(vars(sample)), interval_ms=poll.interval_ms, tip_pg=tip_pg,
-                            delivered_pg=delivered_pg, programmed_pg=programmed_pg, total_counted_nl=total_nl)
+                            delivered_pg=delivered_pg, programmed_pg=programmed_pg,
+                            prescribed_tip_pg=prescribed_tip_pg, total_counted_nl=total_nl)
             if self.store.writes != self._log_flushed_at_write:
                 # The journal committed: the run log's samples follow it now, not at the next group.
                 self._log_flushed_at_write = self.store.writes
@@ -517,6 +586,7 @@ class ScenarioRunner:
         self._label = ""
         self.delivered_pg = 0
         self.programmed_pg = 0
+        self.prescribed_dose = PrescribedDose()
         self._last_actual_nl = 0
         self.tip_pg = 0
         #: The catheter as it physically is (simulated rigs): saline until drug is pushed through it; the
@@ -623,7 +693,12 @@ class ScenarioRunner:
         return 0
 
     def _resume(self, work: Path) -> int:
-        """Continue the run in ``work`` from its journal; returns the index of the next action to run."""
+        """Continue the run in ``work`` from its journal; returns the index of the next action to run.
+
+        The run log is read and replayed into the record before the controller recovers: the recovery
+        raises this session's alarms (CONTROLLER_DEATH...) and logs them, and a replay after it took them
+        for the dead session's (the gap then began at the restart, and each such alarm was reported twice).
+        """
         store = self.store
         starts = _journal_entries(store, START_ACTION)
         if not starts:
@@ -633,17 +708,19 @@ class ScenarioRunner:
             raise ConfigError("--resume", str(work), "the prescription the journal holds in effect")
         self.t0_ms = int(starts[-1].new["t0_ms"])
         self.t0_utc = starts[-1].utc
+        earlier = self._replay_log(list(read_run_log(work / RUN_LOG_FILE)))
         self._build_controller()
         found = self.controller.recover()
-        last_t, last_total = self._replay_log(work)
         now = self._rel_ms()
-        gap_nl = max(0, self.controller.loop.total_counted_nl - last_total)
+        gap_nl = max(0, self.controller.loop.total_counted_nl - earlier.last_total_nl)
         conc = self.controller.loop.concentration_ug_per_ml
-        self.delivered_pg += gap_nl * conc
-        self.programmed_pg += gap_nl * conc
-        gap = {"from_t_ms": last_t, "to_t_ms": now, "delivered_nl": gap_nl}
+        self.delivered_pg += (earlier.gaps_nl + gap_nl) * conc
+        self.programmed_pg += (earlier.gaps_nl + gap_nl) * conc
+        gap = {"from_t_ms": earlier.last_alive_ms, "to_t_ms": now, "delivered_nl": gap_nl,
+               "counted_from_t_ms": earlier.last_sample_ms}
         self.record.gaps.append(gap)
-        self._log("gap", **gap)
+        self.prescribed_dose.restart_at(self.controller.loop, self.t0_ms + earlier.last_sample_ms)
+        self._log("gap", **gap, prescribed_tip_pg=self.prescribed_dose.mark(self.controller.loop, self.t0_ms + now))
         self._decision(DecisionEvent(now, "resume_run", "", True, (), f"resumed from the journal: {found}"))
         markers = _journal_entries(store, ACTION_ACTION)
         if not markers:
@@ -659,11 +736,11 @@ class ScenarioRunner:
                    "stopped; it runs again")
         return index
 
-    def _replay_log(self, work: Path) -> tuple[int, int]:
-        """Rebuild the record from the run log; returns the last time it saw, ms, and the ledger's count then, nL."""
+    def _replay_log(self, lines: list[dict[str, Any]]) -> _Replayed:
+        """Rebuild the record from the earlier sessions' run-log ``lines`` (see :class:`_Replayed`)."""
         record = self.record
-        last_t, last_total = 0, 0
-        for line in read_run_log(work / RUN_LOG_FILE):
+        replayed = _Replayed()
+        for line in lines:
             kind = line.pop("type")
             if kind == "sample":
                 sample = Sample(**line["sample"])
@@ -671,38 +748,46 @@ class ScenarioRunner:
                 self._feed_patient(sample.t_ms, line["interval_ms"], line["tip_pg"])
                 self.delivered_pg += line["delivered_pg"]
                 self.programmed_pg += line["programmed_pg"]
-                last_t, last_total = max(last_t, sample.t_ms), line["total_counted_nl"]
+                self.prescribed_dose.pg += line.get("prescribed_tip_pg", 0)
+                replayed.last_sample_ms = max(replayed.last_sample_ms, sample.t_ms)
+                replayed.last_total_nl = line["total_counted_nl"]
+                replayed.seen(sample.t_ms)
             elif kind == "alarm":
                 record.alarms.append(AlarmEvent(**line))
-                last_t = max(last_t, line["t_ms"])
+                replayed.seen(line["t_ms"])
             elif kind == "decision":
                 event = DecisionEvent(**{**line, "reasons": tuple(line["reasons"])})
                 record.decisions.append(event)
                 if event.label:
                     self.results_by_label[event.label] = _LoggedResult(event.allowed, event.reasons, event.detail)
-                last_t = max(last_t, event.t_ms)
+                replayed.seen(event.t_ms)
             elif kind == "fault":
                 self.faults.append(line["payload"])
             elif kind == "breach":
                 self.breaches.setdefault(line["name"], line["detail"])
             elif kind == "transit":
                 self.transit_watch.on_event(line["event"], line["payload"], line["t_ms"])
+                replayed.seen(line["t_ms"])
             elif kind == "transit_window":
                 self.transit_watch.add_window(line["error_pct"])
+                replayed.seen(line["t_ms"])
             elif kind == "test_dose":
                 self.patient.advance_to(max(self.patient.time_s, line["t_ms"] / 1000))
                 self.patient.bolus(line["dose_ng"])
+                replayed.seen(line["t_ms"])
             elif kind == "gap":
+                self.prescribed_dose.pg += line.pop("prescribed_tip_pg", 0)
                 record.gaps.append(line)
-                self.delivered_pg += line["delivered_nl"] * self.controller.loop.concentration_ug_per_ml
-                self.programmed_pg += line["delivered_nl"] * self.controller.loop.concentration_ug_per_ml
+                replayed.gaps_nl += line["delivered_nl"]
+                replayed.seen(line["to_t_ms"])
             elif kind == "note":
                 record.notes.append(line["text"])
             elif kind == "segment":
                 record.trace_files.append(line["trace_file"])
                 if line["index"] == 0:
                     record.started_utc = line["utc"]
-        return last_t, last_total
+                replayed.seen(line["t_ms"])
+        return replayed
 
     def run(self) -> RunRecord:
         """Run the scenario to its end (or resume it) and evaluate the checks.
@@ -787,7 +872,9 @@ class ScenarioRunner:
             self.controller.store.append_audit(SYSTEM_ACTOR, ACTION_ACTION,
                                                new={"index": index, "do": action.do, "label": action.label})
             self._label = action.label
+            self.prescribed_dose.mark(self.controller.loop, self.controller.now_ms())
             ACTIONS[action.do](self, action)
+            self.prescribed_dose.mark(self.controller.loop, self.controller.now_ms())
             self._label = ""
         self.controller.run_until(self.t0_ms + self.duration_ms)
         self.controller.poll()
@@ -799,6 +886,8 @@ class ScenarioRunner:
         record.delivered_ug = self.delivered_pg / 1e6
         record.prescribed_ug = self.programmed_pg / 1e6
         record.delivered_at_tip_ug = self.tip_pg / 1e6 if self.rig is not None else None
+        bolus_ng = sum(b.dose_ng for b in self.controller.store.boluses() if b.kind != "priming")
+        record.prescribed_at_tip_ug = (self.prescribed_dose.pg + bolus_ng * 1000) / 1e6
         record.delivered_by_kind_ug = {k: v / 1e6 for k, v in loop.delivered_pg_by_kind.items()}
         state = self.patient.state()
         record.patient = {

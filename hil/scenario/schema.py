@@ -91,12 +91,13 @@ from typing import Any
 
 from controller.assembly import MAX_REFILL_TOLERANCE_PCT, MAX_RESTART_TITRATION_AFTER_MS
 from controller.audit import Role
+from controller.patient import max_prior_dose_ng_per_day
 from controller.prescription import assess_change, load_prescription
 from controller.signing import SignedFile
 from cython_ext import fields
 from cython_ext.errors import ConfigError
 from cython_ext.fields import INVALID, FieldError, Table, any_invalid
-from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, NL_PER_ML, units_to_decimal
+from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN, NG_PER_UG, NL_PER_ML, units_to_decimal
 from cython_ext.vocabulary import CatheterFill, Origin
 from hil.gravimetric.step import read_accuracy_step
 from hil.scenario.model import (
@@ -289,7 +290,9 @@ def _patient(p: Any, prescribed: _Prescribed) -> Any:
         origin = p.get("origin", fields.choice, ORIGINS, default=PatientSettings().origin)
     cv = p.get("variability_cv", fields.decimal, 0, 1, strings=True, default=PatientSettings().variability_cv)
     history = p.get("history", fields.choice, ("screened", "transferred"), default=PatientSettings().history)
-    prior = p.get("prior_dose_ug_per_day", fields.integer, 1, 100_000, "ug/day", default=None)
+    # The drug library's hard maximum daily dose, as the patient record holds it (rounded down to whole µg).
+    prior = p.get("prior_dose_ug_per_day", fields.integer, 1, max_prior_dose_ng_per_day() // NG_PER_UG, "ug/day",
+                  default=None)
     if history == "transferred" and prior is None:
         p.doc.record(ConfigError(p.name("prior_dose_ug_per_day"), None,
                                  "given for a transferred patient (the replaced pump's documented dose)"))

@@ -222,7 +222,8 @@ def test_tables_speak_in_labels_and_units(synthetic: tuple[RunRecord, Path, Page
             assert "_" not in label and label[:1].isupper(), (table_id, label)
     overview = dict(page.tables["overview"])
     assert overview["Started"] == "2026-01-05 08:00 UTC"
-    assert overview["Dose delivered"] == "450.0 µg" and overview["Delivered against programmed"] == "-0.20 %"
+    assert overview["Drug moved out of the reservoir (pump; not the dose at the tip)"] == "450.0 µg"
+    assert overview["Moved against commanded (pump volume accuracy)"] == "-0.20 %"
     assert overview["Software"].startswith("itb-fil ")
     reservoir = dict(page.tables["reservoir"])
     assert reservoir["Remaining volume"] == "2.8 mL" and reservoir["Refill due"] == "2026-01-10 20:00 UTC"
