@@ -56,7 +56,7 @@ from controller.loop import ControlLoop, Mode
 from controller.patient import History, PatientRecord, ScreeningDose
 from cython_ext import units
 from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, CatheterFill, DeliveryKind, Origin
-from cython_ext.errors import ConfigError
+from cython_ext.errors import ConfigError, StateError
 from hal.pump import PumpState
 
 MS_PER_MIN = units.MS_PER_MIN
@@ -1132,7 +1132,7 @@ class Therapy:
         loop.alarms.raise_alarm(AlarmCode.PROCEDURE_IN_PROGRESS, detail=(
             f"{kind.value} authorised by {authorised_by}, expected {expected_duration_ms / MS_PER_MIN:g} min: delivery "
             f"held at {hold}; give the alternative (oral or IV) baclofen cover"))
-        loop.schedule_action(proc["expected_end_ms"], self._check_procedure_overrun, PROCEDURE_KEY)
+        loop.schedule_action(proc["expected_end_ms"] + 1, self._check_procedure_overrun, PROCEDURE_KEY)
         loop.checkpoint(durable=True)
         detail = f"{kind.value}: delivery held at {hold} for {expected_duration_ms / MS_PER_MIN:g} min"
         if not confirmed:
@@ -1217,7 +1217,8 @@ class Therapy:
         counted = loop.total_counted_nl
         rate = loop.committed_rate_nl_per_h
         running = (loop.mode is Mode.RUNNING and status is not None and status.alarm is None
-                   and status.state is PumpState.INFUSING and bool(rate) and rate == loop.pump_basal_nl_per_h)
+                   and status.state is PumpState.INFUSING and bool(rate)
+                   and self._held_as_commanded(rate, loop.pump_basal_nl_per_h))
         last = proc["last_check"]
         verified = False
         why = "the pump is not reported running at the commanded rate"
@@ -1246,6 +1247,15 @@ class Therapy:
         self._schedule_resumption_check(now)
         loop.checkpoint()
 
+    def _held_as_commanded(self, held_nl_per_h: int, commanded_nl_per_h: int) -> bool:
+        """Whether the rate the pump holds, verified (nL/h), is the commanded one as the pump can hold it: within
+        its stated rate tolerance (the digits it can display), at least 1 nL/h."""
+        try:
+            tolerance_ppm = self.loop.pump.capabilities().rate_tolerance_ppm
+        except StateError:
+            return held_nl_per_h == commanded_nl_per_h
+        return abs(held_nl_per_h - commanded_nl_per_h) * 1_000_000 <= max(1_000_000, commanded_nl_per_h * tolerance_ppm)
+
     def _resumption_failed(self, why: str) -> None:
         """PROCEDURE_RESUME_FAILED, durable: the restart after the procedure is not verified."""
         proc = self.procedure
@@ -1258,7 +1268,7 @@ class Therapy:
                                   f"the pump may have failed to restart: {why}"))
 
     def _check_procedure_overrun(self) -> None:
-        """PROCEDURE_OVERRUN when the procedure still holds delivery past its expected end."""
+        """PROCEDURE_OVERRUN when the procedure still holds delivery past its expected end (run 1 ms after it)."""
         proc = self.procedure
         if proc is None or proc["phase"] != "held":
             return
@@ -1281,7 +1291,7 @@ class Therapy:
             if proc["overrun"]:
                 alarms.raise_alarm(AlarmCode.PROCEDURE_OVERRUN, detail="held across a restart")
             else:
-                self.loop.schedule_action(proc["expected_end_ms"], self._check_procedure_overrun, PROCEDURE_KEY)
+                self.loop.schedule_action(proc["expected_end_ms"] + 1, self._check_procedure_overrun, PROCEDURE_KEY)
             return
         if proc["failed"]:
             alarms.raise_alarm(AlarmCode.PROCEDURE_RESUME_FAILED, detail="restart not verified (held across a restart)")
