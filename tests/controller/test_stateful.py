@@ -4,7 +4,8 @@ The controller runs over the real NE-1000 driver talking to the simulated pump
 through the in-process endpoint, in virtual time. After every step:
 
 * the rolling 24 h total (delivered + committed) never exceeds the cap;
-* flow is never zero without an authorised discontinue or a STOP reaction;
+* flow is never zero without an authorised discontinue, a STOP reaction or an authorised procedure's zero-rate
+  hold (SAFE-03, SAFE-05);
 * the ledger matches the pump's own dispensed volume within tolerance;
 * no bolus is delivered twice (unique records, none over its volume);
 * every injected fault produced its alarm once the loop has polled;
@@ -89,6 +90,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy
         self.journal = self.store
         self.stopped_by_reaction: list[str] = []
+        self.procedure_holds: list[dict[str, Any]] = []
         result = self.therapy.implant(500, 20_000_000, dose_ng_per_day=150_000)
         assert result.allowed, result
         self.pending_faults: list[str] = []
@@ -97,6 +99,8 @@ class ControllerMachine(RuleBasedStateMachine):
     def _event(self, event: str, payload: dict[str, Any]) -> None:
         if event == "stopped":
             self.stopped_by_reaction.append(payload["fault"])
+        if event == "procedure_hold":
+            self.procedure_holds.append(payload)
 
     def teardown(self) -> None:
         stack = getattr(self, "stack", None)
@@ -142,6 +146,16 @@ class ControllerMachine(RuleBasedStateMachine):
             self.clock.advance(120)  # pushing against the block stalls the motor after occlusion_delay_s
             self.pending_faults.append("motor_stall")
 
+    @rule(minutes=st.integers(10, 120), zero=st.booleans())
+    def begin_procedure(self, minutes: int, zero: bool) -> None:
+        """SAFE-05: an MRI, held at zero (authorised) or at the minimum rate."""
+        self.therapy.begin_procedure("mri", authorised_by="dr.radiology", expected_duration_ms=minutes * MS_PER_MIN,
+                                     zero_rate_required=zero)
+
+    @rule()
+    def end_procedure(self) -> None:
+        self.therapy.end_procedure()
+
     @rule()
     def clear_occlusion(self) -> None:
         self.rig.device.set_occluded(False)
@@ -166,6 +180,11 @@ class ControllerMachine(RuleBasedStateMachine):
         delivering = self.rig.device.state in ("I", "X")
         if self.loop.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             assert delivering or self.rig.device.alarm is not None
+        elif self.loop.mode is Mode.PROCEDURE:
+            # Only an authorised zero-rate procedure holds the pump stopped, and it is stopped.
+            procedure = self.therapy.procedure
+            assert procedure is not None and procedure["zero_rate"] and procedure["authorised_by"]
+            assert self.procedure_holds and not delivering
         else:
             assert self.loop.mode is Mode.STOPPED_FAULT and self.stopped_by_reaction
 
