@@ -81,6 +81,7 @@ class AlarmCode(enum.Enum):
     ALARM_SYSTEM_FAILURE = "alarm_system_failure"
     WITHDRAWAL_RISK = "withdrawal_risk"
     CATHETER_NOT_PRIMED = "catheter_not_primed"
+    IMPLANT_NOT_DONE = "implant_not_done"
     PROCEDURE_RESUME_FAILED = "procedure_resume_failed"
     PROCEDURE_OVERRUN = "procedure_overrun"
     # medium priority
@@ -292,6 +293,15 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
             "volume). " + _WITHDRAWAL_RISK,
             "A priming cut short by a fault leaves the patient without drug for the time the basal needs to "
             "push the saline out (30 h for 0.25 mL at 100 µg/day), unseen unless alarmed (BOL-06, issue #9).",
+        ),
+        _spec(
+            AlarmCode.IMPLANT_NOT_DONE,
+            _H,
+            "Implant not done: the implant was refused, so the patient receives NO intrathecal baclofen. A "
+            "patient who was on intrathecal therapy (a pump replacement) is in abrupt withdrawal. "
+            + _WITHDRAWAL_RISK,
+            "A refused implant leaves the patient with no intrathecal therapy; for a transferred patient that is "
+            "the abrupt stop of the boxed warning (itb-clinical §3.2), unseen unless alarmed (issue #9).",
         ),
         _spec(
             AlarmCode.STORAGE_LOW,

@@ -180,7 +180,9 @@ FAULT_REACTIONS: Mapping[FaultCode, FaultReaction] = one_row_each(
             _F.RESERVOIR_CONFIRMED_EMPTY,
             _S,
             _A.RESERVOIR_EMPTY,
-            "Nothing left to deliver; pumping air or dry is impossible delivery (RES-05).",
+            "Nothing left to deliver; pumping air or dry is impossible delivery (RES-05). The stop is an "
+            "interruption: a refill resumes it by the restart rule.",
+            interrupts_delivery=True,
         ),
         FaultReaction(
             _F.JOURNAL_WRITE_FAILURE,

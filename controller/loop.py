@@ -95,6 +95,9 @@ RESUME_POINT_VERSION = 2
 #: ``therapy_state`` key of a concentration change handed to the pump but not yet applied
 #: (:meth:`ControlLoop.change_concentration`); a restart completes it (:meth:`ControlLoop.recover`).
 CONCENTRATION_CHANGE_KEY = "concentration_change"
+#: ``therapy_state`` key of the minimum rate a restart owes but could not command (the pump unreadable when the
+#: kernel refused a concentration change it found): the first poll that reads the pump enters it (:meth:`recover`).
+MINIMUM_RATE_OWED_KEY = "minimum_rate_owed"
 #: Why a requested command is refused while the reservoir's drug is not the kernel's (PRX-06).
 CONCENTRATION_MISMATCH = "CONCENTRATION_MISMATCH"
 
@@ -674,6 +677,8 @@ class ControlLoop(AccountingViews):
             self.alarms.clear(AlarmCode.COMMS_DEGRADED, detail="pump answers again")
         if self.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN):
             self.alarms.clear(AlarmCode.THERAPY_STATUS_UNKNOWN, detail="pump answers again")
+        if self._owed_minimum_rate():
+            return
         if self.committed_rate_nl_per_h is None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             # The last command's outcome was unknown: re-establish the verified rate now that we can read.
             self._reprogram_current("rate unknown after a lost reply")
@@ -818,7 +823,13 @@ class ControlLoop(AccountingViews):
             fc = self.forecast()
             self.alarms.raise_alarm(AlarmCode.REFILL_DUE, detail=f"refill due {fc.refill_due_utc:%Y-%m-%d}")
         if volume <= 0 and self.mode is not Mode.STOPPED_FAULT:
+            # Empty without the minimum-rate spell before it (the residual volume used up unwatched: a restart
+            # after downtime, a high rate between two polls): the reservoir may have run dry any time before, so
+            # for the restart rule the stop is as long as can be.
+            unwatched = self.mode is not Mode.MINIMUM_RATE and self._interrupted_since_ms is None
             self._fault(FaultCode.RESERVOIR_CONFIRMED_EMPTY, "predicted volume exhausted")
+            if unwatched:
+                self._interruption_length_unknown = True
         elif volume <= self.config.empty_reservoir_nl and self.mode is Mode.RUNNING:
             self._fault(FaultCode.RESERVOIR_EMPTY_THRESHOLD, f"{describe_volume_nl(volume)} left")
 
@@ -922,6 +933,8 @@ class ControlLoop(AccountingViews):
         restart rule decides it: the prior programme after a short interruption; after a long one
         the patient's titration-phase starting dose, or the minimum rate when the kernel has none.
         """
+        if self._owed_minimum_rate():
+            return  # never the old programme on the new drug
         if self.mode is Mode.MINIMUM_RATE:
             target = self.config.minimum_rate_nl_per_h
         elif self.mode is Mode.RUNNING:
@@ -1287,7 +1300,9 @@ class ControlLoop(AccountingViews):
             front by volume), so the pump left alone keeps every step's and bolus's dose at the tip.
         :raises StateError: when therapy is not running or a transit is already under way (nothing changed).
         """
-        resuming = self.mode is Mode.MINIMUM_RATE
+        # A missed refill's interruption (the caller, Therapy, checks it is that one): the minimum rate, or the
+        # stop at confirmed empty. The catheter still holds the old drug either way: the stop left it in place.
+        resuming = self.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT)
         if self.mode is not Mode.RUNNING and not resuming:
             raise StateError(f"no concentration change in mode {self.mode.value}")
         if self.transit is not None:
@@ -1317,7 +1332,8 @@ class ControlLoop(AccountingViews):
             "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
             "transit_duration_ms": decision.duration_ms,
             "override": None if override is None else [list(override[0]), override[1], override[2]],
-            "from_minimum_rate": resuming,
+            "from_minimum_rate": self.mode is Mode.MINIMUM_RATE,
+            "from_confirmed_empty": self.mode is Mode.STOPPED_FAULT,
             "shape": None if not shape else {key: [list(row) for row in rows] for key, rows in shape.items()},
             "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
@@ -1762,6 +1778,11 @@ class ControlLoop(AccountingViews):
         if self.commands.durably("checkpoint", write) and durable:
             self._last_durable_ms = self.now_ms()
 
+    def commit_journal(self, what: str) -> None:
+        """Commit what is staged in the journal now (a storage failure is alarmed, never raised), for a record
+        that must be durable when no checkpoint follows (before the implant there is none)."""
+        self.commands.durably(what, self.store.flush)
+
     def _moved_since(self, base_nl: int | None, counter_nl: int) -> int:
         """What the counter shows since ``base_nl`` (a reset or clear: everything it shows), nL."""
         if base_nl is None:
@@ -1864,12 +1885,27 @@ class ControlLoop(AccountingViews):
         self.programme = decision.programme if _keeps_programme(decision.programme) else None
         self.basal_rate_nl_per_h = rate if self.programme is None else self.programme.rate_at(now)
         self.transit = Transit(old, new, now)
-        if self.mode is Mode.MINIMUM_RATE:
+        if self.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
 
+    def _owed_minimum_rate(self) -> bool:
+        """Enter the minimum rate a restart owes (:data:`MINIMUM_RATE_OWED_KEY`); whether one was owed.
+
+        Owed while it cannot be commanded: nothing else is put back meanwhile (the loop's programme is the old
+        drug's, the reservoir holds the new one).
+        """
+        owed = self.therapy_state.get(MINIMUM_RATE_OWED_KEY)
+        if owed is None:
+            return False
+        if self.mode is Mode.MINIMUM_RATE or self.enter_minimum_rate(str(owed)):
+            del self.therapy_state[MINIMUM_RATE_OWED_KEY]
+            self.checkpoint(durable=True)
+        return True
+
     def _leave_minimum_rate(self, detail: str) -> None:
-        """Back to RUNNING from minimum-rate mode by an applied change that the kernel decided by the restart rule."""
+        """Back to RUNNING from a missed refill's minimum rate or confirmed-empty stop, by an applied change that the
+        kernel decided by the restart rule."""
         self.mode = Mode.RUNNING
         if self.alarms.is_active(AlarmCode.MINIMUM_RATE_MODE):
             self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail=detail)
@@ -1941,8 +1977,11 @@ class ControlLoop(AccountingViews):
         (:meth:`_complete_change_at_restart`). A pump read back running the change's transit program
         (phase by phase, in any of its phases) is taken over as it is, nothing sent; otherwise the
         transit program is sent by the usual restore (a fresh resume decision for a stopped pump). A
-        change the kernel now refuses leaves minimum rate. Either way UNFINISHED_SESSION is raised
-        (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
+        change the kernel now refuses leaves minimum rate, also from a missed refill's confirmed-empty stop; with
+        the pump unreadable it is owed (:data:`MINIMUM_RATE_OWED_KEY`, durable), THERAPY_STATUS_UNKNOWN and then
+        the comms timeout are the alarm, nothing is sent, and the first poll that reads the pump enters it
+        before anything else is put back (never the old programme on the new drug). Either way
+        UNFINISHED_SESSION is raised (RES-04): the clinician never got the refill's confirmation. With no intent, nothing of the
         refill was durable and nothing reached the pump: the clinician repeats it.
 
         :return: a summary of what was found (for the journal and tests).
@@ -2021,7 +2060,8 @@ class ControlLoop(AccountingViews):
         change = self.therapy_state.pop(CONCENTRATION_CHANGE_KEY, None)
         change_refused: tuple[str, ...] = ()
         if change is not None and (self.mode is Mode.RUNNING or (
-                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate"))):
+                self.mode is Mode.MINIMUM_RATE and change.get("from_minimum_rate")) or (
+                self.mode is Mode.STOPPED_FAULT and change.get("from_confirmed_empty"))):
             change_refused = self._complete_change_at_restart(change, now)
             found["concentration_change"] = "refused" if change_refused else "completed"
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (
@@ -2099,12 +2139,22 @@ class ControlLoop(AccountingViews):
             self.commands.settle_stops(status)
         if change is not None:
             self._report_change_at_restart(change, found, change_refused)
+        refused_note = "" if not change_refused else (
+            f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL could not be completed at restart "
+            f"({','.join(change_refused)})")
+        if change_refused and (status is None or self.mode is Mode.STOPPED_FAULT):
+            # Unreadable: nothing can be commanded, and THERAPY_STATUS_UNKNOWN (then the comms timeout) is the
+            # alarm; the first poll that reads the pump enters the minimum rate before anything else is put back.
+            # Stopped at confirmed empty (its change refused): the reservoir is full now, the minimum rate is owed.
+            self.therapy_state[MINIMUM_RATE_OWED_KEY] = refused_note
+            if status is not None:
+                self._owed_minimum_rate()
         if status is not None and self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             if status.alarm is not None:
                 self._pump_alarm(status.alarm)
             elif change_refused:
-                self.enter_minimum_rate(f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL "
-                                        f"could not be completed at restart ({','.join(change_refused)})")
+                self.therapy_state[MINIMUM_RATE_OWED_KEY] = refused_note
+                self._owed_minimum_rate()
             elif change_held:
                 self._last_confirmed_ms = self._delivery_seen_ms = now
             elif open_boluses or unresolved or status.state is not PumpState.INFUSING:

@@ -50,6 +50,12 @@ def _int(name: str, value: object, low: int = 0) -> int:
     return value
 
 
+def _aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ConfigError(name, value, "a timezone-aware datetime")
+    return value
+
+
 def _days(value: Fraction) -> timedelta:
     """An exact day count as a timedelta, to the whole millisecond (rounded down)."""
     return timedelta(milliseconds=int(value * units.MS_PER_DAY))
@@ -110,8 +116,7 @@ class ReservoirState:
     def __post_init__(self) -> None:
         _int("filled_nl", self.filled_nl, 0)
         _int("delivered_nl", self.delivered_nl, 0)
-        if not isinstance(self.fill_utc, datetime) or self.fill_utc.tzinfo is None:
-            raise ConfigError("fill_utc", self.fill_utc, "a timezone-aware datetime")
+        _aware("fill_utc", self.fill_utc)
 
     @property
     def remaining_nl(self) -> int:
@@ -246,8 +251,7 @@ def forecast(
         low_margin <= refill_margin_days <= high_margin
     ):
         raise ConfigError("refill_margin_days", refill_margin_days, f"an integer in [{low_margin}, {high_margin}] days")
-    if now_utc.tzinfo is None:
-        raise ConfigError("now_utc", now_utc, "a timezone-aware datetime")
+    _aware("now_utc", now_utc)
     remaining = state.remaining_nl
     to_empty = days_until(remaining, daily_volume_nl)
     if to_empty > MAX_FORECAST_DAYS:
@@ -344,8 +348,7 @@ class RefillRecord:
         _int("concentration_ug_per_ml", self.concentration_ug_per_ml, 1)
         if not isinstance(self.lot, str) or not self.lot.strip():
             raise ConfigError("lot", self.lot, "a non-empty lot number")
-        if not isinstance(self.refill_utc, datetime) or self.refill_utc.tzinfo is None:
-            raise ConfigError("refill_utc", self.refill_utc, "a timezone-aware datetime")
+        _aware("refill_utc", self.refill_utc)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,20 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   the new dose at the old concentration (the transit), however long that takes,
   and counted boluses wait until it has left the tip. An unfinished session
   raises an alarm and leaves the last committed programme running.
+* **A missed refill** (RES-05: the minimum rate at the empty threshold, or the
+  stop at confirmed empty) is ended by the refill itself, at the old
+  concentration or a new one, and therapy resumes there and then by the restart
+  rule (§1.6, §3.3): the old dose after an interruption shorter than the
+  threshold, the titration-phase starting dose after a longer one. Not at a
+  later acknowledgement: the clinician is present at the refill, the refill
+  cures the one cause, and every hour more at the minimum rate or stopped
+  deepens the withdrawal (§3.2); the latched alarms still wait for an
+  acknowledgement. After the confirmed-empty stop the catheter still holds the
+  old drug to the tip (the stop came on the *predicted* volume reaching zero,
+  and a stopped pump pushes nothing), so a new concentration gets the old
+  drug's transit as after the minimum rate; assuming saline there would push
+  the old drug at the new drug's volume rate, 4x the dose for 2000 -> 500 µg/mL
+  (§5.3). A decision of the clinical safety review (issue #9).
 * **Taper and discontinue**: only with authorisation; down at most 20 % every
   2 days (the kernel's plan) to the minimum-rate dose, then stop, unless an
   emergency discontinue is authorised.
@@ -164,10 +178,31 @@ class SignedDoseOverride:
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
 #: High-priority alarms a (re-)priming is not held back by: the conditions it remedies.
-PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK})
+#: An implant refused before (IMPLANT_NOT_DONE) is cured by the implant this priming is part of.
+PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK, AlarmCode.IMPLANT_NOT_DONE})
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
+
+
+class _Checkpointed:
+    """A :class:`Therapy` integer kept in the loop's checkpoint, ``loop.therapy_state[key]`` (0 until set).
+
+    :param key: its key in the checkpoint (a stored name: the loop reads it too, and journals keep it).
+    :param after_set: called with the therapy and the new value once it is stored, or None.
+    """
+
+    def __init__(self, key: str, after_set: Callable[[Therapy, int], None] | None = None) -> None:
+        self._key = key
+        self._after_set = after_set
+
+    def __get__(self, therapy: Therapy | None, owner: type | None = None) -> Any:
+        return self if therapy is None else int(therapy.loop.therapy_state.get(self._key, 0))
+
+    def __set__(self, therapy: Therapy, value: int) -> None:
+        therapy.loop.therapy_state[self._key] = int(value)
+        if self._after_set is not None:
+            self._after_set(therapy, int(value))
 
 
 class ProcedureKind(str, enum.Enum):
@@ -242,24 +277,13 @@ class Therapy:
 
     # -- state kept in the loop's checkpoint -----------------------------------------------------------
 
-    @property
-    def prescribed_dose_ng_per_day(self) -> int:
-        """The daily dose the clinician prescribed last, ng/day (survives restarts)."""
-        return int(self.loop.therapy_state.get("prescribed_dose_ng_per_day", 0))
-
-    @prescribed_dose_ng_per_day.setter
-    def prescribed_dose_ng_per_day(self, value: int) -> None:
-        self.loop.therapy_state["prescribed_dose_ng_per_day"] = int(value)
-
-    @property
-    def titration_start_dose_ng_per_day(self) -> int:
-        """The post-implant starting dose, ng/day: where therapy restarts after a long interruption."""
-        return int(self.loop.therapy_state.get("titration_start_dose_ng_per_day", 0))
-
-    @titration_start_dose_ng_per_day.setter
-    def titration_start_dose_ng_per_day(self, value: int) -> None:
-        self.loop.therapy_state["titration_start_dose_ng_per_day"] = int(value)
-        self.gate.note_titration_start_dose(int(value), self.loop.now_ms())
+    #: The daily dose the clinician prescribed last, ng/day (survives restarts).
+    prescribed_dose_ng_per_day = _Checkpointed("prescribed_dose_ng_per_day")
+    #: The post-implant starting dose, ng/day: where therapy restarts after a long interruption.
+    titration_start_dose_ng_per_day = _Checkpointed(
+        "titration_start_dose_ng_per_day",
+        lambda therapy, value: therapy.gate.note_titration_start_dose(value, therapy.loop.now_ms())
+    )
 
     def _save_patient_bolus(self) -> None:
         pb = self.patient_bolus
@@ -461,11 +485,31 @@ class Therapy:
             return min(self.patient.prior_dose_ng_per_day or 0, 2 * first * NG_PER_UG)
         return self.starting_dose_ng_per_day() or 0
 
-    def implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
-                prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
-                flex_steps: list[tuple[int, int]] | None = None,
-                anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
-                override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
+    def implant(self, concentration_ug_per_ml: int, fill_nl: int, **options: Any) -> WorkflowResult:
+        """Fill the new pump and start therapy (:meth:`_implant`, which takes the same arguments).
+
+        A refused implant (the patient record allows no start, a dose above what it allows, the kernel's or the
+        pump's refusal) leaves the patient with no intrathecal therapy: IMPLANT_NOT_DONE (high priority, naming
+        the withdrawal risk of a patient who was on it) is raised and journalled with the refusal, and cleared
+        by an implant that starts therapy. A decision of the clinical safety review (issue #9).
+        """
+        result = self._implant(concentration_ug_per_ml, fill_nl, **options)
+        alarms = self.loop.alarms
+        if self.loop.mode is Mode.IDLE and Why.ALREADY_IMPLANTED.value not in result.reasons:
+            alarms.raise_alarm(AlarmCode.IMPLANT_NOT_DONE,
+                               detail=f"implant refused ({','.join(result.reasons)}): {result.detail}; the patient "
+                                      "receives no intrathecal therapy")
+            # Durable now, with the refusal: before an implant no checkpoint commits what is staged.
+            self.loop.commit_journal("journal implant refusal")
+        elif self.loop.mode is not Mode.IDLE and alarms.is_active(AlarmCode.IMPLANT_NOT_DONE):
+            alarms.clear(AlarmCode.IMPLANT_NOT_DONE, detail="implant done: therapy started")
+        return result
+
+    def _implant(self, concentration_ug_per_ml: int, fill_nl: int, *, dose_ng_per_day: int | None = None,
+                 prime: bool | None = None, catheter: CatheterFill | str = CatheterFill.SALINE,
+                 flex_steps: list[tuple[int, int]] | None = None,
+                 anchor_ms: int = 0, periodic_boluses: list[tuple[int, int, int]] | None = None,
+                 override: tuple[tuple[str, ...], str, str] | None = None) -> WorkflowResult:
         """Fill the new pump, start the starting dose (or a prescribed flex or periodic-bolus programme), and
         prime the catheter if it holds saline.
 
@@ -608,13 +652,17 @@ class Therapy:
         :param override_reason: a prescriber's reason to lift soft limits (interval, large decrease).
         """
         action = "titrate"
-        if dose_ng_per_day <= 0:
-            return self._deny(action, Why.ZERO_ONLY_BY_DISCONTINUE)
         held = self._procedure_refusal(action, dose_ng_per_day)
         if held is not None:
-            return held
+            return held  # SAFE-05: the refusal names the procedure (its zero-rate hold is not "not running")
         if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE):
-            return self._deny(action, Why.NOT_RUNNING)
+            # First: before the implant there is no dose to change (a relative step comes to 0), and the
+            # refusal says so, not that zero needs a discontinue.
+            started = "therapy has not started (no implant yet)" if self.loop.mode is Mode.IDLE else \
+                f"therapy is not running (mode {self.loop.mode.value})"
+            return self._deny(action, Why.NOT_RUNNING, detail=f"no titration: {started}")
+        if dose_ng_per_day <= 0:
+            return self._deny(action, Why.ZERO_ONLY_BY_DISCONTINUE)
         if self.loop.session_open is not None:
             return self._deny(action, Why.SESSION_OPEN)
         if dose_ng_per_day > self.prescribed_dose_ng_per_day and self._refill_discrepancy_unacknowledged():
@@ -858,11 +906,18 @@ class Therapy:
             dose = self.prescribed_dose_ng_per_day or self.gate.daily_dose_ng()
             if concentration_ug_per_ml != old_conc:
                 return self._concentration_change(record, check, old_conc, dose, values, mismatch_reasons)
+            missed = self._missed_refill()  # before the fill: it clears the empty condition
             loop.set_reservoir(added_nl, concentration_ug_per_ml)
             self._update_bolus_reserve()
-            return self._done(WorkflowResult(action, True, mismatch_reasons,
-                                             f"refilled {added_nl / 1e6:g} mL at {concentration_ug_per_ml} µg/mL",
-                                             values))
+            detail = f"refilled {added_nl / 1e6:g} mL at {concentration_ug_per_ml} µg/mL"
+            if missed:
+                # The refill cures the interruption's only cause and the clinician is there: therapy resumes now
+                # by the restart rule, as a refill at a new concentration does, not at a later acknowledgement.
+                resumed = self.resume(actor=actor)
+                values["restart"] = resumed.detail or ",".join(resumed.reasons)
+                detail += (f"; {resumed.detail}" if resumed.allowed else
+                           f"; therapy NOT resumed ({','.join(resumed.reasons)}): {resumed.detail}")
+            return self._done(WorkflowResult(action, True, mismatch_reasons, detail, values))
         finally:
             loop.session_open = None
 
@@ -910,12 +965,23 @@ class Therapy:
         return {"steps": scaled(programme.steps), "periodic_boluses": scaled(programme.periodic_boluses)}
 
     def _missed_refill(self) -> bool:
-        """Whether the loop runs the minimum rate of a missed refill alone (RES-05: the reservoir at its empty
-        threshold), with no other fault held (over-delivery suspected, a pump reset, an unfinished session) and
-        the kernel's concentration the reservoir's: the one spell a refill at a new concentration ends."""
+        """Whether the loop is interrupted by a missed refill alone, with the kernel's concentration the
+        reservoir's: the one interruption a refill ends by itself, at the old concentration or a new one.
+
+        A missed refill is either of RES-05's two steps: the minimum rate at the empty threshold, or the stop at
+        confirmed empty (the predicted volume used up; RESERVOIR_EMPTY held). Neither with another fault held
+        that has its own reaction and wants a clinician (over-delivery suspected, a pump reset, an unfinished
+        session; for the stop also a stall or an occlusion).
+        """
         loop = self.loop
-        others = (AlarmCode.OVER_DELIVERY_SUSPECTED, AlarmCode.PUMP_RESET, AlarmCode.UNFINISHED_SESSION)
-        return (loop.mode is Mode.MINIMUM_RATE and loop.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)
+        others = [AlarmCode.OVER_DELIVERY_SUSPECTED, AlarmCode.PUMP_RESET, AlarmCode.UNFINISHED_SESSION]
+        if loop.mode is Mode.STOPPED_FAULT:
+            if loop.accounting.reservoir.volume_nl > 0:
+                return False  # a stop for something else: not the confirmed empty
+            others += [AlarmCode.MOTOR_STALL, AlarmCode.OCCLUSION]
+        elif loop.mode is not Mode.MINIMUM_RATE:
+            return False
+        return (loop.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)
                 and not any(loop.alarms.is_active(code) for code in others)
                 and self.gate.concentration_ug_per_ml == loop.concentration_ug_per_ml)
 
@@ -931,7 +997,7 @@ class Therapy:
         new_conc = record.concentration_ug_per_ml
         restart_note = ""
         shape: dict[str, Any] = {}
-        if loop.mode is Mode.MINIMUM_RATE:
+        if loop.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             dose_ng_per_day, restart_note = self._restart_dose()
         elif loop.programme is not None:
             shape = self._programme_at(loop.programme, old_conc, new_conc)

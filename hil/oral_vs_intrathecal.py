@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 
 from cython_ext.errors import ConfigError
 from cython_ext.units import H_PER_DAY, UG_PER_MG
+from hil.output import write_summary
 from hil.report import PRINT_DPI, RunRecord, html_cell, html_links, html_page, html_pairs, html_table, write_report
 from hil.scenario import RunOptions, ScenarioRunner, parse_scenario
 from sim.oral import LABELLED_TITRATION, OralStep, compare_routes, equivalent_intrathecal_dose_ug_per_day, \
@@ -333,7 +333,7 @@ def write_comparison(c: Comparison, directory: str | Path) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     write_report(c.record, out / "intrathecal")
-    (out / "summary.json").write_text(json.dumps(summary(c), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(out, summary(c))
     with (out / "timeseries.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arm", "t_h", "dose_ug_per_day", "csf_ng_per_ml", "plasma_ng_per_ml", "ashworth",

@@ -37,6 +37,10 @@ from typing import IO, Any
 
 #: The distribution name, as ``pyproject.toml`` spells it.
 DISTRIBUTION = "itb-fil"
+#: The machine-readable document of every report directory (run, accuracy, cohort, comparison).
+SUMMARY_FILE = "summary.json"
+#: The page of every report directory.
+REPORT_FILE = "report.html"
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
 #: Longest wait for ``git`` when asking the source tree's revision, s.
 GIT_TIMEOUT_S = 5.0
@@ -115,6 +119,17 @@ def document(schema: str, *, passed: bool, error: dict[str, Any] | None = None, 
     return {**envelope, **fields}
 
 
+def _text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def dump(data: dict[str, Any], stream: IO[str]) -> None:
     """Write ``data`` as indented JSON with a final newline (keys in insertion order)."""
-    stream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    stream.write(_text(data))
+
+
+def write_summary(directory: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as ``directory``/:data:`SUMMARY_FILE`, UTF-8, in the form of :func:`dump`; returns its path."""
+    path = directory / SUMMARY_FILE
+    path.write_text(_text(data), encoding="utf-8")
+    return path

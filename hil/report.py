@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cython_ext.units import MS_PER_DAY, MS_PER_H, MS_PER_MIN
+from hil.output import REPORT_FILE, SUMMARY_FILE, write_summary
 
 #: Resolution of every PNG, dots per inch (print quality).
 PRINT_DPI = 300
@@ -59,9 +59,7 @@ PRINT_DPI = 300
 PLOT_SIZE_IN = (10.0, 2.6)
 _MARGINS = {"left": 0.15, "right": 0.82, "top": 0.86, "bottom": 0.2}
 
-SUMMARY_FILE = "summary.json"
 TIMESERIES_FILE = "timeseries.csv"
-REPORT_FILE = "report.html"
 #: The runner's journal, linked from the page when it is there.
 JOURNAL_FILE = "journal.sqlite"
 #: The time-axis plots, top to bottom, with their alt text.
@@ -764,8 +762,7 @@ def write_report(record: RunRecord, directory: str | Path) -> Path:
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY_FILE).write_text(json.dumps(record.summary(), indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
+    write_summary(out, record.summary())
     write_timeseries(record, out / TIMESERIES_FILE)
     _plots(record, out)
     page = out / REPORT_FILE

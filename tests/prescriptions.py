@@ -23,7 +23,7 @@ def make_prescription(*, concentration: int = 500, dose_ug_per_day: int = 100, m
                       patient_bolus: bool = True, lockout_min: int = 240, boluses_per_day: int = 4,
                       reservoir_ml: int = 20, model: str = "synchromed-ii-20", dead_volume_ml: str = "0.25",
                       max_increase_pct: int | None = None, min_interval_h: int = 24, decrease_confirm_pct: int = 20,
-                      extra: str = "") -> Prescription:
+                      empty_threshold_ml: str = "0.5", extra: str = "") -> Prescription:
     """A prescription with the given numbers (µg, µg/day, µg/mL, mL, min, h); the rest are sensible defaults.
 
     The minimum rate is 2000 nL/h at ``concentration`` (0.048 mL/day). ``extra`` is appended
@@ -52,7 +52,7 @@ reservoir_volume_ml = {reservoir_ml}
 dead_volume_ml = {dead_volume_ml}
 low_reservoir_alarm_ml = 2
 low_reservoir_alarm_days = 7
-empty_threshold_ml = 0.5
+empty_threshold_ml = {empty_threshold_ml}
 
 [programme]
 mode = "simple"

@@ -219,3 +219,7 @@ class IdealPumpLoop(AccountingViews):
     def checkpoint(self, *, durable: bool = False) -> None:
         """Nothing to save: a cohort run keeps no resume point (it is not restarted)."""
         del durable
+
+    def commit_journal(self, what: str) -> None:
+        """Nothing to commit: a cohort run keeps no journal."""
+        del what

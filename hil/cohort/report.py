@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,10 @@ import numpy as np
 
 from hil.cohort.engine import PatientOutcome
 from hil.cohort.run import CohortResult
+from hil.output import REPORT_FILE, SUMMARY_FILE, write_summary
 from hil.report import PRINT_DPI, html_cell, html_links, html_page, html_pairs, html_table
 
-SUMMARY_FILE = "summary.json"
 PATIENTS_FILE = "patients.csv"
-REPORT_FILE = "report.html"
 #: The distribution plots, with their alt text.
 PLOTS: tuple[tuple[str, str], ...] = (
     ("days_to_target.png", "days to target tone, by policy (cumulative share of patients)"),
@@ -254,7 +252,7 @@ def write_report(result: CohortResult, directory: str | Path, *, wall_s: float, 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     data = summary(result, wall_s=wall_s, population_source=population_source)
-    (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(out, data)
     write_patients(result, out / PATIENTS_FILE)
     _plots(result, out)
     page = out / REPORT_FILE

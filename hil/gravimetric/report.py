@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import html
-import json
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -31,10 +30,9 @@ from typing import Any
 
 from hil.gravimetric.analysis import AccuracyAnalysis, InsufficientDataError
 from hil.gravimetric.procedure import Measurement, RawSample, config_summary
+from hil.output import REPORT_FILE, SUMMARY_FILE, write_summary
 
-SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.csv"
-REPORT_FILE = "report.html"
 STARTUP_PNG = "startup.png"
 TRUMPET_PNG = "trumpet.png"
 #: The serial traces the links write beside the report, with what each is.
@@ -276,7 +274,7 @@ def write_report(out_dir: Path, measurement: Measurement, analysis: AccuracyAnal
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples_csv(out_dir / SAMPLES_FILE, measurement)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(out_dir, data)
     if analysis is not None:
         _plots(out_dir, analysis, data["limit_pct"])
     page = _html(data, list(measurement.checks), analysis is not None, out_dir)

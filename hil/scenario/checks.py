@@ -7,7 +7,11 @@ poll), no programme was refused (every ``implant`` and ``flex`` decision allowed
 and a dose above zero reached the catheter tip. A scenario waives one only by
 expecting the opposite outright (a ``denied`` expectation on that action, or
 ``mode_at_end`` ``idle``); the waiver is named in the check's detail, so the
-verdict always lists what it applied. Each expectation of a scenario file is
+verdict always lists what it applied. One more, never waived, is added when an
+``implant`` was refused: "a refused implant is alarmed" holds only if the
+controller raised ``implant_not_done`` (the patient receives no intrathecal
+therapy, issue #9); a run that did not expect the refusal fails "therapy
+started" as well. Each expectation of a scenario file is
 evaluated by its entry in :data:`EXPECTATIONS` (one table from ``check`` name to
 evaluator; a test checks it covers the schema).
 """
@@ -86,7 +90,7 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
     if waived_refusals:
         refusal_detail = "; ".join(filter(None, [refusal_detail, "expected refusals: " + ", ".join(
             d.label for d in waived_refusals)]))
-    return [
+    checks = [
         CheckResult("therapy started", bool(started) or waive_start,
                     start_detail + (waiver if waive_start and not started else "")),
         CheckResult("no programme refused", not refused,
@@ -95,6 +99,17 @@ def implicit_checks(run: ScenarioRunner, record: RunRecord) -> list[CheckResult]
                     f"{record.delivered_ug:.1f} µg at the catheter tip"
                     + (waiver if waive_start and record.delivered_ug <= 0 else "")),
     ]
+    refused_implants = [d for d in programmes if d.action == "implant" and not d.allowed]
+    if refused_implants:
+        # Not waivable: a refused implant leaves the patient with no intrathecal therapy, and the controller
+        # must say so (issue #9). Whether the run passes otherwise is the other checks' business.
+        alarmed = any(a.event == "raise" and a.code == "implant_not_done" for a in record.alarms)
+        last = refused_implants[-1]
+        checks.append(CheckResult(
+            "a refused implant is alarmed", alarmed,
+            f"implant {last.label} refused ({', '.join(last.reasons) or last.detail}): "
+            + ("alarm implant_not_done raised" if alarmed else "no implant_not_done alarm was raised")))
+    return checks
 
 
 def accuracy_check(step: Any, outcome: Any) -> CheckResult:

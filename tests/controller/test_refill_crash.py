@@ -225,3 +225,37 @@ def test_a_change_the_kernel_refuses_at_restart_leaves_minimum_rate_and_blocks_p
         oracle.step(STEP_MS)
         assert oracle.last_24h_pg() <= CAP_UG_PER_DAY * 1_000_000
     again.store.close()
+
+
+@pytest.mark.parametrize("old,new", [(500, 2000), (2000, 500)])
+def test_a_change_refused_at_a_restart_that_cannot_read_the_pump_ends_at_minimum_rate(
+        tmp_path: Path, old: int, new: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RES-04, PRX-06, SAFE-01, ALM-07: killed after the transit program's RUN, rebooted with the pump unreadable and
+    the kernel refusing the change. Nothing can be commanded: the comms-lost alarms are raised (therapy status
+    unknown, then the unconfirmed-delivery timeout) with UNFINISHED_SESSION naming PRX-06, and no command is sent.
+    The first poll that reads the pump again enters the minimum rate, before anything else is put back: the old
+    programme never runs on the new drug. The physical tip dose never passes the cap."""
+    def refuse_and_cut(pump: FakePump) -> None:
+        monkeypatch.setattr(KernelGate, "authorize_concentration_change",
+                            lambda self, *args, **kwargs: GateDecision.denied("TEST_REFUSAL"))
+        pump.faults.comms_down = True
+
+    again, oracle, _sent, _reached = _killed_and_rebooted(tmp_path, old, new, "call", 3, 0, refuse_and_cut)
+    assert again.alarms.is_active(AlarmCode.THERAPY_STATUS_UNKNOWN)
+    held = [a for a in again.alarms.active() if a.code is AlarmCode.UNFINISHED_SESSION]
+    assert held and "PRX-06" in held[0].detail and "TEST_REFUSAL" in held[0].detail
+    sent = len(again.pump.command_log)
+    for _ in range(6):  # three hours unreadable: the unconfirmed-delivery alarm, nothing sent
+        oracle.step(STEP_MS)
+    assert len(again.pump.command_log) == sent
+    assert "therapy_status_unknown" in again.log.raised()
+    again.pump.faults.comms_down = False
+    oracle.step(STEP_MS)
+    assert again.loop.mode is Mode.MINIMUM_RATE, again.loop.mode
+    assert again.pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+    assert again.loop.concentration_ug_per_ml == new and again.gate.concentration_ug_per_ml == old
+    for _ in range(MS_PER_DAY // STEP_MS):
+        oracle.step(STEP_MS)
+        assert again.pump.rate_nl_per_h == again.loop.config.minimum_rate_nl_per_h
+        assert oracle.last_24h_pg() <= CAP_UG_PER_DAY * 1_000_000
+    again.store.close()

@@ -107,6 +107,18 @@ def test_settings_must_be_ordered(capacity: int, low: int, empty: int) -> None:
         ReservoirSettings(capacity, low, 7, empty)
 
 
+@pytest.mark.parametrize("moment", [datetime(2026, 1, 5), "2026-01-05T00:00:00+00:00"])
+def test_fill_and_forecast_times_must_be_timezone_aware(moment: object) -> None:
+    """Records store UTC plus an offset: a naive datetime (or no datetime) is rejected, naming the field."""
+    settings = ReservoirSettings(ml("20"), ml("2"), 7, ml("0.5"))
+    with pytest.raises(ConfigError) as excinfo:
+        ReservoirState(ml("20"), 0, moment)  # type: ignore[arg-type]
+    assert excinfo.value.field == "fill_utc"
+    with pytest.raises(ConfigError) as excinfo:
+        forecast(ReservoirState(ml("20"), 0, T0), ml("0.8"), settings, moment)  # type: ignore[arg-type]
+    assert excinfo.value.field == "now_utc"
+
+
 def test_zero_daily_volume_is_rejected() -> None:
     with pytest.raises(ConfigError) as excinfo:
         days_until(ml("10"), 0)

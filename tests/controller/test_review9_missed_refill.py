@@ -49,25 +49,14 @@ def _empty_on_minimum_rate(make_rig: Any) -> tuple[Any, TipOracle]:
     return rig, oracle
 
 
-def test_a_missed_refill_refilled_with_the_same_drug_resumes_at_the_restart_dose(make_rig: Any) -> None:
-    """RES-05, the restart rule, BOL-06: the oracle's own check. Refilled at 500 µg/mL and acknowledged, the tip
-    gets 100 µg/day (within 10 %) over the next day."""
+@pytest.mark.parametrize(("concentration_ug_per_ml", "lot"), [(500, "R1"), (1000, "R2")], ids=["same-drug", "new-drug"])
+def test_a_missed_refill_resumes_at_the_restart_dose(make_rig: Any, concentration_ug_per_ml: int, lot: str) -> None:
+    """RES-05, PRX-06, BOL-06, the restart rule: refilled at the old 500 µg/mL (the oracle's own check) or at a new
+    1000 µg/mL and acknowledged, the tip gets 100 µg/day (within 10 %) over the next day, never the old dose."""
     rig, oracle = _empty_on_minimum_rate(make_rig)
-    oracle.fill(500)
-    assert rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=500, lot="R1").allowed
-    rig.therapy.acknowledge_alarms()
-    for _ in range(24):
-        oracle.step(MS_PER_H)
-    got_ug = oracle.last_24h_pg() / 1e6
-    assert abs(got_ug - RESTART_DOSE_UG_PER_DAY) <= RESTART_DOSE_UG_PER_DAY * 0.10, got_ug
-
-
-def test_a_missed_refill_refilled_with_a_new_concentration_resumes_at_the_restart_dose(make_rig: Any) -> None:
-    """RES-05, PRX-06, BOL-06, the restart rule: refilled at 1000 µg/mL and acknowledged, the tip gets 100 µg/day
-    (within 10 %) over the next day, never the old dose."""
-    rig, oracle = _empty_on_minimum_rate(make_rig)
-    oracle.fill(1000)
-    refill = rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R2")
+    oracle.fill(concentration_ug_per_ml)
+    refill = rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=concentration_ug_per_ml,
+                                lot=lot)
     assert refill.allowed, refill
     rig.therapy.acknowledge_alarms()
     for _ in range(24):

@@ -281,3 +281,21 @@ def test_refill_in_minimum_rate_mode_at_a_new_concentration_resumes_through_the_
     assert rig.loop.mode is Mode.RUNNING and rig.pump.rate_nl_per_h == 33_332
     rig.advance(10 * MS_PER_H)  # 0.25 mL at 33.3 µL/h: 7.5 h
     assert rig.loop.transit is None and rig.pump.rate_nl_per_h == 8_333
+
+
+@pytest.mark.parametrize("dose_ng_per_day", [0, 120_000])
+def test_a_titration_before_the_implant_is_refused_as_not_started(rig, dose_ng_per_day) -> None:
+    """TIT-01, TIT-03: before the implant there is no dose to titrate. A relative step (+20 % of nothing is 0) or an
+    absolute one is refused NOT_RUNNING, saying therapy has not started, not ZERO_ONLY_BY_DISCONTINUE; nothing is
+    sent to the pump."""
+    result = rig.therapy.titrate(dose_ng_per_day)
+    assert not result.allowed and result.reasons == ("NOT_RUNNING",), result
+    assert "therapy has not started" in result.detail
+    assert rig.pump.command_log == [] and rig.loop.mode is Mode.IDLE
+
+
+def test_zero_after_the_implant_is_still_only_by_discontinue(rig) -> None:
+    """TIT-03: once therapy runs, a titration to zero is refused ZERO_ONLY_BY_DISCONTINUE."""
+    assert rig.therapy.implant(500, 10_000_000, dose_ng_per_day=100_000, catheter="drug").allowed
+    result = rig.therapy.titrate(0)
+    assert not result.allowed and result.reasons == ("ZERO_ONLY_BY_DISCONTINUE",), result

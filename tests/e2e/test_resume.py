@@ -125,9 +125,13 @@ def test_a_refused_implant_fails_the_run_naming_why(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["passed"] is False and summary["expectations"] == []
     implicit = {c["name"]: c for c in summary["implicit_checks"]}
-    assert set(implicit) == {"therapy started", "no programme refused", "dose delivered above zero"}
-    assert not any(c["passed"] for c in implicit.values())
+    assert set(implicit) == {"therapy started", "no programme refused", "dose delivered above zero",
+                             "a refused implant is alarmed"}
+    assert [name for name, c in implicit.items() if not c["passed"]] == [
+        "therapy started", "no programme refused", "dose delivered above zero"]
     assert "RATE_BELOW_PUMP_MIN" in implicit["no programme refused"]["detail"]
+    assert "implant_not_done raised" in implicit["a refused implant is alarmed"]["detail"]
+    assert "implant_not_done" in summary["alarms_raised"]
     html = (tmp_path / "r" / "report.html").read_text()
     assert "RATE_BELOW_PUMP_MIN" in html and "Implicit checks" in html
 

@@ -39,8 +39,13 @@ def _decision(record: Any, label: str) -> Any:
 
 
 def test_a_non_responder_is_refused_by_every_path_and_the_pump_never_moves(non_responder: Any) -> None:
-    assert non_responder.passed, [c.name for c in (*non_responder.invariants, *non_responder.expectations)
-                                  if not c.passed]
+    """Every path is refused and the patient's lack of intrathecal therapy is alarmed (implant_not_done, ALM-01),
+    so the run passes: the controller did what the label asks (issue #9)."""
+    failed = [c.name for c in non_responder.checks() if not c.passed]
+    assert failed == [], failed
+    checks = {c.name: c for c in non_responder.checks()}
+    assert checks["a refused implant is alarmed"].passed
+    assert "implant_not_done" in {a.code for a in non_responder.alarms if a.event == "raise"}
     for label in ("implant", "implant-after-restart", "fourth-test-dose"):
         assert "NOT_A_CANDIDATE" in _decision(non_responder, label).reasons, label
     delivering = [c for c in non_responder.commands if c.command in ("set_rate", "start") and c.outcome != "not_applied"]
