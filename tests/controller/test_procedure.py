@@ -207,3 +207,10 @@ def test_resumption_is_verified_or_alarmed_within_t_resume(held_min: int, seized
         assert alarmed
     if seized_at is not None and seized_at <= ended:
         assert not verified  # a motor that never turned is never taken for a restart
+
+
+@pytest.mark.parametrize("value", [0, 5 * MS_PER_MIN - 1, 6 * MS_PER_H + 1, True, 3.5])
+def test_t_resume_out_of_its_range_is_refused_naming_the_field(value: Any) -> None:
+    """SAFE-05: T_resume is a rig setting in [5 min, 6 h]; anything else is refused, field and range named."""
+    with pytest.raises(ConfigError, match="procedure_resume_verify_ms"):
+        ControllerSettings(procedure_resume_verify_ms=value)
