@@ -9,6 +9,7 @@ through the in-process endpoint, in virtual time. After every step:
 * the ledger matches the pump's own dispensed volume within tolerance;
 * no bolus is delivered twice (unique records, none over its volume);
 * every injected fault produced its alarm once the loop has polled;
+* past T_resume after a procedure's end its restart is verified or PROCEDURE_RESUME_FAILED is raised (SAFE-05);
 * every therapy-changing command on the wire (rate, start, stop) had a durable pending
   journal record when the pump received it, and every record has an outcome after the step.
 
@@ -156,6 +157,20 @@ class ControllerMachine(RuleBasedStateMachine):
     def end_procedure(self) -> None:
         self.therapy.end_procedure()
 
+    @rule(held_min=st.integers(10, 90), zero=st.booleans(), seized=st.booleans())
+    def whole_procedure(self, held_min: int, zero: bool, seized: bool) -> None:
+        """SAFE-05: an MRI from start to end, the motor seized by it or not (the invariants judge what follows)."""
+        if self.therapy.begin_procedure("mri", authorised_by="dr.radiology", expected_duration_ms=held_min * MS_PER_MIN,
+                                        zero_rate_required=zero).allowed:
+            self.loop.run_until(self.loop.now_ms() + held_min * MS_PER_MIN)
+            self.rig.device.seize_motor(seized)
+            self.therapy.end_procedure()
+
+    @rule(seized=st.booleans())
+    def seize_motor(self, seized: bool) -> None:
+        """SAFE-05: the motor seizes silently (the pump reports infusing, nothing moves), or turns again."""
+        self.rig.device.seize_motor(seized)
+
     @rule()
     def clear_occlusion(self) -> None:
         self.rig.device.set_occluded(False)
@@ -187,6 +202,14 @@ class ControllerMachine(RuleBasedStateMachine):
             assert self.procedure_holds and not delivering
         else:
             assert self.loop.mode is Mode.STOPPED_FAULT and self.stopped_by_reaction
+
+    @invariant()
+    def restart_verified_or_alarmed_by_t_resume(self) -> None:
+        """SAFE-05: past T_resume after a procedure's end, its restart is verified (the procedure is closed) or
+        PROCEDURE_RESUME_FAILED has been raised."""
+        procedure = self.therapy.procedure if hasattr(self, "therapy") else None
+        if procedure is not None and procedure["phase"] == "resuming" and self.loop.now_ms() > procedure["deadline_ms"]:
+            assert "procedure_resume_failed" in self.log.raised, procedure
 
     @invariant()
     def ledger_matches_pump(self) -> None:
