@@ -600,7 +600,8 @@ class AlarmManager:
     def is_active(self, code: AlarmCode) -> bool:
         """True while ``code`` is held (active or latched)."""
         with self._lock:
-            return code in self._alarms
+            # Most polls hold no alarm: then the (Python-level) hash of the enum member is not needed.
+            return bool(self._alarms) and code in self._alarms
 
     def has_priority(self, priority: Priority) -> bool:
         """True if any held alarm has at least ``priority`` (BOL-03 checks HIGH)."""

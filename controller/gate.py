@@ -177,6 +177,10 @@ class Gate(ABC):
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready kernel state for the checkpoint."""
 
+    def ledger_snapshot(self) -> Any:
+        """The ledger part of :meth:`snapshot` (the daily audit copy), ``snapshot()["ledger"]``."""
+        return self.snapshot()["ledger"]
+
     @abstractmethod
     def restore(self, snapshot: dict[str, Any], now_ms: int | None = None) -> None:
         """Rebuild the kernel state from :meth:`snapshot`, under the prescription in effect at ``now_ms``."""
@@ -484,6 +488,10 @@ class KernelGate(Gate):
     def snapshot(self) -> dict[str, Any]:
         """The kernel's whole state (:meth:`SafetyKernel.state_snapshot`: exact, versioned, checksummed)."""
         return self.kernel.state_snapshot()
+
+    def ledger_snapshot(self) -> Any:
+        """``snapshot()["ledger"]`` without building (and checksumming) the rest of the kernel's state."""
+        return self.kernel.ledger.snapshot()
 
     def restore(self, snapshot: dict[str, Any], now_ms: int | None = None) -> None:
         """Rebuild the kernel exactly as it was: dose history, interruption, held caps, ledger, lockouts.

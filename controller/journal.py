@@ -71,6 +71,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -100,6 +101,9 @@ from hal.lifecycle import ClosesOnExit
 
 #: The path of a journal that lives in memory only (tests and benchmarks: nothing survives the process).
 IN_MEMORY = ":memory:"
+
+#: ``os.statvfs`` where there is one (POSIX); elsewhere the free space comes from ``shutil.disk_usage``.
+_STATVFS = getattr(os, "statvfs", None)
 
 #: Version of the journal's table layout.
 JOURNAL_SCHEMA_VERSION = 2
@@ -1140,7 +1144,10 @@ class Journal(ClosesOnExit):
         """
         if self._storage_dir is None:
             self._storage_dir = str(self.path.resolve().parent)
-        return shutil.disk_usage(self._storage_dir).free
+        if _STATVFS is None:
+            return shutil.disk_usage(self._storage_dir).free
+        st = _STATVFS(self._storage_dir)  # shutil.disk_usage's ``free``, without its total and used
+        return st.f_bavail * st.f_frsize
 
     def storage_low(self, *, threshold_bytes: int = STORAGE_LOW_BYTES) -> bool:
         """True when free space is at or below ``threshold_bytes``: raise STORAGE_LOW before the disk is full.

@@ -1754,7 +1754,7 @@ class ControlLoop(AccountingViews):
         else:
             self.store.stage_resume_point()
         if now_ms - self._last_ledger_snapshot_ms >= MS_PER_DAY:
-            self.store.record_ledger_snapshot(self.gate.snapshot()["ledger"], now_ms=now_ms, durable=False)
+            self.store.record_ledger_snapshot(self.gate.ledger_snapshot(), now_ms=now_ms, durable=False)
             self._last_ledger_snapshot_ms = now_ms
 
     def _commit_resume_point(self) -> None:

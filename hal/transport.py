@@ -125,7 +125,8 @@ class ByteTrace:
         with self._lock:
             if self._file is None:
                 return
-            self._file.write(format_trace_line(self._elapsed_s(), tag, data) + "\n")
+            elapsed_s = (self._clock.monotonic_ns() - self._t0_ns) / NS_PER_S
+            self._file.write(f"{elapsed_s:13.6f} {_trace_body(tag, data)}\n")
             now = time.monotonic()
             if now - self._flushed_at >= TRACE_FLUSH_INTERVAL_S:
                 self._file.flush()
@@ -218,9 +219,12 @@ class SerialLink(ClosesOnExit):
         :raises LinkTimeoutError: the write timed out.
         :raises CommunicationError: the port failed (device unplugged, socket closed).
         """
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         with self._lock:
-            port = self._require_port()
+            port = self._port
+            if port is None:
+                raise StateError(f"serial link {self.url} is closed")
             if self.trace is not None:
                 self.trace.record("TX", data)
             try:
@@ -243,7 +247,9 @@ class SerialLink(ClosesOnExit):
         if size < 0:
             raise ConfigError("size", size, ">= 0 bytes")
         with self._lock:
-            port = self._require_port()
+            port = self._port
+            if port is None:
+                raise StateError(f"serial link {self.url} is closed")
             try:
                 data = bytes(port.read(size))
             except PORT_ERRORS as exc:
@@ -295,7 +301,9 @@ class SerialLink(ClosesOnExit):
 
         :raises CommunicationError: the port failed.
         """
-        port = self._require_port()
+        port = self._port
+        if port is None:
+            raise StateError(f"serial link {self.url} is closed")
         try:
             return int(port.in_waiting)
         except PORT_ERRORS as exc:

@@ -45,7 +45,7 @@ import serial
 from hal.clock import Clock
 from hal.lifecycle import ClosesOnExit
 from cython_ext.errors import ConfigError, ConnectError, StateError
-from sim.device import ByteDeviceProtocol, device_wants_disconnect
+from sim.device import ByteDevice, ByteDeviceProtocol, device_wants_disconnect
 
 #: Bits on the wire per byte in 8N1 (start + 8 data + stop).
 BITS_PER_BYTE = 10
@@ -623,8 +623,12 @@ class InProcessEndpoint(Endpoint):
         self._buffer = bytearray()
         self._buffer_lock = threading.Lock()
         hook = getattr(device, "wants_disconnect", None)
+        if getattr(hook, "__func__", None) is ByteDevice.wants_disconnect:
+            hook = None  # the default hook, which never asks for an unplug
         #: The device's scripted-unplug hook, looked up once (asked at every read and write).
         self._wants_disconnect: Callable[[], bool] | None = hook if callable(hook) else None
+        #: ``disconnected.is_set``, bound once (asked at every read and write).
+        self._gone = self.disconnected.is_set
         _IN_PROCESS[self._name] = self
 
     @property
@@ -647,7 +651,7 @@ class InProcessEndpoint(Endpoint):
         if self._closed:
             raise serial.SerialException(f"{self.url}: endpoint closed")
         wants = self._wants_disconnect
-        if self.disconnected.is_set() or (wants is not None and wants()):
+        if self._gone() or (wants is not None and wants()):
             self.disconnected.set()
             raise serial.SerialException(f"{self.url}: device disconnected")
 
@@ -681,12 +685,13 @@ class InProcessEndpoint(Endpoint):
     def host_in_waiting(self) -> int:
         """Bytes ready for the client (after a device poll)."""
         self._check_link()
-        unsolicited = self.poll_device()
+        with self._device_lock:
+            unsolicited = self.device.poll()
         if unsolicited:
             self._note("TX", unsolicited)
-        with self._buffer_lock:
-            self._buffer += unsolicited
-            return len(self._buffer)
+            with self._buffer_lock:
+                self._buffer += unsolicited
+        return len(self._buffer)
 
     def host_reset_input(self) -> None:
         """Drop bytes not yet read by the client."""

@@ -58,18 +58,21 @@ class Serial(SerialBase):
     @property
     def in_waiting(self) -> int:
         """Bytes ready to read."""
-        self._check_open()
+        if not self.is_open:
+            raise PortNotOpenError()
         return self._endpoint.host_in_waiting()
 
     def read(self, size: int = 1) -> bytes:
         """Up to ``size`` bytes that are ready; never waits (the device answers synchronously)."""
-        self._check_open()
+        if not self.is_open:
+            raise PortNotOpenError()
         return self._endpoint.host_read(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Send bytes to the device, which answers into the read buffer at once."""
-        self._check_open()
-        payload = serial.to_bytes(data)
+        if not self.is_open:
+            raise PortNotOpenError()
+        payload = data if type(data) is bytes else serial.to_bytes(data)
         self._endpoint.host_write(payload)
         return len(payload)
 
@@ -84,7 +87,8 @@ class Serial(SerialBase):
 
     def flush(self) -> None:
         """Nothing is ever queued for output."""
-        self._check_open()
+        if not self.is_open:
+            raise PortNotOpenError()
 
     def _check_open(self) -> None:
         if not self.is_open:

@@ -220,7 +220,7 @@ class Request:
         """True when the request only reads (no argument and not an action)."""
         return not self.argument and self.command not in ACTION_COMMANDS
 
-    @property
+    @functools.cached_property
     def changes_delivery(self) -> bool:
         """True when the request may change what the pump delivers; never retry it blindly."""
         return self.command in DELIVERY_COMMANDS and not self.is_query
@@ -231,8 +231,12 @@ class Request:
         return f"{prefix}{self.command.value}{self.argument}".encode("ascii")
 
     def encode(self, *, safe: bool) -> bytes:
-        """The framed packet, ready for the wire."""
-        return _encoded(self, safe)
+        """The framed packet, ready for the wire (kept on the request: the poll's queries are the same objects)."""
+        key = "_safe_packet" if safe else "_basic_packet"
+        packet = self.__dict__.get(key)
+        if packet is None:
+            packet = self.__dict__[key] = _encoded(self, safe)
+        return packet
 
 
 @functools.lru_cache(maxsize=256)
@@ -414,6 +418,12 @@ def encode_rate(
     """
     if isinstance(rate_nl_per_h, bool) or not isinstance(rate_nl_per_h, int) or rate_nl_per_h <= 0:
         raise ConfigError("rate_nl_per_h", rate_nl_per_h, "an integer > 0 nL/h")
+    return _encode_rate(int(rate_nl_per_h), tolerance_ppm, units)
+
+
+@functools.lru_cache(maxsize=256)
+def _encode_rate(rate_nl_per_h: int, tolerance_ppm: int, units: RateUnits | None) -> RateSetting:
+    """:func:`encode_rate` of a checked rate (pure, and the programme's few rates recur all run long)."""
     candidates = (units,) if units is not None else RATE_UNIT_PREFERENCE
     best: tuple[Fraction, RateSetting] | None = None
     for unit in candidates:

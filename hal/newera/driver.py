@@ -205,6 +205,7 @@ class Ne1000Driver(PumpDriver):
         #: and :attr:`Transactions.requests_sent` after it: the first reading of the next :meth:`read_dispensed`
         #: while nothing crossed the line and the clock did not move since. None once taken or stale.
         self._heartbeat_reading: tuple[DispensedVolume, int, int] | None = None
+        self._dis: Request | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         #: Errors the heartbeat thread met (it keeps going), newest last.
@@ -462,7 +463,7 @@ class Ne1000Driver(PumpDriver):
         :raises CommunicationError: no plausible reading after all attempts
             (``error_code="NE_IMPLAUSIBLE_COUNTER"``), or no answer.
         """
-        request = codec.query(self.address, codec.Command.DIS)
+        request = self._dis_request()
         with self._lock:
             why = ""
             candidate: tuple[DispensedVolume, int] | None = None
@@ -1358,10 +1359,16 @@ class Ne1000Driver(PumpDriver):
         reads status and counters at one instant); otherwise they are dropped.
         """
         with self._lock:
-            counters, status = self._query_with_status(codec.query(self.address, codec.Command.DIS),
-                                                       codec.parse_dispensed)
+            counters, status = self._query_with_status(self._dis_request(), codec.parse_dispensed)
             self._heartbeat_reading = (DispensedVolume(*counters), self.clock.monotonic_ns(), self._tx.requests_sent)
             return status
+
+    def _dis_request(self) -> Request:
+        """The ``DIS`` query to this pump's address (the poll's one request), built once per address."""
+        request = self._dis
+        if request is None or request.address != self.address:
+            request = self._dis = codec.query(self.address, codec.Command.DIS)
+        return request
 
     def _take_heartbeat_reading(self) -> tuple[DispensedVolume, int] | None:
         """The counters of the heartbeat just before, with their time (ns), if nothing happened since; once."""

@@ -211,7 +211,9 @@ class Transactions:
     def _transact(self, request: Request, expect: Expectation, framings: tuple[bool, ...]) -> Answer[object]:
         link = self.require_link()
         self.requests_sent += 1
-        self.discard_pending()
+        waiting = link.in_waiting  # discard_pending, inline: this runs at every exchange
+        if waiting:
+            self._absorb_stray(link.read(waiting))
         if self.trace_message is not None:
             self.trace_message(True, request)
         packet = request.encode(safe=self.safe)
@@ -230,7 +232,8 @@ class Transactions:
 
     def _await(self, link: ByteLink, request: Request, expect: Expectation,
                framings: tuple[bool, ...]) -> Answer[object]:
-        deframers = [self._deframers[safe] for safe in framings]
+        deframers = [self._deframers[framings[0]]] if len(framings) == 1 else \
+            [self._deframers[safe] for safe in framings]
         for deframer in deframers:
             deframer.reset()
         count_errors = len(deframers) == 1  # with two framings one of them always sees garbage

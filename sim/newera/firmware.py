@@ -255,6 +255,33 @@ def _command_name(command: str) -> str | None:
     return next((n for n in (command[:size] for size in _NAME_SIZES_LONGEST_FIRST) if n in _NAMES), None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_command(command: str, system: bool) -> tuple[_Form | None, re.Match[str] | None, str, str]:
+    """Which form of which command ``command`` is: ``(form, match, name, handler method name)``, or
+    ``(None, None, name, reply)`` when it is refused before any handler runs (unknown, a bad parameter,
+    out of range).
+
+    Pure text work on the command table (the same texts recur all day, and a match object is never changed).
+    """
+    name = _command_name(command)
+    spec = None
+    if name is not None:
+        # '*' reaches every pump: system commands, and any other command addressed to all.
+        spec = _COMMANDS_BY_NAME.get((name, True)) if system else None
+        spec = spec or _COMMANDS_BY_NAME.get((name, False))
+    if spec is None or name is None:
+        return None, None, "", ERR_UNKNOWN
+    params = command[len(name):]
+    for form in spec.forms:
+        m = form.pattern.match(params)
+        if m is not None:
+            for group, allowed in enumerate(form.limits, start=1):
+                if allowed is not None and m.group(group) is not None and int(m.group(group)) not in allowed:
+                    return None, None, name, ERR_OUT_OF_RANGE
+            return form, m, name, f"_cmd_{form.handler}"
+    return None, None, name, spec.bad_parameter
+
+
 class Ne1000(ByteDevice):
     """A simulated New Era NE-1000 syringe pump, byte for byte.
 
@@ -403,7 +430,8 @@ class Ne1000(ByteDevice):
             done = 0
             while done < len(data):
                 # Packet by packet: a packet that switches mode changes how the next byte is framed.
-                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S, safe_mode=self.safe_mode)
+                items, used = self._deframer.feed_to_frame(data[done:], now / NS_PER_S,
+                                                           safe_mode=self.safe_timeout_s > 0)
                 done += used
                 for item in items:
                     out += self._handle_packet(item, now)
@@ -412,8 +440,10 @@ class Ne1000(ByteDevice):
     def poll(self) -> bytes:
         """Advance to now and return unsolicited Safe-mode alarm packets that are due."""
         with self._lock:
-            self._advance(self.clock.monotonic_ns())
-            return self._take_unsolicited() if self.powered else b""
+            now = self.clock.monotonic_ns()
+            if now != self._settled_ns:  # else nothing is due: the endpoints poll at every read
+                self._advance(now)
+            return self._take_unsolicited() if self._unsolicited and self.powered else b""
 
     def next_poll_ns(self) -> int | None:
         """Device time of the next event (watchdog, target volume, end of travel, occlusion stall)."""
@@ -733,7 +763,7 @@ class Ne1000(ByteDevice):
             return b""
         safe = item.kind is FrameKind.SAFE
         text = normalise(item.data)
-        if self.safe_mode and not safe and not text.startswith("*"):
+        if self.safe_timeout_s > 0 and not safe and not text.startswith("*"):
             return b""  # Safe mode ignores Basic packets, except the '*' commands that bypass it
         if "*" in text[1:] and not text.startswith("*"):
             # Network burst "<n> <command> * <m> <command> *": each pump runs its own parts.
@@ -753,7 +783,7 @@ class Ne1000(ByteDevice):
         if not command.isascii() or not (command.isprintable()):
             # Bytes no command can hold: an invalid packet. It acknowledges nothing.
             return self._frame(self._status() + ERR_COM)
-        if self.safe_mode and safe:
+        if safe and self.safe_timeout_s > 0:
             self._last_valid_ns = now
         if self.alarm is not None:
             code, self.alarm = self.alarm, None
@@ -769,33 +799,20 @@ class Ne1000(ByteDevice):
 
     def _frame(self, body: str) -> bytes:
         """Frame a reply in the mode in effect now, that is after the command (manual: SAF's own reply)."""
-        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=self.safe_mode)
+        return encode_reply(f"{self.address:02d}{body}".encode("ascii"), safe=self.safe_timeout_s > 0)
 
     def _execute(self, command: str, system: bool, now: int) -> str:
         if not command:
             return ""
-        name = _command_name(command)
-        spec = None
-        if name is not None:
-            # '*' reaches every pump: system commands, and any other command addressed to all.
-            spec = _COMMANDS_BY_NAME.get((name, True)) if system else None
-            spec = spec or _COMMANDS_BY_NAME.get((name, False))
-        if spec is None or name is None:
-            return ERR_UNKNOWN
-        params = command[len(name):]
-        for form in spec.forms:
-            m = form.pattern.match(params)
-            if m is not None:
-                for group, allowed in enumerate(form.limits, start=1):
-                    if allowed is not None and m.group(group) is not None and int(m.group(group)) not in allowed:
-                        return ERR_OUT_OF_RANGE
-                reply: str = getattr(self, f"_cmd_{form.handler}")(m, name)
-                if form.handler not in _READ_ONLY_HANDLERS:
-                    self._settled_ns = None
-                if not reply.startswith("?"):
-                    self.executed.append((now, command))
-                return reply
-        return spec.bad_parameter
+        form, m, name, method = _parse_command(command, system)
+        if form is None:
+            return method  # the refusal
+        reply: str = getattr(self, method)(m, name)
+        if form.handler not in _READ_ONLY_HANDLERS:
+            self._settled_ns = None
+        if not reply.startswith("?"):
+            self.executed.append((now, command))
+        return reply
 
     # -- helpers for handlers -------------------------------------------------------------
     def _units_for_diameter(self, diameter_milli: int) -> str:
