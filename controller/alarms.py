@@ -82,6 +82,8 @@ class AlarmCode(enum.Enum):
     WITHDRAWAL_RISK = "withdrawal_risk"
     CATHETER_NOT_PRIMED = "catheter_not_primed"
     IMPLANT_NOT_DONE = "implant_not_done"
+    PROCEDURE_RESUME_FAILED = "procedure_resume_failed"
+    PROCEDURE_OVERRUN = "procedure_overrun"
     # medium priority
     RESERVOIR_LOW = "reservoir_low"
     BATTERY_ERI = "battery_eri"
@@ -93,6 +95,7 @@ class AlarmCode(enum.Enum):
     CLOCK_ANOMALY = "clock_anomaly"
     PUMP_PROGRAM_REJECTED = "pump_program_rejected"
     PROGRAMME_STEP_REFUSED = "programme_step_refused"
+    PROCEDURE_IN_PROGRESS = "procedure_in_progress"
     # low priority
     REFILL_DUE = "refill_due"
     BOLUS_DENIED = "bolus_denied"
@@ -216,6 +219,25 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
             "An alarm that cannot sound is a failure to alarm (ALM-05).",
         ),
         _spec(
+            AlarmCode.PROCEDURE_RESUME_FAILED,
+            _H,
+            "Therapy not verified running after the procedure: the pump may have FAILED TO RESTART (its read-back "
+            "does not show it running at the commanded rate with its counter advancing). Check the pump now. "
+            + _WITHDRAWAL_RISK,
+            "MRI has left pumps stalled or failing to restart; the FDA asks for the pump to be checked after every "
+            "MRI (SAFE-05 [S34], itb-clinical §4.1.4 [FDA-MRI17]). A pump left stopped is the withdrawal hazard of "
+            "the boxed warning.",
+        ),
+        _spec(
+            AlarmCode.PROCEDURE_OVERRUN,
+            _H,
+            "The procedure has run past its expected duration and therapy has not been resumed: the patient is "
+            "without the planned intrathecal baclofen. End the procedure and resume therapy, or confirm the "
+            "alternative (oral or IV) baclofen cover. " + _WITHDRAWAL_RISK,
+            "A procedure left open leaves the pump stopped or at its minimum rate with no end in sight: the "
+            "'pump left stopped' programming error of the withdrawal reports (itb-clinical §3.2 [BMC04]).",
+        ),
+        _spec(
             AlarmCode.RESERVOIR_LOW,
             _M,
             "Reservoir low: schedule a refill.",
@@ -305,6 +327,17 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
             "A step of the flex or periodic programme was not sent: left running by the pump alone it would "
             "pass the 24 h cap or fall below the minimum rate; the pump keeps its last command.",
             "Therapy continues off the prescribed day (under-delivery, never over); review the programme.",
+        ),
+        _spec(
+            AlarmCode.PROCEDURE_IN_PROGRESS,
+            _M,
+            "Guided procedure in progress: intrathecal delivery is held at zero (or at the minimum rate) as the "
+            "pump labelling requires. Give the alternative oral or IV baclofen cover planned for it, and end the "
+            "procedure as soon as it is over; boluses and dose increases are refused until then. "
+            + _WITHDRAWAL_RISK,
+            "Held for the whole procedure: the stop is deliberate and authorised, but it is an interruption the "
+            "patient may go into withdrawal from (SAFE-05: the alternative-therapy reminder [S34]; itb-clinical "
+            "§1.4: keep oral baclofen on hand for withdrawal emergencies [CMSC15]).",
         ),
         _spec(
             AlarmCode.REFILL_DUE,

@@ -45,7 +45,8 @@ from controller.prescription import Prescription, assess_change, parse_prescript
 from controller.roles import PERMISSIONS, Refusal, SecurityPolicy, refusals
 from controller.signing import Kind, RigSecurity, SignatureError, SignedFile, parse_command
 from controller.store import Store
-from controller.therapy import CLINICIAN, SignedDoseOverride, Therapy, WorkflowResult, Why
+from controller.therapy import (CLINICIAN, PROCEDURE_RESUME_VERIFY_MS, SignedDoseOverride, Therapy, WorkflowResult,
+                                Why)
 from cython_ext.errors import ConfigError
 from cython_ext.units import MS_PER_H, MS_PER_MIN, MS_PER_S
 from hal.clock import Clock
@@ -60,6 +61,8 @@ __all__ = ["MAX_REFILL_TOLERANCE_PCT", "MAX_RESTART_TITRATION_AFTER_MS", "Contro
 MAX_RESTART_TITRATION_AFTER_MS = 24 * MS_PER_H
 #: Largest refill tolerance a rig may set, % of the expected volume (RES-03).
 MAX_REFILL_TOLERANCE_PCT = 100
+#: ``T_resume`` bounds (SAFE-05), ms: see :attr:`ControllerSettings.procedure_resume_verify_ms`.
+PROCEDURE_RESUME_VERIFY_RANGE_MS = (5 * MS_PER_MIN, 6 * MS_PER_H)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,14 @@ class ControllerSettings:
         well inside the 24-72 h over which the withdrawal syndrome builds (§3.2).
     :ivar withdrawal_alarm_fraction_pct: see ``withdrawal_alarm_after_ms``, % of the prescribed dose
         (default 50).
+    :ivar procedure_resume_verify_ms: ``T_resume`` (SAFE-05): after a guided procedure the pump's restart must be
+        verified (read back running at the commanded rate, its counter advancing) within this, else the
+        high-priority PROCEDURE_RESUME_FAILED, ms, in [5 min, 6 h]. Default 1 h: two default poll intervals, and
+        four checks 15 min apart; the FDA asks for the pump to be checked after every MRI (itb-clinical §4.1.4
+        [FDA-MRI17]), so the alarm must come while the patient is still with the staff who scanned them, hours
+        before the withdrawal syndrome builds (24-72 h, §3.2); even at the lowest labelled rate (0.048 mL/day,
+        2 µL/h) a 1 µL counter moves twice in it. At most 6 h, the default WITHDRAWAL_RISK window: a longer one
+        would come after the tip-dose alarm and add nothing.
     """
 
     poll_interval_ms: int = 30 * MS_PER_MIN
@@ -91,6 +102,7 @@ class ControllerSettings:
     counter_clear_above_nl: int = 1_000_000
     withdrawal_alarm_after_ms: int = 6 * MS_PER_H
     withdrawal_alarm_fraction_pct: int = 50
+    procedure_resume_verify_ms: int = PROCEDURE_RESUME_VERIFY_MS
 
     def __post_init__(self) -> None:
         if isinstance(self.counter_clear_above_nl, bool) or not isinstance(self.counter_clear_above_nl, int) \
@@ -100,6 +112,10 @@ class ControllerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < MS_PER_S:
                 raise ConfigError(name, value, f"an integer >= {MS_PER_S} ms")
+        low, high = PROCEDURE_RESUME_VERIFY_RANGE_MS
+        value = self.procedure_resume_verify_ms
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError("procedure_resume_verify_ms", value, f"an integer in [{low}, {high}] ms")
         for name, high in (("drift_tolerance_ppm", 10_000_000), ("refill_tolerance_pct", MAX_REFILL_TOLERANCE_PCT),
                            ("withdrawal_alarm_fraction_pct", 100),
                            ("restart_titration_after_ms", MAX_RESTART_TITRATION_AFTER_MS)):
@@ -173,6 +189,9 @@ ACTION_PARAMS: Mapping[str, Mapping[str, tuple[Any, Any]]] = MappingProxyType({
     "resume": {},
     "taper": {"target_dose_ng_per_day": (int, _REQUIRED), "authorised_by": (str, _REQUIRED)},
     "discontinue": {"authorised_by": (_OPTIONAL_TEXT, None), "emergency": (bool, False)},
+    "begin_procedure": {"kind": (str, "mri"), "authorised_by": (str, _REQUIRED),
+                        "expected_duration_ms": (int, _REQUIRED), "zero_rate_required": ((bool, NoneType), None)},
+    "end_procedure": {},
 })
 
 
@@ -225,6 +244,10 @@ WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({
     "resume": lambda c, a, p: c.therapy.resume(actor=a),
     "taper": lambda c, a, p: c.therapy.taper(p["target_dose_ng_per_day"], authorised_by=p["authorised_by"]),
     "discontinue": lambda c, a, p: c.therapy.discontinue(authorised_by=p["authorised_by"], emergency=p["emergency"]),
+    "begin_procedure": lambda c, a, p: c.therapy.begin_procedure(
+        p["kind"], authorised_by=p["authorised_by"], expected_duration_ms=p["expected_duration_ms"],
+        zero_rate_required=p["zero_rate_required"]),
+    "end_procedure": lambda c, a, p: c.therapy.end_procedure(actor=a),
 })
 
 
@@ -586,7 +609,8 @@ def build_controller(prescription: Prescription, patient: PatientRecord, pump: P
                       reservoir_capacity_nl=config.reservoir_capacity_nl,
                       refill_tolerance_pct=settings.refill_tolerance_pct,
                       restart_titration_after_ms=settings.restart_titration_after_ms,
-                      priming_duration_ms=settings.priming_duration_ms)
+                      priming_duration_ms=settings.priming_duration_ms,
+                      procedure_resume_verify_ms=settings.procedure_resume_verify_ms)
     therapy.screening_gate = screening_gate(kernel_module=kernel_module)
     therapy.replay_screening()
     controller = Controller(rx, patient, store, gate, alarms, loop, therapy, alarm_journal, security,

@@ -115,6 +115,10 @@ class Gate(ABC):
         """Authorise zero flow (end of a taper, or an emergency)."""
 
     @abstractmethod
+    def authorize_procedure_stop(self, now_ms: int, *, authorised_by: str | None, reason: str) -> GateDecision:
+        """Authorise a guided procedure's zero-rate hold (SAFE-05: an MRI whose pump labelling requires zero)."""
+
+    @abstractmethod
     def apply(self, decision: GateDecision, now_ms: int) -> None:
         """Record an allowed decision that the pump now carries out."""
 
@@ -368,6 +372,14 @@ class KernelGate(Gate):
         if authorised_by:
             authorisation = self._override(((self.k.DISCONTINUE_AUTHORISATION,), reason, authorised_by))
         return self._authorize(self.k.request_discontinue(authorisation, emergency=emergency), now_ms)
+
+    def authorize_procedure_stop(self, now_ms: int, *, authorised_by: str | None, reason: str) -> GateDecision:
+        """The kernel's ``request_procedure_stop`` with an authorisation naming ``PROCEDURE`` by ``authorised_by``
+        (none without one: the kernel refuses ``PROCEDURE_NOT_AUTHORISED``)."""
+        authorisation = None
+        if authorised_by:
+            authorisation = self._override(((self.k.PROCEDURE_AUTHORISATION,), reason, authorised_by))
+        return self._authorize(self.k.request_procedure_stop(authorisation), now_ms)
 
     # -- effects ----------------------------------------------------------------------------------------
 

@@ -115,6 +115,7 @@ class Mode(enum.Enum):
     MINIMUM_RATE = "minimum_rate"  # fault reaction: the clinician-set minimum rate
     STOPPED_FAULT = "stopped_fault"  # STOP reaction: waiting for a clinician
     DISCONTINUED = "discontinued"  # authorised discontinue completed
+    PROCEDURE = "procedure"  # a guided procedure's authorised zero-rate hold (SAFE-05): read only, command nothing
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,8 @@ class ControlLoop(AccountingViews):
         self.breaches: list[str] = []
         #: Workflow state saved with every resume point (owned by :class:`controller.therapy.Therapy`).
         self.therapy_state: dict[str, Any] = {}
+        #: The pump's status as the last poll read it (None before the first, or when it did not answer).
+        self.last_status: Any = None
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -569,6 +572,7 @@ class ControlLoop(AccountingViews):
         self.schedule.next_poll_ms = now + self._poll_step_ms()
         status = self.commands.heartbeat()
         dispensed = self.commands.read_dispensed() if status is not None else None
+        self.last_status = status if dispensed is not None else None
         if status is None or dispensed is None:
             self._comms_lost(now)
         else:
@@ -1628,13 +1632,44 @@ class ControlLoop(AccountingViews):
         self.checkpoint()
         return stopped
 
+    def hold_for_procedure(self, decision: GateDecision) -> bool:
+        """Stop delivery for a guided procedure's authorised zero-rate hold (SAFE-05), the kernel's decision applied.
+
+        Like a discontinue it sends one journalled stop; unlike one the programme stays the kernel's projection
+        and the interruption clock runs: delivery comes back only by a resume under the restart rule
+        (:meth:`resume_after_fault`, from :meth:`controller.therapy.Therapy.end_procedure`). Until then the loop is
+        in :attr:`Mode.PROCEDURE`: each poll reads and reconciles the pump and commands nothing.
+
+        :param decision: the kernel's allowed ``PROCEDURE_STOP`` decision.
+        :return: whether a status read confirmed the stop.
+        :raises StateError: for a decision the kernel did not allow, or outside RUNNING (nothing changed).
+        """
+        if not decision.allowed:
+            raise StateError("the procedure's zero-rate hold was not authorised")
+        if self.mode is not Mode.RUNNING:
+            raise StateError(f"no procedure hold in mode {self.mode.value}")
+        if self.bolus is not None:
+            self._end_bolus("ended by a procedure's zero-rate hold")
+        self._accrue()
+        stopped = self.commands.send_stop("procedure")
+        self._drain_hal_errors()
+        now = self.now_ms()
+        self.gate.apply(decision, now)
+        self.mode = Mode.PROCEDURE
+        if self._interrupted_since_ms is None:
+            self._begin_interruption(now)
+        self._emit("procedure_hold", confirmed=stopped)
+        self.checkpoint()
+        return stopped
+
     def resume_after_fault(self, decision: GateDecision) -> ProgramOutcome | None:
-        """After a STOP reaction and a clinician's acknowledgement: clear the pump alarm and restart.
+        """After a STOP reaction and a clinician's acknowledgement, or at the end of a procedure's zero-rate hold:
+        clear the pump alarm and restart.
 
         :param decision: the kernel's authorisation of the restart rate (the caller chooses the
             titration dose after a long interruption).
         """
-        if self.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
+        if self.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE, Mode.PROCEDURE):
             return None
         self._acknowledge_pump()
         # Read before the mode changes: what ran until now keeps its kind (minimum rate, or nothing).

@@ -7,8 +7,8 @@ checks every request against it with :func:`refusals`, before anything changes; 
 signature checks (:mod:`controller.signing`) take the roles that may sign a prescription,
 the drug library or the trust store from the same table.
 
-High risk (SEC-02): a discontinue, a taper, and a titration or flex programme that
-overrides a soft limit. Under the default :class:`SecurityPolicy` such a request is taken
+High risk (SEC-02): a discontinue, a taper, a procedure's hold (zero flow or the minimum rate,
+SAFE-05), and a titration or flex programme that overrides a soft limit. Under the default :class:`SecurityPolicy` such a request is taken
 only as a signed command (:func:`controller.signing.sign_command`), which authenticates
 the person again for that one request; with ``dual_sign_off`` it also needs the signature
 of a second person who holds a permitted role.
@@ -115,6 +115,8 @@ PERMISSIONS: Mapping[str, Permission] = MappingProxyType({
     "resume": Permission((_C,)),
     "taper": Permission((_C,), confirmation=_REAUTH, high_risk_when=("*",)),
     "discontinue": Permission((_C,), confirmation=_REAUTH, high_risk_when=("*",)),
+    "begin_procedure": Permission((_C,), confirmation=_REAUTH, high_risk_when=("*",)),
+    "end_procedure": Permission((_C,)),
     "fault": Permission((_B,), scope="rig"),
     "clear_fault": Permission((_B,), scope="rig"),
     "restart_controller": Permission((_B,), scope="rig"),

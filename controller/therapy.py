@@ -70,7 +70,8 @@ from controller.loop import ControlLoop, Mode
 from controller.patient import History, PatientRecord, ScreeningDose
 from cython_ext import units
 from cython_ext.vocabulary import COUNTED_BOLUS_KINDS, MAX_FLEX_STEPS, CatheterFill, DeliveryKind, Origin
-from cython_ext.errors import ConfigError
+from cython_ext.errors import ConfigError, StateError
+from hal.pump import PumpState
 
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
@@ -116,6 +117,9 @@ class Why(str, enum.Enum):
     CONCENTRATION_TRANSIT = "CONCENTRATION_TRANSIT"
     CATHETER_NOT_PRIMED = "CATHETER_NOT_PRIMED"
     NOTHING_TO_PRIME = "NOTHING_TO_PRIME"
+    PROCEDURE_IN_PROGRESS = "PROCEDURE_IN_PROGRESS"
+    NO_PROCEDURE = "NO_PROCEDURE"
+    PROCEDURE_RESUME_UNVERIFIED = "PROCEDURE_RESUME_UNVERIFIED"
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,29 @@ class _Checkpointed:
             self._after_set(therapy, int(value))
 
 
+class ProcedureKind(str, enum.Enum):
+    """A guided procedure the pump must be prepared for (SAFE-05)."""
+
+    MRI = "mri"
+
+
+#: Whether each procedure kind's pump labelling requires zero flow (True) or lets the minimum rate run (False), when
+#: the clinician does not say. MRI: zero. The Prometra labelling requires the pump emptied and programmed to 0.0
+#: mg/day before any MRI, since the field can open both valves and dump the reservoir into the patient
+#: (itb-clinical §4.2 [PROM-MRI][PROM-MRI20]; safety-requirements §3.3 [S34]); on a SynchroMed the field stalls the
+#: motor during the scan anyway (§4.1.4 [FDA-MRI17]), so a minimum rate would not be delivered either, only claimed.
+#: A pump whose labelling lets it run through the scan (MedStream is called MRI-compatible, §4.3) is held at the
+#: minimum rate when the clinician says so (``zero_rate_required=False``). A PLACEHOLDER needing clinical sign-off.
+ZERO_RATE_REQUIRED_BY_KIND = {ProcedureKind.MRI: True}
+#: Shortest and longest expected procedure, ms (a scan takes minutes to about an hour; 12 h bounds any one session).
+PROCEDURE_DURATION_RANGE_MS = (MS_PER_MIN, 12 * MS_PER_H)
+#: The loop's therapy-state key of the procedure in progress (:meth:`Therapy.begin_procedure`), or None.
+PROCEDURE_KEY = "procedure"
+#: Default time within which the pump's restart after a procedure must be verified (``T_resume``, SAFE-05), ms. See
+#: :class:`controller.assembly.ControllerSettings`.
+PROCEDURE_RESUME_VERIFY_MS = MS_PER_H
+
+
 class Therapy:
     """The workflows for one patient and one pump.
 
@@ -212,6 +239,8 @@ class Therapy:
     :param refill_tolerance_pct: refill mismatch tolerance, % of the prediction.
     :param restart_titration_after_ms: interruptions longer than this restart at the titration dose, ms.
     :param priming_duration_ms: how long a priming bolus runs, ms.
+    :param procedure_resume_verify_ms: ``T_resume``: after a procedure the pump must be verified running (its
+        read-back at the commanded rate, its counter advancing) within this, else PROCEDURE_RESUME_FAILED, ms.
     """
 
     def __init__(
@@ -225,6 +254,7 @@ class Therapy:
         refill_tolerance_pct: int = 20,
         restart_titration_after_ms: int = 24 * MS_PER_H,
         priming_duration_ms: int = 30 * 60_000,
+        procedure_resume_verify_ms: int = PROCEDURE_RESUME_VERIFY_MS,
     ) -> None:
         self.loop = loop
         self.gate = gate
@@ -233,6 +263,8 @@ class Therapy:
         self.refill_tolerance_pct = refill_tolerance_pct
         self.restart_titration_after_ms = restart_titration_after_ms
         self.priming_duration_ms = priming_duration_ms
+        #: ``T_resume``: the pump's restart after a procedure must be verified within this, ms (SAFE-05).
+        self.procedure_resume_verify_ms = procedure_resume_verify_ms
         #: The patient record (screening doses are appended to it as they are given).
         self.patient = patient
         self.patient_bolus: PatientBolusSettings | None = None
@@ -279,6 +311,7 @@ class Therapy:
         self.patient_bolus = None if not pb else PatientBolusSettings(int(pb[0]), int(pb[1]))
         if concentration_changed:
             self._update_bolus_reserve()
+        self._restore_procedure()
         held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
         if held and not self._refill_discrepancy_unacknowledged():
             self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
@@ -337,6 +370,9 @@ class Therapy:
             # A bolus sized at the new concentration would push old drug: after a decrease, a multiple
             # of the bolus would reach the tip. It waits until the catheter holds only the new drug.
             blockers.append(Why.CONCENTRATION_TRANSIT)
+        if self.procedure is not None:
+            # SAFE-05: held for the procedure, or its restart not yet verified: nothing on top of it.
+            blockers.append(Why.PROCEDURE_IN_PROGRESS)
         return blockers
 
     # -- screening and implant ----------------------------------------------------------------------
@@ -616,6 +652,9 @@ class Therapy:
         :param override_reason: a prescriber's reason to lift soft limits (interval, large decrease).
         """
         action = "titrate"
+        held = self._procedure_refusal(action, dose_ng_per_day)
+        if held is not None:
+            return held  # SAFE-05: the refusal names the procedure (its zero-rate hold is not "not running")
         if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE):
             # First: before the implant there is no dose to change (a relative step comes to 0), and the
             # refusal says so, not that zero needs a discontinue.
@@ -692,6 +731,9 @@ class Therapy:
         """
         action = "flex"
         self._check_flex_steps(steps)
+        held = self._procedure_refusal(action, None)
+        if held is not None:
+            return held
         if self.loop.mode is not Mode.RUNNING:
             return self._deny(action, Why.NOT_RUNNING)
         if self.loop.session_open is not None:
@@ -1022,6 +1064,9 @@ class Therapy:
         (``request_resume``); a refusal names the overdose risk.
         """
         loop = self.loop
+        held = self._procedure_refusal("resume", None, resuming_allowed=True)
+        if held is not None:
+            return held
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
         dose, note = self._restart_dose()
@@ -1054,6 +1099,271 @@ class Therapy:
                     f"{interrupted / MS_PER_H:.1f} h interruption (restart rule: an overdose risk otherwise; longer "
                     f"than the {self.restart_titration_after_ms / MS_PER_H:g} h threshold); titrate up again from here")
         return dose, note
+
+    # -- guided procedure (MRI) ---------------------------------------------------------------------------
+
+    @property
+    def procedure(self) -> dict[str, Any] | None:
+        """The guided procedure in progress (held, or its restart not yet verified), as the durable therapy state
+        holds it; None when there is none (SAFE-05)."""
+        return self.loop.therapy_state.get(PROCEDURE_KEY)
+
+    def _procedure_refusal(self, action: str, dose_ng_per_day: int | None, *,
+                           resuming_allowed: bool = False) -> WorkflowResult | None:
+        """The refusal of ``action`` during a procedure, else None.
+
+        While held every titration, flex programme and resume is refused (the procedure ends by
+        :meth:`end_procedure`, under the restart rule). Until its restart is verified, increases are refused
+        (``dose_ng_per_day`` above the prescribed dose, or None: a programme), so that nothing lands on top of a
+        pump that may not be delivering; a resume after a failed restart (``resuming_allowed``) is not.
+        """
+        proc = self.procedure
+        if proc is None:
+            return None
+        what = f"{proc['kind']} authorised by {proc['authorised_by']}"
+        if proc["phase"] == "held":
+            return self._deny(action, Why.PROCEDURE_IN_PROGRESS,
+                              detail=f"a guided procedure is in progress ({what}): end it first (end_procedure)")
+        if resuming_allowed or (dose_ng_per_day is not None and dose_ng_per_day <= self.prescribed_dose_ng_per_day):
+            return None
+        return self._deny(action, Why.PROCEDURE_IN_PROGRESS,
+                          detail=f"no increase until the pump's restart after the procedure ({what}) is verified")
+
+    def _save_procedure(self, proc: dict[str, Any] | None) -> None:
+        self.loop.therapy_state[PROCEDURE_KEY] = proc
+
+    def begin_procedure(self, kind: ProcedureKind | str, *, authorised_by: str, expected_duration_ms: int,
+                        zero_rate_required: bool | None = None) -> WorkflowResult:
+        """Prepare the pump for a guided procedure (SAFE-05, an MRI), as its labelling requires.
+
+        ``zero_rate_required`` (default :data:`ZERO_RATE_REQUIRED_BY_KIND`: zero for an MRI) decides the hold.
+        Zero: the kernel authorises the zero-rate hold (``PROCEDURE_STOP``, authorised by ``authorised_by``), the
+        pump is stopped and the loop holds :attr:`~controller.loop.Mode.PROCEDURE`, commanding nothing; the
+        clinician empties the reservoir where the labelling says so (a refill record at the next fill). Minimum
+        rate allowed: the kernel's minimum-rate mode. Either way PROCEDURE_IN_PROGRESS is held for the whole
+        procedure (the alternative oral or IV baclofen cover, the withdrawal risk), boluses and increases are
+        refused naming the procedure, and PROCEDURE_OVERRUN is raised if it is still open past
+        ``expected_duration_ms``. The state is durable: a restart keeps the pump held and the alarm raised.
+
+        :param kind: a :class:`ProcedureKind` or its value (``"mri"``).
+        :param authorised_by: the clinician who authorises the hold (journalled with the kernel's decision).
+        :param expected_duration_ms: how long the procedure is expected to take, ms, in
+            :data:`PROCEDURE_DURATION_RANGE_MS`.
+        :param zero_rate_required: True: zero flow (the labelling requires it); False: the minimum rate runs.
+        :raises ConfigError: for a kind, duration or flag out of range (nothing changed).
+        """
+        action = "begin_procedure"
+        try:
+            kind = ProcedureKind(kind)
+        except ValueError:
+            raise ConfigError("kind", kind, f"one of {[k.value for k in ProcedureKind]}") from None
+        low, high = PROCEDURE_DURATION_RANGE_MS
+        if isinstance(expected_duration_ms, bool) or not isinstance(expected_duration_ms, int) \
+                or not low <= expected_duration_ms <= high:
+            raise ConfigError("expected_duration_ms", expected_duration_ms, f"an integer in [{low}, {high}] ms")
+        if zero_rate_required is None:
+            zero_rate_required = ZERO_RATE_REQUIRED_BY_KIND[kind]
+        if not isinstance(zero_rate_required, bool):
+            raise ConfigError("zero_rate_required", zero_rate_required, "true, false or absent (the kind's default)")
+        loop = self.loop
+        if not authorised_by or not str(authorised_by).strip():
+            return self._deny(action, Why.NOT_AUTHORISED)
+        if self.procedure is not None:
+            return self._deny(action, Why.PROCEDURE_IN_PROGRESS, detail="a procedure is already in progress")
+        if loop.mode is not Mode.RUNNING:
+            return self._deny(action, Why.NOT_RUNNING, detail=f"a procedure starts from running therapy "
+                                                               f"(mode {loop.mode.value}): resolve that first")
+        if loop.session_open is not None:
+            return self._deny(action, Why.SESSION_OPEN)
+        now = loop.now_ms()
+        hold = "zero flow (the labelling requires it)" if zero_rate_required else "the minimum rate"
+        proc = {"kind": kind.value, "authorised_by": str(authorised_by), "zero_rate": zero_rate_required,
+                "started_ms": now, "expected_end_ms": now + expected_duration_ms, "phase": "held",
+                "overrun": False, "deadline_ms": None, "last_check": None, "failed": False}
+        if zero_rate_required:
+            decision = self.gate.authorize_procedure_stop(now, authorised_by=str(authorised_by),
+                                                          reason=f"{kind.value}: pump labelling requires zero flow")
+            if not decision.allowed:
+                return self._deny(action, *decision.reasons)
+            # Durable with the stop's pending record: a restart after the stop finds the procedure.
+            self._save_procedure(proc)
+            confirmed = loop.hold_for_procedure(decision)
+        else:
+            self._save_procedure(proc)
+            confirmed = loop.enter_minimum_rate(f"{kind.value}: held at the minimum rate for the procedure")
+            if not confirmed and loop.mode is not Mode.MINIMUM_RATE:
+                self._save_procedure(None)
+                loop.checkpoint(durable=True)
+                return self._deny(action, *self._not_programmed(), detail="the minimum rate was not verified")
+        loop.alarms.raise_alarm(AlarmCode.PROCEDURE_IN_PROGRESS, detail=(
+            f"{kind.value} authorised by {authorised_by}, expected {expected_duration_ms / MS_PER_MIN:g} min: delivery "
+            f"held at {hold}; give the alternative (oral or IV) baclofen cover"))
+        loop.schedule_action(proc["expected_end_ms"] + 1, self._check_procedure_overrun, PROCEDURE_KEY)
+        loop.checkpoint(durable=True)
+        detail = f"{kind.value}: delivery held at {hold} for {expected_duration_ms / MS_PER_MIN:g} min"
+        if not confirmed:
+            detail += "; the stop was NOT confirmed by the pump's read-back: check the pump before the scan"
+        return self._done(WorkflowResult(action, confirmed, () if confirmed else (Why.PUMP_NOT_VERIFIED.value,),
+                                         detail, {"zero_rate": zero_rate_required,
+                                                  "expected_duration_min": expected_duration_ms / MS_PER_MIN}))
+
+    def end_procedure(self, *, actor: Actor = CLINICIAN) -> WorkflowResult:
+        """End the procedure: resume therapy under the restart rule, then verify the pump restarted (SAFE-05).
+
+        The dose is the restart rule's (:meth:`_restart_dose`: the last prescribed dose after a short hold, the
+        titration-phase starting dose after one of the restart threshold or longer), authorised by the kernel as a
+        resume. Therapy counts as resumed only once verified: a poll's read-back shows the pump running at the
+        commanded rate, without an alarm, and its counter advancing by at least half what that rate pushes
+        between two checks (and one counter step). Checks run every quarter of ``T_resume``
+        (:attr:`procedure_resume_verify_ms`); not verified within it, PROCEDURE_RESUME_FAILED is raised (high
+        priority: the pump failed to restart, the withdrawal risk), at once when the pump refuses the resume.
+        The checks go on after that; the alarm latches until a clinician acknowledges it.
+
+        :param actor: the clinician.
+        """
+        action = "end_procedure"
+        del actor  # the front door has checked the role; the journal records it with the request
+        proc = self.procedure
+        loop = self.loop
+        if proc is None or proc["phase"] != "held":
+            return self._deny(action, Why.NO_PROCEDURE, detail="no procedure is holding delivery")
+        if loop.session_open is not None:
+            return self._deny(action, Why.SESSION_OPEN)
+        dose, note = self._restart_dose()
+        now = loop.now_ms()
+        decision = self.gate.authorize_resume(self._rate_for_dose(dose), now)
+        if not decision.allowed:
+            return self._deny(action, *decision.reasons,
+                              detail=f"resume at {dose / 1000:g} µg/day refused ({note}); the procedure still holds")
+        deadline = now + self.procedure_resume_verify_ms
+        proc = dict(proc, phase="resuming", deadline_ms=deadline, last_check=None, ended_ms=now)
+        # Durable with the resume's pending record: a restart after it goes on verifying to the same deadline.
+        self._save_procedure(proc)
+        loop.cancel_scheduled(PROCEDURE_KEY)
+        outcome = loop.resume_after_fault(decision)
+        for code in (AlarmCode.PROCEDURE_IN_PROGRESS, AlarmCode.PROCEDURE_OVERRUN):
+            if loop.alarms.is_active(code):
+                loop.alarms.clear(code, detail="procedure ended")
+        committed = outcome is not None and outcome.committed
+        if committed:
+            self.prescribed_dose_ng_per_day = dose
+        self._schedule_resumption_check(now)
+        loop.checkpoint(durable=True)
+        verify = f"the pump's restart must be verified within {self.procedure_resume_verify_ms / MS_PER_MIN:g} min"
+        if not committed:
+            self._resumption_failed(f"the pump did not take the resume ({'' if outcome is None else outcome.detail})")
+            return self._deny(action, *(self._not_programmed() if outcome is not None else (Why.PUMP_NOT_VERIFIED,)),
+                              Why.PROCEDURE_RESUME_UNVERIFIED, detail=f"resume at {dose / 1000:g} µg/day not taken "
+                                                                        f"by the pump; {verify}")
+        return self._done(WorkflowResult(action, True, (), f"resumed at {dose / 1000:g} µg/day ({note}); {verify}",
+                                         {"dose_ug_per_day": dose / 1000}))
+
+    def _check_step_ms(self) -> int:
+        """Time between two checks of the restart, ms: a quarter of ``T_resume``, at least a minute."""
+        return max(MS_PER_MIN, self.procedure_resume_verify_ms // 4)
+
+    def _schedule_resumption_check(self, now_ms: int) -> None:
+        proc = self.procedure
+        if proc is None or proc["phase"] != "resuming":
+            return
+        at = now_ms + self._check_step_ms()
+        if not proc["failed"]:
+            at = min(at, proc["deadline_ms"])
+        self.loop.schedule_action(max(at, now_ms + 1), self._check_resumption, PROCEDURE_KEY)
+
+    def _check_resumption(self) -> None:
+        """One check of the restart after a procedure: read the pump (a poll), compare with the last check."""
+        proc = self.procedure
+        loop = self.loop
+        if proc is None or proc["phase"] != "resuming":
+            return
+        loop.poll()
+        now = loop.now_ms()
+        status = loop.last_status
+        counted = loop.total_counted_nl
+        rate = loop.committed_rate_nl_per_h
+        running = (loop.mode is Mode.RUNNING and status is not None and status.alarm is None
+                   and status.state is PumpState.INFUSING and bool(rate)
+                   and self._held_as_commanded(rate, loop.pump_basal_nl_per_h))
+        last = proc["last_check"]
+        verified = False
+        why = "the pump is not reported running at the commanded rate"
+        if running and last is not None and last[2]:
+            expected = rate * (now - last[0]) // MS_PER_H
+            moved = counted - last[1]
+            needed = max(loop.counter_resolution_nl, 1, expected // 2)
+            verified = moved >= needed
+            why = (f"the counter moved {units.describe_volume_nl(max(0, moved))} in {(now - last[0]) / MS_PER_MIN:g} "
+                   f"min at {units.describe_rate_nl_per_h(rate)} (at least {units.describe_volume_nl(needed)} needed)")
+        elif running:
+            why = "running at the commanded rate; the counter is read again at the next check"
+        if verified:
+            self._save_procedure(None)
+            loop.cancel_scheduled(PROCEDURE_KEY)
+            if loop.alarms.is_active(AlarmCode.PROCEDURE_RESUME_FAILED):
+                loop.alarms.clear(AlarmCode.PROCEDURE_RESUME_FAILED, detail=f"restart verified: {why}")
+            loop.checkpoint(durable=True)
+            self._done(WorkflowResult("procedure_resumption", True, (), f"therapy verified running after the "
+                                      f"{proc['kind']}: {why}"))
+            return
+        self._save_procedure(dict(proc, last_check=[now, counted, running]))
+        if now >= proc["deadline_ms"] and not proc["failed"]:
+            self._resumption_failed(f"not verified {(now - proc['ended_ms']) / MS_PER_MIN:g} min after the "
+                                    f"{proc['kind']}: {why}")
+        self._schedule_resumption_check(now)
+        loop.checkpoint()
+
+    def _held_as_commanded(self, held_nl_per_h: int, commanded_nl_per_h: int) -> bool:
+        """Whether the rate the pump holds, verified (nL/h), is the commanded one as the pump can hold it: within
+        its stated rate tolerance (the digits it can display), at least 1 nL/h."""
+        try:
+            tolerance_ppm = self.loop.pump.capabilities().rate_tolerance_ppm
+        except StateError:
+            return held_nl_per_h == commanded_nl_per_h
+        return abs(held_nl_per_h - commanded_nl_per_h) * 1_000_000 <= max(1_000_000, commanded_nl_per_h * tolerance_ppm)
+
+    def _resumption_failed(self, why: str) -> None:
+        """PROCEDURE_RESUME_FAILED, durable: the restart after the procedure is not verified."""
+        proc = self.procedure
+        if proc is None:
+            return
+        self._save_procedure(dict(proc, failed=True))
+        self.loop.alarms.raise_alarm(AlarmCode.PROCEDURE_RESUME_FAILED, detail=why)
+        self.loop.checkpoint(durable=True)
+        self._done(WorkflowResult("procedure_resumption", False, (Why.PROCEDURE_RESUME_UNVERIFIED.value,),
+                                  f"the pump may have failed to restart: {why}"))
+
+    def _check_procedure_overrun(self) -> None:
+        """PROCEDURE_OVERRUN when the procedure still holds delivery past its expected end (run 1 ms after it)."""
+        proc = self.procedure
+        if proc is None or proc["phase"] != "held":
+            return
+        over_min = (self.loop.now_ms() - proc["expected_end_ms"]) / MS_PER_MIN
+        self._save_procedure(dict(proc, overrun=True))
+        self.loop.alarms.raise_alarm(AlarmCode.PROCEDURE_OVERRUN, detail=(
+            f"{proc['kind']} authorised by {proc['authorised_by']} still open {over_min:g} min past its expected "
+            f"end; delivery held at {'zero' if proc['zero_rate'] else 'the minimum rate'}"))
+        self.loop.checkpoint(durable=True)
+
+    def _restore_procedure(self) -> None:
+        """After a restart: hold the procedure's alarms again and put its checks back on the schedule."""
+        proc = self.procedure
+        if proc is None:
+            return
+        alarms = self.loop.alarms
+        if proc["phase"] == "held":
+            alarms.raise_alarm(AlarmCode.PROCEDURE_IN_PROGRESS, detail=f"{proc['kind']} authorised by "
+                               f"{proc['authorised_by']} (held across a restart): give the alternative baclofen cover")
+            if proc["overrun"]:
+                alarms.raise_alarm(AlarmCode.PROCEDURE_OVERRUN, detail="held across a restart")
+            else:
+                self.loop.schedule_action(proc["expected_end_ms"] + 1, self._check_procedure_overrun, PROCEDURE_KEY)
+            return
+        if proc["failed"]:
+            alarms.raise_alarm(AlarmCode.PROCEDURE_RESUME_FAILED, detail="restart not verified (held across a restart)")
+        # The controller's death broke the chain of readings: verification starts again from the next one.
+        self._save_procedure(dict(proc, last_check=None))
+        self._schedule_resumption_check(self.loop.now_ms())
 
     # -- taper and discontinue --------------------------------------------------------------------------
 

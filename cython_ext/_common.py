@@ -34,6 +34,7 @@ from cython_ext.vocabulary import (
     MAX_FLEX_STEPS,
     MAX_PERIODIC_BOLUSES,
     N_KINDS,
+    PROCEDURE_AUTHORISATION,
     SOFT_REASONS,
     TITRATION_CAP_PCT_BY_ORIGIN,
     DeliveryKind,
@@ -74,6 +75,7 @@ __all__ = [
     "SOFT_REASONS",
     "DISCONTINUE_AUTHORISATION",
     "CAPS_CHANGE_CONFIRMATION",
+    "PROCEDURE_AUTHORISATION",
     "REASON_INDEX",
     "Bounds",
     "make_bounds",
@@ -103,6 +105,7 @@ __all__ = [
     "request_minimum_rate",
     "request_resume",
     "request_caps_change",
+    "request_procedure_stop",
     "Decision",
     "TitrationStep",
     "plan_titration",
@@ -189,6 +192,7 @@ class RequestKind(enum.IntEnum):
     MINIMUM_RATE = 6
     RESUME = 7
     CAPS_CHANGE = 8
+    PROCEDURE_STOP = 9
 
 
 #: Position of each reason code in :data:`ALL_REASONS` (bit index in the compiled kernel).
@@ -596,7 +600,8 @@ class Override(NamedTuple):
 
     :param codes: reason codes lifted: members of :data:`SOFT_REASONS`; or
         :data:`DISCONTINUE_AUTHORISATION` (authorises a discontinue); or
-        :data:`CAPS_CHANGE_CONFIRMATION` (confirms a caps change). No code lifts a hard rule.
+        :data:`CAPS_CHANGE_CONFIRMATION` (confirms a caps change); or :data:`PROCEDURE_AUTHORISATION` (authorises a
+        procedure's zero-rate hold). No code lifts a hard rule.
     :param reason: why (recorded in the journal); must not be empty.
     :param actor: who authorised it (user and role).
     """
@@ -612,7 +617,7 @@ def make_override(codes: Iterable[str], *, reason: str, actor: str) -> Override:
     :raises ConfigError: for an unknown or hard code, or an empty reason or actor.
     """
     codes = frozenset(codes)
-    allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION, CAPS_CHANGE_CONFIRMATION}
+    allowed = SOFT_REASONS | {DISCONTINUE_AUTHORISATION, CAPS_CHANGE_CONFIRMATION, PROCEDURE_AUTHORISATION}
     bad = sorted(codes - allowed)
     if bad or not codes:
         raise ConfigError("override.codes", sorted(codes), f"a non-empty subset of {sorted(allowed)}")
@@ -755,6 +760,21 @@ def request_discontinue(authorisation: Override | None, *, emergency: bool = Fal
     return Request(RequestKind.DISCONTINUE, 0, None, -1, 0, 0, None, _check_override(authorisation), emergency)
 
 
+def request_procedure_stop(authorisation: Override | None) -> Request:
+    """Request the zero-rate hold of a guided procedure (SAFE-05: an MRI whose pump labelling requires the pump
+    stopped, emptied and programmed to zero first [S34][PROM-MRI]). Needs an :class:`Override` naming
+    :data:`PROCEDURE_AUTHORISATION` (else ``PROCEDURE_NOT_AUTHORISED``); refused with ``NO_PROGRAMME`` before
+    therapy has started or after a discontinue.
+
+    Once applied the dose history holds the zero dose and an interruption opens (cause ``procedure``); the
+    programme stays the 24 h projection's basal, as for a stop. Delivery comes back only by
+    :func:`request_resume`, under the restart rule: never at a dose the rule would refuse.
+
+    :param authorisation: the authorising override (who, and why).
+    """
+    return Request(RequestKind.PROCEDURE_STOP, 0, None, -1, 0, 0, None, _check_override(authorisation), False)
+
+
 def check_request(request: object) -> Request:
     """Re-check a request's fields (a :class:`Request` can be built directly, bypassing the
     ``request_*`` constructors). Both kernels call this before deciding.
@@ -890,6 +910,7 @@ class InterruptionCause(str, enum.Enum):
     STOPPED = "stopped"  # a STOP fault reaction, or a pump found stopped (SafetyKernel.note_stopped)
     MINIMUM_RATE = "minimum_rate"  # minimum-rate mode (an applied request_minimum_rate)
     DISCONTINUED = "discontinued"  # an applied request_discontinue
+    PROCEDURE = "procedure"  # an applied request_procedure_stop (a guided procedure's zero-rate hold)
 
 
 class Interruption(NamedTuple):
@@ -1374,7 +1395,7 @@ def _check_state_snapshot(snapshot: object, library: dict, programme_class: type
     in_effect = None if programme is None else programme.daily_total_ng()
     if interruption is None or interruption.cause == InterruptionCause.MINIMUM_RATE:
         consistent = last_dose == in_effect and (interruption is None or programme is not None)
-    elif interruption.cause == InterruptionCause.STOPPED:
+    elif interruption.cause in (InterruptionCause.STOPPED, InterruptionCause.PROCEDURE):
         consistent = last_dose == 0 and programme is not None
     else:
         consistent = last_dose == 0 and programme is None

@@ -33,6 +33,7 @@ from cython_ext._common import (
     COUNTED_BOLUS_KINDS,
     DEFAULT_LIBRARY,
     DISCONTINUE_AUTHORISATION,
+    PROCEDURE_AUTHORISATION,
     LEDGER_RESOLUTION_MS,
     MAX_BUCKET_PG,
     MAX_RECORD_PG,
@@ -105,7 +106,7 @@ cdef i64 NO_MINUTE = -(2 ** 62)  # the tag of a slot that never held a minute
 # Request and delivery kinds as C constants, read from their one definition.
 cdef int K_RATE = RequestKind.RATE_CHANGE, K_PROG = RequestKind.PROGRAMME_CHANGE, K_BOLUS = RequestKind.BOLUS
 cdef int K_CONC = RequestKind.CONCENTRATION_CHANGE, K_DISC = RequestKind.DISCONTINUE, K_MIN = RequestKind.MINIMUM_RATE
-cdef int K_RESUME = RequestKind.RESUME, K_CAPS = RequestKind.CAPS_CHANGE
+cdef int K_RESUME = RequestKind.RESUME, K_CAPS = RequestKind.CAPS_CHANGE, K_PROC = RequestKind.PROCEDURE_STOP
 cdef int D_CLIN = DeliveryKind.BOLUS_CLINICIAN, D_PAT = DeliveryKind.BOLUS_PATIENT, D_BRIDGE = DeliveryKind.BRIDGE
 # C array sizes must be literals; they are checked against the vocabulary when the module loads.
 if NK != N_KINDS or RING != WINDOW_BUCKETS or HIST != BOLUS_HISTORY:
@@ -162,6 +163,7 @@ cdef int R_BOLUS_OD_CAP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_24H_CAP]
 cdef int R_BOLUS_OD_STEP = REASON_INDEX[Reason.BOLUS_OVERDOSE_RISK_TITRATION_STEP]
 cdef int R_CAPS_UNCONFIRMED = REASON_INDEX[Reason.CAPS_CHANGE_NOT_CONFIRMED]
 cdef int R_TRANSIT_DOSE = REASON_INDEX[Reason.TRANSIT_DOSE_ABOVE_PROGRAMME]
+cdef int R_PROC_AUTH = REASON_INDEX[Reason.PROCEDURE_NOT_AUTHORISED]
 
 cdef tuple _ALL_REASONS = ALL_REASONS
 cdef unsigned long long _SOFT_MASK = 0
@@ -1084,7 +1086,7 @@ cdef bint _request_ok(tuple req):
             and type(volume) is int and 1 <= volume <= _MAX_VOLUME
             and type(duration) is int and 1 <= duration <= _DAY_OBJ
         )
-    return kind == K_DISC or kind == K_MIN  # programme requests always take the full check
+    return kind == K_DISC or kind == K_MIN or kind == K_PROC  # programme requests always take the full check
 
 
 cdef i64 NO_INCREASE_MS = NO_INCREASE_AFTER_START_MS
@@ -1718,6 +1720,12 @@ cdef class SafetyKernel:
             if not req[8] and self.has_prog:
                 if self.prog._daily_pg() > c.min_rate * 24 * self.conc:
                     m |= bit(R_TAPER)
+        elif kind == K_PROC:
+            dose = 0
+            if override is None or PROCEDURE_AUTHORISATION not in override.codes:
+                m |= bit(R_PROC_AUTH)
+            if not self.has_prog:
+                m |= bit(R_NO_PROGRAMME)
         elif kind == K_MIN:
             rate = c.min_rate
             m |= self._rate_mask(rate, self.rate_b, c)
@@ -1755,6 +1763,8 @@ cdef class SafetyKernel:
                 overridden = overridden + (DISCONTINUE_AUTHORISATION,)
             if kind == K_CAPS and CAPS_CHANGE_CONFIRMATION in codes:
                 overridden = overridden + (CAPS_CHANGE_CONFIRMATION,)
+            if kind == K_PROC and PROCEDURE_AUTHORISATION in codes:
+                overridden = overridden + (PROCEDURE_AUTHORISATION,)
         return _tuple_new(Decision, (
             m == 0, kind, codes_of(m), overridden, rate, programme, bolus_kind,
             volume, duration, mass, dose, now_ms, request, self.state_version,
@@ -1845,6 +1855,11 @@ cdef class SafetyKernel:
             self._set_held((now_ms + CAPS_HOLD_MS, stricter_caps(self.effective_caps(now_ms), new)))
             self._set_caps(new)
             self._refresh_newest()
+            self.state_version += 1
+            return
+        if kind == K_PROC:
+            # The zero dose of the hold, as a stop: the programme stays the projection's basal (see the twin).
+            self._interrupt(now_ms, 0, InterruptionCause.PROCEDURE)
             self.state_version += 1
             return
         if kind == K_BOLUS:

@@ -34,6 +34,7 @@ from cython_ext._common import (
     stricter_caps,
     DEFAULT_LIBRARY,
     DISCONTINUE_AUTHORISATION,
+    PROCEDURE_AUTHORISATION,
     LEDGER_RESOLUTION_MS,
     MAX_BUCKET_PG,
     MAX_RECORD_PG,
@@ -916,6 +917,12 @@ class SafetyKernel:
                 floor = caps.minimum_rate_nl_per_h * 24 * self.limits.concentration_ug_per_ml
                 if self.programme.daily_total_pg() > floor:
                     reasons.add(Reason.TAPER_INCOMPLETE)
+        elif kind == RequestKind.PROCEDURE_STOP:
+            dose = 0
+            if request.override is None or PROCEDURE_AUTHORISATION not in request.override.codes:
+                reasons.add(Reason.PROCEDURE_NOT_AUTHORISED)
+            if self.programme is None:
+                reasons.add(Reason.NO_PROGRAMME)
         elif kind == RequestKind.MINIMUM_RATE:
             rate = caps.minimum_rate_nl_per_h
             self._check_rate(rate, self.limits, caps, reasons)
@@ -952,6 +959,8 @@ class SafetyKernel:
                 overridden.append(DISCONTINUE_AUTHORISATION)
             if kind == RequestKind.CAPS_CHANGE and CAPS_CHANGE_CONFIRMATION in request.override.codes:
                 overridden.append(CAPS_CHANGE_CONFIRMATION)
+            if kind == RequestKind.PROCEDURE_STOP and PROCEDURE_AUTHORISATION in request.override.codes:
+                overridden.append(PROCEDURE_AUTHORISATION)
         ordered = tuple(sorted(reasons, key=REASON_INDEX.__getitem__))
         return Decision(
             not ordered, int(kind), ordered, tuple(overridden), rate, programme, bolus_kind,
@@ -1040,6 +1049,11 @@ class SafetyKernel:
             check_caps_against_limits(new, self.limits)
             self.held_caps = (now_ms + CAPS_HOLD_MS, stricter_caps(self.effective_caps(now_ms), new))
             self.caps = new
+            self.state_version += 1
+            return
+        if kind == RequestKind.PROCEDURE_STOP:
+            # The zero dose of the hold, as a stop: the programme stays the projection's basal.
+            self._interrupt(now_ms, 0, InterruptionCause.PROCEDURE)
             self.state_version += 1
             return
         if kind == RequestKind.BOLUS:

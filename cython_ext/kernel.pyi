@@ -243,11 +243,13 @@ class Reason:
     BOLUS_OVERDOSE_RISK_TITRATION_STEP: str  # a bolus stacked on a titration step beyond the cap
     CAPS_CHANGE_NOT_CONFIRMED: str
     TRANSIT_DOSE_ABOVE_PROGRAMME: str  # a concentration change's transit gives more at the tip than the new dose
+    PROCEDURE_NOT_AUTHORISED: str  # a procedure's zero-rate hold without an Override naming PROCEDURE (SAFE-05)
 
 ALL_REASONS: tuple[str, ...]  # every code, in the order decisions list them
 SOFT_REASONS: frozenset[str]
 DISCONTINUE_AUTHORISATION: str  # "DISCONTINUE": the Override code that authorises zero flow
 CAPS_CHANGE_CONFIRMATION: str  # "CAPS_CHANGE": the Override code that confirms a caps change
+PROCEDURE_AUTHORISATION: str  # "PROCEDURE": the Override code that authorises a procedure's zero-rate hold
 REASON_INDEX: dict[str, int]
 
 def make_bounds(field: str, lower_hard: int, lower_soft: int, upper_soft: int, upper_hard: int, unit: str = "") -> Bounds: ...
@@ -302,6 +304,11 @@ def request_concentration_change(
 ) -> Request: ...
 def request_discontinue(authorisation: Override | None, *, emergency: bool = False) -> Request: ...
 def request_minimum_rate() -> Request: ...
+def request_procedure_stop(authorisation: Override | None) -> Request:
+    """A guided procedure's zero-rate hold (SAFE-05, an MRI whose pump labelling requires zero [S34]): needs an
+    Override naming PROCEDURE and a programme in effect (else NO_PROGRAMME); applied, the dose history holds 0 and
+    an interruption (cause "procedure") opens with the programme kept as the projection's basal, as for a stop.
+    Delivery comes back only by request_resume, under the restart rule."""
 def request_resume(rate_nl_per_h: int | None = None, *, programme: Programme | None = None,
                    override: Override | None = None) -> Request:
     """Resume after an interruption (exactly one of a rate or a programme): the restart rule."""
@@ -314,7 +321,7 @@ class Decision(NamedTuple):
     allowed: bool
     kind: int  # RequestKind
     reasons: tuple[str, ...]  # every failing code, ALL_REASONS order; () when allowed
-    overridden: tuple[str, ...]  # soft codes lifted by the override (+ "DISCONTINUE")
+    overridden: tuple[str, ...]  # soft codes lifted by the override (+ "DISCONTINUE", "CAPS_CHANGE" or "PROCEDURE")
     rate_nl_per_h: int  # rate change / minimum rate; 0 otherwise (and for discontinue)
     programme: Programme | None  # programme / concentration change
     bolus_kind: int  # DeliveryKind of a bolus (BRIDGE for a concentration change), else -1

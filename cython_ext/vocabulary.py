@@ -33,6 +33,7 @@ __all__ = [
     "SOFT_REASONS",
     "DISCONTINUE_AUTHORISATION",
     "CAPS_CHANGE_CONFIRMATION",
+    "PROCEDURE_AUTHORISATION",
 ]
 
 
@@ -194,6 +195,7 @@ class Reason:
     BOLUS_OVERDOSE_RISK_TITRATION_STEP = "BOLUS_OVERDOSE_RISK_TITRATION_STEP"
     CAPS_CHANGE_NOT_CONFIRMED = "CAPS_CHANGE_NOT_CONFIRMED"
     TRANSIT_DOSE_ABOVE_PROGRAMME = "TRANSIT_DOSE_ABOVE_PROGRAMME"
+    PROCEDURE_NOT_AUTHORISED = "PROCEDURE_NOT_AUTHORISED"
 
 
 #: Every reason code, in the fixed order in which decisions list them.
@@ -217,4 +219,6 @@ SOFT_REASONS: frozenset[str] = frozenset(
 DISCONTINUE_AUTHORISATION = "DISCONTINUE"
 #: The code an :class:`Override` must name to confirm a change of the prescription caps.
 CAPS_CHANGE_CONFIRMATION = "CAPS_CHANGE"
-
+#: The code an :class:`Override` must name to authorise a procedure's zero-rate hold (SAFE-05: an MRI under a pump
+#: labelling that requires the pump emptied and programmed to zero first).
+PROCEDURE_AUTHORISATION = "PROCEDURE"

@@ -36,6 +36,8 @@ class FakeFaults:
         (a pump whose counter and motor disagree: what the drift check is for).
     :ivar comms_down: every call raises :class:`~cython_ext.errors.LinkTimeoutError` (link lost).
     :ivar mismatch_next_nl_per_h: the next ``set_rate`` only stores this much more than asked (one shot).
+    :ivar motor_seized: the motor does not turn: the pump takes every command and reports infusing, but neither
+        its counter nor its plunger moves (a pump that failed to restart after an MRI, SAFE-05).
     """
 
     uncertain_next: bool = False
@@ -46,6 +48,7 @@ class FakeFaults:
     counter_scale_ppm: int = 0
     comms_down: bool = False
     mismatch_next_nl_per_h: int = 0
+    motor_seized: bool = False
 
 
 class FakePump(PumpDriver):
@@ -102,7 +105,7 @@ class FakePump(PumpDriver):
     def _integrate(self) -> None:
         now = self._clock.monotonic_ns()
         dt, self._last_ns = now - self._last_ns, now
-        while dt > 0 and self._state is PumpState.INFUSING:
+        while dt > 0 and self._state is PumpState.INFUSING and not self.faults.motor_seized:
             room = self._phase_room_num()
             step = dt if room is None or self._rate_nl_per_h * dt < room else -(-room // self._rate_nl_per_h)
             add = self._rate_nl_per_h * step

@@ -22,6 +22,9 @@ Kinds (``dir`` is ``rx``, host to device, or ``tx``, device to host; default ``t
 ``lost-reply``     the command executes, its reply is lost
 ``disconnect``     the port vanishes (pty master or socket closed)
 ``stall``          the motor stalls (``A?S``)
+``seize``          the motor seizes silently: ``RUN`` is taken and ``I`` reported, nothing moves;
+                   ``clear=SECONDS`` later it frees (default: never). A pump that fails to restart
+                   after an MRI (SAFE-05)
 ``occlusion``      the outlet blocks; ``clear=SECONDS`` later it clears (default: never)
 ``power-cycle``    power is lost, and restored ``off=SECONDS`` later (default 0)
 ``drift``          the device clock runs ``ppm=N`` fast (slow if negative); applied by
@@ -69,7 +72,7 @@ from sim.device import ByteDevice
 from sim.newera.deframer import PumpDeframer
 from sim.newera.firmware import normalise
 
-DEVICE_KINDS = ("stall", "occlusion", "power-cycle", "disconnect")
+DEVICE_KINDS = ("stall", "occlusion", "power-cycle", "disconnect", "seize")
 REPLY_KINDS = ("drop", "dup", "corrupt", "junk", "delay", "split", "lost-reply")
 KINDS = (*REPLY_KINDS, *DEVICE_KINDS, "gap", "drift")
 _PROBABILISTIC = ("drop", "dup", "corrupt", "gap")
@@ -84,6 +87,7 @@ _ALLOWED_KEYS: dict[str, set[str]] = {
     "lost-reply": set(),
     "disconnect": set(),
     "stall": set(),
+    "seize": {"clear"},
     "occlusion": {"clear"},
     "power-cycle": {"off"},
     "drift": {"ppm"},
@@ -391,6 +395,10 @@ class FaultyDevice(ByteDevice):
             self._disconnected = True
         elif kind == "stall":
             self.device.inject_stall()
+        elif kind == "seize":
+            self.device.seize_motor(action != "clear")
+            if action != "clear" and "clear" in spec.params:
+                self._scheduled.append(_Scheduled(now + round(float(spec.params["clear"]) * NS_PER_S), "clear", spec))
         elif kind == "occlusion":
             self.device.set_occluded(action != "clear")
             if action != "clear" and "clear" in spec.params:

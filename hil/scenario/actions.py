@@ -114,6 +114,12 @@ def _discontinue(run: ScenarioRunner, a: Action) -> None:
     _ask(run, a, authorised_by=a.params["authorised_by"], emergency=a.params["emergency"])
 
 
+def _begin_procedure(run: ScenarioRunner, a: Action) -> None:
+    p = a.params
+    _ask(run, a, kind=p["kind"], authorised_by=p["authorised_by"], expected_duration_ms=p["expected_duration_min"],
+         zero_rate_required=p["zero_rate_required"])
+
+
 def _without_params(run: ScenarioRunner, a: Action) -> None:
     _ask(run, a)
 
@@ -157,6 +163,8 @@ ACTIONS: Mapping[str, Handler] = MappingProxyType({
     "acknowledge_alarms": _without_params,
     "taper": _taper,
     "discontinue": _discontinue,
+    "begin_procedure": _begin_procedure,
+    "end_procedure": _without_params,
     "restart_controller": _restart_controller,
     "replay": _replay,
 })

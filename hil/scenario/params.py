@@ -90,9 +90,9 @@ def count(value: Any, field: str) -> int:
 
 
 #: Device faults an action can inject at a time (wire faults go in ``[pump] faults``, see :mod:`sim.faults`).
-FAULT_KINDS = ("stall", "occlusion", "power_cycle")
+FAULT_KINDS = ("stall", "occlusion", "power_cycle", "seize")
 #: Controller modes ``mode_at_end`` may expect.
-END_MODES = ("idle", "running", "minimum_rate", "stopped_fault", "discontinued")
+END_MODES = ("idle", "running", "minimum_rate", "stopped_fault", "discontinued", "procedure")
 
 
 def fault_kind(value: Any, field: str) -> str:
@@ -177,6 +177,13 @@ ACTION_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
         "authorised_by": (fields.person, None),
         "emergency": (fields.boolean, False),
     },
+    "begin_procedure": {
+        "kind": (lambda v, f: fields.choice(v, f, ("mri",)), "mri"),
+        "authorised_by": (fields.person, ...),
+        "expected_duration_min": (min_to_ms, ...),
+        "zero_rate_required": (fields.boolean, None),  # default: the kind's labelling (an MRI: zero)
+    },
+    "end_procedure": {},
     "restart_controller": {},
     "replay": {
         "of": (fields.text, ...),

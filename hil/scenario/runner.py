@@ -564,6 +564,8 @@ class ScenarioRunner:
             device.set_occluded(not clear)
         elif kind == "power_cycle" and not clear:
             device.power_cycle()
+        elif kind == "seize":
+            device.seize_motor(not clear)  # the motor turns no more, and the pump does not notice (SAFE-05)
         self._decision(DecisionEvent(self._rel_ms(), "clear_fault" if clear else "fault", self._label, True, (),
                                      f"{kind} injected" if not clear else f"{kind} cleared"))
 

@@ -26,7 +26,8 @@ syringe_diameter_mm, bias_pct, noise_pct, faults), ``[therapy]`` (caps and
 thresholds, see :class:`TherapySettings`), then any number of ``[[action]]``
 (``do`` = screening_dose, implant, titrate, flex, clinician_bolus, prime,
 configure_patient_bolus, patient_bolus, refill, fault, clear_fault,
-acknowledge_alarms, taper, discontinue, restart_controller, replay) and ``[[expect]]``
+acknowledge_alarms, taper, discontinue, begin_procedure, end_procedure, restart_controller, replay) and
+``[[expect]]``
 (``check`` = dose_within, alarm_raised, alarm_not_raised, denied, allowed,
 no_overdose, no_severe_withdrawal, ashworth_at_most, boluses_delivered,
 transits_hold_tip_dose, mode_at_end, invariants_hold). The safety invariants are checked on every run

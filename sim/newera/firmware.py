@@ -409,6 +409,7 @@ class Ne1000(ByteDevice):
         self._was_running_at_power_loss = False
         self._last_valid_ns: int | None = None
         self.occluded = False
+        self.motor_seized = False
         self._occluded_since_ns: int | None = None
         self._motion_since_ns: int | None = None
         self._counter_offsets_scaled = [0, 0]  # infused, withdrawn at last CLD
@@ -475,6 +476,19 @@ class Ne1000(ByteDevice):
         with self._lock:
             self._sync()
             self._stall()
+            self._settled_ns = None
+
+    def seize_motor(self, seized: bool) -> None:
+        """Seize (True) or free (False) the motor. A seized motor does not turn, and the pump does not notice: it
+        takes ``RUN`` and reports ``I`` while neither plunger nor counter moves (a pump that fails to restart
+        after an MRI, SAFE-05 [FDA-MRI17]). Freed, a running phase moves again at its rate."""
+        with self._lock:
+            self._sync()
+            self.motor_seized = bool(seized)
+            if self.state in ("I", "W") and self.powered:
+                phase = self.phases[self.running_phase]
+                direction = INFUSE if phase.direction == "INF" else WITHDRAW
+                self.mechanics.set_motion(0 if self.motor_seized else self._running_rate_nl_per_h, direction)
             self._settled_ns = None
 
     def set_occluded(self, occluded: bool) -> None:
@@ -737,7 +751,7 @@ class Ne1000(ByteDevice):
             return False
         direction = INFUSE if phase.direction == "INF" else WITHDRAW
         self.state = "I" if direction == INFUSE else "W"
-        self.mechanics.set_motion(rate, direction)
+        self.mechanics.set_motion(0 if self.motor_seized else rate, direction)
         self._motion_since_ns = self.mechanics.time_ns
         return True
 

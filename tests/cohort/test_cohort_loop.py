@@ -22,9 +22,12 @@ from hil.cohort.run import SYRINGE_DIAMETER_MM
 from hal.newera.codec import syringe_rate_envelope_nl_per_h
 from sim.clock import VirtualClock
 
-#: Loop members that only workflows the cohort never calls use (flex, concentration change, taper, resume).
+#: Loop members that only workflows the cohort never calls use (flex, concentration change, taper, resume, procedure).
 NOT_IN_THE_COHORT = {"schedule_action", "cancel_scheduled", "set_programme", "change_concentration",
-                     "discontinue_now", "resume_after_fault", "programme"}
+                     "discontinue_now", "resume_after_fault", "programme",
+                     # the guided procedure (SAFE-05): its hold, and the read-back its restart is verified on
+                     "hold_for_procedure", "enter_minimum_rate", "last_status", "committed_rate_nl_per_h",
+                     "pump_basal_nl_per_h", "counter_resolution_nl", "pump"}
 SHARED = ("now_ms", "interruption_ms", "poll", "start_therapy", "change_basal", "start_bolus", "stop_bolus",
           "set_reservoir", "checkpoint")
 

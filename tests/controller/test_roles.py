@@ -123,6 +123,9 @@ SETUPS: dict[str, tuple[Any, dict[str, Any]]] = {
     "resume": (lambda b: (b.implanted(), _stalled(b)), {}),
     "taper": (Bench.implanted, {"target_dose_ng_per_day": 50_000, "authorised_by": "dev-clinician"}),
     "discontinue": (Bench.implanted, {"authorised_by": "dev-clinician", "emergency": True}),
+    "begin_procedure": (Bench.implanted, {"authorised_by": "dev-clinician", "expected_duration_ms": MS_PER_H}),
+    "end_procedure": (lambda b: (b.implanted(), b.controller.therapy.begin_procedure(
+        "mri", authorised_by="dev-clinician", expected_duration_ms=MS_PER_H)), {}),
 }
 
 

@@ -4,10 +4,12 @@ The controller runs over the real NE-1000 driver talking to the simulated pump
 through the in-process endpoint, in virtual time. After every step:
 
 * the rolling 24 h total (delivered + committed) never exceeds the cap;
-* flow is never zero without an authorised discontinue or a STOP reaction;
+* flow is never zero without an authorised discontinue, a STOP reaction or an authorised procedure's zero-rate
+  hold (SAFE-03, SAFE-05);
 * the ledger matches the pump's own dispensed volume within tolerance;
 * no bolus is delivered twice (unique records, none over its volume);
 * every injected fault produced its alarm once the loop has polled;
+* past T_resume after a procedure's end its restart is verified or PROCEDURE_RESUME_FAILED is raised (SAFE-05);
 * every therapy-changing command on the wire (rate, start, stop) had a durable pending
   journal record when the pump received it, and every record has an outcome after the step.
 
@@ -89,6 +91,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.gate, self.loop, self.therapy = self.controller.gate, self.controller.loop, self.controller.therapy
         self.journal = self.store
         self.stopped_by_reaction: list[str] = []
+        self.procedure_holds: list[dict[str, Any]] = []
         result = self.therapy.implant(500, 20_000_000, dose_ng_per_day=150_000)
         assert result.allowed, result
         self.pending_faults: list[str] = []
@@ -97,6 +100,8 @@ class ControllerMachine(RuleBasedStateMachine):
     def _event(self, event: str, payload: dict[str, Any]) -> None:
         if event == "stopped":
             self.stopped_by_reaction.append(payload["fault"])
+        if event == "procedure_hold":
+            self.procedure_holds.append(payload)
 
     def teardown(self) -> None:
         stack = getattr(self, "stack", None)
@@ -142,6 +147,30 @@ class ControllerMachine(RuleBasedStateMachine):
             self.clock.advance(120)  # pushing against the block stalls the motor after occlusion_delay_s
             self.pending_faults.append("motor_stall")
 
+    @rule(minutes=st.integers(10, 120), zero=st.booleans())
+    def begin_procedure(self, minutes: int, zero: bool) -> None:
+        """SAFE-05: an MRI, held at zero (authorised) or at the minimum rate."""
+        self.therapy.begin_procedure("mri", authorised_by="dr.radiology", expected_duration_ms=minutes * MS_PER_MIN,
+                                     zero_rate_required=zero)
+
+    @rule()
+    def end_procedure(self) -> None:
+        self.therapy.end_procedure()
+
+    @rule(held_min=st.integers(10, 90), zero=st.booleans(), seized=st.booleans())
+    def whole_procedure(self, held_min: int, zero: bool, seized: bool) -> None:
+        """SAFE-05: an MRI from start to end, the motor seized by it or not (the invariants judge what follows)."""
+        if self.therapy.begin_procedure("mri", authorised_by="dr.radiology", expected_duration_ms=held_min * MS_PER_MIN,
+                                        zero_rate_required=zero).allowed:
+            self.loop.run_until(self.loop.now_ms() + held_min * MS_PER_MIN)
+            self.rig.device.seize_motor(seized)
+            self.therapy.end_procedure()
+
+    @rule(seized=st.booleans())
+    def seize_motor(self, seized: bool) -> None:
+        """SAFE-05: the motor seizes silently (the pump reports infusing, nothing moves), or turns again."""
+        self.rig.device.seize_motor(seized)
+
     @rule()
     def clear_occlusion(self) -> None:
         self.rig.device.set_occluded(False)
@@ -166,8 +195,21 @@ class ControllerMachine(RuleBasedStateMachine):
         delivering = self.rig.device.state in ("I", "X")
         if self.loop.mode in (Mode.RUNNING, Mode.MINIMUM_RATE):
             assert delivering or self.rig.device.alarm is not None
+        elif self.loop.mode is Mode.PROCEDURE:
+            # Only an authorised zero-rate procedure holds the pump stopped, and it is stopped.
+            procedure = self.therapy.procedure
+            assert procedure is not None and procedure["zero_rate"] and procedure["authorised_by"]
+            assert self.procedure_holds and not delivering
         else:
             assert self.loop.mode is Mode.STOPPED_FAULT and self.stopped_by_reaction
+
+    @invariant()
+    def restart_verified_or_alarmed_by_t_resume(self) -> None:
+        """SAFE-05: past T_resume after a procedure's end, its restart is verified (the procedure is closed) or
+        PROCEDURE_RESUME_FAILED has been raised."""
+        procedure = self.therapy.procedure if hasattr(self, "therapy") else None
+        if procedure is not None and procedure["phase"] == "resuming" and self.loop.now_ms() > procedure["deadline_ms"]:
+            assert "procedure_resume_failed" in self.log.raised, procedure
 
     @invariant()
     def ledger_matches_pump(self) -> None:

@@ -79,6 +79,9 @@ def requests(k, conc, rate, steps, volume, duration, kind, soft_codes, new_conc,
         k.request_concentration_change(k.Programme(steps, new_conc), None if bridge is None else k.BridgePlan(bridge, MS_PER_H), override=override),
         k.request_discontinue(auth if soft_codes else None, emergency=bool(volume % 2)),
         k.request_minimum_rate(),
+        # SAFE-05: a procedure's zero-rate hold, authorised or not.
+        k.request_procedure_stop(k.make_override({"PROCEDURE"}, reason="differential", actor="test")
+                                 if soft_codes else None),
     ]
 
 
@@ -191,6 +194,7 @@ def history(draw):
         st.tuples(st.just("stop"), st.integers(0, 120)),
         st.tuples(st.just("minimum_rate"), st.just(0)),
         st.tuples(st.just("discontinue"), st.booleans()),
+        st.tuples(st.just("procedure"), st.booleans()),
         st.tuples(st.just("bolus"), st.integers(1_000, 80_000)),
         st.tuples(st.just("caps"), st.sampled_from(["spinal", "cerebral", "paediatric"])),
     )
@@ -219,6 +223,7 @@ def live(k, caps_kwargs, start_rate, steps, start):
     decide(k.request_rate_change(start_rate))
     auth = k.make_override({"DISCONTINUE"}, reason="differential", actor="test")
     confirm = k.make_override({"CAPS_CHANGE"}, reason="differential", actor="test")
+    procedure = k.make_override({"PROCEDURE"}, reason="differential", actor="test")
     for (what, arg), gap_min in steps:
         if gate.programme is not None:
             for m in range(0, gap_min, 30):
@@ -235,6 +240,8 @@ def live(k, caps_kwargs, start_rate, steps, start):
             decide(k.request_minimum_rate())
         elif what == "discontinue":
             decide(k.request_discontinue(auth, emergency=arg))
+        elif what == "procedure":
+            decide(k.request_procedure_stop(procedure if arg else None))
         elif what == "bolus":
             decide(k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, arg, 10 * MIN))
         else:
@@ -260,6 +267,7 @@ def test_history_rules_agree(h, rate, volume, later_ms):
             k.request_bolus(k.DeliveryKind.BOLUS_CLINICIAN, volume, 10 * MIN),
             k.request_caps_change(k.make_caps(**dict(caps_kwargs, origin="spinal")), confirmation=None),
             k.request_concentration_change(k.Programme.continuous(max(2_000, rate // 2), 2000), k.BridgePlan(20_000, MS_PER_H)),
+            k.request_procedure_stop(k.make_override({"PROCEDURE"}, reason="differential", actor="test")),
         ]
         per_impl.append([decision_key(gate.authorize(r, now)) for r in requests] + [
             gate.titration_baseline_ng(now), gate.effective_caps(now), gate.headroom_pg(now),

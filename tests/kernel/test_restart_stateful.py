@@ -176,11 +176,21 @@ class RestartMachine(RuleBasedStateMachine):
         oracle.programme_dose = dose
         self.pump_rate = self.programme_rate = rate
 
-    @rule(cause=st.sampled_from(["stop", "stop", "minimum_rate", "discontinue"]), ago_min=st.integers(0, 180),
-          emergency=st.booleans())
+    @rule(cause=st.sampled_from(["stop", "stop", "minimum_rate", "discontinue", "procedure"]),
+          ago_min=st.integers(0, 180), emergency=st.booleans())
     def interrupt(self, cause, ago_min, emergency):
         """A STOP fault reaction or a pump found stopped (a fact, told with its earliest time), a
-        minimum-rate spell, or an authorised discontinue."""
+        minimum-rate spell, an authorised discontinue, or an authorised procedure's zero-rate hold (SAFE-05: to the
+        label's rules a stop, resumed only by the restart rule)."""
+        if cause == "procedure":
+            def hold(k):
+                return k.request_procedure_stop(k.make_override({"PROCEDURE"}, reason="MRI", actor="dr"))
+
+            if self.decide(hold, None).allowed:
+                if self.oracle.doses[-1][1] != 0:
+                    self.oracle.dose_taken_effect(self.now, 0, kind="stop")
+                self.pump_rate = 0
+            return
         if cause == "stop":
             self.restart()
             at = max(self.newest, self.now - ago_min * MIN)
