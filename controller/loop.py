@@ -575,7 +575,11 @@ class ControlLoop(AccountingViews):
             self._comms_ok(now)
             if self.commands.stops_unsettled:
                 self.commands.settle_stops(status)
+            flushed_ms = self.accounting.drug_at_tip_ms
             _delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
+            if self.accounting.drug_at_tip_ms != flushed_ms:
+                # The catheter's saline is out: the first-24 h rule counts from now, and a crash must not lose it.
+                self.checkpoint(durable=True)
             self.tip_watch.record(now, tip_pg)
             if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
                 # Idle (no verified therapy state) and discontinued: read only, command nothing (SAFE-04).

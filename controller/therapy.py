@@ -23,7 +23,8 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   No increase (a titration, or a flex programme with a larger daily total)
   while the catheter holds saline ahead of the drug (no override):
   the dose in effect has not reached the patient, so its lack of effect says
-  nothing and a raise would arrive on top of it; decreases stay allowed.
+  nothing and a raise would arrive on top of it; decreases stay allowed. Nor
+  for 24 h after the saline is out (§1.3's first 24 h, of delivery at the tip).
   Restarting after an interruption longer than the configured time begins at
   the titration (starting) dose, not the old maintenance dose.
 * **Boluses**: refused while a high-priority alarm is active or a refill or
@@ -85,6 +86,9 @@ PAEDIATRIC_FIRST_TEST_DOSE_UG = 25
 SCREENING_INTERVAL_MS = MS_PER_DAY
 #: Effect lasting longer than this makes the starting dose 1x the test dose, ms.
 LONG_EFFECT_MS = 8 * MS_PER_H
+#: No increase until this long after the drug first reached the catheter tip, ms (§1.3 "do not raise the dose
+#: in the first 24 h"; the kernel's ``NO_INCREASE_AFTER_START_MS`` counts the same 24 h from the pump's start).
+NO_INCREASE_AFTER_DRUG_AT_TIP_MS = MS_PER_DAY
 
 
 class Why(str, enum.Enum):
@@ -179,6 +183,25 @@ PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWA
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
+
+
+#: The refusal code of the first-24 h rule (the kernel's, reused for the drug at the tip: :meth:`Therapy._first_day_hold`).
+FIRST_DAY_REASON = "INCREASE_WITHIN_24H_OF_START"
+
+
+def _with_first_day(decision: Any, first_day: str | None) -> tuple[str, ...]:
+    """The kernel's refusal reasons, with the first-24 h rule's code when ``first_day`` says it holds."""
+    reasons = tuple(decision.reasons) if not decision.allowed else ()
+    if first_day and FIRST_DAY_REASON not in reasons:
+        reasons += (FIRST_DAY_REASON,)
+    return reasons
+
+
+def _first_day_note(decision: Any, first_day: str | None) -> str:
+    """The first-24 h rule's explanation for a refusal's detail, unless the kernel's own 24 h refused it too."""
+    if not first_day or (not decision.allowed and FIRST_DAY_REASON in decision.reasons):
+        return ""
+    return f": {first_day}"
 
 
 class _Checkpointed:
@@ -632,6 +655,7 @@ class Therapy:
         held = self._saline_holds_increase(action, dose_ng_per_day)
         if held is not None:
             return held
+        first_day = self._first_day_hold(dose_ng_per_day)
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None
@@ -640,9 +664,10 @@ class Therapy:
                         override_reason, str(actor))
         decision = self.gate.authorize_basal(rate, now, override=override)
         before = self.gate.daily_dose_ng()
-        if not decision.allowed:
-            return self._deny(action, *decision.reasons,
-                              detail=f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day refused",
+        if not decision.allowed or first_day:
+            return self._deny(action, *_with_first_day(decision, first_day),
+                              detail=f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day refused"
+                                     + _first_day_note(decision, first_day),
                               dose_ug_per_day=dose_ng_per_day / 1000)
         outcome = self.loop.change_basal(decision)
         if not outcome.committed:
@@ -665,6 +690,34 @@ class Therapy:
         return self._deny(action, Why.CATHETER_NOT_PRIMED,
                           detail=f"no increase while the catheter still holds {units.describe_volume_nl(saline_nl)} "
                                  f"of saline: re-prime it, or wait until the basal has pushed it out")
+
+    def _first_day_hold(self, dose_ng_per_day: int) -> str | None:
+        """Why an increase to ``dose_ng_per_day`` (ng/day) is in the first 24 h of delivery, else None.
+
+        "Do not raise the dose in the first 24 h" (itb-clinical §1.3 [SKYSCAPE][SAULINO16]) is about the drug
+        the patient has had, and the infusion's effect builds over 24-48 h (§2.1). The kernel counts the 24 h
+        from the pump's start (``INCREASE_WITHIN_24H_OF_START``); that is also when the drug reaches the patient
+        when the catheter held drug, or was primed at the implant (a priming's drug mixes into the CSF as it
+        runs, §5.3 [TGA-PRIME], as the ledger counts it). A catheter that held saline past the start (not primed,
+        a priming refused or cut short) has the drug at its tip only when the catheter model finds the saline
+        flushed (:attr:`~controller.accounting.Accounting.drug_at_tip_ms`: a re-prime's start, or the end of
+        the reconciliation in which the basal pushed it out, never early): 30 h after the start for an unprimed
+        0.25 mL at 100 µg/day. Until 24 h after that, the dose in effect at the tip over the trailing day was
+        none or part of the prescription, so an increase is refused with the same code as the kernel's, hard
+        (no override). This
+        also keeps the trailing-window titration baseline (TIT-01) honest: the first increase comes only once a
+        whole day of the dose has reached the tip. A decision of the clinical safety review (issue #9).
+        """
+        since = self.loop.drug_at_tip_ms
+        if since is None or dose_ng_per_day <= self.prescribed_dose_ng_per_day:
+            return None
+        waited = self.loop.now_ms() - since
+        if waited >= NO_INCREASE_AFTER_DRUG_AT_TIP_MS:
+            return None
+        return (f"no increase in the first 24 h of delivery: the catheter model found the drug at its tip only "
+                f"{waited / MS_PER_H:.1f} h ago (the saline it held flushed); increases from "
+                f"{(NO_INCREASE_AFTER_DRUG_AT_TIP_MS - waited) / MS_PER_H:.1f} h from now (itb-clinical §1.3; "
+                "no override)")
 
     @staticmethod
     def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
@@ -702,8 +755,11 @@ class Therapy:
             override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), override_reason, str(actor))
         decision = self.gate.authorize_programme(kernel_steps, self.loop.now_ms(), anchor_ms=anchor_ms,
                                                  override=override)
-        if not decision.allowed:
-            return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
+        first_day = self._first_day_hold(decision.dose_ng_per_day) if decision.dose_ng_per_day else None
+        if not decision.allowed or first_day:
+            return self._deny(action, *_with_first_day(decision, first_day),
+                              detail=f"flex programme of {len(steps)} steps refused"
+                                     + _first_day_note(decision, first_day))
         held = self._saline_holds_increase(action, decision.dose_ng_per_day)
         if held is not None:
             return held
