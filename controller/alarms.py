@@ -93,6 +93,7 @@ class AlarmCode(enum.Enum):
     CLOCK_ANOMALY = "clock_anomaly"
     PUMP_PROGRAM_REJECTED = "pump_program_rejected"
     PROGRAMME_STEP_REFUSED = "programme_step_refused"
+    RESTARTED_AT_STARTING_DOSE = "restarted_at_starting_dose"
     # low priority
     REFILL_DUE = "refill_due"
     BOLUS_DENIED = "bolus_denied"
@@ -258,10 +259,12 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
         _spec(
             AlarmCode.WITHDRAWAL_RISK,
             _H,
-            "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
+            "The dose reaching the catheter tip has stayed far below the prescription, or delivery was stopped "
+            "with no taper (an emergency discontinue): cover with oral baclofen and a benzodiazepine. "
+            + _WITHDRAWAL_RISK,
             "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
             "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
-            "(itb-clinical §3.2).",
+            "(itb-clinical §3.2); an emergency discontinue is that abrupt stop at once (§1.6, §3.2; issue #9).",
         ),
         _spec(
             AlarmCode.CATHETER_NOT_PRIMED,
@@ -305,6 +308,17 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
             "A step of the flex or periodic programme was not sent: left running by the pump alone it would "
             "pass the 24 h cap or fall below the minimum rate; the pump keeps its last command.",
             "Therapy continues off the prescribed day (under-delivery, never over); review the programme.",
+        ),
+        _spec(
+            AlarmCode.RESTARTED_AT_STARTING_DOSE,
+            _M,
+            "Therapy restarted by the restart rule after a long interruption: at the titration-phase starting "
+            "dose, not the dose before it. Review the patient (withdrawal signs may return at the lower dose); "
+            "titrate up again within the titration cap. A clinician must acknowledge.",
+            "The label restarts at titration-phase doses after an interruption, an overdose risk otherwise "
+            "(itb-clinical §1.6 [JP-LBL], §3.3 [OD91][DRUGLIB-OD]); the lower dose is the safe choice, so not "
+            "an emergency, but the clinician must know why the dose fell and re-titrate (issue #9).",
+            latching=True,
         ),
         _spec(
             AlarmCode.REFILL_DUE,

@@ -177,6 +177,9 @@ class SignedDoseOverride:
 #: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
+#: The loop's therapy-state key of an emergency discontinue's withdrawal-risk detail (the alarm it raised), or None.
+EMERGENCY_DISCONTINUE_KEY = "emergency_discontinue"
+
 #: High-priority alarms a (re-)priming is not held back by: the conditions it remedies.
 #: An implant refused before (IMPLANT_NOT_DONE) is cured by the implant this priming is part of.
 PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK, AlarmCode.IMPLANT_NOT_DONE})
@@ -302,6 +305,10 @@ class Therapy:
         self.patient_bolus = None if not pb else PatientBolusSettings(int(pb[0]), int(pb[1]))
         if concentration_changed:
             self._update_bolus_reserve()
+        stopped = self.loop.therapy_state.get(EMERGENCY_DISCONTINUE_KEY)
+        if stopped and self.loop.mode is Mode.DISCONTINUED and not self.loop.alarms.is_active(AlarmCode.WITHDRAWAL_RISK):
+            # The patient is still without the drug an emergency discontinue stopped: the alarm outlives the process.
+            self.loop.alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK, detail=f"{stopped} (held across a restart)")
         held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
         if held and not self._refill_discrepancy_unacknowledged():
             self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
@@ -1027,6 +1034,7 @@ class Therapy:
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
         prescribed = self.prescribed_dose_ng_per_day
+        long_interruption = bool(restart_note) and self._restart_rule_applies()
         if restart_note:
             # Durable with the change's intent: a restart that completes it resumes from the restart dose.
             self.prescribed_dose_ng_per_day = dose_ng_per_day
@@ -1040,6 +1048,8 @@ class Therapy:
                                     detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
+        if long_interruption:
+            loop.alarm_restart_rule(dose_ng_per_day, prescribed, restart_note)
         if restart_note:
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
@@ -1081,6 +1091,7 @@ class Therapy:
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
         dose, note = self._restart_dose()
+        before_ng, long_interruption = self.prescribed_dose_ng_per_day, self._restart_rule_applies()
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
@@ -1090,9 +1101,15 @@ class Therapy:
         if not outcome.committed:
             return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
+        if long_interruption:
+            loop.alarm_restart_rule(dose, before_ng, note)
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
+
+    def _restart_rule_applies(self) -> bool:
+        """Whether the interruption now open is of the restart threshold or longer (:meth:`_restart_dose`)."""
+        return self.loop.interruption_ms() >= self.restart_titration_after_ms
 
     def _restart_dose(self) -> tuple[int, str]:
         """The daily dose the restart rule gives after the interruption now open, ng/day, and why."""
@@ -1150,7 +1167,16 @@ class Therapy:
                      actor=Actor(authorised_by, Role.CLINICIAN))
 
     def discontinue(self, *, authorised_by: str | None, emergency: bool = False) -> WorkflowResult:
-        """Stop delivery: authorised only, and only at the end of a taper unless an emergency."""
+        """Stop delivery: authorised only, and only at the end of a taper unless an emergency.
+
+        An emergency discontinue is the abrupt stop of the boxed warning (itb-clinical §1.6, §3.2): the patient
+        is dependent on the dose stopped, and withdrawal builds over 1-3 days and can kill. So it raises
+        WITHDRAWAL_RISK (high priority, latched) at once, naming the dose stopped and the cover it needs (oral
+        baclofen, which alone is often not enough, and benzodiazepines; restore intrathecal delivery as soon as
+        possible). A discontinue that ends a completed taper (the kernel allows no other without the emergency
+        flag) raises none: the dose came down in steps to the minimum-rate dose, as the label asks. A decision
+        of the clinical safety review (issue #9, review 11).
+        """
         action = "discontinue"
         if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             return self._deny(action, Why.NOT_RUNNING)
@@ -1160,7 +1186,18 @@ class Therapy:
         if not decision.allowed:
             return self._deny(action, *decision.reasons)
         self.loop.cancel_scheduled("taper")
+        stopped_ng = self.gate.daily_dose_ng()
         stopped = self.loop.discontinue_now(decision)
         self.prescribed_dose_ng_per_day = 0
+        if emergency:
+            why = (f"emergency discontinue: intrathecal baclofen stopped abruptly from {stopped_ng / 1000:g} µg/day "
+                   "with no taper (itb-clinical §3.2); start oral baclofen cover now, with a benzodiazepine "
+                   "(oral baclofen alone is often not enough), follow the withdrawal protocol, watch for "
+                   "itching, fever, rebound spasticity and altered mental state over the next 1-3 days, and "
+                   "restore intrathecal delivery as soon as it is safe")
+            self.loop.therapy_state[EMERGENCY_DISCONTINUE_KEY] = why  # kept: a restart raises it again
+            self.loop.alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK,
+                                         actor=Actor(authorised_by or "clinician", Role.CLINICIAN), detail=why)
+            self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          "delivery stopped" + ("" if stopped else " (stop not confirmed)")))
