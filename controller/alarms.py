@@ -631,3 +631,17 @@ class AlarmManager:
                 self._alarms[failure.code] = ActiveAlarm(failure, self._clock.monotonic_ns(), True, False, event)
                 self._audio_paused_until_ns = None
             raise
+
+
+def raise_restart_rule_alarm(alarms: AlarmManager, resumed_ng_per_day: int, before_ng_per_day: int, why: str) -> None:
+    """Raise RESTARTED_AT_STARTING_DOSE as an event, latched until a clinician acknowledges it (ALM-03).
+
+    For a resume the restart rule decided after an interruption of the threshold or longer (itb-clinical §1.6,
+    §3.3; issue #9: "the alarm and the journal say why"): the detail names the rule, the dose resumed against
+    the dose before (ng/day) and ``why`` (the resume's note: the interruption's length, the threshold, where
+    the dose comes from). Both control loops and the workflows raise it through here.
+    """
+    alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE,
+                       detail=f"restart rule: resumed at {resumed_ng_per_day / 1000:g} µg/day, not the "
+                              f"{before_ng_per_day / 1000:g} µg/day before the interruption: {why}")
+    alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")

@@ -50,7 +50,7 @@ from typing import Any
 
 from controller import reservoir as reservoir_math
 from controller.accounting import BOLUS_RUN_KINDS, Accounting, AccountingViews, BolusRun, TipDoseWatch, Transit
-from controller.alarms import AlarmCode, AlarmManager
+from controller.alarms import AlarmCode, AlarmManager, raise_restart_rule_alarm
 from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error,
                                  is_link_error)
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
@@ -995,7 +995,7 @@ class ControlLoop(AccountingViews):
                 # The dose in effect is now the starting dose; it climbs back only at the titration cap.
                 before_ng = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
                 self.therapy_state["prescribed_dose_ng_per_day"] = restarted_at_ng
-                self.alarm_restart_rule(restarted_at_ng, before_ng, note)
+                raise_restart_rule_alarm(self.alarms, restarted_at_ng, before_ng, note)
             self._emit("resumed", reason=reason, rate_nl_per_h=decision.rate_nl_per_h, detail=note)
 
     # -- programming --------------------------------------------------------------------------------------------
@@ -1682,18 +1682,6 @@ class ControlLoop(AccountingViews):
         if self._interruption_length_unknown:
             longest = max(longest, self.config.restart_titration_after_ms + 1)
         return longest
-
-    def alarm_restart_rule(self, resumed_ng_per_day: int, before_ng_per_day: int, why: str) -> None:
-        """RESTARTED_AT_STARTING_DOSE (medium, latched until a clinician acknowledges it): delivery resumed by the
-        restart rule after an interruption of the threshold or longer (itb-clinical §1.6, §3.3; issue #9: "the
-        alarm and the journal say why"). The detail names the rule, the dose resumed against the dose before
-        (ng/day) and ``why`` (the resume's note: the interruption's length, the threshold, the dose's source).
-        """
-        self.alarms.raise_alarm(
-            AlarmCode.RESTARTED_AT_STARTING_DOSE,
-            detail=f"restart rule: resumed at {resumed_ng_per_day / 1000:g} µg/day, not the "
-                   f"{before_ng_per_day / 1000:g} µg/day before the interruption: {why}")
-        self.alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")
 
     # -- durability -----------------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from controller import reservoir as reservoir_math
-from controller.alarms import AlarmCode, Priority
+from controller.alarms import AlarmCode, Priority, raise_restart_rule_alarm
 from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
@@ -1049,7 +1049,7 @@ class Therapy:
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
         if long_interruption:
-            loop.alarm_restart_rule(dose_ng_per_day, prescribed, restart_note)
+            raise_restart_rule_alarm(loop.alarms, dose_ng_per_day, prescribed, restart_note)
         if restart_note:
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
@@ -1102,7 +1102,7 @@ class Therapy:
             return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
         if long_interruption:
-            loop.alarm_restart_rule(dose, before_ng, note)
+            raise_restart_rule_alarm(loop.alarms, dose, before_ng, note)
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))

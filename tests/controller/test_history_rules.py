@@ -92,10 +92,16 @@ def test_minimum_rate_mode_names_the_withdrawal_risk(running: Any) -> None:
     assert "withdrawal_risk" in running.log.raised()
 
 
-def test_no_withdrawal_alarm_after_an_authorised_discontinue(running: Any) -> None:
+def test_an_emergency_discontinue_raises_the_withdrawal_alarm_once_and_the_tip_watch_stays_quiet(running: Any) -> None:
+    """Review 11 (B3) reversed the earlier decision: an emergency discontinue is the abrupt stop of the boxed
+    warning, so it raises withdrawal_risk at once, naming oral cover; the tip watch, reset by the discontinue,
+    adds no second raise over the two days at zero. (A discontinue ending a completed taper raises none:
+    tests/controller/test_review11_restart_and_discontinue_alarms.py.)"""
     assert running.therapy.discontinue(authorised_by="dr.test", emergency=True).allowed
     running.advance(2 * MS_PER_DAY)
-    assert "withdrawal_risk" not in running.log.raised()
+    raised = [e for e in running.log.events if e["event"] == "raise" and e["code"] == "withdrawal_risk"]
+    assert len(raised) == 1 and "emergency discontinue" in raised[0]["detail"], raised
+    assert "oral baclofen" in raised[0]["detail"]
 
 
 def test_an_unprimed_implant_is_not_complete_and_says_the_catheter_holds_no_drug() -> None:
