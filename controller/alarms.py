@@ -633,15 +633,24 @@ class AlarmManager:
             raise
 
 
-def raise_restart_rule_alarm(alarms: AlarmManager, resumed_ng_per_day: int, before_ng_per_day: int, why: str) -> None:
+
+#: The therapy-state key (``loop.therapy_state``) of a RESTARTED_AT_STARTING_DOSE no clinician has acknowledged
+#: yet (its detail), or None: a restart raises it again (:meth:`controller.therapy.Therapy.restore_state`).
+RESTART_RULE_ALARM_KEY = "restart_rule_alarm_unacknowledged"
+
+
+def raise_restart_rule_alarm(alarms: AlarmManager, state: dict, resumed_ng_per_day: int, before_ng_per_day: int,
+                             why: str) -> None:
     """Raise RESTARTED_AT_STARTING_DOSE as an event, latched until a clinician acknowledges it (ALM-03).
 
     For a resume the restart rule decided after an interruption of the threshold or longer (itb-clinical §1.6,
     §3.3; issue #9: "the alarm and the journal say why"): the detail names the rule, the dose resumed against
     the dose before (ng/day) and ``why`` (the resume's note: the interruption's length, the threshold, where
-    the dose comes from). Both control loops and the workflows raise it through here.
+    the dose comes from). Both control loops and the workflows raise it through here. The detail is also kept
+    in ``state`` (the loop's therapy state, under :data:`RESTART_RULE_ALARM_KEY`) until the acknowledgement.
     """
-    alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE,
-                       detail=f"restart rule: resumed at {resumed_ng_per_day / 1000:g} µg/day, not the "
-                              f"{before_ng_per_day / 1000:g} µg/day before the interruption: {why}")
+    detail = (f"restart rule: resumed at {resumed_ng_per_day / 1000:g} µg/day, not the "
+              f"{before_ng_per_day / 1000:g} µg/day before the interruption: {why}")
+    state[RESTART_RULE_ALARM_KEY] = detail
+    alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail=detail)
     alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")

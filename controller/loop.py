@@ -995,7 +995,7 @@ class ControlLoop(AccountingViews):
                 # The dose in effect is now the starting dose; it climbs back only at the titration cap.
                 before_ng = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
                 self.therapy_state["prescribed_dose_ng_per_day"] = restarted_at_ng
-                raise_restart_rule_alarm(self.alarms, restarted_at_ng, before_ng, note)
+                raise_restart_rule_alarm(self.alarms, self.therapy_state, restarted_at_ng, before_ng, note)
             self._emit("resumed", reason=reason, rate_nl_per_h=decision.rate_nl_per_h, detail=note)
 
     # -- programming --------------------------------------------------------------------------------------------

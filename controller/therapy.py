@@ -64,7 +64,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from controller import reservoir as reservoir_math
-from controller.alarms import AlarmCode, Priority, raise_restart_rule_alarm
+from controller.alarms import RESTART_RULE_ALARM_KEY, AlarmCode, Priority, raise_restart_rule_alarm
 from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
@@ -296,7 +296,8 @@ class Therapy:
         """Reload workflow state after :meth:`ControlLoop.recover`.
 
         A refill discrepancy no clinician had acknowledged is raised again (latched): the alarm
-        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process.
+        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process. So are a
+        restart-rule alarm no clinician has acknowledged (ALM-03) and an emergency discontinue's withdrawal risk.
 
         :param concentration_changed: the recovery completed a refill's concentration change the
             controller died inside: the bolus reserve is worked out again at the new concentration.
@@ -306,9 +307,14 @@ class Therapy:
         if concentration_changed:
             self._update_bolus_reserve()
         stopped = self.loop.therapy_state.get(EMERGENCY_DISCONTINUE_KEY)
-        if stopped and self.loop.mode is Mode.DISCONTINUED and not self.loop.alarms.is_active(AlarmCode.WITHDRAWAL_RISK):
+        alarms = self.loop.alarms
+        if stopped and self.loop.mode is Mode.DISCONTINUED and not alarms.is_active(AlarmCode.WITHDRAWAL_RISK):
             # The patient is still without the drug an emergency discontinue stopped: the alarm outlives the process.
-            self.loop.alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK, detail=f"{stopped} (held across a restart)")
+            alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK, detail=f"{stopped} (held across a restart)")
+        restarted = self.loop.therapy_state.get(RESTART_RULE_ALARM_KEY)
+        if restarted and not alarms.is_active(AlarmCode.RESTARTED_AT_STARTING_DOSE):
+            alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail=f"{restarted} (held across a restart)")
+            alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")
         held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
         if held and not self._refill_discrepancy_unacknowledged():
             self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
@@ -1049,7 +1055,7 @@ class Therapy:
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
         if long_interruption:
-            raise_restart_rule_alarm(loop.alarms, dose_ng_per_day, prescribed, restart_note)
+            raise_restart_rule_alarm(loop.alarms, loop.therapy_state, dose_ng_per_day, prescribed, restart_note)
         if restart_note:
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
@@ -1070,6 +1076,7 @@ class Therapy:
         """A clinician acknowledges every held alarm, and resumes therapy after a STOP reaction."""
         codes = [a.code.value for a in self.loop.alarms.active()]
         self.loop.therapy_state[REFILL_HOLD_KEY] = None
+        self.loop.therapy_state[RESTART_RULE_ALARM_KEY] = None
         for alarm in self.loop.alarms.active():
             self.loop.alarms.acknowledge(alarm.code, actor=actor, detail="acknowledged")
         detail = f"acknowledged {', '.join(codes) or 'nothing'}"
@@ -1102,7 +1109,7 @@ class Therapy:
             return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
         if long_interruption:
-            raise_restart_rule_alarm(loop.alarms, dose, before_ng, note)
+            raise_restart_rule_alarm(loop.alarms, loop.therapy_state, dose, before_ng, note)
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))

@@ -78,7 +78,13 @@ def test_a_restart_past_the_threshold_is_alarmed_naming_the_rule_the_length_and_
     assert any(e.reason == detail for e in _journalled(rig, RESTART))
     rig.advance(MS_PER_H)
     assert rig.alarms.is_active(RESTART)  # latched: its event is over, a clinician has not seen it
+    rig = rig.restart()  # PER-02: a controller restart does not drop it
+    rig.advance(MS_PER_MIN)
+    assert rig.alarms.is_active(RESTART)
     rig.therapy.acknowledge_alarms()
+    assert not rig.alarms.is_active(RESTART)
+    rig = rig.restart()
+    rig.advance(MS_PER_MIN)
     assert not rig.alarms.is_active(RESTART)
 
 
