@@ -263,6 +263,11 @@ class Accounting:
         self.interval_tip_pg = 0
         self.drift_expected_nl = 0
         self.drift_counted_nl = 0
+        #: Controller time the drug reached the patient after the catheter held saline, ms: the start of the
+        #: priming (or re-prime) that pushed the saline out, or the end of the reconciliation in which the basal
+        #: pushed it out (never earlier than it happened); None while saline remains, or when the catheter held
+        #: drug from the start. The first-24 h rule counts from it (:meth:`controller.therapy.Therapy._first_day_hold`).
+        self.drug_at_tip_ms: int | None = None
 
     def record_fill(self, fill_nl: int, concentration_ug_per_ml: int, fill_utc: datetime) -> None:
         """The reservoir now holds ``fill_nl`` (nL) of ``concentration_ug_per_ml`` (µg/mL), filled at ``fill_utc``."""
@@ -277,6 +282,7 @@ class Accounting:
         (nL) holding the drug if it was primed, else saline."""
         self.record_fill(fill_nl, concentration_ug_per_ml, fill_utc)
         self.catheter.fill(dead_volume_nl, concentration_ug_per_ml if catheter_primed else 0)
+        self.drug_at_tip_ms = None
 
     # -- accrual ---------------------------------------------------------------------------------
 
@@ -361,6 +367,7 @@ class Accounting:
         delta = counter_nl - base
         self.last_counter_nl = counter_nl
         shares = self._attribute(delta)
+        saline_before = self.drug_at_tip_ms is None and self.catheter.saline_nl > 0
         tip_pg_total = 0
         conc = self.concentration_ug_per_ml
         parts = shares.items() if len(shares) < 2 else sorted(shares.items(), key=lambda item: item[0].label)
@@ -386,6 +393,12 @@ class Accounting:
             tip_pg_total += tip_pg
             if bolus is not None and kind is bolus.kind:
                 bolus.attributed_nl += volume_nl
+        if saline_before and not self.catheter.saline_nl:
+            # A priming's drug mixes into the CSF as it runs (itb-clinical §5.3 [TGA-PRIME]; the ledger counts it so):
+            # it is at the patient from the priming's start. The basal's only when it has pushed the saline out,
+            # some time in this interval: at its end, never earlier.
+            priming = bolus is not None and bolus.kind is DeliveryKind.PRIMING and shares.get(DeliveryKind.PRIMING)
+            self.drug_at_tip_ms = bolus.start_ms if priming else now_ms
         self.reservoir.dispensed_since_fill_nl += delta
         self.total_counted_nl += delta
         self.drift_expected_nl += expected_nl
@@ -440,6 +453,7 @@ class Accounting:
             "catheter": [list(s) for s in self.catheter.segments],
             "delivered_pg_by_kind": {k.label: v for k, v in self.delivered_pg_by_kind.items()},
             "total_counted_nl": self.total_counted_nl,
+            "drug_at_tip_ms": self.drug_at_tip_ms,
         }
 
     def restore(self, body: dict[str, Any]) -> None:
@@ -452,6 +466,7 @@ class Accounting:
         self.catheter.segments = [list(s) for s in body["catheter"]]
         self.delivered_pg_by_kind = {DeliveryKind.from_label(k): v for k, v in body["delivered_pg_by_kind"].items()}
         self.total_counted_nl = body["total_counted_nl"]
+        self.drug_at_tip_ms = body.get("drug_at_tip_ms")
 
 
 class AccountingViews:
@@ -475,6 +490,12 @@ class AccountingViews:
     def saline_in_catheter_nl(self) -> int:
         """Saline still in the catheter ahead of the drug (an unprimed or part-primed line), nL; 0 once primed."""
         return self.accounting.catheter.saline_nl
+
+    @property
+    def drug_at_tip_ms(self) -> int | None:
+        """When the saline the catheter held at implant was found flushed (drug at the tip), controller ms; None
+        while saline remains or when the catheter held drug from the start (:attr:`Accounting.drug_at_tip_ms`)."""
+        return self.accounting.drug_at_tip_ms
 
     @property
     def fill_nl(self) -> int:

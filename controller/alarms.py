@@ -96,6 +96,7 @@ class AlarmCode(enum.Enum):
     PUMP_PROGRAM_REJECTED = "pump_program_rejected"
     PROGRAMME_STEP_REFUSED = "programme_step_refused"
     PROCEDURE_IN_PROGRESS = "procedure_in_progress"
+    RESTARTED_AT_STARTING_DOSE = "restarted_at_starting_dose"
     # low priority
     REFILL_DUE = "refill_due"
     BOLUS_DENIED = "bolus_denied"
@@ -280,10 +281,12 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
         _spec(
             AlarmCode.WITHDRAWAL_RISK,
             _H,
-            "The dose reaching the catheter tip has stayed far below the prescription. " + _WITHDRAWAL_RISK,
+            "The dose reaching the catheter tip has stayed far below the prescription, or delivery was stopped "
+            "with no taper (an emergency discontinue): cover with oral baclofen and a benzodiazepine. "
+            + _WITHDRAWAL_RISK,
             "Whatever the cause (a stop, minimum-rate mode, an unprimed catheter after a refill, a "
             "concentration change gone wrong), a sustained deficit at the tip is the withdrawal hazard of the boxed warning "
-            "(itb-clinical §3.2).",
+            "(itb-clinical §3.2); an emergency discontinue is that abrupt stop at once (§1.6, §3.2; issue #9).",
         ),
         _spec(
             AlarmCode.CATHETER_NOT_PRIMED,
@@ -338,6 +341,17 @@ ALARM_TABLE: Mapping[AlarmCode, AlarmSpec] = one_row_each(
             "Held for the whole procedure: the stop is deliberate and authorised, but it is an interruption the "
             "patient may go into withdrawal from (SAFE-05: the alternative-therapy reminder [S34]; itb-clinical "
             "§1.4: keep oral baclofen on hand for withdrawal emergencies [CMSC15]).",
+        ),
+        _spec(
+            AlarmCode.RESTARTED_AT_STARTING_DOSE,
+            _M,
+            "Therapy restarted by the restart rule after a long interruption: at the titration-phase starting "
+            "dose, not the dose before it. Review the patient (withdrawal signs may return at the lower dose); "
+            "titrate up again within the titration cap. A clinician must acknowledge.",
+            "The label restarts at titration-phase doses after an interruption, an overdose risk otherwise "
+            "(itb-clinical §1.6 [JP-LBL], §3.3 [OD91][DRUGLIB-OD]); the lower dose is the safe choice, so not "
+            "an emergency, but the clinician must know why the dose fell and re-titrate (issue #9).",
+            latching=True,
         ),
         _spec(
             AlarmCode.REFILL_DUE,
@@ -651,3 +665,26 @@ class AlarmManager:
                 self._alarms[failure.code] = ActiveAlarm(failure, self._clock.monotonic_ns(), True, False, event)
                 self._audio_paused_until_ns = None
             raise
+
+
+
+#: The therapy-state key (``loop.therapy_state``) of a RESTARTED_AT_STARTING_DOSE no clinician has acknowledged
+#: yet (its detail), or None: a restart raises it again (:meth:`controller.therapy.Therapy.restore_state`).
+RESTART_RULE_ALARM_KEY = "restart_rule_alarm_unacknowledged"
+
+
+def raise_restart_rule_alarm(alarms: AlarmManager, state: dict, resumed_ng_per_day: int, before_ng_per_day: int,
+                             why: str) -> None:
+    """Raise RESTARTED_AT_STARTING_DOSE as an event, latched until a clinician acknowledges it (ALM-03).
+
+    For a resume the restart rule decided after an interruption of the threshold or longer (itb-clinical §1.6,
+    §3.3; issue #9: "the alarm and the journal say why"): the detail names the rule, the dose resumed against
+    the dose before (ng/day) and ``why`` (the resume's note: the interruption's length, the threshold, where
+    the dose comes from). Both control loops and the workflows raise it through here. The detail is also kept
+    in ``state`` (the loop's therapy state, under :data:`RESTART_RULE_ALARM_KEY`) until the acknowledgement.
+    """
+    detail = (f"restart rule: resumed at {resumed_ng_per_day / 1000:g} µg/day, not the "
+              f"{before_ng_per_day / 1000:g} µg/day before the interruption: {why}")
+    state[RESTART_RULE_ALARM_KEY] = detail
+    alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail=detail)
+    alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")

@@ -15,6 +15,12 @@ interval and baseline at least as strict as before the restart.
 
 The kernel raises the project's own :class:`~cython_ext.errors.ConfigError`,
 so its errors pass through unchanged.
+
+One label rule is held partly beside the gate: the kernel counts "no increase in the
+first 24 h" (``INCREASE_WITHIN_24H_OF_START``) from the pump's start, while the drug
+reaches the patient only once the catheter's saline is out. The workflows hold the same
+rule, code and hardness from that moment, found on the controller's catheter model
+(:meth:`controller.therapy.Therapy._first_day_hold`; itb-clinical §1.3, issue #9).
 """
 
 from __future__ import annotations

@@ -53,10 +53,10 @@ from typing import Any
 
 from controller import reservoir as reservoir_math
 from controller.accounting import BOLUS_RUN_KINDS, Accounting, AccountingViews, BolusRun, TipDoseWatch, Transit
-from controller.alarms import AlarmCode, AlarmManager
-from controller.concentration import CONCENTRATION_CHANGE_KEY, ConcentrationChange
+from controller.alarms import AlarmCode, AlarmManager, raise_restart_rule_alarm
 from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error,
                                  is_link_error)
+from controller.concentration import CONCENTRATION_CHANGE_KEY, ConcentrationChange
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
 from controller.journal import STORAGE_LOW_BYTES
@@ -581,7 +581,11 @@ class ControlLoop(AccountingViews):
             self._comms_ok(now)
             if self.commands.stops_unsettled:
                 self.commands.settle_stops(status)
+            flushed_ms = self.accounting.drug_at_tip_ms
             _delta_nl, tip_pg = self._reconcile(dispensed.infused_nl)
+            if self.accounting.drug_at_tip_ms != flushed_ms:
+                # The catheter's saline is out: the first-24 h rule counts from now, and a crash must not lose it.
+                self.checkpoint(durable=True)
             self.tip_watch.record(now, tip_pg)
             if self.mode in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
                 # Idle (no verified therapy state) and discontinued: read only, command nothing (SAFE-04).
@@ -995,7 +999,9 @@ class ControlLoop(AccountingViews):
                 self.programme = None
             if restarted_at_ng and decision.allowed:
                 # The dose in effect is now the starting dose; it climbs back only at the titration cap.
+                before_ng = int(self.therapy_state.get("prescribed_dose_ng_per_day", 0))
                 self.therapy_state["prescribed_dose_ng_per_day"] = restarted_at_ng
+                raise_restart_rule_alarm(self.alarms, self.therapy_state, restarted_at_ng, before_ng, note)
             self._emit("resumed", reason=reason, rate_nl_per_h=decision.rate_nl_per_h, detail=note)
 
     # -- programming --------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ Rules (itb-clinical §1-§3, safety-requirements §5):
   No increase (a titration, or a flex programme with a larger daily total)
   while the catheter holds saline ahead of the drug (no override):
   the dose in effect has not reached the patient, so its lack of effect says
-  nothing and a raise would arrive on top of it; decreases stay allowed.
+  nothing and a raise would arrive on top of it; decreases stay allowed. Nor
+  for 24 h after the saline is out (§1.3's first 24 h, of delivery at the tip).
   Restarting after an interruption longer than the configured time begins at
   the titration (starting) dose, not the old maintenance dose.
 * **Boluses**: refused while a high-priority alarm is active or a refill or
@@ -63,7 +64,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from controller import reservoir as reservoir_math
-from controller.alarms import AlarmCode, Priority
+from controller.alarms import RESTART_RULE_ALARM_KEY, AlarmCode, Priority, raise_restart_rule_alarm
 from controller.audit import Actor, Role
 from controller.gate import SCREENING_CONCENTRATION_UG_PER_ML, SCREENING_DURATION_MS, Gate
 from controller.loop import ControlLoop, Mode
@@ -86,6 +87,9 @@ PAEDIATRIC_FIRST_TEST_DOSE_UG = 25
 SCREENING_INTERVAL_MS = MS_PER_DAY
 #: Effect lasting longer than this makes the starting dose 1x the test dose, ms.
 LONG_EFFECT_MS = 8 * MS_PER_H
+#: No increase until this long after the drug first reached the catheter tip, ms (§1.3 "do not raise the dose
+#: in the first 24 h"; the kernel's ``NO_INCREASE_AFTER_START_MS`` counts the same 24 h from the pump's start).
+NO_INCREASE_AFTER_DRUG_AT_TIP_MS = MS_PER_DAY
 
 
 class Why(str, enum.Enum):
@@ -177,12 +181,34 @@ class SignedDoseOverride:
 #: The loop's therapy-state key of an unacknowledged refill discrepancy (its finding), or None.
 REFILL_HOLD_KEY = "refill_discrepancy_unacknowledged"
 
+#: The loop's therapy-state key of an emergency discontinue's withdrawal-risk detail (the alarm it raised), or None.
+EMERGENCY_DISCONTINUE_KEY = "emergency_discontinue"
+
 #: High-priority alarms a (re-)priming is not held back by: the conditions it remedies.
 #: An implant refused before (IMPLANT_NOT_DONE) is cured by the implant this priming is part of.
 PRIMING_REMEDIES = frozenset({AlarmCode.CATHETER_NOT_PRIMED, AlarmCode.WITHDRAWAL_RISK, AlarmCode.IMPLANT_NOT_DONE})
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 PATIENT = Actor("patient", Role.PATIENT)
+
+
+#: The refusal code of the first-24 h rule (the kernel's, reused for the drug at the tip: :meth:`Therapy._first_day_hold`).
+FIRST_DAY_REASON = "INCREASE_WITHIN_24H_OF_START"
+
+
+def _with_first_day(decision: Any, first_day: str | None) -> tuple[str, ...]:
+    """The kernel's refusal reasons, with the first-24 h rule's code when ``first_day`` says it holds."""
+    reasons = tuple(decision.reasons) if not decision.allowed else ()
+    if first_day and FIRST_DAY_REASON not in reasons:
+        reasons += (FIRST_DAY_REASON,)
+    return reasons
+
+
+def _first_day_note(decision: Any, first_day: str | None) -> str:
+    """The first-24 h rule's explanation for a refusal's detail, unless the kernel's own 24 h refused it too."""
+    if not first_day or (not decision.allowed and FIRST_DAY_REASON in decision.reasons):
+        return ""
+    return f": {first_day}"
 
 
 class _Checkpointed:
@@ -302,7 +328,8 @@ class Therapy:
         """Reload workflow state after :meth:`ControlLoop.recover`.
 
         A refill discrepancy no clinician had acknowledged is raised again (latched): the alarm
-        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process.
+        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process. So are a
+        restart-rule alarm no clinician has acknowledged (ALM-03) and an emergency discontinue's withdrawal risk.
 
         :param concentration_changed: the recovery completed a refill's concentration change the
             controller died inside: the bolus reserve is worked out again at the new concentration.
@@ -312,6 +339,15 @@ class Therapy:
         if concentration_changed:
             self._update_bolus_reserve()
         self._restore_procedure()
+        stopped = self.loop.therapy_state.get(EMERGENCY_DISCONTINUE_KEY)
+        alarms = self.loop.alarms
+        if stopped and self.loop.mode is Mode.DISCONTINUED and not alarms.is_active(AlarmCode.WITHDRAWAL_RISK):
+            # The patient is still without the drug an emergency discontinue stopped: the alarm outlives the process.
+            alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK, detail=f"{stopped} (held across a restart)")
+        restarted = self.loop.therapy_state.get(RESTART_RULE_ALARM_KEY)
+        if restarted and not alarms.is_active(AlarmCode.RESTARTED_AT_STARTING_DOSE):
+            alarms.raise_alarm(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail=f"{restarted} (held across a restart)")
+            alarms.clear(AlarmCode.RESTARTED_AT_STARTING_DOSE, detail="latched until a clinician acknowledges it")
         held = self.loop.therapy_state.get(REFILL_HOLD_KEY)
         if held and not self._refill_discrepancy_unacknowledged():
             self.loop.alarms.raise_alarm(AlarmCode.REFILL_DISCREPANCY, detail=f"{held} (held across a restart)")
@@ -671,6 +707,7 @@ class Therapy:
         held = self._saline_holds_increase(action, dose_ng_per_day)
         if held is not None:
             return held
+        first_day = self._first_day_hold(dose_ng_per_day)
         rate = self._rate_for_dose(dose_ng_per_day)
         now = self.loop.now_ms()
         override = None
@@ -679,9 +716,10 @@ class Therapy:
                         override_reason, str(actor))
         decision = self.gate.authorize_basal(rate, now, override=override)
         before = self.gate.daily_dose_ng()
-        if not decision.allowed:
-            return self._deny(action, *decision.reasons,
-                              detail=f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day refused",
+        if not decision.allowed or first_day:
+            return self._deny(action, *_with_first_day(decision, first_day),
+                              detail=f"{before / 1000:g} -> {dose_ng_per_day / 1000:g} µg/day refused"
+                                     + _first_day_note(decision, first_day),
                               dose_ug_per_day=dose_ng_per_day / 1000)
         outcome = self.loop.change_basal(decision)
         if not outcome.committed:
@@ -704,6 +742,34 @@ class Therapy:
         return self._deny(action, Why.CATHETER_NOT_PRIMED,
                           detail=f"no increase while the catheter still holds {units.describe_volume_nl(saline_nl)} "
                                  f"of saline: re-prime it, or wait until the basal has pushed it out")
+
+    def _first_day_hold(self, dose_ng_per_day: int) -> str | None:
+        """Why an increase to ``dose_ng_per_day`` (ng/day) is in the first 24 h of delivery, else None.
+
+        "Do not raise the dose in the first 24 h" (itb-clinical §1.3 [SKYSCAPE][SAULINO16]) is about the drug
+        the patient has had, and the infusion's effect builds over 24-48 h (§2.1). The kernel counts the 24 h
+        from the pump's start (``INCREASE_WITHIN_24H_OF_START``); that is also when the drug reaches the patient
+        when the catheter held drug, or was primed at the implant (a priming's drug mixes into the CSF as it
+        runs, §5.3 [TGA-PRIME], as the ledger counts it). A catheter that held saline past the start (not primed,
+        a priming refused or cut short) has the drug at its tip only when the catheter model finds the saline
+        flushed (:attr:`~controller.accounting.Accounting.drug_at_tip_ms`: a re-prime's start, or the end of
+        the reconciliation in which the basal pushed it out, never early): 30 h after the start for an unprimed
+        0.25 mL at 100 µg/day. Until 24 h after that, the dose in effect at the tip over the trailing day was
+        none or part of the prescription, so an increase is refused with the same code as the kernel's, hard
+        (no override). This
+        also keeps the trailing-window titration baseline (TIT-01) honest: the first increase comes only once a
+        whole day of the dose has reached the tip. A decision of the clinical safety review (issue #9).
+        """
+        since = self.loop.drug_at_tip_ms
+        if since is None or dose_ng_per_day <= self.prescribed_dose_ng_per_day:
+            return None
+        waited = self.loop.now_ms() - since
+        if waited >= NO_INCREASE_AFTER_DRUG_AT_TIP_MS:
+            return None
+        return (f"no increase in the first 24 h of delivery: the catheter model found the drug at its tip only "
+                f"{waited / MS_PER_H:.1f} h ago (the saline it held flushed); increases from "
+                f"{(NO_INCREASE_AFTER_DRUG_AT_TIP_MS - waited) / MS_PER_H:.1f} h from now (itb-clinical §1.3; "
+                "no override)")
 
     @staticmethod
     def _check_flex_steps(steps: list[tuple[int, int]]) -> None:
@@ -744,8 +810,11 @@ class Therapy:
             override = (("TITRATION_INTERVAL", "DECREASE_NEEDS_CONFIRMATION"), override_reason, str(actor))
         decision = self.gate.authorize_programme(kernel_steps, self.loop.now_ms(), anchor_ms=anchor_ms,
                                                  override=override)
-        if not decision.allowed:
-            return self._deny(action, *decision.reasons, detail=f"flex programme of {len(steps)} steps refused")
+        first_day = self._first_day_hold(decision.dose_ng_per_day) if decision.dose_ng_per_day else None
+        if not decision.allowed or first_day:
+            return self._deny(action, *_with_first_day(decision, first_day),
+                              detail=f"flex programme of {len(steps)} steps refused"
+                                     + _first_day_note(decision, first_day))
         held = self._saline_holds_increase(action, decision.dose_ng_per_day)
         if held is not None:
             return held
@@ -1013,6 +1082,7 @@ class Therapy:
             return self._deny("refill", *decision.reasons, *extra,
                               detail=f"{old_conc} -> {new_conc} µg/mL refused; old programme keeps running", **values)
         prescribed = self.prescribed_dose_ng_per_day
+        long_interruption = bool(restart_note) and self._restart_rule_applies()
         if restart_note:
             # Durable with the change's intent: a restart that completes it resumes from the restart dose.
             self.prescribed_dose_ng_per_day = dose_ng_per_day
@@ -1026,6 +1096,8 @@ class Therapy:
                                     detail=f"transit programming failed: {outcome.detail}")
             return self._deny("refill", *self._not_programmed(), *extra, detail=outcome.detail, **values)
         self._update_bolus_reserve()
+        if long_interruption:
+            raise_restart_rule_alarm(loop.alarms, loop.therapy_state, dose_ng_per_day, prescribed, restart_note)
         if restart_note:
             values["restart"] = f"resumed at {dose_ng_per_day / 1000:g} µg/day ({restart_note})"
         values.update({"new_rate_nl_per_h": plan.new_rate_nl_per_h, "transit_rate_nl_per_h": plan.rate_nl_per_h,
@@ -1046,6 +1118,7 @@ class Therapy:
         """A clinician acknowledges every held alarm, and resumes therapy after a STOP reaction."""
         codes = [a.code.value for a in self.loop.alarms.active()]
         self.loop.therapy_state[REFILL_HOLD_KEY] = None
+        self.loop.therapy_state[RESTART_RULE_ALARM_KEY] = None
         for alarm in self.loop.alarms.active():
             self.loop.alarms.acknowledge(alarm.code, actor=actor, detail="acknowledged")
         detail = f"acknowledged {', '.join(codes) or 'nothing'}"
@@ -1070,6 +1143,7 @@ class Therapy:
         if loop.mode not in (Mode.STOPPED_FAULT, Mode.MINIMUM_RATE):
             return self._deny("resume", Why.NOTHING_TO_RESUME)
         dose, note = self._restart_dose()
+        before_ng, long_interruption = self.prescribed_dose_ng_per_day, self._restart_rule_applies()
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
             return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
@@ -1079,9 +1153,15 @@ class Therapy:
         if not outcome.committed:
             return self._deny("resume", *self._not_programmed(), detail=outcome.detail)
         self.prescribed_dose_ng_per_day = dose
+        if long_interruption:
+            raise_restart_rule_alarm(loop.alarms, loop.therapy_state, dose, before_ng, note)
         self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult("resume", True, (), f"resumed at {dose / 1000:g} µg/day ({note})",
                                          {"dose_ug_per_day": dose / 1000}))
+
+    def _restart_rule_applies(self) -> bool:
+        """Whether the interruption now open is of the restart threshold or longer (:meth:`_restart_dose`)."""
+        return self.loop.interruption_ms() >= self.restart_titration_after_ms
 
     def _restart_dose(self) -> tuple[int, str]:
         """The daily dose the restart rule gives after the interruption now open, ng/day, and why."""
@@ -1404,7 +1484,16 @@ class Therapy:
                      actor=Actor(authorised_by, Role.CLINICIAN))
 
     def discontinue(self, *, authorised_by: str | None, emergency: bool = False) -> WorkflowResult:
-        """Stop delivery: authorised only, and only at the end of a taper unless an emergency."""
+        """Stop delivery: authorised only, and only at the end of a taper unless an emergency.
+
+        An emergency discontinue is the abrupt stop of the boxed warning (itb-clinical §1.6, §3.2): the patient
+        is dependent on the dose stopped, and withdrawal builds over 1-3 days and can kill. So it raises
+        WITHDRAWAL_RISK (high priority, latched) at once, naming the dose stopped and the cover it needs (oral
+        baclofen, which alone is often not enough, and benzodiazepines; restore intrathecal delivery as soon as
+        possible). A discontinue that ends a completed taper (the kernel allows no other without the emergency
+        flag) raises none: the dose came down in steps to the minimum-rate dose, as the label asks. A decision
+        of the clinical safety review (issue #9, review 11).
+        """
         action = "discontinue"
         if self.loop.mode not in (Mode.RUNNING, Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             return self._deny(action, Why.NOT_RUNNING)
@@ -1414,7 +1503,18 @@ class Therapy:
         if not decision.allowed:
             return self._deny(action, *decision.reasons)
         self.loop.cancel_scheduled("taper")
+        stopped_ng = self.gate.daily_dose_ng()
         stopped = self.loop.discontinue_now(decision)
         self.prescribed_dose_ng_per_day = 0
+        if emergency:
+            why = (f"emergency discontinue: intrathecal baclofen stopped abruptly from {stopped_ng / 1000:g} µg/day "
+                   "with no taper (itb-clinical §3.2); start oral baclofen cover now, with a benzodiazepine "
+                   "(oral baclofen alone is often not enough), follow the withdrawal protocol, watch for "
+                   "itching, fever, rebound spasticity and altered mental state over the next 1-3 days, and "
+                   "restore intrathecal delivery as soon as it is safe")
+            self.loop.therapy_state[EMERGENCY_DISCONTINUE_KEY] = why  # kept: a restart raises it again
+            self.loop.alarms.raise_alarm(AlarmCode.WITHDRAWAL_RISK,
+                                         actor=Actor(authorised_by or "clinician", Role.CLINICIAN), detail=why)
+            self.loop.checkpoint(durable=True)
         return self._done(WorkflowResult(action, True, decision.overridden,
                                          "delivery stopped" + ("" if stopped else " (stop not confirmed)")))

@@ -59,6 +59,12 @@ or fault led to the request. Sources are tags of ``reference/itb-clinical.md`` a
   applies (a rate, programme or minimum-rate start), or ``therapy_start_ms`` /
   ``programme_since_ms`` when the kernel is built with a programme. It used to be enforced
   only by the titration interval, which an override lifts; that path is closed.
+  *Decision (issue #9, review 11):* the label's 24 h are of delivery to the patient, and the
+  kernel does not know when the drug reached the catheter tip. The controller does (its catheter
+  model), so it holds the same rule on that clock, with the same code and no override
+  (``controller.therapy.Therapy._first_day_hold``): a catheter that held saline (no priming, a
+  priming refused or cut short) gets no increase until 24 h after the model found the saline
+  flushed, which no kernel state is needed for. The kernel is unchanged.
 - **The restart rule (§1.6 [JP-LBL], §3.3 [OD91][DRUGLIB-OD], hard).** A stop, a minimum-rate
   spell or a discontinue opens an :class:`Interruption` (when it began, the dose just before
   it). Resuming is :func:`request_resume`; while an interruption is open a rate, programme or

@@ -92,10 +92,16 @@ def test_minimum_rate_mode_names_the_withdrawal_risk(running: Any) -> None:
     assert "withdrawal_risk" in running.log.raised()
 
 
-def test_no_withdrawal_alarm_after_an_authorised_discontinue(running: Any) -> None:
+def test_an_emergency_discontinue_raises_the_withdrawal_alarm_once_and_the_tip_watch_stays_quiet(running: Any) -> None:
+    """Review 11 (B3) reversed the earlier decision: an emergency discontinue is the abrupt stop of the boxed
+    warning, so it raises withdrawal_risk at once, naming oral cover; the tip watch, reset by the discontinue,
+    adds no second raise over the two days at zero. (A discontinue ending a completed taper raises none:
+    tests/controller/test_review11_restart_and_discontinue_alarms.py.)"""
     assert running.therapy.discontinue(authorised_by="dr.test", emergency=True).allowed
     running.advance(2 * MS_PER_DAY)
-    assert "withdrawal_risk" not in running.log.raised()
+    raised = [e for e in running.log.events if e["event"] == "raise" and e["code"] == "withdrawal_risk"]
+    assert len(raised) == 1 and "emergency discontinue" in raised[0]["detail"], raised
+    assert "oral baclofen" in raised[0]["detail"]
 
 
 def test_an_unprimed_implant_is_not_complete_and_says_the_catheter_holds_no_drug() -> None:
@@ -168,8 +174,8 @@ def test_no_increase_while_the_catheter_holds_saline_after_a_refused_priming() -
     """A refused priming: the dose in effect has not reached the tip, so no raise (hard, no override).
 
     At 100 µg/day and 500 µg/mL the basal pushes 8.3 µL/h: the 0.25 mL of saline takes 30 h, so 25 h after the
-    implant (past the 24 h no-raise rule) the tip has still had no drug. After a re-prime the raise is judged
-    by the usual rules and allowed.
+    implant (past the 24 h no-raise rule) the tip has still had no drug. After a re-prime the first 24 h of
+    delivery count from the drug at the tip (§1.3, review 11): refused for a day, then allowed.
     """
     clock = VirtualClock()
     pump = FakePump(clock, max_rate_nl_per_h=400_000)
@@ -185,13 +191,17 @@ def test_no_increase_while_the_catheter_holds_saline_after_a_refused_priming() -
     assert rig.therapy.prime(duration_ms=MS_PER_H).allowed
     rig.advance(2 * MS_PER_H)
     assert pump.actual_delivered_nl > DEAD_NL
+    early = rig.therapy.titrate(110_000)
+    assert not early.allowed and early.reasons == ("INCREASE_WITHIN_24H_OF_START",), early
+    rig.advance(MS_PER_DAY)
     assert rig.therapy.titrate(110_000).allowed
 
 
 def test_a_raise_is_allowed_once_the_basal_has_pushed_the_saline_out_and_decreases_never_wait() -> None:
     """``prime = false`` on a saline catheter: at 25 h (past the 24 h rule, 208 µL pushed of 250) a raise is
     refused and a decrease allowed; at 32 h, the mechanism having pushed the dead volume and the controller
-    having polled, the raise is judged by the usual rules and allowed."""
+    having polled, the saline no longer holds it, but the first 24 h of delivery at the tip do (§1.3, review
+    11); a day later it is judged by the usual rules and allowed."""
     clock = VirtualClock()
     pump = FakePump(clock)
     rig = build_rig(clock, pump, _store(clock))
@@ -204,6 +214,9 @@ def test_a_raise_is_allowed_once_the_basal_has_pushed_the_saline_out_and_decreas
     assert rig.therapy.titrate(95_000).allowed  # a decrease is never held back by the saline
     rig.advance(7 * MS_PER_H)
     assert pump.actual_delivered_nl > DEAD_NL and rig.loop.saline_in_catheter_nl == 0
+    early = rig.therapy.titrate(110_000)
+    assert not early.allowed and early.reasons == ("INCREASE_WITHIN_24H_OF_START",), early
+    rig.advance(MS_PER_DAY)
     raised = rig.therapy.titrate(110_000)
     assert raised.allowed, raised
 
