@@ -849,16 +849,16 @@ class ControlLoop(AccountingViews):
         """Apply the single documented reaction of ``fault`` (its row of the table) and raise its alarm."""
         row = reaction_for(fault)
         held = next((a for a in self.alarms.active() if a.code is row.alarm), None)
-        if held is None or not held.condition_active:
+        if held is None or not held.current:
             self.alarms.raise_alarm(row.alarm, detail=detail)
-        if held is None:
+        if held is None or held.restored:
             self._emit("fault", fault=fault.value, reaction=row.reaction.value, alarm=row.alarm.value, detail=detail)
         if row.interrupts_delivery and self._interrupted_since_ms is None:
             # Not from the poll that found it: that poll saw no delivery (the restart rule's stricter side).
             self._begin_interruption(self._delivery_seen_ms or self.now_ms())
             # The kernel counts the stop as the zero dose it was, from the earliest time it may have begun.
             self.gate.note_stopped(self._interrupted_since_ms)
-            if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
+            if not self.alarms.is_current(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
                 self.alarms.raise_alarm(AlarmCode.THERAPY_INTERRUPTED, detail=detail)
         elif row.interrupts_delivery and not self.gate.interrupted:
             # A stop again after a resume the kernel applied but no poll has confirmed yet: the loop's
