@@ -469,6 +469,8 @@ class AlarmManager:
         self._clock = clock
         self._journal = journal
         self._alarms: dict[AlarmCode, ActiveAlarm] = {}
+        #: Events handed to the journal so far (the loop commits them by the end of the poll that made them).
+        self.events_recorded = 0
         self._audio_paused_until_ns: int | None = None
         self._lock = threading.RLock()
 
@@ -678,6 +680,7 @@ class AlarmManager:
         return ALARM_TABLE[code]
 
     def _record(self, event: str, spec: AlarmSpec, actor: Actor, detail: str) -> None:
+        self.events_recorded += 1
         try:
             self._journal.record_alarm(
                 event=event, code=spec.code.value, priority=spec.priority.name, actor=actor, detail=detail

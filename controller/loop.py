@@ -279,6 +279,8 @@ class ControlLoop(AccountingViews):
         #: counter), ms: an interruption found later may have begun at any time since (the restart rule).
         self._delivery_seen_ms = 0
         self._last_durable_ms = 0
+        #: :attr:`AlarmManager.events_recorded` at the last poll that committed them (see :meth:`poll`).
+        self._alarm_events_committed = 0
         self._storage_checked_ms: int | None = None
         #: The reservoir's alarm levels with what they were derived from (daily use, fill, settings), or None.
         self._alarm_levels: tuple[tuple[int, ...], reservoir_math.AlarmLevels] | None = None
@@ -620,6 +622,12 @@ class ControlLoop(AccountingViews):
         self._check_storage(now)
         if now - self._last_durable_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint(durable=True)
+        if self.alarms.events_recorded != self._alarm_events_committed:
+            # ALM-06, PER-05: an alarm's raise, clear or acknowledgement is durable by the end of the poll that made it
+            # (staged, it could wait for the 72 h checkpoint and die with the process: a lost clear left a restarted
+            # controller holding a stall that had ended). Alarm events are few; the fsync is nothing beside them.
+            self._alarm_events_committed = self.alarms.events_recorded
+            self.commit_journal("alarm events")
         for observer in self.observers:
             observer(record)
         return record

@@ -105,7 +105,7 @@ class ClinicalAdversary(RuleBasedStateMachine):
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
                 child_starts_low=st.booleans(), primed=st.sampled_from([True, True, True, False]))
     def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool,
-                primed: bool) -> None:
+                primed: bool = True) -> None:
         STEPS["examples"] += 1
         self.scratch = tempfile.TemporaryDirectory(prefix="itb-adversary-", dir=SCRATCH)
         self.path = Path(self.scratch.name) / "store.sqlite"
