@@ -403,6 +403,8 @@ class ActiveAlarm:
     :param acknowledged: True once an operator acknowledged it.
     :param detail: free text from whoever raised it.
     :param occurrences: how many times the condition has been raised while held.
+    :param restored: True while it is held only from the journal of an earlier process (:meth:`AlarmManager.restore`):
+        its condition has not been seen since the restart, so a raise of it now is news.
     """
 
     spec: AlarmSpec
@@ -411,6 +413,12 @@ class ActiveAlarm:
     acknowledged: bool
     detail: str
     occurrences: int = 1
+    restored: bool = False
+
+    @property
+    def current(self) -> bool:
+        """True if its condition is known to hold in this process: raised here, and not cleared since."""
+        return self.condition_active and not self.restored
 
     @property
     def code(self) -> AlarmCode:
@@ -461,6 +469,8 @@ class AlarmManager:
         self._clock = clock
         self._journal = journal
         self._alarms: dict[AlarmCode, ActiveAlarm] = {}
+        #: Events handed to the journal so far (the loop commits them by the end of the poll that made them).
+        self.events_recorded = 0
         self._audio_paused_until_ns: int | None = None
         self._lock = threading.RLock()
 
@@ -490,9 +500,11 @@ class AlarmManager:
                 alarm = replace(
                     held,
                     condition_active=True,
-                    acknowledged=held.acknowledged and held.condition_active,
+                    # A restored alarm raised again is a new occurrence the operator has not seen.
+                    acknowledged=held.acknowledged and held.condition_active and not held.restored,
                     detail=detail or held.detail,
                     occurrences=held.occurrences + 1,
+                    restored=False,
                 )
                 if not held.condition_active:
                     self._audio_paused_until_ns = None
@@ -564,6 +576,13 @@ class AlarmManager:
         (ALM-03 survives restarts); nothing is journalled by the replay. Restored
         alarms keep their order and count as older than any raised from now on.
 
+        A restored alarm is marked :attr:`ActiveAlarm.restored` until its condition is
+        raised again in this process: the journal may have lost its clear (events are
+        staged and commit with the next transaction), so a fault seen after the restart
+        must raise it anew, unacknowledged, and never be swallowed as "already held"
+        (a new motor stall after a restart went unannounced; found by the clinical
+        adversary, issue #9).
+
         :param events: ``(event, code value)`` pairs as the journal holds them
             (see :meth:`controller.journal.Journal.alarm_events`).
         :return: the number of alarms held afterwards.
@@ -585,7 +604,7 @@ class AlarmManager:
                 at_ns = now_ns - (len(pending) - index)
                 if event == "raise":
                     if held is None:
-                        self._alarms[code] = ActiveAlarm(spec, at_ns, True, False, "restored")
+                        self._alarms[code] = ActiveAlarm(spec, at_ns, True, False, "restored", restored=True)
                     else:
                         self._alarms[code] = replace(
                             held,
@@ -616,6 +635,12 @@ class AlarmManager:
         with self._lock:
             # Most polls hold no alarm: then the (Python-level) hash of the enum member is not needed.
             return bool(self._alarms) and code in self._alarms
+
+    def is_current(self, code: AlarmCode) -> bool:
+        """True while ``code``'s condition is known to hold in this process (:attr:`ActiveAlarm.current`)."""
+        with self._lock:
+            held = self._alarms.get(code) if self._alarms else None
+            return held is not None and held.current
 
     def has_priority(self, priority: Priority) -> bool:
         """True if any held alarm has at least ``priority`` (BOL-03 checks HIGH)."""
@@ -655,6 +680,7 @@ class AlarmManager:
         return ALARM_TABLE[code]
 
     def _record(self, event: str, spec: AlarmSpec, actor: Actor, detail: str) -> None:
+        self.events_recorded += 1
         try:
             self._journal.record_alarm(
                 event=event, code=spec.code.value, priority=spec.priority.name, actor=actor, detail=detail

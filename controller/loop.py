@@ -278,6 +278,8 @@ class ControlLoop(AccountingViews):
         #: counter), ms: an interruption found later may have begun at any time since (the restart rule).
         self._delivery_seen_ms = 0
         self._last_durable_ms = 0
+        #: :attr:`AlarmManager.events_recorded` at the last poll that committed them (see :meth:`poll`).
+        self._alarm_events_committed = 0
         self._storage_checked_ms: int | None = None
         #: The reservoir's alarm levels with what they were derived from (daily use, fill, settings), or None.
         self._alarm_levels: tuple[tuple[int, ...], reservoir_math.AlarmLevels] | None = None
@@ -622,6 +624,12 @@ class ControlLoop(AccountingViews):
         self._check_storage(now)
         if now - self._last_durable_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint(durable=True)
+        if self.alarms.events_recorded != self._alarm_events_committed:
+            # ALM-06, PER-05: an alarm's raise, clear or acknowledgement is durable by the end of the poll that made it
+            # (staged, it could wait for the 72 h checkpoint and die with the process: a lost clear left a restarted
+            # controller holding a stall that had ended). Alarm events are few; the fsync is nothing beside them.
+            self._alarm_events_committed = self.alarms.events_recorded
+            self.commit_journal("alarm events")
         for observer in self.observers:
             observer(record)
         return record
@@ -851,16 +859,16 @@ class ControlLoop(AccountingViews):
         """Apply the single documented reaction of ``fault`` (its row of the table) and raise its alarm."""
         row = reaction_for(fault)
         held = next((a for a in self.alarms.active() if a.code is row.alarm), None)
-        if held is None or not held.condition_active:
+        if held is None or not held.current:
             self.alarms.raise_alarm(row.alarm, detail=detail)
-        if held is None:
+        if held is None or held.restored:
             self._emit("fault", fault=fault.value, reaction=row.reaction.value, alarm=row.alarm.value, detail=detail)
         if row.interrupts_delivery and self._interrupted_since_ms is None:
             # Not from the poll that found it: that poll saw no delivery (the restart rule's stricter side).
             self._begin_interruption(self._delivery_seen_ms or self.now_ms())
             # The kernel counts the stop as the zero dose it was, from the earliest time it may have begun.
             self.gate.note_stopped(self._interrupted_since_ms)
-            if not self.alarms.is_active(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
+            if not self.alarms.is_current(AlarmCode.THERAPY_INTERRUPTED) and row.alarm is not AlarmCode.THERAPY_INTERRUPTED:
                 self.alarms.raise_alarm(AlarmCode.THERAPY_INTERRUPTED, detail=detail)
         elif row.interrupts_delivery and not self.gate.interrupted:
             # A stop again after a resume the kernel applied but no poll has confirmed yet: the loop's

@@ -9,7 +9,8 @@ controller's ledger, accounting or kernel. The rules, as written in
 
 * **PRX-03 / BOL-01** (§5.1): the drug leaving the tip in any 24 h never exceeds the cap.
 * **§1.3** the starting dose is at most 2 x the effective test dose (1 x when its effect lasted
-  more than 8 h); **no increase in the first 24 h** after implant.
+  more than 8 h); **no increase in the first 24 h** after implant (after an unprimed implant, in
+  the 24 h after its drug first left the tip: the patient got saline until then).
 * **TIT-01** (§1.4, §3.3): an increase may not take the basal dose above (1 + cap) x the lowest
   dose in effect at any moment of the previous 24 h (stops and minimum-rate spells count as the
   low doses they were); the cap is the origin's (spinal 30 %, cerebral and paediatric 15 %), the
@@ -114,6 +115,8 @@ class LabelOracle:
     violations: list[Violation] = field(default_factory=list)
     #: Physical time of the implant (None before it).
     implant_ms: int | None = None
+    #: Whether the implant's priming bolus ran (False: the catheter held saline until the basal pushed it out).
+    primed: bool = True
     #: ``[start, end)`` of every bolus the adversary was told had started (priming included), ms.
     bolus_windows: list[tuple[int, int]] = field(default_factory=list)
     #: ``(from ms, cap %)``: the origin's titration cap in force from then on.
@@ -141,10 +144,21 @@ class LabelOracle:
 
     # -- what the adversary tells it ------------------------------------------------------------------
 
-    def implanted(self, at_ms: int, priming_ms: int) -> None:
+    def implanted(self, at_ms: int, priming_ms: int, *, primed: bool = True) -> None:
+        """The implant happened at ``at_ms``; ``primed``: its priming bolus ran (else the catheter kept its saline)."""
         self.implant_ms = at_ms
+        self.primed = primed
         self.cap_history.append((at_ms, self.cap_pct))
-        self.bolus_windows.append((at_ms, at_ms + priming_ms + MS_PER_MIN))
+        if primed:
+            self.bolus_windows.append((at_ms, at_ms + priming_ms + MS_PER_MIN))
+
+    def first_day_from_ms(self) -> int | None:
+        """Where the label's first 24 h start: the implant, or, for an unprimed catheter, the moment the
+        implant's drug first left the tip (before that the patient got saline; issue #9, review 11).
+        None while no drug has reached the tip."""
+        if self.primed:
+            return self.implant_ms
+        return next((at for at, old, new in self.tip.boundaries if not old and new), None)
 
     def bolus_started(self, at_ms: int, duration_ms: int, kind: str) -> None:
         """A bolus of ``kind`` (clinician, patient) the adversary was told had started: BOL-01, RES-03."""
@@ -405,10 +419,14 @@ class LabelOracle:
             self._fail("RES-03 refill discrepancy holds increases", at,
                        f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day while a refill "
                        f"discrepancy was not acknowledged")
-        if at - self.implant_ms < MS_PER_DAY:
+        first_day = self.first_day_from_ms()
+        if first_day is None or at - first_day < MS_PER_DAY:
             self._fail("§1.3 no increase in the first 24 h", at,
                        f"{self._ng(previous) / 1000:g} -> {self._ng(rate) / 1000:g} µg/day "
-                       f"{(at - self.implant_ms) / MS_PER_H:.1f} h after the implant")
+                       f"{(at - self.implant_ms) / MS_PER_H:.1f} h after the implant" + (
+                           "" if self.primed else " of an unprimed catheter, " + (
+                               "before any drug reached the tip" if first_day is None else
+                               f"{(at - first_day) / MS_PER_H:.1f} h after its drug reached the tip")))
         lowest = self.lowest_basal(at - MS_PER_DAY, at)
         pct = self.cap_pct_at(at)
         ceiling = lowest * (100 + pct) // 100

@@ -314,6 +314,26 @@ def test_latched_alarms_survive_a_restart(tmp_path: Path, clock: VirtualClock) -
             restored.restore(journal.alarm_events())
 
 
+@pytest.mark.parametrize("acknowledged", [False, True])
+def test_a_fault_after_a_restart_is_announced_though_its_alarm_was_restored_as_active(acknowledged: bool) -> None:
+    """ALM-03, ALM-07: the journal held a stall's raise (and perhaps its acknowledgement) but not its clear, which
+    was staged and lost with the process. The restored alarm is held; a stall seen after the restart is news: it
+    is recorded as a raise, unacknowledged, not swallowed as already held (found by the clinical adversary)."""
+    events = [("raise", AlarmCode.MOTOR_STALL.value)] + ([("acknowledge", AlarmCode.MOTOR_STALL.value)] if acknowledged
+                                                          else [])
+    log = RecordingJournal()
+    restored = AlarmManager(VirtualClock(), log)
+    assert restored.restore(events) == 1
+    held = restored.active()[0]
+    assert held.restored and held.condition_active and not held.current
+    assert not restored.is_current(AlarmCode.MOTOR_STALL)
+    restored.raise_alarm(AlarmCode.MOTOR_STALL, detail="pump latched stall")
+    assert [e["event"] for e in log.events] == ["raise"]
+    again = restored.active()[0]
+    assert again.current and not again.acknowledged and again.detail == "pump latched stall"
+    assert restored.is_current(AlarmCode.MOTOR_STALL)
+
+
 @given(events=st.lists(st.tuples(st.sampled_from(["raise", "clear", "acknowledge"]), st.sampled_from(AlarmCode)),
                        max_size=40))
 def test_replaying_the_journal_rebuilds_the_same_alarms(events: list[tuple[str, AlarmCode]]) -> None:

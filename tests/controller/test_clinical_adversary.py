@@ -13,7 +13,8 @@ lost replies applied or not, a link down for hours).
 **The oracle is independent** (:mod:`tests.controller.label_oracle`): what the pump's mechanism
 physically pushed, through an independent catheter model, judged by the rules as written in
 ``reference/itb-clinical.md`` §1, §3, §5 and the requirement IDs it names: PRX-03 and BOL-01
-(24 h cap at the tip), §1.3 (implant dose, no increase in the first 24 h), TIT-01 (the
+(24 h cap at the tip), §1.3 (implant dose, no increase in the first 24 h, counted from the drug reaching
+the tip when the implant was not primed), TIT-01 (the
 trailing-window cap; with §5.1 for boluses stacked on a step), the restart rule (§1.6, §3.3),
 ALM-07 (interruption alarm), the withdrawal alarm (issue #9, §3.2) and, through a
 concentration change, the tip dose within 10 % of the prescription at every poll (BOL-06,
@@ -102,8 +103,9 @@ class ClinicalAdversary(RuleBasedStateMachine):
 
     @initialize(origin=st.sampled_from(sorted(CAP_PCT)), effective=st.integers(0, 2),
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
-                child_starts_low=st.booleans())
-    def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool) -> None:
+                child_starts_low=st.booleans(), primed=st.sampled_from([True, True, True, False]))
+    def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool,
+                primed: bool = True) -> None:
         STEPS["examples"] += 1
         self.scratch = tempfile.TemporaryDirectory(prefix="itb-adversary-", dir=SCRATCH)
         self.path = Path(self.scratch.name) / "store.sqlite"
@@ -140,9 +142,13 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self._advance(MS_PER_DAY)
         self.tip.fill(CONCENTRATION_UG_PER_ML)
         at = world_ms(self.world)
-        result = self.rig.therapy.implant(CONCENTRATION_UG_PER_ML, FILL_NL)
-        assert result.allowed, result
-        self.oracle.implanted(at, SETTINGS.priming_duration_ms)
+        # An unprimed implant (a quarter of the examples) leaves saline in the catheter: the label's first 24 h
+        # then start when the drug reaches the tip, which the oracle reads off the physical catheter.
+        result = self.rig.therapy.implant(CONCENTRATION_UG_PER_ML, FILL_NL, prime=primed)
+        # Unprimed, therapy starts but the implant is reported not complete (the catheter holds no drug yet).
+        assert result.allowed if primed else result.reasons == ("CATHETER_NOT_PRIMED",), result
+        assert self._running(), result
+        self.oracle.implanted(at, SETTINGS.priming_duration_ms, primed=primed)
         assert self.rig.therapy.configure_patient_bolus(25_000, 10 * MS_PER_MIN).allowed
         self._judge()
 

@@ -236,3 +236,26 @@ def test_store_writes_are_all_or_nothing(tmp_path: Path) -> None:
         reopened.close()
 
     check()
+
+
+def test_alarm_events_survive_a_crash_straight_after_them(tmp_path: Path, rig_builder: Any) -> None:
+    """ALM-06, PER-05: every raise, clear and acknowledgement is in the journal before the process can die with it.
+    A clear staged for the next commit (up to the 72 h checkpoint) was lost with a crash, so the restarted controller
+    held the stall as still active (and swallowed the next stall's raise)."""
+    path = tmp_path / "alarms.sqlite"
+    rig = new_rig(rig_builder, path)
+    assert rig.therapy.implant(500, 20_000_000, dose_ng_per_day=100_000).allowed
+    rig.advance(MS_PER_H)
+    before = len(rig.store.alarm_events())
+    rig.pump.inject_stall()
+    rig.advance(rig.loop.config.poll_interval_ms)  # the poll that finds the stall raises its alarms
+    assert rig.therapy.resume().allowed  # the clinician restarts the pump
+    rig.advance(rig.loop.config.poll_interval_ms)  # and the poll that confirms delivery clears them
+    raised = [code for code in ("motor_stall", "therapy_interrupted") if ("raise", code) in rig.store.alarm_events()]
+    rig.store.abandon()  # the process dies straight after that poll: nothing staged survives
+    reopened = Store(path, rig.clock)
+    events = reopened.alarm_events()[before:]
+    assert raised, "the stall raised nothing"
+    for code in raised:
+        assert [e for e in events if e[1] == code] == [("raise", code), ("clear", code)], (code, events)
+    reopened.close()
