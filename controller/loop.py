@@ -1613,6 +1613,14 @@ class ControlLoop(AccountingViews):
         self.checkpoint()
         return outcome
 
+    def resume_at_minimum_rate(self, reason: str) -> bool:
+        """After a STOP reaction and a clinician's acknowledgement, when the kernel will not yet allow the resume dose:
+        clear the pump alarm and run the minimum rate (SAFE-01: a stop is not a safe state). Returns success."""
+        if self.mode is not Mode.STOPPED_FAULT:
+            return False
+        self._acknowledge_pump()
+        return self.enter_minimum_rate(reason)
+
     def _begin_interruption(self, since_ms: int) -> None:
         """Delivery has been interrupted since controller time ``since_ms`` (a stop, minimum rate)."""
         self._interrupted_since_ms = since_ms

@@ -1146,7 +1146,16 @@ class Therapy:
         before_ng, long_interruption = self.prescribed_dose_ng_per_day, self._restart_rule_applies()
         decision = self.gate.authorize_resume(self._rate_for_dose(dose), loop.now_ms())
         if not decision.allowed:
-            return self._deny("resume", *decision.reasons, detail=f"resume at {dose / 1000:g} µg/day refused ({note})")
+            refused = f"resume at {dose / 1000:g} µg/day refused ({note})"
+            if set(decision.reasons) == {"DOSE_CAP_24H"} and loop.mode is Mode.STOPPED_FAULT \
+                    and loop.resume_at_minimum_rate(f"{refused}: the 24 h cap does not allow it yet; minimum rate until "
+                                                "it does, then resume again"):
+                # A stop is not a safe state (SAFE-01, §3.2): when only the 24 h cap stands in the way (delivery a
+                # restart could not place is counted as late as it may have been, so the window can look fuller
+                # than it was), the patient gets the minimum rate, which the kernel judged within the cap, rather
+                # than nothing; the dose itself waits for the window (found by the clinical adversary).
+                refused += "; minimum rate entered instead until the 24 h window allows it (resume again then)"
+            return self._deny("resume", *decision.reasons, detail=refused)
         outcome = loop.resume_after_fault(decision)
         if outcome is None:
             return self._deny("resume", Why.PUMP_NOT_VERIFIED)

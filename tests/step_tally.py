@@ -19,6 +19,7 @@ from tests.tally import Tally
 SHARES: dict[str, int] = {
     "ClinicalAdversary": 5_000,
     "ClinicalAdversaryAcrossRestarts": 5_000,
+    "ClinicalAdversaryUnprimed": 2_000,
 }
 #: What issue #9 asks of one CI run.
 REQUIRED_PER_RUN = 10_000

@@ -100,12 +100,13 @@ class ClinicalAdversary(RuleBasedStateMachine):
     CHANGE_CONCENTRATION = True
     #: Rules the oracle does not judge in this machine.
     UNJUDGED: frozenset[str] = frozenset()
+    #: Whether the implant runs its priming bolus (False: the catheter keeps its saline until the basal pushes it).
+    PRIMED = True
 
     @initialize(origin=st.sampled_from(sorted(CAP_PCT)), effective=st.integers(0, 2),
                 effect_h=st.sampled_from([4, 6, 10]), cap_ug=st.sampled_from([400, 600, 800]),
-                child_starts_low=st.booleans(), primed=st.sampled_from([True, True, True, False]))
-    def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool,
-                primed: bool = True) -> None:
+                child_starts_low=st.booleans())
+    def implant(self, origin: str, effective: int, effect_h: int, cap_ug: int, child_starts_low: bool) -> None:
         STEPS["examples"] += 1
         self.scratch = tempfile.TemporaryDirectory(prefix="itb-adversary-", dir=SCRATCH)
         self.path = Path(self.scratch.name) / "store.sqlite"
@@ -142,8 +143,9 @@ class ClinicalAdversary(RuleBasedStateMachine):
         self._advance(MS_PER_DAY)
         self.tip.fill(CONCENTRATION_UG_PER_ML)
         at = world_ms(self.world)
-        # An unprimed implant (a quarter of the examples) leaves saline in the catheter: the label's first 24 h
-        # then start when the drug reaches the tip, which the oracle reads off the physical catheter.
+        # An unprimed implant (ClinicalAdversaryUnprimed) leaves saline in the catheter: the label's first 24 h then
+        # start when the drug reaches the tip, which the oracle reads off the physical catheter.
+        primed = self.PRIMED
         result = self.rig.therapy.implant(CONCENTRATION_UG_PER_ML, FILL_NL, prime=primed)
         # Unprimed, therapy starts but the implant is reported not complete (the catheter holds no drug yet).
         assert result.allowed if primed else result.reasons == ("CATHETER_NOT_PRIMED",), result
@@ -410,6 +412,13 @@ class ClinicalAdversaryAcrossRestarts(ClinicalAdversary):
     RESTART_SHORT_OF_DRUG = True
 
 
+class ClinicalAdversaryUnprimed(ClinicalAdversary):
+    """The same adversary after an implant without priming: the drug reaches the tip a day or more later, and the
+    label's first 24 h (no increase) run from then (issue #9, review 11 B1)."""
+
+    PRIMED = False
+
+
 def _run(machine: type[ClinicalAdversary], examples: int, *, shrink: bool = True) -> int:
     """Run ``machine``; return the rule steps it took (invariant checks less the one after each start),
     counted in :mod:`tests.step_tally`."""
@@ -451,3 +460,11 @@ def test_the_clinical_adversary_restarting_through_interruptions() -> None:
     """
     _run(ClinicalAdversaryAcrossRestarts, 70, shrink=False)
     step_tally.TALLY.check_share("ClinicalAdversaryAcrossRestarts")
+
+
+@pytest.mark.timeout(600)
+def test_the_clinical_adversary_after_an_unprimed_implant() -> None:
+    """§1.3 (no increase in the first 24 h, from the drug reaching the tip), TIT-01, PRX-03, BOL-01, the restart rule,
+    ALM-07, withdrawal (issue #9, review 11 B1). Its share of the run's steps is checked (:mod:`tests.step_tally`)."""
+    _run(ClinicalAdversaryUnprimed, 40, shrink=False)
+    step_tally.TALLY.check_share("ClinicalAdversaryUnprimed")
