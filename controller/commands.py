@@ -463,6 +463,9 @@ class CommandIssuer:
         (``previous_nl_per_h``, or a multi-phase program's last phase: :meth:`_restorable_nl_per_h`)."""
         previous_nl_per_h = self._restorable_nl_per_h(previous_nl_per_h)
         outcome = self._run_program(program, resend_after_read=resend_after_read)
+        if previous_nl_per_h and not resend_after_read and outcome.result is ProgramResult.UNKNOWN \
+                and outcome.uncertain and outcome.detail.startswith("not paused"):
+            outcome = self._read_back_lost_pause(outcome)
         if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
             return outcome
         restored = self._run_program(PumpProgram((ProgramPhase(previous_nl_per_h),)))
@@ -566,6 +569,21 @@ class CommandIssuer:
         return ProgramOutcome(again.result, again.rate_nl_per_h, again.status, again.dispensed, True,
                               f"{lost.detail}; read back {status.state.value}, sent once more: {again.detail}",
                               again.reasons)
+
+    def _read_back_lost_pause(self, lost: ProgramOutcome) -> ProgramOutcome:
+        """After the pause's reply was lost (nothing staged or run): read the pump back (HAL-05).
+
+        Read back standing still with no alarm, the pause took effect: the change is refused (``KEPT_OLD``,
+        the pump holds what it held), so that :meth:`_run_restoring` puts the old programme back as a
+        fresh one-phase program (:meth:`_restorable_nl_per_h`) -- never ``RUN`` of the held program, which could start a bolus phase
+        again. Left unknown instead, the pump stood paused while the loop believed it ran (PER-01,
+        SAFE-01, issue #9). Unread, in alarm or delivering, the outcome stays as it was.
+        """
+        status = self.read_status()
+        if status is None or status.alarm is not None or status.state.delivering:
+            return lost
+        return ProgramOutcome(ProgramResult.KEPT_OLD, None, status, None, True,
+                              f"{lost.detail}; read back {status.state.value}: the pause applied, nothing staged")
 
     def _run_program_once(self, program: PumpProgram) -> ProgramOutcome:
         try:
