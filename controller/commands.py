@@ -450,10 +450,13 @@ class CommandIssuer:
         program (or set as the rate of the last phase) it would run for good -- a bolus rate with no end.
         The old program cannot be put back whole either (``RUN 1`` would start its first phase again, a
         second bolus). What is put back is the program's continuous last phase, the rate its orphan
-        schedule ends on: the first phase ends early (the counter attributes what it delivered).
+        schedule ends on: the first phase ends early (the counter attributes what it delivered). Once the
+        pump runs that last phase (:attr:`_in_last_phase`), the committed rate is the one it runs there
+        (a rate change in the last phase sets it): that is put back, not the phase as first staged.
         """
         held = self.held_program
-        if previous_nl_per_h and held is not None and len(held.phases) > 1 and held.ends_continuous:
+        if previous_nl_per_h and held is not None and len(held.phases) > 1 and held.ends_continuous \
+                and not self._in_last_phase:
             return held.phases[-1].rate_nl_per_h
         return previous_nl_per_h
 

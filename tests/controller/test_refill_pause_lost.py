@@ -47,3 +47,28 @@ def test_a_program_refused_after_an_applied_lost_pause_puts_the_old_basal_back(
     assert after and after[-1] == OLD_NL_PER_H and set(after) <= {0, OLD_NL_PER_H}, pump.rate_log
     assert pump.state is PumpState.INFUSING and issuer.committed_rate_nl_per_h == OLD_NL_PER_H
     assert issuer.held_program is not None and issuer.held_program.phases == (ProgramPhase(OLD_NL_PER_H),)
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["uncertain", "raised"])
+def test_after_a_bolus_ended_and_a_titration_the_titrated_basal_is_put_back(tmp_path: Path, raises: bool) -> None:
+    """TIT-01, the restart rule: the bolus program's last phase was raised by a plain rate change (a titration);
+    a later refused program must put that rate back, not the last phase as first staged (found by the clinical
+    adversary across restarts: the implant's basal came back and the next titration went up from the raised one)."""
+    clock = VirtualClock()
+    pump = WitnessedPump(clock)
+    issuer = CommandIssuer(pump, Store(tmp_path / "s.sqlite", clock), on_storage_failure=pytest.fail)
+    assert issuer.send_program(BOLUS_PROGRAM, cause="bolus", essential=False).committed
+    clock.advance(3_600)  # 10 µL at 50 µL/h ends in 12 min: the pump runs the basal phase
+    pump.witness()
+    assert pump.rate_log[-1][1] == OLD_NL_PER_H and pump.read_phase() == 2
+    raised = 7_500
+    assert issuer.send_rate(raised, previous_nl_per_h=OLD_NL_PER_H, cause="titration", essential=False).committed
+    assert pump.rate_log[-1][1] == raised
+    before = len(pump.rate_log)
+    pump.faults.uncertain_next, pump.faults.apply_uncertain, pump.faults.raise_uncertain = True, True, raises
+    outcome = issuer.send_program(NEW_PROGRAM, cause="concentration_change", essential=False)
+    assert outcome.result is ProgramResult.KEPT_OLD, outcome
+    pump.witness()
+    after = [rate for _, rate in pump.rate_log[before:]]
+    assert after and after[-1] == raised and set(after) <= {0, raised}, pump.rate_log
+    assert issuer.committed_rate_nl_per_h == raised
