@@ -311,8 +311,15 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        outcome = self._program(rate_nl_per_h, previous) if self._rate_change_is_whole(rate_nl_per_h) else \
-            self._program_one_phase(rate_nl_per_h, previous)
+        whole = self._rate_change_is_whole(rate_nl_per_h)
+        outcome = self._program(rate_nl_per_h, previous) if whole else self._program_one_phase(rate_nl_per_h, previous)
+        held = self.held_program
+        if whole and outcome.committed and outcome.rate_nl_per_h and self._in_last_phase and held is not None \
+                and len(held.phases) > 1:
+            # The last phase now runs this rate: a refused change later puts it back (_restorable_nl_per_h),
+            # not the phase as first staged (TIT-01: the stale basal came back, the next titration went up
+            # from the raised one).
+            self.held_program = PumpProgram((*held.phases[:-1], ProgramPhase(outcome.rate_nl_per_h)), held.repeat_from)
         self._settle_superseded(outcome)
         detail: dict[str, Any] = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
                                   "uncertain": outcome.uncertain, "detail": outcome.detail}
@@ -450,13 +457,10 @@ class CommandIssuer:
         program (or set as the rate of the last phase) it would run for good -- a bolus rate with no end.
         The old program cannot be put back whole either (``RUN 1`` would start its first phase again, a
         second bolus). What is put back is the program's continuous last phase, the rate its orphan
-        schedule ends on: the first phase ends early (the counter attributes what it delivered). Once the
-        pump runs that last phase (:attr:`_in_last_phase`), the committed rate is the one it runs there
-        (a rate change in the last phase sets it): that is put back, not the phase as first staged.
+        schedule ends on: the first phase ends early (the counter attributes what it delivered).
         """
         held = self.held_program
-        if previous_nl_per_h and held is not None and len(held.phases) > 1 and held.ends_continuous \
-                and not self._in_last_phase:
+        if previous_nl_per_h and held is not None and len(held.phases) > 1 and held.ends_continuous:
             return held.phases[-1].rate_nl_per_h
         return previous_nl_per_h
 
