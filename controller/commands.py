@@ -582,8 +582,8 @@ class CommandIssuer:
 
         Read back standing still with no alarm, the pause took effect: the change is refused (``KEPT_OLD``,
         the pump holds what it held), so that :meth:`_run_restoring` puts the old programme back as a
-        fresh one-phase program (:meth:`_restorable_nl_per_h`) -- never ``RUN`` of the held program, which could start a bolus phase
-        again. Left unknown instead, the pump stood paused while the loop believed it ran (PER-01,
+        fresh one-phase program (:meth:`_restorable_nl_per_h`) -- never ``RUN`` of the held program, which
+        could start a bolus phase again. Left unknown instead, the pump stood paused while the loop believed it ran (PER-01,
         SAFE-01, issue #9). Unread, in alarm or delivering, the outcome stays as it was.
         """
         status = self.read_status()
