@@ -311,8 +311,15 @@ class CommandIssuer:
         if not durable and not essential:
             return ProgramOutcome(ProgramResult.KEPT_OLD, self.committed_rate_nl_per_h, None, None, False,
                                   f"{NOT_JOURNALLED}: no durable journal record, nothing sent")
-        outcome = self._program(rate_nl_per_h, previous) if self._rate_change_is_whole(rate_nl_per_h) else \
-            self._program_one_phase(rate_nl_per_h, previous)
+        whole = self._rate_change_is_whole(rate_nl_per_h)
+        outcome = self._program(rate_nl_per_h, previous) if whole else self._program_one_phase(rate_nl_per_h, previous)
+        held = self.held_program
+        if whole and outcome.committed and outcome.rate_nl_per_h and self._in_last_phase and held is not None \
+                and len(held.phases) > 1:
+            # The last phase now runs this rate: a refused change later puts it back (_restorable_nl_per_h),
+            # not the phase as first staged (TIT-01: the stale basal came back, the next titration went up
+            # from the raised one).
+            self.held_program = PumpProgram((*held.phases[:-1], ProgramPhase(outcome.rate_nl_per_h)), held.repeat_from)
         self._settle_superseded(outcome)
         detail: dict[str, Any] = {"result": outcome.result.value, "rate_nl_per_h": outcome.rate_nl_per_h,
                                   "uncertain": outcome.uncertain, "detail": outcome.detail}
@@ -463,6 +470,9 @@ class CommandIssuer:
         (``previous_nl_per_h``, or a multi-phase program's last phase: :meth:`_restorable_nl_per_h`)."""
         previous_nl_per_h = self._restorable_nl_per_h(previous_nl_per_h)
         outcome = self._run_program(program, resend_after_read=resend_after_read)
+        if previous_nl_per_h and not resend_after_read and outcome.result is ProgramResult.UNKNOWN \
+                and outcome.uncertain and outcome.detail.startswith("not paused"):
+            outcome = self._read_back_lost_pause(outcome)
         if outcome.committed or outcome.result is ProgramResult.UNKNOWN or not previous_nl_per_h:
             return outcome
         restored = self._run_program(PumpProgram((ProgramPhase(previous_nl_per_h),)))
@@ -566,6 +576,21 @@ class CommandIssuer:
         return ProgramOutcome(again.result, again.rate_nl_per_h, again.status, again.dispensed, True,
                               f"{lost.detail}; read back {status.state.value}, sent once more: {again.detail}",
                               again.reasons)
+
+    def _read_back_lost_pause(self, lost: ProgramOutcome) -> ProgramOutcome:
+        """After the pause's reply was lost (nothing staged or run): read the pump back (HAL-05).
+
+        Read back standing still with no alarm, the pause took effect: the change is refused (``KEPT_OLD``,
+        the pump holds what it held), so that :meth:`_run_restoring` puts the old programme back as a
+        fresh one-phase program (:meth:`_restorable_nl_per_h`) -- never ``RUN`` of the held program, which
+        could start a bolus phase again. Left unknown instead, the pump stood paused while the loop believed it ran (PER-01,
+        SAFE-01, issue #9). Unread, in alarm or delivering, the outcome stays as it was.
+        """
+        status = self.read_status()
+        if status is None or status.alarm is not None or status.state.delivering:
+            return lost
+        return ProgramOutcome(ProgramResult.KEPT_OLD, None, status, None, True,
+                              f"{lost.detail}; read back {status.state.value}: the pause applied, nothing staged")
 
     def _run_program_once(self, program: PumpProgram) -> ProgramOutcome:
         try:

@@ -220,6 +220,11 @@ class IdealPumpLoop(AccountingViews):
         """Nothing to save: a cohort run keeps no resume point (it is not restarted)."""
         del durable
 
+    def resume_at_minimum_rate(self, reason: str) -> bool:
+        """Never needed: the ideal pump never stops on a fault, so there is no stop to leave (returns False)."""
+        del reason
+        return False
+
     def commit_journal(self, what: str) -> None:
         """Nothing to commit: a cohort run keeps no journal."""
         del what

@@ -547,10 +547,6 @@ def test_a_stall_after_a_restart_is_alarmed_though_the_journal_lost_the_last_sta
         machine.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue #9): a refill whose pause was applied with its reply lost is refused "
-                   "but leaves the pump paused while the loop believes it runs; a titration before the next poll restarts "
-                   "it above the dose before the stop, which the kernel never saw (the fix: read the pump back after a "
-                   "lost pause reply and restore, or hold increases while a command is uncertain)")
 def test_a_refill_refused_after_a_lost_pause_reply_leaves_nothing_changed() -> None:
     """The restart rule (§1.6, §3.3), TIT-01, PER-01 ("any refill either completes or leaves nothing changed"):
     found by the clinical adversary. Paediatric 150 µg/day; a pocket-fill refill (held discrepancy); the next

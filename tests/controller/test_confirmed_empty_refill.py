@@ -35,7 +35,7 @@ from controller.store import Store
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 from tests.controller.conftest import MS_PER_DAY, MS_PER_H, build_rig
-from tests.controller.test_refill_crash import Death, _die, _undie
+from tests.controller.test_refill_crash import die_inside_refill, reboot
 from tests.controller.test_transit import CONCENTRATIONS, HIGH_CAP, STEP_MS, TipOracle, assert_tip_dose_holds
 
 OLD_DOSE_UG_PER_DAY = 300
@@ -151,12 +151,9 @@ def test_a_stop_for_a_stall_is_not_ended_by_a_new_concentration(make_rig: Any) -
     assert rig.loop.mode is Mode.STOPPED_FAULT and rig.loop.concentration_ug_per_ml == 500
 
 
-@pytest.mark.parametrize("kill_after", [1, 2, 3])
-def test_a_death_inside_the_change_after_confirmed_empty_completes_it(tmp_path: Path, kill_after: int) -> None:
-    """PER-02, RES-04, PRX-06, the restart rule: killed after each delivery command of the 1000 µg/mL refill that
-    ends the confirmed-empty stop, the rebooted controller completes the change from its durable intent; the tip
-    holds the restart rule's 100 µg/day (within 10 %) through the transit."""
-    path = tmp_path / f"empty-{kill_after}.sqlite"
+def _confirmed_empty_on_file(path: Path) -> tuple[VirtualClock, FakePump, Path, Any, Any]:
+    """A patient at 500 µg/mL run to confirmed empty on a store file at ``path``, the 1000 µg/mL refill's drug in
+    the tip oracle's reservoir: (clock, pump, path, rig, oracle)."""
     clock = VirtualClock()
     pump = FakePump(clock)
 
@@ -165,15 +162,17 @@ def test_a_death_inside_the_change_after_confirmed_empty_completes_it(tmp_path: 
 
     rig, oracle = _confirmed_empty(on_file, 500)
     oracle.fill(1000)
-    calls = _die(pump, kill_after)
-    with pytest.raises(Death):
-        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="E3")
-    assert calls[0] == kill_after
-    _undie(pump)
-    rig.store.abandon()
-    rig.controller.detach()
-    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
-                      settings=rig.settings, patient=rig.controller.patient)
+    return clock, pump, path, rig, oracle
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_death_inside_the_change_after_confirmed_empty_completes_it(tmp_path: Path, kill_after: int) -> None:
+    """PER-02, RES-04, PRX-06, the restart rule: killed after each delivery command of the 1000 µg/mL refill that
+    ends the confirmed-empty stop, the rebooted controller completes the change from its durable intent; the tip
+    holds the restart rule's 100 µg/day (within 10 %) through the transit."""
+    clock, pump, path, rig, oracle = _confirmed_empty_on_file(tmp_path / f"empty-{kill_after}.sqlite")
+    assert die_inside_refill(rig, pump, kill_after, 1000, "E3") == kill_after
+    again = reboot(rig, clock, pump, path)
     oracle.rig = again
     assert again.loop.concentration_ug_per_ml == 1000 == again.gate.concentration_ug_per_ml
     assert again.loop.mode is Mode.RUNNING, again.loop.mode
@@ -193,26 +192,12 @@ def test_a_change_after_confirmed_empty_refused_at_restart_ends_at_minimum_rate(
     transit program left running unwatched until the drift check calls it an over-delivery."""
     from controller.gate import GateDecision, KernelGate
 
-    path = tmp_path / f"refused-{readable}.sqlite"
-    clock = VirtualClock()
-    pump = FakePump(clock)
-
-    def on_file(settings: Any = None, **rx: Any) -> Any:
-        return build_rig(clock, pump, Store(path, clock), settings=settings, **rx)
-
-    rig, oracle = _confirmed_empty(on_file, 500)
-    oracle.fill(1000)
-    _die(pump, 3)
-    with pytest.raises(Death):
-        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="E4")
-    _undie(pump)
-    rig.store.abandon()
-    rig.controller.detach()
+    clock, pump, path, rig, oracle = _confirmed_empty_on_file(tmp_path / f"refused-{readable}.sqlite")
+    die_inside_refill(rig, pump, 3, 1000, "E4")
     monkeypatch.setattr(KernelGate, "authorize_concentration_change",
                         lambda self, *args, **kwargs: GateDecision.denied("TEST_REFUSAL"))
     pump.faults.comms_down = not readable
-    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
-                      settings=rig.settings, patient=rig.controller.patient)
+    again = reboot(rig, clock, pump, path)
     oracle.rig = again
     assert again.alarms.is_active(AlarmCode.UNFINISHED_SESSION)
     if readable:  # at once, by the restart: not an hour later as an over-delivery the drift check finds
@@ -253,8 +238,7 @@ def test_confirmed_empty_found_at_a_restart_is_an_interruption_of_unknown_length
     rig.store.abandon()
     rig.controller.detach()
     clock.advance(3 * MS_PER_DAY / 1000)
-    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
-                      settings=rig.settings, patient=rig.controller.patient)
+    again = reboot(rig, clock, pump, path)
     oracle.rig = again
     oracle.step(MS_PER_H)
     assert again.loop.mode is Mode.STOPPED_FAULT and again.alarms.is_active(AlarmCode.RESERVOIR_EMPTY)

@@ -76,9 +76,11 @@ def test_uncertain_bolus_is_never_resent(running) -> None:
     running.pump.faults.apply_uncertain = True
     before = len(running.pump.command_log)
     result = running.therapy.patient_bolus_request()
-    assert result.allowed
-    running.advance(2 * MS_PER_H)
     # The first exchange of the bolus program (its pause) loses its reply: the program is never sent after it.
+    # Read back paused, nothing staged: the bolus is refused and the basal put back (PER-01, issue #9).
+    assert not result.allowed and "PUMP_NOT_VERIFIED" in result.reasons, result
+    assert running.pump.state is PumpState.INFUSING and running.pump.rate_nl_per_h == 8333
+    running.advance(2 * MS_PER_H)
     bolus_programs = [v for c, v in running.pump.command_log[before:] if c == "program" and v and v > 8333]
     assert bolus_programs == []
     assert not [v for c, v in running.pump.command_log[before:] if c == "set_rate" and v and v > 8333]

@@ -93,6 +93,27 @@ def _undie(pump: FakePump) -> None:
         pump.__dict__.pop(name, None)
 
 
+def die_inside_refill(rig: Any, pump: FakePump, after_calls: int, concentration_ug_per_ml: int, lot: str) -> int:
+    """A refill to ``concentration_ug_per_ml`` (a full 20 mL) during which the controller dies right after the pump's
+    ``after_calls``-th accepted delivery command; the process is gone (store abandoned, observers detached).
+
+    :return: how many delivery calls the refill had made when it died.
+    """
+    calls = _die(pump, after_calls)
+    with pytest.raises(Death):
+        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=concentration_ug_per_ml, lot=lot)
+    _undie(pump)
+    rig.store.abandon()
+    rig.controller.detach()
+    return calls[0]
+
+
+def reboot(rig: Any, clock: Any, pump: FakePump, path: Path) -> Any:
+    """A new controller on the same store file, pump, prescription, settings and patient, recovered."""
+    return build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
+                     settings=rig.settings, patient=rig.controller.patient)
+
+
 def _killed_and_rebooted(tmp_path: Path, old: int, new: int, kind: str, n: int, downtime_ms: int,
                          before_reboot: Callable[[FakePump], None] | None = None) -> tuple[Any, TipOracle, int, bool]:
     """Kill a refill at ``kind`` ``n``, let the pump run alone for ``downtime_ms``, call ``before_reboot`` with the

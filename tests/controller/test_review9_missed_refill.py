@@ -26,7 +26,7 @@ from controller.store import Store
 from sim.clock import VirtualClock
 from sim.fake_pump import FakePump
 from tests.controller.conftest import MS_PER_DAY, MS_PER_H, build_rig
-from tests.controller.test_refill_crash import Death, _die, _undie
+from tests.controller.test_refill_crash import die_inside_refill, reboot
 from tests.controller.test_transit import TipOracle
 
 RESTART_DOSE_UG_PER_DAY = 100  # min(300, 2 x 50): the restart rule for a transferred patient
@@ -91,15 +91,8 @@ def test_a_death_inside_the_missed_refills_change_completes_it_at_the_restart_do
 
     rig, oracle = _empty_on_minimum_rate(on_file)
     oracle.fill(1000)
-    calls = _die(pump, kill_after)
-    with pytest.raises(Death):
-        rig.therapy.refill(removed_nl=0, added_nl=20_000_000, concentration_ug_per_ml=1000, lot="R4")
-    assert calls[0] == kill_after
-    _undie(pump)
-    rig.store.abandon()
-    rig.controller.detach()
-    again = build_rig(clock, pump, Store(path, clock), recover=True, prescription=rig.prescription,
-                      settings=rig.settings, patient=rig.controller.patient)
+    assert die_inside_refill(rig, pump, kill_after, 1000, "R4") == kill_after
+    again = reboot(rig, clock, pump, path)
     oracle.rig = again
     assert again.loop.concentration_ug_per_ml == 1000 and again.gate.concentration_ug_per_ml == 1000
     assert again.loop.mode is Mode.RUNNING, again.loop.mode
