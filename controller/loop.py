@@ -18,6 +18,9 @@ The loop is a composition of parts that own their state:
 * :class:`~controller.commands.CommandIssuer` -- where a rate is sent: the only sender of
   delivery commands, journalled, verified, and the single owner of *uncertain*;
 * :class:`~controller.schedule.Schedule` -- when the loop wakes;
+* :class:`~controller.concentration.ConcentrationChange` -- a refill at a new concentration: the
+  transit of the old drug across the catheter (the scaled rate, the program that ends it, its end
+  read from the counter) and the change's intent that a restart completes;
 * the fault-reaction table (:data:`controller.faults.FAULT_REACTIONS`), which alone
   decides each fault's reaction (:meth:`ControlLoop._fault`).
 
@@ -53,6 +56,7 @@ from controller.accounting import BOLUS_RUN_KINDS, Accounting, AccountingViews, 
 from controller.alarms import AlarmCode, AlarmManager, raise_restart_rule_alarm
 from controller.commands import (RATE_COMMAND_KINDS, CommandIssuer, ProgramOutcome, ProgramResult, fault_for_hal_error,
                                  is_link_error)
+from controller.concentration import CONCENTRATION_CHANGE_KEY, ConcentrationChange
 from controller.faults import FaultCode, Reaction, fault_for_pump_alarm, reaction_for
 from controller.gate import Gate, GateDecision
 from controller.journal import STORAGE_LOW_BYTES
@@ -66,7 +70,6 @@ from cython_ext.vocabulary import DeliveryKind
 from hal.clock import Clock
 from hal.pump import PumpAlarm, PumpDriver, PumpProgram, PumpState, ProgramPhase
 
-MS_PER_S = 1000
 MS_PER_MIN = units.MS_PER_MIN
 MS_PER_H = units.MS_PER_H
 MS_PER_DAY = units.MS_PER_DAY
@@ -80,10 +83,6 @@ BOLUS_POLL_MS = 5 * MS_PER_MIN
 #: How often the poll asks the journal's file system for its free space (PER-05), ms of controller time.
 STORAGE_CHECK_MS = MS_PER_H
 
-#: A concentration transit ends once the old drug left in the catheter is within a minute of flow
-#: (or the counter's resolution, whichever is more).
-TRANSIT_SETTLE_MS = MS_PER_MIN
-
 #: How soon the loop looks again when the pump has not yet left a bolus program's bolus phase, ms.
 BOLUS_END_RECHECK_MS = 10_000
 
@@ -92,9 +91,6 @@ INTERRUPTION_ALARMS = (AlarmCode.THERAPY_INTERRUPTED, AlarmCode.MOTOR_STALL, Ala
 
 #: Version of the resume point's layout.
 RESUME_POINT_VERSION = 2
-#: ``therapy_state`` key of a concentration change handed to the pump but not yet applied
-#: (:meth:`ControlLoop.change_concentration`); a restart completes it (:meth:`ControlLoop.recover`).
-CONCENTRATION_CHANGE_KEY = "concentration_change"
 #: ``therapy_state`` key of the minimum rate a restart owes but could not command (the pump unreadable when the
 #: kernel refused a concentration change it found): the first poll that reads the pump enters it (:meth:`recover`).
 MINIMUM_RATE_OWED_KEY = "minimum_rate_owed"
@@ -263,8 +259,11 @@ class ControlLoop(AccountingViews):
         #: The committed programme's basal rate now, at the reservoir's concentration, nL/h (the kernel's
         #: view; the pump runs :attr:`pump_basal_nl_per_h`).
         self.basal_rate_nl_per_h = 0
-        #: A concentration change whose old drug is still leaving the catheter tip, or None.
-        self.transit: Transit | None = None
+        #: The transit of the old drug after a refill at a new concentration, and the change's restart intent.
+        self.concentration_change = ConcentrationChange(
+            pump, self.commands, self.accounting, gate, self.schedule, self._emit, now_ms=self.now_ms,
+            reconcile=self._reconcile, pushing_nl_per_h=self._pushing_nl_per_h,
+            counter_resolution_nl=lambda: self.counter_resolution_nl, on_end=self._transit_ended)
         self.programme: Any = None  # a flex/periodic programme in effect (rate changes at its boundaries), or None
         self.bolus: BolusRun | None = None
         #: The program that ends the running bolus by itself (pumps that hold programs), or None.
@@ -319,11 +318,15 @@ class ControlLoop(AccountingViews):
         except StateError:
             return 0
 
+    @property
+    def transit(self) -> Transit | None:
+        """A concentration change whose old drug is still leaving the catheter tip, or None
+        (:class:`~controller.concentration.ConcentrationChange` owns it)."""
+        return self.concentration_change.transit
+
     def _pump_rate(self, programme_rate_nl_per_h: int) -> int:
         """The pump's volume rate for a programme rate (at the reservoir's concentration), nL/h."""
-        if self.transit is None:
-            return programme_rate_nl_per_h
-        return self.transit.pump_rate_nl_per_h(programme_rate_nl_per_h)
+        return self.concentration_change.pump_rate(programme_rate_nl_per_h)
 
     @property
     def last_poll_ms(self) -> int:
@@ -431,7 +434,7 @@ class ControlLoop(AccountingViews):
             return
         self._accrue()
         self._end_pump_held_bolus("flex step")
-        self._settle_transit()  # first: the step is scaled for the drug in the catheter now
+        self.concentration_change.settle()  # first: the step is scaled for the drug in the catheter now
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
         program, refused = self._programme_form(self.programme, now) if extra == 0 else (None, ())
         held = self.committed_rate_nl_per_h
@@ -461,7 +464,7 @@ class ControlLoop(AccountingViews):
         the verdict on what a caller that sends anyway sends; ``(None, None)`` for a plain rate not judged here
         (no programme, or one without boundaries outside a transit: the command's own check judges it). The
         verdict is the orphan check of the form returned, once (:meth:`_program` takes it as ``judged``). Call
-        after :meth:`_settle_transit`.
+        after :meth:`ConcentrationChange.settle`.
 
         A flex step is moved on by the loop. Left alone (a dead controller), the pump would hold the step's
         rate for good: a short high step (the whole day within the cap) can then pass the 24 h cap. So the
@@ -476,8 +479,8 @@ class ControlLoop(AccountingViews):
         Mid-transit the plain rate comes last: it is the old drug's volume rate, which the new drug gets once
         its front reaches the tip, until the controller's next command (with the link lost across the front, a
         quarter or four times the dose after 2000 <-> 500 µg/mL). First comes the transit program for the step
-        (:meth:`_transit_program_for`: the step's dose at the tip, before and after the front, for good), then
-        the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
+        (:meth:`ConcentrationChange.program_for`: the step's dose at the tip, before and after the front, for
+        good), then the step programs, every phase split at the front (:meth:`_program_to_the_tip`). Each is judged on what
         leaves the tip (the catheter's contents: :meth:`_orphan_refusals`), the reservoir's drug behind it at
         ``reservoir_ug_per_ml`` when the kernel does not hold it yet (a concentration change), µg/mL.
         """
@@ -492,7 +495,7 @@ class ControlLoop(AccountingViews):
                 return None, ()
             forms: Iterable[PumpProgram | None] = self._step_programs(programme, now)
         else:
-            forms = chain((self._transit_program_for(self.transit, programme.rate_at(now)),),
+            forms = chain((self.concentration_change.program_for(self.transit, programme.rate_at(now)),),
                           self._step_programs(programme, now) if keeps else ())
         for program in forms:
             if program is not None and not self._orphan_refusals(orphan_of_program(program), now, reservoir_ug_per_ml):
@@ -531,8 +534,7 @@ class ControlLoop(AccountingViews):
         a clock would be off by any stop), and the rest of its step at the new drug's rate for the step's time
         left. So the pump left alone gives every step's dose at the tip, before and after the front.
         """
-        old_nl = 0 if self.transit is None else self.accounting.catheter.volume_ahead_of_nl(
-            self.transit.new_concentration_ug_per_ml)
+        old_nl = self.concentration_change.old_drug_nl()
         phases: list[ProgramPhase] = []
 
         def add(rate_nl_per_h: int, volume_nl: int) -> None:
@@ -599,7 +601,7 @@ class ControlLoop(AccountingViews):
                 self._check_bolus_cap()
                 self._check_reservoir()
                 self._check_tip_dose(now)
-                self._check_transit()
+                self.concentration_change.check()
                 if self.bolus is None and self.alarms.is_active(AlarmCode.CATHETER_NOT_PRIMED) \
                         and not self.saline_in_catheter_nl:
                     self._check_primed("the basal pushed the saline out")
@@ -1154,7 +1156,7 @@ class ControlLoop(AccountingViews):
         if self.mode is not Mode.RUNNING:
             raise StateError(f"no programme change in mode {self.mode.value}")
         self._end_pump_held_bolus("programme change")
-        self._settle_transit()  # first: the programme is scaled for the drug in the catheter now
+        self.concentration_change.settle()  # first: the programme is scaled for the drug in the catheter now
         now = self.now_ms()
         rate = decision.programme.rate_at(now)
         extra = self.bolus.extra_rate_nl_per_h if self.bolus is not None else 0
@@ -1226,7 +1228,7 @@ class ControlLoop(AccountingViews):
         :return: the stored record, or None if the pump could not take the bolus rate.
         """
         check_bolus_start(self, kind, duration_ms)
-        self._settle_transit()  # first: the basal under the bolus is scaled for the drug in the catheter now
+        self.concentration_change.settle()  # first: the basal under the bolus is scaled for the drug in the catheter now
         volume_nl = decision.volume_nl
         extra = -(-volume_nl * MS_PER_H // duration_ms)  # ceiling: the bolus ends by time, not early
         now = self.now_ms()
@@ -1292,7 +1294,7 @@ class ControlLoop(AccountingViews):
         all left, the pump runs the new programme's rate scaled by new / old concentration, the
         volume rate the old drug needs for the same dose (so the tip sees neither the 25 % dip of a
         500 -> 2000 µg/mL change nor the 4x spike of 2000 -> 500); the poll that finds the catheter
-        flushed (:meth:`_check_transit`) puts the new rate in. However long it takes, it is never
+        flushed (:meth:`ConcentrationChange.check`) puts the new rate in. However long it takes, it is never
         cut short, and it survives a restart (it is in the resume point).
 
         A controller death inside it (PRX-06, RES-04): before anything is sent, the change itself (old and new
@@ -1331,25 +1333,17 @@ class ControlLoop(AccountingViews):
         judged: tuple[str, ...] | None = None
         if _keeps_programme(programme):
             rate = programme.rate_at(now)
-            self.transit = transit  # the forms are the transit's, judged on the new drug behind the old
-            try:
+            # The forms are the transit's, judged on the new drug behind the old.
+            with self.concentration_change.assuming(transit):
                 program, judged = self._programme_form(programme, now, reservoir_ug_per_ml=concentration_ug_per_ml)
-            finally:
-                self.transit = None
         else:
             rate = decision.rate_nl_per_h
-            program = self._transit_program_for(transit, rate)
+            program = self.concentration_change.program_for(transit, rate)
         # Durable with the program's pending record, before anything is sent: a restart completes the change.
-        self.therapy_state[CONCENTRATION_CHANGE_KEY] = {
-            "old_ug_per_ml": transit.old_concentration_ug_per_ml, "new_ug_per_ml": concentration_ug_per_ml,
-            "fill_nl": fill_nl, "fill_utc": self.clock.utc_now().isoformat(), "started_ms": now,
-            "rate_nl_per_h": rate, "transit_volume_nl": decision.volume_nl,
-            "transit_duration_ms": decision.duration_ms,
-            "override": None if override is None else [list(override[0]), override[1], override[2]],
-            "from_minimum_rate": self.mode is Mode.MINIMUM_RATE,
-            "from_confirmed_empty": self.mode is Mode.STOPPED_FAULT,
-            "shape": None if not shape else {key: [list(row) for row in rows] for key, rows in shape.items()},
-            "phases": None if program is None else [[p.rate_nl_per_h, p.volume_nl] for p in program.phases]}
+        self.therapy_state[CONCENTRATION_CHANGE_KEY] = self.concentration_change.intent(
+            transit, fill_nl=fill_nl, fill_utc=self.clock.utc_now(), rate_nl_per_h=rate, decision=decision,
+            override=override, shape=shape, program=program, from_minimum_rate=self.mode is Mode.MINIMUM_RATE,
+            from_confirmed_empty=self.mode is Mode.STOPPED_FAULT)
         outcome = self._program(transit.pump_rate_nl_per_h(rate), decision, cause="concentration_change",
                                 program=program, concentration_ug_per_ml=concentration_ug_per_ml, judged=judged)
         del self.therapy_state[CONCENTRATION_CHANGE_KEY]
@@ -1361,15 +1355,11 @@ class ControlLoop(AccountingViews):
         self.basal_rate_nl_per_h = rate
         self.programme = programme if _keeps_programme(programme) else None
         self.schedule.boundary_from_ms = now
-        self.transit = transit
+        self.concentration_change.begin(transit)
         if resuming:
             self._leave_minimum_rate("a refill at a new concentration resumed therapy")
         self._record_fill(fill_nl, concentration_ug_per_ml)
-        self._emit("transit_start", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
-                   new_concentration_ug_per_ml=concentration_ug_per_ml,
-                   old_drug_nl=self.accounting.catheter.volume_ahead_of_nl(concentration_ug_per_ml),
-                   rate_nl_per_h=transit.pump_rate_nl_per_h(rate))
-        self._check_transit()
+        self.concentration_change.announce(rate)
         self.checkpoint(durable=True)
         return outcome
 
@@ -1402,7 +1392,7 @@ class ControlLoop(AccountingViews):
         """
         # Phase 1 is the old drug still ahead of the new: counted from the counter now, not at the last poll
         # (up to a poll interval of flow ago, which would keep the transit rate that much too long).
-        if not self._settle_transit() or extra_nl_per_h:
+        if not self.concentration_change.settle() or extra_nl_per_h:
             return None
         now = self.now_ms()
         step = _keeps_programme(programme) and programme.rate_at(now) == programme_rate_nl_per_h
@@ -1410,94 +1400,16 @@ class ControlLoop(AccountingViews):
             return None
         if step:
             return self._programme_form(programme, now)[0]
-        return self._transit_program_for(self.transit, programme_rate_nl_per_h)
-
-    def _settle_transit(self) -> bool:
-        """Before a command computes a rate through :meth:`_pump_rate`: read the counter, reconcile, and end a
-        transit whose old drug has left the catheter (without sending: the caller is about to send its rate).
-
-        The pump switches to the new drug's rate by itself at the end of its transit program; the loop learns
-        it at its next poll. A command sent in between (a flex step, a flex programme, a bolus, a basal change,
-        a restore) scaled by the still-open transit put the old drug's volume rate onto the new drug: twice the
-        dose at the tip after 500 -> 1000 µg/mL, four times after 500 -> 2000 (issue #9). Every command path
-        that scales by the transit calls this first, so none is left out.
-
-        :return: False when a transit is open and the counter cannot be read now (the transit stays open and
-            the caller goes on as before: the next poll ends it); True otherwise.
-        """
-        if self.transit is None:
-            return True
-        dispensed = self.commands.read_dispensed()
-        if dispensed is None:
-            return False
-        self._reconcile(dispensed.infused_nl)
-        left_nl = self._transit_left_nl()
-        if left_nl is not None:
-            # The old drug has left (the pump's own phase 2 while no controller watched, or since the last
-            # poll): the caller sends the programme's rate for the new drug, not the old drug's volume rate.
-            self._end_transit(left_nl, send=False)
-        return True
-
-    def _transit_program_for(self, transit: Transit, rate_nl_per_h: int) -> PumpProgram | None:
-        """The program that ends a concentration transit by itself; None without programs.
-
-        Phase 1 runs the transit rate for the old drug ahead in the catheter, phase 2 the new
-        programme's rate, continuous: a controller that dies mid-transit leaves the new rate running
-        once the old drug has left, not the transit rate. The loop still ends the transit from the
-        counter (:meth:`_check_transit`) and sends the programme's rate then, which the pump already
-        holds unless a flex step came in between.
-        """
-        old_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
-        if old_nl <= 0 or not self.commands.holds_programs():
-            return None
-        try:
-            return self.pump.program_as_held(PumpProgram((ProgramPhase(transit.pump_rate_nl_per_h(rate_nl_per_h),
-                                                                       old_nl), ProgramPhase(rate_nl_per_h))))
-        except (CapabilityError, ConfigError, HalError):
-            return None
-
-    def _check_transit(self) -> None:
-        """End the transit when the catheter holds only the new drug; until then poll when it should.
-
-        The end is read from the counter through the catheter queue. It is taken once what is left of
-        the old drug is within the counter's resolution or a minute of flow, whichever is more;
-        otherwise the next poll is brought forward to when the remainder should have left the tip at
-        the rate the pump runs, so the switch is late by at most about one counter step.
-        """
-        transit = self.transit
-        if transit is None:
-            return
-        left_nl = self._transit_left_nl()
-        if left_nl is not None:
-            self._end_transit(left_nl)
-            return
-        left_nl = self.accounting.catheter.volume_ahead_of_nl(transit.new_concentration_ug_per_ml)
-        rate = self._pushing_nl_per_h()
-        if rate > 0:
-            due = self.now_ms() + max(MS_PER_S, -(-left_nl * MS_PER_H // rate))
-            self.schedule.next_poll_ms = min(self.schedule.next_poll_ms, due)
-
-    def _transit_left_nl(self) -> int | None:
-        """The old drug left in the catheter when the transit is over (within the counter's resolution or a
-        minute of flow, from the last reconciliation), nL; None while it still has to leave (or no transit)."""
-        if self.transit is None:
-            return None
-        left_nl = self.accounting.catheter.volume_ahead_of_nl(self.transit.new_concentration_ug_per_ml)
-        settle_nl = max(self.counter_resolution_nl, self._pushing_nl_per_h() * TRANSIT_SETTLE_MS // MS_PER_H)
-        return left_nl if left_nl <= settle_nl else None
+        return self.concentration_change.program_for(self.transit, programme_rate_nl_per_h)
 
     def _pushing_nl_per_h(self) -> int:
         """The verified rate the pump is delivering now, nL/h; 0 when stopped or uncertain."""
         return (self.committed_rate_nl_per_h or 0) if self._delivering() else 0
 
-    def _end_transit(self, left_nl: int, *, send: bool = True) -> None:
-        """End the transit; with ``send``, put the programme's rate for the new drug on the pump (without, the
-        caller is about to send a rate: the transit ends first so that rate is the new drug's)."""
-        transit = self.transit
-        self.transit = None
-        self._emit("transit_end", old_concentration_ug_per_ml=transit.old_concentration_ug_per_ml,
-                   new_concentration_ug_per_ml=transit.new_concentration_ug_per_ml, left_nl=left_nl,
-                   hours=(self.now_ms() - transit.started_ms) / MS_PER_H)
+    def _transit_ended(self, send: bool) -> None:
+        """A transit has ended (:meth:`ConcentrationChange.end`); with ``send``, put the programme's rate for the
+        new drug on the pump (without, the caller is about to send a rate: the transit ended first so that rate
+        is the new drug's). Then checkpoint."""
         if send and self.mode is Mode.RUNNING and not self.gate.interrupted:
             self._accrue()
             self._end_pump_held_bolus("concentration transit end")
@@ -1526,7 +1438,7 @@ class ControlLoop(AccountingViews):
         if dispensed is not None:
             self._reconcile(dispensed.infused_nl)
         self.bolus = None
-        self._settle_transit()  # the basal sent back is scaled for the drug in the catheter now
+        self.concentration_change.settle()  # the basal sent back is scaled for the drug in the catheter now
         if run.committed_pg:
             self.gate.release_bolus(run.kind, run.committed_pg)
         program, self.bolus_program = self.bolus_program, None
@@ -1760,9 +1672,7 @@ class ControlLoop(AccountingViews):
             "bolus_program": None if self.bolus_program is None else [[p.rate_nl_per_h, p.volume_nl]
                                                                       for p in self.bolus_program.phases],
             "tip_watch": {"samples": [list(x) for x in self.tip_watch.samples], "armed": self.tip_watch.armed},
-            "transit": None if self.transit is None else [self.transit.old_concentration_ug_per_ml,
-                                                          self.transit.new_concentration_ug_per_ml,
-                                                          self.transit.started_ms],
+            "transit": self.concentration_change.snapshot(),
         }
 
     def _stage_resume_point(self) -> None:
@@ -1882,31 +1792,21 @@ class ControlLoop(AccountingViews):
         """At restart: apply a concentration change whose program was handed over (or about to be) when the
         controller died, before anything reconciles or is sent (PRX-06, RES-04).
 
-        The refill record says the reservoir holds ``fill_nl`` of the new drug, so it is recorded first (what
-        the pump pushed since goes into the catheter as the new drug). The kernel decides the change again,
-        now; allowed, it is applied, and the programme, the basal rate and the transit of the old drug are the
-        change's. The transit's start is the change's own when the pump is found running its program
-        (:meth:`_adopt_transit_program`), else now.
+        Its fill is recorded and the kernel decides it again, now
+        (:meth:`ConcentrationChange.complete_at_restart`); allowed, the programme, the basal rate and the transit
+        of the old drug are the change's. The transit's start is the change's own when the pump is found running
+        its program (:meth:`ConcentrationChange.adopt_program`), else now.
 
         :param change: the intent saved by :meth:`change_concentration` (µg/mL, nL, ms, nL/h).
         :param now: controller time, ms.
         :return: the kernel's reasons when it refuses (nothing but the fill is applied then); empty otherwise.
         """
-        old, new = int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"])
-        self.accounting.record_fill(int(change["fill_nl"]), new, datetime.fromisoformat(change["fill_utc"]))
-        rate = int(change["rate_nl_per_h"])
-        signed = change.get("override")
-        override = None if not signed else (tuple(str(c) for c in signed[0]), str(signed[1]), str(signed[2]))
-        shape = {key: [tuple(int(x) for x in row) for row in rows] for key, rows in (change.get("shape") or {}).items()}
-        decision = self.gate.authorize_concentration_change(new, rate, int(change["transit_volume_nl"]),
-                                                            int(change["transit_duration_ms"]), now, override=override,
-                                                            **shape)
+        decision = self.concentration_change.complete_at_restart(change, now)
         if not decision.allowed:
             return decision.reasons or ("refused",)
-        self.gate.apply(decision, now)
         self.programme = decision.programme if _keeps_programme(decision.programme) else None
-        self.basal_rate_nl_per_h = rate if self.programme is None else self.programme.rate_at(now)
-        self.transit = Transit(old, new, now)
+        self.basal_rate_nl_per_h = int(change["rate_nl_per_h"]) if self.programme is None \
+            else self.programme.rate_at(now)
         if self.mode in (Mode.MINIMUM_RATE, Mode.STOPPED_FAULT):
             self._leave_minimum_rate("a refill at a new concentration resumed therapy (completed at restart)")
         return ()
@@ -1931,46 +1831,6 @@ class ControlLoop(AccountingViews):
         self.mode = Mode.RUNNING
         if self.alarms.is_active(AlarmCode.MINIMUM_RATE_MODE):
             self.alarms.clear(AlarmCode.MINIMUM_RATE_MODE, detail=detail)
-
-    def _adopt_transit_program(self, change: dict[str, Any], status: Any, sent_after: list[Any]) -> bool:
-        """At restart: whether the pump runs the change's transit program (read back phase by phase); if so the
-        loop takes it over as committed, its pending record resolved, and sends nothing.
-
-        :param sent_after: the unresolved rate commands of the journal (the change's program among them).
-        """
-        phases = change.get("phases")
-        if not phases or status is None or status.alarm is not None or status.state is not PumpState.INFUSING:
-            return False
-        wanted = PumpProgram(tuple(ProgramPhase(int(r), int(v)) for r, v in phases))
-        held = self.commands.call(lambda: self.pump.read_program(1, len(wanted.phases)))
-        phase = self.commands.call(self.pump.read_phase)
-        if held != wanted or phase is None or not 1 <= phase <= len(wanted.phases):
-            return False
-        self.transit = Transit(int(change["old_ug_per_ml"]), int(change["new_ug_per_ml"]), int(change["started_ms"]))
-        self.commands.held_program = wanted
-        self.commands.note_phase(phase)
-        self.commands.committed_rate_nl_per_h = wanted.phases[phase - 1].rate_nl_per_h
-        for record in sent_after:
-            if record.kind == "program" and record.params.get("phases") == phases:
-                self.commands.complete(record.command_id, "applied",
-                                       {"detail": f"read back at restart: the pump runs it, phase {phase}"})
-        return True
-
-    def _report_change_at_restart(self, change: dict[str, Any], found: dict[str, Any],
-                                  refused: tuple[str, ...]) -> None:
-        """Journal and alarm a concentration change the controller died inside (RES-04: UNFINISHED_SESSION)."""
-        old, new = change["old_ug_per_ml"], change["new_ug_per_ml"]
-        what = f"the refill's change {old} -> {new} µg/mL was not confirmed before the controller died"
-        if refused:
-            detail = (f"{what}; the kernel refuses it at restart ({','.join(refused)}): the reservoir holds "
-                      f"{new} µg/mL, no programme for it is authorised (PRX-06), minimum rate")
-        elif found.get("concentration_change") == "running":
-            detail = f"{what}; completed at restart: the pump runs its transit program (read back)"
-        else:
-            detail = f"{what}; completed at restart: its transit program is sent again, decided afresh"
-        self._emit("concentration_change_at_restart", old_concentration_ug_per_ml=old,
-                   new_concentration_ug_per_ml=new, outcome=found.get("concentration_change"), detail=detail)
-        self._fault(FaultCode.UNFINISHED_SESSION, detail)
 
     def recover(self) -> dict[str, Any]:
         """Resume after a crash or restart, before any therapy-changing command (PER-02, HAL-06).
@@ -1997,8 +1857,8 @@ class ControlLoop(AccountingViews):
         old programme is never put back. The fill is recorded before the counter is reconciled, the
         kernel decides the change afresh and it is applied with its transit
         (:meth:`_complete_change_at_restart`). A pump read back running the change's transit program
-        (phase by phase, in any of its phases) is taken over as it is, nothing sent; otherwise the
-        transit program is sent by the usual restore (a fresh resume decision for a stopped pump). A
+        (:meth:`ConcentrationChange.adopt_program`: phase by phase, in any of its phases) is taken over as it
+        is, nothing sent; otherwise the transit program is sent by the usual restore (a fresh resume decision for a stopped pump). A
         change the kernel now refuses leaves minimum rate, also from a missed refill's confirmed-empty stop; with
         the pump unreadable it is owed (:data:`MINIMUM_RATE_OWED_KEY`, durable), THERAPY_STATUS_UNKNOWN and then
         the comms timeout are the alarm, nothing is sent, and the first poll that reads the pump enters it
@@ -2026,8 +1886,8 @@ class ControlLoop(AccountingViews):
                  orphan_of_rate(int(r.params.get("rate_nl_per_h", 0))) for r in sent_after]
         committed_nl_per_h = int(body.get("committed_rate_nl_per_h") or 0)
         if body.get("transit") is not None and body["mode"] == Mode.RUNNING.value and committed_nl_per_h:
-            # Mid-transit the pump holds the two-phase transit program (_transit_program_for): with no controller
-            # watching it goes on by itself, once the old drug ahead at the resume point has left, at the
+            # Mid-transit the pump holds the two-phase transit program (ConcentrationChange.program_for): with no
+            # controller watching it goes on by itself, once the old drug ahead at the resume point has left, at the
             # programme's rate for the new drug, which neither the resume point's rate nor a command names.
             # Without it the least time was too long after a 2000 -> 500 µg/mL change: controller time 27 h ahead
             # of the truth after a 10 h reboot, and a raise let through against TIT-01.
@@ -2062,8 +1922,7 @@ class ControlLoop(AccountingViews):
         self.therapy_state = dict(body["therapy"])
         self.tip_watch.samples = [(int(t), int(pg)) for t, pg in body["tip_watch"]["samples"]]
         self.tip_watch.armed = bool(body["tip_watch"]["armed"])
-        transit = body.get("transit")
-        self.transit = None if transit is None else Transit(*(int(x) for x in transit))
+        self.concentration_change.restore(body.get("transit"))
         self.schedule.last_poll_ms = body["last_poll_ms"]
         now = self.now_ms()
         acc.accrual_ms = now
@@ -2089,7 +1948,7 @@ class ControlLoop(AccountingViews):
         self.commands.committed_rate_nl_per_h = self.pump_basal_nl_per_h if self.mode is Mode.RUNNING else (
             self.config.minimum_rate_nl_per_h if self.mode is Mode.MINIMUM_RATE else 0)
         change_held = (change is not None and not change_refused
-                       and self._adopt_transit_program(change, status, sent_after))
+                       and self.concentration_change.adopt_program(change, status, sent_after))
         if change_held:
             found["concentration_change"] = "running"
         self.store.resume_point_source = self._resume_point  # restored: from now on every commit carries it
@@ -2160,7 +2019,8 @@ class ControlLoop(AccountingViews):
         if status is not None and self.commands.stops_unsettled:
             self.commands.settle_stops(status)
         if change is not None:
-            self._report_change_at_restart(change, found, change_refused)
+            self._fault(FaultCode.UNFINISHED_SESSION, self.concentration_change.report_at_restart(
+                change, found.get("concentration_change"), change_refused))
         refused_note = "" if not change_refused else (
             f"the refill's concentration change to {change['new_ug_per_ml']} µg/mL could not be completed at restart "
             f"({','.join(change_refused)})")
@@ -2199,7 +2059,7 @@ class ControlLoop(AccountingViews):
             if status.alarm is None and status.state is PumpState.INFUSING:
                 # A transit the pump ended by itself while no controller watched ends here, before any command
                 # can be scaled for the old drug that has left the catheter.
-                self._check_transit()
+                self.concentration_change.check()
         self._drain_hal_errors()
         self._emit("recovered", **{k: v for k, v in found.items() if k != "closed_boluses"},
                    closed_boluses=len(found["closed_boluses"]))
