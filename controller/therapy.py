@@ -327,9 +327,11 @@ class Therapy:
     def restore_state(self, *, concentration_changed: bool = False) -> None:
         """Reload workflow state after :meth:`ControlLoop.recover`.
 
-        A refill discrepancy no clinician had acknowledged is raised again (latched): the alarm
-        manager starts empty, but the hold on boluses and increases (RES-03) outlives the process. So are a
-        restart-rule alarm no clinician has acknowledged (ALM-03) and an emergency discontinue's withdrawal risk.
+        The alarm manager has already restored what the journal holds (:meth:`controller.assembly.Controller.recover`);
+        the conditions kept in the therapy state, which is durable with the resume point, are raised again here if
+        the journal did not bring them back: a refill discrepancy no clinician had acknowledged (its hold on boluses
+        and increases, RES-03, outlives the process), a restart-rule alarm no clinician has acknowledged (ALM-03) and
+        an emergency discontinue's withdrawal risk.
 
         :param concentration_changed: the recovery completed a refill's concentration change the
             controller died inside: the bolus reserve is worked out again at the new concentration.
